@@ -1,0 +1,1 @@
+//! Metric providers, Flagger-compatible checks and the statistical judge.

@@ -1,0 +1,1 @@
+//! Serin's CRD types and their validation.

@@ -1,0 +1,27 @@
+//! `serin`: the command line people and CI pipelines call. Thin: parse flags, set up tracing,
+//! call a library `run()`.
+
+use clap::{Parser, Subcommand};
+
+/// Serin: progressive delivery with its own mesh.
+#[derive(Parser, Debug)]
+#[command(name = "serin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {}
+}

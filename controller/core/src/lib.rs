@@ -1,0 +1,1 @@
+//! The canary engine. Pure: no async, no I/O, no clock (time is an argument).

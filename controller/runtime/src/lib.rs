@@ -1,0 +1,1 @@
+//! The controller runtime: observe, call the engine, act through adapters.

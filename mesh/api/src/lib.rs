@@ -1,0 +1,1 @@
+//! Route-table types shared by the proxy and the control plane.

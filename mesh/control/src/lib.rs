@@ -1,0 +1,1 @@
+//! The traffic-split control plane.

@@ -1,0 +1,1 @@
+//! The sidecar proxy library behind the `serin-proxy` binary.

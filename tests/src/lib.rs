@@ -1,0 +1,1 @@
+//! Shared fixtures for Serin's end-to-end tests (the tests live in tests/tests/).
