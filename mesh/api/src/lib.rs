@@ -1,1 +1,13 @@
-//! Route-table types shared by the proxy and the control plane.
+//! `serin-mesh-api`: the contract between `serin-proxy` and the control plane.
+//!
+//! It holds the route-table types ([`table`]) that the proxy reads from its static YAML file and
+//! that the control plane streams, plus their validation. It is plain data: no I/O, no async, no
+//! Kubernetes types, so both sides (and tests) can depend on it cheaply.
+
+pub mod table;
+
+pub use table::{
+    Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
+    ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors, ValueMatch,
+    ValueMatchType,
+};

@@ -1,0 +1,886 @@
+//! The route table: what a proxy needs to decide where each request goes.
+//!
+//! A [`RouteTable`] is a snapshot. The proxy swaps whole tables, never edits one in place, so
+//! every request sees exactly one consistent table. The same types are read from the proxy's
+//! static YAML file (its `routes:` section) and streamed by the control plane.
+//!
+//! Shape (YAML, keys are camelCase like the Gateway API):
+//!
+//! ```yaml
+//! version: 7
+//! routes:
+//!   - authority: podinfo            # host, or host:port; without a port any port matches
+//!     backends:                     # optional shared definitions, referenced by name
+//!       - name: podinfo-shadow
+//!         endpoints: [127.0.0.1:19003]
+//!     rules:                        # first matching rule wins; a rule without matches is the default
+//!       - matches:
+//!           - headers: [{ name: x-canary, value: insider }]
+//!         backends:
+//!           - name: podinfo-canary
+//!             weight: 1
+//!             endpoints: [127.0.0.1:19002]
+//!       - backends:
+//!           - { name: podinfo-primary, weight: 90, endpoints: [127.0.0.1:19001] }
+//!           - { name: podinfo-canary, weight: 10, endpoints: [127.0.0.1:19002] }
+//!         mirror: { backend: podinfo-shadow, percent: 5 }
+//!         timeout: 10s
+//! ```
+//!
+//! [`RouteTable::validate`] checks everything a decoder cannot (regexes compile, names are unique,
+//! references resolve, weights can route) and names the offending field in every error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A complete, self-contained routing snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTable {
+    /// Monotonic snapshot version chosen by the producer (control plane or file loader). The proxy
+    /// reports the version in force on `/routes`; it does not interpret it otherwise.
+    #[serde(default)]
+    pub version: u64,
+    /// Routes, one per authority. Requests whose authority matches none get a 404.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// Everything that applies to one authority (host with optional port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// The authority this route serves (`Host` header in HTTP/1.1, `:authority` in HTTP/2).
+    pub authority: Authority,
+    /// Backend definitions shared by the rules of this route: a rule backend or a mirror can name
+    /// one of these instead of repeating its endpoints and labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendDef>,
+    /// Ordered rules; the first whose matches accept the request decides. A rule without
+    /// matches accepts every request (the default rule, usually last).
+    pub rules: Vec<Rule>,
+}
+
+/// `host` or `host:port`. The host is compared case-insensitively; a missing port matches any port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Authority {
+    /// Host name or IP literal, stored lower-case (IPv6 literals without brackets).
+    pub host: String,
+    /// Port, if the route is specific to one.
+    pub port: Option<u16>,
+}
+
+/// One rule: which requests it takes and where it sends them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Optional name, only used in logs and `/routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The rule applies when ANY of these matches accepts the request (each match is an AND of
+    /// its conditions). Empty means every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
+    /// Weighted backends; one is chosen per request in proportion to its weight.
+    pub backends: Vec<Backend>,
+    /// Copy a share of the requests to another backend; its responses are discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// Headers to set on responses from this rule (replacing any the upstream sent), e.g. a
+    /// `Set-Cookie` that pins a user to the canary.
+    #[serde(default, skip_serializing_if = "ResponseHeaders::is_empty")]
+    pub response_headers: ResponseHeaders,
+    /// Time allowed for the upstream to answer with response headers; past it the client gets a
+    /// 504. Written as `10s`, `500ms`, `1m`, `1m30s`. None = no route timeout.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_opt"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+/// A conjunction of conditions on one request. An empty match accepts every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Match {
+    /// Condition on the request path (without the query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// HTTP method, e.g. `GET` (compared exactly, methods are case-sensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Every listed header must be present and match (names are case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Every listed query parameter must be present and match (names are case-sensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
+    /// Every listed cookie (from the `Cookie` request headers) must be present and match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<ValueMatch>,
+}
+
+/// How a request path is compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathMatch {
+    /// `Exact`, `PathPrefix` (default; segment-wise, `/api` matches `/api` and `/api/x` but not
+    /// `/apix`) or `RegularExpression` (must match the whole path).
+    #[serde(rename = "type", default = "PathMatchType::default_prefix")]
+    pub kind: PathMatchType,
+    /// The path or the pattern.
+    pub value: String,
+}
+
+/// Path comparison kinds, named as in the Gateway API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathMatchType {
+    /// The path equals the value.
+    Exact,
+    /// The path starts with the value at a segment boundary.
+    PathPrefix,
+    /// The whole path matches the regular expression (Rust `regex` syntax).
+    RegularExpression,
+}
+
+impl PathMatchType {
+    fn default_prefix() -> Self {
+        PathMatchType::PathPrefix
+    }
+}
+
+/// A named value condition, used for headers, query parameters and cookies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueMatch {
+    /// `Exact` (default) or `RegularExpression` (must match the whole value).
+    #[serde(rename = "type", default = "ValueMatchType::default_exact")]
+    pub kind: ValueMatchType,
+    /// Header, query parameter or cookie name.
+    pub name: String,
+    /// The expected value or the pattern.
+    pub value: String,
+}
+
+/// Value comparison kinds, named as in the Gateway API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueMatchType {
+    /// The value equals the given string.
+    Exact,
+    /// The whole value matches the regular expression (Rust `regex` syntax).
+    RegularExpression,
+}
+
+impl ValueMatchType {
+    fn default_exact() -> Self {
+        ValueMatchType::Exact
+    }
+}
+
+/// A weighted backend of a rule.
+///
+/// Either self-contained (`endpoints` given, `labels` optional) or a reference to a route-level
+/// [`BackendDef`] of the same name (no `endpoints`, no `labels`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// Backend (service) name; reported as the `dst_service` metric label.
+    pub name: String,
+    /// Relative weight. 0 = never chosen (but still defined, e.g. as a mirror target).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Extra metric labels, exported with a `dst_` prefix (keys must be Prometheus label names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Endpoint addresses (`ip:port`). Absent = defined at route level; present but empty = the
+    /// backend exists but has no endpoints now (requests to it get a 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<SocketAddr>>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A backend definition shared by the rules of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendDef {
+    /// Backend (service) name, unique within the route.
+    pub name: String,
+    /// Extra metric labels, exported with a `dst_` prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Endpoint addresses (`ip:port`); empty = requests to it get a 503.
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Traffic mirroring (shadowing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mirror {
+    /// Name of a backend of this route (route-level definition or any rule backend).
+    pub backend: String,
+    /// Share of the rule's requests copied, 0..=100 (default 100).
+    #[serde(default = "default_percent")]
+    pub percent: u32,
+}
+
+fn default_percent() -> u32 {
+    100
+}
+
+/// Response header changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseHeaders {
+    /// Headers set on the response, replacing values of the same name.
+    #[serde(default)]
+    pub set: Vec<HeaderValue>,
+}
+
+impl ResponseHeaders {
+    /// True when nothing is changed.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderValue {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Header value (visible ASCII and spaces/tabs).
+    pub value: String,
+}
+
+/// A backend with its definition resolved, as returned by [`Route::resolve_backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedBackend<'a> {
+    /// Backend name.
+    pub name: &'a str,
+    /// Metric labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Endpoints (may be empty).
+    pub endpoints: &'a [SocketAddr],
+}
+
+impl Route {
+    /// Finds the definition of backend `name` in this route: a route-level definition first, then
+    /// any self-contained rule backend. None when the name is not defined (see `validate`).
+    pub fn resolve_backend(&self, name: &str) -> Option<ResolvedBackend<'_>> {
+        if let Some(def) = self.backends.iter().find(|b| b.name == name) {
+            return Some(ResolvedBackend {
+                name: &def.name,
+                labels: &def.labels,
+                endpoints: &def.endpoints,
+            });
+        }
+        self.rules
+            .iter()
+            .flat_map(|r| r.backends.iter())
+            .find_map(|b| match &b.endpoints {
+                Some(eps) if b.name == name => Some(ResolvedBackend {
+                    name: &b.name,
+                    labels: &b.labels,
+                    endpoints: eps,
+                }),
+                _ => None,
+            })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authority
+
+/// Why an authority string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid authority {input:?}: {reason} (expected `host` or `host:port`)")]
+pub struct AuthorityError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for Authority {
+    type Err = AuthorityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| AuthorityError {
+            input: s.to_string(),
+            reason,
+        };
+        let s_trim = s.trim();
+        if s_trim.is_empty() {
+            return Err(err("empty"));
+        }
+        let (host, port) = if let Some(rest) = s_trim.strip_prefix('[') {
+            // [v6] or [v6]:port
+            let end = rest.find(']').ok_or_else(|| err("unclosed `[`"))?;
+            let host = &rest[..end];
+            let after = &rest[end + 1..];
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| err("junk after `]`"))?),
+            };
+            (host, port)
+        } else {
+            match s_trim.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s_trim, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(err("empty host"));
+        }
+        let bracketed = s_trim.starts_with('[');
+        if !host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') || (bracketed && b == b':')
+        }) {
+            return Err(err(
+                "host has characters outside letters, digits, `-`, `.`, `_`",
+            ));
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| err("port is not a number from 0 to 65535"))?,
+            ),
+        };
+        Ok(Authority {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = self.host.contains(':');
+        match (v6, self.port) {
+            (false, None) => f.write_str(&self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+        }
+    }
+}
+
+impl Serialize for Authority {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Authority {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+
+/// Why a duration string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. `10s`, `500ms`, `1m30s`"
+)]
+pub struct DurationError {
+    input: String,
+}
+
+/// Parses `10s`, `500ms`, `1.5s`, `1m30s`, `2h` into a [`Duration`].
+pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError {
+        input: input.to_string(),
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_len == 0 {
+            return Err(err());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_len..];
+        total += n * factor;
+    }
+    // A year is far beyond any sensible timeout; it also keeps from_secs_f64 from panicking.
+    if !total.is_finite() || total > 365.0 * 86400.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (`10s`, `1500ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) && ms > 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+mod duration_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+/// One problem found by [`RouteTable::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// Path of the offending field, e.g. `routes[0].rules[1].matches[0].headers[0].value`.
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+/// All problems found in a table (never empty when returned as an error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route table: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+struct Checker {
+    errors: Vec<ValidationError>,
+}
+
+impl Checker {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ValidationError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn regex(&mut self, field: &str, pattern: &str) {
+        // Patterns are matched against the whole value, so compile them the way the proxy will.
+        if let Err(e) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+            let msg = e.to_string();
+            // regex's messages are multi-line; keep the last line, which says what is wrong.
+            let last = msg.lines().last().unwrap_or("invalid");
+            self.push(
+                field,
+                format!("regular expression {pattern:?} does not compile: {last}"),
+            );
+        }
+    }
+
+    fn header_name(&mut self, field: &str, name: &str) {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.push(
+                field,
+                format!(
+                    "{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+                ),
+            );
+        }
+    }
+
+    fn labels(&mut self, field: &str, labels: &BTreeMap<String, String>) {
+        for key in labels.keys() {
+            if !is_label_name(key) {
+                self.push(
+                    format!("{field}.{key}"),
+                    "label names must match [a-zA-Z_][a-zA-Z0-9_]* (exported as dst_<name>)",
+                );
+            }
+        }
+    }
+}
+
+/// True for a valid Prometheus label name.
+pub fn is_label_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl RouteTable {
+    /// Checks what decoding cannot: regexes compile, header names and methods are valid, names are
+    /// unique, backend references resolve, every rule can route, percents are in range. Returns
+    /// every problem found, each naming its field.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut c = Checker { errors: Vec::new() };
+        let mut authorities = BTreeSet::new();
+        for (ri, route) in self.routes.iter().enumerate() {
+            let rf = format!("routes[{ri}]");
+            if !authorities.insert(&route.authority) {
+                c.push(
+                    format!("{rf}.authority"),
+                    format!("duplicate authority {:?}", route.authority.to_string()),
+                );
+            }
+            self.validate_route(&mut c, &rf, route);
+        }
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(c.errors))
+        }
+    }
+
+    fn validate_route(&self, c: &mut Checker, rf: &str, route: &Route) {
+        // Names defined by the route: route-level definitions and self-contained rule backends.
+        let mut defined: BTreeMap<&str, (&BTreeMap<String, String>, &[SocketAddr])> =
+            BTreeMap::new();
+        for (bi, def) in route.backends.iter().enumerate() {
+            let bf = format!("{rf}.backends[{bi}]");
+            if def.name.is_empty() {
+                c.push(format!("{bf}.name"), "must not be empty");
+            }
+            if defined
+                .insert(&def.name, (&def.labels, &def.endpoints))
+                .is_some()
+            {
+                c.push(
+                    format!("{bf}.name"),
+                    format!("duplicate backend name {:?}", def.name),
+                );
+            }
+            c.labels(&format!("{bf}.labels"), &def.labels);
+        }
+        let shared: BTreeSet<&str> = route.backends.iter().map(|b| b.name.as_str()).collect();
+        // First pass: collect inline definitions so references may point forward.
+        for (ki, rule) in route.rules.iter().enumerate() {
+            for (bi, b) in rule.backends.iter().enumerate() {
+                let Some(eps) = &b.endpoints else { continue };
+                let bf = format!("{rf}.rules[{ki}].backends[{bi}]");
+                if shared.contains(b.name.as_str()) {
+                    c.push(
+                        format!("{bf}.endpoints"),
+                        format!(
+                            "backend {:?} is defined in {rf}.backends; name it without endpoints/labels or rename it",
+                            b.name
+                        ),
+                    );
+                    continue;
+                }
+                match defined.get(b.name.as_str()) {
+                    Some((labels, endpoints)) if *labels != &b.labels || *endpoints != &eps[..] => {
+                        c.push(
+                            format!("{bf}.name"),
+                            format!(
+                                "backend {:?} is defined again with different endpoints or labels; one name, one definition",
+                                b.name
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        defined.insert(&b.name, (&b.labels, eps));
+                    }
+                }
+            }
+        }
+        if route.rules.is_empty() {
+            c.push(format!("{rf}.rules"), "must list at least one rule");
+        }
+        for (ki, rule) in route.rules.iter().enumerate() {
+            let kf = format!("{rf}.rules[{ki}]");
+            for (mi, m) in rule.matches.iter().enumerate() {
+                validate_match(c, &format!("{kf}.matches[{mi}]"), m);
+            }
+            if rule.backends.is_empty() {
+                c.push(format!("{kf}.backends"), "must list at least one backend");
+            } else if rule.backends.iter().all(|b| b.weight == 0) {
+                c.push(
+                    format!("{kf}.backends"),
+                    "all weights are 0, so no request could be routed; give at least one backend a weight above 0",
+                );
+            }
+            let mut names = BTreeSet::new();
+            for (bi, b) in rule.backends.iter().enumerate() {
+                let bf = format!("{kf}.backends[{bi}]");
+                if b.name.is_empty() {
+                    c.push(format!("{bf}.name"), "must not be empty");
+                }
+                if !names.insert(&b.name) {
+                    c.push(
+                        format!("{bf}.name"),
+                        format!("duplicate backend name {:?} in this rule", b.name),
+                    );
+                }
+                c.labels(&format!("{bf}.labels"), &b.labels);
+                if b.endpoints.is_none() {
+                    if !b.labels.is_empty() {
+                        c.push(
+                            format!("{bf}.labels"),
+                            "labels without endpoints; give endpoints too, or move the labels to the route-level definition",
+                        );
+                    }
+                    if !defined.contains_key(b.name.as_str()) {
+                        c.push(
+                            format!("{bf}.name"),
+                            format!(
+                                "unknown backend {:?}: give it endpoints, or define it in {rf}.backends",
+                                b.name
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(m) = &rule.mirror {
+                if !defined.contains_key(m.backend.as_str()) {
+                    c.push(
+                        format!("{kf}.mirror.backend"),
+                        format!(
+                            "unknown backend {:?}: define it in {rf}.backends or in a rule",
+                            m.backend
+                        ),
+                    );
+                }
+                if m.percent > 100 {
+                    c.push(
+                        format!("{kf}.mirror.percent"),
+                        format!("{} is out of range; accepted: 0 to 100", m.percent),
+                    );
+                }
+            }
+            for (hi, h) in rule.response_headers.set.iter().enumerate() {
+                let hf = format!("{kf}.responseHeaders.set[{hi}]");
+                c.header_name(&format!("{hf}.name"), &h.name);
+                if http::HeaderValue::from_str(&h.value).is_err() {
+                    c.push(
+                        format!("{hf}.value"),
+                        "not a valid header value (visible ASCII, spaces and tabs)",
+                    );
+                }
+            }
+            if rule.timeout == Some(Duration::ZERO) {
+                c.push(
+                    format!("{kf}.timeout"),
+                    "must be above 0; leave it out for no timeout",
+                );
+            }
+        }
+    }
+}
+
+fn validate_match(c: &mut Checker, mf: &str, m: &Match) {
+    if let Some(p) = &m.path {
+        match p.kind {
+            PathMatchType::RegularExpression => c.regex(&format!("{mf}.path.value"), &p.value),
+            PathMatchType::Exact | PathMatchType::PathPrefix => {
+                if !p.value.starts_with('/') {
+                    c.push(format!("{mf}.path.value"), "must start with `/`");
+                }
+            }
+        }
+    }
+    if let Some(method) = &m.method
+        && (method.is_empty() || http::Method::from_bytes(method.as_bytes()).is_err())
+    {
+        c.push(
+            format!("{mf}.method"),
+            format!("{method:?} is not a valid HTTP method (e.g. GET, POST)"),
+        );
+    }
+    for (kind, list) in [
+        ("headers", &m.headers),
+        ("queryParams", &m.query_params),
+        ("cookies", &m.cookies),
+    ] {
+        for (i, v) in list.iter().enumerate() {
+            let vf = format!("{mf}.{kind}[{i}]");
+            if v.name.is_empty() {
+                c.push(format!("{vf}.name"), "must not be empty");
+            } else if kind == "headers" {
+                c.header_name(&format!("{vf}.name"), &v.name);
+            }
+            if v.kind == ValueMatchType::RegularExpression {
+                c.regex(&format!("{vf}.value"), &v.value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn split_table() -> RouteTable {
+        RouteTable {
+            version: 1,
+            routes: vec![Route {
+                authority: "podinfo".parse().expect("authority"),
+                backends: vec![],
+                rules: vec![Rule {
+                    backends: vec![
+                        Backend {
+                            name: "podinfo-primary".into(),
+                            weight: 90,
+                            labels: BTreeMap::new(),
+                            endpoints: Some(vec![ep("127.0.0.1:19001")]),
+                        },
+                        Backend {
+                            name: "podinfo-canary".into(),
+                            weight: 10,
+                            labels: BTreeMap::new(),
+                            endpoints: Some(vec![ep("127.0.0.1:19002")]),
+                        },
+                    ],
+                    ..Rule::default()
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_simple_split_is_valid_and_round_trips_through_json() {
+        let t = split_table();
+        t.validate().expect("valid");
+        let json = serde_json::to_string(&t).expect("serialize");
+        let back: RouteTable = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn authorities_parse_with_and_without_port() {
+        let a: Authority = "PodInfo.test:8080".parse().expect("parse");
+        assert_eq!(a.host, "podinfo.test");
+        assert_eq!(a.port, Some(8080));
+        assert_eq!(a.to_string(), "podinfo.test:8080");
+        let v6: Authority = "[::1]:80".parse().expect("parse");
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.to_string(), "[::1]:80");
+        assert!("podinfo:http".parse::<Authority>().is_err());
+        assert!("".parse::<Authority>().is_err());
+        assert!("a b".parse::<Authority>().is_err());
+    }
+
+    #[test]
+    fn durations_parse_in_the_documented_forms() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "10", "s", "10x", "1e400s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(3)), "3s");
+    }
+
+    #[test]
+    fn validation_names_the_field_of_each_problem() {
+        let mut t = split_table();
+        t.routes.push(t.routes[0].clone());
+        let rule = &mut t.routes[0].rules[0];
+        rule.matches.push(Match {
+            headers: vec![ValueMatch {
+                kind: ValueMatchType::RegularExpression,
+                name: "x-user".into(),
+                value: "(unclosed".into(),
+            }],
+            ..Match::default()
+        });
+        rule.backends.push(rule.backends[0].clone());
+        rule.mirror = Some(Mirror {
+            backend: "nowhere".into(),
+            percent: 150,
+        });
+        let errs = t.validate().expect_err("invalid").0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "routes[0].rules[0].matches[0].headers[0].value",
+                "routes[0].rules[0].backends[2].name",
+                "routes[0].rules[0].mirror.backend",
+                "routes[0].rules[0].mirror.percent",
+                "routes[1].authority",
+            ]
+        );
+        assert!(errs[0].message.contains("does not compile"));
+        assert!(errs[2].message.contains("unknown backend \"nowhere\""));
+    }
+
+    #[test]
+    fn references_resolve_to_route_level_definitions() {
+        let mut t = split_table();
+        let route = &mut t.routes[0];
+        route.backends.push(BackendDef {
+            name: "shadow".into(),
+            labels: BTreeMap::from([("track".into(), "shadow".into())]),
+            endpoints: vec![ep("127.0.0.1:19003")],
+        });
+        route.rules[0].mirror = Some(Mirror {
+            backend: "shadow".into(),
+            percent: 5,
+        });
+        t.validate().expect("valid");
+        let r = t.routes[0].resolve_backend("shadow").expect("defined");
+        assert_eq!(r.endpoints, &[ep("127.0.0.1:19003")]);
+        assert!(t.routes[0].resolve_backend("podinfo-canary").is_some());
+        assert!(t.routes[0].resolve_backend("nope").is_none());
+    }
+
+    #[test]
+    fn a_rule_that_can_route_nothing_is_rejected() {
+        let mut t = split_table();
+        for b in &mut t.routes[0].rules[0].backends {
+            b.weight = 0;
+        }
+        let errs = t.validate().expect_err("invalid").0;
+        assert_eq!(errs[0].field, "routes[0].rules[0].backends");
+    }
+
+    #[test]
+    fn conflicting_definitions_of_one_name_are_rejected() {
+        let mut t = split_table();
+        let mut other = t.routes[0].rules[0].clone();
+        other.backends[0].endpoints = Some(vec![ep("127.0.0.1:1")]);
+        t.routes[0].rules.insert(0, other);
+        let errs = t.validate().expect_err("invalid").0;
+        assert_eq!(errs[0].field, "routes[0].rules[1].backends[0].name");
+    }
+}
