@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod load;
+mod sample_app;
+
 /// Serin: progressive delivery with its own mesh.
 #[derive(Parser, Debug)]
 #[command(name = "serin", version, about)]
@@ -12,7 +15,12 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Run a small podinfo-like HTTP service (versions, error rate, latency) for demos and tests.
+    SampleApp(sample_app::Args),
+    /// Send open-loop load at a fixed rate and print a summary, or serve load-test webhooks.
+    Load(load::Args),
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -23,5 +31,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::SampleApp(args) => sample_app::run(args),
+        Command::Load(args) => load::run(args),
+    }
 }

@@ -1,0 +1,61 @@
+//! `serin sample-app`: the podinfo-like demo service (logic in `serin_demo::sample_app`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use serin_demo::sample_app::{self, SampleApp, SampleAppConfig};
+
+/// Run a small podinfo-like HTTP service with knobs for a bad release.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port. The bound address is printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:0", env = "SERIN_SAMPLE_APP_ADDR")]
+    pub addr: SocketAddr,
+    /// Version reported by `/` and `/version` and in the `x-serin-version` header.
+    #[arg(
+        long = "app-version",
+        default_value = "v1",
+        env = "SERIN_SAMPLE_APP_VERSION"
+    )]
+    pub version: String,
+    /// Share of application requests answered with HTTP 500: a fraction (0.2) or a percentage (20%).
+    #[arg(long, default_value = "0", env = "SERIN_SAMPLE_APP_ERROR_RATE")]
+    pub error_rate: String,
+    /// Latency added to every application request, e.g. 50ms.
+    #[arg(long, default_value = "0s", env = "SERIN_SAMPLE_APP_LATENCY")]
+    pub latency: String,
+    /// Greeting returned by `/`.
+    #[arg(long, env = "SERIN_SAMPLE_APP_MESSAGE")]
+    pub message: Option<String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value = "10s")]
+    pub drain: String,
+}
+
+/// Runs the sample app until SIGINT or SIGTERM, then drains.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = SampleAppConfig {
+        addr: args.addr,
+        version: args.version,
+        error_rate: sample_app::parse_error_rate("--error-rate", &args.error_rate)?,
+        latency: serin_demo::duration::parse("--latency", &args.latency)?,
+        drain: serin_demo::duration::parse("--drain", &args.drain)?,
+        ..SampleAppConfig::default()
+    };
+    if let Some(message) = args.message {
+        config.message = message;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = SampleApp::bind(config).await?;
+        // The address goes to stdout (and is flushed) so scripts and supervisors can read it.
+        let mut out = std::io::stdout();
+        writeln!(out, "listening on http://{}", app.local_addr())?;
+        out.flush()?;
+        app.run_until(serin_demo::server::terminate_signal()).await;
+        Ok(())
+    })
+}
