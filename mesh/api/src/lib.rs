@@ -6,6 +6,13 @@
 
 pub mod table;
 
+/// The control-plane ⇄ proxy stream: transport, framing, snapshots and acks.
+pub mod protocol;
+
+/// The proxy side of the stream (feature `client`; pulls tokio and hyper).
+#[cfg(feature = "client")]
+pub mod client;
+
 pub use table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
     ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors, ValueMatch,
