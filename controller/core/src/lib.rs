@@ -1,1 +1,41 @@
-//! The canary engine. Pure: no async, no I/O, no clock (time is an argument).
+//! The canary engine: a pure state machine implementing Flagger's canary lifecycle.
+//!
+//! [`step`]`(plan, status, observation, now)` returns a [`Transition`]: the next [`Status`] and the
+//! [`Action`]s the runtime must carry out (scale, route, promote, notify, record history).
+//! [`needs`]`(plan, status, now)` tells the runtime what to observe before the next step: whether a
+//! tick is due, which gate webhooks to call, whether to run the metric checks.
+//!
+//! What this crate is not: it does no I/O, reads no clock (time is an argument), knows nothing of
+//! Kubernetes, HTTP or metric providers, and is not async. The runtime owns all of that and
+//! persists [`Status`] between ticks; everything the engine needs to stay correct across a restart
+//! lives in [`Status`].
+//!
+//! The runtime's loop, in order:
+//! 1. `needs(plan, status, now)`; if not `due` and there are no commands, sleep until `wake_at`.
+//! 2. Observe what [`Needs`] asks for (target revision, readiness, gate webhooks, checks) and any
+//!    pending manual commands into an [`Observation`].
+//! 3. `step(plan, status, observation, now)`.
+//! 4. Carry out the transition's actions in order, then persist its status.
+
+mod action;
+mod engine;
+mod observation;
+mod plan;
+mod status;
+mod time;
+
+pub use action::{Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity};
+pub use engine::{GateCall, Needs, Transition, needs, step};
+pub use observation::{
+    Bound, CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
+    Verdict,
+};
+pub use plan::{
+    InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy, StringMatch, Webhook,
+    WebhookKind,
+};
+pub use status::{
+    CONDITION_PROMOTED, Condition, ConditionStatus, GateState, Pause, Phase, Run, RunOutcome,
+    Status,
+};
+pub use time::{Timestamp, TimestampError};
