@@ -340,6 +340,10 @@ impl Tick<'_> {
     // ----- phases -----
 
     fn initialize(&mut self) {
+        if self.s.conditions.is_empty() {
+            // First sight of this canary: stamp the Initializing condition, as Flagger does.
+            self.set_phase(Phase::Initializing);
+        }
         let Some(target) = &self.obs.target else {
             self.hold(HistoryKind::Held, "target not found".into(), None);
             return;
@@ -798,14 +802,10 @@ impl Tick<'_> {
                 Some(())
             }
             Gate::Failed { name, .. } => {
-                let entering = self.s.phase != Phase::WaitingPromotion;
                 self.set_phase(Phase::WaitingPromotion);
                 let msg = format!(
                     "waiting for promotion approval: confirm-promotion webhook {name} did not pass"
                 );
-                if entering {
-                    self.s.hold = None;
-                }
                 let alert = (Severity::Warn, "Canary promotion is waiting for approval.");
                 self.hold(HistoryKind::Waiting, msg, Some(alert));
                 None
@@ -1370,12 +1370,17 @@ impl Tick<'_> {
             _ => Vec::new(),
         };
         let affinity = self.plan.session_affinity.as_ref().and_then(|a| {
-            let cookie = if active {
-                self.s.run.as_ref().and_then(|r| r.affinity_cookie.clone())
+            let run_cookie = self.s.run.as_ref().and_then(|r| r.affinity_cookie.clone());
+            // While the run is live its cookie pins users to the canary and the previous run's
+            // cookie is expired; once traffic is back on the primary, this run's cookie is.
+            let (cookie, expire) = if active {
+                (run_cookie, self.s.previous_affinity_cookie.clone())
             } else {
-                None
+                (
+                    None,
+                    run_cookie.or_else(|| self.s.previous_affinity_cookie.clone()),
+                )
             };
-            let expire = self.s.previous_affinity_cookie.clone();
             (cookie.is_some() || expire.is_some()).then(|| AffinityRoutes {
                 cookie_name: a.cookie_name.clone(),
                 cookie,

@@ -21,6 +21,7 @@ mod action;
 mod engine;
 mod observation;
 mod plan;
+pub mod sim;
 mod status;
 mod time;
 
