@@ -1,0 +1,127 @@
+//! What `serin wait` concludes from one look at a Canary: pure, so every case is testable.
+//!
+//! The rule that matters: only the run of the revision being waited for counts. A `Succeeded`
+//! left over from the previous revision's run never ends the wait.
+
+use crate::model::{CanarySummary, Phase, RunResult, WaitReason};
+
+/// Exit codes of `serin wait` (and `serin status` for errors), a contract for CI pipelines.
+pub mod exit {
+    /// The revision was promoted.
+    pub const PROMOTED: i32 = 0;
+    /// The revision was rolled back, aborted or replaced before promotion.
+    pub const FAILED: i32 = 1;
+    /// The run waits for a person (paused, or a confirm gate), with `--until-paused`.
+    pub const WAITING_FOR_HUMAN: i32 = 2;
+    /// The timeout passed first.
+    pub const TIMED_OUT: i32 = 3;
+    /// Not found, unreachable, or invalid input.
+    pub const ERROR: i32 = 4;
+}
+
+/// One look's conclusion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    /// The awaited revision serves as primary.
+    Promoted {
+        /// Run id, when a run promoted it.
+        run: Option<u64>,
+    },
+    /// The awaited revision's run ended without promoting it.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The run waits for a person.
+    NeedsHuman {
+        /// What it waits for.
+        reason: String,
+    },
+    /// Not decided yet.
+    Pending {
+        /// What is happening, for the progress line.
+        reason: String,
+    },
+}
+
+/// Decides from `summary` where the rollout of `revision` stands.
+///
+/// `pinned` says the revision came from `--revision` (a deploy that knows what it shipped): if
+/// the target moves on to another revision, the awaited one will never be promoted. Unpinned,
+/// the caller re-reads the target's current revision on every look.
+pub fn assess(summary: &CanarySummary, revision: &str, pinned: bool) -> Assessment {
+    if let Some(run) = summary.run.as_ref().filter(|r| r.revision == revision) {
+        match &run.outcome {
+            Some(o) if o.result == RunResult::Promoted => {
+                return Assessment::Promoted { run: Some(run.id) };
+            }
+            Some(o) => {
+                let what = match o.result {
+                    RunResult::RolledBack => "rolled back",
+                    RunResult::Aborted => "aborted",
+                    _ => "superseded",
+                };
+                return Assessment::Failed {
+                    reason: format!("revision {revision} {what} (run {}): {}", run.id, o.reason),
+                };
+            }
+            None => {
+                if let Some(w) = &summary.waiting {
+                    let what = match w.reason {
+                        WaitReason::Paused => "paused",
+                        WaitReason::ConfirmRollout => "waiting for confirm-rollout gate",
+                        WaitReason::ConfirmTrafficIncrease => {
+                            "waiting for confirm-traffic-increase gate"
+                        }
+                        WaitReason::ConfirmPromotion => "waiting for confirm-promotion gate",
+                    };
+                    let detail = w
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    return Assessment::NeedsHuman {
+                        reason: format!("run {} of revision {revision} is {what}{detail}", run.id),
+                    };
+                }
+                return Assessment::Pending {
+                    reason: format!(
+                        "run {} of revision {revision}: {} at weight {}%",
+                        run.id, summary.phase, summary.canary_weight
+                    ),
+                };
+            }
+        }
+    }
+    let another_in_flight = summary.revision_in_flight().is_some();
+    if summary.promoted_revision.as_deref() == Some(revision)
+        && !another_in_flight
+        && !matches!(summary.phase, Phase::Initializing)
+    {
+        // Already the primary's revision (e.g. reverting to the last promoted spec starts no
+        // run, as in Flagger).
+        return Assessment::Promoted { run: None };
+    }
+    if pinned
+        && let Some(current) = summary.target_revision.as_deref()
+        && current != revision
+    {
+        return Assessment::Failed {
+            reason: format!(
+                "the target now declares revision {current}; revision {revision} will not be rolled out"
+            ),
+        };
+    }
+    Assessment::Pending {
+        reason: match summary.revision_in_flight() {
+            Some(other) => format!(
+                "run of revision {other} in flight ({}); waiting for revision {revision}",
+                summary.phase
+            ),
+            None => format!(
+                "waiting for the controller to start the run of revision {revision} (phase {})",
+                summary.phase
+            ),
+        },
+    }
+}
