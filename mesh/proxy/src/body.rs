@@ -1,0 +1,246 @@
+//! Request and response bodies the proxy passes through.
+//!
+//! - [`ReqBody`] is what goes upstream: the client's body as is, a tee that copies it to a
+//!   mirror without ever waiting for the mirror, or the mirror's copy.
+//! - [`ResBody`] is what goes back to the client: the upstream body, observed so the response is
+//!   counted (with its gRPC status from trailers) when it ends, fails or is dropped; or a short
+//!   body the proxy wrote itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::Incoming;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::balance::InFlight;
+use crate::metrics::{ErrorKind, Outcome, RouteMetrics};
+
+/// Errors a body may yield.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How many frames a mirror may lag behind the real request before its copy is abandoned.
+const MIRROR_BUFFER_FRAMES: usize = 16;
+
+/// A body sent upstream.
+pub enum ReqBody {
+    /// The client's body, unchanged.
+    Incoming(Incoming),
+    /// The client's body, copied frame by frame to a mirror.
+    Tee {
+        /// The client's body.
+        inner: Incoming,
+        /// Where copies go; dropped as soon as the mirror falls behind or goes away.
+        tx: Option<mpsc::Sender<Frame<Bytes>>>,
+    },
+    /// A mirror's copy of a client body.
+    Mirror(mpsc::Receiver<Frame<Bytes>>),
+    /// No body.
+    Empty,
+}
+
+impl ReqBody {
+    /// Splits a client body into one for the real request and a copy for a mirror. An empty
+    /// body is not teed at all.
+    pub fn tee(inner: Incoming) -> (ReqBody, ReqBody) {
+        if inner.is_end_stream() {
+            return (ReqBody::Incoming(inner), ReqBody::Empty);
+        }
+        let (tx, rx) = mpsc::channel(MIRROR_BUFFER_FRAMES);
+        (
+            ReqBody::Tee {
+                inner,
+                tx: Some(tx),
+            },
+            ReqBody::Mirror(rx),
+        )
+    }
+}
+
+/// Marker error for a mirror copy that was abandoned because the mirror lagged.
+#[derive(Debug, thiserror::Error)]
+#[error("mirror copy abandoned: the mirror fell behind the real request")]
+pub struct MirrorLagged;
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::Tee { inner, tx } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if let Some(Ok(f)) = &frame
+                    && let Some(sender) = tx
+                {
+                    let copy = if let Some(d) = f.data_ref() {
+                        Some(Frame::data(d.clone()))
+                    } else {
+                        f.trailers_ref().map(|t| Frame::trailers(t.clone()))
+                    };
+                    // Never wait for the mirror: if it cannot take the frame now, stop copying
+                    // (its request then ends with an error and is discarded).
+                    if let Some(c) = copy
+                        && sender.try_send(c).is_err()
+                    {
+                        *tx = None;
+                    }
+                }
+                if !matches!(frame, Some(Ok(_))) {
+                    // End or error of the real body: the mirror's copy ends here too. On error,
+                    // dropping the sender makes the mirror body end early, which its upstream
+                    // sees as a truncated request.
+                    *tx = None;
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            ReqBody::Mirror(rx) => Poll::Ready(ready!(rx.poll_recv(cx)).map(Ok)),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming(b) => b.is_end_stream(),
+            ReqBody::Tee { inner, .. } => inner.is_end_stream(),
+            ReqBody::Mirror(_) => false,
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Tee { inner, .. } => inner.size_hint(),
+            ReqBody::Mirror(_) => SizeHint::default(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
+/// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
+pub struct Recorder {
+    metrics: Arc<RouteMetrics>,
+    status: u16,
+    /// gRPC status from the response headers (trailers-only responses).
+    grpc_status: Option<u32>,
+    is_grpc: bool,
+    done: bool,
+    // Held so the endpoint counts the request in flight until its response body is finished.
+    _in_flight: Option<InFlight>,
+}
+
+impl Recorder {
+    /// A recorder for a response with `status` and `headers` from upstream.
+    pub fn new(
+        metrics: Arc<RouteMetrics>,
+        status: u16,
+        headers: &HeaderMap,
+        in_flight: Option<InFlight>,
+    ) -> Self {
+        let is_grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        Recorder {
+            metrics,
+            status,
+            grpc_status: grpc_status(headers),
+            is_grpc,
+            done: false,
+            _in_flight: in_flight,
+        }
+    }
+
+    fn finish(&mut self, grpc_status: Option<u32>, error: Option<ErrorKind>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let grpc_status = grpc_status.or(self.grpc_status);
+        self.metrics.response(Outcome {
+            status: self.status,
+            grpc_status: if self.is_grpc { grpc_status } else { None },
+            error,
+        });
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish(None, None);
+    }
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A body sent back to the client.
+pub enum ResBody {
+    /// An upstream body, observed.
+    Upstream {
+        /// The upstream body.
+        inner: Incoming,
+        /// Counts the response when it ends.
+        rec: Recorder,
+    },
+    /// A body the proxy wrote (errors, admin pages); already counted if it needed to be.
+    Full(Option<Bytes>),
+}
+
+impl ResBody {
+    /// A complete body from bytes.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ResBody::Full(Some(b.into()))
+    }
+}
+
+impl Body for ResBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResBody::Upstream { inner, rec } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                match &frame {
+                    None => rec.finish(None, None),
+                    Some(Ok(f)) => {
+                        if let Some(t) = f.trailers_ref() {
+                            rec.finish(grpc_status(t), None);
+                        }
+                    }
+                    Some(Err(_)) => rec.finish(None, Some(ErrorKind::Stream)),
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            ResBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResBody::Upstream { inner, .. } => inner.size_hint(),
+            ResBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The static YAML configuration file (`serin-proxy --config FILE`).
+//!
+//! Listener and identity settings are the proxy's own; the `routes:` section is exactly the
+//! route-table format of `serin-mesh-api` (what the control plane streams). See the crate
+//! README for the format.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serin_mesh_api::table::{Route, RouteTable, is_label_name, parse_duration};
+
+/// Settings of a running proxy (everything but the route table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Outbound listener (the app sends requests here).
+    pub outbound: SocketAddr,
+    /// Optional inbound listener in front of the local app.
+    pub inbound: Option<InboundConfig>,
+    /// Admin listener (`/metrics`, `/ready`, `/live`, `/routes`); None = off.
+    pub admin: Option<SocketAddr>,
+    /// Identity labels put on every metric (e.g. namespace, deployment, pod).
+    pub labels: BTreeMap<String, String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// How long connecting to an endpoint may take before a 502.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            outbound: SocketAddr::from(([127, 0, 0, 1], 4140)),
+            inbound: None,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 4191))),
+            labels: BTreeMap::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The inbound listener and where it forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The local app.
+    pub forward: SocketAddr,
+    /// Time allowed until response headers; None = no timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileConfig {
+    /// Proxy settings.
+    pub proxy: ProxyConfig,
+    /// The route table (its `version` is the file's `version:` if given, else 0).
+    pub table: RouteTable,
+}
+
+/// Why a configuration file was rejected. Every variant names the key and, where it can be
+/// found, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not decode (syntax, unknown key, wrong type, bad address or duration).
+    #[error("{path}: {message}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// serde_yaml's message: key path, problem, line and column.
+        message: String,
+        /// Line (1-based), when known.
+        line: Option<usize>,
+    },
+    /// The YAML decodes but the content is invalid.
+    #[error("{path}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each problem with its key and line.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One content problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `routes[0].rules[1].matches[0].headers[0].value`.
+    pub key: String,
+    /// Line (1-based) where the key is, when found.
+    pub line: Option<usize>,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{} (line {l}): {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    version: u64,
+    outbound: Option<RawListener>,
+    inbound: Option<RawInbound>,
+    admin: Option<RawListener>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    shutdown_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawListener {
+    listen: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawInbound {
+    listen: SocketAddr,
+    forward: SocketAddr,
+    timeout: Option<String>,
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &src)
+}
+
+/// Parses and checks configuration text (`path` is only used in messages).
+pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
+    let raw: Raw = serde_yaml::from_str(src).map_err(|e| ConfigError::Decode {
+        path: path.to_path_buf(),
+        line: e.location().map(|l| l.line()),
+        message: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| {
+        let line = locate(src, &key);
+        problems.push(Problem { key, line, message });
+    };
+    let mut duration = |key: &str, v: &Option<String>| -> Option<Duration> {
+        let s = v.as_deref()?;
+        match parse_duration(s) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                problem(key.to_string(), "must be above 0".into());
+                None
+            }
+            Err(e) => {
+                problem(key.to_string(), e.to_string());
+                None
+            }
+        }
+    };
+    let defaults = ProxyConfig::default();
+    let shutdown_timeout = duration("shutdownTimeout", &raw.shutdown_timeout);
+    let connect_timeout = duration("connectTimeout", &raw.connect_timeout);
+    let inbound = raw.inbound.map(|i| InboundConfig {
+        listen: i.listen,
+        forward: i.forward,
+        timeout: duration("inbound.timeout", &i.timeout),
+    });
+    for k in raw.labels.keys() {
+        if !is_label_name(k) {
+            problem(
+                format!("labels.{k}"),
+                "label names must match [a-zA-Z_][a-zA-Z0-9_]*".into(),
+            );
+        }
+    }
+    let table = RouteTable {
+        version: raw.version,
+        routes: raw.routes,
+    };
+    if let Err(errs) = table.validate() {
+        for e in errs.0 {
+            problem(e.field, e.message);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(FileConfig {
+        proxy: ProxyConfig {
+            outbound: raw.outbound.map_or(defaults.outbound, |l| l.listen),
+            inbound,
+            admin: raw.admin.map(|l| l.listen).or(defaults.admin),
+            labels: raw.labels,
+            shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
+            connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+        },
+        table,
+    })
+}
+
+/// Finds the line (1-based) of a key path like `routes[0].rules[1].timeout` in YAML text.
+///
+/// serde does not keep positions past decoding, so this walks the text: for each segment it
+/// finds the next `key:` at a deeper indentation than the parent, and for an index it counts
+/// list items (`- `) at the first item's indentation. It understands the block style people
+/// write and flow maps on one line (`- { name: a, weight: 1 }`); when it gets lost it returns
+/// the best line found so far, or None.
+pub fn locate(src: &str, key_path: &str) -> Option<usize> {
+    let lines: Vec<&str> = src.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_content = |l: &str| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    // Cursor: the line where the current node starts and the indentation its children exceed.
+    let mut line = 0usize;
+    let mut parent_indent: isize = -1;
+    let mut found: Option<usize> = None;
+    for seg in key_path.split('.') {
+        let (name, indices) = match seg.find('[') {
+            Some(i) => (&seg[..i], &seg[i..]),
+            None => (seg, ""),
+        };
+        // Find `name:` at or after `line`, deeper than the parent; stop when leaving the parent.
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(line) {
+            if !is_content(l) {
+                continue;
+            }
+            let ind = indent(l) as isize;
+            if i > line && ind <= parent_indent {
+                break;
+            }
+            let t = l
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches('{')
+                .trim_start();
+            let key_here = t.starts_with(&format!("{name}:"))
+                || l.contains(&format!(" {name}:"))
+                || l.contains(&format!("{{{name}:"))
+                || l.contains(&format!(",{name}:"));
+            if key_here {
+                hit = Some((i, ind));
+                break;
+            }
+        }
+        let (i, ind) = hit?;
+        found = Some(i + 1);
+        line = i;
+        parent_indent = ind;
+        // Each index: move to the n-th list item below the key.
+        for idx in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let n: usize = idx.parse().ok()?;
+            // Flow list on the key's own line: stay on that line.
+            if lines[line].contains('[') && !lines[line].trim_end().ends_with(':') {
+                break;
+            }
+            let mut item_indent = None;
+            let mut count = 0usize;
+            let mut item_line = None;
+            for (j, l) in lines.iter().enumerate().skip(line + 1) {
+                if !is_content(l) {
+                    continue;
+                }
+                let ind2 = indent(l) as isize;
+                let is_item = l.trim_start().starts_with('-');
+                if ind2 < parent_indent || (ind2 == parent_indent && !is_item) {
+                    break;
+                }
+                if is_item && item_indent.is_none_or(|ii| ii == ind2) {
+                    item_indent = Some(ind2);
+                    if count == n {
+                        item_line = Some(j);
+                        break;
+                    }
+                    count += 1;
+                }
+            }
+            let j = item_line?;
+            found = Some(j + 1);
+            line = j;
+            // Keys of the item are indented past the dash.
+            parent_indent = item_indent.unwrap_or(parent_indent);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "\
+outbound:
+  listen: 127.0.0.1:1
+routes:
+  - authority: a
+    rules:
+      - backends:
+          - name: x
+            endpoints: [127.0.0.1:2]
+  - authority: b
+    rules:
+      - matches:
+          - headers:
+              - name: x-a
+                value: one
+          - headers:
+              - { name: x-b, type: RegularExpression, value: \"(\" }
+        backends:
+          - { name: y, endpoints: [127.0.0.1:3] }
+        timeout: 0s
+";
+
+    #[test]
+    fn locate_finds_nested_keys_and_list_items() {
+        assert_eq!(locate(SRC, "routes[0].authority"), Some(4));
+        assert_eq!(locate(SRC, "routes[1].authority"), Some(9));
+        assert_eq!(
+            locate(SRC, "routes[1].rules[0].matches[1].headers[0].value"),
+            Some(16)
+        );
+        assert_eq!(locate(SRC, "routes[1].rules[0].timeout"), Some(19));
+        assert_eq!(locate(SRC, "routes[0].rules[0].backends[0].name"), Some(7));
+        assert_eq!(locate(SRC, "nothing"), None);
+    }
+
+    #[test]
+    fn invalid_content_is_reported_with_key_and_line() {
+        let err = parse(Path::new("f.yaml"), SRC).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "routes[1].rules[0].matches[1].headers[0].value (line 16): regular expression"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[1].rules[0].timeout (line 19): must be above 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decode_errors_name_the_key_and_line() {
+        let src = "routes:\n  - authority: a\n    rules:\n      - backends:\n          - name: x\n            weight: lots\n";
+        let err = parse(Path::new("f.yaml"), src).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("routes[0].rules[0].backends[0].weight"),
+            "{text}"
+        );
+        assert!(text.contains("line 6"), "{text}");
+        let src = "outbound:\n  listen: 127.0.0.1:1\n  lisen: x\n";
+        let text = parse(Path::new("f.yaml"), src)
+            .expect_err("invalid")
+            .to_string();
+        assert!(text.contains("outbound: unknown field `lisen`"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+}

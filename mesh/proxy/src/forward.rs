@@ -1,0 +1,442 @@
+//! The request path: route, pick, forward, observe.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+
+use crate::balance::{self, Endpoint};
+use crate::body::{Recorder, ReqBody, ResBody};
+use crate::io::Connector;
+use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
+use crate::router::{BackendRt, RequestView};
+use crate::table::TableHandle;
+
+/// Upstream clients: one pool speaking HTTP/1.1, one speaking h2c (prior knowledge). A request
+/// goes upstream in the protocol it came in with, so gRPC (HTTP/2 only) stays HTTP/2.
+#[derive(Clone)]
+pub struct Upstreams {
+    h1: Client<Connector, ReqBody>,
+    h2: Client<Connector, ReqBody>,
+}
+
+impl Upstreams {
+    /// Pools that count their connections into `registry` under `direction`.
+    pub fn new(registry: &Registry, direction: &str, connect_timeout: Duration) -> Self {
+        let connector = Connector::new(registry.tcp(direction, "dst"), connect_timeout);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let mut h1 = Client::builder(exec.clone());
+        h1.pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            // The proxy sets Host itself (the client's authority), never the endpoint's.
+            .set_host(false);
+        let mut h2 = Client::builder(exec);
+        h2.http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .set_host(false);
+        Upstreams {
+            h1: h1.build(connector.clone()),
+            h2: h2.build(connector),
+        }
+    }
+}
+
+/// State shared by every connection of one proxy.
+pub struct Shared {
+    /// The route table in force.
+    pub table: TableHandle,
+    /// All metrics.
+    pub registry: Arc<Registry>,
+    /// Outbound upstream pools.
+    pub outbound: Upstreams,
+    /// Inbound target (the local app), if the inbound listener is on.
+    pub inbound: Option<InboundTarget>,
+    /// Series for requests without a route.
+    pub no_route: Arc<RouteMetrics>,
+}
+
+/// Where the inbound listener forwards to.
+pub struct InboundTarget {
+    /// The local app.
+    pub endpoint: Arc<Endpoint>,
+    /// Pools to the app.
+    pub upstreams: Upstreams,
+    /// Inbound series.
+    pub metrics: Arc<RouteMetrics>,
+    /// Time allowed until response headers.
+    pub timeout: Option<Duration>,
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the ones
+/// HTTP/2 forbids. `te: trailers` is kept for gRPC.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(n);
+    }
+    if h.get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.remove(header::TE);
+    }
+}
+
+fn text(status: StatusCode, msg: String) -> Response<ResBody> {
+    let mut r = Response::new(ResBody::full(msg));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A response the proxy made up, counted as a failure with `error`.
+fn proxy_error(
+    metrics: &RouteMetrics,
+    started: Instant,
+    status: StatusCode,
+    error: ErrorKind,
+    msg: String,
+) -> Response<ResBody> {
+    metrics.latency(status.as_u16(), started.elapsed());
+    metrics.response(Outcome {
+        status: status.as_u16(),
+        grpc_status: None,
+        error: Some(error),
+    });
+    let mut r = text(status, msg);
+    r.headers_mut().insert(
+        HeaderName::from_static("l5d-proxy-error"),
+        HeaderValue::from_static(error.label()),
+    );
+    r
+}
+
+/// The request's authority: `:authority`/absolute-form URI first, then `Host`.
+fn authority_of(req: &Request<Incoming>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// Keeps only `max` characters of client input echoed in an error body.
+fn clip(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Handles one outbound request.
+pub async fn outbound(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let started = Instant::now();
+    let table = shared.table.compiled();
+    let Some(authority) = authority_of(&req) else {
+        shared.no_route.request();
+        return Ok(proxy_error(
+            &shared.no_route,
+            started,
+            StatusCode::NOT_FOUND,
+            ErrorKind::NoRoute,
+            "no route: the request has no authority (Host header or :authority)\n".into(),
+        ));
+    };
+    let Some(route) = table.route(authority) else {
+        shared.no_route.request();
+        let msg = format!("no route for authority {:?}\n", clip(authority, 200));
+        return Ok(proxy_error(
+            &shared.no_route,
+            started,
+            StatusCode::NOT_FOUND,
+            ErrorKind::NoRoute,
+            msg,
+        ));
+    };
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some(rule) = route.rule(&view) else {
+        shared.no_route.request();
+        let msg = format!(
+            "no route for authority {:?}: no rule matches this request\n",
+            route.authority
+        );
+        return Ok(proxy_error(
+            &shared.no_route,
+            started,
+            StatusCode::NOT_FOUND,
+            ErrorKind::NoRoute,
+            msg,
+        ));
+    };
+    let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
+    backend.metrics.request();
+    let Some(ep) = balance::pick(&backend.endpoints) else {
+        let msg = format!("backend {:?} has no endpoints\n", backend.name);
+        return Ok(proxy_error(
+            &backend.metrics,
+            started,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoints,
+            msg,
+        ));
+    };
+    let authority = authority.to_string();
+    let (mut parts, body) = req.into_parts();
+
+    // Mirror: decided per request; the copy is sent from its own task and never awaited.
+    let body = match &rule.mirror {
+        Some((mb, pct)) if *pct > 0 && fastrand::u32(..100) < *pct => {
+            match balance::pick(&mb.endpoints) {
+                Some(mep) => {
+                    let (real, copy) = ReqBody::tee(body);
+                    spawn_mirror(&shared, mb.clone(), mep.clone(), &parts, &authority, copy);
+                    real
+                }
+                None => {
+                    shared.registry.mirror(&mb.name, "dropped");
+                    ReqBody::Incoming(body)
+                }
+            }
+        }
+        _ => ReqBody::Incoming(body),
+    };
+
+    let h2 = parts.version == Version::HTTP_2;
+    prepare_upstream(&mut parts, ep, &authority, h2);
+    let req = Request::from_parts(parts, body);
+    let client = if h2 {
+        &shared.outbound.h2
+    } else {
+        &shared.outbound.h1
+    };
+    Ok(send(
+        client,
+        req,
+        started,
+        ep,
+        &backend.metrics,
+        &backend.name,
+        rule.timeout,
+        &rule.set_headers,
+    )
+    .await)
+}
+
+/// Handles one inbound request (to the local app).
+pub async fn inbound(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let started = Instant::now();
+    let Some(target) = &shared.inbound else {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "inbound is not configured\n".into(),
+        ));
+    };
+    target.metrics.request();
+    let authority = authority_of(&req).unwrap_or("localhost").to_string();
+    let (mut parts, body) = req.into_parts();
+    let h2 = parts.version == Version::HTTP_2;
+    prepare_upstream(&mut parts, &target.endpoint, &authority, h2);
+    let client = if h2 {
+        &target.upstreams.h2
+    } else {
+        &target.upstreams.h1
+    };
+    Ok(send(
+        client,
+        Request::from_parts(parts, ReqBody::Incoming(body)),
+        started,
+        &target.endpoint,
+        &target.metrics,
+        "inbound",
+        target.timeout,
+        &[],
+    )
+    .await)
+}
+
+/// Points a request at an endpoint: the absolute URI names the endpoint (it is the pool key);
+/// HTTP/1.1 keeps the client's authority in `Host`. For HTTP/2, hyper derives `:authority`
+/// from the URI, so an h2 upstream sees the endpoint address there.
+fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, authority: &str, h2: bool) {
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if let Ok(u) = Uri::builder()
+        .scheme("http")
+        .authority(ep.base_uri.clone())
+        .path_and_query(path)
+        .build()
+    {
+        parts.uri = u;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    if h2 {
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_2;
+    } else {
+        if let Ok(v) = HeaderValue::from_str(authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+        parts.version = Version::HTTP_11;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: &Client<Connector, ReqBody>,
+    req: Request<ReqBody>,
+    started: Instant,
+    ep: &Arc<Endpoint>,
+    metrics: &Arc<RouteMetrics>,
+    backend: &str,
+    timeout: Option<Duration>,
+    set_headers: &[(HeaderName, HeaderValue)],
+) -> Response<ResBody> {
+    let in_flight = ep.start();
+    let fut = client.request(req);
+    let result = match timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                let msg = format!(
+                    "backend {backend:?} did not answer within {}\n",
+                    serin_mesh_api::table::format_duration(t)
+                );
+                ep.observe(started.elapsed());
+                return proxy_error(
+                    metrics,
+                    started,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorKind::Timeout,
+                    msg,
+                );
+            }
+        },
+        None => fut.await,
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let (kind, what) = if e.is_connect() {
+                (ErrorKind::Connect, "could not connect to")
+            } else {
+                (ErrorKind::Upstream, "failed talking to")
+            };
+            tracing::debug!(backend, endpoint = %ep.addr, error = %e, "upstream request failed");
+            // A failing endpoint should look expensive to the balancer.
+            ep.observe(Duration::from_secs(1));
+            let msg = format!("{what} backend {backend:?} endpoint {}\n", ep.addr);
+            return proxy_error(metrics, started, StatusCode::BAD_GATEWAY, kind, msg);
+        }
+    };
+    let latency = started.elapsed();
+    ep.observe(latency);
+    let (mut parts, body) = resp.into_parts();
+    metrics.latency(parts.status.as_u16(), latency);
+    strip_hop_by_hop(&mut parts.headers);
+    for (n, v) in set_headers {
+        parts.headers.insert(n.clone(), v.clone());
+    }
+    let rec = Recorder::new(
+        metrics.clone(),
+        parts.status.as_u16(),
+        &parts.headers,
+        Some(in_flight),
+    );
+    Response::from_parts(parts, ResBody::Upstream { inner: body, rec })
+}
+
+fn spawn_mirror(
+    shared: &Arc<Shared>,
+    backend: Arc<BackendRt>,
+    ep: Arc<Endpoint>,
+    parts: &http::request::Parts,
+    authority: &str,
+    body: ReqBody,
+) {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    let (mut mparts, body) = req.into_parts();
+    let h2 = mparts.version == Version::HTTP_2;
+    prepare_upstream(&mut mparts, &ep, authority, h2);
+    let req = Request::from_parts(mparts, body);
+    let client = if h2 {
+        shared.outbound.h2.clone()
+    } else {
+        shared.outbound.h1.clone()
+    };
+    let registry = shared.registry.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let _in_flight = ep.start();
+        let result = match tokio::time::timeout(Duration::from_secs(30), client.request(req)).await
+        {
+            Ok(Ok(resp)) => {
+                ep.observe(started.elapsed());
+                // Drain so the connection goes back to the pool.
+                let ok = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .is_ok();
+                if ok { "ok" } else { "error" }
+            }
+            _ => "error",
+        };
+        registry.mirror(&backend.name, result);
+    });
+}
+
+/// A full response for admin endpoints.
+pub fn admin_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ResBody> {
+    let mut r = Response::new(ResBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

@@ -1,0 +1,555 @@
+//! A small, allocation-light Prometheus registry with Linkerd's metric names.
+//!
+//! Why hand-rolled: the hot path only touches atomics on series that were resolved once per
+//! backend (at table compile time), and the few response series per backend (one per status
+//! code) live in a short vector behind an uncontended mutex. No label strings are built per
+//! request. Rendering walks the registry on scrape only.
+//!
+//! Label values are bounded by construction: directions, configured authorities, backend
+//! names and labels from the route table, status codes and a fixed set of error kinds. The
+//! request path or a client-supplied authority never becomes a label.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Linkerd's `response_latency_ms` bucket bounds.
+pub const LATENCY_BUCKETS_MS: [u64; 25] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
+    10000, 20000, 30000, 40000, 50000,
+];
+
+/// Why a response counts as a failure when the proxy (not the upstream) decided it. Each is a
+/// stable, low-cardinality `error` label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// No route for the authority (404).
+    NoRoute,
+    /// The chosen backend has no endpoints (503).
+    NoEndpoints,
+    /// Connecting to the endpoint failed (502).
+    Connect,
+    /// The upstream failed after connecting, before a response (502).
+    Upstream,
+    /// The route timeout elapsed before response headers (504).
+    Timeout,
+    /// The response body stream broke after the headers were sent.
+    Stream,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+impl ErrorKind {
+    /// The `error` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Stream => "stream",
+            ErrorKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What a finished response looked like, for `response_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Outcome {
+    /// HTTP status code sent to the client.
+    pub status: u16,
+    /// gRPC status when the response was gRPC and carried one.
+    pub grpc_status: Option<u32>,
+    /// Set when the proxy itself failed the request or the stream broke.
+    pub error: Option<ErrorKind>,
+}
+
+impl Outcome {
+    /// Linkerd's classification: 5xx, a non-zero `grpc-status` or a proxy error is a failure.
+    pub fn is_failure(&self) -> bool {
+        self.status >= 500 || self.grpc_status.is_some_and(|g| g != 0) || self.error.is_some()
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Buckets are cumulative on render; store each observation once, in the first bucket
+        // whose bound (`le`, inclusive) holds it.
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|&b| us <= b * 1000) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct StatusSeries {
+    latency: Histogram,
+    responses: Mutex<Vec<(Outcome, u64)>>,
+}
+
+/// Request/response series for one label set (direction, authority, backend, identity).
+/// Resolved once per backend and held by the compiled route table.
+pub struct RouteMetrics {
+    labels: String,
+    requests: AtomicU64,
+    by_status: Mutex<Vec<(u16, Arc<StatusSeries>)>>,
+}
+
+impl RouteMetrics {
+    /// Counts a request (`request_total`).
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    fn status(&self, status: u16) -> Arc<StatusSeries> {
+        let mut v = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, s)) = v.iter().find(|(c, _)| *c == status) {
+            return s.clone();
+        }
+        let s = Arc::new(StatusSeries::default());
+        v.push((status, s.clone()));
+        s
+    }
+
+    /// Records time to response headers (`response_latency_ms`).
+    pub fn latency(&self, status: u16, d: Duration) {
+        self.status(status).latency.observe(d);
+    }
+
+    /// Counts a finished response (`response_total`).
+    pub fn response(&self, outcome: Outcome) {
+        let s = self.status(outcome.status);
+        let mut v = s.responses.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => v.push((outcome, 1)),
+        }
+    }
+}
+
+/// Counters for one side of TCP connections (`peer="src"` accepted, `peer="dst"` opened).
+pub struct TcpMetrics {
+    labels: String,
+    /// `tcp_open_total`.
+    pub open_total: AtomicU64,
+    /// `tcp_open_connections`.
+    pub open: AtomicI64,
+    /// `tcp_read_bytes_total`.
+    pub read_bytes: AtomicU64,
+    /// `tcp_write_bytes_total`.
+    pub write_bytes: AtomicU64,
+    /// `tcp_close_total`.
+    pub close_total: AtomicU64,
+}
+
+/// Proxy-specific series (not Linkerd's): config reloads, mirrors.
+#[derive(Default)]
+struct ProxySeries {
+    reload_success: AtomicU64,
+    reload_failure: AtomicU64,
+    last_reload_ok: AtomicI64,
+    table_version: AtomicU64,
+    mirror: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+/// The registry: every series the proxy exports.
+pub struct Registry {
+    identity: String,
+    routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    tcp: Mutex<BTreeMap<String, Arc<TcpMetrics>>>,
+    proxy: ProxySeries,
+}
+
+/// Escapes a Prometheus label value.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn push_label(out: &mut String, k: &str, v: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    let _ = write!(out, "{k}=\"{}\"", escape(v));
+}
+
+impl Registry {
+    /// A registry whose every series carries `identity` labels (e.g. namespace, deployment, pod).
+    /// Keys that are not Prometheus label names are skipped (the config loader rejects them).
+    pub fn new(identity: &BTreeMap<String, String>) -> Self {
+        let mut id = String::new();
+        for (k, v) in identity {
+            if serin_mesh_api::table::is_label_name(k) {
+                push_label(&mut id, k, v);
+            }
+        }
+        Registry {
+            identity: id,
+            routes: Mutex::new(BTreeMap::new()),
+            tcp: Mutex::new(BTreeMap::new()),
+            proxy: ProxySeries::default(),
+        }
+    }
+
+    /// The outbound series for one backend of one authority; the same labels give the same
+    /// series, so counters continue across route-table swaps.
+    pub fn outbound(
+        &self,
+        authority: &str,
+        dst_service: &str,
+        dst_labels: &BTreeMap<String, String>,
+    ) -> Arc<RouteMetrics> {
+        let mut l = String::from("direction=\"outbound\"");
+        push_label(&mut l, "authority", authority);
+        push_label(&mut l, "dst_service", dst_service);
+        for (k, v) in dst_labels {
+            if k != "service" {
+                push_label(&mut l, &format!("dst_{k}"), v);
+            }
+        }
+        self.route_series(l)
+    }
+
+    /// The inbound series (traffic to the local app).
+    pub fn inbound(&self) -> Arc<RouteMetrics> {
+        self.route_series("direction=\"inbound\"".to_string())
+    }
+
+    /// Series for requests that matched no route: the client's authority is deliberately not a
+    /// label (it is unbounded), so they all share one series with an empty authority.
+    pub fn no_route(&self) -> Arc<RouteMetrics> {
+        let mut l = String::from("direction=\"outbound\"");
+        push_label(&mut l, "authority", "");
+        push_label(&mut l, "dst_service", "");
+        self.route_series(l)
+    }
+
+    fn route_series(&self, mut labels: String) -> Arc<RouteMetrics> {
+        if !self.identity.is_empty() {
+            labels.push(',');
+            labels.push_str(&self.identity);
+        }
+        let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(labels.clone())
+            .or_insert_with(|| {
+                Arc::new(RouteMetrics {
+                    labels,
+                    requests: AtomicU64::new(0),
+                    by_status: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// TCP counters for a direction and peer (`src` = accepted, `dst` = opened to upstreams).
+    pub fn tcp(&self, direction: &str, peer: &str) -> Arc<TcpMetrics> {
+        let mut l = String::new();
+        push_label(&mut l, "direction", direction);
+        push_label(&mut l, "peer", peer);
+        if !self.identity.is_empty() {
+            l.push(',');
+            l.push_str(&self.identity);
+        }
+        let mut m = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(l.clone())
+            .or_insert_with(|| {
+                Arc::new(TcpMetrics {
+                    labels: l,
+                    open_total: AtomicU64::new(0),
+                    open: AtomicI64::new(0),
+                    read_bytes: AtomicU64::new(0),
+                    write_bytes: AtomicU64::new(0),
+                    close_total: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Records a route-table reload attempt and the version now in force.
+    pub fn reload(&self, ok: bool, version_in_force: u64) {
+        if ok {
+            self.proxy.reload_success.fetch_add(1, Relaxed);
+        } else {
+            self.proxy.reload_failure.fetch_add(1, Relaxed);
+        }
+        self.proxy.last_reload_ok.store(i64::from(ok), Relaxed);
+        self.proxy.table_version.store(version_in_force, Relaxed);
+    }
+
+    /// Counts a mirrored request by mirror backend and result (`ok`, `error`, `dropped`).
+    pub fn mirror(&self, dst_service: &str, result: &'static str) {
+        let mut m = self.proxy.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let routes: Vec<Arc<RouteMetrics>> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        type Snapshot = Vec<(Arc<RouteMetrics>, Vec<(u16, Arc<StatusSeries>)>)>;
+        let snapshot: Snapshot = routes
+            .into_iter()
+            .map(|r| {
+                let s = r
+                    .by_status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                (r, s)
+            })
+            .collect();
+
+        out.push_str(
+            "# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n",
+        );
+        for (r, _) in &snapshot {
+            let _ = writeln!(
+                out,
+                "request_total{{{}}} {}",
+                r.labels,
+                r.requests.load(Relaxed)
+            );
+        }
+
+        out.push_str(
+            "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n",
+        );
+        for (r, statuses) in &snapshot {
+            for (_, s) in statuses {
+                let responses = s
+                    .responses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for (o, n) in responses {
+                    let mut l = r.labels.clone();
+                    push_label(&mut l, "status_code", &o.status.to_string());
+                    push_label(
+                        &mut l,
+                        "classification",
+                        if o.is_failure() { "failure" } else { "success" },
+                    );
+                    if let Some(g) = o.grpc_status {
+                        push_label(&mut l, "grpc_status", &g.to_string());
+                    }
+                    if let Some(e) = o.error {
+                        push_label(&mut l, "error", e.label());
+                    }
+                    let _ = writeln!(out, "response_total{{{l}}} {n}");
+                }
+            }
+        }
+
+        out.push_str("# HELP response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE response_latency_ms histogram\n");
+        for (r, statuses) in &snapshot {
+            for (code, s) in statuses {
+                let h = &s.latency;
+                let count = h.count.load(Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let mut base = r.labels.clone();
+                push_label(&mut base, "status_code", &code.to_string());
+                let mut cum = 0;
+                for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+                    cum += h.buckets[i].load(Relaxed);
+                    let _ = writeln!(out, "response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}");
+                }
+                let _ = writeln!(
+                    out,
+                    "response_latency_ms_bucket{{{base},le=\"+Inf\"}} {count}"
+                );
+                let sum_ms = h.sum_us.load(Relaxed) as f64 / 1000.0;
+                let _ = writeln!(out, "response_latency_ms_sum{{{base}}} {sum_ms}");
+                let _ = writeln!(out, "response_latency_ms_count{{{base}}} {count}");
+            }
+        }
+
+        let tcp: Vec<Arc<TcpMetrics>> = self
+            .tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        type Getter = fn(&TcpMetrics) -> i64;
+        let tcp_series: [(&str, &str, &str, Getter); 5] = [
+            (
+                "tcp_open_total",
+                "counter",
+                "Total count of opened connections.",
+                |t| t.open_total.load(Relaxed) as i64,
+            ),
+            (
+                "tcp_open_connections",
+                "gauge",
+                "Number of currently-open connections.",
+                |t| t.open.load(Relaxed),
+            ),
+            (
+                "tcp_read_bytes_total",
+                "counter",
+                "Total count of bytes read from peers.",
+                |t| t.read_bytes.load(Relaxed) as i64,
+            ),
+            (
+                "tcp_write_bytes_total",
+                "counter",
+                "Total count of bytes written to peers.",
+                |t| t.write_bytes.load(Relaxed) as i64,
+            ),
+            (
+                "tcp_close_total",
+                "counter",
+                "Total count of closed connections.",
+                |t| t.close_total.load(Relaxed) as i64,
+            ),
+        ];
+        for (name, kind, help, get) in tcp_series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for t in &tcp {
+                let _ = writeln!(out, "{name}{{{}}} {}", t.labels, get(t));
+            }
+        }
+
+        let id = if self.identity.is_empty() {
+            String::new()
+        } else {
+            format!(",{}", self.identity)
+        };
+        let p = &self.proxy;
+        let _ = writeln!(
+            out,
+            "# HELP serin_proxy_config_reloads_total Route-table reload attempts by result.\n# TYPE serin_proxy_config_reloads_total counter\n\
+             serin_proxy_config_reloads_total{{result=\"success\"{id}}} {}\n\
+             serin_proxy_config_reloads_total{{result=\"failure\"{id}}} {}",
+            p.reload_success.load(Relaxed),
+            p.reload_failure.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP serin_proxy_config_last_reload_success 1 if the last reload was applied, 0 if it was rejected and the previous table is kept.\n# TYPE serin_proxy_config_last_reload_success gauge\n\
+             serin_proxy_config_last_reload_success{{{}}} {}",
+            self.identity,
+            p.last_reload_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP serin_proxy_route_table_version Version of the route table in force.\n# TYPE serin_proxy_route_table_version gauge\n\
+             serin_proxy_route_table_version{{{}}} {}",
+            self.identity,
+            p.table_version.load(Relaxed)
+        );
+        out.push_str("# HELP serin_proxy_mirror_total Mirrored requests by mirror backend and result.\n# TYPE serin_proxy_mirror_total counter\n");
+        for ((svc, result), n) in p.mirror.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let mut l = String::new();
+            push_label(&mut l, "dst_service", svc);
+            push_label(&mut l, "result", result);
+            let _ = writeln!(out, "serin_proxy_mirror_total{{{l}{id}}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_linkerd_buckets_and_renders_cumulatively() {
+        let reg = Registry::new(&BTreeMap::from([("namespace".into(), "test".into())]));
+        let m = reg.outbound("podinfo", "podinfo-primary", &BTreeMap::new());
+        m.request();
+        m.latency(200, Duration::from_micros(1500));
+        m.latency(200, Duration::from_millis(60_000));
+        m.response(Outcome {
+            status: 200,
+            grpc_status: None,
+            error: None,
+        });
+        m.response(Outcome {
+            status: 502,
+            grpc_status: None,
+            error: Some(ErrorKind::Connect),
+        });
+        let text = reg.render();
+        let l = "direction=\"outbound\",authority=\"podinfo\",dst_service=\"podinfo-primary\",namespace=\"test\"";
+        assert!(text.contains(&format!("request_total{{{l}}} 1")), "{text}");
+        assert!(text.contains(&format!(
+            "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"1\"}} 0"
+        )));
+        assert!(text.contains(&format!(
+            "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"2\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"50000\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"+Inf\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "response_total{{{l},status_code=\"502\",classification=\"failure\",error=\"connect\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "response_total{{{l},status_code=\"200\",classification=\"success\"}} 1"
+        )));
+    }
+
+    #[test]
+    fn grpc_errors_are_failures_even_with_http_200() {
+        let o = Outcome {
+            status: 200,
+            grpc_status: Some(14),
+            error: None,
+        };
+        assert!(o.is_failure());
+        assert!(
+            !Outcome {
+                status: 200,
+                grpc_status: Some(0),
+                error: None
+            }
+            .is_failure()
+        );
+        assert!(
+            !Outcome {
+                status: 404,
+                grpc_status: None,
+                error: None
+            }
+            .is_failure()
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

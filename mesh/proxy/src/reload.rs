@@ -1,0 +1,83 @@
+//! Static mode: keep the route table in step with the configuration file.
+//!
+//! The file is re-read when its content changes (checked every `interval`; polling also
+//! catches editors that replace the file and Kubernetes ConfigMap symlink swaps, which a
+//! watch on the old inode would miss) and on SIGHUP. A file that fails to decode or validate
+//! is rejected through [`TableHandle::reject`]/[`TableHandle::apply`]: logged with key and line,
+//! counted, and the last good table stays in force.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{self, ConfigError};
+use crate::table::TableHandle;
+
+/// Loads the file once and applies its table. Listener and label changes in the file need a
+/// restart; they are ignored here.
+pub fn reload_once(path: &Path, table: &TableHandle) -> Result<(), ConfigError> {
+    let loaded = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            table.reject(&e.to_string());
+            return Err(e);
+        }
+    };
+    let mut t = loaded.table;
+    if t.version == 0 {
+        // No `version:` in the file: number the snapshots ourselves so /routes shows progress.
+        t.version = table.events().borrow().applied + 1;
+    }
+    // The file passed validation already, so apply can only fail on a compile bug; either
+    // way apply() records the rejection itself.
+    table.apply(t).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems: vec![config::Problem {
+            key: "routes".into(),
+            line: None,
+            message: e.to_string(),
+        }],
+    })
+}
+
+/// Watches `path` until the task is dropped: reloads on content change and on SIGHUP.
+pub async fn watch(path: PathBuf, table: TableHandle, interval: Duration) {
+    let mut last = std::fs::read(&path).ok();
+    let mut hup = sighup();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = recv(&mut hup) => true,
+        };
+        let now = std::fs::read(&path).ok();
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        tracing::info!(path = %path.display(), on_signal = forced, "reloading configuration");
+        // Errors are already logged and counted by reject()/apply().
+        let _ = reload_once(&path, &table);
+    }
+}
+
+type Hup = Option<tokio::signal::unix::Signal>;
+
+fn sighup() -> Hup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file change only");
+            None
+        }
+    }
+}
+
+async fn recv(h: &mut Hup) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,544 @@
+//! The compiled route table: authority lookup, rule matching and weighted backend choice.
+//!
+//! Compiling happens once per table swap (regexes built, header names parsed, metrics series
+//! and endpoint balancer state resolved), so the per-request path only compares and counts.
+//! Everything here is pure apart from the shared endpoint state that survives swaps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use regex::Regex;
+use serin_mesh_api::table::{
+    Match, PathMatchType, RouteTable, ValidationErrors, ValueMatch, ValueMatchType,
+};
+
+use crate::balance::Endpoint;
+use crate::metrics::{Registry, RouteMetrics};
+
+/// A string condition, compiled.
+#[derive(Debug)]
+enum Cond {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Cond {
+    fn new(kind: ValueMatchType, value: &str) -> Result<Self, regex::Error> {
+        Ok(match kind {
+            ValueMatchType::Exact => Cond::Exact(value.to_string()),
+            ValueMatchType::RegularExpression => Cond::Regex(anchored(value)?),
+        })
+    }
+
+    fn accepts(&self, v: &str) -> bool {
+        match self {
+            Cond::Exact(e) => e == v,
+            Cond::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+#[derive(Debug)]
+enum PathCond {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl PathCond {
+    fn accepts(&self, path: &str) -> bool {
+        match self {
+            PathCond::Exact(p) => p == path,
+            PathCond::Prefix(p) => {
+                // Segment-wise: `/api` takes `/api` and `/api/x`, not `/apix`. A prefix with a
+                // trailing slash takes everything below it.
+                let p = p.trim_end_matches('/');
+                p.is_empty()
+                    || (path.starts_with(p)
+                        && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+            }
+            PathCond::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CompiledMatch {
+    path: Option<PathCond>,
+    method: Option<Method>,
+    headers: Vec<(HeaderName, Cond)>,
+    query: Vec<(String, Cond)>,
+    cookies: Vec<(String, Cond)>,
+}
+
+/// The parts of a request that rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Path without the query.
+    pub path: &'a str,
+    /// Raw query string, if any.
+    pub query: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl CompiledMatch {
+    fn compile(m: &Match) -> Result<Self, regex::Error> {
+        let path = match &m.path {
+            None => None,
+            Some(p) => Some(match p.kind {
+                PathMatchType::Exact => PathCond::Exact(p.value.clone()),
+                PathMatchType::PathPrefix => PathCond::Prefix(p.value.clone()),
+                PathMatchType::RegularExpression => PathCond::Regex(anchored(&p.value)?),
+            }),
+        };
+        let method = m
+            .method
+            .as_deref()
+            .and_then(|s| Method::from_bytes(s.as_bytes()).ok());
+        let mut headers = Vec::new();
+        for h in &m.headers {
+            // Validation guarantees the name parses; an unparsable one could never match anyway.
+            if let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) {
+                headers.push((name, Cond::new(h.kind, &h.value)?));
+            }
+        }
+        let named = |list: &[ValueMatch]| -> Result<Vec<(String, Cond)>, regex::Error> {
+            list.iter()
+                .map(|v| Ok((v.name.clone(), Cond::new(v.kind, &v.value)?)))
+                .collect()
+        };
+        Ok(CompiledMatch {
+            path,
+            method,
+            headers,
+            query: named(&m.query_params)?,
+            cookies: named(&m.cookies)?,
+        })
+    }
+
+    fn accepts(&self, req: &RequestView<'_>) -> bool {
+        if let Some(p) = &self.path
+            && !p.accepts(req.path)
+        {
+            return false;
+        }
+        if let Some(m) = &self.method
+            && m != req.method
+        {
+            return false;
+        }
+        for (name, cond) in &self.headers {
+            // Any value of a repeated header may satisfy the condition.
+            let ok = req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| cond.accepts(v)));
+            if !ok {
+                return false;
+            }
+        }
+        for (name, cond) in &self.query {
+            let ok = req
+                .query
+                .is_some_and(|q| query_pairs(q).any(|(k, v)| k == name && cond.accepts(v)));
+            if !ok {
+                return false;
+            }
+        }
+        for (name, cond) in &self.cookies {
+            let ok = req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(cookie_pairs)
+                .any(|(k, v)| k == name && cond.accepts(v));
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `a=1&b=2` pairs; values are compared raw (not percent-decoded), as written in the request.
+fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// `a=1; b=2` pairs from one `Cookie` header.
+fn cookie_pairs(h: &str) -> impl Iterator<Item = (&str, &str)> {
+    h.split(';').filter_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        Some((k.trim(), v.trim().trim_matches('"')))
+    })
+}
+
+/// A backend of a compiled rule.
+pub struct BackendRt {
+    /// Backend name (`dst_service`).
+    pub name: String,
+    /// Endpoints with their balancer state.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// The outbound metrics series of this backend.
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// A compiled rule.
+pub struct RuleRt {
+    matches: Vec<CompiledMatch>,
+    /// (cumulative weight, backend); weight-0 backends are left out.
+    weighted: Vec<(u64, Arc<BackendRt>)>,
+    total_weight: u64,
+    /// Mirror backend and percent.
+    pub mirror: Option<(Arc<BackendRt>, u32)>,
+    /// Response headers to set.
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Time allowed until response headers.
+    pub timeout: Option<Duration>,
+}
+
+impl RuleRt {
+    fn accepts(&self, req: &RequestView<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.accepts(req))
+    }
+
+    /// Picks a backend in proportion to weights, given a uniform draw in `0..total_weight()`.
+    pub fn pick(&self, draw: u64) -> &Arc<BackendRt> {
+        let i = self.weighted.partition_point(|(cum, _)| *cum <= draw);
+        // draw < total, so i < len; clamp anyway so a bad draw can never panic.
+        &self.weighted[i.min(self.weighted.len() - 1)].1
+    }
+
+    /// Sum of weights (> 0 for every validated rule).
+    pub fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+}
+
+/// A compiled route.
+pub struct RouteRt {
+    /// The configured authority, used as the `authority` label.
+    pub authority: String,
+    /// Ordered rules.
+    pub rules: Vec<RuleRt>,
+}
+
+/// A compiled table, ready for lookups. Immutable; swapped whole.
+pub struct Compiled {
+    /// The source table (served on `/routes`).
+    pub source: Arc<RouteTable>,
+    hosts: HashMap<String, HostRoutes>,
+}
+
+#[derive(Default)]
+struct HostRoutes {
+    any_port: Option<Arc<RouteRt>>,
+    ports: Vec<(u16, Arc<RouteRt>)>,
+}
+
+/// Why a table could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The table failed validation.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+}
+
+/// Endpoint state shared across tables, so balancer statistics and connection pools survive
+/// swaps. Entries are weak: an endpoint dropped from every table is forgotten.
+#[derive(Default)]
+pub struct EndpointStates {
+    map: Mutex<HashMap<SocketAddr, Weak<Endpoint>>>,
+}
+
+impl EndpointStates {
+    fn get(&self, addr: SocketAddr) -> Arc<Endpoint> {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = m.get(&addr).and_then(Weak::upgrade) {
+            return e;
+        }
+        let e = Arc::new(Endpoint::new(addr));
+        m.insert(addr, Arc::downgrade(&e));
+        m.retain(|_, w| w.strong_count() > 0);
+        e
+    }
+}
+
+impl Compiled {
+    /// An empty table: every request gets a 404.
+    pub fn empty() -> Self {
+        Compiled {
+            source: Arc::new(RouteTable::default()),
+            hosts: HashMap::new(),
+        }
+    }
+
+    /// Validates and compiles `table`.
+    pub fn compile(
+        table: RouteTable,
+        registry: &Registry,
+        endpoints: &EndpointStates,
+    ) -> Result<Self, CompileError> {
+        table.validate()?;
+        let mut hosts: HashMap<String, HostRoutes> = HashMap::new();
+        for route in &table.routes {
+            let authority = route.authority.to_string();
+            let mut backend_rt: HashMap<&str, Arc<BackendRt>> = HashMap::new();
+            let mut backend = |name: &str| -> Option<Arc<BackendRt>> {
+                if let Some(b) = backend_rt.get(name) {
+                    return Some(b.clone());
+                }
+                let def = route.resolve_backend(name)?;
+                let b = Arc::new(BackendRt {
+                    name: def.name.to_string(),
+                    endpoints: def.endpoints.iter().map(|a| endpoints.get(*a)).collect(),
+                    metrics: registry.outbound(&authority, def.name, def.labels),
+                });
+                backend_rt.insert(def.name, b.clone());
+                Some(b)
+            };
+            let mut rules = Vec::with_capacity(route.rules.len());
+            for rule in &route.rules {
+                let matches = rule
+                    .matches
+                    .iter()
+                    .map(CompiledMatch::compile)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        // validate() compiled the same patterns, so this is unreachable in
+                        // practice; report it as a validation error rather than panic.
+                        ValidationErrors(vec![serin_mesh_api::ValidationError {
+                            field: format!("routes[{}].rules", authority),
+                            message: e.to_string(),
+                        }])
+                    })?;
+                let mut weighted = Vec::new();
+                let mut total = 0u64;
+                for b in &rule.backends {
+                    if b.weight == 0 {
+                        continue;
+                    }
+                    if let Some(rt) = backend(&b.name) {
+                        total += u64::from(b.weight);
+                        weighted.push((total, rt));
+                    }
+                }
+                let mirror = rule
+                    .mirror
+                    .as_ref()
+                    .and_then(|m| Some((backend(&m.backend)?, m.percent.min(100))));
+                let set_headers = rule
+                    .response_headers
+                    .set
+                    .iter()
+                    .filter_map(|h| {
+                        Some((
+                            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                            HeaderValue::from_str(&h.value).ok()?,
+                        ))
+                    })
+                    .collect();
+                rules.push(RuleRt {
+                    matches,
+                    weighted,
+                    total_weight: total,
+                    mirror,
+                    set_headers,
+                    timeout: rule.timeout,
+                });
+            }
+            let rt = Arc::new(RouteRt { authority, rules });
+            let h = hosts.entry(route.authority.host.clone()).or_default();
+            match route.authority.port {
+                Some(p) => h.ports.push((p, rt)),
+                None => h.any_port = Some(rt),
+            }
+        }
+        Ok(Compiled {
+            source: Arc::new(table),
+            hosts,
+        })
+    }
+
+    /// The route for a request authority (`host` or `host:port`, any case): an exact host:port
+    /// route first, then a host-only route.
+    pub fn route(&self, authority: &str) -> Option<&Arc<RouteRt>> {
+        let (host, port) = split_authority(authority);
+        // Avoid allocating in the common case where the host is already lower-case.
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let h = self.hosts.get(host)?;
+        if let Some(p) = port
+            && let Some((_, r)) = h.ports.iter().find(|(hp, _)| *hp == p)
+        {
+            return Some(r);
+        }
+        h.any_port.as_ref()
+    }
+}
+
+/// Splits `host[:port]` / `[v6][:port]`; an unparsable port is treated as absent.
+pub fn split_authority(a: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = a.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            return (h, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+        return (a, None);
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (a, None),
+    }
+}
+
+impl RouteRt {
+    /// The first rule accepting the request.
+    pub fn rule(&self, req: &RequestView<'_>) -> Option<&RuleRt> {
+        self.rules.iter().find(|r| r.accepts(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn compile(yaml: &str) -> Compiled {
+        let t: RouteTable = serde_yaml::from_str(yaml).expect("yaml");
+        Compiled::compile(
+            t,
+            &Registry::new(&BTreeMap::new()),
+            &EndpointStates::default(),
+        )
+        .expect("compile")
+    }
+
+    fn view<'a>(method: &'a Method, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        RequestView {
+            method,
+            path,
+            query,
+            headers,
+        }
+    }
+
+    const TABLE: &str = r#"
+routes:
+  - authority: svc
+    rules:
+      - name: exact
+        matches: [{ path: { type: Exact, value: /exact } }]
+        backends: [{ name: a, endpoints: [127.0.0.1:1] }]
+      - name: prefix-and-method
+        matches: [{ path: { value: /api }, method: POST }]
+        backends: [{ name: b, endpoints: [127.0.0.1:2] }]
+      - name: cookie
+        matches: [{ cookies: [{ name: canary, value: always }] }]
+        backends: [{ name: c, endpoints: [127.0.0.1:3] }]
+      - name: header-regex-or-query
+        matches:
+          - headers: [{ name: X-User, type: RegularExpression, value: "test-.*" }]
+          - queryParams: [{ name: v, value: "2" }]
+        backends: [{ name: d, endpoints: [127.0.0.1:4] }]
+      - name: default
+        backends: [{ name: e, endpoints: [127.0.0.1:5] }]
+  - authority: svc:8080
+    rules:
+      - backends: [{ name: port, endpoints: [127.0.0.1:6] }]
+"#;
+
+    fn rule_name<'a>(c: &'a Compiled, auth: &str, req: RequestView<'_>) -> &'a str {
+        let route = c.route(auth).expect("route");
+        let rule = route.rule(&req).expect("rule");
+        &rule.weighted[0].1.name
+    }
+
+    #[test]
+    fn rules_are_tried_in_order_and_the_first_match_wins() {
+        let c = compile(TABLE);
+        let get = Method::GET;
+        let post = Method::POST;
+        let none = HeaderMap::new();
+        assert_eq!(rule_name(&c, "svc", view(&get, "/exact", &none)), "a");
+        assert_eq!(rule_name(&c, "svc", view(&get, "/exact/more", &none)), "e");
+        assert_eq!(rule_name(&c, "svc", view(&post, "/api/x", &none)), "b");
+        assert_eq!(rule_name(&c, "svc", view(&post, "/apix", &none)), "e");
+        assert_eq!(rule_name(&c, "svc", view(&get, "/api/x", &none)), "e");
+        let mut cookie = HeaderMap::new();
+        cookie.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; canary=always"),
+        );
+        assert_eq!(rule_name(&c, "svc", view(&get, "/", &cookie)), "c");
+        let mut user = HeaderMap::new();
+        user.insert("x-user", HeaderValue::from_static("test-42"));
+        assert_eq!(rule_name(&c, "svc", view(&get, "/", &user)), "d");
+        let mut not_user = HeaderMap::new();
+        not_user.insert("x-user", HeaderValue::from_static("prod-test-42"));
+        assert_eq!(rule_name(&c, "svc", view(&get, "/", &not_user)), "e");
+        assert_eq!(rule_name(&c, "svc", view(&get, "/?a=1&v=2", &none)), "d");
+        assert_eq!(rule_name(&c, "svc", view(&get, "/?v=22", &none)), "e");
+    }
+
+    #[test]
+    fn authorities_match_case_insensitively_and_prefer_the_exact_port() {
+        let c = compile(TABLE);
+        let get = Method::GET;
+        let none = HeaderMap::new();
+        assert_eq!(rule_name(&c, "SVC:8080", view(&get, "/", &none)), "port");
+        assert_eq!(rule_name(&c, "svc:9090", view(&get, "/exact", &none)), "a");
+        assert!(c.route("other").is_none());
+    }
+
+    #[test]
+    fn weights_pick_in_proportion_and_zero_never() {
+        let c = compile(
+            r#"
+routes:
+  - authority: s
+    rules:
+      - backends:
+          - { name: p, weight: 90, endpoints: [127.0.0.1:1] }
+          - { name: z, weight: 0, endpoints: [127.0.0.1:3] }
+          - { name: c, weight: 10, endpoints: [127.0.0.1:2] }
+"#,
+        );
+        let rule = &c.route("s").expect("route").rules[0];
+        assert_eq!(rule.total_weight(), 100);
+        let names: Vec<&str> = (0..100).map(|d| rule.pick(d).name.as_str()).collect();
+        assert_eq!(names.iter().filter(|n| **n == "p").count(), 90);
+        assert_eq!(names.iter().filter(|n| **n == "c").count(), 10);
+        assert!(!names.contains(&"z"));
+    }
+
+    #[test]
+    fn authority_splitting_handles_ports_and_ipv6() {
+        assert_eq!(split_authority("a:80"), ("a", Some(80)));
+        assert_eq!(split_authority("a"), ("a", None));
+        assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_authority("a:notaport"), ("a", None));
+    }
+}
