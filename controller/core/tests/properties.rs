@@ -197,11 +197,9 @@ proptest! {
 
             // failedChecks never decreases within a run.
             if let Some(run) = &after.run {
-                if let Some((id, failed)) = previous {
-                    if id == run.id {
-                        prop_assert!(after.failed_checks >= failed,
-                            "failed checks went {} -> {} in run {}", failed, after.failed_checks, id);
-                    }
+                if let Some((id, failed)) = previous.filter(|(id, _)| *id == run.id) {
+                    prop_assert!(after.failed_checks >= failed,
+                        "failed checks went {} -> {} in run {}", failed, after.failed_checks, id);
                 }
                 previous = Some((run.id, after.failed_checks));
             }
