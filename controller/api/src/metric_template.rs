@@ -1,0 +1,110 @@
+//! The `MetricTemplate` custom resource: a reusable metric query, field-compatible with
+//! Flagger's `flagger.app/v1beta1` MetricTemplate.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A metric query and the provider that answers it. Canaries reference it from
+/// `spec.analysis.metrics[].templateRef`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "serin.dev",
+    version = "v1beta1",
+    kind = "MetricTemplate",
+    plural = "metrictemplates",
+    singular = "metrictemplate",
+    shortname = "mt",
+    category = "all",
+    category = "serin",
+    namespaced,
+    status = "MetricTemplateStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "MetricTemplate is a reusable metric query for canary analysis. Field-compatible with Flagger's flagger.app/v1beta1 MetricTemplate.",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider.type"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateSpec {
+    /// Where the query runs.
+    pub provider: MetricTemplateProvider,
+    /// The query, a Go-style template: `{{ namespace }}`, `{{ target }}`, `{{ interval }}`,
+    /// `{{ variables.<key> }}` and the other Flagger template functions are expanded.
+    pub query: String,
+}
+
+/// Metric provider types Flagger defines; Serin's analysis decides which it can run.
+pub const METRIC_PROVIDER_TYPES: [&str; 10] = [
+    "prometheus",
+    "influxdb",
+    "datadog",
+    "cloudwatch",
+    "newrelic",
+    "graphite",
+    "dynatrace",
+    "keptn",
+    "splunk",
+    "stackdriver",
+];
+
+/// The metrics backend a template queries.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateProvider {
+    /// Provider type, e.g. `prometheus`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `http://` or `https://` address of the provider's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Secret holding the provider's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+    /// Region of the provider (CloudWatch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Skip TLS certificate verification.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+/// Reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// Observed state of a MetricTemplate or AlertProvider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateStatus {
+    /// Conditions of this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ObjectCondition>,
+}
+
+/// A status condition of a MetricTemplate or AlertProvider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectCondition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// When the condition was last updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// Machine-readable reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
