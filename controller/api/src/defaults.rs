@@ -49,11 +49,10 @@ pub const DEFAULT_NO_DATA_MIN_REQUESTS: u64 = 1;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Strategy {
     /// Progressive canary: the canary weight rises through `weights`, then the canary is
-    /// promoted. `weights` is `stepWeights` as written, or, as Flagger steps,
-    /// `stepWeight, 2*stepWeight, ...` up to the first weight that reaches `maxWeight` (capped
-    /// at 100).
+    /// promoted. `weights` is `stepWeights` as written, or `stepWeight, 2*stepWeight, ...` up to
+    /// `maxWeight`, the last step being `maxWeight` itself (`serin_core::Strategy::linear`).
     Canary {
-        /// Successive canary weights, strictly increasing; the last reaches `max_weight`.
+        /// Successive canary weights, strictly increasing; the last is `max_weight`.
         weights: Vec<u32>,
         /// `stepWeight` when the run steps evenly (kept for display).
         step_weight: Option<u32>,
@@ -251,15 +250,10 @@ impl Normalized {
                 max_weight,
             }
         } else {
-            // Flagger adds stepWeight until the weight reaches maxWeight, capping only at 100:
-            // stepWeight 20 with maxWeight 50 runs 20, 40, 60.
+            // One rule for the whole system: the engine's (weights capped at maxWeight, so the
+            // canary never receives more than maxWeight even when it is not a multiple).
             let step = a.step_weight.map(weight).unwrap_or(max_weight).max(1);
-            let mut weights = Vec::new();
-            let mut w = 0;
-            while w < max_weight {
-                w = (w + step).min(100);
-                weights.push(w);
-            }
+            let weights = serin_core::Strategy::linear(step, max_weight);
             Strategy::Canary {
                 weights,
                 step_weight: Some(step),

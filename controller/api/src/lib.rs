@@ -3,9 +3,9 @@
 //! Flagger manifest is accepted after changing only `apiVersion`.
 //!
 //! This crate holds the types and their generated CRDs ([`crds_yaml`]), the validation rules
-//! shared by `serin validate` and the controller ([`validate`], [`check_manifests`]), Flagger's
-//! defaults applied in one place ([`Normalized`]), and the translation into the engine's plan.
-//! It does no I/O and talks to no API server.
+//! shared by `serin validate` and the controller ([`validate`], [`check_manifests`]), and
+//! Flagger's defaults applied in one place ([`Normalized`]), which the runtime turns into the
+//! engine's `Plan`. It does no I/O and talks to no API server.
 
 mod alert_provider;
 mod canary;
