@@ -1,1 +1,15 @@
-//! The controller runtime: observe, call the engine, act through adapters.
+//! `serin-controller`: the controller runtime. Each tick of each Canary it observes the world
+//! through adapter traits, asks the pure engine (`serin-core`) what to do, and carries out the
+//! resulting actions through the same adapters. It ships the Kubernetes adapters; the local
+//! (one machine) adapters live in `local`.
+//!
+//! It is not the engine (no rollout decisions are made here) and not the CRD definitions
+//! (`serin-api`); it is the I/O edge around them.
+
+pub mod adapters;
+pub mod alerts;
+pub mod driver;
+pub mod hooks;
+pub mod http;
+pub mod metrics;
+pub mod webhook;

@@ -1,0 +1,455 @@
+//! The generic driver: one tick of one canary, independent of the platform.
+//!
+//! ```text
+//! needs(plan, status, now) ──► observe (workloads, routes in force, gates, checks, commands)
+//!        ──► step(plan, status, observation, now) ──► carry out actions in order ──► save status
+//! ```
+//!
+//! Ordering guarantees that make a killed controller resume correctly:
+//! - Actions run in the order the engine listed them; the first failing idempotent action stops
+//!   the tick and *nothing is saved*, so the next tick decides again from the same status (the
+//!   engine's actions are desired states, so repeating them is harmless).
+//! - The status is saved once, after every action succeeded, together with the history entries
+//!   of the tick. A gate that passed is remembered in the saved status, so it is not called
+//!   again after a restart; a promotion is marked in the status only once it was carried out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serin_core::{
+    Action, Command, GateResult, HistoryEntry, Observation, Phase, Routes, Status, Timestamp,
+    Transition,
+};
+
+use crate::adapters::{
+    AdapterError, Analyzer, CanaryContext, ErrorKind, EventRecorder, Hooks, Notifier, Router,
+    Store, Workloads,
+};
+use crate::alerts::{Alert, Severity};
+use crate::metrics::Metrics;
+
+/// How long a tick waits for a weight change to be in force before it judges anyway (in
+/// multiples of the analysis interval), so one dead proxy cannot stall every rollout.
+pub const IN_FORCE_PATIENCE_INTERVALS: u32 = 2;
+
+/// How soon to look again while waiting for routes to be in force.
+pub const IN_FORCE_RECHECK: Duration = Duration::from_secs(2);
+
+/// The adapters one driver uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Driver {
+    /// Target and primary workloads.
+    pub workloads: Arc<dyn Workloads>,
+    /// Traffic routing.
+    pub router: Arc<dyn Router>,
+    /// Metric checks and the judge.
+    pub analyzer: Arc<dyn Analyzer>,
+    /// Webhook calls.
+    pub hooks: Arc<dyn Hooks>,
+    /// Status, history and commands.
+    pub store: Arc<dyn Store>,
+    /// Alerts.
+    pub notifier: Arc<dyn Notifier>,
+    /// Events.
+    pub events: Arc<dyn EventRecorder>,
+    /// Controller metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickOutcome {
+    /// The engine stepped; its actions were carried out and `status` was saved.
+    Stepped {
+        /// The saved status.
+        status: Box<Status>,
+        /// The actions carried out, in order.
+        actions: Vec<Action>,
+        /// When the next tick is due (`None`: only on a change).
+        wake_at: Option<Timestamp>,
+    },
+    /// Nothing was due and no command was pending; nothing was observed or saved.
+    Idle {
+        /// When the next tick is due.
+        wake_at: Option<Timestamp>,
+    },
+    /// The last weight change is not in force everywhere yet; judging now would mix two weights.
+    /// Nothing was saved; look again after `retry`.
+    WaitingForRoutes {
+        /// When to look again.
+        retry: Duration,
+    },
+}
+
+impl TickOutcome {
+    /// How long to sleep before the next tick, measured from `now`; `None` = until a change.
+    pub fn requeue_after(&self, now: Timestamp) -> Option<Duration> {
+        match self {
+            TickOutcome::Stepped { wake_at, .. } | TickOutcome::Idle { wake_at } => {
+                wake_at.map(|w| w.since(now))
+            }
+            TickOutcome::WaitingForRoutes { retry } => Some(*retry),
+        }
+    }
+}
+
+/// A tick that could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Observing failed; nothing was decided.
+    #[error("observing: {0}")]
+    Observe(#[source] AdapterError),
+    /// An action failed; the status was not saved.
+    #[error("carrying out {action}: {source}")]
+    Act {
+        /// The action's name.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: AdapterError,
+    },
+    /// Saving the status failed after every action succeeded.
+    #[error("saving status: {0}")]
+    Save(#[source] AdapterError),
+}
+
+impl DriverError {
+    /// The class of the underlying adapter error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DriverError::Observe(e) | DriverError::Save(e) => e.kind,
+            DriverError::Act { source, .. } => source.kind,
+        }
+    }
+}
+
+/// The name of an action, for errors and logs.
+pub fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::InitializePrimary => "initialize-primary",
+        Action::ScaleCanaryToZero => "scale-canary-to-zero",
+        Action::ScaleCanaryUp => "scale-canary-up",
+        Action::SetRoutes(_) => "set-routes",
+        Action::PromoteCanaryToPrimary { .. } => "promote",
+        Action::RevertTarget => "revert-target",
+        Action::Notify { .. } => "notify",
+        Action::Alert { .. } => "alert",
+        Action::Event { .. } => "event",
+        Action::Record(_) => "record",
+    }
+}
+
+/// The checksum sent in webhook payloads: the revision under analysis and its configs, so a
+/// receiver can tell two runs apart.
+pub fn checksum(status: &Status) -> String {
+    let (rev, configs) = match &status.run {
+        Some(run) => (run.revision.as_str(), &run.configs),
+        None => (
+            status.last_applied_spec.as_deref().unwrap_or(""),
+            &status.tracked_configs,
+        ),
+    };
+    if configs.is_empty() {
+        return rev.to_string();
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(rev.as_bytes());
+    for (k, v) in configs {
+        ctx.update(b"\0");
+        ctx.update(k.as_bytes());
+        ctx.update(b"=");
+        ctx.update(v.as_bytes());
+    }
+    let d = ctx.finish();
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The routes the status says are in effect (weights only; what `in_force` compares).
+pub fn current_routes(status: &Status) -> Routes {
+    Routes {
+        primary_weight: status.primary_weight(),
+        canary_weight: status.canary_weight,
+        ..Routes::all_primary()
+    }
+}
+
+impl Driver {
+    /// One tick: loads status and pending commands from the store, then [`Driver::tick_with`].
+    pub async fn tick(
+        &self,
+        ctx: &CanaryContext,
+        deleting: bool,
+        now: Timestamp,
+    ) -> Result<TickOutcome, DriverError> {
+        let status = self
+            .store
+            .load(&ctx.id)
+            .await
+            .map_err(DriverError::Observe)?
+            .unwrap_or_default();
+        let commands = self
+            .store
+            .pending_commands(&ctx.id)
+            .await
+            .map_err(DriverError::Observe)?;
+        self.tick_with(ctx, status, commands, deleting, now).await
+    }
+
+    /// One tick from a given persisted `status` and pending `commands` (platforms that already
+    /// hold them, like the Kubernetes controller reading the Canary object, call this).
+    #[tracing::instrument(skip_all, fields(canary = %ctx.id.name, ns = %ctx.id.namespace))]
+    pub async fn tick_with(
+        &self,
+        ctx: &CanaryContext,
+        status: Status,
+        commands: Vec<Command>,
+        deleting: bool,
+        now: Timestamp,
+    ) -> Result<TickOutcome, DriverError> {
+        self.metrics.canary_seen(&ctx.id.name, &ctx.id.namespace);
+        let fresh: Vec<Command> = commands
+            .into_iter()
+            .filter(|c| !status.applied_command_ids.contains(&c.id))
+            .collect();
+        let needs = serin_core::needs(&ctx.plan, &status, now);
+        if !needs.due && fresh.is_empty() && !deleting {
+            return Ok(TickOutcome::Idle {
+                wake_at: Some(needs.wake_at),
+            });
+        }
+
+        let workloads = self
+            .workloads
+            .observe(ctx)
+            .await
+            .map_err(DriverError::Observe)?;
+
+        let mut checks = Vec::new();
+        if needs.run_checks && !deleting {
+            // A window must not mix two weights: wait until the last routing change is in force
+            // (bounded, so one stuck proxy cannot stall the rollout forever).
+            let in_force = self
+                .router
+                .in_force(ctx, &current_routes(&status))
+                .await
+                .map_err(DriverError::Observe)?;
+            if !in_force {
+                let patience = ctx.plan.interval * IN_FORCE_PATIENCE_INTERVALS;
+                let waited = status
+                    .last_tick_at
+                    .map(|t| now.since(t))
+                    .unwrap_or_default();
+                if waited < patience {
+                    tracing::info!("waiting for the new weight to be in force before judging");
+                    return Ok(TickOutcome::WaitingForRoutes {
+                        retry: IN_FORCE_RECHECK.min(ctx.plan.interval),
+                    });
+                }
+                tracing::warn!(
+                    waited_secs = waited.as_secs(),
+                    "routing still not in force everywhere; judging anyway"
+                );
+            }
+            checks = self
+                .analyzer
+                .run_checks(ctx, &status)
+                .await
+                .map_err(DriverError::Observe)?;
+        }
+
+        let sum = checksum(&status);
+        let mut gates = Vec::new();
+        if !deleting {
+            for call in &needs.gates {
+                let webhook = &call.webhook;
+                let outcome = self
+                    .hooks
+                    .call(ctx, webhook, call.phase, &sum, BTreeMap::new())
+                    .await;
+                gates.push(GateResult {
+                    name: webhook.name.clone(),
+                    kind: webhook.kind,
+                    passed: outcome.ok,
+                    detail: outcome.summary(),
+                });
+            }
+        }
+
+        let observation = Observation {
+            target: workloads.target,
+            primary: workloads.primary,
+            canary: workloads.canary,
+            checks,
+            gates,
+            commands: fresh,
+            deleting,
+        };
+        let before = status.clone();
+        let Transition { status, actions } =
+            serin_core::step(&ctx.plan, &before, &observation, now);
+
+        let mut history: Vec<HistoryEntry> = Vec::new();
+        for action in &actions {
+            self.act(ctx, &status, action, now, &mut history)
+                .await
+                .map_err(|source| DriverError::Act {
+                    action: action_name(action),
+                    source,
+                })?;
+        }
+        self.store
+            .save(ctx, &status, &history)
+            .await
+            .map_err(DriverError::Save)?;
+        self.record_metrics(ctx, &before, &status, &observation, now);
+        let wake_at = Some(serin_core::needs(&ctx.plan, &status, now).wake_at);
+        Ok(TickOutcome::Stepped {
+            status: Box::new(status),
+            actions,
+            wake_at,
+        })
+    }
+
+    async fn act(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        action: &Action,
+        now: Timestamp,
+        history: &mut Vec<HistoryEntry>,
+    ) -> Result<(), AdapterError> {
+        match action {
+            Action::InitializePrimary => self.workloads.initialize_primary(ctx).await,
+            Action::ScaleCanaryToZero => self.workloads.scale_canary_to_zero(ctx).await,
+            Action::ScaleCanaryUp => self.workloads.scale_canary_up(ctx).await,
+            Action::SetRoutes(routes) => self.router.set_routes(ctx, routes).await,
+            Action::PromoteCanaryToPrimary { revision } => {
+                self.workloads.promote(ctx, revision).await
+            }
+            Action::RevertTarget => {
+                self.router.revert(ctx).await?;
+                self.workloads.revert(ctx).await
+            }
+            Action::Notify {
+                webhook,
+                phase,
+                message,
+            } => {
+                let mut extra = BTreeMap::new();
+                if webhook.kind == serin_core::WebhookKind::Event {
+                    extra.insert("eventMessage".to_string(), message.clone());
+                    extra.insert("eventType".to_string(), "Normal".to_string());
+                    extra.insert("timestamp".to_string(), now.as_millis().to_string());
+                }
+                let outcome = self
+                    .hooks
+                    .call(ctx, webhook, *phase, &checksum(status), extra)
+                    .await;
+                // A notification that fails does not fail the tick (Flagger logs it); the
+                // history keeps the answer so the failure is visible.
+                if !outcome.ok {
+                    tracing::warn!(hook = %webhook.name, result = %outcome.summary(), "notification webhook failed");
+                    self.metrics.error("webhook");
+                }
+                Ok(())
+            }
+            Action::Alert { severity, message } => {
+                let alert = Alert {
+                    name: ctx.id.name.clone(),
+                    namespace: ctx.id.namespace.clone(),
+                    phase: status.phase.as_str().to_string(),
+                    severity: Severity::from(*severity),
+                    message: message.clone(),
+                    fields: alert_fields(ctx, status),
+                };
+                self.notifier.alert(ctx, &alert).await;
+                Ok(())
+            }
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => {
+                self.events.event(ctx, *kind, reason, message).await;
+                Ok(())
+            }
+            Action::Record(entry) => {
+                history.push(entry.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn record_metrics(
+        &self,
+        ctx: &CanaryContext,
+        before: &Status,
+        after: &Status,
+        observation: &Observation,
+        now: Timestamp,
+    ) {
+        let (name, ns) = (&ctx.id.name, &ctx.id.namespace);
+        self.metrics.set_phase(name, ns, after.phase.as_str());
+        self.metrics
+            .set_weights(&ctx.target, ns, after.primary_weight(), after.canary_weight);
+        for check in &observation.checks {
+            if let Some(v) = check.value {
+                self.metrics.set_metric(name, ns, &check.name, v);
+            }
+        }
+        let ended = |p: Phase| matches!(p, Phase::Succeeded | Phase::Failed);
+        if ended(after.phase) && (!ended(before.phase) || before.runs != after.runs) {
+            let seconds = after
+                .run
+                .as_ref()
+                .map(|r| now.since(r.started_at).as_secs_f64());
+            self.metrics.rollout_finished(
+                name,
+                ns,
+                ctx.strategy_name,
+                after.phase == Phase::Succeeded,
+                seconds,
+            );
+        }
+    }
+}
+
+impl From<serin_core::Severity> for Severity {
+    fn from(s: serin_core::Severity) -> Self {
+        match s {
+            serin_core::Severity::Info => Severity::Info,
+            serin_core::Severity::Warn => Severity::Warn,
+            serin_core::Severity::Error => Severity::Error,
+        }
+    }
+}
+
+fn alert_fields(ctx: &CanaryContext, status: &Status) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("Target".to_string(), ctx.target.clone()),
+        ("Phase".to_string(), status.phase.as_str().to_string()),
+        (
+            "Traffic".to_string(),
+            format!(
+                "primary {}% / canary {}%",
+                status.primary_weight(),
+                status.canary_weight
+            ),
+        ),
+        (
+            "Failed checks".to_string(),
+            format!("{} of {}", status.failed_checks, ctx.plan.threshold),
+        ),
+    ];
+    if let Some(run) = &status.run {
+        fields.push(("Revision".to_string(), run.revision.clone()));
+    }
+    fields
+}
