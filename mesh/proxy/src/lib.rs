@@ -20,6 +20,7 @@
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod control_client;
 pub mod forward;
 pub mod io;
 pub mod metrics;

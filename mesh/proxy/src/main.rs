@@ -35,6 +35,14 @@ struct Args {
     /// How often the --config file is checked for changes (e.g. 1s, 500ms).
     #[arg(long, env = "SERIN_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
+    /// Control-plane mode: stream route tables from this URL (http://HOST:PORT) instead of a file's
+    /// `routes:`; the last table stays in force while the control plane is unreachable.
+    #[arg(long, env = "SERIN_PROXY_CONTROL_PLANE", requires = "workload", value_parser = parse_control_plane)]
+    control_plane: Option<http::Uri>,
+    /// The workload this proxy serves, NAMESPACE/NAME (with --control-plane; picks the namespace
+    /// whose short Service names resolve and whose consumer routes apply).
+    #[arg(long, env = "SERIN_PROXY_WORKLOAD", requires = "control_plane", value_parser = parse_workload)]
+    workload: Option<serin_mesh_api::protocol::Workload>,
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1)]
     threads: usize,
@@ -50,6 +58,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_control_plane(s: &str) -> Result<http::Uri, String> {
+    serin_mesh_api::client::parse_url(s).map_err(|e| format!("--control-plane: {e}"))
+}
+
+fn parse_workload(s: &str) -> Result<serin_mesh_api::protocol::Workload, String> {
+    s.parse().map_err(|e| format!("--workload: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -105,6 +121,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.labels.extend(extra);
 
     let proxy = Proxy::start(cfg).await?;
+    let control = match (args.control_plane, args.workload) {
+        (Some(url), Some(workload)) => {
+            if table.as_ref().is_some_and(|t| !t.routes.is_empty()) {
+                tracing::warn!("--control-plane is set: the `routes:` of --config are ignored");
+            }
+            Some(serin_proxy::control_client::spawn(url, workload, proxy.table()))
+        }
+        _ => None,
+    };
+    let table = if control.is_some() { None } else { table };
     if let (Some(path), Some(mut table)) = (args.config, table) {
         if table.version == 0 {
             table.version = 1;

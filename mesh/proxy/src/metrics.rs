@@ -187,6 +187,15 @@ fn escape(v: &str) -> String {
     out
 }
 
+/// `{labels}`, or nothing for an empty label set.
+fn braces(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
+}
+
 fn push_label(out: &mut String, k: &str, v: &str) {
     if !out.is_empty() {
         out.push(',');
@@ -456,15 +465,15 @@ impl Registry {
         let _ = writeln!(
             out,
             "# HELP serin_proxy_config_last_reload_success 1 if the last reload was applied, 0 if it was rejected and the previous table is kept.\n# TYPE serin_proxy_config_last_reload_success gauge\n\
-             serin_proxy_config_last_reload_success{{{}}} {}",
-            self.identity,
+             serin_proxy_config_last_reload_success{} {}",
+            braces(&self.identity),
             p.last_reload_ok.load(Relaxed)
         );
         let _ = writeln!(
             out,
             "# HELP serin_proxy_route_table_version Version of the route table in force.\n# TYPE serin_proxy_route_table_version gauge\n\
-             serin_proxy_route_table_version{{{}}} {}",
-            self.identity,
+             serin_proxy_route_table_version{} {}",
+            braces(&self.identity),
             p.table_version.load(Relaxed)
         );
         out.push_str("# HELP serin_proxy_mirror_total Mirrored requests by mirror backend and result.\n# TYPE serin_proxy_mirror_total counter\n");

@@ -39,25 +39,35 @@ pub fn reload_once(path: &Path, table: &TableHandle) -> Result<(), ConfigError> 
     })
 }
 
-/// Watches `path` until the task is dropped: reloads on content change and on SIGHUP.
-pub async fn watch(path: PathBuf, table: TableHandle, interval: Duration) {
-    let mut last = std::fs::read(&path).ok();
+/// Watches `path` until the returned future is dropped: reloads on content change and on
+/// SIGHUP. The SIGHUP handler is installed when this function is called (inside a Tokio
+/// runtime), and the file's content noted, before the future is first polled, so neither a
+/// signal nor a change made right after this call can be lost.
+pub fn watch(
+    path: PathBuf,
+    table: TableHandle,
+    interval: Duration,
+) -> impl std::future::Future<Output = ()> + Send {
     let mut hup = sighup();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            _ = recv(&mut hup) => true,
-        };
-        let now = std::fs::read(&path).ok();
-        if !forced && now == last {
-            continue;
+    // Taken now, not at first poll: a change made right after this call must count as a change.
+    let mut last = std::fs::read(&path).ok();
+    async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = recv(&mut hup) => true,
+            };
+            let now = std::fs::read(&path).ok();
+            if !forced && now == last {
+                continue;
+            }
+            last = now;
+            tracing::info!(path = %path.display(), on_signal = forced, "reloading configuration");
+            // Errors are already logged and counted by reject()/apply().
+            let _ = reload_once(&path, &table);
         }
-        last = now;
-        tracing::info!(path = %path.display(), on_signal = forced, "reloading configuration");
-        // Errors are already logged and counted by reject()/apply().
-        let _ = reload_once(&path, &table);
     }
 }
 

@@ -1,0 +1,660 @@
+//! The whole proxy in-process on 127.0.0.1:0 against stub upstreams.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use support::*;
+
+fn split_yaml(
+    primary: &Upstream,
+    canary: &Upstream,
+    primary_weight: u32,
+    canary_weight: u32,
+) -> String {
+    format!(
+        r#"
+routes:
+  - authority: podinfo
+    rules:
+      - matches:
+          - headers: [{{ name: x-canary, value: insider }}]
+          - cookies: [{{ name: track, value: canary }}]
+        backends:
+          - {{ name: podinfo-canary, endpoints: ["{c}"] }}
+      - backends:
+          - {{ name: podinfo-primary, weight: {primary_weight}, labels: {{ track: primary }}, endpoints: ["{p}"] }}
+          - {{ name: podinfo-canary, weight: {canary_weight}, endpoints: ["{c}"] }}
+"#,
+        p = primary.addr,
+        c = canary.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_90_10_split_sends_about_a_tenth_of_10000_requests_to_the_canary() {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy_with(&[("namespace", "test"), ("deployment", "frontend")]).await;
+    p.table()
+        .apply(table(&split_yaml(&primary, &canary, 90, 10)))
+        .expect("valid table");
+    let addr = p.outbound_addr();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        workers.spawn(async move {
+            let client = h1_client();
+            let mut canary = 0u32;
+            for _ in 0..625 {
+                let got = get(&client, addr, "podinfo", "/", &[]).await;
+                assert_eq!(got.status, StatusCode::OK);
+                if got.body == "canary" {
+                    canary += 1;
+                }
+            }
+            canary
+        });
+    }
+    let mut to_canary = 0;
+    within(120, async {
+        while let Some(n) = workers.join_next().await {
+            to_canary += n.expect("worker");
+        }
+    })
+    .await;
+    // Binomial(10000, 0.1): sd = 30, so ±150 (5 sd, 1.5 percentage points) fails by chance
+    // about once in 1.7 million runs.
+    assert!(
+        (850..=1150).contains(&to_canary),
+        "{to_canary} of 10000 went to the canary; expected 1000 ± 150"
+    );
+
+    let m = metrics(&p).await;
+    let primary_labels = [
+        "direction=\"outbound\"",
+        "authority=\"podinfo\"",
+        "dst_service=\"podinfo-primary\"",
+        "dst_track=\"primary\"",
+        "namespace=\"test\"",
+        "deployment=\"frontend\"",
+    ];
+    let mut req_labels = vec!["request_total{"];
+    req_labels.extend(primary_labels);
+    assert_eq!(sample(&m, &req_labels), f64::from(10000 - to_canary), "{m}");
+    let mut resp_labels = vec![
+        "response_total{",
+        "status_code=\"200\"",
+        "classification=\"success\"",
+    ];
+    resp_labels.extend(primary_labels);
+    assert_eq!(sample(&m, &resp_labels), f64::from(10000 - to_canary));
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "dst_service=\"podinfo-canary\"",
+                "classification=\"success\""
+            ]
+        ),
+        f64::from(to_canary)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_latency_ms_count{",
+                "dst_service=\"podinfo-canary\""
+            ]
+        ),
+        f64::from(to_canary)
+    );
+    assert!(m.contains("tcp_open_total{direction=\"outbound\",peer=\"src\""));
+    assert!(
+        sample(
+            &m,
+            &[
+                "tcp_read_bytes_total{",
+                "direction=\"outbound\"",
+                "peer=\"dst\""
+            ]
+        ) > 0.0
+    );
+    // Never the path as a label.
+    assert!(!m.contains("path="));
+}
+
+#[tokio::test]
+async fn a_header_or_a_cookie_pins_requests_to_the_canary() {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&split_yaml(&primary, &canary, 100, 0)))
+        .expect("valid table");
+    let c = h1_client();
+    let addr = p.outbound_addr();
+    for _ in 0..50 {
+        assert_eq!(get(&c, addr, "podinfo", "/", &[]).await.body, "primary");
+        assert_eq!(
+            get(&c, addr, "podinfo", "/", &[("x-canary", "insider")])
+                .await
+                .body,
+            "canary"
+        );
+        assert_eq!(
+            get(
+                &c,
+                addr,
+                "podinfo",
+                "/",
+                &[("cookie", "session=1; track=canary")]
+            )
+            .await
+            .body,
+            "canary"
+        );
+        assert_eq!(
+            get(&c, addr, "podinfo", "/", &[("x-canary", "outsider")])
+                .await
+                .body,
+            "primary"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_authority_may_carry_a_port_and_any_case() {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&split_yaml(&primary, &canary, 1, 0)))
+        .expect("valid table");
+    let got = get(&h1_client(), p.outbound_addr(), "PodInfo:9898", "/", &[]).await;
+    assert_eq!(got.body, "primary");
+}
+
+#[tokio::test]
+async fn mirrored_requests_reach_the_mirror_without_delaying_the_real_response() {
+    let primary = upstream("primary").await;
+    let mut shadow = upstream("shadow").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: api
+    backends:
+      - {{ name: shadow, endpoints: ["{s}"] }}
+    rules:
+      - backends: [{{ name: primary, endpoints: ["{p}"] }}]
+        mirror: {{ backend: shadow, percent: 100 }}
+"#,
+            p = primary.addr,
+            s = shadow.addr
+        )))
+        .expect("valid table");
+    let c = h1_client();
+    // The shadow never answers, yet the real responses come back.
+    for i in 0..10 {
+        let got = within(
+            10,
+            send(
+                &c,
+                p.outbound_addr(),
+                "api",
+                "POST",
+                "/hang-shadow",
+                &[],
+                Bytes::from(format!("body-{i}")),
+            ),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "real request {i}");
+    }
+    let mut bodies = Vec::new();
+    within(10, async {
+        while bodies.len() < 10 {
+            let seen = shadow.seen.recv().await.expect("shadow request");
+            assert_eq!(seen.path, "/hang-shadow");
+            assert_eq!(
+                seen.headers.get("host").map(|h| h.to_str().ok()),
+                Some(Some("api"))
+            );
+            bodies.push(String::from_utf8_lossy(&seen.body).into_owned());
+        }
+    })
+    .await;
+    bodies.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("body-{i}")).collect();
+    want.sort();
+    assert_eq!(bodies, want);
+    let _ = primary;
+}
+
+#[tokio::test]
+async fn a_slow_backend_gets_a_504_after_the_route_timeout() {
+    let slow = upstream("slow").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: slow
+    rules:
+      - backends: [{{ name: slow, endpoints: ["{s}"] }}]
+        timeout: 200ms
+"#,
+            s = slow.addr
+        )))
+        .expect("valid table");
+    let got = within(
+        10,
+        get(&h1_client(), p.outbound_addr(), "slow", "/hang", &[]),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        got.body.contains("did not answer within 200ms"),
+        "{}",
+        got.body
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "dst_service=\"slow\"",
+                "status_code=\"504\"",
+                "classification=\"failure\"",
+                "error=\"timeout\""
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_authorities_missing_endpoints_and_dead_endpoints_get_readable_errors() {
+    let dead = closed_port().await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: empty
+    rules:
+      - backends: [{{ name: nobody, endpoints: [] }}]
+  - authority: dead
+    rules:
+      - backends: [{{ name: dead, endpoints: ["{dead}"] }}]
+"#
+        )))
+        .expect("valid table");
+    let c = h1_client();
+    let a = p.outbound_addr();
+
+    let got = get(&c, a, "elsewhere.example", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.body, "no route for authority \"elsewhere.example\"\n");
+
+    let got = get(&c, a, "empty", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.body, "backend \"nobody\" has no endpoints\n");
+
+    let got = get(&c, a, "dead", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        got.body
+            .starts_with("could not connect to backend \"dead\""),
+        "{}",
+        got.body
+    );
+
+    let m = metrics(&p).await;
+    for (svc, code, error) in [
+        ("", "404", "no_route"),
+        ("nobody", "503", "no_endpoints"),
+        ("dead", "502", "connect"),
+    ] {
+        let svc = format!("dst_service=\"{svc}\"");
+        let code = format!("status_code=\"{code}\"");
+        let error = format!("error=\"{error}\"");
+        assert_eq!(
+            sample(
+                &m,
+                &[
+                    "response_total{",
+                    &svc,
+                    &code,
+                    &error,
+                    "classification=\"failure\""
+                ]
+            ),
+            1.0,
+            "{svc} {code} {error} in\n{m}"
+        );
+    }
+    // The client's authority never becomes a label value.
+    assert!(!m.contains("elsewhere.example"));
+}
+
+#[tokio::test]
+async fn upstream_5xx_count_as_failures_and_4xx_as_successes() {
+    let up = upstream("up").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: up\n    rules:\n      - backends: [{{ name: up, endpoints: [\"{}\"] }}]\n",
+            up.addr
+        )))
+        .expect("valid table");
+    let c = h1_client();
+    assert_eq!(
+        get(&c, p.outbound_addr(), "up", "/status/503", &[])
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(&c, p.outbound_addr(), "up", "/status/404", &[])
+            .await
+            .status,
+        404
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"503\"",
+                "classification=\"failure\""
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"404\"",
+                "classification=\"success\""
+            ]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn grpc_over_h2c_keeps_trailers_and_counts_non_zero_status_as_failure() {
+    let mut grpc = upstream("grpc").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: greeter:50051
+    rules:
+      - backends: [{{ name: greeter, endpoints: ["{g}"] }}]
+        responseHeaders:
+          set: [{{ name: x-served-by, value: serin }}]
+"#,
+            g = grpc.addr
+        )))
+        .expect("valid table");
+    let c = h2_client(p.outbound_addr());
+    let headers = [("content-type", "application/grpc"), ("te", "trailers")];
+    let ok = send(
+        &c,
+        p.outbound_addr(),
+        "greeter:50051",
+        "POST",
+        "/grpc/0",
+        &headers,
+        Bytes::from_static(b"\0\0\0\0\0"),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        ok.headers.get("x-served-by").map(|v| v.as_bytes()),
+        Some(&b"serin"[..])
+    );
+    let trailers = ok.trailers.expect("trailers forwarded");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"from-stub"[..])
+    );
+    let seen = grpc.seen.recv().await.expect("upstream saw it");
+    assert_eq!(seen.version, http::Version::HTTP_2, "h2 stays h2 upstream");
+    assert_eq!(
+        seen.headers.get("te").map(|v| v.as_bytes()),
+        Some(&b"trailers"[..])
+    );
+
+    let failed = send(
+        &c,
+        p.outbound_addr(),
+        "greeter:50051",
+        "POST",
+        "/grpc/14",
+        &headers,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(failed.status, StatusCode::OK);
+    assert_eq!(
+        failed
+            .trailers
+            .expect("trailers")
+            .get("grpc-status")
+            .map(|v| v.as_bytes()),
+        Some(&b"14"[..])
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "grpc_status=\"0\"",
+                "classification=\"success\""
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "grpc_status=\"14\"",
+                "classification=\"failure\""
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn response_headers_are_set_for_session_affinity() {
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: shop
+    rules:
+      - backends: [{{ name: canary, endpoints: ["{c}"] }}]
+        responseHeaders:
+          set: [{{ name: set-cookie, value: "track=canary; Max-Age=3600" }}, {{ name: x-upstream, value: replaced }}]
+"#,
+            c = canary.addr
+        )))
+        .expect("valid table");
+    let got = get(&h1_client(), p.outbound_addr(), "shop", "/", &[]).await;
+    assert_eq!(
+        got.headers.get("set-cookie").map(|v| v.as_bytes()),
+        Some(&b"track=canary; Max-Age=3600"[..])
+    );
+    assert_eq!(
+        got.headers.get("x-upstream").map(|v| v.as_bytes()),
+        Some(&b"replaced"[..])
+    );
+}
+
+#[tokio::test]
+async fn the_inbound_listener_forwards_to_the_app_and_reports_inbound_metrics() {
+    let app = upstream("app").await;
+    let cfg = serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse().expect("addr"),
+        admin: Some("127.0.0.1:0".parse().expect("addr")),
+        inbound: Some(serin_proxy::InboundConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            forward: app.addr,
+            timeout: None,
+        }),
+        labels: [
+            ("deployment".to_string(), "podinfo-canary".to_string()),
+            ("namespace".to_string(), "test".to_string()),
+        ]
+        .into(),
+        ..serin_proxy::ProxyConfig::default()
+    };
+    let p = serin_proxy::Proxy::start(cfg).await.expect("start");
+    let inbound = p.inbound_addr().expect("inbound on");
+    let c = h1_client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, inbound, "podinfo", "/", &[]).await.body, "app");
+    }
+    assert_eq!(
+        get(&c, inbound, "podinfo", "/status/500", &[]).await.status,
+        500
+    );
+    let m = metrics(&p).await;
+    // What Flagger's Linkerd request-success-rate query selects.
+    let base = [
+        "direction=\"inbound\"",
+        "deployment=\"podinfo-canary\"",
+        "namespace=\"test\"",
+    ];
+    let mut ok = vec!["response_total{", "classification=\"success\""];
+    ok.extend(base);
+    assert_eq!(sample(&m, &ok), 3.0, "{m}");
+    let mut bad = vec!["response_total{", "classification=\"failure\""];
+    bad.extend(base);
+    assert_eq!(sample(&m, &bad), 1.0);
+}
+
+#[tokio::test]
+async fn admin_serves_readiness_liveness_and_the_table_in_force() {
+    let p = proxy().await;
+    let c = h1_client();
+    let admin = p.admin_addr().expect("admin");
+    assert_eq!(
+        get(&c, admin, "a", "/live", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&c, admin, "a", "/ready", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let mut t = table(
+        "routes:\n  - authority: x\n    rules:\n      - backends: [{ name: x, endpoints: [] }]\n",
+    );
+    t.version = 42;
+    p.table().apply(t).expect("valid");
+    assert_eq!(
+        get(&c, admin, "a", "/ready", &[]).await.status,
+        StatusCode::OK
+    );
+    let routes = get(&c, admin, "a", "/routes", &[]).await;
+    let back: serin_mesh_api::RouteTable = serde_json::from_str(&routes.body).expect("routes json");
+    assert_eq!(back.version, 42);
+    assert_eq!(back.routes[0].authority.host, "x");
+    assert!(
+        metrics(&p)
+            .await
+            .contains("serin_proxy_route_table_version 42")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
+    let slow = upstream("slow").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: slow\n    rules:\n      - backends: [{{ name: slow, endpoints: [\"{}\"] }}]\n",
+            slow.addr
+        )))
+        .expect("valid");
+    let addr = p.outbound_addr();
+    let mut seen = slow.seen;
+    let in_flight =
+        tokio::spawn(async move { get(&h1_client(), addr, "slow", "/wait", &[]).await });
+    // Wait until the request is at the upstream, then start draining.
+    within(10, seen.recv())
+        .await
+        .expect("request reached upstream");
+    let shutdown = tokio::spawn(p.shutdown());
+    // New connections are refused once the listener is closed.
+    within(10, async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    slow.release.notify_one();
+    let got = within(10, in_flight).await.expect("task");
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(within(10, shutdown).await.expect("task"), "drained in time");
+}
+
+#[tokio::test]
+async fn bad_tables_are_refused_and_the_last_good_one_stays() {
+    let up = upstream("up").await;
+    let p = proxy().await;
+    let good = format!(
+        "routes:\n  - authority: up\n    rules:\n      - backends: [{{ name: up, endpoints: [\"{}\"] }}]\n",
+        up.addr
+    );
+    p.table().apply(table(&good)).expect("valid");
+    let bad = table(
+        "routes:\n  - authority: up\n    rules:\n      - matches: [{ path: { type: RegularExpression, value: \"([\" } }]\n        backends: [{ name: up, endpoints: [] }]\n",
+    );
+    let err = p.table().apply(bad).expect_err("rejected");
+    assert!(
+        err.to_string()
+            .contains("routes[0].rules[0].matches[0].path.value"),
+        "{err}"
+    );
+    let got = get(&h1_client(), p.outbound_addr(), "up", "/", &[]).await;
+    assert_eq!(got.body, "up");
+    let m = metrics(&p).await;
+    assert!(
+        m.contains("serin_proxy_config_reloads_total{result=\"failure\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("serin_proxy_config_last_reload_success 0"),
+        "{m}"
+    );
+    let _ = Duration::ZERO;
+}
