@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -96,6 +97,9 @@ pub struct CanaryContext {
     pub hooks: BTreeMap<String, HookConfig>,
     /// Where alerts go.
     pub alerts: Vec<AlertRoute>,
+    /// The normalized Canary (metric checks, judge and no-data settings, service names), for
+    /// adapters that need more than the plan, like the analyzer.
+    pub spec: Option<Arc<serin_api::Normalized>>,
 }
 
 impl CanaryContext {
@@ -113,6 +117,7 @@ impl CanaryContext {
             strategy_name,
             hooks: BTreeMap::new(),
             alerts: Vec::new(),
+            spec: None,
         }
     }
 }

@@ -11,5 +11,7 @@ pub mod alerts;
 pub mod driver;
 pub mod hooks;
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
+pub mod plan;
 pub mod webhook;
