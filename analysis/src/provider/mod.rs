@@ -1,0 +1,115 @@
+//! Metric providers: where numbers come from.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::AnalysisError;
+use crate::check::{
+    BuiltinMetric, CheckResult, MetricCheck, MetricSource, NoDataConfig, Observed, evaluate,
+};
+use crate::histogram::Histogram;
+use crate::target::{ArmRole, Target};
+use crate::template::render;
+
+pub mod prometheus;
+pub mod scrape;
+
+/// A `reqwest` client builder on rustls with the `ring` provider (the TLS stack `kube` uses
+/// here): reqwest is built without a default crypto provider, so install ring as the process
+/// default unless one was already chosen. Losing the race to another installer is fine.
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+}
+
+/// A boxed, sendable future (keeps [`MetricsProvider`] usable as `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One arm's traffic over a window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ArmTraffic {
+    /// Requests (responses) counted.
+    pub requests: f64,
+    /// Of which classified as failures.
+    pub failures: f64,
+    /// Response latency histogram (ms), when the backend has one.
+    pub latency: Option<Histogram>,
+}
+
+impl ArmTraffic {
+    /// Percentage of non-failed responses; `None` without requests.
+    pub fn success_rate_pct(&self) -> Option<f64> {
+        (self.requests > 0.0).then(|| 100.0 * (1.0 - self.failures / self.requests))
+    }
+
+    /// 99th percentile latency in ms, `histogram_quantile` style; `None` without data.
+    pub fn p99_ms(&self) -> Option<f64> {
+        self.latency.as_ref().and_then(|h| h.quantile(0.99))
+    }
+
+    /// The value of a built-in metric computed from this traffic.
+    pub fn builtin(&self, metric: BuiltinMetric) -> Option<f64> {
+        match metric {
+            BuiltinMetric::RequestSuccessRate => self.success_rate_pct(),
+            BuiltinMetric::RequestDuration => self.p99_ms(),
+        }
+    }
+}
+
+/// A source of metrics for checks and for the judge.
+///
+/// Implementations: [`prometheus::PrometheusProvider`] (PromQL over the Prometheus HTTP API)
+/// and [`scrape::ProxyScrapeProvider`] (reads `serin-proxy` `/metrics` directly).
+pub trait MetricsProvider: Send + Sync {
+    /// `prometheus` or `proxy-scrape` (a stable label).
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the backend answers (run once at initialization).
+    fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>>;
+
+    /// Measures a built-in check for the canary of `target` over `window`, with the request
+    /// count as sample size.
+    fn builtin<'a>(
+        &'a self,
+        metric: BuiltinMetric,
+        target: &'a Target,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Observed, AnalysisError>>;
+
+    /// Runs a rendered `MetricTemplate` query and returns its single value.
+    fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Observed, AnalysisError>>;
+
+    /// One arm's traffic over `window` (for the judge: a window reaching back to the start of
+    /// the analysis gives cumulative readings).
+    fn arm_traffic<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>>;
+}
+
+/// Measures one check with `provider` and judges it. Errors from the backend are returned as
+/// errors (Flagger counts them as a failed check; the engine decides).
+pub async fn run_check(
+    provider: &dyn MetricsProvider,
+    check: &MetricCheck,
+    target: &Target,
+    no_data: &NoDataConfig,
+) -> Result<CheckResult, AnalysisError> {
+    let observed = match &check.source {
+        MetricSource::Builtin(metric) => provider.builtin(*metric, target, check.interval).await?,
+        MetricSource::Template { query, variables } => {
+            let rendered = render(query, &target.template_context(check.interval, variables))?;
+            let mut observed = provider.query(&rendered).await?;
+            observed.query = Some(rendered);
+            observed
+        }
+    };
+    Ok(evaluate(check, observed, no_data))
+}

@@ -1,0 +1,194 @@
+//! `MetricTemplate` query rendering with Flagger's template variables.
+//!
+//! Flagger renders queries with Go templates where each variable is a function:
+//! `{{ name }}`, `{{ namespace }}`, `{{ target }}`, `{{ service }}`, `{{ ingress }}`,
+//! `{{ interval }}` and `{{ variables.<key> }}` (from the metric's `templateVariables`).
+//! Serin accepts exactly that subset (plus Go's `{{-` / `-}}` whitespace trimming) and refuses
+//! anything else with an error naming the variable, instead of sending a half-rendered query.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::AnalysisError;
+use crate::duration::format_duration;
+
+/// The values a query template can refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplateContext {
+    /// `canary.metadata.name`.
+    pub name: String,
+    /// `canary.metadata.namespace`.
+    pub namespace: String,
+    /// `canary.spec.targetRef.name`.
+    pub target: String,
+    /// `canary.spec.service.name` (defaults to the target name in Flagger).
+    pub service: String,
+    /// `canary.spec.ingressRef.name`, when the Canary has one.
+    pub ingress: Option<String>,
+    /// The metric's `interval`, rendered as PromQL accepts it (`1m`).
+    pub interval: Duration,
+    /// The metric's `templateVariables`.
+    pub variables: BTreeMap<String, String>,
+}
+
+impl TemplateContext {
+    fn lookup(&self, name: &str) -> Option<String> {
+        match name {
+            "name" => Some(self.name.clone()),
+            "namespace" => Some(self.namespace.clone()),
+            "target" => Some(self.target.clone()),
+            "service" => Some(self.service.clone()),
+            "ingress" => self.ingress.clone(),
+            "interval" => Some(format_duration(self.interval)),
+            other => other
+                .strip_prefix("variables.")
+                .and_then(|key| self.variables.get(key).cloned()),
+        }
+    }
+
+    fn known(&self) -> String {
+        let mut names: Vec<String> = ["name", "namespace", "target", "service"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if self.ingress.is_some() {
+            names.push("ingress".into());
+        }
+        names.push("interval".into());
+        names.extend(self.variables.keys().map(|k| format!("variables.{k}")));
+        names.join(", ")
+    }
+}
+
+/// Renders `template` with `ctx`. Every `{{ ... }}` must be one known variable.
+pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let mut offset = 0;
+    while let Some(open) = rest.find("{{") {
+        let mut literal = &rest[..open];
+        let after_open = &rest[open + 2..];
+        let (trim_left, inner_start) = match after_open.strip_prefix('-') {
+            Some(s) if s.starts_with(char::is_whitespace) => (true, s),
+            _ => (false, after_open),
+        };
+        let Some(close) = inner_start.find("}}") else {
+            return Err(AnalysisError::Template {
+                offset: offset + open,
+                message: "`{{` is never closed by `}}`".into(),
+            });
+        };
+        let mut inner = &inner_start[..close];
+        let mut trim_right = false;
+        if let Some(s) = inner.strip_suffix('-')
+            && s.ends_with(char::is_whitespace)
+        {
+            inner = s;
+            trim_right = true;
+        }
+        if trim_left {
+            literal = literal.trim_end();
+        }
+        out.push_str(literal);
+        let expr = inner.trim();
+        if expr.is_empty() {
+            return Err(AnalysisError::Template {
+                offset: offset + open,
+                message: "empty `{{ }}`".into(),
+            });
+        }
+        let value = ctx
+            .lookup(expr)
+            .ok_or_else(|| AnalysisError::UnknownVariable {
+                name: expr.to_string(),
+                known: ctx.known(),
+            })?;
+        out.push_str(&value);
+        let consumed = open + 2 + (after_open.len() - inner_start.len()) + close + 2;
+        rest = &rest[consumed..];
+        offset += consumed;
+        if trim_right {
+            let trimmed = rest.trim_start();
+            offset += rest.len() - trimmed.len();
+            rest = trimmed;
+        }
+    }
+    if let Some(pos) = rest.find("}}") {
+        return Err(AnalysisError::Template {
+            offset: offset + pos,
+            message: "`}}` without an opening `{{`".into(),
+        });
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> TemplateContext {
+        TemplateContext {
+            name: "podinfo".into(),
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            service: "podinfo-svc".into(),
+            ingress: None,
+            interval: Duration::from_secs(60),
+            variables: BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]),
+        }
+    }
+
+    #[test]
+    fn renders_every_flagger_variable() {
+        let q = "sum(rate(x{ns=\"{{ namespace }}\",d=~\"{{ target }}\",s=\"{{service}}\",n=\"{{  name  }}\",r=\"{{ variables.region }}\"}[{{ interval }}]))";
+        assert_eq!(
+            render(q, &ctx()).unwrap(),
+            "sum(rate(x{ns=\"test\",d=~\"podinfo\",s=\"podinfo-svc\",n=\"podinfo\",r=\"eu-west-1\"}[1m]))"
+        );
+    }
+
+    #[test]
+    fn renders_ingress_when_present_and_trims_like_go() {
+        let mut c = ctx();
+        c.ingress = Some("web".into());
+        assert_eq!(render("a  {{- ingress -}}  b", &c).unwrap(), "awebb");
+        assert_eq!(render("no placeholders", &c).unwrap(), "no placeholders");
+    }
+
+    #[test]
+    fn unknown_variable_is_an_error_naming_it() {
+        let err = render("x{a=\"{{ variables.zone }}\"}", &ctx()).unwrap_err();
+        match &err {
+            AnalysisError::UnknownVariable { name, known } => {
+                assert_eq!(name, "variables.zone");
+                assert!(known.contains("variables.region"), "{known}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("variables.zone"));
+        let err = render("{{ ingress }}", &ctx()).unwrap_err();
+        assert!(err.to_string().contains("`ingress`"), "{err}");
+        let err = render("{{ .Namespace }}", &ctx()).unwrap_err();
+        assert!(err.to_string().contains(".Namespace"), "{err}");
+    }
+
+    #[test]
+    fn malformed_templates_are_errors_with_offsets() {
+        let err = render("abc {{ name ", &ctx()).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::Template { offset: 4, .. }),
+            "{err:?}"
+        );
+        let err = render("{{ }}", &ctx()).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::Template { offset: 0, .. }),
+            "{err:?}"
+        );
+        let err = render("{{ name }} }}", &ctx()).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::Template { offset: 11, .. }),
+            "{err:?}"
+        );
+    }
+}
