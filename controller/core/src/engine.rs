@@ -199,7 +199,13 @@ impl Tick<'_> {
             self.terminate();
             return;
         }
+        let phase_before = self.s.phase;
         self.apply_commands();
+        if self.s.phase != phase_before {
+            // A manual promote or abort just moved the run; its next move waits for a fresh
+            // observation (e.g. of the primary rolling out the promoted template).
+            return;
+        }
         let due = match self.s.last_tick_at {
             None => true,
             Some(t) => self.now >= t + self.plan.interval,

@@ -24,6 +24,7 @@ mod plan;
 pub mod sim;
 mod status;
 mod time;
+pub mod walkthrough;
 
 pub use action::{Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity};
 pub use engine::{GateCall, Needs, Transition, needs, step};

@@ -30,7 +30,8 @@ pub struct World {
     pub canary_ready: bool,
     /// The routes last set.
     pub routes: Routes,
-    /// Gate webhook answers by webhook name; unlisted webhooks pass.
+    /// Gate webhook answers by webhook name; unlisted webhooks pass. A manual gate of the same
+    /// name in the status (opened or closed by a command) takes precedence.
     pub gates: BTreeMap<String, bool>,
     /// Check results returned whenever the engine asks for checks.
     pub checks: Vec<CheckResult>,
@@ -186,12 +187,17 @@ impl Sim {
             .gates
             .iter()
             .map(|call| {
-                let passed = self
-                    .world
-                    .gates
-                    .get(&call.webhook.name)
-                    .copied()
-                    .unwrap_or(true);
+                // A webhook named after a manual gate answers from the gate's state, as the
+                // runtime's built-in gate endpoints do; otherwise the script decides.
+                let passed = match self.status.gates.get(&call.webhook.name) {
+                    Some(gate) => gate.open,
+                    None => self
+                        .world
+                        .gates
+                        .get(&call.webhook.name)
+                        .copied()
+                        .unwrap_or(true),
+                };
                 GateResult {
                     name: call.webhook.name.clone(),
                     kind: call.webhook.kind,

@@ -316,3 +316,26 @@ fn commands_parse_from_the_annotation_json() {
     .expect_err("unknown action");
     assert!(bad.to_string().contains("launch"), "{bad}");
 }
+
+#[test]
+fn a_promote_arriving_on_a_due_tick_waits_a_tick_before_shifting_traffic() {
+    let mut sim = Sim::initialized(Plan::test());
+    sim.deploy("rev-b");
+    sim.run(3); // weight 20
+    let due = sim.now + INTERVAL;
+    let mut obs = sim.log.last().expect("a tick").observation.clone();
+    obs.gates.clear();
+    obs.commands = vec![serin_core::Command {
+        id: "promote-1".into(),
+        action: CommandAction::Promote,
+        by: "judy".into(),
+        at: due,
+    }];
+    let t = step(&sim.plan, &sim.status, &obs, due);
+    assert_eq!((t.status.phase, t.status.canary_weight), (Promoting, 20));
+    assert!(promoted(&t.actions));
+    assert!(
+        !t.actions.iter().any(|a| matches!(a, Action::SetRoutes(_))),
+        "traffic moves only after the primary has been observed with the promoted template"
+    );
+}
