@@ -180,7 +180,7 @@ pub fn run(options: Options) -> Report {
             vec![
                 CheckResult {
                     verdict: Verdict::Inconclusive,
-                    detail: "40 requests, fewer than minRequests 100".into(),
+                    detail: "below minRequests 100".into(),
                     ..success_rate(100.0, 40)
                 },
                 latency(190.0, 40),
