@@ -154,6 +154,9 @@ pub struct TestEvidence {
     pub primary_rate_pct: f64,
     /// The mixture likelihood ratio (e-value) now.
     pub e_value: f64,
+    /// The largest e-value so far; the test fails once it reaches `fail_at` (Ville's
+    /// inequality bounds the chance that the running maximum ever gets there).
+    pub max_e_value: f64,
     /// Always-valid p-value: `min(1, 1 / largest e-value so far)`.
     pub p_value: f64,
     /// The e-value at which the test fails (`2 / alpha`).
@@ -257,6 +260,7 @@ impl Sequential {
             canary_rate_pct: pct(self.canary_events, self.canary_requests),
             primary_rate_pct: pct(self.primary_events, self.primary_requests),
             e_value: self.e_value(),
+            max_e_value: self.max_e.max(1.0),
             p_value: (1.0 / self.max_e.max(1.0)).min(1.0),
             fail_at,
         }
@@ -418,7 +422,21 @@ impl JudgeState {
         if let Some(reason) = &self.failed {
             return result(Verdict::Fail, reason.clone());
         }
-        if error.e_value >= error.fail_at {
+        // No verdict before minRequests per arm, a failure included: the evidence keeps
+        // accumulating (the e-values above are already updated), so stopping later costs
+        // nothing in validity.
+        if error.canary_requests < config.min_requests
+            || error.primary_requests < config.min_requests
+        {
+            return result(
+                Verdict::Inconclusive,
+                format!(
+                    "waiting for minRequests {} per arm (canary {}, primary {})",
+                    config.min_requests, error.canary_requests, error.primary_requests
+                ),
+            );
+        }
+        if error.max_e_value >= error.fail_at {
             let reason = format!(
                 "canary error rate {:.2}% vs primary {:.2}%: always-valid p = {:.2e} <= {:.4}",
                 error.canary_rate_pct,
@@ -430,7 +448,7 @@ impl JudgeState {
             return result(Verdict::Fail, reason);
         }
         if let Some(lat) = &latency
-            && lat.test.e_value >= lat.test.fail_at
+            && lat.test.max_e_value >= lat.test.fail_at
         {
             let reason = format!(
                 "canary requests slower than {:.0} ms: {:.2}% vs primary {:.2}% over {:.0} ms: always-valid p = {:.2e} <= {:.4}",
@@ -443,17 +461,6 @@ impl JudgeState {
             );
             self.failed = Some(reason.clone());
             return result(Verdict::Fail, reason);
-        }
-        if error.canary_requests < config.min_requests
-            || error.primary_requests < config.min_requests
-        {
-            return result(
-                Verdict::Inconclusive,
-                format!(
-                    "waiting for minRequests {} per arm (canary {}, primary {})",
-                    config.min_requests, error.canary_requests, error.primary_requests
-                ),
-            );
         }
         let lat_note = match &latency {
             Some(l) => format!("latency p = {:.3}", l.test.p_value),
@@ -505,6 +512,23 @@ mod tests {
         assert!(r.reason.contains("error rate"), "{}", r.reason);
         let r = s.observe_window(&cfg, &traffic(1000.0, 10.0), &traffic(1000.0, 10.0));
         assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn no_failure_before_min_requests() {
+        let cfg = JudgeConfig {
+            min_requests: 5000,
+            ..JudgeConfig::default()
+        };
+        let mut s = JudgeState::default();
+        let r = s.observe_window(&cfg, &traffic(1000.0, 100.0), &traffic(1000.0, 10.0));
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{}", r.reason);
+        assert!(
+            r.error.max_e_value >= r.error.fail_at,
+            "the evidence is kept"
+        );
+        let r = s.observe_window(&cfg, &traffic(4000.0, 40.0), &traffic(4000.0, 40.0));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
     }
 
     #[test]

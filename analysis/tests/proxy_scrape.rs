@@ -20,6 +20,7 @@ async fn scrape_deltas_feed_checks_and_the_judge() {
     let provider = ProxyScrapeProvider::connect(no_reuse(exporter.url()))
         .await
         .unwrap();
+    let analysis_start = std::time::SystemTime::now();
     let target = Target::flagger("podinfo", "test", "podinfo", None);
     let window = Duration::from_secs(3600);
 
@@ -75,11 +76,11 @@ async fn scrape_deltas_feed_checks_and_the_judge() {
     let mut state = JudgeState::default();
     let config = JudgeConfig::default();
     let canary = provider
-        .arm_traffic(&target, ArmRole::Canary, window)
+        .arm_traffic_since(&target, ArmRole::Canary, analysis_start)
         .await
         .unwrap();
     let primary = provider
-        .arm_traffic(&target, ArmRole::Primary, window)
+        .arm_traffic_since(&target, ArmRole::Primary, analysis_start)
         .await
         .unwrap();
     assert_eq!((canary.requests, canary.failures), (1000.0, 20.0));
@@ -93,11 +94,11 @@ async fn scrape_deltas_feed_checks_and_the_judge() {
         }
         exporter.tick(10);
         let canary = provider
-            .arm_traffic(&target, ArmRole::Canary, window)
+            .arm_traffic_since(&target, ArmRole::Canary, analysis_start)
             .await
             .unwrap();
         let primary = provider
-            .arm_traffic(&target, ArmRole::Primary, window)
+            .arm_traffic_since(&target, ArmRole::Primary, analysis_start)
             .await
             .unwrap();
         verdict = state.observe_cumulative(&config, &canary, &primary).verdict;

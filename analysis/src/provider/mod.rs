@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,14 +84,28 @@ pub trait MetricsProvider: Send + Sync {
     /// Runs a rendered `MetricTemplate` query and returns its single value.
     fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Observed, AnalysisError>>;
 
-    /// One arm's traffic over `window` (for the judge: a window reaching back to the start of
-    /// the analysis gives cumulative readings).
+    /// One arm's traffic over the `window` ending now.
     fn arm_traffic<'a>(
         &'a self,
         target: &'a Target,
         arm: ArmRole,
         window: Duration,
     ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>>;
+
+    /// One arm's traffic since `since` (wall clock): the cumulative readings the judge's
+    /// [`crate::JudgeState::observe_cumulative`] takes, with `since` the start of the analysis.
+    /// The default asks [`MetricsProvider::arm_traffic`] for the window from `since` to now
+    /// (whole seconds, at least one).
+    fn arm_traffic_since<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        since: SystemTime,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        let elapsed = SystemTime::now().duration_since(since).unwrap_or_default();
+        let window = Duration::from_secs(elapsed.as_secs_f64().ceil().max(1.0) as u64);
+        self.arm_traffic(target, arm, window)
+    }
 }
 
 /// Measures one check with `provider` and judges it. Errors from the backend are returned as

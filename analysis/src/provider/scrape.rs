@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::debug;
 
@@ -164,7 +164,8 @@ impl History {
         self.snapshots.back()
     }
 
-    /// Traffic to `backend` over the `window` ending at the newest snapshot.
+    /// Traffic to `backend` over the `window` ending at the newest snapshot: from the newest
+    /// snapshot taken at least a window earlier (the oldest, when there is none).
     fn traffic(&self, backend: &str, window: Duration) -> Option<ArmTraffic> {
         let newest = self.snapshots.back()?;
         let base = match newest.at.checked_sub(window) {
@@ -176,6 +177,26 @@ impl History {
                 .or_else(|| self.snapshots.front()),
             None => self.snapshots.front(),
         }?;
+        Some(self.between(backend, base, newest))
+    }
+
+    /// Traffic to `backend` since `since`: from the snapshot nearest to `since`, so neither an
+    /// old snapshot (traffic from before the analysis) nor a missing one (a gap) distorts it;
+    /// at worst the readings start a little late.
+    fn traffic_since(&self, backend: &str, since: Instant) -> Option<ArmTraffic> {
+        let newest = self.snapshots.back()?;
+        let distance = |s: &Snapshot| {
+            if s.at >= since {
+                s.at - since
+            } else {
+                since - s.at
+            }
+        };
+        let base = self.snapshots.iter().min_by_key(|s| distance(s))?;
+        Some(self.between(backend, base, newest))
+    }
+
+    fn between(&self, backend: &str, base: &Snapshot, newest: &Snapshot) -> ArmTraffic {
         let mut total = ArmTraffic::default();
         for (i, counters) in newest.endpoints.iter().enumerate() {
             let Some(now) = counters.get(backend) else {
@@ -207,7 +228,7 @@ impl History {
                 }
             }
         }
-        Some(total)
+        total
     }
 }
 
@@ -331,6 +352,21 @@ impl ProxyScrapeProvider {
         if recent { Ok(()) } else { self.scrape().await }
     }
 
+    /// Traffic to a backend (`dst_service`) since `since`, scraping first when needed.
+    pub async fn backend_traffic_since(
+        &self,
+        backend: &str,
+        since: SystemTime,
+    ) -> Result<ArmTraffic, AnalysisError> {
+        self.fresh().await?;
+        let ago = SystemTime::now().duration_since(since).unwrap_or_default();
+        let since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        Ok(self
+            .history()
+            .traffic_since(backend, since)
+            .unwrap_or_default())
+    }
+
     /// Traffic to a backend (`dst_service`) over `window`, scraping first when needed.
     pub async fn backend_traffic(
         &self,
@@ -388,6 +424,18 @@ impl MetricsProvider for ProxyScrapeProvider {
         window: Duration,
     ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
         Box::pin(async move { self.backend_traffic(&target.arm(arm).backend, window).await })
+    }
+
+    fn arm_traffic_since<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        since: SystemTime,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        Box::pin(async move {
+            self.backend_traffic_since(&target.arm(arm).backend, since)
+                .await
+        })
     }
 }
 
@@ -462,6 +510,44 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
             h.traffic("nope", Duration::from_secs(60)).unwrap().requests,
             0.0
         );
+    }
+
+    #[test]
+    fn since_measures_from_the_snapshot_nearest_to_the_start() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let ret = Duration::from_secs(3 * 3600);
+        // An old snapshot from an earlier analysis, then the new analysis starts at t0 + 2h.
+        h.push(snap(t0, vec![page(0, 0, 0, 0)]), ret);
+        h.push(
+            snap(
+                t0 + Duration::from_secs(7200) + Duration::from_millis(300),
+                vec![page(5000, 0, 5000, 0)],
+            ),
+            ret,
+        );
+        h.push(
+            snap(
+                t0 + Duration::from_secs(7260),
+                vec![page(5090, 10, 5100, 0)],
+            ),
+            ret,
+        );
+        let start = t0 + Duration::from_secs(7200);
+        let w = h.traffic_since("web-canary", start).unwrap();
+        assert_eq!((w.requests, w.failures), (100.0, 10.0));
+        // With no snapshot near the start, the readings start late rather than early.
+        let mut h = History::default();
+        h.push(snap(t0, vec![page(0, 0, 0, 0)]), ret);
+        h.push(
+            snap(
+                t0 + Duration::from_secs(7260),
+                vec![page(5090, 10, 5100, 0)],
+            ),
+            ret,
+        );
+        let w = h.traffic_since("web-canary", start).unwrap();
+        assert_eq!(w.requests, 0.0);
     }
 
     #[test]
