@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::schema_check::{check_value, strip_nulls};
+use crate::schema_check::{BadValue, check_value_with_pointers, strip_nulls};
 use crate::validate::{
     ValidationError, validate, validate_alert_provider, validate_metric_template,
 };
@@ -34,7 +34,8 @@ pub enum Outcome {
     Valid(Resource),
     /// The document breaks these rules.
     Invalid(Vec<ValidationError>),
-    /// The document is not a Serin (or Flagger) resource, e.g. a Deployment in the same file.
+    /// The document is not one of the three kinds checked here: another API group's resource
+    /// (a Deployment in the same file) or the local platform's `Process`.
     Skipped,
     /// The YAML is malformed here; later documents cannot be read.
     Syntax {
@@ -78,6 +79,11 @@ impl Document {
         let head = format!("{source}: document {} ({})", self.index, self.label());
         match &self.outcome {
             Outcome::Valid(_) => vec![format!("{head}: valid")],
+            Outcome::Skipped if self.kind.as_deref() == Some("Process") => {
+                vec![format!(
+                    "{head}: skipped (checked by the local platform when it loads it)"
+                )]
+            }
             Outcome::Skipped => vec![format!("{head}: skipped (not a {GROUP} resource)")],
             Outcome::Invalid(errors) => errors.iter().map(|e| format!("{head}: {e}")).collect(),
             Outcome::Syntax {
@@ -241,6 +247,9 @@ fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
             typed::<AlertProvider>(v, validate_alert_provider)
                 .map(|p| Resource::AlertProvider(Box::new(p)))
         }),
+        // The local platform's workload kind; the local controller validates it when it loads
+        // the manifests.
+        "Process" if errors.is_empty() => return doc,
         "" => {
             errors.push(ValidationError::new(
                 "kind",
@@ -276,14 +285,31 @@ fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
             obj.remove(key);
         }
     }
-    let schema_errors = check_value(&body, schema, "");
+    let (schema_errors, bad_values) = check_value_with_pointers(&body, schema, "");
     errors.extend(schema_errors);
 
-    // Only well-typed documents can be read into the Rust types; the semantic rules then add
-    // what the schema cannot say, skipping fields the schema check already reported.
+    // The semantic rules run on the typed object, so values of the wrong type are removed
+    // first (a list goes as a whole when one item is bad); rules about removed fields are then
+    // skipped, as their errors are already reported.
+    let mut pruned_paths = Vec::new();
+    for bad in &bad_values {
+        let (pointer, path) = containing_member(bad);
+        remove_at(&mut value, &pointer);
+        pruned_paths.push(path);
+    }
     if let Some(obj) = value.as_object_mut() {
         obj.insert("apiVersion".into(), Value::String(API_VERSION.into()));
     }
+    let is_pruned = |path: &str| {
+        pruned_paths.iter().any(|p| {
+            path == p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}["))
+        })
+    };
+    let strategy_pruned = pruned_paths.iter().any(|p| {
+        ["stepWeight", "stepWeights", "iterations"]
+            .iter()
+            .any(|f| p == &format!("spec.analysis.{f}"))
+    });
     match validator(&value) {
         Ok(resource) if errors.is_empty() => doc.outcome = Outcome::Valid(resource),
         Ok(_) => doc.outcome = Outcome::Invalid(errors),
@@ -291,11 +317,11 @@ fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
             let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
             let schema_failed = !errors.is_empty();
             for e in semantic {
-                let duplicate = reported.iter().any(|p| p == &e.path);
-                // A type error makes deserialization fail with a less precise message than the
-                // schema check already gave.
+                let duplicate = reported.iter().any(|p| p == &e.path) || is_pruned(&e.path);
+                // When the schema check failed, deserialization errors repeat it less precisely.
                 let deser_noise = schema_failed && e.path.is_empty();
-                if !duplicate && !deser_noise {
+                let strategy_noise = strategy_pruned && e.message.starts_with("no strategy");
+                if !duplicate && !deser_noise && !strategy_noise {
                     errors.push(e);
                 }
             }
@@ -303,6 +329,31 @@ fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
         }
     }
     doc
+}
+
+/// The object member holding a bad value: the value itself, or the list it is an item of.
+fn containing_member(bad: &BadValue) -> (String, String) {
+    let mut pointer = bad.pointer.clone();
+    let mut path = bad.path.clone();
+    while path.ends_with(']') {
+        if let (Some(p), Some(q)) = (pointer.rfind('/'), path.rfind('[')) {
+            pointer.truncate(p);
+            path.truncate(q);
+        } else {
+            break;
+        }
+    }
+    (pointer, path)
+}
+
+fn remove_at(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    if let Some(Value::Object(map)) = value.pointer_mut(parent) {
+        map.remove(&key);
+    }
 }
 
 /// Reads a well-typed document into its Rust type and applies the semantic rules.

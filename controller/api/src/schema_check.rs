@@ -13,9 +13,55 @@ use crate::validate::ValidationError;
 
 /// Checks `value` against `schema`; `path` prefixes every reported field path.
 pub fn check_value(value: &Value, schema: &Value, path: &str) -> Vec<ValidationError> {
-    let mut out = Vec::new();
-    check(value, schema, path, &mut out);
-    out
+    let mut out = Out::default();
+    check(value, schema, path, "", &mut out);
+    out.errors
+}
+
+/// A value that cannot be read as its Rust type (wrong type, unknown enum value, out of range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadValue {
+    /// JSON pointer relative to the checked value, e.g. `/spec/analysis/interval`.
+    pub pointer: String,
+    /// The same place as a field path, e.g. `spec.analysis.interval`.
+    pub path: String,
+}
+
+/// Like [`check_value`], and also returns the values that have the wrong type or an unknown
+/// enum value, so a caller can remove them and still check the rest of the document.
+pub fn check_value_with_pointers(
+    value: &Value,
+    schema: &Value,
+    path: &str,
+) -> (Vec<ValidationError>, Vec<BadValue>) {
+    let mut out = Out::default();
+    check(value, schema, path, "", &mut out);
+    (out.errors, out.bad_pointers)
+}
+
+#[derive(Default)]
+struct Out {
+    errors: Vec<ValidationError>,
+    bad_pointers: Vec<BadValue>,
+}
+
+impl Out {
+    fn push(&mut self, e: ValidationError) {
+        self.errors.push(e);
+    }
+
+    /// An error that makes the value unreadable as its Rust type.
+    fn bad(&mut self, pointer: &str, e: ValidationError) {
+        self.bad_pointers.push(BadValue {
+            pointer: pointer.to_string(),
+            path: e.path.clone(),
+        });
+        self.errors.push(e);
+    }
+}
+
+fn pointer_join(pointer: &str, token: &str) -> String {
+    format!("{pointer}/{}", token.replace('~', "~0").replace('/', "~1"))
 }
 
 fn join(path: &str, field: &str) -> String {
@@ -41,17 +87,20 @@ fn flag(schema: &Map<String, Value>, key: &str) -> bool {
     schema.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) {
+fn check(v: &Value, schema: &Value, path: &str, pointer: &str, out: &mut Out) {
     let Some(s) = schema.as_object() else {
         return;
     };
     if flag(s, "x-kubernetes-int-or-string") {
         let ok = v.is_string() || v.as_i64().is_some();
         if !ok {
-            out.push(ValidationError::new(
-                path,
-                format!("expected a port number or name, found {}", describe(v)),
-            ));
+            out.bad(
+                pointer,
+                ValidationError::new(
+                    path,
+                    format!("expected a port number or name, found {}", describe(v)),
+                ),
+            );
         }
         return;
     }
@@ -59,10 +108,13 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
     match s.get("type").and_then(Value::as_str) {
         Some("object") => {
             let Some(obj) = v.as_object() else {
-                out.push(ValidationError::new(
-                    path,
-                    format!("expected a mapping, found {}", describe(v)),
-                ));
+                out.bad(
+                    pointer,
+                    ValidationError::new(
+                        path,
+                        format!("expected a mapping, found {}", describe(v)),
+                    ),
+                );
                 return;
             };
             let props = s.get("properties").and_then(Value::as_object);
@@ -73,10 +125,11 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
                     continue;
                 }
                 let child_path = join(path, key);
+                let child_pointer = pointer_join(pointer, key);
                 if let Some(child_schema) = props.and_then(|p| p.get(key)) {
-                    check(child, child_schema, &child_path, out);
+                    check(child, child_schema, &child_path, &child_pointer, out);
                 } else if let Some(extra) = additional.filter(|a| a.is_object()) {
-                    check(child, extra, &child_path, out);
+                    check(child, extra, &child_path, &child_pointer, out);
                 } else if preserve || additional.and_then(Value::as_bool) == Some(true) {
                     // Free-form by design.
                 } else {
@@ -102,15 +155,21 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
         }
         Some("array") => {
             let Some(items) = v.as_array() else {
-                out.push(ValidationError::new(
-                    path,
-                    format!("expected a list, found {}", describe(v)),
-                ));
+                out.bad(
+                    pointer,
+                    ValidationError::new(path, format!("expected a list, found {}", describe(v))),
+                );
                 return;
             };
             if let Some(item_schema) = s.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    check(item, item_schema, &format!("{path}[{i}]"), out);
+                    check(
+                        item,
+                        item_schema,
+                        &format!("{path}[{i}]"),
+                        &format!("{pointer}/{i}"),
+                        out,
+                    );
                 }
             }
         }
@@ -122,17 +181,20 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
                 } else {
                     format!("expected a string, found {}", describe(v))
                 };
-                out.push(ValidationError::new(path, message));
+                out.bad(pointer, ValidationError::new(path, message));
             }
             Some(text) => {
                 if let Some(allowed) = s.get("enum").and_then(Value::as_array)
                     && !allowed.iter().any(|a| a.as_str() == Some(text))
                 {
                     let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-                    out.push(ValidationError::new(
-                        path,
-                        format!("unknown value {text:?}; accepted: {}", names.join(", ")),
-                    ));
+                    out.bad(
+                        pointer,
+                        ValidationError::new(
+                            path,
+                            format!("unknown value {text:?}; accepted: {}", names.join(", ")),
+                        ),
+                    );
                 }
                 if s.get("format").and_then(Value::as_str) == Some("duration")
                     && let Err(e) = parse_duration(text)
@@ -146,10 +208,13 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
         },
         Some("integer") => {
             let Some(n) = v.as_i64() else {
-                out.push(ValidationError::new(
-                    path,
-                    format!("expected a whole number, found {}", describe(v)),
-                ));
+                out.bad(
+                    pointer,
+                    ValidationError::new(
+                        path,
+                        format!("expected a whole number, found {}", describe(v)),
+                    ),
+                );
                 return;
             };
             let (lo, hi) = match s.get("format").and_then(Value::as_str) {
@@ -163,23 +228,29 @@ fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<ValidationError>) 
                 .unwrap_or(lo)
                 .max(lo);
             if n < lo || n > hi {
-                out.push(ValidationError::new(
-                    path,
-                    format!("{n} is out of range; accepted: {lo}..={hi}"),
-                ));
+                out.bad(
+                    pointer,
+                    ValidationError::new(
+                        path,
+                        format!("{n} is out of range; accepted: {lo}..={hi}"),
+                    ),
+                );
             }
         }
         Some("number") if !v.is_number() => {
-            out.push(ValidationError::new(
-                path,
-                format!("expected a number, found {}", describe(v)),
-            ));
+            out.bad(
+                pointer,
+                ValidationError::new(path, format!("expected a number, found {}", describe(v))),
+            );
         }
         Some("boolean") if !v.is_boolean() => {
-            out.push(ValidationError::new(
-                path,
-                format!("expected true or false, found {}", describe(v)),
-            ));
+            out.bad(
+                pointer,
+                ValidationError::new(
+                    path,
+                    format!("expected true or false, found {}", describe(v)),
+                ),
+            );
         }
         _ => {}
     }

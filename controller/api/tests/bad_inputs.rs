@@ -835,11 +835,71 @@ fn every_error_is_reported_at_once() {
 }
 
 #[test]
+fn a_type_error_does_not_hide_the_other_rules() {
+    let errors = errors_of(&with(
+        base(),
+        &[
+            ("/spec/analysis/interval", json!(60)),
+            ("/spec/analysis/webhooks/0/type", json!("pre-promotion")),
+            ("/spec/analysis/stepWeight", Value::Null),
+            ("/spec/analysis/maxWeight", Value::Null),
+            ("/spec/analysis/stepWeights", json!([10, 5])),
+            (
+                "/spec/analysis/metrics/1/thresholdRange",
+                json!({"min": 5, "max": 1}),
+            ),
+        ],
+    ));
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors[0].starts_with("spec.analysis.interval: 60 has no unit"));
+    assert!(errors[1].starts_with("spec.analysis.webhooks[0].type: unknown value"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("spec.analysis.stepWeights[1]: 5 does not increase"))
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("spec.analysis.metrics[1].thresholdRange: min 5"))
+    );
+}
+
+#[test]
+fn a_bad_strategy_value_is_reported_once() {
+    let errors = errors_of(&with(
+        base(),
+        &[
+            ("/spec/analysis/stepWeight", Value::Null),
+            ("/spec/analysis/maxWeight", Value::Null),
+            ("/spec/analysis/stepWeights", json!([10, "x"])),
+        ],
+    ));
+    assert_eq!(
+        errors,
+        ["spec.analysis.stepWeights[1]: expected a whole number, found the string \"x\""]
+    );
+}
+
+#[test]
 fn other_resources_in_the_same_file_are_skipped() {
     let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n---\n";
     let docs = check_manifests(text);
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].outcome, Outcome::Skipped);
+}
+
+#[test]
+fn local_process_documents_are_left_to_the_local_platform() {
+    let text = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: podinfo\nspec:\n  command: serin\n";
+    let docs = check_manifests(text);
+    assert_eq!(docs[0].outcome, Outcome::Skipped);
+    assert_eq!(
+        docs[0].report_lines("demo.yaml"),
+        [
+            "demo.yaml: document 1 (Process podinfo): skipped (checked by the local platform when it loads it)"
+        ]
+    );
 }
 
 #[test]
