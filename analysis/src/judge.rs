@@ -98,25 +98,33 @@ impl Default for JudgeConfig {
 impl JudgeConfig {
     /// Checks every field; `field` is the block's path (e.g. `spec.analysis.judge`).
     pub fn validate(&self, field: &str) -> Result<(), AnalysisError> {
-        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+        // The same ranges serin-api validates, so a Canary it accepts is never refused here.
+        if !(self.alpha > 0.0 && self.alpha <= 0.5) {
             return Err(AnalysisError::invalid(
                 format!("{field}.alpha"),
                 format!("{} is out of range", self.alpha),
-                "a probability strictly between 0 and 0.5, e.g. 0.01",
+                "a probability in (0, 0.5], e.g. 0.01",
             ));
         }
-        if !(self.error_rate_tolerance >= 0.0 && self.error_rate_tolerance < 100.0) {
+        if self.min_requests < 1 {
+            return Err(AnalysisError::invalid(
+                format!("{field}.minRequests"),
+                "0 is too small",
+                "requests per arm, 1 or more (default 100)",
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.error_rate_tolerance) {
             return Err(AnalysisError::invalid(
                 format!("{field}.errorRateTolerance"),
                 format!("{} is out of range", self.error_rate_tolerance),
-                "percentage points from 0 up to (not including) 100",
+                "percentage points, 0..=100",
             ));
         }
-        if !(self.latency_tolerance >= 0.0 && self.latency_tolerance <= 1000.0) {
+        if !(self.latency_tolerance >= 0.0 && self.latency_tolerance.is_finite()) {
             return Err(AnalysisError::invalid(
                 format!("{field}.latencyTolerance"),
                 format!("{} is out of range", self.latency_tolerance),
-                "a percentage from 0 to 1000",
+                "a percentage, 0 or more",
             ));
         }
         Ok(())
@@ -633,6 +641,20 @@ mod tests {
                     ..JudgeConfig::default()
                 },
                 "judge.alpha",
+            ),
+            (
+                JudgeConfig {
+                    min_requests: 0,
+                    ..JudgeConfig::default()
+                },
+                "judge.minRequests",
+            ),
+            (
+                JudgeConfig {
+                    latency_tolerance: f64::INFINITY,
+                    ..JudgeConfig::default()
+                },
+                "judge.latencyTolerance",
             ),
             (
                 JudgeConfig {
