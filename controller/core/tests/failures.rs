@@ -317,3 +317,42 @@ fn inconclusive_with_pause_policy_pauses_for_a_human() {
     sim.command(serin_core::CommandAction::Resume, "alice");
     assert_eq!(sim.run(2), vec![(Progressing, 10), (Progressing, 20)]);
 }
+
+#[test]
+fn promotion_waits_for_the_primary_rollout_and_fails_past_the_deadline() {
+    let mut sim = Sim::initialized(Plan::test().progress_deadline_secs(100));
+    sim.deploy("rev-b");
+    assert_eq!(sim.run(7).last(), Some(&(Promoting, 50)));
+    // The primary is rolling out the promoted template and never becomes ready.
+    sim.world.primary_ready = false;
+    assert_eq!(
+        sim.run(3),
+        vec![(Promoting, 50), (Promoting, 50), (Failed, 0)]
+    );
+    assert!(!sim.world.canary_up);
+}
+
+#[test]
+fn finalising_waits_for_a_ready_primary() {
+    let mut sim = Sim::initialized(Plan::test());
+    sim.deploy("rev-b");
+    assert_eq!(sim.run(8).last(), Some(&(Finalising, 0)));
+    sim.world.primary_ready = false;
+    assert_eq!(sim.run(2), times(2, Finalising, 0));
+    assert!(
+        sim.world.canary_up,
+        "the canary is only scaled down once the primary is ready"
+    );
+    sim.world.primary_ready = true;
+    assert_eq!(sim.run(1), vec![(Succeeded, 0)]);
+}
+
+#[test]
+fn a_missing_target_holds_without_failing() {
+    let mut sim = Sim::initialized(Plan::test());
+    sim.deploy("rev-b");
+    sim.run(2);
+    sim.world.target = None;
+    assert_eq!(sim.run(3), times(3, Progressing, 10));
+    assert!(sim.status.hold.as_deref() == Some("target not found"));
+}

@@ -301,3 +301,49 @@ fn rollback_webhooks_are_polled_while_waiting_and_progressing() {
     sim.gate("abort-button", true);
     assert_eq!(sim.run(1), vec![(Failed, 0)]);
 }
+
+#[test]
+fn a_newer_revision_while_waiting_replaces_the_one_waiting() {
+    let plan = Plan::test().webhook("approve-rollout", WebhookKind::ConfirmRollout);
+    let mut sim = Sim::initialized(plan);
+    sim.gate("approve-rollout", false);
+    sim.deploy("rev-b");
+    sim.run(2);
+    sim.deploy("rev-c");
+    assert_eq!(sim.run(1), vec![(Waiting, 0)]);
+    assert_eq!(
+        sim.status.run.as_ref().map(|r| r.revision.as_str()),
+        Some("rev-c")
+    );
+    assert_eq!(sim.status.last_applied_spec.as_deref(), Some("rev-c"));
+    sim.gate("approve-rollout", true);
+    sim.tick_until(20, |s| s.phase == Succeeded);
+    assert_eq!(sim.world.promotions, vec!["rev-c".to_string()]);
+}
+
+#[test]
+fn waiting_can_be_aborted_or_promoted_by_hand() {
+    let plan = Plan::test().webhook("approve-rollout", WebhookKind::ConfirmRollout);
+    let mut sim = Sim::initialized(plan.clone());
+    sim.gate("approve-rollout", false);
+    sim.deploy("rev-b");
+    sim.run(2);
+    sim.command(serin_core::CommandAction::Abort, "kim");
+    assert_eq!(sim.run(1), vec![(Failed, 0)]);
+
+    let mut sim = Sim::initialized(plan);
+    sim.gate("approve-rollout", false);
+    sim.deploy("rev-b");
+    sim.run(2);
+    sim.command(serin_core::CommandAction::Promote, "kim");
+    assert_eq!(
+        sim.run(4),
+        vec![
+            (Promoting, 0),
+            (Finalising, 0),
+            (Succeeded, 0),
+            (Succeeded, 0)
+        ]
+    );
+    assert_eq!(sim.world.promotions, vec!["rev-b".to_string()]);
+}
