@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod controller;
 mod load;
 mod sample_app;
 
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the canary controller (--kubernetes: reconcile Canaries in a cluster).
+    Controller(controller::Args),
     /// Run a small podinfo-like HTTP service (versions, error rate, latency) for demos and tests.
     SampleApp(sample_app::Args),
     /// Send open-loop load at a fixed rate and print a summary, or serve load-test webhooks.
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
+        Command::Controller(args) => controller::run(args),
     }
 }

@@ -138,6 +138,48 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// GET `url`, giving up after `timeout`.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<HttpResponse, HttpError> {
+        let uri: http::Uri =
+            url.parse()
+                .map_err(|e: http::uri::InvalidUri| HttpError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+        let req = Request::get(uri)
+            .header(
+                http::header::USER_AGENT,
+                concat!("serin/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| HttpError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let exchange = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| HttpError::Transport(error_chain(&e)))?;
+            let status = resp.status();
+            let body = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            Ok(HttpResponse { status, body })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout(timeout)),
+        }
+    }
+}
+
 /// `e: cause: cause` — hyper's top-level errors say little without their sources.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

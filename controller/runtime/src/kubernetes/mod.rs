@@ -7,6 +7,7 @@
 mod lease;
 pub mod notify;
 pub mod routing;
+mod run;
 pub mod services;
 pub mod status;
 pub mod workloads;
@@ -30,6 +31,7 @@ use serin_core::Timestamp;
 
 pub use lease::{LeaderElection, LeaseConfig};
 use routing::{ConvergenceProbe, KubeRouter, parse_provider};
+pub use run::{ControlPlaneProbe, KubernetesOptions, NoBackendAnalyzer, RunError, run};
 use status::{
     CONDITION_IGNORED, CONDITION_PROVIDER, CONDITION_SYNCED, CONDITION_VALID, KubeStore,
     RuntimeCondition,

@@ -1,0 +1,86 @@
+//! `serin controller`: run the canary controller. `--kubernetes` reconciles Canaries in a cluster
+//! (in-cluster configuration or the kubeconfig).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::ArgAction;
+use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig, NoBackendAnalyzer};
+
+/// Flags of `serin controller`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Reconcile Canaries in a Kubernetes cluster (in-cluster config or kubeconfig).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "SERIN_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// Routing provider for Canaries that set none (serin, gatewayapi, linkerd, smi, osm, kubernetes).
+    #[arg(long, env = "SERIN_PROVIDER", default_value = "serin")]
+    pub provider: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SERIN_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Base URL of Serin's control plane, asked whether a new weight is in force on every proxy
+    /// before a window is judged (e.g. http://serin-control-plane.serin-system:8090).
+    #[arg(long, env = "SERIN_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+    /// Leader election with a coordination.k8s.io Lease (turn off only for a single replica).
+    #[arg(long, env = "SERIN_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "SERIN_LEASE_NAME", default_value = "serin-controller")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "serin-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: the pod name from HOSTNAME).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease is valid without renewal, as a duration (e.g. 15s).
+    #[arg(long, env = "SERIN_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+}
+
+/// Runs the controller until Ctrl-C / SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !args.kubernetes {
+        bail!("serin controller: choose where to run: --kubernetes");
+    }
+    let lease_duration = serin_api::duration::parse_duration(&args.lease_duration)
+        .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;
+    if lease_duration.as_secs() < 3 {
+        bail!(
+            "--lease-duration: {:?} is too short; accepted: 3s or more",
+            args.lease_duration
+        );
+    }
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("serin-controller-{}", std::process::id()));
+    let opts = KubernetesOptions {
+        admin_addr: args.admin_addr,
+        default_provider: args.provider,
+        namespace: args.namespace,
+        control_plane: args.control_plane,
+        leader_election: args.leader_elect.then_some(LeaseConfig {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity,
+            duration: lease_duration,
+        }),
+        reporter: "serin-controller".into(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serin_controller::kubernetes::run(
+            opts,
+            Arc::new(NoBackendAnalyzer),
+        ))
+        .context("serin controller --kubernetes")
+}
