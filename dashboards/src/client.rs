@@ -20,7 +20,7 @@ use crate::model::{
 pub enum ClientError {
     /// The server URL is not usable.
     #[error(
-        "server URL {url:?} is invalid: {reason}; accepted: http://HOST:PORT (e.g. http://127.0.0.1:9090)"
+        "server URL {url:?} is invalid: {reason}; accepted: http://HOST:PORT (e.g. http://127.0.0.1:7979)"
     )]
     InvalidUrl {
         /// The URL given.

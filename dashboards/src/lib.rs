@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod convert;
 pub mod memory;
 pub mod model;
 mod page;
@@ -24,3 +25,8 @@ pub mod wait;
 
 pub use backend::{Backend, BackendError, HistoryQuery};
 pub use server::{DashboardConfig, new_command_id, router};
+
+/// The dashboard's default listen address (`serin controller --dashboard-addr`).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7979";
+/// The URL the CLI uses when neither `--server` nor `SERIN_SERVER` is given.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:7979";

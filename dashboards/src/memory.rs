@@ -266,6 +266,7 @@ impl MemoryBackend {
             s.summary.failed_checks = 0;
             s.summary.iterations = 0;
             s.summary.last_transition_time = Some(at);
+            s.summary.message = None;
         })?;
         self.record(
             key,

@@ -78,7 +78,8 @@ th{font-size:12px;color:var(--muted);font-weight:600;background:#fcfcfd}
 .bar{display:inline-block;width:80px;height:8px;background:#eaecf0;border-radius:4px;vertical-align:middle;margin-right:6px}
 .bar i{display:block;height:8px;border-radius:4px;background:#f79009}
 .card{background:#fff;border:1px solid var(--line);border-radius:6px;padding:12px 16px;margin-bottom:14px}
-.kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:6px 20px}.kv div span{color:var(--muted);font-size:12px;display:block}
+.kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:6px 20px}.kv div>span:first-child{color:var(--muted);font-size:12px;display:block}
+table.timeline{table-layout:fixed}table.timeline td:nth-child(1){width:170px}table.timeline td:nth-child(2){width:100px}
 .charts{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:14px}.charts svg{background:#fff;border:1px solid var(--line);border-radius:6px}
 .run h3{font-size:15px;margin:18px 0 6px}.pass{color:var(--ok)}.fail{color:var(--bad)}.inconclusive{color:var(--warn)}
 .muted{color:var(--muted)}.actions{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:14px}

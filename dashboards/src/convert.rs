@@ -1,0 +1,297 @@
+//! Conversions between the engine's types (`serin-core`) and the API's own JSON types, for the
+//! runtimes implementing [`crate::Backend`] and for the CLI reading Canary status on Kubernetes.
+//!
+//! The API keeps its own types so its JSON stays stable when the engine changes; everything the
+//! engine records maps onto them here.
+
+use crate::model::{
+    self, Action, CanaryKey, CanarySummary, CommandState, EntryKind, Gates, HistoryEntry, Outcome,
+    RunResult, RunSummary, TargetRef, WaitReason, Waiting, gate,
+};
+
+/// An engine instant as a [`jiff::Timestamp`] (out-of-range values clamp to the epoch).
+pub fn time(t: serin_core::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(t.as_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// A [`jiff::Timestamp`] as an engine instant.
+pub fn core_time(t: jiff::Timestamp) -> serin_core::Timestamp {
+    serin_core::Timestamp::from_millis(t.as_millisecond())
+}
+
+/// The engine's phase as the API's.
+pub fn phase(p: serin_core::Phase) -> model::Phase {
+    use serin_core::Phase as P;
+    match p {
+        P::Initializing => model::Phase::Initializing,
+        P::Initialized => model::Phase::Initialized,
+        P::Waiting => model::Phase::Waiting,
+        P::Progressing => model::Phase::Progressing,
+        P::WaitingPromotion => model::Phase::WaitingPromotion,
+        P::Promoting => model::Phase::Promoting,
+        P::Finalising => model::Phase::Finalising,
+        P::Succeeded => model::Phase::Succeeded,
+        P::Failed => model::Phase::Failed,
+        P::Terminating => model::Phase::Terminating,
+    }
+}
+
+/// A run's outcome.
+pub fn outcome(o: &serin_core::RunOutcome) -> (Outcome, jiff::Timestamp) {
+    use serin_core::RunOutcome as O;
+    match o {
+        O::Promoted { reason, at } => (
+            Outcome {
+                result: RunResult::Promoted,
+                reason: reason.clone(),
+            },
+            time(*at),
+        ),
+        O::RolledBack { reason, at } => (
+            Outcome {
+                // The engine records a manual abort as a rollback whose reason says so.
+                result: if reason.to_ascii_lowercase().contains("abort") {
+                    RunResult::Aborted
+                } else {
+                    RunResult::RolledBack
+                },
+                reason: reason.clone(),
+            },
+            time(*at),
+        ),
+        O::Superseded { by_revision, at } => (
+            Outcome {
+                result: RunResult::Superseded,
+                reason: format!("superseded by revision {by_revision}"),
+            },
+            time(*at),
+        ),
+    }
+}
+
+/// A run.
+pub fn run(r: &serin_core::Run) -> RunSummary {
+    let (outcome, ended_at) = match &r.outcome {
+        Some(o) => {
+            let (o, at) = outcome(o);
+            (Some(o), Some(at))
+        }
+        None => (None, None),
+    };
+    RunSummary {
+        id: r.id,
+        revision: r.revision.clone(),
+        started_at: time(r.started_at),
+        ended_at,
+        outcome,
+    }
+}
+
+/// The overview row of a Canary from the engine's persisted status.
+///
+/// `target_revision` is the revision the target declares now, as the runtime computes it (the
+/// pod-template hash on Kubernetes, the manifest's revision locally).
+pub fn summary(
+    key: &CanaryKey,
+    target: TargetRef,
+    status: &serin_core::Status,
+    target_revision: Option<String>,
+) -> CanarySummary {
+    let ph = phase(status.phase);
+    let waiting = if let Some(p) = &status.paused {
+        Some(Waiting {
+            reason: WaitReason::Paused,
+            since: Some(time(p.at)),
+            message: Some(format!("by {}: {}", p.by, p.reason)),
+        })
+    } else {
+        let reason = match status.phase {
+            serin_core::Phase::Waiting => Some(WaitReason::ConfirmRollout),
+            serin_core::Phase::WaitingPromotion => Some(WaitReason::ConfirmPromotion),
+            _ => None,
+        };
+        reason.map(|reason| Waiting {
+            reason,
+            since: status.last_transition_time.map(time),
+            message: None,
+        })
+    };
+    let gate_open = |name: &str| status.gates.get(name).is_some_and(|g| g.open);
+    CanarySummary {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        target,
+        phase: ph,
+        canary_weight: status.canary_weight,
+        failed_checks: status.failed_checks,
+        iterations: status.iterations,
+        last_transition_time: status.last_transition_time.map(time),
+        target_revision,
+        promoted_revision: status.last_promoted_spec.clone(),
+        run: status.run.as_ref().map(run),
+        paused: status.paused.is_some(),
+        waiting,
+        gates: Gates {
+            confirm: gate_open(gate::CONFIRM),
+            rollback: gate_open(gate::ROLLBACK),
+        },
+        message: status
+            .promoted_condition()
+            .map(|c| c.message.clone())
+            .filter(|m| !m.is_empty()),
+    }
+}
+
+/// An API command as the engine's command (the `serin.dev/command` annotation's shape).
+pub fn command_to_core(c: &model::Command) -> serin_core::Command {
+    use serin_core::CommandAction as A;
+    let action = match c.action {
+        Action::Promote => A::Promote,
+        Action::Abort => A::Abort,
+        Action::Pause => A::Pause,
+        Action::Resume => A::Resume,
+        Action::GateOpen => A::GateOpen {
+            gate: c.gate_name().to_string(),
+        },
+        Action::GateClose => A::GateClose {
+            gate: c.gate_name().to_string(),
+        },
+    };
+    serin_core::Command {
+        id: c.id.clone(),
+        action,
+        by: c.by.clone(),
+        at: core_time(c.at),
+    }
+}
+
+/// The engine's command as an API command.
+pub fn command_from_core(c: &serin_core::Command) -> model::Command {
+    use serin_core::CommandAction as A;
+    let (action, gate) = match &c.action {
+        A::Promote => (Action::Promote, None),
+        A::Abort => (Action::Abort, None),
+        A::Pause => (Action::Pause, None),
+        A::Resume => (Action::Resume, None),
+        A::GateOpen { gate } => (Action::GateOpen, Some(gate.clone())),
+        A::GateClose { gate } => (Action::GateClose, Some(gate.clone())),
+    };
+    model::Command {
+        id: c.id.clone(),
+        action,
+        gate,
+        by: c.by.clone(),
+        at: time(c.at),
+    }
+}
+
+fn verdict(v: serin_core::Verdict) -> model::Verdict {
+    match v {
+        serin_core::Verdict::Pass => model::Verdict::Pass,
+        serin_core::Verdict::Fail => model::Verdict::Fail,
+        serin_core::Verdict::Inconclusive => model::Verdict::Inconclusive,
+    }
+}
+
+/// Expands the engine's per-tick history entries into the API's timeline entries.
+///
+/// One engine entry carries a tick's phase, weight, checks, gate results and commands; the
+/// timeline shows each as its own line. `entries` must be oldest first; phase and weight lines
+/// appear only where they changed from the previous entry.
+pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
+    use serin_core::HistoryKind as K;
+    let mut out = Vec::new();
+    let mut prev: Option<&serin_core::HistoryEntry> = None;
+    for e in entries {
+        let at = time(e.at);
+        let run = (e.run > 0).then_some(e.run);
+        let mut push = |kind: EntryKind| out.push(HistoryEntry { at, run, kind });
+        if e.kind == K::RunStarted
+            && let Some(rev) = &e.revision
+        {
+            push(EntryKind::RunStarted {
+                revision: rev.clone(),
+                previous_revision: None,
+            });
+        }
+        for c in &e.commands {
+            let cmd = command_from_core(c);
+            push(EntryKind::Command {
+                id: cmd.id,
+                action: cmd.action,
+                gate: cmd.gate,
+                by: cmd.by,
+                state: CommandState::Applied,
+                message: None,
+            });
+        }
+        for g in &e.gates {
+            push(EntryKind::Webhook {
+                name: g.name.clone(),
+                webhook_type: g.kind.as_str().to_string(),
+                ok: g.passed,
+                status: None,
+                message: (!g.detail.is_empty()).then(|| g.detail.clone()),
+                duration_ms: None,
+            });
+        }
+        for c in &e.checks {
+            push(EntryKind::Check {
+                name: c.name.clone(),
+                verdict: verdict(c.verdict),
+                value: c.value,
+                min: c.bound.min,
+                max: c.bound.max,
+                sample_size: c.samples,
+                failed_checks: Some(e.failed_checks),
+                message: (!c.detail.is_empty()).then(|| c.detail.clone()),
+            });
+        }
+        let prev_weight = prev.map_or(0, |p| p.canary_weight);
+        if e.canary_weight != prev_weight || (e.kind == K::Advanced && e.iterations > 0) {
+            push(EntryKind::Weight {
+                from: prev_weight,
+                to: e.canary_weight,
+                iteration: (e.iterations > 0).then_some(e.iterations),
+            });
+        }
+        let prev_phase = prev.map(|p| p.phase);
+        match e.kind {
+            K::Succeeded | K::RolledBack => push(EntryKind::RunEnded {
+                outcome: Outcome {
+                    result: if e.kind == K::Succeeded {
+                        RunResult::Promoted
+                    } else if e.message.to_ascii_lowercase().contains("abort") {
+                        RunResult::Aborted
+                    } else {
+                        RunResult::RolledBack
+                    },
+                    reason: e.message.clone(),
+                },
+            }),
+            _ => {}
+        }
+        if prev_phase != Some(e.phase) {
+            push(EntryKind::Phase {
+                from: prev_phase.map(phase),
+                to: phase(e.phase),
+                message: (!e.message.is_empty()).then(|| e.message.clone()),
+            });
+        } else if matches!(
+            e.kind,
+            K::Held | K::CheckFailed | K::Waiting | K::RunRestarted
+        ) && !e.message.is_empty()
+        {
+            push(EntryKind::Event {
+                severity: if e.kind == K::CheckFailed {
+                    model::Severity::Warn
+                } else {
+                    model::Severity::Info
+                },
+                message: e.message.clone(),
+            });
+        }
+        prev = Some(e);
+    }
+    out
+}
