@@ -1,0 +1,447 @@
+//! The hub: owns the [`State`], publishes versioned snapshots to every subscribed proxy, and
+//! tracks which version each proxy has applied.
+//!
+//! Publishing is a `tokio::sync::watch` of the latest [`Snapshot`]: a proxy stream that falls
+//! behind skips straight to the newest version (snapshots are complete, never diffs). Each
+//! snapshot encodes its table once per client namespace and shares the bytes between streams.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::Serialize;
+use serin_mesh_api::protocol::{
+    Ack, HEARTBEAT_INTERVAL_SECS, ServerMessage, Workload, encode_line,
+};
+use serin_mesh_api::table::RouteTable;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::state::{RouteInfo, RouteKind, State};
+use crate::translate::{Options, translate};
+use crate::world::{ObjKey, World};
+
+/// One published version.
+pub struct Snapshot {
+    /// Version.
+    pub version: u64,
+    /// The effective world it was built from.
+    pub world: Arc<World>,
+    /// When it was published.
+    pub published_at: Instant,
+    opts: Options,
+    lines: Mutex<HashMap<String, Bytes>>,
+}
+
+impl Snapshot {
+    /// The table for proxies in namespace `ns`.
+    pub fn table(&self, ns: &str) -> RouteTable {
+        translate(&self.world, ns, &self.opts, self.version)
+    }
+
+    /// The encoded snapshot message for namespace `ns` (computed once, then shared).
+    pub fn line(&self, ns: &str) -> Bytes {
+        if let Some(b) = lock(&self.lines).get(ns) {
+            return b.clone();
+        }
+        // Translating outside the lock lets streams of different namespaces encode in parallel;
+        // two streams of one namespace may both translate once, which is harmless.
+        let line = Bytes::from(encode_line(&ServerMessage::Snapshot {
+            version: self.version,
+            table: self.table(ns),
+        }));
+        lock(&self.lines).insert(ns.to_string(), line.clone());
+        line
+    }
+}
+
+/// A subscribed proxy as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyInfo {
+    /// Proxy id.
+    pub id: String,
+    /// `namespace/name` of its workload.
+    pub workload: String,
+    /// Last version written to its stream.
+    pub sent_version: u64,
+    /// Last version it acknowledged as applied (0 = none yet).
+    pub applied_version: u64,
+    /// Last refusal: version and reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<(u64, String)>,
+    /// Seconds since the Unix epoch when it subscribed.
+    pub connected_at: u64,
+}
+
+struct ProxyEntry {
+    info: ProxyInfo,
+    namespace: String,
+    conn: u64,
+}
+
+/// Convergence of one route object across the proxies.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// The object and the version carrying its current spec.
+    #[serde(flatten)]
+    pub info: RouteInfo,
+    /// Latest published version.
+    pub latest_version: u64,
+    /// Subscribed proxies.
+    pub proxies: usize,
+    /// Subscribed proxies that applied `version` or later.
+    pub proxies_up_to_date: usize,
+    /// True when every subscribed proxy runs `version` or later (vacuously true with none).
+    pub converged: bool,
+}
+
+/// The whole status document (`GET /v1/status`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubStatus {
+    /// Latest published version.
+    pub version: u64,
+    /// True once the source delivered its first complete state.
+    pub ready: bool,
+    /// Subscribed proxies.
+    pub proxies: Vec<ProxyInfo>,
+    /// Route objects.
+    pub routes: Vec<RouteStatus>,
+}
+
+struct Inner {
+    state: State,
+    proxies: BTreeMap<String, ProxyEntry>,
+    next_conn: u64,
+    published: VecDeque<(u64, Instant)>,
+}
+
+/// See the module docs.
+pub struct Hub {
+    inner: Mutex<Inner>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    progress: watch::Sender<u64>,
+    /// Metrics.
+    pub metrics: Metrics,
+    opts: Options,
+    ready: AtomicBool,
+    heartbeat: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated in a way that matters
+    // more than stopping service would, so keep going with the data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// A hub with an empty state at version 0 (not ready until the source calls
+    /// [`Hub::set_ready`]).
+    pub fn new(opts: Options) -> Arc<Self> {
+        Self::with_heartbeat(opts, Duration::from_secs(HEARTBEAT_INTERVAL_SECS))
+    }
+
+    /// Same, with a custom heartbeat interval (tests).
+    pub fn with_heartbeat(opts: Options, heartbeat: Duration) -> Arc<Self> {
+        let first = Arc::new(Snapshot {
+            version: 0,
+            world: Arc::new(World::default()),
+            published_at: Instant::now(),
+            opts: opts.clone(),
+            lines: Mutex::new(HashMap::new()),
+        });
+        Arc::new(Hub {
+            inner: Mutex::new(Inner {
+                state: State::default(),
+                proxies: BTreeMap::new(),
+                next_conn: 0,
+                published: VecDeque::new(),
+            }),
+            snapshots: watch::channel(first).0,
+            progress: watch::channel(0).0,
+            metrics: Metrics::new(),
+            opts,
+            ready: AtomicBool::new(false),
+            heartbeat,
+        })
+    }
+
+    /// Marks the source as synced (`/ready` answers 200 from now on).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the source synced.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Applies a change to the state and, if it changed anything, publishes a new version.
+    /// `received` is when the source saw the change (for the watch-lag metric).
+    pub fn update(&self, received: Instant, f: impl FnOnce(&mut State)) -> Option<u64> {
+        let mut inner = lock(&self.inner);
+        f(&mut inner.state);
+        for r in inner.state.take_reports() {
+            for p in &r.problems {
+                self.metrics.error(r.kind.kind(), p.reason);
+            }
+            let text = r
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::error!(kind = r.kind.kind(), object = %r.key, problems = %text, "route object is invalid; its last valid version (if any) stays in force");
+        }
+        let infos = inner.state.route_infos();
+        self.metrics.route_objects.set(infos.len() as i64);
+        self.metrics
+            .invalid_route_objects
+            .set(infos.iter().filter(|i| !i.valid).count() as i64);
+        let version = inner.state.commit()?;
+        let now = Instant::now();
+        inner.published.push_back((version, now));
+        while inner.published.len() > 256 {
+            inner.published.pop_front();
+        }
+        let snap = Arc::new(Snapshot {
+            version,
+            world: Arc::new(inner.state.world().clone()),
+            published_at: now,
+            opts: self.opts.clone(),
+            lines: Mutex::new(HashMap::new()),
+        });
+        drop(inner);
+        self.snapshots.send_replace(snap);
+        self.metrics.snapshots.inc();
+        self.metrics.version.set(version as i64);
+        self.metrics
+            .watch_lag
+            .observe(now.saturating_duration_since(received).as_secs_f64());
+        self.progress.send_modify(|v| *v = version);
+        tracing::debug!(version, "published route tables");
+        Some(version)
+    }
+
+    /// Reads the state.
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&lock(&self.inner).state)
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// Opens a proxy stream: the current snapshot first, then each newer one, heartbeats in
+    /// between. The proxy is registered until the stream is dropped.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        workload: Workload,
+        proxy: String,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
+        let conn = {
+            let mut inner = lock(&self.inner);
+            inner.next_conn += 1;
+            let conn = inner.next_conn;
+            let connected_at = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let replaced = inner.proxies.insert(
+                proxy.clone(),
+                ProxyEntry {
+                    info: ProxyInfo {
+                        id: proxy.clone(),
+                        workload: workload.to_string(),
+                        sent_version: 0,
+                        applied_version: 0,
+                        rejected: None,
+                        connected_at,
+                    },
+                    namespace: workload.namespace.clone(),
+                    conn,
+                },
+            );
+            if replaced.is_none() {
+                self.metrics.connected_proxies.inc();
+            }
+            conn
+        };
+        tracing::info!(proxy = %proxy, workload = %workload, "proxy subscribed");
+        let guard = Registration {
+            hub: self.clone(),
+            proxy,
+            conn,
+        };
+        let mut rx = self.snapshots.subscribe();
+        rx.mark_changed();
+        let heartbeat = self.heartbeat;
+        let ns = workload.namespace;
+        futures::stream::unfold(
+            (rx, guard, ns, 0u64),
+            move |(mut rx, guard, ns, mut sent)| async move {
+                let line = tokio::select! {
+                    changed = rx.changed() => {
+                        // The sender lives as long as the hub, which this stream holds.
+                        changed.ok()?;
+                        let snap = rx.borrow_and_update().clone();
+                        sent = snap.version;
+                        let line = snap.line(&ns);
+                        guard.hub.mark_sent(&guard.proxy, guard.conn, sent);
+                        line
+                    }
+                    _ = tokio::time::sleep(heartbeat) => {
+                        Bytes::from(encode_line(&ServerMessage::Heartbeat { version: sent }))
+                    }
+                };
+                Some((Ok(line), (rx, guard, ns, sent)))
+            },
+        )
+    }
+
+    fn mark_sent(&self, proxy: &str, conn: u64, version: u64) {
+        let mut inner = lock(&self.inner);
+        if let Some(e) = inner.proxies.get_mut(proxy)
+            && e.conn == conn
+        {
+            e.info.sent_version = version;
+        }
+        self.metrics.pushes.inc();
+    }
+
+    /// Records an ack. False when no stream with that proxy id is open.
+    pub fn ack(&self, ack: &Ack) -> bool {
+        let mut inner = lock(&self.inner);
+        let published_at = inner
+            .published
+            .iter()
+            .find(|(v, _)| *v == ack.version)
+            .map(|(_, t)| *t);
+        let Some(e) = inner.proxies.get_mut(&ack.proxy) else {
+            return false;
+        };
+        match &ack.error {
+            None => {
+                e.info.applied_version = e.info.applied_version.max(ack.version);
+                if let Some(t) = published_at {
+                    self.metrics.push_latency.observe(t.elapsed().as_secs_f64());
+                }
+            }
+            Some(err) => {
+                tracing::error!(proxy = %ack.proxy, version = ack.version, error = %err, "proxy refused a snapshot");
+                self.metrics.error("ack", "Rejected");
+                e.info.rejected = Some((ack.version, err.clone()));
+            }
+        }
+        drop(inner);
+        self.progress.send_modify(|_| {});
+        true
+    }
+
+    fn unregister(&self, proxy: &str, conn: u64) {
+        let mut inner = lock(&self.inner);
+        if inner.proxies.get(proxy).is_some_and(|e| e.conn == conn) {
+            inner.proxies.remove(proxy);
+            self.metrics.connected_proxies.dec();
+            tracing::info!(proxy = %proxy, "proxy unsubscribed");
+        }
+        drop(inner);
+        self.progress.send_modify(|_| {});
+    }
+
+    /// The full status document.
+    pub fn status(&self) -> HubStatus {
+        let inner = lock(&self.inner);
+        let routes = inner
+            .state
+            .route_infos()
+            .into_iter()
+            .map(|info| route_status(&inner, info))
+            .collect();
+        HubStatus {
+            version: inner.state.version(),
+            ready: self.is_ready(),
+            proxies: inner.proxies.values().map(|e| e.info.clone()).collect(),
+            routes,
+        }
+    }
+
+    /// Status of one route object; None when unknown.
+    pub fn route_status(&self, kind: RouteKind, key: &ObjKey) -> Option<RouteStatus> {
+        let inner = lock(&self.inner);
+        let info = inner
+            .state
+            .route_infos()
+            .into_iter()
+            .find(|i| i.kind == kind && i.namespace == key.namespace && i.name == key.name)?;
+        Some(route_status(&inner, info))
+    }
+
+    /// Waits until the route object is converged (or `timeout` passes), then returns its status.
+    pub async fn wait_converged(
+        &self,
+        kind: RouteKind,
+        key: &ObjKey,
+        timeout: Duration,
+    ) -> Option<RouteStatus> {
+        let mut rx = self.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.route_status(kind, key)?;
+            if status.converged {
+                return Some(status);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.route_status(kind, key),
+            }
+        }
+    }
+}
+
+fn route_status(inner: &Inner, info: RouteInfo) -> RouteStatus {
+    let proxies = inner.proxies.len();
+    let up = inner
+        .proxies
+        .values()
+        .filter(|e| e.info.applied_version >= info.version)
+        .count();
+    RouteStatus {
+        latest_version: inner.state.version(),
+        proxies,
+        proxies_up_to_date: up,
+        converged: up == proxies,
+        info,
+    }
+}
+
+/// Removes the proxy from the registry when its stream is dropped.
+struct Registration {
+    hub: Arc<Hub>,
+    proxy: String,
+    conn: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.proxy, self.conn);
+    }
+}
+
+impl Hub {
+    /// Namespace of each subscribed proxy (for tests and the bench).
+    pub fn proxy_namespaces(&self) -> Vec<String> {
+        lock(&self.inner)
+            .proxies
+            .values()
+            .map(|e| e.namespace.clone())
+            .collect()
+    }
+}

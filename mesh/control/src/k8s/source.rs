@@ -1,0 +1,292 @@
+//! The Kubernetes source (`--kubernetes`): reflectors over HTTPRoutes, TrafficSplits, Services
+//! and EndpointSlices in every namespace; each batch of watch events rebuilds the changed kinds
+//! in the state, and HTTPRoute status is written back (`Accepted`, `ResolvedRefs` per Service
+//! parent, under controller name [`CONTROLLER_NAME`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+use super::types::{CONTROLLER_NAME, HttpRoute, RouteParentStatus, TrafficSplit};
+use crate::hub::Hub;
+use crate::state::RouteKind;
+use crate::translate::route_verdicts;
+use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Routes,
+    Splits,
+    Services,
+    Slices,
+}
+
+const KINDS: [Kind; 4] = [Kind::Routes, Kind::Splits, Kind::Services, Kind::Slices];
+
+struct Stores {
+    routes: Store<HttpRoute>,
+    splits: Store<TrafficSplit>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+}
+
+/// What one watch event told us.
+enum Seen {
+    /// The store changed (or finished a relist).
+    Changed { synced: bool },
+    /// The watch failed (it retries with backoff).
+    Failed(String),
+}
+
+fn seen<K>(ev: Result<watcher::Event<K>, watcher::Error>) -> Seen {
+    match ev {
+        Ok(watcher::Event::InitDone) => Seen::Changed { synced: true },
+        Ok(_) => Seen::Changed { synced: false },
+        Err(e) => Seen::Failed(e.to_string()),
+    }
+}
+
+/// Watches until the process stops. Watch failures are logged, counted and retried with
+/// backoff; the last state stays published meanwhile.
+pub async fn run(client: Client, hub: Arc<Hub>) {
+    let (routes, routes_w) = reflector::store::<HttpRoute>();
+    let (splits, splits_w) = reflector::store::<TrafficSplit>();
+    let (services, services_w) = reflector::store::<Service>();
+    let (slices, slices_w) = reflector::store::<EndpointSlice>();
+    let cfg = watcher::Config::default;
+    let streams = vec![
+        reflector::reflector(
+            routes_w,
+            watcher(Api::<HttpRoute>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Routes, seen(e)))
+        .boxed(),
+        reflector::reflector(
+            splits_w,
+            watcher(Api::<TrafficSplit>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Splits, seen(e)))
+        .boxed(),
+        reflector::reflector(
+            services_w,
+            watcher(Api::<Service>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Services, seen(e)))
+        .boxed(),
+        reflector::reflector(
+            slices_w,
+            watcher(Api::<EndpointSlice>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Slices, seen(e)))
+        .boxed(),
+    ];
+    let stores = Stores {
+        routes,
+        splits,
+        services,
+        slices,
+    };
+    let mut events = futures::stream::select_all(streams);
+    let mut synced = BTreeMap::new();
+    let mut written: BTreeMap<ObjKey, Vec<RouteParentStatus>> = BTreeMap::new();
+    while let Some(first) = events.next().await {
+        let received = Instant::now();
+        let mut dirty = Vec::new();
+        let mut batch = vec![first];
+        // Coalesce whatever else is already queued into one snapshot.
+        while let Some(Some(more)) = events.next().now_or_never() {
+            batch.push(more);
+        }
+        for (kind, s) in batch {
+            match s {
+                Seen::Changed { synced: done } => {
+                    if done {
+                        synced.insert(kind, true);
+                    }
+                    if !dirty.contains(&kind) {
+                        dirty.push(kind);
+                    }
+                }
+                Seen::Failed(e) => {
+                    tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff");
+                    hub.metrics.error("watch", "Api");
+                }
+            }
+        }
+        // Publish only once every kind has listed once, so proxies never see a half-built
+        // table (e.g. routes without their Services).
+        if KINDS.iter().all(|k| synced.contains_key(k)) {
+            rebuild(&hub, &stores, received);
+            if !hub.is_ready() {
+                tracing::info!("every watch synced; serving route tables");
+                hub.set_ready();
+            }
+            write_statuses(&client, &hub, &stores, &mut written).await;
+        }
+    }
+}
+
+fn rebuild(hub: &Hub, stores: &Stores, received: Instant) {
+    let services: BTreeMap<ObjKey, ServiceInfo> = stores
+        .services
+        .state()
+        .iter()
+        .map(|s| (ObjKey::of(s.as_ref()), ServiceInfo::from_k8s(s)))
+        .collect();
+    let mut endpoints: BTreeMap<ObjKey, BTreeMap<String, EndpointSet>> = BTreeMap::new();
+    for slice in stores.slices.state() {
+        if let Some(svc) = slice_service(&slice) {
+            endpoints.entry(svc).or_default().insert(
+                slice.metadata.name.clone().unwrap_or_default(),
+                EndpointSet::from_slice(&slice),
+            );
+        }
+    }
+    let routes: Vec<HttpRoute> = stores
+        .routes
+        .state()
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
+    let splits: Vec<TrafficSplit> = stores
+        .splits
+        .state()
+        .iter()
+        .map(|s| (**s).clone())
+        .collect();
+    hub.update(received, |state| {
+        state.set_services(services);
+        state.set_endpoints(endpoints);
+        state.set_routes(routes);
+        state.set_splits(splits);
+    });
+}
+
+/// Our `status.parents` entries for every HTTPRoute, written when they differ from what the
+/// object carries (ignoring transition times, so a status write does not cause another).
+async fn write_statuses(
+    client: &Client,
+    hub: &Hub,
+    stores: &Stores,
+    written: &mut BTreeMap<ObjKey, Vec<RouteParentStatus>>,
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let wanted: Vec<(ObjKey, Arc<HttpRoute>, Vec<RouteParentStatus>)> = hub.with_state(|state| {
+        stores
+            .routes
+            .state()
+            .into_iter()
+            .map(|route| {
+                let key = ObjKey::of(route.as_ref());
+                let problems = state.problems(RouteKind::HttpRoute, &key);
+                let generation = route.metadata.generation;
+                let ours = route_verdicts(state.world(), &route, problems)
+                    .into_iter()
+                    .map(|v| {
+                        let cond =
+                            |type_: &str, (ok, reason, message): (bool, &str, String)| Condition {
+                                type_: type_.into(),
+                                status: if ok { "True" } else { "False" }.into(),
+                                reason: reason.into(),
+                                message,
+                                observed_generation: generation,
+                                last_transition_time: now.clone(),
+                            };
+                        RouteParentStatus {
+                            parent_ref: v.parent_ref,
+                            controller_name: CONTROLLER_NAME.into(),
+                            conditions: vec![
+                                cond("Accepted", v.accepted),
+                                cond("ResolvedRefs", v.resolved_refs),
+                            ],
+                        }
+                    })
+                    .collect();
+                (key, route, ours)
+            })
+            .collect()
+    });
+    written.retain(|k, _| wanted.iter().any(|(key, _, _)| key == k));
+    for (key, route, ours) in wanted {
+        let current: Vec<RouteParentStatus> = route
+            .status
+            .as_ref()
+            .map(|s| s.parents.clone())
+            .unwrap_or_default();
+        let current_ours: Vec<&RouteParentStatus> = current
+            .iter()
+            .filter(|p| p.controller_name == CONTROLLER_NAME)
+            .collect();
+        if same_ignoring_time(&current_ours, &ours.iter().collect::<Vec<_>>())
+            || written.get(&key).is_some_and(|w| {
+                same_ignoring_time(
+                    &w.iter().collect::<Vec<_>>(),
+                    &ours.iter().collect::<Vec<_>>(),
+                )
+            })
+        {
+            continue;
+        }
+        // Keep a condition's transition time when its status did not change.
+        let mut ours = ours;
+        for p in &mut ours {
+            if let Some(old) = current_ours.iter().find(|o| o.parent_ref == p.parent_ref) {
+                for c in &mut p.conditions {
+                    if let Some(oc) = old.conditions.iter().find(|oc| oc.type_ == c.type_)
+                        && oc.status == c.status
+                    {
+                        c.last_transition_time = oc.last_transition_time.clone();
+                    }
+                }
+            }
+        }
+        // status.parents is an atomic list: send other controllers' entries back unchanged.
+        let mut parents: Vec<RouteParentStatus> = current
+            .into_iter()
+            .filter(|p| p.controller_name != CONTROLLER_NAME)
+            .collect();
+        parents.extend(ours.iter().cloned());
+        let patch = serde_json::json!({ "status": { "parents": parents } });
+        let api: Api<HttpRoute> = Api::namespaced(client.clone(), &key.namespace);
+        match api
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                written.insert(key, ours);
+            }
+            Err(e) => {
+                tracing::warn!(route = %key, error = %e, "cannot write HTTPRoute status");
+                hub.metrics.error("status", "Api");
+            }
+        }
+    }
+}
+
+fn same_ignoring_time(a: &[&RouteParentStatus], b: &[&RouteParentStatus]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.parent_ref == y.parent_ref
+                && x.conditions.len() == y.conditions.len()
+                && x.conditions.iter().zip(&y.conditions).all(|(c, d)| {
+                    c.type_ == d.type_
+                        && c.status == d.status
+                        && c.reason == d.reason
+                        && c.message == d.message
+                        && c.observed_generation == d.observed_generation
+                })
+        })
+}

@@ -1,0 +1,476 @@
+//! The Kubernetes objects Serin reads and writes for traffic splitting, derived here with kube's
+//! `CustomResource` (the workspace is on kube 5 / k8s-openapi 0.29, so the `gateway-api` crate,
+//! built on kube 4, would bring a second copy of every Kubernetes type).
+//!
+//! Only the subset Serin uses is modelled: Gateway API `HTTPRoute` (gateway.networking.k8s.io/v1,
+//! GAMMA mesh mode where a `parentRef` names a Service) and SMI `TrafficSplit`
+//! (split.smi-spec.io v1alpha4, and v1alpha2 whose shape only differs in that it has no
+//! `matches`). Fields Serin does not model are dropped on read; write these objects with
+//! server-side apply so fields owned by others are left alone.
+//!
+//! Every enum-like field (`type`, `kind`, ...) is a plain `String`: a value Serin does not know
+//! must reach the translator, which reports it on the object, instead of failing the
+//! deserialisation of a whole watch list.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+/// The Gateway API group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// The SMI traffic-split group.
+pub const SMI_SPLIT_GROUP: &str = "split.smi-spec.io";
+/// The `controllerName` Serin writes into `HTTPRoute.status.parents[]`.
+pub const CONTROLLER_NAME: &str = "serin.dev/mesh-control";
+
+/// `HTTPRoute.spec`: routes HTTP requests addressed to its parents (in mesh mode: Services).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    root = "HttpRoute",
+    plural = "httproutes",
+    namespaced,
+    status = "HttpRouteStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// What the route attaches to. Serin acts on parents with `kind: Service` (GAMMA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names the route applies to, in addition to the parent Service's own names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Rules, evaluated by the proxy in order (first match wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<HttpRouteRule>,
+}
+
+/// A reference from a route to the object it attaches to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    /// API group of the parent; `""` (core) for a Service, absent means Gateway API's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind of the parent: `Service` in mesh mode (absent means `Gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Namespace of the parent; absent means the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the parent.
+    pub name: String,
+    /// Section of the parent (unused by Serin, kept for status round-trips).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// Service port the route applies to; absent means every port of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+impl ParentReference {
+    /// True when this parent is a core `Service` (GAMMA mesh mode).
+    pub fn is_service(&self) -> bool {
+        self.kind.as_deref() == Some("Service") && self.group.as_deref().unwrap_or("").is_empty()
+    }
+}
+
+/// One rule of an HTTPRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteRule {
+    /// Optional rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions, any of which selects this rule; none means "every request".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpRouteMatch>,
+    /// Filters applied to requests matching this rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    /// Weighted backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<HttpBackendRef>,
+    /// Request timeouts (Gateway API duration strings such as `10s`, `500ms`, `1m30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<HttpRouteTimeouts>,
+}
+
+/// A match: every condition given must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteMatch {
+    /// Path condition; absent means prefix `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPathMatch>,
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpHeaderMatch>,
+    /// Query parameter conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<HttpQueryParamMatch>,
+    /// HTTP method (`GET`, `POST`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// Path condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPathMatch {
+    /// `Exact`, `PathPrefix` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The path or pattern; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Header condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeaderMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Value or pattern.
+    pub value: String,
+}
+
+/// Query parameter condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpQueryParamMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Parameter name (case-sensitive).
+    pub name: String,
+    /// Value or pattern.
+    pub value: String,
+}
+
+/// A filter on a rule or backend. Serin applies `RequestMirror` and `ResponseHeaderModifier`;
+/// any other `type` makes the rule invalid (reported, never silently ignored).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteFilter {
+    /// `RequestMirror`, `ResponseHeaderModifier`, or another Gateway API filter type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Settings for `RequestMirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<HttpRequestMirrorFilter>,
+    /// Settings for `ResponseHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HttpHeaderFilter>,
+    /// Settings for `RequestHeaderModifier` (read so it can be reported as unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HttpHeaderFilter>,
+}
+
+/// Mirror a share of requests to another backend; its responses are discarded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequestMirrorFilter {
+    /// The backend receiving copies.
+    pub backend_ref: BackendObjectReference,
+    /// Share of requests mirrored, 0-100; absent (and no `fraction`) means 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    /// Share of requests mirrored as a fraction (`denominator` defaults to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+/// `numerator / denominator`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fraction {
+    /// Numerator, ≥ 0 and ≤ denominator.
+    pub numerator: i32,
+    /// Denominator, > 0; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
+}
+
+/// Header modifications.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeaderFilter {
+    /// Headers set (overwriting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HttpHeader>,
+    /// Headers added (appending).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HttpHeader>,
+    /// Header names removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct HttpHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// A reference to a backend object (in mesh mode a Service).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendObjectReference {
+    /// API group; `""` (core, the default) for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; `Service` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Service name.
+    pub name: String,
+    /// Namespace; absent means the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Service port; required by Gateway API for Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// A weighted backend of a rule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBackendRef {
+    /// API group; `""` (core, the default) for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; `Service` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Service name.
+    pub name: String,
+    /// Namespace; absent means the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Service port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Relative weight, 0-1000000; default 1. 0 means "never".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Per-backend filters (Serin reports them as unsupported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+}
+
+/// Rule timeouts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteTimeouts {
+    /// Whole-request timeout (the proxy answers 504 past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Per-backend-attempt timeout; Serin has no retries, so the shorter of the two applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<String>,
+}
+
+/// `HTTPRoute.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteStatus {
+    /// One entry per (parent, controller).
+    #[serde(default)]
+    pub parents: Vec<RouteParentStatus>,
+}
+
+/// The status one controller reports for one parent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    /// The parent this entry is about.
+    pub parent_ref: ParentReference,
+    /// Who wrote it; Serin writes [`CONTROLLER_NAME`].
+    pub controller_name: String,
+    /// `Accepted` and `ResolvedRefs` conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// SMI `TrafficSplit.spec` (split.smi-spec.io/v1alpha4).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "split.smi-spec.io",
+    version = "v1alpha4",
+    kind = "TrafficSplit",
+    plural = "trafficsplits",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSplitSpec {
+    /// The root (apex) Service clients address.
+    pub service: String,
+    /// The Services the traffic is split between.
+    #[serde(default)]
+    pub backends: Vec<TrafficSplitBackend>,
+    /// References to `HTTPRouteGroup`s; Serin does not read them and reports a split that sets
+    /// them (the split is then applied to every request, as Linkerd's SMI adaptor does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<serde_json::Value>,
+}
+
+/// SMI `TrafficSplit.spec` at split.smi-spec.io/v1alpha2 (integer weights, no matches).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "split.smi-spec.io",
+    version = "v1alpha2",
+    kind = "TrafficSplit",
+    root = "TrafficSplitV1Alpha2",
+    plural = "trafficsplits",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSplitV1Alpha2Spec {
+    /// The root (apex) Service clients address.
+    pub service: String,
+    /// The Services the traffic is split between.
+    #[serde(default)]
+    pub backends: Vec<TrafficSplitBackend>,
+}
+
+impl From<TrafficSplitV1Alpha2> for TrafficSplit {
+    fn from(old: TrafficSplitV1Alpha2) -> Self {
+        TrafficSplit {
+            metadata: old.metadata,
+            spec: TrafficSplitSpec {
+                service: old.spec.service,
+                backends: old.spec.backends,
+                matches: Vec::new(),
+            },
+        }
+    }
+}
+
+/// One backend of a TrafficSplit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSplitBackend {
+    /// Backend Service name (same namespace as the split).
+    pub service: String,
+    /// Relative weight.
+    pub weight: SplitWeight,
+}
+
+/// A TrafficSplit weight: an integer (v1alpha2+), or a Kubernetes quantity string as v1alpha1
+/// wrote them (`"500m"`, `"1"`), kept as given so the translator can report a bad one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum SplitWeight {
+    /// Integer weight.
+    Int(i64),
+    /// Quantity string.
+    Quantity(String),
+}
+
+impl Default for SplitWeight {
+    fn default() -> Self {
+        SplitWeight::Int(0)
+    }
+}
+
+impl From<i64> for SplitWeight {
+    fn from(v: i64) -> Self {
+        SplitWeight::Int(v)
+    }
+}
+
+impl SplitWeight {
+    /// The weight as an integer in thousandths for quantities (`"500m"` = 500, `"1"` = 1000) and
+    /// as given for integers; `None` when it is negative or not a number.
+    pub fn value(&self) -> Option<u64> {
+        match self {
+            SplitWeight::Int(v) => u64::try_from(*v).ok(),
+            SplitWeight::Quantity(s) => {
+                let s = s.trim();
+                if let Some(milli) = s.strip_suffix('m') {
+                    milli.parse::<u64>().ok()
+                } else {
+                    s.parse::<u64>().ok().and_then(|v| v.checked_mul(1000))
+                }
+            }
+        }
+    }
+
+    /// True when written as a quantity (so every backend should be compared in thousandths).
+    pub fn is_quantity(&self) -> bool {
+        matches!(self, SplitWeight::Quantity(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_httproute_with_a_service_parent_round_trips_through_yaml() {
+        let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: podinfo, namespace: test}
+spec:
+  parentRefs: [{group: "", kind: Service, name: podinfo, port: 9898}]
+  rules:
+    - matches: [{headers: [{name: x-canary, value: insider}], path: {type: PathPrefix, value: /api}, method: GET}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: podinfo-canary, port: 9898}, percent: 10}
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {set: [{name: x-version, value: canary}]}
+      backendRefs:
+        - {name: podinfo-primary, port: 9898, weight: 90}
+        - {name: podinfo-canary, port: 9898, weight: 10}
+      timeouts: {request: 10s}
+"#;
+        let route: HttpRoute = serde_yaml::from_str(yaml).unwrap();
+        assert!(route.spec.parent_refs[0].is_service());
+        assert_eq!(route.spec.rules[0].backend_refs[1].weight, Some(10));
+        assert_eq!(
+            route.spec.rules[0].filters[0]
+                .request_mirror
+                .as_ref()
+                .unwrap()
+                .percent,
+            Some(10)
+        );
+        let back: HttpRoute =
+            serde_json::from_value(serde_json::to_value(&route).unwrap()).unwrap();
+        assert_eq!(back.spec, route.spec);
+    }
+
+    #[test]
+    fn an_unknown_filter_type_still_deserialises_so_it_can_be_reported() {
+        let rule: HttpRouteRule =
+            serde_json::from_str(r#"{"filters":[{"type":"URLRewrite","urlRewrite":{}}]}"#).unwrap();
+        assert_eq!(rule.filters[0].type_, "URLRewrite");
+    }
+
+    #[test]
+    fn traffic_split_weights_read_as_integers_or_quantities() {
+        let split: TrafficSplit = serde_yaml::from_str(
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s}\nspec:\n  service: web\n  backends: [{service: web-v1, weight: 90}, {service: web-v2, weight: \"500m\"}]\n",
+        )
+        .unwrap();
+        assert_eq!(split.spec.backends[0].weight.value(), Some(90));
+        assert_eq!(split.spec.backends[1].weight.value(), Some(500));
+        assert_eq!(SplitWeight::Quantity("x".into()).value(), None);
+        assert_eq!(SplitWeight::Int(-1).value(), None);
+    }
+}
