@@ -179,18 +179,37 @@ fn main() {
             canary_latency_scale: 1.5,
         },
     ];
-    // rollbacks[procedure][scenario] = looks at which trials rolled back.
-    let mut rollbacks = vec![vec![Vec::new(); scenarios.len()]; procedures.len()];
-    for (si, s) in scenarios.iter().enumerate() {
-        for t in 0..trials {
-            let looks = trial(0x5e21_0000 + (si as u64) * 1_000_003 + t as u64, *s);
-            for (pi, (_, run)) in procedures.iter().enumerate() {
-                if let Some(at) = run(&looks) {
-                    rollbacks[pi][si].push(at);
-                }
-            }
-        }
-    }
+    // rollbacks[procedure][scenario] = looks at which trials rolled back. One thread per
+    // scenario; each trial's traffic depends only on its seed, so results do not depend on
+    // scheduling.
+    let per_scenario: Vec<Vec<Vec<usize>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = scenarios
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                let procedures = &procedures;
+                scope.spawn(move || {
+                    let mut hits = vec![Vec::new(); procedures.len()];
+                    for t in 0..trials {
+                        let looks = trial(0x5e21_0000 + (si as u64) * 1_000_003 + t as u64, *s);
+                        for (pi, (_, run)) in procedures.iter().enumerate() {
+                            if let Some(at) = run(&looks) {
+                                hits[pi].push(at);
+                            }
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("simulation thread panicked"))
+            .collect()
+    });
+    let rollbacks: Vec<Vec<Vec<usize>>> = (0..procedures.len())
+        .map(|pi| per_scenario.iter().map(|s| s[pi].clone()).collect())
+        .collect();
     eprintln!(
         "judge-sim: {trials} trials x {LOOKS} looks x {REQUESTS} requests/arm, base error {:.0}%, \
          latency lognormal(median {LATENCY_MEDIAN_MS} ms, sigma {LATENCY_SIGMA}); flagger: success >= \

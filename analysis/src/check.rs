@@ -399,7 +399,14 @@ pub fn evaluate(check: &MetricCheck, observed: Observed, no_data: &NoDataConfig)
     if v.is_infinite() {
         return result(Verdict::Fail, format!("value {v} is not finite"));
     }
-    if check.range.contains(v) {
+    // Flagger turns request-duration into whole milliseconds before comparing
+    // (time.Duration(int64(value))): 500.7 ms passes `max: 500`. Kept so thresholds keep their
+    // meaning; the reported value is the measured one.
+    let compared = match check.source {
+        MetricSource::Builtin(BuiltinMetric::RequestDuration) => v.trunc(),
+        _ => v,
+    };
+    if check.range.contains(compared) {
         result(Verdict::Pass, format!("{v:.4} within {}", check.range))
     } else {
         result(Verdict::Fail, format!("{v:.4} outside {}", check.range))
@@ -502,6 +509,22 @@ mod tests {
             observed(Some(f64::INFINITY), Some(5)),
             &NoDataConfig::default(),
         );
+        assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn request_duration_compares_whole_milliseconds_like_flagger() {
+        let mut s = spec("request-duration");
+        s.threshold_range = Some(ThresholdRange {
+            min: None,
+            max: Some(500.0),
+        });
+        let c = MetricCheck::from_spec("m", &s).unwrap();
+        let nd = NoDataConfig::default();
+        let r = evaluate(&c, observed(Some(500.7), Some(100)), &nd);
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+        assert_eq!(r.value, Some(500.7));
+        let r = evaluate(&c, observed(Some(501.0), Some(100)), &nd);
         assert_eq!(r.verdict, Verdict::Fail);
     }
 
