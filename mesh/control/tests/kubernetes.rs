@@ -1,0 +1,464 @@
+//! The Kubernetes source against a mocked API server (tower-test): every expected call is
+//! asserted by method and URI (and the status patches by body), answered as the API server
+//! would; a missing or extra call fails the test.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use http::{Method, Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+use serin_mesh_api::table::{Authority, RouteTable};
+use serin_mesh_control::hub::Hub;
+use serin_mesh_control::translate::Options;
+use tower_test::mock::{Handle, SendResponse};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Routes,
+    Splits,
+    Services,
+    Slices,
+}
+
+const KINDS: [(Kind, &str); 4] = [
+    (
+        Kind::Routes,
+        "/apis/gateway.networking.k8s.io/v1/httproutes",
+    ),
+    (
+        Kind::Splits,
+        "/apis/split.smi-spec.io/v1alpha4/trafficsplits",
+    ),
+    (Kind::Services, "/api/v1/services"),
+    (Kind::Slices, "/apis/discovery.k8s.io/v1/endpointslices"),
+];
+
+/// What one API call was.
+#[derive(Debug)]
+enum Call {
+    List(Kind),
+    Watch(Kind),
+    PatchStatus {
+        namespace: String,
+        name: String,
+        body: Value,
+    },
+}
+
+async fn next_call(handle: &mut ApiHandle) -> anyhow::Result<(Call, SendResponse<Response<Body>>)> {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .context("an expected API call never came")?
+        .context("client gone")?;
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    if let Some((kind, _)) = KINDS.iter().find(|(_, p)| *p == path) {
+        if method != Method::GET {
+            bail!("unexpected {method} {path}");
+        }
+        return Ok((
+            if query.contains("watch=true") {
+                Call::Watch(*kind)
+            } else {
+                Call::List(*kind)
+            },
+            send,
+        ));
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let [
+        "apis",
+        "gateway.networking.k8s.io",
+        "v1",
+        "namespaces",
+        ns,
+        "httproutes",
+        name,
+        "status",
+    ] = parts[..]
+    {
+        if method != Method::PATCH {
+            bail!("unexpected {method} {path}");
+        }
+        let ct = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if ct != "application/merge-patch+json" {
+            bail!("status patch with content-type {ct:?}");
+        }
+        let (ns, name) = (ns.to_string(), name.to_string());
+        let bytes = req.into_body().collect_bytes().await?;
+        return Ok((
+            Call::PatchStatus {
+                namespace: ns,
+                name,
+                body: serde_json::from_slice(&bytes)?,
+            },
+            send,
+        ));
+    }
+    bail!("unexpected call {method} {path}?{query}")
+}
+
+fn respond(send: SendResponse<Response<Body>>, body: Vec<u8>) {
+    send.send_response(
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("response"),
+    );
+}
+
+fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
+    let list_kind = match kind {
+        Kind::Routes => "HTTPRouteList",
+        Kind::Splits => "TrafficSplitList",
+        Kind::Services => "ServiceList",
+        Kind::Slices => "EndpointSliceList",
+    };
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": list_kind,
+        "metadata": {"resourceVersion": "100"},
+        "items": items,
+    }))
+    .expect("json")
+}
+
+fn events(events: Vec<(&str, Value)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (t, obj) in events {
+        out.extend(serde_json::to_vec(&json!({"type": t, "object": obj})).expect("json"));
+        out.push(b'\n');
+    }
+    out
+}
+
+fn service(name: &str, ip: &str, rv: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "test", "resourceVersion": rv},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "port": 9898, "protocol": "TCP"}]}})
+}
+
+fn slice(service: &str, ready: &[(&str, bool)], rv: &str) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-abcde"), "namespace": "test", "resourceVersion": rv,
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ready.iter().map(|(ip, r)| json!({"addresses": [ip], "conditions": {"ready": r}})).collect::<Vec<_>>()})
+}
+
+fn route(primary: i32, canary: i32, generation: i64, rv: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "podinfo", "namespace": "test", "generation": generation, "resourceVersion": rv},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "podinfo", "port": 9898}],
+            "rules": [{"backendRefs": [
+                {"name": "podinfo-primary", "port": 9898, "weight": primary},
+                {"name": "podinfo-canary", "port": 9898, "weight": canary}]}]}})
+}
+
+fn bad_route() -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "bad", "namespace": "test", "generation": 1, "resourceVersion": "7"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web"}],
+            "rules": [{"filters": [{"type": "URLRewrite"}], "backendRefs": [{"name": "web-v1", "port": 9898}]}]}})
+}
+
+fn split(rv: &str) -> Value {
+    json!({"apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": "test", "resourceVersion": rv},
+        "spec": {"service": "web", "backends": [{"service": "web-v1", "weight": 70}, {"service": "web-v2", "weight": 30}]}})
+}
+
+/// `(backend, weight)` pairs of the last rule of `authority`, and the endpoints of `backend`.
+fn weights(t: &RouteTable, authority: &str) -> Vec<(String, u32)> {
+    let a: Authority = authority.parse().expect("authority");
+    let Some(r) = t.routes.iter().find(|r| r.authority == a) else {
+        return vec![];
+    };
+    r.rules
+        .last()
+        .map(|rule| {
+            rule.backends
+                .iter()
+                .map(|b| (b.name.clone(), b.weight))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn endpoints(t: &RouteTable, authority: &str, backend: &str) -> usize {
+    let a: Authority = authority.parse().expect("authority");
+    t.routes
+        .iter()
+        .find(|r| r.authority == a)
+        .and_then(|r| r.resolve_backend(backend))
+        .map(|b| b.endpoints.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Our `[(type, status, reason)]` conditions from a status patch body.
+fn conditions(body: &Value) -> Vec<(String, String, String, i64)> {
+    body["status"]["parents"][0]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["observedGeneration"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+async fn until(hub: &Hub, what: &str, f: impl Fn(&RouteTable) -> bool) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if f(&hub.current().table("test")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("table never showed: {what}"))
+}
+
+#[tokio::test]
+async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected_tables()
+-> anyhow::Result<()> {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let hub = Hub::new(Options::default());
+    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
+        client,
+        Arc::clone(&hub),
+    ));
+
+    // Scene 1: the initial lists (every kind exactly once), a watch per kind (held open), and
+    // one status patch per HTTPRoute once every kind has synced.
+    let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
+    let mut listed = Vec::new();
+    let mut patches: BTreeMap<String, Value> = BTreeMap::new();
+    for _ in 0..10 {
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::List(kind) => {
+                assert!(!listed.contains(&kind), "{kind:?} listed twice");
+                listed.push(kind);
+                let items = match kind {
+                    Kind::Routes => vec![route(90, 10, 1, "5"), bad_route()],
+                    Kind::Splits => vec![split("8")],
+                    Kind::Services => [
+                        "podinfo",
+                        "podinfo-primary",
+                        "podinfo-canary",
+                        "web",
+                        "web-v1",
+                        "web-v2",
+                    ]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+                    .collect(),
+                    Kind::Slices => vec![
+                        slice(
+                            "podinfo-primary",
+                            &[("10.1.0.1", true), ("10.1.0.2", true)],
+                            "4",
+                        ),
+                        slice(
+                            "podinfo-canary",
+                            &[("10.1.1.1", true), ("10.1.1.2", false)],
+                            "4",
+                        ),
+                        slice("web-v1", &[("10.1.2.1", true)], "4"),
+                    ],
+                };
+                respond(send, list(kind, items));
+            }
+            Call::Watch(kind) => {
+                assert!(listed.contains(&kind), "{kind:?} watched before listing");
+                assert!(held.insert(kind, send).is_none(), "{kind:?} watched twice");
+            }
+            Call::PatchStatus {
+                namespace,
+                name,
+                body,
+            } => {
+                assert_eq!(namespace, "test");
+                respond(
+                    send,
+                    serde_json::to_vec(&json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": name, "namespace": "test"}, "spec": {}, "status": body["status"]}))?,
+                );
+                assert!(
+                    patches.insert(name.clone(), body).is_none(),
+                    "{name} patched twice"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        conditions(&patches["podinfo"]),
+        [
+            ("Accepted".into(), "True".into(), "Accepted".into(), 1),
+            (
+                "ResolvedRefs".into(),
+                "True".into(),
+                "ResolvedRefs".into(),
+                1
+            )
+        ]
+    );
+    assert_eq!(
+        patches["podinfo"]["status"]["parents"][0]["controllerName"],
+        "serin.dev/mesh-control"
+    );
+    let bad = conditions(&patches["bad"]);
+    assert_eq!(
+        (bad[0].1.as_str(), bad[0].2.as_str()),
+        ("False", "UnsupportedValue"),
+        "{bad:?}"
+    );
+    assert!(
+        patches["bad"]["status"]["parents"][0]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("spec.rules[0].filters[0].type"),
+        "the message names the field"
+    );
+
+    let t = hub.current().table("test");
+    assert_eq!(
+        weights(&t, "podinfo.test.svc.cluster.local:9898"),
+        [
+            ("podinfo-primary".into(), 90),
+            ("podinfo-canary".into(), 10)
+        ]
+    );
+    assert_eq!(
+        endpoints(&t, "podinfo:9898", "podinfo-canary"),
+        1,
+        "the not-ready pod is left out"
+    );
+    // The invalid route never took effect: the TrafficSplit still splits `web`.
+    assert_eq!(
+        weights(&t, "web"),
+        [("web-v1".into(), 70), ("web-v2".into(), 30)]
+    );
+    assert_eq!(
+        endpoints(&t, "web", "web-v2"),
+        0,
+        "a backend without endpoints gets none"
+    );
+    assert!(hub.is_ready());
+
+    // Scene 2: each held watch delivers updates and ends; the watcher then watches again from
+    // the last resourceVersion (held open), and the changed route gets a new status.
+    let mut scripted = vec![
+        (
+            Kind::Routes,
+            events(vec![("MODIFIED", route(50, 50, 2, "20"))]),
+        ),
+        (
+            Kind::Slices,
+            events(vec![(
+                "MODIFIED",
+                slice(
+                    "podinfo-canary",
+                    &[("10.1.1.1", true), ("10.1.1.2", true)],
+                    "21",
+                ),
+            )]),
+        ),
+        (Kind::Splits, events(vec![("DELETED", split("22"))])),
+        (
+            Kind::Services,
+            events(vec![
+                ("DELETED", service("podinfo-primary", "10.96.0.2", "23")),
+                ("ADDED", service("extra", "10.96.0.9", "24")),
+            ]),
+        ),
+    ];
+    for (kind, body) in scripted.drain(..) {
+        let send = held.remove(&kind).context("held watch")?;
+        respond(send, body);
+    }
+    for _ in 0..5 {
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::Watch(kind) => {
+                assert!(
+                    held.insert(kind, send).is_none(),
+                    "{kind:?} re-watched twice"
+                );
+            }
+            Call::PatchStatus { name, body, .. } => {
+                assert_eq!(name, "podinfo", "only the changed route gets a new status");
+                let c = conditions(&body);
+                assert_eq!(c[0].3, 2, "observedGeneration follows the route");
+                // podinfo-primary is gone: references no longer resolve.
+                assert_eq!(
+                    (c[1].1.as_str(), c[1].2.as_str()),
+                    ("False", "BackendNotFound"),
+                    "{c:?}"
+                );
+                respond(
+                    send,
+                    serde_json::to_vec(&json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "podinfo", "namespace": "test"}, "spec": {}}))?,
+                );
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(held.len(), 4, "every kind watches again");
+
+    until(
+        &hub,
+        "50/50, both canary pods, split gone, primary gone, extra added",
+        |t| {
+            weights(t, "podinfo:9898")
+                == [
+                    ("podinfo-primary".to_string(), 50),
+                    ("podinfo-canary".to_string(), 50),
+                ]
+                && endpoints(t, "podinfo:9898", "podinfo-canary") == 2
+                && endpoints(t, "podinfo:9898", "podinfo-primary") == 0
+                && weights(t, "web") == [("web".to_string(), 1)]
+                && weights(t, "extra.test") == [("extra".to_string(), 1)]
+        },
+    )
+    .await?;
+
+    // No further call: nothing is polled or re-patched behind our back.
+    let extra = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+    assert!(extra.is_err(), "unexpected extra API call");
+    let status = hub.status();
+    let bad = status
+        .routes
+        .iter()
+        .find(|r| r.info.name == "bad")
+        .context("bad route listed")?;
+    assert!(!bad.info.valid);
+    source.abort();
+    Ok(())
+}
