@@ -295,3 +295,135 @@ pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> serin_core::Timestamp {
+        serin_core::Timestamp::from_secs(1_790_000_000 + s)
+    }
+
+    #[test]
+    fn an_engine_status_becomes_a_summary() {
+        let mut status = serin_core::Status {
+            phase: serin_core::Phase::Progressing,
+            canary_weight: 30,
+            failed_checks: 1,
+            last_promoted_spec: Some("abc".into()),
+            run: Some(serin_core::Run {
+                id: 4,
+                revision: "def".into(),
+                started_at: ts(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        status.gates.insert(
+            "rollback".into(),
+            serin_core::GateState {
+                open: true,
+                by: "ops".into(),
+                at: ts(1),
+            },
+        );
+        status.paused = Some(serin_core::Pause {
+            by: "dana".into(),
+            at: ts(2),
+            reason: "manual".into(),
+        });
+        let key = CanaryKey::new("prod", "podinfo");
+        let target = TargetRef {
+            kind: "Deployment".into(),
+            name: "podinfo".into(),
+        };
+        let s = summary(&key, target, &status, Some("def".into()));
+        assert_eq!(s.phase, model::Phase::Progressing);
+        assert_eq!(s.revision_in_flight(), Some("def"));
+        assert_eq!(s.promoted_revision.as_deref(), Some("abc"));
+        assert_eq!(
+            s.gates,
+            Gates {
+                confirm: false,
+                rollback: true
+            }
+        );
+        assert!(s.paused);
+        assert_eq!(s.waiting.unwrap().reason, WaitReason::Paused);
+        assert_eq!(s.run.unwrap().started_at, time(ts(0)));
+    }
+
+    #[test]
+    fn commands_round_trip_through_the_engine_shape() {
+        let c = model::Command {
+            id: "x1".into(),
+            action: Action::GateOpen,
+            gate: None,
+            by: "ci".into(),
+            at: time(ts(5)),
+        };
+        let core = command_to_core(&c);
+        assert_eq!(
+            serde_json::to_value(&core).unwrap(),
+            serde_json::json!({"id":"x1","action":"gate-open","gate":"confirm","by":"ci","at":"2026-09-21T14:13:25Z"})
+        );
+        let back = command_from_core(&core);
+        assert_eq!(back.gate.as_deref(), Some("confirm"));
+        assert_eq!(back.action, Action::GateOpen);
+    }
+
+    #[test]
+    fn a_tick_with_checks_expands_into_timeline_lines() {
+        let base = serin_core::HistoryEntry {
+            at: ts(0),
+            run: 2,
+            revision: Some("v2".into()),
+            kind: serin_core::HistoryKind::RunStarted,
+            phase: serin_core::Phase::Progressing,
+            step: 0,
+            canary_weight: 0,
+            iterations: 0,
+            failed_checks: 0,
+            threshold: 2,
+            checks: vec![],
+            gates: vec![],
+            commands: vec![],
+            message: "new revision v2".into(),
+        };
+        let mut tick = base.clone();
+        tick.at = ts(60);
+        tick.kind = serin_core::HistoryKind::CheckFailed;
+        tick.canary_weight = 10;
+        tick.failed_checks = 1;
+        tick.checks = vec![serin_core::CheckResult {
+            name: "request-success-rate".into(),
+            verdict: serin_core::Verdict::Fail,
+            value: Some(91.2),
+            bound: serin_core::Bound {
+                min: Some(99.0),
+                max: None,
+            },
+            samples: Some(400),
+            detail: String::new(),
+        }];
+        tick.message = "check request-success-rate 91.2 < 99".into();
+        let out = history(&[base, tick]);
+        let types: Vec<&str> = out.iter().map(|e| e.kind.type_name()).collect();
+        assert_eq!(types, ["runStarted", "phase", "check", "weight", "event"]);
+        match &out[2].kind {
+            EntryKind::Check {
+                value,
+                min,
+                failed_checks,
+                ..
+            } => {
+                assert_eq!(
+                    (*value, *min, *failed_checks),
+                    (Some(91.2), Some(99.0), Some(1))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(out.iter().all(|e| e.run == Some(2)));
+    }
+}

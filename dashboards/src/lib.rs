@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod client;
 pub mod convert;
+pub mod engine;
 pub mod memory;
 pub mod model;
 mod page;

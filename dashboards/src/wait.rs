@@ -125,3 +125,104 @@ pub fn assess(summary: &CanarySummary, revision: &str, pinned: bool) -> Assessme
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::model::{Gates, Outcome, RunSummary, TargetRef, Waiting};
+
+    fn canary(phase: Phase, run: Option<(&str, Option<RunResult>)>) -> CanarySummary {
+        CanarySummary {
+            namespace: "test".into(),
+            name: "podinfo".into(),
+            target: TargetRef {
+                kind: "Deployment".into(),
+                name: "podinfo".into(),
+            },
+            phase,
+            canary_weight: 0,
+            failed_checks: 0,
+            iterations: 0,
+            last_transition_time: None,
+            target_revision: Some("v2".into()),
+            promoted_revision: Some("v1".into()),
+            run: run.map(|(rev, result)| RunSummary {
+                id: 7,
+                revision: rev.into(),
+                started_at: Timestamp::UNIX_EPOCH,
+                ended_at: None,
+                outcome: result.map(|result| Outcome {
+                    result,
+                    reason: "why".into(),
+                }),
+            }),
+            paused: false,
+            waiting: None,
+            gates: Gates::default(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn the_previous_runs_success_does_not_count() {
+        let c = canary(Phase::Succeeded, Some(("v1", Some(RunResult::Promoted))));
+        assert!(matches!(
+            assess(&c, "v2", false),
+            Assessment::Pending { .. }
+        ));
+    }
+
+    #[test]
+    fn the_awaited_runs_end_decides() {
+        let c = canary(Phase::Succeeded, Some(("v2", Some(RunResult::Promoted))));
+        assert_eq!(
+            assess(&c, "v2", false),
+            Assessment::Promoted { run: Some(7) }
+        );
+        for result in [
+            RunResult::RolledBack,
+            RunResult::Aborted,
+            RunResult::Superseded,
+        ] {
+            let c = canary(Phase::Failed, Some(("v2", Some(result))));
+            assert!(
+                matches!(assess(&c, "v2", false), Assessment::Failed { .. }),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pause_or_confirm_gate_needs_a_human_only_in_the_awaited_run() {
+        let mut c = canary(Phase::WaitingPromotion, Some(("v2", None)));
+        c.waiting = Some(Waiting {
+            reason: WaitReason::ConfirmPromotion,
+            since: None,
+            message: None,
+        });
+        assert!(matches!(
+            assess(&c, "v2", false),
+            Assessment::NeedsHuman { .. }
+        ));
+        c.run.as_mut().unwrap().revision = "v3".into();
+        assert!(matches!(
+            assess(&c, "v2", false),
+            Assessment::Pending { .. }
+        ));
+    }
+
+    #[test]
+    fn the_primarys_revision_is_already_promoted_but_a_moved_pinned_target_fails() {
+        let c = canary(Phase::Failed, Some(("v2", Some(RunResult::RolledBack))));
+        assert_eq!(assess(&c, "v1", false), Assessment::Promoted { run: None });
+        let mut c = canary(Phase::Initialized, None);
+        c.target_revision = Some("v3".into());
+        assert!(matches!(assess(&c, "v2", true), Assessment::Failed { .. }));
+        assert!(matches!(
+            assess(&c, "v2", false),
+            Assessment::Pending { .. }
+        ));
+    }
+}
