@@ -64,7 +64,7 @@ pub use provider::prometheus::{
     DEFAULT_TIMEOUT, PrometheusAuth, PrometheusConfig, PrometheusProvider,
 };
 pub use provider::scrape::{ProxyScrapeConfig, ProxyScrapeProvider};
-pub use provider::{ArmTraffic, BoxFuture, MetricsProvider, run_check};
+pub use provider::{ArmTraffic, BoxFuture, MetricsProvider, run_check, run_judge};
 pub use queries::{Mesh, arm_traffic_queries, builtin_query, canary_request_count_query};
 pub use target::{Arm, ArmRole, Target};
 pub use template::{TemplateContext, render};

@@ -337,6 +337,18 @@ async fn builtin_checks_template_queries_and_arm_traffic_through_real_prometheus
         assert!((p99 - 20.0).abs() < 0.5, "{mesh:?}: p99 {p99}");
     }
 
+    // One judge look through Prometheus (window from `since` to now).
+    let mut state = JudgeState::default();
+    let since = std::time::SystemTime::now() - Duration::from_secs(30);
+    let r = run_judge(serin, &target, since, &JudgeConfig::default(), &mut state)
+        .await
+        .unwrap();
+    assert!(
+        r.error.canary_requests > 0 && r.error.primary_requests > 0,
+        "{r:?}"
+    );
+    assert!(r.error.canary_rate_pct > r.error.primary_rate_pct, "{r:?}");
+
     // A PromQL error comes back as a bad response naming the query.
     let err = serin.query("sum(").await.unwrap_err();
     assert_eq!(err.kind(), "bad_response", "{err}");

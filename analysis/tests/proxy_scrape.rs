@@ -93,15 +93,10 @@ async fn scrape_deltas_feed_checks_and_the_judge() {
             break;
         }
         exporter.tick(10);
-        let canary = provider
-            .arm_traffic_since(&target, ArmRole::Canary, analysis_start)
+        verdict = run_judge(&provider, &target, analysis_start, &config, &mut state)
             .await
-            .unwrap();
-        let primary = provider
-            .arm_traffic_since(&target, ArmRole::Primary, analysis_start)
-            .await
-            .unwrap();
-        verdict = state.observe_cumulative(&config, &canary, &primary).verdict;
+            .unwrap()
+            .verdict;
     }
     assert_eq!(verdict, Verdict::Fail, "a steady 2x error rate is caught");
 

@@ -11,6 +11,7 @@ use crate::check::{
     BuiltinMetric, CheckResult, MetricCheck, MetricSource, NoDataConfig, Observed, evaluate,
 };
 use crate::histogram::Histogram;
+use crate::judge::{JudgeConfig, JudgeResult, JudgeState};
 use crate::target::{ArmRole, Target};
 use crate::template::render;
 
@@ -106,6 +107,24 @@ pub trait MetricsProvider: Send + Sync {
         let window = Duration::from_secs(elapsed.as_secs_f64().ceil().max(1.0) as u64);
         self.arm_traffic(target, arm, window)
     }
+}
+
+/// One judge look: reads both arms since `since` (the start of the analysis) and feeds them to
+/// `state`. Persist `state` between ticks (it is serde-serializable).
+pub async fn run_judge(
+    provider: &dyn MetricsProvider,
+    target: &Target,
+    since: SystemTime,
+    config: &JudgeConfig,
+    state: &mut JudgeState,
+) -> Result<JudgeResult, AnalysisError> {
+    let canary = provider
+        .arm_traffic_since(target, ArmRole::Canary, since)
+        .await?;
+    let primary = provider
+        .arm_traffic_since(target, ArmRole::Primary, since)
+        .await?;
+    Ok(state.observe_cumulative(config, &canary, &primary))
 }
 
 /// Measures one check with `provider` and judges it. Errors from the backend are returned as
