@@ -36,6 +36,9 @@ pub struct ProxyScrapeConfig {
     /// A snapshot younger than this is reused instead of scraping again (default 1s), so the
     /// several questions of one tick see the same numbers.
     pub reuse_within: Duration,
+    /// Kept snapshots are at least this far apart (default 5s; the newest is always kept), so
+    /// memory stays bounded by `retention / min_spacing` snapshots however often it is asked.
+    pub min_spacing: Duration,
 }
 
 impl ProxyScrapeConfig {
@@ -47,6 +50,7 @@ impl ProxyScrapeConfig {
             timeout: Duration::from_secs(5),
             retention: Duration::from_secs(6 * 3600),
             reuse_within: Duration::from_secs(1),
+            min_spacing: Duration::from_secs(5),
         }
     }
 }
@@ -148,8 +152,19 @@ struct History {
 }
 
 impl History {
-    fn push(&mut self, snapshot: Snapshot, retention: Duration) {
+    fn push(&mut self, snapshot: Snapshot, retention: Duration, min_spacing: Duration) {
         let now = snapshot.at;
+        // The newest snapshot is provisional: replace it when it is too close to the one
+        // before, so kept snapshots stay `min_spacing` apart.
+        let n = self.snapshots.len();
+        if n >= 2
+            && self.snapshots[n - 1]
+                .at
+                .duration_since(self.snapshots[n - 2].at)
+                < min_spacing
+        {
+            self.snapshots.pop_back();
+        }
         self.snapshots.push_back(snapshot);
         // Keep the newest snapshot older than the retention cut-off as the base of the longest
         // window; drop the ones before it.
@@ -340,7 +355,8 @@ impl ProxyScrapeProvider {
             at: Instant::now(),
             endpoints,
         };
-        self.history().push(snapshot, self.config.retention);
+        self.history()
+            .push(snapshot, self.config.retention, self.config.min_spacing);
         Ok(())
     }
 
@@ -480,7 +496,11 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
         let t0 = Instant::now();
         let mut h = History::default();
         let ret = Duration::from_secs(3600);
-        h.push(snap(t0, vec![page(100, 0, 100, 0)]), ret);
+        h.push(
+            snap(t0, vec![page(100, 0, 100, 0)]),
+            ret,
+            Duration::from_secs(1),
+        );
         // Only one snapshot: nothing happened yet.
         assert_eq!(
             h.traffic("web-canary", Duration::from_secs(60))
@@ -491,10 +511,12 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
         h.push(
             snap(t0 + Duration::from_secs(30), vec![page(190, 10, 150, 50)]),
             ret,
+            Duration::from_secs(1),
         );
         h.push(
             snap(t0 + Duration::from_secs(60), vec![page(280, 20, 200, 100)]),
             ret,
+            Duration::from_secs(1),
         );
         let w = h.traffic("web-canary", Duration::from_secs(30)).unwrap();
         assert_eq!((w.requests, w.failures), (100.0, 10.0));
@@ -518,13 +540,18 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
         let mut h = History::default();
         let ret = Duration::from_secs(3 * 3600);
         // An old snapshot from an earlier analysis, then the new analysis starts at t0 + 2h.
-        h.push(snap(t0, vec![page(0, 0, 0, 0)]), ret);
+        h.push(
+            snap(t0, vec![page(0, 0, 0, 0)]),
+            ret,
+            Duration::from_secs(1),
+        );
         h.push(
             snap(
                 t0 + Duration::from_secs(7200) + Duration::from_millis(300),
                 vec![page(5000, 0, 5000, 0)],
             ),
             ret,
+            Duration::from_secs(1),
         );
         h.push(
             snap(
@@ -532,19 +559,25 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
                 vec![page(5090, 10, 5100, 0)],
             ),
             ret,
+            Duration::from_secs(1),
         );
         let start = t0 + Duration::from_secs(7200);
         let w = h.traffic_since("web-canary", start).unwrap();
         assert_eq!((w.requests, w.failures), (100.0, 10.0));
         // With no snapshot near the start, the readings start late rather than early.
         let mut h = History::default();
-        h.push(snap(t0, vec![page(0, 0, 0, 0)]), ret);
+        h.push(
+            snap(t0, vec![page(0, 0, 0, 0)]),
+            ret,
+            Duration::from_secs(1),
+        );
         h.push(
             snap(
                 t0 + Duration::from_secs(7260),
                 vec![page(5090, 10, 5100, 0)],
             ),
             ret,
+            Duration::from_secs(1),
         );
         let w = h.traffic_since("web-canary", start).unwrap();
         assert_eq!(w.requests, 0.0);
@@ -558,6 +591,7 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
         h.push(
             snap(t0, vec![page(1000, 0, 1000, 0), page(10, 0, 10, 0)]),
             ret,
+            Duration::from_secs(1),
         );
         // Endpoint 0 restarted and has served 40 since; endpoint 1 served 60 more.
         h.push(
@@ -566,6 +600,7 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
                 vec![page(38, 2, 40, 0), page(70, 0, 70, 0)],
             ),
             ret,
+            Duration::from_secs(1),
         );
         let w = h.traffic("web-canary", Duration::from_secs(60)).unwrap();
         assert_eq!((w.requests, w.failures), (100.0, 2.0));
@@ -584,11 +619,39 @@ response_latency_ms_bucket{{direction="outbound",dst_service="web-canary",status
                     vec![page(i * 10, 0, i * 10, 0)],
                 ),
                 ret,
+                Duration::from_secs(1),
             );
         }
         assert!(h.snapshots.len() <= 12, "{}", h.snapshots.len());
         let w = h.traffic("web-canary", Duration::from_secs(100)).unwrap();
         assert_eq!(w.requests, 100.0);
+    }
+
+    #[test]
+    fn snapshots_closer_than_the_spacing_replace_the_newest() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let ret = Duration::from_secs(3600);
+        let spacing = Duration::from_secs(5);
+        for i in 0..100u64 {
+            h.push(
+                snap(t0 + Duration::from_millis(i * 100), vec![page(i, 0, i, 0)]),
+                ret,
+                spacing,
+            );
+        }
+        // 10 s of scrapes every 100 ms: kept snapshots are >= 5 s apart, plus the newest.
+        assert!(h.snapshots.len() <= 4, "{}", h.snapshots.len());
+        assert_eq!(
+            h.latest().unwrap().endpoints[0]["web-canary"].responses,
+            99.0
+        );
+        assert_eq!(
+            h.traffic("web-canary", Duration::from_secs(600))
+                .unwrap()
+                .requests,
+            99.0
+        );
     }
 
     #[test]
