@@ -503,6 +503,7 @@ impl Checker {
             let msg = e.to_string();
             // regex's messages are multi-line; keep the last line, which says what is wrong.
             let last = msg.lines().last().unwrap_or("invalid");
+            let last = last.strip_prefix("error: ").unwrap_or(last);
             self.push(
                 field,
                 format!("regular expression {pattern:?} does not compile: {last}"),

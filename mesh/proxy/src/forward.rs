@@ -314,7 +314,10 @@ fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, authority: 
         parts.headers.remove(header::HOST);
         parts.version = Version::HTTP_2;
     } else {
-        if let Ok(v) = HeaderValue::from_str(authority) {
+        // An HTTP/1.1 client's Host is already the authority; only h2 clients need one made.
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(authority)
+        {
             parts.headers.insert(header::HOST, v);
         }
         parts.version = Version::HTTP_11;

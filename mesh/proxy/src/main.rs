@@ -72,8 +72,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     serin_mesh_api::table::parse_duration(s).map_err(|e| e.to_string())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match start(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes), not a backtrace.
+            eprintln!("serin-proxy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -126,7 +137,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if table.as_ref().is_some_and(|t| !t.routes.is_empty()) {
                 tracing::warn!("--control-plane is set: the `routes:` of --config are ignored");
             }
-            Some(serin_proxy::control_client::spawn(url, workload, proxy.table()))
+            Some(serin_proxy::control_client::spawn(
+                url,
+                workload,
+                proxy.table(),
+            ))
         }
         _ => None,
     };

@@ -1,0 +1,526 @@
+//! Loopback benchmark: direct vs serin-proxy vs nginx vs HAProxy, in one run.
+//!
+//! `cargo run --release -p serin-proxy --example bench`
+//!
+//! - Upstream: a trivial HTTP/1.1 server pair (primary and canary) in this process.
+//! - Paths: `direct` (to the primary), `serin` (the real `serin-proxy` binary, 90/10 split,
+//!   metrics on), `nginx` and `haproxy` (Debian `nginx-light` / `haproxy`, weighted 90/10
+//!   upstreams with keep-alive; skipped with a note when not installed). Each proxy runs as its
+//!   own process pinned to CPU 0 with `taskset`; this process (load generator and upstreams) is
+//!   pinned to CPU 1 when the machine has two or more CPUs.
+//! - Load: open loop at fixed rates; each connection follows its own schedule and latency is
+//!   measured from the *intended* send time, so a stalled response delays (and is charged for)
+//!   every request queued behind it. Then a closed-loop run for maximum throughput.
+//!
+//! Output, one line per path and rate, then one per path:
+//! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
+//! `path=<p> max_rps=<n>`. Lines starting with `#` are notes (skips, machine load).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const RATES: [u64; 3] = [1_000, 2_000, 5_000];
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+const RATE_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 32;
+
+fn main() -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cpus >= 2 && which("taskset").is_some();
+    if pin {
+        // This process (load generator + upstreams) on CPU 1; proxies get CPU 0 to themselves.
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    } else {
+        println!("# note: taskset or a second CPU missing; nothing is pinned");
+    }
+    println!("# load average before: {}", loadavg());
+
+    let dir = std::env::temp_dir().join(format!("serin-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let primary = spawn_upstream("primary")?;
+    let canary = spawn_upstream("canary")?;
+
+    let mut paths: Vec<(&str, Option<Proc>, SocketAddr)> = vec![("direct", None, primary)];
+    match start_serin(&dir, primary, canary, pin) {
+        Ok((p, a)) => paths.push(("serin", Some(p), a)),
+        Err(e) => println!("# note: serin-proxy could not start: {e:#}"),
+    }
+    match which("nginx") {
+        Some(bin) => match start_nginx(&bin, &dir, primary, canary, pin) {
+            Ok((p, a)) => paths.push(("nginx", Some(p), a)),
+            Err(e) => println!("# note: nginx skipped: {e:#}"),
+        },
+        None => println!("# note: nginx skipped: not installed (apt-get install -y nginx-light)"),
+    }
+    match which("haproxy") {
+        Some(bin) => match start_haproxy(&bin, &dir, primary, canary, pin) {
+            Ok((p, a)) => paths.push(("haproxy", Some(p), a)),
+            Err(e) => println!("# note: haproxy skipped: {e:#}"),
+        },
+        None => println!("# note: haproxy skipped: not installed (apt-get install -y haproxy)"),
+    }
+
+    for (name, proc_, addr) in &paths {
+        // Sanity: the path answers before it is measured.
+        one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
+        for rate in RATES {
+            let _ = open_loop(*addr, rate, WARMUP);
+            let lat = open_loop(*addr, rate, MEASURE);
+            let rss = proc_.as_ref().map_or(0.0, |p| p.rss_mib());
+            let (p50, p99, p999) = percentiles(lat.samples);
+            let errs = if lat.errors > 0 {
+                format!(" # {} errors", lat.errors)
+            } else {
+                String::new()
+            };
+            println!(
+                "path={name} rate={rate} p50_us={p50} p99_us={p99} p999_us={p999} rss_mib={rss:.1}{errs}"
+            );
+        }
+    }
+    for (name, _, addr) in &paths {
+        let _ = closed_loop(*addr, WARMUP);
+        let rps = closed_loop(*addr, MEASURE);
+        println!("path={name} max_rps={rps}");
+    }
+    println!("# load average after: {}", loadavg());
+    drop(paths);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// RSS of the process and its children (nginx workers), in MiB.
+    fn rss_mib(&self) -> f64 {
+        let pid = self.child.id();
+        let mut kib = rss_kib(pid);
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            kib += rss_kib(c);
+        }
+        kib as f64 / 1024.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn pinned(bin: &Path, pin: bool) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("exited with {status} before listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("not listening on {addr} after 20s")
+}
+
+/// The `serin-proxy` binary next to this example's target directory; built if missing.
+fn serin_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/release/examples/bench -> target/release/serin-proxy
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("serin-proxy"))
+        .context("locating the target directory")?;
+    let stale = match (bin.metadata(), exe.metadata()) {
+        (Ok(b), Ok(e)) => b.modified()? < e.modified()?,
+        _ => true,
+    };
+    if stale {
+        println!("# note: building the serin-proxy binary (release)");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "serin-proxy",
+                "--bin",
+                "serin-proxy",
+            ])
+            .status()?;
+        if !status.success() {
+            bail!("cargo build of serin-proxy failed");
+        }
+    }
+    Ok(bin)
+}
+
+fn start_serin(
+    dir: &Path,
+    primary: SocketAddr,
+    canary: SocketAddr,
+    pin: bool,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let listen = free_port()?;
+    let admin = free_port()?;
+    let cfg = dir.join("serin.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "outbound:\n  listen: {listen}\nadmin:\n  listen: {admin}\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
+        ),
+    )?;
+    let bin = serin_binary()?;
+    let mut child = pinned(&bin, pin)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning serin-proxy")?;
+    wait_listening(listen, &mut child)?;
+    Ok((Proc { child }, listen))
+}
+
+fn start_nginx(
+    bin: &Path,
+    dir: &Path,
+    primary: SocketAddr,
+    canary: SocketAddr,
+    pin: bool,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let listen = free_port()?;
+    let d = dir.join("nginx");
+    std::fs::create_dir_all(&d)?;
+    let conf = d.join("nginx.conf");
+    let p = d.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+               upstream podinfo {{\n    server {primary} weight=90;\n    server {canary} weight=10;\n    keepalive 64;\n  }}\n\
+               server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://podinfo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        ),
+    )?;
+    let mut child = pinned(bin, pin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning nginx")?;
+    wait_listening(listen, &mut child)?;
+    Ok((Proc { child }, listen))
+}
+
+fn start_haproxy(
+    bin: &Path,
+    dir: &Path,
+    primary: SocketAddr,
+    canary: SocketAddr,
+    pin: bool,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let listen = free_port()?;
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  maxconn 4096\n  nbthread 1\n\
+             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
+             frontend fe\n  bind {listen}\n  default_backend be\n\
+             backend be\n  balance roundrobin\n  http-reuse always\n  server primary {primary} weight 90\n  server canary {canary} weight 10\n"
+        ),
+    )?;
+    let mut child = pinned(bin, pin)
+        .arg("-f")
+        .arg(&conf)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning haproxy")?;
+    wait_listening(listen, &mut child)?;
+    Ok((Proc { child }, listen))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream: a trivial hyper server (keep-alive, fixed body).
+
+fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name(format!("upstream-{name}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("upstream runtime");
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("upstream listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |_req| async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(
+                                    if name == "primary" {
+                                        b"primary\n"
+                                    } else {
+                                        b"canary\n"
+                                    },
+                                )),
+                            ))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        })?;
+    Ok(addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator: blocking sockets, hand-written HTTP/1.1, one thread per connection.
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: podinfo\r\nUser-Agent: serin-bench\r\n\r\n";
+
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Conn {
+            writer: s.try_clone()?,
+            reader: BufReader::new(s),
+        })
+    }
+
+    /// Sends one request and reads the whole response; Err on anything but a 200.
+    fn request(&mut self) -> std::io::Result<()> {
+        self.writer.write_all(REQUEST)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let ok = line.starts_with("HTTP/1.1 200");
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                } else if k.eq_ignore_ascii_case("transfer-encoding")
+                    && v.to_ascii_lowercase().contains("chunked")
+                {
+                    chunked = true;
+                }
+            }
+        }
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let n = usize::from_str_radix(line.trim_end().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| std::io::Error::other("bad chunk size"))?;
+                let mut buf = vec![0; n + 2];
+                self.reader.read_exact(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else if let Some(n) = length {
+            let mut buf = vec![0; n];
+            self.reader.read_exact(&mut buf)?;
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(line))
+        }
+    }
+}
+
+fn one_request(addr: SocketAddr) -> anyhow::Result<()> {
+    Conn::open(addr)?.request()?;
+    Ok(())
+}
+
+struct Latencies {
+    samples: Vec<u64>,
+    errors: u64,
+}
+
+/// Open loop: `RATE_CONNECTIONS` connections, each on its own fixed schedule; latency from the
+/// intended send time.
+fn open_loop(addr: SocketAddr, rate: u64, dur: Duration) -> Latencies {
+    let start = Instant::now() + Duration::from_millis(50);
+    let per_conn_interval = Duration::from_secs_f64(RATE_CONNECTIONS as f64 / rate as f64);
+    let per_conn_count = (dur.as_secs_f64() * rate as f64 / RATE_CONNECTIONS as f64) as u64;
+    let handles: Vec<_> = (0..RATE_CONNECTIONS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut samples = Vec::with_capacity(per_conn_count as usize);
+                let mut errors = 0;
+                let mut conn = Conn::open(addr).ok();
+                // Stagger connections evenly inside one interval.
+                let offset = per_conn_interval.mul_f64(c as f64 / RATE_CONNECTIONS as f64);
+                for i in 0..per_conn_count {
+                    let intended = start + offset + per_conn_interval.mul_f64(i as f64);
+                    let now = Instant::now();
+                    if intended > now {
+                        std::thread::sleep(intended - now);
+                    }
+                    let ok = match conn.as_mut() {
+                        Some(c) => c.request().is_ok(),
+                        None => false,
+                    };
+                    if ok {
+                        samples.push(intended.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                        conn = Conn::open(addr).ok();
+                    }
+                }
+                (samples, errors)
+            })
+        })
+        .collect();
+    let mut all = Latencies {
+        samples: Vec::new(),
+        errors: 0,
+    };
+    for h in handles {
+        if let Ok((s, e)) = h.join() {
+            all.samples.extend(s);
+            all.errors += e;
+        }
+    }
+    all
+}
+
+/// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`.
+fn closed_loop(addr: SocketAddr, dur: Duration) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let Ok(mut conn) = Conn::open(addr) else {
+                    return;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    if conn.request().is_err() {
+                        match Conn::open(addr) {
+                            Ok(c) => conn = c,
+                            Err(_) => return,
+                        }
+                        continue;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(dur);
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    (n as f64 / elapsed.as_secs_f64()) as u64
+}
+
+fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64) {
+    if v.is_empty() {
+        return (0, 0, 0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    (at(0.50), at(0.99), at(0.999))
+}
