@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod controller;
 mod load;
 mod sample_app;
+mod walkthrough;
 
 /// Serin: progressive delivery with its own mesh.
 #[derive(Parser, Debug)]
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Walk the canary engine through a rolled-back and a promoted rollout (simulated observations).
+    Walkthrough(walkthrough::Args),
     /// Run the canary controller (--kubernetes: reconcile Canaries in a cluster).
     Controller(controller::Args),
     /// Run a small podinfo-like HTTP service (versions, error rate, latency) for demos and tests.
@@ -35,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Walkthrough(args) => walkthrough::run(args),
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
         Command::Controller(args) => controller::run(args),

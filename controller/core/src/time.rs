@@ -217,8 +217,12 @@ mod tests {
 
     #[test]
     fn formats_and_parses_known_instants() {
-        let t = Timestamp::from_secs(1_795_814_581); // 2026-11-28T...
+        let t = Timestamp::from_secs(1_700_000_000);
+        assert_eq!(t.to_rfc3339(), "2023-11-14T22:13:20Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Ok(t));
+        let before_epoch = Timestamp::from_millis(-1);
+        assert_eq!(before_epoch.to_rfc3339(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59.999Z"), Ok(before_epoch));
         assert_eq!(
             Timestamp::from_millis(0).to_rfc3339(),
             "1970-01-01T00:00:00Z"
