@@ -12,6 +12,7 @@ pub mod driver;
 pub mod hooks;
 pub mod http;
 pub mod kubernetes;
+pub mod local;
 pub mod metrics;
 pub mod plan;
 pub mod webhook;

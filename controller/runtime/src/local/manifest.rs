@@ -1,0 +1,634 @@
+//! The local platform's manifests: the `Process` kind (a workload Serin runs itself) and the
+//! reading of a directory of YAML files holding `Process` and `Canary` documents.
+//!
+//! ```yaml
+//! apiVersion: serin.dev/v1beta1
+//! kind: Process
+//! metadata:
+//!   name: podinfo
+//! spec:
+//!   command: serin                      # a name on PATH, or a path (relative to the file)
+//!   args: ["sample-app", "--addr", "127.0.0.1:$(PORT)", "--app-version", "v1"]
+//!   env:
+//!     - name: GREETING
+//!       value: hello
+//!   revision: v1                        # optional; otherwise a hash of command, args, env
+//!   portEnv: PORT                       # the variable carrying the port Serin picked
+//!   readinessProbe:
+//!     httpGet: { path: /readyz }
+//!     periodSeconds: 1
+//!     timeoutSeconds: 1
+//!     failureThreshold: 3
+//!   terminationGracePeriodSeconds: 30
+//! ```
+//!
+//! `$(VAR)` in `args` and `env` values is replaced with the variable's value (the port variable,
+//! the `env` entries, then the controller's own environment), as Kubernetes does for containers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The API version of local manifests.
+pub const API_VERSION: &str = "serin.dev/v1beta1";
+
+/// A manifest that failed to read or validate, naming the file and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {path}: {message}")]
+pub struct ManifestError {
+    /// The file (and document index when the file has several).
+    pub file: String,
+    /// The field path, e.g. `spec.readinessProbe.httpGet.path`.
+    pub path: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+/// Object metadata, the subset local manifests use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace; `default` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl ObjectMeta {
+    /// The namespace, `default` when unset.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// A `Process`: a workload the local platform runs itself as primary and canary processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    /// `serin.dev/v1beta1`.
+    pub api_version: String,
+    /// `Process`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// What to run.
+    pub spec: ProcessSpec,
+}
+
+/// What to run and how to tell it is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// Program to run: a name looked up on `PATH`, or a path (relative paths are relative to the
+    /// manifest's directory).
+    pub command: String,
+    /// Arguments; `$(VAR)` is expanded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables; `$(VAR)` in values is expanded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Working directory (relative to the manifest's directory); the manifest's directory when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The revision this spec represents. When unset, a hash of command, args, env and working
+    /// directory stands in for it (as a pod-template hash does for a Deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Environment variable that carries the loopback port Serin picked for the process.
+    #[serde(default = "default_port_env")]
+    pub port_env: String,
+    /// How Serin decides the process is ready; when unset, a TCP connect to the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// How long a stopping process may take to finish its requests after SIGTERM before SIGKILL.
+    #[serde(default = "default_grace")]
+    pub termination_grace_period_seconds: u64,
+}
+
+fn default_port_env() -> String {
+    "PORT".to_string()
+}
+
+fn default_grace() -> u64 {
+    30
+}
+
+/// One environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Value; `$(VAR)` is expanded.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A readiness probe, in the shape of a Kubernetes container probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    /// The HTTP GET to send; 2xx and 3xx mean ready.
+    pub http_get: HttpGet,
+    /// Seconds between probes once ready (before the first success Serin probes faster).
+    #[serde(default = "one")]
+    pub period_seconds: u64,
+    /// Seconds a probe may take.
+    #[serde(default = "one")]
+    pub timeout_seconds: u64,
+    /// Consecutive failures that make a ready process not ready.
+    #[serde(default = "three")]
+    pub failure_threshold: u32,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn three() -> u32 {
+    3
+}
+
+/// The path of an HTTP probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGet {
+    /// Request path, starting with `/`.
+    pub path: String,
+}
+
+impl ProcessSpec {
+    /// The revision: the explicit one, or a stable hash of what would run.
+    pub fn revision(&self) -> String {
+        if let Some(r) = &self.revision {
+            return r.clone();
+        }
+        format!("{:016x}", self.content_hash())
+    }
+
+    /// A hash of everything that changes what runs (FNV-1a: stable across builds and runs,
+    /// unlike the standard library's hasher).
+    pub fn content_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |s: &str| {
+            for b in s.bytes().chain(std::iter::once(0xff)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        feed(&self.command);
+        for a in &self.args {
+            feed(a);
+        }
+        for e in &self.env {
+            feed(&e.name);
+            feed(&e.value);
+        }
+        feed(self.working_dir.as_deref().unwrap_or(""));
+        feed(self.revision.as_deref().unwrap_or(""));
+        feed(&self.port_env);
+        h
+    }
+
+    /// The readiness probe's period and timeout.
+    pub fn probe_timing(&self) -> (Duration, Duration, u32) {
+        match &self.readiness_probe {
+            Some(p) => (
+                Duration::from_secs(p.period_seconds.max(1)),
+                Duration::from_secs(p.timeout_seconds.max(1)),
+                p.failure_threshold.max(1),
+            ),
+            None => (Duration::from_secs(1), Duration::from_secs(1), 3),
+        }
+    }
+
+    fn validate(&self, err: &mut impl FnMut(&str, String)) {
+        if self.command.trim().is_empty() {
+            err("spec.command", "must name a program to run".into());
+        }
+        if let Some(r) = &self.revision
+            && r.trim().is_empty()
+        {
+            err("spec.revision", "must not be empty when set".into());
+        }
+        if !valid_env_name(&self.port_env) {
+            err(
+                "spec.portEnv",
+                format!(
+                    "`{}` is not an environment variable name (letters, digits, `_`, not starting with a digit)",
+                    self.port_env
+                ),
+            );
+        }
+        for (i, e) in self.env.iter().enumerate() {
+            if !valid_env_name(&e.name) {
+                err(
+                    &format!("spec.env[{i}].name"),
+                    format!(
+                        "`{}` is not an environment variable name (letters, digits, `_`, not starting with a digit)",
+                        e.name
+                    ),
+                );
+            }
+            if e.name == self.port_env {
+                err(
+                    &format!("spec.env[{i}].name"),
+                    format!(
+                        "`{}` is set by Serin to the process's port (spec.portEnv); choose another name",
+                        e.name
+                    ),
+                );
+            }
+        }
+        if let Some(p) = &self.readiness_probe {
+            if !p.http_get.path.starts_with('/') {
+                err(
+                    "spec.readinessProbe.httpGet.path",
+                    format!("`{}` must start with `/`", p.http_get.path),
+                );
+            }
+            if p.period_seconds == 0 {
+                err(
+                    "spec.readinessProbe.periodSeconds",
+                    "must be at least 1".into(),
+                );
+            }
+            if p.timeout_seconds == 0 {
+                err(
+                    "spec.readinessProbe.timeoutSeconds",
+                    "must be at least 1".into(),
+                );
+            }
+            if p.failure_threshold == 0 {
+                err(
+                    "spec.readinessProbe.failureThreshold",
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if self.termination_grace_period_seconds > 3600 {
+            err(
+                "spec.terminationGracePeriodSeconds",
+                "must be at most 3600".into(),
+            );
+        }
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` is a valid object name (DNS label: lower-case letters, digits, `-`).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Expands `$(VAR)` using `lookup`; `$$(VAR)` stays literal `$(VAR)`; unknown variables are left
+/// as written (Kubernetes does the same).
+pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix("$(") {
+            out.push_str("$(");
+            rest = stripped;
+            continue;
+        }
+        if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match lookup(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+            continue;
+        }
+        out.push('$');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A document found in the manifest directory.
+#[derive(Debug, Clone)]
+pub enum Document {
+    /// A `Process`, with the directory it came from (relative paths resolve against it).
+    Process {
+        /// The manifest.
+        process: Box<Process>,
+        /// Its file's directory.
+        dir: PathBuf,
+    },
+    /// A `Canary` (any supported apiVersion), as raw YAML for the api crate to read.
+    Canary {
+        /// The document.
+        value: serde_yaml::Value,
+        /// Where it came from (for errors).
+        file: String,
+    },
+}
+
+/// Reads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by name), several documents
+/// per file allowed. Returns the documents that read well and one error per document that did
+/// not, so one bad file never hides the others.
+pub fn read_dir(dir: &Path) -> Result<(Vec<Document>, Vec<ManifestError>), std::io::Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml") | Some("yml")
+                )
+        })
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ManifestError {
+                    file: file.display().to_string(),
+                    path: "-".into(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let (d, e) = read_str(
+            &text,
+            &file.display().to_string(),
+            file.parent().unwrap_or(dir),
+        );
+        docs.extend(d);
+        errors.extend(e);
+    }
+    Ok((docs, errors))
+}
+
+/// Reads the documents of one file's text.
+pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<ManifestError>) {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let name = if i == 0 {
+            file.to_string()
+        } else {
+            format!("{file} (document {})", i + 1)
+        };
+        let value = match serde_yaml::Value::deserialize(de) {
+            Ok(serde_yaml::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(ManifestError {
+                    file: name,
+                    path: "-".into(),
+                    message: format!("not valid YAML: {e}"),
+                });
+                continue;
+            }
+        };
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        match kind {
+            "Process" => match parse_process(value, &name) {
+                Ok(process) => docs.push(Document::Process {
+                    process: Box::new(process),
+                    dir: dir.to_path_buf(),
+                }),
+                Err(e) => errors.extend(e),
+            },
+            "Canary" => docs.push(Document::Canary { value, file: name }),
+            // MetricTemplates, AlertProviders and the like are read by whoever needs them.
+            "MetricTemplate" | "AlertProvider" => {}
+            other => errors.push(ManifestError {
+                file: name,
+                path: "kind".into(),
+                message: format!(
+                    "`{other}` is not a local kind; accepted: Canary, Process, MetricTemplate, AlertProvider"
+                ),
+            }),
+        }
+    }
+    (docs, errors)
+}
+
+/// Reads and validates one `Process` document.
+pub fn parse_process(value: serde_yaml::Value, file: &str) -> Result<Process, Vec<ManifestError>> {
+    let process: Process = serde_yaml::from_value(value).map_err(|e| {
+        vec![ManifestError {
+            file: file.to_string(),
+            path: "spec".into(),
+            message: e.to_string(),
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String| {
+        errors.push(ManifestError {
+            file: file.to_string(),
+            path: path.to_string(),
+            message,
+        })
+    };
+    if process.api_version != API_VERSION {
+        err(
+            "apiVersion",
+            format!(
+                "`{}` is not supported for Process; use {API_VERSION}",
+                process.api_version
+            ),
+        );
+    }
+    if !valid_name(&process.metadata.name) {
+        err(
+            "metadata.name",
+            format!(
+                "`{}` is not a name: 1 to 63 lower-case letters, digits or `-`, not starting or ending with `-`",
+                process.metadata.name
+            ),
+        );
+    }
+    process.spec.validate(&mut err);
+    if errors.is_empty() {
+        Ok(process)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The environment a process starts with: its `env` entries (expanded) and the port variable.
+pub fn process_env(spec: &ProcessSpec, port: u16) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert(spec.port_env.clone(), port.to_string());
+    for e in &spec.env {
+        let value = {
+            let known = &env;
+            expand(&e.value, &|name| {
+                known
+                    .get(name)
+                    .cloned()
+                    .or_else(|| std::env::var(name).ok())
+            })
+        };
+        env.insert(e.name.clone(), value);
+    }
+    env
+}
+
+/// The arguments a process starts with, `$(VAR)` expanded against `env` then the environment.
+pub fn process_args(spec: &ProcessSpec, env: &BTreeMap<String, String>) -> Vec<String> {
+    spec.args
+        .iter()
+        .map(|a| {
+            expand(a, &|name| {
+                env.get(name).cloned().or_else(|| std::env::var(name).ok())
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: serin.dev/v1beta1
+kind: Process
+metadata:
+  name: podinfo
+spec:
+  command: serin
+  args: ["sample-app", "--addr", "127.0.0.1:$(PORT)"]
+  env:
+    - name: GREETING
+      value: "on $(PORT)"
+  readinessProbe:
+    httpGet: { path: /readyz }
+"#;
+
+    #[test]
+    fn a_process_reads_with_defaults_and_expands_the_port() {
+        let (docs, errors) = read_str(GOOD, "p.yaml", Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        let Document::Process { process, .. } = &docs[0] else {
+            panic!("not a process")
+        };
+        assert_eq!(process.spec.port_env, "PORT");
+        assert_eq!(process.spec.termination_grace_period_seconds, 30);
+        let env = process_env(&process.spec, 4242);
+        assert_eq!(env["PORT"], "4242");
+        assert_eq!(env["GREETING"], "on 4242");
+        assert_eq!(process_args(&process.spec, &env)[2], "127.0.0.1:4242");
+    }
+
+    #[test]
+    fn the_revision_is_explicit_or_a_stable_hash_of_what_runs() {
+        let (docs, _) = read_str(GOOD, "p.yaml", Path::new("."));
+        let Document::Process { process, .. } = &docs[0] else {
+            panic!()
+        };
+        let mut spec = process.spec.clone();
+        let hash = spec.revision();
+        assert_eq!(hash.len(), 16);
+        assert_eq!(hash, spec.revision(), "stable");
+        spec.args.push("--app-version=v2".into());
+        assert_ne!(hash, spec.revision(), "args change the revision");
+        spec.revision = Some("v2".into());
+        assert_eq!(spec.revision(), "v2");
+    }
+
+    #[test]
+    fn expansion_keeps_unknown_and_escaped_variables() {
+        let lookup = |n: &str| (n == "A").then(|| "1".to_string());
+        assert_eq!(expand("x$(A)y", &lookup), "x1y");
+        assert_eq!(expand("$(B)", &lookup), "$(B)");
+        assert_eq!(expand("$$(A)", &lookup), "$(A)");
+        assert_eq!(expand("cost $5", &lookup), "cost $5");
+    }
+
+    #[test]
+    fn bad_processes_name_each_field() {
+        let bad = r#"
+apiVersion: serin.dev/v1alpha1
+kind: Process
+metadata:
+  name: Bad_Name
+spec:
+  command: ""
+  portEnv: "1PORT"
+  env:
+    - name: "A-B"
+      value: x
+  readinessProbe:
+    httpGet: { path: readyz }
+    periodSeconds: 0
+"#;
+        let (docs, errors) = read_str(bad, "bad.yaml", Path::new("."));
+        assert!(docs.is_empty());
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "apiVersion",
+            "metadata.name",
+            "spec.command",
+            "spec.portEnv",
+            "spec.env[0].name",
+            "spec.readinessProbe.httpGet.path",
+            "spec.readinessProbe.periodSeconds",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        assert!(errors[0].to_string().starts_with("bad.yaml: "));
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_refused() {
+        let typo = GOOD.replace("readinessProbe", "readinesProbe");
+        let (_, errors) = read_str(&typo, "t.yaml", Path::new("."));
+        assert!(errors[0].message.contains("readinesProbe"), "{errors:?}");
+        let (_, errors) = read_str(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n",
+            "k.yaml",
+            Path::new("."),
+        );
+        assert!(
+            errors[0].message.contains("accepted: Canary, Process"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn several_documents_per_file_and_empty_ones_are_fine() {
+        let text = format!(
+            "---\n{GOOD}\n---\n---\n{}",
+            GOOD.replace("podinfo", "other")
+        );
+        let (docs, errors) = read_str(&text, "m.yaml", Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(docs.len(), 2);
+    }
+}
