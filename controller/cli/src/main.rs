@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod control_plane;
 mod controller;
 mod load;
 mod sample_app;
@@ -26,6 +27,8 @@ enum Command {
     SampleApp(sample_app::Args),
     /// Send open-loop load at a fixed rate and print a summary, or serve load-test webhooks.
     Load(load::Args),
+    /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
+    ControlPlane(control_plane::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
         Command::Controller(args) => controller::run(args),
+        Command::ControlPlane(args) => control_plane::run(args),
     }
 }
