@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Ok(t));
         let before_epoch = Timestamp::from_millis(-1);
         assert_eq!(before_epoch.to_rfc3339(), "1969-12-31T23:59:59.999Z");
-        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59.999Z"), Ok(before_epoch));
+        assert_eq!(
+            Timestamp::parse_rfc3339("1969-12-31T23:59:59.999Z"),
+            Ok(before_epoch)
+        );
         assert_eq!(
             Timestamp::from_millis(0).to_rfc3339(),
             "1970-01-01T00:00:00Z"

@@ -356,3 +356,25 @@ fn a_missing_target_holds_without_failing() {
     assert_eq!(sim.run(3), times(3, Progressing, 10));
     assert!(sim.status.hold.as_deref() == Some("target not found"));
 }
+
+#[test]
+fn a_new_revision_during_promotion_is_analysed_after_the_promotion_finishes() {
+    let mut sim = Sim::initialized(Plan::test());
+    sim.deploy("rev-b");
+    assert_eq!(sim.run(7).last(), Some(&(Promoting, 50)));
+    sim.deploy("rev-c");
+    assert_eq!(
+        sim.run(4),
+        vec![
+            (Finalising, 0),
+            (Succeeded, 0),
+            (Progressing, 0),
+            (Progressing, 10)
+        ]
+    );
+    assert_eq!(sim.world.promotions, vec!["rev-b".to_string()]);
+    assert_eq!(
+        sim.status.run.as_ref().map(|r| r.revision.as_str()),
+        Some("rev-c")
+    );
+}
