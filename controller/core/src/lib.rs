@@ -16,6 +16,20 @@
 //!    pending manual commands into an [`Observation`].
 //! 3. `step(plan, status, observation, now)`.
 //! 4. Carry out the transition's actions in order, then persist its status.
+//!
+//! Phases, webhook semantics and the order of checks within a tick follow Flagger's scheduler.
+//! Where Serin deliberately differs:
+//! - it rolls back on the tick the failed checks reach the threshold (Flagger waits one more
+//!   interval), and keeps `failedChecks` on the Failed status so it still says why;
+//! - a `stepWeight` that does not divide `maxWeight` ends on `maxWeight` instead of overshooting;
+//! - confirm-traffic-increase is not asked at max weight (there is no increase left);
+//! - a target reverted to the promoted revision mid-run ends the run (Flagger keeps analysing);
+//! - a primary that never becomes ready during initialization fails the canary without scaling
+//!   the target down (it may be what serves users);
+//! - stepwise promotion from a zero canary weight (A/B, manual promote) finalises instead of
+//!   staying in Promoting; skipAnalysis promotions send post-rollout notifications too;
+//! - holds (not ready, waiting for a gate, inconclusive checks) are reported once per reason, not
+//!   on every tick, and gate webhooks that passed are not called again within the same step.
 
 mod action;
 mod engine;
