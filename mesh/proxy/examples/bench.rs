@@ -89,10 +89,23 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    for (name, _, addr) in &paths {
+    let mut cpu_notes = Vec::new();
+    for (name, proc_, addr) in &paths {
         let _ = closed_loop(*addr, WARMUP);
-        let rps = closed_loop(*addr, MEASURE);
+        let before = proc_.as_ref().map(Proc::cpu_ticks);
+        let (rps, requests) = closed_loop(*addr, MEASURE);
         println!("path={name} max_rps={rps}");
+        if let (Some(b), Some(p)) = (before, proc_.as_ref())
+            && requests > 0
+        {
+            // CPU time the proxy itself spent per request: unlike rps, this barely moves when
+            // other work shares the machine, so it compares the proxies' efficiency fairly.
+            let us = (p.cpu_ticks() - b) as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
+            cpu_notes.push(format!("# path={name} cpu_us_per_request={us:.1}"));
+        }
+    }
+    for n in cpu_notes {
+        println!("{n}");
     }
     println!("# load average after: {}", loadavg());
     drop(paths);
@@ -120,6 +133,38 @@ impl Proc {
         }
         kib as f64 / 1024.0
     }
+}
+
+impl Proc {
+    /// User + system CPU ticks of the process and its children (nginx workers).
+    fn cpu_ticks(&self) -> u64 {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+            .map(cpu_ticks)
+            .sum()
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 impl Drop for Proc {
@@ -177,7 +222,8 @@ fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
     bail!("not listening on {addr} after 20s")
 }
 
-/// The `serin-proxy` binary next to this example's target directory; built if missing.
+/// The `serin-proxy` binary of this target directory. Under `cargo run` it is (re)built first
+/// (a no-op when fresh), since building an example does not build the package's binaries.
 fn serin_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/release/examples/bench -> target/release/serin-proxy
@@ -186,15 +232,11 @@ fn serin_binary() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .map(|d| d.join("serin-proxy"))
         .context("locating the target directory")?;
-    let stale = match (bin.metadata(), exe.metadata()) {
-        (Ok(b), Ok(e)) => b.modified()? < e.modified()?,
-        _ => true,
-    };
-    if stale {
-        println!("# note: building the serin-proxy binary (release)");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let status = Command::new(cargo)
             .args([
                 "build",
+                "--quiet",
                 "--release",
                 "-p",
                 "serin-proxy",
@@ -205,6 +247,12 @@ fn serin_binary() -> anyhow::Result<PathBuf> {
         if !status.success() {
             bail!("cargo build of serin-proxy failed");
         }
+    }
+    if !bin.is_file() {
+        bail!(
+            "{} not found; run `cargo build --release -p serin-proxy` first",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -481,8 +529,9 @@ fn open_loop(addr: SocketAddr, rate: u64, dur: Duration) -> Latencies {
     all
 }
 
-/// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`.
-fn closed_loop(addr: SocketAddr, dur: Duration) -> u64 {
+/// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`. Returns
+/// (requests per second, requests completed).
+fn closed_loop(addr: SocketAddr, dur: Duration) -> (u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..MAX_CONNECTIONS)
@@ -513,7 +562,7 @@ fn closed_loop(addr: SocketAddr, dur: Duration) -> u64 {
     for h in handles {
         let _ = h.join();
     }
-    (n as f64 / elapsed.as_secs_f64()) as u64
+    ((n as f64 / elapsed.as_secs_f64()) as u64, n)
 }
 
 fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64) {
