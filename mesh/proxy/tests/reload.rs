@@ -28,7 +28,7 @@ fn config(a: &Upstream, b: &Upstream, wa: u32, wb: u32, n: u32) -> String {
 
 async fn applied_at_least(t: &TableHandle, n: u64) {
     let mut ev = t.events();
-    within(10, ev.wait_for(|e| e.applied >= n))
+    within(30, ev.wait_for(|e| e.applied >= n))
         .await
         .expect("events");
 }
@@ -88,7 +88,7 @@ async fn reloading_under_continuous_load_fails_no_request() {
         applied_at_least(&p.table(), u64::from(n) + 1).await;
         // Let some requests through on this table before the next swap.
         let target = served.load(SeqCst) + 20;
-        within(10, async {
+        within(30, async {
             while served.load(SeqCst) < target {
                 progress.notified().await;
             }
@@ -136,7 +136,7 @@ async fn a_bad_file_is_rejected_with_key_and_line_and_the_last_good_table_stays(
         &path,
         &config(&a, &b, 0, 1, 1).replace("weight: 0", "wieght: 0"),
     );
-    let e = within(10, events.wait_for(|e| e.rejected >= 1))
+    let e = within(30, events.wait_for(|e| e.rejected >= 1))
         .await
         .expect("events")
         .clone();
@@ -155,7 +155,7 @@ async fn a_bad_file_is_rejected_with_key_and_line_and_the_last_good_table_stays(
             b.addr
         ),
     );
-    let e = within(10, events.wait_for(|e| e.rejected >= 2))
+    let e = within(30, events.wait_for(|e| e.rejected >= 2))
         .await
         .expect("events")
         .clone();
@@ -182,7 +182,7 @@ async fn a_bad_file_is_rejected_with_key_and_line_and_the_last_good_table_stays(
 
     // Fixing the file brings the new table in.
     write(&path, &config(&a, &b, 0, 1, 2));
-    within(10, events.wait_for(|e| e.applied >= 2))
+    within(30, events.wait_for(|e| e.applied >= 2))
         .await
         .expect("events");
     assert_eq!(get(&c, p.outbound_addr(), "svc", "/", &[]).await.body, "b");

@@ -40,7 +40,7 @@ async fn sighup_reloads_the_file() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    within(10, events.wait_for(|e| e.applied >= 2))
+    within(30, events.wait_for(|e| e.applied >= 2))
         .await
         .expect("events");
     assert_eq!(
