@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand};
 
 mod control_plane;
 mod controller;
+mod crds;
 mod load;
 mod sample_app;
+mod validate;
 mod walkthrough;
 
 /// Serin: progressive delivery with its own mesh.
@@ -29,6 +31,10 @@ enum Command {
     Load(load::Args),
     /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
     ControlPlane(control_plane::Args),
+    /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
+    Crds(crds::Args),
+    /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
+    Validate(validate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
         Command::Controller(args) => controller::run(args),
+        Command::Crds(args) => crds::run(args),
+        Command::Validate(args) => validate::run(args),
         Command::ControlPlane(args) => control_plane::run(args),
     }
 }
