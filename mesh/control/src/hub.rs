@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ pub struct Snapshot {
     /// When it was published.
     pub published_at: Instant,
     opts: Options,
-    lines: Mutex<HashMap<String, Bytes>>,
+    lines: Mutex<HashMap<String, Arc<OnceLock<Bytes>>>>,
 }
 
 impl Snapshot {
@@ -45,17 +45,19 @@ impl Snapshot {
 
     /// The encoded snapshot message for namespace `ns` (computed once, then shared).
     pub fn line(&self, ns: &str) -> Bytes {
-        if let Some(b) = lock(&self.lines).get(ns) {
-            return b.clone();
-        }
-        // Translating outside the lock lets streams of different namespaces encode in parallel;
-        // two streams of one namespace may both translate once, which is harmless.
-        let line = Bytes::from(encode_line(&ServerMessage::Snapshot {
-            version: self.version,
-            table: self.table(ns),
-        }));
-        lock(&self.lines).insert(ns.to_string(), line.clone());
-        line
+        let cell = lock(&self.lines)
+            .entry(ns.to_string())
+            .or_insert_with(|| Arc::new(OnceLock::new()))
+            .clone();
+        // Outside the map lock, so namespaces encode in parallel; the cell makes the thousand
+        // streams of one namespace that wake together wait for a single translation.
+        cell.get_or_init(|| {
+            Bytes::from(encode_line(&ServerMessage::Snapshot {
+                version: self.version,
+                table: self.table(ns),
+            }))
+        })
+        .clone()
     }
 }
 
