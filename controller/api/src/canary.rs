@@ -562,7 +562,8 @@ pub struct CanaryMetric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub interval: Option<String>,
-    /// Deprecated: the largest accepted value (use `thresholdRange.max`).
+    /// Deprecated: the smallest accepted value for `request-success-rate`, the largest for every
+    /// other metric (use `thresholdRange`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     /// Accepted range of the value.

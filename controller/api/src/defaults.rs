@@ -272,8 +272,13 @@ impl Normalized {
             .iter()
             .map(|m| {
                 let range = m.threshold_range.as_ref();
+                // Flagger's deprecated scalar threshold is a minimum for the success rate and
+                // a maximum for everything else.
                 let (min, max) = match range {
                     Some(r) if r.min.is_some() || r.max.is_some() => (r.min, r.max),
+                    _ if m.name == "request-success-rate" && m.template_ref.is_none() => {
+                        (m.threshold, None)
+                    }
                     _ => (None, m.threshold),
                 };
                 let source = match (&m.template_ref, &m.query) {

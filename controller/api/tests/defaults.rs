@@ -203,6 +203,24 @@ fn deprecated_threshold_is_the_max_when_no_range_is_given() {
 }
 
 #[test]
+fn deprecated_threshold_is_the_min_of_the_success_rate() {
+    let mut a = step(10);
+    a.metrics.push(CanaryMetric {
+        name: "request-success-rate".into(),
+        threshold: Some(99.0),
+        ..Default::default()
+    });
+    a.metrics.push(CanaryMetric {
+        name: "request-duration".into(),
+        threshold: Some(500.0),
+        ..Default::default()
+    });
+    let n = Normalized::from_canary(&canary(a)).unwrap();
+    assert_eq!((n.metrics[0].min, n.metrics[0].max), (Some(99.0), None));
+    assert_eq!((n.metrics[1].min, n.metrics[1].max), (None, Some(500.0)));
+}
+
+#[test]
 fn judge_defaults_and_disabling() {
     let mut a = step(10);
     a.judge = Some(Judge::default());
