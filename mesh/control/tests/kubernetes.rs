@@ -462,3 +462,76 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
     source.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Result<()> {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let hub = Hub::new(Options::default());
+    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
+        client,
+        Arc::clone(&hub),
+    ));
+    let mut held = Vec::new();
+    let mut patched = false;
+    // Three lists, three watches, one status patch; TrafficSplit lists answer 404 (retried by
+    // the watcher with backoff, so they may repeat) and never block the others.
+    let mut calls = 0;
+    while !(patched && held.len() == 3) {
+        calls += 1;
+        assert!(calls < 20, "runaway API calls");
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::List(Kind::Splits) => send.send_response(
+                Response::builder()
+                    .status(404)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": "the server could not find the requested resource",
+                        "reason": "NotFound", "code": 404}))?))?,
+            ),
+            Call::List(kind) => {
+                let items = match kind {
+                    Kind::Routes => vec![route(80, 20, 1, "5")],
+                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+                        .collect(),
+                    _ => vec![slice("podinfo-primary", &[("10.1.0.1", true)], "4")],
+                };
+                respond(send, list(kind, items));
+            }
+            Call::Watch(kind) => {
+                assert_ne!(kind, Kind::Splits, "no watch without a list");
+                held.push(send);
+            }
+            Call::PatchStatus { name, .. } => {
+                assert_eq!(name, "podinfo");
+                patched = true;
+                respond(
+                    send,
+                    serde_json::to_vec(&json!({
+                        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                        "metadata": {"name": "podinfo", "namespace": "test"}, "spec": {}}))?,
+                );
+            }
+        }
+    }
+    assert!(hub.is_ready());
+    assert_eq!(
+        weights(&hub.current().table("test"), "podinfo:9898"),
+        [
+            ("podinfo-primary".into(), 80),
+            ("podinfo-canary".into(), 20)
+        ]
+    );
+    assert!(
+        hub.metrics
+            .encode()
+            .contains(r#"serin_control_errors_total{kind="watch",reason="NotFound"}"#)
+    );
+    source.abort();
+    Ok(())
+}

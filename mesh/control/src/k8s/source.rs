@@ -43,15 +43,22 @@ struct Stores {
 enum Seen {
     /// The store changed (or finished a relist).
     Changed { synced: bool },
-    /// The watch failed (it retries with backoff).
-    Failed(String),
+    /// The watch failed (it retries with backoff). `missing` when the list answered 404: the
+    /// kind's CRD is not installed (e.g. no SMI in this cluster).
+    Failed { error: String, missing: bool },
 }
 
 fn seen<K>(ev: Result<watcher::Event<K>, watcher::Error>) -> Seen {
     match ev {
         Ok(watcher::Event::InitDone) => Seen::Changed { synced: true },
         Ok(_) => Seen::Changed { synced: false },
-        Err(e) => Seen::Failed(e.to_string()),
+        Err(e) => {
+            let missing = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found());
+            Seen::Failed {
+                error: e.to_string(),
+                missing,
+            }
+        }
     }
 }
 
@@ -120,9 +127,21 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
                         dirty.push(kind);
                     }
                 }
-                Seen::Failed(e) => {
-                    tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff");
-                    hub.metrics.error("watch", "Api");
+                Seen::Failed { error, missing } => {
+                    if missing && !synced.contains_key(&kind) {
+                        // A cluster without this CRD simply has none of these objects; waiting
+                        // for it would keep every proxy without routes. The watch keeps
+                        // retrying, so installing the CRD later works.
+                        tracing::warn!(?kind, error = %error, "resource not served by the API server (CRD not installed?); treating it as empty");
+                        synced.insert(kind, true);
+                        if !dirty.contains(&kind) {
+                            dirty.push(kind);
+                        }
+                    } else {
+                        tracing::warn!(?kind, error = %error, "watch failed; retrying with backoff");
+                    }
+                    hub.metrics
+                        .error("watch", if missing { "NotFound" } else { "Api" });
                 }
             }
         }
