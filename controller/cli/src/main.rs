@@ -3,12 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
-mod control_plane;
+mod ci;
 mod controller;
-mod crds;
 mod load;
 mod sample_app;
-mod validate;
 mod walkthrough;
 
 /// Serin: progressive delivery with its own mesh.
@@ -29,12 +27,21 @@ enum Command {
     SampleApp(sample_app::Args),
     /// Send open-loop load at a fixed rate and print a summary, or serve load-test webhooks.
     Load(load::Args),
-    /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
-    ControlPlane(control_plane::Args),
-    /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
-    Crds(crds::Args),
-    /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
-    Validate(validate::Args),
+    /// Show canaries: phase, weight, failed checks, revision in flight.
+    Status(ci::StatusArgs),
+    /// Wait for the rollout of the target's current revision; exit 0 promoted, 1 rolled back,
+    /// 2 waiting for a person (--until-paused), 3 timed out, 4 error.
+    Wait(ci::WaitArgs),
+    /// Promote the canary now, skipping the rest of the analysis (recorded with who/when).
+    Promote(ci::ActionArgs),
+    /// Roll the canary back now (recorded with who/when).
+    Abort(ci::ActionArgs),
+    /// Stop advancing the canary until resumed (recorded with who/when).
+    Pause(ci::ActionArgs),
+    /// Resume a paused canary (recorded with who/when).
+    Resume(ci::ActionArgs),
+    /// Open or close a canary's manual gate (Flagger's /gate/check and /rollback/check).
+    Gate(ci::GateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,14 +52,25 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // CI commands promise exit code 4 for invalid flags (2 means "waiting for a person").
+        if e.use_stderr() && ci::is_ci_command(std::env::args().nth(1).as_deref()) {
+            let _ = e.print();
+            std::process::exit(4);
+        }
+        e.exit()
+    });
     match cli.command {
         Command::Walkthrough(args) => walkthrough::run(args),
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
         Command::Controller(args) => controller::run(args),
-        Command::Crds(args) => crds::run(args),
-        Command::Validate(args) => validate::run(args),
-        Command::ControlPlane(args) => control_plane::run(args),
+        Command::Status(args) => ci::status(args),
+        Command::Wait(args) => ci::wait(args),
+        Command::Promote(args) => ci::act(args, serin_dashboard::model::Action::Promote),
+        Command::Abort(args) => ci::act(args, serin_dashboard::model::Action::Abort),
+        Command::Pause(args) => ci::act(args, serin_dashboard::model::Action::Pause),
+        Command::Resume(args) => ci::act(args, serin_dashboard::model::Action::Resume),
+        Command::Gate(args) => ci::gate(args),
     }
 }
