@@ -2,11 +2,10 @@
 //! (in-cluster configuration or the kubeconfig).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::ArgAction;
-use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig, NoBackendAnalyzer};
+use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig};
 
 /// Flags of `serin controller`.
 #[derive(clap::Args, Debug)]
@@ -27,6 +26,9 @@ pub struct Args {
     /// before a window is judged (e.g. http://serin-control-plane.serin-system:8090).
     #[arg(long, env = "SERIN_CONTROL_PLANE")]
     pub control_plane: Option<String>,
+    /// Prometheus address for Canaries that set no `metricsServer` (e.g. http://prometheus:9090).
+    #[arg(long, env = "SERIN_METRICS_SERVER")]
+    pub metrics_server: Option<String>,
     /// Leader election with a coordination.k8s.io Lease (turn off only for a single replica).
     #[arg(long, env = "SERIN_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,
@@ -73,14 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             duration: lease_duration,
         }),
         reporter: "serin-controller".into(),
+        metrics_server: args.metrics_server,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serin_controller::kubernetes::run(
-            opts,
-            Arc::new(NoBackendAnalyzer),
-        ))
+        .block_on(serin_controller::kubernetes::run(opts))
         .context("serin controller --kubernetes")
 }

@@ -100,6 +100,8 @@ pub struct CanaryContext {
     /// The normalized Canary (metric checks, judge and no-data settings, service names), for
     /// adapters that need more than the plan, like the analyzer.
     pub spec: Option<Arc<serin_api::Normalized>>,
+    /// The Canary's `metricsServer` (a Prometheus address), when set.
+    pub metrics_server: Option<String>,
 }
 
 impl CanaryContext {
@@ -118,6 +120,7 @@ impl CanaryContext {
             hooks: BTreeMap::new(),
             alerts: Vec::new(),
             spec: None,
+            metrics_server: None,
         }
     }
 }

@@ -133,6 +133,7 @@ pub fn context(
         n.target_name.clone(),
     );
     ctx.spec = Some(std::sync::Arc::new(n.clone()));
+    ctx.metrics_server = canary.spec.metrics_server.clone();
     for w in &n.webhooks {
         ctx.hooks.insert(
             w.name.clone(),

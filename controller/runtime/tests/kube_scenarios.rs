@@ -883,3 +883,53 @@ fn error_kinds_map_to_backoffs() {
     assert_eq!(backoff(ErrorKind::Other, 3), Duration::from_secs(8));
     assert_eq!(backoff(ErrorKind::Forbidden, 10), Duration::from_secs(300));
 }
+
+#[tokio::test]
+async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
+    use serin_controller::kubernetes::analysis::PrometheusAnalyzer;
+    let mut canary = canary_json(json!({}));
+    canary["spec"]["analysis"]["metrics"] = json!([
+        {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+        {"name": "error-budget", "templateRef": {"name": "budget"}, "thresholdRange": {"max": 5}}
+    ]);
+    let c: Canary = serde_json::from_value(canary).unwrap();
+    let (_, ctx) = serin_controller::plan::context(NS, &c).unwrap();
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, NS);
+    let template = json!({
+        "apiVersion": "serin.dev/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "budget", "namespace": NS},
+        "spec": {"provider": {"type": "datadog", "address": "https://api.datadoghq.com"}, "query": "avg:errors{*}"}
+    });
+    let server = tokio::spawn(
+        Scenario { handle }.play(vec![
+            expect(
+                "GET",
+                format!("/apis/serin.dev/v1beta1/namespaces/{NS}/metrictemplates/budget"),
+            )
+            .reply(200, template),
+        ]),
+    );
+    let analyzer = PrometheusAnalyzer::new(client, None, "serin".into());
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        analyzer.run_checks(&ctx, &Status::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    server.await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].verdict, Verdict::Inconclusive);
+    assert!(
+        results[0].detail.contains("metricsServer"),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[1].verdict, Verdict::Inconclusive);
+    assert!(
+        results[1].detail.contains("templateRef") && results[1].detail.contains("datadog"),
+        "{:?}",
+        results[1]
+    );
+}

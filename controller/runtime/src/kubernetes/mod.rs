@@ -4,6 +4,7 @@
 //!
 //! State lives only in the Canary's status, so a restarted controller resumes mid-rollout.
 
+pub mod analysis;
 mod lease;
 pub mod notify;
 pub mod routing;

@@ -31,6 +31,8 @@ pub struct KubernetesOptions {
     pub leader_election: Option<LeaseConfig>,
     /// Reporter name on Events.
     pub reporter: String,
+    /// Prometheus address for Canaries that set no `metricsServer`.
+    pub metrics_server: Option<String>,
 }
 
 /// Why the controller process stopped.
@@ -140,8 +142,13 @@ impl Analyzer for NoBackendAnalyzer {
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM, or until the lease is lost.
-pub async fn run(opts: KubernetesOptions, analyzer: Arc<dyn Analyzer>) -> Result<(), RunError> {
+pub async fn run(opts: KubernetesOptions) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Connect)?;
+    let analyzer: Arc<dyn Analyzer> = Arc::new(super::analysis::PrometheusAnalyzer::new(
+        client.clone(),
+        opts.metrics_server.clone(),
+        opts.default_provider.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let (listener, addr) = bind_admin(opts.admin_addr)

@@ -1,0 +1,302 @@
+//! The generic driver with in-memory adapters: a window is judged only once the new weight is in
+//! force, the status is saved only after every action succeeded, and a failing action leaves the
+//! persisted status untouched.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serin_controller::adapters::*;
+use serin_controller::alerts::Alert;
+use serin_controller::driver::{Driver, DriverError, TickOutcome};
+use serin_controller::metrics::Metrics;
+use serin_controller::webhook::WebhookOutcome;
+use serin_core::sim::Sim;
+use serin_core::{
+    Bound, CheckResult, Command, EventType, HistoryEntry, Phase, Readiness, Routes, Status,
+    Strategy, TargetState, Timestamp, Verdict, Webhook,
+};
+
+#[derive(Default)]
+struct World {
+    in_force: bool,
+    fail_routes: bool,
+    routes: Vec<Routes>,
+    checks_run: u32,
+    saved: Vec<Status>,
+    history: Vec<HistoryEntry>,
+    events: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+#[async_trait]
+impl Workloads for Fake {
+    async fn observe(&self, _c: &CanaryContext) -> Result<WorkloadState, AdapterError> {
+        Ok(WorkloadState {
+            target: Some(TargetState {
+                revision: "r2".into(),
+                configs: BTreeMap::new(),
+            }),
+            primary: Some(Readiness::ready(2)),
+            canary: Some(Readiness::ready(2)),
+        })
+    }
+    async fn initialize_primary(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        Ok(())
+    }
+    async fn scale_canary_to_zero(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        Ok(())
+    }
+    async fn scale_canary_up(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        Ok(())
+    }
+    async fn promote(&self, _c: &CanaryContext, _r: &str) -> Result<(), AdapterError> {
+        Ok(())
+    }
+    async fn revert(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Router for Fake {
+    async fn set_routes(&self, _c: &CanaryContext, routes: &Routes) -> Result<(), AdapterError> {
+        let mut w = self.0.lock().unwrap();
+        if w.fail_routes {
+            return Err(AdapterError::new(
+                ErrorKind::Conflict,
+                "setting routes",
+                "409",
+            ));
+        }
+        w.routes.push(routes.clone());
+        w.in_force = false;
+        Ok(())
+    }
+    async fn in_force(&self, _c: &CanaryContext, _r: &Routes) -> Result<bool, AdapterError> {
+        Ok(self.0.lock().unwrap().in_force)
+    }
+    async fn revert(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Analyzer for Fake {
+    async fn run_checks(
+        &self,
+        _c: &CanaryContext,
+        _s: &Status,
+    ) -> Result<Vec<CheckResult>, AdapterError> {
+        self.0.lock().unwrap().checks_run += 1;
+        Ok(vec![CheckResult {
+            name: "request-success-rate".into(),
+            verdict: Verdict::Pass,
+            value: Some(100.0),
+            bound: Bound {
+                min: Some(99.0),
+                max: None,
+            },
+            samples: Some(500),
+            detail: String::new(),
+        }])
+    }
+}
+
+#[async_trait]
+impl Hooks for Fake {
+    async fn call(
+        &self,
+        _c: &CanaryContext,
+        _w: &Webhook,
+        _p: Phase,
+        _s: &str,
+        _e: BTreeMap<String, String>,
+    ) -> WebhookOutcome {
+        WebhookOutcome {
+            ok: true,
+            status: Some(200),
+            body: String::new(),
+            error: None,
+            attempts: 1,
+            elapsed_ms: 0,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Fake {
+    async fn load(&self, _id: &CanaryId) -> Result<Option<Status>, AdapterError> {
+        Ok(self.0.lock().unwrap().saved.last().cloned())
+    }
+    async fn save(
+        &self,
+        _c: &CanaryContext,
+        s: &Status,
+        h: &[HistoryEntry],
+    ) -> Result<(), AdapterError> {
+        let mut w = self.0.lock().unwrap();
+        w.saved.push(s.clone());
+        w.history.extend_from_slice(h);
+        Ok(())
+    }
+    async fn pending_commands(&self, _id: &CanaryId) -> Result<Vec<Command>, AdapterError> {
+        Ok(vec![])
+    }
+}
+
+#[async_trait]
+impl Notifier for Fake {
+    async fn alert(&self, _c: &CanaryContext, _a: &Alert) {}
+}
+
+#[async_trait]
+impl EventRecorder for Fake {
+    async fn event(&self, _c: &CanaryContext, _k: EventType, reason: &str, _m: &str) {
+        self.0.lock().unwrap().events.push(reason.to_string());
+    }
+}
+
+fn setup() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
+    let plan = serin_core::Plan {
+        strategy: Strategy::Canary {
+            step_weights: vec![10, 20, 30],
+            step_weight_promotion: None,
+            mirror: None,
+        },
+        interval: Duration::from_secs(60),
+        threshold: 2,
+        progress_deadline: Duration::from_secs(600),
+        skip_analysis: false,
+        suspend: false,
+        webhooks: vec![],
+        checks: vec!["request-success-rate".into()],
+        on_inconclusive: Default::default(),
+        primary_ready_threshold: 100,
+        canary_ready_threshold: 100,
+        session_affinity: None,
+        revert_on_deletion: false,
+    };
+    // The status a controller would hold at weight 10.
+    let mut sim = Sim::new(
+        plan.clone(),
+        "r1",
+        Timestamp::from_millis(1_700_000_000_000),
+    );
+    sim.world.checks = vec![CheckResult {
+        name: "request-success-rate".into(),
+        verdict: Verdict::Pass,
+        value: Some(100.0),
+        bound: Bound::default(),
+        samples: None,
+        detail: String::new(),
+    }];
+    assert!(sim.tick_until(20, |s| s.phase == Phase::Initialized));
+    sim.deploy("r2");
+    assert!(sim.tick_until(20, |s| s.phase == Phase::Progressing
+        && s.canary_weight == 10));
+    let fake = Fake::default();
+    fake.0.lock().unwrap().saved.push(sim.status.clone());
+    let driver = Driver {
+        workloads: Arc::new(fake.clone()),
+        router: Arc::new(fake.clone()),
+        analyzer: Arc::new(fake.clone()),
+        hooks: Arc::new(fake.clone()),
+        store: Arc::new(fake.clone()),
+        notifier: Arc::new(fake.clone()),
+        events: Arc::new(fake.clone()),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let ctx = CanaryContext::new(CanaryId::new("test", "podinfo"), plan, "podinfo");
+    (driver, fake, ctx, sim.status.clone(), sim.now)
+}
+
+#[tokio::test]
+async fn a_window_is_judged_only_once_the_new_weight_is_in_force() {
+    let (driver, fake, ctx, _, at) = setup();
+    let now = at + Duration::from_secs(60);
+    // The weight-10 route is not in force on every proxy yet.
+    fake.0.lock().unwrap().in_force = false;
+    let out = driver.tick(&ctx, false, now).await.unwrap();
+    assert!(
+        matches!(out, TickOutcome::WaitingForRoutes { .. }),
+        "{out:?}"
+    );
+    assert_eq!(out.requeue_after(now), Some(Duration::from_secs(2)));
+    {
+        let w = fake.0.lock().unwrap();
+        assert_eq!(w.checks_run, 0, "no judging while two weights mix");
+        assert_eq!(w.saved.len(), 1, "nothing saved");
+    }
+    fake.0.lock().unwrap().in_force = true;
+    let out = driver
+        .tick(&ctx, false, now + Duration::from_secs(2))
+        .await
+        .unwrap();
+    let TickOutcome::Stepped { status, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(status.canary_weight, 20);
+    let w = fake.0.lock().unwrap();
+    assert_eq!(w.checks_run, 1);
+    assert_eq!(w.routes.last().unwrap().canary_weight, 20);
+    assert!(w.events.contains(&"Advanced".to_string()), "{:?}", w.events);
+    assert!(!w.history.is_empty(), "history saved with the status");
+}
+
+#[tokio::test]
+async fn a_proxy_that_never_catches_up_does_not_stall_the_rollout_forever() {
+    let (driver, fake, ctx, _, at) = setup();
+    fake.0.lock().unwrap().in_force = false;
+    // Two intervals after the last tick, the driver judges anyway.
+    let out = driver
+        .tick(&ctx, false, at + Duration::from_secs(121))
+        .await
+        .unwrap();
+    assert!(matches!(out, TickOutcome::Stepped { .. }), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_failing_action_saves_nothing_so_the_next_tick_decides_again() {
+    let (driver, fake, ctx, before, at) = setup();
+    {
+        let mut w = fake.0.lock().unwrap();
+        w.in_force = true;
+        w.fail_routes = true;
+    }
+    let err = driver
+        .tick(&ctx, false, at + Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DriverError::Act {
+                action: "set-routes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let w = fake.0.lock().unwrap();
+    assert_eq!(w.saved.len(), 1);
+    assert_eq!(w.saved[0], before);
+}
+
+#[tokio::test]
+async fn nothing_happens_before_the_interval() {
+    let (driver, fake, ctx, _, at) = setup();
+    let out = driver
+        .tick(&ctx, false, at + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.requeue_after(at + Duration::from_secs(10)),
+        Some(Duration::from_secs(50))
+    );
+    assert_eq!(fake.0.lock().unwrap().checks_run, 0);
+}
