@@ -6,6 +6,9 @@
 //! flags to them and prints.
 
 mod kubernetes;
+// Used by the local controller's wiring (`serin controller --local`) to serve the dashboard.
+#[allow(dead_code)]
+pub mod local_dashboard;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
