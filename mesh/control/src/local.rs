@@ -24,7 +24,8 @@
 //!
 //! - `PUT /v1/routes/{httproutes|trafficsplits}/{ns}/{name}/weights` with
 //!   `{"backends":[{"name":"podinfo-primary","weight":50},{"name":"podinfo-canary","weight":50}]}`
-//!   sets the weights of the named backends (every rule of an HTTPRoute that lists them).
+//!   sets the weights of the named backends in every rule of an HTTPRoute that lists all of
+//!   them (so a rule pinning a subset, e.g. insiders to the canary, is left alone).
 //!   The override lasts until the object's own spec changes (file edit or PUT of the object).
 //! - `PUT /v1/routes/{kind}/{ns}/{name}` with a whole HTTPRoute or TrafficSplit (JSON or YAML)
 //!   creates or replaces an API-managed object (it shadows a file object with the same key).
@@ -334,6 +335,19 @@ impl LocalSource {
                     .flat_map(|rule| rule.backend_refs.iter().map(|b| b.name.as_str()))
                     .collect();
                 unknown_check(&weights, &known)?;
+                let all = previous(&inner, kind, key, &weights);
+                if !r.spec.rules.iter().any(|rule| {
+                    all.keys()
+                        .all(|n| rule.backend_refs.iter().any(|b| &b.name == n))
+                }) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "backends: no rule lists all of {:?}; weights apply to the rules that list every named backend",
+                            all.keys().collect::<Vec<_>>()
+                        ),
+                    ));
+                }
                 let mut r2 = r.clone();
                 apply_route_weights(&mut r2, &previous(&inner, kind, key, &weights));
                 problems_check(&check_route(&r2))?;
@@ -508,8 +522,16 @@ fn fingerprint<T: serde::Serialize>(spec: &T) -> String {
     serde_json::to_string(spec).unwrap_or_default()
 }
 
+/// Applies to the rules that list every named backend (the weighted split rules); a rule that
+/// pins a subset, like a header match sending insiders to the canary only, is left alone.
 fn apply_route_weights(r: &mut HttpRoute, weights: &BTreeMap<String, u32>) {
     for rule in &mut r.spec.rules {
+        let lists_all = weights
+            .keys()
+            .all(|name| rule.backend_refs.iter().any(|b| &b.name == name));
+        if !lists_all {
+            continue;
+        }
         for b in &mut rule.backend_refs {
             if let Some(w) = weights.get(&b.name) {
                 b.weight = Some(i32::try_from(*w).unwrap_or(i32::MAX));

@@ -279,3 +279,54 @@ async fn the_weights_api_names_what_is_wrong_and_changes_nothing_then() -> anyho
     cp.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn weights_leave_a_rule_that_pins_a_subset_of_the_backends_alone() -> anyhow::Result<()> {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.join("web.yaml"),
+        format!(
+            "{ROUTES}---\n{}",
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+    - matches: [{headers: [{name: x-canary, value: insider}]}]
+      backendRefs: [{name: web-v2}]
+    - backendRefs: [{name: web-v1, weight: 100}, {name: web-v2, weight: 0}]
+"#
+        ),
+    )?;
+    let cp = start(&dir).await?;
+    let (got, text) = call(
+        cp.addr,
+        Method::PUT,
+        "/v1/routes/httproutes/default/web/weights",
+        r#"{"backends":[{"name":"web-v1","weight":0},{"name":"web-v2","weight":100}]}"#,
+    )
+    .await?;
+    assert_eq!(got, StatusCode::OK, "{text}");
+    let t = table(cp.addr).await?;
+    let a: Authority = "web".parse()?;
+    let r = t.routes.iter().find(|r| r.authority == a).context("web")?;
+    let w = |i: usize| -> Vec<(String, u32)> {
+        r.rules[i]
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
+            .collect()
+    };
+    assert_eq!(
+        w(0),
+        [("web-v2".to_string(), 1)],
+        "the insider rule is untouched"
+    );
+    assert_eq!(
+        w(1),
+        [("web-v1".to_string(), 0), ("web-v2".to_string(), 100)]
+    );
+    cp.stop().await;
+    Ok(())
+}
