@@ -11,8 +11,34 @@ use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Reconcile Canaries in a Kubernetes cluster (in-cluster config or kubeconfig).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local")]
     pub kubernetes: bool,
+    /// One machine, no cluster: Canary and Process manifests from this directory (reloaded on
+    /// change); status and history under DIR/.serin/state. Needs --control-plane and --routes-dir.
+    #[arg(long, value_name = "DIR", env = "SERIN_LOCAL")]
+    pub local: Option<std::path::PathBuf>,
+    /// Local: the directory `serin control-plane --routes` reads (routes files are written there).
+    #[arg(long, env = "SERIN_ROUTES_DIR", requires = "local")]
+    pub routes_dir: Option<std::path::PathBuf>,
+    /// Local: a serin-proxy /metrics URL to measure from (repeat for several proxies); used
+    /// unless --metrics-server is given.
+    #[arg(
+        long = "proxy-metrics",
+        env = "SERIN_PROXY_METRICS",
+        value_delimiter = ',',
+        requires = "local"
+    )]
+    pub proxy_metrics: Vec<String>,
+    /// Local: override every Canary's analysis interval (e.g. 2s for demos and tests).
+    #[arg(long, env = "SERIN_INTERVAL", requires = "local")]
+    pub interval: Option<String>,
+    /// Local: where status, history and process records live (default DIR/.serin/state).
+    #[arg(long, env = "SERIN_STATE_DIR", requires = "local")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Local: stop every workload process on exit (by default they keep serving and the next
+    /// controller adopts them).
+    #[arg(long, requires = "local")]
+    pub stop_workloads_on_exit: bool,
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "SERIN_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -48,8 +74,11 @@ pub struct Args {
 
 /// Runs the controller until Ctrl-C / SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(dir) = args.local.clone() {
+        return crate::rollout::run_local_controller(dir, args);
+    }
     if !args.kubernetes {
-        bail!("serin controller: choose where to run: --kubernetes");
+        bail!("serin controller: choose where to run: --kubernetes or --local DIR");
     }
     let lease_duration = serin_api::duration::parse_duration(&args.lease_duration)
         .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;

@@ -4,10 +4,14 @@
 use clap::{Parser, Subcommand};
 
 mod ci;
+mod control_plane;
+mod crds;
 mod controller;
 mod load;
+mod rollout;
 mod sample_app;
 mod walkthrough;
+mod validate;
 
 /// Serin: progressive delivery with its own mesh.
 #[derive(Parser, Debug)]
@@ -19,14 +23,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Walk the canary engine through a rolled-back and a promoted rollout (simulated observations).
-    Walkthrough(walkthrough::Args),
     /// Run the canary controller (--kubernetes: reconcile Canaries in a cluster).
     Controller(controller::Args),
+    /// Walk the canary engine through a rolled-back and a promoted rollout (simulated observations).
+    Walkthrough(walkthrough::Args),
     /// Run a small podinfo-like HTTP service (versions, error rate, latency) for demos and tests.
     SampleApp(sample_app::Args),
     /// Send open-loop load at a fixed rate and print a summary, or serve load-test webhooks.
     Load(load::Args),
+    /// Start a local rollout: set a Process's revision (and env) for the local controller; --wait follows it.
+    Rollout(rollout::Args),
+    /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
+    Crds(crds::Args),
+    /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
+    Validate(validate::Args),
     /// Show canaries: phase, weight, failed checks, revision in flight.
     Status(ci::StatusArgs),
     /// Wait for the rollout of the target's current revision; exit 0 promoted, 1 rolled back,
@@ -42,6 +52,8 @@ enum Command {
     Resume(ci::ActionArgs),
     /// Open or close a canary's manual gate (Flagger's /gate/check and /rollback/check).
     Gate(ci::GateArgs),
+    /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
+    ControlPlane(control_plane::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,7 +76,10 @@ fn main() -> anyhow::Result<()> {
         Command::Walkthrough(args) => walkthrough::run(args),
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Controller(args) => controller::run(args),
+        Command::Crds(args) => crds::run(args),
+        Command::Validate(args) => validate::run(args),
         Command::Status(args) => ci::status(args),
         Command::Wait(args) => ci::wait(args),
         Command::Promote(args) => ci::act(args, serin_dashboard::model::Action::Promote),
@@ -72,5 +87,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pause(args) => ci::act(args, serin_dashboard::model::Action::Pause),
         Command::Resume(args) => ci::act(args, serin_dashboard::model::Action::Resume),
         Command::Gate(args) => ci::gate(args),
+        Command::ControlPlane(args) => control_plane::run(args),
     }
 }

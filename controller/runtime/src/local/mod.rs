@@ -5,6 +5,10 @@
 //!   them, drains them on stop, adopts them after a controller restart.
 //! - [`store`]: status and history as atomically written JSON files.
 
+pub mod analysis;
+pub mod controller;
 pub mod manifest;
+pub mod platform;
+pub mod router;
 pub mod store;
 pub mod supervisor;
