@@ -25,7 +25,15 @@ pub enum Resource {
     MetricTemplate(Box<MetricTemplate>),
     /// An AlertProvider.
     AlertProvider(Box<AlertProvider>),
+    /// Another `serin.dev` kind, checked by an [`ExtraKinds`] checker (e.g. the local
+    /// platform's `Process`).
+    Other(String),
 }
+
+/// Checks `serin.dev` kinds this crate does not define, such as the local platform's
+/// `Process`: given the kind and the document, returns `None` when it does not know the kind.
+pub type ExtraKinds<'a> =
+    &'a dyn Fn(&str, &serde_yaml::Value) -> Option<Result<(), Vec<ValidationError>>>;
 
 /// The verdict on one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,12 +148,17 @@ fn schemas() -> &'static Schemas {
 
 /// Checks every document of a YAML or JSON stream.
 pub fn check_manifests(text: &str) -> Vec<Document> {
+    check_manifests_with(text, &|_, _| None)
+}
+
+/// Like [`check_manifests`], with a checker for further `serin.dev` kinds.
+pub fn check_manifests_with(text: &str, extra: ExtraKinds<'_>) -> Vec<Document> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
         match serde_yaml::Value::deserialize(de) {
             Ok(serde_yaml::Value::Null) => {}
-            Ok(yaml) => out.push(check_document(index, yaml)),
+            Ok(yaml) => out.push(check_document(index, yaml, extra)),
             Err(err) => {
                 let loc = err.location();
                 out.push(Document {
@@ -179,7 +192,7 @@ fn string_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
-fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
+fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) -> Document {
     let mut doc = Document {
         index,
         kind: None,
@@ -247,6 +260,17 @@ fn check_document(index: usize, yaml: serde_yaml::Value) -> Document {
             typed::<AlertProvider>(v, validate_alert_provider)
                 .map(|p| Resource::AlertProvider(Box::new(p)))
         }),
+        other
+            if !["Canary", "MetricTemplate", "AlertProvider"].contains(&other)
+                && errors.is_empty()
+                && let Some(result) = extra(other, &yaml) =>
+        {
+            doc.outcome = match result {
+                Ok(()) => Outcome::Valid(Resource::Other(other.to_string())),
+                Err(e) => Outcome::Invalid(e),
+            };
+            return doc;
+        }
         // The local platform's workload kind; the local controller validates it when it loads
         // the manifests.
         "Process" if errors.is_empty() => return doc,

@@ -903,6 +903,34 @@ fn local_process_documents_are_left_to_the_local_platform() {
 }
 
 #[test]
+fn extra_kinds_are_checked_by_their_own_reader() {
+    use serin_api::{Resource, ValidationError, check_manifests_with};
+    let text = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: ok\n---\napiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: bad\n";
+    let checker = |kind: &str, v: &serde_yaml::Value| {
+        (kind == "Process").then(|| {
+            if v["metadata"]["name"].as_str() == Some("ok") {
+                Ok(())
+            } else {
+                Err(vec![ValidationError::new("spec.command", "required")])
+            }
+        })
+    };
+    let docs = check_manifests_with(text, &checker);
+    assert_eq!(
+        docs[0].outcome,
+        Outcome::Valid(Resource::Other("Process".into()))
+    );
+    assert_eq!(
+        docs[1].report_lines("p.yaml"),
+        ["p.yaml: document 2 (Process bad): spec.command: required"]
+    );
+    // A checker does not take over the three kinds this crate defines.
+    let canary = "apiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata:\n  name: x\n";
+    let docs = check_manifests_with(canary, &|_, _| Some(Ok(())));
+    assert!(matches!(docs[0].outcome, Outcome::Invalid(_)));
+}
+
+#[test]
 fn yaml_syntax_errors_give_line_and_column() {
     let text = "apiVersion: serin.dev/v1beta1\nkind: Canary\n---\napiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata:\n  name: [unclosed\n";
     let docs = check_manifests(text);

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 /// Check manifests (several YAML or JSON documents per file). Prints one line per document,
 /// `FILE: document N (Kind ns/name): valid`, or one line per error,
-/// `FILE: document N (Kind ns/name): field.path: message`. Documents of other API groups
-/// (Deployments, Services, ...) are skipped. Exit status: 0 all valid, 1 invalid documents,
+/// `FILE: document N (Kind ns/name): field.path: message`. The local platform's `Process`
+/// documents are checked too; documents of other API groups (Deployments, Services, ...) are
+/// skipped. Exit status: 0 all valid, 1 invalid documents,
 /// 2 a file could not be read or held no Serin resource.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -47,7 +48,21 @@ fn check(args: &Args) -> i32 {
     };
     let (mut checked, mut invalid) = (0usize, 0usize);
     for (source, text) in &sources {
-        for doc in serin_api::check_manifests(text) {
+        // The local platform's `Process` is checked by the local controller's own reader, so
+        // `serin validate` and `serin controller --local` agree.
+        let local_kinds = |kind: &str, value: &_| {
+            (kind == "Process").then(|| {
+                serin_controller::local::manifest::parse_process(Clone::clone(value), "")
+                    .map(|_| ())
+                    .map_err(|errors| {
+                        errors
+                            .into_iter()
+                            .map(|e| serin_api::ValidationError::new(e.path, e.message))
+                            .collect()
+                    })
+            })
+        };
+        for doc in serin_api::check_manifests_with(text, &local_kinds) {
             for line in doc.report_lines(source) {
                 if doc.is_error() {
                     eprintln!("{line}");

@@ -228,3 +228,24 @@ fn json_manifests_are_accepted() {
         "<stdin>: document 1 (AlertProvider slack): valid\n"
     );
 }
+
+#[test]
+fn local_process_manifests_are_checked_with_the_local_reader() {
+    let good = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: podinfo\nspec:\n  command: serin\n  args: [sample-app]\n";
+    let out = run_stdin(&["validate", "-f", "-"], &format!("{good}---\n{VALID}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("<stdin>: document 1 (Process podinfo): valid\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: Pod_Info\nspec:\n  command: serin\n";
+    let out = run_stdin(&["validate", "-f", "-"], bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("<stdin>: document 1 (Process Pod_Info): metadata.name: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
