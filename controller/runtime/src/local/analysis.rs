@@ -38,6 +38,15 @@ impl LocalAnalyzer {
     }
 }
 
+fn window_since_run(interval: Duration, status: &Status) -> Duration {
+    let Some(run) = &status.run else {
+        return interval;
+    };
+    let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let since = Duration::from_secs(now.since(run.started_at).as_secs().max(1));
+    interval.min(since)
+}
+
 fn inconclusive(name: &str, detail: String) -> CheckResult {
     CheckResult {
         name: name.to_string(),
@@ -104,7 +113,11 @@ impl Analyzer for LocalAnalyzer {
             };
             let spec = MetricSpec {
                 name: m.name.clone(),
-                interval: Some(serin_analysis::format_duration(m.interval)),
+                // Never look back past the start of this run: the canary backend keeps its name
+                // across runs, and a previous revision's failures must not count against this one.
+                interval: Some(serin_analysis::format_duration(window_since_run(
+                    m.interval, status,
+                ))),
                 threshold_range: Some(ThresholdRange {
                     min: m.min,
                     max: m.max,
