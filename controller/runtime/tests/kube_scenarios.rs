@@ -901,15 +901,13 @@ async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
         "metadata": {"name": "budget", "namespace": NS},
         "spec": {"provider": {"type": "datadog", "address": "https://api.datadoghq.com"}, "query": "avg:errors{*}"}
     });
-    let server = tokio::spawn(
-        Scenario { handle }.play(vec![
+    let server = tokio::spawn(Scenario { handle }.play(vec![
             expect(
                 "GET",
                 format!("/apis/serin.dev/v1beta1/namespaces/{NS}/metrictemplates/budget"),
             )
             .reply(200, template),
-        ]),
-    );
+        ]));
     let analyzer = PrometheusAnalyzer::new(client, None, "serin".into());
     let results = tokio::time::timeout(
         Duration::from_secs(10),
@@ -932,4 +930,210 @@ async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
         "{:?}",
         results[1]
     );
+}
+
+// ---------------------------------------------------------------- leader election
+
+fn lease(holder: &str, renew: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "serin-controller", "namespace": "serin-system", "resourceVersion": rv},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renew, "acquireTime": renew, "leaseTransitions": 3}
+    })
+}
+
+async fn elect(now_ms: i64, calls: Vec<Expect>) -> Result<bool, AdapterError> {
+    use serin_controller::kubernetes::{LeaderElection, LeaseConfig};
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, NS);
+    let election = LeaderElection::new(
+        client,
+        LeaseConfig {
+            name: "serin-controller".into(),
+            namespace: "serin-system".into(),
+            identity: "pod-a".into(),
+            duration: Duration::from_secs(15),
+        },
+    );
+    let server = tokio::spawn(Scenario { handle }.play(calls));
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        election.try_acquire_or_renew(Timestamp::from_millis(now_ms)),
+    )
+    .await
+    .unwrap();
+    let mut handle = server.await.unwrap();
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
+    {
+        panic!("unexpected extra call {} {}", req.method(), req.uri());
+    }
+    r
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/serin-system/leases";
+
+#[tokio::test]
+async fn the_first_replica_creates_the_lease_and_leads() {
+    let r = elect(
+        T0,
+        vec![
+            expect("GET", format!("{LEASE}/serin-controller")).not_found(),
+            expect("POST", LEASE).check(|b| {
+                assert_eq!(b["spec"]["holderIdentity"], "pod-a");
+                assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
+            }),
+        ],
+    )
+    .await;
+    assert!(r.unwrap());
+}
+
+#[tokio::test]
+async fn a_fresh_lease_held_by_another_replica_keeps_this_one_standing_by() {
+    // Renewed 5s before "now" (2023-11-14T22:13:20Z): still valid for 10s.
+    let r = elect(
+        T0,
+        vec![
+            expect("GET", format!("{LEASE}/serin-controller"))
+                .reply(200, lease("pod-b", "2023-11-14T22:13:15.000000Z", "7")),
+        ],
+    )
+    .await;
+    assert!(!r.unwrap(), "no write at all while another replica leads");
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_with_the_read_resource_version() {
+    let r = elect(
+        T0,
+        vec![
+            expect("GET", format!("{LEASE}/serin-controller"))
+                .reply(200, lease("pod-b", "2023-11-14T22:12:00.000000Z", "7")),
+            expect("PUT", format!("{LEASE}/serin-controller")).check(|b| {
+                assert_eq!(
+                    b["metadata"]["resourceVersion"], "7",
+                    "compare-and-swap on what was read"
+                );
+                assert_eq!(b["spec"]["holderIdentity"], "pod-a");
+                assert_eq!(b["spec"]["leaseTransitions"], 4);
+            }),
+        ],
+    )
+    .await;
+    assert!(r.unwrap());
+}
+
+#[tokio::test]
+async fn losing_the_race_for_an_expired_lease_is_not_an_error() {
+    let r = elect(
+        T0,
+        vec![
+            expect("GET", format!("{LEASE}/serin-controller"))
+                .reply(200, lease("pod-b", "2023-11-14T22:12:00.000000Z", "7")),
+            expect("PUT", format!("{LEASE}/serin-controller")).reply(
+                409,
+                status_err(409, "Conflict", "the object has been modified"),
+            ),
+        ],
+    )
+    .await;
+    assert!(!r.unwrap());
+}
+
+#[tokio::test]
+async fn the_leader_renews_its_own_lease() {
+    let r = elect(
+        T0,
+        vec![
+            expect("GET", format!("{LEASE}/serin-controller"))
+                .reply(200, lease("pod-a", "2023-11-14T22:13:15.000000Z", "9")),
+            expect("PUT", format!("{LEASE}/serin-controller")).check(|b| {
+                assert_eq!(b["spec"]["holderIdentity"], "pod-a");
+                assert_eq!(
+                    b["spec"]["leaseTransitions"], 3,
+                    "a renewal is not a transition"
+                );
+                assert_ne!(b["spec"]["renewTime"], "2023-11-14T22:13:15.000000Z");
+            }),
+        ],
+    )
+    .await;
+    assert!(r.unwrap());
+}
+
+// ---------------------------------------------------------------- DaemonSet targets
+
+fn daemonset(image: &str, node_selector: Option<Value>) -> Value {
+    let mut d = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "podinfo", "namespace": NS, "generation": 2, "labels": {"app": "podinfo"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {
+                "metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "podinfo", "image": image}]}
+            }
+        },
+        "status": {"observedGeneration": 2, "desiredNumberScheduled": 3, "currentNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 3, "numberReady": 3, "numberMisscheduled": 0}
+    });
+    if let Some(ns) = node_selector {
+        d["spec"]["template"]["spec"]["nodeSelector"] = ns;
+    }
+    d
+}
+
+#[tokio::test]
+async fn a_daemonset_target_is_scaled_to_zero_with_a_node_selector_that_does_not_change_its_revision()
+ {
+    let mut canary = canary_json(json!({}));
+    canary["spec"]["targetRef"]["kind"] = json!("DaemonSet");
+    let mut primary_ds = daemonset("podinfo:1", None);
+    primary_ds["metadata"]["name"] = json!("podinfo-primary");
+    let c: Canary = serde_json::from_value(canary.clone()).unwrap();
+    let plan = serin_controller::plan::context(NS, &c).unwrap().1.plan;
+    let ds: k8s_openapi::api::apps::v1::DaemonSet =
+        serde_json::from_value(daemonset("podinfo:1", None)).unwrap();
+    let rev = template_revision(&ds.spec.unwrap().template);
+    let parked: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(daemonset(
+        "podinfo:1",
+        Some(json!({"serin.dev/scale-to-zero": "true"})),
+    ))
+    .unwrap();
+    assert_eq!(
+        template_revision(&parked.spec.unwrap().template),
+        rev,
+        "parking the target is not a new revision"
+    );
+    let mut sim = Sim::new(plan, &rev, Timestamp::from_millis(T0));
+    sim.world.primary_ready = false;
+    sim.tick();
+    let canary = with_status(canary, &sim.status);
+    let calls = vec![
+        expect("GET", format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo")).reply(200, daemonset("podinfo:1", None)),
+        expect("GET", format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo-primary")).reply(200, primary_ds),
+        expect("GET", format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo")).reply(200, daemonset("podinfo:1", None)),
+        expect("PATCH", format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo-primary")).check(|b| {
+            assert_eq!(b["kind"], "DaemonSet");
+            assert_eq!(b["spec"]["selector"]["matchLabels"]["app"], "podinfo-primary");
+            assert!(b["spec"].get("replicas").is_none());
+        }),
+        apply_service("podinfo-primary", "podinfo-primary"),
+        apply_service("podinfo-canary", "podinfo"),
+        apply_service("podinfo", "podinfo-primary"),
+        apply_route(100, 0),
+        expect("PATCH", format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo")).check(|b| {
+            assert_eq!(b, &json!({"spec": {"template": {"spec": {"nodeSelector": {"serin.dev/scale-to-zero": "true"}}}}}));
+        }),
+        event("Initialized"),
+        status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Initialized")),
+    ];
+    let (result, _) = run(
+        parse(canary),
+        Timestamp::from_millis(T0 + 60_000),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    result.unwrap();
 }

@@ -759,8 +759,10 @@ impl Workloads for KubeWorkloads {
         let target = self.require_target().await?;
         // After a restart mid-initialization the target may already be at zero; never copy
         // that to the primary.
-        let replicas = match target.replicas() {
-            Some(r) if r > 0 => r,
+        let replicas = match (&target, target.replicas()) {
+            // DaemonSets have no replica count.
+            (Target::DaemonSet(_), _) => 0,
+            (_, Some(r)) if r > 0 => r,
             _ => self
                 .primary_replicas()
                 .await?
@@ -810,11 +812,14 @@ impl Workloads for KubeWorkloads {
                 format!("the target changed during promotion (analysed {revision}, now {current})"),
             ));
         }
-        let replicas = self
-            .primary_replicas()
-            .await?
-            .filter(|r| *r > 0)
-            .unwrap_or(1);
+        let replicas = match &target {
+            Target::DaemonSet(_) => 0,
+            Target::Deployment(_) => self
+                .primary_replicas()
+                .await?
+                .filter(|r| *r > 0)
+                .unwrap_or(1),
+        };
         self.apply_primary(&target, replicas).await
     }
 
