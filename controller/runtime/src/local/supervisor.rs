@@ -825,11 +825,26 @@ mod tests {
                 .any(|x| x.role == Role::Primary && x.revision == "v1" && x.ready)
         );
 
-        // The records on disk let a new supervisor adopt the running processes.
-        let records: Vec<InstanceRecord> =
-            serde_json::from_slice(&std::fs::read(sup.record_file(key)).unwrap()).unwrap();
-        assert_eq!(records.len(), 2);
-        let pids: Vec<u32> = now.iter().map(|x| x.pid).collect();
+        // The records on disk let a new supervisor adopt the running processes. They are
+        // written after each change, so await the write that matches what is running now
+        // (the retiring v2 may still be listed, or v3's pid not yet recorded, just before).
+        let mut pids: Vec<u32> = now.iter().map(|x| x.pid).collect();
+        pids.sort_unstable();
+        let mut changes = sup.changes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let records: Vec<InstanceRecord> =
+                serde_json::from_slice(&std::fs::read(sup.record_file(key)).unwrap()).unwrap();
+            let mut on_disk: Vec<u32> = records.iter().map(|r| r.pid).collect();
+            on_disk.sort_unstable();
+            if on_disk == pids {
+                break;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => panic!("records never settled: {on_disk:?} vs {pids:?}"),
+            }
+        }
         // The controller dies; its processes keep serving.
         drop(sup);
         let again = Supervisor::new(dir.join("state"), dir.join("logs"));
