@@ -331,8 +331,11 @@ impl Supervisor {
     }
 
     fn persist(&self, key: &str) {
-        let records: Vec<InstanceRecord> = self
-            .lock()
+        // The map stays locked until the file is written: persist runs from the supervisor and
+        // from every instance's monitor task, and a snapshot taken earlier but renamed into
+        // place later would overwrite a newer one (e.g. a just-spawned pid recorded as 0).
+        let map = self.lock();
+        let records: Vec<InstanceRecord> = map
             .get(key)
             .map(|list| {
                 list.iter()
@@ -355,6 +358,7 @@ impl Supervisor {
         if let Err(error) = write_atomic(&path, &bytes) {
             tracing::warn!(file = %path.display(), %error, "cannot persist process records");
         }
+        drop(map);
     }
 
     fn launch(
