@@ -5,13 +5,13 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod control_plane;
-mod crds;
 mod controller;
+mod crds;
 mod load;
 mod rollout;
 mod sample_app;
-mod walkthrough;
 mod validate;
+mod walkthrough;
 
 /// Serin: progressive delivery with its own mesh.
 #[derive(Parser, Debug)]
