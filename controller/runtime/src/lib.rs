@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod http;
 pub mod kubernetes;
 pub mod local;
+mod measure;
 pub mod metrics;
 pub mod plan;
 pub mod webhook;

@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use kube::Client;
 use kube::api::Api;
 use serin_analysis::{
-    ArmRole, JudgeConfig, JudgeState, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig,
-    NoDataPolicy, PrometheusConfig, PrometheusProvider, Target, ThresholdRange, run_check,
+    ArmRole, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig, PrometheusConfig,
+    PrometheusProvider, Target, ThresholdRange, run_check,
 };
 use serin_api::{MetricSource, MetricTemplate, Normalized};
-use serin_core::{Bound, CheckResult, Status, Verdict};
+use serin_core::{Bound, CheckResult, Status};
 
 use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
 use crate::plan::JUDGE_CHECK;
 
 /// Measures checks against Prometheus.
@@ -29,7 +30,7 @@ pub struct PrometheusAnalyzer {
     default_address: Option<String>,
     default_provider: String,
     providers: Mutex<HashMap<(String, String), Arc<PrometheusProvider>>>,
-    judges: Mutex<HashMap<(String, String, u64), JudgeState>>,
+    judges: Judges,
 }
 
 impl PrometheusAnalyzer {
@@ -41,7 +42,7 @@ impl PrometheusAnalyzer {
             default_address,
             default_provider,
             providers: Mutex::new(HashMap::new()),
-            judges: Mutex::new(HashMap::new()),
+            judges: Judges::default(),
         }
     }
 
@@ -83,30 +84,11 @@ struct CheckEnv {
     metrics_server: Option<String>,
 }
 
-fn inconclusive(name: &str, detail: String) -> CheckResult {
-    CheckResult {
-        name: name.to_string(),
-        verdict: Verdict::Inconclusive,
-        value: None,
-        bound: Bound::default(),
-        samples: None,
-        detail,
-    }
-}
-
 fn mesh_of(provider: &str) -> Mesh {
     match provider.split(':').next().unwrap_or("") {
         "linkerd" => Mesh::Linkerd,
         "istio" => Mesh::Istio,
         _ => Mesh::Serin,
-    }
-}
-
-fn verdict(v: serin_analysis::Verdict) -> Verdict {
-    match v {
-        serin_analysis::Verdict::Pass => Verdict::Pass,
-        serin_analysis::Verdict::Fail => Verdict::Fail,
-        serin_analysis::Verdict::Inconclusive => Verdict::Inconclusive,
     }
 }
 
@@ -180,17 +162,7 @@ impl PrometheusAnalyzer {
             Err(e) => return inconclusive(&m.name, e),
         };
         match run_check(provider.as_ref(), &check, target, no_data).await {
-            Ok(r) => CheckResult {
-                name: r.name,
-                verdict: verdict(r.verdict),
-                value: r.value,
-                bound: Bound {
-                    min: r.threshold.min,
-                    max: r.threshold.max,
-                },
-                samples: r.sample_size,
-                detail: r.reason,
-            },
+            Ok(r) => check_result(r),
             // A measurement that failed is never a pass; the step holds and the history says why.
             Err(e) => inconclusive(&m.name, e.to_string()),
         }
@@ -213,14 +185,7 @@ impl Analyzer for PrometheusAnalyzer {
         };
         let ns = ctx.id.namespace.clone();
         let target = Target::flagger(&ctx.id.name, &ns, &n.target_name, Some(&n.service_name));
-        let no_data = NoDataConfig {
-            min_requests: n.no_data.min_requests,
-            policy: match n.no_data.policy {
-                Some(serin_api::NoDataPolicy::Fail) => NoDataPolicy::Fail,
-                Some(serin_api::NoDataPolicy::Pass) => NoDataPolicy::Pass,
-                _ => NoDataPolicy::Wait,
-            },
-        };
+        let no_data = no_data(&n);
         let mesh = mesh_of(n.provider.as_deref().unwrap_or(&self.default_provider));
         let env = CheckEnv {
             mesh,
@@ -279,25 +244,11 @@ impl PrometheusAnalyzer {
             (Ok(c), Ok(p)) => (c, p),
             (Err(e), _) | (_, Err(e)) => return inconclusive(JUDGE_CHECK, e.to_string()),
         };
-        let config = JudgeConfig {
-            enabled: true,
-            alpha: j.alpha,
-            min_requests: j.min_requests,
-            error_rate_tolerance: j.error_rate_tolerance,
-            latency_tolerance: j.latency_tolerance,
-            on_inconclusive: match j.on_inconclusive {
-                serin_api::OnInconclusive::Pause => serin_analysis::OnInconclusive::Pause,
-                serin_api::OnInconclusive::Wait => serin_analysis::OnInconclusive::Wait,
-            },
+        let config = judge_config(j);
+        let r = match self.judges.observe(ctx, run.id, &config, &canary, &primary) {
+            Ok(r) => r,
+            Err(unavailable) => return unavailable,
         };
-        let key = (ctx.id.namespace.clone(), ctx.id.name.clone(), run.id);
-        let Ok(mut judges) = self.judges.lock() else {
-            return inconclusive(JUDGE_CHECK, "judge state unavailable".into());
-        };
-        // Forget finished runs of this canary.
-        judges.retain(|k, _| !(k.0 == key.0 && k.1 == key.1 && k.2 != key.2));
-        let state = judges.entry(key).or_default();
-        let r = state.observe_cumulative(&config, &canary, &primary);
         CheckResult {
             name: JUDGE_CHECK.to_string(),
             verdict: verdict(r.verdict),

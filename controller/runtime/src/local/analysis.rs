@@ -7,25 +7,24 @@
 //! fresh sequence for the same run, which is still valid at `alpha` (it only forgets earlier
 //! looks).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serin_analysis::{
-    ArmRole, JudgeConfig, JudgeState, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig,
-    NoDataPolicy, Target, ThresholdRange, run_check,
+    ArmRole, MetricCheck, MetricSpec, MetricsProvider, Target, ThresholdRange, run_check,
 };
 use serin_api::MetricSource;
-use serin_core::{Bound, CheckResult, Status, Verdict};
+use serin_core::{Bound, CheckResult, Status};
 
 use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
 use crate::plan::JUDGE_CHECK;
 
 /// Measures every check of a Canary through one metrics provider.
 pub struct LocalAnalyzer {
     provider: Arc<dyn MetricsProvider>,
-    judges: Mutex<HashMap<(String, String, u64), JudgeState>>,
+    judges: Judges,
 }
 
 impl LocalAnalyzer {
@@ -33,7 +32,7 @@ impl LocalAnalyzer {
     pub fn new(provider: Arc<dyn MetricsProvider>) -> Self {
         Self {
             provider,
-            judges: Mutex::new(HashMap::new()),
+            judges: Judges::default(),
         }
     }
 }
@@ -45,25 +44,6 @@ fn window_since_run(interval: Duration, status: &Status) -> Duration {
     let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
     let since = Duration::from_secs(now.since(run.started_at).as_secs().max(1));
     interval.min(since)
-}
-
-fn inconclusive(name: &str, detail: String) -> CheckResult {
-    CheckResult {
-        name: name.to_string(),
-        verdict: Verdict::Inconclusive,
-        value: None,
-        bound: Bound::default(),
-        samples: None,
-        detail,
-    }
-}
-
-fn verdict(v: serin_analysis::Verdict) -> Verdict {
-    match v {
-        serin_analysis::Verdict::Pass => Verdict::Pass,
-        serin_analysis::Verdict::Fail => Verdict::Fail,
-        serin_analysis::Verdict::Inconclusive => Verdict::Inconclusive,
-    }
 }
 
 #[async_trait]
@@ -86,14 +66,7 @@ impl Analyzer for LocalAnalyzer {
             &n.target_name,
             Some(&n.service_name),
         );
-        let no_data = NoDataConfig {
-            min_requests: n.no_data.min_requests,
-            policy: match n.no_data.policy {
-                Some(serin_api::NoDataPolicy::Fail) => NoDataPolicy::Fail,
-                Some(serin_api::NoDataPolicy::Pass) => NoDataPolicy::Pass,
-                _ => NoDataPolicy::Wait,
-            },
-        };
+        let no_data = no_data(&n);
         let mut results = Vec::new();
         for (i, m) in n.metrics.iter().enumerate() {
             let field = format!("spec.analysis.metrics[{i}]");
@@ -135,17 +108,7 @@ impl Analyzer for LocalAnalyzer {
             };
             results.push(
                 match run_check(self.provider.as_ref(), &check, &target, &no_data).await {
-                    Ok(r) => CheckResult {
-                        name: r.name,
-                        verdict: verdict(r.verdict),
-                        value: r.value,
-                        bound: Bound {
-                            min: r.threshold.min,
-                            max: r.threshold.max,
-                        },
-                        samples: r.sample_size,
-                        detail: r.reason,
-                    },
+                    Ok(r) => check_result(r),
                     // A measurement that failed is never a pass: the step holds, the history
                     // says why.
                     Err(e) => inconclusive(&m.name, e.to_string()),
@@ -185,24 +148,11 @@ impl LocalAnalyzer {
             (Ok(c), Ok(p)) => (c, p),
             (Err(e), _) | (_, Err(e)) => return inconclusive(JUDGE_CHECK, e.to_string()),
         };
-        let config = JudgeConfig {
-            enabled: true,
-            alpha: j.alpha,
-            min_requests: j.min_requests,
-            error_rate_tolerance: j.error_rate_tolerance,
-            latency_tolerance: j.latency_tolerance,
-            on_inconclusive: match j.on_inconclusive {
-                serin_api::OnInconclusive::Pause => serin_analysis::OnInconclusive::Pause,
-                serin_api::OnInconclusive::Wait => serin_analysis::OnInconclusive::Wait,
-            },
+        let config = judge_config(j);
+        let r = match self.judges.observe(ctx, run.id, &config, &canary, &primary) {
+            Ok(r) => r,
+            Err(unavailable) => return unavailable,
         };
-        let key = (ctx.id.namespace.clone(), ctx.id.name.clone(), run.id);
-        let Ok(mut judges) = self.judges.lock() else {
-            return inconclusive(JUDGE_CHECK, "judge state unavailable".into());
-        };
-        judges.retain(|k, _| !(k.0 == key.0 && k.1 == key.1 && k.2 != key.2));
-        let state = judges.entry(key).or_default();
-        let r = state.observe_cumulative(&config, &canary, &primary);
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),

@@ -1,0 +1,105 @@
+//! What the Kubernetes and local analyzers share: turning `serin-analysis` results into engine
+//! check results, the Canary's no-data and judge settings into `serin-analysis` config, and the
+//! judge's per-run sequential state. Measuring itself (which provider, which window) stays in
+//! each analyzer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serin_analysis::{
+    ArmTraffic, JudgeConfig, JudgeResult, JudgeState, NoDataConfig, NoDataPolicy,
+};
+use serin_core::{Bound, CheckResult, Verdict};
+
+use crate::adapters::CanaryContext;
+use crate::plan::JUDGE_CHECK;
+
+/// A check that could not be measured. Never a pass: the step holds and the history says why.
+pub(crate) fn inconclusive(name: &str, detail: String) -> CheckResult {
+    CheckResult {
+        name: name.to_string(),
+        verdict: Verdict::Inconclusive,
+        value: None,
+        bound: Bound::default(),
+        samples: None,
+        detail,
+    }
+}
+
+pub(crate) fn verdict(v: serin_analysis::Verdict) -> Verdict {
+    match v {
+        serin_analysis::Verdict::Pass => Verdict::Pass,
+        serin_analysis::Verdict::Fail => Verdict::Fail,
+        serin_analysis::Verdict::Inconclusive => Verdict::Inconclusive,
+    }
+}
+
+/// A measured threshold check, as the engine sees it.
+pub(crate) fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
+    CheckResult {
+        name: r.name,
+        verdict: verdict(r.verdict),
+        value: r.value,
+        bound: Bound {
+            min: r.threshold.min,
+            max: r.threshold.max,
+        },
+        samples: r.sample_size,
+        detail: r.reason,
+    }
+}
+
+/// The Canary's `spec.analysis.noData` (already defaulted by serin-api).
+pub(crate) fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
+    NoDataConfig {
+        min_requests: n.no_data.min_requests,
+        policy: match n.no_data.policy {
+            Some(serin_api::NoDataPolicy::Fail) => NoDataPolicy::Fail,
+            Some(serin_api::NoDataPolicy::Pass) => NoDataPolicy::Pass,
+            _ => NoDataPolicy::Wait,
+        },
+    }
+}
+
+/// The Canary's `spec.analysis.judge` (already defaulted by serin-api).
+pub(crate) fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
+    JudgeConfig {
+        enabled: true,
+        alpha: j.alpha,
+        min_requests: j.min_requests,
+        error_rate_tolerance: j.error_rate_tolerance,
+        latency_tolerance: j.latency_tolerance,
+        on_inconclusive: match j.on_inconclusive {
+            serin_api::OnInconclusive::Pause => serin_analysis::OnInconclusive::Pause,
+            serin_api::OnInconclusive::Wait => serin_analysis::OnInconclusive::Wait,
+        },
+    }
+}
+
+/// The judge's sequential state per (namespace, canary, run). Kept in memory: after a restart
+/// a run starts a fresh sequence, which stays valid at alpha (it only forgets earlier looks).
+#[derive(Default)]
+pub(crate) struct Judges(Mutex<HashMap<(String, String, u64), JudgeState>>);
+
+impl Judges {
+    /// One look of run `run` with cumulative readings since the run started.
+    pub(crate) fn observe(
+        &self,
+        ctx: &CanaryContext,
+        run: u64,
+        config: &JudgeConfig,
+        canary: &ArmTraffic,
+        primary: &ArmTraffic,
+    ) -> Result<JudgeResult, CheckResult> {
+        let key = (ctx.id.namespace.clone(), ctx.id.name.clone(), run);
+        let Ok(mut judges) = self.0.lock() else {
+            return Err(inconclusive(JUDGE_CHECK, "judge state unavailable".into()));
+        };
+        // Forget finished runs of this canary.
+        judges.retain(|k, _| !(k.0 == key.0 && k.1 == key.1 && k.2 != key.2));
+        Ok(judges
+            .entry(key)
+            .or_default()
+            .observe_cumulative(config, canary, primary))
+    }
+}
