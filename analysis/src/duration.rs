@@ -2,77 +2,31 @@
 
 use std::time::Duration;
 
+use serin_core::duration::{DURATION_FORM, parse_duration as parse_go};
+
 use crate::AnalysisError;
 
-const ACCEPTED: &str = "a duration like 30s, 1m, 1m30s, 500ms, 2h or 1d";
-
-/// Parses a duration written as one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`,
-/// `d`. `field` names the setting in error messages.
+/// Parses a Go duration (the form Flagger's spec uses) for an analysis setting. `field` names the
+/// setting in error messages. Zero and sub-millisecond windows are refused: a PromQL range and a
+/// scrape spacing need a positive whole number of milliseconds.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, AnalysisError> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(AnalysisError::invalid(field, "empty duration", ACCEPTED));
-    }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    let mut total_ms: u128 = 0;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(AnalysisError::invalid(
-                field,
-                format!("`{text}` has no number before its unit"),
-                ACCEPTED,
-            ));
-        }
-        let number: u128 = s[start..i].parse().map_err(|_| {
-            AnalysisError::invalid(field, format!("`{text}` is too large"), ACCEPTED)
-        })?;
-        let unit_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let factor_ms: u128 = match &s[unit_start..i] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => {
-                return Err(AnalysisError::invalid(
-                    field,
-                    format!("`{text}` has a number without a unit"),
-                    ACCEPTED,
-                ));
-            }
-            other => {
-                return Err(AnalysisError::invalid(
-                    field,
-                    format!("`{text}` uses unknown unit `{other}`"),
-                    ACCEPTED,
-                ));
-            }
-        };
-        total_ms = number
-            .checked_mul(factor_ms)
-            .and_then(|v| v.checked_add(total_ms))
-            .ok_or_else(|| {
-                AnalysisError::invalid(field, format!("`{text}` is too large"), ACCEPTED)
-            })?;
-    }
-    if total_ms == 0 {
+    let d =
+        parse_go(text).map_err(|e| AnalysisError::invalid(field, e.to_string(), DURATION_FORM))?;
+    if d.is_zero() {
         return Err(AnalysisError::invalid(
             field,
             format!("`{text}` is zero"),
             "a positive duration like 30s or 1m",
         ));
     }
-    let ms = u64::try_from(total_ms)
-        .map_err(|_| AnalysisError::invalid(field, format!("`{text}` is too large"), ACCEPTED))?;
-    Ok(Duration::from_millis(ms))
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(AnalysisError::invalid(
+            field,
+            format!("`{text}` is finer than a millisecond"),
+            DURATION_FORM,
+        ));
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way PromQL range selectors accept it, using the largest unit that
@@ -111,8 +65,8 @@ mod tests {
         );
         assert_eq!(parse_duration(f, "2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(
-            parse_duration(f, " 1d ").unwrap(),
-            Duration::from_secs(86_400)
+            parse_duration(f, " 1.5m ").unwrap(),
+            Duration::from_secs(90)
         );
     }
 
@@ -123,10 +77,11 @@ mod tests {
             "10",
             "m",
             "1x",
-            "1.5m",
+            "1d",
+            "1500us",
             "0s",
             "-1m",
-            "99999999999999999999999999d",
+            "99999999999999999999999999h",
         ] {
             let err = parse_duration("spec.analysis.metrics[0].interval", bad).unwrap_err();
             let text = err.to_string();

@@ -11,7 +11,8 @@ mod alert_provider;
 mod canary;
 mod crds;
 mod defaults;
-pub mod duration;
+/// Go durations live in the engine crate so every crate parses them one way.
+pub use serin_core::duration;
 mod manifest;
 mod metric_template;
 mod schema;

@@ -32,6 +32,7 @@
 //!   on every tick, and gate webhooks that passed are not called again within the same step.
 
 mod action;
+pub mod duration;
 mod engine;
 mod observation;
 mod plan;

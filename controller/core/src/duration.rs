@@ -1,4 +1,4 @@
-//! Durations as Go's `time.ParseDuration` (and so Flagger) reads them: `10s`, `1m`, `1m30s`,
+//! Durations as Go's `time.ParseDuration` (and so Flagger) reads them, shared by every Serin crate: `10s`, `1m`, `1m30s`,
 //! `1.5h`, `250ms`.
 
 use std::time::Duration;
