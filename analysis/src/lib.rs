@@ -47,6 +47,8 @@ mod queries;
 pub mod stats;
 mod target;
 mod template;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use check::{
     BuiltinMetric, CheckResult, DEFAULT_INTERVAL, MetricCheck, MetricSource, MetricSpec,

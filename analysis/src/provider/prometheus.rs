@@ -86,6 +86,8 @@ impl PrometheusConfig {
 #[derive(Clone)]
 pub struct PrometheusProvider {
     client: Client,
+    /// The same HTTP client, for telling why a query got no API answer (see `explain`).
+    http: reqwest::Client,
     config: PrometheusConfig,
 }
 
@@ -116,6 +118,20 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+/// An error with its causes, `outer: cause: root cause`, repeated texts once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
 }
 
 impl PrometheusProvider {
@@ -186,14 +202,18 @@ impl PrometheusProvider {
                 message: "cannot build the HTTP client".into(),
                 source: Some(Box::new(e)),
             })?;
-        let client = Client::from(http, address).map_err(|e| {
+        let client = Client::from(http.clone(), address).map_err(|e| {
             AnalysisError::invalid(
                 "provider.address",
                 format!("`{address}`: {e}"),
                 "an absolute URL such as http://prometheus.monitoring:9090",
             )
         })?;
-        Ok(PrometheusProvider { client, config })
+        Ok(PrometheusProvider {
+            client,
+            http,
+            config,
+        })
     }
 
     /// Builds the provider and runs the availability probe.
@@ -235,13 +255,38 @@ impl PrometheusProvider {
                         timeout: self.config.timeout,
                     });
                 }
+                let message = self.explain(&e).await;
                 Err(AnalysisError::Unavailable {
                     provider: KIND,
                     address: self.config.address.clone(),
-                    message: e.to_string(),
+                    message,
                     source: Some(Box::new(e)),
                 })
             }
+        }
+    }
+
+    /// Why a query got no Prometheus API answer. A server that answered with an HTTP error
+    /// (wrong credentials, wrong path) makes the client report only "invalid media type", so
+    /// ask once more for the status code and name what to check.
+    async fn explain(&self, e: &prometheus_http_query::Error) -> String {
+        let url = format!(
+            "{}/api/v1/query?query=1",
+            self.config.address.trim().trim_end_matches('/')
+        );
+        let probe = tokio::time::timeout(self.config.timeout, self.http.get(&url).send()).await;
+        match probe {
+            Ok(Ok(resp)) if !resp.status().is_success() => {
+                let status = resp.status();
+                let hint = match status.as_u16() {
+                    401 | 403 => "; check the credentials (provider.secretRef)",
+                    404 => "; no Prometheus API at this address (provider.address)",
+                    _ => "",
+                };
+                format!("answered {status}{hint}")
+            }
+            // Transport failures (refused, TLS) say why only in their sources.
+            _ => chain(e),
         }
     }
 

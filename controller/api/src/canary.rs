@@ -665,6 +665,25 @@ pub struct CanaryWebhook {
     /// Key-value pairs sent in the payload (e.g. the load tester's `cmd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Serin: extra attempts after a failed call (no answer in time, a transport error or a
+    /// status above 202), 0..=10 (default 0: one attempt, as Flagger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i32>,
+    /// Serin: a key of a Secret in the Canary's namespace holding an HMAC-SHA256 key; every call
+    /// then carries `X-Serin-Signature: sha256=<hex HMAC of the body>` so the receiver can trust
+    /// the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyReference>,
+}
+
+/// One key of a Secret in the Canary's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyReference {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key within the Secret's `data`.
+    pub key: String,
 }
 
 /// Severity filter of an alert.

@@ -18,7 +18,7 @@ use crate::canary::{
     OnInconclusive, TargetKind,
 };
 use crate::duration::parse_duration;
-use crate::validate::{BUILTIN_METRICS, ValidationError, validate};
+use crate::validate::{BUILTIN_METRICS, MAX_WEBHOOK_RETRIES, ValidationError, validate};
 
 /// Default analysis interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -117,6 +117,10 @@ pub struct Webhook {
     pub mute_alert: bool,
     /// Payload metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Extra attempts after a failure (Serin; default 0).
+    pub retries: u32,
+    /// Where the HMAC signing key lives (Serin; the platform reads it).
+    pub signing_secret: Option<crate::SecretKeyReference>,
 }
 
 /// An alert with defaults applied.
@@ -309,6 +313,11 @@ impl Normalized {
                 timeout: duration_or(w.timeout.as_ref(), DEFAULT_WEBHOOK_TIMEOUT),
                 mute_alert: w.mute_alert,
                 metadata: w.metadata.clone().unwrap_or_default(),
+                // Validation keeps it in 0..=MAX_WEBHOOK_RETRIES.
+                retries: w
+                    .retries
+                    .map_or(0, |r| r.clamp(0, MAX_WEBHOOK_RETRIES) as u32),
+                signing_secret: w.signing_secret_ref.clone(),
             })
             .collect();
         let alerts = a

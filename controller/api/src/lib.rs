@@ -26,8 +26,8 @@ pub use defaults::*;
 pub use manifest::*;
 pub use metric_template::*;
 pub use validate::{
-    BUILTIN_METRICS, MIN_INTERVAL_SECS, PROVIDERS, ValidationError, ValidationErrors, validate,
-    validate_alert_provider, validate_metric_template,
+    BUILTIN_METRICS, MAX_WEBHOOK_RETRIES, MIN_INTERVAL_SECS, PROVIDERS, ValidationError,
+    ValidationErrors, validate, validate_alert_provider, validate_metric_template,
 };
 
 /// The API group of Serin's resources.

@@ -67,9 +67,24 @@ pub struct MetricTemplateProvider {
     /// Skip TLS certificate verification.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
+    /// Serin: extra HTTP headers sent with every query (e.g. `X-Scope-OrgID` for a multi-tenant
+    /// Mimir or Cortex). Credentials belong in `secretRef`, not here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpHeader>,
 }
 
-/// Reference to a Secret in the same namespace.
+/// One HTTP header.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeader {
+    /// Header name, an HTTP token such as `X-Scope-OrgID`.
+    pub name: String,
+    /// Header value (visible ASCII).
+    pub value: String,
+}
+
+/// Reference to a Secret in the same namespace. For a `prometheus` provider it holds either
+/// `token` (sent as `Authorization: Bearer`) or `username` and `password` (basic auth).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretReference {

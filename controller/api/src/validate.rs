@@ -57,6 +57,9 @@ impl fmt::Display for ValidationError {
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ValidationErrors(pub Vec<ValidationError>);
 
+/// Most extra attempts a webhook may ask for (`webhooks[].retries`).
+pub const MAX_WEBHOOK_RETRIES: i32 = 10;
+
 /// Smallest analysis interval Flagger allows.
 pub const MIN_INTERVAL_SECS: u64 = 10;
 
@@ -660,6 +663,42 @@ fn check_webhook(e: &mut Errors, path: &str, w: &CanaryWebhook) {
             format!("zero timeout; accepted: {DURATION_FORM} (default 10s)"),
         );
     }
+    if let Some(r) = w.retries
+        && !(0..=MAX_WEBHOOK_RETRIES).contains(&r)
+    {
+        e.push(
+            format!("{path}.retries"),
+            format!("{r} is out of range; accepted: 0..={MAX_WEBHOOK_RETRIES} extra attempts (default 0)"),
+        );
+    }
+    if let Some(s) = &w.signing_secret_ref {
+        if s.name.trim().is_empty() {
+            e.push(
+                format!("{path}.signingSecretRef.name"),
+                "required: the name of a Secret in the Canary's namespace",
+            );
+        } else {
+            check_dns_subdomain(e, &format!("{path}.signingSecretRef.name"), &s.name);
+        }
+        if s.key.trim().is_empty() {
+            e.push(
+                format!("{path}.signingSecretRef.key"),
+                "required: the key of the Secret's data holding the HMAC key",
+            );
+        } else if !s
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            e.push(
+                format!("{path}.signingSecretRef.key"),
+                format!(
+                    "{:?} is not a Secret key; accepted: letters, digits, '-', '_' and '.'",
+                    s.key
+                ),
+            );
+        }
+    }
 }
 
 fn check_http_match(e: &mut Errors, path: &str, m: &HttpMatchRequest) {
@@ -830,6 +869,33 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Result<(), Vec<Validation
             "required: the name of a Secret",
         );
     }
+    for (i, h) in p.headers.iter().enumerate() {
+        let path = format!("spec.provider.headers[{i}]");
+        if !is_http_token(&h.name) {
+            e.push(
+                format!("{path}.name"),
+                format!(
+                    "{:?} is not a header name; accepted: letters, digits and !#$%&'*+-.^_`|~ (e.g. X-Scope-OrgID)",
+                    h.name
+                ),
+            );
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            e.push(
+                format!("{path}.name"),
+                "credentials do not belong in a manifest; accepted: spec.provider.secretRef with token, or username and password",
+            );
+        }
+        if !h
+            .value
+            .chars()
+            .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+        {
+            e.push(
+                format!("{path}.value"),
+                "contains characters not allowed in a header; accepted: visible ASCII text",
+            );
+        }
+    }
     if t.spec.query.trim().is_empty() {
         e.push(
             "spec.query",
@@ -837,6 +903,13 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Result<(), Vec<Validation
         );
     }
     e.finish()
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// Checks an AlertProvider.

@@ -391,6 +391,62 @@ fn webhook_timeout_is_a_positive_duration() {
 }
 
 #[test]
+fn webhook_retries_and_signing_secret() {
+    for retries in [-1, 11] {
+        rejects(
+            &[("/spec/analysis/webhooks/0/retries", json!(retries))],
+            "spec.analysis.webhooks[0].retries",
+            "out of range; accepted: 0..=10 extra attempts (default 0)",
+        );
+    }
+    rejects(
+        &[("/spec/analysis/webhooks/0/retries", json!("twice"))],
+        "spec.analysis.webhooks[0].retries",
+        "expected",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/webhooks/0/signingSecretRef",
+            json!({"name": "", "key": "hmac"}),
+        )],
+        "spec.analysis.webhooks[0].signingSecretRef.name",
+        "required: the name of a Secret",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/webhooks/0/signingSecretRef",
+            json!({"name": "Hook_Keys", "key": "hmac"}),
+        )],
+        "spec.analysis.webhooks[0].signingSecretRef.name",
+        "accepted:",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/webhooks/0/signingSecretRef",
+            json!({"name": "hook-keys", "key": "hmac key"}),
+        )],
+        "spec.analysis.webhooks[0].signingSecretRef.key",
+        "is not a Secret key; accepted: letters, digits, '-', '_' and '.'",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/webhooks/0/signingSecretRef",
+            json!({"name": "hook-keys"}),
+        )],
+        "spec.analysis.webhooks[0].signingSecretRef.key",
+        "required field is missing",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/webhooks/0/signingSecretRef",
+            json!({"name": "hook-keys", "key": "hmac", "optional": true}),
+        )],
+        "spec.analysis.webhooks[0].signingSecretRef.optional",
+        "unknown field",
+    );
+}
+
+#[test]
 fn duplicate_metric_webhook_and_alert_names() {
     rejects(
         &[(
@@ -523,6 +579,11 @@ fn serin_additions_are_accepted() {
             (
                 "/spec/targetRef",
                 json!({"apiVersion": "serin.dev/v1beta1", "kind": "Process", "name": "podinfo"}),
+            ),
+            ("/spec/analysis/webhooks/0/retries", json!(3)),
+            (
+                "/spec/analysis/webhooks/0/signingSecretRef",
+                json!({"name": "hook-keys", "key": "hmac"}),
             ),
         ],
     );
@@ -961,6 +1022,16 @@ fn metric_templates_are_checked() {
         check_manifests(&serde_yaml::to_string(&ok).unwrap())[0].outcome,
         Outcome::Valid(_)
     ));
+    let with_serin_headers = template(json!({
+        "provider": {"type": "prometheus", "address": "https://mimir:8080", "insecureSkipVerify": true,
+                     "secretRef": {"name": "prom-auth"},
+                     "headers": [{"name": "X-Scope-OrgID", "value": "team a"}]},
+        "query": "up"
+    }));
+    assert!(matches!(
+        check_manifests(&serde_yaml::to_string(&with_serin_headers).unwrap())[0].outcome,
+        Outcome::Valid(_)
+    ));
     let cases = [
         (
             json!({"provider": {"type": "graphitee"}, "query": "x"}),
@@ -991,6 +1062,26 @@ fn metric_templates_are_checked() {
             json!({"provider": {"type": "prometheus", "secretRef": {"name": ""}}, "query": "x"}),
             "spec.provider.secretRef.name",
             "Secret",
+        ),
+        (
+            json!({"provider": {"type": "prometheus", "headers": [{"name": "X Scope", "value": "a"}]}, "query": "x"}),
+            "spec.provider.headers[0].name",
+            "is not a header name; accepted:",
+        ),
+        (
+            json!({"provider": {"type": "prometheus", "headers": [{"name": "Authorization", "value": "Bearer x"}]}, "query": "x"}),
+            "spec.provider.headers[0].name",
+            "accepted: spec.provider.secretRef",
+        ),
+        (
+            json!({"provider": {"type": "prometheus", "headers": [{"name": "X-Tenant", "value": "a\nb"}]}, "query": "x"}),
+            "spec.provider.headers[0].value",
+            "visible ASCII",
+        ),
+        (
+            json!({"provider": {"type": "prometheus", "headers": [{"name": "X-Tenant"}]}, "query": "x"}),
+            "spec.provider.headers[0].value",
+            "required field is missing",
         ),
     ];
     for (spec, path, fragment) in cases {

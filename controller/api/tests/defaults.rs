@@ -59,6 +59,9 @@ fn flagger_defaults_fill_every_unset_field() {
     assert_eq!(n.metrics[0].source, MetricSource::Builtin);
     assert_eq!(n.webhooks[0].timeout, Duration::from_secs(10));
     assert_eq!(n.webhooks[0].hook_type, HookType::Rollout);
+    // Serin's additions default to Flagger's behaviour: one attempt, unsigned.
+    assert_eq!(n.webhooks[0].retries, 0);
+    assert_eq!(n.webhooks[0].signing_secret, None);
     assert_eq!(n.service_name, "podinfo");
     assert_eq!(n.primary_name, "podinfo-primary");
     assert_eq!(n.canary_name, "podinfo-canary");
@@ -312,4 +315,28 @@ fn typed_canaries_are_validated_without_a_manifest() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].starts_with("spec.analysis.interval: "));
     assert!(errors[1].starts_with("spec.analysis.webhooks[0].url: "));
+}
+
+#[test]
+fn webhook_retries_and_signing_secret_carry_over() {
+    let mut a = step(10);
+    a.webhooks.push(CanaryWebhook {
+        name: "gate".into(),
+        url: "http://gate/".into(),
+        retries: Some(3),
+        signing_secret_ref: Some(SecretKeyReference {
+            name: "hook-keys".into(),
+            key: "hmac".into(),
+        }),
+        ..Default::default()
+    });
+    let n = Normalized::from_canary(&canary(a)).unwrap();
+    assert_eq!(n.webhooks[0].retries, 3);
+    assert_eq!(
+        n.webhooks[0].signing_secret,
+        Some(SecretKeyReference {
+            name: "hook-keys".into(),
+            key: "hmac".into()
+        })
+    );
 }

@@ -172,6 +172,9 @@ pub struct HistoryEntry {
     pub commands: Vec<Command>,
     /// The reason in words (e.g. "check request-success-rate 91.2 < 99: failed 2 of 5").
     pub message: String,
+    /// What the tick measured, canary and primary side by side (entries of kind `Measured`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Box<crate::Sample>>,
 }
 
 /// What kind of history moment.
@@ -202,4 +205,10 @@ pub enum HistoryKind {
     RolledBack,
     /// The Canary is being deleted.
     Terminating,
+    /// What one analysis tick measured (`sample`), for charts; recorded by the runtime every
+    /// tick that ran the checks, not by the engine.
+    Measured,
+    /// A notification (a post-rollout or event webhook, or an alert) was not delivered; the
+    /// rollout went on regardless. Recorded by the runtime, not by the engine.
+    NotificationFailed,
 }

@@ -23,7 +23,8 @@ use crate::time::Timestamp;
 #[serde(rename_all = "camelCase")]
 pub struct Needs {
     /// Whether an analysis tick is due now. When it is not, [`step`] only applies commands and
-    /// deletion, so the runtime calls it early only for those.
+    /// deletion, and acts on a target revision the status does not know yet while idle or
+    /// analysing (new run or restart); so the runtime calls it early only for those.
     pub due: bool,
     /// When the next tick is due (equal to or before `now` when `due`).
     pub wake_at: Timestamp,
@@ -209,7 +210,7 @@ impl Tick<'_> {
         let due = match self.s.last_tick_at {
             None => true,
             Some(t) => self.now >= t + self.plan.interval,
-        };
+        } || (self.obs.commands.is_empty() && self.new_target_revision());
         if !due {
             return;
         }
@@ -230,6 +231,33 @@ impl Tick<'_> {
         }
         if !self.held {
             self.s.hold = None;
+        }
+    }
+
+    /// Whether the observed target runs a revision this status does not know yet, in a phase
+    /// that acts on it without needing gates or checks first: idle (a new run starts) or
+    /// analysing an older revision (the run restarts). A runtime that watches the target then
+    /// gets the new revision handled at once instead of at the next interval. Not on a tick
+    /// that applies commands: those act at once and the run continues at its scheduled tick.
+    fn new_target_revision(&self) -> bool {
+        let Some(target) = &self.obs.target else {
+            return false;
+        };
+        // Stepping twice at the same instant changes nothing more (restart safety): a tick
+        // that just ended in an idle phase leaves the new revision to the next instant.
+        if self.s.last_tick_at == Some(self.now) {
+            return false;
+        }
+        match self.s.phase {
+            Phase::Initialized | Phase::Succeeded | Phase::Failed => {
+                self.s.last_applied_spec.as_deref() != Some(target.revision.as_str())
+            }
+            Phase::Progressing | Phase::WaitingPromotion => self
+                .s
+                .run
+                .as_ref()
+                .is_some_and(|r| r.revision != target.revision),
+            _ => false,
         }
     }
 
@@ -1482,6 +1510,7 @@ impl Tick<'_> {
             gates: std::mem::take(&mut self.gates_seen),
             commands: std::mem::take(&mut self.commands_seen),
             message,
+            sample: None,
         };
         self.actions.push(Action::Record(entry));
     }

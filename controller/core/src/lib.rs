@@ -36,6 +36,7 @@ pub mod duration;
 mod engine;
 mod observation;
 mod plan;
+mod sample;
 pub mod sim;
 mod status;
 mod time;
@@ -51,6 +52,7 @@ pub use plan::{
     InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy, StringMatch, Webhook,
     WebhookKind,
 };
+pub use sample::{ArmSample, JudgeEvidence, JudgeSample, Sample};
 pub use status::{
     CONDITION_PROMOTED, Condition, ConditionStatus, GateState, Pause, Phase, Run, RunOutcome,
     Status,

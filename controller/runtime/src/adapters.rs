@@ -102,6 +102,10 @@ pub struct CanaryContext {
     pub spec: Option<Arc<serin_api::Normalized>>,
     /// The Canary's `metricsServer` (a Prometheus address), when set.
     pub metrics_server: Option<String>,
+    /// Set by platforms that watch the target when it runs a revision the status does not know
+    /// yet: the tick then observes at once (and the engine starts or restarts the run) instead
+    /// of idling until the next interval.
+    pub target_changed: bool,
 }
 
 impl CanaryContext {
@@ -121,6 +125,7 @@ impl CanaryContext {
             alerts: Vec::new(),
             spec: None,
             metrics_server: None,
+            target_changed: false,
         }
     }
 }
@@ -234,6 +239,28 @@ pub trait Router: Send + Sync {
     async fn revert(&self, canary: &CanaryContext) -> Result<(), AdapterError>;
 }
 
+/// What an analyzer remembers between the looks of one run — the judge's sequential test —
+/// persisted with the status, so a restarted controller continues the same test (keeping its
+/// error-rate guarantee) instead of starting a new one. Opaque to the driver and the store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisState {
+    /// The run the state belongs to (0: none yet); state of another run is ignored.
+    pub run: u64,
+    /// The judge's sequential state (`serin_analysis::JudgeState`), once the judge has looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<serde_json::Value>,
+}
+
+/// The checks of one tick and what the analyzer must remember for the next look.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// One result per check of the plan.
+    pub checks: Vec<CheckResult>,
+    /// State to persist with this tick's status; `None` keeps what is stored.
+    pub state: Option<AnalysisState>,
+}
+
 /// Metric checks and the statistical judge.
 #[async_trait]
 pub trait Analyzer: Send + Sync {
@@ -245,6 +272,35 @@ pub trait Analyzer: Send + Sync {
         canary: &CanaryContext,
         status: &Status,
     ) -> Result<Vec<CheckResult>, AdapterError>;
+
+    /// [`Analyzer::run_checks`] continuing from `saved`, the state the store persisted with the
+    /// status after the last look, and returning the state to persist with this tick's status.
+    /// `saved: None` means the platform persists no analysis state, so the analyzer keeps its
+    /// own in memory. Analyzers that remember nothing between looks keep this default.
+    async fn run_checks_from(
+        &self,
+        canary: &CanaryContext,
+        status: &Status,
+        saved: Option<&AnalysisState>,
+    ) -> Result<Checked, AdapterError> {
+        let _ = saved;
+        Ok(Checked {
+            checks: self.run_checks(canary, status).await?,
+            state: None,
+        })
+    }
+
+    /// Both arms side by side over this tick's window, for the history's charts, with the
+    /// judge's evidence when it looked in this tick's checks (called right after them).
+    /// `Ok(None)`: nothing to record (the default, for analyzers that cannot measure arms).
+    async fn sample(
+        &self,
+        canary: &CanaryContext,
+        status: &Status,
+    ) -> Result<Option<serin_core::Sample>, AdapterError> {
+        let _ = (canary, status);
+        Ok(None)
+    }
 }
 
 /// Webhook calls (gates and notifications).
@@ -278,6 +334,37 @@ pub trait Store: Send + Sync {
     /// Manual commands not yet applied, oldest first (ids in `status.applied_command_ids` may
     /// be returned again; the engine ignores them).
     async fn pending_commands(&self, id: &CanaryId) -> Result<Vec<Command>, AdapterError>;
+
+    /// The analysis state persisted with the status (a default state when none was saved yet);
+    /// `None` when this store does not persist analysis state.
+    async fn load_analysis(&self, id: &CanaryId) -> Result<Option<AnalysisState>, AdapterError> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// [`Store::save`], also persisting `analysis` in the same write (`None`: keep what is
+    /// stored). Stores that do not persist analysis state keep this default.
+    async fn save_with_analysis(
+        &self,
+        canary: &CanaryContext,
+        status: &Status,
+        history: &[HistoryEntry],
+        analysis: Option<&AnalysisState>,
+    ) -> Result<(), AdapterError> {
+        let _ = analysis;
+        self.save(canary, status, history).await
+    }
+}
+
+/// An alert that one of the canary's alert routes could not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFailure {
+    /// The alert route's name (`analysis.alerts[].name`).
+    pub alert: String,
+    /// Its provider, `namespace/name`.
+    pub provider: String,
+    /// Why (names the field at fault when the configuration is).
+    pub reason: String,
 }
 
 /// Alerts to people.
@@ -286,6 +373,13 @@ pub trait Notifier: Send + Sync {
     /// Sends `alert` through each of the canary's alert routes that admits its severity.
     /// Failures are logged and counted, never fail the tick.
     async fn alert(&self, canary: &CanaryContext, alert: &Alert);
+
+    /// [`Notifier::alert`], returning the routes that could not deliver so the driver records
+    /// them in the history. Notifiers that cannot fail keep this default.
+    async fn deliver(&self, canary: &CanaryContext, alert: &Alert) -> Vec<AlertFailure> {
+        self.alert(canary, alert).await;
+        Vec::new()
+    }
 }
 
 /// Kubernetes-style events (locally: history lines and logs).

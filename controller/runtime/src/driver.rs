@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serin_core::{
-    Action, Command, GateResult, HistoryEntry, Observation, Phase, Routes, Status, Timestamp,
-    Transition,
+    Action, Command, GateResult, HistoryEntry, HistoryKind, Observation, Phase, Routes, Status,
+    Timestamp, Transition,
 };
 
 use crate::adapters::{
@@ -219,7 +219,7 @@ impl Driver {
             .filter(|c| !status.applied_command_ids.contains(&c.id))
             .collect();
         let needs = serin_core::needs(&ctx.plan, &status, now);
-        if !needs.due && fresh.is_empty() && !deleting {
+        if !needs.due && fresh.is_empty() && !deleting && !ctx.target_changed {
             return Ok(TickOutcome::Idle {
                 wake_at: Some(needs.wake_at),
             });
@@ -232,6 +232,8 @@ impl Driver {
             .map_err(DriverError::Observe)?;
 
         let mut checks = Vec::new();
+        let mut analysis = None;
+        let mut sample = None;
         if needs.run_checks && !deleting {
             // A window must not mix two weights: wait until the last routing change is in force
             // (bounded, so one stuck proxy cannot stall the rollout forever).
@@ -257,11 +259,35 @@ impl Driver {
                     "routing still not in force everywhere; judging anyway"
                 );
             }
-            checks = self
-                .analyzer
-                .run_checks(ctx, &status)
+            // The analyzer continues from the state saved with the status, so the judge's
+            // sequential test survives a restart; its new state is saved with this tick's
+            // status below, or not at all when the tick fails (the looks are then repeated
+            // from the same saved state, never counted twice).
+            let saved = self
+                .store
+                .load_analysis(&ctx.id)
                 .await
                 .map_err(DriverError::Observe)?;
+            let checked = self
+                .analyzer
+                .run_checks_from(ctx, &status, saved.as_ref())
+                .await
+                .map_err(DriverError::Observe)?;
+            checks = checked.checks;
+            analysis = checked.state;
+            // Both arms side by side for the charts, and the judge's evidence; a sample that
+            // cannot be measured only leaves a gap in the charts.
+            sample = match self.analyzer.sample(ctx, &status).await {
+                Ok(s) => s.map(|mut s| {
+                    // Measured at the weight in force before this tick's step.
+                    s.canary_weight = status.canary_weight;
+                    s
+                }),
+                Err(error) => {
+                    tracing::debug!(%error, "no chart sample this tick");
+                    None
+                }
+            };
         }
 
         let sum = checksum(&status);
@@ -294,6 +320,17 @@ impl Driver {
         let before = status.clone();
         let Transition { status, actions } =
             serin_core::step(&ctx.plan, &before, &observation, now);
+        if !needs.due
+            && !deleting
+            && observation.commands.is_empty()
+            && actions.is_empty()
+            && status == before
+        {
+            // An early look (the target changed) that the engine had nothing to do about.
+            return Ok(TickOutcome::Idle {
+                wake_at: Some(needs.wake_at),
+            });
+        }
 
         let mut history: Vec<HistoryEntry> = Vec::new();
         for action in &actions {
@@ -304,8 +341,11 @@ impl Driver {
                     source,
                 })?;
         }
+        if let Some(entry) = measured(ctx, &status, now, sample, &observation.checks, &history) {
+            history.push(entry);
+        }
         self.store
-            .save(ctx, &status, &history)
+            .save_with_analysis(ctx, &status, &history, analysis.as_ref())
             .await
             .map_err(DriverError::Save)?;
         self.record_metrics(ctx, &before, &status, &observation, now);
@@ -353,10 +393,28 @@ impl Driver {
                     .call(ctx, webhook, *phase, &checksum(status), extra)
                     .await;
                 // A notification that fails does not fail the tick (Flagger logs it); the
-                // history keeps the answer so the failure is visible.
+                // history keeps the answer so the failure is visible where people look.
                 if !outcome.ok {
                     tracing::warn!(hook = %webhook.name, result = %outcome.summary(), "notification webhook failed");
                     self.metrics.error("webhook");
+                    let mut entry = notification_failed(
+                        ctx,
+                        status,
+                        now,
+                        format!(
+                            "{} webhook {:?} was not delivered: {}",
+                            webhook.kind.as_str(),
+                            webhook.name,
+                            outcome.summary()
+                        ),
+                    );
+                    entry.gates.push(GateResult {
+                        name: webhook.name.clone(),
+                        kind: webhook.kind,
+                        passed: false,
+                        detail: outcome.summary(),
+                    });
+                    history.push(entry);
                 }
                 Ok(())
             }
@@ -369,7 +427,20 @@ impl Driver {
                     message: message.clone(),
                     fields: alert_fields(ctx, status),
                 };
-                self.notifier.alert(ctx, &alert).await;
+                for failed in self.notifier.deliver(ctx, &alert).await {
+                    history.push(notification_failed(
+                        ctx,
+                        status,
+                        now,
+                        format!(
+                            "{} alert {:?} through {} was not delivered: {}",
+                            alert.severity.as_str(),
+                            failed.alert,
+                            failed.provider,
+                            failed.reason
+                        ),
+                    ));
+                }
                 Ok(())
             }
             Action::Event {
@@ -428,6 +499,60 @@ impl From<serin_core::Severity> for Severity {
             serin_core::Severity::Warn => Severity::Warn,
             serin_core::Severity::Error => Severity::Error,
         }
+    }
+}
+
+/// The `Measured` entry of a tick that ran the checks: the chart sample, and the checks
+/// themselves when no entry of the engine carries them (it reports a hold once, so the checks of
+/// the repeated ticks of a long hold would otherwise leave no trace).
+fn measured(
+    ctx: &CanaryContext,
+    status: &Status,
+    now: Timestamp,
+    sample: Option<serin_core::Sample>,
+    checks: &[serin_core::CheckResult],
+    recorded: &[HistoryEntry],
+) -> Option<HistoryEntry> {
+    let unrecorded = !checks.is_empty() && recorded.iter().all(|e| e.checks.is_empty());
+    if sample.is_none() && !unrecorded {
+        return None;
+    }
+    // The same position fields as any runtime-recorded entry.
+    let mut entry = notification_failed(ctx, status, now, String::new());
+    entry.kind = HistoryKind::Measured;
+    entry.sample = sample.map(Box::new);
+    if unrecorded {
+        entry.checks = checks.to_vec();
+    }
+    Some(entry)
+}
+
+/// A history entry for a notification that was not delivered, at the status it was sent for.
+fn notification_failed(
+    ctx: &CanaryContext,
+    status: &Status,
+    now: Timestamp,
+    message: String,
+) -> HistoryEntry {
+    let run = status.run.as_ref();
+    HistoryEntry {
+        at: now,
+        run: run.map_or(0, |r| r.id),
+        revision: run
+            .map(|r| r.revision.clone())
+            .or_else(|| status.last_applied_spec.clone()),
+        kind: HistoryKind::NotificationFailed,
+        phase: status.phase,
+        step: run.map_or(0, |r| r.step),
+        canary_weight: status.canary_weight,
+        iterations: status.iterations,
+        failed_checks: status.failed_checks,
+        threshold: ctx.plan.threshold.max(1),
+        checks: Vec::new(),
+        gates: Vec::new(),
+        commands: Vec::new(),
+        message,
+        sample: None,
     }
 }
 

@@ -16,4 +16,5 @@ pub mod local;
 mod measure;
 pub mod metrics;
 pub mod plan;
+mod sample;
 pub mod webhook;

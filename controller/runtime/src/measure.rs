@@ -11,7 +11,7 @@ use serin_analysis::{
 };
 use serin_core::{Bound, CheckResult, Verdict};
 
-use crate::adapters::CanaryContext;
+use crate::adapters::{AnalysisState, CanaryContext};
 use crate::plan::JUDGE_CHECK;
 
 /// A check that could not be measured. Never a pass: the step holds and the history says why.
@@ -76,8 +76,10 @@ pub(crate) fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
     }
 }
 
-/// The judge's sequential state per (namespace, canary, run). Kept in memory: after a restart
-/// a run starts a fresh sequence, which stays valid at alpha (it only forgets earlier looks).
+/// The judge's sequential state per (namespace, canary, run), in memory. Where the platform
+/// persists it with the status ([`Judges::observe_from`] given a saved state) the saved state
+/// is authoritative, so a restarted controller continues the same sequential test; otherwise a
+/// restart starts a fresh sequence, which stays valid at alpha (it only forgets earlier looks).
 #[derive(Default)]
 pub(crate) struct Judges(Mutex<HashMap<(String, String, u64), JudgeState>>);
 
@@ -101,5 +103,49 @@ impl Judges {
             .entry(key)
             .or_default()
             .observe_cumulative(config, canary, primary))
+    }
+
+    /// One look of run `run`, continuing from `saved` (the state persisted with the status after
+    /// the previous look) when the platform persists it, else from memory. Returns the verdict
+    /// and the state to persist with this tick's status.
+    pub(crate) fn observe_from(
+        &self,
+        ctx: &CanaryContext,
+        run: u64,
+        config: &JudgeConfig,
+        canary: &ArmTraffic,
+        primary: &ArmTraffic,
+        saved: Option<&AnalysisState>,
+    ) -> Result<(JudgeResult, AnalysisState), CheckResult> {
+        let key = (ctx.id.namespace.clone(), ctx.id.name.clone(), run);
+        let Ok(mut judges) = self.0.lock() else {
+            return Err(inconclusive(JUDGE_CHECK, "judge state unavailable".into()));
+        };
+        judges.retain(|k, _| !(k.0 == key.0 && k.1 == key.1 && k.2 != key.2));
+        let mut state = match saved {
+            None => judges.get(&key).cloned().unwrap_or_default(),
+            Some(s) => restore(s, run, ctx),
+        };
+        let result = state.observe_cumulative(config, canary, primary);
+        let persisted = AnalysisState {
+            run,
+            judge: serde_json::to_value(&state).ok(),
+        };
+        judges.insert(key, state);
+        Ok((result, persisted))
+    }
+}
+
+/// The judge state saved for `run`; a fresh one when the saved state belongs to another run (or
+/// none was saved yet). A saved state that no longer reads (written by an incompatible version)
+/// also starts a fresh sequence, which stays valid at alpha; that is logged.
+fn restore(saved: &AnalysisState, run: u64, ctx: &CanaryContext) -> JudgeState {
+    match (&saved.judge, saved.run == run) {
+        (Some(v), true) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            tracing::warn!(canary = %ctx.id.name, ns = %ctx.id.namespace, run, error = %e,
+                "saved judge state is unreadable; starting a fresh sequential test");
+            JudgeState::default()
+        }),
+        _ => JudgeState::default(),
     }
 }

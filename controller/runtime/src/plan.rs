@@ -119,8 +119,8 @@ pub fn plan(n: &Normalized) -> Plan {
 }
 
 /// Validates and normalizes `canary`, then builds its [`CanaryContext`]. Webhook signing keys
-/// and retries are not part of Flagger's spec; platforms fill them in afterwards when they have
-/// them.
+/// live in Secrets (`webhooks[].signingSecretRef`); platforms read them and fill in
+/// [`HookConfig::signing_key`] afterwards (see [`signing_secrets`]).
 pub fn context(
     namespace: &str,
     canary: &Canary,
@@ -140,7 +140,7 @@ pub fn context(
             HookConfig {
                 url: w.url.clone(),
                 timeout: w.timeout,
-                retries: 0,
+                retries: w.retries,
                 metadata: w.metadata.clone(),
                 signing_key: None,
                 mute_alert: w.mute_alert,
@@ -164,4 +164,22 @@ pub fn context(
         });
     }
     Ok((n, ctx))
+}
+
+/// The webhooks whose calls must be signed: (webhook name, field path of its
+/// `signingSecretRef`, the Secret reference), in spec order.
+pub fn signing_secrets(n: &Normalized) -> Vec<(String, String, serin_api::SecretKeyReference)> {
+    n.webhooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            w.signing_secret.as_ref().map(|s| {
+                (
+                    w.name.clone(),
+                    format!("spec.analysis.webhooks[{i}].signingSecretRef"),
+                    s.clone(),
+                )
+            })
+        })
+        .collect()
 }

@@ -3,10 +3,13 @@
 //! must say — and answers it as the API server would. A missing call, an extra call or a call in
 //! the wrong order fails the test; every scenario is bounded by a timeout.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::kube::{Expect, Scenario, expect, status_err};
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
@@ -14,13 +17,14 @@ use kube::client::Body;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
 use serin_api::Canary;
-use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::adapters::{
+    AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
+};
 use serin_controller::kubernetes::workloads::template_revision;
 use serin_controller::kubernetes::{Context, KubeConfig, ReconcileError, error_policy, reconcile};
 use serin_controller::metrics::Metrics;
 use serin_core::sim::Sim;
 use serin_core::{CheckResult, Phase, Status, Timestamp, Verdict};
-use tower_test::mock::{Handle, SendResponse};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -155,7 +159,7 @@ impl Analyzer for FixedAnalyzer {
     }
 }
 
-fn context(client: Client, now: Timestamp, analyzer: Arc<FixedAnalyzer>) -> Arc<Context> {
+fn context(client: Client, now: Timestamp, analyzer: Arc<dyn Analyzer>) -> Arc<Context> {
     let config = KubeConfig {
         default_provider: "serin".into(),
         analyzer,
@@ -169,44 +173,7 @@ fn context(client: Client, now: Timestamp, analyzer: Arc<FixedAnalyzer>) -> Arc<
     Arc::new(Context::new(client, config, Arc::new(Metrics::new())))
 }
 
-// ---------------------------------------------------------------- the fake API server
-
-type Check = Box<dyn FnOnce(&Value) + Send>;
-type Answer = Box<dyn FnOnce(Value) -> (u16, Value) + Send>;
-
-struct Expect {
-    method: &'static str,
-    path: String,
-    check: Check,
-    answer: Answer,
-}
-
-fn expect(method: &'static str, path: impl Into<String>) -> Expect {
-    Expect {
-        method,
-        path: path.into(),
-        check: Box::new(|_| {}),
-        answer: Box::new(|body| (200, body)),
-    }
-}
-
-impl Expect {
-    fn check(mut self, f: impl FnOnce(&Value) + Send + 'static) -> Self {
-        self.check = Box::new(f);
-        self
-    }
-    fn reply(mut self, code: u16, body: Value) -> Self {
-        self.answer = Box::new(move |_| (code, body));
-        self
-    }
-    fn not_found(self) -> Self {
-        self.reply(404, status_err(404, "NotFound", "not found"))
-    }
-}
-
-fn status_err(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
-}
+// ---------------------------------------------------------------- scenario pieces
 
 /// A status write is answered with the Canary carrying the new status.
 fn status_write(canary: &Value, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
@@ -305,65 +272,11 @@ fn scale_target(replicas: i32) -> Expect {
     })
 }
 
-struct Scenario {
-    handle: Handle<Request<Body>, Response<Body>>,
-}
-
-impl Scenario {
-    async fn play(mut self, calls: Vec<Expect>) -> Handle<Request<Body>, Response<Body>> {
-        for (i, e) in calls.into_iter().enumerate() {
-            let next =
-                tokio::time::timeout(Duration::from_secs(5), self.handle.next_request()).await;
-            let (req, send): (Request<Body>, SendResponse<Response<Body>>) = next
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "call #{i}: expected {} {} but the controller made no call",
-                        e.method, e.path
-                    )
-                })
-                .expect("the client went away");
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or("").to_string();
-            let ssa = req
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v == "application/apply-patch+yaml");
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap()
-            };
-            assert_eq!(
-                (method.as_str(), path.as_str()),
-                (e.method, e.path.as_str()),
-                "call #{i} (query {query}, body {body})"
-            );
-            if method == "PATCH" && ssa {
-                assert!(
-                    query.contains("fieldManager=serin") && query.contains("force=true"),
-                    "server-side apply as serin: {query}"
-                );
-            }
-            (e.check)(&body);
-            let (code, answer) = (e.answer)(body);
-            send.send_response(
-                Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            );
-        }
-        self.handle
-    }
-}
-
 /// Runs one reconcile against `calls`; returns its result after checking no call was left over.
 async fn run(
     canary: Arc<Canary>,
     now: Timestamp,
-    analyzer: Arc<FixedAnalyzer>,
+    analyzer: Arc<dyn Analyzer>,
     calls: Vec<Expect>,
 ) -> (Result<Requeue, ReconcileError>, Arc<Context>) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -929,6 +842,660 @@ async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
         results[1].detail.contains("templateRef") && results[1].detail.contains("datadog"),
         "{:?}",
         results[1]
+    );
+}
+
+// ---------------------------------------------------------------- signed webhooks
+
+fn secret(name: &str, data: &[(&str, &[u8])]) -> Value {
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+fn get_secret(name: &str) -> Expect {
+    expect("GET", format!("/api/v1/namespaces/{NS}/secrets/{name}"))
+}
+
+fn signed_hook(url: &str) -> Value {
+    json!({"webhooks": [{
+        "name": "load-test", "url": url, "retries": 1,
+        "signingSecretRef": {"name": "hook-keys", "key": "hmac"}
+    }]})
+}
+
+#[tokio::test]
+async fn a_signed_webhook_gets_its_key_from_the_secret_and_is_retried() {
+    use serin_controller::webhook::{SIGNATURE_HEADER, verify_signature};
+    // The load tester fails once, then accepts: one retry is allowed.
+    let mut hook =
+        common::receiver::receiver(vec![(500, Duration::ZERO), (200, Duration::ZERO)]).await;
+    let canary = canary_json(signed_hook(&format!("http://{}/", hook.addr)));
+    let (status, at) = status_where(
+        &canary,
+        |_| {},
+        |s| s.phase == Phase::Progressing && s.canary_weight == 10,
+    );
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        get_secret("hook-keys").reply(200, secret("hook-keys", &[("hmac", b"s3cret")])),
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        apply_route(80, 20),
+        event("Advanced"),
+        status_write(&canary, |b| {
+            assert_eq!(b["status"]["canaryWeight"], 20);
+            let last = b["status"]["serin"]["history"]
+                .as_array()
+                .unwrap()
+                .last()
+                .cloned()
+                .unwrap();
+            assert_eq!(last["gates"][0]["name"], "load-test", "{last}");
+            assert_eq!(last["gates"][0]["passed"], true, "{last}");
+        }),
+    ];
+    let now = at + Duration::from_secs(60);
+    let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
+    result.unwrap();
+    for attempt in 1..=2 {
+        let seen = common::receiver::next(&mut hook).await;
+        let header = seen.headers[SIGNATURE_HEADER].to_str().unwrap().to_string();
+        assert!(
+            verify_signature(b"s3cret", &seen.body, &header),
+            "attempt {attempt} carries a valid signature: {header}"
+        );
+        assert!(!verify_signature(b"other", &seen.body, &header));
+    }
+    assert!(
+        hook.seen.try_recv().is_err(),
+        "no third attempt after a success"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_signing_secret_holds_the_canary_and_names_the_field() {
+    let canary = canary_json(signed_hook("http://127.0.0.1:9/"));
+    let (status, at) = status_where(
+        &canary,
+        |_| {},
+        |s| s.phase == Phase::Progressing && s.canary_weight == 10,
+    );
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        get_secret("hook-keys").not_found(),
+        status_write(&canary, |b| {
+            let c = cond(b, "Synced");
+            assert_eq!(c["status"], "False");
+            assert_eq!(c["reason"], "NotFound");
+            let m = c["message"].as_str().unwrap();
+            assert!(
+                m.contains("spec.analysis.webhooks[0].signingSecretRef")
+                    && m.contains("test/hook-keys"),
+                "{m}"
+            );
+            assert_eq!(
+                b["status"]["canaryWeight"], 10,
+                "nothing moved without the key"
+            );
+        }),
+    ];
+    let now = at + Duration::from_secs(60);
+    let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("signingSecretRef"), "{err}");
+}
+
+#[tokio::test]
+async fn a_signing_secret_without_the_key_names_the_key() {
+    let canary = canary_json(signed_hook("http://127.0.0.1:9/"));
+    let (status, at) = status_where(
+        &canary,
+        |_| {},
+        |s| s.phase == Phase::Progressing && s.canary_weight == 10,
+    );
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        get_secret("hook-keys").reply(200, secret("hook-keys", &[("token", b"x")])),
+        status_write(&canary, |b| {
+            let c = cond(b, "Synced");
+            assert_eq!(c["reason"], "Invalid");
+            let m = c["message"].as_str().unwrap();
+            assert!(
+                m.contains("spec.analysis.webhooks[0].signingSecretRef.key")
+                    && m.contains("\"hmac\""),
+                "{m}"
+            );
+        }),
+    ];
+    let now = at + Duration::from_secs(60);
+    let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
+    assert!(result.is_err());
+}
+
+// ---------------------------------------------------------------- analysis state across restarts
+
+/// Counts its looks in the analysis state, and remembers the state each look started from.
+struct CountingAnalyzer {
+    started_from: Mutex<Vec<Option<AnalysisState>>>,
+}
+
+#[async_trait]
+impl Analyzer for CountingAnalyzer {
+    async fn run_checks(
+        &self,
+        _c: &CanaryContext,
+        _s: &Status,
+    ) -> Result<Vec<CheckResult>, AdapterError> {
+        unreachable!("the driver continues from the saved state")
+    }
+
+    async fn run_checks_from(
+        &self,
+        _c: &CanaryContext,
+        status: &Status,
+        saved: Option<&AnalysisState>,
+    ) -> Result<Checked, AdapterError> {
+        self.started_from.lock().unwrap().push(saved.cloned());
+        let run = status.run.as_ref().unwrap().id;
+        let looks = saved
+            .filter(|s| s.run == run)
+            .and_then(|s| s.judge.as_ref())
+            .and_then(|j| j["looks"].as_u64())
+            .unwrap_or(0);
+        Ok(Checked {
+            checks: vec![pass()],
+            state: Some(AnalysisState {
+                run,
+                judge: Some(json!({"looks": looks + 1})),
+            }),
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_judges_state_is_saved_with_the_status_and_a_restarted_controller_continues_it() {
+    let canary = canary_json(json!({}));
+    let (status, at) = status_where(
+        &canary,
+        |_| {},
+        |s| s.phase == Phase::Progressing && s.canary_weight == 10,
+    );
+    let run_id = status.run.as_ref().unwrap().id;
+    let canary = with_status(canary, &status);
+    let written = Arc::new(Mutex::new(Value::Null));
+
+    // First controller: its first look of the run starts from nothing and is saved.
+    let first = Arc::new(CountingAnalyzer {
+        started_from: Mutex::new(Vec::new()),
+    });
+    let w = written.clone();
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        apply_route(80, 20),
+        event("Advanced"),
+        status_write(&canary, move |b| {
+            assert_eq!(
+                b["status"]["serin"]["analysis"],
+                json!({"run": run_id, "judge": {"looks": 1}}),
+                "{b}"
+            );
+            *w.lock().unwrap() = b["status"].clone();
+        }),
+    ];
+    let now = at + Duration::from_secs(60);
+    let (result, _) = run(parse(canary.clone()), now, first.clone(), calls).await;
+    result.unwrap();
+    assert_eq!(
+        first.started_from.lock().unwrap().as_slice(),
+        &[Some(AnalysisState::default())],
+        "a store that persists analysis state says so even when none is saved yet"
+    );
+
+    // The controller restarts: a new process (new analyzer, no memory) reads the Canary as the
+    // API server now has it and continues the same sequential test at look 2.
+    let mut restarted = canary.clone();
+    restarted["status"] = written.lock().unwrap().clone();
+    let second = Arc::new(CountingAnalyzer {
+        started_from: Mutex::new(Vec::new()),
+    });
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        apply_route(70, 30),
+        event("Advanced"),
+        status_write(&restarted, move |b| {
+            assert_eq!(
+                b["status"]["serin"]["analysis"],
+                json!({"run": run_id, "judge": {"looks": 2}}),
+                "{b}"
+            );
+        }),
+    ];
+    let (result, _) = run(
+        parse(restarted),
+        now + Duration::from_secs(60),
+        second.clone(),
+        calls,
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(
+        second.started_from.lock().unwrap().as_slice(),
+        &[Some(AnalysisState {
+            run: run_id,
+            judge: Some(json!({"looks": 1}))
+        })]
+    );
+}
+
+#[tokio::test]
+async fn a_tick_without_a_look_keeps_the_saved_state_and_a_finished_run_drops_it() {
+    let canary = canary_json(json!({}));
+    let (status, at) = status_where(&canary, |_| {}, |s| s.phase == Phase::Promoting);
+    let run_id = status.run.as_ref().unwrap().id;
+    let mut canary = with_status(canary, &status);
+    canary["status"]["serin"]["analysis"] = json!({"run": run_id, "judge": {"looks": 3}});
+    // Promoting runs no checks: the state stays.
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:2", 2, false))),
+        event("Halted"),
+        status_write(&canary, move |b| {
+            assert_eq!(b["status"]["serin"]["analysis"]["judge"]["looks"], 3, "{b}");
+        }),
+    ];
+    let (result, _) = run(
+        parse(canary.clone()),
+        at + Duration::from_secs(60),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+    // A state of an earlier run is not carried into the status of a later one.
+    let mut idle = canary_json(json!({}));
+    let (status, at) = status_where(&idle, |_| {}, |s| s.phase == Phase::Succeeded);
+    idle = with_status(idle, &status);
+    idle["status"]["serin"]["analysis"] = json!({"run": run_id + 7, "judge": {"looks": 3}});
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:2", 2, true))),
+        status_write(&idle, |b| {
+            assert!(b["status"]["serin"].get("analysis").is_none(), "{b}");
+        }),
+    ];
+    let (result, _) = run(
+        parse(idle),
+        at + Duration::from_secs(60),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+}
+
+// ---------------------------------------------------------------- failed notifications
+
+#[tokio::test]
+async fn a_failed_event_webhook_is_in_the_history_not_only_the_log() {
+    let hook = common::receiver::receiver(vec![(503, Duration::ZERO)]).await;
+    let canary = canary_json(json!({"webhooks": [
+        {"name": "chat", "type": "event", "url": format!("http://{}/events", hook.addr)}
+    ]}));
+    let (status, at) = status_where(
+        &canary,
+        |_| {},
+        |s| s.phase == Phase::Progressing && s.canary_weight == 10,
+    );
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        apply_route(80, 20),
+        event("Advanced"),
+        status_write(&canary, |b| {
+            assert_eq!(b["status"]["canaryWeight"], 20, "the rollout went on");
+            let hist = b["status"]["serin"]["history"].as_array().unwrap();
+            let failed = hist
+                .iter()
+                .find(|h| h["kind"] == "notificationFailed")
+                .unwrap_or_else(|| panic!("no notificationFailed entry in {hist:?}"));
+            let m = failed["message"].as_str().unwrap();
+            assert!(
+                m.contains("event webhook \"chat\" was not delivered") && m.contains("503"),
+                "{m}"
+            );
+            assert_eq!(failed["gates"][0]["name"], "chat");
+            assert_eq!(failed["gates"][0]["passed"], false);
+            assert_eq!(failed["canaryWeight"], 20);
+        }),
+    ];
+    let (result, _) = run(
+        parse(canary),
+        at + Duration::from_secs(60),
+        analyzer(vec![pass()]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn an_undeliverable_alert_is_in_the_history_naming_its_provider() {
+    let canary = canary_json(json!({"alerts": [
+        {"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}
+    ]}));
+    let (status, at) = status_where(
+        &canary,
+        |sim| sim.world.checks = vec![fail()],
+        |s| s.phase == Phase::Progressing && s.failed_checks == 1,
+    );
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        event("Halted"),
+        apply_route(100, 0),
+        scale_target(0),
+        event("RolledBack"),
+        expect(
+            "GET",
+            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
+        )
+        .not_found(),
+        status_write(&canary, |b| {
+            assert_eq!(b["status"]["phase"], "Failed");
+            let hist = b["status"]["serin"]["history"].as_array().unwrap();
+            let failed = hist
+                .iter()
+                .find(|h| h["kind"] == "notificationFailed")
+                .unwrap_or_else(|| panic!("no notificationFailed entry in {hist:?}"));
+            let m = failed["message"].as_str().unwrap();
+            assert!(
+                m.contains("alert \"on-call\" through test/slack was not delivered")
+                    && m.contains("does not exist"),
+                "{m}"
+            );
+        }),
+    ];
+    let (result, _) = run(
+        parse(canary),
+        at + Duration::from_secs(60),
+        analyzer(vec![fail()]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+}
+
+// ---------------------------------------------------------------- the controller's watches
+
+/// A fake cluster for the running controller: answers by route, not in a fixed order (the
+/// watches of Canaries, Deployments, DaemonSets and Services run concurrently). Lists return
+/// the objects; watches are held open, except that the first Deployment watch delivers `change`
+/// once `deploy` fires. Status writes are reported on `writes`.
+struct FakeCluster {
+    canary: Value,
+    target: Mutex<Value>,
+    primary: Value,
+}
+
+async fn serve_cluster(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    cluster: Arc<FakeCluster>,
+    mut deploy: tokio::sync::oneshot::Receiver<Value>,
+    writes: tokio::sync::mpsc::UnboundedSender<Value>,
+    calls: Arc<Mutex<Vec<String>>>,
+) {
+    let mut held = Vec::new();
+    let mut deployment_watch = None;
+    let mut changed_sent = false;
+    let list = |kind: &str, items: Vec<Value>| json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items});
+    loop {
+        let next = tokio::select! {
+            r = handle.next_request() => r,
+            Ok(changed) = &mut deploy, if deployment_watch.is_some() && !changed_sent => {
+                // The user rolls out a new revision of the target.
+                changed_sent = true;
+                *cluster.target.lock().unwrap() = changed.clone();
+                let send: tower_test::mock::SendResponse<Response<Body>> = deployment_watch.take().unwrap();
+                let mut object = changed;
+                object["metadata"]["resourceVersion"] = json!("11");
+                let line = serde_json::to_vec(&json!({"type": "MODIFIED", "object": object})).unwrap();
+                send.send_response(Response::builder().status(200).body(Body::from(line)).unwrap());
+                continue;
+            }
+        };
+        let Some((req, send)) = next else { return };
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let watch = query.contains("watch=true");
+        calls.lock().unwrap().push(format!(
+            "{method} {path}{}",
+            if watch { " (watch)" } else { "" }
+        ));
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let target = cluster.target.lock().unwrap().clone();
+        let answer = match (method.as_str(), path.as_str()) {
+            ("GET", "/apis/serin.dev/v1beta1/canaries") if watch => None,
+            ("GET", "/apis/serin.dev/v1beta1/canaries") => {
+                Some((200, list("CanaryList", vec![cluster.canary.clone()])))
+            }
+            ("GET", "/apis/apps/v1/deployments") if watch => {
+                if deployment_watch.is_none() && !changed_sent {
+                    deployment_watch = Some(send);
+                    continue;
+                }
+                None
+            }
+            ("GET", "/apis/apps/v1/deployments") => Some((
+                200,
+                list("DeploymentList", vec![target, cluster.primary.clone()]),
+            )),
+            ("GET", "/apis/apps/v1/daemonsets" | "/api/v1/services") if watch => None,
+            ("GET", "/apis/apps/v1/daemonsets" | "/api/v1/services") => {
+                Some((200, list("List", vec![])))
+            }
+            ("GET", p) if p == format!("/apis/apps/v1/namespaces/{NS}/deployments/podinfo") => {
+                Some((200, target))
+            }
+            ("GET", p)
+                if p == format!("/apis/apps/v1/namespaces/{NS}/deployments/podinfo-primary") =>
+            {
+                Some((200, cluster.primary.clone()))
+            }
+            ("PATCH", p) if p == format!("/apis/apps/v1/namespaces/{NS}/deployments/podinfo") => {
+                Some((200, target))
+            }
+            ("PATCH", p) if p.ends_with("/canaries/podinfo/status") => {
+                let _ = writes.send(body.clone());
+                let mut c = cluster.canary.clone();
+                c["status"] = body["status"].clone();
+                Some((200, c))
+            }
+            ("POST", p) if p.ends_with("/events") => Some((201, body)),
+            (m, p) => panic!("the controller made an unexpected call {m} {p}?{query}"),
+        };
+        match answer {
+            Some((code, v)) => send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap(),
+            ),
+            None => held.push(send),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_target_revision_starts_the_run_at_once_not_at_the_next_interval() {
+    use serin_controller::kubernetes::run_controller;
+    use serin_controller::metrics::Health;
+    // The canary was initialized at rev podinfo:1 five seconds ago; its next tick is 55s away.
+    let canary = canary_json(json!({}));
+    let c: Canary = serde_json::from_value(canary.clone()).unwrap();
+    let (_, ctx) = serin_controller::plan::context(NS, &c).unwrap();
+    let mut sim = Sim::new(
+        ctx.plan.clone(),
+        &revision("podinfo:1"),
+        Timestamp::from_millis(T0),
+    );
+    assert!(sim.tick_until(5, |s| s.phase == Phase::Initialized));
+    let now = sim.status.last_tick_at.unwrap() + Duration::from_secs(5);
+    let mut canary = with_status(canary, &sim.status);
+    canary["metadata"]["resourceVersion"] = json!("9");
+    let mut owned_primary = primary("podinfo:1", 2, true);
+    owned_primary["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "serin.dev/v1beta1", "kind": "Canary", "name": "podinfo",
+        "uid": "c-uid-1", "controller": true
+    }]);
+    let cluster = Arc::new(FakeCluster {
+        canary,
+        target: Mutex::new(deployment("podinfo:1", 0, true)),
+        primary: owned_primary,
+    });
+
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, NS);
+    let (deploy_tx, deploy_rx) = tokio::sync::oneshot::channel();
+    let (writes_tx, mut writes) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(serve_cluster(
+        handle,
+        cluster,
+        deploy_rx,
+        writes_tx,
+        calls.clone(),
+    ));
+    let config = KubeConfig {
+        default_provider: "serin".into(),
+        analyzer: analyzer(vec![pass()]),
+        probe: None,
+        namespace: None,
+        reporter: "serin-controller".into(),
+        instance: None,
+        clock: Arc::new(move || now),
+        webhook_backoff: Duration::from_millis(10),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(
+        client,
+        config,
+        Arc::new(Metrics::new()),
+        Arc::new(Health::default()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // The controller lists and settles: nothing is due, so nothing is written.
+    let settled = tokio::time::timeout(Duration::from_millis(1500), writes.recv()).await;
+    assert!(
+        settled.is_err(),
+        "no status write before the target changes: {settled:?}"
+    );
+    let before: Vec<String> = calls.lock().unwrap().clone();
+    assert!(
+        before
+            .iter()
+            .all(|c| c.starts_with("GET") && !c.contains("/namespaces/")),
+        "only lists and watches while nothing is due: {before:?}"
+    );
+
+    deploy_tx.send(deployment("podinfo:2", 0, true)).unwrap();
+    let write = tokio::time::timeout(Duration::from_secs(10), writes.recv())
+        .await
+        .expect("the new revision was not acted on within 10s (the interval is 60s)")
+        .unwrap();
+    assert_eq!(write["status"]["phase"], "Progressing", "{write}");
+    assert_eq!(
+        write["status"]["serin"]["state"]["run"]["revision"],
+        revision("podinfo:2")
+    );
+    let hist = write["status"]["serin"]["history"].as_array().unwrap();
+    assert!(hist.iter().any(|h| h["kind"] == "runStarted"), "{hist:?}");
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    server.abort();
+}
+
+#[test]
+fn a_target_change_wakes_the_canaries_targeting_it_and_an_owned_primary_wakes_its_owner() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serin_api::TargetKind;
+    use serin_controller::kubernetes::watch::canaries_to_wake;
+    let canary = canary_json(json!({}));
+    let c: Canary = serde_json::from_value(canary.clone()).unwrap();
+    let (_, ctx) = serin_controller::plan::context(NS, &c).unwrap();
+    let mut sim = Sim::new(
+        ctx.plan.clone(),
+        &revision("podinfo:1"),
+        Timestamp::from_millis(T0),
+    );
+    assert!(sim.tick_until(5, |s| s.phase == Phase::Initialized));
+    let canaries = vec![parse(with_status(canary, &sim.status))];
+    let template = |image: &str| {
+        let d: Deployment = serde_json::from_value(deployment(image, 2, true)).unwrap();
+        d.spec.unwrap().template
+    };
+    let wake = |name: &str, kind, owners: &[_], image: &str| {
+        canaries_to_wake(&canaries, kind, NS, name, owners, Some(&template(image)))
+            .into_iter()
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+    };
+    // Same revision (a status update of the target): nobody.
+    assert!(wake("podinfo", TargetKind::Deployment, &[], "podinfo:1").is_empty());
+    // A new revision: the canary targeting it.
+    assert_eq!(
+        wake("podinfo", TargetKind::Deployment, &[], "podinfo:2"),
+        ["podinfo"]
+    );
+    // Another deployment, another kind or namespace: nobody.
+    assert!(wake("other", TargetKind::Deployment, &[], "podinfo:2").is_empty());
+    assert!(wake("podinfo", TargetKind::DaemonSet, &[], "podinfo:2").is_empty());
+    assert!(
+        canaries_to_wake(
+            &canaries,
+            TargetKind::Deployment,
+            "prod",
+            "podinfo",
+            &[],
+            Some(&template("podinfo:2"))
+        )
+        .is_empty()
+    );
+    // The primary, owned by the canary: its owner, whatever the revision.
+    let owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference =
+        serde_json::from_value(json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "name": "podinfo", "uid": "c-uid-1", "controller": true})).unwrap();
+    assert_eq!(
+        wake(
+            "podinfo-primary",
+            TargetKind::Deployment,
+            &[owner],
+            "podinfo:1"
+        ),
+        ["podinfo"]
     );
 }
 

@@ -1,26 +1,29 @@
 //! [`PrometheusAnalyzer`]: the Kubernetes [`Analyzer`], measuring with `serin-analysis` against
 //! Prometheus: the built-in checks (with the provider's queries: Serin's proxy metrics, Linkerd's
-//! or Istio's), `MetricTemplate` queries read from the API server, the deprecated inline `query`,
-//! and the statistical judge when the Canary turns it on.
+//! or Istio's), `MetricTemplate` queries read from the API server (with the template's own
+//! address, `secretRef` credentials, headers and `insecureSkipVerify`), the deprecated inline
+//! `query`, and the statistical judge when the Canary turns it on.
 //!
-//! The judge's sequential state lives in memory per run; after a controller restart it starts a
-//! fresh sequence for the same run (still valid at `alpha`, it only forgets earlier looks).
+//! The judge's sequential state is persisted with the Canary's status (`status.serin.analysis`)
+//! through [`Analyzer::run_checks_from`], so a restarted controller continues the same
+//! sequential test: no look is repeated and none forgotten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use serin_analysis::{
-    ArmRole, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig, PrometheusConfig,
-    PrometheusProvider, Target, ThresholdRange, run_check,
+    ArmRole, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig, PrometheusAuth,
+    PrometheusConfig, PrometheusProvider, Target, ThresholdRange, run_check,
 };
 use serin_api::{MetricSource, MetricTemplate, Normalized};
 use serin_core::{Bound, CheckResult, Status};
 
-use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use crate::adapters::{AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind};
 use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
 use crate::plan::JUDGE_CHECK;
 
@@ -29,8 +32,19 @@ pub struct PrometheusAnalyzer {
     client: Client,
     default_address: Option<String>,
     default_provider: String,
-    providers: Mutex<HashMap<(String, String), Arc<PrometheusProvider>>>,
+    /// Clients by connection (address and mesh, or the template for templates with their own
+    /// settings), rebuilt when the settings change (a rotated Secret, an edited template).
+    providers: Mutex<HashMap<String, (PrometheusConfig, Arc<PrometheusProvider>)>>,
     judges: Judges,
+}
+
+/// How a MetricTemplate connects to its Prometheus, beyond the address.
+struct Connection {
+    /// `namespace/name` of the template (the cache key).
+    template: String,
+    headers: Vec<(String, String)>,
+    auth: Option<PrometheusAuth>,
+    insecure_skip_verify: bool,
 }
 
 impl PrometheusAnalyzer {
@@ -47,23 +61,74 @@ impl PrometheusAnalyzer {
     }
 
     fn provider(&self, address: &str, mesh: Mesh) -> Result<Arc<PrometheusProvider>, String> {
-        let key = (address.to_string(), format!("{mesh:?}"));
-        if let Some(p) = self
-            .providers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
-        {
+        self.provider_for(None, address, mesh)
+    }
+
+    fn provider_for(
+        &self,
+        conn: Option<&Connection>,
+        address: &str,
+        mesh: Mesh,
+    ) -> Result<Arc<PrometheusProvider>, String> {
+        let mut config = PrometheusConfig::new(address, mesh);
+        let key = match conn {
+            None => format!("{address} {mesh:?}"),
+            Some(c) => {
+                config.headers = c.headers.clone();
+                config.auth = c.auth.clone();
+                config.insecure_skip_verify = c.insecure_skip_verify;
+                format!("template {} {mesh:?}", c.template)
+            }
+        };
+        if let Some(p) = self.providers.lock().ok().and_then(|m| {
+            m.get(&key)
+                .filter(|(c, _)| *c == config)
+                .map(|(_, p)| p.clone())
+        }) {
             return Ok(p);
         }
-        let p = Arc::new(
-            PrometheusProvider::new(PrometheusConfig::new(address, mesh))
-                .map_err(|e| e.to_string())?,
-        );
+        let p = Arc::new(PrometheusProvider::new(config.clone()).map_err(|e| e.to_string())?);
         if let Ok(mut m) = self.providers.lock() {
-            m.insert(key, p.clone());
+            m.insert(key, (config, p.clone()));
         }
         Ok(p)
+    }
+
+    /// The credentials in a template's `secretRef`: `token` (bearer) or `username` and
+    /// `password` (basic auth), as Flagger reads them.
+    async fn credentials(
+        &self,
+        namespace: &str,
+        template: &str,
+        secret: &str,
+    ) -> Result<PrometheusAuth, String> {
+        let field = format!("MetricTemplate {namespace}/{template} spec.provider.secretRef");
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let s = api
+            .get_opt(secret)
+            .await
+            .map_err(|e| format!("{field}: reading Secret {namespace}/{secret}: {e}"))?
+            .ok_or_else(|| format!("{field}: Secret {namespace}/{secret} does not exist"))?;
+        let data = s.data.unwrap_or_default();
+        let text = |key: &str| -> Result<Option<String>, String> {
+            data.get(key)
+                .map(|b| {
+                    String::from_utf8(b.0.clone()).map_err(|_| {
+                        format!("{field}: key {key:?} of Secret {namespace}/{secret} is not UTF-8")
+                    })
+                })
+                .transpose()
+        };
+        match (text("token")?, text("username")?, text("password")?) {
+            (Some(token), _, _) if !token.trim().is_empty() => Ok(PrometheusAuth::Bearer { token }),
+            (_, Some(username), Some(password)) => Ok(PrometheusAuth::Basic {
+                username: username.trim().to_string(),
+                password: password.trim_end_matches(['\r', '\n']).to_string(),
+            }),
+            _ => Err(format!(
+                "{field}: Secret {namespace}/{secret} has neither a non-empty `token` nor `username` and `password`"
+            )),
+        }
     }
 
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
@@ -111,6 +176,7 @@ impl PrometheusAnalyzer {
         let mut address = metrics_server
             .clone()
             .or_else(|| self.default_address.clone());
+        let mut conn = None;
         let template_query = match &m.source {
             MetricSource::Builtin => None,
             MetricSource::Query(q) => Some(q.clone()),
@@ -118,18 +184,36 @@ impl PrometheusAnalyzer {
                 let tns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
                 match self.template(&tns, &r.name).await {
                     Ok(t) => {
-                        if t.spec.provider.type_ != "prometheus" {
+                        let p = &t.spec.provider;
+                        if p.type_ != "prometheus" {
                             return inconclusive(
                                 &m.name,
                                 format!(
                                     "{field}.templateRef: provider type {:?} is not supported; accepted: prometheus",
-                                    t.spec.provider.type_
+                                    p.type_
                                 ),
                             );
                         }
-                        if let Some(a) = &t.spec.provider.address {
+                        if let Some(a) = &p.address {
                             address = Some(a.clone());
                         }
+                        let auth = match &p.secret_ref {
+                            None => None,
+                            Some(sref) => match self.credentials(&tns, &r.name, &sref.name).await {
+                                Ok(a) => Some(a),
+                                Err(e) => return inconclusive(&m.name, e),
+                            },
+                        };
+                        conn = Some(Connection {
+                            template: format!("{tns}/{}", r.name),
+                            headers: p
+                                .headers
+                                .iter()
+                                .map(|h| (h.name.clone(), h.value.clone()))
+                                .collect(),
+                            auth,
+                            insecure_skip_verify: p.insecure_skip_verify,
+                        });
                         Some(t.spec.query.clone())
                     }
                     Err(e) => return inconclusive(&m.name, e),
@@ -157,7 +241,7 @@ impl PrometheusAnalyzer {
             Ok(c) => c,
             Err(e) => return inconclusive(&m.name, e.to_string()),
         };
-        let provider = match self.provider(&address, mesh) {
+        let provider = match self.provider_for(conn.as_ref(), &address, mesh) {
             Ok(p) => p,
             Err(e) => return inconclusive(&m.name, e),
         };
@@ -176,6 +260,15 @@ impl Analyzer for PrometheusAnalyzer {
         ctx: &CanaryContext,
         status: &Status,
     ) -> Result<Vec<CheckResult>, AdapterError> {
+        Ok(self.run_checks_from(ctx, status, None).await?.checks)
+    }
+
+    async fn run_checks_from(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        saved: Option<&AnalysisState>,
+    ) -> Result<Checked, AdapterError> {
         let Some(n) = ctx.spec.clone() else {
             return Err(AdapterError::new(
                 ErrorKind::Invalid,
@@ -198,10 +291,16 @@ impl Analyzer for PrometheusAnalyzer {
         for (i, m) in n.metrics.iter().enumerate() {
             results.push(self.one_check(i, m, &env).await);
         }
+        let mut state = None;
         if let Some(j) = &n.judge {
-            results.push(self.judge(ctx, status, &n, j, &target).await);
+            let (result, judged) = self.judge(ctx, status, &n, j, &target, saved).await;
+            results.push(result);
+            state = judged;
         }
-        Ok(results)
+        Ok(Checked {
+            checks: results,
+            state,
+        })
     }
 }
 
@@ -213,28 +312,44 @@ impl PrometheusAnalyzer {
         n: &Normalized,
         j: &serin_api::JudgeSettings,
         target: &Target,
-    ) -> CheckResult {
+        saved: Option<&AnalysisState>,
+    ) -> (CheckResult, Option<AnalysisState>) {
+        match self.judge_look(ctx, status, n, j, target, saved).await {
+            Ok((result, state)) => (result, Some(state)),
+            // Nothing was observed: the saved state stays as it is.
+            Err(unmeasured) => (unmeasured, None),
+        }
+    }
+
+    async fn judge_look(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        n: &Normalized,
+        j: &serin_api::JudgeSettings,
+        target: &Target,
+        saved: Option<&AnalysisState>,
+    ) -> Result<(CheckResult, AnalysisState), CheckResult> {
         let Some(run) = &status.run else {
-            return inconclusive(JUDGE_CHECK, "no run in progress".into());
+            return Err(inconclusive(JUDGE_CHECK, "no run in progress".into()));
         };
         let Some(address) = ctx
             .metrics_server
             .clone()
             .or_else(|| self.default_address.clone())
         else {
-            return inconclusive(
+            return Err(inconclusive(
                 JUDGE_CHECK,
                 "no metrics server: set spec.metricsServer or the controller's --metrics-server"
                     .into(),
-            );
+            ));
         };
-        let provider = match self.provider(
-            &address,
-            mesh_of(n.provider.as_deref().unwrap_or(&self.default_provider)),
-        ) {
-            Ok(p) => p,
-            Err(e) => return inconclusive(JUDGE_CHECK, e),
-        };
+        let provider = self
+            .provider(
+                &address,
+                mesh_of(n.provider.as_deref().unwrap_or(&self.default_provider)),
+            )
+            .map_err(|e| inconclusive(JUDGE_CHECK, e))?;
         // Cumulative readings since the run started, so every look sees the whole run.
         let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
         let window = now.since(run.started_at).max(Duration::from_secs(60));
@@ -242,20 +357,22 @@ impl PrometheusAnalyzer {
         let primary = provider.arm_traffic(target, ArmRole::Primary, window).await;
         let (canary, primary) = match (canary, primary) {
             (Ok(c), Ok(p)) => (c, p),
-            (Err(e), _) | (_, Err(e)) => return inconclusive(JUDGE_CHECK, e.to_string()),
+            (Err(e), _) | (_, Err(e)) => return Err(inconclusive(JUDGE_CHECK, e.to_string())),
         };
         let config = judge_config(j);
-        let r = match self.judges.observe(ctx, run.id, &config, &canary, &primary) {
-            Ok(r) => r,
-            Err(unavailable) => return unavailable,
-        };
-        CheckResult {
-            name: JUDGE_CHECK.to_string(),
-            verdict: verdict(r.verdict),
-            value: None,
-            bound: Bound::default(),
-            samples: Some(canary.requests.max(0.0) as u64),
-            detail: r.reason,
-        }
+        let (r, state) = self
+            .judges
+            .observe_from(ctx, run.id, &config, &canary, &primary, saved)?;
+        Ok((
+            CheckResult {
+                name: JUDGE_CHECK.to_string(),
+                verdict: verdict(r.verdict),
+                value: None,
+                bound: Bound::default(),
+                samples: Some(canary.requests.max(0.0) as u64),
+                detail: r.reason,
+            },
+            state,
+        ))
     }
 }

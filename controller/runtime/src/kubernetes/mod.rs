@@ -1,6 +1,7 @@
 //! The Kubernetes controller: a kube-rs [`Controller`] on Canaries that also watches what it owns
-//! (primary Deployments and DaemonSets, Services), ticks each Canary at its analysis interval
-//! through the generic [`Driver`], and writes status with server-side apply.
+//! (primary Deployments and DaemonSets, Services) and the targets themselves (a new revision is
+//! acted on at once, see [`watch`]), ticks each Canary at its analysis interval through the
+//! generic [`Driver`], and writes status with server-side apply.
 //!
 //! State lives only in the Canary's status, so a restarted controller resumes mid-rollout.
 
@@ -11,6 +12,7 @@ pub mod routing;
 mod run;
 pub mod services;
 pub mod status;
+pub mod watch;
 pub mod workloads;
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -27,7 +29,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use serin_api::Canary;
+use serin_api::{Canary, TargetKind};
 use serin_core::Timestamp;
 
 pub use lease::{LeaderElection, LeaseConfig};
@@ -37,7 +39,7 @@ use status::{
     CONDITION_IGNORED, CONDITION_PROVIDER, CONDITION_SYNCED, CONDITION_VALID, KubeStore,
     RuntimeCondition,
 };
-use workloads::KubeWorkloads;
+use workloads::{KubeWorkloads, template_revision};
 
 use crate::adapters::{AdapterError, Analyzer, ErrorKind};
 use crate::alerts::AlertClient;
@@ -124,6 +126,7 @@ pub struct Context {
     http: HttpClient,
     recorder: Recorder,
     failures: Mutex<HashMap<(String, String), u32>>,
+    targets: Arc<watch::TargetRevisions>,
 }
 
 impl Context {
@@ -143,7 +146,13 @@ impl Context {
             http: HttpClient::new(),
             recorder,
             failures: Mutex::new(HashMap::new()),
+            targets: Arc::default(),
         }
+    }
+
+    /// Target revisions seen by the watch (shared with the watch's mapper).
+    pub fn targets(&self) -> Arc<watch::TargetRevisions> {
+        self.targets.clone()
     }
 }
 
@@ -200,7 +209,14 @@ async fn write_conditions(
     conds: Vec<RuntimeCondition>,
 ) -> Result<(), AdapterError> {
     let now = (ctx.config.clock)();
-    let body = status::status_body(canary, &status::engine_status(canary), &[], &conds, now);
+    let body = status::status_body(
+        canary,
+        &status::engine_status(canary),
+        &[],
+        &conds,
+        None,
+        now,
+    );
     status::apply_status(&ctx.client, canary, &body).await
 }
 
@@ -315,9 +331,31 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         "the last tick completed",
     ));
 
+    // Signed webhooks: their keys come from Secrets. Without its key a gate cannot be called
+    // as configured, so the tick waits (Synced=False names the field) instead of calling
+    // unsigned; on deletion the Canary must still go, so a missing key is only logged.
+    if let Err(e) = signing_keys(&ctx.client, &ns, &normalized, &mut cctx).await {
+        if deleting {
+            tracing::warn!(error = %e, "webhook signing key unavailable during deletion");
+        } else {
+            runtime.retain(|c| c.type_ != CONDITION_SYNCED);
+            runtime.push(cond(
+                CONDITION_SYNCED,
+                false,
+                error_reason(e.kind),
+                e.to_string(),
+            ));
+            if let Err(we) = write_conditions(&ctx, &canary, runtime).await {
+                tracing::debug!(error = %we, "could not record the error on the canary");
+            }
+            return Err(e.into());
+        }
+    }
+
     let now = (ctx.config.clock)();
     let normalized = Arc::new(normalized);
     cctx.spec = Some(normalized.clone());
+    cctx.target_changed = ctx.targets.changed_for(&canary);
     let workloads = Arc::new(KubeWorkloads::new(
         ctx.client.clone(),
         canary.clone(),
@@ -385,6 +423,53 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         Some(d) => Requeue::requeue(d.max(Duration::from_millis(500))),
         None => Requeue::requeue(normalized.interval),
     })
+}
+
+/// Reads the HMAC key of every signed webhook from its Secret in the Canary's namespace into
+/// the webhook's [`crate::adapters::HookConfig`].
+pub async fn signing_keys(
+    client: &Client,
+    ns: &str,
+    n: &serin_api::Normalized,
+    cctx: &mut crate::adapters::CanaryContext,
+) -> Result<(), AdapterError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for (hook, field, sref) in crate::plan::signing_secrets(n) {
+        let secret = secrets
+            .get_opt(&sref.name)
+            .await
+            .map_err(|e| kube_error(e, format!("{field}: reading Secret {ns}/{}", sref.name)))?
+            .ok_or_else(|| {
+                AdapterError::new(
+                    ErrorKind::NotFound,
+                    field.clone(),
+                    format!(
+                        "Secret {ns}/{} does not exist; create it with the HMAC key under {:?}",
+                        sref.name, sref.key
+                    ),
+                )
+            })?;
+        let key = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&sref.key))
+            .map(|b| b.0.clone())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                AdapterError::new(
+                    ErrorKind::Invalid,
+                    format!("{field}.key"),
+                    format!(
+                        "Secret {ns}/{} has no non-empty key {:?}",
+                        sref.name, sref.key
+                    ),
+                )
+            })?;
+        if let Some(h) = cctx.hooks.get_mut(&hook) {
+            h.signing_key = Some(key);
+        }
+    }
+    Ok(())
 }
 
 fn error_reason(kind: ErrorKind) -> &'static str {
@@ -457,9 +542,46 @@ pub async fn run_controller(
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=serin");
     let ctx = Arc::new(Context::new(client, config, metrics));
-    let controller = Controller::new(canaries, watcher::Config::default())
-        .owns(deployments, watcher::Config::default())
-        .owns(daemonsets, watcher::Config::default())
+    let controller = Controller::new(canaries, watcher::Config::default());
+    // Deployments and DaemonSets are watched once each, for two reasons: the primaries the
+    // Canaries own, and the targets, whose new revisions must not wait for the next interval.
+    let (store, targets) = (controller.store(), ctx.targets());
+    let on_deployment = move |d: Deployment| {
+        let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+        let template = d.spec.as_ref().map(|s| &s.template);
+        if let Some(t) = template {
+            targets.seen(&ns, TargetKind::Deployment, &name, &template_revision(t));
+        }
+        let owners = d.owner_references();
+        watch::canaries_to_wake(
+            &store.state(),
+            TargetKind::Deployment,
+            &ns,
+            &name,
+            owners,
+            template,
+        )
+    };
+    let (store, targets) = (controller.store(), ctx.targets());
+    let on_daemonset = move |d: DaemonSet| {
+        let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+        let template = d.spec.as_ref().map(|s| &s.template);
+        if let Some(t) = template {
+            targets.seen(&ns, TargetKind::DaemonSet, &name, &template_revision(t));
+        }
+        let owners = d.owner_references();
+        watch::canaries_to_wake(
+            &store.state(),
+            TargetKind::DaemonSet,
+            &ns,
+            &name,
+            owners,
+            template,
+        )
+    };
+    let controller = controller
+        .watches(deployments, watcher::Config::default(), on_deployment)
+        .watches(daemonsets, watcher::Config::default(), on_daemonset)
         .owns(services, owned)
         .graceful_shutdown_on(shutdown);
     health.set_ready(true);

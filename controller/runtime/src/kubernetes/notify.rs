@@ -11,7 +11,7 @@ use kube::{Client, Resource};
 use serin_api::{AlertProvider, Canary};
 use serin_core::EventType;
 
-use crate::adapters::{AlertRoute, CanaryContext, EventRecorder, Notifier};
+use crate::adapters::{AlertFailure, AlertRoute, CanaryContext, EventRecorder, Notifier};
 use crate::alerts::{Alert, AlertClient, AlertError, AlertTarget, ProviderKind};
 use crate::metrics::Metrics;
 
@@ -153,6 +153,11 @@ impl KubeNotifier {
 #[async_trait]
 impl Notifier for KubeNotifier {
     async fn alert(&self, ctx: &CanaryContext, alert: &Alert) {
+        self.deliver(ctx, alert).await;
+    }
+
+    async fn deliver(&self, ctx: &CanaryContext, alert: &Alert) -> Vec<AlertFailure> {
+        let mut failures = Vec::new();
         for route in ctx
             .alerts
             .iter()
@@ -165,7 +170,13 @@ impl Notifier for KubeNotifier {
             if let Err(e) = result {
                 self.metrics.error(&format!("alert-{}", e.kind()));
                 tracing::warn!(canary = %ctx.id.name, ns = %ctx.id.namespace, alert = %route.name, error = %e, "alert not delivered");
+                failures.push(AlertFailure {
+                    alert: route.name.clone(),
+                    provider: format!("{}/{}", route.provider_namespace, route.provider),
+                    reason: e.to_string(),
+                });
             }
         }
+        failures
     }
 }

@@ -1,7 +1,8 @@
 //! The Canary's status on Kubernetes: Flagger's fields (so `kubectl get canaries`, `kubectl wait
 //! --for=condition=Promoted` and tools written for Flagger work), the engine's full state under
-//! `status.serin.state`, and the last [`HISTORY_LIMIT`] history entries under
-//! `status.serin.history`. Written with server-side apply on the status subresource.
+//! `status.serin.state`, the last [`HISTORY_LIMIT`] history entries under
+//! `status.serin.history`, and the current run's analysis state (the judge's sequential test)
+//! under `status.serin.analysis`. Written with server-side apply on the status subresource.
 //!
 //! Manual commands arrive in the annotation `serin.dev/command` as JSON
 //! `{"id","action","gate","by","at"}`; each id is applied once (the engine remembers applied ids
@@ -17,7 +18,7 @@ use serin_api::Canary;
 use serin_core::{Command, HistoryEntry, Status, Timestamp};
 
 use super::{FIELD_MANAGER, kube_error};
-use crate::adapters::{AdapterError, CanaryContext, CanaryId, ErrorKind, Store};
+use crate::adapters::{AdapterError, AnalysisState, CanaryContext, CanaryId, ErrorKind, Store};
 
 /// Annotation carrying a manual command.
 pub const COMMAND_ANNOTATION: &str = "serin.dev/command";
@@ -53,6 +54,18 @@ pub fn engine_status(canary: &Canary) -> Status {
         .as_ref()
         .and_then(|s| s.serin.as_ref())
         .and_then(|v| v.get("state"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The analysis state (the judge's sequential test) stored in the Canary under
+/// `status.serin.analysis`; the default (run 0) when none is stored or it does not read.
+pub fn stored_analysis(canary: &Canary) -> AnalysisState {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .and_then(|v| v.get("analysis"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default()
 }
@@ -95,12 +108,15 @@ fn existing_condition<'a>(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
 }
 
-/// The status subresource body for `status` plus the runtime's conditions.
+/// The status subresource body for `status` plus the runtime's conditions. `analysis` replaces
+/// the stored analysis state; `None` keeps the stored one while its run is still the current run
+/// (server-side apply would otherwise drop the field this manager no longer sends).
 pub fn status_body(
     canary: &Canary,
     status: &Status,
     history: &[HistoryEntry],
     runtime: &[RuntimeCondition],
+    analysis: Option<&AnalysisState>,
     now: Timestamp,
 ) -> Value {
     let mut conditions: Vec<Value> = status
@@ -141,13 +157,19 @@ pub fn status_body(
     if hist.len() > HISTORY_LIMIT {
         hist.drain(..hist.len() - HISTORY_LIMIT);
     }
+    let mut serin = json!({"state": status, "history": hist});
+    let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
+    // Only the current run's state is worth keeping; a finished run's is dropped.
+    if status.run.as_ref().is_some_and(|r| r.id == analysis.run) {
+        serin["analysis"] = serde_json::to_value(&analysis).unwrap_or(Value::Null);
+    }
     let mut s = json!({
         "phase": status.phase.as_str(),
         "canaryWeight": status.canary_weight,
         "failedChecks": status.failed_checks,
         "iterations": status.iterations,
         "conditions": conditions,
-        "serin": {"state": status, "history": hist},
+        "serin": serin,
     });
     let o = s.as_object_mut().expect("json! object literal");
     if let Some(v) = &status.last_applied_spec {
@@ -231,16 +253,37 @@ impl Store for KubeStore {
 
     async fn save(
         &self,
-        _ctx: &CanaryContext,
+        ctx: &CanaryContext,
         status: &Status,
         history: &[HistoryEntry],
     ) -> Result<(), AdapterError> {
-        let body = status_body(&self.canary, status, history, &self.runtime, self.now);
-        apply_status(&self.client, &self.canary, &body).await
+        self.save_with_analysis(ctx, status, history, None).await
     }
 
     async fn pending_commands(&self, _id: &CanaryId) -> Result<Vec<Command>, AdapterError> {
         Ok(pending_command(&self.canary)?.into_iter().collect())
+    }
+
+    async fn load_analysis(&self, _id: &CanaryId) -> Result<Option<AnalysisState>, AdapterError> {
+        Ok(Some(stored_analysis(&self.canary)))
+    }
+
+    async fn save_with_analysis(
+        &self,
+        _ctx: &CanaryContext,
+        status: &Status,
+        history: &[HistoryEntry],
+        analysis: Option<&AnalysisState>,
+    ) -> Result<(), AdapterError> {
+        let body = status_body(
+            &self.canary,
+            status,
+            history,
+            &self.runtime,
+            analysis,
+            self.now,
+        );
+        apply_status(&self.client, &self.canary, &body).await
     }
 }
 

@@ -1,0 +1,291 @@
+//! Fixtures for integration tests (feature `test-support`): a real Prometheus (Debian's
+//! `prometheus`) started on a free loopback port, and an exporter serving mesh-named metrics
+//! (serin-proxy, Linkerd and Istio names) over real HTTP/1.1. Shared by this crate's tests and
+//! the controller runtime's, so there is one way to start a Prometheus in Serin's tests.
+//!
+//! Not for production use: the helpers panic with a clear message when the environment lacks
+//! what they need (the `prometheus` binary, a free port).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// The `prometheus` binary on `PATH` (or `/usr/bin/prometheus`); panics naming the package.
+pub fn find_prometheus() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("prometheus"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin/prometheus")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the `prometheus` binary is not installed: this test needs a real Prometheus \
+                 (`apt-get install -y prometheus`, as .ci/run does)"
+            )
+        })
+}
+
+/// A loopback port that was free a moment ago (bound on port 0, then released for a child
+/// process that cannot be handed a socket).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// How to start a test Prometheus.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusOptions {
+    /// `host:port` targets scraped every second at `/metrics`.
+    pub scrape_targets: Vec<String>,
+    /// Contents of `--web.config.file` (TLS and basic auth), when set. Files it names by
+    /// relative path are looked up in the Prometheus directory; put them in `files`.
+    pub web_config: Option<String>,
+    /// Extra files (name, contents) written to the Prometheus directory, e.g. a certificate.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A running Prometheus; killed and its directory removed on drop.
+pub struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    /// `http://127.0.0.1:<port>` (`https://` with a TLS web config).
+    pub address: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts Prometheus scraping `127.0.0.1:<exporter_port>` every second.
+pub async fn start_prometheus(exporter_port: u16) -> Prometheus {
+    start_prometheus_with(PrometheusOptions {
+        scrape_targets: vec![format!("127.0.0.1:{exporter_port}")],
+        ..PrometheusOptions::default()
+    })
+    .await
+}
+
+/// Starts Prometheus as `options` say. It is not ready yet when this returns: poll it (e.g.
+/// with [`eventually`] and the provider's availability probe).
+pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let binary = find_prometheus();
+    let dir = std::env::temp_dir().join(format!(
+        "serin-prom-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(dir.join("data")).expect("temp dir");
+    let targets = options
+        .scrape_targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: serin-proxy\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [{targets}]\n"
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+    for (name, contents) in &options.files {
+        std::fs::write(dir.join(name), contents).expect("write a Prometheus file");
+    }
+    let port = free_port();
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(&dir)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn");
+    let scheme = match &options.web_config {
+        Some(web) => {
+            std::fs::write(dir.join("web.yml"), web).expect("write web config");
+            cmd.arg(format!(
+                "--web.config.file={}",
+                dir.join("web.yml").display()
+            ));
+            if web.contains("tls_server_config") {
+                "https"
+            } else {
+                "http"
+            }
+        }
+        None => "http",
+    };
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus");
+    Prometheus {
+        child,
+        dir,
+        address: format!("{scheme}://127.0.0.1:{port}"),
+    }
+}
+
+/// Polls `f` every 250 ms until it yields `Some`; panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Per "tick" of the exporter, each arm serves 100 requests: the canary fails 2, the primary 1.
+/// Latency per tick and arm: 90 requests <= 10 ms, 9 in (10, 20], 1 in (20, 50] — so the p99
+/// is exactly 20 ms by Prometheus' interpolation.
+pub const PER_TICK: u64 = 100;
+/// Canary failures per tick.
+pub const CANARY_FAILURES_PER_TICK: u64 = 2;
+/// Primary failures per tick.
+pub const PRIMARY_FAILURES_PER_TICK: u64 = 1;
+
+/// An exporter of the metrics the built-in checks query, for the canary `podinfo` in namespace
+/// `test` (services `podinfo-canary` and `podinfo-primary`).
+pub struct Exporter {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    ticks: Arc<AtomicU64>,
+}
+
+impl Exporter {
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+
+    /// Advances every counter by `n` ticks.
+    pub fn tick(&self, n: u64) {
+        self.ticks.fetch_add(n, Ordering::SeqCst);
+    }
+}
+
+fn page(n: u64) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n",
+    );
+    let arms = [
+        ("podinfo-canary", "podinfo", CANARY_FAILURES_PER_TICK),
+        (
+            "podinfo-primary",
+            "podinfo-primary",
+            PRIMARY_FAILURES_PER_TICK,
+        ),
+    ];
+    for (backend, workload, fail) in arms {
+        let ok = (PER_TICK - fail) * n;
+        let bad = fail * n;
+        // serin-proxy (outbound, per backend)
+        out.push_str(&format!(
+            "response_total{{direction=\"outbound\",authority=\"podinfo.test:9898\",dst_service=\"{backend}\",classification=\"success\",status_code=\"200\"}} {ok}\n\
+             response_total{{direction=\"outbound\",authority=\"podinfo.test:9898\",dst_service=\"{backend}\",classification=\"failure\",status_code=\"503\"}} {bad}\n"
+        ));
+        // linkerd (inbound, per deployment)
+        out.push_str(&format!(
+            "response_total{{direction=\"inbound\",namespace=\"test\",deployment=\"{workload}\",classification=\"success\",status_code=\"200\"}} {ok}\n\
+             response_total{{direction=\"inbound\",namespace=\"test\",deployment=\"{workload}\",classification=\"failure\",status_code=\"503\"}} {bad}\n"
+        ));
+        // istio (destination reporter)
+        out.push_str(&format!(
+            "istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=\"{workload}\",response_code=\"200\"}} {ok}\n\
+             istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=\"{workload}\",response_code=\"503\"}} {bad}\n"
+        ));
+        let cumulative = [(1.0, 0), (10.0, 90), (20.0, 99), (50.0, 100), (100.0, 100)];
+        for (le, c) in cumulative {
+            let v = c * n;
+            out.push_str(&format!(
+                "response_latency_ms_bucket{{direction=\"outbound\",dst_service=\"{backend}\",le=\"{le}\"}} {v}\n\
+                 response_latency_ms_bucket{{direction=\"inbound\",namespace=\"test\",deployment=\"{workload}\",le=\"{le}\"}} {v}\n\
+                 istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=\"{workload}\",le=\"{le}\"}} {v}\n"
+            ));
+        }
+        let total = PER_TICK * n;
+        out.push_str(&format!(
+            "response_latency_ms_bucket{{direction=\"outbound\",dst_service=\"{backend}\",le=\"+Inf\"}} {total}\n\
+             response_latency_ms_bucket{{direction=\"inbound\",namespace=\"test\",deployment=\"{workload}\",le=\"+Inf\"}} {total}\n\
+             istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=\"{workload}\",le=\"+Inf\"}} {total}\n"
+        ));
+    }
+    out
+}
+
+/// Starts the exporter on 127.0.0.1:0. Counters only move when [`Exporter::tick`] is called.
+pub async fn start_exporter() -> Exporter {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind exporter");
+    let port = listener.local_addr().expect("exporter address").port();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let shared = ticks.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let ticks = shared.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if buf.len() > 64 * 1024 {
+                        return;
+                    }
+                }
+                let request = String::from_utf8_lossy(&buf);
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", page(ticks.load(Ordering::SeqCst)))
+                } else {
+                    ("404 Not Found", String::from("not found\n"))
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Exporter { port, ticks }
+}
