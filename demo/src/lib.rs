@@ -2,15 +2,18 @@
 //! generator (also a Flagger load-tester compatible webhook runner), and the orchestration behind
 //! `serin demo`.
 //!
-//! This crate is not the controller, the proxy or the control plane: it runs them as child
-//! processes (the `serin` and `serin-proxy` binaries) and talks to them over loopback HTTP, the
-//! way a person on one machine would.
+//! This crate is not the controller, the proxy or the control plane: `serin demo`
+//! ([`orchestrate`]) runs their libraries side by side on loopback listeners, talking to each
+//! other over HTTP as the separate binaries do, and the sample app as child processes of the
+//! controller's supervisor. What the demo shows and expects, without I/O, is in [`scenario`].
 
 pub mod duration;
 pub mod error;
 pub mod load;
 pub mod loadtester;
+pub mod orchestrate;
 pub mod sample_app;
+pub mod scenario;
 pub mod server;
 
 pub use error::DemoError;

@@ -7,6 +7,7 @@ mod ci;
 mod control_plane;
 mod controller;
 mod crds;
+mod demo;
 mod load;
 mod rollout;
 mod sample_app;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole platform on this machine: a bad release rolled back by the judge, a good one
+    /// promoted, shown step by step (no cluster, loopback only, no arguments needed).
+    Demo(demo::Args),
     /// Run the canary controller (--kubernetes: reconcile Canaries in a cluster).
     Controller(controller::Args),
     /// Walk the canary engine through a rolled-back and a promoted rollout (simulated observations).
@@ -57,13 +61,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         // CI commands promise exit code 4 for invalid flags (2 means "waiting for a person").
         if e.use_stderr() && ci::is_ci_command(std::env::args().nth(1).as_deref()) {
@@ -72,7 +69,18 @@ fn main() -> anyhow::Result<()> {
         }
         e.exit()
     });
+    // `serin demo` logs to a file in its directory: the terminal shows the demo.
+    if !matches!(cli.command, Command::Demo(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Walkthrough(args) => walkthrough::run(args),
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
