@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serin_analysis::{
-    ArmRole, MetricCheck, MetricSpec, MetricsProvider, Target, ThresholdRange, run_check,
+    AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, MetricCheck, MetricSpec,
+    MetricsProvider, Observed, Target, ThresholdRange, run_check,
 };
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
@@ -35,6 +36,88 @@ impl LocalAnalyzer {
             judges: Judges::default(),
         }
     }
+}
+
+/// The `kind()` of the proxy-scrape provider.
+const PROXY_SCRAPE: &str = "proxy-scrape";
+
+/// Built-in checks read from the proxies' counters since a wall-clock instant (the later of the
+/// run's start and one metric interval ago) rather than over a window ending now.
+///
+/// Why: scrape snapshots exist only when someone scraped, and a window's base is the newest
+/// snapshot before the window starts, which after a quiet spell (a rolled-back run, no checks)
+/// lies before this run started. The canary backend keeps its name across runs, so a rolled-back
+/// revision's last failures then counted against the next revision (seen as a healthy v3 rolled
+/// back right after a bad v2). Reading since the run's start, from the snapshot nearest to it
+/// (the local controller scrapes every 500ms, so one is close), counts only this run.
+struct SinceRun<'a> {
+    inner: &'a dyn MetricsProvider,
+    since: std::time::SystemTime,
+}
+
+impl MetricsProvider for SinceRun<'_> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>> {
+        self.inner.probe()
+    }
+
+    fn builtin<'a>(
+        &'a self,
+        metric: BuiltinMetric,
+        target: &'a Target,
+        _window: Duration,
+    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
+        Box::pin(async move {
+            let t: ArmTraffic = self
+                .inner
+                .arm_traffic_since(target, ArmRole::Canary, self.since)
+                .await?;
+            let ago = std::time::SystemTime::now()
+                .duration_since(self.since)
+                .unwrap_or_default();
+            Ok(Observed {
+                value: t.builtin(metric),
+                sample_size: Some(t.requests.max(0.0).round() as u64),
+                query: Some(format!(
+                    "{} of dst_service=\"{}\" over the last {}",
+                    metric.name(),
+                    target.canary.backend,
+                    serin_analysis::format_duration(Duration::from_secs(ago.as_secs().max(1)))
+                )),
+            })
+        })
+    }
+
+    fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
+        self.inner.query(query)
+    }
+
+    fn arm_traffic<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        self.inner.arm_traffic(target, arm, window)
+    }
+
+    fn arm_traffic_since<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        since: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        self.inner.arm_traffic_since(target, arm, since)
+    }
+}
+
+/// When the run started, as wall-clock time.
+fn run_start(run: &serin_core::Run) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(run.started_at.as_millis()).unwrap_or(0))
 }
 
 fn window_since_run(interval: Duration, status: &Status) -> Duration {
@@ -106,14 +189,28 @@ impl Analyzer for LocalAnalyzer {
                     continue;
                 }
             };
-            results.push(
-                match run_check(self.provider.as_ref(), &check, &target, &no_data).await {
-                    Ok(r) => check_result(r),
-                    // A measurement that failed is never a pass: the step holds, the history
-                    // says why.
-                    Err(e) => inconclusive(&m.name, e.to_string()),
-                },
-            );
+            let measured = match (&check.source, &status.run) {
+                (serin_analysis::MetricSource::Builtin(_), Some(run))
+                    if self.provider.kind() == PROXY_SCRAPE =>
+                {
+                    let start = run_start(run);
+                    let window_start = std::time::SystemTime::now()
+                        .checked_sub(m.interval)
+                        .unwrap_or(start);
+                    let bounded = SinceRun {
+                        inner: self.provider.as_ref(),
+                        since: start.max(window_start),
+                    };
+                    run_check(&bounded, &check, &target, &no_data).await
+                }
+                _ => run_check(self.provider.as_ref(), &check, &target, &no_data).await,
+            };
+            results.push(match measured {
+                Ok(r) => check_result(r),
+                // A measurement that failed is never a pass: the step holds, the history
+                // says why.
+                Err(e) => inconclusive(&m.name, e.to_string()),
+            });
         }
         if let Some(j) = &n.judge {
             results.push(self.judge(ctx, status, j, &target).await);
@@ -133,16 +230,18 @@ impl LocalAnalyzer {
         let Some(run) = &status.run else {
             return inconclusive(JUDGE_CHECK, "no run in progress".into());
         };
-        // Cumulative readings since the run started, so every look sees the whole run.
-        let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
-        let window = now.since(run.started_at).max(Duration::from_secs(1));
+        // Cumulative readings since the run started, so every look sees the whole run. "Since"
+        // and not "over a window ending now": a proxy-scrape window takes its base from the
+        // newest snapshot before the window, which can predate the run, and the previous run's
+        // canary failures then leaked into this run's judge (see `SinceRun`).
+        let since = run_start(run);
         let canary = self
             .provider
-            .arm_traffic(target, ArmRole::Canary, window)
+            .arm_traffic_since(target, ArmRole::Canary, since)
             .await;
         let primary = self
             .provider
-            .arm_traffic(target, ArmRole::Primary, window)
+            .arm_traffic_since(target, ArmRole::Primary, since)
             .await;
         let (canary, primary) = match (canary, primary) {
             (Ok(c), Ok(p)) => (c, p),

@@ -174,17 +174,28 @@ fn load(
 
 /// Runs the local controller until `shutdown` resolves.
 pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Result<(), LocalError> {
+    let store = Arc::new(
+        FileStore::open(&opts.state_dir).map_err(|source| LocalError::Io {
+            what: format!("opening {}", opts.state_dir.display()),
+            source,
+        })?,
+    );
+    run_with_store(opts, store, shutdown).await
+}
+
+/// Runs the local controller over an already opened `store` (opened on `opts.state_dir`), so
+/// the dashboard served next to it shares the store's lock and change notifications.
+pub async fn run_with_store(
+    opts: LocalOptions,
+    store: Arc<FileStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LocalError> {
     if !opts.dir.is_dir() {
         return Err(LocalError::Invalid(format!(
             "--local {}: not a directory (expected a directory of Canary and Process YAML files)",
             opts.dir.display()
         )));
     }
-    let io = |what: String| move |source| LocalError::Io { what, source };
-    let store = Arc::new(
-        FileStore::open(&opts.state_dir)
-            .map_err(io(format!("opening {}", opts.state_dir.display())))?,
-    );
     let supervisor = Supervisor::new(opts.state_dir.clone(), opts.state_dir.join("logs"));
     let control_plane = ControlPlane::new(opts.control_plane.clone(), opts.routes_dir.clone());
     let platform = LocalPlatform::new(supervisor.clone(), control_plane, opts.state_dir.clone());
@@ -203,6 +214,22 @@ pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Resu
                 .map_err(|e| LocalError::Invalid(format!("--metrics-server: {e}")))?,
         ),
     };
+    // Proxy counters are only known where a snapshot was taken: scrape on a steady beat so a
+    // run's start always has one close by (the analyzer reads "since the run started" from the
+    // nearest snapshot). Prometheus keeps its own history.
+    let scraper = matches!(opts.metrics, MetricsSource::Proxies(_)).then(|| {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_millis(500));
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                if let Err(error) = provider.probe().await {
+                    tracing::debug!(%error, "scraping the proxies failed");
+                }
+            }
+        })
+    });
     let driver = Driver {
         workloads: platform.clone(),
         router: platform.clone(),
@@ -219,6 +246,9 @@ pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Resu
     for ctx in canaries.values() {
         platform.register(ctx);
     }
+    // Processes an earlier controller left running are adopted above; know whether they are
+    // ready before publishing any routes (a restart must not empty the endpoint lists).
+    platform.await_adopted(Duration::from_secs(5)).await;
     tracing::info!(dir = %opts.dir.display(), canaries = canaries.len(), "local controller started");
     let mut due: BTreeMap<CanaryId, tokio::time::Instant> = BTreeMap::new();
     let mut last_reload = tokio::time::Instant::now();
@@ -244,6 +274,7 @@ pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Resu
                 for ctx in canaries.values() {
                     platform.register(ctx);
                 }
+                platform.await_adopted(Duration::from_secs(5)).await;
                 // A changed manifest is looked at now, not at the next interval.
                 due.clear();
                 tracing::info!(canaries = canaries.len(), "manifests reloaded");
@@ -279,6 +310,9 @@ pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = changes.changed() => {}
             () = tokio::time::sleep_until(next_due) => {}
         }
+    }
+    if let Some(task) = scraper {
+        task.abort();
     }
     tracing::info!("local controller stopping");
     if opts.stop_workloads_on_exit {

@@ -270,6 +270,23 @@ impl LocalPlatform {
         }
     }
 
+    /// Waits (bounded) until the readiness of every adopted instance is known. Call after
+    /// [`Self::register`] at start-up, before the first [`Self::reconcile`]: until then an
+    /// adopted instance counts as not ready, and publishing that would take every endpoint out
+    /// of the routes for a probe period.
+    pub async fn await_adopted(&self, timeout: std::time::Duration) {
+        let keys: Vec<(CanaryId, String)> = self
+            .entries()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.key.clone()))
+            .collect();
+        for (id, key) in keys {
+            if !self.supervisor.await_probed(&key, timeout).await {
+                tracing::warn!(canary = %id, "adopted instances not probed within {timeout:?}; publishing what is known");
+            }
+        }
+    }
+
     /// Stops every process (for `--stop-workloads-on-exit` and the demo).
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
@@ -346,9 +363,16 @@ impl Workloads for LocalPlatform {
             }),
         };
         Ok(WorkloadState {
+            // The spec's content hash is tracked like a config: a changed command, args or env
+            // under the same revision name (`serin rollout NAME --revision v2 --env X=1` after
+            // a failed v2) is a new run, as a changed ConfigMap is for Flagger, instead of a
+            // change nobody acts on.
             target: target.map(|(spec, _)| TargetState {
                 revision: spec.revision(),
-                configs: BTreeMap::new(),
+                configs: BTreeMap::from([(
+                    "process-spec".to_string(),
+                    format!("{:016x}", spec.content_hash()),
+                )]),
             }),
             primary,
             canary,

@@ -82,6 +82,10 @@ pub struct InstanceView {
     pub retiring: bool,
     /// Times it was restarted after dying.
     pub restarts: u32,
+    /// Whether its readiness is known: probed at least once (or exited) since this supervisor
+    /// started watching it. An adopted instance is ready or not; until its first probe nobody
+    /// knows, and "unknown" must not be published as "no endpoints".
+    pub probed: bool,
 }
 
 struct Instance {
@@ -102,6 +106,7 @@ struct Shared {
     ready: AtomicBool,
     restarts: AtomicU32,
     exited: AtomicBool,
+    probed: AtomicBool,
 }
 
 /// Runs and watches every process instance of the local platform.
@@ -289,10 +294,29 @@ impl Supervisor {
                         ready: i.shared.ready.load(Ordering::Relaxed) && !i.retiring,
                         retiring: i.retiring,
                         restarts: i.shared.restarts.load(Ordering::Relaxed),
+                        probed: i.shared.probed.load(Ordering::Relaxed),
                     })
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Waits (at most `timeout`) until the readiness of every instance of `key` is known, so a
+    /// restarted controller publishes the endpoints its adopted instances really serve on
+    /// instead of an empty list for the first probe period (which fails every request routed
+    /// meanwhile). Returns whether they all were probed in time.
+    pub async fn await_probed(&self, key: &str, timeout: Duration) -> bool {
+        let mut changes = self.changes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.instances(key).iter().all(|i| i.probed || i.retiring) {
+                return true;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return false },
+                () = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
     }
 
     /// Stops every instance of every workload and waits (up to each grace period) for them.
@@ -513,8 +537,11 @@ impl Monitor {
     }
 
     fn set_ready(&self, ready: bool) {
+        let first = !self.shared.probed.swap(true, Ordering::Relaxed);
         if self.shared.ready.swap(ready, Ordering::Relaxed) != ready {
             tracing::info!(workload = %self.key, revision = %self.spec.revision(), port = self.port, ready, "readiness changed");
+            self.notify();
+        } else if first {
             self.notify();
         }
     }
@@ -676,6 +703,9 @@ impl Monitor {
                 if failures >= failure_threshold {
                     self.set_ready(false);
                 }
+            } else {
+                // Not ready yet: known now (for an adopted instance this ends "unknown").
+                self.set_ready(false);
             }
         }
     }

@@ -1,0 +1,113 @@
+//! `serin-e2e`: the parts of the `serin` command line that the end-to-end tests run as real,
+//! separate processes, built inside this package so the tests can find it with
+//! `env!("CARGO_BIN_EXE_serin-e2e")` under any `cargo test` invocation (a test cannot name
+//! another package's binary, and building it from inside a running test would wait on cargo's
+//! own lock).
+//!
+//! - `serin-e2e sample-app --addr A --app-version V` (error rate from `SERIN_SAMPLE_APP_ERROR_RATE`):
+//!   the same library code as `serin sample-app`.
+//! - `serin-e2e controller --local DIR ...`: the same library code as `serin controller --local`.
+//!   The tests SIGKILL it mid-rollout and start it again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The sample app.
+    SampleApp {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long = "app-version")]
+        version: String,
+        #[arg(long, env = "SERIN_SAMPLE_APP_ERROR_RATE", default_value = "0")]
+        error_rate: String,
+        #[arg(long, default_value = "5s")]
+        drain: String,
+    },
+    /// The local controller.
+    Controller {
+        #[arg(long)]
+        local: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        control_plane: String,
+        #[arg(long)]
+        routes_dir: PathBuf,
+        #[arg(long = "proxy-metrics")]
+        proxy_metrics: Vec<String>,
+        #[arg(long)]
+        interval: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match Cli::parse().command {
+        Command::SampleApp {
+            addr,
+            version,
+            error_rate,
+            drain,
+        } => {
+            let config = serin_demo::sample_app::SampleAppConfig {
+                addr,
+                version,
+                error_rate: serin_demo::sample_app::parse_error_rate("--error-rate", &error_rate)?,
+                drain: serin_demo::duration::parse("--drain", &drain)?,
+                ..Default::default()
+            };
+            runtime.block_on(async move {
+                let app = serin_demo::sample_app::SampleApp::bind(config).await?;
+                app.run_until(serin_demo::server::terminate_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Controller {
+            local,
+            state_dir,
+            control_plane,
+            routes_dir,
+            proxy_metrics,
+            interval,
+        } => {
+            use serin_controller::local::controller::{LocalOptions, MetricsSource, run};
+            let interval = serin_api::duration::parse_duration(&interval)
+                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            let opts = LocalOptions {
+                dir: local,
+                state_dir,
+                control_plane,
+                routes_dir,
+                metrics: MetricsSource::Proxies(proxy_metrics),
+                interval: Some(interval),
+                reload_every: Duration::from_millis(100),
+                stop_workloads_on_exit: false,
+            };
+            runtime.block_on(run(opts, serin_demo::server::terminate_signal()))?;
+            Ok(())
+        }
+    }
+}
