@@ -63,6 +63,10 @@ pub struct HookConfig {
     /// HMAC-SHA256 key for the `X-Serin-Signature` header, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<Vec<u8>>,
+    /// Field path of the hook's `signingSecretRef` when the spec asks for signed calls; a hook
+    /// that asks for a signature but got no key is never called unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_field: Option<String>,
     /// Do not alert when this hook fails.
     pub mute_alert: bool,
 }

@@ -47,6 +47,20 @@ impl Hooks for HttpHooks {
                 elapsed_ms: 0,
             };
         };
+        if let (Some(field), None) = (&config.signing_secret_field, &config.signing_key) {
+            // Calling unsigned would let a receiver that checks signatures reject it at best,
+            // or trust an unsigned call at worst; fail the call and say why.
+            return WebhookOutcome {
+                ok: false,
+                status: None,
+                body: String::new(),
+                error: Some(format!(
+                    "{field}: no signing key was read (this platform reads it from a Kubernetes Secret); the webhook was not called"
+                )),
+                attempts: 0,
+                elapsed_ms: 0,
+            };
+        }
         let mut metadata = config.metadata.clone();
         metadata.extend(extra);
         let call = WebhookCall {

@@ -134,7 +134,7 @@ pub fn context(
     );
     ctx.spec = Some(std::sync::Arc::new(n.clone()));
     ctx.metrics_server = canary.spec.metrics_server.clone();
-    for w in &n.webhooks {
+    for (i, w) in n.webhooks.iter().enumerate() {
         ctx.hooks.insert(
             w.name.clone(),
             HookConfig {
@@ -143,6 +143,10 @@ pub fn context(
                 retries: w.retries,
                 metadata: w.metadata.clone(),
                 signing_key: None,
+                signing_secret_field: w
+                    .signing_secret
+                    .as_ref()
+                    .map(|_| format!("spec.analysis.webhooks[{i}].signingSecretRef")),
                 mute_alert: w.mute_alert,
             },
         );

@@ -330,3 +330,51 @@ fn unknown_provider_types_name_the_field_and_the_accepted_ones() {
     assert!(err.starts_with("spec.type:"), "{err}");
     assert!(err.contains("slack") && err.contains("msteams") && err.contains("discord"));
 }
+
+#[tokio::test]
+async fn a_hook_that_asks_for_a_signature_is_never_called_unsigned() {
+    use serin_controller::adapters::Hooks;
+    use serin_controller::hooks::HttpHooks;
+    let mut r = receiver(vec![(200, Duration::ZERO)]).await;
+    let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "1m", "threshold": 1, "stepWeight": 10, "webhooks": [{
+                "name": "gate", "type": "confirm-rollout", "url": format!("http://{}/", r.addr),
+                "signingSecretRef": {"name": "hook-keys", "key": "hmac"}
+            }]}
+        }
+    }))
+    .unwrap();
+    let (_, mut ctx) = serin_controller::plan::context("test", &canary).unwrap();
+    let hooks = HttpHooks::new(client());
+    let webhook = ctx.plan.webhooks[0].clone();
+    let phase = serin_core::Phase::Progressing;
+    // No platform read the key: the call fails, naming the field, and nothing is sent.
+    let out = hooks
+        .call(&ctx, &webhook, phase, "rev", Default::default())
+        .await;
+    assert!(!out.ok);
+    let error = out.error.unwrap();
+    assert!(
+        error.contains("spec.analysis.webhooks[0].signingSecretRef")
+            && error.contains("not called"),
+        "{error}"
+    );
+    // With the key the same hook is called and signed.
+    ctx.hooks.get_mut("gate").unwrap().signing_key = Some(b"k".to_vec());
+    let out = hooks
+        .call(&ctx, &webhook, phase, "rev", Default::default())
+        .await;
+    assert!(out.ok, "{out:?}");
+    let seen = next(&mut r).await;
+    let header = seen.headers[SIGNATURE_HEADER].to_str().unwrap();
+    assert!(verify_signature(b"k", &seen.body, header));
+    assert!(
+        r.seen.try_recv().is_err(),
+        "exactly one request reached the receiver"
+    );
+}
