@@ -414,7 +414,7 @@ impl Driver {
                         passed: false,
                         detail: outcome.summary(),
                     });
-                    history.push(entry);
+                    push_once(history, entry);
                 }
                 Ok(())
             }
@@ -428,18 +428,21 @@ impl Driver {
                     fields: alert_fields(ctx, status),
                 };
                 for failed in self.notifier.deliver(ctx, &alert).await {
-                    history.push(notification_failed(
-                        ctx,
-                        status,
-                        now,
-                        format!(
-                            "{} alert {:?} through {} was not delivered: {}",
-                            alert.severity.as_str(),
-                            failed.alert,
-                            failed.provider,
-                            failed.reason
+                    push_once(
+                        history,
+                        notification_failed(
+                            ctx,
+                            status,
+                            now,
+                            format!(
+                                "{} alert {:?} through {} was not delivered: {}",
+                                alert.severity.as_str(),
+                                failed.alert,
+                                failed.provider,
+                                failed.reason
+                            ),
                         ),
-                    ));
+                    );
                 }
                 Ok(())
             }
@@ -525,6 +528,16 @@ fn measured(
         entry.checks = checks.to_vec();
     }
     Some(entry)
+}
+
+/// Records a failed notification once per tick (an event webhook gets several events a tick).
+fn push_once(history: &mut Vec<HistoryEntry>, entry: HistoryEntry) {
+    if !history
+        .iter()
+        .any(|h| h.kind == entry.kind && h.message == entry.message)
+    {
+        history.push(entry);
+    }
 }
 
 /// A history entry for a notification that was not delivered, at the status it was sent for.

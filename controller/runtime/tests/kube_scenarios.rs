@@ -1154,7 +1154,8 @@ async fn a_tick_without_a_look_keeps_the_saved_state_and_a_finished_run_drops_it
 
 #[tokio::test]
 async fn a_failed_event_webhook_is_in_the_history_not_only_the_log() {
-    let hook = common::receiver::receiver(vec![(503, Duration::ZERO)]).await;
+    // The receiver stays down (its script is empty: every answer is 500).
+    let hook = common::receiver::receiver(vec![]).await;
     let canary = canary_json(json!({"webhooks": [
         {"name": "chat", "type": "event", "url": format!("http://{}/events", hook.addr)}
     ]}));
@@ -1164,31 +1165,65 @@ async fn a_failed_event_webhook_is_in_the_history_not_only_the_log() {
         |s| s.phase == Phase::Progressing && s.canary_weight == 10,
     );
     let canary = with_status(canary, &status);
+    let written = Arc::new(Mutex::new(Value::Null));
+    let w = written.clone();
     let calls = vec![
         get_target(deployment("podinfo:2", 2, true)),
         get_primary(Some(primary("podinfo:1", 2, true))),
         apply_route(80, 20),
         event("Advanced"),
-        status_write(&canary, |b| {
+        status_write(&canary, move |b| {
             assert_eq!(b["status"]["canaryWeight"], 20, "the rollout went on");
             let hist = b["status"]["serin"]["history"].as_array().unwrap();
-            let failed = hist
+            let failed: Vec<&Value> = hist
                 .iter()
-                .find(|h| h["kind"] == "notificationFailed")
-                .unwrap_or_else(|| panic!("no notificationFailed entry in {hist:?}"));
-            let m = failed["message"].as_str().unwrap();
+                .filter(|h| h["kind"] == "notificationFailed")
+                .collect();
+            assert_eq!(failed.len(), 1, "once per tick: {hist:?}");
+            let m = failed[0]["message"].as_str().unwrap();
             assert!(
-                m.contains("event webhook \"chat\" was not delivered") && m.contains("503"),
+                m.contains("event webhook \"chat\" was not delivered") && m.contains("500"),
                 "{m}"
             );
-            assert_eq!(failed["gates"][0]["name"], "chat");
-            assert_eq!(failed["gates"][0]["passed"], false);
-            assert_eq!(failed["canaryWeight"], 20);
+            assert_eq!(failed[0]["gates"][0]["name"], "chat");
+            assert_eq!(failed[0]["gates"][0]["passed"], false);
+            assert_eq!(failed[0]["canaryWeight"], 20);
+            *w.lock().unwrap() = b["status"].clone();
         }),
     ];
     let (result, _) = run(
-        parse(canary),
+        parse(canary.clone()),
         at + Duration::from_secs(60),
+        analyzer(vec![pass()]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+
+    // The next tick fails the same way: the history keeps the latest failure only, so a
+    // receiver that stays down cannot push the checks out of the bounded history.
+    let mut next = canary;
+    next["status"] = written.lock().unwrap().clone();
+    let calls = vec![
+        get_target(deployment("podinfo:2", 2, true)),
+        get_primary(Some(primary("podinfo:1", 2, true))),
+        apply_route(70, 30),
+        event("Advanced"),
+        status_write(&next, |b| {
+            let hist = b["status"]["serin"]["history"].as_array().unwrap();
+            let failed: Vec<&Value> = hist
+                .iter()
+                .filter(|h| h["kind"] == "notificationFailed")
+                .collect();
+            assert_eq!(failed.len(), 1, "{hist:?}");
+            assert_eq!(failed[0]["canaryWeight"], 30, "the latest one");
+            let checks = hist.iter().filter(|h| !h["checks"].is_null()).count();
+            assert!(checks >= 2, "both ticks' checks are kept: {hist:?}");
+        }),
+    ];
+    let (result, _) = run(
+        parse(next),
+        at + Duration::from_secs(120),
         analyzer(vec![pass()]),
         calls,
     )

@@ -152,7 +152,13 @@ pub fn status_body(
     }
     let mut hist = stored_history(canary);
     for h in history {
-        hist.push(serde_json::to_value(h).unwrap_or(Value::Null));
+        let v = serde_json::to_value(h).unwrap_or(Value::Null);
+        if h.kind == serin_core::HistoryKind::NotificationFailed {
+            // A receiver that stays down fails the same way every tick: keep its latest
+            // failure only, so it cannot push the checks and gates out of the bounded history.
+            hist.retain(|old| !(old["kind"] == v["kind"] && old["message"] == v["message"]));
+        }
+        hist.push(v);
     }
     if hist.len() > HISTORY_LIMIT {
         hist.drain(..hist.len() - HISTORY_LIMIT);
