@@ -202,10 +202,35 @@ pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
     use serin_core::HistoryKind as K;
     let mut out = Vec::new();
     let mut prev: Option<&serin_core::HistoryEntry> = None;
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let at = time(e.at);
         let run = (e.run > 0).then_some(e.run);
         let mut push = |kind: EntryKind| out.push(HistoryEntry { at, run, kind });
+        if e.kind == K::Measured {
+            // A tick's measurements: checks the engine did not record, the judge's look with
+            // its evidence, and the chart sample. No phase or weight line: the engine's own
+            // entries report those.
+            for c in e.checks.iter().filter(|c| !judged(c, e)) {
+                push(check(c, e.failed_checks));
+            }
+            if let Some(s) = &e.sample {
+                if let Some(j) = &s.judge {
+                    push(judge(j));
+                }
+                push(EntryKind::Sample {
+                    weight: s.canary_weight,
+                    canary: arm(&s.canary),
+                    primary: arm(&s.primary),
+                });
+            }
+            continue;
+        }
+        // The judge's look is shown with its evidence from the tick's `Measured` entry, which
+        // the runtime records right after the engine's entries of the same tick.
+        let measured = entries[i + 1..]
+            .iter()
+            .take_while(|m| m.at == e.at)
+            .find(|m| m.kind == K::Measured);
         if e.kind == K::RunStarted
             && let Some(rev) = &e.revision
         {
@@ -236,16 +261,10 @@ pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
             });
         }
         for c in &e.checks {
-            push(EntryKind::Check {
-                name: c.name.clone(),
-                verdict: verdict(c.verdict),
-                value: c.value,
-                min: c.bound.min,
-                max: c.bound.max,
-                sample_size: c.samples,
-                failed_checks: Some(e.failed_checks),
-                message: (!c.detail.is_empty()).then(|| c.detail.clone()),
-            });
+            if measured.is_some_and(|m| judged(c, m)) {
+                continue;
+            }
+            push(check(c, e.failed_checks));
         }
         let prev_weight = prev.map_or(0, |p| p.canary_weight);
         if e.canary_weight != prev_weight || (e.kind == K::Advanced && e.iterations > 0) {
@@ -279,11 +298,11 @@ pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
             });
         } else if matches!(
             e.kind,
-            K::Held | K::CheckFailed | K::Waiting | K::RunRestarted
+            K::Held | K::CheckFailed | K::Waiting | K::RunRestarted | K::NotificationFailed
         ) && !e.message.is_empty()
         {
             push(EntryKind::Event {
-                severity: if e.kind == K::CheckFailed {
+                severity: if matches!(e.kind, K::CheckFailed | K::NotificationFailed) {
                     model::Severity::Warn
                 } else {
                     model::Severity::Info
@@ -294,6 +313,57 @@ pub fn history(entries: &[serin_core::HistoryEntry]) -> Vec<HistoryEntry> {
         prev = Some(e);
     }
     out
+}
+
+/// The name the runtimes give the judge's check result.
+pub const JUDGE_CHECK: &str = "judge";
+
+/// Whether `c` is the judge's check and `measured` carries that look's evidence.
+fn judged(c: &serin_core::CheckResult, measured: &serin_core::HistoryEntry) -> bool {
+    c.name == JUDGE_CHECK && measured.sample.as_ref().is_some_and(|s| s.judge.is_some())
+}
+
+fn check(c: &serin_core::CheckResult, failed_checks: u32) -> EntryKind {
+    EntryKind::Check {
+        name: c.name.clone(),
+        verdict: verdict(c.verdict),
+        value: c.value,
+        min: c.bound.min,
+        max: c.bound.max,
+        sample_size: c.samples,
+        failed_checks: Some(failed_checks),
+        message: (!c.detail.is_empty()).then(|| c.detail.clone()),
+    }
+}
+
+fn judge(j: &serin_core::JudgeSample) -> EntryKind {
+    EntryKind::Judge {
+        verdict: verdict(j.verdict),
+        evidence: j
+            .evidence
+            .iter()
+            .map(|e| model::Evidence {
+                metric: e.metric.clone(),
+                canary: e.canary,
+                primary: e.primary,
+                p_value: e.p_value,
+                alpha: e.alpha,
+                tolerance: e.tolerance,
+                verdict: verdict(e.verdict),
+            })
+            .collect(),
+        canary_requests: j.canary_requests,
+        primary_requests: j.primary_requests,
+        message: (!j.reason.is_empty()).then(|| j.reason.clone()),
+    }
+}
+
+fn arm(a: &serin_core::ArmSample) -> model::ArmSample {
+    model::ArmSample {
+        requests: a.requests,
+        success_rate: a.success_rate,
+        latency_p99_ms: a.latency_p99_ms,
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +459,7 @@ mod tests {
             gates: vec![],
             commands: vec![],
             message: "new revision v2".into(),
+            sample: None,
         };
         let mut tick = base.clone();
         tick.at = ts(60);
@@ -425,5 +496,119 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(out.iter().all(|e| e.run == Some(2)));
+    }
+
+    #[test]
+    fn a_measured_tick_becomes_the_judge_with_evidence_and_a_chart_sample() {
+        let held = serin_core::HistoryEntry {
+            at: ts(60),
+            run: 3,
+            revision: Some("v3".into()),
+            kind: serin_core::HistoryKind::Held,
+            phase: serin_core::Phase::Progressing,
+            step: 1,
+            canary_weight: 20,
+            iterations: 0,
+            failed_checks: 0,
+            threshold: 2,
+            checks: vec![
+                serin_core::CheckResult {
+                    name: "request-success-rate".into(),
+                    verdict: serin_core::Verdict::Pass,
+                    value: Some(99.5),
+                    bound: serin_core::Bound {
+                        min: Some(99.0),
+                        max: None,
+                    },
+                    samples: Some(800),
+                    detail: String::new(),
+                },
+                serin_core::CheckResult {
+                    name: JUDGE_CHECK.into(),
+                    verdict: serin_core::Verdict::Inconclusive,
+                    value: Some(99.5),
+                    bound: serin_core::Bound::default(),
+                    samples: Some(80),
+                    detail: "waiting for minRequests 100 per arm".into(),
+                },
+            ],
+            gates: vec![],
+            commands: vec![],
+            message: "holding: judge inconclusive".into(),
+            sample: None,
+        };
+        let mut measured = held.clone();
+        measured.kind = serin_core::HistoryKind::Measured;
+        measured.checks = vec![];
+        measured.message = String::new();
+        measured.sample = Some(Box::new(serin_core::Sample {
+            window_secs: 60,
+            canary_weight: 10,
+            canary: serin_core::ArmSample {
+                requests: 80,
+                success_rate: Some(99.5),
+                latency_p99_ms: Some(12.0),
+            },
+            primary: serin_core::ArmSample {
+                requests: 720,
+                success_rate: Some(100.0),
+                latency_p99_ms: Some(10.0),
+            },
+            judge: Some(serin_core::JudgeSample {
+                verdict: serin_core::Verdict::Inconclusive,
+                reason: "waiting for minRequests 100 per arm".into(),
+                canary_requests: 80,
+                primary_requests: 720,
+                evidence: vec![serin_core::JudgeEvidence {
+                    metric: "errorRate".into(),
+                    canary: 0.5,
+                    primary: 0.0,
+                    p_value: Some(0.4),
+                    alpha: Some(0.0025),
+                    tolerance: Some(0.0),
+                    verdict: serin_core::Verdict::Inconclusive,
+                }],
+            }),
+        }));
+        // A later tick of the same hold: the engine records nothing, the runtime's entry keeps
+        // the checks.
+        let mut later = measured.clone();
+        later.at = ts(120);
+        later.sample = None;
+        later.checks = vec![held.checks[0].clone()];
+        let out = history(&[held, measured, later]);
+        let types: Vec<&str> = out.iter().map(|e| e.kind.type_name()).collect();
+        assert_eq!(
+            types,
+            ["check", "weight", "phase", "judge", "sample", "check"],
+            "{out:#?}"
+        );
+        match &out[3].kind {
+            EntryKind::Judge {
+                verdict,
+                evidence,
+                canary_requests,
+                ..
+            } => {
+                assert_eq!(*verdict, model::Verdict::Inconclusive);
+                assert_eq!(*canary_requests, 80);
+                assert_eq!(evidence[0].metric, "errorRate");
+                assert_eq!(evidence[0].p_value, Some(0.4));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &out[4].kind {
+            EntryKind::Sample {
+                weight,
+                canary,
+                primary,
+            } => {
+                assert_eq!(*weight, 10);
+                assert_eq!(canary.success_rate, Some(99.5));
+                assert_eq!(primary.latency_p99_ms, Some(10.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out[5].at, time(ts(120)));
     }
 }

@@ -74,6 +74,7 @@ fn entry(
         gates: vec![],
         commands: vec![],
         message: msg.into(),
+        sample: None,
     }
 }
 

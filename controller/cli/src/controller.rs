@@ -70,15 +70,83 @@ pub struct Args {
     /// How long a Lease is valid without renewal, as a duration (e.g. 15s).
     #[arg(long, env = "SERIN_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
+    /// Address of the web dashboard, its JSON API (/api/v1), live updates and the Flagger
+    /// load-tester-compatible gate endpoints (/gate/check, ...). Port 0 picks a free port (the
+    /// bound address is printed); `off` serves no dashboard.
+    #[arg(long, env = "SERIN_DASHBOARD_ADDR", default_value = serin_dashboard::DEFAULT_ADDR)]
+    pub dashboard_addr: String,
+    /// Token that enables the dashboard's actions (promote, abort, pause, resume, gates), sent
+    /// as `Authorization: Bearer TOKEN`. Without it the dashboard is read-only and the action
+    /// endpoints answer 401.
+    #[arg(long, env = "SERIN_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
+}
+
+/// The dashboard's bound listener and token, ready to be served by either controller.
+#[derive(Debug)]
+pub struct Dashboard {
+    /// Bound before the controller starts, so a busy port fails fast and port 0 is resolved.
+    pub listener: std::net::TcpListener,
+    /// The action token (`None`: read-only).
+    pub token: Option<String>,
+}
+
+impl Dashboard {
+    /// The listener for the async runtime (call inside it).
+    pub fn into_tokio(self) -> anyhow::Result<(tokio::net::TcpListener, Option<String>)> {
+        self.listener
+            .set_nonblocking(true)
+            .context("--dashboard-addr: setting the listener non-blocking")?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .context("--dashboard-addr: registering the listener")?;
+        Ok((listener, self.token))
+    }
+}
+
+/// Binds `--dashboard-addr` (unless `off`) and prints the address it serves on.
+pub fn bind_dashboard(args: &Args) -> anyhow::Result<Option<Dashboard>> {
+    let text = args.dashboard_addr.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--dashboard-addr {text:?}: not an address; accepted: IP:PORT (e.g. {}, or 127.0.0.1:0 for a free port) or `off`",
+            serin_dashboard::DEFAULT_ADDR
+        )
+    })?;
+    let token = match &args.dashboard_token {
+        Some(t) if t.trim().is_empty() => bail!(
+            "--dashboard-token / SERIN_DASHBOARD_TOKEN: empty; give a secret, or leave it unset for a read-only dashboard"
+        ),
+        Some(t) => Some(t.trim().to_string()),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("--dashboard-addr {addr}: cannot listen there (in use? pass another address, port 0, or `off`)")
+    })?;
+    let bound = listener
+        .local_addr()
+        .context("--dashboard-addr: reading the bound address")?;
+    let mode = if token.is_some() {
+        "actions need the token"
+    } else {
+        "read-only: no --dashboard-token"
+    };
+    tracing::info!(addr = %bound, read_only = token.is_none(), "dashboard listening");
+    // On stdout as well: scripts (and tests) that ask for port 0 read the address here.
+    println!("serin controller: dashboard on http://{bound} ({mode})");
+    Ok(Some(Dashboard { listener, token }))
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(dir) = args.local.clone() {
-        return crate::rollout::run_local_controller(dir, args);
-    }
-    if !args.kubernetes {
+    if args.local.is_none() && !args.kubernetes {
         bail!("serin controller: choose where to run: --kubernetes or --local DIR");
+    }
+    let dashboard = bind_dashboard(&args)?;
+    if let Some(dir) = args.local.clone() {
+        return crate::rollout::run_local_controller(dir, args, dashboard);
     }
     let lease_duration = serin_api::duration::parse_duration(&args.lease_duration)
         .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;

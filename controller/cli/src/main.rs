@@ -28,7 +28,7 @@ enum Command {
     /// promoted, shown step by step (no cluster, loopback only, no arguments needed).
     Demo(demo::Args),
     /// Run the canary controller (--kubernetes: reconcile Canaries in a cluster).
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// Walk the canary engine through a rolled-back and a promoted rollout (simulated observations).
     Walkthrough(walkthrough::Args),
     /// Run a small podinfo-like HTTP service (versions, error rate, latency) for demos and tests.
@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::SampleApp(args) => sample_app::run(args),
         Command::Load(args) => load::run(args),
         Command::Rollout(args) => rollout::run(args),
-        Command::Controller(args) => controller::run(args),
+        Command::Controller(args) => controller::run(*args),
         Command::Crds(args) => crds::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Status(args) => ci::status(args),

@@ -123,7 +123,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `serin controller --local DIR`.
-pub fn run_local_controller(dir: PathBuf, args: crate::controller::Args) -> anyhow::Result<()> {
+pub fn run_local_controller(
+    dir: PathBuf,
+    args: crate::controller::Args,
+    dashboard: Option<crate::controller::Dashboard>,
+) -> anyhow::Result<()> {
     let Some(control_plane) = args.control_plane else {
         bail!(
             "--local needs --control-plane URL (the local `serin control-plane --routes DIR`, e.g. http://127.0.0.1:8086)"
@@ -162,9 +166,5 @@ pub fn run_local_controller(dir: PathBuf, args: crate::controller::Args) -> anyh
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(async move {
-            serin_controller::local::controller::run(opts, serin_demo::server::terminate_signal())
-                .await
-        })?;
-    Ok(())
+        .block_on(crate::ci::local_dashboard::run_controller(opts, dashboard))
 }

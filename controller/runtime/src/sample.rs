@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use serin_analysis::{
     AnalysisError, ArmRole, ArmTraffic, JudgeConfig, JudgeResult, MetricsProvider, Target,
@@ -25,20 +25,22 @@ pub(crate) fn arm(t: &ArmTraffic) -> ArmSample {
     }
 }
 
-/// Canary and primary over the `window` ending now.
+/// Canary and primary since `since` (the later of the run's start and one interval ago: a
+/// window reaching before the run would mix in the previous run's canary).
 pub(crate) async fn measure(
     provider: &dyn MetricsProvider,
     target: &Target,
-    window: Duration,
+    since: SystemTime,
 ) -> Result<Sample, AnalysisError> {
     let canary = provider
-        .arm_traffic(target, ArmRole::Canary, window)
+        .arm_traffic_since(target, ArmRole::Canary, since)
         .await?;
     let primary = provider
-        .arm_traffic(target, ArmRole::Primary, window)
+        .arm_traffic_since(target, ArmRole::Primary, since)
         .await?;
+    let window = SystemTime::now().duration_since(since).unwrap_or_default();
     Ok(Sample {
-        window_secs: window.as_secs(),
+        window_secs: window.as_secs().max(1),
         canary_weight: 0,
         canary: arm(&canary),
         primary: arm(&primary),

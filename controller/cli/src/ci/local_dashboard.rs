@@ -1,25 +1,36 @@
 //! The dashboard over the local controller's file store: an [`EngineStore`] for
 //! `serin_controller::local::store::FileStore`, and [`serve`] to run the dashboard (pages, API,
-//! SSE, Flagger gates) on a listener. The local controller spawns [`serve`] next to its loop.
+//! SSE, Flagger gates) on a listener. `serin controller --local` serves it next to its loop,
+//! sharing one `FileStore` (one lock, one stream of change notifications).
+//!
+//! The revision a target declares and the analysis settings come from the manifest directory
+//! (the `Process`'s `spec.revision`, the Canary's `spec.analysis`), read when asked, so `serin
+//! wait` sees a new revision the moment the manifest changes, before the controller's next tick.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serin_controller::adapters::CanaryId;
+use serin_controller::local::manifest::{self, Document};
 use serin_controller::local::store::{CanaryRecord, FileStore};
 use serin_dashboard::engine::{EngineBackend, EngineCanary, EngineStore};
-use serin_dashboard::model::{CanaryKey, TargetRef};
+use serin_dashboard::model::{AnalysisInfo, CanaryKey, MetricInfo, TargetRef, WebhookInfo};
 use serin_dashboard::{BackendError, DashboardConfig};
 use tokio::sync::broadcast;
 
 /// The local file store as the dashboard's engine store.
 pub struct LocalStore {
     store: Arc<FileStore>,
+    manifests: Option<PathBuf>,
     changes: broadcast::Sender<CanaryKey>,
 }
 
 impl LocalStore {
     /// Wraps `store` and forwards its saves as change notifications (on the current runtime).
-    pub fn new(store: Arc<FileStore>) -> Arc<Self> {
+    /// `manifests` is the controller's manifest directory (target revisions and analysis
+    /// settings are read from it); without it the revision last taken into account stands in.
+    pub fn new(store: Arc<FileStore>, manifests: Option<PathBuf>) -> Arc<Self> {
         let changes = broadcast::channel(1024).0;
         let mut saved = store.subscribe();
         let tx = changes.clone();
@@ -34,7 +45,134 @@ impl LocalStore {
                 }
             }
         });
-        Arc::new(Self { store, changes })
+        Arc::new(Self {
+            store,
+            manifests,
+            changes,
+        })
+    }
+
+    /// What the manifest directory declares now.
+    fn declared(&self) -> Declared {
+        let Some(dir) = &self.manifests else {
+            return Declared::default();
+        };
+        let docs = match manifest::read_dir(dir) {
+            Ok((docs, _errors)) => docs,
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "dashboard cannot read the manifest directory");
+                return Declared::default();
+            }
+        };
+        let mut out = Declared::default();
+        for doc in docs {
+            match doc {
+                Document::Process { process, .. } => {
+                    out.revisions.push((
+                        process.metadata.namespace().to_string(),
+                        process.metadata.name.clone(),
+                        process.spec.revision(),
+                    ));
+                }
+                Document::Canary { value, .. } => {
+                    let Ok(canary) = serde_yaml::from_value::<serin_api::Canary>(value) else {
+                        continue;
+                    };
+                    let ns = canary
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".to_string());
+                    let name = canary.metadata.name.clone().unwrap_or_default();
+                    if let Ok(n) = serin_api::Normalized::from_canary(&canary) {
+                        out.analysis
+                            .push((CanaryKey::new(ns, name), analysis_info(&n)));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Declared {
+    /// (namespace, process, revision)
+    revisions: Vec<(String, String, String)>,
+    analysis: Vec<(CanaryKey, AnalysisInfo)>,
+}
+
+impl Declared {
+    fn revision(&self, ns: &str, process: &str) -> Option<String> {
+        self.revisions
+            .iter()
+            .find(|(n, p, _)| n == ns && p == process)
+            .map(|(_, _, r)| r.clone())
+    }
+
+    fn analysis(&self, key: &CanaryKey) -> Option<AnalysisInfo> {
+        self.analysis
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.clone())
+    }
+}
+
+/// A duration as a manifest writes it (`30s`, `1m`, `1m30s`).
+fn duration_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// A Canary's analysis settings (defaults applied) for display.
+pub fn analysis_info(n: &serin_api::Normalized) -> AnalysisInfo {
+    let (strategy, max_weight, step_weights, iterations) = match &n.strategy {
+        serin_api::Strategy::Canary {
+            weights,
+            max_weight,
+            ..
+        } => ("canary", Some(*max_weight), weights.clone(), None),
+        serin_api::Strategy::AbTesting { iterations, .. } => {
+            ("ab", None, Vec::new(), Some(*iterations))
+        }
+        serin_api::Strategy::BlueGreen { iterations } => {
+            ("blueGreen", None, Vec::new(), Some(*iterations))
+        }
+    };
+    AnalysisInfo {
+        strategy: strategy.to_string(),
+        interval: Some(duration_text(n.interval)),
+        threshold: Some(n.threshold),
+        max_weight,
+        step_weights,
+        iterations,
+        metrics: n
+            .metrics
+            .iter()
+            .map(|m| MetricInfo {
+                name: m.name.clone(),
+                min: m.min,
+                max: m.max,
+                interval: Some(duration_text(m.interval)),
+            })
+            .collect(),
+        webhooks: n
+            .webhooks
+            .iter()
+            .map(|w| WebhookInfo {
+                name: w.name.clone(),
+                webhook_type: w.hook_type.as_str().to_string(),
+                url: Some(w.url.clone()),
+            })
+            .collect(),
+        judge: n.judge.is_some(),
     }
 }
 
@@ -47,33 +185,38 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BackendErro
 
 async fn canary(
     store: &FileStore,
+    declared: &Declared,
     record: CanaryRecord,
 ) -> Result<Option<EngineCanary>, BackendError> {
     let Some(id) = record.id else { return Ok(None) };
+    let key = CanaryKey::new(&id.namespace, &id.name);
     let pending = serin_controller::adapters::Store::pending_commands(store, &id)
         .await
         .map_err(unavailable)?;
     Ok(Some(EngineCanary {
-        key: CanaryKey::new(&id.namespace, &id.name),
+        // What the manifest declares now; the revision the controller last took into account
+        // only when the Process is gone from the directory (or no directory is known).
+        target_revision: declared
+            .revision(&id.namespace, &record.target)
+            .or_else(|| record.status.last_applied_spec.clone()),
+        analysis: declared.analysis(&key),
+        key,
         target: TargetRef {
             kind: "Process".into(),
             name: record.target.clone(),
         },
-        // The revision the controller last took into account; `serin wait --revision` is
-        // exact when the manifest changed a moment ago.
-        target_revision: record.status.last_applied_spec.clone(),
         status: record.status,
         history: record.history,
         pending,
-        analysis: None,
     }))
 }
 
 impl EngineStore for LocalStore {
     async fn canaries(&self) -> Result<Vec<EngineCanary>, BackendError> {
+        let declared = self.declared();
         let mut out = Vec::new();
         for record in self.store.list().map_err(unavailable)? {
-            if let Some(c) = canary(&self.store, record).await? {
+            if let Some(c) = canary(&self.store, &declared, record).await? {
                 out.push(c);
             }
         }
@@ -86,7 +229,7 @@ impl EngineStore for LocalStore {
             name: key.name.clone(),
         };
         match self.store.read(&id).map_err(unavailable)? {
-            Some(record) => canary(&self.store, record).await,
+            Some(record) => canary(&self.store, &self.declared(), record).await,
             None => Ok(None),
         }
     }
@@ -116,15 +259,63 @@ impl EngineStore for LocalStore {
     }
 }
 
-/// Serves the dashboard over the local store on `listener` until the task is dropped or fails.
+/// Serves the dashboard over the local store on `listener` until the task is dropped or fails;
+/// without the manifest directory (see [`serve_with_manifests`]).
 pub async fn serve(
     store: Arc<FileStore>,
     listener: tokio::net::TcpListener,
     token: Option<String>,
 ) -> std::io::Result<()> {
-    let backend = EngineBackend::new(LocalStore::new(store));
+    serve_with_manifests(store, None, listener, token).await
+}
+
+/// [`serve`], reading target revisions and analysis settings from `manifests`, the
+/// controller's manifest directory (see [`LocalStore::new`]).
+pub async fn serve_with_manifests(
+    store: Arc<FileStore>,
+    manifests: Option<PathBuf>,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+) -> std::io::Result<()> {
+    let backend = EngineBackend::new(LocalStore::new(store, manifests));
     let app = serin_dashboard::router(backend, DashboardConfig { token });
     axum::serve(listener, app).await
+}
+
+/// `serin controller --local`: opens the store, serves the dashboard on it (when one is
+/// configured) and runs the controller loop until Ctrl-C / SIGTERM.
+pub async fn run_controller(
+    opts: serin_controller::local::controller::LocalOptions,
+    dashboard: Option<crate::controller::Dashboard>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let store =
+        Arc::new(FileStore::open(&opts.state_dir).with_context(|| {
+            format!("opening the state directory {}", opts.state_dir.display())
+        })?);
+    let server = match dashboard {
+        Some(d) => {
+            let (listener, token) = d.into_tokio()?;
+            let store = store.clone();
+            let dir = opts.dir.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) = serve_with_manifests(store, Some(dir), listener, token).await {
+                    tracing::error!(%error, "the dashboard stopped serving");
+                }
+            }))
+        }
+        None => None,
+    };
+    let result = serin_controller::local::controller::run_with_store(
+        opts,
+        store,
+        serin_demo::server::terminate_signal(),
+    )
+    .await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result.context("serin controller --local")
 }
 
 #[cfg(test)]
@@ -165,7 +356,7 @@ mod tests {
             &serde_json::to_vec(&record).unwrap(),
         )
         .unwrap();
-        let backend = EngineBackend::new(LocalStore::new(store.clone()));
+        let backend = EngineBackend::new(LocalStore::new(store.clone(), None));
         let list = backend.list().await.unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].revision_in_flight(), Some("v2"));

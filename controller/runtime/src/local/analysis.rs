@@ -7,13 +7,15 @@
 //! fresh sequence for the same run, which is still valid at `alpha` (it only forgets earlier
 //! looks).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serin_analysis::{
     AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, MetricCheck, MetricSpec,
-    MetricsProvider, Observed, Target, ThresholdRange, run_check,
+    MetricsProvider, Observed, PrometheusConfig, PrometheusProvider, Target, ThresholdRange,
+    run_check,
 };
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
@@ -21,11 +23,17 @@ use serin_core::{Bound, CheckResult, Status};
 use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
 use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
 use crate::plan::JUDGE_CHECK;
+use crate::sample::{LastJudge, measure};
 
 /// Measures every check of a Canary through one metrics provider.
 pub struct LocalAnalyzer {
     provider: Arc<dyn MetricsProvider>,
+    /// `MetricTemplate`s of the manifest directory by `namespace/name` (replaced on reload).
+    templates: std::sync::RwLock<BTreeMap<String, serin_api::MetricTemplate>>,
+    /// Prometheus clients for templates naming their own `spec.provider.address`.
+    template_providers: std::sync::Mutex<BTreeMap<String, Arc<dyn MetricsProvider>>>,
     judges: Judges,
+    last_judge: LastJudge,
 }
 
 impl LocalAnalyzer {
@@ -33,8 +41,87 @@ impl LocalAnalyzer {
     pub fn new(provider: Arc<dyn MetricsProvider>) -> Self {
         Self {
             provider,
+            templates: Default::default(),
+            template_providers: Default::default(),
             judges: Judges::default(),
+            last_judge: LastJudge::default(),
         }
+    }
+}
+
+impl LocalAnalyzer {
+    /// Replaces the known `MetricTemplate`s (`namespace/name` keys), after a manifest reload.
+    pub fn set_templates(&self, templates: BTreeMap<String, serin_api::MetricTemplate>) {
+        *self.templates.write().unwrap_or_else(|p| p.into_inner()) = templates;
+    }
+
+    /// Resolves `field`'s `templateRef`: the template's query, and the provider to ask when the
+    /// template names its own Prometheus. Errors name the field and what is accepted.
+    fn template(
+        &self,
+        field: &str,
+        namespace: &str,
+        r: &serin_api::CrossNamespaceObjectReference,
+    ) -> Result<(String, Option<Arc<dyn MetricsProvider>>), String> {
+        let key = format!(
+            "{}/{}",
+            r.namespace.as_deref().unwrap_or(namespace),
+            r.name
+        );
+        let template = self
+            .templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{field}.templateRef: MetricTemplate {key} is not in the manifest directory (the local controller reads MetricTemplates from the same directory as the Canary)"
+                )
+            })?;
+        let p = &template.spec.provider;
+        if p.type_ != "prometheus" {
+            return Err(format!(
+                "MetricTemplate {key} spec.provider.type {:?}: not supported by the local controller; accepted: prometheus",
+                p.type_
+            ));
+        }
+        if p.secret_ref.is_some() {
+            return Err(format!(
+                "MetricTemplate {key} spec.provider.secretRef: Secrets are Kubernetes objects; locally put credentials in spec.provider.headers (e.g. an Authorization header)"
+            ));
+        }
+        let query = template.spec.query.clone();
+        let Some(address) = &p.address else {
+            if self.provider.kind() == PROXY_SCRAPE {
+                return Err(format!(
+                    "{field}.templateRef {key}: a MetricTemplate query needs a Prometheus: start the controller with --metrics-server URL or set the template's spec.provider.address (the proxies' own /metrics answer only the built-in request-success-rate and request-duration)"
+                ));
+            }
+            return Ok((query, None));
+        };
+        let headers: Vec<(String, String)> = p
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let cache_key = format!("{address} {headers:?} {}", p.insecure_skip_verify);
+        let mut cache = self
+            .template_providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(provider) = cache.get(&cache_key) {
+            return Ok((query, Some(provider.clone())));
+        }
+        let mut config = PrometheusConfig::new(address.clone(), serin_analysis::Mesh::Serin);
+        config.headers = headers;
+        config.insecure_skip_verify = p.insecure_skip_verify;
+        let provider: Arc<dyn MetricsProvider> = Arc::new(
+            PrometheusProvider::new(config)
+                .map_err(|e| format!("MetricTemplate {key} spec.provider.address: {e}"))?,
+        );
+        cache.insert(cache_key, provider.clone());
+        Ok((query, Some(provider)))
     }
 }
 
@@ -153,18 +240,22 @@ impl Analyzer for LocalAnalyzer {
         let mut results = Vec::new();
         for (i, m) in n.metrics.iter().enumerate() {
             let field = format!("spec.analysis.metrics[{i}]");
+            // A template with its own `spec.provider.address` is asked there.
+            let mut own_provider: Option<Arc<dyn MetricsProvider>> = None;
             let template_query = match &m.source {
                 MetricSource::Builtin => None,
                 MetricSource::Query(q) => Some(q.clone()),
                 MetricSource::Template(r) => {
-                    results.push(inconclusive(
-                        &m.name,
-                        format!(
-                            "{field}.templateRef {}: MetricTemplates are not read by the local controller; use a built-in metric or an inline query with --metrics-server",
-                            r.name
-                        ),
-                    ));
-                    continue;
+                    match self.template(&field, &ctx.id.namespace, r) {
+                        Ok((query, provider)) => {
+                            own_provider = provider;
+                            Some(query)
+                        }
+                        Err(e) => {
+                            results.push(inconclusive(&m.name, e));
+                            continue;
+                        }
+                    }
                 }
             };
             let spec = MetricSpec {
@@ -203,7 +294,10 @@ impl Analyzer for LocalAnalyzer {
                     };
                     run_check(&bounded, &check, &target, &no_data).await
                 }
-                _ => run_check(self.provider.as_ref(), &check, &target, &no_data).await,
+                _ => {
+                    let provider = own_provider.as_ref().unwrap_or(&self.provider);
+                    run_check(provider.as_ref(), &check, &target, &no_data).await
+                }
             };
             results.push(match measured {
                 Ok(r) => check_result(r),
@@ -216,6 +310,48 @@ impl Analyzer for LocalAnalyzer {
             results.push(self.judge(ctx, status, j, &target).await);
         }
         Ok(results)
+    }
+
+    async fn sample(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+    ) -> Result<Option<serin_core::Sample>, AdapterError> {
+        let judge = self.last_judge.take(ctx);
+        let Some(n) = ctx.spec.clone() else {
+            return Ok(None);
+        };
+        let target = Target::flagger(
+            &ctx.id.name,
+            &ctx.id.namespace,
+            &n.target_name,
+            Some(&n.service_name),
+        );
+        // The tick's window, never reaching back before the run started.
+        let interval_ago = std::time::SystemTime::now()
+            .checked_sub(ctx.plan.interval)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let since = match &status.run {
+            Some(run) => run_start(run).max(interval_ago),
+            None => interval_ago,
+        };
+        let mut sample = match measure(self.provider.as_ref(), &target, since).await {
+            Ok(s) => s,
+            // The judge's evidence is worth keeping without the arms (a gap in the charts).
+            Err(e) if judge.is_some() => {
+                tracing::debug!(canary = %ctx.id, error = %e, "no chart sample this tick");
+                serin_core::Sample::default()
+            }
+            Err(e) => {
+                return Err(AdapterError::new(
+                    ErrorKind::Other,
+                    "chart sample",
+                    e.to_string(),
+                ));
+            }
+        };
+        sample.judge = judge;
+        Ok(Some(sample))
     }
 }
 
@@ -252,6 +388,8 @@ impl LocalAnalyzer {
             Ok(r) => r,
             Err(unavailable) => return unavailable,
         };
+        self.last_judge
+            .remember(ctx, crate::sample::judge(&r, &config));
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),
@@ -261,5 +399,100 @@ impl LocalAnalyzer {
             samples: Some(canary.requests.max(0.0) as u64),
             detail: r.reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_analysis::{ProxyScrapeConfig, ProxyScrapeProvider};
+
+    fn template(yaml: &str) -> (String, serin_api::MetricTemplate) {
+        let t: serin_api::MetricTemplate = serde_yaml::from_str(yaml).unwrap();
+        let key = format!(
+            "{}/{}",
+            t.metadata.namespace.as_deref().unwrap_or("default"),
+            t.metadata.name.as_deref().unwrap()
+        );
+        (key, t)
+    }
+
+    fn reference(name: &str) -> serin_api::CrossNamespaceObjectReference {
+        serde_json::from_value(serde_json::json!({ "name": name })).unwrap()
+    }
+
+    fn analyzer(provider: Arc<dyn MetricsProvider>) -> LocalAnalyzer {
+        let a = LocalAnalyzer::new(provider);
+        a.set_templates(BTreeMap::from([
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors}\nspec:\n  provider: {type: prometheus}\n  query: sum(rate(response_total[1m]))\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: own}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9'}\n  query: up\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: dd}\nspec:\n  provider: {type: datadog}\n  query: x\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: secret}\nspec:\n  provider: {type: prometheus, secretRef: {name: creds}}\n  query: up\n",
+            ),
+        ]));
+        a
+    }
+
+    fn scrape() -> Arc<dyn MetricsProvider> {
+        Arc::new(
+            ProxyScrapeProvider::new(ProxyScrapeConfig::new(vec![
+                "http://127.0.0.1:9/metrics".into(),
+            ]))
+            .unwrap(),
+        )
+    }
+
+    fn prometheus() -> Arc<dyn MetricsProvider> {
+        Arc::new(
+            PrometheusProvider::new(PrometheusConfig::new(
+                "http://127.0.0.1:9",
+                serin_analysis::Mesh::Serin,
+            ))
+            .unwrap(),
+        )
+    }
+
+    const FIELD: &str = "spec.analysis.metrics[0]";
+
+    #[test]
+    fn templates_resolve_from_the_directory_and_errors_name_the_field() {
+        let a = analyzer(scrape());
+        let err = |name: &str| match a.template(FIELD, "default", &reference(name)) {
+            Ok(_) => panic!("{name} resolved"),
+            Err(e) => e,
+        };
+        let e = err("missing");
+        assert!(
+            e.contains("spec.analysis.metrics[0].templateRef") && e.contains("default/missing"),
+            "{e}"
+        );
+        let e = err("errors");
+        assert!(
+            e.contains("--metrics-server") && e.contains("spec.provider.address"),
+            "proxies cannot run a query: {e}"
+        );
+        let e = err("dd");
+        assert!(
+            e.contains("spec.provider.type") && e.contains("accepted: prometheus"),
+            "{e}"
+        );
+        assert!(err("secret").contains("spec.provider.secretRef"));
+        // A template naming its own Prometheus is asked there, whatever the controller uses.
+        let (query, own) = a.template(FIELD, "default", &reference("own")).unwrap();
+        assert_eq!(query, "up");
+        assert_eq!(own.unwrap().kind(), "prometheus");
+
+        // With --metrics-server, a template without an address runs on that Prometheus.
+        let a = analyzer(prometheus());
+        let (query, own) = a.template(FIELD, "default", &reference("errors")).unwrap();
+        assert_eq!(query, "sum(rate(response_total[1m]))");
+        assert!(own.is_none());
     }
 }
