@@ -61,7 +61,7 @@ impl DemoOptions {
             serin,
             interval: Duration::from_secs(2),
             rate: 100.0,
-            bad_error_rate_pct: 5.0,
+            bad_error_rate_pct: 10.0,
             release_timeout: Duration::from_secs(90),
             keep_running: false,
         }
@@ -742,7 +742,7 @@ mod tests {
     fn the_demo_manifests_are_what_the_local_controller_accepts() {
         let dir = DemoDir::prepare(None).unwrap();
         let opts = DemoOptions::new(PathBuf::from("/usr/bin/serin"));
-        write_manifests(&dir, &opts, &scenario::releases(5.0)[0]).unwrap();
+        write_manifests(&dir, &opts, &scenario::releases(10.0)[0]).unwrap();
         let (docs, errors) = serin_controller::local::manifest::read_dir(&dir.manifests()).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(docs.len(), 2);

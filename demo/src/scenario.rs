@@ -19,9 +19,13 @@ pub const SERVICE_PORT: u16 = 9898;
 /// The name of the statistical judge among the checks (as the controller reports it).
 pub const JUDGE: &str = "judge";
 /// The request-success-rate threshold (percent): a loose guard against disasters, as a
-/// Flagger user might keep. The bad release stays above it; only the judge, which compares the
-/// canary with the primary over the same window, sees that it is worse.
-pub const SUCCESS_RATE_MIN: f64 = 90.0;
+/// Flagger user keeps one who was burnt by rollbacks on noise. The bad release (10% errors)
+/// stays above it; only the judge, which compares the canary with the primary over the same
+/// window, sees that it is worse.
+pub const SUCCESS_RATE_MIN: f64 = 80.0;
+/// Requests a threshold check needs before it judges (`noData.minRequests`): with fewer, one
+/// unlucky second of a 10%-error release could read as below 80%.
+pub const NO_DATA_MIN_REQUESTS: u64 = 50;
 /// The request-duration threshold (milliseconds, p99).
 pub const DURATION_MAX_MS: f64 = 500.0;
 
@@ -154,6 +158,9 @@ spec:
         thresholdRange:
           max: {DURATION_MAX_MS}
         interval: 1m
+    noData:
+      minRequests: {NO_DATA_MIN_REQUESTS}
+      policy: wait
     judge:
       enabled: true
       alpha: 0.01
@@ -455,7 +462,10 @@ pub fn elapsed(d: Duration) -> String {
     if s < 60.0 {
         format!("{s:5.1}s")
     } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+        format!(
+            "{:>6}",
+            format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+        )
     }
 }
 
@@ -557,7 +567,7 @@ mod tests {
 
     #[test]
     fn a_release_rolled_back_by_the_judge_is_as_expected() {
-        let [_, bad, _] = releases(5.0);
+        let [_, bad, _] = releases(10.0);
         let mut t = Tracker::default();
         t.record(&entry(
             HistoryKind::Advanced,
@@ -583,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_rollback_without_the_judge_or_a_promotion_of_the_bad_release_is_not() {
-        let [_, bad, good] = releases(5.0);
+        let [_, bad, good] = releases(10.0);
         let mut t = Tracker::default();
         t.record(&entry(HistoryKind::RolledBack, "v2", 20, vec![]));
         assert!(
@@ -605,10 +615,10 @@ mod tests {
 
     #[test]
     fn the_manifests_quote_the_binary_path_and_carry_the_release() {
-        let [_, bad, _] = releases(5.0);
+        let [_, bad, _] = releases(10.0);
         let text = process_manifest(Path::new("/tmp/my dir/serin"), &bad);
         assert!(text.contains("command: \"/tmp/my dir/serin\""), "{text}");
-        assert!(text.contains("value: \"5%\""), "{text}");
+        assert!(text.contains("value: \"10%\""), "{text}");
         assert!(text.contains("revision: v2"), "{text}");
         assert!(canary_manifest().contains("judge:"));
     }

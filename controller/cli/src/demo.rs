@@ -21,8 +21,8 @@ pub struct Args {
     /// Requests per second sent through the proxy (10 to 2000).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Share of the bad release's requests that fail: a fraction (0.05) or a percentage (5%).
-    #[arg(long, default_value = "5%")]
+    /// Share of the bad release's requests that fail: a fraction (0.1) or a percentage (10%).
+    #[arg(long, default_value = "10%")]
     pub bad_error_rate: String,
     /// How long one release may take before the demo gives up on it, e.g. 90s.
     #[arg(long, default_value = "90s")]
