@@ -26,6 +26,14 @@ pub const SUCCESS_RATE_MIN: f64 = 80.0;
 /// Requests a threshold check needs before it judges (`noData.minRequests`): with fewer, one
 /// unlucky second of a 10%-error release could read as below 80%.
 pub const NO_DATA_MIN_REQUESTS: u64 = 50;
+/// Canary weight added per passed step (`stepWeight`).
+pub const STEP_WEIGHT: u32 = 20;
+/// Canary weight after which the release is promoted (`maxWeight`).
+pub const MAX_WEIGHT: u32 = 60;
+/// Requests per arm before the judge gives a verdict (`judge.minRequests`).
+pub const JUDGE_MIN_REQUESTS: u64 = 100;
+/// The judge's false-rollback budget for a run (`judge.alpha`).
+pub const JUDGE_ALPHA: f64 = 0.01;
 /// The request-duration threshold (milliseconds, p99).
 pub const DURATION_MAX_MS: f64 = 500.0;
 
@@ -147,8 +155,8 @@ spec:
   analysis:
     interval: 10s
     threshold: 2
-    stepWeight: 20
-    maxWeight: 60
+    stepWeight: {STEP_WEIGHT}
+    maxWeight: {MAX_WEIGHT}
     metrics:
       - name: request-success-rate
         thresholdRange:
@@ -163,8 +171,8 @@ spec:
       policy: wait
     judge:
       enabled: true
-      alpha: 0.01
-      minRequests: 100
+      alpha: {JUDGE_ALPHA}
+      minRequests: {JUDGE_MIN_REQUESTS}
       errorRateTolerance: 0
       latencyTolerance: 10
       onInconclusive: wait
@@ -621,6 +629,54 @@ mod tests {
         assert!(text.contains("value: \"10%\""), "{text}");
         assert!(text.contains("revision: v2"), "{text}");
         assert!(canary_manifest().contains("judge:"));
+    }
+
+    /// One simulated run of the demo's schedule through the real judge: `per_look` requests
+    /// between looks, split by the canary weight, the canary failing at `rate`. Returns whether
+    /// the judge failed the release before it was promoted.
+    fn judge_catches(rng: &mut fastrand::Rng, per_look: u64, rate: f64) -> bool {
+        use serin_analysis::{ArmTraffic, JudgeConfig, JudgeState, Verdict as V};
+        let config = JudgeConfig {
+            alpha: JUDGE_ALPHA,
+            min_requests: JUDGE_MIN_REQUESTS,
+            ..JudgeConfig::default()
+        };
+        let mut state = JudgeState::default();
+        let mut weight = STEP_WEIGHT;
+        loop {
+            let n_c = per_look * u64::from(weight) / 100;
+            let failures = (0..n_c).filter(|_| rng.f64() < rate).count();
+            let arm = |requests: u64, failures: usize| ArmTraffic {
+                requests: requests as f64,
+                failures: failures as f64,
+                latency: None,
+            };
+            let r = state.observe_window(&config, &arm(n_c, failures), &arm(per_look - n_c, 0));
+            match r.verdict {
+                V::Fail => return true,
+                V::Inconclusive => {}
+                V::Pass if weight >= MAX_WEIGHT => return false,
+                V::Pass => weight += STEP_WEIGHT,
+            }
+        }
+    }
+
+    #[test]
+    fn with_the_demos_numbers_the_judge_catches_the_bad_release_before_promotion() {
+        // The defaults (100 requests/s, 2s) and the tests' (200 requests/s, 1s) both see 200
+        // requests between looks. A 5% release escaped in about 6% of such runs, which is why
+        // the bad release fails 10% of its requests.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let runs = 2000;
+        let escaped = (0..runs)
+            .filter(|_| !judge_catches(&mut rng, 200, 0.10))
+            .count();
+        assert!(
+            escaped * 1000 <= runs,
+            "{escaped} of {runs} bad releases were promoted"
+        );
+        // A healthy release is never failed: no failures, no evidence.
+        assert!(!judge_catches(&mut rng, 200, 0.0));
     }
 
     #[test]
