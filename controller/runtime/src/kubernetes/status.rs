@@ -22,8 +22,12 @@ use crate::adapters::{AdapterError, AnalysisState, CanaryContext, CanaryId, Erro
 
 /// Annotation carrying a manual command.
 pub const COMMAND_ANNOTATION: &str = "serin.dev/command";
-/// History entries kept in the status (older ones are dropped; events and logs keep the rest).
+/// History entries kept in the status, not counting `measured` samples (older ones are dropped;
+/// events and logs keep the rest).
 pub const HISTORY_LIMIT: usize = 30;
+/// `measured` entries (one per analysis tick, for the charts) kept besides [`HISTORY_LIMIT`], so
+/// samples never push the run's real moments out.
+pub const MEASURED_LIMIT: usize = 60;
 
 /// A condition the runtime maintains next to the engine's `Promoted`.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,9 +164,7 @@ pub fn status_body(
         }
         hist.push(v);
     }
-    if hist.len() > HISTORY_LIMIT {
-        hist.drain(..hist.len() - HISTORY_LIMIT);
-    }
+    trim_history(&mut hist);
     let mut serin = json!({"state": status, "history": hist});
     let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
     // Only the current run's state is worth keeping; a finished run's is dropped.
@@ -204,6 +206,28 @@ pub fn status_body(
         "kind": "Canary",
         "status": s,
     })
+}
+
+/// Drops the oldest entries beyond [`HISTORY_LIMIT`] moments and [`MEASURED_LIMIT`] samples,
+/// keeping the chronological order of the rest.
+fn trim_history(hist: &mut Vec<Value>) {
+    let measured = |v: &Value| v["kind"] == "measured";
+    let samples = hist.iter().filter(|v| measured(v)).count();
+    let mut drop_samples = samples.saturating_sub(MEASURED_LIMIT);
+    let mut drop_moments = (hist.len() - samples).saturating_sub(HISTORY_LIMIT);
+    hist.retain(|v| {
+        let budget = if measured(v) {
+            &mut drop_samples
+        } else {
+            &mut drop_moments
+        };
+        if *budget > 0 {
+            *budget -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Writes `body` to the status subresource with server-side apply.
@@ -299,4 +323,44 @@ pub fn describe(canary: &Canary) -> BTreeMap<&'static str, String> {
         ("name", canary.name_any()),
         ("namespace", canary.namespace().unwrap_or_default()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_and_moments_have_separate_budgets_in_one_chronological_history() {
+        // 36 moments interleaved with 100 samples, oldest first.
+        let mut hist = Vec::new();
+        for i in 0..100 {
+            hist.push(json!({"kind": "measured", "i": i}));
+            if i % 5 == 0 || i >= 80 {
+                hist.push(json!({"kind": "advanced", "i": i}));
+            }
+        }
+        let moments = hist.iter().filter(|v| v["kind"] != "measured").count();
+        assert_eq!(moments, 36);
+        trim_history(&mut hist);
+        let kept_moments: Vec<i64> = hist
+            .iter()
+            .filter(|v| v["kind"] != "measured")
+            .map(|v| v["i"].as_i64().unwrap())
+            .collect();
+        let kept_samples: Vec<i64> = hist
+            .iter()
+            .filter(|v| v["kind"] == "measured")
+            .map(|v| v["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(kept_moments.len(), HISTORY_LIMIT);
+        assert_eq!(kept_moments[0], 30, "the 6 oldest moments went");
+        assert_eq!(kept_samples, (40..100).collect::<Vec<_>>());
+        // Still chronological.
+        let order: Vec<i64> = hist.iter().map(|v| v["i"].as_i64().unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+        // Under both budgets nothing is dropped.
+        let mut small = vec![json!({"kind": "measured"}), json!({"kind": "held"})];
+        trim_history(&mut small);
+        assert_eq!(small.len(), 2);
+    }
 }
