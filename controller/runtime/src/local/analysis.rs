@@ -1,7 +1,10 @@
 //! [`LocalAnalyzer`]: the local [`Analyzer`]. It measures with `serin-analysis` from the proxies'
 //! own `/metrics` (the embedded default: no Prometheus needed) or from a Prometheus given with
-//! `--metrics-server`: Flagger's built-in checks, inline queries (Prometheus only), and the
-//! statistical judge when the Canary turns it on.
+//! `--metrics-server`: Flagger's built-in checks, inline queries (Prometheus only),
+//! `MetricTemplate`s read from the manifest directory (Prometheus only: the controller's
+//! `--metrics-server`, or the template's own `spec.provider.address`; with the proxies alone a
+//! template check is inconclusive with an error naming the field and both ways to fix it), and
+//! the statistical judge when the Canary turns it on.
 //!
 //! The judge's sequential state lives in memory per run; after a controller restart it starts a
 //! fresh sequence for the same run, which is still valid at `alpha` (it only forgets earlier
@@ -63,11 +66,7 @@ impl LocalAnalyzer {
         namespace: &str,
         r: &serin_api::CrossNamespaceObjectReference,
     ) -> Result<(String, Option<Arc<dyn MetricsProvider>>), String> {
-        let key = format!(
-            "{}/{}",
-            r.namespace.as_deref().unwrap_or(namespace),
-            r.name
-        );
+        let key = format!("{}/{}", r.namespace.as_deref().unwrap_or(namespace), r.name);
         let template = self
             .templates
             .read()
@@ -245,18 +244,16 @@ impl Analyzer for LocalAnalyzer {
             let template_query = match &m.source {
                 MetricSource::Builtin => None,
                 MetricSource::Query(q) => Some(q.clone()),
-                MetricSource::Template(r) => {
-                    match self.template(&field, &ctx.id.namespace, r) {
-                        Ok((query, provider)) => {
-                            own_provider = provider;
-                            Some(query)
-                        }
-                        Err(e) => {
-                            results.push(inconclusive(&m.name, e));
-                            continue;
-                        }
+                MetricSource::Template(r) => match self.template(&field, &ctx.id.namespace, r) {
+                    Ok((query, provider)) => {
+                        own_provider = provider;
+                        Some(query)
                     }
-                }
+                    Err(e) => {
+                        results.push(inconclusive(&m.name, e));
+                        continue;
+                    }
+                },
             };
             let spec = MetricSpec {
                 name: m.name.clone(),

@@ -2,6 +2,10 @@
 //! manifests are read from a directory (re-read when a file changes), each Canary is ticked by
 //! the generic [`Driver`] through the local adapters, status and history go to the
 //! [`FileStore`], and processes run under the [`Supervisor`].
+//!
+//! Alerts (`spec.analysis.alerts`) name `AlertProvider` objects, which are Kubernetes objects:
+//! locally every alert is logged at WARN with its severity and message, and the history keeps
+//! the event that caused it. Nothing is sent anywhere.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -119,8 +123,20 @@ fn signature(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
 fn load(
     dir: &Path,
     platform: &LocalPlatform,
+    analyzer: &LocalAnalyzer,
     interval: Option<Duration>,
 ) -> BTreeMap<CanaryId, CanaryContext> {
+    match manifest::read_templates(dir) {
+        Ok((templates, errors)) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            analyzer.set_templates(templates);
+        }
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
+        }
+    }
     let (docs, errors) = match manifest::read_dir(dir) {
         Ok(r) => r,
         Err(error) => {
@@ -230,10 +246,11 @@ pub async fn run_with_store(
             }
         })
     });
+    let analyzer = Arc::new(LocalAnalyzer::new(provider));
     let driver = Driver {
         workloads: platform.clone(),
         router: platform.clone(),
-        analyzer: Arc::new(LocalAnalyzer::new(provider)),
+        analyzer: analyzer.clone(),
         hooks: Arc::new(HttpHooks::default()),
         store: store.clone(),
         notifier: Arc::new(LogNotifier),
@@ -242,7 +259,7 @@ pub async fn run_with_store(
     };
 
     let mut sig = signature(&opts.dir);
-    let mut canaries = load(&opts.dir, &platform, opts.interval);
+    let mut canaries = load(&opts.dir, &platform, &analyzer, opts.interval);
     for ctx in canaries.values() {
         platform.register(ctx);
     }
@@ -261,7 +278,7 @@ pub async fn run_with_store(
             let now_sig = signature(&opts.dir);
             if now_sig != sig {
                 sig = now_sig;
-                let fresh = load(&opts.dir, &platform, opts.interval);
+                let fresh = load(&opts.dir, &platform, &analyzer, opts.interval);
                 for (id, ctx) in &canaries {
                     if !fresh.contains_key(id) {
                         tracing::info!(canary = %id, "manifest removed");

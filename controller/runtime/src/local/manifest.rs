@@ -518,6 +518,56 @@ pub fn process_args(spec: &ProcessSpec, env: &BTreeMap<String, String>) -> Vec<S
         .collect()
 }
 
+/// The `MetricTemplate`s of a manifest directory, by `namespace/name`, with one error per
+/// document that does not read as one (naming the file and what is wrong).
+pub fn read_templates(
+    dir: &Path,
+) -> Result<
+    (
+        BTreeMap<String, serin_api::MetricTemplate>,
+        Vec<ManifestError>,
+    ),
+    std::io::Error,
+> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            // read_dir reports unreadable files already.
+            continue;
+        };
+        for de in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_yaml::Value::deserialize(de) else {
+                continue;
+            };
+            if value.get("kind").and_then(|k| k.as_str()) != Some("MetricTemplate") {
+                continue;
+            }
+            match serde_yaml::from_value::<serin_api::MetricTemplate>(value) {
+                Ok(t) => {
+                    let ns = t.metadata.namespace.as_deref().unwrap_or("default");
+                    let key = format!("{ns}/{}", t.metadata.name.as_deref().unwrap_or_default());
+                    out.insert(key, t);
+                }
+                Err(e) => errors.push(ManifestError {
+                    file: name.clone(),
+                    path: "spec".into(),
+                    message: format!("not a MetricTemplate: {e}"),
+                }),
+            }
+        }
+    }
+    Ok((out, errors))
+}
+
 /// What [`set_revision`] changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionEdit {
@@ -945,6 +995,23 @@ spec:
                 .to_string()
                 .contains("cannot read the manifest directory")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn metric_templates_are_read_from_the_directory() {
+        let dir = temp_dir("templates");
+        std::fs::write(
+            dir.join("t.yaml"),
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors, namespace: prod}\nspec:\n  provider: {type: prometheus}\n  query: up\n---\napiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: broken}\nspec: {query: 3}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("c.yaml"), CANARY).unwrap();
+        let (templates, errors) = read_templates(&dir).unwrap();
+        assert_eq!(templates.keys().collect::<Vec<_>>(), ["prod/errors"]);
+        assert_eq!(templates["prod/errors"].spec.query, "up");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("t.yaml"), "{}", errors[0]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
