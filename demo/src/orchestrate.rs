@@ -427,7 +427,10 @@ pub async fn run(
             .unwrap_or_default()
     ));
     if let Some(url) = &platform.dashboard_url {
-        console.plain(&format!("  dashboard {url}"));
+        console.plain(&format!(
+            "  dashboard {url}   (or, in another terminal: serin status --server {})",
+            url.trim_end_matches('/')
+        ));
     }
     console.plain(&format!(
         "  analysis every {}, {} requests/s through the proxy\n",

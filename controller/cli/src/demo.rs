@@ -63,8 +63,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .init();
 
     let token = args.dashboard_token;
+    let manifests = dir.manifests();
+    // With the manifests the dashboard also shows the target's revision and analysis settings.
     let dashboard: Dashboard = Box::new(move |store: Arc<_>, listener| {
-        Box::pin(crate::ci::local_dashboard::serve(store, listener, token))
+        Box::pin(crate::ci::local_dashboard::serve_with_manifests(
+            store,
+            Some(manifests),
+            listener,
+            token,
+        ))
     });
     let report = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
