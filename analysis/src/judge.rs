@@ -249,7 +249,9 @@ impl Sequential {
         self.canary_events += x_c;
         self.primary_requests += n_p;
         self.primary_events += x_p;
-        self.max_e = self.max_e.max(self.e_value());
+        // Overwhelming evidence overflows the e-value to infinity; keep it finite (far above
+        // any bound) so the state survives JSON, which has no infinity, when it is persisted.
+        self.max_e = self.max_e.max(self.e_value()).min(f64::MAX);
     }
 
     fn evidence(&self, fail_at: f64) -> TestEvidence {
@@ -605,6 +607,31 @@ mod tests {
             }
         }
         assert_eq!(verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn the_state_survives_json_even_after_overwhelming_evidence() {
+        // A badly broken canary under heavy traffic: the e-value overflows f64.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        for _ in 0..3 {
+            let r = s.observe_window(
+                &cfg,
+                &traffic(1_000_000.0, 500_000.0),
+                &traffic(1_000_000.0, 1_000.0),
+            );
+            assert_eq!(r.verdict, Verdict::Fail);
+        }
+        let json = serde_json::to_string(&s).unwrap();
+        let back: JudgeState = serde_json::from_str(&json).expect("the persisted state reads back");
+        assert_eq!(back, s);
+        let mut resumed = back;
+        let r = resumed.observe_window(&cfg, &traffic(100.0, 1.0), &traffic(100.0, 1.0));
+        assert_eq!(
+            r.verdict,
+            Verdict::Fail,
+            "a failed test stays failed after a restart"
+        );
     }
 
     #[test]
