@@ -34,6 +34,15 @@ pub enum DemoError {
     /// A step of the demo did not go as expected.
     #[error("{0}")]
     Demo(String),
+    /// A part of the platform (control plane, proxy, controller) failed.
+    #[error("{what}: {source}")]
+    Platform {
+        /// Which part, doing what.
+        what: String,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl DemoError {

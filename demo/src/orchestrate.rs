@@ -240,8 +240,11 @@ struct Platform {
     store: Arc<FileStore>,
 }
 
-fn platform_error(what: &str, e: impl std::fmt::Display) -> DemoError {
-    DemoError::Demo(format!("{what}: {e}"))
+fn platform_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DemoError {
+    DemoError::Platform {
+        what: what.to_string(),
+        source: Box::new(e),
+    }
 }
 
 impl Platform {
