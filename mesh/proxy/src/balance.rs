@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::pool::EndpointPool;
+
 /// Starting latency estimate for an endpoint with no history (so new endpoints are tried, but
 /// not flooded).
 const INITIAL_EWMA_US: u64 = 1_000;
@@ -25,6 +27,8 @@ pub struct Endpoint {
     pub base_uri: http::uri::Authority,
     in_flight: AtomicU32,
     ewma_us: AtomicU64,
+    /// Upstream connections to this endpoint.
+    pub pool: EndpointPool,
 }
 
 impl Endpoint {
@@ -37,6 +41,7 @@ impl Endpoint {
             base_uri,
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(INITIAL_EWMA_US),
+            pool: EndpointPool::default(),
         }
     }
 

@@ -17,7 +17,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::balance::InFlight;
-use crate::metrics::{ErrorKind, Outcome, RouteMetrics};
+use crate::h1::H1Body;
+use crate::metrics::{ErrorKind, Outcome, StatusSeries};
 
 /// Errors a body may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -128,7 +129,7 @@ impl Body for ReqBody {
 /// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
-    metrics: Arc<RouteMetrics>,
+    series: Arc<StatusSeries>,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -139,9 +140,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for a response with `status` and `headers` from upstream.
+    /// A recorder for a response with `status` and `headers` from upstream, counted in
+    /// `series` (the status code's series of its route).
     pub fn new(
-        metrics: Arc<RouteMetrics>,
+        series: Arc<StatusSeries>,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,
@@ -150,9 +152,10 @@ impl Recorder {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         Recorder {
-            metrics,
+            series,
             status,
-            grpc_status: grpc_status(headers),
+            // Only gRPC responses carry one that counts; skip the lookup for the others.
+            grpc_status: if is_grpc { grpc_status(headers) } else { None },
             is_grpc,
             done: false,
             _in_flight: in_flight,
@@ -165,7 +168,7 @@ impl Recorder {
         }
         self.done = true;
         let grpc_status = grpc_status.or(self.grpc_status);
-        self.metrics.response(Outcome {
+        self.series.response(Outcome {
             status: self.status,
             grpc_status: if self.is_grpc { grpc_status } else { None },
             error,
@@ -183,12 +186,49 @@ fn grpc_status(h: &HeaderMap) -> Option<u32> {
     h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
+/// A response body from an upstream.
+pub enum UpstreamBody {
+    /// From an HTTP/1.1 connection of the proxy's own client.
+    H1(H1Body),
+    /// From an h2c stream.
+    H2(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A body sent back to the client.
 pub enum ResBody {
     /// An upstream body, observed.
     Upstream {
         /// The upstream body.
-        inner: Incoming,
+        inner: UpstreamBody,
         /// Counts the response when it ends.
         rec: Recorder,
     },
@@ -223,7 +263,7 @@ impl Body for ResBody {
                     }
                     Some(Err(_)) => rec.finish(None, Some(ErrorKind::Stream)),
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             ResBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }

@@ -8,46 +8,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 
 use crate::balance::{self, Endpoint};
 use crate::body::{Recorder, ReqBody, ResBody};
-use crate::io::Connector;
 use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, RequestView};
 use crate::table::TableHandle;
 
-/// Upstream clients: one pool speaking HTTP/1.1, one speaking h2c (prior knowledge). A request
-/// goes upstream in the protocol it came in with, so gRPC (HTTP/2 only) stays HTTP/2.
-#[derive(Clone)]
-pub struct Upstreams {
-    h1: Client<Connector, ReqBody>,
-    h2: Client<Connector, ReqBody>,
-}
-
-impl Upstreams {
-    /// Pools that count their connections into `registry` under `direction`.
-    pub fn new(registry: &Registry, direction: &str, connect_timeout: Duration) -> Self {
-        let connector = Connector::new(registry.tcp(direction, "dst"), connect_timeout);
-        let exec = hyper_util::rt::TokioExecutor::new();
-        let mut h1 = Client::builder(exec.clone());
-        h1.pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            // The proxy sets Host itself (the client's authority), never the endpoint's.
-            .set_host(false);
-        let mut h2 = Client::builder(exec);
-        h2.http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false);
-        Upstreams {
-            h1: h1.build(connector.clone()),
-            h2: h2.build(connector),
-        }
-    }
-}
+pub use crate::pool::Upstreams;
 
 /// State shared by every connection of one proxy.
 pub struct Shared {
@@ -78,6 +46,11 @@ pub struct InboundTarget {
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the ones
 /// HTTP/2 forbids. `te: trailers` is kept for gRPC.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names is cheaper than hashing
+    // every candidate for a removal.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -107,6 +80,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The names [`strip_hop_by_hop`] acts on (`te` included: it may have to go).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHORIZATION
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::TE
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
+}
+
 fn text(status: StatusCode, msg: String) -> Response<ResBody> {
     let mut r = Response::new(ResBody::full(msg));
     *r.status_mut() = status;
@@ -125,12 +110,13 @@ fn proxy_error(
     error: ErrorKind,
     msg: String,
 ) -> Response<ResBody> {
-    metrics.latency(status.as_u16(), started.elapsed());
-    metrics.response(Outcome {
-        status: status.as_u16(),
-        grpc_status: None,
-        error: Some(error),
-    });
+    metrics
+        .latency(status.as_u16(), started.elapsed())
+        .response(Outcome {
+            status: status.as_u16(),
+            grpc_status: None,
+            error: Some(error),
+        });
     let mut r = text(status, msg);
     r.headers_mut().insert(
         HeaderName::from_static("l5d-proxy-error"),
@@ -215,7 +201,6 @@ pub async fn outbound(
             msg,
         ));
     };
-    let authority = authority.to_string();
     let (mut parts, body) = req.into_parts();
 
     // Mirror: decided per request; the copy is sent from its own task and never awaited.
@@ -224,7 +209,7 @@ pub async fn outbound(
             match balance::pick(&mb.endpoints) {
                 Some(mep) => {
                     let (real, copy) = ReqBody::tee(body);
-                    spawn_mirror(&shared, mb.clone(), mep.clone(), &parts, &authority, copy);
+                    spawn_mirror(&shared, mb.clone(), mep.clone(), &parts, copy);
                     real
                 }
                 None => {
@@ -237,15 +222,10 @@ pub async fn outbound(
     };
 
     let h2 = parts.version == Version::HTTP_2;
-    prepare_upstream(&mut parts, ep, &authority, h2);
+    prepare_upstream(&mut parts, ep, h2);
     let req = Request::from_parts(parts, body);
-    let client = if h2 {
-        &shared.outbound.h2
-    } else {
-        &shared.outbound.h1
-    };
     Ok(send(
-        client,
+        &shared.outbound,
         req,
         started,
         ep,
@@ -270,17 +250,11 @@ pub async fn inbound(
         ));
     };
     target.metrics.request();
-    let authority = authority_of(&req).unwrap_or("localhost").to_string();
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
-    prepare_upstream(&mut parts, &target.endpoint, &authority, h2);
-    let client = if h2 {
-        &target.upstreams.h2
-    } else {
-        &target.upstreams.h1
-    };
+    prepare_upstream(&mut parts, &target.endpoint, h2);
     Ok(send(
-        client,
+        &target.upstreams,
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
         &target.endpoint,
@@ -292,41 +266,49 @@ pub async fn inbound(
     .await)
 }
 
-/// Points a request at an endpoint: the absolute URI names the endpoint (it is the pool key);
-/// HTTP/1.1 keeps the client's authority in `Host`. For HTTP/2, hyper derives `:authority`
-/// from the URI, so an h2 upstream sees the endpoint address there.
-fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, authority: &str, h2: bool) {
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    if let Ok(u) = Uri::builder()
-        .scheme("http")
-        .authority(ep.base_uri.clone())
-        .path_and_query(path)
-        .build()
-    {
-        parts.uri = u;
+/// Points a request at an endpoint. HTTP/1.1 goes out in origin form (`/path?query`) and keeps
+/// the client's authority in `Host`. HTTP/2 needs an absolute URI, from which hyper derives
+/// `:authority`, so an h2 upstream sees the endpoint address there.
+fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, h2: bool) {
+    // An HTTP/1.1 client's Host is already the authority; one without (HTTP/1.0, or an
+    // absolute-form request line) gets the URI's, as an h2 client's `:authority` would.
+    if !h2 && !parts.headers.contains_key(header::HOST) {
+        let host = parts.uri.authority().map_or("localhost", |a| a.as_str());
+        if let Ok(v) = HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if h2 || parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let uri = if h2 {
+            Uri::builder()
+                .scheme("http")
+                .authority(ep.base_uri.clone())
+                .path_and_query(path)
+                .build()
+        } else {
+            Uri::builder().path_and_query(path).build()
+        };
+        if let Ok(u) = uri {
+            parts.uri = u;
+        }
     }
     strip_hop_by_hop(&mut parts.headers);
     if h2 {
         parts.headers.remove(header::HOST);
         parts.version = Version::HTTP_2;
     } else {
-        // An HTTP/1.1 client's Host is already the authority; only h2 clients need one made.
-        if !parts.headers.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(authority)
-        {
-            parts.headers.insert(header::HOST, v);
-        }
         parts.version = Version::HTTP_11;
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    client: &Client<Connector, ReqBody>,
+    upstreams: &Upstreams,
     req: Request<ReqBody>,
     started: Instant,
     ep: &Arc<Endpoint>,
@@ -336,7 +318,7 @@ async fn send(
     set_headers: &[(HeaderName, HeaderValue)],
 ) -> Response<ResBody> {
     let in_flight = ep.start();
-    let fut = client.request(req);
+    let fut = upstreams.send(ep, req);
     let result = match timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -375,13 +357,13 @@ async fn send(
     let latency = started.elapsed();
     ep.observe(latency);
     let (mut parts, body) = resp.into_parts();
-    metrics.latency(parts.status.as_u16(), latency);
+    let series = metrics.latency(parts.status.as_u16(), latency);
     strip_hop_by_hop(&mut parts.headers);
     for (n, v) in set_headers {
         parts.headers.insert(n.clone(), v.clone());
     }
     let rec = Recorder::new(
-        metrics.clone(),
+        series,
         parts.status.as_u16(),
         &parts.headers,
         Some(in_flight),
@@ -394,7 +376,6 @@ fn spawn_mirror(
     backend: Arc<BackendRt>,
     ep: Arc<Endpoint>,
     parts: &http::request::Parts,
-    authority: &str,
     body: ReqBody,
 ) {
     let mut req = Request::new(body);
@@ -404,19 +385,15 @@ fn spawn_mirror(
     *req.headers_mut() = parts.headers.clone();
     let (mut mparts, body) = req.into_parts();
     let h2 = mparts.version == Version::HTTP_2;
-    prepare_upstream(&mut mparts, &ep, authority, h2);
+    prepare_upstream(&mut mparts, &ep, h2);
     let req = Request::from_parts(mparts, body);
-    let client = if h2 {
-        shared.outbound.h2.clone()
-    } else {
-        shared.outbound.h1.clone()
-    };
+    let upstreams = shared.outbound.clone();
     let registry = shared.registry.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let _in_flight = ep.start();
-        let result = match tokio::time::timeout(Duration::from_secs(30), client.request(req)).await
-        {
+        let sent = tokio::time::timeout(Duration::from_secs(30), upstreams.send(&ep, req)).await;
+        let result = match sent {
             Ok(Ok(resp)) => {
                 ep.observe(started.elapsed());
                 // Drain so the connection goes back to the pool.

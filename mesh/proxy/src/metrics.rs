@@ -94,10 +94,52 @@ impl Histogram {
     }
 }
 
+/// The series of one status code of one [`RouteMetrics`]: its latency histogram and its
+/// `response_total` counters.
 #[derive(Default)]
-struct StatusSeries {
+pub struct StatusSeries {
     latency: Histogram,
+    /// Responses with no gRPC status and no error (nearly all of them), counted without a lock.
+    plain: AtomicU64,
+    /// The other outcomes.
     responses: Mutex<Vec<(Outcome, u64)>>,
+}
+
+impl StatusSeries {
+    /// Counts a finished response (`response_total`); `outcome.status` must be this series'.
+    pub fn response(&self, outcome: Outcome) {
+        if outcome.grpc_status.is_none() && outcome.error.is_none() {
+            self.plain.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut v = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => v.push((outcome, 1)),
+        }
+    }
+
+    /// All outcomes counted so far, plain ones first.
+    fn outcomes(&self, status: u16) -> Vec<(Outcome, u64)> {
+        let mut out = Vec::new();
+        let plain = self.plain.load(Relaxed);
+        if plain > 0 {
+            let o = Outcome {
+                status,
+                grpc_status: None,
+                error: None,
+            };
+            out.push((o, plain));
+        }
+        out.extend(
+            self.responses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied(),
+        );
+        out
+    }
 }
 
 /// Request/response series for one label set (direction, authority, backend, identity).
@@ -114,7 +156,8 @@ impl RouteMetrics {
         self.requests.fetch_add(1, Relaxed);
     }
 
-    fn status(&self, status: u16) -> Arc<StatusSeries> {
+    /// The series of one status code (created on first use).
+    pub fn status(&self, status: u16) -> Arc<StatusSeries> {
         let mut v = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, s)) = v.iter().find(|(c, _)| *c == status) {
             return s.clone();
@@ -124,19 +167,17 @@ impl RouteMetrics {
         s
     }
 
-    /// Records time to response headers (`response_latency_ms`).
-    pub fn latency(&self, status: u16, d: Duration) {
-        self.status(status).latency.observe(d);
+    /// Records time to response headers (`response_latency_ms`) and returns the status
+    /// code's series, where the response is counted once it has finished.
+    pub fn latency(&self, status: u16, d: Duration) -> Arc<StatusSeries> {
+        let s = self.status(status);
+        s.latency.observe(d);
+        s
     }
 
     /// Counts a finished response (`response_total`).
     pub fn response(&self, outcome: Outcome) {
-        let s = self.status(outcome.status);
-        let mut v = s.responses.lock().unwrap_or_else(|p| p.into_inner());
-        match v.iter_mut().find(|(o, _)| *o == outcome) {
-            Some((_, n)) => *n += 1,
-            None => v.push((outcome, 1)),
-        }
+        self.status(outcome.status).response(outcome);
     }
 }
 
@@ -351,12 +392,8 @@ impl Registry {
             "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n",
         );
         for (r, statuses) in &snapshot {
-            for (_, s) in statuses {
-                let responses = s
-                    .responses
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+            for (code, s) in statuses {
+                let responses = s.outcomes(*code);
                 for (o, n) in responses {
                     let mut l = r.labels.clone();
                     push_label(&mut l, "status_code", &o.status.to_string());

@@ -5,6 +5,7 @@
 //! Everything here is pure apart from the shared endpoint state that survives swaps.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -237,11 +238,36 @@ pub struct RouteRt {
     pub rules: Vec<RuleRt>,
 }
 
+/// FNV-1a: the host lookup runs on every request, and its keys come from the route table,
+/// not from clients, so a cheap hash without flooding resistance is fine (a client's
+/// authority is only looked up, never inserted).
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// A compiled table, ready for lookups. Immutable; swapped whole.
 pub struct Compiled {
     /// The source table (served on `/routes`).
     pub source: Arc<RouteTable>,
-    hosts: HashMap<String, HostRoutes>,
+    hosts: HashMap<String, HostRoutes, BuildHasherDefault<Fnv>>,
 }
 
 #[derive(Default)]
@@ -283,7 +309,7 @@ impl Compiled {
     pub fn empty() -> Self {
         Compiled {
             source: Arc::new(RouteTable::default()),
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
         }
     }
 
@@ -294,7 +320,7 @@ impl Compiled {
         endpoints: &EndpointStates,
     ) -> Result<Self, CompileError> {
         table.validate()?;
-        let mut hosts: HashMap<String, HostRoutes> = HashMap::new();
+        let mut hosts: HashMap<String, HostRoutes, BuildHasherDefault<Fnv>> = HashMap::default();
         for route in &table.routes {
             let authority = route.authority.to_string();
             let mut backend_rt: HashMap<&str, Arc<BackendRt>> = HashMap::new();
