@@ -151,11 +151,8 @@ fn ctrl_c_mid_demo_stops_every_child_process() {
         "expected the primary and the canary to run: {before:?}\n{seen}"
     );
 
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
