@@ -35,6 +35,9 @@ pub struct CanaryShape {
     pub threshold: u32,
     /// The controller's `--interval`.
     pub interval: &'static str,
+    /// Measure with a `MetricTemplate` (canary error percentage, at most 5) on a Prometheus
+    /// (see [`Site::metrics_server`]) instead of the built-in checks on the proxies.
+    pub template: bool,
 }
 
 impl Default for CanaryShape {
@@ -44,9 +47,39 @@ impl Default for CanaryShape {
             max_weight: 50,
             threshold: 2,
             interval: "1s",
+            template: false,
         }
     }
 }
+
+const BUILTIN_CHECKS: &str = r#"    metrics:
+      - name: request-success-rate
+        thresholdRange: { min: 99 }
+        interval: 10s
+      - name: request-duration
+        thresholdRange: { max: 500 }
+        interval: 10s
+"#;
+
+/// A Flagger-style MetricTemplate on the proxies' Linkerd-named counters (`or vector(0)`: no
+/// failure series at all is 0%, not "no data").
+const TEMPLATE_CHECK: &str = r#"    metrics:
+      - name: canary-error-percentage
+        templateRef: { name: error-percentage }
+        thresholdRange: { max: 5 }
+        interval: 10s
+---
+apiVersion: serin.dev/v1beta1
+kind: MetricTemplate
+metadata:
+  name: error-percentage
+spec:
+  provider:
+    type: prometheus
+  query: |
+    100 * (sum(rate(response_total{dst_service="{{ target }}-canary",classification="failure"}[{{ interval }}])) or vector(0))
+    / sum(rate(response_total{dst_service="{{ target }}-canary"}[{{ interval }}]))
+"#;
 
 /// One local platform on loopback.
 pub struct Site {
@@ -64,6 +97,8 @@ pub struct Site {
     pub proxy_addr: std::net::SocketAddr,
     /// The proxy's `/metrics`.
     pub proxy_metrics: String,
+    /// The controller's `--metrics-server` (a Prometheus), when set before it starts.
+    pub metrics_server: Option<String>,
     bin: PathBuf,
     shape: CanaryShape,
     controller: Option<Child>,
@@ -128,6 +163,7 @@ impl Site {
             control_plane_url,
             proxy_addr,
             proxy_metrics,
+            metrics_server: None,
             bin: bin.to_path_buf(),
             shape,
             controller: None,
@@ -175,14 +211,12 @@ spec:
     threshold: {threshold}
     maxWeight: {max}
     stepWeight: {step}
-    metrics:
-      - name: request-success-rate
-        thresholdRange: {{ min: 99 }}
-        interval: 10s
-      - name: request-duration
-        thresholdRange: {{ max: 500 }}
-        interval: 10s
-"#,
+{metrics}"#,
+            metrics = if s.template {
+                TEMPLATE_CHECK
+            } else {
+                BUILTIN_CHECKS
+            },
             bin = self.bin.display(),
             root = self.root.display(),
             threshold = s.threshold,
@@ -220,6 +254,11 @@ spec:
             .arg(&self.proxy_metrics)
             .arg("--interval")
             .arg(self.shape.interval)
+            .args(
+                self.metrics_server
+                    .iter()
+                    .flat_map(|url| ["--metrics-server".to_string(), url.clone()]),
+            )
             .env("SERIN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -334,3 +334,96 @@ async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout
     site.stop().await;
     Ok(())
 }
+
+/// The template's check results recorded in `entries`: (verdict, value).
+fn template_checks(entries: &[Value]) -> Vec<(String, Option<f64>)> {
+    entries
+        .iter()
+        .flat_map(|e| e["checks"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["name"] == "canary-error-percentage")
+        .map(|c| {
+            (
+                c["verdict"].as_str().unwrap_or_default().to_string(),
+                c["value"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_template_on_a_real_prometheus_judges_the_local_rollouts() -> anyhow::Result<()> {
+    let shape = CanaryShape {
+        template: true,
+        ..CanaryShape::default()
+    };
+    let mut site = Site::start(bin(), "template", shape).await?;
+    let admin = site
+        .proxy_metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let prometheus = serin_analysis::testing::start_prometheus_with(
+        serin_analysis::testing::PrometheusOptions {
+            scrape_targets: vec![admin],
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = serin_analysis::PrometheusProvider::new(serin_analysis::PrometheusConfig::new(
+        prometheus.address.clone(),
+        serin_analysis::Mesh::Serin,
+    ))?;
+    let deadline = std::time::Instant::now() + STEP;
+    while serin_analysis::MetricsProvider::probe(&client)
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.metrics_server = Some(prometheus.address.clone());
+    initialized(&mut site).await?;
+
+    // The bad release: the template's error percentage (max 5) fails it.
+    let load = site.start_load(50.0);
+    load.await_more(20, STEP).await?;
+    site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0.3")])?;
+    let mut seen = Vec::new();
+    let record = site
+        .await_status("v2 rolled back", STEP, &mut seen, ended("v2", "Failed"))
+        .await?;
+    let checks = template_checks(&run_history(&record, "v2"));
+    assert!(
+        checks
+            .iter()
+            .filter(|(v, x)| v == "fail" && x.is_some_and(|x| x > 5.0))
+            .count()
+            >= 2,
+        "the template failed v2 twice: {checks:?}"
+    );
+    site.await_that("the v2 canary stopped", STEP, |s| settled_on(s, "v1"))
+        .await?;
+    load.finish().await?;
+
+    // The good release passes the same template and is promoted.
+    let load = site.start_load(50.0);
+    load.await_more(20, STEP).await?;
+    site.rollout("v3", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0")])?;
+    let record = site
+        .await_status("v3 promoted", STEP, &mut seen, ended("v3", "Succeeded"))
+        .await?;
+    let checks = template_checks(&run_history(&record, "v3"));
+    assert!(
+        checks.iter().any(|(v, x)| v == "pass" && *x == Some(0.0)),
+        "{checks:?}"
+    );
+    assert!(!checks.iter().any(|(v, _)| v == "fail"), "{checks:?}");
+    let (report, _) = load.finish().await?;
+    assert_eq!(report.errors, 0, "{}", report.breakdown());
+    site.stop().await;
+    drop(prometheus);
+    Ok(())
+}

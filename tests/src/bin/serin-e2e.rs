@@ -47,6 +47,8 @@ enum Command {
         #[arg(long = "proxy-metrics")]
         proxy_metrics: Vec<String>,
         #[arg(long)]
+        metrics_server: Option<String>,
+        #[arg(long)]
         interval: String,
     },
 }
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             control_plane,
             routes_dir,
             proxy_metrics,
+            metrics_server,
             interval,
         } => {
             use serin_controller::local::controller::{LocalOptions, MetricsSource, run};
@@ -101,7 +104,10 @@ fn main() -> anyhow::Result<()> {
                 state_dir,
                 control_plane,
                 routes_dir,
-                metrics: MetricsSource::Proxies(proxy_metrics),
+                metrics: match metrics_server {
+                    Some(url) => MetricsSource::Prometheus(url),
+                    None => MetricsSource::Proxies(proxy_metrics),
+                },
                 interval: Some(interval),
                 reload_every: Duration::from_millis(100),
                 stop_workloads_on_exit: false,
