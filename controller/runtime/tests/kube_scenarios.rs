@@ -1367,7 +1367,14 @@ async fn serve_cluster(
                 Some((200, c))
             }
             ("POST", p) if p.ends_with("/events") => Some((201, body)),
-            (m, p) => panic!("the controller made an unexpected call {m} {p}?{query}"),
+            (m, p) => {
+                // Answered as an unknown path would be; the test fails on it after the run.
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("UNEXPECTED {m} {p}?{query}"));
+                Some((404, status_err(404, "NotFound", "unexpected call")))
+            }
         };
         match answer {
             Some((code, v)) => send.send_response(
@@ -1472,6 +1479,22 @@ async fn a_new_target_revision_starts_the_run_at_once_not_at_the_next_interval()
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
     server.abort();
+    let calls = calls.lock().unwrap().clone();
+    let unexpected: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("UNEXPECTED"))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    // The first call after the change was the tick reading the target.
+    let after: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.contains("/namespaces/"))
+        .collect();
+    assert_eq!(
+        after.first().map(|c| c.as_str()),
+        Some(format!("GET /apis/apps/v1/namespaces/{NS}/deployments/podinfo").as_str()),
+        "{after:?}"
+    );
 }
 
 #[test]
