@@ -36,6 +36,24 @@ pub struct Args {
     pub dashboard_token: Option<String>,
 }
 
+/// Ctrl-C, SIGTERM, or the terminal closing (SIGHUP): the sample-app processes run in their
+/// own process group, so a closed terminal would otherwise leave them running.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = async {
+        match signal(SignalKind::hangup()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = serin_demo::server::terminate_signal() => {}
+        () = hangup => {}
+    }
+}
+
 /// Runs the demo; exits 1 when a release did not end as expected, 130 when interrupted.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let serin = std::env::current_exe()
@@ -80,14 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?
         .block_on(async {
             let mut out = std::io::stdout();
-            serin_demo::orchestrate::run(
-                opts,
-                &dir,
-                Some(dashboard),
-                &mut out,
-                serin_demo::server::terminate_signal(),
-            )
-            .await
+            serin_demo::orchestrate::run(opts, &dir, Some(dashboard), &mut out, stop_signal()).await
         })?;
     if report.interrupted {
         std::process::exit(130);
