@@ -77,6 +77,8 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .with_writer(std::io::stderr)
+            // Colours only on a terminal: logs redirected to a file stay greppable.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
     match cli.command {
