@@ -102,7 +102,12 @@ pub fn summary(
         Some(Waiting {
             reason: WaitReason::Paused,
             since: Some(time(p.at)),
-            message: Some(format!("by {}: {}", p.by, p.reason)),
+            // The engine's reason usually names who already ("paused by dana").
+            message: Some(if p.reason.contains(&p.by) {
+                p.reason.clone()
+            } else {
+                format!("by {}: {}", p.by, p.reason)
+            }),
         })
     } else {
         let reason = match status.phase {

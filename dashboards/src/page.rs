@@ -598,6 +598,20 @@ struct Line<'a> {
 const W: f64 = 360.0;
 const H: f64 = 170.0;
 const PAD_L: f64 = 44.0;
+
+/// The smallest of 1, 2, 2.5, 5 times a power of ten at or above `v`, so the axis label stays
+/// short (`25ms`, not `20.24ms`) and fits the left margin.
+fn nice_ceil(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return v;
+    }
+    let mag = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|c| *c >= v * (1.0 - 1e-9))
+        .unwrap_or(10.0 * mag)
+}
 const PAD_R: f64 = 10.0;
 const PAD_T: f64 = 26.0;
 const PAD_B: f64 = 24.0;
@@ -653,7 +667,7 @@ fn chart(
     let (mut y0, mut y1) = fixed.unwrap_or_else(|| {
         let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lo.min(0.0), hi * 1.1)
+        (lo.min(0.0), nice_ceil(hi * 1.1))
     });
     if (y1 - y0).abs() < f64::EPSILON {
         y0 -= 1.0;

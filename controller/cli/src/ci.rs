@@ -8,6 +8,7 @@
 mod kubernetes;
 // Used by the local controller's wiring (`serin controller --local`) to serve the dashboard.
 #[allow(dead_code)]
+pub mod kube_dashboard;
 pub mod local_dashboard;
 
 use std::io::{IsTerminal, Write};

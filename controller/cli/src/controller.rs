@@ -174,10 +174,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         reporter: "serin-controller".into(),
         metrics_server: args.metrics_server,
     };
+    let watch_namespace = opts.namespace.clone();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serin_controller::kubernetes::run(opts))
-        .context("serin controller --kubernetes")
+        .block_on(async move {
+            // The dashboard reads Canary status and writes the command annotation; every
+            // replica serves it (a standby's reads are as good as the leader's, and the
+            // leader applies the commands).
+            let server = match dashboard {
+                Some(d) => {
+                    let (listener, token) = d.into_tokio()?;
+                    let client = kube::Client::try_default().await.context(
+                        "--kubernetes: no usable Kubernetes configuration for the dashboard",
+                    )?;
+                    Some(tokio::spawn(async move {
+                        if let Err(error) = crate::ci::kube_dashboard::serve(
+                            client,
+                            watch_namespace,
+                            listener,
+                            token,
+                        )
+                        .await
+                        {
+                            tracing::error!(%error, "the dashboard stopped serving");
+                        }
+                    }))
+                }
+                None => None,
+            };
+            let result = serin_controller::kubernetes::run(opts)
+                .await
+                .context("serin controller --kubernetes");
+            if let Some(server) = server {
+                server.abort();
+            }
+            result
+        })
 }

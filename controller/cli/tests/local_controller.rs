@@ -119,7 +119,7 @@ async fn every_wait_exit_code_is_reached_by_a_real_local_controller_and_commands
         .serin(&["wait", "podinfo", "--until-paused", "--timeout", "30s"])
         .await;
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("paused: by dana"), "{out}");
+    assert!(out.contains("is paused: paused by dana"), "{out}");
     let s = site.summary().await;
     assert!(s.paused && s.revision_in_flight() == Some("v4"), "{s:?}");
     assert_eq!(s.canary_weight, weight, "a paused run does not advance");

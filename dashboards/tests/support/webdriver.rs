@@ -28,6 +28,24 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+        // A session that failed half-way (or a test that panicked before deleting it) leaves
+        // Chromium running without its driver: stop every process using this test's profile.
+        let marker = format!("--user-data-dir={}", self.profile.display());
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    && cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes())
+                {
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
@@ -211,7 +229,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// One HTTP/1.1 request over loopback (`Connection: close`): (status, body).
+/// One HTTP/1.1 request over loopback: (status, body). Reads exactly the announced body
+/// (`Content-Length` or chunked), since a server may keep the connection open.
 pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = match rest.find('/') {
@@ -230,42 +249,76 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
         req.push_str("\r\n");
         req.push_str(body);
         stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
+        let mut raw: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(done) = complete(&raw) {
+                return Ok(done);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(complete(&raw).unwrap_or_else(|| split(&raw)));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
     };
-    let raw = tokio::time::timeout(Duration::from_secs(30), exchange)
+    let (head, body) = tokio::time::timeout(Duration::from_secs(90), exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {url} timed out"))
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        .unwrap_or_else(|e: std::io::Error| panic!("{method} {url}: {e}"));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{method} {url}: not an HTTP answer: {head}"));
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
     (status, body)
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+fn split(raw: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((h, b)) => (h.to_string(), b.to_string()),
+        None => (text, String::new()),
     }
-    out
+}
+
+/// The head and the whole body once `raw` holds a complete response.
+fn complete(raw: &[u8]) -> Option<(String, String)> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = &raw[end + 4..];
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut out = Vec::new();
+        let mut rest = body;
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..line_end])
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                return Some((head, String::from_utf8_lossy(&out).into_owned()));
+            }
+            if rest.len() < size + 2 {
+                return None;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    }
+    let len: usize = header("content-length")?.parse().ok()?;
+    (body.len() >= len).then(|| (head, String::from_utf8_lossy(&body[..len]).into_owned()))
 }

@@ -59,10 +59,19 @@ impl KubeSource {
         Ok(Self { client })
     }
 
-    /// A source over an existing client (tests use a mocked one).
+    /// A source over an existing client (the controller's, or a mocked one in tests).
+    pub fn from_client(client: kube::Client) -> Self {
+        Self { client }
+    }
+
     #[cfg(test)]
     pub fn with_client(client: kube::Client) -> Self {
-        Self { client }
+        Self::from_client(client)
+    }
+
+    /// The Canary API of `namespace` (all namespaces when `None`).
+    pub(crate) fn canary_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        self.canaries(namespace)
     }
 
     fn canaries(&self, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -145,7 +154,7 @@ impl KubeSource {
     }
 
     /// The target's current revision, computed as the controller does (pod-template hash).
-    async fn target_revision(
+    pub(crate) async fn target_revision(
         &self,
         ns: &str,
         target: &TargetRef,
@@ -207,7 +216,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 /// The engine state in a Canary object: `status.serin.state` when the controller wrote it,
 /// otherwise the Flagger-compatible status fields (same names).
-fn engine_status(data: &Value) -> serin_core::Status {
+pub(crate) fn engine_status(data: &Value) -> serin_core::Status {
     data.pointer("/status/serin/state")
         .or_else(|| data.pointer("/status"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
@@ -223,6 +232,17 @@ pub fn summary_of(
 ) -> CanarySummary {
     let status = engine_status(data);
     convert::summary(key, target, &status, target_revision)
+}
+
+/// The command in the annotation, when the controller has not applied it yet.
+pub(crate) fn pending_command(obj: &DynamicObject) -> Option<serin_core::Command> {
+    let raw = obj.metadata.annotations.as_ref()?.get(COMMAND_ANNOTATION)?;
+    let command: serin_core::Command = serde_json::from_str(raw).ok()?;
+    let state = engine_status(&obj.data);
+    let applied = str_at(&obj.data, "/status/lastCommandId") == Some(command.id.as_str())
+        || state.last_command_id.as_deref() == Some(command.id.as_str())
+        || state.applied_command_ids.contains(&command.id);
+    (!applied).then_some(command)
 }
 
 /// The id (and action) of a command in the annotation that the controller has not applied.

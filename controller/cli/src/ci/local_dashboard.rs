@@ -259,18 +259,9 @@ impl EngineStore for LocalStore {
     }
 }
 
-/// Serves the dashboard over the local store on `listener` until the task is dropped or fails;
-/// without the manifest directory (see [`serve_with_manifests`]).
-pub async fn serve(
-    store: Arc<FileStore>,
-    listener: tokio::net::TcpListener,
-    token: Option<String>,
-) -> std::io::Result<()> {
-    serve_with_manifests(store, None, listener, token).await
-}
-
-/// [`serve`], reading target revisions and analysis settings from `manifests`, the
-/// controller's manifest directory (see [`LocalStore::new`]).
+/// Serves the dashboard over the local store on `listener` until the task is dropped or fails,
+/// reading target revisions and analysis settings from `manifests`, the controller's manifest
+/// directory (see [`LocalStore::new`]).
 pub async fn serve_with_manifests(
     store: Arc<FileStore>,
     manifests: Option<PathBuf>,
