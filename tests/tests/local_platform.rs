@@ -331,6 +331,25 @@ async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout
             .take(50)
             .all(|s| s.version.as_deref() == Some("v3"))
     );
+
+    // The same revision name with a changed environment is a new run (as a changed ConfigMap
+    // is for Flagger), not a change nobody acts on. (The analysis needs traffic: without any,
+    // noData.policy `wait` holds the run.)
+    let load = site.start_load(50.0);
+    load.await_more(20, STEP).await?;
+    site.rollout("v3", &[("SERIN_SAMPLE_APP_MESSAGE", "hello")])?;
+    let record = site
+        .await_status("the re-rolled v3 promoted", STEP, &mut seen, |r| {
+            r["status"]["runs"] == 3 && ended("v3", "Succeeded")(r)
+        })
+        .await?;
+    let reruns = history(&record)
+        .iter()
+        .filter(|e| e["run"] == 3 && e["kind"] == "succeeded")
+        .count();
+    assert_eq!(reruns, 1);
+    let (report, _) = load.finish().await?;
+    assert_eq!(report.errors, 0, "{}", report.breakdown());
     site.stop().await;
     Ok(())
 }
