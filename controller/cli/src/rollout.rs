@@ -101,8 +101,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let phase = status["phase"].as_str().unwrap_or("").to_string();
             let weight = status["canaryWeight"].as_u64().unwrap_or(0);
             let run_rev = status["run"]["revision"].as_str().unwrap_or("");
-            let line = format!("phase={phase} weight={weight} revision={run_rev}");
-            if line != last {
+            let mut line = format!("phase={phase} weight={weight} revision={run_rev}");
+            // Why a run holds (e.g. no traffic reaches the canary: noData.policy `wait`), or a
+            // wait that never moves looks like a hang. Numbers are left out of the comparison
+            // so a hold that only counts seconds prints once.
+            if let Some(hold) = status["hold"].as_str() {
+                line.push_str(&format!(" holding: {hold}"));
+            }
+            let shape = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
+            if shape(&line) != shape(&last) {
                 println!("{line}");
                 last = line;
             }
