@@ -276,6 +276,38 @@ async fn builtin_checks_a_template_and_the_judge_through_a_real_prometheus() {
     let canary_requests =
         |s: &AnalysisState| s.judge.as_ref().unwrap()["error"]["canaryRequests"].as_u64();
     assert_eq!(looks(&first), 1);
+    // The same look feeds the history: both arms side by side for the charts, and the judge's
+    // evidence (recorded by the driver as a Measured entry).
+    {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(Scenario { handle }.play(vec![]));
+        let analyzer = PrometheusAnalyzer::new(Client::new(svc, NS), None, "serin".into());
+        analyzer
+            .run_checks_from(&ctx, &status, Some(&AnalysisState::default()))
+            .await
+            .unwrap();
+        let sample = analyzer
+            .sample(&ctx, &status)
+            .await
+            .unwrap()
+            .expect("a sample");
+        assert!(
+            sample.canary.requests > 0 && sample.primary.requests > 0,
+            "{sample:?}"
+        );
+        assert!(sample.canary.success_rate.is_some(), "{sample:?}");
+        let judge = sample.judge.expect("the judge's evidence");
+        assert_eq!(judge.evidence[0].metric, "errorRate");
+        assert!(judge.canary_requests > 0, "{judge:?}");
+        // Taken once: the next tick without a judge look carries no stale evidence.
+        let again = analyzer
+            .sample(&ctx, &status)
+            .await
+            .unwrap()
+            .expect("a sample");
+        assert!(again.judge.is_none());
+        server.await.unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, second) = checks(&ctx, &status, Some(&first), vec![]).await;
     let second = second.unwrap();

@@ -26,6 +26,7 @@ use serin_core::{Bound, CheckResult, Status};
 use crate::adapters::{AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind};
 use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
 use crate::plan::JUDGE_CHECK;
+use crate::sample::{LastJudge, measure};
 
 /// Measures checks against Prometheus.
 pub struct PrometheusAnalyzer {
@@ -36,6 +37,7 @@ pub struct PrometheusAnalyzer {
     /// settings), rebuilt when the settings change (a rotated Secret, an edited template).
     providers: Mutex<HashMap<String, (PrometheusConfig, Arc<PrometheusProvider>)>>,
     judges: Judges,
+    last_judge: LastJudge,
 }
 
 /// How a MetricTemplate connects to its Prometheus, beyond the address.
@@ -57,6 +59,7 @@ impl PrometheusAnalyzer {
             default_provider,
             providers: Mutex::new(HashMap::new()),
             judges: Judges::default(),
+            last_judge: LastJudge::default(),
         }
     }
 
@@ -302,6 +305,57 @@ impl Analyzer for PrometheusAnalyzer {
             state,
         })
     }
+
+    async fn sample(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+    ) -> Result<Option<serin_core::Sample>, AdapterError> {
+        let judge = self.last_judge.take(ctx);
+        let (Some(n), Some(address)) = (
+            ctx.spec.clone(),
+            ctx.metrics_server
+                .clone()
+                .or_else(|| self.default_address.clone()),
+        ) else {
+            return Ok(None);
+        };
+        let mesh = mesh_of(n.provider.as_deref().unwrap_or(&self.default_provider));
+        let target = Target::flagger(
+            &ctx.id.name,
+            &ctx.id.namespace,
+            &n.target_name,
+            Some(&n.service_name),
+        );
+        // One interval back, never before the run started (Prometheus ranges are whole
+        // seconds; at least a minute so rate windows hold two scrapes).
+        let now = std::time::SystemTime::now();
+        let mut since = now
+            .checked_sub(ctx.plan.interval.max(Duration::from_secs(60)))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if let Some(run) = &status.run {
+            let start = std::time::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(run.started_at.as_millis()).unwrap_or(0));
+            since = since.max(start.min(now.checked_sub(Duration::from_secs(60)).unwrap_or(start)));
+        }
+        let measured = match self.provider(&address, mesh) {
+            Ok(p) => measure(p.as_ref(), &target, since)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let mut sample = match measured {
+            Ok(s) => s,
+            // The judge's evidence is worth keeping without the arms (a gap in the charts).
+            Err(e) if judge.is_some() => {
+                tracing::debug!(canary = %ctx.id, error = %e, "no chart sample this tick");
+                serin_core::Sample::default()
+            }
+            Err(e) => return Err(AdapterError::new(ErrorKind::Other, "chart sample", e)),
+        };
+        sample.judge = judge;
+        Ok(Some(sample))
+    }
 }
 
 impl PrometheusAnalyzer {
@@ -363,6 +417,8 @@ impl PrometheusAnalyzer {
         let (r, state) = self
             .judges
             .observe_from(ctx, run.id, &config, &canary, &primary, saved)?;
+        self.last_judge
+            .remember(ctx, crate::sample::judge(&r, &config));
         Ok((
             CheckResult {
                 name: JUDGE_CHECK.to_string(),
