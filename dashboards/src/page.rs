@@ -813,3 +813,18 @@ pub fn error_page(status: u16, message: &str) -> String {
         esc(message)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::nice_ceil;
+
+    #[test]
+    fn chart_maxima_round_up_to_short_labels() {
+        assert_eq!(nice_ceil(20.24), 25.0);
+        assert_eq!(nice_ceil(110.0), 200.0);
+        assert_eq!(nice_ceil(4.9), 5.0);
+        assert_eq!(nice_ceil(0.31), 0.5);
+        assert_eq!(nice_ceil(100.0), 100.0);
+        assert_eq!(nice_ceil(0.0), 0.0);
+    }
+}

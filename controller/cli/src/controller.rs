@@ -1,5 +1,7 @@
 //! `serin controller`: run the canary controller. `--kubernetes` reconciles Canaries in a cluster
-//! (in-cluster configuration or the kubeconfig).
+//! (in-cluster configuration or the kubeconfig); `--local DIR` runs them on one machine. Both
+//! serve the dashboard, its API, live updates and the Flagger gate endpoints on
+//! `--dashboard-addr` (actions only with `--dashboard-token`).
 
 use std::net::SocketAddr;
 
