@@ -46,36 +46,41 @@ pub struct InboundTarget {
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus the ones
 /// HTTP/2 forbids. `te: trailers` is kept for gRPC.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names is cheaper than hashing
-    // every candidate for a removal.
-    if !h.keys().any(is_hop_by_hop) {
-        return;
+    // One pass over the headers finds what is there: most messages carry none of these, and
+    // most others only `connection: keep-alive`, so hashing every candidate name for a
+    // removal would cost more than the rest of the header handling.
+    let mut present: Vec<HeaderName> = Vec::new();
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut te_other_than_trailers = false;
+    let mut last: Option<&HeaderName> = None;
+    for (n, v) in h.iter() {
+        if n == header::CONNECTION {
+            // Headers named in Connection are hop-by-hop too (`close` names nothing, and
+            // `keep-alive` is removed below anyway).
+            let tokens = v.to_str().unwrap_or_default().split(',').map(str::trim);
+            for t in tokens.filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+            }) {
+                if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        } else if n == header::TE {
+            te_other_than_trailers |= !v.as_bytes().eq_ignore_ascii_case(b"trailers");
+            continue;
+        }
+        // Repeated names come in a row; note each once.
+        if is_hop_by_hop(n) && last != Some(n) {
+            present.push(n.clone());
+        }
+        last = Some(n);
     }
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    for n in present.into_iter().chain(named) {
         h.remove(n);
     }
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        h.remove(n);
-    }
-    if h.get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
+    if te_other_than_trailers {
         h.remove(header::TE);
     }
 }
@@ -419,4 +424,48 @@ pub fn admin_response(
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "basic x"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_stays_for_grpc_and_plain_messages_are_untouched() {
+        let mut h = headers(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        let mut h = headers(&[("te", "trailers"), ("te", "gzip")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::TE).is_none());
+    }
 }
