@@ -1,19 +1,28 @@
 //! The proxy side of the [`protocol`](crate::protocol): subscribe over HTTP/2, hand each snapshot
 //! to a [`Sink`], acknowledge it, and reconnect with backoff when the stream breaks.
 //!
+//! Acks go on the stream itself (a duplex `POST /v1/watch`: one DATA frame per ack on the
+//! request body). A control plane that answers that with `405` predates the duplex form; for it
+//! the client falls back to `GET /v1/watch` plus one `POST /v1/ack` per snapshot.
+//!
 //! The client never clears the proxy's table: on any failure it only reconnects, so the proxy
 //! keeps routing with the last table it applied.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
 
 use crate::protocol::{
-    ACK_PATH, Ack, BACKOFF_MAX_MS, BACKOFF_MIN_MS, HEARTBEAT_INTERVAL_SECS, LineDecoder,
-    ServerMessage, WATCH_PATH, Workload, encode_line,
+    ACK_PATH, Ack, BACKOFF_MAX_MS, BACKOFF_MIN_MS, CONTENT_TYPE, HEARTBEAT_INTERVAL_SECS,
+    LineDecoder, ServerMessage, StreamAck, WATCH_PATH, Workload, encode_line,
 };
 use crate::table::RouteTable;
 
@@ -32,6 +41,10 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Silence after which the stream is considered broken.
     pub idle_timeout: Duration,
+    /// Send acks on the stream (duplex `POST /v1/watch`, the default) or as one `POST /v1/ack`
+    /// each. The client falls back to the latter by itself when the control plane predates the
+    /// duplex form.
+    pub acks_on_stream: bool,
 }
 
 impl ClientConfig {
@@ -44,6 +57,7 @@ impl ClientConfig {
             backoff_min: Duration::from_millis(BACKOFF_MIN_MS),
             backoff_max: Duration::from_millis(BACKOFF_MAX_MS),
             idle_timeout: Duration::from_secs(3 * HEARTBEAT_INTERVAL_SECS),
+            acks_on_stream: true,
         }
     }
 }
@@ -131,14 +145,28 @@ pub enum StreamError {
     /// The request could not be built (bad URL pieces).
     #[error("request: {0}")]
     Request(#[from] http::Error),
+    /// The control plane does not take acks on the stream (it answered the duplex subscription
+    /// with `405`); the client subscribes again the one-way way.
+    #[error("control plane predates acks on the stream; falling back to POST {ACK_PATH}")]
+    NoDuplex,
 }
 
 /// Runs forever: subscribe, apply, ack, reconnect. Cancel by dropping the future (abort its task).
-pub async fn run<S: Sink>(cfg: ClientConfig, mut sink: S) {
+pub async fn run<S: Sink>(mut cfg: ClientConfig, mut sink: S) {
     let mut delay = cfg.backoff_min;
+    let duplex = cfg.acks_on_stream;
     loop {
         let mut got_any = false;
         let err = stream_once(&cfg, &mut sink, &mut got_any).await;
+        if matches!(err, StreamError::NoDuplex) {
+            // Not a broken stream: the same control plane, asked the way it understands.
+            tracing::info!(url = %cfg.url, "{err}");
+            cfg.acks_on_stream = false;
+            continue;
+        }
+        // The next stream may reach a restarted (perhaps upgraded) control plane: ask for
+        // duplex again; an old one costs a single extra `405`.
+        cfg.acks_on_stream = duplex;
         sink.connection(false, &err.to_string());
         if got_any {
             // The stream worked; start the backoff over.
@@ -207,11 +235,26 @@ async fn stream_inner<S: Sink>(
         query_escape(&cfg.workload.to_string()),
         query_escape(&cfg.proxy_id)
     );
-    let req = Request::get(uri).body(Full::new(Bytes::new()))?;
+    // Duplex: the request body stays open and carries one ack line per snapshot.
+    let (acks, req) = if cfg.acks_on_stream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(Either::Right(AckBody { rx }))?;
+        (Some(tx), req)
+    } else {
+        let req = Request::get(uri).body(Either::Left(Full::new(Bytes::new())))?;
+        (None, req)
+    };
     send.ready().await?;
     let resp = send.send_request(req).await?;
     if !resp.status().is_success() {
         let status = resp.status();
+        if status == StatusCode::METHOD_NOT_ALLOWED && acks.is_some() {
+            return Err(StreamError::NoDuplex);
+        }
         let body = resp
             .into_body()
             .collect()
@@ -221,7 +264,7 @@ async fn stream_inner<S: Sink>(
         return Err(StreamError::Status { status, body });
     }
     let mut body = resp.into_body();
-    let mut decoder = LineDecoder::default();
+    let mut decoder: LineDecoder = LineDecoder::default();
     loop {
         let frame = match tokio::time::timeout(cfg.idle_timeout, body.frame()).await {
             Err(_) => return Err(StreamError::Idle(cfg.idle_timeout)),
@@ -238,13 +281,21 @@ async fn stream_inner<S: Sink>(
                         *got_any = true;
                         sink.connection(true, &format!("subscribed as {}", cfg.proxy_id));
                     }
-                    let result = sink.apply(table);
-                    let ack = Ack {
-                        proxy: cfg.proxy_id.clone(),
+                    let error = sink.apply(table).err();
+                    let line = Bytes::from(encode_line(&StreamAck {
                         version,
-                        error: result.err(),
-                    };
-                    send_ack(&mut send, cfg, base, &ack).await?;
+                        error: error.clone(),
+                    }));
+                    // If the control plane stopped reading our acks (the request side of the
+                    // stream is closed), the snapshots still come: ack the one-way way.
+                    if acks.as_ref().is_none_or(|tx| tx.send(line).is_err()) {
+                        let ack = Ack {
+                            proxy: cfg.proxy_id.clone(),
+                            version,
+                            error,
+                        };
+                        send_ack(&mut send, cfg, base, &ack).await?;
+                    }
                 }
                 ServerMessage::Heartbeat { .. } => {}
             }
@@ -252,15 +303,37 @@ async fn stream_inner<S: Sink>(
     }
 }
 
+/// The request body of a duplex stream: ack lines as the client produces them. It never ends
+/// while the client holds the sender, so the request side stays open as long as the stream.
+struct AckBody {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl hyper::body::Body for AckBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|line| line.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type RequestBody = Either<Full<Bytes>, AckBody>;
+
 async fn send_ack(
-    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    send: &mut hyper::client::conn::http2::SendRequest<RequestBody>,
     cfg: &ClientConfig,
     base: &str,
     ack: &Ack,
 ) -> Result<(), StreamError> {
     let req = Request::post(format!("http://{}{base}{ACK_PATH}", authority(&cfg.url)))
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(encode_line(ack))))?;
+        .body(Either::Left(Full::new(Bytes::from(encode_line(ack)))))?;
     send.ready().await?;
     let resp = send.send_request(req).await?;
     if !resp.status().is_success() {

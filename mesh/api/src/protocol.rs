@@ -3,13 +3,16 @@
 //! # Transport
 //!
 //! Plain HTTP/2 over cleartext TCP (prior knowledge, no TLS, no protobuf build): one long-lived
-//! request per proxy, and a short one per acknowledgement, multiplexed on the same connection.
-//! HTTP/1.1 with chunked encoding works too (useful with `curl`), but proxies use HTTP/2.
+//! request per proxy. Its response body carries snapshots to the proxy and, in the duplex form
+//! below, its request body carries the proxy's acknowledgements back, so one push and its ack
+//! cost one DATA frame each way. HTTP/1.1 with chunked encoding works for the one-way form (useful
+//! with `curl`), but proxies use HTTP/2.
 //!
 //! # Subscribing
 //!
 //! ```text
-//! GET /v1/watch?workload=<namespace>/<name>&proxy=<proxy id>
+//! POST /v1/watch?workload=<namespace>/<name>&proxy=<proxy id>     duplex: acks in the request body
+//! GET  /v1/watch?workload=<namespace>/<name>&proxy=<proxy id>     one-way: acks as POST /v1/ack
 //! ```
 //!
 //! - `workload` says where the proxy runs; its namespace decides which names resolve (a bare
@@ -40,16 +43,37 @@
 //!
 //! # Acknowledging
 //!
-//! After applying (or refusing) a snapshot the proxy posts an [`Ack`]:
+//! After applying (or refusing) a snapshot the proxy reports it. On a duplex (`POST`) stream it
+//! writes a [`StreamAck`] line to its request body, which stays open as long as the stream:
+//!
+//! ```text
+//! {"version":42}                       applied
+//! {"version":42,"error":"<why>"}       refused (the proxy keeps its last table)
+//! ```
+//!
+//! The proxy is the one the stream was opened for, so the line names none. A line that is not a
+//! [`StreamAck`] is logged and counted as an error and the stream goes on (the next snapshot is
+//! acked again). Closing the request body early is allowed: snapshots keep coming, and acks then go
+//! the one-way route.
+//!
+//! On a one-way (`GET`) stream the proxy posts an [`Ack`] instead:
 //!
 //! ```text
 //! POST /v1/ack
 //! {"proxy":"<proxy id>","version":42}                       applied
-//! {"proxy":"<proxy id>","version":42,"error":"<why>"}       refused (the proxy keeps its last table)
+//! {"proxy":"<proxy id>","version":42,"error":"<why>"}       refused
 //! ```
 //!
-//! Answered `204` when recorded, `404` when no stream with that proxy id is open. The control
-//! plane uses acks to say, per route, whether every subscribed proxy runs the latest version.
+//! Answered `204` when recorded, `404` when no stream with that proxy id is open.
+//!
+//! The control plane uses acks to say, per route, whether every subscribed proxy runs the latest
+//! version.
+//!
+//! # Compatibility
+//!
+//! The duplex form was added later. A control plane that predates it answers `POST /v1/watch`
+//! with `405 Method Not Allowed`; the client in this crate then falls back to the one-way form
+//! for that control plane. Proxies that only know the one-way form keep working unchanged.
 //!
 //! # On a broken stream
 //!
@@ -78,8 +102,12 @@ pub const BACKOFF_MAX_MS: u64 = 5_000;
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One message from the control plane to a proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+///
+/// Deserialised by hand (see the `Deserialize` impl): serde's derive for an internally tagged
+/// enum buffers the whole message into an intermediate tree before building the table, which
+/// made decoding a snapshot cost about twice a direct parse, on every proxy for every push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum ServerMessage {
     /// The complete route table at `version` (its `table.version` is the same number).
     Snapshot {
@@ -95,12 +123,59 @@ pub enum ServerMessage {
     },
 }
 
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // The same wire shape as the derived `Serialize` (`{"type":..,"version":..,"table":..}`),
+        // read as one flat struct in whatever order the fields come.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        enum Kind {
+            Snapshot,
+            Heartbeat,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            #[serde(rename = "type")]
+            kind: Kind,
+            version: u64,
+            #[serde(default)]
+            table: Option<RouteTable>,
+        }
+        let w = Wire::deserialize(d)?;
+        match (w.kind, w.table) {
+            (Kind::Snapshot, Some(table)) => Ok(ServerMessage::Snapshot {
+                version: w.version,
+                table,
+            }),
+            (Kind::Snapshot, None) => Err(D::Error::missing_field("table")),
+            (Kind::Heartbeat, None) => Ok(ServerMessage::Heartbeat { version: w.version }),
+            (Kind::Heartbeat, Some(_)) => {
+                Err(D::Error::unknown_field("table", &["type", "version"]))
+            }
+        }
+    }
+}
+
 /// A proxy's report on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ack {
     /// The proxy id given in the subscription.
     pub proxy: String,
+    /// The snapshot version this is about.
+    pub version: u64,
+    /// Why the proxy refused the snapshot; absent when it applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A proxy's report on one snapshot, written to the request body of a duplex stream (the proxy
+/// is the stream's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamAck {
     /// The snapshot version this is about.
     pub version: u64,
     /// Why the proxy refused the snapshot; absent when it applied it.
@@ -167,24 +242,61 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Vec<u8> {
 /// Why a stream could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// A message was not valid JSON for [`ServerMessage`].
-    #[error("bad message from control plane: {0}")]
+    /// A line was not valid JSON for the expected message type.
+    #[error("bad message: {0}")]
     Json(#[from] serde_json::Error),
     /// A line grew past [`MAX_LINE_BYTES`].
     #[error("message longer than {MAX_LINE_BYTES} bytes")]
     TooLong,
 }
 
-/// Splits a byte stream into [`ServerMessage`]s, whatever the chunk boundaries.
-#[derive(Debug, Default)]
-pub struct LineDecoder {
+/// Splits a byte stream into messages of type `T` (one JSON object per line), whatever the chunk
+/// boundaries: [`ServerMessage`]s on the proxy side, [`StreamAck`]s on the control-plane side.
+#[derive(Debug)]
+pub struct LineDecoder<T = ServerMessage> {
     buf: Vec<u8>,
+    _msg: std::marker::PhantomData<fn() -> T>,
 }
 
-impl LineDecoder {
+impl<T> Default for LineDecoder<T> {
+    fn default() -> Self {
+        LineDecoder {
+            buf: Vec::new(),
+            _msg: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> LineDecoder<T> {
     /// Appends received bytes and returns every complete message they finish, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<ServerMessage>, DecodeError> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<T>, DecodeError> {
         let mut out = Vec::new();
+        self.push_each(chunk, |line| {
+            out.push(serde_json::from_slice(line)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Same as [`LineDecoder::push`], but hands each complete line's outcome to `f` instead of
+    /// stopping at the first bad line: one bad line costs only itself (for peers that want to go
+    /// on after logging it). The line is consumed either way.
+    pub fn push_lossy(
+        &mut self,
+        chunk: &[u8],
+        mut f: impl FnMut(Result<T, serde_json::Error>),
+    ) -> Result<(), DecodeError> {
+        self.push_each(chunk, |line| {
+            f(serde_json::from_slice(line));
+            Ok(())
+        })
+    }
+
+    fn push_each(
+        &mut self,
+        chunk: &[u8],
+        mut f: impl FnMut(&[u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         let mut rest = chunk;
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
             let line = if self.buf.is_empty() {
@@ -194,17 +306,20 @@ impl LineDecoder {
                 &self.buf[..]
             };
             let trimmed = line.trim_ascii();
-            if !trimmed.is_empty() {
-                out.push(serde_json::from_slice(trimmed)?);
-            }
+            let result = if trimmed.is_empty() {
+                Ok(())
+            } else {
+                f(trimmed)
+            };
             self.buf.clear();
+            result?;
             rest = &rest[pos + 1..];
         }
         if self.buf.len() + rest.len() > MAX_LINE_BYTES {
             return Err(DecodeError::TooLong);
         }
         self.buf.extend_from_slice(rest);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -224,7 +339,7 @@ mod tests {
         let b = encode_line(&ServerMessage::Heartbeat { version: 3 });
         let all: Vec<u8> = [a, b].concat();
         for split in 0..all.len() {
-            let mut d = LineDecoder::default();
+            let mut d: LineDecoder = LineDecoder::default();
             let mut got = d.push(&all[..split]).unwrap();
             got.extend(d.push(&all[split..]).unwrap());
             assert_eq!(got.len(), 2, "split at {split}");
@@ -233,8 +348,51 @@ mod tests {
     }
 
     #[test]
+    fn messages_read_back_as_written_whatever_the_field_order() {
+        let snap = ServerMessage::Snapshot {
+            version: 9,
+            table: RouteTable {
+                version: 9,
+                routes: vec![],
+            },
+        };
+        let line = encode_line(&snap);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"type\":\"snapshot\",\"version\":9,\"table\":{\"version\":9,\"routes\":[]}}\n"
+        );
+        let back: ServerMessage = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, snap);
+        let reordered: ServerMessage = serde_json::from_str(
+            r#"{"table":{"version":9,"routes":[]},"version":9,"type":"snapshot"}"#,
+        )
+        .unwrap();
+        assert_eq!(reordered, snap);
+        let hb: ServerMessage =
+            serde_json::from_str(r#"{"version":3,"type":"heartbeat"}"#).unwrap();
+        assert_eq!(hb, ServerMessage::Heartbeat { version: 3 });
+    }
+
+    #[test]
+    fn malformed_messages_say_what_is_wrong() {
+        let err = |s: &str| {
+            serde_json::from_str::<ServerMessage>(s)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"type":"snapshot","version":1}"#).contains("missing field `table`"));
+        assert!(
+            err(r#"{"type":"heartbeat","version":1,"table":{"version":1,"routes":[]}}"#)
+                .contains("unknown field `table`")
+        );
+        assert!(err(r#"{"type":"diff","version":1}"#).contains("unknown variant `diff`"));
+        assert!(err(r#"{"type":"heartbeat","version":1,"x":2}"#).contains("unknown field `x`"));
+        assert!(err(r#"{"type":"heartbeat"}"#).contains("missing field `version`"));
+    }
+
+    #[test]
     fn a_bad_line_is_an_error_not_a_panic() {
-        let mut d = LineDecoder::default();
+        let mut d: LineDecoder = LineDecoder::default();
         assert!(d.push(b"{\"type\":\"nope\"}\n").is_err());
         assert!(d.push(b"not json\n").is_err());
     }
@@ -245,6 +403,39 @@ mod tests {
         assert_eq!(ok.error, None);
         let bad: Ack = serde_json::from_str(r#"{"proxy":"p","version":4,"error":"x"}"#).unwrap();
         assert_eq!(bad.error.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn stream_acks_name_no_proxy_and_read_with_and_without_error() {
+        let ok = StreamAck {
+            version: 7,
+            error: None,
+        };
+        assert_eq!(encode_line(&ok), b"{\"version\":7}\n");
+        let bad: StreamAck = serde_json::from_str(r#"{"version":8,"error":"x"}"#).unwrap();
+        assert_eq!(bad.error.as_deref(), Some("x"));
+        // An ack naming a proxy belongs to `POST /v1/ack`, not to a stream.
+        assert!(serde_json::from_str::<StreamAck>(r#"{"proxy":"p","version":8}"#).is_err());
+    }
+
+    #[test]
+    fn a_bad_ack_line_costs_only_itself() {
+        let mut d: LineDecoder<StreamAck> = LineDecoder::default();
+        let mut got = Vec::new();
+        d.push_lossy(b"{\"version\":1}\nnot json\n{\"vers", |r| got.push(r.ok()))
+            .unwrap();
+        d.push_lossy(b"ion\":2}\n", |r| got.push(r.ok())).unwrap();
+        let versions: Vec<Option<u64>> =
+            got.iter().map(|a| a.as_ref().map(|a| a.version)).collect();
+        assert_eq!(versions, vec![Some(1), None, Some(2)]);
+    }
+
+    #[test]
+    fn a_runaway_line_is_refused() {
+        let mut d: LineDecoder<StreamAck> = LineDecoder::default();
+        let chunk = vec![b'x'; MAX_LINE_BYTES / 2 + 1];
+        d.push(&chunk).unwrap();
+        assert!(matches!(d.push(&chunk), Err(DecodeError::TooLong)));
     }
 
     #[test]

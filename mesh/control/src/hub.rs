@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
 use serin_mesh_api::protocol::{
-    Ack, HEARTBEAT_INTERVAL_SECS, ServerMessage, Workload, encode_line,
+    Ack, HEARTBEAT_INTERVAL_SECS, LineDecoder, ServerMessage, StreamAck, Workload, encode_line,
 };
 use serin_mesh_api::table::RouteTable;
 use tokio::sync::watch;
@@ -45,10 +45,18 @@ impl Snapshot {
 
     /// The encoded snapshot message for namespace `ns` (computed once, then shared).
     pub fn line(&self, ns: &str) -> Bytes {
-        let cell = lock(&self.lines)
-            .entry(ns.to_string())
-            .or_insert_with(|| Arc::new(OnceLock::new()))
-            .clone();
+        let cell = {
+            let mut lines = lock(&self.lines);
+            // Look up before inserting: all but the first stream of a namespace find the cell,
+            // and need not allocate a key.
+            match lines.get(ns) {
+                Some(cell) => cell.clone(),
+                None => lines
+                    .entry(ns.to_string())
+                    .or_insert_with(|| Arc::new(OnceLock::new()))
+                    .clone(),
+            }
+        };
         // Outside the map lock, so namespaces encode in parallel; the cell makes the thousand
         // streams of one namespace that wake together wait for a single translation.
         cell.get_or_init(|| {
@@ -242,12 +250,19 @@ impl Hub {
     }
 
     /// Opens a proxy stream: the current snapshot first, then each newer one, heartbeats in
-    /// between. The proxy is registered until the stream is dropped.
-    pub fn subscribe(
+    /// between. The proxy is registered until the stream is dropped. `acks`, for a duplex
+    /// stream, is the request body carrying the proxy's [`StreamAck`] lines; it is read until it
+    /// ends or the returned stream is dropped.
+    pub fn subscribe<A, E>(
         self: &Arc<Self>,
         workload: Workload,
         proxy: String,
-    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
+        acks: Option<A>,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<A, E>
+    where
+        A: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         let conn = {
             let mut inner = lock(&self.inner);
             inner.next_conn += 1;
@@ -277,10 +292,19 @@ impl Hub {
             conn
         };
         tracing::info!(proxy = %proxy, workload = %workload, "proxy subscribed");
+        let reader = acks.map(|acks| {
+            AbortOnDrop(tokio::spawn(read_acks(
+                self.clone(),
+                proxy.clone(),
+                conn,
+                acks,
+            )))
+        });
         let guard = Registration {
             hub: self.clone(),
             proxy,
             conn,
+            _reader: reader,
         };
         let mut rx = self.snapshots.subscribe();
         rx.mark_changed();
@@ -318,28 +342,44 @@ impl Hub {
         self.metrics.pushes.inc();
     }
 
-    /// Records an ack. False when no stream with that proxy id is open.
+    /// Records an ack (`POST /v1/ack`). False when no stream with that proxy id is open.
     pub fn ack(&self, ack: &Ack) -> bool {
+        self.record_ack(&ack.proxy, None, ack.version, ack.error.as_deref())
+    }
+
+    /// Records an ack for `proxy`; with `conn`, only if that stream is still the proxy's current
+    /// one (an ack read from a replaced stream must not speak for its successor).
+    fn record_ack(
+        &self,
+        proxy: &str,
+        conn: Option<u64>,
+        version: u64,
+        error: Option<&str>,
+    ) -> bool {
         let mut inner = lock(&self.inner);
         let published_at = inner
             .published
             .iter()
-            .find(|(v, _)| *v == ack.version)
+            .rev()
+            .find(|(v, _)| *v == version)
             .map(|(_, t)| *t);
-        let Some(e) = inner.proxies.get_mut(&ack.proxy) else {
+        let Some(e) = inner.proxies.get_mut(proxy) else {
             return false;
         };
-        match &ack.error {
+        if conn.is_some_and(|c| c != e.conn) {
+            return false;
+        }
+        match error {
             None => {
-                e.info.applied_version = e.info.applied_version.max(ack.version);
+                e.info.applied_version = e.info.applied_version.max(version);
                 if let Some(t) = published_at {
                     self.metrics.push_latency.observe(t.elapsed().as_secs_f64());
                 }
             }
             Some(err) => {
-                tracing::error!(proxy = %ack.proxy, version = ack.version, error = %err, "proxy refused a snapshot");
+                tracing::error!(proxy = %proxy, version, error = %err, "proxy refused a snapshot");
                 self.metrics.error("ack", "Rejected");
-                e.info.rejected = Some((ack.version, err.clone()));
+                e.info.rejected = Some((version, err.to_string()));
             }
         }
         drop(inner);
@@ -408,6 +448,28 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Waits until every subscribed proxy has applied `version` or later (true), or `timeout`
+    /// passes (false). Vacuously true with no proxy.
+    pub async fn wait_applied(&self, version: u64, timeout: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let all = lock(&self.inner)
+                .proxies
+                .values()
+                .all(|e| e.info.applied_version >= version);
+            if all {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return false,
+            }
+        }
+    }
+}
+
 fn route_status(inner: &Inner, info: RouteInfo) -> RouteStatus {
     let proxies = inner.proxies.len();
     let up = inner
@@ -424,11 +486,56 @@ fn route_status(inner: &Inner, info: RouteInfo) -> RouteStatus {
     }
 }
 
-/// Removes the proxy from the registry when its stream is dropped.
+/// Reads a duplex stream's ack lines until the request body ends. A bad line is logged and
+/// counted and the rest still count; a broken body only ends the reading (the snapshots keep
+/// flowing, and the proxy can still ack with `POST /v1/ack`).
+async fn read_acks<A, E>(hub: Arc<Hub>, proxy: String, conn: u64, mut acks: A)
+where
+    A: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let mut decoder: LineDecoder<StreamAck> = LineDecoder::default();
+    while let Some(chunk) = acks.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(proxy = %proxy, error = %e, "ack side of the stream broke");
+                return;
+            }
+        };
+        let result = decoder.push_lossy(&chunk, |ack| match ack {
+            Ok(ack) => {
+                hub.record_ack(&proxy, Some(conn), ack.version, ack.error.as_deref());
+            }
+            Err(e) => {
+                tracing::warn!(proxy = %proxy, error = %e, "bad ack line on the stream (expected {{\"version\":N[,\"error\":TEXT]}})");
+                hub.metrics.error("ack", "BadAck");
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(proxy = %proxy, error = %e, "ack side of the stream is unreadable; ignoring it from now on");
+            hub.metrics.error("ack", "BadAck");
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes the proxy from the registry when its stream is dropped (and stops reading its acks).
 struct Registration {
     hub: Arc<Hub>,
     proxy: String,
     conn: u64,
+    _reader: Option<AbortOnDrop>,
 }
 
 impl Drop for Registration {

@@ -31,7 +31,7 @@ pub struct AppState {
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(WATCH_PATH, get(watch))
+        .route(WATCH_PATH, get(watch).post(watch_duplex))
         .route(ACK_PATH, post(ack))
         .route("/v1/status", get(status))
         .route("/v1/routes", get(routes))
@@ -67,7 +67,21 @@ struct WatchQuery {
     proxy: Option<String>,
 }
 
+/// `GET /v1/watch`: the one-way stream (acks come as `POST /v1/ack`).
 async fn watch(State(s): State<AppState>, Query(q): Query<WatchQuery>) -> Response {
+    subscribe(&s, q, None)
+}
+
+/// `POST /v1/watch`: the duplex stream; the request body carries the proxy's ack lines.
+async fn watch_duplex(
+    State(s): State<AppState>,
+    Query(q): Query<WatchQuery>,
+    body: Body,
+) -> Response {
+    subscribe(&s, q, Some(body.into_data_stream()))
+}
+
+fn subscribe(s: &AppState, q: WatchQuery, acks: Option<axum::body::BodyDataStream>) -> Response {
     let Some(workload) = q.workload else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -92,7 +106,7 @@ async fn watch(State(s): State<AppState>, Query(q): Query<WatchQuery>) -> Respon
             );
         }
     };
-    let stream = s.hub.subscribe(workload, proxy);
+    let stream = s.hub.subscribe(workload, proxy, acks);
     Response::builder()
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
         .header(header::CACHE_CONTROL, "no-cache")
