@@ -169,6 +169,16 @@ fn clock_ticks_per_sec() -> f64 {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Children first (nginx workers): killing only the master would orphan them.
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for c in children.split_whitespace() {
+            let _ = Command::new("kill")
+                .args(["-KILL", c])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
