@@ -10,6 +10,8 @@ mod kubernetes;
 #[allow(dead_code)]
 pub mod kube_dashboard;
 pub mod local_dashboard;
+#[cfg(test)]
+mod mock_api;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -250,24 +250,7 @@ mod tests {
 
     use super::*;
 
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    async fn expect(handle: &mut Handle, method: &str, uri: &str, answer: Value) -> Value {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("expected {method} {uri}, got no call"))
-            .expect("client alive");
-        assert_eq!(req.method().as_str(), method);
-        assert_eq!(req.uri().to_string(), uri);
-        let body = req.into_body().collect_bytes().await.unwrap();
-        send.send_response(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap(),
-        );
-        serde_json::from_slice(&body).unwrap_or(Value::Null)
-    }
+    use crate::ci::mock_api::{Handle, expect};
 
     async fn no_more_calls(handle: &mut Handle) {
         let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
