@@ -517,7 +517,9 @@ impl Tick<'_> {
             self.event(EventType::Normal, "NewRevision", msg.clone());
             self.record(HistoryKind::RunStarted, msg);
         } else {
-            self.record(HistoryKind::RunStarted, what);
+            // The entry carries the phase the run starts in, not the previous run's end
+            // (a timeline would otherwise open a new run with "Failed" or "Succeeded").
+            self.record_in(Phase::Progressing, HistoryKind::RunStarted, what);
             self.begin_progressing();
         }
     }
@@ -1492,6 +1494,10 @@ impl Tick<'_> {
     }
 
     fn record(&mut self, kind: HistoryKind, message: String) {
+        self.record_in(self.s.phase, kind, message);
+    }
+
+    fn record_in(&mut self, phase: Phase, kind: HistoryKind, message: String) {
         let run = self.s.run.as_ref();
         let entry = HistoryEntry {
             at: self.now,
@@ -1500,7 +1506,7 @@ impl Tick<'_> {
                 .map(|r| r.revision.clone())
                 .or_else(|| self.s.last_applied_spec.clone()),
             kind,
-            phase: self.s.phase,
+            phase,
             step: run.map_or(0, |r| r.step),
             canary_weight: self.s.canary_weight,
             iterations: self.s.iterations,

@@ -93,6 +93,28 @@ fn a_new_run_starts_with_zero_failed_checks() {
 }
 
 #[test]
+fn a_run_started_after_a_rollback_is_recorded_as_progressing_not_failed() {
+    let mut sim = Sim::initialized(Plan::test().threshold(1));
+    sim.deploy("rev-b");
+    sim.run(2);
+    sim.checks(vec![success_rate(10.0)]);
+    assert_eq!(sim.run(1), vec![(Failed, 0)]);
+    sim.checks(vec![success_rate(99.9)]);
+    sim.deploy("rev-c");
+    let started: Vec<_> = sim
+        .tick()
+        .transition
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record(e) if e.kind == HistoryKind::RunStarted => Some(e.phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![Progressing], "the timeline opens rev-c's run");
+}
+
+#[test]
 fn failures_while_waiting_for_promotion_still_roll_back() {
     let plan = Plan::test()
         .threshold(2)
