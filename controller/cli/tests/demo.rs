@@ -141,7 +141,9 @@ fn ctrl_c_mid_demo_stops_every_child_process() {
         seen.push_str(&line);
         seen.push('\n');
         releasing_v2 |= line.contains("==> release v2");
-        if releasing_v2 && line.contains("v2   Progressing") {
+        // "advanced" (not the run's first Progressing line): the canary process is up and
+        // taking traffic by then.
+        if releasing_v2 && line.contains("v2   Progressing") && line.contains("advanced") {
             break;
         }
     }
