@@ -192,16 +192,23 @@ fn load(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) -> tokio::ta
     })
 }
 
-/// Waits until `tally` counted at least `n` requests (bounded).
+/// Waits until `tally` counted at least `n` requests sent after this call (bounded). Each load
+/// loop has one request in flight at a time; the first one to finish after the call may have been
+/// routed before the caller's change took effect, so it is dropped rather than counted.
 async fn collect(tally: &Tally, n: u64) -> anyhow::Result<(u64, u64)> {
+    async fn counted(tally: &Tally, n: u64) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while tally.total() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .context("load stalled")
+    }
     tally.reset();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while tally.total() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .context("load stalled")?;
+    counted(tally, 1).await?;
+    tally.reset();
+    counted(tally, n).await?;
     Ok(tally.reset())
 }
 
