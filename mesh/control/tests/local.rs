@@ -1,65 +1,22 @@
 //! The local source and its HTTP API: file reloads, bad files kept out, weights API inputs.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use common::{ROUTES, temp_dir};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serin_mesh_api::table::{Authority, RouteTable};
-use serin_mesh_control::{Config, Running, SourceConfig};
-
-fn temp_dir() -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "serin-cp-local-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-const ROUTES: &str = r#"
-apiVersion: serin.dev/v1beta1
-kind: StaticEndpoints
-metadata: {name: web-v1}
-spec: {endpoints: ["127.0.0.1:1001"]}
----
-apiVersion: serin.dev/v1beta1
-kind: StaticEndpoints
-metadata: {name: web-v2}
-spec: {endpoints: ["127.0.0.1:1002"]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {}
----
-apiVersion: split.smi-spec.io/v1alpha2
-kind: TrafficSplit
-metadata: {name: web}
-spec:
-  service: web
-  backends: [{service: web-v1, weight: 100}, {service: web-v2, weight: 0}]
-"#;
+use serin_mesh_control::Running;
 
 async fn start(dir: &std::path::Path) -> anyhow::Result<Running> {
-    Ok(serin_mesh_control::start(Config {
-        listen: "127.0.0.1:0".parse()?,
-        source: SourceConfig::Local {
-            dir: dir.to_path_buf(),
-            poll: Duration::from_millis(20),
-        },
-        options: Default::default(),
-    })
-    .await?)
+    common::start_local(dir, Duration::from_millis(20)).await
 }
 
 async fn call(
@@ -109,7 +66,7 @@ async fn until_version(cp: &Running, above: u64) -> anyhow::Result<u64> {
 
 #[tokio::test]
 async fn files_reload_on_change_and_a_bad_file_keeps_the_last_good_content() -> anyhow::Result<()> {
-    let dir = temp_dir();
+    let dir = temp_dir("local");
     std::fs::write(dir.join("web.yaml"), ROUTES)?;
     let cp = start(&dir).await?;
     let (status, _) = call(cp.addr, Method::GET, "/ready", "").await?;
@@ -156,7 +113,7 @@ async fn files_reload_on_change_and_a_bad_file_keeps_the_last_good_content() -> 
 
 #[tokio::test]
 async fn the_weights_api_names_what_is_wrong_and_changes_nothing_then() -> anyhow::Result<()> {
-    let dir = temp_dir();
+    let dir = temp_dir("local");
     std::fs::write(dir.join("web.yaml"), ROUTES)?;
     let cp = start(&dir).await?;
     let path = "/v1/routes/trafficsplits/default/web/weights";
@@ -282,7 +239,7 @@ async fn the_weights_api_names_what_is_wrong_and_changes_nothing_then() -> anyho
 
 #[tokio::test]
 async fn weights_leave_a_rule_that_pins_a_subset_of_the_backends_alone() -> anyhow::Result<()> {
-    let dir = temp_dir();
+    let dir = temp_dir("local");
     std::fs::write(
         dir.join("web.yaml"),
         format!(

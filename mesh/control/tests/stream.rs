@@ -2,14 +2,16 @@
 //! (`GET /v1/watch` + `POST /v1/ack`), the real client against the real control plane and against
 //! a control plane that predates the duplex form.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use common::{ROUTES, temp_dir};
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -20,57 +22,14 @@ use serin_mesh_api::client::{ClientConfig, Sink};
 use serin_mesh_api::protocol::{
     Ack, LineDecoder, ServerMessage, StreamAck, WATCH_PATH, encode_line,
 };
-use serin_mesh_control::{Config, Running, SourceConfig};
+use serin_mesh_control::Running;
 use tokio::sync::mpsc;
 
-fn temp_dir() -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "serin-cp-stream-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-const ROUTES: &str = r#"
-apiVersion: serin.dev/v1beta1
-kind: StaticEndpoints
-metadata: {name: web-v1}
-spec: {endpoints: ["127.0.0.1:1001"]}
----
-apiVersion: serin.dev/v1beta1
-kind: StaticEndpoints
-metadata: {name: web-v2}
-spec: {endpoints: ["127.0.0.1:1002"]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {}
----
-apiVersion: split.smi-spec.io/v1alpha2
-kind: TrafficSplit
-metadata: {name: web}
-spec:
-  service: web
-  backends: [{service: web-v1, weight: 100}, {service: web-v2, weight: 0}]
-"#;
-
 async fn control_plane() -> anyhow::Result<(Running, PathBuf)> {
-    let dir = temp_dir();
+    let dir = temp_dir("stream");
     std::fs::write(dir.join("routes.yaml"), ROUTES)?;
-    let cp = serin_mesh_control::start(Config {
-        listen: "127.0.0.1:0".parse()?,
-        source: SourceConfig::Local {
-            dir: dir.clone(),
-            poll: Duration::from_secs(3600),
-        },
-        options: Default::default(),
-    })
-    .await?;
+    // No re-reads: these tests never change the files.
+    let cp = common::start_local(&dir, Duration::from_secs(3600)).await?;
     Ok((cp, dir))
 }
 
