@@ -11,6 +11,10 @@
 //! - Load: open loop at fixed rates; each connection follows its own schedule and latency is
 //!   measured from the *intended* send time, so a stalled response delays (and is charged for)
 //!   every request queued behind it. Then a closed-loop run for maximum throughput.
+//! - Rounds: the CPU speed of a shared VM drifts over minutes, so the paths are measured in
+//!   interleaved rounds (direct, serin, nginx, haproxy, direct, ...). Latency samples of all
+//!   rounds are pooled; `max_rps` is the median round; `cpu_us_per_request` (CPU time of the
+//!   proxy process per request over all rounds) is the figure least moved by the drift.
 //!
 //! Output, one line per path and rate, then one per path:
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
@@ -27,8 +31,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 const RATES: [u64; 3] = [1_000, 2_000, 5_000];
-const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
+/// Interleaved rounds over all paths.
+const ROUNDS: usize = 3;
+const WARMUP: Duration = Duration::from_millis(500);
+/// Per round, path and rate.
+const MEASURE: Duration = Duration::from_secs(2);
+/// Per round and path, for the closed-loop throughput run.
+const MAX_MEASURE: Duration = Duration::from_secs(3);
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -71,42 +80,84 @@ fn main() -> anyhow::Result<()> {
         None => println!("# note: haproxy skipped: not installed (apt-get install -y haproxy)"),
     }
 
-    for (name, proc_, addr) in &paths {
+    for (name, _, addr) in &paths {
         // Sanity: the path answers before it is measured.
         one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
-        for rate in RATES {
-            let _ = open_loop(*addr, rate, WARMUP);
-            let lat = open_loop(*addr, rate, MEASURE);
-            let rss = proc_.as_ref().map_or(0.0, |p| p.rss_mib());
+    }
+    // This machine's CPU speed drifts over minutes, so measuring one path after the other
+    // favours whichever ran in a fast phase. Rounds interleave the paths (each path gets a
+    // slice of every phase); samples of all rounds are pooled per path and rate, and the
+    // throughput figure is the median of the rounds.
+    let mut fixed: Vec<Vec<Latencies>> = paths
+        .iter()
+        .map(|_| RATES.iter().map(|_| Latencies::default()).collect())
+        .collect();
+    let mut rss = vec![vec![0.0f64; RATES.len()]; paths.len()];
+    for _round in 0..ROUNDS {
+        for (i, (_, proc_, addr)) in paths.iter().enumerate() {
+            for (j, &rate) in RATES.iter().enumerate() {
+                let _ = open_loop(*addr, rate, WARMUP);
+                let lat = open_loop(*addr, rate, MEASURE);
+                fixed[i][j].samples.extend(lat.samples);
+                fixed[i][j].errors += lat.errors;
+                let r = proc_.as_ref().map_or(0.0, |p| p.rss_mib());
+                rss[i][j] = rss[i][j].max(r);
+            }
+        }
+    }
+    for (i, (name, _, _)) in paths.iter().enumerate() {
+        for (j, rate) in RATES.iter().enumerate() {
+            let lat = std::mem::take(&mut fixed[i][j]);
             let (p50, p99, p999) = percentiles(lat.samples);
             let errs = if lat.errors > 0 {
                 format!(" # {} errors", lat.errors)
             } else {
                 String::new()
             };
+            let rss = rss[i][j];
             println!(
                 "path={name} rate={rate} p50_us={p50} p99_us={p99} p999_us={p999} rss_mib={rss:.1}{errs}"
             );
         }
     }
+    let mut max_rps: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
+    // (CPU ticks, requests) of each proxy over all rounds.
+    let mut cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
+    for _round in 0..ROUNDS {
+        for (i, (_, proc_, addr)) in paths.iter().enumerate() {
+            let _ = closed_loop(*addr, WARMUP);
+            let before = proc_.as_ref().map(Proc::cpu_ticks);
+            let (rps, requests) = closed_loop(*addr, MAX_MEASURE);
+            max_rps[i].push(rps);
+            if let (Some(b), Some(p)) = (before, proc_.as_ref()) {
+                cpu[i].0 += p.cpu_ticks().saturating_sub(b);
+                cpu[i].1 += requests;
+            }
+        }
+    }
     let mut cpu_notes = Vec::new();
-    for (name, proc_, addr) in &paths {
-        let _ = closed_loop(*addr, WARMUP);
-        let before = proc_.as_ref().map(Proc::cpu_ticks);
-        let (rps, requests) = closed_loop(*addr, MEASURE);
+    for (i, (name, proc_, _)) in paths.iter().enumerate() {
+        let rounds = &mut max_rps[i];
+        rounds.sort_unstable();
+        let rps = rounds.get(rounds.len() / 2).copied().unwrap_or(0);
         println!("path={name} max_rps={rps}");
-        if let (Some(b), Some(p)) = (before, proc_.as_ref())
-            && requests > 0
-        {
+        let (ticks, requests) = cpu[i];
+        if proc_.is_some() && requests > 0 {
             // CPU time the proxy itself spent per request: unlike rps, this barely moves when
             // other work shares the machine, so it compares the proxies' efficiency fairly.
-            let us = (p.cpu_ticks() - b) as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
+            let us = ticks as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
             cpu_notes.push(format!("# path={name} cpu_us_per_request={us:.1}"));
         }
     }
     for n in cpu_notes {
         println!("{n}");
     }
+    let rounds: Vec<String> = paths
+        .iter()
+        .zip(&max_rps)
+        .map(|((name, _, _), r)| format!("{name}={r:?}"))
+        .collect();
+    println!("# max_rps rounds (sorted): {}", rounds.join(" "));
     println!("# load average after: {}", loadavg());
     drop(paths);
     let _ = std::fs::remove_dir_all(&dir);
@@ -311,8 +362,8 @@ fn start_nginx(
         format!(
             "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
-               upstream podinfo {{\n    server {primary} weight=90;\n    server {canary} weight=10;\n    keepalive 64;\n  }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 100000;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+               upstream podinfo {{\n    server {primary} weight=90;\n    server {canary} weight=10;\n    keepalive 64;\n    keepalive_requests 100000;\n  }}\n\
                server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://podinfo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
         ),
     )?;
@@ -486,6 +537,7 @@ fn one_request(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Default)]
 struct Latencies {
     samples: Vec<u64>,
     errors: u64,

@@ -1,5 +1,7 @@
 //! Request and response bodies the proxy passes through.
 //!
+//! - [`ClientBody`] is a client's request body: read by the proxy's own HTTP/1.1 server
+//!   ([`crate::h1_server`]) or an h2c stream of hyper's HTTP/2 server.
 //! - [`ReqBody`] is what goes upstream: the client's body as is, a tee that copies it to a
 //!   mirror without ever waiting for the mirror, or the mirror's copy.
 //! - [`ResBody`] is what goes back to the client: the upstream body, observed so the response is
@@ -18,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::balance::InFlight;
 use crate::h1::H1Body;
+use crate::h1_server::H1RequestBody;
 use crate::metrics::{ErrorKind, Outcome, StatusSeries};
 
 /// Errors a body may yield.
@@ -26,14 +29,56 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How many frames a mirror may lag behind the real request before its copy is abandoned.
 const MIRROR_BUFFER_FRAMES: usize = 16;
 
+/// A request body as a client sends it to the proxy.
+pub enum ClientBody {
+    /// No body (most requests).
+    Empty,
+    /// Read from an HTTP/1.1 client connection by the proxy's own server.
+    H1(H1RequestBody),
+    /// An h2c stream's body.
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A body sent upstream.
 pub enum ReqBody {
     /// The client's body, unchanged.
-    Incoming(Incoming),
+    Incoming(ClientBody),
     /// The client's body, copied frame by frame to a mirror.
     Tee {
         /// The client's body.
-        inner: Incoming,
+        inner: ClientBody,
         /// Where copies go; dropped as soon as the mirror falls behind or goes away.
         tx: Option<mpsc::Sender<Frame<Bytes>>>,
     },
@@ -46,7 +91,7 @@ pub enum ReqBody {
 impl ReqBody {
     /// Splits a client body into one for the real request and a copy for a mirror. An empty
     /// body is not teed at all.
-    pub fn tee(inner: Incoming) -> (ReqBody, ReqBody) {
+    pub fn tee(inner: ClientBody) -> (ReqBody, ReqBody) {
         if inner.is_end_stream() {
             return (ReqBody::Incoming(inner), ReqBody::Empty);
         }
@@ -75,7 +120,7 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             ReqBody::Tee { inner, tx } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 if let Some(Ok(f)) = &frame
@@ -100,7 +145,7 @@ impl Body for ReqBody {
                     // sees as a truncated request.
                     *tx = None;
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             ReqBody::Mirror(rx) => Poll::Ready(ready!(rx.poll_recv(cx)).map(Ok)),
             ReqBody::Empty => Poll::Ready(None),

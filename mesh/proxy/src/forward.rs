@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::balance::{self, Endpoint};
-use crate::body::{Recorder, ReqBody, ResBody};
+use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
 use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, RequestView};
 use crate::table::TableHandle;
@@ -131,7 +130,7 @@ fn proxy_error(
 }
 
 /// The request's authority: `:authority`/absolute-form URI first, then `Host`.
-fn authority_of(req: &Request<Incoming>) -> Option<&str> {
+fn authority_of<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()
         .map(|a| a.as_str())
@@ -149,7 +148,7 @@ fn clip(s: &str, max: usize) -> &str {
 /// Handles one outbound request.
 pub async fn outbound(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResBody>, Infallible> {
     let started = Instant::now();
     let table = shared.table.compiled();
@@ -245,7 +244,7 @@ pub async fn outbound(
 /// Handles one inbound request (to the local app).
 pub async fn inbound(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResBody>, Infallible> {
     let started = Instant::now();
     let Some(target) = &shared.inbound else {

@@ -10,7 +10,7 @@
 //! Scope: what a proxy needs from RFC 9112 — requests framed by `content-length` or chunked
 //! (the proxy never forwards `transfer-encoding` itself), responses framed by length, chunked
 //! (with trailers) or connection close, interim 1xx responses skipped, no upgrades. The
-//! server side stays hyper's.
+//! client-facing side is [`crate::h1_server`].
 
 use std::future::Future as _;
 use std::io;
@@ -523,7 +523,7 @@ fn parse_head_with<const N: usize>(
 }
 
 #[derive(Debug, Clone, Copy)]
-enum ChunkState {
+pub(crate) enum ChunkState {
     /// Expecting a chunk-size line.
     Size,
     /// Inside chunk data, bytes left.
@@ -562,90 +562,103 @@ impl H1Body {
             self.ep.pool.put_h1(conn);
         }
     }
+}
 
-    /// Makes progress on the chunked framing with what is buffered; `Ok(None)` means more
-    /// bytes are needed.
-    fn step_chunked(
-        conn: &mut Conn,
-        state: &mut ChunkState,
-    ) -> Result<Option<Option<Frame<Bytes>>>, H1Error> {
-        loop {
-            match *state {
-                ChunkState::Size => {
-                    let Some(eol) = conn.buf.windows(2).position(|w| w == b"\r\n") else {
-                        if conn.buf.len() > MAX_CHUNK_LINE {
-                            return Err(H1Error::Framing("chunk-size line too long"));
+/// Makes progress on chunked framing (RFC 9112 §7.1) with what is buffered in `buf`:
+/// `Ok(Some(Some(frame)))` a data or trailers frame, `Ok(Some(None))` the end without trailers,
+/// `Ok(None)` more bytes are needed. Shared by response bodies here and request bodies of the
+/// server side.
+pub(crate) fn step_chunked(
+    buf: &mut BytesMut,
+    state: &mut ChunkState,
+) -> Result<Option<Option<Frame<Bytes>>>, H1Error> {
+    loop {
+        match *state {
+            ChunkState::Size => {
+                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(H1Error::Framing("chunk-size line too long"));
+                    }
+                    return Ok(None);
+                };
+                let line = &buf[..eol];
+                let size = line.split(|b| *b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    .ok_or(H1Error::Framing("invalid chunk size"))?;
+                buf.advance(eol + 2);
+                *state = if size == 0 {
+                    ChunkState::Trailers
+                } else {
+                    ChunkState::Data(size)
+                };
+            }
+            ChunkState::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(n).freeze();
+                let left = left - n as u64;
+                *state = if left == 0 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(left)
+                };
+                return Ok(Some(Some(Frame::data(data))));
+            }
+            ChunkState::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(H1Error::Framing("missing CRLF after chunk data"));
+                }
+                buf.advance(2);
+                *state = ChunkState::Size;
+            }
+            ChunkState::Trailers => {
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(buf, &mut slots)? {
+                    httparse::Status::Partial => {
+                        if buf.len() > MAX_HEAD {
+                            return Err(H1Error::HeadTooLarge);
                         }
                         return Ok(None);
-                    };
-                    let line = &conn.buf[..eol];
-                    let size = line.split(|b| *b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(size)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                        .ok_or(H1Error::Framing("invalid chunk size"))?;
-                    conn.buf.advance(eol + 2);
-                    *state = if size == 0 {
-                        ChunkState::Trailers
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(left) => {
-                    if conn.buf.is_empty() {
-                        return Ok(None);
                     }
-                    let n = (conn.buf.len() as u64).min(left) as usize;
-                    let data = conn.buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    *state = if left == 0 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left)
-                    };
-                    return Ok(Some(Some(Frame::data(data))));
-                }
-                ChunkState::DataEnd => {
-                    if conn.buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Err(H1Error::Framing("missing CRLF after chunk data"));
-                    }
-                    conn.buf.advance(2);
-                    *state = ChunkState::Size;
-                }
-                ChunkState::Trailers => {
-                    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&conn.buf, &mut slots)? {
-                        httparse::Status::Partial => {
-                            if conn.buf.len() > MAX_HEAD {
-                                return Err(H1Error::HeadTooLarge);
+                    httparse::Status::Complete((len, parsed)) => {
+                        let mut trailers = HeaderMap::new();
+                        for h in parsed {
+                            if let (Ok(n), Ok(v)) = (
+                                HeaderName::from_bytes(h.name.as_bytes()),
+                                HeaderValue::from_bytes(h.value),
+                            ) {
+                                trailers.append(n, v);
                             }
-                            return Ok(None);
                         }
-                        httparse::Status::Complete((len, parsed)) => {
-                            let mut trailers = HeaderMap::new();
-                            for h in parsed {
-                                if let (Ok(n), Ok(v)) = (
-                                    HeaderName::from_bytes(h.name.as_bytes()),
-                                    HeaderValue::from_bytes(h.value),
-                                ) {
-                                    trailers.append(n, v);
-                                }
-                            }
-                            conn.buf.advance(len);
-                            return Ok(Some(if trailers.is_empty() {
-                                None
-                            } else {
-                                Some(Frame::trailers(trailers))
-                            }));
-                        }
+                        buf.advance(len);
+                        return Ok(Some(if trailers.is_empty() {
+                            None
+                        } else {
+                            Some(Frame::trailers(trailers))
+                        }));
                     }
                 }
             }
         }
     }
+}
+
+/// Takes up to `left` buffered bytes of a length-framed body (`None` when nothing is
+/// buffered), counting them off `left`.
+pub(crate) fn take_length(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = (buf.len() as u64).min(*left) as usize;
+    *left -= n as u64;
+    Some(buf.split_to(n).freeze())
 }
 
 impl Body for H1Body {
@@ -668,10 +681,7 @@ impl Body for H1Body {
                     return Poll::Ready(None);
                 }
                 RespFraming::Length(left) => {
-                    if !conn.buf.is_empty() {
-                        let n = (conn.buf.len() as u64).min(*left) as usize;
-                        let data = conn.buf.split_to(n).freeze();
-                        *left -= n as u64;
+                    if let Some(data) = take_length(&mut conn.buf, left) {
                         if *left == 0 {
                             this.finish();
                         }
@@ -684,7 +694,7 @@ impl Body for H1Body {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                RespFraming::Chunked(state) => match Self::step_chunked(conn, state) {
+                RespFraming::Chunked(state) => match step_chunked(&mut conn.buf, state) {
                     Err(e) => {
                         this.conn = None;
                         return Poll::Ready(Some(Err(e.into())));

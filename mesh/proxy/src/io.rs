@@ -26,6 +26,13 @@ impl CountingIo {
     }
 }
 
+impl CountingIo {
+    /// Wraps a stream already counted as opened (by the listener that accepted it).
+    pub fn adopt(inner: TcpStream, metrics: Arc<TcpMetrics>) -> Self {
+        CountingIo { inner, metrics }
+    }
+}
+
 impl Drop for CountingIo {
     fn drop(&mut self) {
         self.metrics.open.fetch_sub(1, Relaxed);

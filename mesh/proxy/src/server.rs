@@ -1,4 +1,7 @@
 //! Listeners: accept loops, HTTP/1.1 + h2c serving, admin endpoints, graceful drain.
+//!
+//! The outbound and inbound listeners serve through [`crate::h1_server`]; the admin listener,
+//! off the request path, through hyper's auto (HTTP/1.1 + h2c) server.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,18 +11,20 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::balance::Endpoint;
 use crate::body::ResBody;
 use crate::config::ProxyConfig;
 use crate::forward::{self, InboundTarget, Shared, Upstreams};
+use crate::h1_server::{self, Handler};
 use crate::io::CountingIo;
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
@@ -79,12 +84,15 @@ impl Proxy {
         {
             let shared = shared.clone();
             let tcp = registry.tcp("outbound", "src");
-            tasks.spawn(serve(
+            tasks.spawn(serve_proxy(
                 out_l,
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
-                move |req| forward::outbound(shared.clone(), req),
+                move |req| {
+                    let fut = forward::outbound(shared.clone(), req);
+                    async move { infallible(fut.await) }
+                },
             ));
         }
 
@@ -94,12 +102,15 @@ impl Proxy {
             inbound = Some(local(&l, i.listen));
             let shared = shared.clone();
             let tcp = registry.tcp("inbound", "src");
-            tasks.spawn(serve(
+            tasks.spawn(serve_proxy(
                 l,
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
-                move |req| forward::inbound(shared.clone(), req),
+                move |req| {
+                    let fut = forward::inbound(shared.clone(), req);
+                    async move { infallible(fut.await) }
+                },
             ));
         }
 
@@ -183,6 +194,74 @@ fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(fallback)
 }
 
+fn infallible<T>(r: Result<T, Infallible>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(never) => match never {},
+    }
+}
+
+/// Hands every accepted connection (with `TCP_NODELAY` set) to `serve` until `stop` changes.
+async fn accept_until_stopped(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    mut serve: impl FnMut(TcpStream),
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    serve(stream);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving what we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::task::yield_now().await;
+                }
+            },
+        }
+    }
+}
+
+/// A proxying listener: accepts until told to stop, then waits up to `drain` for the
+/// connections (idle ones close at once, busy ones after their response). Returns whether
+/// every connection finished in time.
+async fn serve_proxy<H: Handler>(
+    listener: TcpListener,
+    tcp: Arc<TcpMetrics>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+    handler: H,
+) -> bool {
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let h2 = Arc::new(h2);
+    // Every connection task holds a sender; `recv` ends when the last one is gone.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let conn_stop = stop.clone();
+    accept_until_stopped(&listener, &mut stop, |stream| {
+        let conn = h1_server::serve_connection(
+            stream,
+            tcp.clone(),
+            conn_stop.clone(),
+            h2.clone(),
+            handler.clone(),
+        );
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            conn.await;
+            drop(alive);
+        });
+    })
+    .await;
+    drop(listener);
+    drop(alive);
+    tokio::time::timeout(drain, all_closed.recv()).await.is_ok()
+}
+
 /// Accepts until told to stop, then drains connections for up to `drain`. Returns whether
 /// every connection finished in time.
 async fn serve<F, Fut>(
@@ -200,35 +279,19 @@ where
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: keep serving what we have.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(CountingIo::new(stream, tcp.clone()));
-                let handler = handler.clone();
-                let conn = builder
-                    .serve_connection(io, service_fn(handler))
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+    accept_until_stopped(&listener, &mut stop, |stream| {
+        let io = TokioIo::new(CountingIo::new(stream, tcp.clone()));
+        let conn = builder
+            .serve_connection(io, service_fn(handler.clone()))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
-        }
-    }
+        });
+    })
+    .await;
     drop(listener);
     tokio::time::timeout(drain, graceful.shutdown())
         .await
