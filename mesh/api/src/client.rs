@@ -21,8 +21,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
 use crate::protocol::{
-    ACK_PATH, Ack, BACKOFF_MAX_MS, BACKOFF_MIN_MS, CONTENT_TYPE, HEARTBEAT_INTERVAL_SECS,
-    LineDecoder, ServerMessage, StreamAck, WATCH_PATH, Workload, encode_line,
+    ACK_PATH, ALIASES_PARAM, Ack, BACKOFF_MAX_MS, BACKOFF_MIN_MS, CONTENT_TYPE,
+    HEARTBEAT_INTERVAL_SECS, LineDecoder, ServerMessage, StreamAck, WATCH_PATH, Workload,
+    encode_line,
 };
 use crate::table::RouteTable;
 
@@ -230,7 +231,7 @@ async fn stream_inner<S: Sink>(
 
     let base = cfg.url.path().trim_end_matches('/');
     let uri = format!(
-        "http://{}{base}{WATCH_PATH}?workload={}&proxy={}",
+        "http://{}{base}{WATCH_PATH}?workload={}&proxy={}&{ALIASES_PARAM}=1",
         authority(&cfg.url),
         query_escape(&cfg.workload.to_string()),
         query_escape(&cfg.proxy_id)

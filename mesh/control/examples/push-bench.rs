@@ -231,7 +231,7 @@ spec:
         pair(&lat),
         pair(&in_force),
         cpu * 1000.0 / changes as f64,
-        cp.hub.current().line("bench").len(),
+        cp.hub.current().line("bench", true).len(),
         load1(),
     );
     for c in clients {

@@ -16,6 +16,7 @@ use futures::Stream;
 use serde::Serialize;
 use serin_mesh_api::protocol::{
     Ack, HEARTBEAT_INTERVAL_SECS, LineDecoder, ServerMessage, StreamAck, Workload, encode_line,
+    encode_snapshot,
 };
 use serin_mesh_api::table::RouteTable;
 use tokio::sync::watch;
@@ -34,19 +35,33 @@ pub struct Snapshot {
     /// When it was published.
     pub published_at: Instant,
     opts: Options,
-    lines: Mutex<HashMap<String, Arc<OnceLock<Bytes>>>>,
+    /// Encoded snapshot lines per client namespace: `[full, compact]` (see
+    /// [`serin_mesh_api::protocol::encode_snapshot`]).
+    lines: Mutex<[HashMap<String, Arc<OnceLock<Bytes>>>; 2]>,
 }
 
 impl Snapshot {
+    fn new(version: u64, world: Arc<World>, published_at: Instant, opts: Options) -> Self {
+        Snapshot {
+            version,
+            world,
+            published_at,
+            opts,
+            lines: Mutex::new([HashMap::new(), HashMap::new()]),
+        }
+    }
+
     /// The table for proxies in namespace `ns`.
     pub fn table(&self, ns: &str) -> RouteTable {
         translate(&self.world, ns, &self.opts, self.version)
     }
 
-    /// The encoded snapshot message for namespace `ns` (computed once, then shared).
-    pub fn line(&self, ns: &str) -> Bytes {
+    /// The encoded snapshot message for namespace `ns`, in compact form (routes with `aliases`)
+    /// or not; computed once per form, then shared.
+    pub fn line(&self, ns: &str, compact: bool) -> Bytes {
         let cell = {
             let mut lines = lock(&self.lines);
+            let lines = &mut lines[usize::from(compact)];
             // Look up before inserting: all but the first stream of a namespace find the cell,
             // and need not allocate a key.
             match lines.get(ns) {
@@ -59,13 +74,8 @@ impl Snapshot {
         };
         // Outside the map lock, so namespaces encode in parallel; the cell makes the thousand
         // streams of one namespace that wake together wait for a single translation.
-        cell.get_or_init(|| {
-            Bytes::from(encode_line(&ServerMessage::Snapshot {
-                version: self.version,
-                table: self.table(ns),
-            }))
-        })
-        .clone()
+        cell.get_or_init(|| Bytes::from(encode_snapshot(self.version, &self.table(ns), compact)))
+            .clone()
     }
 }
 
@@ -128,8 +138,27 @@ pub struct HubStatus {
 struct Inner {
     state: State,
     proxies: BTreeMap<String, ProxyEntry>,
+    /// How many subscribed proxies have applied each version (0 = none yet): "how many run
+    /// version v or later" is then a sum over the few distinct versions in use, not a walk over
+    /// every proxy on each of their thousand acks.
+    applied: BTreeMap<u64, usize>,
     next_conn: u64,
     published: VecDeque<(u64, Instant)>,
+}
+
+impl Inner {
+    fn count_applied(&mut self, version: u64, delta: isize) {
+        let n = self.applied.entry(version).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.applied.remove(&version);
+        }
+    }
+
+    /// Subscribed proxies that applied `version` or later.
+    fn up_to_date(&self, version: u64) -> usize {
+        self.applied.range(version..).map(|(_, n)| n).sum()
+    }
 }
 
 /// See the module docs.
@@ -159,17 +188,17 @@ impl Hub {
 
     /// Same, with a custom heartbeat interval (tests).
     pub fn with_heartbeat(opts: Options, heartbeat: Duration) -> Arc<Self> {
-        let first = Arc::new(Snapshot {
-            version: 0,
-            world: Arc::new(World::default()),
-            published_at: Instant::now(),
-            opts: opts.clone(),
-            lines: Mutex::new(HashMap::new()),
-        });
+        let first = Arc::new(Snapshot::new(
+            0,
+            Arc::new(World::default()),
+            Instant::now(),
+            opts.clone(),
+        ));
         Arc::new(Hub {
             inner: Mutex::new(Inner {
                 state: State::default(),
                 proxies: BTreeMap::new(),
+                applied: BTreeMap::new(),
                 next_conn: 0,
                 published: VecDeque::new(),
             }),
@@ -220,13 +249,12 @@ impl Hub {
         while inner.published.len() > 256 {
             inner.published.pop_front();
         }
-        let snap = Arc::new(Snapshot {
+        let snap = Arc::new(Snapshot::new(
             version,
-            world: Arc::new(inner.state.world().clone()),
-            published_at: now,
-            opts: self.opts.clone(),
-            lines: Mutex::new(HashMap::new()),
-        });
+            Arc::new(inner.state.world().clone()),
+            now,
+            self.opts.clone(),
+        ));
         drop(inner);
         self.snapshots.send_replace(snap);
         self.metrics.snapshots.inc();
@@ -252,12 +280,13 @@ impl Hub {
     /// Opens a proxy stream: the current snapshot first, then each newer one, heartbeats in
     /// between. The proxy is registered until the stream is dropped. `acks`, for a duplex
     /// stream, is the request body carrying the proxy's [`StreamAck`] lines; it is read until it
-    /// ends or the returned stream is dropped.
+    /// ends or the returned stream is dropped. `compact`: the proxy reads routes with `aliases`.
     pub fn subscribe<A, E>(
         self: &Arc<Self>,
         workload: Workload,
         proxy: String,
         acks: Option<A>,
+        compact: bool,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<A, E>
     where
         A: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
@@ -286,8 +315,12 @@ impl Hub {
                     conn,
                 },
             );
-            if replaced.is_none() {
-                self.metrics.connected_proxies.inc();
+            inner.count_applied(0, 1);
+            match replaced {
+                Some(old) => inner.count_applied(old.info.applied_version, -1),
+                None => {
+                    self.metrics.connected_proxies.inc();
+                }
             }
             conn
         };
@@ -319,7 +352,7 @@ impl Hub {
                         changed.ok()?;
                         let snap = rx.borrow_and_update().clone();
                         sent = snap.version;
-                        let line = snap.line(&ns);
+                        let line = snap.line(&ns, compact);
                         guard.hub.mark_sent(&guard.proxy, guard.conn, sent);
                         line
                     }
@@ -371,7 +404,12 @@ impl Hub {
         }
         match error {
             None => {
-                e.info.applied_version = e.info.applied_version.max(version);
+                let before = e.info.applied_version;
+                if version > before {
+                    e.info.applied_version = version;
+                    inner.count_applied(before, -1);
+                    inner.count_applied(version, 1);
+                }
                 if let Some(t) = published_at {
                     self.metrics.push_latency.observe(t.elapsed().as_secs_f64());
                 }
@@ -390,7 +428,9 @@ impl Hub {
     fn unregister(&self, proxy: &str, conn: u64) {
         let mut inner = lock(&self.inner);
         if inner.proxies.get(proxy).is_some_and(|e| e.conn == conn) {
-            inner.proxies.remove(proxy);
+            if let Some(e) = inner.proxies.remove(proxy) {
+                inner.count_applied(e.info.applied_version, -1);
+            }
             self.metrics.connected_proxies.dec();
             tracing::info!(proxy = %proxy, "proxy unsubscribed");
         }
@@ -455,10 +495,10 @@ impl Hub {
         let mut rx = self.progress.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let all = lock(&self.inner)
-                .proxies
-                .values()
-                .all(|e| e.info.applied_version >= version);
+            let all = {
+                let inner = lock(&self.inner);
+                inner.up_to_date(version) == inner.proxies.len()
+            };
             if all {
                 return true;
             }
@@ -472,11 +512,7 @@ impl Hub {
 
 fn route_status(inner: &Inner, info: RouteInfo) -> RouteStatus {
     let proxies = inner.proxies.len();
-    let up = inner
-        .proxies
-        .values()
-        .filter(|e| e.info.applied_version >= info.version)
-        .count();
+    let up = inner.up_to_date(info.version);
     RouteStatus {
         latest_version: inner.state.version(),
         proxies,

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serin_mesh_api::protocol::{ACK_PATH, Ack, CONTENT_TYPE, WATCH_PATH, Workload};
+use serin_mesh_api::protocol::{ACK_PATH, ALIASES_PARAM, Ack, CONTENT_TYPE, WATCH_PATH, Workload};
 
 use crate::hub::Hub;
 use crate::local::{ApiError, LocalSource, WeightsRequest};
@@ -65,6 +65,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 struct WatchQuery {
     workload: Option<String>,
     proxy: Option<String>,
+    aliases: Option<String>,
 }
 
 /// `GET /v1/watch`: the one-way stream (acks come as `POST /v1/ack`).
@@ -106,7 +107,19 @@ fn subscribe(s: &AppState, q: WatchQuery, acks: Option<axum::body::BodyDataStrea
             );
         }
     };
-    let stream = s.hub.subscribe(workload, proxy, acks);
+    let compact = match q.aliases.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "query parameter `{ALIASES_PARAM}`: {other:?} is not one of 1, 0, true, false"
+                ),
+            );
+        }
+    };
+    let stream = s.hub.subscribe(workload, proxy, acks, compact);
     Response::builder()
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
         .header(header::CACHE_CONTROL, "no-cache")

@@ -225,6 +225,18 @@ async fn the_weights_api_names_what_is_wrong_and_changes_nothing_then() -> anyho
     let (got, text) = call(cp.addr, Method::GET, "/v1/watch?workload=nope&proxy=p", "").await?;
     assert_eq!(got, StatusCode::BAD_REQUEST);
     assert!(text.contains("workload"), "{text}");
+    let (got, text) = call(
+        cp.addr,
+        Method::GET,
+        "/v1/watch?workload=default/x&proxy=p&aliases=yes",
+        "",
+    )
+    .await?;
+    assert_eq!(got, StatusCode::BAD_REQUEST);
+    assert!(
+        text.contains("`aliases`") && text.contains("1, 0, true, false"),
+        "{text}"
+    );
     let (got, _) = call(
         cp.addr,
         Method::POST,

@@ -230,6 +230,62 @@ async fn next_snapshot(body: &mut hyper::body::Incoming) -> anyhow::Result<u64> 
     }
 }
 
+/// The first line of a one-way stream, raw.
+async fn first_line(addr: SocketAddr, query: &str) -> anyhow::Result<Vec<u8>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(format!("http://{addr}{WATCH_PATH}?{query}"))
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    anyhow::ensure!(resp.status() == StatusCode::OK, "{}", resp.status());
+    let mut body = resp.into_body();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .context("no snapshot")?
+            .context("stream ended")??;
+        if let Ok(data) = frame.into_data() {
+            line.extend_from_slice(&data);
+        }
+    }
+    conn.abort();
+    Ok(line)
+}
+
+#[tokio::test]
+async fn proxies_that_read_aliases_get_each_route_once_and_the_same_table() -> anyhow::Result<()> {
+    let (cp, dir) = control_plane().await?;
+    let full = first_line(cp.addr, "workload=default/frontend&proxy=full").await?;
+    let compact = first_line(cp.addr, "workload=default/frontend&proxy=compact&aliases=1").await?;
+    let text = String::from_utf8(compact.clone())?;
+    // `web`, `web.default`, `web.default.svc`, `web.default.svc.cluster.local` (no cluster IP).
+    assert!(text.contains(r#""aliases":["web.default","#), "{text}");
+    assert!(!String::from_utf8(full.clone())?.contains("aliases"));
+    assert!(
+        compact.len() * 2 < full.len(),
+        "{} vs {}",
+        compact.len(),
+        full.len()
+    );
+    let decode = |line: &[u8]| -> anyhow::Result<Vec<ServerMessage>> {
+        Ok(LineDecoder::<ServerMessage>::default().push(line)?)
+    };
+    let expected = ServerMessage::Snapshot {
+        version: cp.hub.current().version,
+        table: cp.hub.current().table("default"),
+    };
+    assert_eq!(decode(&full)?, vec![expected.clone()]);
+    assert_eq!(decode(&compact)?, vec![expected]);
+    cp.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_bad_ack_line_is_counted_and_the_next_good_one_still_counts() -> anyhow::Result<()> {
     let (cp, dir) = control_plane().await?;
