@@ -16,6 +16,8 @@
 //!   rounds are pooled; `max_rps` is the median round; `cpu_us_per_request` (CPU time of the
 //!   proxy process per request over all rounds) is the figure least moved by the drift.
 //!
+//! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's.
+//!
 //! Output, one line per path and rate, then one per path:
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
 //! `path=<p> max_rps=<n>`. Lines starting with `#` are notes (skips, machine load).
@@ -286,6 +288,10 @@ fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
 /// The `serin-proxy` binary of this target directory. Under `cargo run` it is (re)built first
 /// (a no-op when fresh), since building an example does not build the package's binaries.
 fn serin_binary() -> anyhow::Result<PathBuf> {
+    // Another build (e.g. of an older commit) to compare against, in the same conditions.
+    if let Some(bin) = std::env::var_os("SERIN_BENCH_PROXY") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe()?;
     // target/release/examples/bench -> target/release/serin-proxy
     let bin = exe

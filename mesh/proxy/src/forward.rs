@@ -1,6 +1,5 @@
 //! The request path: route, pick, forward, observe.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,32 +145,29 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 /// Handles one outbound request.
-pub async fn outbound(
-    shared: Arc<Shared>,
-    req: Request<ClientBody>,
-) -> Result<Response<ResBody>, Infallible> {
+pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
     let started = Instant::now();
     let table = shared.table.compiled();
     let Some(authority) = authority_of(&req) else {
         shared.no_route.request();
-        return Ok(proxy_error(
+        return proxy_error(
             &shared.no_route,
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
             "no route: the request has no authority (Host header or :authority)\n".into(),
-        ));
+        );
     };
     let Some(route) = table.route(authority) else {
         shared.no_route.request();
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
-        return Ok(proxy_error(
+        return proxy_error(
             &shared.no_route,
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
             msg,
-        ));
+        );
     };
     let view = RequestView {
         method: req.method(),
@@ -185,25 +181,25 @@ pub async fn outbound(
             "no route for authority {:?}: no rule matches this request\n",
             route.authority
         );
-        return Ok(proxy_error(
+        return proxy_error(
             &shared.no_route,
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
             msg,
-        ));
+        );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
     backend.metrics.request();
     let Some(ep) = balance::pick(&backend.endpoints) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
-        return Ok(proxy_error(
+        return proxy_error(
             &backend.metrics,
             started,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoEndpoints,
             msg,
-        ));
+        );
     };
     let (mut parts, body) = req.into_parts();
 
@@ -228,7 +224,7 @@ pub async fn outbound(
     let h2 = parts.version == Version::HTTP_2;
     prepare_upstream(&mut parts, ep, h2);
     let req = Request::from_parts(parts, body);
-    Ok(send(
+    send(
         &shared.outbound,
         req,
         started,
@@ -238,26 +234,23 @@ pub async fn outbound(
         rule.timeout,
         &rule.set_headers,
     )
-    .await)
+    .await
 }
 
 /// Handles one inbound request (to the local app).
-pub async fn inbound(
-    shared: Arc<Shared>,
-    req: Request<ClientBody>,
-) -> Result<Response<ResBody>, Infallible> {
+pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
     let started = Instant::now();
     let Some(target) = &shared.inbound else {
-        return Ok(text(
+        return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "inbound is not configured\n".into(),
-        ));
+        );
     };
     target.metrics.request();
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
     prepare_upstream(&mut parts, &target.endpoint, h2);
-    Ok(send(
+    send(
         &target.upstreams,
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
@@ -267,7 +260,7 @@ pub async fn inbound(
         target.timeout,
         &[],
     )
-    .await)
+    .await
 }
 
 /// Points a request at an endpoint. HTTP/1.1 goes out in origin form (`/path?query`) and keeps

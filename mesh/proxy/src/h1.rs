@@ -494,6 +494,10 @@ fn parse_head_with<const N: usize>(
                     close = false;
                 }
             }
+            if !connection_names_others(v) {
+                // Hop-by-hop and fully read: storing it only to strip it later costs more.
+                continue;
+            }
         }
         headers.append(name, value);
     }
@@ -648,6 +652,15 @@ pub(crate) fn step_chunked(
             }
         }
     }
+}
+
+/// Whether a `Connection` value names headers beyond `close` and `keep-alive`: those have to
+/// be stripped before forwarding, so the header must stay in the map until then. Without
+/// them the header is hop-by-hop and fully read at parse time, and is not stored at all.
+pub(crate) fn connection_names_others(v: &[u8]) -> bool {
+    v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+    })
 }
 
 /// Takes up to `left` buffered bytes of a length-framed body (`None` when nothing is

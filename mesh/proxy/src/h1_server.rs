@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::{BoxError, ClientBody, ResBody};
-use crate::h1::{ChunkState, H1Error, step_chunked, take_length};
+use crate::h1::{ChunkState, H1Error, connection_names_others, step_chunked, take_length};
 use crate::io::CountingIo;
 use crate::metrics::TcpMetrics;
 
@@ -897,6 +897,10 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
                     keep_alive_token = true;
                 }
             }
+            if !connection_names_others(value.as_bytes()) {
+                // Hop-by-hop and fully read: storing it only to strip it later costs more.
+                continue;
+            }
         } else if name == header::EXPECT {
             expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
         } else if name == header::TE {
@@ -1153,6 +1157,12 @@ mod tests {
         assert!(!head(b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n").keep_alive);
         assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        // Read and dropped at once, unless it names headers to strip before forwarding.
+        let h = head(b"GET / HTTP/1.1\r\nconnection: keep-alive\r\n\r\n");
+        assert!(h.req.headers().get(header::CONNECTION).is_none());
+        let h = head(b"GET / HTTP/1.1\r\nconnection: close, x-secret\r\nx-secret: 1\r\n\r\n");
+        assert!(!h.keep_alive);
+        assert!(h.req.headers().get(header::CONNECTION).is_some());
     }
 
     #[test]

@@ -89,10 +89,7 @@ impl Proxy {
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
-                move |req| {
-                    let fut = forward::outbound(shared.clone(), req);
-                    async move { infallible(fut.await) }
-                },
+                move |req| forward::outbound(shared.clone(), req),
             ));
         }
 
@@ -107,10 +104,7 @@ impl Proxy {
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
-                move |req| {
-                    let fut = forward::inbound(shared.clone(), req);
-                    async move { infallible(fut.await) }
-                },
+                move |req| forward::inbound(shared.clone(), req),
             ));
         }
 
@@ -192,13 +186,6 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(fallback)
-}
-
-fn infallible<T>(r: Result<T, Infallible>) -> T {
-    match r {
-        Ok(t) => t,
-        Err(never) => match never {},
-    }
 }
 
 /// Hands every accepted connection (with `TCP_NODELAY` set) to `serve` until `stop` changes.
