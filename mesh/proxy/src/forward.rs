@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use crate::balance::{self, Endpoint};
 use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
 use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
-use crate::router::{BackendRt, RequestView};
+use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
 pub use crate::pool::Upstreams;
@@ -265,7 +265,7 @@ pub async fn inbound(
         &target.metrics,
         "inbound",
         target.timeout,
-        &[],
+        &HeaderEdits::NONE,
     )
     .await)
 }
@@ -319,7 +319,7 @@ async fn send(
     metrics: &Arc<RouteMetrics>,
     backend: &str,
     timeout: Option<Duration>,
-    set_headers: &[(HeaderName, HeaderValue)],
+    set_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
     let fut = upstreams.send(ep, req);
@@ -363,9 +363,7 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     let series = metrics.latency(parts.status.as_u16(), latency);
     strip_hop_by_hop(&mut parts.headers);
-    for (n, v) in set_headers {
-        parts.headers.insert(n.clone(), v.clone());
-    }
+    set_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,
         parts.status.as_u16(),
