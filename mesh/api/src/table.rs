@@ -237,19 +237,26 @@ fn default_percent() -> u32 {
     100
 }
 
-/// Response header changes.
+/// Response header changes (Gateway API's `ResponseHeaderModifier`), applied in this order:
+/// `remove`, then `set`, then `add`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResponseHeaders {
     /// Headers set on the response, replacing values of the same name.
     #[serde(default)]
     pub set: Vec<HeaderValue>,
+    /// Headers added to the response, after any values of the same name the upstream sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Names of headers removed from the response (case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 impl ResponseHeaders {
     /// True when nothing is changed.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 }
 
@@ -682,15 +689,21 @@ impl RouteTable {
                     );
                 }
             }
-            for (hi, h) in rule.response_headers.set.iter().enumerate() {
-                let hf = format!("{kf}.responseHeaders.set[{hi}]");
-                c.header_name(&format!("{hf}.name"), &h.name);
-                if http::HeaderValue::from_str(&h.value).is_err() {
-                    c.push(
-                        format!("{hf}.value"),
-                        "not a valid header value (visible ASCII, spaces and tabs)",
-                    );
+            let rh = &rule.response_headers;
+            for (list, headers) in [("set", &rh.set), ("add", &rh.add)] {
+                for (hi, h) in headers.iter().enumerate() {
+                    let hf = format!("{kf}.responseHeaders.{list}[{hi}]");
+                    c.header_name(&format!("{hf}.name"), &h.name);
+                    if http::HeaderValue::from_str(&h.value).is_err() {
+                        c.push(
+                            format!("{hf}.value"),
+                            "not a valid header value (visible ASCII, spaces and tabs)",
+                        );
+                    }
                 }
+            }
+            for (hi, name) in rh.remove.iter().enumerate() {
+                c.header_name(&format!("{kf}.responseHeaders.remove[{hi}]"), name);
             }
             if rule.timeout == Some(Duration::ZERO) {
                 c.push(

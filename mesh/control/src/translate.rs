@@ -222,25 +222,29 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     p.push(Problem::new(
                         format!("{ff}.responseHeaderModifier"),
                         "UnsupportedValue",
-                        "type ResponseHeaderModifier needs responseHeaderModifier.set",
+                        "type ResponseHeaderModifier needs responseHeaderModifier (set, add or remove)",
                     ));
                     continue;
                 };
-                if !h.add.is_empty() || !h.remove.is_empty() {
-                    p.push(Problem::new(
-                        format!("{ff}.responseHeaderModifier"),
-                        "UnsupportedValue",
-                        "Serin's proxy supports `set` only; `add` and `remove` are not applied",
-                    ));
+                for (list, headers) in [("set", &h.set), ("add", &h.add)] {
+                    for (si, s) in headers.iter().enumerate() {
+                        if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
+                            || http::HeaderValue::from_str(&s.value).is_err()
+                        {
+                            p.push(Problem::new(
+                                format!("{ff}.responseHeaderModifier.{list}[{si}]"),
+                                "UnsupportedValue",
+                                "not a valid header name and value",
+                            ));
+                        }
+                    }
                 }
-                for (si, s) in h.set.iter().enumerate() {
-                    if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
-                        || http::HeaderValue::from_str(&s.value).is_err()
-                    {
+                for (si, name) in h.remove.iter().enumerate() {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                         p.push(Problem::new(
-                            format!("{ff}.responseHeaderModifier.set[{si}]"),
+                            format!("{ff}.responseHeaderModifier.remove[{si}]"),
                             "UnsupportedValue",
-                            "not a valid header name and value",
+                            "not a valid header name",
                         ));
                     }
                 }
@@ -891,12 +895,13 @@ impl SvcCtx<'_> {
                     if let Some(h) = &f.response_header_modifier
                         && f.type_ == "ResponseHeaderModifier"
                     {
-                        response_headers
-                            .set
-                            .extend(h.set.iter().map(|s| HeaderValue {
-                                name: s.name.clone(),
-                                value: s.value.clone(),
-                            }));
+                        let copy = |s: &crate::k8s::types::HttpHeader| HeaderValue {
+                            name: s.name.clone(),
+                            value: s.value.clone(),
+                        };
+                        response_headers.set.extend(h.set.iter().map(copy));
+                        response_headers.add.extend(h.add.iter().map(copy));
+                        response_headers.remove.extend(h.remove.iter().cloned());
                     }
                 }
                 let timeout = rule.timeouts.as_ref().and_then(|t| {

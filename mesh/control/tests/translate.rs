@@ -247,6 +247,71 @@ spec:
 }
 
 #[test]
+fn response_header_modifiers_reach_the_table_with_set_add_and_remove() {
+    let mut w = world();
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: podinfo, namespace: test}
+spec:
+  parentRefs: [{group: "", kind: Service, name: podinfo}]
+  rules:
+    - backendRefs: [{name: podinfo-primary, port: 9898}]
+      filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            set: [{name: set-cookie, value: "track=primary"}]
+            add: [{name: x-served-by, value: serin}]
+            remove: [server, x-powered-by]
+"#,
+    );
+    assert!(check_route(&r).is_empty(), "{:?}", check_route(&r));
+    w.routes.insert(ObjKey::new("test", "podinfo"), r);
+    let t = translate(&w, "test", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let h = &find(&t, "podinfo.test").rules[0].response_headers;
+    let pairs = |l: &[serin_mesh_api::table::HeaderValue]| -> Vec<(String, String)> {
+        l.iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect()
+    };
+    assert_eq!(
+        pairs(&h.set),
+        [("set-cookie".into(), "track=primary".into())]
+    );
+    assert_eq!(pairs(&h.add), [("x-served-by".into(), "serin".into())]);
+    assert_eq!(h.remove, ["server", "x-powered-by"]);
+
+    let bad = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad, namespace: test}
+spec:
+  parentRefs: [{group: "", kind: Service, name: podinfo}]
+  rules:
+    - backendRefs: [{name: podinfo-primary, port: 9898}]
+      filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            add: [{name: "bad name", value: x}]
+            remove: ["x:y"]
+        - type: ResponseHeaderModifier
+"#,
+    );
+    let fields: Vec<String> = check_route(&bad).into_iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[0].filters[0].responseHeaderModifier.add[0]",
+            "spec.rules[0].filters[0].responseHeaderModifier.remove[0]",
+            "spec.rules[0].filters[1].responseHeaderModifier",
+        ]
+    );
+}
+
+#[test]
 fn bad_routes_are_reported_with_the_field_and_reason() {
     let bad = route(
         r#"

@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use crate::balance::{self, Endpoint};
 use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
 use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
-use crate::router::{BackendRt, RequestView};
+use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
 pub use crate::pool::Upstreams;
@@ -258,7 +258,7 @@ pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<
         &target.metrics,
         "inbound",
         target.timeout,
-        &[],
+        &HeaderEdits::NONE,
     )
     .await
 }
@@ -312,7 +312,7 @@ async fn send(
     metrics: &Arc<RouteMetrics>,
     backend: &str,
     timeout: Option<Duration>,
-    set_headers: &[(HeaderName, HeaderValue)],
+    set_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
     let fut = upstreams.send(ep, req);
@@ -356,9 +356,7 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     let series = metrics.latency(parts.status.as_u16(), latency);
     strip_hop_by_hop(&mut parts.headers);
-    for (n, v) in set_headers {
-        parts.headers.insert(n.clone(), v.clone());
-    }
+    set_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,
         parts.status.as_u16(),

@@ -198,6 +198,61 @@ pub struct BackendRt {
     pub metrics: Arc<RouteMetrics>,
 }
 
+/// A rule's response header changes, compiled: applied as `remove`, then `set`, then `add`.
+#[derive(Default)]
+pub struct HeaderEdits {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// No changes (the inbound listener's).
+    pub const NONE: HeaderEdits = HeaderEdits {
+        remove: Vec::new(),
+        set: Vec::new(),
+        add: Vec::new(),
+    };
+
+    fn compile(h: &serin_mesh_api::table::ResponseHeaders) -> HeaderEdits {
+        // The table was validated, so every name and value parses; filter_map only keeps a
+        // bad one from panicking.
+        let pairs =
+            |list: &[serin_mesh_api::table::HeaderValue]| -> Vec<(HeaderName, HeaderValue)> {
+                list.iter()
+                    .filter_map(|h| {
+                        Some((
+                            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                            HeaderValue::from_str(&h.value).ok()?,
+                        ))
+                    })
+                    .collect()
+            };
+        HeaderEdits {
+            remove: h
+                .remove
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+            set: pairs(&h.set),
+            add: pairs(&h.add),
+        }
+    }
+
+    /// Applies the changes to a response's headers.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+}
+
 /// A compiled rule.
 pub struct RuleRt {
     matches: Vec<CompiledMatch>,
@@ -206,8 +261,8 @@ pub struct RuleRt {
     total_weight: u64,
     /// Mirror backend and percent.
     pub mirror: Option<(Arc<BackendRt>, u32)>,
-    /// Response headers to set.
-    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Response header changes (the field predates `add` and `remove`).
+    pub set_headers: HeaderEdits,
     /// Time allowed until response headers.
     pub timeout: Option<Duration>,
 }
@@ -367,17 +422,7 @@ impl Compiled {
                     .mirror
                     .as_ref()
                     .and_then(|m| Some((backend(&m.backend)?, m.percent.min(100))));
-                let set_headers = rule
-                    .response_headers
-                    .set
-                    .iter()
-                    .filter_map(|h| {
-                        Some((
-                            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-                            HeaderValue::from_str(&h.value).ok()?,
-                        ))
-                    })
-                    .collect();
+                let set_headers = HeaderEdits::compile(&rule.response_headers);
                 rules.push(RuleRt {
                     matches,
                     weighted,

@@ -517,6 +517,62 @@ routes:
 }
 
 #[tokio::test]
+async fn response_headers_are_removed_set_and_added_in_that_order() {
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: shop
+    rules:
+      - backends: [{{ name: canary, endpoints: ["{c}"] }}]
+        responseHeaders:
+          remove: [x-upstream, content-type]
+          set: [{{ name: content-type, value: text/x-test }}]
+          add: [{{ name: x-upstream, value: first }}, {{ name: x-upstream, value: second }}]
+"#,
+            c = canary.addr
+        )))
+        .expect("valid table");
+    let got = get(&h1_client(), p.outbound_addr(), "shop", "/", &[]).await;
+    assert_eq!(got.body, "canary");
+    // The upstream's own x-upstream value is gone; both added ones follow in order.
+    let values: Vec<&[u8]> = got
+        .headers
+        .get_all("x-upstream")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(values, [&b"first"[..], &b"second"[..]]);
+    assert_eq!(
+        got.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/x-test"[..])
+    );
+
+    // A bad name in any of the three lists is refused with its field; the table stays.
+    let err = p
+        .table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: shop
+    rules:
+      - backends: [{{ name: canary, endpoints: ["{c}"] }}]
+        responseHeaders:
+          remove: ["bad name"]
+"#,
+            c = canary.addr
+        )))
+        .expect_err("bad header name");
+    assert!(
+        err.to_string()
+            .contains("routes[0].rules[0].responseHeaders.remove[0]"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn the_inbound_listener_forwards_to_the_app_and_reports_inbound_metrics() {
     let app = upstream("app").await;
     let cfg = serin_proxy::ProxyConfig {
