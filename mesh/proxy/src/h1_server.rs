@@ -222,6 +222,7 @@ pub async fn serve_connection<H: Handler>(
         stop,
         draining: false,
         timer: None,
+        head_started: None,
     };
     // Prior-knowledge HTTP/2 starts with a fixed preface; HTTP/1.x never does.
     loop {
@@ -366,6 +367,8 @@ struct Conn {
     /// The head timeout: one timer per connection, moved forward only when it fires early
     /// (arming a timer per request costs more than the check).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the connection started waiting for the head being read.
+    head_started: Option<Instant>,
 }
 
 /// How a request body is framed.
@@ -395,7 +398,9 @@ enum Refused {
 impl Conn {
     /// Waits for more bytes, the head timeout, or (when nothing is buffered) the stop signal.
     async fn wait_readable(&mut self) -> Wait {
-        let started = Instant::now();
+        // From the first wait for this head, not this read: a client trickling a head byte by
+        // byte gets no more time than one sending nothing.
+        let started = *self.head_started.get_or_insert_with(Instant::now);
         let deadline = started + HEAD_TIMEOUT;
         let timer = self
             .timer
@@ -443,7 +448,10 @@ impl Conn {
             let head = loop {
                 if !self.buf.is_empty() {
                     match parse_head(&mut self.buf) {
-                        Ok(Some(h)) => break h,
+                        Ok(Some(h)) => {
+                            self.head_started = None;
+                            break h;
+                        }
                         Ok(None) if self.buf.len() > MAX_HEAD => {
                             return self.refuse(Refused::TooLarge("request head")).await;
                         }
