@@ -260,6 +260,24 @@ impl ResponseHeaders {
     }
 }
 
+/// Headers a route may not change on a response (case-insensitive): they frame the message
+/// (`content-length`, `transfer-encoding`, `trailer`) or describe one hop (`connection` and the
+/// headers it governs), so the proxy writes them itself for each connection. Letting a route
+/// set or add one would break the framing the client sees.
+pub fn is_framing_header(name: &str) -> bool {
+    const NAMES: [&str; 8] = [
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// A header name and value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -529,6 +547,17 @@ impl Checker {
         }
     }
 
+    fn not_framing(&mut self, field: &str, name: &str) {
+        if is_framing_header(name) {
+            self.push(
+                field,
+                format!(
+                    "{name:?} frames the message or describes one hop; the proxy sets it itself"
+                ),
+            );
+        }
+    }
+
     fn labels(&mut self, field: &str, labels: &BTreeMap<String, String>) {
         for key in labels.keys() {
             if !is_label_name(key) {
@@ -694,6 +723,7 @@ impl RouteTable {
                 for (hi, h) in headers.iter().enumerate() {
                     let hf = format!("{kf}.responseHeaders.{list}[{hi}]");
                     c.header_name(&format!("{hf}.name"), &h.name);
+                    c.not_framing(&format!("{hf}.name"), &h.name);
                     if http::HeaderValue::from_str(&h.value).is_err() {
                         c.push(
                             format!("{hf}.value"),
@@ -703,7 +733,9 @@ impl RouteTable {
                 }
             }
             for (hi, name) in rh.remove.iter().enumerate() {
-                c.header_name(&format!("{kf}.responseHeaders.remove[{hi}]"), name);
+                let hf = format!("{kf}.responseHeaders.remove[{hi}]");
+                c.header_name(&hf, name);
+                c.not_framing(&hf, name);
             }
             if rule.timeout == Some(Duration::ZERO) {
                 c.push(

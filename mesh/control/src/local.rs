@@ -13,6 +13,7 @@
 //! | `v1` | `Service` | ports and cluster IPs, as in Kubernetes |
 //! | `discovery.k8s.io/v1` | `EndpointSlice` | labelled `kubernetes.io/service-name` |
 //! | `serin.dev/v1beta1` | `StaticEndpoints` | `spec.endpoints: ["127.0.0.1:19001", ...]` for the Service of the same name |
+//! | `gateway.networking.k8s.io/v1beta1` (or `v1`) | `ReferenceGrant` | lets HTTPRoutes of other namespaces use Services of its namespace as backends |
 //!
 //! A `StaticEndpoints` without a `Service` of the same name declares one (no cluster IP, its
 //! endpoints serve any port). Objects without `metadata.namespace` are in `default`.
@@ -45,7 +46,9 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::hub::Hub;
-use crate::k8s::types::{HttpRoute, TrafficSplit, TrafficSplitV1Alpha2};
+use crate::k8s::types::{
+    HttpRoute, ReferenceGrant, ReferenceGrantSpec, TrafficSplit, TrafficSplitV1Alpha2,
+};
 use crate::state::RouteKind;
 use crate::translate::{check_route, check_split, is_fatal};
 use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
@@ -96,6 +99,7 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Default, Clone)]
 struct Objects {
     routes: Vec<HttpRoute>,
+    grants: Vec<(ObjKey, ReferenceGrantSpec)>,
     splits: Vec<TrafficSplit>,
     services: Vec<(ObjKey, ServiceInfo)>,
     statics: Vec<(ObjKey, Vec<SocketAddr>)>,
@@ -260,10 +264,14 @@ impl LocalSource {
             }
         }
         let mut services = BTreeMap::new();
+        let mut grants = BTreeMap::new();
         let mut endpoints: BTreeMap<ObjKey, BTreeMap<String, EndpointSet>> = BTreeMap::new();
         for f in inner.files.values() {
             for (key, svc) in &f.objects.services {
                 services.insert(key.clone(), svc.clone());
+            }
+            for (key, grant) in &f.objects.grants {
+                grants.insert(key.clone(), grant.clone());
             }
         }
         for f in inner.files.values() {
@@ -284,6 +292,7 @@ impl LocalSource {
         self.hub.update(received, |state| {
             state.set_services(services);
             state.set_endpoints(endpoints);
+            state.set_grants(grants);
             state.set_routes(routes.into_values());
             state.set_splits(splits.into_values());
         });
@@ -614,6 +623,13 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
                 out.slices
                     .push((svc, name, EndpointSet::from_slice(&slice)));
             }
+            (
+                "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
+                "ReferenceGrant",
+            ) => {
+                let g: ReferenceGrant = serde_yaml::from_value(value).map_err(err)?;
+                out.grants.push((ObjKey::of(&g), g.spec));
+            }
             ("serin.dev/v1beta1", "StaticEndpoints") => {
                 let se: StaticEndpoints = serde_yaml::from_value(value).map_err(err)?;
                 let key = ObjKey::new(
@@ -638,7 +654,7 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
             }
             (api, kind) => {
                 return Err(format!(
-                    "document {n}: unsupported apiVersion/kind {api:?}/{kind:?}; accepted: gateway.networking.k8s.io/v1 HTTPRoute, split.smi-spec.io/v1alpha2..v1alpha4 TrafficSplit, v1 Service, discovery.k8s.io/v1 EndpointSlice, serin.dev/v1beta1 StaticEndpoints"
+                    "document {n}: unsupported apiVersion/kind {api:?}/{kind:?}; accepted: gateway.networking.k8s.io/v1 HTTPRoute, gateway.networking.k8s.io/v1beta1 ReferenceGrant, split.smi-spec.io/v1alpha2..v1alpha4 TrafficSplit, v1 Service, discovery.k8s.io/v1 EndpointSlice, serin.dev/v1beta1 StaticEndpoints"
                 ));
             }
         }
@@ -675,9 +691,20 @@ apiVersion: split.smi-spec.io/v1alpha2
 kind: TrafficSplit
 metadata: {name: s}
 spec: {service: podinfo, backends: [{service: podinfo-primary, weight: 100}]}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-edge, namespace: demo}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: edge}]
+  to: [{group: "", kind: Service, name: web}]
 "#,
         )
         .unwrap();
+        assert_eq!(objs.grants.len(), 1);
+        assert_eq!(objs.grants[0].0, ObjKey::new("demo", "from-edge"));
+        assert!(objs.grants[0].1.lets_routes_reach("edge", "web"));
+        assert!(!objs.grants[0].1.lets_routes_reach("edge", "api"));
         assert_eq!(objs.services.len(), 1);
         assert_eq!(objs.slices.len(), 1);
         assert_eq!(objs.statics[0].0, ObjKey::new("default", "podinfo-primary"));

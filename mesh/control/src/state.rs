@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::k8s::types::{HttpRoute, HttpRouteSpec, TrafficSplit, TrafficSplitSpec};
+use crate::k8s::types::{
+    HttpRoute, HttpRouteSpec, ReferenceGrantSpec, TrafficSplit, TrafficSplitSpec,
+};
 use crate::translate::{Problem, check_route, check_split, is_fatal};
 use crate::world::{EndpointSet, ObjKey, ServiceInfo, World};
 
@@ -131,6 +133,14 @@ impl State {
     pub fn set_endpoints(&mut self, endpoints: BTreeMap<ObjKey, BTreeMap<String, EndpointSet>>) {
         if self.world.endpoints != endpoints {
             self.world.endpoints = endpoints;
+            self.dirty = true;
+        }
+    }
+
+    /// Replaces every ReferenceGrant.
+    pub fn set_grants(&mut self, grants: BTreeMap<ObjKey, ReferenceGrantSpec>) {
+        if self.world.grants != grants {
+            self.world.grants = grants;
             self.dirty = true;
         }
     }

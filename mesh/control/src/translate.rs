@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use serin_mesh_api::table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, parse_duration,
+    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, is_framing_header,
+    parse_duration,
 };
 
 use crate::k8s::types::{
@@ -226,25 +227,40 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     ));
                     continue;
                 };
+                let framing = |name: &str| {
+                    is_framing_header(name).then(|| {
+                        format!("{name:?} frames the message or describes one hop; the proxy sets it itself")
+                    })
+                };
                 for (list, headers) in [("set", &h.set), ("add", &h.add)] {
                     for (si, s) in headers.iter().enumerate() {
-                        if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
+                        let why = if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
                             || http::HeaderValue::from_str(&s.value).is_err()
                         {
+                            Some("not a valid header name and value".to_string())
+                        } else {
+                            framing(&s.name)
+                        };
+                        if let Some(why) = why {
                             p.push(Problem::new(
                                 format!("{ff}.responseHeaderModifier.{list}[{si}]"),
                                 "UnsupportedValue",
-                                "not a valid header name and value",
+                                why,
                             ));
                         }
                     }
                 }
                 for (si, name) in h.remove.iter().enumerate() {
-                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        Some("not a valid header name".to_string())
+                    } else {
+                        framing(name)
+                    };
+                    if let Some(why) = why {
                         p.push(Problem::new(
                             format!("{ff}.responseHeaderModifier.remove[{si}]"),
                             "UnsupportedValue",
-                            "not a valid header name",
+                            why,
                         ));
                     }
                 }
@@ -483,8 +499,21 @@ pub fn route_verdicts(
             }));
         for (field, ns, name) in refs {
             let bk = ObjKey::new(ns.unwrap_or(&key.namespace), name.clone());
-            if !world.services.contains_key(&bk) {
-                unresolved.push(format!("{field}: Service {bk} not found"));
+            // Not permitted comes first: without a grant the route must not learn whether a
+            // Service exists in a namespace it may not reach.
+            if !world.route_may_reach(&key.namespace, &bk) {
+                unresolved.push((
+                    "RefNotPermitted",
+                    format!(
+                        "{field}: Service {bk} is in another namespace and no ReferenceGrant in {} lets HTTPRoutes from {} refer to it",
+                        bk.namespace, key.namespace
+                    ),
+                ));
+            } else if !world.services.contains_key(&bk) {
+                unresolved.push((
+                    "BackendNotFound",
+                    format!("{field}: Service {bk} not found"),
+                ));
             }
         }
     }
@@ -536,10 +565,17 @@ pub fn route_verdicts(
                     },
                 }
             };
-            let resolved = if unresolved.is_empty() {
-                (true, "ResolvedRefs", "All references resolved".into())
-            } else {
-                (false, "BackendNotFound", unresolved.join("; "))
+            let resolved = match unresolved.first() {
+                None => (true, "ResolvedRefs", "All references resolved".into()),
+                Some((reason, _)) => (
+                    false,
+                    *reason,
+                    unresolved
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             };
             ParentVerdict {
                 parent_ref: pref.clone(),
@@ -742,6 +778,9 @@ type BackendKey = (ObjKey, Option<u16>);
 #[derive(Default)]
 struct Backends {
     keys: Vec<BackendKey>,
+    /// Indexes of backends the route may not reach (a cross-namespace reference without a
+    /// ReferenceGrant): they get no endpoints, so the proxy answers their share with 503.
+    denied: BTreeSet<usize>,
 }
 
 impl Backends {
@@ -751,6 +790,16 @@ impl Backends {
         }
         self.keys.push(key);
         self.keys.len() - 1
+    }
+
+    /// Adds a backend an HTTPRoute in `route_ns` refers to, checking the reference.
+    fn add_ref(&mut self, world: &World, route_ns: &str, key: BackendKey) -> usize {
+        let permitted = world.route_may_reach(route_ns, &key.0);
+        let idx = self.add(key);
+        if !permitted {
+            self.denied.insert(idx);
+        }
+        idx
     }
 }
 
@@ -861,7 +910,7 @@ impl SvcCtx<'_> {
                         .iter()
                         .map(|br| {
                             let key = backend_key(self.world, ns, br, parent_port);
-                            let idx = b.add(key);
+                            let idx = b.add_ref(self.world, ns, key);
                             let w = u32::try_from(br.weight.unwrap_or(1)).unwrap_or(0);
                             self.rule_backend(idx, w)
                         })
@@ -879,7 +928,8 @@ impl SvcCtx<'_> {
                             port: m.backend_ref.port,
                             ..HttpBackendRef::default()
                         };
-                        let idx = b.add(backend_key(self.world, ns, &br, parent_port));
+                        let key = backend_key(self.world, ns, &br, parent_port);
+                        let idx = b.add_ref(self.world, ns, key);
                         let percent = match (m.percent, &m.fraction) {
                             (Some(p), _) => p.clamp(0, 100) as u32,
                             (None, Some(fr)) => {
@@ -998,13 +1048,18 @@ impl SvcCtx<'_> {
             .keys
             .iter()
             .zip(names)
-            .map(|((key, port), name)| {
+            .enumerate()
+            .map(|(i, ((key, port), name))| {
                 let mut labels = BTreeMap::new();
                 labels.insert("namespace".to_string(), key.namespace.clone());
                 BackendDef {
                     name,
                     labels,
-                    endpoints: endpoints_of(self.world, key, *port),
+                    endpoints: if b.denied.contains(&i) {
+                        Vec::new()
+                    } else {
+                        endpoints_of(self.world, key, *port)
+                    },
                 }
             })
             .collect();

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
-use crate::k8s::types::{HttpRoute, TrafficSplit};
+use crate::k8s::types::{HttpRoute, ReferenceGrantSpec, TrafficSplit};
 
 /// `namespace/name` of an object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -174,6 +174,22 @@ pub struct World {
     pub routes: BTreeMap<ObjKey, HttpRoute>,
     /// TrafficSplits by key.
     pub splits: BTreeMap<ObjKey, TrafficSplit>,
+    /// Gateway API ReferenceGrants by key.
+    pub grants: BTreeMap<ObjKey, ReferenceGrantSpec>,
+}
+
+impl World {
+    /// Whether an HTTPRoute in namespace `from_ns` may send traffic to Service `to`: always
+    /// within one namespace; across namespaces only when a ReferenceGrant in `to`'s namespace
+    /// allows it (Gateway API: a cross-namespace reference without a grant is not permitted).
+    pub fn route_may_reach(&self, from_ns: &str, to: &ObjKey) -> bool {
+        from_ns == to.namespace
+            || self
+                .grants
+                .iter()
+                .filter(|(k, _)| k.namespace == to.namespace)
+                .any(|(_, g)| g.lets_routes_reach(from_ns, &to.name))
+    }
 }
 
 /// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`).

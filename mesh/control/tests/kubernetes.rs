@@ -23,9 +23,10 @@ enum Kind {
     Splits,
     Services,
     Slices,
+    Grants,
 }
 
-const KINDS: [(Kind, &str); 4] = [
+const KINDS: [(Kind, &str); 5] = [
     (
         Kind::Routes,
         "/apis/gateway.networking.k8s.io/v1/httproutes",
@@ -36,6 +37,10 @@ const KINDS: [(Kind, &str); 4] = [
     ),
     (Kind::Services, "/api/v1/services"),
     (Kind::Slices, "/apis/discovery.k8s.io/v1/endpointslices"),
+    (
+        Kind::Grants,
+        "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
+    ),
 ];
 
 /// What one API call was.
@@ -125,6 +130,7 @@ fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
         Kind::Splits => "TrafficSplitList",
         Kind::Services => "ServiceList",
         Kind::Slices => "EndpointSliceList",
+        Kind::Grants => "ReferenceGrantList",
     };
     serde_json::to_vec(&json!({
         "apiVersion": "v1", "kind": list_kind,
@@ -255,7 +261,7 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
     let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
     let mut listed = Vec::new();
     let mut patches: BTreeMap<String, Value> = BTreeMap::new();
-    for _ in 0..10 {
+    for _ in 0..12 {
         let (call, send) = next_call(&mut handle).await?;
         match call {
             Call::List(kind) => {
@@ -289,6 +295,7 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
                         ),
                         slice("web-v1", &[("10.1.2.1", true)], "4"),
                     ],
+                    Kind::Grants => vec![],
                 };
                 respond(send, list(kind, items));
             }
@@ -430,7 +437,11 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
             other => bail!("unexpected {other:?}"),
         }
     }
-    assert_eq!(held.len(), 4, "every kind watches again");
+    assert_eq!(
+        held.len(),
+        5,
+        "every kind watches again (the grants' watch is still open)"
+    );
 
     until(
         &hub,
@@ -474,10 +485,10 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
     ));
     let mut held = Vec::new();
     let mut patched = false;
-    // Three lists, three watches, one status patch; TrafficSplit lists answer 404 (retried by
+    // Four lists, four watches, one status patch; TrafficSplit lists answer 404 (retried by
     // the watcher with backoff, so they may repeat) and never block the others.
     let mut calls = 0;
-    while !(patched && held.len() == 3) {
+    while !(patched && held.len() == 4) {
         calls += 1;
         assert!(calls < 20, "runaway API calls");
         let (call, send) = next_call(&mut handle).await?;
@@ -499,6 +510,7 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
                         .enumerate()
                         .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
                         .collect(),
+                    Kind::Grants => vec![],
                     _ => vec![slice("podinfo-primary", &[("10.1.0.1", true)], "4")],
                 };
                 respond(send, list(kind, items));
@@ -532,6 +544,173 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
             .encode()
             .contains(r#"serin_control_errors_total{kind="watch",reason="NotFound"}"#)
     );
+    source.abort();
+    Ok(())
+}
+
+fn grant(name: &str, to_service: Option<&str>, rv: &str) -> Value {
+    let mut to = json!({"group": "", "kind": "Service"});
+    if let Some(n) = to_service {
+        to["name"] = json!(n);
+    }
+    json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": "test", "resourceVersion": rv},
+        "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "shop"}],
+            "to": [to]}})
+}
+
+/// A consumer route in namespace `shop` for Service test/podinfo, half of it to test/podinfo-canary.
+fn shop_route() -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "podinfo", "namespace": "shop", "generation": 1, "resourceVersion": "6"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "podinfo", "namespace": "test", "port": 9898}],
+            "rules": [{"backendRefs": [
+                {"name": "podinfo-primary", "namespace": "test", "port": 9898, "weight": 50},
+                {"name": "podinfo-canary", "namespace": "test", "port": 9898, "weight": 50}]}]}})
+}
+
+/// Ends the held ReferenceGrant watch with `body`, then answers what follows: the watch again
+/// (held) and one status patch of shop/podinfo, whose ResolvedRefs `(status, reason)` it
+/// returns.
+async fn grants_change(
+    handle: &mut ApiHandle,
+    held: &mut BTreeMap<Kind, SendResponse<Response<Body>>>,
+    body: Vec<u8>,
+) -> anyhow::Result<(String, String)> {
+    respond(held.remove(&Kind::Grants).context("grants watch")?, body);
+    // The new watch and the status patch race each other; take them in either order.
+    let mut resolved = None;
+    while resolved.is_none() || !held.contains_key(&Kind::Grants) {
+        let (call, send) = next_call(handle).await?;
+        match call {
+            Call::Watch(Kind::Grants) => {
+                held.insert(Kind::Grants, send);
+            }
+            Call::PatchStatus {
+                namespace,
+                name,
+                body,
+            } => {
+                assert_eq!((namespace.as_str(), name.as_str()), ("shop", "podinfo"));
+                respond(send, patched_shop_route()?);
+                let c = conditions(&body);
+                resolved = Some((c[1].1.clone(), c[1].2.clone()));
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    resolved.context("no status patch")
+}
+
+/// What the API server answers to a status patch of shop/podinfo.
+fn patched_shop_route() -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "podinfo", "namespace": "shop"}, "spec": {}}))?)
+}
+
+#[tokio::test]
+async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_closes_it()
+-> anyhow::Result<()> {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let hub = Hub::new(Options::default());
+    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
+        client,
+        Arc::clone(&hub),
+    ));
+    // Every kind listed once and watched (held), and the one route's status once all synced
+    // (a watch call may come before or after it).
+    let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
+    let mut first = None;
+    while first.is_none() || held.len() < 5 {
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::List(kind) => {
+                let items = match kind {
+                    Kind::Routes => vec![shop_route()],
+                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+                        .collect(),
+                    Kind::Slices => vec![
+                        slice("podinfo-primary", &[("10.1.0.1", true)], "4"),
+                        slice("podinfo-canary", &[("10.1.1.1", true)], "4"),
+                    ],
+                    // A grant for another Service only: not enough for the canary.
+                    Kind::Grants => vec![grant("only-primary", Some("podinfo-primary"), "5")],
+                    Kind::Splits => vec![],
+                };
+                respond(send, list(kind, items));
+            }
+            Call::Watch(kind) => {
+                assert!(held.insert(kind, send).is_none(), "{kind:?} watched twice");
+            }
+            Call::PatchStatus {
+                namespace,
+                name,
+                body,
+            } => {
+                assert_eq!((namespace.as_str(), name.as_str()), ("shop", "podinfo"));
+                respond(send, patched_shop_route()?);
+                let c = conditions(&body);
+                first = Some((c[1].1.clone(), c[1].2.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        first,
+        Some(("False".to_string(), "RefNotPermitted".to_string()))
+    );
+    // Proxies in `shop` reach the granted primary but never the canary.
+    let shop = |hub: &Hub| hub.current().table("shop");
+    assert_eq!(
+        endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-primary"),
+        1
+    );
+    assert_eq!(
+        endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-canary"),
+        0
+    );
+
+    // A grant for every Service of `test` arrives: the canary opens up, the status follows.
+    let resolved = grants_change(
+        &mut handle,
+        &mut held,
+        events(vec![("ADDED", grant("all", None, "30"))]),
+    )
+    .await?;
+    assert_eq!(resolved, ("True".to_string(), "ResolvedRefs".to_string()));
+    until(&hub, "the canary reachable from shop", |_| {
+        endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-canary") == 1
+    })
+    .await?;
+
+    // Both grants go: access is revoked again.
+    let revoked = grants_change(
+        &mut handle,
+        &mut held,
+        events(vec![
+            ("DELETED", grant("all", None, "31")),
+            (
+                "DELETED",
+                grant("only-primary", Some("podinfo-primary"), "32"),
+            ),
+        ]),
+    )
+    .await?;
+    assert_eq!(
+        revoked,
+        ("False".to_string(), "RefNotPermitted".to_string())
+    );
+    until(&hub, "nothing of test reachable from shop", |_| {
+        endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-primary") == 0
+            && endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-canary") == 0
+    })
+    .await?;
     source.abort();
     Ok(())
 }

@@ -295,8 +295,9 @@ spec:
       filters:
         - type: ResponseHeaderModifier
           responseHeaderModifier:
+            set: [{name: Content-Length, value: "3"}]
             add: [{name: "bad name", value: x}]
-            remove: ["x:y"]
+            remove: ["x:y", transfer-encoding]
         - type: ResponseHeaderModifier
 "#,
     );
@@ -304,11 +305,85 @@ spec:
     assert_eq!(
         fields,
         [
+            "spec.rules[0].filters[0].responseHeaderModifier.set[0]",
             "spec.rules[0].filters[0].responseHeaderModifier.add[0]",
             "spec.rules[0].filters[0].responseHeaderModifier.remove[0]",
+            "spec.rules[0].filters[0].responseHeaderModifier.remove[1]",
             "spec.rules[0].filters[1].responseHeaderModifier",
         ]
     );
+}
+
+#[test]
+fn cross_namespace_backends_need_a_reference_grant_from_the_routes_namespace() {
+    use serin_mesh_control::k8s::types::{
+        ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
+    };
+    use serin_mesh_control::translate::route_verdicts;
+    let mut w = world();
+    // A producer route in `edge` for its own Service, sending to podinfo-primary in `test`.
+    w.services
+        .insert(ObjKey::new("edge", "front"), svc("10.96.1.1", 80));
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: front, namespace: edge}
+spec:
+  parentRefs: [{group: "", kind: Service, name: front}]
+  rules:
+    - backendRefs: [{name: podinfo-primary, namespace: test, port: 9898}]
+"#,
+    );
+    w.routes.insert(ObjKey::new("edge", "front"), r.clone());
+    let primary_endpoints = |w: &World| {
+        let t = translate(w, "edge", &Options::default(), 1);
+        find(&t, "front")
+            .resolve_backend("podinfo-primary.test")
+            .map(|b| b.endpoints.len())
+    };
+    let resolved = |w: &World| {
+        let v = route_verdicts(w, &r, &[]);
+        (v[0].resolved_refs.0, v[0].resolved_refs.1)
+    };
+    assert_eq!(primary_endpoints(&w), Some(0), "no grant: no endpoints");
+    assert_eq!(resolved(&w), (false, "RefNotPermitted"));
+
+    let grant = |from_ns: &str, name: Option<&str>| ReferenceGrantSpec {
+        from: vec![ReferenceGrantFrom {
+            group: "gateway.networking.k8s.io".into(),
+            kind: "HTTPRoute".into(),
+            namespace: from_ns.into(),
+        }],
+        to: vec![ReferenceGrantTo {
+            group: String::new(),
+            kind: "Service".into(),
+            name: name.map(Into::into),
+        }],
+    };
+    // Grants that do not fit: from another namespace, for another Service, or in the wrong
+    // namespace (a grant speaks only for objects of its own namespace).
+    w.grants
+        .insert(ObjKey::new("test", "other-ns"), grant("shop", None));
+    w.grants.insert(
+        ObjKey::new("test", "other-svc"),
+        grant("edge", Some("podinfo-canary")),
+    );
+    w.grants
+        .insert(ObjKey::new("edge", "wrong-place"), grant("edge", None));
+    assert_eq!(primary_endpoints(&w), Some(0));
+    assert_eq!(resolved(&w), (false, "RefNotPermitted"));
+
+    w.grants.insert(
+        ObjKey::new("test", "front"),
+        grant("edge", Some("podinfo-primary")),
+    );
+    assert_eq!(
+        primary_endpoints(&w),
+        Some(2),
+        "granted: its ready endpoints"
+    );
+    assert_eq!(resolved(&w), (true, "ResolvedRefs"));
 }
 
 #[test]

@@ -570,6 +570,36 @@ routes:
             .contains("routes[0].rules[0].responseHeaders.remove[0]"),
         "{err}"
     );
+    // Framing headers are the proxy's own: a route cannot add a second Content-Length.
+    let err = p
+        .table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: shop
+    rules:
+      - backends: [{{ name: canary, endpoints: ["{c}"] }}]
+        responseHeaders:
+          add: [{{ name: Content-Length, value: "3" }}]
+"#,
+            c = canary.addr
+        )))
+        .expect_err("framing header");
+    assert!(
+        err.to_string()
+            .contains("routes[0].rules[0].responseHeaders.add[0].name"),
+        "{err}"
+    );
+    assert_eq!(
+        get(&h1_client(), p.outbound_addr(), "shop", "/", &[])
+            .await
+            .headers
+            .get_all("x-upstream")
+            .iter()
+            .count(),
+        2,
+        "the last good table stays in force"
+    );
 }
 
 #[tokio::test]

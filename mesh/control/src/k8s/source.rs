@@ -1,5 +1,5 @@
-//! The Kubernetes source (`--kubernetes`): reflectors over HTTPRoutes, TrafficSplits, Services
-//! and EndpointSlices in every namespace; each batch of watch events rebuilds the changed kinds
+//! The Kubernetes source (`--kubernetes`): reflectors over HTTPRoutes, TrafficSplits, Services,
+//! EndpointSlices and ReferenceGrants in every namespace; each batch of watch events rebuilds the changed kinds
 //! in the state, and HTTPRoute status is written back (`Accepted`, `ResolvedRefs` per Service
 //! parent, under controller name [`CONTROLLER_NAME`]).
 
@@ -16,7 +16,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::types::{CONTROLLER_NAME, HttpRoute, RouteParentStatus, TrafficSplit};
+use super::types::{CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus, TrafficSplit};
 use crate::hub::Hub;
 use crate::state::RouteKind;
 use crate::translate::route_verdicts;
@@ -28,15 +28,23 @@ enum Kind {
     Splits,
     Services,
     Slices,
+    Grants,
 }
 
-const KINDS: [Kind; 4] = [Kind::Routes, Kind::Splits, Kind::Services, Kind::Slices];
+const KINDS: [Kind; 5] = [
+    Kind::Routes,
+    Kind::Splits,
+    Kind::Services,
+    Kind::Slices,
+    Kind::Grants,
+];
 
 struct Stores {
     routes: Store<HttpRoute>,
     splits: Store<TrafficSplit>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    grants: Store<ReferenceGrant>,
 }
 
 /// What one watch event told us.
@@ -69,6 +77,7 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
     let (splits, splits_w) = reflector::store::<TrafficSplit>();
     let (services, services_w) = reflector::store::<Service>();
     let (slices, slices_w) = reflector::store::<EndpointSlice>();
+    let (grants, grants_w) = reflector::store::<ReferenceGrant>();
     let cfg = watcher::Config::default;
     let streams = vec![
         reflector::reflector(
@@ -99,12 +108,20 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
         .default_backoff()
         .map(|e| (Kind::Slices, seen(e)))
         .boxed(),
+        reflector::reflector(
+            grants_w,
+            watcher(Api::<ReferenceGrant>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Grants, seen(e)))
+        .boxed(),
     ];
     let stores = Stores {
         routes,
         splits,
         services,
         slices,
+        grants,
     };
     let mut events = futures::stream::select_all(streams);
     let mut synced = BTreeMap::new();
@@ -186,9 +203,16 @@ fn rebuild(hub: &Hub, stores: &Stores, received: Instant) {
         .iter()
         .map(|s| (**s).clone())
         .collect();
+    let grants = stores
+        .grants
+        .state()
+        .iter()
+        .map(|g| (ObjKey::of(g.as_ref()), g.spec.clone()))
+        .collect();
     hub.update(received, |state| {
         state.set_services(services);
         state.set_endpoints(endpoints);
+        state.set_grants(grants);
         state.set_routes(routes);
         state.set_splits(splits);
     });

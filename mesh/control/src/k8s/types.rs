@@ -303,6 +303,74 @@ pub struct RouteParentStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Gateway API `ReferenceGrant.spec` (gateway.networking.k8s.io/v1beta1): objects of the `from`
+/// kinds and namespaces may refer to objects of the `to` kinds in the grant's own namespace.
+/// Serin reads grants for HTTPRoute `backendRefs` (and mirror targets) naming a Service in
+/// another namespace than the route: without a grant such a reference is not permitted.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    plural = "referencegrants",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    /// Who may refer.
+    #[serde(default)]
+    pub from: Vec<ReferenceGrantFrom>,
+    /// What they may refer to (in the grant's namespace).
+    #[serde(default)]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// One trusted source of references.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    /// API group of the referring kind (`gateway.networking.k8s.io` for HTTPRoute).
+    #[serde(default)]
+    pub group: String,
+    /// The referring kind (`HTTPRoute`).
+    #[serde(default)]
+    pub kind: String,
+    /// The referring objects' namespace.
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// One kind of object that may be referred to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    /// API group (`""` for core, as Service).
+    #[serde(default)]
+    pub group: String,
+    /// The kind (`Service`).
+    #[serde(default)]
+    pub kind: String,
+    /// One object by name; absent means every object of the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ReferenceGrantSpec {
+    /// Whether this grant lets HTTPRoutes in `from_ns` send traffic to Service `service` (of the
+    /// grant's namespace).
+    pub fn lets_routes_reach(&self, from_ns: &str, service: &str) -> bool {
+        self.from
+            .iter()
+            .any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && self.to.iter().any(|t| {
+                (t.group.is_empty() || t.group == "core")
+                    && t.kind == "Service"
+                    && t.name.as_deref().is_none_or(|n| n == service)
+            })
+    }
+}
+
 /// SMI `TrafficSplit.spec` (split.smi-spec.io/v1alpha4).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
