@@ -31,7 +31,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
@@ -120,12 +120,31 @@ impl Shared {
             buf.reserve(READ_CHUNK);
         }
         loop {
-            match self.stream.try_read_buf(buf) {
+            let spare = buf.capacity() - buf.len();
+            let mut got = 0;
+            // A read that does not fill the buffer has drained the socket. Reported to
+            // `try_io` as "would block", it makes tokio forget the socket's readiness now (as
+            // its own `AsyncRead` does) instead of after one more read that finds nothing:
+            // one system call less per request.
+            let read = self.stream.try_io(Interest::READABLE, || {
+                let n = self.stream.try_read_buf(buf)?;
+                got = n;
+                if n > 0 && n < spare {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(n)
+                }
+            });
+            match read {
                 Ok(n) => {
                     self.tcp.read_bytes.fetch_add(n as u64, Relaxed);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got > 0 {
+                        self.tcp.read_bytes.fetch_add(got as u64, Relaxed);
+                        return Poll::Ready(Ok(got));
+                    }
                     ready!(self.stream.poll_read_ready(cx))?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
