@@ -16,7 +16,8 @@
 //!   rounds are pooled; `max_rps` is the median round; `cpu_us_per_request` (CPU time of the
 //!   proxy process per request over all rounds) is the figure least moved by the drift.
 //!
-//! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's.
+//! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's;
+//! `SERIN_BENCH_PATHS=serin,nginx` only the paths named.
 //!
 //! Output, one line per path and rate, then one per path:
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
@@ -82,6 +83,12 @@ fn main() -> anyhow::Result<()> {
         None => println!("# note: haproxy skipped: not installed (apt-get install -y haproxy)"),
     }
 
+    // For investigations: `SERIN_BENCH_PATHS=serin,nginx` measures only those paths.
+    if let Ok(only) = std::env::var("SERIN_BENCH_PATHS") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        paths.retain(|(name, _, _)| only.contains(name));
+        println!("# note: only the paths {only:?} (SERIN_BENCH_PATHS)");
+    }
     for (name, _, addr) in &paths {
         // Sanity: the path answers before it is measured.
         one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
