@@ -1,6 +1,7 @@
 //! The proxy's own HTTP/1.1 server, from a raw client socket: pipelining, request body
 //! framings, `Expect: 100-continue`, HTTP/1.0 and `Connection: close`, HEAD, malformed and
-//! oversized heads, trailers, and closing idle connections on shutdown.
+//! oversized heads, trailers, closing idle connections on shutdown, and recognising the HTTP/2
+//! preface when it arrives in pieces.
 
 mod support;
 
@@ -424,4 +425,97 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     let drained = tokio::spawn(p.shutdown());
     assert!(c.closed().await);
     assert!(within(10, drained).await.expect("task"), "drained in time");
+}
+
+/// A client socket whose first `skip` written bytes were already sent by hand: they are
+/// reported written without being sent again.
+struct AlreadySent {
+    inner: TcpStream,
+    skip: usize,
+}
+
+impl tokio::io::AsyncRead for AlreadySent {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AlreadySent {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            self.skip -= n;
+            return std::task::Poll::Ready(Ok(n));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn an_http2_preface_arriving_in_pieces_is_still_recognised() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let (p, mut up) = setup().await;
+    let mut s = TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    s.write_all(&PREFACE[..5]).await.expect("write");
+    // Wait until the proxy has read those bytes (and so must wait for the rest).
+    within(10, async {
+        loop {
+            let m = metrics(&p).await;
+            let read = sample(
+                &m,
+                &[
+                    "tcp_read_bytes_total{",
+                    "direction=\"outbound\"",
+                    "peer=\"src\"",
+                ],
+            );
+            if read >= 5.0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let io = hyper_util::rt::TokioIo::new(AlreadySent { inner: s, skip: 5 });
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake through the proxy");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://app/h2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = within(10, tx.send_request(req)).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let seen = within(10, up.seen.recv()).await.expect("seen");
+    assert_eq!(
+        (seen.path.as_str(), seen.version),
+        ("/h2", http::Version::HTTP_2)
+    );
 }
