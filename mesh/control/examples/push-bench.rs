@@ -1,8 +1,15 @@
-//! Push latency with many proxies: N lightweight clients in this process (the real stream client
-//! from `serin_mesh_api::client`, each with its own HTTP/2 connection, applying and acking every
-//! snapshot) subscribe to a control plane (local source). Each weight change goes through the
-//! HTTP weights API; its latency is the time from sending the change until the LAST of the N
-//! clients has received the snapshot carrying it. p50/p99 are over the changes of one run.
+//! Push latency with many proxies: N lightweight clients in this process, each with its own
+//! HTTP/2 connection, subscribe to a control plane (local source) the way serin-proxy does
+//! (duplex `POST /v1/watch`, compact tables) and ack every snapshot on the stream. Each weight
+//! change goes through the HTTP weights API; its latency is the time from sending the change
+//! until the snapshot carrying it has ARRIVED at the LAST of the N clients (its whole line
+//! received). p50/p99 are over the changes of one run.
+//!
+//! A lightweight client reads the version from the line and acks it without building the route
+//! table: in a real mesh each proxy decodes on its own CPU, while here a thousand decodes would
+//! queue on this machine's two cores and be counted as push latency. `PUSH_BENCH_CLIENT=full`
+//! runs the real client of `serin_mesh_api::client` instead (decode, expand, apply, ack), for
+//! comparison.
 //!
 //! `cargo run --release -p serin-mesh-control --example push-bench` prints one line per N:
 //! `proxies=<N> p50_ms=<x> p99_ms=<y> rss_mib=<z>` (rss: this whole process, control plane and
@@ -12,8 +19,8 @@
 //! the change): `put` the weights API answered (state updated, version published), `first` /
 //! `median` / `last` client received the snapshot, `in_force` every proxy's ack was recorded
 //! (what the canary controller waits for), plus the process CPU time per change (control plane
-//! and clients; independent of other load on the machine, unlike the latencies) and the 1-minute
-//! load average. `PUSH_BENCH_N=1000` and `PUSH_BENCH_CHANGES=5` narrow a run (for profilers).
+//! and clients) and the 1-minute load average. `PUSH_BENCH_N=1000` and `PUSH_BENCH_CHANGES=5`
+//! narrow a run (for profilers).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,6 +48,98 @@ impl Sink for Recorder {
         Ok(())
     }
     fn connection(&mut self, _up: bool, _detail: &str) {}
+}
+
+/// One lightweight proxy: subscribes like serin-proxy (duplex, compact tables), reports each
+/// snapshot's version when its line is complete and acks it on the stream. A subscription that
+/// fails is tried again (a thousand connects at once can overflow the listen backlog, and the
+/// real client retries too); a stream that breaks later ends the client, so the run fails.
+async fn light_client(
+    addr: SocketAddr,
+    id: usize,
+    tx: mpsc::UnboundedSender<(u64, Instant)>,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(20);
+    for _ in 0..10 {
+        match light_stream(addr, id, &tx).await {
+            Err(e) if !tx.is_closed() && e.downcast_ref::<Subscribed>().is_none() => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    bail!("proxy p{id}: could not subscribe")
+}
+
+/// Marks an error that came after the subscription worked (no retry then).
+#[derive(Debug)]
+struct Subscribed(String);
+
+impl std::fmt::Display for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Subscribed {}
+
+async fn light_stream(
+    addr: SocketAddr,
+    id: usize,
+    tx: &mpsc::UnboundedSender<(u64, Instant)>,
+) -> anyhow::Result<()> {
+    use hyper::body::Frame;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    // The connection task ends with this client (the bench aborts clients when it is done).
+    struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _conn = AbortOnDrop(tokio::spawn(conn));
+    let (acks, rx) = mpsc::unbounded_channel::<Bytes>();
+    let body =
+        http_body_util::StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async {
+            let line = rx.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(Frame::data(line)), rx))
+        })));
+    let req = hyper::Request::post(format!(
+        "http://{addr}/v1/watch?workload=bench/frontend&proxy=p{id}&aliases=1"
+    ))
+    .body(body)?;
+    let resp = send.send_request(req).await?;
+    if !resp.status().is_success() {
+        bail!("subscription answered {}", resp.status());
+    }
+    let mut stream = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    const PREFIX: &[u8] = b"{\"type\":\"snapshot\",\"version\":";
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| Subscribed(format!("proxy p{id}: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            // Heartbeats are skipped; a snapshot line starts with its type and version.
+            if let Some(rest) = line.strip_prefix(PREFIX) {
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                let version: u64 = std::str::from_utf8(&rest[..digits])?.parse()?;
+                let _ = tx.send((version, Instant::now()));
+                let _ = acks.send(Bytes::from(format!("{{\"version\":{version}}}\n")));
+            }
+        }
+    }
+    Err(Subscribed(format!("proxy p{id}: the stream ended")).into())
 }
 
 fn rss_mib() -> f64 {
@@ -152,12 +251,23 @@ spec:
     let url: http::Uri = format!("http://{}", cp.addr).parse()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut clients = Vec::with_capacity(n);
+    let full = std::env::var("PUSH_BENCH_CLIENT").is_ok_and(|v| v == "full");
     for i in 0..n {
-        let cfg = ClientConfig::new(url.clone(), "bench/frontend".parse()?, format!("p{i}"));
-        clients.push(tokio::spawn(serin_mesh_api::client::run(
-            cfg,
-            Recorder { tx: tx.clone() },
-        )));
+        if full {
+            let cfg = ClientConfig::new(url.clone(), "bench/frontend".parse()?, format!("p{i}"));
+            clients.push(tokio::spawn(serin_mesh_api::client::run(
+                cfg,
+                Recorder { tx: tx.clone() },
+            )));
+        } else {
+            let tx = tx.clone();
+            let addr = cp.addr;
+            clients.push(tokio::spawn(async move {
+                if let Err(e) = light_client(addr, i, tx).await {
+                    eprintln!("push-bench: {e:#}");
+                }
+            }));
+        }
     }
     // Everyone has the initial snapshot.
     let mut have = 0;
@@ -177,7 +287,8 @@ spec:
     let mut in_force = Vec::with_capacity(changes);
     let cpu0 = cpu_seconds();
     for k in 0..changes {
-        let canary = if k % 2 == 0 { 10 + k as u32 } else { 0 };
+        // A different canary weight (10..=99) on every even change, 0 on every odd one.
+        let canary = if k % 2 == 0 { 10 + (k as u32 % 90) } else { 0 };
         let t0 = Instant::now();
         // The weights call publishes exactly the next version; acks arrive while snapshots are
         // still going out, so wait for every proxy's ack concurrently.
@@ -226,7 +337,8 @@ spec:
     );
     let pair = |v: &[f64]| format!("{:.1}/{:.1}", percentile(v, 0.5), percentile(v, 0.99));
     eprintln!(
-        "  N={n} changes={changes} (ms p50/p99) put={} first={} median={} last={} in_force={} cpu_ms_per_change={:.1} snapshot_bytes={} load1={}",
+        "  N={n} client={} changes={changes} (ms p50/p99) put={} first={} median={} last={} in_force={} cpu_ms_per_change={:.1} snapshot_bytes={} load1={}",
+        if full { "full" } else { "light" },
         pair(&put),
         pair(&first),
         pair(&median),
@@ -257,6 +369,12 @@ fn main() -> anyhow::Result<()> {
                 .context("PUSH_BENCH_N: expected proxy counts like 100,1000")?,
             Err(_) => vec![100, 1000],
         };
+        if let Ok(v) = std::env::var("PUSH_BENCH_CLIENT")
+            && v != "full"
+            && v != "light"
+        {
+            bail!("PUSH_BENCH_CLIENT: {v:?} is not `light` (the default) or `full`");
+        }
         let changes = match std::env::var("PUSH_BENCH_CHANGES") {
             Ok(v) => v
                 .parse::<usize>()
