@@ -338,6 +338,22 @@ async fn send(
     };
     let resp = match result {
         Ok(r) => r,
+        Err(e) if e.is_request_body() => {
+            // The client's body broke, not the upstream: answer like a malformed head, and
+            // neither penalise the endpoint in the balancer nor count an upstream error.
+            tracing::debug!(backend, endpoint = %ep.addr, error = %e, "request body failed");
+            metrics
+                .latency(StatusCode::BAD_REQUEST.as_u16(), started.elapsed())
+                .response(Outcome {
+                    status: StatusCode::BAD_REQUEST.as_u16(),
+                    grpc_status: None,
+                    error: None,
+                });
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: the request body could not be read ({e})\n"),
+            );
+        }
         Err(e) => {
             let (kind, what) = if e.is_connect() {
                 (ErrorKind::Connect, "could not connect to")

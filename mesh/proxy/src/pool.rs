@@ -54,6 +54,12 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         matches!(self, SendError::Connect(_) | SendError::Handshake(_))
     }
+
+    /// True when the client's own request body failed (a malformed chunk, a hang-up mid-body):
+    /// not the endpoint's fault.
+    pub fn is_request_body(&self) -> bool {
+        matches!(self, SendError::H1(H1Error::RequestBody(_)))
+    }
 }
 
 struct Idle {

@@ -371,6 +371,33 @@ async fn malformed_requests_get_a_readable_400_and_a_close() {
 }
 
 #[tokio::test]
+async fn a_malformed_request_body_is_the_clients_400_not_an_upstream_502() {
+    let (p, _up) = setup().await;
+    let mut c = Client::open(&p).await;
+    c.send(
+        b"POST /echo HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+    )
+    .await;
+    let r = within(10, c.response("POST")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body().starts_with("bad request: "), "{}", r.body());
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"400\"",
+                "classification=\"success\""
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(!m.contains("error=\"upstream\""), "{m}");
+}
+
+#[tokio::test]
 async fn oversized_heads_and_too_many_headers_get_431() {
     let (p, _up) = setup().await;
     let mut c = Client::open(&p).await;
