@@ -520,7 +520,31 @@ impl Conn {
                 (ClientBody::H1(b), Some(rx))
             }
         };
-        let resp = handler.call(req.map(|()| body)).await;
+        let call = handler.call(req.map(|()| body));
+        let resp = if back.is_none() {
+            // No body to read, so the socket is idle until the answer: watch it. A client that
+            // hangs up (end of stream or an error) cancels the request, dropping the upstream
+            // exchange, as hyper's server did (it does not wait for half-closed clients either);
+            // bytes that arrive instead (a pipelined request) stay in the buffer for later and
+            // the watch ends.
+            let mut call = std::pin::pin!(call);
+            let shared = self.shared.clone();
+            let buf = &mut self.buf;
+            let watch = std::future::poll_fn(|cx| shared.poll_read(cx, buf));
+            tokio::select! {
+                biased;
+                resp = &mut call => resp,
+                read = watch => match read {
+                    Ok(n) if n > 0 => call.await,
+                    _ => {
+                        tracing::debug!("the client went away before the response; request cancelled");
+                        return Ok(false);
+                    }
+                },
+            }
+        } else {
+            call.await
+        };
         if expect_continue {
             self.shared.start_response().await?;
         }

@@ -398,6 +398,42 @@ async fn a_malformed_request_body_is_the_clients_400_not_an_upstream_502() {
 }
 
 #[tokio::test]
+async fn a_client_hanging_up_cancels_its_request_upstream() {
+    let (p, mut up) = setup().await;
+    let mut c = Client::open(&p).await;
+    c.send(b"GET /hang HTTP/1.1\r\nhost: app\r\n\r\n").await;
+    // The upstream has the request (and will never answer it); the client gives up.
+    assert_eq!(
+        within(10, up.seen.recv()).await.expect("seen").path,
+        "/hang"
+    );
+    drop(c);
+    // Both sides of the exchange close: the client's connection and the upstream one, whose
+    // answer nobody waits for any more.
+    within(10, async {
+        loop {
+            let m = metrics(&p).await;
+            let open = |peer: &str| {
+                sample(
+                    &m,
+                    &[
+                        "tcp_open_connections{",
+                        "direction=\"outbound\"",
+                        &format!("peer=\"{peer}\""),
+                    ],
+                )
+            };
+            if open("src") == 0.0 && open("dst") == 0.0 {
+                return;
+            }
+            // The gauges are only observable by scraping; poll them.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn oversized_heads_and_too_many_headers_get_431() {
     let (p, _up) = setup().await;
     let mut c = Client::open(&p).await;
