@@ -501,6 +501,12 @@ fn parse_head_with<const N: usize>(
         }
         headers.append(name, value);
     }
+    if te && length.is_some() {
+        // Both: Transfer-Encoding wins, and a proxy must drop the Content-Length before
+        // forwarding (RFC 9112 §6.3). A peer that sends both is not trusted with another request.
+        headers.remove(header::CONTENT_LENGTH);
+        close = true;
+    }
     let framing =
         if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             RespFraming::Length(0)

@@ -38,6 +38,8 @@ enum Script {
     LengthThenClose,
     /// Answer 413 after the head, without reading the body, then close.
     EarlyReject,
+    /// 200 chunked that also claims `content-length: 3` (a response-splitting smell).
+    ChunkedAndLength,
 }
 
 struct RawUpstream {
@@ -135,6 +137,12 @@ async fn serve_raw(
             Script::Chunked => {
                 out.write_all(
                     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                )
+                .await?;
+            }
+            Script::ChunkedAndLength => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
                 )
                 .await?;
             }
@@ -289,6 +297,25 @@ async fn an_upstream_answering_before_reading_the_body_is_relayed() {
             (got.status, got.body.as_str()),
             (StatusCode::PAYLOAD_TOO_LARGE, "too big\n")
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_response_with_both_chunked_and_a_length_is_read_chunked_and_loses_the_length() {
+    within(30, async {
+        let up = raw_upstream(Script::ChunkedAndLength).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let client = h1_client();
+        for _ in 0..2 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            // Transfer-Encoding wins (RFC 9112 §6.3) and the Content-Length is not forwarded.
+            assert_eq!(got.body, "hello world");
+            assert_eq!(got.headers.get("content-length"), None, "{:?}", got.headers);
+        }
+        // Such an upstream connection is not trusted again.
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     })
     .await;
 }
