@@ -10,6 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -81,9 +82,17 @@ pub enum ReqBody {
         inner: ClientBody,
         /// Where copies go; dropped as soon as the mirror falls behind or goes away.
         tx: Option<mpsc::Sender<Frame<Bytes>>>,
+        /// Set when the copy is given up before the real body ended.
+        abandoned: Arc<AtomicBool>,
     },
-    /// A mirror's copy of a client body.
-    Mirror(mpsc::Receiver<Frame<Bytes>>),
+    /// A mirror's copy of a client body. When the copy was abandoned it ends with an error, so
+    /// the mirror's upstream sees a broken request, never a complete but truncated one.
+    Mirror {
+        /// Copies of the client's frames.
+        rx: mpsc::Receiver<Frame<Bytes>>,
+        /// Shared with the [`ReqBody::Tee`].
+        abandoned: Arc<AtomicBool>,
+    },
     /// No body.
     Empty,
 }
@@ -96,19 +105,22 @@ impl ReqBody {
             return (ReqBody::Incoming(inner), ReqBody::Empty);
         }
         let (tx, rx) = mpsc::channel(MIRROR_BUFFER_FRAMES);
+        let abandoned = Arc::new(AtomicBool::new(false));
         (
             ReqBody::Tee {
                 inner,
                 tx: Some(tx),
+                abandoned: abandoned.clone(),
             },
-            ReqBody::Mirror(rx),
+            ReqBody::Mirror { rx, abandoned },
         )
     }
 }
 
-/// Marker error for a mirror copy that was abandoned because the mirror lagged.
+/// The error a mirror copy ends with when it was abandoned (the mirror fell behind, or the
+/// real request's body broke).
 #[derive(Debug, thiserror::Error)]
-#[error("mirror copy abandoned: the mirror fell behind the real request")]
+#[error("mirror copy abandoned: the mirror fell behind or the real request's body broke")]
 pub struct MirrorLagged;
 
 impl Body for ReqBody {
@@ -121,7 +133,11 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            ReqBody::Tee { inner, tx } => {
+            ReqBody::Tee {
+                inner,
+                tx,
+                abandoned,
+            } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 if let Some(Ok(f)) = &frame
                     && let Some(sender) = tx
@@ -136,18 +152,28 @@ impl Body for ReqBody {
                     if let Some(c) = copy
                         && sender.try_send(c).is_err()
                     {
+                        abandoned.store(true, Ordering::Release);
                         *tx = None;
                     }
                 }
-                if !matches!(frame, Some(Ok(_))) {
-                    // End or error of the real body: the mirror's copy ends here too. On error,
-                    // dropping the sender makes the mirror body end early, which its upstream
-                    // sees as a truncated request.
-                    *tx = None;
+                match &frame {
+                    Some(Ok(_)) => {}
+                    // The real body broke: so does the copy.
+                    Some(Err(_)) => {
+                        if tx.take().is_some() {
+                            abandoned.store(true, Ordering::Release);
+                        }
+                    }
+                    // The real body ended: the copy ends cleanly after its last frame.
+                    None => *tx = None,
                 }
                 Poll::Ready(frame)
             }
-            ReqBody::Mirror(rx) => Poll::Ready(ready!(rx.poll_recv(cx)).map(Ok)),
+            ReqBody::Mirror { rx, abandoned } => Poll::Ready(match ready!(rx.poll_recv(cx)) {
+                Some(f) => Some(Ok(f)),
+                None if abandoned.load(Ordering::Acquire) => Some(Err(Box::new(MirrorLagged))),
+                None => None,
+            }),
             ReqBody::Empty => Poll::Ready(None),
         }
     }
@@ -156,7 +182,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Incoming(b) => b.is_end_stream(),
             ReqBody::Tee { inner, .. } => inner.is_end_stream(),
-            ReqBody::Mirror(_) => false,
+            ReqBody::Mirror { .. } => false,
             ReqBody::Empty => true,
         }
     }
@@ -165,7 +191,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Incoming(b) => b.size_hint(),
             ReqBody::Tee { inner, .. } => inner.size_hint(),
-            ReqBody::Mirror(_) => SizeHint::default(),
+            ReqBody::Mirror { .. } => SizeHint::default(),
             ReqBody::Empty => SizeHint::with_exact(0),
         }
     }

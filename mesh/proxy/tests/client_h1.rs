@@ -434,6 +434,43 @@ async fn a_client_hanging_up_cancels_its_request_upstream() {
 }
 
 #[tokio::test]
+async fn a_mirror_copy_of_a_broken_body_is_never_completed() {
+    // The shadow: reads whatever comes on its first connection until the proxy closes it.
+    let shadow = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shadow_addr = shadow.local_addr().expect("addr");
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = shadow.accept().await.expect("accept");
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all).await;
+        let _ = got_tx.send(all);
+    });
+    let up = upstream("up").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: app\n    backends:\n      - {{ name: shadow, endpoints: [\"{shadow_addr}\"] }}\n    rules:\n      - backends: [{{ name: app, endpoints: [\"{}\"] }}]\n        mirror: {{ backend: shadow, percent: 100 }}\n",
+            up.addr
+        )))
+        .expect("valid table");
+    let mut c = Client::open(&p).await;
+    c.send(b"POST /echo HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await;
+    tokio::task::yield_now().await;
+    c.send(b"zz\r\n").await;
+    let r = within(10, c.response("POST")).await;
+    assert_eq!(r.status, 400);
+    // The shadow got the head and the first chunk, then a closed connection: never the last
+    // chunk that would have made "hello" a complete request.
+    let seen = within(10, got.recv()).await.expect("shadow connection");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("5\r\nhello\r\n"), "{text:?}");
+    assert!(!text.contains("0\r\n\r\n"), "{text:?}");
+}
+
+#[tokio::test]
 async fn oversized_heads_and_too_many_headers_get_431() {
     let (p, _up) = setup().await;
     let mut c = Client::open(&p).await;
