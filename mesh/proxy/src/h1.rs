@@ -593,9 +593,16 @@ pub(crate) fn step_chunked(
                 };
                 let line = &buf[..eol];
                 let size = line.split(|b| *b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(size)
+                // RFC 9112 §7.1: 1*HEXDIG, then optional whitespace before an extension. Signs
+                // and leading blanks are refused, as other parsers refuse them: two parsers
+                // reading one body differently is how requests get smuggled.
+                let digits = size.trim_ascii_end();
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(H1Error::Framing("invalid chunk size"));
+                }
+                let size = std::str::from_utf8(digits)
                     .ok()
-                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
                     .ok_or(H1Error::Framing("invalid chunk size"))?;
                 buf.advance(eol + 2);
                 *state = if size == 0 {
@@ -839,6 +846,24 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.headers["x-a"], "b");
         assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_only() {
+        let size = |line: &str| {
+            let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
+            let mut state = ChunkState::Size;
+            step_chunked(&mut buf, &mut state).map(|_| ())
+        };
+        for ok in ["5", "a", "0005", "5 ;ext=1", "5;ext"] {
+            assert!(size(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["+5", " 5", "-5", "0x5", "", "5g", "1ffffffffffffffff"] {
+            assert!(
+                matches!(size(bad), Err(H1Error::Framing("invalid chunk size"))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -412,6 +412,8 @@ struct Head {
 enum Refused {
     Bad(&'static str),
     TooLarge(&'static str),
+    /// `CONNECT`: a tunnel, which this proxy does not make.
+    Connect,
 }
 
 impl Conn {
@@ -577,6 +579,11 @@ impl Conn {
     async fn refuse(&mut self, r: Refused) -> io::Result<()> {
         let (status, msg) = match r {
             Refused::Bad(why) => (StatusCode::BAD_REQUEST, format!("bad request: {why}\n")),
+            Refused::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: serin-proxy forwards HTTP requests, it does not open tunnels\n"
+                    .to_string(),
+            ),
             Refused::TooLarge(what) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!(
@@ -887,6 +894,11 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
     };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| Refused::Bad("invalid method"))?;
+    // Forwarded, a CONNECT would reach the upstream as an ordinary request and an upstream
+    // `200` would make the client believe a tunnel is open.
+    if method == Method::CONNECT {
+        return Err(Refused::Connect);
+    }
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -1181,6 +1193,7 @@ mod tests {
             Ok(Some(h)) => h,
             Ok(None) => panic!("incomplete"),
             Err(Refused::Bad(w) | Refused::TooLarge(w)) => panic!("refused: {w}"),
+            Err(Refused::Connect) => panic!("refused: CONNECT"),
         }
     }
 

@@ -471,6 +471,22 @@ async fn a_mirror_copy_of_a_broken_body_is_never_completed() {
 }
 
 #[tokio::test]
+async fn connect_is_refused_with_405_and_a_close() {
+    let (p, _up) = setup().await;
+    let mut c = Client::open(&p).await;
+    c.send(b"CONNECT app:443 HTTP/1.1\r\nhost: app:443\r\n\r\n")
+        .await;
+    let r = within(10, c.response("CONNECT")).await;
+    assert_eq!(r.status, 405);
+    assert!(
+        r.body().starts_with("CONNECT is not supported"),
+        "{}",
+        r.body()
+    );
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
 async fn oversized_heads_and_too_many_headers_get_431() {
     let (p, _up) = setup().await;
     let mut c = Client::open(&p).await;
