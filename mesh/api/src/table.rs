@@ -264,7 +264,9 @@ impl ResponseHeaders {
 /// (`content-length`, `transfer-encoding`, `trailer`) or describe one hop (`connection` and the
 /// headers it governs), so the proxy writes them itself for each connection. Letting a route
 /// set or add one would break the framing the client sees.
-pub fn is_framing_header(name: &str) -> bool {
+///
+/// Returns why, for an error message; None when a route may change `name`.
+pub fn framing_header_problem(name: &str) -> Option<String> {
     const NAMES: [&str; 8] = [
         "content-length",
         "transfer-encoding",
@@ -275,7 +277,9 @@ pub fn is_framing_header(name: &str) -> bool {
         "te",
         "upgrade",
     ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name)).then(|| {
+        format!("{name:?} frames the message or describes one hop; the proxy sets it itself")
+    })
 }
 
 /// A header name and value.
@@ -548,13 +552,8 @@ impl Checker {
     }
 
     fn not_framing(&mut self, field: &str, name: &str) {
-        if is_framing_header(name) {
-            self.push(
-                field,
-                format!(
-                    "{name:?} frames the message or describes one hop; the proxy sets it itself"
-                ),
-            );
+        if let Some(why) = framing_header_problem(name) {
+            self.push(field, why);
         }
     }
 

@@ -61,33 +61,22 @@ async fn light_client(
 ) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(20);
     for _ in 0..10 {
-        match light_stream(addr, id, &tx).await {
-            Err(e) if !tx.is_closed() && e.downcast_ref::<Subscribed>().is_none() => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            other => return other,
+        let mut subscribed = false;
+        let result = light_stream(addr, id, &tx, &mut subscribed).await;
+        if subscribed || tx.is_closed() {
+            return result;
         }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
     }
     bail!("proxy p{id}: could not subscribe")
 }
-
-/// Marks an error that came after the subscription worked (no retry then).
-#[derive(Debug)]
-struct Subscribed(String);
-
-impl std::fmt::Display for Subscribed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Subscribed {}
 
 async fn light_stream(
     addr: SocketAddr,
     id: usize,
     tx: &mpsc::UnboundedSender<(u64, Instant)>,
+    subscribed: &mut bool,
 ) -> anyhow::Result<()> {
     use hyper::body::Frame;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -119,12 +108,12 @@ async fn light_stream(
     if !resp.status().is_success() {
         bail!("subscription answered {}", resp.status());
     }
+    *subscribed = true;
     let mut stream = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
     const PREFIX: &[u8] = b"{\"type\":\"snapshot\",\"version\":";
     while let Some(frame) = stream.frame().await {
-        let frame = frame.map_err(|e| Subscribed(format!("proxy p{id}: {e}")))?;
-        let Ok(data) = frame.into_data() else {
+        let Ok(data) = frame?.into_data() else {
             continue;
         };
         buf.extend_from_slice(&data);
@@ -139,7 +128,7 @@ async fn light_stream(
             }
         }
     }
-    Err(Subscribed(format!("proxy p{id}: the stream ended")).into())
+    bail!("proxy p{id}: the stream ended")
 }
 
 fn rss_mib() -> f64 {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serin_mesh_api::table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, is_framing_header,
+    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
     parse_duration,
 };
 
@@ -227,11 +227,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     ));
                     continue;
                 };
-                let framing = |name: &str| {
-                    is_framing_header(name).then(|| {
-                        format!("{name:?} frames the message or describes one hop; the proxy sets it itself")
-                    })
-                };
                 for (list, headers) in [("set", &h.set), ("add", &h.add)] {
                     for (si, s) in headers.iter().enumerate() {
                         let why = if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
@@ -239,7 +234,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                         {
                             Some("not a valid header name and value".to_string())
                         } else {
-                            framing(&s.name)
+                            framing_header_problem(&s.name)
                         };
                         if let Some(why) = why {
                             p.push(Problem::new(
@@ -254,7 +249,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                         Some("not a valid header name".to_string())
                     } else {
-                        framing(name)
+                        framing_header_problem(name)
                     };
                     if let Some(why) = why {
                         p.push(Problem::new(

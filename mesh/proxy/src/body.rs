@@ -121,7 +121,7 @@ impl ReqBody {
 /// real request's body broke).
 #[derive(Debug, thiserror::Error)]
 #[error("mirror copy abandoned: the mirror fell behind or the real request's body broke")]
-pub struct MirrorLagged;
+pub struct MirrorAbandoned;
 
 impl Body for ReqBody {
     type Data = Bytes;
@@ -171,7 +171,7 @@ impl Body for ReqBody {
             }
             ReqBody::Mirror { rx, abandoned } => Poll::Ready(match ready!(rx.poll_recv(cx)) {
                 Some(f) => Some(Ok(f)),
-                None if abandoned.load(Ordering::Acquire) => Some(Err(Box::new(MirrorLagged))),
+                None if abandoned.load(Ordering::Acquire) => Some(Err(Box::new(MirrorAbandoned))),
                 None => None,
             }),
             ReqBody::Empty => Poll::Ready(None),

@@ -232,7 +232,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         &backend.metrics,
         &backend.name,
         rule.timeout,
-        &rule.set_headers,
+        &rule.response_headers,
     )
     .await
 }
@@ -312,7 +312,7 @@ async fn send(
     metrics: &Arc<RouteMetrics>,
     backend: &str,
     timeout: Option<Duration>,
-    set_headers: &HeaderEdits,
+    response_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
     let fut = upstreams.send(ep, req);
@@ -372,7 +372,7 @@ async fn send(
     let (mut parts, body) = resp.into_parts();
     let series = metrics.latency(parts.status.as_u16(), latency);
     strip_hop_by_hop(&mut parts.headers);
-    set_headers.apply(&mut parts.headers);
+    response_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,
         parts.status.as_u16(),

@@ -261,8 +261,8 @@ pub struct RuleRt {
     total_weight: u64,
     /// Mirror backend and percent.
     pub mirror: Option<(Arc<BackendRt>, u32)>,
-    /// Response header changes (the field predates `add` and `remove`).
-    pub set_headers: HeaderEdits,
+    /// Response header changes.
+    pub response_headers: HeaderEdits,
     /// Time allowed until response headers.
     pub timeout: Option<Duration>,
 }
@@ -422,13 +422,13 @@ impl Compiled {
                     .mirror
                     .as_ref()
                     .and_then(|m| Some((backend(&m.backend)?, m.percent.min(100))));
-                let set_headers = HeaderEdits::compile(&rule.response_headers);
+                let response_headers = HeaderEdits::compile(&rule.response_headers);
                 rules.push(RuleRt {
                     matches,
                     weighted,
                     total_weight: total,
                     mirror,
-                    set_headers,
+                    response_headers,
                     timeout: rule.timeout,
                 });
             }
