@@ -10,11 +10,14 @@
 //!   pinned to CPU 1 when the machine has two or more CPUs.
 //! - Load: open loop at fixed rates; each connection follows its own schedule and latency is
 //!   measured from the *intended* send time, so a stalled response delays (and is charged for)
-//!   every request queued behind it. Then a closed-loop run for maximum throughput.
+//!   every request queued behind it. Then a closed-loop run for maximum throughput, driven by
+//!   one event-loop thread (so the load generator costs far less per request than a proxy,
+//!   and the proxy's CPU, not the generator's, sets the figure).
 //! - Rounds: the CPU speed of a shared VM drifts over minutes, so the paths are measured in
-//!   interleaved rounds (direct, serin, nginx, haproxy, direct, ...). Latency samples of all
-//!   rounds are pooled; `max_rps` is the median round; `cpu_us_per_request` (CPU time of the
-//!   proxy process per request over all rounds) is the figure least moved by the drift.
+//!   interleaved rounds (direct, serin, nginx, haproxy, direct, ...). Each latency figure and
+//!   `max_rps` is the median over the rounds (pooled percentiles and every round's p99 follow
+//!   as notes); `cpu_us_per_request` (CPU time of the proxy process per request over all
+//!   rounds) is the figure least moved by the drift.
 //!
 //! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's;
 //! `SERIN_BENCH_PATHS=serin,nginx` only the paths named.
@@ -34,13 +37,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 const RATES: [u64; 3] = [1_000, 2_000, 5_000];
-/// Interleaved rounds over all paths.
-const ROUNDS: usize = 3;
-const WARMUP: Duration = Duration::from_millis(500);
+/// Interleaved rounds over all paths (odd, so the median round is one round). Many short
+/// rounds rather than a few long ones: a noisy minute of the VM then spoils a few rounds of
+/// every path instead of most of one path's.
+const ROUNDS: usize = 9;
+/// Before each measurement (new connections, warm pools).
+const WARMUP: Duration = Duration::from_millis(300);
 /// Per round, path and rate.
-const MEASURE: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_millis(1500);
 /// Per round and path, for the closed-loop throughput run.
-const MAX_MEASURE: Duration = Duration::from_secs(3);
+const MAX_MEASURE: Duration = Duration::from_secs(2);
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -89,37 +95,78 @@ fn main() -> anyhow::Result<()> {
         paths.retain(|(name, _, _)| only.contains(name));
         println!("# note: only the paths {only:?} (SERIN_BENCH_PATHS)");
     }
+    // For investigations: `SERIN_BENCH_RATES=2000` (fixed rates, none with `0`) and
+    // `SERIN_BENCH_ROUNDS=9`.
+    let rates: Vec<u64> = match std::env::var("SERIN_BENCH_RATES") {
+        Ok(v) => {
+            let r: Vec<u64> = v
+                .split(',')
+                .map(|r| {
+                    r.trim()
+                        .parse()
+                        .context("SERIN_BENCH_RATES: expected rates like 1000,5000")
+                })
+                .collect::<anyhow::Result<_>>()?;
+            r.into_iter().filter(|r| *r > 0).collect()
+        }
+        Err(_) => RATES.to_vec(),
+    };
+    let rounds_n: usize = match std::env::var("SERIN_BENCH_ROUNDS") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .context("SERIN_BENCH_ROUNDS: expected a number of rounds, 1 or more")?,
+        Err(_) => ROUNDS,
+    };
     for (name, _, addr) in &paths {
         // Sanity: the path answers before it is measured.
         one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
     }
     // This machine's CPU speed drifts over minutes, so measuring one path after the other
     // favours whichever ran in a fast phase. Rounds interleave the paths (each path gets a
-    // slice of every phase); samples of all rounds are pooled per path and rate, and the
-    // throughput figure is the median of the rounds.
-    let mut fixed: Vec<Vec<Latencies>> = paths
+    // slice of every phase), and every figure is the median of the rounds.
+    // fixed[path][rate] = one Latencies per round.
+    let mut fixed: Vec<Vec<Vec<Latencies>>> = paths
         .iter()
-        .map(|_| RATES.iter().map(|_| Latencies::default()).collect())
+        .map(|_| rates.iter().map(|_| Vec::new()).collect())
         .collect();
-    let mut rss = vec![vec![0.0f64; RATES.len()]; paths.len()];
-    for _round in 0..ROUNDS {
-        for (i, (_, proc_, addr)) in paths.iter().enumerate() {
-            for (j, &rate) in RATES.iter().enumerate() {
+    let mut rss = vec![vec![0.0f64; rates.len()]; paths.len()];
+    for _round in 0..rounds_n {
+        // Rate by rate, so the paths compared at one rate are measured seconds apart.
+        for (j, &rate) in rates.iter().enumerate() {
+            for (i, (_, proc_, addr)) in paths.iter().enumerate() {
                 let _ = open_loop(*addr, rate, WARMUP);
-                let lat = open_loop(*addr, rate, MEASURE);
-                fixed[i][j].samples.extend(lat.samples);
-                fixed[i][j].errors += lat.errors;
+                fixed[i][j].push(open_loop(*addr, rate, MEASURE));
                 let r = proc_.as_ref().map_or(0.0, |p| p.rss_mib());
                 rss[i][j] = rss[i][j].max(r);
             }
         }
     }
+    // Each figure is the median over the rounds of that round's percentile: a stall of the VM
+    // (this machine's vCPUs are sometimes descheduled for milliseconds) in one round then
+    // moves one round's figure, not the path's. The percentiles of all rounds' samples pooled
+    // follow as notes, so a stall that comes back in every round is visible either way.
+    let mut notes = Vec::new();
+    let mut p99s: Vec<Vec<u64>> = vec![vec![0; rates.len()]; paths.len()];
     for (i, (name, _, _)) in paths.iter().enumerate() {
-        for (j, rate) in RATES.iter().enumerate() {
-            let lat = std::mem::take(&mut fixed[i][j]);
-            let (p50, p99, p999) = percentiles(lat.samples);
-            let errs = if lat.errors > 0 {
-                format!(" # {} errors", lat.errors)
+        for (j, rate) in rates.iter().enumerate() {
+            let rounds = std::mem::take(&mut fixed[i][j]);
+            let errors: u64 = rounds.iter().map(|l| l.errors).sum();
+            let per_round: Vec<(u64, u64, u64)> = rounds
+                .iter()
+                .map(|l| percentiles(l.samples.clone()))
+                .collect();
+            let median = |f: fn(&(u64, u64, u64)) -> u64| {
+                let mut v: Vec<u64> = per_round.iter().map(f).collect();
+                v.sort_unstable();
+                v.get(v.len() / 2).copied().unwrap_or(0)
+            };
+            let (p50, p99, p999) = (median(|p| p.0), median(|p| p.1), median(|p| p.2));
+            p99s[i][j] = p99;
+            let errs = if errors > 0 {
+                format!(" # {errors} errors")
             } else {
                 String::new()
             };
@@ -127,12 +174,33 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "path={name} rate={rate} p50_us={p50} p99_us={p99} p999_us={p999} rss_mib={rss:.1}{errs}"
             );
+            let pooled = percentiles(rounds.into_iter().flat_map(|l| l.samples).collect());
+            let each: Vec<u64> = per_round.iter().map(|p| p.1).collect();
+            notes.push(format!(
+                "# path={name} rate={rate} pooled p50_us={} p99_us={} p999_us={} p99_us_per_round={each:?}",
+                pooled.0, pooled.1, pooled.2
+            ));
         }
+    }
+    // What each proxy adds to the direct path's p99, rate by rate (the comparison).
+    let direct = paths.iter().position(|(name, _, _)| *name == "direct");
+    if let Some(d) = direct.filter(|_| !rates.is_empty()) {
+        for (i, (name, _, _)) in paths.iter().enumerate().filter(|(i, _)| *i != d) {
+            let added: Vec<String> = rates
+                .iter()
+                .enumerate()
+                .map(|(j, rate)| format!("{rate}:{}", p99s[i][j] as i64 - p99s[d][j] as i64))
+                .collect();
+            notes.push(format!("# path={name} added_p99_us {}", added.join(" ")));
+        }
+    }
+    for n in notes {
+        println!("{n}");
     }
     let mut max_rps: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
     // (CPU ticks, requests) of each proxy over all rounds.
     let mut cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
-    for _round in 0..ROUNDS {
+    for _round in 0..rounds_n {
         for (i, (_, proc_, addr)) in paths.iter().enumerate() {
             let _ = closed_loop(*addr, WARMUP);
             let before = proc_.as_ref().map(Proc::cpu_ticks);
@@ -155,7 +223,9 @@ fn main() -> anyhow::Result<()> {
             // CPU time the proxy itself spent per request: unlike rps, this barely moves when
             // other work shares the machine, so it compares the proxies' efficiency fairly.
             let us = ticks as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
-            cpu_notes.push(format!("# path={name} cpu_us_per_request={us:.1}"));
+            cpu_notes.push(format!(
+                "# path={name} cpu_us_per_request={us:.1} requests={requests}"
+            ));
         }
     }
     for n in cpu_notes {
@@ -300,18 +370,21 @@ fn serin_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(bin));
     }
     let exe = std::env::current_exe()?;
-    // target/release/examples/bench -> target/release/serin-proxy
+    // target/release/examples/bench -> target/dist/serin-proxy: the proxy as it ships, built
+    // with the workspace's `dist` profile (see the root Cargo.toml).
     let bin = exe
         .parent()
         .and_then(Path::parent)
-        .map(|d| d.join("serin-proxy"))
+        .and_then(Path::parent)
+        .map(|d| d.join("dist").join("serin-proxy"))
         .context("locating the target directory")?;
     if let Some(cargo) = std::env::var_os("CARGO") {
         let status = Command::new(cargo)
             .args([
                 "build",
                 "--quiet",
-                "--release",
+                "--profile",
+                "dist",
                 "-p",
                 "serin-proxy",
                 "--bin",
@@ -319,12 +392,12 @@ fn serin_binary() -> anyhow::Result<PathBuf> {
             ])
             .status()?;
         if !status.success() {
-            bail!("cargo build of serin-proxy failed");
+            bail!("cargo build --profile dist of serin-proxy failed");
         }
     }
     if !bin.is_file() {
         bail!(
-            "{} not found; run `cargo build --release -p serin-proxy` first",
+            "{} not found; run `cargo build --profile dist -p serin-proxy` first",
             bin.display()
         );
     }
@@ -474,7 +547,9 @@ fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Load generator: blocking sockets, hand-written HTTP/1.1, one thread per connection.
+// Load generator. Fixed rates: blocking sockets, one thread per connection, each sleeping until
+// its next send (precise timing matters more than cost at these rates). Maximum throughput: see
+// `closed_loop`. Both speak hand-written HTTP/1.1.
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: podinfo\r\nUser-Agent: serin-bench\r\n\r\n";
 
@@ -606,38 +681,128 @@ fn open_loop(addr: SocketAddr, rate: u64, dur: Duration) -> Latencies {
 
 /// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`. Returns
 /// (requests per second, requests completed).
+///
+/// One event-loop thread drives every connection (nonblocking sockets, one write and usually one
+/// read per request): a thread per connection costs a context switch per request, and with this
+/// process sharing one CPU with the upstreams the load generator, not the proxy on the other CPU,
+/// then decided the figure (the direct path reached about what the proxies did).
 fn closed_loop(addr: SocketAddr, dur: Duration) -> (u64, u64) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return (0, 0),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = (0..MAX_CONNECTIONS)
-        .map(|_| {
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..MAX_CONNECTIONS {
             let (stop, done) = (stop.clone(), done.clone());
-            std::thread::spawn(move || {
-                let Ok(mut conn) = Conn::open(addr) else {
-                    return;
-                };
+            tasks.spawn(async move {
+                let mut conn = None;
+                let mut buf = Vec::with_capacity(4096);
                 while !stop.load(Ordering::Relaxed) {
-                    if conn.request().is_err() {
-                        match Conn::open(addr) {
-                            Ok(c) => conn = c,
+                    if conn.is_none() {
+                        conn = match tokio::net::TcpStream::connect(addr).await {
+                            Ok(s) => {
+                                let _ = s.set_nodelay(true);
+                                buf.clear();
+                                Some(s)
+                            }
+                            // Nothing listens any more: this connection is done.
                             Err(_) => return,
-                        }
-                        continue;
+                        };
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let Some(s) = conn.as_mut() else { return };
+                    match async_request(s, &mut buf).await {
+                        Ok(true) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // An error answer or a broken connection: not counted, reconnect.
+                        Ok(false) | Err(_) => conn = None,
+                    }
                 }
-            })
+            });
+        }
+        let started = Instant::now();
+        tokio::time::sleep(dur).await;
+        let n = done.load(Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        // Requests still in flight finish (or the proxy is gone and they fail) within a
+        // moment; don't wait on a stuck one.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
         })
-        .collect();
-    let started = Instant::now();
-    std::thread::sleep(dur);
-    let n = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
+        .await;
+        ((n as f64 / elapsed.as_secs_f64()) as u64, n)
+    })
+}
+
+/// One request on a nonblocking connection; `buf` keeps bytes past the response (none are
+/// expected). Ok(true) for a 200 read to its end.
+async fn async_request(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(REQUEST).await?;
+    loop {
+        if let Some((status, len)) = complete_response(buf)? {
+            buf.drain(..len);
+            return Ok(status == 200);
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
     }
-    ((n as f64 / elapsed.as_secs_f64()) as u64, n)
+}
+
+/// (status, length) of the complete response at the start of `buf`, or None while incomplete.
+fn complete_response(buf: &[u8]) -> std::io::Result<Option<(u16, usize)>> {
+    let bad = |what: &str| std::io::Error::other(format!("bad response: {what}"));
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf).map_err(|e| bad(&e.to_string()))? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let status = resp.code.unwrap_or(0);
+    let mut length = 0usize;
+    let mut chunked = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| bad("content-length"))?;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    if !chunked {
+        return Ok((buf.len() >= head + length).then_some((status, head + length)));
+    }
+    // Chunked: walk the chunks; trailers are not expected from these upstreams.
+    let mut at = head;
+    loop {
+        let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let size = std::str::from_utf8(&buf[at..at + eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .ok_or_else(|| bad("chunk size"))?;
+        at += eol + 2 + size + 2;
+        if buf.len() < at {
+            return Ok(None);
+        }
+        if size == 0 {
+            return Ok(Some((status, at)));
+        }
+    }
 }
 
 fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64) {
