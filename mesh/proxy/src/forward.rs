@@ -267,11 +267,15 @@ pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<
 /// the client's authority in `Host`. HTTP/2 needs an absolute URI, from which hyper derives
 /// `:authority`, so an h2 upstream sees the endpoint address there.
 fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, h2: bool) {
-    // An HTTP/1.1 client's Host is already the authority; one without (HTTP/1.0, or an
-    // absolute-form request line) gets the URI's, as an h2 client's `:authority` would.
-    if !h2 && !parts.headers.contains_key(header::HOST) {
-        let host = parts.uri.authority().map_or("localhost", |a| a.as_str());
-        if let Ok(v) = HeaderValue::from_str(host) {
+    // An HTTP/1.1 client's Host is already the authority. An absolute-form request line
+    // names it in the URI, which then replaces any Host the client sent (RFC 9112 §3.2.2: the
+    // route was chosen by the URI, so the upstream must see that authority too); an HTTP/1.0
+    // request without either gets `localhost`.
+    if !h2 {
+        let from_uri = parts.uri.authority().map(|a| a.as_str());
+        if (from_uri.is_some() || !parts.headers.contains_key(header::HOST))
+            && let Ok(v) = HeaderValue::from_str(from_uri.unwrap_or("localhost"))
+        {
             parts.headers.insert(header::HOST, v);
         }
     }

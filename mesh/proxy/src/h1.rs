@@ -436,7 +436,14 @@ fn parse_head_with<const N: usize>(
         httparse::Status::Partial => return Ok(None),
     };
     let code = res.code.unwrap_or(0);
-    if (100..200).contains(&code) && code != 101 {
+    if code == 101 {
+        // The proxy never forwards Upgrade, so a switch nobody asked for is a broken upstream;
+        // relayed, it would make the client believe the connection now speaks another protocol.
+        return Err(H1Error::Framing(
+            "101 Switching Protocols without an upgrade request",
+        ));
+    }
+    if (100..200).contains(&code) {
         buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
@@ -467,15 +474,24 @@ fn parse_head_with<const N: usize>(
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| H1Error::Framing("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
-            let n: u64 = value
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
+            // Digits only: `+5` parses as a number but is forwarded as written, and the
+            // client may read it differently (or not at all).
+            let v = value.as_bytes().trim_ascii();
+            let n: u64 = Some(v)
+                .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                 .ok_or(H1Error::Framing("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Framing("conflicting content-length"));
+            match length {
+                Some(l) if l != n => return Err(H1Error::Framing("conflicting content-length")),
+                // The same length again: forwarded once.
+                Some(_) => continue,
+                None => length = Some(n),
             }
-            length = Some(n);
+            if status == StatusCode::NO_CONTENT {
+                // RFC 9110 §8.6: never in a 204; the client could wait for a body that
+                // does not come. Read as no body, forwarded without it.
+                continue;
+            }
         } else if name == header::TRANSFER_ENCODING {
             te = true;
             // Only the last coding decides; chunked must be last when present.

@@ -925,6 +925,7 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut te_trailers = false;
+    let mut hosts = 0u32;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| Refused::Bad("invalid header name"))?;
@@ -939,10 +940,19 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or(Refused::Bad("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Refused::Bad("conflicting content-length"));
+            match length {
+                Some(l) if l != n => return Err(Refused::Bad("conflicting content-length")),
+                // The same length again: forwarded once (two would reach the upstream as
+                // a list it may refuse or read differently).
+                Some(_) => continue,
+                None => length = Some(n),
             }
-            length = Some(n);
+        } else if name == header::HOST {
+            // RFC 9112 §3.2: more than one Host is refused, not routed by the first.
+            if hosts > 0 {
+                return Err(Refused::Bad("more than one host header"));
+            }
+            hosts += 1;
         } else if name == header::TRANSFER_ENCODING {
             te = true;
             // Only the last coding decides; chunked must be last when present.
@@ -973,6 +983,11 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
         headers.append(name, value);
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host; one in absolute form (a client that
+    // takes this proxy for a forward proxy) names it in the request target instead.
+    if hosts == 0 && version == Version::HTTP_11 && uri.authority().is_none() {
+        return Err(Refused::Bad("missing host header"));
     }
     let mut keep_alive = if version == Version::HTTP_10 {
         keep_alive_token && !close
@@ -1218,13 +1233,15 @@ mod tests {
     #[test]
     fn keep_alive_follows_the_version_and_connection_header() {
         assert!(head(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").keep_alive);
-        assert!(!head(b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n").keep_alive);
+        assert!(!head(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").keep_alive);
         assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         // Read and dropped at once, unless it names headers to strip before forwarding.
-        let h = head(b"GET / HTTP/1.1\r\nconnection: keep-alive\r\n\r\n");
+        let h = head(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: keep-alive\r\n\r\n");
         assert!(h.req.headers().get(header::CONNECTION).is_none());
-        let h = head(b"GET / HTTP/1.1\r\nconnection: close, x-secret\r\nx-secret: 1\r\n\r\n");
+        let h = head(
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close, x-secret\r\nx-secret: 1\r\n\r\n",
+        );
         assert!(!h.keep_alive);
         assert!(h.req.headers().get(header::CONNECTION).is_some());
     }
@@ -1232,24 +1249,30 @@ mod tests {
     #[test]
     fn bodies_are_framed_by_length_or_chunked_and_bad_framing_is_refused() {
         assert!(matches!(
-            head(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello").body,
+            head(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello").body,
             BodyState::Length(5)
         ));
         assert!(matches!(
-            head(b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n").body,
+            head(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n").body,
             BodyState::Done
         ));
-        let h = head(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n");
+        let h = head(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n");
         assert!(matches!(h.body, BodyState::Chunked(_)));
         assert!(!h.keep_alive);
         assert!(h.req.headers().get(header::CONTENT_LENGTH).is_none());
+        // HTTP/1.0 may leave Host out, and so may an absolute-form target (it names the host).
+        head(b"GET / HTTP/1.0\r\n\r\n");
+        head(b"GET http://a/ HTTP/1.1\r\n\r\n");
         for bad in [
-            &b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\ncontent-length: +5\r\n\r\n",
-            b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n",
             b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-            b"GET\x01 / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a\r\nbad header\r\n\r\n",
+            b"GET\x01 / HTTP/1.1\r\nhost: a\r\n\r\n",
+            // RFC 9112 §3.2: two hosts, or none in HTTP/1.1.
+            b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Err(Refused::Bad(_))),
@@ -1262,13 +1285,13 @@ mod tests {
     #[test]
     fn a_partial_head_waits_and_a_head_with_too_many_headers_is_too_large() {
         assert!(matches!(parse(b"GET / HTTP/1.1\r\nhost: a\r\n"), Ok(None)));
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nhost: a\r\n".to_vec();
         for i in 0..60 {
             raw.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
-        assert_eq!(head(&raw).req.headers().len(), 60);
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        assert_eq!(head(&raw).req.headers().len(), 61);
+        let mut raw = b"GET / HTTP/1.1\r\nhost: a\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             raw.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
         }
@@ -1279,13 +1302,13 @@ mod tests {
     #[test]
     fn expect_continue_and_te_trailers_are_noticed_and_pipelined_bytes_stay() {
         let mut buf = BytesMut::from(
-            &b"POST /a HTTP/1.1\r\nexpect: 100-continue\r\nte: trailers\r\ncontent-length: 1\r\n\r\nxGET /b HTTP/1.1\r\n\r\n"[..],
+            &b"POST /a HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\nte: trailers\r\ncontent-length: 1\r\n\r\nxGET /b HTTP/1.1\r\nhost: a\r\n\r\n"[..],
         );
         let Ok(Some(h)) = parse_head(&mut buf) else {
             panic!("parses")
         };
         assert!(h.expect_continue && h.te_trailers);
         assert_eq!(h.req.uri().path(), "/a");
-        assert_eq!(&buf[..], b"xGET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(&buf[..], b"xGET /b HTTP/1.1\r\nhost: a\r\n\r\n");
     }
 }

@@ -635,3 +635,37 @@ async fn an_http2_preface_arriving_in_pieces_is_still_recognised() {
         ("/h2", http::Version::HTTP_2)
     );
 }
+
+#[tokio::test]
+async fn host_headers_are_checked_and_an_absolute_target_names_the_forwarded_host() {
+    let (p, mut up) = setup().await;
+    // RFC 9112 §3.2: two Host lines, or none in HTTP/1.1, are refused rather than routed.
+    for bad in [
+        &b"GET / HTTP/1.1\r\nhost: app\r\nhost: other\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut c = Client::open(&p).await;
+        c.send(bad).await;
+        let r = within(10, c.response("GET")).await;
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad));
+        assert!(r.body().contains("host header"), "{}", r.body());
+        assert!(c.closed().await);
+    }
+    // An absolute-form target is routed by its authority, and the upstream sees that
+    // authority as Host, not the different one the client also sent (RFC 9112 §3.2.2).
+    let mut c = Client::open(&p).await;
+    c.send(b"GET http://app/x HTTP/1.1\r\nhost: elsewhere\r\n\r\n")
+        .await;
+    assert_eq!(within(10, c.response("GET")).await.status, 200);
+    let seen = within(10, up.seen.recv()).await.expect("seen");
+    let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+    assert_eq!(hosts, ["app"]);
+    // The same Content-Length twice is forwarded once.
+    c.send(b"POST / HTTP/1.1\r\nhost: app\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nhi")
+        .await;
+    assert_eq!(within(10, c.response("POST")).await.status, 200);
+    let seen = within(10, up.seen.recv()).await.expect("seen");
+    let lengths: Vec<_> = seen.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["2"]);
+    assert_eq!(&seen.body[..], b"hi");
+}

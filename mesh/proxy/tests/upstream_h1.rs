@@ -40,6 +40,8 @@ enum Script {
     EarlyReject,
     /// 200 chunked that also claims `content-length: 3` (a response-splitting smell).
     ChunkedAndLength,
+    /// These bytes as the response, keep the connection.
+    Raw(&'static [u8]),
 }
 
 struct RawUpstream {
@@ -146,6 +148,7 @@ async fn serve_raw(
                 )
                 .await?;
             }
+            Script::Raw(bytes) => out.write_all(bytes).await?,
             Script::EarlyReject => unreachable!("answered above"),
         }
         if let Script::LengthThenClose = script {
@@ -316,6 +319,46 @@ async fn a_response_with_both_chunked_and_a_length_is_read_chunked_and_loses_the
         }
         // Such an upstream connection is not trusted again.
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_framing_headers_are_forwarded_only_when_valid_and_needed() {
+    within(30, async {
+        let p = proxy().await;
+        let client = h1_client();
+        // A length that is not plain digits (`+5` parses as a number, but the client would get
+        // it as written), and a 101 nobody asked for (Upgrade is never forwarded): 502.
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        ] {
+            let up = raw_upstream(Script::Raw(bad)).await;
+            p.table().apply(route_to(&up)).expect("valid table");
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // The same length twice reaches the client once.
+        let up = raw_upstream(Script::Raw(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+        ))
+        .await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+        assert_eq!(got.body, "hello");
+        let lengths: Vec<_> = got.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"]);
+        // A 204 never carries a length (RFC 9110 §8.6): read as no body, forwarded without
+        // it, and the connection serves the next request.
+        let up = raw_upstream(Script::Raw(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n")).await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        for _ in 0..2 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!(got.status, StatusCode::NO_CONTENT);
+            assert_eq!(got.headers.get("content-length"), None, "{:?}", got.headers);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
     })
     .await;
 }
