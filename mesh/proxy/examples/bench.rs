@@ -13,11 +13,12 @@
 //!   every request queued behind it. Then a closed-loop run for maximum throughput, driven by
 //!   one event-loop thread (so the load generator costs far less per request than a proxy,
 //!   and the proxy's CPU, not the generator's, sets the figure).
-//! - Rounds: the CPU speed of a shared VM drifts over minutes, so the paths are measured in
-//!   interleaved rounds (direct, serin, nginx, haproxy, direct, ...). Each latency figure and
-//!   `max_rps` is the median over the rounds (pooled percentiles and every round's p99 follow
-//!   as notes); `cpu_us_per_request` (CPU time of the proxy process per request over all
-//!   rounds) is the figure least moved by the drift.
+//! - Rounds: the CPU speed of a shared VM drifts over minutes and its vCPUs stall for
+//!   milliseconds, so the paths are measured in interleaved rounds: at fixed rates the paths
+//!   take turns in 100 ms slots, for maximum throughput one after the other. Each latency
+//!   figure and `max_rps` is the median over the rounds (pooled percentiles and every round's
+//!   p99 follow as notes); `cpu_us_per_request` (CPU time of the proxy process per request over
+//!   all rounds) is the figure least moved by the drift.
 //!
 //! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's;
 //! `SERIN_BENCH_PATHS=serin,nginx` only the paths named.
@@ -41,10 +42,12 @@ const RATES: [u64; 3] = [1_000, 2_000, 5_000];
 /// rounds rather than a few long ones: a noisy minute of the VM then spoils a few rounds of
 /// every path instead of most of one path's.
 const ROUNDS: usize = 9;
-/// Before each measurement (new connections, warm pools).
+/// Before each maximum-throughput measurement (new connections, warm pools).
 const WARMUP: Duration = Duration::from_millis(300);
 /// Per round, path and rate.
 const MEASURE: Duration = Duration::from_millis(1500);
+/// At fixed rates the paths take turns in slots this long (see `open_loop`).
+const SLOT: Duration = Duration::from_millis(100);
 /// Per round and path, for the closed-loop throughput run.
 const MAX_MEASURE: Duration = Duration::from_secs(2);
 const RATE_CONNECTIONS: usize = 16;
@@ -125,20 +128,21 @@ fn main() -> anyhow::Result<()> {
         one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
     }
     // This machine's CPU speed drifts over minutes, so measuring one path after the other
-    // favours whichever ran in a fast phase. Rounds interleave the paths (each path gets a
-    // slice of every phase), and every figure is the median of the rounds.
+    // favours whichever ran in a fast phase. The paths take turns (in slots at fixed rates, in
+    // rounds for maximum throughput), and every figure is the median of the rounds.
     // fixed[path][rate] = one Latencies per round.
     let mut fixed: Vec<Vec<Vec<Latencies>>> = paths
         .iter()
         .map(|_| rates.iter().map(|_| Vec::new()).collect())
         .collect();
     let mut rss = vec![vec![0.0f64; rates.len()]; paths.len()];
+    let addrs: Vec<SocketAddr> = paths.iter().map(|(_, _, a)| *a).collect();
     for _round in 0..rounds_n {
-        // Rate by rate, so the paths compared at one rate are measured seconds apart.
         for (j, &rate) in rates.iter().enumerate() {
-            for (i, (_, proc_, addr)) in paths.iter().enumerate() {
-                let _ = open_loop(*addr, rate, WARMUP);
-                fixed[i][j].push(open_loop(*addr, rate, MEASURE));
+            for (i, lat) in open_loop(&addrs, rate, MEASURE).into_iter().enumerate() {
+                fixed[i][j].push(lat);
+            }
+            for (i, (_, proc_, _)) in paths.iter().enumerate() {
                 let r = proc_.as_ref().map_or(0.0, |p| p.rss_mib());
                 rss[i][j] = rss[i][j].max(r);
             }
@@ -631,52 +635,78 @@ struct Latencies {
     errors: u64,
 }
 
-/// Open loop: `RATE_CONNECTIONS` connections, each on its own fixed schedule; latency from the
-/// intended send time.
-fn open_loop(addr: SocketAddr, rate: u64, dur: Duration) -> Latencies {
-    let start = Instant::now() + Duration::from_millis(50);
-    let per_conn_interval = Duration::from_secs_f64(RATE_CONNECTIONS as f64 / rate as f64);
-    let per_conn_count = (dur.as_secs_f64() * rate as f64 / RATE_CONNECTIONS as f64) as u64;
-    let handles: Vec<_> = (0..RATE_CONNECTIONS)
-        .map(|c| {
-            std::thread::spawn(move || {
-                let mut samples = Vec::with_capacity(per_conn_count as usize);
-                let mut errors = 0;
-                let mut conn = Conn::open(addr).ok();
-                // Stagger connections evenly inside one interval.
-                let offset = per_conn_interval.mul_f64(c as f64 / RATE_CONNECTIONS as f64);
-                for i in 0..per_conn_count {
-                    let intended = start + offset + per_conn_interval.mul_f64(i as f64);
-                    let now = Instant::now();
-                    if intended > now {
-                        std::thread::sleep(intended - now);
-                    }
-                    let ok = match conn.as_mut() {
-                        Some(c) => c.request().is_ok(),
-                        None => false,
-                    };
-                    if ok {
-                        samples.push(intended.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                        conn = Conn::open(addr).ok();
-                    }
-                }
-                (samples, errors)
-            })
+/// Open loop at `rate` to every path in `addrs` for `per_path` each. The paths take turns in
+/// slots of `SLOT` (path 0, 1, 2, 3, 0, ...): a stall of this VM, which lasts from milliseconds
+/// to a noisy minute, then lands on every path about equally instead of on whichever path was
+/// being measured. Each path has `RATE_CONNECTIONS` connections, opened (and used once) before
+/// the start and kept through the slots; each connection follows its own fixed schedule inside
+/// its path's slots, and latency is counted from the intended send time.
+fn open_loop(addrs: &[SocketAddr], rate: u64, per_path: Duration) -> Vec<Latencies> {
+    let paths = addrs.len().max(1);
+    let total = per_path.mul_f64(paths as f64);
+    // Time for 16 connections per path to open and warm up before the first send.
+    let start = Instant::now() + Duration::from_millis(300);
+    let interval = Duration::from_secs_f64(RATE_CONNECTIONS as f64 / rate as f64);
+    let handles: Vec<Vec<_>> = addrs
+        .iter()
+        .enumerate()
+        .map(|(p, &addr)| {
+            (0..RATE_CONNECTIONS)
+                .map(|c| {
+                    std::thread::spawn(move || {
+                        let mut samples = Vec::new();
+                        let mut errors = 0;
+                        let mut conn = Conn::open(addr).ok();
+                        if let Some(c) = conn.as_mut()
+                            && c.request().is_err()
+                        {
+                            conn = None;
+                        }
+                        // Stagger the connections evenly inside one interval.
+                        let offset = interval.mul_f64(c as f64 / RATE_CONNECTIONS as f64);
+                        for i in 0.. {
+                            let at = offset + interval.mul_f64(i as f64);
+                            if at >= total {
+                                break;
+                            }
+                            if (at.as_nanos() / SLOT.as_nanos()) as usize % paths != p {
+                                continue;
+                            }
+                            let intended = start + at;
+                            let now = Instant::now();
+                            if intended > now {
+                                std::thread::sleep(intended - now);
+                            }
+                            let ok = match conn.as_mut() {
+                                Some(c) => c.request().is_ok(),
+                                None => false,
+                            };
+                            if ok {
+                                samples.push(intended.elapsed().as_micros() as u64);
+                            } else {
+                                errors += 1;
+                                conn = Conn::open(addr).ok();
+                            }
+                        }
+                        (samples, errors)
+                    })
+                })
+                .collect()
         })
         .collect();
-    let mut all = Latencies {
-        samples: Vec::new(),
-        errors: 0,
-    };
-    for h in handles {
-        if let Ok((s, e)) = h.join() {
-            all.samples.extend(s);
-            all.errors += e;
-        }
-    }
-    all
+    handles
+        .into_iter()
+        .map(|path| {
+            let mut all = Latencies::default();
+            for h in path {
+                if let Ok((s, e)) = h.join() {
+                    all.samples.extend(s);
+                    all.errors += e;
+                }
+            }
+            all
+        })
+        .collect()
 }
 
 /// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`. Returns
