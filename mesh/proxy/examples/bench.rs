@@ -21,7 +21,9 @@
 //!   all rounds) is the figure least moved by the drift.
 //!
 //! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's;
-//! `SERIN_BENCH_PATHS=serin,nginx` only the paths named.
+//! `SERIN_BENCH_PATHS=serin,nginx` only the paths named; `SERIN_BENCH_RATES=1000,5000` and
+//! `SERIN_BENCH_ROUNDS=15` other fixed rates (`0`: none) and rounds; `SERIN_BENCH_UNPIN_FIXED=1`
+//! lets the proxies use either CPU during the fixed rates (see mesh/proxy/README.md).
 //!
 //! Output, one line per path and rate, then one per path:
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
@@ -98,8 +100,7 @@ fn main() -> anyhow::Result<()> {
         paths.retain(|(name, _, _)| only.contains(name));
         println!("# note: only the paths {only:?} (SERIN_BENCH_PATHS)");
     }
-    // For investigations: `SERIN_BENCH_RATES=2000` (fixed rates, none with `0`) and
-    // `SERIN_BENCH_ROUNDS=9`.
+    // For investigations (see the module comment).
     let rates: Vec<u64> = match std::env::var("SERIN_BENCH_RATES") {
         Ok(v) => {
             let r: Vec<u64> = v
@@ -137,6 +138,14 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut rss = vec![vec![0.0f64; rates.len()]; paths.len()];
     let addrs: Vec<SocketAddr> = paths.iter().map(|(_, _, a)| *a).collect();
+    let unpin = pin && std::env::var_os("SERIN_BENCH_UNPIN_FIXED").is_some();
+    if unpin {
+        for (_, p, _) in &paths {
+            if let Some(p) = p {
+                p.set_cpus("0,1");
+            }
+        }
+    }
     for _round in 0..rounds_n {
         for (j, &rate) in rates.iter().enumerate() {
             for (i, lat) in open_loop(&addrs, rate, MEASURE).into_iter().enumerate() {
@@ -200,6 +209,13 @@ fn main() -> anyhow::Result<()> {
     }
     for n in notes {
         println!("{n}");
+    }
+    if unpin {
+        for (_, p, _) in &paths {
+            if let Some(p) = p {
+                p.set_cpus("0");
+            }
+        }
     }
     let mut max_rps: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
     // (CPU ticks, requests) of each proxy over all rounds.
@@ -270,6 +286,21 @@ impl Proc {
 }
 
 impl Proc {
+    /// Moves the process and its children (nginx workers) to `cpus` (taskset's list form).
+    fn set_cpus(&self, cpus: &str) {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for p in
+            std::iter::once(pid.to_string()).chain(children.split_whitespace().map(String::from))
+        {
+            let _ = Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &p])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
     /// User + system CPU ticks of the process and its children (nginx workers).
     fn cpu_ticks(&self) -> u64 {
         let pid = self.child.id();
