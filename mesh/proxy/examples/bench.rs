@@ -29,7 +29,7 @@
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
 //! `path=<p> max_rps=<n>`. Lines starting with `#` are notes (skips, machine load).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -272,44 +272,34 @@ struct Proc {
 }
 
 impl Proc {
-    /// RSS of the process and its children (nginx workers), in MiB.
-    fn rss_mib(&self) -> f64 {
-        let pid = self.child.id();
-        let mut kib = rss_kib(pid);
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-            kib += rss_kib(c);
-        }
-        kib as f64 / 1024.0
-    }
-}
-
-impl Proc {
-    /// Moves the process and its children (nginx workers) to `cpus` (taskset's list form).
-    fn set_cpus(&self, cpus: &str) {
-        let pid = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for p in
-            std::iter::once(pid.to_string()).chain(children.split_whitespace().map(String::from))
-        {
-            let _ = Command::new("taskset")
-                .args(["-a", "-p", "-c", cpus, &p])
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-
-    /// User + system CPU ticks of the process and its children (nginx workers).
-    fn cpu_ticks(&self) -> u64 {
+    /// The process and its children (nginx workers).
+    fn pids(&self) -> Vec<u32> {
         let pid = self.child.id();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         std::iter::once(pid)
             .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
-            .map(cpu_ticks)
-            .sum()
+            .collect()
+    }
+
+    /// RSS of the process and its children, in MiB.
+    fn rss_mib(&self) -> f64 {
+        self.pids().into_iter().map(rss_kib).sum::<u64>() as f64 / 1024.0
+    }
+
+    /// Moves the process and its children to `cpus` (taskset's list form).
+    fn set_cpus(&self, cpus: &str) {
+        for p in self.pids() {
+            let _ = Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &p.to_string()])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// User + system CPU ticks of the process and its children.
+    fn cpu_ticks(&self) -> u64 {
+        self.pids().into_iter().map(cpu_ticks).sum()
     }
 }
 
@@ -335,12 +325,9 @@ fn clock_ticks_per_sec() -> f64 {
 impl Drop for Proc {
     fn drop(&mut self) {
         // Children first (nginx workers): killing only the master would orphan them.
-        let pid = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for c in children.split_whitespace() {
+        for c in self.pids().into_iter().skip(1) {
             let _ = Command::new("kill")
-                .args(["-KILL", c])
+                .args(["-KILL", &c.to_string()])
                 .stderr(Stdio::null())
                 .status();
         }
@@ -589,68 +576,39 @@ fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: podinfo\r\nUser-Agent: serin-bench\r\n\r\n";
 
 struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: TcpStream,
+    /// Bytes read and not yet part of a response (none are expected).
+    buf: Vec<u8>,
 }
 
 impl Conn {
     fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(Conn {
-            writer: s.try_clone()?,
-            reader: BufReader::new(s),
+            stream,
+            buf: Vec::with_capacity(4096),
         })
     }
 
     /// Sends one request and reads the whole response; Err on anything but a 200.
     fn request(&mut self) -> std::io::Result<()> {
-        self.writer.write_all(REQUEST)?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let ok = line.starts_with("HTTP/1.1 200");
-        let mut length = None;
-        let mut chunked = false;
+        self.stream.write_all(REQUEST)?;
+        let mut chunk = [0u8; 4096];
         loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
+            if let Some((status, len)) = complete_response(&self.buf)? {
+                self.buf.drain(..len);
+                if status != 200 {
+                    return Err(std::io::Error::other(format!("status {status}")));
+                }
+                return Ok(());
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse::<usize>().ok();
-                } else if k.eq_ignore_ascii_case("transfer-encoding")
-                    && v.to_ascii_lowercase().contains("chunked")
-                {
-                    chunked = true;
-                }
-            }
-        }
-        if chunked {
-            loop {
-                line.clear();
-                self.reader.read_line(&mut line)?;
-                let n = usize::from_str_radix(line.trim_end().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| std::io::Error::other("bad chunk size"))?;
-                let mut buf = vec![0; n + 2];
-                self.reader.read_exact(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-            }
-        } else if let Some(n) = length {
-            let mut buf = vec![0; n];
-            self.reader.read_exact(&mut buf)?;
-        }
-        if ok {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(line))
+            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::Endpoint;
 use crate::body::{BoxError, ReqBody};
+use crate::io::Opened;
 use crate::metrics::TcpMetrics;
 
 /// Largest response head (status line and headers) accepted.
@@ -86,26 +87,18 @@ pub struct Conn {
     buf: BytesMut,
     /// Request heads are encoded here (kept, so a connection encodes without allocating).
     out: Vec<u8>,
-    tcp: Arc<TcpMetrics>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.tcp.open.fetch_sub(1, Relaxed);
-        self.tcp.close_total.fetch_add(1, Relaxed);
-    }
+    /// Counts the connection while it lives, and its bytes.
+    tcp: Opened,
 }
 
 impl Conn {
     /// Wraps a freshly opened stream (counts it as opened).
     pub fn new(stream: TcpStream, tcp: Arc<TcpMetrics>) -> Self {
-        tcp.open_total.fetch_add(1, Relaxed);
-        tcp.open.fetch_add(1, Relaxed);
         Conn {
             stream,
             buf: BytesMut::new(),
             out: Vec::new(),
-            tcp,
+            tcp: Opened::new(tcp),
         }
     }
 
@@ -235,7 +228,7 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
-    framing: RespFraming,
+    framing: Framing,
     keep_alive: bool,
 }
 
@@ -525,20 +518,20 @@ fn parse_head_with<const N: usize>(
     }
     let framing =
         if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            RespFraming::Length(0)
+            Framing::Length(0)
         } else if te {
             if chunked {
-                RespFraming::Chunked(ChunkState::Size)
+                Framing::Chunked(ChunkState::Size)
             } else {
                 // Not chunked last: the body runs to the close (RFC 9112 §6.3).
-                RespFraming::Close
+                Framing::Close
             }
         } else if let Some(n) = length {
-            RespFraming::Length(n)
+            Framing::Length(n)
         } else {
-            RespFraming::Close
+            Framing::Close
         };
-    let keep_alive = !close && !matches!(framing, RespFraming::Close);
+    let keep_alive = !close && !matches!(framing, Framing::Close);
     Ok(Some(Parsed::Final(Head {
         status,
         version,
@@ -560,12 +553,67 @@ pub(crate) enum ChunkState {
     Trailers,
 }
 
+/// How a message body is delimited (RFC 9112 §6.3), and how far it has been read. One state
+/// machine for the response bodies read here and the request bodies the server side reads
+/// ([`crate::h1_server`]); only a response can run to the connection's close.
 #[derive(Debug, Clone, Copy)]
-enum RespFraming {
+pub(crate) enum Framing {
     Length(u64),
     Chunked(ChunkState),
     Close,
     Done,
+}
+
+/// What the buffered bytes gave a body, from [`Framing::step`].
+pub(crate) enum Progress {
+    /// A data or trailers frame; `last` when the body ends with it.
+    Frame { frame: Frame<Bytes>, last: bool },
+    /// The body has ended.
+    End,
+    /// More bytes are needed (for `Close`, the connection's end is the body's end).
+    More,
+}
+
+impl Framing {
+    /// Takes the next frame out of `buf`, if the bytes there make one.
+    pub(crate) fn step(&mut self, buf: &mut BytesMut) -> Result<Progress, H1Error> {
+        Ok(match self {
+            Framing::Done | Framing::Length(0) => Progress::End,
+            Framing::Length(left) => match take_length(buf, left) {
+                Some(data) => Progress::Frame {
+                    frame: Frame::data(data),
+                    last: *left == 0,
+                },
+                None => Progress::More,
+            },
+            Framing::Close if buf.is_empty() => Progress::More,
+            Framing::Close => Progress::Frame {
+                frame: Frame::data(buf.split().freeze()),
+                last: false,
+            },
+            Framing::Chunked(state) => match step_chunked(buf, state)? {
+                Some(Some(frame)) => Progress::Frame {
+                    last: frame.is_trailers(),
+                    frame,
+                },
+                Some(None) => Progress::End,
+                None => Progress::More,
+            },
+        })
+    }
+
+    /// Nothing is left to read.
+    pub(crate) fn is_end(&self) -> bool {
+        matches!(self, Framing::Length(0) | Framing::Done)
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match *self {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
 /// A response body read straight from the upstream connection. When it ends the connection
@@ -574,13 +622,13 @@ enum RespFraming {
 pub struct H1Body {
     conn: Option<Conn>,
     ep: Arc<Endpoint>,
-    framing: RespFraming,
+    framing: Framing,
     keep_alive: bool,
 }
 
 impl H1Body {
     fn finish(&mut self) {
-        self.framing = RespFraming::Done;
+        self.framing = Framing::Done;
         if let Some(conn) = self.conn.take()
             && self.keep_alive
             && conn.buf.is_empty()
@@ -592,8 +640,7 @@ impl H1Body {
 
 /// Makes progress on chunked framing (RFC 9112 §7.1) with what is buffered in `buf`:
 /// `Ok(Some(Some(frame)))` a data or trailers frame, `Ok(Some(None))` the end without trailers,
-/// `Ok(None)` more bytes are needed. Shared by response bodies here and request bodies of the
-/// server side.
+/// `Ok(None)` more bytes are needed.
 pub(crate) fn step_chunked(
     buf: &mut BytesMut,
     state: &mut ChunkState,
@@ -694,7 +741,7 @@ pub(crate) fn connection_names_others(v: &[u8]) -> bool {
 
 /// Takes up to `left` buffered bytes of a length-framed body (`None` when nothing is
 /// buffered), counting them off `left`.
-pub(crate) fn take_length(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+fn take_length(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
     if buf.is_empty() {
         return None;
     }
@@ -716,49 +763,28 @@ impl Body for H1Body {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match &mut this.framing {
-                RespFraming::Done => return Poll::Ready(None),
-                RespFraming::Length(0) => {
+            match this.framing.step(&mut conn.buf) {
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Ok(Progress::Frame { frame, last }) => {
+                    if last {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(Progress::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                RespFraming::Length(left) => {
-                    if let Some(data) = take_length(&mut conn.buf, left) {
-                        if *left == 0 {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                RespFraming::Close => {
-                    if !conn.buf.is_empty() {
-                        let data = conn.buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                RespFraming::Chunked(state) => match step_chunked(&mut conn.buf, state) {
-                    Err(e) => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                    Ok(Some(Some(frame))) => {
-                        if frame.is_trailers() {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(frame)));
-                    }
-                    Ok(Some(None)) => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                },
+                Ok(Progress::More) => {}
             }
             // More bytes needed.
-            let closing = matches!(this.framing, RespFraming::Close);
+            let closing = matches!(this.framing, Framing::Close);
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) if closing => {
-                    this.framing = RespFraming::Done;
+                    this.framing = Framing::Done;
                     this.conn = None;
                     return Poll::Ready(None);
                 }
@@ -779,15 +805,11 @@ impl Body for H1Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, RespFraming::Length(0) | RespFraming::Done)
+        self.framing.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            RespFraming::Length(n) => SizeHint::with_exact(n),
-            RespFraming::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
@@ -795,7 +817,7 @@ impl Drop for H1Body {
     fn drop(&mut self) {
         // A body with nothing left (the server stops polling at `is_end_stream`, and never
         // polls HEAD, 204 or 304 bodies) still returns its connection.
-        if matches!(self.framing, RespFraming::Length(0)) {
+        if matches!(self.framing, Framing::Length(0)) {
             self.finish();
         }
     }
@@ -858,7 +880,7 @@ mod tests {
             false,
         );
         assert_eq!(h.status, StatusCode::OK);
-        assert!(matches!(h.framing, RespFraming::Length(5)));
+        assert!(matches!(h.framing, Framing::Length(5)));
         assert!(h.keep_alive);
         assert_eq!(h.headers["x-a"], "b");
         assert_eq!(&rest[..], b"hello");
@@ -908,19 +930,19 @@ mod tests {
         );
         assert!(h.keep_alive);
         let (h, _) = parse(b"HTTP/1.1 200 OK\r\n\r\nuntil close", false);
-        assert!(matches!(h.framing, RespFraming::Close));
+        assert!(matches!(h.framing, Framing::Close));
         assert!(!h.keep_alive);
     }
 
     #[test]
     fn head_204_and_304_responses_have_no_body_whatever_their_length_says() {
         let (h, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n", true);
-        assert!(matches!(h.framing, RespFraming::Length(0)));
+        assert!(matches!(h.framing, Framing::Length(0)));
         let (h, _) = parse(
             b"HTTP/1.1 304 Not Modified\r\ncontent-length: 50\r\n\r\n",
             false,
         );
-        assert!(matches!(h.framing, RespFraming::Length(0)));
+        assert!(matches!(h.framing, Framing::Length(0)));
     }
 
     #[test]
@@ -963,11 +985,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
             false,
         );
-        assert!(matches!(h.framing, RespFraming::Close));
+        assert!(matches!(h.framing, Framing::Close));
         let (h, _) = parse(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
             false,
         );
-        assert!(matches!(h.framing, RespFraming::Chunked(_)));
+        assert!(matches!(h.framing, Framing::Chunked(_)));
     }
 }

@@ -36,8 +36,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::{BoxError, ClientBody, ResBody};
-use crate::h1::{ChunkState, H1Error, connection_names_others, step_chunked, take_length};
-use crate::io::CountingIo;
+use crate::h1::{ChunkState, Framing, H1Error, Progress, connection_names_others};
+use crate::io::{CountingIo, Opened};
 use crate::metrics::TcpMetrics;
 
 /// Largest request head (request line and headers) accepted; larger ones get a 431. The same
@@ -77,29 +77,12 @@ where
     }
 }
 
-/// Counts a client connection in `tcp_open_*` until dropped (then in `tcp_close_total`).
-struct Opened(Arc<TcpMetrics>);
-
-impl Opened {
-    fn new(tcp: Arc<TcpMetrics>) -> Self {
-        tcp.open_total.fetch_add(1, Relaxed);
-        tcp.open.fetch_add(1, Relaxed);
-        Opened(tcp)
-    }
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
-        self.0.close_total.fetch_add(1, Relaxed);
-    }
-}
-
 /// One accepted connection: state shared by the connection task and the request body it
 /// lends its socket to.
 struct Shared {
     stream: TcpStream,
-    tcp: Arc<TcpMetrics>,
+    /// Counts the connection (open until the last holder lets go) and its bytes.
+    tcp: Opened,
     /// `Expect: 100-continue` bookkeeping; only touched for requests that ask for it.
     cont: Mutex<ContinueState>,
 }
@@ -228,10 +211,9 @@ pub async fn serve_connection<H: Handler>(
     h2: Arc<http2::Builder<TokioExecutor>>,
     handler: H,
 ) {
-    let opened = Opened::new(tcp.clone());
     let shared = Arc::new(Shared {
         stream,
-        tcp,
+        tcp: Opened::new(tcp),
         cont: Mutex::new(ContinueState::default()),
     });
     let mut conn = Conn {
@@ -254,21 +236,15 @@ pub async fn serve_connection<H: Handler>(
         }
     }
     if conn.buf.starts_with(H2_PREFACE) {
-        serve_h2(conn, opened, h2, handler).await;
+        serve_h2(conn, h2, handler).await;
         return;
     }
     if let Err(e) = conn.serve_h1(handler).await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
-    drop(opened);
 }
 
-async fn serve_h2<H: Handler>(
-    conn: Conn,
-    opened: Opened,
-    h2: Arc<http2::Builder<TokioExecutor>>,
-    handler: H,
-) {
+async fn serve_h2<H: Handler>(conn: Conn, h2: Arc<http2::Builder<TokioExecutor>>, handler: H) {
     let Conn {
         shared,
         buf,
@@ -280,8 +256,7 @@ async fn serve_h2<H: Handler>(
         return;
     };
     // The connection is already counted as open; the wrapper takes that over.
-    std::mem::forget(opened);
-    let io = CountingIo::adopt(shared.stream, shared.tcp);
+    let io = CountingIo::counted(shared.stream, shared.tcp);
     let io = TokioIo::new(Rewind {
         pre: buf.freeze(),
         inner: io,
@@ -390,18 +365,10 @@ struct Conn {
     head_started: Option<Instant>,
 }
 
-/// How a request body is framed.
-#[derive(Debug, Clone, Copy)]
-enum BodyState {
-    Length(u64),
-    Chunked(ChunkState),
-    Done,
-}
-
 /// A parsed request head and what the connection needs to know about it.
 struct Head {
     req: Request<()>,
-    body: BodyState,
+    body: Framing,
     keep_alive: bool,
     expect_continue: bool,
     /// The client accepts trailers in a chunked response.
@@ -509,7 +476,7 @@ impl Conn {
             *self.shared.cont.lock().unwrap_or_else(|p| p.into_inner()) = ContinueState::default();
         }
         let (body, back) = match body {
-            BodyState::Done | BodyState::Length(0) => (ClientBody::Empty, None),
+            Framing::Done | Framing::Length(0) => (ClientBody::Empty, None),
             state => {
                 let (tx, rx) = oneshot::channel();
                 let b = H1RequestBody {
@@ -1005,11 +972,11 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
             headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
-        BodyState::Chunked(ChunkState::Size)
+        Framing::Chunked(ChunkState::Size)
     } else {
         match length {
-            Some(n) if n > 0 => BodyState::Length(n),
-            _ => BodyState::Done,
+            Some(n) if n > 0 => Framing::Length(n),
+            _ => Framing::Done,
         }
     };
     let mut r = Request::new(());
@@ -1032,7 +999,7 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
 pub struct H1RequestBody {
     shared: Arc<Shared>,
     buf: BytesMut,
-    state: BodyState,
+    state: Framing,
     /// `100 Continue` is owed before the first read.
     cont: bool,
     back: Option<oneshot::Sender<BytesMut>>,
@@ -1040,14 +1007,14 @@ pub struct H1RequestBody {
 
 impl H1RequestBody {
     fn finish(&mut self) {
-        self.state = BodyState::Done;
+        self.state = Framing::Done;
         if let Some(tx) = self.back.take() {
             let _ = tx.send(std::mem::take(&mut self.buf));
         }
     }
 
     fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.state = BodyState::Done;
+        self.state = Framing::Done;
         self.back = None;
         Poll::Ready(Some(Err(e.into())))
     }
@@ -1069,34 +1036,19 @@ impl Body for H1RequestBody {
             this.cont = false;
         }
         loop {
-            match &mut this.state {
-                BodyState::Done => return Poll::Ready(None),
-                BodyState::Length(0) => {
+            match this.state.step(&mut this.buf) {
+                Err(e) => return this.fail(e),
+                Ok(Progress::Frame { frame, last }) => {
+                    if last {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(Progress::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                BodyState::Length(left) => {
-                    if let Some(data) = take_length(&mut this.buf, left) {
-                        if *left == 0 {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                BodyState::Chunked(state) => match step_chunked(&mut this.buf, state) {
-                    Err(e) => return this.fail(e),
-                    Ok(Some(Some(frame))) => {
-                        if frame.is_trailers() {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(frame)));
-                    }
-                    Ok(Some(None)) => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                },
+                Ok(Progress::More) => {}
             }
             match ready!(this.shared.poll_read(cx, &mut this.buf)) {
                 Ok(0) => {
@@ -1112,15 +1064,11 @@ impl Body for H1RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, BodyState::Length(0) | BodyState::Done)
+        self.state.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            BodyState::Length(n) => SizeHint::with_exact(n),
-            BodyState::Done => SizeHint::with_exact(0),
-            BodyState::Chunked(_) => SizeHint::default(),
-        }
+        self.state.size_hint()
     }
 }
 
@@ -1250,14 +1198,14 @@ mod tests {
     fn bodies_are_framed_by_length_or_chunked_and_bad_framing_is_refused() {
         assert!(matches!(
             head(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello").body,
-            BodyState::Length(5)
+            Framing::Length(5)
         ));
         assert!(matches!(
             head(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n").body,
-            BodyState::Done
+            Framing::Done
         ));
         let h = head(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n");
-        assert!(matches!(h.body, BodyState::Chunked(_)));
+        assert!(matches!(h.body, Framing::Chunked(_)));
         assert!(!h.keep_alive);
         assert!(h.req.headers().get(header::CONTENT_LENGTH).is_none());
         // HTTP/1.0 may leave Host out, and so may an absolute-form target (it names the host).

@@ -11,32 +11,49 @@ use tokio::net::TcpStream;
 
 use crate::metrics::TcpMetrics;
 
+/// One TCP connection in the `tcp_*` metrics: counted as opened when made, as closed when
+/// dropped. Every kind of connection (client h1, client h2c, upstream h1, upstream h2c) holds
+/// one, and reaches the byte counters through it.
+pub struct Opened(Arc<TcpMetrics>);
+
+impl Opened {
+    /// Counts a freshly opened or accepted connection.
+    pub fn new(metrics: Arc<TcpMetrics>) -> Self {
+        metrics.open_total.fetch_add(1, Relaxed);
+        metrics.open.fetch_add(1, Relaxed);
+        Opened(metrics)
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = TcpMetrics;
+    fn deref(&self) -> &TcpMetrics {
+        &self.0
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+        self.0.close_total.fetch_add(1, Relaxed);
+    }
+}
+
 /// A TCP stream whose traffic feeds the `tcp_*` metrics.
 pub struct CountingIo {
     inner: TcpStream,
-    metrics: Arc<TcpMetrics>,
+    metrics: Opened,
 }
 
 impl CountingIo {
     /// Wraps a freshly opened or accepted stream (counts it as opened).
     pub fn new(inner: TcpStream, metrics: Arc<TcpMetrics>) -> Self {
-        metrics.open_total.fetch_add(1, Relaxed);
-        metrics.open.fetch_add(1, Relaxed);
-        CountingIo { inner, metrics }
+        Self::counted(inner, Opened::new(metrics))
     }
-}
 
-impl CountingIo {
-    /// Wraps a stream already counted as opened (by the listener that accepted it).
-    pub fn adopt(inner: TcpStream, metrics: Arc<TcpMetrics>) -> Self {
+    /// Wraps a stream whose connection is already counted (its guard moves in).
+    pub fn counted(inner: TcpStream, metrics: Opened) -> Self {
         CountingIo { inner, metrics }
-    }
-}
-
-impl Drop for CountingIo {
-    fn drop(&mut self) {
-        self.metrics.open.fetch_sub(1, Relaxed);
-        self.metrics.close_total.fetch_add(1, Relaxed);
     }
 }
 
