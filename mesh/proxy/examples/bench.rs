@@ -15,9 +15,10 @@
 //!   and the proxy's CPU, not the generator's, sets the figure).
 //! - Rounds: the CPU speed of a shared VM drifts over minutes and its vCPUs stall for
 //!   milliseconds, so the paths are measured in interleaved rounds: at fixed rates the paths
-//!   take turns in 100 ms slots, for maximum throughput one after the other. Each latency
-//!   figure and `max_rps` is the median over the rounds (pooled percentiles and every round's
-//!   p99 follow as notes); `cpu_us_per_request` (CPU time of the proxy process per request over
+//!   take turns in 100 ms slots (each once per cycle, in a new random order every cycle), for
+//!   maximum throughput one after the other. Each latency figure and `max_rps` is the median
+//!   over the rounds (pooled percentiles, every round's p99 and a paired count of rounds
+//!   follow as notes); `cpu_us_per_request` (CPU time of the proxy process per request over
 //!   all rounds) is the figure least moved by the drift.
 //!
 //! `SERIN_BENCH_PROXY=/path/to/serin-proxy` measures that binary instead of this tree's;
@@ -146,9 +147,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // The slot order is shuffled per cycle from a fixed seed: the same figures for the same
+    // machine behaviour, and no path always follows the same one.
+    let mut order = fastrand::Rng::with_seed(0x5e41);
     for _round in 0..rounds_n {
         for (j, &rate) in rates.iter().enumerate() {
-            for (i, lat) in open_loop(&addrs, rate, MEASURE).into_iter().enumerate() {
+            let owners = slot_owners(&mut order, paths.len(), MEASURE);
+            for (i, lat) in open_loop(&addrs, rate, &owners).into_iter().enumerate() {
                 fixed[i][j].push(lat);
             }
             for (i, (_, proc_, _)) in paths.iter().enumerate() {
@@ -163,6 +168,8 @@ fn main() -> anyhow::Result<()> {
     // follow as notes, so a stall that comes back in every round is visible either way.
     let mut notes = Vec::new();
     let mut p99s: Vec<Vec<u64>> = vec![vec![0; rates.len()]; paths.len()];
+    // Each round's p99, per path and rate, for the paired comparison below.
+    let mut round_p99s: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); rates.len()]; paths.len()];
     for (i, (name, _, _)) in paths.iter().enumerate() {
         for (j, rate) in rates.iter().enumerate() {
             let rounds = std::mem::take(&mut fixed[i][j]);
@@ -189,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             );
             let pooled = percentiles(rounds.into_iter().flat_map(|l| l.samples).collect());
             let each: Vec<u64> = per_round.iter().map(|p| p.1).collect();
+            round_p99s[i][j] = each.clone();
             notes.push(format!(
                 "# path={name} rate={rate} pooled p50_us={} p99_us={} p999_us={} p99_us_per_round={each:?}",
                 pooled.0, pooled.1, pooled.2
@@ -205,6 +213,30 @@ fn main() -> anyhow::Result<()> {
                 .map(|(j, rate)| format!("{rate}:{}", p99s[i][j] as i64 - p99s[d][j] as i64))
                 .collect();
             notes.push(format!("# path={name} added_p99_us {}", added.join(" ")));
+        }
+    }
+    // The rounds paired: in how many was serin's p99 at or below each other proxy's? A host
+    // stall moves one round's figure for every path alike, so this shows a steady difference
+    // that the medians, at this machine's noise, may hide or invent.
+    if let Some(s) = paths.iter().position(|(name, _, _)| *name == "serin") {
+        for (j, rate) in rates.iter().enumerate() {
+            let others: Vec<String> = paths
+                .iter()
+                .enumerate()
+                .filter(|(i, (name, _, _))| *i != s && *name != "direct")
+                .map(|(i, (name, _, _))| {
+                    let pairs = round_p99s[s][j].iter().zip(&round_p99s[i][j]);
+                    let n = pairs.clone().count();
+                    let at_or_below = pairs.filter(|(a, b)| a <= b).count();
+                    format!("{name}={at_or_below}/{n}")
+                })
+                .collect();
+            if !others.is_empty() {
+                notes.push(format!(
+                    "# path=serin rate={rate} rounds_p99_at_or_below {}",
+                    others.join(" ")
+                ));
+            }
         }
     }
     for n in notes {
@@ -624,15 +656,30 @@ struct Latencies {
     errors: u64,
 }
 
-/// Open loop at `rate` to every path in `addrs` for `per_path` each. The paths take turns in
-/// slots of `SLOT` (path 0, 1, 2, 3, 0, ...): a stall of this VM, which lasts from milliseconds
-/// to a noisy minute, then lands on every path about equally instead of on whichever path was
-/// being measured. Each path has `RATE_CONNECTIONS` connections, opened (and used once) before
-/// the start and kept through the slots; each connection follows its own fixed schedule inside
-/// its path's slots, and latency is counted from the intended send time.
-fn open_loop(addrs: &[SocketAddr], rate: u64, per_path: Duration) -> Vec<Latencies> {
-    let paths = addrs.len().max(1);
-    let total = per_path.mul_f64(paths as f64);
+/// Which path owns each `SLOT` of a fixed-rate run giving every one of `paths` paths
+/// `per_path`: each path once per cycle of `paths` slots, in a new random order every cycle.
+/// In a fixed order each proxy would always follow the same path, and the one after `direct`
+/// would always start on a CPU that had been idle for a whole slot.
+fn slot_owners(rng: &mut fastrand::Rng, paths: usize, per_path: Duration) -> Vec<usize> {
+    let cycles = per_path.as_nanos().div_ceil(SLOT.as_nanos()) as usize;
+    let mut owners = Vec::with_capacity(cycles * paths);
+    for _ in 0..cycles {
+        let mut cycle: Vec<usize> = (0..paths).collect();
+        rng.shuffle(&mut cycle);
+        owners.extend(cycle);
+    }
+    owners
+}
+
+/// Open loop at `rate` to every path in `addrs`, the paths taking turns in slots of `SLOT` as
+/// `owners` says (`slot_owners`): a stall of this VM, which lasts from milliseconds to a noisy
+/// minute, then lands on every path about equally instead of on whichever path was being
+/// measured. Each path has `RATE_CONNECTIONS` connections, opened (and used once) before the
+/// start and kept through the slots; each connection follows its own fixed schedule inside its
+/// path's slots, and latency is counted from the intended send time.
+fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies> {
+    let owners: Arc<[usize]> = owners.into();
+    let total = SLOT * owners.len() as u32;
     // Time for 16 connections per path to open and warm up before the first send.
     let start = Instant::now() + Duration::from_millis(300);
     let interval = Duration::from_secs_f64(RATE_CONNECTIONS as f64 / rate as f64);
@@ -642,6 +689,7 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, per_path: Duration) -> Vec<Latenci
         .map(|(p, &addr)| {
             (0..RATE_CONNECTIONS)
                 .map(|c| {
+                    let owners = owners.clone();
                     std::thread::spawn(move || {
                         let mut samples = Vec::new();
                         let mut errors = 0;
@@ -658,7 +706,8 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, per_path: Duration) -> Vec<Latenci
                             if at >= total {
                                 break;
                             }
-                            if (at.as_nanos() / SLOT.as_nanos()) as usize % paths != p {
+                            let slot = (at.as_nanos() / SLOT.as_nanos()) as usize;
+                            if owners.get(slot) != Some(&p) {
                                 continue;
                             }
                             let intended = start + at;
