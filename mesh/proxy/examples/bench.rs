@@ -15,7 +15,7 @@
 //!   and the proxy's CPU, not the generator's, sets the figure).
 //! - Rounds: the CPU speed of a shared VM drifts over minutes and its vCPUs stall for
 //!   milliseconds, so the paths are measured in interleaved rounds: at fixed rates the paths
-//!   take turns in 100 ms slots (each once per cycle, in a new random order every cycle), for
+//!   take turns in 10 ms slots (each once per cycle, in a new random order every cycle), for
 //!   maximum throughput one after the other. Each latency figure and `max_rps` is the median
 //!   over the rounds (pooled percentiles, every round's p99 and a paired count of rounds
 //!   follow as notes); `cpu_us_per_request` (CPU time of the proxy process per request over
@@ -44,13 +44,14 @@ const RATES: [u64; 3] = [1_000, 2_000, 5_000];
 /// Interleaved rounds over all paths (odd, so the median round is one round). Many short
 /// rounds rather than a few long ones: a noisy minute of the VM then spoils a few rounds of
 /// every path instead of most of one path's.
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 /// Before each maximum-throughput measurement (new connections, warm pools).
 const WARMUP: Duration = Duration::from_millis(300);
 /// Per round, path and rate.
 const MEASURE: Duration = Duration::from_millis(1500);
-/// At fixed rates the paths take turns in slots this long (see `open_loop`).
-const SLOT: Duration = Duration::from_millis(100);
+/// At fixed rates the paths take turns in slots this long (see `open_loop`). Shorter than the
+/// host's noisy stretches, so they fall on every path; 100 ms slots left a stretch to one or two.
+const SLOT: Duration = Duration::from_millis(10);
 /// Per round and path, for the closed-loop throughput run.
 const MAX_MEASURE: Duration = Duration::from_secs(2);
 const RATE_CONNECTIONS: usize = 16;
