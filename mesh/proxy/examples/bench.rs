@@ -16,7 +16,7 @@
 //! - Rounds: the CPU speed of a shared VM drifts over minutes and its vCPUs stall for
 //!   milliseconds, so the paths are measured in interleaved rounds: at fixed rates the paths
 //!   take turns in 10 ms slots (each once per cycle, in a new random order every cycle), for
-//!   maximum throughput one after the other. Each latency figure and `max_rps` is the median
+//!   maximum throughput likewise in 100 ms slots. Each latency figure and `max_rps` is the median
 //!   over the rounds (pooled percentiles, every round's p99 and a paired count of rounds
 //!   follow as notes); `cpu_us_per_request` (CPU time of the proxy process per request over
 //!   all rounds) is the figure least moved by the drift.
@@ -45,7 +45,7 @@ const RATES: [u64; 3] = [1_000, 2_000, 5_000];
 /// rounds rather than a few long ones: a noisy minute of the VM then spoils a few rounds of
 /// every path instead of most of one path's.
 const ROUNDS: usize = 15;
-/// Before each maximum-throughput measurement (new connections, warm pools).
+/// Per path before each round's maximum-throughput measurement (new connections, warm pools).
 const WARMUP: Duration = Duration::from_millis(300);
 /// Per round, path and rate.
 const MEASURE: Duration = Duration::from_millis(1500);
@@ -54,6 +54,10 @@ const MEASURE: Duration = Duration::from_millis(1500);
 const SLOT: Duration = Duration::from_millis(10);
 /// Per round and path, for the closed-loop throughput run.
 const MAX_MEASURE: Duration = Duration::from_secs(2);
+/// In the closed-loop run the paths take turns in slots this long (see `closed_loop`).
+const MAX_SLOT: Duration = Duration::from_millis(100);
+/// Not counted at the start of each closed-loop slot: the last path's requests still finishing.
+const MAX_SETTLE: Duration = Duration::from_millis(5);
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -153,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     let mut order = fastrand::Rng::with_seed(0x5e41);
     for _round in 0..rounds_n {
         for (j, &rate) in rates.iter().enumerate() {
-            let owners = slot_owners(&mut order, paths.len(), MEASURE);
+            let owners = slot_owners(&mut order, paths.len(), MEASURE, SLOT);
             for (i, lat) in open_loop(&addrs, rate, &owners).into_iter().enumerate() {
                 fixed[i][j].push(lat);
             }
@@ -219,23 +223,13 @@ fn main() -> anyhow::Result<()> {
     // The rounds paired: in how many was serin's p99 at or below each other proxy's? A host
     // stall moves one round's figure for every path alike, so this shows a steady difference
     // that the medians, at this machine's noise, may hide or invent.
-    if let Some(s) = paths.iter().position(|(name, _, _)| *name == "serin") {
+    let serin = paths.iter().position(|(name, _, _)| *name == "serin");
+    if let Some(s) = serin {
         for (j, rate) in rates.iter().enumerate() {
-            let others: Vec<String> = paths
-                .iter()
-                .enumerate()
-                .filter(|(i, (name, _, _))| *i != s && *name != "direct")
-                .map(|(i, (name, _, _))| {
-                    let pairs = round_p99s[s][j].iter().zip(&round_p99s[i][j]);
-                    let n = pairs.clone().count();
-                    let at_or_below = pairs.filter(|(a, b)| a <= b).count();
-                    format!("{name}={at_or_below}/{n}")
-                })
-                .collect();
+            let others = paired(&paths, s, |i| &round_p99s[i][j], |a, b| a <= b);
             if !others.is_empty() {
                 notes.push(format!(
-                    "# path=serin rate={rate} rounds_p99_at_or_below {}",
-                    others.join(" ")
+                    "# path=serin rate={rate} rounds_p99_at_or_below {others}"
                 ));
             }
         }
@@ -254,18 +248,28 @@ fn main() -> anyhow::Result<()> {
     // (CPU ticks, requests) of each proxy over all rounds.
     let mut cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
     for _round in 0..rounds_n {
-        for (i, (_, proc_, addr)) in paths.iter().enumerate() {
-            let _ = closed_loop(*addr, WARMUP);
-            let before = proc_.as_ref().map(Proc::cpu_ticks);
-            let (rps, requests) = closed_loop(*addr, MAX_MEASURE);
+        let owners = slot_owners(&mut order, paths.len(), MAX_MEASURE, MAX_SLOT);
+        let before: Vec<Option<u64>> = paths
+            .iter()
+            .map(|(_, p, _)| p.as_ref().map(Proc::cpu_ticks))
+            .collect();
+        for (i, (rps, requests)) in closed_loop(&addrs, &owners).into_iter().enumerate() {
             max_rps[i].push(rps);
-            if let (Some(b), Some(p)) = (before, proc_.as_ref()) {
+            if let (Some(b), Some(p)) = (before[i], paths[i].1.as_ref()) {
                 cpu[i].0 += p.cpu_ticks().saturating_sub(b);
                 cpu[i].1 += requests;
             }
         }
     }
     let mut cpu_notes = Vec::new();
+    // The rounds paired, as for p99: in how many was serin's max_rps at or above each other
+    // proxy's?
+    if let Some(s) = serin {
+        let others = paired(&paths, s, |i| &max_rps[i], |a, b| a >= b);
+        if !others.is_empty() {
+            cpu_notes.push(format!("# path=serin rounds_max_rps_at_or_above {others}"));
+        }
+    }
     for (i, (name, proc_, _)) in paths.iter().enumerate() {
         let rounds = &mut max_rps[i];
         rounds.sort_unstable();
@@ -294,6 +298,31 @@ fn main() -> anyhow::Result<()> {
     drop(paths);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `name=k/n` for every proxy but `s` (and `direct`): in `k` of `n` rounds `better(s's figure,
+/// its figure)` held, the rounds paired by index.
+fn paired<'a>(
+    paths: &[(&str, Option<Proc>, SocketAddr)],
+    s: usize,
+    rounds: impl Fn(usize) -> &'a Vec<u64>,
+    better: impl Fn(u64, u64) -> bool,
+) -> String {
+    let others: Vec<String> = paths
+        .iter()
+        .enumerate()
+        .filter(|(i, (name, _, _))| *i != s && *name != "direct")
+        .map(|(i, (name, _, _))| {
+            let pairs: Vec<(u64, u64)> = rounds(s)
+                .iter()
+                .copied()
+                .zip(rounds(i).iter().copied())
+                .collect();
+            let k = pairs.iter().filter(|(a, b)| better(*a, *b)).count();
+            format!("{name}={k}/{}", pairs.len())
+        })
+        .collect();
+    others.join(" ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -657,12 +686,17 @@ struct Latencies {
     errors: u64,
 }
 
-/// Which path owns each `SLOT` of a fixed-rate run giving every one of `paths` paths
+/// Which path owns each slot (`slot` long) of a run giving every one of `paths` paths
 /// `per_path`: each path once per cycle of `paths` slots, in a new random order every cycle.
 /// In a fixed order each proxy would always follow the same path, and the one after `direct`
 /// would always start on a CPU that had been idle for a whole slot.
-fn slot_owners(rng: &mut fastrand::Rng, paths: usize, per_path: Duration) -> Vec<usize> {
-    let cycles = per_path.as_nanos().div_ceil(SLOT.as_nanos()) as usize;
+fn slot_owners(
+    rng: &mut fastrand::Rng,
+    paths: usize,
+    per_path: Duration,
+    slot: Duration,
+) -> Vec<usize> {
+    let cycles = per_path.as_nanos().div_ceil(slot.as_nanos()) as usize;
     let mut owners = Vec::with_capacity(cycles * paths);
     for _ in 0..cycles {
         let mut cycle: Vec<usize> = (0..paths).collect();
@@ -748,65 +782,111 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
         .collect()
 }
 
-/// Closed loop: as many requests as `MAX_CONNECTIONS` connections complete in `dur`. Returns
-/// (requests per second, requests completed).
+/// Closed loop over every path in `addrs`: `MAX_CONNECTIONS` connections per path, the paths
+/// taking turns in slots of `MAX_SLOT` as `owners` says (`slot_owners`), each connection sending
+/// its next request as soon as the last is answered while its path owns the slot. Returns per
+/// path (requests per second, requests completed): the rate counts the requests answered inside
+/// the path's slots, after the first `MAX_SETTLE` of each, while the last requests of the path
+/// before are still being answered; the count is every request, warm-up included, for the CPU
+/// time per request. A warm-up of `WARMUP` per path (same connections, not counted in the rate)
+/// comes first.
+///
+/// Taking turns in short slots, the paths see the same minutes of this VM, whose speed drifts by
+/// tens of percent: measured one after the other for seconds each, the order of the paths in
+/// a round often decided which proxy came first.
 ///
 /// One event-loop thread drives every connection (nonblocking sockets, one write and usually one
 /// read per request): a thread per connection costs a context switch per request, and with this
 /// process sharing one CPU with the upstreams the load generator, not the proxy on the other CPU,
 /// then decided the figure (the direct path reached about what the proxies did).
-fn closed_loop(addr: SocketAddr, dur: Duration) -> (u64, u64) {
+fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
+    let paths = addrs.len();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(_) => return (0, 0),
+        Err(_) => return vec![(0, 0); paths],
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    // Which path may send now (`paths`: none; `STOP`: all done), and whether answers count.
+    const STOP: usize = usize::MAX;
+    let (owner_tx, owner_rx) = tokio::sync::watch::channel(paths);
+    let counting = Arc::new(AtomicBool::new(false));
+    let counted: Arc<Vec<AtomicU64>> = Arc::new((0..paths).map(|_| AtomicU64::new(0)).collect());
+    let all: Arc<Vec<AtomicU64>> = Arc::new((0..paths).map(|_| AtomicU64::new(0)).collect());
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..MAX_CONNECTIONS {
-            let (stop, done) = (stop.clone(), done.clone());
-            tasks.spawn(async move {
-                let mut conn = None;
-                let mut buf = Vec::with_capacity(4096);
-                while !stop.load(Ordering::Relaxed) {
-                    if conn.is_none() {
-                        conn = match tokio::net::TcpStream::connect(addr).await {
-                            Ok(s) => {
-                                let _ = s.set_nodelay(true);
-                                buf.clear();
-                                Some(s)
-                            }
-                            // Nothing listens any more: this connection is done.
-                            Err(_) => return,
-                        };
-                    }
-                    let Some(s) = conn.as_mut() else { return };
-                    match async_request(s, &mut buf).await {
-                        Ok(true) => {
-                            done.fetch_add(1, Ordering::Relaxed);
+        for (p, &addr) in addrs.iter().enumerate() {
+            for _ in 0..MAX_CONNECTIONS {
+                let (mut owner, counting) = (owner_rx.clone(), counting.clone());
+                let (counted, all) = (counted.clone(), all.clone());
+                tasks.spawn(async move {
+                    let mut conn = None;
+                    let mut buf = Vec::with_capacity(4096);
+                    loop {
+                        match owner.wait_for(|o| *o == p || *o == STOP).await {
+                            Ok(o) if *o == p => {}
+                            _ => return,
                         }
-                        // An error answer or a broken connection: not counted, reconnect.
-                        Ok(false) | Err(_) => conn = None,
+                        if conn.is_none() {
+                            conn = match tokio::net::TcpStream::connect(addr).await {
+                                Ok(s) => {
+                                    let _ = s.set_nodelay(true);
+                                    buf.clear();
+                                    Some(s)
+                                }
+                                // Nothing listens any more: this connection is done.
+                                Err(_) => return,
+                            };
+                        }
+                        let Some(s) = conn.as_mut() else { return };
+                        match async_request(s, &mut buf).await {
+                            Ok(true) => {
+                                all[p].fetch_add(1, Ordering::Relaxed);
+                                if *owner.borrow() == p && counting.load(Ordering::Relaxed) {
+                                    counted[p].fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            // An error answer or a broken connection: not counted, reconnect.
+                            Ok(false) | Err(_) => conn = None,
+                        }
                     }
-                }
-            });
+                });
+            }
         }
-        let started = Instant::now();
-        tokio::time::sleep(dur).await;
-        let n = done.load(Ordering::Relaxed);
-        let elapsed = started.elapsed();
-        stop.store(true, Ordering::Relaxed);
+        for p in 0..paths {
+            let _ = owner_tx.send(p);
+            tokio::time::sleep(WARMUP).await;
+        }
+        let mut measured = vec![Duration::ZERO; paths];
+        for &p in owners {
+            let _ = owner_tx.send(p);
+            tokio::time::sleep(MAX_SETTLE).await;
+            counting.store(true, Ordering::Relaxed);
+            let started = Instant::now();
+            tokio::time::sleep(MAX_SLOT - MAX_SETTLE).await;
+            counting.store(false, Ordering::Relaxed);
+            measured[p] += started.elapsed();
+        }
+        let _ = owner_tx.send(STOP);
         // Requests still in flight finish (or the proxy is gone and they fail) within a
         // moment; don't wait on a stuck one.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
-        ((n as f64 / elapsed.as_secs_f64()) as u64, n)
+        (0..paths)
+            .map(|p| {
+                let n = counted[p].load(Ordering::Relaxed);
+                let secs = measured[p].as_secs_f64();
+                let rps = if secs > 0.0 {
+                    (n as f64 / secs) as u64
+                } else {
+                    0
+                };
+                (rps, all[p].load(Ordering::Relaxed))
+            })
+            .collect()
     })
 }
 
