@@ -6,6 +6,7 @@
 //! State lives only in the Canary's status, so a restarted controller resumes mid-rollout.
 
 pub mod analysis;
+pub mod install;
 mod lease;
 pub mod notify;
 pub mod routing;
