@@ -27,6 +27,29 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// How long connecting to an endpoint may take before a 502.
     pub connect_timeout: Duration,
+    /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
+    pub transparent: Option<TransparentConfig>,
+}
+
+/// Transparent mode: the outbound listener reads each connection's original destination and
+/// routes it (or forwards it byte for byte); an optional capture listener takes redirected
+/// inbound connections and hands them to the app at `127.0.0.1:<original port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransparentConfig {
+    /// The inbound capture listener (the REDIRECT target of inbound TCP); None = off.
+    pub inbound: Option<SocketAddr>,
+    /// How long the proxy waits for a client's first bytes before it treats the connection
+    /// as opaque TCP (protocols where the server speaks first, e.g. MySQL, SMTP).
+    pub detect_timeout: Duration,
+}
+
+impl Default for TransparentConfig {
+    fn default() -> Self {
+        TransparentConfig {
+            inbound: Some(SocketAddr::from(([0, 0, 0, 0], 4143))),
+            detect_timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -38,6 +61,7 @@ impl Default for ProxyConfig {
             labels: BTreeMap::new(),
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            transparent: None,
         }
     }
 }
@@ -219,6 +243,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             labels: raw.labels,
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+            transparent: None,
         },
         table,
     })
