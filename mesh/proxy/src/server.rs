@@ -1,6 +1,6 @@
 //! Listeners: accept loops, HTTP/1.1 + h2c serving, admin endpoints, graceful drain.
 //!
-//! The outbound and inbound listeners serve through [`crate::h1_server`]; the admin listener,
+//! The outbound and inbound listeners serve through `serin_http1`; the admin listener,
 //! off the request path, through hyper's auto (HTTP/1.1 + h2c) server.
 
 use std::convert::Infallible;
@@ -24,11 +24,11 @@ use crate::balance::Endpoint;
 use crate::body::ResBody;
 use crate::config::ProxyConfig;
 use crate::forward::{self, InboundTarget, Shared, Upstreams};
-use crate::h1_server::{self, Handler};
-use crate::io::CountingIo;
+use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
 use crate::transparent::{self, Direction};
+use serin_http1::Handler;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -281,9 +281,9 @@ async fn serve_proxy<H: Handler>(
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
     accept_until_stopped(&listener, &mut stop, |stream| {
-        let conn = h1_server::serve_connection(
+        let conn = serin_http1::serve_connection(
             stream,
-            tcp.clone(),
+            tcp.clone() as Arc<dyn TcpObserver>,
             conn_stop.clone(),
             h2.clone(),
             handler.clone(),
@@ -318,7 +318,7 @@ where
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     accept_until_stopped(&listener, &mut stop, |stream| {
-        let io = TokioIo::new(CountingIo::new(stream, tcp.clone()));
+        let io = TokioIo::new(CountingIo::new(stream, tcp.clone() as Arc<dyn TcpObserver>));
         let conn = builder
             .serve_connection(io, service_fn(handler.clone()))
             .into_owned();

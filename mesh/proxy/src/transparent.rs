@@ -27,8 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::balance::Endpoint;
 use crate::forward::{self, Shared};
-use crate::h1_server;
-use crate::io::CountingIo;
+use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::TcpMetrics;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -206,11 +205,25 @@ impl Listener {
             match self.direction {
                 Direction::Outbound => {
                     let handler = move |req| forward::outbound(shared.clone(), req);
-                    h1_server::serve_connection(stream, self.src.clone(), stop, h2, handler).await
+                    serin_http1::serve_connection(
+                        stream,
+                        self.src.clone() as Arc<dyn TcpObserver>,
+                        stop,
+                        h2,
+                        handler,
+                    )
+                    .await
                 }
                 Direction::Inbound => {
                     let handler = move |req| forward::inbound(shared.clone(), req);
-                    h1_server::serve_connection(stream, self.src.clone(), stop, h2, handler).await
+                    serin_http1::serve_connection(
+                        stream,
+                        self.src.clone() as Arc<dyn TcpObserver>,
+                        stop,
+                        h2,
+                        handler,
+                    )
+                    .await
                 }
             }
             return;
@@ -234,7 +247,14 @@ impl Listener {
                     let handler = move |req| {
                         forward::outbound_via(shared.clone(), Some(dst_authority.clone()), req)
                     };
-                    h1_server::serve_connection(stream, self.src.clone(), stop, h2, handler).await
+                    serin_http1::serve_connection(
+                        stream,
+                        self.src.clone() as Arc<dyn TcpObserver>,
+                        stop,
+                        h2,
+                        handler,
+                    )
+                    .await
                 } else {
                     self.opaque(stream, dst).await
                 }
@@ -247,7 +267,14 @@ impl Listener {
                 } else {
                     let handler =
                         move |req| forward::inbound_to(shared.clone(), Some(app.clone()), req);
-                    h1_server::serve_connection(stream, self.src.clone(), stop, h2, handler).await
+                    serin_http1::serve_connection(
+                        stream,
+                        self.src.clone() as Arc<dyn TcpObserver>,
+                        stop,
+                        h2,
+                        handler,
+                    )
+                    .await
                 }
             }
         }
@@ -255,7 +282,7 @@ impl Listener {
 
     /// Relays bytes both ways until either side closes.
     async fn opaque(&self, client: TcpStream, to: SocketAddr) {
-        let mut client = CountingIo::new(client, self.src.clone());
+        let mut client = CountingIo::new(client, self.src.clone() as Arc<dyn TcpObserver>);
         let upstream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await {
                 Ok(Ok(s)) => s,
@@ -269,7 +296,7 @@ impl Listener {
                 }
             };
         let _ = upstream.set_nodelay(true);
-        let mut upstream = CountingIo::new(upstream, self.dst.clone());
+        let mut upstream = CountingIo::new(upstream, self.dst.clone() as Arc<dyn TcpObserver>);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!(%to, error = %e, "opaque connection ended with an error");
         }
