@@ -111,6 +111,10 @@ struct RunArgs {
     /// (protocols where the server speaks first), e.g. 1s, 300ms.
     #[arg(long, env = "SERIN_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     detect_timeout: Duration,
+    /// Most client connections each proxying listener keeps open when no file is given (the
+    /// file's `outbound.maxConnections` / `inbound.maxConnections`); above it, it stops accepting.
+    #[arg(long, env = "SERIN_PROXY_MAX_CONNECTIONS", default_value_t = serin_proxy::config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1)]
     threads: usize,
@@ -224,6 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     listen,
                     forward,
                     timeout: None,
+                    max_connections: args.max_connections,
                 }),
                 _ => None,
             };
@@ -231,6 +236,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 outbound: args.outbound,
                 admin: Some(args.admin),
                 inbound,
+                outbound_max_connections: args.max_connections,
                 ..ProxyConfig::default()
             };
             (cfg, None)
@@ -240,6 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.transparent = Some(serin_proxy::TransparentConfig {
             inbound: Some(args.transparent_inbound),
             detect_timeout: args.detect_timeout,
+            inbound_max_connections: args.max_connections,
         });
     }
     let extra: BTreeMap<String, String> = args.labels.into_iter().collect();

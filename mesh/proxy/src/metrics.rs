@@ -204,6 +204,10 @@ struct ProxySeries {
     last_reload_ok: AtomicI64,
     table_version: AtomicU64,
     mirror: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Failed `accept` calls by listener and errno name.
+    accept_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Times a listener stopped accepting because it had `maxConnections` open.
+    accept_paused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The registry: every series the proxy exports.
@@ -351,6 +355,26 @@ impl Registry {
     pub fn mirror(&self, dst_service: &str, result: &'static str) {
         let mut m = self.proxy.mirror.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
+    }
+
+    /// Counts a failed `accept` on a listener (`errno`: `EMFILE`, `ENFILE`, ... or `other`).
+    pub fn accept_error(&self, listener: &'static str, errno: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry((listener, errno)).or_insert(0) += 1;
+    }
+
+    /// Counts a listener pausing its accepts at its connection limit.
+    pub fn accept_paused(&self, listener: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(listener).or_insert(0) += 1;
     }
 
     /// Renders the Prometheus text exposition format.
@@ -519,6 +543,30 @@ impl Registry {
             push_label(&mut l, "dst_service", svc);
             push_label(&mut l, "result", result);
             let _ = writeln!(out, "serin_proxy_mirror_total{{{l}{id}}} {n}");
+        }
+        out.push_str("# HELP serin_proxy_accept_errors_total Failed accepts by listener and errno (EMFILE/ENFILE: out of file descriptors; the listener backs off).\n# TYPE serin_proxy_accept_errors_total counter\n");
+        for ((listener, errno), n) in p
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_errors_total{{listener=\"{listener}\",errno=\"{errno}\"{id}}} {n}"
+            );
+        }
+        out.push_str("# HELP serin_proxy_accept_paused_total Times a listener stopped accepting because maxConnections connections were open.\n# TYPE serin_proxy_accept_paused_total counter\n");
+        for (listener, n) in p
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_paused_total{{listener=\"{listener}\"{id}}} {n}"
+            );
         }
         out
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::balance::Endpoint;
 use crate::forward::{self, Shared};
@@ -303,11 +303,12 @@ impl Listener {
     }
 }
 
-/// A transparent listener: accepts until told to stop, then waits up to `drain` for its
-/// connections. Returns whether every connection finished in time.
+/// A transparent listener: accepts (up to `max_connections` at once) until told to stop, then
+/// waits up to `drain` for its connections. Returns whether every connection finished in time.
 pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<Listener>,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> bool {
@@ -316,11 +317,18 @@ pub(crate) async fn serve(
     let h2 = Arc::new(h2);
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
-    crate::server::accept_until_stopped(&listener, &mut stop, |stream| {
+    let registry = ctx.shared.registry.clone();
+    let acceptor = crate::server::Acceptor {
+        name: ctx.direction.label(),
+        registry: &registry,
+        limit: Some(Arc::new(Semaphore::new(max_connections))),
+    };
+    crate::server::accept_until_stopped(&listener, &mut stop, acceptor, |stream, permit| {
         let conn = ctx.clone().serve(stream, conn_stop.clone(), h2.clone());
         let alive = alive.clone();
         tokio::spawn(async move {
             conn.await;
+            drop(permit);
             drop(alive);
         });
     })
