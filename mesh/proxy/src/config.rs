@@ -98,6 +98,9 @@ pub struct FileConfig {
     pub proxy: ProxyConfig,
     /// The route table (its `version` is the file's `version:` if given, else 0).
     pub table: RouteTable,
+    /// The file has a `routes:` key (`routes: []` included). A reload needs one: a file
+    /// without it is more likely cut short than meant to drop every route.
+    pub routes_given: bool,
 }
 
 /// Why a configuration file was rejected. Every variant names the key and, where it can be
@@ -122,6 +125,14 @@ pub enum ConfigError {
         message: String,
         /// Line (1-based), when known.
         line: Option<usize>,
+    },
+    /// The file is empty or holds only comments: what `cat > file` leaves for a moment.
+    #[error(
+        "{path}: the file is empty (still being written?); write `routes: []` for a table with no routes"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// The YAML decodes but the content is invalid.
     #[error("{path}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
@@ -165,8 +176,7 @@ struct Raw {
     labels: BTreeMap<String, String>,
     shutdown_timeout: Option<String>,
     connect_timeout: Option<String>,
-    #[serde(default)]
-    routes: Vec<Route>,
+    routes: Option<Vec<Route>>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +212,15 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Parses and checks configuration text (`path` is only used in messages).
 pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
+    let blank = src.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---"
+    });
+    if blank {
+        return Err(ConfigError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     let raw: Raw = serde_yaml::from_str(src).map_err(|e| ConfigError::Decode {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -258,9 +277,10 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             );
         }
     }
+    let routes_given = raw.routes.is_some();
     let table = RouteTable {
         version: raw.version,
-        routes: raw.routes,
+        routes: raw.routes.unwrap_or_default(),
     };
     if let Err(errs) = table.validate() {
         for e in errs.0 {
@@ -291,6 +311,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             transparent: None,
         },
         table,
+        routes_given,
     })
 }
 
