@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serin_controller::kubernetes::install::{self, CrdSelection, InstallOptions};
+use serin_kube::install::{self, CrdSelection, InstallOptions};
 
 /// Flags of `serin install`.
 #[derive(clap::Args, Debug)]

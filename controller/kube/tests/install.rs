@@ -13,7 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use serin_controller::kubernetes::install::{self, CrdSelection, InstallOptions, Object};
+use serin_kube::install::{self, CrdSelection, InstallOptions, Object};
 
 const COMMITTED: &str = include_str!("../../../deploy/serin.yaml");
 
@@ -38,7 +38,13 @@ use serde::Deserialize;
 fn kinds(opts: &InstallOptions) -> Vec<String> {
     documents(&rendered(opts))
         .iter()
-        .map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap()))
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -64,7 +70,7 @@ fn the_committed_manifests_match_the_code() {
         generated == COMMITTED,
         "deploy/serin.yaml is out of date with `serin install`.\n\
          Regenerate it with:\n    cargo run -p serin-cli -- install > deploy/serin.yaml\n\
-         or:\n    SERIN_UPDATE_DEPLOY=1 cargo test -p serin-controller --test install"
+         or:\n    SERIN_UPDATE_DEPLOY=1 cargo test -p serin-kube --test install"
     );
 }
 
@@ -128,20 +134,43 @@ fn the_exactness_check_catches_an_unknown_field() {
 fn the_default_install_has_every_component_in_apply_order() {
     let k = kinds(&defaults());
     assert_eq!(k[0], "Namespace/serin-system", "the namespace first");
-    for crd in ["canaries.serin.dev", "metrictemplates.serin.dev", "alertproviders.serin.dev"] {
+    for crd in [
+        "canaries.serin.dev",
+        "metrictemplates.serin.dev",
+        "alertproviders.serin.dev",
+    ] {
         assert!(k.contains(&format!("CustomResourceDefinition/{crd}")));
     }
     for c in ["serin-controller", "serin-control-plane", "serin-injector"] {
-        for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"] {
+        for kind in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+        ] {
             assert!(k.contains(&format!("{kind}/{c}")), "{kind}/{c} in {k:?}");
         }
     }
-    assert!(k.contains(&"Role/serin-controller".to_string()), "the Lease role");
+    assert!(
+        k.contains(&"Role/serin-controller".to_string()),
+        "the Lease role"
+    );
     assert!(k.contains(&"PodDisruptionBudget/serin-controller".to_string()));
-    assert!(!k.contains(&"PodDisruptionBudget/serin-control-plane".to_string()), "one replica: no budget that blocks drains");
-    assert_eq!(k.last().unwrap(), "MutatingWebhookConfiguration/serin-injector");
+    assert!(
+        !k.contains(&"PodDisruptionBudget/serin-control-plane".to_string()),
+        "one replica: no budget that blocks drains"
+    );
+    assert_eq!(
+        k.last().unwrap(),
+        "MutatingWebhookConfiguration/serin-injector"
+    );
     let docs = documents(&rendered(&defaults()));
-    assert_eq!(find(&docs, "Deployment", "serin-controller")["spec"]["replicas"], 2, "leader election needs two");
+    assert_eq!(
+        find(&docs, "Deployment", "serin-controller")["spec"]["replicas"],
+        2,
+        "leader election needs two"
+    );
 }
 
 #[test]
@@ -154,16 +183,31 @@ fn every_deployment_is_hardened_probed_sized_and_spread() {
         let pod = &d["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], name);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
         let spread = pod["topologySpreadConstraints"].as_array().unwrap();
-        assert!(spread.iter().any(|c| c["topologyKey"] == "kubernetes.io/hostname"), "{name}");
+        assert!(
+            spread
+                .iter()
+                .any(|c| c["topologyKey"] == "kubernetes.io/hostname"),
+            "{name}"
+        );
         for c in pod["containers"].as_array().unwrap() {
             let sc = &c["securityContext"];
             assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
             assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
-            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
             assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
-            assert!(c["livenessProbe"].is_object() && c["readinessProbe"].is_object(), "{name}");
+            assert!(
+                c["livenessProbe"].is_object() && c["readinessProbe"].is_object(),
+                "{name}"
+            );
             for k in ["requests", "limits"] {
                 for r in ["cpu", "memory"] {
                     assert!(c["resources"][k][r].is_string(), "{name} {k}.{r}");
@@ -195,7 +239,10 @@ fn the_injector_matches_the_shared_contract() {
     assert_eq!(h["admissionReviewVersions"], serde_json::json!(["v1"]));
     assert_eq!(h["clientConfig"]["service"]["path"], "/inject");
     assert_eq!(h["clientConfig"]["service"]["name"], "serin-injector");
-    assert!(h["clientConfig"].get("caBundle").is_none(), "the injector patches the CA bundle");
+    assert!(
+        h["clientConfig"].get("caBundle").is_none(),
+        "the injector patches the CA bundle"
+    );
     assert_eq!(h["rules"][0]["operations"], serde_json::json!(["CREATE"]));
     assert_eq!(h["rules"][0]["resources"], serde_json::json!(["pods"]));
     let sel = &h["namespaceSelector"]["matchExpressions"][0];
@@ -212,7 +259,10 @@ fn the_output_is_the_same_on_every_run() {
 #[test]
 fn no_role_grants_wildcards_or_secrets_everywhere_to_the_injector() {
     let docs = documents(&rendered(&defaults()));
-    for d in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
         for r in d["rules"].as_array().unwrap() {
             for field in ["verbs", "resources", "apiGroups"] {
                 assert!(
@@ -225,7 +275,10 @@ fn no_role_grants_wildcards_or_secrets_everywhere_to_the_injector() {
         }
     }
     let injector = find(&docs, "ClusterRole", "serin-injector");
-    assert!(!injector.to_string().contains("secrets"), "secrets only in its own namespace");
+    assert!(
+        !injector.to_string().contains("secrets"),
+        "secrets only in its own namespace"
+    );
 }
 
 #[test]
@@ -235,24 +288,42 @@ fn namespace_moves_every_namespaced_object_and_every_reference() {
         ..defaults()
     };
     let yaml = rendered(&opts);
-    assert!(!yaml.contains("serin-system"), "no default namespace left anywhere");
+    assert!(
+        !yaml.contains("serin-system"),
+        "no default namespace left anywhere"
+    );
     let docs = documents(&yaml);
     assert_eq!(find(&docs, "Namespace", "mesh")["kind"], "Namespace");
     for d in &docs {
         let kind = d["kind"].as_str().unwrap();
         let cluster_scoped = matches!(
             kind,
-            "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration"
+            "Namespace"
+                | "CustomResourceDefinition"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "MutatingWebhookConfiguration"
         );
-        assert_eq!(d["metadata"].get("namespace").is_none(), cluster_scoped, "{kind}");
+        assert_eq!(
+            d["metadata"].get("namespace").is_none(),
+            cluster_scoped,
+            "{kind}"
+        );
         if !cluster_scoped {
             assert_eq!(d["metadata"]["namespace"], "mesh");
         }
     }
     let controller = find(&docs, "Deployment", "serin-controller");
-    assert!(controller.to_string().contains("http://serin-control-plane.mesh.svc:8086"));
+    assert!(
+        controller
+            .to_string()
+            .contains("http://serin-control-plane.mesh.svc:8086")
+    );
     let w = find(&docs, "MutatingWebhookConfiguration", "serin-injector");
-    assert_eq!(w["webhooks"][0]["clientConfig"]["service"]["namespace"], "mesh");
+    assert_eq!(
+        w["webhooks"][0]["clientConfig"]["service"]["namespace"],
+        "mesh"
+    );
 }
 
 #[test]
@@ -265,10 +336,18 @@ fn registry_and_version_name_every_image() {
     let docs = documents(&rendered(&opts));
     let images: BTreeSet<String> = deployments(&docs)
         .iter()
-        .flat_map(|d| d["spec"]["template"]["spec"]["containers"].as_array().unwrap().clone())
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
         .map(|c| c["image"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(images, BTreeSet::from(["localhost:5000/team/serin:v1.2.3-rc.1".to_string()]));
+    assert_eq!(
+        images,
+        BTreeSet::from(["localhost:5000/team/serin:v1.2.3-rc.1".to_string()])
+    );
 }
 
 #[test]
@@ -281,7 +360,10 @@ fn ha_runs_three_of_everything_with_budgets_and_required_spread() {
     for d in deployments(&docs) {
         let name = d["metadata"]["name"].as_str().unwrap();
         assert_eq!(d["spec"]["replicas"], 3, "{name}");
-        assert_eq!(find(&docs, "PodDisruptionBudget", name)["spec"]["maxUnavailable"], 1);
+        assert_eq!(
+            find(&docs, "PodDisruptionBudget", name)["spec"]["maxUnavailable"],
+            1
+        );
         let spread = &d["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
         assert_eq!(spread["whenUnsatisfiable"], "DoNotSchedule", "{name}");
     }
@@ -294,7 +376,10 @@ fn control_plane_replicas_set_its_count_and_budget() {
         ..defaults()
     };
     let docs = documents(&rendered(&opts));
-    assert_eq!(find(&docs, "Deployment", "serin-control-plane")["spec"]["replicas"], 2);
+    assert_eq!(
+        find(&docs, "Deployment", "serin-control-plane")["spec"]["replicas"],
+        2
+    );
     find(&docs, "PodDisruptionBudget", "serin-control-plane");
 }
 
@@ -309,18 +394,31 @@ fn controller_env(opts: &InstallOptions) -> Vec<Value> {
 #[test]
 fn metrics_server_and_dashboard_token_reach_the_controller() {
     let plain = controller_env(&defaults());
-    assert!(!plain.iter().any(|e| e["name"] == "SERIN_METRICS_SERVER" || e["name"] == "SERIN_DASHBOARD_TOKEN"));
+    assert!(
+        !plain
+            .iter()
+            .any(|e| e["name"] == "SERIN_METRICS_SERVER" || e["name"] == "SERIN_DASHBOARD_TOKEN")
+    );
     let env = controller_env(&InstallOptions {
         metrics_server: Some("http://prometheus.monitoring:9090".into()),
         dashboard_token_secret: Some("serin-dashboard".into()),
         ..defaults()
     });
-    let m = env.iter().find(|e| e["name"] == "SERIN_METRICS_SERVER").unwrap();
+    let m = env
+        .iter()
+        .find(|e| e["name"] == "SERIN_METRICS_SERVER")
+        .unwrap();
     assert_eq!(m["value"], "http://prometheus.monitoring:9090");
-    let t = env.iter().find(|e| e["name"] == "SERIN_DASHBOARD_TOKEN").unwrap();
+    let t = env
+        .iter()
+        .find(|e| e["name"] == "SERIN_DASHBOARD_TOKEN")
+        .unwrap();
     assert_eq!(t["valueFrom"]["secretKeyRef"]["name"], "serin-dashboard");
     assert_eq!(t["valueFrom"]["secretKeyRef"]["key"], "token");
-    assert!(t.get("value").is_none(), "the token is never in the manifests");
+    assert!(
+        t.get("value").is_none(),
+        "the token is never in the manifests"
+    );
 }
 
 #[test]
@@ -330,14 +428,33 @@ fn crds_only_and_skip_crds() {
         ..defaults()
     });
     assert_eq!(only.len(), 3);
-    assert!(only.iter().all(|k| k.starts_with("CustomResourceDefinition/")));
-    let yaml = install::render(&serin_api::crds().into_iter().map(Object::Crd).collect::<Vec<_>>()).unwrap();
-    assert_eq!(rendered(&InstallOptions { crds: CrdSelection::Only, ..defaults() }), yaml);
+    assert!(
+        only.iter()
+            .all(|k| k.starts_with("CustomResourceDefinition/"))
+    );
+    let yaml = install::render(
+        &serin_api::crds()
+            .into_iter()
+            .map(Object::Crd)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(
+        rendered(&InstallOptions {
+            crds: CrdSelection::Only,
+            ..defaults()
+        }),
+        yaml
+    );
     let skipped = kinds(&InstallOptions {
         crds: CrdSelection::Skip,
         ..defaults()
     });
-    assert!(!skipped.iter().any(|k| k.starts_with("CustomResourceDefinition/")));
+    assert!(
+        !skipped
+            .iter()
+            .any(|k| k.starts_with("CustomResourceDefinition/"))
+    );
     assert_eq!(skipped.len() + 3, kinds(&defaults()).len());
 }
 
@@ -347,31 +464,103 @@ fn output_groups_are_numbered_in_apply_order() {
     let files: Vec<&str> = groups.iter().map(|g| g.file).collect();
     assert_eq!(
         files,
-        ["00-namespace.yaml", "01-crds.yaml", "02-controller.yaml", "03-control-plane.yaml", "04-injector.yaml"]
+        [
+            "00-namespace.yaml",
+            "01-crds.yaml",
+            "02-controller.yaml",
+            "03-control-plane.yaml",
+            "04-injector.yaml"
+        ]
     );
     let mut sorted = files.clone();
     sorted.sort();
-    assert_eq!(files, sorted, "kubectl apply -f DIR reads files in name order");
+    assert_eq!(
+        files, sorted,
+        "kubectl apply -f DIR reads files in name order"
+    );
 }
 
 #[test]
 fn bad_flags_are_errors_naming_the_flag_and_what_is_accepted() {
     let cases: Vec<(InstallOptions, &str)> = vec![
-        (InstallOptions { namespace: "Serin_System".into(), ..defaults() }, "--namespace"),
-        (InstallOptions { namespace: "".into(), ..defaults() }, "--namespace"),
-        (InstallOptions { registry: "ghcr.io/serin/".into(), ..defaults() }, "--registry"),
-        (InstallOptions { registry: "ghcr.io/serin:1.0".into(), ..defaults() }, "--registry"),
-        (InstallOptions { registry: "".into(), ..defaults() }, "--registry"),
-        (InstallOptions { version: "1.0 beta".into(), ..defaults() }, "--version"),
-        (InstallOptions { version: "".into(), ..defaults() }, "--version"),
-        (InstallOptions { metrics_server: Some("prometheus:9090".into()), ..defaults() }, "--metrics-server"),
-        (InstallOptions { dashboard_token_secret: Some("Token!".into()), ..defaults() }, "--dashboard-token-secret"),
-        (InstallOptions { control_plane_replicas: Some(0), ..defaults() }, "--control-plane-replicas"),
+        (
+            InstallOptions {
+                namespace: "Serin_System".into(),
+                ..defaults()
+            },
+            "--namespace",
+        ),
+        (
+            InstallOptions {
+                namespace: "".into(),
+                ..defaults()
+            },
+            "--namespace",
+        ),
+        (
+            InstallOptions {
+                registry: "ghcr.io/serin/".into(),
+                ..defaults()
+            },
+            "--registry",
+        ),
+        (
+            InstallOptions {
+                registry: "ghcr.io/serin:1.0".into(),
+                ..defaults()
+            },
+            "--registry",
+        ),
+        (
+            InstallOptions {
+                registry: "".into(),
+                ..defaults()
+            },
+            "--registry",
+        ),
+        (
+            InstallOptions {
+                version: "1.0 beta".into(),
+                ..defaults()
+            },
+            "--version",
+        ),
+        (
+            InstallOptions {
+                version: "".into(),
+                ..defaults()
+            },
+            "--version",
+        ),
+        (
+            InstallOptions {
+                metrics_server: Some("prometheus:9090".into()),
+                ..defaults()
+            },
+            "--metrics-server",
+        ),
+        (
+            InstallOptions {
+                dashboard_token_secret: Some("Token!".into()),
+                ..defaults()
+            },
+            "--dashboard-token-secret",
+        ),
+        (
+            InstallOptions {
+                control_plane_replicas: Some(0),
+                ..defaults()
+            },
+            "--control-plane-replicas",
+        ),
     ];
     for (opts, flag) in cases {
         let e = install::objects(&opts).expect_err(flag);
         assert_eq!(e.flag, flag);
         let message = e.to_string();
-        assert!(message.starts_with(flag) && message.len() > flag.len() + 20, "{message}");
+        assert!(
+            message.starts_with(flag) && message.len() > flag.len() + 20,
+            "{message}"
+        );
     }
 }

@@ -17,7 +17,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
     WebhookClientConfig,
 };
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
@@ -412,9 +414,17 @@ pub struct ComponentRules {
 pub fn controller_rules() -> ComponentRules {
     ComponentRules {
         cluster: vec![
-            rule("serin.dev", &["canaries"], &["get", "list", "watch", "patch"]),
+            rule(
+                "serin.dev",
+                &["canaries"],
+                &["get", "list", "watch", "patch"],
+            ),
             rule("serin.dev", &["canaries/status"], &["patch"]),
-            rule("serin.dev", &["metrictemplates", "alertproviders"], &["get"]),
+            rule(
+                "serin.dev",
+                &["metrictemplates", "alertproviders"],
+                &["get"],
+            ),
             rule(
                 "apps",
                 &["deployments", "daemonsets"],
@@ -422,9 +432,21 @@ pub fn controller_rules() -> ComponentRules {
             ),
             rule("", &["services"], &["list", "watch", "patch"]),
             rule("", &["configmaps", "secrets"], &["get", "patch"]),
-            rule("autoscaling", &["horizontalpodautoscalers"], &["get", "patch"]),
-            rule("gateway.networking.k8s.io", &["httproutes"], &["patch", "delete"]),
-            rule("split.smi-spec.io", &["trafficsplits"], &["patch", "delete"]),
+            rule(
+                "autoscaling",
+                &["horizontalpodautoscalers"],
+                &["get", "patch"],
+            ),
+            rule(
+                "gateway.networking.k8s.io",
+                &["httproutes"],
+                &["patch", "delete"],
+            ),
+            rule(
+                "split.smi-spec.io",
+                &["trafficsplits"],
+                &["patch", "delete"],
+            ),
             rule("events.k8s.io", &["events"], &["create", "patch"]),
         ],
         namespaced: vec![rule(
@@ -444,7 +466,11 @@ pub fn control_plane_rules() -> ComponentRules {
                 &["httproutes", "referencegrants"],
                 &["list", "watch"],
             ),
-            rule("gateway.networking.k8s.io", &["httproutes/status"], &["patch"]),
+            rule(
+                "gateway.networking.k8s.io",
+                &["httproutes/status"],
+                &["patch"],
+            ),
             rule("split.smi-spec.io", &["trafficsplits"], &["list", "watch"]),
             rule("", &["services"], &["list", "watch"]),
             rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
@@ -629,7 +655,11 @@ fn spread(opts: &InstallOptions, component: &str) -> Vec<TopologySpreadConstrain
     vec![
         c(
             "kubernetes.io/hostname",
-            if opts.ha { "DoNotSchedule" } else { "ScheduleAnyway" },
+            if opts.ha {
+                "DoNotSchedule"
+            } else {
+                "ScheduleAnyway"
+            },
         ),
         c("topology.kubernetes.io/zone", "ScheduleAnyway"),
     ]
@@ -737,7 +767,10 @@ fn controller(opts: &InstallOptions) -> Vec<Object> {
     let mut env = vec![
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
-        env("SERIN_ADMIN_ADDR", &format!("0.0.0.0:{CONTROLLER_ADMIN_PORT}")),
+        env(
+            "SERIN_ADMIN_ADDR",
+            &format!("0.0.0.0:{CONTROLLER_ADMIN_PORT}"),
+        ),
         env("SERIN_DASHBOARD_ADDR", &format!("0.0.0.0:{DASHBOARD_PORT}")),
         env(
             "SERIN_CONTROL_PLANE",
@@ -847,11 +880,7 @@ fn injector(opts: &InstallOptions) -> Vec<Object> {
     c.resources = Some(resources("50m", "32Mi", "500m", "128Mi"));
     let replicas = opts.injector_replicas();
     let mut out = rbac(opts, INJECTOR, injector_rules());
-    let mut svc = service(
-        opts,
-        INJECTOR,
-        vec![service_port("https", 443, "https")],
-    );
+    let mut svc = service(opts, INJECTOR, vec![service_port("https", 443, "https")]);
     if let Some(spec) = svc.spec.as_mut()
         && let Some(p) = spec.ports.as_mut().and_then(|p| p.first_mut())
     {
