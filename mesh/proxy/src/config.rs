@@ -30,6 +30,32 @@ pub struct ProxyConfig {
     /// Most client connections the outbound listener keeps open; above it, it stops
     /// accepting (new connections wait in the kernel's backlog) until one closes.
     pub outbound_max_connections: usize,
+    /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
+    pub transparent: Option<TransparentConfig>,
+}
+
+/// Transparent mode: the outbound listener reads each connection's original destination and
+/// routes it (or forwards it byte for byte); an optional capture listener takes redirected
+/// inbound connections and hands them to the app at `127.0.0.1:<original port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransparentConfig {
+    /// The inbound capture listener (the REDIRECT target of inbound TCP); None = off.
+    pub inbound: Option<SocketAddr>,
+    /// How long the proxy waits for a client's first bytes before it treats the connection
+    /// as opaque TCP (protocols where the server speaks first, e.g. MySQL, SMTP).
+    pub detect_timeout: Duration,
+    /// Most connections the capture inbound listener keeps open.
+    pub inbound_max_connections: usize,
+}
+
+impl Default for TransparentConfig {
+    fn default() -> Self {
+        TransparentConfig {
+            inbound: Some(SocketAddr::from(([0, 0, 0, 0], 4143))),
+            detect_timeout: Duration::from_secs(1),
+            inbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Default `maxConnections` per listener: enough for any app a sidecar serves, and a bound on
@@ -46,6 +72,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+            transparent: None,
         }
     }
 }
@@ -281,6 +308,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             labels: raw.labels,
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+            transparent: None,
         },
         table,
         routes_given,
