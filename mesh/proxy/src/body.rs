@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::balance::InFlight;
 use crate::h1::H1Body;
 use crate::h1_server::H1RequestBody;
-use crate::metrics::{ErrorKind, Outcome, StatusSeries};
+use crate::metrics::{ErrorKind, Outcome, StatusSeriesPair};
 
 /// Errors a body may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -200,7 +200,7 @@ impl Body for ReqBody {
 /// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
-    series: Arc<StatusSeries>,
+    series: StatusSeriesPair,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -214,7 +214,7 @@ impl Recorder {
     /// A recorder for a response with `status` and `headers` from upstream, counted in
     /// `series` (the status code's series of its route).
     pub fn new(
-        series: Arc<StatusSeries>,
+        series: StatusSeriesPair,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,

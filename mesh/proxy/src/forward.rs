@@ -9,7 +9,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
 use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
-use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
+use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
@@ -107,7 +107,7 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
 
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
-    metrics: &RouteMetrics,
+    metrics: Counted<'_>,
     started: Instant,
     status: StatusCode,
     error: ErrorKind,
@@ -151,7 +151,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
     let Some(authority) = authority_of(&req) else {
         shared.no_route.request();
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -162,7 +162,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         shared.no_route.request();
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -182,7 +182,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
             route.authority
         );
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -190,11 +190,15 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
-    backend.metrics.request();
+    let counted = Counted {
+        main: &backend.metrics,
+        route: rule.metrics.as_deref(),
+    };
+    counted.request();
     let Some(ep) = balance::pick(&backend.endpoints) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
         return proxy_error(
-            &backend.metrics,
+            counted,
             started,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoEndpoints,
@@ -229,7 +233,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         req,
         started,
         ep,
-        &backend.metrics,
+        counted,
         &backend.name,
         rule.timeout,
         &rule.response_headers,
@@ -255,7 +259,7 @@ pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
         &target.endpoint,
-        &target.metrics,
+        Counted::only(&target.metrics),
         "inbound",
         target.timeout,
         &HeaderEdits::NONE,
@@ -313,7 +317,7 @@ async fn send(
     req: Request<ReqBody>,
     started: Instant,
     ep: &Arc<Endpoint>,
-    metrics: &Arc<RouteMetrics>,
+    metrics: Counted<'_>,
     backend: &str,
     timeout: Option<Duration>,
     response_headers: &HeaderEdits,

@@ -126,7 +126,7 @@ impl Conn {
         let Conn {
             stream, buf, tcp, ..
         } = self;
-        let n = ready!(pin!(stream.read_buf(buf)).poll(cx))?;
+        let n = ready!(pin!(stream.read_buf(buf)).poll(cx)).inspect_err(|e| tcp.note_error(e))?;
         tcp.read_bytes.fetch_add(n as u64, Relaxed);
         Poll::Ready(Ok(n))
     }
@@ -217,8 +217,11 @@ fn encode_head(req: &Prepared, head: &mut Vec<u8>) {
     head.extend_from_slice(b"\r\n");
 }
 
-async fn write_all(stream: &mut TcpStream, tcp: &TcpMetrics, data: &[u8]) -> io::Result<()> {
-    stream.write_all(data).await?;
+async fn write_all(stream: &mut TcpStream, tcp: &Opened, data: &[u8]) -> io::Result<()> {
+    stream
+        .write_all(data)
+        .await
+        .inspect_err(|e| tcp.note_error(e))?;
     tcp.write_bytes.fetch_add(data.len() as u64, Relaxed);
     Ok(())
 }
@@ -298,7 +301,7 @@ async fn exchange_with_body(conn: &mut Conn, req: &mut Prepared) -> Result<Head,
 
 async fn send_body(
     wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    tcp: &TcpMetrics,
+    tcp: &Opened,
     head: &[u8],
     mut body: ReqBody,
     framing: ReqFraming,
@@ -337,7 +340,9 @@ async fn send_body(
                             out.extend_from_slice(b"\r\n");
                         }
                         out.extend_from_slice(b"\r\n");
-                        wr.write_all(&out).await?;
+                        wr.write_all(&out)
+                            .await
+                            .inspect_err(|e| tcp.note_error(e))?;
                         tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
                         return Ok(());
                     }
@@ -349,12 +354,16 @@ async fn send_body(
                 if chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                wr.write_all(&out).await?;
+                wr.write_all(&out)
+                    .await
+                    .inspect_err(|e| tcp.note_error(e))?;
                 tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
                 return Ok(());
             }
         }
-        wr.write_all(&out).await?;
+        wr.write_all(&out)
+            .await
+            .inspect_err(|e| tcp.note_error(e))?;
         tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
         out.clear();
     }
@@ -370,7 +379,7 @@ async fn read_head(conn: &mut Conn, head_method: bool) -> Result<Head, H1Error> 
 async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
-    tcp: &TcpMetrics,
+    tcp: &Opened,
     head_method: bool,
 ) -> Result<Head, H1Error> {
     loop {
@@ -386,7 +395,7 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let n = rd.read_buf(buf).await?;
+        let n = rd.read_buf(buf).await.inspect_err(|e| tcp.note_error(e))?;
         tcp.read_bytes.fetch_add(n as u64, Relaxed);
         if n == 0 {
             return Err(if buf.is_empty() {

@@ -9,19 +9,25 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::metrics::TcpMetrics;
+use crate::metrics::{ConnectionClock, TcpMetrics};
 
 /// One TCP connection in the `tcp_*` metrics: counted as opened when made, as closed when
 /// dropped. Every kind of connection (client h1, client h2c, upstream h1, upstream h2c) holds
-/// one, and reaches the byte counters through it.
-pub struct Opened(Arc<TcpMetrics>);
+/// one, and reaches the byte counters through it. Whoever reads or writes the socket reports
+/// a failed read or write with [`Opened::note_error`], so the close is counted with its errno.
+pub struct Opened(Arc<TcpMetrics>, ConnectionClock);
 
 impl Opened {
     /// Counts a freshly opened or accepted connection.
     pub fn new(metrics: Arc<TcpMetrics>) -> Self {
         metrics.open_total.fetch_add(1, Relaxed);
         metrics.open.fetch_add(1, Relaxed);
-        Opened(metrics)
+        Opened(metrics, ConnectionClock::start())
+    }
+
+    /// Remembers the OS error of a failed read or write for `tcp_close_total{errno}`.
+    pub fn note_error(&self, e: &io::Error) {
+        self.1.note_error(e);
     }
 }
 
@@ -34,8 +40,7 @@ impl std::ops::Deref for Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
-        self.0.close_total.fetch_add(1, Relaxed);
+        self.1.close(&self.0);
     }
 }
 
@@ -69,6 +74,9 @@ impl AsyncRead for CountingIo {
         if n > 0 {
             self.metrics.read_bytes.fetch_add(n as u64, Relaxed);
         }
+        if let Poll::Ready(Err(e)) = &r {
+            self.metrics.note_error(e);
+        }
         r
     }
 }
@@ -80,8 +88,12 @@ impl AsyncWrite for CountingIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.metrics.write_bytes.fetch_add(n as u64, Relaxed);
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                self.metrics.write_bytes.fetch_add(*n as u64, Relaxed);
+            }
+            Poll::Ready(Err(e)) => self.metrics.note_error(e),
+            Poll::Pending => {}
         }
         r
     }
@@ -92,8 +104,12 @@ impl AsyncWrite for CountingIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.metrics.write_bytes.fetch_add(n as u64, Relaxed);
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                self.metrics.write_bytes.fetch_add(*n as u64, Relaxed);
+            }
+            Poll::Ready(Err(e)) => self.metrics.note_error(e),
+            Poll::Pending => {}
         }
         r
     }

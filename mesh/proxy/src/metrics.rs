@@ -6,20 +6,67 @@
 //! request. Rendering walks the registry on scrape only.
 //!
 //! Label values are bounded by construction: directions, configured authorities, backend
-//! names and labels from the route table, status codes and a fixed set of error kinds. The
-//! request path or a client-supplied authority never becomes a label.
+//! names and labels from the route table, rule names from the route table, status codes, a
+//! fixed set of error kinds and errno names. The request path or a client-supplied authority
+//! never becomes a label.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Linkerd's `response_latency_ms` bucket bounds.
 pub const LATENCY_BUCKETS_MS: [u64; 25] = [
     1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
     10000, 20000, 30000, 40000, 50000,
 ];
+
+/// `tcp_connection_duration_ms` bucket bounds: decades from 1 ms to about 2.8 hours, as
+/// Linkerd's proxy buckets connection lifetimes.
+pub const CONNECTION_DURATION_BUCKETS_MS: [u64; 8] =
+    [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/// Linkerd's `tls` labels while the connection carries no mTLS identity, per direction: the
+/// outbound side has none because service discovery gave no identity to expect, the inbound
+/// side because the client presented none.
+fn tls_labels(direction: &str) -> &'static str {
+    match direction {
+        "outbound" => "tls=\"no_identity\",no_tls_reason=\"not_provided_by_service_discovery\"",
+        _ => "tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"",
+    }
+}
+
+/// The `errno` label value of an OS error code: its symbolic name for the errors a proxied
+/// connection meets, the number otherwise (still bounded: the kernel's codes are).
+pub fn errno_name(code: i32) -> String {
+    let name = match code {
+        1 => "EPERM",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        32 => "EPIPE",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        107 => "ENOTCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        112 => "EHOSTDOWN",
+        113 => "EHOSTUNREACH",
+        _ => return code.to_string(),
+    };
+    name.to_string()
+}
 
 /// Why a response counts as a failure when the proxy (not the upstream) decided it. Each is a
 /// stable, low-cardinality `error` label value.
@@ -94,6 +141,25 @@ impl Histogram {
     }
 }
 
+/// `tcp_connection_duration_ms`: connection lifetimes.
+#[derive(Default)]
+struct ConnectionHistogram {
+    buckets: [AtomicU64; CONNECTION_DURATION_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl ConnectionHistogram {
+    fn observe(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(i) = CONNECTION_DURATION_BUCKETS_MS.iter().position(|&b| ms <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ms.fetch_add(ms, Relaxed);
+    }
+}
+
 /// The series of one status code of one [`RouteMetrics`]: its latency histogram and its
 /// `response_total` counters.
 #[derive(Default)]
@@ -151,6 +217,14 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    fn new(labels: String) -> Arc<Self> {
+        Arc::new(RouteMetrics {
+            labels,
+            requests: AtomicU64::new(0),
+            by_status: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Counts a request (`request_total`).
     pub fn request(&self) {
         self.requests.fetch_add(1, Relaxed);
@@ -181,6 +255,56 @@ impl RouteMetrics {
     }
 }
 
+/// Where one request is counted: the series of its backend (or the inbound or no-route one)
+/// and, when the rule that matched has a name, that rule's `route_*` series.
+#[derive(Clone, Copy)]
+pub struct Counted<'a> {
+    /// `request_total`, `response_total`, `response_latency_ms`.
+    pub main: &'a RouteMetrics,
+    /// `route_request_total`, `route_response_total`, `route_response_latency_ms`.
+    pub route: Option<&'a RouteMetrics>,
+}
+
+impl<'a> Counted<'a> {
+    /// Counted in `main` only.
+    pub fn only(main: &'a RouteMetrics) -> Self {
+        Counted { main, route: None }
+    }
+
+    /// Counts a request.
+    pub fn request(self) {
+        self.main.request();
+        if let Some(r) = self.route {
+            r.request();
+        }
+    }
+
+    /// Records time to response headers; the response is counted on the returned series
+    /// once it has finished.
+    pub fn latency(self, status: u16, d: Duration) -> StatusSeriesPair {
+        StatusSeriesPair {
+            main: self.main.latency(status, d),
+            route: self.route.map(|r| r.latency(status, d)),
+        }
+    }
+}
+
+/// The status-code series of one response in [`Counted`]'s series.
+pub struct StatusSeriesPair {
+    main: Arc<StatusSeries>,
+    route: Option<Arc<StatusSeries>>,
+}
+
+impl StatusSeriesPair {
+    /// Counts the finished response.
+    pub fn response(&self, outcome: Outcome) {
+        self.main.response(outcome);
+        if let Some(r) = &self.route {
+            r.response(outcome);
+        }
+    }
+}
+
 /// Counters for one side of TCP connections (`peer="src"` accepted, `peer="dst"` opened).
 pub struct TcpMetrics {
     labels: String,
@@ -192,8 +316,61 @@ pub struct TcpMetrics {
     pub read_bytes: AtomicU64,
     /// `tcp_write_bytes_total`.
     pub write_bytes: AtomicU64,
-    /// `tcp_close_total`.
+    /// `tcp_close_total{errno=""}`: connections that ended without an OS error.
     pub close_total: AtomicU64,
+    /// `tcp_close_total{errno="E..."}`: connections that ended on an OS error, by code.
+    close_errors: Mutex<Vec<(i32, u64)>>,
+    /// `tcp_connection_duration_ms`.
+    duration: ConnectionHistogram,
+}
+
+impl TcpMetrics {
+    /// Counts a closed connection that was open for `open_for`; `errno` is the OS error that
+    /// ended it (0: none).
+    pub fn closed(&self, open_for: Duration, errno: i32) {
+        self.open.fetch_sub(1, Relaxed);
+        self.duration.observe(open_for);
+        if errno == 0 {
+            self.close_total.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut v = self.close_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|(c, _)| *c == errno) {
+            Some((_, n)) => *n += 1,
+            None => v.push((errno, 1)),
+        }
+    }
+}
+
+/// One TCP connection's place in the `tcp_*` metrics: when it opened and the OS error, if
+/// any, that ended it. Held by whatever owns the socket; [`Registry`] counts it closed when
+/// [`ConnectionClock::close`] runs (from the owner's drop).
+pub struct ConnectionClock {
+    opened: Instant,
+    errno: AtomicI32,
+}
+
+impl ConnectionClock {
+    /// Starts the clock of a connection that just opened.
+    pub fn start() -> Self {
+        ConnectionClock {
+            opened: Instant::now(),
+            errno: AtomicI32::new(0),
+        }
+    }
+
+    /// Remembers the OS error of a failed read or write (the first one wins: later errors
+    /// are usually consequences, e.g. EPIPE after ECONNRESET).
+    pub fn note_error(&self, e: &std::io::Error) {
+        if let Some(code) = e.raw_os_error() {
+            let _ = self.errno.compare_exchange(0, code, Relaxed, Relaxed);
+        }
+    }
+
+    /// Counts the connection closed in `tcp`.
+    pub fn close(&self, tcp: &TcpMetrics) {
+        tcp.closed(self.opened.elapsed(), self.errno.load(Relaxed));
+    }
 }
 
 /// Proxy-specific series (not Linkerd's): config reloads, mirrors.
@@ -210,6 +387,8 @@ struct ProxySeries {
 pub struct Registry {
     identity: String,
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    /// `route_*` series: one per named rule of a route (`dst`, `rt_route`).
+    rt_routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpMetrics>>>,
     proxy: ProxySeries,
 }
@@ -257,6 +436,7 @@ impl Registry {
         Registry {
             identity: id,
             routes: Mutex::new(BTreeMap::new()),
+            rt_routes: Mutex::new(BTreeMap::new()),
             tcp: Mutex::new(BTreeMap::new()),
             proxy: ProxySeries::default(),
         }
@@ -278,12 +458,34 @@ impl Registry {
                 push_label(&mut l, &format!("dst_{k}"), v);
             }
         }
+        l.push(',');
+        l.push_str(tls_labels("outbound"));
         self.route_series(l)
     }
 
     /// The inbound series (traffic to the local app).
     pub fn inbound(&self) -> Arc<RouteMetrics> {
-        self.route_series("direction=\"inbound\"".to_string())
+        let mut l = String::from("direction=\"inbound\"");
+        l.push(',');
+        l.push_str(tls_labels("inbound"));
+        self.route_series(l)
+    }
+
+    /// The `route_*` series of one named rule: `dst` is the route's configured authority,
+    /// `rt_route` the rule's name (both from the route table, so bounded by its size). Rules
+    /// without a name have none, as in Linkerd, where only named routes are measured.
+    pub fn rt_route(&self, dst: &str, rt_route: &str) -> Arc<RouteMetrics> {
+        let mut l = String::from("direction=\"outbound\"");
+        push_label(&mut l, "dst", dst);
+        push_label(&mut l, "rt_route", rt_route);
+        if !self.identity.is_empty() {
+            l.push(',');
+            l.push_str(&self.identity);
+        }
+        let mut m = self.rt_routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(l.clone())
+            .or_insert_with(|| RouteMetrics::new(l))
+            .clone()
     }
 
     /// Series for requests that matched no route: the client's authority is deliberately not a
@@ -292,6 +494,8 @@ impl Registry {
         let mut l = String::from("direction=\"outbound\"");
         push_label(&mut l, "authority", "");
         push_label(&mut l, "dst_service", "");
+        l.push(',');
+        l.push_str(tls_labels("outbound"));
         self.route_series(l)
     }
 
@@ -302,13 +506,7 @@ impl Registry {
         }
         let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(labels.clone())
-            .or_insert_with(|| {
-                Arc::new(RouteMetrics {
-                    labels,
-                    requests: AtomicU64::new(0),
-                    by_status: Mutex::new(Vec::new()),
-                })
-            })
+            .or_insert_with(|| RouteMetrics::new(labels))
             .clone()
     }
 
@@ -317,6 +515,8 @@ impl Registry {
         let mut l = String::new();
         push_label(&mut l, "direction", direction);
         push_label(&mut l, "peer", peer);
+        l.push(',');
+        l.push_str(tls_labels(direction));
         if !self.identity.is_empty() {
             l.push(',');
             l.push_str(&self.identity);
@@ -331,6 +531,8 @@ impl Registry {
                     read_bytes: AtomicU64::new(0),
                     write_bytes: AtomicU64::new(0),
                     close_total: AtomicU64::new(0),
+                    close_errors: Mutex::new(Vec::new()),
+                    duration: ConnectionHistogram::default(),
                 })
             })
             .clone()
@@ -363,80 +565,15 @@ impl Registry {
             .values()
             .cloned()
             .collect();
-        type Snapshot = Vec<(Arc<RouteMetrics>, Vec<(u16, Arc<StatusSeries>)>)>;
-        let snapshot: Snapshot = routes
-            .into_iter()
-            .map(|r| {
-                let s = r
-                    .by_status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                (r, s)
-            })
+        render_http(&mut out, "", &routes);
+        let rt_routes: Vec<Arc<RouteMetrics>> = self
+            .rt_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
             .collect();
-
-        out.push_str(
-            "# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n",
-        );
-        for (r, _) in &snapshot {
-            let _ = writeln!(
-                out,
-                "request_total{{{}}} {}",
-                r.labels,
-                r.requests.load(Relaxed)
-            );
-        }
-
-        out.push_str(
-            "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n",
-        );
-        for (r, statuses) in &snapshot {
-            for (code, s) in statuses {
-                let responses = s.outcomes(*code);
-                for (o, n) in responses {
-                    let mut l = r.labels.clone();
-                    push_label(&mut l, "status_code", &o.status.to_string());
-                    push_label(
-                        &mut l,
-                        "classification",
-                        if o.is_failure() { "failure" } else { "success" },
-                    );
-                    if let Some(g) = o.grpc_status {
-                        push_label(&mut l, "grpc_status", &g.to_string());
-                    }
-                    if let Some(e) = o.error {
-                        push_label(&mut l, "error", e.label());
-                    }
-                    let _ = writeln!(out, "response_total{{{l}}} {n}");
-                }
-            }
-        }
-
-        out.push_str("# HELP response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE response_latency_ms histogram\n");
-        for (r, statuses) in &snapshot {
-            for (code, s) in statuses {
-                let h = &s.latency;
-                let count = h.count.load(Relaxed);
-                if count == 0 {
-                    continue;
-                }
-                let mut base = r.labels.clone();
-                push_label(&mut base, "status_code", &code.to_string());
-                let mut cum = 0;
-                for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-                    cum += h.buckets[i].load(Relaxed);
-                    let _ = writeln!(out, "response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}");
-                }
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_bucket{{{base},le=\"+Inf\"}} {count}"
-                );
-                let sum_ms = h.sum_us.load(Relaxed) as f64 / 1000.0;
-                let _ = writeln!(out, "response_latency_ms_sum{{{base}}} {sum_ms}");
-                let _ = writeln!(out, "response_latency_ms_count{{{base}}} {count}");
-            }
-        }
+        render_http(&mut out, "route_", &rt_routes);
 
         let tcp: Vec<Arc<TcpMetrics>> = self
             .tcp
@@ -446,7 +583,7 @@ impl Registry {
             .cloned()
             .collect();
         type Getter = fn(&TcpMetrics) -> i64;
-        let tcp_series: [(&str, &str, &str, Getter); 5] = [
+        let tcp_series: [(&str, &str, &str, Getter); 4] = [
             (
                 "tcp_open_total",
                 "counter",
@@ -471,18 +608,58 @@ impl Registry {
                 "Total count of bytes written to peers.",
                 |t| t.write_bytes.load(Relaxed) as i64,
             ),
-            (
-                "tcp_close_total",
-                "counter",
-                "Total count of closed connections.",
-                |t| t.close_total.load(Relaxed) as i64,
-            ),
         ];
         for (name, kind, help, get) in tcp_series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for t in &tcp {
                 let _ = writeln!(out, "{name}{{{}}} {}", t.labels, get(t));
             }
+        }
+        out.push_str("# HELP tcp_close_total Total count of closed connections.\n# TYPE tcp_close_total counter\n");
+        for t in &tcp {
+            let _ = writeln!(
+                out,
+                "tcp_close_total{{{},errno=\"\",classification=\"success\"}} {}",
+                t.labels,
+                t.close_total.load(Relaxed)
+            );
+            let errors = t
+                .close_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for (code, n) in errors {
+                let _ = writeln!(
+                    out,
+                    "tcp_close_total{{{},errno=\"{}\",classification=\"failure\"}} {n}",
+                    t.labels,
+                    errno_name(code)
+                );
+            }
+        }
+        out.push_str("# HELP tcp_connection_duration_ms Connection lifetimes, from open to close.\n# TYPE tcp_connection_duration_ms histogram\n");
+        for t in &tcp {
+            let h = &t.duration;
+            let count = h.count.load(Relaxed);
+            let mut cum = 0;
+            for (i, b) in CONNECTION_DURATION_BUCKETS_MS.iter().enumerate() {
+                cum += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "tcp_connection_duration_ms_bucket{{{},le=\"{b}\"}} {cum}",
+                    t.labels
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tcp_connection_duration_ms_bucket{{{},le=\"+Inf\"}} {count}\n\
+                 tcp_connection_duration_ms_sum{{{}}} {}\n\
+                 tcp_connection_duration_ms_count{{{}}} {count}",
+                t.labels,
+                t.labels,
+                h.sum_ms.load(Relaxed),
+                t.labels
+            );
         }
 
         let id = if self.identity.is_empty() {
@@ -520,7 +697,94 @@ impl Registry {
             push_label(&mut l, "result", result);
             let _ = writeln!(out, "serin_proxy_mirror_total{{{l}{id}}} {n}");
         }
+        out.push_str(&serin_mesh_api::process::render(&self.identity));
         out
+    }
+}
+
+/// Renders `{prefix}request_total`, `{prefix}response_total` and `{prefix}response_latency_ms`
+/// of `routes` (prefix `""` for the per-backend series, `"route_"` for the per-rule ones).
+fn render_http(out: &mut String, prefix: &str, routes: &[Arc<RouteMetrics>]) {
+    type Snapshot<'a> = Vec<(&'a RouteMetrics, Vec<(u16, Arc<StatusSeries>)>)>;
+    let snapshot: Snapshot = routes
+        .iter()
+        .map(|r| {
+            let s = r
+                .by_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            (&**r, s)
+        })
+        .collect();
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}request_total Total count of HTTP requests.\n# TYPE {prefix}request_total counter"
+    );
+    for (r, _) in &snapshot {
+        let _ = writeln!(
+            out,
+            "{prefix}request_total{{{}}} {}",
+            r.labels,
+            r.requests.load(Relaxed)
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}response_total Total count of HTTP responses.\n# TYPE {prefix}response_total counter"
+    );
+    for (r, statuses) in &snapshot {
+        for (code, s) in statuses {
+            for (o, n) in s.outcomes(*code) {
+                let mut l = r.labels.clone();
+                push_label(&mut l, "status_code", &o.status.to_string());
+                push_label(
+                    &mut l,
+                    "classification",
+                    if o.is_failure() { "failure" } else { "success" },
+                );
+                if let Some(g) = o.grpc_status {
+                    push_label(&mut l, "grpc_status", &g.to_string());
+                }
+                if let Some(e) = o.error {
+                    push_label(&mut l, "error", e.label());
+                }
+                let _ = writeln!(out, "{prefix}response_total{{{l}}} {n}");
+            }
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE {prefix}response_latency_ms histogram"
+    );
+    for (r, statuses) in &snapshot {
+        for (code, s) in statuses {
+            let h = &s.latency;
+            let count = h.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut base = r.labels.clone();
+            push_label(&mut base, "status_code", &code.to_string());
+            let mut cum = 0;
+            for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+                cum += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{prefix}response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{prefix}response_latency_ms_bucket{{{base},le=\"+Inf\"}} {count}"
+            );
+            let sum_ms = h.sum_us.load(Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "{prefix}response_latency_ms_sum{{{base}}} {sum_ms}");
+            let _ = writeln!(out, "{prefix}response_latency_ms_count{{{base}}} {count}");
+        }
     }
 }
 
@@ -546,7 +810,7 @@ mod tests {
             error: Some(ErrorKind::Connect),
         });
         let text = reg.render();
-        let l = "direction=\"outbound\",authority=\"podinfo\",dst_service=\"podinfo-primary\",namespace=\"test\"";
+        let l = "direction=\"outbound\",authority=\"podinfo\",dst_service=\"podinfo-primary\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_service_discovery\",namespace=\"test\"";
         assert!(text.contains(&format!("request_total{{{l}}} 1")), "{text}");
         assert!(text.contains(&format!(
             "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"1\"}} 0"
@@ -592,6 +856,83 @@ mod tests {
             }
             .is_failure()
         );
+    }
+
+    #[test]
+    fn named_rules_get_route_series_beside_the_backend_series() {
+        let reg = Registry::new(&BTreeMap::from([("pod".into(), "web-1".into())]));
+        let backend = reg.outbound("podinfo:9898", "podinfo-canary", &BTreeMap::new());
+        let rule = reg.rt_route("podinfo:9898", "api");
+        let counted = Counted {
+            main: &backend,
+            route: Some(&rule),
+        };
+        counted.request();
+        counted
+            .latency(503, Duration::from_millis(7))
+            .response(Outcome {
+                status: 503,
+                grpc_status: None,
+                error: None,
+            });
+        let text = reg.render();
+        let rt = "direction=\"outbound\",dst=\"podinfo:9898\",rt_route=\"api\",pod=\"web-1\"";
+        assert!(
+            text.contains(&format!("route_request_total{{{rt}}} 1\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "route_response_total{{{rt},status_code=\"503\",classification=\"failure\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "route_response_latency_ms_bucket{{{rt},status_code=\"503\",le=\"10\"}} 1\n"
+        )));
+        // Route series carry no backend labels; the backend series no rule name.
+        assert!(!text.contains("rt_route=\"api\",dst_service"));
+        assert!(text.contains("\nrequest_total{direction=\"outbound\",authority=\"podinfo:9898\",dst_service=\"podinfo-canary\""));
+    }
+
+    #[test]
+    fn closes_are_counted_by_errno_with_their_duration() {
+        let reg = Registry::new(&BTreeMap::new());
+        let tcp = reg.tcp("inbound", "src");
+        tcp.open.fetch_add(2, Relaxed);
+        let clean = ConnectionClock::start();
+        clean.close(&tcp);
+        let reset = ConnectionClock::start();
+        reset.note_error(&std::io::Error::from_raw_os_error(104));
+        reset.note_error(&std::io::Error::from_raw_os_error(32));
+        reset.close(&tcp);
+        let text = reg.render();
+        let l = "direction=\"inbound\",peer=\"src\",tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"";
+        assert!(
+            text.contains(&format!(
+                "tcp_close_total{{{l},errno=\"\",classification=\"success\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "tcp_close_total{{{l},errno=\"ECONNRESET\",classification=\"failure\"}} 1\n"
+        )));
+        assert!(!text.contains("EPIPE"));
+        assert!(text.contains(&format!(
+            "tcp_connection_duration_ms_bucket{{{l},le=\"1\"}} 2\n"
+        )));
+        assert!(text.contains(&format!("tcp_connection_duration_ms_count{{{l}}} 2\n")));
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")));
+        assert_eq!(errno_name(9999), "9999");
+    }
+
+    #[test]
+    fn process_series_carry_the_identity_labels() {
+        let reg = Registry::new(&BTreeMap::from([("namespace".into(), "test".into())]));
+        let text = reg.render();
+        assert!(
+            text.contains("\nprocess_start_time_seconds{namespace=\"test\"} "),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes{namespace=\"test\"} "));
+        assert!(text.contains("\nprocess_cpu_seconds_total{namespace=\"test\"} "));
     }
 
     #[test]
