@@ -27,7 +27,14 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// How long connecting to an endpoint may take before a 502.
     pub connect_timeout: Duration,
+    /// Most client connections the outbound listener keeps open; above it, it stops
+    /// accepting (new connections wait in the kernel's backlog) until one closes.
+    pub outbound_max_connections: usize,
 }
+
+/// Default `maxConnections` per listener: enough for any app a sidecar serves, and a bound on
+/// what a connection flood can take from a memory-limited pod.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -38,6 +45,7 @@ impl Default for ProxyConfig {
             labels: BTreeMap::new(),
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -51,6 +59,9 @@ pub struct InboundConfig {
     pub forward: SocketAddr,
     /// Time allowed until response headers; None = no timeout.
     pub timeout: Option<Duration>,
+    /// Most client connections the inbound listener keeps open (see
+    /// [`ProxyConfig::outbound_max_connections`]).
+    pub max_connections: usize,
 }
 
 /// A parsed configuration file.
@@ -120,7 +131,7 @@ impl std::fmt::Display for Problem {
 struct Raw {
     #[serde(default)]
     version: u64,
-    outbound: Option<RawListener>,
+    outbound: Option<RawOutbound>,
     inbound: Option<RawInbound>,
     admin: Option<RawListener>,
     #[serde(default)]
@@ -139,10 +150,18 @@ struct RawListener {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawOutbound {
+    listen: SocketAddr,
+    max_connections: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawInbound {
     listen: SocketAddr,
     forward: SocketAddr,
     timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Reads and checks a configuration file.
@@ -187,7 +206,23 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
         listen: i.listen,
         forward: i.forward,
         timeout: duration("inbound.timeout", &i.timeout),
+        max_connections: i.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
     });
+    let limits = [
+        (
+            "outbound.maxConnections",
+            raw.outbound.as_ref().and_then(|o| o.max_connections),
+        ),
+        (
+            "inbound.maxConnections",
+            inbound.as_ref().map(|i| i.max_connections),
+        ),
+    ];
+    for (key, limit) in limits {
+        if limit == Some(0) {
+            problem(key.to_string(), "must be at least 1".into());
+        }
+    }
     for k in raw.labels.keys() {
         if !is_label_name(k) {
             problem(
@@ -213,7 +248,14 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     }
     Ok(FileConfig {
         proxy: ProxyConfig {
-            outbound: raw.outbound.map_or(defaults.outbound, |l| l.listen),
+            outbound: raw
+                .outbound
+                .as_ref()
+                .map_or(defaults.outbound, |l| l.listen),
+            outbound_max_connections: raw
+                .outbound
+                .and_then(|o| o.max_connections)
+                .unwrap_or(defaults.outbound_max_connections),
             inbound,
             admin: raw.admin.map(|l| l.listen).or(defaults.admin),
             labels: raw.labels,
@@ -384,5 +426,22 @@ routes:
             .to_string();
         assert!(text.contains("outbound: unknown field `lisen`"), "{text}");
         assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn max_connections_is_per_listener_and_at_least_one() {
+        let src = "outbound:\n  listen: 127.0.0.1:1\n  maxConnections: 50\ninbound:\n  listen: 127.0.0.1:2\n  forward: 127.0.0.1:3\n";
+        let cfg = parse(Path::new("f.yaml"), src).expect("valid");
+        assert_eq!(cfg.proxy.outbound_max_connections, 50);
+        let inbound = cfg.proxy.inbound.expect("inbound");
+        assert_eq!(inbound.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let src = "outbound:\n  listen: 127.0.0.1:1\n  maxConnections: 0\n";
+        let text = parse(Path::new("f.yaml"), src)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            text.contains("outbound.maxConnections (line 3): must be at least 1"),
+            "{text}"
+        );
     }
 }

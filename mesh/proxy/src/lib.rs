@@ -23,7 +23,6 @@ pub mod config;
 pub mod control_client;
 pub mod forward;
 pub mod h1;
-pub mod h1_server;
 pub mod io;
 pub mod metrics;
 pub mod pool;

@@ -43,6 +43,10 @@ struct Args {
     /// whose short Service names resolve and whose consumer routes apply).
     #[arg(long, env = "SERIN_PROXY_WORKLOAD", requires = "control_plane", value_parser = parse_workload)]
     workload: Option<serin_mesh_api::protocol::Workload>,
+    /// Most client connections each proxying listener keeps open when no file is given (the
+    /// file's `outbound.maxConnections` / `inbound.maxConnections`); above it, it stops accepting.
+    #[arg(long, env = "SERIN_PROXY_MAX_CONNECTIONS", default_value_t = serin_proxy::config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1)]
     threads: usize,
@@ -116,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     listen,
                     forward,
                     timeout: None,
+                    max_connections: args.max_connections,
                 }),
                 _ => None,
             };
@@ -123,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 outbound: args.outbound,
                 admin: Some(args.admin),
                 inbound,
+                outbound_max_connections: args.max_connections,
                 ..ProxyConfig::default()
             };
             (cfg, None)

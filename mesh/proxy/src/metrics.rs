@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Linkerd's `response_latency_ms` bucket bounds.
 pub const LATENCY_BUCKETS_MS: [u64; 25] = [
@@ -37,35 +37,36 @@ fn tls_labels(direction: &str) -> &'static str {
     }
 }
 
-/// The `errno` label value of an OS error code: its symbolic name for the errors a proxied
-/// connection meets, the number otherwise (still bounded: the kernel's codes are).
-pub fn errno_name(code: i32) -> String {
-    let name = match code {
-        1 => "EPERM",
-        4 => "EINTR",
-        5 => "EIO",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        32 => "EPIPE",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        100 => "ENETDOWN",
-        101 => "ENETUNREACH",
-        103 => "ECONNABORTED",
-        104 => "ECONNRESET",
-        105 => "ENOBUFS",
-        107 => "ENOTCONN",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        112 => "EHOSTDOWN",
-        113 => "EHOSTUNREACH",
-        _ => return code.to_string(),
-    };
-    name.to_string()
+/// The `errno` label value of an OS error code: its Linux symbolic name for the errors a
+/// proxy's sockets meet, `other` for the rest (so the label stays bounded).
+pub fn errno_name(code: Option<i32>) -> &'static str {
+    match code {
+        Some(1) => "EPERM",
+        Some(4) => "EINTR",
+        Some(5) => "EIO",
+        Some(9) => "EBADF",
+        Some(11) => "EAGAIN",
+        Some(12) => "ENOMEM",
+        Some(13) => "EACCES",
+        Some(22) => "EINVAL",
+        Some(23) => "ENFILE",
+        Some(24) => "EMFILE",
+        Some(32) => "EPIPE",
+        Some(71) => "EPROTO",
+        Some(98) => "EADDRINUSE",
+        Some(99) => "EADDRNOTAVAIL",
+        Some(100) => "ENETDOWN",
+        Some(101) => "ENETUNREACH",
+        Some(103) => "ECONNABORTED",
+        Some(104) => "ECONNRESET",
+        Some(105) => "ENOBUFS",
+        Some(107) => "ENOTCONN",
+        Some(110) => "ETIMEDOUT",
+        Some(111) => "ECONNREFUSED",
+        Some(112) => "EHOSTDOWN",
+        Some(113) => "EHOSTUNREACH",
+        _ => "other",
+    }
 }
 
 /// Why a response counts as a failure when the proxy (not the upstream) decided it. Each is a
@@ -318,58 +319,28 @@ pub struct TcpMetrics {
     pub write_bytes: AtomicU64,
     /// `tcp_close_total{errno=""}`: connections that ended without an OS error.
     pub close_total: AtomicU64,
-    /// `tcp_close_total{errno="E..."}`: connections that ended on an OS error, by code.
-    close_errors: Mutex<Vec<(i32, u64)>>,
+    /// `tcp_close_total{errno="E..."}`: connections that ended on an OS error, by name.
+    close_errors: Mutex<Vec<(&'static str, u64)>>,
     /// `tcp_connection_duration_ms`.
     duration: ConnectionHistogram,
 }
 
 impl TcpMetrics {
     /// Counts a closed connection that was open for `open_for`; `errno` is the OS error that
-    /// ended it (0: none).
-    pub fn closed(&self, open_for: Duration, errno: i32) {
+    /// ended it, if any.
+    pub fn closed(&self, open_for: Duration, errno: Option<i32>) {
         self.open.fetch_sub(1, Relaxed);
         self.duration.observe(open_for);
-        if errno == 0 {
+        let Some(errno) = errno else {
             self.close_total.fetch_add(1, Relaxed);
             return;
-        }
+        };
+        let name = errno_name(Some(errno));
         let mut v = self.close_errors.lock().unwrap_or_else(|p| p.into_inner());
-        match v.iter_mut().find(|(c, _)| *c == errno) {
+        match v.iter_mut().find(|(c, _)| *c == name) {
             Some((_, n)) => *n += 1,
-            None => v.push((errno, 1)),
+            None => v.push((name, 1)),
         }
-    }
-}
-
-/// One TCP connection's place in the `tcp_*` metrics: when it opened and the OS error, if
-/// any, that ended it. Held by whatever owns the socket; [`Registry`] counts it closed when
-/// [`ConnectionClock::close`] runs (from the owner's drop).
-pub struct ConnectionClock {
-    opened: Instant,
-    errno: AtomicI32,
-}
-
-impl ConnectionClock {
-    /// Starts the clock of a connection that just opened.
-    pub fn start() -> Self {
-        ConnectionClock {
-            opened: Instant::now(),
-            errno: AtomicI32::new(0),
-        }
-    }
-
-    /// Remembers the OS error of a failed read or write (the first one wins: later errors
-    /// are usually consequences, e.g. EPIPE after ECONNRESET).
-    pub fn note_error(&self, e: &std::io::Error) {
-        if let Some(code) = e.raw_os_error() {
-            let _ = self.errno.compare_exchange(0, code, Relaxed, Relaxed);
-        }
-    }
-
-    /// Counts the connection closed in `tcp`.
-    pub fn close(&self, tcp: &TcpMetrics) {
-        tcp.closed(self.opened.elapsed(), self.errno.load(Relaxed));
     }
 }
 
@@ -381,6 +352,10 @@ struct ProxySeries {
     last_reload_ok: AtomicI64,
     table_version: AtomicU64,
     mirror: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Failed `accept` calls by listener and errno name.
+    accept_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Times a listener stopped accepting because it had `maxConnections` open.
+    accept_paused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The registry: every series the proxy exports.
@@ -555,6 +530,26 @@ impl Registry {
         *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
     }
 
+    /// Counts a failed `accept` on a listener (`errno`: `EMFILE`, `ENFILE`, ... or `other`).
+    pub fn accept_error(&self, listener: &'static str, errno: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry((listener, errno)).or_insert(0) += 1;
+    }
+
+    /// Counts a listener pausing its accepts at its connection limit.
+    pub fn accept_paused(&self, listener: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(listener).or_insert(0) += 1;
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -628,12 +623,11 @@ impl Registry {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            for (code, n) in errors {
+            for (errno, n) in errors {
                 let _ = writeln!(
                     out,
-                    "tcp_close_total{{{},errno=\"{}\",classification=\"failure\"}} {n}",
-                    t.labels,
-                    errno_name(code)
+                    "tcp_close_total{{{},errno=\"{errno}\",classification=\"failure\"}} {n}",
+                    t.labels
                 );
             }
         }
@@ -696,6 +690,30 @@ impl Registry {
             push_label(&mut l, "dst_service", svc);
             push_label(&mut l, "result", result);
             let _ = writeln!(out, "serin_proxy_mirror_total{{{l}{id}}} {n}");
+        }
+        out.push_str("# HELP serin_proxy_accept_errors_total Failed accepts by listener and errno (EMFILE/ENFILE: out of file descriptors; the listener backs off).\n# TYPE serin_proxy_accept_errors_total counter\n");
+        for ((listener, errno), n) in p
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_errors_total{{listener=\"{listener}\",errno=\"{errno}\"{id}}} {n}"
+            );
+        }
+        out.push_str("# HELP serin_proxy_accept_paused_total Times a listener stopped accepting because maxConnections connections were open.\n# TYPE serin_proxy_accept_paused_total counter\n");
+        for (listener, n) in p
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_paused_total{{listener=\"{listener}\"{id}}} {n}"
+            );
         }
         out.push_str(&serin_mesh_api::process::render(&self.identity));
         out
@@ -896,13 +914,10 @@ mod tests {
     fn closes_are_counted_by_errno_with_their_duration() {
         let reg = Registry::new(&BTreeMap::new());
         let tcp = reg.tcp("inbound", "src");
-        tcp.open.fetch_add(2, Relaxed);
-        let clean = ConnectionClock::start();
-        clean.close(&tcp);
-        let reset = ConnectionClock::start();
-        reset.note_error(&std::io::Error::from_raw_os_error(104));
-        reset.note_error(&std::io::Error::from_raw_os_error(32));
-        reset.close(&tcp);
+        tcp.open.fetch_add(3, Relaxed);
+        tcp.closed(Duration::from_micros(300), None);
+        tcp.closed(Duration::from_millis(50), Some(104));
+        tcp.closed(Duration::from_millis(50), Some(104));
         let text = reg.render();
         let l = "direction=\"inbound\",peer=\"src\",tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"";
         assert!(
@@ -912,15 +927,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!(
-            "tcp_close_total{{{l},errno=\"ECONNRESET\",classification=\"failure\"}} 1\n"
+            "tcp_close_total{{{l},errno=\"ECONNRESET\",classification=\"failure\"}} 2\n"
         )));
-        assert!(!text.contains("EPIPE"));
         assert!(text.contains(&format!(
-            "tcp_connection_duration_ms_bucket{{{l},le=\"1\"}} 2\n"
+            "tcp_connection_duration_ms_bucket{{{l},le=\"1\"}} 1\n"
         )));
-        assert!(text.contains(&format!("tcp_connection_duration_ms_count{{{l}}} 2\n")));
+        assert!(text.contains(&format!(
+            "tcp_connection_duration_ms_bucket{{{l},le=\"100\"}} 3\n"
+        )));
+        assert!(text.contains(&format!("tcp_connection_duration_ms_count{{{l}}} 3\n")));
         assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")));
-        assert_eq!(errno_name(9999), "9999");
+        assert_eq!(errno_name(Some(9999)), "other");
+        assert_eq!(errno_name(None), "other");
     }
 
     #[test]

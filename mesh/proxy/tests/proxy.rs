@@ -612,6 +612,7 @@ async fn the_inbound_listener_forwards_to_the_app_and_reports_inbound_metrics() 
             listen: "127.0.0.1:0".parse().expect("addr"),
             forward: app.addr,
             timeout: None,
+            max_connections: 100,
         }),
         labels: [
             ("deployment".to_string(), "podinfo-canary".to_string()),

@@ -34,7 +34,7 @@ use serin_core::Timestamp;
 
 pub use lease::{LeaderElection, LeaseConfig};
 use routing::{ConvergenceProbe, KubeRouter, parse_provider};
-pub use run::{ControlPlaneProbe, KubernetesOptions, NoBackendAnalyzer, RunError, run};
+pub use run::{ControlPlaneProbe, KubernetesOptions, NoBackendAnalyzer, RunError, run, run_with};
 use status::{
     CONDITION_IGNORED, CONDITION_PROVIDER, CONDITION_SYNCED, CONDITION_VALID, KubeStore,
     RuntimeCondition,
