@@ -210,7 +210,9 @@ impl Drop for Recorder {
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    Some(crate::metrics::grpc_status_code(
+        h.get("grpc-status")?.as_bytes(),
+    ))
 }
 
 /// A response body from an upstream.

@@ -30,6 +30,32 @@ pub struct ProxyConfig {
     /// Most client connections the outbound listener keeps open; above it, it stops
     /// accepting (new connections wait in the kernel's backlog) until one closes.
     pub outbound_max_connections: usize,
+    /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
+    pub transparent: Option<TransparentConfig>,
+}
+
+/// Transparent mode: the outbound listener reads each connection's original destination and
+/// routes it (or forwards it byte for byte); an optional capture listener takes redirected
+/// inbound connections and hands them to the app at `127.0.0.1:<original port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransparentConfig {
+    /// The inbound capture listener (the REDIRECT target of inbound TCP); None = off.
+    pub inbound: Option<SocketAddr>,
+    /// How long the proxy waits for a client's first bytes before it treats the connection
+    /// as opaque TCP (protocols where the server speaks first, e.g. MySQL, SMTP).
+    pub detect_timeout: Duration,
+    /// Most connections the capture inbound listener keeps open.
+    pub inbound_max_connections: usize,
+}
+
+impl Default for TransparentConfig {
+    fn default() -> Self {
+        TransparentConfig {
+            inbound: Some(SocketAddr::from(([0, 0, 0, 0], 4143))),
+            detect_timeout: Duration::from_secs(1),
+            inbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Default `maxConnections` per listener: enough for any app a sidecar serves, and a bound on
@@ -46,6 +72,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+            transparent: None,
         }
     }
 }
@@ -71,6 +98,9 @@ pub struct FileConfig {
     pub proxy: ProxyConfig,
     /// The route table (its `version` is the file's `version:` if given, else 0).
     pub table: RouteTable,
+    /// The file has a `routes:` key (`routes: []` included). A reload needs one: a file
+    /// without it is more likely cut short than meant to drop every route.
+    pub routes_given: bool,
 }
 
 /// Why a configuration file was rejected. Every variant names the key and, where it can be
@@ -95,6 +125,14 @@ pub enum ConfigError {
         message: String,
         /// Line (1-based), when known.
         line: Option<usize>,
+    },
+    /// The file is empty or holds only comments: what `cat > file` leaves for a moment.
+    #[error(
+        "{path}: the file is empty (still being written?); write `routes: []` for a table with no routes"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// The YAML decodes but the content is invalid.
     #[error("{path}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
@@ -138,8 +176,7 @@ struct Raw {
     labels: BTreeMap<String, String>,
     shutdown_timeout: Option<String>,
     connect_timeout: Option<String>,
-    #[serde(default)]
-    routes: Vec<Route>,
+    routes: Option<Vec<Route>>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +212,15 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Parses and checks configuration text (`path` is only used in messages).
 pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
+    let blank = src.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---"
+    });
+    if blank {
+        return Err(ConfigError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     let raw: Raw = serde_yaml::from_str(src).map_err(|e| ConfigError::Decode {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -231,9 +277,10 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             );
         }
     }
+    let routes_given = raw.routes.is_some();
     let table = RouteTable {
         version: raw.version,
-        routes: raw.routes,
+        routes: raw.routes.unwrap_or_default(),
     };
     if let Err(errs) = table.validate() {
         for e in errs.0 {
@@ -261,8 +308,10 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             labels: raw.labels,
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+            transparent: None,
         },
         table,
+        routes_given,
     })
 }
 

@@ -27,6 +27,7 @@ use crate::forward::{self, InboundTarget, Shared, Upstreams};
 use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
+use crate::transparent::{self, Direction};
 use serin_http1::Handler;
 
 /// Why the proxy could not start.
@@ -51,6 +52,7 @@ pub struct Proxy {
     registry: Arc<Registry>,
     outbound: SocketAddr,
     inbound: Option<SocketAddr>,
+    captured_inbound: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<bool>,
@@ -63,12 +65,17 @@ impl Proxy {
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
         let registry = Arc::new(Registry::new(&cfg.labels));
         let table = TableHandle::new(registry.clone());
-        let inbound_target = cfg.inbound.as_ref().map(|i| InboundTarget {
-            endpoint: Arc::new(Endpoint::new(i.forward)),
-            upstreams: Upstreams::new(&registry, "inbound", cfg.connect_timeout),
-            metrics: registry.inbound(),
-            timeout: i.timeout,
-        });
+        let transparent_inbound = cfg.transparent.as_ref().and_then(|t| t.inbound);
+        let inbound_target =
+            (cfg.inbound.is_some() || transparent_inbound.is_some()).then(|| InboundTarget {
+                endpoint: cfg
+                    .inbound
+                    .as_ref()
+                    .map(|i| Arc::new(Endpoint::new(i.forward))),
+                upstreams: Upstreams::new(&registry, "inbound", cfg.connect_timeout),
+                metrics: registry.inbound(),
+                timeout: cfg.inbound.as_ref().and_then(|i| i.timeout),
+            });
         let shared = Arc::new(Shared {
             table: table.clone(),
             no_route: registry.no_route(),
@@ -81,7 +88,21 @@ impl Proxy {
 
         let out_l = bind("outbound", cfg.outbound).await?;
         let outbound = local(&out_l, cfg.outbound);
-        {
+        if let Some(t) = &cfg.transparent {
+            let ctx = Arc::new(transparent::Listener::new(
+                shared.clone(),
+                Direction::Outbound,
+                t.detect_timeout,
+                cfg.connect_timeout,
+            ));
+            tasks.spawn(transparent::serve(
+                out_l,
+                ctx,
+                cfg.outbound_max_connections,
+                stop.subscribe(),
+                cfg.shutdown_timeout,
+            ));
+        } else {
             let shared = shared.clone();
             let tcp = registry.tcp("outbound", "src");
             tasks.spawn(serve_proxy(
@@ -114,6 +135,25 @@ impl Proxy {
             ));
         }
 
+        let mut captured_inbound = None;
+        if let (Some(t), Some(addr)) = (&cfg.transparent, transparent_inbound) {
+            let l = bind("transparent inbound", addr).await?;
+            captured_inbound = Some(local(&l, addr));
+            let ctx = Arc::new(transparent::Listener::new(
+                shared.clone(),
+                Direction::Inbound,
+                t.detect_timeout,
+                cfg.connect_timeout,
+            ));
+            tasks.spawn(transparent::serve(
+                l,
+                ctx,
+                t.inbound_max_connections,
+                stop.subscribe(),
+                cfg.shutdown_timeout,
+            ));
+        }
+
         let mut admin = None;
         if let Some(a) = cfg.admin {
             let l = bind("admin", a).await?;
@@ -134,12 +174,20 @@ impl Proxy {
                 },
             ));
         }
-        tracing::info!(%outbound, inbound = ?inbound, admin = ?admin, "serin-proxy listening");
+        tracing::info!(
+            %outbound,
+            inbound = ?inbound,
+            captured_inbound = ?captured_inbound,
+            transparent = cfg.transparent.is_some(),
+            admin = ?admin,
+            "serin-proxy listening"
+        );
         Ok(Proxy {
             table,
             registry,
             outbound,
             inbound,
+            captured_inbound,
             admin,
             stop,
             tasks,
@@ -165,6 +213,11 @@ impl Proxy {
     /// Bound inbound address, if on.
     pub fn inbound_addr(&self) -> Option<SocketAddr> {
         self.inbound
+    }
+
+    /// Bound transparent inbound (capture) address, if on.
+    pub fn captured_inbound_addr(&self) -> Option<SocketAddr> {
+        self.captured_inbound
     }
 
     /// Bound admin address, if on.
@@ -196,12 +249,12 @@ fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 }
 
 /// How one listener accepts: its name in metrics and logs, and its connection limit.
-struct Acceptor<'a> {
+pub(crate) struct Acceptor<'a> {
     /// `outbound`, `inbound` or `admin`.
-    name: &'static str,
-    registry: &'a Registry,
+    pub name: &'static str,
+    pub registry: &'a Registry,
     /// One permit per open connection; None = no limit.
-    limit: Option<Arc<Semaphore>>,
+    pub limit: Option<Arc<Semaphore>>,
 }
 
 /// First pause after an accept failed for lack of resources; doubled per failure up to
@@ -234,7 +287,7 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 /// Hands every accepted connection (with `TCP_NODELAY` set, and its connection permit) to
 /// `serve` until `stop` changes. At the connection limit it stops accepting until a
 /// connection closes; out of file descriptors it backs off, logging once per interval.
-async fn accept_until_stopped(
+pub(crate) async fn accept_until_stopped(
     listener: &TcpListener,
     stop: &mut watch::Receiver<bool>,
     acceptor: Acceptor<'_>,
