@@ -12,6 +12,7 @@
 
 pub mod analysis;
 pub mod dashboard;
+pub mod install;
 mod lease;
 #[cfg(test)]
 mod mock_api;
