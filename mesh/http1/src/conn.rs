@@ -130,7 +130,10 @@ impl Shared {
                     }
                     ready!(self.stream.poll_read_ready(cx))?;
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => {
+                    self.tcp.note_error(&e);
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }
@@ -150,7 +153,10 @@ impl Shared {
                     IoSlice::advance_slices(&mut bufs, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.tcp.note_error(&e);
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -172,7 +178,10 @@ impl Shared {
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => {
+                        self.tcp.note_error(&e);
+                        return Poll::Ready(Err(e));
+                    }
                 }
             }
             ready!(self.stream.poll_write_ready(cx))?;

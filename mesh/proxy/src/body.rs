@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::balance::InFlight;
 use crate::h1::H1Body;
 use crate::h2::H2Body;
-use crate::metrics::{ErrorKind, Outcome, StatusSeries};
+use crate::metrics::{ErrorKind, Outcome, StatusSeriesPair};
 
 pub use serin_http1::{BoxError, ClientBody};
 
@@ -156,7 +156,7 @@ impl Body for ReqBody {
 /// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
-    series: Arc<StatusSeries>,
+    series: StatusSeriesPair,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -170,7 +170,7 @@ impl Recorder {
     /// A recorder for a response with `status` and `headers` from upstream, counted in
     /// `series` (the status code's series of its route).
     pub fn new(
-        series: Arc<StatusSeries>,
+        series: StatusSeriesPair,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,

@@ -273,16 +273,7 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Linux errno names for the accept failures worth telling apart.
 fn errno_name(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(24) => "EMFILE",
-        Some(23) => "ENFILE",
-        Some(105) => "ENOBUFS",
-        Some(12) => "ENOMEM",
-        Some(103) => "ECONNABORTED",
-        Some(71) => "EPROTO",
-        Some(1) => "EPERM",
-        _ => "other",
-    }
+    crate::metrics::errno_name(e.raw_os_error())
 }
 
 /// Out of file descriptors or memory: retrying at once fails again (and spins a core),
