@@ -15,13 +15,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::balance::InFlight;
 use crate::h1::H1Body;
-use crate::metrics::{ErrorKind, Outcome, StatusSeries};
+use crate::h2::H2Body;
+use crate::metrics::{ErrorKind, Outcome, StatusSeriesPair};
 
 pub use serin_http1::{BoxError, ClientBody};
 
@@ -156,7 +156,7 @@ impl Body for ReqBody {
 /// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
-    series: Arc<StatusSeries>,
+    series: StatusSeriesPair,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -170,7 +170,7 @@ impl Recorder {
     /// A recorder for a response with `status` and `headers` from upstream, counted in
     /// `series` (the status code's series of its route).
     pub fn new(
-        series: Arc<StatusSeries>,
+        series: StatusSeriesPair,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,
@@ -220,7 +220,7 @@ pub enum UpstreamBody {
     /// From an HTTP/1.1 connection of the proxy's own client.
     H1(H1Body),
     /// From an h2c stream.
-    H2(Incoming),
+    H2(H2Body),
 }
 
 impl Body for UpstreamBody {
@@ -233,7 +233,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx),
         }
     }
 

@@ -9,7 +9,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
 use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
-use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
+use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
@@ -108,7 +108,7 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
 
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
-    metrics: &RouteMetrics,
+    metrics: Counted<'_>,
     started: Instant,
     status: StatusCode,
     error: ErrorKind,
@@ -167,7 +167,7 @@ pub async fn outbound_via(
         shared.no_route.request();
         let Some(authority) = authority.or(original_dst.as_deref()) else {
             return proxy_error(
-                &shared.no_route,
+                Counted::only(&shared.no_route),
                 started,
                 StatusCode::NOT_FOUND,
                 ErrorKind::NoRoute,
@@ -176,7 +176,7 @@ pub async fn outbound_via(
         };
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -196,7 +196,7 @@ pub async fn outbound_via(
             route.authority
         );
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -204,11 +204,15 @@ pub async fn outbound_via(
         );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
-    backend.metrics.request();
+    let counted = Counted {
+        main: &backend.metrics,
+        route: rule.metrics.as_deref(),
+    };
+    counted.request();
     let Some(ep) = balance::pick(&backend.endpoints) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
         return proxy_error(
-            &backend.metrics,
+            counted,
             started,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoEndpoints,
@@ -243,7 +247,7 @@ pub async fn outbound_via(
         req,
         started,
         ep,
-        &backend.metrics,
+        counted,
         &backend.name,
         rule.timeout,
         &rule.response_headers,
@@ -280,7 +284,7 @@ pub async fn inbound_to(
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
         &endpoint,
-        &target.metrics,
+        Counted::only(&target.metrics),
         "inbound",
         target.timeout,
         &HeaderEdits::NONE,
@@ -338,7 +342,7 @@ async fn send(
     req: Request<ReqBody>,
     started: Instant,
     ep: &Arc<Endpoint>,
-    metrics: &Arc<RouteMetrics>,
+    metrics: Counted<'_>,
     backend: &str,
     timeout: Option<Duration>,
     response_headers: &HeaderEdits,

@@ -23,10 +23,12 @@ use serin_analysis::{
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
 
-use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
-use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
-use crate::plan::JUDGE_CHECK;
-use crate::sample::{LastJudge, measure};
+use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::measure::{
+    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+};
+use serin_controller::plan::JUDGE_CHECK;
+use serin_controller::sample::{LastJudge, measure};
 
 /// Measures every check of a Canary through one metrics provider.
 pub struct LocalAnalyzer {
@@ -386,7 +388,7 @@ impl LocalAnalyzer {
             Err(unavailable) => return unavailable,
         };
         self.last_judge
-            .remember(ctx, crate::sample::judge(&r, &config));
+            .remember(ctx, serin_controller::sample::judge(&r, &config));
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),
