@@ -70,7 +70,7 @@ fn check(args: &Args) -> i32 {
         // `serin validate` and `serin controller --local` agree.
         let local_kinds = |kind: &str, value: &_| {
             (kind == "Process").then(|| {
-                serin_controller::local::manifest::parse_process(Clone::clone(value), "")
+                serin_local::manifest::parse_process(Clone::clone(value), "")
                     .map(|_| ())
                     .map_err(|errors| {
                         errors

@@ -9,7 +9,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
 use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
-use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
+use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
@@ -31,8 +31,9 @@ pub struct Shared {
 
 /// Where the inbound listener forwards to.
 pub struct InboundTarget {
-    /// The local app.
-    pub endpoint: Arc<Endpoint>,
+    /// The local app of the explicit inbound listener (None: transparent inbound only, where
+    /// each connection names its port).
+    pub endpoint: Option<Arc<Endpoint>>,
     /// Pools to the app.
     pub upstreams: Upstreams,
     /// Inbound series.
@@ -107,7 +108,7 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
 
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
-    metrics: &RouteMetrics,
+    metrics: Counted<'_>,
     started: Instant,
     status: StatusCode,
     error: ErrorKind,
@@ -146,23 +147,36 @@ fn clip(s: &str, max: usize) -> &str {
 
 /// Handles one outbound request.
 pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
+    outbound_via(shared, None, req).await
+}
+
+/// Handles one outbound request of a transparently captured connection: routed by its
+/// authority when the table knows it, else by the connection's original destination
+/// (`ip:port`, a Service's cluster IP for a client that only knows the IP).
+pub async fn outbound_via(
+    shared: Arc<Shared>,
+    original_dst: Option<Arc<str>>,
+    req: Request<ClientBody>,
+) -> Response<ResBody> {
     let started = Instant::now();
     let table = shared.table.compiled();
-    let Some(authority) = authority_of(&req) else {
+    let authority = authority_of(&req);
+    let by_name = authority.and_then(|a| table.route(a));
+    let by_dst = || original_dst.as_deref().and_then(|d| table.route(d));
+    let Some(route) = by_name.or_else(by_dst) else {
         shared.no_route.request();
-        return proxy_error(
-            &shared.no_route,
-            started,
-            StatusCode::NOT_FOUND,
-            ErrorKind::NoRoute,
-            "no route: the request has no authority (Host header or :authority)\n".into(),
-        );
-    };
-    let Some(route) = table.route(authority) else {
-        shared.no_route.request();
+        let Some(authority) = authority.or(original_dst.as_deref()) else {
+            return proxy_error(
+                Counted::only(&shared.no_route),
+                started,
+                StatusCode::NOT_FOUND,
+                ErrorKind::NoRoute,
+                "no route: the request has no authority (Host header or :authority)\n".into(),
+            );
+        };
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -182,7 +196,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
             route.authority
         );
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -190,11 +204,15 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
-    backend.metrics.request();
+    let counted = Counted {
+        main: &backend.metrics,
+        route: rule.metrics.as_deref(),
+    };
+    counted.request();
     let Some(ep) = balance::pick(&backend.endpoints) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
         return proxy_error(
-            &backend.metrics,
+            counted,
             started,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoEndpoints,
@@ -229,7 +247,7 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
         req,
         started,
         ep,
-        &backend.metrics,
+        counted,
         &backend.name,
         rule.timeout,
         &rule.response_headers,
@@ -239,8 +257,19 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
 
 /// Handles one inbound request (to the local app).
 pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
+    let endpoint = shared.inbound.as_ref().and_then(|t| t.endpoint.clone());
+    inbound_to(shared, endpoint, req).await
+}
+
+/// Handles one inbound request to `endpoint` (transparent mode: the app at
+/// `127.0.0.1:<original port>`), counted with `direction="inbound"`.
+pub async fn inbound_to(
+    shared: Arc<Shared>,
+    endpoint: Option<Arc<Endpoint>>,
+    req: Request<ClientBody>,
+) -> Response<ResBody> {
     let started = Instant::now();
-    let Some(target) = &shared.inbound else {
+    let (Some(target), Some(endpoint)) = (&shared.inbound, endpoint) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "inbound is not configured\n".into(),
@@ -249,13 +278,13 @@ pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<
     target.metrics.request();
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
-    prepare_upstream(&mut parts, &target.endpoint, h2);
+    prepare_upstream(&mut parts, &endpoint, h2);
     send(
         &target.upstreams,
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
-        &target.endpoint,
-        &target.metrics,
+        &endpoint,
+        Counted::only(&target.metrics),
         "inbound",
         target.timeout,
         &HeaderEdits::NONE,
@@ -313,7 +342,7 @@ async fn send(
     req: Request<ReqBody>,
     started: Instant,
     ep: &Arc<Endpoint>,
-    metrics: &Arc<RouteMetrics>,
+    metrics: Counted<'_>,
     backend: &str,
     timeout: Option<Duration>,
     response_headers: &HeaderEdits,

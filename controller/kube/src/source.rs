@@ -1,0 +1,426 @@
+//! The CLI's Kubernetes side: reads Canary status (the engine state the controller keeps under
+//! `status.serin.state`, Flagger's fields otherwise) and the target's current revision, and
+//! writes manual commands as the `serin.dev/command` annotation.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use serde_json::{Value, json};
+use serin_dashboard::convert;
+use serin_dashboard::model::{Action, CanaryKey, CanarySummary, TargetRef};
+
+/// The annotation the controller reads manual commands from.
+pub const COMMAND_ANNOTATION: &str = "serin.dev/command";
+
+/// A Kubernetes failure, worded for the person at the terminal.
+#[derive(Debug)]
+pub struct KubeError(String);
+
+impl std::fmt::Display for KubeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn api_error(what: &str, e: kube::Error) -> KubeError {
+    let hint = match &e {
+        kube::Error::Api(s) if s.code == 403 => {
+            " (RBAC: the CLI needs get/list/patch on canaries.serin.dev and get on deployments/daemonsets)"
+        }
+        kube::Error::Api(s) if s.code == 404 => {
+            " (is the Canary CRD installed? `serin crds | kubectl apply -f -`)"
+        }
+        _ => " (API server unreachable?)",
+    };
+    KubeError(format!("{what}: {e}{hint}"))
+}
+
+/// Reads and steers Canaries through the Kubernetes API.
+pub struct KubeSource {
+    client: kube::Client,
+}
+
+fn canary_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("serin.dev", "v1beta1", "Canary"),
+        "canaries",
+    )
+}
+
+impl KubeSource {
+    /// Connects with the kubeconfig (or in-cluster configuration).
+    pub async fn connect() -> Result<Self, KubeError> {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            KubeError(format!(
+                "--kubernetes: no usable Kubernetes configuration: {e} (set KUBECONFIG, or run in a cluster)"
+            ))
+        })?;
+        Ok(Self { client })
+    }
+
+    /// A source over an existing client (the controller's, or a mocked one in tests).
+    pub fn from_client(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    #[cfg(test)]
+    pub fn with_client(client: kube::Client) -> Self {
+        Self::from_client(client)
+    }
+
+    /// The Canary API of `namespace` (all namespaces when `None`).
+    pub(crate) fn canary_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        self.canaries(namespace)
+    }
+
+    fn canaries(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = canary_resource();
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    async fn object(&self, key: &CanaryKey) -> Result<DynamicObject, KubeError> {
+        self.canaries(Some(&key.namespace))
+            .get_opt(&key.name)
+            .await
+            .map_err(|e| api_error(&format!("reading canary {key}"), e))?
+            .ok_or_else(|| {
+                KubeError(format!(
+                    "canary {key} not found (check the name and -n/--namespace)"
+                ))
+            })
+    }
+
+    /// One Canary's summary, with the target's current revision.
+    pub async fn get(&self, key: &CanaryKey) -> Result<CanarySummary, KubeError> {
+        let obj = self.object(key).await?;
+        self.summary(key, &obj).await
+    }
+
+    /// Every Canary of `namespace` (all namespaces when `None`).
+    pub async fn list(&self, namespace: Option<&str>) -> Result<Vec<CanarySummary>, KubeError> {
+        let list = self
+            .canaries(namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| api_error("listing canaries", e))?;
+        let mut out = Vec::new();
+        for obj in &list.items {
+            let key = CanaryKey::new(
+                obj.metadata.namespace.clone().unwrap_or_default(),
+                obj.metadata.name.clone().unwrap_or_default(),
+            );
+            out.push(self.summary(&key, obj).await?);
+        }
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(out)
+    }
+
+    /// The run's maximum weight, for the progress bar.
+    pub async fn max_weight(&self, key: &CanaryKey) -> Option<u32> {
+        let obj = self.object(key).await.ok()?;
+        let analysis = obj.data.pointer("/spec/analysis")?;
+        analysis
+            .get("maxWeight")
+            .and_then(Value::as_u64)
+            .or_else(|| {
+                analysis
+                    .get("stepWeights")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.last())
+                    .and_then(Value::as_u64)
+            })
+            .and_then(|w| u32::try_from(w).ok())
+    }
+
+    async fn summary(
+        &self,
+        key: &CanaryKey,
+        obj: &DynamicObject,
+    ) -> Result<CanarySummary, KubeError> {
+        let target = TargetRef {
+            kind: str_at(&obj.data, "/spec/targetRef/kind")
+                .unwrap_or("Deployment")
+                .to_string(),
+            name: str_at(&obj.data, "/spec/targetRef/name")
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let revision = self.target_revision(&key.namespace, &target).await?;
+        Ok(summary_of(key, target, &obj.data, revision))
+    }
+
+    /// The target's current revision, computed as the controller does (pod-template hash).
+    pub(crate) async fn target_revision(
+        &self,
+        ns: &str,
+        target: &TargetRef,
+    ) -> Result<Option<String>, KubeError> {
+        let what = format!("reading {} {ns}/{}", target.kind, target.name);
+        let template = match target.kind.as_str() {
+            "Deployment" => Api::<Deployment>::namespaced(self.client.clone(), ns)
+                .get_opt(&target.name)
+                .await
+                .map_err(|e| api_error(&what, e))?
+                .and_then(|d| d.spec.map(|s| s.template)),
+            "DaemonSet" => Api::<DaemonSet>::namespaced(self.client.clone(), ns)
+                .get_opt(&target.name)
+                .await
+                .map_err(|e| api_error(&what, e))?
+                .and_then(|d| d.spec.map(|s| s.template)),
+            _ => None,
+        };
+        Ok(template.map(|t| crate::workloads::template_revision(&t)))
+    }
+
+    /// Writes a command to the annotation; refuses while an earlier command is not applied yet
+    /// (one annotation holds one command: overwriting it would lose the earlier one).
+    pub async fn command(
+        &self,
+        key: &CanaryKey,
+        action: Action,
+        gate: Option<String>,
+        by: String,
+    ) -> Result<String, KubeError> {
+        let obj = self.object(key).await?;
+        if let Some(pending) = unapplied_command(&obj) {
+            return Err(KubeError(format!(
+                "{key}: the previous command {pending} in the {COMMAND_ANNOTATION} annotation is not applied yet; retry once the controller has applied it (status.lastCommandId)"
+            )));
+        }
+        let at = jiff::Timestamp::now();
+        let command = serin_dashboard::model::Command {
+            id: serin_dashboard::new_command_id(at),
+            action,
+            gate,
+            by,
+            at,
+        };
+        let json = serde_json::to_string(&convert::command_to_core(&command))
+            .map_err(|e| KubeError(e.to_string()))?;
+        let patch = json!({"metadata": {"annotations": {COMMAND_ANNOTATION: json}}});
+        self.canaries(Some(&key.namespace))
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_error(&format!("writing the command to canary {key}"), e))?;
+        Ok(command.id)
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+/// The engine state in a Canary object: `status.serin.state` when the controller wrote it,
+/// otherwise the Flagger-compatible status fields (same names).
+pub(crate) fn engine_status(data: &Value) -> serin_core::Status {
+    data.pointer("/status/serin/state")
+        .or_else(|| data.pointer("/status"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The summary of a Canary object.
+pub fn summary_of(
+    key: &CanaryKey,
+    target: TargetRef,
+    data: &Value,
+    target_revision: Option<String>,
+) -> CanarySummary {
+    let status = engine_status(data);
+    convert::summary(key, target, &status, target_revision)
+}
+
+/// The command in the annotation, when the controller has not applied it yet.
+pub(crate) fn pending_command(obj: &DynamicObject) -> Option<serin_core::Command> {
+    let raw = obj.metadata.annotations.as_ref()?.get(COMMAND_ANNOTATION)?;
+    let command: serin_core::Command = serde_json::from_str(raw).ok()?;
+    let state = engine_status(&obj.data);
+    let applied = str_at(&obj.data, "/status/lastCommandId") == Some(command.id.as_str())
+        || state.last_command_id.as_deref() == Some(command.id.as_str())
+        || state.applied_command_ids.contains(&command.id);
+    (!applied).then_some(command)
+}
+
+/// The id (and action) of a command in the annotation that the controller has not applied.
+fn unapplied_command(obj: &DynamicObject) -> Option<String> {
+    let raw = obj.metadata.annotations.as_ref()?.get(COMMAND_ANNOTATION)?;
+    let v: Value = serde_json::from_str(raw).ok()?;
+    let id = v.get("id")?.as_str()?;
+    let last = str_at(&obj.data, "/status/lastCommandId");
+    let state = engine_status(&obj.data);
+    let applied = last == Some(id)
+        || state.last_command_id.as_deref() == Some(id)
+        || state.applied_command_ids.iter().any(|a| a == id);
+    (!applied).then(|| {
+        format!(
+            "{id} ({} by {})",
+            v.get("action").and_then(Value::as_str).unwrap_or("?"),
+            v.get("by").and_then(Value::as_str).unwrap_or("?")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scenarios against a mocked API server: each expected call asserted by method, URI and
+    //! body and answered as the API server would; a missing or extra call fails the test.
+
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use kube::client::Body;
+    use serin_dashboard::wait::{Assessment, assess};
+
+    use super::*;
+
+    use crate::mock_api::{Handle, expect};
+
+    fn source() -> (KubeSource, Handle) {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (
+            KubeSource::with_client(kube::Client::new(svc, "default")),
+            handle,
+        )
+    }
+
+    fn template(image: &str) -> Value {
+        json!({"metadata": {"labels": {"app": "podinfo"}},
+               "spec": {"containers": [{"name": "podinfo", "image": image}]}})
+    }
+
+    fn canary(status: Value, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "prod", "annotations": annotations},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                     "analysis": {"interval": "1m", "maxWeight": 50, "stepWeight": 10}},
+            "status": status
+        })
+    }
+
+    fn deployment(image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "podinfo", "namespace": "prod"},
+               "spec": {"selector": {"matchLabels": {"app": "podinfo"}}, "template": template(image)}})
+    }
+
+    fn revision(image: &str) -> String {
+        let t: PodTemplateSpec = serde_json::from_value(template(image)).unwrap();
+        crate::workloads::template_revision(&t)
+    }
+
+    #[tokio::test]
+    async fn a_new_image_is_not_mistaken_for_the_promoted_one() {
+        let (src, mut handle) = source();
+        let old = revision("podinfo:1");
+        let status = json!({
+            "phase": "Succeeded", "canaryWeight": 0, "failedChecks": 0,
+            "lastAppliedSpec": old, "lastPromotedSpec": old,
+            "serin": {"state": {"phase": "Succeeded", "canaryWeight": 0, "failedChecks": 0,
+                "iterations": 0, "lastAppliedSpec": old, "lastPromotedSpec": old, "runs": 1,
+                "run": {"id": 1, "revision": old, "startedAt": "2026-11-21T10:00:00Z", "step": 5,
+                        "outcome": {"result": "promoted", "reason": "analysis complete",
+                                    "at": "2026-11-21T10:10:00Z"}}}}
+        });
+        let key = CanaryKey::new("prod", "podinfo");
+        let call = tokio::spawn(async move { src.get(&key).await });
+        expect(
+            &mut handle,
+            "GET",
+            "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
+            canary(status, json!({})),
+        )
+        .await;
+        expect(
+            &mut handle,
+            "GET",
+            "/apis/apps/v1/namespaces/prod/deployments/podinfo",
+            deployment("podinfo:2"),
+        )
+        .await;
+        let summary = call.await.unwrap().unwrap();
+        let new = revision("podinfo:2");
+        assert_ne!(new, old);
+        assert_eq!(summary.target_revision.as_deref(), Some(new.as_str()));
+        assert_eq!(summary.run.as_ref().unwrap().revision, old);
+        assert!(matches!(
+            assess(&summary, &new, false),
+            Assessment::Pending { .. }
+        ));
+        assert!(matches!(
+            assess(&summary, &old, false),
+            Assessment::Promoted { run: Some(1) }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_command_is_written_as_the_annotation_once_the_previous_one_is_applied() {
+        let (src, mut handle) = source();
+        let key = CanaryKey::new("prod", "podinfo");
+        let call = tokio::spawn(async move {
+            src.command(&key, Action::GateOpen, Some("confirm".into()), "ci".into())
+                .await
+        });
+        let applied = json!({"phase": "Progressing", "lastCommandId": "old-1"});
+        let prev = json!({COMMAND_ANNOTATION: r#"{"id":"old-1","action":"pause","by":"x","at":"2026-11-21T10:00:00Z"}"#});
+        let obj = canary(applied, prev);
+        expect(
+            &mut handle,
+            "GET",
+            "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
+            obj.clone(),
+        )
+        .await;
+        let patch = expect(
+            &mut handle,
+            "PATCH",
+            "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo?",
+            obj,
+        )
+        .await;
+        let id = call.await.unwrap().unwrap();
+        let written: Value = serde_json::from_str(
+            patch["metadata"]["annotations"][COMMAND_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written["id"], id.as_str());
+        assert_eq!(written["action"], "gate-open");
+        assert_eq!(written["gate"], "confirm");
+        assert_eq!(written["by"], "ci");
+        // What the controller parses.
+        let _: serin_core::Command = serde_json::from_value(written).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unapplied_command_is_never_overwritten() {
+        let (src, mut handle) = source();
+        let key = CanaryKey::new("prod", "podinfo");
+        let call =
+            tokio::spawn(async move { src.command(&key, Action::Abort, None, "ci".into()).await });
+        let status = json!({"phase": "Progressing", "lastCommandId": "old-1"});
+        let pending = json!({COMMAND_ANNOTATION: r#"{"id":"new-2","action":"promote","by":"dana","at":"2026-11-21T10:00:00Z"}"#});
+        expect(
+            &mut handle,
+            "GET",
+            "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
+            canary(status, pending),
+        )
+        .await;
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("previous command new-2 (promote by dana)"),
+            "{err}"
+        );
+        // No PATCH follows.
+        let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        assert!(!matches!(extra, Ok(Some(_))), "unexpected extra API call");
+    }
+}

@@ -1,0 +1,368 @@
+//! The Canary's status on Kubernetes: Flagger's fields (so `kubectl get canaries`, `kubectl wait
+//! --for=condition=Promoted` and tools written for Flagger work), the engine's full state under
+//! `status.serin.state`, the last [`HISTORY_LIMIT`] history entries under
+//! `status.serin.history`, and the current run's analysis state (the judge's sequential test)
+//! under `status.serin.analysis`. Written with server-side apply on the status subresource.
+//!
+//! Manual commands arrive in the annotation `serin.dev/command` as JSON
+//! `{"id","action","gate","by","at"}`; each id is applied once (the engine remembers applied ids
+//! and `status.lastCommandId` names the last one).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use serin_api::Canary;
+use serin_core::{Command, HistoryEntry, Status, Timestamp};
+
+use super::{FIELD_MANAGER, kube_error};
+use serin_controller::adapters::{
+    AdapterError, AnalysisState, CanaryContext, CanaryId, ErrorKind, Store,
+};
+
+/// Annotation carrying a manual command.
+pub const COMMAND_ANNOTATION: &str = "serin.dev/command";
+/// History entries kept in the status, not counting `measured` samples (older ones are dropped;
+/// events and logs keep the rest).
+pub const HISTORY_LIMIT: usize = 30;
+/// `measured` entries (one per analysis tick, for the charts) kept besides [`HISTORY_LIMIT`], so
+/// samples never push the run's real moments out.
+pub const MEASURED_LIMIT: usize = 60;
+
+/// A condition the runtime maintains next to the engine's `Promoted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeCondition {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True/False.
+    pub ok: bool,
+    /// Reason (CamelCase).
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Condition: the spec is valid (False names the field).
+pub const CONDITION_VALID: &str = "Valid";
+/// Condition: the routing provider is one Serin drives.
+pub const CONDITION_PROVIDER: &str = "ProviderSupported";
+/// Condition: fields accepted but not used by this provider.
+pub const CONDITION_IGNORED: &str = "IgnoredFields";
+/// Condition: the last reconcile reached the API server without error.
+pub const CONDITION_SYNCED: &str = "Synced";
+
+/// The engine state stored in the Canary, if any.
+pub fn engine_status(canary: &Canary) -> Status {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .and_then(|v| v.get("state"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The analysis state (the judge's sequential test) stored in the Canary under
+/// `status.serin.analysis`; the default (run 0) when none is stored or it does not read.
+pub fn stored_analysis(canary: &Canary) -> AnalysisState {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .and_then(|v| v.get("analysis"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// History stored in the Canary.
+pub fn stored_history(canary: &Canary) -> Vec<Value> {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .and_then(|v| v.get("history"))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The pending command, if the annotation holds one; a malformed annotation is an error naming
+/// it.
+pub fn pending_command(canary: &Canary) -> Result<Option<Command>, AdapterError> {
+    let Some(raw) = canary.annotations().get(COMMAND_ANNOTATION) else {
+        return Ok(None);
+    };
+    serde_json::from_str::<Command>(raw).map(Some).map_err(|e| {
+        AdapterError::new(
+            ErrorKind::Invalid,
+            format!("metadata.annotations[\"{COMMAND_ANNOTATION}\"]"),
+            format!(
+                "{e}; expected {{\"id\":\"...\",\"action\":\"promote|abort|pause|resume|gate-open|gate-close\",\"gate\":\"<for gate-*>\",\"by\":\"...\",\"at\":\"<RFC 3339>\"}}"
+            ),
+        )
+    })
+}
+
+fn existing_condition<'a>(
+    canary: &'a Canary,
+    type_: &str,
+) -> Option<&'a serin_api::CanaryCondition> {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// The status subresource body for `status` plus the runtime's conditions. `analysis` replaces
+/// the stored analysis state; `None` keeps the stored one while its run is still the current run
+/// (server-side apply would otherwise drop the field this manager no longer sends).
+pub fn status_body(
+    canary: &Canary,
+    status: &Status,
+    history: &[HistoryEntry],
+    runtime: &[RuntimeCondition],
+    analysis: Option<&AnalysisState>,
+    now: Timestamp,
+) -> Value {
+    let mut conditions: Vec<Value> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            json!({
+                "type": c.condition_type,
+                "status": c.status,
+                "lastUpdateTime": c.last_update_time.to_rfc3339(),
+                "lastTransitionTime": c.last_transition_time.to_rfc3339(),
+                "reason": c.reason,
+                "message": c.message,
+            })
+        })
+        .collect();
+    for rc in runtime {
+        let st = if rc.ok { "True" } else { "False" };
+        // Keep the transition time while the status does not flip.
+        let transition = existing_condition(canary, rc.type_)
+            .filter(|c| c.status == st)
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .unwrap_or_else(|| json!(now.to_rfc3339()));
+        conditions.push(json!({
+            "type": rc.type_,
+            "status": st,
+            "lastUpdateTime": now.to_rfc3339(),
+            "lastTransitionTime": transition,
+            "reason": rc.reason,
+            "message": rc.message,
+        }));
+    }
+    let mut hist = stored_history(canary);
+    for h in history {
+        let v = serde_json::to_value(h).unwrap_or(Value::Null);
+        if h.kind == serin_core::HistoryKind::NotificationFailed {
+            // A receiver that stays down fails the same way every tick: keep its latest
+            // failure only, so it cannot push the checks and gates out of the bounded history.
+            hist.retain(|old| !(old["kind"] == v["kind"] && old["message"] == v["message"]));
+        }
+        hist.push(v);
+    }
+    trim_history(&mut hist);
+    let mut serin = json!({"state": status, "history": hist});
+    let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
+    // Only the current run's state is worth keeping; a finished run's is dropped.
+    if status.run.as_ref().is_some_and(|r| r.id == analysis.run) {
+        serin["analysis"] = serde_json::to_value(&analysis).unwrap_or(Value::Null);
+    }
+    let mut s = json!({
+        "phase": status.phase.as_str(),
+        "canaryWeight": status.canary_weight,
+        "failedChecks": status.failed_checks,
+        "iterations": status.iterations,
+        "conditions": conditions,
+        "serin": serin,
+    });
+    let o = s.as_object_mut().expect("json! object literal");
+    if let Some(v) = &status.last_applied_spec {
+        o.insert("lastAppliedSpec".into(), json!(v));
+    }
+    if let Some(v) = &status.last_promoted_spec {
+        o.insert("lastPromotedSpec".into(), json!(v));
+    }
+    if !status.tracked_configs.is_empty() {
+        o.insert("trackedConfigs".into(), json!(status.tracked_configs));
+    }
+    if let Some(t) = status.last_transition_time {
+        o.insert("lastTransitionTime".into(), json!(t.to_rfc3339()));
+    }
+    if let Some(id) = &status.last_command_id {
+        o.insert("lastCommandId".into(), json!(id));
+    }
+    if let Some(c) = status.run.as_ref().and_then(|r| r.affinity_cookie.as_ref()) {
+        o.insert("sessionAffinityCookie".into(), json!(c));
+    }
+    if let Some(c) = &status.previous_affinity_cookie {
+        o.insert("previousSessionAffinityCookie".into(), json!(c));
+    }
+    json!({
+        "apiVersion": serin_api::API_VERSION,
+        "kind": "Canary",
+        "status": s,
+    })
+}
+
+/// Drops the oldest entries beyond [`HISTORY_LIMIT`] moments and [`MEASURED_LIMIT`] samples,
+/// keeping the chronological order of the rest.
+fn trim_history(hist: &mut Vec<Value>) {
+    let measured = |v: &Value| v["kind"] == "measured";
+    let samples = hist.iter().filter(|v| measured(v)).count();
+    let mut drop_samples = samples.saturating_sub(MEASURED_LIMIT);
+    let mut drop_moments = (hist.len() - samples).saturating_sub(HISTORY_LIMIT);
+    hist.retain(|v| {
+        let budget = if measured(v) {
+            &mut drop_samples
+        } else {
+            &mut drop_moments
+        };
+        if *budget > 0 {
+            *budget -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Writes `body` to the status subresource with server-side apply.
+pub async fn apply_status(
+    client: &Client,
+    canary: &Canary,
+    body: &Value,
+) -> Result<(), AdapterError> {
+    let ns = canary.namespace().unwrap_or_default();
+    let name = canary.name_any();
+    let api: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| kube_error(e, format!("writing status of canary {ns}/{name}")))
+}
+
+/// The [`Store`] of one Canary object: status from the object, commands from its annotation,
+/// saves by server-side apply.
+pub struct KubeStore {
+    client: Client,
+    canary: std::sync::Arc<Canary>,
+    runtime: Vec<RuntimeCondition>,
+    now: Timestamp,
+}
+
+impl KubeStore {
+    /// The store for `canary`, adding `runtime` conditions to every save.
+    pub fn new(
+        client: Client,
+        canary: std::sync::Arc<Canary>,
+        runtime: Vec<RuntimeCondition>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            client,
+            canary,
+            runtime,
+            now,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn load(&self, _id: &CanaryId) -> Result<Option<Status>, AdapterError> {
+        Ok(Some(engine_status(&self.canary)))
+    }
+
+    async fn save(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        history: &[HistoryEntry],
+    ) -> Result<(), AdapterError> {
+        self.save_with_analysis(ctx, status, history, None).await
+    }
+
+    async fn pending_commands(&self, _id: &CanaryId) -> Result<Vec<Command>, AdapterError> {
+        Ok(pending_command(&self.canary)?.into_iter().collect())
+    }
+
+    async fn load_analysis(&self, _id: &CanaryId) -> Result<Option<AnalysisState>, AdapterError> {
+        Ok(Some(stored_analysis(&self.canary)))
+    }
+
+    async fn save_with_analysis(
+        &self,
+        _ctx: &CanaryContext,
+        status: &Status,
+        history: &[HistoryEntry],
+        analysis: Option<&AnalysisState>,
+    ) -> Result<(), AdapterError> {
+        let body = status_body(
+            &self.canary,
+            status,
+            history,
+            &self.runtime,
+            analysis,
+            self.now,
+        );
+        apply_status(&self.client, &self.canary, &body).await
+    }
+}
+
+/// Labels for log lines and the like.
+pub fn describe(canary: &Canary) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("name", canary.name_any()),
+        ("namespace", canary.namespace().unwrap_or_default()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_and_moments_have_separate_budgets_in_one_chronological_history() {
+        // 36 moments interleaved with 100 samples, oldest first.
+        let mut hist = Vec::new();
+        for i in 0..100 {
+            hist.push(json!({"kind": "measured", "i": i}));
+            if i % 5 == 0 || i >= 80 {
+                hist.push(json!({"kind": "advanced", "i": i}));
+            }
+        }
+        let moments = hist.iter().filter(|v| v["kind"] != "measured").count();
+        assert_eq!(moments, 36);
+        trim_history(&mut hist);
+        let kept_moments: Vec<i64> = hist
+            .iter()
+            .filter(|v| v["kind"] != "measured")
+            .map(|v| v["i"].as_i64().unwrap())
+            .collect();
+        let kept_samples: Vec<i64> = hist
+            .iter()
+            .filter(|v| v["kind"] == "measured")
+            .map(|v| v["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(kept_moments.len(), HISTORY_LIMIT);
+        assert_eq!(kept_moments[0], 30, "the 6 oldest moments went");
+        assert_eq!(kept_samples, (40..100).collect::<Vec<_>>());
+        // Still chronological.
+        let order: Vec<i64> = hist.iter().map(|v| v["i"].as_i64().unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+        // Under both budgets nothing is dropped.
+        let mut small = vec![json!({"kind": "measured"}), json!({"kind": "held"})];
+        trim_history(&mut small);
+        assert_eq!(small.len(), 2);
+    }
+}

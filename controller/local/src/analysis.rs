@@ -1,0 +1,490 @@
+//! [`LocalAnalyzer`]: the local [`Analyzer`]. It measures with `serin-analysis` from the proxies'
+//! own `/metrics` (the embedded default: no Prometheus needed) or from a Prometheus given with
+//! `--metrics-server`: Flagger's built-in checks, inline queries (Prometheus only),
+//! `MetricTemplate`s read from the manifest directory (Prometheus only: the controller's
+//! `--metrics-server`, or the template's own `spec.provider.address`; with the proxies alone a
+//! template check is inconclusive with an error naming the field and both ways to fix it), and
+//! the statistical judge when the Canary turns it on.
+//!
+//! The judge's sequential state lives in memory per run; after a controller restart it starts a
+//! fresh sequence for the same run, which is still valid at `alpha` (it only forgets earlier
+//! looks).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serin_analysis::{
+    AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, MetricCheck, MetricSpec,
+    MetricsProvider, Observed, PrometheusConfig, PrometheusProvider, Target, ThresholdRange,
+    run_check,
+};
+use serin_api::MetricSource;
+use serin_core::{Bound, CheckResult, Status};
+
+use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::measure::{
+    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+};
+use serin_controller::plan::JUDGE_CHECK;
+use serin_controller::sample::{LastJudge, measure};
+
+/// Measures every check of a Canary through one metrics provider.
+pub struct LocalAnalyzer {
+    provider: Arc<dyn MetricsProvider>,
+    /// `MetricTemplate`s of the manifest directory by `namespace/name` (replaced on reload).
+    templates: std::sync::RwLock<BTreeMap<String, serin_api::MetricTemplate>>,
+    /// Prometheus clients for templates naming their own `spec.provider.address`.
+    template_providers: std::sync::Mutex<BTreeMap<String, Arc<dyn MetricsProvider>>>,
+    judges: Judges,
+    last_judge: LastJudge,
+}
+
+impl LocalAnalyzer {
+    /// Measures through `provider` (a proxy scrape or a Prometheus).
+    pub fn new(provider: Arc<dyn MetricsProvider>) -> Self {
+        Self {
+            provider,
+            templates: Default::default(),
+            template_providers: Default::default(),
+            judges: Judges::default(),
+            last_judge: LastJudge::default(),
+        }
+    }
+}
+
+impl LocalAnalyzer {
+    /// Replaces the known `MetricTemplate`s (`namespace/name` keys), after a manifest reload.
+    pub fn set_templates(&self, templates: BTreeMap<String, serin_api::MetricTemplate>) {
+        *self.templates.write().unwrap_or_else(|p| p.into_inner()) = templates;
+    }
+
+    /// Resolves `field`'s `templateRef`: the template's query, and the provider to ask when the
+    /// template names its own Prometheus. Errors name the field and what is accepted.
+    fn template(
+        &self,
+        field: &str,
+        namespace: &str,
+        r: &serin_api::CrossNamespaceObjectReference,
+    ) -> Result<(String, Option<Arc<dyn MetricsProvider>>), String> {
+        let key = format!("{}/{}", r.namespace.as_deref().unwrap_or(namespace), r.name);
+        let template = self
+            .templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{field}.templateRef: MetricTemplate {key} is not in the manifest directory (the local controller reads MetricTemplates from the same directory as the Canary)"
+                )
+            })?;
+        let p = &template.spec.provider;
+        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_) {
+            return Err(format!("MetricTemplate {key} spec.provider.type: {why}"));
+        }
+        if p.secret_ref.is_some() {
+            return Err(format!(
+                "MetricTemplate {key} spec.provider.secretRef: Secrets are Kubernetes objects; locally put credentials in spec.provider.headers (e.g. an Authorization header)"
+            ));
+        }
+        let query = template.spec.query.clone();
+        let Some(address) = &p.address else {
+            if self.provider.kind() == PROXY_SCRAPE {
+                return Err(format!(
+                    "{field}.templateRef {key}: a MetricTemplate query needs a Prometheus: start the controller with --metrics-server URL or set the template's spec.provider.address (the proxies' own /metrics answer only the built-in request-success-rate and request-duration)"
+                ));
+            }
+            return Ok((query, None));
+        };
+        let headers: Vec<(String, String)> = p.headers.pairs();
+        let cache_key = format!("{address} {headers:?} {}", p.insecure_skip_verify);
+        let mut cache = self
+            .template_providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(provider) = cache.get(&cache_key) {
+            return Ok((query, Some(provider.clone())));
+        }
+        let mut config = PrometheusConfig::new(address.clone(), serin_analysis::Mesh::Serin);
+        config.headers = headers;
+        config.insecure_skip_verify = p.insecure_skip_verify;
+        let provider: Arc<dyn MetricsProvider> = Arc::new(
+            PrometheusProvider::new(config)
+                .map_err(|e| format!("MetricTemplate {key} spec.provider.address: {e}"))?,
+        );
+        cache.insert(cache_key, provider.clone());
+        Ok((query, Some(provider)))
+    }
+}
+
+/// The `kind()` of the proxy-scrape provider.
+const PROXY_SCRAPE: &str = "proxy-scrape";
+
+/// Built-in checks read from the proxies' counters since a wall-clock instant (the later of the
+/// run's start and one metric interval ago) rather than over a window ending now.
+///
+/// Why: scrape snapshots exist only when someone scraped, and a window's base is the newest
+/// snapshot before the window starts, which after a quiet spell (a rolled-back run, no checks)
+/// lies before this run started. The canary backend keeps its name across runs, so a rolled-back
+/// revision's last failures then counted against the next revision (seen as a healthy v3 rolled
+/// back right after a bad v2). Reading since the run's start, from the snapshot nearest to it
+/// (the local controller scrapes every 500ms, so one is close), counts only this run.
+struct SinceRun<'a> {
+    inner: &'a dyn MetricsProvider,
+    since: std::time::SystemTime,
+}
+
+impl MetricsProvider for SinceRun<'_> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>> {
+        self.inner.probe()
+    }
+
+    fn builtin<'a>(
+        &'a self,
+        metric: BuiltinMetric,
+        target: &'a Target,
+        _window: Duration,
+    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
+        Box::pin(async move {
+            let t: ArmTraffic = self
+                .inner
+                .arm_traffic_since(target, ArmRole::Canary, self.since)
+                .await?;
+            let ago = std::time::SystemTime::now()
+                .duration_since(self.since)
+                .unwrap_or_default();
+            Ok(Observed {
+                value: t.builtin(metric),
+                sample_size: Some(t.requests.max(0.0).round() as u64),
+                query: Some(format!(
+                    "{} of dst_service=\"{}\" over the last {}",
+                    metric.name(),
+                    target.canary.backend,
+                    serin_analysis::format_duration(Duration::from_secs(ago.as_secs().max(1)))
+                )),
+            })
+        })
+    }
+
+    fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
+        self.inner.query(query)
+    }
+
+    fn arm_traffic<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        self.inner.arm_traffic(target, arm, window)
+    }
+
+    fn arm_traffic_since<'a>(
+        &'a self,
+        target: &'a Target,
+        arm: ArmRole,
+        since: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<ArmTraffic, AnalysisError>> {
+        self.inner.arm_traffic_since(target, arm, since)
+    }
+}
+
+/// When the run started, as wall-clock time.
+fn run_start(run: &serin_core::Run) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(run.started_at.as_millis()).unwrap_or(0))
+}
+
+fn window_since_run(interval: Duration, status: &Status) -> Duration {
+    let Some(run) = &status.run else {
+        return interval;
+    };
+    let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let since = Duration::from_secs(now.since(run.started_at).as_secs().max(1));
+    interval.min(since)
+}
+
+#[async_trait]
+impl Analyzer for LocalAnalyzer {
+    async fn run_checks(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+    ) -> Result<Vec<CheckResult>, AdapterError> {
+        let Some(n) = ctx.spec.clone() else {
+            return Err(AdapterError::new(
+                ErrorKind::Invalid,
+                "analysis",
+                "the canary context carries no normalized spec",
+            ));
+        };
+        let target = Target::flagger(
+            &ctx.id.name,
+            &ctx.id.namespace,
+            &n.target_name,
+            Some(&n.service_name),
+        );
+        let no_data = no_data(&n);
+        let mut results = Vec::new();
+        for (i, m) in n.metrics.iter().enumerate() {
+            let field = format!("spec.analysis.metrics[{i}]");
+            // A template with its own `spec.provider.address` is asked there.
+            let mut own_provider: Option<Arc<dyn MetricsProvider>> = None;
+            let template_query = match &m.source {
+                MetricSource::Builtin => None,
+                MetricSource::Query(q) => Some(q.clone()),
+                MetricSource::Template(r) => match self.template(&field, &ctx.id.namespace, r) {
+                    Ok((query, provider)) => {
+                        own_provider = provider;
+                        Some(query)
+                    }
+                    Err(e) => {
+                        results.push(inconclusive(&m.name, e));
+                        continue;
+                    }
+                },
+            };
+            let spec = MetricSpec {
+                name: m.name.clone(),
+                // Never look back past the start of this run: the canary backend keeps its name
+                // across runs, and a previous revision's failures must not count against this one.
+                interval: Some(serin_analysis::format_duration(window_since_run(
+                    m.interval, status,
+                ))),
+                threshold_range: Some(ThresholdRange {
+                    min: m.min,
+                    max: m.max,
+                }),
+                threshold: None,
+                template_query,
+                template_variables: m.template_variables.clone(),
+            };
+            let check = match MetricCheck::from_spec(&field, &spec) {
+                Ok(c) => c,
+                Err(e) => {
+                    results.push(inconclusive(&m.name, e.to_string()));
+                    continue;
+                }
+            };
+            let measured = match (&check.source, &status.run) {
+                (serin_analysis::MetricSource::Builtin(_), Some(run))
+                    if self.provider.kind() == PROXY_SCRAPE =>
+                {
+                    let start = run_start(run);
+                    let window_start = std::time::SystemTime::now()
+                        .checked_sub(m.interval)
+                        .unwrap_or(start);
+                    let bounded = SinceRun {
+                        inner: self.provider.as_ref(),
+                        since: start.max(window_start),
+                    };
+                    run_check(&bounded, &check, &target, &no_data).await
+                }
+                _ => {
+                    let provider = own_provider.as_ref().unwrap_or(&self.provider);
+                    run_check(provider.as_ref(), &check, &target, &no_data).await
+                }
+            };
+            results.push(match measured {
+                Ok(r) => check_result(r),
+                // A measurement that failed is never a pass: the step holds, the history
+                // says why.
+                Err(e) => inconclusive(&m.name, e.to_string()),
+            });
+        }
+        if let Some(j) = &n.judge {
+            results.push(self.judge(ctx, status, j, &target).await);
+        }
+        Ok(results)
+    }
+
+    async fn sample(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+    ) -> Result<Option<serin_core::Sample>, AdapterError> {
+        let judge = self.last_judge.take(ctx);
+        let Some(n) = ctx.spec.clone() else {
+            return Ok(None);
+        };
+        let target = Target::flagger(
+            &ctx.id.name,
+            &ctx.id.namespace,
+            &n.target_name,
+            Some(&n.service_name),
+        );
+        // The tick's window, never reaching back before the run started.
+        let interval_ago = std::time::SystemTime::now()
+            .checked_sub(ctx.plan.interval)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let since = match &status.run {
+            Some(run) => run_start(run).max(interval_ago),
+            None => interval_ago,
+        };
+        let mut sample = match measure(self.provider.as_ref(), &target, since).await {
+            Ok(s) => s,
+            // The judge's evidence is worth keeping without the arms (a gap in the charts).
+            Err(e) if judge.is_some() => {
+                tracing::debug!(canary = %ctx.id, error = %e, "no chart sample this tick");
+                serin_core::Sample::default()
+            }
+            Err(e) => {
+                return Err(AdapterError::new(
+                    ErrorKind::Other,
+                    "chart sample",
+                    e.to_string(),
+                ));
+            }
+        };
+        sample.judge = judge;
+        Ok(Some(sample))
+    }
+}
+
+impl LocalAnalyzer {
+    async fn judge(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        j: &serin_api::JudgeSettings,
+        target: &Target,
+    ) -> CheckResult {
+        let Some(run) = &status.run else {
+            return inconclusive(JUDGE_CHECK, "no run in progress".into());
+        };
+        // Cumulative readings since the run started, so every look sees the whole run. "Since"
+        // and not "over a window ending now": a proxy-scrape window takes its base from the
+        // newest snapshot before the window, which can predate the run, and the previous run's
+        // canary failures then leaked into this run's judge (see `SinceRun`).
+        let since = run_start(run);
+        let canary = self
+            .provider
+            .arm_traffic_since(target, ArmRole::Canary, since)
+            .await;
+        let primary = self
+            .provider
+            .arm_traffic_since(target, ArmRole::Primary, since)
+            .await;
+        let (canary, primary) = match (canary, primary) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(e), _) | (_, Err(e)) => return inconclusive(JUDGE_CHECK, e.to_string()),
+        };
+        let config = judge_config(j);
+        let r = match self.judges.observe(ctx, run.id, &config, &canary, &primary) {
+            Ok(r) => r,
+            Err(unavailable) => return unavailable,
+        };
+        self.last_judge
+            .remember(ctx, serin_controller::sample::judge(&r, &config));
+        let canary_rate = canary.success_rate_pct();
+        CheckResult {
+            name: JUDGE_CHECK.to_string(),
+            verdict: verdict(r.verdict),
+            value: canary_rate,
+            bound: Bound::default(),
+            samples: Some(canary.requests.max(0.0) as u64),
+            detail: r.reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_analysis::{ProxyScrapeConfig, ProxyScrapeProvider};
+
+    fn template(yaml: &str) -> (String, serin_api::MetricTemplate) {
+        let t: serin_api::MetricTemplate = serde_yaml::from_str(yaml).unwrap();
+        let key = format!(
+            "{}/{}",
+            t.metadata.namespace.as_deref().unwrap_or("default"),
+            t.metadata.name.as_deref().unwrap()
+        );
+        (key, t)
+    }
+
+    fn reference(name: &str) -> serin_api::CrossNamespaceObjectReference {
+        serde_json::from_value(serde_json::json!({ "name": name })).unwrap()
+    }
+
+    fn analyzer(provider: Arc<dyn MetricsProvider>) -> LocalAnalyzer {
+        let a = LocalAnalyzer::new(provider);
+        a.set_templates(BTreeMap::from([
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors}\nspec:\n  provider: {type: prometheus}\n  query: sum(rate(response_total[1m]))\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: own}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9'}\n  query: up\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: dd}\nspec:\n  provider: {type: datadog}\n  query: x\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: secret}\nspec:\n  provider: {type: prometheus, secretRef: {name: creds}}\n  query: up\n",
+            ),
+        ]));
+        a
+    }
+
+    fn scrape() -> Arc<dyn MetricsProvider> {
+        Arc::new(
+            ProxyScrapeProvider::new(ProxyScrapeConfig::new(vec![
+                "http://127.0.0.1:9/metrics".into(),
+            ]))
+            .unwrap(),
+        )
+    }
+
+    fn prometheus() -> Arc<dyn MetricsProvider> {
+        Arc::new(
+            PrometheusProvider::new(PrometheusConfig::new(
+                "http://127.0.0.1:9",
+                serin_analysis::Mesh::Serin,
+            ))
+            .unwrap(),
+        )
+    }
+
+    const FIELD: &str = "spec.analysis.metrics[0]";
+
+    #[test]
+    fn templates_resolve_from_the_directory_and_errors_name_the_field() {
+        let a = analyzer(scrape());
+        let err = |name: &str| match a.template(FIELD, "default", &reference(name)) {
+            Ok(_) => panic!("{name} resolved"),
+            Err(e) => e,
+        };
+        let e = err("missing");
+        assert!(
+            e.contains("spec.analysis.metrics[0].templateRef") && e.contains("default/missing"),
+            "{e}"
+        );
+        let e = err("errors");
+        assert!(
+            e.contains("--metrics-server") && e.contains("spec.provider.address"),
+            "proxies cannot run a query: {e}"
+        );
+        let e = err("dd");
+        assert!(
+            e.contains("spec.provider.type") && e.contains("supported: prometheus"),
+            "{e}"
+        );
+        assert!(err("secret").contains("spec.provider.secretRef"));
+        // A template naming its own Prometheus is asked there, whatever the controller uses.
+        let (query, own) = a.template(FIELD, "default", &reference("own")).unwrap();
+        assert_eq!(query, "up");
+        assert_eq!(own.unwrap().kind(), "prometheus");
+
+        // With --metrics-server, a template without an address runs on that Prometheus.
+        let a = analyzer(prometheus());
+        let (query, own) = a.template(FIELD, "default", &reference("errors")).unwrap();
+        assert_eq!(query, "sum(rate(response_total[1m]))");
+        assert!(own.is_none());
+    }
+}

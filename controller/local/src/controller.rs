@@ -1,0 +1,344 @@
+//! `serin controller --local DIR`: the controller loop on one machine. Canary and Process
+//! manifests are read from a directory (re-read when a file changes), each Canary is ticked by
+//! the generic [`Driver`] through the local adapters, status and history go to the
+//! [`FileStore`], and processes run under the [`Supervisor`].
+//!
+//! Alerts (`spec.analysis.alerts`) name `AlertProvider` objects, which are Kubernetes objects:
+//! locally every alert is logged at WARN with its severity and message, and the history keeps
+//! the event that caused it. Nothing is sent anywhere.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serin_analysis::{
+    MetricsProvider, PrometheusConfig, PrometheusProvider, ProxyScrapeConfig, ProxyScrapeProvider,
+};
+use serin_core::{EventType, Timestamp};
+
+use super::analysis::LocalAnalyzer;
+use super::manifest::{self, Document};
+use super::platform::{LocalPlatform, Processes};
+use super::router::ControlPlane;
+use super::store::FileStore;
+use super::supervisor::Supervisor;
+use serin_controller::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier};
+use serin_controller::alerts::Alert;
+use serin_controller::driver::Driver;
+use serin_controller::hooks::HttpHooks;
+use serin_controller::metrics::Metrics;
+
+/// Where metrics come from.
+#[derive(Debug, Clone)]
+pub enum MetricsSource {
+    /// Scrape these `serin-proxy` `/metrics` URLs directly (the embedded default).
+    Proxies(Vec<String>),
+    /// Query this Prometheus (`--metrics-server`).
+    Prometheus(String),
+}
+
+/// How the local controller runs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The manifest directory (Canary and Process YAML).
+    pub dir: PathBuf,
+    /// Where status, history and process records live (default `DIR/.serin/state`).
+    pub state_dir: PathBuf,
+    /// The local control plane's base URL.
+    pub control_plane: String,
+    /// The directory the control plane reads routes from.
+    pub routes_dir: PathBuf,
+    /// Metrics source.
+    pub metrics: MetricsSource,
+    /// Overrides every Canary's `analysis.interval` (demos and tests run faster than the 10s
+    /// minimum a manifest may ask for).
+    pub interval: Option<Duration>,
+    /// How often the manifest directory is checked for changes.
+    pub reload_every: Duration,
+    /// Stop every workload process on exit (otherwise they keep serving and the next controller
+    /// adopts them).
+    pub stop_workloads_on_exit: bool,
+}
+
+/// A failure that stops the local controller from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A flag or directory is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// I/O on the state directory.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct LogEvents;
+
+#[async_trait]
+impl EventRecorder for LogEvents {
+    async fn event(&self, canary: &CanaryContext, kind: EventType, reason: &str, message: &str) {
+        match kind {
+            EventType::Normal => tracing::info!(canary = %canary.id, reason, "{message}"),
+            EventType::Warning => tracing::warn!(canary = %canary.id, reason, "{message}"),
+        }
+    }
+}
+
+struct LogNotifier;
+
+#[async_trait]
+impl Notifier for LogNotifier {
+    async fn alert(&self, canary: &CanaryContext, alert: &Alert) {
+        // Alert providers are Kubernetes objects; locally alerts go to the log (and the history
+        // keeps every event), so nothing is lost silently.
+        tracing::warn!(canary = %canary.id, severity = ?alert.severity, "alert: {}", alert.message);
+    }
+}
+
+fn signature(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    let mut sig: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.path(), m.modified().ok()?, m.len()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sig.sort();
+    sig
+}
+
+/// Reads the directory: Processes into the platform, Canaries into contexts. Problems are logged
+/// with the file and field, never fatal.
+fn load(
+    dir: &Path,
+    platform: &LocalPlatform,
+    analyzer: &LocalAnalyzer,
+    interval: Option<Duration>,
+) -> BTreeMap<CanaryId, CanaryContext> {
+    match manifest::read_templates(dir) {
+        Ok((templates, errors)) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            analyzer.set_templates(templates);
+        }
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
+        }
+    }
+    let (docs, errors) = match manifest::read_dir(dir) {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
+            return BTreeMap::new();
+        }
+    };
+    for e in &errors {
+        tracing::error!("{e}");
+    }
+    let mut processes = Processes::new();
+    let mut canaries = BTreeMap::new();
+    for doc in docs {
+        match doc {
+            Document::Process { process, dir } => {
+                let key = format!("{}/{}", process.metadata.namespace(), process.metadata.name);
+                processes.insert(key, (process.spec, dir));
+            }
+            Document::Canary { value, file } => {
+                let canary: serin_api::Canary = match serde_yaml::from_value(value) {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::error!("{file}: not a Canary: {error}");
+                        continue;
+                    }
+                };
+                let ns = canary
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string());
+                match serin_controller::plan::context(&ns, &canary) {
+                    Ok((_, mut ctx)) => {
+                        if let Some(i) = interval {
+                            ctx.plan.interval = i;
+                        }
+                        canaries.insert(ctx.id.clone(), ctx);
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::error!("{file}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    platform.set_processes(processes);
+    canaries
+}
+
+/// Runs the local controller until `shutdown` resolves.
+pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Result<(), LocalError> {
+    let store = Arc::new(
+        FileStore::open(&opts.state_dir).map_err(|source| LocalError::Io {
+            what: format!("opening {}", opts.state_dir.display()),
+            source,
+        })?,
+    );
+    run_with_store(opts, store, shutdown).await
+}
+
+/// Runs the local controller over an already opened `store` (opened on `opts.state_dir`), so
+/// the dashboard served next to it shares the store's lock and change notifications.
+pub async fn run_with_store(
+    opts: LocalOptions,
+    store: Arc<FileStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LocalError> {
+    if !opts.dir.is_dir() {
+        return Err(LocalError::Invalid(format!(
+            "--local {}: not a directory (expected a directory of Canary and Process YAML files)",
+            opts.dir.display()
+        )));
+    }
+    let supervisor = Supervisor::new(opts.state_dir.clone(), opts.state_dir.join("logs"));
+    let control_plane = ControlPlane::new(opts.control_plane.clone(), opts.routes_dir.clone());
+    let platform = LocalPlatform::new(supervisor.clone(), control_plane, opts.state_dir.clone());
+    let provider: Arc<dyn MetricsProvider> = match &opts.metrics {
+        MetricsSource::Proxies(urls) => {
+            let mut cfg = ProxyScrapeConfig::new(urls.clone());
+            // Short demo intervals need snapshots closer together than the 5s default.
+            cfg.min_spacing = Duration::from_millis(500);
+            Arc::new(
+                ProxyScrapeProvider::new(cfg)
+                    .map_err(|e| LocalError::Invalid(format!("--proxy-metrics: {e}")))?,
+            )
+        }
+        MetricsSource::Prometheus(url) => Arc::new(
+            PrometheusProvider::new(PrometheusConfig::new(url, serin_analysis::Mesh::Serin))
+                .map_err(|e| LocalError::Invalid(format!("--metrics-server: {e}")))?,
+        ),
+    };
+    // Proxy counters are only known where a snapshot was taken: scrape on a steady beat so a
+    // run's start always has one close by (the analyzer reads "since the run started" from the
+    // nearest snapshot). Prometheus keeps its own history.
+    let scraper = matches!(opts.metrics, MetricsSource::Proxies(_)).then(|| {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_millis(500));
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                if let Err(error) = provider.probe().await {
+                    tracing::debug!(%error, "scraping the proxies failed");
+                }
+            }
+        })
+    });
+    let analyzer = Arc::new(LocalAnalyzer::new(provider));
+    let driver = Driver {
+        workloads: platform.clone(),
+        router: platform.clone(),
+        analyzer: analyzer.clone(),
+        hooks: Arc::new(HttpHooks::default()),
+        store: store.clone(),
+        notifier: Arc::new(LogNotifier),
+        events: Arc::new(LogEvents),
+        metrics: Arc::new(Metrics::new()),
+    };
+
+    let mut sig = signature(&opts.dir);
+    let mut canaries = load(&opts.dir, &platform, &analyzer, opts.interval);
+    for ctx in canaries.values() {
+        platform.register(ctx);
+    }
+    // Processes an earlier controller left running are adopted above; know whether they are
+    // ready before publishing any routes (a restart must not empty the endpoint lists).
+    platform.await_adopted(Duration::from_secs(5)).await;
+    tracing::info!(dir = %opts.dir.display(), canaries = canaries.len(), "local controller started");
+    let mut due: BTreeMap<CanaryId, tokio::time::Instant> = BTreeMap::new();
+    let mut last_reload = tokio::time::Instant::now();
+    let mut changes = supervisor.changes();
+    tokio::pin!(shutdown);
+    loop {
+        // Reload manifests when the directory changed.
+        if last_reload.elapsed() >= opts.reload_every {
+            last_reload = tokio::time::Instant::now();
+            let now_sig = signature(&opts.dir);
+            if now_sig != sig {
+                sig = now_sig;
+                let fresh = load(&opts.dir, &platform, &analyzer, opts.interval);
+                for (id, ctx) in &canaries {
+                    if !fresh.contains_key(id) {
+                        tracing::info!(canary = %id, "manifest removed");
+                        let _ = driver
+                            .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
+                            .await;
+                    }
+                }
+                canaries = fresh;
+                for ctx in canaries.values() {
+                    platform.register(ctx);
+                }
+                platform.await_adopted(Duration::from_secs(5)).await;
+                // A changed manifest is looked at now, not at the next interval.
+                due.clear();
+                tracing::info!(canaries = canaries.len(), "manifests reloaded");
+            }
+        }
+        platform.reconcile().await;
+        let now = tokio::time::Instant::now();
+        for (id, ctx) in &canaries {
+            if due.get(id).is_some_and(|d| *d > now) {
+                continue;
+            }
+            let wall = Timestamp::from_system_time(SystemTime::now());
+            let next = match driver.tick(ctx, false, wall).await {
+                Ok(outcome) => outcome
+                    .requeue_after(wall)
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1)),
+                Err(error) => {
+                    tracing::warn!(canary = %id, %error, "tick failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            due.insert(id.clone(), now + next.max(Duration::from_millis(100)));
+        }
+        let next_due = due
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + opts.reload_every);
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep_until(next_due) => {}
+        }
+    }
+    if let Some(task) = scraper {
+        task.abort();
+    }
+    tracing::info!("local controller stopping");
+    if opts.stop_workloads_on_exit {
+        platform.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The default state directory for a manifest directory.
+pub fn default_state_dir(dir: &Path) -> PathBuf {
+    dir.join(".serin").join("state")
+}

@@ -1,0 +1,297 @@
+//! The local routing: each Canary's apex, primary and canary Services and its weighted
+//! `HTTPRoute`, written as files into the directory the local control plane
+//! (`serin control-plane --routes DIR`) reads, and checked against the control plane's API until
+//! every subscribed proxy runs them.
+//!
+//! Why files and not only the weights API: endpoints change too (a new primary on promotion,
+//! a restarted process), and only the directory carries endpoints; one file per Canary holding
+//! Services, endpoints and weights changes all of them in one atomic rename, so a proxy never
+//! sees new weights with old endpoints.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::store::write_atomic;
+use serin_controller::http::HttpClient;
+
+/// Everything that decides where one Canary's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Namespace of the Canary.
+    pub namespace: String,
+    /// The apex Service name (`spec.service.name`, else the target name).
+    pub service: String,
+    /// The Service port.
+    pub port: u16,
+    /// Percent to the primary.
+    pub primary_weight: u32,
+    /// Percent to the canary.
+    pub canary_weight: u32,
+    /// Ready primary endpoints.
+    pub primary: Vec<SocketAddr>,
+    /// Ready canary endpoints.
+    pub canary: Vec<SocketAddr>,
+}
+
+impl RouteSpec {
+    /// `<service>-primary`.
+    pub fn primary_name(&self) -> String {
+        format!("{}-primary", self.service)
+    }
+
+    /// `<service>-canary`.
+    pub fn canary_name(&self) -> String {
+        format!("{}-canary", self.service)
+    }
+
+    /// The documents of the routes file: apex/primary/canary static endpoints and the route.
+    pub fn documents(&self) -> Vec<Value> {
+        let endpoints = |name: String, eps: &[SocketAddr]| {
+            json!({
+                "apiVersion": "serin.dev/v1beta1",
+                "kind": "StaticEndpoints",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"endpoints": eps.iter().map(ToString::to_string).collect::<Vec<_>>()},
+            })
+        };
+        vec![
+            // The apex Service follows the primary, as Flagger's apex Service selects primary pods.
+            endpoints(self.service.clone(), &self.primary),
+            endpoints(self.primary_name(), &self.primary),
+            endpoints(self.canary_name(), &self.canary),
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": self.service, "namespace": self.namespace},
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": self.service}],
+                    "rules": [{
+                        "backendRefs": [
+                            {"name": self.primary_name(), "port": self.port, "weight": self.primary_weight},
+                            {"name": self.canary_name(), "port": self.port, "weight": self.canary_weight},
+                        ],
+                    }],
+                },
+            }),
+        ]
+    }
+}
+
+/// Writes routes files and asks the control plane whether they are in force.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    url: String,
+    routes_dir: PathBuf,
+    http: HttpClient,
+}
+
+impl ControlPlane {
+    /// The control plane at `url` (e.g. `http://127.0.0.1:8086`) reading `routes_dir`.
+    pub fn new(url: impl Into<String>, routes_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            url: url.into().trim_end_matches('/').to_string(),
+            routes_dir: routes_dir.into(),
+            http: HttpClient::new(),
+        }
+    }
+
+    fn file(&self, namespace: &str, service: &str) -> PathBuf {
+        self.routes_dir
+            .join(format!("serin-local-{namespace}-{service}.yaml"))
+    }
+
+    /// Writes the routes file for `spec` (atomically).
+    pub fn write(&self, spec: &RouteSpec) -> std::io::Result<()> {
+        let mut text = String::from(
+            "# Written by `serin controller --local`; edits are overwritten on the next change.\n",
+        );
+        for doc in spec.documents() {
+            text.push_str("---\n");
+            text.push_str(
+                &serde_yaml::to_string(&doc).map_err(|e| std::io::Error::other(e.to_string()))?,
+            );
+        }
+        write_atomic(&self.file(&spec.namespace, &spec.service), text.as_bytes())
+    }
+
+    /// Removes the routes file of a Canary that is gone.
+    pub fn remove(&self, namespace: &str, service: &str) {
+        let _ = std::fs::remove_file(self.file(namespace, service));
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let url = format!("{}{path}", self.url);
+        let resp = self
+            .http
+            .get(&url, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("control plane {url}: {e}"))?;
+        if !resp.status.is_success() {
+            return Err(format!("control plane {url}: HTTP {}", resp.status));
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| format!("control plane {url}: {e}"))
+    }
+
+    /// Whether the control plane's table carries `spec` (weights and endpoints) and every
+    /// subscribed proxy has applied that table.
+    pub async fn in_force(&self, spec: &RouteSpec) -> Result<bool, String> {
+        let table = self
+            .get_json(&format!("/v1/table?namespace={}", spec.namespace))
+            .await?;
+        let version = table.get("version").and_then(Value::as_u64).unwrap_or(0);
+        let routes = table
+            .get("routes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let Some(route) = routes.iter().find(|r| authority_host(r) == spec.service) else {
+            return Ok(false);
+        };
+        if !table_matches(route, spec) {
+            return Ok(false);
+        }
+        let status = self.get_json("/v1/status").await?;
+        let proxies = status
+            .get("proxies")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(proxies
+            .iter()
+            .all(|p| p.get("appliedVersion").and_then(Value::as_u64).unwrap_or(0) >= version))
+    }
+}
+
+fn authority_host(route: &Value) -> String {
+    match route.get("authority") {
+        Some(Value::String(s)) => s.split(':').next().unwrap_or("").to_string(),
+        Some(Value::Object(o)) => o
+            .get("host")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Weights and endpoints of the route's default rule against the spec. Weights are compared as
+/// shares, since the control plane may keep them as given or normalise them.
+fn table_matches(route: &Value, spec: &RouteSpec) -> bool {
+    let defs = route
+        .get("backends")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let endpoints_of = |backend: &Value, name: &str| -> BTreeSet<String> {
+        let own = backend.get("endpoints").and_then(Value::as_array);
+        let list = match own {
+            Some(l) => l.clone(),
+            None => defs
+                .iter()
+                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
+                .and_then(|d| d.get("endpoints").and_then(Value::as_array).cloned())
+                .unwrap_or_default(),
+        };
+        list.iter()
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect()
+    };
+    let Some(rules) = route.get("rules").and_then(Value::as_array) else {
+        return false;
+    };
+    let Some(rule) = rules.iter().find(|r| {
+        r.get("matches")
+            .and_then(Value::as_array)
+            .is_none_or(|m| m.is_empty())
+    }) else {
+        return false;
+    };
+    let backends = rule
+        .get("backends")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let find = |name: &str| {
+        backends
+            .iter()
+            .find(|b| b.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()
+    };
+    let (pn, cn) = (spec.primary_name(), spec.canary_name());
+    let (Some(p), Some(c)) = (find(&pn), find(&cn)) else {
+        return false;
+    };
+    let weight = |b: &Value| b.get("weight").and_then(Value::as_u64).unwrap_or(1);
+    let (pw, cw) = (weight(&p), weight(&c));
+    // Same shares: pw / (pw + cw) == primary_weight / 100.
+    let same_share = pw * u64::from(spec.canary_weight) == cw * u64::from(spec.primary_weight)
+        && (pw + cw > 0) == (spec.primary_weight + spec.canary_weight > 0);
+    let want = |eps: &[SocketAddr]| eps.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
+    same_share
+        && endpoints_of(&p, &pn) == want(&spec.primary)
+        && endpoints_of(&c, &cn) == want(&spec.canary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RouteSpec {
+        RouteSpec {
+            namespace: "default".into(),
+            service: "podinfo".into(),
+            port: 9898,
+            primary_weight: 80,
+            canary_weight: 20,
+            primary: vec!["127.0.0.1:1001".parse().unwrap()],
+            canary: vec!["127.0.0.1:1002".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn the_file_holds_apex_primary_canary_endpoints_and_the_weighted_route() {
+        let docs = spec().documents();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "StaticEndpoints",
+                "StaticEndpoints",
+                "StaticEndpoints",
+                "HTTPRoute"
+            ]
+        );
+        assert_eq!(docs[0]["metadata"]["name"], "podinfo");
+        assert_eq!(docs[0]["spec"]["endpoints"][0], "127.0.0.1:1001");
+        let refs = &docs[3]["spec"]["rules"][0]["backendRefs"];
+        assert_eq!(refs[0]["name"], "podinfo-primary");
+        assert_eq!(refs[0]["weight"], 80);
+        assert_eq!(refs[1]["name"], "podinfo-canary");
+        assert_eq!(refs[1]["weight"], 20);
+    }
+
+    #[test]
+    fn a_table_matches_on_shares_and_endpoints() {
+        let route = json!({
+            "authority": "podinfo",
+            "backends": [{"name": "podinfo-primary", "endpoints": ["127.0.0.1:1001"]}],
+            "rules": [{"backends": [
+                {"name": "podinfo-primary", "weight": 4},
+                {"name": "podinfo-canary", "weight": 1, "endpoints": ["127.0.0.1:1002"]},
+            ]}],
+        });
+        assert_eq!(authority_host(&route), "podinfo");
+        assert!(table_matches(&route, &spec()));
+        let mut other = spec();
+        other.canary_weight = 30;
+        other.primary_weight = 70;
+        assert!(!table_matches(&route, &other));
+        let mut moved = spec();
+        moved.primary = vec!["127.0.0.1:1003".parse().unwrap()];
+        assert!(!table_matches(&route, &moved));
+    }
+}
