@@ -28,8 +28,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::server::conn::http2;
-use hyper_util::rt::TokioExecutor;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -38,7 +36,7 @@ use crate::BoxError;
 use crate::body::{ClientBody, H1RequestBody};
 use crate::codec::Framing;
 use crate::encode::{self, Framed, Out};
-use crate::h2::{H2_PREFACE, serve_h2};
+use crate::h2::{H2_PREFACE, H2Server, serve_h2};
 use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
 use crate::io::{Opened, TcpObserver};
 
@@ -219,7 +217,7 @@ pub async fn serve_connection<H: Handler>(
     stream: TcpStream,
     tcp: Arc<dyn TcpObserver>,
     stop: watch::Receiver<bool>,
-    h2: Arc<http2::Builder<TokioExecutor>>,
+    h2: Arc<H2Server>,
     handler: H,
 ) {
     let shared = Arc::new(Shared {

@@ -21,6 +21,7 @@ pub mod io;
 
 pub use body::{ClientBody, H1RequestBody};
 pub use conn::{HEAD_TIMEOUT, Handler, serve_connection};
+pub use h2::{H2Options, H2Server};
 pub use head::{MAX_HEAD, MAX_HEADERS};
 pub use io::{CountingIo, Opened, TcpObserver};
 
