@@ -38,6 +38,7 @@ use crate::codec::Framing;
 use crate::encode::{self, Framed, Out};
 use crate::h2::{H2_PREFACE, H2Server, serve_h2};
 use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
+use crate::idle::IdleWatch;
 use crate::io::{Opened, TcpObserver};
 
 /// Time allowed for a complete request head, counted from the moment the connection starts
@@ -81,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) tcp: Opened,
     /// `Expect: 100-continue` bookkeeping; only touched for requests that ask for it.
     cont: Mutex<ContinueState>,
+    /// Longest wait for the client to take response bytes or send request body bytes.
+    pub(crate) body_idle: Duration,
 }
 
 #[derive(Default)]
@@ -152,7 +155,18 @@ impl Shared {
                     self.tcp.written(n as u64);
                     IoSlice::advance_slices(&mut bufs, n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A client that stops reading would hold the connection (and the
+                    // upstream response behind it) for ever.
+                    tokio::time::timeout(self.body_idle, self.stream.writable())
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the client read nothing for the body idle timeout",
+                            )
+                        })??;
+                }
                 Err(e) => {
                     self.tcp.note_error(&e);
                     return Err(e);
@@ -224,6 +238,7 @@ pub async fn serve_connection<H: Handler>(
         stream,
         tcp: Opened::new(tcp),
         cont: Mutex::new(ContinueState::default()),
+        body_idle: h2.body_idle_timeout,
     });
     let mut conn = Conn {
         shared,
@@ -379,6 +394,7 @@ impl Conn {
             state => {
                 let (tx, rx) = oneshot::channel();
                 let b = H1RequestBody {
+                    idle: IdleWatch::new(self.shared.body_idle),
                     shared: self.shared.clone(),
                     buf: std::mem::take(&mut self.buf),
                     state,

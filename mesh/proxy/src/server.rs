@@ -78,6 +78,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             table: table.clone(),
             no_route: registry.no_route(),
+            body_idle: cfg.body_idle_timeout,
             outbound: Upstreams::new(&registry, "outbound", cfg.connect_timeout),
             inbound: inbound_target,
             registry: registry.clone(),
@@ -87,6 +88,7 @@ impl Proxy {
 
         let h2_opts = H2Options {
             idle_timeout: cfg.h2_idle_timeout,
+            body_idle_timeout: cfg.body_idle_timeout,
             ..H2Options::default()
         };
         let out_l = bind("outbound", cfg.outbound).await?;
