@@ -81,11 +81,8 @@ impl LocalAnalyzer {
                 )
             })?;
         let p = &template.spec.provider;
-        if p.type_ != "prometheus" {
-            return Err(format!(
-                "MetricTemplate {key} spec.provider.type {:?}: not supported by the local controller; accepted: prometheus",
-                p.type_
-            ));
+        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_) {
+            return Err(format!("MetricTemplate {key} spec.provider.type: {why}"));
         }
         if p.secret_ref.is_some() {
             return Err(format!(
@@ -101,11 +98,7 @@ impl LocalAnalyzer {
             }
             return Ok((query, None));
         };
-        let headers: Vec<(String, String)> = p
-            .headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let headers: Vec<(String, String)> = p.headers.pairs();
         let cache_key = format!("{address} {headers:?} {}", p.insecure_skip_verify);
         let mut cache = self
             .template_providers
@@ -479,7 +472,7 @@ mod tests {
         );
         let e = err("dd");
         assert!(
-            e.contains("spec.provider.type") && e.contains("accepted: prometheus"),
+            e.contains("spec.provider.type") && e.contains("supported: prometheus"),
             "{e}"
         );
         assert!(err("secret").contains("spec.provider.secretRef"));

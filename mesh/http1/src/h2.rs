@@ -33,6 +33,9 @@ pub struct H2Options {
     pub keep_alive_interval: Duration,
     /// A PING unanswered for this long closes the connection.
     pub keep_alive_timeout: Duration,
+    /// On HTTP/1.1 connections: the longest a request body may pause, and the longest the
+    /// client may leave a response unread, before the connection is closed.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for H2Options {
@@ -41,14 +44,17 @@ impl Default for H2Options {
             idle_timeout: Duration::from_secs(60),
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(20),
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// hyper's HTTP/2 server as the listeners use it, with an idle timeout hyper does not have.
+/// hyper's HTTP/2 server as the listeners use it, with an idle timeout hyper does not have,
+/// and the body idle timeout of the HTTP/1.1 side.
 pub struct H2Server {
     builder: http2::Builder<TokioExecutor>,
     idle_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
 }
 
 impl H2Server {
@@ -62,6 +68,7 @@ impl H2Server {
         Arc::new(H2Server {
             builder,
             idle_timeout: opts.idle_timeout,
+            body_idle_timeout: opts.body_idle_timeout,
         })
     }
 }

@@ -32,6 +32,10 @@ pub struct ProxyConfig {
     pub outbound_max_connections: usize,
     /// An h2c client connection without open streams for this long is closed (GOAWAY).
     pub h2_idle_timeout: Duration,
+    /// Longest pause inside a body, either way: an upstream that stops mid-body or sends no
+    /// response head (on routes without `timeout`), a client that stops sending its request
+    /// body or stops reading the response.
+    pub body_idle_timeout: Duration,
     /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
     pub transparent: Option<TransparentConfig>,
 }
@@ -75,6 +79,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_idle_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
             transparent: None,
         }
     }
@@ -180,6 +185,7 @@ struct Raw {
     shutdown_timeout: Option<String>,
     connect_timeout: Option<String>,
     h2_idle_timeout: Option<String>,
+    body_idle_timeout: Option<String>,
     routes: Option<Vec<Route>>,
 }
 
@@ -253,6 +259,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     let shutdown_timeout = duration("shutdownTimeout", &raw.shutdown_timeout);
     let connect_timeout = duration("connectTimeout", &raw.connect_timeout);
     let h2_idle_timeout = duration("h2IdleTimeout", &raw.h2_idle_timeout);
+    let body_idle_timeout = duration("bodyIdleTimeout", &raw.body_idle_timeout);
     let inbound = raw.inbound.map(|i| InboundConfig {
         listen: i.listen,
         forward: i.forward,
@@ -314,6 +321,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
             h2_idle_timeout: h2_idle_timeout.unwrap_or(defaults.h2_idle_timeout),
+            body_idle_timeout: body_idle_timeout.unwrap_or(defaults.body_idle_timeout),
             transparent: None,
         },
         table,

@@ -87,6 +87,9 @@ pub enum ErrorKind {
     Stream,
     /// The proxy is shutting down.
     Shutdown,
+    /// Nothing moved for the body idle timeout: the upstream stopped mid-body, or sent no
+    /// response head on a route without its own `timeout`.
+    IdleTimeout,
 }
 
 impl ErrorKind {
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Stream => "stream",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::IdleTimeout => "idle_timeout",
         }
     }
 }
