@@ -479,18 +479,22 @@ pub fn control_plane_rules() -> ComponentRules {
     }
 }
 
-/// The injector: its own webhook configuration (to patch the CA bundle) and its serving
-/// certificate Secret (created at first start).
+/// The injector: its own webhook configuration (to patch the CA bundle), namespaces (their
+/// injection annotations) and its serving certificate Secret (created at first start).
 pub fn injector_rules() -> ComponentRules {
     ComponentRules {
-        cluster: vec![named(
-            rule(
-                "admissionregistration.k8s.io",
-                &["mutatingwebhookconfigurations"],
-                &["get", "patch"],
+        cluster: vec![
+            named(
+                rule(
+                    "admissionregistration.k8s.io",
+                    &["mutatingwebhookconfigurations"],
+                    &["get", "patch"],
+                ),
+                &[INJECTOR],
             ),
-            &[INJECTOR],
-        )],
+            // A pod's namespace may opt in or out of injection by annotation.
+            rule("", &["namespaces"], &["get"]),
+        ],
         namespaced: vec![
             named(rule("", &["secrets"], &["get"]), &[INJECTOR_TLS_SECRET]),
             // `create` cannot be limited by name: the API server has no name before creation.
@@ -862,6 +866,11 @@ fn injector(opts: &InstallOptions) -> Vec<Object> {
         env_field("POD_NAMESPACE", "metadata.namespace"),
         // The sidecar it injects comes from the same image.
         env("SERIN_PROXY_IMAGE", &opts.image()),
+        // Where the injected proxies stream their route tables from.
+        env(
+            "SERIN_CONTROL_PLANE_URL",
+            &format!("http://{CONTROL_PLANE}.{ns}.svc:{CONTROL_PLANE_PORT}"),
+        ),
     ]);
     c.ports = Some(vec![port("https", INJECTOR_PORT)]);
     // TCP probes: the serving certificate is the injector's own, so kubelet could not verify it.
