@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::ArgAction;
-use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig};
+use serin_kube::{KubernetesOptions, LeaseConfig};
 
 /// Flags of `serin controller`.
 #[derive(clap::Args, Debug)]
@@ -63,9 +63,11 @@ pub struct Args {
     /// Name of the leader-election Lease.
     #[arg(long, env = "SERIN_LEASE_NAME", default_value = "serin-controller")]
     pub lease_name: String,
-    /// Namespace of the leader-election Lease (the controller's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "serin-system")]
-    pub lease_namespace: String,
+    /// Namespace of the leader-election Lease (default: the pod's own namespace in a cluster,
+    /// the kubeconfig context's namespace outside one). It must exist: the controller exits
+    /// with an error naming this flag when it does not.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// This replica's identity in the Lease (default: the pod name from HOSTNAME).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -169,7 +171,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         control_plane: args.control_plane,
         leader_election: args.leader_elect.then_some(LeaseConfig {
             name: args.lease_name,
-            namespace: args.lease_namespace,
+            // Empty: the client's default namespace (resolved once connected).
+            namespace: args.lease_namespace.unwrap_or_default(),
             identity,
             duration: lease_duration,
         }),
@@ -192,13 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         "--kubernetes: no usable Kubernetes configuration for the dashboard",
                     )?;
                     Some(tokio::spawn(async move {
-                        if let Err(error) = crate::ci::kube_dashboard::serve(
-                            client,
-                            watch_namespace,
-                            listener,
-                            token,
-                        )
-                        .await
+                        if let Err(error) =
+                            serin_kube::dashboard::serve(client, watch_namespace, listener, token)
+                                .await
                         {
                             tracing::error!(%error, "the dashboard stopped serving");
                         }
@@ -206,7 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let result = serin_controller::kubernetes::run(opts)
+            let result = serin_kube::run(opts)
                 .await
                 .context("serin controller --kubernetes");
             if let Some(server) = server {

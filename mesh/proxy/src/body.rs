@@ -1,7 +1,7 @@
 //! Request and response bodies the proxy passes through.
 //!
 //! - [`ClientBody`] is a client's request body: read by the proxy's own HTTP/1.1 server
-//!   ([`crate::h1_server`]) or an h2c stream of hyper's HTTP/2 server.
+//!   (`serin_http1`) or an h2c stream of hyper's HTTP/2 server.
 //! - [`ReqBody`] is what goes upstream: the client's body as is, a tee that copies it to a
 //!   mirror without ever waiting for the mirror, or the mirror's copy.
 //! - [`ResBody`] is what goes back to the client: the upstream body, observed so the response is
@@ -21,56 +21,12 @@ use tokio::sync::mpsc;
 
 use crate::balance::InFlight;
 use crate::h1::H1Body;
-use crate::h1_server::H1RequestBody;
 use crate::metrics::{ErrorKind, Outcome, StatusSeries};
 
-/// Errors a body may yield.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use serin_http1::{BoxError, ClientBody};
 
 /// How many frames a mirror may lag behind the real request before its copy is abandoned.
 const MIRROR_BUFFER_FRAMES: usize = 16;
-
-/// A request body as a client sends it to the proxy.
-pub enum ClientBody {
-    /// No body (most requests).
-    Empty,
-    /// Read from an HTTP/1.1 client connection by the proxy's own server.
-    H1(H1RequestBody),
-    /// An h2c stream's body.
-    H2(Incoming),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::Empty => Poll::Ready(None),
-            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Empty => true,
-            ClientBody::H1(b) => b.is_end_stream(),
-            ClientBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::H1(b) => b.size_hint(),
-            ClientBody::H2(b) => b.size_hint(),
-        }
-    }
-}
 
 /// A body sent upstream.
 pub enum ReqBody {
@@ -254,7 +210,9 @@ impl Drop for Recorder {
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    Some(crate::metrics::grpc_status_code(
+        h.get("grpc-status")?.as_bytes(),
+    ))
 }
 
 /// A response body from an upstream.

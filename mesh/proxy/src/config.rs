@@ -27,7 +27,40 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// How long connecting to an endpoint may take before a 502.
     pub connect_timeout: Duration,
+    /// Most client connections the outbound listener keeps open; above it, it stops
+    /// accepting (new connections wait in the kernel's backlog) until one closes.
+    pub outbound_max_connections: usize,
+    /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
+    pub transparent: Option<TransparentConfig>,
 }
+
+/// Transparent mode: the outbound listener reads each connection's original destination and
+/// routes it (or forwards it byte for byte); an optional capture listener takes redirected
+/// inbound connections and hands them to the app at `127.0.0.1:<original port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransparentConfig {
+    /// The inbound capture listener (the REDIRECT target of inbound TCP); None = off.
+    pub inbound: Option<SocketAddr>,
+    /// How long the proxy waits for a client's first bytes before it treats the connection
+    /// as opaque TCP (protocols where the server speaks first, e.g. MySQL, SMTP).
+    pub detect_timeout: Duration,
+    /// Most connections the capture inbound listener keeps open.
+    pub inbound_max_connections: usize,
+}
+
+impl Default for TransparentConfig {
+    fn default() -> Self {
+        TransparentConfig {
+            inbound: Some(SocketAddr::from(([0, 0, 0, 0], 4143))),
+            detect_timeout: Duration::from_secs(1),
+            inbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Default `maxConnections` per listener: enough for any app a sidecar serves, and a bound on
+/// what a connection flood can take from a memory-limited pod.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -38,6 +71,8 @@ impl Default for ProxyConfig {
             labels: BTreeMap::new(),
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+            transparent: None,
         }
     }
 }
@@ -51,6 +86,9 @@ pub struct InboundConfig {
     pub forward: SocketAddr,
     /// Time allowed until response headers; None = no timeout.
     pub timeout: Option<Duration>,
+    /// Most client connections the inbound listener keeps open (see
+    /// [`ProxyConfig::outbound_max_connections`]).
+    pub max_connections: usize,
 }
 
 /// A parsed configuration file.
@@ -60,6 +98,9 @@ pub struct FileConfig {
     pub proxy: ProxyConfig,
     /// The route table (its `version` is the file's `version:` if given, else 0).
     pub table: RouteTable,
+    /// The file has a `routes:` key (`routes: []` included). A reload needs one: a file
+    /// without it is more likely cut short than meant to drop every route.
+    pub routes_given: bool,
 }
 
 /// Why a configuration file was rejected. Every variant names the key and, where it can be
@@ -84,6 +125,14 @@ pub enum ConfigError {
         message: String,
         /// Line (1-based), when known.
         line: Option<usize>,
+    },
+    /// The file is empty or holds only comments: what `cat > file` leaves for a moment.
+    #[error(
+        "{path}: the file is empty (still being written?); write `routes: []` for a table with no routes"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// The YAML decodes but the content is invalid.
     #[error("{path}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
@@ -120,15 +169,14 @@ impl std::fmt::Display for Problem {
 struct Raw {
     #[serde(default)]
     version: u64,
-    outbound: Option<RawListener>,
+    outbound: Option<RawOutbound>,
     inbound: Option<RawInbound>,
     admin: Option<RawListener>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     shutdown_timeout: Option<String>,
     connect_timeout: Option<String>,
-    #[serde(default)]
-    routes: Vec<Route>,
+    routes: Option<Vec<Route>>,
 }
 
 #[derive(Deserialize)]
@@ -139,10 +187,18 @@ struct RawListener {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawOutbound {
+    listen: SocketAddr,
+    max_connections: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawInbound {
     listen: SocketAddr,
     forward: SocketAddr,
     timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Reads and checks a configuration file.
@@ -156,6 +212,15 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Parses and checks configuration text (`path` is only used in messages).
 pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
+    let blank = src.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---"
+    });
+    if blank {
+        return Err(ConfigError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     let raw: Raw = serde_yaml::from_str(src).map_err(|e| ConfigError::Decode {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -187,7 +252,23 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
         listen: i.listen,
         forward: i.forward,
         timeout: duration("inbound.timeout", &i.timeout),
+        max_connections: i.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
     });
+    let limits = [
+        (
+            "outbound.maxConnections",
+            raw.outbound.as_ref().and_then(|o| o.max_connections),
+        ),
+        (
+            "inbound.maxConnections",
+            inbound.as_ref().map(|i| i.max_connections),
+        ),
+    ];
+    for (key, limit) in limits {
+        if limit == Some(0) {
+            problem(key.to_string(), "must be at least 1".into());
+        }
+    }
     for k in raw.labels.keys() {
         if !is_label_name(k) {
             problem(
@@ -196,9 +277,10 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             );
         }
     }
+    let routes_given = raw.routes.is_some();
     let table = RouteTable {
         version: raw.version,
-        routes: raw.routes,
+        routes: raw.routes.unwrap_or_default(),
     };
     if let Err(errs) = table.validate() {
         for e in errs.0 {
@@ -213,14 +295,23 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     }
     Ok(FileConfig {
         proxy: ProxyConfig {
-            outbound: raw.outbound.map_or(defaults.outbound, |l| l.listen),
+            outbound: raw
+                .outbound
+                .as_ref()
+                .map_or(defaults.outbound, |l| l.listen),
+            outbound_max_connections: raw
+                .outbound
+                .and_then(|o| o.max_connections)
+                .unwrap_or(defaults.outbound_max_connections),
             inbound,
             admin: raw.admin.map(|l| l.listen).or(defaults.admin),
             labels: raw.labels,
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+            transparent: None,
         },
         table,
+        routes_given,
     })
 }
 
@@ -384,5 +475,22 @@ routes:
             .to_string();
         assert!(text.contains("outbound: unknown field `lisen`"), "{text}");
         assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn max_connections_is_per_listener_and_at_least_one() {
+        let src = "outbound:\n  listen: 127.0.0.1:1\n  maxConnections: 50\ninbound:\n  listen: 127.0.0.1:2\n  forward: 127.0.0.1:3\n";
+        let cfg = parse(Path::new("f.yaml"), src).expect("valid");
+        assert_eq!(cfg.proxy.outbound_max_connections, 50);
+        let inbound = cfg.proxy.inbound.expect("inbound");
+        assert_eq!(inbound.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let src = "outbound:\n  listen: 127.0.0.1:1\n  maxConnections: 0\n";
+        let text = parse(Path::new("f.yaml"), src)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            text.contains("outbound.maxConnections (line 3): must be at least 1"),
+            "{text}"
+        );
     }
 }

@@ -31,8 +31,9 @@ pub struct Shared {
 
 /// Where the inbound listener forwards to.
 pub struct InboundTarget {
-    /// The local app.
-    pub endpoint: Arc<Endpoint>,
+    /// The local app of the explicit inbound listener (None: transparent inbound only, where
+    /// each connection names its port).
+    pub endpoint: Option<Arc<Endpoint>>,
     /// Pools to the app.
     pub upstreams: Upstreams,
     /// Inbound series.
@@ -146,20 +147,33 @@ fn clip(s: &str, max: usize) -> &str {
 
 /// Handles one outbound request.
 pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
+    outbound_via(shared, None, req).await
+}
+
+/// Handles one outbound request of a transparently captured connection: routed by its
+/// authority when the table knows it, else by the connection's original destination
+/// (`ip:port`, a Service's cluster IP for a client that only knows the IP).
+pub async fn outbound_via(
+    shared: Arc<Shared>,
+    original_dst: Option<Arc<str>>,
+    req: Request<ClientBody>,
+) -> Response<ResBody> {
     let started = Instant::now();
     let table = shared.table.compiled();
-    let Some(authority) = authority_of(&req) else {
+    let authority = authority_of(&req);
+    let by_name = authority.and_then(|a| table.route(a));
+    let by_dst = || original_dst.as_deref().and_then(|d| table.route(d));
+    let Some(route) = by_name.or_else(by_dst) else {
         shared.no_route.request();
-        return proxy_error(
-            &shared.no_route,
-            started,
-            StatusCode::NOT_FOUND,
-            ErrorKind::NoRoute,
-            "no route: the request has no authority (Host header or :authority)\n".into(),
-        );
-    };
-    let Some(route) = table.route(authority) else {
-        shared.no_route.request();
+        let Some(authority) = authority.or(original_dst.as_deref()) else {
+            return proxy_error(
+                &shared.no_route,
+                started,
+                StatusCode::NOT_FOUND,
+                ErrorKind::NoRoute,
+                "no route: the request has no authority (Host header or :authority)\n".into(),
+            );
+        };
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
         return proxy_error(
             &shared.no_route,
@@ -239,8 +253,19 @@ pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response
 
 /// Handles one inbound request (to the local app).
 pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
+    let endpoint = shared.inbound.as_ref().and_then(|t| t.endpoint.clone());
+    inbound_to(shared, endpoint, req).await
+}
+
+/// Handles one inbound request to `endpoint` (transparent mode: the app at
+/// `127.0.0.1:<original port>`), counted with `direction="inbound"`.
+pub async fn inbound_to(
+    shared: Arc<Shared>,
+    endpoint: Option<Arc<Endpoint>>,
+    req: Request<ClientBody>,
+) -> Response<ResBody> {
     let started = Instant::now();
-    let Some(target) = &shared.inbound else {
+    let (Some(target), Some(endpoint)) = (&shared.inbound, endpoint) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "inbound is not configured\n".into(),
@@ -249,12 +274,12 @@ pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<
     target.metrics.request();
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
-    prepare_upstream(&mut parts, &target.endpoint, h2);
+    prepare_upstream(&mut parts, &endpoint, h2);
     send(
         &target.upstreams,
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
-        &target.endpoint,
+        &endpoint,
         &target.metrics,
         "inbound",
         target.timeout,

@@ -10,13 +10,12 @@
 //! Scope: what a proxy needs from RFC 9112 — requests framed by `content-length` or chunked
 //! (the proxy never forwards `transfer-encoding` itself), responses framed by length, chunked
 //! (with trailers) or connection close, interim 1xx responses skipped, no upgrades. The
-//! client-facing side is [`crate::h1_server`].
+//! client-facing side, and the body framing both share, are in `serin_http1`.
 
 use std::future::Future as _;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,15 +27,14 @@ use tokio::net::TcpStream;
 
 use crate::balance::Endpoint;
 use crate::body::{BoxError, ReqBody};
-use crate::io::Opened;
+use crate::io::{Opened, TcpObserver};
 use crate::metrics::TcpMetrics;
+use serin_http1::codec::{ChunkState, Framing, Progress, connection_names_others};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted (hyper's default too).
 const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -98,7 +96,7 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             out: Vec::new(),
-            tcp: Opened::new(tcp),
+            tcp: Opened::new(tcp as Arc<dyn TcpObserver>),
         }
     }
 
@@ -127,7 +125,7 @@ impl Conn {
             stream, buf, tcp, ..
         } = self;
         let n = ready!(pin!(stream.read_buf(buf)).poll(cx))?;
-        tcp.read_bytes.fetch_add(n as u64, Relaxed);
+        tcp.read(n as u64);
         Poll::Ready(Ok(n))
     }
 }
@@ -217,9 +215,9 @@ fn encode_head(req: &Prepared, head: &mut Vec<u8>) {
     head.extend_from_slice(b"\r\n");
 }
 
-async fn write_all(stream: &mut TcpStream, tcp: &TcpMetrics, data: &[u8]) -> io::Result<()> {
+async fn write_all(stream: &mut TcpStream, tcp: &Opened, data: &[u8]) -> io::Result<()> {
     stream.write_all(data).await?;
-    tcp.write_bytes.fetch_add(data.len() as u64, Relaxed);
+    tcp.written(data.len() as u64);
     Ok(())
 }
 
@@ -298,7 +296,7 @@ async fn exchange_with_body(conn: &mut Conn, req: &mut Prepared) -> Result<Head,
 
 async fn send_body(
     wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    tcp: &TcpMetrics,
+    tcp: &Opened,
     head: &[u8],
     mut body: ReqBody,
     framing: ReqFraming,
@@ -338,7 +336,7 @@ async fn send_body(
                         }
                         out.extend_from_slice(b"\r\n");
                         wr.write_all(&out).await?;
-                        tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
+                        tcp.written(out.len() as u64);
                         return Ok(());
                     }
                     // Trailers cannot travel with a content-length body; they are dropped.
@@ -350,12 +348,12 @@ async fn send_body(
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
                 wr.write_all(&out).await?;
-                tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
+                tcp.written(out.len() as u64);
                 return Ok(());
             }
         }
         wr.write_all(&out).await?;
-        tcp.write_bytes.fetch_add(out.len() as u64, Relaxed);
+        tcp.written(out.len() as u64);
         out.clear();
     }
 }
@@ -370,7 +368,7 @@ async fn read_head(conn: &mut Conn, head_method: bool) -> Result<Head, H1Error> 
 async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
-    tcp: &TcpMetrics,
+    tcp: &Opened,
     head_method: bool,
 ) -> Result<Head, H1Error> {
     loop {
@@ -387,7 +385,7 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
             buf.reserve(READ_CHUNK);
         }
         let n = rd.read_buf(buf).await?;
-        tcp.read_bytes.fetch_add(n as u64, Relaxed);
+        tcp.read(n as u64);
         if n == 0 {
             return Err(if buf.is_empty() {
                 H1Error::Closed
@@ -541,81 +539,6 @@ fn parse_head_with<const N: usize>(
     })))
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ChunkState {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside chunk data, bytes left.
-    Data(u64),
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// After the last chunk: trailers up to an empty line.
-    Trailers,
-}
-
-/// How a message body is delimited (RFC 9112 §6.3), and how far it has been read. One state
-/// machine for the response bodies read here and the request bodies the server side reads
-/// ([`crate::h1_server`]); only a response can run to the connection's close.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Framing {
-    Length(u64),
-    Chunked(ChunkState),
-    Close,
-    Done,
-}
-
-/// What the buffered bytes gave a body, from [`Framing::step`].
-pub(crate) enum Progress {
-    /// A data or trailers frame; `last` when the body ends with it.
-    Frame { frame: Frame<Bytes>, last: bool },
-    /// The body has ended.
-    End,
-    /// More bytes are needed (for `Close`, the connection's end is the body's end).
-    More,
-}
-
-impl Framing {
-    /// Takes the next frame out of `buf`, if the bytes there make one.
-    pub(crate) fn step(&mut self, buf: &mut BytesMut) -> Result<Progress, H1Error> {
-        Ok(match self {
-            Framing::Done | Framing::Length(0) => Progress::End,
-            Framing::Length(left) => match take_length(buf, left) {
-                Some(data) => Progress::Frame {
-                    frame: Frame::data(data),
-                    last: *left == 0,
-                },
-                None => Progress::More,
-            },
-            Framing::Close if buf.is_empty() => Progress::More,
-            Framing::Close => Progress::Frame {
-                frame: Frame::data(buf.split().freeze()),
-                last: false,
-            },
-            Framing::Chunked(state) => match step_chunked(buf, state)? {
-                Some(Some(frame)) => Progress::Frame {
-                    last: frame.is_trailers(),
-                    frame,
-                },
-                Some(None) => Progress::End,
-                None => Progress::More,
-            },
-        })
-    }
-
-    /// Nothing is left to read.
-    pub(crate) fn is_end(&self) -> bool {
-        matches!(self, Framing::Length(0) | Framing::Done)
-    }
-
-    pub(crate) fn size_hint(&self) -> SizeHint {
-        match *self {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
 /// A response body read straight from the upstream connection. When it ends the connection
 /// returns to its endpoint's idle list (if the upstream keeps it alive); dropped before the
 /// end, the connection is closed, since the rest of the body is still on the wire.
@@ -636,118 +559,6 @@ impl H1Body {
             self.ep.pool.put_h1(conn);
         }
     }
-}
-
-/// Makes progress on chunked framing (RFC 9112 §7.1) with what is buffered in `buf`:
-/// `Ok(Some(Some(frame)))` a data or trailers frame, `Ok(Some(None))` the end without trailers,
-/// `Ok(None)` more bytes are needed.
-pub(crate) fn step_chunked(
-    buf: &mut BytesMut,
-    state: &mut ChunkState,
-) -> Result<Option<Option<Frame<Bytes>>>, H1Error> {
-    loop {
-        match *state {
-            ChunkState::Size => {
-                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    if buf.len() > MAX_CHUNK_LINE {
-                        return Err(H1Error::Framing("chunk-size line too long"));
-                    }
-                    return Ok(None);
-                };
-                let line = &buf[..eol];
-                let size = line.split(|b| *b == b';').next().unwrap_or_default();
-                // RFC 9112 §7.1: 1*HEXDIG, then optional whitespace before an extension. Signs
-                // and leading blanks are refused, as other parsers refuse them: two parsers
-                // reading one body differently is how requests get smuggled.
-                let digits = size.trim_ascii_end();
-                if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
-                    return Err(H1Error::Framing("invalid chunk size"));
-                }
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .ok_or(H1Error::Framing("invalid chunk size"))?;
-                buf.advance(eol + 2);
-                *state = if size == 0 {
-                    ChunkState::Trailers
-                } else {
-                    ChunkState::Data(size)
-                };
-            }
-            ChunkState::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let n = (buf.len() as u64).min(left) as usize;
-                let data = buf.split_to(n).freeze();
-                let left = left - n as u64;
-                *state = if left == 0 {
-                    ChunkState::DataEnd
-                } else {
-                    ChunkState::Data(left)
-                };
-                return Ok(Some(Some(Frame::data(data))));
-            }
-            ChunkState::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(None);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(H1Error::Framing("missing CRLF after chunk data"));
-                }
-                buf.advance(2);
-                *state = ChunkState::Size;
-            }
-            ChunkState::Trailers => {
-                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match httparse::parse_headers(buf, &mut slots)? {
-                    httparse::Status::Partial => {
-                        if buf.len() > MAX_HEAD {
-                            return Err(H1Error::HeadTooLarge);
-                        }
-                        return Ok(None);
-                    }
-                    httparse::Status::Complete((len, parsed)) => {
-                        let mut trailers = HeaderMap::new();
-                        for h in parsed {
-                            if let (Ok(n), Ok(v)) = (
-                                HeaderName::from_bytes(h.name.as_bytes()),
-                                HeaderValue::from_bytes(h.value),
-                            ) {
-                                trailers.append(n, v);
-                            }
-                        }
-                        buf.advance(len);
-                        return Ok(Some(if trailers.is_empty() {
-                            None
-                        } else {
-                            Some(Frame::trailers(trailers))
-                        }));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether a `Connection` value names headers beyond `close` and `keep-alive`: those have to
-/// be stripped before forwarding, so the header must stay in the map until then. Without
-/// them the header is hop-by-hop and fully read at parse time, and is not stored at all.
-pub(crate) fn connection_names_others(v: &[u8]) -> bool {
-    v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
-        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
-    })
-}
-
-/// Takes up to `left` buffered bytes of a length-framed body (`None` when nothing is
-/// buffered), counting them off `left`.
-fn take_length(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
-    if buf.is_empty() {
-        return None;
-    }
-    let n = (buf.len() as u64).min(*left) as usize;
-    *left -= n as u64;
-    Some(buf.split_to(n).freeze())
 }
 
 impl Body for H1Body {
@@ -884,24 +695,6 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.headers["x-a"], "b");
         assert_eq!(&rest[..], b"hello");
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex_digits_only() {
-        let size = |line: &str| {
-            let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
-            let mut state = ChunkState::Size;
-            step_chunked(&mut buf, &mut state).map(|_| ())
-        };
-        for ok in ["5", "a", "0005", "5 ;ext=1", "5;ext"] {
-            assert!(size(ok).is_ok(), "{ok:?}");
-        }
-        for bad in ["+5", " 5", "-5", "0x5", "", "5g", "1ffffffffffffffff"] {
-            assert!(
-                matches!(size(bad), Err(H1Error::Framing("invalid chunk size"))),
-                "{bad:?}"
-            );
-        }
     }
 
     #[test]

@@ -19,11 +19,11 @@
 
 pub mod balance;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod control_client;
 pub mod forward;
 pub mod h1;
-pub mod h1_server;
 pub mod io;
 pub mod metrics;
 pub mod pool;
@@ -31,8 +31,9 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod table;
+pub mod transparent;
 
-pub use config::{ConfigError, FileConfig, InboundConfig, ProxyConfig};
+pub use config::{ConfigError, FileConfig, InboundConfig, ProxyConfig, TransparentConfig};
 pub use server::{Proxy, StartError};
 pub use table::{TableEvents, TableHandle};
 

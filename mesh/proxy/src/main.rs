@@ -11,8 +11,60 @@ use serin_proxy::{InboundConfig, Proxy, ProxyConfig};
 
 /// Serin's sidecar proxy: weighted splits, header/cookie routing, mirroring, Linkerd-named metrics.
 #[derive(Parser, Debug)]
-#[command(name = "serin-proxy", version)]
+#[command(name = "serin-proxy", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Install the iptables rules that send the pod's TCP through the proxy (the injected init
+    /// container's command; needs NET_ADMIN and NET_RAW).
+    Init(InitArgs),
+}
+
+/// `serin-proxy init`.
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// Port of the proxy's transparent inbound listener (inbound TCP is redirected there).
+    #[arg(long, env = "SERIN_PROXY_INIT_INBOUND_PORT", default_value_t = 4143)]
+    inbound_port: u16,
+    /// Port of the proxy's outbound listener (outbound TCP is redirected there).
+    #[arg(long, env = "SERIN_PROXY_INIT_OUTBOUND_PORT", default_value_t = 4140)]
+    outbound_port: u16,
+    /// UID the proxy container runs as; its own connections are never captured.
+    #[arg(long, env = "SERIN_PROXY_INIT_PROXY_UID", default_value_t = 2102)]
+    proxy_uid: u32,
+    /// Inbound ports not captured, comma-separated (keep the proxy's admin port here).
+    #[arg(long, env = "SERIN_PROXY_INIT_SKIP_INBOUND_PORTS", value_delimiter = ',', default_value = "4191", value_parser = parse_port)]
+    skip_inbound_ports: Vec<u16>,
+    /// Outbound destination ports not captured, comma-separated.
+    #[arg(long, env = "SERIN_PROXY_INIT_SKIP_OUTBOUND_PORTS", value_delimiter = ',', value_parser = parse_port)]
+    skip_outbound_ports: Vec<u16>,
+    /// iptables backend: auto (whichever holds the node's rules), nft or legacy.
+    #[arg(long, env = "SERIN_PROXY_INIT_IPTABLES_MODE", default_value = "auto")]
+    iptables_mode: serin_proxy::capture::Mode,
+    /// Print the rules instead of installing them.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove Serin's rules and chains instead of installing them.
+    #[arg(long)]
+    remove: bool,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{s:?} is not a port (1-65535)")),
+    }
+}
+
+/// The proxy itself.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
     /// Static mode: YAML file with listeners, labels and `routes:` (reloaded on change and SIGHUP).
     #[arg(long, env = "SERIN_PROXY_CONFIG")]
     config: Option<PathBuf>,
@@ -43,6 +95,26 @@ struct Args {
     /// whose short Service names resolve and whose consumer routes apply).
     #[arg(long, env = "SERIN_PROXY_WORKLOAD", requires = "control_plane", value_parser = parse_workload)]
     workload: Option<serin_mesh_api::protocol::Workload>,
+    /// Transparent mode: the outbound listener takes connections redirected by `serin-proxy
+    /// init` (original destination read from the kernel; unknown destinations relayed as TCP).
+    #[arg(long, env = "SERIN_PROXY_TRANSPARENT")]
+    transparent: bool,
+    /// Transparent inbound listener (the REDIRECT target of inbound TCP; the app is reached at
+    /// 127.0.0.1 on the original port). Only with --transparent.
+    #[arg(
+        long,
+        env = "SERIN_PROXY_TRANSPARENT_INBOUND",
+        default_value = "0.0.0.0:4143"
+    )]
+    transparent_inbound: SocketAddr,
+    /// How long a captured connection may stay silent before it is relayed as opaque TCP
+    /// (protocols where the server speaks first), e.g. 1s, 300ms.
+    #[arg(long, env = "SERIN_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    detect_timeout: Duration,
+    /// Most client connections each proxying listener keeps open when no file is given (the
+    /// file's `outbound.maxConnections` / `inbound.maxConnections`); above it, it stops accepting.
+    #[arg(long, env = "SERIN_PROXY_MAX_CONNECTIONS", default_value_t = serin_proxy::config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1)]
     threads: usize,
@@ -74,7 +146,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match start(args) {
+    let result = match args.command {
+        Some(Command::Init(init)) => capture(init),
+        None => start(args.run),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable line (with causes), not a backtrace.
@@ -84,7 +160,43 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn start(args: Args) -> anyhow::Result<()> {
+fn capture(args: InitArgs) -> anyhow::Result<()> {
+    use serin_proxy::capture::{CaptureConfig, Iptables, Mode};
+    let cfg = CaptureConfig {
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        proxy_uid: args.proxy_uid,
+        skip_inbound_ports: args.skip_inbound_ports.into_iter().collect(),
+        skip_outbound_ports: args.skip_outbound_ports.into_iter().collect(),
+    };
+    let plan = cfg.plan();
+    if args.dry_run {
+        let bin = match args.iptables_mode {
+            Mode::Legacy => "iptables-legacy",
+            Mode::Nft => "iptables-nft",
+            Mode::Auto => "iptables",
+        };
+        print!("{}", plan.render(bin));
+        return Ok(());
+    }
+    let iptables = Iptables::detect(args.iptables_mode)?;
+    if args.remove {
+        iptables.remove(&plan)?;
+        println!(
+            "serin-proxy init: removed the capture rules ({})",
+            iptables.bin
+        );
+    } else {
+        iptables.install(&plan)?;
+        println!(
+            "serin-proxy init: capture rules installed ({}): inbound -> :{}, outbound -> :{}, proxy uid {} exempt",
+            iptables.bin, cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid
+        );
+    }
+    Ok(())
+}
+
+fn start(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -104,7 +216,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut cfg, table) = match &args.config {
         Some(path) => {
             let file = serin_proxy::config::load(path)?;
@@ -116,6 +228,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     listen,
                     forward,
                     timeout: None,
+                    max_connections: args.max_connections,
                 }),
                 _ => None,
             };
@@ -123,11 +236,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 outbound: args.outbound,
                 admin: Some(args.admin),
                 inbound,
+                outbound_max_connections: args.max_connections,
                 ..ProxyConfig::default()
             };
             (cfg, None)
         }
     };
+    if args.transparent {
+        cfg.transparent = Some(serin_proxy::TransparentConfig {
+            inbound: Some(args.transparent_inbound),
+            detect_timeout: args.detect_timeout,
+            inbound_max_connections: args.max_connections,
+        });
+    }
     let extra: BTreeMap<String, String> = args.labels.into_iter().collect();
     cfg.labels.extend(extra);
 

@@ -56,12 +56,27 @@ impl ErrorKind {
     }
 }
 
+/// `grpc_status` of a response whose `grpc-status` is not one of the 17 codes gRPC defines
+/// (0-16) or not a number: one `grpc_status="unknown"` series, so an upstream cannot create
+/// series at will.
+pub const GRPC_STATUS_UNKNOWN: u32 = u32::MAX;
+
+/// Reads a `grpc-status` value as a bounded label: 0-16, else [`GRPC_STATUS_UNKNOWN`].
+pub fn grpc_status_code(v: &[u8]) -> u32 {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|c| *c <= 16)
+        .unwrap_or(GRPC_STATUS_UNKNOWN)
+}
+
 /// What a finished response looked like, for `response_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Outcome {
     /// HTTP status code sent to the client.
     pub status: u16,
-    /// gRPC status when the response was gRPC and carried one.
+    /// gRPC status when the response was gRPC and carried one: 0-16 or
+    /// [`GRPC_STATUS_UNKNOWN`].
     pub grpc_status: Option<u32>,
     /// Set when the proxy itself failed the request or the stream broke.
     pub error: Option<ErrorKind>,
@@ -101,8 +116,8 @@ pub struct StatusSeries {
     latency: Histogram,
     /// Responses with no gRPC status and no error (nearly all of them), counted without a lock.
     plain: AtomicU64,
-    /// The other outcomes.
-    responses: Mutex<Vec<(Outcome, u64)>>,
+    /// The other outcomes (bounded: 18 gRPC statuses × the error kinds), found in O(log n).
+    responses: Mutex<BTreeMap<Outcome, u64>>,
 }
 
 impl StatusSeries {
@@ -113,10 +128,7 @@ impl StatusSeries {
             return;
         }
         let mut v = self.responses.lock().unwrap_or_else(|p| p.into_inner());
-        match v.iter_mut().find(|(o, _)| *o == outcome) {
-            Some((_, n)) => *n += 1,
-            None => v.push((outcome, 1)),
-        }
+        *v.entry(outcome).or_insert(0) += 1;
     }
 
     /// All outcomes counted so far, plain ones first.
@@ -136,7 +148,7 @@ impl StatusSeries {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .copied(),
+                .map(|(o, n)| (*o, *n)),
         );
         out
     }
@@ -147,7 +159,8 @@ impl StatusSeries {
 pub struct RouteMetrics {
     labels: String,
     requests: AtomicU64,
-    by_status: Mutex<Vec<(u16, Arc<StatusSeries>)>>,
+    /// Per status code, found in O(log n) (at most the 900 three-digit codes).
+    by_status: Mutex<BTreeMap<u16, Arc<StatusSeries>>>,
 }
 
 impl RouteMetrics {
@@ -159,12 +172,7 @@ impl RouteMetrics {
     /// The series of one status code (created on first use).
     pub fn status(&self, status: u16) -> Arc<StatusSeries> {
         let mut v = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, s)) = v.iter().find(|(c, _)| *c == status) {
-            return s.clone();
-        }
-        let s = Arc::new(StatusSeries::default());
-        v.push((status, s.clone()));
-        s
+        v.entry(status).or_default().clone()
     }
 
     /// Records time to response headers (`response_latency_ms`) and returns the status
@@ -204,6 +212,10 @@ struct ProxySeries {
     last_reload_ok: AtomicI64,
     table_version: AtomicU64,
     mirror: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Failed `accept` calls by listener and errno name.
+    accept_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Times a listener stopped accepting because it had `maxConnections` open.
+    accept_paused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The registry: every series the proxy exports.
@@ -306,7 +318,7 @@ impl Registry {
                 Arc::new(RouteMetrics {
                     labels,
                     requests: AtomicU64::new(0),
-                    by_status: Mutex::new(Vec::new()),
+                    by_status: Mutex::new(BTreeMap::new()),
                 })
             })
             .clone()
@@ -353,6 +365,26 @@ impl Registry {
         *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
     }
 
+    /// Counts a failed `accept` on a listener (`errno`: `EMFILE`, `ENFILE`, ... or `other`).
+    pub fn accept_error(&self, listener: &'static str, errno: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry((listener, errno)).or_insert(0) += 1;
+    }
+
+    /// Counts a listener pausing its accepts at its connection limit.
+    pub fn accept_paused(&self, listener: &'static str) {
+        let mut m = self
+            .proxy
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(listener).or_insert(0) += 1;
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -371,7 +403,9 @@ impl Registry {
                     .by_status
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                    .iter()
+                    .map(|(c, s)| (*c, s.clone()))
+                    .collect();
                 (r, s)
             })
             .collect();
@@ -403,7 +437,11 @@ impl Registry {
                         if o.is_failure() { "failure" } else { "success" },
                     );
                     if let Some(g) = o.grpc_status {
-                        push_label(&mut l, "grpc_status", &g.to_string());
+                        if g == GRPC_STATUS_UNKNOWN {
+                            push_label(&mut l, "grpc_status", "unknown");
+                        } else {
+                            push_label(&mut l, "grpc_status", &g.to_string());
+                        }
                     }
                     if let Some(e) = o.error {
                         push_label(&mut l, "error", e.label());
@@ -519,6 +557,30 @@ impl Registry {
             push_label(&mut l, "dst_service", svc);
             push_label(&mut l, "result", result);
             let _ = writeln!(out, "serin_proxy_mirror_total{{{l}{id}}} {n}");
+        }
+        out.push_str("# HELP serin_proxy_accept_errors_total Failed accepts by listener and errno (EMFILE/ENFILE: out of file descriptors; the listener backs off).\n# TYPE serin_proxy_accept_errors_total counter\n");
+        for ((listener, errno), n) in p
+            .accept_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_errors_total{{listener=\"{listener}\",errno=\"{errno}\"{id}}} {n}"
+            );
+        }
+        out.push_str("# HELP serin_proxy_accept_paused_total Times a listener stopped accepting because maxConnections connections were open.\n# TYPE serin_proxy_accept_paused_total counter\n");
+        for (listener, n) in p
+            .accept_paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "serin_proxy_accept_paused_total{{listener=\"{listener}\"{id}}} {n}"
+            );
         }
         out
     }

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use crate::balance::Endpoint;
 use crate::body::{ReqBody, UpstreamBody};
 use crate::h1::{self, Conn, H1Error, SendFailure};
-use crate::io::CountingIo;
+use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 
 /// How often idle connections are checked.
@@ -241,7 +241,10 @@ impl Upstreams {
         ep: &Arc<Endpoint>,
     ) -> Result<http2::SendRequest<ReqBody>, SendError> {
         let stream = self.tcp(ep).await.map_err(SendError::Connect)?;
-        let io = TokioIo::new(CountingIo::new(stream, self.inner.tcp.clone()));
+        let io = TokioIo::new(CountingIo::new(
+            stream,
+            self.inner.tcp.clone() as Arc<dyn TcpObserver>,
+        ));
         let (tx, conn) = self
             .inner
             .h2

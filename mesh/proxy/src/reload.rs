@@ -1,8 +1,10 @@
 //! Static mode: keep the route table in step with the configuration file.
 //!
-//! The file is re-read when its content changes (checked every `interval`; polling also
-//! catches editors that replace the file and Kubernetes ConfigMap symlink swaps, which a
-//! watch on the old inode would miss) and on SIGHUP. A file that fails to decode or validate
+//! The file is re-read when its content changes and then stays the same for one more check
+//! (checked every `interval`; polling also catches editors that replace the file and
+//! Kubernetes ConfigMap symlink swaps, which a watch on the old inode would miss) and on
+//! SIGHUP. An empty file, or one without `routes:`, is rejected (what a file being written in
+//! place looks like); replace the file atomically (write a temporary file, then rename it). A file that fails to decode or validate
 //! is rejected through [`TableHandle::reject`]/[`TableHandle::apply`]: logged with key and line,
 //! counted, and the last good table stays in force.
 
@@ -15,7 +17,21 @@ use crate::table::TableHandle;
 /// Loads the file once and applies its table. Listener and label changes in the file need a
 /// restart; they are ignored here.
 pub fn reload_once(path: &Path, table: &TableHandle) -> Result<(), ConfigError> {
-    let loaded = match config::load(path) {
+    let loaded = config::load(path).and_then(|c| {
+        if c.routes_given {
+            Ok(c)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![config::Problem {
+                    key: "routes".into(),
+                    line: None,
+                    message: "missing (a file still being written?); write `routes: []` for a table with no routes".into(),
+                }],
+            })
+        }
+    });
+    let loaded = match loaded {
         Ok(c) => c,
         Err(e) => {
             table.reject(&e.to_string());
@@ -51,6 +67,10 @@ pub fn watch(
     let mut hup = sighup();
     // Taken now, not at first poll: a change made right after this call must count as a change.
     let mut last = std::fs::read(&path).ok();
+    // A changed content is applied once it reads the same on two checks in a row: a file
+    // written in place (`cat > file`, a slow copy) is caught between its writes at most once,
+    // and then not applied. A SIGHUP applies at once.
+    let mut pending: Option<Option<Vec<u8>>> = None;
     async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,8 +81,14 @@ pub fn watch(
             };
             let now = std::fs::read(&path).ok();
             if !forced && now == last {
+                pending = None;
                 continue;
             }
+            if !forced && pending.as_ref() != Some(&now) {
+                pending = Some(now);
+                continue;
+            }
+            pending = None;
             last = now;
             tracing::info!(path = %path.display(), on_signal = forced, "reloading configuration");
             // Errors are already logged and counted by reject()/apply().

@@ -1,13 +1,13 @@
 //! Listeners: accept loops, HTTP/1.1 + h2c serving, admin endpoints, graceful drain.
 //!
-//! The outbound and inbound listeners serve through [`crate::h1_server`]; the admin listener,
+//! The outbound and inbound listeners serve through `serin_http1`; the admin listener,
 //! off the request path, through hyper's auto (HTTP/1.1 + h2c) server.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -17,17 +17,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::balance::Endpoint;
 use crate::body::ResBody;
 use crate::config::ProxyConfig;
 use crate::forward::{self, InboundTarget, Shared, Upstreams};
-use crate::h1_server::{self, Handler};
-use crate::io::CountingIo;
+use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
+use crate::transparent::{self, Direction};
+use serin_http1::Handler;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,7 @@ pub struct Proxy {
     registry: Arc<Registry>,
     outbound: SocketAddr,
     inbound: Option<SocketAddr>,
+    captured_inbound: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<bool>,
@@ -63,12 +65,17 @@ impl Proxy {
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
         let registry = Arc::new(Registry::new(&cfg.labels));
         let table = TableHandle::new(registry.clone());
-        let inbound_target = cfg.inbound.as_ref().map(|i| InboundTarget {
-            endpoint: Arc::new(Endpoint::new(i.forward)),
-            upstreams: Upstreams::new(&registry, "inbound", cfg.connect_timeout),
-            metrics: registry.inbound(),
-            timeout: i.timeout,
-        });
+        let transparent_inbound = cfg.transparent.as_ref().and_then(|t| t.inbound);
+        let inbound_target =
+            (cfg.inbound.is_some() || transparent_inbound.is_some()).then(|| InboundTarget {
+                endpoint: cfg
+                    .inbound
+                    .as_ref()
+                    .map(|i| Arc::new(Endpoint::new(i.forward))),
+                upstreams: Upstreams::new(&registry, "inbound", cfg.connect_timeout),
+                metrics: registry.inbound(),
+                timeout: cfg.inbound.as_ref().and_then(|i| i.timeout),
+            });
         let shared = Arc::new(Shared {
             table: table.clone(),
             no_route: registry.no_route(),
@@ -81,11 +88,28 @@ impl Proxy {
 
         let out_l = bind("outbound", cfg.outbound).await?;
         let outbound = local(&out_l, cfg.outbound);
-        {
+        if let Some(t) = &cfg.transparent {
+            let ctx = Arc::new(transparent::Listener::new(
+                shared.clone(),
+                Direction::Outbound,
+                t.detect_timeout,
+                cfg.connect_timeout,
+            ));
+            tasks.spawn(transparent::serve(
+                out_l,
+                ctx,
+                cfg.outbound_max_connections,
+                stop.subscribe(),
+                cfg.shutdown_timeout,
+            ));
+        } else {
             let shared = shared.clone();
             let tcp = registry.tcp("outbound", "src");
             tasks.spawn(serve_proxy(
                 out_l,
+                "outbound",
+                registry.clone(),
+                cfg.outbound_max_connections,
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
@@ -101,10 +125,32 @@ impl Proxy {
             let tcp = registry.tcp("inbound", "src");
             tasks.spawn(serve_proxy(
                 l,
+                "inbound",
+                registry.clone(),
+                i.max_connections,
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
                 move |req| forward::inbound(shared.clone(), req),
+            ));
+        }
+
+        let mut captured_inbound = None;
+        if let (Some(t), Some(addr)) = (&cfg.transparent, transparent_inbound) {
+            let l = bind("transparent inbound", addr).await?;
+            captured_inbound = Some(local(&l, addr));
+            let ctx = Arc::new(transparent::Listener::new(
+                shared.clone(),
+                Direction::Inbound,
+                t.detect_timeout,
+                cfg.connect_timeout,
+            ));
+            tasks.spawn(transparent::serve(
+                l,
+                ctx,
+                t.inbound_max_connections,
+                stop.subscribe(),
+                cfg.shutdown_timeout,
             ));
         }
 
@@ -118,6 +164,7 @@ impl Proxy {
             let stopping = stop.subscribe();
             tasks.spawn(serve(
                 l,
+                registry.clone(),
                 tcp,
                 stop.subscribe(),
                 Duration::from_secs(1),
@@ -127,12 +174,20 @@ impl Proxy {
                 },
             ));
         }
-        tracing::info!(%outbound, inbound = ?inbound, admin = ?admin, "serin-proxy listening");
+        tracing::info!(
+            %outbound,
+            inbound = ?inbound,
+            captured_inbound = ?captured_inbound,
+            transparent = cfg.transparent.is_some(),
+            admin = ?admin,
+            "serin-proxy listening"
+        );
         Ok(Proxy {
             table,
             registry,
             outbound,
             inbound,
+            captured_inbound,
             admin,
             stop,
             tasks,
@@ -158,6 +213,11 @@ impl Proxy {
     /// Bound inbound address, if on.
     pub fn inbound_addr(&self) -> Option<SocketAddr> {
         self.inbound
+    }
+
+    /// Bound transparent inbound (capture) address, if on.
+    pub fn captured_inbound_addr(&self) -> Option<SocketAddr> {
+        self.captured_inbound
     }
 
     /// Bound admin address, if on.
@@ -188,25 +248,119 @@ fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(fallback)
 }
 
-/// Hands every accepted connection (with `TCP_NODELAY` set) to `serve` until `stop` changes.
-async fn accept_until_stopped(
+/// How one listener accepts: its name in metrics and logs, and its connection limit.
+pub(crate) struct Acceptor<'a> {
+    /// `outbound`, `inbound` or `admin`.
+    pub name: &'static str,
+    pub registry: &'a Registry,
+    /// One permit per open connection; None = no limit.
+    pub limit: Option<Arc<Semaphore>>,
+}
+
+/// First pause after an accept failed for lack of resources; doubled per failure up to
+/// [`ACCEPT_BACKOFF_MAX`], reset by the next successful accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per listener per this interval while accepts keep failing.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Linux errno names for the accept failures worth telling apart.
+fn errno_name(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(24) => "EMFILE",
+        Some(23) => "ENFILE",
+        Some(105) => "ENOBUFS",
+        Some(12) => "ENOMEM",
+        Some(103) => "ECONNABORTED",
+        Some(71) => "EPROTO",
+        Some(1) => "EPERM",
+        _ => "other",
+    }
+}
+
+/// Out of file descriptors or memory: retrying at once fails again (and spins a core),
+/// so the listener pauses. Other failures concern one connection only.
+fn out_of_resources(errno: &str) -> bool {
+    matches!(errno, "EMFILE" | "ENFILE" | "ENOBUFS" | "ENOMEM")
+}
+
+/// Waits out `d` unless `stop` changes first; returns false when stopping.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.changed() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Hands every accepted connection (with `TCP_NODELAY` set, and its connection permit) to
+/// `serve` until `stop` changes. At the connection limit it stops accepting until a
+/// connection closes; out of file descriptors it backs off, logging once per interval.
+pub(crate) async fn accept_until_stopped(
     listener: &TcpListener,
     stop: &mut watch::Receiver<bool>,
-    mut serve: impl FnMut(TcpStream),
+    acceptor: Acceptor<'_>,
+    mut serve: impl FnMut(TcpStream, Option<OwnedSemaphorePermit>),
 ) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures = 0u64;
+    let mut logged: Option<Instant> = None;
     loop {
+        let permit = match &acceptor.limit {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    acceptor.registry.accept_paused(acceptor.name);
+                    tracing::debug!(
+                        listener = acceptor.name,
+                        "at maxConnections; not accepting until a connection closes"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => return,
+                        p = sem.clone().acquire_owned() => match p {
+                            Ok(p) => Some(p),
+                            Err(_) => return,
+                        },
+                    }
+                }
+            },
+        };
         tokio::select! {
             biased;
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
                     let _ = stream.set_nodelay(true);
-                    serve(stream);
+                    serve(stream, permit);
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: keep serving what we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::task::yield_now().await;
+                    let errno = errno_name(&e);
+                    acceptor.registry.accept_error(acceptor.name, errno);
+                    if !out_of_resources(errno) {
+                        tracing::debug!(listener = acceptor.name, error = %e, "accept failed");
+                        continue;
+                    }
+                    // Keep serving what is open; connections still queue in the backlog.
+                    failures += 1;
+                    if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                        tracing::warn!(
+                            listener = acceptor.name,
+                            errno,
+                            error = %e,
+                            failures,
+                            backoff_ms = backoff.as_millis() as u64,
+                            "accept failing for lack of resources; backing off"
+                        );
+                        logged = Some(Instant::now());
+                        failures = 0;
+                    }
+                    if !pause(backoff, stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             },
         }
@@ -216,8 +370,12 @@ async fn accept_until_stopped(
 /// A proxying listener: accepts until told to stop, then waits up to `drain` for the
 /// connections (idle ones close at once, busy ones after their response). Returns whether
 /// every connection finished in time.
+#[allow(clippy::too_many_arguments)]
 async fn serve_proxy<H: Handler>(
     listener: TcpListener,
+    name: &'static str,
+    registry: Arc<Registry>,
+    max_connections: usize,
     tcp: Arc<TcpMetrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -229,10 +387,15 @@ async fn serve_proxy<H: Handler>(
     // Every connection task holds a sender; `recv` ends when the last one is gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
-    accept_until_stopped(&listener, &mut stop, |stream| {
-        let conn = h1_server::serve_connection(
+    let acceptor = Acceptor {
+        name,
+        registry: &registry,
+        limit: Some(Arc::new(Semaphore::new(max_connections))),
+    };
+    accept_until_stopped(&listener, &mut stop, acceptor, |stream, permit| {
+        let conn = serin_http1::serve_connection(
             stream,
-            tcp.clone(),
+            tcp.clone() as Arc<dyn TcpObserver>,
             conn_stop.clone(),
             h2.clone(),
             handler.clone(),
@@ -240,6 +403,7 @@ async fn serve_proxy<H: Handler>(
         let alive = alive.clone();
         tokio::spawn(async move {
             conn.await;
+            drop(permit);
             drop(alive);
         });
     })
@@ -253,6 +417,7 @@ async fn serve_proxy<H: Handler>(
 /// every connection finished in time.
 async fn serve<F, Fut>(
     listener: TcpListener,
+    registry: Arc<Registry>,
     tcp: Arc<TcpMetrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -266,8 +431,13 @@ where
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    accept_until_stopped(&listener, &mut stop, |stream| {
-        let io = TokioIo::new(CountingIo::new(stream, tcp.clone()));
+    let acceptor = Acceptor {
+        name: "admin",
+        registry: &registry,
+        limit: None,
+    };
+    accept_until_stopped(&listener, &mut stop, acceptor, |stream, _| {
+        let io = TokioIo::new(CountingIo::new(stream, tcp.clone() as Arc<dyn TcpObserver>));
         let conn = builder
             .serve_connection(io, service_fn(handler.clone()))
             .into_owned();

@@ -491,10 +491,7 @@ async fn oversized_heads_and_too_many_headers_get_431() {
     let (p, _up) = setup().await;
     let mut c = Client::open(&p).await;
     let mut big = b"GET / HTTP/1.1\r\nhost: app\r\nx-big: ".to_vec();
-    big.extend(std::iter::repeat_n(
-        b'a',
-        serin_proxy::h1_server::MAX_HEAD + 1,
-    ));
+    big.extend(std::iter::repeat_n(b'a', serin_http1::MAX_HEAD + 1));
     big.extend_from_slice(b"\r\n\r\n");
     // The proxy may answer and close before it has read everything.
     let _ = c.stream.write_all(&big).await;
@@ -503,7 +500,7 @@ async fn oversized_heads_and_too_many_headers_get_431() {
 
     let mut c = Client::open(&p).await;
     let mut many = b"GET / HTTP/1.1\r\nhost: app\r\n".to_vec();
-    for i in 0..serin_proxy::h1_server::MAX_HEADERS {
+    for i in 0..serin_http1::MAX_HEADERS {
         many.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");

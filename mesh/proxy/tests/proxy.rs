@@ -612,6 +612,7 @@ async fn the_inbound_listener_forwards_to_the_app_and_reports_inbound_metrics() 
             listen: "127.0.0.1:0".parse().expect("addr"),
             forward: app.addr,
             timeout: None,
+            max_connections: 100,
         }),
         labels: [
             ("deployment".to_string(), "podinfo-canary".to_string()),
@@ -743,4 +744,57 @@ async fn bad_tables_are_refused_and_the_last_good_one_stays() {
         "{m}"
     );
     let _ = Duration::ZERO;
+}
+
+#[tokio::test]
+async fn grpc_status_values_outside_the_defined_codes_share_one_unknown_series() {
+    let grpc = upstream("grpc").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: greeter\n    rules:\n      - backends: [{{ name: greeter, endpoints: [\"{}\"] }}]\n",
+            grpc.addr
+        )))
+        .expect("valid table");
+    let c = h2_client(p.outbound_addr());
+    let headers = [("content-type", "application/grpc"), ("te", "trailers")];
+    let mut codes: Vec<String> = (17..60).map(|n| n.to_string()).collect();
+    codes.extend(["4294967295", "99999999999", "abc", "-1"].map(String::from));
+    codes.push("5".into());
+    for code in &codes {
+        let got = send(
+            &c,
+            p.outbound_addr(),
+            "greeter",
+            "POST",
+            &format!("/grpc/{code}"),
+            &headers,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    let m = metrics(&p).await;
+    let series: std::collections::BTreeSet<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("response_total{"))
+        .filter_map(|l| l.split("grpc_status=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        series,
+        ["5", "unknown"].into_iter().collect(),
+        "grpc_status label values:\n{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "grpc_status=\"unknown\"",
+                "classification=\"failure\""
+            ]
+        ),
+        (codes.len() - 1) as f64,
+        "{m}"
+    );
 }

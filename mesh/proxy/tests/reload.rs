@@ -203,3 +203,50 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+#[tokio::test]
+async fn an_empty_or_routeless_file_is_rejected_and_the_last_good_table_stays() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let dir = tempdir();
+    let path = dir.join("proxy.yaml");
+    write(&path, &config(&a, &b, 1, 0, 0));
+    let p = proxy().await;
+    let reload = || serin_proxy::reload::reload_once(&path, &p.table());
+    reload().expect("initial config");
+
+    // What `cat > file` leaves for a moment: an empty file, written in place.
+    std::fs::write(&path, "").expect("truncate");
+    let err = reload().expect_err("an empty file is rejected");
+    assert!(err.to_string().contains("the file is empty"), "{err}");
+    // Half-written: the listener settings are there, the routes not yet.
+    std::fs::write(&path, "# generation 1\nadmin:\n  listen: 127.0.0.1:0\n").expect("write");
+    let err = reload().expect_err("a file without routes is rejected");
+    assert!(err.to_string().contains("routes: missing"), "{err}");
+    assert_eq!(p.table().events().borrow().rejected, 2);
+    let got = get(&h1_client(), p.outbound_addr(), "svc", "/", &[]).await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "a"),
+        "last good table"
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(&m, &["serin_proxy_config_last_reload_success"]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &["serin_proxy_config_reloads_total{", "result=\"failure\""]
+        ),
+        2.0
+    );
+
+    // Said explicitly, no routes is a table like any other.
+    write(&path, "routes: []\n");
+    reload().expect("explicitly empty");
+    let got = get(&h1_client(), p.outbound_addr(), "svc", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+}

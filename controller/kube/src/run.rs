@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use kube::Client;
 use serin_core::{CheckResult, Status, Verdict};
 
 use super::lease::{LeaderElection, LeaseConfig};
 use super::routing::ConvergenceProbe;
 use super::{KubeConfig, run_controller, system_clock};
-use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
-use crate::http::{HttpClient, HttpError};
-use crate::metrics::{Health, Metrics, bind_admin, serve_admin};
+use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::http::{HttpClient, HttpError};
+use serin_controller::metrics::{Health, Metrics, bind_admin, serve_admin};
 
 /// Options of the Kubernetes controller process.
 #[derive(Debug, Clone)]
@@ -53,6 +54,16 @@ pub enum RunError {
     /// Another replica took the lease; exiting lets the pod restart as a standby.
     #[error("lost the leader lease {0}")]
     LostLease(String),
+    /// The Lease cannot be created because its namespace does not exist.
+    #[error(
+        "leader election: namespace {namespace:?} of the Lease does not exist ({detail}); set --lease-namespace (env POD_NAMESPACE) to an existing namespace, or run a single replica with --leader-elect=false"
+    )]
+    LeaseNamespace {
+        /// The namespace.
+        namespace: String,
+        /// What the API server said.
+        detail: String,
+    },
 }
 
 /// Asks Serin's control plane (`GET /v1/routes/httproutes/{ns}/{name}`) whether every subscribed
@@ -142,8 +153,27 @@ impl Analyzer for NoBackendAnalyzer {
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM, or until the lease is lost.
+///
+/// An empty Lease namespace means the client's default namespace: the pod's own namespace in a
+/// cluster (from its service account), the kubeconfig context's namespace outside one.
 pub async fn run(opts: KubernetesOptions) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Connect)?;
+    run_with(client, opts, shutdown_signal()).await
+}
+
+/// [`run`] with a given client and shutdown signal (tests drive both).
+pub async fn run_with(
+    client: Client,
+    mut opts: KubernetesOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    // Awaited in several places (standby, leading); every clone completes once it fires.
+    let shutdown = shutdown.boxed().shared();
+    if let Some(lease) = opts.leader_election.as_mut()
+        && lease.namespace.is_empty()
+    {
+        lease.namespace = client.default_namespace().to_string();
+    }
     let analyzer: Arc<dyn Analyzer> = Arc::new(super::analysis::PrometheusAnalyzer::new(
         client.clone(),
         opts.metrics_server.clone(),
@@ -175,68 +205,100 @@ pub async fn run(opts: KubernetesOptions) -> Result<(), RunError> {
     };
     let clock = system_clock();
 
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+    // Completes with the lease's name when leadership is lost; never without an election.
+    let mut lost: futures::future::BoxFuture<'static, String> = futures::future::pending().boxed();
+    let mut leading: Option<(Arc<LeaderElection>, tokio::task::JoinHandle<()>)> = None;
     if let Some(lease) = opts.leader_election.clone() {
-        let election = LeaderElection::new(client.clone(), lease.clone());
+        let election = Arc::new(LeaderElection::new(client.clone(), lease.clone()));
         // Standby until the lease is ours; /readyz stays green for a healthy standby.
         health.set_ready(true);
         loop {
             match election.try_acquire_or_renew(clock()).await {
                 Ok(true) => break,
                 Ok(false) => {}
+                // Only a missing namespace makes creating a Lease answer 404: waiting cannot
+                // help, so say which setting to change and stop.
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    return Err(RunError::LeaseNamespace {
+                        namespace: lease.namespace.clone(),
+                        detail: e.to_string(),
+                    });
+                }
                 Err(e) => tracing::warn!(error = %e, "leader election"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(lease.renew_every()) => {}
-                _ = shutdown_signal() => return Ok(()),
+                _ = shutdown.clone() => return Ok(()),
             }
         }
         health.set_leader(true);
         tracing::info!(identity = %lease.identity, lease = %lease.name, "became leader");
-        let renew_clock = clock.clone();
-        tokio::spawn(async move {
-            let mut last_ok = renew_clock();
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+        let renewing = election.clone();
+        let renew = tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            let name = format!("{}/{}", lease.namespace, lease.name);
             loop {
                 tokio::time::sleep(lease.renew_every()).await;
-                let now = renew_clock();
-                match election.try_acquire_or_renew(now).await {
-                    Ok(true) => last_ok = now,
+                match renewing.try_acquire_or_renew(clock()).await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
                     Ok(false) => {
-                        let _ = lost_tx.send(format!("{}/{}", lease.namespace, lease.name));
+                        let _ = lost_tx.send(name);
                         return;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "renewing the lease failed");
                         // Past the lease duration another replica may lead: stop driving.
-                        if now.since(last_ok) >= lease.duration {
-                            let _ = lost_tx.send(format!("{}/{}", lease.namespace, lease.name));
+                        if last_ok.elapsed() >= lease.duration {
+                            let _ = lost_tx.send(name);
                             return;
                         }
                     }
                 }
             }
         });
+        // A dropped sender (the renew task aborted) is not a lost lease.
+        lost = async move {
+            match lost_rx.await {
+                Ok(lease) => lease,
+                Err(_) => futures::future::pending().await,
+            }
+        }
+        .boxed();
+        leading = Some((election, renew));
     } else {
         health.set_leader(true);
-        drop(lost_tx);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let lost = tokio::spawn(async move {
+    let stopper = tokio::spawn(async move {
         let lost = tokio::select! {
-            l = lost_rx => l.ok(),
-            _ = shutdown_signal() => None,
+            l = lost => Some(l),
+            _ = shutdown => None,
         };
         let _ = stop_tx.send(());
         lost
     });
-    run_controller(client, config, metrics, health, async move {
+    run_controller(client, config, metrics, health.clone(), async move {
         let _ = stop_rx.await;
     })
     .await;
-    match lost.await {
-        Ok(Some(lease)) => Err(RunError::LostLease(lease)),
-        _ => Ok(()),
+    let lost = stopper.await.ok().flatten();
+    health.set_leader(false);
+    if let Some((election, renew)) = leading {
+        renew.abort();
+        if lost.is_none() {
+            // Graceful shutdown: hand the lease over now rather than after its duration.
+            match election.release(system_clock()()).await {
+                Ok(true) => tracing::info!("released the leader lease"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "releasing the leader lease"),
+            }
+        }
+    }
+    match lost {
+        Some(lease) => Err(RunError::LostLease(lease)),
+        None => Ok(()),
     }
 }
 

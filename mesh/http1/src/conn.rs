@@ -1,0 +1,625 @@
+//! One client connection on the outbound or inbound listener: the proxy's own HTTP/1.1 server,
+//! and the switch to HTTP/2 for connections that open with its preface ([`crate::h2`]).
+//!
+//! Why not hyper's HTTP/1.1 server: its dispatcher, buffered I/O, per-request header-read
+//! timer and graceful-shutdown wrapper cost about a quarter of the proxy's user CPU per
+//! request, more than routing and forwarding together. Here one task per connection reads into
+//! one buffer, parses the head with `httparse` ([`crate::head`]), hands the request to the
+//! [`Handler`] and writes the response head together with the first piece of body in one
+//! `writev` ([`crate::encode`]), then loops for the next request (pipelined requests are
+//! answered in order).
+//!
+//! Scope (RFC 9112, server side): request bodies framed by `content-length` or chunked (with
+//! trailers), streamed both ways; `Expect: 100-continue` answered when the body is first read;
+//! HTTP/1.0 and `Connection: close`; responses framed by length, chunked (trailers sent when
+//! the client asked with `TE: trailers`) or, for HTTP/1.0 clients, by closing; no body for
+//! HEAD, 1xx, 204 and 304; 400 for a malformed head, 431 for a head over [`MAX_HEAD`] bytes or
+//! [`MAX_HEADERS`] headers. No upgrades (the proxy strips `Upgrade`).
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use hyper::body::Body;
+use hyper::server::conn::http2;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use crate::BoxError;
+use crate::body::{ClientBody, H1RequestBody};
+use crate::codec::Framing;
+use crate::encode::{self, Framed, Out};
+use crate::h2::{H2_PREFACE, serve_h2};
+use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
+use crate::io::{Opened, TcpObserver};
+
+/// Time allowed for a complete request head, counted from the moment the connection starts
+/// waiting for it (so an idle keep-alive connection is closed after it, as hyper did).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read size.
+const READ_CHUNK: usize = 8 * 1024;
+/// How long, and how much input at most, a closing connection still reads and drops.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What a listener answers requests with.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// The response body.
+    type Body: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
+    /// The response future.
+    type Future: Future<Output = Response<Self::Body>> + Send + 'static;
+    /// Handles one request.
+    fn call(&self, req: Request<ClientBody>) -> Self::Future;
+}
+
+impl<F, Fut, B> Handler for F
+where
+    F: Fn(Request<ClientBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    type Body = B;
+    type Future = Fut;
+    fn call(&self, req: Request<ClientBody>) -> Fut {
+        self(req)
+    }
+}
+
+/// One accepted connection: state shared by the connection task and the request body it
+/// lends its socket to.
+pub(crate) struct Shared {
+    pub(crate) stream: TcpStream,
+    /// Counts the connection (open until the last holder lets go) and its bytes.
+    pub(crate) tcp: Opened,
+    /// `Expect: 100-continue` bookkeeping; only touched for requests that ask for it.
+    cont: Mutex<ContinueState>,
+}
+
+#[derive(Default)]
+struct ContinueState {
+    /// The final response has started: no more `100 Continue`.
+    responded: bool,
+    /// Bytes of `100 Continue` written so far.
+    sent: usize,
+}
+
+impl Shared {
+    /// Reads what is there into `buf`; `Pending` until the socket is readable.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            // Reclaims the old allocation when every piece handed out from it is gone.
+            buf.reserve(READ_CHUNK);
+        }
+        loop {
+            let spare = buf.capacity() - buf.len();
+            let mut got = 0;
+            // A read that does not fill the buffer has drained the socket. Reported to
+            // `try_io` as "would block", it makes tokio forget the socket's readiness now (as
+            // its own `AsyncRead` does) instead of after one more read that finds nothing:
+            // one system call less per request.
+            let read = self.stream.try_io(Interest::READABLE, || {
+                let n = self.stream.try_read_buf(buf)?;
+                got = n;
+                if n > 0 && n < spare {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(n)
+                }
+            });
+            match read {
+                Ok(n) => {
+                    self.tcp.read(n as u64);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got > 0 {
+                        self.tcp.read(got as u64);
+                        return Poll::Ready(Ok(got));
+                    }
+                    ready!(self.stream.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes all of `bufs`.
+    async fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = bufs;
+        // Zero-length slices would make an empty write look like progress.
+        while !bufs.is_empty() && bufs[0].is_empty() {
+            bufs = &mut bufs[1..];
+        }
+        while !bufs.is_empty() {
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.tcp.written(n as u64);
+                    IoSlice::advance_slices(&mut bufs, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `100 Continue` unless the final response has started. `Pending` only while the
+    /// socket cannot take the bytes.
+    pub(crate) fn poll_continue(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            {
+                let mut st = self.cont.lock().unwrap_or_else(|p| p.into_inner());
+                if st.responded || st.sent == CONTINUE.len() {
+                    return Poll::Ready(Ok(()));
+                }
+                match self.stream.try_write(&CONTINUE[st.sent..]) {
+                    Ok(n) => {
+                        self.tcp.written(n as u64);
+                        st.sent += n;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            ready!(self.stream.poll_write_ready(cx))?;
+        }
+    }
+
+    /// Marks the final response as started and finishes a `100 Continue` cut short, so the
+    /// two never interleave on the wire.
+    async fn start_response(&self) -> io::Result<()> {
+        let rest = {
+            let mut st = self.cont.lock().unwrap_or_else(|p| p.into_inner());
+            st.responded = true;
+            if st.sent > 0 && st.sent < CONTINUE.len() {
+                let rest = st.sent;
+                st.sent = CONTINUE.len();
+                Some(rest)
+            } else {
+                None
+            }
+        };
+        if let Some(from) = rest {
+            self.write_all(&mut [IoSlice::new(&CONTINUE[from..])])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one accepted connection until the client closes it, an error, or `stop` (idle
+/// connections close at once; a request in progress is answered first, with
+/// `connection: close`).
+pub async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    tcp: Arc<dyn TcpObserver>,
+    stop: watch::Receiver<bool>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
+    handler: H,
+) {
+    let shared = Arc::new(Shared {
+        stream,
+        tcp: Opened::new(tcp),
+        cont: Mutex::new(ContinueState::default()),
+    });
+    let mut conn = Conn {
+        shared,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::new(),
+        stop,
+        draining: false,
+        timer: None,
+        head_started: None,
+    };
+    // Prior-knowledge HTTP/2 starts with a fixed preface; HTTP/1.x never does.
+    loop {
+        if conn.buf.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&conn.buf) {
+            break;
+        }
+        match conn.wait_readable().await {
+            Wait::Read(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+    if conn.buf.starts_with(H2_PREFACE) {
+        let Conn {
+            shared, buf, stop, ..
+        } = conn;
+        serve_h2(shared, buf, stop, h2, handler).await;
+        return;
+    }
+    if let Err(e) = conn.serve_h1(handler).await {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// What waiting for request bytes ended with.
+enum Wait {
+    /// Bytes read (0: the client closed).
+    Read(usize),
+    Failed(io::Error),
+    /// The proxy is stopping (only reported while nothing of a request is buffered).
+    Stop,
+    TimedOut,
+}
+
+/// The HTTP/1.1 side of one connection.
+struct Conn {
+    shared: Arc<Shared>,
+    /// Bytes read and not yet consumed (lent to a request body while it is read).
+    buf: BytesMut,
+    /// Response heads are encoded here (kept, so a connection encodes without allocating).
+    out: Vec<u8>,
+    stop: watch::Receiver<bool>,
+    draining: bool,
+    /// The head timeout: one timer per connection, moved forward only when it fires early
+    /// (arming a timer per request costs more than the check).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the connection started waiting for the head being read.
+    head_started: Option<Instant>,
+}
+
+impl Conn {
+    /// Waits for more bytes, the head timeout, or (when nothing is buffered) the stop signal.
+    async fn wait_readable(&mut self) -> Wait {
+        // From the first wait for this head, not this read: a client trickling a head byte by
+        // byte gets no more time than one sending nothing.
+        let started = *self.head_started.get_or_insert_with(Instant::now);
+        let deadline = started + HEAD_TIMEOUT;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
+        let idle = self.buf.is_empty() && !self.draining;
+        let Conn {
+            shared,
+            buf,
+            stop,
+            draining,
+            ..
+        } = self;
+        if idle && *stop.borrow_and_update() {
+            *draining = true;
+            return Wait::Stop;
+        }
+        let mut changed = pin!(stop.changed());
+        poll_fn(|cx| {
+            match shared.poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Wait::Read(n)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Wait::Failed(e)),
+                Poll::Pending => {}
+            }
+            if idle && changed.as_mut().poll(cx).is_ready() {
+                *draining = true;
+                return Poll::Ready(Wait::Stop);
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Wait::TimedOut);
+                }
+                // Set while waiting for an earlier request: start over from this wait.
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn serve_h1<H: Handler>(&mut self, handler: H) -> io::Result<()> {
+        loop {
+            // Read until a complete head is buffered.
+            let head = loop {
+                if !self.buf.is_empty() {
+                    match parse_head(&mut self.buf) {
+                        Ok(Some(h)) => {
+                            self.head_started = None;
+                            break h;
+                        }
+                        Ok(None) if self.buf.len() > MAX_HEAD => {
+                            return self.refuse(Refused::TooLarge("request head")).await;
+                        }
+                        Ok(None) => {}
+                        Err(r) => return self.refuse(r).await,
+                    }
+                }
+                match self.wait_readable().await {
+                    Wait::Read(0) | Wait::Stop | Wait::TimedOut => return Ok(()),
+                    Wait::Read(_) => {}
+                    Wait::Failed(e) => return Err(e),
+                }
+            };
+            if !self.serve_one(head, &handler).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Answers one request; returns whether the connection stays open for another.
+    async fn serve_one<H: Handler>(&mut self, head: Head, handler: &H) -> io::Result<bool> {
+        let Head {
+            req,
+            body,
+            mut keep_alive,
+            expect_continue,
+            te_trailers,
+        } = head;
+        let head_method = req.method() == Method::HEAD;
+        let version = req.version();
+        // A body borrows the buffer (and the socket) while it is read; it comes back when the
+        // body ends. A body not read to the end leaves the connection unusable.
+        if expect_continue {
+            *self.shared.cont.lock().unwrap_or_else(|p| p.into_inner()) = ContinueState::default();
+        }
+        let (body, back) = match body {
+            Framing::Done | Framing::Length(0) => (ClientBody::Empty, None),
+            state => {
+                let (tx, rx) = oneshot::channel();
+                let b = H1RequestBody {
+                    shared: self.shared.clone(),
+                    buf: std::mem::take(&mut self.buf),
+                    state,
+                    cont: expect_continue && version == Version::HTTP_11,
+                    back: Some(tx),
+                };
+                (ClientBody::H1(b), Some(rx))
+            }
+        };
+        let call = handler.call(req.map(|()| body));
+        let resp = if back.is_none() {
+            // No body to read, so the socket is idle until the answer: watch it. A client that
+            // hangs up (end of stream or an error) cancels the request, dropping the upstream
+            // exchange, as hyper's server did (it does not wait for half-closed clients either);
+            // bytes that arrive instead (a pipelined request) stay in the buffer for later and
+            // the watch ends.
+            let mut call = std::pin::pin!(call);
+            let shared = self.shared.clone();
+            let buf = &mut self.buf;
+            let watch = std::future::poll_fn(|cx| shared.poll_read(cx, buf));
+            tokio::select! {
+                biased;
+                resp = &mut call => resp,
+                read = watch => match read {
+                    Ok(n) if n > 0 => call.await,
+                    _ => {
+                        tracing::debug!("the client went away before the response; request cancelled");
+                        return Ok(false);
+                    }
+                },
+            }
+        } else {
+            call.await
+        };
+        if expect_continue {
+            self.shared.start_response().await?;
+        }
+        if let Some(mut rx) = back {
+            // The body is finished or gone by now (the forwarding code drops it once the
+            // upstream answered). Only a body read to its end gives the buffer back, with
+            // any pipelined bytes after it; otherwise the connection cannot be reused.
+            match rx.try_recv() {
+                Ok(buf) => self.buf = buf,
+                Err(_) => keep_alive = false,
+            }
+        }
+        if !self.draining && *self.stop.borrow() {
+            self.draining = true;
+        }
+        if self.draining {
+            keep_alive = false;
+        }
+        let complete = self
+            .write_response(resp, head_method, version, te_trailers, &mut keep_alive)
+            .await?;
+        if !(complete && keep_alive) {
+            self.linger().await;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Answers a head that cannot be served and closes.
+    async fn refuse(&mut self, r: Refused) -> io::Result<()> {
+        let (status, msg) = match r {
+            Refused::Bad(why) => (StatusCode::BAD_REQUEST, format!("bad request: {why}\n")),
+            Refused::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: serin-proxy forwards HTTP requests, it does not open tunnels\n"
+                    .to_string(),
+            ),
+            Refused::TooLarge(what) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "{what} too large: at most {MAX_HEAD} bytes and {MAX_HEADERS} headers are accepted\n"
+                ),
+            ),
+        };
+        tracing::debug!(status = status.as_u16(), reason = %msg.trim_end(), "refused a request");
+        let mut r = Response::new(Full::new(Bytes::from(msg)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let mut keep_alive = false;
+        self.write_response(r, false, Version::HTTP_11, false, &mut keep_alive)
+            .await?;
+        self.linger().await;
+        Ok(())
+    }
+
+    /// Closes the connection so the client can read the last response: the write side is
+    /// shut (FIN after the response), then what the client still sends is read and dropped
+    /// for a moment, because closing a socket with unread input resets it, and a reset can
+    /// destroy the response before the client has read it.
+    async fn linger(&mut self) {
+        let _ = socket2::SockRef::from(&self.shared.stream).shutdown(std::net::Shutdown::Write);
+        let mut left = LINGER_BYTES;
+        let drain = async {
+            loop {
+                self.buf.clear();
+                match poll_fn(|cx| self.shared.poll_read(cx, &mut self.buf)).await {
+                    Ok(n) if n > 0 && n < left => left -= n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+
+    /// Writes a response; returns whether it went out complete (a body error cuts it short).
+    async fn write_response<B>(
+        &mut self,
+        resp: Response<B>,
+        head_method: bool,
+        req_version: Version,
+        te_trailers: bool,
+        keep_alive: &mut bool,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+    {
+        let (parts, mut body) = resp.into_parts();
+        let no_body = encode::has_no_body(head_method, parts.status);
+        let framed = Framed {
+            no_body,
+            exact: body.size_hint().exact(),
+            req_version,
+        };
+        let mut framing = encode::response_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            framed,
+            keep_alive,
+        );
+        let out = &mut self.out;
+
+        if no_body || matches!(framing, Out::Length(0)) || body.is_end_stream() {
+            if matches!(framing, Out::Chunked) {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            self.shared.write_all(&mut [IoSlice::new(out)]).await?;
+            // The body, if any, counts its response when dropped. A stated length never
+            // sent leaves the message incomplete.
+            return Ok(!matches!(framing, Out::Length(n) if n > 0));
+        }
+        // The head goes out together with the first piece of body when that is already
+        // there (the common case: a small upstream response read in one go).
+        let mut head_sent = false;
+        let mut size_line = [0u8; 20];
+        loop {
+            let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match polled {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    if !head_sent {
+                        self.shared
+                            .write_all(&mut [IoSlice::new(&self.out)])
+                            .await?;
+                        head_sent = true;
+                    }
+                    poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            let head: &[u8] = if head_sent { &[] } else { &self.out };
+            head_sent = true;
+            match frame {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(mut data) => {
+                        match &mut framing {
+                            Out::Length(left) => {
+                                // Never more than stated: the excess would be read as the
+                                // next response.
+                                if data.len() as u64 > *left {
+                                    data.truncate(*left as usize);
+                                }
+                                *left -= data.len() as u64;
+                                self.shared
+                                    .write_all(&mut [IoSlice::new(head), IoSlice::new(&data)])
+                                    .await?;
+                                if *left == 0 {
+                                    return Ok(true);
+                                }
+                            }
+                            Out::Chunked => {
+                                if data.is_empty() {
+                                    self.shared.write_all(&mut [IoSlice::new(head)]).await?;
+                                    continue;
+                                }
+                                let n = encode::chunk_size_line(data.len(), &mut size_line);
+                                self.shared
+                                    .write_all(&mut [
+                                        IoSlice::new(head),
+                                        IoSlice::new(n),
+                                        IoSlice::new(&data),
+                                        IoSlice::new(b"\r\n"),
+                                    ])
+                                    .await?;
+                            }
+                            Out::Close => {
+                                self.shared
+                                    .write_all(&mut [IoSlice::new(head), IoSlice::new(&data)])
+                                    .await?;
+                            }
+                        }
+                    }
+                    Err(f) => {
+                        // Trailers: only a chunked message to a client that asked can carry
+                        // them; otherwise they end the body.
+                        let mut end = head.to_vec();
+                        if let (Out::Chunked, Ok(trailers)) = (&framing, f.into_trailers()) {
+                            encode::last_chunk(&mut end, &trailers, te_trailers);
+                        }
+                        self.shared.write_all(&mut [IoSlice::new(&end)]).await?;
+                        return Ok(!matches!(framing, Out::Length(_)));
+                    }
+                },
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::debug!(error = %e, "response body failed; closing the connection");
+                    self.shared.write_all(&mut [IoSlice::new(head)]).await?;
+                    *keep_alive = false;
+                    return Ok(false);
+                }
+                None => {
+                    let tail: &[u8] = if matches!(framing, Out::Chunked) {
+                        b"0\r\n\r\n"
+                    } else {
+                        b""
+                    };
+                    self.shared
+                        .write_all(&mut [IoSlice::new(head), IoSlice::new(tail)])
+                        .await?;
+                    // A body shorter than its stated length leaves the message incomplete.
+                    return Ok(!matches!(framing, Out::Length(n) if n > 0));
+                }
+            }
+            if body.is_end_stream() {
+                let tail: &[u8] = if matches!(framing, Out::Chunked) {
+                    b"0\r\n\r\n"
+                } else {
+                    b""
+                };
+                self.shared.write_all(&mut [IoSlice::new(tail)]).await?;
+                return Ok(!matches!(framing, Out::Length(n) if n > 0));
+            }
+        }
+    }
+}

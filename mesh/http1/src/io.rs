@@ -1,0 +1,129 @@
+//! TCP streams that report their connection and bytes to an observer (the proxy's `tcp_*`
+//! metrics).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Told about one side's TCP connections: opened, bytes each way, closed.
+pub trait TcpObserver: Send + Sync + 'static {
+    /// A connection was opened or accepted.
+    fn opened(&self);
+    /// `bytes` were read from a connection.
+    fn read(&self, bytes: u64);
+    /// `bytes` were written to a connection.
+    fn written(&self, bytes: u64);
+    /// A connection closed after being open for `open_for`.
+    fn closed(&self, open_for: Duration);
+}
+
+/// One TCP connection, counted as opened when made and as closed when dropped. Every kind of
+/// connection (client h1, client h2c, upstream h1, upstream h2c) holds one, and reports its
+/// bytes through it.
+pub struct Opened {
+    observer: Arc<dyn TcpObserver>,
+    since: Instant,
+}
+
+impl Opened {
+    /// Counts a freshly opened or accepted connection.
+    pub fn new(observer: Arc<dyn TcpObserver>) -> Self {
+        observer.opened();
+        Opened {
+            observer,
+            since: Instant::now(),
+        }
+    }
+
+    /// Reports bytes read.
+    pub fn read(&self, bytes: u64) {
+        self.observer.read(bytes);
+    }
+
+    /// Reports bytes written.
+    pub fn written(&self, bytes: u64) {
+        self.observer.written(bytes);
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.observer.closed(self.since.elapsed());
+    }
+}
+
+/// A TCP stream whose traffic is reported to a [`TcpObserver`].
+pub struct CountingIo {
+    inner: TcpStream,
+    metrics: Opened,
+}
+
+impl CountingIo {
+    /// Wraps a freshly opened or accepted stream (counts it as opened).
+    pub fn new(inner: TcpStream, metrics: Arc<dyn TcpObserver>) -> Self {
+        Self::counted(inner, Opened::new(metrics))
+    }
+
+    /// Wraps a stream whose connection is already counted (its guard moves in).
+    pub fn counted(inner: TcpStream, metrics: Opened) -> Self {
+        CountingIo { inner, metrics }
+    }
+}
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.metrics.read(n as u64);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.metrics.written(n as u64);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.metrics.written(n as u64);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

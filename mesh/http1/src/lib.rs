@@ -1,0 +1,28 @@
+//! `serin-http1`: serin-proxy's own HTTP/1.1 codec and client-connection code.
+//!
+//! It is the wire side of the proxy's outbound and inbound listeners: one task per accepted
+//! connection reads into one buffer, parses request heads ([`head`]), lends the socket to the
+//! request body ([`body`]), hands each request to a [`Handler`], and writes the response
+//! ([`encode`]), pipelined requests in order ([`conn`]). A connection that opens with the
+//! HTTP/2 preface goes to hyper's HTTP/2 server instead ([`h2`]). The body framing state
+//! machine ([`codec`]) also serves the proxy's upstream HTTP/1.1 client.
+//!
+//! It is not a proxy: no routing, no upstream connections, no metrics registry (connections
+//! and bytes are reported through [`io::TcpObserver`]). Kept apart so it can be fuzzed and
+//! tested on its own.
+
+pub mod body;
+pub mod codec;
+pub mod conn;
+pub mod encode;
+pub mod h2;
+pub mod head;
+pub mod io;
+
+pub use body::{ClientBody, H1RequestBody};
+pub use conn::{HEAD_TIMEOUT, Handler, serve_connection};
+pub use head::{MAX_HEAD, MAX_HEADERS};
+pub use io::{CountingIo, Opened, TcpObserver};
+
+/// Errors a body may yield.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
