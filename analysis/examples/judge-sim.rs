@@ -352,7 +352,16 @@ fn families() -> Vec<Scenario> {
         for rpm in rpms {
             for base in [0.0, 0.001, 0.01, 0.05] {
                 v.push(scenario(
-                    "aa", "", s, rpm, base, base, LogNormal, plain, Noise::None, None,
+                    "aa",
+                    "",
+                    s,
+                    rpm,
+                    base,
+                    base,
+                    LogNormal,
+                    plain,
+                    Noise::None,
+                    None,
                 ));
             }
             for base in [0.001, 0.01, 0.05] {
@@ -453,13 +462,7 @@ struct NoiseState {
 }
 
 /// Failures among `n` requests at rate `p` under the scenario's noise for one arm.
-fn failures(
-    rng: &mut fastrand::Rng,
-    n: u64,
-    p: f64,
-    noise: Noise,
-    pods: &[bool],
-) -> u64 {
+fn failures(rng: &mut fastrand::Rng, n: u64, p: f64, noise: Noise, pods: &[bool]) -> u64 {
     match noise {
         Noise::Pods => {
             // Same mean: burst 5x with probability 0.1, otherwise 0.5/0.9.
@@ -565,7 +568,14 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
             _ => canary_fixed,
         };
         add_look(&mut canary, &mut rng, n_c, x_c, &canary_probs, &mut scratch);
-        add_look(&mut primary, &mut rng, n_p, x_p, &primary_probs, &mut scratch);
+        add_look(
+            &mut primary,
+            &mut rng,
+            n_p,
+            x_p,
+            &primary_probs,
+            &mut scratch,
+        );
         let r = state.observe_cumulative(config, &canary, &primary);
         if std::env::var_os("SERIN_JUDGE_SIM_DEBUG").is_some() && r.verdict != Verdict::Pass {
             eprintln!("{} m{minute} w{weight}: {}", s.name, r.reason);

@@ -721,9 +721,11 @@ impl JudgeState {
         let error_pass_at = 2.0 / alpha;
         let latency_pass_at = 1.0 / alpha;
 
-        let error_shown = self.error.pass_max >= error_pass_at || self.absolute.max >= error_pass_at;
+        let error_shown =
+            self.error.pass_max >= error_pass_at || self.absolute.max >= error_pass_at;
         self.error.shown |= error_shown;
-        let primary_rate = (self.error.primary_events / self.error.primary_requests.max(1.0)) * 100.0;
+        let primary_rate =
+            (self.error.primary_events / self.error.primary_requests.max(1.0)) * 100.0;
         let bound_pct = (primary_rate * (1.0 + config.error_rate_margin / 100.0))
             .max(primary_rate + config.error_rate_margin_absolute);
         let error = self.error.evidence(
@@ -820,15 +822,12 @@ impl JudgeState {
                 error.claim, error.canary_rate_pct, error.primary_rate_pct
             ));
         }
-        match &latency {
-            Some(lat) => {
-                for qe in lat.quantiles.iter().filter(|q| !q.test.shown) {
-                    missing.push(qe.test.claim.clone());
-                }
+        // A provider without histograms (the judge never saw one from both arms) proves errors
+        // only; the pass reason says so.
+        if let Some(lat) = &latency {
+            for qe in lat.quantiles.iter().filter(|q| !q.test.shown) {
+                missing.push(qe.test.claim.clone());
             }
-            // A provider without histograms (the judge never saw one from both arms) proves
-            // errors only; the reason says so.
-            None => {}
         }
         if missing.is_empty()
             && (error.canary_requests < config.min_requests
@@ -958,7 +957,10 @@ mod tests {
             assert!(r.reason.contains("not yet shown"), "{}", r.reason);
         }
         assert_eq!(verdicts.last(), Some(&Verdict::Pass), "{verdicts:?}");
-        assert!(verdicts.len() >= 3, "one look is never enough: {verdicts:?}");
+        assert!(
+            verdicts.len() >= 3,
+            "one look is never enough: {verdicts:?}"
+        );
     }
 
     #[test]
@@ -1012,7 +1014,10 @@ mod tests {
         }
         // alpha = 1 %: 4 of 400 expected at most; allow sampling noise (binomial sd ~2).
         assert!(false_fail <= 8, "A/A failed in {false_fail} of {trials}");
-        assert!(false_pass <= 8, "1.75x shown non-inferior in {false_pass} of {trials}");
+        assert!(
+            false_pass <= 8,
+            "1.75x shown non-inferior in {false_pass} of {trials}"
+        );
     }
 
     #[test]
@@ -1061,7 +1066,10 @@ mod tests {
                 &with_latency(300.0, 0.0, 2.0),
                 &with_latency(300.0, 0.0, 1.0),
             );
-            let lat = r.latency.as_ref().expect("latency is compared from the first look");
+            let lat = r
+                .latency
+                .as_ref()
+                .expect("latency is compared from the first look");
             assert_eq!(lat.quantiles.len(), 2);
             if r.verdict == Verdict::Fail {
                 assert!(r.reason.contains("slower"), "{}", r.reason);
@@ -1154,8 +1162,12 @@ mod tests {
         let mut back: JudgeState = serde_json::from_str(&json).unwrap();
         let next = (traffic(400.0, 4.0), traffic(400.0, 3.0));
         assert_eq!(
-            back.observe_cumulative(&cfg, &next.0, &next.1).error.canary_requests,
-            s.observe_cumulative(&cfg, &next.0, &next.1).error.canary_requests
+            back.observe_cumulative(&cfg, &next.0, &next.1)
+                .error
+                .canary_requests,
+            s.observe_cumulative(&cfg, &next.0, &next.1)
+                .error
+                .canary_requests
         );
     }
 
@@ -1165,8 +1177,20 @@ mod tests {
         for (cfg, field) in [
             (JudgeConfig { alpha: 0.0, ..d() }, "judge.alpha"),
             (JudgeConfig { alpha: 0.7, ..d() }, "judge.alpha"),
-            (JudgeConfig { alpha: f64::NAN, ..d() }, "judge.alpha"),
-            (JudgeConfig { min_requests: 0, ..d() }, "judge.minRequests"),
+            (
+                JudgeConfig {
+                    alpha: f64::NAN,
+                    ..d()
+                },
+                "judge.alpha",
+            ),
+            (
+                JudgeConfig {
+                    min_requests: 0,
+                    ..d()
+                },
+                "judge.minRequests",
+            ),
             (
                 JudgeConfig {
                     latency_tolerance: f64::INFINITY,

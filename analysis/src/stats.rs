@@ -236,7 +236,10 @@ mod tests {
                             * share_log_lr(k as f64, events as f64, pi1, pi0).exp()
                     })
                     .sum();
-                assert!(e <= 1.0 + 1e-9, "E = {e} for {n_c}/{n_p}/{events} ratio {ratio}");
+                assert!(
+                    e <= 1.0 + 1e-9,
+                    "E = {e} for {n_c}/{n_p}/{events} ratio {ratio}"
+                );
             }
         }
     }

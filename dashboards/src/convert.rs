@@ -572,6 +572,8 @@ mod tests {
                     alpha: Some(0.0025),
                     tolerance: Some(0.0),
                     verdict: serin_core::Verdict::Inconclusive,
+                    margin: None,
+                    claim: None,
                 }],
             }),
         }));

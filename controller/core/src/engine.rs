@@ -11,12 +11,16 @@ use crate::action::{
     Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity,
 };
 use crate::observation::{CheckResult, Command, CommandAction, GateResult, Observation, Verdict};
-use crate::plan::{Plan, Strategy, Webhook, WebhookKind};
+use crate::plan::{InconclusivePolicy, Plan, Strategy, Webhook, WebhookKind};
 use crate::status::{
     CONDITION_PROMOTED, Condition, ConditionStatus, GateState, Pause, Phase, Run, RunOutcome,
     Status,
 };
 use crate::time::Timestamp;
+
+/// How the reason of a run ended by an inconclusive budget begins (`onInconclusive rollback: ...`),
+/// so clients such as `serin wait` can tell it from a failed run.
+pub const ON_INCONCLUSIVE: &str = "onInconclusive";
 
 /// What the runtime must observe before the next [`step`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -658,7 +662,11 @@ impl Tick<'_> {
         if !self.run().pre_rollout_done {
             match self.gates(WebhookKind::PreRollout) {
                 Gate::Passed => {
-                    self.run_mut().pre_rollout_done = true;
+                    let now = self.now;
+                    let run = self.run_mut();
+                    run.pre_rollout_done = true;
+                    run.analysis_started_at = Some(now);
+                    run.step_started_at = Some(now);
                     if self.has_webhooks(WebhookKind::PreRollout) {
                         self.event(
                             EventType::Normal,
@@ -1100,18 +1108,72 @@ impl Tick<'_> {
     }
 
     fn inconclusive(&mut self, msg: String) {
-        if self.plan.on_inconclusive == crate::plan::InconclusivePolicy::Pause {
+        let policy = self.plan.on_inconclusive;
+        let spent = self.inconclusive_budget_spent();
+        if policy == InconclusivePolicy::Pause
+            && (spent.is_some() || !self.plan.inconclusive_budget.is_set())
+        {
+            let why = match &spent {
+                Some(b) => format!("{b}: {msg}"),
+                None => msg,
+            };
             self.s.paused = Some(Pause {
                 by: "serin".into(),
                 at: self.now,
-                reason: msg.clone(),
+                reason: why.clone(),
             });
-            let text = format!("paused for a human: {msg}");
-            self.alert(Severity::Warn, format!("Canary paused: {msg}"));
+            let text = format!("paused for a human: {why}");
+            self.alert(Severity::Warn, format!("Canary paused: {why}"));
             self.hold(HistoryKind::Held, text, None);
-        } else {
-            self.hold(HistoryKind::Held, format!("holding: {msg}"), None);
+            return;
         }
+        let Some(budget) = spent else {
+            self.hold(HistoryKind::Held, format!("holding: {msg}"), None);
+            return;
+        };
+        // The wording starts with ON_INCONCLUSIVE so `serin wait` can tell a run that ended
+        // without evidence from one that failed.
+        let reason = format!("{ON_INCONCLUSIVE} {}: {budget}: {msg}", policy.as_str());
+        match policy {
+            InconclusivePolicy::Rollback => {
+                self.event(EventType::Warning, "Inconclusive", reason.clone());
+                self.rollback(reason, Severity::Warn);
+            }
+            InconclusivePolicy::Promote => {
+                self.event(EventType::Warning, "Inconclusive", reason.clone());
+                self.record(HistoryKind::Held, reason.clone());
+                if self.confirm_gate().is_some() {
+                    self.start_promotion(reason);
+                }
+            }
+            // Pause is handled above; wait keeps holding, saying once that the budget is spent.
+            InconclusivePolicy::Wait | InconclusivePolicy::Pause => {
+                self.hold(HistoryKind::Held, format!("holding: {reason}"), None);
+            }
+        }
+    }
+
+    /// Which inconclusive budget is spent, in words, if any.
+    fn inconclusive_budget_spent(&self) -> Option<String> {
+        let budget = self.plan.inconclusive_budget;
+        let run = self.s.run.as_ref()?;
+        let over = |limit: Option<std::time::Duration>, since: Option<Timestamp>| {
+            let (limit, since) = (limit?, since?);
+            (self.now.since(since) >= limit).then_some(limit)
+        };
+        if let Some(l) = over(budget.run, run.analysis_started_at) {
+            return Some(format!(
+                "no decision within the run budget ({})",
+                crate::duration::format_duration(l)
+            ));
+        }
+        over(budget.step, run.step_started_at.or(run.analysis_started_at)).map(|l| {
+            format!(
+                "no decision within the step budget ({}) at weight {}%",
+                crate::duration::format_duration(l),
+                self.s.canary_weight
+            )
+        })
     }
 
     // ----- evidence -----
@@ -1334,6 +1396,8 @@ impl Tick<'_> {
             step: 0,
             passed_gates: std::collections::BTreeSet::new(),
             pre_rollout_done: false,
+            analysis_started_at: None,
+            step_started_at: None,
             promotion: None,
             canary_unready_since: None,
             affinity_cookie: None,
@@ -1347,9 +1411,11 @@ impl Tick<'_> {
     }
 
     fn advance_step(&mut self) {
+        let now = self.now;
         let run = self.run_mut();
         run.step += 1;
         run.passed_gates.clear();
+        run.step_started_at = Some(now);
     }
 
     fn set_phase(&mut self, phase: Phase) {
