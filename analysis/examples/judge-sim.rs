@@ -32,6 +32,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use serin_analysis::planner::BUCKETS;
+use serin_analysis::planner::sample::{add_to_arm, binomial, normal, poisson};
 use serin_analysis::stats::{mann_whitney_greater, two_proportion_z_p};
 use serin_analysis::{
     ArmTraffic, BuiltinMetric, Histogram, JudgeConfig, JudgeState, LINKERD_LATENCY_BUCKETS_MS,
@@ -52,92 +54,6 @@ const FIXED_ALPHA: f64 = 0.05;
 /// Engine budgets simulated for `onInconclusive` (the Canary defaults).
 const STEP_BUDGET_MIN: u32 = 15;
 const RUN_BUDGET_MIN: u32 = 60;
-
-const BUCKETS: usize = LINKERD_LATENCY_BUCKETS_MS.len() + 1;
-
-// ---------------------------------------------------------------------------------------------
-// Random numbers without allocation.
-
-fn normal(rng: &mut fastrand::Rng) -> f64 {
-    // Box-Muller; 1 - f64() keeps the log argument in (0, 1].
-    let u1 = 1.0 - rng.f64();
-    let u2 = rng.f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-/// Binomial(n, p): inversion when the mean of the rarer outcome is small, else a rounded
-/// normal (the sim's traffic, not the judge, uses this approximation).
-fn binomial(rng: &mut fastrand::Rng, n: u64, p: f64) -> u64 {
-    if n == 0 || p <= 0.0 {
-        return 0;
-    }
-    if p >= 1.0 {
-        return n;
-    }
-    if p > 0.5 {
-        return n - binomial(rng, n, 1.0 - p);
-    }
-    let nf = n as f64;
-    if nf * p < 25.0 {
-        let q = 1.0 - p;
-        let ratio = p / q;
-        let mut pmf = q.powf(nf);
-        let mut cdf = pmf;
-        let u = rng.f64();
-        let mut k = 0u64;
-        while u > cdf && k < n {
-            pmf *= ratio * (nf - k as f64) / (k as f64 + 1.0);
-            cdf += pmf;
-            k += 1;
-            if pmf < 1e-300 && cdf < u {
-                // Numerical floor: the remaining tail is negligible.
-                break;
-            }
-        }
-        k
-    } else {
-        let x = nf * p + (nf * p * (1.0 - p)).sqrt() * normal(rng);
-        x.round().clamp(0.0, nf) as u64
-    }
-}
-
-fn poisson(rng: &mut fastrand::Rng, mean: f64) -> u64 {
-    if mean <= 0.0 {
-        return 0;
-    }
-    if mean < 30.0 {
-        let l = (-mean).exp();
-        let mut k = 0u64;
-        let mut p = rng.f64();
-        while p > l {
-            k += 1;
-            p *= rng.f64();
-        }
-        k
-    } else {
-        (mean + mean.sqrt() * normal(rng)).round().max(0.0) as u64
-    }
-}
-
-/// Spreads `n` requests over the buckets with probabilities `probs` (sum 1), adding them to
-/// `out`.
-fn multinomial(rng: &mut fastrand::Rng, n: u64, probs: &[f64; BUCKETS], out: &mut [f64; BUCKETS]) {
-    let mut left = n;
-    let mut mass = 1.0;
-    for (i, p) in probs.iter().enumerate() {
-        if left == 0 {
-            break;
-        }
-        let k = if i == BUCKETS - 1 || mass <= *p {
-            left
-        } else {
-            binomial(rng, left, (p / mass).clamp(0.0, 1.0))
-        };
-        out[i] += k as f64;
-        left -= k;
-        mass -= p;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Latency distributions.
@@ -502,31 +418,6 @@ enum Outcome {
     Ended(u32),
 }
 
-fn add_look(
-    arm: &mut ArmTraffic,
-    rng: &mut fastrand::Rng,
-    n: u64,
-    x: u64,
-    probs: &[f64; BUCKETS],
-    scratch: &mut [f64; BUCKETS],
-) {
-    arm.requests += n as f64;
-    arm.failures += x as f64;
-    *scratch = [0.0; BUCKETS];
-    multinomial(rng, n, probs, scratch);
-    if let Some(h) = arm.latency.as_mut() {
-        for (i, k) in scratch.iter().enumerate() {
-            if *k > 0.0 {
-                let value = LINKERD_LATENCY_BUCKETS_MS
-                    .get(i)
-                    .copied()
-                    .unwrap_or(f64::INFINITY);
-                h.record_n(value, *k);
-            }
-        }
-    }
-}
-
 fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut state = JudgeState::default();
@@ -538,7 +429,6 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
     let (mut canary, mut primary) = (empty(), empty());
     let primary_probs = bucket_probs(s.service, Shape::Scale(1.0), 1.0);
     let canary_fixed = bucket_probs(s.service, s.canary_shape, 1.0);
-    let mut scratch = [0.0; BUCKETS];
     let mut noise = NoiseState { bursts: [false; 6] };
     let mut step = 0usize;
     let mut step_start = 0u32;
@@ -567,15 +457,8 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
             }
             _ => canary_fixed,
         };
-        add_look(&mut canary, &mut rng, n_c, x_c, &canary_probs, &mut scratch);
-        add_look(
-            &mut primary,
-            &mut rng,
-            n_p,
-            x_p,
-            &primary_probs,
-            &mut scratch,
-        );
+        add_to_arm(&mut canary, &mut rng, n_c, x_c, &canary_probs);
+        add_to_arm(&mut primary, &mut rng, n_p, x_p, &primary_probs);
         let r = state.observe_cumulative(config, &canary, &primary);
         if std::env::var_os("SERIN_JUDGE_SIM_DEBUG").is_some() && r.verdict != Verdict::Pass {
             eprintln!("{} m{minute} w{weight}: {}", s.name, r.reason);

@@ -41,6 +41,7 @@ mod duration;
 mod error;
 mod histogram;
 mod judge;
+pub mod planner;
 pub mod promtext;
 mod provider;
 mod queries;

@@ -92,7 +92,7 @@ fn check(args: &Args) -> i32 {
     0
 }
 
-fn read_sources(files: &[String]) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn read_sources(files: &[String]) -> Result<Vec<(String, String)>, String> {
     let mut sources = Vec::new();
     for file in files {
         if file == "-" {
