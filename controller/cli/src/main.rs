@@ -8,6 +8,7 @@ mod control_plane;
 mod controller;
 mod crds;
 mod demo;
+mod install;
 mod load;
 mod plan;
 mod rollout;
@@ -40,6 +41,8 @@ enum Command {
     Rollout(rollout::Args),
     /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds(crds::Args),
+    /// Print every manifest a cluster needs (`serin install | kubectl apply -f -`).
+    Install(install::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
     Validate(validate::Args),
     /// Before a rollout: how long a Canary's schedule takes to promote a healthy release and to
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Controller(args) => controller::run(*args),
         Command::Crds(args) => crds::run(args),
+        Command::Install(args) => install::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Status(args) => ci::status(args),

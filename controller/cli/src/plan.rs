@@ -75,7 +75,7 @@ fn plan(args: &Args) -> i32 {
         );
         return UNREADABLE;
     }
-    let sources = match crate::validate::read_sources(&args.files) {
+    let sources = match crate::validate::read_sources(&args.files, false) {
         Ok(s) => s,
         Err(m) => {
             eprintln!("serin plan: {m}");
