@@ -64,6 +64,7 @@ pub use judge::{
     JudgeConfig, JudgeResult, JudgeState, LATENCY_QUANTILES, LatencyEvidence, MIXTURE,
     OnInconclusive, PASS_MIXTURE, PHI_PRIOR, PHI_PRIOR_LOOKS, QuantileEvidence, TestEvidence,
 };
+pub use provider::datadog;
 pub use provider::prometheus::{
     DEFAULT_TIMEOUT, PrometheusAuth, PrometheusConfig, PrometheusProvider,
 };

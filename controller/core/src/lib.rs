@@ -49,8 +49,8 @@ pub use observation::{
     Verdict,
 };
 pub use plan::{
-    InconclusiveBudget, InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy,
-    StringMatch, Webhook, WebhookKind,
+    CookieAttributes, InconclusiveBudget, InconclusivePolicy, Mirror, Plan, RouteMatch, SameSite,
+    SessionAffinity, Strategy, StringMatch, Webhook, WebhookKind,
 };
 pub use sample::{ArmSample, JudgeEvidence, JudgeSample, Sample};
 pub use status::{
