@@ -11,6 +11,7 @@
 //! (`serin-controller`), anything one-machine (`serin-local`).
 
 pub mod analysis;
+pub mod check;
 pub mod dashboard;
 pub mod install;
 mod lease;
