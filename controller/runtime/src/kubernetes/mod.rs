@@ -5,7 +5,9 @@
 //!
 //! State lives only in the Canary's status, so a restarted controller resumes mid-rollout.
 
+pub mod admission;
 pub mod analysis;
+pub mod inject;
 mod lease;
 pub mod notify;
 pub mod routing;
