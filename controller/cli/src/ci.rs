@@ -5,13 +5,7 @@
 //! The decisions live in `serin-dashboard` (`wait::assess`, the API client); this file maps
 //! flags to them and prints.
 
-mod kubernetes;
-// Used by the local controller's wiring (`serin controller --local`) to serve the dashboard.
-#[allow(dead_code)]
-pub mod kube_dashboard;
 pub mod local_dashboard;
-#[cfg(test)]
-mod mock_api;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -181,7 +175,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Where the canaries are read and commands written.
 enum Source {
     Api(Box<Client>),
-    Kube(kubernetes::KubeSource),
+    Kube(serin_kube::source::KubeSource),
 }
 
 /// A failure with the exit code it maps to (always 4 here) and a message naming the cause.
@@ -206,8 +200,8 @@ impl From<ClientError> for Failure {
     }
 }
 
-impl From<kubernetes::KubeError> for Failure {
-    fn from(e: kubernetes::KubeError) -> Self {
+impl From<serin_kube::source::KubeError> for Failure {
+    fn from(e: serin_kube::source::KubeError) -> Self {
         Failure(e.to_string())
     }
 }
@@ -215,7 +209,9 @@ impl From<kubernetes::KubeError> for Failure {
 impl Source {
     async fn connect(conn: &Conn) -> Result<Source, Failure> {
         if conn.kubernetes {
-            Ok(Source::Kube(kubernetes::KubeSource::connect().await?))
+            Ok(Source::Kube(
+                serin_kube::source::KubeSource::connect().await?,
+            ))
         } else {
             Ok(Source::Api(Box::new(Client::new(
                 &conn.server,

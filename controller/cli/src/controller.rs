@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::ArgAction;
-use serin_controller::kubernetes::{KubernetesOptions, LeaseConfig};
+use serin_kube::{KubernetesOptions, LeaseConfig};
 
 /// Flags of `serin controller`.
 #[derive(clap::Args, Debug)]
@@ -195,13 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         "--kubernetes: no usable Kubernetes configuration for the dashboard",
                     )?;
                     Some(tokio::spawn(async move {
-                        if let Err(error) = crate::ci::kube_dashboard::serve(
-                            client,
-                            watch_namespace,
-                            listener,
-                            token,
-                        )
-                        .await
+                        if let Err(error) =
+                            serin_kube::dashboard::serve(client, watch_namespace, listener, token)
+                                .await
                         {
                             tracing::error!(%error, "the dashboard stopped serving");
                         }
@@ -209,7 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let result = serin_controller::kubernetes::run(opts)
+            let result = serin_kube::run(opts)
                 .await
                 .context("serin controller --kubernetes");
             if let Some(server) = server {

@@ -1,20 +1,23 @@
 //! `serin-controller`: the controller runtime. Each tick of each Canary it observes the world
 //! through adapter traits, asks the pure engine (`serin-core`) what to do, and carries out the
-//! resulting actions through the same adapters. It ships the Kubernetes adapters; the local
-//! (one machine) adapters live in `local`.
+//! resulting actions through the same adapters. The platforms implement the adapters in their
+//! own crates: `serin-kube` (Kubernetes) and the one-machine adapters in `local`.
 //!
 //! It is not the engine (no rollout decisions are made here) and not the CRD definitions
 //! (`serin-api`); it is the I/O edge around them.
 
 pub mod adapters;
 pub mod alerts;
+pub mod dashboard;
 pub mod driver;
 pub mod hooks;
 pub mod http;
-pub mod kubernetes;
 pub mod local;
-mod measure;
+pub mod measure;
 pub mod metrics;
 pub mod plan;
-mod sample;
+pub mod sample;
 pub mod webhook;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

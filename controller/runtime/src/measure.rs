@@ -15,7 +15,7 @@ use crate::adapters::{AnalysisState, CanaryContext};
 use crate::plan::JUDGE_CHECK;
 
 /// A check that could not be measured. Never a pass: the step holds and the history says why.
-pub(crate) fn inconclusive(name: &str, detail: String) -> CheckResult {
+pub fn inconclusive(name: &str, detail: String) -> CheckResult {
     CheckResult {
         name: name.to_string(),
         verdict: Verdict::Inconclusive,
@@ -26,7 +26,7 @@ pub(crate) fn inconclusive(name: &str, detail: String) -> CheckResult {
     }
 }
 
-pub(crate) fn verdict(v: serin_analysis::Verdict) -> Verdict {
+pub fn verdict(v: serin_analysis::Verdict) -> Verdict {
     match v {
         serin_analysis::Verdict::Pass => Verdict::Pass,
         serin_analysis::Verdict::Fail => Verdict::Fail,
@@ -35,7 +35,7 @@ pub(crate) fn verdict(v: serin_analysis::Verdict) -> Verdict {
 }
 
 /// A measured threshold check, as the engine sees it.
-pub(crate) fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
+pub fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
     CheckResult {
         name: r.name,
         verdict: verdict(r.verdict),
@@ -50,7 +50,7 @@ pub(crate) fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
 }
 
 /// The Canary's `spec.analysis.noData` (already defaulted by serin-api).
-pub(crate) fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
+pub fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
     NoDataConfig {
         min_requests: n.no_data.min_requests,
         policy: match n.no_data.policy {
@@ -62,7 +62,7 @@ pub(crate) fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
 }
 
 /// The Canary's `spec.analysis.judge` (already defaulted by serin-api).
-pub(crate) fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
+pub fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
     JudgeConfig {
         enabled: true,
         alpha: j.alpha,
@@ -81,11 +81,11 @@ pub(crate) fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
 /// is authoritative, so a restarted controller continues the same sequential test; otherwise a
 /// restart starts a fresh sequence, which stays valid at alpha (it only forgets earlier looks).
 #[derive(Default)]
-pub(crate) struct Judges(Mutex<HashMap<(String, String, u64), JudgeState>>);
+pub struct Judges(Mutex<HashMap<(String, String, u64), JudgeState>>);
 
 impl Judges {
     /// One look of run `run` with cumulative readings since the run started.
-    pub(crate) fn observe(
+    pub fn observe(
         &self,
         ctx: &CanaryContext,
         run: u64,
@@ -108,7 +108,7 @@ impl Judges {
     /// One look of run `run`, continuing from `saved` (the state persisted with the status after
     /// the previous look) when the platform persists it, else from memory. Returns the verdict
     /// and the state to persist with this tick's status.
-    pub(crate) fn observe_from(
+    pub fn observe_from(
         &self,
         ctx: &CanaryContext,
         run: u64,

@@ -17,7 +17,7 @@ use crate::adapters::CanaryContext;
 use crate::measure::verdict;
 
 /// One arm's traffic as the history records it.
-pub(crate) fn arm(t: &ArmTraffic) -> ArmSample {
+pub fn arm(t: &ArmTraffic) -> ArmSample {
     ArmSample {
         requests: t.requests.max(0.0).round() as u64,
         success_rate: t.success_rate_pct(),
@@ -27,7 +27,7 @@ pub(crate) fn arm(t: &ArmTraffic) -> ArmSample {
 
 /// Canary and primary since `since` (the later of the run's start and one interval ago: a
 /// window reaching before the run would mix in the previous run's canary).
-pub(crate) async fn measure(
+pub async fn measure(
     provider: &dyn MetricsProvider,
     target: &Target,
     since: SystemTime,
@@ -71,7 +71,7 @@ fn evidence(metric: &str, test: &TestEvidence, overall: Verdict, tolerance: f64)
 }
 
 /// The judge's look as the history records it.
-pub(crate) fn judge(r: &JudgeResult, config: &JudgeConfig) -> JudgeSample {
+pub fn judge(r: &JudgeResult, config: &JudgeConfig) -> JudgeSample {
     let overall = verdict(r.verdict);
     let mut list = vec![evidence(
         "errorRate",
@@ -100,18 +100,18 @@ pub(crate) fn judge(r: &JudgeResult, config: &JudgeConfig) -> JudgeSample {
 
 /// The judge's last look per Canary, kept until the tick's sample collects it.
 #[derive(Default)]
-pub(crate) struct LastJudge(Mutex<HashMap<(String, String), JudgeSample>>);
+pub struct LastJudge(Mutex<HashMap<(String, String), JudgeSample>>);
 
 impl LastJudge {
     /// Remembers the look just taken for `ctx`.
-    pub(crate) fn remember(&self, ctx: &CanaryContext, look: JudgeSample) {
+    pub fn remember(&self, ctx: &CanaryContext, look: JudgeSample) {
         if let Ok(mut m) = self.0.lock() {
             m.insert((ctx.id.namespace.clone(), ctx.id.name.clone()), look);
         }
     }
 
     /// The look taken since the last call, if any.
-    pub(crate) fn take(&self, ctx: &CanaryContext) -> Option<JudgeSample> {
+    pub fn take(&self, ctx: &CanaryContext) -> Option<JudgeSample> {
         self.0
             .lock()
             .ok()?

@@ -2,5 +2,4 @@
 
 #![allow(dead_code)]
 
-pub mod kube;
-pub mod receiver;
+pub use serin_controller::testing::receiver;

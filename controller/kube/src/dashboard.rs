@@ -17,7 +17,7 @@ use serin_dashboard::model::{CanaryKey, TargetRef};
 use serin_dashboard::{BackendError, DashboardConfig};
 use tokio::sync::broadcast;
 
-use super::kubernetes::{COMMAND_ANNOTATION, KubeSource};
+use crate::source::{COMMAND_ANNOTATION, KubeSource};
 
 /// How often the Canary list is polled for changes.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -131,12 +131,10 @@ impl KubeStore {
         }))
         .ok()
         .and_then(|c| serin_api::Normalized::from_canary(&c).ok())
-        .map(|n| super::local_dashboard::analysis_info(&n));
+        .map(|n| serin_controller::dashboard::analysis_info(&n));
         Ok(EngineCanary {
-            status: super::kubernetes::engine_status(&obj.data),
-            pending: super::kubernetes::pending_command(obj)
-                .into_iter()
-                .collect(),
+            status: crate::source::engine_status(&obj.data),
+            pending: crate::source::pending_command(obj).into_iter().collect(),
             key,
             target,
             history,
@@ -200,7 +198,7 @@ impl EngineStore for KubeStore {
             return Err(BackendError::NotFound(key.clone()));
         };
         // One annotation holds one command: overwriting an unapplied one would lose it.
-        if let Some(pending) = super::kubernetes::pending_command(&obj)
+        if let Some(pending) = crate::source::pending_command(&obj)
             && pending.id != command.id
         {
             return Err(BackendError::Conflict(format!(
@@ -250,7 +248,7 @@ mod tests {
 
     use super::*;
 
-    use crate::ci::mock_api::{Handle, expect};
+    use crate::mock_api::{Handle, expect};
 
     async fn no_more_calls(handle: &mut Handle) {
         let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;

@@ -26,7 +26,9 @@ use serin_core::{Readiness, TargetState};
 
 use super::services::{self, ServiceNames};
 use super::{FIELD_MANAGER, kube_error};
-use crate::adapters::{AdapterError, CanaryContext, ErrorKind, WorkloadState, Workloads};
+use serin_controller::adapters::{
+    AdapterError, CanaryContext, ErrorKind, WorkloadState, Workloads,
+};
 
 /// Node selector that keeps a DaemonSet's pods off every node ("scaled to zero").
 pub const SCALE_TO_ZERO_LABEL: &str = "serin.dev/scale-to-zero";

@@ -17,7 +17,7 @@ use kube::api::{Api, PostParams};
 use serin_core::Timestamp;
 
 use super::kube_error;
-use crate::adapters::AdapterError;
+use serin_controller::adapters::AdapterError;
 
 /// Where the lease lives and how long it lasts.
 #[derive(Debug, Clone)]

@@ -1,18 +1,27 @@
-//! The Kubernetes controller: a kube-rs [`Controller`] on Canaries that also watches what it owns
-//! (primary Deployments and DaemonSets, Services) and the targets themselves (a new revision is
-//! acted on at once, see [`watch`]), ticks each Canary at its analysis interval through the
-//! generic [`Driver`], and writes status with server-side apply.
+//! `serin-kube`: everything Serin knows about Kubernetes. The controller is a kube-rs
+//! [`Controller`] on Canaries that also watches what it owns (primary Deployments and DaemonSets,
+//! Services) and the targets themselves (a new revision is acted on at once, see [`watch`]), ticks
+//! each Canary at its analysis interval through the platform-neutral [`Driver`] of
+//! `serin-controller`, and writes status with server-side apply. The CLI's cluster client
+//! ([`source`]) and the dashboard's store over a cluster ([`dashboard`]) live here too.
 //!
 //! State lives only in the Canary's status, so a restarted controller resumes mid-rollout.
+//!
+//! Not here: rollout decisions (`serin-core`), the adapter traits and the driver
+//! (`serin-controller`), anything one-machine (`serin-local`).
 
 pub mod admission;
 pub mod analysis;
+pub mod dashboard;
 pub mod inject;
 mod lease;
+#[cfg(test)]
+mod mock_api;
 pub mod notify;
 pub mod routing;
 mod run;
 pub mod services;
+pub mod source;
 pub mod status;
 pub mod watch;
 pub mod workloads;
@@ -43,13 +52,13 @@ use status::{
 };
 use workloads::{KubeWorkloads, template_revision};
 
-use crate::adapters::{AdapterError, Analyzer, ErrorKind};
-use crate::alerts::AlertClient;
-use crate::driver::{Driver, DriverError, TickOutcome};
-use crate::hooks::HttpHooks;
-use crate::http::HttpClient;
-use crate::metrics::{Health, Metrics};
-use crate::webhook::WebhookClient;
+use serin_controller::adapters::{AdapterError, Analyzer, ErrorKind};
+use serin_controller::alerts::AlertClient;
+use serin_controller::driver::{Driver, DriverError, TickOutcome};
+use serin_controller::hooks::HttpHooks;
+use serin_controller::http::HttpClient;
+use serin_controller::metrics::{Health, Metrics};
+use serin_controller::webhook::WebhookClient;
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "serin";
@@ -249,7 +258,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     // A Canary that fails validation gets a condition naming the field, and waits for an edit.
-    let (normalized, mut cctx) = match crate::plan::context(&ns, &canary) {
+    let (normalized, mut cctx) = match serin_controller::plan::context(&ns, &canary) {
         Ok(x) => x,
         Err(errors) => {
             let message = errors
@@ -428,15 +437,15 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
 }
 
 /// Reads the HMAC key of every signed webhook from its Secret in the Canary's namespace into
-/// the webhook's [`crate::adapters::HookConfig`].
+/// the webhook's [`serin_controller::adapters::HookConfig`].
 pub async fn signing_keys(
     client: &Client,
     ns: &str,
     n: &serin_api::Normalized,
-    cctx: &mut crate::adapters::CanaryContext,
+    cctx: &mut serin_controller::adapters::CanaryContext,
 ) -> Result<(), AdapterError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    for (hook, field, sref) in crate::plan::signing_secrets(n) {
+    for (hook, field, sref) in serin_controller::plan::signing_secrets(n) {
         let secret = secrets
             .get_opt(&sref.name)
             .await

@@ -20,11 +20,11 @@ use serin_api::Canary;
 use serin_controller::adapters::{
     AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
 };
-use serin_controller::kubernetes::workloads::template_revision;
-use serin_controller::kubernetes::{Context, KubeConfig, ReconcileError, error_policy, reconcile};
 use serin_controller::metrics::Metrics;
 use serin_core::sim::Sim;
 use serin_core::{CheckResult, Phase, Status, Timestamp, Verdict};
+use serin_kube::workloads::template_revision;
+use serin_kube::{Context, KubeConfig, ReconcileError, error_policy, reconcile};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -791,7 +791,7 @@ async fn a_malformed_command_annotation_is_reported_not_applied() {
 
 #[test]
 fn error_kinds_map_to_backoffs() {
-    use serin_controller::kubernetes::backoff;
+    use serin_kube::backoff;
     assert_eq!(backoff(ErrorKind::Conflict, 0), Duration::from_millis(200));
     assert_eq!(backoff(ErrorKind::Other, 3), Duration::from_secs(8));
     assert_eq!(backoff(ErrorKind::Forbidden, 10), Duration::from_secs(300));
@@ -799,7 +799,7 @@ fn error_kinds_map_to_backoffs() {
 
 #[tokio::test]
 async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
-    use serin_controller::kubernetes::analysis::PrometheusAnalyzer;
+    use serin_kube::analysis::PrometheusAnalyzer;
     let mut canary = canary_json(json!({}));
     canary["spec"]["analysis"]["metrics"] = json!([
         {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
@@ -1390,8 +1390,8 @@ async fn serve_cluster(
 
 #[tokio::test]
 async fn a_new_target_revision_starts_the_run_at_once_not_at_the_next_interval() {
-    use serin_controller::kubernetes::run_controller;
     use serin_controller::metrics::Health;
+    use serin_kube::run_controller;
     // The canary was initialized at rev podinfo:1 five seconds ago; its next tick is 55s away.
     let canary = canary_json(json!({}));
     let c: Canary = serde_json::from_value(canary.clone()).unwrap();
@@ -1501,7 +1501,7 @@ async fn a_new_target_revision_starts_the_run_at_once_not_at_the_next_interval()
 fn a_target_change_wakes_the_canaries_targeting_it_and_an_owned_primary_wakes_its_owner() {
     use k8s_openapi::api::apps::v1::Deployment;
     use serin_api::TargetKind;
-    use serin_controller::kubernetes::watch::canaries_to_wake;
+    use serin_kube::watch::canaries_to_wake;
     let canary = canary_json(json!({}));
     let c: Canary = serde_json::from_value(canary.clone()).unwrap();
     let (_, ctx) = serin_controller::plan::context(NS, &c).unwrap();
@@ -1568,7 +1568,7 @@ fn lease(holder: &str, renew: &str, rv: &str) -> Value {
 }
 
 async fn elect(now_ms: i64, calls: Vec<Expect>) -> Result<bool, AdapterError> {
-    use serin_controller::kubernetes::{LeaderElection, LeaseConfig};
+    use serin_kube::{LeaderElection, LeaseConfig};
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, NS);
     let election = LeaderElection::new(

@@ -11,10 +11,8 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use serin_controller::kubernetes::{
-    KubernetesOptions, LeaderElection, LeaseConfig, RunError, run_with,
-};
 use serin_core::Timestamp;
+use serin_kube::{KubernetesOptions, LeaderElection, LeaseConfig, RunError, run_with};
 use tokio::sync::{mpsc, oneshot};
 use tower_test::mock::{Handle, SendResponse};
 

@@ -173,7 +173,7 @@ impl KubeSource {
                 .and_then(|d| d.spec.map(|s| s.template)),
             _ => None,
         };
-        Ok(template.map(|t| serin_controller::kubernetes::workloads::template_revision(&t)))
+        Ok(template.map(|t| crate::workloads::template_revision(&t)))
     }
 
     /// Writes a command to the annotation; refuses while an earlier command is not applied yet
@@ -278,7 +278,7 @@ mod tests {
 
     use super::*;
 
-    use crate::ci::mock_api::{Handle, expect};
+    use crate::mock_api::{Handle, expect};
 
     fn source() -> (KubeSource, Handle) {
         let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -311,7 +311,7 @@ mod tests {
 
     fn revision(image: &str) -> String {
         let t: PodTemplateSpec = serde_json::from_value(template(image)).unwrap();
-        serin_controller::kubernetes::workloads::template_revision(&t)
+        crate::workloads::template_revision(&t)
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use serin_core::{Routes, StringMatch};
 use super::services::ServiceNames;
 use super::workloads::{KubeWorkloads, primary_labels};
 use super::{FIELD_MANAGER, kube_error};
-use crate::adapters::{AdapterError, CanaryContext, ErrorKind, Router};
+use serin_controller::adapters::{AdapterError, CanaryContext, ErrorKind, Router};
 
 /// Providers Serin drives, for messages.
 pub const SUPPORTED_PROVIDERS: &str = "serin, gatewayapi, gatewayapi:v1, gatewayapi:v1beta1, linkerd, smi, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, smi:v1alpha4, osm, kubernetes";

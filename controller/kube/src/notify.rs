@@ -11,9 +11,11 @@ use kube::{Client, Resource};
 use serin_api::{AlertProvider, Canary};
 use serin_core::EventType;
 
-use crate::adapters::{AlertFailure, AlertRoute, CanaryContext, EventRecorder, Notifier};
-use crate::alerts::{Alert, AlertClient, AlertError, AlertTarget, ProviderKind};
-use crate::metrics::Metrics;
+use serin_controller::adapters::{
+    AlertFailure, AlertRoute, CanaryContext, EventRecorder, Notifier,
+};
+use serin_controller::alerts::{Alert, AlertClient, AlertError, AlertTarget, ProviderKind};
+use serin_controller::metrics::Metrics;
 
 /// Publishes engine events as Kubernetes Events (events.k8s.io/v1) on the Canary.
 pub struct KubeEvents {

@@ -6,7 +6,7 @@
 //!   interval. Status-only changes of the target (pods becoming ready) wake nobody.
 //!
 //! The revisions seen are kept in [`TargetRevisions`], which the reconcile reads to tell the
-//! driver that the target changed (see [`crate::adapters::CanaryContext::target_changed`]).
+//! driver that the target changed (see [`serin_controller::adapters::CanaryContext::target_changed`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -27,9 +27,9 @@ use serin_analysis::{
 };
 use serin_api::Canary;
 use serin_controller::adapters::{AnalysisState, Analyzer, CanaryContext};
-use serin_controller::kubernetes::analysis::PrometheusAnalyzer;
 use serin_core::sim::Sim;
 use serin_core::{CheckResult, Phase, Status, Timestamp, Verdict};
+use serin_kube::analysis::PrometheusAnalyzer;
 
 const NS: &str = "test";
 const PASSWORD: &str = "serin-test-password";

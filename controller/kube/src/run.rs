@@ -13,9 +13,9 @@ use serin_core::{CheckResult, Status, Verdict};
 use super::lease::{LeaderElection, LeaseConfig};
 use super::routing::ConvergenceProbe;
 use super::{KubeConfig, run_controller, system_clock};
-use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
-use crate::http::{HttpClient, HttpError};
-use crate::metrics::{Health, Metrics, bind_admin, serve_admin};
+use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::http::{HttpClient, HttpError};
+use serin_controller::metrics::{Health, Metrics, bind_admin, serve_admin};
 
 /// Options of the Kubernetes controller process.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use serin_api::{Canary, CustomMetadata, Normalized};
 
 use super::workloads::{PRIMARY_SUFFIX, Target, primary_labels};
 use super::{FIELD_MANAGER, kube_error};
-use crate::adapters::AdapterError;
+use serin_controller::adapters::AdapterError;
 
 /// The three Service names of a Canary.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
-use serin_controller::kubernetes::admission::{Injector, InjectorMetrics};
-use serin_controller::kubernetes::inject::InjectConfig;
+use serin_kube::admission::{Injector, InjectorMetrics};
+use serin_kube::inject::InjectConfig;
 
 fn injector(namespaces: &[(&str, &str)]) -> Injector {
     let map: BTreeMap<String, BTreeMap<String, String>> = namespaces

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use serin_api::Canary;
-use serin_controller::kubernetes::routing::{Provider, http_route, parse_provider, traffic_split};
-use serin_controller::kubernetes::services::ServiceNames;
 use serin_controller::metrics::{Health, Metrics, bind_admin, serve_admin};
 use serin_core::{AffinityRoutes, Routes};
+use serin_kube::routing::{Provider, http_route, parse_provider, traffic_split};
+use serin_kube::services::ServiceNames;
 
 fn canary() -> Canary {
     serde_json::from_value(json!({
@@ -25,7 +25,7 @@ fn canary() -> Canary {
 }
 
 fn owner() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-    serin_controller::kubernetes::owner_reference(&canary())
+    serin_kube::owner_reference(&canary())
 }
 
 #[test]

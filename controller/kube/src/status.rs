@@ -18,7 +18,9 @@ use serin_api::Canary;
 use serin_core::{Command, HistoryEntry, Status, Timestamp};
 
 use super::{FIELD_MANAGER, kube_error};
-use crate::adapters::{AdapterError, AnalysisState, CanaryContext, CanaryId, ErrorKind, Store};
+use serin_controller::adapters::{
+    AdapterError, AnalysisState, CanaryContext, CanaryId, ErrorKind, Store,
+};
 
 /// Annotation carrying a manual command.
 pub const COMMAND_ANNOTATION: &str = "serin.dev/command";

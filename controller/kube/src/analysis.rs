@@ -23,10 +23,14 @@ use serin_analysis::{
 use serin_api::{MetricSource, MetricTemplate, Normalized};
 use serin_core::{Bound, CheckResult, Status};
 
-use crate::adapters::{AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind};
-use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
-use crate::plan::JUDGE_CHECK;
-use crate::sample::{LastJudge, measure};
+use serin_controller::adapters::{
+    AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
+};
+use serin_controller::measure::{
+    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+};
+use serin_controller::plan::JUDGE_CHECK;
+use serin_controller::sample::{LastJudge, measure};
 
 /// Measures checks against Prometheus.
 pub struct PrometheusAnalyzer {
@@ -418,7 +422,7 @@ impl PrometheusAnalyzer {
             .judges
             .observe_from(ctx, run.id, &config, &canary, &primary, saved)?;
         self.last_judge
-            .remember(ctx, crate::sample::judge(&r, &config));
+            .remember(ctx, serin_controller::sample::judge(&r, &config));
         Ok((
             CheckResult {
                 name: JUDGE_CHECK.to_string(),

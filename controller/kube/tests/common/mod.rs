@@ -1,0 +1,6 @@
+//! Shared fixtures of the Kubernetes integration tests.
+
+#![allow(dead_code)]
+
+pub mod kube;
+pub use serin_controller::testing::receiver;
