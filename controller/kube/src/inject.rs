@@ -534,3 +534,171 @@ fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Co
         ..Container::default()
     }
 }
+
+/// What `serin inject` did to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `kind/name` of the resource (e.g. `deployment/web`).
+    pub resource: String,
+    /// None when injected, else why it was left alone.
+    pub skipped: Option<Skip>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.skipped {
+            None => write!(f, "{} injected", self.resource),
+            Some(s) => write!(f, "{} skipped ({})", self.resource, s.label()),
+        }
+    }
+}
+
+/// Why manifests could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A YAML document does not parse.
+    #[error("document {index}: not valid YAML: {message}")]
+    Yaml {
+        /// 1-based document number.
+        index: usize,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A workload's pod template is not a valid pod.
+    #[error("{resource}: the pod template is not a valid v1 PodTemplateSpec: {message}")]
+    Template {
+        /// `kind/name`.
+        resource: String,
+        /// Why.
+        message: String,
+    },
+    /// A bad annotation on a workload.
+    #[error("{resource}: {source}")]
+    Inject {
+        /// `kind/name`.
+        resource: String,
+        /// The annotation problem.
+        #[source]
+        source: InjectError,
+    },
+}
+
+/// Where a kind keeps its pod template (JSON pointer), for the kinds that have one.
+fn template_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        "Pod" => Some(""),
+        _ => None,
+    }
+}
+
+/// `serin inject` on YAML text (one or more documents): every Pod and pod template is injected
+/// with the same function and patch as the webhook uses (without needing the opt-in
+/// annotation, but honouring `disabled` and every other skip). Other documents pass through.
+pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>), ManifestError> {
+    use serde::Deserialize as _;
+    let mut out = String::new();
+    let mut reports = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(src).enumerate() {
+        let doc = serde_json::Value::deserialize(de).map_err(|e| ManifestError::Yaml {
+            index: i + 1,
+            message: e.to_string(),
+        })?;
+        if doc.is_null() {
+            continue;
+        }
+        let doc = inject_value(doc, cfg, &mut reports)?;
+        let text = serde_yaml::to_string(&doc).map_err(|e| ManifestError::Yaml {
+            index: i + 1,
+            message: e.to_string(),
+        })?;
+        out.push_str("---\n");
+        out.push_str(&text);
+    }
+    Ok((out, reports))
+}
+
+fn inject_value(
+    mut doc: serde_json::Value,
+    cfg: &InjectConfig,
+    reports: &mut Vec<Report>,
+) -> Result<serde_json::Value, ManifestError> {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    if kind == "List" {
+        if let Some(items) = doc.get_mut("items").and_then(|i| i.as_array_mut()) {
+            for item in items.iter_mut() {
+                *item = inject_value(item.take(), cfg, reports)?;
+            }
+        }
+        return Ok(doc);
+    }
+    let Some(pointer) = template_pointer(&kind) else {
+        return Ok(doc);
+    };
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let resource = format!("{}/{name}", kind.to_ascii_lowercase());
+    let namespace = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let Some(template) = doc.pointer_mut(pointer) else {
+        return Ok(doc);
+    };
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": template.get("metadata").cloned().unwrap_or_default(),
+        "spec": template.get("spec").cloned().unwrap_or_default(),
+    }))
+    .map_err(|e| ManifestError::Template {
+        resource: resource.clone(),
+        message: e.to_string(),
+    })?;
+    let workload = if kind == "Deployment" {
+        Workload {
+            deployment: Some(name.clone()),
+        }
+    } else {
+        Workload::of_pod(&pod.metadata)
+    };
+    let decision =
+        inject(&pod, &namespace, &BTreeMap::new(), &workload, cfg, true).map_err(|source| {
+            ManifestError::Inject {
+                resource: resource.clone(),
+                source,
+            }
+        })?;
+    match decision {
+        Decision::Skipped(skip) => reports.push(Report {
+            resource,
+            skipped: Some(skip),
+        }),
+        Decision::Injected(after) => {
+            // The webhook's patch, applied to the template as it was written.
+            let patch =
+                crate::admission::patch(&pod, &after).map_err(|e| ManifestError::Template {
+                    resource: resource.clone(),
+                    message: e.to_string(),
+                })?;
+            if template.get("metadata").is_none_or(|m| m.is_null()) {
+                template["metadata"] = serde_json::json!({});
+            }
+            json_patch::patch(template, &patch).map_err(|e| ManifestError::Template {
+                resource: resource.clone(),
+                message: e.to_string(),
+            })?;
+            reports.push(Report {
+                resource,
+                skipped: None,
+            });
+        }
+    }
+    Ok(doc)
+}

@@ -14,6 +14,7 @@ pub mod admission;
 pub mod analysis;
 pub mod dashboard;
 pub mod inject;
+pub mod injector;
 mod lease;
 #[cfg(test)]
 mod mock_api;

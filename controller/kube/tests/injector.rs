@@ -394,3 +394,209 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
             .contains("`enabled` or `disabled`")
     );
 }
+
+// ---- The injector's certificate and caBundle, against a scripted API server ----
+
+#[allow(unused_imports)]
+mod common;
+
+use common::kube::{Scenario, expect, status_err};
+use http::{Request, Response};
+use k8s_openapi::ByteString;
+use kube::Client;
+use kube::client::Body;
+use serin_kube::injector::{
+    CertBundle, InjectorOptions, ensure_ca_bundle, ensure_certificate, generate_certificate,
+};
+
+const SECRET: &str = "/api/v1/namespaces/serin-system/secrets/serin-injector-tls";
+const SECRETS: &str = "/api/v1/namespaces/serin-system/secrets";
+const WEBHOOK: &str =
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/serin-injector";
+
+fn b64(s: &str) -> Value {
+    serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap()
+}
+
+fn secret_json(b: &CertBundle) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "serin-injector-tls", "namespace": "serin-system", "resourceVersion": "7"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&b.cert_pem), "tls.key": b64(&b.key_pem), "ca.crt": b64(&b.ca_pem)}
+    })
+}
+
+fn webhook_json(ca_bundle: Option<&str>) -> Value {
+    let mut client_config = json!({"service": {"name": "serin-injector", "namespace": "serin-system", "path": "/inject", "port": 443}});
+    if let Some(ca) = ca_bundle {
+        client_config["caBundle"] = b64(ca);
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "serin-injector", "resourceVersion": "3"},
+        "webhooks": [
+            {"name": "other.example.dev", "clientConfig": {"url": "https://other.example/"},
+             "sideEffects": "None", "admissionReviewVersions": ["v1"]},
+            {"name": "inject.serin.dev", "clientConfig": client_config, "failurePolicy": "Ignore",
+             "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        ]
+    })
+}
+
+/// Plays `calls`, then checks the client made no other call.
+async fn scenario<T>(calls: Vec<common::kube::Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "serin-system");
+    let server = tokio::spawn(Scenario { handle }.play(calls));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run(client))
+        .await
+        .expect("the injector finished its calls");
+    let mut handle = server.await.expect("every expected call was made");
+    let extra =
+        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await;
+    assert!(
+        extra.is_err() || extra.unwrap().is_none(),
+        "an unexpected extra API call"
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_fresh_cluster_gets_a_tls_secret_and_the_webhook_trusts_its_ca() {
+    let opts = InjectorOptions::default();
+    let created: Arc<std::sync::Mutex<Option<Value>>> = Arc::default();
+    let seen = created.clone();
+    let patched: Arc<std::sync::Mutex<Option<Value>>> = Arc::default();
+    let seen_patch = patched.clone();
+    let calls = vec![
+        expect("GET", SECRET).not_found(),
+        expect("POST", SECRETS)
+            .check(move |body| {
+                assert_eq!(body["type"], "kubernetes.io/tls");
+                assert_eq!(body["metadata"]["name"], "serin-injector-tls");
+                for k in ["tls.crt", "tls.key", "ca.crt"] {
+                    assert!(body["data"][k].is_string(), "{k} in {body}");
+                }
+                *seen.lock().unwrap() = Some(body.clone());
+            })
+            .reply(201, json!(null)),
+        expect("GET", WEBHOOK).reply(200, webhook_json(None)),
+        expect("PATCH", WEBHOOK)
+            .check(move |body| *seen_patch.lock().unwrap() = Some(body.clone()))
+            .reply(200, webhook_json(Some("x"))),
+    ];
+    // The POST's answer is the object as created: echo it.
+    let mut calls = calls;
+    calls[1].answer = Box::new(|body| (201, body));
+    let bundle = scenario(calls, async |client| {
+        let b = ensure_certificate(&client, &opts, 2026)
+            .await
+            .expect("certificate");
+        assert!(
+            ensure_ca_bundle(&client, &opts, &b.ca_pem)
+                .await
+                .expect("caBundle")
+        );
+        b
+    })
+    .await;
+    let secret = created.lock().unwrap().clone().unwrap();
+    assert_eq!(secret["data"]["ca.crt"], b64(&bundle.ca_pem));
+    assert!(bundle.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let patch = patched.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "test", "path": "/webhooks/1/name", "value": "inject.serin.dev"},
+            {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": b64(&bundle.ca_pem)}
+        ])
+    );
+    serin_kube::injector::tls_config(&bundle, &opts).expect("the certificate serves TLS");
+}
+
+#[tokio::test]
+async fn an_existing_secret_is_reused_and_a_current_ca_bundle_is_not_patched() {
+    let opts = InjectorOptions::default();
+    let existing = generate_certificate("serin-injector", "serin-system", 2026).unwrap();
+    let calls = vec![
+        expect("GET", SECRET).reply(200, secret_json(&existing)),
+        expect("GET", WEBHOOK).reply(200, webhook_json(Some(&existing.ca_pem))),
+    ];
+    let got = scenario(calls, async |client| {
+        let b = ensure_certificate(&client, &opts, 2026)
+            .await
+            .expect("certificate");
+        assert!(
+            !ensure_ca_bundle(&client, &opts, &b.ca_pem)
+                .await
+                .expect("caBundle")
+        );
+        b
+    })
+    .await;
+    assert_eq!(got, existing);
+}
+
+#[tokio::test]
+async fn a_replica_losing_the_create_race_serves_the_winners_certificate() {
+    let opts = InjectorOptions::default();
+    let winner = generate_certificate("serin-injector", "serin-system", 2026).unwrap();
+    let calls = vec![
+        expect("GET", SECRET).not_found(),
+        expect("POST", SECRETS).reply(
+            409,
+            status_err(
+                409,
+                "AlreadyExists",
+                "secrets \"serin-injector-tls\" already exists",
+            ),
+        ),
+        expect("GET", SECRET).reply(200, secret_json(&winner)),
+    ];
+    let got = scenario(calls, async |client| {
+        ensure_certificate(&client, &opts, 2026).await
+    })
+    .await;
+    assert_eq!(got.expect("the winner's certificate"), winner);
+}
+
+#[tokio::test]
+async fn a_missing_webhook_configuration_or_a_broken_secret_is_reported_not_panicked() {
+    let opts = InjectorOptions::default();
+    let calls = vec![expect("GET", WEBHOOK).not_found()];
+    let patched = scenario(calls, async |client| {
+        ensure_ca_bundle(&client, &opts, "ca").await
+    })
+    .await;
+    assert!(!patched.expect("not installed yet is not an error"));
+
+    let mut broken =
+        secret_json(&generate_certificate("serin-injector", "serin-system", 2026).unwrap());
+    broken["data"].as_object_mut().unwrap().remove("tls.key");
+    let calls = vec![expect("GET", SECRET).reply(200, broken)];
+    let err = scenario(calls, async |client| {
+        ensure_certificate(&client, &opts, 2026).await
+    })
+    .await
+    .expect_err("a Secret without tls.key");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("serin-system/serin-injector-tls") && msg.contains("tls.key"),
+        "{msg}"
+    );
+
+    let calls = vec![
+        expect("GET", SECRET).reply(403, status_err(403, "Forbidden", "secrets is forbidden")),
+    ];
+    let err = scenario(calls, async |client| {
+        ensure_certificate(&client, &opts, 2026).await
+    })
+    .await
+    .expect_err("forbidden");
+    assert!(
+        err.to_string()
+            .contains("reading Secret serin-system/serin-injector-tls"),
+        "{err}"
+    );
+}
