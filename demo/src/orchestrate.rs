@@ -25,8 +25,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serin_controller::local::controller::{LocalOptions, MetricsSource, run_with_store};
-use serin_controller::local::store::{FileStore, Saved, write_atomic};
+use serin_local::controller::{LocalOptions, MetricsSource, run_with_store};
+use serin_local::store::{FileStore, Saved, write_atomic};
 use serin_mesh_api::protocol::Workload;
 use serin_proxy::{Proxy, ProxyConfig};
 use tokio::net::TcpListener;
@@ -232,8 +232,7 @@ struct Platform {
     control_plane: serin_mesh_control::Running,
     proxy: Proxy,
     proxy_client: tokio::task::JoinHandle<()>,
-    controller:
-        tokio::task::JoinHandle<Result<(), serin_controller::local::controller::LocalError>>,
+    controller: tokio::task::JoinHandle<Result<(), serin_local::controller::LocalError>>,
     stop_controller: Option<oneshot::Sender<()>>,
     dashboard: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     dashboard_url: Option<String>,
@@ -749,11 +748,11 @@ mod tests {
         let dir = DemoDir::prepare(None).unwrap();
         let opts = DemoOptions::new(PathBuf::from("/usr/bin/serin"));
         write_manifests(&dir, &opts, &scenario::releases(10.0)[0]).unwrap();
-        let (docs, errors) = serin_controller::local::manifest::read_dir(&dir.manifests()).unwrap();
+        let (docs, errors) = serin_local::manifest::read_dir(&dir.manifests()).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(docs.len(), 2);
         for doc in docs {
-            if let serin_controller::local::manifest::Document::Canary { value, .. } = doc {
+            if let serin_local::manifest::Document::Canary { value, .. } = doc {
                 let canary: serin_api::Canary = serde_yaml::from_value(value).unwrap();
                 let (n, _) = serin_controller::plan::context("default", &canary).unwrap();
                 assert!(n.judge.is_some(), "the judge is on");

@@ -223,10 +223,7 @@ spec:
             max = s.max_weight,
             step = s.step_weight,
         );
-        serin_controller::local::store::write_atomic(
-            &self.manifests.join("podinfo.yaml"),
-            text.as_bytes(),
-        )?;
+        serin_local::store::write_atomic(&self.manifests.join("podinfo.yaml"), text.as_bytes())?;
         Ok(())
     }
 
@@ -294,13 +291,7 @@ spec:
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        serin_controller::local::manifest::set_revision(
-            &self.manifests,
-            "default",
-            NAME,
-            revision,
-            &env,
-        )?;
+        serin_local::manifest::set_revision(&self.manifests, "default", NAME, revision, &env)?;
         Ok(())
     }
 

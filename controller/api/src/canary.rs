@@ -76,6 +76,8 @@ pub struct CanarySpec {
     pub upstream_ref: Option<CrossNamespaceObjectReference>,
 
     /// How the apex, primary and canary services and the routing objects are generated.
+    /// Required for every target but `kind: Service` (Knative), which brings its own.
+    #[serde(default, skip_serializing_if = "CanaryService::is_unset")]
     pub service: CanaryService,
 
     /// How each new revision is analysed.
@@ -108,18 +110,28 @@ pub enum TargetKind {
     DaemonSet,
     /// Serin's local-platform process (`serin.dev/v1beta1`).
     Process,
+    /// A Knative `serving.knative.dev/v1` Service or a plain `v1` Service (Flagger's Knative
+    /// and Service targets). Accepted for Flagger parity; this Serin does not drive it.
+    Service,
 }
 
 impl TargetKind {
     /// The names accepted in `targetRef.kind`.
-    pub const NAMES: [&'static str; 3] = ["Deployment", "DaemonSet", "Process"];
+    pub const NAMES: [&'static str; 4] = ["Deployment", "DaemonSet", "Process", "Service"];
 
-    /// The `apiVersion` a reference of this kind must carry.
-    pub fn api_version(self) -> &'static str {
+    /// The `apiVersion`s a reference of this kind is expected to carry. Flagger picks the
+    /// controller by kind only, so another value is accepted with a warning.
+    pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            TargetKind::Deployment | TargetKind::DaemonSet => "apps/v1",
-            TargetKind::Process => "serin.dev/v1beta1",
+            TargetKind::Deployment | TargetKind::DaemonSet => &["apps/v1"],
+            TargetKind::Process => &["serin.dev/v1beta1"],
+            TargetKind::Service => &["serving.knative.dev/v1", "v1"],
         }
+    }
+
+    /// The first of [`TargetKind::api_versions`], the one Serin writes.
+    pub fn api_version(self) -> &'static str {
+        self.api_versions()[0]
     }
 
     /// The kind's name as written in manifests.
@@ -128,6 +140,7 @@ impl TargetKind {
             TargetKind::Deployment => "Deployment",
             TargetKind::DaemonSet => "DaemonSet",
             TargetKind::Process => "Process",
+            TargetKind::Service => "Service",
         }
     }
 }
@@ -293,6 +306,74 @@ pub struct CanaryService {
     /// Labels and annotations added to the canary service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CustomMetadata>,
+    /// Timeout of each request from the gateway to a backend, as a duration (Gateway API
+    /// `timeouts.backendRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
+    pub backend_timeout: Option<String>,
+    /// Generate headless (`clusterIP: None`) primary and canary services.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headless: bool,
+    /// Extra backends that receive a copy of the traffic (Gateway API request mirrors).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror: Vec<ServiceMirror>,
+    /// `spec.trafficDistribution` of the generated services (e.g. `PreferClose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+    /// Label and annotation keys on the generated services that other controllers own: kept as
+    /// they are when the services are updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+impl CanaryService {
+    /// Whether the block was left out (a `kind: Service` target needs none).
+    pub fn is_unset(&self) -> bool {
+        *self == CanaryService::default()
+    }
+}
+
+/// A backend that receives a copy of the traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMirror {
+    /// The backend the copies go to.
+    pub backend_ref: MirrorBackendRef,
+    /// Percentage of requests mirrored, 0..=100 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+}
+
+/// Reference to a mirror backend (a Service unless `kind` says otherwise).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorBackendRef {
+    /// API group of the referent (empty for the core group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind of the referent (default `Service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name of the referent.
+    pub name: String,
+    /// Namespace of the referent (default: the Canary's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Port of the referent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// Label and annotation keys of the generated services that Serin leaves alone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedMetadata {
+    /// Label keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Annotation keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
 }
 
 /// A Gateway API parent reference (the gateway an HTTPRoute attaches to).
@@ -404,6 +485,19 @@ pub struct HttpRewrite {
     /// Replacement for the authority (host) header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// How `uri` replaces the path (Gateway API): `ReplacePrefixMatch` (default) or
+    /// `ReplaceFullPath`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<RewriteType>,
+}
+
+/// How a rewrite replaces the request path.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RewriteType {
+    /// Replace the matched prefix.
+    ReplacePrefixMatch,
+    /// Replace the whole path.
+    ReplaceFullPath,
 }
 
 /// Retry policy of the generated route.
@@ -547,9 +641,52 @@ pub struct CanaryAnalysis {
 pub struct SessionAffinity {
     /// Name of the cookie that pins a user to the canary.
     pub cookie_name: String,
+    /// Name of the cookie that pins a user to the primary once it answered them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
     /// Cookie lifetime in seconds (default 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<i32>,
+    /// `Domain` attribute of the cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// `Path` attribute of the cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `SameSite` attribute of the cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
+    /// Send the cookie over HTTPS only (`Secure`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    /// Hide the cookie from scripts (`HttpOnly`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_only: bool,
+    /// Store the cookie per top-level site (`Partitioned`, CHIPS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
+}
+
+/// The `SameSite` attribute of a cookie.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SameSite {
+    /// Sent on same-site requests only.
+    Strict,
+    /// Also sent on top-level cross-site navigations.
+    Lax,
+    /// Sent on every request (browsers then require `secure`).
+    None,
+}
+
+impl SameSite {
+    /// The attribute value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 /// A metric check.
@@ -650,8 +787,14 @@ impl HookType {
 pub struct CanaryWebhook {
     /// Name of the webhook (unique within the canary).
     pub name: String,
-    /// When it is called (default `rollout`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    /// When it is called (default `rollout`; an empty string means the default, as in Flagger).
+    #[serde(
+        default,
+        rename = "type",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::schema::empty_as_none"
+    )]
+    #[schemars(schema_with = "crate::schema::hook_type")]
     pub type_: Option<HookType>,
     /// `http://` or `https://` address called with a JSON POST.
     pub url: String,
@@ -662,6 +805,13 @@ pub struct CanaryWebhook {
     /// Do not send alerts for failures of this webhook.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mute_alert: bool,
+    /// Skip verifying the certificate of an `https://` URL.
+    #[serde(
+        default,
+        rename = "disableTLS",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub disable_tls: bool,
     /// Key-value pairs sent in the payload (e.g. the load tester's `cmd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -705,8 +855,13 @@ pub enum AlertSeverity {
 pub struct CanaryAlert {
     /// Name of the alert (unique within the canary).
     pub name: String,
-    /// Lowest severity sent (default `info`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lowest severity sent (default `info`; an empty string means the default, as in Flagger).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::schema::empty_as_none"
+    )]
+    #[schemars(schema_with = "crate::schema::alert_severity")]
     pub severity: Option<AlertSeverity>,
     /// The AlertProvider to send through.
     pub provider_ref: CrossNamespaceObjectReference,

@@ -373,7 +373,9 @@ impl Normalized {
                 .target_port
                 .clone()
                 .unwrap_or(IntOrString::Int(i32::from(port))),
-            interval: duration_or(a.interval.as_ref(), DEFAULT_INTERVAL),
+            // Flagger rounds a shorter interval up to its minimum (validation warns about it).
+            interval: duration_or(a.interval.as_ref(), DEFAULT_INTERVAL)
+                .max(Duration::from_secs(crate::MIN_INTERVAL_SECS)),
             threshold: a
                 .threshold
                 .filter(|t| *t > 0)

@@ -17,6 +17,7 @@ mod manifest;
 mod metric_template;
 mod schema;
 pub mod schema_check;
+pub mod support;
 mod validate;
 
 pub use alert_provider::*;
@@ -26,8 +27,9 @@ pub use defaults::*;
 pub use manifest::*;
 pub use metric_template::*;
 pub use validate::{
-    BUILTIN_METRICS, MAX_WEBHOOK_RETRIES, MIN_INTERVAL_SECS, PROVIDERS, ValidationError,
-    ValidationErrors, validate, validate_alert_provider, validate_metric_template,
+    BUILTIN_METRICS, MAX_WEBHOOK_RETRIES, MIN_INTERVAL_SECS, ValidationError, ValidationErrors,
+    alert_provider_warnings, canary_warnings, validate, validate_alert_provider,
+    validate_metric_template,
 };
 
 /// The API group of Serin's resources.

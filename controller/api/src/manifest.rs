@@ -11,8 +11,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::schema_check::{BadValue, check_value_with_pointers, strip_nulls};
+use crate::support::{
+    DEFAULT_PROVIDER, Verdict, alert_provider_verdict, canary_verdict, metric_template_verdict,
+};
 use crate::validate::{
-    ValidationError, validate, validate_alert_provider, validate_metric_template,
+    ValidationError, alert_provider_warnings, canary_warnings, validate, validate_alert_provider,
+    validate_metric_template,
 };
 use crate::{API_VERSION, AlertProvider, Canary, FLAGGER_API_VERSION, GROUP, MetricTemplate};
 
@@ -69,6 +73,10 @@ pub struct Document {
     pub name: Option<String>,
     /// The verdict.
     pub outcome: Outcome,
+    /// For a valid document: what Serin reads differently from what was written.
+    pub warnings: Vec<ValidationError>,
+    /// For a valid document: whether this Serin runs it.
+    pub verdict: Verdict,
 }
 
 impl Document {
@@ -86,7 +94,23 @@ impl Document {
     pub fn report_lines(&self, source: &str) -> Vec<String> {
         let head = format!("{source}: document {} ({})", self.index, self.label());
         match &self.outcome {
-            Outcome::Valid(_) => vec![format!("{head}: valid")],
+            Outcome::Valid(_) => {
+                let mut lines: Vec<String> = match &self.verdict {
+                    Verdict::Runnable => vec![format!("{head}: valid and runnable")],
+                    Verdict::NotRunnable(reasons) => reasons
+                        .iter()
+                        .map(|r| {
+                            format!("{head}: valid for Flagger, not runnable by this Serin: {r}")
+                        })
+                        .collect(),
+                };
+                lines.extend(
+                    self.warnings
+                        .iter()
+                        .map(|w| format!("{head}: warning: {w}")),
+                );
+                lines
+            }
             Outcome::Skipped if self.kind.as_deref() == Some("Process") => {
                 vec![format!(
                     "{head}: skipped (checked by the local platform when it loads it)"
@@ -115,6 +139,11 @@ impl Document {
     /// Whether this document makes the stream fail.
     pub fn is_error(&self) -> bool {
         matches!(self.outcome, Outcome::Invalid(_) | Outcome::Syntax { .. })
+    }
+
+    /// Whether this document is valid but not runnable by this Serin.
+    pub fn is_not_runnable(&self) -> bool {
+        matches!(self.outcome, Outcome::Valid(_)) && matches!(self.verdict, Verdict::NotRunnable(_))
     }
 }
 
@@ -151,14 +180,24 @@ pub fn check_manifests(text: &str) -> Vec<Document> {
     check_manifests_with(text, &|_, _| None)
 }
 
+/// Checks Flagger's manifests as they are: `flagger.app/v1beta1` documents are read as if their
+/// `apiVersion` were already `serin.dev/v1beta1` (the one change a migration makes).
+pub fn check_flagger_manifests(text: &str) -> Vec<Document> {
+    check_stream(text, &|_, _| None, true)
+}
+
 /// Like [`check_manifests`], with a checker for further `serin.dev` kinds.
 pub fn check_manifests_with(text: &str, extra: ExtraKinds<'_>) -> Vec<Document> {
+    check_stream(text, extra, false)
+}
+
+fn check_stream(text: &str, extra: ExtraKinds<'_>, flagger: bool) -> Vec<Document> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
         match serde_yaml::Value::deserialize(de) {
             Ok(serde_yaml::Value::Null) => {}
-            Ok(yaml) => out.push(check_document(index, yaml, extra)),
+            Ok(yaml) => out.push(check_document(index, yaml, extra, flagger)),
             Err(err) => {
                 let loc = err.location();
                 out.push(Document {
@@ -166,6 +205,8 @@ pub fn check_manifests_with(text: &str, extra: ExtraKinds<'_>) -> Vec<Document> 
                     kind: None,
                     namespace: None,
                     name: None,
+                    warnings: Vec::new(),
+                    verdict: Verdict::Runnable,
                     outcome: Outcome::Syntax {
                         line: loc.as_ref().map(|l| l.line()),
                         column: loc.as_ref().map(|l| l.column()),
@@ -192,13 +233,20 @@ fn string_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
-fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) -> Document {
+fn check_document(
+    index: usize,
+    yaml: serde_yaml::Value,
+    extra: ExtraKinds<'_>,
+    flagger: bool,
+) -> Document {
     let mut doc = Document {
         index,
         kind: None,
         namespace: None,
         name: None,
         outcome: Outcome::Skipped,
+        warnings: Vec::new(),
+        verdict: Verdict::Runnable,
     };
     let mut value = match serde_json::to_value(&yaml) {
         Ok(v) => v,
@@ -222,7 +270,10 @@ fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) 
     doc.namespace = string_at(&value, "/metadata/namespace").map(str::to_string);
     doc.name = string_at(&value, "/metadata/name").map(str::to_string);
 
-    let api_version = string_at(&value, "/apiVersion").unwrap_or_default();
+    let mut api_version = string_at(&value, "/apiVersion").unwrap_or_default();
+    if flagger && api_version == FLAGGER_API_VERSION {
+        api_version = API_VERSION;
+    }
     let group = api_version.split('/').next().unwrap_or_default();
     let mut errors = Vec::new();
     match api_version {
@@ -311,6 +362,14 @@ fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) 
     }
     let (schema_errors, bad_values) = check_value_with_pointers(&body, schema, "");
     errors.extend(schema_errors);
+    if kind == "MetricTemplate" {
+        let header_errors = check_header_shape(&value);
+        if !header_errors.is_empty() {
+            // The typed read would only repeat these, less precisely.
+            remove_at(&mut value, "/spec/provider/headers");
+            errors.extend(header_errors);
+        }
+    }
 
     // The semantic rules run on the typed object, so values of the wrong type are removed
     // first (a list goes as a whole when one item is bad); rules about removed fields are then
@@ -335,7 +394,17 @@ fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) 
             .any(|f| p == &format!("spec.analysis.{f}"))
     });
     match validator(&value) {
-        Ok(resource) if errors.is_empty() => doc.outcome = Outcome::Valid(resource),
+        Ok(resource) if errors.is_empty() => {
+            (doc.warnings, doc.verdict) = match &resource {
+                Resource::Canary(c) => (canary_warnings(c), canary_verdict(c, DEFAULT_PROVIDER)),
+                Resource::MetricTemplate(t) => (Vec::new(), metric_template_verdict(t)),
+                Resource::AlertProvider(p) => {
+                    (alert_provider_warnings(p), alert_provider_verdict(p))
+                }
+                Resource::Other(_) => (Vec::new(), Verdict::Runnable),
+            };
+            doc.outcome = Outcome::Valid(resource);
+        }
         Ok(_) => doc.outcome = Outcome::Invalid(errors),
         Err(semantic) => {
             let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
@@ -353,6 +422,75 @@ fn check_document(index: usize, yaml: serde_yaml::Value, extra: ExtraKinds<'_>) 
         }
     }
     doc
+}
+
+/// `spec.provider.headers` in one of its two shapes (the CRD schema cannot say "map or list"):
+/// Flagger's map of header name to a list of values, or Serin's list of `{name, value}`.
+fn check_header_shape(value: &Value) -> Vec<ValidationError> {
+    const P: &str = "spec.provider.headers";
+    let mut out = Vec::new();
+    match value.pointer("/spec/provider/headers") {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (name, values) in map {
+                match values.as_array() {
+                    Some(items) if items.is_empty() => out.push(ValidationError::new(
+                        format!("{P}.{name}"),
+                        "no values; accepted: a list of one or more strings",
+                    )),
+                    Some(items) => {
+                        for (i, v) in items.iter().enumerate() {
+                            if !v.is_string() {
+                                out.push(ValidationError::new(
+                                    format!("{P}.{name}[{i}]"),
+                                    "expected a string (quote numbers and booleans)",
+                                ));
+                            }
+                        }
+                    }
+                    None => out.push(ValidationError::new(
+                        format!("{P}.{name}"),
+                        "expected a list of values (Flagger's form), e.g. [team-a]",
+                    )),
+                }
+            }
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{P}[{i}]");
+                let Some(obj) = item.as_object() else {
+                    out.push(ValidationError::new(path, "expected a mapping with name and value"));
+                    continue;
+                };
+                for field in ["name", "value"] {
+                    match obj.get(field) {
+                        None => out.push(ValidationError::new(
+                            format!("{path}.{field}"),
+                            "required field is missing",
+                        )),
+                        Some(v) if !v.is_string() => out.push(ValidationError::new(
+                            format!("{path}.{field}"),
+                            "expected a string",
+                        )),
+                        _ => {}
+                    }
+                }
+                for key in obj.keys() {
+                    if key != "name" && key != "value" {
+                        out.push(ValidationError::new(
+                            format!("{path}.{key}"),
+                            format!("unknown field {key:?}; accepted here: name, value"),
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => out.push(ValidationError::new(
+            P,
+            "expected a map of header name to a list of values (Flagger's form) or a list of {name, value}",
+        )),
+    }
+    out
 }
 
 /// The object member holding a bad value: the value itself, or the list it is an item of.
@@ -435,4 +573,50 @@ fn typed<T: DeserializeOwned>(
         .map_err(|e| vec![ValidationError::new("", format!("cannot be read: {e}"))])?;
     rules(&object)?;
     Ok(object)
+}
+
+/// Marks Canaries whose metrics use a MetricTemplate (found among `docs`) of a metric provider
+/// this Serin does not query as not runnable, naming the metric and the template. Run it over
+/// every document of a directory so templates in other files count too.
+pub fn apply_template_verdicts(docs: &mut [Document]) {
+    use std::collections::HashMap;
+    let mut templates: HashMap<(Option<String>, String), String> = HashMap::new();
+    for doc in docs.iter() {
+        if let Outcome::Valid(Resource::MetricTemplate(t)) = &doc.outcome
+            && let Some(name) = &t.metadata.name
+        {
+            templates.insert(
+                (t.metadata.namespace.clone(), name.clone()),
+                t.spec.provider.type_.clone(),
+            );
+        }
+    }
+    for doc in docs.iter_mut() {
+        let Outcome::Valid(Resource::Canary(c)) = &doc.outcome else {
+            continue;
+        };
+        let mut reasons = Vec::new();
+        for m in &c.spec.analysis.metrics {
+            let Some(r) = &m.template_ref else { continue };
+            let ns = r.namespace.clone().or_else(|| c.metadata.namespace.clone());
+            if let Some(type_) = templates.get(&(ns.clone(), r.name.clone()))
+                && let Some(why) = crate::support::metric_provider_not_queried(type_)
+            {
+                let key = ns.map_or(r.name.clone(), |ns| format!("{ns}/{}", r.name));
+                reasons.push(format!(
+                    "metric {:?} uses MetricTemplate {key}: {why}",
+                    m.name
+                ));
+            }
+        }
+        if !reasons.is_empty() {
+            doc.verdict = match std::mem::take(&mut doc.verdict) {
+                Verdict::Runnable => Verdict::NotRunnable(reasons),
+                Verdict::NotRunnable(mut earlier) => {
+                    earlier.extend(reasons);
+                    Verdict::NotRunnable(earlier)
+                }
+            };
+        }
+    }
 }

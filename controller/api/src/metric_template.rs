@@ -1,6 +1,8 @@
 //! The `MetricTemplate` custom resource: a reusable metric query, field-compatible with
 //! Flagger's `flagger.app/v1beta1` MetricTemplate.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -35,7 +37,7 @@ pub struct MetricTemplateSpec {
 }
 
 /// Metric provider types Flagger defines; Serin's analysis decides which it can run.
-pub const METRIC_PROVIDER_TYPES: [&str; 10] = [
+pub const METRIC_PROVIDER_TYPES: [&str; 11] = [
     "prometheus",
     "influxdb",
     "datadog",
@@ -46,6 +48,7 @@ pub const METRIC_PROVIDER_TYPES: [&str; 10] = [
     "keptn",
     "splunk",
     "stackdriver",
+    "externalmetrics",
 ];
 
 /// The metrics backend a template queries.
@@ -67,10 +70,68 @@ pub struct MetricTemplateProvider {
     /// Skip TLS certificate verification.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
-    /// Serin: extra HTTP headers sent with every query (e.g. `X-Scope-OrgID` for a multi-tenant
-    /// Mimir or Cortex). Credentials belong in `secretRef`, not here.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<HttpHeader>,
+    /// Extra HTTP headers sent with every query (e.g. `X-Scope-OrgID` for a multi-tenant Mimir
+    /// or Cortex): Flagger's map of header name to values, or Serin's list of `{name, value}`.
+    /// Credentials belong in `secretRef`, not here.
+    #[serde(default, skip_serializing_if = "ProviderHeaders::is_empty")]
+    #[schemars(schema_with = "crate::schema::provider_headers")]
+    pub headers: ProviderHeaders,
+}
+
+/// Extra query headers in either accepted shape; kept in the shape written so it round-trips.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ProviderHeaders {
+    /// Serin's list of `{name, value}`.
+    List(Vec<HttpHeader>),
+    /// Flagger's shape (Go's `http.Header`): header name to its values.
+    Map(BTreeMap<String, Vec<String>>),
+}
+
+impl Default for ProviderHeaders {
+    fn default() -> Self {
+        ProviderHeaders::List(Vec::new())
+    }
+}
+
+impl ProviderHeaders {
+    /// Whether no header is set.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            ProviderHeaders::List(l) => l.is_empty(),
+            ProviderHeaders::Map(m) => m.is_empty(),
+        }
+    }
+
+    /// Every `(name, value)` pair to send, a map entry with several values giving several pairs.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        match self {
+            ProviderHeaders::List(l) => l
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            ProviderHeaders::Map(m) => m
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const ACCEPTED: &str = "spec.provider.headers: accepted: a map of header name to a list of values (Flagger's form, e.g. X-Scope-OrgID: [team-a]) or a list of {name, value}";
+        match serde_json::Value::deserialize(d)? {
+            v @ serde_json::Value::Array(_) => serde_json::from_value(v)
+                .map(ProviderHeaders::List)
+                .map_err(|e| D::Error::custom(format!("{e}; {ACCEPTED}"))),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(ProviderHeaders::Map)
+                .map_err(|e| D::Error::custom(format!("{e}; {ACCEPTED}"))),
+            other => Err(D::Error::custom(format!("found {other}; {ACCEPTED}"))),
+        }
+    }
 }
 
 /// One HTTP header.

@@ -187,7 +187,18 @@ fn check(v: &Value, schema: &Value, path: &str, pointer: &str, out: &mut Out) {
                 if let Some(allowed) = s.get("enum").and_then(Value::as_array)
                     && !allowed.iter().any(|a| a.as_str() == Some(text))
                 {
-                    let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+                    // An empty string is Flagger's "default" for some enums; show it quoted.
+                    let names: Vec<&str> = allowed
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|n| {
+                            if n.is_empty() {
+                                "\"\" (the default)"
+                            } else {
+                                n
+                            }
+                        })
+                        .collect();
                     out.bad(
                         pointer,
                         ValidationError::new(

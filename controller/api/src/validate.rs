@@ -66,27 +66,6 @@ pub const MIN_INTERVAL_SECS: u64 = 10;
 /// Metrics every provider computes without a template.
 pub const BUILTIN_METRICS: [&str; 2] = ["request-success-rate", "request-duration"];
 
-/// Traffic providers Flagger knows (optionally suffixed `:<version>`, e.g. `gatewayapi:v1`),
-/// plus Serin's own mesh.
-pub const PROVIDERS: [&str; 16] = [
-    "serin",
-    "kubernetes",
-    "istio",
-    "linkerd",
-    "appmesh",
-    "smi",
-    "contour",
-    "gloo",
-    "nginx",
-    "skipper",
-    "traefik",
-    "osm",
-    "kuma",
-    "gatewayapi",
-    "apisix",
-    "knative",
-];
-
 #[derive(Default)]
 struct Errors(Vec<ValidationError>);
 
@@ -123,23 +102,37 @@ pub fn validate(canary: &Canary) -> Result<(), Vec<ValidationError>> {
     } else {
         check_dns_subdomain(&mut e, "spec.targetRef.name", &target.name);
     }
-    let expected_api = target.kind.api_version();
-    match target.api_version.as_deref() {
-        None => {}
-        Some(api) if api == expected_api => {}
-        Some(api) => e.push(
+    // Flagger's CRD requires apiVersion on every reference; a value that does not match the
+    // kind is only a warning (see `canary_warnings`), as Flagger picks the controller by kind.
+    if target
+        .api_version
+        .as_deref()
+        .is_none_or(|a| a.trim().is_empty())
+    {
+        e.push(
             "spec.targetRef.apiVersion",
             format!(
-                "{api:?} does not serve kind {}; accepted: {expected_api}",
-                target.kind.as_str()
+                "required; accepted for kind {}: {}",
+                target.kind.as_str(),
+                target.kind.api_versions().join(" or ")
             ),
-        ),
+        );
     }
     if let Some(autoscaler) = &spec.autoscaler_ref {
         if autoscaler.name.trim().is_empty() {
             e.push(
                 "spec.autoscalerRef.name",
                 "required: the name of the autoscaler",
+            );
+        }
+        if autoscaler
+            .api_version
+            .as_deref()
+            .is_none_or(|a| a.trim().is_empty())
+        {
+            e.push(
+                "spec.autoscalerRef.apiVersion",
+                "required; accepted: autoscaling/v2 (HorizontalPodAutoscaler) or keda.sh/v1alpha1 (ScaledObject)",
             );
         }
         if target.kind == TargetKind::DaemonSet {
@@ -150,11 +143,19 @@ pub fn validate(canary: &Canary) -> Result<(), Vec<ValidationError>> {
         }
         if let Some(r) = &autoscaler.primary_scaler_replicas {
             if let Some(min) = r.min_replicas
-                && min < 0
+                && min < 1
             {
                 e.push(
                     "spec.autoscalerRef.primaryScalerReplicas.minReplicas",
-                    format!("{min} is negative; accepted: 0 or more"),
+                    format!("{min} is too small; accepted: 1 or more (the primary keeps serving)"),
+                );
+            }
+            if let Some(max) = r.max_replicas
+                && max < 1
+            {
+                e.push(
+                    "spec.autoscalerRef.primaryScalerReplicas.maxReplicas",
+                    format!("{max} is too small; accepted: 1 or more"),
                 );
             }
             if let (Some(min), Some(max)) = (r.min_replicas, r.max_replicas)
@@ -167,28 +168,59 @@ pub fn validate(canary: &Canary) -> Result<(), Vec<ValidationError>> {
             }
         }
     }
-    for (path, r) in [
+    // Flagger's CRD: these references need apiVersion, kind (one value each) and name.
+    let local_refs = [
         (
-            "spec.ingressRef.name",
-            spec.ingress_ref.as_ref().map(|r| &r.name),
+            "spec.ingressRef",
+            spec.ingress_ref.as_ref(),
+            "Ingress",
+            "networking.k8s.io/v1",
         ),
         (
-            "spec.routeRef.name",
-            spec.route_ref.as_ref().map(|r| &r.name),
+            "spec.routeRef",
+            spec.route_ref.as_ref(),
+            "ApisixRoute",
+            "apisix.apache.org/v2",
         ),
-        (
-            "spec.upstreamRef.name",
-            spec.upstream_ref.as_ref().map(|r| &r.name),
-        ),
-    ] {
-        if let Some(name) = r
-            && name.trim().is_empty()
-        {
-            e.push(path, "required: the name of the referenced object");
+    ];
+    for (path, r, kind, api) in local_refs {
+        if let Some(r) = r {
+            check_reference(
+                &mut e,
+                path,
+                r.api_version.as_deref(),
+                r.kind.as_deref(),
+                &r.name,
+                kind,
+                api,
+            );
         }
     }
+    if let Some(r) = &spec.upstream_ref {
+        check_reference(
+            &mut e,
+            "spec.upstreamRef",
+            r.api_version.as_deref(),
+            r.kind.as_deref(),
+            &r.name,
+            "Upstream",
+            "gloo.solo.io/v1",
+        );
+    }
 
-    check_service(&mut e, &spec.service);
+    if spec.service.is_unset() {
+        if target.kind != TargetKind::Service {
+            e.push(
+                "spec.service.port",
+                format!(
+                    "required for a {} target (only kind: Service brings its own service); accepted: 1..=65535",
+                    target.kind.as_str()
+                ),
+            );
+        }
+    } else {
+        check_service(&mut e, &spec.service);
+    }
     check_analysis(&mut e, &spec.analysis);
 
     if let Some(deadline) = spec.progress_deadline_seconds
@@ -210,14 +242,74 @@ fn check_name(e: &mut Errors, name: Option<&str>) {
 }
 
 fn check_provider(e: &mut Errors, path: &str, provider: &str) {
-    let base = provider.split(':').next().unwrap_or_default();
-    if !PROVIDERS.contains(&base) {
+    let (base, version) = match provider.split_once(':') {
+        Some((b, v)) => (b, Some(v)),
+        None => (provider, None),
+    };
+    let Some(known) = crate::support::traffic_provider(base) else {
         e.push(
             path,
             format!(
-                "unknown provider {provider:?}; accepted: {} (optionally with :<version>)",
-                PROVIDERS.join(", ")
+                "unknown provider {provider:?}; accepted: {}",
+                crate::support::traffic_provider_names().join(", ")
             ),
+        );
+        return;
+    };
+    if let Some(version) = version
+        && !known.versions.contains(&version)
+    {
+        let accepted = if known.versions.is_empty() {
+            format!("{base} takes no version")
+        } else {
+            format!(
+                "accepted: {}",
+                known
+                    .versions
+                    .iter()
+                    .map(|v| format!("{base}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        e.push(
+            path,
+            format!("unknown version {version:?} of provider {base}; {accepted}"),
+        );
+    }
+}
+
+/// A reference Flagger's CRD types strictly: apiVersion, kind (one accepted value) and name.
+fn check_reference(
+    e: &mut Errors,
+    path: &str,
+    api_version: Option<&str>,
+    kind: Option<&str>,
+    name: &str,
+    expected_kind: &str,
+    example_api: &str,
+) {
+    if api_version.is_none_or(|a| a.trim().is_empty()) {
+        e.push(
+            format!("{path}.apiVersion"),
+            format!("required; e.g. {example_api}"),
+        );
+    }
+    match kind {
+        Some(k) if k == expected_kind => {}
+        Some(k) => e.push(
+            format!("{path}.kind"),
+            format!("unknown kind {k:?}; accepted: {expected_kind}"),
+        ),
+        None => e.push(
+            format!("{path}.kind"),
+            format!("required; accepted: {expected_kind}"),
+        ),
+    }
+    if name.trim().is_empty() {
+        e.push(
+            format!("{path}.name"),
+            "required: the name of the referenced object",
         );
     }
 }
@@ -315,18 +407,49 @@ fn check_service(e: &mut Errors, service: &CanaryService) {
     for (i, m) in service.r#match.iter().enumerate() {
         check_http_match(e, &format!("spec.service.match[{i}]"), m);
     }
+    if let Some(t) = &service.backend_timeout {
+        check_duration(e, "spec.service.backendTimeout", t, true);
+    }
+    for (i, m) in service.mirror.iter().enumerate() {
+        let path = format!("spec.service.mirror[{i}]");
+        if m.backend_ref.name.trim().is_empty() {
+            e.push(
+                format!("{path}.backendRef.name"),
+                "required: the name of the backend that receives the copies",
+            );
+        }
+        if let Some(port) = m.backend_ref.port
+            && !(1..=65535).contains(&port)
+        {
+            e.push(
+                format!("{path}.backendRef.port"),
+                format!("{port} is not a port; accepted: 1..=65535"),
+            );
+        }
+        if let Some(p) = m.percent
+            && !(0..=100).contains(&p)
+        {
+            e.push(
+                format!("{path}.percent"),
+                format!("{p} is out of range; accepted: 0..=100 (default 100)"),
+            );
+        }
+    }
+    if let Some(t) = &service.traffic_distribution
+        && t.trim().is_empty()
+    {
+        e.push(
+            "spec.service.trafficDistribution",
+            "empty; accepted: a Service trafficDistribution such as PreferClose, or omit it",
+        );
+    }
 }
 
 fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
     const P: &str = "spec.analysis";
-    if let Some(interval) = &a.interval
-        && let Some(d) = check_duration(e, &format!("{P}.interval"), interval, true)
-        && d.as_secs_f64() < MIN_INTERVAL_SECS as f64
-    {
-        e.push(
-            format!("{P}.interval"),
-            format!("{interval:?} is shorter than {MIN_INTERVAL_SECS}s; accepted: {DURATION_FORM}, at least {MIN_INTERVAL_SECS}s"),
-        );
+    if let Some(interval) = &a.interval {
+        // Shorter than MIN_INTERVAL_SECS is rounded up, as Flagger does (a warning).
+        check_duration(e, &format!("{P}.interval"), interval, true);
     }
     if let Some(t) = a.threshold
         && t < 0
@@ -404,14 +527,8 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
                     path,
                     format!("{w} does not increase on the previous step {prev}; accepted: strictly increasing weights"),
                 );
-            } else if let Some(max) = max_weight
-                && w > max
-            {
-                e.push(
-                    path,
-                    format!("{w} is greater than maxWeight {max}; accepted: 1..=maxWeight"),
-                );
             }
+            // Flagger ignores maxWeight when stepWeights is set (a warning says so).
             previous = Some(w);
         }
     }
@@ -473,6 +590,38 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
             e.push(
                 format!("{P}.sessionAffinity.maxAge"),
                 format!("{age} is negative; accepted: seconds, 0 or more (default 86400)"),
+            );
+        }
+        if let Some(primary) = &sa.primary_cookie_name {
+            let path = format!("{P}.sessionAffinity.primaryCookieName");
+            if primary.is_empty() || !primary.chars().all(is_cookie_name_char) {
+                e.push(
+                    path,
+                    format!("{primary:?} is not a cookie name; accepted: letters, digits and !#$%&'*+-.^_`|~"),
+                );
+            } else if *primary == sa.cookie_name {
+                e.push(
+                    path,
+                    format!("{primary:?} is also cookieName; accepted: a different name, so the canary's and the primary's cookies can be told apart"),
+                );
+            }
+        }
+        for (field, value) in [("domain", &sa.domain), ("path", &sa.path)] {
+            if let Some(v) = value
+                && (v.is_empty() || !v.chars().all(|c| c.is_ascii_graphic() && c != ';'))
+            {
+                e.push(
+                    format!("{P}.sessionAffinity.{field}"),
+                    format!("{v:?} cannot be a cookie attribute; accepted: visible ASCII without ';' or spaces"),
+                );
+            }
+        }
+        if let Some(p) = &sa.path
+            && !p.starts_with('/')
+        {
+            e.push(
+                format!("{P}.sessionAffinity.path"),
+                format!("{p:?} does not start with '/'; accepted: an absolute path such as /"),
             );
         }
     }
@@ -869,29 +1018,56 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Result<(), Vec<Validation
             "required: the name of a Secret",
         );
     }
-    for (i, h) in p.headers.iter().enumerate() {
-        let path = format!("spec.provider.headers[{i}]");
-        if !is_http_token(&h.name) {
+    // (path of the name, path of the value, name, value) in either accepted shape.
+    let headers: Vec<(String, String, &str, &str)> = match &p.headers {
+        crate::ProviderHeaders::List(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let path = format!("spec.provider.headers[{i}]");
+                (
+                    format!("{path}.name"),
+                    format!("{path}.value"),
+                    h.name.as_str(),
+                    h.value.as_str(),
+                )
+            })
+            .collect(),
+        crate::ProviderHeaders::Map(map) => map
+            .iter()
+            .flat_map(|(name, values)| {
+                values.iter().enumerate().map(move |(i, v)| {
+                    let path = format!("spec.provider.headers.{name}");
+                    (
+                        path.clone(),
+                        format!("{path}[{i}]"),
+                        name.as_str(),
+                        v.as_str(),
+                    )
+                })
+            })
+            .collect(),
+    };
+    for (name_path, value_path, name, value) in &headers {
+        if !is_http_token(name) {
             e.push(
-                format!("{path}.name"),
+                name_path.clone(),
                 format!(
-                    "{:?} is not a header name; accepted: letters, digits and !#$%&'*+-.^_`|~ (e.g. X-Scope-OrgID)",
-                    h.name
+                    "{name:?} is not a header name; accepted: letters, digits and !#$%&'*+-.^_`|~ (e.g. X-Scope-OrgID)"
                 ),
             );
-        } else if h.name.eq_ignore_ascii_case("authorization") {
+        } else if name.eq_ignore_ascii_case("authorization") {
             e.push(
-                format!("{path}.name"),
+                name_path.clone(),
                 "credentials do not belong in a manifest; accepted: spec.provider.secretRef with token, or username and password",
             );
         }
-        if !h
-            .value
+        if !value
             .chars()
             .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
         {
             e.push(
-                format!("{path}.value"),
+                value_path.clone(),
                 "contains characters not allowed in a header; accepted: visible ASCII text",
             );
         }
@@ -927,19 +1103,90 @@ pub fn validate_alert_provider(p: &AlertProvider) -> Result<(), Vec<ValidationEr
             ),
         );
     }
-    match (&s.address, &s.secret_ref) {
-        (None, None) => e.push(
+    if s.address.is_none() && s.secret_ref.is_none() {
+        e.push(
             "spec",
             "no destination: set address (the webhook URL) or secretRef (a Secret with an address key)",
-        ),
-        (Some(address), _) => check_http_url(&mut e, "spec.address", address),
-        (None, Some(secret)) if secret.name.trim().is_empty() => {
-            e.push("spec.secretRef.name", "required: the name of a Secret")
-        }
-        _ => {}
+        );
+    }
+    if let Some(address) = &s.address {
+        check_http_url(&mut e, "spec.address", address);
+    }
+    if let Some(secret) = &s.secret_ref
+        && secret.name.trim().is_empty()
+    {
+        e.push("spec.secretRef.name", "required: the name of a Secret");
     }
     if let Some(proxy) = &s.proxy {
         check_http_url(&mut e, "spec.proxy", proxy);
     }
     e.finish()
+}
+
+/// What Serin accepts but reads differently from what was written: each names the field, what
+/// Serin does instead and why. Call on a Canary that passed [`validate`].
+pub fn canary_warnings(canary: &Canary) -> Vec<ValidationError> {
+    let mut w = Errors::default();
+    let spec = &canary.spec;
+    let target = &spec.target_ref;
+    if let Some(api) = target.api_version.as_deref()
+        && !api.trim().is_empty()
+        && !target.kind.api_versions().contains(&api)
+    {
+        w.push(
+            "spec.targetRef.apiVersion",
+            format!(
+                "{api:?} does not serve kind {}; the target is read as {} {} (the controller is chosen by kind, as in Flagger)",
+                target.kind.as_str(),
+                target.kind.api_version(),
+                target.kind.as_str()
+            ),
+        );
+    }
+    let a = &spec.analysis;
+    if let Some(interval) = &a.interval
+        && let Ok(d) = parse_duration(interval)
+        && !d.is_zero()
+        && d.as_secs_f64() < MIN_INTERVAL_SECS as f64
+    {
+        w.push(
+            "spec.analysis.interval",
+            format!("{interval:?} is shorter than {MIN_INTERVAL_SECS}s and is rounded up to {MIN_INTERVAL_SECS}s, as Flagger does"),
+        );
+    }
+    if let (Some(max), Some(weights)) = (a.max_weight, &a.step_weights)
+        && weights.iter().any(|w| *w > max)
+    {
+        w.push(
+            "spec.analysis.maxWeight",
+            format!("{max} is ignored because stepWeights is set (the last step is the largest weight), as Flagger does"),
+        );
+    }
+    if let Some(sa) = &a.session_affinity {
+        if sa.partitioned && !sa.secure {
+            w.push(
+                "spec.analysis.sessionAffinity.partitioned",
+                "browsers drop a Partitioned cookie that is not Secure; set secure: true",
+            );
+        }
+        if sa.same_site == Some(crate::SameSite::None) && !sa.secure {
+            w.push(
+                "spec.analysis.sessionAffinity.sameSite",
+                "browsers drop a SameSite=None cookie that is not Secure; set secure: true",
+            );
+        }
+    }
+    w.0
+}
+
+/// Warnings for an AlertProvider that passed [`validate_alert_provider`].
+pub fn alert_provider_warnings(p: &AlertProvider) -> Vec<ValidationError> {
+    let mut w = Errors::default();
+    if p.spec.address.is_some() && p.spec.secret_ref.is_some() {
+        w.push(
+            "spec.address",
+            "ignored: secretRef is set too, and the Secret's address key is used (Flagger's CRD allows only one of them)",
+        );
+    }
+    w.0
 }

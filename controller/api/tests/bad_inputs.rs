@@ -73,6 +73,15 @@ fn errors_of(doc: &Value) -> Vec<String> {
     }
 }
 
+/// The warnings of a document that must be valid.
+#[track_caller]
+fn warnings_of(changes: &[(&str, Value)]) -> Vec<String> {
+    let yaml = serde_yaml::to_string(&with(base(), changes)).unwrap();
+    let docs = check_manifests(&yaml);
+    assert!(matches!(docs[0].outcome, Outcome::Valid(_)), "{docs:?}");
+    docs[0].warnings.iter().map(ToString::to_string).collect()
+}
+
 #[track_caller]
 fn rejects(changes: &[(&str, Value)], path: &str, fragment: &str) {
     let errors = errors_of(&with(base(), changes));
@@ -122,17 +131,18 @@ fn interval_without_a_unit() {
 }
 
 #[test]
-fn interval_under_ten_seconds() {
-    rejects(
-        &[("/spec/analysis/interval", json!("5s"))],
-        "spec.analysis.interval",
-        "shorter than 10s",
+fn interval_under_ten_seconds_is_rounded_up_with_a_warning() {
+    assert_eq!(
+        warnings_of(&[("/spec/analysis/interval", json!("5s"))]),
+        [
+            "spec.analysis.interval: \"5s\" is shorter than 10s and is rounded up to 10s, as Flagger does"
+        ]
     );
-    rejects(
-        &[("/spec/analysis/interval", json!("9500ms"))],
-        "spec.analysis.interval",
-        "at least 10s",
+    assert_eq!(
+        warnings_of(&[("/spec/analysis/interval", json!("9500ms"))]).len(),
+        1
     );
+    assert!(warnings_of(&[("/spec/analysis/interval", json!("1h"))]).is_empty());
     rejects(
         &[("/spec/analysis/interval", json!("0s"))],
         "spec.analysis.interval",
@@ -206,12 +216,15 @@ fn step_weights_not_increasing_or_over_100() {
         "spec.analysis.stepWeights[0]",
         "expected a whole number, found the string \"10\"",
     );
+    // Flagger ignores maxWeight when stepWeights is set (test/linkerd/test-steps.sh).
     let mut over_max = steps(json!([10, 60]));
     over_max.push(("/spec/analysis/maxWeight", json!(50)));
-    rejects(
-        &over_max,
-        "spec.analysis.stepWeights[1]",
-        "greater than maxWeight 50",
+    over_max.push(("/spec/analysis/stepWeight", Value::Null));
+    assert_eq!(
+        warnings_of(&over_max),
+        [
+            "spec.analysis.maxWeight: 50 is ignored because stepWeights is set (the last step is the largest weight), as Flagger does"
+        ]
     );
 }
 
@@ -343,7 +356,7 @@ fn unknown_webhook_type() {
     rejects(
         &[("/spec/analysis/webhooks/0/type", json!("pre-promotion"))],
         "spec.analysis.webhooks[0].type",
-        "unknown value \"pre-promotion\"; accepted: confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
+        "unknown value \"pre-promotion\"; accepted: \"\" (the default), confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
     );
 }
 
@@ -486,12 +499,19 @@ fn unknown_target_kind_and_mismatched_api_version() {
     rejects(
         &[("/spec/targetRef/kind", json!("StatefulSet"))],
         "spec.targetRef.kind",
-        "unknown value \"StatefulSet\"; accepted: Deployment, DaemonSet, Process",
+        "unknown value \"StatefulSet\"; accepted: Deployment, DaemonSet, Process, Service",
+    );
+    // Flagger picks the controller by kind only: a mismatched apiVersion is a warning.
+    assert_eq!(
+        warnings_of(&[("/spec/targetRef/kind", json!("Process"))]),
+        [
+            "spec.targetRef.apiVersion: \"apps/v1\" does not serve kind Process; the target is read as serin.dev/v1beta1 Process (the controller is chosen by kind, as in Flagger)"
+        ]
     );
     rejects(
-        &[("/spec/targetRef/kind", json!("Process"))],
+        &[("/spec/targetRef/apiVersion", Value::Null)],
         "spec.targetRef.apiVersion",
-        "\"apps/v1\" does not serve kind Process; accepted: serin.dev/v1beta1",
+        "required; accepted for kind Deployment: apps/v1",
     );
     rejects(
         &[("/spec/targetRef/name", json!(""))],
@@ -802,7 +822,7 @@ fn top_level_settings() {
     rejects(
         &[("/spec/provider", json!("isito"))],
         "spec.provider",
-        "unknown provider \"isito\"; accepted: serin, kubernetes, istio",
+        "unknown provider \"isito\"; accepted: serin, kubernetes, linkerd, gatewayapi, smi, osm, istio,",
     );
     rejects(
         &[("/spec/metricsServer", json!("prometheus:9090"))],
@@ -834,7 +854,7 @@ fn top_level_settings() {
             json!([{"name": "a", "severity": "critical", "providerRef": {"name": "p"}}]),
         )],
         "spec.analysis.alerts[0].severity",
-        "accepted: info, warn, error",
+        "accepted: \"\" (the default), info, warn, error",
     );
     rejects(
         &[(
@@ -886,7 +906,7 @@ fn every_error_is_reported_at_once() {
     let errors = errors_of(&with(
         base(),
         &[
-            ("/spec/analysis/interval", json!("5s")),
+            ("/spec/analysis/interval", json!("0s")),
             ("/spec/analysis/maxWeight", json!(0)),
             ("/spec/analysis/webhooks/0/url", json!("nope")),
             ("/spec/analysis/threshold", json!(-2)),

@@ -256,7 +256,7 @@ fn explicit_values_win_over_defaults() {
         primary_ready_threshold: Some(80),
         session_affinity: Some(SessionAffinity {
             cookie_name: "c".into(),
-            max_age: None,
+            ..Default::default()
         }),
         no_data: Some(NoData {
             min_requests: Some(20),
@@ -300,7 +300,7 @@ fn invalid_canaries_are_not_normalized() {
 #[test]
 fn typed_canaries_are_validated_without_a_manifest() {
     let mut c = canary(step(10));
-    c.spec.analysis.interval = Some("5s".into());
+    c.spec.analysis.interval = Some("5x".into());
     c.spec.analysis.webhooks.push(CanaryWebhook {
         name: "gate".into(),
         type_: Some(HookType::ConfirmPromotion),
@@ -315,6 +315,15 @@ fn typed_canaries_are_validated_without_a_manifest() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].starts_with("spec.analysis.interval: "));
     assert!(errors[1].starts_with("spec.analysis.webhooks[0].url: "));
+}
+
+#[test]
+fn an_interval_under_ten_seconds_is_rounded_up_as_flagger_does() {
+    let mut c = canary(step(10));
+    c.spec.analysis.interval = Some("5s".into());
+    let n = Normalized::from_canary(&c).unwrap();
+    assert_eq!(n.interval, std::time::Duration::from_secs(10));
+    assert_eq!(serin_api::canary_warnings(&c).len(), 1);
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use serin_api::{Outcome, Resource, check_manifests};
+use serin_api::{
+    Outcome, Resource, apply_template_verdicts, check_flagger_manifests, check_manifests,
+};
 
 fn fixtures() -> Vec<(String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flagger");
@@ -80,7 +82,9 @@ fn unchanged_flagger_manifests_are_told_to_change_api_version() {
 /// number into a float, so "what the user wrote" and "what Serin writes back" compare.
 fn canonical(v: &Value) -> Option<Value> {
     match v {
+        // Go's omitempty: an empty string is "unset" (Flagger's default webhook type, severity).
         Value::Null | Value::Bool(false) => None,
+        Value::String(s) if s.is_empty() => None,
         Value::Number(n) => Some(serde_json::json!(n.as_f64().unwrap())),
         Value::Array(items) if items.is_empty() => None,
         Value::Array(items) => Some(Value::Array(items.iter().filter_map(canonical).collect())),
@@ -120,5 +124,80 @@ fn every_flagger_field_survives_a_round_trip_through_the_types() {
                 doc.index
             );
         }
+    }
+}
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flagger")
+}
+
+/// Every document's verdict, as `serin validate --flagger` prints it, against the reviewed
+/// list in verdicts.txt (regenerate with SERIN_UPDATE_VERDICTS=1 and review the diff).
+#[test]
+fn every_fixture_has_its_exact_verdict() {
+    let mut lines = Vec::new();
+    for (name, text) in fixtures() {
+        let mut docs = check_flagger_manifests(&text);
+        apply_template_verdicts(&mut docs);
+        for doc in docs {
+            lines.extend(doc.report_lines(&name));
+        }
+    }
+    let actual = lines.join("\n") + "\n";
+    let path = fixture_dir().join("verdicts.txt");
+    if std::env::var_os("SERIN_UPDATE_VERDICTS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "verdicts changed; review and regenerate with SERIN_UPDATE_VERDICTS=1 cargo test -p serin-api --test flagger_fixtures"
+    );
+    // The corpus covers both verdicts and warnings.
+    assert!(actual.contains(": valid and runnable"));
+    assert!(actual.contains(": valid for Flagger, not runnable by this Serin: "));
+    assert!(actual.contains(": warning: "));
+}
+
+/// The same verdicts whether the apiVersion is changed by hand or read as Flagger's.
+#[test]
+fn flagger_mode_and_a_changed_api_version_agree() {
+    for (name, text) in fixtures() {
+        let a: Vec<String> = check_flagger_manifests(&text)
+            .iter()
+            .flat_map(|d| d.report_lines(&name))
+            .collect();
+        let b: Vec<String> = check_manifests(&to_serin(&text))
+            .iter()
+            .flat_map(|d| d.report_lines(&name))
+            .collect();
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+/// Each rule Flagger enforces has a bad fixture whose first line names the exact error.
+#[test]
+fn every_flagger_rejection_has_a_bad_fixture_naming_the_field() {
+    let dir = fixture_dir().join("bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{path:?}: first line must be `# expect: path: message`"));
+        let docs = check_flagger_manifests(&text);
+        assert_eq!(docs.len(), 1, "{path:?}");
+        let Outcome::Invalid(errors) = &docs[0].outcome else {
+            panic!("{path:?}: accepted, expected {expected}");
+        };
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors, [expected], "{path:?}");
     }
 }

@@ -5,8 +5,6 @@
 //! The decisions live in `serin-dashboard` (`wait::assess`, the API client); this file maps
 //! flags to them and prints.
 
-pub mod local_dashboard;
-
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

@@ -84,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifests = dir.manifests();
     // With the manifests the dashboard also shows the target's revision and analysis settings.
     let dashboard: Dashboard = Box::new(move |store: Arc<_>, listener| {
-        Box::pin(crate::ci::local_dashboard::serve_with_manifests(
+        Box::pin(serin_local::dashboard::serve_with_manifests(
             store,
             Some(manifests),
             listener,

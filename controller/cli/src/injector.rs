@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, env = "SERIN_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Serin's namespace (where the certificate Secret lives; never injected).
-    #[arg(long, env = "SERIN_INJECTOR_NAMESPACE", default_value = "serin-system")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = "serin-system")]
     pub namespace: String,
     /// The Secret holding the serving certificate (created when missing).
     #[arg(

@@ -10,6 +10,7 @@ mod crds;
 mod demo;
 mod inject;
 mod injector;
+mod install;
 mod load;
 mod rollout;
 mod sample_app;
@@ -41,6 +42,8 @@ enum Command {
     Rollout(rollout::Args),
     /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds(crds::Args),
+    /// Print every manifest a cluster needs (`serin install | kubectl apply -f -`).
+    Install(install::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
     Validate(validate::Args),
     /// Show canaries: phase, weight, failed checks, revision in flight.
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Controller(args) => controller::run(*args),
         Command::Crds(args) => crds::run(args),
+        Command::Install(args) => install::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Status(args) => ci::status(args),
         Command::Wait(args) => ci::wait(args),

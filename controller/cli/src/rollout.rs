@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use serin_controller::local::controller::{LocalOptions, MetricsSource, default_state_dir};
-use serin_controller::local::manifest::set_revision;
+use anyhow::{Context, bail};
+use serin_local::controller::{LocalOptions, MetricsSource, default_state_dir};
+use serin_local::manifest::set_revision;
 
 /// Flags of `serin rollout`.
 #[derive(clap::Args, Debug)]
@@ -173,5 +173,15 @@ pub fn run_local_controller(
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(crate::ci::local_dashboard::run_controller(opts, dashboard))
+        .block_on(async {
+            let dashboard = dashboard.map(|d| d.into_tokio()).transpose()?;
+            serin_local::dashboard::run_controller(
+                opts,
+                dashboard,
+                serin_demo::server::terminate_signal(),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+            .context("serin controller --local")
+        })
 }

@@ -4,28 +4,40 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Check manifests (several YAML or JSON documents per file). Prints one line per document,
-/// `FILE: document N (Kind ns/name): valid`, or one line per error,
-/// `FILE: document N (Kind ns/name): field.path: message`. The local platform's `Process`
-/// documents are checked too; documents of other API groups (Deployments, Services, ...) are
-/// skipped. Exit status: 0 all valid, 1 invalid documents,
-/// 2 a file could not be read or held no Serin resource.
+/// Check manifests (several YAML or JSON documents per file). Prints per document
+/// `FILE: document N (Kind ns/name): valid and runnable`, or
+/// `FILE: document N (Kind ns/name): valid for Flagger, not runnable by this Serin: <why>; supported: ...`
+/// (a traffic provider, target kind or metric provider this Serin does not run), or one line
+/// per error `FILE: document N (Kind ns/name): field.path: message`; warnings (what Serin reads
+/// differently from what was written, e.g. an interval rounded up) follow as
+/// `...: warning: field.path: message`. The local platform's `Process` documents are checked
+/// too; documents of other API groups (Deployments, Services, ...) are skipped.
+/// Exit status: 0 all valid and runnable, 1 invalid documents, 2 a file could not be read or
+/// held no Serin resource, 3 all valid but some not runnable by this Serin.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// File or directory to check (`-` reads stdin); repeat for several. Directories are
-    /// searched for *.yaml, *.yml and *.json files, not recursively.
+    /// searched for *.yaml, *.yml and *.json files (recursively with --flagger).
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<String>,
 
-    /// Print only errors.
+    /// Print only errors (and documents that are not runnable).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Migration report for Flagger manifests: read `flagger.app/v1beta1` documents as if
+    /// their apiVersion were already `serin.dev/v1beta1`, and print each document's verdict,
+    /// the fields Serin accepts but ignores, and the counts.
+    #[arg(long)]
+    pub flagger: bool,
 }
 
 /// Exit status when a manifest is invalid.
 const INVALID: i32 = 1;
 /// Exit status when an input cannot be read.
 const UNREADABLE: i32 = 2;
+/// Exit status when every manifest is valid but some are not runnable by this Serin.
+const NOT_RUNNABLE: i32 = 3;
 
 /// Checks every file and reports; exits with [`INVALID`] or [`UNREADABLE`] on failure.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -39,20 +51,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn check(args: &Args) -> i32 {
-    let sources = match read_sources(&args.files) {
+    let sources = match read_sources(&args.files, args.flagger) {
         Ok(s) => s,
         Err(message) => {
             eprintln!("serin validate: {message}");
             return UNREADABLE;
         }
     };
-    let (mut checked, mut invalid) = (0usize, 0usize);
+    let (mut checked, mut invalid, mut not_runnable, mut with_ignored) =
+        (0usize, 0usize, 0usize, 0usize);
+    if args.flagger {
+        println!("Flagger migration report for {}", args.files.join(", "));
+    }
+    // Every document first, so a Canary's verdict can see MetricTemplates in other files.
+    let (mut docs, mut doc_sources) = (Vec::new(), Vec::new());
     for (source, text) in &sources {
         // The local platform's `Process` is checked by the local controller's own reader, so
         // `serin validate` and `serin controller --local` agree.
         let local_kinds = |kind: &str, value: &_| {
             (kind == "Process").then(|| {
-                serin_controller::local::manifest::parse_process(Clone::clone(value), "")
+                serin_local::manifest::parse_process(Clone::clone(value), "")
                     .map(|_| ())
                     .map_err(|errors| {
                         errors
@@ -62,20 +80,46 @@ fn check(args: &Args) -> i32 {
                     })
             })
         };
-        for doc in serin_api::check_manifests_with(text, &local_kinds) {
-            for line in doc.report_lines(source) {
-                if doc.is_error() {
-                    eprintln!("{line}");
-                } else if !args.quiet {
-                    println!("{line}");
-                }
+        let found = if args.flagger {
+            serin_api::check_flagger_manifests(text)
+        } else {
+            serin_api::check_manifests_with(text, &local_kinds)
+        };
+        doc_sources.extend(std::iter::repeat_n(source.as_str(), found.len()));
+        docs.extend(found);
+    }
+    serin_api::apply_template_verdicts(&mut docs);
+    for (doc, source) in docs.iter().zip(doc_sources) {
+        for line in doc.report_lines(source) {
+            if doc.is_error() || doc.is_not_runnable() {
+                eprintln!("{line}");
+            } else if !args.quiet {
+                println!("{line}");
             }
-            if !matches!(doc.outcome, serin_api::Outcome::Skipped) {
-                checked += 1;
+        }
+        if args.flagger
+            && let serin_api::Outcome::Valid(serin_api::Resource::Canary(c)) = &doc.outcome
+        {
+            let ignored = serin_api::support::ignored_fields(c);
+            if !ignored.is_empty() {
+                with_ignored += 1;
             }
-            if doc.is_error() {
-                invalid += 1;
+            for (field, why) in ignored {
+                println!(
+                    "{source}: document {} ({}): ignored: {field}: {why}",
+                    doc.index,
+                    doc.label()
+                );
             }
+        }
+        if !matches!(doc.outcome, serin_api::Outcome::Skipped) {
+            checked += 1;
+        }
+        if doc.is_error() {
+            invalid += 1;
+        }
+        if doc.is_not_runnable() {
+            not_runnable += 1;
         }
     }
     if checked == 0 {
@@ -85,14 +129,31 @@ fn check(args: &Args) -> i32 {
         );
         return UNREADABLE;
     }
+    if args.flagger {
+        println!(
+            "{checked} documents: {} valid and runnable, {not_runnable} valid for Flagger but not runnable by this Serin, {invalid} invalid; {with_ignored} Canaries set fields Serin accepts and ignores",
+            checked - not_runnable - invalid
+        );
+        if invalid == 0 && not_runnable < checked {
+            println!(
+                "To migrate the runnable documents, change apiVersion flagger.app/v1beta1 to serin.dev/v1beta1."
+            );
+        }
+    }
     if invalid > 0 {
         eprintln!("serin validate: {invalid} of {checked} documents are invalid");
         return INVALID;
     }
+    if not_runnable > 0 {
+        eprintln!(
+            "serin validate: {not_runnable} of {checked} documents are valid for Flagger but not runnable by this Serin"
+        );
+        return NOT_RUNNABLE;
+    }
     0
 }
 
-fn read_sources(files: &[String]) -> Result<Vec<(String, String)>, String> {
+fn read_sources(files: &[String], recursive: bool) -> Result<Vec<(String, String)>, String> {
     let mut sources = Vec::new();
     for file in files {
         if file == "-" {
@@ -105,7 +166,7 @@ fn read_sources(files: &[String]) -> Result<Vec<(String, String)>, String> {
         }
         let path = Path::new(file);
         let paths = if path.is_dir() {
-            manifest_files(path)?
+            manifest_files(path, recursive)?
         } else {
             vec![path.to_path_buf()]
         };
@@ -118,19 +179,25 @@ fn read_sources(files: &[String]) -> Result<Vec<(String, String)>, String> {
     Ok(sources)
 }
 
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+fn manifest_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
+    let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml" | "json")
-                )
-        })
         .collect();
-    files.sort();
+    paths.sort();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            if recursive {
+                files.extend(manifest_files(&p, true)?);
+            }
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(p);
+        }
+    }
     Ok(files)
 }

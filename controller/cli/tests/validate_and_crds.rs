@@ -88,7 +88,7 @@ fn a_valid_manifest_on_stdin_passes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "<stdin>: document 1 (Canary test/podinfo): valid\n"
+        "<stdin>: document 1 (Canary test/podinfo): valid and runnable\n"
     );
 }
 
@@ -102,7 +102,7 @@ fn errors_name_file_document_resource_and_field_and_exit_one() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stdout),
-        "<stdin>: document 1 (Canary test/podinfo): valid\n"
+        "<stdin>: document 1 (Canary test/podinfo): valid and runnable\n"
     );
     let stderr = text(&out.stderr);
     assert_eq!(
@@ -132,27 +132,146 @@ fn flagger_manifests_are_told_to_change_api_version() {
     );
 }
 
-#[test]
-fn every_flagger_fixture_passes_after_changing_only_api_version() {
-    let dir = scratch("fixtures");
+/// The good fixtures, copied into `dir`; with `convert`, apiVersion changed to Serin's.
+fn copy_fixtures(dir: &Path, convert: bool) -> usize {
     let mut count = 0;
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let path = entry.unwrap().path();
-        let converted = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("flagger.app/v1beta1", "serin.dev/v1beta1");
-        std::fs::write(dir.join(path.file_name().unwrap()), converted).unwrap();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if convert {
+            text = text.replace("flagger.app/v1beta1", "serin.dev/v1beta1");
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
         count += 1;
     }
-    assert!(count >= 10);
+    count
+}
+
+#[test]
+fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three_names_what_is_not_run()
+ {
+    let dir = scratch("fixtures");
+    assert!(copy_fixtures(&dir, true) >= 15);
     let out = serin().args(["validate", "-f"]).arg(&dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stdout.contains("(Ingress test/podinfo): skipped"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches(": valid").count(), 20, "{stdout}");
+    assert!(
+        !stderr.contains(": spec."),
+        "no document may be invalid:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: provider \"nginx\" is not driven by this Serin (canary Ingress annotations are not written); supported: serin, kubernetes, linkerd, gatewayapi,"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(MetricTemplate test/datadog-errors): valid for Flagger, not runnable by this Serin: metric provider \"datadog\" is not queried by this Serin; supported: prometheus"),
+        "{stderr}"
+    );
+    // A Canary in one file using a template of another file that is not queried.
+    assert!(
+        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/newrelic-errors"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(" documents are valid for Flagger but not runnable by this Serin\n"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(": warning: spec.analysis.interval: \"5s\" is shorter than 10s"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_migration_report_reads_a_flagger_directory_unchanged() {
+    let dir = scratch("migration");
+    let count = copy_fixtures(&dir, false);
+    let out = serin()
+        .args(["validate", "--flagger", "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stdout.starts_with("Flagger migration report for "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(Canary test/abtest): ignored: spec.service.gateways: Istio VirtualService/DestinationRule setting; Serin writes HTTPRoutes"),
+        "{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains(" documents: "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    let runnable = stdout.matches(": valid and runnable").count();
+    let not_runnable = stderr
+        .lines()
+        .filter(|l| l.contains(": valid for Flagger, not runnable"))
+        .map(|l| l.split(": valid for").next().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        summary.starts_with(&format!(
+            "{} documents: {runnable} valid and runnable, {not_runnable} valid for Flagger but not runnable by this Serin, 0 invalid; ",
+            runnable + not_runnable
+        )),
+        "{summary}"
+    );
+    assert!(
+        count >= 15 && runnable >= 15 && not_runnable >= 20,
+        "{summary}"
+    );
+    assert!(
+        stdout.contains("To migrate the runnable documents"),
+        "{stdout}"
+    );
+
+    // The repository's fixture tree, bad examples included (searched recursively): exit 1.
+    let out = serin()
+        .args(["validate", "--flagger", "-f"])
+        .arg(fixtures())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("provider-linkerd-v9.yaml: document 1 (Canary test/podinfo): spec.provider: unknown version \"v9\" of provider linkerd"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_valid_canary_this_serin_does_not_run_exits_three() {
+    let istio = VALID.replace("  targetRef:", "  provider: istio\n  targetRef:");
+    let out = run_stdin(&["validate", "-f", "-"], &istio);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "<stdin>: document 1 (Canary test/podinfo): valid for Flagger, not runnable by this Serin: {}\n\
+             serin validate: 1 of 1 documents are valid for Flagger but not runnable by this Serin\n",
+            serin_api::support::provider_not_driven("istio").unwrap()
+        )
+    );
+    // An invalid document wins over a runnable-or-not verdict.
+    let out = run_stdin(
+        &["validate", "-f", "-"],
+        &format!(
+            "{istio}---\n{}",
+            VALID.replace("interval: 1m", "interval: 60")
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
@@ -187,7 +306,7 @@ fn several_files_and_quiet_mode() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
     assert!(text(&out.stderr).starts_with(&format!(
-        "{}: document 1 (Canary test/podinfo): spec.targetRef.kind: unknown value \"StatefulSet\"; accepted: Deployment, DaemonSet, Process\n",
+        "{}: document 1 (Canary test/podinfo): spec.targetRef.kind: unknown value \"StatefulSet\"; accepted: Deployment, DaemonSet, Process, Service\n",
         bad.display()
     )));
 }
@@ -225,7 +344,7 @@ fn json_manifests_are_accepted() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "<stdin>: document 1 (AlertProvider slack): valid\n"
+        "<stdin>: document 1 (AlertProvider slack): valid and runnable\n"
     );
 }
 
@@ -235,7 +354,8 @@ fn local_process_manifests_are_checked_with_the_local_reader() {
     let out = run_stdin(&["validate", "-f", "-"], &format!("{good}---\n{VALID}"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("<stdin>: document 1 (Process podinfo): valid\n"),
+        text(&out.stdout)
+            .starts_with("<stdin>: document 1 (Process podinfo): valid and runnable\n"),
         "{}",
         text(&out.stdout)
     );

@@ -192,14 +192,9 @@ impl PrometheusAnalyzer {
                 match self.template(&tns, &r.name).await {
                     Ok(t) => {
                         let p = &t.spec.provider;
-                        if p.type_ != "prometheus" {
-                            return inconclusive(
-                                &m.name,
-                                format!(
-                                    "{field}.templateRef: provider type {:?} is not supported; accepted: prometheus",
-                                    p.type_
-                                ),
-                            );
+                        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_)
+                        {
+                            return inconclusive(&m.name, format!("{field}.templateRef: {why}"));
                         }
                         if let Some(a) = &p.address {
                             address = Some(a.clone());
@@ -213,11 +208,7 @@ impl PrometheusAnalyzer {
                         };
                         conn = Some(Connection {
                             template: format!("{tns}/{}", r.name),
-                            headers: p
-                                .headers
-                                .iter()
-                                .map(|h| (h.name.clone(), h.value.clone()))
-                                .collect(),
+                            headers: p.headers.pairs(),
                             auth,
                             insecure_skip_verify: p.insecure_skip_verify,
                         });

@@ -15,6 +15,7 @@ pub mod analysis;
 pub mod dashboard;
 pub mod inject;
 pub mod injector;
+pub mod install;
 mod lease;
 #[cfg(test)]
 mod mock_api;
@@ -284,7 +285,15 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         .provider
         .clone()
         .unwrap_or_else(|| ctx.config.default_provider.clone());
-    let provider = match parse_provider(&provider_name) {
+    // The same verdict and words as `serin validate` (exit 3): a valid Canary this Serin does
+    // not run says so on ProviderSupported.
+    let runnable = match serin_api::support::canary_verdict(&canary, &provider_name) {
+        serin_api::support::Verdict::Runnable => {
+            parse_provider(&provider_name).map_err(|e| e.to_string())
+        }
+        serin_api::support::Verdict::NotRunnable(reasons) => Err(reasons.join("; ")),
+    };
+    let provider = match runnable {
         Ok(p) => p,
         Err(e) => {
             write_conditions(
@@ -292,12 +301,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
                 &canary,
                 vec![
                     cond(CONDITION_VALID, true, "Valid", "the spec is valid"),
-                    cond(
-                        CONDITION_PROVIDER,
-                        false,
-                        "UnsupportedProvider",
-                        e.to_string(),
-                    ),
+                    cond(CONDITION_PROVIDER, false, "UnsupportedProvider", e),
                 ],
             )
             .await?;

@@ -28,9 +28,6 @@ use super::workloads::{KubeWorkloads, primary_labels};
 use super::{FIELD_MANAGER, kube_error};
 use serin_controller::adapters::{AdapterError, CanaryContext, ErrorKind, Router};
 
-/// Providers Serin drives, for messages.
-pub const SUPPORTED_PROVIDERS: &str = "serin, gatewayapi, gatewayapi:v1, gatewayapi:v1beta1, linkerd, smi, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, smi:v1alpha4, osm, kubernetes";
-
 /// What a provider name means to Serin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
@@ -50,15 +47,16 @@ pub enum Provider {
     Kubernetes,
 }
 
-/// Why a provider cannot be used.
+/// Why a provider cannot be used; the message is serin-api's, the one `serin validate` prints.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("provider {provider:?} is not supported by Serin; supported: {SUPPORTED_PROVIDERS}")]
+#[error("{}", serin_api::support::provider_not_driven(&self.provider).unwrap_or_else(|| format!("provider {:?} is not driven by this Serin", self.provider)))]
 pub struct UnsupportedProvider {
     /// The provider as written.
     pub provider: String,
 }
 
-/// Parses a provider name (case-insensitive, optional `:version`).
+/// Parses a provider name (case-insensitive, optional `:version`). Accepts exactly the forms
+/// `serin_api::support::TRAFFIC_PROVIDERS` lists as driven (a test keeps them in step).
 pub fn parse_provider(p: &str) -> Result<Provider, UnsupportedProvider> {
     let lower = p.trim().to_ascii_lowercase();
     let unsupported = || UnsupportedProvider {

@@ -463,6 +463,11 @@ impl KubeWorkloads {
                 "spec.targetRef.kind",
                 "Process targets run on the local platform (`serin controller --local`); on Kubernetes use Deployment or DaemonSet",
             )),
+            TargetKind::Service => Err(AdapterError::new(
+                ErrorKind::Invalid,
+                "spec.targetRef.kind",
+                serin_api::support::target_not_driven(TargetKind::Service).unwrap_or_default(),
+            )),
         }
     }
 

@@ -600,3 +600,23 @@ async fn a_missing_webhook_configuration_or_a_broken_secret_is_reported_not_pani
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn namespace_annotations_come_from_the_api_server() {
+    use serin_kube::admission::NamespaceAnnotations as _;
+    let calls = vec![
+        expect("GET", "/api/v1/namespaces/shop").reply(
+            200,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "shop", "annotations": {"serin.dev/inject": "enabled"}}}),
+        ),
+        expect("GET", "/api/v1/namespaces/gone").not_found(),
+    ];
+    let (shop, gone) = scenario(calls, async |client| {
+        let ns = serin_kube::injector::ApiNamespaces(client);
+        (ns.annotations("shop").await, ns.annotations("gone").await)
+    })
+    .await;
+    assert_eq!(shop.unwrap()["serin.dev/inject"], "enabled");
+    assert!(gone.is_err());
+}

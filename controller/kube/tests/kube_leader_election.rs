@@ -4,6 +4,9 @@
 //! of the controller are answered with a list and then held open. Time is tokio's, paused, so
 //! a lease duration passes in an instant and a test can tell "before" from "after" exactly.
 
+#[path = "common/api_log.rs"]
+mod api_log;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,6 +182,7 @@ async fn serve(
             query,
             body,
         };
+        api_log::record(&call.method, &call.path, &call.query);
         let reply = answer(&mut world.lock().unwrap(), &call);
         let _ = calls.send(call);
         match reply {

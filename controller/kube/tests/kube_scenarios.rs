@@ -689,6 +689,11 @@ async fn an_unsupported_provider_is_named_with_the_supported_ones() {
             m.contains("\"istio\"") && m.contains("gatewayapi") && m.contains("smi"),
             "{m}"
         );
+        // Word for word what `serin validate` prints for this Canary (exit 3).
+        assert_eq!(
+            Some(m.to_string()),
+            serin_api::support::provider_not_driven("istio")
+        );
     })];
     let (result, _) = run(
         parse(canary),

@@ -70,6 +70,25 @@ fn flagger_provider_names_map_onto_serins_routing() {
     }
 }
 
+/// `serin validate` says "runnable" exactly for the provider forms the controller routes.
+#[test]
+fn the_routing_code_drives_exactly_what_validate_calls_runnable() {
+    for p in serin_api::support::TRAFFIC_PROVIDERS {
+        let forms = std::iter::once(p.name.to_string())
+            .chain(p.versions.iter().map(|v| format!("{}:{v}", p.name)));
+        for form in forms {
+            let verdict = serin_api::support::provider_not_driven(&form);
+            match parse_provider(&form) {
+                Ok(_) => assert_eq!(
+                    verdict, None,
+                    "{form} is routed but validate says not runnable"
+                ),
+                Err(e) => assert_eq!(Some(e.to_string()), verdict, "{form}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn ab_matches_go_to_the_canary_and_the_rest_to_the_primary() {
     let c = canary();

@@ -1,6 +1,6 @@
 //! The adapter traits through which the [`crate::driver::Driver`] observes and changes the world.
 //! Kubernetes implementations live in `serin-kube`; the one-machine implementations live in
-//! `local`. The driver never knows which one it talks to.
+//! `serin-local`. The driver never knows which one it talks to.
 //!
 //! Contract for every implementation:
 //! - Methods that change the world state a *desired* state and are idempotent: the driver may

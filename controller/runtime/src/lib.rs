@@ -1,7 +1,7 @@
 //! `serin-controller`: the controller runtime. Each tick of each Canary it observes the world
 //! through adapter traits, asks the pure engine (`serin-core`) what to do, and carries out the
 //! resulting actions through the same adapters. The platforms implement the adapters in their
-//! own crates: `serin-kube` (Kubernetes) and the one-machine adapters in `local`.
+//! own crates: `serin-kube` (Kubernetes) and `serin-local` (one machine).
 //!
 //! It is not the engine (no rollout decisions are made here) and not the CRD definitions
 //! (`serin-api`); it is the I/O edge around them.
@@ -12,7 +12,6 @@ pub mod dashboard;
 pub mod driver;
 pub mod hooks;
 pub mod http;
-pub mod local;
 pub mod measure;
 pub mod metrics;
 pub mod plan;

@@ -13,6 +13,10 @@ pub mod protocol;
 #[cfg(feature = "client")]
 pub mod client;
 
+/// The `process_*` gauges every Serin binary exports (feature `process`; reads `/proc`).
+#[cfg(feature = "process")]
+pub mod process;
+
 pub use table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
     ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors, ValueMatch,

@@ -1,4 +1,5 @@
-//! The control plane's own metrics, served on `/metrics` (Prometheus text).
+//! The control plane's own metrics, served on `/metrics` (OpenMetrics text), with the
+//! `process_*` gauges.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -111,6 +112,7 @@ impl Metrics {
             "Latest route-table version",
             m.version.clone(),
         );
+        registry.register_collector(Box::new(serin_mesh_api::process::ProcessCollector));
         Metrics { registry, ..m }
     }
 

@@ -15,6 +15,10 @@ use serin_mesh_control::hub::Hub;
 use serin_mesh_control::translate::Options;
 use tower_test::mock::{Handle, SendResponse};
 
+// Calls are logged for the install's RBAC check (controller/kube/tests/rbac.rs).
+#[path = "../../../controller/kube/tests/common/api_log.rs"]
+mod api_log;
+
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,6 +67,7 @@ async fn next_call(handle: &mut ApiHandle) -> anyhow::Result<(Call, SendResponse
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
+    api_log::record(method.as_str(), &path, &query);
     if let Some((kind, _)) = KINDS.iter().find(|(_, p)| *p == path) {
         if method != Method::GET {
             bail!("unexpected {method} {path}");

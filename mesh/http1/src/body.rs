@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::BoxError;
 use crate::codec::{Framing, Progress};
 use crate::conn::Shared;
+use crate::idle::IdleWatch;
 
 /// A request body as a client sends it to the proxy.
 pub enum ClientBody {
@@ -65,6 +66,8 @@ pub struct H1RequestBody {
     /// `100 Continue` is owed before the first read.
     pub(crate) cont: bool,
     pub(crate) back: Option<oneshot::Sender<BytesMut>>,
+    /// Fails the body when the client pauses for longer than the body idle timeout.
+    pub(crate) idle: IdleWatch,
 }
 
 impl H1RequestBody {
@@ -112,7 +115,22 @@ impl Body for H1RequestBody {
                 }
                 Ok(Progress::More) => {}
             }
-            match ready!(this.shared.poll_read(cx, &mut this.buf)) {
+            let read = match this.shared.poll_read(cx, &mut this.buf) {
+                Poll::Ready(r) => {
+                    this.idle.progress();
+                    r
+                }
+                Poll::Pending => {
+                    if this.idle.expired(cx) {
+                        return this.fail(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client sent no request body bytes for the body idle timeout",
+                        ));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match read {
                 Ok(0) => {
                     return this.fail(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

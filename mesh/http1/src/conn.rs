@@ -28,8 +28,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::server::conn::http2;
-use hyper_util::rt::TokioExecutor;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -38,8 +36,9 @@ use crate::BoxError;
 use crate::body::{ClientBody, H1RequestBody};
 use crate::codec::Framing;
 use crate::encode::{self, Framed, Out};
-use crate::h2::{H2_PREFACE, serve_h2};
+use crate::h2::{H2_PREFACE, H2Server, serve_h2};
 use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
+use crate::idle::IdleWatch;
 use crate::io::{Opened, TcpObserver};
 
 /// Time allowed for a complete request head, counted from the moment the connection starts
@@ -83,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) tcp: Opened,
     /// `Expect: 100-continue` bookkeeping; only touched for requests that ask for it.
     cont: Mutex<ContinueState>,
+    /// Longest wait for the client to take response bytes or send request body bytes.
+    pub(crate) body_idle: Duration,
 }
 
 #[derive(Default)]
@@ -132,7 +133,10 @@ impl Shared {
                     }
                     ready!(self.stream.poll_read_ready(cx))?;
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => {
+                    self.tcp.note_error(&e);
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }
@@ -151,8 +155,22 @@ impl Shared {
                     self.tcp.written(n as u64);
                     IoSlice::advance_slices(&mut bufs, n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A client that stops reading would hold the connection (and the
+                    // upstream response behind it) for ever.
+                    tokio::time::timeout(self.body_idle, self.stream.writable())
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the client read nothing for the body idle timeout",
+                            )
+                        })??;
+                }
+                Err(e) => {
+                    self.tcp.note_error(&e);
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -174,7 +192,10 @@ impl Shared {
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => {
+                        self.tcp.note_error(&e);
+                        return Poll::Ready(Err(e));
+                    }
                 }
             }
             ready!(self.stream.poll_write_ready(cx))?;
@@ -210,13 +231,14 @@ pub async fn serve_connection<H: Handler>(
     stream: TcpStream,
     tcp: Arc<dyn TcpObserver>,
     stop: watch::Receiver<bool>,
-    h2: Arc<http2::Builder<TokioExecutor>>,
+    h2: Arc<H2Server>,
     handler: H,
 ) {
     let shared = Arc::new(Shared {
         stream,
         tcp: Opened::new(tcp),
         cont: Mutex::new(ContinueState::default()),
+        body_idle: h2.body_idle_timeout,
     });
     let mut conn = Conn {
         shared,
@@ -372,6 +394,7 @@ impl Conn {
             state => {
                 let (tx, rx) = oneshot::channel();
                 let b = H1RequestBody {
+                    idle: IdleWatch::new(self.shared.body_idle),
                     shared: self.shared.clone(),
                     buf: std::mem::take(&mut self.buf),
                     state,

@@ -3,15 +3,17 @@
 
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
@@ -22,13 +24,121 @@ use crate::io::CountingIo;
 /// Prior-knowledge HTTP/2 starts with this; HTTP/1.x never does.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How h2c client connections are kept and closed.
+#[derive(Debug, Clone, Copy)]
+pub struct H2Options {
+    /// A connection without open streams for this long gets a GOAWAY and closes.
+    pub idle_timeout: Duration,
+    /// How often a PING checks that the client is still there.
+    pub keep_alive_interval: Duration,
+    /// A PING unanswered for this long closes the connection.
+    pub keep_alive_timeout: Duration,
+    /// On HTTP/1.1 connections: the longest a request body may pause, and the longest the
+    /// client may leave a response unread, before the connection is closed.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for H2Options {
+    fn default() -> Self {
+        H2Options {
+            idle_timeout: Duration::from_secs(60),
+            keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(20),
+            body_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// hyper's HTTP/2 server as the listeners use it, with an idle timeout hyper does not have,
+/// and the body idle timeout of the HTTP/1.1 side.
+pub struct H2Server {
+    builder: http2::Builder<TokioExecutor>,
+    idle_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
+}
+
+impl H2Server {
+    /// A server with these options.
+    pub fn new(opts: H2Options) -> Arc<Self> {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(opts.keep_alive_interval))
+            .keep_alive_timeout(opts.keep_alive_timeout);
+        Arc::new(H2Server {
+            builder,
+            idle_timeout: opts.idle_timeout,
+            body_idle_timeout: opts.body_idle_timeout,
+        })
+    }
+}
+
+/// Streams open on one connection, and since when none has been.
+struct Activity {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn start(self: &Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection will have been idle long enough, if it is idle now.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.open.load(Relaxed) > 0 {
+            return None;
+        }
+        Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) + idle)
+    }
+}
+
+/// Held by a stream from its request until its response body is done.
+struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Relaxed) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is done.
+struct Tracked<B> {
+    inner: B,
+    _guard: StreamGuard,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves a connection whose first bytes (already read into `buf`) are the HTTP/2 preface
-/// with hyper's HTTP/2 server; on `stop` it sends GOAWAY and lets open streams finish.
+/// with hyper's HTTP/2 server; on `stop`, or when no stream has been open for the idle
+/// timeout, it sends GOAWAY and lets open streams finish.
 pub(crate) async fn serve_h2<H: Handler>(
     shared: Arc<Shared>,
     buf: BytesMut,
     mut stop: watch::Receiver<bool>,
-    h2: Arc<http2::Builder<TokioExecutor>>,
+    h2: Arc<H2Server>,
     handler: H,
 ) {
     let Ok(shared) = Arc::try_unwrap(shared) else {
@@ -41,16 +151,42 @@ pub(crate) async fn serve_h2<H: Handler>(
         pre: buf.freeze(),
         inner: io,
     });
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let fut = handler.call(req.map(ClientBody::H2));
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+    let activity = Arc::new(Activity {
+        open: AtomicUsize::new(0),
+        idle_since: Mutex::new(Instant::now()),
     });
-    let mut served = pin!(h2.serve_connection(io, svc));
-    let result = tokio::select! {
-        r = served.as_mut() => r,
-        _ = stopped(&mut stop) => {
-            served.as_mut().graceful_shutdown();
-            served.await
+    let act = activity.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let guard = act.start();
+        let fut = handler.call(req.map(ClientBody::H2));
+        async move {
+            let resp = fut.await.map(|inner| Tracked {
+                inner,
+                _guard: guard,
+            });
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let idle = h2.idle_timeout;
+    let mut served = pin!(h2.builder.serve_connection(io, svc));
+    let result = loop {
+        // Checked again when the timer fires: a stream may have come and gone meanwhile.
+        let deadline = activity
+            .idle_deadline(idle)
+            .unwrap_or_else(|| Instant::now() + idle);
+        tokio::select! {
+            r = served.as_mut() => break r,
+            _ = stopped(&mut stop) => {
+                served.as_mut().graceful_shutdown();
+                break served.await;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if activity.idle_deadline(idle).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(idle = ?idle, "h2c client connection idle; closing");
+                    served.as_mut().graceful_shutdown();
+                    break served.await;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ pub trait TcpObserver: Send + Sync + 'static {
     fn read(&self, bytes: u64);
     /// `bytes` were written to a connection.
     fn written(&self, bytes: u64);
-    /// A connection closed after being open for `open_for`.
-    fn closed(&self, open_for: Duration);
+    /// A connection closed after being open for `open_for`; `errno` is the OS error that
+    /// ended it, if a read or write failed on one.
+    fn closed(&self, open_for: Duration, errno: Option<i32>);
 }
 
 /// One TCP connection, counted as opened when made and as closed when dropped. Every kind of
@@ -28,6 +30,8 @@ pub trait TcpObserver: Send + Sync + 'static {
 pub struct Opened {
     observer: Arc<dyn TcpObserver>,
     since: Instant,
+    /// The first OS error a read or write met (0: none yet).
+    errno: AtomicI32,
 }
 
 impl Opened {
@@ -37,6 +41,16 @@ impl Opened {
         Opened {
             observer,
             since: Instant::now(),
+            errno: AtomicI32::new(0),
+        }
+    }
+
+    /// Remembers the OS error of a failed read or write, reported when the connection
+    /// closes. The first one wins: later errors are usually its consequences (EPIPE after
+    /// ECONNRESET).
+    pub fn note_error(&self, e: &io::Error) {
+        if let Some(code) = e.raw_os_error().filter(|c| *c != 0) {
+            let _ = self.errno.compare_exchange(0, code, Relaxed, Relaxed);
         }
     }
 
@@ -53,7 +67,8 @@ impl Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        self.observer.closed(self.since.elapsed());
+        let errno = Some(self.errno.load(Relaxed)).filter(|c| *c != 0);
+        self.observer.closed(self.since.elapsed(), errno);
     }
 }
 
@@ -86,6 +101,9 @@ impl AsyncRead for CountingIo {
         if n > 0 {
             self.metrics.read(n as u64);
         }
+        if let Poll::Ready(Err(e)) = &r {
+            self.metrics.note_error(e);
+        }
         r
     }
 }
@@ -97,8 +115,10 @@ impl AsyncWrite for CountingIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.metrics.written(n as u64);
+        match &r {
+            Poll::Ready(Ok(n)) => self.metrics.written(*n as u64),
+            Poll::Ready(Err(e)) => self.metrics.note_error(e),
+            Poll::Pending => {}
         }
         r
     }
@@ -109,8 +129,10 @@ impl AsyncWrite for CountingIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.metrics.written(n as u64);
+        match &r {
+            Poll::Ready(Ok(n)) => self.metrics.written(*n as u64),
+            Poll::Ready(Err(e)) => self.metrics.note_error(e),
+            Poll::Pending => {}
         }
         r
     }

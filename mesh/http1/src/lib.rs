@@ -17,11 +17,14 @@ pub mod conn;
 pub mod encode;
 pub mod h2;
 pub mod head;
+pub mod idle;
 pub mod io;
 
 pub use body::{ClientBody, H1RequestBody};
 pub use conn::{HEAD_TIMEOUT, Handler, serve_connection};
+pub use h2::{H2Options, H2Server};
 pub use head::{MAX_HEAD, MAX_HEADERS};
+pub use idle::IdleWatch;
 pub use io::{CountingIo, Opened, TcpObserver};
 
 /// Errors a body may yield.

@@ -12,18 +12,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::balance::InFlight;
 use crate::h1::H1Body;
-use crate::metrics::{ErrorKind, Outcome, StatusSeries};
+use crate::h2::H2Body;
+use crate::metrics::{ErrorKind, Outcome, StatusSeriesPair};
 
-pub use serin_http1::{BoxError, ClientBody};
+pub use serin_http1::{BoxError, ClientBody, IdleWatch};
 
 /// How many frames a mirror may lag behind the real request before its copy is abandoned.
 const MIRROR_BUFFER_FRAMES: usize = 16;
@@ -156,7 +157,7 @@ impl Body for ReqBody {
 /// Counts one response in `response_total` exactly once: at end of stream, on a stream error, or
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
-    series: Arc<StatusSeries>,
+    series: StatusSeriesPair,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -170,7 +171,7 @@ impl Recorder {
     /// A recorder for a response with `status` and `headers` from upstream, counted in
     /// `series` (the status code's series of its route).
     pub fn new(
-        series: Arc<StatusSeries>,
+        series: StatusSeriesPair,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,
@@ -220,7 +221,7 @@ pub enum UpstreamBody {
     /// From an HTTP/1.1 connection of the proxy's own client.
     H1(H1Body),
     /// From an h2c stream.
-    H2(Incoming),
+    H2(H2Body),
 }
 
 impl Body for UpstreamBody {
@@ -233,7 +234,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -252,7 +253,14 @@ impl Body for UpstreamBody {
     }
 }
 
+/// An upstream body sent nothing for the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+pub struct BodyIdle(pub Duration);
+
 /// A body sent back to the client.
+// Nearly every response is the large variant; boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum ResBody {
     /// An upstream body, observed.
     Upstream {
@@ -260,6 +268,8 @@ pub enum ResBody {
         inner: UpstreamBody,
         /// Counts the response when it ends.
         rec: Recorder,
+        /// Fails the body when the upstream sends nothing for too long.
+        idle: IdleWatch,
     },
     /// A body the proxy wrote (errors, admin pages); already counted if it needed to be.
     Full(Option<Bytes>),
@@ -281,8 +291,20 @@ impl Body for ResBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResBody::Upstream { inner, rec } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
+            ResBody::Upstream { inner, rec, idle } => {
+                let frame = match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(f) => {
+                        idle.progress();
+                        f
+                    }
+                    Poll::Pending => {
+                        if idle.expired(cx) {
+                            rec.finish(None, Some(ErrorKind::IdleTimeout));
+                            return Poll::Ready(Some(Err(Box::new(BodyIdle(idle.timeout())))));
+                        }
+                        return Poll::Pending;
+                    }
+                };
                 match &frame {
                     None => rec.finish(None, None),
                     Some(Ok(f)) => {

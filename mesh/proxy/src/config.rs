@@ -30,6 +30,12 @@ pub struct ProxyConfig {
     /// Most client connections the outbound listener keeps open; above it, it stops
     /// accepting (new connections wait in the kernel's backlog) until one closes.
     pub outbound_max_connections: usize,
+    /// An h2c client connection without open streams for this long is closed (GOAWAY).
+    pub h2_idle_timeout: Duration,
+    /// Longest pause inside a body, either way: an upstream that stops mid-body or sends no
+    /// response head (on routes without `timeout`), a client that stops sending its request
+    /// body or stops reading the response.
+    pub body_idle_timeout: Duration,
     /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
     pub transparent: Option<TransparentConfig>,
 }
@@ -72,6 +78,8 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_idle_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
             transparent: None,
         }
     }
@@ -176,6 +184,8 @@ struct Raw {
     labels: BTreeMap<String, String>,
     shutdown_timeout: Option<String>,
     connect_timeout: Option<String>,
+    h2_idle_timeout: Option<String>,
+    body_idle_timeout: Option<String>,
     routes: Option<Vec<Route>>,
 }
 
@@ -248,6 +258,8 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     let defaults = ProxyConfig::default();
     let shutdown_timeout = duration("shutdownTimeout", &raw.shutdown_timeout);
     let connect_timeout = duration("connectTimeout", &raw.connect_timeout);
+    let h2_idle_timeout = duration("h2IdleTimeout", &raw.h2_idle_timeout);
+    let body_idle_timeout = duration("bodyIdleTimeout", &raw.body_idle_timeout);
     let inbound = raw.inbound.map(|i| InboundConfig {
         listen: i.listen,
         forward: i.forward,
@@ -308,6 +320,8 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             labels: raw.labels,
             shutdown_timeout: shutdown_timeout.unwrap_or(defaults.shutdown_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+            h2_idle_timeout: h2_idle_timeout.unwrap_or(defaults.h2_idle_timeout),
+            body_idle_timeout: body_idle_timeout.unwrap_or(defaults.body_idle_timeout),
             transparent: None,
         },
         table,

@@ -8,8 +8,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
-use crate::body::{ClientBody, Recorder, ReqBody, ResBody};
-use crate::metrics::{ErrorKind, Outcome, Registry, RouteMetrics};
+use crate::body::{ClientBody, IdleWatch, Recorder, ReqBody, ResBody};
+use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
@@ -27,6 +27,9 @@ pub struct Shared {
     pub inbound: Option<InboundTarget>,
     /// Series for requests without a route.
     pub no_route: Arc<RouteMetrics>,
+    /// Longest wait for the next piece of an upstream response (its head on routes without a
+    /// `timeout`, then each body frame).
+    pub body_idle: Duration,
 }
 
 /// Where the inbound listener forwards to.
@@ -108,7 +111,7 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
 
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
-    metrics: &RouteMetrics,
+    metrics: Counted<'_>,
     started: Instant,
     status: StatusCode,
     error: ErrorKind,
@@ -167,7 +170,7 @@ pub async fn outbound_via(
         shared.no_route.request();
         let Some(authority) = authority.or(original_dst.as_deref()) else {
             return proxy_error(
-                &shared.no_route,
+                Counted::only(&shared.no_route),
                 started,
                 StatusCode::NOT_FOUND,
                 ErrorKind::NoRoute,
@@ -176,7 +179,7 @@ pub async fn outbound_via(
         };
         let msg = format!("no route for authority {:?}\n", clip(authority, 200));
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -196,7 +199,7 @@ pub async fn outbound_via(
             route.authority
         );
         return proxy_error(
-            &shared.no_route,
+            Counted::only(&shared.no_route),
             started,
             StatusCode::NOT_FOUND,
             ErrorKind::NoRoute,
@@ -204,11 +207,15 @@ pub async fn outbound_via(
         );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
-    backend.metrics.request();
+    let counted = Counted {
+        main: &backend.metrics,
+        route: rule.metrics.as_deref(),
+    };
+    counted.request();
     let Some(ep) = balance::pick(&backend.endpoints) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
         return proxy_error(
-            &backend.metrics,
+            counted,
             started,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoEndpoints,
@@ -243,9 +250,10 @@ pub async fn outbound_via(
         req,
         started,
         ep,
-        &backend.metrics,
+        counted,
         &backend.name,
         rule.timeout,
+        shared.body_idle,
         &rule.response_headers,
     )
     .await
@@ -280,9 +288,10 @@ pub async fn inbound_to(
         Request::from_parts(parts, ReqBody::Incoming(body)),
         started,
         &endpoint,
-        &target.metrics,
+        Counted::only(&target.metrics),
         "inbound",
         target.timeout,
+        shared.body_idle,
         &HeaderEdits::NONE,
     )
     .await
@@ -338,32 +347,30 @@ async fn send(
     req: Request<ReqBody>,
     started: Instant,
     ep: &Arc<Endpoint>,
-    metrics: &Arc<RouteMetrics>,
+    metrics: Counted<'_>,
     backend: &str,
     timeout: Option<Duration>,
+    idle: Duration,
     response_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
     let fut = upstreams.send(ep, req);
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
-            Err(_) => {
-                let msg = format!(
-                    "backend {backend:?} did not answer within {}\n",
-                    serin_mesh_api::table::format_duration(t)
-                );
-                ep.observe(started.elapsed());
-                return proxy_error(
-                    metrics,
-                    started,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    ErrorKind::Timeout,
-                    msg,
-                );
-            }
-        },
-        None => fut.await,
+    // A route without `timeout` still gets no response head for ever: the idle timeout
+    // bounds that wait, with its own error label.
+    let (limit, kind) = match timeout {
+        Some(t) => (t, ErrorKind::Timeout),
+        None => (idle, ErrorKind::IdleTimeout),
+    };
+    let result = match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => {
+            let msg = format!(
+                "backend {backend:?} did not answer within {}\n",
+                serin_mesh_api::table::format_duration(limit)
+            );
+            ep.observe(started.elapsed());
+            return proxy_error(metrics, started, StatusCode::GATEWAY_TIMEOUT, kind, msg);
+        }
     };
     let resp = match result {
         Ok(r) => r,
@@ -408,7 +415,14 @@ async fn send(
         &parts.headers,
         Some(in_flight),
     );
-    Response::from_parts(parts, ResBody::Upstream { inner: body, rec })
+    Response::from_parts(
+        parts,
+        ResBody::Upstream {
+            inner: body,
+            rec,
+            idle: IdleWatch::new(idle),
+        },
+    )
 }
 
 fn spawn_mirror(

@@ -124,7 +124,7 @@ impl Conn {
         let Conn {
             stream, buf, tcp, ..
         } = self;
-        let n = ready!(pin!(stream.read_buf(buf)).poll(cx))?;
+        let n = ready!(pin!(stream.read_buf(buf)).poll(cx)).inspect_err(|e| tcp.note_error(e))?;
         tcp.read(n as u64);
         Poll::Ready(Ok(n))
     }
@@ -216,7 +216,10 @@ fn encode_head(req: &Prepared, head: &mut Vec<u8>) {
 }
 
 async fn write_all(stream: &mut TcpStream, tcp: &Opened, data: &[u8]) -> io::Result<()> {
-    stream.write_all(data).await?;
+    stream
+        .write_all(data)
+        .await
+        .inspect_err(|e| tcp.note_error(e))?;
     tcp.written(data.len() as u64);
     Ok(())
 }
@@ -335,7 +338,9 @@ async fn send_body(
                             out.extend_from_slice(b"\r\n");
                         }
                         out.extend_from_slice(b"\r\n");
-                        wr.write_all(&out).await?;
+                        wr.write_all(&out)
+                            .await
+                            .inspect_err(|e| tcp.note_error(e))?;
                         tcp.written(out.len() as u64);
                         return Ok(());
                     }
@@ -347,12 +352,16 @@ async fn send_body(
                 if chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                wr.write_all(&out).await?;
+                wr.write_all(&out)
+                    .await
+                    .inspect_err(|e| tcp.note_error(e))?;
                 tcp.written(out.len() as u64);
                 return Ok(());
             }
         }
-        wr.write_all(&out).await?;
+        wr.write_all(&out)
+            .await
+            .inspect_err(|e| tcp.note_error(e))?;
         tcp.written(out.len() as u64);
         out.clear();
     }
@@ -384,7 +393,7 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let n = rd.read_buf(buf).await?;
+        let n = rd.read_buf(buf).await.inspect_err(|e| tcp.note_error(e))?;
         tcp.read(n as u64);
         if n == 0 {
             return Err(if buf.is_empty() {

@@ -21,8 +21,7 @@ impl TcpObserver for TcpMetrics {
         self.write_bytes.fetch_add(bytes, Relaxed);
     }
 
-    fn closed(&self, _open_for: Duration) {
-        self.open.fetch_sub(1, Relaxed);
-        self.close_total.fetch_add(1, Relaxed);
+    fn closed(&self, open_for: Duration, errno: Option<i32>) {
+        TcpMetrics::closed(self, open_for, errno);
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod control_client;
 pub mod forward;
 pub mod h1;
+pub mod h2;
 pub mod io;
 pub mod metrics;
 pub mod pool;

@@ -6,8 +6,9 @@
 //! request. Rendering walks the registry on scrape only.
 //!
 //! Label values are bounded by construction: directions, configured authorities, backend
-//! names and labels from the route table, status codes and a fixed set of error kinds. The
-//! request path or a client-supplied authority never becomes a label.
+//! names and labels from the route table, rule names from the route table, status codes, a
+//! fixed set of error kinds and errno names. The request path or a client-supplied authority
+//! never becomes a label.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +21,53 @@ pub const LATENCY_BUCKETS_MS: [u64; 25] = [
     1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
     10000, 20000, 30000, 40000, 50000,
 ];
+
+/// `tcp_connection_duration_ms` bucket bounds: decades from 1 ms to about 2.8 hours, as
+/// Linkerd's proxy buckets connection lifetimes.
+pub const CONNECTION_DURATION_BUCKETS_MS: [u64; 8] =
+    [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/// Linkerd's `tls` labels while the connection carries no mTLS identity, per direction: the
+/// outbound side has none because service discovery gave no identity to expect, the inbound
+/// side because the client presented none.
+fn tls_labels(direction: &str) -> &'static str {
+    match direction {
+        "outbound" => "tls=\"no_identity\",no_tls_reason=\"not_provided_by_service_discovery\"",
+        _ => "tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"",
+    }
+}
+
+/// The `errno` label value of an OS error code: its Linux symbolic name for the errors a
+/// proxy's sockets meet, `other` for the rest (so the label stays bounded).
+pub fn errno_name(code: Option<i32>) -> &'static str {
+    match code {
+        Some(1) => "EPERM",
+        Some(4) => "EINTR",
+        Some(5) => "EIO",
+        Some(9) => "EBADF",
+        Some(11) => "EAGAIN",
+        Some(12) => "ENOMEM",
+        Some(13) => "EACCES",
+        Some(22) => "EINVAL",
+        Some(23) => "ENFILE",
+        Some(24) => "EMFILE",
+        Some(32) => "EPIPE",
+        Some(71) => "EPROTO",
+        Some(98) => "EADDRINUSE",
+        Some(99) => "EADDRNOTAVAIL",
+        Some(100) => "ENETDOWN",
+        Some(101) => "ENETUNREACH",
+        Some(103) => "ECONNABORTED",
+        Some(104) => "ECONNRESET",
+        Some(105) => "ENOBUFS",
+        Some(107) => "ENOTCONN",
+        Some(110) => "ETIMEDOUT",
+        Some(111) => "ECONNREFUSED",
+        Some(112) => "EHOSTDOWN",
+        Some(113) => "EHOSTUNREACH",
+        _ => "other",
+    }
+}
 
 /// Why a response counts as a failure when the proxy (not the upstream) decided it. Each is a
 /// stable, low-cardinality `error` label value.
@@ -39,6 +87,9 @@ pub enum ErrorKind {
     Stream,
     /// The proxy is shutting down.
     Shutdown,
+    /// Nothing moved for the body idle timeout: the upstream stopped mid-body, or sent no
+    /// response head on a route without its own `timeout`.
+    IdleTimeout,
 }
 
 impl ErrorKind {
@@ -52,6 +103,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Stream => "stream",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -106,6 +158,25 @@ impl Histogram {
         }
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// `tcp_connection_duration_ms`: connection lifetimes.
+#[derive(Default)]
+struct ConnectionHistogram {
+    buckets: [AtomicU64; CONNECTION_DURATION_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl ConnectionHistogram {
+    fn observe(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if let Some(i) = CONNECTION_DURATION_BUCKETS_MS.iter().position(|&b| ms <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ms.fetch_add(ms, Relaxed);
     }
 }
 
@@ -164,6 +235,14 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    fn new(labels: String) -> Arc<Self> {
+        Arc::new(RouteMetrics {
+            labels,
+            requests: AtomicU64::new(0),
+            by_status: Mutex::new(BTreeMap::new()),
+        })
+    }
+
     /// Counts a request (`request_total`).
     pub fn request(&self) {
         self.requests.fetch_add(1, Relaxed);
@@ -189,6 +268,56 @@ impl RouteMetrics {
     }
 }
 
+/// Where one request is counted: the series of its backend (or the inbound or no-route one)
+/// and, when the rule that matched has a name, that rule's `route_*` series.
+#[derive(Clone, Copy)]
+pub struct Counted<'a> {
+    /// `request_total`, `response_total`, `response_latency_ms`.
+    pub main: &'a RouteMetrics,
+    /// `route_request_total`, `route_response_total`, `route_response_latency_ms`.
+    pub route: Option<&'a RouteMetrics>,
+}
+
+impl<'a> Counted<'a> {
+    /// Counted in `main` only.
+    pub fn only(main: &'a RouteMetrics) -> Self {
+        Counted { main, route: None }
+    }
+
+    /// Counts a request.
+    pub fn request(self) {
+        self.main.request();
+        if let Some(r) = self.route {
+            r.request();
+        }
+    }
+
+    /// Records time to response headers; the response is counted on the returned series
+    /// once it has finished.
+    pub fn latency(self, status: u16, d: Duration) -> StatusSeriesPair {
+        StatusSeriesPair {
+            main: self.main.latency(status, d),
+            route: self.route.map(|r| r.latency(status, d)),
+        }
+    }
+}
+
+/// The status-code series of one response in [`Counted`]'s series.
+pub struct StatusSeriesPair {
+    main: Arc<StatusSeries>,
+    route: Option<Arc<StatusSeries>>,
+}
+
+impl StatusSeriesPair {
+    /// Counts the finished response.
+    pub fn response(&self, outcome: Outcome) {
+        self.main.response(outcome);
+        if let Some(r) = &self.route {
+            r.response(outcome);
+        }
+    }
+}
+
 /// Counters for one side of TCP connections (`peer="src"` accepted, `peer="dst"` opened).
 pub struct TcpMetrics {
     labels: String,
@@ -200,8 +329,31 @@ pub struct TcpMetrics {
     pub read_bytes: AtomicU64,
     /// `tcp_write_bytes_total`.
     pub write_bytes: AtomicU64,
-    /// `tcp_close_total`.
+    /// `tcp_close_total{errno=""}`: connections that ended without an OS error.
     pub close_total: AtomicU64,
+    /// `tcp_close_total{errno="E..."}`: connections that ended on an OS error, by name.
+    close_errors: Mutex<Vec<(&'static str, u64)>>,
+    /// `tcp_connection_duration_ms`.
+    duration: ConnectionHistogram,
+}
+
+impl TcpMetrics {
+    /// Counts a closed connection that was open for `open_for`; `errno` is the OS error that
+    /// ended it, if any.
+    pub fn closed(&self, open_for: Duration, errno: Option<i32>) {
+        self.open.fetch_sub(1, Relaxed);
+        self.duration.observe(open_for);
+        let Some(errno) = errno else {
+            self.close_total.fetch_add(1, Relaxed);
+            return;
+        };
+        let name = errno_name(Some(errno));
+        let mut v = self.close_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|(c, _)| *c == name) {
+            Some((_, n)) => *n += 1,
+            None => v.push((name, 1)),
+        }
+    }
 }
 
 /// Proxy-specific series (not Linkerd's): config reloads, mirrors.
@@ -222,6 +374,8 @@ struct ProxySeries {
 pub struct Registry {
     identity: String,
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    /// `route_*` series: one per named rule of a route (`dst`, `rt_route`).
+    rt_routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpMetrics>>>,
     proxy: ProxySeries,
 }
@@ -269,6 +423,7 @@ impl Registry {
         Registry {
             identity: id,
             routes: Mutex::new(BTreeMap::new()),
+            rt_routes: Mutex::new(BTreeMap::new()),
             tcp: Mutex::new(BTreeMap::new()),
             proxy: ProxySeries::default(),
         }
@@ -290,12 +445,34 @@ impl Registry {
                 push_label(&mut l, &format!("dst_{k}"), v);
             }
         }
+        l.push(',');
+        l.push_str(tls_labels("outbound"));
         self.route_series(l)
     }
 
     /// The inbound series (traffic to the local app).
     pub fn inbound(&self) -> Arc<RouteMetrics> {
-        self.route_series("direction=\"inbound\"".to_string())
+        let mut l = String::from("direction=\"inbound\"");
+        l.push(',');
+        l.push_str(tls_labels("inbound"));
+        self.route_series(l)
+    }
+
+    /// The `route_*` series of one named rule: `dst` is the route's configured authority,
+    /// `rt_route` the rule's name (both from the route table, so bounded by its size). Rules
+    /// without a name have none, as in Linkerd, where only named routes are measured.
+    pub fn rt_route(&self, dst: &str, rt_route: &str) -> Arc<RouteMetrics> {
+        let mut l = String::from("direction=\"outbound\"");
+        push_label(&mut l, "dst", dst);
+        push_label(&mut l, "rt_route", rt_route);
+        if !self.identity.is_empty() {
+            l.push(',');
+            l.push_str(&self.identity);
+        }
+        let mut m = self.rt_routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(l.clone())
+            .or_insert_with(|| RouteMetrics::new(l))
+            .clone()
     }
 
     /// Series for requests that matched no route: the client's authority is deliberately not a
@@ -304,6 +481,8 @@ impl Registry {
         let mut l = String::from("direction=\"outbound\"");
         push_label(&mut l, "authority", "");
         push_label(&mut l, "dst_service", "");
+        l.push(',');
+        l.push_str(tls_labels("outbound"));
         self.route_series(l)
     }
 
@@ -314,13 +493,7 @@ impl Registry {
         }
         let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(labels.clone())
-            .or_insert_with(|| {
-                Arc::new(RouteMetrics {
-                    labels,
-                    requests: AtomicU64::new(0),
-                    by_status: Mutex::new(BTreeMap::new()),
-                })
-            })
+            .or_insert_with(|| RouteMetrics::new(labels))
             .clone()
     }
 
@@ -329,6 +502,8 @@ impl Registry {
         let mut l = String::new();
         push_label(&mut l, "direction", direction);
         push_label(&mut l, "peer", peer);
+        l.push(',');
+        l.push_str(tls_labels(direction));
         if !self.identity.is_empty() {
             l.push(',');
             l.push_str(&self.identity);
@@ -343,6 +518,8 @@ impl Registry {
                     read_bytes: AtomicU64::new(0),
                     write_bytes: AtomicU64::new(0),
                     close_total: AtomicU64::new(0),
+                    close_errors: Mutex::new(Vec::new()),
+                    duration: ConnectionHistogram::default(),
                 })
             })
             .clone()
@@ -395,86 +572,15 @@ impl Registry {
             .values()
             .cloned()
             .collect();
-        type Snapshot = Vec<(Arc<RouteMetrics>, Vec<(u16, Arc<StatusSeries>)>)>;
-        let snapshot: Snapshot = routes
-            .into_iter()
-            .map(|r| {
-                let s = r
-                    .by_status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|(c, s)| (*c, s.clone()))
-                    .collect();
-                (r, s)
-            })
+        render_http(&mut out, "", &routes);
+        let rt_routes: Vec<Arc<RouteMetrics>> = self
+            .rt_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
             .collect();
-
-        out.push_str(
-            "# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n",
-        );
-        for (r, _) in &snapshot {
-            let _ = writeln!(
-                out,
-                "request_total{{{}}} {}",
-                r.labels,
-                r.requests.load(Relaxed)
-            );
-        }
-
-        out.push_str(
-            "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n",
-        );
-        for (r, statuses) in &snapshot {
-            for (code, s) in statuses {
-                let responses = s.outcomes(*code);
-                for (o, n) in responses {
-                    let mut l = r.labels.clone();
-                    push_label(&mut l, "status_code", &o.status.to_string());
-                    push_label(
-                        &mut l,
-                        "classification",
-                        if o.is_failure() { "failure" } else { "success" },
-                    );
-                    if let Some(g) = o.grpc_status {
-                        if g == GRPC_STATUS_UNKNOWN {
-                            push_label(&mut l, "grpc_status", "unknown");
-                        } else {
-                            push_label(&mut l, "grpc_status", &g.to_string());
-                        }
-                    }
-                    if let Some(e) = o.error {
-                        push_label(&mut l, "error", e.label());
-                    }
-                    let _ = writeln!(out, "response_total{{{l}}} {n}");
-                }
-            }
-        }
-
-        out.push_str("# HELP response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE response_latency_ms histogram\n");
-        for (r, statuses) in &snapshot {
-            for (code, s) in statuses {
-                let h = &s.latency;
-                let count = h.count.load(Relaxed);
-                if count == 0 {
-                    continue;
-                }
-                let mut base = r.labels.clone();
-                push_label(&mut base, "status_code", &code.to_string());
-                let mut cum = 0;
-                for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-                    cum += h.buckets[i].load(Relaxed);
-                    let _ = writeln!(out, "response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}");
-                }
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_bucket{{{base},le=\"+Inf\"}} {count}"
-                );
-                let sum_ms = h.sum_us.load(Relaxed) as f64 / 1000.0;
-                let _ = writeln!(out, "response_latency_ms_sum{{{base}}} {sum_ms}");
-                let _ = writeln!(out, "response_latency_ms_count{{{base}}} {count}");
-            }
-        }
+        render_http(&mut out, "route_", &rt_routes);
 
         let tcp: Vec<Arc<TcpMetrics>> = self
             .tcp
@@ -484,7 +590,7 @@ impl Registry {
             .cloned()
             .collect();
         type Getter = fn(&TcpMetrics) -> i64;
-        let tcp_series: [(&str, &str, &str, Getter); 5] = [
+        let tcp_series: [(&str, &str, &str, Getter); 4] = [
             (
                 "tcp_open_total",
                 "counter",
@@ -509,18 +615,57 @@ impl Registry {
                 "Total count of bytes written to peers.",
                 |t| t.write_bytes.load(Relaxed) as i64,
             ),
-            (
-                "tcp_close_total",
-                "counter",
-                "Total count of closed connections.",
-                |t| t.close_total.load(Relaxed) as i64,
-            ),
         ];
         for (name, kind, help, get) in tcp_series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for t in &tcp {
                 let _ = writeln!(out, "{name}{{{}}} {}", t.labels, get(t));
             }
+        }
+        out.push_str("# HELP tcp_close_total Total count of closed connections.\n# TYPE tcp_close_total counter\n");
+        for t in &tcp {
+            let _ = writeln!(
+                out,
+                "tcp_close_total{{{},errno=\"\",classification=\"success\"}} {}",
+                t.labels,
+                t.close_total.load(Relaxed)
+            );
+            let errors = t
+                .close_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for (errno, n) in errors {
+                let _ = writeln!(
+                    out,
+                    "tcp_close_total{{{},errno=\"{errno}\",classification=\"failure\"}} {n}",
+                    t.labels
+                );
+            }
+        }
+        out.push_str("# HELP tcp_connection_duration_ms Connection lifetimes, from open to close.\n# TYPE tcp_connection_duration_ms histogram\n");
+        for t in &tcp {
+            let h = &t.duration;
+            let count = h.count.load(Relaxed);
+            let mut cum = 0;
+            for (i, b) in CONNECTION_DURATION_BUCKETS_MS.iter().enumerate() {
+                cum += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "tcp_connection_duration_ms_bucket{{{},le=\"{b}\"}} {cum}",
+                    t.labels
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tcp_connection_duration_ms_bucket{{{},le=\"+Inf\"}} {count}\n\
+                 tcp_connection_duration_ms_sum{{{}}} {}\n\
+                 tcp_connection_duration_ms_count{{{}}} {count}",
+                t.labels,
+                t.labels,
+                h.sum_ms.load(Relaxed),
+                t.labels
+            );
         }
 
         let id = if self.identity.is_empty() {
@@ -582,7 +727,100 @@ impl Registry {
                 "serin_proxy_accept_paused_total{{listener=\"{listener}\"{id}}} {n}"
             );
         }
+        out.push_str(&serin_mesh_api::process::render(&self.identity));
         out
+    }
+}
+
+/// Renders `{prefix}request_total`, `{prefix}response_total` and `{prefix}response_latency_ms`
+/// of `routes` (prefix `""` for the per-backend series, `"route_"` for the per-rule ones).
+fn render_http(out: &mut String, prefix: &str, routes: &[Arc<RouteMetrics>]) {
+    type Snapshot<'a> = Vec<(&'a RouteMetrics, Vec<(u16, Arc<StatusSeries>)>)>;
+    let snapshot: Snapshot = routes
+        .iter()
+        .map(|r| {
+            let s = r
+                .by_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(c, s)| (*c, s.clone()))
+                .collect();
+            (&**r, s)
+        })
+        .collect();
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}request_total Total count of HTTP requests.\n# TYPE {prefix}request_total counter"
+    );
+    for (r, _) in &snapshot {
+        let _ = writeln!(
+            out,
+            "{prefix}request_total{{{}}} {}",
+            r.labels,
+            r.requests.load(Relaxed)
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}response_total Total count of HTTP responses.\n# TYPE {prefix}response_total counter"
+    );
+    for (r, statuses) in &snapshot {
+        for (code, s) in statuses {
+            for (o, n) in s.outcomes(*code) {
+                let mut l = r.labels.clone();
+                push_label(&mut l, "status_code", &o.status.to_string());
+                push_label(
+                    &mut l,
+                    "classification",
+                    if o.is_failure() { "failure" } else { "success" },
+                );
+                if let Some(g) = o.grpc_status {
+                    if g == GRPC_STATUS_UNKNOWN {
+                        push_label(&mut l, "grpc_status", "unknown");
+                    } else {
+                        push_label(&mut l, "grpc_status", &g.to_string());
+                    }
+                }
+                if let Some(e) = o.error {
+                    push_label(&mut l, "error", e.label());
+                }
+                let _ = writeln!(out, "{prefix}response_total{{{l}}} {n}");
+            }
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE {prefix}response_latency_ms histogram"
+    );
+    for (r, statuses) in &snapshot {
+        for (code, s) in statuses {
+            let h = &s.latency;
+            let count = h.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut base = r.labels.clone();
+            push_label(&mut base, "status_code", &code.to_string());
+            let mut cum = 0;
+            for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+                cum += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{prefix}response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{prefix}response_latency_ms_bucket{{{base},le=\"+Inf\"}} {count}"
+            );
+            let sum_ms = h.sum_us.load(Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "{prefix}response_latency_ms_sum{{{base}}} {sum_ms}");
+            let _ = writeln!(out, "{prefix}response_latency_ms_count{{{base}}} {count}");
+        }
     }
 }
 
@@ -608,7 +846,7 @@ mod tests {
             error: Some(ErrorKind::Connect),
         });
         let text = reg.render();
-        let l = "direction=\"outbound\",authority=\"podinfo\",dst_service=\"podinfo-primary\",namespace=\"test\"";
+        let l = "direction=\"outbound\",authority=\"podinfo\",dst_service=\"podinfo-primary\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_service_discovery\",namespace=\"test\"";
         assert!(text.contains(&format!("request_total{{{l}}} 1")), "{text}");
         assert!(text.contains(&format!(
             "response_latency_ms_bucket{{{l},status_code=\"200\",le=\"1\"}} 0"
@@ -654,6 +892,83 @@ mod tests {
             }
             .is_failure()
         );
+    }
+
+    #[test]
+    fn named_rules_get_route_series_beside_the_backend_series() {
+        let reg = Registry::new(&BTreeMap::from([("pod".into(), "web-1".into())]));
+        let backend = reg.outbound("podinfo:9898", "podinfo-canary", &BTreeMap::new());
+        let rule = reg.rt_route("podinfo:9898", "api");
+        let counted = Counted {
+            main: &backend,
+            route: Some(&rule),
+        };
+        counted.request();
+        counted
+            .latency(503, Duration::from_millis(7))
+            .response(Outcome {
+                status: 503,
+                grpc_status: None,
+                error: None,
+            });
+        let text = reg.render();
+        let rt = "direction=\"outbound\",dst=\"podinfo:9898\",rt_route=\"api\",pod=\"web-1\"";
+        assert!(
+            text.contains(&format!("route_request_total{{{rt}}} 1\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "route_response_total{{{rt},status_code=\"503\",classification=\"failure\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "route_response_latency_ms_bucket{{{rt},status_code=\"503\",le=\"10\"}} 1\n"
+        )));
+        // Route series carry no backend labels; the backend series no rule name.
+        assert!(!text.contains("rt_route=\"api\",dst_service"));
+        assert!(text.contains("\nrequest_total{direction=\"outbound\",authority=\"podinfo:9898\",dst_service=\"podinfo-canary\""));
+    }
+
+    #[test]
+    fn closes_are_counted_by_errno_with_their_duration() {
+        let reg = Registry::new(&BTreeMap::new());
+        let tcp = reg.tcp("inbound", "src");
+        tcp.open.fetch_add(3, Relaxed);
+        tcp.closed(Duration::from_micros(300), None);
+        tcp.closed(Duration::from_millis(50), Some(104));
+        tcp.closed(Duration::from_millis(50), Some(104));
+        let text = reg.render();
+        let l = "direction=\"inbound\",peer=\"src\",tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\"";
+        assert!(
+            text.contains(&format!(
+                "tcp_close_total{{{l},errno=\"\",classification=\"success\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "tcp_close_total{{{l},errno=\"ECONNRESET\",classification=\"failure\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "tcp_connection_duration_ms_bucket{{{l},le=\"1\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "tcp_connection_duration_ms_bucket{{{l},le=\"100\"}} 3\n"
+        )));
+        assert!(text.contains(&format!("tcp_connection_duration_ms_count{{{l}}} 3\n")));
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")));
+        assert_eq!(errno_name(Some(9999)), "other");
+        assert_eq!(errno_name(None), "other");
+    }
+
+    #[test]
+    fn process_series_carry_the_identity_labels() {
+        let reg = Registry::new(&BTreeMap::from([("namespace".into(), "test".into())]));
+        let text = reg.render();
+        assert!(
+            text.contains("\nprocess_start_time_seconds{namespace=\"test\"} "),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes{namespace=\"test\"} "));
+        assert!(text.contains("\nprocess_cpu_seconds_total{namespace=\"test\"} "));
     }
 
     #[test]

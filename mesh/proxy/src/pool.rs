@@ -1,5 +1,5 @@
-//! Upstream connections: idle HTTP/1.1 connections and one shared h2c connection per
-//! endpoint.
+//! Upstream connections: idle HTTP/1.1 connections, and h2c connections shared by streams up
+//! to each connection's stream limit ([`crate::h2`]), per endpoint.
 //!
 //! Why not hyper-util's pooled client: per request it hashed a pool key, built and moved large
 //! futures, and spawned a task to return each HTTP/1.1 connection to the pool; on this path
@@ -15,13 +15,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response, Version};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::balance::Endpoint;
 use crate::body::{ReqBody, UpstreamBody};
 use crate::h1::{self, Conn, H1Error, SendFailure};
+use crate::h2::{self as h2c, H2Body, H2Conn, H2Failure, Slot};
 use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 
@@ -40,13 +39,13 @@ pub enum SendError {
     Connect(#[source] io::Error),
     /// The HTTP/2 handshake failed.
     #[error("handshake: {0}")]
-    Handshake(#[source] hyper::Error),
+    Handshake(#[source] h2c::HandshakeError),
     /// An HTTP/1.1 exchange failed before response headers.
     #[error("{0}")]
     H1(#[source] H1Error),
     /// An HTTP/2 stream failed before response headers.
     #[error("{0}")]
-    H2(#[source] hyper::Error),
+    H2(#[source] h2::Error),
 }
 
 impl SendError {
@@ -73,7 +72,11 @@ struct Idle {
 #[derive(Default)]
 pub struct EndpointPool {
     h1: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Open h2c connections, oldest first (new streams fill the oldest with room).
+    h2: Mutex<Vec<Arc<H2Conn>>>,
+    /// Held while an h2c connection is being opened, so a burst of streams to a cold endpoint
+    /// opens one connection (and more only as they fill), not one per stream.
+    h2_connecting: tokio::sync::Mutex<()>,
     /// Sweeps so far (a coarse clock for idle ages that costs no clock read per request).
     sweeps: AtomicU32,
     /// Set once the endpoint is on its pool's sweep list.
@@ -122,16 +125,34 @@ impl EndpointPool {
         idle.retain(|c| c.conn.is_idle_usable() && now.wrapping_sub(c.since) < IDLE_SWEEPS);
         drop(idle);
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        if h2.as_ref().is_some_and(|tx| tx.is_closed()) {
-            *h2 = None;
-        }
+        // Closed connections go; so do connections without streams for as long as an idle
+        // HTTP/1.1 connection is kept (dropping the last handle closes the session).
+        h2.retain(|c| {
+            if c.in_flight() > 0 {
+                c.idle_sweeps.store(0, Relaxed);
+                return !c.is_closed();
+            }
+            !c.is_closed() && c.idle_sweeps.fetch_add(1, Relaxed) + 1 < IDLE_SWEEPS
+        });
+    }
+
+    /// A stream slot on an open h2c connection with room, if there is one.
+    fn h2_slot(&self) -> Option<Slot> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|c| !c.is_closed());
+        h2.iter().find_map(H2Conn::try_slot)
+    }
+
+    /// h2c connections open now, and streams in flight on them.
+    pub fn h2_connections(&self) -> (usize, usize) {
+        let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        (h2.len(), h2.iter().map(|c| c.in_flight()).sum())
     }
 }
 
 struct Inner {
     tcp: Arc<TcpMetrics>,
     connect_timeout: Duration,
-    h2: http2::Builder<TokioExecutor>,
     /// Endpoints with connections, for the idle sweep.
     endpoints: Mutex<Vec<Weak<Endpoint>>>,
 }
@@ -147,12 +168,9 @@ impl Upstreams {
     /// Pools that count their connections into `registry` under `direction`. Inside a tokio
     /// runtime this also starts the idle sweep, which ends when the pools are dropped.
     pub fn new(registry: &Registry, direction: &str, connect_timeout: Duration) -> Self {
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
         let inner = Arc::new(Inner {
             tcp: registry.tcp(direction, "dst"),
             connect_timeout,
-            h2,
             endpoints: Mutex::new(Vec::new()),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -185,36 +203,41 @@ impl Upstreams {
         &self,
         ep: &Arc<Endpoint>,
         req: Request<ReqBody>,
-    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+    ) -> Result<Response<H2Body>, SendError> {
         let mut req = req;
         loop {
-            let shared = ep
-                .pool
-                .h2
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .filter(|tx| !tx.is_closed())
-                .cloned();
-            let (mut tx, reused) = match shared {
-                Some(tx) => (tx, true),
-                None => (Box::pin(self.connect_h2(ep)).await?, false),
+            let (slot, fresh) = match ep.pool.h2_slot() {
+                Some(s) => (s, false),
+                None => (self.h2_slot_connecting(ep).await?, true),
             };
-            if let Err(e) = tx.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(SendError::H2(e));
-            }
-            match tx.try_send_request(req).await {
+            match h2c::send(slot, req).await {
                 Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    // The connection closed before the request went out: send it again.
-                    Some(r) if reused => req = r,
-                    _ => return Err(SendError::H2(e.into_error())),
-                },
+                // The connection went away before the request left: another one takes it.
+                Err(H2Failure::NotSent(r, _)) if !fresh => req = *r,
+                Err(H2Failure::NotSent(_, e) | H2Failure::Failed(e)) => {
+                    return Err(SendError::H2(e));
+                }
             }
         }
+    }
+
+    /// A slot on a connection opened for it, unless one with room appeared while waiting for
+    /// the right to open one.
+    async fn h2_slot_connecting(&self, ep: &Arc<Endpoint>) -> Result<Slot, SendError> {
+        let _connecting = ep.pool.h2_connecting.lock().await;
+        if let Some(slot) = ep.pool.h2_slot() {
+            return Ok(slot);
+        }
+        let conn = self.connect_h2(ep).await?;
+        let slot = conn.try_slot().ok_or_else(|| {
+            SendError::Connect(io::Error::other("new h2 connection closed at once"))
+        })?;
+        ep.pool
+            .h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(slot)
     }
 
     async fn tcp(&self, ep: &Arc<Endpoint>) -> io::Result<TcpStream> {
@@ -236,30 +259,12 @@ impl Upstreams {
         Ok(Conn::new(stream, self.inner.tcp.clone()))
     }
 
-    async fn connect_h2(
-        &self,
-        ep: &Arc<Endpoint>,
-    ) -> Result<http2::SendRequest<ReqBody>, SendError> {
+    async fn connect_h2(&self, ep: &Arc<Endpoint>) -> Result<Arc<H2Conn>, SendError> {
         let stream = self.tcp(ep).await.map_err(SendError::Connect)?;
-        let io = TokioIo::new(CountingIo::new(
-            stream,
-            self.inner.tcp.clone() as Arc<dyn TcpObserver>,
-        ));
-        let (tx, conn) = self
-            .inner
-            .h2
-            .handshake(io)
+        let io = CountingIo::new(stream, self.inner.tcp.clone() as Arc<dyn TcpObserver>);
+        H2Conn::handshake(io, self.inner.connect_timeout)
             .await
-            .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream h2 connection ended with an error");
-            }
-        });
-        // Concurrent first requests may each open one; the last one stays shared, the others
-        // close when their requests finish.
-        *ep.pool.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
-        Ok(tx)
+            .map_err(SendError::Handshake)
     }
 }
 

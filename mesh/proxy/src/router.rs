@@ -265,6 +265,8 @@ pub struct RuleRt {
     pub response_headers: HeaderEdits,
     /// Time allowed until response headers.
     pub timeout: Option<Duration>,
+    /// The rule's `route_*` series (`rt_route` = its name); unnamed rules have none.
+    pub metrics: Option<Arc<RouteMetrics>>,
 }
 
 impl RuleRt {
@@ -430,6 +432,11 @@ impl Compiled {
                     mirror,
                     response_headers,
                     timeout: rule.timeout,
+                    metrics: rule
+                        .name
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .map(|n| registry.rt_route(&authority, n)),
                 });
             }
             let rt = Arc::new(RouteRt { authority, rules });

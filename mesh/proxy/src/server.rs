@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,7 +27,7 @@ use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
 use crate::transparent::{self, Direction};
-use serin_http1::Handler;
+use serin_http1::{H2Options, H2Server, Handler};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +78,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             table: table.clone(),
             no_route: registry.no_route(),
+            body_idle: cfg.body_idle_timeout,
             outbound: Upstreams::new(&registry, "outbound", cfg.connect_timeout),
             inbound: inbound_target,
             registry: registry.clone(),
@@ -86,6 +86,11 @@ impl Proxy {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
+        let h2_opts = H2Options {
+            idle_timeout: cfg.h2_idle_timeout,
+            body_idle_timeout: cfg.body_idle_timeout,
+            ..H2Options::default()
+        };
         let out_l = bind("outbound", cfg.outbound).await?;
         let outbound = local(&out_l, cfg.outbound);
         if let Some(t) = &cfg.transparent {
@@ -101,6 +106,7 @@ impl Proxy {
                 cfg.outbound_max_connections,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
+                h2_opts,
             ));
         } else {
             let shared = shared.clone();
@@ -113,6 +119,7 @@ impl Proxy {
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
+                h2_opts,
                 move |req| forward::outbound(shared.clone(), req),
             ));
         }
@@ -131,6 +138,7 @@ impl Proxy {
                 tcp,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
+                h2_opts,
                 move |req| forward::inbound(shared.clone(), req),
             ));
         }
@@ -151,6 +159,7 @@ impl Proxy {
                 t.inbound_max_connections,
                 stop.subscribe(),
                 cfg.shutdown_timeout,
+                h2_opts,
             ));
         }
 
@@ -266,16 +275,7 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Linux errno names for the accept failures worth telling apart.
 fn errno_name(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(24) => "EMFILE",
-        Some(23) => "ENFILE",
-        Some(105) => "ENOBUFS",
-        Some(12) => "ENOMEM",
-        Some(103) => "ECONNABORTED",
-        Some(71) => "EPROTO",
-        Some(1) => "EPERM",
-        _ => "other",
-    }
+    crate::metrics::errno_name(e.raw_os_error())
 }
 
 /// Out of file descriptors or memory: retrying at once fails again (and spins a core),
@@ -379,11 +379,10 @@ async fn serve_proxy<H: Handler>(
     tcp: Arc<TcpMetrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
+    h2_opts: H2Options,
     handler: H,
 ) -> bool {
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new());
-    let h2 = Arc::new(h2);
+    let h2 = H2Server::new(h2_opts);
     // Every connection task holds a sender; `recv` ends when the last one is gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let conn_stop = stop.clone();

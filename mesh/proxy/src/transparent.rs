@@ -20,8 +20,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -197,7 +195,7 @@ impl Listener {
         self: Arc<Self>,
         stream: TcpStream,
         stop: watch::Receiver<bool>,
-        h2: Arc<http2::Builder<TokioExecutor>>,
+        h2: Arc<serin_http1::H2Server>,
     ) {
         let shared = self.shared.clone();
         let Some(dst) = original_dst(&stream) else {
@@ -311,10 +309,9 @@ pub(crate) async fn serve(
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
+    h2_opts: serin_http1::H2Options,
 ) -> bool {
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new());
-    let h2 = Arc::new(h2);
+    let h2 = serin_http1::H2Server::new(h2_opts);
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let conn_stop = stop.clone();
     let registry = ctx.shared.registry.clone();

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             metrics_server,
             interval,
         } => {
-            use serin_controller::local::controller::{LocalOptions, MetricsSource, run};
+            use serin_local::controller::{LocalOptions, MetricsSource, run};
             let interval = serin_api::duration::parse_duration(&interval)
                 .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
             let opts = LocalOptions {

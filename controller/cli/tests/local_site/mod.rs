@@ -127,8 +127,7 @@ spec:
     }
 
     pub fn write(&self, file: &str, text: &str) {
-        serin_controller::local::store::write_atomic(&self.manifests.join(file), text.as_bytes())
-            .unwrap();
+        serin_local::store::write_atomic(&self.manifests.join(file), text.as_bytes()).unwrap();
     }
 
     /// A Canary without metric checks whose promotion waits for the controller's own confirm

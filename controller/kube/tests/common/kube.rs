@@ -67,6 +67,7 @@ impl Scenario {
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
             let query = req.uri().query().unwrap_or("").to_string();
+            super::api_log::record(&method, &path, &query);
             let ssa = req
                 .headers()
                 .get("content-type")

@@ -2,5 +2,6 @@
 
 #![allow(dead_code)]
 
+pub mod api_log;
 pub mod kube;
 pub use serin_controller::testing::receiver;

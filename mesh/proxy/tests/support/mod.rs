@@ -155,6 +155,7 @@ impl Body for Frames {
 /// A client. HTTP/1.1 clients talk to the proxy address and set `Host`; HTTP/2 clients put
 /// the authority in the URI (so it becomes `:authority`, like a real gRPC client) and connect
 /// to the proxy through [`Via`].
+#[derive(Clone)]
 pub enum TestClient {
     H1(Client<HttpConnector, Full<Bytes>>),
     H2(Client<Via, Full<Bytes>>),

@@ -770,7 +770,7 @@ async fn probe(port: u16, path: Option<&str>, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::manifest::{HttpGet, Probe};
+    use crate::manifest::{HttpGet, Probe};
 
     /// A real HTTP server every machine of this project has: Python's `http.server`.
     fn python_server(revision: &str) -> ProcessSpec {

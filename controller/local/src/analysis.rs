@@ -23,10 +23,12 @@ use serin_analysis::{
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
 
-use crate::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
-use crate::measure::{Judges, check_result, inconclusive, judge_config, no_data, verdict};
-use crate::plan::JUDGE_CHECK;
-use crate::sample::{LastJudge, measure};
+use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
+use serin_controller::measure::{
+    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+};
+use serin_controller::plan::JUDGE_CHECK;
+use serin_controller::sample::{LastJudge, measure};
 
 /// Measures every check of a Canary through one metrics provider.
 pub struct LocalAnalyzer {
@@ -79,11 +81,8 @@ impl LocalAnalyzer {
                 )
             })?;
         let p = &template.spec.provider;
-        if p.type_ != "prometheus" {
-            return Err(format!(
-                "MetricTemplate {key} spec.provider.type {:?}: not supported by the local controller; accepted: prometheus",
-                p.type_
-            ));
+        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_) {
+            return Err(format!("MetricTemplate {key} spec.provider.type: {why}"));
         }
         if p.secret_ref.is_some() {
             return Err(format!(
@@ -99,11 +98,7 @@ impl LocalAnalyzer {
             }
             return Ok((query, None));
         };
-        let headers: Vec<(String, String)> = p
-            .headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let headers: Vec<(String, String)> = p.headers.pairs();
         let cache_key = format!("{address} {headers:?} {}", p.insecure_skip_verify);
         let mut cache = self
             .template_providers
@@ -386,7 +381,7 @@ impl LocalAnalyzer {
             Err(unavailable) => return unavailable,
         };
         self.last_judge
-            .remember(ctx, crate::sample::judge(&r, &config));
+            .remember(ctx, serin_controller::sample::judge(&r, &config));
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),
@@ -477,7 +472,7 @@ mod tests {
         );
         let e = err("dd");
         assert!(
-            e.contains("spec.provider.type") && e.contains("accepted: prometheus"),
+            e.contains("spec.provider.type") && e.contains("supported: prometheus"),
             "{e}"
         );
         assert!(err("secret").contains("spec.provider.secretRef"));

@@ -25,11 +25,11 @@ use super::platform::{LocalPlatform, Processes};
 use super::router::ControlPlane;
 use super::store::FileStore;
 use super::supervisor::Supervisor;
-use crate::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier};
-use crate::alerts::Alert;
-use crate::driver::Driver;
-use crate::hooks::HttpHooks;
-use crate::metrics::Metrics;
+use serin_controller::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier};
+use serin_controller::alerts::Alert;
+use serin_controller::driver::Driver;
+use serin_controller::hooks::HttpHooks;
+use serin_controller::metrics::Metrics;
 
 /// Where metrics come from.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ fn load(
                     .namespace
                     .clone()
                     .unwrap_or_else(|| "default".to_string());
-                match crate::plan::context(&ns, &canary) {
+                match serin_controller::plan::context(&ns, &canary) {
                     Ok((_, mut ctx)) => {
                         if let Some(i) = interval {
                             ctx.plan.interval = i;

@@ -20,7 +20,7 @@ use super::manifest::ProcessSpec;
 use super::router::{ControlPlane, RouteSpec};
 use super::store::write_atomic;
 use super::supervisor::{InstanceView, Role, Supervisor};
-use crate::adapters::{
+use serin_controller::adapters::{
     AdapterError, CanaryContext, CanaryId, ErrorKind, Router, WorkloadState, Workloads,
 };
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serin_core::{Command, HistoryEntry, Status};
 use tokio::sync::{Mutex, broadcast};
 
-use crate::adapters::{AdapterError, CanaryContext, CanaryId, ErrorKind, Store};
+use serin_controller::adapters::{AdapterError, CanaryContext, CanaryId, ErrorKind, Store};
 
 /// History entries kept per Canary (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 5_000;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::store::write_atomic;
-use crate::http::HttpClient;
+use serin_controller::http::HttpClient;
 
 /// Everything that decides where one Canary's traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The dashboard over the local controller's file store: an [`EngineStore`] for
-//! `serin_controller::local::store::FileStore`, and [`serve`] to run the dashboard (pages, API,
+//! [`FileStore`](crate::store::FileStore), and [`serve`] to run the dashboard (pages, API,
 //! SSE, Flagger gates) on a listener. `serin controller --local` serves it next to its loop,
 //! sharing one `FileStore` (one lock, one stream of change notifications).
 //!
@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::manifest::{self, Document};
+use crate::store::{CanaryRecord, FileStore};
 use serin_controller::adapters::CanaryId;
 use serin_controller::dashboard::analysis_info;
-use serin_controller::local::manifest::{self, Document};
-use serin_controller::local::store::{CanaryRecord, FileStore};
 use serin_dashboard::engine::{EngineBackend, EngineCanary, EngineStore};
 use serin_dashboard::model::{AnalysisInfo, CanaryKey, TargetRef};
 use serin_dashboard::{BackendError, DashboardConfig};
@@ -215,40 +215,33 @@ pub async fn serve_with_manifests(
     axum::serve(listener, app).await
 }
 
-/// `serin controller --local`: opens the store, serves the dashboard on it (when one is
-/// configured) and runs the controller loop until Ctrl-C / SIGTERM.
+/// `serin controller --local`: opens the store, serves the dashboard on it (when a listener and
+/// its action token are given) and runs the controller loop until `shutdown` completes.
 pub async fn run_controller(
-    opts: serin_controller::local::controller::LocalOptions,
-    dashboard: Option<crate::controller::Dashboard>,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let store =
-        Arc::new(FileStore::open(&opts.state_dir).with_context(|| {
-            format!("opening the state directory {}", opts.state_dir.display())
-        })?);
-    let server = match dashboard {
-        Some(d) => {
-            let (listener, token) = d.into_tokio()?;
-            let store = store.clone();
-            let dir = opts.dir.clone();
-            Some(tokio::spawn(async move {
-                if let Err(error) = serve_with_manifests(store, Some(dir), listener, token).await {
-                    tracing::error!(%error, "the dashboard stopped serving");
-                }
-            }))
+    opts: crate::controller::LocalOptions,
+    dashboard: Option<(tokio::net::TcpListener, Option<String>)>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), crate::controller::LocalError> {
+    let store = Arc::new(FileStore::open(&opts.state_dir).map_err(|source| {
+        crate::controller::LocalError::Io {
+            what: format!("opening the state directory {}", opts.state_dir.display()),
+            source,
         }
-        None => None,
-    };
-    let result = serin_controller::local::controller::run_with_store(
-        opts,
-        store,
-        serin_demo::server::terminate_signal(),
-    )
-    .await;
+    })?);
+    let server = dashboard.map(|(listener, token)| {
+        let store = store.clone();
+        let dir = opts.dir.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_with_manifests(store, Some(dir), listener, token).await {
+                tracing::error!(%error, "the dashboard stopped serving");
+            }
+        })
+    });
+    let result = crate::controller::run_with_store(opts, store, shutdown).await;
     if let Some(server) = server {
         server.abort();
     }
-    result.context("serin controller --local")
+    result
 }
 
 #[cfg(test)]
@@ -284,7 +277,7 @@ mod tests {
             history: vec![],
             target: "podinfo".into(),
         };
-        serin_controller::local::store::write_atomic(
+        crate::store::write_atomic(
             &dir.join("default_podinfo.state.json"),
             &serde_json::to_vec(&record).unwrap(),
         )

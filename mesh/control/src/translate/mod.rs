@@ -1,0 +1,85 @@
+//! Pure translation: [`World`] (Services, endpoints, HTTPRoutes, TrafficSplits) → the
+//! [`RouteTable`] a proxy in a given namespace enforces, plus what is wrong with each object.
+//!
+//! Semantics (Gateway API GAMMA mesh mode, where it speaks):
+//! - Every Service gets a route for each of its authorities: `name` (only for clients in the same
+//!   namespace, as DNS search paths do), `name.ns`, `name.ns.svc`, `name.ns.svc.<cluster domain>`
+//!   and each cluster IP; without an HTTPRoute or TrafficSplit it sends everything to itself.
+//! - HTTPRoutes whose `parentRefs` name a Service replace that default. Several routes attached to
+//!   one Service are merged; rules are ordered by Gateway API precedence (exact path, longest
+//!   prefix, method, most header matches, most query matches, then oldest route, then name, then
+//!   rule order). A route in another namespace than its Service (a consumer route) applies only to
+//!   clients in the route's namespace and, for them, takes precedence over producer routes.
+//! - A TrafficSplit applies to its apex Service unless an HTTPRoute is attached to that Service
+//!   (the split is then reported as conflicting); of two splits for one apex the older wins.
+//! - A backend whose Service is missing, or has no ready endpoints, gets no endpoints: the proxy
+//!   answers 503 for its share of requests.
+//! - An object that is invalid on its own (see [`check_route`], [`check_split`]) never reaches
+//!   this module: the state keeps its last valid version (see [`crate::state`]).
+
+mod check;
+mod status;
+mod table;
+
+pub use check::{check_route, check_split, is_fatal};
+use status::ordered_splits;
+pub use status::{ParentVerdict, route_verdicts, split_conflicts};
+pub use table::{endpoints_of, translate};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serin_mesh_api::table::{
+    Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
+    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
+    parse_duration,
+};
+
+use crate::k8s::types::{
+    HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, ParentReference, TrafficSplit,
+};
+use crate::world::{ObjKey, ServiceInfo, ServicePort, World};
+
+/// Translation options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Cluster DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// Something wrong with an object, as reported in logs, metrics and HTTPRoute status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Path of the offending field, e.g. `spec.rules[0].filters[1].type`.
+    pub field: String,
+    /// Gateway API condition reason (`UnsupportedValue`, `BackendNotFound`, ...), also the
+    /// low-cardinality `reason` label of the error metric.
+    pub reason: &'static str,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            field: field.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} ({})", self.field, self.message, self.reason)
+    }
+}

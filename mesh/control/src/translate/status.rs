@@ -1,0 +1,193 @@
+//! Status: each route's verdict per parent (accepted, resolved refs) and TrafficSplit conflicts,
+//! written back to the objects.
+
+use super::*;
+
+/// Gateway API verdict for one parent of an HTTPRoute.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentVerdict {
+    /// The parent reference as written.
+    #[serde(skip)]
+    pub parent_ref: ParentReference,
+    /// `Accepted` condition: status, reason, message.
+    pub accepted: (bool, &'static str, String),
+    /// `ResolvedRefs` condition: status, reason, message.
+    pub resolved_refs: (bool, &'static str, String),
+}
+
+/// The conditions Serin reports for each Service parent of HTTPRoute `key`. `problems` are the
+/// route's object-local problems (from [`check_route`]), which make it not accepted.
+pub fn route_verdicts(
+    world: &World,
+    route: &HttpRoute,
+    problems: &[Problem],
+) -> Vec<ParentVerdict> {
+    let key = ObjKey::of(route);
+    let mut unresolved = Vec::new();
+    for (ri, rule) in route.spec.rules.iter().enumerate() {
+        let refs = rule
+            .backend_refs
+            .iter()
+            .enumerate()
+            .map(|(bi, b)| {
+                (
+                    format!("spec.rules[{ri}].backendRefs[{bi}]"),
+                    b.namespace.as_deref(),
+                    &b.name,
+                )
+            })
+            .chain(rule.filters.iter().enumerate().filter_map(|(fi, f)| {
+                let m = f.request_mirror.as_ref()?;
+                Some((
+                    format!("spec.rules[{ri}].filters[{fi}].requestMirror.backendRef"),
+                    m.backend_ref.namespace.as_deref(),
+                    &m.backend_ref.name,
+                ))
+            }));
+        for (field, ns, name) in refs {
+            let bk = ObjKey::new(ns.unwrap_or(&key.namespace), name.clone());
+            // Not permitted comes first: without a grant the route must not learn whether a
+            // Service exists in a namespace it may not reach.
+            if !world.route_may_reach(&key.namespace, &bk) {
+                unresolved.push((
+                    "RefNotPermitted",
+                    format!(
+                        "{field}: Service {bk} is in another namespace and no ReferenceGrant in {} lets HTTPRoutes from {} refer to it",
+                        bk.namespace, key.namespace
+                    ),
+                ));
+            } else if !world.services.contains_key(&bk) {
+                unresolved.push((
+                    "BackendNotFound",
+                    format!("{field}: Service {bk} not found"),
+                ));
+            }
+        }
+    }
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .filter(|p| p.is_service())
+        .map(|pref| {
+            let svc_key = ObjKey::new(
+                pref.namespace.as_deref().unwrap_or(&key.namespace),
+                pref.name.clone(),
+            );
+            let accepted = if !problems.is_empty() {
+                let reason = problems[0].reason;
+                let msg = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    false,
+                    if reason == "NoMatchingParent" {
+                        reason
+                    } else {
+                        "UnsupportedValue"
+                    },
+                    msg,
+                )
+            } else {
+                match world.services.get(&svc_key) {
+                    None => (
+                        false,
+                        "NoMatchingParent",
+                        format!("parent Service {svc_key} not found"),
+                    ),
+                    Some(svc) => match pref.port {
+                        Some(port)
+                            if !svc.ports.is_empty()
+                                && !svc.ports.iter().any(|p| i32::from(p.port) == port) =>
+                        {
+                            (
+                                false,
+                                "NoMatchingParent",
+                                format!("parent Service {svc_key} has no port {port}"),
+                            )
+                        }
+                        _ => (true, "Accepted", "Route is accepted".into()),
+                    },
+                }
+            };
+            let resolved = match unresolved.first() {
+                None => (true, "ResolvedRefs", "All references resolved".into()),
+                Some((reason, _)) => (
+                    false,
+                    *reason,
+                    unresolved
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            ParentVerdict {
+                parent_ref: pref.clone(),
+                accepted,
+                resolved_refs: resolved,
+            }
+        })
+        .collect()
+}
+
+/// Conflicts between TrafficSplits and HTTPRoutes (or other splits) over the same apex Service:
+/// split key → problem. The losing split is not applied.
+pub fn split_conflicts(world: &World) -> BTreeMap<ObjKey, Problem> {
+    let routed: BTreeSet<ObjKey> = world
+        .routes
+        .iter()
+        .flat_map(|(key, r)| {
+            r.spec
+                .parent_refs
+                .iter()
+                .filter(|p| p.is_service())
+                .map(move |p| {
+                    ObjKey::new(
+                        p.namespace.as_deref().unwrap_or(&key.namespace),
+                        p.name.clone(),
+                    )
+                })
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut winners: BTreeMap<ObjKey, ObjKey> = BTreeMap::new();
+    for (key, split) in ordered_splits(world) {
+        let apex = ObjKey::new(key.namespace.clone(), split.spec.service.clone());
+        if routed.contains(&apex) {
+            out.insert(
+                key.clone(),
+                Problem::new(
+                    "spec.service",
+                    "Conflicted",
+                    format!("an HTTPRoute is attached to Service {apex}; it takes precedence over this TrafficSplit"),
+                ),
+            );
+        } else if let Some(winner) = winners.get(&apex) {
+            out.insert(
+                key.clone(),
+                Problem::new(
+                    "spec.service",
+                    "Conflicted",
+                    format!("TrafficSplit {winner} is older and already splits Service {apex}"),
+                ),
+            );
+        } else {
+            winners.insert(apex, key.clone());
+        }
+    }
+    out
+}
+
+pub(super) fn ordered_splits(world: &World) -> Vec<(&ObjKey, &TrafficSplit)> {
+    let mut v: Vec<_> = world.splits.iter().collect();
+    v.sort_by(|a, b| {
+        let ta = a.1.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let tb = b.1.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        ta.cmp(&tb).then_with(|| a.0.cmp(b.0))
+    });
+    v
+}
