@@ -324,6 +324,7 @@ impl Platform {
             reload_every: Duration::from_millis(100),
             // The demo owns its processes: nothing may outlive it.
             stop_workloads_on_exit: true,
+            admin: None,
         };
         let controller = tokio::spawn(run_with_store(local, store.clone(), async move {
             let _ = stop_rx.await;

@@ -41,9 +41,10 @@ pub struct Args {
     /// controller adopts them).
     #[arg(long, requires = "local")]
     pub stop_workloads_on_exit: bool,
-    /// Address of the admin server (/metrics, /healthz, /readyz).
-    #[arg(long, env = "SERIN_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
-    pub admin_addr: SocketAddr,
+    /// Address of the admin server (/metrics, /healthz, /readyz); default 0.0.0.0:8080 with
+    /// --kubernetes, none with --local unless given (several local controllers share a machine).
+    #[arg(long, env = "SERIN_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// Routing provider for Canaries that set none (serin, gatewayapi, linkerd, smi, osm, kubernetes).
     #[arg(long, env = "SERIN_PROVIDER", default_value = "serin")]
     pub provider: String,
@@ -165,7 +166,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("serin-controller-{}", std::process::id()));
     let opts = KubernetesOptions {
-        admin_addr: args.admin_addr,
+        admin_addr: args
+            .admin_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
         default_provider: args.provider,
         namespace: args.namespace,
         control_plane: args.control_plane,

@@ -168,6 +168,7 @@ pub fn run_local_controller(
         interval,
         reload_every: Duration::from_millis(250),
         stop_workloads_on_exit: args.stop_workloads_on_exit,
+        admin: args.admin_addr,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -61,6 +61,8 @@ pub struct LocalOptions {
     /// Stop every workload process on exit (otherwise they keep serving and the next controller
     /// adopts them).
     pub stop_workloads_on_exit: bool,
+    /// Where to serve the controller's `/metrics`, `/healthz` and `/readyz` (`None`: nowhere).
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// A failure that stops the local controller from starting.
@@ -257,6 +259,31 @@ pub async fn run_with_store(
         events: Arc::new(LogEvents),
         metrics: Arc::new(Metrics::new()),
     };
+    let admin = match opts.admin {
+        Some(addr) => {
+            let (listener, bound) =
+                serin_controller::metrics::bind_admin(addr)
+                    .await
+                    .map_err(|source| LocalError::Io {
+                        what: format!("--admin-addr {addr}: cannot listen there"),
+                        source,
+                    })?;
+            // One local controller runs alone: it is always the leader, and ready once it runs.
+            let health = Arc::new(serin_controller::metrics::Health::default());
+            health.set_leader(true);
+            health.set_ready(true);
+            tracing::info!(addr = %bound, "admin server (/metrics) listening");
+            let metrics = driver.metrics.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) =
+                    serin_controller::metrics::serve_admin(listener, metrics, health).await
+                {
+                    tracing::error!(%error, "admin server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
 
     let mut sig = signature(&opts.dir);
     let mut canaries = load(&opts.dir, &platform, &analyzer, opts.interval);
@@ -300,8 +327,12 @@ pub async fn run_with_store(
         platform.reconcile().await;
         let now = tokio::time::Instant::now();
         for (id, ctx) in &canaries {
-            if due.get(id).is_some_and(|d| *d > now) {
-                continue;
+            match due.get(id) {
+                Some(d) if *d > now => continue,
+                // How late the loop came to a tick that was due (a slow tick of another Canary,
+                // a busy machine): what the controller dashboard shows as tick lateness.
+                Some(d) => driver.metrics.tick_late(now.duration_since(*d)),
+                None => {}
             }
             let wall = Timestamp::from_system_time(SystemTime::now());
             let next = match driver.tick(ctx, false, wall).await {
@@ -329,6 +360,9 @@ pub async fn run_with_store(
         }
     }
     if let Some(task) = scraper {
+        task.abort();
+    }
+    if let Some(task) = admin {
         task.abort();
     }
     tracing::info!("local controller stopping");

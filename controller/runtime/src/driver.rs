@@ -213,6 +213,21 @@ impl Driver {
         deleting: bool,
         now: Timestamp,
     ) -> Result<TickOutcome, DriverError> {
+        let outcome = self.step_once(ctx, status, commands, deleting, now).await;
+        if let Err(e) = &outcome {
+            self.metrics.reconcile_error(e.kind().as_str());
+        }
+        outcome
+    }
+
+    async fn step_once(
+        &self,
+        ctx: &CanaryContext,
+        status: Status,
+        commands: Vec<Command>,
+        deleting: bool,
+        now: Timestamp,
+    ) -> Result<TickOutcome, DriverError> {
         self.metrics.canary_seen(&ctx.id.name, &ctx.id.namespace);
         let fresh: Vec<Command> = commands
             .into_iter()
@@ -341,6 +356,10 @@ impl Driver {
                     source,
                 })?;
         }
+        let judged = sample
+            .as_ref()
+            .and_then(|s| s.judge.as_ref())
+            .map(|j| j.verdict);
         if let Some(entry) = measured(ctx, &status, now, sample, &observation.checks, &history) {
             history.push(entry);
         }
@@ -348,7 +367,7 @@ impl Driver {
             .save_with_analysis(ctx, &status, &history, analysis.as_ref())
             .await
             .map_err(DriverError::Save)?;
-        self.record_metrics(ctx, &before, &status, &observation, now);
+        self.record_metrics(ctx, &before, &status, &observation, judged, now);
         let wake_at = Some(serin_core::needs(&ctx.plan, &status, now).wake_at);
         Ok(TickOutcome::Stepped {
             status: Box::new(status),
@@ -467,16 +486,30 @@ impl Driver {
         before: &Status,
         after: &Status,
         observation: &Observation,
+        judged: Option<serin_core::Verdict>,
         now: Timestamp,
     ) {
         let (name, ns) = (&ctx.id.name, &ctx.id.namespace);
         self.metrics.set_phase(name, ns, after.phase.as_str());
+        self.metrics.set_progress(
+            name,
+            ns,
+            after
+                .last_transition_time
+                .map(|t| t.as_millis() as f64 / 1000.0),
+            ctx.plan.progress_deadline.as_secs_f64(),
+        );
         self.metrics
             .set_weights(&ctx.target, ns, after.primary_weight(), after.canary_weight);
         for check in &observation.checks {
             if let Some(v) = check.value {
                 self.metrics.set_metric(name, ns, &check.name, v);
             }
+            self.metrics
+                .check_verdict(name, ns, &check.name, verdict_label(check.verdict));
+        }
+        if let Some(v) = judged {
+            self.metrics.judge_verdict(name, ns, verdict_label(v));
         }
         let ended = |p: Phase| matches!(p, Phase::Succeeded | Phase::Failed);
         if ended(after.phase) && (!ended(before.phase) || before.runs != after.runs) {
@@ -492,6 +525,15 @@ impl Driver {
                 seconds,
             );
         }
+    }
+}
+
+/// The `verdict` label value.
+fn verdict_label(v: serin_core::Verdict) -> &'static str {
+    match v {
+        serin_core::Verdict::Pass => "pass",
+        serin_core::Verdict::Fail => "fail",
+        serin_core::Verdict::Inconclusive => "inconclusive",
     }
 }
 

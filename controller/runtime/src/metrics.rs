@@ -11,6 +11,18 @@
 //! | `serin_canary_successes_total` | counter | name, namespace, deployment_strategy | promoted rollouts |
 //! | `serin_canary_failures_total` | counter | name, namespace, deployment_strategy | rolled-back rollouts |
 //! | `serin_controller_errors_total` | counter | kind | API or adapter errors by stable kind |
+//! | `serin_canary_phase` | gauge | name, namespace, phase | 1 for the Canary's current phase (one series per Canary) |
+//! | `serin_canary_last_transition_timestamp_seconds` | gauge | name, namespace | `status.lastTransitionTime` (the last progress) |
+//! | `serin_canary_progress_deadline_seconds` | gauge | name, namespace | `spec.progressDeadlineSeconds` |
+//! | `serin_canary_check_verdicts_total` | counter | name, namespace, metric, verdict | each check's verdict per analysis (`pass`, `fail`, `inconclusive`) |
+//! | `serin_canary_judge_verdicts_total` | counter | name, namespace, verdict | the statistical judge's verdict per look |
+//! | `serin_controller_reconcile_errors_total` | counter | kind | ticks that failed, by the stable kind of the cause |
+//! | `serin_controller_tick_lateness_seconds` | histogram | | how long after its due time a Canary's tick started |
+//! | `serin_controller_leader` | gauge | | 1 while this replica leads (always 1 for the local controller) |
+//! | `process_*` | | | CPU, memory, descriptors, start time of the controller process |
+//!
+//! Labels are bounded: Canary names and namespaces (as Flagger's), check names from the spec,
+//! fixed phase, verdict and error-kind sets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,6 +78,28 @@ struct ErrorLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    name: String,
+    namespace: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckVerdictLabels {
+    name: String,
+    namespace: String,
+    metric: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JudgeVerdictLabels {
+    name: String,
+    namespace: String,
+    verdict: String,
+}
+
 /// The controller's metric families. Share it behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
@@ -77,6 +111,17 @@ pub struct Metrics {
     successes: Family<OutcomeLabels, Counter>,
     failures: Family<OutcomeLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    phase: Family<PhaseLabels, Gauge>,
+    last_transition: Family<CanaryLabels, Gauge<f64, AtomicU64>>,
+    progress_deadline: Family<CanaryLabels, Gauge<f64, AtomicU64>>,
+    check_verdicts: Family<CheckVerdictLabels, Counter>,
+    judge_verdicts: Family<JudgeVerdictLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    tick_lateness: Histogram,
+    leader: Gauge,
+    /// The phase each Canary's `serin_canary_phase` series shows, so a change removes the old
+    /// series (one series per Canary, not one per phase ever seen).
+    phases: Mutex<BTreeMap<(String, String), String>>,
     /// Per-namespace Canary names, so `serin_canary_total` stays exact as Canaries come and go.
     known: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
@@ -117,6 +162,15 @@ impl Metrics {
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        let phase = Family::<PhaseLabels, Gauge>::default();
+        let last_transition = Family::<CanaryLabels, Gauge<f64, AtomicU64>>::default();
+        let progress_deadline = Family::<CanaryLabels, Gauge<f64, AtomicU64>>::default();
+        let check_verdicts = Family::<CheckVerdictLabels, Counter>::default();
+        let judge_verdicts = Family::<JudgeVerdictLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        // Ticks are due every interval (seconds to minutes): 1 ms .. ~33 s.
+        let tick_lateness = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let leader = Gauge::default();
         registry.register(
             "serin_canary_status",
             "Last canary analysis result: 0 progressing, 1 succeeded or idle, 2 failed",
@@ -157,6 +211,47 @@ impl Metrics {
             "Errors talking to the API server or adapters, by kind",
             errors.clone(),
         );
+        registry.register(
+            "serin_canary_phase",
+            "1 for the Canary's current phase",
+            phase.clone(),
+        );
+        registry.register(
+            "serin_canary_last_transition_timestamp_seconds",
+            "When the Canary last made progress (status.lastTransitionTime), seconds since the epoch",
+            last_transition.clone(),
+        );
+        registry.register(
+            "serin_canary_progress_deadline_seconds",
+            "How long a Canary may go without progress before it is rolled back",
+            progress_deadline.clone(),
+        );
+        registry.register(
+            "serin_canary_check_verdicts",
+            "Verdicts of each analysis check",
+            check_verdicts.clone(),
+        );
+        registry.register(
+            "serin_canary_judge_verdicts",
+            "Verdicts of the statistical judge, one per look",
+            judge_verdicts.clone(),
+        );
+        registry.register(
+            "serin_controller_reconcile_errors",
+            "Ticks that failed, by the kind of the cause",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "serin_controller_tick_lateness_seconds",
+            "How long after its due time a Canary's tick started",
+            tick_lateness.clone(),
+        );
+        registry.register(
+            "serin_controller_leader",
+            "1 while this replica is the leader",
+            leader.clone(),
+        );
+        registry.register_collector(Box::new(serin_mesh_api::process::ProcessCollector));
         Self {
             registry,
             status,
@@ -167,6 +262,15 @@ impl Metrics {
             successes,
             failures,
             errors,
+            phase,
+            last_transition,
+            progress_deadline,
+            check_verdicts,
+            judge_verdicts,
+            reconcile_errors,
+            tick_lateness,
+            leader,
+            phases: Mutex::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
         }
     }
@@ -183,6 +287,83 @@ impl Metrics {
         self.status
             .get_or_create(&Self::canary(name, namespace))
             .set(status_code(phase));
+        let previous = {
+            let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+            phases.insert((namespace.to_string(), name.to_string()), phase.to_string())
+        };
+        if let Some(old) = previous.filter(|old| old != phase) {
+            self.phase.remove(&PhaseLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                phase: old,
+            });
+        }
+        self.phase
+            .get_or_create(&PhaseLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                phase: phase.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Records when the Canary last made progress and how long it may go without.
+    pub fn set_progress(
+        &self,
+        name: &str,
+        namespace: &str,
+        last_transition_epoch_seconds: Option<f64>,
+        deadline_seconds: f64,
+    ) {
+        let key = Self::canary(name, namespace);
+        if let Some(t) = last_transition_epoch_seconds {
+            self.last_transition.get_or_create(&key).set(t);
+        }
+        self.progress_deadline
+            .get_or_create(&key)
+            .set(deadline_seconds);
+    }
+
+    /// Counts one check's verdict (`pass`, `fail`, `inconclusive`).
+    pub fn check_verdict(&self, name: &str, namespace: &str, metric: &str, verdict: &str) {
+        self.check_verdicts
+            .get_or_create(&CheckVerdictLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                metric: metric.to_string(),
+                verdict: verdict.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one look of the statistical judge.
+    pub fn judge_verdict(&self, name: &str, namespace: &str, verdict: &str) {
+        self.judge_verdicts
+            .get_or_create(&JudgeVerdictLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                verdict: verdict.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed tick by the stable kind of its cause.
+    pub fn reconcile_error(&self, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records how late a tick started after it was due.
+    pub fn tick_late(&self, late: std::time::Duration) {
+        self.tick_lateness.observe(late.as_secs_f64());
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Records the weights; `target` is the target workload's name (primary is `<target>-primary`).
@@ -226,6 +407,21 @@ impl Metrics {
         };
         self.set_total(namespace, n);
         self.status.remove(&Self::canary(name, namespace));
+        self.last_transition.remove(&Self::canary(name, namespace));
+        self.progress_deadline
+            .remove(&Self::canary(name, namespace));
+        let phase = self
+            .phases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(phase) = phase {
+            self.phase.remove(&PhaseLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                phase,
+            });
+        }
         for w in [format!("{target}-primary"), target.to_string()] {
             self.weight.remove(&WeightLabels {
                 workload: w,
@@ -341,6 +537,7 @@ pub fn admin_router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.set_leader(s.health.is_leader());
     (
         [(
             header::CONTENT_TYPE,
@@ -379,4 +576,50 @@ pub async fn bind_admin(
     let l = tokio::net::TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     Ok((l, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_change_replaces_the_canarys_phase_series() {
+        let m = Metrics::new();
+        m.set_phase("podinfo", "test", "Progressing");
+        m.set_phase("podinfo", "test", "Succeeded");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "serin_canary_phase{name=\"podinfo\",namespace=\"test\",phase=\"Succeeded\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("phase=\"Progressing\""), "{text}");
+        m.canary_gone("podinfo", "test", "podinfo");
+        assert!(!m.encode().contains("serin_canary_phase{"));
+    }
+
+    #[test]
+    fn verdicts_errors_lateness_and_leadership_are_exported() {
+        let m = Metrics::new();
+        m.check_verdict("podinfo", "test", "request-success-rate", "fail");
+        m.judge_verdict("podinfo", "test", "inconclusive");
+        m.reconcile_error("timeout");
+        m.tick_late(std::time::Duration::from_millis(3));
+        m.set_leader(true);
+        m.set_progress("podinfo", "test", Some(1_700_000_000.5), 600.0);
+        let text = m.encode();
+        for line in [
+            "serin_canary_check_verdicts_total{name=\"podinfo\",namespace=\"test\",metric=\"request-success-rate\",verdict=\"fail\"} 1\n",
+            "serin_canary_judge_verdicts_total{name=\"podinfo\",namespace=\"test\",verdict=\"inconclusive\"} 1\n",
+            "serin_controller_reconcile_errors_total{kind=\"timeout\"} 1\n",
+            "serin_controller_tick_lateness_seconds_count 1\n",
+            "serin_controller_leader 1\n",
+            "serin_canary_progress_deadline_seconds{name=\"podinfo\",namespace=\"test\"} 600.0\n",
+            "serin_canary_last_transition_timestamp_seconds{name=\"podinfo\",namespace=\"test\"} 1700000000.5\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("\nprocess_start_time_seconds "), "{text}");
+    }
 }

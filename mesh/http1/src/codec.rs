@@ -126,6 +126,11 @@ pub fn step_chunked(
                     return Ok(None);
                 };
                 let line = &buf[..eol];
+                // A bare CR or LF inside the line (in an extension, say) is read as a line end
+                // by some parsers and not by others.
+                if line.iter().any(|b| *b == b'\n' || *b == b'\r') {
+                    return Err(FramingError::Invalid("bare CR or LF in a chunk-size line"));
+                }
                 let size = line.split(|b| *b == b';').next().unwrap_or_default();
                 // RFC 9112 §7.1: 1*HEXDIG, then optional whitespace before an extension. Signs
                 // and leading blanks are refused, as other parsers refuse them: two parsers
@@ -134,9 +139,12 @@ pub fn step_chunked(
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
                     return Err(FramingError::Invalid("invalid chunk size"));
                 }
+                // At most 2^63 - 1, as nginx and HAProxy (an off_t): a larger size is either an
+                // attack or two parsers disagreeing about where the body ends.
                 let size = std::str::from_utf8(digits)
                     .ok()
                     .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .filter(|n| *n <= i64::MAX as u64)
                     .ok_or(FramingError::Invalid("invalid chunk size"))?;
                 buf.advance(eol + 2);
                 *state = if size == 0 {
@@ -184,7 +192,8 @@ pub fn step_chunked(
                             if let (Ok(n), Ok(v)) = (
                                 HeaderName::from_bytes(h.name.as_bytes()),
                                 HeaderValue::from_bytes(h.value),
-                            ) {
+                            ) && trailer_allowed(&n)
+                            {
                                 trailers.append(n, v);
                             }
                         }
@@ -199,6 +208,43 @@ pub fn step_chunked(
             }
         }
     }
+}
+
+/// Whether a field may travel as a trailer. RFC 9110 §6.5.1: framing, routing, hop-by-hop and
+/// content-processing fields sent as trailers would change a message whose head was already
+/// acted on, so they are dropped, never forwarded.
+pub fn trailer_allowed(n: &HeaderName) -> bool {
+    use http::header;
+    ![
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::HOST,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::CONTENT_ENCODING,
+        header::CONTENT_TYPE,
+        header::CONTENT_RANGE,
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::WWW_AUTHENTICATE,
+        header::SET_COOKIE,
+        header::COOKIE,
+        header::EXPECT,
+        header::RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::MAX_FORWARDS,
+        header::CACHE_CONTROL,
+    ]
+    .contains(n)
+        && n.as_str() != "keep-alive"
+        && n.as_str() != "proxy-connection"
 }
 
 /// Whether a `Connection` value names headers beyond `close` and `keep-alive`: those have to
@@ -225,6 +271,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn framing_routing_and_hop_by_hop_fields_are_dropped_from_trailers() {
+        let mut buf = BytesMut::from(
+            &b"0\r\ncontent-length: 5\r\nhost: evil\r\ntransfer-encoding: chunked\r\nconnection: close\r\ngrpc-status: 0\r\n\r\n"[..],
+        );
+        let mut state = ChunkState::Size;
+        let frame = step_chunked(&mut buf, &mut state)
+            .expect("parses")
+            .expect("complete")
+            .expect("trailers");
+        let t = frame.into_trailers().expect("trailers frame");
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t["grpc-status"], "0");
+    }
+
+    #[test]
     fn chunk_sizes_are_hex_digits_only() {
         let size = |line: &str| {
             let mut buf = BytesMut::from(format!("{line}\r\n").as_bytes());
@@ -234,9 +295,20 @@ mod tests {
         for ok in ["5", "a", "0005", "5 ;ext=1", "5;ext"] {
             assert!(size(ok).is_ok(), "{ok:?}");
         }
-        for bad in ["+5", " 5", "-5", "0x5", "", "5g", "1ffffffffffffffff"] {
+        for bad in [
+            "+5",
+            " 5",
+            "-5",
+            "0x5",
+            "",
+            "5g",
+            "1ffffffffffffffff",
+            "ffffffffffffffff",
+            "8000000000000000",
+            "5;ext=a\nb",
+        ] {
             assert!(
-                matches!(size(bad), Err(FramingError::Invalid("invalid chunk size"))),
+                matches!(size(bad), Err(FramingError::Invalid(_))),
                 "{bad:?}"
             );
         }

@@ -346,20 +346,25 @@ impl Conn {
 
     async fn serve_h1<H: Handler>(&mut self, handler: H) -> io::Result<()> {
         loop {
-            // Read until a complete head is buffered.
+            // Read until a complete head is buffered. The head is parsed only once its end
+            // (an empty line) has arrived: a head trickling in small pieces is scanned once
+            // for that end, not parsed again from its start on every read.
+            let mut scanned = 0;
             let head = loop {
-                if !self.buf.is_empty() {
+                let complete = head_end_after(&self.buf, scanned);
+                scanned = self.buf.len();
+                if complete {
                     match parse_head(&mut self.buf) {
                         Ok(Some(h)) => {
                             self.head_started = None;
                             break h;
                         }
-                        Ok(None) if self.buf.len() > MAX_HEAD => {
-                            return self.refuse(Refused::TooLarge("request head")).await;
-                        }
                         Ok(None) => {}
                         Err(r) => return self.refuse(r).await,
                     }
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return self.refuse(Refused::TooLarge("request head")).await;
                 }
                 match self.wait_readable().await {
                     Wait::Read(0) | Wait::Stop | Wait::TimedOut => return Ok(()),
@@ -461,6 +466,10 @@ impl Conn {
     async fn refuse(&mut self, r: Refused) -> io::Result<()> {
         let (status, msg) = match r {
             Refused::Bad(why) => (StatusCode::BAD_REQUEST, format!("bad request: {why}\n")),
+            Refused::NotImplemented(why) => (
+                StatusCode::NOT_IMPLEMENTED,
+                format!("not implemented: {why}\n"),
+            ),
             Refused::Connect => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported: serin-proxy forwards HTTP requests, it does not open tunnels\n"
@@ -644,5 +653,32 @@ impl Conn {
                 return Ok(!matches!(framing, Out::Length(n) if n > 0));
             }
         }
+    }
+}
+
+/// Whether `buf` holds the end of a head (an empty line, CRLF or bare LF, as httparse reads
+/// them) that ends past `from`, the length scanned before.
+fn head_end_after(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    buf.get(start..).is_some_and(|tail| {
+        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end_after;
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        // Fed one byte at a time, the end is seen exactly when its last byte arrives.
+        let mut scanned = 0;
+        for n in 1..=head.len() {
+            let found = head_end_after(&head[..n], scanned);
+            scanned = n;
+            assert_eq!(found, n == head.len(), "after {n} bytes");
+        }
+        assert!(head_end_after(b"GET / HTTP/1.1\nhost: a\n\n", 0));
     }
 }

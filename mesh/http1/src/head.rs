@@ -8,9 +8,10 @@ use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::codec::{ChunkState, Framing, connection_names_others};
 
-/// Largest request head (request line and headers) accepted; larger ones get a 431. The same
-/// order as hyper's default buffer limit, which served these listeners before.
-pub const MAX_HEAD: usize = 400 * 1024;
+/// Largest request head (request line and headers) accepted; larger ones get a 431. Peers
+/// accept less (nginx 8 KiB per line and 32 KiB in all by default, HAProxy 16 KiB); 64 KiB
+/// leaves room for large cookies and tokens and bounds what an idle connection can hold.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most request headers accepted (hyper's default too); more get a 431.
 pub const MAX_HEADERS: usize = 100;
 /// Header slots tried first; the full table is only built for heads that need it.
@@ -40,6 +41,9 @@ pub enum Refused {
     TooLarge(&'static str),
     /// `CONNECT`: a tunnel, which this proxy does not make.
     Connect,
+    /// A transfer coding other than chunked (`501`): the proxy cannot decode it, and passing
+    /// it on as a plain body would change the message.
+    NotImplemented(&'static str),
 }
 
 /// Parses a request head at the start of `buf`, consuming it; `None` when incomplete.
@@ -96,10 +100,20 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1))
         .map_err(|_| Refused::Bad("invalid request target"))?;
+    // RFC 9112 §3.2: origin form (`/path`), absolute form (`http://host/path`), or `*` for
+    // OPTIONS; authority form (`host:port`) is only for CONNECT, refused above.
+    let target = &head[path_span.0..path_span.0 + path_span.1];
+    let origin = target.starts_with(b"/");
+    let absolute = uri.scheme().is_some() && uri.authority().is_some();
+    let asterisk = target == b"*" && method == Method::OPTIONS;
+    if !(origin || absolute || asterisk) {
+        return Err(Refused::Bad("invalid request target"));
+    }
     let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut chunked = false;
+    let mut other_coding = false;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -134,12 +148,24 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
             hosts += 1;
         } else if name == header::TRANSFER_ENCODING {
             te = true;
-            // Only the last coding decides; chunked must be last when present.
-            chunked = value
-                .as_bytes()
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // The codings of every transfer-encoding line form one list: chunked must be
+            // last, and any other coding (gzip, deflate, ...) is one this proxy cannot undo.
+            for coding in value.as_bytes().split(|b| *b == b',') {
+                let c = coding.trim_ascii();
+                if c.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    // Something after chunked: the body cannot be framed.
+                    chunked = false;
+                    other_coding = true;
+                }
+                if c.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    other_coding = true;
+                }
+            }
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let t = token.trim_ascii();
@@ -178,6 +204,11 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
         // framed; HTTP/1.0 has no transfer codings.
         if !chunked || version == Version::HTTP_10 {
             return Err(Refused::Bad("unsupported transfer-encoding"));
+        }
+        if other_coding {
+            return Err(Refused::NotImplemented(
+                "transfer codings other than chunked are not supported",
+            ));
         }
         if length.is_some() {
             // Both: chunked wins, the length goes, and the connection closes afterwards.
@@ -221,6 +252,7 @@ mod tests {
             Ok(None) => panic!("incomplete"),
             Err(Refused::Bad(w) | Refused::TooLarge(w)) => panic!("refused: {w}"),
             Err(Refused::Connect) => panic!("refused: CONNECT"),
+            Err(Refused::NotImplemented(w)) => panic!("not implemented: {w}"),
         }
     }
 
@@ -304,5 +336,41 @@ mod tests {
         assert!(h.expect_continue && h.te_trailers);
         assert_eq!(h.req.uri().path(), "/a");
         assert_eq!(&buf[..], b"xGET /b HTTP/1.1\r\nhost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_not_implemented() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw), Err(Refused::NotImplemented(_))),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
+            Err(Refused::Bad(_))
+        ));
+    }
+
+    #[test]
+    fn only_origin_absolute_and_asterisk_targets_are_accepted() {
+        head(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n");
+        head(b"GET http://a/x HTTP/1.1\r\n\r\n");
+        head(b"OPTIONS * HTTP/1.1\r\nhost: a\r\n\r\n");
+        for bad in [
+            &b"GET podinfo:80 HTTP/1.1\r\nhost: a\r\n\r\n"[..],
+            b"GET x HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET * HTTP/1.1\r\nhost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(Refused::Bad(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -9,7 +9,10 @@
 //!
 //! It is not a proxy: no routing, no upstream connections, no metrics registry (connections
 //! and bytes are reported through [`io::TcpObserver`]). Kept apart so it can be fuzzed and
-//! tested on its own.
+//! tested on its own: `tests/differential.rs` feeds the same bytes (a committed corpus of
+//! request-smuggling shapes, then generated and mutated requests for `SERIN_FUZZ_SECS`) to this
+//! reader and to hyper's HTTP/1.1 server, and fails when both accept a request but disagree on
+//! its method, target or body, that is, on where it ends.
 
 pub mod body;
 pub mod codec;

@@ -65,7 +65,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
                     && !t.eq_ignore_ascii_case("close")
                     && !t.eq_ignore_ascii_case("keep-alive")
             }) {
-                if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                if let Ok(name) = HeaderName::from_bytes(t.as_bytes())
+                    && !is_end_to_end_kept(&name)
+                {
                     named.push(name);
                 }
             }
@@ -85,6 +87,22 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     if te_other_than_trailers {
         h.remove(header::TE);
     }
+}
+
+/// End-to-end fields the request's meaning rests on (its target, framing, content and
+/// credentials): `Connection` naming one (`Connection: host`, the hop-by-hop abuse) does not
+/// make the proxy drop it. RFC 9110 §7.6.1 lets a proxy decline such a request; keeping the
+/// field is the gentler way to decline the removal.
+fn is_end_to_end_kept(n: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::AUTHORIZATION,
+        header::COOKIE,
+    ]
+    .contains(n)
 }
 
 /// The names [`strip_hop_by_hop`] acts on (`te` included: it may have to go).

@@ -55,6 +55,10 @@ pub struct Proxy {
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<bool>,
+    /// The admin listener stops only after the proxying listeners have drained, so `/ready`
+    /// answers 503 (not a refused connection) for the whole drain.
+    admin_stop: watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<bool>>,
     shutdown_timeout: Duration,
 }
 
@@ -164,6 +168,8 @@ impl Proxy {
         }
 
         let mut admin = None;
+        let (admin_stop, _) = watch::channel(false);
+        let mut admin_task = None;
         if let Some(a) = cfg.admin {
             let l = bind("admin", a).await?;
             admin = Some(local(&l, a));
@@ -171,17 +177,17 @@ impl Proxy {
             let registry2 = registry.clone();
             let tcp = registry.tcp("admin", "src");
             let stopping = stop.subscribe();
-            tasks.spawn(serve(
+            admin_task = Some(tokio::spawn(serve(
                 l,
                 registry.clone(),
                 tcp,
-                stop.subscribe(),
+                admin_stop.subscribe(),
                 Duration::from_secs(1),
                 move |req| {
                     let r = admin_route(&req, &table, &registry2, &stopping);
                     async move { Ok::<_, Infallible>(r) }
                 },
-            ));
+            )));
         }
         tracing::info!(
             %outbound,
@@ -200,6 +206,8 @@ impl Proxy {
             admin,
             stop,
             tasks,
+            admin_stop,
+            admin_task,
             shutdown_timeout: cfg.shutdown_timeout,
         })
     }
@@ -242,6 +250,10 @@ impl Proxy {
         let mut clean = true;
         while let Some(r) = self.tasks.join_next().await {
             clean &= r.unwrap_or(false);
+        }
+        let _ = self.admin_stop.send(true);
+        if let Some(admin) = self.admin_task.take() {
+            clean &= admin.await.unwrap_or(false);
         }
         clean
     }

@@ -666,3 +666,46 @@ async fn host_headers_are_checked_and_an_absolute_target_names_the_forwarded_hos
     assert_eq!(lengths, ["2"]);
     assert_eq!(&seen.body[..], b"hi");
 }
+
+#[tokio::test]
+async fn lenient_forms_other_proxies_refuse_are_refused_too() {
+    let (p, _up) = setup().await;
+    // Transfer codings the proxy cannot undo: 501, as nginx (HAProxy: 422).
+    let mut c = Client::open(&p).await;
+    c.send(b"POST / HTTP/1.1\r\nhost: app\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let r = within(10, c.response("POST")).await;
+    assert_eq!(r.status, 501, "{}", r.body());
+    assert!(c.closed().await);
+    for bad in [
+        // Authority form is CONNECT's alone.
+        &b"GET podinfo:80 HTTP/1.1\r\nhost: app\r\n\r\n"[..],
+        // A chunk size past 2^63 - 1, and a bare LF in a chunk extension.
+        b"POST /echo HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nhello\r\n",
+        b"POST /echo HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\n5;a=b\nc\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut c = Client::open(&p).await;
+        c.send(bad).await;
+        let r = within(10, c.response("GET")).await;
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[tokio::test]
+async fn connection_cannot_make_the_proxy_drop_the_host_header() {
+    let (p, mut up) = setup().await;
+    let mut c = Client::open(&p).await;
+    c.send(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: host, x-hop\r\nx-hop: 1\r\n\r\n")
+        .await;
+    let r = within(10, c.response("GET")).await;
+    assert_eq!(r.status, 200);
+    let seen = within(10, up.seen.recv()).await.expect("seen");
+    assert_eq!(
+        seen.headers.get("host").map(|v| v.as_bytes()),
+        Some(&b"app"[..])
+    );
+    assert!(
+        seen.headers.get("x-hop").is_none(),
+        "named hop-by-hop header forwarded"
+    );
+}

@@ -690,6 +690,7 @@ async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
         )))
         .expect("valid");
     let addr = p.outbound_addr();
+    let p_admin = p.admin_addr();
     let mut seen = slow.seen;
     let in_flight =
         tokio::spawn(async move { get(&h1_client(), addr, "slow", "/wait", &[]).await });
@@ -708,6 +709,10 @@ async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
         }
     })
     .await;
+    // While draining, the admin listener stays up and says not ready.
+    let admin = p_admin.expect("admin on");
+    let ready = within(30, get(&h1_client(), admin, "admin", "/ready", &[])).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     slow.release.notify_one();
     let got = within(30, in_flight).await.expect("task");
     assert_eq!(got.status, StatusCode::OK);

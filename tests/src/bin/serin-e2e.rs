@@ -50,6 +50,8 @@ enum Command {
         metrics_server: Option<String>,
         #[arg(long)]
         interval: String,
+        #[arg(long = "admin-addr")]
+        admin_addr: Option<std::net::SocketAddr>,
     },
 }
 
@@ -95,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             proxy_metrics,
             metrics_server,
             interval,
+            admin_addr,
         } => {
             use serin_local::controller::{LocalOptions, MetricsSource, run};
             let interval = serin_api::duration::parse_duration(&interval)
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                 interval: Some(interval),
                 reload_every: Duration::from_millis(100),
                 stop_workloads_on_exit: false,
+                admin: admin_addr,
             };
             runtime.block_on(run(opts, serin_demo::server::terminate_signal()))?;
             Ok(())

@@ -1,0 +1,204 @@
+//! Reading a manifest directory: `Process`, `Canary` and `MetricTemplate` documents, with one
+//! error per document that does not read (naming the file and the field).
+
+use super::*;
+
+/// A document found in the manifest directory.
+#[derive(Debug, Clone)]
+pub enum Document {
+    /// A `Process`, with the directory it came from (relative paths resolve against it).
+    Process {
+        /// The manifest.
+        process: Box<Process>,
+        /// Its file's directory.
+        dir: PathBuf,
+    },
+    /// A `Canary` (any supported apiVersion), as raw YAML for the api crate to read.
+    Canary {
+        /// The document.
+        value: serde_yaml::Value,
+        /// Where it came from (for errors).
+        file: String,
+    },
+}
+
+/// Reads every `*.yaml`/`*.yml` file of `dir` (not recursive, sorted by name), several documents
+/// per file allowed. Returns the documents that read well and one error per document that did
+/// not, so one bad file never hides the others.
+pub fn read_dir(dir: &Path) -> Result<(Vec<Document>, Vec<ManifestError>), std::io::Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml") | Some("yml")
+                )
+        })
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ManifestError {
+                    file: file.display().to_string(),
+                    path: "-".into(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let (d, e) = read_str(
+            &text,
+            &file.display().to_string(),
+            file.parent().unwrap_or(dir),
+        );
+        docs.extend(d);
+        errors.extend(e);
+    }
+    Ok((docs, errors))
+}
+
+/// Reads the documents of one file's text.
+pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<ManifestError>) {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let name = if i == 0 {
+            file.to_string()
+        } else {
+            format!("{file} (document {})", i + 1)
+        };
+        let value = match serde_yaml::Value::deserialize(de) {
+            Ok(serde_yaml::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(ManifestError {
+                    file: name,
+                    path: "-".into(),
+                    message: format!("not valid YAML: {e}"),
+                });
+                // serde_yaml's document iterator yields a scanner error again and again: the
+                // rest of the file cannot be read, so stop here (one error, never a hang).
+                break;
+            }
+        };
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        match kind {
+            "Process" => match parse_process(value, &name) {
+                Ok(process) => docs.push(Document::Process {
+                    process: Box::new(process),
+                    dir: dir.to_path_buf(),
+                }),
+                Err(e) => errors.extend(e),
+            },
+            "Canary" => docs.push(Document::Canary { value, file: name }),
+            // MetricTemplates, AlertProviders and the like are read by whoever needs them.
+            "MetricTemplate" | "AlertProvider" => {}
+            other => errors.push(ManifestError {
+                file: name,
+                path: "kind".into(),
+                message: format!(
+                    "`{other}` is not a local kind; accepted: Canary, Process, MetricTemplate, AlertProvider"
+                ),
+            }),
+        }
+    }
+    (docs, errors)
+}
+
+/// Reads and validates one `Process` document.
+pub fn parse_process(value: serde_yaml::Value, file: &str) -> Result<Process, Vec<ManifestError>> {
+    let process: Process = serde_yaml::from_value(value).map_err(|e| {
+        vec![ManifestError {
+            file: file.to_string(),
+            path: "spec".into(),
+            message: e.to_string(),
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String| {
+        errors.push(ManifestError {
+            file: file.to_string(),
+            path: path.to_string(),
+            message,
+        })
+    };
+    if process.api_version != API_VERSION {
+        err(
+            "apiVersion",
+            format!(
+                "`{}` is not supported for Process; use {API_VERSION}",
+                process.api_version
+            ),
+        );
+    }
+    if !valid_name(&process.metadata.name) {
+        err(
+            "metadata.name",
+            format!(
+                "`{}` is not a name: 1 to 63 lower-case letters, digits or `-`, not starting or ending with `-`",
+                process.metadata.name
+            ),
+        );
+    }
+    process.spec.validate(&mut err);
+    if errors.is_empty() {
+        Ok(process)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The `MetricTemplate`s of a manifest directory, by `namespace/name`, with one error per
+/// document that does not read as one (naming the file and what is wrong).
+pub fn read_templates(
+    dir: &Path,
+) -> Result<
+    (
+        BTreeMap<String, serin_api::MetricTemplate>,
+        Vec<ManifestError>,
+    ),
+    std::io::Error,
+> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            // read_dir reports unreadable files already.
+            continue;
+        };
+        for de in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_yaml::Value::deserialize(de) else {
+                continue;
+            };
+            if value.get("kind").and_then(|k| k.as_str()) != Some("MetricTemplate") {
+                continue;
+            }
+            match serde_yaml::from_value::<serin_api::MetricTemplate>(value) {
+                Ok(t) => {
+                    let ns = t.metadata.namespace.as_deref().unwrap_or("default");
+                    let key = format!("{ns}/{}", t.metadata.name.as_deref().unwrap_or_default());
+                    out.insert(key, t);
+                }
+                Err(e) => errors.push(ManifestError {
+                    file: name.clone(),
+                    path: "spec".into(),
+                    message: format!("not a MetricTemplate: {e}"),
+                }),
+            }
+        }
+    }
+    Ok((out, errors))
+}
