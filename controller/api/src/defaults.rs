@@ -195,6 +195,8 @@ pub struct Normalized {
     pub canary_ready_threshold: u32,
     /// Session-affinity cookie name and lifetime.
     pub session_affinity: Option<(String, Duration)>,
+    /// The session-affinity cookie's other `Set-Cookie` attributes.
+    pub session_cookie: serin_core::CookieAttributes,
     /// Time a workload may take to become ready.
     pub progress_deadline: Duration,
     /// Promote without analysis.
@@ -401,6 +403,22 @@ impl Normalized {
                         .unwrap_or(DEFAULT_COOKIE_MAX_AGE),
                 )
             }),
+            session_cookie: a
+                .session_affinity
+                .as_ref()
+                .map(|s| serin_core::CookieAttributes {
+                    domain: s.domain.clone(),
+                    path: s.path.clone(),
+                    same_site: s.same_site.map(|v| match v {
+                        crate::SameSite::Strict => serin_core::SameSite::Strict,
+                        crate::SameSite::Lax => serin_core::SameSite::Lax,
+                        crate::SameSite::None => serin_core::SameSite::None,
+                    }),
+                    secure: s.secure,
+                    http_only: s.http_only,
+                    partitioned: s.partitioned,
+                })
+                .unwrap_or_default(),
             progress_deadline: spec
                 .progress_deadline_seconds
                 .filter(|s| *s > 0)

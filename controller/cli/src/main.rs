@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod ci;
 mod control_plane;
 mod controller;
@@ -42,6 +43,9 @@ enum Command {
     Rollout(rollout::Args),
     /// Print Serin's CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds(crds::Args),
+    /// Check that Serin is installed and working in the cluster (--pre: before installing);
+    /// exit 0 when every check passes, 1 otherwise.
+    Check(check::Args),
     /// Print every manifest a cluster needs (`serin install | kubectl apply -f -`).
     Install(install::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
@@ -101,6 +105,12 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => controller::run(*args),
         Command::Crds(args) => crds::run(args),
         Command::Install(args) => install::run(args),
+        Command::Check(args) => {
+            if !check::run(args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Validate(args) => validate::run(args),
         Command::Status(args) => ci::status(args),
         Command::Wait(args) => ci::wait(args),

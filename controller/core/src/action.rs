@@ -113,6 +113,26 @@ pub struct AffinityRoutes {
     /// `name=value` of an earlier cookie the primary expires (`Max-Age=-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire: Option<String>,
+    /// Domain, path, SameSite and flags of both cookies.
+    #[serde(default, skip_serializing_if = "crate::CookieAttributes::is_empty")]
+    pub attributes: crate::CookieAttributes,
+}
+
+impl AffinityRoutes {
+    /// The whole `Set-Cookie` value responses from the canary carry, if any.
+    pub fn set_cookie(&self) -> Option<String> {
+        self.cookie
+            .as_ref()
+            .map(|c| format!("{c}; Max-Age={}{}", self.max_age, self.attributes.render()))
+    }
+
+    /// The whole `Set-Cookie` value that expires an earlier cookie, if any. It carries the same
+    /// Domain and Path, without which a browser keeps the original.
+    pub fn expire_cookie(&self) -> Option<String> {
+        self.expire
+            .as_ref()
+            .map(|c| format!("{c}; Max-Age=-1{}", self.attributes.render()))
+    }
 }
 
 /// Alert severity (Flagger's `info`, `warn`, `error`).

@@ -49,8 +49,8 @@ pub use observation::{
     Verdict,
 };
 pub use plan::{
-    InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy, StringMatch, Webhook,
-    WebhookKind,
+    CookieAttributes, InconclusivePolicy, Mirror, Plan, RouteMatch, SameSite, SessionAffinity,
+    Strategy, StringMatch, Webhook, WebhookKind,
 };
 pub use sample::{ArmSample, JudgeEvidence, JudgeSample, Sample};
 pub use status::{

@@ -170,6 +170,82 @@ pub struct SessionAffinity {
     pub cookie_name: String,
     /// Cookie lifetime in seconds (`maxAge`, default 86400).
     pub max_age: u32,
+    /// The cookie's other `Set-Cookie` attributes (domain, path, SameSite, flags).
+    #[serde(default, skip_serializing_if = "CookieAttributes::is_empty")]
+    pub attributes: CookieAttributes,
+}
+
+/// `SameSite` of the affinity cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SameSite {
+    /// Same-site requests only.
+    Strict,
+    /// Also top-level cross-site navigations.
+    Lax,
+    /// Every request (browsers require `Secure` with it).
+    None,
+}
+
+/// `Set-Cookie` attributes of the affinity cookie besides its value and `Max-Age`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieAttributes {
+    /// `Domain=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// `Path=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `SameSite=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
+    /// `Secure`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    /// `HttpOnly`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_only: bool,
+    /// `Partitioned` (CHIPS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
+}
+
+impl CookieAttributes {
+    /// Whether no attribute is set.
+    pub fn is_empty(&self) -> bool {
+        *self == CookieAttributes::default()
+    }
+
+    /// The attributes as they follow `name=value; Max-Age=N` in a `Set-Cookie` header, each
+    /// with its leading `"; "` (empty when none is set). The order is RFC 6265's.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(d) = &self.domain {
+            out.push_str("; Domain=");
+            out.push_str(d);
+        }
+        if let Some(p) = &self.path {
+            out.push_str("; Path=");
+            out.push_str(p);
+        }
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        if self.http_only {
+            out.push_str("; HttpOnly");
+        }
+        if let Some(s) = self.same_site {
+            out.push_str(match s {
+                SameSite::Strict => "; SameSite=Strict",
+                SameSite::Lax => "; SameSite=Lax",
+                SameSite::None => "; SameSite=None",
+            });
+        }
+        if self.partitioned {
+            out.push_str("; Partitioned");
+        }
+        out
+    }
 }
 
 /// A webhook the engine knows by name and kind; URL, timeout and metadata stay with the runtime.

@@ -304,6 +304,52 @@ fn session_affinity_pins_canary_users_then_expires_the_cookie() {
 }
 
 #[test]
+fn session_cookie_attributes_go_with_the_cookie_and_with_its_expiry() {
+    let mut plan = Plan::test().session_affinity("serin-session", 60);
+    let attributes = serin_core::CookieAttributes {
+        domain: Some("example.com".into()),
+        path: Some("/app".into()),
+        same_site: Some(serin_core::SameSite::Strict),
+        secure: true,
+        http_only: false,
+        partitioned: false,
+    };
+    if let Some(a) = plan.session_affinity.as_mut() {
+        a.attributes = attributes.clone();
+    }
+    let mut sim = Sim::initialized(plan);
+    sim.deploy("rev-b");
+    sim.run(2);
+    let during = sim
+        .world
+        .routes
+        .affinity
+        .clone()
+        .expect("affinity during the run");
+    assert_eq!(during.attributes, attributes);
+    let set = during.set_cookie().expect("a cookie while the run is live");
+    assert!(
+        set.ends_with("; Max-Age=60; Domain=example.com; Path=/app; Secure; SameSite=Strict"),
+        "{set}"
+    );
+    sim.tick_until(20, |s| s.phase == Succeeded);
+    let after = sim
+        .world
+        .routes
+        .affinity
+        .clone()
+        .expect("affinity after the run");
+    assert_eq!(after.set_cookie(), None);
+    let expire = after
+        .expire_cookie()
+        .expect("the primary expires the cookie");
+    assert!(
+        expire.ends_with("; Max-Age=-1; Domain=example.com; Path=/app; Secure; SameSite=Strict"),
+        "{expire}"
+    );
+}
+
+#[test]
 fn post_rollout_and_event_webhooks_are_notifications() {
     let plan = Plan::test()
         .webhook("notify", WebhookKind::PostRollout)

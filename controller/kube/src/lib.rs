@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod analysis;
+pub mod check;
 pub mod dashboard;
 pub mod inject;
 pub mod injector;

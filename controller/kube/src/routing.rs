@@ -283,10 +283,12 @@ pub fn http_route(
                 vec![backend(&names.canary, 100)],
                 vec![],
             ));
-            canary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": format!("{cookie}; Max-Age={}", a.max_age)}]}}]);
+            if let Some(value) = a.set_cookie() {
+                canary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": value}]}}]);
+            }
         }
-        if let Some(expire) = &a.expire {
-            primary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": format!("{expire}; Max-Age=-1")}]}}]);
+        if let Some(value) = a.expire_cookie() {
+            primary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": value}]}}]);
         }
     }
     let mut mirror = Vec::new();

@@ -144,6 +144,7 @@ fn mirroring_and_session_affinity_use_gateway_api_filters() {
             cookie: Some("serin-cookie=abc".into()),
             max_age: 3600,
             expire: Some("serin-cookie=old".into()),
+            attributes: Default::default(),
         }),
     };
     let r = http_route("v1", &c, &n, &names, &routes, &owner());
@@ -239,4 +240,56 @@ async fn the_admin_server_serves_metrics_health_and_readiness() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+}
+
+/// Flagger's sessionAffinity cookie attributes reach the Set-Cookie of both the canary's cookie
+/// and the primary's expiry of an earlier one (which needs the same Domain and Path to match).
+#[test]
+fn session_affinity_cookie_attributes_are_in_every_set_cookie() {
+    let mut c = canary();
+    c.spec.analysis.session_affinity = Some(serin_api::SessionAffinity {
+        cookie_name: "flagger-cookie".into(),
+        max_age: Some(600),
+        domain: Some("shop.example.com".into()),
+        path: Some("/".into()),
+        same_site: Some(serin_api::SameSite::Lax),
+        secure: true,
+        http_only: true,
+        partitioned: true,
+        ..Default::default()
+    });
+    let (n, ctx) = serin_controller::plan::context("test", &c).unwrap();
+    let a = ctx.plan.session_affinity.clone().unwrap();
+    assert_eq!(a.max_age, 600);
+    let names = ServiceNames::new(&n);
+    let routes = Routes {
+        primary_weight: 90,
+        canary_weight: 10,
+        mirror_weight: None,
+        matches: vec![],
+        affinity: Some(AffinityRoutes {
+            cookie_name: a.cookie_name.clone(),
+            cookie: Some("flagger-cookie=run2".into()),
+            max_age: a.max_age,
+            expire: Some("flagger-cookie=run1".into()),
+            attributes: a.attributes.clone(),
+        }),
+    };
+    let r = http_route("v1", &c, &n, &names, &routes, &owner());
+    let rules = r["spec"]["rules"].as_array().unwrap();
+    let last = rules.last().unwrap();
+    let set_cookie = |i: usize| {
+        last["backendRefs"][i]["filters"][0]["responseHeaderModifier"]["set"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        set_cookie(1),
+        "flagger-cookie=run2; Max-Age=600; Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned"
+    );
+    assert_eq!(
+        set_cookie(0),
+        "flagger-cookie=run1; Max-Age=-1; Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned"
+    );
 }

@@ -112,6 +112,7 @@ pub fn plan(n: &Normalized) -> Plan {
             SessionAffinity {
                 cookie_name: cookie_name.clone(),
                 max_age: u32::try_from(max_age.as_secs()).unwrap_or(u32::MAX),
+                attributes: n.session_cookie.clone(),
             }
         }),
         revert_on_deletion: n.revert_on_deletion,

@@ -52,9 +52,30 @@ pub enum ReqBody {
     },
     /// No body.
     Empty,
+    /// A body that says when the client has sent all of it (the route timeout starts then).
+    Watched {
+        /// The body.
+        inner: Box<ReqBody>,
+        /// Fired (or dropped) once the body has ended, failed or is no longer read.
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
 impl ReqBody {
+    /// Wraps `self` so the returned receiver resolves once the body has been read to its end
+    /// (or failed, or was dropped); None for a body that is already complete.
+    pub fn watched(self) -> (ReqBody, Option<tokio::sync::oneshot::Receiver<()>>) {
+        if self.is_end_stream() {
+            return (self, None);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = ReqBody::Watched {
+            inner: Box::new(self),
+            done: Some(tx),
+        };
+        (body, Some(rx))
+    }
+
     /// Splits a client body into one for the real request and a copy for a mirror. An empty
     /// body is not teed at all.
     pub fn tee(inner: ClientBody) -> (ReqBody, ReqBody) {
@@ -132,6 +153,17 @@ impl Body for ReqBody {
                 None => None,
             }),
             ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Watched { inner, done } => {
+                let frame = ready!(Pin::new(&mut **inner).poll_frame(cx));
+                let ended = match &frame {
+                    Some(Ok(f)) => f.is_trailers() || inner.is_end_stream(),
+                    _ => true,
+                };
+                if ended && let Some(tx) = done.take() {
+                    let _ = tx.send(());
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
@@ -141,6 +173,7 @@ impl Body for ReqBody {
             ReqBody::Tee { inner, .. } => inner.is_end_stream(),
             ReqBody::Mirror { .. } => false,
             ReqBody::Empty => true,
+            ReqBody::Watched { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -150,6 +183,7 @@ impl Body for ReqBody {
             ReqBody::Tee { inner, .. } => inner.size_hint(),
             ReqBody::Mirror { .. } => SizeHint::default(),
             ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Watched { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -372,14 +372,33 @@ async fn send(
     response_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
-    let fut = upstreams.send(ep, req);
+    // The timeout runs from the moment the client has sent its whole body: a client that
+    // uploads slowly must not make the backend look slow (its pauses are bounded by the body
+    // idle timeout instead, and a broken body is the client's 400).
+    let (req, body_sent) = {
+        let (parts, body) = req.into_parts();
+        let (body, sent) = body.watched();
+        (Request::from_parts(parts, body), sent)
+    };
+    let mut fut = std::pin::pin!(upstreams.send(ep, req));
+    let early = match body_sent {
+        Some(sent) => tokio::select! {
+            r = &mut fut => Some(r),
+            _ = sent => None,
+        },
+        None => None,
+    };
     // A route without `timeout` still gets no response head for ever: the idle timeout
     // bounds that wait, with its own error label.
     let (limit, kind) = match timeout {
         Some(t) => (t, ErrorKind::Timeout),
         None => (idle, ErrorKind::IdleTimeout),
     };
-    let result = match tokio::time::timeout(limit, fut).await {
+    let result = match early {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout(limit, fut).await,
+    };
+    let result = match result {
         Ok(r) => r,
         Err(_) => {
             let msg = format!(

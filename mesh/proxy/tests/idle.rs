@@ -246,3 +246,36 @@ async fn an_idle_h2c_client_connection_is_closed_and_a_busy_one_is_not() {
         .expect("connection task")
         .expect("closed cleanly");
 }
+
+#[tokio::test]
+async fn a_slow_upload_is_not_timed_out_by_the_route_timeout_nor_blamed_on_the_backend() {
+    let app = upstream("app").await;
+    let p = proxy_to(Duration::from_secs(60), Duration::from_secs(60), app.addr).await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: svc\n    rules:\n      - backends: [{{ name: app, endpoints: [\"{}\"] }}]\n        timeout: 500ms\n",
+            app.addr
+        )))
+        .expect("table");
+    let mut c = TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    c.write_all(b"POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 10\r\n\r\n")
+        .await
+        .expect("write head");
+    // Ten bytes over a second: twice the route timeout, all of it the client's own pace.
+    for b in b"0123456789" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.write_all(&[*b]).await.expect("write body byte");
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = within(10, c.read(&mut buf)).await.expect("read");
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(&m, &["response_total{", "classification=\"failure\""]),
+        0.0,
+        "{m}"
+    );
+}

@@ -134,6 +134,7 @@ impl Tick<'_> {
                 cookie,
                 max_age: a.max_age,
                 expire,
+                attributes: a.attributes.clone(),
             })
         });
         self.s.canary_weight = canary_weight;

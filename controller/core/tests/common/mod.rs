@@ -158,6 +158,7 @@ impl PlanTest for Plan {
         self.session_affinity = Some(SessionAffinity {
             cookie_name: cookie.into(),
             max_age,
+            attributes: Default::default(),
         });
         self
     }

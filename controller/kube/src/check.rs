@@ -1,0 +1,523 @@
+//! `serin check`: is Serin installed and working in this cluster (as `linkerd check`)? Each
+//! check asks the API server one question and answers ✔ or ✘ with a hint saying what to do.
+//! `--pre` runs the checks that make sense before `serin install`.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
+    SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde::Serialize;
+use serin_core::Timestamp;
+
+use crate::install::{
+    self, CONTROL_PLANE, CONTROLLER, ComponentRules, INJECTOR, INJECTOR_TLS_SECRET,
+    INJECTOR_WEBHOOK,
+};
+
+/// The oldest Kubernetes the proxy's native sidecars run on.
+pub const MIN_KUBERNETES: (u32, u32) = (1, 29);
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Serin's namespace.
+    pub namespace: String,
+    /// Only the checks that make sense before an install.
+    pub pre: bool,
+}
+
+/// One check's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// What was checked (stable, one line).
+    pub check: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub message: String,
+    /// What to do about a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Outcome {
+    fn pass(check: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            ok: true,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn fail(check: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            ok: false,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// `✔ check: message` or `✘ check: message (hint: …)`, one line.
+    pub fn line(&self) -> String {
+        match &self.hint {
+            Some(h) if !self.ok => format!("✘ {}: {} (hint: {h})", self.check, self.message),
+            _ => format!(
+                "{} {}: {}",
+                if self.ok { "✔" } else { "✘" },
+                self.check,
+                self.message
+            ),
+        }
+    }
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.message.is_empty() => format!("{} ({})", s.reason, s.code),
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+/// Runs every check in order; `now` judges the Lease's freshness.
+pub async fn run(client: &Client, opts: &CheckOptions, now: Timestamp) -> Vec<Outcome> {
+    let mut out = vec![];
+    let reachable = version(client, &mut out).await;
+    if !reachable {
+        return out;
+    }
+    if opts.pre {
+        pre_permissions(client, &mut out).await;
+        return out;
+    }
+    let ns = opts.namespace.as_str();
+    crds(client, &mut out).await;
+    for (component, rules) in [
+        (CONTROLLER, install::controller_rules()),
+        (CONTROL_PLANE, install::control_plane_rules()),
+        (INJECTOR, install::injector_rules()),
+    ] {
+        out.push(rbac(client, ns, component, &rules).await);
+    }
+    for component in [CONTROLLER, CONTROL_PLANE, INJECTOR] {
+        out.push(available(client, ns, component).await);
+    }
+    out.push(leader(client, ns, now).await);
+    out.push(webhook(client, ns).await);
+    out.push(proxies(client, ns).await);
+    out.push(metrics_server(client, ns).await);
+    out
+}
+
+async fn version(client: &Client, out: &mut Vec<Outcome>) -> bool {
+    let check = "Kubernetes API reachable";
+    let info = match client.apiserver_version().await {
+        Ok(i) => i,
+        Err(e) => {
+            out.push(Outcome::fail(
+                check,
+                api_message(&e),
+                "check the kubeconfig context (kubectl cluster-info)",
+            ));
+            return false;
+        }
+    };
+    out.push(Outcome::pass(check, info.git_version.clone()));
+    let check = "Kubernetes version";
+    let digits = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+    match (digits(&info.major), digits(&info.minor)) {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_KUBERNETES => out.push(Outcome::pass(
+            check,
+            format!(
+                "{major}.{minor} (at least {}.{})",
+                MIN_KUBERNETES.0, MIN_KUBERNETES.1
+            ),
+        )),
+        (Some(major), Some(minor)) => out.push(Outcome::fail(
+            check,
+            format!(
+                "{major}.{minor} is older than {}.{}",
+                MIN_KUBERNETES.0, MIN_KUBERNETES.1
+            ),
+            "upgrade the cluster: the sidecar runs as a native sidecar (Kubernetes 1.29+)",
+        )),
+        _ => out.push(Outcome::fail(
+            check,
+            format!("unreadable version {:?}.{:?}", info.major, info.minor),
+            "check that the API server is a Kubernetes API server",
+        )),
+    }
+    true
+}
+
+/// Before an install: can the current user create what `serin install` creates?
+async fn pre_permissions(client: &Client, out: &mut Vec<Outcome>) {
+    let kinds = [
+        ("", "namespaces", "Namespaces"),
+        (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "CustomResourceDefinitions",
+        ),
+        ("rbac.authorization.k8s.io", "clusterroles", "ClusterRoles"),
+        (
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "ClusterRoleBindings",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfigurations",
+        ),
+    ];
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    for (group, resource, what) in kinds {
+        let check = format!("can create {what}");
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    verb: Some("create".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        out.push(match api.create(&PostParams::default(), &review).await {
+            Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {
+                Outcome::pass(check, "allowed")
+            }
+            Ok(_) => Outcome::fail(
+                check,
+                "denied",
+                "run the install as a cluster administrator",
+            ),
+            Err(e) => Outcome::fail(check, api_message(&e), "check the kubeconfig credentials"),
+        });
+    }
+}
+
+async fn crds(client: &Client, out: &mut Vec<Outcome>) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for want in serin_api::crds() {
+        let name = want.metadata.name.clone().unwrap_or_default();
+        let check = format!("CRD {name}");
+        let hint = "serin install --crds-only | kubectl apply -f -";
+        let got = match api.get_opt(&name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                out.push(Outcome::fail(check, "not installed", hint));
+                continue;
+            }
+            Err(e) => {
+                out.push(Outcome::fail(
+                    check,
+                    api_message(&e),
+                    "check the kubeconfig credentials",
+                ));
+                continue;
+            }
+        };
+        let versions = |c: &CustomResourceDefinition| -> Vec<(String, Option<serde_json::Value>)> {
+            c.spec
+                .versions
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        v.schema.as_ref().and_then(|s| serde_json::to_value(s).ok()),
+                    )
+                })
+                .collect()
+        };
+        let names: Vec<String> = want.spec.versions.iter().map(|v| v.name.clone()).collect();
+        out.push(if versions(&got) == versions(&want) {
+            Outcome::pass(
+                check,
+                format!("{} as this binary expects", names.join(", ")),
+            )
+        } else {
+            Outcome::fail(
+                check,
+                "installed with a different version or schema than this binary expects",
+                hint,
+            )
+        });
+    }
+}
+
+/// Every grant of the component's rules, asked for its ServiceAccount with a
+/// SubjectAccessReview (what impersonating it with a SelfSubjectAccessReview would answer).
+async fn rbac(client: &Client, ns: &str, component: &str, rules: &ComponentRules) -> Outcome {
+    let check = format!("{component} RBAC");
+    let user = format!("system:serviceaccount:{ns}:{component}");
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let mut denied = BTreeSet::new();
+    let asks = rules
+        .cluster
+        .iter()
+        .map(|r| (r, None))
+        .chain(rules.namespaced.iter().map(|r| (r, Some(ns))));
+    for (rule, namespace) in asks {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    let (resource, sub) = match resource.split_once('/') {
+                        Some((r, s)) => (r, Some(s.to_string())),
+                        None => (resource.as_str(), None),
+                    };
+                    let review = SubjectAccessReview {
+                        spec: SubjectAccessReviewSpec {
+                            user: Some(user.clone()),
+                            groups: Some(vec![
+                                "system:serviceaccounts".into(),
+                                format!("system:serviceaccounts:{ns}"),
+                                "system:authenticated".into(),
+                            ]),
+                            resource_attributes: Some(ResourceAttributes {
+                                group: Some(group.clone()),
+                                resource: Some(resource.into()),
+                                subresource: sub.clone(),
+                                verb: Some(verb.clone()),
+                                namespace: namespace.map(String::from),
+                                name: rule
+                                    .resource_names
+                                    .as_ref()
+                                    .and_then(|n| n.first().cloned()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    let what = format!(
+                        "{verb} {}/{resource}{}",
+                        if group.is_empty() { "core" } else { group },
+                        sub.map(|s| format!("/{s}")).unwrap_or_default()
+                    );
+                    match api.create(&PostParams::default(), &review).await {
+                        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
+                        Ok(_) => {
+                            denied.insert(what);
+                        }
+                        Err(e) => {
+                            return Outcome::fail(
+                                check,
+                                format!("cannot ask the API server: {}", api_message(&e)),
+                                "serin check needs permission to create subjectaccessreviews",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if denied.is_empty() {
+        Outcome::pass(check, "every rule the component needs is granted")
+    } else {
+        Outcome::fail(
+            check,
+            format!(
+                "denied: {}",
+                denied.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            "serin install --skip-crds | kubectl apply -f -   (restores the roles and bindings)",
+        )
+    }
+}
+
+async fn available(client: &Client, ns: &str, component: &str) -> Outcome {
+    let check = format!("{component} Deployment available");
+    let hint = format!("kubectl -n {ns} describe deployment {component}");
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(component).await {
+        Ok(Some(d)) => {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            if ready >= want && want > 0 {
+                Outcome::pass(check, format!("{ready}/{want} replicas available"))
+            } else {
+                Outcome::fail(check, format!("{ready}/{want} replicas available"), hint)
+            }
+        }
+        Ok(None) => Outcome::fail(check, "not found", "serin install | kubectl apply -f -"),
+        Err(e) => Outcome::fail(check, api_message(&e), hint),
+    }
+}
+
+async fn leader(client: &Client, ns: &str, now: Timestamp) -> Outcome {
+    let check = "one controller leading";
+    let hint = format!("kubectl -n {ns} logs deployment/{CONTROLLER}");
+    let api: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease = match api.get_opt(CONTROLLER).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Outcome::fail(check, format!("no Lease {ns}/{CONTROLLER}"), hint),
+        Err(e) => return Outcome::fail(check, api_message(&e), hint),
+    };
+    let spec = lease.spec.unwrap_or_default();
+    let Some(holder) = spec.holder_identity.filter(|h| !h.is_empty()) else {
+        return Outcome::fail(check, "the Lease has no holder", hint);
+    };
+    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000;
+    let renewed = spec.renew_time.map(|t| t.0.as_millisecond());
+    match renewed {
+        // A reading across machines: allow one more lease duration for clock skew.
+        Some(r) if now.as_millis() - r <= 2 * duration_ms => {
+            Outcome::pass(check, format!("{holder} holds the Lease"))
+        }
+        _ => Outcome::fail(
+            check,
+            format!("the Lease held by {holder} is not being renewed"),
+            hint,
+        ),
+    }
+}
+
+async fn webhook(client: &Client, ns: &str) -> Outcome {
+    let check = "injector webhook and its CA bundle";
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let config = match api.get_opt(INJECTOR).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Outcome::fail(
+                check,
+                format!("no MutatingWebhookConfiguration {INJECTOR}"),
+                "serin install | kubectl apply -f -",
+            );
+        }
+        Err(e) => return Outcome::fail(check, api_message(&e), "check the kubeconfig credentials"),
+    };
+    let bundle = config
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .find(|w| w.name == INJECTOR_WEBHOOK)
+        .and_then(|w| w.client_config.ca_bundle)
+        .map(|b| b.0)
+        .unwrap_or_default();
+    let hint = format!(
+        "the injector writes both at start: kubectl -n {ns} rollout restart deployment/{INJECTOR}"
+    );
+    if bundle.is_empty() {
+        return Outcome::fail(check, "the webhook has no CA bundle yet", hint);
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let ca = match secrets.get_opt(INJECTOR_TLS_SECRET).await {
+        Ok(Some(s)) => s.data.unwrap_or_default().remove("ca.crt").map(|b| b.0),
+        Ok(None) => None,
+        Err(e) => return Outcome::fail(check, api_message(&e), hint),
+    };
+    match ca {
+        Some(ca) if ca == bundle => {
+            Outcome::pass(check, "present; CA bundle matches the serving certificate")
+        }
+        Some(_) => Outcome::fail(
+            check,
+            format!("the CA bundle does not match Secret {INJECTOR_TLS_SECRET}'s ca.crt"),
+            hint,
+        ),
+        None => Outcome::fail(
+            check,
+            format!("Secret {ns}/{INJECTOR_TLS_SECRET} (ca.crt) not found"),
+            hint,
+        ),
+    }
+}
+
+/// GET through the API server's service proxy.
+async fn via_service(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    path: &str,
+) -> Result<String, String> {
+    let uri = format!("/api/v1/namespaces/{ns}/services/{service}/proxy{path}");
+    let req = http::Request::get(uri)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    client.request_text(req).await.map_err(|e| api_message(&e))
+}
+
+async fn proxies(client: &Client, ns: &str) -> Outcome {
+    let check = "proxies connected to the control plane";
+    let hint = format!("kubectl -n {ns} logs deployment/{CONTROL_PLANE}");
+    let service = format!("{CONTROL_PLANE}:http");
+    let text = match via_service(client, ns, &service, "/v1/status").await {
+        Ok(t) => t,
+        Err(e) => return Outcome::fail(check, format!("control plane unreachable: {e}"), hint),
+    };
+    let status: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return Outcome::fail(check, format!("unreadable status: {e}"), hint),
+    };
+    if status["ready"] != true {
+        return Outcome::fail(
+            check,
+            "the control plane has not read the cluster's routes yet",
+            hint,
+        );
+    }
+    let n = status["proxies"].as_array().map_or(0, Vec::len);
+    Outcome::pass(check, format!("{n} proxies connected"))
+}
+
+async fn metrics_server(client: &Client, ns: &str) -> Outcome {
+    let check = "metrics server reachable";
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let url = api.get_opt(CONTROLLER).await.ok().flatten().and_then(|d| {
+        d.spec?.template.spec?.containers.into_iter().find_map(|c| {
+            c.env?
+                .into_iter()
+                .find(|e| e.name == "SERIN_METRICS_SERVER")
+                .and_then(|e| e.value)
+        })
+    });
+    let Some(url) = url else {
+        return Outcome::pass(
+            check,
+            "none configured (Canaries name their own metricsServer)",
+        );
+    };
+    let hint = "serin install --metrics-server URL: the Prometheus Service's in-cluster address";
+    // http://NAME.NAMESPACE[.svc…]:PORT, reached through the API server's service proxy.
+    let rest = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "80"));
+    let mut parts = host.split('.');
+    let (Some(svc), Some(svc_ns)) = (parts.next(), parts.next()) else {
+        return Outcome::fail(
+            check,
+            format!("{url}: not a Service address (NAME.NAMESPACE:PORT)"),
+            hint,
+        );
+    };
+    let scheme = if url.starts_with("https://") {
+        "https:"
+    } else {
+        ""
+    };
+    match via_service(client, svc_ns, &format!("{scheme}{svc}:{port}"), "/-/ready").await {
+        Ok(_) => Outcome::pass(check, format!("{url} is ready")),
+        Err(e) => Outcome::fail(check, format!("{url}: {e}"), hint),
+    }
+}

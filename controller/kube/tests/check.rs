@@ -1,0 +1,393 @@
+//! `serin check` against a fake API server holding a healthy installation; each test breaks one
+//! thing and expects exactly that check to fail, with a hint, and the others to pass.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use serin_core::Timestamp;
+use serin_kube::check::{self, CheckOptions, Outcome};
+use serin_kube::install::{self, InstallOptions, Object};
+
+const NS: &str = "serin-system";
+/// 2023-11-14T22:13:20Z
+const NOW: i64 = 1_700_000_000_000;
+const CA: &[u8] = b"-----BEGIN CERTIFICATE-----\nfake CA\n-----END CERTIFICATE-----\n";
+
+/// The cluster as the fake API server serves it.
+struct Cluster {
+    /// `(METHOD, path)` -> answer; anything else is a 404.
+    objects: BTreeMap<(String, String), (u16, Value)>,
+    /// SubjectAccessReviews answered "denied" (`verb resource`).
+    denied: Vec<String>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use k8s_openapi::ByteString;
+    serde_json::to_value(ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+impl Cluster {
+    /// Everything installed and healthy.
+    fn healthy() -> Self {
+        let mut objects = BTreeMap::new();
+        let mut put = |path: String, v: Value| {
+            objects.insert(("GET".to_string(), path), (200, v));
+        };
+        put(
+            "/version".into(),
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "x", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+        );
+        for crd in serin_api::crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            put(
+                format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+                serde_json::to_value(&crd).unwrap(),
+            );
+        }
+        for o in install::objects(&InstallOptions::default()).unwrap() {
+            if let Object::Deployment(d) = o {
+                let mut v = serde_json::to_value(&d).unwrap();
+                let replicas = v["spec"]["replicas"].clone();
+                v["status"] = json!({"replicas": replicas, "availableReplicas": replicas, "readyReplicas": replicas});
+                let name = d.metadata.name.unwrap();
+                put(
+                    format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"),
+                    v,
+                );
+            }
+        }
+        put(
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/serin-controller"),
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "serin-controller", "namespace": NS},
+                   "spec": {"holderIdentity": "serin-controller-7d9f-abcde", "leaseDurationSeconds": 15, "renewTime": "2023-11-14T22:13:15.000000Z"}}),
+        );
+        let mut webhook = install::objects(&InstallOptions::default())
+            .unwrap()
+            .into_iter()
+            .find_map(|o| match o {
+                Object::Webhook(w) => Some(serde_json::to_value(w).unwrap()),
+                _ => None,
+            })
+            .unwrap();
+        webhook["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(CA));
+        put(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/serin-injector"
+                .into(),
+            webhook,
+        );
+        put(
+            format!("/api/v1/namespaces/{NS}/secrets/serin-injector-tls"),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "serin-injector-tls", "namespace": NS},
+                   "data": {"ca.crt": b64(CA), "tls.crt": b64(b"cert"), "tls.key": b64(b"key")}}),
+        );
+        put(
+            format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status"),
+            json!({"version": 7, "ready": true, "proxies": [{"id": "a"}, {"id": "b"}], "routes": []}),
+        );
+        Self {
+            objects,
+            denied: vec![],
+        }
+    }
+
+    fn get(&mut self, path: &str) -> &mut Value {
+        &mut self
+            .objects
+            .get_mut(&("GET".to_string(), path.to_string()))
+            .unwrap_or_else(|| panic!("no {path}"))
+            .1
+    }
+
+    fn answer(&mut self, path: &str, code: u16, body: Value) {
+        self.objects
+            .insert(("GET".to_string(), path.to_string()), (code, body));
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.objects.remove(&("GET".to_string(), path.to_string()));
+    }
+}
+
+fn status_err(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
+}
+
+fn not_found() -> Value {
+    status_err(404, "NotFound", "not found")
+}
+
+async fn serve(cluster: Cluster) -> Vec<Outcome> {
+    serve_with(cluster, false).await
+}
+
+async fn serve_with(cluster: Cluster, pre: bool) -> Vec<Outcome> {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let c = cluster.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (code, v) = if method == "POST" && path.ends_with("accessreviews") {
+                let a = &body["spec"]["resourceAttributes"];
+                let what = format!(
+                    "{} {}",
+                    a["verb"].as_str().unwrap(),
+                    a["resource"].as_str().unwrap()
+                );
+                let allowed = !c.lock().unwrap().denied.contains(&what);
+                let mut r = body.clone();
+                r["status"] = json!({"allowed": allowed});
+                (201, r)
+            } else {
+                c.lock()
+                    .unwrap()
+                    .objects
+                    .get(&(method, path))
+                    .cloned()
+                    .unwrap_or((404, not_found()))
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let client = Client::new(svc, "default");
+    let opts = CheckOptions {
+        namespace: NS.into(),
+        pre,
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        check::run(&client, &opts, Timestamp::from_millis(NOW)),
+    )
+    .await
+    .expect("the checks finish")
+}
+
+/// The names of the failed checks.
+fn failed(outcomes: &[Outcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| o.check.clone())
+        .collect()
+}
+
+fn only_failure(outcomes: &[Outcome], check: &str) -> Outcome {
+    assert_eq!(failed(outcomes), [check], "{outcomes:#?}");
+    let o = outcomes.iter().find(|o| o.check == check).unwrap().clone();
+    assert!(
+        o.hint.as_deref().is_some_and(|h| !h.is_empty()),
+        "a failure has a hint"
+    );
+    assert!(
+        o.line().starts_with("✘ ") && o.line().contains("hint:"),
+        "{}",
+        o.line()
+    );
+    o
+}
+
+#[tokio::test]
+async fn a_healthy_installation_passes_every_check() {
+    let outcomes = serve(Cluster::healthy()).await;
+    assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+    let names: Vec<&str> = outcomes.iter().map(|o| o.check.as_str()).collect();
+    for want in [
+        "Kubernetes API reachable",
+        "Kubernetes version",
+        "CRD canaries.serin.dev",
+        "serin-controller RBAC",
+        "serin-injector RBAC",
+        "serin-control-plane Deployment available",
+        "one controller leading",
+        "injector webhook and its CA bundle",
+        "proxies connected to the control plane",
+        "metrics server reachable",
+    ] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    for o in &outcomes {
+        assert!(o.line().starts_with("✔ "), "{}", o.line());
+        assert!(!o.line().contains('\n'), "one line per check");
+    }
+    let proxies = outcomes
+        .iter()
+        .find(|o| o.check.starts_with("proxies"))
+        .unwrap();
+    assert_eq!(proxies.message, "2 proxies connected");
+    let json = serde_json::to_value(&outcomes).unwrap();
+    assert_eq!(json[0]["check"], "Kubernetes API reachable");
+    assert_eq!(json[0]["ok"], true);
+    assert!(json[0].get("hint").is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_stops_at_the_first_check() {
+    let mut c = Cluster::healthy();
+    c.answer(
+        "/version",
+        503,
+        status_err(503, "ServiceUnavailable", "etcd is down"),
+    );
+    let outcomes = serve(c).await;
+    assert_eq!(outcomes.len(), 1);
+    only_failure(&outcomes, "Kubernetes API reachable");
+}
+
+#[tokio::test]
+async fn an_old_kubernetes_fails_the_version_check() {
+    let mut c = Cluster::healthy();
+    c.get("/version")["minor"] = json!("28");
+    let o = only_failure(&serve(c).await, "Kubernetes version");
+    assert!(o.message.contains("1.28"), "{}", o.message);
+}
+
+#[tokio::test]
+async fn a_missing_or_outdated_crd_fails_its_check() {
+    let mut c = Cluster::healthy();
+    c.remove("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/canaries.serin.dev");
+    let o = only_failure(&serve(c).await, "CRD canaries.serin.dev");
+    assert!(o.hint.unwrap().contains("--crds-only"));
+    let mut c = Cluster::healthy();
+    let crd =
+        c.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/metrictemplates.serin.dev");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] =
+        json!("an older schema");
+    only_failure(&serve(c).await, "CRD metrictemplates.serin.dev");
+}
+
+#[tokio::test]
+async fn a_denied_rule_fails_that_components_rbac_check() {
+    let mut c = Cluster::healthy();
+    c.denied = vec!["patch mutatingwebhookconfigurations".into()];
+    let o = only_failure(&serve(c).await, "serin-injector RBAC");
+    assert!(
+        o.message
+            .contains("patch admissionregistration.k8s.io/mutatingwebhookconfigurations"),
+        "{}",
+        o.message
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_deployment_fails_its_check() {
+    let mut c = Cluster::healthy();
+    c.get(&format!(
+        "/apis/apps/v1/namespaces/{NS}/deployments/serin-control-plane"
+    ))["status"]["availableReplicas"] = json!(0);
+    let o = only_failure(&serve(c).await, "serin-control-plane Deployment available");
+    assert_eq!(o.message, "0/1 replicas available");
+}
+
+#[tokio::test]
+async fn a_stale_or_free_lease_fails_the_leader_check() {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/serin-controller");
+    let mut c = Cluster::healthy();
+    c.get(&path)["spec"]["renewTime"] = json!("2023-11-14T22:10:00.000000Z");
+    only_failure(&serve(c).await, "one controller leading");
+    let mut c = Cluster::healthy();
+    c.get(&path)["spec"]["holderIdentity"] = Value::Null;
+    only_failure(&serve(c).await, "one controller leading");
+    let mut c = Cluster::healthy();
+    c.remove(&path);
+    only_failure(&serve(c).await, "one controller leading");
+}
+
+#[tokio::test]
+async fn a_webhook_whose_ca_bundle_differs_from_the_serving_certificate_fails() {
+    let hook = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/serin-injector";
+    let mut c = Cluster::healthy();
+    c.get(hook)["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(b"another CA"));
+    let o = only_failure(&serve(c).await, "injector webhook and its CA bundle");
+    assert!(o.message.contains("does not match"));
+    let mut c = Cluster::healthy();
+    c.remove(hook);
+    only_failure(&serve(c).await, "injector webhook and its CA bundle");
+    let mut c = Cluster::healthy();
+    c.remove(&format!(
+        "/api/v1/namespaces/{NS}/secrets/serin-injector-tls"
+    ));
+    only_failure(&serve(c).await, "injector webhook and its CA bundle");
+}
+
+#[tokio::test]
+async fn an_unreachable_or_unready_control_plane_fails_the_proxies_check() {
+    let status =
+        format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status");
+    let mut c = Cluster::healthy();
+    c.answer(
+        &status,
+        503,
+        status_err(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"serin-control-plane:http\"",
+        ),
+    );
+    let o = only_failure(&serve(c).await, "proxies connected to the control plane");
+    assert!(o.message.contains("no endpoints"), "{}", o.message);
+    let mut c = Cluster::healthy();
+    c.get(&status)["ready"] = json!(false);
+    only_failure(&serve(c).await, "proxies connected to the control plane");
+}
+
+fn with_metrics_server(c: &mut Cluster, url: &str) {
+    let d = c.get(&format!(
+        "/apis/apps/v1/namespaces/{NS}/deployments/serin-controller"
+    ));
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "SERIN_METRICS_SERVER", "value": url}));
+}
+
+#[tokio::test]
+async fn a_configured_metrics_server_is_asked_whether_it_is_ready() {
+    let mut c = Cluster::healthy();
+    with_metrics_server(&mut c, "http://prometheus.monitoring:9090");
+    c.answer(
+        "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy/-/ready",
+        200,
+        json!("Prometheus Server is Ready."),
+    );
+    let outcomes = serve(c).await;
+    assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+    let mut c = Cluster::healthy();
+    with_metrics_server(&mut c, "http://prometheus.monitoring:9090");
+    let o = only_failure(&serve(c).await, "metrics server reachable");
+    assert!(o.message.contains("http://prometheus.monitoring:9090"));
+}
+
+#[tokio::test]
+async fn pre_checks_the_api_server_and_the_permission_to_install() {
+    let outcomes = serve_with(Cluster::healthy(), true).await;
+    assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.check == "can create CustomResourceDefinitions")
+    );
+    assert!(
+        !outcomes.iter().any(|o| o.check.contains("Deployment")),
+        "nothing installed is expected"
+    );
+    let mut c = Cluster::healthy();
+    c.denied = vec!["create clusterroles".into()];
+    only_failure(&serve_with(c, true).await, "can create ClusterRoles");
+}
