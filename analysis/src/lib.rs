@@ -62,6 +62,7 @@ pub use judge::{
     JudgeResult, JudgeState, LATENCY_CALIBRATION_REQUESTS, LATENCY_QUANTILE, LatencyEvidence,
     MIXTURE, OnInconclusive, TestEvidence,
 };
+pub use provider::datadog;
 pub use provider::prometheus::{
     DEFAULT_TIMEOUT, PrometheusAuth, PrometheusConfig, PrometheusProvider,
 };

@@ -99,6 +99,8 @@ pub struct Site {
     pub proxy_metrics: String,
     /// The controller's `--metrics-server` (a Prometheus), when set before it starts.
     pub metrics_server: Option<String>,
+    /// The controller's `--admin-addr` (its `/metrics`), when set before it starts.
+    pub controller_admin: Option<String>,
     bin: PathBuf,
     shape: CanaryShape,
     controller: Option<Child>,
@@ -112,6 +114,17 @@ impl Site {
     /// Starts the control plane and the proxy, and writes the manifests for revision `v1`.
     /// `bin` is the `serin-e2e` binary (`env!("CARGO_BIN_EXE_serin-e2e")` in a test).
     pub async fn start(bin: &Path, test: &str, shape: CanaryShape) -> anyhow::Result<Self> {
+        Self::start_labelled(bin, test, shape, &[]).await
+    }
+
+    /// [`Site::start`] with identity labels on every series of the proxy (`namespace`,
+    /// `deployment`, `pod`, as the injector sets them), as dashboards select workloads by.
+    pub async fn start_labelled(
+        bin: &Path,
+        test: &str,
+        shape: CanaryShape,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!(
             "serin-e2e-{test}-{}-{}",
             std::process::id(),
@@ -139,6 +152,10 @@ impl Site {
         let proxy = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
             outbound: "127.0.0.1:0".parse()?,
             admin: Some("127.0.0.1:0".parse()?),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             shutdown_timeout: Duration::from_secs(2),
             ..serin_proxy::ProxyConfig::default()
         })
@@ -164,6 +181,7 @@ impl Site {
             proxy_addr,
             proxy_metrics,
             metrics_server: None,
+            controller_admin: None,
             bin: bin.to_path_buf(),
             shape,
             controller: None,
@@ -255,6 +273,11 @@ spec:
                 self.metrics_server
                     .iter()
                     .flat_map(|url| ["--metrics-server".to_string(), url.clone()]),
+            )
+            .args(
+                self.controller_admin
+                    .iter()
+                    .flat_map(|a| ["--admin-addr".to_string(), a.clone()]),
             )
             .env("SERIN_LOG", "info")
             .stdin(Stdio::null())
@@ -404,7 +427,13 @@ spec:
 
     /// Starts constant open-loop load through the proxy at `rate` requests per second.
     pub fn start_load(&self, rate: f64) -> Load {
-        let url: http::Uri = format!("http://{}/", self.proxy_addr)
+        self.start_load_via(self.proxy_addr, rate)
+    }
+
+    /// Starts constant open-loop load for the Canary's authority sent to `addr` (another
+    /// proxy's listener in front of this site's proxy, say).
+    pub fn start_load_via(&self, addr: std::net::SocketAddr, rate: f64) -> Load {
+        let url: http::Uri = format!("http://{addr}/")
             .parse()
             .expect("a socket address makes a valid URI");
         let mut config = LoadConfig::new(url, rate, Duration::from_secs(600));

@@ -15,6 +15,7 @@ use crate::judge::{JudgeConfig, JudgeResult, JudgeState};
 use crate::target::{ArmRole, Target};
 use crate::template::render;
 
+pub mod datadog;
 pub mod prometheus;
 pub mod scrape;
 

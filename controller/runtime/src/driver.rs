@@ -491,6 +491,7 @@ impl Driver {
     ) {
         let (name, ns) = (&ctx.id.name, &ctx.id.namespace);
         self.metrics.set_phase(name, ns, after.phase.as_str());
+        self.metrics.rollout_counters(name, ns, ctx.strategy_name);
         self.metrics.set_progress(
             name,
             ns,

@@ -449,6 +449,18 @@ impl Metrics {
             .set(value);
     }
 
+    /// Creates a Canary's rollout counters at 0, so the first success or failure is an
+    /// increase Prometheus can see (a series born at 1 has no increase).
+    pub fn rollout_counters(&self, name: &str, namespace: &str, strategy: &str) {
+        let labels = OutcomeLabels {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            deployment_strategy: strategy.to_string(),
+        };
+        let _ = self.successes.get_or_create(&labels);
+        let _ = self.failures.get_or_create(&labels);
+    }
+
     /// Records the end of a rollout.
     pub fn rollout_finished(
         &self,

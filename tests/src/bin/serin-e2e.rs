@@ -33,6 +33,8 @@ enum Command {
         error_rate: String,
         #[arg(long, default_value = "5s")]
         drain: String,
+        #[arg(long, env = "SERIN_SAMPLE_APP_LATENCY", default_value = "0s")]
+        latency: String,
     },
     /// The local controller.
     Controller {
@@ -75,12 +77,14 @@ fn main() -> anyhow::Result<()> {
             version,
             error_rate,
             drain,
+            latency,
         } => {
             let config = serin_demo::sample_app::SampleAppConfig {
                 addr,
                 version,
                 error_rate: serin_demo::sample_app::parse_error_rate("--error-rate", &error_rate)?,
                 drain: serin_demo::duration::parse("--drain", &drain)?,
+                latency: serin_demo::duration::parse("--latency", &latency)?,
                 ..Default::default()
             };
             runtime.block_on(async move {

@@ -1,0 +1,612 @@
+//! Serin's Grafana dashboards and alerting rules, and the queries of Linkerd's dashboards,
+//! against a real Prometheus (Debian's `prometheus`) scraping a real local site: load through
+//! two serin-proxies (`frontend` receives it on its inbound listener and hands it to `loadgen`'s
+//! outbound listener, which splits it between podinfo's primary and canary), the control plane
+//! and the controller running a failed and a promoted rollout (the failed one with injected
+//! errors and latency).
+//!
+//! Every panel query, annotation and variable of `dashboards/grafana/*.json` and every alert of
+//! `dashboards/prometheus/serin-rules.yaml`, with its variables substituted, must parse and
+//! return at least one series (alerts: fire in the scenario made for them, silent otherwise).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use prometheus_http_query::Client;
+use prometheus_http_query::response::Data;
+use serde_json::Value;
+use serin_tests::{CanaryShape, Site};
+
+const STEP: Duration = Duration::from_secs(90);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_serin-e2e"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The dashboards, by file name.
+fn dashboards() -> anyhow::Result<Vec<(String, Value)>> {
+    let dir = repo().join("dashboards/grafana");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let text = std::fs::read_to_string(&path)?;
+            let json: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, json));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    ensure!(
+        out.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+            == ["canary.json", "controller.json", "mesh.json"],
+        "dashboards/grafana holds {:?}",
+        out.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    Ok(out)
+}
+
+/// `(what, expr)` of every query of a dashboard: panel targets, annotations and variables
+/// (a `label_values(selector, label)` variable is checked as its selector).
+fn queries(name: &str, d: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                format!("{name} panel {:?} {}", p["title"], t["refId"]),
+                t["expr"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(e) = a["expr"].as_str() {
+            out.push((format!("{name} annotation {:?}", a["name"]), e.to_string()));
+        }
+    }
+    for v in d["templating"]["list"].as_array().into_iter().flatten() {
+        if v["type"] == "query" {
+            let q = v["query"]["query"].as_str().unwrap_or_default();
+            let selector = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, label)| (sel.trim().to_string(), label.trim_end_matches(')').trim()));
+            if let Some((sel, label)) = selector {
+                out.push((
+                    format!("{name} variable {:?}", v["name"]),
+                    format!("count by ({label}) ({sel})"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Substitutes the dashboards' variables for this site.
+fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
+    let mut e = expr.to_string();
+    // Longest names first, so `$canary` never eats a prefix of a longer name.
+    let mut vars = vars.to_vec();
+    vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    for (k, v) in vars {
+        e = e
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
+    }
+    e
+}
+
+const VARS: &[(&str, &str)] = &[
+    ("namespace", "default"),
+    ("canary", "podinfo"),
+    ("deployment", "loadgen|frontend"),
+    ("__range", "1h"),
+];
+
+/// Linkerd's deployment, pod, authority and route dashboard queries, written from Linkerd's
+/// documented metric and label names (`request_total`, `response_total`,
+/// `response_latency_ms`, `tcp_*`, `route_*` with `dst` and `rt_route`; workloads by the
+/// `namespace`, `deployment`, `pod` labels; 30 s `irate` windows as those dashboards use).
+/// Panels that need mTLS (`tls="true"`) or the source workload of inbound traffic
+/// (`dst_deployment` on the caller's outbound series) are not among them: Serin has no mTLS,
+/// and local endpoints carry no deployment.
+fn linkerd_queries() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut add = |what: &'static str, q: &str| out.push((what, q.to_string()));
+    for (dash, sel) in [
+        (
+            "deployment",
+            r#"namespace="default", deployment="frontend", direction="inbound""#,
+        ),
+        (
+            "pod",
+            r#"namespace="default", pod="frontend-0", direction="inbound""#,
+        ),
+    ] {
+        let _ = dash;
+        add(
+            "inbound success rate",
+            &format!(
+                "sum(irate(response_total{{{sel}, classification=\"success\"}}[30s])) / sum(irate(response_total{{{sel}}}[30s]))"
+            ),
+        );
+        add(
+            "inbound request rate",
+            &format!("sum(irate(request_total{{{sel}}}[30s]))"),
+        );
+        for q in ["0.5", "0.95", "0.99"] {
+            add(
+                "inbound latency",
+                &format!(
+                    "histogram_quantile({q}, sum(irate(response_latency_ms_bucket{{{sel}}}[30s])) by (le))"
+                ),
+            );
+        }
+        add(
+            "inbound tcp connections",
+            &format!("sum(tcp_open_connections{{{sel}}})"),
+        );
+        add(
+            "inbound tcp read",
+            &format!("sum(irate(tcp_read_bytes_total{{{sel}}}[30s]))"),
+        );
+        add(
+            "inbound tcp write",
+            &format!("sum(irate(tcp_write_bytes_total{{{sel}}}[30s]))"),
+        );
+    }
+    for (dash, sel) in [
+        (
+            "deployment",
+            r#"namespace="default", deployment="loadgen", direction="outbound""#,
+        ),
+        (
+            "pod",
+            r#"namespace="default", pod="loadgen-0", direction="outbound""#,
+        ),
+        (
+            "authority",
+            r#"authority="$authority", direction="outbound""#,
+        ),
+    ] {
+        add(
+            "outbound success rate by destination",
+            &format!(
+                "sum(irate(response_total{{{sel}, classification=\"success\"}}[30s])) by (dst_service) / sum(irate(response_total{{{sel}}}[30s])) by (dst_service)"
+            ),
+        );
+        add(
+            "outbound request rate by destination",
+            &format!("sum(irate(request_total{{{sel}}}[30s])) by (dst_service)"),
+        );
+        add(
+            "outbound latency by destination",
+            &format!(
+                "histogram_quantile(0.95, sum(irate(response_latency_ms_bucket{{{sel}}}[30s])) by (le, dst_service))"
+            ),
+        );
+        add(
+            "outbound failures by status",
+            &format!(
+                "sum(irate(response_total{{{sel}, classification=\"failure\"}}[30s])) by (status_code)"
+            ),
+        );
+        add(
+            "identity",
+            &format!("sum(irate(response_total{{{sel}, tls=\"no_identity\"}}[30s]))"),
+        );
+        // TCP series are per workload, not per authority (as in Linkerd).
+        if dash != "authority" {
+            add(
+                "outbound tcp connections",
+                &format!("sum(tcp_open_connections{{{sel}}}) by (peer)"),
+            );
+            add(
+                "outbound tcp closes by errno",
+                &format!("sum(irate(tcp_close_total{{{sel}}}[30s])) by (errno)"),
+            );
+            add(
+                "tcp connection duration",
+                &format!(
+                    "histogram_quantile(0.95, sum(irate(tcp_connection_duration_ms_bucket{{{sel}}}[5m])) by (le))"
+                ),
+            );
+        }
+    }
+    // The namespace / deployment / pod variables of every Linkerd dashboard.
+    add(
+        "namespace variable",
+        "count by (namespace) (process_start_time_seconds{deployment!=\"\"})",
+    );
+    add(
+        "deployment variable",
+        "count by (deployment) (process_start_time_seconds{namespace=\"default\", deployment!=\"\"})",
+    );
+    add(
+        "pod variable",
+        "count by (pod) (process_start_time_seconds{namespace=\"default\", pod!=\"\"})",
+    );
+    // Route dashboard.
+    let rt = r#"namespace="default", deployment="loadgen", direction="outbound", dst="$authority""#;
+    add(
+        "route success rate",
+        &format!(
+            "sum(irate(route_response_total{{{rt}, classification=\"success\"}}[30s])) by (rt_route) / sum(irate(route_response_total{{{rt}}}[30s])) by (rt_route)"
+        ),
+    );
+    add(
+        "route request rate",
+        &format!("sum(irate(route_request_total{{{rt}}}[30s])) by (rt_route)"),
+    );
+    for q in ["0.5", "0.95", "0.99"] {
+        add(
+            "route latency",
+            &format!(
+                "histogram_quantile({q}, sum(irate(route_response_latency_ms_bucket{{{rt}}}[30s])) by (le, rt_route))"
+            ),
+        );
+    }
+    add(
+        "route variable",
+        "count by (rt_route) (route_request_total{namespace=\"default\"})",
+    );
+    add(
+        "route failures",
+        &format!(
+            "sum(irate(route_response_total{{{rt}, classification=\"failure\"}}[30s])) by (rt_route, status_code)"
+        ),
+    );
+    out
+}
+
+/// Series an instant query returns (an error names the query).
+async fn series(client: &Client, expr: &str) -> anyhow::Result<usize> {
+    let result = client
+        .query(expr)
+        .get()
+        .await
+        .with_context(|| format!("query {expr:?}"))?;
+    Ok(match result.data() {
+        Data::Vector(v) => v.len(),
+        Data::Matrix(m) => m.len(),
+        Data::Scalar(_) => 1,
+    })
+}
+
+/// Polls until every query returns data; the error lists those that never did.
+async fn all_answer(
+    client: &Client,
+    queries: &[(String, String)],
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut empty: Vec<&(String, String)> = queries.iter().collect();
+    loop {
+        let mut still = Vec::new();
+        for q in empty {
+            if series(client, &q.1).await? == 0 {
+                still.push(q);
+            }
+        }
+        empty = still;
+        if empty.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no data after {limit:?} from:\n{empty:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The alerts of the rule file: name -> expression.
+fn alerts() -> anyhow::Result<BTreeMap<String, String>> {
+    let path = repo().join("dashboards/prometheus/serin-rules.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    ensure!(doc["apiVersion"] == "monitoring.coreos.com/v1" && doc["kind"] == "PrometheusRule");
+    let mut out = BTreeMap::new();
+    for g in doc["spec"]["groups"].as_sequence().into_iter().flatten() {
+        ensure!(g["name"].as_str().is_some(), "a group without a name");
+        for r in g["rules"].as_sequence().into_iter().flatten() {
+            let name = r["alert"].as_str().context("a rule without `alert`")?;
+            let expr = r["expr"].as_str().context("a rule without `expr`")?;
+            ensure!(
+                r["annotations"]["summary"].as_str().is_some(),
+                "{name}: no summary"
+            );
+            out.insert(name.to_string(), expr.to_string());
+        }
+    }
+    ensure!(
+        out.keys().map(String::as_str).collect::<Vec<_>>()
+            == [
+                "SerinCanaryStuck",
+                "SerinControllerNoLeader",
+                "SerinProxiesDisconnected",
+                "SerinRolloutFailed"
+            ],
+        "{:?}",
+        out.keys()
+    );
+    Ok(out)
+}
+
+async fn await_alert(client: &Client, name: &str, expr: &str, firing: bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = series(client, expr).await?;
+        if (n > 0) == firing {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} {} ({n} series): {expr}",
+                if firing { "never fired" } else { "kept firing" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[test]
+fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
+    let mut uids = BTreeSet::new();
+    for (name, d) in dashboards()? {
+        let uid = d["uid"].as_str().context("uid")?;
+        ensure!(!uid.is_empty() && uid.len() <= 40, "{name}: uid {uid:?}");
+        ensure!(uids.insert(uid.to_string()), "{name}: uid {uid} used twice");
+        ensure!(
+            d["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{name}: title"
+        );
+        ensure!(
+            d["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+            "{name}: schemaVersion for Grafana 10+"
+        );
+        let vars = d["templating"]["list"]
+            .as_array()
+            .context("templating.list")?;
+        ensure!(
+            vars.iter().any(|v| v["name"] == "datasource"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "{name}: no Prometheus data source variable"
+        );
+        let uses_var = |ds: &Value| ds["uid"] == "${datasource}";
+        let mut ids = BTreeSet::new();
+        let panels = d["panels"].as_array().context("panels")?;
+        ensure!(!panels.is_empty(), "{name}: no panels");
+        for p in panels {
+            let title = &p["title"];
+            ensure!(
+                ids.insert(p["id"].as_u64().context("panel id")?),
+                "{name}: panel id repeated at {title}"
+            );
+            ensure!(
+                uses_var(&p["datasource"]),
+                "{name}: panel {title} does not use ${{datasource}}"
+            );
+            for k in ["h", "w", "x", "y"] {
+                ensure!(
+                    p["gridPos"][k].as_u64().is_some(),
+                    "{name}: panel {title} gridPos.{k}"
+                );
+            }
+            let targets = p["targets"].as_array().context("targets")?;
+            ensure!(!targets.is_empty(), "{name}: panel {title} has no query");
+            for t in targets {
+                ensure!(
+                    uses_var(&t["datasource"]),
+                    "{name}: a target of {title} does not use ${{datasource}}"
+                );
+            }
+        }
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            ensure!(
+                uses_var(&v["datasource"]),
+                "{name}: variable {} does not use ${{datasource}}",
+                v["name"]
+            );
+        }
+        for (what, expr) in queries(&name, &d) {
+            let hard = regex_free_hardcoded_namespace(&expr);
+            ensure!(!hard, "{what}: hard-coded namespace in {expr}");
+        }
+    }
+    Ok(())
+}
+
+/// Whether `expr` selects a namespace by a literal instead of a variable.
+fn regex_free_hardcoded_namespace(expr: &str) -> bool {
+    ["namespace=\"", "namespace=~\"", "namespace!=\""]
+        .iter()
+        .any(|pat| {
+            expr.match_indices(pat)
+                .any(|(i, _)| !expr[i + pat.len()..].starts_with('$'))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Result<()> {
+    let mut site = Site::start_labelled(
+        bin(),
+        "dashboards",
+        CanaryShape::default(),
+        &[
+            ("namespace", "default"),
+            ("deployment", "loadgen"),
+            ("pod", "loadgen-0"),
+        ],
+    )
+    .await?;
+    // `frontend`: a second meshed workload whose inbound listener receives the load and hands
+    // it to loadgen's outbound listener (as if the frontend app called podinfo through it).
+    let frontend = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse()?,
+        inbound: Some(serin_proxy::config::InboundConfig {
+            listen: "127.0.0.1:0".parse()?,
+            forward: site.proxy_addr,
+            timeout: Some(Duration::from_secs(5)),
+            max_connections: 1024,
+        }),
+        admin: Some("127.0.0.1:0".parse()?),
+        labels: [
+            ("namespace", "default"),
+            ("deployment", "frontend"),
+            ("pod", "frontend-0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        shutdown_timeout: Duration::from_secs(2),
+        ..serin_proxy::ProxyConfig::default()
+    })
+    .await?;
+    let frontend_stream = serin_proxy::control_client::spawn(
+        site.control_plane_url.parse()?,
+        "default/frontend".parse()?,
+        frontend.table(),
+    );
+    let controller_admin = format!("127.0.0.1:{}", serin_analysis::testing::free_port());
+    site.controller_admin = Some(controller_admin.clone());
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    };
+    let prometheus = serin_analysis::testing::start_prometheus_with(
+        serin_analysis::testing::PrometheusOptions {
+            scrape_targets: vec![
+                host(&site.proxy_metrics),
+                frontend.admin_addr().context("frontend admin")?.to_string(),
+                host(&site.control_plane_url),
+                controller_admin,
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    // reqwest is built without a TLS provider of its own; the workspace's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_from(prometheus.address.as_str())?;
+    let start = Instant::now();
+    while series(&client, "up == 1").await.unwrap_or(0) < 3 {
+        ensure!(start.elapsed() < STEP, "Prometheus never scraped the site");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    site.start_controller()?;
+    let mut seen = Vec::new();
+    site.await_status("initialized", STEP, &mut seen, |r| {
+        r["status"]["phase"] == "Initialized"
+    })
+    .await?;
+    let inbound = frontend.inbound_addr().context("frontend inbound")?;
+    let load = site.start_load_via(inbound, 50.0);
+    load.await_more(50, STEP).await?;
+
+    // Quiet site: no alert fires.
+    let alerts = alerts()?;
+    for (name, expr) in &alerts {
+        await_alert(&client, name, expr, false).await?;
+    }
+
+    // A bad release (errors and latency) is rolled back; a good one is promoted.
+    site.rollout(
+        "v2",
+        &[
+            ("SERIN_SAMPLE_APP_ERROR_RATE", "0.3"),
+            ("SERIN_SAMPLE_APP_LATENCY", "20ms"),
+        ],
+    )?;
+    site.await_status("v2 rolled back", STEP, &mut seen, |r| {
+        r["status"]["run"]["revision"] == "v2" && r["status"]["phase"] == "Failed"
+    })
+    .await?;
+    await_alert(
+        &client,
+        "SerinRolloutFailed",
+        &alerts["SerinRolloutFailed"],
+        true,
+    )
+    .await?;
+    site.rollout("v3", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0")])?;
+    site.await_status("v3 promoted", STEP, &mut seen, |r| {
+        r["status"]["run"]["revision"] == "v3" && r["status"]["phase"] == "Succeeded"
+    })
+    .await?;
+    load.await_more(50, STEP).await?;
+
+    // Every query of every Serin dashboard, variables substituted.
+    let mut serin = Vec::new();
+    for (name, d) in dashboards()? {
+        for (what, expr) in queries(&name, &d) {
+            serin.push((what, substitute(&expr, VARS)));
+        }
+    }
+    ensure!(serin.len() >= 40, "only {} dashboard queries", serin.len());
+    all_answer(&client, &serin, Duration::from_secs(30)).await?;
+    // Linkerd's dashboards' queries.
+    // The authority the proxy routes podinfo's traffic on, as Linkerd's authority variable
+    // lists it.
+    let authority = client
+        .query(r#"count by (authority) (request_total{deployment="loadgen", direction="outbound", authority!=""})"#)
+        .get()
+        .await?
+        .data()
+        .as_vector()
+        .and_then(|v| v.first())
+        .and_then(|s| s.metric().get("authority").cloned())
+        .context("no outbound authority")?;
+    let linkerd: Vec<(String, String)> = linkerd_queries()
+        .into_iter()
+        .map(|(w, q)| {
+            (
+                format!("linkerd {w}"),
+                substitute(&q, &[("authority", &authority)]),
+            )
+        })
+        .collect();
+    all_answer(&client, &linkerd, Duration::from_secs(30)).await?;
+    for (name, expr) in &alerts {
+        if name != "SerinRolloutFailed" {
+            await_alert(&client, name, expr, false).await?;
+        }
+    }
+
+    // A proxy that loses its route stream, then a controller that is gone.
+    frontend_stream.abort();
+    await_alert(
+        &client,
+        "SerinProxiesDisconnected",
+        &alerts["SerinProxiesDisconnected"],
+        true,
+    )
+    .await?;
+    site.kill_controller()?;
+    await_alert(
+        &client,
+        "SerinControllerNoLeader",
+        &alerts["SerinControllerNoLeader"],
+        true,
+    )
+    .await?;
+
+    load.finish().await?;
+    frontend.shutdown().await;
+    site.stop().await;
+    drop(prometheus);
+    Ok(())
+}
