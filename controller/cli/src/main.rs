@@ -13,6 +13,7 @@ mod inject;
 mod injector;
 mod install;
 mod load;
+mod plan;
 mod rollout;
 mod sample_app;
 mod validate;
@@ -50,10 +51,14 @@ enum Command {
     Install(install::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
     Validate(validate::Args),
+    /// Before a rollout: how long a Canary's schedule takes to promote a healthy release and to
+    /// catch a doubled error rate at a given traffic (--rps), from simulated runs of the judge.
+    Plan(plan::Args),
     /// Show canaries: phase, weight, failed checks, revision in flight.
     Status(ci::StatusArgs),
     /// Wait for the rollout of the target's current revision; exit 0 promoted, 1 rolled back,
-    /// 2 waiting for a person (--until-paused), 3 timed out, 4 error.
+    /// 2 waiting for a person (--until-paused), 3 timed out, 4 error, 5 rolled back by
+    /// onInconclusive (no decision within the judge's budget).
     Wait(ci::WaitArgs),
     /// Promote the canary now, skipping the rest of the analysis (recorded with who/when).
     Promote(ci::ActionArgs),
@@ -112,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Status(args) => ci::status(args),
         Command::Wait(args) => ci::wait(args),
         Command::Promote(args) => ci::act(args, serin_dashboard::model::Action::Promote),
