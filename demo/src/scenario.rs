@@ -647,6 +647,8 @@ mod tests {
         let config = JudgeConfig {
             alpha: JUDGE_ALPHA,
             min_requests: JUDGE_MIN_REQUESTS,
+            error_rate_margin_absolute: JUDGE_ERROR_MARGIN_POINTS,
+            latency_margin: JUDGE_LATENCY_MARGIN,
             ..JudgeConfig::default()
         };
         let mut state = JudgeState::default();

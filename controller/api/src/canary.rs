@@ -893,7 +893,7 @@ pub struct Judge {
     /// False-rollback budget for the whole run, in (0, 0.5] (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
-    /// Requests needed per arm before the judge decides (default 100).
+    /// Requests needed per arm before the judge may pass (default 100); a failure needs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<i64>,
     /// Extra error rate considered harmless, in absolute percentage points, 0..=100 (default 0).

@@ -9,6 +9,8 @@ mod control_plane;
 mod controller;
 mod crds;
 mod demo;
+mod inject;
+mod injector;
 mod install;
 mod load;
 mod plan;
@@ -70,6 +72,12 @@ enum Command {
     Gate(ci::GateArgs),
     /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
     ControlPlane(control_plane::Args),
+    /// Add serin-proxy (capture init container + native sidecar) to the pods and pod templates
+    /// of Kubernetes manifests (files, directories or -), YAML in, YAML out.
+    Inject(inject::Args),
+    /// Run the sidecar-injection admission webhook (TLS; creates its certificate Secret and
+    /// the webhook's caBundle when missing).
+    Injector(Box<injector::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,5 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::Resume(args) => ci::act(args, serin_dashboard::model::Action::Resume),
         Command::Gate(args) => ci::gate(args),
         Command::ControlPlane(args) => control_plane::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(*args),
     }
 }

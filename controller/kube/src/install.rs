@@ -479,8 +479,8 @@ pub fn control_plane_rules() -> ComponentRules {
     }
 }
 
-/// The injector: its own webhook configuration (to patch the CA bundle), namespaces (their
-/// injection annotations) and its serving certificate Secret (created at first start).
+/// The injector: its own webhook configuration (to patch the CA bundle) and its serving
+/// certificate Secret (created at first start).
 pub fn injector_rules() -> ComponentRules {
     ComponentRules {
         cluster: vec![
@@ -492,7 +492,7 @@ pub fn injector_rules() -> ComponentRules {
                 ),
                 &[INJECTOR],
             ),
-            // A pod's namespace may opt in or out of injection by annotation.
+            // `serin.dev/inject` on the pod's Namespace decides when the pod has none.
             rule("", &["namespaces"], &["get"]),
         ],
         namespaced: vec![
