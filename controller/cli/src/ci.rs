@@ -19,7 +19,8 @@ const WAIT_EXIT_CODES: &str = "Exit codes:
   1  rolled back, aborted, or replaced by another revision before promotion
   2  waiting for a person (paused, or a confirm gate), only with --until-paused
   3  timed out (--timeout)
-  4  error: canary not found, controller or API server unreachable, invalid flags";
+  4  error: canary not found, controller or API server unreachable, invalid flags
+  5  rolled back by onInconclusive: the judge reached no decision within its budget";
 
 /// Whether `serin <arg>` is one of this file's commands (their flag errors exit 4, not 2).
 pub fn is_ci_command(arg: Option<&str>) -> bool {
@@ -80,7 +81,7 @@ pub struct WaitArgs {
     #[command(flatten)]
     conn: Conn,
     /// Give up after this long (e.g. 90s, 15m, 1h).
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = serin_core::duration::parse_flag)]
     timeout: Duration,
     /// Also return (exit 2) when the run waits for a person: paused, or held by a confirm gate.
     #[arg(long)]
@@ -90,7 +91,7 @@ pub struct WaitArgs {
     #[arg(long)]
     revision: Option<String>,
     /// How often to look.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = serin_core::duration::parse_flag)]
     interval: Duration,
 }
 
@@ -133,41 +134,6 @@ struct GateTarget {
     /// Who asks, recorded in the history (default: $USER).
     #[arg(long, env = "SERIN_ACTOR")]
     by: Option<String>,
-}
-
-/// Parses `10s`, `1m`, `15m`, `1h`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || {
-        format!(
-            "{s:?} is not a duration; accepted: a number with a unit, e.g. 30s, 15m, 1h, 1h30m, 500ms"
-        )
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(err()),
-        };
-    }
-    Ok(total)
 }
 
 /// Where the canaries are read and commands written.
@@ -522,6 +488,11 @@ async fn wait_inner(args: &WaitArgs) -> i32 {
                 println!("failed: {key}: {reason}");
                 return exit::FAILED;
             }
+            Assessment::Inconclusive { reason } => {
+                progress.clear();
+                println!("inconclusive: {key}: {reason}");
+                return exit::INCONCLUSIVE;
+            }
             Assessment::NeedsHuman { reason } if args.until_paused => {
                 progress.clear();
                 println!("waiting for a person: {key}: {reason}");
@@ -678,10 +649,14 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units_and_reject_the_rest() {
+        use serin_core::duration::parse_flag as parse_duration;
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "15", "m", "1x", "1.5m", "-1s"] {
+        // One grammar for every flag (Go's): `serin wait --timeout 1.5m` works as
+        // `--lease-duration 1.5m` does.
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        for bad in ["", "15", "m", "1x", "-1s"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("accepted: a number with a unit"), "{bad}: {e}");
         }

@@ -30,10 +30,9 @@ pub struct Args {
 }
 
 fn parse_poll(s: &str) -> Result<Duration, String> {
-    match serin_mesh_api::table::parse_duration(s) {
-        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
-        Ok(_) => Err(format!("--poll {s:?}: must be at least 10ms")),
-        Err(e) => Err(format!("--poll: {e}")),
+    match serin_core::duration::parse_flag(s)? {
+        d if d >= Duration::from_millis(10) => Ok(d),
+        _ => Err(format!("--poll {s:?}: must be at least 10ms")),
     }
 }
 

@@ -32,8 +32,8 @@ pub struct Args {
     )]
     pub proxy_metrics: Vec<String>,
     /// Local: override every Canary's analysis interval (e.g. 2s for demos and tests).
-    #[arg(long, env = "SERIN_INTERVAL", requires = "local")]
-    pub interval: Option<String>,
+    #[arg(long, env = "SERIN_INTERVAL", requires = "local", value_parser = serin_core::duration::parse_flag)]
+    pub interval: Option<std::time::Duration>,
     /// Local: where status, history and process records live (default DIR/.serin/state).
     #[arg(long, env = "SERIN_STATE_DIR", requires = "local")]
     pub state_dir: Option<std::path::PathBuf>,
@@ -73,8 +73,8 @@ pub struct Args {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// How long a Lease is valid without renewal, as a duration (e.g. 15s).
-    #[arg(long, env = "SERIN_LEASE_DURATION", default_value = "15s")]
-    pub lease_duration: String,
+    #[arg(long, env = "SERIN_LEASE_DURATION", default_value = "15s", value_parser = serin_core::duration::parse_flag)]
+    pub lease_duration: std::time::Duration,
     /// Address of the web dashboard, its JSON API (/api/v1), live updates and the Flagger
     /// load-tester-compatible gate endpoints (/gate/check, ...). Port 0 picks a free port (the
     /// bound address is printed); `off` serves no dashboard.
@@ -153,12 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = args.local.clone() {
         return crate::rollout::run_local_controller(dir, args, dashboard);
     }
-    let lease_duration = serin_api::duration::parse_duration(&args.lease_duration)
-        .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;
+    let lease_duration = args.lease_duration;
     if lease_duration.as_secs() < 3 {
         bail!(
             "--lease-duration: {:?} is too short; accepted: 3s or more",
-            args.lease_duration
+            serin_core::duration::format_duration(lease_duration)
         );
     }
     let identity = args

@@ -16,8 +16,8 @@ pub struct Args {
     #[arg(long, env = "SERIN_DEMO_DIR")]
     pub dir: Option<PathBuf>,
     /// Analysis interval of the demo's Canary, e.g. 2s (shorter runs faster; 200ms to 60s).
-    #[arg(long, default_value = "2s")]
-    pub interval: String,
+    #[arg(long, default_value = "2s", value_parser = serin_core::duration::parse_flag)]
+    pub interval: std::time::Duration,
     /// Requests per second sent through the proxy (10 to 2000).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long, default_value = "10%")]
     pub bad_error_rate: String,
     /// How long one release may take before the demo gives up on it, e.g. 90s.
-    #[arg(long, default_value = "90s")]
-    pub release_timeout: String,
+    #[arg(long, default_value = "90s", value_parser = serin_core::duration::parse_flag)]
+    pub release_timeout: std::time::Duration,
     /// Keep everything running after the demo (dashboard included) until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
@@ -59,11 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let serin = std::env::current_exe()
         .context("locating the serin binary (the sample app runs as `serin sample-app`)")?;
     let mut opts = DemoOptions::new(serin);
-    opts.interval = serin_demo::duration::parse("--interval", &args.interval)?;
+    opts.interval = args.interval;
     opts.rate = args.rate;
     opts.bad_error_rate_pct =
         100.0 * serin_demo::sample_app::parse_error_rate("--bad-error-rate", &args.bad_error_rate)?;
-    opts.release_timeout = serin_demo::duration::parse("--release-timeout", &args.release_timeout)?;
+    opts.release_timeout = args.release_timeout;
     opts.keep_running = args.keep_running;
     opts.validate()?;
     let dir = DemoDir::prepare(args.dir)?;

@@ -17,14 +17,14 @@ pub struct Args {
     #[arg(long, required_unless_present = "serve")]
     pub rate: Option<f64>,
     /// How long to send for, e.g. 30s or 1m.
-    #[arg(long, required_unless_present = "serve")]
-    pub duration: Option<String>,
+    #[arg(long, required_unless_present = "serve", value_parser = serin_core::duration::parse_flag)]
+    pub duration: Option<std::time::Duration>,
     /// Host header to send (the authority a proxy routes on).
     #[arg(long)]
     pub host: Option<String>,
     /// Per-request deadline; slower requests count as errors.
-    #[arg(long, default_value = "10s")]
-    pub timeout: String,
+    #[arg(long, default_value = "10s", value_parser = serin_core::duration::parse_flag)]
+    pub timeout: std::time::Duration,
     /// Instead of one run: serve Flagger load-tester webhooks on this address
     /// (POST `{"metadata":{"cmd":"serin load URL --rate R --duration D"}}` or a `hey` line).
     #[arg(long, conflicts_with_all = ["url", "rate", "duration"])]
@@ -59,13 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().map_err(|_| {
         anyhow::anyhow!("invalid URL: `{url}` is not a URL; write e.g. http://127.0.0.1:9898/")
     })?;
-    let mut config = LoadConfig::new(
-        uri,
-        rate,
-        serin_demo::duration::parse("--duration", &duration)?,
-    );
+    let mut config = LoadConfig::new(uri, rate, duration);
     config.host = args.host;
-    config.timeout = serin_demo::duration::parse("--timeout", &args.timeout)?;
+    config.timeout = args.timeout;
     let report = runtime.block_on(load::run(
         config,
         serin_demo::server::terminate_signal(),

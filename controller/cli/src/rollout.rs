@@ -34,8 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub wait: bool,
     /// How long `--wait` waits (e.g. 10m).
-    #[arg(long, default_value = "15m")]
-    pub timeout: String,
+    #[arg(long, default_value = "15m", value_parser = serin_core::duration::parse_flag)]
+    pub timeout: Duration,
     /// Where the controller keeps state (default DIR/.serin/state).
     #[arg(long, env = "SERIN_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -50,8 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         envs.push((k.to_string(), v.to_string()));
     }
-    let timeout = serin_api::duration::parse_duration(&args.timeout)
-        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let timeout = args.timeout;
     let state_dir = args
         .state_dir
         .clone()
@@ -125,7 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    eprintln!("timed out after {}", args.timeout);
+    eprintln!(
+        "timed out after {}",
+        serin_core::duration::format_duration(args.timeout)
+    );
     std::process::exit(3);
 }
 
@@ -152,13 +154,7 @@ pub fn run_local_controller(
             "--local needs where metrics come from: --proxy-metrics http://127.0.0.1:PORT/metrics (a serin-proxy admin address) or --metrics-server URL"
         ),
     };
-    let interval = match &args.interval {
-        Some(i) => Some(
-            serin_api::duration::parse_duration(i)
-                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?,
-        ),
-        None => None,
-    };
+    let interval = args.interval;
     let opts = LocalOptions {
         state_dir: args.state_dir.unwrap_or_else(|| default_state_dir(&dir)),
         dir,

@@ -22,14 +22,14 @@ pub struct Args {
     #[arg(long, default_value = "0", env = "SERIN_SAMPLE_APP_ERROR_RATE")]
     pub error_rate: String,
     /// Latency added to every application request, e.g. 50ms.
-    #[arg(long, default_value = "0s", env = "SERIN_SAMPLE_APP_LATENCY")]
-    pub latency: String,
+    #[arg(long, default_value = "0s", env = "SERIN_SAMPLE_APP_LATENCY", value_parser = serin_core::duration::parse_flag)]
+    pub latency: std::time::Duration,
     /// Greeting returned by `/`.
     #[arg(long, env = "SERIN_SAMPLE_APP_MESSAGE")]
     pub message: Option<String>,
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[arg(long, default_value = "10s")]
-    pub drain: String,
+    #[arg(long, default_value = "10s", value_parser = serin_core::duration::parse_flag)]
+    pub drain: std::time::Duration,
 }
 
 /// Runs the sample app until SIGINT or SIGTERM, then drains.
@@ -38,8 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         addr: args.addr,
         version: args.version,
         error_rate: sample_app::parse_error_rate("--error-rate", &args.error_rate)?,
-        latency: serin_demo::duration::parse("--latency", &args.latency)?,
-        drain: serin_demo::duration::parse("--drain", &args.drain)?,
+        latency: args.latency,
+        drain: args.drain,
         ..SampleAppConfig::default()
     };
     if let Some(message) = args.message {

@@ -91,6 +91,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
 
+/// [`parse_duration`] for command-line flags (a clap `value_parser`): the error says what was
+/// wrong and what is accepted, and clap prefixes it with the flag's name.
+pub fn parse_flag(input: &str) -> Result<Duration, String> {
+    parse_duration(input).map_err(|e| {
+        format!("{e}; accepted: a number with a unit, e.g. 10s, 1m30s, 1.5m, 1h, 500ms")
+    })
+}
+
 /// Formats a duration the way Flagger users write them: `1m30s`, `10s`, `1h`, `250ms`.
 pub fn format_duration(d: Duration) -> String {
     let total_ms = d.as_millis();

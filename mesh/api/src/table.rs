@@ -420,54 +420,9 @@ impl<'de> Deserialize<'de> for Authority {
 // ---------------------------------------------------------------------------------------------
 // Durations
 
-/// Why a duration string was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration {input:?}: expected a number with a unit (ms, s, m, h), e.g. `10s`, `500ms`, `1m30s`"
-)]
-pub struct DurationError {
-    input: String,
-}
-
-/// Parses `10s`, `500ms`, `1.5s`, `1m30s`, `2h` into a [`Duration`].
-pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = || DurationError {
-        input: input.to_string(),
-    };
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(err());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_len == 0 {
-            return Err(err());
-        }
-        let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total += n * factor;
-    }
-    // A year is far beyond any sensible timeout; it also keeps from_secs_f64 from panicking.
-    if !total.is_finite() || total > 365.0 * 86400.0 {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+/// Durations in route tables read as every Serin duration does: Go's grammar (`10s`, `500ms`,
+/// `1.5s`, `1m30s`, `2h`), one parser for the workspace.
+pub use serin_core::duration::{DURATION_FORM, DurationError, parse_duration};
 
 /// Formats a duration the way [`parse_duration`] reads it (`10s`, `1500ms`).
 pub fn format_duration(d: Duration) -> String {

@@ -102,6 +102,11 @@ impl Shared {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            if buf.is_empty() {
+                // An idle connection holds no read buffer: it is allocated once bytes are
+                // there to read.
+                ready!(self.stream.poll_read_ready(cx))?;
+            }
             // Reclaims the old allocation when every piece handed out from it is gone.
             buf.reserve(READ_CHUNK);
         }
@@ -242,7 +247,7 @@ pub async fn serve_connection<H: Handler>(
     });
     let mut conn = Conn {
         shared,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::new(),
         out: Vec::new(),
         stop,
         draining: false,
@@ -375,6 +380,26 @@ impl Conn {
             if !self.serve_one(head, &handler).await? {
                 return Ok(());
             }
+            self.release_if_idle();
+        }
+    }
+
+    /// Between requests, a connection whose client has sent nothing more gives its buffers
+    /// back (an idle keep-alive connection then costs its task and socket, not 8 KiB of read
+    /// buffer and its last response head); they are allocated again when bytes arrive.
+    fn release_if_idle(&mut self) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        let waker = std::task::Waker::noop();
+        let readable = self
+            .shared
+            .stream
+            .poll_read_ready(&mut Context::from_waker(waker))
+            .is_ready();
+        if !readable {
+            self.buf = BytesMut::new();
+            self.out = Vec::new();
         }
     }
 

@@ -26,7 +26,11 @@
 //! `SERIN_BENCH_ROUNDS=15` other fixed rates (`0`: none) and rounds; `SERIN_BENCH_UNPIN_FIXED=1`
 //! lets the proxies use either CPU during the fixed rates (see mesh/proxy/README.md).
 //!
-//! Output, one line per path and rate, then one per path:
+//! `SERIN_BENCH_IDLE=10000` idle keep-alive connections for the memory line (`0`: skip),
+//! `SERIN_BENCH_IDLE_SETTLE_SECS=10` how long after they close memory is read again.
+//!
+//! Output: one line per proxy `path=<p> idle_conns=<n> rss_mib=<n> rss_after_close_mib=<n>`,
+//! one line per path and rate,
 //! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
 //! `path=<p> max_rps=<n>`. Lines starting with `#` are notes (skips, machine load).
 
@@ -58,6 +62,10 @@ const MAX_MEASURE: Duration = Duration::from_secs(2);
 const MAX_SLOT: Duration = Duration::from_millis(100);
 /// Not counted at the start of each closed-loop slot: the last path's requests still finishing.
 const MAX_SETTLE: Duration = Duration::from_millis(5);
+/// Idle keep-alive connections held open for the memory line (`SERIN_BENCH_IDLE`).
+const IDLE_CONNS: usize = 10_000;
+/// How long after the idle connections close the proxy's memory is read again.
+const IDLE_SETTLE: Duration = Duration::from_secs(10);
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -133,6 +141,25 @@ fn main() -> anyhow::Result<()> {
     for (name, _, addr) in &paths {
         // Sanity: the path answers before it is measured.
         one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
+    }
+    // Memory held by idle keep-alive connections, and whether it is given back.
+    let idle_n: usize = match std::env::var("SERIN_BENCH_IDLE") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .context("SERIN_BENCH_IDLE: expected a number of connections (0: skip)")?,
+        Err(_) => IDLE_CONNS,
+    };
+    if idle_n > 0 {
+        for (name, proc_, addr) in &paths {
+            let Some(p) = proc_ else { continue };
+            match idle_conns(p, *addr, idle_n) {
+                Ok((rss, after)) => println!(
+                    "path={name} idle_conns={idle_n} rss_mib={rss:.1} rss_after_close_mib={after:.1}"
+                ),
+                Err(e) => println!("# note: path={name} idle_conns skipped: {e:#}"),
+            }
+        }
     }
     // This machine's CPU speed drifts over minutes, so measuring one path after the other
     // favours whichever ran in a fast phase. The paths take turns (in slots at fixed rates, in
@@ -500,7 +527,7 @@ fn start_serin(
     std::fs::write(
         &cfg,
         format!(
-            "outbound:\n  listen: {listen}\nadmin:\n  listen: {admin}\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
+            "outbound:\n  listen: {listen}\n  maxConnections: 20000\nadmin:\n  listen: {admin}\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
         ),
     )?;
     let bin = serin_binary()?;
@@ -531,7 +558,7 @@ fn start_nginx(
         &conf,
         format!(
             "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+             events {{ worker_connections 12000; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 100000;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
                upstream podinfo {{\n    server {primary} weight=90;\n    server {canary} weight=10;\n    keepalive 64;\n    keepalive_requests 100000;\n  }}\n\
                server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://podinfo;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
@@ -562,7 +589,7 @@ fn start_haproxy(
     std::fs::write(
         &conf,
         format!(
-            "global\n  maxconn 4096\n  nbthread 1\n\
+            "global\n  maxconn 12000\n  nbthread 1\n\
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
              frontend fe\n  bind {listen}\n  default_backend be\n\
              backend be\n  balance roundrobin\n  http-reuse always\n  server primary {primary} weight 90\n  server canary {canary} weight 10\n"
@@ -673,6 +700,28 @@ impl Conn {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// Opens `n` connections, one request each (so each is an HTTP/1.1 keep-alive connection the
+/// proxy has served), holds them idle, and reads the proxy's RSS; then closes them and reads it
+/// again after [`IDLE_SETTLE`] (`SERIN_BENCH_IDLE_SETTLE_SECS`).
+fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Conn::open(addr).with_context(|| format!("connection {i}"))?;
+        c.request()
+            .with_context(|| format!("request on connection {i}"))?;
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = p.rss_mib();
+    drop(held);
+    let settle = std::env::var("SERIN_BENCH_IDLE_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(IDLE_SETTLE, Duration::from_secs);
+    std::thread::sleep(settle);
+    Ok((rss, p.rss_mib()))
 }
 
 fn one_request(addr: SocketAddr) -> anyhow::Result<()> {

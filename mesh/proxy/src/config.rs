@@ -250,7 +250,10 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
                 None
             }
             Err(e) => {
-                problem(key.to_string(), e.to_string());
+                problem(
+                    key.to_string(),
+                    format!("{e}; accepted: {}", serin_mesh_api::table::DURATION_FORM),
+                );
                 None
             }
         }

@@ -141,7 +141,8 @@ fn parse_workload(s: &str) -> Result<serin_mesh_api::protocol::Workload, String>
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    serin_mesh_api::table::parse_duration(s).map_err(|e| e.to_string())
+    serin_mesh_api::table::parse_duration(s)
+        .map_err(|e| format!("{e}; accepted: {}", serin_mesh_api::table::DURATION_FORM))
 }
 
 fn main() -> std::process::ExitCode {

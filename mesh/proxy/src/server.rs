@@ -448,10 +448,14 @@ where
         limit: None,
     };
     accept_until_stopped(&listener, &mut stop, acceptor, |stream, _| {
+        let peer = Peer(stream.peer_addr().ok());
         let io = TokioIo::new(CountingIo::new(stream, tcp.clone() as Arc<dyn TcpObserver>));
-        let conn = builder
-            .serve_connection(io, service_fn(handler.clone()))
-            .into_owned();
+        let handler = handler.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(peer);
+            handler(req)
+        });
+        let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -464,6 +468,45 @@ where
     tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// The admin client's address, put on each admin request.
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+/// The route table in force as JSON. Match values (header, query parameter and cookie values:
+/// `x-canary: insider` and the like) are shown only to clients on the loopback interface; from
+/// anywhere else (an admin port bound beyond the pod so Prometheus can scrape it) they read
+/// `<redacted>`.
+fn routes_json(table: &TableHandle, peer: Option<&Peer>) -> serde_json::Result<Vec<u8>> {
+    let mut v = serde_json::to_value(&*table.current())?;
+    let local = peer.and_then(|p| p.0).is_some_and(|a| a.ip().is_loopback());
+    if !local {
+        redact_match_values(&mut v);
+    }
+    serde_json::to_vec_pretty(&v)
+}
+
+fn redact_match_values(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if matches!(k.as_str(), "headers" | "queryParams" | "cookies")
+                    && let serde_json::Value::Array(items) = child
+                {
+                    for item in items {
+                        if let Some(value) = item.get_mut("value") {
+                            *value = serde_json::Value::String("<redacted>".into());
+                        }
+                    }
+                } else {
+                    redact_match_values(child);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_match_values),
+        _ => {}
+    }
 }
 
 fn admin_route(
@@ -496,7 +539,7 @@ fn admin_route(
                 )
             }
         }
-        "/routes" => match serde_json::to_vec_pretty(&*table.current()) {
+        "/routes" => match routes_json(table, req.extensions().get::<Peer>()) {
             Ok(body) => forward::admin_response(StatusCode::OK, "application/json", body),
             Err(e) => forward::admin_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -509,5 +552,38 @@ fn admin_route(
             TEXT,
             "not found; try /metrics, /ready, /live or /routes\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_values_are_redacted_for_clients_beyond_the_loopback() {
+        let registry = Arc::new(Registry::new(&Default::default()));
+        let table = TableHandle::new(registry);
+        let t: serin_mesh_api::RouteTable = serde_yaml::from_str(
+            "routes:\n  - authority: a\n    rules:\n      - matches:\n          - headers: [{ name: x-canary, value: insider }]\n            queryParams: [{ name: beta, value: \"1\" }]\n            cookies: [{ name: track, value: canary }]\n        backends: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n",
+        )
+        .expect("table");
+        table.apply(t).expect("valid");
+        let local = Peer(Some("127.0.0.1:5000".parse().expect("addr")));
+        let remote = Peer(Some("10.0.0.7:5000".parse().expect("addr")));
+        let shown =
+            String::from_utf8(routes_json(&table, Some(&local)).expect("json")).expect("utf8");
+        assert!(
+            shown.contains("insider") && shown.contains("canary"),
+            "{shown}"
+        );
+        let hidden =
+            String::from_utf8(routes_json(&table, Some(&remote)).expect("json")).expect("utf8");
+        for secret in ["insider", "\"1\"", "\"canary\""] {
+            assert!(!hidden.contains(secret), "{secret} shown: {hidden}");
+        }
+        assert!(
+            hidden.contains("x-canary") && hidden.contains("<redacted>"),
+            "{hidden}"
+        );
     }
 }
