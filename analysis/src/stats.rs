@@ -61,6 +61,43 @@ pub fn conditional_log_lrs(
         .collect()
 }
 
+/// The canary's expected share of a look's events when its per-request event rate is `ratio`
+/// times the primary's: `n_c * ratio / (n_c * ratio + n_p)` (the Poisson limit of the
+/// conditional law; see [`share_log_lr`]).
+pub fn canary_share(n_c: f64, n_p: f64, ratio: f64) -> f64 {
+    let a = n_c * ratio;
+    let d = a + n_p;
+    if d > 0.0 { a / d } else { 0.0 }
+}
+
+/// Log-likelihood ratio of the canary taking `x` of a look's `total` events when its share is
+/// `pi1` against `pi0` (conditional binomial, `0 < pi < 1`).
+///
+/// Conditioning on the look's total events removes the unknown base rate, which moves with time
+/// of day and load and hits both arms alike. For rare events the canary's count given the total
+/// is exactly binomial with share [`canary_share`] (two Poisson counts); for common events
+/// (latency exceedances near the median) the exact law under equal arms is hypergeometric,
+/// which Hoeffding (1963) showed is smaller in convex order than this binomial: the ratio,
+/// convex in `x`, then has expectation at most 1 under the null, so the test stays valid and
+/// is merely a little conservative. Counts may be fractional (histogram interpolation).
+pub fn share_log_lr(x: f64, total: f64, pi1: f64, pi0: f64) -> f64 {
+    if total <= 0.0 || !(pi0 > 0.0 && pi0 < 1.0) || !(pi1 > 0.0 && pi1 < 1.0) {
+        return 0.0;
+    }
+    let x = x.clamp(0.0, total);
+    x * (pi1 / pi0).ln() + (total - x) * ((1.0 - pi1) / (1.0 - pi0)).ln()
+}
+
+/// Log-likelihood ratio of `x` events in `n` requests for event rate `p1` against `p0`
+/// (binomial). Used for the canary's own error rate against an absolute margin.
+pub fn binomial_log_lr(x: f64, n: f64, p1: f64, p0: f64) -> f64 {
+    if n <= 0.0 || !(p0 > 0.0 && p0 < 1.0) || !(p1 > 0.0 && p1 < 1.0) {
+        return 0.0;
+    }
+    let x = x.clamp(0.0, n);
+    x * (p1 / p0).ln() + (n - x) * ((1.0 - p1) / (1.0 - p0)).ln()
+}
+
 /// One-sided p-value of the two-proportion z-test that the canary's failure rate exceeds the
 /// primary's (pooled variance). 1 when there is nothing to compare.
 pub fn two_proportion_z_p(x_c: u64, n_c: u64, x_p: u64, n_p: u64) -> f64 {
@@ -157,6 +194,54 @@ mod tests {
             })
             .sum();
         assert!((expectation - 1.0).abs() < 1e-9, "{expectation}");
+    }
+
+    #[test]
+    fn share_lr_matches_hand_computed_values() {
+        // 3 of 10 events on an arm with share 0.2 against 0.1:
+        // 3 ln 2 + 7 ln(0.8 / 0.9) = 2.0794 - 0.8245 = 1.2549.
+        let l = share_log_lr(3.0, 10.0, 0.2, 0.1);
+        assert!((l - 1.254_9).abs() < 1e-4, "{l}");
+        assert_eq!(share_log_lr(0.0, 0.0, 0.2, 0.1), 0.0);
+        // Equal shares carry no evidence; a ratio of rates maps to a share.
+        assert_eq!(share_log_lr(4.0, 9.0, 0.3, 0.3), 0.0);
+        assert!((canary_share(100.0, 900.0, 1.0) - 0.1).abs() < 1e-12);
+        assert!((canary_share(100.0, 900.0, 2.0) - 200.0 / 1100.0).abs() < 1e-12);
+        // 0 of 1000 at 0.1% against 0.25%: 1000 ln(0.999 / 0.9975) = 1.5027.
+        let b = binomial_log_lr(0.0, 1000.0, 0.001, 0.0025);
+        assert!((b - 1.502_7).abs() < 1e-4, "{b}");
+    }
+
+    #[test]
+    fn binomial_share_ratio_is_conservative_under_the_hypergeometric_null() {
+        // Equal arms, common events (a latency median): the canary's exact count given the
+        // look's events is hypergeometric; the binomial ratio's expectation must stay <= 1.
+        for (n_c, n_p, events) in [(50u64, 450u64, 250u64), (20, 30, 25), (200, 200, 10)] {
+            let pi0 = canary_share(n_c as f64, n_p as f64, 1.0);
+            let weights: Vec<f64> = (0..=events)
+                .map(|k| {
+                    if k > n_c || events - k > n_p {
+                        0.0
+                    } else {
+                        (ln_binomial(n_c, k) + ln_binomial(n_p, events - k)).exp()
+                    }
+                })
+                .collect();
+            let z: f64 = weights.iter().sum();
+            for ratio in [1.5, 2.0, 5.0, 0.5] {
+                let pi1 = canary_share(n_c as f64, n_p as f64, ratio);
+                let e: f64 = (0..=events)
+                    .map(|k| {
+                        weights[k as usize] / z
+                            * share_log_lr(k as f64, events as f64, pi1, pi0).exp()
+                    })
+                    .sum();
+                assert!(
+                    e <= 1.0 + 1e-9,
+                    "E = {e} for {n_c}/{n_p}/{events} ratio {ratio}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -355,6 +355,8 @@ fn judge(j: &serin_core::JudgeSample) -> EntryKind {
                 alpha: e.alpha,
                 tolerance: e.tolerance,
                 verdict: verdict(e.verdict),
+                margin: e.margin,
+                claim: e.claim.clone(),
             })
             .collect(),
         canary_requests: j.canary_requests,
@@ -572,6 +574,8 @@ mod tests {
                     alpha: Some(0.0025),
                     tolerance: Some(0.0),
                     verdict: serin_core::Verdict::Inconclusive,
+                    margin: Some(0.25),
+                    claim: Some("canary error <= 0.25% not shown yet".into()),
                 }],
             }),
         }));
@@ -599,6 +603,11 @@ mod tests {
                 assert_eq!(*canary_requests, 80);
                 assert_eq!(evidence[0].metric, "errorRate");
                 assert_eq!(evidence[0].p_value, Some(0.4));
+                assert_eq!(evidence[0].margin, Some(0.25));
+                assert_eq!(
+                    evidence[0].claim.as_deref(),
+                    Some("canary error <= 0.25% not shown yet")
+                );
             }
             other => panic!("{other:?}"),
         }

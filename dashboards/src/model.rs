@@ -520,6 +520,12 @@ pub struct Evidence {
     pub tolerance: Option<f64>,
     /// The verdict for this metric.
     pub verdict: Verdict,
+    /// The margin a pass must show (percentage points for the error rate, percent for latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    /// What a pass claims, shown or not (`canary error <= 1.75% with 99% confidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 /// Severity of an event.

@@ -441,12 +441,15 @@ fn describe(entry: &HistoryEntry) -> (String, String) {
             for e in evidence {
                 let _ = write!(
                     ev,
-                    "<li>{}: canary {} vs primary {}{}{}{} → {}</li>",
+                    "<li>{}: canary {} vs primary {}{}{}{}{} → {}{}</li>",
                     esc(&e.metric),
                     num(e.canary),
                     num(e.primary),
                     e.tolerance
                         .map(|t| format!(", tolerance {}", num(t)))
+                        .unwrap_or_default(),
+                    e.margin
+                        .map(|m| format!(", margin {}", num(m)))
                         .unwrap_or_default(),
                     e.p_value
                         .map(|p| format!(", p = {p:.2e}"))
@@ -454,7 +457,11 @@ fn describe(entry: &HistoryEntry) -> (String, String) {
                     e.alpha
                         .map(|a| format!(" (alpha {})", num(a)))
                         .unwrap_or_default(),
-                    verdict(e.verdict)
+                    verdict(e.verdict),
+                    e.claim
+                        .as_ref()
+                        .map(|c| format!(" <span class=\"muted\">{}</span>", esc(c)))
+                        .unwrap_or_default()
                 );
             }
             (

@@ -17,6 +17,10 @@ pub mod exit {
     pub const TIMED_OUT: i32 = 3;
     /// Not found, unreachable, or invalid input.
     pub const ERROR: i32 = 4;
+    /// The revision was rolled back because the judge gathered no decisive evidence within its
+    /// budget (`onInconclusive: rollback`): not shown bad, not shown safe (often: too little
+    /// traffic; see `serin plan`).
+    pub const INCONCLUSIVE: i32 = 5;
 }
 
 /// One look's conclusion.
@@ -29,6 +33,12 @@ pub enum Assessment {
     },
     /// The awaited revision's run ended without promoting it.
     Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The awaited revision's run was rolled back by `onInconclusive` (no decisive evidence
+    /// within the judge's budget).
+    Inconclusive {
         /// Why.
         reason: String,
     },
@@ -54,6 +64,17 @@ pub fn assess(summary: &CanarySummary, revision: &str, pinned: bool) -> Assessme
         match &run.outcome {
             Some(o) if o.result == RunResult::Promoted => {
                 return Assessment::Promoted { run: Some(run.id) };
+            }
+            Some(o)
+                if o.result == RunResult::RolledBack
+                    && o.reason.starts_with(serin_core::ON_INCONCLUSIVE) =>
+            {
+                return Assessment::Inconclusive {
+                    reason: format!(
+                        "revision {revision} rolled back without a decision (run {}): {}",
+                        run.id, o.reason
+                    ),
+                };
             }
             Some(o) => {
                 let what = match o.result {
@@ -191,6 +212,23 @@ mod tests {
                 matches!(assess(&c, "v2", false), Assessment::Failed { .. }),
                 "{result:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_run_ended_by_on_inconclusive_is_its_own_outcome() {
+        let mut c = canary(Phase::Failed, Some(("v2", Some(RunResult::RolledBack))));
+        if let Some(o) = c.run.as_mut().and_then(|r| r.outcome.as_mut()) {
+            o.reason = format!(
+                "{} rollback: no decision within the step budget (15m) at weight 10%",
+                serin_core::ON_INCONCLUSIVE
+            );
+        }
+        match assess(&c, "v2", false) {
+            Assessment::Inconclusive { reason } => {
+                assert!(reason.contains("step budget"), "{reason}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -34,6 +34,12 @@ pub const MAX_WEIGHT: u32 = 60;
 pub const JUDGE_MIN_REQUESTS: u64 = 100;
 /// The judge's false-rollback budget for a run (`judge.alpha`).
 pub const JUDGE_ALPHA: f64 = 0.01;
+/// The error-rate margin (percentage points) the judge must show before a step up: wider than
+/// the default 0.25 so a healthy release of a demo's few hundred requests a second proves
+/// itself in tens of seconds, still far below the bad release's error rate.
+pub const JUDGE_ERROR_MARGIN_POINTS: f64 = 2.0;
+/// The latency margin (percent) the judge must show for p50 and p99.
+pub const JUDGE_LATENCY_MARGIN: f64 = 50.0;
 /// The request-duration threshold (milliseconds, p99).
 pub const DURATION_MAX_MS: f64 = 500.0;
 
@@ -175,6 +181,8 @@ spec:
       minRequests: {JUDGE_MIN_REQUESTS}
       errorRateTolerance: 0
       latencyTolerance: 10
+      errorRateMarginAbsolute: {JUDGE_ERROR_MARGIN_POINTS}
+      latencyMargin: {JUDGE_LATENCY_MARGIN}
       onInconclusive: wait
 "#
     )
@@ -639,6 +647,8 @@ mod tests {
         let config = JudgeConfig {
             alpha: JUDGE_ALPHA,
             min_requests: JUDGE_MIN_REQUESTS,
+            error_rate_margin_absolute: JUDGE_ERROR_MARGIN_POINTS,
+            latency_margin: JUDGE_LATENCY_MARGIN,
             ..JudgeConfig::default()
         };
         let mut state = JudgeState::default();

@@ -867,12 +867,17 @@ pub struct CanaryAlert {
     pub provider_ref: CrossNamespaceObjectReference,
 }
 
-/// What the judge does when it cannot decide yet.
+/// How a run ends when the judge stays inconclusive past its budget (`stepBudget`,
+/// `runBudget`). While within budget an inconclusive judge always holds the weight.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnInconclusive {
-    /// Keep the current weight and judge again at the next tick.
+    /// Roll back: never promote without evidence (the default).
     #[default]
+    Rollback,
+    /// Promote without evidence (for services too quiet to ever prove anything).
+    Promote,
+    /// Keep holding the weight and judging (no end).
     Wait,
     /// Pause the run until a person resumes, promotes or aborts it.
     Pause,
@@ -888,7 +893,7 @@ pub struct Judge {
     /// False-rollback budget for the whole run, in (0, 0.5] (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
-    /// Requests needed per arm before the judge decides (default 100).
+    /// Requests needed per arm before the judge may pass (default 100); a failure needs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<i64>,
     /// Extra error rate considered harmless, in absolute percentage points, 0..=100 (default 0).
@@ -897,9 +902,27 @@ pub struct Judge {
     /// Extra latency considered harmless, in percent, >= 0 (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_tolerance: Option<f64>,
-    /// What an undecided judge does (default `wait`).
+    /// A pass must show the canary's error rate at most this percent above the primary's
+    /// (relative margin, > 0, default 75), or within `errorRateMarginAbsolute`, whichever is
+    /// larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_margin: Option<f64>,
+    /// Absolute error-rate margin in percentage points, in (0, 100] (default 0.25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_margin_absolute: Option<f64>,
+    /// A pass must show the canary's p50 and p99 latency at most this percent above the
+    /// primary's (> latencyTolerance, default 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_margin: Option<f64>,
+    /// How the run ends when the judge stays inconclusive past a budget (default `rollback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_inconclusive: Option<OnInconclusive>,
+    /// Longest the judge may stay inconclusive at one weight, e.g. `15m` (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_budget: Option<String>,
+    /// Longest a run may go on without the judge's last word, e.g. `1h` (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_budget: Option<String>,
 }
 
 /// What a threshold check concludes from too little data.

@@ -42,6 +42,16 @@ pub const DEFAULT_JUDGE_ALPHA: f64 = 0.01;
 pub const DEFAULT_JUDGE_MIN_REQUESTS: u64 = 100;
 /// Default extra latency the judge tolerates, in percent.
 pub const DEFAULT_JUDGE_LATENCY_TOLERANCE: f64 = 10.0;
+/// Default relative error-rate margin a judge pass must show, percent of the primary's rate.
+pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN: f64 = 75.0;
+/// Default absolute error-rate margin a judge pass must show, percentage points.
+pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE: f64 = 0.25;
+/// Default latency margin (p50, p99) a judge pass must show, percent.
+pub const DEFAULT_JUDGE_LATENCY_MARGIN: f64 = 25.0;
+/// Default longest inconclusive stretch at one weight.
+pub const DEFAULT_JUDGE_STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// Default longest run without the judge's last word.
+pub const DEFAULT_JUDGE_RUN_BUDGET: Duration = Duration::from_secs(60 * 60);
 /// Default requests per tick for a threshold check to have data.
 pub const DEFAULT_NO_DATA_MIN_REQUESTS: u64 = 1;
 
@@ -145,8 +155,18 @@ pub struct JudgeSettings {
     pub error_rate_tolerance: f64,
     /// Harmless extra latency, percent.
     pub latency_tolerance: f64,
-    /// What an undecided judge does.
+    /// Relative error-rate margin, percent.
+    pub error_rate_margin: f64,
+    /// Absolute error-rate margin, percentage points.
+    pub error_rate_margin_absolute: f64,
+    /// Latency margin, percent.
+    pub latency_margin: f64,
+    /// How a run ends when the judge stays inconclusive past a budget.
     pub on_inconclusive: OnInconclusive,
+    /// Longest inconclusive stretch at one weight.
+    pub step_budget: Duration,
+    /// Longest run without the judge's last word.
+    pub run_budget: Duration,
 }
 
 /// No-data settings with defaults applied.
@@ -345,7 +365,16 @@ impl Normalized {
                 latency_tolerance: j
                     .latency_tolerance
                     .unwrap_or(DEFAULT_JUDGE_LATENCY_TOLERANCE),
+                error_rate_margin: j
+                    .error_rate_margin
+                    .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN),
+                error_rate_margin_absolute: j
+                    .error_rate_margin_absolute
+                    .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE),
+                latency_margin: j.latency_margin.unwrap_or(DEFAULT_JUDGE_LATENCY_MARGIN),
                 on_inconclusive: j.on_inconclusive.unwrap_or_default(),
+                step_budget: duration_or(j.step_budget.as_ref(), DEFAULT_JUDGE_STEP_BUDGET),
+                run_budget: duration_or(j.run_budget.as_ref(), DEFAULT_JUDGE_RUN_BUDGET),
             });
         let no_data = NoDataSettings {
             min_requests: a

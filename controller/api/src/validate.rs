@@ -715,6 +715,7 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
                 format!("{t} is out of range; accepted: a percentage, 0 or more"),
             );
         }
+        check_judge_margins(e, &jp, judge);
     }
     if let Some(no_data) = &a.no_data
         && let Some(n) = no_data.min_requests
@@ -724,6 +725,53 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
             format!("{P}.noData.minRequests"),
             format!("{n} is negative; accepted: requests per tick, 0 or more (default 1)"),
         );
+    }
+}
+
+/// The judge's margins and inconclusive budgets (`spec.analysis.judge`).
+fn check_judge_margins(e: &mut Errors, jp: &str, judge: &crate::canary::Judge) {
+    if let Some(m) = judge.error_rate_margin
+        && !(m > 0.0 && m <= 1000.0)
+    {
+        e.push(
+            format!("{jp}.errorRateMargin"),
+            format!("{m} is out of range; accepted: percent of the primary's error rate, in (0, 1000] (default 75)"),
+        );
+    }
+    if let Some(m) = judge.error_rate_margin_absolute
+        && !(m > 0.0 && m <= 100.0)
+    {
+        e.push(
+            format!("{jp}.errorRateMarginAbsolute"),
+            format!("{m} is out of range; accepted: percentage points, in (0, 100] (default 0.25)"),
+        );
+    }
+    let tolerance = judge
+        .latency_tolerance
+        .unwrap_or(crate::defaults::DEFAULT_JUDGE_LATENCY_TOLERANCE);
+    if let Some(m) = judge.latency_margin
+        && !(m > 0.0 && m <= 1000.0)
+    {
+        e.push(
+            format!("{jp}.latencyMargin"),
+            format!("{m} is out of range; accepted: percent, in (0, 1000] (default 25)"),
+        );
+    } else if let Some(m) = judge.latency_margin
+        && tolerance.is_finite()
+        && m <= tolerance
+    {
+        e.push(
+            format!("{jp}.latencyMargin"),
+            format!("{m} is not above latencyTolerance {tolerance}; accepted: a margin larger than the tolerance"),
+        );
+    }
+    for (name, value) in [
+        ("stepBudget", &judge.step_budget),
+        ("runBudget", &judge.run_budget),
+    ] {
+        if let Some(v) = value {
+            check_duration(e, &format!("{jp}.{name}"), v, true);
+        }
     }
 }
 

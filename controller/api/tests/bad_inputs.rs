@@ -555,12 +555,45 @@ fn judge_alpha_out_of_range() {
         "0 or more",
     );
     rejects(
+        &[("/spec/analysis/judge", json!({"onInconclusive": "halt"}))],
+        "spec.analysis.judge.onInconclusive",
+        "accepted: rollback, promote, wait, pause",
+    );
+    rejects(
+        &[("/spec/analysis/judge", json!({"errorRateMargin": 0}))],
+        "spec.analysis.judge.errorRateMargin",
+        "(0, 1000]",
+    );
+    rejects(
         &[(
             "/spec/analysis/judge",
-            json!({"onInconclusive": "rollback"}),
+            json!({"errorRateMarginAbsolute": 101}),
         )],
-        "spec.analysis.judge.onInconclusive",
-        "accepted: wait, pause",
+        "spec.analysis.judge.errorRateMarginAbsolute",
+        "(0, 100]",
+    );
+    rejects(
+        &[("/spec/analysis/judge", json!({"latencyMargin": -3}))],
+        "spec.analysis.judge.latencyMargin",
+        "(0, 1000]",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/judge",
+            json!({"latencyMargin": 8, "latencyTolerance": 10}),
+        )],
+        "spec.analysis.judge.latencyMargin",
+        "not above latencyTolerance 10",
+    );
+    rejects(
+        &[("/spec/analysis/judge", json!({"stepBudget": "soon"}))],
+        "spec.analysis.judge.stepBudget",
+        "accepted:",
+    );
+    rejects(
+        &[("/spec/analysis/judge", json!({"runBudget": "0s"}))],
+        "spec.analysis.judge.runBudget",
+        "is zero",
     );
     rejects(
         &[("/spec/analysis/judge", json!({"enabled": "yes"}))],

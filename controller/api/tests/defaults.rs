@@ -235,8 +235,33 @@ fn judge_defaults_and_disabling() {
             min_requests: 100,
             error_rate_tolerance: 0.0,
             latency_tolerance: 10.0,
-            on_inconclusive: OnInconclusive::Wait,
+            error_rate_margin: 75.0,
+            error_rate_margin_absolute: 0.25,
+            latency_margin: 25.0,
+            on_inconclusive: OnInconclusive::Rollback,
+            step_budget: Duration::from_secs(15 * 60),
+            run_budget: Duration::from_secs(60 * 60),
         })
+    );
+    a.judge = Some(Judge {
+        error_rate_margin: Some(50.0),
+        latency_margin: Some(40.0),
+        on_inconclusive: Some(OnInconclusive::Wait),
+        step_budget: Some("5m".into()),
+        run_budget: Some("2h".into()),
+        ..Default::default()
+    });
+    let j = Normalized::from_canary(&canary(a.clone()))
+        .unwrap()
+        .judge
+        .unwrap();
+    assert_eq!(
+        (j.error_rate_margin, j.latency_margin, j.on_inconclusive),
+        (50.0, 40.0, OnInconclusive::Wait)
+    );
+    assert_eq!(
+        (j.step_budget, j.run_budget),
+        (Duration::from_secs(300), Duration::from_secs(7200))
     );
     a.judge = Some(Judge {
         enabled: Some(false),

@@ -19,7 +19,8 @@ const WAIT_EXIT_CODES: &str = "Exit codes:
   1  rolled back, aborted, or replaced by another revision before promotion
   2  waiting for a person (paused, or a confirm gate), only with --until-paused
   3  timed out (--timeout)
-  4  error: canary not found, controller or API server unreachable, invalid flags";
+  4  error: canary not found, controller or API server unreachable, invalid flags
+  5  rolled back by onInconclusive: the judge reached no decision within its budget";
 
 /// Whether `serin <arg>` is one of this file's commands (their flag errors exit 4, not 2).
 pub fn is_ci_command(arg: Option<&str>) -> bool {
@@ -486,6 +487,11 @@ async fn wait_inner(args: &WaitArgs) -> i32 {
                 progress.clear();
                 println!("failed: {key}: {reason}");
                 return exit::FAILED;
+            }
+            Assessment::Inconclusive { reason } => {
+                progress.clear();
+                println!("inconclusive: {key}: {reason}");
+                return exit::INCONCLUSIVE;
             }
             Assessment::NeedsHuman { reason } if args.until_paused => {
                 progress.clear();

@@ -9,8 +9,11 @@ mod control_plane;
 mod controller;
 mod crds;
 mod demo;
+mod inject;
+mod injector;
 mod install;
 mod load;
+mod plan;
 mod rollout;
 mod sample_app;
 mod validate;
@@ -48,10 +51,14 @@ enum Command {
     Install(install::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
     Validate(validate::Args),
+    /// Before a rollout: how long a Canary's schedule takes to promote a healthy release and to
+    /// catch a doubled error rate at a given traffic (--rps), from simulated runs of the judge.
+    Plan(plan::Args),
     /// Show canaries: phase, weight, failed checks, revision in flight.
     Status(ci::StatusArgs),
     /// Wait for the rollout of the target's current revision; exit 0 promoted, 1 rolled back,
-    /// 2 waiting for a person (--until-paused), 3 timed out, 4 error.
+    /// 2 waiting for a person (--until-paused), 3 timed out, 4 error, 5 rolled back by
+    /// onInconclusive (no decision within the judge's budget).
     Wait(ci::WaitArgs),
     /// Promote the canary now, skipping the rest of the analysis (recorded with who/when).
     Promote(ci::ActionArgs),
@@ -65,6 +72,12 @@ enum Command {
     Gate(ci::GateArgs),
     /// Run the traffic-split control plane (HTTPRoute / TrafficSplit to proxy route tables).
     ControlPlane(control_plane::Args),
+    /// Add serin-proxy (capture init container + native sidecar) to the pods and pod templates
+    /// of Kubernetes manifests (files, directories or -), YAML in, YAML out.
+    Inject(inject::Args),
+    /// Run the sidecar-injection admission webhook (TLS; creates its certificate Secret and
+    /// the webhook's caBundle when missing).
+    Injector(Box<injector::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Status(args) => ci::status(args),
         Command::Wait(args) => ci::wait(args),
         Command::Promote(args) => ci::act(args, serin_dashboard::model::Action::Promote),
@@ -112,5 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::Resume(args) => ci::act(args, serin_dashboard::model::Action::Resume),
         Command::Gate(args) => ci::gate(args),
         Command::ControlPlane(args) => control_plane::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(*args),
     }
 }

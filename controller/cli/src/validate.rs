@@ -153,7 +153,10 @@ fn check(args: &Args) -> i32 {
     0
 }
 
-fn read_sources(files: &[String], recursive: bool) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn read_sources(
+    files: &[String],
+    recursive: bool,
+) -> Result<Vec<(String, String)>, String> {
     let mut sources = Vec::new();
     for file in files {
         if file == "-" {

@@ -369,3 +369,82 @@ fn local_process_manifests_are_checked_with_the_local_reader() {
         text(&out.stderr)
     );
 }
+
+const PLANNED_CANARY: &str = "apiVersion: serin.dev/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1m
+    stepWeights: [10, 20, 30, 40, 50]
+    judge: {onInconclusive: rollback, stepBudget: 30m}
+";
+
+#[test]
+fn plan_says_when_a_rollout_can_never_prove_anything() {
+    let out = run_stdin(
+        &["plan", "-f", "-", "--rps", "1", "--trials", "20"],
+        PLANNED_CANARY,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("Canary test/podinfo"), "{stdout}");
+    assert!(
+        stdout.contains("stepWeights 10,20,30,40,50, interval 1m, stepBudget 30m"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("at 1 rps this rollout can never prove anything; it will end by onInconclusive (rollback) after 30m"),
+        "{stdout}"
+    );
+    // Busy enough: a figure for both scenarios.
+    let out = run_stdin(
+        &[
+            "plan",
+            "-f",
+            "-",
+            "--rps",
+            "200",
+            "--error-rate",
+            "5%",
+            "--trials",
+            "20",
+        ],
+        PLANNED_CANARY,
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("a healthy release is typically promoted in"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plan_rejects_bad_flags_and_judgeless_canaries() {
+    let out = run_stdin(
+        &["plan", "-f", "-", "--rps", "5", "--error-rate", "lots"],
+        PLANNED_CANARY,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--error-rate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_stdin(&["plan", "-f", "-", "--rps", "-1"], PLANNED_CANARY);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--rps"), "{}", text(&out.stderr));
+    let judgeless = PLANNED_CANARY.replace(
+        "    judge: {onInconclusive: rollback, stepBudget: 30m}\n",
+        "",
+    );
+    let out = run_stdin(&["plan", "-f", "-", "--rps", "5"], &judgeless);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("spec.analysis.judge is off"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -43,14 +43,14 @@ mod time;
 pub mod walkthrough;
 
 pub use action::{Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity};
-pub use engine::{GateCall, Needs, Transition, needs, step};
+pub use engine::{GateCall, Needs, ON_INCONCLUSIVE, Transition, needs, step};
 pub use observation::{
     Bound, CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
     Verdict,
 };
 pub use plan::{
-    CookieAttributes, InconclusivePolicy, Mirror, Plan, RouteMatch, SameSite, SessionAffinity,
-    Strategy, StringMatch, Webhook, WebhookKind,
+    CookieAttributes, InconclusiveBudget, InconclusivePolicy, Mirror, Plan, RouteMatch, SameSite,
+    SessionAffinity, Strategy, StringMatch, Webhook, WebhookKind,
 };
 pub use sample::{ArmSample, JudgeEvidence, JudgeSample, Sample};
 pub use status::{

@@ -30,8 +30,13 @@ pub struct Plan {
     /// Names of the metric checks (and of the statistical judge, when on) the runtime evaluates on
     /// every analysis tick; their results come back in [`crate::Observation::checks`].
     pub checks: Vec<String>,
-    /// What an inconclusive verdict means (the judge's `onInconclusive`, default wait).
+    /// How an inconclusive verdict ends the run once [`Plan::inconclusive_budget`] is spent (the
+    /// judge's `onInconclusive`; without a judge, wait).
     pub on_inconclusive: InconclusivePolicy,
+    /// How long checks may stay inconclusive before `on_inconclusive` ends the run (the judge's
+    /// `stepBudget` and `runBudget`; none without a judge).
+    #[serde(default)]
+    pub inconclusive_budget: InconclusiveBudget,
     /// Percentage of the primary's updated replicas that must be available
     /// (`analysis.primaryReadyThreshold`, default 100).
     pub primary_ready_threshold: u32,
@@ -310,15 +315,78 @@ impl WebhookKind {
     }
 }
 
-/// What an inconclusive check verdict does to the run.
+/// What an inconclusive check verdict does to the run. Within the [`InconclusiveBudget`] every
+/// policy holds the step; once a budget is spent the run ends as the policy says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum InconclusivePolicy {
-    /// Hold the step (no advance, no failure) and look again next tick.
+    /// Hold the step (no advance, no failure) and look again next tick, however long it takes.
     #[default]
     Wait,
-    /// Hold the step and pause the run until a human resumes, promotes or aborts it.
+    /// Pause the run until a human resumes, promotes or aborts it (at once when no budget is
+    /// set).
     Pause,
+    /// Roll back: never promote without evidence (the judge's default).
+    Rollback,
+    /// Promote without evidence.
+    Promote,
+}
+
+impl InconclusivePolicy {
+    /// The spelling in the Canary (`onInconclusive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InconclusivePolicy::Wait => "wait",
+            InconclusivePolicy::Pause => "pause",
+            InconclusivePolicy::Rollback => "rollback",
+            InconclusivePolicy::Promote => "promote",
+        }
+    }
+}
+
+/// How long an inconclusive analysis may go on (see [`InconclusivePolicy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InconclusiveBudget {
+    /// Longest time at one step without a decision, measured from the step's start.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
+    pub step: Option<Duration>,
+    /// Longest run without a decision, measured from the first analysis tick.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms"
+    )]
+    pub run: Option<Duration>,
+}
+
+impl InconclusiveBudget {
+    /// Whether any budget is set.
+    pub fn is_set(&self) -> bool {
+        self.step.is_some() || self.run.is_some()
+    }
+}
+
+/// Millisecond (de)serialization for optional durations.
+mod opt_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 /// Millisecond (de)serialization for durations in [`Plan`], so plans read well as JSON.

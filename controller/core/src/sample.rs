@@ -75,6 +75,14 @@ pub struct JudgeEvidence {
     /// latency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
-    /// This metric's own verdict.
+    /// This metric's own verdict: fail once its test crossed, pass once its non-inferiority
+    /// is shown, inconclusive in between.
     pub verdict: Verdict,
+    /// The margin a pass must show (percent of the primary's value; for the error rate the
+    /// larger of the relative and the absolute margin, in percentage points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    /// What a pass claims, e.g. `canary error <= 1.75%` (shown or not, see `verdict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }

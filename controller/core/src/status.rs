@@ -215,6 +215,13 @@ pub struct Run {
     /// Whether the pre-rollout webhooks have passed in this run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pre_rollout_done: bool,
+    /// When the analysis began (pre-rollout passed): the run's inconclusive budget counts from
+    /// here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_started_at: Option<Timestamp>,
+    /// When the current step began: the step's inconclusive budget counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Timestamp>,
     /// Why promotion started (analysis complete, skipAnalysis, manual promote by whom), once the
     /// canary's template has been handed to the primary in this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

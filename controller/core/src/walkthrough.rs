@@ -65,6 +65,7 @@ pub fn plan() -> Plan {
         ],
         checks: vec!["request-success-rate".into(), "request-duration".into()],
         on_inconclusive: InconclusivePolicy::Wait,
+        inconclusive_budget: Default::default(),
         primary_ready_threshold: 100,
         canary_ready_threshold: 100,
         session_affinity: None,

@@ -483,14 +483,18 @@ pub fn control_plane_rules() -> ComponentRules {
 /// certificate Secret (created at first start).
 pub fn injector_rules() -> ComponentRules {
     ComponentRules {
-        cluster: vec![named(
-            rule(
-                "admissionregistration.k8s.io",
-                &["mutatingwebhookconfigurations"],
-                &["get", "patch"],
+        cluster: vec![
+            named(
+                rule(
+                    "admissionregistration.k8s.io",
+                    &["mutatingwebhookconfigurations"],
+                    &["get", "patch"],
+                ),
+                &[INJECTOR],
             ),
-            &[INJECTOR],
-        )],
+            // `serin.dev/inject` on the pod's Namespace decides when the pod has none.
+            rule("", &["namespaces"], &["get"]),
+        ],
         namespaced: vec![
             named(rule("", &["secrets"], &["get"]), &[INJECTOR_TLS_SECRET]),
             // `create` cannot be limited by name: the API server has no name before creation.

@@ -10,9 +10,12 @@
 //! Not here: rollout decisions (`serin-core`), the adapter traits and the driver
 //! (`serin-controller`), anything one-machine (`serin-local`).
 
+pub mod admission;
 pub mod analysis;
 pub mod check;
 pub mod dashboard;
+pub mod inject;
+pub mod injector;
 pub mod install;
 mod lease;
 #[cfg(test)]

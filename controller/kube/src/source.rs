@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use serin_dashboard::convert;
 use serin_dashboard::model::{Action, CanaryKey, CanarySummary, TargetRef};
 
-/// The annotation the controller reads manual commands from.
-pub const COMMAND_ANNOTATION: &str = "serin.dev/command";
+pub use crate::status::COMMAND_ANNOTATION;
 
 /// A Kubernetes failure, worded for the person at the terminal.
 #[derive(Debug)]
@@ -217,9 +216,12 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 /// The engine state in a Canary object: `status.serin.state` when the controller wrote it,
 /// otherwise the Flagger-compatible status fields (same names).
 pub(crate) fn engine_status(data: &Value) -> serin_core::Status {
-    data.pointer("/status/serin/state")
-        .or_else(|| data.pointer("/status"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+    // The controller's own state when it wrote one, else Flagger's status fields.
+    crate::status::stored_state(data.pointer("/status/serin"))
+        .or_else(|| {
+            data.pointer("/status")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+        })
         .unwrap_or_default()
 }
 

@@ -55,13 +55,15 @@ pub const CONDITION_SYNCED: &str = "Synced";
 
 /// The engine state stored in the Canary, if any.
 pub fn engine_status(canary: &Canary) -> Status {
-    canary
-        .status
-        .as_ref()
-        .and_then(|s| s.serin.as_ref())
+    stored_state(canary.status.as_ref().and_then(|s| s.serin.as_ref())).unwrap_or_default()
+}
+
+/// The engine state under `status.serin.state`, given `status.serin` (typed Canary or raw
+/// object alike), when there is one and it reads.
+pub(crate) fn stored_state(serin: Option<&Value>) -> Option<Status> {
+    serin
         .and_then(|v| v.get("state"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
 }
 
 /// The analysis state (the judge's sequential test) stored in the Canary under

@@ -23,6 +23,8 @@ mod rbac_control_plane_kubernetes;
 mod rbac_controller_kube_scenarios;
 #[path = "kube_leader_election.rs"]
 mod rbac_controller_leader_election;
+#[path = "injector.rs"]
+mod rbac_injector_scenarios;
 
 /// One API call reduced to what RBAC judges.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -229,6 +231,11 @@ fn rbac_of_the_controller_matches_its_calls() {
 #[test]
 fn rbac_of_the_control_plane_matches_its_calls() {
     check("rbac_control_plane_", install::control_plane_rules());
+}
+
+#[test]
+fn rbac_of_the_injector_matches_its_calls() {
+    check("rbac_injector_", install::injector_rules());
 }
 
 #[test]

@@ -69,7 +69,12 @@ pub fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
         min_requests: j.min_requests,
         error_rate_tolerance: j.error_rate_tolerance,
         latency_tolerance: j.latency_tolerance,
+        error_rate_margin: j.error_rate_margin,
+        error_rate_margin_absolute: j.error_rate_margin_absolute,
+        latency_margin: j.latency_margin,
         on_inconclusive: match j.on_inconclusive {
+            serin_api::OnInconclusive::Rollback => serin_analysis::OnInconclusive::Rollback,
+            serin_api::OnInconclusive::Promote => serin_analysis::OnInconclusive::Promote,
             serin_api::OnInconclusive::Pause => serin_analysis::OnInconclusive::Pause,
             serin_api::OnInconclusive::Wait => serin_analysis::OnInconclusive::Wait,
         },

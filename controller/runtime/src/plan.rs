@@ -4,8 +4,8 @@
 
 use serin_api::{Canary, HookType, Normalized, StringMatch as ApiStringMatch, ValidationError};
 use serin_core::{
-    InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy, StringMatch, Webhook,
-    WebhookKind,
+    InconclusiveBudget, InconclusivePolicy, Mirror, Plan, RouteMatch, SessionAffinity, Strategy,
+    StringMatch, Webhook, WebhookKind,
 };
 
 use crate::adapters::{AlertRoute, CanaryContext, CanaryId, HookConfig};
@@ -104,8 +104,19 @@ pub fn plan(n: &Normalized) -> Plan {
         checks,
         on_inconclusive: match n.judge.as_ref().map(|j| j.on_inconclusive) {
             Some(serin_api::OnInconclusive::Pause) => InconclusivePolicy::Pause,
-            _ => InconclusivePolicy::Wait,
+            Some(serin_api::OnInconclusive::Rollback) => InconclusivePolicy::Rollback,
+            Some(serin_api::OnInconclusive::Promote) => InconclusivePolicy::Promote,
+            Some(serin_api::OnInconclusive::Wait) | None => InconclusivePolicy::Wait,
         },
+        // Budgets come with the judge: without one, inconclusive checks hold as in Flagger.
+        inconclusive_budget: n
+            .judge
+            .as_ref()
+            .map(|j| InconclusiveBudget {
+                step: Some(j.step_budget),
+                run: Some(j.run_budget),
+            })
+            .unwrap_or_default(),
         primary_ready_threshold: n.primary_ready_threshold,
         canary_ready_threshold: n.canary_ready_threshold,
         session_affinity: n.session_affinity.as_ref().map(|(cookie_name, max_age)| {

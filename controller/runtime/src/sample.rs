@@ -48,46 +48,83 @@ pub async fn measure(
     })
 }
 
-fn evidence(metric: &str, test: &TestEvidence, overall: Verdict, tolerance: f64) -> JudgeEvidence {
-    // A test whose largest e-value reached its bar has failed for good; otherwise it stands
-    // where the judge as a whole stands (inconclusive before minRequests, else passing).
+/// One comparison as the history records it: `canary`/`primary` are the values compared
+/// (error rates in percent, latency quantiles in ms).
+#[allow(clippy::too_many_arguments)]
+fn evidence(
+    metric: &str,
+    test: &TestEvidence,
+    canary: f64,
+    primary: f64,
+    tolerance: f64,
+    margin: f64,
+    alpha: f64,
+) -> JudgeEvidence {
     let verdict = if test.max_e_value >= test.fail_at {
         Verdict::Fail
-    } else if overall == Verdict::Inconclusive {
-        Verdict::Inconclusive
-    } else {
+    } else if test.shown {
         Verdict::Pass
+    } else {
+        Verdict::Inconclusive
     };
     JudgeEvidence {
         metric: metric.to_string(),
-        canary: test.canary_rate_pct,
-        primary: test.primary_rate_pct,
+        canary,
+        primary,
         p_value: Some(test.p_value),
         // The share of alpha this test spends: the p-value fails it at or below this.
         alpha: (test.fail_at > 0.0).then(|| 1.0 / test.fail_at),
         tolerance: Some(tolerance),
         verdict,
+        margin: Some(margin),
+        claim: Some(if test.shown {
+            format!(
+                "{} with {}% confidence",
+                test.claim,
+                trim_pct(100.0 * (1.0 - alpha))
+            )
+        } else {
+            format!("{} not shown yet", test.claim)
+        }),
     }
+}
+
+fn trim_pct(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The judge's look as the history records it.
 pub fn judge(r: &JudgeResult, config: &JudgeConfig) -> JudgeSample {
     let overall = verdict(r.verdict);
+    let error_margin = (r.error.primary_rate_pct * config.error_rate_margin / 100.0)
+        .max(config.error_rate_margin_absolute);
     let mut list = vec![evidence(
         "errorRate",
         &r.error,
-        overall,
+        r.error.canary_rate_pct,
+        r.error.primary_rate_pct,
         config.error_rate_tolerance,
+        error_margin,
+        config.alpha,
     )];
     if let Some(l) = &r.latency {
-        // What the latency test counts: requests slower than the primary's p99 (plus the
-        // tolerance), in percent of each arm's requests.
-        list.push(evidence(
-            "slowRequests",
-            &l.test,
-            overall,
-            config.latency_tolerance,
-        ));
+        for q in &l.quantiles {
+            let name = if q.quantile < 0.9 {
+                "latencyP50"
+            } else {
+                "latencyP99"
+            };
+            list.push(evidence(
+                name,
+                &q.test,
+                q.canary_ms.unwrap_or(0.0),
+                q.primary_ms.unwrap_or(0.0),
+                config.latency_tolerance,
+                config.latency_margin,
+                config.alpha,
+            ));
+        }
     }
     JudgeSample {
         verdict: overall,
@@ -135,6 +172,11 @@ mod tests {
             max_e_value: max_e,
             p_value: (1.0 / max_e).min(1.0),
             fail_at: 400.0,
+            pass_e_value: 1.0,
+            pass_at: 200.0,
+            shown: false,
+            dispersion: 1.0,
+            claim: "canary error <= 0.25%".into(),
         }
     }
 
@@ -171,6 +213,31 @@ mod tests {
         };
         let j = judge(&r, &JudgeConfig::default());
         assert_eq!(j.evidence[0].verdict, Verdict::Inconclusive);
+        assert_eq!(j.evidence[0].margin, Some(0.25));
+        assert_eq!(
+            j.evidence[0].claim.as_deref(),
+            Some("canary error <= 0.25% not shown yet")
+        );
+    }
+
+    #[test]
+    fn a_shown_margin_reads_as_a_confidence_statement() {
+        let mut error = test_evidence(1.0, 1.0);
+        error.shown = true;
+        error.claim = "canary error <= 1.75%".into();
+        let r = JudgeResult {
+            verdict: serin_analysis::Verdict::Pass,
+            reason: "non-inferior".into(),
+            looks: 9,
+            error,
+            latency: None,
+        };
+        let j = judge(&r, &JudgeConfig::default());
+        assert_eq!(j.evidence[0].verdict, Verdict::Pass);
+        assert_eq!(
+            j.evidence[0].claim.as_deref(),
+            Some("canary error <= 1.75% with 99% confidence")
+        );
     }
 
     #[test]

@@ -175,6 +175,7 @@ fn setup() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
         webhooks: vec![],
         checks: vec!["request-success-rate".into()],
         on_inconclusive: Default::default(),
+        inconclusive_budget: Default::default(),
         primary_ready_threshold: 100,
         canary_ready_threshold: 100,
         session_affinity: None,

@@ -67,7 +67,11 @@ impl Tick<'_> {
         if !self.run().pre_rollout_done {
             match self.gates(WebhookKind::PreRollout) {
                 Gate::Passed => {
-                    self.run_mut().pre_rollout_done = true;
+                    let now = self.now;
+                    let run = self.run_mut();
+                    run.pre_rollout_done = true;
+                    run.analysis_started_at = Some(now);
+                    run.step_started_at = Some(now);
                     if self.has_webhooks(WebhookKind::PreRollout) {
                         self.event(
                             EventType::Normal,

@@ -19,12 +19,16 @@ use crate::action::{
     Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity,
 };
 use crate::observation::{CheckResult, Command, CommandAction, GateResult, Observation, Verdict};
-use crate::plan::{Plan, Strategy, Webhook, WebhookKind};
+use crate::plan::{InconclusivePolicy, Plan, Strategy, Webhook, WebhookKind};
 use crate::status::{
     CONDITION_PROMOTED, Condition, ConditionStatus, GateState, Pause, Phase, Run, RunOutcome,
     Status,
 };
 use crate::time::Timestamp;
+
+/// How the reason of a run ended by an inconclusive budget begins (`onInconclusive rollback: ...`),
+/// so clients such as `serin wait` can tell it from a failed run.
+pub const ON_INCONCLUSIVE: &str = "onInconclusive";
 
 /// What the runtime must observe before the next [`step`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

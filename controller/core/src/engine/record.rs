@@ -46,6 +46,8 @@ impl Tick<'_> {
             step: 0,
             passed_gates: std::collections::BTreeSet::new(),
             pre_rollout_done: false,
+            analysis_started_at: None,
+            step_started_at: None,
             promotion: None,
             canary_unready_since: None,
             affinity_cookie: None,
@@ -59,9 +61,11 @@ impl Tick<'_> {
     }
 
     pub(super) fn advance_step(&mut self) {
+        let now = self.now;
         let run = self.run_mut();
         run.step += 1;
         run.passed_gates.clear();
+        run.step_started_at = Some(now);
     }
 
     pub(super) fn set_phase(&mut self, phase: Phase) {

@@ -1,5 +1,6 @@
 //! Rolling back: on the failed-check threshold, the progress deadline or a rollback webhook;
-//! counting failed and inconclusive checks.
+//! counting failed and inconclusive checks; ending a run whose checks stay inconclusive past
+//! the judge's budget (`onInconclusive`).
 
 use super::*;
 
@@ -66,17 +67,71 @@ impl Tick<'_> {
     }
 
     pub(super) fn inconclusive(&mut self, msg: String) {
-        if self.plan.on_inconclusive == crate::plan::InconclusivePolicy::Pause {
+        let policy = self.plan.on_inconclusive;
+        let spent = self.inconclusive_budget_spent();
+        if policy == InconclusivePolicy::Pause
+            && (spent.is_some() || !self.plan.inconclusive_budget.is_set())
+        {
+            let why = match &spent {
+                Some(b) => format!("{b}: {msg}"),
+                None => msg,
+            };
             self.s.paused = Some(Pause {
                 by: "serin".into(),
                 at: self.now,
-                reason: msg.clone(),
+                reason: why.clone(),
             });
-            let text = format!("paused for a human: {msg}");
-            self.alert(Severity::Warn, format!("Canary paused: {msg}"));
+            let text = format!("paused for a human: {why}");
+            self.alert(Severity::Warn, format!("Canary paused: {why}"));
             self.hold(HistoryKind::Held, text, None);
-        } else {
-            self.hold(HistoryKind::Held, format!("holding: {msg}"), None);
+            return;
         }
+        let Some(budget) = spent else {
+            self.hold(HistoryKind::Held, format!("holding: {msg}"), None);
+            return;
+        };
+        // The wording starts with ON_INCONCLUSIVE so `serin wait` can tell a run that ended
+        // without evidence from one that failed.
+        let reason = format!("{ON_INCONCLUSIVE} {}: {budget}: {msg}", policy.as_str());
+        match policy {
+            InconclusivePolicy::Rollback => {
+                self.event(EventType::Warning, "Inconclusive", reason.clone());
+                self.rollback(reason, Severity::Warn);
+            }
+            InconclusivePolicy::Promote => {
+                self.event(EventType::Warning, "Inconclusive", reason.clone());
+                self.record(HistoryKind::Held, reason.clone());
+                if self.confirm_gate().is_some() {
+                    self.start_promotion(reason);
+                }
+            }
+            // Pause is handled above; wait keeps holding, saying once that the budget is spent.
+            InconclusivePolicy::Wait | InconclusivePolicy::Pause => {
+                self.hold(HistoryKind::Held, format!("holding: {reason}"), None);
+            }
+        }
+    }
+
+    /// Which inconclusive budget is spent, in words, if any.
+    fn inconclusive_budget_spent(&self) -> Option<String> {
+        let budget = self.plan.inconclusive_budget;
+        let run = self.s.run.as_ref()?;
+        let over = |limit: Option<std::time::Duration>, since: Option<Timestamp>| {
+            let (limit, since) = (limit?, since?);
+            (self.now.since(since) >= limit).then_some(limit)
+        };
+        if let Some(l) = over(budget.run, run.analysis_started_at) {
+            return Some(format!(
+                "no decision within the run budget ({})",
+                crate::duration::format_duration(l)
+            ));
+        }
+        over(budget.step, run.step_started_at.or(run.analysis_started_at)).map(|l| {
+            format!(
+                "no decision within the step budget ({}) at weight {}%",
+                crate::duration::format_duration(l),
+                self.s.canary_weight
+            )
+        })
     }
 }

@@ -51,6 +51,7 @@ impl PlanTest for Plan {
             webhooks: Vec::new(),
             checks: vec!["request-success-rate".into()],
             on_inconclusive: InconclusivePolicy::Wait,
+            inconclusive_budget: Default::default(),
             primary_ready_threshold: 100,
             canary_ready_threshold: 100,
             session_affinity: None,

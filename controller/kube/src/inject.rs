@@ -1,0 +1,704 @@
+//! Sidecar injection: the one function `serin inject` (manifests) and `serin injector` (the
+//! admission webhook) share, and the AdmissionReview handling around it.
+//!
+//! A pod is injected when `serin.dev/inject: enabled` is on its template or its namespace (the
+//! pod's value wins; `disabled` opts out). It is skipped with `hostNetwork`, in the Serin
+//! namespace, or when already injected. Injection adds, in this order, before the pod's own
+//! init containers:
+//!
+//! 1. `serin-init`: `serin-proxy init`, the only container with `NET_ADMIN`/`NET_RAW`;
+//! 2. `serin-proxy`: a native sidecar (init container with `restartPolicy: Always`: it starts
+//!    before the app and the app's init containers, stops after it, and Jobs still complete),
+//!    transparent, its identity from the Downward API (`namespace`, `pod`, `deployment`,
+//!    `pod_template_hash` on every series), so Flagger's Linkerd queries match its metrics.
+//!
+//! Per-pod annotations override the proxy's resources, log level and the ports left uncaptured.
+//! Nothing here talks to the API server: the webhook's caller supplies the namespace's
+//! annotations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// Opt-in/opt-out annotation on a Namespace or a pod template: `enabled` or `disabled`.
+pub const INJECT: &str = "serin.dev/inject";
+/// Set on injected pods: the proxy image injected (also how re-injection is avoided).
+pub const INJECTED: &str = "serin.dev/proxy-image";
+/// Per-pod override: the proxy's CPU request (a Kubernetes quantity, e.g. `100m`).
+pub const PROXY_CPU_REQUEST: &str = "serin.dev/proxy-cpu-request";
+/// Per-pod override: the proxy's CPU limit.
+pub const PROXY_CPU_LIMIT: &str = "serin.dev/proxy-cpu-limit";
+/// Per-pod override: the proxy's memory request (e.g. `20Mi`).
+pub const PROXY_MEMORY_REQUEST: &str = "serin.dev/proxy-memory-request";
+/// Per-pod override: the proxy's memory limit.
+pub const PROXY_MEMORY_LIMIT: &str = "serin.dev/proxy-memory-limit";
+/// Per-pod override: the proxy's log level (`error`, `warn`, `info`, `debug`, `trace`).
+pub const PROXY_LOG_LEVEL: &str = "serin.dev/proxy-log-level";
+/// Per-pod: inbound ports not captured, comma-separated (e.g. `22,9100`).
+pub const SKIP_INBOUND_PORTS: &str = "serin.dev/skip-inbound-ports";
+/// Per-pod: outbound destination ports not captured, comma-separated (e.g. `3306,5432`).
+pub const SKIP_OUTBOUND_PORTS: &str = "serin.dev/skip-outbound-ports";
+
+/// Name of the injected init container that installs the capture rules.
+pub const INIT_CONTAINER: &str = "serin-init";
+/// Name of the injected proxy (native sidecar).
+pub const PROXY_CONTAINER: &str = "serin-proxy";
+/// The namespace Serin itself runs in: never injected.
+pub const SYSTEM_NAMESPACE: &str = "serin-system";
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// What the injector puts into pods (from `serin inject` / `serin injector` flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// The serin-proxy image (runs both the init container and the sidecar).
+    pub proxy_image: String,
+    /// UID the proxy runs as (exempt from capture).
+    pub proxy_uid: i64,
+    /// The control plane the proxies stream route tables from (`http://host:port`).
+    pub control_plane: String,
+    /// Outbound listener port.
+    pub outbound_port: u16,
+    /// Transparent inbound listener port.
+    pub inbound_port: u16,
+    /// Admin port (`/metrics`, never captured inbound).
+    pub admin_port: u16,
+    /// Default proxy resources (annotations override each).
+    pub cpu_request: String,
+    /// Default CPU limit; empty = none.
+    pub cpu_limit: String,
+    /// Default memory request.
+    pub memory_request: String,
+    /// Default memory limit; empty = none.
+    pub memory_limit: String,
+    /// Default log level.
+    pub log_level: String,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            proxy_image: "ghcr.io/serin-dev/serin-proxy:latest".into(),
+            proxy_uid: 2102,
+            control_plane: "http://serin-control-plane.serin-system.svc.cluster.local:8086".into(),
+            outbound_port: 4140,
+            inbound_port: 4143,
+            admin_port: 4191,
+            cpu_request: "100m".into(),
+            cpu_limit: String::new(),
+            memory_request: "20Mi".into(),
+            memory_limit: "250Mi".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Why a pod was left alone; the label of the skipped-pods metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// Neither the pod nor its namespace opted in.
+    NotEnabled,
+    /// `serin.dev/inject: disabled` (on the pod, or on the namespace with nothing on the pod).
+    Disabled,
+    /// The pod uses the node's network: capture rules would rewrite the node's traffic.
+    HostNetwork,
+    /// Serin's own namespace.
+    SystemNamespace,
+    /// The proxy is already there.
+    AlreadyInjected,
+}
+
+impl Skip {
+    /// Stable metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::NotEnabled => "not_enabled",
+            Skip::Disabled => "disabled",
+            Skip::HostNetwork => "host_network",
+            Skip::SystemNamespace => "system_namespace",
+            Skip::AlreadyInjected => "already_injected",
+        }
+    }
+}
+
+/// A bad annotation or pod: names the annotation (or field) and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// An annotation has a value outside what is accepted.
+    #[error("annotation {annotation}: {value:?} is not accepted; expected {expected}")]
+    Annotation {
+        /// The annotation key.
+        annotation: &'static str,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The pod has no `spec`.
+    #[error("the pod has no spec")]
+    NoSpec,
+}
+
+/// What the pod is, for its identity labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// The owning Deployment, when known (the `deployment` label of Linkerd's metrics).
+    pub deployment: Option<String>,
+}
+
+impl Workload {
+    /// The Deployment a pod belongs to: from its ReplicaSet owner or `generateName` with the
+    /// `pod-template-hash` suffix removed (`web-7d9f8c` -> `web`).
+    pub fn of_pod(meta: &ObjectMeta) -> Workload {
+        let hash = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"));
+        let Some(hash) = hash else {
+            return Workload::default();
+        };
+        let suffix = format!("-{hash}");
+        let from_owner = meta.owner_references.iter().flatten().find_map(|o| {
+            (o.kind == "ReplicaSet")
+                .then(|| o.name.strip_suffix(&suffix))
+                .flatten()
+        });
+        let from_generate = meta
+            .generate_name
+            .as_deref()
+            .and_then(|g| g.strip_suffix('-'))
+            .and_then(|g| g.strip_suffix(&suffix));
+        Workload {
+            deployment: from_owner.or(from_generate).map(str::to_string),
+        }
+    }
+}
+
+/// The outcome of [`inject`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The injected pod (metadata and spec).
+    Injected(Box<Pod>),
+    /// Left alone, and why.
+    Skipped(Skip),
+}
+
+/// Whether `pod` in `namespace` (with `namespace_annotations`) is to be injected.
+pub fn wanted(
+    pod: &Pod,
+    namespace: &str,
+    namespace_annotations: &BTreeMap<String, String>,
+) -> Result<Option<Skip>, InjectError> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if is_injected(pod) {
+        return Ok(Some(Skip::AlreadyInjected));
+    }
+    if namespace == SYSTEM_NAMESPACE {
+        return Ok(Some(Skip::SystemNamespace));
+    }
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+    {
+        return Ok(Some(Skip::HostNetwork));
+    }
+    let parse = |v: &String| match v.as_str() {
+        "enabled" => Ok(true),
+        "disabled" => Ok(false),
+        _ => Err(InjectError::Annotation {
+            annotation: INJECT,
+            value: v.clone(),
+            expected: "`enabled` or `disabled`",
+        }),
+    };
+    // The pod's own annotation wins over its namespace's.
+    let on = match annotations.get(INJECT) {
+        Some(v) => Some(parse(v)?),
+        None => namespace_annotations.get(INJECT).map(parse).transpose()?,
+    };
+    Ok(match on {
+        Some(true) => None,
+        Some(false) => Some(Skip::Disabled),
+        None => Some(Skip::NotEnabled),
+    })
+}
+
+/// True when the proxy is already in the pod.
+pub fn is_injected(pod: &Pod) -> bool {
+    let named = |c: &Container| c.name == PROXY_CONTAINER || c.name == INIT_CONTAINER;
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(INJECTED))
+        || pod.spec.as_ref().is_some_and(|s| {
+            s.containers.iter().any(named) || s.init_containers.iter().flatten().any(named)
+        })
+}
+
+/// The one injection function. `force` injects without the opt-in annotation (`serin inject`
+/// names the workloads itself) but still honours `disabled` and every other skip.
+pub fn inject(
+    pod: &Pod,
+    namespace: &str,
+    namespace_annotations: &BTreeMap<String, String>,
+    workload: &Workload,
+    cfg: &InjectConfig,
+    force: bool,
+) -> Result<Decision, InjectError> {
+    match wanted(pod, namespace, namespace_annotations)? {
+        None => {}
+        Some(Skip::NotEnabled) if force => {}
+        Some(skip) => return Ok(Decision::Skipped(skip)),
+    }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let overrides = Overrides::read(&annotations, cfg)?;
+    let mut out = pod.clone();
+    let spec: &mut PodSpec = out.spec.as_mut().ok_or(InjectError::NoSpec)?;
+    let mut init = vec![
+        init_container(cfg, &overrides),
+        proxy_container(cfg, &overrides, workload),
+    ];
+    init.extend(spec.init_containers.take().unwrap_or_default());
+    spec.init_containers = Some(init);
+    out.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(INJECTED.into(), cfg.proxy_image.clone());
+    Ok(Decision::Injected(Box::new(out)))
+}
+
+/// The per-pod annotations, checked.
+struct Overrides {
+    resources: ResourceRequirements,
+    log_level: String,
+    skip_inbound: BTreeSet<u16>,
+    skip_outbound: BTreeSet<u16>,
+}
+
+impl Overrides {
+    fn read(a: &BTreeMap<String, String>, cfg: &InjectConfig) -> Result<Overrides, InjectError> {
+        let quantity =
+            |key: &'static str, default: &str| -> Result<Option<Quantity>, InjectError> {
+                let v = a.get(key).map(String::as_str).unwrap_or(default);
+                if v.is_empty() {
+                    return Ok(None);
+                }
+                if !is_quantity(v) {
+                    return Err(InjectError::Annotation {
+                        annotation: key,
+                        value: v.to_string(),
+                        expected: "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi",
+                    });
+                }
+                Ok(Some(Quantity(v.to_string())))
+            };
+        let pair = |cpu: Option<Quantity>, mem: Option<Quantity>| {
+            let mut m = BTreeMap::new();
+            if let Some(c) = cpu {
+                m.insert("cpu".to_string(), c);
+            }
+            if let Some(q) = mem {
+                m.insert("memory".to_string(), q);
+            }
+            (!m.is_empty()).then_some(m)
+        };
+        let resources = ResourceRequirements {
+            requests: pair(
+                quantity(PROXY_CPU_REQUEST, &cfg.cpu_request)?,
+                quantity(PROXY_MEMORY_REQUEST, &cfg.memory_request)?,
+            ),
+            limits: pair(
+                quantity(PROXY_CPU_LIMIT, &cfg.cpu_limit)?,
+                quantity(PROXY_MEMORY_LIMIT, &cfg.memory_limit)?,
+            ),
+            ..ResourceRequirements::default()
+        };
+        let log_level = a.get(PROXY_LOG_LEVEL).unwrap_or(&cfg.log_level).clone();
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
+            return Err(InjectError::Annotation {
+                annotation: PROXY_LOG_LEVEL,
+                value: log_level,
+                expected: "one of error, warn, info, debug, trace",
+            });
+        }
+        let ports = |key: &'static str| -> Result<BTreeSet<u16>, InjectError> {
+            let Some(v) = a.get(key) else {
+                return Ok(BTreeSet::new());
+            };
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.parse::<u16>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(InjectError::Annotation {
+                        annotation: key,
+                        value: v.clone(),
+                        expected: "comma-separated ports 1-65535, e.g. 22,3306",
+                    }),
+                })
+                .collect()
+        };
+        Ok(Overrides {
+            resources,
+            log_level,
+            skip_inbound: ports(SKIP_INBOUND_PORTS)?,
+            skip_outbound: ports(SKIP_OUTBOUND_PORTS)?,
+        })
+    }
+}
+
+/// A Kubernetes quantity: a decimal number with an optional suffix (SI or binary).
+fn is_quantity(s: &str) -> bool {
+    let num_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(num_end);
+    let digits_ok = !num.is_empty()
+        && num.chars().filter(|c| *c == '.').count() <= 1
+        && num.chars().any(|c| c.is_ascii_digit());
+    digits_ok
+        && matches!(
+            suffix,
+            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+        )
+}
+
+fn join(ports: impl IntoIterator<Item = u16>) -> String {
+    ports
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn init_container(cfg: &InjectConfig, o: &Overrides) -> Container {
+    let mut skip_in: BTreeSet<u16> = o.skip_inbound.clone();
+    // The admin port is scraped by Prometheus and probed by the kubelet: never captured.
+    skip_in.insert(cfg.admin_port);
+    let mut args = vec![
+        "init".to_string(),
+        "--inbound-port".into(),
+        cfg.inbound_port.to_string(),
+        "--outbound-port".into(),
+        cfg.outbound_port.to_string(),
+        "--proxy-uid".into(),
+        cfg.proxy_uid.to_string(),
+        "--skip-inbound-ports".into(),
+        join(skip_in),
+    ];
+    if !o.skip_outbound.is_empty() {
+        args.push("--skip-outbound-ports".into());
+        args.push(join(o.skip_outbound.iter().copied()));
+    }
+    let small = |cpu: &str, mem: &str| {
+        Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(mem.into())),
+        ]))
+    };
+    Container {
+        name: INIT_CONTAINER.into(),
+        image: Some(cfg.proxy_image.clone()),
+        args: Some(args),
+        // iptables needs root and exactly these two capabilities; nothing else in the pod
+        // gets them.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..SecurityContext::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: small("10m", "10Mi"),
+            limits: small("100m", "50Mi"),
+            ..ResourceRequirements::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn value_env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
+}
+
+fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Container {
+    // Later variables refer to earlier ones with $(NAME): the kubelet expands them.
+    let mut labels = "namespace=$(SERIN_POD_NAMESPACE),pod=$(SERIN_POD_NAME)".to_string();
+    let workload_name = match &workload.deployment {
+        Some(d) => {
+            labels.push_str(&format!(",deployment={d}"));
+            d.clone()
+        }
+        None => "$(SERIN_POD_NAME)".to_string(),
+    };
+    labels.push_str(",pod_template_hash=$(SERIN_POD_TEMPLATE_HASH)");
+    let env = vec![
+        field_env("SERIN_POD_NAMESPACE", "metadata.namespace"),
+        field_env("SERIN_POD_NAME", "metadata.name"),
+        field_env(
+            "SERIN_POD_TEMPLATE_HASH",
+            "metadata.labels['pod-template-hash']",
+        ),
+        value_env("SERIN_PROXY_LABELS", labels),
+        value_env(
+            "SERIN_PROXY_WORKLOAD",
+            format!("$(SERIN_POD_NAMESPACE)/{workload_name}"),
+        ),
+        value_env("SERIN_PROXY_CONTROL_PLANE", cfg.control_plane.clone()),
+        value_env("SERIN_PROXY_TRANSPARENT", "true".into()),
+        value_env(
+            "SERIN_PROXY_OUTBOUND",
+            format!("127.0.0.1:{}", cfg.outbound_port),
+        ),
+        value_env(
+            "SERIN_PROXY_TRANSPARENT_INBOUND",
+            format!("0.0.0.0:{}", cfg.inbound_port),
+        ),
+        value_env("SERIN_PROXY_ADMIN", format!("0.0.0.0:{}", cfg.admin_port)),
+        value_env("RUST_LOG", o.log_level.clone()),
+    ];
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(i32::from(cfg.admin_port)),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(2),
+        failure_threshold: Some(30),
+        ..Probe::default()
+    };
+    Container {
+        name: PROXY_CONTAINER.into(),
+        image: Some(cfg.proxy_image.clone()),
+        // A native sidecar: starts before the app containers, stops after them.
+        restart_policy: Some("Always".into()),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("serin-proxy".into()),
+                container_port: i32::from(cfg.inbound_port),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("serin-admin".into()),
+                container_port: i32::from(cfg.admin_port),
+                ..ContainerPort::default()
+            },
+        ]),
+        resources: Some(o.resources.clone()),
+        // The kubelet starts the app only once the proxy is live.
+        startup_probe: Some(probe("/live")),
+        liveness_probe: Some(probe("/live")),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(cfg.proxy_uid),
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// What `serin inject` did to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `kind/name` of the resource (e.g. `deployment/web`).
+    pub resource: String,
+    /// None when injected, else why it was left alone.
+    pub skipped: Option<Skip>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.skipped {
+            None => write!(f, "{} injected", self.resource),
+            Some(s) => write!(f, "{} skipped ({})", self.resource, s.label()),
+        }
+    }
+}
+
+/// Why manifests could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A YAML document does not parse.
+    #[error("document {index}: not valid YAML: {message}")]
+    Yaml {
+        /// 1-based document number.
+        index: usize,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A workload's pod template is not a valid pod.
+    #[error("{resource}: the pod template is not a valid v1 PodTemplateSpec: {message}")]
+    Template {
+        /// `kind/name`.
+        resource: String,
+        /// Why.
+        message: String,
+    },
+    /// A bad annotation on a workload.
+    #[error("{resource}: {source}")]
+    Inject {
+        /// `kind/name`.
+        resource: String,
+        /// The annotation problem.
+        #[source]
+        source: InjectError,
+    },
+}
+
+/// Where a kind keeps its pod template (JSON pointer), for the kinds that have one.
+fn template_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        "Pod" => Some(""),
+        _ => None,
+    }
+}
+
+/// `serin inject` on YAML text (one or more documents): every Pod and pod template is injected
+/// with the same function and patch as the webhook uses (without needing the opt-in
+/// annotation, but honouring `disabled` and every other skip). Other documents pass through.
+pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>), ManifestError> {
+    use serde::Deserialize as _;
+    let mut out = String::new();
+    let mut reports = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(src).enumerate() {
+        let doc = serde_json::Value::deserialize(de).map_err(|e| ManifestError::Yaml {
+            index: i + 1,
+            message: e.to_string(),
+        })?;
+        if doc.is_null() {
+            continue;
+        }
+        let doc = inject_value(doc, cfg, &mut reports)?;
+        let text = serde_yaml::to_string(&doc).map_err(|e| ManifestError::Yaml {
+            index: i + 1,
+            message: e.to_string(),
+        })?;
+        out.push_str("---\n");
+        out.push_str(&text);
+    }
+    Ok((out, reports))
+}
+
+fn inject_value(
+    mut doc: serde_json::Value,
+    cfg: &InjectConfig,
+    reports: &mut Vec<Report>,
+) -> Result<serde_json::Value, ManifestError> {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    if kind == "List" {
+        if let Some(items) = doc.get_mut("items").and_then(|i| i.as_array_mut()) {
+            for item in items.iter_mut() {
+                *item = inject_value(item.take(), cfg, reports)?;
+            }
+        }
+        return Ok(doc);
+    }
+    let Some(pointer) = template_pointer(&kind) else {
+        return Ok(doc);
+    };
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let resource = format!("{}/{name}", kind.to_ascii_lowercase());
+    let namespace = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let Some(template) = doc.pointer_mut(pointer) else {
+        return Ok(doc);
+    };
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": template.get("metadata").cloned().unwrap_or_default(),
+        "spec": template.get("spec").cloned().unwrap_or_default(),
+    }))
+    .map_err(|e| ManifestError::Template {
+        resource: resource.clone(),
+        message: e.to_string(),
+    })?;
+    let workload = if kind == "Deployment" {
+        Workload {
+            deployment: Some(name.clone()),
+        }
+    } else {
+        Workload::of_pod(&pod.metadata)
+    };
+    let decision =
+        inject(&pod, &namespace, &BTreeMap::new(), &workload, cfg, true).map_err(|source| {
+            ManifestError::Inject {
+                resource: resource.clone(),
+                source,
+            }
+        })?;
+    match decision {
+        Decision::Skipped(skip) => reports.push(Report {
+            resource,
+            skipped: Some(skip),
+        }),
+        Decision::Injected(after) => {
+            // The webhook's patch, applied to the template as it was written.
+            let patch =
+                crate::admission::patch(&pod, &after).map_err(|e| ManifestError::Template {
+                    resource: resource.clone(),
+                    message: e.to_string(),
+                })?;
+            if template.get("metadata").is_none_or(|m| m.is_null()) {
+                template["metadata"] = serde_json::json!({});
+            }
+            json_patch::patch(template, &patch).map_err(|e| ManifestError::Template {
+                resource: resource.clone(),
+                message: e.to_string(),
+            })?;
+            reports.push(Report {
+                resource,
+                skipped: None,
+            });
+        }
+    }
+    Ok(doc)
+}
