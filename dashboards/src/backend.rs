@@ -1,8 +1,8 @@
 //! The seam between the dashboard and a controller runtime.
 //!
 //! The Kubernetes and local runtimes implement [`Backend`] over their persisted state; the
-//! router serves whatever it returns. [`crate::memory::MemoryBackend`] is a complete
-//! implementation to test against and to read as a reference.
+//! router serves whatever it returns. `memory::MemoryBackend` (feature `test-support`) is a
+//! complete implementation to test against and to read as a reference.
 
 use std::future::Future;
 

@@ -3,7 +3,8 @@
 //! - [`model`]: the stable JSON types served under `/api/v1` (canaries, runs, timeline entries,
 //!   chart series, commands); documented in `dashboards/README.md`.
 //! - [`Backend`]: the async trait a controller runtime implements (list, get, history,
-//!   subscribe, apply a command). [`memory::MemoryBackend`] is a complete implementation.
+//!   subscribe, apply a command). `memory::MemoryBackend` (feature
+//!   `test-support`, a test double) is a complete implementation.
 //! - [`router`]: the axum `Router` serving the pages (server-rendered HTML and SVG, one small
 //!   inline script, no Node build), live updates over server-sent events, token-protected
 //!   actions, and Flagger load-tester-compatible gate endpoints.
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod client;
 pub mod convert;
 pub mod engine;
+#[cfg(feature = "test-support")]
 pub mod memory;
 pub mod model;
 mod page;

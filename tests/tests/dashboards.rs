@@ -119,9 +119,8 @@ const VARS: &[(&str, &str)] = &[
 /// documented metric and label names (`request_total`, `response_total`,
 /// `response_latency_ms`, `tcp_*`, `route_*` with `dst` and `rt_route`; workloads by the
 /// `namespace`, `deployment`, `pod` labels; 30 s `irate` windows as those dashboards use).
-/// Panels that need mTLS (`tls="true"`) or the source workload of inbound traffic
-/// (`dst_deployment` on the caller's outbound series) are not among them: Serin has no mTLS,
-/// and local endpoints carry no deployment.
+/// Panels that need mTLS (`tls="true"`) or a destination pod (`dst_pod`) are not among them:
+/// Serin has no mTLS, and its route tables carry no per-endpoint metadata yet.
 fn linkerd_queries() -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut add = |what: &'static str, q: &str| out.push((what, q.to_string()));
@@ -225,6 +224,15 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
             );
         }
     }
+    // The deployment dashboard's traffic by source, from the callers' outbound series.
+    add(
+        "inbound traffic by source",
+        "sum(irate(response_total{dst_namespace=\"default\", dst_deployment=\"podinfo-primary\", direction=\"outbound\"}[30s])) by (deployment)",
+    );
+    add(
+        "outbound traffic by destination deployment",
+        "sum(irate(response_total{namespace=\"default\", deployment=\"loadgen\", direction=\"outbound\", dst_deployment!=\"\"}[30s])) by (dst_deployment)",
+    );
     // The namespace / deployment / pod variables of every Linkerd dashboard.
     add(
         "namespace variable",

@@ -175,6 +175,11 @@ impl LocalPlatform {
         Some(RouteSpec {
             namespace: id.namespace.clone(),
             service: e.service.clone(),
+            target: e
+                .key
+                .split_once('/')
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_default(),
             port: e.port,
             primary_weight: e.state.primary_weight,
             canary_weight: e.state.canary_weight,

@@ -25,6 +25,8 @@ pub struct RouteSpec {
     pub namespace: String,
     /// The apex Service name (`spec.service.name`, else the target name).
     pub service: String,
+    /// The target Process's name: the canary workload; the primary is `<target>-primary`.
+    pub target: String,
     /// The Service port.
     pub port: u16,
     /// Percent to the primary.
@@ -50,19 +52,25 @@ impl RouteSpec {
 
     /// The documents of the routes file: apex/primary/canary static endpoints and the route.
     pub fn documents(&self) -> Vec<Value> {
-        let endpoints = |name: String, eps: &[SocketAddr]| {
+        // `labels`: the workload behind each Service, as proxies label traffic by destination
+        // (`dst_deployment`), named as Flagger names them: `<target>-primary` and `<target>`.
+        let endpoints = |name: String, eps: &[SocketAddr], deployment: String| {
             json!({
                 "apiVersion": "serin.dev/v1beta1",
                 "kind": "StaticEndpoints",
                 "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"endpoints": eps.iter().map(ToString::to_string).collect::<Vec<_>>()},
+                "spec": {
+                    "endpoints": eps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "labels": {"deployment": deployment},
+                },
             })
         };
+        let primary = format!("{}-primary", self.target);
         vec![
             // The apex Service follows the primary, as Flagger's apex Service selects primary pods.
-            endpoints(self.service.clone(), &self.primary),
-            endpoints(self.primary_name(), &self.primary),
-            endpoints(self.canary_name(), &self.canary),
+            endpoints(self.service.clone(), &self.primary, primary.clone()),
+            endpoints(self.primary_name(), &self.primary, primary),
+            endpoints(self.canary_name(), &self.canary, self.target.clone()),
             json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",
@@ -244,6 +252,7 @@ mod tests {
         RouteSpec {
             namespace: "default".into(),
             service: "podinfo".into(),
+            target: "podinfo".into(),
             port: 9898,
             primary_weight: 80,
             canary_weight: 20,
@@ -267,6 +276,8 @@ mod tests {
         );
         assert_eq!(docs[0]["metadata"]["name"], "podinfo");
         assert_eq!(docs[0]["spec"]["endpoints"][0], "127.0.0.1:1001");
+        assert_eq!(docs[1]["spec"]["labels"]["deployment"], "podinfo-primary");
+        assert_eq!(docs[2]["spec"]["labels"]["deployment"], "podinfo");
         let refs = &docs[3]["spec"]["rules"][0]["backendRefs"];
         assert_eq!(refs[0]["name"], "podinfo-primary");
         assert_eq!(refs[0]["weight"], 80);

@@ -12,7 +12,7 @@
 //! | `split.smi-spec.io/v1alpha4` (`v1alpha3`, `v1alpha2`, `v1alpha1`) | `TrafficSplit` | |
 //! | `v1` | `Service` | ports and cluster IPs, as in Kubernetes |
 //! | `discovery.k8s.io/v1` | `EndpointSlice` | labelled `kubernetes.io/service-name` |
-//! | `serin.dev/v1beta1` | `StaticEndpoints` | `spec.endpoints: ["127.0.0.1:19001", ...]` for the Service of the same name |
+//! | `serin.dev/v1beta1` | `StaticEndpoints` | `spec.endpoints: ["127.0.0.1:19001", ...]` for the Service of the same name; optional `spec.labels: {deployment: podinfo-primary}`, the workload behind it, which proxies export as `dst_deployment` |
 //! | `gateway.networking.k8s.io/v1beta1` (or `v1`) | `ReferenceGrant` | lets HTTPRoutes of other namespaces use Services of its namespace as backends |
 //!
 //! A `StaticEndpoints` without a `Service` of the same name declares one (no cluster IP, its
@@ -102,7 +102,7 @@ struct Objects {
     grants: Vec<(ObjKey, ReferenceGrantSpec)>,
     splits: Vec<TrafficSplit>,
     services: Vec<(ObjKey, ServiceInfo)>,
-    statics: Vec<(ObjKey, Vec<SocketAddr>)>,
+    statics: Vec<(ObjKey, Vec<SocketAddr>, BTreeMap<String, String>)>,
     slices: Vec<(ObjKey, String, EndpointSet)>,
 }
 
@@ -275,8 +275,8 @@ impl LocalSource {
             }
         }
         for f in inner.files.values() {
-            for (key, addrs) in &f.objects.statics {
-                services.entry(key.clone()).or_default();
+            for (key, addrs, labels) in &f.objects.statics {
+                services.entry(key.clone()).or_default().labels = labels.clone();
                 endpoints.entry(key.clone()).or_default().insert(
                     format!("static/{}", key.name),
                     EndpointSet::Static(addrs.clone()),
@@ -581,6 +581,10 @@ struct StaticEndpoints {
 #[serde(deny_unknown_fields)]
 struct StaticEndpointsSpec {
     endpoints: Vec<String>,
+    /// Metric labels of the workload behind these endpoints (`deployment: podinfo-primary`),
+    /// exported by proxies as `dst_<name>`.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// Parses a multi-document YAML (or JSON) text into objects. The error names the document
@@ -650,7 +654,14 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
                         format!("document {n} (StaticEndpoints {key}): spec.endpoints[{j}]: {e:?} is not IP:PORT (e.g. 127.0.0.1:19001)")
                     })?);
                 }
-                out.statics.push((key, addrs));
+                for name in se.spec.labels.keys() {
+                    if !serin_mesh_api::table::is_label_name(name) || name == "namespace" {
+                        return Err(format!(
+                            "document {n} (StaticEndpoints {key}): spec.labels: {name:?} is not a label name proxies can export as dst_{name}; accepted: [a-zA-Z_][a-zA-Z0-9_]* other than `namespace` (the Service's own)"
+                        ));
+                    }
+                }
+                out.statics.push((key, addrs, se.spec.labels));
             }
             (api, kind) => {
                 return Err(format!(
@@ -709,6 +720,22 @@ spec:
         assert_eq!(objs.slices.len(), 1);
         assert_eq!(objs.statics[0].0, ObjKey::new("default", "podinfo-primary"));
         assert_eq!(objs.splits.len(), 1);
+    }
+
+    #[test]
+    fn static_endpoint_labels_name_the_workload_and_must_be_label_names() {
+        let objs = parse_documents(
+            "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {name: a}\nspec: {endpoints: [127.0.0.1:1], labels: {deployment: a-primary}}\n",
+        )
+        .unwrap();
+        assert_eq!(objs.statics[0].2["deployment"], "a-primary");
+        for bad in ["pod-name", "namespace"] {
+            let e = parse_documents(&format!(
+                "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {{name: a}}\nspec: {{endpoints: [127.0.0.1:1], labels: {{{bad}: x}}}}\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("spec.labels") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct ServiceInfo {
     pub cluster_ips: Vec<IpAddr>,
     /// Declared ports. Empty for a local static Service, whose endpoints serve every port.
     pub ports: Vec<ServicePort>,
+    /// Metric labels of the workload behind the Service (local `StaticEndpoints`
+    /// `spec.labels`, e.g. `deployment`): proxies export each as `dst_<name>` on the series of
+    /// the backend, as Linkerd labels traffic by destination workload.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One port of a Service.
@@ -78,6 +82,7 @@ impl ServiceInfo {
             ips.push(ip);
         }
         ServiceInfo {
+            labels: BTreeMap::new(),
             // "None" (headless) and "" do not parse and are dropped on purpose.
             cluster_ips: ips.iter().filter_map(|s| s.parse().ok()).collect(),
             ports: spec

@@ -17,6 +17,7 @@ fn svc(ip: &str, port: u16) -> ServiceInfo {
             name: Some("http".into()),
             port,
         }],
+        ..ServiceInfo::default()
     }
 }
 

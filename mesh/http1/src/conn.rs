@@ -268,7 +268,9 @@ pub async fn serve_connection<H: Handler>(
         let Conn {
             shared, buf, stop, ..
         } = conn;
-        serve_h2(shared, buf, stop, h2, handler).await;
+        // Boxed: hyper's HTTP/2 connection state would otherwise size every connection task,
+        // HTTP/1.1 ones included.
+        Box::pin(serve_h2(shared, buf, stop, h2, handler)).await;
         return;
     }
     if let Err(e) = conn.serve_h1(handler).await {
@@ -434,14 +436,17 @@ impl Conn {
                 (ClientBody::H1(b), Some(rx))
             }
         };
-        let call = handler.call(req.map(|()| body));
+        // Boxed for the length of the request: inline, the handler's future (routing and
+        // forwarding, tens of KiB of state) would be part of every connection task and stay
+        // allocated while the connection is idle.
+        let call = Box::pin(handler.call(req.map(|()| body)));
         let resp = if back.is_none() {
             // No body to read, so the socket is idle until the answer: watch it. A client that
             // hangs up (end of stream or an error) cancels the request, dropping the upstream
             // exchange, as hyper's server did (it does not wait for half-closed clients either);
             // bytes that arrive instead (a pipelined request) stay in the buffer for later and
             // the watch ends.
-            let mut call = std::pin::pin!(call);
+            let mut call = call;
             let shared = self.shared.clone();
             let buf = &mut self.buf;
             let watch = std::future::poll_fn(|cx| shared.poll_read(cx, buf));

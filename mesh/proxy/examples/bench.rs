@@ -589,7 +589,7 @@ fn start_haproxy(
     std::fs::write(
         &conf,
         format!(
-            "global\n  maxconn 12000\n  nbthread 1\n\
+            "global\n  maxconn 10050\n  ulimit-n 20000\n  nbthread 1\n\
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
              frontend fe\n  bind {listen}\n  default_backend be\n\
              backend be\n  balance roundrobin\n  http-reuse always\n  server primary {primary} weight 90\n  server canary {canary} weight 10\n"

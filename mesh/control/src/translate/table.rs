@@ -407,6 +407,9 @@ impl SvcCtx<'_> {
             .enumerate()
             .map(|(i, ((key, port), name))| {
                 let mut labels = BTreeMap::new();
+                if let Some(svc) = self.world.services.get(key) {
+                    labels.extend(svc.labels.clone());
+                }
                 labels.insert("namespace".to_string(), key.namespace.clone());
                 BackendDef {
                     name,
