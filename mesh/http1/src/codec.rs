@@ -178,6 +178,22 @@ pub fn step_chunked(
                 *state = ChunkState::Size;
             }
             ChunkState::Trailers => {
+                // httparse ends a line at a bare LF; hyper (and nginx) do not, and read on to
+                // the next CRLF CRLF. After the last chunk that would make the two disagree on
+                // where the message ends (`0\r\n\n` then a second request: one reads that
+                // request, the other swallows it as trailers), so a bare LF here is refused.
+                let section = if buf.starts_with(b"\r\n") {
+                    2
+                } else {
+                    buf.windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(buf.len(), |at| at + 4)
+                };
+                let bare_lf =
+                    (0..section).any(|i| buf[i] == b'\n' && (i == 0 || buf[i - 1] != b'\r'));
+                if bare_lf {
+                    return Err(FramingError::Invalid("bare LF in the trailer section"));
+                }
                 let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
                 match httparse::parse_headers(buf, &mut slots)? {
                     httparse::Status::Partial => {
@@ -283,6 +299,44 @@ mod tests {
         let t = frame.into_trailers().expect("trailers frame");
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(t["grpc-status"], "0");
+    }
+
+    #[test]
+    fn a_bare_lf_in_the_trailer_section_is_refused() {
+        // Found by the differential fuzz run: httparse ended the message at `0\r\n\n`, hyper
+        // read the next request's head as trailers.
+        for bad in [
+            &b"0\r\n\nPOST / HTTP/1.1\r\nhost: h\r\n\r\n"[..],
+            &b"0\r\nx-t: 1\n\r\n"[..],
+            &b"0\r\nx-t: 1\r\n\n"[..],
+        ] {
+            let mut buf = BytesMut::from(bad);
+            let mut state = ChunkState::Size;
+            let mut result = Ok(None);
+            for _ in 0..4 {
+                result = step_chunked(&mut buf, &mut state);
+                if !matches!(result, Ok(None)) {
+                    break;
+                }
+            }
+            assert!(
+                matches!(result, Err(FramingError::Invalid(_))),
+                "{:?}: {result:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut buf = BytesMut::from(&b"0\r\nx-t: 1\r\n\r\nGET / HTTP/1.1\r\n"[..]);
+        let mut state = ChunkState::Size;
+        let frame = step_chunked(&mut buf, &mut state)
+            .expect("parses")
+            .expect("complete")
+            .expect("trailers");
+        assert!(frame.is_trailers());
+        assert_eq!(
+            &buf[..],
+            b"GET / HTTP/1.1\r\n",
+            "the next request is left unread"
+        );
     }
 
     #[test]
