@@ -26,6 +26,7 @@ mod run;
 pub mod services;
 pub mod source;
 pub mod status;
+pub mod uninjected;
 pub mod watch;
 pub mod workloads;
 
