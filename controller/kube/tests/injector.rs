@@ -397,17 +397,12 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
 
 // ---- The injector's certificate and caBundle, against a scripted API server ----
 
-#[allow(unused_imports)]
-mod common;
-
-use common::kube::{Scenario, expect, status_err};
-use http::{Request, Response};
 use k8s_openapi::ByteString;
 use kube::Client;
-use kube::client::Body;
 use serin_kube::injector::{
     CertBundle, InjectorOptions, ensure_ca_bundle, ensure_certificate, generate_certificate,
 };
+use serin_kube::testing::{Expect, expect, status_err};
 
 const SECRET: &str = "/api/v1/namespaces/serin-system/secrets/serin-injector-tls";
 
@@ -449,21 +444,14 @@ fn webhook_json(ca_bundle: Option<&str>) -> Value {
 }
 
 /// Plays `calls`, then checks the client made no other call.
-async fn scenario<T>(calls: Vec<common::kube::Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "serin-system");
-    let server = tokio::spawn(Scenario { handle }.play(calls));
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run(client))
-        .await
-        .expect("the injector finished its calls");
-    let mut handle = server.await.expect("every expected call was made");
-    let extra =
-        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await;
-    assert!(
-        extra.is_err() || extra.unwrap().is_none(),
-        "an unexpected extra API call"
-    );
-    out
+async fn scenario<T>(calls: Vec<Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
+    serin_kube::testing::scenario(
+        "serin-system",
+        std::time::Duration::from_secs(10),
+        calls,
+        run,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -484,15 +472,13 @@ async fn a_fresh_cluster_gets_a_tls_secret_and_the_webhook_trusts_its_ca() {
                 }
                 *seen.lock().unwrap() = Some(body.clone());
             })
-            .reply(201, json!(null)),
+            // The answer is the object as created: an echo.
+            .answer(|body| (201, body)),
         expect("GET", WEBHOOK).reply(200, webhook_json(None)),
         expect("PATCH", WEBHOOK)
             .check(move |body| *seen_patch.lock().unwrap() = Some(body.clone()))
             .reply(200, webhook_json(Some("x"))),
     ];
-    // The POST's answer is the object as created: echo it.
-    let mut calls = calls;
-    calls[1].answer = Box::new(|body| (201, body));
     let bundle = scenario(calls, async |client| {
         let b = ensure_certificate(&client, &opts, now())
             .await
@@ -694,21 +680,22 @@ async fn a_certificate_near_its_expiry_is_renewed_and_both_cas_are_trusted_meanw
     let (seen_patch, old_ca) = (patched.clone(), old.ca_pem.clone());
     let replaced: Arc<std::sync::Mutex<Value>> = Arc::default();
     let seen_put = replaced.clone();
-    let mut calls = vec![
+    let calls = vec![
         expect("GET", SECRET).reply(200, secret_json(&old)),
         expect("GET", WEBHOOK).reply(200, webhook_json(Some(&old.ca_pem))),
         expect("PATCH", WEBHOOK)
             .check(move |body| *seen_patch.lock().unwrap() = body.clone())
             .reply(200, webhook_json(Some("x"))),
-        expect("PUT", SECRET).check(move |body| {
-            assert_eq!(
-                body["metadata"]["resourceVersion"], "7",
-                "a replace, not a blind write"
-            );
-            *seen_put.lock().unwrap() = body.clone();
-        }),
+        expect("PUT", SECRET)
+            .check(move |body| {
+                assert_eq!(
+                    body["metadata"]["resourceVersion"], "7",
+                    "a replace, not a blind write"
+                );
+                *seen_put.lock().unwrap() = body.clone();
+            })
+            .answer(|body| (200, body)),
     ];
-    calls[3].answer = Box::new(|body| (200, body));
     let served = old.clone();
     let renewed = scenario(calls, async |client| {
         refresh_certificate(&client, &opts, now(), &served).await
@@ -773,29 +760,18 @@ async fn a_replica_losing_the_renewal_race_serves_the_winners_certificate() {
 // ---------------------------------------------------------------------------------------------
 // The injector end to end over HTTPS, with its watches
 
-/// A fake API server answering by path (watches are held open), logging each call for the
-/// RBAC drift test.
+/// A fake API server answering by path (watches are held open).
 fn fake_api(
-    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    mut handle: serin_kube::testing::Handle,
     answer: impl Fn(&str, &str, bool, &Value) -> Option<(u16, Value)> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    use serin_kube::testing::{Call, respond};
     tokio::spawn(async move {
         let mut held = vec![];
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or("").to_string();
-            common::api_log::record(&method, &path, &query);
-            let watch = query.split('&').any(|p| p == "watch=true");
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            match answer(&method, &path, watch, &body) {
-                Some((code, v)) => send.send_response(
-                    Response::builder()
-                        .status(code)
-                        .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                        .unwrap(),
-                ),
+            let call = Call::read(req).await;
+            match answer(&call.method, &call.path, call.is_watch(), &call.body) {
+                Some((code, v)) => respond(send, code, &v),
                 None => held.push(send),
             }
         }
@@ -900,7 +876,7 @@ async fn https(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = Request::builder()
+    let req = http::Request::builder()
         .method(method)
         .uri(path)
         .header("host", "serin-injector.serin-system.svc")
@@ -921,8 +897,7 @@ async fn https(
 #[tokio::test]
 async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
 {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "serin-system");
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
     let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let api = fake_api(handle, cluster(ca_bundle.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
