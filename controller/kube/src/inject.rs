@@ -155,23 +155,7 @@ pub struct Workload {
     pub owner: Option<(&'static str, String)>,
 }
 
-/// The identity label names a pod's owner can have, as Linkerd writes them.
-pub const WORKLOAD_LABELS: [&str; 7] = [
-    "deployment",
-    "statefulset",
-    "daemonset",
-    "job",
-    "replicaset",
-    "replicationcontroller",
-    "cronjob",
-];
-
-/// The metric label of a workload kind (`Deployment` -> `deployment`), for the kinds that own
-/// pods.
-pub fn workload_label(kind: &str) -> Option<&'static str> {
-    let lower = kind.to_ascii_lowercase();
-    WORKLOAD_LABELS.iter().copied().find(|l| *l == lower)
-}
+pub use serin_mesh_api::workload::{WORKLOAD_LABELS, workload_label};
 
 impl Workload {
     /// `kind`'s label and `name` (None for a kind that owns no pods).
@@ -195,15 +179,12 @@ impl Workload {
     /// (StatefulSet, DaemonSet, Job, a bare ReplicaSet, ReplicationController) is the workload
     /// under its own kind.
     pub fn of_pod(meta: &ObjectMeta) -> Workload {
+        use serin_mesh_api::workload::{deployment_of, owner_workload};
         let hash = meta
             .labels
             .as_ref()
-            .and_then(|l| l.get("pod-template-hash"));
-        let suffix = hash.map(|h| format!("-{h}"));
-        fn strip<'n>(name: &'n str, suffix: Option<&str>) -> Option<&'n str> {
-            suffix.and_then(|s| name.strip_suffix(s))
-        }
-        let deployment_of = |rs| strip(rs, suffix.as_deref());
+            .and_then(|l| l.get("pod-template-hash"))
+            .map(String::as_str);
         let owners: Vec<_> = meta.owner_references.iter().flatten().collect();
         // The controlling owner decides; a pod with owners but none marked controller (rare,
         // hand-written) takes its first.
@@ -212,18 +193,16 @@ impl Workload {
             .find(|o| o.controller == Some(true))
             .or(owners.first());
         if let Some(o) = owner {
-            if o.kind == "ReplicaSet"
-                && let Some(d) = deployment_of(&o.name)
-            {
-                return Workload::named("Deployment", d);
-            }
-            return Workload::named(&o.kind, &o.name);
+            return Workload {
+                owner: owner_workload(&o.kind, &o.name, hash),
+            };
         }
         let from_generate = meta
             .generate_name
             .as_deref()
             .and_then(|g| g.strip_suffix('-'))
-            .and_then(deployment_of);
+            .zip(hash)
+            .and_then(|(g, h)| deployment_of(g, h));
         Workload {
             owner: from_generate.map(|d| ("deployment", d.to_string())),
         }

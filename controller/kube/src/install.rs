@@ -474,6 +474,8 @@ pub fn control_plane_rules() -> ComponentRules {
             rule("split.smi-spec.io", &["trafficsplits"], &["list", "watch"]),
             rule("", &["services"], &["list", "watch"]),
             rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
+            // Pods' metadata: the endpoints' dst_pod_template_hash and workload labels.
+            rule("", &["pods"], &["list", "watch"]),
         ],
         namespaced: vec![],
     }

@@ -6,6 +6,9 @@
 
 pub mod table;
 
+/// Which workload a pod belongs to, as Linkerd's metric labels name it.
+pub mod workload;
+
 /// The control-plane ⇄ proxy stream: transport, framing, snapshots and acks.
 pub mod protocol;
 

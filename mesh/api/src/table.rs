@@ -202,7 +202,16 @@ pub struct Backend {
     /// backend exists but has no endpoints now (requests to it get a 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<SocketAddr>>,
+    /// Per-endpoint metric labels (keys: addresses of `endpoints`), exported with a `dst_`
+    /// prefix on the series of requests sent to that endpoint, over the backend's `labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_labels: EndpointLabels,
 }
+
+/// Metric labels per endpoint address, e.g. `pod` and `pod_template_hash` (exported as
+/// `dst_pod`, `dst_pod_template_hash`): the control plane fills them from EndpointSlice target
+/// refs on Kubernetes and from process targets on one machine.
+pub type EndpointLabels = BTreeMap<SocketAddr, BTreeMap<String, String>>;
 
 fn default_weight() -> u32 {
     1
@@ -220,6 +229,9 @@ pub struct BackendDef {
     /// Endpoint addresses (`ip:port`); empty = requests to it get a 503.
     #[serde(default)]
     pub endpoints: Vec<SocketAddr>,
+    /// Per-endpoint metric labels (keys: addresses of `endpoints`), as on [`Backend`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_labels: EndpointLabels,
 }
 
 /// Traffic mirroring (shadowing).
@@ -301,6 +313,8 @@ pub struct ResolvedBackend<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Endpoints (may be empty).
     pub endpoints: &'a [SocketAddr],
+    /// Per-endpoint metric labels.
+    pub endpoint_labels: &'a EndpointLabels,
 }
 
 impl Route {
@@ -312,6 +326,7 @@ impl Route {
                 name: &def.name,
                 labels: &def.labels,
                 endpoints: &def.endpoints,
+                endpoint_labels: &def.endpoint_labels,
             });
         }
         self.rules
@@ -322,6 +337,7 @@ impl Route {
                     name: &b.name,
                     labels: &b.labels,
                     endpoints: eps,
+                    endpoint_labels: &b.endpoint_labels,
                 }),
                 _ => None,
             })
@@ -512,6 +528,18 @@ impl Checker {
         }
     }
 
+    fn endpoint_labels(&mut self, field: &str, labels: &EndpointLabels, endpoints: &[SocketAddr]) {
+        for (addr, l) in labels {
+            if !endpoints.contains(addr) {
+                self.push(
+                    format!("{field}.{addr}"),
+                    "not one of the backend's endpoints; label only listed endpoints",
+                );
+            }
+            self.labels(&format!("{field}.{addr}"), l);
+        }
+    }
+
     fn labels(&mut self, field: &str, labels: &BTreeMap<String, String>) {
         for key in labels.keys() {
             if !is_label_name(key) {
@@ -557,15 +585,22 @@ impl RouteTable {
 
     fn validate_route(&self, c: &mut Checker, rf: &str, route: &Route) {
         // Names defined by the route: route-level definitions and self-contained rule backends.
-        let mut defined: BTreeMap<&str, (&BTreeMap<String, String>, &[SocketAddr])> =
-            BTreeMap::new();
+        type Definition<'r> = (
+            &'r BTreeMap<String, String>,
+            &'r [SocketAddr],
+            &'r EndpointLabels,
+        );
+        let mut defined: BTreeMap<&str, Definition<'_>> = BTreeMap::new();
         for (bi, def) in route.backends.iter().enumerate() {
             let bf = format!("{rf}.backends[{bi}]");
             if def.name.is_empty() {
                 c.push(format!("{bf}.name"), "must not be empty");
             }
             if defined
-                .insert(&def.name, (&def.labels, &def.endpoints))
+                .insert(
+                    &def.name,
+                    (&def.labels, &def.endpoints, &def.endpoint_labels),
+                )
                 .is_some()
             {
                 c.push(
@@ -574,6 +609,11 @@ impl RouteTable {
                 );
             }
             c.labels(&format!("{bf}.labels"), &def.labels);
+            c.endpoint_labels(
+                &format!("{bf}.endpointLabels"),
+                &def.endpoint_labels,
+                &def.endpoints,
+            );
         }
         let shared: BTreeSet<&str> = route.backends.iter().map(|b| b.name.as_str()).collect();
         // First pass: collect inline definitions so references may point forward.
@@ -592,7 +632,11 @@ impl RouteTable {
                     continue;
                 }
                 match defined.get(b.name.as_str()) {
-                    Some((labels, endpoints)) if *labels != &b.labels || *endpoints != &eps[..] => {
+                    Some((labels, endpoints, endpoint_labels))
+                        if *labels != &b.labels
+                            || *endpoints != &eps[..]
+                            || *endpoint_labels != &b.endpoint_labels =>
+                    {
                         c.push(
                             format!("{bf}.name"),
                             format!(
@@ -603,7 +647,7 @@ impl RouteTable {
                     }
                     Some(_) => {}
                     None => {
-                        defined.insert(&b.name, (&b.labels, eps));
+                        defined.insert(&b.name, (&b.labels, eps, &b.endpoint_labels));
                     }
                 }
             }
@@ -637,7 +681,16 @@ impl RouteTable {
                     );
                 }
                 c.labels(&format!("{bf}.labels"), &b.labels);
+                if let Some(eps) = &b.endpoints {
+                    c.endpoint_labels(&format!("{bf}.endpointLabels"), &b.endpoint_labels, eps);
+                }
                 if b.endpoints.is_none() {
+                    if !b.endpoint_labels.is_empty() {
+                        c.push(
+                            format!("{bf}.endpointLabels"),
+                            "endpoint labels without endpoints; give endpoints too, or move them to the route-level definition",
+                        );
+                    }
                     if !b.labels.is_empty() {
                         c.push(
                             format!("{bf}.labels"),
@@ -760,12 +813,14 @@ mod tests {
                             weight: 90,
                             labels: BTreeMap::new(),
                             endpoints: Some(vec![ep("127.0.0.1:19001")]),
+                            endpoint_labels: Default::default(),
                         },
                         Backend {
                             name: "podinfo-canary".into(),
                             weight: 10,
                             labels: BTreeMap::new(),
                             endpoints: Some(vec![ep("127.0.0.1:19002")]),
+                            endpoint_labels: Default::default(),
                         },
                     ],
                     ..Rule::default()
@@ -852,6 +907,7 @@ mod tests {
             name: "shadow".into(),
             labels: BTreeMap::from([("track".into(), "shadow".into())]),
             endpoints: vec![ep("127.0.0.1:19003")],
+            endpoint_labels: Default::default(),
         });
         route.rules[0].mirror = Some(Mirror {
             backend: "shadow".into(),

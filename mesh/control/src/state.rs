@@ -137,6 +137,14 @@ impl State {
         }
     }
 
+    /// Replaces the per-endpoint metric labels.
+    pub fn set_endpoint_meta(&mut self, meta: crate::world::EndpointMeta) {
+        if self.world.endpoint_meta != meta {
+            self.world.endpoint_meta = meta;
+            self.dirty = true;
+        }
+    }
+
     /// Replaces every ReferenceGrant.
     pub fn set_grants(&mut self, grants: BTreeMap<ObjKey, ReferenceGrantSpec>) {
         if self.world.grants != grants {

@@ -167,6 +167,106 @@ impl EndpointSet {
     }
 }
 
+/// Metric labels of endpoints (`pod`, `pod_template_hash`, the pod's workload such as
+/// `deployment`), which proxies export as `dst_<name>` on the series of requests sent to that
+/// endpoint, as Linkerd labels traffic by destination pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointMeta {
+    /// By full address (local process targets, which share one IP).
+    pub by_addr: BTreeMap<SocketAddr, BTreeMap<String, String>>,
+    /// By IP (Kubernetes: a pod's IP, from an EndpointSlice's target refs).
+    pub by_ip: BTreeMap<IpAddr, BTreeMap<String, String>>,
+}
+
+impl EndpointMeta {
+    /// The labels of the endpoint at `addr`, if known.
+    pub fn labels(&self, addr: &SocketAddr) -> Option<&BTreeMap<String, String>> {
+        self.by_addr
+            .get(addr)
+            .or_else(|| self.by_ip.get(&addr.ip()))
+    }
+
+    /// Adds the labels EndpointSlice `slice`'s endpoints get from their target Pods: `pod`
+    /// always, `pod_template_hash` and the workload (`deployment`, `statefulset`, ...) when
+    /// `pods` knows the pod. An IP claimed by two different pods (host-network pods share their
+    /// node's IP) gets no labels: either would be wrong for the other's traffic.
+    pub fn add_slice(&mut self, slice: &EndpointSlice, pods: &BTreeMap<ObjKey, PodIdentity>) {
+        let slice_ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+        for e in &slice.endpoints {
+            let Some(target) = e
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+            else {
+                continue;
+            };
+            let Some(name) = target.name.as_deref() else {
+                continue;
+            };
+            let key = ObjKey::new(target.namespace.as_deref().unwrap_or(slice_ns), name);
+            let mut labels = BTreeMap::from([("pod".to_string(), name.to_string())]);
+            if let Some(pod) = pods.get(&key) {
+                labels.extend(pod.labels());
+            }
+            for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                match self.by_ip.get(&ip) {
+                    Some(l) if l.get("pod") != labels.get("pod") => {
+                        self.by_ip.insert(ip, BTreeMap::new());
+                    }
+                    _ => {
+                        self.by_ip.insert(ip, labels.clone());
+                    }
+                }
+            }
+        }
+        self.by_ip.retain(|_, l| !l.is_empty());
+    }
+}
+
+/// What the control plane needs of a pod for its endpoints' labels (from its metadata only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    /// The `pod-template-hash` label.
+    pub pod_template_hash: Option<String>,
+    /// The workload, as Linkerd names it (`("deployment", "web")`).
+    pub workload: Option<(&'static str, String)>,
+}
+
+impl PodIdentity {
+    /// Reads a pod's metadata: its template hash and its controlling owner.
+    pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        let hash = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+            .cloned();
+        let owners = meta.owner_references.as_deref().unwrap_or_default();
+        let workload = owners
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or(owners.first())
+            .and_then(|o| {
+                serin_mesh_api::workload::owner_workload(&o.kind, &o.name, hash.as_deref())
+            });
+        PodIdentity {
+            pod_template_hash: hash,
+            workload,
+        }
+    }
+
+    /// The endpoint labels this identity gives (without `pod`).
+    pub fn labels(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.pod_template_hash
+            .iter()
+            .map(|h| ("pod_template_hash".to_string(), h.clone()))
+            .chain(
+                self.workload
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone())),
+            )
+    }
+}
+
 /// Everything the translator reads.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -181,6 +281,8 @@ pub struct World {
     pub splits: BTreeMap<ObjKey, TrafficSplit>,
     /// Gateway API ReferenceGrants by key.
     pub grants: BTreeMap<ObjKey, ReferenceGrantSpec>,
+    /// Per-endpoint metric labels.
+    pub endpoint_meta: EndpointMeta,
 }
 
 impl World {

@@ -28,9 +28,10 @@ enum Kind {
     Services,
     Slices,
     Grants,
+    Pods,
 }
 
-const KINDS: [(Kind, &str); 5] = [
+const KINDS: [(Kind, &str); 6] = [
     (
         Kind::Routes,
         "/apis/gateway.networking.k8s.io/v1/httproutes",
@@ -45,6 +46,7 @@ const KINDS: [(Kind, &str); 5] = [
         Kind::Grants,
         "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
     ),
+    (Kind::Pods, "/api/v1/pods"),
 ];
 
 /// What one API call was.
@@ -136,6 +138,7 @@ fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
         Kind::Services => "ServiceList",
         Kind::Slices => "EndpointSliceList",
         Kind::Grants => "ReferenceGrantList",
+        Kind::Pods => "PartialObjectMetadataList",
     };
     serde_json::to_vec(&json!({
         "apiVersion": "v1", "kind": list_kind,
@@ -166,7 +169,23 @@ fn slice(service: &str, ready: &[(&str, bool)], rv: &str) -> Value {
             "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": ready.iter().map(|(ip, r)| json!({"addresses": [ip], "conditions": {"ready": r}})).collect::<Vec<_>>()})
+        "endpoints": ready.iter().map(|(ip, r)| json!({"addresses": [ip], "conditions": {"ready": r},
+            "targetRef": {"kind": "Pod", "namespace": "test", "name": pod_name(ip)}})).collect::<Vec<_>>()})
+}
+
+/// The pod behind endpoint `ip` in these scenarios.
+fn pod_name(ip: &str) -> String {
+    format!("pod-{}", ip.replace('.', "-"))
+}
+
+/// A pod's metadata as the metadata-only watch returns it: created by Deployment `deployment`'s
+/// ReplicaSet with template hash `hash`.
+fn pod_meta(ip: &str, deployment: &str, hash: &str) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": pod_name(ip), "namespace": "test", "resourceVersion": "6",
+            "labels": {"app": deployment, "pod-template-hash": hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": format!("{deployment}-{hash}"), "uid": "rs", "controller": true}]}})
 }
 
 fn route(primary: i32, canary: i32, generation: i64, rv: &str) -> Value {
@@ -266,7 +285,7 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
     let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
     let mut listed = Vec::new();
     let mut patches: BTreeMap<String, Value> = BTreeMap::new();
-    for _ in 0..12 {
+    for _ in 0..14 {
         let (call, send) = next_call(&mut handle).await?;
         match call {
             Call::List(kind) => {
@@ -301,6 +320,11 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
                         slice("web-v1", &[("10.1.2.1", true)], "4"),
                     ],
                     Kind::Grants => vec![],
+                    Kind::Pods => vec![
+                        pod_meta("10.1.0.1", "podinfo-primary", "5f7b9c"),
+                        pod_meta("10.1.0.2", "podinfo-primary", "5f7b9c"),
+                        pod_meta("10.1.1.1", "podinfo-canary", "8c6d4e"),
+                    ],
                 };
                 respond(send, list(kind, items));
             }
@@ -369,6 +393,28 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
         endpoints(&t, "podinfo:9898", "podinfo-canary"),
         1,
         "the not-ready pod is left out"
+    );
+    // Each endpoint carries its pod, the pod's template hash and its Deployment (from the
+    // ReplicaSet owner), for the proxies' dst_pod / dst_pod_template_hash / dst_deployment.
+    let authority: Authority = "podinfo:9898".parse()?;
+    let podinfo = t
+        .routes
+        .iter()
+        .find(|r| r.authority == authority)
+        .context("podinfo route")?;
+    let canary = podinfo
+        .resolve_backend("podinfo-canary")
+        .context("canary backend")?;
+    let addr: std::net::SocketAddr = "10.1.1.1:8080".parse()?;
+    assert_eq!(
+        canary.endpoint_labels.get(&addr),
+        Some(&BTreeMap::from([
+            ("deployment".to_string(), "podinfo-canary".to_string()),
+            ("pod".to_string(), "pod-10-1-1-1".to_string()),
+            ("pod_template_hash".to_string(), "8c6d4e".to_string()),
+        ])),
+        "{:?}",
+        canary.endpoint_labels
     );
     // The invalid route never took effect: the TrafficSplit still splits `web`.
     assert_eq!(
@@ -444,8 +490,8 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
     }
     assert_eq!(
         held.len(),
-        5,
-        "every kind watches again (the grants' watch is still open)"
+        6,
+        "every kind watches again (the grants' and pods' watches are still open)"
     );
 
     until(
@@ -490,10 +536,10 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
     ));
     let mut held = Vec::new();
     let mut patched = false;
-    // Four lists, four watches, one status patch; TrafficSplit lists answer 404 (retried by
+    // Five lists, five watches, one status patch; TrafficSplit lists answer 404 (retried by
     // the watcher with backoff, so they may repeat) and never block the others.
     let mut calls = 0;
-    while !(patched && held.len() == 4) {
+    while !(patched && held.len() == 5) {
         calls += 1;
         assert!(calls < 20, "runaway API calls");
         let (call, send) = next_call(&mut handle).await?;
@@ -515,7 +561,7 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
                         .enumerate()
                         .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
                         .collect(),
-                    Kind::Grants => vec![],
+                    Kind::Grants | Kind::Pods => vec![],
                     _ => vec![slice("podinfo-primary", &[("10.1.0.1", true)], "4")],
                 };
                 respond(send, list(kind, items));
@@ -630,7 +676,7 @@ async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_close
     // (a watch call may come before or after it).
     let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
     let mut first = None;
-    while first.is_none() || held.len() < 5 {
+    while first.is_none() || held.len() < 6 {
         let (call, send) = next_call(&mut handle).await?;
         match call {
             Call::List(kind) => {
@@ -647,7 +693,7 @@ async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_close
                     ],
                     // A grant for another Service only: not enough for the canary.
                     Kind::Grants => vec![grant("only-primary", Some("podinfo-primary"), "5")],
-                    Kind::Splits => vec![],
+                    Kind::Splits | Kind::Pods => vec![],
                 };
                 respond(send, list(kind, items));
             }

@@ -8,6 +8,13 @@
 //!   upstreams with keep-alive; skipped with a note when not installed). Each proxy runs as its
 //!   own process pinned to CPU 0 with `taskset`; this process (load generator and upstreams) is
 //!   pinned to CPU 1 when the machine has two or more CPUs.
+//! - `serin-transparent` (root only, else skipped with a note): the same proxy and route in a
+//!   network namespace the bench makes, as in an injected pod: `serin-proxy init` installs the
+//!   capture rules, the proxy runs `--transparent` as UID 2102, and the client's connections
+//!   (made inside the namespace) go to a Service address that only the rules send to the proxy.
+//!   The upstreams are the same server threads, listening on the namespace's loopback too. Its
+//!   CPU per request is compared with the explicit path's in the note
+//!   `# path=serin-transparent cpu_per_request_vs_serin=+x.x%` (goal: at most +5%).
 //! - Load: open loop at fixed rates; each connection follows its own schedule and latency is
 //!   measured from the *intended* send time, so a stalled response delays (and is charged for)
 //!   every request queued behind it. Then a closed-loop run for maximum throughput, driven by
@@ -85,24 +92,40 @@ fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("serin-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let primary = spawn_upstream("primary")?;
-    let canary = spawn_upstream("canary")?;
+    // The transparent path's pod: made before the upstreams, which listen in it too. Declared
+    // before `paths`, so it is removed after the proxy in it has been stopped.
+    let capture = match CaptureNs::create() {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            println!("# note: path=serin-transparent skipped: {e:#}");
+            None
+        }
+    };
+    let (primary, primary_in_pod) = spawn_upstream("primary", capture.as_ref())?;
+    let (canary, canary_in_pod) = spawn_upstream("canary", capture.as_ref())?;
 
-    let mut paths: Vec<(&str, Option<Proc>, SocketAddr)> = vec![("direct", None, primary)];
+    let mut paths: Vec<(&str, Option<Proc>, Target)> =
+        vec![("direct", None, Target::loopback(primary))];
     match start_serin(&dir, primary, canary, pin) {
-        Ok((p, a)) => paths.push(("serin", Some(p), a)),
+        Ok((p, a)) => paths.push(("serin", Some(p), Target::loopback(a))),
         Err(e) => println!("# note: serin-proxy could not start: {e:#}"),
+    }
+    if let (Some(ns), Some(primary), Some(canary)) = (&capture, primary_in_pod, canary_in_pod) {
+        match start_serin_transparent(ns, &dir, primary, canary, pin) {
+            Ok((p, t)) => paths.push(("serin-transparent", Some(p), t)),
+            Err(e) => println!("# note: path=serin-transparent skipped: {e:#}"),
+        }
     }
     match which("nginx") {
         Some(bin) => match start_nginx(&bin, &dir, primary, canary, pin) {
-            Ok((p, a)) => paths.push(("nginx", Some(p), a)),
+            Ok((p, a)) => paths.push(("nginx", Some(p), Target::loopback(a))),
             Err(e) => println!("# note: nginx skipped: {e:#}"),
         },
         None => println!("# note: nginx skipped: not installed (apt-get install -y nginx-light)"),
     }
     match which("haproxy") {
         Some(bin) => match start_haproxy(&bin, &dir, primary, canary, pin) {
-            Ok((p, a)) => paths.push(("haproxy", Some(p), a)),
+            Ok((p, a)) => paths.push(("haproxy", Some(p), Target::loopback(a))),
             Err(e) => println!("# note: haproxy skipped: {e:#}"),
         },
         None => println!("# note: haproxy skipped: not installed (apt-get install -y haproxy)"),
@@ -138,9 +161,9 @@ fn main() -> anyhow::Result<()> {
             .context("SERIN_BENCH_ROUNDS: expected a number of rounds, 1 or more")?,
         Err(_) => ROUNDS,
     };
-    for (name, _, addr) in &paths {
+    for (name, _, target) in &paths {
         // Sanity: the path answers before it is measured.
-        one_request(*addr).with_context(|| format!("{name}: first request failed"))?;
+        one_request(target).with_context(|| format!("{name}: first request failed"))?;
     }
     // Memory held by idle keep-alive connections, and whether it is given back.
     let idle_n: usize = match std::env::var("SERIN_BENCH_IDLE") {
@@ -151,9 +174,9 @@ fn main() -> anyhow::Result<()> {
         Err(_) => IDLE_CONNS,
     };
     if idle_n > 0 {
-        for (name, proc_, addr) in &paths {
+        for (name, proc_, target) in &paths {
             let Some(p) = proc_ else { continue };
-            match idle_conns(p, *addr, idle_n) {
+            match idle_conns(p, target, idle_n) {
                 Ok((rss, after)) => println!(
                     "path={name} idle_conns={idle_n} rss_mib={rss:.1} rss_after_close_mib={after:.1}"
                 ),
@@ -170,7 +193,7 @@ fn main() -> anyhow::Result<()> {
         .map(|_| rates.iter().map(|_| Vec::new()).collect())
         .collect();
     let mut rss = vec![vec![0.0f64; rates.len()]; paths.len()];
-    let addrs: Vec<SocketAddr> = paths.iter().map(|(_, _, a)| *a).collect();
+    let addrs: Vec<Target> = paths.iter().map(|(_, _, t)| t.clone()).collect();
     let unpin = pin && std::env::var_os("SERIN_BENCH_UNPIN_FIXED").is_some();
     if unpin {
         for (_, p, _) in &paths {
@@ -312,6 +335,18 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
+    // The transparent path's goal: at most 5% more CPU per request than the explicit one.
+    let us = |name: &str| {
+        let i = paths.iter().position(|(n, _, _)| *n == name)?;
+        let (ticks, requests) = cpu[i];
+        (requests > 0).then(|| ticks as f64 / requests as f64)
+    };
+    if let (Some(explicit), Some(transparent)) = (us("serin"), us("serin-transparent")) {
+        cpu_notes.push(format!(
+            "# path=serin-transparent cpu_per_request_vs_serin={:+.1}% (goal: at most +5%)",
+            (transparent / explicit - 1.0) * 100.0
+        ));
+    }
     for n in cpu_notes {
         println!("{n}");
     }
@@ -330,7 +365,7 @@ fn main() -> anyhow::Result<()> {
 /// `name=k/n` for every proxy but `s` (and `direct`): in `k` of `n` rounds `better(s's figure,
 /// its figure)` held, the rounds paired by index.
 fn paired<'a>(
-    paths: &[(&str, Option<Proc>, SocketAddr)],
+    paths: &[(&str, Option<Proc>, Target)],
     s: usize,
     rounds: impl Fn(usize) -> &'a Vec<u64>,
     better: impl Fn(u64, u64) -> bool,
@@ -616,10 +651,22 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------------------------
 // Upstream: a trivial hyper server (keep-alive, fixed body).
 
-fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
+/// An upstream answering `name` on a loopback port, and on a loopback port inside `pod` too
+/// (the same server threads: a socket stays in the namespace it was made in), so the
+/// transparent path's proxy reaches the same upstreams over its own loopback.
+fn spawn_upstream(
+    name: &'static str,
+    pod: Option<&CaptureNs>,
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    let mut listeners = vec![TcpListener::bind("127.0.0.1:0")?];
+    if let Some(ns) = pod {
+        listeners.push(ns.listen()?);
+    }
+    let mut addrs = Vec::new();
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+        addrs.push(l.local_addr()?);
+    }
     std::thread::Builder::new()
         .name(format!("upstream-{name}"))
         .spawn(move || {
@@ -628,33 +675,250 @@ fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
                 .build()
                 .expect("upstream runtime");
             rt.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("upstream listener");
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |_req| async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(
-                                    if name == "primary" {
-                                        b"primary\n"
-                                    } else {
-                                        b"canary\n"
-                                    },
-                                )),
-                            ))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
+                let mut accepts = tokio::task::JoinSet::new();
+                for listener in listeners {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("upstream listener");
+                    accepts.spawn(serve_upstream(listener, name));
                 }
+                while accepts.join_next().await.is_some() {}
             });
         })?;
-    Ok(addr)
+    Ok((addrs[0], addrs.get(1).copied()))
+}
+
+async fn serve_upstream(listener: tokio::net::TcpListener, name: &'static str) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| async move {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(if name == "primary" {
+                        b"primary\n"
+                    } else {
+                        b"canary\n"
+                    }),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transparent path: a client and serin-proxy in a network namespace made by the bench, the
+// client's connections to a Service address captured by `serin-proxy init`'s iptables rules,
+// as in an injected pod. Root only (namespaces, iptables); skipped with a note otherwise.
+
+/// Where the transparent path's client connects: an address nothing listens on, which only the
+/// capture rules make reach the proxy (as a Service's cluster IP in a pod).
+const SERVICE: &str = "10.96.0.10:80";
+/// The proxy's UID, exempt from capture (`serin-proxy init`'s default).
+const PROXY_UID: &str = "2102";
+
+/// Where a path's client connects: an address, in this process's network namespace or in
+/// another one (sockets made there stay there).
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    netns: Option<Arc<std::fs::File>>,
+}
+
+impl Target {
+    fn loopback(addr: SocketAddr) -> Target {
+        Target { addr, netns: None }
+    }
+
+    /// A blocking connection, made inside the target's namespace when it has one.
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        match &self.netns {
+            None => TcpStream::connect(self.addr),
+            Some(ns) => in_netns(ns, || TcpStream::connect(self.addr))?,
+        }
+    }
+
+    /// The same, for the event loop (a namespace's connect goes through a blocking thread:
+    /// connections are opened once per run, so its cost does not count).
+    async fn connect_async(&self) -> std::io::Result<tokio::net::TcpStream> {
+        if self.netns.is_none() {
+            return tokio::net::TcpStream::connect(self.addr).await;
+        }
+        let t = self.clone();
+        let s = tokio::task::spawn_blocking(move || t.connect())
+            .await
+            .map_err(std::io::Error::other)??;
+        s.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(s)
+    }
+}
+
+/// Runs `f` on a thread that entered network namespace `ns`.
+fn in_netns<T: Send>(ns: &std::fs::File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    use std::os::fd::AsFd as _;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(std::io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("namespace thread panicked"))?
+    })
+}
+
+fn run_tool(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The transparent path's "pod": a network namespace with loopback and an interface that
+/// routes the Service address (so a connect to it reaches the nat OUTPUT chain). Deleted on
+/// drop, and namespaces of earlier runs whose process is gone are deleted first.
+struct CaptureNs {
+    name: String,
+    file: Arc<std::fs::File>,
+}
+
+impl CaptureNs {
+    const PREFIX: &str = "serin-bench";
+
+    fn create() -> anyhow::Result<CaptureNs> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("needs root (a network namespace and iptables rules)");
+        }
+        for tool in ["ip", "iptables", "setpriv"] {
+            if which(tool).is_none() {
+                bail!("{tool} not installed (apt-get install -y iproute2 iptables util-linux)");
+            }
+        }
+        Self::remove_stale();
+        let name = format!("{}-{}", Self::PREFIX, std::process::id());
+        run_tool(&["ip", "netns", "add", &name])?;
+        let file = match std::fs::File::open(format!("/run/netns/{name}")) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                let _ = run_tool(&["ip", "netns", "del", &name]);
+                bail!("opening /run/netns/{name}: {e}");
+            }
+        };
+        let ns = CaptureNs { name, file };
+        let n = ns.name.as_str();
+        run_tool(&["ip", "-n", n, "link", "set", "lo", "up"])?;
+        // A veth pair with both ends in the namespace: a route for the Service addresses that
+        // is not loopback (the capture rules leave loopback traffic alone).
+        run_tool(&[
+            "ip", "-n", n, "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
+        ])?;
+        run_tool(&["ip", "-n", n, "addr", "add", "10.96.0.1/24", "dev", "svc0"])?;
+        run_tool(&["ip", "-n", n, "link", "set", "svc0", "up"])?;
+        run_tool(&["ip", "-n", n, "link", "set", "svc1", "up"])?;
+        Ok(ns)
+    }
+
+    /// Deletes the namespaces of bench runs that were killed before they could.
+    fn remove_stale() {
+        let Ok(list) = run_tool(&["ip", "netns", "list"]) else {
+            return;
+        };
+        for line in list.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(pid) = name.strip_prefix(&format!("{}-", Self::PREFIX)) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = run_tool(&["ip", "netns", "del", name]);
+            }
+        }
+    }
+
+    /// A listener on the namespace's loopback.
+    fn listen(&self) -> std::io::Result<TcpListener> {
+        in_netns(&self.file, || TcpListener::bind("127.0.0.1:0"))?
+    }
+}
+
+impl Drop for CaptureNs {
+    fn drop(&mut self) {
+        let _ = run_tool(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// serin-proxy in `ns` as an injected pod runs it: `serin-proxy init` installs the capture rules,
+/// then the proxy runs `--transparent` as its own UID, with the same route as the explicit path
+/// (to the upstreams' listeners inside the namespace).
+fn start_serin_transparent(
+    ns: &CaptureNs,
+    dir: &Path,
+    primary: SocketAddr,
+    canary: SocketAddr,
+    pin: bool,
+) -> anyhow::Result<(Proc, Target)> {
+    let bin = serin_binary()?;
+    let bin_s = bin.to_str().context("the serin-proxy path is not UTF-8")?;
+    run_tool(&["ip", "netns", "exec", &ns.name, bin_s, "init"]).context("serin-proxy init")?;
+    let cfg = dir.join("serin-transparent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "outbound:\n  listen: 127.0.0.1:4140\n  maxConnections: 20000\nadmin:\n  listen: 127.0.0.1:4191\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
+        ),
+    )?;
+    let ip = which("ip").context("ip not installed")?;
+    let mut child = pinned(&ip, pin)
+        .args(["netns", "exec", &ns.name, "setpriv", "--reuid", PROXY_UID])
+        .args([
+            "--regid",
+            PROXY_UID,
+            "--clear-groups",
+            bin_s,
+            "--transparent",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning serin-proxy in the capture namespace")?;
+    let target = Target {
+        addr: SERVICE.parse().expect("SERVICE is an address"),
+        netns: Some(ns.file.clone()),
+    };
+    // Ready once a request to the Service address comes back through the proxy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if Conn::open(&target).and_then(|mut c| c.request()).is_ok() {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("serin-proxy --transparent exited with {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no answer through the capture rules after 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((Proc { child }, target))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,8 +935,8 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
+    fn open(target: &Target) -> std::io::Result<Conn> {
+        let stream = target.connect()?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(Conn {
@@ -705,7 +969,7 @@ impl Conn {
 /// Opens `n` connections, one request each (so each is an HTTP/1.1 keep-alive connection the
 /// proxy has served), holds them idle, and reads the proxy's RSS; then closes them and reads it
 /// again after [`IDLE_SETTLE`] (`SERIN_BENCH_IDLE_SETTLE_SECS`).
-fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
+fn idle_conns(p: &Proc, addr: &Target, n: usize) -> anyhow::Result<(f64, f64)> {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let mut c = Conn::open(addr).with_context(|| format!("connection {i}"))?;
@@ -724,8 +988,8 @@ fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)
     Ok((rss, p.rss_mib()))
 }
 
-fn one_request(addr: SocketAddr) -> anyhow::Result<()> {
-    Conn::open(addr)?.request()?;
+fn one_request(target: &Target) -> anyhow::Result<()> {
+    Conn::open(target)?.request()?;
     Ok(())
 }
 
@@ -761,7 +1025,7 @@ fn slot_owners(
 /// measured. Each path has `RATE_CONNECTIONS` connections, opened (and used once) before the
 /// start and kept through the slots; each connection follows its own fixed schedule inside its
 /// path's slots, and latency is counted from the intended send time.
-fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies> {
+fn open_loop(addrs: &[Target], rate: u64, owners: &[usize]) -> Vec<Latencies> {
     let owners: Arc<[usize]> = owners.into();
     let total = SLOT * owners.len() as u32;
     // Time for 16 connections per path to open and warm up before the first send.
@@ -770,14 +1034,14 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
     let handles: Vec<Vec<_>> = addrs
         .iter()
         .enumerate()
-        .map(|(p, &addr)| {
+        .map(|(p, addr)| {
             (0..RATE_CONNECTIONS)
                 .map(|c| {
-                    let owners = owners.clone();
+                    let (owners, addr) = (owners.clone(), addr.clone());
                     std::thread::spawn(move || {
                         let mut samples = Vec::new();
                         let mut errors = 0;
-                        let mut conn = Conn::open(addr).ok();
+                        let mut conn = Conn::open(&addr).ok();
                         if let Some(c) = conn.as_mut()
                             && c.request().is_err()
                         {
@@ -807,7 +1071,7 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
                                 samples.push(intended.elapsed().as_micros() as u64);
                             } else {
                                 errors += 1;
-                                conn = Conn::open(addr).ok();
+                                conn = Conn::open(&addr).ok();
                             }
                         }
                         (samples, errors)
@@ -848,7 +1112,7 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
 /// read per request): a thread per connection costs a context switch per request, and with this
 /// process sharing one CPU with the upstreams the load generator, not the proxy on the other CPU,
 /// then decided the figure (the direct path reached about what the proxies did).
-fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
+fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<(u64, u64)> {
     let paths = addrs.len();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -865,9 +1129,10 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
     let all: Arc<Vec<AtomicU64>> = Arc::new((0..paths).map(|_| AtomicU64::new(0)).collect());
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for (p, &addr) in addrs.iter().enumerate() {
+        for (p, addr) in addrs.iter().enumerate() {
             for _ in 0..MAX_CONNECTIONS {
                 let (mut owner, counting) = (owner_rx.clone(), counting.clone());
+                let addr = addr.clone();
                 let (counted, all) = (counted.clone(), all.clone());
                 tasks.spawn(async move {
                     let mut conn = None;
@@ -878,7 +1143,7 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
                             _ => return,
                         }
                         if conn.is_none() {
-                            conn = match tokio::net::TcpStream::connect(addr).await {
+                            conn = match addr.connect_async().await {
                                 Ok(s) => {
                                     let _ = s.set_nodelay(true);
                                     buf.clear();

@@ -87,15 +87,23 @@ impl Drop for InFlight {
 
 /// Picks an endpoint by power of two choices; `None` when there are none.
 pub fn pick(endpoints: &[Arc<Endpoint>]) -> Option<&Arc<Endpoint>> {
+    pick_index(endpoints).map(|i| &endpoints[i])
+}
+
+/// [`pick`], as an index into `endpoints` (for what is kept beside each endpoint).
+pub fn pick_index(endpoints: &[Arc<Endpoint>]) -> Option<usize> {
     match endpoints.len() {
         0 => None,
-        1 => endpoints.first(),
+        1 => Some(0),
         n => {
             let a = fastrand::usize(..n);
             // A second index distinct from the first.
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            Some(if eb.cost() < ea.cost() { eb } else { ea })
+            Some(if endpoints[b].cost() < endpoints[a].cost() {
+                b
+            } else {
+                a
+            })
         }
     }
 }

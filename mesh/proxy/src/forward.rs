@@ -225,12 +225,13 @@ pub async fn outbound_via(
         );
     };
     let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
+    let picked = balance::pick_index(&backend.endpoints);
     let counted = Counted {
-        main: &backend.metrics,
+        main: picked.map_or(&backend.metrics, |i| backend.series(i)),
         route: rule.metrics.as_deref(),
     };
     counted.request();
-    let Some(ep) = balance::pick(&backend.endpoints) else {
+    let Some(ep) = picked.map(|i| &backend.endpoints[i]) else {
         let msg = format!("backend {:?} has no endpoints\n", backend.name);
         return proxy_error(
             counted,

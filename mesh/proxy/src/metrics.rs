@@ -486,6 +486,15 @@ impl Registry {
         self.route_series(l)
     }
 
+    /// Forgets per-endpoint series (those with `dst_pod`) that no route table or request holds
+    /// any more: pods come and go, and their series would otherwise pile up for the life of
+    /// the proxy. Called after each table swap, so a removed pod's series goes at the swap after
+    /// the one that removed it (once requests still in flight on the old table are done).
+    pub fn prune_endpoint_series(&self) {
+        let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|labels, series| Arc::strong_count(series) > 1 || !labels.contains("dst_pod=\""));
+    }
+
     fn route_series(&self, mut labels: String) -> Arc<RouteMetrics> {
         if !self.identity.is_empty() {
             labels.push(',');

@@ -196,6 +196,16 @@ pub struct BackendRt {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// The outbound metrics series of this backend.
     pub metrics: Arc<RouteMetrics>,
+    /// The series of each endpoint (same order as `endpoints`) when the table labels endpoints
+    /// (`dst_pod`, ...); empty when it does not, and `metrics` counts every request.
+    pub endpoint_metrics: Vec<Arc<RouteMetrics>>,
+}
+
+impl BackendRt {
+    /// The series a request sent to `endpoints[index]` is counted in.
+    pub fn series(&self, index: usize) -> &Arc<RouteMetrics> {
+        self.endpoint_metrics.get(index).unwrap_or(&self.metrics)
+    }
 }
 
 /// A rule's response header changes, compiled: applied as `remove`, then `set`, then `add`.
@@ -386,10 +396,29 @@ impl Compiled {
                     return Some(b.clone());
                 }
                 let def = route.resolve_backend(name)?;
+                let metrics = registry.outbound(&authority, def.name, def.labels);
+                // Endpoint labels add to the backend's (and win over them); an endpoint the
+                // table does not label is counted in the backend's series.
+                let endpoint_metrics = if def.endpoint_labels.is_empty() {
+                    Vec::new()
+                } else {
+                    def.endpoints
+                        .iter()
+                        .map(|a| match def.endpoint_labels.get(a) {
+                            Some(extra) => {
+                                let mut labels = def.labels.clone();
+                                labels.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+                                registry.outbound(&authority, def.name, &labels)
+                            }
+                            None => metrics.clone(),
+                        })
+                        .collect()
+                };
                 let b = Arc::new(BackendRt {
                     name: def.name.to_string(),
                     endpoints: def.endpoints.iter().map(|a| endpoints.get(*a)).collect(),
-                    metrics: registry.outbound(&authority, def.name, def.labels),
+                    metrics,
+                    endpoint_metrics,
                 });
                 backend_rt.insert(def.name, b.clone());
                 Some(b)

@@ -64,6 +64,7 @@ impl TableHandle {
         match Compiled::compile(table, &self.inner.registry, &self.inner.endpoints) {
             Ok(compiled) => {
                 self.inner.current.store(Arc::new(compiled));
+                self.inner.registry.prune_endpoint_series();
                 self.inner.registry.reload(true, version);
                 self.inner.events.send_modify(|e| {
                     e.applied += 1;

@@ -892,3 +892,91 @@ async fn grpc_status_values_outside_the_defined_codes_share_one_unknown_series()
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn endpoint_labels_give_each_pod_its_own_series_and_gone_pods_are_forgotten() {
+    let a = upstream("web-1").await;
+    let b = upstream("web-2").await;
+    let p = proxy_with(&[("namespace", "test"), ("deployment", "frontend")]).await;
+    let labelled = |eps: &[&Upstream]| {
+        let list: Vec<String> = eps.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+        let labels: Vec<String> = eps
+            .iter()
+            .map(|u| {
+                format!(
+                    "\"{}\": {{ pod: {}, pod_template_hash: 7d9f8c }}",
+                    u.addr,
+                    if u.addr == a.addr {
+                        "web-7d9f8c-aaaaa"
+                    } else {
+                        "web-7d9f8c-bbbbb"
+                    }
+                )
+            })
+            .collect();
+        format!(
+            "routes:\n  - authority: web\n    rules:\n      - backends:\n          - {{ name: web, labels: {{ namespace: shop, deployment: web }}, endpoints: [{}], endpointLabels: {{ {} }} }}\n",
+            list.join(", "),
+            labels.join(", ")
+        )
+    };
+    p.table()
+        .apply(table(&labelled(&[&a, &b])))
+        .expect("valid table");
+    let client = h1_client();
+    let (mut to_a, mut to_b) = (0.0, 0.0);
+    for _ in 0..40 {
+        let got = get(&client, p.outbound_addr(), "web", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        if got.body == "web-1" {
+            to_a += 1.0;
+        } else {
+            to_b += 1.0;
+        }
+    }
+    let m = metrics(&p).await;
+    let series = |pod: &str| {
+        sample(
+            &m,
+            &[
+                "request_total{",
+                "direction=\"outbound\"",
+                "dst_service=\"web\"",
+                "dst_namespace=\"shop\"",
+                "dst_deployment=\"web\"",
+                &format!("dst_pod=\"{pod}\""),
+                "dst_pod_template_hash=\"7d9f8c\"",
+                "deployment=\"frontend\"",
+            ],
+        )
+    };
+    assert_eq!(series("web-7d9f8c-aaaaa"), to_a, "{m}");
+    assert_eq!(series("web-7d9f8c-bbbbb"), to_b, "{m}");
+    assert_eq!(to_a + to_b, 40.0);
+
+    // The second pod goes away; its series is dropped at a later swap, the first pod's stays.
+    p.table()
+        .apply(table(&labelled(&[&a])))
+        .expect("valid table");
+    p.table()
+        .apply(table(&labelled(&[&a])))
+        .expect("valid table");
+    let m = metrics(&p).await;
+    assert!(m.contains("dst_pod=\"web-7d9f8c-aaaaa\""), "{m}");
+    assert!(!m.contains("dst_pod=\"web-7d9f8c-bbbbb\""), "{m}");
+
+    // Labels for an address that is not an endpoint are refused, naming the field.
+    let bad = format!(
+        "routes:\n  - authority: web\n    rules:\n      - backends:\n          - {{ name: web, endpoints: [\"{}\"], endpointLabels: {{ \"{}\": {{ pod: x }} }} }}\n",
+        a.addr, b.addr
+    );
+    let err = p
+        .table()
+        .apply(table(&bad))
+        .expect_err("labels of a non-endpoint");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("endpointLabels") && msg.contains("not one of the backend's endpoints"),
+        "{msg}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The Kubernetes source (`--kubernetes`): reflectors over HTTPRoutes, TrafficSplits, Services,
-//! EndpointSlices and ReferenceGrants in every namespace; each batch of watch events rebuilds the changed kinds
+//! EndpointSlices, ReferenceGrants and pods' metadata (for the endpoints' `dst_pod`,
+//! `dst_pod_template_hash` and workload labels) in every namespace; each batch of watch events rebuilds the changed kinds
 //! in the state, and HTTPRoute status is written back (`Accepted`, `ResolvedRefs` per Service
 //! parent, under controller name [`CONTROLLER_NAME`]).
 
@@ -8,10 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -20,7 +22,7 @@ use super::types::{CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus
 use crate::hub::Hub;
 use crate::state::RouteKind;
 use crate::translate::route_verdicts;
-use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
+use crate::world::{EndpointMeta, EndpointSet, ObjKey, PodIdentity, ServiceInfo, slice_service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -29,14 +31,16 @@ enum Kind {
     Services,
     Slices,
     Grants,
+    Pods,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Routes,
     Kind::Splits,
     Kind::Services,
     Kind::Slices,
     Kind::Grants,
+    Kind::Pods,
 ];
 
 struct Stores {
@@ -45,6 +49,7 @@ struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     grants: Store<ReferenceGrant>,
+    pods: Store<PartialObjectMeta<Pod>>,
 }
 
 /// What one watch event told us.
@@ -78,6 +83,9 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
     let (services, services_w) = reflector::store::<Service>();
     let (slices, slices_w) = reflector::store::<EndpointSlice>();
     let (grants, grants_w) = reflector::store::<ReferenceGrant>();
+    // Metadata only: the labels and owners are all an endpoint's labels need. A pod's status
+    // changes come through too, but change nothing the state keeps, so they publish nothing.
+    let (pods, pods_w) = reflector::store::<PartialObjectMeta<Pod>>();
     let cfg = watcher::Config::default;
     let streams = vec![
         reflector::reflector(
@@ -115,6 +123,13 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
         .default_backoff()
         .map(|e| (Kind::Grants, seen(e)))
         .boxed(),
+        reflector::reflector(
+            pods_w,
+            watcher(Api::<PartialObjectMeta<Pod>>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .map(|e| (Kind::Pods, seen(e)))
+        .boxed(),
     ];
     let stores = Stores {
         routes,
@@ -122,6 +137,7 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
         services,
         slices,
         grants,
+        pods,
     };
     let mut events = futures::stream::select_all(streams);
     let mut synced = BTreeMap::new();
@@ -182,8 +198,16 @@ fn rebuild(hub: &Hub, stores: &Stores, received: Instant) {
         .iter()
         .map(|s| (ObjKey::of(s.as_ref()), ServiceInfo::from_k8s(s)))
         .collect();
+    let pods: BTreeMap<ObjKey, PodIdentity> = stores
+        .pods
+        .state()
+        .iter()
+        .map(|p| (ObjKey::of(p.as_ref()), PodIdentity::from_meta(&p.metadata)))
+        .collect();
+    let mut meta = EndpointMeta::default();
     let mut endpoints: BTreeMap<ObjKey, BTreeMap<String, EndpointSet>> = BTreeMap::new();
     for slice in stores.slices.state() {
+        meta.add_slice(&slice, &pods);
         if let Some(svc) = slice_service(&slice) {
             endpoints.entry(svc).or_default().insert(
                 slice.metadata.name.clone().unwrap_or_default(),
@@ -212,6 +236,7 @@ fn rebuild(hub: &Hub, stores: &Stores, received: Instant) {
     hub.update(received, |state| {
         state.set_services(services);
         state.set_endpoints(endpoints);
+        state.set_endpoint_meta(meta);
         state.set_grants(grants);
         state.set_routes(routes);
         state.set_splits(splits);

@@ -292,6 +292,7 @@ fn regex_check(p: &mut Vec<Problem>, field: &str, pattern: &str) {
                     weight: 1,
                     labels: BTreeMap::new(),
                     endpoints: Some(vec![]),
+                    endpoint_labels: Default::default(),
                 }],
                 ..Rule::default()
             }],

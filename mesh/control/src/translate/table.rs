@@ -357,6 +357,7 @@ impl SvcCtx<'_> {
             weight,
             labels: BTreeMap::new(),
             endpoints: None,
+            endpoint_labels: Default::default(),
         }
     }
 
@@ -411,14 +412,20 @@ impl SvcCtx<'_> {
                     labels.extend(svc.labels.clone());
                 }
                 labels.insert("namespace".to_string(), key.namespace.clone());
+                let endpoints = if b.denied.contains(&i) {
+                    Vec::new()
+                } else {
+                    endpoints_of(self.world, key, *port)
+                };
+                let endpoint_labels = endpoints
+                    .iter()
+                    .filter_map(|a| Some((*a, self.world.endpoint_meta.labels(a)?.clone())))
+                    .collect();
                 BackendDef {
                     name,
                     labels,
-                    endpoints: if b.denied.contains(&i) {
-                        Vec::new()
-                    } else {
-                        endpoints_of(self.world, key, *port)
-                    },
+                    endpoints,
+                    endpoint_labels,
                 }
             })
             .collect();
