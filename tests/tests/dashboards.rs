@@ -322,7 +322,7 @@ async fn all_answer(
 /// The alerts of the rule file: name -> expression.
 fn alerts() -> anyhow::Result<BTreeMap<String, String>> {
     let path = repo().join("dashboards/prometheus/serin-rules.yaml");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    let doc: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path)?)?;
     ensure!(doc["apiVersion"] == "monitoring.coreos.com/v1" && doc["kind"] == "PrometheusRule");
     let mut out = BTreeMap::new();
     for g in doc["spec"]["groups"].as_sequence().into_iter().flatten() {
