@@ -414,11 +414,9 @@ pub struct ComponentRules {
 pub fn controller_rules() -> ComponentRules {
     ComponentRules {
         cluster: vec![
-            rule(
-                "serin.dev",
-                &["canaries"],
-                &["get", "list", "watch", "patch"],
-            ),
+            // list/watch: the controller and the dashboard's reflector; patch: finalizers and
+            // the dashboard's command annotation. Nothing reads one Canary with a GET.
+            rule("serin.dev", &["canaries"], &["list", "watch", "patch"]),
             rule("serin.dev", &["canaries/status"], &["patch"]),
             rule(
                 "serin.dev",

@@ -1,6 +1,6 @@
-//! A mocked Kubernetes API server for the CLI's scenarios (`serin status`/`wait` and the
-//! Kubernetes dashboard store): each expected call is asserted by method and URI and answered
-//! with a JSON body, as the API server would.
+//! A mocked Kubernetes API server for the CLI's scenarios (`serin status`/`wait`): each
+//! expected call is asserted by method and URI and answered with a JSON body, as the API server
+//! would.
 
 use std::time::Duration;
 
