@@ -306,7 +306,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use http::{Request, Response};
+    use http::Response;
     use kube::client::Body;
     use serin_dashboard::Backend;
     use serin_dashboard::model::{Action, CommandState, EntryKind, Phase, Update};
@@ -314,6 +314,7 @@ mod tests {
     use tower_test::mock::SendResponse;
 
     use super::*;
+    use crate::testing::{Call, mock_client, respond, status_err};
 
     const CANARIES: &str = "/apis/serin.dev/v1beta1/canaries";
     const CANARY: &str = "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo";
@@ -378,52 +379,37 @@ mod tests {
         }
     }
 
-    fn answer(send: SendResponse<Response<Body>>, code: u16, body: &Value) {
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(body).unwrap()))
-                .unwrap(),
-        );
-    }
-
     fn fake_api(items: Vec<Value>) -> (kube::Client, FakeApi) {
-        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (client, mut handle) = mock_client("default");
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (watch_tx, watches) = mpsc::unbounded_channel();
         let (patch_tx, patches) = mpsc::unbounded_channel();
         let log = calls.clone();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
-                let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-                let query = req.uri().query().unwrap_or("").to_string();
-                log.lock().unwrap().push(format!("{method} {path}?{query}"));
-                let body = req.into_body().collect_bytes().await.unwrap();
-                match (method.as_str(), path.as_str()) {
-                    ("GET", CANARIES) if query.contains("watch=true") => {
+                let call = Call::read(req).await;
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}?{}", call.method, call.path, call.query));
+                match (call.method.as_str(), call.path.as_str()) {
+                    ("GET", CANARIES) if call.is_watch() => {
                         let _ = watch_tx.send(send);
                     }
-                    ("GET", CANARIES) => answer(
+                    ("GET", CANARIES) => respond(
                         send,
                         200,
                         &json!({"apiVersion": "serin.dev/v1beta1", "kind": "CanaryList",
                                 "metadata": {"resourceVersion": "100"}, "items": items}),
                     ),
                     ("PATCH", _) => {
-                        let _ = patch_tx.send((serde_json::from_slice(&body).unwrap(), send));
+                        let _ = patch_tx.send((call.body, send));
                     }
-                    _ => answer(
-                        send,
-                        404,
-                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                "reason": "NotFound", "code": 404, "message": "unexpected call"}),
-                    ),
+                    _ => respond(send, 404, &status_err(404, "NotFound", "unexpected call")),
                 }
             }
         });
         (
-            kube::Client::new(svc, "default"),
+            client,
             FakeApi {
                 calls,
                 watches,
@@ -590,7 +576,7 @@ mod tests {
             json!({COMMAND_ANNOTATION: patch["metadata"]["annotations"][COMMAND_ANNOTATION].clone()}),
         );
         annotated["metadata"]["resourceVersion"] = json!("8");
-        answer(send, 200, &annotated);
+        respond(send, 200, &annotated);
         let receipt = call.await.unwrap().unwrap();
         assert_eq!(receipt.command.id, "c1");
         let written: serin_core::Command = serde_json::from_str(
@@ -656,11 +642,14 @@ mod tests {
             .await
         });
         let (_, send) = api.next_patch().await;
-        answer(
+        respond(
             send,
             409,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-                    "code": 409, "message": "the object has been modified; please apply your changes to the latest version and try again"}),
+            &status_err(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ),
         );
         let err = call.await.unwrap().unwrap_err();
         assert!(

@@ -18,14 +18,14 @@ pub mod inject;
 pub mod injector;
 pub mod install;
 mod lease;
-#[cfg(test)]
-mod mock_api;
 pub mod notify;
 pub mod routing;
 mod run;
 pub mod services;
 pub mod source;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod watch;
 pub mod workloads;
 
@@ -57,7 +57,7 @@ use workloads::{KubeWorkloads, template_revision};
 
 use serin_controller::adapters::{AdapterError, Analyzer, ErrorKind};
 use serin_controller::alerts::AlertClient;
-use serin_controller::driver::{Driver, DriverError, TickOutcome};
+use serin_controller::driver::{Driver, DriverError, Schedule, TickOutcome};
 use serin_controller::hooks::HttpHooks;
 use serin_controller::http::HttpClient;
 use serin_controller::metrics::{Health, Metrics};
@@ -142,6 +142,7 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     targets: Arc<watch::TargetRevisions>,
     ticks: watch::TickSchedule,
+    schedule: Arc<Schedule>,
 }
 
 impl Context {
@@ -163,6 +164,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             targets: Arc::default(),
             ticks: watch::TickSchedule::default(),
+            schedule: Arc::default(),
         }
     }
 
@@ -265,6 +267,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         ctx.metrics.tick_late(late);
     }
     if deleting && !has_finalizer(&canary) {
+        ctx.schedule
+            .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
         ctx.metrics
             .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         return Ok(Requeue::await_change());
@@ -415,6 +419,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             canary.clone(),
         )),
         metrics: ctx.metrics.clone(),
+        schedule: ctx.schedule.clone(),
     };
 
     let outcome = match driver.tick(&cctx, deleting, now).await {
@@ -441,6 +446,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         // The driver has reverted the target (revertOnDeletion); let the deletion proceed.
         if let TickOutcome::Stepped { .. } = outcome {
             set_finalizer(&ctx.client, &canary, false).await?;
+            ctx.schedule
+                .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
             ctx.metrics
                 .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         }
