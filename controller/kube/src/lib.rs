@@ -26,6 +26,7 @@ pub mod source;
 pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod uninjected;
 pub mod watch;
 pub mod workloads;
 
