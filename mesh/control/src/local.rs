@@ -604,10 +604,12 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
             |e: serde_norway::Error| format!("document {n} ({} {}): {e}", tm.api_version, tm.kind);
         match (tm.api_version.as_str(), tm.kind.as_str()) {
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-                out.routes.push(serde_norway::from_value(value).map_err(err)?);
+                out.routes
+                    .push(serde_norway::from_value(value).map_err(err)?);
             }
             ("split.smi-spec.io/v1alpha4" | "split.smi-spec.io/v1alpha3", "TrafficSplit") => {
-                out.splits.push(serde_norway::from_value(value).map_err(err)?);
+                out.splits
+                    .push(serde_norway::from_value(value).map_err(err)?);
             }
             ("split.smi-spec.io/v1alpha2" | "split.smi-spec.io/v1alpha1", "TrafficSplit") => {
                 let old: TrafficSplitV1Alpha2 = serde_norway::from_value(value).map_err(err)?;

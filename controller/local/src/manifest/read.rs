@@ -111,7 +111,10 @@ pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<Manif
 }
 
 /// Reads and validates one `Process` document.
-pub fn parse_process(value: serde_norway::Value, file: &str) -> Result<Process, Vec<ManifestError>> {
+pub fn parse_process(
+    value: serde_norway::Value,
+    file: &str,
+) -> Result<Process, Vec<ManifestError>> {
     let process: Process = serde_norway::from_value(value).map_err(|e| {
         vec![ManifestError {
             file: file.to_string(),
