@@ -47,6 +47,27 @@ pub fn status_err(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
+/// A `GET` of the Secret `ns/name`, answered with `data` (stored as the API server stores it).
+pub fn get_secret_with(ns: &str, name: &str, data: &[(&str, &[u8])]) -> Expect {
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).expect("a Secret serializes");
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    expect("GET", format!("/api/v1/namespaces/{ns}/secrets/{name}")).reply(200, v)
+}
+
 pub struct Scenario {
     pub handle: Handle<Request<Body>, Response<Body>>,
 }

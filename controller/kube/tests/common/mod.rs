@@ -4,4 +4,6 @@
 
 pub mod api_log;
 pub mod kube;
+// Not every test binary uses the receiver.
+#[allow(unused_imports)]
 pub use serin_controller::testing::receiver;
