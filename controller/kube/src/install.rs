@@ -492,11 +492,18 @@ pub fn injector_rules() -> ComponentRules {
                 ),
                 &[INJECTOR],
             ),
-            // `serin.dev/inject` on the pod's Namespace decides when the pod has none.
-            rule("", &["namespaces"], &["get"]),
+            // `serin.dev/inject` on the pod's Namespace decides when the pod has none: read
+            // from a watched cache, with a get for a namespace the cache does not hold yet.
+            rule("", &["namespaces"], &["get", "list", "watch"]),
+            // Pods' metadata: opted-in pods running without the proxy (a gauge).
+            rule("", &["pods"], &["list", "watch"]),
         ],
         namespaced: vec![
-            named(rule("", &["secrets"], &["get"]), &[INJECTOR_TLS_SECRET]),
+            // `update`: the certificate is renewed in place before it expires.
+            named(
+                rule("", &["secrets"], &["get", "update"]),
+                &[INJECTOR_TLS_SECRET],
+            ),
             // `create` cannot be limited by name: the API server has no name before creation.
             rule("", &["secrets"], &["create"]),
         ],

@@ -18,14 +18,15 @@ pub mod inject;
 pub mod injector;
 pub mod install;
 mod lease;
-#[cfg(test)]
-mod mock_api;
 pub mod notify;
 pub mod routing;
 mod run;
 pub mod services;
 pub mod source;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+pub mod uninjected;
 pub mod watch;
 pub mod workloads;
 
@@ -57,7 +58,7 @@ use workloads::{KubeWorkloads, template_revision};
 
 use serin_controller::adapters::{AdapterError, Analyzer, ErrorKind};
 use serin_controller::alerts::AlertClient;
-use serin_controller::driver::{Driver, DriverError, TickOutcome};
+use serin_controller::driver::{Driver, DriverError, Schedule, TickOutcome};
 use serin_controller::hooks::HttpHooks;
 use serin_controller::http::HttpClient;
 use serin_controller::metrics::{Health, Metrics};
@@ -141,6 +142,7 @@ pub struct Context {
     recorder: Recorder,
     failures: Mutex<HashMap<(String, String), u32>>,
     targets: Arc<watch::TargetRevisions>,
+    schedule: Arc<Schedule>,
 }
 
 impl Context {
@@ -161,6 +163,7 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
             targets: Arc::default(),
+            schedule: Arc::default(),
         }
     }
 
@@ -255,6 +258,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let name = canary.name_any();
     let deleting = canary.meta().deletion_timestamp.is_some();
     if deleting && !has_finalizer(&canary) {
+        ctx.schedule
+            .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
         ctx.metrics
             .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         return Ok(Requeue::await_change());
@@ -405,6 +410,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             canary.clone(),
         )),
         metrics: ctx.metrics.clone(),
+        schedule: ctx.schedule.clone(),
     };
 
     let outcome = match driver.tick(&cctx, deleting, now).await {
@@ -431,6 +437,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         // The driver has reverted the target (revertOnDeletion); let the deletion proceed.
         if let TickOutcome::Stepped { .. } = outcome {
             set_finalizer(&ctx.client, &canary, false).await?;
+            ctx.schedule
+                .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
             ctx.metrics
                 .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         }

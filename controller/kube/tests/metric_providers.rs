@@ -3,20 +3,15 @@
 //! Secret), and the provider's API is a fake on 127.0.0.1:0 answering with its documented shapes.
 //! Each scenario is bounded: the analyzer by a timeout, every fake request by a 5 s wait.
 
-mod common;
-
 use std::time::Duration;
 
-use common::kube::{Expect, Scenario, expect, get_secret_with};
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 use serin_analysis::testing::{Answer, FakeApi};
 use serin_api::Canary;
 use serin_controller::adapters::CanaryContext;
 use serin_core::{CheckResult, Status, Verdict};
 use serin_kube::analysis::PrometheusAnalyzer;
+use serin_kube::testing::{Expect, assert_no_more_calls, expect, mock_client, play};
 
 const NS: &str = "test";
 
@@ -50,15 +45,35 @@ fn get_template(name: &str, provider: Value, query: &str) -> Expect {
 }
 
 fn get_secret(name: &str, data: &[(&str, &str)]) -> Expect {
-    let bytes: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
-    get_secret_with(NS, name, &bytes)
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    expect("GET", format!("/api/v1/namespaces/{NS}/secrets/{name}")).reply(200, v)
 }
 
 /// One round of checks by a fresh analyzer whose API server answers exactly `calls`.
 async fn checks(ctx: &CanaryContext, calls: Vec<Expect>) -> Vec<CheckResult> {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(Scenario { handle }.play(calls));
-    let analyzer = PrometheusAnalyzer::new(Client::new(svc, NS), None, "serin".into());
+    let (client, handle) = mock_client(NS);
+    let server = tokio::spawn(play(handle, calls));
+    let analyzer = PrometheusAnalyzer::new(client, None, "serin".into());
     let results = tokio::time::timeout(
         Duration::from_secs(20),
         serin_controller::adapters::Analyzer::run_checks(&analyzer, ctx, &Status::default()),
@@ -70,11 +85,7 @@ async fn checks(ctx: &CanaryContext, calls: Vec<Expect>) -> Vec<CheckResult> {
         .await
         .expect("the scenario ends")
         .expect("scenario");
-    if let Ok(Some((req, _))) =
-        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
-    {
-        panic!("unexpected extra call {} {}", req.method(), req.uri());
-    }
+    assert_no_more_calls(&mut handle).await;
     results
 }
 

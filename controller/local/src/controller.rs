@@ -264,6 +264,7 @@ pub async fn run_with_store(
         notifier: Arc::new(LogNotifier),
         events: Arc::new(LogEvents),
         metrics: Arc::new(Metrics::new()),
+        schedule: Arc::default(),
     };
     let admin = match opts.admin {
         Some(addr) => {

@@ -358,6 +358,20 @@ pub trait Store: Send + Sync {
         let _ = analysis;
         self.save(canary, status, history).await
     }
+
+    /// Called instead of a save when a tick changed nothing in the engine's status but its
+    /// scheduling time (`status.last_tick_at`, which the driver then keeps in memory): a store
+    /// that persists more than the engine's status (Kubernetes' runtime conditions) writes it
+    /// with `status` when that changed, and says whether it wrote. A store with nothing else to
+    /// persist keeps this default and writes nothing.
+    async fn save_if_changed(
+        &self,
+        canary: &CanaryContext,
+        status: &Status,
+    ) -> Result<bool, AdapterError> {
+        let _ = (canary, status);
+        Ok(false)
+    }
 }
 
 /// An alert that one of the canary's alert routes could not deliver.

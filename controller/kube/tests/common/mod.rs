@@ -1,9 +1,6 @@
-//! Shared fixtures of the Kubernetes integration tests.
+//! Shared fixtures of the Kubernetes integration tests (the mocked API server itself is
+//! `serin_kube::testing`).
 
 #![allow(dead_code)]
 
-pub mod api_log;
-pub mod kube;
-// Not every test binary uses the receiver.
-#[allow(unused_imports)]
 pub use serin_controller::testing::receiver;
