@@ -164,9 +164,6 @@ fn calls_of(module: &str) -> Vec<Access> {
 /// the test fails when one of them becomes covered (then delete its line) and any other unused
 /// grant fails at once.
 const AWAITING_A_SCENARIO: &[(&str, &str)] = &[
-    // The dashboard (served by every controller replica) reads one Canary; its tests use the
-    // in-crate mock API, not a logged scenario.
-    ("rbac_controller_", "get serin.dev/canaries"),
     // Tracked ConfigMaps/Secrets copied for the primary.
     ("rbac_controller_", "get /configmaps"),
     ("rbac_controller_", "patch /configmaps"),
