@@ -322,7 +322,7 @@ async fn all_answer(
 /// The alerts of the rule file: name -> expression.
 fn alerts() -> anyhow::Result<BTreeMap<String, String>> {
     let path = repo().join("dashboards/prometheus/serin-rules.yaml");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    let doc: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path)?)?;
     ensure!(doc["apiVersion"] == "monitoring.coreos.com/v1" && doc["kind"] == "PrometheusRule");
     let mut out = BTreeMap::new();
     for g in doc["spec"]["groups"].as_sequence().into_iter().flatten() {
@@ -405,12 +405,12 @@ fn hold_next_rollout(site: &Site, url: &str, deadline: u32) -> anyhow::Result<()
     let path = site.manifests.join("podinfo.yaml");
     let text = std::fs::read_to_string(&path)?;
     // Documents are separated by `---` lines.
-    let mut docs: Vec<serde_yaml::Value> = Vec::new();
+    let mut docs: Vec<serde_norway::Value> = Vec::new();
     let mut doc = String::new();
     for line in text.lines().chain(["---"]) {
         if line.trim_end() == "---" {
             if !doc.trim().is_empty() {
-                docs.push(serde_yaml::from_str(&doc)?);
+                docs.push(serde_norway::from_str(&doc)?);
             }
             doc.clear();
         } else {
@@ -426,7 +426,7 @@ fn hold_next_rollout(site: &Site, url: &str, deadline: u32) -> anyhow::Result<()
         .as_mapping_mut()
         .context("the Canary has a spec")?;
     spec.insert("progressDeadlineSeconds".into(), deadline.into());
-    let hook: serde_yaml::Value = serde_yaml::from_str(&format!(
+    let hook: serde_norway::Value = serde_norway::from_str(&format!(
         "{{name: hold, type: confirm-rollout, url: \"{url}\"}}"
     ))?;
     spec.get_mut("analysis")
@@ -435,7 +435,7 @@ fn hold_next_rollout(site: &Site, url: &str, deadline: u32) -> anyhow::Result<()
         .insert("webhooks".into(), vec![hook].into());
     let text = docs
         .iter()
-        .map(serde_yaml::to_string)
+        .map(serde_norway::to_string)
         .collect::<Result<Vec<_>, _>>()?
         .join("---\n");
     std::fs::write(&path, text)?;

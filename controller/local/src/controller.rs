@@ -158,7 +158,7 @@ fn load(
                 processes.insert(key, (process.spec, dir));
             }
             Document::Canary { value, file } => {
-                let canary: serin_api::Canary = match serde_yaml::from_value(value) {
+                let canary: serin_api::Canary = match serde_norway::from_value(value) {
                     Ok(c) => c,
                     Err(error) => {
                         tracing::error!("{file}: not a Canary: {error}");
