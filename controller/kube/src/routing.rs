@@ -248,14 +248,7 @@ pub fn http_route(
         port,
         ..Default::default()
     }];
-    parent_refs.extend(svc.gateway_refs.iter().map(|g| ParentReference {
-        group: g.group.clone(),
-        kind: g.kind.clone(),
-        namespace: g.namespace.clone(),
-        name: g.name.clone(),
-        section_name: g.section_name.clone(),
-        port: g.port,
-    }));
+    parent_refs.extend(svc.gateway_refs.iter().cloned());
     let backend = |name: &str, weight: u32| HttpBackendRef {
         name: name.into(),
         port,

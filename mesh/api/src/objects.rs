@@ -61,25 +61,34 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-/// A reference from a route to the object it attaches to.
+// The `///` texts of the two references below are also the descriptions of the Canary CRD's
+// `spec.service.gatewayRefs` and `spec.service.mirror.backendRef` (serin-api embeds these types,
+// feature `schema`): notes for the mesh only are `//` comments.
+
+/// A Gateway API parent reference (the gateway an HTTPRoute attaches to).
+// In GAMMA mesh mode the parent is a Service: group `""`, kind `Service`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
-    /// API group of the parent; `""` (core) for a Service, absent means Gateway API's group.
+    /// API group of the parent (default `gateway.networking.k8s.io`).
+    // `""` (core) for a Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Kind of the parent: `Service` in mesh mode (absent means `Gateway`).
+    /// Kind of the parent (default `Gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Namespace of the parent; absent means the route's namespace.
+    /// Namespace of the parent (default: the route's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Name of the parent.
     pub name: String,
-    /// Section of the parent (unused by Serin, kept for status round-trips).
+    /// Listener section of the parent.
+    // Unused by the mesh, kept for status round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
-    /// Service port the route applies to; absent means every port of the Service.
+    /// Listener port of the parent.
+    // For a Service parent: the Service port the route applies to; absent means every port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
@@ -236,22 +245,25 @@ pub struct HttpHeader {
     pub value: String,
 }
 
-/// A reference to a backend object (in mesh mode a Service).
+/// Reference to a mirror backend (a Service unless `kind` says otherwise).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BackendObjectReference {
-    /// API group; `""` (core, the default) for a Service.
+    /// API group of the referent (empty for the core group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Kind; `Service` by default.
+    /// Kind of the referent (default `Service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Service name.
+    /// Name of the referent.
     pub name: String,
-    /// Namespace; absent means the route's namespace.
+    /// Namespace of the referent (default: the Canary's namespace).
+    // In an HTTPRoute: the route's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Service port; required by Gateway API for Services.
+    /// Port of the referent.
+    // Required by Gateway API for Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
