@@ -302,7 +302,11 @@ impl Driver {
             .filter(|c| !status.applied_command_ids.contains(&c.id))
             .collect();
         let needs = serin_core::needs(&ctx.plan, &status, now);
-        if !needs.due && fresh.is_empty() && !deleting && !ctx.target_changed {
+        // Early looks: a command, deletion, a target the platform saw change, or a workload the
+        // canary waits for (reading it is cheap where watches hold it; the engine moves only
+        // once it is ready).
+        let early = ctx.target_changed || serin_core::awaits_workload(&ctx.plan, &status);
+        if !needs.due && fresh.is_empty() && !deleting && !early {
             return Ok(TickOutcome::Idle {
                 wake_at: Some(needs.wake_at),
             });
