@@ -241,19 +241,12 @@ mod tests {
     //! Scenarios against a mocked API server: each expected call asserted by method, URI and
     //! body and answered as the API server would; a missing or extra call fails the test.
 
-    use http::{Request, Response};
-    use kube::client::Body;
     use serin_dashboard::Backend;
     use serin_dashboard::model::{Action, CommandState, EntryKind, Phase};
 
     use super::*;
 
-    use crate::mock_api::{Handle, expect};
-
-    async fn no_more_calls(handle: &mut Handle) {
-        let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-        assert!(!matches!(extra, Ok(Some(_))), "unexpected extra API call");
-    }
+    use crate::testing::{Call, Handle, assert_no_more_calls, expect, mock_client, respond};
 
     const CANARY: &str = "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo";
     const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/prod/deployments/podinfo";
@@ -294,8 +287,7 @@ mod tests {
     }
 
     fn backend() -> (Arc<EngineBackend<KubeStore>>, Handle) {
-        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(svc, "default");
+        let (client, handle) = mock_client("default");
         (
             EngineBackend::new(KubeStore::new(client, None, None)),
             handle,
@@ -314,11 +306,17 @@ mod tests {
             (state, history)
         });
         for _ in 0..2 {
-            expect(&mut handle, "GET", CANARY, canary(json!({}))).await;
-            expect(&mut handle, "GET", DEPLOYMENT, deployment()).await;
+            expect("GET", CANARY)
+                .reply(200, canary(json!({})))
+                .serve(&mut handle)
+                .await;
+            expect("GET", DEPLOYMENT)
+                .reply(200, deployment())
+                .serve(&mut handle)
+                .await;
         }
         let (state, history) = call.await.unwrap();
-        no_more_calls(&mut handle).await;
+        assert_no_more_calls(&mut handle).await;
         assert_eq!(state.summary.phase, Phase::Progressing);
         assert_eq!(state.summary.canary_weight, 20);
         assert_eq!(state.summary.revision_in_flight(), Some("abc"));
@@ -357,16 +355,22 @@ mod tests {
             .await
         });
         // Read to validate, read again to enqueue, patch, read for the receipt.
-        expect(&mut handle, "GET", CANARY, canary(json!({}))).await;
-        expect(&mut handle, "GET", DEPLOYMENT, deployment()).await;
-        expect(&mut handle, "GET", CANARY, canary(json!({}))).await;
-        let patch = expect(
-            &mut handle,
-            "PATCH",
-            &format!("{CANARY}?"),
-            canary(json!({})),
-        )
-        .await;
+        expect("GET", CANARY)
+            .reply(200, canary(json!({})))
+            .serve(&mut handle)
+            .await;
+        expect("GET", DEPLOYMENT)
+            .reply(200, deployment())
+            .serve(&mut handle)
+            .await;
+        expect("GET", CANARY)
+            .reply(200, canary(json!({})))
+            .serve(&mut handle)
+            .await;
+        let patch = expect("PATCH", format!("{CANARY}?"))
+            .reply(200, canary(json!({})))
+            .serve(&mut handle)
+            .await;
         let annotated = canary(
             json!({COMMAND_ANNOTATION: r#"{"id":"c1","action":"pause","by":"dana","at":"2026-11-18T07:06:40Z"}"#}),
         );
@@ -378,20 +382,19 @@ mod tests {
                 .await
                 .expect("the receipt and the live update read the canary")
                 .unwrap();
-            let uri = req.uri().to_string();
-            assert_eq!(req.method().as_str(), "GET", "{uri}");
+            let call = Call::read(req).await;
+            let uri = match call.query.as_str() {
+                "" => call.path.clone(),
+                q => format!("{}?{q}", call.path),
+            };
+            assert_eq!(call.method, "GET", "{uri}");
             let answer = match uri.as_str() {
                 CANARY => annotated.clone(),
                 DEPLOYMENT => deployment(),
                 other => panic!("unexpected call GET {other}"),
             };
             reads.push(uri);
-            send.send_response(
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            );
+            respond(send, 200, &answer);
         }
         reads.sort();
         assert_eq!(reads, [DEPLOYMENT, DEPLOYMENT, CANARY, CANARY]);
@@ -410,18 +413,16 @@ mod tests {
         let b = backend.clone();
         let k = key.clone();
         let call = tokio::spawn(async move { b.history(&k, &Default::default()).await });
-        expect(
-            &mut handle,
-            "GET",
-            CANARY,
-            canary(json!({COMMAND_ANNOTATION: r#"{"id":"c1","action":"pause","by":"dana","at":"2026-11-18T07:06:40Z"}"#})),
-        )
+        expect("GET", CANARY).reply(200, canary(json!({COMMAND_ANNOTATION: r#"{"id":"c1","action":"pause","by":"dana","at":"2026-11-18T07:06:40Z"}"#}))).serve(&mut handle)
         .await;
-        expect(&mut handle, "GET", DEPLOYMENT, deployment()).await;
+        expect("GET", DEPLOYMENT)
+            .reply(200, deployment())
+            .serve(&mut handle)
+            .await;
         let history = call.await.unwrap().unwrap();
         assert!(history.iter().any(|e| matches!(&e.kind,
             EntryKind::Command { id, by, state: CommandState::Received, .. } if id == "c1" && by == "dana")));
-        no_more_calls(&mut handle).await;
+        assert_no_more_calls(&mut handle).await;
     }
 
     #[tokio::test]
@@ -443,14 +444,23 @@ mod tests {
             .await
         });
         let pending = json!({COMMAND_ANNOTATION: r#"{"id":"c1","action":"promote","by":"dana","at":"2026-11-18T07:06:40Z"}"#});
-        expect(&mut handle, "GET", CANARY, canary(pending.clone())).await;
-        expect(&mut handle, "GET", DEPLOYMENT, deployment()).await;
-        expect(&mut handle, "GET", CANARY, canary(pending)).await;
+        expect("GET", CANARY)
+            .reply(200, canary(pending.clone()))
+            .serve(&mut handle)
+            .await;
+        expect("GET", DEPLOYMENT)
+            .reply(200, deployment())
+            .serve(&mut handle)
+            .await;
+        expect("GET", CANARY)
+            .reply(200, canary(pending))
+            .serve(&mut handle)
+            .await;
         let err = call.await.unwrap().unwrap_err();
         assert!(
             matches!(&err, BackendError::Conflict(m) if m.contains("previous command c1 (promote by dana)")),
             "{err}"
         );
-        no_more_calls(&mut handle).await;
+        assert_no_more_calls(&mut handle).await;
     }
 }

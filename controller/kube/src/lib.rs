@@ -18,14 +18,14 @@ pub mod inject;
 pub mod injector;
 pub mod install;
 mod lease;
-#[cfg(test)]
-mod mock_api;
 pub mod notify;
 pub mod routing;
 mod run;
 pub mod services;
 pub mod source;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod watch;
 pub mod workloads;
 

@@ -397,17 +397,12 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
 
 // ---- The injector's certificate and caBundle, against a scripted API server ----
 
-#[allow(unused_imports)]
-mod common;
-
-use common::kube::{Scenario, expect, status_err};
-use http::{Request, Response};
 use k8s_openapi::ByteString;
 use kube::Client;
-use kube::client::Body;
 use serin_kube::injector::{
     CertBundle, InjectorOptions, ensure_ca_bundle, ensure_certificate, generate_certificate,
 };
+use serin_kube::testing::{Expect, expect, status_err};
 
 const SECRET: &str = "/api/v1/namespaces/serin-system/secrets/serin-injector-tls";
 const SECRETS: &str = "/api/v1/namespaces/serin-system/secrets";
@@ -445,21 +440,14 @@ fn webhook_json(ca_bundle: Option<&str>) -> Value {
 }
 
 /// Plays `calls`, then checks the client made no other call.
-async fn scenario<T>(calls: Vec<common::kube::Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "serin-system");
-    let server = tokio::spawn(Scenario { handle }.play(calls));
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run(client))
-        .await
-        .expect("the injector finished its calls");
-    let mut handle = server.await.expect("every expected call was made");
-    let extra =
-        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await;
-    assert!(
-        extra.is_err() || extra.unwrap().is_none(),
-        "an unexpected extra API call"
-    );
-    out
+async fn scenario<T>(calls: Vec<Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
+    serin_kube::testing::scenario(
+        "serin-system",
+        std::time::Duration::from_secs(10),
+        calls,
+        run,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -480,15 +468,13 @@ async fn a_fresh_cluster_gets_a_tls_secret_and_the_webhook_trusts_its_ca() {
                 }
                 *seen.lock().unwrap() = Some(body.clone());
             })
-            .reply(201, json!(null)),
+            // The answer is the object as created: an echo.
+            .answer(|body| (201, body)),
         expect("GET", WEBHOOK).reply(200, webhook_json(None)),
         expect("PATCH", WEBHOOK)
             .check(move |body| *seen_patch.lock().unwrap() = Some(body.clone()))
             .reply(200, webhook_json(Some("x"))),
     ];
-    // The POST's answer is the object as created: echo it.
-    let mut calls = calls;
-    calls[1].answer = Box::new(|body| (201, body));
     let bundle = scenario(calls, async |client| {
         let b = ensure_certificate(&client, &opts, 2026)
             .await
