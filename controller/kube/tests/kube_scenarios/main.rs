@@ -17,6 +17,7 @@ mod errors;
 mod leases;
 mod notifications;
 mod progress;
+mod scale;
 mod validation;
 mod watches;
 mod webhooks;
