@@ -26,6 +26,7 @@ pub mod source;
 pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod uninjected;
 pub mod watch;
 pub mod workloads;
 
@@ -141,6 +142,7 @@ pub struct Context {
     recorder: Recorder,
     failures: Mutex<HashMap<(String, String), u32>>,
     targets: Arc<watch::TargetRevisions>,
+    ticks: watch::TickSchedule,
     schedule: Arc<Schedule>,
     stores: Option<watch::Stores>,
 }
@@ -163,6 +165,7 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
             targets: Arc::default(),
+            ticks: watch::TickSchedule::default(),
             schedule: Arc::default(),
             stores: None,
         }
@@ -178,6 +181,11 @@ impl Context {
     /// Target revisions seen by the watch (shared with the watch's mapper).
     pub fn targets(&self) -> Arc<watch::TargetRevisions> {
         self.targets.clone()
+    }
+
+    /// The controller's metrics (tick lateness, errors, the Canaries' series).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -265,6 +273,9 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let ns = canary.namespace().unwrap_or_default();
     let name = canary.name_any();
     let deleting = canary.meta().deletion_timestamp.is_some();
+    if let Some(late) = ctx.ticks.started(&ns, &name, (ctx.config.clock)()) {
+        ctx.metrics.tick_late(late);
+    }
     if deleting && !has_finalizer(&canary) {
         ctx.schedule
             .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
@@ -465,10 +476,14 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         }
         return Ok(Requeue::await_change());
     }
-    Ok(match outcome.requeue_after(now) {
-        Some(d) => Requeue::requeue(d.max(Duration::from_millis(500))),
-        None => Requeue::requeue(normalized.interval),
-    })
+    let next = match outcome.requeue_after(now) {
+        Some(d) => d.max(Duration::from_millis(500)),
+        None => normalized.interval,
+    };
+    // Due from when the requeue starts counting (the end of this reconcile), so the lateness is
+    // the queue's, not this tick's own duration.
+    ctx.ticks.due(&ns, &name, (ctx.config.clock)() + next);
+    Ok(Requeue::requeue(next))
 }
 
 /// Reads the HMAC key of every signed webhook from its Secret in the Canary's namespace into
