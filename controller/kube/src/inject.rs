@@ -634,7 +634,7 @@ pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>
     use serde::Deserialize as _;
     let mut out = String::new();
     let mut reports = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(src).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(src).enumerate() {
         let doc = serde_json::Value::deserialize(de).map_err(|e| ManifestError::Yaml {
             index: i + 1,
             message: e.to_string(),
@@ -643,7 +643,7 @@ pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>
             continue;
         }
         let doc = inject_value(doc, cfg, &mut reports)?;
-        let text = serde_yaml::to_string(&doc).map_err(|e| ManifestError::Yaml {
+        let text = serde_norway::to_string(&doc).map_err(|e| ManifestError::Yaml {
             index: i + 1,
             message: e.to_string(),
         })?;

@@ -340,7 +340,7 @@ pub struct RenderError {
     kind: &'static str,
     name: String,
     #[source]
-    source: serde_yaml::Error,
+    source: serde_norway::Error,
 }
 
 /// Objects as one multi-document YAML stream.
@@ -348,7 +348,7 @@ pub fn render(objects: &[Object]) -> Result<String, RenderError> {
     let mut out = String::from(HEADER);
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).map_err(|source| {
+        out.push_str(&serde_norway::to_string(o).map_err(|source| {
             let (kind, name) = o.kind_name();
             RenderError { kind, name, source }
         })?);
@@ -414,11 +414,9 @@ pub struct ComponentRules {
 pub fn controller_rules() -> ComponentRules {
     ComponentRules {
         cluster: vec![
-            rule(
-                "serin.dev",
-                &["canaries"],
-                &["get", "list", "watch", "patch"],
-            ),
+            // list/watch: the controller and the dashboard's reflector; patch: finalizers and
+            // the dashboard's command annotation. Nothing reads one Canary with a GET.
+            rule("serin.dev", &["canaries"], &["list", "watch", "patch"]),
             rule("serin.dev", &["canaries/status"], &["patch"]),
             rule(
                 "serin.dev",

@@ -40,7 +40,7 @@ pub struct KubeSource {
     client: kube::Client,
 }
 
-fn canary_resource() -> ApiResource {
+pub(crate) fn canary_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("serin.dev", "v1beta1", "Canary"),
         "canaries",

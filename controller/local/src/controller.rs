@@ -139,6 +139,12 @@ fn load(
             tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
         }
     }
+    if let Ok((secrets, errors)) = manifest::read_secrets(dir) {
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        analyzer.set_secrets(secrets);
+    }
     let (docs, errors) = match manifest::read_dir(dir) {
         Ok(r) => r,
         Err(error) => {
@@ -158,7 +164,7 @@ fn load(
                 processes.insert(key, (process.spec, dir));
             }
             Document::Canary { value, file } => {
-                let canary: serin_api::Canary = match serde_yaml::from_value(value) {
+                let canary: serin_api::Canary = match serde_norway::from_value(value) {
                     Ok(c) => c,
                     Err(error) => {
                         tracing::error!("{file}: not a Canary: {error}");

@@ -153,6 +153,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind (the fixed label set of the error metrics).
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Conflict,
+        ErrorKind::NotFound,
+        ErrorKind::Forbidden,
+        ErrorKind::Timeout,
+        ErrorKind::Invalid,
+        ErrorKind::Other,
+    ];
+
     /// The label value used in metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -628,7 +628,7 @@ mod tests {
     fn match_values_are_redacted_for_clients_beyond_the_loopback() {
         let registry = Arc::new(Registry::new(&Default::default()));
         let table = TableHandle::new(registry);
-        let t: serin_mesh_api::RouteTable = serde_yaml::from_str(
+        let t: serin_mesh_api::RouteTable = serde_norway::from_str(
             "routes:\n  - authority: a\n    rules:\n      - matches:\n          - headers: [{ name: x-canary, value: insider }]\n            queryParams: [{ name: beta, value: \"1\" }]\n            cookies: [{ name: track, value: canary }]\n        backends: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n",
         )
         .expect("table");

@@ -44,6 +44,63 @@ async fn a_tick_before_the_interval_does_nothing() {
 }
 
 #[tokio::test]
+async fn a_tick_that_starts_after_its_due_time_is_counted_as_late() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let canary = canary("podinfo").build();
+    let (status, at) = progressing_at(&canary, 10);
+    let canary = with_status(canary, &status);
+    let clock = Arc::new(AtomicI64::new((at + Duration::from_secs(20)).as_millis()));
+    let mut config = config(at, analyzer(vec![pass()]), Some("serin-controller-0"));
+    let c = clock.clone();
+    config.clock = Arc::new(move || Timestamp::from_millis(c.load(Ordering::SeqCst)));
+    let metrics = Arc::new(Metrics::new());
+    let (client, handle) = mock_client(NS);
+    let ctx = Arc::new(Context::new(client, config, metrics.clone()));
+    let lateness = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("serin_controller_tick_lateness_seconds_"))
+            .filter(|l| l.contains("_count") || l.contains("_sum"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // Not due: requeued for the rest of the interval; nothing was due before, nothing is late.
+    let server = tokio::spawn(play(handle, vec![]));
+    let requeue = reconcile(parse(canary.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(requeue, Requeue::requeue(Duration::from_secs(40)));
+    let handle = server.await.unwrap();
+    assert_eq!(
+        lateness(&metrics.encode()),
+        [
+            "serin_controller_tick_lateness_seconds_sum 0.0",
+            "serin_controller_tick_lateness_seconds_count 0"
+        ]
+    );
+
+    // The queue comes back to it 3 s after the tick was due (a backed-up queue, a slow API
+    // server): the tick runs, and its lateness is observed once.
+    clock.store((at + Duration::from_secs(63)).as_millis(), Ordering::SeqCst);
+    let calls = vec![
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1")),
+        apply_route(80, 20),
+        event("Advanced"),
+        status_write(&canary, |_| {}),
+    ];
+    let server = tokio::spawn(play(handle, calls));
+    reconcile(parse(canary), ctx.clone()).await.unwrap();
+    let mut handle = server.await.unwrap();
+    assert_no_more_calls(&mut handle).await;
+    assert_eq!(
+        lateness(&metrics.encode()),
+        [
+            "serin_controller_tick_lateness_seconds_sum 3.0",
+            "serin_controller_tick_lateness_seconds_count 1"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn reaching_max_weight_promotes_the_canary_template_to_the_primary() {
     let canary = canary("podinfo").build();
     let (status, at) = progressing_at(&canary, 30);
