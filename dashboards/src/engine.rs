@@ -5,8 +5,9 @@
 //! Canary status) and wrap it in [`EngineBackend`] to serve the dashboard. The conversion to the
 //! API's types, the run list, and the immediate effect of gate commands live here once.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::broadcast;
 
@@ -60,9 +61,16 @@ pub trait EngineStore: Send + Sync + 'static {
 }
 
 /// A [`Backend`] over an [`EngineStore`].
+///
+/// It keeps every Canary's summary in memory, primed from the store once and kept current by
+/// the store's change notifications, so listing (the overview, `GET /api/v1/canaries`) reads
+/// memory: a render of a thousand Canaries costs no call to the store's source (the API server
+/// on Kubernetes) and no conversion of their histories.
 pub struct EngineBackend<S> {
     store: Arc<S>,
     updates: broadcast::Sender<Update>,
+    /// Summaries by key; `None` until primed (listing then asks the store).
+    index: RwLock<Option<BTreeMap<CanaryKey, CanarySummary>>>,
 }
 
 impl<S: EngineStore> EngineBackend<S> {
@@ -70,12 +78,33 @@ impl<S: EngineStore> EngineBackend<S> {
     /// notifications into [`Update`]s; it ends when the store's channel closes.
     pub fn new(store: Arc<S>) -> Arc<Self> {
         let updates = broadcast::channel(1024).0;
-        let backend = Arc::new(Self { store, updates });
+        let backend = Arc::new(Self {
+            store,
+            updates,
+            index: RwLock::new(None),
+        });
         let weak = Arc::downgrade(&backend);
+        // Subscribed before the index is primed: a change the priming read misses is still
+        // delivered below.
         let mut changes = backend.store.changes();
         tokio::spawn(async move {
             // Remember how many timeline entries each Canary had, to publish only new ones.
             let mut seen: std::collections::HashMap<CanaryKey, usize> = Default::default();
+            if let Some(backend) = weak.upgrade() {
+                match backend.store.canaries().await {
+                    Ok(all) => {
+                        let mut index = BTreeMap::new();
+                        for c in &all {
+                            seen.insert(c.key.clone(), timeline(c).len());
+                            index.insert(c.key.clone(), summary(c));
+                        }
+                        backend.set_index(Some(index));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dashboard could not read the canaries; listing asks the store each time")
+                    }
+                }
+            }
             loop {
                 let key = match changes.recv().await {
                     Ok(k) => k,
@@ -90,9 +119,11 @@ impl<S: EngineStore> EngineBackend<S> {
                         let entries = timeline(&c);
                         let from = seen.get(&key).copied().unwrap_or(entries.len());
                         seen.insert(key.clone(), entries.len());
-                        let _ = backend.updates.send(Update::Canary {
-                            canary: summary(&c),
+                        let canary = summary(&c);
+                        backend.edit_index(|index| {
+                            index.insert(key.clone(), canary.clone());
                         });
+                        let _ = backend.updates.send(Update::Canary { canary });
                         for entry in entries.into_iter().skip(from) {
                             let _ = backend.updates.send(Update::Entry {
                                 namespace: key.namespace.clone(),
@@ -103,6 +134,9 @@ impl<S: EngineStore> EngineBackend<S> {
                     }
                     Ok(None) => {
                         seen.remove(&key);
+                        backend.edit_index(|index| {
+                            index.remove(&key);
+                        });
                         let _ = backend.updates.send(Update::Removed {
                             namespace: key.namespace.clone(),
                             name: key.name.clone(),
@@ -115,6 +149,31 @@ impl<S: EngineStore> EngineBackend<S> {
             }
         });
         backend
+    }
+
+    fn set_index(&self, index: Option<BTreeMap<CanaryKey, CanarySummary>>) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    /// Edits the index once primed (before, the priming read sees the change anyway).
+    fn edit_index(&self, edit: impl FnOnce(&mut BTreeMap<CanaryKey, CanarySummary>)) {
+        if let Some(index) = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            edit(index);
+        }
+    }
+
+    /// The summaries in memory, sorted by namespace and name (`None` before the first read).
+    fn indexed(&self) -> Option<Vec<CanarySummary>> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|index| index.values().cloned().collect())
     }
 }
 
@@ -252,6 +311,9 @@ fn pending(c: &EngineCanary, action: Action) -> bool {
 
 impl<S: EngineStore> Backend for EngineBackend<S> {
     async fn list(&self) -> Result<Vec<CanarySummary>, BackendError> {
+        if let Some(items) = self.indexed() {
+            return Ok(items);
+        }
         let mut items: Vec<CanarySummary> =
             self.store.canaries().await?.iter().map(summary).collect();
         items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

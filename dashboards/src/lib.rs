@@ -19,6 +19,7 @@ pub mod backend;
 pub mod client;
 pub mod convert;
 pub mod engine;
+pub mod listing;
 #[cfg(feature = "test-support")]
 pub mod memory;
 pub mod model;

@@ -34,8 +34,8 @@ impl fmt::Display for CanaryKey {
     }
 }
 
-/// A Canary's phase, with Flagger's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A Canary's phase, with Flagger's names (ordered as a rollout goes through them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     /// The primary is being created.
     Initializing,
@@ -65,6 +65,26 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase this crate sends, in lifecycle order.
+    pub const ALL: [Phase; 11] = [
+        Phase::Initializing,
+        Phase::Initialized,
+        Phase::Waiting,
+        Phase::Progressing,
+        Phase::WaitingPromotion,
+        Phase::Promoting,
+        Phase::Finalising,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Terminating,
+        Phase::Terminated,
+    ];
+
+    /// The phase named `name` (Flagger's spelling, exact case), if any.
+    pub fn parse(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     /// The phase's name as it appears in JSON and in Flagger's status.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -752,10 +772,16 @@ pub struct SeriesPoint {
 }
 
 /// Response of `GET /api/v1/canaries`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CanaryList {
-    /// The Canaries, sorted by namespace and name.
+    /// The Canaries, sorted by namespace and name (one page of them with `limit`/`offset`).
     pub items: Vec<CanarySummary>,
+    /// How many Canaries match the filters, over all pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
+    /// Canaries per phase name among those matching the namespace and search filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 /// One run with its timeline, as the detail endpoint returns it.

@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 
 use jiff::Timestamp;
 
+use crate::listing::{ListQuery, Listing, PAGE_SIZE};
 use crate::model::{
-    Action, CanaryDetail, CanarySummary, EntryKind, HistoryEntry, PlanInfo, RunResult, RunSummary,
-    Series, Severity, Verdict, WaitReason,
+    Action, CanaryDetail, CanarySummary, EntryKind, HistoryEntry, Phase, PlanInfo, RunResult,
+    RunSummary, Series, Severity, Verdict, WaitReason,
 };
 
 /// Escapes text for HTML element content and attribute values.
@@ -86,6 +87,9 @@ table.timeline{table-layout:fixed}table.timeline td:nth-child(1){width:170px}tab
 button{padding:5px 12px;border:1px solid #d0d5dd;border-radius:5px;background:#fff;cursor:pointer;font:inherit}button:hover{background:#f2f4f7}
 #action-result.ok{color:var(--ok)}#action-result.err{color:var(--bad)}
 .waiting{color:var(--warn);font-weight:600}
+.filter{display:flex;gap:8px;align-items:center;margin-bottom:10px;flex-wrap:wrap}.filter select,.filter input{padding:4px 6px;border:1px solid #d0d5dd;border-radius:4px;font:inherit}
+.summary{display:flex;gap:6px;flex-wrap:wrap;margin-bottom:10px}.count{padding:2px 10px;border-radius:12px;border:1px solid var(--line);background:#fff;color:var(--fg);text-decoration:none;font-size:12px}.count.active{outline:2px solid var(--run)}
+.pager{display:flex;gap:12px;align-items:center;margin-top:10px;color:var(--muted)}
 "#;
 
 fn header(actions_enabled: bool, back: bool) -> String {
@@ -114,23 +118,64 @@ const SCRIPT: &str = r#"
   tok.addEventListener('input', function(){ sessionStorage.setItem('serin-token', tok.value); });
   actor.addEventListener('input', function(){ sessionStorage.setItem('serin-actor', actor.value); });
   body.dataset.updates = '0';
-  var timer = null;
-  function refresh(){
-    if (timer) return;
-    timer = setTimeout(function(){
-      timer = null;
-      fetch(body.dataset.partial, {cache: 'no-store'}).then(function(r){
+  var overview = body.dataset.view === 'overview';
+  var timer = null, full = false, dirty = {};
+  function bump(){ body.dataset.updates = String(Number(body.dataset.updates) + 1); }
+  function get(url, then){
+    return fetch(url, {cache: 'no-store'})
+      .then(function(r){ return r.text().then(function(t){ then(r, t); }); })
+      .catch(function(){});
+  }
+  function rowOf(k){ return document.querySelector('tr[data-canary="' + CSS.escape(k) + '"]'); }
+  // The overview applies each Canary's change to its own row and refreshes only the counts;
+  // it re-renders its page (at most one page of rows) only when a row must appear or go.
+  function flush(){
+    timer = null;
+    if (!overview || full) {
+      full = false; dirty = {};
+      get(body.dataset.partial, function(r, html){
         if (!r.ok) return;
-        return r.text().then(function(html){
-          document.getElementById('content').innerHTML = html;
-          body.dataset.updates = String(Number(body.dataset.updates) + 1);
-        });
-      }).catch(function(){});
-    }, 150);
+        document.getElementById('content').innerHTML = html;
+        bump();
+      });
+      return;
+    }
+    var keys = Object.keys(dirty), jobs = [];
+    var changed = dirty; dirty = {};
+    keys.forEach(function(k){
+      var c = changed[k];
+      jobs.push(get(body.dataset.rows + encodeURIComponent(c[0]) + '/' + encodeURIComponent(c[1]), function(r, html){
+        var row = rowOf(k);
+        if (!row) return;
+        if (r.status === 404) { row.remove(); return; }
+        if (!r.ok) return;
+        var t = document.createElement('tbody');
+        t.innerHTML = html;
+        row.replaceWith(t.firstElementChild);
+      }));
+    });
+    jobs.push(get(body.dataset.counts, function(r, html){
+      var s = document.getElementById('summary');
+      if (r.ok && s) s.outerHTML = html;
+    }));
+    Promise.all(jobs).then(bump);
+  }
+  function schedule(){ if (!timer) timer = setTimeout(flush, 150); }
+  function changed(e){
+    if (!overview) { full = true; schedule(); return; }
+    var d = {};
+    try { d = JSON.parse(e.data); } catch (x) {}
+    var c = d.canary || d, k = (c.namespace || '') + '/' + (c.name || '');
+    var rows = document.querySelectorAll('tr[data-canary]').length;
+    if (rowOf(k) && e.type === 'canary') dirty[k] = [c.namespace, c.name];
+    else if (rowOf(k) || rows < Number(body.dataset.pageSize)) full = true;
+    schedule();
   }
   var es = new EventSource(body.dataset.events);
   es.addEventListener('hello', function(){ live.textContent = 'live'; live.className = 'on'; body.dataset.live = '1'; });
-  ['canary', 'entry', 'removed', 'resync'].forEach(function(n){ es.addEventListener(n, refresh); });
+  ['canary', 'removed'].forEach(function(n){ es.addEventListener(n, changed); });
+  es.addEventListener('entry', function(){ if (!overview) { full = true; schedule(); } });
+  es.addEventListener('resync', function(){ full = true; schedule(); });
   es.onerror = function(){ live.textContent = 'reconnecting…'; live.className = ''; body.dataset.live = '0'; };
   document.querySelectorAll('button[data-action]').forEach(function(b){
     b.addEventListener('click', function(){
@@ -159,15 +204,150 @@ fn document(title: &str, attrs: &str, head: &str, content: &str, extra: &str) ->
     )
 }
 
-/// The overview page: one row per Canary.
-pub fn overview_page(items: &[CanarySummary], actions_enabled: bool) -> String {
+/// The overview page: counts by phase, the filter form, one page of rows and the pager.
+pub fn overview_page(listing: &Listing, query: &ListQuery, actions_enabled: bool) -> String {
+    let qs = query_string(query, None, None);
     document(
         "Serin — canaries",
-        r#"data-view="overview" data-partial="/partials/overview" data-events="/api/v1/events""#,
+        &format!(
+            r#"data-view="overview" data-partial="/partials/overview{qs}" data-counts="/partials/overview/counts{qs}" data-rows="/partials/overview/rows/" data-page-size="{PAGE_SIZE}" data-events="/api/v1/events""#,
+            qs = esc(&qs)
+        ),
         &header(actions_enabled, false),
-        &overview_table(items),
-        "",
+        &overview_content(listing, query),
+        &filter_form(listing, query),
     )
+}
+
+/// `?phase=..&namespace=..&q=..&page=..` for `query`, with the phase and the page replaced
+/// when given (`Some(None)`: no phase).
+fn query_string(query: &ListQuery, phase: Option<Option<Phase>>, page: Option<usize>) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = phase.unwrap_or(query.phase) {
+        parts.push(format!("phase={}", p.as_str()));
+    }
+    if let Some(ns) = &query.namespace {
+        parts.push(format!("namespace={}", seg(ns)));
+    }
+    if let Some(q) = &query.search {
+        parts.push(format!("q={}", seg(q)));
+    }
+    let page = page.unwrap_or(query.offset / PAGE_SIZE + 1);
+    if page > 1 {
+        parts.push(format!("page={page}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// The filter form (outside the live-swapped content, so typing is never interrupted).
+fn filter_form(listing: &Listing, query: &ListQuery) -> String {
+    let mut phases = String::from(r#"<option value="">every phase</option>"#);
+    for p in Phase::ALL {
+        let _ = write!(
+            phases,
+            r#"<option value="{p}"{sel}>{p}</option>"#,
+            p = p.as_str(),
+            sel = if query.phase == Some(p) {
+                " selected"
+            } else {
+                ""
+            }
+        );
+    }
+    let mut namespaces = String::from(r#"<option value="">every namespace</option>"#);
+    for ns in &listing.namespaces {
+        let _ = write!(
+            namespaces,
+            r#"<option value="{v}"{sel}>{v}</option>"#,
+            v = esc(ns),
+            sel = if query.namespace.as_ref() == Some(ns) {
+                " selected"
+            } else {
+                ""
+            }
+        );
+    }
+    format!(
+        r#"<form id="filter" class="filter" method="get" action="/"><select name="phase" aria-label="phase">{phases}</select><select name="namespace" aria-label="namespace">{namespaces}</select><input type="search" name="q" id="search" placeholder="search name or target" aria-label="search" value="{q}"><button type="submit">Filter</button>{clear}</form>"#,
+        q = esc(query.search.as_deref().unwrap_or("")),
+        clear = if query.is_filtered() {
+            r#" <a href="/">clear</a>"#
+        } else {
+            ""
+        },
+    )
+}
+
+/// Counts by phase (each links to that phase's filter) and how many match.
+pub fn overview_summary(listing: &Listing, query: &ListQuery) -> String {
+    let all: usize = listing.counts.values().sum();
+    let mut out = format!(
+        r#"<div id="summary" class="summary" data-total="{total}"><a class="count{active}" data-phase="" href="/{href}">all <b>{all}</b></a>"#,
+        total = listing.total,
+        active = if query.phase.is_none() { " active" } else { "" },
+        href = esc(&query_string(query, Some(None), Some(1))),
+    );
+    for (phase, n) in &listing.counts {
+        let _ = write!(
+            out,
+            r#"<a class="count p-{p}{active}" data-phase="{p}" href="/{href}">{p} <b>{n}</b></a>"#,
+            p = phase.as_str(),
+            active = if query.phase == Some(*phase) {
+                " active"
+            } else {
+                ""
+            },
+            href = esc(&query_string(query, Some(Some(*phase)), Some(1))),
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// The live-swapped part of the overview: counts, the page's rows and the pager.
+pub fn overview_content(listing: &Listing, query: &ListQuery) -> String {
+    let mut out = overview_summary(listing, query);
+    if listing.total == 0 && !query.is_filtered() {
+        out.push_str(r#"<p class="muted" id="empty">No canaries yet.</p>"#);
+        return out;
+    }
+    if listing.items.is_empty() {
+        out.push_str(r#"<p class="muted" id="empty">No canary matches.</p>"#);
+    } else {
+        out.push_str(&overview_table(&listing.items));
+    }
+    let pages = listing.total.div_ceil(PAGE_SIZE).max(1);
+    let page = query.offset / PAGE_SIZE + 1;
+    if pages > 1 {
+        let first = query.offset + 1;
+        let last = (query.offset + listing.items.len()).max(first);
+        let link = |p: usize, rel: &str, text: &str| {
+            format!(
+                r#"<a rel="{rel}" href="/{}">{text}</a>"#,
+                esc(&query_string(query, None, Some(p)))
+            )
+        };
+        let _ = write!(
+            out,
+            r#"<nav class="pager" data-page="{page}" data-pages="{pages}">{prev} <span>{first}–{last} of {total} · page {page} of {pages}</span> {next}</nav>"#,
+            prev = if page > 1 {
+                link(page - 1, "prev", "← previous")
+            } else {
+                String::new()
+            },
+            next = if page < pages {
+                link(page + 1, "next", "next →")
+            } else {
+                String::new()
+            },
+            total = listing.total,
+        );
+    }
+    out
 }
 
 fn phase_badge(phase: &str) -> String {
@@ -196,39 +376,40 @@ fn waiting_text(s: &CanarySummary) -> Option<String> {
     })
 }
 
-/// The overview table fragment (swapped in on live updates).
-pub fn overview_table(items: &[CanarySummary]) -> String {
-    if items.is_empty() {
-        return r#"<p class="muted" id="empty">No canaries yet.</p>"#.to_string();
-    }
+/// The rows of one page.
+fn overview_table(items: &[CanarySummary]) -> String {
     let mut out = String::from(
         r#"<table id="canaries"><thead><tr><th>Namespace</th><th>Name</th><th>Target</th><th>Phase</th><th>Weight</th><th>Failed checks</th><th>Revision in flight</th><th>Promoted</th><th>Last transition</th></tr></thead><tbody>"#,
     );
     for s in items {
-        let in_flight = s.revision_in_flight().unwrap_or("—");
-        let note = waiting_text(s)
-            .map(|w| format!(r#"<div class="waiting">{}</div>"#, esc(&w)))
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            r#"<tr data-canary="{key}"><td>{ns}</td><td class="name"><a href="/canaries/{ns_seg}/{name_seg}">{name}</a></td><td>{kind}/{target}</td><td class="phase-cell">{phase}{note}</td><td class="weight">{weight}</td><td class="failed">{failed}</td><td class="revision">{rev}</td><td>{promoted}</td><td>{at}</td></tr>"#,
-            key = esc(&s.key().to_string()),
-            ns = esc(&s.namespace),
-            name = esc(&s.name),
-            ns_seg = seg(&s.namespace),
-            name_seg = seg(&s.name),
-            kind = esc(&s.target.kind),
-            target = esc(&s.target.name),
-            phase = phase_badge(s.phase.as_str()),
-            weight = weight_bar(s.canary_weight),
-            failed = s.failed_checks,
-            rev = esc(in_flight),
-            promoted = esc(s.promoted_revision.as_deref().unwrap_or("—")),
-            at = time(s.last_transition_time),
-        );
+        out.push_str(&overview_row(s));
     }
     out.push_str("</tbody></table>");
     out
+}
+
+/// One row of the overview (swapped in alone when that Canary changes).
+pub fn overview_row(s: &CanarySummary) -> String {
+    let in_flight = s.revision_in_flight().unwrap_or("—");
+    let note = waiting_text(s)
+        .map(|w| format!(r#"<div class="waiting">{}</div>"#, esc(&w)))
+        .unwrap_or_default();
+    format!(
+        r#"<tr data-canary="{key}"><td>{ns}</td><td class="name"><a href="/canaries/{ns_seg}/{name_seg}">{name}</a></td><td>{kind}/{target}</td><td class="phase-cell">{phase}{note}</td><td class="weight">{weight}</td><td class="failed">{failed}</td><td class="revision">{rev}</td><td>{promoted}</td><td>{at}</td></tr>"#,
+        key = esc(&s.key().to_string()),
+        ns = esc(&s.namespace),
+        name = esc(&s.name),
+        ns_seg = seg(&s.namespace),
+        name_seg = seg(&s.name),
+        kind = esc(&s.target.kind),
+        target = esc(&s.target.name),
+        phase = phase_badge(s.phase.as_str()),
+        weight = weight_bar(s.canary_weight),
+        failed = s.failed_checks,
+        rev = esc(in_flight),
+        promoted = esc(s.promoted_revision.as_deref().unwrap_or("—")),
+        at = time(s.last_transition_time),
+    )
 }
 
 /// The detail page of one Canary.

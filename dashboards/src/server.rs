@@ -19,9 +19,10 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::backend::{Backend, BackendError, HistoryQuery};
+use crate::listing::{self, ListQuery, Listing, PAGE_SIZE};
 use crate::model::{
     Action, ApiError, CanaryDetail, CanaryKey, CanaryList, Command, EntryKind, HistoryEntry,
-    HistoryList, RunDetail, Series, SeriesPoint, gate,
+    HistoryList, Phase, RunDetail, Series, SeriesPoint, gate,
 };
 use crate::page;
 
@@ -77,6 +78,11 @@ pub fn router<B: Backend>(backend: Arc<B>, config: DashboardConfig) -> Router {
         .route("/", get(overview_page::<B>))
         .route("/canaries/{namespace}/{name}", get(detail_page::<B>))
         .route("/partials/overview", get(overview_partial::<B>))
+        .route("/partials/overview/counts", get(overview_counts::<B>))
+        .route(
+            "/partials/overview/rows/{namespace}/{name}",
+            get(overview_row::<B>),
+        )
         .route(
             "/partials/canaries/{namespace}/{name}",
             get(detail_partial::<B>),
@@ -226,10 +232,83 @@ async fn api_index<B: Backend>(State(state): State<AppState<B>>) -> axum::Json<s
     }))
 }
 
-async fn list<B: Backend>(State(state): State<AppState<B>>) -> ApiResult<CanaryList> {
-    let mut items = state.backend.list().await?;
-    items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Ok(axum::Json(CanaryList { items }))
+/// Query parameters of the list endpoint and the overview page (all optional; an empty value
+/// is the same as none, as a form sends an unset field).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    phase: Option<String>,
+    namespace: Option<String>,
+    q: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+    page: Option<String>,
+}
+
+const LIST_PARAMS: &str = "phase, namespace, q, limit, offset, page";
+
+/// Reads the list parameters; `page` (1-based, [`PAGE_SIZE`] rows) stands for offset and limit.
+fn list_query(
+    raw: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<ListQuery, ApiFailure> {
+    let p = raw
+        .map_err(|e| ApiFailure::invalid(format!("{e}; accepted parameters: {LIST_PARAMS}")))?
+        .0;
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let phase = given(p.phase)
+        .map(|v| {
+            Phase::parse(&v).ok_or_else(|| {
+                ApiFailure::invalid(format!(
+                    "phase: {v:?} is not a phase; accepted: {}",
+                    Phase::ALL.map(|p| p.as_str()).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let page: Option<usize> = parse_param("page", given(p.page).as_deref(), "1, 2, ...")?;
+    let (offset, limit) = match page {
+        Some(0) => {
+            return Err(ApiFailure::invalid(
+                "page: 0 is not valid; accepted: 1, 2, ...",
+            ));
+        }
+        Some(n) => ((n - 1) * PAGE_SIZE, Some(PAGE_SIZE)),
+        None => (
+            parse_param(
+                "offset",
+                given(p.offset).as_deref(),
+                "a non-negative integer",
+            )?
+            .unwrap_or(0),
+            parse_param("limit", given(p.limit).as_deref(), "a non-negative integer")?,
+        ),
+    };
+    Ok(ListQuery {
+        phase,
+        namespace: given(p.namespace),
+        search: given(p.q),
+        offset,
+        limit,
+    })
+}
+
+async fn list<B: Backend>(
+    State(state): State<AppState<B>>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<CanaryList> {
+    let query = list_query(query)?;
+    let listing = listing::select(&state.backend.list().await?, &query);
+    Ok(axum::Json(CanaryList {
+        items: listing.items,
+        total: Some(listing.total),
+        counts: Some(
+            listing
+                .counts
+                .iter()
+                .map(|(p, n)| (p.as_str().to_string(), *n))
+                .collect(),
+        ),
+    }))
 }
 
 async fn load_detail<B: Backend>(backend: &B, key: &CanaryKey) -> Result<CanaryDetail, ApiFailure> {
@@ -648,16 +727,63 @@ fn html_error(e: ApiFailure) -> Response {
         .into_response()
 }
 
-async fn overview_page<B: Backend>(State(state): State<AppState<B>>) -> Response {
-    match state.backend.list().await {
-        Ok(items) => Html(page::overview_page(&items, state.token.is_some())).into_response(),
-        Err(e) => html_error(e.into()),
+/// The overview's page of rows for the request's filters (an empty query: the first page of
+/// everything).
+async fn overview_listing<B: Backend>(
+    state: &AppState<B>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Listing, ListQuery), ApiFailure> {
+    let mut query = list_query(query)?;
+    // The page always pages: a thousand rows at once is what it must not render.
+    if query.limit.is_none_or(|l| l > PAGE_SIZE) {
+        query.limit = Some(PAGE_SIZE);
+    }
+    let all = state.backend.list().await?;
+    Ok((listing::select(&all, &query), query))
+}
+
+async fn overview_page<B: Backend>(
+    State(state): State<AppState<B>>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match overview_listing(&state, query).await {
+        Ok((listing, query)) => {
+            Html(page::overview_page(&listing, &query, state.token.is_some())).into_response()
+        }
+        Err(e) => html_error(e),
     }
 }
 
-async fn overview_partial<B: Backend>(State(state): State<AppState<B>>) -> Response {
-    match state.backend.list().await {
-        Ok(items) => Html(page::overview_table(&items)).into_response(),
+async fn overview_partial<B: Backend>(
+    State(state): State<AppState<B>>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match overview_listing(&state, query).await {
+        Ok((listing, query)) => Html(page::overview_content(&listing, &query)).into_response(),
+        Err(e) => html_error(e),
+    }
+}
+
+/// The counts by phase for the request's filters (swapped in when Canaries off this page change).
+async fn overview_counts<B: Backend>(
+    State(state): State<AppState<B>>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match overview_listing(&state, query).await {
+        Ok((listing, query)) => Html(page::overview_summary(&listing, &query)).into_response(),
+        Err(e) => html_error(e),
+    }
+}
+
+/// One row of the overview (swapped in when that Canary changes); 404 once it is gone.
+async fn overview_row<B: Backend>(
+    State(state): State<AppState<B>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let key = CanaryKey::new(namespace, name);
+    match state.backend.get(&key).await {
+        Ok(Some(c)) => Html(page::overview_row(&c.summary)).into_response(),
+        Ok(None) => html_error(BackendError::NotFound(key).into()),
         Err(e) => html_error(e.into()),
     }
 }

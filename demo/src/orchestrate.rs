@@ -822,7 +822,7 @@ mod tests {
         assert_eq!(docs.len(), 2);
         for doc in docs {
             if let serin_local::manifest::Document::Canary { value, .. } = doc {
-                let canary: serin_api::Canary = serde_yaml::from_value(value).unwrap();
+                let canary: serin_api::Canary = serde_norway::from_value(value).unwrap();
                 let (n, _) = serin_controller::plan::context("default", &canary).unwrap();
                 assert!(n.judge.is_some(), "the judge is on");
             }

@@ -322,7 +322,7 @@ async fn all_answer(
 /// The alerts of the rule file: name -> expression.
 fn alerts() -> anyhow::Result<BTreeMap<String, String>> {
     let path = repo().join("dashboards/prometheus/serin-rules.yaml");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    let doc: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&path)?)?;
     ensure!(doc["apiVersion"] == "monitoring.coreos.com/v1" && doc["kind"] == "PrometheusRule");
     let mut out = BTreeMap::new();
     for g in doc["spec"]["groups"].as_sequence().into_iter().flatten() {
@@ -366,6 +366,80 @@ async fn await_alert(client: &Client, name: &str, expr: &str, firing: bool) -> a
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The progress deadline of the Canary held at a closed gate (short, so the stuck alert
+/// fires within the test; the readiness of a sample-app process takes well under it).
+const STUCK_DEADLINE_SECONDS: u32 = 3;
+
+/// A confirm-rollout webhook target that refuses every call (403, as a closed Flagger
+/// load-tester gate answers); serves until the test's runtime ends.
+async fn refusing_gate() -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // One request per connection: read its head, answer, close.
+                let mut buf = vec![0u8; 8192];
+                let mut seen = 0;
+                while !buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") && seen < buf.len() {
+                    match conn.read(&mut buf[seen..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen += n,
+                    }
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 9\r\nconnection: close\r\n\r\nForbidden")
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Gives the site's Canary a confirm-rollout webhook at `url` and `progressDeadlineSeconds`,
+/// as a user edits the manifest (the controller reloads it).
+fn hold_next_rollout(site: &Site, url: &str, deadline: u32) -> anyhow::Result<()> {
+    let path = site.manifests.join("podinfo.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    // Documents are separated by `---` lines.
+    let mut docs: Vec<serde_norway::Value> = Vec::new();
+    let mut doc = String::new();
+    for line in text.lines().chain(["---"]) {
+        if line.trim_end() == "---" {
+            if !doc.trim().is_empty() {
+                docs.push(serde_norway::from_str(&doc)?);
+            }
+            doc.clear();
+        } else {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    let canary = docs
+        .iter_mut()
+        .find(|d| d["kind"] == "Canary")
+        .context("no Canary in the site's manifest")?;
+    let spec = canary["spec"]
+        .as_mapping_mut()
+        .context("the Canary has a spec")?;
+    spec.insert("progressDeadlineSeconds".into(), deadline.into());
+    let hook: serde_norway::Value = serde_norway::from_str(&format!(
+        "{{name: hold, type: confirm-rollout, url: \"{url}\"}}"
+    ))?;
+    spec.get_mut("analysis")
+        .and_then(|a| a.as_mapping_mut())
+        .context("the Canary has an analysis")?
+        .insert("webhooks".into(), vec![hook].into());
+    let text = docs
+        .iter()
+        .map(serde_norway::to_string)
+        .collect::<Result<Vec<_>, _>>()?
+        .join("---\n");
+    std::fs::write(&path, text)?;
+    Ok(())
 }
 
 #[test]
@@ -593,6 +667,27 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
             await_alert(&client, name, expr, false).await?;
         }
     }
+
+    // A rollout held at a confirm-rollout gate that keeps refusing, under a short progress
+    // deadline: the Canary sits in Waiting with no transition beyond its deadline.
+    let gate = refusing_gate().await?;
+    hold_next_rollout(
+        &site,
+        &format!("http://{gate}/gate/check"),
+        STUCK_DEADLINE_SECONDS,
+    )?;
+    site.rollout("v4", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0")])?;
+    site.await_status("v4 held at the gate", STEP, &mut seen, |r| {
+        r["status"]["run"]["revision"] == "v4" && r["status"]["phase"] == "Waiting"
+    })
+    .await?;
+    await_alert(
+        &client,
+        "SerinCanaryStuck",
+        &alerts["SerinCanaryStuck"],
+        true,
+    )
+    .await?;
 
     // A proxy that loses its route stream, then a controller that is gone.
     frontend_stream.abort();

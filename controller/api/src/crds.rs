@@ -16,14 +16,14 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// Errors while rendering the CRDs.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot render the CRDs as YAML")]
-pub struct RenderError(#[source] serde_yaml::Error);
+pub struct RenderError(#[source] serde_norway::Error);
 
 /// The CRDs as one multi-document YAML stream, exactly as committed in `crds/serin.yaml`.
 pub fn crds_yaml() -> Result<String, RenderError> {
     let mut out = String::from(HEADER);
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).map_err(RenderError)?);
+        out.push_str(&serde_norway::to_string(&crd).map_err(RenderError)?);
     }
     Ok(out)
 }

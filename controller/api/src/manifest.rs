@@ -37,7 +37,7 @@ pub enum Resource {
 /// Checks `serin.dev` kinds this crate does not define, such as the local platform's
 /// `Process`: given the kind and the document, returns `None` when it does not know the kind.
 pub type ExtraKinds<'a> =
-    &'a dyn Fn(&str, &serde_yaml::Value) -> Option<Result<(), Vec<ValidationError>>>;
+    &'a dyn Fn(&str, &serde_norway::Value) -> Option<Result<(), Vec<ValidationError>>>;
 
 /// The verdict on one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,10 +193,10 @@ pub fn check_manifests_with(text: &str, extra: ExtraKinds<'_>) -> Vec<Document> 
 
 fn check_stream(text: &str, extra: ExtraKinds<'_>, flagger: bool) -> Vec<Document> {
     let mut out = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        match serde_yaml::Value::deserialize(de) {
-            Ok(serde_yaml::Value::Null) => {}
+        match serde_norway::Value::deserialize(de) {
+            Ok(serde_norway::Value::Null) => {}
             Ok(yaml) => out.push(check_document(index, yaml, extra, flagger)),
             Err(err) => {
                 let loc = err.location();
@@ -221,7 +221,7 @@ fn check_stream(text: &str, extra: ExtraKinds<'_>, flagger: bool) -> Vec<Documen
     out
 }
 
-/// serde_yaml appends " at line L column C"; the report prints the location up front.
+/// serde_norway appends " at line L column C"; the report prints the location up front.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
@@ -235,7 +235,7 @@ fn string_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 fn check_document(
     index: usize,
-    yaml: serde_yaml::Value,
+    yaml: serde_norway::Value,
     extra: ExtraKinds<'_>,
     flagger: bool,
 ) -> Document {

@@ -64,7 +64,7 @@ fn with(mut doc: Value, changes: &[(&str, Value)]) -> Value {
 }
 
 fn errors_of(doc: &Value) -> Vec<String> {
-    let yaml = serde_yaml::to_string(doc).unwrap();
+    let yaml = serde_norway::to_string(doc).unwrap();
     let docs = check_manifests(&yaml);
     assert_eq!(docs.len(), 1);
     match &docs[0].outcome {
@@ -76,7 +76,7 @@ fn errors_of(doc: &Value) -> Vec<String> {
 /// The warnings of a document that must be valid.
 #[track_caller]
 fn warnings_of(changes: &[(&str, Value)]) -> Vec<String> {
-    let yaml = serde_yaml::to_string(&with(base(), changes)).unwrap();
+    let yaml = serde_norway::to_string(&with(base(), changes)).unwrap();
     let docs = check_manifests(&yaml);
     assert!(matches!(docs[0].outcome, Outcome::Valid(_)), "{docs:?}");
     docs[0].warnings.iter().map(ToString::to_string).collect()
@@ -96,7 +96,7 @@ fn rejects(changes: &[(&str, Value)], path: &str, fragment: &str) {
 
 #[test]
 fn the_base_manifest_is_valid() {
-    let yaml = serde_yaml::to_string(&base()).unwrap();
+    let yaml = serde_norway::to_string(&base()).unwrap();
     let docs = check_manifests(&yaml);
     assert!(matches!(docs[0].outcome, Outcome::Valid(_)), "{docs:?}");
 }
@@ -640,7 +640,7 @@ fn serin_additions_are_accepted() {
             ),
         ],
     );
-    let docs = check_manifests(&serde_yaml::to_string(&doc).unwrap());
+    let docs = check_manifests(&serde_norway::to_string(&doc).unwrap());
     assert!(
         matches!(docs[0].outcome, Outcome::Valid(_)),
         "{:?}",
@@ -1020,7 +1020,7 @@ fn local_process_documents_are_left_to_the_local_platform() {
 fn extra_kinds_are_checked_by_their_own_reader() {
     use serin_api::{Resource, ValidationError, check_manifests_with};
     let text = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: ok\n---\napiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: bad\n";
-    let checker = |kind: &str, v: &serde_yaml::Value| {
+    let checker = |kind: &str, v: &serde_norway::Value| {
         (kind == "Process").then(|| {
             if v["metadata"]["name"].as_str() == Some("ok") {
                 Ok(())
@@ -1072,7 +1072,7 @@ fn metric_templates_are_checked() {
         json!({"provider": {"type": "prometheus", "address": "http://prom:9090"}, "query": "up"}),
     );
     assert!(matches!(
-        check_manifests(&serde_yaml::to_string(&ok).unwrap())[0].outcome,
+        check_manifests(&serde_norway::to_string(&ok).unwrap())[0].outcome,
         Outcome::Valid(_)
     ));
     let with_serin_headers = template(json!({
@@ -1082,7 +1082,7 @@ fn metric_templates_are_checked() {
         "query": "up"
     }));
     assert!(matches!(
-        check_manifests(&serde_yaml::to_string(&with_serin_headers).unwrap())[0].outcome,
+        check_manifests(&serde_norway::to_string(&with_serin_headers).unwrap())[0].outcome,
         Outcome::Valid(_)
     ));
     let cases = [

@@ -103,9 +103,9 @@ fn canonical(v: &Value) -> Option<Value> {
 fn every_flagger_field_survives_a_round_trip_through_the_types() {
     for (name, text) in fixtures() {
         let text = to_serin(&text);
-        let originals: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        let originals: Vec<Value> = serde_norway::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect::<Vec<serde_yaml::Value>>()
+            .collect::<Vec<serde_norway::Value>>()
             .into_iter()
             .map(|y| serde_json::to_value(y).unwrap())
             .collect();

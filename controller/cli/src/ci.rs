@@ -321,7 +321,10 @@ async fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
             let json = if args.name.is_some() {
                 serde_json::to_string_pretty(&items[0])
             } else {
-                serde_json::to_string_pretty(&serin_dashboard::model::CanaryList { items })
+                serde_json::to_string_pretty(&serin_dashboard::model::CanaryList {
+                    items,
+                    ..Default::default()
+                })
             }
             .map_err(|e| Failure(e.to_string()))?;
             let _ = writeln!(out, "{json}");

@@ -49,7 +49,7 @@ fn serin(args: &[&str], stdin: &str) -> (bool, String, String) {
 
 fn docs(yaml: &str) -> Vec<serde_json::Value> {
     use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|d| serde_json::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()

@@ -11,6 +11,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -40,13 +41,23 @@ pub struct AdmissionLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `serin_injector_uninjected_pods`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace (only namespaces that opted in, or hold a pod that did).
+    pub namespace: String,
+}
+
 /// The injector's metrics.
 #[derive(Clone, Default)]
 pub struct InjectorMetrics {
     /// Every review answered, by outcome and reason. Pods admitted without injection are the
-    /// `outcome="skipped"` series; an injector outage shows as pods in opted-in namespaces
-    /// without a proxy, counted by `serin_injector_uninjected_pods`.
+    /// `outcome="skipped"` series.
     pub admissions: Family<AdmissionLabels, Counter>,
+    /// Running pods that opted in (themselves or through their namespace) but have no proxy:
+    /// admitted while the injector was down (its failure policy is `Ignore`), or created before
+    /// the namespace opted in. Restarting their workload injects them.
+    pub uninjected: Family<NamespaceLabels, Gauge>,
 }
 
 impl InjectorMetrics {
@@ -56,6 +67,11 @@ impl InjectorMetrics {
             "serin_injector_admissions",
             "Pod admission reviews answered by the injector, by outcome and reason",
             self.admissions.clone(),
+        );
+        registry.register(
+            "serin_injector_uninjected_pods",
+            "Running pods that opted in to injection but have no serin-proxy, by namespace",
+            self.uninjected.clone(),
         );
     }
 
@@ -184,7 +200,7 @@ impl Injector {
             Ok(Decision::Injected(injected)) => match patch(&pod, &injected) {
                 Ok(p) => match ok.clone().with_patch(p) {
                     Ok(r) => {
-                        tracing::info!(ns = %namespace, deployment = ?workload.deployment, "pod injected");
+                        tracing::info!(ns = %namespace, workload = ?workload.owner, "pod injected");
                         self.metrics.count("injected", "");
                         r
                     }

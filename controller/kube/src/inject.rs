@@ -9,7 +9,8 @@
 //! 1. `serin-init`: `serin-proxy init`, the only container with `NET_ADMIN`/`NET_RAW`;
 //! 2. `serin-proxy`: a native sidecar (init container with `restartPolicy: Always`: it starts
 //!    before the app and the app's init containers, stops after it, and Jobs still complete),
-//!    transparent, its identity from the Downward API (`namespace`, `pod`, `deployment`,
+//!    transparent, its identity from the Downward API (`namespace`, `pod`, the owning workload
+//!    as Linkerd labels it — `deployment`, `statefulset`, `daemonset`, `job`, ... — and
 //!    `pod_template_hash` on every series), so Flagger's Linkerd queries match its metrics.
 //!
 //! Per-pod annotations override the proxy's resources, log level and the ports left uncaptured.
@@ -145,37 +146,86 @@ pub enum InjectError {
     NoSpec,
 }
 
-/// What the pod is, for its identity labels.
+/// What the pod is, for its identity labels: the workload that owns it, named as Linkerd's
+/// metrics name it (`deployment`, `statefulset`, `daemonset`, `job`, `replicaset`,
+/// `replicationcontroller`, `cronjob`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workload {
-    /// The owning Deployment, when known (the `deployment` label of Linkerd's metrics).
-    pub deployment: Option<String>,
+    /// The owner's metric label name (one of [`WORKLOAD_LABELS`]) and the owner's name.
+    pub owner: Option<(&'static str, String)>,
+}
+
+/// The identity label names a pod's owner can have, as Linkerd writes them.
+pub const WORKLOAD_LABELS: [&str; 7] = [
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "job",
+    "replicaset",
+    "replicationcontroller",
+    "cronjob",
+];
+
+/// The metric label of a workload kind (`Deployment` -> `deployment`), for the kinds that own
+/// pods.
+pub fn workload_label(kind: &str) -> Option<&'static str> {
+    let lower = kind.to_ascii_lowercase();
+    WORKLOAD_LABELS.iter().copied().find(|l| *l == lower)
 }
 
 impl Workload {
-    /// The Deployment a pod belongs to: from its ReplicaSet owner or `generateName` with the
-    /// `pod-template-hash` suffix removed (`web-7d9f8c` -> `web`).
+    /// `kind`'s label and `name` (None for a kind that owns no pods).
+    pub fn named(kind: &str, name: &str) -> Workload {
+        Workload {
+            owner: workload_label(kind).map(|l| (l, name.to_string())),
+        }
+    }
+
+    /// The owning Deployment, when the pod belongs to one.
+    pub fn deployment(&self) -> Option<&str> {
+        match &self.owner {
+            Some(("deployment", name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The workload a pod belongs to. A ReplicaSet owner whose name ends in the pod's
+    /// `pod-template-hash` is a Deployment's (`web-7d9f8c` -> deployment `web`); without an
+    /// owner, `generateName` with that suffix says the same. Any other controlling owner
+    /// (StatefulSet, DaemonSet, Job, a bare ReplicaSet, ReplicationController) is the workload
+    /// under its own kind.
     pub fn of_pod(meta: &ObjectMeta) -> Workload {
         let hash = meta
             .labels
             .as_ref()
             .and_then(|l| l.get("pod-template-hash"));
-        let Some(hash) = hash else {
-            return Workload::default();
-        };
-        let suffix = format!("-{hash}");
-        let from_owner = meta.owner_references.iter().flatten().find_map(|o| {
-            (o.kind == "ReplicaSet")
-                .then(|| o.name.strip_suffix(&suffix))
-                .flatten()
-        });
+        let suffix = hash.map(|h| format!("-{h}"));
+        fn strip<'n>(name: &'n str, suffix: Option<&str>) -> Option<&'n str> {
+            suffix.and_then(|s| name.strip_suffix(s))
+        }
+        let deployment_of = |rs| strip(rs, suffix.as_deref());
+        let owners: Vec<_> = meta.owner_references.iter().flatten().collect();
+        // The controlling owner decides; a pod with owners but none marked controller (rare,
+        // hand-written) takes its first.
+        let owner = owners
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .or(owners.first());
+        if let Some(o) = owner {
+            if o.kind == "ReplicaSet"
+                && let Some(d) = deployment_of(&o.name)
+            {
+                return Workload::named("Deployment", d);
+            }
+            return Workload::named(&o.kind, &o.name);
+        }
         let from_generate = meta
             .generate_name
             .as_deref()
             .and_then(|g| g.strip_suffix('-'))
-            .and_then(|g| g.strip_suffix(&suffix));
+            .and_then(deployment_of);
         Workload {
-            deployment: from_owner.or(from_generate).map(str::to_string),
+            owner: from_generate.map(|d| ("deployment", d.to_string())),
         }
     }
 }
@@ -455,10 +505,10 @@ fn value_env(name: &str, value: String) -> EnvVar {
 fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Container {
     // Later variables refer to earlier ones with $(NAME): the kubelet expands them.
     let mut labels = "namespace=$(SERIN_POD_NAMESPACE),pod=$(SERIN_POD_NAME)".to_string();
-    let workload_name = match &workload.deployment {
-        Some(d) => {
-            labels.push_str(&format!(",deployment={d}"));
-            d.clone()
+    let workload_name = match &workload.owner {
+        Some((label, name)) => {
+            labels.push_str(&format!(",{label}={name}"));
+            name.clone()
         }
         None => "$(SERIN_POD_NAME)".to_string(),
     };
@@ -605,7 +655,7 @@ pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>
     use serde::Deserialize as _;
     let mut out = String::new();
     let mut reports = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(src).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(src).enumerate() {
         let doc = serde_json::Value::deserialize(de).map_err(|e| ManifestError::Yaml {
             index: i + 1,
             message: e.to_string(),
@@ -614,7 +664,7 @@ pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>
             continue;
         }
         let doc = inject_value(doc, cfg, &mut reports)?;
-        let text = serde_yaml::to_string(&doc).map_err(|e| ManifestError::Yaml {
+        let text = serde_norway::to_string(&doc).map_err(|e| ManifestError::Yaml {
             index: i + 1,
             message: e.to_string(),
         })?;
@@ -661,12 +711,11 @@ fn inject_value(
         resource: resource.clone(),
         message: e.to_string(),
     })?;
-    let workload = if kind == "Deployment" {
-        Workload {
-            deployment: Some(name.clone()),
-        }
-    } else {
-        Workload::of_pod(&pod.metadata)
+    // A workload's template has no owner yet: the workload itself is the owner (a bare Pod's
+    // is read from its own metadata).
+    let workload = match workload_label(&kind) {
+        Some(_) => Workload::named(&kind, &name),
+        None => Workload::of_pod(&pod.metadata),
     };
     let decision =
         inject(&pod, &namespace, &BTreeMap::new(), &workload, cfg, true).map_err(|source| {

@@ -52,6 +52,11 @@ pub struct InjectorOptions {
     pub webhook: String,
     /// What goes into pods.
     pub inject: InjectConfig,
+    /// How long a generated certificate (CA and serving certificate) is valid, in days.
+    pub cert_lifetime_days: i64,
+    /// How often the Secret is read again: to renew a certificate with less than a third of
+    /// its lifetime left, and to serve a certificate another replica renewed.
+    pub cert_check_interval: std::time::Duration,
 }
 
 impl Default for InjectorOptions {
@@ -64,6 +69,8 @@ impl Default for InjectorOptions {
             webhook_configuration: "serin-injector".into(),
             webhook: "inject.serin.dev".into(),
             inject: InjectConfig::default(),
+            cert_lifetime_days: 365,
+            cert_check_interval: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -93,6 +100,9 @@ pub enum InjectorError {
         /// What is wrong (missing key, not PEM, key does not match).
         problem: String,
     },
+    /// The TLS settings could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -125,17 +135,28 @@ pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// A fresh self-signed CA and a serving certificate for `service.namespace.svc`, valid from a
-/// year before `year` (clock skew) for ten years.
+/// A fresh self-signed CA and a serving certificate for `service.namespace.svc`, valid from the
+/// day before `now` (clock skew) for `lifetime_days` days after it.
 pub fn generate_certificate(
     service: &str,
     namespace: &str,
-    year: i32,
+    now: jiff::Timestamp,
+    lifetime_days: i64,
 ) -> Result<CertBundle, rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
         IsCa, KeyPair, KeyUsagePurpose, date_time_ymd,
     };
+    // rcgen takes calendar days; a day of slack on each side costs nothing here.
+    let day = |offset: i64| {
+        let d = now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .checked_add(jiff::Span::new().days(offset))
+            .unwrap_or(jiff::civil::Date::MAX);
+        date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
+    };
+    let (not_before, not_after) = (day(-1), day(lifetime_days));
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
@@ -145,8 +166,8 @@ pub fn generate_certificate(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca.not_before = date_time_ymd(year - 1, 1, 1);
-    ca.not_after = date_time_ymd(year + 10, 1, 1);
+    ca.not_before = not_before;
+    ca.not_after = not_after;
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
 
     let names = dns_names(service, namespace);
@@ -158,8 +179,8 @@ pub fn generate_certificate(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    leaf.not_before = date_time_ymd(year - 1, 1, 1);
-    leaf.not_after = date_time_ymd(year + 10, 1, 1);
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
     let key = KeyPair::generate()?;
     let cert = leaf.signed_by(&key, &ca)?;
     Ok(CertBundle {
@@ -167,6 +188,37 @@ pub fn generate_certificate(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// When the serving certificate of `bundle` expires.
+pub fn not_after(bundle: &CertBundle) -> Result<jiff::Timestamp, String> {
+    let der = CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
+        .next()
+        .ok_or("tls.crt holds no PEM certificate")?
+        .map_err(|e| format!("tls.crt is not a PEM certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("tls.crt is not a readable X.509 certificate: {e}"))?;
+    jiff::Timestamp::from_second(cert.validity().not_after.timestamp())
+        .map_err(|e| format!("tls.crt expiry out of range: {e}"))
+}
+
+/// Whether `bundle` is to be renewed at `now`: less than a third of `lifetime_days` left
+/// (or already expired, or unreadable).
+pub fn renewal_due(bundle: &CertBundle, now: jiff::Timestamp, lifetime_days: i64) -> bool {
+    let margin = jiff::SignedDuration::from_hours(24 * lifetime_days / 3);
+    match not_after(bundle) {
+        Ok(end) => now.duration_until(end) < margin,
+        Err(e) => {
+            tracing::warn!(error = %e, "the serving certificate cannot be read; renewing it");
+            true
+        }
+    }
+}
+
+/// The first PEM block of `pem` (a CA bundle's newest certificate).
+fn first_pem(pem: &str) -> &str {
+    const END: &str = "-----END CERTIFICATE-----";
+    pem.find(END).map_or(pem, |i| &pem[..i + END.len()])
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> InjectorError {
@@ -200,11 +252,39 @@ fn bundle_of(secret: &Secret, opts: &InjectorOptions) -> Result<CertBundle, Inje
     })
 }
 
+/// The Secret holding `bundle` (`resource_version` set for a replace).
+fn tls_secret(
+    opts: &InjectorOptions,
+    bundle: &CertBundle,
+    resource_version: Option<String>,
+) -> Secret {
+    let data = |pem: &str| ByteString(pem.as_bytes().to_vec());
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(opts.secret.clone()),
+            namespace: Some(opts.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_string(),
+                "serin".to_string(),
+            )])),
+            resource_version,
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_string(), data(&bundle.cert_pem)),
+            ("tls.key".to_string(), data(&bundle.key_pem)),
+            ("ca.crt".to_string(), data(&bundle.ca_pem)),
+        ])),
+        ..Secret::default()
+    }
+}
+
 /// Reads the serving certificate from its Secret, creating the Secret when missing.
 pub async fn ensure_certificate(
     client: &Client,
     opts: &InjectorOptions,
-    year: i32,
+    now: jiff::Timestamp,
 ) -> Result<CertBundle, InjectorError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.namespace);
     let what = format!("Secret {}/{}", opts.namespace, opts.secret);
@@ -213,34 +293,8 @@ pub async fn ensure_certificate(
         Err(e) if is_status(&e, 404) => {}
         Err(e) => return Err(api_err(format!("reading {what}"))(e)),
     }
-    let fresh = generate_certificate(&opts.service, &opts.namespace, year)?;
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(opts.secret.clone()),
-            namespace: Some(opts.namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/part-of".to_string(),
-                "serin".to_string(),
-            )])),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            (
-                "tls.crt".to_string(),
-                ByteString(fresh.cert_pem.clone().into_bytes()),
-            ),
-            (
-                "tls.key".to_string(),
-                ByteString(fresh.key_pem.clone().into_bytes()),
-            ),
-            (
-                "ca.crt".to_string(),
-                ByteString(fresh.ca_pem.clone().into_bytes()),
-            ),
-        ])),
-        ..Secret::default()
-    };
+    let fresh = generate_certificate(&opts.service, &opts.namespace, now, opts.cert_lifetime_days)?;
+    let secret = tls_secret(opts, &fresh, None);
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             tracing::info!(secret = %opts.secret, ns = %opts.namespace, "created the injector's serving certificate");
@@ -313,6 +367,126 @@ pub async fn ensure_ca_bundle(
     Ok(true)
 }
 
+/// One certificate check: reads the Secret (creating it when missing), renews the certificate
+/// when [`renewal_due`], and returns the bundle to serve when it differs from `served`.
+///
+/// Renewal keeps every replica trusted throughout: the new CA is added to the webhook's
+/// `caBundle` (beside the old one, which the Secret's `ca.crt` keeps until the next renewal)
+/// before the Secret is replaced, so replicas still serving the old certificate stay trusted
+/// until they read the new one. The replace carries the Secret's resourceVersion: a replica
+/// that loses that race (409) serves the winner's certificate.
+pub async fn refresh_certificate(
+    client: &Client,
+    opts: &InjectorOptions,
+    now: jiff::Timestamp,
+    served: &CertBundle,
+) -> Result<Option<CertBundle>, InjectorError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.namespace);
+    let what = format!("Secret {}/{}", opts.namespace, opts.secret);
+    let (mut current, version) = match secrets.get(&opts.secret).await {
+        Ok(s) => (bundle_of(&s, opts)?, s.metadata.resource_version),
+        // Deleted by hand: made again, as at start.
+        Err(e) if is_status(&e, 404) => (ensure_certificate(client, opts, now).await?, None),
+        Err(e) => return Err(api_err(format!("reading {what}"))(e)),
+    };
+    // The caBundle already sent in this check, if any.
+    let mut trusted = None;
+    if version.is_some() && renewal_due(&current, now, opts.cert_lifetime_days) {
+        let mut fresh =
+            generate_certificate(&opts.service, &opts.namespace, now, opts.cert_lifetime_days)?;
+        fresh.ca_pem = format!("{}{}\n", fresh.ca_pem, first_pem(&current.ca_pem));
+        ensure_ca_bundle(client, opts, &fresh.ca_pem).await?;
+        trusted = Some(fresh.ca_pem.clone());
+        let secret = tls_secret(opts, &fresh, version);
+        match secrets
+            .replace(&opts.secret, &PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(secret = %opts.secret, ns = %opts.namespace, "renewed the injector's serving certificate");
+                current = fresh;
+            }
+            Err(e) if is_status(&e, 409) => {
+                let s = secrets
+                    .get(&opts.secret)
+                    .await
+                    .map_err(api_err(format!("reading {what} after a replace conflict")))?;
+                current = bundle_of(&s, opts)?;
+            }
+            Err(e) => return Err(api_err(format!("replacing {what}"))(e)),
+        }
+    }
+    if current == *served {
+        return Ok(None);
+    }
+    if trusted.as_ref() != Some(&current.ca_pem) {
+        ensure_ca_bundle(client, opts, &current.ca_pem).await?;
+    }
+    Ok(Some(current))
+}
+
+/// The serving certificate, swappable while connections are accepted: a renewed certificate
+/// is served from the next handshake on, without a restart.
+#[derive(Debug)]
+pub struct ServingCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl ServingCert {
+    /// Serves `bundle`.
+    pub fn new(bundle: &CertBundle, opts: &InjectorOptions) -> Result<ServingCert, InjectorError> {
+        Ok(ServingCert(std::sync::RwLock::new(certified_key(
+            bundle, opts,
+        )?)))
+    }
+
+    /// Serves `bundle` from now on.
+    pub fn set(&self, bundle: &CertBundle, opts: &InjectorOptions) -> Result<(), InjectorError> {
+        let key = certified_key(bundle, opts)?;
+        // A poisoned lock only means a writer panicked mid-assignment of an Arc: the value is whole.
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn certified_key(
+    bundle: &CertBundle,
+    opts: &InjectorOptions,
+) -> Result<Arc<rustls::sign::CertifiedKey>, InjectorError> {
+    let bad = |problem: String| InjectorError::BadSecret {
+        namespace: opts.namespace.clone(),
+        name: opts.secret.clone(),
+        problem,
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("tls.crt is not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("tls.crt holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
+        .map_err(|e| bad(format!("tls.key is not a PEM private key: {e}")))?;
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| bad(format!("tls.key cannot sign: {e}")))?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signer);
+    ck.keys_match().map_err(|e| {
+        bad(format!(
+            "tls.crt and tls.key do not make a serving certificate: {e}"
+        ))
+    })?;
+    Ok(Arc::new(ck))
+}
+
 /// Namespace annotations straight from the API server.
 pub struct ApiNamespaces(pub Client);
 
@@ -327,33 +501,14 @@ impl NamespaceAnnotations for ApiNamespaces {
     }
 }
 
-/// TLS settings serving `bundle`.
-pub fn tls_config(
-    bundle: &CertBundle,
-    opts: &InjectorOptions,
-) -> Result<Arc<rustls::ServerConfig>, InjectorError> {
-    let bad = |problem: String| InjectorError::BadSecret {
-        namespace: opts.namespace.clone(),
-        name: opts.secret.clone(),
-        problem,
-    };
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(format!("tls.crt is not a PEM certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
-        .map_err(|e| bad(format!("tls.key is not a PEM private key: {e}")))?;
+/// TLS settings serving whatever `cert` holds at each handshake.
+pub fn tls_config(cert: Arc<ServingCert>) -> Result<Arc<rustls::ServerConfig>, InjectorError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(format!("TLS setup: {e}")))?
+        .map_err(|e| InjectorError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            bad(format!(
-                "tls.crt and tls.key do not make a serving certificate: {e}"
-            ))
-        })?;
+        .with_cert_resolver(cert);
     Ok(Arc::new(cfg))
 }
 
@@ -482,28 +637,79 @@ pub async fn serve(
     }
 }
 
-/// `serin injector`: certificate, caBundle, then serve until `shutdown`.
+/// `serin injector`: binds `opts.listen`, then [`run_on`].
 pub async fn run(
     client: Client,
     opts: InjectorOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), InjectorError> {
-    let year = jiff::Zoned::now().year().into();
-    let bundle = ensure_certificate(&client, &opts, year).await?;
-    ensure_ca_bundle(&client, &opts, &bundle.ca_pem).await?;
-    let tls = tls_config(&bundle, &opts)?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| InjectorError::Bind {
             addr: opts.listen,
             source,
         })?;
-    tracing::info!(listen = %opts.listen, "serin injector serving POST /inject over TLS");
+    run_on(client, opts, listener, shutdown).await
+}
+
+/// The injector on `listener`: certificate and caBundle first, then it serves until
+/// `shutdown` while it keeps the Namespace cache and the uninjected-pods gauge
+/// ([`crate::uninjected`]) and checks the certificate every `cert_check_interval`.
+pub async fn run_on(
+    client: Client,
+    opts: InjectorOptions,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), InjectorError> {
+    let bundle = ensure_certificate(&client, &opts, jiff::Timestamp::now()).await?;
+    ensure_ca_bundle(&client, &opts, &bundle.ca_pem).await?;
+    let cert = Arc::new(ServingCert::new(&bundle, &opts)?);
+    let tls = tls_config(cert.clone())?;
+    let metrics = InjectorMetrics::default();
+    let (namespaces, watches) =
+        crate::uninjected::watch(client.clone(), metrics.uninjected.clone());
     let injector = Arc::new(Injector {
         config: opts.inject.clone(),
-        namespaces: Arc::new(ApiNamespaces(client)),
-        metrics: InjectorMetrics::default(),
+        namespaces: Arc::new(namespaces),
+        metrics,
     });
-    serve(listener, tls, injector, shutdown).await;
+    let listen = listener.local_addr().ok();
+    tracing::info!(listen = ?listen, "serin injector serving POST /inject over TLS");
+    tokio::select! {
+        () = serve(listener, tls, injector, shutdown) => {}
+        () = watches => {}
+        () = keep_certificate(client, opts, cert, bundle) => {}
+    }
     Ok(())
+}
+
+/// Checks the certificate every `cert_check_interval` and serves what the Secret holds.
+async fn keep_certificate(
+    client: Client,
+    opts: InjectorOptions,
+    cert: Arc<ServingCert>,
+    mut served: CertBundle,
+) {
+    let mut tick = tokio::time::interval(opts.cert_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the certificate was just read.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match refresh_certificate(&client, &opts, jiff::Timestamp::now(), &served).await {
+            Ok(Some(fresh)) => match cert.set(&fresh, &opts) {
+                Ok(()) => {
+                    tracing::info!(secret = %opts.secret, "serving the renewed certificate");
+                    served = fresh;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the renewed certificate cannot be served; keeping the current one")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate check failed; retrying at the next interval")
+            }
+        }
+    }
 }

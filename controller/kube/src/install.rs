@@ -340,7 +340,7 @@ pub struct RenderError {
     kind: &'static str,
     name: String,
     #[source]
-    source: serde_yaml::Error,
+    source: serde_norway::Error,
 }
 
 /// Objects as one multi-document YAML stream.
@@ -348,7 +348,7 @@ pub fn render(objects: &[Object]) -> Result<String, RenderError> {
     let mut out = String::from(HEADER);
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).map_err(|source| {
+        out.push_str(&serde_norway::to_string(o).map_err(|source| {
             let (kind, name) = o.kind_name();
             RenderError { kind, name, source }
         })?);
@@ -414,11 +414,9 @@ pub struct ComponentRules {
 pub fn controller_rules() -> ComponentRules {
     ComponentRules {
         cluster: vec![
-            rule(
-                "serin.dev",
-                &["canaries"],
-                &["get", "list", "watch", "patch"],
-            ),
+            // list/watch: the controller and the dashboard's reflector; patch: finalizers and
+            // the dashboard's command annotation. Nothing reads one Canary with a GET.
+            rule("serin.dev", &["canaries"], &["list", "watch", "patch"]),
             rule("serin.dev", &["canaries/status"], &["patch"]),
             rule(
                 "serin.dev",
@@ -492,11 +490,18 @@ pub fn injector_rules() -> ComponentRules {
                 ),
                 &[INJECTOR],
             ),
-            // `serin.dev/inject` on the pod's Namespace decides when the pod has none.
-            rule("", &["namespaces"], &["get"]),
+            // `serin.dev/inject` on the pod's Namespace decides when the pod has none: read
+            // from a watched cache, with a get for a namespace the cache does not hold yet.
+            rule("", &["namespaces"], &["get", "list", "watch"]),
+            // Pods' metadata: opted-in pods running without the proxy (a gauge).
+            rule("", &["pods"], &["list", "watch"]),
         ],
         namespaced: vec![
-            named(rule("", &["secrets"], &["get"]), &[INJECTOR_TLS_SECRET]),
+            // `update`: the certificate is renewed in place before it expires.
+            named(
+                rule("", &["secrets"], &["get", "update"]),
+                &[INJECTOR_TLS_SECRET],
+            ),
             // `create` cannot be limited by name: the API server has no name before creation.
             rule("", &["secrets"], &["create"]),
         ],

@@ -18,14 +18,15 @@ pub mod inject;
 pub mod injector;
 pub mod install;
 mod lease;
-#[cfg(test)]
-mod mock_api;
 pub mod notify;
 pub mod routing;
 mod run;
 pub mod services;
 pub mod source;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+pub mod uninjected;
 pub mod watch;
 pub mod workloads;
 
@@ -57,7 +58,7 @@ use workloads::{KubeWorkloads, template_revision};
 
 use serin_controller::adapters::{AdapterError, Analyzer, ErrorKind};
 use serin_controller::alerts::AlertClient;
-use serin_controller::driver::{Driver, DriverError, TickOutcome};
+use serin_controller::driver::{Driver, DriverError, Schedule, TickOutcome};
 use serin_controller::hooks::HttpHooks;
 use serin_controller::http::HttpClient;
 use serin_controller::metrics::{Health, Metrics};
@@ -141,6 +142,8 @@ pub struct Context {
     recorder: Recorder,
     failures: Mutex<HashMap<(String, String), u32>>,
     targets: Arc<watch::TargetRevisions>,
+    ticks: watch::TickSchedule,
+    schedule: Arc<Schedule>,
 }
 
 impl Context {
@@ -161,12 +164,19 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
             targets: Arc::default(),
+            ticks: watch::TickSchedule::default(),
+            schedule: Arc::default(),
         }
     }
 
     /// Target revisions seen by the watch (shared with the watch's mapper).
     pub fn targets(&self) -> Arc<watch::TargetRevisions> {
         self.targets.clone()
+    }
+
+    /// The controller's metrics (tick lateness, errors, the Canaries' series).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -254,7 +264,12 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let ns = canary.namespace().unwrap_or_default();
     let name = canary.name_any();
     let deleting = canary.meta().deletion_timestamp.is_some();
+    if let Some(late) = ctx.ticks.started(&ns, &name, (ctx.config.clock)()) {
+        ctx.metrics.tick_late(late);
+    }
     if deleting && !has_finalizer(&canary) {
+        ctx.schedule
+            .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
         ctx.metrics
             .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         return Ok(Requeue::await_change());
@@ -405,6 +420,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
             canary.clone(),
         )),
         metrics: ctx.metrics.clone(),
+        schedule: ctx.schedule.clone(),
     };
 
     let outcome = match driver.tick(&cctx, deleting, now).await {
@@ -431,15 +447,21 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         // The driver has reverted the target (revertOnDeletion); let the deletion proceed.
         if let TickOutcome::Stepped { .. } = outcome {
             set_finalizer(&ctx.client, &canary, false).await?;
+            ctx.schedule
+                .forget(&serin_controller::adapters::CanaryId::new(&ns, &name));
             ctx.metrics
                 .canary_gone(&name, &ns, &canary.spec.target_ref.name);
         }
         return Ok(Requeue::await_change());
     }
-    Ok(match outcome.requeue_after(now) {
-        Some(d) => Requeue::requeue(d.max(Duration::from_millis(500))),
-        None => Requeue::requeue(normalized.interval),
-    })
+    let next = match outcome.requeue_after(now) {
+        Some(d) => d.max(Duration::from_millis(500)),
+        None => normalized.interval,
+    };
+    // Due from when the requeue starts counting (the end of this reconcile), so the lateness is
+    // the queue's, not this tick's own duration.
+    ctx.ticks.due(&ns, &name, (ctx.config.clock)() + next);
+    Ok(Requeue::requeue(next))
 }
 
 /// Reads the HMAC key of every signed webhook from its Secret in the Canary's namespace into

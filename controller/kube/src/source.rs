@@ -40,7 +40,7 @@ pub struct KubeSource {
     client: kube::Client,
 }
 
-fn canary_resource() -> ApiResource {
+pub(crate) fn canary_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("serin.dev", "v1beta1", "Canary"),
         "canaries",
@@ -271,23 +271,16 @@ mod tests {
     //! Scenarios against a mocked API server: each expected call asserted by method, URI and
     //! body and answered as the API server would; a missing or extra call fails the test.
 
-    use std::time::Duration;
-
-    use http::{Request, Response};
     use k8s_openapi::api::core::v1::PodTemplateSpec;
-    use kube::client::Body;
     use serin_dashboard::wait::{Assessment, assess};
 
     use super::*;
 
-    use crate::mock_api::{Handle, expect};
+    use crate::testing::{Handle, assert_no_more_calls, expect, mock_client};
 
     fn source() -> (KubeSource, Handle) {
-        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (
-            KubeSource::with_client(kube::Client::new(svc, "default")),
-            handle,
-        )
+        let (client, handle) = mock_client("default");
+        (KubeSource::with_client(client), handle)
     }
 
     fn template(image: &str) -> Value {
@@ -332,19 +325,16 @@ mod tests {
         let key = CanaryKey::new("prod", "podinfo");
         let call = tokio::spawn(async move { src.get(&key).await });
         expect(
-            &mut handle,
             "GET",
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
-            canary(status, json!({})),
         )
+        .reply(200, canary(status, json!({})))
+        .serve(&mut handle)
         .await;
-        expect(
-            &mut handle,
-            "GET",
-            "/apis/apps/v1/namespaces/prod/deployments/podinfo",
-            deployment("podinfo:2"),
-        )
-        .await;
+        expect("GET", "/apis/apps/v1/namespaces/prod/deployments/podinfo")
+            .reply(200, deployment("podinfo:2"))
+            .serve(&mut handle)
+            .await;
         let summary = call.await.unwrap().unwrap();
         let new = revision("podinfo:2");
         assert_ne!(new, old);
@@ -372,18 +362,18 @@ mod tests {
         let prev = json!({COMMAND_ANNOTATION: r#"{"id":"old-1","action":"pause","by":"x","at":"2026-11-21T10:00:00Z"}"#});
         let obj = canary(applied, prev);
         expect(
-            &mut handle,
             "GET",
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
-            obj.clone(),
         )
+        .reply(200, obj.clone())
+        .serve(&mut handle)
         .await;
         let patch = expect(
-            &mut handle,
             "PATCH",
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo?",
-            obj,
         )
+        .reply(200, obj)
+        .serve(&mut handle)
         .await;
         let id = call.await.unwrap().unwrap();
         let written: Value = serde_json::from_str(
@@ -409,11 +399,11 @@ mod tests {
         let status = json!({"phase": "Progressing", "lastCommandId": "old-1"});
         let pending = json!({COMMAND_ANNOTATION: r#"{"id":"new-2","action":"promote","by":"dana","at":"2026-11-21T10:00:00Z"}"#});
         expect(
-            &mut handle,
             "GET",
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
-            canary(status, pending),
         )
+        .reply(200, canary(status, pending))
+        .serve(&mut handle)
         .await;
         let err = call.await.unwrap().unwrap_err();
         assert!(
@@ -422,7 +412,6 @@ mod tests {
             "{err}"
         );
         // No PATCH follows.
-        let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-        assert!(!matches!(extra, Ok(Some(_))), "unexpected extra API call");
+        assert_no_more_calls(&mut handle).await;
     }
 }

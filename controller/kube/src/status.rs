@@ -319,6 +319,61 @@ impl Store for KubeStore {
         );
         apply_status(&self.client, &self.canary, &body).await
     }
+
+    async fn save_if_changed(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+    ) -> Result<bool, AdapterError> {
+        if runtime_conditions_current(&self.canary, status, &self.runtime) {
+            return Ok(false);
+        }
+        self.save_with_analysis(ctx, status, &[], None).await?;
+        Ok(true)
+    }
+}
+
+/// Whether the Canary already carries exactly the engine's conditions of `status` and the
+/// `runtime` conditions (same status, reason and message; times aside), so writing them again
+/// would change nothing but timestamps.
+pub fn runtime_conditions_current(
+    canary: &Canary,
+    status: &Status,
+    runtime: &[RuntimeCondition],
+) -> bool {
+    let stored = canary
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let engine = status.conditions.iter().map(|c| {
+        let st = serde_json::to_value(c.status).unwrap_or(Value::Null);
+        (
+            c.condition_type.as_str(),
+            st.as_str().unwrap_or("").to_string(),
+            c.reason.as_str(),
+            c.message.as_str(),
+        )
+    });
+    let runtime = runtime.iter().map(|rc| {
+        let st = if rc.ok { "True" } else { "False" };
+        (
+            rc.type_,
+            st.to_string(),
+            rc.reason.as_str(),
+            rc.message.as_str(),
+        )
+    });
+    let wanted: Vec<_> = engine.chain(runtime).collect();
+    wanted.len() == stored.len()
+        && wanted.iter().all(|(t, st, reason, message)| {
+            stored.iter().any(|c| {
+                c.type_ == *t
+                    && c.status == *st
+                    && c.reason.as_deref() == Some(*reason)
+                    && c.message.as_deref() == Some(*message)
+            })
+        })
 }
 
 /// Labels for log lines and the like.

@@ -10,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serin_api::{Canary, TargetKind};
+use serin_core::Timestamp;
 
 use super::status::engine_status;
 use super::workloads::template_revision;
@@ -90,4 +92,68 @@ pub fn canaries_to_wake(
         }
     }
     wake
+}
+
+/// When each Canary's next tick is due, to measure how late it started (the controller
+/// dashboard's tick lateness, as the local controller measures it): the reconcile notes the
+/// requeue it asked for, and the next reconcile of that Canary at or after the due time reports
+/// how much later it came (a queue backed up behind slow reconciles, a busy API server). A
+/// reconcile before the due time (a watch event woke the Canary) is not a late tick.
+#[derive(Debug, Default)]
+pub struct TickSchedule(Mutex<HashMap<(String, String), Timestamp>>);
+
+impl TickSchedule {
+    /// Notes that the tick of `namespace/name` is due at `at`.
+    pub fn due(&self, namespace: &str, name: &str, at: Timestamp) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((namespace.to_string(), name.to_string()), at);
+        }
+    }
+
+    /// A reconcile of `namespace/name` starts at `now`: how late it is after its due tick
+    /// (`None` when none was due yet). The due time is forgotten either way; the reconcile
+    /// notes the next one.
+    pub fn started(&self, namespace: &str, name: &str, now: Timestamp) -> Option<Duration> {
+        let due = self
+            .0
+            .lock()
+            .ok()?
+            .remove(&(namespace.to_string(), name.to_string()))?;
+        (now >= due).then(|| now.since(due))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_after_its_due_time_is_late_by_the_difference_and_an_early_wake_is_not_late() {
+        let t = |s: i64| Timestamp::from_millis(1_700_000_000_000 + s * 1000);
+        let ticks = TickSchedule::default();
+        assert_eq!(
+            ticks.started("test", "podinfo", t(0)),
+            None,
+            "nothing due yet"
+        );
+        ticks.due("test", "podinfo", t(60));
+        assert_eq!(
+            ticks.started("test", "podinfo", t(63)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            ticks.started("test", "podinfo", t(64)),
+            None,
+            "reported once"
+        );
+        ticks.due("test", "podinfo", t(120));
+        assert_eq!(
+            ticks.started("test", "podinfo", t(90)),
+            None,
+            "a watch event woke it early"
+        );
+        assert_eq!(ticks.started("test", "podinfo", t(121)), None);
+        ticks.due("test", "other", t(10));
+        assert_eq!(ticks.started("test", "other", t(10)), Some(Duration::ZERO));
+    }
 }

@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 use serin_core::Timestamp;
 use serin_kube::check::{self, CheckOptions, Outcome};
 use serin_kube::install::{self, InstallOptions, Object};
+use serin_kube::testing::{Call, mock_client, respond, status_err};
 
 const NS: &str = "serin-system";
 /// 2023-11-14T22:13:20Z
@@ -117,10 +115,6 @@ impl Cluster {
     }
 }
 
-fn status_err(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
-}
-
 fn not_found() -> Value {
     status_err(404, "NotFound", "not found")
 }
@@ -130,15 +124,14 @@ async fn serve(cluster: Cluster) -> Vec<Outcome> {
 }
 
 async fn serve_with(cluster: Cluster, pre: bool) -> Vec<Outcome> {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (client, mut handle) = mock_client("default");
     let cluster = Arc::new(Mutex::new(cluster));
     let c = cluster.clone();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let Call {
+                method, path, body, ..
+            } = Call::read(req).await;
             let (code, v) = if method == "POST" && path.ends_with("accessreviews") {
                 let a = &body["spec"]["resourceAttributes"];
                 let what = format!(
@@ -158,15 +151,9 @@ async fn serve_with(cluster: Cluster, pre: bool) -> Vec<Outcome> {
                     .cloned()
                     .unwrap_or((404, not_found()))
             };
-            send.send_response(
-                Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                    .unwrap(),
-            );
+            respond(send, code, &v);
         }
     });
-    let client = Client::new(svc, "default");
     let opts = CheckOptions {
         namespace: NS.into(),
         pre,

@@ -397,19 +397,18 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
 
 // ---- The injector's certificate and caBundle, against a scripted API server ----
 
-#[allow(unused_imports)]
-mod common;
-
-use common::kube::{Scenario, expect, status_err};
-use http::{Request, Response};
 use k8s_openapi::ByteString;
 use kube::Client;
-use kube::client::Body;
 use serin_kube::injector::{
     CertBundle, InjectorOptions, ensure_ca_bundle, ensure_certificate, generate_certificate,
 };
+use serin_kube::testing::{Expect, expect, status_err};
 
 const SECRET: &str = "/api/v1/namespaces/serin-system/secrets/serin-injector-tls";
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
 const SECRETS: &str = "/api/v1/namespaces/serin-system/secrets";
 const WEBHOOK: &str =
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/serin-injector";
@@ -445,21 +444,14 @@ fn webhook_json(ca_bundle: Option<&str>) -> Value {
 }
 
 /// Plays `calls`, then checks the client made no other call.
-async fn scenario<T>(calls: Vec<common::kube::Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "serin-system");
-    let server = tokio::spawn(Scenario { handle }.play(calls));
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run(client))
-        .await
-        .expect("the injector finished its calls");
-    let mut handle = server.await.expect("every expected call was made");
-    let extra =
-        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await;
-    assert!(
-        extra.is_err() || extra.unwrap().is_none(),
-        "an unexpected extra API call"
-    );
-    out
+async fn scenario<T>(calls: Vec<Expect>, run: impl AsyncFnOnce(Client) -> T) -> T {
+    serin_kube::testing::scenario(
+        "serin-system",
+        std::time::Duration::from_secs(10),
+        calls,
+        run,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -480,17 +472,15 @@ async fn a_fresh_cluster_gets_a_tls_secret_and_the_webhook_trusts_its_ca() {
                 }
                 *seen.lock().unwrap() = Some(body.clone());
             })
-            .reply(201, json!(null)),
+            // The answer is the object as created: an echo.
+            .answer(|body| (201, body)),
         expect("GET", WEBHOOK).reply(200, webhook_json(None)),
         expect("PATCH", WEBHOOK)
             .check(move |body| *seen_patch.lock().unwrap() = Some(body.clone()))
             .reply(200, webhook_json(Some("x"))),
     ];
-    // The POST's answer is the object as created: echo it.
-    let mut calls = calls;
-    calls[1].answer = Box::new(|body| (201, body));
     let bundle = scenario(calls, async |client| {
-        let b = ensure_certificate(&client, &opts, 2026)
+        let b = ensure_certificate(&client, &opts, now())
             .await
             .expect("certificate");
         assert!(
@@ -512,19 +502,19 @@ async fn a_fresh_cluster_gets_a_tls_secret_and_the_webhook_trusts_its_ca() {
             {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": b64(&bundle.ca_pem)}
         ])
     );
-    serin_kube::injector::tls_config(&bundle, &opts).expect("the certificate serves TLS");
+    serin_kube::injector::ServingCert::new(&bundle, &opts).expect("the certificate serves TLS");
 }
 
 #[tokio::test]
 async fn an_existing_secret_is_reused_and_a_current_ca_bundle_is_not_patched() {
     let opts = InjectorOptions::default();
-    let existing = generate_certificate("serin-injector", "serin-system", 2026).unwrap();
+    let existing = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
     let calls = vec![
         expect("GET", SECRET).reply(200, secret_json(&existing)),
         expect("GET", WEBHOOK).reply(200, webhook_json(Some(&existing.ca_pem))),
     ];
     let got = scenario(calls, async |client| {
-        let b = ensure_certificate(&client, &opts, 2026)
+        let b = ensure_certificate(&client, &opts, now())
             .await
             .expect("certificate");
         assert!(
@@ -541,7 +531,7 @@ async fn an_existing_secret_is_reused_and_a_current_ca_bundle_is_not_patched() {
 #[tokio::test]
 async fn a_replica_losing_the_create_race_serves_the_winners_certificate() {
     let opts = InjectorOptions::default();
-    let winner = generate_certificate("serin-injector", "serin-system", 2026).unwrap();
+    let winner = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
     let calls = vec![
         expect("GET", SECRET).not_found(),
         expect("POST", SECRETS).reply(
@@ -555,7 +545,7 @@ async fn a_replica_losing_the_create_race_serves_the_winners_certificate() {
         expect("GET", SECRET).reply(200, secret_json(&winner)),
     ];
     let got = scenario(calls, async |client| {
-        ensure_certificate(&client, &opts, 2026).await
+        ensure_certificate(&client, &opts, now()).await
     })
     .await;
     assert_eq!(got.expect("the winner's certificate"), winner);
@@ -572,11 +562,11 @@ async fn a_missing_webhook_configuration_or_a_broken_secret_is_reported_not_pani
     assert!(!patched.expect("not installed yet is not an error"));
 
     let mut broken =
-        secret_json(&generate_certificate("serin-injector", "serin-system", 2026).unwrap());
+        secret_json(&generate_certificate("serin-injector", "serin-system", now(), 365).unwrap());
     broken["data"].as_object_mut().unwrap().remove("tls.key");
     let calls = vec![expect("GET", SECRET).reply(200, broken)];
     let err = scenario(calls, async |client| {
-        ensure_certificate(&client, &opts, 2026).await
+        ensure_certificate(&client, &opts, now()).await
     })
     .await
     .expect_err("a Secret without tls.key");
@@ -590,7 +580,7 @@ async fn a_missing_webhook_configuration_or_a_broken_secret_is_reported_not_pani
         expect("GET", SECRET).reply(403, status_err(403, "Forbidden", "secrets is forbidden")),
     ];
     let err = scenario(calls, async |client| {
-        ensure_certificate(&client, &opts, 2026).await
+        ensure_certificate(&client, &opts, now()).await
     })
     .await
     .expect_err("forbidden");
@@ -619,4 +609,427 @@ async fn namespace_annotations_come_from_the_api_server() {
     .await;
     assert_eq!(shop.unwrap()["serin.dev/inject"], "enabled");
     assert!(gone.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload identity for owners other than Deployments
+
+/// A pod created by `kind`/`name` (no pod-template-hash: only Deployments' ReplicaSets set it).
+fn pod_owned_by(kind: &str, name: &str) -> Value {
+    let mut pod = deployment_pod();
+    pod["metadata"]["labels"] = json!({"app": name});
+    pod["metadata"]["generateName"] = json!(format!("{name}-"));
+    pod["metadata"]["ownerReferences"] = json!([
+        {"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "owner-uid", "controller": true}
+    ]);
+    pod
+}
+
+#[tokio::test]
+async fn pods_of_statefulsets_daemonsets_jobs_and_bare_replicasets_are_labelled_as_linkerd_labels_them()
+ {
+    let inj = injector(&[("shop", "enabled")]);
+    for (kind, name, label) in [
+        ("StatefulSet", "db", "statefulset=db"),
+        ("DaemonSet", "agent", "daemonset=agent"),
+        ("Job", "migrate-29001", "job=migrate-29001"),
+        ("ReplicaSet", "legacy", "replicaset=legacy"),
+        ("ReplicationController", "old", "replicationcontroller=old"),
+    ] {
+        let pod = pod_owned_by(kind, name);
+        let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+        let init = p.spec.as_ref().unwrap().init_containers.as_ref().unwrap();
+        let proxy = init.iter().find(|c| c.name == "serin-proxy").unwrap();
+        assert_eq!(
+            env(proxy, "SERIN_PROXY_LABELS"),
+            format!(
+                "namespace=$(SERIN_POD_NAMESPACE),pod=$(SERIN_POD_NAME),{label},pod_template_hash=$(SERIN_POD_TEMPLATE_HASH)"
+            ),
+            "{kind}"
+        );
+        assert_eq!(
+            env(proxy, "SERIN_PROXY_WORKLOAD"),
+            format!("$(SERIN_POD_NAMESPACE)/{name}"),
+            "{kind}"
+        );
+    }
+    // A ReplicaSet whose name ends in the pod's template hash belongs to a Deployment.
+    let pod = deployment_pod();
+    let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+    let proxy = p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1].clone();
+    assert!(env(&proxy, "SERIN_PROXY_LABELS").contains(",deployment=web,"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate renewal
+
+#[tokio::test]
+async fn a_certificate_near_its_expiry_is_renewed_and_both_cas_are_trusted_meanwhile() {
+    use serin_kube::injector::{not_after, refresh_certificate, renewal_due};
+    let opts = InjectorOptions::default();
+    // Issued 300 days ago for a year: 65 days left, under a third of the lifetime.
+    let issued = now() - jiff::SignedDuration::from_hours(24 * 300);
+    let old = generate_certificate("serin-injector", "serin-system", issued, 365).unwrap();
+    assert!(renewal_due(&old, now(), 365));
+    let fresh_year = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
+    assert!(!renewal_due(&fresh_year, now(), 365));
+    let left = now().duration_until(not_after(&fresh_year).unwrap());
+    assert!(left.as_hours() >= 364 * 24, "{left:?}");
+
+    let patched: Arc<std::sync::Mutex<Value>> = Arc::default();
+    let (seen_patch, old_ca) = (patched.clone(), old.ca_pem.clone());
+    let replaced: Arc<std::sync::Mutex<Value>> = Arc::default();
+    let seen_put = replaced.clone();
+    let calls = vec![
+        expect("GET", SECRET).reply(200, secret_json(&old)),
+        expect("GET", WEBHOOK).reply(200, webhook_json(Some(&old.ca_pem))),
+        expect("PATCH", WEBHOOK)
+            .check(move |body| *seen_patch.lock().unwrap() = body.clone())
+            .reply(200, webhook_json(Some("x"))),
+        expect("PUT", SECRET)
+            .check(move |body| {
+                assert_eq!(
+                    body["metadata"]["resourceVersion"], "7",
+                    "a replace, not a blind write"
+                );
+                *seen_put.lock().unwrap() = body.clone();
+            })
+            .answer(|body| (200, body)),
+    ];
+    let served = old.clone();
+    let renewed = scenario(calls, async |client| {
+        refresh_certificate(&client, &opts, now(), &served).await
+    })
+    .await
+    .expect("renewed")
+    .expect("a new certificate to serve");
+    assert_ne!(renewed.cert_pem, old.cert_pem);
+    assert!(!renewal_due(&renewed, now(), 365));
+    // The bundle trusts the new CA first and the old one still.
+    assert!(renewed.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(renewed.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(renewed.ca_pem.contains(old_ca.trim()));
+    let patch = patched.lock().unwrap().clone();
+    assert_eq!(
+        patch[1]["value"],
+        b64(&renewed.ca_pem),
+        "caBundle patched before the Secret"
+    );
+    let put = replaced.lock().unwrap().clone();
+    assert_eq!(put["data"]["tls.crt"], b64(&renewed.cert_pem));
+    assert_eq!(put["data"]["ca.crt"], b64(&renewed.ca_pem));
+
+    // A replica whose certificate is current makes one call and changes nothing.
+    let calls = vec![expect("GET", SECRET).reply(200, secret_json(&renewed))];
+    let none = scenario(calls, async |client| {
+        refresh_certificate(&client, &opts, now(), &renewed).await
+    })
+    .await
+    .expect("checked");
+    assert_eq!(none, None);
+}
+
+#[tokio::test]
+async fn a_replica_losing_the_renewal_race_serves_the_winners_certificate() {
+    use serin_kube::injector::refresh_certificate;
+    let opts = InjectorOptions::default();
+    let issued = now() - jiff::SignedDuration::from_hours(24 * 300);
+    let old = generate_certificate("serin-injector", "serin-system", issued, 365).unwrap();
+    let winner = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
+    let calls = vec![
+        expect("GET", SECRET).reply(200, secret_json(&old)),
+        expect("GET", WEBHOOK).reply(200, webhook_json(Some(&old.ca_pem))),
+        expect("PATCH", WEBHOOK).reply(200, webhook_json(Some("x"))),
+        expect("PUT", SECRET).reply(
+            409,
+            status_err(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again"),
+        ),
+        expect("GET", SECRET).reply(200, secret_json(&winner)),
+        // The winner's bundle is what the webhook must trust.
+        expect("GET", WEBHOOK).reply(200, webhook_json(Some("x"))),
+        expect("PATCH", WEBHOOK).reply(200, webhook_json(Some(&winner.ca_pem))),
+    ];
+    let got = scenario(calls, async |client| {
+        refresh_certificate(&client, &opts, now(), &old).await
+    })
+    .await
+    .expect("refreshed");
+    assert_eq!(got, Some(winner));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The injector end to end over HTTPS, with its watches
+
+/// A fake API server answering by path (watches are held open).
+fn fake_api(
+    mut handle: serin_kube::testing::Handle,
+    answer: impl Fn(&str, &str, bool, &Value) -> Option<(u16, Value)> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use serin_kube::testing::{Call, respond};
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Some((req, send)) = handle.next_request().await {
+            let call = Call::read(req).await;
+            match answer(&call.method, &call.path, call.is_watch(), &call.body) {
+                Some((code, v)) => respond(send, code, &v),
+                None => held.push(send),
+            }
+        }
+    })
+}
+
+fn namespace_json(name: &str, inject: Option<&str>) -> Value {
+    let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "resourceVersion": "5"}});
+    if let Some(v) = inject {
+        ns["metadata"]["annotations"] = json!({"serin.dev/inject": v});
+    }
+    ns
+}
+
+fn pod_meta_json(ns: &str, name: &str, injected: bool) -> Value {
+    let mut m = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                       "metadata": {"name": name, "namespace": ns, "resourceVersion": "6"}});
+    if injected {
+        m["metadata"]["annotations"] = json!({"serin.dev/proxy-image": "serin/proxy:test"});
+    }
+    m
+}
+
+/// The API server of a cluster where `shop` opted in and holds one pod admitted during an
+/// outage and one injected pod; records the caBundle the injector patches in.
+fn cluster(
+    ca_bundle: Arc<std::sync::Mutex<Option<String>>>,
+) -> impl Fn(&str, &str, bool, &Value) -> Option<(u16, Value)> {
+    let list = |kind: &str, api: &str, items: Vec<Value>| json!({"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": "9"}, "items": items});
+    move |method, path, watch, body| match (method, path) {
+        (_, "/api/v1/namespaces" | "/api/v1/pods") if watch => None,
+        ("GET", "/api/v1/namespaces") => Some((
+            200,
+            list(
+                "NamespaceList",
+                "v1",
+                vec![
+                    namespace_json("shop", Some("enabled")),
+                    namespace_json("plain", None),
+                ],
+            ),
+        )),
+        ("GET", "/api/v1/pods") => Some((
+            200,
+            list(
+                "PartialObjectMetadataList",
+                "meta.k8s.io/v1",
+                vec![
+                    pod_meta_json("shop", "web-1", true),
+                    pod_meta_json("shop", "web-2", false),
+                    pod_meta_json("plain", "other", false),
+                ],
+            ),
+        )),
+        ("GET", SECRET) => Some((
+            404,
+            status_err(404, "NotFound", "secrets \"serin-injector-tls\" not found"),
+        )),
+        ("POST", SECRETS) => Some((201, body.clone())),
+        ("GET", WEBHOOK) => Some((200, webhook_json(None))),
+        ("PATCH", WEBHOOK) => {
+            let b64 = body[1]["value"].clone();
+            let bytes: ByteString = serde_json::from_value(b64).expect("caBundle is base64");
+            *ca_bundle.lock().unwrap() = Some(String::from_utf8(bytes.0).unwrap());
+            Some((200, webhook_json(Some("x"))))
+        }
+        (m, p) => panic!("unexpected call {m} {p}"),
+    }
+}
+
+/// One HTTPS request to the injector at `addr`, trusting only `ca_pem`.
+async fn https(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    use http_body_util::BodyExt as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The name the API server uses for the webhook's Service.
+    let name = rustls::pki_types::ServerName::try_from("serin-injector.serin-system.svc").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "serin-injector.serin-system.svc")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body.to_vec()))
+}
+
+#[tokio::test]
+async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
+{
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
+    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let api = fake_api(handle, cluster(ca_bundle.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = InjectorOptions {
+        inject: InjectConfig {
+            proxy_image: "serin/proxy:test".into(),
+            ..InjectConfig::default()
+        },
+        ..InjectorOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let injector = tokio::spawn(serin_kube::injector::run_on(
+        client,
+        opts,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The caBundle the webhook configuration was given is what the API server trusts.
+    let ca = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Some(ca) = ca_bundle.lock().unwrap().clone() {
+                return ca;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the injector patched the caBundle");
+
+    // The uninjected-pods gauge, once both watches have loaded.
+    let metrics = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let (code, body) = https(addr, &ca, "GET", "/metrics", vec![])
+                .await
+                .expect("https");
+            assert_eq!(code, 200);
+            let text = String::from_utf8(body).unwrap();
+            if text.contains("serin_injector_uninjected_pods{") {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the gauge appeared");
+    assert!(
+        metrics.contains("serin_injector_uninjected_pods{namespace=\"shop\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("namespace=\"plain\""), "{metrics}");
+
+    // An AdmissionReview over HTTPS, its namespace's annotation read from the cache (the fake
+    // API server panics on a GET of a Namespace).
+    let pod = deployment_pod();
+    let (code, body) = https(addr, &ca, "POST", "/inject", review(&pod, "shop"))
+        .await
+        .expect("https");
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["kind"], "AdmissionReview");
+    let p = admitted(
+        &pod,
+        &Reply {
+            status: code,
+            response: v["response"].clone(),
+        },
+    );
+    assert_eq!(init_names(&p), ["serin-init", "serin-proxy"]);
+    assert_eq!(names(&p.spec.as_ref().unwrap().containers), ["app"]);
+
+    // A client trusting another CA is refused.
+    let other = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
+    let err = https(addr, &other.ca_pem, "GET", "/ready", vec![])
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(err.contains("TLS"), "{err}");
+
+    stop.send(()).unwrap();
+    injector
+        .await
+        .unwrap()
+        .expect("the injector stopped cleanly");
+    api.abort();
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_from_the_next_handshake_without_a_restart() {
+    use serin_kube::admission::Injector;
+    use serin_kube::injector::{ServingCert, serve, tls_config};
+    let opts = InjectorOptions::default();
+    let first = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
+    let cert = Arc::new(ServingCert::new(&first, &opts).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inj = Arc::new(Injector {
+        config: InjectConfig::default(),
+        namespaces: Arc::new(BTreeMap::<String, BTreeMap<String, String>>::new()),
+        metrics: InjectorMetrics::default(),
+    });
+    let server = tokio::spawn(serve(
+        listener,
+        tls_config(cert.clone()).unwrap(),
+        inj,
+        std::future::pending(),
+    ));
+    let (code, _) = https(addr, &first.ca_pem, "GET", "/ready", vec![])
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+
+    let second = generate_certificate("serin-injector", "serin-system", now(), 365).unwrap();
+    cert.set(&second, &opts).unwrap();
+    let (code, _) = https(addr, &second.ca_pem, "GET", "/ready", vec![])
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let err = https(addr, &first.ca_pem, "GET", "/ready", vec![])
+        .await
+        .expect_err("the old certificate is no longer served");
+    assert!(err.contains("TLS"), "{err}");
+    // A bad bundle is refused and the served certificate kept.
+    let mut broken = second.clone();
+    broken.key_pem = first.key_pem.clone();
+    assert!(cert.set(&broken, &opts).is_err());
+    let (code, _) = https(addr, &second.ca_pem, "GET", "/ready", vec![])
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    server.abort();
 }

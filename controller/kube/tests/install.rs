@@ -27,7 +27,7 @@ fn rendered(opts: &InstallOptions) -> String {
 
 /// The YAML documents of a stream, as JSON values.
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 use serin_controller::metrics::{Health, Metrics};
 use serin_core::Timestamp;
+use serin_kube::testing::{Call, mock_client, respond};
 use serin_kube::{KubeConfig, MAX_CONCURRENT_RECONCILES, NoBackendAnalyzer, run_controller};
 
 const CANARIES: usize = 60;
@@ -35,16 +33,15 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
 
 #[tokio::test(start_paused = true)]
 async fn a_cold_start_reconciles_a_bounded_number_of_canaries_at_once() {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (client, mut handle) = mock_client("default");
     let held = Arc::new(AtomicUsize::new(0));
     let in_flight = held.clone();
     tokio::spawn(async move {
         let mut open = vec![];
         while let Some((req, send)) = handle.next_request().await {
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or("").to_string();
-            let answer = match (req.method().as_str(), path.as_str()) {
-                _ if query.contains("watch=true") => None,
+            let call = Call::read(req).await;
+            let answer = match (call.method.as_str(), call.path.as_str()) {
+                _ if call.is_watch() => None,
                 ("GET", "/apis/serin.dev/v1beta1/canaries") => Some(list(
                     "Canary",
                     "serin.dev/v1beta1",
@@ -60,11 +57,7 @@ async fn a_cold_start_reconciles_a_bounded_number_of_canaries_at_once() {
                 }
             };
             match answer {
-                Some(v) => send.send_response(
-                    Response::builder()
-                        .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                        .unwrap(),
-                ),
+                Some(v) => respond(send, 200, &v),
                 None => open.push(send),
             }
         }
@@ -80,7 +73,7 @@ async fn a_cold_start_reconciles_a_bounded_number_of_canaries_at_once() {
         webhook_backoff: Duration::from_millis(10),
     };
     let controller = tokio::spawn(run_controller(
-        Client::new(svc, "default"),
+        client,
         config,
         Arc::new(Metrics::new()),
         Arc::new(Health::default()),

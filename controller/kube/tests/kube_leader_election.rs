@@ -4,37 +4,24 @@
 //! of the controller are answered with a list and then held open. Time is tokio's, paused, so
 //! a lease duration passes in an instant and a test can tell "before" from "after" exactly.
 
-#[path = "common/api_log.rs"]
-mod api_log;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use serin_core::Timestamp;
+use serin_kube::testing::{Call, Handle, mock_client, respond, status_err};
 use serin_kube::{KubernetesOptions, LeaderElection, LeaseConfig, RunError, run_with};
 use tokio::sync::{mpsc, oneshot};
-use tower_test::mock::{Handle, SendResponse};
+use tower_test::mock::SendResponse;
 
 const T0: i64 = 1_700_000_000_000;
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/serin-system/leases";
 
-/// One request the fake API server answered (or holds open, for watches).
-#[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    path: String,
-    query: String,
-    body: Value,
-}
-
-impl Call {
-    fn is_watch_or_list(&self) -> bool {
-        self.method == "GET" && (self.query.contains("watch=true") || self.path.ends_with('s'))
-    }
+/// A list or a watch (the controller's informers), not a call about one object.
+fn is_watch_or_list(call: &Call) -> bool {
+    call.method == "GET" && (call.is_watch() || call.path.ends_with('s'))
 }
 
 /// What the fake API server knows.
@@ -54,10 +41,6 @@ struct FakeApi {
     world: Arc<Mutex<World>>,
     calls: mpsc::UnboundedReceiver<Call>,
     seen: Vec<Call>,
-}
-
-fn status_err(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
 fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
@@ -149,12 +132,12 @@ fn lease_call(world: &mut World, method: &str, ns: &str, call: &Call) -> (u16, V
 
 /// Starts the fake API server; returns the client the code under test uses.
 fn fake_api(world: World, default_namespace: &str) -> (Client, FakeApi) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (client, handle) = mock_client(default_namespace);
     let world = Arc::new(Mutex::new(world));
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(serve(handle, world.clone(), tx));
     (
-        Client::new(svc, default_namespace),
+        client,
         FakeApi {
             world,
             calls: rx,
@@ -163,35 +146,15 @@ fn fake_api(world: World, default_namespace: &str) -> (Client, FakeApi) {
     )
 }
 
-async fn serve(
-    mut handle: Handle<Request<Body>, Response<Body>>,
-    world: Arc<Mutex<World>>,
-    calls: mpsc::UnboundedSender<Call>,
-) {
+async fn serve(mut handle: Handle, world: Arc<Mutex<World>>, calls: mpsc::UnboundedSender<Call>) {
     // Watches stay open until the server goes away.
-    let mut held: Vec<SendResponse<Response<Body>>> = vec![];
+    let mut held: Vec<SendResponse<http::Response<Body>>> = vec![];
     while let Some((req, send)) = handle.next_request().await {
-        let method = req.method().to_string();
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
-        let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let call = Call {
-            method,
-            path,
-            query,
-            body,
-        };
-        api_log::record(&call.method, &call.path, &call.query);
+        let call = Call::read(req).await;
         let reply = answer(&mut world.lock().unwrap(), &call);
         let _ = calls.send(call);
         match reply {
-            Some((code, v)) => send.send_response(
-                Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                    .unwrap(),
-            ),
+            Some((code, v)) => respond(send, code, &v),
             None => held.push(send),
         }
     }
@@ -296,7 +259,7 @@ fn canary() -> Value {
 
 /// A call a reconcile of the Canary makes (anything about it or its target).
 fn reconciles(c: &Call) -> bool {
-    !c.is_watch_or_list() && c.path.contains("/namespaces/test/")
+    !is_watch_or_list(c) && c.path.contains("/namespaces/test/")
 }
 
 type Running = tokio::task::JoinHandle<Result<(), RunError>>;

@@ -13,10 +13,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::kube::{Expect, Scenario, expect};
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 use serin_analysis::testing::{
     PrometheusOptions, eventually, start_exporter, start_prometheus, start_prometheus_with,
@@ -30,6 +26,7 @@ use serin_controller::adapters::{AnalysisState, Analyzer, CanaryContext};
 use serin_core::sim::Sim;
 use serin_core::{CheckResult, Phase, Status, Timestamp, Verdict};
 use serin_kube::analysis::PrometheusAnalyzer;
+use serin_kube::testing::{Expect, expect, mock_client, play, scenario};
 
 const NS: &str = "test";
 const PASSWORD: &str = "serin-test-password";
@@ -140,22 +137,13 @@ async fn checks(
     saved: Option<&AnalysisState>,
     calls: Vec<Expect>,
 ) -> (Vec<CheckResult>, Option<AnalysisState>) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(Scenario { handle }.play(calls));
-    let analyzer = PrometheusAnalyzer::new(Client::new(svc, NS), None, "serin".into());
-    let checked = tokio::time::timeout(
-        Duration::from_secs(30),
-        analyzer.run_checks_from(ctx, status, saved),
-    )
+    let checked = scenario(NS, Duration::from_secs(30), calls, async |client| {
+        PrometheusAnalyzer::new(client, None, "serin".into())
+            .run_checks_from(ctx, status, saved)
+            .await
+    })
     .await
-    .expect("checks within 30s")
     .expect("the analyzer is usable");
-    let mut handle = server.await.expect("scenario");
-    if let Ok(Some((req, _))) =
-        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
-    {
-        panic!("unexpected extra call {} {}", req.method(), req.uri());
-    }
     (checked.checks, checked.state)
 }
 
@@ -279,9 +267,9 @@ async fn builtin_checks_a_template_and_the_judge_through_a_real_prometheus() {
     // The same look feeds the history: both arms side by side for the charts, and the judge's
     // evidence (recorded by the driver as a Measured entry).
     {
-        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let server = tokio::spawn(Scenario { handle }.play(vec![]));
-        let analyzer = PrometheusAnalyzer::new(Client::new(svc, NS), None, "serin".into());
+        let (client, handle) = mock_client(NS);
+        let server = tokio::spawn(play(handle, vec![]));
+        let analyzer = PrometheusAnalyzer::new(client, None, "serin".into());
         analyzer
             .run_checks_from(&ctx, &status, Some(&AnalysisState::default()))
             .await

@@ -4,7 +4,8 @@
 //! component's generated rules — each call must be allowed, and each rule must be used.
 //!
 //! Adding a component's scenarios: one `#[path]` module named `rbac_<component>_...` below
-//! (their fake API server calls `common/api_log.rs`'s `record`) and, for a new component, one
+//! (their fake API server logs through `serin_kube::testing` or, outside serin-kube, its
+//! `api_log.rs` included by `#[path]`) and, for a new component, one
 //! `check` test.
 
 // Each scenario file brings its own copy of `common/` (as when it is compiled alone).
@@ -19,7 +20,7 @@ use serin_kube::install::{self, ComponentRules};
 // The module name says whose scenarios they are: `rbac_<component>_...`.
 #[path = "../../../mesh/control/tests/kubernetes.rs"]
 mod rbac_control_plane_kubernetes;
-#[path = "kube_scenarios.rs"]
+#[path = "kube_scenarios/main.rs"]
 mod rbac_controller_kube_scenarios;
 #[path = "kube_leader_election.rs"]
 mod rbac_controller_leader_election;
@@ -163,9 +164,6 @@ fn calls_of(module: &str) -> Vec<Access> {
 /// the test fails when one of them becomes covered (then delete its line) and any other unused
 /// grant fails at once.
 const AWAITING_A_SCENARIO: &[(&str, &str)] = &[
-    // The dashboard (served by every controller replica) reads one Canary; its tests use the
-    // in-crate mock API, not a logged scenario.
-    ("rbac_controller_", "get serin.dev/canaries"),
     // Tracked ConfigMaps/Secrets copied for the primary.
     ("rbac_controller_", "get /configmaps"),
     ("rbac_controller_", "patch /configmaps"),

@@ -400,7 +400,7 @@ mod tests {
     use serin_analysis::{ProxyScrapeConfig, ProxyScrapeProvider};
 
     fn template(yaml: &str) -> (String, serin_api::MetricTemplate) {
-        let t: serin_api::MetricTemplate = serde_yaml::from_str(yaml).unwrap();
+        let t: serin_api::MetricTemplate = serde_norway::from_str(yaml).unwrap();
         let key = format!(
             "{}/{}",
             t.metadata.namespace.as_deref().unwrap_or("default"),

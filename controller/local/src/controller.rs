@@ -158,7 +158,7 @@ fn load(
                 processes.insert(key, (process.spec, dir));
             }
             Document::Canary { value, file } => {
-                let canary: serin_api::Canary = match serde_yaml::from_value(value) {
+                let canary: serin_api::Canary = match serde_norway::from_value(value) {
                     Ok(c) => c,
                     Err(error) => {
                         tracing::error!("{file}: not a Canary: {error}");
@@ -258,6 +258,7 @@ pub async fn run_with_store(
         notifier: Arc::new(LogNotifier),
         events: Arc::new(LogEvents),
         metrics: Arc::new(Metrics::new()),
+        schedule: Arc::default(),
     };
     let admin = match opts.admin {
         Some(addr) => {

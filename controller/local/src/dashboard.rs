@@ -75,7 +75,7 @@ impl LocalStore {
                     ));
                 }
                 Document::Canary { value, .. } => {
-                    let Ok(canary) = serde_yaml::from_value::<serin_api::Canary>(value) else {
+                    let Ok(canary) = serde_norway::from_value::<serin_api::Canary>(value) else {
                         continue;
                     };
                     let ns = canary

@@ -120,7 +120,7 @@ impl ControlPlane {
         for doc in spec.documents() {
             text.push_str("---\n");
             text.push_str(
-                &serde_yaml::to_string(&doc).map_err(|e| std::io::Error::other(e.to_string()))?,
+                &serde_norway::to_string(&doc).map_err(|e| std::io::Error::other(e.to_string()))?,
             );
         }
         write_atomic(&self.file(&spec.namespace, &spec.service), text.as_bytes())

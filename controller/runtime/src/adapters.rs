@@ -153,6 +153,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind (the fixed label set of the error metrics).
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Conflict,
+        ErrorKind::NotFound,
+        ErrorKind::Forbidden,
+        ErrorKind::Timeout,
+        ErrorKind::Invalid,
+        ErrorKind::Other,
+    ];
+
     /// The label value used in metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -357,6 +367,20 @@ pub trait Store: Send + Sync {
     ) -> Result<(), AdapterError> {
         let _ = analysis;
         self.save(canary, status, history).await
+    }
+
+    /// Called instead of a save when a tick changed nothing in the engine's status but its
+    /// scheduling time (`status.last_tick_at`, which the driver then keeps in memory): a store
+    /// that persists more than the engine's status (Kubernetes' runtime conditions) writes it
+    /// with `status` when that changed, and says whether it wrote. A store with nothing else to
+    /// persist keeps this default and writes nothing.
+    async fn save_if_changed(
+        &self,
+        canary: &CanaryContext,
+        status: &Status,
+    ) -> Result<bool, AdapterError> {
+        let _ = (canary, status);
+        Ok(false)
     }
 }
 

@@ -12,9 +12,15 @@
 //! - The status is saved once, after every action succeeded, together with the history entries
 //!   of the tick. A gate that passed is remembered in the saved status, so it is not called
 //!   again after a restart; a promotion is marked in the status only once it was carried out.
+//! - A tick that changes nothing but the engine's scheduling time (`lastTickAt`: an idle Canary's
+//!   tick, a hold that holds) writes nothing. Its time is kept in memory ([`Schedule`]) and laid
+//!   over the persisted status of the next tick, so the next tick is still due an interval
+//!   later. A restarted controller has no memory and reads the persisted time, which is older:
+//!   its first tick comes early, observes, and again changes nothing. Everything a tick decides
+//!   is in the status; only the time of a tick that decided nothing is lost.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serin_core::{
@@ -23,8 +29,8 @@ use serin_core::{
 };
 
 use crate::adapters::{
-    AdapterError, Analyzer, CanaryContext, ErrorKind, EventRecorder, Hooks, Notifier, Router,
-    Store, Workloads,
+    AdapterError, Analyzer, CanaryContext, CanaryId, ErrorKind, EventRecorder, Hooks, Notifier,
+    Router, Store, Workloads,
 };
 use crate::alerts::{Alert, Severity};
 use crate::metrics::Metrics;
@@ -55,6 +61,60 @@ pub struct Driver {
     pub events: Arc<dyn EventRecorder>,
     /// Controller metrics.
     pub metrics: Arc<Metrics>,
+    /// The times of ticks that were not written (shared by every driver of one controller).
+    pub schedule: Arc<Schedule>,
+}
+
+/// The scheduling time (`lastTickAt`) of each Canary whose last due tick changed nothing else and
+/// so was not written, with the persisted time it was taken over. It is laid over the persisted
+/// status only while that status still carries the same persisted time: once anything (this
+/// controller's next save, another replica) wrote the status, the written one counts.
+#[derive(Debug, Default)]
+pub struct Schedule(Mutex<HashMap<CanaryId, Unsaved>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Unsaved {
+    persisted: Option<Timestamp>,
+    ticked: Timestamp,
+}
+
+impl Schedule {
+    /// Replaces `status.last_tick_at` with the unsaved tick's time when `status` is the one that
+    /// tick started from.
+    pub fn overlay(&self, id: &CanaryId, status: &mut Status) {
+        let Ok(mut m) = self.0.lock() else { return };
+        match m.get(id) {
+            Some(u) if u.persisted == status.last_tick_at => status.last_tick_at = Some(u.ticked),
+            Some(_) => {
+                m.remove(id);
+            }
+            None => {}
+        }
+    }
+
+    /// Remembers an unsaved tick at `ticked` taken over a status persisted with `persisted`.
+    pub fn remember(&self, id: &CanaryId, persisted: Option<Timestamp>, ticked: Timestamp) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id.clone(), Unsaved { persisted, ticked });
+        }
+    }
+
+    /// Forgets a Canary (its status was written, or it is gone).
+    pub fn forget(&self, id: &CanaryId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// How many Canaries have an unsaved tick.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no Canary has an unsaved tick.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -75,6 +135,12 @@ pub enum TickOutcome {
         /// When the next tick is due (`None`: only on a change).
         wake_at: Option<Timestamp>,
     },
+    /// The tick was due and observed, and the engine changed nothing but its scheduling time:
+    /// nothing was carried out or written (the time is kept in the [`Schedule`]).
+    Unchanged {
+        /// When the next tick is due.
+        wake_at: Option<Timestamp>,
+    },
     /// Nothing was due and no command was pending; nothing was observed or saved.
     Idle {
         /// When the next tick is due.
@@ -92,9 +158,9 @@ impl TickOutcome {
     /// How long to sleep before the next tick, measured from `now`; `None` = until a change.
     pub fn requeue_after(&self, now: Timestamp) -> Option<Duration> {
         match self {
-            TickOutcome::Stepped { wake_at, .. } | TickOutcome::Idle { wake_at } => {
-                wake_at.map(|w| w.since(now))
-            }
+            TickOutcome::Stepped { wake_at, .. }
+            | TickOutcome::Unchanged { wake_at }
+            | TickOutcome::Idle { wake_at } => wake_at.map(|w| w.since(now)),
             TickOutcome::WaitingForRoutes { retry } => Some(*retry),
         }
     }
@@ -223,12 +289,14 @@ impl Driver {
     async fn step_once(
         &self,
         ctx: &CanaryContext,
-        status: Status,
+        mut status: Status,
         commands: Vec<Command>,
         deleting: bool,
         now: Timestamp,
     ) -> Result<TickOutcome, DriverError> {
         self.metrics.canary_seen(&ctx.id.name, &ctx.id.namespace);
+        let persisted_tick = status.last_tick_at;
+        self.schedule.overlay(&ctx.id, &mut status);
         let fresh: Vec<Command> = commands
             .into_iter()
             .filter(|c| !status.applied_command_ids.contains(&c.id))
@@ -347,6 +415,30 @@ impl Driver {
             });
         }
 
+        if actions.is_empty()
+            && !deleting
+            && observation.checks.is_empty()
+            && sample.is_none()
+            && analysis.is_none()
+            && same_besides_schedule(&before, &status)
+        {
+            // Nothing to write but the tick's time (an idle Canary, a hold that holds): keep
+            // that in memory. The store still writes what else it keeps, if that changed.
+            let wrote = self
+                .store
+                .save_if_changed(ctx, &status)
+                .await
+                .map_err(DriverError::Save)?;
+            match status.last_tick_at {
+                Some(ticked) if !wrote => self.schedule.remember(&ctx.id, persisted_tick, ticked),
+                _ => self.schedule.forget(&ctx.id),
+            }
+            self.record_metrics(ctx, &before, &status, &observation, None, now);
+            return Ok(TickOutcome::Unchanged {
+                wake_at: Some(serin_core::needs(&ctx.plan, &status, now).wake_at),
+            });
+        }
+
         let mut history: Vec<HistoryEntry> = Vec::new();
         for action in &actions {
             self.act(ctx, &status, action, now, &mut history)
@@ -367,6 +459,7 @@ impl Driver {
             .save_with_analysis(ctx, &status, &history, analysis.as_ref())
             .await
             .map_err(DriverError::Save)?;
+        self.schedule.forget(&ctx.id);
         self.record_metrics(ctx, &before, &status, &observation, judged, now);
         let wake_at = Some(serin_core::needs(&ctx.plan, &status, now).wake_at);
         Ok(TickOutcome::Stepped {
@@ -527,6 +620,15 @@ impl Driver {
             );
         }
     }
+}
+
+/// Whether `after` differs from `before` in nothing but the engine's scheduling time.
+fn same_besides_schedule(before: &Status, after: &Status) -> bool {
+    *before
+        == Status {
+            last_tick_at: before.last_tick_at,
+            ..after.clone()
+        }
 }
 
 /// The `verdict` label value.

@@ -252,6 +252,16 @@ impl Metrics {
             leader.clone(),
         );
         registry.register_collector(Box::new(serin_mesh_api::process::ProcessCollector));
+        // Every error kind exists from the start at 0 (the label set is fixed): a dashboard's
+        // rate by kind then shows real series, and the first error is an increase Prometheus
+        // can see (a series born at 1 has none).
+        for kind in crate::adapters::ErrorKind::ALL {
+            let labels = ErrorLabels {
+                kind: kind.as_str().to_string(),
+            };
+            let _ = errors.get_or_create(&labels);
+            let _ = reconcile_errors.get_or_create(&labels);
+        }
         Self {
             registry,
             status,
@@ -449,8 +459,9 @@ impl Metrics {
             .set(value);
     }
 
-    /// Creates a Canary's rollout counters at 0, so the first success or failure is an
-    /// increase Prometheus can see (a series born at 1 has no increase).
+    /// Creates a Canary's rollout counters and the judge's verdict counters at 0, so the
+    /// first success, failure or verdict is an increase Prometheus can see (a series born at 1
+    /// has no increase). A Canary without the judge exports its verdicts as 0: it got none.
     pub fn rollout_counters(&self, name: &str, namespace: &str, strategy: &str) {
         let labels = OutcomeLabels {
             name: name.to_string(),
@@ -459,6 +470,13 @@ impl Metrics {
         };
         let _ = self.successes.get_or_create(&labels);
         let _ = self.failures.get_or_create(&labels);
+        for verdict in ["pass", "fail", "inconclusive"] {
+            let _ = self.judge_verdicts.get_or_create(&JudgeVerdictLabels {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                verdict: verdict.to_string(),
+            });
+        }
     }
 
     /// Records the end of a rollout.
@@ -609,6 +627,23 @@ mod tests {
         assert!(!text.contains("phase=\"Progressing\""), "{text}");
         m.canary_gone("podinfo", "test", "podinfo");
         assert!(!m.encode().contains("serin_canary_phase{"));
+    }
+
+    #[test]
+    fn counters_a_dashboard_rates_exist_at_zero_before_the_first_increment() {
+        let m = Metrics::new();
+        m.rollout_counters("podinfo", "test", "canary");
+        let text = m.encode();
+        for line in [
+            "serin_controller_reconcile_errors_total{kind=\"conflict\"} 0\n",
+            "serin_controller_reconcile_errors_total{kind=\"other\"} 0\n",
+            "serin_controller_errors_total{kind=\"forbidden\"} 0\n",
+            "serin_canary_successes_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\"} 0\n",
+            "serin_canary_judge_verdicts_total{name=\"podinfo\",namespace=\"test\",verdict=\"pass\"} 0\n",
+            "serin_canary_judge_verdicts_total{name=\"podinfo\",namespace=\"test\",verdict=\"inconclusive\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

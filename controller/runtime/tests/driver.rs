@@ -210,6 +210,7 @@ fn setup() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
         notifier: Arc::new(fake.clone()),
         events: Arc::new(fake.clone()),
         metrics: Arc::new(Metrics::new()),
+        schedule: Arc::default(),
     };
     let ctx = CanaryContext::new(CanaryId::new("test", "podinfo"), plan, "podinfo");
     (driver, fake, ctx, sim.status.clone(), sim.now)
@@ -300,4 +301,127 @@ async fn nothing_happens_before_the_interval() {
         Some(Duration::from_secs(50))
     );
     assert_eq!(fake.0.lock().unwrap().checks_run, 0);
+}
+
+/// The driver and the status of a Canary that promoted `r2` and has nothing left to do.
+fn settled() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
+    let (driver, fake, ctx, _, _) = setup();
+    let mut sim = Sim::new(
+        ctx.plan.clone(),
+        "r2",
+        Timestamp::from_millis(1_700_000_000_000),
+    );
+    assert!(sim.tick_until(20, |s| s.phase == Phase::Initialized));
+    let mut w = fake.0.lock().unwrap();
+    w.saved = vec![sim.status.clone()];
+    w.in_force = true;
+    drop(w);
+    (driver, fake, ctx, sim.status.clone(), sim.now)
+}
+
+#[tokio::test]
+async fn an_idle_canarys_due_tick_writes_nothing_and_the_next_is_still_an_interval_later() {
+    let (driver, fake, ctx, persisted, at) = settled();
+    let first = at + Duration::from_secs(60);
+    let out = driver.tick(&ctx, false, first).await.unwrap();
+    assert!(matches!(out, TickOutcome::Unchanged { .. }), "{out:?}");
+    assert_eq!(out.requeue_after(first), Some(Duration::from_secs(60)));
+    {
+        let w = fake.0.lock().unwrap();
+        assert_eq!(w.saved, vec![persisted.clone()], "no write");
+        assert!(w.history.is_empty() && w.events.is_empty() && w.routes.is_empty());
+    }
+    assert_eq!(
+        driver.schedule.len(),
+        1,
+        "the tick's time is kept in memory"
+    );
+    // Ten seconds later nothing is due: the tick above counts although it was not written.
+    let out = driver
+        .tick(&ctx, false, first + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(out, TickOutcome::Idle { .. }), "{out:?}");
+    assert_eq!(
+        out.requeue_after(first + Duration::from_secs(10)),
+        Some(Duration::from_secs(50))
+    );
+    // An hour of intervals: still not one write.
+    for i in 1..=60 {
+        let out = driver
+            .tick(&ctx, false, first + Duration::from_secs(60 * i))
+            .await
+            .unwrap();
+        assert!(matches!(out, TickOutcome::Unchanged { .. }), "{out:?}");
+    }
+    assert_eq!(fake.0.lock().unwrap().saved.len(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_controller_reads_the_persisted_tick_time_and_still_writes_nothing_idle() {
+    let (driver, fake, ctx, persisted, at) = settled();
+    let now = at + Duration::from_secs(90);
+    driver.tick(&ctx, false, now).await.unwrap();
+    // A new process: same adapters, no memory of the unwritten tick.
+    let restarted = Driver {
+        schedule: Arc::default(),
+        ..driver.clone()
+    };
+    let later = now + Duration::from_secs(10);
+    let out = restarted.tick(&ctx, false, later).await.unwrap();
+    // The persisted time is older, so its first tick is due at once; it changes nothing.
+    assert!(matches!(out, TickOutcome::Unchanged { .. }), "{out:?}");
+    assert_eq!(out.requeue_after(later), Some(Duration::from_secs(60)));
+    assert_eq!(fake.0.lock().unwrap().saved, vec![persisted]);
+}
+
+#[tokio::test]
+async fn a_write_by_anyone_else_replaces_the_remembered_tick_time() {
+    let (driver, fake, ctx, persisted, at) = settled();
+    let first = at + Duration::from_secs(60);
+    driver.tick(&ctx, false, first).await.unwrap();
+    // Another replica ticked and wrote (a later time) meanwhile.
+    let theirs = first + Duration::from_secs(30);
+    fake.0.lock().unwrap().saved.push(Status {
+        last_tick_at: Some(theirs),
+        ..persisted
+    });
+    let out = driver
+        .tick(&ctx, false, first + Duration::from_secs(70))
+        .await
+        .unwrap();
+    // Due 60s after their tick, not after ours.
+    assert!(matches!(out, TickOutcome::Idle { .. }), "{out:?}");
+    assert_eq!(
+        out.requeue_after(first + Duration::from_secs(70)),
+        Some(Duration::from_secs(20))
+    );
+}
+
+#[tokio::test]
+async fn a_tick_that_changes_the_status_writes_it_with_its_time() {
+    let (driver, fake, ctx, _, at) = settled();
+    let first = at + Duration::from_secs(60);
+    driver.tick(&ctx, false, first).await.unwrap();
+    assert_eq!(driver.schedule.len(), 1);
+    // A new revision: the run starts, and the written status carries the tick's time.
+    let mut ctx = ctx;
+    ctx.target_changed = true;
+    let later = first + Duration::from_secs(5);
+    // The fake target runs r2, the promoted revision; the status must know another one.
+    {
+        let mut w = fake.0.lock().unwrap();
+        let s = w.saved.last_mut().unwrap();
+        s.last_applied_spec = Some("r1".into());
+        s.last_promoted_spec = Some("r1".into());
+    }
+    let out = driver.tick(&ctx, false, later).await.unwrap();
+    let TickOutcome::Stepped { status, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(status.phase, Phase::Progressing);
+    let w = fake.0.lock().unwrap();
+    assert_eq!(w.saved.len(), 2);
+    assert_eq!(w.saved[1].last_tick_at, Some(later));
+    assert!(driver.schedule.is_empty(), "the written time counts now");
 }

@@ -563,7 +563,7 @@ mod tests {
         let yaml = format!(
             "version: 4\nroutes:\n  - authority: web\n{one}\n  - authority: web.test\n{one}\n  - authority: web.test.svc:8080\n{one}\n  - authority: other\n{two}\n  - authority: 10.96.0.7\n{one}"
         );
-        serde_yaml::from_str(&yaml).unwrap()
+        serde_norway::from_str(&yaml).unwrap()
     }
 
     #[test]

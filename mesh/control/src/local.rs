@@ -591,35 +591,37 @@ struct StaticEndpointsSpec {
 /// (1-based) and what is wrong.
 fn parse_documents(text: &str) -> Result<Objects, String> {
     let mut out = Objects::default();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
         let value =
-            serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {n}: {e}"))?;
+            serde_norway::Value::deserialize(doc).map_err(|e| format!("document {n}: {e}"))?;
         if value.is_null() {
             continue;
         }
         let tm: TypeMeta =
-            serde_yaml::from_value(value.clone()).map_err(|e| format!("document {n}: {e}"))?;
+            serde_norway::from_value(value.clone()).map_err(|e| format!("document {n}: {e}"))?;
         let err =
-            |e: serde_yaml::Error| format!("document {n} ({} {}): {e}", tm.api_version, tm.kind);
+            |e: serde_norway::Error| format!("document {n} ({} {}): {e}", tm.api_version, tm.kind);
         match (tm.api_version.as_str(), tm.kind.as_str()) {
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-                out.routes.push(serde_yaml::from_value(value).map_err(err)?);
+                out.routes
+                    .push(serde_norway::from_value(value).map_err(err)?);
             }
             ("split.smi-spec.io/v1alpha4" | "split.smi-spec.io/v1alpha3", "TrafficSplit") => {
-                out.splits.push(serde_yaml::from_value(value).map_err(err)?);
+                out.splits
+                    .push(serde_norway::from_value(value).map_err(err)?);
             }
             ("split.smi-spec.io/v1alpha2" | "split.smi-spec.io/v1alpha1", "TrafficSplit") => {
-                let old: TrafficSplitV1Alpha2 = serde_yaml::from_value(value).map_err(err)?;
+                let old: TrafficSplitV1Alpha2 = serde_norway::from_value(value).map_err(err)?;
                 out.splits.push(old.into());
             }
             ("v1", "Service") => {
-                let svc: Service = serde_yaml::from_value(value).map_err(err)?;
+                let svc: Service = serde_norway::from_value(value).map_err(err)?;
                 out.services
                     .push((ObjKey::of(&svc), ServiceInfo::from_k8s(&svc)));
             }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                let slice: EndpointSlice = serde_yaml::from_value(value).map_err(err)?;
+                let slice: EndpointSlice = serde_norway::from_value(value).map_err(err)?;
                 let svc = slice_service(&slice).ok_or_else(|| {
                     format!("document {n} (EndpointSlice): metadata.labels must name its Service with kubernetes.io/service-name")
                 })?;
@@ -631,11 +633,11 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
                 "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
                 "ReferenceGrant",
             ) => {
-                let g: ReferenceGrant = serde_yaml::from_value(value).map_err(err)?;
+                let g: ReferenceGrant = serde_norway::from_value(value).map_err(err)?;
                 out.grants.push((ObjKey::of(&g), g.spec));
             }
             ("serin.dev/v1beta1", "StaticEndpoints") => {
-                let se: StaticEndpoints = serde_yaml::from_value(value).map_err(err)?;
+                let se: StaticEndpoints = serde_norway::from_value(value).map_err(err)?;
                 let key = ObjKey::new(
                     se.metadata
                         .namespace

@@ -16,7 +16,7 @@ use serin_mesh_control::translate::Options;
 use tower_test::mock::{Handle, SendResponse};
 
 // Calls are logged for the install's RBAC check (controller/kube/tests/rbac.rs).
-#[path = "../../../controller/kube/tests/common/api_log.rs"]
+#[path = "../../../controller/kube/src/testing/api_log.rs"]
 mod api_log;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;

@@ -53,7 +53,7 @@ fn world() -> World {
 }
 
 fn route(yaml: &str) -> HttpRoute {
-    serde_yaml::from_str(yaml).expect("test route")
+    serde_norway::from_str(yaml).expect("test route")
 }
 
 fn podinfo_route(primary: i32, canary: i32) -> HttpRoute {
@@ -215,7 +215,7 @@ spec:
 #[test]
 fn a_traffic_split_applies_unless_an_httproute_owns_the_service() {
     let mut w = world();
-    let split: TrafficSplit = serde_yaml::from_str(
+    let split: TrafficSplit = serde_norway::from_str(
         r#"
 apiVersion: split.smi-spec.io/v1alpha4
 kind: TrafficSplit

@@ -9,10 +9,10 @@
 //!   body the proxy wrote itself.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -52,28 +52,71 @@ pub enum ReqBody {
     },
     /// No body.
     Empty,
-    /// A body that says when the client has sent all of it (the route timeout starts then).
+    /// A body that says when the client has sent all of it (the route timeout starts then),
+    /// and since when the upstream side has not asked for more.
     Watched {
         /// The body.
         inner: Box<ReqBody>,
         /// Fired (or dropped) once the body has ended, failed or is no longer read.
         done: Option<tokio::sync::oneshot::Sender<()>>,
+        /// Since when the upstream sender has not asked for more.
+        handed: Handed,
     },
 }
 
+/// The watch on a request body going upstream (see [`ReqBody::watched`]).
+pub struct BodyWatch {
+    /// Resolves once the client's body has been read to its end (or failed, or was dropped).
+    pub sent: tokio::sync::oneshot::Receiver<()>,
+    /// Whether the upstream side keeps taking the body.
+    pub handed: Handed,
+}
+
+/// When the last piece of a request body was handed to the upstream sender, while the sender
+/// has not asked for the next one.
+#[derive(Clone, Default)]
+pub struct Handed(Arc<Mutex<Option<Instant>>>);
+
+impl Handed {
+    fn set(&self, at: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// Resolves once the upstream side has taken no piece of the body for `idle`: the sender
+    /// asks for the next piece as soon as the last one is written (or, over h2, fits the
+    /// stream's flow-control window), so a piece handed over and not followed by a request
+    /// for the next means an upstream that stopped reading. Time the client takes to send
+    /// does not count (the sender is asking then); the client's pauses have their own idle
+    /// timeout in `serin_http1`.
+    pub async fn upstream_stalled(&self, idle: Duration) {
+        loop {
+            let handed = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let wake = match handed {
+                Some(at) if at.elapsed() >= idle => return,
+                Some(at) => at + idle,
+                None => Instant::now() + idle,
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
 impl ReqBody {
-    /// Wraps `self` so the returned receiver resolves once the body has been read to its end
-    /// (or failed, or was dropped); None for a body that is already complete.
-    pub fn watched(self) -> (ReqBody, Option<tokio::sync::oneshot::Receiver<()>>) {
+    /// Wraps `self` so that the returned [`BodyWatch`] tells when the body has been read to its
+    /// end and whether the upstream stopped taking it; None for a body that is already
+    /// complete.
+    pub fn watched(self) -> (ReqBody, Option<BodyWatch>) {
         if self.is_end_stream() {
             return (self, None);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let handed = Handed::default();
         let body = ReqBody::Watched {
             inner: Box::new(self),
             done: Some(tx),
+            handed: handed.clone(),
         };
-        (body, Some(rx))
+        (body, Some(BodyWatch { sent: rx, handed }))
     }
 
     /// Splits a client body into one for the real request and a copy for a mirror. An empty
@@ -153,8 +196,17 @@ impl Body for ReqBody {
                 None => None,
             }),
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Watched { inner, done } => {
+            ReqBody::Watched {
+                inner,
+                done,
+                handed,
+            } => {
+                // Asked for the next piece: the upstream took the last one.
+                handed.set(None);
                 let frame = ready!(Pin::new(&mut **inner).poll_frame(cx));
+                if matches!(frame, Some(Ok(_))) {
+                    handed.set(Some(Instant::now()));
+                }
                 let ended = match &frame {
                     Some(Ok(f)) => f.is_trailers() || inner.is_end_stream(),
                     _ => true,

@@ -129,7 +129,7 @@ pub enum ConfigError {
     Decode {
         /// The file.
         path: PathBuf,
-        /// serde_yaml's message: key path, problem, line and column.
+        /// serde_norway's message: key path, problem, line and column.
         message: String,
         /// Line (1-based), when known.
         line: Option<usize>,
@@ -231,7 +231,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             path: path.to_path_buf(),
         });
     }
-    let raw: Raw = serde_yaml::from_str(src).map_err(|e| ConfigError::Decode {
+    let raw: Raw = serde_norway::from_str(src).map_err(|e| ConfigError::Decode {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
         message: e.to_string(),

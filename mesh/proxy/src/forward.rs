@@ -8,7 +8,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
-use crate::body::{ClientBody, IdleWatch, Recorder, ReqBody, ResBody};
+use crate::body::{BodyWatch, ClientBody, IdleWatch, Recorder, ReqBody, ResBody};
 use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
@@ -375,16 +375,32 @@ async fn send(
     // The timeout runs from the moment the client has sent its whole body: a client that
     // uploads slowly must not make the backend look slow (its pauses are bounded by the body
     // idle timeout instead, and a broken body is the client's 400).
-    let (req, body_sent) = {
+    let (req, body_watch) = {
         let (parts, body) = req.into_parts();
-        let (body, sent) = body.watched();
-        (Request::from_parts(parts, body), sent)
+        let (body, watch) = body.watched();
+        (Request::from_parts(parts, body), watch)
     };
     let mut fut = std::pin::pin!(upstreams.send(ep, req));
-    let early = match body_sent {
-        Some(sent) => tokio::select! {
+    let early = match body_watch {
+        Some(BodyWatch { sent, handed }) => tokio::select! {
             r = &mut fut => Some(r),
             _ = sent => None,
+            // An upstream that stops reading the body (and does not answer) would otherwise
+            // hold the request for ever: the route timeout has not started yet.
+            _ = handed.upstream_stalled(idle) => {
+                let msg = format!(
+                    "backend {backend:?} stopped reading the request body for {}\n",
+                    serin_mesh_api::table::format_duration(idle)
+                );
+                ep.observe(started.elapsed());
+                return proxy_error(
+                    metrics,
+                    started,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorKind::IdleTimeout,
+                    msg,
+                );
+            }
         },
         None => None,
     };

@@ -87,8 +87,8 @@ pub enum ErrorKind {
     Stream,
     /// The proxy is shutting down.
     Shutdown,
-    /// Nothing moved for the body idle timeout: the upstream stopped mid-body, or sent no
-    /// response head on a route without its own `timeout`.
+    /// Nothing moved for the body idle timeout: the upstream stopped mid-body, stopped reading
+    /// the request body, or sent no response head on a route without its own `timeout`.
     IdleTimeout,
 }
 

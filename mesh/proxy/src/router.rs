@@ -501,7 +501,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn compile(yaml: &str) -> Compiled {
-        let t: RouteTable = serde_yaml::from_str(yaml).expect("yaml");
+        let t: RouteTable = serde_norway::from_str(yaml).expect("yaml");
         Compiled::compile(
             t,
             &Registry::new(&BTreeMap::new()),

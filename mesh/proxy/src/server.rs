@@ -395,8 +395,7 @@ async fn serve_proxy<H: Handler>(
     handler: H,
 ) -> bool {
     let h2 = H2Server::new(h2_opts);
-    // Every connection task holds a sender; `recv` ends when the last one is gone.
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let connections = Connections::new();
     let conn_stop = stop.clone();
     let acceptor = Acceptor {
         name,
@@ -411,17 +410,83 @@ async fn serve_proxy<H: Handler>(
             h2.clone(),
             handler.clone(),
         );
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-            drop(alive);
-        });
+        connections.spawn(conn, permit);
     })
     .await;
     drop(listener);
-    drop(alive);
-    tokio::time::timeout(drain, all_closed.recv()).await.is_ok()
+    connections.drain(name, drain).await
+}
+
+/// The connections of one proxying listener: counted, so that the drain can wait for them,
+/// and cut together when the drain deadline passes. A connection still busy then (a response
+/// being written, or a request head only half sent, which would otherwise wait for the 30 s
+/// head timeout) is closed at the deadline, so shutdown never runs past it.
+pub(crate) struct Connections {
+    /// Every connection task holds a clone; `all_closed` ends when the last one is gone.
+    alive: mpsc::Sender<()>,
+    all_closed: mpsc::Receiver<()>,
+    cut: watch::Sender<bool>,
+}
+
+/// After the cut, how long the drain waits for the cut tasks to drop their sockets.
+const CUT_WAIT: Duration = Duration::from_secs(1);
+
+impl Connections {
+    pub(crate) fn new() -> Self {
+        let (alive, all_closed) = mpsc::channel(1);
+        let (cut, _) = watch::channel(false);
+        Connections {
+            alive,
+            all_closed,
+            cut,
+        }
+    }
+
+    /// Runs one connection (holding its permit) until it ends or is cut.
+    pub(crate) fn spawn(
+        &self,
+        conn: impl Future<Output = ()> + Send + 'static,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let alive = self.alive.clone();
+        let mut cut = self.cut.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = conn => {}
+                // Dropping the connection's future closes its socket and drops the request
+                // in progress with it.
+                _ = cut.wait_for(|c| *c) => {}
+            }
+            drop(permit);
+            drop(alive);
+        });
+    }
+
+    /// Waits up to `deadline` for every connection to finish, then cuts the rest. Returns
+    /// whether every connection finished in time.
+    pub(crate) async fn drain(self, listener: &'static str, deadline: Duration) -> bool {
+        let Connections {
+            alive,
+            mut all_closed,
+            cut,
+        } = self;
+        drop(alive);
+        if tokio::time::timeout(deadline, all_closed.recv())
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tracing::info!(
+            listener,
+            ?deadline,
+            "drain deadline passed; closing the connections still open"
+        );
+        let _ = cut.send(true);
+        let _ = tokio::time::timeout(CUT_WAIT, all_closed.recv()).await;
+        false
+    }
 }
 
 /// Accepts until told to stop, then drains connections for up to `drain`. Returns whether
@@ -563,7 +628,7 @@ mod tests {
     fn match_values_are_redacted_for_clients_beyond_the_loopback() {
         let registry = Arc::new(Registry::new(&Default::default()));
         let table = TableHandle::new(registry);
-        let t: serin_mesh_api::RouteTable = serde_yaml::from_str(
+        let t: serin_mesh_api::RouteTable = serde_norway::from_str(
             "routes:\n  - authority: a\n    rules:\n      - matches:\n          - headers: [{ name: x-canary, value: insider }]\n            queryParams: [{ name: beta, value: \"1\" }]\n            cookies: [{ name: track, value: canary }]\n        backends: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n",
         )
         .expect("table");

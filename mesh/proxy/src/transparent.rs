@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 
 use crate::balance::Endpoint;
 use crate::forward::{self, Shared};
@@ -312,7 +312,7 @@ pub(crate) async fn serve(
     h2_opts: serin_http1::H2Options,
 ) -> bool {
     let h2 = serin_http1::H2Server::new(h2_opts);
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let connections = crate::server::Connections::new();
     let conn_stop = stop.clone();
     let registry = ctx.shared.registry.clone();
     let acceptor = crate::server::Acceptor {
@@ -322,17 +322,11 @@ pub(crate) async fn serve(
     };
     crate::server::accept_until_stopped(&listener, &mut stop, acceptor, |stream, permit| {
         let conn = ctx.clone().serve(stream, conn_stop.clone(), h2.clone());
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-            drop(alive);
-        });
+        connections.spawn(conn, permit);
     })
     .await;
     drop(listener);
-    drop(alive);
-    tokio::time::timeout(drain, all_closed.recv()).await.is_ok()
+    connections.drain(ctx.direction.label(), drain).await
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ routes:
 fn compiled() -> &'static Compiled {
     static C: std::sync::OnceLock<Compiled> = std::sync::OnceLock::new();
     C.get_or_init(|| {
-        let t: RouteTable = serde_yaml::from_str(TABLE).expect("fixture");
+        let t: RouteTable = serde_norway::from_str(TABLE).expect("fixture");
         Compiled::compile(
             t,
             &Registry::new(&BTreeMap::new()),

@@ -214,3 +214,40 @@ async fn a_client_that_never_reads_gets_a_window_per_stream_buffered_and_stalls_
     }
     drop(held);
 }
+
+#[tokio::test]
+async fn an_h2_upstream_that_stops_reading_the_request_body_gets_a_504_after_the_body_idle_timeout()
+{
+    let mut up = h2_upstream(100).await;
+    let p = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse().expect("addr"),
+        admin: Some("127.0.0.1:0".parse().expect("addr")),
+        body_idle_timeout: std::time::Duration::from_millis(500),
+        ..serin_proxy::ProxyConfig::default()
+    })
+    .await
+    .expect("proxy starts");
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: svc\n    rules:\n      - backends: [{{ name: svc, endpoints: [\"{}\"] }}]\n",
+            up.addr
+        )))
+        .expect("table");
+    // `/wait` neither reads the body nor answers: once the upstream's receive windows are full
+    // the proxy cannot send more.
+    let body = Bytes::from(vec![b'x'; 16 * 1024 * 1024]);
+    let c = h2_client(p.outbound_addr());
+    let got = within(
+        20,
+        send(&c, p.outbound_addr(), "svc", "POST", "/wait", &[], body),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
+    assert_eq!(within(10, up.seen.recv()).await.as_deref(), Some("/wait"));
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(&m, &["response_total{", "error=\"idle_timeout\""]),
+        1.0,
+        "{m}"
+    );
+}

@@ -129,6 +129,81 @@ async fn an_upstream_that_never_answers_on_a_route_without_timeout_gets_a_504() 
     );
 }
 
+/// An HTTP/1.1 upstream that reads a request head and then nothing more: it neither reads
+/// the body nor answers, and keeps the connection open.
+async fn deaf_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte, so not one byte of the body is taken with the head.
+                while !got.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => got.push(byte[0]),
+                    }
+                }
+                std::future::pending::<()>().await;
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_the_request_body_gets_a_504_after_the_body_idle_timeout() {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    let up = deaf_upstream().await;
+    let p = proxy_to(Duration::from_secs(60), Duration::from_millis(500), up).await;
+    let c = TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    // The client keeps sending (far more than the socket buffers between it and the upstream
+    // hold) for as long as the proxy reads.
+    let writer = tokio::spawn(async move {
+        let head = format!("POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: {TOTAL}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..TOTAL / piece.len() {
+            wr.write_all(&piece).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let got = within(20, async {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        out
+    })
+    .await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 504"), "{got}");
+    writer.abort();
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"504\"",
+                "error=\"idle_timeout\""
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_stops_sending_its_body_gets_a_400_and_no_backend_failure() {
     let app = upstream("app").await;

@@ -719,6 +719,95 @@ async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
     assert!(within(30, shutdown).await.expect("task"), "drained in time");
 }
 
+/// A proxy that drains for at most `drain`, routing `up` to `upstream`.
+async fn draining_proxy(drain: Duration, upstream: &Upstream) -> serin_proxy::Proxy {
+    let p = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse().expect("addr"),
+        admin: None,
+        shutdown_timeout: drain,
+        ..serin_proxy::ProxyConfig::default()
+    })
+    .await
+    .expect("proxy starts");
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: up\n    rules:\n      - backends: [{{ name: up, endpoints: [\"{}\"] }}]\n",
+            upstream.addr
+        )))
+        .expect("valid");
+    p
+}
+
+/// Connects and sends `bytes`, returning once the proxy has read them all (so the connection
+/// is past the accept queue and the drain must deal with it).
+async fn send_partial(p: &serin_proxy::Proxy, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::net::TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    c.write_all(bytes).await.expect("write");
+    let registry = p.registry();
+    within(30, async {
+        loop {
+            let read = sample(
+                &registry.render(),
+                &["tcp_read_bytes_total{direction=\"outbound\",peer=\"src\""],
+            );
+            if read >= bytes.len() as f64 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    c
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_at_the_drain_deadline_not_the_head_timeout() {
+    use tokio::io::AsyncReadExt;
+    let up = upstream("up").await;
+    let p = draining_proxy(Duration::from_secs(1), &up).await;
+    let mut c = send_partial(&p, b"GET / HTTP/1.1\r\nhost: up\r\nx-half: ").await;
+    let started = std::time::Instant::now();
+    // Nothing else is open: the half head is what the drain waits for, and it never completes.
+    let clean = within(20, p.shutdown()).await;
+    assert!(!clean, "a head still incomplete at the deadline is cut");
+    // The connection is closed by then (not 30 s later, when the head timeout would fire).
+    let mut buf = [0u8; 64];
+    let n = within(5, c.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_head_completed_during_the_drain_is_answered_with_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("up").await;
+    let p = draining_proxy(Duration::from_secs(20), &up).await;
+    let mut c = send_partial(&p, b"GET / HTTP/1.1\r\nhost: up\r\n").await;
+    let addr = p.outbound_addr();
+    let shutdown = tokio::spawn(p.shutdown());
+    // The drain has begun once the listener refuses new connections.
+    within(30, async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    c.write_all(b"x-late: yes\r\n\r\n").await.expect("write");
+    let mut got = Vec::new();
+    within(15, c.read_to_end(&mut got)).await.expect("read");
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(got.starts_with("http/1.1 200"), "{got}");
+    assert!(got.contains("connection: close"), "{got}");
+    assert!(within(15, shutdown).await.expect("task"), "drained in time");
+}
+
 #[tokio::test]
 async fn bad_tables_are_refused_and_the_last_good_one_stays() {
     let up = upstream("up").await;

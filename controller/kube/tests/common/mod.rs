@@ -1,7 +1,6 @@
-//! Shared fixtures of the Kubernetes integration tests.
+//! Shared fixtures of the Kubernetes integration tests (the mocked API server itself is
+//! `serin_kube::testing`).
 
 #![allow(dead_code)]
 
-pub mod api_log;
-pub mod kube;
 pub use serin_controller::testing::receiver;

@@ -16,10 +16,10 @@ pub struct RevisionEdit {
     pub changed: bool,
 }
 
-pub(super) fn yaml_docs(text: &str, file: &str) -> Result<Vec<serde_yaml::Value>, ManifestError> {
+pub(super) fn yaml_docs(text: &str, file: &str) -> Result<Vec<serde_norway::Value>, ManifestError> {
     let mut out = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(de).map_err(|e| ManifestError {
+    for de in serde_norway::Deserializer::from_str(text) {
+        let v = serde_norway::Value::deserialize(de).map_err(|e| ManifestError {
             file: file.to_string(),
             path: "-".into(),
             message: format!("not valid YAML: {e}"),
@@ -31,7 +31,7 @@ pub(super) fn yaml_docs(text: &str, file: &str) -> Result<Vec<serde_yaml::Value>
     Ok(out)
 }
 
-pub(super) fn str_at<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
+pub(super) fn str_at<'a>(v: &'a serde_norway::Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
         cur = cur.get(*p)?;
@@ -51,7 +51,7 @@ pub fn set_revision(
     revision: &str,
     env: &[(String, String)],
 ) -> Result<RevisionEdit, ManifestError> {
-    use serde_yaml::Value;
+    use serde_norway::Value;
     let fail = |file: &str, path: &str, message: String| ManifestError {
         file: file.to_string(),
         path: path.to_string(),
@@ -158,7 +158,7 @@ pub fn set_revision(
                         ));
                     }
                     seq.retain(|e| str_at(e, &["name"]) != Some(k.as_str()));
-                    let mut m = serde_yaml::Mapping::new();
+                    let mut m = serde_norway::Mapping::new();
                     m.insert("name".into(), Value::String(k.clone()));
                     m.insert("value".into(), Value::String(v.clone()));
                     seq.push(Value::Mapping(m));
@@ -180,7 +180,7 @@ pub fn set_revision(
             for d in &docs {
                 out.push_str("---\n");
                 out.push_str(
-                    &serde_yaml::to_string(d)
+                    &serde_norway::to_string(d)
                         .map_err(|e| fail(&file, "-", format!("cannot encode: {e}")))?,
                 );
             }

@@ -16,7 +16,7 @@ pub enum Document {
     /// A `Canary` (any supported apiVersion), as raw YAML for the api crate to read.
     Canary {
         /// The document.
-        value: serde_yaml::Value,
+        value: serde_norway::Value,
         /// Where it came from (for errors).
         file: String,
     },
@@ -66,14 +66,14 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<Document>, Vec<ManifestError>), std::
 pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<ManifestError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let name = if i == 0 {
             file.to_string()
         } else {
             format!("{file} (document {})", i + 1)
         };
-        let value = match serde_yaml::Value::deserialize(de) {
-            Ok(serde_yaml::Value::Null) => continue,
+        let value = match serde_norway::Value::deserialize(de) {
+            Ok(serde_norway::Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
                 errors.push(ManifestError {
@@ -81,7 +81,7 @@ pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<Manif
                     path: "-".into(),
                     message: format!("not valid YAML: {e}"),
                 });
-                // serde_yaml's document iterator yields a scanner error again and again: the
+                // serde_norway's document iterator yields a scanner error again and again: the
                 // rest of the file cannot be read, so stop here (one error, never a hang).
                 break;
             }
@@ -111,8 +111,11 @@ pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<Manif
 }
 
 /// Reads and validates one `Process` document.
-pub fn parse_process(value: serde_yaml::Value, file: &str) -> Result<Process, Vec<ManifestError>> {
-    let process: Process = serde_yaml::from_value(value).map_err(|e| {
+pub fn parse_process(
+    value: serde_norway::Value,
+    file: &str,
+) -> Result<Process, Vec<ManifestError>> {
+    let process: Process = serde_norway::from_value(value).map_err(|e| {
         vec![ManifestError {
             file: file.to_string(),
             path: "spec".into(),
@@ -179,14 +182,14 @@ pub fn read_templates(
             // read_dir reports unreadable files already.
             continue;
         };
-        for de in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(value) = serde_yaml::Value::deserialize(de) else {
+        for de in serde_norway::Deserializer::from_str(&text) {
+            let Ok(value) = serde_norway::Value::deserialize(de) else {
                 continue;
             };
             if value.get("kind").and_then(|k| k.as_str()) != Some("MetricTemplate") {
                 continue;
             }
-            match serde_yaml::from_value::<serin_api::MetricTemplate>(value) {
+            match serde_norway::from_value::<serin_api::MetricTemplate>(value) {
                 Ok(t) => {
                     let ns = t.metadata.namespace.as_deref().unwrap_or("default");
                     let key = format!("{ns}/{}", t.metadata.name.as_deref().unwrap_or_default());

@@ -244,7 +244,7 @@ fn metric_templates_are_read_from_the_directory() {
 
 #[test]
 fn a_badly_indented_file_is_one_error_not_a_hang() {
-    // serde_yaml's document iterator repeats a scanner error forever; reading must stop at it.
+    // serde_norway's document iterator repeats a scanner error forever; reading must stop at it.
     let text = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: p\nspec:\n  command: serin\n  env:\n- name: A\n      value: b\n";
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -507,7 +507,7 @@ spec:
         - {name: podinfo-canary, port: 9898, weight: 10}
       timeouts: {request: 10s}
 "#;
-        let route: HttpRoute = serde_yaml::from_str(yaml).unwrap();
+        let route: HttpRoute = serde_norway::from_str(yaml).unwrap();
         assert!(route.spec.parent_refs[0].is_service());
         assert_eq!(route.spec.rules[0].backend_refs[1].weight, Some(10));
         assert_eq!(
@@ -532,7 +532,7 @@ spec:
 
     #[test]
     fn traffic_split_weights_read_as_integers_or_quantities() {
-        let split: TrafficSplit = serde_yaml::from_str(
+        let split: TrafficSplit = serde_norway::from_str(
             "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s}\nspec:\n  service: web\n  backends: [{service: web-v1, weight: 90}, {service: web-v2, weight: \"500m\"}]\n",
         )
         .unwrap();

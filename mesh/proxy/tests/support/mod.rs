@@ -287,7 +287,7 @@ pub async fn proxy() -> Proxy {
 }
 
 pub fn table(yaml: &str) -> RouteTable {
-    serde_yaml::from_str(yaml).expect("test table yaml")
+    serde_norway::from_str(yaml).expect("test table yaml")
 }
 
 /// Scrapes `/metrics` from the proxy's admin listener.

@@ -1,0 +1,22 @@
+//! Kubernetes scenarios in the controller-rs style: a `kube::Client` over a `tower_test` mock
+//! (`serin_kube::testing`). Each scenario lists every API call the controller must make —
+//! method, path, and what the body must say — and answers it as the API server would. A missing
+//! call, an extra call or a call in the wrong order fails the test; every scenario is bounded by
+//! a timeout.
+//!
+//! One module per topic; the cluster's objects and the expected calls are built in `fixtures`.
+//! (tests/rbac.rs compiles this tree again to check the install's RBAC rules against the calls.)
+
+mod fixtures;
+
+mod analysis;
+mod bootstrap;
+mod commands;
+mod deletion;
+mod errors;
+mod leases;
+mod notifications;
+mod progress;
+mod validation;
+mod watches;
+mod webhooks;

@@ -1,0 +1,94 @@
+//! What the controller will not run as written: invalid specs and unsupported providers get a
+//! condition naming the field, and ignored fields are listed.
+
+use super::fixtures::*;
+
+#[tokio::test]
+async fn an_invalid_canary_gets_a_condition_naming_the_field() {
+    let canary = canary("podinfo").interval("5").build();
+    let calls = vec![status_write(&canary, |b| {
+        let c = cond(b, "Valid");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "InvalidSpec");
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.analysis.interval"),
+            "{c}"
+        );
+    })];
+    let (result, _) = run(
+        parse(canary),
+        Timestamp::from_millis(T0),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
+}
+
+#[tokio::test]
+async fn an_unsupported_provider_is_named_with_the_supported_ones() {
+    let canary = canary("podinfo")
+        .provider("istio")
+        .gateways(&["public-gateway"])
+        .build();
+    let calls = vec![status_write(&canary, |b| {
+        let c = cond(b, "ProviderSupported");
+        assert_eq!(c["status"], "False");
+        let m = c["message"].as_str().unwrap();
+        assert!(
+            m.contains("\"istio\"") && m.contains("gatewayapi") && m.contains("smi"),
+            "{m}"
+        );
+        // Word for word what `serin validate` prints for this Canary (exit 3).
+        assert_eq!(
+            Some(m.to_string()),
+            serin_api::support::provider_not_driven("istio")
+        );
+    })];
+    let (result, _) = run(
+        parse(canary),
+        Timestamp::from_millis(T0),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
+}
+
+#[tokio::test]
+async fn istio_only_service_fields_are_reported_as_ignored() {
+    let canary = canary("podinfo")
+        .gateways(&["public-gateway"])
+        .traffic_policy(json!({"tls": {"mode": "ISTIO_MUTUAL"}}))
+        .build();
+    let calls = vec![
+        get_target(deployment("podinfo:1")),
+        no_primary(),
+        get_target(deployment("podinfo:1")),
+        apply_primary(|_| {}),
+        apply_service("podinfo-primary", "podinfo-primary"),
+        apply_service("podinfo-canary", "podinfo"),
+        apply_service("podinfo", "podinfo-primary"),
+        event("Halted"),
+        status_write(&canary, |b| {
+            let c = cond(b, "IgnoredFields");
+            let m = c["message"].as_str().unwrap();
+            assert!(
+                m.contains("spec.service.gateways") && m.contains("spec.service.trafficPolicy"),
+                "{m}"
+            );
+            assert_eq!(cond(b, "Valid")["status"], "True");
+        }),
+    ];
+    let (result, _) = run(
+        parse(canary),
+        Timestamp::from_millis(T0),
+        analyzer(vec![]),
+        calls,
+    )
+    .await;
+    result.unwrap();
+}
