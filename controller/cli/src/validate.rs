@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// per error `FILE: document N (Kind ns/name): field.path: message`; warnings (what Serin reads
 /// differently from what was written, e.g. an interval rounded up) follow as
 /// `...: warning: field.path: message`. The local platform's `Process` documents are checked
-/// too; documents of other API groups (Deployments, Services, ...) are skipped.
+/// too; documents of other API groups (Deployments, Services, ...) are skipped. With `--rps`,
+/// each valid Canary with the judge is followed by `serin plan`'s lines for that traffic
+/// (`...: plan at N rps:`, `...: plan: <line>`), or `...: plan: none: <why>`.
 /// Exit status: 0 all valid and runnable, 1 invalid documents, 2 a file could not be read or
 /// held no Serin resource, 3 all valid but some not runnable by this Serin.
 #[derive(clap::Args, Debug)]
