@@ -68,6 +68,10 @@ pub use provider::datadog;
 pub use provider::prometheus::{
     DEFAULT_TIMEOUT, PrometheusAuth, PrometheusConfig, PrometheusProvider,
 };
+pub use provider::registry::{
+    Credentials, ProviderRegistry, ProviderSettings, QUERIED_PROVIDERS, TemplateProvider,
+    run_template_check,
+};
 pub use provider::scrape::{ProxyScrapeConfig, ProxyScrapeProvider};
 pub use provider::{ArmTraffic, BoxFuture, MetricsProvider, run_check, run_judge};
 pub use queries::{Mesh, arm_traffic_queries, builtin_query, canary_request_count_query};

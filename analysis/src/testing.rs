@@ -289,3 +289,137 @@ pub async fn start_exporter() -> Exporter {
     });
     Exporter { port, ticks }
 }
+
+/// A request as a [`FakeApi`] saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string, percent-encoded as sent (empty without one).
+    pub query: String,
+    /// The headers.
+    pub headers: http::HeaderMap,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl SeenRequest {
+    /// The decoded value of query parameter `name`.
+    pub fn param(&self, name: &str) -> Option<String> {
+        reqwest::Url::parse(&format!("http://x/?{}", self.query))
+            .ok()?
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One scripted answer: status, `content-type` and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `content-type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, body: impl Into<String>) -> Self {
+        Answer {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+        }
+    }
+
+    /// An answer of another content type.
+    pub fn with_type(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+        Answer {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+}
+
+/// A metrics API stand-in on `127.0.0.1:0` speaking real HTTP/1.1 (hyper): it answers each
+/// request with the next scripted [`Answer`] (then 500 `script exhausted`) and reports every
+/// request, so a test asserts what the provider sent and what it made of the documented answer.
+pub struct FakeApi {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    seen: tokio::sync::mpsc::UnboundedReceiver<SeenRequest>,
+}
+
+impl FakeApi {
+    /// Starts the fake with its script.
+    pub async fn start(script: Vec<Answer>) -> FakeApi {
+        use http_body_util::BodyExt;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let address = format!("http://{}", listener.local_addr().expect("local address"));
+        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let script = Arc::new(std::sync::Mutex::new(script.into_iter()));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (tx, script) = (tx.clone(), script.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (tx, script) = (tx.clone(), script.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let _ = tx.send(SeenRequest {
+                                    method: parts.method.to_string(),
+                                    path: parts.uri.path().to_string(),
+                                    query: parts.uri.query().unwrap_or("").to_string(),
+                                    headers: parts.headers,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                let next = script.lock().unwrap_or_else(|p| p.into_inner()).next();
+                                let a = next.unwrap_or_else(|| {
+                                    Answer::with_type(500, "text/plain", "script exhausted")
+                                });
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(a.status)
+                                        .header("content-type", a.content_type)
+                                        .body(http_body_util::Full::new(bytes::Bytes::from(a.body)))
+                                        .expect("a scripted response is valid"),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeApi { address, seen }
+    }
+
+    /// The next request the fake received, waiting at most 5 s.
+    pub async fn next(&mut self) -> SeenRequest {
+        tokio::time::timeout(Duration::from_secs(5), self.seen.recv())
+            .await
+            .expect("the fake API got no request within 5s")
+            .expect("the fake API stopped")
+    }
+}

@@ -1,18 +1,17 @@
 //! The Datadog provider with Flagger's query semantics: a MetricTemplate query runs against
 //! `GET /api/v1/query` over the window `[now - 10 × metric interval, now]`, authenticated by the
-//! Secret keys `datadog_api_key` and `datadog_application_key`; the value is the last point of
-//! the first series. No series, no point or a null point is "no data" (the check's no-data
-//! policy decides; never a pass).
-//!
-//! Not yet wired into the controller: `serin validate` still reports `datadog` templates as not
-//! queried until the analyzer dispatches MetricTemplates by provider type.
+//! Secret keys `datadog_api_key` and `datadog_application_key` (sent as `DD-API-KEY` and
+//! `DD-APPLICATION-KEY`); the value is the last point of the first series. No series, no point
+//! or a null point is "no data" (the check's no-data policy decides; never a pass).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use reqwest::Url;
 use serde::Deserialize;
 
+use super::BoxFuture;
+use super::http::{Http, unix_now};
+use super::registry::{Credentials, TemplateProvider, required};
 use crate::AnalysisError;
 use crate::check::Observed;
 
@@ -27,10 +26,11 @@ pub const APPLICATION_KEY: &str = "datadog_application_key";
 /// Flagger asks for ten metric intervals back, so sparse series still have a last point.
 pub const FROM_DELTA_INTERVALS: u32 = 10;
 
+const KEYS: &[&str] = &[API_KEY, APPLICATION_KEY];
+
 /// A Datadog metrics API client.
 pub struct DatadogProvider {
-    client: reqwest::Client,
-    address: String,
+    http: Http,
     api_key: String,
     application_key: String,
 }
@@ -38,7 +38,7 @@ pub struct DatadogProvider {
 impl std::fmt::Debug for DatadogProvider {
     // Never print the keys.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatadogProvider({}, <keys redacted>)", self.address)
+        write!(f, "DatadogProvider({}, <keys redacted>)", self.http.address)
     }
 }
 
@@ -54,98 +54,75 @@ struct Series {
     pointlist: Vec<(Option<f64>, Option<f64>)>,
 }
 
+/// Datadog's error shape: `{"errors": ["..."]}`.
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     errors: Vec<String>,
 }
 
+fn error_detail(body: &str) -> Option<String> {
+    serde_json::from_str::<ErrorBody>(body)
+        .ok()
+        .filter(|b| !b.errors.is_empty())
+        .map(|b| b.errors.join("; "))
+}
+
 impl DatadogProvider {
-    /// A client for `address` (default [`DEFAULT_ADDRESS`]) with the keys read from the
-    /// template's Secret `secret` (its `data`, decoded); a missing key is an error naming it.
+    /// A client for `address` (default [`DEFAULT_ADDRESS`]) with the keys of the template's
+    /// `secretRef` Secret; a missing Secret or key is an error naming it.
+    pub fn new(
+        address: Option<&str>,
+        credentials: Option<&Credentials>,
+        insecure_skip_verify: bool,
+    ) -> Result<Self, AnalysisError> {
+        let c = required(KIND, credentials, KEYS)?;
+        Ok(DatadogProvider {
+            api_key: c.key(KIND, API_KEY, KEYS)?,
+            application_key: c.key(KIND, APPLICATION_KEY, KEYS)?,
+            http: Http::new(
+                KIND,
+                "spec.provider.address",
+                address.unwrap_or(DEFAULT_ADDRESS),
+                insecure_skip_verify,
+            )?,
+        })
+    }
+
+    /// [`DatadogProvider::new`] from a Secret's decoded data.
     pub fn from_secret(
         address: Option<&str>,
         secret_name: &str,
         secret: &BTreeMap<String, String>,
     ) -> Result<Self, AnalysisError> {
-        let key = |k: &str| {
-            secret
-                .get(k)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| v.trim().to_string())
-                .ok_or_else(|| AnalysisError::InvalidConfig {
-                    field: format!("Secret {secret_name} key {k}"),
-                    message: "missing or empty".into(),
-                    accepted: format!(
-                        "a Secret with the keys {API_KEY} and {APPLICATION_KEY}, named by the MetricTemplate's spec.provider.secretRef"
-                    ),
-                })
+        let c = Credentials {
+            secret: secret_name.to_string(),
+            data: secret.clone(),
         };
-        let api_key = key(API_KEY)?;
-        let application_key = key(APPLICATION_KEY)?;
-        let client = super::http_client_builder()
-            .timeout(super::prometheus::DEFAULT_TIMEOUT)
-            .build()
-            .map_err(|e| unavailable(address.unwrap_or(DEFAULT_ADDRESS), e.to_string()))?;
-        Ok(DatadogProvider {
-            client,
-            address: address
-                .unwrap_or(DEFAULT_ADDRESS)
-                .trim_end_matches('/')
-                .to_string(),
-            api_key,
-            application_key,
-        })
+        Self::new(address, Some(&c), false)
     }
 
     /// Runs a rendered query for a metric of `interval` and returns its value.
     pub async fn query(&self, query: &str, interval: Duration) -> Result<Observed, AnalysisError> {
-        let to = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let to = unix_now().as_secs();
         let from = to.saturating_sub((interval * FROM_DELTA_INTERVALS).as_secs());
-        let url = Url::parse_with_params(
-            &format!("{}/api/v1/query", self.address),
-            [
+        let request = self
+            .http
+            .client
+            .get(self.http.url("/api/v1/query"))
+            .query(&[
                 ("from", from.to_string()),
                 ("to", to.to_string()),
                 ("query", query.to_string()),
-            ],
-        )
-        .map_err(|e| AnalysisError::InvalidConfig {
-            field: "spec.provider.address".into(),
-            message: format!("{:?}: {e}", self.address),
-            accepted: "an http(s) URL such as https://api.datadoghq.eu".into(),
-        })?;
-        let response = self
-            .client
-            .get(url)
+            ])
             .header("DD-API-KEY", &self.api_key)
             .header("DD-APPLICATION-KEY", &self.application_key)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| unavailable(&self.address, e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| unavailable(&self.address, e.to_string()))?;
-        let bad = |message: String| AnalysisError::BadResponse {
-            provider: KIND,
-            query: query.to_string(),
-            message,
-        };
-        if !status.is_success() {
-            let detail = serde_json::from_str::<ErrorBody>(&body)
-                .ok()
-                .filter(|b| !b.errors.is_empty())
-                .map_or_else(|| body.trim().to_string(), |b| b.errors.join("; "));
-            return Err(bad(format!("HTTP {status}: {detail}")));
-        }
-        let parsed: QueryResponse = serde_json::from_str(&body)
-            .map_err(|e| bad(format!("not a Datadog query answer: {e}")))?;
+            .header("Accept", "application/json");
+        let body = self.http.send(request, query, error_detail).await?;
+        let parsed: QueryResponse = serde_json::from_str(&body).map_err(|e| {
+            self.http
+                .bad(query, format!("not a Datadog query answer: {e}"))
+        })?;
         let value = parsed
             .series
             .first()
@@ -160,11 +137,16 @@ impl DatadogProvider {
     }
 }
 
-fn unavailable(address: &str, message: String) -> AnalysisError {
-    AnalysisError::Unavailable {
-        provider: KIND,
-        address: address.to_string(),
-        message,
-        source: None,
+impl TemplateProvider for DatadogProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn query<'a>(
+        &'a self,
+        query: &'a str,
+        interval: Duration,
+    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
+        Box::pin(DatadogProvider::query(self, query, interval))
     }
 }

@@ -16,7 +16,9 @@ use crate::target::{ArmRole, Target};
 use crate::template::render;
 
 pub mod datadog;
+mod http;
 pub mod prometheus;
+pub mod registry;
 pub mod scrape;
 
 /// A `reqwest` client builder on rustls with the `ring` provider (the TLS stack `kube` uses

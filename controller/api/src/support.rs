@@ -210,7 +210,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "datadog",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "cloudwatch",

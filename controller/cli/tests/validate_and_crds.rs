@@ -171,8 +171,12 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stderr}"
     );
     assert!(
-        stderr.contains("(MetricTemplate test/datadog-errors): valid for Flagger, not runnable by this Serin: metric provider \"datadog\" is not queried by this Serin; supported: prometheus"),
+        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog"),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("(MetricTemplate test/datadog-errors)"),
+        "datadog is queried: {stderr}"
     );
     // A Canary in one file using a template of another file that is not queried.
     assert!(

@@ -1,14 +1,15 @@
-//! [`PrometheusAnalyzer`]: the Kubernetes [`Analyzer`], measuring with `serin-analysis` against
-//! Prometheus: the built-in checks (with the provider's queries: Serin's proxy metrics, Linkerd's
-//! or Istio's), `MetricTemplate` queries read from the API server (with the template's own
-//! address, `secretRef` credentials, headers and `insecureSkipVerify`), the deprecated inline
-//! `query`, and the statistical judge when the Canary turns it on.
+//! [`PrometheusAnalyzer`]: the Kubernetes [`Analyzer`], measuring with `serin-analysis`: the
+//! built-in checks against Prometheus (with the provider's queries: Serin's proxy metrics,
+//! Linkerd's or Istio's), `MetricTemplate` queries read from the API server and run by the
+//! template's provider from `serin_analysis`'s [`ProviderRegistry`] (Prometheus, Datadog, ...,
+//! with the template's address, `secretRef` Secret, headers and `insecureSkipVerify`), the
+//! deprecated inline `query`, and the statistical judge when the Canary turns it on.
 //!
 //! The judge's sequential state is persisted with the Canary's status (`status.serin.analysis`)
 //! through [`Analyzer::run_checks_from`], so a restarted controller continues the same
 //! sequential test: no look is repeated and none forgotten.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use serin_analysis::{
-    ArmRole, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig, PrometheusAuth,
-    PrometheusConfig, PrometheusProvider, Target, ThresholdRange, run_check,
+    ArmRole, Credentials, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig,
+    PrometheusConfig, PrometheusProvider, ProviderRegistry, ProviderSettings, Target,
+    ThresholdRange, run_check, run_template_check,
 };
 use serin_api::{MetricSource, MetricTemplate, Normalized};
 use serin_core::{Bound, CheckResult, Status};
@@ -37,20 +39,13 @@ pub struct PrometheusAnalyzer {
     client: Client,
     default_address: Option<String>,
     default_provider: String,
-    /// Clients by connection (address and mesh, or the template for templates with their own
-    /// settings), rebuilt when the settings change (a rotated Secret, an edited template).
+    /// Prometheus clients by address and mesh (built-in checks, inline queries, the judge).
     providers: Mutex<HashMap<String, (PrometheusConfig, Arc<PrometheusProvider>)>>,
+    /// MetricTemplate clients of every provider type, rebuilt when a template's settings or
+    /// Secret change.
+    registry: ProviderRegistry,
     judges: Judges,
     last_judge: LastJudge,
-}
-
-/// How a MetricTemplate connects to its Prometheus, beyond the address.
-struct Connection {
-    /// `namespace/name` of the template (the cache key).
-    template: String,
-    headers: Vec<(String, String)>,
-    auth: Option<PrometheusAuth>,
-    insecure_skip_verify: bool,
 }
 
 impl PrometheusAnalyzer {
@@ -62,31 +57,16 @@ impl PrometheusAnalyzer {
             default_address,
             default_provider,
             providers: Mutex::new(HashMap::new()),
+            registry: ProviderRegistry::new(),
             judges: Judges::default(),
             last_judge: LastJudge::default(),
         }
     }
 
+    /// The Prometheus client for built-in checks, inline queries and the judge.
     fn provider(&self, address: &str, mesh: Mesh) -> Result<Arc<PrometheusProvider>, String> {
-        self.provider_for(None, address, mesh)
-    }
-
-    fn provider_for(
-        &self,
-        conn: Option<&Connection>,
-        address: &str,
-        mesh: Mesh,
-    ) -> Result<Arc<PrometheusProvider>, String> {
-        let mut config = PrometheusConfig::new(address, mesh);
-        let key = match conn {
-            None => format!("{address} {mesh:?}"),
-            Some(c) => {
-                config.headers = c.headers.clone();
-                config.auth = c.auth.clone();
-                config.insecure_skip_verify = c.insecure_skip_verify;
-                format!("template {} {mesh:?}", c.template)
-            }
-        };
+        let config = PrometheusConfig::new(address, mesh);
+        let key = format!("{address} {mesh:?}");
         if let Some(p) = self.providers.lock().ok().and_then(|m| {
             m.get(&key)
                 .filter(|(c, _)| *c == config)
@@ -101,14 +81,14 @@ impl PrometheusAnalyzer {
         Ok(p)
     }
 
-    /// The credentials in a template's `secretRef`: `token` (bearer) or `username` and
-    /// `password` (basic auth), as Flagger reads them.
+    /// A template's `secretRef` Secret, its values as text. Errors name the field, the Secret
+    /// and the key.
     async fn credentials(
         &self,
         namespace: &str,
         template: &str,
         secret: &str,
-    ) -> Result<PrometheusAuth, String> {
+    ) -> Result<Credentials, String> {
         let field = format!("MetricTemplate {namespace}/{template} spec.provider.secretRef");
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let s = api
@@ -116,25 +96,75 @@ impl PrometheusAnalyzer {
             .await
             .map_err(|e| format!("{field}: reading Secret {namespace}/{secret}: {e}"))?
             .ok_or_else(|| format!("{field}: Secret {namespace}/{secret} does not exist"))?;
-        let data = s.data.unwrap_or_default();
-        let text = |key: &str| -> Result<Option<String>, String> {
-            data.get(key)
-                .map(|b| {
-                    String::from_utf8(b.0.clone()).map_err(|_| {
-                        format!("{field}: key {key:?} of Secret {namespace}/{secret} is not UTF-8")
-                    })
-                })
-                .transpose()
+        let mut data = BTreeMap::new();
+        // `stringData` is folded into `data` by the API server; both are read as Flagger does.
+        for (key, value) in s.data.unwrap_or_default() {
+            let text = String::from_utf8(value.0).map_err(|_| {
+                format!("{field}: key {key:?} of Secret {namespace}/{secret} is not UTF-8")
+            })?;
+            data.insert(key, text);
+        }
+        Ok(Credentials {
+            secret: format!("{namespace}/{secret}"),
+            data,
+        })
+    }
+
+    /// Measures a `templateRef` check with the template's own provider, from the registry.
+    async fn template_check(
+        &self,
+        field: &str,
+        m: &serin_api::MetricCheck,
+        r: &serin_api::CrossNamespaceObjectReference,
+        env: &CheckEnv,
+    ) -> CheckResult {
+        let tns = r.namespace.clone().unwrap_or_else(|| env.ns.clone());
+        let t = match self.template(&tns, &r.name).await {
+            Ok(t) => t,
+            Err(e) => return inconclusive(&m.name, e),
         };
-        match (text("token")?, text("username")?, text("password")?) {
-            (Some(token), _, _) if !token.trim().is_empty() => Ok(PrometheusAuth::Bearer { token }),
-            (_, Some(username), Some(password)) => Ok(PrometheusAuth::Basic {
-                username: username.trim().to_string(),
-                password: password.trim_end_matches(['\r', '\n']).to_string(),
-            }),
-            _ => Err(format!(
-                "{field}: Secret {namespace}/{secret} has neither a non-empty `token` nor `username` and `password`"
-            )),
+        let p = &t.spec.provider;
+        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_) {
+            return inconclusive(&m.name, format!("{field}.templateRef: {why}"));
+        }
+        let credentials = match &p.secret_ref {
+            None => None,
+            Some(sref) => match self.credentials(&tns, &r.name, &sref.name).await {
+                Ok(c) => Some(c),
+                Err(e) => return inconclusive(&m.name, e),
+            },
+        };
+        // A Prometheus template without an address asks the Canary's (or the controller's).
+        let address = p.address.clone().or_else(|| {
+            (p.type_ == "prometheus")
+                .then(|| {
+                    env.metrics_server
+                        .clone()
+                        .or_else(|| self.default_address.clone())
+                })
+                .flatten()
+        });
+        let settings = ProviderSettings {
+            type_: p.type_.clone(),
+            address,
+            credentials,
+            headers: p.headers.pairs(),
+            insecure_skip_verify: p.insecure_skip_verify,
+            region: p.region.clone(),
+        };
+        let key = format!("{tns}/{}", r.name);
+        let provider = match self.registry.provider(&key, &settings) {
+            Ok(p) => p,
+            Err(e) => return inconclusive(&m.name, format!("MetricTemplate {key} {e}")),
+        };
+        let check = match metric_check(field, m, Some(t.spec.query.clone())) {
+            Ok(c) => c,
+            Err(e) => return inconclusive(&m.name, e),
+        };
+        match run_template_check(provider.as_ref(), &check, &env.target, &env.no_data).await {
+            Ok(r) => check_result(r),
+            // A measurement that failed is never a pass; the step holds and the history says why.
+            Err(e) => inconclusive(&m.name, format!("MetricTemplate {key}: {e}")),
         }
     }
 
@@ -171,84 +201,56 @@ impl PrometheusAnalyzer {
         m: &serin_api::MetricCheck,
         env: &CheckEnv,
     ) -> CheckResult {
-        let CheckEnv {
-            mesh,
-            ns,
-            target,
-            no_data,
-            metrics_server,
-        } = env;
-        let (mesh, ns) = (*mesh, ns.as_str());
         let field = format!("spec.analysis.metrics[{index}]");
-        let mut address = metrics_server
-            .clone()
-            .or_else(|| self.default_address.clone());
-        let mut conn = None;
-        let template_query = match &m.source {
+        let query = match &m.source {
+            MetricSource::Template(r) => return self.template_check(&field, m, r, env).await,
             MetricSource::Builtin => None,
             MetricSource::Query(q) => Some(q.clone()),
-            MetricSource::Template(r) => {
-                let tns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
-                match self.template(&tns, &r.name).await {
-                    Ok(t) => {
-                        let p = &t.spec.provider;
-                        if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_)
-                        {
-                            return inconclusive(&m.name, format!("{field}.templateRef: {why}"));
-                        }
-                        if let Some(a) = &p.address {
-                            address = Some(a.clone());
-                        }
-                        let auth = match &p.secret_ref {
-                            None => None,
-                            Some(sref) => match self.credentials(&tns, &r.name, &sref.name).await {
-                                Ok(a) => Some(a),
-                                Err(e) => return inconclusive(&m.name, e),
-                            },
-                        };
-                        conn = Some(Connection {
-                            template: format!("{tns}/{}", r.name),
-                            headers: p.headers.pairs(),
-                            auth,
-                            insecure_skip_verify: p.insecure_skip_verify,
-                        });
-                        Some(t.spec.query.clone())
-                    }
-                    Err(e) => return inconclusive(&m.name, e),
-                }
-            }
         };
-        let Some(address) = address else {
+        let Some(address) = env
+            .metrics_server
+            .clone()
+            .or_else(|| self.default_address.clone())
+        else {
             return inconclusive(
                 &m.name,
                 "no metrics server: set spec.metricsServer, the template's provider.address, or the controller's --metrics-server".into(),
             );
         };
-        let spec = MetricSpec {
-            name: m.name.clone(),
-            interval: Some(serin_analysis::format_duration(m.interval)),
-            threshold_range: Some(ThresholdRange {
-                min: m.min,
-                max: m.max,
-            }),
-            threshold: None,
-            template_query,
-            template_variables: m.template_variables.clone(),
-        };
-        let check = match MetricCheck::from_spec(&field, &spec) {
+        let check = match metric_check(&field, m, query) {
             Ok(c) => c,
-            Err(e) => return inconclusive(&m.name, e.to_string()),
+            Err(e) => return inconclusive(&m.name, e),
         };
-        let provider = match self.provider_for(conn.as_ref(), &address, mesh) {
+        let provider = match self.provider(&address, env.mesh) {
             Ok(p) => p,
             Err(e) => return inconclusive(&m.name, e),
         };
-        match run_check(provider.as_ref(), &check, target, no_data).await {
+        match run_check(provider.as_ref(), &check, &env.target, &env.no_data).await {
             Ok(r) => check_result(r),
             // A measurement that failed is never a pass; the step holds and the history says why.
             Err(e) => inconclusive(&m.name, e.to_string()),
         }
     }
+}
+
+/// The analysis check of the Canary's metric `m` at `field`.
+fn metric_check(
+    field: &str,
+    m: &serin_api::MetricCheck,
+    template_query: Option<String>,
+) -> Result<MetricCheck, String> {
+    let spec = MetricSpec {
+        name: m.name.clone(),
+        interval: Some(serin_analysis::format_duration(m.interval)),
+        threshold_range: Some(ThresholdRange {
+            min: m.min,
+            max: m.max,
+        }),
+        threshold: None,
+        template_query,
+        template_variables: m.template_variables.clone(),
+    };
+    MetricCheck::from_spec(field, &spec).map_err(|e| e.to_string())
 }
 
 #[async_trait]

@@ -1,10 +1,11 @@
 //! [`LocalAnalyzer`]: the local [`Analyzer`]. It measures with `serin-analysis` from the proxies'
 //! own `/metrics` (the embedded default: no Prometheus needed) or from a Prometheus given with
 //! `--metrics-server`: Flagger's built-in checks, inline queries (Prometheus only),
-//! `MetricTemplate`s read from the manifest directory (Prometheus only: the controller's
-//! `--metrics-server`, or the template's own `spec.provider.address`; with the proxies alone a
-//! template check is inconclusive with an error naming the field and both ways to fix it), and
-//! the statistical judge when the Canary turns it on.
+//! `MetricTemplate`s read from the manifest directory (run by the template's provider from
+//! `serin_analysis`'s shared registry, with `secretRef` naming a `kind: Secret` document of the
+//! same directory; a Prometheus template without an address runs on the controller's
+//! `--metrics-server`, and with the proxies alone it is inconclusive with an error naming the
+//! field and both ways to fix it), and the statistical judge when the Canary turns it on.
 //!
 //! The judge's sequential state lives in memory per run; after a controller restart it starts a
 //! fresh sequence for the same run, which is still valid at `alpha` (it only forgets earlier
@@ -16,9 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serin_analysis::{
-    AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, MetricCheck, MetricSpec,
-    MetricsProvider, Observed, PrometheusConfig, PrometheusProvider, Target, ThresholdRange,
-    run_check,
+    AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, Credentials, MetricCheck,
+    MetricSpec, MetricsProvider, Observed, ProviderRegistry, ProviderSettings, Target,
+    TemplateProvider, ThresholdRange, run_check, run_template_check,
 };
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
@@ -35,8 +36,10 @@ pub struct LocalAnalyzer {
     provider: Arc<dyn MetricsProvider>,
     /// `MetricTemplate`s of the manifest directory by `namespace/name` (replaced on reload).
     templates: std::sync::RwLock<BTreeMap<String, serin_api::MetricTemplate>>,
-    /// Prometheus clients for templates naming their own `spec.provider.address`.
-    template_providers: std::sync::Mutex<BTreeMap<String, Arc<dyn MetricsProvider>>>,
+    /// `Secret`s of the manifest directory by `namespace/name` (what `secretRef`s name).
+    secrets: std::sync::RwLock<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Clients for templates with their own provider (the registry every platform shares).
+    registry: ProviderRegistry,
     judges: Judges,
     last_judge: LastJudge,
 }
@@ -47,7 +50,8 @@ impl LocalAnalyzer {
         Self {
             provider,
             templates: Default::default(),
-            template_providers: Default::default(),
+            secrets: Default::default(),
+            registry: ProviderRegistry::new(),
             judges: Judges::default(),
             last_judge: LastJudge::default(),
         }
@@ -60,15 +64,22 @@ impl LocalAnalyzer {
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = templates;
     }
 
-    /// Resolves `field`'s `templateRef`: the template's query, and the provider to ask when the
-    /// template names its own Prometheus. Errors name the field and what is accepted.
+    /// Replaces the known `Secret`s (`namespace/name` keys, decoded data), after a reload.
+    pub fn set_secrets(&self, secrets: BTreeMap<String, BTreeMap<String, String>>) {
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    /// Resolves `field`'s `templateRef`: the template's query, and the template's own provider
+    /// (from the shared registry) unless it is a Prometheus template without an address, which
+    /// runs on the controller's provider. Errors name the field and what is accepted.
     fn template(
         &self,
         field: &str,
         namespace: &str,
         r: &serin_api::CrossNamespaceObjectReference,
-    ) -> Result<(String, Option<Arc<dyn MetricsProvider>>), String> {
-        let key = format!("{}/{}", r.namespace.as_deref().unwrap_or(namespace), r.name);
+    ) -> Result<(String, Option<Arc<dyn TemplateProvider>>), String> {
+        let tns = r.namespace.as_deref().unwrap_or(namespace);
+        let key = format!("{tns}/{}", r.name);
         let template = self
             .templates
             .read()
@@ -84,37 +95,46 @@ impl LocalAnalyzer {
         if let Some(why) = serin_api::support::metric_provider_not_queried(&p.type_) {
             return Err(format!("MetricTemplate {key} spec.provider.type: {why}"));
         }
-        if p.secret_ref.is_some() {
-            return Err(format!(
-                "MetricTemplate {key} spec.provider.secretRef: Secrets are Kubernetes objects; locally put credentials in spec.provider.headers (e.g. an Authorization header)"
-            ));
-        }
         let query = template.spec.query.clone();
-        let Some(address) = &p.address else {
+        if p.type_ == "prometheus" && p.address.is_none() {
             if self.provider.kind() == PROXY_SCRAPE {
                 return Err(format!(
                     "{field}.templateRef {key}: a MetricTemplate query needs a Prometheus: start the controller with --metrics-server URL or set the template's spec.provider.address (the proxies' own /metrics answer only the built-in request-success-rate and request-duration)"
                 ));
             }
             return Ok((query, None));
-        };
-        let headers: Vec<(String, String)> = p.headers.pairs();
-        let cache_key = format!("{address} {headers:?} {}", p.insecure_skip_verify);
-        let mut cache = self
-            .template_providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(provider) = cache.get(&cache_key) {
-            return Ok((query, Some(provider.clone())));
         }
-        let mut config = PrometheusConfig::new(address.clone(), serin_analysis::Mesh::Serin);
-        config.headers = headers;
-        config.insecure_skip_verify = p.insecure_skip_verify;
-        let provider: Arc<dyn MetricsProvider> = Arc::new(
-            PrometheusProvider::new(config)
-                .map_err(|e| format!("MetricTemplate {key} spec.provider.address: {e}"))?,
-        );
-        cache.insert(cache_key, provider.clone());
+        // Locally a `secretRef` names a `kind: Secret` document of the manifest directory.
+        let credentials = match &p.secret_ref {
+            None => None,
+            Some(sref) => {
+                let skey = format!("{tns}/{}", sref.name);
+                let data = self
+                    .secrets
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&skey)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "MetricTemplate {key} spec.provider.secretRef: Secret {skey} is not in the manifest directory (locally, put the `apiVersion: v1, kind: Secret` document beside the MetricTemplate)"
+                        )
+                    })?;
+                Some(Credentials { secret: skey, data })
+            }
+        };
+        let settings = ProviderSettings {
+            type_: p.type_.clone(),
+            address: p.address.clone(),
+            credentials,
+            headers: p.headers.pairs(),
+            insecure_skip_verify: p.insecure_skip_verify,
+            region: p.region.clone(),
+        };
+        let provider = self
+            .registry
+            .provider(&key, &settings)
+            .map_err(|e| format!("MetricTemplate {key} {e}"))?;
         Ok((query, Some(provider)))
     }
 }
@@ -235,7 +255,7 @@ impl Analyzer for LocalAnalyzer {
         for (i, m) in n.metrics.iter().enumerate() {
             let field = format!("spec.analysis.metrics[{i}]");
             // A template with its own `spec.provider.address` is asked there.
-            let mut own_provider: Option<Arc<dyn MetricsProvider>> = None;
+            let mut own_provider: Option<Arc<dyn TemplateProvider>> = None;
             let template_query = match &m.source {
                 MetricSource::Builtin => None,
                 MetricSource::Query(q) => Some(q.clone()),
@@ -286,10 +306,10 @@ impl Analyzer for LocalAnalyzer {
                     };
                     run_check(&bounded, &check, &target, &no_data).await
                 }
-                _ => {
-                    let provider = own_provider.as_ref().unwrap_or(&self.provider);
-                    run_check(provider.as_ref(), &check, &target, &no_data).await
-                }
+                _ => match &own_provider {
+                    Some(own) => run_template_check(own.as_ref(), &check, &target, &no_data).await,
+                    None => run_check(self.provider.as_ref(), &check, &target, &no_data).await,
+                },
             };
             results.push(match measured {
                 Ok(r) => check_result(r),
@@ -397,7 +417,9 @@ impl LocalAnalyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serin_analysis::{ProxyScrapeConfig, ProxyScrapeProvider};
+    use serin_analysis::{
+        PrometheusConfig, PrometheusProvider, ProxyScrapeConfig, ProxyScrapeProvider,
+    };
 
     fn template(yaml: &str) -> (String, serin_api::MetricTemplate) {
         let t: serin_api::MetricTemplate = serde_norway::from_str(yaml).unwrap();
@@ -426,9 +448,22 @@ mod tests {
                 "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: dd}\nspec:\n  provider: {type: datadog}\n  query: x\n",
             ),
             template(
-                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: secret}\nspec:\n  provider: {type: prometheus, secretRef: {name: creds}}\n  query: up\n",
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: secret}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9', secretRef: {name: creds}}\n  query: up\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: dd-keys}\nspec:\n  provider: {type: datadog, secretRef: {name: dd}}\n  query: x\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: keptn}\nspec:\n  provider: {type: keptn}\n  query: x\n",
             ),
         ]));
+        a.set_secrets(BTreeMap::from([(
+            "default/dd".to_string(),
+            BTreeMap::from([
+                ("datadog_api_key".to_string(), "a".to_string()),
+                ("datadog_application_key".to_string(), "b".to_string()),
+            ]),
+        )]));
         a
     }
 
@@ -470,12 +505,25 @@ mod tests {
             e.contains("--metrics-server") && e.contains("spec.provider.address"),
             "proxies cannot run a query: {e}"
         );
-        let e = err("dd");
+        let e = err("keptn");
         assert!(
-            e.contains("spec.provider.type") && e.contains("supported: prometheus"),
+            e.contains("spec.provider.type") && e.contains("supported: prometheus, datadog"),
             "{e}"
         );
-        assert!(err("secret").contains("spec.provider.secretRef"));
+        // Datadog needs its Secret; a secretRef names a Secret document of the directory.
+        let e = err("dd");
+        assert!(
+            e.contains("spec.provider.secretRef") && e.contains("datadog_api_key"),
+            "{e}"
+        );
+        let e = err("secret");
+        assert!(
+            e.contains("spec.provider.secretRef") && e.contains("Secret default/creds"),
+            "{e}"
+        );
+        let (query, own) = a.template(FIELD, "default", &reference("dd-keys")).unwrap();
+        assert_eq!(query, "x");
+        assert_eq!(own.unwrap().kind(), "datadog");
         // A template naming its own Prometheus is asked there, whatever the controller uses.
         let (query, own) = a.template(FIELD, "default", &reference("own")).unwrap();
         assert_eq!(query, "up");

@@ -139,6 +139,12 @@ fn load(
             tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
         }
     }
+    if let Ok((secrets, errors)) = manifest::read_secrets(dir) {
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        analyzer.set_secrets(secrets);
+    }
     let (docs, errors) = match manifest::read_dir(dir) {
         Ok(r) => r,
         Err(error) => {

@@ -27,7 +27,7 @@
 //! lets the proxies use either CPU during the fixed rates (see mesh/proxy/README.md).
 //!
 //! `SERIN_BENCH_IDLE=10000` idle keep-alive connections for the memory line (`0`: skip),
-//! `SERIN_BENCH_IDLE_SETTLE_SECS=10` how long after they close memory is read again.
+//! `SERIN_BENCH_IDLE_SETTLE_SECS=60` how long after they close memory is read again.
 //!
 //! Output: one line per proxy `path=<p> idle_conns=<n> rss_mib=<n> rss_after_close_mib=<n>`,
 //! one line per path and rate,
@@ -64,8 +64,9 @@ const MAX_SLOT: Duration = Duration::from_millis(100);
 const MAX_SETTLE: Duration = Duration::from_millis(5);
 /// Idle keep-alive connections held open for the memory line (`SERIN_BENCH_IDLE`).
 const IDLE_CONNS: usize = 10_000;
-/// How long after the idle connections close the proxy's memory is read again.
-const IDLE_SETTLE: Duration = Duration::from_secs(10);
+/// How long after the idle connections close the proxy's memory is read again (the goal:
+/// back within 20 % of its level before the storm a minute after it).
+const IDLE_SETTLE: Duration = Duration::from_secs(60);
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -151,15 +152,7 @@ fn main() -> anyhow::Result<()> {
         Err(_) => IDLE_CONNS,
     };
     if idle_n > 0 {
-        for (name, proc_, addr) in &paths {
-            let Some(p) = proc_ else { continue };
-            match idle_conns(p, *addr, idle_n) {
-                Ok((rss, after)) => println!(
-                    "path={name} idle_conns={idle_n} rss_mib={rss:.1} rss_after_close_mib={after:.1}"
-                ),
-                Err(e) => println!("# note: path={name} idle_conns skipped: {e:#}"),
-            }
-        }
+        idle_memory(&paths, idle_n)?;
     }
     // This machine's CPU speed drifts over minutes, so measuring one path after the other
     // favours whichever ran in a fast phase. The paths take turns (in slots at fixed rates, in
@@ -702,10 +695,46 @@ impl Conn {
     }
 }
 
+/// The memory line of every proxy: its RSS before (having served one request), with `n` idle
+/// keep-alive connections, and [`IDLE_SETTLE`] (`SERIN_BENCH_IDLE_SETTLE_SECS`) after they
+/// closed. The proxies take the storm one after the other and then settle together, so the
+/// settling costs one wait, not one per proxy (the first proxy settles longest).
+fn idle_memory(paths: &[(&str, Option<Proc>, SocketAddr)], n: usize) -> anyhow::Result<()> {
+    let settle = match std::env::var("SERIN_BENCH_IDLE_SETTLE_SECS") {
+        Ok(v) => Duration::from_secs(
+            v.trim()
+                .parse()
+                .context("SERIN_BENCH_IDLE_SETTLE_SECS: expected a number of seconds")?,
+        ),
+        Err(_) => IDLE_SETTLE,
+    };
+    // (name, proc, rss before, rss with the connections open); None when skipped.
+    let mut measured = Vec::new();
+    for (name, proc_, addr) in paths {
+        let Some(p) = proc_ else { continue };
+        let before = p.rss_mib();
+        match idle_conns(p, *addr, n) {
+            Ok(rss) => measured.push((*name, p, before, rss)),
+            Err(e) => println!("# note: path={name} idle_conns skipped: {e:#}"),
+        }
+    }
+    std::thread::sleep(settle);
+    for (name, p, before, rss) in measured {
+        let after = p.rss_mib();
+        println!("path={name} idle_conns={n} rss_mib={rss:.1} rss_after_close_mib={after:.1}");
+        println!(
+            "# path={name} rss_before_mib={before:.1} kib_per_idle_conn={:.2} after_close_over_before={:.2} settle_s={}",
+            (rss - before) * 1024.0 / n as f64,
+            after / before,
+            settle.as_secs()
+        );
+    }
+    Ok(())
+}
+
 /// Opens `n` connections, one request each (so each is an HTTP/1.1 keep-alive connection the
-/// proxy has served), holds them idle, and reads the proxy's RSS; then closes them and reads it
-/// again after [`IDLE_SETTLE`] (`SERIN_BENCH_IDLE_SETTLE_SECS`).
-fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
+/// proxy has served), holds them idle, and reads the proxy's RSS; then closes them.
+fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<f64> {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let mut c = Conn::open(addr).with_context(|| format!("connection {i}"))?;
@@ -716,12 +745,7 @@ fn idle_conns(p: &Proc, addr: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)
     std::thread::sleep(Duration::from_secs(1));
     let rss = p.rss_mib();
     drop(held);
-    let settle = std::env::var("SERIN_BENCH_IDLE_SETTLE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(IDLE_SETTLE, Duration::from_secs);
-    std::thread::sleep(settle);
-    Ok((rss, p.rss_mib()))
+    Ok(rss)
 }
 
 fn one_request(addr: SocketAddr) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
     let template = json!({
         "apiVersion": "serin.dev/v1beta1", "kind": "MetricTemplate",
         "metadata": {"name": "budget", "namespace": NS},
-        "spec": {"provider": {"type": "datadog", "address": "https://api.datadoghq.com"}, "query": "avg:errors{*}"}
+        "spec": {"provider": {"type": "keptn"}, "query": "slo/errors"}
     });
     let server = tokio::spawn(play(
         handle,
@@ -48,7 +48,7 @@ async fn the_prometheus_analyzer_never_passes_what_it_could_not_measure() {
     );
     assert_eq!(results[1].verdict, Verdict::Inconclusive);
     assert!(
-        results[1].detail.contains("templateRef") && results[1].detail.contains("datadog"),
+        results[1].detail.contains("templateRef") && results[1].detail.contains("keptn"),
         "{:?}",
         results[1]
     );

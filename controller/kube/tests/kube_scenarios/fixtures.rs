@@ -458,3 +458,41 @@ pub fn cond<'a>(b: &'a Value, t: &str) -> &'a Value {
         .find(|c| c["type"] == t)
         .unwrap_or_else(|| panic!("no {t} condition in {b}"))
 }
+
+/// The calls of a deleted Canary with revertOnDeletion, mid-run: the route is deleted
+/// (`delete_route`), the apex Service selects the target again and is released, the target is
+/// scaled back to the primary's replicas, and the finalizer goes.
+pub fn handing_back(canary: &Value, delete_route: Expect) -> Vec<Expect> {
+    let mut released = canary.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    vec![
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1")),
+        delete_route,
+        get_target(deployment("podinfo:2")),
+        expect("PATCH", format!("/api/v1/namespaces/{NS}/services/podinfo")).check(|b| {
+            assert_eq!(
+                b["spec"]["selector"]["app"], "podinfo",
+                "apex selects the target again"
+            );
+            assert!(
+                b["metadata"]["ownerReferences"].is_null(),
+                "apex is released from the Canary"
+            );
+        }),
+        get_target(deployment("podinfo:2").replicas(0)),
+        get_primary(primary("podinfo:1").replicas(3)),
+        scale_target(3),
+        event("Terminating"),
+        status_write(canary, |b| assert_eq!(b["status"]["phase"], "Terminating")),
+        expect(
+            "PATCH",
+            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/canaries/podinfo"),
+        )
+        .check(|b| {
+            assert_eq!(b["metadata"]["finalizers"], json!([]));
+            assert_eq!(b["metadata"]["resourceVersion"], "41");
+        })
+        .reply(200, released),
+    ]
+}

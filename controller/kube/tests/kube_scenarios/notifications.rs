@@ -128,3 +128,57 @@ async fn an_undeliverable_alert_is_in_the_history_naming_its_provider() {
     .await;
     result.unwrap();
 }
+
+#[tokio::test]
+async fn the_same_event_again_patches_its_series_instead_of_creating_another() {
+    let canary = canary("podinfo").build();
+    let (client, handle) = mock_client(NS);
+    let config = config(
+        Timestamp::from_millis(T0),
+        analyzer(vec![]),
+        Some("serin-controller-0"),
+    );
+    let ctx = Arc::new(Context::new(client, config, Arc::new(Metrics::new())));
+    let bootstrap = |halted: Expect| {
+        vec![
+            get_target(deployment("podinfo:1")),
+            no_primary(),
+            get_target(deployment("podinfo:1")),
+            apply_primary(|_| {}),
+            apply_service("podinfo-primary", "podinfo-primary"),
+            apply_service("podinfo-canary", "podinfo"),
+            apply_service("podinfo", "podinfo-primary"),
+            halted,
+            status_write(&canary, |b| {
+                assert_eq!(b["status"]["phase"], "Initializing")
+            }),
+        ]
+    };
+    // The first time: a new Event.
+    let name = Arc::new(Mutex::new(String::new()));
+    let n = name.clone();
+    let first = event("Halted").check(move |b| {
+        assert_eq!(b["reason"], "Halted", "{b}");
+        *n.lock().unwrap() = b["metadata"]["name"].as_str().unwrap().to_string();
+    });
+    let server = tokio::spawn(play(handle, bootstrap(first)));
+    reconcile(parse(canary.clone()), ctx.clone()).await.unwrap();
+    let handle = server.await.unwrap();
+    let name = name.lock().unwrap().clone();
+    assert!(!name.is_empty(), "the Event was named");
+
+    // The same reconcile again (the primary is still not there): the same Event, counted in its
+    // series, as kubectl shows "x2".
+    let again = expect(
+        "PATCH",
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/{name}"),
+    )
+    .check(|b| {
+        assert_eq!(b["reason"], "Halted", "{b}");
+        assert_eq!(b["series"]["count"], 2, "{b}");
+    });
+    let server = tokio::spawn(play(handle, bootstrap(again)));
+    reconcile(parse(canary), ctx).await.unwrap();
+    let mut handle = server.await.unwrap();
+    assert_no_more_calls(&mut handle).await;
+}

@@ -97,12 +97,13 @@ pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<Manif
             },
             "Canary" => docs.push(Document::Canary { value, file: name }),
             // MetricTemplates, AlertProviders and the like are read by whoever needs them.
-            "MetricTemplate" | "AlertProvider" => {}
+            // Secrets hold what MetricTemplates' `secretRef` names (read by `read_secrets`).
+            "MetricTemplate" | "AlertProvider" | "Secret" => {}
             other => errors.push(ManifestError {
                 file: name,
                 path: "kind".into(),
                 message: format!(
-                    "`{other}` is not a local kind; accepted: Canary, Process, MetricTemplate, AlertProvider"
+                    "`{other}` is not a local kind; accepted: Canary, Process, MetricTemplate, AlertProvider, Secret"
                 ),
             }),
         }
@@ -167,6 +168,93 @@ pub fn read_templates(
     ),
     std::io::Error,
 > {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (file, value) in documents_of_kind(dir, "MetricTemplate")? {
+        match serde_norway::from_value::<serin_api::MetricTemplate>(value) {
+            Ok(t) => {
+                let ns = t.metadata.namespace.as_deref().unwrap_or("default");
+                let key = format!("{ns}/{}", t.metadata.name.as_deref().unwrap_or_default());
+                out.insert(key, t);
+            }
+            Err(e) => errors.push(ManifestError {
+                file,
+                path: "spec".into(),
+                message: format!("not a MetricTemplate: {e}"),
+            }),
+        }
+    }
+    Ok((out, errors))
+}
+
+/// Secrets by `namespace/name`: each key and its decoded text.
+pub type Secrets = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The `v1` `Secret`s of a manifest directory (what a MetricTemplate's `secretRef` names on the
+/// local platform, written exactly as for Kubernetes), by `namespace/name`, their `data`
+/// (base64) and `stringData` decoded to text (`stringData` wins, as on the API server). One
+/// error per document that does not read, naming the file and the key.
+pub fn read_secrets(dir: &Path) -> Result<(Secrets, Vec<ManifestError>), std::io::Error> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SecretDoc {
+        metadata: SecretMeta,
+        #[serde(default)]
+        data: BTreeMap<String, String>,
+        #[serde(default)]
+        string_data: BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SecretMeta {
+        name: Option<String>,
+        namespace: Option<String>,
+    }
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (file, value) in documents_of_kind(dir, "Secret")? {
+        let doc = match serde_norway::from_value::<SecretDoc>(value) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(ManifestError {
+                    file,
+                    path: "-".into(),
+                    message: format!("not a Secret: {e}"),
+                });
+                continue;
+            }
+        };
+        let mut data = BTreeMap::new();
+        for (key, encoded) in doc.data {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            match decoded {
+                Some(text) => {
+                    data.insert(key, text);
+                }
+                None => errors.push(ManifestError {
+                    file: file.clone(),
+                    path: format!("data.{key}"),
+                    message: "not base64 of UTF-8 text (put plain text under stringData)".into(),
+                }),
+            }
+        }
+        data.extend(doc.string_data);
+        let ns = doc.metadata.namespace.as_deref().unwrap_or("default");
+        let key = format!("{ns}/{}", doc.metadata.name.as_deref().unwrap_or_default());
+        out.insert(key, data);
+    }
+    Ok((out, errors))
+}
+
+/// Every document of `kind` in the directory's `*.yaml`/`*.yml` files (sorted by file name), with
+/// the file it came from. Unreadable files and YAML errors are `read_dir`'s to report.
+fn documents_of_kind(
+    dir: &Path,
+    kind: &str,
+) -> Result<Vec<(String, serde_norway::Value)>, std::io::Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -174,34 +262,19 @@ pub fn read_templates(
         })
         .collect();
     files.sort();
-    let mut out = BTreeMap::new();
-    let mut errors = Vec::new();
+    let mut out = Vec::new();
     for file in files {
-        let name = file.display().to_string();
         let Ok(text) = std::fs::read_to_string(&file) else {
-            // read_dir reports unreadable files already.
             continue;
         };
         for de in serde_norway::Deserializer::from_str(&text) {
             let Ok(value) = serde_norway::Value::deserialize(de) else {
                 continue;
             };
-            if value.get("kind").and_then(|k| k.as_str()) != Some("MetricTemplate") {
-                continue;
-            }
-            match serde_norway::from_value::<serin_api::MetricTemplate>(value) {
-                Ok(t) => {
-                    let ns = t.metadata.namespace.as_deref().unwrap_or("default");
-                    let key = format!("{ns}/{}", t.metadata.name.as_deref().unwrap_or_default());
-                    out.insert(key, t);
-                }
-                Err(e) => errors.push(ManifestError {
-                    file: name.clone(),
-                    path: "spec".into(),
-                    message: format!("not a MetricTemplate: {e}"),
-                }),
+            if value.get("kind").and_then(|k| k.as_str()) == Some(kind) {
+                out.push((file.display().to_string(), value));
             }
         }
     }
-    Ok((out, errors))
+    Ok(out)
 }

@@ -243,6 +243,26 @@ fn metric_templates_are_read_from_the_directory() {
 }
 
 #[test]
+fn secrets_are_read_from_the_directory_as_kubernetes_writes_them() {
+    let dir = temp_dir("secrets");
+    std::fs::write(
+        dir.join("s.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: dd, namespace: prod}\ndata:\n  datadog_api_key: YXBpLTEyMw==\n  bad: '***'\nstringData:\n  datadog_application_key: app-456\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("c.yaml"), CANARY).unwrap();
+    let (secrets, errors) = read_secrets(&dir).unwrap();
+    assert_eq!(secrets["prod/dd"]["datadog_api_key"], "api-123");
+    assert_eq!(secrets["prod/dd"]["datadog_application_key"], "app-456");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].to_string().contains("data.bad"), "{}", errors[0]);
+    // A Secret is a local kind: the directory reads without complaint about it.
+    let (_, errors) = read_dir(&dir).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_badly_indented_file_is_one_error_not_a_hang() {
     // serde_norway's document iterator repeats a scanner error forever; reading must stop at it.
     let text = "apiVersion: serin.dev/v1beta1\nkind: Process\nmetadata:\n  name: p\nspec:\n  command: serin\n  env:\n- name: A\n      value: b\n";

@@ -1,0 +1,106 @@
+//! The HTTP plumbing the JSON-over-HTTP providers share (Datadog, New Relic, Dynatrace, Splunk,
+//! CloudWatch, Graphite, InfluxDB): one client per provider with Flagger's 5 s timeout, the
+//! status check, and errors that name the provider, the address and the backend's own message.
+
+use reqwest::RequestBuilder;
+
+use crate::AnalysisError;
+
+/// A provider's HTTP client and base address.
+#[derive(Clone)]
+pub(crate) struct Http {
+    pub(crate) client: reqwest::Client,
+    pub(crate) kind: &'static str,
+    /// Base URL without a trailing `/`.
+    pub(crate) address: String,
+}
+
+impl Http {
+    /// A client for `address` (an absolute http(s) URL; `field` names where it came from).
+    pub(crate) fn new(
+        kind: &'static str,
+        field: &str,
+        address: &str,
+        insecure_skip_verify: bool,
+    ) -> Result<Self, AnalysisError> {
+        let address = address.trim().trim_end_matches('/');
+        if reqwest::Url::parse(address).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            return Err(AnalysisError::invalid(
+                field,
+                format!("`{address}` is not an http(s) URL"),
+                format!("an absolute URL for the {kind} API, e.g. https://host:port"),
+            ));
+        }
+        let client = super::http_client_builder()
+            .timeout(super::prometheus::DEFAULT_TIMEOUT)
+            .tls_danger_accept_invalid_certs(insecure_skip_verify)
+            .build()
+            .map_err(|e| AnalysisError::Unavailable {
+                provider: kind,
+                address: address.to_string(),
+                message: "cannot build the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Http {
+            client,
+            kind,
+            address: address.to_string(),
+        })
+    }
+
+    /// `address` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Sends `request` and returns the body of a 2xx answer. Any other status is a
+    /// [`AnalysisError::BadResponse`] carrying the status and `detail(body)` (the backend's own
+    /// error message when its error shape is recognised, else the body).
+    pub(crate) async fn send(
+        &self,
+        request: RequestBuilder,
+        query: &str,
+        detail: impl Fn(&str) -> Option<String>,
+    ) -> Result<String, AnalysisError> {
+        let response = request.send().await.map_err(|e| self.failed(e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| self.failed(e))?;
+        if !status.is_success() {
+            let why = detail(&body).unwrap_or_else(|| body.trim().chars().take(500).collect());
+            return Err(self.bad(query, format!("HTTP {status}: {why}")));
+        }
+        Ok(body)
+    }
+
+    /// An answer that is not what the query should produce.
+    pub(crate) fn bad(&self, query: &str, message: String) -> AnalysisError {
+        AnalysisError::BadResponse {
+            provider: self.kind,
+            query: query.to_string(),
+            message,
+        }
+    }
+
+    fn failed(&self, e: reqwest::Error) -> AnalysisError {
+        if e.is_timeout() {
+            return AnalysisError::Timeout {
+                provider: self.kind,
+                address: self.address.clone(),
+                timeout: super::prometheus::DEFAULT_TIMEOUT,
+            };
+        }
+        AnalysisError::Unavailable {
+            provider: self.kind,
+            address: self.address.clone(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
