@@ -13,6 +13,47 @@ use serin_dashboard::model::{Action, EntryKind, Phase};
 use support::{TOKEN, call, get_json, key, scenario, serve, t};
 
 #[tokio::test]
+async fn list_filters_counts_and_pages_and_names_bad_parameters() {
+    let server = serve(scenario(), None).await;
+    let v = get_json(&server.url("/api/v1/canaries?phase=Failed")).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["name"], "podinfo");
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["counts"], json!({"Initialized": 1, "Failed": 1}));
+    let v = get_json(&server.url("/api/v1/canaries?q=BACK&namespace=test")).await;
+    assert_eq!(v["items"][0]["name"], "backend");
+    assert_eq!(v["counts"], json!({"Initialized": 1}));
+    let v = get_json(&server.url("/api/v1/canaries?offset=1&limit=1")).await;
+    assert_eq!(v["items"][0]["name"], "podinfo");
+    assert_eq!(v["total"], 2);
+    for (query, names) in [
+        (
+            "phase=Bogus",
+            "is not a phase; accepted: Initializing, Initialized",
+        ),
+        ("page=0", "page: 0 is not valid"),
+        ("limit=-1", "is not valid; accepted: a non-negative integer"),
+        (
+            "sort=name",
+            "accepted parameters: phase, namespace, q, limit, offset, page",
+        ),
+    ] {
+        let (status, body, _) = call(
+            "GET",
+            &server.url(&format!("/api/v1/canaries?{query}")),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+        assert!(body.contains(names), "{query}: {body}");
+    }
+    let (status, html, _) = call("GET", &server.url("/?phase=Bogus"), &[], "").await;
+    assert_eq!(status, 400);
+    assert!(html.contains("phase"), "{html}");
+}
+
+#[tokio::test]
 async fn list_shows_every_canary_with_camel_case_fields() {
     let server = serve(scenario(), None).await;
     let v = get_json(&server.url("/api/v1/canaries")).await;

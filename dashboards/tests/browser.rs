@@ -48,6 +48,30 @@ async fn a_person_sees_canaries_live_and_can_act_only_with_the_token() {
         load_id,
         "no reload"
     );
+    // The counts by phase follow the change (swapped in with the row, not the whole page).
+    driver
+        .until(
+            "the counts show one Progressing",
+            "var c = document.querySelector('#summary a[data-phase=\"Progressing\"] b'); return c && c.textContent === '1' && !document.querySelector('#summary a[data-phase=\"Initialized\"]')",
+        )
+        .await;
+
+    // The search box narrows the list (server-side), the counts with it.
+    driver.type_into("#search", "back").await;
+    driver.click("#filter button[type=submit]").await;
+    let rows = driver
+        .until(
+            "only the searched canary",
+            "return location.search.indexOf('q=back') >= 0 && document.body.dataset.live === '1' ? Array.from(document.querySelectorAll('tr[data-canary]')).map(r => r.dataset.canary) : null",
+        )
+        .await;
+    assert_eq!(rows, json!(["test/backend"]));
+    assert_eq!(
+        driver
+            .js("return document.querySelector('#summary a[data-phase=\"\"] b').textContent")
+            .await,
+        json!("1")
+    );
 
     // Detail: summary, three charts with lines, the timeline with the measured values.
     driver.goto(&server.url("/canaries/test/podinfo")).await;

@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::free_form_object;
 
+/// Reference to a mirror backend (`spec.service.mirror.backendRef`): serin-mesh-api's
+/// `BackendObjectReference`, the type of an HTTPRoute mirror filter's `backendRef`.
+pub use serin_mesh_api::objects::BackendObjectReference as MirrorBackendRef;
+/// A Gateway API parent reference (`spec.service.gatewayRefs`): serin-mesh-api's, the type of an
+/// HTTPRoute's `parentRefs`, so what the Canary names is what the route carries.
+pub use serin_mesh_api::objects::ParentReference;
+
 /// Desired behaviour of a canary release: what to deploy, how traffic reaches it and how each
 /// new revision is analysed before promotion.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -344,26 +351,6 @@ pub struct ServiceMirror {
     pub percent: Option<i32>,
 }
 
-/// Reference to a mirror backend (a Service unless `kind` says otherwise).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MirrorBackendRef {
-    /// API group of the referent (empty for the core group).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Kind of the referent (default `Service`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Name of the referent.
-    pub name: String,
-    /// Namespace of the referent (default: the Canary's namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Port of the referent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
-}
-
 /// Label and annotation keys of the generated services that Serin leaves alone.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -374,29 +361,6 @@ pub struct UnmanagedMetadata {
     /// Annotation keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<String>,
-}
-
-/// A Gateway API parent reference (the gateway an HTTPRoute attaches to).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ParentReference {
-    /// API group of the parent (default `gateway.networking.k8s.io`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Kind of the parent (default `Gateway`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Namespace of the parent (default: the route's namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Name of the parent.
-    pub name: String,
-    /// Listener section of the parent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub section_name: Option<String>,
-    /// Listener port of the parent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
 }
 
 /// Labels and annotations to set on a generated object.

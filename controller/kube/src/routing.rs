@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
@@ -22,6 +22,12 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use serin_api::{Canary, Normalized};
 use serin_core::{Routes, StringMatch};
+use serin_mesh_api::objects::{
+    BackendObjectReference, GATEWAY_GROUP, HttpBackendRef, HttpHeader, HttpHeaderFilter,
+    HttpHeaderMatch, HttpQueryParamMatch, HttpRequestMirrorFilter, HttpRoute, HttpRouteFilter,
+    HttpRouteMatch, HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts, ParentReference,
+    SMI_SPLIT_GROUP, SplitWeight, TrafficSplit, TrafficSplitBackend, TrafficSplitSpec,
+};
 
 use super::services::ServiceNames;
 use super::workloads::{KubeWorkloads, primary_labels};
@@ -132,21 +138,32 @@ pub fn ignored_fields(canary: &Canary, provider: &Provider) -> Vec<&'static str>
     out
 }
 
-fn string_match_json(name: &str, m: &StringMatch) -> Value {
-    let (kind, value) = match m {
-        StringMatch::Exact(v) => ("Exact", regex_escape_if(false, v)),
+/// The header or query condition for `m`. Gateway API knows `Exact` and `RegularExpression`
+/// only, so prefixes and suffixes become anchored, escaped expressions.
+fn string_match(m: &StringMatch) -> (&'static str, String) {
+    match m {
+        StringMatch::Exact(v) => ("Exact", v.clone()),
         StringMatch::Regex(v) => ("RegularExpression", v.clone()),
         StringMatch::Prefix(v) => ("RegularExpression", format!("^{}.*", regex_escape(v))),
         StringMatch::Suffix(v) => ("RegularExpression", format!(".*{}$", regex_escape(v))),
-    };
-    json!({"name": name, "type": kind, "value": value})
+    }
 }
 
-fn regex_escape_if(escape: bool, v: &str) -> String {
-    if escape {
-        regex_escape(v)
-    } else {
-        v.to_string()
+fn header_match(name: &str, m: &StringMatch) -> HttpHeaderMatch {
+    let (kind, value) = string_match(m);
+    HttpHeaderMatch {
+        type_: Some(kind.into()),
+        name: name.into(),
+        value,
+    }
+}
+
+fn query_match(name: &str, m: &StringMatch) -> HttpQueryParamMatch {
+    let (kind, value) = string_match(m);
+    HttpQueryParamMatch {
+        type_: Some(kind.into()),
+        name: name.into(),
+        value,
     }
 }
 
@@ -161,26 +178,58 @@ fn regex_escape(v: &str) -> String {
     s
 }
 
-fn header_modifier(ops: &serin_api::HeaderOperations) -> Value {
-    let pairs = |m: &std::collections::BTreeMap<String, String>| -> Vec<Value> {
+fn header_filter(ops: &serin_api::HeaderOperations) -> HttpHeaderFilter {
+    let pairs = |m: &std::collections::BTreeMap<String, String>| -> Vec<HttpHeader> {
         m.iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
+            .map(|(name, value)| HttpHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
             .collect()
     };
-    let mut v = serde_json::Map::new();
-    if !ops.set.is_empty() {
-        v.insert("set".into(), Value::Array(pairs(&ops.set)));
+    HttpHeaderFilter {
+        set: pairs(&ops.set),
+        add: pairs(&ops.add),
+        remove: ops.remove.clone(),
     }
-    if !ops.add.is_empty() {
-        v.insert("add".into(), Value::Array(pairs(&ops.add)));
-    }
-    if !ops.remove.is_empty() {
-        v.insert("remove".into(), json!(ops.remove));
-    }
-    Value::Object(v)
 }
 
-/// The HTTPRoute for `routes`.
+/// A `ResponseHeaderModifier` that sets `Set-Cookie` (session affinity).
+fn set_cookie_filter(value: String) -> HttpRouteFilter {
+    HttpRouteFilter {
+        type_: "ResponseHeaderModifier".into(),
+        response_header_modifier: Some(HttpHeaderFilter {
+            set: vec![HttpHeader {
+                name: "Set-Cookie".into(),
+                value,
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Metadata of the routing objects Serin owns: labelled as Serin's, owned by the Canary.
+fn owned_metadata(name: &str, namespace: &str, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some([("app.kubernetes.io/managed-by".into(), "serin".into())].into()),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// `obj` as sent to the API server, at `api_version`. The typed roots carry one API version
+/// (HTTPRoute v1, TrafficSplit v1alpha4); the older versions Serin writes have the same shape
+/// for every field Serin sets, so only `apiVersion` differs.
+fn at_version(obj: &impl serde::Serialize, api_version: String) -> Value {
+    let mut v = serde_json::to_value(obj).unwrap_or_default();
+    v["apiVersion"] = Value::String(api_version);
+    v
+}
+
+/// The HTTPRoute for `routes`, as applied (at `gateway.networking.k8s.io/{version}`).
 pub fn http_route(
     version: &str,
     canary: &Canary,
@@ -190,68 +239,72 @@ pub fn http_route(
     owner: &OwnerReference,
 ) -> Value {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
-    let port = n.port;
+    let port = Some(i32::from(n.port));
     let svc = &canary.spec.service;
-    let mut parents =
-        vec![json!({"group": "", "kind": "Service", "name": names.apex, "port": port})];
-    for g in &svc.gateway_refs {
-        let mut p = serde_json::to_value(g).unwrap_or_default();
-        if let Value::Object(m) = &mut p {
-            m.retain(|_, v| !v.is_null());
-        }
-        parents.push(p);
-    }
-    let backend = |name: &str, weight: u32| json!({"name": name, "port": port, "weight": weight});
+    let mut parent_refs = vec![ParentReference {
+        group: Some(String::new()),
+        kind: Some("Service".into()),
+        name: names.apex.clone(),
+        port,
+        ..Default::default()
+    }];
+    parent_refs.extend(svc.gateway_refs.iter().cloned());
+    let backend = |name: &str, weight: u32| HttpBackendRef {
+        name: name.into(),
+        port,
+        weight: Some(i32::try_from(weight).unwrap_or(i32::MAX)),
+        ..Default::default()
+    };
 
     let mut common_filters = Vec::new();
     if let Some(h) = &svc.headers {
         if let Some(req) = &h.request {
-            common_filters.push(json!({"type": "RequestHeaderModifier", "requestHeaderModifier": header_modifier(req)}));
+            common_filters.push(HttpRouteFilter {
+                type_: "RequestHeaderModifier".into(),
+                request_header_modifier: Some(header_filter(req)),
+                ..Default::default()
+            });
         }
         if let Some(resp) = &h.response {
-            common_filters.push(json!({"type": "ResponseHeaderModifier", "responseHeaderModifier": header_modifier(resp)}));
+            common_filters.push(HttpRouteFilter {
+                type_: "ResponseHeaderModifier".into(),
+                response_header_modifier: Some(header_filter(resp)),
+                ..Default::default()
+            });
         }
     }
-    let timeouts = svc.timeout.as_ref().map(|t| json!({"request": t}));
-    let rule = |matches: Option<Value>, backends: Vec<Value>, extra_filters: Vec<Value>| {
-        let mut r = serde_json::Map::new();
-        if let Some(m) = matches {
-            r.insert("matches".into(), m);
-        }
+    let timeouts = svc.timeout.as_ref().map(|t| HttpRouteTimeouts {
+        request: Some(t.clone()),
+        backend_request: None,
+    });
+    let rule = |matches: Vec<HttpRouteMatch>,
+                backend_refs: Vec<HttpBackendRef>,
+                extra_filters: Vec<HttpRouteFilter>| {
         let mut filters = common_filters.clone();
         filters.extend(extra_filters);
-        if !filters.is_empty() {
-            r.insert("filters".into(), Value::Array(filters));
+        HttpRouteRule {
+            name: None,
+            matches,
+            filters,
+            backend_refs,
+            timeouts: timeouts.clone(),
         }
-        r.insert("backendRefs".into(), Value::Array(backends));
-        if let Some(t) = &timeouts {
-            r.insert("timeouts".into(), t.clone());
-        }
-        Value::Object(r)
     };
 
     let mut rules = Vec::new();
     // A/B: each match entry is its own rule (entries are ORed, conditions within one ANDed).
     for m in &routes.matches {
-        let headers: Vec<Value> = m
-            .headers
-            .iter()
-            .map(|(k, v)| string_match_json(k, v))
-            .collect();
-        let query: Vec<Value> = m
-            .query_params
-            .iter()
-            .map(|(k, v)| string_match_json(k, v))
-            .collect();
-        let mut mm = serde_json::Map::new();
-        if !headers.is_empty() {
-            mm.insert("headers".into(), Value::Array(headers));
-        }
-        if !query.is_empty() {
-            mm.insert("queryParams".into(), Value::Array(query));
-        }
+        let condition = HttpRouteMatch {
+            headers: m.headers.iter().map(|(k, v)| header_match(k, v)).collect(),
+            query_params: m
+                .query_params
+                .iter()
+                .map(|(k, v)| query_match(k, v))
+                .collect(),
+            ..Default::default()
+        };
         rules.push(rule(
-            Some(json!([Value::Object(mm)])),
+            vec![condition],
             vec![
                 backend(&names.primary, routes.primary_weight),
                 backend(&names.canary, routes.canary_weight),
@@ -278,43 +331,64 @@ pub fn http_route(
     if let Some(a) = &routes.affinity {
         if let Some(cookie) = &a.cookie {
             // Users who already reached the canary stay there for the rest of the run.
+            let has_cookie = HttpRouteMatch {
+                headers: vec![HttpHeaderMatch {
+                    type_: Some("RegularExpression".into()),
+                    name: "Cookie".into(),
+                    value: format!(".*{}.*", regex_escape(cookie)),
+                }],
+                ..Default::default()
+            };
             rules.push(rule(
-                Some(json!([{"headers": [{"name": "Cookie", "type": "RegularExpression", "value": format!(".*{}.*", regex_escape(cookie))}]}])),
+                vec![has_cookie],
                 vec![backend(&names.canary, 100)],
                 vec![],
             ));
             if let Some(value) = a.set_cookie() {
-                canary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": value}]}}]);
+                canary_backend.filters = vec![set_cookie_filter(value)];
             }
         }
         if let Some(value) = a.expire_cookie() {
-            primary_backend["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "Set-Cookie", "value": value}]}}]);
+            primary_backend.filters = vec![set_cookie_filter(value)];
         }
     }
     let mut mirror = Vec::new();
     if let Some(w) = routes.mirror_weight {
-        mirror.push(json!({"type": "RequestMirror", "requestMirror": {"backendRef": {"name": names.canary, "port": port}, "percent": w}}));
+        mirror.push(HttpRouteFilter {
+            type_: "RequestMirror".into(),
+            request_mirror: Some(HttpRequestMirrorFilter {
+                backend_ref: BackendObjectReference {
+                    name: names.canary.clone(),
+                    port,
+                    ..Default::default()
+                },
+                percent: Some(i32::try_from(w).unwrap_or(100)),
+                fraction: None,
+            }),
+            ..Default::default()
+        });
     }
-    rules.push(rule(None, vec![primary_backend, canary_backend], mirror));
+    rules.push(rule(vec![], vec![primary_backend, canary_backend], mirror));
 
-    let mut spec = json!({"parentRefs": parents, "rules": rules});
-    if !svc.gateway_refs.is_empty() && !svc.hosts.is_empty() {
-        spec["hostnames"] = json!(svc.hosts);
-    }
-    json!({
-        "apiVersion": format!("gateway.networking.k8s.io/{version}"),
-        "kind": "HTTPRoute",
-        "metadata": {
-            "name": names.apex,
-            "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "serin"},
-            "ownerReferences": [owner],
+    // Host names only mean something to the gateways the route also attaches to.
+    let hostnames = if svc.gateway_refs.is_empty() {
+        Vec::new()
+    } else {
+        svc.hosts.clone()
+    };
+    let route = HttpRoute {
+        metadata: owned_metadata(&names.apex, &ns, owner),
+        spec: HttpRouteSpec {
+            parent_refs,
+            hostnames,
+            rules,
         },
-        "spec": spec,
-    })
+        status: None,
+    };
+    at_version(&route, format!("{GATEWAY_GROUP}/{version}"))
 }
 
-/// The SMI TrafficSplit for `routes`.
+/// The SMI TrafficSplit for `routes`, as applied (at `split.smi-spec.io/{version}`).
 pub fn traffic_split(
     version: &str,
     namespace: &str,
@@ -322,30 +396,32 @@ pub fn traffic_split(
     routes: &Routes,
     owner: &OwnerReference,
 ) -> Value {
-    let w = |x: u32| {
+    // v1alpha1 weights are Kubernetes quantities (strings); later versions take integers.
+    let weight = |x: u32| {
         if version == "v1alpha1" {
-            json!(x.to_string())
+            SplitWeight::Quantity(x.to_string())
         } else {
-            json!(x)
+            SplitWeight::Int(i64::from(x))
         }
     };
-    json!({
-        "apiVersion": format!("split.smi-spec.io/{version}"),
-        "kind": "TrafficSplit",
-        "metadata": {
-            "name": names.apex,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "serin"},
-            "ownerReferences": [owner],
-        },
-        "spec": {
-            "service": names.apex,
-            "backends": [
-                {"service": names.primary, "weight": w(routes.primary_weight)},
-                {"service": names.canary, "weight": w(routes.canary_weight)},
+    let split = TrafficSplit {
+        metadata: owned_metadata(&names.apex, namespace, owner),
+        spec: TrafficSplitSpec {
+            service: names.apex.clone(),
+            backends: vec![
+                TrafficSplitBackend {
+                    service: names.primary.clone(),
+                    weight: weight(routes.primary_weight),
+                },
+                TrafficSplitBackend {
+                    service: names.canary.clone(),
+                    weight: weight(routes.canary_weight),
+                },
             ],
+            matches: Vec::new(),
         },
-    })
+    };
+    at_version(&split, format!("{SMI_SPLIT_GROUP}/{version}"))
 }
 
 /// Asks Serin's control plane whether a route's latest version runs on every subscribed proxy.
@@ -465,7 +541,7 @@ impl Router for KubeRouter {
                     routes,
                     &self.owner,
                 );
-                let api = self.dynamic_api("gateway.networking.k8s.io", version, "HTTPRoute");
+                let api = self.dynamic_api(GATEWAY_GROUP, version, "HTTPRoute");
                 self.apply(api, &names.apex, &obj, "httproute").await
             }
             Provider::TrafficSplit { version } => {
@@ -477,7 +553,7 @@ impl Router for KubeRouter {
                     ));
                 }
                 let obj = traffic_split(version, &self.ns(), &names, routes, &self.owner);
-                let api = self.dynamic_api("split.smi-spec.io", version, "TrafficSplit");
+                let api = self.dynamic_api(SMI_SPLIT_GROUP, version, "TrafficSplit");
                 self.apply(api, &names.apex, &obj, "trafficsplit").await
             }
             Provider::Kubernetes => self.switch_apex_selector(routes.canary_weight >= 100).await,
@@ -502,10 +578,10 @@ impl Router for KubeRouter {
         let dp = DeleteParams::default();
         let api = match &self.provider {
             Provider::HttpRoute { version, .. } => {
-                Some(self.dynamic_api("gateway.networking.k8s.io", version, "HTTPRoute"))
+                Some(self.dynamic_api(GATEWAY_GROUP, version, "HTTPRoute"))
             }
             Provider::TrafficSplit { version } => {
-                Some(self.dynamic_api("split.smi-spec.io", version, "TrafficSplit"))
+                Some(self.dynamic_api(SMI_SPLIT_GROUP, version, "TrafficSplit"))
             }
             Provider::Kubernetes => None,
         };

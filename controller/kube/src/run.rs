@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use kube::Client;
 use serin_core::{CheckResult, Status, Verdict};
+use serin_mesh_api::status::RouteStatus;
 
 use super::lease::{LeaderElection, LeaseConfig};
 use super::routing::ConvergenceProbe;
@@ -103,16 +104,14 @@ impl ConvergenceProbe for ControlPlaneProbe {
             })?;
         match resp.status.as_u16() {
             200 => {
-                let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
+                let status: RouteStatus = serde_json::from_slice(&resp.body).map_err(|e| {
                     AdapterError::new(
                         ErrorKind::Other,
                         what.clone(),
                         format!("unreadable answer: {e}"),
                     )
                 })?;
-                Ok(v.get("converged")
-                    .and_then(|c| c.as_bool())
-                    .unwrap_or(false))
+                Ok(status.converged)
             }
             404 => Ok(false),
             s => Err(AdapterError::new(

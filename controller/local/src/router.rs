@@ -13,7 +13,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use serin_mesh_api::objects::{
+    HttpBackendRef, HttpRoute, HttpRouteRule, HttpRouteSpec, ObjectMeta, ParentReference,
+    StaticEndpoints, StaticEndpointsSpec,
+};
+use serin_mesh_api::status::ControlPlaneStatus;
 
 use super::store::write_atomic;
 use serin_controller::http::HttpClient;
@@ -52,41 +57,72 @@ impl RouteSpec {
 
     /// The documents of the routes file: apex/primary/canary static endpoints and the route.
     pub fn documents(&self) -> Vec<Value> {
+        let meta = |name: String| ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            ..Default::default()
+        };
         // `labels`: the workload behind each Service, as proxies label traffic by destination
         // (`dst_deployment`), named as Flagger names them: `<target>-primary` and `<target>`.
-        let endpoints = |name: String, eps: &[SocketAddr], deployment: String| {
-            json!({
-                "apiVersion": "serin.dev/v1beta1",
-                "kind": "StaticEndpoints",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {
-                    "endpoints": eps.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "labels": {"deployment": deployment},
-                },
-            })
+        let endpoints = |name: String, eps: &[SocketAddr], deployment: String| StaticEndpoints {
+            metadata: meta(name),
+            spec: StaticEndpointsSpec {
+                endpoints: eps.iter().map(ToString::to_string).collect(),
+                labels: [("deployment".to_string(), deployment)].into(),
+            },
+        };
+        let port = Some(i32::from(self.port));
+        let backend = |name: String, weight: u32| HttpBackendRef {
+            name,
+            port,
+            weight: Some(i32::try_from(weight).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        let route = HttpRoute {
+            metadata: meta(self.service.clone()),
+            spec: HttpRouteSpec {
+                parent_refs: vec![ParentReference {
+                    group: Some(String::new()),
+                    kind: Some("Service".into()),
+                    name: self.service.clone(),
+                    ..Default::default()
+                }],
+                hostnames: Vec::new(),
+                rules: vec![HttpRouteRule {
+                    backend_refs: vec![
+                        backend(self.primary_name(), self.primary_weight),
+                        backend(self.canary_name(), self.canary_weight),
+                    ],
+                    ..Default::default()
+                }],
+            },
+            status: None,
         };
         let primary = format!("{}-primary", self.target);
-        vec![
+        let docs = [
             // The apex Service follows the primary, as Flagger's apex Service selects primary pods.
-            endpoints(self.service.clone(), &self.primary, primary.clone()),
-            endpoints(self.primary_name(), &self.primary, primary),
-            endpoints(self.canary_name(), &self.canary, self.target.clone()),
-            json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": {"name": self.service, "namespace": self.namespace},
-                "spec": {
-                    "parentRefs": [{"group": "", "kind": "Service", "name": self.service}],
-                    "rules": [{
-                        "backendRefs": [
-                            {"name": self.primary_name(), "port": self.port, "weight": self.primary_weight},
-                            {"name": self.canary_name(), "port": self.port, "weight": self.canary_weight},
-                        ],
-                    }],
-                },
-            }),
-        ]
+            to_value(&endpoints(
+                self.service.clone(),
+                &self.primary,
+                primary.clone(),
+            )),
+            to_value(&endpoints(self.primary_name(), &self.primary, primary)),
+            to_value(&endpoints(
+                self.canary_name(),
+                &self.canary,
+                self.target.clone(),
+            )),
+            to_value(&route),
+        ];
+        docs.into()
     }
+}
+
+/// A routes-file document as a JSON value: written through a value, so every file's keys come
+/// out in one (sorted) order whatever the struct order.
+fn to_value(doc: &impl serde::Serialize) -> Value {
+    // These types serialise infallibly (string keys, no non-finite floats).
+    serde_json::to_value(doc).unwrap_or_default()
 }
 
 /// Writes routes files and asks the control plane whether they are in force.
@@ -131,7 +167,7 @@ impl ControlPlane {
         let _ = std::fs::remove_file(self.file(namespace, service));
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, String> {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         let url = format!("{}{path}", self.url);
         let resp = self
             .http
@@ -147,7 +183,7 @@ impl ControlPlane {
     /// Whether the control plane's table carries `spec` (weights and endpoints) and every
     /// subscribed proxy has applied that table.
     pub async fn in_force(&self, spec: &RouteSpec) -> Result<bool, String> {
-        let table = self
+        let table: Value = self
             .get_json(&format!("/v1/table?namespace={}", spec.namespace))
             .await?;
         let version = table.get("version").and_then(Value::as_u64).unwrap_or(0);
@@ -162,15 +198,8 @@ impl ControlPlane {
         if !table_matches(route, spec) {
             return Ok(false);
         }
-        let status = self.get_json("/v1/status").await?;
-        let proxies = status
-            .get("proxies")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok(proxies
-            .iter()
-            .all(|p| p.get("appliedVersion").and_then(Value::as_u64).unwrap_or(0) >= version))
+        let status: ControlPlaneStatus = self.get_json("/v1/status").await?;
+        Ok(status.proxies.iter().all(|p| p.applied_version >= version))
     }
 }
 
@@ -247,6 +276,7 @@ fn table_matches(route: &Value, spec: &RouteSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec() -> RouteSpec {
         RouteSpec {

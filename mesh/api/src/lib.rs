@@ -1,10 +1,19 @@
 //! `serin-mesh-api`: the contract between `serin-proxy` and the control plane.
 //!
 //! It holds the route-table types ([`table`]) that the proxy reads from its static YAML file and
-//! that the control plane streams, plus their validation. It is plain data: no I/O, no async, no
-//! Kubernetes types, so both sides (and tests) can depend on it cheaply.
+//! that the control plane streams, plus their validation; the control plane's status documents
+//! ([`status`]); and, with feature `k8s`, the typed route objects ([`objects`]: the HTTPRoute
+//! subset, TrafficSplit, ReferenceGrant, StaticEndpoints) that the canary controller writes and
+//! the control plane reads. It is plain data: no I/O, no async, and no Kubernetes types unless
+//! `k8s` is on, so the proxy (which never enables it) and tests can depend on it cheaply.
 
 pub mod table;
+
+/// The control plane's status documents (route convergence, subscribed proxies).
+pub mod status;
+
+#[cfg(feature = "k8s")]
+pub mod objects;
 
 /// The control-plane ⇄ proxy stream: transport, framing, snapshots and acks.
 pub mod protocol;

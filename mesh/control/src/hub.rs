@@ -13,11 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::Stream;
-use serde::Serialize;
 use serin_mesh_api::protocol::{
     Ack, HEARTBEAT_INTERVAL_SECS, LineDecoder, ServerMessage, StreamAck, Workload, encode_line,
     encode_snapshot,
 };
+use serin_mesh_api::status::{ControlPlaneStatus, ProxyInfo, RouteStatus};
 use serin_mesh_api::table::RouteTable;
 use tokio::sync::watch;
 
@@ -79,60 +79,10 @@ impl Snapshot {
     }
 }
 
-/// A subscribed proxy as the status API shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyInfo {
-    /// Proxy id.
-    pub id: String,
-    /// `namespace/name` of its workload.
-    pub workload: String,
-    /// Last version written to its stream.
-    pub sent_version: u64,
-    /// Last version it acknowledged as applied (0 = none yet).
-    pub applied_version: u64,
-    /// Last refusal: version and reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<(u64, String)>,
-    /// Seconds since the Unix epoch when it subscribed.
-    pub connected_at: u64,
-}
-
 struct ProxyEntry {
     info: ProxyInfo,
     namespace: String,
     conn: u64,
-}
-
-/// Convergence of one route object across the proxies.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteStatus {
-    /// The object and the version carrying its current spec.
-    #[serde(flatten)]
-    pub info: RouteInfo,
-    /// Latest published version.
-    pub latest_version: u64,
-    /// Subscribed proxies.
-    pub proxies: usize,
-    /// Subscribed proxies that applied `version` or later.
-    pub proxies_up_to_date: usize,
-    /// True when every subscribed proxy runs `version` or later (vacuously true with none).
-    pub converged: bool,
-}
-
-/// The whole status document (`GET /v1/status`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HubStatus {
-    /// Latest published version.
-    pub version: u64,
-    /// True once the source delivered its first complete state.
-    pub ready: bool,
-    /// Subscribed proxies.
-    pub proxies: Vec<ProxyInfo>,
-    /// Route objects.
-    pub routes: Vec<RouteStatus>,
 }
 
 struct Inner {
@@ -439,7 +389,7 @@ impl Hub {
     }
 
     /// The full status document.
-    pub fn status(&self) -> HubStatus {
+    pub fn status(&self) -> ControlPlaneStatus {
         let inner = lock(&self.inner);
         let routes = inner
             .state
@@ -447,7 +397,7 @@ impl Hub {
             .into_iter()
             .map(|info| route_status(&inner, info))
             .collect();
-        HubStatus {
+        ControlPlaneStatus {
             version: inner.state.version(),
             ready: self.is_ready(),
             proxies: inner.proxies.values().map(|e| e.info.clone()).collect(),

@@ -9,8 +9,8 @@
 //! of YAML files with a write API ([`local`]).
 //!
 //! It is not: a proxy (see `serin-proxy`), nor the canary controller (which writes HTTPRoutes or
-//! calls the local weights API and polls route convergence here). The Kubernetes object types in
-//! [`k8s::types`] are public so the controller runtime can reuse them.
+//! calls the local weights API and polls route convergence here). The route objects it reads and
+//! the status documents it serves are typed once, in `serin_mesh_api::{objects, status}`.
 
 pub mod hub;
 pub mod k8s;

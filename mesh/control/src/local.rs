@@ -46,12 +46,13 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::hub::Hub;
-use crate::k8s::types::{
-    HttpRoute, ReferenceGrant, ReferenceGrantSpec, TrafficSplit, TrafficSplitV1Alpha2,
-};
 use crate::state::RouteKind;
 use crate::translate::{check_route, check_split, is_fatal};
 use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
+use serin_mesh_api::objects::{
+    HttpRoute, ReferenceGrant, ReferenceGrantSpec, StaticEndpoints, TrafficSplit,
+    TrafficSplitV1Alpha2,
+};
 
 /// Body of the weights API.
 #[derive(Debug, Clone, Deserialize)]
@@ -555,9 +556,9 @@ fn apply_split_weights(s: &mut TrafficSplit, weights: &BTreeMap<String, u32>) {
         if let Some(w) = weights.get(&b.service) {
             b.weight = if quantities {
                 // Keep one unit system: a split written in quantities gets whole units.
-                crate::k8s::types::SplitWeight::Quantity(w.to_string())
+                serin_mesh_api::objects::SplitWeight::Quantity(w.to_string())
             } else {
-                crate::k8s::types::SplitWeight::Int(i64::from(*w))
+                serin_mesh_api::objects::SplitWeight::Int(i64::from(*w))
             };
         }
     }
@@ -569,22 +570,6 @@ struct TypeMeta {
     api_version: String,
     #[serde(default)]
     kind: String,
-}
-
-#[derive(Deserialize)]
-struct StaticEndpoints {
-    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    spec: StaticEndpointsSpec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StaticEndpointsSpec {
-    endpoints: Vec<String>,
-    /// Metric labels of the workload behind these endpoints (`deployment: podinfo-primary`),
-    /// exported by proxies as `dst_<name>`.
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
 }
 
 /// Parses a multi-document YAML (or JSON) text into objects. The error names the document

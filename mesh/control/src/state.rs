@@ -6,50 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
-use crate::k8s::types::{
-    HttpRoute, HttpRouteSpec, ReferenceGrantSpec, TrafficSplit, TrafficSplitSpec,
-};
 use crate::translate::{Problem, check_route, check_split, is_fatal};
 use crate::world::{EndpointSet, ObjKey, ServiceInfo, World};
+use serin_mesh_api::objects::{
+    HttpRoute, HttpRouteSpec, ReferenceGrantSpec, TrafficSplit, TrafficSplitSpec,
+};
 
-/// The two kinds of route objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum RouteKind {
-    /// Gateway API HTTPRoute.
-    #[serde(rename = "HTTPRoute")]
-    HttpRoute,
-    /// SMI TrafficSplit.
-    TrafficSplit,
-}
-
-impl RouteKind {
-    /// The plural used in URL paths (`httproutes`, `trafficsplits`).
-    pub fn plural(self) -> &'static str {
-        match self {
-            RouteKind::HttpRoute => "httproutes",
-            RouteKind::TrafficSplit => "trafficsplits",
-        }
-    }
-
-    /// Parses the URL plural (`httproutes`, `trafficsplits`).
-    pub fn from_plural(s: &str) -> Option<Self> {
-        match s {
-            "httproutes" => Some(RouteKind::HttpRoute),
-            "trafficsplits" => Some(RouteKind::TrafficSplit),
-            _ => None,
-        }
-    }
-
-    /// The Kubernetes kind name.
-    pub fn kind(self) -> &'static str {
-        match self {
-            RouteKind::HttpRoute => "HTTPRoute",
-            RouteKind::TrafficSplit => "TrafficSplit",
-        }
-    }
-}
+pub use serin_mesh_api::status::{RouteInfo, RouteKind};
 
 /// Problems that appeared on an object since the last report (for logs and metrics).
 #[derive(Debug, Clone)]
@@ -75,26 +38,6 @@ pub struct State {
     reports: Vec<Report>,
     version: u64,
     dirty: bool,
-}
-
-/// What the route-status API reports for one object.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteInfo {
-    /// `HTTPRoute` or `TrafficSplit`.
-    pub kind: RouteKind,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Snapshot version that carries the object's current effective spec; a proxy that applied
-    /// this version or later runs it.
-    pub version: u64,
-    /// False when the object as last received is invalid (its last valid version, if any, is
-    /// what runs) or loses a conflict.
-    pub valid: bool,
-    /// What is wrong with it.
-    pub problems: Vec<Problem>,
 }
 
 impl State {
@@ -276,7 +219,7 @@ impl State {
                         .copied()
                         .unwrap_or(0),
                     valid: !is_fatal(&problems),
-                    problems,
+                    problems: problems.into_iter().map(Problem::into_status).collect(),
                 }
             })
             .collect()

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
-use crate::k8s::types::{HttpRoute, ReferenceGrantSpec, TrafficSplit};
+use serin_mesh_api::objects::{HttpRoute, ReferenceGrantSpec, TrafficSplit};
 
 /// `namespace/name` of an object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

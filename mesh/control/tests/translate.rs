@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use serin_mesh_api::objects::{HttpRoute, TrafficSplit};
 use serin_mesh_api::table::{Authority, PathMatchType, Route, RouteTable};
 use serin_mesh_control::hub::Hub;
-use serin_mesh_control::k8s::types::{HttpRoute, TrafficSplit};
 use serin_mesh_control::state::{RouteKind, State};
 use serin_mesh_control::translate::{Options, check_route, translate};
 use serin_mesh_control::world::{EndpointSet, ObjKey, ServiceInfo, ServicePort, World};
@@ -317,9 +317,7 @@ spec:
 
 #[test]
 fn cross_namespace_backends_need_a_reference_grant_from_the_routes_namespace() {
-    use serin_mesh_control::k8s::types::{
-        ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
-    };
+    use serin_mesh_api::objects::{ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
     use serin_mesh_control::translate::route_verdicts;
     let mut w = world();
     // A producer route in `edge` for its own Service, sending to podinfo-primary in `test`.

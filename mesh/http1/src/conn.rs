@@ -367,11 +367,11 @@ impl Conn {
                             break h;
                         }
                         Ok(None) => {}
-                        Err(r) => return self.refuse(r).await,
+                        Err(r) => return Box::pin(self.refuse(r)).await,
                     }
                 }
                 if self.buf.len() > MAX_HEAD {
-                    return self.refuse(Refused::TooLarge("request head")).await;
+                    return Box::pin(self.refuse(Refused::TooLarge("request head"))).await;
                 }
                 match self.wait_readable().await {
                     Wait::Read(0) | Wait::Stop | Wait::TimedOut => return Ok(()),
@@ -379,7 +379,10 @@ impl Conn {
                     Wait::Failed(e) => return Err(e),
                 }
             };
-            if !self.serve_one(head, &handler).await? {
+            // Boxed for the length of the request: inline, the state of answering one (the
+            // response body, its framing, pending writes) would size the connection task and
+            // stay allocated while the connection waits idle for its next request.
+            if !Box::pin(self.serve_one(head, &handler)).await? {
                 return Ok(());
             }
             self.release_if_idle();

@@ -11,8 +11,10 @@
 //! and bytes are reported through [`io::TcpObserver`]). Kept apart so it can be fuzzed and
 //! tested on its own: `tests/differential.rs` feeds the same bytes (a committed corpus of
 //! request-smuggling shapes, then generated and mutated requests for `SERIN_FUZZ_SECS`) to this
-//! reader and to hyper's HTTP/1.1 server, and fails when both accept a request but disagree on
-//! its method, target or body, that is, on where it ends.
+//! reader, to a whole served connection and to hyper's HTTP/1.1 server, and fails when they
+//! accept a request but disagree on its method, target or body, that is, on where it ends. The
+//! same oracle drives the coverage-guided `cargo fuzz` targets in `fuzz/` (head parser, chunked
+//! decoder, whole connection; nightly).
 
 pub mod body;
 pub mod codec;

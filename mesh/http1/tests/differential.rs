@@ -5,141 +5,41 @@
 //!
 //! Inputs: the committed corpus (`tests/corpus/*.http`, request smuggling shapes), then
 //! generated requests (CL/TE combinations, chunk sizes and extensions, bare LF, obs-fold, NUL,
-//! pipelining) with byte mutations, for `SERIN_FUZZ_SECS` seconds (default 3; CI runs it
-//! longer). Not coverage-guided: cargo-fuzz needs a nightly toolchain and this one is pinned
-//! stable; the generator instead aims at the framing decisions by construction. A failing
-//! input is printed escaped, to be added to the corpus.
+//! pipelining) with byte mutations, for `SERIN_FUZZ_SECS` seconds (default 3). The corpus and
+//! every fourth generated input also go through a whole served connection
+//! (`serin_http1::serve_connection` on a loopback socket), whose handler must see the same
+//! requests and whose client must get well-formed responses. The oracle (`tests/oracle/`) is
+//! shared with the coverage-guided `cargo fuzz` targets in `fuzz/` (nightly); this test runs
+//! on the pinned stable toolchain, the generator aiming at the framing decisions by
+//! construction. A failing input is printed escaped, to be added to the corpus.
 
-use std::sync::{Arc, Mutex};
+mod oracle;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt as _;
-use serin_http1::codec::Progress;
-use serin_http1::head::parse_head;
-
-/// One request as a reader saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    method: String,
-    target: String,
-    body: Vec<u8>,
-}
-
-/// What serin_http1 reads from `input`: complete requests, in order, until one is refused,
-/// incomplete, or ends the connection.
-fn serin(input: &[u8]) -> Vec<Seen> {
-    let mut buf = BytesMut::from(input);
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let Ok(Some(head)) = parse_head(&mut buf) else {
-            break;
-        };
-        let mut framing = head.body;
-        let mut body = Vec::new();
-        loop {
-            match framing.step(&mut buf) {
-                Ok(Progress::Frame { frame, .. }) => {
-                    if let Ok(d) = frame.into_data() {
-                        body.extend_from_slice(&d);
-                    }
-                }
-                Ok(Progress::End) => break,
-                Ok(Progress::More) | Err(_) => return out,
-            }
-        }
-        out.push(Seen {
-            method: head.req.method().to_string(),
-            target: head.req.uri().to_string(),
-            body,
-        });
-        if !head.keep_alive {
-            break;
-        }
-    }
-    out
-}
-
-/// What hyper's HTTP/1.1 server reads from `input` (requests whose body it read completely).
-fn hyper(rt: &tokio::runtime::Runtime, input: &[u8]) -> Vec<Seen> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let input = Bytes::copy_from_slice(input);
-    let record = seen.clone();
-    rt.block_on(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let record = record.clone();
-            async move {
-                let method = req.method().to_string();
-                let target = req.uri().to_string();
-                if let Ok(body) = req.into_body().collect().await {
-                    record.lock().expect("lock").push(Seen {
-                        method,
-                        target,
-                        body: body.to_bytes().to_vec(),
-                    });
-                }
-                Ok::<_, std::convert::Infallible>(http::Response::new(
-                    http_body_util::Empty::<Bytes>::new(),
-                ))
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .half_close(true)
-            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
-        let feed = async move {
-            let _ = client.write_all(&input).await;
-            let _ = client.shutdown().await;
-            let mut sink = Vec::new();
-            let _ = client.read_to_end(&mut sink).await;
-        };
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), async { tokio::join!(conn, feed) }).await;
-    });
-    seen.lock().expect("lock").clone()
-}
-
-/// Where both readers accepted a request, they must have read the same one. Returns how many
-/// requests were compared.
-fn check(rt: &tokio::runtime::Runtime, input: &[u8]) -> usize {
-    let ours = serin(input);
-    let theirs = hyper(rt, input);
-    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
-        assert_eq!(
-            a,
-            b,
-            "request {i} read differently; input: {:?}\nserin: {ours:?}\nhyper: {theirs:?}",
-            String::from_utf8_lossy(input)
-        );
-    }
-    ours.len().min(theirs.len())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use oracle::{Oracle, serin};
 
 #[test]
 fn the_committed_corpus_is_read_as_hyper_reads_it() {
-    let rt = runtime();
+    let oracle = Oracle::new();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("corpus dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "http") {
-            check(&rt, &std::fs::read(&path).expect("read corpus file"));
+            let input = std::fs::read(&path).expect("read corpus file");
+            oracle.check(&input);
+            oracle.check_connection(&input);
             n += 1;
         }
     }
     assert!(n >= 10, "corpus has {n} files");
     // The oracle is not vacuous: hyper reads plain pipelined requests as serin does.
     let pipelined = std::fs::read(dir.join("pipelined.http")).expect("pipelined corpus file");
-    assert_eq!(check(&rt, &pipelined), 3);
-    assert_eq!(serin(&pipelined), hyper(&rt, &pipelined));
+    assert_eq!(oracle.check(&pipelined), 3);
+    assert_eq!(serin(&pipelined), oracle.hyper(&pipelined));
+    // Nor is the whole-connection one: the handler saw all three, each got its 200.
+    assert_eq!(oracle.check_connection(&pipelined), 3);
 }
 
 /// A generated request: the pieces where framing is decided, each drawn from forms readers
@@ -263,10 +163,11 @@ fn generated_requests_are_read_as_hyper_reads_them() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5e21);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let rt = runtime();
+    let oracle = Oracle::new();
     let until = Instant::now() + Duration::from_secs(secs);
     let mut cases = 0usize;
     let mut compared = 0usize;
+    let (mut served, mut compared_served) = (0usize, 0usize);
     while Instant::now() < until {
         let mut input = Vec::new();
         for _ in 0..rng.usize(1..=3) {
@@ -275,11 +176,21 @@ fn generated_requests_are_read_as_hyper_reads_them() {
         if rng.bool() {
             mutate(&mut rng, &mut input);
         }
-        compared += check(&rt, &input);
+        compared += oracle.check(&input);
+        // A served connection costs a loopback socket pair: one input in four.
+        if cases.is_multiple_of(4) {
+            compared_served += oracle.check_connection(&input);
+            served += 1;
+        }
         cases += 1;
     }
     eprintln!(
-        "differential: {cases} inputs, {compared} requests both read, in {secs} s (seed {seed})"
+        "differential: {cases} inputs, {compared} requests both read, in {secs} s (seed {seed}); \
+         {served} inputs served on a connection, {compared_served} requests both read"
     );
     assert!(compared * 4 > cases, "too few inputs both readers accepted");
+    assert!(
+        compared_served * 4 > served,
+        "too few served inputs both readers accepted"
+    );
 }

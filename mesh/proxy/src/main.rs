@@ -9,6 +9,13 @@ use anyhow::Context as _;
 use clap::Parser;
 use serin_proxy::{InboundConfig, Proxy, ProxyConfig};
 
+/// jemalloc, built with its background thread on: after a connection storm the freed memory
+/// goes back to the OS as its dirty pages decay (in about ten seconds), with no call from here.
+/// glibc's malloc kept it: small long-lived allocations left high in the heap pin what lies
+/// below them, and giving it back would need `malloc_trim` (unsafe FFI).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Serin's sidecar proxy: weighted splits, header/cookie routing, mirroring, Linkerd-named metrics.
 #[derive(Parser, Debug)]
 #[command(name = "serin-proxy", version, args_conflicts_with_subcommands = true)]

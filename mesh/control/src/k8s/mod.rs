@@ -1,4 +1,4 @@
-//! Kubernetes: the object types Serin reads and writes, and the watch-based source.
+//! Kubernetes: the watch-based source. The object types it watches are serin-mesh-api's
+//! (`serin_mesh_api::objects`), shared with the canary controller that writes them.
 
 pub mod source;
-pub mod types;

@@ -16,11 +16,13 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::types::{CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus, TrafficSplit};
 use crate::hub::Hub;
 use crate::state::RouteKind;
 use crate::translate::route_verdicts;
 use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
+use serin_mesh_api::objects::{
+    CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus, TrafficSplit,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {

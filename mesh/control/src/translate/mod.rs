@@ -36,10 +36,10 @@ use serin_mesh_api::table::{
     parse_duration,
 };
 
-use crate::k8s::types::{
+use crate::world::{ObjKey, ServiceInfo, ServicePort, World};
+use serin_mesh_api::objects::{
     HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, ParentReference, TrafficSplit,
 };
-use crate::world::{ObjKey, ServiceInfo, ServicePort, World};
 
 /// Translation options.
 #[derive(Debug, Clone)]
@@ -74,6 +74,17 @@ impl Problem {
             field: field.into(),
             reason,
             message: message.into(),
+        }
+    }
+}
+
+impl Problem {
+    /// The problem as the status API reports it.
+    pub fn into_status(self) -> serin_mesh_api::status::RouteProblem {
+        serin_mesh_api::status::RouteProblem {
+            field: self.field,
+            reason: self.reason.to_string(),
+            message: self.message,
         }
     }
 }

@@ -301,7 +301,7 @@ impl SvcCtx<'_> {
                     if let Some(h) = &f.response_header_modifier
                         && f.type_ == "ResponseHeaderModifier"
                     {
-                        let copy = |s: &crate::k8s::types::HttpHeader| HeaderValue {
+                        let copy = |s: &serin_mesh_api::objects::HttpHeader| HeaderValue {
                             name: s.name.clone(),
                             value: s.value.clone(),
                         };

@@ -1,20 +1,33 @@
-//! The Kubernetes objects Serin reads and writes for traffic splitting, derived here with kube's
-//! `CustomResource` (the workspace is on kube 5 / k8s-openapi 0.29, so the `gateway-api` crate,
-//! built on kube 4, would bring a second copy of every Kubernetes type).
+//! The Kubernetes-shaped objects Serin reads and writes for traffic splitting: the one typed
+//! home of these wire contracts. The canary controller writes them (serin-kube applies
+//! `HTTPRoute`s and `TrafficSplit`s; serin-local writes `StaticEndpoints` and `HTTPRoute`s into
+//! the local control plane's routes directory) and the control plane reads them; both use these
+//! types, so what one writes the other parses.
+//!
+//! The root objects are derived with kube's `CustomResource` (feature `k8s`; the workspace is on
+//! kube 5 / k8s-openapi 0.29, so the `gateway-api` crate, built on kube 4, would bring a second
+//! copy of every Kubernetes type). The proxy never enables the feature.
 //!
 //! Only the subset Serin uses is modelled: Gateway API `HTTPRoute` (gateway.networking.k8s.io/v1,
-//! GAMMA mesh mode where a `parentRef` names a Service) and SMI `TrafficSplit`
+//! GAMMA mesh mode where a `parentRef` names a Service), `ReferenceGrant`, SMI `TrafficSplit`
 //! (split.smi-spec.io v1alpha4, and v1alpha2 whose shape only differs in that it has no
-//! `matches`). Fields Serin does not model are dropped on read; write these objects with
-//! server-side apply so fields owned by others are left alone.
+//! `matches`) and Serin's own `StaticEndpoints` (serin.dev/v1beta1, the local site's endpoints).
+//! Fields Serin does not model are dropped on read; write these objects with server-side apply so
+//! fields owned by others are left alone.
 //!
 //! Every enum-like field (`type`, `kind`, ...) is a plain `String`: a value Serin does not know
 //! must reach the translator, which reports it on the object, instead of failing the
 //! deserialisation of a whole watch list.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
+
+/// The metadata of every object here (Kubernetes `ObjectMeta`), re-exported so that a writer of
+/// local routes files needs no Kubernetes crate of its own.
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The Gateway API group.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -48,25 +61,34 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-/// A reference from a route to the object it attaches to.
+// The `///` texts of the two references below are also the descriptions of the Canary CRD's
+// `spec.service.gatewayRefs` and `spec.service.mirror.backendRef` (serin-api embeds these types,
+// feature `schema`): notes for the mesh only are `//` comments.
+
+/// A Gateway API parent reference (the gateway an HTTPRoute attaches to).
+// In GAMMA mesh mode the parent is a Service: group `""`, kind `Service`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
-    /// API group of the parent; `""` (core) for a Service, absent means Gateway API's group.
+    /// API group of the parent (default `gateway.networking.k8s.io`).
+    // `""` (core) for a Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Kind of the parent: `Service` in mesh mode (absent means `Gateway`).
+    /// Kind of the parent (default `Gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Namespace of the parent; absent means the route's namespace.
+    /// Namespace of the parent (default: the route's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Name of the parent.
     pub name: String,
-    /// Section of the parent (unused by Serin, kept for status round-trips).
+    /// Listener section of the parent.
+    // Unused by the mesh, kept for status round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
-    /// Service port the route applies to; absent means every port of the Service.
+    /// Listener port of the parent.
+    // For a Service parent: the Service port the route applies to; absent means every port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
@@ -223,22 +245,25 @@ pub struct HttpHeader {
     pub value: String,
 }
 
-/// A reference to a backend object (in mesh mode a Service).
+/// Reference to a mirror backend (a Service unless `kind` says otherwise).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BackendObjectReference {
-    /// API group; `""` (core, the default) for a Service.
+    /// API group of the referent (empty for the core group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Kind; `Service` by default.
+    /// Kind of the referent (default `Service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Service name.
+    /// Name of the referent.
     pub name: String,
-    /// Namespace; absent means the route's namespace.
+    /// Namespace of the referent (default: the Canary's namespace).
+    // In an HTTPRoute: the route's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Service port; required by Gateway API for Services.
+    /// Port of the referent.
+    // Required by Gateway API for Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
@@ -481,6 +506,29 @@ impl SplitWeight {
     pub fn is_quantity(&self) -> bool {
         matches!(self, SplitWeight::Quantity(_))
     }
+}
+
+/// Serin's `StaticEndpoints.spec` (serin.dev/v1beta1): the endpoints of the Service of the same
+/// name on a local site, where no EndpointSlices exist. A `StaticEndpoints` without a `Service`
+/// of the same name declares one (no cluster IP).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[kube(
+    group = "serin.dev",
+    version = "v1beta1",
+    kind = "StaticEndpoints",
+    plural = "staticendpoints",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(deny_unknown_fields)]
+pub struct StaticEndpointsSpec {
+    /// The endpoints as `IP:PORT` (`127.0.0.1:19001`); the control plane rejects any other form,
+    /// naming the entry.
+    pub endpoints: Vec<String>,
+    /// Metric labels of the workload behind these endpoints (`deployment: podinfo-primary`),
+    /// exported by proxies as `dst_<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[cfg(test)]
