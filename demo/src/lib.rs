@@ -1,6 +1,7 @@
 //! Serin on one machine, for demos and tests: the podinfo-like sample app, the open-loop load
-//! generator (also a Flagger load-tester compatible webhook runner), and the orchestration behind
-//! `serin demo`.
+//! generator (also a Flagger load-tester compatible webhook runner), the orchestration behind
+//! `serin demo`, and the engine walkthrough behind `serin walkthrough` ([`walkthrough`]: the real
+//! engine of serin-core played against its simulated runtime, `serin_core::sim`).
 //!
 //! This crate is not the controller, the proxy or the control plane: `serin demo`
 //! ([`orchestrate`]) runs their libraries side by side on loopback listeners, talking to each
@@ -15,5 +16,6 @@ pub mod orchestrate;
 pub mod sample_app;
 pub mod scenario;
 pub mod server;
+pub mod walkthrough;
 
 pub use error::DemoError;

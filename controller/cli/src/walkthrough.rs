@@ -12,7 +12,7 @@ pub struct Args {
 
 /// Runs the walkthrough and prints it to stdout.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let report = serin_core::walkthrough::run(serin_core::walkthrough::Options {
+    let report = serin_demo::walkthrough::run(serin_demo::walkthrough::Options {
         verbose: args.verbose,
     });
     print!("{}", report.text);

@@ -37,13 +37,14 @@ mod engine;
 mod observation;
 mod plan;
 mod sample;
+/// The simulated world: a test double of the runtime (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
 pub mod sim;
 mod status;
 mod time;
-pub mod walkthrough;
 
 pub use action::{Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity};
-pub use engine::{GateCall, Needs, ON_INCONCLUSIVE, Transition, needs, step};
+pub use engine::{GateCall, Needs, ON_INCONCLUSIVE, Transition, awaits_workload, needs, step};
 pub use observation::{
     Bound, CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
     Verdict,

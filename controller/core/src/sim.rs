@@ -1,5 +1,6 @@
 //! [`Sim`]: a deterministic, in-memory stand-in for the runtime, for scenario tests and the
-//! `serin walkthrough` command. It plays the runtime's loop ([`needs`] → observe → [`step`] →
+//! `serin walkthrough` command (serin-demo); behind the `test-support` feature, so no production
+//! build of the engine carries it. It plays the runtime's loop ([`needs`] → observe → [`step`] →
 //! carry out actions) against a scripted world: workloads become ready when scaled up, gate
 //! webhooks answer as scripted, and check results are whatever the script says they are. Nothing
 //! here talks to a real workload, proxy or metric provider; observations are simulated.

@@ -1,6 +1,7 @@
 //! A runtime that watches the target may step before the interval; the engine then acts on a
-//! revision it does not know yet (idle: a run starts; analysing: the run restarts), and on
-//! nothing else.
+//! revision it does not know yet (idle: a run starts; analysing: the run restarts), and on a
+//! workload it waits for becoming ready (the primary while initializing, promoting or finalising;
+//! the canary before its analysis began), and on nothing else.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use common::*;
 use serin_core::sim::Sim;
 use serin_core::{
-    HistoryKind, Observation, Phase, Plan, Readiness, TargetState, Transition, needs, step,
+    HistoryKind, Observation, Phase, Plan, Readiness, TargetState, Transition, awaits_workload,
+    needs, step,
 };
 
 fn early_observation(sim: &Sim) -> Observation {
@@ -100,5 +102,131 @@ fn only_the_revision_acts_early_not_a_config_change_or_a_gate_wait() {
     });
     let now = sim.status.last_tick_at.unwrap() + Duration::from_secs(5);
     let t = step(&sim.plan, &sim.status, &early_observation(&sim), now);
+    assert_eq!(t.status, sim.status);
+}
+
+/// What a watch shows between ticks: the sim's world, the primary and canary as `ready` says.
+fn watched(sim: &Sim, primary_ready: bool, canary_ready: bool) -> Observation {
+    let r = |ready: bool| {
+        if ready {
+            Readiness::ready(2)
+        } else {
+            Readiness::starting(2, 0)
+        }
+    };
+    Observation {
+        target: sim.world.target.clone(),
+        primary: Some(r(primary_ready)),
+        canary: sim.world.canary_up.then(|| r(canary_ready)),
+        ..Observation::default()
+    }
+}
+
+#[test]
+fn a_primary_that_becomes_ready_between_ticks_finishes_the_bootstrap_at_once() {
+    let mut sim = Sim::new(
+        Plan::test(),
+        "rev-a",
+        serin_core::Timestamp::from_millis(1_700_000_000_000),
+    );
+    sim.world.primary_ready = false;
+    sim.tick();
+    assert_eq!(sim.status.phase, Phase::Initializing);
+    assert!(awaits_workload(&sim.plan, &sim.status));
+    let now = sim.status.last_tick_at.unwrap() + Duration::from_secs(5);
+    // Still rolling out: nothing moves early.
+    let t = step(&sim.plan, &sim.status, &watched(&sim, false, false), now);
+    assert_eq!(t.status, sim.status);
+    assert!(t.actions.is_empty(), "{:?}", t.actions);
+    // Ready: initialized now, not an interval later.
+    let t = step(&sim.plan, &sim.status, &watched(&sim, true, false), now);
+    assert_eq!(t.status.phase, Phase::Initialized);
+    assert_eq!(
+        t.status.last_tick_at,
+        Some(now),
+        "the cadence restarts here"
+    );
+    // Looking again at the same instant changes nothing more.
+    let again = step(&sim.plan, &t.status, &watched(&sim, true, false), now);
+    assert_eq!(again.status, t.status);
+}
+
+#[test]
+fn a_one_step_rollout_moves_on_each_readiness_and_judges_only_at_intervals() {
+    let mut plan = Plan::test();
+    if let serin_core::Strategy::Canary { step_weights, .. } = &mut plan.strategy {
+        *step_weights = vec![50];
+    }
+    let mut sim = Sim::initialized(plan);
+    let interval = sim.plan.interval;
+    let start = sim.status.last_tick_at.unwrap() + Duration::from_secs(3);
+    // The watch sees the new revision: the run starts at once and scales the canary up.
+    sim.deploy("rev-b");
+    let t = step(&sim.plan, &sim.status, &watched(&sim, true, false), start);
+    assert_eq!(t.status.phase, Phase::Progressing);
+    sim.status = t.status;
+    sim.world.canary_up = true;
+    assert!(awaits_workload(&sim.plan, &sim.status));
+    // The canary's pods become ready 4 s later: its first step, no check judged.
+    let ready_at = start + Duration::from_secs(4);
+    let t = step(&sim.plan, &sim.status, &watched(&sim, true, true), ready_at);
+    assert_eq!(t.status.canary_weight, 50);
+    assert_eq!(t.status.failed_checks, 0);
+    assert!(t.status.run.as_ref().unwrap().pre_rollout_done);
+    sim.status = t.status;
+    // From here the analysis keeps the interval: an early look moves nothing.
+    assert!(!awaits_workload(&sim.plan, &sim.status));
+    let early = step(
+        &sim.plan,
+        &sim.status,
+        &watched(&sim, true, true),
+        ready_at + Duration::from_secs(10),
+    );
+    assert_eq!(early.status, sim.status);
+    // One interval later the checks pass at the last step: promotion.
+    sim.now = ready_at + interval;
+    sim.world.checks = vec![success_rate(99.9)];
+    sim.tick();
+    assert_eq!(sim.status.phase, Phase::Promoting);
+    // The primary rolls the promoted template out; once ready it finalises and succeeds, each
+    // as soon as the watch shows it.
+    let promoted_at = sim.now;
+    let t = step(
+        &sim.plan,
+        &sim.status,
+        &watched(&sim, true, true),
+        promoted_at + Duration::from_secs(6),
+    );
+    assert_eq!(t.status.phase, Phase::Finalising);
+    let t = step(
+        &sim.plan,
+        &t.status,
+        &watched(&sim, true, true),
+        promoted_at + Duration::from_secs(7),
+    );
+    assert_eq!(t.status.phase, Phase::Succeeded);
+    assert!(
+        (promoted_at + Duration::from_secs(7)).since(start) < interval * 2,
+        "new revision to Succeeded within two intervals"
+    );
+}
+
+#[test]
+fn a_run_with_gates_waits_for_the_interval_even_when_the_canary_is_ready() {
+    let mut sim =
+        Sim::initialized(Plan::test().webhook("load-test", serin_core::WebhookKind::PreRollout));
+    let start = sim.status.last_tick_at.unwrap() + Duration::from_secs(3);
+    sim.deploy("rev-b");
+    let t = step(&sim.plan, &sim.status, &watched(&sim, true, false), start);
+    assert_eq!(t.status.phase, Phase::Progressing);
+    sim.status = t.status;
+    sim.world.canary_up = true;
+    assert!(!awaits_workload(&sim.plan, &sim.status));
+    let t = step(
+        &sim.plan,
+        &sim.status,
+        &watched(&sim, true, true),
+        start + Duration::from_secs(4),
+    );
     assert_eq!(t.status, sim.status);
 }

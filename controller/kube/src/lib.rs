@@ -41,7 +41,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use serin_api::{Canary, TargetKind};
@@ -144,6 +144,7 @@ pub struct Context {
     targets: Arc<watch::TargetRevisions>,
     ticks: watch::TickSchedule,
     schedule: Arc<Schedule>,
+    stores: Option<watch::Stores>,
 }
 
 impl Context {
@@ -166,7 +167,15 @@ impl Context {
             targets: Arc::default(),
             ticks: watch::TickSchedule::default(),
             schedule: Arc::default(),
+            stores: None,
         }
+    }
+
+    /// Reads workloads and Services from `stores` (what the controller's watches hold) instead
+    /// of GETting them.
+    pub fn with_stores(mut self, stores: watch::Stores) -> Self {
+        self.stores = Some(stores);
+        self
     }
 
     /// Target revisions seen by the watch (shared with the watch's mapper).
@@ -388,11 +397,24 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let normalized = Arc::new(normalized);
     cctx.spec = Some(normalized.clone());
     cctx.target_changed = ctx.targets.changed_for(&canary);
-    let workloads = Arc::new(KubeWorkloads::new(
-        ctx.client.clone(),
-        canary.clone(),
-        normalized.clone(),
-    ));
+    if let Some(stores) = &ctx.stores {
+        // Until every watch has listed, an object missing from a store may still exist.
+        if tokio::time::timeout(STORES_READY_WAIT, stores.ready())
+            .await
+            .map_or(true, |ready| !ready)
+        {
+            return Err(AdapterError::new(
+                ErrorKind::Timeout,
+                "watching Deployments, DaemonSets and Services",
+                "the watches have not listed yet (check the controller's list/watch permissions)",
+            )
+            .into());
+        }
+    }
+    let workloads = Arc::new(
+        KubeWorkloads::new(ctx.client.clone(), canary.clone(), normalized.clone())
+            .with_stores(ctx.stores.clone()),
+    );
     let router = KubeRouter::new(
         ctx.client.clone(),
         canary.clone(),
@@ -552,6 +574,9 @@ pub fn error_policy(canary: Arc<Canary>, error: &ReconcileError, ctx: Arc<Contex
     Requeue::requeue(delay)
 }
 
+/// How long a reconcile waits for the watches' first lists before it fails (and backs off).
+pub const STORES_READY_WAIT: Duration = Duration::from_secs(30);
+
 /// At most this many Canaries reconcile at once. A cold start with thousands of Canaries then
 /// queues them instead of sending every apply to the API server together (unbounded, 1,000
 /// Canaries drew 504 Gateway Timeouts on ~3,000 simultaneous Service applies); failed reconciles
@@ -586,7 +611,26 @@ pub async fn run_controller(
         ),
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=serin");
-    let ctx = Arc::new(Context::new(client, config, metrics));
+    // Each watch feeds a store the adapters read (no GET of what a watch holds) and triggers
+    // the Canaries it concerns. Managed fields are dropped: nothing reads them, and they are a
+    // good part of each object's size.
+    let (stores, writers) = watch::Stores::new();
+    let deployments = watcher(deployments, watcher::Config::default())
+        .default_backoff()
+        .modify(|d: &mut Deployment| d.managed_fields_mut().clear())
+        .reflect(writers.deployments)
+        .touched_objects();
+    let daemonsets = watcher(daemonsets, watcher::Config::default())
+        .default_backoff()
+        .modify(|d: &mut DaemonSet| d.managed_fields_mut().clear())
+        .reflect(writers.daemonsets)
+        .touched_objects();
+    let services = watcher(services, owned)
+        .default_backoff()
+        .modify(|s: &mut Service| s.managed_fields_mut().clear())
+        .reflect(writers.services)
+        .touched_objects();
+    let ctx = Arc::new(Context::new(client, config, metrics).with_stores(stores));
     let controller = Controller::new(canaries, watcher::Config::default());
     // Deployments and DaemonSets are watched once each, for two reasons: the primaries the
     // Canaries own, and the targets, whose new revisions must not wait for the next interval.
@@ -625,9 +669,9 @@ pub async fn run_controller(
         )
     };
     let controller = controller
-        .watches(deployments, watcher::Config::default(), on_deployment)
-        .watches(daemonsets, watcher::Config::default(), on_daemonset)
-        .owns(services, owned)
+        .watches_stream(deployments, on_deployment)
+        .watches_stream(daemonsets, on_daemonset)
+        .owns_stream(services)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES),
         )

@@ -11,7 +11,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serin_api::{Canary, CustomMetadata, Normalized};
 
-use super::workloads::{PRIMARY_SUFFIX, Target, primary_labels};
+use super::watch::Stores;
+use super::workloads::{PRIMARY_SUFFIX, Target, primary_labels, stamp_applied};
 use super::{FIELD_MANAGER, kube_error};
 use serin_controller::adapters::AdapterError;
 
@@ -128,9 +129,11 @@ pub fn service(
 }
 
 /// Applies the three Services. The apex selects the primary's pods (so clients outside the mesh
-/// reach the stable version); routing objects then split traffic behind it.
+/// reach the stable version); routing objects then split traffic behind it. With `stores`, a
+/// Service whose watched copy is already as applied is left alone.
 pub async fn apply_services(
     client: &Client,
+    stores: Option<&Stores>,
     canary: &Canary,
     n: &Normalized,
     names: &ServiceNames,
@@ -153,7 +156,17 @@ pub async fn apply_services(
         (&names.canary, svc.canary.as_ref(), selector.clone()),
         (&names.apex, svc.apex.as_ref(), primary_selector.clone()),
     ] {
-        let s = service(name, &ns, custom, Some(owner), sel, ports.clone());
+        let mut s = service(name, &ns, custom, Some(owner), sel, ports.clone());
+        let current = stores.and_then(|st| st.service(&ns, name));
+        // The stamp says Serin's fields are as applied; the selector is checked as well, as
+        // it decides where traffic goes.
+        let same_selector = current
+            .as_ref()
+            .and_then(|c| c.spec.as_ref()?.selector.as_ref())
+            == s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
+        if stamp_applied(&mut s, current.as_deref()) && same_selector {
+            continue;
+        }
         api.patch(name, &pp, &Patch::Apply(&s))
             .await
             .map_err(|e| kube_error(e, format!("applying service {ns}/{name}")))?;

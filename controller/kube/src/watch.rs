@@ -3,20 +3,28 @@
 //! - the Canary that owns the object (a `-primary` copy), as `Controller::owns` would, and
 //! - every Canary targeting the object whose status does not know its pod-template revision
 //!   yet, so a new revision starts (or restarts) the analysis at once instead of at the next
-//!   interval. Status-only changes of the target (pods becoming ready) wake nobody.
+//!   interval, and
+//! - every Canary targeting the object that waits for its workloads to become ready (its pods'
+//!   readiness reaches the controller as the workload's status), so the move it waited for
+//!   happens as soon as the pods are ready, not at the next interval.
 //!
 //! The revisions seen are kept in [`TargetRevisions`], which the reconcile reads to tell the
 //! driver that the target changed (see [`serin_controller::adapters::CanaryContext::target_changed`]).
+//!
+//! The watches feed reflector [`Stores`]: the adapters read targets, primaries and Services there
+//! instead of GETting them, so a tick that changes nothing makes no API request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serin_api::{Canary, TargetKind};
-use serin_core::Timestamp;
+use serin_core::{Phase, Timestamp};
 
 use super::status::engine_status;
 use super::workloads::template_revision;
@@ -58,6 +66,19 @@ fn is_new_revision(canary: &Canary, revision: &str) -> bool {
         && status.run.as_ref().is_none_or(|r| r.revision != revision)
 }
 
+/// Whether the Canary's stored status waits for its workloads to become ready (the engine's
+/// [`serin_core::awaits_workload`], read from the status alone: a Canary woken for nothing
+/// finds nothing to do, reading only the stores).
+fn awaits(canary: &Canary) -> bool {
+    let s = engine_status(canary);
+    s.paused.is_none()
+        && match s.phase {
+            Phase::Initializing | Phase::Promoting | Phase::Finalising => true,
+            Phase::Progressing => s.run.as_ref().is_some_and(|r| !r.pre_rollout_done),
+            _ => false,
+        }
+}
+
 /// The Canaries to reconcile after a change of the workload `(kind, namespace, name)` with
 /// pod template `template` and owner references `owners`.
 pub fn canaries_to_wake(
@@ -84,14 +105,104 @@ pub fn canaries_to_wake(
             && t.name == name
             && c.namespace().as_deref() == Some(namespace)
             && c.meta().deletion_timestamp.is_none();
-        if targets_it
-            && revision.as_deref().is_some_and(|r| is_new_revision(c, r))
-            && !wake.iter().any(|w| w.name == c.name_any())
-        {
+        let wanted = revision.as_deref().is_some_and(|r| is_new_revision(c, r)) || awaits(c);
+        if targets_it && wanted && !wake.iter().any(|w| w.name == c.name_any()) {
             wake.push(ObjectRef::from_obj(c.as_ref()));
         }
     }
     wake
+}
+
+/// What the controller's watches hold: every Deployment and DaemonSet (targets and primaries)
+/// and the Services Serin manages. Reads never reach the API server.
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments.
+    pub deployments: Store<Deployment>,
+    /// DaemonSets.
+    pub daemonsets: Store<DaemonSet>,
+    /// Services labelled `app.kubernetes.io/managed-by=serin`.
+    pub services: Store<Service>,
+}
+
+/// The writers of [`Stores`], fed by the controller's watch streams.
+pub struct StoreWriters {
+    /// Deployments.
+    pub deployments: reflector::store::Writer<Deployment>,
+    /// DaemonSets.
+    pub daemonsets: reflector::store::Writer<DaemonSet>,
+    /// Services.
+    pub services: reflector::store::Writer<Service>,
+}
+
+impl Stores {
+    /// Empty stores and their writers.
+    pub fn new() -> (Self, StoreWriters) {
+        let (deployments, dw) = reflector::store();
+        let (daemonsets, sw) = reflector::store();
+        let (services, vw) = reflector::store();
+        (
+            Self {
+                deployments,
+                daemonsets,
+                services,
+            },
+            StoreWriters {
+                deployments: dw,
+                daemonsets: sw,
+                services: vw,
+            },
+        )
+    }
+
+    /// Stores holding exactly these objects, as after a watch's initial list (tests, tools).
+    pub fn of(
+        deployments: Vec<Deployment>,
+        daemonsets: Vec<DaemonSet>,
+        services: Vec<Service>,
+    ) -> Self {
+        fn fill<K>(w: &mut reflector::store::Writer<K>, objects: Vec<K>)
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            w.apply_watcher_event(&watcher::Event::Init);
+            for o in objects {
+                w.apply_watcher_event(&watcher::Event::InitApply(o));
+            }
+            w.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let (stores, mut w) = Self::new();
+        fill(&mut w.deployments, deployments);
+        fill(&mut w.daemonsets, daemonsets);
+        fill(&mut w.services, services);
+        // The readers keep what was written; the writers may go.
+        stores
+    }
+
+    /// Waits until every watch has listed once (before, an absent object is not known to be
+    /// absent).
+    pub async fn ready(&self) -> bool {
+        self.deployments.wait_until_ready().await.is_ok()
+            && self.daemonsets.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+    }
+
+    /// A Deployment by namespace and name.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A DaemonSet by namespace and name.
+    pub fn daemonset(&self, namespace: &str, name: &str) -> Option<Arc<DaemonSet>> {
+        self.daemonsets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A managed Service by namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::new(name).within(namespace))
+    }
 }
 
 /// When each Canary's next tick is due, to measure how late it started (the controller

@@ -25,6 +25,7 @@ use serin_api::{Canary, Normalized, TargetKind};
 use serin_core::{Readiness, TargetState};
 
 use super::services::{self, ServiceNames};
+use super::watch::Stores;
 use super::{FIELD_MANAGER, kube_error};
 use serin_controller::adapters::{
     AdapterError, CanaryContext, ErrorKind, WorkloadState, Workloads,
@@ -117,6 +118,28 @@ pub fn daemonset_readiness(d: &DaemonSet) -> Readiness {
         deadline_exceeded: false,
         unavailable_since: None,
     }
+}
+
+/// Annotation on the objects Serin applies (primary, Services): a hash of the object as Serin
+/// last applied it, so an apply the watched copy already carries is skipped (a waiting tick then
+/// re-applies nothing).
+pub const APPLIED_ANNOTATION: &str = "serin.dev/applied";
+
+/// Stamps `object` with [`APPLIED_ANNOTATION`] (the hash of `object` as built) and says whether
+/// `current`, the watched copy, already carries that stamp: applying it again would change
+/// nothing Serin owns.
+pub fn stamp_applied<K: kube::Resource + serde::Serialize>(
+    object: &mut K,
+    current: Option<&K>,
+) -> bool {
+    let hash = short_hash(&serde_json::to_vec(&*object).unwrap_or_default());
+    let unchanged = current
+        .and_then(|c| c.annotations().get(APPLIED_ANNOTATION))
+        .is_some_and(|h| *h == hash);
+    object
+        .annotations_mut()
+        .insert(APPLIED_ANNOTATION.to_string(), hash);
+    unchanged
 }
 
 /// `sha256(data)` as 16 hex digits: short, stable, enough to tell revisions apart.
@@ -417,6 +440,7 @@ pub struct KubeWorkloads {
     spec: Arc<Normalized>,
     namespace: String,
     owner: OwnerReference,
+    stores: Option<Stores>,
 }
 
 impl KubeWorkloads {
@@ -430,7 +454,20 @@ impl KubeWorkloads {
             spec,
             namespace,
             owner,
+            stores: None,
         }
+    }
+
+    /// Reads targets, primaries and Services from the controller's watches instead of GETting
+    /// them (`None`: GET, for callers without watches).
+    pub fn with_stores(mut self, stores: Option<Stores>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// The watches' stores, when this reads from them.
+    pub fn stores(&self) -> Option<&Stores> {
+        self.stores.as_ref()
     }
 
     fn primary_name(&self) -> String {
@@ -443,6 +480,20 @@ impl KubeWorkloads {
 
     async fn get_target(&self) -> Result<Option<Target>, AdapterError> {
         let name = &self.spec.target_name;
+        let ns = &self.namespace;
+        match (&self.stores, self.spec.target_kind) {
+            (Some(st), TargetKind::Deployment) => {
+                return Ok(st
+                    .deployment(ns, name)
+                    .map(|d| Target::Deployment(Box::new((*d).clone()))));
+            }
+            (Some(st), TargetKind::DaemonSet) => {
+                return Ok(st
+                    .daemonset(ns, name)
+                    .map(|d| Target::DaemonSet(Box::new((*d).clone()))));
+            }
+            _ => {}
+        }
         match self.spec.target_kind {
             TargetKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -587,8 +638,12 @@ impl KubeWorkloads {
     }
 
     async fn primary_replicas(&self) -> Result<Option<i32>, AdapterError> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = self.primary_name();
+        if let Some(st) = &self.stores {
+            let d = st.deployment(&self.namespace, &name);
+            return Ok(d.and_then(|d| d.spec.as_ref().and_then(|s| s.replicas)));
+        }
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         let d = api
             .get_opt(&name)
             .await
@@ -603,17 +658,25 @@ impl KubeWorkloads {
         let tracked: BTreeSet<String> = sums.keys().cloned().collect();
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let name = self.primary_name();
+        let ns = &self.namespace;
         match target {
             Target::Deployment(d) => {
-                let p =
-                    primary_deployment(d, &name, &self.namespace, replicas, &tracked, &self.owner);
+                let mut p = primary_deployment(d, &name, ns, replicas, &tracked, &self.owner);
+                let current = self.stores.as_ref().and_then(|st| st.deployment(ns, &name));
+                if stamp_applied(&mut p, current.as_deref()) {
+                    return Ok(());
+                }
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.patch(&name, &pp, &Patch::Apply(&p))
                     .await
                     .map_err(|e| kube_error(e, self.what("applying", "deployment", &name)))?;
             }
             Target::DaemonSet(d) => {
-                let p = primary_daemonset(d, &name, &self.namespace, &tracked, &self.owner);
+                let mut p = primary_daemonset(d, &name, ns, &tracked, &self.owner);
+                let current = self.stores.as_ref().and_then(|st| st.daemonset(ns, &name));
+                if stamp_applied(&mut p, current.as_deref()) {
+                    return Ok(());
+                }
                 let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.patch(&name, &pp, &Patch::Apply(&p))
                     .await
@@ -739,15 +802,21 @@ impl Workloads for KubeWorkloads {
             Target::DaemonSet(d) => daemonset_readiness(d),
         };
         let name = self.primary_name();
-        let primary = match &target {
-            Target::Deployment(_) => {
+        let primary = match (&self.stores, &target) {
+            (Some(st), Target::Deployment(_)) => st
+                .deployment(&self.namespace, &name)
+                .map(|d| deployment_readiness(&d)),
+            (Some(st), Target::DaemonSet(_)) => st
+                .daemonset(&self.namespace, &name)
+                .map(|d| daemonset_readiness(&d)),
+            (None, Target::Deployment(_)) => {
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.get_opt(&name)
                     .await
                     .map_err(|e| kube_error(e, self.what("reading", "deployment", &name)))?
                     .map(|d| deployment_readiness(&d))
             }
-            Target::DaemonSet(_) => {
+            (None, Target::DaemonSet(_)) => {
                 let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.get_opt(&name)
                     .await
@@ -780,6 +849,7 @@ impl Workloads for KubeWorkloads {
         self.apply_primary_hpa().await?;
         services::apply_services(
             &self.client,
+            self.stores.as_ref(),
             &self.canary,
             &self.spec,
             &self.service_names(),

@@ -302,7 +302,11 @@ impl Driver {
             .filter(|c| !status.applied_command_ids.contains(&c.id))
             .collect();
         let needs = serin_core::needs(&ctx.plan, &status, now);
-        if !needs.due && fresh.is_empty() && !deleting && !ctx.target_changed {
+        // Early looks: a command, deletion, a target the platform saw change, or a workload the
+        // canary waits for (reading it is cheap where watches hold it; the engine moves only
+        // once it is ready).
+        let early = ctx.target_changed || serin_core::awaits_workload(&ctx.plan, &status);
+        if !needs.due && fresh.is_empty() && !deleting && !early {
             return Ok(TickOutcome::Idle {
                 wake_at: Some(needs.wake_at),
             });
@@ -415,7 +419,7 @@ impl Driver {
             });
         }
 
-        if actions.is_empty()
+        if actions.iter().all(reasserts)
             && !deleting
             && observation.checks.is_empty()
             && sample.is_none()
@@ -423,7 +427,11 @@ impl Driver {
             && same_besides_schedule(&before, &status)
         {
             // Nothing to write but the tick's time (an idle Canary, a hold that holds): keep
-            // that in memory. The store still writes what else it keeps, if that changed.
+            // that in memory. The desired states the engine asserts again (the primary while it
+            // is waited for) are carried out; adapters skip what is already so. The store
+            // still writes what else it keeps, if that changed.
+            self.act_all(ctx, &status, &actions, now, &mut Vec::new())
+                .await?;
             let wrote = self
                 .store
                 .save_if_changed(ctx, &status)
@@ -440,14 +448,8 @@ impl Driver {
         }
 
         let mut history: Vec<HistoryEntry> = Vec::new();
-        for action in &actions {
-            self.act(ctx, &status, action, now, &mut history)
-                .await
-                .map_err(|source| DriverError::Act {
-                    action: action_name(action),
-                    source,
-                })?;
-        }
+        self.act_all(ctx, &status, &actions, now, &mut history)
+            .await?;
         let judged = sample
             .as_ref()
             .and_then(|s| s.judge.as_ref())
@@ -467,6 +469,26 @@ impl Driver {
             actions,
             wake_at,
         })
+    }
+
+    /// Carries out `actions` in order; the first failure stops them.
+    async fn act_all(
+        &self,
+        ctx: &CanaryContext,
+        status: &Status,
+        actions: &[Action],
+        now: Timestamp,
+        history: &mut Vec<HistoryEntry>,
+    ) -> Result<(), DriverError> {
+        for action in actions {
+            self.act(ctx, status, action, now, history)
+                .await
+                .map_err(|source| DriverError::Act {
+                    action: action_name(action),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     async fn act(
@@ -620,6 +642,18 @@ impl Driver {
             );
         }
     }
+}
+
+/// Whether `action` only asserts a desired state again, recording and telling nobody (so a tick
+/// made only of such actions and an unchanged status has nothing to write).
+fn reasserts(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::InitializePrimary
+            | Action::ScaleCanaryToZero
+            | Action::ScaleCanaryUp
+            | Action::SetRoutes(_)
+    )
 }
 
 /// Whether `after` differs from `before` in nothing but the engine's scheduling time.

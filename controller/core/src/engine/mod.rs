@@ -222,7 +222,8 @@ impl Tick<'_> {
         let due = match self.s.last_tick_at {
             None => true,
             Some(t) => self.now >= t + self.plan.interval,
-        } || (self.obs.commands.is_empty() && self.new_target_revision());
+        } || (self.obs.commands.is_empty()
+            && (self.new_target_revision() || self.awaited_workload_ready()));
         if !due {
             return;
         }
@@ -270,6 +271,49 @@ impl Tick<'_> {
                 .as_ref()
                 .is_some_and(|r| r.revision != target.revision),
             _ => false,
+        }
+    }
+}
+
+/// Whether the canary, in `status`, waits only for a workload to become ready before its next
+/// move, so a runtime that watches the workloads should observe (and [`step`]) as soon as one
+/// changes instead of at the next interval: the primary while Initializing, Promoting or
+/// Finalising, and the canary before the analysis began (no check is judged then; only for runs
+/// without gate webhooks, which are asked at scheduled ticks).
+pub fn awaits_workload(plan: &Plan, status: &Status) -> bool {
+    if plan.suspend || status.paused.is_some() {
+        return false;
+    }
+    match status.phase {
+        Phase::Initializing | Phase::Promoting | Phase::Finalising => true,
+        // Gates are asked only on scheduled ticks (see [`needs`]): a run with any waits for one.
+        Phase::Progressing => {
+            status.run.as_ref().is_some_and(|r| !r.pre_rollout_done)
+                && !plan.webhooks.iter().any(|w| w.kind.is_gate())
+        }
+        _ => false,
+    }
+}
+
+impl Tick<'_> {
+    /// Whether the workload the canary waits for (see [`awaits_workload`]) is ready now, so the
+    /// move it waited for happens at once rather than at the next interval. Waiting on the
+    /// primary or on a canary that has not started its analysis judges nothing early: the
+    /// analysis windows keep the interval.
+    fn awaited_workload_ready(&self) -> bool {
+        if self.s.last_tick_at == Some(self.now) || !awaits_workload(self.plan, &self.s) {
+            return false;
+        }
+        let ready = |r: &Option<crate::observation::Readiness>, threshold: u32| {
+            r.as_ref()
+                .is_some_and(|r| !r.deadline_exceeded && r.check(threshold).is_ok())
+        };
+        let primary = ready(&self.obs.primary, self.plan.primary_ready_threshold);
+        match self.s.phase {
+            Phase::Progressing => {
+                primary && ready(&self.obs.canary, self.plan.canary_ready_threshold)
+            }
+            _ => primary,
         }
     }
 }

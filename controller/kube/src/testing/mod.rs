@@ -136,6 +136,16 @@ impl Expect {
         self
     }
 
+    /// Also hands the body to `f`, after the check already set (to keep what was sent).
+    pub fn also(mut self, f: impl FnOnce(&Value) + Send + 'static) -> Self {
+        let first = std::mem::replace(&mut self.check, Box::new(|_| {}));
+        self.check = Box::new(move |body| {
+            first(body);
+            f(body);
+        });
+        self
+    }
+
     /// Answers `code` with `body`.
     pub fn reply(mut self, code: u16, body: Value) -> Self {
         self.answer = Box::new(move |_| (code, body));

@@ -18,6 +18,7 @@ mod leases;
 mod notifications;
 mod primary_copies;
 mod progress;
+mod scale;
 mod smi;
 mod validation;
 mod watches;

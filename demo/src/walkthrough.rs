@@ -1,18 +1,17 @@
 //! The engine walkthrough behind `serin walkthrough`: one canary, two rollouts, driven through
-//! the real engine ([`crate::step`]) by the simulated runtime in [`crate::sim`]. The first
-//! revision degrades its success rate and is rolled back; the fix is then promoted after an
+//! the real engine ([`serin_core::step`]) by the simulated runtime in [`serin_core::sim`]. The
+//! first revision degrades its success rate and is rolled back; the fix is then promoted after an
 //! inconclusive tick and a promotion approval. Observations (readiness, check values, webhook
 //! answers) are simulated and labelled as such; the decisions are the engine's.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::action::{Action, HistoryEntry};
-use crate::observation::{Bound, CheckResult, CommandAction, Verdict};
-use crate::plan::{InconclusivePolicy, Plan, Strategy, Webhook, WebhookKind};
-use crate::sim::{Sim, TickLog};
-use crate::status::Phase;
-use crate::time::Timestamp;
+use serin_core::sim::{Sim, TickLog};
+use serin_core::{
+    Action, Bound, CheckResult, CommandAction, HistoryEntry, InconclusivePolicy, Phase, Plan,
+    Strategy, Timestamp, Verdict, Webhook, WebhookKind,
+};
 
 /// How much to print.
 #[derive(Clone, Copy, Debug, Default)]
