@@ -171,7 +171,7 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stderr}"
     );
     assert!(
-        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog"),
+        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog, newrelic, dynatrace"),
         "{stderr}"
     );
     assert!(
@@ -180,7 +180,7 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
     );
     // A Canary in one file using a template of another file that is not queried.
     assert!(
-        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/newrelic-errors"),
+        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/keptn-slo"),
         "{stderr}"
     );
     assert!(

@@ -29,10 +29,25 @@
 //! `SERIN_BENCH_IDLE=10000` idle keep-alive connections for the memory line (`0`: skip),
 //! `SERIN_BENCH_IDLE_SETTLE_SECS=60` how long after they close memory is read again.
 //!
+//! - h2 head-of-line: an h2c upstream in this process; a client that asks for 3 × 10 MB and
+//!   never reads holds the endpoint while a normal h2c client measures its latency
+//!   ([`h2hol`]); serin and HAProxy (h2c both ways), and `direct` to the upstream. nginx 1.22
+//!   speaks only HTTP/1.1 to upstreams (h2 only through `grpc_pass`), so it has no such line.
+//! - wrk cross-check: when Debian's `wrk` is installed, `wrk -t1 -c32` against each path in
+//!   short runs, the paths in a new random order every round ([`wrk`]).
+//!
+//! `SERIN_BENCH_ONLY=idle,fixed,max,h2hol,wrk` runs only the parts named (the quick way to the
+//! new lines: `SERIN_BENCH_ONLY=h2hol,max,wrk SERIN_BENCH_ROUNDS=5`); `SERIN_BENCH_WRK_ROUNDS=5`
+//! and `SERIN_BENCH_WRK_SECS=2` size the wrk runs.
+//!
 //! Output: one line per proxy `path=<p> idle_conns=<n> rss_mib=<n> rss_after_close_mib=<n>`,
 //! one line per path and rate,
-//! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>` and
-//! `path=<p> max_rps=<n>`. Lines starting with `#` are notes (skips, machine load).
+//! `path=<p> rate=<rps> p50_us=<n> p99_us=<n> p999_us=<n> rss_mib=<n>`,
+//! `path=<p> max_rps=<n> p99_us=<n>` (the closed loop: one thread, 32 connections per path;
+//! p99 is the median over the rounds of each round's p99),
+//! `path=<p> h2_hol stalled_streams=<0|3> p50_us=<n> p99_us=<n> max_us=<n> requests=<n> errors=<n>`
+//! and `path=<p> wrk_rps=<n> wrk_p99_us=<n>`. Lines starting with `#` are notes (skips,
+//! machine load).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,6 +58,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+// The example's own modules, in examples/bench/ (no main.rs there: not an example of its own).
+#[path = "bench/h2hol.rs"]
+mod h2hol;
+#[path = "bench/wrk.rs"]
+mod wrk;
 
 const RATES: [u64; 3] = [1_000, 2_000, 5_000];
 /// Interleaved rounds over all paths (odd, so the median round is one round). Many short
@@ -67,6 +88,8 @@ const IDLE_CONNS: usize = 10_000;
 /// How long after the idle connections close the proxy's memory is read again (the goal:
 /// back within 20 % of its level before the storm a minute after it).
 const IDLE_SETTLE: Duration = Duration::from_secs(60);
+/// The parts `SERIN_BENCH_ONLY` may name.
+const PARTS: [&str; 5] = ["idle", "fixed", "max", "h2hol", "wrk"];
 const RATE_CONNECTIONS: usize = 16;
 const MAX_CONNECTIONS: usize = 32;
 
@@ -86,12 +109,33 @@ fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("serin-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Which parts run (`SERIN_BENCH_ONLY`; all by default).
+    let parts: Vec<String> = match std::env::var("SERIN_BENCH_ONLY") {
+        Ok(v) => {
+            let parts: Vec<String> = v.split(',').map(|p| p.trim().to_string()).collect();
+            for p in &parts {
+                if !PARTS.contains(&p.as_str()) {
+                    bail!("SERIN_BENCH_ONLY: unknown part {p:?}; expected some of {PARTS:?}");
+                }
+            }
+            println!("# note: only the parts {parts:?} (SERIN_BENCH_ONLY)");
+            parts
+        }
+        Err(_) => PARTS.iter().map(|p| p.to_string()).collect(),
+    };
+    let part = |name: &str| parts.iter().any(|p| p == name);
     let primary = spawn_upstream("primary")?;
     let canary = spawn_upstream("canary")?;
+    let h2_upstream = h2hol::spawn_upstream()?;
 
     let mut paths: Vec<(&str, Option<Proc>, SocketAddr)> = vec![("direct", None, primary)];
-    match start_serin(&dir, primary, canary, pin) {
-        Ok((p, a)) => paths.push(("serin", Some(p), a)),
+    // Where each path takes h2c to the h2c upstream (for the head-of-line line).
+    let mut h2_paths: Vec<(&str, SocketAddr, &str)> = vec![("direct", h2_upstream, "h2up")];
+    match start_serin(&dir, primary, canary, h2_upstream, pin) {
+        Ok((p, a)) => {
+            paths.push(("serin", Some(p), a));
+            h2_paths.push(("serin", a, "h2up"));
+        }
         Err(e) => println!("# note: serin-proxy could not start: {e:#}"),
     }
     match which("nginx") {
@@ -101,9 +145,14 @@ fn main() -> anyhow::Result<()> {
         },
         None => println!("# note: nginx skipped: not installed (apt-get install -y nginx-light)"),
     }
+    let mut haproxy_maxconn = None;
     match which("haproxy") {
-        Some(bin) => match start_haproxy(&bin, &dir, primary, canary, pin) {
-            Ok((p, a)) => paths.push(("haproxy", Some(p), a)),
+        Some(bin) => match start_haproxy(&bin, &dir, primary, canary, h2_upstream, pin) {
+            Ok((p, a, h2, maxconn)) => {
+                paths.push(("haproxy", Some(p), a));
+                h2_paths.push(("haproxy", h2, "h2up"));
+                haproxy_maxconn = Some(maxconn);
+            }
             Err(e) => println!("# note: haproxy skipped: {e:#}"),
         },
         None => println!("# note: haproxy skipped: not installed (apt-get install -y haproxy)"),
@@ -113,6 +162,7 @@ fn main() -> anyhow::Result<()> {
     if let Ok(only) = std::env::var("SERIN_BENCH_PATHS") {
         let only: Vec<&str> = only.split(',').map(str::trim).collect();
         paths.retain(|(name, _, _)| only.contains(name));
+        h2_paths.retain(|(name, _, _)| only.contains(name));
         println!("# note: only the paths {only:?} (SERIN_BENCH_PATHS)");
     }
     // For investigations (see the module comment).
@@ -130,6 +180,7 @@ fn main() -> anyhow::Result<()> {
         }
         Err(_) => RATES.to_vec(),
     };
+    let rates = if part("fixed") { rates } else { Vec::new() };
     let rounds_n: usize = match std::env::var("SERIN_BENCH_ROUNDS") {
         Ok(v) => v
             .trim()
@@ -151,8 +202,28 @@ fn main() -> anyhow::Result<()> {
             .context("SERIN_BENCH_IDLE: expected a number of connections (0: skip)")?,
         Err(_) => IDLE_CONNS,
     };
-    if idle_n > 0 {
-        idle_memory(&paths, idle_n)?;
+    if idle_n > 0 && part("idle") {
+        idle_memory(&paths, idle_n, haproxy_maxconn)?;
+    }
+    if part("h2hol") {
+        // Each path first without a stalled client (the control: the path answers h2c at
+        // all, and how fast), then with one.
+        for (name, addr, authority) in &h2_paths {
+            for stalled in [0, h2hol::STALLED_STREAMS] {
+                match h2hol::measure(*addr, authority, stalled) {
+                    Ok(h) => println!(
+                        "path={name} h2_hol stalled_streams={stalled} p50_us={} p99_us={} max_us={} requests={} errors={}",
+                        h.p50_us, h.p99_us, h.max_us, h.requests, h.errors
+                    ),
+                    Err(e) => println!("# note: path={name} h2_hol skipped: {e:#}"),
+                }
+            }
+        }
+        if paths.iter().any(|(name, _, _)| *name == "nginx") {
+            println!(
+                "# note: path=nginx h2_hol skipped: nginx 1.22 proxies to upstreams over HTTP/1.1 only"
+            );
+        }
     }
     // This machine's CPU speed drifts over minutes, so measuring one path after the other
     // favours whichever ran in a fast phase. The paths take turns (in slots at fixed rates, in
@@ -265,16 +336,20 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut max_rps: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
+    // Each round's p99 of the closed loop, per path.
+    let mut max_p99: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
     // (CPU ticks, requests) of each proxy over all rounds.
     let mut cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
-    for _round in 0..rounds_n {
+    let max_rounds = if part("max") { rounds_n } else { 0 };
+    for _round in 0..max_rounds {
         let owners = slot_owners(&mut order, paths.len(), MAX_MEASURE, MAX_SLOT);
         let before: Vec<Option<u64>> = paths
             .iter()
             .map(|(_, p, _)| p.as_ref().map(Proc::cpu_ticks))
             .collect();
-        for (i, (rps, requests)) in closed_loop(&addrs, &owners).into_iter().enumerate() {
+        for (i, (rps, requests, p99)) in closed_loop(&addrs, &owners).into_iter().enumerate() {
             max_rps[i].push(rps);
+            max_p99[i].push(p99);
             if let (Some(b), Some(p)) = (before[i], paths[i].1.as_ref()) {
                 cpu[i].0 += p.cpu_ticks().saturating_sub(b);
                 cpu[i].1 += requests;
@@ -284,17 +359,26 @@ fn main() -> anyhow::Result<()> {
     let mut cpu_notes = Vec::new();
     // The rounds paired, as for p99: in how many was serin's max_rps at or above each other
     // proxy's?
-    if let Some(s) = serin {
+    if let Some(s) = serin.filter(|_| max_rounds > 0) {
         let others = paired(&paths, s, |i| &max_rps[i], |a, b| a >= b);
         if !others.is_empty() {
             cpu_notes.push(format!("# path=serin rounds_max_rps_at_or_above {others}"));
         }
     }
-    for (i, (name, proc_, _)) in paths.iter().enumerate() {
+    if let Some(s) = serin.filter(|_| max_rounds > 0) {
+        let others = paired(&paths, s, |i| &max_p99[i], |a, b| a <= b);
+        if !others.is_empty() {
+            cpu_notes.push(format!("# path=serin rounds_max_p99_at_or_below {others}"));
+        }
+    }
+    for (i, (name, proc_, _)) in paths.iter().enumerate().filter(|_| max_rounds > 0) {
         let rounds = &mut max_rps[i];
         rounds.sort_unstable();
         let rps = rounds.get(rounds.len() / 2).copied().unwrap_or(0);
-        println!("path={name} max_rps={rps}");
+        let mut p99s = max_p99[i].clone();
+        p99s.sort_unstable();
+        let p99 = p99s.get(p99s.len() / 2).copied().unwrap_or(0);
+        println!("path={name} max_rps={rps} p99_us={p99}");
         let (ticks, requests) = cpu[i];
         if proc_.is_some() && requests > 0 {
             // CPU time the proxy itself spent per request: unlike rps, this barely moves when
@@ -313,10 +397,74 @@ fn main() -> anyhow::Result<()> {
         .zip(&max_rps)
         .map(|((name, _, _), r)| format!("{name}={r:?}"))
         .collect();
-    println!("# max_rps rounds (sorted): {}", rounds.join(" "));
+    if max_rounds > 0 {
+        println!("# max_rps rounds (sorted): {}", rounds.join(" "));
+    }
+    if part("wrk") {
+        wrk_lines(&paths, pin, &mut order)?;
+    }
     println!("# load average after: {}", loadavg());
     drop(paths);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The wrk cross-check (see [`wrk`]): every path in turn, a new random order each round.
+fn wrk_lines(
+    paths: &[(&str, Option<Proc>, SocketAddr)],
+    pin: bool,
+    order: &mut fastrand::Rng,
+) -> anyhow::Result<()> {
+    let Some(bin) = which("wrk") else {
+        println!("# note: wrk lines skipped: wrk not installed (apt-get install -y wrk)");
+        return Ok(());
+    };
+    let env_n = |var: &str, default: u64| -> anyhow::Result<u64> {
+        match std::env::var(var) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{var}: expected a whole number, 1 or more")),
+            Err(_) => Ok(default),
+        }
+    };
+    let rounds = env_n("SERIN_BENCH_WRK_ROUNDS", 5)?;
+    let secs = env_n("SERIN_BENCH_WRK_SECS", 2)?;
+    let mut runs: Vec<Vec<wrk::Run>> = paths.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        let mut turn: Vec<usize> = (0..paths.len()).collect();
+        order.shuffle(&mut turn);
+        for i in turn {
+            match wrk::run(&bin, paths[i].2, secs, pin) {
+                Ok(r) => runs[i].push(r),
+                Err(e) => println!("# note: path={} wrk run failed: {e:#}", paths[i].0),
+            }
+        }
+    }
+    for ((name, _, _), runs) in paths.iter().zip(&runs) {
+        if runs.is_empty() {
+            continue;
+        }
+        let mut rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+        rps.sort_by(f64::total_cmp);
+        let mut p99: Vec<u64> = runs.iter().map(|r| r.p99_us).collect();
+        p99.sort_unstable();
+        println!(
+            "path={name} wrk_rps={:.0} wrk_p99_us={}",
+            rps[rps.len() / 2],
+            p99[p99.len() / 2]
+        );
+        println!(
+            "# path={name} wrk rounds={} secs={secs} rps={:?} p99_us={:?}",
+            runs.len(),
+            runs.iter()
+                .map(|r| r.rps.round() as u64)
+                .collect::<Vec<_>>(),
+            runs.iter().map(|r| r.p99_us).collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }
 
@@ -512,6 +660,7 @@ fn start_serin(
     dir: &Path,
     primary: SocketAddr,
     canary: SocketAddr,
+    h2_upstream: SocketAddr,
     pin: bool,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let listen = free_port()?;
@@ -520,7 +669,7 @@ fn start_serin(
     std::fs::write(
         &cfg,
         format!(
-            "outbound:\n  listen: {listen}\n  maxConnections: 20000\nadmin:\n  listen: {admin}\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
+            "outbound:\n  listen: {listen}\n  maxConnections: 20000\nadmin:\n  listen: {admin}\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n  - authority: h2up\n    rules:\n      - backends:\n          - {{ name: h2up, endpoints: [\"{h2_upstream}\"] }}\n"
         ),
     )?;
     let bin = serin_binary()?;
@@ -570,22 +719,44 @@ fn start_nginx(
     Ok((Proc { child }, listen))
 }
 
+/// The hard limit on open files this process (and so the proxies it starts) may raise to.
+fn fd_hard_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    match line.split_whitespace().nth(4)? {
+        "unlimited" => Some(usize::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// HAProxy with the 90/10 split on one port and, on another, h2c both ways to the h2c
+/// upstream. Returns the process, the split's address, the h2c address and its maxconn.
 fn start_haproxy(
     bin: &Path,
     dir: &Path,
     primary: SocketAddr,
     canary: SocketAddr,
+    h2_upstream: SocketAddr,
     pin: bool,
-) -> anyhow::Result<(Proc, SocketAddr)> {
+) -> anyhow::Result<(Proc, SocketAddr, SocketAddr, usize)> {
     let listen = free_port()?;
+    let listen_h2 = free_port()?;
     let conf = dir.join("haproxy.cfg");
+    // maxconn above the 10,000 idle connections when the file descriptor limit allows: HAProxy
+    // reserves two descriptors per connection (client and server side) and refuses to start
+    // when its limit, which only CAP_SYS_RESOURCE may raise past the hard limit, is below that.
+    let hard = fd_hard_limit().unwrap_or(20_000);
+    let maxconn = 10_050.min(hard.saturating_sub(200) / 2);
+    let ulimit = (2 * maxconn + 100).min(hard);
     std::fs::write(
         &conf,
         format!(
-            "global\n  maxconn 10050\n  ulimit-n 20000\n  nbthread 1\n\
+            "global\n  maxconn {maxconn}\n  ulimit-n {ulimit}\n  nbthread 1\n\
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
              frontend fe\n  bind {listen}\n  default_backend be\n\
-             backend be\n  balance roundrobin\n  http-reuse always\n  server primary {primary} weight 90\n  server canary {canary} weight 10\n"
+             backend be\n  balance roundrobin\n  http-reuse always\n  server primary {primary} weight 90\n  server canary {canary} weight 10\n\
+             frontend fe_h2\n  bind {listen_h2} proto h2\n  default_backend be_h2\n\
+             backend be_h2\n  http-reuse always\n  server h2up {h2_upstream} proto h2\n"
         ),
     )?;
     let mut child = pinned(bin, pin)
@@ -597,7 +768,7 @@ fn start_haproxy(
         .spawn()
         .context("spawning haproxy")?;
     wait_listening(listen, &mut child)?;
-    Ok((Proc { child }, listen))
+    Ok((Proc { child }, listen, listen_h2, maxconn))
 }
 
 fn loadavg() -> String {
@@ -610,11 +781,34 @@ fn loadavg() -> String {
 // Upstream: a trivial hyper server (keep-alive, fixed body).
 
 fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
+    spawn_server(&format!("upstream-{name}"), move |stream| async move {
+        let svc = hyper::service::service_fn(move |_req| async move {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(if name == "primary" {
+                    b"primary\n"
+                } else {
+                    b"canary\n"
+                }),
+            )))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .await;
+    })
+}
+
+/// A loopback server on a thread of its own (one current-thread runtime): `serve` runs as a
+/// task for every accepted connection (`TCP_NODELAY` set). Returns its address.
+fn spawn_server<F, Fut>(thread: &str, serve: F) -> anyhow::Result<SocketAddr>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new()
-        .name(format!("upstream-{name}"))
+        .name(thread.to_string())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -628,22 +822,7 @@ fn spawn_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |_req| async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(
-                                    if name == "primary" {
-                                        b"primary\n"
-                                    } else {
-                                        b"canary\n"
-                                    },
-                                )),
-                            ))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
+                    tokio::spawn(serve(stream));
                 }
             });
         })?;
@@ -699,7 +878,11 @@ impl Conn {
 /// keep-alive connections, and [`IDLE_SETTLE`] (`SERIN_BENCH_IDLE_SETTLE_SECS`) after they
 /// closed. The proxies take the storm one after the other and then settle together, so the
 /// settling costs one wait, not one per proxy (the first proxy settles longest).
-fn idle_memory(paths: &[(&str, Option<Proc>, SocketAddr)], n: usize) -> anyhow::Result<()> {
+fn idle_memory(
+    paths: &[(&str, Option<Proc>, SocketAddr)],
+    idle_n: usize,
+    haproxy_maxconn: Option<usize>,
+) -> anyhow::Result<()> {
     let settle = match std::env::var("SERIN_BENCH_IDLE_SETTLE_SECS") {
         Ok(v) => Duration::from_secs(
             v.trim()
@@ -712,14 +895,25 @@ fn idle_memory(paths: &[(&str, Option<Proc>, SocketAddr)], n: usize) -> anyhow::
     let mut measured = Vec::new();
     for (name, proc_, addr) in paths {
         let Some(p) = proc_ else { continue };
+        // HAProxy holds connections only up to its maxconn (see `start_haproxy`).
+        let n = match haproxy_maxconn {
+            Some(max) if *name == "haproxy" && max < idle_n + 50 => {
+                let n = max.saturating_sub(50);
+                println!(
+                    "# note: path=haproxy idle_conns={n}, not {idle_n}: its maxconn is {max} under this process's file descriptor limit"
+                );
+                n
+            }
+            _ => idle_n,
+        };
         let before = p.rss_mib();
         match idle_conns(p, *addr, n) {
-            Ok(rss) => measured.push((*name, p, before, rss)),
+            Ok(rss) => measured.push((*name, p, n, before, rss)),
             Err(e) => println!("# note: path={name} idle_conns skipped: {e:#}"),
         }
     }
     std::thread::sleep(settle);
-    for (name, p, before, rss) in measured {
+    for (name, p, n, before, rss) in measured {
         let after = p.rss_mib();
         println!("path={name} idle_conns={n} rss_mib={rss:.1} rss_after_close_mib={after:.1}");
         println!(
@@ -858,7 +1052,7 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
 /// Closed loop over every path in `addrs`: `MAX_CONNECTIONS` connections per path, the paths
 /// taking turns in slots of `MAX_SLOT` as `owners` says (`slot_owners`), each connection sending
 /// its next request as soon as the last is answered while its path owns the slot. Returns per
-/// path (requests per second, requests completed): the rate counts the requests answered inside
+/// path (requests per second, requests completed, p99 latency of the counted requests): the rate counts the requests answered inside
 /// the path's slots, after the first `MAX_SETTLE` of each, while the last requests of the path
 /// before are still being answered; the count is every request, warm-up included, for the CPU
 /// time per request. A warm-up of `WARMUP` per path (same connections, not counted in the rate)
@@ -872,15 +1066,18 @@ fn open_loop(addrs: &[SocketAddr], rate: u64, owners: &[usize]) -> Vec<Latencies
 /// read per request): a thread per connection costs a context switch per request, and with this
 /// process sharing one CPU with the upstreams the load generator, not the proxy on the other CPU,
 /// then decided the figure (the direct path reached about what the proxies did).
-fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
+fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64, u64)> {
     let paths = addrs.len();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(_) => return vec![(0, 0); paths],
+        Err(_) => return vec![(0, 0, 0); paths],
     };
+    // Latencies of the counted requests, per path (each connection adds its own when done).
+    let latencies: Arc<std::sync::Mutex<Vec<Vec<u64>>>> =
+        Arc::new(std::sync::Mutex::new(vec![Vec::new(); paths]));
     // Which path may send now (`paths`: none; `STOP`: all done), and whether answers count.
     const STOP: usize = usize::MAX;
     let (owner_tx, owner_rx) = tokio::sync::watch::channel(paths);
@@ -893,13 +1090,20 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
             for _ in 0..MAX_CONNECTIONS {
                 let (mut owner, counting) = (owner_rx.clone(), counting.clone());
                 let (counted, all) = (counted.clone(), all.clone());
+                let latencies = latencies.clone();
                 tasks.spawn(async move {
                     let mut conn = None;
                     let mut buf = Vec::with_capacity(4096);
+                    let mut mine = Vec::new();
                     loop {
                         match owner.wait_for(|o| *o == p || *o == STOP).await {
                             Ok(o) if *o == p => {}
-                            _ => return,
+                            _ => {
+                                if let Ok(mut l) = latencies.lock() {
+                                    l[p].append(&mut mine);
+                                }
+                                return;
+                            }
                         }
                         if conn.is_none() {
                             conn = match tokio::net::TcpStream::connect(addr).await {
@@ -913,11 +1117,13 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
                             };
                         }
                         let Some(s) = conn.as_mut() else { return };
+                        let sent = Instant::now();
                         match async_request(s, &mut buf).await {
                             Ok(true) => {
                                 all[p].fetch_add(1, Ordering::Relaxed);
                                 if *owner.borrow() == p && counting.load(Ordering::Relaxed) {
                                     counted[p].fetch_add(1, Ordering::Relaxed);
+                                    mine.push(sent.elapsed().as_micros() as u64);
                                 }
                             }
                             // An error answer or a broken connection: not counted, reconnect.
@@ -948,6 +1154,7 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+        let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
         (0..paths)
             .map(|p| {
                 let n = counted[p].load(Ordering::Relaxed);
@@ -957,7 +1164,8 @@ fn closed_loop(addrs: &[SocketAddr], owners: &[usize]) -> Vec<(u64, u64)> {
                 } else {
                     0
                 };
-                (rps, all[p].load(Ordering::Relaxed))
+                let p99 = percentiles(std::mem::take(&mut latencies[p])).1;
+                (rps, all[p].load(Ordering::Relaxed), p99)
             })
             .collect()
     })
