@@ -461,7 +461,15 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
         add_to_arm(&mut primary, &mut rng, n_p, x_p, &primary_probs);
         let r = state.observe_cumulative(config, &canary, &primary);
         if std::env::var_os("SERIN_JUDGE_SIM_DEBUG").is_some() && r.verdict != Verdict::Pass {
-            eprintln!("{} m{minute} w{weight}: {}", s.name, r.reason);
+            eprintln!(
+                "{} m{minute} w{weight} x_c={} n_c={} phi={:.2} e={:.1}: {}",
+                s.name,
+                canary.failures,
+                canary.requests,
+                r.error.dispersion,
+                r.error.max_e_value,
+                r.reason
+            );
         }
         match r.verdict {
             Verdict::Fail => return Outcome::Failed(minute),

@@ -83,6 +83,14 @@ pub const LOOK_CAP: f64 = 10.0;
 /// Expected variance a Pearson residual must reach before it counts (small looks are pooled
 /// until then, so a single rare event does not read as overdispersion).
 const RESIDUAL_MIN_VARIANCE: f64 = 2.0;
+/// Residuals (of either kind) seen before a look may add the full [`LOOK_CAP`]; until then
+/// at most its square root, so no fewer than five looks can fail or pass a canary: a burst on
+/// the canary's only pod from the first look on, before any residual can show it, must last
+/// five minutes to read as a regression.
+const FULL_CAP_AFTER: f64 = 4.0;
+/// Prior weight against volume-scaled dispersion, in squared binomial variance (about two
+/// blocks of variance 2 showing none).
+const KAPPA_PRIOR_DEN: f64 = 8.0;
 
 /// What the engine does when the judge stays inconclusive past its budget (`onInconclusive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -383,6 +391,16 @@ struct Comparison {
     pend_obs: f64,
     pend_exp: f64,
     pend_var: f64,
+    /// Volume-scaled dispersion (`Var = v (1 + kappa v)`, v the binomial variance): sums of
+    /// `d^2 - v`, of `d d_prev` (bursts outlasting a block) and of `v^2` over the residual
+    /// blocks, and the last block's `d`.
+    kappa_num: f64,
+    kappa_lag: f64,
+    kappa_den: f64,
+    kappa_last: f64,
+    /// The primary's own volume-scaled dispersion from its first differences: sum of
+    /// `(d^2 - var) / (2 rate^2)` and how many.
+    primary_kappa_sum: f64,
     canary_requests: f64,
     canary_events: f64,
     primary_requests: f64,
@@ -413,13 +431,43 @@ impl Comparison {
         share.max(primary).max(1.0)
     }
 
+    /// The volume-scaled excess dispersion `kappa`: a per-pod burst or a jitter of one arm's
+    /// rate multiplies that arm's count, so its variance grows with the square of the volume
+    /// (`v (1 + kappa v)`), and a dispersion measured at a low weight understates it at a high
+    /// one. Shrunk towards 0 by a prior worth [`KAPPA_PRIOR_DEN`].
+    fn kappa(&self) -> f64 {
+        let share =
+            (self.kappa_num + (2.0 * self.kappa_lag).max(0.0)) / (self.kappa_den + KAPPA_PRIOR_DEN);
+        // The primary shows bursty pods from its second look on; the canary is assumed no
+        // less bursty than the primary as a whole, and the share's variance adds both arms'.
+        let primary = 2.0 * self.primary_kappa_sum / (PHI_PRIOR_LOOKS + self.primary_count);
+        share.max(primary).max(0.0)
+    }
+
+    /// The dispersion for a look whose binomial variance is `v` (known before its split is
+    /// seen: the look's total and the arms' requests): the larger of the constant estimate
+    /// and the volume-scaled one.
+    fn dispersion_at(&self, v: f64) -> f64 {
+        self.dispersion().max(1.0 + self.kappa() * v.max(0.0))
+    }
+
     /// The log of the most one look may add: [`LOOK_CAP`], or its square root until two
     /// residuals (of either kind) have been seen.
     fn look_cap(&self) -> f64 {
-        if self.resid_count.max(self.primary_count) >= 2.0 {
+        if self.resid_count.max(self.primary_count) >= FULL_CAP_AFTER {
             LOOK_CAP.ln()
         } else {
             0.5 * LOOK_CAP.ln()
+        }
+    }
+
+    /// The canary's event rate over the primary's from the looks so far (1 before any).
+    fn fitted_ratio(&self) -> f64 {
+        if self.canary_requests > 0.0 && self.primary_requests > 0.0 {
+            ((self.canary_events + 0.5) / (self.canary_requests + 1.0))
+                / ((self.primary_events + 0.5) / (self.primary_requests + 1.0))
+        } else {
+            1.0
         }
     }
 
@@ -437,8 +485,13 @@ impl Comparison {
         }
         // Predictable: this look is tempered by what earlier looks showed, and capped harder
         // while fewer than two looks have shown how variable the traffic is.
-        let temper = 1.0 / self.dispersion();
         let cap = self.look_cap();
+        // The look's binomial variance under the fit so far: it depends on the look's total
+        // and requests, not on the split being tested, so tempering by it stays predictable
+        // given the total (the conditional test is valid for any such exponent <= 1).
+        let fitted = self.fitted_ratio();
+        let pi = canary_share(l.n_c, l.n_p, fitted);
+        let temper = 1.0 / self.dispersion_at((l.c_raw + l.p) * pi * (1.0 - pi));
         let total = l.c_fail + l.p;
         if total > 0.0 {
             let pi0 = canary_share(l.n_c, l.n_p, l.ratio_fail);
@@ -464,15 +517,18 @@ impl Comparison {
         // earlier looks (so a real regression is not read as noise once it has been seen).
         // The first look has no fit and adds nothing.
         if self.canary_requests > 0.0 && self.primary_requests > 0.0 {
-            let fitted = ((self.canary_events + 0.5) / (self.canary_requests + 1.0))
-                / ((self.primary_events + 0.5) / (self.primary_requests + 1.0));
             let events = l.c_raw + l.p;
             let pi = canary_share(l.n_c, l.n_p, fitted);
             self.pend_obs += l.c_raw;
             self.pend_exp += events * pi;
             self.pend_var += events * pi * (1.0 - pi);
             if self.pend_var >= RESIDUAL_MIN_VARIANCE {
-                let r = (self.pend_obs - self.pend_exp) / self.pend_var.sqrt();
+                let d = self.pend_obs - self.pend_exp;
+                self.kappa_num += d * d - self.pend_var;
+                self.kappa_lag += d * self.kappa_last;
+                self.kappa_den += self.pend_var * self.pend_var;
+                self.kappa_last = d;
+                let r = d / self.pend_var.sqrt();
                 self.resid_sum += r * r;
                 self.resid_lag_sum += r * self.resid_last;
                 self.resid_last = r;
@@ -490,6 +546,7 @@ impl Comparison {
             if pooled * l.n_p.min(last_n) >= RESIDUAL_MIN_VARIANCE && var > 0.0 {
                 let d = l.p / l.n_p - last_p / last_n;
                 self.primary_sum += d * d / var;
+                self.primary_kappa_sum += (d * d - var) / (2.0 * pooled * pooled);
                 self.primary_count += 1.0;
             }
         }
@@ -1025,7 +1082,9 @@ mod tests {
         let cfg = JudgeConfig::default();
         let mut s = JudgeState::default();
         let mut verdict = Verdict::Inconclusive;
-        for _ in 0..4 {
+        // Five looks: until four residuals have shown the traffic's variability a look adds
+        // at most sqrt(LOOK_CAP), and sqrt(10)^5 > 1 / (alpha * ERROR_ALPHA_SHARE) = 200.
+        for _ in 0..5 {
             verdict = s
                 .observe_window(&cfg, &traffic(1000.0, 100.0), &traffic(1000.0, 10.0))
                 .verdict;
@@ -1060,7 +1119,7 @@ mod tests {
         let cfg = JudgeConfig::default();
         let mut s = JudgeState::default();
         let mut failed_at = None;
-        for look in 1..=6 {
+        for look in 1..=8 {
             let r = s.observe_window(
                 &cfg,
                 &with_latency(300.0, 0.0, 2.0),
@@ -1077,7 +1136,9 @@ mod tests {
                 break;
             }
         }
-        assert!(failed_at.is_some_and(|l| l <= 5), "{failed_at:?}");
+        // Six looks: a latency quantile's bound is 1 / (alpha / 4) = 400 > sqrt(10)^5, and
+        // the sixth look may add the full LOOK_CAP.
+        assert!(failed_at.is_some_and(|l| l <= 6), "{failed_at:?}");
     }
 
     #[test]
@@ -1103,6 +1164,50 @@ mod tests {
         }
         let d = r.expect("twelve looks").error.dispersion;
         assert!(d < 2.5, "{d}");
+    }
+
+    #[test]
+    fn a_bursty_arm_scales_the_dispersion_with_the_volume() {
+        // The canary's rate is multiplied by 0.2 or 1.8 on alternate looks (a bursty single
+        // pod): its count's variance grows with the square of the volume. Learnt at a low
+        // weight, the dispersion applied to a look ten times larger must be far higher.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        for i in 0..10 {
+            let c = if i % 2 == 0 { 2.0 } else { 18.0 };
+            s.observe_window(&cfg, &traffic(1000.0, c), &traffic(9000.0, 90.0));
+        }
+        let kappa = s.error.kappa();
+        assert!(kappa > 0.1, "{kappa}");
+        let small = s.error.dispersion_at(10.0 * 0.9);
+        let large = s.error.dispersion_at(100.0 * 0.5);
+        assert!(large > 2.0 * small && large > 5.0, "{small} {large}");
+        // Independent traffic: kappa is only its estimate's noise, about sqrt(2 / looks) / v
+        // (v ~ 8 here), ten times less than the bursty arm's.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut s = JudgeState::default();
+        for _ in 0..30 {
+            let c = binomial(&mut rng, 1000, 0.01);
+            let p = binomial(&mut rng, 9000, 0.01);
+            s.observe_window(&cfg, &traffic(1000.0, c), &traffic(9000.0, p));
+        }
+        let independent = s.error.kappa();
+        assert!(
+            independent < 0.05 && independent * 10.0 < kappa,
+            "{independent} vs {kappa}"
+        );
+    }
+
+    #[test]
+    fn a_four_minute_burst_on_the_only_canary_pod_cannot_fail_it() {
+        // From the first look the canary fails 5x the primary's rate for four looks (a burst
+        // before any residual exists): four capped looks are not enough evidence.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        for look in 1..=4 {
+            let r = s.observe_window(&cfg, &traffic(500.0, 25.0), &traffic(4500.0, 45.0));
+            assert_ne!(r.verdict, Verdict::Fail, "look {look}: {}", r.reason);
+        }
     }
 
     #[test]

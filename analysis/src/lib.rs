@@ -65,6 +65,8 @@ pub use judge::{
     OnInconclusive, PASS_MIXTURE, PHI_PRIOR, PHI_PRIOR_LOOKS, QuantileEvidence, TestEvidence,
 };
 pub use provider::datadog;
+pub use provider::dynatrace;
+pub use provider::newrelic;
 pub use provider::prometheus::{
     DEFAULT_TIMEOUT, PrometheusAuth, PrometheusConfig, PrometheusProvider,
 };

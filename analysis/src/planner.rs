@@ -377,6 +377,38 @@ pub fn estimate(
     })
 }
 
+/// A duration for the plan's sentences (`15m`, `1m30s`; at least a second), `-` for none.
+pub fn plan_duration(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => crate::format_duration(Duration::from_secs(d.as_secs().max(1))),
+        None => "-".into(),
+    }
+}
+
+impl Estimate {
+    /// The plan in one sentence, as `serin plan`, `serin validate --rps` and the dashboard say
+    /// it: the rollout can never prove anything (and when `onInconclusive` ends it), usually
+    /// cannot within its budgets, or the typical times to a promotion and to a rollback.
+    pub fn summary(&self, rps: f64, policy: &str) -> String {
+        if self.healthy.promoted == 0.0 && self.regression.failed < 0.5 {
+            format!(
+                "at {rps} rps this rollout can never prove anything; it will end by onInconclusive ({policy}) after {}",
+                plan_duration(self.healthy.median_to_inconclusive)
+            )
+        } else if self.healthy.promoted < 0.5 {
+            format!(
+                "at {rps} rps a healthy release is usually not proven safe within the budgets; most runs end by onInconclusive ({policy}). Raise the traffic, the first stepWeight, the margins or the budgets"
+            )
+        } else {
+            format!(
+                "at {rps} rps a healthy release is typically promoted in {} and a doubled error rate rolled back in {}",
+                plan_duration(self.healthy.median_to_promote),
+                plan_duration(self.regression.median_to_fail)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,6 +303,43 @@ pub struct AnalysisInfo {
     /// Whether the statistical judge is on.
     #[serde(default)]
     pub judge: bool,
+    /// What the judge can prove on this schedule at a few traffic levels (`serin plan`'s
+    /// figures), when the judge is on and the rollout is a weighted canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanInfo>,
+}
+
+/// `serin plan`'s figures for a Canary's schedule, at several total request rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanInfo {
+    /// The primary's error rate assumed, percent.
+    pub error_rate_pct: f64,
+    /// Simulated rollouts per scenario and rate.
+    pub trials: usize,
+    /// One line per request rate, lowest first.
+    #[serde(default)]
+    pub lines: Vec<PlanLine>,
+}
+
+/// The plan at one request rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanLine {
+    /// Total requests per second (both arms).
+    pub rps: f64,
+    /// Percent of healthy canaries promoted.
+    pub healthy_promoted_pct: f64,
+    /// Their median time to promotion (`12m`), when any was.
+    pub healthy_to_promote: Option<String>,
+    /// Percent of canaries with twice the error rate rolled back by the judge.
+    pub regression_failed_pct: f64,
+    /// Their median time to the rollback, when any was.
+    pub regression_to_fail: Option<String>,
+    /// Percent of healthy canaries ended by `onInconclusive`.
+    pub inconclusive_pct: f64,
+    /// The plan in one sentence (`at 1 rps this rollout can never prove anything; ...`).
+    pub summary: String,
 }
 
 /// One metric check's configuration.

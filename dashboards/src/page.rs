@@ -9,8 +9,8 @@ use jiff::Timestamp;
 
 use crate::listing::{ListQuery, Listing, PAGE_SIZE};
 use crate::model::{
-    Action, CanaryDetail, CanarySummary, EntryKind, HistoryEntry, Phase, RunResult, RunSummary,
-    Series, Severity, Verdict, WaitReason,
+    Action, CanaryDetail, CanarySummary, EntryKind, HistoryEntry, Phase, PlanInfo, RunResult,
+    RunSummary, Series, Severity, Verdict, WaitReason,
 };
 
 /// Escapes text for HTML element content and attribute values.
@@ -467,6 +467,35 @@ fn outcome_text(run: &RunSummary) -> String {
     }
 }
 
+/// `serin plan`'s figures for the Canary's schedule: what its judge can prove at each traffic
+/// level, so a user sees before (or during) a rollout whether it can ever end by evidence.
+fn plan_card(plan: &PlanInfo) -> String {
+    let mut rows = String::new();
+    for l in &plan.lines {
+        let median = |m: &Option<String>| {
+            m.as_deref()
+                .map(|m| format!(" in {}", esc(m)))
+                .unwrap_or_default()
+        };
+        let _ = write!(
+            rows,
+            r#"<tr data-rps="{rps}"><td>{rps}</td><td>{hp:.0}%{hm}</td><td>{rf:.0}%{rm}</td><td>{inc:.0}%</td><td>{summary}</td></tr>"#,
+            rps = l.rps,
+            hp = l.healthy_promoted_pct,
+            hm = median(&l.healthy_to_promote),
+            rf = l.regression_failed_pct,
+            rm = median(&l.regression_to_fail),
+            inc = l.inconclusive_pct,
+            summary = esc(&l.summary),
+        );
+    }
+    format!(
+        r#"<div class="card" id="plan"><h3>What the judge can prove on this schedule</h3><p class="muted">Simulated rollouts ({trials} per line, primary error rate {err}%) through the real judge, as <code>serin plan</code> prints them.</p><table><thead><tr><th>requests/s</th><th>healthy canary promoted</th><th>2x error rate rolled back</th><th>ended by onInconclusive</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#,
+        trials = plan.trials,
+        err = plan.error_rate_pct,
+    )
+}
+
 /// The detail fragment: summary, charts, timeline (swapped in on live updates).
 pub fn detail_body(detail: &CanaryDetail, series: &Series) -> String {
     let s = &detail.canary;
@@ -506,6 +535,9 @@ pub fn detail_body(detail: &CanaryDetail, series: &Series) -> String {
             .unwrap_or_default(),
     );
     out.push_str(&charts(series));
+    if let Some(plan) = detail.analysis.as_ref().and_then(|a| a.plan.as_ref()) {
+        out.push_str(&plan_card(plan));
+    }
     if detail.runs.is_empty() {
         out.push_str(
             r#"<p class="muted">No runs yet: the primary serves the promoted revision.</p>"#,

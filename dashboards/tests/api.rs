@@ -92,6 +92,16 @@ async fn detail_has_runs_newest_first_with_measured_values_and_why_it_ended() {
     let v = get_json(&server.url("/api/v1/canaries/test/podinfo")).await;
     assert_eq!(v["canary"]["phase"], "Failed");
     assert_eq!(v["analysis"]["threshold"], 2);
+    // The planner's figures travel with the analysis settings.
+    let plan = &v["analysis"]["plan"];
+    assert_eq!(plan["lines"][0]["rps"], 1.0);
+    assert_eq!(plan["lines"][0]["inconclusivePct"], 100.0);
+    assert!(
+        plan["lines"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("can never prove anything")
+    );
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["id"], 2);
@@ -565,6 +575,12 @@ async fn pages_render_rows_charts_and_escape_text() {
     }
     assert!(html.contains("<polyline class=\"series\" data-series=\"canary\""));
     assert!(html.contains("request-success-rate: measured <b>90.5</b> vs min 99"));
+    // The plan card: what the judge can prove on this schedule at each traffic level.
+    assert!(html.contains(r#"<div class="card" id="plan">"#), "{html}");
+    assert!(
+        html.contains(r#"<tr data-rps="1"><td>1</td><td>0%</td><td>0%</td><td>100%</td><td>at 1 rps this rollout can never prove anything; it will end by onInconclusive (rollback) after 15m</td></tr>"#),
+        "{html}"
+    );
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>alert(1)"));
     let (s, html, _) = call("GET", &server.url("/canaries/test/ghost"), &[], "").await;

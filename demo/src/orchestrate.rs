@@ -48,7 +48,9 @@ pub struct DemoOptions {
     pub rate: f64,
     /// The bad release's error rate, percent.
     pub bad_error_rate_pct: f64,
-    /// How long one release may take before the demo gives up on it.
+    /// How long one release may take at the configured rate and interval before the demo
+    /// gives up on it: measured in requests sent and analyses run, so a busy machine gets the
+    /// same evidence (see `ReleaseBudget`).
     pub release_timeout: Duration,
     /// Keep everything running after the last release until `shutdown` resolves.
     pub keep_running: bool,
@@ -613,7 +615,56 @@ async fn script(
     Ok(tracker)
 }
 
-/// Prints the controller's history until `release` ends, the controller stops, or time is up.
+/// How much longer than `--release-timeout` a release may take on a machine too busy to send
+/// the load or run the analysis at the configured pace, before the demo gives up on it anyway.
+const STALLED_FACTOR: u32 = 5;
+
+/// The budget of one release: `--release-timeout` measures what the release may *consume* at
+/// the configured pace, not wall time, so a loaded machine (fewer requests sent, late
+/// controller ticks) gets the same evidence instead of a verdict cut short. The release has
+/// used its budget once the load sent `rate x timeout` requests since it began **and** the
+/// controller analysed it `timeout / interval` times; a wall-clock guard of
+/// [`STALLED_FACTOR`] times the timeout ends a demo whose load or controller has stalled.
+struct ReleaseBudget {
+    requests: u64,
+    ticks: u32,
+    stalled_at: Instant,
+}
+
+impl ReleaseBudget {
+    fn new(opts: &DemoOptions) -> Self {
+        let secs = opts.release_timeout.as_secs_f64();
+        Self {
+            requests: (opts.rate * secs).ceil() as u64,
+            ticks: (secs / opts.interval.as_secs_f64().max(1e-3)).ceil() as u32,
+            stalled_at: Instant::now() + opts.release_timeout * STALLED_FACTOR,
+        }
+    }
+
+    /// Why the release is out of budget, if it is. `sent` counts the load's requests since the
+    /// release began (`None` before the load starts: the first revision), `ticks` its analyses.
+    fn spent(&self, opts: &DemoOptions, sent: Option<u64>, ticks: u32) -> Option<String> {
+        let timeout = crate::duration::format(opts.release_timeout);
+        if Instant::now() >= self.stalled_at {
+            return Some(format!(
+                "did not finish within {} ({STALLED_FACTOR}x --release-timeout {timeout}): the load sent {} of {} requests and the controller analysed it {ticks} of {} times; is the machine overloaded?",
+                crate::duration::format(opts.release_timeout * STALLED_FACTOR),
+                sent.map_or("none".into(), |n| n.to_string()),
+                self.requests,
+                self.ticks,
+            ));
+        }
+        match sent {
+            Some(n) if n >= self.requests && ticks >= self.ticks => Some(format!(
+                "did not finish within --release-timeout {timeout} of traffic ({n} requests, {ticks} analyses)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Prints the controller's history until `release` ends, the controller stops, or its budget
+/// ([`ReleaseBudget`]) is spent.
 async fn follow(
     opts: &DemoOptions,
     platform: &Platform,
@@ -623,6 +674,16 @@ async fn follow(
     console: &mut Console<'_>,
     tracker: &mut Tracker,
 ) -> Result<(), DemoError> {
+    let budget = ReleaseBudget::new(opts);
+    let requests = || {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total
+            .requests()
+    };
+    let start = requests();
+    // The first revision has no load yet: only the stall guard, at the plain timeout, applies.
+    let first = release.expect == Expect::Primary;
     let deadline = Instant::now() + opts.release_timeout;
     while !tracker.ended(release.revision) {
         if platform.controller.is_finished() {
@@ -630,11 +691,18 @@ async fn follow(
                 "the controller stopped unexpectedly (see the log)".into(),
             ));
         }
-        if Instant::now() >= deadline {
+        if first && Instant::now() >= deadline {
             return Err(DemoError::Demo(format!(
                 "{} did not finish within {} (see the log)",
                 release.revision,
                 crate::duration::format(opts.release_timeout)
+            )));
+        }
+        let ticks = tracker.seen(release.revision).map_or(0, |s| s.ticks);
+        if !first && let Some(why) = budget.spent(opts, Some(requests() - start), ticks) {
+            return Err(DemoError::Demo(format!(
+                "{} {why} (see the log)",
+                release.revision
             )));
         }
         match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {

@@ -40,6 +40,11 @@ pub const JUDGE_ALPHA: f64 = 0.01;
 pub const JUDGE_ERROR_MARGIN_POINTS: f64 = 2.0;
 /// The latency margin (percent) the judge must show for p50 and p99.
 pub const JUDGE_LATENCY_MARGIN: f64 = 50.0;
+/// The time every release takes to answer (`SERIN_SAMPLE_APP_LATENCY`), as a real service
+/// does. A loopback answer in no time would make p50 and p99 the machine's scheduling noise:
+/// on a busy machine the judge would then compare the load of the host, not the releases, and
+/// need minutes to show the latency margin.
+pub const SERVICE_LATENCY: &str = "20ms";
 /// The request-duration threshold (milliseconds, p99).
 pub const DURATION_MAX_MS: f64 = 500.0;
 
@@ -126,7 +131,7 @@ spec:
     - name: SERIN_SAMPLE_APP_ERROR_RATE
       value: "{rate}%"
     - name: SERIN_SAMPLE_APP_LATENCY
-      value: "0s"
+      value: "{latency}"
   revision: {revision}
   readinessProbe:
     httpGet: {{ path: /readyz }}
@@ -136,6 +141,7 @@ spec:
   terminationGracePeriodSeconds: 5
 "#,
         command = quoted(&serin.display().to_string()),
+        latency = SERVICE_LATENCY,
         revision = release.revision,
         rate = release.error_rate_pct,
     )

@@ -38,6 +38,10 @@ pub struct CanaryShape {
     /// Measure with a `MetricTemplate` (canary error percentage, at most 5) on a Prometheus
     /// (see [`Site::metrics_server`]) instead of the built-in checks on the proxies.
     pub template: bool,
+    /// Extra lines under `analysis:` (indented four spaces), e.g. a `judge:` block.
+    pub analysis_extra: &'static str,
+    /// Replaces the built-in checks' `metrics:` block (indented four spaces), when set.
+    pub metrics: Option<&'static str>,
 }
 
 impl Default for CanaryShape {
@@ -48,6 +52,8 @@ impl Default for CanaryShape {
             threshold: 2,
             interval: "1s",
             template: false,
+            analysis_extra: "",
+            metrics: None,
         }
     }
 }
@@ -229,11 +235,12 @@ spec:
     threshold: {threshold}
     maxWeight: {max}
     stepWeight: {step}
-{metrics}"#,
+{extra}{metrics}"#,
+            extra = s.analysis_extra,
             metrics = if s.template {
                 TEMPLATE_CHECK
             } else {
-                BUILTIN_CHECKS
+                s.metrics.unwrap_or(BUILTIN_CHECKS)
             },
             bin = self.bin.display(),
             root = self.root.display(),

@@ -16,7 +16,9 @@ use crate::target::{ArmRole, Target};
 use crate::template::render;
 
 pub mod datadog;
+pub mod dynatrace;
 mod http;
+pub mod newrelic;
 pub mod prometheus;
 pub mod registry;
 pub mod scrape;

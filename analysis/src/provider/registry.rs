@@ -15,6 +15,8 @@ use super::BoxFuture;
 use crate::AnalysisError;
 use crate::check::{MetricCheck, MetricSource, NoDataConfig, Observed, evaluate};
 use crate::provider::datadog::DatadogProvider;
+use crate::provider::dynatrace::DynatraceProvider;
+use crate::provider::newrelic::NewRelicProvider;
 use crate::provider::prometheus::{PrometheusAuth, PrometheusConfig, PrometheusProvider};
 use crate::queries::Mesh;
 use crate::target::Target;
@@ -23,7 +25,7 @@ use crate::template::render;
 /// The `spec.provider.type`s this registry builds clients for, in the order the compatibility
 /// table lists them. `serin_api::support` must mark exactly these as queried (a test in the
 /// controller runtime holds the two together).
-pub const QUERIED_PROVIDERS: &[&str] = &["prometheus", "datadog"];
+pub const QUERIED_PROVIDERS: &[&str] = &["prometheus", "datadog", "newrelic", "dynatrace"];
 
 /// A template's `secretRef` Secret, its values decoded to text.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -209,6 +211,16 @@ pub fn build(settings: &ProviderSettings) -> Result<Arc<dyn TemplateProvider>, A
     Ok(match settings.type_.as_str() {
         "prometheus" => Arc::new(PrometheusTemplates(prometheus(settings)?)),
         "datadog" => Arc::new(DatadogProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
+        "newrelic" => Arc::new(NewRelicProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
+        "dynatrace" => Arc::new(DynatraceProvider::new(
             address,
             creds,
             settings.insecure_skip_verify,

@@ -218,7 +218,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "newrelic",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "graphite",
@@ -226,7 +226,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "dynatrace",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "keptn",

@@ -24,7 +24,9 @@ pub struct Args {
     /// Share of the bad release's requests that fail: a fraction (0.1) or a percentage (10%).
     #[arg(long, default_value = "10%")]
     pub bad_error_rate: String,
-    /// How long one release may take before the demo gives up on it, e.g. 90s.
+    /// How long one release may take before the demo gives up on it, e.g. 90s, at the
+    /// configured --rate and --interval: a busy machine that sends fewer requests or analyses
+    /// less often gets as many of both (up to 5 times as long) before the demo gives up.
     #[arg(long, default_value = "90s", value_parser = serin_core::duration::parse_flag)]
     pub release_timeout: std::time::Duration,
     /// Keep everything running after the demo (dashboard included) until Ctrl-C.

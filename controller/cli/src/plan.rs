@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_percent(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_percent(text: &str) -> Result<f64, String> {
     let t = text.trim().trim_end_matches('%').trim();
     match t.parse::<f64>() {
         Ok(v) if (0.0..50.0).contains(&v) => Ok(v / 100.0),
@@ -61,11 +61,8 @@ fn plan(args: &Args) -> i32 {
             return UNREADABLE;
         }
     };
-    if !(args.rps.is_finite() && args.rps >= 0.0) {
-        eprintln!(
-            "serin plan: --rps: {} is not accepted; accepted: requests per second, 0 or more (e.g. 8.5)",
-            args.rps
-        );
+    if let Err(m) = check_rps("--rps", args.rps) {
+        eprintln!("serin plan: {m}");
         return UNREADABLE;
     }
     if args.trials == 0 || args.trials > 100_000 {
@@ -131,14 +128,7 @@ fn plan(args: &Args) -> i32 {
     code
 }
 
-fn minutes(d: Option<std::time::Duration>) -> String {
-    match d {
-        Some(d) => {
-            serin_analysis::format_duration(std::time::Duration::from_secs(d.as_secs().max(1)))
-        }
-        None => "-".into(),
-    }
-}
+use serin_analysis::planner::plan_duration as minutes;
 
 fn pct(x: f64) -> String {
     format!("{:.0}%", 100.0 * x)
@@ -158,6 +148,28 @@ fn line(what: &str, o: &Outcomes, policy: &str) -> String {
 
 /// The plan for one Canary, as printed.
 fn report(n: &Normalized, args: &Args, error_rate: f64) -> Result<String, String> {
+    figures(n, args.rps, error_rate, args.trials)
+}
+
+/// Checks `--rps` (the same rule for `serin plan` and `serin validate --rps`).
+pub(crate) fn check_rps(flag: &str, rps: f64) -> Result<(), String> {
+    if rps.is_finite() && rps >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag}: {rps} is not accepted; accepted: requests per second, 0 or more (e.g. 8.5)"
+        ))
+    }
+}
+
+/// The planner's figures for one Canary at `rps` total requests per second, one indented line
+/// each (also printed by `serin validate --rps`).
+pub(crate) fn figures(
+    n: &Normalized,
+    rps: f64,
+    error_rate: f64,
+    trials: usize,
+) -> Result<String, String> {
     let Some(j) = &n.judge else {
         return Err(
             "spec.analysis.judge is off: without the judge there is no evidence to plan for".into(),
@@ -176,12 +188,8 @@ fn report(n: &Normalized, args: &Args, error_rate: f64) -> Result<String, String
         step_budget: Some(j.step_budget),
         run_budget: Some(j.run_budget),
     };
-    let traffic = TrafficModel {
-        rps: args.rps,
-        error_rate,
-    };
-    let e: Estimate =
-        estimate(&config, &schedule, &traffic, args.trials).map_err(|e| e.to_string())?;
+    let traffic = TrafficModel { rps, error_rate };
+    let e: Estimate = estimate(&config, &schedule, &traffic, trials).map_err(|e| e.to_string())?;
     let policy = config.on_inconclusive.as_str();
     let steps: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
     let mut out = format!(
@@ -191,34 +199,16 @@ fn report(n: &Normalized, args: &Args, error_rate: f64) -> Result<String, String
         serin_analysis::format_duration(j.step_budget),
         serin_analysis::format_duration(j.run_budget),
         config.margins_text(),
-        args.rps,
-        (args.rps * n.interval.as_secs_f64()).round(),
+        rps,
+        (rps * n.interval.as_secs_f64()).round(),
         error_rate * 100.0,
-        args.trials,
+        trials,
     );
     out.push_str(&line("healthy canary", &e.healthy, policy));
     out.push('\n');
     out.push_str(&line("2x error rate ", &e.regression, policy));
     out.push('\n');
-    let verdict = if e.healthy.promoted == 0.0 && e.regression.failed < 0.5 {
-        format!(
-            "  => at {} rps this rollout can never prove anything; it will end by onInconclusive ({policy}) after {}",
-            args.rps,
-            minutes(e.healthy.median_to_inconclusive)
-        )
-    } else if e.healthy.promoted < 0.5 {
-        format!(
-            "  => at {} rps a healthy release is usually not proven safe within the budgets; most runs end by onInconclusive ({policy}). Raise the traffic, the first stepWeight, the margins or the budgets",
-            args.rps
-        )
-    } else {
-        format!(
-            "  => at {} rps a healthy release is typically promoted in {} and a doubled error rate rolled back in {}",
-            args.rps,
-            minutes(e.healthy.median_to_promote),
-            minutes(e.regression.median_to_fail)
-        )
-    };
+    let verdict = format!("  => {}", e.summary(rps, policy));
     out.push_str(&verdict);
     Ok(out)
 }

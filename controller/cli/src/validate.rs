@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// per error `FILE: document N (Kind ns/name): field.path: message`; warnings (what Serin reads
 /// differently from what was written, e.g. an interval rounded up) follow as
 /// `...: warning: field.path: message`. The local platform's `Process` documents are checked
-/// too; documents of other API groups (Deployments, Services, ...) are skipped.
+/// too; documents of other API groups (Deployments, Services, ...) are skipped. With `--rps`,
+/// each valid Canary with the judge is followed by `serin plan`'s lines for that traffic
+/// (`...: plan at N rps:`, `...: plan: <line>`), or `...: plan: none: <why>`.
 /// Exit status: 0 all valid and runnable, 1 invalid documents, 2 a file could not be read or
 /// held no Serin resource, 3 all valid but some not runnable by this Serin.
 #[derive(clap::Args, Debug)]
@@ -30,7 +32,20 @@ pub struct Args {
     /// the fields Serin accepts but ignores, and the counts.
     #[arg(long)]
     pub flagger: bool,
+
+    /// Also print, for every valid Canary with the judge, `serin plan`'s figures at this total
+    /// requests per second: the expected time to a Pass for a healthy canary and to a Fail for
+    /// a doubled error rate, or that the run can never prove anything.
+    #[arg(long, value_name = "RPS")]
+    pub rps: Option<f64>,
+
+    /// The primary's error rate the plan assumes, in percent (`1%` or `1`; with --rps).
+    #[arg(long, default_value = "1%", value_name = "PERCENT", requires = "rps")]
+    pub error_rate: String,
 }
+
+/// Simulated rollouts per plan line in `serin validate --rps` (`serin plan --trials` for more).
+const PLAN_TRIALS: usize = 200;
 
 /// Exit status when a manifest is invalid.
 const INVALID: i32 = 1;
@@ -51,6 +66,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn check(args: &Args) -> i32 {
+    let plan_at = match plan_traffic(args) {
+        Ok(p) => p,
+        Err(m) => {
+            eprintln!("serin validate: {m}");
+            return UNREADABLE;
+        }
+    };
     let sources = match read_sources(&args.files, args.flagger) {
         Ok(s) => s,
         Err(message) => {
@@ -112,6 +134,16 @@ fn check(args: &Args) -> i32 {
                 );
             }
         }
+        if let (Some((rps, error_rate)), serin_api::Outcome::Valid(serin_api::Resource::Canary(c))) =
+            (plan_at, &doc.outcome)
+            && !args.quiet
+            && !doc.is_not_runnable()
+        {
+            let prefix = format!("{source}: document {} ({})", doc.index, doc.label());
+            for line in plan_lines(c, rps, error_rate) {
+                println!("{prefix}: {line}");
+            }
+        }
         if !matches!(doc.outcome, serin_api::Outcome::Skipped) {
             checked += 1;
         }
@@ -151,6 +183,35 @@ fn check(args: &Args) -> i32 {
         return NOT_RUNNABLE;
     }
     0
+}
+
+/// `--rps` and `--error-rate`, checked.
+fn plan_traffic(args: &Args) -> Result<Option<(f64, f64)>, String> {
+    let Some(rps) = args.rps else {
+        return Ok(None);
+    };
+    crate::plan::check_rps("--rps", rps)?;
+    let error_rate = crate::plan::parse_percent(&args.error_rate)?;
+    Ok(Some((rps, error_rate)))
+}
+
+/// The planner's lines for one valid Canary (`plan at N rps: ...`), or why there is none.
+fn plan_lines(c: &serin_api::Canary, rps: f64, error_rate: f64) -> Vec<String> {
+    let figures = serin_api::Normalized::from_canary(c)
+        .map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .and_then(|n| crate::plan::figures(&n, rps, error_rate, PLAN_TRIALS));
+    match figures {
+        Ok(text) => std::iter::once(format!("plan at {rps} rps:"))
+            .chain(text.lines().map(|l| format!("plan: {}", l.trim_start())))
+            .collect(),
+        Err(why) => vec![format!("plan: none: {why}")],
+    }
 }
 
 pub(crate) fn read_sources(

@@ -171,7 +171,7 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stderr}"
     );
     assert!(
-        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog"),
+        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog, newrelic, dynatrace"),
         "{stderr}"
     );
     assert!(
@@ -180,7 +180,7 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
     );
     // A Canary in one file using a template of another file that is not queried.
     assert!(
-        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/newrelic-errors"),
+        stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/keptn-slo"),
         "{stderr}"
     );
     assert!(
@@ -451,4 +451,72 @@ fn plan_rejects_bad_flags_and_judgeless_canaries() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn validate_with_rps_prints_the_plan_beside_the_verdict() {
+    let out = run_stdin(&["validate", "-f", "-", "--rps", "1"], PLANNED_CANARY);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let prefix = "<stdin>: document 1 (Canary test/podinfo)";
+    assert!(
+        stdout.contains(&format!("{prefix}: valid and runnable")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{prefix}: plan at 1 rps:")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{prefix}: plan: schedule: stepWeights 10,20,30,40,50, interval 1m, stepBudget 30m"
+        )),
+        "{stdout}"
+    );
+    // The same figures as `serin plan`: both scenarios and the verdict in words.
+    for expected in [
+        "plan: healthy canary: promoted 0%",
+        "plan: 2x error rate : promoted 0%",
+        "plan: => at 1 rps this rollout can never prove anything; it will end by onInconclusive (rollback) after 30m",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}:\n{stdout}");
+    }
+    // Without --rps validate prints no plan (it knows no traffic).
+    let out = run_stdin(&["validate", "-f", "-"], PLANNED_CANARY);
+    assert!(!text(&out.stdout).contains("plan"), "{}", text(&out.stdout));
+    // A Canary without the judge has nothing to plan, and says why; still valid (exit 0).
+    let judgeless = PLANNED_CANARY.replace(
+        "    judge: {onInconclusive: rollback, stepBudget: 30m}\n",
+        "",
+    );
+    let out = run_stdin(&["validate", "-f", "-", "--rps", "5"], &judgeless);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{prefix}: plan: none: spec.analysis.judge is off")),
+        "{}",
+        text(&out.stdout)
+    );
+    // Bad traffic flags name the flag and exit 2.
+    let out = run_stdin(&["validate", "-f", "-", "--rps=-3"], PLANNED_CANARY);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--rps: -3 is not accepted; accepted: requests per second"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_stdin(
+        &["validate", "-f", "-", "--rps", "3", "--error-rate", "many"],
+        PLANNED_CANARY,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--error-rate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_stdin(
+        &["validate", "-f", "-", "--error-rate", "2%"],
+        PLANNED_CANARY,
+    );
+    assert_eq!(out.status.code(), Some(2), "--error-rate needs --rps");
 }

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::{Value, json};
+use serde_json::json;
 use serin_dashboard::engine::{EngineBackend, EngineCanary, EngineStore};
 use serin_dashboard::model::{CanaryKey, TargetRef};
 use serin_dashboard::{BackendError, DashboardConfig};
@@ -154,36 +154,32 @@ impl KubeStore {
 
     fn engine_canary(&self, obj: &DynamicObject) -> EngineCanary {
         let key = key_of(obj);
-        let target = TargetRef {
-            kind: str_at(&obj.data, "/spec/targetRef/kind")
-                .unwrap_or("Deployment")
-                .to_string(),
-            name: str_at(&obj.data, "/spec/targetRef/name")
-                .unwrap_or_default()
-                .to_string(),
-        };
-        let history = obj
-            .data
-            .pointer("/status/serin/history")
-            .and_then(Value::as_array)
-            .map(|items| {
-                // An entry this version cannot read (a newer controller) is skipped, not fatal.
-                items
-                    .iter()
-                    .filter_map(|v| serde_json::from_value(v.clone()).ok())
-                    .collect()
-            })
+        // Read through the typed Canary (serin-api). The reflector stays untyped so that one
+        // object that does not read leaves the rest listed; that one shows with its name only.
+        let canary: Option<serin_api::Canary> = obj.clone().try_parse().ok();
+        let target = canary
+            .as_ref()
+            .map(crate::source::target_of)
+            .unwrap_or_else(|| TargetRef {
+                kind: "Deployment".into(),
+                name: String::new(),
+            });
+        // An entry this version cannot read (a newer controller) is skipped, not fatal.
+        let history = canary
+            .as_ref()
+            .map(crate::status::stored_history)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        let analysis = canary
+            .as_ref()
+            .and_then(|c| serin_api::Normalized::from_canary(c).ok())
+            .map(|n| serin_controller::dashboard::analysis_info(&n));
+        let status = canary
+            .as_ref()
+            .map(crate::source::reported_status)
             .unwrap_or_default();
-        let analysis = serde_json::from_value::<serin_api::Canary>(json!({
-            "apiVersion": obj.types.as_ref().map(|t| t.api_version.clone()).unwrap_or_else(|| "serin.dev/v1beta1".into()),
-            "kind": "Canary",
-            "metadata": {"name": key.name, "namespace": key.namespace},
-            "spec": obj.data.get("spec").cloned().unwrap_or(Value::Null),
-        }))
-        .ok()
-        .and_then(|c| serin_api::Normalized::from_canary(&c).ok())
-        .map(|n| serin_controller::dashboard::analysis_info(&n));
-        let status = crate::source::engine_status(&obj.data);
         let target_revision = status
             .run
             .as_ref()
@@ -191,7 +187,11 @@ impl KubeStore {
             .map(|r| r.revision.clone())
             .or_else(|| status.last_applied_spec.clone());
         EngineCanary {
-            pending: crate::source::pending_command(obj).into_iter().collect(),
+            pending: canary
+                .as_ref()
+                .and_then(crate::source::pending_command)
+                .into_iter()
+                .collect(),
             status,
             key,
             target,
@@ -206,10 +206,6 @@ impl KubeStore {
             .as_deref()
             .is_none_or(|ns| ns == key.namespace)
     }
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
 }
 
 impl EngineStore for KubeStore {
@@ -244,7 +240,13 @@ impl EngineStore for KubeStore {
             return Err(BackendError::NotFound(key.clone()));
         };
         // One annotation holds one command: overwriting an unapplied one would lose it.
-        if let Some(pending) = crate::source::pending_command(&obj)
+        if let Some(pending) = obj
+            .as_ref()
+            .clone()
+            .try_parse::<serin_api::Canary>()
+            .ok()
+            .as_ref()
+            .and_then(crate::source::pending_command)
             && pending.id != command.id
         {
             return Err(BackendError::Conflict(format!(
@@ -308,6 +310,7 @@ mod tests {
 
     use http::Response;
     use kube::client::Body;
+    use serde_json::Value;
     use serin_dashboard::Backend;
     use serin_dashboard::model::{Action, CommandState, EntryKind, Phase, Update};
     use tokio::sync::mpsc;

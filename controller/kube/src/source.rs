@@ -7,6 +7,7 @@ use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use serde_json::{Value, json};
+use serin_api::Canary;
 use serin_dashboard::convert;
 use serin_dashboard::model::{Action, CanaryKey, CanarySummary, TargetRef};
 
@@ -29,6 +30,9 @@ fn api_error(what: &str, e: kube::Error) -> KubeError {
         }
         kube::Error::Api(s) if s.code == 404 => {
             " (is the Canary CRD installed? `serin crds | kubectl apply -f -`)"
+        }
+        kube::Error::SerdeError(_) => {
+            " (the object does not read as a serin.dev/v1beta1 Canary; `serin validate` names the field)"
         }
         _ => " (API server unreachable?)",
     };
@@ -68,12 +72,9 @@ impl KubeSource {
         Self::from_client(client)
     }
 
-    /// The Canary API of `namespace` (all namespaces when `None`).
+    /// The Canary API of `namespace` (all namespaces when `None`), untyped: the dashboard's
+    /// reflector keeps listing when one object does not read.
     pub(crate) fn canary_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        self.canaries(namespace)
-    }
-
-    fn canaries(&self, namespace: Option<&str>) -> Api<DynamicObject> {
         let ar = canary_resource();
         match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
@@ -81,7 +82,15 @@ impl KubeSource {
         }
     }
 
-    async fn object(&self, key: &CanaryKey) -> Result<DynamicObject, KubeError> {
+    /// The typed Canary API of `namespace` (all namespaces when `None`).
+    fn canaries(&self, namespace: Option<&str>) -> Api<Canary> {
+        match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    async fn object(&self, key: &CanaryKey) -> Result<Canary, KubeError> {
         self.canaries(Some(&key.namespace))
             .get_opt(&key.name)
             .await
@@ -121,35 +130,17 @@ impl KubeSource {
     /// The run's maximum weight, for the progress bar.
     pub async fn max_weight(&self, key: &CanaryKey) -> Option<u32> {
         let obj = self.object(key).await.ok()?;
-        let analysis = obj.data.pointer("/spec/analysis")?;
+        let analysis = &obj.spec.analysis;
         analysis
-            .get("maxWeight")
-            .and_then(Value::as_u64)
-            .or_else(|| {
-                analysis
-                    .get("stepWeights")
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.last())
-                    .and_then(Value::as_u64)
-            })
+            .max_weight
+            .or_else(|| analysis.step_weights.as_ref()?.last().copied())
             .and_then(|w| u32::try_from(w).ok())
     }
 
-    async fn summary(
-        &self,
-        key: &CanaryKey,
-        obj: &DynamicObject,
-    ) -> Result<CanarySummary, KubeError> {
-        let target = TargetRef {
-            kind: str_at(&obj.data, "/spec/targetRef/kind")
-                .unwrap_or("Deployment")
-                .to_string(),
-            name: str_at(&obj.data, "/spec/targetRef/name")
-                .unwrap_or_default()
-                .to_string(),
-        };
+    async fn summary(&self, key: &CanaryKey, obj: &Canary) -> Result<CanarySummary, KubeError> {
+        let target = target_of(obj);
         let revision = self.target_revision(&key.namespace, &target).await?;
-        Ok(summary_of(key, target, &obj.data, revision))
+        Ok(summary_of(key, target, obj, revision))
     }
 
     /// The target's current revision, computed as the controller does (pod-template hash).
@@ -209,51 +200,64 @@ impl KubeSource {
     }
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
+/// The Canary's target as the dashboard names it.
+pub(crate) fn target_of(canary: &Canary) -> TargetRef {
+    TargetRef {
+        kind: canary.spec.target_ref.kind.as_str().to_string(),
+        name: canary.spec.target_ref.name.clone(),
+    }
 }
 
-/// The engine state in a Canary object: `status.serin.state` when the controller wrote it,
-/// otherwise the Flagger-compatible status fields (same names).
-pub(crate) fn engine_status(data: &Value) -> serin_core::Status {
-    // The controller's own state when it wrote one, else Flagger's status fields.
-    crate::status::stored_state(data.pointer("/status/serin"))
+/// The state a Canary reports: the engine's under `status.serin.state` when the controller
+/// wrote it, otherwise the Flagger-compatible status fields (same names), so a Canary a Flagger
+/// controller ran still shows its phase and weights.
+pub(crate) fn reported_status(canary: &Canary) -> serin_core::Status {
+    let status = canary.status.as_ref();
+    crate::status::stored_state(status.and_then(|s| s.serin.as_ref()))
         .or_else(|| {
-            data.pointer("/status")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
+            status
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| serde_json::from_value(v).ok())
         })
         .unwrap_or_default()
+}
+
+fn last_command_id(canary: &Canary) -> Option<&str> {
+    canary.status.as_ref()?.last_command_id.as_deref()
 }
 
 /// The summary of a Canary object.
 pub fn summary_of(
     key: &CanaryKey,
     target: TargetRef,
-    data: &Value,
+    canary: &Canary,
     target_revision: Option<String>,
 ) -> CanarySummary {
-    let status = engine_status(data);
+    let status = reported_status(canary);
     convert::summary(key, target, &status, target_revision)
 }
 
 /// The command in the annotation, when the controller has not applied it yet.
-pub(crate) fn pending_command(obj: &DynamicObject) -> Option<serin_core::Command> {
-    let raw = obj.metadata.annotations.as_ref()?.get(COMMAND_ANNOTATION)?;
-    let command: serin_core::Command = serde_json::from_str(raw).ok()?;
-    let state = engine_status(&obj.data);
-    let applied = str_at(&obj.data, "/status/lastCommandId") == Some(command.id.as_str())
+pub(crate) fn pending_command(canary: &Canary) -> Option<serin_core::Command> {
+    let command = crate::status::pending_command(canary).ok()??;
+    let state = reported_status(canary);
+    let applied = last_command_id(canary) == Some(command.id.as_str())
         || state.last_command_id.as_deref() == Some(command.id.as_str())
         || state.applied_command_ids.contains(&command.id);
     (!applied).then_some(command)
 }
 
 /// The id (and action) of a command in the annotation that the controller has not applied.
-fn unapplied_command(obj: &DynamicObject) -> Option<String> {
-    let raw = obj.metadata.annotations.as_ref()?.get(COMMAND_ANNOTATION)?;
+fn unapplied_command(canary: &Canary) -> Option<String> {
+    let raw = canary
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(COMMAND_ANNOTATION)?;
     let v: Value = serde_json::from_str(raw).ok()?;
     let id = v.get("id")?.as_str()?;
-    let last = str_at(&obj.data, "/status/lastCommandId");
-    let state = engine_status(&obj.data);
+    let last = last_command_id(canary);
+    let state = reported_status(canary);
     let applied = last == Some(id)
         || state.last_command_id.as_deref() == Some(id)
         || state.applied_command_ids.iter().any(|a| a == id);

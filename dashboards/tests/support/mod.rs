@@ -89,6 +89,19 @@ pub fn scenario() -> Arc<MemoryBackend> {
             }],
             webhooks: vec![],
             judge: true,
+            plan: Some(serin_dashboard::model::PlanInfo {
+                error_rate_pct: 1.0,
+                trials: 200,
+                lines: vec![serin_dashboard::model::PlanLine {
+                    rps: 1.0,
+                    healthy_promoted_pct: 0.0,
+                    healthy_to_promote: None,
+                    regression_failed_pct: 0.0,
+                    regression_to_fail: None,
+                    inconclusive_pct: 100.0,
+                    summary: "at 1 rps this rollout can never prove anything; it will end by onInconclusive (rollback) after 15m".into(),
+                }],
+            }),
         })
     })
     .unwrap();
