@@ -507,7 +507,8 @@ mod tests {
         );
         let e = err("keptn");
         assert!(
-            e.contains("spec.provider.type") && e.contains("supported: prometheus, datadog, newrelic"),
+            e.contains("spec.provider.type")
+                && e.contains("supported: prometheus, datadog, newrelic"),
             "{e}"
         );
         // Datadog needs its Secret; a secretRef names a Secret document of the directory.
