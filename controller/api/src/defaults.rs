@@ -217,6 +217,8 @@ pub struct Normalized {
     pub session_affinity: Option<(String, Duration)>,
     /// The session-affinity cookie's other `Set-Cookie` attributes.
     pub session_cookie: serin_core::CookieAttributes,
+    /// `sessionAffinity.primaryCookieName`: the cookie that keeps primary users on the primary.
+    pub session_primary_cookie: Option<String>,
     /// Time a workload may take to become ready.
     pub progress_deadline: Duration,
     /// Promote without analysis.
@@ -432,6 +434,11 @@ impl Normalized {
                         .unwrap_or(DEFAULT_COOKIE_MAX_AGE),
                 )
             }),
+            session_primary_cookie: a
+                .session_affinity
+                .as_ref()
+                .and_then(|s| s.primary_cookie_name.clone())
+                .filter(|n| !n.is_empty()),
             session_cookie: a
                 .session_affinity
                 .as_ref()

@@ -348,30 +348,18 @@ pub const FIELD_RULES: &[FieldRule] = &[
         set: |c| c.spec.analysis.session_affinity.is_some(),
     },
     FieldRule {
-        path: "spec.analysis.sessionAffinity.domain, .path, .sameSite, .secure, .httpOnly, .partitioned",
+        path: "spec.analysis.sessionAffinity.primaryCookieName, .domain, .path, .sameSite, .secure, .httpOnly, .partitioned",
         support: FieldSupport::Supported,
         set: |c| {
             c.spec.analysis.session_affinity.as_ref().is_some_and(|s| {
-                s.domain.is_some()
+                s.primary_cookie_name.is_some()
+                    || s.domain.is_some()
                     || s.path.is_some()
                     || s.same_site.is_some()
                     || s.secure
                     || s.http_only
                     || s.partitioned
             })
-        },
-    },
-    FieldRule {
-        path: "spec.analysis.sessionAffinity.primaryCookieName",
-        support: FieldSupport::Ignored(
-            "the primary's own sticky cookie is not set; users leave the canary when its cookie expires",
-        ),
-        set: |c| {
-            c.spec
-                .analysis
-                .session_affinity
-                .as_ref()
-                .is_some_and(|s| s.primary_cookie_name.is_some())
         },
     },
     FieldRule {

@@ -113,9 +113,14 @@ pub struct AffinityRoutes {
     /// `name=value` of an earlier cookie the primary expires (`Max-Age=-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire: Option<String>,
-    /// Domain, path, SameSite and flags of both cookies.
+    /// Domain, path, SameSite and flags of every cookie.
     #[serde(default, skip_serializing_if = "crate::CookieAttributes::is_empty")]
     pub attributes: crate::CookieAttributes,
+    /// `primaryCookieName`: while the run is live, responses from the primary set a cookie of
+    /// this name (with the run's value) and requests carrying it stay on the primary; the
+    /// primary expires an earlier run's one as it does the canary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
 }
 
 impl AffinityRoutes {
@@ -132,6 +137,43 @@ impl AffinityRoutes {
         self.expire
             .as_ref()
             .map(|c| format!("{c}; Max-Age=-1{}", self.attributes.render()))
+    }
+
+    /// `name=value` of the primary's cookie while the run is live (`primaryCookieName` with the
+    /// run's cookie value), if one is configured.
+    pub fn primary_cookie(&self) -> Option<String> {
+        let name = self.primary_cookie_name.as_ref()?;
+        let (_, value) = self.cookie.as_ref()?.split_once('=')?;
+        Some(format!("{name}={value}"))
+    }
+
+    /// The whole `Set-Cookie` value responses from the primary carry while the run is live.
+    pub fn set_primary_cookie(&self) -> Option<String> {
+        self.primary_cookie()
+            .map(|c| format!("{c}; Max-Age={}{}", self.max_age, self.attributes.render()))
+    }
+
+    /// The whole `Set-Cookie` value that expires an earlier run's primary cookie, if any.
+    pub fn expire_primary_cookie(&self) -> Option<String> {
+        let name = self.primary_cookie_name.as_ref()?;
+        let (_, value) = self.expire.as_ref()?.split_once('=')?;
+        Some(format!(
+            "{name}={value}; Max-Age=-1{}",
+            self.attributes.render()
+        ))
+    }
+
+    /// Every `Set-Cookie` value a response from the primary carries, in order: the primary's
+    /// own cookie, then the expiries of an earlier run's cookies.
+    pub fn primary_set_cookies(&self) -> Vec<String> {
+        [
+            self.set_primary_cookie(),
+            self.expire_cookie(),
+            self.expire_primary_cookie(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

@@ -175,6 +175,11 @@ pub struct SessionAffinity {
     pub cookie_name: String,
     /// Cookie lifetime in seconds (`maxAge`, default 86400).
     pub max_age: u32,
+    /// Name of the cookie that pins users the primary answered to the primary for the rest of
+    /// the run (`primaryCookieName`); none = users who reached the primary may still be moved
+    /// to the canary as its weight grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
     /// The cookie's other `Set-Cookie` attributes (domain, path, SameSite, flags).
     #[serde(default, skip_serializing_if = "CookieAttributes::is_empty")]
     pub attributes: CookieAttributes,

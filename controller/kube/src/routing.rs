@@ -194,17 +194,10 @@ fn header_filter(ops: &serin_api::HeaderOperations) -> HttpHeaderFilter {
     }
 }
 
-/// A `ResponseHeaderModifier` that sets `Set-Cookie` (session affinity).
-fn set_cookie_filter(value: String) -> HttpRouteFilter {
-    HttpRouteFilter {
-        type_: "ResponseHeaderModifier".into(),
-        response_header_modifier: Some(HttpHeaderFilter {
-            set: vec![HttpHeader {
-                name: "Set-Cookie".into(),
-                value,
-            }],
-            ..Default::default()
-        }),
+/// A request match on a `name=value` cookie in the `Cookie` header.
+fn cookie_match(cookie: &str) -> HttpRouteMatch {
+    HttpRouteMatch {
+        headers: vec![HttpHeaderMatch::cookie(cookie)],
         ..Default::default()
     }
 }
@@ -331,25 +324,26 @@ pub fn http_route(
     if let Some(a) = &routes.affinity {
         if let Some(cookie) = &a.cookie {
             // Users who already reached the canary stay there for the rest of the run.
-            let has_cookie = HttpRouteMatch {
-                headers: vec![HttpHeaderMatch {
-                    type_: Some("RegularExpression".into()),
-                    name: "Cookie".into(),
-                    value: format!(".*{}.*", regex_escape(cookie)),
-                }],
-                ..Default::default()
-            };
             rules.push(rule(
-                vec![has_cookie],
+                vec![cookie_match(cookie)],
                 vec![backend(&names.canary, 100)],
                 vec![],
             ));
             if let Some(value) = a.set_cookie() {
-                canary_backend.filters = vec![set_cookie_filter(value)];
+                canary_backend.filters = vec![HttpRouteFilter::add_set_cookies(vec![value])];
             }
         }
-        if let Some(value) = a.expire_cookie() {
-            primary_backend.filters = vec![set_cookie_filter(value)];
+        if let Some(cookie) = a.primary_cookie() {
+            // primaryCookieName: users the primary answered stay there for the rest of the run.
+            rules.push(rule(
+                vec![cookie_match(&cookie)],
+                vec![backend(&names.primary, 100)],
+                vec![],
+            ));
+        }
+        let primary_cookies = a.primary_set_cookies();
+        if !primary_cookies.is_empty() {
+            primary_backend.filters = vec![HttpRouteFilter::add_set_cookies(primary_cookies)];
         }
     }
     let mut mirror = Vec::new();

@@ -145,6 +145,7 @@ fn mirroring_and_session_affinity_use_gateway_api_filters() {
             max_age: 3600,
             expire: Some("serin-cookie=old".into()),
             attributes: Default::default(),
+            primary_cookie_name: None,
         }),
     };
     let r = http_route("v1", &c, &n, &names, &routes, &owner());
@@ -158,11 +159,11 @@ fn mirroring_and_session_affinity_use_gateway_api_filters() {
     assert_eq!(main["backendRefs"][0]["weight"], 90);
     assert_eq!(main["backendRefs"][1]["weight"], 10);
     assert_eq!(
-        main["backendRefs"][1]["filters"][0]["responseHeaderModifier"]["set"][0]["value"],
+        main["backendRefs"][1]["filters"][0]["responseHeaderModifier"]["add"][0]["value"],
         "serin-cookie=abc; Max-Age=3600"
     );
     assert_eq!(
-        main["backendRefs"][0]["filters"][0]["responseHeaderModifier"]["set"][0]["value"],
+        main["backendRefs"][0]["filters"][0]["responseHeaderModifier"]["add"][0]["value"],
         "serin-cookie=old; Max-Age=-1"
     );
     let mirror = main["filters"]
@@ -249,6 +250,7 @@ fn session_affinity_cookie_attributes_are_in_every_set_cookie() {
     let mut c = canary();
     c.spec.analysis.session_affinity = Some(serin_api::SessionAffinity {
         cookie_name: "flagger-cookie".into(),
+        primary_cookie_name: Some("flagger-primary".into()),
         max_age: Some(600),
         domain: Some("shop.example.com".into()),
         path: Some("/".into()),
@@ -256,7 +258,6 @@ fn session_affinity_cookie_attributes_are_in_every_set_cookie() {
         secure: true,
         http_only: true,
         partitioned: true,
-        ..Default::default()
     });
     let (n, ctx) = serin_controller::plan::context("test", &c).unwrap();
     let a = ctx.plan.session_affinity.clone().unwrap();
@@ -273,23 +274,58 @@ fn session_affinity_cookie_attributes_are_in_every_set_cookie() {
             max_age: a.max_age,
             expire: Some("flagger-cookie=run1".into()),
             attributes: a.attributes.clone(),
+            primary_cookie_name: a.primary_cookie_name.clone(),
         }),
     };
     let r = http_route("v1", &c, &n, &names, &routes, &owner());
     let rules = r["spec"]["rules"].as_array().unwrap();
     let last = rules.last().unwrap();
-    let set_cookie = |i: usize| {
-        last["backendRefs"][i]["filters"][0]["responseHeaderModifier"]["set"][0]["value"]
-            .as_str()
+    let set_cookies = |i: usize| -> Vec<String> {
+        last["backendRefs"][i]["filters"][0]["responseHeaderModifier"]["add"]
+            .as_array()
             .unwrap()
-            .to_string()
+            .iter()
+            .map(|h| {
+                assert_eq!(h["name"], "Set-Cookie");
+                h["value"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    const ATTRS: &str =
+        "Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned";
+    assert_eq!(
+        set_cookies(1),
+        [format!("flagger-cookie=run2; Max-Age=600; {ATTRS}")]
+    );
+    // The primary pins its own users (primaryCookieName, the run's value) and expires both
+    // cookies of the earlier run.
+    assert_eq!(
+        set_cookies(0),
+        [
+            format!("flagger-primary=run2; Max-Age=600; {ATTRS}"),
+            format!("flagger-cookie=run1; Max-Age=-1; {ATTRS}"),
+            format!("flagger-primary=run1; Max-Age=-1; {ATTRS}"),
+        ]
+    );
+    // Sticky rules first: the canary's cookie to the canary, the primary's to the primary
+    // (the patterns escape `-`, so look for the part after it).
+    let sticky = |cookie: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r["matches"][0]["headers"][0]["value"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(cookie))
+            })
+            .unwrap_or_else(|| panic!("no rule matches the cookie {cookie}"))["backendRefs"]
+            .clone()
     };
     assert_eq!(
-        set_cookie(1),
-        "flagger-cookie=run2; Max-Age=600; Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned"
+        sticky("cookie=run2"),
+        json!([{"name": "podinfo-canary", "port": 9898, "weight": 100}])
     );
     assert_eq!(
-        set_cookie(0),
-        "flagger-cookie=run1; Max-Age=-1; Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax; Partitioned"
+        sticky("primary=run2"),
+        json!([{"name": "podinfo-primary", "port": 9898, "weight": 100}])
     );
 }

@@ -38,6 +38,9 @@ struct Persisted {
     /// Last weights set.
     primary_weight: u32,
     canary_weight: u32,
+    /// Last session-affinity cookies set.
+    #[serde(default)]
+    affinity: Option<serin_core::AffinityRoutes>,
 }
 
 struct Entry {
@@ -184,6 +187,7 @@ impl LocalPlatform {
             primary_weight: e.state.primary_weight,
             canary_weight: e.state.canary_weight,
             primary: primary_endpoints(&instances, primary_hash),
+            affinity: e.state.affinity.clone(),
             canary: instances
                 .iter()
                 .filter(|i| i.role == Role::Canary && i.ready)
@@ -477,6 +481,7 @@ impl Router for LocalPlatform {
         self.update(&ctx.id, |s| {
             s.primary_weight = routes.primary_weight;
             s.canary_weight = routes.canary_weight;
+            s.affinity = routes.affinity.clone();
         })?;
         let Some(spec) = self.publish(&ctx.id)? else {
             return Ok(());

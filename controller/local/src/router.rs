@@ -14,9 +14,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+use serin_core::AffinityRoutes;
 use serin_mesh_api::objects::{
-    HttpBackendRef, HttpRoute, HttpRouteRule, HttpRouteSpec, ObjectMeta, ParentReference,
-    StaticEndpoints, StaticEndpointsSpec,
+    HttpBackendRef, HttpHeaderMatch, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
+    HttpRouteSpec, ObjectMeta, ParentReference, StaticEndpoints, StaticEndpointsSpec,
 };
 use serin_mesh_api::status::ControlPlaneStatus;
 
@@ -42,6 +43,9 @@ pub struct RouteSpec {
     pub primary: Vec<SocketAddr>,
     /// Ready canary endpoints.
     pub canary: Vec<SocketAddr>,
+    /// Session affinity (`analysis.sessionAffinity`) as the engine last set it: the cookies
+    /// that pin users to the canary or the primary, and those to expire.
+    pub affinity: Option<AffinityRoutes>,
 }
 
 impl RouteSpec {
@@ -78,6 +82,33 @@ impl RouteSpec {
             weight: Some(i32::try_from(weight).unwrap_or(i32::MAX)),
             ..Default::default()
         };
+        let mut primary = backend(self.primary_name(), self.primary_weight);
+        let mut canary = backend(self.canary_name(), self.canary_weight);
+        let mut rules = Vec::new();
+        if let Some(a) = &self.affinity {
+            // Sticky rules first, as on Kubernetes: a user carrying the run's canary cookie
+            // stays on the canary, one carrying its primary cookie on the primary.
+            let sticky = |cookie: String, to: String| HttpRouteRule {
+                matches: vec![HttpRouteMatch {
+                    headers: vec![HttpHeaderMatch::cookie(&cookie)],
+                    ..Default::default()
+                }],
+                backend_refs: vec![backend(to, 100)],
+                ..Default::default()
+            };
+            if let Some(cookie) = &a.cookie {
+                rules.push(sticky(cookie.clone(), self.canary_name()));
+            }
+            if let Some(cookie) = a.primary_cookie() {
+                rules.push(sticky(cookie, self.primary_name()));
+            }
+            canary.filters = set_cookies(a.set_cookie().into_iter().collect());
+            primary.filters = set_cookies(a.primary_set_cookies());
+        }
+        rules.push(HttpRouteRule {
+            backend_refs: vec![primary, canary],
+            ..Default::default()
+        });
         let route = HttpRoute {
             metadata: meta(self.service.clone()),
             spec: HttpRouteSpec {
@@ -88,13 +119,7 @@ impl RouteSpec {
                     ..Default::default()
                 }],
                 hostnames: Vec::new(),
-                rules: vec![HttpRouteRule {
-                    backend_refs: vec![
-                        backend(self.primary_name(), self.primary_weight),
-                        backend(self.canary_name(), self.canary_weight),
-                    ],
-                    ..Default::default()
-                }],
+                rules,
             },
             status: None,
         };
@@ -116,6 +141,14 @@ impl RouteSpec {
         ];
         docs.into()
     }
+}
+
+/// A backendRef's filter adding one `Set-Cookie` per value (none without values).
+fn set_cookies(values: Vec<String>) -> Vec<HttpRouteFilter> {
+    if values.is_empty() {
+        return Vec::new();
+    }
+    vec![HttpRouteFilter::add_set_cookies(values)]
 }
 
 /// A routes-file document as a JSON value: written through a value, so every file's keys come
@@ -288,6 +321,7 @@ mod tests {
             canary_weight: 20,
             primary: vec!["127.0.0.1:1001".parse().unwrap()],
             canary: vec!["127.0.0.1:1002".parse().unwrap()],
+            affinity: None,
         }
     }
 

@@ -123,6 +123,7 @@ pub fn plan(n: &Normalized) -> Plan {
             SessionAffinity {
                 cookie_name: cookie_name.clone(),
                 max_age: u32::try_from(max_age.as_secs()).unwrap_or(u32::MAX),
+                primary_cookie_name: n.session_primary_cookie.clone(),
                 attributes: n.session_cookie.clone(),
             }
         }),

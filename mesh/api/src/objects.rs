@@ -164,6 +164,39 @@ pub struct HttpHeaderMatch {
     pub value: String,
 }
 
+impl HttpRouteFilter {
+    /// A `ResponseHeaderModifier` that adds one `Set-Cookie` per value (session affinity).
+    /// Added, as Flagger does, not set: the application's own cookies must reach the user too.
+    pub fn add_set_cookies(values: Vec<String>) -> Self {
+        HttpRouteFilter {
+            type_: "ResponseHeaderModifier".into(),
+            response_header_modifier: Some(HttpHeaderFilter {
+                add: values
+                    .into_iter()
+                    .map(|value| HttpHeader {
+                        name: "Set-Cookie".into(),
+                        value,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl HttpHeaderMatch {
+    /// A condition met when the `Cookie` header carries `cookie` (`name=value`): how session
+    /// affinity keeps a user on the version that set it.
+    pub fn cookie(cookie: &str) -> Self {
+        HttpHeaderMatch {
+            type_: Some("RegularExpression".into()),
+            name: "Cookie".into(),
+            value: format!(".*{}.*", regex::escape(cookie)),
+        }
+    }
+}
+
 /// Query parameter condition.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

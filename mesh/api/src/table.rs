@@ -206,6 +206,11 @@ pub struct Backend {
     /// prefix on the series of requests sent to that endpoint, over the backend's `labels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoint_labels: EndpointLabels,
+    /// Headers changed on responses from this backend only, after the rule's own
+    /// (Gateway API's per-backendRef `ResponseHeaderModifier`): e.g. the `Set-Cookie` that pins
+    /// a user to the canary on the canary's answers and to the primary on the primary's.
+    #[serde(default, skip_serializing_if = "ResponseHeaders::is_empty")]
+    pub response_headers: ResponseHeaders,
 }
 
 /// Metric labels per endpoint address, e.g. `pod` and `pod_template_hash` (exported as
@@ -681,6 +686,7 @@ impl RouteTable {
                     );
                 }
                 c.labels(&format!("{bf}.labels"), &b.labels);
+                validate_response_headers(c, &format!("{bf}.responseHeaders"), &b.response_headers);
                 if let Some(eps) = &b.endpoints {
                     c.endpoint_labels(&format!("{bf}.endpointLabels"), &b.endpoint_labels, eps);
                 }
@@ -725,25 +731,7 @@ impl RouteTable {
                     );
                 }
             }
-            let rh = &rule.response_headers;
-            for (list, headers) in [("set", &rh.set), ("add", &rh.add)] {
-                for (hi, h) in headers.iter().enumerate() {
-                    let hf = format!("{kf}.responseHeaders.{list}[{hi}]");
-                    c.header_name(&format!("{hf}.name"), &h.name);
-                    c.not_framing(&format!("{hf}.name"), &h.name);
-                    if http::HeaderValue::from_str(&h.value).is_err() {
-                        c.push(
-                            format!("{hf}.value"),
-                            "not a valid header value (visible ASCII, spaces and tabs)",
-                        );
-                    }
-                }
-            }
-            for (hi, name) in rh.remove.iter().enumerate() {
-                let hf = format!("{kf}.responseHeaders.remove[{hi}]");
-                c.header_name(&hf, name);
-                c.not_framing(&hf, name);
-            }
+            validate_response_headers(c, &format!("{kf}.responseHeaders"), &rule.response_headers);
             if rule.timeout == Some(Duration::ZERO) {
                 c.push(
                     format!("{kf}.timeout"),
@@ -751,6 +739,27 @@ impl RouteTable {
                 );
             }
         }
+    }
+}
+
+fn validate_response_headers(c: &mut Checker, field: &str, rh: &ResponseHeaders) {
+    for (list, headers) in [("set", &rh.set), ("add", &rh.add)] {
+        for (hi, h) in headers.iter().enumerate() {
+            let hf = format!("{field}.{list}[{hi}]");
+            c.header_name(&format!("{hf}.name"), &h.name);
+            c.not_framing(&format!("{hf}.name"), &h.name);
+            if http::HeaderValue::from_str(&h.value).is_err() {
+                c.push(
+                    format!("{hf}.value"),
+                    "not a valid header value (visible ASCII, spaces and tabs)",
+                );
+            }
+        }
+    }
+    for (hi, name) in rh.remove.iter().enumerate() {
+        let hf = format!("{field}.remove[{hi}]");
+        c.header_name(&hf, name);
+        c.not_framing(&hf, name);
     }
 }
 
@@ -814,6 +823,7 @@ mod tests {
                             labels: BTreeMap::new(),
                             endpoints: Some(vec![ep("127.0.0.1:19001")]),
                             endpoint_labels: Default::default(),
+                            response_headers: Default::default(),
                         },
                         Backend {
                             name: "podinfo-canary".into(),
@@ -821,6 +831,7 @@ mod tests {
                             labels: BTreeMap::new(),
                             endpoints: Some(vec![ep("127.0.0.1:19002")]),
                             endpoint_labels: Default::default(),
+                            response_headers: Default::default(),
                         },
                     ],
                     ..Rule::default()

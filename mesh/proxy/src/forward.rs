@@ -224,7 +224,8 @@ pub async fn outbound_via(
             msg,
         );
     };
-    let backend = rule.pick(fastrand::u64(..rule.total_weight().max(1)));
+    let (backend, response_headers) =
+        rule.pick_with_headers(fastrand::u64(..rule.total_weight().max(1)));
     let picked = balance::pick_index(&backend.endpoints);
     let counted = Counted {
         main: picked.map_or(&backend.metrics, |i| backend.series(i)),
@@ -273,7 +274,7 @@ pub async fn outbound_via(
         &backend.name,
         rule.timeout,
         shared.body_idle,
-        &rule.response_headers,
+        response_headers,
     )
     .await
 }

@@ -249,6 +249,21 @@ impl HeaderEdits {
         }
     }
 
+    /// A rule's changes followed by one of its backends' (Gateway API applies a backendRef's
+    /// filters after the rule's): removals of both, then sets, then adds, so that a backend's
+    /// `Set-Cookie` joins the rule's instead of replacing it.
+    fn compile_for_backend(
+        rule: &serin_mesh_api::table::ResponseHeaders,
+        backend: &serin_mesh_api::table::ResponseHeaders,
+    ) -> HeaderEdits {
+        let mut edits = HeaderEdits::compile(rule);
+        let more = HeaderEdits::compile(backend);
+        edits.remove.extend(more.remove);
+        edits.set.extend(more.set);
+        edits.add.extend(more.add);
+        edits
+    }
+
     /// Applies the changes to a response's headers.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         for n in &self.remove {
@@ -266,13 +281,12 @@ impl HeaderEdits {
 /// A compiled rule.
 pub struct RuleRt {
     matches: Vec<CompiledMatch>,
-    /// (cumulative weight, backend); weight-0 backends are left out.
-    weighted: Vec<(u64, Arc<BackendRt>)>,
+    /// (cumulative weight, backend, the rule's and that backend's response header changes);
+    /// weight-0 backends are left out.
+    weighted: Vec<(u64, Arc<BackendRt>, HeaderEdits)>,
     total_weight: u64,
     /// Mirror backend and percent.
     pub mirror: Option<(Arc<BackendRt>, u32)>,
-    /// Response header changes.
-    pub response_headers: HeaderEdits,
     /// Time allowed until response headers.
     pub timeout: Option<Duration>,
     /// The rule's `route_*` series (`rt_route` = its name); unnamed rules have none.
@@ -286,9 +300,15 @@ impl RuleRt {
 
     /// Picks a backend in proportion to weights, given a uniform draw in `0..total_weight()`.
     pub fn pick(&self, draw: u64) -> &Arc<BackendRt> {
-        let i = self.weighted.partition_point(|(cum, _)| *cum <= draw);
+        self.pick_with_headers(draw).0
+    }
+
+    /// [`RuleRt::pick`], with the response header changes for an answer from that backend.
+    pub fn pick_with_headers(&self, draw: u64) -> (&Arc<BackendRt>, &HeaderEdits) {
+        let i = self.weighted.partition_point(|(cum, _, _)| *cum <= draw);
         // draw < total, so i < len; clamp anyway so a bad draw can never panic.
-        &self.weighted[i.min(self.weighted.len() - 1)].1
+        let (_, backend, headers) = &self.weighted[i.min(self.weighted.len() - 1)];
+        (backend, headers)
     }
 
     /// Sum of weights (> 0 for every validated rule).
@@ -446,20 +466,22 @@ impl Compiled {
                     }
                     if let Some(rt) = backend(&b.name) {
                         total += u64::from(b.weight);
-                        weighted.push((total, rt));
+                        let headers = HeaderEdits::compile_for_backend(
+                            &rule.response_headers,
+                            &b.response_headers,
+                        );
+                        weighted.push((total, rt, headers));
                     }
                 }
                 let mirror = rule
                     .mirror
                     .as_ref()
                     .and_then(|m| Some((backend(&m.backend)?, m.percent.min(100))));
-                let response_headers = HeaderEdits::compile(&rule.response_headers);
                 rules.push(RuleRt {
                     matches,
                     weighted,
                     total_weight: total,
                     mirror,
-                    response_headers,
                     timeout: rule.timeout,
                     metrics: rule
                         .name

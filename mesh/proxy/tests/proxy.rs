@@ -516,6 +516,97 @@ routes:
     );
 }
 
+/// Flagger's session affinity as the control plane translates it: each backend of the weighted
+/// rule adds its own `Set-Cookie` (the canary's cookie on the canary's answers; the primary's
+/// cookie and the expiry of an earlier run's on the primary's), after the rule's own headers and
+/// without replacing them; a request carrying the primary's cookie stays on the primary.
+#[tokio::test]
+async fn each_backend_adds_its_own_set_cookie_headers_after_the_rules() {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: shop
+    rules:
+      - matches:
+          - headers: [{{ name: cookie, type: RegularExpression, value: ".*flagger-primary=run2.*" }}]
+        backends: [{{ name: primary, endpoints: ["{p}"] }}]
+      - backends:
+          - name: primary
+            weight: 1
+            endpoints: ["{p}"]
+            responseHeaders:
+              add:
+                - {{ name: set-cookie, value: "flagger-primary=run2; Max-Age=600; Path=/; SameSite=Lax" }}
+                - {{ name: set-cookie, value: "flagger-cookie=run1; Max-Age=-1; Path=/; SameSite=Lax" }}
+          - name: canary
+            weight: 1
+            endpoints: ["{c}"]
+            responseHeaders:
+              add: [{{ name: set-cookie, value: "flagger-cookie=run2; Max-Age=600; Path=/; SameSite=Lax; Secure; HttpOnly; Partitioned" }}]
+        responseHeaders:
+          add: [{{ name: set-cookie, value: "app=1" }}]
+"#,
+            p = primary.addr,
+            c = canary.addr
+        )))
+        .expect("valid table");
+    let client = h1_client();
+    let set_cookies = |got: &Got| -> Vec<String> {
+        got.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_string())
+            .collect()
+    };
+    let (mut saw_primary, mut saw_canary) = (false, false);
+    // Half of the requests go to each; 200 requests miss one side with probability 2^-199.
+    for _ in 0..200 {
+        let got = get(&client, p.outbound_addr(), "shop", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        if got.body == "primary" {
+            saw_primary = true;
+            assert_eq!(
+                set_cookies(&got),
+                [
+                    "app=1",
+                    "flagger-primary=run2; Max-Age=600; Path=/; SameSite=Lax",
+                    "flagger-cookie=run1; Max-Age=-1; Path=/; SameSite=Lax",
+                ]
+            );
+        } else {
+            saw_canary = true;
+            assert_eq!(
+                set_cookies(&got),
+                [
+                    "app=1",
+                    "flagger-cookie=run2; Max-Age=600; Path=/; SameSite=Lax; Secure; HttpOnly; Partitioned",
+                ]
+            );
+        }
+        if saw_primary && saw_canary {
+            break;
+        }
+    }
+    assert!(saw_primary && saw_canary, "both backends answered");
+    // The primary's cookie pins its user: every request carrying it is the primary's.
+    for _ in 0..50 {
+        let got = get(
+            &client,
+            p.outbound_addr(),
+            "shop",
+            "/",
+            &[("cookie", "session=9; flagger-primary=run2")],
+        )
+        .await;
+        assert_eq!(got.body, "primary");
+        assert!(set_cookies(&got).is_empty(), "the sticky rule sets nothing");
+    }
+}
+
 #[tokio::test]
 async fn response_headers_are_removed_set_and_added_in_that_order() {
     let canary = upstream("canary").await;

@@ -139,6 +139,7 @@ impl Tick<'_> {
                 max_age: a.max_age,
                 expire,
                 attributes: a.attributes.clone(),
+                primary_cookie_name: a.primary_cookie_name.clone(),
             })
         });
         self.s.canary_weight = canary_weight;

@@ -159,6 +159,7 @@ impl PlanTest for Plan {
         self.session_affinity = Some(SessionAffinity {
             cookie_name: cookie.into(),
             max_age,
+            primary_cookie_name: None,
             attributes: Default::default(),
         });
         self

@@ -143,48 +143,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     }
                 }
             }
-            "ResponseHeaderModifier" => {
-                let Some(h) = &f.response_header_modifier else {
-                    p.push(Problem::new(
-                        format!("{ff}.responseHeaderModifier"),
-                        "UnsupportedValue",
-                        "type ResponseHeaderModifier needs responseHeaderModifier (set, add or remove)",
-                    ));
-                    continue;
-                };
-                for (list, headers) in [("set", &h.set), ("add", &h.add)] {
-                    for (si, s) in headers.iter().enumerate() {
-                        let why = if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
-                            || http::HeaderValue::from_str(&s.value).is_err()
-                        {
-                            Some("not a valid header name and value".to_string())
-                        } else {
-                            framing_header_problem(&s.name)
-                        };
-                        if let Some(why) = why {
-                            p.push(Problem::new(
-                                format!("{ff}.responseHeaderModifier.{list}[{si}]"),
-                                "UnsupportedValue",
-                                why,
-                            ));
-                        }
-                    }
-                }
-                for (si, name) in h.remove.iter().enumerate() {
-                    let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        Some("not a valid header name".to_string())
-                    } else {
-                        framing_header_problem(name)
-                    };
-                    if let Some(why) = why {
-                        p.push(Problem::new(
-                            format!("{ff}.responseHeaderModifier.remove[{si}]"),
-                            "UnsupportedValue",
-                            why,
-                        ));
-                    }
-                }
-            }
+            "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
             other => p.push(Problem::new(
                 format!("{ff}.type"),
                 "UnsupportedValue",
@@ -209,12 +168,19 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
             Some(0) => {}
             _ => any_weight = true,
         }
-        if !b.filters.is_empty() {
-            p.push(Problem::new(
-                format!("{bf}.filters"),
-                "UnsupportedValue",
-                "per-backend filters are not supported; put filters on the rule",
-            ));
+        for (fi, f) in b.filters.iter().enumerate() {
+            let ff = format!("{bf}.filters[{fi}]");
+            match f.type_.as_str() {
+                // Per backend: the canary's and the primary's own sticky-session cookies.
+                "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
+                other => p.push(Problem::new(
+                    format!("{ff}.type"),
+                    "UnsupportedValue",
+                    format!(
+                        "per-backend filter {other:?} is not supported; accepted: ResponseHeaderModifier (put other filters on the rule)"
+                    ),
+                )),
+            }
         }
     }
     if !any_weight {
@@ -293,6 +259,7 @@ fn regex_check(p: &mut Vec<Problem>, field: &str, pattern: &str) {
                     labels: BTreeMap::new(),
                     endpoints: Some(vec![]),
                     endpoint_labels: Default::default(),
+                    response_headers: Default::default(),
                 }],
                 ..Rule::default()
             }],
@@ -371,4 +338,48 @@ pub fn check_split(split: &TrafficSplit) -> Vec<Problem> {
 /// True when the problems make the object unusable (anything but a notice).
 pub fn is_fatal(problems: &[Problem]) -> bool {
     problems.iter().any(|p| p.reason != "Ignored")
+}
+
+/// Problems of one `ResponseHeaderModifier` filter (a rule's or a backendRef's) at `ff`.
+fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter) {
+    let Some(h) = &f.response_header_modifier else {
+        p.push(Problem::new(
+            format!("{ff}.responseHeaderModifier"),
+            "UnsupportedValue",
+            "type ResponseHeaderModifier needs responseHeaderModifier (set, add or remove)",
+        ));
+        return;
+    };
+    for (list, headers) in [("set", &h.set), ("add", &h.add)] {
+        for (si, s) in headers.iter().enumerate() {
+            let why = if http::HeaderName::from_bytes(s.name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(&s.value).is_err()
+            {
+                Some("not a valid header name and value".to_string())
+            } else {
+                framing_header_problem(&s.name)
+            };
+            if let Some(why) = why {
+                p.push(Problem::new(
+                    format!("{ff}.responseHeaderModifier.{list}[{si}]"),
+                    "UnsupportedValue",
+                    why,
+                ));
+            }
+        }
+    }
+    for (si, name) in h.remove.iter().enumerate() {
+        let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            Some("not a valid header name".to_string())
+        } else {
+            framing_header_problem(name)
+        };
+        if let Some(why) = why {
+            p.push(Problem::new(
+                format!("{ff}.responseHeaderModifier.remove[{si}]"),
+                "UnsupportedValue",
+                why,
+            ));
+        }
+    }
 }

@@ -38,7 +38,8 @@ use serin_mesh_api::table::{
 
 use crate::world::{ObjKey, ServiceInfo, ServicePort, World};
 use serin_mesh_api::objects::{
-    HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, ParentReference, TrafficSplit,
+    HttpBackendRef, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, ParentReference,
+    TrafficSplit,
 };
 
 /// Translation options.

@@ -268,7 +268,13 @@ impl SvcCtx<'_> {
                             let key = backend_key(self.world, ns, br, parent_port);
                             let idx = b.add_ref(self.world, ns, key);
                             let w = u32::try_from(br.weight.unwrap_or(1)).unwrap_or(0);
-                            self.rule_backend(idx, w)
+                            let mut backend = self.rule_backend(idx, w);
+                            // A backendRef's own header changes: on the canary and the
+                            // primary, the sticky-session cookies each sets.
+                            for f in &br.filters {
+                                add_response_headers(&mut backend.response_headers, f);
+                            }
+                            backend
                         })
                         .collect()
                 };
@@ -298,17 +304,7 @@ impl SvcCtx<'_> {
                         };
                         mirror = Some((idx, percent));
                     }
-                    if let Some(h) = &f.response_header_modifier
-                        && f.type_ == "ResponseHeaderModifier"
-                    {
-                        let copy = |s: &serin_mesh_api::objects::HttpHeader| HeaderValue {
-                            name: s.name.clone(),
-                            value: s.value.clone(),
-                        };
-                        response_headers.set.extend(h.set.iter().map(copy));
-                        response_headers.add.extend(h.add.iter().map(copy));
-                        response_headers.remove.extend(h.remove.iter().cloned());
-                    }
+                    add_response_headers(&mut response_headers, f);
                 }
                 let timeout = rule.timeouts.as_ref().and_then(|t| {
                     [&t.request, &t.backend_request]
@@ -358,6 +354,7 @@ impl SvcCtx<'_> {
             labels: BTreeMap::new(),
             endpoints: None,
             endpoint_labels: Default::default(),
+            response_headers: Default::default(),
         }
     }
 
@@ -605,5 +602,20 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
         (prec, None)
     } else {
         (prec, Some(out))
+    }
+}
+
+/// Adds what a `ResponseHeaderModifier` filter changes to `out` (other filters add nothing).
+fn add_response_headers(out: &mut ResponseHeaders, f: &HttpRouteFilter) {
+    if let Some(h) = &f.response_header_modifier
+        && f.type_ == "ResponseHeaderModifier"
+    {
+        let copy = |s: &serin_mesh_api::objects::HttpHeader| HeaderValue {
+            name: s.name.clone(),
+            value: s.value.clone(),
+        };
+        out.set.extend(h.set.iter().map(copy));
+        out.add.extend(h.add.iter().map(copy));
+        out.remove.extend(h.remove.iter().cloned());
     }
 }
