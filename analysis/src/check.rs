@@ -321,6 +321,17 @@ pub struct Observed {
     pub query: Option<String>,
 }
 
+impl Observed {
+    /// What a template query returned: `value` (`None` = no data), without a sample size.
+    pub fn of_query(query: &str, value: Option<f64>) -> Self {
+        Observed {
+            value,
+            sample_size: None,
+            query: Some(query.to_string()),
+        }
+    }
+}
+
 /// The result of one check at one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
+pub mod graphite;
+
 /// The `prometheus` binary on `PATH` (or `/usr/bin/prometheus`); panics naming the package.
 pub fn find_prometheus() -> PathBuf {
     let candidates = std::env::var_os("PATH")

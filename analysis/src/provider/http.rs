@@ -98,6 +98,22 @@ impl Http {
     }
 }
 
+/// `spec.provider.address`, which `kind` requires (no default endpoint): an error naming the
+/// field and giving `example` when it is missing.
+pub(crate) fn required_address<'a>(
+    kind: &str,
+    address: Option<&'a str>,
+    example: &str,
+) -> Result<&'a str, AnalysisError> {
+    address.ok_or_else(|| {
+        AnalysisError::invalid(
+            "spec.provider.address",
+            format!("required for provider {kind}"),
+            example.to_string(),
+        )
+    })
+}
+
 /// Seconds since the Unix epoch, now.
 pub(crate) fn unix_now() -> std::time::Duration {
     std::time::SystemTime::now()

@@ -17,7 +17,9 @@ use crate::template::render;
 
 pub mod datadog;
 pub mod dynatrace;
+pub mod graphite;
 mod http;
+pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
 pub mod registry;

@@ -16,6 +16,8 @@ use crate::AnalysisError;
 use crate::check::{MetricCheck, MetricSource, NoDataConfig, Observed, evaluate};
 use crate::provider::datadog::DatadogProvider;
 use crate::provider::dynatrace::DynatraceProvider;
+use crate::provider::graphite::GraphiteProvider;
+use crate::provider::influxdb::InfluxDbProvider;
 use crate::provider::newrelic::NewRelicProvider;
 use crate::provider::prometheus::{PrometheusAuth, PrometheusConfig, PrometheusProvider};
 use crate::queries::Mesh;
@@ -25,7 +27,14 @@ use crate::template::render;
 /// The `spec.provider.type`s this registry builds clients for, in the order the compatibility
 /// table lists them. `serin_api::support` must mark exactly these as queried (a test in the
 /// controller runtime holds the two together).
-pub const QUERIED_PROVIDERS: &[&str] = &["prometheus", "datadog", "newrelic", "dynatrace"];
+pub const QUERIED_PROVIDERS: &[&str] = &[
+    "prometheus",
+    "influxdb",
+    "datadog",
+    "newrelic",
+    "graphite",
+    "dynatrace",
+];
 
 /// A template's `secretRef` Secret, its values decoded to text.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -225,6 +234,16 @@ pub fn build(settings: &ProviderSettings) -> Result<Arc<dyn TemplateProvider>, A
             creds,
             settings.insecure_skip_verify,
         )?),
+        "graphite" => Arc::new(GraphiteProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
+        "influxdb" => Arc::new(InfluxDbProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
         other => {
             return Err(AnalysisError::invalid(
                 "spec.provider.type",
@@ -302,6 +321,9 @@ mod tests {
                         "dynatrace_token",
                         "sf_token_key",
                         "token",
+                        "org",
+                        "username",
+                        "password",
                         "aws_access_key_id",
                         "aws_secret_access_key",
                     ]

@@ -104,6 +104,15 @@ impl Document {
                         })
                         .collect(),
                 };
+                if let Outcome::Valid(Resource::MetricTemplate(t)) = &self.outcome
+                    && let Some(how) =
+                        crate::support::metric_provider_tested(&t.spec.provider.type_)
+                {
+                    lines.push(format!(
+                        "{head}: note: provider {}: {how}",
+                        t.spec.provider.type_
+                    ));
+                }
                 lines.extend(
                     self.warnings
                         .iter()
@@ -573,6 +582,77 @@ fn typed<T: DeserializeOwned>(
         .map_err(|e| vec![ValidationError::new("", format!("cannot be read: {e}"))])?;
     rules(&object)?;
     Ok(object)
+}
+
+/// Warns, on every valid MetricTemplate, AlertProvider and Canary that names a Secret
+/// (`spec.provider.secretRef`, `spec.secretRef`, `webhooks[].signingSecretRef`) which is not
+/// among `docs`: the local platform (`serin controller --local`) reads Secrets only from
+/// `kind: Secret` documents beside the resources, and without it every check with that
+/// template fails, an alert is not sent, a webhook is not signed — as Flagger's controller
+/// fails when the Secret is missing from the namespace. On Kubernetes the Secret may be created
+/// separately, hence a warning and not an error. Run it over every document of a directory.
+pub fn apply_secret_checks(docs: &mut [Document]) {
+    use std::collections::HashSet;
+    let ns_of = |ns: &Option<String>| ns.clone().unwrap_or_else(|| "default".into());
+    let secrets: HashSet<(String, String)> = docs
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some("Secret") && matches!(d.outcome, Outcome::Skipped))
+        .filter_map(|d| Some((ns_of(&d.namespace), d.name.clone()?)))
+        .collect();
+    for doc in docs.iter_mut() {
+        let Outcome::Valid(resource) = &doc.outcome else {
+            continue;
+        };
+        let (ns, refs): (&Option<String>, Vec<(String, &str)>) = match resource {
+            Resource::MetricTemplate(t) => (
+                &t.metadata.namespace,
+                t.spec
+                    .provider
+                    .secret_ref
+                    .iter()
+                    .map(|r| ("spec.provider.secretRef.name".to_string(), r.name.as_str()))
+                    .collect(),
+            ),
+            Resource::AlertProvider(p) => (
+                &p.metadata.namespace,
+                p.spec
+                    .secret_ref
+                    .iter()
+                    .map(|r| ("spec.secretRef.name".to_string(), r.name.as_str()))
+                    .collect(),
+            ),
+            Resource::Canary(c) => (
+                &c.metadata.namespace,
+                c.spec
+                    .analysis
+                    .webhooks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| {
+                        let r = w.signing_secret_ref.as_ref()?;
+                        Some((
+                            format!("spec.analysis.webhooks[{i}].signingSecretRef.name"),
+                            r.name.as_str(),
+                        ))
+                    })
+                    .collect(),
+            ),
+            Resource::Other(_) => continue,
+        };
+        let ns = ns_of(ns);
+        let mut warnings = Vec::new();
+        for (field, name) in refs {
+            if !secrets.contains(&(ns.clone(), name.to_string())) {
+                warnings.push(ValidationError::new(
+                    field,
+                    format!(
+                        "Secret {ns}/{name} is not among the documents given; the local platform reads it only from a `kind: Secret` document (apiVersion v1, namespace {ns}) and fails without it, as Flagger's controller does when the Secret is missing; on Kubernetes create it in namespace {ns}"
+                    ),
+                ));
+            }
+        }
+        doc.warnings.extend(warnings);
+    }
 }
 
 /// Marks Canaries whose metrics use a MetricTemplate (found among `docs`) of a metric provider

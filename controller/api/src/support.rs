@@ -206,7 +206,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "influxdb",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "datadog",
@@ -222,7 +222,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "graphite",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "dynatrace",
@@ -245,6 +245,44 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
         queried: false,
     },
 ];
+
+/// How each queried metric provider is tested, said in the compatibility table and in
+/// `serin validate`'s output for a MetricTemplate of that type, so a user knows what a "supported"
+/// stands on.
+pub const METRIC_PROVIDER_TESTS: &[(&str, &str)] = &[
+    (
+        "prometheus",
+        "tested against Debian's real Prometheus started by the tests",
+    ),
+    (
+        "datadog",
+        "tested against a local HTTP server answering with Datadog's documented responses and error shapes",
+    ),
+    (
+        "newrelic",
+        "tested against a local HTTP server answering with New Relic's documented responses and error shapes",
+    ),
+    (
+        "dynatrace",
+        "tested against a local HTTP server answering with Dynatrace's documented responses and error shapes",
+    ),
+    (
+        "graphite",
+        "the render API; tested against Debian's real graphite-web and carbon-cache started by the tests, with datapoints written through carbon",
+    ),
+    (
+        "influxdb",
+        "Flux over InfluxDB 2's /api/v2/query, as Flagger; tested against a local HTTP server answering with InfluxDB 2's annotated CSV and error shapes, not against a real InfluxDB 2 (Debian ships InfluxDB 1.6, which has no Flux; the tests check that its answer is reported as such)",
+    ),
+];
+
+/// How the metric provider `type_` is tested (see [`METRIC_PROVIDER_TESTS`]), if it is queried.
+pub fn metric_provider_tested(type_: &str) -> Option<&'static str> {
+    METRIC_PROVIDER_TESTS
+        .iter()
+        .find(|(name, _)| *name == type_)
+        .map(|(_, how)| *how)
+}
 
 /// The metric provider types this Serin queries.
 pub fn queried_metric_providers() -> Vec<&'static str> {
@@ -550,10 +588,10 @@ pub fn compatibility_markdown() -> String {
     let _ = writeln!(out, "| type | Serin |");
     let _ = writeln!(out, "|---|---|");
     for p in METRIC_PROVIDERS {
-        let status = if p.queried {
-            "supported"
-        } else {
-            "not supported (valid, exit 3)"
+        let status = match (p.queried, metric_provider_tested(p.name)) {
+            (true, Some(how)) => format!("supported: {how}"),
+            (true, None) => "supported".to_string(),
+            (false, _) => "not supported (valid, exit 3)".to_string(),
         };
         let _ = writeln!(out, "| `{}` | {status} |", p.name);
     }

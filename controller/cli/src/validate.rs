@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 /// (a traffic provider, target kind or metric provider this Serin does not run), or one line
 /// per error `FILE: document N (Kind ns/name): field.path: message`; warnings (what Serin reads
 /// differently from what was written, e.g. an interval rounded up) follow as
-/// `...: warning: field.path: message`. The local platform's `Process` documents are checked
+/// `...: warning: field.path: message` — among them a Secret that a MetricTemplate,
+/// AlertProvider or webhook names and that is not among the documents given (the local
+/// platform reads Secrets only from `kind: Secret` documents). The local platform's `Process` documents are checked
 /// too; documents of other API groups (Deployments, Services, ...) are skipped. With `--rps`,
 /// each valid Canary with the judge is followed by `serin plan`'s lines for that traffic
 /// (`...: plan at N rps:`, `...: plan: <line>`), or `...: plan: none: <why>`.
@@ -111,6 +113,10 @@ fn check(args: &Args) -> i32 {
         docs.extend(found);
     }
     serin_api::apply_template_verdicts(&mut docs);
+    if !args.flagger {
+        // A migration report reads Flagger's manifests, whose Secrets live in the cluster.
+        serin_api::apply_secret_checks(&mut docs);
+    }
     for (doc, source) in docs.iter().zip(doc_sources) {
         for line in doc.report_lines(source) {
             if doc.is_error() || doc.is_not_runnable() {

@@ -163,7 +163,9 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stdout}"
     );
     assert!(
-        !stderr.contains(": spec."),
+        !stderr
+            .lines()
+            .any(|l| l.contains(": spec.") && !l.contains(": warning: ")),
         "no document may be invalid:\n{stderr}"
     );
     assert!(
@@ -171,7 +173,7 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stderr}"
     );
     assert!(
-        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog, newrelic, dynatrace"),
+        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, "),
         "{stderr}"
     );
     assert!(
@@ -231,7 +233,7 @@ fn a_migration_report_reads_a_flagger_directory_unchanged() {
         "{summary}"
     );
     assert!(
-        count >= 15 && runnable >= 15 && not_runnable >= 20,
+        count >= 15 && runnable >= 15 && not_runnable >= 10,
         "{summary}"
     );
     assert!(
@@ -519,4 +521,72 @@ fn validate_with_rps_prints_the_plan_beside_the_verdict() {
         PLANNED_CANARY,
     );
     assert_eq!(out.status.code(), Some(2), "--error-rate needs --rps");
+}
+
+const DATADOG_TEMPLATE: &str = "apiVersion: serin.dev/v1beta1
+kind: MetricTemplate
+metadata: {name: latency, namespace: prod}
+spec:
+  provider: {type: datadog, address: https://api.datadoghq.eu, secretRef: {name: datadog}}
+  query: avg:trace.http.request.duration{service:podinfo}
+";
+
+const SLACK_PROVIDER: &str = "apiVersion: serin.dev/v1beta1
+kind: AlertProvider
+metadata: {name: on-call, namespace: prod}
+spec:
+  type: slack
+  secretRef: {name: slack-url}
+";
+
+/// The local platform reads a `secretRef` only from a `kind: Secret` document beside the
+/// template: `validate` warns, naming the field and the Secret, when none is given (in another
+/// namespace does not count), and says nothing once it is there (in any of the files given).
+#[test]
+fn a_secret_named_but_not_among_the_documents_is_a_warning_naming_field_and_secret() {
+    let out = run_stdin(
+        &["validate", "-f", "-"],
+        &format!(
+            "{DATADOG_TEMPLATE}---\n{SLACK_PROVIDER}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: datadog, namespace: staging}}\nstringData: {{datadog_api_key: a, datadog_application_key: b}}\n"
+        ),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning only: {}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("<stdin>: document 1 (MetricTemplate prod/latency): warning: spec.provider.secretRef.name: Secret prod/datadog is not among the documents given; the local platform reads it only from a `kind: Secret` document"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("<stdin>: document 2 (AlertProvider prod/on-call): warning: spec.secretRef.name: Secret prod/slack-url is not among the documents given"),
+        "{stdout}"
+    );
+    // What a provider's "supported" stands on is said with the template.
+    assert!(
+        stdout.contains("<stdin>: document 1 (MetricTemplate prod/latency): note: provider datadog: tested against a local HTTP server"),
+        "{stdout}"
+    );
+
+    let dir = scratch("secrets");
+    std::fs::write(dir.join("template.yaml"), DATADOG_TEMPLATE).unwrap();
+    std::fs::write(dir.join("provider.yaml"), SLACK_PROVIDER).unwrap();
+    std::fs::write(
+        dir.join("secrets.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: datadog, namespace: prod}\nstringData: {datadog_api_key: a, datadog_application_key: b}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: slack-url, namespace: prod}\nstringData: {address: https://hooks.slack.com/services/x}\n",
+    )
+    .unwrap();
+    let out = serin()
+        .args(["validate", "-f", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("warning"),
+        "{}",
+        text(&out.stdout)
+    );
 }
