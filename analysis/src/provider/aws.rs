@@ -147,12 +147,18 @@ impl JsonCredentials {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Container {
     uri: String,
     token: Option<String>,
     token_file: Option<String>,
     cached: Cache,
+}
+
+impl std::fmt::Debug for Container {
+    // Never print the authorization token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Container({}, <token redacted>)", self.uri)
+    }
 }
 
 impl Container {
@@ -895,6 +901,38 @@ mod tests {
             matches!(&source, KeySource::Imds(i) if i.endpoint == "http://169.254.169.254"),
             "{source:?}"
         );
+    }
+
+    #[test]
+    fn no_source_prints_a_secret() {
+        let sources = [
+            KeySource::resolve(
+                Some(&secret(&[
+                    (ACCESS_KEY_ID, "AKIA"),
+                    (SECRET_ACCESS_KEY, "hunter2"),
+                    (SESSION_TOKEN, "hunter3"),
+                ])),
+                &env(&[]),
+                "eu-west-1",
+            )
+            .unwrap(),
+            KeySource::resolve(
+                None,
+                &env(&[
+                    (
+                        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                        "http://127.0.0.1:9/creds",
+                    ),
+                    ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "hunter4"),
+                ]),
+                "eu-west-1",
+            )
+            .unwrap(),
+        ];
+        for s in sources {
+            let printed = format!("{s:?}");
+            assert!(!printed.contains("hunter"), "{printed}");
+        }
     }
 
     #[test]
