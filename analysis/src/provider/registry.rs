@@ -14,12 +14,14 @@ use std::time::Duration;
 use super::BoxFuture;
 use crate::AnalysisError;
 use crate::check::{MetricCheck, MetricSource, NoDataConfig, Observed, evaluate};
+use crate::provider::cloudwatch;
 use crate::provider::datadog::DatadogProvider;
 use crate::provider::dynatrace::DynatraceProvider;
 use crate::provider::graphite::GraphiteProvider;
 use crate::provider::influxdb::InfluxDbProvider;
 use crate::provider::newrelic::NewRelicProvider;
 use crate::provider::prometheus::{PrometheusAuth, PrometheusConfig, PrometheusProvider};
+use crate::provider::splunk::SplunkProvider;
 use crate::queries::Mesh;
 use crate::target::Target;
 use crate::template::render;
@@ -31,9 +33,11 @@ pub const QUERIED_PROVIDERS: &[&str] = &[
     "prometheus",
     "influxdb",
     "datadog",
+    "cloudwatch",
     "newrelic",
     "graphite",
     "dynatrace",
+    "splunk",
 ];
 
 /// A template's `secretRef` Secret, its values decoded to text.
@@ -129,6 +133,30 @@ pub trait TemplateProvider: Send + Sync + std::fmt::Debug {
         interval: Duration,
     ) -> BoxFuture<'a, Result<Observed, AnalysisError>>;
 }
+
+/// `impl TemplateProvider for $provider` by its inherent `async fn query(&self, &str, Duration)`,
+/// with `kind()` = `$kind` (every HTTP provider has exactly this shape).
+macro_rules! template_provider {
+    ($provider:ty, $kind:expr) => {
+        impl $crate::provider::registry::TemplateProvider for $provider {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn query<'a>(
+                &'a self,
+                query: &'a str,
+                interval: std::time::Duration,
+            ) -> $crate::provider::BoxFuture<
+                'a,
+                Result<$crate::check::Observed, $crate::AnalysisError>,
+            > {
+                Box::pin(<$provider>::query(self, query, interval))
+            }
+        }
+    };
+}
+pub(crate) use template_provider;
 
 /// A Prometheus answering template queries (a wrapper, so that the provider's two `query`
 /// methods never meet in one scope).
@@ -244,6 +272,18 @@ pub fn build(settings: &ProviderSettings) -> Result<Arc<dyn TemplateProvider>, A
             creds,
             settings.insecure_skip_verify,
         )?),
+        // The AWS credential chain reads the controller's environment, as Flagger's SDK does.
+        "cloudwatch" => cloudwatch::from_process(
+            settings.region.as_deref(),
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?,
+        "splunk" => Arc::new(SplunkProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
         other => {
             return Err(AnalysisError::invalid(
                 "spec.provider.type",
@@ -326,6 +366,8 @@ mod tests {
                         "password",
                         "aws_access_key_id",
                         "aws_secret_access_key",
+                        "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY",
                     ]
                     .map(|k| (k.to_string(), "v".to_string())),
                 ),

@@ -214,7 +214,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "cloudwatch",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "newrelic",
@@ -234,7 +234,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "splunk",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "stackdriver",
@@ -265,6 +265,14 @@ pub const METRIC_PROVIDER_TESTS: &[(&str, &str)] = &[
     (
         "dynatrace",
         "tested against a local HTTP server answering with Dynatrace's documented responses and error shapes",
+    ),
+    (
+        "cloudwatch",
+        "tested against a local HTTP server that checks each request's SigV4 signature and answers with CloudWatch's and STS's documented responses and errors",
+    ),
+    (
+        "splunk",
+        "SignalFlow; tested against a local HTTP server streaming SignalFlow's documented server-sent events, errors and cut streams",
     ),
     (
         "graphite",
