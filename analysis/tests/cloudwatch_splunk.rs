@@ -335,6 +335,117 @@ async fn cloudwatch_exchanges_a_web_identity_token_at_sts_once_and_signs_with_it
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+const ROLE_ANSWER: &str = r#"{"Code":"Success","LastUpdated":"2026-12-07T03:00:00Z","Type":"AWS-HMAC","AccessKeyId":"ASIANODE","SecretAccessKey":"node-secret","Token":"node-token","Expiration":"2099-01-01T00:00:00Z"}"#;
+
+fn node_keys() -> Vec<(String, String, Option<String>)> {
+    vec![(
+        "ASIANODE".into(),
+        "node-secret".into(),
+        Some("node-token".into()),
+    )]
+}
+
+#[tokio::test]
+async fn cloudwatch_fetches_container_credentials_with_the_agents_token_once() {
+    let dir = std::env::temp_dir().join(format!("serin-pod-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-token\n").unwrap();
+    // A second fetch would get the 500 and fail the second query.
+    let mut agent = FakeApi::start(vec![
+        Answer::json(200, ROLE_ANSWER),
+        Answer::with_type(500, "text/plain", "fetched twice"),
+    ])
+    .await;
+    let answer = r#"{"MetricDataResults":[{"Id":"e1","Timestamps":[1700000000],"Values":[2.0]}]}"#;
+    let mut api = fake_cloudwatch(
+        node_keys(),
+        REGION,
+        vec![Answer::json(200, answer), Answer::json(200, answer)],
+    )
+    .await;
+    let vars = BTreeMap::from([
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", agent.address),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.to_str().unwrap().to_string(),
+        ),
+    ]);
+    let env = move |k: &str| vars.get(k).cloned();
+    let cw = CloudWatchProvider::new(Some(REGION), Some(&api.address), None, false, &env).unwrap();
+    for _ in 0..2 {
+        assert_eq!(ask(&cw, QUERY).await.unwrap().value, Some(2.0));
+        api.next().await;
+    }
+    let seen = agent.next().await;
+    assert_eq!(seen.path, "/v1/credentials");
+    assert_eq!(seen.header("authorization"), Some("pod-identity-token"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn cloudwatch_falls_back_to_the_instance_role_from_imdsv2() {
+    // IMDSv2 as EC2 serves it: a session token from PUT, then the role's name and its keys,
+    // each only with that token.
+    let mut imds = FakeApi::serve(|req| {
+        let token = req.header("x-aws-ec2-metadata-token") == Some("imds-session");
+        match (req.method.as_str(), req.path.as_str(), token) {
+            ("PUT", "/latest/api/token", _)
+                if req.header("x-aws-ec2-metadata-token-ttl-seconds").is_some() =>
+            {
+                Answer::with_type(200, "text/plain", "imds-session")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/", true) => {
+                Answer::with_type(200, "text/plain", "serin-node-role")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/serin-node-role", true) => {
+                Answer::with_type(200, "text/plain", ROLE_ANSWER)
+            }
+            (_, _, false) => Answer::with_type(401, "text/plain", ""),
+            _ => Answer::with_type(404, "text/plain", "Not Found"),
+        }
+    })
+    .await;
+    let mut api = fake_cloudwatch(
+        node_keys(),
+        REGION,
+        vec![Answer::json(
+            200,
+            r#"{"MetricDataResults":[{"Id":"e1","Timestamps":[1700000000],"Values":[4.0]}]}"#,
+        )],
+    )
+    .await;
+    let endpoint = imds.address.clone();
+    let env = move |k: &str| (k == "AWS_EC2_METADATA_SERVICE_ENDPOINT").then(|| endpoint.clone());
+    let cw = CloudWatchProvider::new(Some(REGION), Some(&api.address), None, false, &env).unwrap();
+    assert_eq!(ask(&cw, QUERY).await.unwrap().value, Some(4.0));
+    api.next().await;
+    for expected in [
+        "/latest/api/token",
+        "/latest/meta-data/iam/security-credentials/",
+        "/latest/meta-data/iam/security-credentials/serin-node-role",
+    ] {
+        assert_eq!(imds.next().await.path, expected);
+    }
+
+    // Off EC2 (here: a metadata service without a role), the error names every source.
+    let nothing = FakeApi::start(vec![Answer::with_type(404, "text/plain", "Not Found")]).await;
+    let endpoint = nothing.address.clone();
+    let env = move |k: &str| (k == "AWS_EC2_METADATA_SERVICE_ENDPOINT").then(|| endpoint.clone());
+    let cw = CloudWatchProvider::new(Some(REGION), Some(&api.address), None, false, &env).unwrap();
+    let err = ask(&cw, QUERY).await.unwrap_err().to_string();
+    assert!(
+        err.contains("no AWS credentials found")
+            && err.contains("404")
+            && err.contains("AWS_WEB_IDENTITY_TOKEN_FILE")
+            && err.contains("spec.provider.secretRef"),
+        "{err}"
+    );
+}
+
 // ---- Splunk (SignalFlow) ----
 
 const PROGRAM: &str = "data('request.errors', filter=filter('app', 'podinfo')).sum().publish()";

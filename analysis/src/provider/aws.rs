@@ -15,11 +15,19 @@
 //! 3. the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`),
 //!    profile `AWS_PROFILE` or `default`, read again at every query so that rotated keys apply;
 //! 4. web identity (EKS IAM roles for service accounts): `AWS_WEB_IDENTITY_TOKEN_FILE` and
-//!    `AWS_ROLE_ARN` are exchanged at STS `AssumeRoleWithWebIdentity` for temporary keys, kept
-//!    until five minutes before they expire.
+//!    `AWS_ROLE_ARN` are exchanged at STS `AssumeRoleWithWebIdentity` for temporary keys;
+//! 5. the container credentials endpoint (ECS task roles, EKS Pod Identity):
+//!    `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on `169.254.170.2`) or
+//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN` as its `Authorization`;
+//! 6. the EC2 instance metadata service, IMDSv2 (the node's instance role), at
+//!    `AWS_EC2_METADATA_SERVICE_ENDPOINT` or `http://169.254.169.254`, unless
+//!    `AWS_EC2_METADATA_DISABLED=true`.
 //!
-//! The SDK's last links, the ECS container endpoint and the EC2 instance metadata service, are
-//! not read: a configuration that relies on them gets an error naming the sources above.
+//! Temporary keys from 4 to 6 are kept until five minutes before they expire. As in the SDK,
+//! links 1 to 5 are chosen by configuration when the provider is built, and the instance
+//! metadata service, the fallback, is only known to be there or not when it is asked: its failure
+//! is an error naming every source.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -71,6 +79,206 @@ pub(crate) enum KeySource {
     File { path: String, profile: String },
     /// Web identity exchanged at STS, cached until shortly before expiry.
     WebIdentity(WebIdentity),
+    /// The container credentials endpoint (ECS, EKS Pod Identity), cached.
+    Container(Container),
+    /// The EC2 instance metadata service (IMDSv2), cached.
+    Imds(Imds),
+}
+
+/// Temporary keys and when they expire.
+type Cache = Mutex<Option<(AwsKeys, SystemTime)>>;
+
+/// Cached keys while more than five minutes of their life is left.
+fn cached(cache: &Cache) -> Option<AwsKeys> {
+    let guard = cache.lock().unwrap_or_else(|p| p.into_inner());
+    guard
+        .as_ref()
+        .filter(|(_, expires)| SystemTime::now() + Duration::from_secs(300) < *expires)
+        .map(|(k, _)| k.clone())
+}
+
+fn remember(cache: &Cache, keys: &AwsKeys, expires: SystemTime) {
+    *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((keys.clone(), expires));
+}
+
+/// An RFC 3339 expiry (`2024-01-01T00:00:00Z`) as a time.
+fn expiry(text: &str) -> Result<SystemTime, String> {
+    let t = text
+        .parse::<jiff::Timestamp>()
+        .map_err(|e| format!("expiration {text:?}: {e}"))?;
+    Ok(SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(t.as_second()).unwrap_or_default()))
+}
+
+/// The JSON both the container endpoint and IMDS answer with.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonCredentials {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    token: Option<String>,
+    expiration: Option<String>,
+}
+
+impl JsonCredentials {
+    fn keys(body: &str) -> Result<(AwsKeys, SystemTime), String> {
+        let c: JsonCredentials =
+            serde_json::from_str(body).map_err(|e| format!("not a credentials answer: {e}"))?;
+        if let Some(code) = c.code.as_deref().filter(|c| *c != "Success") {
+            return Err(format!("{code}: {}", c.message.unwrap_or_default()));
+        }
+        let (Some(access_key_id), Some(secret_access_key), Some(expiration)) =
+            (c.access_key_id, c.secret_access_key, c.expiration)
+        else {
+            return Err("the answer lacks AccessKeyId, SecretAccessKey or Expiration".into());
+        };
+        Ok((
+            AwsKeys {
+                access_key_id,
+                secret_access_key,
+                session_token: c.token,
+            },
+            expiry(&expiration)?,
+        ))
+    }
+}
+
+pub(crate) struct Container {
+    uri: String,
+    token: Option<String>,
+    token_file: Option<String>,
+    cached: Cache,
+}
+
+impl std::fmt::Debug for Container {
+    // Never print the authorization token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Container({}, <token redacted>)", self.uri)
+    }
+}
+
+impl Container {
+    async fn keys(&self, client: &reqwest::Client) -> Result<AwsKeys, AnalysisError> {
+        if let Some(k) = cached(&self.cached) {
+            return Ok(k);
+        }
+        let failed = |message: String| AnalysisError::Unavailable {
+            provider: "cloudwatch",
+            address: self.uri.clone(),
+            message: format!("container credentials: {message}"),
+            source: None,
+        };
+        let mut request = client.get(&self.uri);
+        let token = match &self.token_file {
+            // Read at every fetch: the agent rotates the file.
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        AnalysisError::invalid(
+                            format!("the container authorization token file {path}"),
+                            format!("cannot be read: {e}"),
+                            "the file AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE names",
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.clone(),
+        };
+        if let Some(t) = token {
+            request = request.header("Authorization", t);
+        }
+        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}: {}", body.trim())));
+        }
+        let (keys, expires) = JsonCredentials::keys(&body).map_err(failed)?;
+        remember(&self.cached, &keys, expires);
+        Ok(keys)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Imds {
+    endpoint: String,
+    cached: Cache,
+}
+
+/// How long IMDS may take per call: off EC2 nothing answers, and the SDK gives up after 1 s too.
+const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Imds {
+    async fn keys(&self, client: &reqwest::Client) -> Result<AwsKeys, AnalysisError> {
+        if let Some(k) = cached(&self.cached) {
+            return Ok(k);
+        }
+        let failed = |message: String| {
+            AnalysisError::invalid(
+                "spec.provider.secretRef",
+                format!(
+                    "no AWS credentials found for provider cloudwatch: none is configured, and the EC2 instance metadata service at {} {message}",
+                    self.endpoint
+                ),
+                CHAIN,
+            )
+        };
+        let text = |r: reqwest::RequestBuilder| async {
+            let response = r
+                .timeout(IMDS_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| format!("did not answer: {e}"))?;
+            let status = response.status();
+            let body = response
+                .text()
+                .await
+                .map_err(|e| format!("broke off: {e}"))?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(format!("answered HTTP {status}: {}", body.trim()))
+            }
+        };
+        // IMDSv2: a session token first, then the role's name, then its keys.
+        let token = text(
+            client
+                .put(format!("{}/latest/api/token", self.endpoint))
+                .header("X-aws-ec2-metadata-token-ttl-seconds", "21600"),
+        )
+        .await
+        .map_err(failed)?;
+        let base = format!(
+            "{}/latest/meta-data/iam/security-credentials/",
+            self.endpoint
+        );
+        let roles = text(
+            client
+                .get(&base)
+                .header("X-aws-ec2-metadata-token", token.trim()),
+        )
+        .await
+        .map_err(failed)?;
+        let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
+            return Err(failed("lists no instance role".into()));
+        };
+        let body = text(
+            client
+                .get(format!("{base}{role}"))
+                .header("X-aws-ec2-metadata-token", token.trim()),
+        )
+        .await
+        .map_err(failed)?;
+        let (keys, expires) =
+            JsonCredentials::keys(&body).map_err(|m| failed(format!("role {role}: {m}")))?;
+        remember(&self.cached, &keys, expires);
+        Ok(keys)
+    }
 }
 
 #[derive(Debug)]
@@ -80,11 +288,11 @@ pub(crate) struct WebIdentity {
     session_name: String,
     /// STS's endpoint.
     sts: String,
-    cached: Mutex<Option<(AwsKeys, SystemTime)>>,
+    cached: Cache,
 }
 
 /// Where the chain looked, for the error when it found nothing.
-const CHAIN: &str = "spec.provider.secretRef with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys); or the controller's environment AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; or a shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE or default); or web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, as EKS sets them for IAM roles for service accounts)";
+const CHAIN: &str = "spec.provider.secretRef with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys); or the controller's environment AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; or a shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE or default); or web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, as EKS sets them for IAM roles for service accounts); or the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI: ECS task roles, EKS Pod Identity); or the EC2 instance metadata service (the node's instance role)";
 
 fn first_of(c: &Credentials, key: &str) -> Option<String> {
     c.optional(key)
@@ -170,11 +378,32 @@ impl KeySource {
                 cached: Mutex::new(None),
             }));
         }
-        Err(AnalysisError::invalid(
-            "spec.provider.secretRef",
-            "no AWS credentials found for provider cloudwatch (the ECS container endpoint and EC2 instance metadata are not read)",
-            CHAIN,
-        ))
+        let relative = var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+        if let Some(uri) = relative
+            .map(|r| format!("http://169.254.170.2{r}"))
+            .or_else(|| var("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+        {
+            return Ok(KeySource::Container(Container {
+                uri,
+                token: var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+                token_file: var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+                cached: Mutex::new(None),
+            }));
+        }
+        if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err(AnalysisError::invalid(
+                "spec.provider.secretRef",
+                "no AWS credentials found for provider cloudwatch (and the EC2 instance metadata service is disabled by AWS_EC2_METADATA_DISABLED)",
+                CHAIN,
+            ));
+        }
+        Ok(KeySource::Imds(Imds {
+            endpoint: var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                .unwrap_or_else(|| "http://169.254.169.254".into())
+                .trim_end_matches('/')
+                .to_string(),
+            cached: Mutex::new(None),
+        }))
     }
 
     /// The keys to sign the next request with.
@@ -183,6 +412,8 @@ impl KeySource {
             KeySource::Static(k) => Ok(k.clone()),
             KeySource::File { path, profile } => read_profile(path, profile),
             KeySource::WebIdentity(w) => w.keys(client).await,
+            KeySource::Container(c) => c.keys(client).await,
+            KeySource::Imds(i) => i.keys(client).await,
         }
     }
 }
@@ -252,11 +483,8 @@ fn read_profile(path: &str, profile: &str) -> Result<AwsKeys, AnalysisError> {
 
 impl WebIdentity {
     async fn keys(&self, client: &reqwest::Client) -> Result<AwsKeys, AnalysisError> {
-        let now = SystemTime::now();
-        if let Some((keys, expires)) = &*self.cached.lock().unwrap_or_else(|p| p.into_inner())
-            && now + Duration::from_secs(300) < *expires
-        {
-            return Ok(keys.clone());
+        if let Some(k) = cached(&self.cached) {
+            return Ok(k);
         }
         let token = std::fs::read_to_string(&self.token_file).map_err(|e| {
             AnalysisError::invalid(
@@ -310,13 +538,8 @@ impl WebIdentity {
             secret_access_key: field("SecretAccessKey")?,
             session_token: Some(field("SessionToken")?),
         };
-        let expiration = field("Expiration")?;
-        let expires = expiration
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| unavailable(format!("STS Expiration {expiration:?}: {e}")))?;
-        let expires = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(u64::try_from(expires.as_second()).unwrap_or_default());
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((keys.clone(), expires));
+        let expires = expiry(&field("Expiration")?).map_err(unavailable)?;
+        remember(&self.cached, &keys, expires);
         Ok(keys)
     }
 }
@@ -655,16 +878,60 @@ mod tests {
 
     #[test]
     fn nothing_configured_names_every_source() {
-        let err = KeySource::resolve(None, &env(&[]), "eu-west-1")
-            .unwrap_err()
-            .to_string();
+        let err = KeySource::resolve(
+            None,
+            &env(&[("AWS_EC2_METADATA_DISABLED", "true")]),
+            "eu-west-1",
+        )
+        .unwrap_err()
+        .to_string();
         for source in [
             "spec.provider.secretRef",
             "AWS_ACCESS_KEY_ID",
             "AWS_SHARED_CREDENTIALS_FILE",
             "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "EC2 instance metadata",
         ] {
             assert!(err.contains(source), "{source}: {err}");
+        }
+        // Otherwise the instance metadata service is the last resort, asked at query time.
+        let source = KeySource::resolve(None, &env(&[]), "eu-west-1").unwrap();
+        assert!(
+            matches!(&source, KeySource::Imds(i) if i.endpoint == "http://169.254.169.254"),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn no_source_prints_a_secret() {
+        let sources = [
+            KeySource::resolve(
+                Some(&secret(&[
+                    (ACCESS_KEY_ID, "AKIA"),
+                    (SECRET_ACCESS_KEY, "hunter2"),
+                    (SESSION_TOKEN, "hunter3"),
+                ])),
+                &env(&[]),
+                "eu-west-1",
+            )
+            .unwrap(),
+            KeySource::resolve(
+                None,
+                &env(&[
+                    (
+                        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                        "http://127.0.0.1:9/creds",
+                    ),
+                    ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "hunter4"),
+                ]),
+                "eu-west-1",
+            )
+            .unwrap(),
+        ];
+        for s in sources {
+            let printed = format!("{s:?}");
+            assert!(!printed.contains("hunter"), "{printed}");
         }
     }
 

@@ -43,6 +43,9 @@ pub struct CloudWatchProvider {
     http: Http,
     region: String,
     keys: KeySource,
+    /// For STS, the container endpoint and IMDS: always verifies TLS, whatever
+    /// `insecureSkipVerify` says about the CloudWatch endpoint.
+    credentials_client: reqwest::Client,
 }
 
 impl std::fmt::Debug for CloudWatchProvider {
@@ -266,6 +269,15 @@ impl CloudWatchProvider {
         };
         Ok(CloudWatchProvider {
             keys: KeySource::resolve(credentials, env, region)?,
+            credentials_client: super::http_client_builder()
+                .timeout(crate::DEFAULT_TIMEOUT)
+                .build()
+                .map_err(|e| AnalysisError::Unavailable {
+                    provider: KIND,
+                    address: endpoint.clone(),
+                    message: "cannot build the HTTP client for AWS credentials".into(),
+                    source: Some(Box::new(e)),
+                })?,
             http: Http::new(KIND, &field, &endpoint, insecure_skip_verify)?,
             region: region.to_string(),
         })
@@ -295,7 +307,7 @@ impl CloudWatchProvider {
         })
         .to_string();
         let url = self.http.url("/");
-        let keys = self.keys.keys(&self.http.client).await?;
+        let keys = self.keys.keys(&self.credentials_client).await?;
         let content_type = "application/x-amz-json-1.0";
         let signed = sign_headers(
             &keys,
