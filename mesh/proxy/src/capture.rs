@@ -8,7 +8,8 @@
 //! nat OUTPUT     -> SERIN_OUTBOUND: the proxy's own UID RETURN (its upstream connections are not
 //!                                   captured again), loopback RETURN, skip ports RETURN,
 //!                                   then -> SERIN_OUTBOUND_REDIRECT (REDIRECT to the outbound listener)
-//! raw OUTPUT     -> SERIN_NOTRACK:  TCP from 127.0.0.0/8 to 127.0.0.0/8 over lo: CT --notrack
+//! raw OUTPUT     -> SERIN_NOTRACK (only packets leaving over lo): TCP from 127.0.0.0/8 to
+//!                                   127.0.0.0/8: CT --notrack
 //! ```
 //!
 //! Why the raw rule: a NAT rule makes the kernel track every connection of the pod's network
@@ -21,8 +22,12 @@
 //! refuses a loopback source for a non-loopback route), so only connections whose both ends
 //! are loopback addresses go untracked, and those are exactly the ones the nat rules RETURN.
 //! A packet that passes lo keeps the tracking decision made as it left (raw OUTPUT), so no
-//! PREROUTING rule is needed. `--track-loopback` keeps the chain empty, for a pod whose own
-//! rules match loopback traffic by conntrack state.
+//! PREROUTING rule is needed. Unlike the nat chains (which see only a connection's first
+//! packet) the raw chain sees every packet, so its rules are the cheapest the kernel has: the
+//! jump matches the output interface only (no comment match, which iptables-nft evaluates
+//! through the slower x_tables compatibility layer), and the chain compares addresses.
+//! `--track-loopback` keeps the chain empty, for a pod whose own rules match loopback traffic
+//! by conntrack state.
 //!
 //! [`Plan`] is pure (the rules as `iptables-restore` input and the jumps); [`Iptables`] runs
 //! them with the chosen backend (iptables-nft or iptables-legacy). This module does not decide
@@ -144,25 +149,24 @@ impl CaptureConfig {
         let mut raw = format!("*raw\n:{NOTRACK_CHAIN} - [0:0]\n");
         if !self.track_loopback {
             raw.push_str(&format!(
-                "-A {NOTRACK_CHAIN} -s 127.0.0.0/8 -d 127.0.0.0/8 -o lo -p tcp -j CT --notrack\n"
+                "-A {NOTRACK_CHAIN} -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack\n"
             ));
         }
         raw.push_str("COMMIT\n");
-        let jump = |table: &'static str, chain: &'static str, to: &str| Jump {
+        let jump = |table: &'static str, chain: &'static str, args: &[&str]| Jump {
             table,
             chain,
-            args: ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
+        let commented =
+            |to: &'static str| ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to];
         Plan {
             restore: r,
             restore_raw: raw,
             jumps: vec![
-                jump("nat", "PREROUTING", INBOUND_CHAIN),
-                jump("nat", "OUTPUT", OUTBOUND_CHAIN),
-                jump("raw", "OUTPUT", NOTRACK_CHAIN),
+                jump("nat", "PREROUTING", &commented(INBOUND_CHAIN)),
+                jump("nat", "OUTPUT", &commented(OUTBOUND_CHAIN)),
+                jump("raw", "OUTPUT", &["-o", "lo", "-j", NOTRACK_CHAIN]),
             ],
         }
     }
@@ -581,7 +585,7 @@ COMMIT
             p.restore_raw,
             "*raw
 :SERIN_NOTRACK - [0:0]
--A SERIN_NOTRACK -s 127.0.0.0/8 -d 127.0.0.0/8 -o lo -p tcp -j CT --notrack
+-A SERIN_NOTRACK -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack
 COMMIT
 "
         );
@@ -606,9 +610,7 @@ COMMIT
             text.contains("<<EOF\n*raw\n:SERIN_NOTRACK - [0:0]\n"),
             "{text}"
         );
-        assert!(text.contains(
-            "iptables-nft -t raw -A OUTPUT -p tcp -m comment --comment \"serin-proxy capture\" -j SERIN_NOTRACK\n"
-        ));
+        assert!(text.contains("iptables-nft -t raw -A OUTPUT -o lo -j SERIN_NOTRACK\n"));
     }
 
     #[test]

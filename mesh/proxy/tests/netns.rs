@@ -481,9 +481,13 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         "{out}"
     );
     let raw = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "raw"]).expect("save");
-    assert_eq!(raw.matches("-j SERIN_NOTRACK\n").count(), 1, "{raw}");
     assert_eq!(
-        raw.matches("-s 127.0.0.0/8 -d 127.0.0.0/8 -o lo -p tcp -j CT --notrack")
+        raw.matches("-A OUTPUT -o lo -j SERIN_NOTRACK\n").count(),
+        1,
+        "{raw}"
+    );
+    assert_eq!(
+        raw.matches("-s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack")
             .count(),
         1,
         "{raw}"
