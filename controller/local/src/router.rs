@@ -8,7 +8,7 @@
 //! Services, endpoints and weights changes all of them in one atomic rename, so a proxy never
 //! sees new weights with old endpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use serin_mesh_api::objects::{
     StaticEndpoints, StaticEndpointsSpec,
 };
 use serin_mesh_api::status::ControlPlaneStatus;
+use serin_mesh_api::table::{Backend, Route, RouteTable};
 
 use super::store::write_atomic;
 use serin_controller::http::HttpClient;
@@ -42,6 +43,52 @@ pub struct RouteSpec {
     pub primary: Vec<SocketAddr>,
     /// Ready canary endpoints.
     pub canary: Vec<SocketAddr>,
+    /// The process behind each endpoint, named as a Deployment's pod (see [`PodName`]).
+    pub pods: BTreeMap<SocketAddr, PodName>,
+}
+
+/// The name a process gets in the metrics (`dst_pod`, `dst_pod_template_hash` on the series of
+/// requests sent to it), built as Kubernetes names a Deployment's pods:
+/// `<workload>-<pod-template-hash>-<index>`. The hash covers the workload's name and what the
+/// process runs, so a primary and a canary running the same revision still differ (on
+/// Kubernetes their templates differ by their labels), and a new revision gets a new hash. The
+/// index (where Kubernetes has a random suffix) counts the instances of one workload and hash,
+/// so the names of one revision's processes repeat across restarts and the number of series
+/// stays bounded by the processes that run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    /// `<workload>-<pod_template_hash>-<index>`.
+    pub pod: String,
+    /// Ten characters of Kubernetes' pod-template-hash alphabet.
+    pub pod_template_hash: String,
+}
+
+impl PodName {
+    /// The name of the `index`th process of `workload` running the spec of `spec_hash`.
+    pub fn new(workload: &str, spec_hash: u64, index: usize) -> Self {
+        // FNV-1a (32 bit) over the workload and the spec's own hash, then spelled as
+        // Kubernetes spells a pod-template-hash: the decimal digits mapped into an alphabet
+        // without vowels (no words) and without look-alike characters.
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut h: u32 = 0x811c_9dc5;
+        for b in workload
+            .bytes()
+            .chain([0xff])
+            .chain(spec_hash.to_le_bytes())
+        {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let hash: String = h
+            .to_string()
+            .bytes()
+            .map(|d| char::from(ALPHABET[usize::from(d) % ALPHABET.len()]))
+            .collect();
+        PodName {
+            pod: format!("{workload}-{hash}-{index}"),
+            pod_template_hash: hash,
+        }
+    }
 }
 
 impl RouteSpec {
@@ -64,11 +111,27 @@ impl RouteSpec {
         };
         // `labels`: the workload behind each Service, as proxies label traffic by destination
         // (`dst_deployment`), named as Flagger names them: `<target>-primary` and `<target>`.
+        // `endpointLabels`: which process each endpoint is, as a Kubernetes endpoint names its
+        // pod (`dst_pod`, `dst_pod_template_hash`).
         let endpoints = |name: String, eps: &[SocketAddr], deployment: String| StaticEndpoints {
             metadata: meta(name),
             spec: StaticEndpointsSpec {
                 endpoints: eps.iter().map(ToString::to_string).collect(),
                 labels: [("deployment".to_string(), deployment)].into(),
+                endpoint_labels: eps
+                    .iter()
+                    .filter_map(|ep| {
+                        let p = self.pods.get(ep)?;
+                        Some((
+                            ep.to_string(),
+                            [
+                                ("pod".to_string(), p.pod.clone()),
+                                ("pod_template_hash".to_string(), p.pod_template_hash.clone()),
+                            ]
+                            .into(),
+                        ))
+                    })
+                    .collect(),
             },
         };
         let port = Some(i32::from(self.port));
@@ -181,96 +244,61 @@ impl ControlPlane {
     }
 
     /// Whether the control plane's table carries `spec` (weights and endpoints) and every
-    /// subscribed proxy has applied that table.
+    /// subscribed proxy has applied that table. Both answers are read as the control plane's
+    /// own types ([`RouteTable`], [`ControlPlaneStatus`]).
     pub async fn in_force(&self, spec: &RouteSpec) -> Result<bool, String> {
-        let table: Value = self
+        let table: RouteTable = self
             .get_json(&format!("/v1/table?namespace={}", spec.namespace))
             .await?;
-        let version = table.get("version").and_then(Value::as_u64).unwrap_or(0);
-        let routes = table
-            .get("routes")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let Some(route) = routes.iter().find(|r| authority_host(r) == spec.service) else {
+        let Some(route) = table
+            .routes
+            .iter()
+            .find(|r| authority_host(r) == spec.service)
+        else {
             return Ok(false);
         };
         if !table_matches(route, spec) {
             return Ok(false);
         }
         let status: ControlPlaneStatus = self.get_json("/v1/status").await?;
-        Ok(status.proxies.iter().all(|p| p.applied_version >= version))
+        Ok(status
+            .proxies
+            .iter()
+            .all(|p| p.applied_version >= table.version))
     }
 }
 
-fn authority_host(route: &Value) -> String {
-    match route.get("authority") {
-        Some(Value::String(s)) => s.split(':').next().unwrap_or("").to_string(),
-        Some(Value::Object(o)) => o
-            .get("host")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        _ => String::new(),
-    }
+fn authority_host(route: &Route) -> &str {
+    &route.authority.host
 }
 
 /// Weights and endpoints of the route's default rule against the spec. Weights are compared as
 /// shares, since the control plane may keep them as given or normalise them.
-fn table_matches(route: &Value, spec: &RouteSpec) -> bool {
-    let defs = route
-        .get("backends")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let endpoints_of = |backend: &Value, name: &str| -> BTreeSet<String> {
-        let own = backend.get("endpoints").and_then(Value::as_array);
-        let list = match own {
-            Some(l) => l.clone(),
-            None => defs
-                .iter()
-                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
-                .and_then(|d| d.get("endpoints").and_then(Value::as_array).cloned())
-                .unwrap_or_default(),
-        };
-        list.iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect()
-    };
-    let Some(rules) = route.get("rules").and_then(Value::as_array) else {
+fn table_matches(route: &Route, spec: &RouteSpec) -> bool {
+    let Some(rule) = route.rules.iter().find(|r| r.matches.is_empty()) else {
         return false;
     };
-    let Some(rule) = rules.iter().find(|r| {
-        r.get("matches")
-            .and_then(Value::as_array)
-            .is_none_or(|m| m.is_empty())
-    }) else {
-        return false;
-    };
-    let backends = rule
-        .get("backends")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let find = |name: &str| {
-        backends
-            .iter()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(name))
-            .cloned()
-    };
+    let find = |name: &str| rule.backends.iter().find(|b| b.name == name);
     let (pn, cn) = (spec.primary_name(), spec.canary_name());
     let (Some(p), Some(c)) = (find(&pn), find(&cn)) else {
         return false;
     };
-    let weight = |b: &Value| b.get("weight").and_then(Value::as_u64).unwrap_or(1);
-    let (pw, cw) = (weight(&p), weight(&c));
+    // A rule backend without endpoints names a route-level definition.
+    let endpoints_of = |b: &Backend| -> BTreeSet<SocketAddr> {
+        match &b.endpoints {
+            Some(own) => own.iter().copied().collect(),
+            None => route
+                .resolve_backend(&b.name)
+                .map(|d| d.endpoints.iter().copied().collect())
+                .unwrap_or_default(),
+        }
+    };
+    let (pw, cw) = (u64::from(p.weight), u64::from(c.weight));
     // Same shares: pw / (pw + cw) == primary_weight / 100.
     let same_share = pw * u64::from(spec.canary_weight) == cw * u64::from(spec.primary_weight)
         && (pw + cw > 0) == (spec.primary_weight + spec.canary_weight > 0);
-    let want = |eps: &[SocketAddr]| eps.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
-    same_share
-        && endpoints_of(&p, &pn) == want(&spec.primary)
-        && endpoints_of(&c, &cn) == want(&spec.canary)
+    let want = |eps: &[SocketAddr]| eps.iter().copied().collect::<BTreeSet<_>>();
+    same_share && endpoints_of(p) == want(&spec.primary) && endpoints_of(c) == want(&spec.canary)
 }
 
 #[cfg(test)]
@@ -279,6 +307,10 @@ mod tests {
     use serde_json::json;
 
     fn spec() -> RouteSpec {
+        let (p, c) = (
+            "127.0.0.1:1001".parse().unwrap(),
+            "127.0.0.1:1002".parse().unwrap(),
+        );
         RouteSpec {
             namespace: "default".into(),
             service: "podinfo".into(),
@@ -286,9 +318,47 @@ mod tests {
             port: 9898,
             primary_weight: 80,
             canary_weight: 20,
-            primary: vec!["127.0.0.1:1001".parse().unwrap()],
-            canary: vec!["127.0.0.1:1002".parse().unwrap()],
+            primary: vec![p],
+            canary: vec![c],
+            pods: [
+                (p, PodName::new("podinfo-primary", 7, 0)),
+                (c, PodName::new("podinfo", 7, 0)),
+            ]
+            .into(),
         }
+    }
+
+    #[test]
+    fn pods_are_named_as_a_deployments_with_a_hash_per_workload_and_spec() {
+        let a = PodName::new("podinfo-primary", 7, 0);
+        assert!(
+            a.pod
+                .starts_with(&format!("podinfo-primary-{}-", a.pod_template_hash)),
+            "{a:?}"
+        );
+        assert!(a.pod.ends_with("-0"));
+        assert!((8..=10).contains(&a.pod_template_hash.len()), "{a:?}");
+        assert!(
+            a.pod_template_hash
+                .bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+        );
+        // Stable across runs (a restarted controller names the same process the same way).
+        assert_eq!(a, PodName::new("podinfo-primary", 7, 0));
+        // Another revision, or the same revision as another workload, is another hash.
+        assert_ne!(
+            a.pod_template_hash,
+            PodName::new("podinfo-primary", 8, 0).pod_template_hash
+        );
+        assert_ne!(
+            a.pod_template_hash,
+            PodName::new("podinfo", 7, 0).pod_template_hash
+        );
+        assert_eq!(
+            PodName::new("podinfo-primary", 7, 1).pod_template_hash,
+            a.pod_template_hash
+        );
+        assert_ne!(PodName::new("podinfo-primary", 7, 1).pod, a.pod);
     }
 
     #[test]
@@ -308,6 +378,17 @@ mod tests {
         assert_eq!(docs[0]["spec"]["endpoints"][0], "127.0.0.1:1001");
         assert_eq!(docs[1]["spec"]["labels"]["deployment"], "podinfo-primary");
         assert_eq!(docs[2]["spec"]["labels"]["deployment"], "podinfo");
+        // Each endpoint names its process; the apex follows the primary's.
+        let primary = PodName::new("podinfo-primary", 7, 0);
+        for d in [&docs[0], &docs[1]] {
+            let l = &d["spec"]["endpointLabels"]["127.0.0.1:1001"];
+            assert_eq!(l["pod"], primary.pod.as_str());
+            assert_eq!(l["pod_template_hash"], primary.pod_template_hash.as_str());
+        }
+        assert_eq!(
+            docs[2]["spec"]["endpointLabels"]["127.0.0.1:1002"]["pod"],
+            PodName::new("podinfo", 7, 0).pod.as_str()
+        );
         let refs = &docs[3]["spec"]["rules"][0]["backendRefs"];
         assert_eq!(refs[0]["name"], "podinfo-primary");
         assert_eq!(refs[0]["weight"], 80);
@@ -317,14 +398,15 @@ mod tests {
 
     #[test]
     fn a_table_matches_on_shares_and_endpoints() {
-        let route = json!({
+        let route: Route = serde_json::from_value(json!({
             "authority": "podinfo",
             "backends": [{"name": "podinfo-primary", "endpoints": ["127.0.0.1:1001"]}],
             "rules": [{"backends": [
                 {"name": "podinfo-primary", "weight": 4},
                 {"name": "podinfo-canary", "weight": 1, "endpoints": ["127.0.0.1:1002"]},
             ]}],
-        });
+        }))
+        .unwrap();
         assert_eq!(authority_host(&route), "podinfo");
         assert!(table_matches(&route, &spec()));
         let mut other = spec();
