@@ -56,6 +56,7 @@ fn every_session_affinity_field_reaches_the_local_control_planes_table() {
         canary_weight: 10,
         primary: vec!["127.0.0.1:1001".parse().unwrap()],
         canary: vec!["127.0.0.1:1002".parse().unwrap()],
+        pods: Default::default(),
         affinity: Some(affinity),
     };
     ControlPlane::new("http://127.0.0.1:9", &dir)
