@@ -29,7 +29,7 @@ use serin_controller::adapters::{
     AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
 };
 use serin_controller::measure::{
-    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, check_result, inconclusive, judge_config, judge_verdict, no_data,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -419,7 +419,7 @@ impl PrometheusAnalyzer {
         Ok((
             CheckResult {
                 name: JUDGE_CHECK.to_string(),
-                verdict: verdict(r.verdict),
+                verdict: judge_verdict(&r, &ctx.plan, status.canary_weight),
                 value: None,
                 bound: Bound::default(),
                 samples: Some(canary.requests.max(0.0) as u64),

@@ -26,7 +26,7 @@ use serin_core::{Bound, CheckResult, Status};
 
 use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
 use serin_controller::measure::{
-    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, check_result, inconclusive, judge_config, judge_verdict, no_data,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -405,7 +405,7 @@ impl LocalAnalyzer {
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),
-            verdict: verdict(r.verdict),
+            verdict: judge_verdict(&r, &ctx.plan, status.canary_weight),
             value: canary_rate,
             bound: Bound::default(),
             samples: Some(canary.requests.max(0.0) as u64),
