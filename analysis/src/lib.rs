@@ -64,6 +64,8 @@ pub use judge::{
     JudgeConfig, JudgeResult, JudgeState, LATENCY_QUANTILES, LatencyEvidence, MIXTURE,
     OnInconclusive, PASS_MIXTURE, PHI_PRIOR, PHI_PRIOR_LOOKS, QuantileEvidence, TestEvidence,
 };
+pub use provider::aws;
+pub use provider::cloudwatch;
 pub use provider::datadog;
 pub use provider::dynatrace;
 pub use provider::newrelic;
@@ -75,6 +77,7 @@ pub use provider::registry::{
     run_template_check,
 };
 pub use provider::scrape::{ProxyScrapeConfig, ProxyScrapeProvider};
+pub use provider::splunk;
 pub use provider::{ArmTraffic, BoxFuture, MetricsProvider, run_check, run_judge};
 pub use queries::{Mesh, arm_traffic_queries, builtin_query, canary_request_count_query};
 pub use target::{Arm, ArmRole, Target};

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
+mod cloud;
+pub use cloud::{AwsError, check_sigv4, fake_cloudwatch};
+
 /// The `prometheus` binary on `PATH` (or `/usr/bin/prometheus`); panics naming the package.
 pub fn find_prometheus() -> PathBuf {
     let candidates = std::env::var_os("PATH")
@@ -321,7 +324,7 @@ impl SeenRequest {
     }
 }
 
-/// One scripted answer: status, `content-type` and body.
+/// One scripted answer: status, `content-type` and body, sent whole or as a stream.
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// HTTP status.
@@ -330,16 +333,26 @@ pub struct Answer {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// When set, the body is sent as these chunks, one after another (chunked encoding),
+    /// ending as [`StreamEnd`] says; `body` is then unused.
+    pub stream: Option<(Vec<String>, StreamEnd)>,
+}
+
+/// How a streamed answer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The body ends normally (the last chunk is sent).
+    Close,
+    /// The connection is cut mid-body (no last chunk): the client sees a broken body.
+    Cut,
+    /// The server stops sending but keeps the connection open (for 60 s).
+    Hang,
 }
 
 impl Answer {
     /// A JSON answer.
     pub fn json(status: u16, body: impl Into<String>) -> Self {
-        Answer {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-        }
+        Self::with_type(status, "application/json", body)
     }
 
     /// An answer of another content type.
@@ -348,7 +361,68 @@ impl Answer {
             status,
             content_type,
             body: body.into(),
+            stream: None,
         }
+    }
+
+    /// A `200 text/event-stream` answer of server-sent events `(event, data)`, each sent as
+    /// its own chunk, ending as `end` says.
+    pub fn event_stream(events: &[(&str, &str)], end: StreamEnd) -> Self {
+        let chunks = events
+            .iter()
+            .map(|(event, data)| format!("event: {event}\ndata: {data}\n\n"))
+            .collect();
+        Answer {
+            status: 200,
+            content_type: "text/event-stream",
+            body: String::new(),
+            stream: Some((chunks, end)),
+        }
+    }
+}
+
+type FakeBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+fn fake_body(a: Answer) -> FakeBody {
+    use http_body_util::BodyExt;
+    let Some((chunks, end)) = a.stream else {
+        return http_body_util::Full::new(bytes::Bytes::from(a.body))
+            .map_err(|never| match never {})
+            .boxed();
+    };
+    let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes, std::io::Error>::new(1);
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if tx.send_data(bytes::Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+        }
+        match end {
+            StreamEnd::Close => drop(tx),
+            StreamEnd::Cut => tx.abort(std::io::Error::other("cut by the test")),
+            StreamEnd::Hang => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(tx);
+            }
+        }
+    });
+    body.boxed()
+}
+
+/// Scripted answers handed out in order, then 500 `script exhausted`.
+struct Script(std::sync::Mutex<std::vec::IntoIter<Answer>>);
+
+impl Script {
+    fn new(answers: Vec<Answer>) -> Self {
+        Script(std::sync::Mutex::new(answers.into_iter()))
+    }
+
+    fn next(&self) -> Answer {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next()
+            .unwrap_or_else(|| Answer::with_type(500, "text/plain", "script exhausted"))
     }
 }
 
@@ -364,20 +438,29 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts the fake with its script.
     pub async fn start(script: Vec<Answer>) -> FakeApi {
+        let script = Script::new(script);
+        Self::serve(move |_| script.next()).await
+    }
+
+    /// Starts the fake answering each request with `handler`'s answer to it (for fakes that
+    /// check what they receive, as AWS checks a signature).
+    pub async fn serve(
+        handler: impl Fn(&SeenRequest) -> Answer + Send + Sync + 'static,
+    ) -> FakeApi {
         use http_body_util::BodyExt;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let address = format!("http://{}", listener.local_addr().expect("local address"));
         let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
-        let script = Arc::new(std::sync::Mutex::new(script.into_iter()));
+        let handler = Arc::new(handler);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (tx, script) = (tx.clone(), script.clone());
+                let (tx, handler) = (tx.clone(), handler.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (tx, script) = (tx.clone(), script.clone());
+                            let (tx, handler) = (tx.clone(), handler.clone());
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -385,22 +468,20 @@ impl FakeApi {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                let _ = tx.send(SeenRequest {
+                                let request = SeenRequest {
                                     method: parts.method.to_string(),
                                     path: parts.uri.path().to_string(),
                                     query: parts.uri.query().unwrap_or("").to_string(),
                                     headers: parts.headers,
                                     body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                let next = script.lock().unwrap_or_else(|p| p.into_inner()).next();
-                                let a = next.unwrap_or_else(|| {
-                                    Answer::with_type(500, "text/plain", "script exhausted")
-                                });
+                                };
+                                let a = handler(&request);
+                                let _ = tx.send(request);
                                 Ok::<_, std::convert::Infallible>(
                                     hyper::Response::builder()
                                         .status(a.status)
                                         .header("content-type", a.content_type)
-                                        .body(http_body_util::Full::new(bytes::Bytes::from(a.body)))
+                                        .body(fake_body(a))
                                         .expect("a scripted response is valid"),
                                 )
                             }

@@ -15,8 +15,7 @@
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,11 +24,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serin_local::controller::{LocalOptions, MetricsSource, run_with_store};
+use serin_local::site::{ControllerOptions, DashboardOptions, ProxyOptions, Site, SiteDir};
 use serin_local::store::{FileStore, Saved, write_atomic};
-use serin_mesh_api::protocol::Workload;
-use serin_proxy::{Proxy, ProxyConfig};
-use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
@@ -109,92 +105,29 @@ impl DemoOptions {
     }
 }
 
-/// The demo's working directory: manifests, routes, state and logs.
-#[derive(Debug, Clone)]
-pub struct DemoDir {
-    root: PathBuf,
-    temporary: bool,
-}
-
-impl DemoDir {
-    /// Uses `dir` (created when missing; it must not hold an earlier demo's state), or a fresh
-    /// directory under the system's temporary directory.
-    pub fn prepare(dir: Option<PathBuf>) -> Result<Self, DemoError> {
-        let (root, temporary) = match dir {
-            Some(d) => {
-                if d.join("state").exists() {
-                    return Err(DemoError::invalid(
-                        "--dir",
-                        format!(
-                            "{} holds an earlier demo's state; choose an empty or new directory",
-                            d.display()
-                        ),
-                    ));
-                }
-                (d, false)
+/// The demo's working directory (manifests, routes, state and logs): `dir` (created when
+/// missing; it must not hold an earlier demo's state), or a fresh directory under the system's
+/// temporary directory.
+pub fn prepare_dir(dir: Option<PathBuf>) -> Result<SiteDir, DemoError> {
+    match dir {
+        Some(d) => {
+            // The state directory's name is the site's (`SiteDir::state`).
+            if d.join("state").exists() {
+                return Err(DemoError::invalid(
+                    "--dir",
+                    format!(
+                        "{} holds an earlier demo's state; choose an empty or new directory",
+                        d.display()
+                    ),
+                ));
             }
-            None => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                (
-                    std::env::temp_dir()
-                        .join(format!("serin-demo-{}-{nanos:08x}", std::process::id())),
-                    true,
-                )
-            }
-        };
-        let me = Self { root, temporary };
-        for d in [me.manifests(), me.routes(), me.state()] {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| DemoError::io(format!("creating {}", d.display()), e))?;
+            SiteDir::at(d).map_err(|e| platform_error("preparing --dir", e))
         }
-        Ok(me)
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where the Canary and Process manifests are written (the controller's `--local DIR`).
-    pub fn manifests(&self) -> PathBuf {
-        self.root.join("manifests")
-    }
-
-    /// The control plane's routes directory.
-    pub fn routes(&self) -> PathBuf {
-        self.root.join("routes")
-    }
-
-    /// The controller's state (status, history, process records and their logs).
-    pub fn state(&self) -> PathBuf {
-        self.root.join("state")
-    }
-
-    /// The log file of the platform's parts.
-    pub fn log_file(&self) -> PathBuf {
-        self.root.join("serin.log")
-    }
-
-    /// Removes the directory when it is a temporary one.
-    pub fn remove_if_temporary(&self) {
-        if self.temporary {
-            let _ = std::fs::remove_dir_all(&self.root);
+        None => {
+            SiteDir::temporary("serin-demo").map_err(|e| platform_error("preparing a directory", e))
         }
     }
 }
-
-/// Serves the dashboard over the controller's store on a bound listener (the CLI passes the
-/// dashboard crate's server, keeping this crate free of the web stack).
-pub type Dashboard = Box<
-    dyn FnOnce(
-            Arc<FileStore>,
-            TcpListener,
-        ) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>
-        + Send,
->;
 
 /// How the demo ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,16 +162,12 @@ impl Console<'_> {
     }
 }
 
-/// The platform's running parts.
+/// The platform's running parts: the local site with its proxy and the controller in this
+/// process.
 struct Platform {
-    control_plane: serin_mesh_control::Running,
-    proxy: Proxy,
-    proxy_client: tokio::task::JoinHandle<()>,
-    controller: tokio::task::JoinHandle<Result<(), serin_local::controller::LocalError>>,
-    stop_controller: Option<oneshot::Sender<()>>,
-    dashboard: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    dashboard_url: Option<String>,
+    site: Site,
     store: Arc<FileStore>,
+    proxy: SocketAddr,
 }
 
 fn platform_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> DemoError {
@@ -250,97 +179,39 @@ fn platform_error(what: &str, e: impl std::error::Error + Send + Sync + 'static)
 
 impl Platform {
     async fn start(
-        dir: &DemoDir,
+        dir: &SiteDir,
         opts: &DemoOptions,
-        dashboard: Option<Dashboard>,
+        dashboard: Option<DashboardOptions>,
     ) -> Result<Self, DemoError> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let control_plane = serin_mesh_control::start(serin_mesh_control::Config {
-            listen: loopback,
-            source: serin_mesh_control::SourceConfig::Local {
-                dir: dir.routes(),
-                poll: Duration::from_millis(100),
-            },
-            options: Default::default(),
-        })
-        .await
-        .map_err(|e| platform_error("starting the control plane", e))?;
-        let control_url = format!("http://{}", control_plane.addr);
-
-        let proxy = Proxy::start(ProxyConfig {
-            outbound: loopback,
-            admin: Some(loopback),
-            labels: [
-                ("namespace".to_string(), scenario::NAMESPACE.to_string()),
-                ("deployment".to_string(), "loadgen".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            shutdown_timeout: Duration::from_secs(5),
-            ..ProxyConfig::default()
-        })
-        .await
-        .map_err(|e| platform_error("starting serin-proxy", e))?;
-        let admin = proxy.admin_addr().ok_or_else(|| {
-            DemoError::Demo("serin-proxy started without its admin listener".into())
-        })?;
-        let uri: http::Uri = control_url
-            .parse()
-            .map_err(|e| platform_error("control plane URL", e))?;
-        let proxy_client = serin_proxy::control_client::spawn(
-            uri,
-            Workload {
-                namespace: scenario::NAMESPACE.to_string(),
-                name: "loadgen".to_string(),
-            },
-            proxy.table(),
-        );
-
-        let store = Arc::new(
-            FileStore::open(dir.state())
-                .map_err(|e| DemoError::io(format!("opening {}", dir.state().display()), e))?,
-        );
-        // Everything that can fail is done before the controller starts: once it runs, only
-        // `stop` may end it (it owns the child processes).
-        let (dashboard, dashboard_url) = match dashboard {
-            Some(serve) => {
-                let listener = TcpListener::bind(loopback)
-                    .await
-                    .map_err(|e| DemoError::io("binding the dashboard listener", e))?;
-                let addr = crate::server::local_addr(&listener)?;
-                (
-                    Some(tokio::spawn(serve(store.clone(), listener))),
-                    Some(format!("http://{addr}/")),
-                )
-            }
-            None => (None, None),
-        };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let local = LocalOptions {
-            dir: dir.manifests(),
-            state_dir: dir.state(),
-            control_plane: control_url,
-            routes_dir: dir.routes(),
-            metrics: MetricsSource::Proxies(vec![format!("http://{admin}/metrics")]),
-            interval: Some(opts.interval),
-            reload_every: Duration::from_millis(100),
-            // The demo owns its processes: nothing may outlive it.
-            stop_workloads_on_exit: true,
-            admin: None,
-        };
-        let controller = tokio::spawn(run_with_store(local, store.clone(), async move {
-            let _ = stop_rx.await;
-        }));
-
+        let mut proxy = ProxyOptions::new(scenario::NAMESPACE, "loadgen");
+        proxy.labels = [
+            ("namespace".to_string(), scenario::NAMESPACE.to_string()),
+            ("deployment".to_string(), "loadgen".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        proxy.shutdown_timeout = Duration::from_secs(5);
+        let mut site = Site::start(dir.clone(), Some(proxy))
+            .await
+            .map_err(|e| platform_error("starting the platform", e))?;
+        let addr = site
+            .proxy_addr()
+            .ok_or_else(|| DemoError::Demo("the site started without its proxy".into()))?;
+        let store = site
+            .start_controller_in_process(&ControllerOptions {
+                interval: opts.interval,
+                metrics_server: None,
+                admin: None,
+                dashboard,
+                // The demo owns its processes: nothing may outlive it.
+                stop_workloads_on_exit: true,
+            })
+            .await
+            .map_err(|e| platform_error("starting the controller", e))?;
         Ok(Self {
-            control_plane,
-            proxy,
-            proxy_client,
-            controller,
-            stop_controller: Some(stop_tx),
-            dashboard,
-            dashboard_url,
+            site,
             store,
+            proxy: addr,
         })
     }
 
@@ -348,33 +219,16 @@ impl Platform {
         self.store.subscribe()
     }
 
+    fn dashboard_url(&self) -> Option<String> {
+        self.site.dashboard().map(|d| format!("{d}/"))
+    }
+
     /// Stops everything; the controller stops every child process before this returns.
-    async fn stop(mut self) -> Result<(), DemoError> {
-        if let Some(tx) = self.stop_controller.take() {
-            let _ = tx.send(());
-        }
-        // The supervisor gives each process its grace period (5s in the demo's manifest).
-        let controller = match tokio::time::timeout(Duration::from_secs(30), &mut self.controller)
+    async fn stop(self) -> Result<(), DemoError> {
+        self.site
+            .stop()
             .await
-        {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(platform_error("the controller", e)),
-            Ok(Err(e)) => Err(platform_error("the controller task", e)),
-            Err(_) => {
-                self.controller.abort();
-                Err(DemoError::Demo(
-                    "the controller did not stop within 30s; some sample-app processes may still run"
-                        .into(),
-                ))
-            }
-        };
-        if let Some(d) = self.dashboard.take() {
-            d.abort();
-        }
-        self.proxy_client.abort();
-        self.proxy.shutdown().await;
-        self.control_plane.stop().await;
-        controller
+            .map_err(|e| platform_error("stopping the platform", e))
     }
 }
 
@@ -391,8 +245,8 @@ struct Seen {
 /// always stopped (and every child process with it) before this returns.
 pub async fn run(
     opts: DemoOptions,
-    dir: &DemoDir,
-    dashboard: Option<Dashboard>,
+    dir: &SiteDir,
+    dashboard: Option<DashboardOptions>,
     out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DemoReport, DemoError> {
@@ -423,15 +277,18 @@ pub async fn run(
     let platform = Platform::start(dir, &opts, dashboard).await?;
     console.plain(&format!(
         "  control plane http://{}   serin-proxy outbound http://{} admin http://{}",
-        platform.control_plane.addr,
-        platform.proxy.outbound_addr(),
         platform
-            .proxy
-            .admin_addr()
+            .site
+            .control_plane_url
+            .trim_start_matches("http://"),
+        platform.proxy,
+        platform
+            .site
+            .proxy_admin_addr()
             .map(|a| a.to_string())
             .unwrap_or_default()
     ));
-    if let Some(url) = &platform.dashboard_url {
+    if let Some(url) = &platform.dashboard_url() {
         console.plain(&format!(
             "  dashboard {url}   (or, in another terminal: serin status --server {})",
             url.trim_end_matches('/')
@@ -468,7 +325,7 @@ pub async fn run(
                 console.plain(&format!(
                     "\n--keep-running: everything keeps running{}; Ctrl-C stops it.",
                     platform
-                        .dashboard_url
+                        .dashboard_url()
                         .as_ref()
                         .map(|u| format!(" (dashboard {u})"))
                         .unwrap_or_default()
@@ -508,14 +365,14 @@ pub async fn run(
     Ok(report)
 }
 
-fn write_manifests(dir: &DemoDir, opts: &DemoOptions, release: &Release) -> Result<(), DemoError> {
+fn write_manifests(dir: &SiteDir, opts: &DemoOptions, release: &Release) -> Result<(), DemoError> {
     let canary = dir.manifests().join("canary.yaml");
     write_atomic(&canary, scenario::canary_manifest().as_bytes())
         .map_err(|e| DemoError::io(format!("writing {}", canary.display()), e))?;
     write_process(dir, opts, release)
 }
 
-fn write_process(dir: &DemoDir, opts: &DemoOptions, release: &Release) -> Result<(), DemoError> {
+fn write_process(dir: &SiteDir, opts: &DemoOptions, release: &Release) -> Result<(), DemoError> {
     let file = dir.manifests().join("process.yaml");
     write_atomic(
         &file,
@@ -548,7 +405,7 @@ fn print_saved(console: &mut Console<'_>, saved: &Saved, seen: &Mutex<Seen>) {
 #[allow(clippy::too_many_arguments)]
 async fn script(
     opts: &DemoOptions,
-    dir: &DemoDir,
+    dir: &SiteDir,
     platform: &Platform,
     releases: &[Release],
     events: &mut broadcast::Receiver<Saved>,
@@ -686,7 +543,7 @@ async fn follow(
     let first = release.expect == Expect::Primary;
     let deadline = Instant::now() + opts.release_timeout;
     while !tracker.ended(release.revision) {
-        if platform.controller.is_finished() {
+        if !platform.site.controller_running() {
             return Err(DemoError::Demo(
                 "the controller stopped unexpectedly (see the log)".into(),
             ));
@@ -739,7 +596,7 @@ async fn wait_for_route(
     platform: &Platform,
     console: &mut Console<'_>,
 ) -> Result<http::Uri, DemoError> {
-    let url: http::Uri = format!("http://{}/", platform.proxy.outbound_addr())
+    let url: http::Uri = format!("http://{}/", platform.proxy)
         .parse()
         .map_err(|e| platform_error("proxy URL", e))?;
     let client: Client<HttpConnector, Empty<Bytes>> =
@@ -814,7 +671,7 @@ mod tests {
 
     #[test]
     fn the_demo_manifests_are_what_the_local_controller_accepts() {
-        let dir = DemoDir::prepare(None).unwrap();
+        let dir = prepare_dir(None).unwrap();
         let opts = DemoOptions::new(PathBuf::from("/usr/bin/serin"));
         write_manifests(&dir, &opts, &scenario::releases(10.0)[0]).unwrap();
         let (docs, errors) = serin_local::manifest::read_dir(&dir.manifests()).unwrap();
@@ -851,8 +708,8 @@ mod tests {
 
     #[test]
     fn a_dir_with_an_earlier_demo_is_refused() {
-        let dir = DemoDir::prepare(None).unwrap();
-        let again = DemoDir::prepare(Some(dir.root().to_path_buf()));
+        let dir = prepare_dir(None).unwrap();
+        let again = prepare_dir(Some(dir.root().to_path_buf()));
         assert!(again.unwrap_err().to_string().contains("--dir"));
         dir.remove_if_temporary();
     }

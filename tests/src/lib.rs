@@ -1,23 +1,26 @@
 //! Shared fixtures for Serin's end-to-end tests (the tests live in `tests/tests/`).
 //!
-//! [`Site`] is one machine's worth of the local platform, all on loopback port 0: the local
-//! control plane and one `serin-proxy` run in the test process (real listeners, real HTTP, the
-//! real route-table stream between them); the controller and every workload run as real,
-//! separate processes (the `serin-e2e` binary of this package, which wraps the same library code
-//! as `serin controller --local` and `serin sample-app`), so a test can SIGKILL the controller
-//! mid-rollout and start it again.
+//! [`Site`] is one machine's worth of the local platform as `serin_local::site` assembles it,
+//! all on loopback port 0: the local control plane and one `serin-proxy` run in the test
+//! process; the controller (with its dashboard) and every workload run as real, separate
+//! processes (the `serin-e2e` binary of this package, which wraps the same library code as
+//! `serin controller --local` and `serin sample-app`), so a test can SIGKILL the controller
+//! mid-rollout and start it again. What this file adds is what the tests observe: the persisted
+//! record, the process records, and load through the proxy.
 //!
 //! It is not a general harness: it knows one Canary (`podinfo`, a sample-app `Process`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use serin_demo::load::{LoadConfig, LoadReport, Sample};
+use serin_local::site::{self, ControllerOptions, ProxyOptions, SampleApp, SiteDir};
+
+pub use serin_local::site::pid_alive;
 
 /// The Canary (and its Process) every site runs.
 pub const NAME: &str = "podinfo";
@@ -58,15 +61,6 @@ impl Default for CanaryShape {
     }
 }
 
-const BUILTIN_CHECKS: &str = r#"    metrics:
-      - name: request-success-rate
-        thresholdRange: { min: 99 }
-        interval: 10s
-      - name: request-duration
-        thresholdRange: { max: 500 }
-        interval: 10s
-"#;
-
 /// A Flagger-style MetricTemplate on the proxies' Linkerd-named counters (`or vector(0)`: no
 /// failure series at all is 0%, not "no data").
 const TEMPLATE_CHECK: &str = r#"    metrics:
@@ -89,14 +83,8 @@ spec:
 
 /// One local platform on loopback.
 pub struct Site {
-    /// Everything of this site lives under here (removed on drop).
-    pub root: PathBuf,
     /// The manifest directory (`--local`).
     pub manifests: PathBuf,
-    /// The controller's state directory.
-    pub state: PathBuf,
-    /// The control plane's routes directory.
-    pub routes: PathBuf,
     /// `http://127.0.0.1:PORT` of the control plane.
     pub control_plane_url: String,
     /// The proxy's outbound listener.
@@ -107,13 +95,11 @@ pub struct Site {
     pub metrics_server: Option<String>,
     /// The controller's `--admin-addr` (its `/metrics`), when set before it starts.
     pub controller_admin: Option<String>,
+    /// `http://ADDR` of the running controller's dashboard (bound on port 0).
+    pub dashboard: Option<String>,
+    site: site::Site,
     bin: PathBuf,
     shape: CanaryShape,
-    controller: Option<Child>,
-    controller_starts: u32,
-    control_plane: Option<serin_mesh_control::Running>,
-    proxy: Option<serin_proxy::Proxy>,
-    proxy_client: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Site {
@@ -131,70 +117,24 @@ impl Site {
         shape: CanaryShape,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let root = std::env::temp_dir().join(format!(
-            "serin-e2e-{test}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        let (manifests, state, routes) = (root.join("m"), root.join("state"), root.join("routes"));
-        for d in [&manifests, &state, &routes] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        let control_plane = serin_mesh_control::start(serin_mesh_control::Config {
-            listen: "127.0.0.1:0".parse()?,
-            source: serin_mesh_control::SourceConfig::Local {
-                dir: routes.clone(),
-                poll: Duration::from_millis(100),
-            },
-            options: serin_mesh_control::translate::Options {
-                cluster_domain: "cluster.local".into(),
-            },
-        })
-        .await?;
-        let control_plane_url = format!("http://{}", control_plane.addr);
-        let proxy = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
-            outbound: "127.0.0.1:0".parse()?,
-            admin: Some("127.0.0.1:0".parse()?),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            shutdown_timeout: Duration::from_secs(2),
-            ..serin_proxy::ProxyConfig::default()
-        })
-        .await?;
-        let proxy_client = serin_proxy::control_client::spawn(
-            control_plane_url.parse()?,
-            "default/loadgen".parse()?,
-            proxy.table(),
-        );
-        let proxy_addr = proxy.outbound_addr();
-        let proxy_metrics = format!(
-            "http://{}/metrics",
-            proxy
-                .admin_addr()
-                .context("the proxy has an admin listener")?
-        );
+        let dir = SiteDir::temporary(&format!("serin-e2e-{test}"))?;
+        let mut proxy = ProxyOptions::new("default", "loadgen");
+        proxy.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let inner = site::Site::start(dir.clone(), Some(proxy)).await?;
         let site = Self {
-            root,
-            manifests,
-            state,
-            routes,
-            control_plane_url,
-            proxy_addr,
-            proxy_metrics,
+            manifests: dir.manifests(),
+            control_plane_url: inner.control_plane_url.clone(),
+            proxy_addr: inner.proxy_addr().context("the site runs a proxy")?,
+            proxy_metrics: inner.proxy_metrics(),
             metrics_server: None,
             controller_admin: None,
+            dashboard: None,
+            site: inner,
             bin: bin.to_path_buf(),
             shape,
-            controller: None,
-            controller_starts: 0,
-            control_plane: Some(control_plane),
-            proxy: Some(proxy),
-            proxy_client: Some(proxy_client),
         };
         site.write_manifests()?;
         Ok(site)
@@ -202,117 +142,59 @@ impl Site {
 
     fn write_manifests(&self) -> anyhow::Result<()> {
         let s = &self.shape;
-        let text = format!(
-            r#"apiVersion: serin.dev/v1beta1
-kind: Process
-metadata:
-  name: {NAME}
-spec:
-  command: {bin}
-  args: ["sample-app", "--addr", "127.0.0.1:$(PORT)", "--app-version", "$(SERIN_REVISION)", "--drain", "5s"]
-  env:
-    - name: SERIN_E2E_SITE
-      value: {root}
-  revision: v1
-  readinessProbe:
-    httpGet: {{ path: /readyz }}
-    periodSeconds: 1
-  terminationGracePeriodSeconds: 10
----
-apiVersion: serin.dev/v1beta1
-kind: Canary
-metadata:
-  name: {NAME}
-spec:
-  targetRef:
-    apiVersion: serin.dev/v1beta1
-    kind: Process
-    name: {NAME}
-  service:
-    port: {PORT}
-  analysis:
-    interval: 10s
-    threshold: {threshold}
-    maxWeight: {max}
-    stepWeight: {step}
-{extra}{metrics}"#,
-            extra = s.analysis_extra,
-            metrics = if s.template {
+        let canary = site::CanaryShape {
+            step_weight: s.step_weight,
+            max_weight: s.max_weight,
+            threshold: s.threshold,
+            metrics: if s.template {
                 TEMPLATE_CHECK
             } else {
-                s.metrics.unwrap_or(BUILTIN_CHECKS)
-            },
-            bin = self.bin.display(),
-            root = self.root.display(),
-            threshold = s.threshold,
-            max = s.max_weight,
-            step = s.step_weight,
+                s.metrics.unwrap_or(site::BUILTIN_CHECKS)
+            }
+            .into(),
+            analysis_extra: s.analysis_extra.into(),
+            ..site::CanaryShape::new(NAME, PORT)
+        };
+        let text = format!(
+            "{}---\n{}",
+            self.site
+                .sample_app_manifest(&SampleApp::new(NAME, &self.bin)),
+            site::canary_manifest(&canary)
         );
-        serin_local::store::write_atomic(&self.manifests.join("podinfo.yaml"), text.as_bytes())?;
+        self.site.write_manifest("podinfo.yaml", &text)?;
         Ok(())
     }
 
-    /// Starts the controller process (its log goes to `controller-N.log` under the root).
-    pub fn start_controller(&mut self) -> anyhow::Result<()> {
-        if self.controller.is_some() {
-            bail!("the controller is already running");
-        }
-        self.controller_starts += 1;
-        let log = self
-            .root
-            .join(format!("controller-{}.log", self.controller_starts));
-        let out = std::fs::File::create(&log)?;
-        let child = std::process::Command::new(&self.bin)
-            .arg("controller")
-            .arg("--local")
-            .arg(&self.manifests)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--control-plane")
-            .arg(&self.control_plane_url)
-            .arg("--routes-dir")
-            .arg(&self.routes)
-            .arg("--proxy-metrics")
-            .arg(&self.proxy_metrics)
-            .arg("--interval")
-            .arg(self.shape.interval)
-            .args(
-                self.metrics_server
-                    .iter()
-                    .flat_map(|url| ["--metrics-server".to_string(), url.clone()]),
-            )
-            .args(
-                self.controller_admin
-                    .iter()
-                    .flat_map(|a| ["--admin-addr".to_string(), a.clone()]),
-            )
-            .env("SERIN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        self.controller = Some(child);
+    /// Starts the controller process (its log goes to `controller-N.log` under the root) with
+    /// its dashboard on a port-0 address; returns once the dashboard's address is known.
+    pub async fn start_controller(&mut self) -> anyhow::Result<()> {
+        let opts = ControllerOptions {
+            interval: serin_api::duration::parse_duration(self.shape.interval)
+                .map_err(|e| anyhow::anyhow!("interval: {e}"))?,
+            metrics_server: self.metrics_server.clone(),
+            admin: self
+                .controller_admin
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .context("controller_admin")?,
+            ..ControllerOptions::default()
+        };
+        self.site.start_controller_process(&self.bin, &opts).await?;
+        self.dashboard = self.site.dashboard().map(str::to_string);
         Ok(())
     }
 
     /// SIGKILLs the controller (no cleanup of any kind runs) and reaps it.
     pub fn kill_controller(&mut self) -> anyhow::Result<()> {
-        let mut child = self.controller.take().context("no controller is running")?;
-        child.kill()?;
-        child.wait()?;
+        self.dashboard = None;
+        self.site.kill_controller()?;
         Ok(())
     }
 
     /// Every controller log so far, for failure messages.
     pub fn controller_logs(&self) -> String {
-        let mut out = String::new();
-        for n in 1..=self.controller_starts {
-            let path = self.root.join(format!("controller-{n}.log"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            out.push_str(&format!("----- {} -----\n{text}", path.display()));
-        }
-        out
+        self.site.controller_logs()
     }
 
     /// Sets the target Process's revision and environment, as `serin rollout` does.
@@ -327,23 +209,34 @@ spec:
 
     /// The Canary's persisted record (status and history), when saved at least once.
     pub fn record(&self) -> Option<Value> {
-        let bytes = std::fs::read(self.state.join(format!("default_{NAME}.state.json"))).ok()?;
+        let bytes = std::fs::read(
+            self.site
+                .dir
+                .state()
+                .join(format!("default_{NAME}.state.json")),
+        )
+        .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// The supervisor's persisted process records.
     pub fn processes(&self) -> Vec<Value> {
-        std::fs::read(self.state.join(format!("default_{NAME}.processes.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        std::fs::read(
+            self.site
+                .dir
+                .state()
+                .join(format!("default_{NAME}.processes.json")),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
     }
 
     /// Every instance ever started, from the supervisor's per-instance log files
     /// (`default_podinfo-ROLE-REVISION-PORT.log`): `(role, revision, port)`.
     pub fn instances_started(&self) -> BTreeSet<(String, String, u16)> {
         let mut out = BTreeSet::new();
-        let Ok(rd) = std::fs::read_dir(self.state.join("logs")) else {
+        let Ok(rd) = std::fs::read_dir(self.site.dir.state().join("logs")) else {
             return out;
         };
         for e in rd.flatten() {
@@ -423,10 +316,7 @@ spec:
     }
 
     fn check_controller_alive(&self) -> anyhow::Result<()> {
-        // `try_wait` needs `&mut`; a dead controller shows in /proc as gone or a zombie.
-        if let Some(c) = &self.controller
-            && !pid_alive(c.id())
-        {
+        if self.site.controller_exited() {
             bail!("the controller exited\n{}", self.controller_logs());
         }
         Ok(())
@@ -474,37 +364,12 @@ spec:
     /// Stops the controller and every workload process, the proxy and the control plane, and
     /// removes the site's directory (a site dropped without `stop`, as on a failed test, keeps
     /// it for the logs).
-    pub async fn stop(mut self) {
-        self.teardown();
-        let _ = std::fs::remove_dir_all(&self.root);
-        if let Some(p) = self.proxy.take() {
-            p.shutdown().await;
+    pub async fn stop(self) {
+        let dir = self.site.dir.clone();
+        if let Err(error) = self.site.stop().await {
+            eprintln!("stopping the site: {error:#}");
         }
-        if let Some(cp) = self.control_plane.take() {
-            cp.stop().await;
-        }
-    }
-
-    fn teardown(&mut self) {
-        if let Some(mut c) = self.controller.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(t) = self.proxy_client.take() {
-            t.abort();
-        }
-        // Every workload carries SERIN_E2E_SITE=<root> in its environment: find them all, also
-        // the ones started after the records were last written.
-        let marker = format!("SERIN_E2E_SITE={}", self.root.display());
-        for pid in pids_with_env(&marker) {
-            kill(pid);
-        }
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.teardown();
+        let _ = std::fs::remove_dir_all(dir.root());
     }
 }
 
@@ -574,37 +439,44 @@ pub fn history(record: &Value) -> Vec<Value> {
     record["history"].as_array().cloned().unwrap_or_default()
 }
 
-/// Whether `pid` runs (zombies count as dead).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+/// `status.phase` of a persisted record.
+pub fn phase(record: &Value) -> &str {
+    record["status"]["phase"].as_str().unwrap_or_default()
 }
 
-fn kill(pid: u32) {
-    if let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-    }
+/// `status.run.revision` of a persisted record (empty without a run).
+pub fn run_revision(record: &Value) -> &str {
+    record["status"]["run"]["revision"]
+        .as_str()
+        .unwrap_or_default()
 }
 
-fn pids_with_env(marker: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
-        })
+/// History entries of the run that analysed `revision`.
+pub fn run_history(record: &Value, revision: &str) -> Vec<Value> {
+    history(record)
+        .into_iter()
+        .filter(|e| e["revision"].as_str() == Some(revision))
         .collect()
+}
+
+/// The canary weights the run advanced to, in order.
+pub fn advanced_weights(entries: &[Value]) -> Vec<u64> {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "advanced" && e["phase"] == "Progressing")
+        .map(|e| e["canaryWeight"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+impl Site {
+    /// Starts the controller and waits (at most `timeout`) for the Canary's initialization.
+    pub async fn start_initialized(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.start_controller().await?;
+        let mut seen = Vec::new();
+        self.await_status("initialization", timeout, &mut seen, |r| {
+            phase(r) == "Initialized"
+        })
+        .await?;
+        Ok(())
+    }
 }

@@ -589,7 +589,7 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    site.start_controller()?;
+    site.start_controller().await?;
     let mut seen = Vec::new();
     site.await_status("initialized", STEP, &mut seen, |r| {
         r["status"]["phase"] == "Initialized"

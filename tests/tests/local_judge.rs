@@ -13,7 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use serin_tests::{CanaryShape, Observed, Site, history};
+use serin_tests::{
+    CanaryShape, Observed, Site, advanced_weights, phase, run_history, run_revision,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_serin-e2e");
 /// Generous: the machine running the tests is shared.
@@ -21,24 +23,6 @@ const STEP: Duration = Duration::from_secs(90);
 
 fn bin() -> &'static Path {
     Path::new(BIN)
-}
-
-fn phase(record: &Value) -> &str {
-    record["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn run_revision(record: &Value) -> &str {
-    record["status"]["run"]["revision"]
-        .as_str()
-        .unwrap_or_default()
-}
-
-/// History entries of the run that analysed `revision`.
-fn run_history(record: &Value, revision: &str) -> Vec<Value> {
-    history(record)
-        .into_iter()
-        .filter(|e| e["revision"].as_str() == Some(revision))
-        .collect()
 }
 
 /// The judge's look recorded with a measured tick, if the entry is one.
@@ -60,23 +44,8 @@ fn crossed(look: &Value) -> bool {
     })
 }
 
-/// The canary weights the run advanced to, in order.
-fn advanced_weights(entries: &[Value]) -> Vec<u64> {
-    entries
-        .iter()
-        .filter(|e| e["kind"] == "advanced" && e["phase"] == "Progressing")
-        .map(|e| e["canaryWeight"].as_u64().unwrap_or(0))
-        .collect()
-}
-
 async fn initialized(site: &mut Site) -> anyhow::Result<()> {
-    site.start_controller()?;
-    let mut seen = Vec::new();
-    site.await_status("initialization", STEP, &mut seen, |r| {
-        phase(r) == "Initialized"
-    })
-    .await?;
-    Ok(())
+    site.start_initialized(STEP).await
 }
 
 /// The judge with margins a loopback service's few hundred requests a second can prove within

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use serin_tests::{CanaryShape, Observed, Site, history, pid_alive};
+use serin_tests::{
+    CanaryShape, Observed, Site, advanced_weights, history, phase, pid_alive, run_history,
+    run_revision,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_serin-e2e");
 /// Generous: the machine running the tests is shared.
@@ -26,42 +29,15 @@ fn bin() -> &'static Path {
     Path::new(BIN)
 }
 
-fn phase(record: &Value) -> &str {
-    record["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn run_revision(record: &Value) -> &str {
-    record["status"]["run"]["revision"]
-        .as_str()
-        .unwrap_or_default()
-}
-
 /// The run of `revision` ended in `end`.
 fn ended(revision: &'static str, end: &'static str) -> impl Fn(&Value) -> bool {
     move |r| run_revision(r) == revision && phase(r) == end
-}
-
-/// History entries of the run that analysed `revision`.
-fn run_history(record: &Value, revision: &str) -> Vec<Value> {
-    history(record)
-        .into_iter()
-        .filter(|e| e["revision"].as_str() == Some(revision))
-        .collect()
 }
 
 fn kinds(entries: &[Value]) -> Vec<String> {
     entries
         .iter()
         .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// The canary weights the run advanced to, in order.
-fn advanced_weights(entries: &[Value]) -> Vec<u64> {
-    entries
-        .iter()
-        .filter(|e| e["kind"] == "advanced" && e["phase"] == "Progressing")
-        .map(|e| e["canaryWeight"].as_u64().unwrap_or(0))
         .collect()
 }
 
@@ -109,12 +85,7 @@ fn pids_of(site: &Site, role: &str, revision: &str) -> Vec<u32> {
 }
 
 async fn initialized(site: &mut Site) -> anyhow::Result<()> {
-    site.start_controller()?;
-    let mut seen = Vec::new();
-    site.await_status("initialization", STEP, &mut seen, |r| {
-        phase(r) == "Initialized"
-    })
-    .await?;
+    site.start_initialized(STEP).await?;
     site.await_that("the v1 primary serving", STEP, |s| {
         running(s) == only_primary("v1")
     })
@@ -269,7 +240,7 @@ async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout
     for pid in &before {
         assert!(pid_alive(*pid), "workload {pid} died with the controller");
     }
-    site.start_controller()?;
+    site.start_controller().await?;
     let record = site
         .await_status("v2 promoted", STEP, &mut seen, ended("v2", "Succeeded"))
         .await?;
@@ -297,7 +268,7 @@ async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout
     .await?;
     site.kill_controller()?;
     load.await_more(25, STEP).await?;
-    site.start_controller()?;
+    site.start_controller().await?;
     let record = site
         .await_status("v3 promoted", STEP, &mut seen, ended("v3", "Succeeded"))
         .await?;

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::BoxFuture;
 use super::http::{Http, unix_now};
-use super::registry::{Credentials, TemplateProvider, required};
+use super::registry::{Credentials, required, template_provider};
 use crate::AnalysisError;
 use crate::check::Observed;
 
@@ -137,16 +136,4 @@ impl DatadogProvider {
     }
 }
 
-impl TemplateProvider for DatadogProvider {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn query<'a>(
-        &'a self,
-        query: &'a str,
-        interval: Duration,
-    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
-        Box::pin(DatadogProvider::query(self, query, interval))
-    }
-}
+template_provider!(DatadogProvider, KIND);

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::BoxFuture;
 use super::http::{Http, unix_now};
-use super::registry::{Credentials, TemplateProvider, required};
+use super::registry::{Credentials, required, template_provider};
 use crate::AnalysisError;
 use crate::check::Observed;
 
@@ -133,16 +132,4 @@ impl DynatraceProvider {
     }
 }
 
-impl TemplateProvider for DynatraceProvider {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn query<'a>(
-        &'a self,
-        query: &'a str,
-        interval: Duration,
-    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
-        Box::pin(DynatraceProvider::query(self, query, interval))
-    }
-}
+template_provider!(DynatraceProvider, KIND);

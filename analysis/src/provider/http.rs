@@ -62,14 +62,26 @@ impl Http {
         query: &str,
         detail: impl Fn(&str) -> Option<String>,
     ) -> Result<String, AnalysisError> {
+        let response = self.open(request, query, detail).await?;
+        response.text().await.map_err(|e| self.failed(e))
+    }
+
+    /// Sends `request` and returns a 2xx response with its body unread (for streamed answers);
+    /// any other status is handled as in [`Http::send`].
+    pub(crate) async fn open(
+        &self,
+        request: RequestBuilder,
+        query: &str,
+        detail: impl Fn(&str) -> Option<String>,
+    ) -> Result<reqwest::Response, AnalysisError> {
         let response = request.send().await.map_err(|e| self.failed(e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| self.failed(e))?;
         if !status.is_success() {
+            let body = response.text().await.map_err(|e| self.failed(e))?;
             let why = detail(&body).unwrap_or_else(|| body.trim().chars().take(500).collect());
             return Err(self.bad(query, format!("HTTP {status}: {why}")));
         }
-        Ok(body)
+        Ok(response)
     }
 
     /// An answer that is not what the query should produce.
@@ -81,7 +93,8 @@ impl Http {
         }
     }
 
-    fn failed(&self, e: reqwest::Error) -> AnalysisError {
+    /// A transport failure (or the 5 s timeout) as the provider's error.
+    pub(crate) fn failed(&self, e: reqwest::Error) -> AnalysisError {
         if e.is_timeout() {
             return AnalysisError::Timeout {
                 provider: self.kind,

@@ -15,6 +15,8 @@ use crate::judge::{JudgeConfig, JudgeResult, JudgeState};
 use crate::target::{ArmRole, Target};
 use crate::template::render;
 
+pub mod aws;
+pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
 mod http;
@@ -22,6 +24,7 @@ pub mod newrelic;
 pub mod prometheus;
 pub mod registry;
 pub mod scrape;
+pub mod splunk;
 
 /// A `reqwest` client builder on rustls with the `ring` provider (the TLS stack `kube` uses
 /// here): reqwest is built without a default crypto provider, so install ring as the process

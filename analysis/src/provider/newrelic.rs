@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::BoxFuture;
 use super::http::Http;
-use super::registry::{Credentials, TemplateProvider, required};
+use super::registry::{Credentials, required, template_provider};
 use crate::AnalysisError;
 use crate::check::Observed;
 
@@ -128,16 +127,4 @@ impl NewRelicProvider {
     }
 }
 
-impl TemplateProvider for NewRelicProvider {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn query<'a>(
-        &'a self,
-        query: &'a str,
-        interval: Duration,
-    ) -> BoxFuture<'a, Result<Observed, AnalysisError>> {
-        Box::pin(NewRelicProvider::query(self, query, interval))
-    }
-}
+template_provider!(NewRelicProvider, KIND);

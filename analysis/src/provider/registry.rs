@@ -14,10 +14,12 @@ use std::time::Duration;
 use super::BoxFuture;
 use crate::AnalysisError;
 use crate::check::{MetricCheck, MetricSource, NoDataConfig, Observed, evaluate};
+use crate::provider::cloudwatch;
 use crate::provider::datadog::DatadogProvider;
 use crate::provider::dynatrace::DynatraceProvider;
 use crate::provider::newrelic::NewRelicProvider;
 use crate::provider::prometheus::{PrometheusAuth, PrometheusConfig, PrometheusProvider};
+use crate::provider::splunk::SplunkProvider;
 use crate::queries::Mesh;
 use crate::target::Target;
 use crate::template::render;
@@ -25,7 +27,14 @@ use crate::template::render;
 /// The `spec.provider.type`s this registry builds clients for, in the order the compatibility
 /// table lists them. `serin_api::support` must mark exactly these as queried (a test in the
 /// controller runtime holds the two together).
-pub const QUERIED_PROVIDERS: &[&str] = &["prometheus", "datadog", "newrelic", "dynatrace"];
+pub const QUERIED_PROVIDERS: &[&str] = &[
+    "prometheus",
+    "datadog",
+    "cloudwatch",
+    "newrelic",
+    "dynatrace",
+    "splunk",
+];
 
 /// A template's `secretRef` Secret, its values decoded to text.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -120,6 +129,30 @@ pub trait TemplateProvider: Send + Sync + std::fmt::Debug {
         interval: Duration,
     ) -> BoxFuture<'a, Result<Observed, AnalysisError>>;
 }
+
+/// `impl TemplateProvider for $provider` by its inherent `async fn query(&self, &str, Duration)`,
+/// with `kind()` = `$kind` (every HTTP provider has exactly this shape).
+macro_rules! template_provider {
+    ($provider:ty, $kind:expr) => {
+        impl $crate::provider::registry::TemplateProvider for $provider {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn query<'a>(
+                &'a self,
+                query: &'a str,
+                interval: std::time::Duration,
+            ) -> $crate::provider::BoxFuture<
+                'a,
+                Result<$crate::check::Observed, $crate::AnalysisError>,
+            > {
+                Box::pin(<$provider>::query(self, query, interval))
+            }
+        }
+    };
+}
+pub(crate) use template_provider;
 
 /// A Prometheus answering template queries (a wrapper, so that the provider's two `query`
 /// methods never meet in one scope).
@@ -225,6 +258,18 @@ pub fn build(settings: &ProviderSettings) -> Result<Arc<dyn TemplateProvider>, A
             creds,
             settings.insecure_skip_verify,
         )?),
+        // The AWS credential chain reads the controller's environment, as Flagger's SDK does.
+        "cloudwatch" => cloudwatch::from_process(
+            settings.region.as_deref(),
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?,
+        "splunk" => Arc::new(SplunkProvider::new(
+            address,
+            creds,
+            settings.insecure_skip_verify,
+        )?),
         other => {
             return Err(AnalysisError::invalid(
                 "spec.provider.type",
@@ -302,8 +347,8 @@ mod tests {
                         "dynatrace_token",
                         "sf_token_key",
                         "token",
-                        "aws_access_key_id",
-                        "aws_secret_access_key",
+                        "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY",
                     ]
                     .map(|k| (k.to_string(), "v".to_string())),
                 ),

@@ -214,7 +214,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "cloudwatch",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "newrelic",
@@ -234,7 +234,7 @@ pub const METRIC_PROVIDERS: &[MetricProvider] = &[
     },
     MetricProvider {
         name: "splunk",
-        queried: false,
+        queried: true,
     },
     MetricProvider {
         name: "stackdriver",

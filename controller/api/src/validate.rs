@@ -1049,6 +1049,56 @@ fn is_cookie_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
+/// Splunk's address may be written as Flagger's docs show the realm's stream endpoint,
+/// `wss://stream.<realm>.signalfx.com`: checked as the https URL it stands for.
+fn splunk_stream_as_http(type_: &str, address: &str) -> String {
+    match (type_, address.split_once("://")) {
+        ("splunk", Some(("wss", rest))) => format!("https://{rest}"),
+        ("splunk", Some(("ws", rest))) => format!("http://{rest}"),
+        _ => address.to_string(),
+    }
+}
+
+/// The `spec.provider` fields a queried provider cannot run without (Flagger's controller
+/// refuses the same templates when it builds the provider: "region not specified", "splunk
+/// endpoint is not set", "splunk credentials does not contain sf_token_key").
+fn check_provider_fields(e: &mut Errors, p: &crate::MetricTemplateProvider) {
+    match p.type_.as_str() {
+        "cloudwatch" => match p.region.as_deref().map(str::trim) {
+            None | Some("") => e.push(
+                "spec.provider.region",
+                "required for provider cloudwatch; accepted: an AWS region, e.g. us-east-1",
+            ),
+            Some(r)
+                if !r
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+            {
+                e.push(
+                    "spec.provider.region",
+                    format!("{r:?} is not an AWS region name; accepted: e.g. us-east-1"),
+                )
+            }
+            Some(_) => {}
+        },
+        "splunk" => {
+            if p.address.is_none() {
+                e.push(
+                    "spec.provider.address",
+                    "required for provider splunk; accepted: the realm's endpoint, e.g. https://api.us1.signalfx.com or wss://stream.us1.signalfx.com",
+                );
+            }
+            if p.secret_ref.is_none() {
+                e.push(
+                    "spec.provider.secretRef",
+                    "required for provider splunk; accepted: a Secret with the key sf_token_key",
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Checks a MetricTemplate.
 pub fn validate_metric_template(t: &MetricTemplate) -> Result<(), Vec<ValidationError>> {
     let mut e = Errors::default();
@@ -1065,8 +1115,13 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Result<(), Vec<Validation
         );
     }
     if let Some(address) = &p.address {
-        check_http_url(&mut e, "spec.provider.address", address);
+        check_http_url(
+            &mut e,
+            "spec.provider.address",
+            &splunk_stream_as_http(&p.type_, address),
+        );
     }
+    check_provider_fields(&mut e, p);
     if let Some(secret) = &p.secret_ref
         && secret.name.trim().is_empty()
     {

@@ -3,10 +3,10 @@
 //! 1 when not, 130 when interrupted.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use serin_demo::orchestrate::{Dashboard, DemoDir, DemoOptions};
+use serin_demo::orchestrate::DemoOptions;
+use serin_local::site::DashboardOptions;
 
 /// Flags of `serin demo` (none needed).
 #[derive(clap::Args, Debug)]
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.release_timeout = args.release_timeout;
     opts.keep_running = args.keep_running;
     opts.validate()?;
-    let dir = DemoDir::prepare(args.dir)?;
+    let dir = serin_demo::orchestrate::prepare_dir(args.dir)?;
 
     // The platform's logs go to a file: the terminal is the demo's.
     let log = std::fs::File::create(dir.log_file())
@@ -82,17 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_writer(std::sync::Mutex::new(log))
         .init();
 
-    let token = args.dashboard_token;
-    let manifests = dir.manifests();
-    // With the manifests the dashboard also shows the target's revision and analysis settings.
-    let dashboard: Dashboard = Box::new(move |store: Arc<_>, listener| {
-        Box::pin(serin_local::dashboard::serve_with_manifests(
-            store,
-            Some(manifests),
-            listener,
-            token,
-        ))
-    });
+    // The dashboard reads the manifests too: the target's revision and analysis settings.
+    let dashboard = DashboardOptions {
+        token: args.dashboard_token,
+    };
     let report = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serin_core::Phase;
 use serin_local::controller::{LocalOptions, MetricsSource, default_state_dir};
 use serin_local::manifest::set_revision;
+use serin_local::store::CanaryRecord;
 
 /// Flags of `serin rollout`.
 #[derive(clap::Args, Debug)]
@@ -56,15 +58,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_state_dir(&args.dir));
     let file = state_dir.join(format!("{}_{}.state.json", args.namespace, args.name));
+    // The controller's record, read as the store writes it.
     let read_status = || {
         std::fs::read(&file)
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|v| v["status"].clone())
+            .and_then(|b| serde_json::from_slice::<CanaryRecord>(&b).ok())
+            .map(|r| r.status)
     };
     // Runs started before this edit are not the one to wait for (the same revision may have
     // run and failed before).
-    let runs_before = read_status().and_then(|s| s["runs"].as_u64()).unwrap_or(0);
+    let runs_before = read_status().map_or(0, |s| s.runs);
     let edit = set_revision(
         &args.dir,
         &args.namespace,
@@ -97,14 +100,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut last = String::new();
     while start.elapsed() < timeout {
         if let Some(status) = read_status() {
-            let phase = status["phase"].as_str().unwrap_or("").to_string();
-            let weight = status["canaryWeight"].as_u64().unwrap_or(0);
-            let run_rev = status["run"]["revision"].as_str().unwrap_or("");
+            let phase = status.phase;
+            let weight = status.canary_weight;
+            let run_rev = status.run.as_ref().map_or("", |r| r.revision.as_str());
             let mut line = format!("phase={phase} weight={weight} revision={run_rev}");
             // Why a run holds (e.g. no traffic reaches the canary: noData.policy `wait`), or a
             // wait that never moves looks like a hang. Numbers are left out of the comparison
             // so a hold that only counts seconds prints once.
-            if let Some(hold) = status["hold"].as_str() {
+            if let Some(hold) = &status.hold {
                 line.push_str(&format!(" holding: {hold}"));
             }
             let shape = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
@@ -112,12 +115,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 println!("{line}");
                 last = line;
             }
-            let this_run = run_rev == args.revision
-                && (!edit.changed || status["runs"].as_u64().unwrap_or(0) > runs_before);
+            let this_run = run_rev == args.revision && (!edit.changed || status.runs > runs_before);
             if this_run {
-                match phase.as_str() {
-                    "Succeeded" => return Ok(()),
-                    "Failed" => std::process::exit(1),
+                match phase {
+                    Phase::Succeeded => return Ok(()),
+                    Phase::Failed => std::process::exit(1),
                     _ => {}
                 }
             }

@@ -44,7 +44,7 @@ fn load(site: &Site, rate: f64, sent: Arc<AtomicUsize>) -> tokio::sync::oneshot:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_watches_a_real_local_rollout_live_and_acts_only_with_the_token() {
-    let mut site = Site::start("browser").await.with_proxy().await;
+    let mut site = Site::start_with_proxy("browser").await;
     site.start_controller().await;
     site.write_measured_canary();
     site.await_summary("podinfo initialized on v1", |s| {

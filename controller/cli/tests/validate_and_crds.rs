@@ -171,13 +171,21 @@ fn every_flagger_fixture_is_valid_after_changing_only_api_version_and_exit_three
         "{stderr}"
     );
     assert!(
-        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus, datadog, newrelic, dynatrace"),
+        stderr.contains("(MetricTemplate test/keptn-slo): valid for Flagger, not runnable by this Serin: metric provider \"keptn\" is not queried by this Serin; supported: prometheus,"),
         "{stderr}"
     );
-    assert!(
-        !stderr.contains("(MetricTemplate test/datadog-errors)"),
-        "datadog is queried: {stderr}"
-    );
+    for queried in [
+        "datadog-errors",
+        "cloudwatch-latency",
+        "cloudwatch-error-rate",
+        "splunk-errors",
+        "splunk-stream-latency",
+    ] {
+        assert!(
+            !stderr.contains(&format!("(MetricTemplate test/{queried})")),
+            "{queried} is queried: {stderr}"
+        );
+    }
     // A Canary in one file using a template of another file that is not queried.
     assert!(
         stderr.contains("(Canary test/podinfo): valid for Flagger, not runnable by this Serin: metric \"error-rate\" uses MetricTemplate test/keptn-slo"),
@@ -231,7 +239,8 @@ fn a_migration_report_reads_a_flagger_directory_unchanged() {
         "{summary}"
     );
     assert!(
-        count >= 15 && runnable >= 15 && not_runnable >= 20,
+        // Not-runnable documents shrink as providers are added (cloudwatch and splunk left it).
+        count >= 15 && runnable >= 15 && not_runnable >= 10,
         "{summary}"
     );
     assert!(

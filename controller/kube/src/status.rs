@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use serin_api::Canary;
 use serin_core::{Command, HistoryEntry, Status, Timestamp};
 
+use super::adapters::LastWrites;
 use super::{FIELD_MANAGER, kube_error};
 use serin_controller::adapters::{
     AdapterError, AnalysisState, CanaryContext, CanaryId, ErrorKind, Store,
@@ -234,12 +235,13 @@ fn trim_history(hist: &mut Vec<Value>) {
     });
 }
 
-/// Writes `body` to the status subresource with server-side apply.
+/// Writes `body` to the status subresource with server-side apply; returns the Canary as the
+/// API server stored it.
 pub async fn apply_status(
     client: &Client,
     canary: &Canary,
     body: &Value,
-) -> Result<(), AdapterError> {
+) -> Result<Canary, AdapterError> {
     let ns = canary.namespace().unwrap_or_default();
     let name = canary.name_any();
     let api: Api<Canary> = Api::namespaced(client.clone(), &ns);
@@ -249,7 +251,6 @@ pub async fn apply_status(
         &Patch::Apply(body),
     )
     .await
-    .map(|_| ())
     .map_err(|e| kube_error(e, format!("writing status of canary {ns}/{name}")))
 }
 
@@ -260,6 +261,7 @@ pub struct KubeStore {
     canary: std::sync::Arc<Canary>,
     runtime: Vec<RuntimeCondition>,
     now: Timestamp,
+    written: Option<std::sync::Arc<LastWrites>>,
 }
 
 impl KubeStore {
@@ -275,7 +277,15 @@ impl KubeStore {
             canary,
             runtime,
             now,
+            written: None,
         }
+    }
+
+    /// Remembers each save's answer in `written`, so the next reconcile never acts on a status
+    /// older than this one (see [`LastWrites`]).
+    pub fn recording(mut self, written: std::sync::Arc<LastWrites>) -> Self {
+        self.written = Some(written);
+        self
     }
 }
 
@@ -317,7 +327,11 @@ impl Store for KubeStore {
             analysis,
             self.now,
         );
-        apply_status(&self.client, &self.canary, &body).await
+        let stored = apply_status(&self.client, &self.canary, &body).await?;
+        if let Some(w) = &self.written {
+            w.record(stored);
+        }
+        Ok(())
     }
 
     async fn save_if_changed(

@@ -1,4 +1,4 @@
-//! MetricTemplates of every provider the registry queries, run by the Kubernetes analyzer: the
+//! MetricTemplates of the providers the registry queries, run by the Kubernetes analyzer: the
 //! API server is a `tower_test` mock asserting each read (the template, then its `secretRef`
 //! Secret), and the provider's API is a fake on 127.0.0.1:0 answering with its documented shapes.
 //! Each scenario is bounded: the analyzer by a timeout, every fake request by a 5 s wait.
@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serin_analysis::testing::{Answer, FakeApi};
+use serin_analysis::testing::{Answer, FakeApi, StreamEnd, fake_cloudwatch};
 use serin_api::Canary;
 use serin_controller::adapters::CanaryContext;
 use serin_core::{CheckResult, Status, Verdict};
@@ -208,6 +208,126 @@ async fn a_datadog_template_without_its_secret_or_a_key_is_inconclusive_naming_i
             && r.detail
                 .contains("datadog_api_key, datadog_application_key"),
         "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_template_is_signed_with_the_keys_of_its_secret() {
+    // The fake checks the SigV4 signature as AWS does: only the Secret's keys pass.
+    let mut cw = fake_cloudwatch(
+        vec![(
+            "AKIASECRET".into(),
+            "from-the-secret".into(),
+            Some("tok".into()),
+        )],
+        "eu-west-1",
+        vec![Answer::json(
+            200,
+            r#"{"MetricDataResults":[{"Id":"e1","StatusCode":"Complete","Timestamps":[1700000060,1700000000],"Values":[1.5,7.0]}],"Messages":[]}"#,
+        )],
+    )
+    .await;
+    let ctx = context(json!([
+        {"name": "error-rate", "templateRef": {"name": "cw-errors"}, "thresholdRange": {"max": 5}, "interval": "1m"},
+        {"name": "latency", "templateRef": {"name": "cw-latency"}, "thresholdRange": {"max": 500}, "interval": "1m"}
+    ]));
+    let provider = |secret: &str| json!({"type": "cloudwatch", "region": "eu-west-1", "address": cw.address, "secretRef": {"name": secret}});
+    let query = r#"[{"Id": "e1", "Expression": "m1 / m2"},
+      {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "Errors", "Dimensions": [{"Name": "app", "Value": "{{ target }}"}]}, "Period": 60, "Stat": "Sum"}, "ReturnData": false},
+      {"Id": "m2", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "Requests", "Dimensions": [{"Name": "app", "Value": "{{ target }}"}]}, "Period": 60, "Stat": "Sum"}, "ReturnData": false}]"#;
+    let results = checks(
+        &ctx,
+        vec![
+            get_template("cw-errors", provider("aws-keys"), query),
+            get_secret(
+                "aws-keys",
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKIASECRET"),
+                    ("AWS_SECRET_ACCESS_KEY", "from-the-secret\n"),
+                    ("AWS_SESSION_TOKEN", "tok"),
+                ],
+            ),
+            // A Secret without the secret key: named, and nothing is sent to CloudWatch.
+            get_template("cw-latency", provider("half-keys"), query),
+            get_secret("half-keys", &[("AWS_ACCESS_KEY_ID", "AKIASECRET")]),
+        ],
+    )
+    .await;
+    let r = by_name(&results, "error-rate");
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert_eq!(r.value, Some(1.5), "the newest datapoint");
+    let seen = cw.next().await;
+    assert_eq!(
+        seen.header("x-amz-target"),
+        Some("GraniteServiceVersion20100801.GetMetricData")
+    );
+    let body: Value = serde_json::from_str(&seen.body).unwrap();
+    assert_eq!(
+        body["MetricDataQueries"][1]["MetricStat"]["Metric"]["Dimensions"][0]["Value"], "podinfo",
+        "the rendered query is sent"
+    );
+    let r = by_name(&results, "latency");
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert!(
+        r.detail.contains("MetricTemplate test/cw-latency")
+            && r.detail
+                .contains("Secret test/half-keys key AWS_SECRET_ACCESS_KEY"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splunk_template_runs_its_signalflow_program_with_the_token_of_its_secret() {
+    let mut sf = FakeApi::start(vec![Answer::event_stream(
+        &[
+            (
+                "control-message",
+                r#"{"event":"STREAM_START","timestampMs":1700000000000}"#,
+            ),
+            (
+                "control-message",
+                r#"{"event":"JOB_START","handle":"E1x2oN3AwAA","timestampMs":1700000000010}"#,
+            ),
+            (
+                "metadata",
+                r#"{"tsId":"AAAAAKQ1vbI","properties":{"sf_metric":"requests.count","sf_resolutionMs":60000}}"#,
+            ),
+            (
+                "data",
+                r#"{"logicalTimestampMs":1700000000000,"data":[{"tsId":"AAAAAKQ1vbI","value":0.75}]}"#,
+            ),
+            (
+                "control-message",
+                r#"{"event":"END_OF_CHANNEL","timestampMs":1700000000500}"#,
+            ),
+        ],
+        StreamEnd::Close,
+    )])
+    .await;
+    let ctx = context(json!([
+        {"name": "errors", "templateRef": {"name": "splunk-errors"}, "thresholdRange": {"max": 1}, "interval": "1m"}
+    ]));
+    let results = checks(
+        &ctx,
+        vec![
+            get_template(
+                "splunk-errors",
+                json!({"type": "splunk", "address": sf.address, "secretRef": {"name": "splunk"}}),
+                "data('requests.count', filter=filter('service', '{{ target }}')).sum().publish()",
+            ),
+            get_secret("splunk", &[("sf_token_key", "org-token")]),
+        ],
+    )
+    .await;
+    let r = by_name(&results, "errors");
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert_eq!(r.value, Some(0.75));
+    let seen = sf.next().await;
+    assert_eq!(seen.path, "/v2/signalflow/execute");
+    assert_eq!(seen.header("x-sf-token"), Some("org-token"));
+    assert_eq!(
+        seen.body,
+        "data('requests.count', filter=filter('service', 'podinfo')).sum().publish()"
     );
 }
 

@@ -456,14 +456,36 @@ mod tests {
             template(
                 "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: keptn}\nspec:\n  provider: {type: keptn}\n  query: x\n",
             ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: cw}\nspec:\n  provider: {type: cloudwatch, region: eu-west-1, secretRef: {name: aws}}\n  query: '[]'\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: cw-half}\nspec:\n  provider: {type: cloudwatch, region: eu-west-1, secretRef: {name: dd}}\n  query: '[]'\n",
+            ),
+            template(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: sf}\nspec:\n  provider: {type: splunk, address: 'wss://stream.us1.signalfx.com', secretRef: {name: sf}}\n  query: x\n",
+            ),
         ]));
-        a.set_secrets(BTreeMap::from([(
-            "default/dd".to_string(),
-            BTreeMap::from([
-                ("datadog_api_key".to_string(), "a".to_string()),
-                ("datadog_application_key".to_string(), "b".to_string()),
-            ]),
-        )]));
+        let secret = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        a.set_secrets(BTreeMap::from([
+            (
+                "default/dd".to_string(),
+                secret(&[("datadog_api_key", "a"), ("datadog_application_key", "b")]),
+            ),
+            (
+                "default/aws".to_string(),
+                secret(&[
+                    ("AWS_ACCESS_KEY_ID", "AKIA"),
+                    ("AWS_SECRET_ACCESS_KEY", "s"),
+                ]),
+            ),
+            ("default/sf".to_string(), secret(&[("sf_token_key", "t")])),
+        ]));
         a
     }
 
@@ -508,7 +530,9 @@ mod tests {
         let e = err("keptn");
         assert!(
             e.contains("spec.provider.type")
-                && e.contains("supported: prometheus, datadog, newrelic"),
+                && e.contains("supported: prometheus,")
+                && e.contains("cloudwatch")
+                && e.contains("splunk"),
             "{e}"
         );
         // Datadog needs its Secret; a secretRef names a Secret document of the directory.
@@ -525,6 +549,16 @@ mod tests {
         let (query, own) = a.template(FIELD, "default", &reference("dd-keys")).unwrap();
         assert_eq!(query, "x");
         assert_eq!(own.unwrap().kind(), "datadog");
+        // CloudWatch and Splunk read their keys from the directory's Secret documents too.
+        let (_, own) = a.template(FIELD, "default", &reference("cw")).unwrap();
+        assert_eq!(own.unwrap().kind(), "cloudwatch");
+        let (_, own) = a.template(FIELD, "default", &reference("sf")).unwrap();
+        assert_eq!(own.unwrap().kind(), "splunk");
+        let e = err("cw-half");
+        assert!(
+            e.contains("Secret default/dd key AWS_ACCESS_KEY_ID") && e.contains("missing"),
+            "{e}"
+        );
         // A template naming its own Prometheus is asked there, whatever the controller uses.
         let (query, own) = a.template(FIELD, "default", &reference("own")).unwrap();
         assert_eq!(query, "up");

@@ -19,6 +19,7 @@ use serin_mesh_api::objects::{
     StaticEndpoints, StaticEndpointsSpec,
 };
 use serin_mesh_api::status::ControlPlaneStatus;
+use serin_mesh_api::table::{Backend, Route, RouteTable};
 
 use super::store::write_atomic;
 use serin_controller::http::HttpClient;
@@ -181,96 +182,61 @@ impl ControlPlane {
     }
 
     /// Whether the control plane's table carries `spec` (weights and endpoints) and every
-    /// subscribed proxy has applied that table.
+    /// subscribed proxy has applied that table. Both answers are read as the control plane's
+    /// own types ([`RouteTable`], [`ControlPlaneStatus`]).
     pub async fn in_force(&self, spec: &RouteSpec) -> Result<bool, String> {
-        let table: Value = self
+        let table: RouteTable = self
             .get_json(&format!("/v1/table?namespace={}", spec.namespace))
             .await?;
-        let version = table.get("version").and_then(Value::as_u64).unwrap_or(0);
-        let routes = table
-            .get("routes")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let Some(route) = routes.iter().find(|r| authority_host(r) == spec.service) else {
+        let Some(route) = table
+            .routes
+            .iter()
+            .find(|r| authority_host(r) == spec.service)
+        else {
             return Ok(false);
         };
         if !table_matches(route, spec) {
             return Ok(false);
         }
         let status: ControlPlaneStatus = self.get_json("/v1/status").await?;
-        Ok(status.proxies.iter().all(|p| p.applied_version >= version))
+        Ok(status
+            .proxies
+            .iter()
+            .all(|p| p.applied_version >= table.version))
     }
 }
 
-fn authority_host(route: &Value) -> String {
-    match route.get("authority") {
-        Some(Value::String(s)) => s.split(':').next().unwrap_or("").to_string(),
-        Some(Value::Object(o)) => o
-            .get("host")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        _ => String::new(),
-    }
+fn authority_host(route: &Route) -> &str {
+    &route.authority.host
 }
 
 /// Weights and endpoints of the route's default rule against the spec. Weights are compared as
 /// shares, since the control plane may keep them as given or normalise them.
-fn table_matches(route: &Value, spec: &RouteSpec) -> bool {
-    let defs = route
-        .get("backends")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let endpoints_of = |backend: &Value, name: &str| -> BTreeSet<String> {
-        let own = backend.get("endpoints").and_then(Value::as_array);
-        let list = match own {
-            Some(l) => l.clone(),
-            None => defs
-                .iter()
-                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
-                .and_then(|d| d.get("endpoints").and_then(Value::as_array).cloned())
-                .unwrap_or_default(),
-        };
-        list.iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect()
-    };
-    let Some(rules) = route.get("rules").and_then(Value::as_array) else {
+fn table_matches(route: &Route, spec: &RouteSpec) -> bool {
+    let Some(rule) = route.rules.iter().find(|r| r.matches.is_empty()) else {
         return false;
     };
-    let Some(rule) = rules.iter().find(|r| {
-        r.get("matches")
-            .and_then(Value::as_array)
-            .is_none_or(|m| m.is_empty())
-    }) else {
-        return false;
-    };
-    let backends = rule
-        .get("backends")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let find = |name: &str| {
-        backends
-            .iter()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(name))
-            .cloned()
-    };
+    let find = |name: &str| rule.backends.iter().find(|b| b.name == name);
     let (pn, cn) = (spec.primary_name(), spec.canary_name());
     let (Some(p), Some(c)) = (find(&pn), find(&cn)) else {
         return false;
     };
-    let weight = |b: &Value| b.get("weight").and_then(Value::as_u64).unwrap_or(1);
-    let (pw, cw) = (weight(&p), weight(&c));
+    // A rule backend without endpoints names a route-level definition.
+    let endpoints_of = |b: &Backend| -> BTreeSet<SocketAddr> {
+        match &b.endpoints {
+            Some(own) => own.iter().copied().collect(),
+            None => route
+                .resolve_backend(&b.name)
+                .map(|d| d.endpoints.iter().copied().collect())
+                .unwrap_or_default(),
+        }
+    };
+    let (pw, cw) = (u64::from(p.weight), u64::from(c.weight));
     // Same shares: pw / (pw + cw) == primary_weight / 100.
     let same_share = pw * u64::from(spec.canary_weight) == cw * u64::from(spec.primary_weight)
         && (pw + cw > 0) == (spec.primary_weight + spec.canary_weight > 0);
-    let want = |eps: &[SocketAddr]| eps.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
-    same_share
-        && endpoints_of(&p, &pn) == want(&spec.primary)
-        && endpoints_of(&c, &cn) == want(&spec.canary)
+    let want = |eps: &[SocketAddr]| eps.iter().copied().collect::<BTreeSet<_>>();
+    same_share && endpoints_of(p) == want(&spec.primary) && endpoints_of(c) == want(&spec.canary)
 }
 
 #[cfg(test)]
@@ -317,14 +283,15 @@ mod tests {
 
     #[test]
     fn a_table_matches_on_shares_and_endpoints() {
-        let route = json!({
+        let route: Route = serde_json::from_value(json!({
             "authority": "podinfo",
             "backends": [{"name": "podinfo-primary", "endpoints": ["127.0.0.1:1001"]}],
             "rules": [{"backends": [
                 {"name": "podinfo-primary", "weight": 4},
                 {"name": "podinfo-canary", "weight": 1, "endpoints": ["127.0.0.1:1002"]},
             ]}],
-        });
+        }))
+        .unwrap();
         assert_eq!(authority_host(&route), "podinfo");
         assert!(table_matches(&route, &spec()));
         let mut other = spec();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::manifest::{ProcessSpec, process_args, process_env};
+use super::manifest::{ProcessSpec, REVISION_ENV, process_args, process_env};
 use super::store::write_atomic;
 
 /// Which copy of the workload an instance is.
@@ -172,16 +172,17 @@ impl Supervisor {
         }
         let list = map.entry(key.to_string()).or_default();
         for record in records {
-            let alive = process_matches(record.pid, &record.spec);
-            tracing::info!(workload = key, role = record.role.as_str(), revision = %record.revision, pid = record.pid, port = record.port, alive, "adopting instance");
-            let instance = self.launch(
-                key,
-                record.role,
-                record.spec,
-                record.dir,
-                record.port,
-                alive.then_some(record.pid),
-            );
+            // An instance is recorded (pid 0) before it is spawned and again with its pid after:
+            // a controller killed in between left it running unrecorded. It is found by what it
+            // was started with (program, port and revision in its environment), so it is adopted
+            // instead of started a second time on a port it holds.
+            let pid = if process_matches(record.pid, &record.spec) {
+                Some(record.pid)
+            } else {
+                unrecorded_instance(&record.spec, record.port)
+            };
+            tracing::info!(workload = key, role = record.role.as_str(), revision = %record.revision, pid = pid.unwrap_or(record.pid), port = record.port, alive = pid.is_some(), "adopting instance");
+            let instance = self.launch(key, record.role, record.spec, record.dir, record.port, pid);
             list.push(instance);
             if record.retiring {
                 let last = list.len() - 1;
@@ -466,7 +467,28 @@ fn process_matches(pid: u32, spec: &ProcessSpec) -> bool {
     String::from_utf8_lossy(first).ends_with(&program)
 }
 
-fn signal(pid: u32, sig: rustix::process::Signal) {
+/// A live process started for `spec` on `port` whose pid was never recorded: it runs `spec`'s
+/// program with the port and the revision the supervisor put in its environment.
+fn unrecorded_instance(spec: &ProcessSpec, port: u16) -> Option<u32> {
+    let env = process_env(spec, port);
+    let wanted: Vec<Vec<u8>> = [REVISION_ENV, spec.port_env.as_str()]
+        .iter()
+        .filter_map(|k| env.get(*k).map(|v| format!("{k}={v}").into_bytes()))
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                wanted
+                    .iter()
+                    .all(|w| environ.split(|b| *b == 0).any(|kv| kv == w.as_slice()))
+            }) && process_matches(*pid, spec)
+        })
+}
+
+pub(crate) fn signal(pid: u32, sig: rustix::process::Signal) {
     if let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -475,7 +497,7 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -898,6 +920,55 @@ mod tests {
         for pid in pids {
             assert!(!alive(pid), "pid {pid} still alive");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_whose_pid_was_never_recorded_is_adopted_not_started_twice() {
+        let dir = std::env::temp_dir().join(format!("serin-sup-orphan-{}", std::process::id()));
+        let key = "default/web";
+        let spec = python_server("v7");
+        let port = free_port().unwrap();
+        // What a controller killed between recording an instance (pid 0) and recording its pid
+        // leaves behind: the record without a pid, and the process serving.
+        let env = process_env(&spec, port);
+        let mut orphan = std::process::Command::new(&spec.command)
+            .args(process_args(&spec, &env))
+            .envs(&env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let sup = Supervisor::new(dir.join("state"), dir.join("logs"));
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let record = InstanceRecord {
+            role: Role::Primary,
+            revision: "v7".into(),
+            spec_hash: 0,
+            spec: spec.clone(),
+            dir: dir.clone(),
+            port,
+            pid: 0,
+            retiring: false,
+        };
+        std::fs::write(
+            sup.record_file(key),
+            serde_json::to_vec(&vec![record]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(unrecorded_instance(&spec, port), Some(orphan.id()));
+        sup.adopt(key);
+        let adopted = until(&sup, key, "the orphan adopted", |i| {
+            i.len() == 1 && i[0].ready
+        })
+        .await;
+        assert_eq!(adopted[0].pid, orphan.id(), "adopted, not started again");
+        assert_eq!(adopted[0].restarts, 0);
+        sup.shutdown().await;
+        assert!(
+            orphan.try_wait().unwrap().is_some(),
+            "stopped with the rest"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

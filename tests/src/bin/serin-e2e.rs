@@ -6,8 +6,9 @@
 //!
 //! - `serin-e2e sample-app --addr A --app-version V` (error rate from `SERIN_SAMPLE_APP_ERROR_RATE`):
 //!   the same library code as `serin sample-app`.
-//! - `serin-e2e controller --local DIR ...`: the same library code as `serin controller --local`.
-//!   The tests SIGKILL it mid-rollout and start it again.
+//! - `serin-e2e controller --local DIR ...`: the same library code as `serin controller --local`
+//!   (with its dashboard on `--dashboard-addr`, printed as `serin controller` prints it). The
+//!   tests SIGKILL it mid-rollout and start it again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,13 @@ enum Command {
         interval: String,
         #[arg(long = "admin-addr")]
         admin_addr: Option<std::net::SocketAddr>,
+        /// The dashboard's address (`off`: none), as `serin controller --dashboard-addr`.
+        #[arg(long = "dashboard-addr", default_value = "off")]
+        dashboard_addr: String,
+        #[arg(long = "dashboard-token")]
+        dashboard_token: Option<String>,
+        #[arg(long)]
+        stop_workloads_on_exit: bool,
     },
 }
 
@@ -102,8 +110,11 @@ fn main() -> anyhow::Result<()> {
             metrics_server,
             interval,
             admin_addr,
+            dashboard_addr,
+            dashboard_token,
+            stop_workloads_on_exit,
         } => {
-            use serin_local::controller::{LocalOptions, MetricsSource, run};
+            use serin_local::controller::{LocalOptions, MetricsSource};
             let interval = serin_api::duration::parse_duration(&interval)
                 .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
             let opts = LocalOptions {
@@ -117,11 +128,33 @@ fn main() -> anyhow::Result<()> {
                 },
                 interval: Some(interval),
                 reload_every: Duration::from_millis(100),
-                stop_workloads_on_exit: false,
+                stop_workloads_on_exit,
                 admin: admin_addr,
             };
-            runtime.block_on(run(opts, serin_demo::server::terminate_signal()))?;
-            Ok(())
+            runtime.block_on(async move {
+                let dashboard = match dashboard_addr.as_str() {
+                    "off" => None,
+                    addr => {
+                        let listener =
+                            tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                                format!("--dashboard-addr {addr}: cannot listen there")
+                            })?;
+                        // The line `serin controller` prints, which the site reads (port 0).
+                        println!(
+                            "serin-e2e controller: dashboard on http://{}",
+                            listener.local_addr()?
+                        );
+                        Some((listener, dashboard_token))
+                    }
+                };
+                serin_local::dashboard::run_controller(
+                    opts,
+                    dashboard,
+                    serin_demo::server::terminate_signal(),
+                )
+                .await?;
+                anyhow::Ok(())
+            })
         }
     }
 }

@@ -1,17 +1,21 @@
-//! One machine's local platform for the CLI's tests: the real `serin` binary as the controller
-//! (`serin controller --local`, dashboard on a port-0 address read from its stdout), the local
-//! control plane in the test process on a port-0 listener, `serin sample-app` processes as the
-//! workload, and optionally a `serin-proxy` (in the test process) carrying real traffic.
+//! One machine's local platform for the CLI's tests, as `serin_local::site` assembles it: the
+//! real `serin` binary as the controller (`serin controller --local`, dashboard on a port-0
+//! address read from its stdout), the local control plane in the test process on a port-0
+//! listener, `serin sample-app` processes as the workload, and optionally a `serin-proxy` (in
+//! the test process) carrying real traffic. What this file adds is the CLI run against it.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serin_dashboard::client::Client;
 use serin_dashboard::model::{CanaryDetail, CanaryKey, CanarySummary, HistoryEntry};
+use serin_local::site::{
+    self, BUILTIN_CHECKS, CanaryShape, ControllerOptions, DashboardOptions, ProxyOptions,
+    SampleApp, SiteDir, canary_manifest,
+};
 
 pub const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 pub const TOKEN: &str = "local-ci-token";
@@ -20,114 +24,49 @@ pub const NAME: &str = "podinfo";
 pub const PORT: u16 = 9898;
 
 pub struct Site {
-    pub root: PathBuf,
-    pub manifests: PathBuf,
-    pub state: PathBuf,
-    pub routes: PathBuf,
-    pub control_plane_url: String,
     /// `http://ADDR` of the running controller's dashboard.
     pub dashboard: String,
-    pub proxy_metrics: String,
+    /// The proxy's outbound listener, when the site runs one.
     pub proxy_addr: Option<std::net::SocketAddr>,
-    controller: Option<Child>,
-    starts: u32,
-    control_plane: Option<serin_mesh_control::Running>,
-    proxy: Option<serin_proxy::Proxy>,
-    proxy_client: Option<tokio::task::JoinHandle<()>>,
+    site: site::Site,
 }
 
 impl Site {
     /// Directories, the control plane, and the `podinfo` Process at revision v1.
     pub async fn start(test: &str) -> Site {
-        let root = std::env::temp_dir().join(format!(
-            "serin-cli-{test}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let (manifests, state, routes) = (root.join("m"), root.join("state"), root.join("routes"));
-        for d in [&manifests, &state, &routes] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let control_plane = serin_mesh_control::start(serin_mesh_control::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            source: serin_mesh_control::SourceConfig::Local {
-                dir: routes.clone(),
-                poll: Duration::from_millis(100),
-            },
-            options: serin_mesh_control::translate::Options {
-                cluster_domain: "cluster.local".into(),
-            },
-        })
-        .await
-        .expect("the control plane starts");
+        Self::assemble(test, None).await
+    }
+
+    /// [`Site::start`] with a `serin-proxy` in the test process, following the control plane,
+    /// whose `/metrics` the controller measures from.
+    pub async fn start_with_proxy(test: &str) -> Site {
+        Self::assemble(test, Some(ProxyOptions::new("default", "loadgen"))).await
+    }
+
+    async fn assemble(test: &str, proxy: Option<ProxyOptions>) -> Site {
+        let dir = SiteDir::temporary(&format!("serin-cli-{test}")).unwrap();
+        let inner = site::Site::start(dir.clone(), proxy)
+            .await
+            .expect("the site starts");
+        // Without a proxy the controller measures from a closed port: the runs measure nothing
+        // (the gated Canary has no metric checks).
         let site = Site {
-            control_plane_url: format!("http://{}", control_plane.addr),
-            root,
-            manifests,
-            state,
-            routes,
             dashboard: String::new(),
-            // Nothing listens there: without a proxy the runs measure nothing (no metric checks).
-            proxy_metrics: "http://127.0.0.1:9/metrics".into(),
-            proxy_addr: None,
-            controller: None,
-            starts: 0,
-            control_plane: Some(control_plane),
-            proxy: None,
-            proxy_client: None,
+            proxy_addr: inner.proxy_addr(),
+            site: inner,
         };
-        site.write(
-            "process.yaml",
-            &format!(
-                r#"apiVersion: serin.dev/v1beta1
-kind: Process
-metadata:
-  name: {NAME}
-spec:
-  command: {SERIN}
-  args: ["sample-app", "--addr", "127.0.0.1:$(PORT)", "--app-version", "v1", "--drain", "1s"]
-  env:
-    - name: SERIN_CLI_TEST_SITE
-      value: {root}
-  revision: v1
-  readinessProbe:
-    httpGet: {{ path: /readyz }}
-    periodSeconds: 1
-  terminationGracePeriodSeconds: 5
-"#,
-                root = site.root.display()
-            ),
-        );
+        let app = SampleApp {
+            app_version: "v1".into(),
+            drain: "1s".into(),
+            grace_seconds: 5,
+            ..SampleApp::new(NAME, Path::new(SERIN))
+        };
+        site.write("process.yaml", &site.site.sample_app_manifest(&app));
         site
     }
 
-    /// Starts a `serin-proxy` in the test process, following the control plane, whose
-    /// `/metrics` the controller measures from.
-    pub async fn with_proxy(mut self) -> Site {
-        let proxy = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
-            outbound: "127.0.0.1:0".parse().unwrap(),
-            admin: Some("127.0.0.1:0".parse().unwrap()),
-            shutdown_timeout: Duration::from_secs(2),
-            ..serin_proxy::ProxyConfig::default()
-        })
-        .await
-        .expect("the proxy starts");
-        self.proxy_client = Some(serin_proxy::control_client::spawn(
-            self.control_plane_url.parse().unwrap(),
-            "default/loadgen".parse().unwrap(),
-            proxy.table(),
-        ));
-        self.proxy_addr = Some(proxy.outbound_addr());
-        self.proxy_metrics = format!("http://{}/metrics", proxy.admin_addr().unwrap());
-        self.proxy = Some(proxy);
-        self
-    }
-
     pub fn write(&self, file: &str, text: &str) {
-        serin_local::store::write_atomic(&self.manifests.join(file), text.as_bytes()).unwrap();
+        self.site.write_manifest(file, text).unwrap();
     }
 
     /// A Canary without metric checks whose promotion waits for the controller's own confirm
@@ -135,26 +74,11 @@ spec:
     /// (`/rollback/check`): Flagger load-tester webhooks, served by the controller itself.
     pub fn write_gated_canary(&self) {
         let d = &self.dashboard;
-        self.write(
-            "canary.yaml",
-            &format!(
-                r#"apiVersion: serin.dev/v1beta1
-kind: Canary
-metadata:
-  name: {NAME}
-spec:
-  targetRef:
-    apiVersion: serin.dev/v1beta1
-    kind: Process
-    name: {NAME}
-  service:
-    port: {PORT}
-  analysis:
-    interval: 10s
-    threshold: 1
-    maxWeight: 50
-    stepWeight: 25
-    webhooks:
+        let shape = CanaryShape {
+            threshold: 1,
+            metrics: String::new(),
+            analysis_extra: format!(
+                r#"    webhooks:
       - name: release-approval
         type: confirm-promotion
         url: {d}/gate/check
@@ -163,127 +87,50 @@ spec:
         url: {d}/rollback/check
 "#
             ),
-        );
+            ..CanaryShape::new(NAME, PORT)
+        };
+        self.write("canary.yaml", &canary_manifest(&shape));
     }
 
     /// A Canary measured from the proxy: Flagger's two built-in checks and the judge.
     pub fn write_measured_canary(&self) {
-        self.write(
-            "canary.yaml",
-            &format!(
-                r#"apiVersion: serin.dev/v1beta1
-kind: Canary
-metadata:
-  name: {NAME}
-spec:
-  targetRef:
-    apiVersion: serin.dev/v1beta1
-    kind: Process
-    name: {NAME}
-  service:
-    port: {PORT}
-  analysis:
-    interval: 10s
-    threshold: 3
-    maxWeight: 50
-    stepWeight: 10
-    metrics:
-      - name: request-success-rate
-        thresholdRange: {{ min: 99 }}
-        interval: 10s
-      - name: request-duration
-        thresholdRange: {{ max: 500 }}
-        interval: 10s
-    judge:
+        let shape = CanaryShape {
+            threshold: 3,
+            step_weight: 10,
+            metrics: BUILTIN_CHECKS.into(),
+            analysis_extra: "    judge:
       enabled: true
       minRequests: 20
-"#
-            ),
-        );
+"
+            .into(),
+            ..CanaryShape::new(NAME, PORT)
+        };
+        self.write("canary.yaml", &canary_manifest(&shape));
     }
 
-    fn controller_command(&self, extra: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(SERIN);
-        cmd.arg("controller")
-            .arg("--local")
-            .arg(&self.manifests)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--control-plane")
-            .arg(&self.control_plane_url)
-            .arg("--routes-dir")
-            .arg(&self.routes)
-            .arg("--proxy-metrics")
-            .arg(&self.proxy_metrics)
-            .arg("--interval")
-            .arg("1s")
-            .arg("--admin-addr")
-            .arg("127.0.0.1:0")
-            .arg("--stop-workloads-on-exit")
-            .args(extra)
-            .env("SERIN_LOG", "info")
-            .env_remove("SERIN_DASHBOARD_TOKEN")
-            .env_remove("SERIN_DASHBOARD_ADDR")
-            .stdin(Stdio::null());
-        cmd
+    fn controller_options() -> ControllerOptions {
+        ControllerOptions {
+            interval: Duration::from_secs(1),
+            metrics_server: None,
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+            dashboard: Some(DashboardOptions {
+                token: Some(TOKEN.into()),
+            }),
+            stop_workloads_on_exit: true,
+        }
     }
 
     /// Starts the controller with its dashboard on a free port and the token; returns once it
     /// printed the dashboard's address.
     pub async fn start_controller(&mut self) {
-        assert!(
-            self.controller.is_none(),
-            "the controller is already running"
-        );
-        self.starts += 1;
-        let log_path = self.root.join(format!("controller-{}.log", self.starts));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = self
-            .controller_command(&[
-                "--dashboard-addr",
-                "127.0.0.1:0",
-                "--dashboard-token",
-                TOKEN,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().unwrap())
-            .spawn()
-            .expect("serin controller starts");
-        let stdout = child.stdout.take().unwrap();
-        self.controller = Some(child);
-        let found = tokio::task::spawn_blocking(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return None;
-                }
-                let _ = (&log).write_all(line.as_bytes());
-                if let Some(rest) = line.split("dashboard on ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
-                    // Keep copying stdout to the log so the controller never blocks on it.
-                    std::thread::spawn(move || {
-                        let mut rest = String::new();
-                        while reader.read_line(&mut rest).unwrap_or(0) > 0 {
-                            let _ = (&log).write_all(rest.as_bytes());
-                            rest.clear();
-                        }
-                    });
-                    return Some(url);
-                }
-            }
-        });
-        let url = tokio::time::timeout(Duration::from_secs(30), found)
+        if let Err(e) = self
+            .site
+            .start_controller_process(Path::new(SERIN), &Self::controller_options())
             .await
-            .expect("the controller printed its dashboard address within 30s")
-            .unwrap();
-        self.dashboard = url.unwrap_or_else(|| {
-            panic!(
-                "the controller exited without serving its dashboard:\n{}",
-                self.logs()
-            )
-        });
+        {
+            panic!("serin controller starts: {e}");
+        }
+        self.dashboard = self.site.dashboard().unwrap_or_default().to_string();
         assert!(
             self.dashboard.starts_with("http://127.0.0.1:"),
             "{}",
@@ -293,7 +140,11 @@ spec:
 
     /// Runs the controller with `extra` flags expecting it to refuse to start: (code, stderr).
     pub async fn controller_once(&self, extra: &[&str]) -> (i32, String) {
-        let mut cmd = tokio::process::Command::from(self.controller_command(extra));
+        let mut cmd = tokio::process::Command::from(self.site.controller_command(
+            Path::new(SERIN),
+            &Self::controller_options(),
+            extra,
+        ));
         cmd.stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -309,24 +160,11 @@ spec:
 
     /// SIGKILLs the controller: no cleanup runs, the workloads keep serving.
     pub fn kill_controller(&mut self) {
-        let mut c = self.controller.take().expect("a running controller");
-        c.kill().unwrap();
-        c.wait().unwrap();
+        self.site.kill_controller().expect("a running controller");
     }
 
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 1..=self.starts {
-            let p = self.root.join(format!("controller-{i}.log"));
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(60).collect();
-            out.push_str(&format!("--- {} (last lines)\n", p.display()));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        self.site.controller_logs()
     }
 
     fn client(&self) -> Client {
@@ -424,7 +262,7 @@ spec:
 
     /// `serin rollout podinfo --revision REV`: what a deploy step does locally.
     pub async fn rollout(&self, revision: &str) {
-        let dir = self.manifests.display().to_string();
+        let dir = self.site.dir.manifests().display().to_string();
         let (code, out, err) = self
             .serin(&["rollout", NAME, "--revision", revision, "--dir", &dir])
             .await;
@@ -432,69 +270,12 @@ spec:
     }
 
     /// Stops everything this site started and removes its directory.
-    pub async fn stop(mut self) {
-        self.teardown();
-        if let Some(p) = self.proxy.take() {
-            p.shutdown().await;
+    pub async fn stop(self) {
+        let dir = self.site.dir.clone();
+        // SIGTERM: the controller stops its workloads (--stop-workloads-on-exit).
+        if let Err(e) = self.site.stop().await {
+            eprintln!("stopping the site: {e}");
         }
-        if let Some(cp) = self.control_plane.take() {
-            cp.stop().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(dir.root());
     }
-
-    fn teardown(&mut self) {
-        if let Some(mut c) = self.controller.take() {
-            // SIGTERM: the controller stops its workloads (--stop-workloads-on-exit).
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(t) = self.proxy_client.take() {
-            t.abort();
-        }
-        // Any workload left behind (a failed test, a SIGKILLed controller) carries the marker.
-        let marker = format!("SERIN_CLI_TEST_SITE={}", self.root.display());
-        for pid in pids_with_env(&marker) {
-            let _ = std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Processes whose environment contains `marker` (`NAME=VALUE`).
-fn pids_with_env(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
-            && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
-        {
-            out.push(pid);
-        }
-    }
-    out
 }

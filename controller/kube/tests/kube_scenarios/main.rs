@@ -20,6 +20,7 @@ mod primary_copies;
 mod progress;
 mod scale;
 mod smi;
+mod stale_reads;
 mod validation;
 mod watches;
 mod webhooks;
