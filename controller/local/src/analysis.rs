@@ -26,7 +26,7 @@ use serin_core::{Bound, CheckResult, Status};
 
 use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
 use serin_controller::measure::{
-    Judges, check_result, inconclusive, judge_config, judge_verdict, no_data,
+    Judges, at_weight, check_result, inconclusive, judge_config, no_data, verdict,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -400,12 +400,13 @@ impl LocalAnalyzer {
             Ok(r) => r,
             Err(unavailable) => return unavailable,
         };
+        let r = at_weight(r, &ctx.plan, status.canary_weight);
         self.last_judge
             .remember(ctx, serin_controller::sample::judge(&r, &config));
         let canary_rate = canary.success_rate_pct();
         CheckResult {
             name: JUDGE_CHECK.to_string(),
-            verdict: judge_verdict(&r, &ctx.plan, status.canary_weight),
+            verdict: verdict(r.verdict),
             value: canary_rate,
             bound: Bound::default(),
             samples: Some(canary.requests.max(0.0) as u64),

@@ -34,18 +34,20 @@ pub fn verdict(v: serin_analysis::Verdict) -> Verdict {
     }
 }
 
-/// The judge's verdict for the engine at the canary's current weight `canary_weight`. At a
-/// weight step that is not the last, non-inferiority shown at `stepAlpha` raises the weight
-/// ([`JudgeResult::verdict_at`]); at the last step, where a Pass promotes, and in every A/B or
-/// Blue/Green iteration it takes the promotion confidence `1 - alpha`.
-pub fn judge_verdict(r: &JudgeResult, plan: &serin_core::Plan, canary_weight: u32) -> Verdict {
+/// The judge's look as the engine and the history see it at the canary's current weight
+/// `canary_weight`: at a weight step that is not the last, non-inferiority shown at
+/// `stepAlpha` is a Pass that raises the weight ([`JudgeResult::verdict_at`]; the reason says
+/// which confidence was shown); at the last step, where a Pass promotes, and in every A/B or
+/// Blue/Green iteration only the promotion confidence `1 - alpha` passes.
+pub fn at_weight(mut r: JudgeResult, plan: &serin_core::Plan, canary_weight: u32) -> JudgeResult {
     let last_step = match &plan.strategy {
         serin_core::Strategy::Canary { step_weights, .. } => {
             step_weights.iter().all(|w| *w <= canary_weight)
         }
         _ => true,
     };
-    verdict(r.verdict_at(last_step))
+    r.verdict = r.verdict_at(last_step);
+    r
 }
 
 /// A measured threshold check, as the engine sees it.
