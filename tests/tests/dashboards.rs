@@ -118,12 +118,15 @@ const VARS: &[(&str, &str)] = &[
 /// Linkerd's deployment, pod, authority and route dashboard queries, written from Linkerd's
 /// documented metric and label names (`request_total`, `response_total`,
 /// `response_latency_ms`, `tcp_*`, `route_*` with `dst` and `rt_route`; workloads by the
-/// `namespace`, `deployment`, `pod` labels; 30 s `irate` windows as those dashboards use).
-/// Panels that need mTLS (`tls="true"`) or a destination pod (`dst_pod`) are not among them:
-/// Serin has no mTLS, and its route tables carry no per-endpoint metadata yet.
-fn linkerd_queries() -> Vec<(&'static str, String)> {
+/// `namespace`, `deployment`, `pod` labels; destinations by `dst_deployment`, `dst_pod`,
+/// `dst_pod_template_hash`; 30 s `irate` windows as those dashboards use), as
+/// `(dashboard, panel, query)`. `$dst_pod` is a pod of podinfo's primary, as the pod
+/// dashboard's variable lists it. Panels that need mTLS (`tls="true"`) are not among them:
+/// Serin has no mTLS.
+fn linkerd_queries() -> Vec<(&'static str, &'static str, String)> {
     let mut out = Vec::new();
-    let mut add = |what: &'static str, q: &str| out.push((what, q.to_string()));
+    let mut add =
+        |dash: &'static str, what: &'static str, q: &str| out.push((dash, what, q.to_string()));
     for (dash, sel) in [
         (
             "deployment",
@@ -134,19 +137,21 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
             r#"namespace="default", pod="frontend-0", direction="inbound""#,
         ),
     ] {
-        let _ = dash;
         add(
+            dash,
             "inbound success rate",
             &format!(
                 "sum(irate(response_total{{{sel}, classification=\"success\"}}[30s])) / sum(irate(response_total{{{sel}}}[30s]))"
             ),
         );
         add(
+            dash,
             "inbound request rate",
             &format!("sum(irate(request_total{{{sel}}}[30s]))"),
         );
         for q in ["0.5", "0.95", "0.99"] {
             add(
+                dash,
                 "inbound latency",
                 &format!(
                     "histogram_quantile({q}, sum(irate(response_latency_ms_bucket{{{sel}}}[30s])) by (le))"
@@ -154,14 +159,17 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
             );
         }
         add(
+            dash,
             "inbound tcp connections",
             &format!("sum(tcp_open_connections{{{sel}}})"),
         );
         add(
+            dash,
             "inbound tcp read",
             &format!("sum(irate(tcp_read_bytes_total{{{sel}}}[30s]))"),
         );
         add(
+            dash,
             "inbound tcp write",
             &format!("sum(irate(tcp_write_bytes_total{{{sel}}}[30s]))"),
         );
@@ -181,42 +189,50 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
         ),
     ] {
         add(
+            dash,
             "outbound success rate by destination",
             &format!(
                 "sum(irate(response_total{{{sel}, classification=\"success\"}}[30s])) by (dst_service) / sum(irate(response_total{{{sel}}}[30s])) by (dst_service)"
             ),
         );
         add(
+            dash,
             "outbound request rate by destination",
             &format!("sum(irate(request_total{{{sel}}}[30s])) by (dst_service)"),
         );
         add(
+            dash,
             "outbound latency by destination",
             &format!(
                 "histogram_quantile(0.95, sum(irate(response_latency_ms_bucket{{{sel}}}[30s])) by (le, dst_service))"
             ),
         );
         add(
+            dash,
             "outbound failures by status",
             &format!(
                 "sum(irate(response_total{{{sel}, classification=\"failure\"}}[30s])) by (status_code)"
             ),
         );
         add(
+            dash,
             "identity",
             &format!("sum(irate(response_total{{{sel}, tls=\"no_identity\"}}[30s]))"),
         );
         // TCP series are per workload, not per authority (as in Linkerd).
         if dash != "authority" {
             add(
+                dash,
                 "outbound tcp connections",
                 &format!("sum(tcp_open_connections{{{sel}}}) by (peer)"),
             );
             add(
+                dash,
                 "outbound tcp closes by errno",
                 &format!("sum(irate(tcp_close_total{{{sel}}}[30s])) by (errno)"),
             );
             add(
+                dash,
                 "tcp connection duration",
                 &format!(
                     "histogram_quantile(0.95, sum(irate(tcp_connection_duration_ms_bucket{{{sel}}}[5m])) by (le))"
@@ -226,40 +242,48 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
     }
     // The deployment dashboard's traffic by source, from the callers' outbound series.
     add(
+        "deployment",
         "inbound traffic by source",
         "sum(irate(response_total{dst_namespace=\"default\", dst_deployment=\"podinfo-primary\", direction=\"outbound\"}[30s])) by (deployment)",
     );
     add(
+        "deployment",
         "outbound traffic by destination deployment",
         "sum(irate(response_total{namespace=\"default\", deployment=\"loadgen\", direction=\"outbound\", dst_deployment!=\"\"}[30s])) by (dst_deployment)",
     );
     // The namespace / deployment / pod variables of every Linkerd dashboard.
     add(
+        "variables",
         "namespace variable",
         "count by (namespace) (process_start_time_seconds{deployment!=\"\"})",
     );
     add(
+        "variables",
         "deployment variable",
         "count by (deployment) (process_start_time_seconds{namespace=\"default\", deployment!=\"\"})",
     );
     add(
+        "variables",
         "pod variable",
         "count by (pod) (process_start_time_seconds{namespace=\"default\", pod!=\"\"})",
     );
     // Route dashboard.
     let rt = r#"namespace="default", deployment="loadgen", direction="outbound", dst="$authority""#;
     add(
+        "route",
         "route success rate",
         &format!(
             "sum(irate(route_response_total{{{rt}, classification=\"success\"}}[30s])) by (rt_route) / sum(irate(route_response_total{{{rt}}}[30s])) by (rt_route)"
         ),
     );
     add(
+        "route",
         "route request rate",
         &format!("sum(irate(route_request_total{{{rt}}}[30s])) by (rt_route)"),
     );
     for q in ["0.5", "0.95", "0.99"] {
         add(
+            "route",
             "route latency",
             &format!(
                 "histogram_quantile({q}, sum(irate(route_response_latency_ms_bucket{{{rt}}}[30s])) by (le, rt_route))"
@@ -267,13 +291,95 @@ fn linkerd_queries() -> Vec<(&'static str, String)> {
         );
     }
     add(
+        "route",
         "route variable",
         "count by (rt_route) (route_request_total{namespace=\"default\"})",
     );
     add(
+        "route",
         "route failures",
         &format!(
             "sum(irate(route_response_total{{{rt}, classification=\"failure\"}}[30s])) by (rt_route, status_code)"
+        ),
+    );
+    // The pod dashboard's panels by destination pod. Viewing podinfo's primary pod: who calls
+    // it, from the callers' outbound series (it runs no proxy of its own here).
+    let to_pod =
+        r#"dst_namespace="default", dst_pod!="", dst_pod="$dst_pod", direction="outbound""#;
+    add(
+        "pod",
+        "inbound pods",
+        &format!("count(count(request_total{{{to_pod}}}) by (namespace, pod))"),
+    );
+    add(
+        "pod",
+        "inbound pods success rate",
+        &format!(
+            "sum(irate(response_total{{{to_pod}, classification=\"success\"}}[30s])) by (pod) / sum(irate(response_total{{{to_pod}}}[30s])) by (pod)"
+        ),
+    );
+    add(
+        "pod",
+        "inbound pods request rate",
+        &format!("sum(irate(request_total{{{to_pod}}}[30s])) by (pod)"),
+    );
+    for q in ["0.5", "0.95", "0.99"] {
+        add(
+            "pod",
+            "inbound pods latency",
+            &format!(
+                "histogram_quantile({q}, sum(irate(response_latency_ms_bucket{{{to_pod}}}[30s])) by (le, pod))"
+            ),
+        );
+    }
+    // Viewing loadgen's pod: the pods it calls.
+    let from_pod = r#"namespace="default", pod="loadgen-0", direction="outbound""#;
+    add(
+        "pod",
+        "outbound pods",
+        &format!("count(count(request_total{{{from_pod}}}) by (namespace, dst_pod))"),
+    );
+    add(
+        "pod",
+        "outbound pods success rate",
+        &format!(
+            "sum(irate(response_total{{{from_pod}, classification=\"success\"}}[30s])) by (dst_pod) / sum(irate(response_total{{{from_pod}}}[30s])) by (dst_pod)"
+        ),
+    );
+    add(
+        "pod",
+        "outbound pods request rate",
+        &format!("sum(irate(request_total{{{from_pod}}}[30s])) by (dst_pod)"),
+    );
+    for q in ["0.5", "0.95", "0.99"] {
+        add(
+            "pod",
+            "outbound pods latency",
+            &format!(
+                "histogram_quantile({q}, sum(irate(response_latency_ms_bucket{{{from_pod}}}[30s])) by (le, dst_pod))"
+            ),
+        );
+    }
+    // The deployment dashboard's outbound traffic by destination pod, and by the destination's
+    // pod-template-hash (Linkerd: "roughly the pod's ReplicaSet").
+    let from_deploy = r#"namespace="default", deployment="loadgen", direction="outbound""#;
+    add(
+        "deployment",
+        "outbound request rate by destination pod",
+        &format!("sum(irate(request_total{{{from_deploy}, dst_pod!=\"\"}}[30s])) by (dst_pod)"),
+    );
+    add(
+        "deployment",
+        "outbound success rate by destination pod",
+        &format!(
+            "sum(irate(response_total{{{from_deploy}, classification=\"success\"}}[30s])) by (dst_pod) / sum(irate(response_total{{{from_deploy}, dst_pod!=\"\"}}[30s])) by (dst_pod)"
+        ),
+    );
+    add(
+        "deployment",
+        "outbound request rate by destination pod-template-hash",
+        &format!(
+            "sum(irate(request_total{{{from_deploy}, dst_pod_template_hash!=\"\"}}[30s])) by (dst_deployment, dst_pod_template_hash)"
         ),
     );
     out
@@ -652,16 +758,69 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         .and_then(|v| v.first())
         .and_then(|s| s.metric().get("authority").cloned())
         .context("no outbound authority")?;
-    let linkerd: Vec<(String, String)> = linkerd_queries()
-        .into_iter()
-        .map(|(w, q)| {
+    // The pod dashboard's pod variable, here one of podinfo's primary pods as its callers'
+    // series name it (`dst_pod`, from the endpoint labels serin-local writes).
+    let dst_pod = client
+        .query(r#"count by (dst_pod) (request_total{dst_namespace="default", dst_deployment="podinfo-primary", direction="outbound", dst_pod!=""})"#)
+        .get()
+        .await?
+        .data()
+        .as_vector()
+        .and_then(|v| v.first())
+        .and_then(|s| s.metric().get("dst_pod").cloned())
+        .context("no outbound series names podinfo-primary's pod (dst_pod)")?;
+    let queries = linkerd_queries();
+    let linkerd: Vec<(String, String)> = queries
+        .iter()
+        .map(|(dash, w, q)| {
             (
-                format!("linkerd {w}"),
-                substitute(&q, &[("authority", &authority)]),
+                format!("linkerd {dash} {w}"),
+                substitute(q, &[("authority", &authority), ("dst_pod", &dst_pod)]),
             )
         })
         .collect();
     all_answer(&client, &linkerd, Duration::from_secs(30)).await?;
+    let mut per_dashboard: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (dash, _, q) in &queries {
+        let e = per_dashboard.entry(dash).or_default();
+        e.0 += 1;
+        e.1 += usize::from(q.contains("dst_pod"));
+    }
+    for (dash, (n, by_pod)) in &per_dashboard {
+        println!(
+            "linkerd {dash}: {n} of {n} queries answered ({by_pod} of them by destination pod)"
+        );
+    }
+    // Every destination pod is named as a Deployment's pods are, `<dst_deployment>-<hash>-<n>`;
+    // each revision the primary and the canary ran had its own hash, and the two workloads
+    // never shared one (so the ReplicaSet-like hash tells primary and canary apart).
+    let named = client
+        .query(r#"count by (dst_deployment, dst_pod, dst_pod_template_hash) (max_over_time(request_total{namespace="default", deployment="loadgen", direction="outbound", dst_pod!=""}[1h]))"#)
+        .get()
+        .await?;
+    let mut hashes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for series in named.data().as_vector().into_iter().flatten() {
+        let label = |k: &str| series.metric().get(k).cloned().unwrap_or_default();
+        let (deployment, pod, hash) = (
+            label("dst_deployment"),
+            label("dst_pod"),
+            label("dst_pod_template_hash"),
+        );
+        ensure!(
+            !hash.is_empty() && pod.starts_with(&format!("{deployment}-{hash}-")),
+            "dst_pod {pod:?} is not named <dst_deployment>-<dst_pod_template_hash>-<n> ({deployment}, {hash})"
+        );
+        hashes.entry(deployment).or_default().insert(hash);
+    }
+    println!("destination pod-template-hashes by workload: {hashes:?}");
+    let (primary, canary) = (
+        hashes.get("podinfo-primary").cloned().unwrap_or_default(),
+        hashes.get("podinfo").cloned().unwrap_or_default(),
+    );
+    ensure!(
+        primary.len() >= 2 && !canary.is_empty() && primary.is_disjoint(&canary),
+        "expected the promotion to give the primary a new hash, and the canary hashes of its own: {hashes:?}"
+    );
     for (name, expr) in &alerts {
         if name != "SerinRolloutFailed" {
             await_alert(&client, name, expr, false).await?;

@@ -352,16 +352,23 @@ impl KeySource {
             }
             (None, None) => {}
         }
-        let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
+        let named_profile = var("AWS_PROFILE");
+        let profile = named_profile.clone().unwrap_or_else(|| "default".into());
         let file = var("AWS_SHARED_CREDENTIALS_FILE")
             .or_else(|| var("HOME").map(|h| format!("{h}/.aws/credentials")));
         if let Some(path) = file
             && std::path::Path::new(&path).is_file()
         {
-            // A file that exists must hold the profile; read now to fail early, and at every
-            // query again.
-            read_profile(&path, &profile)?;
-            return Ok(KeySource::File { path, profile });
+            // Read now to fail early (and at every query again). A profile named by
+            // AWS_PROFILE must be there; without one, a file lacking `default` is passed over
+            // for the next source, as the SDK does.
+            match read_profile(&path, &profile) {
+                Ok(_) => return Ok(KeySource::File { path, profile }),
+                Err(e) if named_profile.is_some() || profile_present(&path, &profile) => {
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
         }
         if let (Some(token_file), Some(role_arn)) =
             (var("AWS_WEB_IDENTITY_TOKEN_FILE"), var("AWS_ROLE_ARN"))
@@ -425,6 +432,19 @@ pub(crate) fn dns_suffix(region: &str) -> &'static str {
     } else {
         "amazonaws.com"
     }
+}
+
+/// Whether the file at `path` has a `[profile]` section at all.
+fn profile_present(path: &str, profile: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| {
+        text.lines().any(|l| {
+            l.trim()
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .map(str::trim)
+                == Some(profile)
+        })
+    })
 }
 
 /// Reads `profile` of the INI-style shared credentials file at `path`.
@@ -871,6 +891,31 @@ mod tests {
         .to_string();
         assert!(
             err.contains("profile [staging]") && err.contains("prod"),
+            "{err}"
+        );
+        // Without AWS_PROFILE, a file lacking [default] is passed over for the next source.
+        let next = KeySource::resolve(
+            None,
+            &env(&[
+                ("AWS_SHARED_CREDENTIALS_FILE", p),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ]),
+            "eu-west-1",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(next.contains("no AWS credentials found"), "{next}");
+        // A [default] missing its secret key is named, not passed over.
+        std::fs::write(&path, "[default]\naws_access_key_id=A\n").unwrap();
+        let err = KeySource::resolve(
+            None,
+            &env(&[("AWS_SHARED_CREDENTIALS_FILE", p)]),
+            "eu-west-1",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("profile [default] key aws_secret_access_key"),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -111,6 +111,7 @@ fn check(args: &Args) -> i32 {
         docs.extend(found);
     }
     serin_api::apply_template_verdicts(&mut docs);
+    check_template_queries(&mut docs);
     for (doc, source) in docs.iter().zip(doc_sources) {
         for line in doc.report_lines(source) {
             if doc.is_error() || doc.is_not_runnable() {
@@ -183,6 +184,50 @@ fn check(args: &Args) -> i32 {
         return NOT_RUNNABLE;
     }
     0
+}
+
+/// Checks the queries whose shape Serin knows before they run: a CloudWatch query must be a
+/// JSON array of `MetricDataQuery` objects (a misspelt key would otherwise only show at the first
+/// analysis). Template expressions (`{{ target }}`, ...) stand for `0`, which keeps a valid
+/// template valid JSON whether an expression sits inside a string or in place of a number.
+fn check_template_queries(docs: &mut [serin_api::Document]) {
+    for doc in docs {
+        let serin_api::Outcome::Valid(serin_api::Resource::MetricTemplate(t)) = &doc.outcome else {
+            continue;
+        };
+        if t.spec.provider.type_ != "cloudwatch" {
+            continue;
+        }
+        if let Err(message) =
+            serin_analysis::cloudwatch::parse_query(&without_expressions(&t.spec.query))
+        {
+            doc.outcome = serin_api::Outcome::Invalid(vec![serin_api::ValidationError::new(
+                "spec.query",
+                message,
+            )]);
+        }
+    }
+}
+
+/// `text` with every `{{ ... }}` replaced by `0`.
+fn without_expressions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("}}") {
+            Some(end) => {
+                out.push('0');
+                rest = &rest[start + end + 2..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `--rps` and `--error-rate`, checked.

@@ -114,6 +114,31 @@ fn errors_name_file_document_resource_and_field_and_exit_one() {
 }
 
 #[test]
+fn a_cloudwatch_query_with_a_misspelt_key_is_named_before_it_runs() {
+    let template = |query: &str| {
+        format!(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: cw, namespace: test}}\nspec:\n  provider: {{type: cloudwatch, region: eu-west-1}}\n  query: |\n    {query}\n"
+        )
+    };
+    // Template expressions inside strings and in place of numbers keep a query checkable.
+    let good = template(
+        r#"[{"Id": "m1", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "Errors", "Dimensions": [{"Name": "app", "Value": "{{ target }}"}]}, "Period": {{ variables.period }}, "Stat": "Sum"}}]"#,
+    );
+    let out = run_stdin(&["validate", "-f", "-"], &good);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bad = template(
+        r#"[{"Id": "m1", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "Errors", "Dimension": [{"Name": "app", "Value": "{{ target }}"}]}, "Period": 60, "Stat": "Sum"}}]"#,
+    );
+    let out = run_stdin(&["validate", "-f", "-"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "<stdin>: document 1 (MetricTemplate test/cw): spec.query: query[0].MetricStat.Metric: unknown key \"Dimension\"; accepted: Namespace, MetricName, Dimensions\n\
+         serin validate: 1 of 1 documents are invalid\n"
+    );
+}
+
+#[test]
 fn flagger_manifests_are_told_to_change_api_version() {
     let file = fixtures().join("podinfo-linkerd.yaml");
     let out = serin()

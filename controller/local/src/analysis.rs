@@ -571,4 +571,97 @@ mod tests {
         assert_eq!(query, "sum(rate(response_total[1m]))");
         assert!(own.is_none());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cloudwatch_and_splunk_templates_run_with_the_directorys_secrets() {
+        use serin_analysis::testing::{Answer, FakeApi, StreamEnd, fake_cloudwatch};
+        let mut cw = fake_cloudwatch(
+            vec![("AKIALOCAL".into(), "local-secret".into(), None)],
+            "eu-west-1",
+            vec![Answer::json(
+                200,
+                r#"{"MetricDataResults":[{"Id":"e1","Timestamps":[1700000000],"Values":[0.5]}]}"#,
+            )],
+        )
+        .await;
+        let mut sf = FakeApi::start(vec![Answer::event_stream(
+            &[
+                (
+                    "control-message",
+                    r#"{"event":"STREAM_START","timestampMs":1}"#,
+                ),
+                (
+                    "data",
+                    r#"{"logicalTimestampMs":2,"data":[{"tsId":"AAAAAKQ1vbI","value":12}]}"#,
+                ),
+                (
+                    "control-message",
+                    r#"{"event":"END_OF_CHANNEL","timestampMs":3}"#,
+                ),
+            ],
+            StreamEnd::Close,
+        )])
+        .await;
+        let a = LocalAnalyzer::new(scrape());
+        a.set_templates(BTreeMap::from([
+            template(&format!(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: cw, namespace: test}}\nspec:\n  provider: {{type: cloudwatch, region: eu-west-1, address: '{}', secretRef: {{name: aws}}}}\n  query: '[{{\"Id\": \"e1\", \"Expression\": \"SUM(METRICS())\"}}]'\n",
+                cw.address
+            )),
+            template(&format!(
+                "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: sf, namespace: test}}\nspec:\n  provider: {{type: splunk, address: '{}', secretRef: {{name: sf}}}}\n  query: \"data('latency', filter=filter('app', '{{{{ target }}}}')).mean().publish()\"\n",
+                sf.address
+            )),
+        ]));
+        a.set_secrets(BTreeMap::from([
+            (
+                "test/aws".to_string(),
+                BTreeMap::from([
+                    ("AWS_ACCESS_KEY_ID".to_string(), "AKIALOCAL".to_string()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".to_string(),
+                        "local-secret".to_string(),
+                    ),
+                ]),
+            ),
+            (
+                "test/sf".to_string(),
+                BTreeMap::from([("sf_token_key".to_string(), "local-token".to_string())]),
+            ),
+        ]));
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+                    {"name": "error-rate", "templateRef": {"name": "cw"}, "thresholdRange": {"max": 1}, "interval": "1m"},
+                    {"name": "latency", "templateRef": {"name": "sf"}, "thresholdRange": {"max": 10}, "interval": "1m"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
+        let results = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            a.run_checks(&ctx, &serin_core::Status::default()),
+        )
+        .await
+        .expect("checks within 20s")
+        .unwrap();
+        let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(by("error-rate").value, Some(0.5), "{results:?}");
+        assert_eq!(by("error-rate").verdict, serin_core::Verdict::Pass);
+        assert_eq!(by("latency").value, Some(12.0), "{results:?}");
+        assert_eq!(by("latency").verdict, serin_core::Verdict::Fail);
+        // The fake CloudWatch verified the signature made with the directory Secret's keys.
+        assert_eq!(cw.next().await.path, "/");
+        let seen = sf.next().await;
+        assert_eq!(seen.header("x-sf-token"), Some("local-token"));
+        assert_eq!(
+            seen.body,
+            "data('latency', filter=filter('app', 'podinfo')).mean().publish()"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serin_core::{Readiness, Routes, TargetState};
 
 use super::manifest::ProcessSpec;
-use super::router::{ControlPlane, RouteSpec};
+use super::router::{ControlPlane, PodName, RouteSpec};
 use super::store::write_atomic;
 use super::supervisor::{InstanceView, Role, Supervisor};
 use serin_controller::adapters::{
@@ -172,23 +172,30 @@ impl LocalPlatform {
         let e = entries.get(id)?;
         let instances = self.supervisor.instances(&e.key);
         let primary_hash = e.state.primary.as_ref().map(|(s, _)| s.content_hash());
+        let target = e
+            .key
+            .split_once('/')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let primary = primary_endpoints(&instances, primary_hash);
+        let canary: Vec<std::net::SocketAddr> = instances
+            .iter()
+            .filter(|i| i.role == Role::Canary && i.ready)
+            .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], i.port)))
+            .collect();
+        // Only the published endpoints' names: an instance still starting changes nothing.
+        let mut pods = pod_names(&instances, &target);
+        pods.retain(|a, _| primary.contains(a) || canary.contains(a));
         Some(RouteSpec {
             namespace: id.namespace.clone(),
             service: e.service.clone(),
-            target: e
-                .key
-                .split_once('/')
-                .map(|(_, t)| t.to_string())
-                .unwrap_or_default(),
+            target,
             port: e.port,
             primary_weight: e.state.primary_weight,
             canary_weight: e.state.canary_weight,
-            primary: primary_endpoints(&instances, primary_hash),
-            canary: instances
-                .iter()
-                .filter(|i| i.role == Role::Canary && i.ready)
-                .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], i.port)))
-                .collect(),
+            primary,
+            canary,
+            pods,
         })
     }
 
@@ -296,6 +303,25 @@ impl LocalPlatform {
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
     }
+}
+
+/// The metric names of the instances' processes: the primary's as the `<target>-primary`
+/// workload's pods, the canary's as the `<target>` workload's (see [`PodName`]).
+fn pod_names(instances: &[InstanceView], target: &str) -> BTreeMap<std::net::SocketAddr, PodName> {
+    let mut seen: BTreeMap<(Role, u64), usize> = BTreeMap::new();
+    instances
+        .iter()
+        .map(|i| {
+            let workload = match i.role {
+                Role::Primary => format!("{target}-primary"),
+                Role::Canary => target.to_string(),
+            };
+            let index = seen.entry((i.role, i.spec_hash)).or_default();
+            let name = PodName::new(&workload, i.spec_hash, *index);
+            *index += 1;
+            (std::net::SocketAddr::from(([127, 0, 0, 1], i.port)), name)
+        })
+        .collect()
 }
 
 /// Primary endpoints: the ready instances of the current primary spec when there are any,

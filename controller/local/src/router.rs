@@ -8,7 +8,7 @@
 //! Services, endpoints and weights changes all of them in one atomic rename, so a proxy never
 //! sees new weights with old endpoints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +43,52 @@ pub struct RouteSpec {
     pub primary: Vec<SocketAddr>,
     /// Ready canary endpoints.
     pub canary: Vec<SocketAddr>,
+    /// The process behind each endpoint, named as a Deployment's pod (see [`PodName`]).
+    pub pods: BTreeMap<SocketAddr, PodName>,
+}
+
+/// The name a process gets in the metrics (`dst_pod`, `dst_pod_template_hash` on the series of
+/// requests sent to it), built as Kubernetes names a Deployment's pods:
+/// `<workload>-<pod-template-hash>-<index>`. The hash covers the workload's name and what the
+/// process runs, so a primary and a canary running the same revision still differ (on
+/// Kubernetes their templates differ by their labels), and a new revision gets a new hash. The
+/// index (where Kubernetes has a random suffix) counts the instances of one workload and hash,
+/// so the names of one revision's processes repeat across restarts and the number of series
+/// stays bounded by the processes that run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    /// `<workload>-<pod_template_hash>-<index>`.
+    pub pod: String,
+    /// Ten characters of Kubernetes' pod-template-hash alphabet.
+    pub pod_template_hash: String,
+}
+
+impl PodName {
+    /// The name of the `index`th process of `workload` running the spec of `spec_hash`.
+    pub fn new(workload: &str, spec_hash: u64, index: usize) -> Self {
+        // FNV-1a (32 bit) over the workload and the spec's own hash, then spelled as
+        // Kubernetes spells a pod-template-hash: the decimal digits mapped into an alphabet
+        // without vowels (no words) and without look-alike characters.
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut h: u32 = 0x811c_9dc5;
+        for b in workload
+            .bytes()
+            .chain([0xff])
+            .chain(spec_hash.to_le_bytes())
+        {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let hash: String = h
+            .to_string()
+            .bytes()
+            .map(|d| char::from(ALPHABET[usize::from(d) % ALPHABET.len()]))
+            .collect();
+        PodName {
+            pod: format!("{workload}-{hash}-{index}"),
+            pod_template_hash: hash,
+        }
+    }
 }
 
 impl RouteSpec {
@@ -65,11 +111,27 @@ impl RouteSpec {
         };
         // `labels`: the workload behind each Service, as proxies label traffic by destination
         // (`dst_deployment`), named as Flagger names them: `<target>-primary` and `<target>`.
+        // `endpointLabels`: which process each endpoint is, as a Kubernetes endpoint names its
+        // pod (`dst_pod`, `dst_pod_template_hash`).
         let endpoints = |name: String, eps: &[SocketAddr], deployment: String| StaticEndpoints {
             metadata: meta(name),
             spec: StaticEndpointsSpec {
                 endpoints: eps.iter().map(ToString::to_string).collect(),
                 labels: [("deployment".to_string(), deployment)].into(),
+                endpoint_labels: eps
+                    .iter()
+                    .filter_map(|ep| {
+                        let p = self.pods.get(ep)?;
+                        Some((
+                            ep.to_string(),
+                            [
+                                ("pod".to_string(), p.pod.clone()),
+                                ("pod_template_hash".to_string(), p.pod_template_hash.clone()),
+                            ]
+                            .into(),
+                        ))
+                    })
+                    .collect(),
             },
         };
         let port = Some(i32::from(self.port));
@@ -245,6 +307,10 @@ mod tests {
     use serde_json::json;
 
     fn spec() -> RouteSpec {
+        let (p, c) = (
+            "127.0.0.1:1001".parse().unwrap(),
+            "127.0.0.1:1002".parse().unwrap(),
+        );
         RouteSpec {
             namespace: "default".into(),
             service: "podinfo".into(),
@@ -252,9 +318,47 @@ mod tests {
             port: 9898,
             primary_weight: 80,
             canary_weight: 20,
-            primary: vec!["127.0.0.1:1001".parse().unwrap()],
-            canary: vec!["127.0.0.1:1002".parse().unwrap()],
+            primary: vec![p],
+            canary: vec![c],
+            pods: [
+                (p, PodName::new("podinfo-primary", 7, 0)),
+                (c, PodName::new("podinfo", 7, 0)),
+            ]
+            .into(),
         }
+    }
+
+    #[test]
+    fn pods_are_named_as_a_deployments_with_a_hash_per_workload_and_spec() {
+        let a = PodName::new("podinfo-primary", 7, 0);
+        assert!(
+            a.pod
+                .starts_with(&format!("podinfo-primary-{}-", a.pod_template_hash)),
+            "{a:?}"
+        );
+        assert!(a.pod.ends_with("-0"));
+        assert!((8..=10).contains(&a.pod_template_hash.len()), "{a:?}");
+        assert!(
+            a.pod_template_hash
+                .bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+        );
+        // Stable across runs (a restarted controller names the same process the same way).
+        assert_eq!(a, PodName::new("podinfo-primary", 7, 0));
+        // Another revision, or the same revision as another workload, is another hash.
+        assert_ne!(
+            a.pod_template_hash,
+            PodName::new("podinfo-primary", 8, 0).pod_template_hash
+        );
+        assert_ne!(
+            a.pod_template_hash,
+            PodName::new("podinfo", 7, 0).pod_template_hash
+        );
+        assert_eq!(
+            PodName::new("podinfo-primary", 7, 1).pod_template_hash,
+            a.pod_template_hash
+        );
+        assert_ne!(PodName::new("podinfo-primary", 7, 1).pod, a.pod);
     }
 
     #[test]
@@ -274,6 +378,17 @@ mod tests {
         assert_eq!(docs[0]["spec"]["endpoints"][0], "127.0.0.1:1001");
         assert_eq!(docs[1]["spec"]["labels"]["deployment"], "podinfo-primary");
         assert_eq!(docs[2]["spec"]["labels"]["deployment"], "podinfo");
+        // Each endpoint names its process; the apex follows the primary's.
+        let primary = PodName::new("podinfo-primary", 7, 0);
+        for d in [&docs[0], &docs[1]] {
+            let l = &d["spec"]["endpointLabels"]["127.0.0.1:1001"];
+            assert_eq!(l["pod"], primary.pod.as_str());
+            assert_eq!(l["pod_template_hash"], primary.pod_template_hash.as_str());
+        }
+        assert_eq!(
+            docs[2]["spec"]["endpointLabels"]["127.0.0.1:1002"]["pod"],
+            PodName::new("podinfo", 7, 0).pod.as_str()
+        );
         let refs = &docs[3]["spec"]["rules"][0]["backendRefs"];
         assert_eq!(refs[0]["name"], "podinfo-primary");
         assert_eq!(refs[0]["weight"], 80);

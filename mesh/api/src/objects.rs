@@ -529,6 +529,16 @@ pub struct StaticEndpointsSpec {
     /// exported by proxies as `dst_<name>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Metric labels of single endpoints, keyed by an entry of `endpoints` as written there:
+    /// what a Kubernetes endpoint gets from its pod (`pod: podinfo-primary-5b8c7d9f6d-0`,
+    /// `pod_template_hash: 5b8c7d9f6d`), exported by proxies as `dst_<name>` on the series of
+    /// requests sent to that endpoint, over `labels`.
+    #[serde(
+        default,
+        rename = "endpointLabels",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub endpoint_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[cfg(test)]

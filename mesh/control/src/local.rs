@@ -12,11 +12,14 @@
 //! | `split.smi-spec.io/v1alpha4` (`v1alpha3`, `v1alpha2`, `v1alpha1`) | `TrafficSplit` | |
 //! | `v1` | `Service` | ports and cluster IPs, as in Kubernetes |
 //! | `discovery.k8s.io/v1` | `EndpointSlice` | labelled `kubernetes.io/service-name` |
-//! | `serin.dev/v1beta1` | `StaticEndpoints` | `spec.endpoints: ["127.0.0.1:19001", ...]` for the Service of the same name; optional `spec.labels: {deployment: podinfo-primary}`, the workload behind it, which proxies export as `dst_deployment` |
+//! | `serin.dev/v1beta1` | `StaticEndpoints` | `spec.endpoints: ["127.0.0.1:19001", ...]` for the Service of the same name; optional `spec.labels: {deployment: podinfo-primary}`, the workload behind it, which proxies export as `dst_deployment`; optional `spec.endpointLabels: {"127.0.0.1:19001": {pod: podinfo-primary-5b8c7d9f6d-0, pod_template_hash: 5b8c7d9f6d}}`, each endpoint's own (`dst_pod`, `dst_pod_template_hash`) |
 //! | `gateway.networking.k8s.io/v1beta1` (or `v1`) | `ReferenceGrant` | lets HTTPRoutes of other namespaces use Services of its namespace as backends |
 //!
 //! A `StaticEndpoints` without a `Service` of the same name declares one (no cluster IP, its
-//! endpoints serve any port). Objects without `metadata.namespace` are in `default`.
+//! endpoints serve any port). Objects without `metadata.namespace` are in `default`. Two
+//! `StaticEndpoints` listing one address (an apex Service and its primary) may both label it,
+//! alike; an address labelled differently by two of them gets no endpoint labels, since either
+//! set would be wrong for the other's traffic (as for a pod IP claimed by two pods).
 //!
 //! A file that does not parse is reported (log and `serin_control_errors_total{kind="file"}`)
 //! and its previous content stays in force; a removed file removes its objects.
@@ -48,7 +51,7 @@ use crate::Error;
 use crate::hub::Hub;
 use crate::state::RouteKind;
 use crate::translate::{check_route, check_split, is_fatal};
-use crate::world::{EndpointSet, ObjKey, ServiceInfo, slice_service};
+use crate::world::{EndpointMeta, EndpointSet, ObjKey, ServiceInfo, slice_service};
 use serin_mesh_api::objects::{
     HttpRoute, ReferenceGrant, ReferenceGrantSpec, StaticEndpoints, TrafficSplit,
     TrafficSplitV1Alpha2,
@@ -103,8 +106,19 @@ struct Objects {
     grants: Vec<(ObjKey, ReferenceGrantSpec)>,
     splits: Vec<TrafficSplit>,
     services: Vec<(ObjKey, ServiceInfo)>,
-    statics: Vec<(ObjKey, Vec<SocketAddr>, BTreeMap<String, String>)>,
+    statics: Vec<Static>,
     slices: Vec<(ObjKey, String, EndpointSet)>,
+}
+
+/// One `StaticEndpoints`, checked.
+#[derive(Debug, Clone)]
+struct Static {
+    key: ObjKey,
+    endpoints: Vec<SocketAddr>,
+    /// The workload's labels (`spec.labels`).
+    labels: BTreeMap<String, String>,
+    /// Each endpoint's own labels (`spec.endpointLabels`).
+    endpoint_labels: BTreeMap<SocketAddr, BTreeMap<String, String>>,
 }
 
 #[derive(Debug)]
@@ -275,13 +289,26 @@ impl LocalSource {
                 grants.insert(key.clone(), grant.clone());
             }
         }
+        let mut labelled: BTreeMap<SocketAddr, Option<BTreeMap<String, String>>> = BTreeMap::new();
         for f in inner.files.values() {
-            for (key, addrs, labels) in &f.objects.statics {
-                services.entry(key.clone()).or_default().labels = labels.clone();
-                endpoints.entry(key.clone()).or_default().insert(
-                    format!("static/{}", key.name),
-                    EndpointSet::Static(addrs.clone()),
+            for st in &f.objects.statics {
+                services.entry(st.key.clone()).or_default().labels = st.labels.clone();
+                endpoints.entry(st.key.clone()).or_default().insert(
+                    format!("static/{}", st.key.name),
+                    EndpointSet::Static(st.endpoints.clone()),
                 );
+                for (addr, l) in &st.endpoint_labels {
+                    match labelled.get(addr) {
+                        Some(Some(seen)) if seen != l => {
+                            tracing::warn!(endpoint = %addr, object = %st.key, "endpoint labelled differently by two StaticEndpoints; its series get no endpoint labels");
+                            labelled.insert(*addr, None);
+                        }
+                        Some(_) => {}
+                        None => {
+                            labelled.insert(*addr, Some(l.clone()));
+                        }
+                    }
+                }
             }
             for (svc, slice, set) in &f.objects.slices {
                 endpoints
@@ -290,9 +317,17 @@ impl LocalSource {
                     .insert(slice.clone(), set.clone());
             }
         }
+        let meta = EndpointMeta {
+            by_addr: labelled
+                .into_iter()
+                .filter_map(|(a, l)| Some((a, l?)))
+                .collect(),
+            by_ip: BTreeMap::new(),
+        };
         self.hub.update(received, |state| {
             state.set_services(services);
             state.set_endpoints(endpoints);
+            state.set_endpoint_meta(meta);
             state.set_grants(grants);
             state.set_routes(routes.into_values());
             state.set_splits(splits.into_values());
@@ -641,14 +676,34 @@ fn parse_documents(text: &str) -> Result<Objects, String> {
                         format!("document {n} (StaticEndpoints {key}): spec.endpoints[{j}]: {e:?} is not IP:PORT (e.g. 127.0.0.1:19001)")
                     })?);
                 }
-                for name in se.spec.labels.keys() {
-                    if !serin_mesh_api::table::is_label_name(name) || name == "namespace" {
-                        return Err(format!(
-                            "document {n} (StaticEndpoints {key}): spec.labels: {name:?} is not a label name proxies can export as dst_{name}; accepted: [a-zA-Z_][a-zA-Z0-9_]* other than `namespace` (the Service's own)"
-                        ));
-                    }
+                let label_names = |field: &str, l: &BTreeMap<String, String>| match l.keys().find(
+                    |name| !serin_mesh_api::table::is_label_name(name) || *name == "namespace",
+                ) {
+                    Some(name) => Err(format!(
+                        "document {n} (StaticEndpoints {key}): {field}: {name:?} is not a label name proxies can export as dst_{name}; accepted: [a-zA-Z_][a-zA-Z0-9_]* other than `namespace` (the Service's own)"
+                    )),
+                    None => Ok(()),
+                };
+                label_names("spec.labels", &se.spec.labels)?;
+                let mut endpoint_labels = BTreeMap::new();
+                for (e, l) in &se.spec.endpoint_labels {
+                    let field = format!("spec.endpointLabels[{e:?}]");
+                    let addr = e
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .filter(|a| addrs.contains(a))
+                        .ok_or_else(|| {
+                            format!("document {n} (StaticEndpoints {key}): {field}: not one of spec.endpoints; label only listed endpoints, keyed as IP:PORT")
+                        })?;
+                    label_names(&field, l)?;
+                    endpoint_labels.insert(addr, l.clone());
                 }
-                out.statics.push((key, addrs, se.spec.labels));
+                out.statics.push(Static {
+                    key,
+                    endpoints: addrs,
+                    labels: se.spec.labels,
+                    endpoint_labels,
+                });
             }
             (api, kind) => {
                 return Err(format!(
@@ -705,7 +760,10 @@ spec:
         assert!(!objs.grants[0].1.lets_routes_reach("edge", "api"));
         assert_eq!(objs.services.len(), 1);
         assert_eq!(objs.slices.len(), 1);
-        assert_eq!(objs.statics[0].0, ObjKey::new("default", "podinfo-primary"));
+        assert_eq!(
+            objs.statics[0].key,
+            ObjKey::new("default", "podinfo-primary")
+        );
         assert_eq!(objs.splits.len(), 1);
     }
 
@@ -715,13 +773,44 @@ spec:
             "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {name: a}\nspec: {endpoints: [127.0.0.1:1], labels: {deployment: a-primary}}\n",
         )
         .unwrap();
-        assert_eq!(objs.statics[0].2["deployment"], "a-primary");
+        assert_eq!(objs.statics[0].labels["deployment"], "a-primary");
         for bad in ["pod-name", "namespace"] {
             let e = parse_documents(&format!(
                 "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {{name: a}}\nspec: {{endpoints: [127.0.0.1:1], labels: {{{bad}: x}}}}\n"
             ))
             .unwrap_err();
             assert!(e.contains("spec.labels") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn endpoint_labels_must_key_a_listed_endpoint_with_label_names() {
+        let doc = |labels: &str| {
+            format!(
+                "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {{name: a}}\nspec: {{endpoints: [127.0.0.1:1], endpointLabels: {labels}}}\n"
+            )
+        };
+        let objs =
+            parse_documents(&doc("{127.0.0.1:1: {pod: a-0, pod_template_hash: h}}")).unwrap();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(objs.statics[0].endpoint_labels[&addr]["pod"], "a-0");
+        for (labels, needle) in [
+            ("{127.0.0.1:2: {pod: a-0}}", "not one of spec.endpoints"),
+            ("{a-0: {pod: a-0}}", "not one of spec.endpoints"),
+            (
+                "{127.0.0.1:1: {pod-name: a-0}}",
+                "\"pod-name\" is not a label name",
+            ),
+            (
+                "{127.0.0.1:1: {namespace: x}}",
+                "\"namespace\" is not a label name",
+            ),
+        ] {
+            let e = parse_documents(&doc(labels)).unwrap_err();
+            assert!(
+                e.contains("spec.endpointLabels[") && e.contains(needle),
+                "{e}"
+            );
         }
     }
 

@@ -299,3 +299,45 @@ spec:
     cp.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn static_endpoint_labels_reach_the_table_per_endpoint_and_a_conflict_drops_them()
+-> anyhow::Result<()> {
+    let dir = temp_dir("local");
+    // As serin-local writes them: the apex and the primary list (and label) the same process.
+    let labelled = |name: &str, addr: &str, pod: &str| {
+        format!(
+            "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {{name: {name}}}\nspec:\n  endpoints: [\"{addr}\"]\n  labels: {{deployment: web-primary}}\n  endpointLabels: {{\"{addr}\": {{pod: {pod}, pod_template_hash: 5b8c7d9f6d}}}}\n---\n"
+        )
+    };
+    let routes = format!(
+        "{}{}apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: web}}]\n  rules: [{{backendRefs: [{{name: web-primary, port: 80}}]}}]\n",
+        labelled("web", "127.0.0.1:1001", "web-primary-5b8c7d9f6d-0"),
+        labelled("web-primary", "127.0.0.1:1001", "web-primary-5b8c7d9f6d-0"),
+    );
+    std::fs::write(dir.join("web.yaml"), &routes)?;
+    let cp = start(&dir).await?;
+    let labels_of = |t: &RouteTable| {
+        let a: Authority = "web".parse().expect("authority");
+        let r = t.routes.iter().find(|r| r.authority == a).cloned();
+        r.and_then(|r| r.backends.into_iter().find(|b| b.name == "web-primary"))
+            .map(|b| (b.labels, b.endpoint_labels))
+    };
+    let (labels, per_endpoint) = labels_of(&table(cp.addr).await?).context("web-primary")?;
+    assert_eq!(labels["deployment"], "web-primary");
+    let ep: SocketAddr = "127.0.0.1:1001".parse()?;
+    assert_eq!(per_endpoint[&ep]["pod"], "web-primary-5b8c7d9f6d-0");
+    assert_eq!(per_endpoint[&ep]["pod_template_hash"], "5b8c7d9f6d");
+
+    // Two objects naming one address as two different pods: neither name is trusted.
+    let v = cp.hub.current().version;
+    std::fs::write(
+        dir.join("web.yaml"),
+        routes.replacen("web-primary-5b8c7d9f6d-0", "web-primary-5b8c7d9f6d-1", 1),
+    )?;
+    until_version(&cp, v).await?;
+    let (_, per_endpoint) = labels_of(&table(cp.addr).await?).context("web-primary")?;
+    assert!(per_endpoint.is_empty(), "{per_endpoint:?}");
+    cp.stop().await;
+    Ok(())
+}

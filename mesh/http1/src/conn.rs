@@ -40,12 +40,18 @@ use crate::h2::{H2_PREFACE, H2Server, serve_h2};
 use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
 use crate::idle::IdleWatch;
 use crate::io::{Opened, TcpObserver};
+use crate::stop::StopSignal;
 
 /// Time allowed for a complete request head, counted from the moment the connection starts
 /// waiting for it (so an idle keep-alive connection is closed after it, as hyper did).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read size.
 const READ_CHUNK: usize = 8 * 1024;
+/// How long a connection waiting for its next request head keeps the buffers of the last one.
+/// A busy keep-alive connection reuses them (allocating and growing them afresh for every
+/// request cost more than parsing it); an idle one gives them back after this, so it costs
+/// its task and socket, not 8 KiB of read buffer and its last response head.
+const RELEASE_AFTER: Duration = Duration::from_millis(250);
 /// How long, and how much input at most, a closing connection still reads and drops.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
@@ -249,6 +255,7 @@ pub async fn serve_connection<H: Handler>(
         shared,
         buf: BytesMut::new(),
         out: Vec::new(),
+        stopping: StopSignal::new(stop.clone()),
         stop,
         draining: false,
         timer: None,
@@ -296,9 +303,13 @@ struct Conn {
     /// Response heads are encoded here (kept, so a connection encodes without allocating).
     out: Vec<u8>,
     stop: watch::Receiver<bool>,
+    /// `stop`, checked by an idle connection on every wait.
+    stopping: StopSignal,
     draining: bool,
-    /// The head timeout: one timer per connection, moved forward only when it fires early
-    /// (arming a timer per request costs more than the check).
+    /// The head timeout and the buffers' release ([`RELEASE_AFTER`]): one timer per
+    /// connection, moved forward only when it fires early (arming a timer per request costs
+    /// more than the check), and moved back only when buffers were taken again after a
+    /// release.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the connection started waiting for the head being read.
     head_started: Option<Instant>,
@@ -306,45 +317,66 @@ struct Conn {
 
 impl Conn {
     /// Waits for more bytes, the head timeout, or (when nothing is buffered) the stop signal.
+    /// Buffers kept from the last request are released once the wait has lasted
+    /// [`RELEASE_AFTER`] with nothing of a new request read.
     async fn wait_readable(&mut self) -> Wait {
         // From the first wait for this head, not this read: a client trickling a head byte by
         // byte gets no more time than one sending nothing.
         let started = *self.head_started.get_or_insert_with(Instant::now);
-        let deadline = started + HEAD_TIMEOUT;
+        let deadline = tokio::time::Instant::from_std(started + HEAD_TIMEOUT);
+        let release_at = tokio::time::Instant::from_std(started + RELEASE_AFTER);
+        let holds = |buf: &BytesMut, out: &Vec<u8>| buf.capacity() > 0 || out.capacity() > 0;
+        let wake = if holds(&self.buf, &self.out) {
+            release_at
+        } else {
+            deadline
+        };
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+        if timer.deadline() > wake {
+            // Buffers taken again after a release: the timer still points at a later head
+            // deadline. Once per idle period, not per request.
+            timer.as_mut().reset(wake);
+        }
         let idle = self.buf.is_empty() && !self.draining;
         let Conn {
             shared,
             buf,
-            stop,
+            out,
+            stopping,
             draining,
             ..
         } = self;
-        if idle && *stop.borrow_and_update() {
-            *draining = true;
-            return Wait::Stop;
-        }
-        let mut changed = pin!(stop.changed());
         poll_fn(|cx| {
+            // Before reading: a stopping proxy closes an idle connection even when the client
+            // has already sent its next request.
+            if idle && stopping.poll_stopped(cx) {
+                *draining = true;
+                return Poll::Ready(Wait::Stop);
+            }
             match shared.poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) => return Poll::Ready(Wait::Read(n)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Wait::Failed(e)),
                 Poll::Pending => {}
             }
-            if idle && changed.as_mut().poll(cx).is_ready() {
-                *draining = true;
-                return Poll::Ready(Wait::Stop);
-            }
             while timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     return Poll::Ready(Wait::TimedOut);
                 }
+                // Nothing of the next request yet (a head trickling in keeps its bytes).
+                if now >= release_at && buf.is_empty() {
+                    *buf = BytesMut::new();
+                    *out = Vec::new();
+                }
+                let next = if holds(buf, out) && release_at > now {
+                    release_at
+                } else {
+                    deadline
+                };
                 // Set while waiting for an earlier request: start over from this wait.
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::from_std(deadline));
+                timer.as_mut().reset(next);
             }
             Poll::Pending
         })
@@ -353,13 +385,19 @@ impl Conn {
 
     async fn serve_h1<H: Handler>(&mut self, handler: H) -> io::Result<()> {
         loop {
-            // Read until a complete head is buffered. The head is parsed only once its end
-            // (an empty line) has arrived: a head trickling in small pieces is scanned once
-            // for that end, not parsed again from its start on every read.
-            let mut scanned = 0;
+            // Read until a complete head is buffered. What the first read brought is parsed
+            // at once (nearly always the whole head); after that the head is parsed only once
+            // its end (an empty line) has arrived: a head trickling in small pieces is
+            // scanned once for that end, not parsed again from its start on every read.
+            let mut scanned: Option<usize> = None;
             let head = loop {
-                let complete = head_end_after(&self.buf, scanned);
-                scanned = self.buf.len();
+                let complete = match scanned {
+                    Some(from) => head_end_after(&self.buf, from),
+                    None => !self.buf.is_empty(),
+                };
+                if !self.buf.is_empty() {
+                    scanned = Some(self.buf.len());
+                }
                 if complete {
                     match parse_head(&mut self.buf) {
                         Ok(Some(h)) => {
@@ -385,26 +423,6 @@ impl Conn {
             if !Box::pin(self.serve_one(head, &handler)).await? {
                 return Ok(());
             }
-            self.release_if_idle();
-        }
-    }
-
-    /// Between requests, a connection whose client has sent nothing more gives its buffers
-    /// back (an idle keep-alive connection then costs its task and socket, not 8 KiB of read
-    /// buffer and its last response head); they are allocated again when bytes arrive.
-    fn release_if_idle(&mut self) {
-        if !self.buf.is_empty() {
-            return;
-        }
-        let waker = std::task::Waker::noop();
-        let readable = self
-            .shared
-            .stream
-            .poll_read_ready(&mut Context::from_waker(waker))
-            .is_ready();
-        if !readable {
-            self.buf = BytesMut::new();
-            self.out = Vec::new();
         }
     }
 
@@ -439,17 +457,16 @@ impl Conn {
                 (ClientBody::H1(b), Some(rx))
             }
         };
-        // Boxed for the length of the request: inline, the handler's future (routing and
-        // forwarding, tens of KiB of state) would be part of every connection task and stay
-        // allocated while the connection is idle.
-        let call = Box::pin(handler.call(req.map(|()| body)));
+        // Part of this future, which `serve_h1` boxes for the length of the request: the
+        // handler's state (routing and forwarding) is allocated and moved once per request,
+        // and is not part of an idle connection's task.
+        let mut call = pin!(handler.call(req.map(|()| body)));
         let resp = if back.is_none() {
             // No body to read, so the socket is idle until the answer: watch it. A client that
             // hangs up (end of stream or an error) cancels the request, dropping the upstream
             // exchange, as hyper's server did (it does not wait for half-closed clients either);
             // bytes that arrive instead (a pipelined request) stay in the buffer for later and
             // the watch ends.
-            let mut call = call;
             let shared = self.shared.clone();
             let buf = &mut self.buf;
             let watch = std::future::poll_fn(|cx| shared.poll_read(cx, buf));
@@ -479,7 +496,7 @@ impl Conn {
                 Err(_) => keep_alive = false,
             }
         }
-        if !self.draining && *self.stop.borrow() {
+        if !self.draining && self.stopping.is_stopped() {
             self.draining = true;
         }
         if self.draining {

@@ -61,6 +61,10 @@ pub fn response_head(
         Out::Close
     };
     out.clear();
+    // Grown once, not doubled from a few bytes on the way (a connection's buffer is new after
+    // it was released while idle): the status line, the fields the proxy adds, and a
+    // typical field per header.
+    out.reserve(128 + 64 * headers.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

@@ -24,6 +24,7 @@ pub mod h2;
 pub mod head;
 pub mod idle;
 pub mod io;
+pub mod stop;
 
 pub use body::{ClientBody, H1RequestBody};
 pub use conn::{HEAD_TIMEOUT, Handler, serve_connection};
@@ -31,6 +32,7 @@ pub use h2::{H2Options, H2Server};
 pub use head::{MAX_HEAD, MAX_HEADERS};
 pub use idle::IdleWatch;
 pub use io::{CountingIo, Opened, TcpObserver};
+pub use stop::StopSignal;
 
 /// Errors a body may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -369,12 +369,12 @@ fn main() -> anyhow::Result<()> {
     let mut max_rps: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
     // Each round's p99 of the closed loop, per path.
     let mut max_p99: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
-    // (CPU ticks, requests) of each proxy over all rounds.
-    let mut cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
+    // (user CPU ticks, system CPU ticks, requests) of each proxy over all rounds.
+    let mut cpu: Vec<(u64, u64, u64)> = vec![(0, 0, 0); paths.len()];
     let max_rounds = if part("max") { rounds_n } else { 0 };
     for _round in 0..max_rounds {
         let owners = slot_owners(&mut order, paths.len(), MAX_MEASURE, MAX_SLOT);
-        let before: Vec<Option<u64>> = paths
+        let before: Vec<Option<(u64, u64)>> = paths
             .iter()
             .map(|(_, p, _)| p.as_ref().map(Proc::cpu_ticks))
             .collect();
@@ -382,8 +382,10 @@ fn main() -> anyhow::Result<()> {
             max_rps[i].push(rps);
             max_p99[i].push(p99);
             if let (Some(b), Some(p)) = (before[i], paths[i].1.as_ref()) {
-                cpu[i].0 += p.cpu_ticks().saturating_sub(b);
-                cpu[i].1 += requests;
+                let (user, sys) = p.cpu_ticks();
+                cpu[i].0 += user.saturating_sub(b.0);
+                cpu[i].1 += sys.saturating_sub(b.1);
+                cpu[i].2 += requests;
             }
         }
     }
@@ -410,27 +412,65 @@ fn main() -> anyhow::Result<()> {
         p99s.sort_unstable();
         let p99 = p99s.get(p99s.len() / 2).copied().unwrap_or(0);
         println!("path={name} max_rps={rps} p99_us={p99}");
-        let (ticks, requests) = cpu[i];
+        let (user, sys, requests) = cpu[i];
         if proc_.is_some() && requests > 0 {
             // CPU time the proxy itself spent per request: unlike rps, this barely moves when
             // other work shares the machine, so it compares the proxies' efficiency fairly.
-            let us = ticks as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
+            let us = |ticks: u64| ticks as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
             cpu_notes.push(format!(
-                "# path={name} cpu_us_per_request={us:.1} requests={requests}"
+                "# path={name} cpu_us_per_request={:.1} requests={requests}",
+                us(user + sys)
+            ));
+            // Where it went: the proxy's own code (user) or the kernel (system: syscalls and
+            // the network stack, netfilter included).
+            cpu_notes.push(format!(
+                "# path={name} user_us_per_request={:.1} sys_us_per_request={:.1}",
+                us(user),
+                us(sys)
             ));
         }
     }
     // The transparent path's goal: at most 5% more CPU per request than the explicit one.
     let us = |name: &str| {
         let i = paths.iter().position(|(n, _, _)| *n == name)?;
-        let (ticks, requests) = cpu[i];
-        (requests > 0).then(|| ticks as f64 / requests as f64)
+        let (user, sys, requests) = cpu[i];
+        (requests > 0).then(|| (user as f64 / requests as f64, sys as f64 / requests as f64))
     };
     if let (Some(explicit), Some(transparent)) = (us("serin"), us(TRANSPARENT)) {
+        let total = |c: (f64, f64)| c.0 + c.1;
         cpu_notes.push(format!(
             "# path=serin-transparent cpu_per_request_vs_serin={:+.1}% (goal: at most +5%)",
-            (transparent / explicit - 1.0) * 100.0
+            (total(transparent) / total(explicit) - 1.0) * 100.0
         ));
+        // The difference split: how much of the explicit path's CPU per request the
+        // transparent path adds in user space and in the kernel.
+        cpu_notes.push(format!(
+            "# path=serin-transparent added_vs_serin user={:+.1}% sys={:+.1}% (of serin's total)",
+            (transparent.0 - explicit.0) / total(explicit) * 100.0,
+            (transparent.1 - explicit.1) / total(explicit) * 100.0
+        ));
+    }
+    // Connection tracking in the capture namespace (the root namespace, with no NAT rule,
+    // tracks nothing): what `serin-proxy init`'s rules leave tracked.
+    if let (Some(ns), true) = (&capture, max_rounds > 0 && us(TRANSPARENT).is_some()) {
+        match in_netns(&ns.file, || {
+            std::fs::read_to_string("/proc/thread-self/net/nf_conntrack")
+        }) {
+            Ok(Ok(table)) => {
+                let entries: Vec<&str> = table.lines().filter(|l| l.contains(" tcp ")).collect();
+                let loopback = entries
+                    .iter()
+                    .filter(|l| l.contains("src=127.0.0.1 dst=127.0.0.1 "))
+                    .count();
+                cpu_notes.push(format!(
+                    "# path=serin-transparent conntrack_entries={} loopback_to_loopback={loopback} (in the capture namespace)",
+                    entries.len()
+                ));
+            }
+            Ok(Err(e)) | Err(e) => cpu_notes.push(format!(
+                "# note: the capture namespace's conntrack table is unreadable: {e}"
+            )),
+        }
     }
     for n in cpu_notes {
         println!("{n}");
@@ -571,19 +611,25 @@ impl Proc {
         }
     }
 
-    /// User + system CPU ticks of the process and its children.
-    fn cpu_ticks(&self) -> u64 {
-        self.pids().into_iter().map(cpu_ticks).sum()
+    /// User and system CPU ticks of the process and its children.
+    fn cpu_ticks(&self) -> (u64, u64) {
+        self.pids()
+            .into_iter()
+            .map(cpu_ticks)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// `(user, system)` CPU ticks of `pid`. System time includes the kernel's network work done
+/// on the process's behalf: its own sends over loopback run the receive path (netfilter,
+/// connection tracking, TCP) in its context.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
+    (get(11), get(12))
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -1077,7 +1123,15 @@ fn start_serin_transparent(
 ) -> anyhow::Result<(Proc, Target)> {
     let bin = serin_binary()?;
     let bin_s = bin.to_str().context("the serin-proxy path is not UTF-8")?;
-    run_tool(&["ip", "netns", "exec", &ns.name, bin_s, "init"]).context("serin-proxy init")?;
+    // `SERIN_BENCH_INIT_ARGS="--track-loopback"` measures the capture without the loopback
+    // conntrack exemption (the comparison that shows what the exemption saves).
+    let extra = std::env::var("SERIN_BENCH_INIT_ARGS").unwrap_or_default();
+    let mut init = vec!["ip", "netns", "exec", &ns.name, bin_s, "init"];
+    init.extend(extra.split_whitespace());
+    let out = run_tool(&init).context("serin-proxy init")?;
+    for line in out.lines() {
+        println!("# {line}");
+    }
     let cfg = dir.join("serin-transparent.yaml");
     std::fs::write(
         &cfg,

@@ -4,11 +4,30 @@
 //! never touches anybody else's rules:
 //!
 //! ```text
-//! PREROUTING -> SERIN_INBOUND:  skip ports RETURN, then -> SERIN_INBOUND_REDIRECT (REDIRECT to the inbound listener)
-//! OUTPUT     -> SERIN_OUTBOUND: the proxy's own UID RETURN (its upstream connections are not
-//!                               captured again), loopback RETURN, skip ports RETURN,
-//!                               then -> SERIN_OUTBOUND_REDIRECT (REDIRECT to the outbound listener)
+//! nat PREROUTING -> SERIN_INBOUND:  skip ports RETURN, then -> SERIN_INBOUND_REDIRECT (REDIRECT to the inbound listener)
+//! nat OUTPUT     -> SERIN_OUTBOUND: the proxy's own UID RETURN (its upstream connections are not
+//!                                   captured again), loopback RETURN, skip ports RETURN,
+//!                                   then -> SERIN_OUTBOUND_REDIRECT (REDIRECT to the outbound listener)
+//! raw OUTPUT     -> SERIN_NOTRACK (only packets leaving over lo): TCP from 127.0.0.0/8 to
+//!                                   127.0.0.0/8: CT --notrack
 //! ```
+//!
+//! Why the raw rule: a NAT rule makes the kernel track every connection of the pod's network
+//! namespace, and tracking costs CPU on every packet. REDIRECT needs it for the connections it
+//! redirects (their replies are translated back by the tracked entry), but the loopback legs
+//! the proxy adds (to the app on the inbound side, to upstreams on 127.0.0.1) are never
+//! translated: they need no entry. A redirected connection never matches: its packets to the
+//! proxy leave with a non-loopback destination (the Service or pod address, before the
+//! REDIRECT), and the proxy's replies go to that connection's non-loopback source (Linux
+//! refuses a loopback source for a non-loopback route), so only connections whose both ends
+//! are loopback addresses go untracked, and those are exactly the ones the nat rules RETURN.
+//! A packet that passes lo keeps the tracking decision made as it left (raw OUTPUT), so no
+//! PREROUTING rule is needed. Unlike the nat chains (which see only a connection's first
+//! packet) the raw chain sees every packet, so its rules are the cheapest the kernel has: the
+//! jump matches the output interface only (no comment match, which iptables-nft evaluates
+//! through the slower x_tables compatibility layer), and the chain compares addresses.
+//! `--track-loopback` keeps the chain empty, for a pod whose own rules match loopback traffic
+//! by conntrack state.
 //!
 //! [`Plan`] is pure (the rules as `iptables-restore` input and the jumps); [`Iptables`] runs
 //! them with the chosen backend (iptables-nft or iptables-legacy). This module does not decide
@@ -26,6 +45,16 @@ pub const INBOUND_REDIRECT_CHAIN: &str = "SERIN_INBOUND_REDIRECT";
 pub const OUTBOUND_CHAIN: &str = "SERIN_OUTBOUND";
 /// Chain redirecting outbound TCP to the outbound listener.
 pub const OUTBOUND_REDIRECT_CHAIN: &str = "SERIN_OUTBOUND_REDIRECT";
+/// Chain (raw table) exempting loopback-only TCP from connection tracking.
+pub const NOTRACK_CHAIN: &str = "SERIN_NOTRACK";
+/// Serin's chains by table, in the order they are removed.
+const CHAINS: [(&str, &str); 5] = [
+    ("nat", INBOUND_CHAIN),
+    ("nat", OUTBOUND_CHAIN),
+    ("nat", INBOUND_REDIRECT_CHAIN),
+    ("nat", OUTBOUND_REDIRECT_CHAIN),
+    ("raw", NOTRACK_CHAIN),
+];
 /// Comment on the two jumps, so a reader of `iptables-save` knows who put them there.
 const COMMENT: &str = "serin-proxy capture";
 
@@ -42,17 +71,32 @@ pub struct CaptureConfig {
     pub skip_inbound_ports: BTreeSet<u16>,
     /// Outbound destination ports left alone.
     pub skip_outbound_ports: BTreeSet<u16>,
+    /// Keep connection tracking for loopback-only TCP (by default it is exempted; see the
+    /// module docs).
+    pub track_loopback: bool,
 }
 
 /// The rules of one [`CaptureConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// `iptables-restore --noflush` input: declares (and so empties) Serin's four chains and
-    /// fills them. Other chains are untouched.
+    /// `iptables-restore --noflush` input for the nat table: declares (and so empties) Serin's
+    /// four nat chains and fills them. Other chains are untouched.
     pub restore: String,
-    /// The jumps from the built-in chains into Serin's: `(chain, rule args)`, added only when
-    /// missing.
-    pub jumps: Vec<(&'static str, Vec<String>)>,
+    /// The same for the raw table: Serin's loopback conntrack exemption.
+    pub restore_raw: String,
+    /// The jumps from the built-in chains into Serin's, added only when missing.
+    pub jumps: Vec<Jump>,
+}
+
+/// A rule in a built-in chain jumping to one of Serin's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    /// `nat` or `raw`.
+    pub table: &'static str,
+    /// The built-in chain.
+    pub chain: &'static str,
+    /// The rule's arguments.
+    pub args: Vec<String>,
 }
 
 impl CaptureConfig {
@@ -102,33 +146,49 @@ impl CaptureConfig {
             "-A {OUTBOUND_CHAIN} -p tcp -j {OUTBOUND_REDIRECT_CHAIN}\n"
         ));
         r.push_str("COMMIT\n");
-        let jump = |to: &str| -> Vec<String> {
-            ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+        let mut raw = format!("*raw\n:{NOTRACK_CHAIN} - [0:0]\n");
+        if !self.track_loopback {
+            raw.push_str(&format!(
+                "-A {NOTRACK_CHAIN} -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack\n"
+            ));
+        }
+        raw.push_str("COMMIT\n");
+        let jump = |table: &'static str, chain: &'static str, args: &[&str]| Jump {
+            table,
+            chain,
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
+        let commented =
+            |to: &'static str| ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to];
         Plan {
             restore: r,
+            restore_raw: raw,
             jumps: vec![
-                ("PREROUTING", jump(INBOUND_CHAIN)),
-                ("OUTPUT", jump(OUTBOUND_CHAIN)),
+                jump("nat", "PREROUTING", &commented(INBOUND_CHAIN)),
+                jump("nat", "OUTPUT", &commented(OUTBOUND_CHAIN)),
+                jump("raw", "OUTPUT", &["-o", "lo", "-j", NOTRACK_CHAIN]),
             ],
         }
     }
 }
 
 impl Plan {
-    /// The plan as a reviewer reads it (`serin-proxy init --dry-run`): the restore input, then
+    /// The plan as a reviewer reads it (`serin-proxy init --dry-run`): the restore inputs, then
     /// the jump commands.
     pub fn render(&self, iptables: &str) -> String {
-        let mut s = format!("# {iptables}-restore --noflush <<EOF\n");
-        s.push_str(&self.restore);
-        s.push_str("# EOF\n");
-        for (chain, args) in &self.jumps {
+        let mut s = String::new();
+        for input in [&self.restore, &self.restore_raw] {
+            s.push_str(&format!("# {iptables}-restore --noflush <<EOF\n"));
+            s.push_str(input);
+            s.push_str("# EOF\n");
+        }
+        for j in &self.jumps {
             s.push_str(&format!(
-                "{iptables} -t nat -A {chain} {}\n",
-                args.iter()
+                "{iptables} -t {} -A {} {}\n",
+                j.table,
+                j.chain,
+                j.args
+                    .iter()
                     .map(|a| if a.contains(' ') {
                         format!("{a:?}")
                     } else {
@@ -220,6 +280,13 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What [`Iptables::install`] did beyond the capture rules.
+#[derive(Debug)]
+pub struct Installed {
+    /// Why the loopback conntrack exemption is not installed, when it is not.
+    pub notrack_skipped: Option<CaptureError>,
 }
 
 /// One iptables backend, run as child processes.
@@ -342,36 +409,59 @@ impl Iptables {
     }
 
     /// Installs `plan`: Serin's chains are (re)written whole, the jumps added when missing.
-    /// Running it twice leaves the same rules as running it once.
-    pub fn install(&self, plan: &Plan) -> Result<(), CaptureError> {
+    /// Running it twice leaves the same rules as running it once. The loopback conntrack
+    /// exemption only saves CPU (capture works the same without it), so a kernel that refuses
+    /// it (no raw table or CT target) leaves the capture rules installed and the refusal in
+    /// [`Installed::notrack_skipped`] for the caller to report.
+    pub fn install(&self, plan: &Plan) -> Result<Installed, CaptureError> {
         self.check("-restore", &["--noflush"], Some(&plan.restore))?;
-        for (chain, args) in &plan.jumps {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut check = vec!["-t", "nat", "-C", chain];
-            check.extend(&args);
-            let present = self.run("", &check, None)?;
-            if present.ok {
-                continue;
-            }
-            if is_permission(&present.stderr) {
-                return Err(classify(
-                    format!("{} {}", self.bin, check.join(" ")),
-                    present.status,
-                    present.stderr,
-                ));
-            }
-            let mut add = vec!["-t", "nat", "-A", chain];
-            add.extend(&args);
-            self.check("", &add, None)?;
+        for j in plan.jumps.iter().filter(|j| j.table == "nat") {
+            self.add_jump(j)?;
         }
-        Ok(())
+        let notrack = self
+            .check("-restore", &["--noflush"], Some(&plan.restore_raw))
+            .and_then(|_| {
+                plan.jumps
+                    .iter()
+                    .filter(|j| j.table == "raw")
+                    .try_for_each(|j| self.add_jump(j))
+            });
+        match notrack {
+            Ok(()) => Ok(Installed {
+                notrack_skipped: None,
+            }),
+            Err(e @ CaptureError::Capabilities { .. }) => Err(e),
+            Err(e) => Ok(Installed {
+                notrack_skipped: Some(e),
+            }),
+        }
     }
 
-    /// Removes the jumps and Serin's chains; a no-op when they are not there.
+    fn add_jump(&self, j: &Jump) -> Result<(), CaptureError> {
+        let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
+        let mut check = vec!["-t", j.table, "-C", j.chain];
+        check.extend(&args);
+        let present = self.run("", &check, None)?;
+        if present.ok {
+            return Ok(());
+        }
+        if is_permission(&present.stderr) {
+            return Err(classify(
+                format!("{} {}", self.bin, check.join(" ")),
+                present.status,
+                present.stderr,
+            ));
+        }
+        let mut add = vec!["-t", j.table, "-A", j.chain];
+        add.extend(&args);
+        self.check("", &add, None).map(|_| ())
+    }
+
+    /// Removes the jumps and Serin's chains in both tables; a no-op when they are not there.
     pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
-        for (chain, args) in &plan.jumps {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut del = vec!["-t", "nat", "-D", chain];
+        for j in &plan.jumps {
+            let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
+            let mut del = vec!["-t", j.table, "-D", j.chain];
             del.extend(&args);
             // Delete every copy (an older, non-idempotent install may have left two).
             loop {
@@ -389,25 +479,26 @@ impl Iptables {
                 break;
             }
         }
-        let saved = self.check("-save", &["-t", "nat"], None)?;
-        for c in [
-            INBOUND_CHAIN,
-            OUTBOUND_CHAIN,
-            INBOUND_REDIRECT_CHAIN,
-            OUTBOUND_REDIRECT_CHAIN,
-        ] {
-            if saved.lines().any(|l| l.starts_with(&format!(":{c} "))) {
-                self.check("", &["-t", "nat", "-F", c], None)?;
-            }
+        let mut present = Vec::new();
+        for table in ["nat", "raw"] {
+            let saved = match self.check("-save", &["-t", table], None) {
+                Ok(s) => s,
+                // A kernel without a raw table has no Serin chain in it either.
+                Err(CaptureError::Failed { .. }) if table == "raw" => continue,
+                Err(e) => return Err(e),
+            };
+            present.extend(
+                CHAINS
+                    .iter()
+                    .filter(|(t, c)| {
+                        *t == table && saved.lines().any(|l| l.starts_with(&format!(":{c} ")))
+                    })
+                    .copied(),
+            );
         }
-        for c in [
-            INBOUND_CHAIN,
-            OUTBOUND_CHAIN,
-            INBOUND_REDIRECT_CHAIN,
-            OUTBOUND_REDIRECT_CHAIN,
-        ] {
-            if saved.lines().any(|l| l.starts_with(&format!(":{c} "))) {
-                self.check("", &["-t", "nat", "-X", c], None)?;
+        for op in ["-F", "-X"] {
+            for (table, chain) in &present {
+                self.check("", &["-t", table, op, chain], None)?;
             }
         }
         Ok(())
@@ -447,6 +538,7 @@ mod tests {
             proxy_uid: 2102,
             skip_inbound_ports: [4191, 22].into(),
             skip_outbound_ports: [3306].into(),
+            track_loopback: false,
         }
     }
 
@@ -471,13 +563,40 @@ mod tests {
 COMMIT
 ";
         assert_eq!(p.restore, expected);
-        assert_eq!(p.jumps.len(), 2);
-        assert_eq!(p.jumps[0].0, "PREROUTING");
-        assert_eq!(p.jumps[1].0, "OUTPUT");
+        let jumps: Vec<(&str, &str, Option<&str>)> = p
+            .jumps
+            .iter()
+            .map(|j| (j.table, j.chain, j.args.last().map(String::as_str)))
+            .collect();
         assert_eq!(
-            p.jumps[1].1.last().map(String::as_str),
-            Some(OUTBOUND_CHAIN)
+            jumps,
+            [
+                ("nat", "PREROUTING", Some(INBOUND_CHAIN)),
+                ("nat", "OUTPUT", Some(OUTBOUND_CHAIN)),
+                ("raw", "OUTPUT", Some(NOTRACK_CHAIN)),
+            ]
         );
+    }
+
+    #[test]
+    fn only_loopback_to_loopback_tcp_goes_untracked_unless_tracking_is_kept() {
+        let p = cfg().plan();
+        assert_eq!(
+            p.restore_raw,
+            "*raw
+:SERIN_NOTRACK - [0:0]
+-A SERIN_NOTRACK -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack
+COMMIT
+"
+        );
+        // Kept: the chain is still declared (so a second init with the flag empties it).
+        let kept = CaptureConfig {
+            track_loopback: true,
+            ..cfg()
+        }
+        .plan();
+        assert_eq!(kept.restore_raw, "*raw\n:SERIN_NOTRACK - [0:0]\nCOMMIT\n");
+        assert_eq!(kept.restore, p.restore);
     }
 
     #[test]
@@ -487,6 +606,11 @@ COMMIT
         assert!(text.contains(
             "iptables-nft -t nat -A OUTPUT -p tcp -m comment --comment \"serin-proxy capture\" -j SERIN_OUTBOUND\n"
         ));
+        assert!(
+            text.contains("<<EOF\n*raw\n:SERIN_NOTRACK - [0:0]\n"),
+            "{text}"
+        );
+        assert!(text.contains("iptables-nft -t raw -A OUTPUT -o lo -j SERIN_NOTRACK\n"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The request path: route, pick, forward, observe.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use crate::metrics::{Counted, ErrorKind, Outcome, Registry, RouteMetrics};
 use crate::router::{BackendRt, HeaderEdits, RequestView};
 use crate::table::TableHandle;
 
+use crate::pool::SendError;
 pub use crate::pool::Upstreams;
 
 /// State shared by every connection of one proxy.
@@ -167,8 +169,13 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 /// Handles one outbound request.
-pub async fn outbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
-    outbound_via(shared, None, req).await
+// Not an `async fn` awaiting the other: that would keep a second copy of the request in the
+// future, which is allocated and moved for every request.
+pub fn outbound(
+    shared: Arc<Shared>,
+    req: Request<ClientBody>,
+) -> impl Future<Output = Response<ResBody>> + Send {
+    outbound_via(shared, None, req)
 }
 
 /// Handles one outbound request of a transparently captured connection: routed by its
@@ -263,10 +270,10 @@ pub async fn outbound_via(
 
     let h2 = parts.version == Version::HTTP_2;
     prepare_upstream(&mut parts, ep, h2);
-    let req = Request::from_parts(parts, body);
     send(
         &shared.outbound,
-        req,
+        parts,
+        body,
         started,
         ep,
         counted,
@@ -279,9 +286,12 @@ pub async fn outbound_via(
 }
 
 /// Handles one inbound request (to the local app).
-pub async fn inbound(shared: Arc<Shared>, req: Request<ClientBody>) -> Response<ResBody> {
+pub fn inbound(
+    shared: Arc<Shared>,
+    req: Request<ClientBody>,
+) -> impl Future<Output = Response<ResBody>> + Send {
     let endpoint = shared.inbound.as_ref().and_then(|t| t.endpoint.clone());
-    inbound_to(shared, endpoint, req).await
+    inbound_to(shared, endpoint, req)
 }
 
 /// Handles one inbound request to `endpoint` (transparent mode: the app at
@@ -304,7 +314,8 @@ pub async fn inbound_to(
     prepare_upstream(&mut parts, &endpoint, h2);
     send(
         &target.upstreams,
-        Request::from_parts(parts, ReqBody::Incoming(body)),
+        parts,
+        ReqBody::Incoming(body),
         started,
         &endpoint,
         Counted::only(&target.metrics),
@@ -363,7 +374,8 @@ fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, h2: bool) {
 #[allow(clippy::too_many_arguments)]
 async fn send(
     upstreams: &Upstreams,
-    req: Request<ReqBody>,
+    parts: http::request::Parts,
+    body: ReqBody,
     started: Instant,
     ep: &Arc<Endpoint>,
     metrics: Counted<'_>,
@@ -373,15 +385,24 @@ async fn send(
     response_headers: &HeaderEdits,
 ) -> Response<ResBody> {
     let in_flight = ep.start();
+    // A route without `timeout` still gets no response head for ever: the idle timeout
+    // bounds that wait, with its own error label.
+    let (limit, kind) = match timeout {
+        Some(t) => (t, ErrorKind::Timeout),
+        None => (idle, ErrorKind::IdleTimeout),
+    };
     // The timeout runs from the moment the client has sent its whole body: a client that
     // uploads slowly must not make the backend look slow (its pauses are bounded by the body
     // idle timeout instead, and a broken body is the client's 400).
-    let (req, body_watch) = {
-        let (parts, body) = req.into_parts();
-        let (body, watch) = body.watched();
-        (Request::from_parts(parts, body), watch)
-    };
-    let mut fut = std::pin::pin!(upstreams.send(ep, req));
+    let (body, body_watch) = body.watched();
+    // Without a body still to come it runs from now, and the upstream connection keeps it
+    // (an HTTP/1.1 connection with its own timer, not a timer armed per request).
+    let deadline = body_watch
+        .is_none()
+        .then(|| tokio::time::Instant::now() + limit);
+    // The request is put together only as the upstream send takes it: every copy of it
+    // held here would be part of the request's future (allocated and moved per request).
+    let mut fut = std::pin::pin!(upstreams.send(ep, Request::from_parts(parts, body), deadline));
     let early = match body_watch {
         Some(BodyWatch { sent, handed }) => tokio::select! {
             r = &mut fut => Some(r),
@@ -405,19 +426,15 @@ async fn send(
         },
         None => None,
     };
-    // A route without `timeout` still gets no response head for ever: the idle timeout
-    // bounds that wait, with its own error label.
-    let (limit, kind) = match timeout {
-        Some(t) => (t, ErrorKind::Timeout),
-        None => (idle, ErrorKind::IdleTimeout),
-    };
     let result = match early {
-        Some(r) => Ok(r),
-        None => tokio::time::timeout(limit, fut).await,
+        Some(r) => r,
+        None if deadline.is_some() => fut.await,
+        None => tokio::time::timeout(limit, fut)
+            .await
+            .unwrap_or(Err(SendError::TimedOut)),
     };
     let result = match result {
-        Ok(r) => r,
-        Err(_) => {
+        Err(SendError::TimedOut) => {
             let msg = format!(
                 "backend {backend:?} did not answer within {}\n",
                 serin_mesh_api::table::format_duration(limit)
@@ -425,6 +442,7 @@ async fn send(
             ep.observe(started.elapsed());
             return proxy_error(metrics, started, StatusCode::GATEWAY_TIMEOUT, kind, msg);
         }
+        r => r,
     };
     let resp = match result {
         Ok(r) => r,
@@ -500,7 +518,8 @@ fn spawn_mirror(
     tokio::spawn(async move {
         let started = Instant::now();
         let _in_flight = ep.start();
-        let sent = tokio::time::timeout(Duration::from_secs(30), upstreams.send(&ep, req)).await;
+        let sent =
+            tokio::time::timeout(Duration::from_secs(30), upstreams.send(&ep, req, None)).await;
         let result = match sent {
             Ok(Ok(resp)) => {
                 ep.observe(started.elapsed());

@@ -59,6 +59,9 @@ pub enum H1Error {
     /// The request body failed while it was being sent.
     #[error("request body: {0}")]
     RequestBody(#[source] BoxError),
+    /// No response head before the deadline.
+    #[error("no response before the deadline")]
+    TimedOut,
 }
 
 impl H1Error {
@@ -87,6 +90,9 @@ pub struct Conn {
     out: Vec<u8>,
     /// Counts the connection while it lives, and its bytes.
     tcp: Opened,
+    /// Response deadlines ([`within`]): one timer per connection, moved forward only when it
+    /// fires early, since arming and removing a timer for every request costs more.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
@@ -97,6 +103,7 @@ impl Conn {
             buf: BytesMut::new(),
             out: Vec::new(),
             tcp: Opened::new(tcp as Arc<dyn TcpObserver>),
+            timer: None,
         }
     }
 
@@ -184,6 +191,7 @@ fn encode_head(req: &Prepared, head: &mut Vec<u8>) {
     let parts = &req.parts;
     let framing = req.framing;
     head.clear();
+    head.reserve(128 + 64 * parts.headers.len());
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(
@@ -233,24 +241,34 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Sends a prepared request on `conn` and reads the response head. On an error that left
-/// nothing received, `Prepared` is still intact for a retry when it is replayable.
+/// Sends a prepared request on `conn` and reads the response head, failing with
+/// [`H1Error::TimedOut`] once `deadline` passes. On an error that left nothing received,
+/// `Prepared` is still intact for a retry when it is replayable.
 pub async fn exchange(
     mut conn: Conn,
     req: &mut Prepared,
     ep: Arc<Endpoint>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Response<H1Body>, H1Error> {
     encode_head(req, &mut conn.out);
-    let head = if req.framing == ReqFraming::None {
-        let Conn {
-            stream, tcp, out, ..
-        } = &mut conn;
-        write_all(stream, tcp, out).await?;
-        read_head(&mut conn, req.head_method).await?
-    } else {
-        // Boxed: the plain path above stays small to move around.
-        Box::pin(exchange_with_body(&mut conn, req)).await?
+    let mut timer = conn.timer.take();
+    let work = async {
+        if req.framing == ReqFraming::None {
+            let Conn {
+                stream, tcp, out, ..
+            } = &mut conn;
+            write_all(stream, tcp, out).await?;
+            read_head(&mut conn, req.head_method).await
+        } else {
+            // Boxed: the plain path above stays small to move around.
+            Box::pin(exchange_with_body(&mut conn, req)).await
+        }
     };
+    let head = match deadline {
+        Some(at) => within(&mut timer, at, work).await?,
+        None => work.await?,
+    };
+    conn.timer = timer;
     let mut resp = Response::new(H1Body {
         conn: Some(conn),
         ep,
@@ -263,6 +281,34 @@ pub async fn exchange(
     Ok(resp)
 }
 
+/// Runs `work` until `deadline`, on the connection's `timer` (made at its first deadline).
+async fn within<T>(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: tokio::time::Instant,
+    work: impl std::future::Future<Output = Result<T, H1Error>>,
+) -> Result<T, H1Error> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() > deadline {
+        // Set for a later deadline (a longer route timeout): it would fire too late.
+        timer.as_mut().reset(deadline);
+    }
+    let mut work = pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = work.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(Err(H1Error::TimedOut));
+            }
+            // Set for an earlier request: wait for this one's deadline.
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Full duplex: an upstream may answer (and stop reading) before the whole body is sent; the
 /// response wins and the connection is not reused.
 async fn exchange_with_body(conn: &mut Conn, req: &mut Prepared) -> Result<Head, H1Error> {
@@ -272,6 +318,7 @@ async fn exchange_with_body(conn: &mut Conn, req: &mut Prepared) -> Result<Head,
         buf,
         out,
         tcp,
+        ..
     } = conn;
     let (mut rd, mut wr) = stream.split();
     let send = send_body(&mut wr, tcp, out, body, req.framing);
@@ -648,6 +695,7 @@ impl Drop for H1Body {
 pub async fn send<F, Fut>(
     ep: &Arc<Endpoint>,
     mut req: Prepared,
+    deadline: Option<tokio::time::Instant>,
     connect: F,
 ) -> Result<Response<H1Body>, SendFailure>
 where
@@ -657,12 +705,18 @@ where
     loop {
         let (conn, reused) = match ep.pool.take_h1() {
             Some(c) => (c, true),
-            None => (
-                Box::pin(connect()).await.map_err(SendFailure::Connect)?,
-                false,
-            ),
+            None => {
+                let connect = Box::pin(connect());
+                let conn = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, connect)
+                        .await
+                        .map_err(|_| SendFailure::Upstream(H1Error::TimedOut))?,
+                    None => connect.await,
+                };
+                (conn.map_err(SendFailure::Connect)?, false)
+            }
         };
-        match exchange(conn, &mut req, ep.clone()).await {
+        match exchange(conn, &mut req, ep.clone(), deadline).await {
             Ok(r) => return Ok(r),
             Err(e) if reused && req.replayable && e.nothing_received() => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "idle connection was closed; sending again");

@@ -60,6 +60,11 @@ struct InitArgs {
     /// Remove Serin's rules and chains instead of installing them.
     #[arg(long)]
     remove: bool,
+    /// Keep connection tracking for loopback-only TCP (the proxy's legs to the app and to
+    /// upstreams on 127.0.0.1), which is otherwise exempted to save CPU per packet; for pods
+    /// whose own rules match loopback traffic by conntrack state.
+    #[arg(long, env = "SERIN_PROXY_INIT_TRACK_LOOPBACK")]
+    track_loopback: bool,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -176,6 +181,7 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         proxy_uid: args.proxy_uid,
         skip_inbound_ports: args.skip_inbound_ports.into_iter().collect(),
         skip_outbound_ports: args.skip_outbound_ports.into_iter().collect(),
+        track_loopback: args.track_loopback,
     };
     let plan = cfg.plan();
     if args.dry_run {
@@ -195,11 +201,22 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
             iptables.bin
         );
     } else {
-        iptables.install(&plan)?;
+        let installed = iptables.install(&plan)?;
         println!(
             "serin-proxy init: capture rules installed ({}): inbound -> :{}, outbound -> :{}, proxy uid {} exempt",
             iptables.bin, cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid
         );
+        match installed.notrack_skipped {
+            Some(e) => eprintln!(
+                "serin-proxy init: warning: loopback TCP stays connection-tracked (capture works; each loopback packet costs more CPU): {e}"
+            ),
+            None if cfg.track_loopback => {
+                println!(
+                    "serin-proxy init: loopback TCP stays connection-tracked (--track-loopback)"
+                )
+            }
+            None => println!("serin-proxy init: loopback-only TCP exempt from connection tracking"),
+        }
     }
     Ok(())
 }

@@ -46,6 +46,9 @@ pub enum SendError {
     /// An HTTP/2 stream failed before response headers.
     #[error("{0}")]
     H2(#[source] h2::Error),
+    /// No response head before the deadline.
+    #[error("no response before the deadline")]
+    TimedOut,
 }
 
 impl SendError {
@@ -180,21 +183,32 @@ impl Upstreams {
     }
 
     /// Sends `req` (already pointed at `ep`, hop-by-hop headers removed) and returns the
-    /// response head with its streaming body.
+    /// response head with its streaming body; [`SendError::TimedOut`] when `deadline` passes
+    /// first.
     pub async fn send(
         &self,
         ep: &Arc<Endpoint>,
         req: Request<ReqBody>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if req.version() == Version::HTTP_2 {
-            let resp = self.send_h2(ep, req).await?;
+            // Boxed: inline, the h2 stream's state (a few KiB) would size, and be copied with,
+            // the future of every HTTP/1.1 request too.
+            let send = Box::pin(self.send_h2(ep, req));
+            let resp = match deadline {
+                Some(at) => tokio::time::timeout_at(at, send)
+                    .await
+                    .map_err(|_| SendError::TimedOut)??,
+                None => send.await?,
+            };
             return Ok(resp.map(UpstreamBody::H2));
         }
         let (parts, body) = req.into_parts();
         let prepared = h1::prepare(parts, body);
-        match h1::send(ep, prepared, || self.connect_h1(ep)).await {
+        match h1::send(ep, prepared, deadline, || self.connect_h1(ep)).await {
             Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
             Err(SendFailure::Connect(e)) => Err(SendError::Connect(e)),
+            Err(SendFailure::Upstream(H1Error::TimedOut)) => Err(SendError::TimedOut),
             Err(SendFailure::Upstream(e)) => Err(SendError::H1(e)),
         }
     }

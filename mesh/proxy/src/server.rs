@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
@@ -27,7 +28,7 @@ use crate::io::{CountingIo, TcpObserver};
 use crate::metrics::{Registry, TcpMetrics};
 use crate::table::TableHandle;
 use crate::transparent::{self, Direction};
-use serin_http1::{H2Options, H2Server, Handler};
+use serin_http1::{H2Options, H2Server, Handler, StopSignal};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -449,15 +450,23 @@ impl Connections {
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let alive = self.alive.clone();
-        let mut cut = self.cut.subscribe();
+        // Checked on every poll of the connection: a `StopSignal`, whose check costs an atomic
+        // load, not a poll of a channel future under its lock.
+        let mut cut = StopSignal::new(self.cut.subscribe());
         tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                _ = conn => {}
+            let mut conn = std::pin::pin!(conn);
+            std::future::poll_fn(|cx| {
+                if conn.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
                 // Dropping the connection's future closes its socket and drops the request
                 // in progress with it.
-                _ = cut.wait_for(|c| *c) => {}
-            }
+                if cut.poll_stopped(cx) {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            })
+            .await;
             drop(permit);
             drop(alive);
         });

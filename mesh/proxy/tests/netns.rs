@@ -476,6 +476,22 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         1,
         "{saved}"
     );
+    assert!(
+        out.contains("loopback-only TCP exempt from connection tracking"),
+        "{out}"
+    );
+    let raw = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "raw"]).expect("save");
+    assert_eq!(
+        raw.matches("-A OUTPUT -o lo -j SERIN_NOTRACK\n").count(),
+        1,
+        "{raw}"
+    );
+    assert_eq!(
+        raw.matches("-s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack")
+            .count(),
+        1,
+        "{raw}"
+    );
 
     let identity = |deployment: &'static str, pod: &'static str| {
         vec![
@@ -586,6 +602,42 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     );
     assert_eq!(inbound, f64::from(to_canary + 10), "{cm}");
 
+    // 4b. The inbound proxies' loopback legs to their apps (127.0.0.1:8080) were not tracked,
+    // while the redirected connections they came in on were (their REDIRECT needs it).
+    let notracked = |ns: &str| -> u64 {
+        let raw = run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "iptables-save",
+            "-c",
+            "-t",
+            "raw",
+        ])
+        .expect("save");
+        raw.lines()
+            .find(|l| l.contains("-A SERIN_NOTRACK") && l.contains("--notrack"))
+            .and_then(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counted notrack rule in\n{raw}"))
+    };
+    let tracked = |ns: &str| run(&["ip", "netns", "exec", ns, "cat", "/proc/net/nf_conntrack"]);
+    for ns in [&primary, &canary] {
+        assert!(
+            notracked(ns) > 0,
+            "no loopback packet went untracked in {ns}"
+        );
+        let entries = tracked(ns).expect("conntrack table");
+        assert!(
+            !entries.contains("dst=127.0.0.1 "),
+            "a loopback connection was tracked in {ns}:\n{entries}"
+        );
+        assert!(
+            entries.contains("dport=8080"),
+            "the redirected inbound connections are not tracked in {ns}:\n{entries}"
+        );
+    }
+
     // 5. A plain TCP echo to an address the table does not know passes byte for byte
     // (through both proxies as opaque TCP).
     let payload: Vec<u8> = (0..256 * 1024u32)
@@ -690,6 +742,8 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     assert!(out.contains("removed"), "{out}");
     let saved = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "nat"]).expect("save");
     assert!(!saved.contains("SERIN_"), "{saved}");
+    let raw = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "raw"]).expect("save");
+    assert!(!raw.contains("SERIN_"), "{raw}");
     let before = opened(&metrics(&client), "outbound");
     for _ in 0..20 {
         assert_eq!(get(&client, SERVICE, "10.96.0.10", &[]), "primary");

@@ -280,6 +280,50 @@ routes:
 }
 
 #[tokio::test]
+async fn a_reused_upstream_connection_keeps_a_shorter_route_timeout() {
+    // Each upstream HTTP/1.1 connection keeps one timer for the response deadlines of the
+    // requests it carries. A connection that last served a route with a long timeout must
+    // still time out the next request at its own, shorter deadline.
+    let slow = upstream("slow").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            r#"
+routes:
+  - authority: patient
+    rules:
+      - backends: [{{ name: slow, endpoints: ["{s}"] }}]
+        timeout: 60s
+  - authority: hasty
+    rules:
+      - backends: [{{ name: slow, endpoints: ["{s}"] }}]
+        timeout: 200ms
+"#,
+            s = slow.addr
+        )))
+        .expect("valid table");
+    let client = h1_client();
+    let got = within(10, get(&client, p.outbound_addr(), "patient", "/", &[])).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let got = within(10, get(&client, p.outbound_addr(), "hasty", "/hang", &[])).await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
+    assert!(
+        got.body.contains("did not answer within 200ms"),
+        "{}",
+        got.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}, not at the 200ms deadline",
+        started.elapsed()
+    );
+    // The connection that timed out is closed, not reused: the next request is answered.
+    let got = within(10, get(&client, p.outbound_addr(), "patient", "/", &[])).await;
+    assert_eq!(got.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn unknown_authorities_missing_endpoints_and_dead_endpoints_get_readable_errors() {
     let dead = closed_port().await;
     let p = proxy().await;
