@@ -204,6 +204,18 @@ impl KubeAdapters {
             self.probe.clone(),
             self.workloads(p),
         )
+        .with_routes(self.stores.get().map(|s| s.routes.clone()))
+    }
+
+    /// Puts back the Canary's route when someone else changed or deleted it (see
+    /// [`crate::route_watch`]); says whether it did.
+    pub async fn restore_route(&self, p: &Prepared) -> Result<bool, AdapterError> {
+        let (Some(stores), Some(kind)) = (self.stores.get(), p.provider.route_kind()) else {
+            return Ok(false);
+        };
+        let ns = p.canary.namespace().unwrap_or_default();
+        let name = super::services::ServiceNames::new(&p.spec).apex;
+        stores.routes.restore(&self.client, kind, &ns, &name).await
     }
 
     fn store(&self, p: &Prepared) -> KubeStore {

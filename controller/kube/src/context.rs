@@ -27,7 +27,7 @@ pub struct Context {
     pub(crate) client: Client,
     pub(crate) config: KubeConfig,
     pub(crate) metrics: Arc<Metrics>,
-    adapters: Arc<KubeAdapters>,
+    pub(crate) adapters: Arc<KubeAdapters>,
     pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
     targets: Arc<watch::TargetRevisions>,
     pub(crate) ticks: watch::TickSchedule,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -15,10 +16,14 @@ use serin_api::{Canary, TargetKind};
 
 use super::context::Context;
 use super::reconcile::{ReconcileError, reconcile};
+use super::route_watch::{RouteKind, RouteMeta};
 use super::workloads::template_revision;
 use super::{KubeConfig, watch};
 use serin_controller::adapters::ErrorKind;
 use serin_controller::metrics::{Health, Metrics};
+
+/// The label on everything Serin manages (Services, routes), which its watches select.
+const MANAGED_BY_SERIN: &str = "app.kubernetes.io/managed-by=serin";
 
 /// Backoff after a failed reconcile: exponential per Canary from 1s (conflicts retry at once,
 /// permission errors slowly, since a human has to fix RBAC), capped at 5 minutes.
@@ -86,7 +91,7 @@ pub async fn run_controller(
             Api::all(client.clone()),
         ),
     };
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=serin");
+    let owned = watcher::Config::default().labels(MANAGED_BY_SERIN);
     // Each watch feeds a store the adapters read (no GET of what a watch holds) and triggers
     // the Canaries it concerns. Managed fields are dropped: nothing reads them, and they are a
     // good part of each object's size.
@@ -106,6 +111,44 @@ pub async fn run_controller(
         .modify(|s: &mut Service| s.managed_fields_mut().clear())
         .reflect(writers.services)
         .touched_objects();
+    let routes = stores.routes.clone();
+    let routes_h = routes.clone();
+    let (slices_client, config_namespace) = (client.clone(), config.namespace.clone());
+    let watched = stores.clone();
+    let (configmaps, secrets): (
+        Api<PartialObjectMeta<ConfigMap>>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let configmaps = watcher(configmaps, watcher::Config::default())
+        .default_backoff()
+        .modify(|c: &mut PartialObjectMeta<ConfigMap>| c.managed_fields_mut().clear())
+        .reflect(writers.configs.configmaps)
+        .touched_objects();
+    let secrets = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .modify(|c: &mut PartialObjectMeta<Secret>| c.managed_fields_mut().clear())
+        .reflect(writers.configs.secrets)
+        .touched_objects();
+    let (httproutes, trafficsplits) = (
+        route_stream(
+            &client,
+            &config,
+            RouteKind::HttpRoute,
+            writers.routes.httproutes,
+        ),
+        route_stream(
+            &client,
+            &config,
+            RouteKind::TrafficSplit,
+            writers.routes.trafficsplits,
+        ),
+    );
     let ctx = Arc::new(Context::new(client, config, metrics).with_stores(stores));
     let controller = Controller::new(canaries, watcher::Config::default());
     // Deployments and DaemonSets are watched once each, for two reasons: the primaries the
@@ -144,10 +187,62 @@ pub async fn run_controller(
             template,
         )
     };
+    // A tracked config at a version a Canary has not read wakes the Canaries tracking it, and
+    // their next tick observes (a config change starts a run, as Flagger's tracking does).
+    let (store, targets, st) = (controller.store(), ctx.targets(), watched.clone());
+    let on_configmap = move |c: PartialObjectMeta<ConfigMap>| {
+        if !st.configs.config_map_changed(&c) {
+            return Vec::new();
+        }
+        let ns = c.namespace().unwrap_or_default();
+        let wake = watch::canaries_tracking(&store.state(), &st, &ns, &c.name_any(), false);
+        wake.iter().for_each(|r| targets.config_changed(r));
+        wake
+    };
+    let (store, targets, st) = (controller.store(), ctx.targets(), watched);
+    let on_secret = move |c: PartialObjectMeta<Secret>| {
+        if !st.configs.secret_changed(&c) {
+            return Vec::new();
+        }
+        let ns = c.namespace().unwrap_or_default();
+        let wake = watch::canaries_tracking(&store.state(), &st, &ns, &c.name_any(), true);
+        wake.iter().for_each(|r| targets.config_changed(r));
+        wake
+    };
+    // Endpoints of Serin's Services (the EndpointSlice controller copies a Service's labels to
+    // its slices, so the selector holds Serin's and nothing else): a canary or primary pod
+    // becoming ready wakes the Canary waiting for it. The workload's status follows the same
+    // readiness once the ReplicaSet and Deployment controllers caught up; whichever change
+    // comes first wakes the Canary, which reads readiness from the workload's status.
+    let slices: Api<EndpointSlice> = match &config_namespace {
+        Some(ns) => Api::namespaced(slices_client.clone(), ns),
+        None => Api::all(slices_client.clone()),
+    };
+    let slices = watcher(slices, watcher::Config::default().labels(MANAGED_BY_SERIN))
+        .default_backoff()
+        .touched_objects();
+    let (store, st) = (controller.store(), ctx.stores.clone());
+    let on_slice = move |s: EndpointSlice| {
+        st.as_ref()
+            .and_then(|st| watch::canary_of_endpoints(&store.state(), st, &s))
+    };
     let controller = controller
         .watches_stream(deployments, on_deployment)
+        .watches_stream(slices, on_slice)
+        .watches_stream(configmaps, on_configmap)
+        .watches_stream(secrets, on_secret)
         .watches_stream(daemonsets, on_daemonset)
         .owns_stream(services)
+        .watches_stream_with(
+            httproutes,
+            move |r| routes_h.canary_to_wake(RouteKind::HttpRoute, &r),
+            RouteKind::HttpRoute.watched(),
+        )
+        .watches_stream_with(
+            trafficsplits,
+            move |r| routes.canary_to_wake(RouteKind::TrafficSplit, &r),
+            RouteKind::TrafficSplit.watched(),
+        )
         .with_config(
             kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES),
         )
@@ -161,4 +256,45 @@ pub async fn run_controller(
             }
         })
         .await;
+}
+
+/// The watch of one route kind (metadata only, Serin's own objects), feeding `writer`. Its CRD
+/// may not be installed: the list then fails and is retried slowly, not every 30 s.
+fn route_stream(
+    client: &Client,
+    config: &KubeConfig,
+    kind: RouteKind,
+    writer: kube::runtime::reflector::store::Writer<RouteMeta>,
+) -> impl futures::Stream<Item = Result<RouteMeta, watcher::Error>> + Send + 'static {
+    let ar = kind.watched();
+    let api: Api<RouteMeta> = match &config.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let owned = watcher::Config::default().labels(MANAGED_BY_SERIN);
+    watcher(api, owned)
+        .backoff(SlowBackoff::default())
+        .modify(|r: &mut RouteMeta| r.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Retries of a watch whose resource may not exist: doubling from 1 s up to 5 minutes, from 1 s
+/// again once it lists.
+#[derive(Debug, Default)]
+struct SlowBackoff(u32);
+
+impl Iterator for SlowBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Duration::from_secs(1u64 << self.0.min(9)).min(Duration::from_secs(300));
+        self.0 = self.0.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for SlowBackoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
 }

@@ -429,21 +429,31 @@ pub fn controller_rules() -> ComponentRules {
                 &["get", "list", "watch", "patch"],
             ),
             rule("", &["services"], &["list", "watch", "patch"]),
-            rule("", &["configmaps", "secrets"], &["get", "patch"]),
+            // list/watch: metadata-only watches, so a tracked config or signing key is read
+            // (get) once per version, not at every observation.
+            rule(
+                "",
+                &["configmaps", "secrets"],
+                &["get", "list", "watch", "patch"],
+            ),
+            // The endpoints of Serin's Services: a pod becoming ready wakes its Canary.
+            rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
             rule(
                 "autoscaling",
                 &["horizontalpodautoscalers"],
                 &["get", "patch"],
             ),
+            // list/watch: Serin's own routes (metadata), so an unchanged one is not applied
+            // again and one changed by someone else is put back.
             rule(
                 "gateway.networking.k8s.io",
                 &["httproutes"],
-                &["patch", "delete"],
+                &["list", "watch", "patch", "delete"],
             ),
             rule(
                 "split.smi-spec.io",
                 &["trafficsplits"],
-                &["patch", "delete"],
+                &["list", "watch", "patch", "delete"],
             ),
             rule("events.k8s.io", &["events"], &["create", "patch"]),
         ],

@@ -21,6 +21,7 @@ use serde_json::json;
 use serin_api::Canary;
 
 use super::adapters::Prepared;
+use super::config_watch::ConfigWatch;
 use super::context::Context;
 use super::routing::{self, Provider, parse_provider};
 use super::status::{
@@ -165,7 +166,15 @@ async fn prepare(
     // Signed webhooks: their keys come from Secrets. Without its key a gate cannot be called
     // as configured, so the tick waits (Synced=False names the field) instead of calling
     // unsigned; on deletion the Canary must still go, so a missing key is only logged.
-    if let Err(e) = signing_keys(&ctx.client, &ns, &spec, &mut cctx).await {
+    if let Err(e) = signing_keys(
+        &ctx.client,
+        ctx.stores.as_ref().map(|s| &s.configs),
+        &ns,
+        &spec,
+        &mut cctx,
+    )
+    .await
+    {
         if !deleting {
             mark_unsynced(&mut runtime, e.kind, e.to_string());
             return Ok(Decision::Blocked(runtime, e));
@@ -256,6 +265,8 @@ async fn watches_listed(ctx: &Context) -> Result<(), AdapterError> {
 /// Ticks a live Canary and asks for the next tick when it is due.
 async fn apply(ctx: &Context, t: Ticket) -> Result<Requeue, ReconcileError> {
     let now = t.prepared.now;
+    // A route someone else changed is put back at once, not at the next step.
+    ctx.adapters.restore_route(&t.prepared).await?;
     let outcome = tick(ctx, &t, false).await?;
     let interval = t.prepared.spec.interval;
     let next = match outcome.requeue_after(now) {
@@ -382,18 +393,22 @@ fn cond(
 }
 
 /// Reads the HMAC key of every signed webhook from its Secret in the Canary's namespace into
-/// the webhook's [`serin_controller::adapters::HookConfig`].
+/// the webhook's [`serin_controller::adapters::HookConfig`]; through the config watch's cache
+/// when there is one (`configs`), so a tick reads no Secret that did not change.
 pub async fn signing_keys(
     client: &Client,
+    configs: Option<&ConfigWatch>,
     ns: &str,
     n: &serin_api::Normalized,
     cctx: &mut CanaryContext,
 ) -> Result<(), AdapterError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for (hook, field, sref) in serin_controller::plan::signing_secrets(n) {
-        let secret = secrets
-            .get_opt(&sref.name)
-            .await
+        let read = match configs {
+            Some(c) => c.secret(client, ns, &sref.name).await,
+            None => secrets.get_opt(&sref.name).await.map(|s| s.map(Arc::new)),
+        };
+        let secret = read
             .map_err(|e| kube_error(e, format!("{field}: reading Secret {ns}/{}", sref.name)))?
             .ok_or_else(|| {
                 AdapterError::new(

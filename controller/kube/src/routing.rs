@@ -29,6 +29,7 @@ use serin_mesh_api::objects::{
     SMI_SPLIT_GROUP, SplitWeight, TrafficSplit, TrafficSplitBackend, TrafficSplitSpec,
 };
 
+use super::route_watch::{RouteKind, RouteWatch};
 use super::services::ServiceNames;
 use super::workloads::{KubeWorkloads, primary_labels};
 use super::{FIELD_MANAGER, kube_error};
@@ -51,6 +52,17 @@ pub enum Provider {
     },
     /// Apex Service selector switch.
     Kubernetes,
+}
+
+impl Provider {
+    /// The route object this provider writes (`None`: the apex Service selector).
+    pub fn route_kind(&self) -> Option<RouteKind> {
+        match self {
+            Provider::HttpRoute { .. } => Some(RouteKind::HttpRoute),
+            Provider::TrafficSplit { .. } => Some(RouteKind::TrafficSplit),
+            Provider::Kubernetes => None,
+        }
+    }
 }
 
 /// Why a provider cannot be used; the message is serin-api's, the one `serin validate` prints.
@@ -440,6 +452,7 @@ pub struct KubeRouter {
     owner: OwnerReference,
     probe: Option<Arc<dyn ConvergenceProbe>>,
     workloads: Arc<KubeWorkloads>,
+    routes: Option<RouteWatch>,
 }
 
 impl KubeRouter {
@@ -461,7 +474,15 @@ impl KubeRouter {
             owner,
             probe,
             workloads,
+            routes: None,
         }
+    }
+
+    /// Skips applying a route the watches hold as applied, and remembers what it applied
+    /// (`None`: apply every time, for callers without watches).
+    pub fn with_routes(mut self, routes: Option<RouteWatch>) -> Self {
+        self.routes = routes;
+        self
     }
 
     fn names(&self) -> ServiceNames {
@@ -481,14 +502,23 @@ impl KubeRouter {
     async fn apply(
         &self,
         api: Api<DynamicObject>,
+        kind: RouteKind,
         name: &str,
-        obj: &Value,
-        what: &str,
+        obj: Value,
     ) -> Result<(), AdapterError> {
+        if let Some(routes) = &self.routes {
+            return routes
+                .apply(&self.client, kind, &self.ns(), name, obj)
+                .await;
+        }
+        let what = match kind {
+            RouteKind::HttpRoute => "httproute",
+            RouteKind::TrafficSplit => "trafficsplit",
+        };
         api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
+            &Patch::Apply(&obj),
         )
         .await
         .map(|_| ())
@@ -542,7 +572,8 @@ impl Router for KubeRouter {
                     &self.owner,
                 );
                 let api = self.dynamic_api(GATEWAY_GROUP, version, "HTTPRoute");
-                self.apply(api, &names.apex, &obj, "httproute").await
+                self.apply(api, RouteKind::HttpRoute, &names.apex, obj)
+                    .await
             }
             Provider::TrafficSplit { version } => {
                 if !routes.matches.is_empty() {
@@ -554,7 +585,8 @@ impl Router for KubeRouter {
                 }
                 let obj = traffic_split(version, &self.ns(), &names, routes, &self.owner);
                 let api = self.dynamic_api(SMI_SPLIT_GROUP, version, "TrafficSplit");
-                self.apply(api, &names.apex, &obj, "trafficsplit").await
+                self.apply(api, RouteKind::TrafficSplit, &names.apex, obj)
+                    .await
             }
             Provider::Kubernetes => self.switch_apex_selector(routes.canary_weight >= 100).await,
         }
@@ -577,15 +609,20 @@ impl Router for KubeRouter {
         let names = self.names();
         let dp = DeleteParams::default();
         let api = match &self.provider {
-            Provider::HttpRoute { version, .. } => {
-                Some(self.dynamic_api(GATEWAY_GROUP, version, "HTTPRoute"))
-            }
-            Provider::TrafficSplit { version } => {
-                Some(self.dynamic_api(SMI_SPLIT_GROUP, version, "TrafficSplit"))
-            }
+            Provider::HttpRoute { version, .. } => Some((
+                self.dynamic_api(GATEWAY_GROUP, version, "HTTPRoute"),
+                RouteKind::HttpRoute,
+            )),
+            Provider::TrafficSplit { version } => Some((
+                self.dynamic_api(SMI_SPLIT_GROUP, version, "TrafficSplit"),
+                RouteKind::TrafficSplit,
+            )),
             Provider::Kubernetes => None,
         };
-        if let Some(api) = api {
+        if let Some((api, kind)) = api {
+            if let Some(routes) = &self.routes {
+                routes.forget(kind, &self.ns(), &names.apex);
+            }
             match api.delete(&names.apex, &dp).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}

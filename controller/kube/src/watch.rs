@@ -26,14 +26,30 @@ use kube::{Resource, ResourceExt};
 use serin_api::{Canary, TargetKind};
 use serin_core::{Phase, Timestamp};
 
+use super::config_watch::{ConfigWatch, ConfigWriters};
+use super::route_watch::{RouteWatch, RouteWriters};
 use super::status::engine_status;
 use super::workloads::template_revision;
 
-/// The pod-template revision last seen by the watch, per target (namespace, kind, name).
+/// The pod-template revision last seen by the watch, per target (namespace, kind, name), and
+/// the Canaries whose tracked configs changed since their last tick.
 #[derive(Debug, Default)]
-pub struct TargetRevisions(Mutex<HashMap<(String, TargetKind, String), String>>);
+pub struct TargetRevisions(
+    Mutex<HashMap<(String, TargetKind, String), String>>,
+    Mutex<std::collections::HashSet<(String, String)>>,
+);
 
 impl TargetRevisions {
+    /// Notes that a config `canary` tracks changed: its next tick observes at once.
+    pub fn config_changed(&self, canary: &ObjectRef<Canary>) {
+        if let Ok(mut m) = self.1.lock() {
+            m.insert((
+                canary.namespace.clone().unwrap_or_default(),
+                canary.name.clone(),
+            ));
+        }
+    }
+
     /// Remembers the revision of a target.
     pub fn seen(&self, namespace: &str, kind: TargetKind, name: &str, revision: &str) {
         if let Ok(mut m) = self.0.lock() {
@@ -53,8 +69,52 @@ impl TargetRevisions {
             .lock()
             .ok()
             .and_then(|m| m.get(&(ns, t.kind, t.name.clone())).cloned());
-        seen.is_some_and(|rev| is_new_revision(canary, &rev))
+        let config_changed = self
+            .1
+            .lock()
+            .is_ok_and(|mut m| m.remove(&(ns_of(canary), canary.name_any())));
+        seen.is_some_and(|rev| is_new_revision(canary, &rev)) || config_changed
     }
+}
+
+fn ns_of(canary: &Canary) -> String {
+    canary.namespace().unwrap_or_default()
+}
+
+/// The Canaries whose target (as the watches hold it) references the ConfigMap (`secret`:
+/// Secret) `namespace/name`.
+pub fn canaries_tracking(
+    canaries: &[Arc<Canary>],
+    stores: &Stores,
+    namespace: &str,
+    name: &str,
+    secret: bool,
+) -> Vec<ObjectRef<Canary>> {
+    canaries
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace))
+        .filter(|c| {
+            let t = &c.spec.target_ref;
+            let template = match t.kind {
+                TargetKind::Deployment => stores
+                    .deployment(namespace, &t.name)
+                    .and_then(|d| d.spec.as_ref().map(|s| s.template.clone())),
+                TargetKind::DaemonSet => stores
+                    .daemonset(namespace, &t.name)
+                    .and_then(|d| d.spec.as_ref().map(|s| s.template.clone())),
+                _ => None,
+            };
+            template.and_then(|t| t.spec).is_some_and(|spec| {
+                let (cms, secrets, _) = super::workloads::referenced_configs(&spec);
+                if secret {
+                    secrets.contains(name)
+                } else {
+                    cms.contains(name)
+                }
+            })
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 /// Whether `revision` is one the Canary's status has not taken in yet.
@@ -113,6 +173,28 @@ pub fn canaries_to_wake(
     wake
 }
 
+/// The Canary to wake when the endpoints of one of its Services change (an EndpointSlice of
+/// Serin's `-canary`, `-primary` or apex Service: a pod became ready or stopped being ready):
+/// the Service's owner, when it waits for its workloads. The slice names its Service in the
+/// `kubernetes.io/service-name` label; the Service (from the watch) names its Canary owner.
+pub fn canary_of_endpoints(
+    canaries: &[Arc<Canary>],
+    stores: &Stores,
+    slice: &k8s_openapi::api::discovery::v1::EndpointSlice,
+) -> Option<ObjectRef<Canary>> {
+    let ns = slice.namespace()?;
+    let service = slice.labels().get("kubernetes.io/service-name")?;
+    let svc = stores.service(&ns, service)?;
+    let owner = svc.owner_references().iter().find(|o| {
+        o.controller == Some(true) && o.kind == "Canary" && o.api_version == serin_api::API_VERSION
+    })?;
+    canaries
+        .iter()
+        .find(|c| c.namespace().as_deref() == Some(ns.as_str()) && c.name_any() == owner.name)
+        .filter(|c| awaits(c))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+}
+
 /// What the controller's watches hold: every Deployment and DaemonSet (targets and primaries)
 /// and the Services Serin manages. Reads never reach the API server.
 #[derive(Clone)]
@@ -123,6 +205,10 @@ pub struct Stores {
     pub daemonsets: Store<DaemonSet>,
     /// Services labelled `app.kubernetes.io/managed-by=serin`.
     pub services: Store<Service>,
+    /// Serin's HTTPRoutes and TrafficSplits (metadata), and what Serin applied to them.
+    pub routes: RouteWatch,
+    /// ConfigMaps and Secrets (metadata), and the content of those a Canary read.
+    pub configs: ConfigWatch,
 }
 
 /// The writers of [`Stores`], fed by the controller's watch streams.
@@ -133,6 +219,10 @@ pub struct StoreWriters {
     pub daemonsets: reflector::store::Writer<DaemonSet>,
     /// Services.
     pub services: reflector::store::Writer<Service>,
+    /// HTTPRoutes and TrafficSplits.
+    pub routes: RouteWriters,
+    /// ConfigMaps and Secrets.
+    pub configs: ConfigWriters,
 }
 
 impl Stores {
@@ -141,16 +231,22 @@ impl Stores {
         let (deployments, dw) = reflector::store();
         let (daemonsets, sw) = reflector::store();
         let (services, vw) = reflector::store();
+        let (routes, rw) = RouteWatch::new();
+        let (configs, cw) = ConfigWatch::new();
         (
             Self {
                 deployments,
                 daemonsets,
                 services,
+                routes,
+                configs,
             },
             StoreWriters {
                 deployments: dw,
                 daemonsets: sw,
                 services: vw,
+                routes: rw,
+                configs: cw,
             },
         )
     }
@@ -161,21 +257,14 @@ impl Stores {
         daemonsets: Vec<DaemonSet>,
         services: Vec<Service>,
     ) -> Self {
-        fn fill<K>(w: &mut reflector::store::Writer<K>, objects: Vec<K>)
-        where
-            K: kube::Resource + Clone + 'static,
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            w.apply_watcher_event(&watcher::Event::Init);
-            for o in objects {
-                w.apply_watcher_event(&watcher::Event::InitApply(o));
-            }
-            w.apply_watcher_event(&watcher::Event::InitDone);
-        }
         let (stores, mut w) = Self::new();
         fill(&mut w.deployments, deployments);
         fill(&mut w.daemonsets, daemonsets);
         fill(&mut w.services, services);
+        fill(&mut w.routes.httproutes, vec![]);
+        fill(&mut w.routes.trafficsplits, vec![]);
+        // The config watches are left unlisted: configs are read by GET, as before a watch
+        // lists.
         // The readers keep what was written; the writers may go.
         stores
     }
@@ -203,6 +292,19 @@ impl Stores {
     pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
         self.services.get(&ObjectRef::new(name).within(namespace))
     }
+}
+
+/// Feeds `objects` to `w` as a watch's initial list (tests, tools).
+pub fn fill<K>(w: &mut reflector::store::Writer<K>, objects: Vec<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    w.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        w.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
 }
 
 /// When each Canary's next tick is due, to measure how late it started (the controller

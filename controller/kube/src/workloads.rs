@@ -547,13 +547,8 @@ impl KubeWorkloads {
         let (cms, secrets, _optional) = referenced_configs(spec);
         let mut sums = BTreeMap::new();
         let mut objects = Vec::new();
-        let cm_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         for name in cms {
-            let Some(cm) = cm_api
-                .get_opt(&name)
-                .await
-                .map_err(|e| kube_error(e, self.what("reading", "configmap", &name)))?
-            else {
+            let Some(cm) = self.config_map(&name).await? else {
                 // A missing ConfigMap keeps pods from starting; readiness reports that.
                 continue;
             };
@@ -567,13 +562,8 @@ impl KubeWorkloads {
             );
             objects.push(ConfigObject::ConfigMap(Box::new(cm)));
         }
-        let s_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         for name in secrets {
-            let Some(s) = s_api
-                .get_opt(&name)
-                .await
-                .map_err(|e| kube_error(e, self.what("reading", "secret", &name)))?
-            else {
+            let Some(s) = self.secret(&name).await? else {
                 continue;
             };
             if tracking_disabled(&s.metadata) {
@@ -587,6 +577,39 @@ impl KubeWorkloads {
             objects.push(ConfigObject::Secret(Box::new(s)));
         }
         Ok((sums, objects))
+    }
+
+    /// A ConfigMap of the Canary's namespace: from the config watch's cache while it is current,
+    /// else by GET.
+    async fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, AdapterError> {
+        let read = match &self.stores {
+            Some(st) => st
+                .configs
+                .config_map(&self.client, &self.namespace, name)
+                .await
+                .map(|o| o.map(|c| (*c).clone())),
+            None => {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+                api.get_opt(name).await
+            }
+        };
+        read.map_err(|e| kube_error(e, self.what("reading", "configmap", name)))
+    }
+
+    /// A Secret of the Canary's namespace, as [`Self::config_map`] reads a ConfigMap.
+    async fn secret(&self, name: &str) -> Result<Option<Secret>, AdapterError> {
+        let read = match &self.stores {
+            Some(st) => st
+                .configs
+                .secret(&self.client, &self.namespace, name)
+                .await
+                .map(|o| o.map(|c| (*c).clone())),
+            None => {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+                api.get_opt(name).await
+            }
+        };
+        read.map_err(|e| kube_error(e, self.what("reading", "secret", name)))
     }
 
     /// Copies tracked configs to `-primary` objects the Canary owns.

@@ -50,6 +50,17 @@ async fn a_cold_start_reconciles_a_bounded_number_of_canaries_at_once() {
                 ("GET", "/apis/apps/v1/deployments") => Some(list("Deployment", "apps/v1", vec![])),
                 ("GET", "/apis/apps/v1/daemonsets") => Some(list("DaemonSet", "apps/v1", vec![])),
                 ("GET", "/api/v1/services") => Some(list("Service", "v1", vec![])),
+                // The metadata-only watches (configs, routes) and the endpoints.
+                (
+                    "GET",
+                    "/api/v1/configmaps"
+                    | "/api/v1/secrets"
+                    | "/apis/gateway.networking.k8s.io/v1/httproutes"
+                    | "/apis/split.smi-spec.io/v1alpha2/trafficsplits",
+                ) => Some(list("PartialObjectMetadata", "meta.k8s.io/v1", vec![])),
+                ("GET", "/apis/discovery.k8s.io/v1/endpointslices") => {
+                    Some(list("EndpointSlice", "discovery.k8s.io/v1", vec![]))
+                }
                 // A reconcile's call: held open, so that reconcile stays in flight.
                 _ => {
                     in_flight.fetch_add(1, Ordering::SeqCst);

@@ -268,6 +268,7 @@ pub async fn serve_connection<H: Handler>(
         }
         match conn.wait_readable().await {
             Wait::Read(n) if n > 0 => {}
+            Wait::Released => {}
             _ => return,
         }
     }
@@ -280,7 +281,7 @@ pub async fn serve_connection<H: Handler>(
         Box::pin(serve_h2(shared, buf, stop, h2, handler)).await;
         return;
     }
-    if let Err(e) = conn.serve_h1(handler).await {
+    if let Err(e) = serve_h1(conn, handler).await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
@@ -293,6 +294,9 @@ enum Wait {
     /// The proxy is stopping (only reported while nothing of a request is buffered).
     Stop,
     TimedOut,
+    /// The connection has waited [`RELEASE_AFTER`] and gave its buffers back: the caller lets
+    /// go of what it keeps for a busy connection too, and waits again.
+    Released,
 }
 
 /// The HTTP/1.1 side of one connection.
@@ -366,7 +370,8 @@ impl Conn {
                     return Poll::Ready(Wait::TimedOut);
                 }
                 // Nothing of the next request yet (a head trickling in keeps its bytes).
-                if now >= release_at && buf.is_empty() {
+                let release = now >= release_at && buf.is_empty() && holds(buf, out);
+                if release {
                     *buf = BytesMut::new();
                     *out = Vec::new();
                 }
@@ -377,53 +382,13 @@ impl Conn {
                 };
                 // Set while waiting for an earlier request: start over from this wait.
                 timer.as_mut().reset(next);
+                if release {
+                    return Poll::Ready(Wait::Released);
+                }
             }
             Poll::Pending
         })
         .await
-    }
-
-    async fn serve_h1<H: Handler>(&mut self, handler: H) -> io::Result<()> {
-        loop {
-            // Read until a complete head is buffered. What the first read brought is parsed
-            // at once (nearly always the whole head); after that the head is parsed only once
-            // its end (an empty line) has arrived: a head trickling in small pieces is
-            // scanned once for that end, not parsed again from its start on every read.
-            let mut scanned: Option<usize> = None;
-            let head = loop {
-                let complete = match scanned {
-                    Some(from) => head_end_after(&self.buf, from),
-                    None => !self.buf.is_empty(),
-                };
-                if !self.buf.is_empty() {
-                    scanned = Some(self.buf.len());
-                }
-                if complete {
-                    match parse_head(&mut self.buf) {
-                        Ok(Some(h)) => {
-                            self.head_started = None;
-                            break h;
-                        }
-                        Ok(None) => {}
-                        Err(r) => return Box::pin(self.refuse(r)).await,
-                    }
-                }
-                if self.buf.len() > MAX_HEAD {
-                    return Box::pin(self.refuse(Refused::TooLarge("request head"))).await;
-                }
-                match self.wait_readable().await {
-                    Wait::Read(0) | Wait::Stop | Wait::TimedOut => return Ok(()),
-                    Wait::Read(_) => {}
-                    Wait::Failed(e) => return Err(e),
-                }
-            };
-            // Boxed for the length of the request: inline, the state of answering one (the
-            // response body, its framing, pending writes) would size the connection task and
-            // stay allocated while the connection waits idle for its next request.
-            if !Box::pin(self.serve_one(head, &handler)).await? {
-                return Ok(());
-            }
-        }
     }
 
     /// Answers one request; returns whether the connection stays open for another.
@@ -704,6 +669,80 @@ impl Conn {
             }
         }
     }
+}
+
+/// Serves HTTP/1.1 requests on `conn` until it closes.
+async fn serve_h1<H: Handler>(mut conn: Conn, handler: H) -> io::Result<()> {
+    // The future answering a request, boxed: inline, the state of answering one (the
+    // handler's routing and forwarding, the response body, pending writes) would size the
+    // connection task and stay allocated while the connection waits idle for its next
+    // request. A busy connection answers one request after the other in the same allocation
+    // (a new one per request cost more than parsing the request); it is freed with the
+    // buffers once the connection has waited [`RELEASE_AFTER`] for its next request.
+    let mut answering = None;
+    loop {
+        // Read until a complete head is buffered. What the first read brought is parsed at
+        // once (nearly always the whole head); after that the head is parsed only once its
+        // end (an empty line) has arrived: a head trickling in small pieces is scanned once
+        // for that end, not parsed again from its start on every read.
+        let mut scanned: Option<usize> = None;
+        let head = loop {
+            let complete = match scanned {
+                Some(from) => head_end_after(&conn.buf, from),
+                None => !conn.buf.is_empty(),
+            };
+            if !conn.buf.is_empty() {
+                scanned = Some(conn.buf.len());
+            }
+            if complete {
+                match parse_head(&mut conn.buf) {
+                    Ok(Some(h)) => {
+                        conn.head_started = None;
+                        break h;
+                    }
+                    Ok(None) => {}
+                    Err(r) => return Box::pin(conn.refuse(r)).await,
+                }
+            }
+            if conn.buf.len() > MAX_HEAD {
+                return Box::pin(conn.refuse(Refused::TooLarge("request head"))).await;
+            }
+            match conn.wait_readable().await {
+                Wait::Read(0) | Wait::Stop | Wait::TimedOut => return Ok(()),
+                Wait::Read(_) => {}
+                Wait::Released => answering = None,
+                Wait::Failed(e) => return Err(e),
+            }
+        };
+        let next = serve_owned(conn, head, handler.clone());
+        let slot = match &mut answering {
+            Some(slot) => {
+                Pin::set(slot, Some(next));
+                slot
+            }
+            None => answering.insert(Box::pin(Some(next))),
+        };
+        let (back, keep) = poll_fn(|cx| match slot.as_mut().as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => unreachable!("the slot was filled just above"),
+        })
+        .await;
+        conn = back;
+        if !keep? {
+            return Ok(());
+        }
+    }
+}
+
+/// [`Conn::serve_one`] on a connection it owns and gives back: a future that borrows
+/// nothing, so one allocation can carry a connection's requests one after the other.
+async fn serve_owned<H: Handler>(
+    mut conn: Conn,
+    head: Head,
+    handler: H,
+) -> (Conn, io::Result<bool>) {
+    let keep = conn.serve_one(head, &handler).await;
+    (conn, keep)
 }
 
 /// Whether `buf` holds the end of a head (an empty line, CRLF or bare LF, as httparse reads

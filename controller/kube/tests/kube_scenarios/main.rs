@@ -22,5 +22,6 @@ mod scale;
 mod smi;
 mod stale_reads;
 mod validation;
+mod watched_reads;
 mod watches;
 mod webhooks;

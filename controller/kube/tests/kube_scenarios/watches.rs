@@ -13,6 +13,17 @@ struct FakeCluster {
     primary: Value,
 }
 
+/// The controller's watches besides Canaries and Deployments: nothing there.
+const OTHER_WATCHES: &[&str] = &[
+    "/apis/apps/v1/daemonsets",
+    "/api/v1/services",
+    "/api/v1/configmaps",
+    "/api/v1/secrets",
+    "/apis/discovery.k8s.io/v1/endpointslices",
+    "/apis/gateway.networking.k8s.io/v1/httproutes",
+    "/apis/split.smi-spec.io/v1alpha2/trafficsplits",
+];
+
 async fn serve_cluster(
     mut handle: Handle,
     cluster: Arc<FakeCluster>,
@@ -68,10 +79,8 @@ async fn serve_cluster(
                 200,
                 list("DeploymentList", vec![target, cluster.primary.clone()]),
             )),
-            ("GET", "/apis/apps/v1/daemonsets" | "/api/v1/services") if watch => None,
-            ("GET", "/apis/apps/v1/daemonsets" | "/api/v1/services") => {
-                Some((200, list("List", vec![])))
-            }
+            ("GET", p) if watch && OTHER_WATCHES.contains(&p) => None,
+            ("GET", p) if OTHER_WATCHES.contains(&p) => Some((200, list("List", vec![]))),
             // No GET of a target or a primary: the watches hold them (an unexpected call).
             ("PATCH", p) if p == format!("/apis/apps/v1/namespaces/{NS}/deployments/podinfo") => {
                 Some((200, target))
