@@ -34,6 +34,22 @@ pub fn verdict(v: serin_analysis::Verdict) -> Verdict {
     }
 }
 
+/// The judge's look as the engine and the history see it at the canary's current weight
+/// `canary_weight`: at a weight step that is not the last, non-inferiority shown at
+/// `stepAlpha` is a Pass that raises the weight ([`JudgeResult::verdict_at`]; the reason says
+/// which confidence was shown); at the last step, where a Pass promotes, and in every A/B or
+/// Blue/Green iteration only the promotion confidence `1 - alpha` passes.
+pub fn at_weight(mut r: JudgeResult, plan: &serin_core::Plan, canary_weight: u32) -> JudgeResult {
+    let last_step = match &plan.strategy {
+        serin_core::Strategy::Canary { step_weights, .. } => {
+            step_weights.iter().all(|w| *w <= canary_weight)
+        }
+        _ => true,
+    };
+    r.verdict = r.verdict_at(last_step);
+    r
+}
+
 /// A measured threshold check, as the engine sees it.
 pub fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
     CheckResult {
@@ -72,6 +88,7 @@ pub fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
         error_rate_margin: j.error_rate_margin,
         error_rate_margin_absolute: j.error_rate_margin_absolute,
         latency_margin: j.latency_margin,
+        step_alpha: j.step_alpha,
         on_inconclusive: match j.on_inconclusive {
             serin_api::OnInconclusive::Rollback => serin_analysis::OnInconclusive::Rollback,
             serin_api::OnInconclusive::Promote => serin_analysis::OnInconclusive::Promote,
