@@ -418,7 +418,7 @@ enum Outcome {
     Ended(u32),
 }
 
-fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
+fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig, trace: bool) -> Outcome {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut state = JudgeState::default();
     let empty = || ArmTraffic {
@@ -460,18 +460,12 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
         add_to_arm(&mut canary, &mut rng, n_c, x_c, &canary_probs);
         add_to_arm(&mut primary, &mut rng, n_p, x_p, &primary_probs);
         let r = state.observe_cumulative(config, &canary, &primary);
-        if std::env::var_os("SERIN_JUDGE_SIM_DEBUG").is_some() && r.verdict != Verdict::Pass {
-            eprintln!(
-                "{} m{minute} w{weight} x_c={} n_c={} phi={:.2} e={:.1}: {}",
-                s.name,
-                canary.failures,
-                canary.requests,
-                r.error.dispersion,
-                r.error.max_e_value,
-                r.reason
-            );
+        if trace {
+            println!("{}", trace_line(minute, weight, &r));
         }
-        match r.verdict {
+        // The engine's verdict at this step: a step that is not the last may be raised on
+        // non-inferiority at the step confidence; promotion needs the full one.
+        match r.verdict_at(step + 1 == s.steps.len()) {
             Verdict::Fail => return Outcome::Failed(minute),
             Verdict::Pass => {
                 step += 1;
@@ -490,13 +484,43 @@ fn rollout(seed: u64, s: &Scenario, config: &JudgeConfig) -> Outcome {
     Outcome::Ended(RUN_BUDGET_MIN)
 }
 
+/// One look of a traced run: per claim, how far its e-value has come towards its bound
+/// (`ln e / ln bound`: 1 = shown / crossed), and the dispersion in use.
+fn trace_line(minute: u32, weight: f64, r: &serin_analysis::JudgeResult) -> String {
+    let frac = |e: f64, at: f64| e.max(1.0).ln() / at.ln();
+    let claim = |name: &str, t: &serin_analysis::TestEvidence| {
+        format!(
+            " {name}=pass:{:.2}{} fail:{:.2} phi:{:.2} n_c:{} x_c:{}",
+            frac(t.pass_e_value, t.pass_at),
+            if t.shown { "*" } else { "" },
+            frac(t.max_e_value, t.fail_at),
+            t.dispersion,
+            t.canary_requests,
+            t.canary_events,
+        )
+    };
+    let mut line = format!(
+        "  trace minute={minute} weight={:.0}% verdict={:?}{}",
+        weight * 100.0,
+        r.verdict,
+        if r.step_up { "+step" } else { "" }
+    );
+    line += &claim("error", &r.error);
+    if let Some(lat) = &r.latency {
+        for q in &lat.quantiles {
+            line += &claim(&format!("p{}", (q.quantile * 100.0).round()), &q.test);
+        }
+    }
+    line
+}
+
 struct Tally {
     failed: Vec<u32>,
     promoted: Vec<u32>,
     ended: usize,
 }
 
-fn run_scenario(index: usize, s: &Scenario, trials: usize) -> Tally {
+fn run_scenario(index: usize, s: &Scenario, trials: usize, traced: usize) -> Tally {
     let config = JudgeConfig::default();
     let mut t = Tally {
         failed: Vec::new(),
@@ -505,7 +529,10 @@ fn run_scenario(index: usize, s: &Scenario, trials: usize) -> Tally {
     };
     for trial in 0..trials {
         let seed = 0x7e57_0000_0000 + (index as u64) * 1_000_003 + trial as u64;
-        match rollout(seed, s, &config) {
+        if trial < traced {
+            println!("trace scenario={} trial={trial}", s.name);
+        }
+        match rollout(seed, s, &config, trial < traced) {
             Outcome::Failed(m) => t.failed.push(m),
             Outcome::Promoted(m) => t.promoted.push(m),
             Outcome::Ended(_) => t.ended += 1,
@@ -767,16 +794,26 @@ fn main() {
         .unwrap_or(2000);
     let mut only: Option<String> = None;
     let mut with_reference = true;
+    let mut traced = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--only" => only = args.next(),
             "--no-reference" => with_reference = false,
+            "--trace" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => traced = n,
+                None => {
+                    eprintln!(
+                        "judge-sim: --trace takes a number of runs per scenario, e.g. --trace 3"
+                    );
+                    std::process::exit(2);
+                }
+            },
             other => match other.parse() {
                 Ok(n) => trials = n,
                 Err(_) => {
                     eprintln!(
-                        "judge-sim: unknown argument `{other}`; accepted: a trial count, --only <text>, --no-reference"
+                        "judge-sim: unknown argument `{other}`; accepted: a trial count, --only <text>, --no-reference, --trace <runs>"
                     );
                     std::process::exit(2);
                 }
@@ -802,7 +839,7 @@ fn main() {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(2);
+        .min(if traced > 0 { 1 } else { 2 });
     let mut lines: Vec<(usize, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -814,7 +851,7 @@ fn main() {
                         let Some((index, s)) = chosen.get(i) else {
                             break;
                         };
-                        let t = run_scenario(*index, s, trials);
+                        let t = run_scenario(*index, s, trials, traced);
                         out.push((i, report(s, &t, trials)));
                     }
                     out

@@ -249,7 +249,11 @@ fn run_once(
         let x_p = sample::binomial(rng, n_p, traffic.error_rate.min(1.0));
         sample::add_to_arm(&mut canary, rng, n_c, x_c, &probs);
         sample::add_to_arm(&mut primary, rng, n_p, x_p, &probs);
-        match state.observe_cumulative(config, &canary, &primary).verdict {
+        let last_step = step + 1 == schedule.step_weights.len();
+        match state
+            .observe_cumulative(config, &canary, &primary)
+            .verdict_at(last_step)
+        {
             Verdict::Fail => return End::Failed(look),
             Verdict::Pass => {
                 step += 1;

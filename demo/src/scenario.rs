@@ -35,7 +35,7 @@ pub const JUDGE_MIN_REQUESTS: u64 = 100;
 /// The judge's false-rollback budget for a run (`judge.alpha`).
 pub const JUDGE_ALPHA: f64 = 0.01;
 /// The error-rate margin (percentage points) the judge must show before a step up: wider than
-/// the default 0.25 so a healthy release of a demo's few hundred requests a second proves
+/// the default 0.5 so a healthy release of a demo's few hundred requests a second proves
 /// itself in tens of seconds, still far below the bad release's error rate.
 pub const JUDGE_ERROR_MARGIN_POINTS: f64 = 2.0;
 /// The latency margin (percent) the judge must show for p50 and p99.
@@ -668,7 +668,7 @@ mod tests {
                 latency: None,
             };
             let r = state.observe_window(&config, &arm(n_c, failures), &arm(per_look - n_c, 0));
-            match r.verdict {
+            match r.verdict_at(weight >= MAX_WEIGHT) {
                 V::Fail => return true,
                 V::Inconclusive => {}
                 V::Pass if weight >= MAX_WEIGHT => return false,

@@ -221,7 +221,7 @@ async fn a_failing_canary_is_rolled_back_at_the_look_where_the_evidence_crosses(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_run_ends_by_on_inconclusive_rollback_after_its_step_budget() -> anyhow::Result<()>
 {
-    // Default margins (0.25 points, 25 %) and a trickle of traffic: the judge can never show
+    // Default margins (0.5 points, 25 %) and a trickle of traffic: the judge can never show
     // them, so the step budget ends the run by the default policy, rollback.
     const STARVED: &str = "    judge:
       enabled: true

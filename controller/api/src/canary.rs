@@ -867,17 +867,22 @@ pub struct Judge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_tolerance: Option<f64>,
     /// A pass must show the canary's error rate at most this percent above the primary's
-    /// (relative margin, > 0, default 75), or within `errorRateMarginAbsolute`, whichever is
-    /// larger.
+    /// (relative margin, > 0, default 90: a doubled error rate is beyond it), or within
+    /// `errorRateMarginAbsolute`, whichever is larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_margin: Option<f64>,
-    /// Absolute error-rate margin in percentage points, in (0, 100] (default 0.25).
+    /// Absolute error-rate margin in percentage points, in (0, 100] (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_margin_absolute: Option<f64>,
     /// A pass must show the canary's p50 and p99 latency at most this percent above the
     /// primary's (> latencyTolerance, default 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_margin: Option<f64>,
+    /// Chance of raising the weight of a canary worse than the margins at a step that is not
+    /// the last, in [alpha, 0.5] (default 0.2): the margins shown with `1 - stepAlpha`
+    /// confidence raise the weight; promotion always needs `1 - alpha`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_alpha: Option<f64>,
     /// How the run ends when the judge stays inconclusive past a budget (default `rollback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_inconclusive: Option<OnInconclusive>,

@@ -43,11 +43,13 @@ pub const DEFAULT_JUDGE_MIN_REQUESTS: u64 = 100;
 /// Default extra latency the judge tolerates, in percent.
 pub const DEFAULT_JUDGE_LATENCY_TOLERANCE: f64 = 10.0;
 /// Default relative error-rate margin a judge pass must show, percent of the primary's rate.
-pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN: f64 = 75.0;
+pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN: f64 = 90.0;
 /// Default absolute error-rate margin a judge pass must show, percentage points.
-pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE: f64 = 0.25;
+pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE: f64 = 0.5;
 /// Default latency margin (p50, p99) a judge pass must show, percent.
 pub const DEFAULT_JUDGE_LATENCY_MARGIN: f64 = 25.0;
+/// Default chance of raising the weight (not promoting) of a canary worse than the margins.
+pub const DEFAULT_JUDGE_STEP_ALPHA: f64 = 0.2;
 /// Default longest inconclusive stretch at one weight.
 pub const DEFAULT_JUDGE_STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// Default longest run without the judge's last word.
@@ -161,6 +163,8 @@ pub struct JudgeSettings {
     pub error_rate_margin_absolute: f64,
     /// Latency margin, percent.
     pub latency_margin: f64,
+    /// Chance of raising the weight of a canary worse than the margins (not of promoting it).
+    pub step_alpha: f64,
     /// How a run ends when the judge stays inconclusive past a budget.
     pub on_inconclusive: OnInconclusive,
     /// Longest inconclusive stretch at one weight.
@@ -374,6 +378,7 @@ impl Normalized {
                     .error_rate_margin_absolute
                     .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE),
                 latency_margin: j.latency_margin.unwrap_or(DEFAULT_JUDGE_LATENCY_MARGIN),
+                step_alpha: j.step_alpha.unwrap_or(DEFAULT_JUDGE_STEP_ALPHA),
                 on_inconclusive: j.on_inconclusive.unwrap_or_default(),
                 step_budget: duration_or(j.step_budget.as_ref(), DEFAULT_JUDGE_STEP_BUDGET),
                 run_budget: duration_or(j.run_budget.as_ref(), DEFAULT_JUDGE_RUN_BUDGET),

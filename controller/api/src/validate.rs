@@ -735,7 +735,7 @@ fn check_judge_margins(e: &mut Errors, jp: &str, judge: &crate::canary::Judge) {
     {
         e.push(
             format!("{jp}.errorRateMargin"),
-            format!("{m} is out of range; accepted: percent of the primary's error rate, in (0, 1000] (default 75)"),
+            format!("{m} is out of range; accepted: percent of the primary's error rate, in (0, 1000] (default 90)"),
         );
     }
     if let Some(m) = judge.error_rate_margin_absolute
@@ -743,7 +743,16 @@ fn check_judge_margins(e: &mut Errors, jp: &str, judge: &crate::canary::Judge) {
     {
         e.push(
             format!("{jp}.errorRateMarginAbsolute"),
-            format!("{m} is out of range; accepted: percentage points, in (0, 100] (default 0.25)"),
+            format!("{m} is out of range; accepted: percentage points, in (0, 100] (default 0.5)"),
+        );
+    }
+    let alpha = judge.alpha.unwrap_or(crate::defaults::DEFAULT_JUDGE_ALPHA);
+    if let Some(s) = judge.step_alpha
+        && !(s > 0.0 && s <= 0.5 && s >= alpha)
+    {
+        e.push(
+            format!("{jp}.stepAlpha"),
+            format!("{s} is out of range; accepted: a probability in [alpha ({alpha}), 0.5] (default 0.2)"),
         );
     }
     let tolerance = judge

@@ -573,6 +573,19 @@ fn judge_alpha_out_of_range() {
         "(0, 100]",
     );
     rejects(
+        &[("/spec/analysis/judge", json!({"stepAlpha": 0.7}))],
+        "spec.analysis.judge.stepAlpha",
+        "[alpha (0.01), 0.5]",
+    );
+    rejects(
+        &[(
+            "/spec/analysis/judge",
+            json!({"alpha": 0.05, "stepAlpha": 0.02}),
+        )],
+        "spec.analysis.judge.stepAlpha",
+        "[alpha (0.05), 0.5]",
+    );
+    rejects(
         &[("/spec/analysis/judge", json!({"latencyMargin": -3}))],
         "spec.analysis.judge.latencyMargin",
         "(0, 1000]",

@@ -235,9 +235,10 @@ fn judge_defaults_and_disabling() {
             min_requests: 100,
             error_rate_tolerance: 0.0,
             latency_tolerance: 10.0,
-            error_rate_margin: 75.0,
-            error_rate_margin_absolute: 0.25,
+            error_rate_margin: 90.0,
+            error_rate_margin_absolute: 0.5,
             latency_margin: 25.0,
+            step_alpha: 0.2,
             on_inconclusive: OnInconclusive::Rollback,
             step_budget: Duration::from_secs(15 * 60),
             run_budget: Duration::from_secs(60 * 60),
@@ -246,6 +247,7 @@ fn judge_defaults_and_disabling() {
     a.judge = Some(Judge {
         error_rate_margin: Some(50.0),
         latency_margin: Some(40.0),
+        step_alpha: Some(0.1),
         on_inconclusive: Some(OnInconclusive::Wait),
         step_budget: Some("5m".into()),
         run_budget: Some("2h".into()),
@@ -256,8 +258,13 @@ fn judge_defaults_and_disabling() {
         .judge
         .unwrap();
     assert_eq!(
-        (j.error_rate_margin, j.latency_margin, j.on_inconclusive),
-        (50.0, 40.0, OnInconclusive::Wait)
+        (
+            j.error_rate_margin,
+            j.latency_margin,
+            j.step_alpha,
+            j.on_inconclusive
+        ),
+        (50.0, 40.0, 0.1, OnInconclusive::Wait)
     );
     assert_eq!(
         (j.step_budget, j.run_budget),

@@ -29,7 +29,7 @@ use serin_controller::adapters::{
     AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
 };
 use serin_controller::measure::{
-    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, at_weight, check_result, inconclusive, judge_config, no_data, verdict,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -414,6 +414,7 @@ impl PrometheusAnalyzer {
         let (r, state) = self
             .judges
             .observe_from(ctx, run.id, &config, &canary, &primary, saved)?;
+        let r = at_weight(r, &ctx.plan, status.canary_weight);
         self.last_judge
             .remember(ctx, serin_controller::sample::judge(&r, &config));
         Ok((

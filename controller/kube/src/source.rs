@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use serin_api::Canary;
 use serin_dashboard::convert;
 use serin_dashboard::model::{Action, CanaryKey, CanarySummary, TargetRef};
@@ -247,27 +247,10 @@ pub(crate) fn pending_command(canary: &Canary) -> Option<serin_core::Command> {
     (!applied).then_some(command)
 }
 
-/// The id (and action) of a command in the annotation that the controller has not applied.
+/// The id (and action) of a command in the annotation that the controller has not applied,
+/// read as the controller reads it (`serin_core::Command`).
 fn unapplied_command(canary: &Canary) -> Option<String> {
-    let raw = canary
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(COMMAND_ANNOTATION)?;
-    let v: Value = serde_json::from_str(raw).ok()?;
-    let id = v.get("id")?.as_str()?;
-    let last = last_command_id(canary);
-    let state = reported_status(canary);
-    let applied = last == Some(id)
-        || state.last_command_id.as_deref() == Some(id)
-        || state.applied_command_ids.iter().any(|a| a == id);
-    (!applied).then(|| {
-        format!(
-            "{id} ({} by {})",
-            v.get("action").and_then(Value::as_str).unwrap_or("?"),
-            v.get("by").and_then(Value::as_str).unwrap_or("?")
-        )
-    })
+    pending_command(canary).map(|c| format!("{} ({} by {})", c.id, c.action.as_str(), c.by))
 }
 
 #[cfg(test)]
@@ -276,6 +259,7 @@ mod tests {
     //! body and answered as the API server would; a missing or extra call fails the test.
 
     use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use serde_json::Value;
     use serin_dashboard::wait::{Assessment, assess};
 
     use super::*;

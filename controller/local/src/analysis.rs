@@ -26,7 +26,7 @@ use serin_core::{Bound, CheckResult, Status};
 
 use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
 use serin_controller::measure::{
-    Judges, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, at_weight, check_result, inconclusive, judge_config, no_data, verdict,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -400,6 +400,7 @@ impl LocalAnalyzer {
             Ok(r) => r,
             Err(unavailable) => return unavailable,
         };
+        let r = at_weight(r, &ctx.plan, status.canary_weight);
         self.last_judge
             .remember(ctx, serin_controller::sample::judge(&r, &config));
         let canary_rate = canary.success_rate_pct();

@@ -34,6 +34,22 @@ pub fn verdict(v: serin_analysis::Verdict) -> Verdict {
     }
 }
 
+/// The judge's look as the engine and the history see it at the canary's current weight
+/// `canary_weight`: at a weight step that is not the last, non-inferiority shown at
+/// `stepAlpha` is a Pass that raises the weight ([`JudgeResult::verdict_at`]; the reason says
+/// which confidence was shown); at the last step, where a Pass promotes, and in every A/B or
+/// Blue/Green iteration only the promotion confidence `1 - alpha` passes.
+pub fn at_weight(mut r: JudgeResult, plan: &serin_core::Plan, canary_weight: u32) -> JudgeResult {
+    let last_step = match &plan.strategy {
+        serin_core::Strategy::Canary { step_weights, .. } => {
+            step_weights.iter().all(|w| *w <= canary_weight)
+        }
+        _ => true,
+    };
+    r.verdict = r.verdict_at(last_step);
+    r
+}
+
 /// A measured threshold check, as the engine sees it.
 pub fn check_result(r: serin_analysis::CheckResult) -> CheckResult {
     CheckResult {
@@ -72,6 +88,7 @@ pub fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
         error_rate_margin: j.error_rate_margin,
         error_rate_margin_absolute: j.error_rate_margin_absolute,
         latency_margin: j.latency_margin,
+        step_alpha: j.step_alpha,
         on_inconclusive: match j.on_inconclusive {
             serin_api::OnInconclusive::Rollback => serin_analysis::OnInconclusive::Rollback,
             serin_api::OnInconclusive::Promote => serin_analysis::OnInconclusive::Promote,
@@ -152,5 +169,72 @@ fn restore(saved: &AnalysisState, run: u64, ctx: &CanaryContext) -> JudgeState {
             JudgeState::default()
         }),
         _ => JudgeState::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_api::{
+        Canary, CanaryAnalysis, CanaryService, CanarySpec, Normalized, TargetKind, TargetRef,
+    };
+
+    /// The plan of a Canary stepping 10, 20 ... 50.
+    fn steps_10_to_50() -> serin_core::Plan {
+        let c = Canary::new(
+            "podinfo",
+            CanarySpec {
+                target_ref: TargetRef {
+                    api_version: Some("apps/v1".into()),
+                    kind: TargetKind::Deployment,
+                    name: "podinfo".into(),
+                },
+                service: CanaryService {
+                    port: 9898,
+                    ..Default::default()
+                },
+                analysis: CanaryAnalysis {
+                    step_weight: Some(10),
+                    max_weight: Some(50),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        crate::plan::plan(&Normalized::from_canary(&c).expect("a valid Canary"))
+    }
+
+    fn look(verdict: serin_analysis::Verdict, step_up: bool) -> JudgeResult {
+        let mut state = serin_analysis::JudgeState::default();
+        let empty = ArmTraffic::default();
+        let mut r = state.observe_window(&JudgeConfig::default(), &empty, &empty);
+        r.verdict = verdict;
+        r.step_up = step_up;
+        r
+    }
+
+    #[test]
+    fn a_step_up_raises_the_weight_below_the_last_step_and_never_promotes() {
+        use serin_analysis::Verdict as J;
+        let plan = steps_10_to_50();
+        for weight in [10, 20, 40] {
+            assert_eq!(
+                at_weight(look(J::Inconclusive, true), &plan, weight).verdict,
+                J::Pass,
+                "weight {weight}"
+            );
+        }
+        // At the last step a Pass promotes: only the promotion confidence counts.
+        assert_eq!(
+            at_weight(look(J::Inconclusive, true), &plan, 50).verdict,
+            J::Inconclusive
+        );
+        assert_eq!(at_weight(look(J::Pass, true), &plan, 50).verdict, J::Pass);
+        // Nothing shown stays inconclusive; a Fail stays a Fail.
+        assert_eq!(
+            at_weight(look(J::Inconclusive, false), &plan, 10).verdict,
+            J::Inconclusive
+        );
+        assert_eq!(at_weight(look(J::Fail, false), &plan, 10).verdict, J::Fail);
     }
 }

@@ -188,6 +188,7 @@ mod tests {
             looks: 3,
             error: test_evidence(9.0, 1.0e6),
             latency: None,
+            step_up: false,
         };
         let config = JudgeConfig::default();
         let j = judge(&r, &config);
@@ -210,10 +211,11 @@ mod tests {
             looks: 1,
             error: test_evidence(0.0, 1.0),
             latency: None,
+            step_up: false,
         };
         let j = judge(&r, &JudgeConfig::default());
         assert_eq!(j.evidence[0].verdict, Verdict::Inconclusive);
-        assert_eq!(j.evidence[0].margin, Some(0.25));
+        assert_eq!(j.evidence[0].margin, Some(0.5));
         assert_eq!(
             j.evidence[0].claim.as_deref(),
             Some("canary error <= 0.25% not shown yet")
@@ -224,19 +226,20 @@ mod tests {
     fn a_shown_margin_reads_as_a_confidence_statement() {
         let mut error = test_evidence(1.0, 1.0);
         error.shown = true;
-        error.claim = "canary error <= 1.75%".into();
+        error.claim = "canary error <= 1.90%".into();
         let r = JudgeResult {
             verdict: serin_analysis::Verdict::Pass,
             reason: "non-inferior".into(),
             looks: 9,
             error,
             latency: None,
+            step_up: false,
         };
         let j = judge(&r, &JudgeConfig::default());
         assert_eq!(j.evidence[0].verdict, Verdict::Pass);
         assert_eq!(
             j.evidence[0].claim.as_deref(),
-            Some("canary error <= 1.75% with 99% confidence")
+            Some("canary error <= 1.90% with 99% confidence")
         );
     }
 
