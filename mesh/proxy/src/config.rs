@@ -36,6 +36,11 @@ pub struct ProxyConfig {
     /// response head (on routes without `timeout`), a client that stops sending its request
     /// body or stops reading the response.
     pub body_idle_timeout: Duration,
+    /// How long an endpoint's series (those with `dst_pod`) stay on `/metrics` after no route
+    /// table or request holds the endpoint any more: long enough that a dashboard still shows
+    /// why a rolled-back canary's pods failed, short enough that pods that come and go do not
+    /// pile up. Zero drops them at the next table swap.
+    pub metrics_retain_idle: Duration,
     /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
     pub transparent: Option<TransparentConfig>,
 }
@@ -68,6 +73,10 @@ impl Default for TransparentConfig {
 /// what a connection flood can take from a memory-limited pod.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Linkerd's proxy keeps idle metric series for 10 minutes by default; the same here, so
+/// dashboards built for Linkerd show a gone pod's last minutes.
+pub const DEFAULT_METRICS_RETAIN_IDLE: Duration = Duration::from_secs(600);
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
@@ -80,6 +89,7 @@ impl Default for ProxyConfig {
             outbound_max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_idle_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
+            metrics_retain_idle: DEFAULT_METRICS_RETAIN_IDLE,
             transparent: None,
         }
     }
@@ -186,6 +196,7 @@ struct Raw {
     connect_timeout: Option<String>,
     h2_idle_timeout: Option<String>,
     body_idle_timeout: Option<String>,
+    metrics_retain_idle: Option<String>,
     routes: Option<Vec<Route>>,
 }
 
@@ -269,6 +280,18 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
         timeout: duration("inbound.timeout", &i.timeout),
         max_connections: i.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
     });
+    // Zero is meaningful here (drop at the next swap), unlike the timeouts above.
+    let metrics_retain_idle = match raw.metrics_retain_idle.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problem(
+                "metricsRetainIdle".to_string(),
+                format!("{e}; accepted: {}", serin_mesh_api::table::DURATION_FORM),
+            );
+            None
+        }
+    };
     let limits = [
         (
             "outbound.maxConnections",
@@ -325,6 +348,7 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
             h2_idle_timeout: h2_idle_timeout.unwrap_or(defaults.h2_idle_timeout),
             body_idle_timeout: body_idle_timeout.unwrap_or(defaults.body_idle_timeout),
+            metrics_retain_idle: metrics_retain_idle.unwrap_or(defaults.metrics_retain_idle),
             transparent: None,
         },
         table,
@@ -509,5 +533,20 @@ routes:
             text.contains("outbound.maxConnections (line 3): must be at least 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metrics_retain_idle_takes_a_duration_and_zero() {
+        let cfg = parse(Path::new("f.yaml"), "labels: {}\n").expect("valid");
+        assert_eq!(cfg.proxy.metrics_retain_idle, Duration::from_secs(600));
+        let cfg = parse(Path::new("f.yaml"), "metricsRetainIdle: 0s\n").expect("valid");
+        assert_eq!(cfg.proxy.metrics_retain_idle, Duration::ZERO);
+        let cfg = parse(Path::new("f.yaml"), "metricsRetainIdle: 1.5m\n").expect("valid");
+        assert_eq!(cfg.proxy.metrics_retain_idle, Duration::from_secs(90));
+        let text = parse(Path::new("f.yaml"), "labels: {}\nmetricsRetainIdle: soon\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(text.contains("metricsRetainIdle (line 2)"), "{text}");
+        assert!(text.contains("accepted:"), "{text}");
     }
 }

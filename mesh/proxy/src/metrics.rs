@@ -10,11 +10,11 @@
 //! fixed set of error kinds and errno names. The request path or a client-supplied authority
 //! never becomes a label.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Linkerd's `response_latency_ms` bucket bounds.
 pub const LATENCY_BUCKETS_MS: [u64; 25] = [
@@ -378,6 +378,9 @@ pub struct Registry {
     rt_routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpMetrics>>>,
     proxy: ProxySeries,
+    /// Endpoint series nothing holds any more, and since when (see `prune_endpoint_series`).
+    idle_since: Mutex<HashMap<String, Instant>>,
+    retain_idle: Duration,
 }
 
 /// Escapes a Prometheus label value.
@@ -426,7 +429,15 @@ impl Registry {
             rt_routes: Mutex::new(BTreeMap::new()),
             tcp: Mutex::new(BTreeMap::new()),
             proxy: ProxySeries::default(),
+            idle_since: Mutex::new(HashMap::new()),
+            retain_idle: crate::config::DEFAULT_METRICS_RETAIN_IDLE,
         }
+    }
+
+    /// How long an endpoint series nothing holds stays exported (`metricsRetainIdle`).
+    pub fn with_retain_idle(mut self, retain_idle: Duration) -> Self {
+        self.retain_idle = retain_idle;
+        self
     }
 
     /// The outbound series for one backend of one authority; the same labels give the same
@@ -486,13 +497,28 @@ impl Registry {
         self.route_series(l)
     }
 
-    /// Forgets per-endpoint series (those with `dst_pod`) that no route table or request holds
-    /// any more: pods come and go, and their series would otherwise pile up for the life of
-    /// the proxy. Called after each table swap, so a removed pod's series goes at the swap after
-    /// the one that removed it (once requests still in flight on the old table are done).
+    /// Forgets per-endpoint series (those with `dst_pod`) that no route table or request has
+    /// held for `retain_idle`: pods come and go, and their series would otherwise pile up for
+    /// the life of the proxy, but a rolled-back canary's series must outlive its endpoints
+    /// long enough for a dashboard to show why it failed. Called after each table swap, so a
+    /// removed pod's series goes at the first swap at least `retain_idle` after the one that
+    /// removed it (and after requests still in flight on the old table are done).
     pub fn prune_endpoint_series(&self) {
+        let now = Instant::now();
         let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|labels, series| Arc::strong_count(series) > 1 || !labels.contains("dst_pod=\""));
+        let mut idle = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|labels, series| {
+            if Arc::strong_count(series) > 1 || !labels.contains("dst_pod=\"") {
+                idle.remove(labels);
+                return true;
+            }
+            let since = *idle.entry(labels.clone()).or_insert(now);
+            let keep = now.duration_since(since) < self.retain_idle;
+            if !keep {
+                idle.remove(labels);
+            }
+            keep
+        });
     }
 
     fn route_series(&self, mut labels: String) -> Arc<RouteMetrics> {

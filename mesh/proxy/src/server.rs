@@ -67,7 +67,8 @@ impl Proxy {
     /// Binds every listener and starts serving with an empty table (404 for everything) until
     /// a table is applied through [`Proxy::table`].
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
-        let registry = Arc::new(Registry::new(&cfg.labels));
+        let registry =
+            Arc::new(Registry::new(&cfg.labels).with_retain_idle(cfg.metrics_retain_idle));
         let table = TableHandle::new(registry.clone());
         let transparent_inbound = cfg.transparent.as_ref().and_then(|t| t.inbound);
         let inbound_target =

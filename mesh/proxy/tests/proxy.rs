@@ -1032,7 +1032,21 @@ async fn grpc_status_values_outside_the_defined_codes_share_one_unknown_series()
 async fn endpoint_labels_give_each_pod_its_own_series_and_gone_pods_are_forgotten() {
     let a = upstream("web-1").await;
     let b = upstream("web-2").await;
-    let p = proxy_with(&[("namespace", "test"), ("deployment", "frontend")]).await;
+    // metricsRetainIdle 0: a gone pod's series goes at the next swap (the default keeps it
+    // 10 minutes; see the test below).
+    let p = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse().expect("addr"),
+        admin: Some("127.0.0.1:0".parse().expect("addr")),
+        labels: [("namespace", "test"), ("deployment", "frontend")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        shutdown_timeout: Duration::from_secs(5),
+        metrics_retain_idle: Duration::ZERO,
+        ..serin_proxy::ProxyConfig::default()
+    })
+    .await
+    .expect("proxy starts");
     let labelled = |eps: &[&Upstream]| {
         let list: Vec<String> = eps.iter().map(|u| format!("\"{}\"", u.addr)).collect();
         let labels: Vec<String> = eps
@@ -1114,4 +1128,38 @@ async fn endpoint_labels_give_each_pod_its_own_series_and_gone_pods_are_forgotte
         msg.contains("endpointLabels") && msg.contains("not one of the backend's endpoints"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn a_gone_pods_series_stays_on_metrics_for_the_default_retention() {
+    // A rolled-back canary's pods leave the table at once; their failures must stay visible to
+    // dashboards (Linkerd's proxy keeps idle series 10 minutes by default, and so does this one).
+    let a = upstream("web-1").await;
+    let b = upstream("web-2").await;
+    let p = proxy_with(&[("namespace", "test")]).await;
+    let with = |eps: &[(&Upstream, &str)]| {
+        let list: Vec<String> = eps.iter().map(|(u, _)| format!("\"{}\"", u.addr)).collect();
+        let labels: Vec<String> = eps
+            .iter()
+            .map(|(u, pod)| format!("\"{}\": {{ pod: {pod} }}", u.addr))
+            .collect();
+        table(&format!(
+            "routes:\n  - authority: web\n    rules:\n      - backends:\n          - {{ name: web, endpoints: [{}], endpointLabels: {{ {} }} }}\n",
+            list.join(", "),
+            labels.join(", ")
+        ))
+    };
+    p.table()
+        .apply(with(&[(&b, "web-canary-0")]))
+        .expect("valid table");
+    let client = h1_client();
+    let got = get(&client, p.outbound_addr(), "web", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    for _ in 0..3 {
+        p.table()
+            .apply(with(&[(&a, "web-primary-0")]))
+            .expect("valid table");
+    }
+    let m = metrics(&p).await;
+    assert!(m.contains("dst_pod=\"web-canary-0\""), "{m}");
 }
