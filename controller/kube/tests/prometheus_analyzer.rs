@@ -105,28 +105,7 @@ fn get_template(body: Value) -> Expect {
 }
 
 fn get_secret(name: &str, data: &[(&str, &str)]) -> Expect {
-    let s = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
-                    )
-                })
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let mut v = serde_json::to_value(s).unwrap();
-    v["apiVersion"] = json!("v1");
-    v["kind"] = json!("Secret");
-    expect("GET", format!("/api/v1/namespaces/{NS}/secrets/{name}")).reply(200, v)
+    serin_kube::testing::get_secret_answered(NS, name, data)
 }
 
 /// Runs one round of checks with a fresh analyzer (a fresh controller process) whose API

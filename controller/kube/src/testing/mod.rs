@@ -117,6 +117,39 @@ pub struct Expect {
     answer: Answer,
 }
 
+/// A Secret as the API server returns it (built from the typed object, `data` base64-encoded
+/// by its serialisation): one builder for every scenario that reads a Secret.
+pub fn secret(namespace: &str, name: &str, data: &[(&str, &[u8])]) -> Value {
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).expect("a Secret serialises");
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+/// Expects a GET of Secret `namespace/name` and answers it with [`secret`] holding `data`
+/// (text values, as the metric-provider and webhook Secrets hold).
+pub fn get_secret_answered(namespace: &str, name: &str, data: &[(&str, &str)]) -> Expect {
+    let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    expect(
+        "GET",
+        format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+    )
+    .reply(200, secret(namespace, name, &data))
+}
+
 /// Expects `method path` next. `path` is matched without the query unless it contains a `?`
 /// (then the query must be exactly what follows it). By default the body is not checked and the
 /// answer is `200` echoing the body, as the API server does for an apply.

@@ -177,23 +177,7 @@ pub fn daemonset(image: &str, node_selector: Option<Value>) -> Value {
 
 /// A Secret in the scenarios' namespace, built from the typed object.
 pub fn secret(name: &str, data: &[(&str, &[u8])]) -> Value {
-    let s = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let mut v = serde_json::to_value(s).unwrap();
-    v["apiVersion"] = json!("v1");
-    v["kind"] = json!("Secret");
-    v
+    serin_kube::testing::secret(NS, name, data)
 }
 
 /// The pod-template revision of `podinfo` running `image`.
