@@ -11,10 +11,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use serin_api::{Canary, SerinStatus, Stored};
+use serin_api::{Canary, CanaryCondition, CanaryStatus, SerinStatus, Stored};
 use serin_core::{Command, HistoryEntry, HistoryKind, Status, Timestamp};
 
 use super::adapters::LastWrites;
@@ -135,18 +136,16 @@ pub fn status_body(
     analysis: Option<&AnalysisState>,
     now: Timestamp,
 ) -> Value {
-    let mut conditions: Vec<Value> = status
+    let mut conditions: Vec<CanaryCondition> = status
         .conditions
         .iter()
-        .map(|c| {
-            json!({
-                "type": c.condition_type,
-                "status": c.status,
-                "lastUpdateTime": c.last_update_time.to_rfc3339(),
-                "lastTransitionTime": c.last_transition_time.to_rfc3339(),
-                "reason": c.reason,
-                "message": c.message,
-            })
+        .map(|c| CanaryCondition {
+            type_: c.condition_type.clone(),
+            status: condition_status(c.status),
+            last_update_time: Some(time(c.last_update_time)),
+            last_transition_time: Some(time(c.last_transition_time)),
+            reason: Some(c.reason.clone()),
+            message: Some(c.message.clone()),
         })
         .collect();
     for rc in runtime {
@@ -154,17 +153,16 @@ pub fn status_body(
         // Keep the transition time while the status does not flip.
         let transition = existing_condition(canary, rc.type_)
             .filter(|c| c.status == st)
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-            .unwrap_or_else(|| json!(now.to_rfc3339()));
-        conditions.push(json!({
-            "type": rc.type_,
-            "status": st,
-            "lastUpdateTime": now.to_rfc3339(),
-            "lastTransitionTime": transition,
-            "reason": rc.reason,
-            "message": rc.message,
-        }));
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| time(now));
+        conditions.push(CanaryCondition {
+            type_: rc.type_.to_string(),
+            status: st.to_string(),
+            last_update_time: Some(time(now)),
+            last_transition_time: Some(transition),
+            reason: Some(rc.reason.clone()),
+            message: Some(rc.message.clone()),
+        });
     }
     // Every stored entry goes back, those this version cannot read included.
     let mut hist: Vec<Stored<HistoryEntry>> = canary
@@ -199,41 +197,49 @@ pub fn status_body(
             .is_some_and(|r| r.id == analysis.run)
             .then_some(Stored::Read(analysis)),
     };
-    let mut s = json!({
-        "phase": status.phase.as_str(),
-        "canaryWeight": status.canary_weight,
-        "failedChecks": status.failed_checks,
-        "iterations": status.iterations,
-        "conditions": conditions,
-        "serin": serin,
-    });
-    let o = s.as_object_mut().expect("json! object literal");
-    if let Some(v) = &status.last_applied_spec {
-        o.insert("lastAppliedSpec".into(), json!(v));
-    }
-    if let Some(v) = &status.last_promoted_spec {
-        o.insert("lastPromotedSpec".into(), json!(v));
-    }
-    if !status.tracked_configs.is_empty() {
-        o.insert("trackedConfigs".into(), json!(status.tracked_configs));
-    }
-    if let Some(t) = status.last_transition_time {
-        o.insert("lastTransitionTime".into(), json!(t.to_rfc3339()));
-    }
-    if let Some(id) = &status.last_command_id {
-        o.insert("lastCommandId".into(), json!(id));
-    }
-    if let Some(c) = status.run.as_ref().and_then(|r| r.affinity_cookie.as_ref()) {
-        o.insert("sessionAffinityCookie".into(), json!(c));
-    }
-    if let Some(c) = &status.previous_affinity_cookie {
-        o.insert("previousSessionAffinityCookie".into(), json!(c));
-    }
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let written = CanaryStatus {
+        phase: Some(status.phase),
+        failed_checks: count(status.failed_checks),
+        canary_weight: count(status.canary_weight),
+        iterations: count(status.iterations),
+        previous_session_affinity_cookie: status.previous_affinity_cookie.clone(),
+        session_affinity_cookie: status.run.as_ref().and_then(|r| r.affinity_cookie.clone()),
+        tracked_configs: (!status.tracked_configs.is_empty())
+            .then(|| status.tracked_configs.clone()),
+        last_applied_spec: status.last_applied_spec.clone(),
+        last_promoted_spec: status.last_promoted_spec.clone(),
+        last_transition_time: status.last_transition_time.map(time),
+        conditions,
+        last_command_id: status.last_command_id.clone(),
+        serin: Some(serin),
+    };
+    // Only the status: server-side apply on the status subresource takes the object's identity
+    // from the path, and a typed Canary would also send its (required) spec.
     json!({
         "apiVersion": serin_api::API_VERSION,
         "kind": "Canary",
-        "status": s,
+        "status": written,
     })
+}
+
+/// A Kubernetes condition status (`True`, `False`, `Unknown`) as the CRD spells it.
+fn condition_status(s: serin_core::ConditionStatus) -> String {
+    match s {
+        serin_core::ConditionStatus::True => "True",
+        serin_core::ConditionStatus::False => "False",
+        serin_core::ConditionStatus::Unknown => "Unknown",
+    }
+    .to_string()
+}
+
+/// An engine timestamp as a Kubernetes `Time` (written to the second, as Kubernetes and Flagger
+/// write condition and transition times).
+fn time(t: Timestamp) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millis())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Drops the oldest entries beyond [`HISTORY_LIMIT`] moments and [`MEASURED_LIMIT`] samples
@@ -383,10 +389,9 @@ pub fn runtime_conditions_current(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let engine = status.conditions.iter().map(|c| {
-        let st = serde_json::to_value(c.status).unwrap_or(Value::Null);
         (
             c.condition_type.as_str(),
-            st.as_str().unwrap_or("").to_string(),
+            condition_status(c.status),
             c.reason.as_str(),
             c.message.as_str(),
         )
@@ -529,5 +534,13 @@ mod tests {
         assert_eq!(hist[0], readable);
         assert_eq!(hist[1], newer);
         assert_eq!(body["status"]["serin"]["state"]["phase"], "Initializing");
+        // What is written reads back as the typed status.
+        let back: serin_api::CanaryStatus =
+            serde_json::from_value(body["status"].clone()).expect("the body is a CanaryStatus");
+        assert_eq!(
+            back.serin.as_ref().and_then(SerinStatus::state),
+            Some(&status)
+        );
+        assert_eq!(back.phase, Some(serin_core::Phase::Initializing));
     }
 }
