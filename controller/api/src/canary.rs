@@ -632,27 +632,9 @@ pub struct SessionAffinity {
     pub partitioned: bool,
 }
 
-/// The `SameSite` attribute of a cookie.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum SameSite {
-    /// Sent on same-site requests only.
-    Strict,
-    /// Also sent on top-level cross-site navigations.
-    Lax,
-    /// Sent on every request (browsers then require `secure`).
-    None,
-}
-
-impl SameSite {
-    /// The attribute value as written in `Set-Cookie`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
+/// The `SameSite` attribute of a cookie: the engine's [`serin_core::SameSite`], one enum for
+/// the Canary's field and the plan (same spelling, same CRD schema).
+pub use serin_core::SameSite;
 
 /// A metric check.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
