@@ -2,7 +2,7 @@
 //! step or the run has gone on too long without a decision, the run ends as the policy says,
 //! with the reason in the status, the history and the events.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

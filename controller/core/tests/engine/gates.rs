@@ -1,7 +1,7 @@
 //! Gate webhooks (confirm-rollout, pre-rollout, rollout, confirm-traffic-increase,
 //! confirm-promotion) and what the engine asks the runtime to call on each tick.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serin_core::sim::Sim;

@@ -1,6 +1,6 @@
 //! Bootstrap and the three strategies, tick by tick: exact phases and weights.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serin_core::sim::Sim;

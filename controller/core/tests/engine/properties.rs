@@ -1,7 +1,7 @@
 //! Invariants over random plans and random worlds: whatever the checks, gates, commands,
 //! readiness and deployments do, the engine keeps its promises.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

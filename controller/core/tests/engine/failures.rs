@@ -1,7 +1,7 @@
 //! Every way a run can fail or be held: failed checks, deadlines, rollback webhooks, reverts,
 //! revisions changing mid-run, inconclusive verdicts.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serin_core::sim::Sim;

@@ -3,7 +3,7 @@
 //! workload it waits for becoming ready (the primary while initializing, promoting or finalising;
 //! the canary before its analysis began), and on nothing else.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Manual commands (promote, abort, pause, resume, gates), deletion, pacing and restart safety.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serin_core::sim::Sim;
