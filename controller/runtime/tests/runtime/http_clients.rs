@@ -1,6 +1,6 @@
 //! Webhook and alert clients against real HTTP servers on 127.0.0.1:0.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
