@@ -26,7 +26,7 @@ fn readme_compatibility_table_matches_the_support_tables() {
     assert_eq!(
         &readme[start..end],
         generated,
-        "README.md's Flagger compatibility table is out of date; regenerate with SERIN_UPDATE_README=1 cargo test -p serin-api --test compatibility_table"
+        "README.md's Flagger compatibility table is out of date; regenerate with SERIN_UPDATE_README=1 cargo test -p serin-api --test api compatibility_table::"
     );
 }
 

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use serin_api::schema_check::structural_problems;
 
-const COMMITTED: &str = include_str!("../../../crds/serin.yaml");
+const COMMITTED: &str = include_str!("../../../../crds/serin.yaml");
 
 #[test]
 fn committed_crds_match_the_types() {
@@ -17,7 +17,7 @@ fn committed_crds_match_the_types() {
         generated == COMMITTED,
         "crds/serin.yaml is out of date with the types in controller/api.\n\
          Regenerate it with:\n    cargo run -p serin-cli -- crds > crds/serin.yaml\n\
-         or:\n    SERIN_UPDATE_CRDS=1 cargo test -p serin-api --test crds"
+         or:\n    SERIN_UPDATE_CRDS=1 cargo test -p serin-api --test api crds::"
     );
 }
 

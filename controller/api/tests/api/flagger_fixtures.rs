@@ -151,7 +151,7 @@ fn every_fixture_has_its_exact_verdict() {
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(
         actual, expected,
-        "verdicts changed; review and regenerate with SERIN_UPDATE_VERDICTS=1 cargo test -p serin-api --test flagger_fixtures"
+        "verdicts changed; review and regenerate with SERIN_UPDATE_VERDICTS=1 cargo test -p serin-api --test api flagger_fixtures::"
     );
     // The corpus covers both verdicts and warnings.
     assert!(actual.contains(": valid and runnable"));
