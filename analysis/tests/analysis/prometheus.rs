@@ -3,7 +3,7 @@
 //! metrics. The built-in checks of every mesh flavour, a MetricTemplate query, per-arm traffic
 //! for the judge and the no-data paths all go through `prometheus-http-query`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The proxy-scrape provider against a real HTTP exporter serving Linkerd-named metrics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
