@@ -2,7 +2,7 @@
 //! (`GET /v1/watch` + `POST /v1/ack`), the real client against the real control plane and against
 //! a control plane that predates the duplex form.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

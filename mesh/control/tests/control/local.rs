@@ -1,6 +1,6 @@
 //! The local source and its HTTP API: file reloads, bad files kept out, weights API inputs.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

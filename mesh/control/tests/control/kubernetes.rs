@@ -15,8 +15,8 @@ use serin_mesh_control::hub::Hub;
 use serin_mesh_control::translate::Options;
 use tower_test::mock::{Handle, SendResponse};
 
-// Calls are logged for the install's RBAC check (controller/kube/tests/rbac.rs).
-#[path = "../../../controller/kube/src/testing/api_log.rs"]
+// Calls are logged for the install's RBAC check (controller/kube/tests/kubernetes/rbac.rs).
+#[path = "../../../../controller/kube/src/testing/api_log.rs"]
 mod api_log;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
