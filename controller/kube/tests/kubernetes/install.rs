@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serin_kube::install::{self, CrdSelection, InstallOptions, Object};
 
-const COMMITTED: &str = include_str!("../../../deploy/serin.yaml");
+const COMMITTED: &str = include_str!("../../../../deploy/serin.yaml");
 
 fn defaults() -> InstallOptions {
     InstallOptions::default()
@@ -70,7 +70,7 @@ fn the_committed_manifests_match_the_code() {
         generated == COMMITTED,
         "deploy/serin.yaml is out of date with `serin install`.\n\
          Regenerate it with:\n    cargo run -p serin-cli -- install > deploy/serin.yaml\n\
-         or:\n    SERIN_UPDATE_DEPLOY=1 cargo test -p serin-kube --test install"
+         or:\n    SERIN_UPDATE_DEPLOY=1 cargo test -p serin-kube --test kubernetes install::"
     );
 }
 

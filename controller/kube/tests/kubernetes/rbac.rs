@@ -1,31 +1,18 @@
 //! The install's RBAC rules cannot drift from the code: every component's mocked-API scenarios
-//! are compiled into this binary (one `#[path]` line per scenario file), run again in a child
-//! process that logs each call its fake API server answers, and the calls are compared with the
-//! component's generated rules — each call must be allowed, and each rule must be used.
+//! are modules of this test binary (the control plane's, which live in serin-mesh-control, are
+//! included by one `#[path]` line in main.rs), run again in a child process that logs each call
+//! its fake API server answers, and the calls are compared with the component's generated rules
+//! — each call must be allowed, and each rule must be used.
 //!
-//! Adding a component's scenarios: one `#[path]` module named `rbac_<component>_...` below
-//! (their fake API server logs through `serin_kube::testing` or, outside serin-kube, its
-//! `api_log.rs` included by `#[path]`) and, for a new component, one
-//! `check` test.
-
-// Each scenario file brings its own copy of `common/` (as when it is compiled alone).
-#![allow(clippy::duplicate_mod)]
+//! Adding a component's scenarios: a module of this binary (their fake API server logs through
+//! `serin_kube::testing` or, outside serin-kube, its `api_log.rs` included by `#[path]`), named
+//! in that component's `check` test (one `check` test per component).
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serin_kube::install::{self, ComponentRules};
-
-// The module name says whose scenarios they are: `rbac_<component>_...`.
-#[path = "../../../mesh/control/tests/kubernetes.rs"]
-mod rbac_control_plane_kubernetes;
-#[path = "kube_scenarios/main.rs"]
-mod rbac_controller_kube_scenarios;
-#[path = "kube_leader_election.rs"]
-mod rbac_controller_leader_election;
-#[path = "injector.rs"]
-mod rbac_injector_scenarios;
 
 /// One API call reduced to what RBAC judges.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,13 +122,13 @@ fn grants(rule: &PolicyRule) -> Vec<(String, String, String)> {
     out
 }
 
-/// Runs this binary's tests whose path starts with `module` in a child process and returns the
-/// calls logged.
-fn calls_of(module: &str) -> Vec<Access> {
+/// Runs this binary's tests under `modules` (`name::`, matched as libtest filters) in a child
+/// process and returns the calls logged.
+fn calls_of(module: &str, modules: &[&str]) -> Vec<Access> {
     let log = std::env::temp_dir().join(format!("serin-rbac-{}-{module}log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let out = Command::new(std::env::current_exe().unwrap())
-        .arg(module)
+        .args(modules)
         .env("SERIN_API_CALL_LOG", &log)
         .output()
         .expect("the test binary runs itself");
@@ -165,8 +152,9 @@ fn calls_of(module: &str) -> Vec<Access> {
 /// grant fails at once.
 const AWAITING_A_SCENARIO: &[(&str, &str)] = &[];
 
-fn check(module: &str, rules: ComponentRules) {
-    let calls: BTreeSet<Access> = calls_of(module).into_iter().collect();
+/// `module` names the component in messages; `modules` are its scenarios' modules.
+fn check(module: &str, modules: &[&str], rules: ComponentRules) {
+    let calls: BTreeSet<Access> = calls_of(module, modules).into_iter().collect();
     assert!(!calls.is_empty(), "{module}: no API calls logged");
     let denied: Vec<String> = calls
         .iter()
@@ -204,17 +192,29 @@ fn check(module: &str, rules: ComponentRules) {
 
 #[test]
 fn rbac_of_the_controller_matches_its_calls() {
-    check("rbac_controller_", install::controller_rules());
+    check(
+        "rbac_controller_",
+        &["kube_scenarios::", "kube_leader_election::"],
+        install::controller_rules(),
+    );
 }
 
 #[test]
 fn rbac_of_the_control_plane_matches_its_calls() {
-    check("rbac_control_plane_", install::control_plane_rules());
+    check(
+        "rbac_control_plane_",
+        &["control_plane_kubernetes::"],
+        install::control_plane_rules(),
+    );
 }
 
 #[test]
 fn rbac_of_the_injector_matches_its_calls() {
-    check("rbac_injector_", install::injector_rules());
+    check(
+        "rbac_injector_",
+        &["injector::"],
+        install::injector_rules(),
+    );
 }
 
 #[test]

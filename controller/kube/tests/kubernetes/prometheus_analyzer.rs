@@ -8,7 +8,7 @@
 //! a saved state after a restart, and a template's `secretRef` (basic auth), `insecureSkipVerify`
 //! (Prometheus serving HTTPS with a self-signed certificate), headers and bearer token.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -308,11 +308,11 @@ fn secured_web_config() -> PrometheusOptions {
         files: vec![
             (
                 "cert.pem".into(),
-                include_bytes!("fixtures/prometheus-cert.pem").to_vec(),
+                include_bytes!("../fixtures/prometheus-cert.pem").to_vec(),
             ),
             (
                 "key.pem".into(),
-                include_bytes!("fixtures/prometheus-key.pem").to_vec(),
+                include_bytes!("../fixtures/prometheus-key.pem").to_vec(),
             ),
         ],
     }

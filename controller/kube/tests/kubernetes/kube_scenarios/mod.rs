@@ -5,7 +5,8 @@
 //! a timeout.
 //!
 //! One module per topic; the cluster's objects and the expected calls are built in `fixtures`.
-//! (tests/rbac.rs compiles this tree again to check the install's RBAC rules against the calls.)
+//! (rbac.rs runs these again in a child process to check the install's RBAC rules against the
+//! calls.)
 
 mod fixtures;
 

@@ -1,5 +1,5 @@
 //! Leader election, one call at a time (expiry, take-over and races over time:
-//! kube_leader_election.rs).
+//! ../kube_leader_election.rs).
 
 use super::fixtures::*;
 
@@ -59,7 +59,7 @@ async fn a_fresh_lease_held_by_another_replica_keeps_this_one_standing_by() {
     assert!(!r.unwrap(), "no write at all while another replica leads");
 }
 
-// Expiry, take-over and races are judged over time: see kube_leader_election.rs.
+// Expiry, take-over and races are judged over time: see ../kube_leader_election.rs.
 
 #[tokio::test]
 async fn the_leader_renews_its_own_lease() {
