@@ -1,6 +1,6 @@
 //! `EngineBackend` over a store holding the engine's own types: what the runtimes will use.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
-const COMMITTED: &str = include_str!("../../../deploy/serin.yaml");
+const COMMITTED: &str = include_str!("../../../../deploy/serin.yaml");
 
 fn serin(args: &[&str]) -> std::process::Output {
     Command::new(SERIN).args(args).output().expect("serin runs")

@@ -5,8 +5,8 @@
 //! controller recorded, the checks' measured values and the judge's evidence, an action refused
 //! without the token and accepted with it, and a screenshot saved.
 
-mod local_site;
-#[path = "../../../dashboards/tests/support/webdriver.rs"]
+use crate::local_site;
+#[path = "../../../../dashboards/tests/dashboard/support/webdriver.rs"]
 mod webdriver;
 
 use std::sync::Arc;

@@ -2,9 +2,8 @@
 //! `chromium-driver`): rows and phases visible, charts present, an action refused without the
 //! token and accepted with it, live updates arriving without a reload, and a screenshot saved.
 
-mod support;
-#[path = "support/webdriver.rs"]
-mod webdriver;
+use crate::support;
+use crate::webdriver;
 
 use std::path::PathBuf;
 

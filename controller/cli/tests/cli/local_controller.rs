@@ -9,7 +9,7 @@
 //! `/rollback/check` as the rollback webhook), which `serin gate open|close` flips. So no proxy
 //! or load is needed here; the browser test runs real traffic.
 
-mod local_site;
+use crate::local_site;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The JSON API, the actions with and without the token, server-sent events, and the Flagger
 //! gate endpoints, against a real server on 127.0.0.1:0 over a `MemoryBackend`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
