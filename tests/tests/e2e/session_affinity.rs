@@ -2,7 +2,7 @@
 //! proxies run: the Canary's cookie fields go through the engine's plan into serin-local's
 //! routes file, and the local control plane (the real `LocalSource` reading that file) puts
 //! each cookie on the right backend of the weighted rule and a sticky rule per cookie before it.
-//! The proxy's side (the `Set-Cookie` headers on real answers) is mesh/proxy/tests/proxy.rs.
+//! The proxy's side (the `Set-Cookie` headers on real answers) is mesh/proxy/tests/proxy/proxy.rs.
 
 use serin_core::AffinityRoutes;
 use serin_local::router::{ControlPlane, RouteSpec};
