@@ -3,7 +3,7 @@
 //! oversized heads, trailers, closing idle connections on shutdown, and recognising the HTTP/2
 //! preface when it arrives in pieces.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

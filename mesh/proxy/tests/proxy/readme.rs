@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-const README: &str = include_str!("../README.md");
-const SPLIT: &str = include_str!("../examples/split.yaml");
+const README: &str = include_str!("../../README.md");
+const SPLIT: &str = include_str!("../../examples/split.yaml");
 
 #[test]
 fn the_readme_shows_the_split_example_verbatim() {

@@ -1,7 +1,7 @@
 //! The proxy's own HTTP/1.1 upstream client, against a scripted raw-TCP upstream: connection
 //! reuse, message framing both ways, upstreams that close idle connections, early answers.
 
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

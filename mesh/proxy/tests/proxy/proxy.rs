@@ -1,6 +1,6 @@
 //! The whole proxy in-process on 127.0.0.1:0 against stub upstreams.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Static-file mode: hot reload under load, and bad files kept out.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

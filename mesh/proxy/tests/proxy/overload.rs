@@ -1,7 +1,7 @@
 //! Overload at the listeners: out of file descriptors, and the per-listener connection limit.
 //! The descriptor test runs the real binary under `ulimit -n`, as a pod with a low limit would.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream as StdStream;

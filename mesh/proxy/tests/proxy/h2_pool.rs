@@ -2,7 +2,7 @@
 //! Streams past the peer's MAX_CONCURRENT_STREAMS open another connection, a client that never
 //! reads cannot take the connection's flow-control window, a cold burst opens one connection.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

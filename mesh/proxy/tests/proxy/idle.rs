@@ -1,6 +1,6 @@
 //! Connections and bodies that go quiet: closed after their idle timeouts, busy ones kept.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
