@@ -210,11 +210,7 @@ fn rbac_of_the_control_plane_matches_its_calls() {
 
 #[test]
 fn rbac_of_the_injector_matches_its_calls() {
-    check(
-        "rbac_injector_",
-        &["injector::"],
-        install::injector_rules(),
-    );
+    check("rbac_injector_", &["injector::"], install::injector_rules());
 }
 
 #[test]
