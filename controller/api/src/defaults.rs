@@ -450,11 +450,7 @@ impl Normalized {
                 .map(|s| serin_core::CookieAttributes {
                     domain: s.domain.clone(),
                     path: s.path.clone(),
-                    same_site: s.same_site.map(|v| match v {
-                        crate::SameSite::Strict => serin_core::SameSite::Strict,
-                        crate::SameSite::Lax => serin_core::SameSite::Lax,
-                        crate::SameSite::None => serin_core::SameSite::None,
-                    }),
+                    same_site: s.same_site,
                     secure: s.secure,
                     http_only: s.http_only,
                     partitioned: s.partitioned,

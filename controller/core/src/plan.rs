@@ -185,15 +185,29 @@ pub struct SessionAffinity {
     pub attributes: CookieAttributes,
 }
 
-/// `SameSite` of the affinity cookie.
+/// The `SameSite` attribute of a cookie.
+// One definition for the engine's plan and the Canary's `sessionAffinity.sameSite` (serin-api
+// re-exports it): the doc line above is the CRD schema's description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum SameSite {
-    /// Same-site requests only.
+    /// Sent on same-site requests only.
     Strict,
-    /// Also top-level cross-site navigations.
+    /// Also sent on top-level cross-site navigations.
     Lax,
-    /// Every request (browsers require `Secure` with it).
+    /// Sent on every request (browsers then require `secure`).
     None,
+}
+
+impl SameSite {
+    /// The attribute value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 /// `Set-Cookie` attributes of the affinity cookie besides its value and `Max-Age`.
@@ -245,11 +259,8 @@ impl CookieAttributes {
             out.push_str("; HttpOnly");
         }
         if let Some(s) = self.same_site {
-            out.push_str(match s {
-                SameSite::Strict => "; SameSite=Strict",
-                SameSite::Lax => "; SameSite=Lax",
-                SameSite::None => "; SameSite=None",
-            });
+            out.push_str("; SameSite=");
+            out.push_str(s.as_str());
         }
         if self.partitioned {
             out.push_str("; Partitioned");

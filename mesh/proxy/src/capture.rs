@@ -4,30 +4,59 @@
 //! never touches anybody else's rules:
 //!
 //! ```text
-//! nat PREROUTING -> SERIN_INBOUND:  skip ports RETURN, then -> SERIN_INBOUND_REDIRECT (REDIRECT to the inbound listener)
+//! nat PREROUTING -> SERIN_INBOUND:  skip ports RETURN, then -> SERIN_INBOUND_REDIRECT (REDIRECT SYNs to the inbound listener)
 //! nat OUTPUT     -> SERIN_OUTBOUND: the proxy's own UID RETURN (its upstream connections are not
 //!                                   captured again), loopback RETURN, skip ports RETURN,
-//!                                   then -> SERIN_OUTBOUND_REDIRECT (REDIRECT to the outbound listener)
+//!                                   then -> SERIN_OUTBOUND_REDIRECT (REDIRECT SYNs to the outbound listener)
 //! raw OUTPUT     -> SERIN_NOTRACK (only packets leaving over lo): TCP from 127.0.0.0/8 to
 //!                                   127.0.0.0/8: CT --notrack
+//! raw OUTPUT     -> SERIN_NOTRACK_OUT (TCP not leaving over lo): from an ephemeral port, of the
+//!                                   proxy's UID or to an outbound skip port: CT --notrack
+//! raw PREROUTING -> SERIN_NOTRACK_IN (TCP not arriving over lo): to an ephemeral port, of an
+//!                                   existing local socket (`-m socket`): CT --notrack
 //! ```
 //!
-//! Why the raw rule: a NAT rule makes the kernel track every connection of the pod's network
+//! Why the raw rules: a NAT rule makes the kernel track every connection of the pod's network
 //! namespace, and tracking costs CPU on every packet. REDIRECT needs it for the connections it
-//! redirects (their replies are translated back by the tracked entry), but the loopback legs
-//! the proxy adds (to the app on the inbound side, to upstreams on 127.0.0.1) are never
-//! translated: they need no entry. A redirected connection never matches: its packets to the
-//! proxy leave with a non-loopback destination (the Service or pod address, before the
-//! REDIRECT), and the proxy's replies go to that connection's non-loopback source (Linux
-//! refuses a loopback source for a non-loopback route), so only connections whose both ends
-//! are loopback addresses go untracked, and those are exactly the ones the nat rules RETURN.
-//! A packet that passes lo keeps the tracking decision made as it left (raw OUTPUT), so no
-//! PREROUTING rule is needed. Unlike the nat chains (which see only a connection's first
-//! packet) the raw chain sees every packet, so its rules are the cheapest the kernel has: the
-//! jump matches the output interface only (no comment match, which iptables-nft evaluates
-//! through the slower x_tables compatibility layer), and the chain compares addresses.
-//! `--track-loopback` keeps the chain empty, for a pod whose own rules match loopback traffic
-//! by conntrack state.
+//! redirects (their replies are translated back by the tracked entry); every other connection
+//! of the pod only pays. Two kinds are exempted:
+//!
+//! - **Loopback-only TCP** (the proxy's legs to the app on the inbound side, to upstreams on
+//!   127.0.0.1). A redirected connection never matches: its packets to the proxy leave with a
+//!   non-loopback destination (the Service or pod address, before the REDIRECT), and the proxy's
+//!   replies go to that connection's non-loopback source (Linux refuses a loopback source for a
+//!   non-loopback route), so only connections whose both ends are loopback addresses go
+//!   untracked, and those are exactly the ones the nat rules RETURN. A packet that passes lo
+//!   keeps the tracking decision made as it left (raw OUTPUT), so no PREROUTING rule is needed.
+//! - **Connections the pod opens that no rule translates**: the proxy's own upstream
+//!   connections (its UID, RETURNed by the nat OUTPUT chain) and the app's connections to the
+//!   outbound skip ports, in both directions. The raw table runs before conntrack, so it cannot
+//!   ask conntrack which connection a packet belongs to; it tells them apart by what the kernel
+//!   does know: a connection the pod opens has a source port from `ip_local_port_range` (the
+//!   kernel picks it there at `connect`), while the proxy's replies on the connections it
+//!   accepted (redirected, so tracked) come from its listener ports. Leaving: TCP from an
+//!   ephemeral port whose socket belongs to the proxy's UID, or whose destination port is an
+//!   outbound skip port. Arriving: TCP to an ephemeral port that matches an existing socket of
+//!   this namespace (`-m socket`, which finds established sockets by their exact four-tuple).
+//!   `-m socket` also matches a listener bound to a specific address (never a wildcard one:
+//!   `--nowildcard` is deliberately not used, it would match every new inbound connection to a
+//!   `0.0.0.0` listener and let it bypass the inbound capture), so the rule only looks at
+//!   ephemeral destination ports, and every port init knows something listens on (the proxy's
+//!   listeners and the inbound skip ports) is RETURNed first when it lies in that range. A
+//!   redirected inbound connection's packets carry the app's port before the REDIRECT, which
+//!   no established socket has (the proxy's accepted socket is on the inbound port), so they
+//!   stay tracked and translated.
+//!
+//! Should a packet of an untracked connection ever reach conntrack (its socket gone, say),
+//! conntrack may pick the connection up mid-stream (`nf_conntrack_tcp_loose`) as a new one and
+//! pass it through the nat chains: the REDIRECT rules only take SYNs, so such a packet is never
+//! sent to a listener that has no connection for it.
+//!
+//! Unlike the nat chains (which see only a connection's first packet) the raw chains see every
+//! packet, so their jumps match interfaces and the protocol only (no comment match, which
+//! iptables-nft evaluates through the slower x_tables compatibility layer). `--track-loopback`
+//! and `--track-upstream` keep the chains empty, for a pod whose own rules match such traffic by
+//! conntrack state.
 //!
 //! [`Plan`] is pure (the rules as `iptables-restore` input and the jumps); [`Iptables`] runs
 //! them with the chosen backend (iptables-nft or iptables-legacy). This module does not decide
@@ -47,16 +76,26 @@ pub const OUTBOUND_CHAIN: &str = "SERIN_OUTBOUND";
 pub const OUTBOUND_REDIRECT_CHAIN: &str = "SERIN_OUTBOUND_REDIRECT";
 /// Chain (raw table) exempting loopback-only TCP from connection tracking.
 pub const NOTRACK_CHAIN: &str = "SERIN_NOTRACK";
+/// Chain (raw table, `OUTPUT`) exempting the untranslated connections the pod opens.
+pub const NOTRACK_OUT_CHAIN: &str = "SERIN_NOTRACK_OUT";
+/// Chain (raw table, `PREROUTING`) exempting those connections' replies.
+pub const NOTRACK_IN_CHAIN: &str = "SERIN_NOTRACK_IN";
 /// Serin's chains by table, in the order they are removed.
-const CHAINS: [(&str, &str); 5] = [
+const CHAINS: [(&str, &str); 7] = [
     ("nat", INBOUND_CHAIN),
     ("nat", OUTBOUND_CHAIN),
     ("nat", INBOUND_REDIRECT_CHAIN),
     ("nat", OUTBOUND_REDIRECT_CHAIN),
     ("raw", NOTRACK_CHAIN),
+    ("raw", NOTRACK_OUT_CHAIN),
+    ("raw", NOTRACK_IN_CHAIN),
 ];
-/// Comment on the two jumps, so a reader of `iptables-save` knows who put them there.
+/// Comment on the two nat jumps, so a reader of `iptables-save` knows who put them there.
 const COMMENT: &str = "serin-proxy capture";
+/// The kernel's default `net.ipv4.ip_local_port_range`.
+pub const DEFAULT_LOCAL_PORT_RANGE: (u16, u16) = (32768, 60999);
+/// Ports one `-m multiport` list holds.
+const MULTIPORT_MAX: usize = 15;
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +113,34 @@ pub struct CaptureConfig {
     /// Keep connection tracking for loopback-only TCP (by default it is exempted; see the
     /// module docs).
     pub track_loopback: bool,
+    /// Keep connection tracking for the proxy's upstream connections and the app's connections
+    /// to outbound skip ports (by default they are exempted; see the module docs).
+    pub track_upstream: bool,
+    /// The namespace's `net.ipv4.ip_local_port_range` (first, last): the source ports of the
+    /// connections the pod opens.
+    pub local_port_range: (u16, u16),
+}
+
+/// One raw-table exemption from connection tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exemption {
+    /// Loopback-only TCP ([`NOTRACK_CHAIN`]).
+    Loopback,
+    /// The connections the pod opens that no rule translates ([`NOTRACK_OUT_CHAIN`],
+    /// [`NOTRACK_IN_CHAIN`]).
+    Upstream,
+}
+
+/// The raw-table rules of one [`Exemption`]: installed whole or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrack {
+    /// Which exemption.
+    pub what: Exemption,
+    /// `iptables-restore --noflush` input for the raw table: declares (and so empties) the
+    /// exemption's chains and, unless tracking is kept, fills them.
+    pub restore: String,
+    /// The jumps from the built-in raw chains, added only when missing.
+    pub jumps: Vec<Jump>,
 }
 
 /// The rules of one [`CaptureConfig`].
@@ -82,10 +149,10 @@ pub struct Plan {
     /// `iptables-restore --noflush` input for the nat table: declares (and so empties) Serin's
     /// four nat chains and fills them. Other chains are untouched.
     pub restore: String,
-    /// The same for the raw table: Serin's loopback conntrack exemption.
-    pub restore_raw: String,
-    /// The jumps from the built-in chains into Serin's, added only when missing.
+    /// The jumps from the built-in nat chains into Serin's, added only when missing.
     pub jumps: Vec<Jump>,
+    /// The conntrack exemptions, in the order they are installed.
+    pub untrack: Vec<Untrack>,
 }
 
 /// A rule in a built-in chain jumping to one of Serin's.
@@ -97,6 +164,39 @@ pub struct Jump {
     pub chain: &'static str,
     /// The rule's arguments.
     pub args: Vec<String>,
+}
+
+impl Jump {
+    fn new(table: &'static str, chain: &'static str, args: &[&str]) -> Jump {
+        Jump {
+            table,
+            chain,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// `-m multiport --<flag> a,b,c` clauses for `ports`, at most [`MULTIPORT_MAX`] ports each
+/// (the match's limit).
+fn multiport(flag: &str, ports: &BTreeSet<u16>) -> Vec<String> {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    ports
+        .chunks(MULTIPORT_MAX)
+        .map(|c| format!("-m multiport --{flag} {}", c.join(",")))
+        .collect()
+}
+
+/// Parses `net.ipv4.ip_local_port_range` as `/proc/sys/net/ipv4/ip_local_port_range` shows it
+/// (`first<TAB>last`).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let mut it = s.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi)), None) if 0 < lo && lo <= hi => Ok((lo, hi)),
+        _ => Err(format!(
+            "{:?} is not a port range (expected two ports, first <= last, as in \"32768 60999\")",
+            s.trim()
+        )),
+    }
 }
 
 impl CaptureConfig {
@@ -111,8 +211,10 @@ impl CaptureConfig {
         ] {
             r.push_str(&format!(":{c} - [0:0]\n"));
         }
+        // Only SYNs are redirected: a connection's first packet is its SYN, unless conntrack
+        // picked an untracked connection up mid-stream, which must not go to the proxy.
         r.push_str(&format!(
-            "-A {INBOUND_REDIRECT_CHAIN} -p tcp -j REDIRECT --to-ports {}\n",
+            "-A {INBOUND_REDIRECT_CHAIN} -p tcp --syn -j REDIRECT --to-ports {}\n",
             self.inbound_port
         ));
         // The proxy's own listeners are never redirected: a request to them is for them.
@@ -126,7 +228,7 @@ impl CaptureConfig {
             "-A {INBOUND_CHAIN} -p tcp -j {INBOUND_REDIRECT_CHAIN}\n"
         ));
         r.push_str(&format!(
-            "-A {OUTBOUND_REDIRECT_CHAIN} -p tcp -j REDIRECT --to-ports {}\n",
+            "-A {OUTBOUND_REDIRECT_CHAIN} -p tcp --syn -j REDIRECT --to-ports {}\n",
             self.outbound_port
         ));
         // Order matters: the UID rule comes first so that nothing the proxy sends is ever
@@ -146,6 +248,19 @@ impl CaptureConfig {
             "-A {OUTBOUND_CHAIN} -p tcp -j {OUTBOUND_REDIRECT_CHAIN}\n"
         ));
         r.push_str("COMMIT\n");
+        let commented =
+            |to: &'static str| ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to];
+        Plan {
+            restore: r,
+            jumps: vec![
+                Jump::new("nat", "PREROUTING", &commented(INBOUND_CHAIN)),
+                Jump::new("nat", "OUTPUT", &commented(OUTBOUND_CHAIN)),
+            ],
+            untrack: vec![self.untrack_loopback(), self.untrack_upstream()],
+        }
+    }
+
+    fn untrack_loopback(&self) -> Untrack {
         let mut raw = format!("*raw\n:{NOTRACK_CHAIN} - [0:0]\n");
         if !self.track_loopback {
             raw.push_str(&format!(
@@ -153,36 +268,87 @@ impl CaptureConfig {
             ));
         }
         raw.push_str("COMMIT\n");
-        let jump = |table: &'static str, chain: &'static str, args: &[&str]| Jump {
-            table,
-            chain,
-            args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        let commented =
-            |to: &'static str| ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to];
-        Plan {
-            restore: r,
-            restore_raw: raw,
+        Untrack {
+            what: Exemption::Loopback,
+            restore: raw,
+            jumps: vec![Jump::new(
+                "raw",
+                "OUTPUT",
+                &["-o", "lo", "-j", NOTRACK_CHAIN],
+            )],
+        }
+    }
+
+    fn untrack_upstream(&self) -> Untrack {
+        let mut raw = format!("*raw\n:{NOTRACK_OUT_CHAIN} - [0:0]\n:{NOTRACK_IN_CHAIN} - [0:0]\n");
+        if !self.track_upstream {
+            let (lo, hi) = self.local_port_range;
+            let ephemeral = format!("{lo}:{hi}");
+            // Ports something in the pod listens on: replies on the connections accepted there
+            // come from them, and new connections go to them. Only those inside the ephemeral
+            // range could be mistaken for an opened connection's port.
+            let listening: BTreeSet<u16> = [self.inbound_port, self.outbound_port]
+                .into_iter()
+                .chain(self.skip_inbound_ports.iter().copied())
+                .filter(|p| (lo..=hi).contains(p))
+                .collect();
+            for m in multiport("sports", &listening) {
+                raw.push_str(&format!("-A {NOTRACK_OUT_CHAIN} -p tcp {m} -j RETURN\n"));
+            }
+            raw.push_str(&format!(
+                "-A {NOTRACK_OUT_CHAIN} -p tcp --sport {ephemeral} -m owner --uid-owner {} -j CT --notrack\n",
+                self.proxy_uid
+            ));
+            for m in multiport("dports", &self.skip_outbound_ports) {
+                raw.push_str(&format!(
+                    "-A {NOTRACK_OUT_CHAIN} -p tcp --sport {ephemeral} {m} -j CT --notrack\n"
+                ));
+            }
+            for m in multiport("dports", &listening) {
+                raw.push_str(&format!("-A {NOTRACK_IN_CHAIN} -p tcp {m} -j RETURN\n"));
+            }
+            raw.push_str(&format!(
+                "-A {NOTRACK_IN_CHAIN} -p tcp --dport {ephemeral} -m socket -j CT --notrack\n"
+            ));
+        }
+        raw.push_str("COMMIT\n");
+        Untrack {
+            what: Exemption::Upstream,
+            restore: raw,
             jumps: vec![
-                jump("nat", "PREROUTING", &commented(INBOUND_CHAIN)),
-                jump("nat", "OUTPUT", &commented(OUTBOUND_CHAIN)),
-                jump("raw", "OUTPUT", &["-o", "lo", "-j", NOTRACK_CHAIN]),
+                Jump::new(
+                    "raw",
+                    "OUTPUT",
+                    &["!", "-o", "lo", "-p", "tcp", "-j", NOTRACK_OUT_CHAIN],
+                ),
+                Jump::new(
+                    "raw",
+                    "PREROUTING",
+                    &["!", "-i", "lo", "-p", "tcp", "-j", NOTRACK_IN_CHAIN],
+                ),
             ],
         }
     }
 }
 
 impl Plan {
+    /// Every jump: the nat ones, then the raw ones.
+    pub fn all_jumps(&self) -> impl Iterator<Item = &Jump> {
+        self.jumps
+            .iter()
+            .chain(self.untrack.iter().flat_map(|u| &u.jumps))
+    }
+
     /// The plan as a reviewer reads it (`serin-proxy init --dry-run`): the restore inputs, then
     /// the jump commands.
     pub fn render(&self, iptables: &str) -> String {
         let mut s = String::new();
-        for input in [&self.restore, &self.restore_raw] {
+        for input in std::iter::once(&self.restore).chain(self.untrack.iter().map(|u| &u.restore)) {
             s.push_str(&format!("# {iptables}-restore --noflush <<EOF\n"));
             s.push_str(input);
             s.push_str("# EOF\n");
         }
-        for j in &self.jumps {
+        for j in self.all_jumps() {
             s.push_str(&format!(
                 "{iptables} -t {} -A {} {}\n",
                 j.table,
@@ -285,8 +451,18 @@ pub enum CaptureError {
 /// What [`Iptables::install`] did beyond the capture rules.
 #[derive(Debug)]
 pub struct Installed {
-    /// Why the loopback conntrack exemption is not installed, when it is not.
-    pub notrack_skipped: Option<CaptureError>,
+    /// The conntrack exemptions the kernel refused (each left empty), with its refusal.
+    pub skipped: Vec<(Exemption, CaptureError)>,
+}
+
+impl Installed {
+    /// Why `what` is not installed, when it is not.
+    pub fn skipped(&self, what: Exemption) -> Option<&CaptureError> {
+        self.skipped
+            .iter()
+            .find(|(w, _)| *w == what)
+            .map(|(_, e)| e)
+    }
 }
 
 /// One iptables backend, run as child processes.
@@ -409,32 +585,35 @@ impl Iptables {
     }
 
     /// Installs `plan`: Serin's chains are (re)written whole, the jumps added when missing.
-    /// Running it twice leaves the same rules as running it once. The loopback conntrack
-    /// exemption only saves CPU (capture works the same without it), so a kernel that refuses
-    /// it (no raw table or CT target) leaves the capture rules installed and the refusal in
-    /// [`Installed::notrack_skipped`] for the caller to report.
+    /// Running it twice leaves the same rules as running it once. The conntrack exemptions only
+    /// save CPU (capture works the same without them), so a kernel that refuses one (no raw
+    /// table, no `CT` target, no `socket` or `owner` match) leaves the capture rules installed,
+    /// that exemption's chains empty, and the refusal in [`Installed::skipped`] for the caller
+    /// to report. An exemption is all or nothing: the OUTPUT half of the upstream one without
+    /// its PREROUTING half would leave replies tracked on connections whose requests are not.
     pub fn install(&self, plan: &Plan) -> Result<Installed, CaptureError> {
         self.check("-restore", &["--noflush"], Some(&plan.restore))?;
-        for j in plan.jumps.iter().filter(|j| j.table == "nat") {
+        for j in &plan.jumps {
             self.add_jump(j)?;
         }
-        let notrack = self
-            .check("-restore", &["--noflush"], Some(&plan.restore_raw))
-            .and_then(|_| {
-                plan.jumps
-                    .iter()
-                    .filter(|j| j.table == "raw")
-                    .try_for_each(|j| self.add_jump(j))
-            });
-        match notrack {
-            Ok(()) => Ok(Installed {
-                notrack_skipped: None,
-            }),
-            Err(e @ CaptureError::Capabilities { .. }) => Err(e),
-            Err(e) => Ok(Installed {
-                notrack_skipped: Some(e),
-            }),
+        let mut skipped = Vec::new();
+        for u in &plan.untrack {
+            let done = self
+                .check("-restore", &["--noflush"], Some(&u.restore))
+                .and_then(|_| u.jumps.iter().try_for_each(|j| self.add_jump(j)));
+            match done {
+                Ok(()) => {}
+                Err(e @ CaptureError::Capabilities { .. }) => return Err(e),
+                Err(e) => {
+                    // Empty whatever part of it is there (an earlier install's rules, or the
+                    // chains of a restore whose jumps failed); a kernel without a raw table
+                    // refuses this too, and then there is nothing to empty.
+                    let _ = self.check("-restore", &["--noflush"], Some(&declarations(&u.restore)));
+                    skipped.push((u.what, e));
+                }
+            }
         }
+        Ok(Installed { skipped })
     }
 
     fn add_jump(&self, j: &Jump) -> Result<(), CaptureError> {
@@ -459,7 +638,7 @@ impl Iptables {
 
     /// Removes the jumps and Serin's chains in both tables; a no-op when they are not there.
     pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
-        for j in &plan.jumps {
+        for j in plan.all_jumps() {
             let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
             let mut del = vec!["-t", j.table, "-D", j.chain];
             del.extend(&args);
@@ -510,6 +689,16 @@ impl Iptables {
     }
 }
 
+/// The table and chain declarations of a restore input, without its rules: restoring it
+/// empties those chains.
+fn declarations(restore: &str) -> String {
+    restore
+        .lines()
+        .filter(|l| l.starts_with('*') || l.starts_with(':') || *l == "COMMIT")
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 fn is_permission(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
     s.contains("permission denied") || s.contains("operation not permitted")
@@ -539,7 +728,16 @@ mod tests {
             skip_inbound_ports: [4191, 22].into(),
             skip_outbound_ports: [3306].into(),
             track_loopback: false,
+            track_upstream: false,
+            local_port_range: DEFAULT_LOCAL_PORT_RANGE,
         }
+    }
+
+    fn raw(p: &Plan, what: Exemption) -> &Untrack {
+        p.untrack
+            .iter()
+            .find(|u| u.what == what)
+            .expect("every exemption is planned")
     }
 
     #[test]
@@ -550,11 +748,11 @@ mod tests {
 :SERIN_INBOUND_REDIRECT - [0:0]
 :SERIN_OUTBOUND - [0:0]
 :SERIN_OUTBOUND_REDIRECT - [0:0]
--A SERIN_INBOUND_REDIRECT -p tcp -j REDIRECT --to-ports 4143
+-A SERIN_INBOUND_REDIRECT -p tcp --syn -j REDIRECT --to-ports 4143
 -A SERIN_INBOUND -p tcp --dport 22 -j RETURN
 -A SERIN_INBOUND -p tcp --dport 4191 -j RETURN
 -A SERIN_INBOUND -p tcp -j SERIN_INBOUND_REDIRECT
--A SERIN_OUTBOUND_REDIRECT -p tcp -j REDIRECT --to-ports 4140
+-A SERIN_OUTBOUND_REDIRECT -p tcp --syn -j REDIRECT --to-ports 4140
 -A SERIN_OUTBOUND -m owner --uid-owner 2102 -j RETURN
 -A SERIN_OUTBOUND -o lo -j RETURN
 -A SERIN_OUTBOUND -d 127.0.0.0/8 -j RETURN
@@ -564,8 +762,7 @@ COMMIT
 ";
         assert_eq!(p.restore, expected);
         let jumps: Vec<(&str, &str, Option<&str>)> = p
-            .jumps
-            .iter()
+            .all_jumps()
             .map(|j| (j.table, j.chain, j.args.last().map(String::as_str)))
             .collect();
         assert_eq!(
@@ -574,6 +771,8 @@ COMMIT
                 ("nat", "PREROUTING", Some(INBOUND_CHAIN)),
                 ("nat", "OUTPUT", Some(OUTBOUND_CHAIN)),
                 ("raw", "OUTPUT", Some(NOTRACK_CHAIN)),
+                ("raw", "OUTPUT", Some(NOTRACK_OUT_CHAIN)),
+                ("raw", "PREROUTING", Some(NOTRACK_IN_CHAIN)),
             ]
         );
     }
@@ -582,7 +781,7 @@ COMMIT
     fn only_loopback_to_loopback_tcp_goes_untracked_unless_tracking_is_kept() {
         let p = cfg().plan();
         assert_eq!(
-            p.restore_raw,
+            raw(&p, Exemption::Loopback).restore,
             "*raw
 :SERIN_NOTRACK - [0:0]
 -A SERIN_NOTRACK -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack
@@ -595,8 +794,113 @@ COMMIT
             ..cfg()
         }
         .plan();
-        assert_eq!(kept.restore_raw, "*raw\n:SERIN_NOTRACK - [0:0]\nCOMMIT\n");
+        assert_eq!(
+            raw(&kept, Exemption::Loopback).restore,
+            "*raw\n:SERIN_NOTRACK - [0:0]\nCOMMIT\n"
+        );
         assert_eq!(kept.restore, p.restore);
+        assert_eq!(
+            raw(&kept, Exemption::Upstream),
+            raw(&p, Exemption::Upstream)
+        );
+    }
+
+    #[test]
+    fn the_proxys_upstream_connections_and_skip_port_connections_go_untracked_both_ways() {
+        let p = cfg().plan();
+        let upstream = raw(&p, Exemption::Upstream);
+        // Leaving: from an ephemeral port, the proxy's UID or an outbound skip port. Arriving:
+        // to an ephemeral port of an existing socket (never --nowildcard: see the module docs).
+        assert_eq!(
+            upstream.restore,
+            "*raw
+:SERIN_NOTRACK_OUT - [0:0]
+:SERIN_NOTRACK_IN - [0:0]
+-A SERIN_NOTRACK_OUT -p tcp --sport 32768:60999 -m owner --uid-owner 2102 -j CT --notrack
+-A SERIN_NOTRACK_OUT -p tcp --sport 32768:60999 -m multiport --dports 3306 -j CT --notrack
+-A SERIN_NOTRACK_IN -p tcp --dport 32768:60999 -m socket -j CT --notrack
+COMMIT
+"
+        );
+        assert!(!upstream.restore.contains("nowildcard"));
+        let args: Vec<String> = upstream.jumps.iter().map(|j| j.args.join(" ")).collect();
+        assert_eq!(
+            args,
+            [
+                "! -o lo -p tcp -j SERIN_NOTRACK_OUT",
+                "! -i lo -p tcp -j SERIN_NOTRACK_IN"
+            ]
+        );
+        // Kept: both chains declared and empty, the loopback exemption as before.
+        let kept = CaptureConfig {
+            track_upstream: true,
+            ..cfg()
+        }
+        .plan();
+        assert_eq!(
+            raw(&kept, Exemption::Upstream).restore,
+            "*raw\n:SERIN_NOTRACK_OUT - [0:0]\n:SERIN_NOTRACK_IN - [0:0]\nCOMMIT\n"
+        );
+        assert_eq!(
+            raw(&kept, Exemption::Loopback),
+            raw(&p, Exemption::Loopback)
+        );
+    }
+
+    #[test]
+    fn listening_ports_inside_the_ephemeral_range_are_never_untracked() {
+        // A range that holds the inbound listener and one inbound skip port, and 20 outbound
+        // skip ports (more than one multiport list takes).
+        let c = CaptureConfig {
+            local_port_range: (4000, 4150),
+            skip_outbound_ports: (5000..5020).collect(),
+            ..cfg()
+        };
+        let restore = raw(&c.plan(), Exemption::Upstream).restore.clone();
+        let lines: Vec<&str> = restore.lines().collect();
+        assert_eq!(
+            lines[3],
+            "-A SERIN_NOTRACK_OUT -p tcp -m multiport --sports 4140,4143 -j RETURN"
+        );
+        assert_eq!(
+            lines[4],
+            "-A SERIN_NOTRACK_OUT -p tcp --sport 4000:4150 -m owner --uid-owner 2102 -j CT --notrack"
+        );
+        let first: Vec<String> = (5000..5015).map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines[5],
+            format!(
+                "-A SERIN_NOTRACK_OUT -p tcp --sport 4000:4150 -m multiport --dports {} -j CT --notrack",
+                first.join(",")
+            )
+        );
+        assert_eq!(
+            lines[6],
+            "-A SERIN_NOTRACK_OUT -p tcp --sport 4000:4150 -m multiport --dports 5015,5016,5017,5018,5019 -j CT --notrack"
+        );
+        assert_eq!(
+            lines[7],
+            "-A SERIN_NOTRACK_IN -p tcp -m multiport --dports 4140,4143 -j RETURN"
+        );
+        assert_eq!(
+            lines[8],
+            "-A SERIN_NOTRACK_IN -p tcp --dport 4000:4150 -m socket -j CT --notrack"
+        );
+        // 4191 and 22 (inbound skips) lie outside the range: no RETURN for them.
+        assert!(
+            !restore.contains("4191") && !restore.contains(",22"),
+            "{restore}"
+        );
+    }
+
+    #[test]
+    fn the_local_port_range_parses_as_the_kernel_prints_it() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Ok((32768, 60999)));
+        assert_eq!(parse_port_range("1024 1024"), Ok((1024, 1024)));
+        for bad in ["", "60999 32768", "0 100", "1 2 3", "a b", "70000 80000"] {
+            let e = parse_port_range(bad).unwrap_err();
+            assert!(e.contains("not a port range"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -611,6 +915,70 @@ COMMIT
             "{text}"
         );
         assert!(text.contains("iptables-nft -t raw -A OUTPUT -o lo -j SERIN_NOTRACK\n"));
+        assert!(
+            text.contains("<<EOF\n*raw\n:SERIN_NOTRACK_OUT - [0:0]\n:SERIN_NOTRACK_IN - [0:0]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("iptables-nft -t raw -A OUTPUT ! -o lo -p tcp -j SERIN_NOTRACK_OUT\n")
+        );
+        assert!(
+            text.contains("iptables-nft -t raw -A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n")
+        );
+    }
+
+    /// An iptables whose kernel has no `socket` match: every call is logged, `-C` finds
+    /// nothing, a restore input using `-m socket` is refused as iptables refuses it.
+    fn iptables_without_the_socket_match(dir: &std::path::Path) -> Iptables {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let log = dir.join("log");
+        let script = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
+                .expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        };
+        script(
+            "iptables-restore",
+            "in=$(cat)\nprintf 'restore\\n%s\\n' \"$in\" >> \"$LOG\"\ncase \"$in\" in *'-m socket'*) echo \"iptables-restore v1.8.9 (nf_tables): Couldn't load match \\`socket':No such file or directory\" >&2; exit 2;; esac\n",
+        );
+        script(
+            "iptables",
+            "echo \"$*\" >> \"$LOG\"\ncase \"$*\" in *' -C '*) exit 1;; esac\n",
+        );
+        Iptables {
+            bin: dir.join("iptables").display().to_string(),
+        }
+    }
+
+    #[test]
+    fn a_kernel_refusing_the_socket_match_gets_the_capture_and_the_loopback_exemption_only() {
+        let dir = std::env::temp_dir().join(format!("serin-capture-fake-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        let installed = ipt.install(&cfg().plan()).expect("capture installed");
+        let log = std::fs::read_to_string(dir.join("log")).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        let refusal = installed
+            .skipped(Exemption::Upstream)
+            .expect("the upstream exemption is reported as skipped");
+        assert!(refusal.to_string().contains("socket"), "{refusal}");
+        assert!(installed.skipped(Exemption::Loopback).is_none());
+        assert!(log.contains("-t nat -A OUTPUT"), "{log}");
+        assert!(
+            log.contains("-t raw -A OUTPUT -o lo -j SERIN_NOTRACK\n"),
+            "{log}"
+        );
+        // Neither half of the upstream exemption is jumped to, and its chains were emptied.
+        assert!(!log.contains("-A OUTPUT ! -o lo"), "{log}");
+        assert!(!log.contains("-A PREROUTING ! -i lo"), "{log}");
+        assert!(
+            log.ends_with(
+                "restore\n*raw\n:SERIN_NOTRACK_OUT - [0:0]\n:SERIN_NOTRACK_IN - [0:0]\nCOMMIT\n"
+            ),
+            "{log}"
+        );
     }
 
     #[test]

@@ -65,6 +65,12 @@ struct InitArgs {
     /// whose own rules match loopback traffic by conntrack state.
     #[arg(long, env = "SERIN_PROXY_INIT_TRACK_LOOPBACK")]
     track_loopback: bool,
+    /// Keep connection tracking for the proxy's own upstream connections and the app's
+    /// connections to --skip-outbound-ports (no rule translates them), which are otherwise
+    /// exempted in both directions to save CPU per packet; for pods whose own rules match them
+    /// by conntrack state.
+    #[arg(long, env = "SERIN_PROXY_INIT_TRACK_UPSTREAM")]
+    track_upstream: bool,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -173,8 +179,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Where the kernel shows this network namespace's ephemeral port range.
+const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
 fn capture(args: InitArgs) -> anyhow::Result<()> {
-    use serin_proxy::capture::{CaptureConfig, Iptables, Mode};
+    use serin_proxy::capture::{CaptureConfig, Exemption, Iptables, Mode, parse_port_range};
+    // The connections the pod opens take their source ports from this range (set per pod
+    // before any container starts, e.g. by securityContext.sysctls), so init reads it here,
+    // in the pod's namespace. Without /proc/sys (a dry run elsewhere) the kernel's default.
+    let local_port_range = match std::fs::read_to_string(LOCAL_PORT_RANGE) {
+        Ok(s) => parse_port_range(&s).map_err(|e| anyhow::anyhow!("{LOCAL_PORT_RANGE}: {e}"))?,
+        Err(e) if args.dry_run || args.track_upstream => {
+            eprintln!(
+                "serin-proxy init: {LOCAL_PORT_RANGE}: {e}; assuming the kernel's default {:?}",
+                serin_proxy::capture::DEFAULT_LOCAL_PORT_RANGE
+            );
+            serin_proxy::capture::DEFAULT_LOCAL_PORT_RANGE
+        }
+        Err(e) => anyhow::bail!(
+            "cannot read {LOCAL_PORT_RANGE} (the ephemeral port range the upstream conntrack exemption needs): {e}; pass --track-upstream to install without it"
+        ),
+    };
     let cfg = CaptureConfig {
         inbound_port: args.inbound_port,
         outbound_port: args.outbound_port,
@@ -182,6 +207,8 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         skip_inbound_ports: args.skip_inbound_ports.into_iter().collect(),
         skip_outbound_ports: args.skip_outbound_ports.into_iter().collect(),
         track_loopback: args.track_loopback,
+        track_upstream: args.track_upstream,
+        local_port_range,
     };
     let plan = cfg.plan();
     if args.dry_run {
@@ -206,7 +233,7 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
             "serin-proxy init: capture rules installed ({}): inbound -> :{}, outbound -> :{}, proxy uid {} exempt",
             iptables.bin, cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid
         );
-        match installed.notrack_skipped {
+        match installed.skipped(Exemption::Loopback) {
             Some(e) => eprintln!(
                 "serin-proxy init: warning: loopback TCP stays connection-tracked (capture works; each loopback packet costs more CPU): {e}"
             ),
@@ -216,6 +243,18 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
                 )
             }
             None => println!("serin-proxy init: loopback-only TCP exempt from connection tracking"),
+        }
+        let (lo, hi) = cfg.local_port_range;
+        match installed.skipped(Exemption::Upstream) {
+            Some(e) => eprintln!(
+                "serin-proxy init: warning: the proxy's upstream connections stay connection-tracked (capture works; each of their packets costs more CPU): {e}"
+            ),
+            None if cfg.track_upstream => println!(
+                "serin-proxy init: the proxy's upstream connections stay connection-tracked (--track-upstream)"
+            ),
+            None => println!(
+                "serin-proxy init: the proxy's upstream connections and skip-port connections exempt from connection tracking (source ports {lo}-{hi})"
+            ),
         }
     }
     Ok(())

@@ -274,6 +274,33 @@ fn sample(metrics: &str, parts: &[&str]) -> f64 {
         .sum()
 }
 
+/// Packets counted by the raw-table rule in `ns` whose line starts with `rule` and contains
+/// every one of `parts` (from `iptables-save -c`).
+fn packets_of(ns: &str, rule: &str, parts: &[&str]) -> u64 {
+    let raw = run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables-save",
+        "-c",
+        "-t",
+        "raw",
+    ])
+    .expect("save");
+    raw.lines()
+        .find(|l| {
+            l.split_once("] ")
+                .is_some_and(|(_, r)| r.starts_with(rule) && parts.iter().all(|p| r.contains(p)))
+        })
+        .and_then(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counted rule {rule} {parts:?} in\n{raw}"))
+}
+
+fn packets(ns: &str, rule: &str) -> u64 {
+    packets_of(ns, rule, &["--notrack"])
+}
+
 /// Waits until the proxy in `ns` answers `/ready` (its table is in force), up to 20 s.
 fn await_ready(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -480,6 +507,12 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         out.contains("loopback-only TCP exempt from connection tracking"),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "upstream connections and skip-port connections exempt from connection tracking"
+        ),
+        "{out}"
+    );
     let raw = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "raw"]).expect("save");
     assert_eq!(
         raw.matches("-A OUTPUT -o lo -j SERIN_NOTRACK\n").count(),
@@ -492,6 +525,12 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         1,
         "{raw}"
     );
+    for jump in [
+        "-A OUTPUT ! -o lo -p tcp -j SERIN_NOTRACK_OUT\n",
+        "-A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n",
+    ] {
+        assert_eq!(raw.matches(jump).count(), 1, "{jump} in\n{raw}");
+    }
 
     let identity = |deployment: &'static str, pod: &'static str| {
         vec![
@@ -604,23 +643,7 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
 
     // 4b. The inbound proxies' loopback legs to their apps (127.0.0.1:8080) were not tracked,
     // while the redirected connections they came in on were (their REDIRECT needs it).
-    let notracked = |ns: &str| -> u64 {
-        let raw = run(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "iptables-save",
-            "-c",
-            "-t",
-            "raw",
-        ])
-        .expect("save");
-        raw.lines()
-            .find(|l| l.contains("-A SERIN_NOTRACK") && l.contains("--notrack"))
-            .and_then(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no counted notrack rule in\n{raw}"))
-    };
+    let notracked = |ns: &str| packets(ns, "-A SERIN_NOTRACK -");
     let tracked = |ns: &str| run(&["ip", "netns", "exec", ns, "cat", "/proc/net/nf_conntrack"]);
     for ns in [&primary, &canary] {
         assert!(
@@ -735,6 +758,49 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         opened(&metrics(&client), "outbound"),
         opened(&before_client, "outbound")
     );
+
+    // 7b. The client pod's own outgoing connections that no rule translates went untracked
+    // both ways: its proxy's upstream connections (to the pods, for the split, the echo and
+    // the banner) and its app's connection to the skip port, while every redirected
+    // connection (to the Service IP, to the pods' echo and banner) stayed tracked.
+    let entries = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        "cat",
+        "/proc/net/nf_conntrack",
+    ])
+    .expect("conntrack table");
+    // A tracked connection that reached a pod untranslated shows the pod as its reply's source
+    // (a redirected one shows 127.0.0.1, the proxy), and so would one conntrack picked up
+    // mid-stream from a reply.
+    for pod in [PRIMARY, CANARY] {
+        assert!(
+            !entries.contains(&format!("src={pod} dst=10.77.1.2 ")),
+            "a connection to {pod} was tracked in the client pod:\n{entries}"
+        );
+    }
+    for redirected in ["dst=10.96.0.10 sport=", "dport=7000 ", "dport=2525 "] {
+        assert!(
+            entries.contains(redirected),
+            "the redirected connections ({redirected}) are not tracked:\n{entries}"
+        );
+    }
+    assert!(
+        entries.contains("sport=4140 "),
+        "the redirected connections are not translated to the outbound listener:\n{entries}"
+    );
+    for (rule, part) in [
+        ("-A SERIN_NOTRACK_OUT -", "--uid-owner 2102"),
+        ("-A SERIN_NOTRACK_OUT -", "--dports 7001"),
+        ("-A SERIN_NOTRACK_IN -", "-m socket"),
+    ] {
+        assert!(
+            packets_of(&client, rule, &[part]) > 0,
+            "no packet matched {rule} ... {part} in the client pod"
+        );
+    }
 
     // 8. Removing the rules restores direct traffic: the Service IP goes back to the node's
     // DNAT (always the primary) and the client's proxy sees nothing.
