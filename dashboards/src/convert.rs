@@ -33,6 +33,7 @@ pub fn phase(p: serin_core::Phase) -> model::Phase {
         P::Succeeded => model::Phase::Succeeded,
         P::Failed => model::Phase::Failed,
         P::Terminating => model::Phase::Terminating,
+        P::Terminated => model::Phase::Terminated,
     }
 }
 

@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::free_form_object;
+use crate::status::SerinStatus;
 
 /// Reference to a mirror backend (`spec.service.mirror.backendRef`): serin-mesh-api's
 /// `BackendObjectReference`, the type of an HTTPRoute mirror filter's `backendRef`.
@@ -631,27 +632,9 @@ pub struct SessionAffinity {
     pub partitioned: bool,
 }
 
-/// The `SameSite` attribute of a cookie.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum SameSite {
-    /// Sent on same-site requests only.
-    Strict,
-    /// Also sent on top-level cross-site navigations.
-    Lax,
-    /// Sent on every request (browsers then require `secure`).
-    None,
-}
-
-impl SameSite {
-    /// The attribute value as written in `Set-Cookie`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
+/// The `SameSite` attribute of a cookie: the engine's [`serin_core::SameSite`], one enum for
+/// the Canary's field and the plan (same spelling, same CRD schema).
+pub use serin_core::SameSite;
 
 /// A metric check.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -831,21 +814,10 @@ pub struct CanaryAlert {
     pub provider_ref: CrossNamespaceObjectReference,
 }
 
-/// How a run ends when the judge stays inconclusive past its budget (`stepBudget`,
-/// `runBudget`). While within budget an inconclusive judge always holds the weight.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnInconclusive {
-    /// Roll back: never promote without evidence (the default).
-    #[default]
-    Rollback,
-    /// Promote without evidence (for services too quiet to ever prove anything).
-    Promote,
-    /// Keep holding the weight and judging (no end).
-    Wait,
-    /// Pause the run until a person resumes, promotes or aborts it.
-    Pause,
-}
+/// How a run ends when the judge stays inconclusive past its budget: the engine's
+/// [`serin_core::InconclusivePolicy`], one enum for the Canary's field and the plan (same
+/// spelling, same CRD schema). Unset in a Canary, it means `rollback`.
+pub use serin_core::InconclusivePolicy as OnInconclusive;
 
 /// Serin's statistical canary-vs-primary judge.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -918,33 +890,9 @@ pub struct NoData {
     pub policy: Option<NoDataPolicy>,
 }
 
-/// Phase of a canary, as Flagger names them.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-pub enum CanaryPhase {
-    /// Creating the primary and the routing.
-    #[default]
-    Initializing,
-    /// Primary ready, all traffic on the primary; waiting for a new revision.
-    Initialized,
-    /// A new revision waits for the confirm-rollout gate.
-    Waiting,
-    /// Analysis and traffic shifting are under way.
-    Progressing,
-    /// Analysis passed; waiting for the confirm-promotion gate.
-    WaitingPromotion,
-    /// Copying the canary spec to the primary.
-    Promoting,
-    /// Routing all traffic back to the promoted primary and scaling the canary down.
-    Finalising,
-    /// The revision was promoted.
-    Succeeded,
-    /// The revision was rolled back.
-    Failed,
-    /// The Canary is being deleted.
-    Terminating,
-    /// The Canary was finalised for deletion.
-    Terminated,
-}
+/// Phase of a canary, as Flagger names them: the engine's [`serin_core::Phase`], one enum for
+/// the engine and `status.phase` (same spelling, same CRD schema).
+pub use serin_core::Phase as CanaryPhase;
 
 /// Observed state of a canary, as Flagger keeps it, plus Serin's bookkeeping.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -989,9 +937,11 @@ pub struct CanaryStatus {
     /// Serin: the engine's full state, so the controller resumes exactly where it stopped.
     /// Its shape belongs to the engine (serin-core) and may grow between releases, which is why
     /// it is stored free-form.
+    // Typed for Serin's readers and writer ([`SerinStatus`]), free-form in the CRD schema so
+    // that what any version wrote stays accepted; a part that does not read is kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
-    pub serin: Option<serde_json::Value>,
+    pub serin: Option<SerinStatus>,
 }
 
 /// Condition type Flagger and Serin set on a Canary.

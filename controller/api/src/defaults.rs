@@ -379,7 +379,8 @@ impl Normalized {
                     .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE),
                 latency_margin: j.latency_margin.unwrap_or(DEFAULT_JUDGE_LATENCY_MARGIN),
                 step_alpha: j.step_alpha.unwrap_or(DEFAULT_JUDGE_STEP_ALPHA),
-                on_inconclusive: j.on_inconclusive.unwrap_or_default(),
+                // Never promote without evidence unless asked to.
+                on_inconclusive: j.on_inconclusive.unwrap_or(OnInconclusive::Rollback),
                 step_budget: duration_or(j.step_budget.as_ref(), DEFAULT_JUDGE_STEP_BUDGET),
                 run_budget: duration_or(j.run_budget.as_ref(), DEFAULT_JUDGE_RUN_BUDGET),
             });
@@ -450,11 +451,7 @@ impl Normalized {
                 .map(|s| serin_core::CookieAttributes {
                     domain: s.domain.clone(),
                     path: s.path.clone(),
-                    same_site: s.same_site.map(|v| match v {
-                        crate::SameSite::Strict => serin_core::SameSite::Strict,
-                        crate::SameSite::Lax => serin_core::SameSite::Lax,
-                        crate::SameSite::None => serin_core::SameSite::None,
-                    }),
+                    same_site: s.same_site,
                     secure: s.secure,
                     http_only: s.http_only,
                     partitioned: s.partitioned,

@@ -17,6 +17,7 @@ mod manifest;
 mod metric_template;
 mod schema;
 pub mod schema_check;
+mod status;
 pub mod support;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use crds::{HEADER as CRDS_HEADER, RenderError, crds, crds_yaml};
 pub use defaults::*;
 pub use manifest::*;
 pub use metric_template::*;
+pub use status::{AnalysisState, SerinStatus, Stored};
 pub use validate::{
     BUILTIN_METRICS, MAX_WEBHOOK_RETRIES, MIN_INTERVAL_SECS, ValidationError, ValidationErrors,
     alert_provider_warnings, canary_warnings, validate, validate_alert_provider,

@@ -185,15 +185,29 @@ pub struct SessionAffinity {
     pub attributes: CookieAttributes,
 }
 
-/// `SameSite` of the affinity cookie.
+/// The `SameSite` attribute of a cookie.
+// One definition for the engine's plan and the Canary's `sessionAffinity.sameSite` (serin-api
+// re-exports it): the doc line above is the CRD schema's description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum SameSite {
-    /// Same-site requests only.
+    /// Sent on same-site requests only.
     Strict,
-    /// Also top-level cross-site navigations.
+    /// Also sent on top-level cross-site navigations.
     Lax,
-    /// Every request (browsers require `Secure` with it).
+    /// Sent on every request (browsers then require `secure`).
     None,
+}
+
+impl SameSite {
+    /// The attribute value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
 }
 
 /// `Set-Cookie` attributes of the affinity cookie besides its value and `Max-Age`.
@@ -245,11 +259,8 @@ impl CookieAttributes {
             out.push_str("; HttpOnly");
         }
         if let Some(s) = self.same_site {
-            out.push_str(match s {
-                SameSite::Strict => "; SameSite=Strict",
-                SameSite::Lax => "; SameSite=Lax",
-                SameSite::None => "; SameSite=None",
-            });
+            out.push_str("; SameSite=");
+            out.push_str(s.as_str());
         }
         if self.partitioned {
             out.push_str("; Partitioned");
@@ -322,19 +333,30 @@ impl WebhookKind {
 
 /// What an inconclusive check verdict does to the run. Within the [`InconclusiveBudget`] every
 /// policy holds the step; once a budget is spent the run ends as the policy says.
+///
+/// The Canary's `spec.analysis.judge.onInconclusive` is this enum (serin-api re-exports it as
+/// `OnInconclusive`); there an unset field means `rollback`, here the default (no judge) is
+/// `wait`. The variants are in the CRD schema's order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        description = "How a run ends when the judge stays inconclusive past its budget (`stepBudget`,\n`runBudget`). While within budget an inconclusive judge always holds the weight."
+    )
+)]
 pub enum InconclusivePolicy {
+    /// Roll back: never promote without evidence (the judge's default).
+    Rollback,
+    /// Promote without evidence.
+    Promote,
     /// Hold the step (no advance, no failure) and look again next tick, however long it takes.
     #[default]
     Wait,
     /// Pause the run until a human resumes, promotes or aborts it (at once when no budget is
     /// set).
     Pause,
-    /// Roll back: never promote without evidence (the judge's default).
-    Rollback,
-    /// Promote without evidence.
-    Promote,
 }
 
 impl InconclusivePolicy {

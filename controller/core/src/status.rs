@@ -9,10 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::plan::WebhookKind;
 
-/// The canary's lifecycle phase, spelled exactly as Flagger's `status.phase`.
+/// Phase of a canary, as Flagger names them.
+// One definition for the engine and the Canary's `status.phase` (serin-api re-exports it as
+// `CanaryPhase`): the doc line above is the CRD schema's description, so it stays Flagger's
+// wording; the spelling of each variant is the wire format.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Phase {
     /// The primary is being created and has not become ready yet.
     #[default]
@@ -35,6 +39,9 @@ pub enum Phase {
     Failed,
     /// The Canary is being deleted.
     Terminating,
+    /// The Canary was finalised for deletion (Flagger writes it; the engine never enters it and
+    /// does nothing in it).
+    Terminated,
 }
 
 impl Phase {
@@ -51,6 +58,7 @@ impl Phase {
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
             Phase::Terminating => "Terminating",
+            Phase::Terminated => "Terminated",
         }
     }
 

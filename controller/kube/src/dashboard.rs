@@ -168,10 +168,7 @@ impl KubeStore {
         let history = canary
             .as_ref()
             .map(crate::status::stored_history)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect();
+            .unwrap_or_default();
         let analysis = canary
             .as_ref()
             .and_then(|c| serin_api::Normalized::from_canary(c).ok())

@@ -213,7 +213,9 @@ pub(crate) fn target_of(canary: &Canary) -> TargetRef {
 /// controller ran still shows its phase and weights.
 pub(crate) fn reported_status(canary: &Canary) -> serin_core::Status {
     let status = canary.status.as_ref();
-    crate::status::stored_state(status.and_then(|s| s.serin.as_ref()))
+    crate::status::stored_serin(canary)
+        .and_then(serin_api::SerinStatus::state)
+        .cloned()
         .or_else(|| {
             status
                 .and_then(|s| serde_json::to_value(s).ok())

@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use serin_api::Canary;
-use serin_core::{Command, HistoryEntry, Status, Timestamp};
+use serin_api::{Canary, CanaryCondition, CanaryStatus, SerinStatus, Stored};
+use serin_core::{Command, HistoryEntry, HistoryKind, Status, Timestamp};
 
 use super::adapters::LastWrites;
 use super::{FIELD_MANAGER, kube_error};
@@ -54,39 +55,46 @@ pub const CONDITION_IGNORED: &str = "IgnoredFields";
 /// Condition: the last reconcile reached the API server without error.
 pub const CONDITION_SYNCED: &str = "Synced";
 
-/// The engine state stored in the Canary, if any.
+/// The engine state stored in the Canary; the default (a Canary never run) when none is stored
+/// or it does not read (logged: see [`stored_serin`]).
 pub fn engine_status(canary: &Canary) -> Status {
-    stored_state(canary.status.as_ref().and_then(|s| s.serin.as_ref())).unwrap_or_default()
+    stored_serin(canary)
+        .and_then(SerinStatus::state)
+        .cloned()
+        .unwrap_or_default()
 }
 
-/// The engine state under `status.serin.state`, given `status.serin` (typed Canary or raw
-/// object alike), when there is one and it reads.
-pub(crate) fn stored_state(serin: Option<&Value>) -> Option<Status> {
-    serin
-        .and_then(|v| v.get("state"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+/// The Canary's `status.serin`, when there is one. A part this version cannot read (written by
+/// a newer controller, or edited by hand) is logged with its field and reason and then treated
+/// as unknown by the readers below (an unreadable state as a Canary never run, as Flagger treats
+/// an empty status), never silently.
+pub(crate) fn stored_serin(canary: &Canary) -> Option<&SerinStatus> {
+    let serin = canary.status.as_ref()?.serin.as_ref()?;
+    for (field, error) in serin.unreadable() {
+        tracing::warn!(
+            canary = %canary.name_any(),
+            ns = %canary.namespace().unwrap_or_default(),
+            %field,
+            %error,
+            "stored status does not read; treated as unknown"
+        );
+    }
+    Some(serin)
 }
 
 /// The analysis state (the judge's sequential test) stored in the Canary under
 /// `status.serin.analysis`; the default (run 0) when none is stored or it does not read.
 pub fn stored_analysis(canary: &Canary) -> AnalysisState {
-    canary
-        .status
-        .as_ref()
-        .and_then(|s| s.serin.as_ref())
-        .and_then(|v| v.get("analysis"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+    stored_serin(canary)
+        .and_then(SerinStatus::analysis)
+        .cloned()
         .unwrap_or_default()
 }
 
-/// History stored in the Canary.
-pub fn stored_history(canary: &Canary) -> Vec<Value> {
-    canary
-        .status
-        .as_ref()
-        .and_then(|s| s.serin.as_ref())
-        .and_then(|v| v.get("history"))
-        .and_then(|v| v.as_array().cloned())
+/// The history entries stored in the Canary that this version reads, oldest first.
+pub fn stored_history(canary: &Canary) -> Vec<HistoryEntry> {
+    stored_serin(canary)
+        .map(|s| s.entries().cloned().collect())
         .unwrap_or_default()
 }
 
@@ -128,18 +136,16 @@ pub fn status_body(
     analysis: Option<&AnalysisState>,
     now: Timestamp,
 ) -> Value {
-    let mut conditions: Vec<Value> = status
+    let mut conditions: Vec<CanaryCondition> = status
         .conditions
         .iter()
-        .map(|c| {
-            json!({
-                "type": c.condition_type,
-                "status": c.status,
-                "lastUpdateTime": c.last_update_time.to_rfc3339(),
-                "lastTransitionTime": c.last_transition_time.to_rfc3339(),
-                "reason": c.reason,
-                "message": c.message,
-            })
+        .map(|c| CanaryCondition {
+            type_: c.condition_type.clone(),
+            status: condition_status(c.status),
+            last_update_time: Some(time(c.last_update_time)),
+            last_transition_time: Some(time(c.last_transition_time)),
+            reason: Some(c.reason.clone()),
+            message: Some(c.message.clone()),
         })
         .collect();
     for rc in runtime {
@@ -147,76 +153,98 @@ pub fn status_body(
         // Keep the transition time while the status does not flip.
         let transition = existing_condition(canary, rc.type_)
             .filter(|c| c.status == st)
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-            .unwrap_or_else(|| json!(now.to_rfc3339()));
-        conditions.push(json!({
-            "type": rc.type_,
-            "status": st,
-            "lastUpdateTime": now.to_rfc3339(),
-            "lastTransitionTime": transition,
-            "reason": rc.reason,
-            "message": rc.message,
-        }));
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| time(now));
+        conditions.push(CanaryCondition {
+            type_: rc.type_.to_string(),
+            status: st.to_string(),
+            last_update_time: Some(time(now)),
+            last_transition_time: Some(transition),
+            reason: Some(rc.reason.clone()),
+            message: Some(rc.message.clone()),
+        });
     }
-    let mut hist = stored_history(canary);
+    // Every stored entry goes back, those this version cannot read included.
+    let mut hist: Vec<Stored<HistoryEntry>> = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
     for h in history {
-        let v = serde_json::to_value(h).unwrap_or(Value::Null);
-        if h.kind == serin_core::HistoryKind::NotificationFailed {
+        if h.kind == HistoryKind::NotificationFailed {
             // A receiver that stays down fails the same way every tick: keep its latest
             // failure only, so it cannot push the checks and gates out of the bounded history.
-            hist.retain(|old| !(old["kind"] == v["kind"] && old["message"] == v["message"]));
+            hist.retain(|old| {
+                old.read()
+                    .is_none_or(|o| !(o.kind == h.kind && o.message == h.message))
+            });
         }
-        hist.push(v);
+        hist.push(Stored::Read(h.clone()));
     }
-    trim_history(&mut hist);
-    let mut serin = json!({"state": status, "history": hist});
-    let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
-    // Only the current run's state is worth keeping; a finished run's is dropped.
-    if status.run.as_ref().is_some_and(|r| r.id == analysis.run) {
-        serin["analysis"] = serde_json::to_value(&analysis).unwrap_or(Value::Null);
-    }
-    let mut s = json!({
-        "phase": status.phase.as_str(),
-        "canaryWeight": status.canary_weight,
-        "failedChecks": status.failed_checks,
-        "iterations": status.iterations,
-        "conditions": conditions,
-        "serin": serin,
+    trim_history(&mut hist, |e| match e {
+        Stored::Read(h) => h.kind == HistoryKind::Measured,
+        Stored::Unreadable { raw, .. } => raw["kind"] == "measured",
     });
-    let o = s.as_object_mut().expect("json! object literal");
-    if let Some(v) = &status.last_applied_spec {
-        o.insert("lastAppliedSpec".into(), json!(v));
-    }
-    if let Some(v) = &status.last_promoted_spec {
-        o.insert("lastPromotedSpec".into(), json!(v));
-    }
-    if !status.tracked_configs.is_empty() {
-        o.insert("trackedConfigs".into(), json!(status.tracked_configs));
-    }
-    if let Some(t) = status.last_transition_time {
-        o.insert("lastTransitionTime".into(), json!(t.to_rfc3339()));
-    }
-    if let Some(id) = &status.last_command_id {
-        o.insert("lastCommandId".into(), json!(id));
-    }
-    if let Some(c) = status.run.as_ref().and_then(|r| r.affinity_cookie.as_ref()) {
-        o.insert("sessionAffinityCookie".into(), json!(c));
-    }
-    if let Some(c) = &status.previous_affinity_cookie {
-        o.insert("previousSessionAffinityCookie".into(), json!(c));
-    }
+    let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
+    let serin = SerinStatus {
+        state: Some(Stored::Read(status.clone())),
+        history: hist,
+        // Only the current run's state is worth keeping; a finished run's is dropped.
+        analysis: status
+            .run
+            .as_ref()
+            .is_some_and(|r| r.id == analysis.run)
+            .then_some(Stored::Read(analysis)),
+    };
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let written = CanaryStatus {
+        phase: Some(status.phase),
+        failed_checks: count(status.failed_checks),
+        canary_weight: count(status.canary_weight),
+        iterations: count(status.iterations),
+        previous_session_affinity_cookie: status.previous_affinity_cookie.clone(),
+        session_affinity_cookie: status.run.as_ref().and_then(|r| r.affinity_cookie.clone()),
+        tracked_configs: (!status.tracked_configs.is_empty())
+            .then(|| status.tracked_configs.clone()),
+        last_applied_spec: status.last_applied_spec.clone(),
+        last_promoted_spec: status.last_promoted_spec.clone(),
+        last_transition_time: status.last_transition_time.map(time),
+        conditions,
+        last_command_id: status.last_command_id.clone(),
+        serin: Some(serin),
+    };
+    // Only the status: server-side apply on the status subresource takes the object's identity
+    // from the path, and a typed Canary would also send its (required) spec.
     json!({
         "apiVersion": serin_api::API_VERSION,
         "kind": "Canary",
-        "status": s,
+        "status": written,
     })
 }
 
-/// Drops the oldest entries beyond [`HISTORY_LIMIT`] moments and [`MEASURED_LIMIT`] samples,
-/// keeping the chronological order of the rest.
-fn trim_history(hist: &mut Vec<Value>) {
-    let measured = |v: &Value| v["kind"] == "measured";
+/// A Kubernetes condition status (`True`, `False`, `Unknown`) as the CRD spells it.
+fn condition_status(s: serin_core::ConditionStatus) -> String {
+    match s {
+        serin_core::ConditionStatus::True => "True",
+        serin_core::ConditionStatus::False => "False",
+        serin_core::ConditionStatus::Unknown => "Unknown",
+    }
+    .to_string()
+}
+
+/// An engine timestamp as a Kubernetes `Time` (written to the second, as Kubernetes and Flagger
+/// write condition and transition times).
+fn time(t: Timestamp) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millis())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Drops the oldest entries beyond [`HISTORY_LIMIT`] moments and [`MEASURED_LIMIT`] samples
+/// (`measured` tells them apart), keeping the chronological order of the rest.
+fn trim_history<T>(hist: &mut Vec<T>, measured: impl Fn(&T) -> bool) {
     let samples = hist.iter().filter(|v| measured(v)).count();
     let mut drop_samples = samples.saturating_sub(MEASURED_LIMIT);
     let mut drop_moments = (hist.len() - samples).saturating_sub(HISTORY_LIMIT);
@@ -361,10 +389,9 @@ pub fn runtime_conditions_current(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let engine = status.conditions.iter().map(|c| {
-        let st = serde_json::to_value(c.status).unwrap_or(Value::Null);
         (
             c.condition_type.as_str(),
-            st.as_str().unwrap_or("").to_string(),
+            condition_status(c.status),
             c.reason.as_str(),
             c.message.as_str(),
         )
@@ -402,6 +429,10 @@ pub fn describe(canary: &Canary) -> BTreeMap<&'static str, String> {
 mod tests {
     use super::*;
 
+    fn measured(v: &Value) -> bool {
+        v["kind"] == "measured"
+    }
+
     #[test]
     fn samples_and_moments_have_separate_budgets_in_one_chronological_history() {
         // 36 moments interleaved with 100 samples, oldest first.
@@ -414,7 +445,7 @@ mod tests {
         }
         let moments = hist.iter().filter(|v| v["kind"] != "measured").count();
         assert_eq!(moments, 36);
-        trim_history(&mut hist);
+        trim_history(&mut hist, measured);
         let kept_moments: Vec<i64> = hist
             .iter()
             .filter(|v| v["kind"] != "measured")
@@ -433,7 +464,83 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
         // Under both budgets nothing is dropped.
         let mut small = vec![json!({"kind": "measured"}), json!({"kind": "held"})];
-        trim_history(&mut small);
+        trim_history(&mut small, measured);
         assert_eq!(small.len(), 2);
+    }
+
+    /// What `f` logs at `warn` and above, with the value it returns.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[test]
+    fn a_stored_state_that_does_not_read_is_logged_treated_as_unknown_and_the_history_kept() {
+        let readable = json!({"at": "2026-11-21T10:00:00Z", "run": 2, "revision": "abc",
+            "kind": "runStarted", "phase": "Progressing", "step": 0, "canaryWeight": 0,
+            "iterations": 0, "failedChecks": 0, "threshold": 5, "message": "new revision abc"});
+        let newer = json!({"at": "2026-11-21T10:02:00Z", "kind": "teleported", "message": "?"});
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "prod"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                     "service": {"port": 9898},
+                     "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10}},
+            "status": {"phase": "Progressing", "canaryWeight": 20,
+                "serin": {"state": {"phase": "Exploded", "canaryWeight": 20},
+                          "history": [readable, newer]}}
+        }))
+        .expect("an unreadable status.serin does not make the Canary unreadable");
+
+        let (status, log) = logged(|| engine_status(&canary));
+        assert_eq!(status, Status::default(), "unknown: as a Canary never run");
+        assert!(log.contains("WARN"), "{log}");
+        assert!(log.contains("status.serin.state"), "{log}");
+        assert!(log.contains("Exploded"), "{log}");
+        assert!(log.contains("podinfo"), "{log}");
+
+        // Readers skip the entry they cannot read; the writer keeps it, in its place.
+        assert_eq!(stored_history(&canary).len(), 1);
+        let body = status_body(
+            &canary,
+            &status,
+            &[],
+            &[],
+            None,
+            Timestamp::from_secs(1_795_000_000),
+        );
+        let hist = &body["status"]["serin"]["history"];
+        assert_eq!(hist.as_array().map(Vec::len), Some(2), "{body}");
+        assert_eq!(hist[0], readable);
+        assert_eq!(hist[1], newer);
+        assert_eq!(body["status"]["serin"]["state"]["phase"], "Initializing");
+        // What is written reads back as the typed status.
+        let back: serin_api::CanaryStatus =
+            serde_json::from_value(body["status"].clone()).expect("the body is a CanaryStatus");
+        assert_eq!(
+            back.serin.as_ref().and_then(SerinStatus::state),
+            Some(&status)
+        );
+        assert_eq!(back.phase, Some(serin_core::Phase::Initializing));
     }
 }

@@ -90,7 +90,12 @@ fn admitted(pod: &Value, reply: &Reply) -> Pod {
         // Go's []byte: a base64 string, or (as kube-rs writes it) an array of byte values,
         // which the API server's decoder accepts too.
         let bytes: Vec<u8> = match patch {
-            Value::String(s) => base64_decode(s),
+            Value::String(s) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .expect("the patch is base64")
+            }
             Value::Array(a) => a.iter().map(|b| b.as_u64().expect("byte") as u8).collect(),
             other => panic!("patch is neither base64 nor bytes: {other}"),
         };
@@ -98,31 +103,6 @@ fn admitted(pod: &Value, reply: &Reply) -> Pod {
         json_patch::patch(&mut doc, &patch).expect("patch applies to the input");
     }
     serde_json::from_value(doc).expect("the admitted pod deserialises into k8s-openapi's Pod")
-}
-
-/// Minimal standard base64 decoding (the patch travels base64-encoded).
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        }
-    };
-    let clean: Vec<u8> = s.bytes().filter(|b| *b != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c) << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..chunk.len() - 1]);
-    }
-    out
 }
 
 fn names(cs: &[Container]) -> Vec<&str> {

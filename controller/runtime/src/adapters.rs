@@ -253,18 +253,10 @@ pub trait Router: Send + Sync {
     async fn revert(&self, canary: &CanaryContext) -> Result<(), AdapterError>;
 }
 
-/// What an analyzer remembers between the looks of one run — the judge's sequential test —
-/// persisted with the status, so a restarted controller continues the same test (keeping its
-/// error-rate guarantee) instead of starting a new one. Opaque to the driver and the store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisState {
-    /// The run the state belongs to (0: none yet); state of another run is ignored.
-    pub run: u64,
-    /// The judge's sequential state (`serin_analysis::JudgeState`), once the judge has looked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub judge: Option<serde_json::Value>,
-}
+/// What an analyzer remembers between the looks of one run (the judge's sequential test),
+/// persisted with the status: defined with the Canary's status in serin-api, where the
+/// Kubernetes status (`status.serin.analysis`) and this trait both reach it.
+pub use serin_api::AnalysisState;
 
 /// The checks of one tick and what the analyzer must remember for the next look.
 #[derive(Debug, Clone, PartialEq)]

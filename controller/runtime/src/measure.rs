@@ -179,9 +179,9 @@ mod tests {
         Canary, CanaryAnalysis, CanaryService, CanarySpec, Normalized, TargetKind, TargetRef,
     };
 
-    /// The plan of a Canary stepping 10, 20 ... 50.
-    fn steps_10_to_50() -> serin_core::Plan {
-        let c = Canary::new(
+    /// A Canary stepping 10, 20 ... 50.
+    fn canary_10_to_50() -> Canary {
+        Canary::new(
             "podinfo",
             CanarySpec {
                 target_ref: TargetRef {
@@ -200,8 +200,26 @@ mod tests {
                 },
                 ..Default::default()
             },
-        );
-        crate::plan::plan(&Normalized::from_canary(&c).expect("a valid Canary"))
+        )
+    }
+
+    /// The plan of a Canary stepping 10, 20 ... 50.
+    fn steps_10_to_50() -> serin_core::Plan {
+        crate::plan::plan(&Normalized::from_canary(&canary_10_to_50()).expect("a valid Canary"))
+    }
+
+    #[test]
+    fn an_empty_judge_block_gets_the_judges_own_defaults() {
+        // serin-api defaults the Canary's judge block and serin-analysis has its own defaults
+        // (judge-sim, the analysis tests): a default changed in one must change in the other.
+        let mut c = canary_10_to_50();
+        c.spec.analysis.judge = Some(serin_api::Judge::default());
+        let n = Normalized::from_canary(&c).expect("a valid Canary");
+        let j = n
+            .judge
+            .as_ref()
+            .expect("an empty judge block turns the judge on");
+        assert_eq!(judge_config(j), JudgeConfig::default());
     }
 
     fn look(verdict: serin_analysis::Verdict, step_up: bool) -> JudgeResult {

@@ -198,35 +198,15 @@ impl Driver {
 
     pub async fn screenshot(&self, path: &Path) {
         let v = self.cmd("GET", "/screenshot", None).await;
-        let png = base64_decode(v.as_str().unwrap());
+        let png = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().expect("a base64 string"))
+                .expect("the screenshot is base64")
+        };
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
         std::fs::write(path, png).unwrap();
     }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        }
-    };
-    let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
-    for chunk in clean.chunks(4) {
-        let data: Vec<u8> = chunk.iter().copied().filter(|&c| c != b'=').collect();
-        let mut n = 0u32;
-        for (i, &c) in data.iter().enumerate() {
-            n |= val(c) << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..data.len().saturating_sub(1)]);
-    }
-    out
 }
 
 /// One HTTP/1.1 request over loopback: (status, body). Reads exactly the announced body

@@ -205,7 +205,7 @@ struct Tick<'a> {
 
 impl Tick<'_> {
     fn tick(&mut self) {
-        if self.s.phase == Phase::Terminating {
+        if matches!(self.s.phase, Phase::Terminating | Phase::Terminated) {
             return;
         }
         if self.obs.deleting {
@@ -240,7 +240,7 @@ impl Tick<'_> {
             Phase::Progressing | Phase::WaitingPromotion => self.analyse(),
             Phase::Promoting => self.promoting(),
             Phase::Finalising => self.finalising(),
-            Phase::Terminating => {}
+            Phase::Terminating | Phase::Terminated => {}
         }
         if !self.held {
             self.s.hold = None;
@@ -340,6 +340,7 @@ fn condition_for(phase: Phase) -> (ConditionStatus, &'static str) {
         Phase::Succeeded => (True, "Canary analysis succeeded; revision promoted."),
         Phase::Failed => (False, "Canary analysis failed; canary scaled to zero."),
         Phase::Terminating => (Unknown, "Canary is being deleted."),
+        Phase::Terminated => (Unknown, "Canary was finalised for deletion."),
     }
 }
 

@@ -1,0 +1,266 @@
+//! `status.serin`: what a Serin controller keeps in a Canary's status beside Flagger's fields —
+//! the engine's full state, the bounded history and the current run's analysis state — typed
+//! once here for the controller that writes it and every reader (the reconcile, the watches,
+//! the CLI's cluster client, the dashboards).
+//!
+//! Reading never loses what is stored: a part this version cannot read (written by a newer
+//! controller, or edited by hand) is kept as written, with the reason, in
+//! [`Stored::Unreadable`]. Readers decide what an unreadable part means (the controller logs it
+//! and treats the state as unknown, as it would a Canary it never ran), and a history entry they
+//! cannot read stays in the history they write back.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serin_core::{HistoryEntry, Status};
+
+/// The Canary's `status.serin`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SerinStatus {
+    /// The engine's state (`serin_core::Status`), so the controller resumes exactly where it
+    /// stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Stored<Status>>,
+    /// The last history entries, oldest first (the writer bounds them).
+    #[serde(default, deserialize_with = "history_entries")]
+    pub history: Vec<Stored<HistoryEntry>>,
+    /// The current run's analysis state (the judge's sequential test); absent between runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Stored<AnalysisState>>,
+}
+
+impl SerinStatus {
+    /// The engine state, when one is stored and reads.
+    pub fn state(&self) -> Option<&Status> {
+        self.state.as_ref().and_then(Stored::read)
+    }
+
+    /// The analysis state, when one is stored and reads.
+    pub fn analysis(&self) -> Option<&AnalysisState> {
+        self.analysis.as_ref().and_then(Stored::read)
+    }
+
+    /// The history entries this version reads, oldest first (the others are skipped).
+    pub fn entries(&self) -> impl Iterator<Item = &HistoryEntry> {
+        self.history.iter().filter_map(Stored::read)
+    }
+
+    /// Every stored part this version cannot read: the field's path (as `status.serin.…`) and
+    /// why, for the reader to log.
+    pub fn unreadable(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        if let Some(e) = self.state.as_ref().and_then(Stored::error) {
+            out.push(("status.serin.state".to_string(), e));
+        }
+        for (i, h) in self.history.iter().enumerate() {
+            if let Some(e) = h.error() {
+                out.push((format!("status.serin.history[{i}]"), e));
+            }
+        }
+        if let Some(e) = self.analysis.as_ref().and_then(Stored::error) {
+            out.push(("status.serin.analysis".to_string(), e));
+        }
+        out
+    }
+}
+
+/// What an analyzer remembers between the looks of one run — the judge's sequential test —
+/// persisted with the status (`status.serin.analysis` on Kubernetes), so a restarted controller
+/// continues the same test (keeping its error-rate guarantee) instead of starting a new one.
+/// Opaque to the driver and the store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisState {
+    /// The run the state belongs to (0: none yet); state of another run is ignored.
+    pub run: u64,
+    /// The judge's sequential state (`serin_analysis::JudgeState`), once the judge has looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Value>,
+}
+
+/// One stored part of `status.serin`: read into its type, or kept exactly as written when this
+/// version cannot read it, so that reading it (and writing it back) loses nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stored<T> {
+    /// The part as this version reads it.
+    Read(T),
+    /// A part this version cannot read.
+    Unreadable {
+        /// The part as stored.
+        raw: Value,
+        /// Why it does not read.
+        error: String,
+    },
+}
+
+impl<T> Stored<T> {
+    /// The part, if it reads.
+    pub fn read(&self) -> Option<&T> {
+        match self {
+            Stored::Read(t) => Some(t),
+            Stored::Unreadable { .. } => None,
+        }
+    }
+
+    /// Why the part does not read, if it does not.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Stored::Read(_) => None,
+            Stored::Unreadable { error, .. } => Some(error),
+        }
+    }
+}
+
+impl<T> From<T> for Stored<T> {
+    fn from(t: T) -> Self {
+        Stored::Read(t)
+    }
+}
+
+impl<T: Serialize> Serialize for Stored<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stored::Read(t) => t.serialize(s),
+            Stored::Unreadable { raw, .. } => raw.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Stored<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Stored::from_raw(Value::deserialize(d)?))
+    }
+}
+
+impl<T: DeserializeOwned> Stored<T> {
+    /// `raw` read into `T`, or kept with the reason when it does not read.
+    pub fn from_raw(raw: Value) -> Self {
+        match T::deserialize(&raw) {
+            Ok(t) => Stored::Read(t),
+            Err(e) => Stored::Unreadable {
+                raw,
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
+/// `status.serin.history`: each entry read on its own (one this version cannot read stays as
+/// written); anything but an array is kept as one unreadable entry rather than failing the
+/// whole Canary.
+fn history_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Stored<HistoryEntry>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items.into_iter().map(Stored::from_raw).collect(),
+        Value::Null => Vec::new(),
+        other => vec![Stored::Unreadable {
+            raw: other,
+            error: "expected an array of history entries".into(),
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use serin_core::{HistoryKind, Phase};
+
+    use super::*;
+    use kube::CustomResourceExt;
+
+    use crate::{Canary, CanaryPhase};
+
+    /// A Canary as the previous version's controller wrote it (`status.serin` free-form: the
+    /// status of serin-kube's dashboard scenarios, with an analysis state).
+    fn written_by_the_previous_version() -> Value {
+        serde_json::from_str(include_str!("../tests/fixtures/status/written-by-0.1.json"))
+            .expect("the fixture is JSON")
+    }
+
+    #[test]
+    fn a_status_the_previous_version_wrote_reads_typed() {
+        let canary: Canary = serde_json::from_value(written_by_the_previous_version()).unwrap();
+        let status = canary.status.unwrap();
+        assert_eq!(status.phase, Some(CanaryPhase::Progressing));
+        let serin = status.serin.unwrap();
+        assert!(serin.unreadable().is_empty(), "{:?}", serin.unreadable());
+        let state = serin.state().unwrap();
+        assert_eq!(state.phase, Phase::Progressing);
+        assert_eq!(
+            (state.canary_weight, state.failed_checks, state.runs),
+            (20, 1, 2)
+        );
+        assert_eq!(state.run.as_ref().unwrap().revision, "abc");
+        let kinds: Vec<HistoryKind> = serin.entries().map(|h| h.kind).collect();
+        assert_eq!(kinds, [HistoryKind::RunStarted, HistoryKind::CheckFailed]);
+        let analysis = serin.analysis().unwrap();
+        assert_eq!(analysis.run, 2);
+        assert_eq!(analysis.judge, Some(json!({"looks": 3})));
+    }
+
+    #[test]
+    fn a_part_that_does_not_read_is_kept_as_written_with_its_reason() {
+        let mut v = written_by_the_previous_version();
+        let state = json!({"phase": "Exploded", "canaryWeight": 20});
+        let newer = json!({"at": "2026-11-21T10:02:00Z", "kind": "teleported", "message": "?"});
+        let analysis = json!({"run": "two"});
+        v["status"]["serin"]["state"] = state.clone();
+        v["status"]["serin"]["history"][1] = newer.clone();
+        v["status"]["serin"]["analysis"] = analysis.clone();
+        // The Canary itself still reads: one unreadable part does not hide the others.
+        let canary: Canary = serde_json::from_value(v.clone()).unwrap();
+        let serin = canary.status.as_ref().unwrap().serin.as_ref().unwrap();
+        assert_eq!(serin.state(), None);
+        assert_eq!(serin.analysis(), None);
+        assert_eq!(serin.entries().count(), 1);
+        let unreadable = serin.unreadable();
+        let fields: Vec<&str> = unreadable.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "status.serin.state",
+                "status.serin.history[1]",
+                "status.serin.analysis"
+            ]
+        );
+        assert!(unreadable[0].1.contains("Exploded"), "{unreadable:?}");
+        // Written back, every part is what was stored.
+        let back = serde_json::to_value(serin).unwrap();
+        assert_eq!(back["state"], state);
+        assert_eq!(back["history"][1], newer);
+        assert_eq!(back["analysis"], analysis);
+        assert_eq!(back["history"][0], v["status"]["serin"]["history"][0]);
+    }
+
+    #[test]
+    fn a_history_that_is_not_a_list_is_one_unreadable_entry() {
+        let serin: SerinStatus =
+            serde_json::from_value(json!({"history": {"kind": "runStarted"}})).unwrap();
+        assert_eq!(serin.entries().count(), 0);
+        assert_eq!(serin.unreadable()[0].0, "status.serin.history[0]");
+        let empty: SerinStatus = serde_json::from_value(json!({"history": null})).unwrap();
+        assert_eq!(empty, SerinStatus::default());
+    }
+
+    #[test]
+    fn every_phase_the_crd_accepts_reads_and_is_written_as_flagger_spells_it() {
+        let crd = serde_json::to_value(Canary::crd()).unwrap();
+        let names = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["phase"]["enum"];
+        let names: Vec<&str> = names
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(Value::as_str)
+            .collect();
+        assert_eq!(names.len(), 11, "{names:?}");
+        for name in names {
+            let p: Phase = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(p.as_str(), name);
+            assert_eq!(serde_json::to_value(p).unwrap(), json!(name));
+        }
+        let mut v = written_by_the_previous_version();
+        v["status"]["phase"] = json!("Terminated");
+        let canary: Canary = serde_json::from_value(v).unwrap();
+        assert_eq!(canary.status.unwrap().phase, Some(CanaryPhase::Terminated));
+    }
+}
