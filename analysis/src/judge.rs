@@ -9,7 +9,10 @@
 //!   tolerance: a mixture of likelihood ratios over regression sizes is a test
 //!   supermartingale under "no worse", so by Ville's inequality the chance that it *ever*
 //!   reaches `1 / (alpha * share)` is at most `alpha * share`. There is no minimum sample:
-//!   the test may stop at any look.
+//!   the test may stop at any look. For the error rate it is averaged with an
+//!   *overwhelming* test that needs no estimated dispersion (valid for clumps of up to
+//!   [`OVERWHELMING_CLUMP`] failures and bursts up to [`OVERWHELMING_BURST`] times the
+//!   primary's rate), so a canary failing everything fails at the first look that proves it.
 //! * **Pass** only when an always-valid test shows the canary *better than the margin*
 //!   (non-inferiority): error rate within `max(errorRateMarginAbsolute, errorRateMargin% of
 //!   the primary's)` of the primary's, and p50 and p99 latency within `latencyMargin` percent.
