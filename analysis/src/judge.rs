@@ -74,7 +74,7 @@ pub const MIXTURE: [(f64, f64); 7] = [
 pub const PASS_MIXTURE: [(f64, f64); 4] = [(0.8, 0.2), (0.67, 0.35), (0.5, 0.3), (0.25, 0.15)];
 
 /// Share of `alpha` the error-rate fail test spends (its main test and the overwhelming test
-/// together, see [`OVERWHELMING_WEIGHT`]); p50 and p99 split the rest. Errors get most: a
+/// together, see `OVERWHELMING_WEIGHT`); p50 and p99 split the rest. Errors get most: a
 /// doubled error rate gives about a nat of evidence a minute at a 5 % weight, while +50 %
 /// latency moves half the requests past the median and crosses even these bounds within the
 /// first looks the caps allow.
