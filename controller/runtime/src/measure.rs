@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serin_analysis::{
-    ArmTraffic, JudgeConfig, JudgeResult, JudgeState, NoDataConfig, NoDataPolicy,
+    ArmTraffic, JudgeConfig, JudgeResult, JudgeState, MetricSpec, NoDataConfig, NoDataPolicy,
+    ThresholdRange,
 };
 use serin_core::{Bound, CheckResult, Verdict};
 
@@ -74,6 +75,27 @@ pub fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
             Some(serin_api::NoDataPolicy::Pass) => NoDataPolicy::Pass,
             _ => NoDataPolicy::Wait,
         },
+    }
+}
+
+/// The analysis spec of the Canary's metric check `m` (already defaulted by serin-api) looking
+/// back over `interval` (the metric's own, or less where the platform must not look past the
+/// run's start), with the MetricTemplate's query when it names one.
+pub fn metric_spec(
+    m: &serin_api::MetricCheck,
+    interval: std::time::Duration,
+    template_query: Option<String>,
+) -> MetricSpec {
+    MetricSpec {
+        name: m.name.clone(),
+        interval: Some(serin_analysis::format_duration(interval)),
+        threshold_range: Some(ThresholdRange {
+            min: m.min,
+            max: m.max,
+        }),
+        threshold: None,
+        template_query,
+        template_variables: m.template_variables.clone(),
     }
 }
 
