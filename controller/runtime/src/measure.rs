@@ -197,32 +197,15 @@ fn restore(saved: &AnalysisState, run: u64, ctx: &CanaryContext) -> JudgeState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serin_api::{
-        Canary, CanaryAnalysis, CanaryService, CanarySpec, Normalized, TargetKind, TargetRef,
-    };
+    use serin_api::{Canary, CanaryAnalysis, Normalized};
 
     /// A Canary stepping 10, 20 ... 50.
     fn canary_10_to_50() -> Canary {
-        Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: Some("apps/v1".into()),
-                    kind: TargetKind::Deployment,
-                    name: "podinfo".into(),
-                },
-                service: CanaryService {
-                    port: 9898,
-                    ..Default::default()
-                },
-                analysis: CanaryAnalysis {
-                    step_weight: Some(10),
-                    max_weight: Some(50),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        serin_api::testing::canary(CanaryAnalysis {
+            step_weight: Some(10),
+            max_weight: Some(50),
+            ..Default::default()
+        })
     }
 
     /// The plan of a Canary stepping 10, 20 ... 50.
