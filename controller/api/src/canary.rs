@@ -814,21 +814,10 @@ pub struct CanaryAlert {
     pub provider_ref: CrossNamespaceObjectReference,
 }
 
-/// How a run ends when the judge stays inconclusive past its budget (`stepBudget`,
-/// `runBudget`). While within budget an inconclusive judge always holds the weight.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnInconclusive {
-    /// Roll back: never promote without evidence (the default).
-    #[default]
-    Rollback,
-    /// Promote without evidence (for services too quiet to ever prove anything).
-    Promote,
-    /// Keep holding the weight and judging (no end).
-    Wait,
-    /// Pause the run until a person resumes, promotes or aborts it.
-    Pause,
-}
+/// How a run ends when the judge stays inconclusive past its budget: the engine's
+/// [`serin_core::InconclusivePolicy`], one enum for the Canary's field and the plan (same
+/// spelling, same CRD schema). Unset in a Canary, it means `rollback`.
+pub use serin_core::InconclusivePolicy as OnInconclusive;
 
 /// Serin's statistical canary-vs-primary judge.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -379,7 +379,8 @@ impl Normalized {
                     .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE),
                 latency_margin: j.latency_margin.unwrap_or(DEFAULT_JUDGE_LATENCY_MARGIN),
                 step_alpha: j.step_alpha.unwrap_or(DEFAULT_JUDGE_STEP_ALPHA),
-                on_inconclusive: j.on_inconclusive.unwrap_or_default(),
+                // Never promote without evidence unless asked to.
+                on_inconclusive: j.on_inconclusive.unwrap_or(OnInconclusive::Rollback),
                 step_budget: duration_or(j.step_budget.as_ref(), DEFAULT_JUDGE_STEP_BUDGET),
                 run_budget: duration_or(j.run_budget.as_ref(), DEFAULT_JUDGE_RUN_BUDGET),
             });

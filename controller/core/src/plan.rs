@@ -333,19 +333,30 @@ impl WebhookKind {
 
 /// What an inconclusive check verdict does to the run. Within the [`InconclusiveBudget`] every
 /// policy holds the step; once a budget is spent the run ends as the policy says.
+///
+/// The Canary's `spec.analysis.judge.onInconclusive` is this enum (serin-api re-exports it as
+/// `OnInconclusive`); there an unset field means `rollback`, here the default (no judge) is
+/// `wait`. The variants are in the CRD schema's order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        description = "How a run ends when the judge stays inconclusive past its budget (`stepBudget`,\n`runBudget`). While within budget an inconclusive judge always holds the weight."
+    )
+)]
 pub enum InconclusivePolicy {
+    /// Roll back: never promote without evidence (the judge's default).
+    Rollback,
+    /// Promote without evidence.
+    Promote,
     /// Hold the step (no advance, no failure) and look again next tick, however long it takes.
     #[default]
     Wait,
     /// Pause the run until a human resumes, promotes or aborts it (at once when no budget is
     /// set).
     Pause,
-    /// Roll back: never promote without evidence (the judge's default).
-    Rollback,
-    /// Promote without evidence.
-    Promote,
 }
 
 impl InconclusivePolicy {

@@ -102,12 +102,12 @@ pub fn plan(n: &Normalized) -> Plan {
             })
             .collect(),
         checks,
-        on_inconclusive: match n.judge.as_ref().map(|j| j.on_inconclusive) {
-            Some(serin_api::OnInconclusive::Pause) => InconclusivePolicy::Pause,
-            Some(serin_api::OnInconclusive::Rollback) => InconclusivePolicy::Rollback,
-            Some(serin_api::OnInconclusive::Promote) => InconclusivePolicy::Promote,
-            Some(serin_api::OnInconclusive::Wait) | None => InconclusivePolicy::Wait,
-        },
+        // Without a judge an inconclusive check holds, as in Flagger.
+        on_inconclusive: n
+            .judge
+            .as_ref()
+            .map(|j| j.on_inconclusive)
+            .unwrap_or(InconclusivePolicy::Wait),
         // Budgets come with the judge: without one, inconclusive checks hold as in Flagger.
         inconclusive_budget: n
             .judge

@@ -15,7 +15,10 @@
 //!   The upstreams are the same server threads, listening on the namespace's loopback too. Its
 //!   CPU per request is compared with the explicit path's in the note
 //!   `# path=serin-transparent cpu_per_request_vs_serin=+x.x%` (goal: at most +5%). It takes
-//!   part in the fixed rates and the maximum throughput only.
+//!   part in the fixed rates and the maximum throughput only. `SERIN_BENCH_UPSTREAMS=pod` puts
+//!   both serin paths in pods of their own that reach the upstreams in a third pod over veth
+//!   pairs (see `PodNet`), as sidecars reach other pods; `SERIN_BENCH_INIT_ARGS` passes flags
+//!   to `serin-proxy init` (e.g. `--track-upstream`).
 //! - Load: open loop at fixed rates; each connection follows its own schedule and latency is
 //!   measured from the *intended* send time, so a stalled response delays (and is charged for)
 //!   every request queued behind it. Then a closed-loop run for maximum throughput, driven by
@@ -141,21 +144,62 @@ fn main() -> anyhow::Result<()> {
             None
         }
     };
-    let (primary, primary_in_pod) = spawn_upstream("primary", capture.as_ref())?;
-    let (canary, canary_in_pod) = spawn_upstream("canary", capture.as_ref())?;
-    // Where a path's client connects (the transparent path's from inside its namespace).
+    // Where the serin paths' upstreams are (see `PodNet`).
+    let pods = match std::env::var("SERIN_BENCH_UPSTREAMS").as_deref() {
+        Err(_) | Ok("loopback") => None,
+        Ok("pod") => {
+            let capture = capture
+                .as_ref()
+                .context("SERIN_BENCH_UPSTREAMS=pod needs the capture namespace (root)")?;
+            if parts.iter().any(|p| p != "fixed" && p != "max") {
+                bail!(
+                    "SERIN_BENCH_UPSTREAMS=pod measures the fixed rates and maximum throughput only: set SERIN_BENCH_ONLY=max (or fixed,max)"
+                );
+            }
+            println!(
+                "# note: SERIN_BENCH_UPSTREAMS=pod: serin and serin-transparent each run in a pod of their own and reach the upstreams' pod over veth; the other paths are left out (their upstreams are on loopback)"
+            );
+            Some(PodNet::create(capture)?)
+        }
+        Ok(other) => bail!("SERIN_BENCH_UPSTREAMS: {other:?} is not one of loopback, pod"),
+    };
+    // Each upstream listens on loopback here and, for the serin paths, in their pods: the
+    // capture namespace's loopback, or (pod upstreams) the upstream pod's two links.
+    let pod_listeners = || -> anyhow::Result<Vec<TcpListener>> {
+        Ok(match (&pods, &capture) {
+            (Some(p), _) => vec![
+                p.upstream
+                    .listen_on(&format!("{}:0", PodNet::FOR_TRANSPARENT))?,
+                p.upstream
+                    .listen_on(&format!("{}:0", PodNet::FOR_EXPLICIT))?,
+            ],
+            (None, Some(c)) => vec![c.listen()?],
+            (None, None) => Vec::new(),
+        })
+    };
+    let primaries = spawn_upstream("primary", pod_listeners()?)?;
+    let canaries = spawn_upstream("canary", pod_listeners()?)?;
+    let (primary, canary) = (primaries[0], canaries[0]);
+    let (primary_in_pod, canary_in_pod) = (primaries.get(1).copied(), canaries.get(1).copied());
+    // Where a path's client connects (a path in a pod: from inside its namespace).
     let target_of = |name: &str, addr: SocketAddr| Target {
         addr,
-        netns: (name == TRANSPARENT)
-            .then(|| capture.as_ref().map(|c| c.file.clone()))
-            .flatten(),
+        netns: match name {
+            TRANSPARENT => capture.as_ref().map(|c| c.file.clone()),
+            "serin" => pods.as_ref().map(|p| p.explicit.file.clone()),
+            _ => None,
+        },
     };
     let h2_upstream = h2hol::spawn_upstream()?;
 
     let mut paths: Vec<(&str, Option<Proc>, SocketAddr)> = vec![("direct", None, primary)];
     // Where each path takes h2c to the h2c upstream (for the head-of-line line).
     let mut h2_paths: Vec<(&str, SocketAddr, &str)> = vec![("direct", h2_upstream, "h2up")];
-    match start_serin(&dir, primary, canary, h2_upstream, pin) {
+    let started = match &pods {
+        None => start_serin(&dir, primary, canary, h2_upstream, pin),
+        Some(p) => start_serin_in_pod(&p.explicit, &dir, primaries[2], canaries[2], pin),
+    };
+    match started {
         Ok((p, a)) => {
             paths.push(("serin", Some(p), a));
             h2_paths.push(("serin", a, "h2up"));
@@ -194,6 +238,9 @@ fn main() -> anyhow::Result<()> {
         paths.retain(|(name, _, _)| only.contains(name));
         h2_paths.retain(|(name, _, _)| only.contains(name));
         println!("# note: only the paths {only:?} (SERIN_BENCH_PATHS)");
+    }
+    if pods.is_some() {
+        paths.retain(|(name, _, _)| ["serin", TRANSPARENT].contains(name));
     }
     // For investigations (see the module comment).
     let rates: Vec<u64> = match std::env::var("SERIN_BENCH_RATES") {
@@ -371,6 +418,8 @@ fn main() -> anyhow::Result<()> {
     let mut max_p99: Vec<Vec<u64>> = vec![Vec::new(); paths.len()];
     // (user CPU ticks, system CPU ticks, requests) of each proxy over all rounds.
     let mut cpu: Vec<(u64, u64, u64)> = vec![(0, 0, 0); paths.len()];
+    // (user, system) CPU ticks of this process while each path owned the load.
+    let mut own_cpu: Vec<(u64, u64)> = vec![(0, 0); paths.len()];
     let max_rounds = if part("max") { rounds_n } else { 0 };
     for _round in 0..max_rounds {
         let owners = slot_owners(&mut order, paths.len(), MAX_MEASURE, MAX_SLOT);
@@ -378,14 +427,16 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(_, p, _)| p.as_ref().map(Proc::cpu_ticks))
             .collect();
-        for (i, (rps, requests, p99)) in closed_loop(&addrs, &owners).into_iter().enumerate() {
-            max_rps[i].push(rps);
-            max_p99[i].push(p99);
+        for (i, r) in closed_loop(&addrs, &owners).into_iter().enumerate() {
+            max_rps[i].push(r.rps);
+            max_p99[i].push(r.p99);
             if let (Some(b), Some(p)) = (before[i], paths[i].1.as_ref()) {
                 let (user, sys) = p.cpu_ticks();
                 cpu[i].0 += user.saturating_sub(b.0);
                 cpu[i].1 += sys.saturating_sub(b.1);
-                cpu[i].2 += requests;
+                cpu[i].2 += r.requests;
+                own_cpu[i].0 += r.own_ticks.0;
+                own_cpu[i].1 += r.own_ticks.1;
             }
         }
     }
@@ -448,6 +499,31 @@ fn main() -> anyhow::Result<()> {
             "# path=serin-transparent added_vs_serin user={:+.1}% sys={:+.1}% (of serin's total)",
             (transparent.0 - explicit.0) / total(explicit) * 100.0,
             (transparent.1 - explicit.1) / total(explicit) * 100.0
+        ));
+    }
+    // The capture's kernel work is not all done in the proxy's context: the client's sends
+    // cross the nat OUTPUT hooks in the client's, the upstreams' answers the capture
+    // namespace's PREROUTING in the upstreams'. So the same comparison over the proxy plus this
+    // process (load generator and upstreams, the same work for every path but for that).
+    let whole = |name: &str| {
+        let i = paths.iter().position(|(n, _, _)| *n == name)?;
+        let ((user, sys, requests), (own_user, own_sys)) = (cpu[i], own_cpu[i]);
+        (requests > 0).then(|| {
+            let us = |ticks: u64| ticks as f64 * 1e6 / clock_ticks_per_sec() / requests as f64;
+            (us(own_user + own_sys), us(user + sys + own_user + own_sys))
+        })
+    };
+    for name in ["serin", TRANSPARENT] {
+        if let Some((own, all)) = whole(name) {
+            cpu_notes.push(format!(
+                "# path={name} bench_process_cpu_us_per_request={own:.1} proxy_and_bench_cpu_us_per_request={all:.1}"
+            ));
+        }
+    }
+    if let (Some(explicit), Some(transparent)) = (whole("serin"), whole(TRANSPARENT)) {
+        cpu_notes.push(format!(
+            "# path=serin-transparent proxy_and_bench_cpu_per_request_vs_serin={:+.1}%",
+            (transparent.1 / explicit.1 - 1.0) * 100.0
         ));
     }
     // Connection tracking in the capture namespace (the root namespace, with no NAT rule,
@@ -774,6 +850,61 @@ fn start_serin(
     Ok((Proc { child }, listen))
 }
 
+/// The explicit serin path in its own pod (`SERIN_BENCH_UPSTREAMS=pod`): the same proxy and
+/// route, listening on the pod's loopback, with no rule in its namespace.
+fn start_serin_in_pod(
+    ns: &CaptureNs,
+    dir: &Path,
+    primary: SocketAddr,
+    canary: SocketAddr,
+    pin: bool,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let bin = serin_binary()?;
+    let cfg = dir.join("serin-pod.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "outbound:\n  listen: 127.0.0.1:4140\n  maxConnections: 20000\nadmin:\n  listen: 127.0.0.1:4191\nlabels:\n  namespace: bench\n  deployment: bench\nroutes:\n  - authority: podinfo\n    rules:\n      - backends:\n          - {{ name: podinfo-primary, weight: 90, endpoints: [\"{primary}\"] }}\n          - {{ name: podinfo-canary, weight: 10, endpoints: [\"{canary}\"] }}\n"
+        ),
+    )?;
+    let ip = which("ip").context("ip not installed")?;
+    let child = pinned(&ip, pin)
+        .args(["netns", "exec", &ns.name])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning serin-proxy in its pod")?;
+    let target = Target {
+        addr: "127.0.0.1:4140".parse().expect("an address"),
+        netns: Some(ns.file.clone()),
+    };
+    let p = await_answer(child, &target)?;
+    Ok((p, target.addr))
+}
+
+/// Waits until a request through `target` comes back (the proxy's route is in force), up to
+/// 20 s; the proxy is killed when it never does.
+fn await_answer(mut child: Child, target: &Target) -> anyhow::Result<Proc> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if Conn::open(target).and_then(|mut c| c.request()).is_ok() {
+            return Ok(Proc { child });
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("serin-proxy exited with {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no answer from serin-proxy after 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start_nginx(
     bin: &Path,
     dir: &Path,
@@ -870,18 +1001,14 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------------------------
 // Upstream: a trivial hyper server (keep-alive, fixed body).
 
-/// An upstream answering `name` on a loopback port, and on a loopback port inside `pod` too
-/// (the same server threads: a socket stays in the namespace it was made in), so the
-/// transparent path's proxy reaches the same upstreams over its own loopback.
-fn spawn_upstream(
-    name: &'static str,
-    pod: Option<&CaptureNs>,
-) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+/// An upstream answering `name` on a loopback port and on the `extra` listeners (made in the
+/// pods' namespaces: the same server threads serve them, a socket stays in the namespace it
+/// was made in), so the serin paths in pods reach the same upstreams. Returns the loopback
+/// address, then the extra listeners' addresses.
+fn spawn_upstream(name: &'static str, extra: Vec<TcpListener>) -> anyhow::Result<Vec<SocketAddr>> {
     let mut listeners = vec![TcpListener::bind("127.0.0.1:0")?];
-    if let Some(ns) = pod {
-        listeners.push(ns.listen()?);
-    }
-    let addrs = serve_on(
+    listeners.extend(extra);
+    serve_on(
         &format!("upstream-{name}"),
         listeners,
         move |stream| async move {
@@ -898,8 +1025,7 @@ fn spawn_upstream(
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
         },
-    )?;
-    Ok((addrs[0], addrs.get(1).copied()))
+    )
 }
 
 /// A loopback server on a thread of its own (one current-thread runtime): `serve` runs as a
@@ -1039,9 +1165,8 @@ fn run_tool(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The transparent path's "pod": a network namespace with loopback and an interface that
-/// routes the Service address (so a connect to it reaches the nat OUTPUT chain). Deleted on
-/// drop, and namespaces of earlier runs whose process is gone are deleted first.
+/// A network namespace made by the bench (loopback up), deleted on drop; namespaces of earlier
+/// runs whose process is gone are deleted when the first one is made.
 struct CaptureNs {
     name: String,
     file: Arc<std::fs::File>,
@@ -1050,6 +1175,8 @@ struct CaptureNs {
 impl CaptureNs {
     const PREFIX: &str = "serin-bench";
 
+    /// The transparent path's "pod": a namespace with loopback and an interface that routes
+    /// the Service address (so a connect to it reaches the nat OUTPUT chain).
     fn create() -> anyhow::Result<CaptureNs> {
         if !rustix::process::geteuid().is_root() {
             bail!("needs root (a network namespace and iptables rules)");
@@ -1060,18 +1187,8 @@ impl CaptureNs {
             }
         }
         Self::remove_stale();
-        let name = format!("{}-{}", Self::PREFIX, std::process::id());
-        run_tool(&["ip", "netns", "add", &name])?;
-        let file = match std::fs::File::open(format!("/run/netns/{name}")) {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
-                let _ = run_tool(&["ip", "netns", "del", &name]);
-                bail!("opening /run/netns/{name}: {e}");
-            }
-        };
-        let ns = CaptureNs { name, file };
+        let ns = Self::named("")?;
         let n = ns.name.as_str();
-        run_tool(&["ip", "-n", n, "link", "set", "lo", "up"])?;
         // A veth pair with both ends in the namespace: a route for the Service addresses that
         // is not loopback (the capture rules leave loopback traffic alone).
         run_tool(&[
@@ -1083,6 +1200,22 @@ impl CaptureNs {
         Ok(ns)
     }
 
+    /// An empty namespace (loopback up) named after this process and `role`.
+    fn named(role: &str) -> anyhow::Result<CaptureNs> {
+        let name = format!("{}-{}{role}", Self::PREFIX, std::process::id());
+        run_tool(&["ip", "netns", "add", &name])?;
+        let file = match std::fs::File::open(format!("/run/netns/{name}")) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                let _ = run_tool(&["ip", "netns", "del", &name]);
+                bail!("opening /run/netns/{name}: {e}");
+            }
+        };
+        let ns = CaptureNs { name, file };
+        run_tool(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
     /// Deletes the namespaces of bench runs that were killed before they could.
     fn remove_stale() {
         let Ok(list) = run_tool(&["ip", "netns", "list"]) else {
@@ -1090,9 +1223,10 @@ impl CaptureNs {
         };
         for line in list.lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
-            let Some(pid) = name.strip_prefix(&format!("{}-", Self::PREFIX)) else {
+            let Some(rest) = name.strip_prefix(&format!("{}-", Self::PREFIX)) else {
                 continue;
             };
+            let pid = rest.split('-').next().unwrap_or_default();
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = run_tool(&["ip", "netns", "del", name]);
             }
@@ -1101,13 +1235,72 @@ impl CaptureNs {
 
     /// A listener on the namespace's loopback.
     fn listen(&self) -> std::io::Result<TcpListener> {
-        in_netns(&self.file, || TcpListener::bind("127.0.0.1:0"))?
+        self.listen_on("127.0.0.1:0")
+    }
+
+    /// A listener on `addr` inside the namespace.
+    fn listen_on(&self, addr: &str) -> std::io::Result<TcpListener> {
+        in_netns(&self.file, || TcpListener::bind(addr))?
     }
 }
 
 impl Drop for CaptureNs {
     fn drop(&mut self) {
         let _ = run_tool(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// `SERIN_BENCH_UPSTREAMS=pod`: both serin paths in pods of their own that reach the upstreams
+/// in a third pod over veth pairs, as sidecars reach other pods. The explicit proxy runs in a
+/// namespace without any rule (so nothing there is connection-tracked, as in a pod without
+/// capture); the transparent one in the capture namespace. Unlike the default (upstreams on
+/// each pod's loopback, exempt from tracking either way), this exercises what `serin-proxy
+/// init` does with the proxy's upstream connections (`SERIN_BENCH_INIT_ARGS=--track-upstream`
+/// keeps them tracked, for the comparison).
+struct PodNet {
+    /// The upstreams' pod.
+    upstream: CaptureNs,
+    /// The explicit proxy's pod.
+    explicit: CaptureNs,
+}
+
+impl PodNet {
+    /// The upstream pod's address on its link to the capture namespace.
+    const FOR_TRANSPARENT: &str = "10.98.1.2";
+    /// The upstream pod's address on its link to the explicit proxy's pod.
+    const FOR_EXPLICIT: &str = "10.98.2.2";
+
+    fn create(capture: &CaptureNs) -> anyhow::Result<PodNet> {
+        let net = PodNet {
+            upstream: CaptureNs::named("-up")?,
+            explicit: CaptureNs::named("-explicit")?,
+        };
+        net.link(capture, "up1", 1)?;
+        net.link(&net.explicit, "up2", 2)?;
+        Ok(net)
+    }
+
+    /// A veth pair from `pod` (`10.98.<i>.1`) to the upstream pod (`10.98.<i>.2`).
+    fn link(&self, pod: &CaptureNs, ifname: &str, i: u8) -> anyhow::Result<()> {
+        let (p, u) = (pod.name.as_str(), self.upstream.name.as_str());
+        let peer = format!("{ifname}p");
+        run_tool(&[
+            "ip", "-n", p, "link", "add", ifname, "type", "veth", "peer", "name", &peer, "netns", u,
+        ])?;
+        for (ns, dev, addr) in [(p, ifname, 1), (u, peer.as_str(), 2)] {
+            run_tool(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.98.{i}.{addr}/24"),
+                "dev",
+                dev,
+            ])?;
+            run_tool(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(())
     }
 }
 
@@ -1140,7 +1333,7 @@ fn start_serin_transparent(
         ),
     )?;
     let ip = which("ip").context("ip not installed")?;
-    let mut child = pinned(&ip, pin)
+    let child = pinned(&ip, pin)
         .args(["netns", "exec", &ns.name, "setpriv", "--reuid", PROXY_UID])
         .args([
             "--regid",
@@ -1160,22 +1353,8 @@ fn start_serin_transparent(
         netns: Some(ns.file.clone()),
     };
     // Ready once a request to the Service address comes back through the proxy.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if Conn::open(&target).and_then(|mut c| c.request()).is_ok() {
-            break;
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("serin-proxy --transparent exited with {status}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("no answer through the capture rules after 20s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((Proc { child }, target))
+    let p = await_answer(child, &target).context("through the capture rules")?;
+    Ok((p, target))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1419,15 +1598,25 @@ fn open_loop(addrs: &[Target], rate: u64, owners: &[usize]) -> Vec<Latencies> {
 /// read per request): a thread per connection costs a context switch per request, and with this
 /// process sharing one CPU with the upstreams the load generator, not the proxy on the other CPU,
 /// then decided the figure (the direct path reached about what the proxies did).
-fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<(u64, u64, u64)> {
+fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<MaxRound> {
     let paths = addrs.len();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(_) => return vec![(0, 0, 0); paths],
+        Err(_) => {
+            return (0..paths)
+                .map(|_| MaxRound {
+                    rps: 0,
+                    requests: 0,
+                    p99: 0,
+                    own_ticks: (0, 0),
+                })
+                .collect();
+        }
     };
+    let mut own = vec![(0u64, 0u64); paths];
     // Latencies of the counted requests, per path (each connection adds its own when done).
     let latencies: Arc<std::sync::Mutex<Vec<Vec<u64>>>> =
         Arc::new(std::sync::Mutex::new(vec![Vec::new(); paths]));
@@ -1487,9 +1676,14 @@ fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<(u64, u64, u64)> {
                 });
             }
         }
-        for p in 0..paths {
+        // This process's CPU (load generator, upstreams, and the kernel work their sends do:
+        // over loopback and veth the receive path runs in the sender's context) while each
+        // path owned the load: the part of a path's cost that is not the proxy's own.
+        let mut mark = cpu_ticks(std::process::id());
+        for (p, own) in own.iter_mut().enumerate() {
             let _ = owner_tx.send(p);
             tokio::time::sleep(WARMUP).await;
+            charge(own, &mut mark);
         }
         let mut measured = vec![Duration::ZERO; paths];
         for &p in owners {
@@ -1500,6 +1694,7 @@ fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<(u64, u64, u64)> {
             tokio::time::sleep(MAX_SLOT - MAX_SETTLE).await;
             counting.store(false, Ordering::Relaxed);
             measured[p] += started.elapsed();
+            charge(&mut own[p], &mut mark);
         }
         let _ = owner_tx.send(STOP);
         // Requests still in flight finish (or the proxy is gone and they fail) within a
@@ -1519,10 +1714,35 @@ fn closed_loop(addrs: &[Target], owners: &[usize]) -> Vec<(u64, u64, u64)> {
                     0
                 };
                 let p99 = percentiles(std::mem::take(&mut latencies[p])).1;
-                (rps, all[p].load(Ordering::Relaxed), p99)
+                MaxRound {
+                    rps,
+                    requests: all[p].load(Ordering::Relaxed),
+                    p99,
+                    own_ticks: own[p],
+                }
             })
             .collect()
     })
+}
+
+/// One path's share of one closed-loop round.
+struct MaxRound {
+    /// Counted requests per second of the slots the path owned.
+    rps: u64,
+    /// Every request answered (warm-up included).
+    requests: u64,
+    /// p99 of the counted requests.
+    p99: u64,
+    /// This process's (user, system) CPU ticks while the path owned the load.
+    own_ticks: (u64, u64),
+}
+
+/// Adds this process's CPU ticks since `mark` to `to` and moves the mark.
+fn charge(to: &mut (u64, u64), mark: &mut (u64, u64)) {
+    let now = cpu_ticks(std::process::id());
+    to.0 += now.0.saturating_sub(mark.0);
+    to.1 += now.1.saturating_sub(mark.1);
+    *mark = now;
 }
 
 /// One request on a nonblocking connection; `buf` keeps bytes past the response (none are

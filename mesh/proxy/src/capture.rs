@@ -47,6 +47,12 @@
 //!   no established socket has (the proxy's accepted socket is on the inbound port), so they
 //!   stay tracked and translated.
 //!
+//! What the upstream exemption saves is measured in mesh/proxy/README.md ("What transparent
+//! capture costs"): per packet it trades conntrack work for rule evaluation (CPU-neutral on
+//! iptables-nft, whose `owner` and `socket` matches run through the x_tables compatibility
+//! layer; a small saving on iptables-legacy), and it always saves the node-wide conntrack
+//! table an entry per upstream connection.
+//!
 //! Should a packet of an untracked connection ever reach conntrack (its socket gone, say),
 //! conntrack may pick the connection up mid-stream (`nf_conntrack_tcp_loose`) as a new one and
 //! pass it through the nat chains: the REDIRECT rules only take SYNs, so such a packet is never
