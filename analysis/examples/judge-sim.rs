@@ -19,7 +19,9 @@
 //!    latency +20 %/+50 % and tail-only (p99 x2, median unchanged) on log-normal and Pareto
 //!    services; A/A with arm-specific overdispersion (one bursty canary pod against five
 //!    primary pods, clumped failures, per-minute jitter of one arm's error rate or latency);
-//!    traffic that stops after 3 minutes.
+//!    traffic that stops after 3 minutes; a canary failing every request (`fail-all`, against a
+//!    never-failing primary and one at 1 %: its `median_minutes_to_fail` is the looks the Fail
+//!    takes, one look a minute).
 //!
 //! Columns of part 2: `false_rollback` (% of runs the judge failed; healthy scenarios only),
 //! `promoted_bad` (% promoted; regressions of at least twice the default margin only),
@@ -349,6 +351,22 @@ fn families() -> Vec<Scenario> {
                     LogNormal,
                     plain,
                     noise,
+                    None,
+                ));
+            }
+            // A canary failing every request: how many looks the Fail takes, against a
+            // never-failing primary and a primary at 1 %.
+            for base in [0.0, 0.01] {
+                v.push(scenario(
+                    "fail-all",
+                    "",
+                    s,
+                    rpm,
+                    base,
+                    1.0,
+                    LogNormal,
+                    plain,
+                    Noise::None,
                     None,
                 ));
             }

@@ -9,7 +9,10 @@
 //!   tolerance: a mixture of likelihood ratios over regression sizes is a test
 //!   supermartingale under "no worse", so by Ville's inequality the chance that it *ever*
 //!   reaches `1 / (alpha * share)` is at most `alpha * share`. There is no minimum sample:
-//!   the test may stop at any look.
+//!   the test may stop at any look. For the error rate it is averaged with an
+//!   *overwhelming* test that needs no estimated dispersion (valid for clumps of up to
+//!   [`OVERWHELMING_CLUMP`] failures and bursts up to [`OVERWHELMING_BURST`] times the
+//!   primary's rate), so a canary failing everything fails at the first look that proves it.
 //! * **Pass** only when an always-valid test shows the canary *better than the margin*
 //!   (non-inferiority): error rate within `max(errorRateMarginAbsolute, errorRateMargin% of
 //!   the primary's)` of the primary's, and p50 and p99 latency within `latencyMargin` percent.
@@ -51,27 +54,31 @@ pub const DEFAULT_LATENCY_MARGIN: f64 = 25.0;
 pub const DEFAULT_STEP_ALPHA: f64 = 0.2;
 
 /// Regression sizes of the fail test (event-rate ratio relative to the null) and their prior
-/// weights. Half the weight sits on 2x, the regression the default margins are set to catch;
-/// the large ones let a canary that fails everything be caught within the first looks even at
-/// low traffic. Any fixed weights keep the guarantee.
+/// weights. Most of the weight sits on 2x, the regression the default margins are set to
+/// catch: the mixture's price for it is `log(1 / 0.85)` = 0.16 nats instead of `log 2`, a
+/// sixth of a minute at a 5 % weight and a 1 % base, bought from the 1.5x and 3x bets (a 1.5x
+/// regression is inside the default margin). The large ones keep a canary that fails
+/// everything caught at low traffic, where every look is capped. Any fixed weights keep the
+/// guarantee.
 pub const MIXTURE: [(f64, f64); 7] = [
-    (1.25, 0.03),
-    (1.5, 0.15),
-    (2.0, 0.5),
-    (3.0, 0.2),
-    (5.0, 0.07),
-    (10.0, 0.04),
-    (50.0, 0.01),
+    (1.25, 0.01),
+    (1.5, 0.05),
+    (2.0, 0.85),
+    (3.0, 0.06),
+    (5.0, 0.015),
+    (10.0, 0.01),
+    (50.0, 0.005),
 ];
 
 /// Improvements (ratio relative to the margin's null) the pass test bets on, and weights.
 pub const PASS_MIXTURE: [(f64, f64); 4] = [(0.8, 0.2), (0.67, 0.35), (0.5, 0.3), (0.25, 0.15)];
 
-/// Share of `alpha` the error-rate fail test spends; p50 and p99 split the rest. Errors get
-/// most: a doubled error rate gives about a nat of evidence a minute at a 5 % weight, while
-/// +50 % latency moves half the requests past the median and crosses any of these bounds
-/// within the first few looks.
-pub const ERROR_ALPHA_SHARE: f64 = 0.8;
+/// Share of `alpha` the error-rate fail test spends (its main test and the overwhelming test
+/// together, see `OVERWHELMING_WEIGHT`); p50 and p99 split the rest. Errors get most: a
+/// doubled error rate gives about a nat of evidence a minute at a 5 % weight, while +50 %
+/// latency moves half the requests past the median and crosses even these bounds within the
+/// first looks the caps allow.
+pub const ERROR_ALPHA_SHARE: f64 = 0.85;
 
 /// The latency quantiles compared (boundaries from each look's pooled histogram).
 pub const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.99];
@@ -81,7 +88,8 @@ pub const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.99];
 pub const PHI_PRIOR: f64 = 1.0;
 /// Weight of the dispersion prior, in looks.
 pub const PHI_PRIOR_LOOKS: f64 = 2.0;
-/// Most evidence one look may add to any e-process (its likelihood ratio is capped here).
+/// Most evidence one look may add to a pass test, and to a fail test until the traffic's
+/// variability is known (its likelihood ratio is capped here; see [`FAIL_LOOK_CAP`]).
 /// Capping keeps every e-process a supermartingale (`E[min(LR, K)] <= E[LR] <= 1`) and means
 /// one look, however odd (a clump of failures, a burst on the canary's single pod), cannot
 /// fail or pass a canary alone: at least three looks must agree, by which time the dispersion
@@ -95,6 +103,31 @@ const RESIDUAL_MIN_VARIANCE: f64 = 2.0;
 /// (bursty pods show in the primary's look-to-look variation from the second look), which
 /// protects against a burst on the canary's only pod better than a longer fixed floor.
 const FULL_CAP_AFTER: f64 = 2.0;
+/// Most evidence one look may add to a fail test once [`FULL_CAP_AFTER`] *informed* residuals
+/// (see [`INFORMED_VARIANCE`]) have shown how variable the traffic is; the cap is further
+/// divided by the look's dispersion. Until then [`LOOK_CAP`] (and its square root before any
+/// two residuals). A doubled error rate at a 10 % weight and 5,000 requests a minute brings
+/// 1.6 nats a look with a standard deviation near 2: a cap of `log 10` clips 40 % of its
+/// looks, `log 100` hardly any.
+pub const FAIL_LOOK_CAP: f64 = 100.0;
+/// Expected variance (about the expected events) a residual needs before it counts towards
+/// the full [`FAIL_LOOK_CAP`]: a look-to-look difference of the primary's rate over a few
+/// events cannot tell bursty pods from Poisson noise (one primary pod bursting 5x among five
+/// moves 47 expected failures by 4 standard deviations, 5 by barely one), so at moderate
+/// traffic the fail test keeps the smaller cap.
+pub const INFORMED_VARIANCE: f64 = 30.0;
+/// The overwhelming-regression test's alternatives (rate ratios over its null) and weights.
+pub const OVERWHELMING: [(f64, f64); 3] =
+    [(10.0, 1.0 / 3.0), (100.0, 1.0 / 3.0), (1000.0, 1.0 / 3.0)];
+/// The overwhelming test's null: a healthy canary's error rate may reach this many times the
+/// primary's in any look through no fault of its own (a burst on its only pod).
+pub const OVERWHELMING_BURST: f64 = 10.0;
+/// The largest clump of failures the overwhelming test allows for: its log-LR is divided by
+/// it, which keeps it an e-value for any clump sizes up to this bound.
+pub const OVERWHELMING_CLUMP: f64 = 5.0;
+/// Weight of the overwhelming test in the error rate's fail e-process (the main test has the
+/// rest): the average of two e-processes for one null is an e-process.
+pub const OVERWHELMING_WEIGHT: f64 = 0.1;
 /// Prior weight against volume-scaled dispersion, in squared binomial variance (about two
 /// blocks of variance 2 showing none).
 const KAPPA_PRIOR_DEN: f64 = 8.0;
@@ -409,6 +442,9 @@ struct LookCounts {
     /// (canary at least this much worse).
     ratio_fail: f64,
     ratio_pass: f64,
+    /// Whether the dispersion-free test of an overwhelming regression runs beside the fail
+    /// test (error rates).
+    overwhelming: bool,
 }
 
 /// A one-sided sequential comparison: the fail and pass e-processes and the dispersion.
@@ -446,6 +482,12 @@ struct Comparison {
     /// The primary's own volume-scaled dispersion from its first differences: sum of
     /// `(d^2 - var) / (2 rate^2)` and how many.
     primary_kappa_sum: f64,
+    /// The overwhelming-regression test (errors only): log-LRs per alternative, tempered by
+    /// the clump bound, never capped, and whether it runs.
+    over_log: [f64; OVERWHELMING.len()],
+    over: bool,
+    /// Residuals (of either kind) with at least [`INFORMED_VARIANCE`] expected variance.
+    informed: f64,
     canary_requests: f64,
     canary_events: f64,
     primary_requests: f64,
@@ -506,6 +548,17 @@ impl Comparison {
         }
     }
 
+    /// The log of the most one look may add to the fail test before tempering: the pass
+    /// tests' [`Self::look_cap`] until [`FULL_CAP_AFTER`] informed residuals, then
+    /// [`FAIL_LOOK_CAP`].
+    fn fail_look_cap(&self) -> f64 {
+        if self.informed >= FULL_CAP_AFTER {
+            FAIL_LOOK_CAP.ln()
+        } else {
+            self.look_cap()
+        }
+    }
+
     /// The canary's event rate over the primary's from the looks so far (1 before any).
     fn fitted_ratio(&self) -> f64 {
         if self.canary_requests > 0.0 && self.primary_requests > 0.0 {
@@ -516,8 +569,26 @@ impl Comparison {
         }
     }
 
-    fn fail_e(&self) -> f64 {
+    /// The main fail test's mixture e-value.
+    fn main_e(&self) -> f64 {
         mixture(&self.fail_log, MIXTURE.iter().map(|m| m.1))
+    }
+
+    /// The overwhelming test's mixture e-value (1 where it does not run).
+    fn overwhelming_e(&self) -> f64 {
+        mixture(&self.over_log, OVERWHELMING.iter().map(|m| m.1))
+    }
+
+    fn fail_e(&self) -> f64 {
+        if self.over {
+            // Two e-processes for one null, averaged: still an e-process (Ville applies to
+            // the average), and each may carry it past the bound alone.
+            ((1.0 - OVERWHELMING_WEIGHT) * self.main_e()
+                + OVERWHELMING_WEIGHT * self.overwhelming_e())
+            .min(f64::MAX)
+        } else {
+            self.main_e()
+        }
     }
 
     fn pass_e(&self) -> f64 {
@@ -541,13 +612,25 @@ impl Comparison {
         // rate jumps for minutes) a look is worth fewer independent requests, and a burst on
         // the canary's only pod must not fail it in as few looks as on steady traffic. The
         // pass tests keep the plain cap: a bursty canary is never promoted faster for it.
-        let fail_cap = cap * temper;
+        let fail_cap = self.fail_look_cap() * temper;
         let total = l.c_fail + l.p;
         if total > 0.0 {
             let pi0 = canary_share(l.n_c, l.n_p, l.ratio_fail);
             for (acc, (r, _)) in self.fail_log.iter_mut().zip(MIXTURE) {
                 let pi1 = canary_share(l.n_c, l.n_p, l.ratio_fail * r);
                 *acc += (temper * share_log_lr(l.c_fail, total, pi1, pi0)).min(fail_cap);
+            }
+            if l.overwhelming {
+                // No estimated dispersion, no cap: an e-value under any clumping up to
+                // OVERWHELMING_CLUMP and any burst up to OVERWHELMING_BURST (README), so it
+                // may decide at the first look whose evidence survives them.
+                self.over = true;
+                let null = l.ratio_fail * OVERWHELMING_BURST;
+                let pi0 = canary_share(l.n_c, l.n_p, null);
+                for (acc, (r, _)) in self.over_log.iter_mut().zip(OVERWHELMING) {
+                    let pi1 = canary_share(l.n_c, l.n_p, null * r);
+                    *acc += share_log_lr(l.c_fail, total, pi1, pi0) / OVERWHELMING_CLUMP;
+                }
             }
         }
         let total = l.c_pass + l.p;
@@ -592,6 +675,9 @@ impl Comparison {
                 self.resid_lag_sum += r * self.resid_last;
                 self.resid_last = r;
                 self.resid_count += 1.0;
+                if v >= INFORMED_VARIANCE {
+                    self.informed += 1.0;
+                }
                 self.pend_obs = 0.0;
                 self.pend_exp = 0.0;
                 self.pend_var = 0.0;
@@ -607,6 +693,9 @@ impl Comparison {
                 self.primary_sum += d * d / var;
                 self.primary_kappa_sum += (d * d - var) / (2.0 * pooled * pooled);
                 self.primary_count += 1.0;
+                if pooled * l.n_p.min(last_n) >= INFORMED_VARIANCE {
+                    self.informed += 1.0;
+                }
             }
         }
         self.primary_last = (l.p, l.n_p);
@@ -796,6 +885,7 @@ impl JudgeState {
                 p: x_p,
                 ratio_fail,
                 ratio_pass,
+                overwhelming: true,
             });
 
             // Latency: each quantile's boundary comes from this look's pooled histogram, a
@@ -817,6 +907,7 @@ impl JudgeState {
                             p: lp.count_above(b),
                             ratio_fail: 1.0,
                             ratio_pass: 1.0,
+                            overwhelming: false,
                         });
                     }
                     accumulate(&mut self.canary_latency, lc);
@@ -1082,10 +1173,91 @@ mod tests {
         }
         let at = failed_at.expect("a canary failing every request is rolled back");
         // Five looks: with no failure in the primary no residual ever shows the traffic's
-        // variability, so a look adds at most sqrt(10) (LOOK_CAP), and 10^(5/2) >
-        // 1 / (alpha * ERROR_ALPHA_SHARE) = 125 > 10^(4/2).
+        // variability, so a look adds at most sqrt(10) to the main test (LOOK_CAP), and
+        // 10^(5/2) > 1 / (alpha * ERROR_ALPHA_SHARE * (1 - OVERWHELMING_WEIGHT)) = 131 >
+        // 10^(4/2). The overwhelming test cannot be quicker here: five failures a look may be
+        // one clump of five.
         assert!(at <= 5, "failed at look {at}: no minimum-sample wait");
         assert!(cfg.min_requests > 15, "the failure came before minRequests");
+    }
+
+    #[test]
+    fn an_overwhelming_regression_fails_at_the_first_look_whose_evidence_survives_any_clumping() {
+        // 5,000 requests a minute at a 5 % weight; the canary fails every request, against a
+        // primary failing 1 % or never.
+        let cfg = JudgeConfig::default();
+        for primary_failures in [47.0, 0.0] {
+            let mut s = JudgeState::default();
+            let r = s.observe_window(
+                &cfg,
+                &traffic(250.0, 250.0),
+                &traffic(4750.0, primary_failures),
+            );
+            assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+            assert!(r.error.max_e_value >= r.error.fail_at, "{:?}", r.error);
+            assert!(r.reason.contains("error rate"), "{}", r.reason);
+            // The main test alone is capped at its first look; the overwhelming test, which
+            // needs no estimated dispersion, decided.
+            assert!(
+                (1.0 - OVERWHELMING_WEIGHT) * s.error.main_e() < r.error.fail_at,
+                "{}",
+                s.error.main_e()
+            );
+        }
+        // 500 requests a minute: 25 failures of 25 against none of 475 do not survive clumps
+        // of five and a 10x burst at the first look (five clumps, each in the canary with
+        // probability 0.34 under that null); the second look crosses, and the Fail is that
+        // look, not later.
+        let mut s = JudgeState::default();
+        let mut failed_at = None;
+        for look in 1..=5 {
+            let r = s.observe_window(&cfg, &traffic(25.0, 25.0), &traffic(475.0, 0.0));
+            let crossed = r.error.max_e_value >= r.error.fail_at;
+            assert_eq!(r.verdict == Verdict::Fail, crossed, "look {look}");
+            if crossed {
+                failed_at = Some(look);
+                break;
+            }
+        }
+        assert_eq!(failed_at, Some(2));
+    }
+
+    #[test]
+    fn the_overwhelming_test_holds_under_clumps_and_bursts_within_its_bounds() {
+        // Its null at the bounds: the canary fails 10x the primary's rate (a burst on its only
+        // pod), and every failure comes in a clump of five, in both arms. Ville: the chance
+        // that its e-process ever reaches 20 is at most 1/20, whatever the number of looks.
+        let cfg = JudgeConfig::default();
+        let mut rng = fastrand::Rng::with_seed(0x0e1f);
+        let trials = 400;
+        let mut reached = 0;
+        let mut largest: f64 = 0.0;
+        for _ in 0..trials {
+            let mut s = JudgeState::default();
+            let mut max: f64 = 0.0;
+            for _ in 0..20 {
+                let c = 5.0 * binomial(&mut rng, 250, 0.1 / 5.0);
+                let p = 5.0 * binomial(&mut rng, 4750, 0.01 / 5.0);
+                s.observe_window(&cfg, &traffic(250.0, c), &traffic(4750.0, p));
+                max = max.max(s.error.overwhelming_e());
+            }
+            largest = largest.max(max);
+            reached += usize::from(max >= 20.0);
+        }
+        // 20 of 400 allowed by the bound; allow the sampling noise (sd ~4.4).
+        assert!(reached <= 29, "reached 20 in {reached} of {trials}");
+        // The test can fail: without the clump and burst allowances the same traffic is
+        // overwhelming evidence (a 10x rate against a null of 1x).
+        let mut s = JudgeState::default();
+        s.observe_window(&cfg, &traffic(250.0, 25.0), &traffic(4750.0, 47.0));
+        let plain = share_log_lr(
+            25.0,
+            72.0,
+            canary_share(250.0, 4750.0, 10.0),
+            canary_share(250.0, 4750.0, 1.0),
+        );
+        assert!(plain > 20f64.ln(), "{plain}");
+        assert!(largest < 1e6, "{largest}");
     }
 
     #[test]

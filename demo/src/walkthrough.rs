@@ -7,10 +7,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serin_core::sim::{Sim, TickLog};
+use serin_core::sim::{Sim, TickLog, request_duration as latency, success_rate};
 use serin_core::{
-    Action, Bound, CheckResult, CommandAction, HistoryEntry, InconclusivePolicy, Phase, Plan,
-    Strategy, Timestamp, Verdict, Webhook, WebhookKind,
+    Action, CheckResult, CommandAction, HistoryEntry, InconclusivePolicy, Phase, Plan, Strategy,
+    Timestamp, Verdict, Webhook, WebhookKind,
 };
 
 /// How much to print.
@@ -399,43 +399,6 @@ fn describe_plan(plan: &Plan) -> String {
         plan.threshold,
         hooks.join(", ")
     )
-}
-
-fn success_rate(value: f64, requests: u64) -> CheckResult {
-    let bound = Bound {
-        min: Some(99.0),
-        max: None,
-    };
-    CheckResult {
-        name: "request-success-rate".into(),
-        verdict: if value >= 99.0 {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        value: Some(value),
-        bound,
-        samples: Some(requests),
-        detail: String::new(),
-    }
-}
-
-fn latency(value: f64, requests: u64) -> CheckResult {
-    CheckResult {
-        name: "request-duration".into(),
-        verdict: if value <= 500.0 {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        value: Some(value),
-        bound: Bound {
-            min: None,
-            max: Some(500.0),
-        },
-        samples: Some(requests),
-        detail: String::new(),
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! scripted verdicts, shown here on traffic:
 //!
 //! * a look that brings no new traffic never passes: when the load stops, the weight stays;
-//! * a Fail comes at the look where the always-valid p-value crosses its bound, not later;
+//! * a Fail comes at the look where the always-valid p-value crosses its bound, not later,
+//!   and for a canary failing every request sooner than for one failing 10 % (no look floor);
 //! * a run the traffic starves ends by `onInconclusive` (rollback, the default) after its
 //!   budget, with the reason in the status and history.
 //!
@@ -154,14 +155,76 @@ async fn when_the_traffic_stops_the_judge_never_passes_and_the_weight_stays() ->
     Ok(())
 }
 
+/// A latency check that only catches disasters and no error-rate check: every error
+/// rollback in the test below is the judge's.
+const DURATION_ONLY: &str = r#"    metrics:
+      - name: request-duration
+        thresholdRange: { max: 5000 }
+        interval: 10s
+"#;
+
+/// Asserts that `revision`'s run was rolled back by the judge at the look where its evidence
+/// first crossed a fail bound, and returns how many looks that took.
+fn rolled_back_at_the_crossing_look(record: &Value, revision: &str) -> usize {
+    let history = run_history(record, revision);
+    let looks: Vec<&Value> = history.iter().filter_map(judge_look).collect();
+    let first_crossed = looks
+        .iter()
+        .position(|j| crossed(j))
+        .unwrap_or_else(|| panic!("{revision}: no look crossed a fail bound: {history:#?}"));
+    // Every look before the crossing one was not a Fail; the crossing one is.
+    for j in &looks[..first_crossed] {
+        assert_ne!(
+            j["verdict"], "fail",
+            "{revision}: failed before crossing: {j:#}"
+        );
+    }
+    assert_eq!(
+        looks[first_crossed]["verdict"], "fail",
+        "{revision}: the crossing look is the Fail: {:#}",
+        looks[first_crossed]
+    );
+    // The rollback follows that look; nothing advanced after it.
+    let crossing_at = history
+        .iter()
+        .position(|e| judge_look(e).is_some_and(|j| std::ptr::eq(j, looks[first_crossed])))
+        .expect("the crossing look is in the history");
+    assert!(
+        history[crossing_at..]
+            .iter()
+            .any(|e| e["kind"] == "rolledBack"),
+        "{history:#?}"
+    );
+    assert!(
+        !history[crossing_at..]
+            .iter()
+            .any(|e| e["kind"] == "advanced"),
+        "{history:#?}"
+    );
+    // The judge, not a threshold check, decided (no check looks at errors).
+    assert!(
+        looks[first_crossed]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("worse"),
+        "{:#}",
+        looks[first_crossed]
+    );
+    first_crossed + 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_at_the_look_where_the_evidence_crosses()
 -> anyhow::Result<()> {
-    let mut site = Site::start(bin(), "judge-fail", judge_shape(WAITING_JUDGE)).await?;
+    let shape = CanaryShape {
+        metrics: Some(DURATION_ONLY),
+        ..judge_shape(WAITING_JUDGE)
+    };
+    let mut site = Site::start(bin(), "judge-fail", shape).await?;
     initialized(&mut site).await?;
     let load = site.start_load(200.0);
     load.await_more(50, STEP).await?;
-    // 10 % errors: within the loose threshold checks, caught by the judge comparing arms.
+    // 10 % errors: the judge comparing arms catches it after a few looks.
     site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0.1")])?;
     let mut seen: Vec<Observed> = Vec::new();
     let record = site
@@ -169,50 +232,21 @@ async fn a_failing_canary_is_rolled_back_at_the_look_where_the_evidence_crosses(
             run_revision(r) == "v2" && phase(r) == "Failed"
         })
         .await?;
+    let v2_looks = rolled_back_at_the_crossing_look(&record, "v2");
+    // A canary failing every request: overwhelming evidence, no look floor. The Fail is again
+    // the crossing look, and it comes sooner than the 10 % canary's.
+    site.rollout("v3", &[("SERIN_SAMPLE_APP_ERROR_RATE", "1")])?;
+    let record = site
+        .await_status("v3 rolled back", STEP, &mut seen, |r| {
+            run_revision(r) == "v3" && phase(r) == "Failed"
+        })
+        .await?;
     load.finish().await?;
-    let v2 = run_history(&record, "v2");
-    let looks: Vec<&Value> = v2.iter().filter_map(judge_look).collect();
-    let first_crossed = looks
-        .iter()
-        .position(|j| crossed(j))
-        .unwrap_or_else(|| panic!("no look crossed a fail bound: {v2:#?}"));
-    // Every look before the crossing one was not a Fail; the crossing one is.
-    for j in &looks[..first_crossed] {
-        assert_ne!(j["verdict"], "fail", "failed before crossing: {j:#}");
-    }
-    assert_eq!(
-        looks[first_crossed]["verdict"], "fail",
-        "the crossing look is the Fail: {:#}",
-        looks[first_crossed]
-    );
-    // The rollback follows that look; nothing advanced after it.
-    let crossing_at = v2
-        .iter()
-        .position(|e| judge_look(e).is_some_and(|j| std::ptr::eq(j, looks[first_crossed])))
-        .expect("the crossing look is in the history");
+    let v3_looks = rolled_back_at_the_crossing_look(&record, "v3");
+    eprintln!("looks to the Fail: 10 % errors {v2_looks}, every request failing {v3_looks}");
     assert!(
-        v2[crossing_at..].iter().any(|e| e["kind"] == "rolledBack"),
-        "{v2:#?}"
-    );
-    assert!(
-        !v2[crossing_at..].iter().any(|e| e["kind"] == "advanced"),
-        "{v2:#?}"
-    );
-    // The judge, not a threshold check, decided.
-    let rolled = v2
-        .iter()
-        .find(|e| e["kind"] == "rolledBack")
-        .expect("a rollback entry");
-    assert!(
-        rolled["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("judge")
-            || looks[first_crossed]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("worse"),
-        "{rolled:#}"
+        v3_looks < v2_looks,
+        "a canary failing everything took {v3_looks} looks, one failing 10 % {v2_looks}"
     );
     site.stop().await;
     Ok(())

@@ -19,6 +19,8 @@ mod schema;
 pub mod schema_check;
 mod status;
 pub mod support;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod validate;
 
 pub use alert_provider::*;

@@ -3,28 +3,8 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serin_api::testing::canary;
 use serin_api::*;
-
-fn canary(analysis: CanaryAnalysis) -> Canary {
-    let mut c = Canary::new(
-        "podinfo",
-        CanarySpec {
-            target_ref: TargetRef {
-                api_version: Some("apps/v1".into()),
-                kind: TargetKind::Deployment,
-                name: "podinfo".into(),
-            },
-            service: CanaryService {
-                port: 9898,
-                ..Default::default()
-            },
-            analysis,
-            ..Default::default()
-        },
-    );
-    c.metadata.namespace = Some("test".into());
-    c
-}
 
 fn step(step_weight: i32) -> CanaryAnalysis {
     CanaryAnalysis {

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use crate::action::{Action, Routes};
 use crate::engine::{Needs, Transition, needs, step};
 use crate::observation::{
-    CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
+    Bound, CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
+    Verdict,
 };
 use crate::plan::Plan;
 use crate::status::{Phase, Status};
@@ -264,5 +265,36 @@ impl Sim {
                 Action::Alert { .. } | Action::Event { .. } | Action::Record(_) => {}
             }
         }
+    }
+}
+
+/// A scripted `request-success-rate` result: `value` percent over `requests` requests, judged
+/// against Flagger's usual bound (at least 99 %).
+pub fn success_rate(value: f64, requests: u64) -> CheckResult {
+    scripted("request-success-rate", value, requests, Some(99.0), None)
+}
+
+/// A scripted `request-duration` result: `value` ms over `requests` requests, judged against
+/// Flagger's usual bound (at most 500 ms).
+pub fn request_duration(value: f64, requests: u64) -> CheckResult {
+    scripted("request-duration", value, requests, None, Some(500.0))
+}
+
+fn scripted(
+    name: &str,
+    value: f64,
+    requests: u64,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> CheckResult {
+    let bound = Bound { min, max };
+    let within = min.is_none_or(|m| value >= m) && max.is_none_or(|m| value <= m);
+    CheckResult {
+        name: name.into(),
+        verdict: if within { Verdict::Pass } else { Verdict::Fail },
+        value: Some(value),
+        bound,
+        samples: Some(requests),
+        detail: String::new(),
     }
 }

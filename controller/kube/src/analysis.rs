@@ -18,9 +18,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use serin_analysis::{
-    ArmRole, Credentials, Mesh, MetricCheck, MetricSpec, MetricsProvider, NoDataConfig,
-    PrometheusConfig, PrometheusProvider, ProviderRegistry, ProviderSettings, Target,
-    ThresholdRange, run_check, run_template_check,
+    ArmRole, Credentials, Mesh, MetricCheck, MetricsProvider, NoDataConfig, PrometheusConfig,
+    PrometheusProvider, ProviderRegistry, ProviderSettings, Target, run_check, run_template_check,
 };
 use serin_api::{MetricSource, MetricTemplate, Normalized};
 use serin_core::{Bound, CheckResult, Status};
@@ -29,7 +28,7 @@ use serin_controller::adapters::{
     AdapterError, AnalysisState, Analyzer, CanaryContext, Checked, ErrorKind,
 };
 use serin_controller::measure::{
-    Judges, at_weight, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, at_weight, check_result, inconclusive, judge_config, metric_spec, no_data, verdict,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -239,17 +238,7 @@ fn metric_check(
     m: &serin_api::MetricCheck,
     template_query: Option<String>,
 ) -> Result<MetricCheck, String> {
-    let spec = MetricSpec {
-        name: m.name.clone(),
-        interval: Some(serin_analysis::format_duration(m.interval)),
-        threshold_range: Some(ThresholdRange {
-            min: m.min,
-            max: m.max,
-        }),
-        threshold: None,
-        template_query,
-        template_variables: m.template_variables.clone(),
-    };
+    let spec = metric_spec(m, m.interval, template_query);
     MetricCheck::from_spec(field, &spec).map_err(|e| e.to_string())
 }
 

@@ -18,15 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serin_analysis::{
     AnalysisError, ArmRole, ArmTraffic, BoxFuture, BuiltinMetric, Credentials, MetricCheck,
-    MetricSpec, MetricsProvider, Observed, ProviderRegistry, ProviderSettings, Target,
-    TemplateProvider, ThresholdRange, run_check, run_template_check,
+    MetricsProvider, Observed, ProviderRegistry, ProviderSettings, Target, TemplateProvider,
+    run_check, run_template_check,
 };
 use serin_api::MetricSource;
 use serin_core::{Bound, CheckResult, Status};
 
 use serin_controller::adapters::{AdapterError, Analyzer, CanaryContext, ErrorKind};
 use serin_controller::measure::{
-    Judges, at_weight, check_result, inconclusive, judge_config, no_data, verdict,
+    Judges, at_weight, check_result, inconclusive, judge_config, metric_spec, no_data, verdict,
 };
 use serin_controller::plan::JUDGE_CHECK;
 use serin_controller::sample::{LastJudge, measure};
@@ -270,21 +270,9 @@ impl Analyzer for LocalAnalyzer {
                     }
                 },
             };
-            let spec = MetricSpec {
-                name: m.name.clone(),
-                // Never look back past the start of this run: the canary backend keeps its name
-                // across runs, and a previous revision's failures must not count against this one.
-                interval: Some(serin_analysis::format_duration(window_since_run(
-                    m.interval, status,
-                ))),
-                threshold_range: Some(ThresholdRange {
-                    min: m.min,
-                    max: m.max,
-                }),
-                threshold: None,
-                template_query,
-                template_variables: m.template_variables.clone(),
-            };
+            // Never look back past the start of this run: the canary backend keeps its name
+            // across runs, and a previous revision's failures must not count against this one.
+            let spec = metric_spec(m, window_since_run(m.interval, status), template_query);
             let check = match MetricCheck::from_spec(&field, &spec) {
                 Ok(c) => c,
                 Err(e) => {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serin_analysis::{
-    ArmTraffic, JudgeConfig, JudgeResult, JudgeState, NoDataConfig, NoDataPolicy,
+    ArmTraffic, JudgeConfig, JudgeResult, JudgeState, MetricSpec, NoDataConfig, NoDataPolicy,
+    ThresholdRange,
 };
 use serin_core::{Bound, CheckResult, Verdict};
 
@@ -74,6 +75,27 @@ pub fn no_data(n: &serin_api::Normalized) -> NoDataConfig {
             Some(serin_api::NoDataPolicy::Pass) => NoDataPolicy::Pass,
             _ => NoDataPolicy::Wait,
         },
+    }
+}
+
+/// The analysis spec of the Canary's metric check `m` (already defaulted by serin-api) looking
+/// back over `interval` (the metric's own, or less where the platform must not look past the
+/// run's start), with the MetricTemplate's query when it names one.
+pub fn metric_spec(
+    m: &serin_api::MetricCheck,
+    interval: std::time::Duration,
+    template_query: Option<String>,
+) -> MetricSpec {
+    MetricSpec {
+        name: m.name.clone(),
+        interval: Some(serin_analysis::format_duration(interval)),
+        threshold_range: Some(ThresholdRange {
+            min: m.min,
+            max: m.max,
+        }),
+        threshold: None,
+        template_query,
+        template_variables: m.template_variables.clone(),
     }
 }
 
@@ -175,32 +197,15 @@ fn restore(saved: &AnalysisState, run: u64, ctx: &CanaryContext) -> JudgeState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serin_api::{
-        Canary, CanaryAnalysis, CanaryService, CanarySpec, Normalized, TargetKind, TargetRef,
-    };
+    use serin_api::{Canary, CanaryAnalysis, Normalized};
 
     /// A Canary stepping 10, 20 ... 50.
     fn canary_10_to_50() -> Canary {
-        Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: Some("apps/v1".into()),
-                    kind: TargetKind::Deployment,
-                    name: "podinfo".into(),
-                },
-                service: CanaryService {
-                    port: 9898,
-                    ..Default::default()
-                },
-                analysis: CanaryAnalysis {
-                    step_weight: Some(10),
-                    max_weight: Some(50),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        serin_api::testing::canary(CanaryAnalysis {
+            step_weight: Some(10),
+            max_weight: Some(50),
+            ..Default::default()
+        })
     }
 
     /// The plan of a Canary stepping 10, 20 ... 50.

@@ -226,21 +226,7 @@ impl SimTest for Sim {
 
 /// A request-success-rate result (accepted >= 99%).
 pub fn success_rate(value: f64) -> CheckResult {
-    CheckResult {
-        name: "request-success-rate".into(),
-        verdict: if value >= 99.0 {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        value: Some(value),
-        bound: Bound {
-            min: Some(99.0),
-            max: None,
-        },
-        samples: Some(1200),
-        detail: String::new(),
-    }
+    serin_core::sim::success_rate(value, 1200)
 }
 
 /// A request-success-rate result without enough data to judge.
