@@ -42,7 +42,9 @@
 //!   `--nowildcard` is deliberately not used, it would match every new inbound connection to a
 //!   `0.0.0.0` listener and let it bypass the inbound capture), so the rule only looks at
 //!   ephemeral destination ports, and every port init knows something listens on (the proxy's
-//!   listeners and the inbound skip ports) is RETURNed first when it lies in that range. A
+//!   listeners and the inbound skip ports) is RETURNed first when it lies in that range (an
+//!   app listening on its pod IP, not `0.0.0.0`, on another port of the range has its inbound
+//!   connections bypass the capture; mesh/proxy/README.md says how to avoid that). A
 //!   redirected inbound connection's packets carry the app's port before the REDIRECT, which
 //!   no established socket has (the proxy's accepted socket is on the inbound port), so they
 //!   stay tracked and translated.
