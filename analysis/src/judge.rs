@@ -78,7 +78,7 @@ pub const PASS_MIXTURE: [(f64, f64); 4] = [(0.8, 0.2), (0.67, 0.35), (0.5, 0.3),
 /// doubled error rate gives about a nat of evidence a minute at a 5 % weight, while +50 %
 /// latency moves half the requests past the median and crosses even these bounds within the
 /// first looks the caps allow.
-pub const ERROR_ALPHA_SHARE: f64 = 0.9;
+pub const ERROR_ALPHA_SHARE: f64 = 0.85;
 
 /// The latency quantiles compared (boundaries from each look's pooled histogram).
 pub const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.99];
@@ -1174,7 +1174,7 @@ mod tests {
         let at = failed_at.expect("a canary failing every request is rolled back");
         // Five looks: with no failure in the primary no residual ever shows the traffic's
         // variability, so a look adds at most sqrt(10) to the main test (LOOK_CAP), and
-        // 10^(5/2) > 1 / (alpha * ERROR_ALPHA_SHARE * (1 - OVERWHELMING_WEIGHT)) = 123 >
+        // 10^(5/2) > 1 / (alpha * ERROR_ALPHA_SHARE * (1 - OVERWHELMING_WEIGHT)) = 131 >
         // 10^(4/2). The overwhelming test cannot be quicker here: five failures a look may be
         // one clump of five.
         assert!(at <= 5, "failed at look {at}: no minimum-sample wait");

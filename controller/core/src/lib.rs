@@ -44,7 +44,9 @@ mod status;
 mod time;
 
 pub use action::{Action, AffinityRoutes, EventType, HistoryEntry, HistoryKind, Routes, Severity};
-pub use engine::{GateCall, Needs, ON_INCONCLUSIVE, Transition, awaits_workload, needs, step};
+pub use engine::{
+    GateCall, Needs, ON_INCONCLUSIVE, Transition, awaits_workload, may_await_workload, needs, step,
+};
 pub use observation::{
     Bound, CheckResult, Command, CommandAction, GateResult, Observation, Readiness, TargetState,
     Verdict,

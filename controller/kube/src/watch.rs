@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serin_api::{Canary, TargetKind};
-use serin_core::{Phase, Timestamp};
+use serin_core::Timestamp;
 
 use super::config_watch::{ConfigWatch, ConfigWriters};
 use super::route_watch::{RouteWatch, RouteWriters};
@@ -127,16 +127,10 @@ fn is_new_revision(canary: &Canary, revision: &str) -> bool {
 }
 
 /// Whether the Canary's stored status waits for its workloads to become ready (the engine's
-/// [`serin_core::awaits_workload`], read from the status alone: a Canary woken for nothing
+/// [`serin_core::may_await_workload`], read from the status alone: a Canary woken for nothing
 /// finds nothing to do, reading only the stores).
 fn awaits(canary: &Canary) -> bool {
-    let s = engine_status(canary);
-    s.paused.is_none()
-        && match s.phase {
-            Phase::Initializing | Phase::Promoting | Phase::Finalising => true,
-            Phase::Progressing => s.run.as_ref().is_some_and(|r| !r.pre_rollout_done),
-            _ => false,
-        }
+    serin_core::may_await_workload(&engine_status(canary))
 }
 
 /// The Canaries to reconcile after a change of the workload `(kind, namespace, name)` with

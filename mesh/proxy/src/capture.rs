@@ -42,7 +42,9 @@
 //!   `--nowildcard` is deliberately not used, it would match every new inbound connection to a
 //!   `0.0.0.0` listener and let it bypass the inbound capture), so the rule only looks at
 //!   ephemeral destination ports, and every port init knows something listens on (the proxy's
-//!   listeners and the inbound skip ports) is RETURNed first when it lies in that range. A
+//!   listeners and the inbound skip ports) is RETURNed first when it lies in that range (an
+//!   app listening on its pod IP, not `0.0.0.0`, on another port of the range has its inbound
+//!   connections bypass the capture; mesh/proxy/README.md says how to avoid that). A
 //!   redirected inbound connection's packets carry the app's port before the REDIRECT, which
 //!   no established socket has (the proxy's accepted socket is on the inbound port), so they
 //!   stay tracked and translated.
@@ -100,6 +102,8 @@ const CHAINS: [(&str, &str); 7] = [
 const COMMENT: &str = "serin-proxy capture";
 /// The kernel's default `net.ipv4.ip_local_port_range`.
 pub const DEFAULT_LOCAL_PORT_RANGE: (u16, u16) = (32768, 60999);
+/// Copies of one jump `remove` deletes at most (each install adds at most one).
+const MAX_COPIES: usize = 64;
 /// Ports one `-m multiport` list holds.
 const MULTIPORT_MAX: usize = 15;
 
@@ -602,6 +606,11 @@ impl Iptables {
         for j in &plan.jumps {
             self.add_jump(j)?;
         }
+        // A jump an earlier version installed and this one does not would still send packets
+        // through Serin's chains (twice, next to its successor).
+        for j in &retired_jumps() {
+            self.delete_jump(j)?;
+        }
         let mut skipped = Vec::new();
         for u in &plan.untrack {
             let done = self
@@ -642,27 +651,36 @@ impl Iptables {
         self.check("", &add, None).map(|_| ())
     }
 
-    /// Removes the jumps and Serin's chains in both tables; a no-op when they are not there.
-    pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
-        for j in plan.all_jumps() {
-            let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
-            let mut del = vec!["-t", j.table, "-D", j.chain];
-            del.extend(&args);
-            // Delete every copy (an older, non-idempotent install may have left two).
-            loop {
-                let out = self.run("", &del, None)?;
-                if out.ok {
-                    continue;
-                }
-                if is_permission(&out.stderr) {
-                    return Err(classify(
-                        format!("{} {}", self.bin, del.join(" ")),
-                        out.status,
-                        out.stderr,
-                    ));
-                }
-                break;
+    /// Deletes every copy of `j` (an older, non-idempotent install may have left two); a no-op
+    /// when there is none.
+    fn delete_jump(&self, j: &Jump) -> Result<(), CaptureError> {
+        let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
+        let mut del = vec!["-t", j.table, "-D", j.chain];
+        del.extend(&args);
+        let command = || format!("{} {}", self.bin, del.join(" "));
+        // Bounded: an iptables that reports success without deleting must not hang init.
+        for _ in 0..MAX_COPIES {
+            let out = self.run("", &del, None)?;
+            if out.ok {
+                continue;
             }
+            if is_permission(&out.stderr) {
+                return Err(classify(command(), out.status, out.stderr));
+            }
+            return Ok(());
+        }
+        Err(CaptureError::Failed {
+            command: command(),
+            status: "success".into(),
+            stderr: format!("the rule is still there after {MAX_COPIES} deletions"),
+        })
+    }
+
+    /// Removes the jumps (the current ones and [`retired_jumps`]) and Serin's chains in both
+    /// tables; a no-op when they are not there.
+    pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
+        for j in plan.all_jumps().chain(&retired_jumps()) {
+            self.delete_jump(j)?;
         }
         let mut present = Vec::new();
         for table in ["nat", "raw"] {
@@ -693,6 +711,26 @@ impl Iptables {
     pub fn save(&self) -> Result<String, CaptureError> {
         self.check("-save", &["-t", "nat"], None)
     }
+}
+
+/// Jumps earlier versions of `serin-proxy init` installed that the current plan does not:
+/// `install` and `remove` delete them. The raw jump with a comment match (replaced by `-o lo`,
+/// which iptables-nft evaluates natively) was installed by a few development commits only.
+pub fn retired_jumps() -> Vec<Jump> {
+    vec![Jump::new(
+        "raw",
+        "OUTPUT",
+        &[
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT,
+            "-j",
+            NOTRACK_CHAIN,
+        ],
+    )]
 }
 
 /// The table and chain declarations of a restore input, without its rules: restoring it
@@ -933,8 +971,8 @@ COMMIT
         );
     }
 
-    /// An iptables whose kernel has no `socket` match: every call is logged, `-C` finds
-    /// nothing, a restore input using `-m socket` is refused as iptables refuses it.
+    /// An iptables whose kernel has no `socket` match: every call is logged, `-C` and `-D`
+    /// find nothing, a restore input using `-m socket` is refused as iptables refuses it.
     fn iptables_without_the_socket_match(dir: &std::path::Path) -> Iptables {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(dir).expect("temp dir");
@@ -952,7 +990,7 @@ COMMIT
         );
         script(
             "iptables",
-            "echo \"$*\" >> \"$LOG\"\ncase \"$*\" in *' -C '*) exit 1;; esac\n",
+            "echo \"$*\" >> \"$LOG\"\ncase \"$*\" in *' -C '*|*' -D '*) exit 1;; esac\n",
         );
         Iptables {
             bin: dir.join("iptables").display().to_string(),
@@ -985,6 +1023,21 @@ COMMIT
             ),
             "{log}"
         );
+    }
+
+    #[test]
+    fn an_iptables_that_never_deletes_fails_init_instead_of_hanging_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("serin-capture-stuck-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        // Every call succeeds, -D included, and nothing is ever deleted.
+        let bin = dir.join("iptables");
+        std::fs::write(&bin, "#!/bin/sh\nexit 0\n").expect("write fake");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = ipt.remove(&cfg().plan()).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("still there after 64 deletions"), "{err}");
+        assert!(err.contains("-D"), "{err}");
     }
 
     #[test]

@@ -281,18 +281,22 @@ impl Tick<'_> {
 /// Finalising, and the canary before the analysis began (no check is judged then; only for runs
 /// without gate webhooks, which are asked at scheduled ticks).
 pub fn awaits_workload(plan: &Plan, status: &Status) -> bool {
-    if plan.suspend || status.paused.is_some() {
-        return false;
-    }
-    match status.phase {
-        Phase::Initializing | Phase::Promoting | Phase::Finalising => true,
+    !plan.suspend
+        && may_await_workload(status)
         // Gates are asked only on scheduled ticks (see [`needs`]): a run with any waits for one.
-        Phase::Progressing => {
-            status.run.as_ref().is_some_and(|r| !r.pre_rollout_done)
-                && !plan.webhooks.iter().any(|w| w.kind.is_gate())
+        && (status.phase != Phase::Progressing || !plan.webhooks.iter().any(|w| w.kind.is_gate()))
+}
+
+/// [`awaits_workload`] as far as `status` alone tells (the plan may still rule it out: a
+/// suspended Canary, or gate webhooks before the analysis), for a runtime that decides from the
+/// stored status which Canaries a workload change should wake.
+pub fn may_await_workload(status: &Status) -> bool {
+    status.paused.is_none()
+        && match status.phase {
+            Phase::Initializing | Phase::Promoting | Phase::Finalising => true,
+            Phase::Progressing => status.run.as_ref().is_some_and(|r| !r.pre_rollout_done),
+            _ => false,
         }
-        _ => false,
-    }
 }
 
 impl Tick<'_> {

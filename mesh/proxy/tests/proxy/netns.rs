@@ -493,6 +493,29 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     }
     let out = init(&client, &["--skip-outbound-ports", "7001"]).expect("init");
     assert!(out.contains("capture rules installed"), "{out}");
+    // The raw jump a few earlier development commits installed (a comment match), which the
+    // next init must replace rather than keep beside its successor.
+    let retired = [
+        "iptables",
+        "-t",
+        "raw",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-m",
+        "comment",
+        "--comment",
+        "serin-proxy capture",
+        "-j",
+        "SERIN_NOTRACK",
+    ];
+    let in_client = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", client.as_str()];
+        all.extend(args);
+        run(&all)
+    };
+    in_client(&retired).expect("the retired jump");
     // Idempotent: a second run leaves exactly one jump per built-in chain.
     init(&client, &["--skip-outbound-ports", "7001"]).expect("init again");
     let saved = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "nat"]).expect("save");
@@ -525,6 +548,7 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         1,
         "{raw}"
     );
+    assert!(!raw.contains("serin-proxy capture"), "{raw}");
     for jump in [
         "-A OUTPUT ! -o lo -p tcp -j SERIN_NOTRACK_OUT\n",
         "-A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n",
@@ -803,7 +827,8 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     }
 
     // 8. Removing the rules restores direct traffic: the Service IP goes back to the node's
-    // DNAT (always the primary) and the client's proxy sees nothing.
+    // DNAT (always the primary) and the client's proxy sees nothing. A retired jump goes too.
+    in_client(&retired).expect("the retired jump");
     let out = init(&client, &["--remove"]).expect("remove");
     assert!(out.contains("removed"), "{out}");
     let saved = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "nat"]).expect("save");
