@@ -56,8 +56,9 @@ fn the_demo_rolls_back_the_bad_release_and_promotes_the_good_one() {
     let dir = fresh_dir("full");
     let started = Instant::now();
     let out = serin()
-        // Twice the default rate at half the interval: the same evidence per step, sooner.
-        .args(["demo", "--interval", "1s", "--rate", "200", "--dir"])
+        // Four times the default rate at a quarter of the interval: the same evidence per step,
+        // sooner.
+        .args(["demo", "--interval", "500ms", "--rate", "400", "--dir"])
         .arg(&dir)
         .output()
         .unwrap();
