@@ -1,6 +1,7 @@
 //! SIGHUP reloads the configuration file. Its own test binary (process), because the signal
 //! goes to every watcher in the process.
 
+#[path = "proxy/support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Every call a fake API server answers, appended to the file named by `SERIN_API_CALL_LOG`
-//! when it is set (tests/rbac.rs collects them to check the install's RBAC rules). Shared by
-//! every crate's mocked-API scenarios (mesh/control includes this file through `#[path]`, so it
-//! depends on std only).
+//! when it is set (tests/kubernetes/rbac.rs collects them to check the install's RBAC rules).
+//! Shared by every crate's mocked-API scenarios (mesh/control includes this file through
+//! `#[path]`, so it depends on std only).
 
 #![allow(dead_code)]
 

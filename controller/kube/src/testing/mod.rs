@@ -9,8 +9,8 @@
 //!   each request with [`Call::read`] and answers with [`respond`], so every fake logs its calls
 //!   the same way.
 //!
-//! Every call answered is logged through [`api_log`] (tests/rbac.rs compares them with the
-//! install's RBAC rules). Answers are what the API server sends: JSON bodies, `Status` errors
+//! Every call answered is logged through [`api_log`] (tests/kubernetes/rbac.rs compares them with
+//! the install's RBAC rules). Answers are what the API server sends: JSON bodies, `Status` errors
 //! ([`status_err`]) with their codes.
 
 pub mod api_log;

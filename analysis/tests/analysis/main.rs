@@ -1,0 +1,12 @@
+//! serin-analysis's integration tests, one binary with a module per provider or topic.
+
+mod common;
+
+mod cloudwatch_splunk;
+mod datadog;
+mod graphite;
+mod influxdb;
+mod judge_validity;
+mod newrelic_dynatrace;
+mod prometheus;
+mod proxy_scrape;

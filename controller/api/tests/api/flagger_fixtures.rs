@@ -1,0 +1,203 @@
+//! Real-looking Flagger manifests are accepted after changing only `apiVersion`, rejected with
+//! a pointer to that change before, and survive a round trip through Serin's types unchanged.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use serin_api::{
+    Outcome, Resource, apply_template_verdicts, check_flagger_manifests, check_manifests,
+};
+
+fn fixtures() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flagger");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "expected the Flagger fixture set in {dir:?}"
+    );
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
+fn to_serin(text: &str) -> String {
+    text.replace(
+        "apiVersion: flagger.app/v1beta1",
+        "apiVersion: serin.dev/v1beta1",
+    )
+}
+
+#[test]
+fn every_flagger_fixture_is_valid_after_changing_only_api_version() {
+    for (name, text) in fixtures() {
+        let docs = check_manifests(&to_serin(&text));
+        let serin_docs: Vec<_> = docs
+            .iter()
+            .filter(|d| !matches!(d.outcome, Outcome::Skipped))
+            .collect();
+        assert!(!serin_docs.is_empty(), "{name}: no Serin documents found");
+        for doc in serin_docs {
+            assert!(
+                matches!(doc.outcome, Outcome::Valid(_)),
+                "{name}: {}",
+                doc.report_lines(&name).join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn unchanged_flagger_manifests_are_told_to_change_api_version() {
+    for (name, text) in fixtures() {
+        for doc in check_manifests(&text) {
+            if matches!(doc.outcome, Outcome::Skipped) {
+                continue;
+            }
+            let Outcome::Invalid(errors) = &doc.outcome else {
+                panic!("{name}: document {} should be rejected", doc.index);
+            };
+            assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+            assert_eq!(errors[0].path, "apiVersion");
+            assert!(
+                errors[0]
+                    .message
+                    .contains("change apiVersion to serin.dev/v1beta1"),
+                "{name}: {}",
+                errors[0].message
+            );
+        }
+    }
+}
+
+/// Drops what a Go client would omit anyway (false, empty lists and maps) and turns every
+/// number into a float, so "what the user wrote" and "what Serin writes back" compare.
+fn canonical(v: &Value) -> Option<Value> {
+    match v {
+        // Go's omitempty: an empty string is "unset" (Flagger's default webhook type, severity).
+        Value::Null | Value::Bool(false) => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::Number(n) => Some(serde_json::json!(n.as_f64().unwrap())),
+        Value::Array(items) if items.is_empty() => None,
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(canonical).collect())),
+        Value::Object(map) => {
+            let out: serde_json::Map<_, _> = map
+                .iter()
+                .filter_map(|(k, v)| canonical(v).map(|v| (k.clone(), v)))
+                .collect();
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        other => Some(other.clone()),
+    }
+}
+
+#[test]
+fn every_flagger_field_survives_a_round_trip_through_the_types() {
+    for (name, text) in fixtures() {
+        let text = to_serin(&text);
+        let originals: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect::<Vec<serde_norway::Value>>()
+            .into_iter()
+            .map(|y| serde_json::to_value(y).unwrap())
+            .collect();
+        for doc in check_manifests(&text) {
+            let written = match &doc.outcome {
+                Outcome::Valid(Resource::Canary(c)) => serde_json::to_value(c).unwrap(),
+                Outcome::Valid(Resource::MetricTemplate(t)) => serde_json::to_value(t).unwrap(),
+                Outcome::Valid(Resource::AlertProvider(p)) => serde_json::to_value(p).unwrap(),
+                _ => continue,
+            };
+            let original = &originals[doc.index - 1];
+            assert_eq!(
+                canonical(&written),
+                canonical(original),
+                "{name}: document {} lost or changed fields",
+                doc.index
+            );
+        }
+    }
+}
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flagger")
+}
+
+/// Every document's verdict, as `serin validate --flagger` prints it, against the reviewed
+/// list in verdicts.txt (regenerate with SERIN_UPDATE_VERDICTS=1 and review the diff).
+#[test]
+fn every_fixture_has_its_exact_verdict() {
+    let mut lines = Vec::new();
+    for (name, text) in fixtures() {
+        let mut docs = check_flagger_manifests(&text);
+        apply_template_verdicts(&mut docs);
+        for doc in docs {
+            lines.extend(doc.report_lines(&name));
+        }
+    }
+    let actual = lines.join("\n") + "\n";
+    let path = fixture_dir().join("verdicts.txt");
+    if std::env::var_os("SERIN_UPDATE_VERDICTS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "verdicts changed; review and regenerate with SERIN_UPDATE_VERDICTS=1 cargo test -p serin-api --test api flagger_fixtures::"
+    );
+    // The corpus covers both verdicts and warnings.
+    assert!(actual.contains(": valid and runnable"));
+    assert!(actual.contains(": valid for Flagger, not runnable by this Serin: "));
+    assert!(actual.contains(": warning: "));
+}
+
+/// The same verdicts whether the apiVersion is changed by hand or read as Flagger's.
+#[test]
+fn flagger_mode_and_a_changed_api_version_agree() {
+    for (name, text) in fixtures() {
+        let a: Vec<String> = check_flagger_manifests(&text)
+            .iter()
+            .flat_map(|d| d.report_lines(&name))
+            .collect();
+        let b: Vec<String> = check_manifests(&to_serin(&text))
+            .iter()
+            .flat_map(|d| d.report_lines(&name))
+            .collect();
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+/// Each rule Flagger enforces has a bad fixture whose first line names the exact error.
+#[test]
+fn every_flagger_rejection_has_a_bad_fixture_naming_the_field() {
+    let dir = fixture_dir().join("bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{path:?}: first line must be `# expect: path: message`"));
+        let docs = check_flagger_manifests(&text);
+        assert_eq!(docs.len(), 1, "{path:?}");
+        let Outcome::Invalid(errors) = &docs[0].outcome else {
+            panic!("{path:?}: accepted, expected {expected}");
+        };
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors, [expected], "{path:?}");
+    }
+}

@@ -1,0 +1,187 @@
+//! The CI commands against a REAL `serin controller --local` (the built `serin` binary, with its
+//! dashboard on a port-0 address), a real local control plane and real `serin sample-app`
+//! workload processes: every `serin wait` exit code reached by a real run, `wait` ignoring the
+//! previous run's `Succeeded`, and manual commands persisted across a controller that was
+//! SIGKILLed and started again, with who and when in the history.
+//!
+//! The Canary measures no metrics: its runs are steered by Flagger-style webhooks pointing at
+//! the controller's own gate endpoints (`/gate/check` as the confirm-promotion gate,
+//! `/rollback/check` as the rollback webhook), which `serin gate open|close` flips. So no proxy
+//! or load is needed here; the browser test runs real traffic.
+
+use crate::local_site;
+
+use std::time::Duration;
+
+use local_site::Site;
+use serin_dashboard::model::{Action, CommandState, EntryKind, Phase, RunResult};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wait_exit_code_is_reached_by_a_real_local_controller_and_commands_survive_a_restart()
+{
+    let mut site = Site::start("exit-codes").await;
+    site.start_controller().await;
+    // The webhooks point at the dashboard's address, known once the controller printed it.
+    site.write_gated_canary();
+    let s = site
+        .await_summary("podinfo initialized on v1", |s| {
+            s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+        })
+        .await;
+    assert_eq!(s.target_revision.as_deref(), Some("v1"));
+
+    // 4: not found, and unreachable.
+    let (code, _, err) = site.serin(&["wait", "nosuch", "--timeout", "10s"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("canary default/nosuch not found"), "{err}");
+    let (code, _, err) = site
+        .serin_at("http://127.0.0.1:1", &["status", "podinfo"])
+        .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+
+    // Run 1 (v2) stops at the closed confirm-promotion gate.
+    site.rollout("v2").await;
+    // 3: timed out while the gate holds the run (no --until-paused).
+    let (code, out, _) = site.serin(&["wait", "podinfo", "--timeout", "3s"]).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("timed out after 3s waiting for default/podinfo revision v2"),
+        "{out}"
+    );
+    // 2: waiting for a person, with --until-paused.
+    let (code, out, _) = site
+        .serin(&["wait", "podinfo", "--until-paused", "--timeout", "60s"])
+        .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("waiting for confirm-promotion gate"), "{out}");
+    // An action without the token is refused; with it, the gate opens.
+    let (code, _, err) = site.serin_without_token(&["gate", "open", "podinfo"]).await;
+    assert_ne!(code, 0, "a gate opened without the token");
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = site
+        .serin(&["gate", "open", "podinfo", "--by", "release-bot"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    // 0: promoted.
+    let (code, out, _) = site.serin(&["wait", "podinfo", "--timeout", "60s"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("promoted: default/podinfo revision v2 (run 1)"),
+        "{out}"
+    );
+    let (code, _, _) = site.serin(&["gate", "close", "podinfo"]).await;
+    assert_eq!(code, 0);
+
+    // Run 2 (v3): `wait` starts while the status still says Succeeded (v2) and must not return
+    // on it; the rollback gate then rolls v3 back: 1.
+    site.rollout("v3").await;
+    let waiter = site.spawn_serin(&["wait", "podinfo", "--timeout", "90s"]);
+    site.await_summary("run 2 of v3 in flight", |s| {
+        s.revision_in_flight() == Some("v3")
+    })
+    .await;
+    assert!(
+        !waiter.is_finished(),
+        "wait returned on the previous run's Succeeded"
+    );
+    let (code, _, err) = site
+        .serin(&["gate", "open", "podinfo", "--gate", "rollback"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = waiter.await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("failed: default/podinfo: revision v3 rolled back (run 2)"),
+        "{out}"
+    );
+    assert!(out.contains("rollback webhook"), "{out}");
+    let (code, _, _) = site
+        .serin(&["gate", "close", "podinfo", "--gate", "rollback"])
+        .await;
+    assert_eq!(code, 0);
+
+    // Run 3 (v4): paused by a person; the controller is SIGKILLed and started again (on a new
+    // dashboard port); the pause holds, and the history says who paused and when.
+    site.rollout("v4").await;
+    site.await_summary("run 3 of v4 in flight", |s| {
+        s.revision_in_flight() == Some("v4")
+    })
+    .await;
+    let (code, _, err) = site.serin(&["pause", "podinfo", "--by", "dana"]).await;
+    assert_eq!(code, 0, "{err}");
+    let paused = site.await_summary("v4 paused", |s| s.paused).await;
+    let weight = paused.canary_weight;
+    site.kill_controller();
+    site.start_controller().await;
+    site.write_gated_canary(); // the webhooks follow the new dashboard port
+    let (code, out, _) = site
+        .serin(&["wait", "podinfo", "--until-paused", "--timeout", "30s"])
+        .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is paused: paused by dana"), "{out}");
+    let s = site.summary().await;
+    assert!(s.paused && s.revision_in_flight() == Some("v4"), "{s:?}");
+    assert_eq!(s.canary_weight, weight, "a paused run does not advance");
+    let history = site.history().await;
+    let pause = history
+        .iter()
+        .find_map(|e| match &e.kind {
+            EntryKind::Command {
+                action: Action::Pause,
+                by,
+                state: CommandState::Applied,
+                ..
+            } => Some((by.clone(), e.at, e.run)),
+            _ => None,
+        })
+        .expect("the applied pause is in the history");
+    assert_eq!(pause.0, "dana");
+    assert_eq!(pause.2, Some(3));
+    assert!(pause.1 > s.run.as_ref().unwrap().started_at);
+
+    // Resume, then abort: 1 again, recorded as aborted by whom.
+    let (code, _, err) = site.serin(&["resume", "podinfo", "--by", "dana"]).await;
+    assert_eq!(code, 0, "{err}");
+    site.await_summary("v4 resumed", |s| !s.paused).await;
+    let (code, _, err) = site.serin(&["abort", "podinfo", "--by", "oncall"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = site.serin(&["wait", "podinfo", "--timeout", "60s"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("revision v4 aborted (run 3)"), "{out}");
+    let detail = site.detail().await;
+    let run3 = detail.runs.iter().find(|r| r.run.id == 3).unwrap();
+    let outcome = run3.run.outcome.as_ref().unwrap();
+    assert_eq!(outcome.result, RunResult::Aborted);
+    assert!(outcome.reason.contains("oncall"), "{outcome:?}");
+
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_refuses_bad_dashboard_flags_with_the_flag_named() {
+    let site = Site::start("bad-flags").await;
+    for (args, needle) in [
+        (
+            vec!["--dashboard-addr", "localhost"],
+            "--dashboard-addr \"localhost\": not an address",
+        ),
+        (vec!["--dashboard-token", " "], "--dashboard-token"),
+    ] {
+        let (code, err) = site.controller_once(&args).await;
+        assert_ne!(code, 0);
+        assert!(err.contains(needle), "{err}");
+    }
+    // A busy port is a start-up error naming the flag, not a controller without a dashboard.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, err) = site.controller_once(&["--dashboard-addr", &addr]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("--dashboard-addr {addr}: cannot listen")),
+        "{err}"
+    );
+    drop(busy);
+    let _ = Duration::ZERO;
+    site.stop().await;
+}

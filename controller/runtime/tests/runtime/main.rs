@@ -1,0 +1,6 @@
+//! serin-controller's integration tests, one binary with a module per topic.
+
+mod common;
+
+mod driver;
+mod http_clients;

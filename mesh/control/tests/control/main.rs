@@ -1,0 +1,9 @@
+//! serin-mesh-control's integration tests, one binary with a module per topic.
+
+mod common;
+
+mod e2e;
+mod kubernetes;
+mod local;
+mod stream;
+mod translate;

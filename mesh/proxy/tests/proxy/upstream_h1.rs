@@ -1,0 +1,364 @@
+//! The proxy's own HTTP/1.1 upstream client, against a scripted raw-TCP upstream: connection
+//! reuse, message framing both ways, upstreams that close idle connections, early answers.
+
+use crate::support;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use support::*;
+
+/// One request as the raw upstream read it (body de-chunked).
+#[derive(Debug)]
+struct RawRequest {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// What the raw upstream does after reading a request.
+#[derive(Clone, Copy)]
+enum Script {
+    /// 200 with `content-length`, keep the connection.
+    Length,
+    /// 200 chunked in two pieces, keep the connection.
+    Chunked,
+    /// 200 with `content-length`, then close the connection without saying so (as an idle
+    /// timeout would, right after).
+    LengthThenClose,
+    /// Answer 413 after the head, without reading the body, then close.
+    EarlyReject,
+    /// 200 chunked that also claims `content-length: 3` (a response-splitting smell).
+    ChunkedAndLength,
+    /// These bytes as the response, keep the connection.
+    Raw(&'static [u8]),
+}
+
+struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: mpsc::UnboundedReceiver<RawRequest>,
+}
+
+async fn raw_upstream(script: Script) -> RawUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, seen) = mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = serve_raw(stream, script, tx).await;
+            });
+        }
+    });
+    RawUpstream {
+        addr,
+        accepted,
+        seen,
+    }
+}
+
+async fn serve_raw(
+    stream: TcpStream,
+    script: Script,
+    seen: mpsc::UnboundedSender<RawRequest>,
+) -> std::io::Result<()> {
+    let mut rd = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if rd.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let lower = head.to_ascii_lowercase();
+        if let Script::EarlyReject = script {
+            rd.get_mut()
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n")
+                .await?;
+            let _ = seen.send(RawRequest { head, body: vec![] });
+            // Keep the connection open, unread, for longer than the proxy needs to relay the
+            // answer (closing with unread data would reset it).
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        if lower.contains("transfer-encoding: chunked") {
+            loop {
+                let mut size = String::new();
+                rd.read_line(&mut size).await?;
+                let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+                let mut chunk = vec![0; n + 2];
+                rd.read_exact(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(l) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+        {
+            let mut b = vec![0; l.trim().parse().expect("length")];
+            rd.read_exact(&mut b).await?;
+            body = b;
+        }
+        let is_head = head.starts_with("HEAD ");
+        let _ = seen.send(RawRequest { head, body });
+        let out = rd.get_mut();
+        match script {
+            Script::Length | Script::LengthThenClose => {
+                out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                    .await?;
+                if !is_head {
+                    out.write_all(b"hello").await?;
+                }
+            }
+            Script::Chunked => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                )
+                .await?;
+            }
+            Script::ChunkedAndLength => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                )
+                .await?;
+            }
+            Script::Raw(bytes) => out.write_all(bytes).await?,
+            Script::EarlyReject => unreachable!("answered above"),
+        }
+        if let Script::LengthThenClose = script {
+            return Ok(());
+        }
+    }
+}
+
+fn route_to(up: &RawUpstream) -> serin_mesh_api::RouteTable {
+    table(&format!(
+        r#"
+routes:
+  - authority: raw
+    rules:
+      - backends:
+          - {{ name: raw, endpoints: ["{}"] }}
+"#,
+        up.addr
+    ))
+}
+
+#[tokio::test]
+async fn one_upstream_connection_carries_sequential_requests_of_every_framing() {
+    within(30, async {
+        let up = raw_upstream(Script::Length).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let client = h1_client();
+        let addr = p.outbound_addr();
+        for _ in 0..20 {
+            let got = get(&client, addr, "raw", "/", &[]).await;
+            assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "hello"));
+        }
+        // HEAD: no body on the wire, the connection stays usable.
+        let got = send(&client, addr, "raw", "HEAD", "/", &[], Bytes::new()).await;
+        assert_eq!(got.status, StatusCode::OK);
+        // A body with a length goes out with that length.
+        let got = send(&client, addr, "raw", "POST", "/p", &[], Bytes::from("abc")).await;
+        assert_eq!(got.body, "hello");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        let m = metrics(&p).await;
+        assert_eq!(
+            sample(
+                &m,
+                &["tcp_open_total{", "direction=\"outbound\"", "peer=\"dst\""]
+            ),
+            1.0
+        );
+        let mut seen = up.seen;
+        let mut last = None;
+        while let Ok(r) = seen.try_recv() {
+            last = Some(r);
+        }
+        let last = last.expect("requests seen");
+        assert!(
+            last.head.starts_with("POST /p HTTP/1.1\r\n"),
+            "{}",
+            last.head
+        );
+        assert!(last.head.to_ascii_lowercase().contains("content-length: 3"));
+        assert!(last.head.to_ascii_lowercase().contains("host: raw"));
+        assert_eq!(last.body, b"abc");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_pass_both_ways_and_the_connection_is_reused_after_them() {
+    within(30, async {
+        let up = raw_upstream(Script::Chunked).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        // A streamed request body (no length): hyper's client sends it chunked.
+        let stream = TcpStream::connect(p.outbound_addr())
+            .await
+            .expect("connect");
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        for _ in 0..3 {
+            let body = Frames(VecDeque::from([
+                Frame::data(Bytes::from_static(b"part one, ")),
+                Frame::data(Bytes::from_static(b"part two")),
+            ]));
+            let req = Request::post("/upload")
+                .header("host", "raw")
+                .body(body)
+                .expect("request");
+            let resp = tx.send_request(req).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"hello world");
+        }
+        let mut seen = up.seen;
+        for _ in 0..3 {
+            let r = seen.recv().await.expect("request seen");
+            assert_eq!(r.body, b"part one, part two");
+            assert!(
+                r.head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+            );
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_never_shows_as_an_error() {
+    within(30, async {
+        let up = raw_upstream(Script::LengthThenClose).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let client = h1_client();
+        for _ in 0..20 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "hello"));
+        }
+        // Every request needed a fresh connection, and none of them failed.
+        assert!(up.accepted.load(Ordering::SeqCst) >= 20);
+        let m = metrics(&p).await;
+        assert_eq!(sample(&m, &["response_total{", "error="]), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_answering_before_reading_the_body_is_relayed() {
+    within(30, async {
+        let up = raw_upstream(Script::EarlyReject).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        // Larger than the socket buffers, so the upstream's refusal to read would block a
+        // proxy that only reads the response after sending the whole body.
+        let big = Bytes::from(vec![b'x'; 8 * 1024 * 1024]);
+        let got = send(
+            &h1_client(),
+            p.outbound_addr(),
+            "raw",
+            "POST",
+            "/",
+            &[],
+            big,
+        )
+        .await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too big\n")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_response_with_both_chunked_and_a_length_is_read_chunked_and_loses_the_length() {
+    within(30, async {
+        let up = raw_upstream(Script::ChunkedAndLength).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let client = h1_client();
+        for _ in 0..2 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            // Transfer-Encoding wins (RFC 9112 §6.3) and the Content-Length is not forwarded.
+            assert_eq!(got.body, "hello world");
+            assert_eq!(got.headers.get("content-length"), None, "{:?}", got.headers);
+        }
+        // Such an upstream connection is not trusted again.
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_framing_headers_are_forwarded_only_when_valid_and_needed() {
+    within(30, async {
+        let p = proxy().await;
+        let client = h1_client();
+        // A length that is not plain digits (`+5` parses as a number, but the client would get
+        // it as written), and a 101 nobody asked for (Upgrade is never forwarded): 502.
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        ] {
+            let up = raw_upstream(Script::Raw(bad)).await;
+            p.table().apply(route_to(&up)).expect("valid table");
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // The same length twice reaches the client once.
+        let up = raw_upstream(Script::Raw(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+        ))
+        .await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+        assert_eq!(got.body, "hello");
+        let lengths: Vec<_> = got.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"]);
+        // A 204 never carries a length (RFC 9110 §8.6): read as no body, forwarded without
+        // it, and the connection serves the next request.
+        let up = raw_upstream(Script::Raw(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n")).await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        for _ in 0..2 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!(got.status, StatusCode::NO_CONTENT);
+            assert_eq!(got.headers.get("content-length"), None, "{:?}", got.headers);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
