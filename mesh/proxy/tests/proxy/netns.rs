@@ -826,6 +826,40 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         );
     }
 
+    // 7c. The documented gap of the upstream exemption, and why the REDIRECT rules take only
+    // SYNs: an app listening on its pod IP (not 0.0.0.0) on an ephemeral-range port. Its
+    // listener matches `-m socket`, so the inbound connection goes untracked and bypasses the
+    // primary's proxy; conntrack then picks the app's answers up mid-stream as a new
+    // connection, which must not be redirected to the outbound listener (it would be reset).
+    let pinned = in_ns(&primary, || TcpListener::bind((PRIMARY, 40000)))
+        .expect("bind the pod IP in the primary pod");
+    std::thread::spawn(move || {
+        if let Ok((c, _)) = pinned.accept() {
+            echo(c, "pinned");
+        }
+    });
+    let before_primary = metrics(&primary);
+    let echoed = in_ns(&client, || {
+        let mut c = TcpStream::connect(format!("{PRIMARY}:40000")).expect("connect pinned");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut back = Vec::new();
+        for line in [&b"one\n"[..], b"two\n", b"three\n"] {
+            c.write_all(line).expect("write");
+            let mut got = vec![0u8; line.len()];
+            c.read_exact(&mut got)
+                .expect("echo from the pinned listener");
+            back.extend(got);
+        }
+        back
+    });
+    assert_eq!(echoed, b"one\ntwo\nthree\n");
+    assert_eq!(
+        opened(&metrics(&primary), "inbound"),
+        opened(&before_primary, "inbound"),
+        "the pinned listener's connection was expected to bypass the primary's proxy"
+    );
+
     // 8. Removing the rules restores direct traffic: the Service IP goes back to the node's
     // DNAT (always the primary) and the client's proxy sees nothing. A retired jump goes too.
     in_client(&retired).expect("the retired jump");
