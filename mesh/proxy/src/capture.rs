@@ -44,7 +44,9 @@
 //!   ephemeral destination ports, and every port init knows something listens on (the proxy's
 //!   listeners and the inbound skip ports) is RETURNed first when it lies in that range (an
 //!   app listening on its pod IP, not `0.0.0.0`, on another port of the range has its inbound
-//!   connections bypass the capture; mesh/proxy/README.md says how to avoid that). A
+//!   connections bypass the capture; they could not be captured anyway: the inbound proxy
+//!   connects to the app at `127.0.0.1:<port>`, where such an app has nothing, so capture needs
+//!   the app on `0.0.0.0` or `127.0.0.1` first, see mesh/proxy/README.md). A
 //!   redirected inbound connection's packets carry the app's port before the REDIRECT, which
 //!   no established socket has (the proxy's accepted socket is on the inbound port), so they
 //!   stay tracked and translated.
