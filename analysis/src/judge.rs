@@ -10,9 +10,10 @@
 //!   supermartingale under "no worse", so by Ville's inequality the chance that it *ever*
 //!   reaches `1 / (alpha * share)` is at most `alpha * share`. There is no minimum sample:
 //!   the test may stop at any look. For the error rate it is averaged with an
-//!   *overwhelming* test that needs no estimated dispersion (valid for clumps of up to
-//!   [`OVERWHELMING_CLUMP`] failures and bursts up to [`OVERWHELMING_BURST`] times the
-//!   primary's rate), so a canary failing everything fails at the first look that proves it.
+//!   *overwhelming* test that needs no dispersion estimate to start (valid for clumps of up
+//!   to `max(`[`OVERWHELMING_CLUMP`]`, the primary's dispersion in earlier looks)` failures and
+//!   bursts up to [`OVERWHELMING_BURST`] times the primary's rate), so a canary failing
+//!   everything fails at the first look that proves it.
 //! * **Pass** only when an always-valid test shows the canary *better than the margin*
 //!   (non-inferiority): error rate within `max(errorRateMarginAbsolute, errorRateMargin% of
 //!   the primary's)` of the primary's, and p50 and p99 latency within `latencyMargin` percent.
@@ -91,9 +92,14 @@ pub const PHI_PRIOR_LOOKS: f64 = 2.0;
 /// Most evidence one look may add to a pass test, and to a fail test until the traffic's
 /// variability is known (its likelihood ratio is capped here; see [`FAIL_LOOK_CAP`]).
 /// Capping keeps every e-process a supermartingale (`E[min(LR, K)] <= E[LR] <= 1`) and means
-/// one look, however odd (a clump of failures, a burst on the canary's single pod), cannot
-/// fail or pass a canary alone: at least three looks must agree, by which time the dispersion
-/// estimate has seen the traffic's real variability.
+/// one odd look (a clump of failures, a burst on the canary's single pod) cannot pass a canary
+/// alone, nor fail it through the main test: there at least three looks must agree, by which
+/// time the dispersion estimate has seen the traffic's real variability. The uncapped
+/// overwhelming error test can fail a canary at one look, under its stated assumption: the
+/// look's failures come in clumps of at most `max(OVERWHELMING_CLUMP, phi_p)` (`phi_p` the
+/// primary's dispersion from earlier looks) and the canary's rate is at most
+/// [`OVERWHELMING_BURST`] times the primary's. At the first looks `phi_p` is the prior, so
+/// there the assumption is clumps of at most five.
 pub const LOOK_CAP: f64 = 10.0;
 /// Expected variance a Pearson residual must reach before it counts (small looks are pooled
 /// until then, so a single rare event does not read as overdispersion).
@@ -122,8 +128,12 @@ pub const OVERWHELMING: [(f64, f64); 3] =
 /// The overwhelming test's null: a healthy canary's error rate may reach this many times the
 /// primary's in any look through no fault of its own (a burst on its only pod).
 pub const OVERWHELMING_BURST: f64 = 10.0;
-/// The largest clump of failures the overwhelming test allows for: its log-LR is divided by
-/// it, which keeps it an e-value for any clump sizes up to this bound.
+/// The largest clump of failures the overwhelming test allows for before the traffic has shown
+/// its own: its log-LR is divided by `max(OVERWHELMING_CLUMP, phi_p)`, `phi_p` the dispersion
+/// the primary's looks before this one showed, which keeps it an e-value for any clump sizes
+/// up to that divisor. Where they have shown nothing (the first two looks, or a primary whose
+/// failures were rare and independent so far) the bound is assumed: a clump larger than five
+/// on the canary alone (a canary pod restart dropping its in-flight requests) can fail it.
 pub const OVERWHELMING_CLUMP: f64 = 5.0;
 /// Weight of the overwhelming test in the error rate's fail e-process (the main test has the
 /// rest): the average of two e-processes for one null is an e-process.
@@ -513,9 +523,15 @@ impl Comparison {
         // The primary's variation between looks reveals bursty pods from the second look on,
         // before the canary's share has shown anything: its pods run the same code paths, so
         // the canary is assumed no less bursty than they are.
-        let primary = (PHI_PRIOR * PHI_PRIOR_LOOKS + self.primary_sum)
-            / (PHI_PRIOR_LOOKS + self.primary_count);
-        share.max(primary).max(1.0)
+        share.max(self.primary_dispersion())
+    }
+
+    /// The dispersion the primary's own look-to-look variation shows (at least 1). Unlike the
+    /// canary share's residuals it cannot be raised by a canary regression: a sudden one reads
+    /// as a huge residual against the ratio fitted before it.
+    fn primary_dispersion(&self) -> f64 {
+        ((PHI_PRIOR * PHI_PRIOR_LOOKS + self.primary_sum) / (PHI_PRIOR_LOOKS + self.primary_count))
+            .max(1.0)
     }
 
     /// The volume-scaled excess dispersion `kappa`: a per-pod burst or a jitter of one arm's
@@ -602,6 +618,9 @@ impl Comparison {
         // Predictable: this look is tempered by what earlier looks showed, and capped harder
         // while fewer than two looks have shown how variable the traffic is.
         let cap = self.look_cap();
+        // The clumping the primary's earlier looks showed (before this look counts), for the
+        // overwhelming test's clump bound.
+        let primary_phi = self.primary_dispersion();
         // The look's binomial variance under the fit so far: it depends on the look's total
         // and requests, not on the split being tested, so tempering by it stays predictable
         // given the total (the conditional test is valid for any such exponent <= 1).
@@ -621,15 +640,20 @@ impl Comparison {
                 *acc += (temper * share_log_lr(l.c_fail, total, pi1, pi0)).min(fail_cap);
             }
             if l.overwhelming {
-                // No estimated dispersion, no cap: an e-value under any clumping up to
-                // OVERWHELMING_CLUMP and any burst up to OVERWHELMING_BURST (README), so it
-                // may decide at the first look whose evidence survives them.
+                // No cap, and the dispersion only where the primary's looks before this one
+                // showed more than the assumed clumping: an e-value under any clumping up to
+                // the divisor and any burst up to OVERWHELMING_BURST (README), so it may
+                // decide at the first look whose evidence survives them. The divisor is known
+                // before the look (predictable), so each factor stays an e-value. Not the
+                // canary share's residuals: a regression's first look reads there as a huge
+                // clump, and would blunt this test for the rest of the run.
+                let clump = OVERWHELMING_CLUMP.max(primary_phi);
                 self.over = true;
                 let null = l.ratio_fail * OVERWHELMING_BURST;
                 let pi0 = canary_share(l.n_c, l.n_p, null);
                 for (acc, (r, _)) in self.over_log.iter_mut().zip(OVERWHELMING) {
                     let pi1 = canary_share(l.n_c, l.n_p, null * r);
-                    *acc += share_log_lr(l.c_fail, total, pi1, pi0) / OVERWHELMING_CLUMP;
+                    *acc += share_log_lr(l.c_fail, total, pi1, pi0) / clump;
                 }
             }
         }
@@ -1258,6 +1282,64 @@ mod tests {
         );
         assert!(plain > 20f64.ln(), "{plain}");
         assert!(largest < 1e6, "{largest}");
+    }
+
+    #[test]
+    fn the_overwhelming_clump_bound_is_assumed_at_first_then_follows_the_primarys_dispersion() {
+        // One canary pod restarting drops its ~35 in-flight requests in one look (5,000
+        // requests a minute at a 5 % weight; the primary fails none that look).
+        let cfg = JudgeConfig::default();
+        let restart = (traffic(250.0, 35.0), traffic(4750.0, 0.0));
+        // At the first look nothing has shown the traffic's clumping: the overwhelming test
+        // assumes clumps of at most five, and 35 failures in clumps of five are an
+        // overwhelming regression. This is the stated assumption, not a guarantee.
+        let mut first = JudgeState::default();
+        let r = first.observe_window(&cfg, &restart.0, &restart.1);
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // The same look after four looks whose failures came in clumps (the primary's 1 %
+        // swinging between 30 and 65 failures a look, far beyond binomial noise): the
+        // dispersion the primary's earlier looks showed raises the clump bound, and the
+        // restart does not fail (the earlier looks' evidence against the overwhelming
+        // alternatives counts too).
+        let clumpy_looks = [(2.0, 30.0), (3.0, 65.0), (2.0, 30.0), (3.0, 65.0)];
+        let mut clumpy = JudgeState::default();
+        for (c, p) in clumpy_looks {
+            let r = clumpy.observe_window(&cfg, &traffic(250.0, c), &traffic(4750.0, p));
+            assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+        }
+        let phi = clumpy.error.primary_dispersion();
+        assert!(phi > OVERWHELMING_CLUMP, "{phi}");
+        let before = clumpy.error.over_log;
+        let r = clumpy.observe_window(&cfg, &restart.0, &restart.1);
+        assert_ne!(r.verdict, Verdict::Fail, "phi {phi}: {}", r.reason);
+        // The look's overwhelming evidence is divided by that dispersion, not by five.
+        let mut fresh = JudgeState::default();
+        fresh.observe_window(&cfg, &restart.0, &restart.1);
+        for ((b, a), f) in before
+            .iter()
+            .zip(clumpy.error.over_log)
+            .zip(fresh.error.over_log)
+        {
+            let ratio = (a - b) / f;
+            assert!(
+                (ratio - OVERWHELMING_CLUMP / phi).abs() < 1e-9,
+                "{ratio} vs 5 / {phi}"
+            );
+        }
+        // A canary that breaks completely there still fails within a few looks (its earlier
+        // healthy looks count against the overwhelming test, and the main test is tempered by
+        // the dispersion its first broken look shows against the earlier fit).
+        let mut broken = JudgeState::default();
+        for (c, p) in clumpy_looks {
+            broken.observe_window(&cfg, &traffic(250.0, c), &traffic(4750.0, p));
+        }
+        let failed_at = (1..=5).find(|_| {
+            broken
+                .observe_window(&cfg, &traffic(250.0, 250.0), &traffic(4750.0, 0.0))
+                .verdict
+                == Verdict::Fail
+        });
+        assert!(failed_at.is_some_and(|l| l <= 4), "{failed_at:?}");
     }
 
     #[test]
