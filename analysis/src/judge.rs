@@ -773,11 +773,55 @@ impl AbsoluteTest {
     }
 }
 
+/// The version of the judge's sequential tests, saved with [`JudgeState`]. Bump it whenever a
+/// change makes a saved state mean something else: a constant above (mixture weights, alpha
+/// shares, caps, priors, the overwhelming test's bounds) or how a look updates the tests. A
+/// state saved by another version is not continued: its e-processes were built and bounded
+/// for other parameters, and carried over under the new ones they are not supermartingales
+/// at the switch (a lowered bound could be crossed at the next look whatever it shows). The
+/// tests start afresh at the first look this version takes; see [`JudgeState`].
+pub const JUDGE_VERSION: u32 = 1;
+
+/// The version a [`JudgeState`] was saved by: [`JUDGE_VERSION`] for a new state, 0 for a state
+/// saved before states carried one (read as "unversioned").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Version(u32);
+
+impl Default for Version {
+    fn default() -> Self {
+        Version(JUDGE_VERSION)
+    }
+}
+
+impl Version {
+    fn unversioned() -> Self {
+        Version(0)
+    }
+
+    fn describe(self) -> String {
+        match self.0 {
+            0 => "an unversioned judge".into(),
+            v => format!("judge version {v}"),
+        }
+    }
+}
+
 /// The judge's memory between looks. Serializable so the runtime can persist it with the
 /// Canary's status; start each analysis run with `JudgeState::default()`.
+///
+/// A state saved by another [`JUDGE_VERSION`] (a run that spans a controller upgrade) is not
+/// continued: at its next look the sequential tests (error rate, p50, p99; fail and pass)
+/// start afresh, from no evidence, and the verdict's reason says so. What it keeps: the
+/// cumulative counters the next increment is measured from, the number of looks, the latency
+/// seen for the quantiles shown, and a Fail or Pass already reached (each was reached at the
+/// old version's own `alpha`, and the engine has acted on it).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct JudgeState {
+    /// The version the tests below were built by; absent in states saved before it existed.
+    #[serde(default = "Version::unversioned")]
+    version: Version,
     looks: u32,
     canary_seen: Option<Seen>,
     primary_seen: Option<Seen>,
@@ -876,6 +920,7 @@ impl JudgeState {
         primary: &ArmTraffic,
     ) -> JudgeResult {
         self.looks += 1;
+        let restarted = self.restart_if_other_version();
         let n_c = clean(canary.requests);
         let n_p = clean(primary.requests);
         let x_c = clean(canary.failures).min(n_c);
@@ -939,7 +984,46 @@ impl JudgeState {
                 }
             }
         }
-        self.conclude(config, fresh)
+        let mut result = self.conclude(config, fresh);
+        if let Some(from) = restarted {
+            result.reason = format!(
+                "sequential tests restarted at look {} (state saved by {}, this is judge version {JUDGE_VERSION}; evidence from earlier looks is not carried over): {}",
+                self.looks,
+                from.describe(),
+                result.reason
+            );
+        }
+        result
+    }
+
+    /// Starts the sequential tests afresh when the state was saved by another judge version
+    /// (see [`JudgeState`]); returns the version it was saved by if so.
+    fn restart_if_other_version(&mut self) -> Option<Version> {
+        let from = self.version;
+        if from == Version::default() {
+            return None;
+        }
+        tracing::warn!(
+            saved_by = from.0,
+            version = JUDGE_VERSION,
+            looks = self.looks,
+            "judge state saved by another version: restarting the sequential tests"
+        );
+        *self = JudgeState {
+            version: Version::default(),
+            looks: self.looks,
+            canary_seen: self.canary_seen.take(),
+            primary_seen: self.primary_seen.take(),
+            canary_latency: self.canary_latency.take(),
+            primary_latency: self.primary_latency.take(),
+            latency_seen: self.latency_seen,
+            failed: self.failed.take(),
+            passed: self.passed,
+            error: Comparison::default(),
+            absolute: AbsoluteTest::default(),
+            latency: Default::default(),
+        };
+        Some(from)
     }
 
     fn conclude(&mut self, config: &JudgeConfig, fresh: bool) -> JudgeResult {
@@ -1638,6 +1722,127 @@ mod tests {
             r.verdict,
             Verdict::Fail,
             "a failed test stays failed after a restart"
+        );
+    }
+
+    #[test]
+    fn a_state_saved_by_another_version_never_fails_on_a_look_without_new_evidence() {
+        // A run that spans a controller upgrade: the state was saved by a version whose error
+        // bound was 1 / (0.8 alpha) = 125, with a running maximum of 120 (not failed there),
+        // and this version's bound is lower.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        for _ in 0..3 {
+            s.observe_window(&cfg, &traffic(1000.0, 10.0), &traffic(1000.0, 10.0));
+        }
+        let mut saved = serde_json::to_value(&s).unwrap();
+        assert_eq!(saved["version"], JUDGE_VERSION, "{saved}");
+        assert!(1.0 / (cfg.alpha * ERROR_ALPHA_SHARE) < 120.0);
+        saved["error"]["failMax"] = 120.0.into();
+        saved["error"]["passMax"] = 1000.0.into();
+        // Saved with this version, the state continues: 120 is past this version's bound.
+        let mut same: JudgeState = serde_json::from_value(saved.clone()).unwrap();
+        let r = same.observe_window(&cfg, &traffic(0.0, 0.0), &traffic(0.0, 0.0));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // Saved by another version, or before states carried one: no Fail from the carried
+        // maximum, neither on an empty look nor on one where the arms are equal, and the
+        // reason says the tests restarted.
+        let mut older = saved.clone();
+        older["version"] = 7.into();
+        let mut unversioned = saved;
+        unversioned.as_object_mut().unwrap().remove("version");
+        for (saved, by) in [
+            (older, "judge version 7"),
+            (unversioned, "an unversioned judge"),
+        ] {
+            for look in [traffic(0.0, 0.0), traffic(1000.0, 10.0)] {
+                let mut s: JudgeState = serde_json::from_value(saved.clone()).unwrap();
+                let r = s.observe_window(&cfg, &look, &look);
+                assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+                assert!(
+                    r.reason.contains("sequential tests restarted") && r.reason.contains(by),
+                    "{}",
+                    r.reason
+                );
+                assert!(r.error.max_e_value < 10.0, "{:?}", r.error);
+                assert!(
+                    !r.error.shown,
+                    "the old pass evidence is not carried over either"
+                );
+                // The counters' baseline and the look count are kept, and the next look is an
+                // ordinary one of this version.
+                assert_eq!(r.looks, 4);
+                let next = s.observe_window(&cfg, &look, &look);
+                assert!(!next.reason.contains("restarted"), "{}", next.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_across_versions_keeps_the_counters_baseline() {
+        // Cumulative readings: the state saved by an older version knows what it saw, so the
+        // first look after the upgrade takes only the increment, not the whole run again.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        s.observe_cumulative(&cfg, &traffic(1000.0, 10.0), &traffic(9000.0, 90.0));
+        let mut saved = serde_json::to_value(&s).unwrap();
+        saved.as_object_mut().unwrap().remove("version");
+        let mut s: JudgeState = serde_json::from_value(saved).unwrap();
+        let r = s.observe_cumulative(&cfg, &traffic(1100.0, 11.0), &traffic(9900.0, 99.0));
+        assert_eq!(r.error.canary_requests, 100);
+        assert_eq!(r.error.primary_requests, 900);
+        // A Fail already reached stands: the engine has acted on it.
+        let mut failed = JudgeState::default();
+        for _ in 0..6 {
+            failed.observe_window(&cfg, &traffic(1000.0, 500.0), &traffic(1000.0, 10.0));
+        }
+        let mut saved = serde_json::to_value(&failed).unwrap();
+        saved["version"] = 0.into();
+        let mut failed: JudgeState = serde_json::from_value(saved).unwrap();
+        let r = failed.observe_window(&cfg, &traffic(0.0, 0.0), &traffic(0.0, 0.0));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    }
+
+    #[test]
+    fn the_judge_version_moves_with_its_parameters() {
+        // A fingerprint of every constant a saved state depends on. If this fails, a
+        // parameter changed: bump JUDGE_VERSION (so saved states restart instead of being
+        // continued under other parameters) and pin the new fingerprint with it. Changes to
+        // how a look updates the tests need a bump too; no fingerprint sees those.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |x: f64| {
+            for b in x.to_bits().to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (r, w) in MIXTURE.iter().chain(&PASS_MIXTURE).chain(&OVERWHELMING) {
+            eat(*r);
+            eat(*w);
+        }
+        for x in LATENCY_QUANTILES.iter().chain(&ABSOLUTE_ALTERNATIVES) {
+            eat(*x);
+        }
+        for x in [
+            ERROR_ALPHA_SHARE,
+            PHI_PRIOR,
+            PHI_PRIOR_LOOKS,
+            LOOK_CAP,
+            RESIDUAL_MIN_VARIANCE,
+            FULL_CAP_AFTER,
+            FAIL_LOOK_CAP,
+            INFORMED_VARIANCE,
+            OVERWHELMING_BURST,
+            OVERWHELMING_CLUMP,
+            OVERWHELMING_WEIGHT,
+            KAPPA_PRIOR_DEN,
+        ] {
+            eat(x);
+        }
+        let pinned: [(u32, u64); 1] = [(1, 0xd8c9_bdfd_c58d_bd39)];
+        assert_eq!(
+            pinned.last().copied(),
+            Some((JUDGE_VERSION, h)),
+            "the judge's parameters changed: bump JUDGE_VERSION and pin {h:#x} for it"
         );
     }
 
