@@ -128,13 +128,23 @@ pub async fn run_judge(
     config: &JudgeConfig,
     state: &mut JudgeState,
 ) -> Result<JudgeResult, AnalysisError> {
+    let (canary, primary) = arms_since(provider, target, since).await?;
+    Ok(state.observe_cumulative(config, &canary, &primary))
+}
+
+/// Both arms' traffic since `since`, canary first: what the judge and the charts compare.
+pub async fn arms_since(
+    provider: &dyn MetricsProvider,
+    target: &Target,
+    since: SystemTime,
+) -> Result<(ArmTraffic, ArmTraffic), AnalysisError> {
     let canary = provider
         .arm_traffic_since(target, ArmRole::Canary, since)
         .await?;
     let primary = provider
         .arm_traffic_since(target, ArmRole::Primary, since)
         .await?;
-    Ok(state.observe_cumulative(config, &canary, &primary))
+    Ok((canary, primary))
 }
 
 /// Measures one check with `provider` and judges it. Errors from the backend are returned as

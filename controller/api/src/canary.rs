@@ -612,25 +612,16 @@ pub struct SessionAffinity {
     /// Cookie lifetime in seconds (default 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<i32>,
-    /// `Domain` attribute of the cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// `Path` attribute of the cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// `SameSite` attribute of the cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub same_site: Option<SameSite>,
-    /// Send the cookie over HTTPS only (`Secure`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub secure: bool,
-    /// Hide the cookie from scripts (`HttpOnly`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub http_only: bool,
-    /// Store the cookie per top-level site (`Partitioned`, CHIPS).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub partitioned: bool,
+    /// The cookie's other attributes (`domain`, `path`, `sameSite`, `secure`, `httpOnly`,
+    /// `partitioned`), at this level in the Canary: the engine's own type, so the fields the
+    /// Canary accepts are the attributes the routes set.
+    #[serde(flatten)]
+    pub attributes: CookieAttributes,
 }
+
+/// The affinity cookie's attributes besides its name and lifetime: the engine's
+/// [`serin_core::CookieAttributes`].
+pub use serin_core::CookieAttributes;
 
 /// The `SameSite` attribute of a cookie: the engine's [`serin_core::SameSite`], one enum for
 /// the Canary's field and the plan (same spelling, same CRD schema).

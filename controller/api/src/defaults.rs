@@ -448,14 +448,7 @@ impl Normalized {
             session_cookie: a
                 .session_affinity
                 .as_ref()
-                .map(|s| serin_core::CookieAttributes {
-                    domain: s.domain.clone(),
-                    path: s.path.clone(),
-                    same_site: s.same_site,
-                    secure: s.secure,
-                    http_only: s.http_only,
-                    partitioned: s.partitioned,
-                })
+                .map(|s| s.attributes.clone())
                 .unwrap_or_default(),
             progress_deadline: spec
                 .progress_deadline_seconds

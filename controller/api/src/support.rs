@@ -397,15 +397,11 @@ pub const FIELD_RULES: &[FieldRule] = &[
         path: "spec.analysis.sessionAffinity.primaryCookieName, .domain, .path, .sameSite, .secure, .httpOnly, .partitioned",
         support: FieldSupport::Supported,
         set: |c| {
-            c.spec.analysis.session_affinity.as_ref().is_some_and(|s| {
-                s.primary_cookie_name.is_some()
-                    || s.domain.is_some()
-                    || s.path.is_some()
-                    || s.same_site.is_some()
-                    || s.secure
-                    || s.http_only
-                    || s.partitioned
-            })
+            c.spec
+                .analysis
+                .session_affinity
+                .as_ref()
+                .is_some_and(|s| s.primary_cookie_name.is_some() || !s.attributes.is_empty())
         },
     },
     FieldRule {

@@ -606,7 +606,8 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
                 );
             }
         }
-        for (field, value) in [("domain", &sa.domain), ("path", &sa.path)] {
+        let attrs = &sa.attributes;
+        for (field, value) in [("domain", &attrs.domain), ("path", &attrs.path)] {
             if let Some(v) = value
                 && (v.is_empty() || !v.chars().all(|c| c.is_ascii_graphic() && c != ';'))
             {
@@ -616,7 +617,7 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
                 );
             }
         }
-        if let Some(p) = &sa.path
+        if let Some(p) = &attrs.path
             && !p.starts_with('/')
         {
             e.push(
@@ -1275,13 +1276,14 @@ pub fn canary_warnings(canary: &Canary) -> Vec<ValidationError> {
         );
     }
     if let Some(sa) = &a.session_affinity {
-        if sa.partitioned && !sa.secure {
+        let attrs = &sa.attributes;
+        if attrs.partitioned && !attrs.secure {
             w.push(
                 "spec.analysis.sessionAffinity.partitioned",
                 "browsers drop a Partitioned cookie that is not Secure; set secure: true",
             );
         }
-        if sa.same_site == Some(crate::SameSite::None) && !sa.secure {
+        if attrs.same_site == Some(crate::SameSite::None) && !attrs.secure {
             w.push(
                 "spec.analysis.sessionAffinity.sameSite",
                 "browsers drop a SameSite=None cookie that is not Secure; set secure: true",

@@ -211,25 +211,28 @@ impl SameSite {
 }
 
 /// `Set-Cookie` attributes of the affinity cookie besides its value and `Max-Age`.
+// Also the Canary's `sessionAffinity` attributes (serin-api flattens this struct into its
+// block): the field docs are the CRD schema's descriptions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CookieAttributes {
-    /// `Domain=`.
+    /// `Domain` attribute of the cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// `Path=`.
+    /// `Path` attribute of the cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `SameSite=`.
+    /// `SameSite` attribute of the cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
-    /// `Secure`.
+    /// Send the cookie over HTTPS only (`Secure`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure: bool,
-    /// `HttpOnly`.
+    /// Hide the cookie from scripts (`HttpOnly`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http_only: bool,
-    /// `Partitioned` (CHIPS).
+    /// Store the cookie per top-level site (`Partitioned`, CHIPS).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partitioned: bool,
 }

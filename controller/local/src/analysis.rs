@@ -371,18 +371,11 @@ impl LocalAnalyzer {
         // newest snapshot before the window, which can predate the run, and the previous run's
         // canary failures then leaked into this run's judge (see `SinceRun`).
         let since = run_start(run);
-        let canary = self
-            .provider
-            .arm_traffic_since(target, ArmRole::Canary, since)
-            .await;
-        let primary = self
-            .provider
-            .arm_traffic_since(target, ArmRole::Primary, since)
-            .await;
-        let (canary, primary) = match (canary, primary) {
-            (Ok(c), Ok(p)) => (c, p),
-            (Err(e), _) | (_, Err(e)) => return inconclusive(JUDGE_CHECK, e.to_string()),
-        };
+        let (canary, primary) =
+            match serin_analysis::arms_since(self.provider.as_ref(), target, since).await {
+                Ok(arms) => arms,
+                Err(e) => return inconclusive(JUDGE_CHECK, e.to_string()),
+            };
         let config = judge_config(j);
         let r = match self.judges.observe(ctx, run.id, &config, &canary, &primary) {
             Ok(r) => r,

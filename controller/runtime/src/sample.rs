@@ -8,8 +8,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serin_analysis::{
-    AnalysisError, ArmRole, ArmTraffic, JudgeConfig, JudgeResult, MetricsProvider, Target,
-    TestEvidence,
+    AnalysisError, ArmTraffic, JudgeConfig, JudgeResult, MetricsProvider, Target, TestEvidence,
 };
 use serin_core::{ArmSample, JudgeEvidence, JudgeSample, Sample, Verdict};
 
@@ -32,12 +31,7 @@ pub async fn measure(
     target: &Target,
     since: SystemTime,
 ) -> Result<Sample, AnalysisError> {
-    let canary = provider
-        .arm_traffic_since(target, ArmRole::Canary, since)
-        .await?;
-    let primary = provider
-        .arm_traffic_since(target, ArmRole::Primary, since)
-        .await?;
+    let (canary, primary) = serin_analysis::arms_since(provider, target, since).await?;
     let window = SystemTime::now().duration_since(since).unwrap_or_default();
     Ok(Sample {
         window_secs: window.as_secs().max(1),

@@ -361,3 +361,23 @@ fn webhook_retries_and_signing_secret_carry_over() {
         })
     );
 }
+
+#[test]
+fn session_affinity_attributes_are_read_at_their_flat_places_and_reach_the_plan_as_written() {
+    let block = serde_json::json!({"cookieName": "canary", "maxAge": 600, "domain": "shop.example.com",
+        "path": "/", "sameSite": "Lax", "secure": true, "httpOnly": true});
+    let sa: SessionAffinity = serde_json::from_value(block.clone()).unwrap();
+    assert_eq!(sa.attributes.same_site, Some(SameSite::Lax));
+    assert_eq!(
+        serde_json::to_value(&sa).unwrap(),
+        block,
+        "written back flat"
+    );
+    let mut a = step(10);
+    a.session_affinity = Some(sa);
+    let n = Normalized::from_canary(&canary(a)).unwrap();
+    assert_eq!(
+        n.session_cookie.render(),
+        "; Domain=shop.example.com; Path=/; Secure; HttpOnly; SameSite=Lax"
+    );
+}

@@ -252,12 +252,14 @@ fn session_affinity_cookie_attributes_are_in_every_set_cookie() {
         cookie_name: "flagger-cookie".into(),
         primary_cookie_name: Some("flagger-primary".into()),
         max_age: Some(600),
-        domain: Some("shop.example.com".into()),
-        path: Some("/".into()),
-        same_site: Some(serin_api::SameSite::Lax),
-        secure: true,
-        http_only: true,
-        partitioned: true,
+        attributes: serin_api::CookieAttributes {
+            domain: Some("shop.example.com".into()),
+            path: Some("/".into()),
+            same_site: Some(serin_api::SameSite::Lax),
+            secure: true,
+            http_only: true,
+            partitioned: true,
+        },
     });
     let (n, ctx) = serin_controller::plan::context("test", &c).unwrap();
     let a = ctx.plan.session_affinity.clone().unwrap();
