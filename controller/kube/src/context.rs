@@ -104,6 +104,7 @@ impl Context {
         let (ns, name) = (canary.namespace().unwrap_or_default(), canary.name_any());
         self.schedule.forget(&CanaryId::new(&ns, &name));
         self.written.forget(&ns, &name);
+        super::status::forget_logged(&ns, &name);
         self.metrics
             .canary_gone(&name, &ns, &canary.spec.target_ref.name);
     }

@@ -104,20 +104,68 @@ pub fn unreadable_state_message(error: &str, deleting: bool) -> String {
 pub const REASON_STATE_UNREADABLE: &str = "StateUnreadable";
 
 /// The Canary's `status.serin`, when there is one. A part this version cannot read (written by
-/// a newer controller, or edited by hand) is logged with its field and reason and then treated
-/// as unknown by the readers below, never silently; the writers keep it as stored.
+/// a newer controller, or edited by hand) is logged with its field and reason (once per Canary
+/// and set of problems, see [`UnreadableLog`]) and then treated as unknown by the readers below,
+/// never silently; the writers keep it as stored.
 pub(crate) fn stored_serin(canary: &Canary) -> Option<&SerinStatus> {
     let serin = canary.status.as_ref()?.serin.as_ref()?;
-    for (field, error) in serin.unreadable() {
-        tracing::warn!(
-            canary = %canary.name_any(),
-            ns = %canary.namespace().unwrap_or_default(),
-            %field,
-            %error,
-            "stored status does not read; treated as unknown"
-        );
+    let unreadable = serin.unreadable();
+    if !unreadable.is_empty() {
+        let (ns, name) = (canary.namespace().unwrap_or_default(), canary.name_any());
+        if UNREADABLE_LOG.first_time(&ns, &name, &unreadable) {
+            for (field, error) in unreadable {
+                tracing::warn!(
+                    canary = %name,
+                    ns = %ns,
+                    %field,
+                    %error,
+                    "stored status does not read; treated as unknown"
+                );
+            }
+        }
     }
     Some(serin)
+}
+
+/// Which unreadable parts were logged for which Canary. Readers look at a Canary's status many
+/// times per tick (reconcile, watches on every workload event, the dashboard), and a history
+/// entry of an unknown kind is kept on purpose for as long as the history holds it: logging it
+/// at each look would bury everything else. A Canary's problems are logged when first seen and
+/// again when they change (history positions aside: entries move as the history grows).
+#[derive(Default)]
+pub(crate) struct UnreadableLog(std::sync::Mutex<std::collections::HashMap<(String, String), u64>>);
+
+static UNREADABLE_LOG: std::sync::LazyLock<UnreadableLog> =
+    std::sync::LazyLock::new(UnreadableLog::default);
+
+impl UnreadableLog {
+    /// Whether `unreadable` (field, reason) differs from what was last logged for the Canary
+    /// (and remembers it).
+    fn first_time(&self, ns: &str, name: &str, unreadable: &[(String, &str)]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (field, error) in unreadable {
+            // `status.serin.history[7]` and `[6]` are the same entry one trim later.
+            field.split('[').next().hash(&mut h);
+            error.hash(&mut h);
+        }
+        let signature = h.finish();
+        let Ok(mut seen) = self.0.lock() else {
+            return true;
+        };
+        seen.insert((ns.to_string(), name.to_string()), signature) != Some(signature)
+    }
+
+    fn forget(&self, ns: &str, name: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.remove(&(ns.to_string(), name.to_string()));
+        }
+    }
+}
+
+/// Forgets what was logged about a Canary that is gone (a Canary of the same name logs anew).
+pub(crate) fn forget_logged(ns: &str, name: &str) {
+    UNREADABLE_LOG.forget(ns, name);
 }
 
 /// The analysis state (the judge's sequential test) stored in the Canary under
@@ -629,19 +677,17 @@ mod tests {
         (canary, status)
     }
 
+    fn serin_mut(canary: &mut Canary) -> &mut SerinStatus {
+        canary.status.as_mut().unwrap().serin.as_mut().unwrap()
+    }
+
     #[test]
     fn a_stored_state_that_does_not_read_is_written_back_as_stored_with_flaggers_fields() {
         let (canary, stored) = written_by_a_newer_controller("podinfo");
         let error = unreadable_state(&canary).expect("the state does not read");
         assert!(error.contains("Exploded"), "{error}");
-        // Watches guess from it as from a Canary never run (logged); the reconcile does not
-        // run it.
-        let (guess, log) = logged(|| engine_status(&canary));
-        assert_eq!(guess, Status::default());
-        assert!(log.contains("WARN"), "{log}");
-        assert!(log.contains("status.serin.state"), "{log}");
-        assert!(log.contains("Exploded"), "{log}");
-        assert!(log.contains("podinfo"), "{log}");
+        // Watches guess from it as from a Canary never run; the reconcile does not run it.
+        assert_eq!(engine_status(&canary), Status::default());
 
         let held = RuntimeCondition {
             type_: CONDITION_SYNCED,
@@ -683,14 +729,7 @@ mod tests {
             canary_weight: 20,
             ..Status::default()
         };
-        canary
-            .status
-            .as_mut()
-            .unwrap()
-            .serin
-            .as_mut()
-            .unwrap()
-            .state = Some(Stored::Read(state.clone()));
+        serin_mut(&mut canary).state = Some(Stored::Read(state.clone()));
         // Readers skip the entry they cannot read; the writer keeps it, in its place.
         assert_eq!(stored_history(&canary).len(), 1);
         let body = status_body(
@@ -711,5 +750,42 @@ mod tests {
             back.serin.as_ref().and_then(SerinStatus::state),
             Some(&state)
         );
+    }
+
+    #[test]
+    fn unreadable_parts_are_logged_when_first_seen_and_when_they_change_not_at_every_look() {
+        let (canary, _) = written_by_a_newer_controller("podinfo-logged");
+        let (_, log) = logged(|| engine_status(&canary));
+        assert!(log.contains("WARN"), "{log}");
+        assert!(log.contains("status.serin.state"), "{log}");
+        assert!(log.contains("Exploded"), "{log}");
+        assert!(log.contains("status.serin.history[1]"), "{log}");
+        assert!(log.contains("podinfo-logged"), "{log}");
+        // Every other reader, every other tick: nothing new to say.
+        let (_, again) = logged(|| {
+            stored_analysis(&canary);
+            stored_history(&canary);
+            engine_status(&canary)
+        });
+        assert_eq!(again, "");
+        // The same entry one position further (the history grew and was trimmed): still known.
+        let mut moved = canary.clone();
+        let serin = serin_mut(&mut moved);
+        serin.history.insert(0, serin.history[0].clone());
+        let (_, moved_log) = logged(|| engine_status(&moved));
+        assert_eq!(moved_log, "");
+        // A new problem is logged, with the old ones.
+        let mut changed = moved.clone();
+        serin_mut(&mut changed).analysis = Some(Stored::from_raw(json!({"run": "two"})));
+        let (_, changed_log) = logged(|| engine_status(&changed));
+        assert!(
+            changed_log.contains("status.serin.analysis"),
+            "{changed_log}"
+        );
+        assert!(changed_log.contains("status.serin.state"), "{changed_log}");
+        // A Canary gone and created again under the same name is logged anew.
+        forget_logged("prod", "podinfo-logged");
+        let (_, anew) = logged(|| engine_status(&canary));
+        assert!(anew.contains("status.serin.state"), "{anew}");
     }
 }
