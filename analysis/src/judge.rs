@@ -10,9 +10,10 @@
 //!   supermartingale under "no worse", so by Ville's inequality the chance that it *ever*
 //!   reaches `1 / (alpha * share)` is at most `alpha * share`. There is no minimum sample:
 //!   the test may stop at any look. For the error rate it is averaged with an
-//!   *overwhelming* test that needs no estimated dispersion (valid for clumps of up to
-//!   [`OVERWHELMING_CLUMP`] failures and bursts up to [`OVERWHELMING_BURST`] times the
-//!   primary's rate), so a canary failing everything fails at the first look that proves it.
+//!   *overwhelming* test that needs no dispersion estimate to start (valid for clumps of up
+//!   to `max(`[`OVERWHELMING_CLUMP`]`, the primary's dispersion in earlier looks)` failures and
+//!   bursts up to [`OVERWHELMING_BURST`] times the primary's rate), so a canary failing
+//!   everything fails at the first look that proves it.
 //! * **Pass** only when an always-valid test shows the canary *better than the margin*
 //!   (non-inferiority): error rate within `max(errorRateMarginAbsolute, errorRateMargin% of
 //!   the primary's)` of the primary's, and p50 and p99 latency within `latencyMargin` percent.
@@ -74,9 +75,14 @@ pub const PHI_PRIOR_LOOKS: f64 = 2.0;
 /// Most evidence one look may add to a pass test, and to a fail test until the traffic's
 /// variability is known (its likelihood ratio is capped here; see [`FAIL_LOOK_CAP`]).
 /// Capping keeps every e-process a supermartingale (`E[min(LR, K)] <= E[LR] <= 1`) and means
-/// one look, however odd (a clump of failures, a burst on the canary's single pod), cannot
-/// fail or pass a canary alone: at least three looks must agree, by which time the dispersion
-/// estimate has seen the traffic's real variability.
+/// one odd look (a clump of failures, a burst on the canary's single pod) cannot pass a canary
+/// alone, nor fail it through the main test: there at least three looks must agree, by which
+/// time the dispersion estimate has seen the traffic's real variability. The uncapped
+/// overwhelming error test can fail a canary at one look, under its stated assumption: the
+/// look's failures come in clumps of at most `max(OVERWHELMING_CLUMP, phi_p)` (`phi_p` the
+/// primary's dispersion from earlier looks) and the canary's rate is at most
+/// [`OVERWHELMING_BURST`] times the primary's. At the first looks `phi_p` is the prior, so
+/// there the assumption is clumps of at most five.
 pub const LOOK_CAP: f64 = 10.0;
 /// Expected variance a Pearson residual must reach before it counts (small looks are pooled
 /// until then, so a single rare event does not read as overdispersion).
@@ -105,8 +111,12 @@ pub const OVERWHELMING: [(f64, f64); 3] =
 /// The overwhelming test's null: a healthy canary's error rate may reach this many times the
 /// primary's in any look through no fault of its own (a burst on its only pod).
 pub const OVERWHELMING_BURST: f64 = 10.0;
-/// The largest clump of failures the overwhelming test allows for: its log-LR is divided by
-/// it, which keeps it an e-value for any clump sizes up to this bound.
+/// The largest clump of failures the overwhelming test allows for before the traffic has shown
+/// its own: its log-LR is divided by `max(OVERWHELMING_CLUMP, phi_p)`, `phi_p` the dispersion
+/// the primary's looks before this one showed, which keeps it an e-value for any clump sizes
+/// up to that divisor. Where they have shown nothing (the first two looks, or a primary whose
+/// failures were rare and independent so far) the bound is assumed: a clump larger than five
+/// on the canary alone (a canary pod restart dropping its in-flight requests) can fail it.
 pub const OVERWHELMING_CLUMP: f64 = 5.0;
 /// Weight of the overwhelming test in the error rate's fail e-process (the main test has the
 /// rest): the average of two e-processes for one null is an e-process.
@@ -477,9 +487,15 @@ impl Comparison {
         // The primary's variation between looks reveals bursty pods from the second look on,
         // before the canary's share has shown anything: its pods run the same code paths, so
         // the canary is assumed no less bursty than they are.
-        let primary = (PHI_PRIOR * PHI_PRIOR_LOOKS + self.primary_sum)
-            / (PHI_PRIOR_LOOKS + self.primary_count);
-        share.max(primary).max(1.0)
+        share.max(self.primary_dispersion())
+    }
+
+    /// The dispersion the primary's own look-to-look variation shows (at least 1). Unlike the
+    /// canary share's residuals it cannot be raised by a canary regression: a sudden one reads
+    /// as a huge residual against the ratio fitted before it.
+    fn primary_dispersion(&self) -> f64 {
+        ((PHI_PRIOR * PHI_PRIOR_LOOKS + self.primary_sum) / (PHI_PRIOR_LOOKS + self.primary_count))
+            .max(1.0)
     }
 
     /// The volume-scaled excess dispersion `kappa`: a per-pod burst or a jitter of one arm's
@@ -566,6 +582,9 @@ impl Comparison {
         // Predictable: this look is tempered by what earlier looks showed, and capped harder
         // while fewer than two looks have shown how variable the traffic is.
         let cap = self.look_cap();
+        // The clumping the primary's earlier looks showed (before this look counts), for the
+        // overwhelming test's clump bound.
+        let primary_phi = self.primary_dispersion();
         // The look's binomial variance under the fit so far: it depends on the look's total
         // and requests, not on the split being tested, so tempering by it stays predictable
         // given the total (the conditional test is valid for any such exponent <= 1).
@@ -585,15 +604,20 @@ impl Comparison {
                 *acc += (temper * share_log_lr(l.c_fail, total, pi1, pi0)).min(fail_cap);
             }
             if l.overwhelming {
-                // No estimated dispersion, no cap: an e-value under any clumping up to
-                // OVERWHELMING_CLUMP and any burst up to OVERWHELMING_BURST (README), so it
-                // may decide at the first look whose evidence survives them.
+                // No cap, and the dispersion only where the primary's looks before this one
+                // showed more than the assumed clumping: an e-value under any clumping up to
+                // the divisor and any burst up to OVERWHELMING_BURST (README), so it may
+                // decide at the first look whose evidence survives them. The divisor is known
+                // before the look (predictable), so each factor stays an e-value. Not the
+                // canary share's residuals: a regression's first look reads there as a huge
+                // clump, and would blunt this test for the rest of the run.
+                let clump = OVERWHELMING_CLUMP.max(primary_phi);
                 self.over = true;
                 let null = l.ratio_fail * OVERWHELMING_BURST;
                 let pi0 = canary_share(l.n_c, l.n_p, null);
                 for (acc, (r, _)) in self.over_log.iter_mut().zip(OVERWHELMING) {
                     let pi1 = canary_share(l.n_c, l.n_p, null * r);
-                    *acc += share_log_lr(l.c_fail, total, pi1, pi0) / OVERWHELMING_CLUMP;
+                    *acc += share_log_lr(l.c_fail, total, pi1, pi0) / clump;
                 }
             }
         }
@@ -713,11 +737,55 @@ impl AbsoluteTest {
     }
 }
 
+/// The version of the judge's sequential tests, saved with [`JudgeState`]. Bump it whenever a
+/// change makes a saved state mean something else: a constant above (mixture weights, alpha
+/// shares, caps, priors, the overwhelming test's bounds) or how a look updates the tests. A
+/// state saved by another version is not continued: its e-processes were built and bounded
+/// for other parameters, and carried over under the new ones they are not supermartingales
+/// at the switch (a lowered bound could be crossed at the next look whatever it shows). The
+/// tests start afresh at the first look this version takes; see [`JudgeState`].
+pub const JUDGE_VERSION: u32 = 1;
+
+/// The version a [`JudgeState`] was saved by: [`JUDGE_VERSION`] for a new state, 0 for a state
+/// saved before states carried one (read as "unversioned").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Version(u32);
+
+impl Default for Version {
+    fn default() -> Self {
+        Version(JUDGE_VERSION)
+    }
+}
+
+impl Version {
+    fn unversioned() -> Self {
+        Version(0)
+    }
+
+    fn describe(self) -> String {
+        match self.0 {
+            0 => "an unversioned judge".into(),
+            v => format!("judge version {v}"),
+        }
+    }
+}
+
 /// The judge's memory between looks. Serializable so the runtime can persist it with the
 /// Canary's status; start each analysis run with `JudgeState::default()`.
+///
+/// A state saved by another [`JUDGE_VERSION`] (a run that spans a controller upgrade) is not
+/// continued: at its next look the sequential tests (error rate, p50, p99; fail and pass)
+/// start afresh, from no evidence, and the verdict's reason says so. What it keeps: the
+/// cumulative counters the next increment is measured from, the number of looks, the latency
+/// seen for the quantiles shown, and a Fail or Pass already reached (each was reached at the
+/// old version's own `alpha`, and the engine has acted on it).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct JudgeState {
+    /// The version the tests below were built by; absent in states saved before it existed.
+    #[serde(default = "Version::unversioned")]
+    version: Version,
     looks: u32,
     canary_seen: Option<Seen>,
     primary_seen: Option<Seen>,
@@ -816,6 +884,7 @@ impl JudgeState {
         primary: &ArmTraffic,
     ) -> JudgeResult {
         self.looks += 1;
+        let restarted = self.restart_if_other_version();
         let n_c = clean(canary.requests);
         let n_p = clean(primary.requests);
         let x_c = clean(canary.failures).min(n_c);
@@ -879,7 +948,46 @@ impl JudgeState {
                 }
             }
         }
-        self.conclude(config, fresh)
+        let mut result = self.conclude(config, fresh);
+        if let Some(from) = restarted {
+            result.reason = format!(
+                "sequential tests restarted at look {} (state saved by {}, this is judge version {JUDGE_VERSION}; evidence from earlier looks is not carried over): {}",
+                self.looks,
+                from.describe(),
+                result.reason
+            );
+        }
+        result
+    }
+
+    /// Starts the sequential tests afresh when the state was saved by another judge version
+    /// (see [`JudgeState`]); returns the version it was saved by if so.
+    fn restart_if_other_version(&mut self) -> Option<Version> {
+        let from = self.version;
+        if from == Version::default() {
+            return None;
+        }
+        tracing::warn!(
+            saved_by = from.0,
+            version = JUDGE_VERSION,
+            looks = self.looks,
+            "judge state saved by another version: restarting the sequential tests"
+        );
+        *self = JudgeState {
+            version: Version::default(),
+            looks: self.looks,
+            canary_seen: self.canary_seen.take(),
+            primary_seen: self.primary_seen.take(),
+            canary_latency: self.canary_latency.take(),
+            primary_latency: self.primary_latency.take(),
+            latency_seen: self.latency_seen,
+            failed: self.failed.take(),
+            passed: self.passed,
+            error: Comparison::default(),
+            absolute: AbsoluteTest::default(),
+            latency: Default::default(),
+        };
+        Some(from)
     }
 
     fn conclude(&mut self, config: &JudgeConfig, fresh: bool) -> JudgeResult {
@@ -1225,6 +1333,64 @@ mod tests {
     }
 
     #[test]
+    fn the_overwhelming_clump_bound_is_assumed_at_first_then_follows_the_primarys_dispersion() {
+        // One canary pod restarting drops its ~35 in-flight requests in one look (5,000
+        // requests a minute at a 5 % weight; the primary fails none that look).
+        let cfg = JudgeConfig::default();
+        let restart = (traffic(250.0, 35.0), traffic(4750.0, 0.0));
+        // At the first look nothing has shown the traffic's clumping: the overwhelming test
+        // assumes clumps of at most five, and 35 failures in clumps of five are an
+        // overwhelming regression. This is the stated assumption, not a guarantee.
+        let mut first = JudgeState::default();
+        let r = first.observe_window(&cfg, &restart.0, &restart.1);
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // The same look after four looks whose failures came in clumps (the primary's 1 %
+        // swinging between 30 and 65 failures a look, far beyond binomial noise): the
+        // dispersion the primary's earlier looks showed raises the clump bound, and the
+        // restart does not fail (the earlier looks' evidence against the overwhelming
+        // alternatives counts too).
+        let clumpy_looks = [(2.0, 30.0), (3.0, 65.0), (2.0, 30.0), (3.0, 65.0)];
+        let mut clumpy = JudgeState::default();
+        for (c, p) in clumpy_looks {
+            let r = clumpy.observe_window(&cfg, &traffic(250.0, c), &traffic(4750.0, p));
+            assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+        }
+        let phi = clumpy.error.primary_dispersion();
+        assert!(phi > OVERWHELMING_CLUMP, "{phi}");
+        let before = clumpy.error.over_log;
+        let r = clumpy.observe_window(&cfg, &restart.0, &restart.1);
+        assert_ne!(r.verdict, Verdict::Fail, "phi {phi}: {}", r.reason);
+        // The look's overwhelming evidence is divided by that dispersion, not by five.
+        let mut fresh = JudgeState::default();
+        fresh.observe_window(&cfg, &restart.0, &restart.1);
+        for ((b, a), f) in before
+            .iter()
+            .zip(clumpy.error.over_log)
+            .zip(fresh.error.over_log)
+        {
+            let ratio = (a - b) / f;
+            assert!(
+                (ratio - OVERWHELMING_CLUMP / phi).abs() < 1e-9,
+                "{ratio} vs 5 / {phi}"
+            );
+        }
+        // A canary that breaks completely there still fails within a few looks (its earlier
+        // healthy looks count against the overwhelming test, and the main test is tempered by
+        // the dispersion its first broken look shows against the earlier fit).
+        let mut broken = JudgeState::default();
+        for (c, p) in clumpy_looks {
+            broken.observe_window(&cfg, &traffic(250.0, c), &traffic(4750.0, p));
+        }
+        let failed_at = (1..=5).find(|_| {
+            broken
+                .observe_window(&cfg, &traffic(250.0, 250.0), &traffic(4750.0, 0.0))
+                .verdict
+                == Verdict::Fail
+        });
+        assert!(failed_at.is_some_and(|l| l <= 4), "{failed_at:?}");
+    }
+
+    #[test]
     fn equal_arms_pass_only_once_non_inferiority_is_shown() {
         let cfg = JudgeConfig::default();
         let mut s = JudgeState::default();
@@ -1520,6 +1686,127 @@ mod tests {
             r.verdict,
             Verdict::Fail,
             "a failed test stays failed after a restart"
+        );
+    }
+
+    #[test]
+    fn a_state_saved_by_another_version_never_fails_on_a_look_without_new_evidence() {
+        // A run that spans a controller upgrade: the state was saved by a version whose error
+        // bound was 1 / (0.8 alpha) = 125, with a running maximum of 120 (not failed there),
+        // and this version's bound is lower.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        for _ in 0..3 {
+            s.observe_window(&cfg, &traffic(1000.0, 10.0), &traffic(1000.0, 10.0));
+        }
+        let mut saved = serde_json::to_value(&s).unwrap();
+        assert_eq!(saved["version"], JUDGE_VERSION, "{saved}");
+        assert!(1.0 / (cfg.alpha * ERROR_ALPHA_SHARE) < 120.0);
+        saved["error"]["failMax"] = 120.0.into();
+        saved["error"]["passMax"] = 1000.0.into();
+        // Saved with this version, the state continues: 120 is past this version's bound.
+        let mut same: JudgeState = serde_json::from_value(saved.clone()).unwrap();
+        let r = same.observe_window(&cfg, &traffic(0.0, 0.0), &traffic(0.0, 0.0));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // Saved by another version, or before states carried one: no Fail from the carried
+        // maximum, neither on an empty look nor on one where the arms are equal, and the
+        // reason says the tests restarted.
+        let mut older = saved.clone();
+        older["version"] = 7.into();
+        let mut unversioned = saved;
+        unversioned.as_object_mut().unwrap().remove("version");
+        for (saved, by) in [
+            (older, "judge version 7"),
+            (unversioned, "an unversioned judge"),
+        ] {
+            for look in [traffic(0.0, 0.0), traffic(1000.0, 10.0)] {
+                let mut s: JudgeState = serde_json::from_value(saved.clone()).unwrap();
+                let r = s.observe_window(&cfg, &look, &look);
+                assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+                assert!(
+                    r.reason.contains("sequential tests restarted") && r.reason.contains(by),
+                    "{}",
+                    r.reason
+                );
+                assert!(r.error.max_e_value < 10.0, "{:?}", r.error);
+                assert!(
+                    !r.error.shown,
+                    "the old pass evidence is not carried over either"
+                );
+                // The counters' baseline and the look count are kept, and the next look is an
+                // ordinary one of this version.
+                assert_eq!(r.looks, 4);
+                let next = s.observe_window(&cfg, &look, &look);
+                assert!(!next.reason.contains("restarted"), "{}", next.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_across_versions_keeps_the_counters_baseline() {
+        // Cumulative readings: the state saved by an older version knows what it saw, so the
+        // first look after the upgrade takes only the increment, not the whole run again.
+        let cfg = JudgeConfig::default();
+        let mut s = JudgeState::default();
+        s.observe_cumulative(&cfg, &traffic(1000.0, 10.0), &traffic(9000.0, 90.0));
+        let mut saved = serde_json::to_value(&s).unwrap();
+        saved.as_object_mut().unwrap().remove("version");
+        let mut s: JudgeState = serde_json::from_value(saved).unwrap();
+        let r = s.observe_cumulative(&cfg, &traffic(1100.0, 11.0), &traffic(9900.0, 99.0));
+        assert_eq!(r.error.canary_requests, 100);
+        assert_eq!(r.error.primary_requests, 900);
+        // A Fail already reached stands: the engine has acted on it.
+        let mut failed = JudgeState::default();
+        for _ in 0..6 {
+            failed.observe_window(&cfg, &traffic(1000.0, 500.0), &traffic(1000.0, 10.0));
+        }
+        let mut saved = serde_json::to_value(&failed).unwrap();
+        saved["version"] = 0.into();
+        let mut failed: JudgeState = serde_json::from_value(saved).unwrap();
+        let r = failed.observe_window(&cfg, &traffic(0.0, 0.0), &traffic(0.0, 0.0));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    }
+
+    #[test]
+    fn the_judge_version_moves_with_its_parameters() {
+        // A fingerprint of every constant a saved state depends on. If this fails, a
+        // parameter changed: bump JUDGE_VERSION (so saved states restart instead of being
+        // continued under other parameters) and pin the new fingerprint with it. Changes to
+        // how a look updates the tests need a bump too; no fingerprint sees those.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |x: f64| {
+            for b in x.to_bits().to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (r, w) in MIXTURE.iter().chain(&PASS_MIXTURE).chain(&OVERWHELMING) {
+            eat(*r);
+            eat(*w);
+        }
+        for x in LATENCY_QUANTILES.iter().chain(&ABSOLUTE_ALTERNATIVES) {
+            eat(*x);
+        }
+        for x in [
+            ERROR_ALPHA_SHARE,
+            PHI_PRIOR,
+            PHI_PRIOR_LOOKS,
+            LOOK_CAP,
+            RESIDUAL_MIN_VARIANCE,
+            FULL_CAP_AFTER,
+            FAIL_LOOK_CAP,
+            INFORMED_VARIANCE,
+            OVERWHELMING_BURST,
+            OVERWHELMING_CLUMP,
+            OVERWHELMING_WEIGHT,
+            KAPPA_PRIOR_DEN,
+        ] {
+            eat(x);
+        }
+        let pinned: [(u32, u64); 1] = [(1, 0xd8c9_bdfd_c58d_bd39)];
+        assert_eq!(
+            pinned.last().copied(),
+            Some((JUDGE_VERSION, h)),
+            "the judge's parameters changed: bump JUDGE_VERSION and pin {h:#x} for it"
         );
     }
 

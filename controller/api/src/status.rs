@@ -5,9 +5,10 @@
 //!
 //! Reading never loses what is stored: a part this version cannot read (written by a newer
 //! controller, or edited by hand) is kept as written, with the reason, in
-//! [`Stored::Unreadable`]. Readers decide what an unreadable part means (the controller logs it
-//! and treats the state as unknown, as it would a Canary it never ran), and a history entry they
-//! cannot read stays in the history they write back.
+//! [`Stored::Unreadable`]. Readers decide what an unreadable part means (the Kubernetes
+//! controller logs it, and holds a Canary whose state does not read, writing the stored state
+//! back as it is instead of starting over), and a history entry they cannot read stays in the
+//! history they write back.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

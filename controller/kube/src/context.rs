@@ -39,6 +39,8 @@ pub struct Context {
     pub(crate) written: Arc<LastWrites>,
     /// The driver and its adapters, built once.
     pub(crate) driver: Driver,
+    /// Events the reconcile itself publishes (the driver's go through the adapters).
+    pub(crate) recorder: Recorder,
 }
 
 impl Context {
@@ -57,7 +59,7 @@ impl Context {
         let adapters = Arc::new(KubeAdapters::new(
             client.clone(),
             config.probe.clone(),
-            recorder,
+            recorder.clone(),
             reconciling.clone(),
             written.clone(),
         ));
@@ -75,6 +77,7 @@ impl Context {
             reconciling,
             written,
             driver,
+            recorder,
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use serin_api::Canary;
@@ -70,6 +71,10 @@ enum Decision {
     Finalizer(bool),
     /// Something the tick needs is missing; the conditions say what, the error backs off.
     Blocked(Vec<RuntimeCondition>, AdapterError),
+    /// The stored `status.serin.state` does not read: the engine does not run and the stored
+    /// status stays as it is; the conditions (and a Warning event) say why, and the Canary
+    /// waits for a change (a controller that reads it, or a person removing the state).
+    Hold(Vec<RuntimeCondition>),
     /// Tick it.
     Tick(Box<Ticket>),
 }
@@ -111,6 +116,10 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
         Decision::Blocked(conditions, e) => {
             report_stuck(&ctx, &canary, conditions).await;
             Err(e.into())
+        }
+        Decision::Hold(conditions) => {
+            hold(&ctx, &canary, conditions).await?;
+            Ok(Requeue::await_change())
         }
         Decision::Tick(ticket) => match event {
             Event::Apply => apply(&ctx, *ticket).await,
@@ -162,6 +171,20 @@ async fn prepare(
         return Ok(Decision::Finalizer(spec.revert_on_deletion));
     }
     let mut runtime = runtime_conditions(canary, &provider, &provider_name);
+    // A state this version cannot read is never replaced by a fresh one (a controller rolled
+    // back one version mid-run would otherwise start the Canary over): nothing runs, deletion
+    // included, since handing the target back needs the engine too.
+    if let Some(error) = status::unreadable_state(canary) {
+        let message = status::unreadable_state_message(error, deleting);
+        runtime.retain(|c| c.type_ != CONDITION_SYNCED);
+        runtime.push(cond(
+            CONDITION_SYNCED,
+            false,
+            status::REASON_STATE_UNREADABLE,
+            message,
+        ));
+        return Ok(Decision::Hold(runtime));
+    }
 
     // Signed webhooks: their keys come from Secrets. Without its key a gate cannot be called
     // as configured, so the tick waits (Synced=False names the field) instead of calling
@@ -358,21 +381,55 @@ async fn set_finalizer(ctx: &Context, c: &Canary, present: bool) -> Result<(), A
     Ok(())
 }
 
-/// Writes only runtime conditions (the engine state is kept as it is).
+/// Says on a Canary whose state does not read why it is held: the conditions when they
+/// changed, with a Warning event (each reconcile that finds them current writes nothing, so the
+/// write that wakes the Canary again does not loop).
+async fn hold(
+    ctx: &Context,
+    canary: &Canary,
+    conds: Vec<RuntimeCondition>,
+) -> Result<(), AdapterError> {
+    if status::conditions_current(canary, &conds) {
+        return Ok(());
+    }
+    let note = conds
+        .iter()
+        .find(|c| c.type_ == CONDITION_SYNCED)
+        .map(|c| c.message.clone());
+    tracing::warn!(message = note.as_deref().unwrap_or_default(), "canary held");
+    write_conditions(ctx, canary, conds).await?;
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: status::REASON_STATE_UNREADABLE.to_string(),
+        note: note.map(|n| n.chars().take(1024).collect()),
+        action: "Hold".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &canary.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
+    }
+    Ok(())
+}
+
+/// Writes only runtime conditions (the engine state is kept as it is; one that does not read
+/// is written back as stored, with Flagger's fields).
 async fn write_conditions(
     ctx: &Context,
     canary: &Canary,
     conds: Vec<RuntimeCondition>,
 ) -> Result<(), AdapterError> {
     let now = (ctx.config.clock)();
-    let body = status::status_body(
-        canary,
-        &status::engine_status(canary),
-        &[],
-        &conds,
-        None,
-        now,
-    );
+    let body = match status::unreadable_state(canary) {
+        Some(_) => status::conditions_body(canary, &conds, now),
+        None => status::status_body(
+            canary,
+            &status::engine_status(canary),
+            &[],
+            &conds,
+            None,
+            now,
+        ),
+    };
     let stored = status::apply_status(&ctx.client, canary, &body).await?;
     ctx.written.record(stored);
     Ok(())

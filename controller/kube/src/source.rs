@@ -210,7 +210,9 @@ pub(crate) fn target_of(canary: &Canary) -> TargetRef {
 
 /// The state a Canary reports: the engine's under `status.serin.state` when the controller
 /// wrote it, otherwise the Flagger-compatible status fields (same names), so a Canary a Flagger
-/// controller ran still shows its phase and weights.
+/// controller ran still shows its phase and weights. When the stored state does not read
+/// (a newer controller wrote it), those fields are what that controller last wrote and what
+/// this one keeps (it holds the Canary there, see [`crate::status::unreadable_state`]).
 pub(crate) fn reported_status(canary: &Canary) -> serin_core::Status {
     let status = canary.status.as_ref();
     crate::status::stored_serin(canary)
@@ -236,7 +238,13 @@ pub fn summary_of(
     target_revision: Option<String>,
 ) -> CanarySummary {
     let status = reported_status(canary);
-    convert::summary(key, target, &status, target_revision)
+    let mut summary = convert::summary(key, target, &status, target_revision);
+    if let Some(error) = crate::status::unreadable_state(canary) {
+        // Word for word the controller's Synced condition: it holds the Canary as it is.
+        let deleting = canary.metadata.deletion_timestamp.is_some();
+        summary.message = Some(crate::status::unreadable_state_message(error, deleting));
+    }
+    summary
 }
 
 /// The command in the annotation, when the controller has not applied it yet.
@@ -403,5 +411,32 @@ mod tests {
         );
         // No PATCH follows.
         assert_no_more_calls(&mut handle).await;
+    }
+
+    #[test]
+    fn a_state_a_newer_controller_wrote_shows_its_flagger_fields_and_why_it_is_held() {
+        let status = json!({
+            "phase": "Progressing", "canaryWeight": 20, "failedChecks": 1, "iterations": 0,
+            "lastAppliedSpec": "abc", "lastPromotedSpec": "9f8",
+            "lastTransitionTime": "2026-11-21T10:01:00Z",
+            "conditions": [{"type": "Promoted", "status": "Unknown", "reason": "Progressing",
+                "message": "New revision detected", "lastUpdateTime": "2026-11-21T10:00:00Z",
+                "lastTransitionTime": "2026-11-21T10:00:00Z"}],
+            "serin": {"state": {"phase": "Verifying", "canaryWeight": 20}}
+        });
+        let c: Canary = serde_json::from_value(canary(status, json!({}))).unwrap();
+        let key = CanaryKey::new("prod", "podinfo");
+        let s = summary_of(&key, target_of(&c), &c, None);
+        // What the newer controller last wrote, which this one keeps as it is.
+        assert_eq!(s.phase, serin_dashboard::model::Phase::Progressing);
+        assert_eq!((s.canary_weight, s.failed_checks), (20, 1));
+        assert_eq!(s.promoted_revision.as_deref(), Some("9f8"));
+        // And why it does not move, in the controller's words.
+        let error = crate::status::unreadable_state(&c).unwrap();
+        assert_eq!(
+            s.message,
+            Some(crate::status::unreadable_state_message(error, false))
+        );
+        assert!(s.message.unwrap().contains("Verifying"));
     }
 }

@@ -56,7 +56,9 @@ pub const CONDITION_IGNORED: &str = "IgnoredFields";
 pub const CONDITION_SYNCED: &str = "Synced";
 
 /// The engine state stored in the Canary; the default (a Canary never run) when none is stored
-/// or it does not read (logged: see [`stored_serin`]).
+/// or it does not read. Only for guesses that may be wrong (which Canaries a watch event wakes):
+/// a reconcile first checks [`unreadable_state`] and never runs the engine on a state that does
+/// not read.
 pub fn engine_status(canary: &Canary) -> Status {
     stored_serin(canary)
         .and_then(SerinStatus::state)
@@ -64,10 +66,46 @@ pub fn engine_status(canary: &Canary) -> Status {
         .unwrap_or_default()
 }
 
+/// Why the stored `status.serin.state` does not read, when one is stored and does not (written
+/// by a newer controller, or edited by hand). Such a Canary is not run: its state and Flagger's
+/// fields are kept exactly as stored (see [`conditions_body`]) until a controller that reads
+/// the state runs it, or a person removes the state.
+pub fn unreadable_state(canary: &Canary) -> Option<&str> {
+    canary
+        .status
+        .as_ref()?
+        .serin
+        .as_ref()?
+        .state
+        .as_ref()?
+        .error()
+}
+
+/// What a Canary whose `status.serin.state` does not read (`error`) reports, in its `Synced`
+/// condition and Warning event and to the CLI and dashboard: the controller holds it as it is.
+pub fn unreadable_state_message(error: &str, deleting: bool) -> String {
+    let held = if deleting {
+        format!(
+            "the deletion waits (remove the finalizer {} to delete the Canary without handing the target back)",
+            super::FINALIZER
+        )
+    } else {
+        "the Canary is held where it is (traffic, status and history unchanged)".to_string()
+    };
+    format!(
+        "status.serin.state does not read ({error}); it was written by a newer Serin or edited by hand. \
+         This controller does not run the Canary and keeps the stored state: {held}. \
+         Run a controller version that reads it, or remove status.serin.state to start the Canary over"
+    )
+}
+
+/// Reason of the `Synced=False` condition (and the Warning event) of a Canary whose
+/// `status.serin.state` does not read.
+pub const REASON_STATE_UNREADABLE: &str = "StateUnreadable";
+
 /// The Canary's `status.serin`, when there is one. A part this version cannot read (written by
 /// a newer controller, or edited by hand) is logged with its field and reason and then treated
-/// as unknown by the readers below (an unreadable state as a Canary never run, as Flagger treats
-/// an empty status), never silently.
+/// as unknown by the readers below, never silently; the writers keep it as stored.
 pub(crate) fn stored_serin(canary: &Canary) -> Option<&SerinStatus> {
     let serin = canary.status.as_ref()?.serin.as_ref()?;
     for (field, error) in serin.unreadable() {
@@ -148,22 +186,7 @@ pub fn status_body(
             message: Some(c.message.clone()),
         })
         .collect();
-    for rc in runtime {
-        let st = if rc.ok { "True" } else { "False" };
-        // Keep the transition time while the status does not flip.
-        let transition = existing_condition(canary, rc.type_)
-            .filter(|c| c.status == st)
-            .and_then(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| time(now));
-        conditions.push(CanaryCondition {
-            type_: rc.type_.to_string(),
-            status: st.to_string(),
-            last_update_time: Some(time(now)),
-            last_transition_time: Some(transition),
-            reason: Some(rc.reason.clone()),
-            message: Some(rc.message.clone()),
-        });
-    }
+    conditions.extend(runtime.iter().map(|rc| runtime_condition(canary, rc, now)));
     // Every stored entry goes back, those this version cannot read included.
     let mut hist: Vec<Stored<HistoryEntry>> = canary
         .status
@@ -221,6 +244,74 @@ pub fn status_body(
         "kind": "Canary",
         "status": written,
     })
+}
+
+/// The status subresource body of a Canary whose `status.serin.state` does not read (see
+/// [`unreadable_state`]): everything stored goes back as it is (the state, history and analysis
+/// under `status.serin`, and Flagger's fields, which server-side apply would remove if this
+/// manager left out the ones it wrote), with the `runtime` conditions in place of the stored
+/// ones of their types (the engine's, such as `Promoted`, stay as stored).
+pub fn conditions_body(canary: &Canary, runtime: &[RuntimeCondition], now: Timestamp) -> Value {
+    let mut kept = canary.status.clone().unwrap_or_default();
+    kept.conditions
+        .retain(|c| !RUNTIME_CONDITIONS.contains(&c.type_.as_str()));
+    kept.conditions
+        .extend(runtime.iter().map(|rc| runtime_condition(canary, rc, now)));
+    json!({
+        "apiVersion": serin_api::API_VERSION,
+        "kind": "Canary",
+        "status": kept,
+    })
+}
+
+/// Whether the Canary already carries exactly the `runtime` conditions (same status, reason and
+/// message; times aside) and no other condition of the runtime's types, so writing them with
+/// [`conditions_body`] would change nothing but timestamps.
+pub fn conditions_current(canary: &Canary, runtime: &[RuntimeCondition]) -> bool {
+    let stored = canary
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let stored_runtime = stored
+        .iter()
+        .filter(|c| RUNTIME_CONDITIONS.contains(&c.type_.as_str()))
+        .count();
+    stored_runtime == runtime.len()
+        && runtime.iter().all(|rc| {
+            stored.iter().any(|c| {
+                c.type_ == rc.type_
+                    && c.status == if rc.ok { "True" } else { "False" }
+                    && c.reason.as_deref() == Some(rc.reason.as_str())
+                    && c.message.as_deref() == Some(rc.message.as_str())
+            })
+        })
+}
+
+/// The condition types the runtime maintains (the engine maintains the others).
+const RUNTIME_CONDITIONS: [&str; 4] = [
+    CONDITION_VALID,
+    CONDITION_PROVIDER,
+    CONDITION_IGNORED,
+    CONDITION_SYNCED,
+];
+
+/// `rc` as the Canary's condition, written at `now`.
+fn runtime_condition(canary: &Canary, rc: &RuntimeCondition, now: Timestamp) -> CanaryCondition {
+    let st = if rc.ok { "True" } else { "False" };
+    // Keep the transition time while the status does not flip.
+    let transition = existing_condition(canary, rc.type_)
+        .filter(|c| c.status == st)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| time(now));
+    CanaryCondition {
+        type_: rc.type_.to_string(),
+        status: st.to_string(),
+        last_update_time: Some(time(now)),
+        last_transition_time: Some(transition),
+        reason: Some(rc.reason.clone()),
+        message: Some(rc.message.clone()),
+    }
 }
 
 /// A Kubernetes condition status (`True`, `False`, `Unknown`) as the CRD spells it.
@@ -320,6 +411,15 @@ impl KubeStore {
 #[async_trait]
 impl Store for KubeStore {
     async fn load(&self, _id: &CanaryId) -> Result<Option<Status>, AdapterError> {
+        // The reconcile holds such a Canary before any tick; should a tick still get here, it
+        // fails rather than run the engine from a default state and write it over the stored one.
+        if let Some(error) = unreadable_state(&self.canary) {
+            return Err(AdapterError::new(
+                ErrorKind::Invalid,
+                "status.serin.state",
+                unreadable_state_message(error, false),
+            ));
+        }
         Ok(Some(engine_status(&self.canary)))
     }
 
@@ -494,53 +594,122 @@ mod tests {
         (out, text)
     }
 
-    #[test]
-    fn a_stored_state_that_does_not_read_is_logged_treated_as_unknown_and_the_history_kept() {
-        let readable = json!({"at": "2026-11-21T10:00:00Z", "run": 2, "revision": "abc",
-            "kind": "runStarted", "phase": "Progressing", "step": 0, "canaryWeight": 0,
-            "iterations": 0, "failedChecks": 0, "threshold": 5, "message": "new revision abc"});
-        let newer = json!({"at": "2026-11-21T10:02:00Z", "kind": "teleported", "message": "?"});
-        let canary: Canary = serde_json::from_value(json!({
+    /// A Canary a newer controller ran: its state and one history entry do not read here.
+    fn written_by_a_newer_controller(name: &str) -> (Canary, Value) {
+        let status = json!({
+            "phase": "Progressing", "canaryWeight": 20, "failedChecks": 1, "iterations": 0,
+            "lastAppliedSpec": "abc", "lastPromotedSpec": "9f8", "trackedConfigs": {"configmap/cfg": "c1"},
+            "lastTransitionTime": "2026-11-21T10:01:00Z", "lastCommandId": "cmd-1",
+            "conditions": [
+                {"type": "Promoted", "status": "Unknown", "reason": "Progressing", "message": "New revision detected",
+                 "lastUpdateTime": "2026-11-21T10:00:00Z", "lastTransitionTime": "2026-11-21T10:00:00Z"},
+                {"type": "Synced", "status": "True", "reason": "Synced", "message": "the last tick completed",
+                 "lastUpdateTime": "2026-11-21T10:02:00Z", "lastTransitionTime": "2026-11-21T09:00:00Z"}
+            ],
+            "serin": {
+                "state": {"phase": "Exploded", "canaryWeight": 20},
+                "history": [
+                    {"at": "2026-11-21T10:00:00Z", "run": 2, "revision": "abc",
+                     "kind": "runStarted", "phase": "Progressing", "step": 0, "canaryWeight": 0,
+                     "iterations": 0, "failedChecks": 0, "threshold": 5, "message": "new revision abc"},
+                    {"at": "2026-11-21T10:02:00Z", "kind": "teleported", "message": "?"}
+                ],
+                "analysis": {"run": 2, "judge": {"looks": 3}}
+            }
+        });
+        let canary = serde_json::from_value(json!({
             "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "prod"},
+            "metadata": {"name": name, "namespace": "prod"},
             "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
                      "service": {"port": 9898},
                      "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10}},
-            "status": {"phase": "Progressing", "canaryWeight": 20,
-                "serin": {"state": {"phase": "Exploded", "canaryWeight": 20},
-                          "history": [readable, newer]}}
+            "status": status.clone(),
         }))
         .expect("an unreadable status.serin does not make the Canary unreadable");
+        (canary, status)
+    }
 
-        let (status, log) = logged(|| engine_status(&canary));
-        assert_eq!(status, Status::default(), "unknown: as a Canary never run");
+    #[test]
+    fn a_stored_state_that_does_not_read_is_written_back_as_stored_with_flaggers_fields() {
+        let (canary, stored) = written_by_a_newer_controller("podinfo");
+        let error = unreadable_state(&canary).expect("the state does not read");
+        assert!(error.contains("Exploded"), "{error}");
+        // Watches guess from it as from a Canary never run (logged); the reconcile does not
+        // run it.
+        let (guess, log) = logged(|| engine_status(&canary));
+        assert_eq!(guess, Status::default());
         assert!(log.contains("WARN"), "{log}");
         assert!(log.contains("status.serin.state"), "{log}");
         assert!(log.contains("Exploded"), "{log}");
         assert!(log.contains("podinfo"), "{log}");
 
+        let held = RuntimeCondition {
+            type_: CONDITION_SYNCED,
+            ok: false,
+            reason: REASON_STATE_UNREADABLE.to_string(),
+            message: unreadable_state_message(error, false),
+        };
+        assert!(!conditions_current(&canary, std::slice::from_ref(&held)));
+        let now = Timestamp::from_secs(1_795_000_000);
+        let body = conditions_body(&canary, std::slice::from_ref(&held), now);
+        let written = &body["status"];
+        // Every stored field goes back as it is (server-side apply removes the ones this
+        // manager wrote before and leaves out), the unreadable state and history entry included.
+        let mut expected = stored.clone();
+        expected["conditions"] = json!([stored["conditions"][0], {
+            "type": "Synced", "status": "False", "reason": "StateUnreadable",
+            "message": held.message,
+            "lastUpdateTime": "2026-11-18T11:06:40Z", "lastTransitionTime": "2026-11-18T11:06:40Z"
+        }]);
+        assert_eq!(written, &expected);
+        assert!(
+            held.message.contains("status.serin.state") && held.message.contains("Exploded"),
+            "{}",
+            held.message
+        );
+
+        // Written, the conditions are current: the next reconcile writes nothing.
+        let mut after = canary.clone();
+        after.status = Some(serde_json::from_value(written.clone()).unwrap());
+        assert!(conditions_current(&after, std::slice::from_ref(&held)));
+        assert_eq!(unreadable_state(&after), Some(error));
+    }
+
+    #[test]
+    fn an_unreadable_history_entry_is_kept_in_its_place_when_the_state_reads() {
+        let (mut canary, stored) = written_by_a_newer_controller("podinfo-history");
+        let state = Status {
+            phase: serin_core::Phase::Progressing,
+            canary_weight: 20,
+            ..Status::default()
+        };
+        canary
+            .status
+            .as_mut()
+            .unwrap()
+            .serin
+            .as_mut()
+            .unwrap()
+            .state = Some(Stored::Read(state.clone()));
         // Readers skip the entry they cannot read; the writer keeps it, in its place.
         assert_eq!(stored_history(&canary).len(), 1);
         let body = status_body(
             &canary,
-            &status,
+            &state,
             &[],
             &[],
             None,
             Timestamp::from_secs(1_795_000_000),
         );
-        let hist = &body["status"]["serin"]["history"];
-        assert_eq!(hist.as_array().map(Vec::len), Some(2), "{body}");
-        assert_eq!(hist[0], readable);
-        assert_eq!(hist[1], newer);
-        assert_eq!(body["status"]["serin"]["state"]["phase"], "Initializing");
-        // What is written reads back as the typed status.
+        assert_eq!(
+            body["status"]["serin"]["history"],
+            stored["serin"]["history"]
+        );
         let back: serin_api::CanaryStatus =
             serde_json::from_value(body["status"].clone()).expect("the body is a CanaryStatus");
         assert_eq!(
             back.serin.as_ref().and_then(SerinStatus::state),
-            Some(&status)
+            Some(&state)
         );
-        assert_eq!(back.phase, Some(serin_core::Phase::Initializing));
     }
 }

@@ -44,7 +44,9 @@
 //!   ephemeral destination ports, and every port init knows something listens on (the proxy's
 //!   listeners and the inbound skip ports) is RETURNed first when it lies in that range (an
 //!   app listening on its pod IP, not `0.0.0.0`, on another port of the range has its inbound
-//!   connections bypass the capture; mesh/proxy/README.md says how to avoid that). A
+//!   connections bypass the capture; they could not be captured anyway: the inbound proxy
+//!   connects to the app at `127.0.0.1:<port>`, where such an app has nothing, so capture needs
+//!   the app on `0.0.0.0` or `127.0.0.1` first, see mesh/proxy/README.md). A
 //!   redirected inbound connection's packets carry the app's port before the REDIRECT, which
 //!   no established socket has (the proxy's accepted socket is on the inbound port), so they
 //!   stay tracked and translated.
@@ -205,6 +207,59 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         _ => Err(format!(
             "{:?} is not a port range (expected two ports, first <= last, as in \"32768 60999\")",
             s.trim()
+        )),
+    }
+}
+
+/// Where the kernel shows the network namespace's ephemeral port range.
+pub const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// What `serin-proxy init` is asked to do, as far as the ephemeral port range is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitAction {
+    /// Install the rules (`init`).
+    Install,
+    /// Print them without touching anything (`init --dry-run`).
+    DryRun,
+    /// Delete them (`init --remove`).
+    Remove,
+}
+
+/// Where the range `init` plans with came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRangeSource {
+    /// Read from [`LOCAL_PORT_RANGE`].
+    Read,
+    /// The kernel's default, assumed because the file did not read (the error, for a warning).
+    AssumedDefault(String),
+    /// Not read: removal deletes the jumps and Serin's chains whole, and neither depends on
+    /// the range.
+    NotNeeded,
+}
+
+/// The ephemeral port range for `init`'s plan. `read` reads [`LOCAL_PORT_RANGE`] and is called
+/// only when the range matters: installing (the upstream exemption's rules name it) and the
+/// dry run (which prints them). An unreadable range is an error for an install that wants the
+/// upstream exemption (it would otherwise exempt the wrong ports), and the kernel's default
+/// otherwise; a range that reads but does not parse is an error whenever it is read.
+pub fn local_port_range_for(
+    action: InitAction,
+    track_upstream: bool,
+    read: impl FnOnce() -> std::io::Result<String>,
+) -> Result<((u16, u16), PortRangeSource), String> {
+    if action == InitAction::Remove {
+        return Ok((DEFAULT_LOCAL_PORT_RANGE, PortRangeSource::NotNeeded));
+    }
+    match read() {
+        Ok(s) => parse_port_range(&s)
+            .map(|r| (r, PortRangeSource::Read))
+            .map_err(|e| format!("{LOCAL_PORT_RANGE}: {e}")),
+        Err(e) if action == InitAction::DryRun || track_upstream => Ok((
+            DEFAULT_LOCAL_PORT_RANGE,
+            PortRangeSource::AssumedDefault(format!("{LOCAL_PORT_RANGE}: {e}")),
+        )),
+        Err(e) => Err(format!(
+            "cannot read {LOCAL_PORT_RANGE} (the ephemeral port range the upstream conntrack exemption needs): {e}; pass --track-upstream to install without it"
         )),
     }
 }
@@ -935,6 +990,43 @@ COMMIT
             !restore.contains("4191") && !restore.contains(",22"),
             "{restore}"
         );
+    }
+
+    #[test]
+    fn only_installing_needs_the_local_port_range() {
+        let unreadable = || Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        // Removal never reads it (its jumps and chains do not depend on it) and never fails
+        // for it, with or without --track-upstream.
+        for track in [false, true] {
+            let (_, source) = local_port_range_for(InitAction::Remove, track, || {
+                panic!("removal read the port range")
+            })
+            .expect("removal needs no port range");
+            assert_eq!(source, PortRangeSource::NotNeeded);
+            assert!(local_port_range_for(InitAction::Remove, track, unreadable).is_ok());
+        }
+        // An install with the upstream exemption cannot do without it, and says how to.
+        let e = local_port_range_for(InitAction::Install, false, unreadable).unwrap_err();
+        assert!(
+            e.contains(LOCAL_PORT_RANGE) && e.contains("--track-upstream"),
+            "{e}"
+        );
+        // Without the exemption, or for a dry run, the kernel's default with a warning.
+        for (action, track) in [(InitAction::Install, true), (InitAction::DryRun, false)] {
+            let (range, source) = local_port_range_for(action, track, unreadable).unwrap();
+            assert_eq!(range, DEFAULT_LOCAL_PORT_RANGE);
+            assert!(
+                matches!(source, PortRangeSource::AssumedDefault(ref w) if w.contains(LOCAL_PORT_RANGE))
+            );
+        }
+        // A range that reads is used; one that does not parse is an error naming the file.
+        let read = || Ok("4000\t4150\n".to_string());
+        assert_eq!(
+            local_port_range_for(InitAction::Install, false, read),
+            Ok(((4000, 4150), PortRangeSource::Read))
+        );
+        let e = local_port_range_for(InitAction::Install, true, || Ok("x".into())).unwrap_err();
+        assert!(e.starts_with(LOCAL_PORT_RANGE), "{e}");
     }
 
     #[test]

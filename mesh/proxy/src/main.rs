@@ -179,27 +179,32 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Where the kernel shows this network namespace's ephemeral port range.
-const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
-
 fn capture(args: InitArgs) -> anyhow::Result<()> {
-    use serin_proxy::capture::{CaptureConfig, Exemption, Iptables, Mode, parse_port_range};
+    use serin_proxy::capture::{
+        CaptureConfig, Exemption, InitAction, Iptables, LOCAL_PORT_RANGE, Mode, PortRangeSource,
+        local_port_range_for,
+    };
+    // A dry run prints the install plan even with --remove (as below), so it reads the range.
+    let action = if args.dry_run {
+        InitAction::DryRun
+    } else if args.remove {
+        InitAction::Remove
+    } else {
+        InitAction::Install
+    };
     // The connections the pod opens take their source ports from this range (set per pod
     // before any container starts, e.g. by securityContext.sysctls), so init reads it here,
-    // in the pod's namespace. Without /proc/sys (a dry run elsewhere) the kernel's default.
-    let local_port_range = match std::fs::read_to_string(LOCAL_PORT_RANGE) {
-        Ok(s) => parse_port_range(&s).map_err(|e| anyhow::anyhow!("{LOCAL_PORT_RANGE}: {e}"))?,
-        Err(e) if args.dry_run || args.track_upstream => {
-            eprintln!(
-                "serin-proxy init: {LOCAL_PORT_RANGE}: {e}; assuming the kernel's default {:?}",
-                serin_proxy::capture::DEFAULT_LOCAL_PORT_RANGE
-            );
+    // in the pod's namespace; removal does not need it.
+    let (local_port_range, source) = local_port_range_for(action, args.track_upstream, || {
+        std::fs::read_to_string(LOCAL_PORT_RANGE)
+    })
+    .map_err(anyhow::Error::msg)?;
+    if let PortRangeSource::AssumedDefault(why) = source {
+        eprintln!(
+            "serin-proxy init: {why}; assuming the kernel's default {:?}",
             serin_proxy::capture::DEFAULT_LOCAL_PORT_RANGE
-        }
-        Err(e) => anyhow::bail!(
-            "cannot read {LOCAL_PORT_RANGE} (the ephemeral port range the upstream conntrack exemption needs): {e}; pass --track-upstream to install without it"
-        ),
-    };
+        );
+    }
     let cfg = CaptureConfig {
         inbound_port: args.inbound_port,
         outbound_port: args.outbound_port,
