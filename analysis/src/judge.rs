@@ -29,30 +29,13 @@
 //! maths and the assumptions.
 
 use serde::{Deserialize, Serialize};
+use serin_core::judge_defaults;
 
 use crate::AnalysisError;
 use crate::check::Verdict;
 use crate::histogram::Histogram;
 use crate::provider::ArmTraffic;
 use crate::stats::{binomial_log_lr, canary_share, share_log_lr};
-
-/// Default false-rollback budget for a whole run (also the chance of passing a canary that is
-/// worse than the margin).
-pub const DEFAULT_ALPHA: f64 = 0.01;
-/// Default minimum requests per arm before the judge may pass (a failure needs no minimum).
-pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-/// Default latency tolerance (percent): extra latency that never fails the canary.
-pub const DEFAULT_LATENCY_TOLERANCE: f64 = 10.0;
-/// Default relative error-rate margin (percent of the primary's rate) a pass must prove.
-pub const DEFAULT_ERROR_RATE_MARGIN: f64 = 90.0;
-/// Default absolute error-rate margin (percentage points) a pass must prove; it matters when
-/// the primary hardly fails (then 90 % of nearly nothing is nothing).
-pub const DEFAULT_ERROR_RATE_MARGIN_ABSOLUTE: f64 = 0.5;
-/// Default latency margin (percent) a pass must prove for p50 and p99.
-pub const DEFAULT_LATENCY_MARGIN: f64 = 25.0;
-/// Default chance of raising the weight of a canary worse than the margin at one step that is
-/// not the last (`stepAlpha`). Promotion still needs `alpha`; see [`JudgeResult::step_up`].
-pub const DEFAULT_STEP_ALPHA: f64 = 0.2;
 
 /// Regression sizes of the fail test (event-rate ratio relative to the null) and their prior
 /// weights. Most of the weight sits on 2x, the regression the default margins are set to
@@ -142,32 +125,12 @@ pub const OVERWHELMING_WEIGHT: f64 = 0.1;
 /// blocks of variance 2 showing none).
 const KAPPA_PRIOR_DEN: f64 = 8.0;
 
-/// What the engine does when the judge stays inconclusive past its budget (`onInconclusive`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnInconclusive {
-    /// End the run with a rollback: never promote without evidence (the default).
-    #[default]
-    Rollback,
-    /// Promote anyway (the user accepts unproven releases on quiet services).
-    Promote,
-    /// Keep waiting for evidence.
-    Wait,
-    /// Pause the rollout for a human.
-    Pause,
-}
-
-impl OnInconclusive {
-    /// The spelling in the Canary.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnInconclusive::Rollback => "rollback",
-            OnInconclusive::Promote => "promote",
-            OnInconclusive::Wait => "wait",
-            OnInconclusive::Pause => "pause",
-        }
-    }
-}
+/// What the engine does when the judge stays inconclusive past its budget (`onInconclusive`):
+/// the engine's own [`serin_core::InconclusivePolicy`], one enum for this config, the Canary's
+/// field (serin-api re-exports it under the same name) and the plan. The judge's default is
+/// [`judge_defaults::ON_INCONCLUSIVE`] (`rollback`, see [`JudgeConfig::default`]); the enum's
+/// own `Default` is the plan's without a judge (`wait`).
+pub use serin_core::InconclusivePolicy as OnInconclusive;
 
 /// `spec.analysis.judge`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -202,22 +165,23 @@ pub struct JudgeConfig {
 }
 
 fn default_step_alpha() -> f64 {
-    DEFAULT_STEP_ALPHA
+    judge_defaults::STEP_ALPHA
 }
 
+/// The Canary's defaults ([`serin_core::judge_defaults`], which serin-api applies too).
 impl Default for JudgeConfig {
     fn default() -> Self {
         JudgeConfig {
             enabled: true,
-            alpha: DEFAULT_ALPHA,
-            min_requests: DEFAULT_MIN_REQUESTS,
-            error_rate_tolerance: 0.0,
-            latency_tolerance: DEFAULT_LATENCY_TOLERANCE,
-            error_rate_margin: DEFAULT_ERROR_RATE_MARGIN,
-            error_rate_margin_absolute: DEFAULT_ERROR_RATE_MARGIN_ABSOLUTE,
-            latency_margin: DEFAULT_LATENCY_MARGIN,
-            on_inconclusive: OnInconclusive::Rollback,
-            step_alpha: DEFAULT_STEP_ALPHA,
+            alpha: judge_defaults::ALPHA,
+            min_requests: judge_defaults::MIN_REQUESTS,
+            error_rate_tolerance: judge_defaults::ERROR_RATE_TOLERANCE,
+            latency_tolerance: judge_defaults::LATENCY_TOLERANCE,
+            error_rate_margin: judge_defaults::ERROR_RATE_MARGIN,
+            error_rate_margin_absolute: judge_defaults::ERROR_RATE_MARGIN_ABSOLUTE,
+            latency_margin: judge_defaults::LATENCY_MARGIN,
+            on_inconclusive: judge_defaults::ON_INCONCLUSIVE,
+            step_alpha: judge_defaults::STEP_ALPHA,
         }
     }
 }
@@ -1980,6 +1944,9 @@ mod tests {
             JudgeConfig::parse_on_inconclusive("x", "promote").unwrap(),
             OnInconclusive::Promote
         );
-        assert_eq!(OnInconclusive::default(), OnInconclusive::Rollback);
+        assert_eq!(
+            JudgeConfig::default().on_inconclusive,
+            OnInconclusive::Rollback
+        );
     }
 }

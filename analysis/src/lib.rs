@@ -59,10 +59,9 @@ pub use duration::{format_duration, parse_duration};
 pub use error::AnalysisError;
 pub use histogram::{Histogram, LINKERD_LATENCY_BUCKETS_MS};
 pub use judge::{
-    DEFAULT_ALPHA, DEFAULT_ERROR_RATE_MARGIN, DEFAULT_ERROR_RATE_MARGIN_ABSOLUTE,
-    DEFAULT_LATENCY_MARGIN, DEFAULT_LATENCY_TOLERANCE, DEFAULT_MIN_REQUESTS, ERROR_ALPHA_SHARE,
-    JudgeConfig, JudgeResult, JudgeState, LATENCY_QUANTILES, LatencyEvidence, MIXTURE,
-    OnInconclusive, PASS_MIXTURE, PHI_PRIOR, PHI_PRIOR_LOOKS, QuantileEvidence, TestEvidence,
+    ERROR_ALPHA_SHARE, JudgeConfig, JudgeResult, JudgeState, LATENCY_QUANTILES, LatencyEvidence,
+    MIXTURE, OnInconclusive, PASS_MIXTURE, PHI_PRIOR, PHI_PRIOR_LOOKS, QuantileEvidence,
+    TestEvidence,
 };
 pub use provider::aws;
 pub use provider::cloudwatch;

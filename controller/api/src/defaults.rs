@@ -5,13 +5,15 @@
 //! Defaults (Flagger's): interval 60s, threshold 1 when unset or <= 0, maxWeight 100, metric
 //! interval 1m, webhook timeout 10s, progressDeadlineSeconds 600, ready thresholds 100%,
 //! session cookie max age 86400s, mirror weight 100%, service name = target name, port name
-//! `http`, target port = port. Serin's judge: alpha 0.01, minRequests 100, error-rate
-//! tolerance 0, latency tolerance 10%, onInconclusive wait; noData minRequests 1.
+//! `http`, target port = port. Serin's judge: [`serin_core::judge_defaults`] (alpha 0.01,
+//! minRequests 100, margins 90 % / 0.5 pp / 25 %, onInconclusive rollback, ...), the same values
+//! serin-analysis's `JudgeConfig::default` is made of; noData minRequests 1.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serin_core::judge_defaults;
 
 use crate::canary::{
     AlertSeverity, Canary, CrossNamespaceObjectReference, HookType, HttpMatchRequest, NoDataPolicy,
@@ -36,24 +38,6 @@ pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 pub const DEFAULT_READY_THRESHOLD: u32 = 100;
 /// Default session-affinity cookie lifetime.
 pub const DEFAULT_COOKIE_MAX_AGE: Duration = Duration::from_secs(86_400);
-/// Default judge false-rollback budget.
-pub const DEFAULT_JUDGE_ALPHA: f64 = 0.01;
-/// Default requests per arm before the judge decides.
-pub const DEFAULT_JUDGE_MIN_REQUESTS: u64 = 100;
-/// Default extra latency the judge tolerates, in percent.
-pub const DEFAULT_JUDGE_LATENCY_TOLERANCE: f64 = 10.0;
-/// Default relative error-rate margin a judge pass must show, percent of the primary's rate.
-pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN: f64 = 90.0;
-/// Default absolute error-rate margin a judge pass must show, percentage points.
-pub const DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE: f64 = 0.5;
-/// Default latency margin (p50, p99) a judge pass must show, percent.
-pub const DEFAULT_JUDGE_LATENCY_MARGIN: f64 = 25.0;
-/// Default chance of raising the weight (not promoting) of a canary worse than the margins.
-pub const DEFAULT_JUDGE_STEP_ALPHA: f64 = 0.2;
-/// Default longest inconclusive stretch at one weight.
-pub const DEFAULT_JUDGE_STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
-/// Default longest run without the judge's last word.
-pub const DEFAULT_JUDGE_RUN_BUDGET: Duration = Duration::from_secs(60 * 60);
 /// Default requests per tick for a threshold check to have data.
 pub const DEFAULT_NO_DATA_MIN_REQUESTS: u64 = 1;
 
@@ -362,27 +346,29 @@ impl Normalized {
             .as_ref()
             .filter(|j| j.enabled.unwrap_or(true))
             .map(|j| JudgeSettings {
-                alpha: j.alpha.unwrap_or(DEFAULT_JUDGE_ALPHA),
+                alpha: j.alpha.unwrap_or(judge_defaults::ALPHA),
                 min_requests: j
                     .min_requests
                     .map(|n| n.max(1) as u64)
-                    .unwrap_or(DEFAULT_JUDGE_MIN_REQUESTS),
-                error_rate_tolerance: j.error_rate_tolerance.unwrap_or(0.0),
+                    .unwrap_or(judge_defaults::MIN_REQUESTS),
+                error_rate_tolerance: j
+                    .error_rate_tolerance
+                    .unwrap_or(judge_defaults::ERROR_RATE_TOLERANCE),
                 latency_tolerance: j
                     .latency_tolerance
-                    .unwrap_or(DEFAULT_JUDGE_LATENCY_TOLERANCE),
+                    .unwrap_or(judge_defaults::LATENCY_TOLERANCE),
                 error_rate_margin: j
                     .error_rate_margin
-                    .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN),
+                    .unwrap_or(judge_defaults::ERROR_RATE_MARGIN),
                 error_rate_margin_absolute: j
                     .error_rate_margin_absolute
-                    .unwrap_or(DEFAULT_JUDGE_ERROR_RATE_MARGIN_ABSOLUTE),
-                latency_margin: j.latency_margin.unwrap_or(DEFAULT_JUDGE_LATENCY_MARGIN),
-                step_alpha: j.step_alpha.unwrap_or(DEFAULT_JUDGE_STEP_ALPHA),
+                    .unwrap_or(judge_defaults::ERROR_RATE_MARGIN_ABSOLUTE),
+                latency_margin: j.latency_margin.unwrap_or(judge_defaults::LATENCY_MARGIN),
+                step_alpha: j.step_alpha.unwrap_or(judge_defaults::STEP_ALPHA),
                 // Never promote without evidence unless asked to.
-                on_inconclusive: j.on_inconclusive.unwrap_or(OnInconclusive::Rollback),
-                step_budget: duration_or(j.step_budget.as_ref(), DEFAULT_JUDGE_STEP_BUDGET),
-                run_budget: duration_or(j.run_budget.as_ref(), DEFAULT_JUDGE_RUN_BUDGET),
+                on_inconclusive: j.on_inconclusive.unwrap_or(judge_defaults::ON_INCONCLUSIVE),
+                step_budget: duration_or(j.step_budget.as_ref(), judge_defaults::STEP_BUDGET),
+                run_budget: duration_or(j.run_budget.as_ref(), judge_defaults::RUN_BUDGET),
             });
         let no_data = NoDataSettings {
             min_requests: a

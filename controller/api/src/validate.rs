@@ -747,7 +747,7 @@ fn check_judge_margins(e: &mut Errors, jp: &str, judge: &crate::canary::Judge) {
             format!("{m} is out of range; accepted: percentage points, in (0, 100] (default 0.5)"),
         );
     }
-    let alpha = judge.alpha.unwrap_or(crate::defaults::DEFAULT_JUDGE_ALPHA);
+    let alpha = judge.alpha.unwrap_or(serin_core::judge_defaults::ALPHA);
     if let Some(s) = judge.step_alpha
         && !(s > 0.0 && s <= 0.5 && s >= alpha)
     {
@@ -758,7 +758,7 @@ fn check_judge_margins(e: &mut Errors, jp: &str, judge: &crate::canary::Judge) {
     }
     let tolerance = judge
         .latency_tolerance
-        .unwrap_or(crate::defaults::DEFAULT_JUDGE_LATENCY_TOLERANCE);
+        .unwrap_or(serin_core::judge_defaults::LATENCY_TOLERANCE);
     if let Some(m) = judge.latency_margin
         && !(m > 0.0 && m <= 1000.0)
     {

@@ -34,6 +34,7 @@
 mod action;
 pub mod duration;
 mod engine;
+pub mod judge_defaults;
 mod observation;
 mod plan;
 mod sample;

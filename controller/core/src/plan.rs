@@ -338,8 +338,9 @@ impl WebhookKind {
 /// policy holds the step; once a budget is spent the run ends as the policy says.
 ///
 /// The Canary's `spec.analysis.judge.onInconclusive` is this enum (serin-api re-exports it as
-/// `OnInconclusive`); there an unset field means `rollback`, here the default (no judge) is
-/// `wait`. The variants are in the CRD schema's order.
+/// `OnInconclusive`, and so does serin-analysis); there an unset field means
+/// [`judge_defaults::ON_INCONCLUSIVE`](crate::judge_defaults::ON_INCONCLUSIVE) (`rollback`),
+/// here the default (no judge) is `wait`. The variants are in the CRD schema's order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(

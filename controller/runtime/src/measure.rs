@@ -111,12 +111,8 @@ pub fn judge_config(j: &serin_api::JudgeSettings) -> JudgeConfig {
         error_rate_margin_absolute: j.error_rate_margin_absolute,
         latency_margin: j.latency_margin,
         step_alpha: j.step_alpha,
-        on_inconclusive: match j.on_inconclusive {
-            serin_api::OnInconclusive::Rollback => serin_analysis::OnInconclusive::Rollback,
-            serin_api::OnInconclusive::Promote => serin_analysis::OnInconclusive::Promote,
-            serin_api::OnInconclusive::Pause => serin_analysis::OnInconclusive::Pause,
-            serin_api::OnInconclusive::Wait => serin_analysis::OnInconclusive::Wait,
-        },
+        // One enum in both crates: serin_core::InconclusivePolicy.
+        on_inconclusive: j.on_inconclusive,
     }
 }
 
@@ -215,8 +211,11 @@ mod tests {
 
     #[test]
     fn an_empty_judge_block_gets_the_judges_own_defaults() {
-        // serin-api defaults the Canary's judge block and serin-analysis has its own defaults
-        // (judge-sim, the analysis tests): a default changed in one must change in the other.
+        // serin-api defaults the Canary's judge block and serin-analysis builds
+        // `JudgeConfig::default` (judge-sim, the analysis tests), both from
+        // serin_core::judge_defaults: this holds the wiring, that every field serin-api
+        // defaults reaches the same JudgeConfig field through `judge_config` and that neither
+        // crate defaults a field the other leaves to someone else.
         let mut c = canary_10_to_50();
         c.spec.analysis.judge = Some(serin_api::Judge::default());
         let n = Normalized::from_canary(&c).expect("a valid Canary");
