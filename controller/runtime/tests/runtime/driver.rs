@@ -116,14 +116,7 @@ impl Hooks for Fake {
         _s: &str,
         _e: BTreeMap<String, String>,
     ) -> WebhookOutcome {
-        WebhookOutcome {
-            ok: true,
-            status: Some(200),
-            body: String::new(),
-            error: None,
-            attempts: 1,
-            elapsed_ms: 0,
-        }
+        serin_controller::testing::accepted_webhook()
     }
 }
 
