@@ -4,6 +4,7 @@
 mod support;
 
 mod client_h1;
+mod flags;
 mod fuzz;
 mod h2_pool;
 mod idle;
