@@ -13,4 +13,5 @@ mod overload;
 mod proxy;
 mod readme;
 mod reload;
+mod upgrade;
 mod upstream_h1;
