@@ -80,7 +80,16 @@ enum Command {
     Injector(Box<injector::Args>),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line naming the flag or field and what is accepted, whatever RUST_BACKTRACE
+        // says (anyhow's `Error: ...` + stack dump is for developers, not for a CI log).
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         // CI commands promise exit code 4 for invalid flags (2 means "waiting for a person").
         if e.use_stderr() && ci::is_ci_command(std::env::args().nth(1).as_deref()) {
