@@ -84,9 +84,23 @@ fn main() {
     if let Err(e) = run() {
         // One line naming the flag or field and what is accepted, whatever RUST_BACKTRACE
         // says (anyhow's `Error: ...` + stack dump is for developers, not for a CI log).
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: many errors already quote their
+/// cause in their own message, which anyhow's `{:#}` would then print twice.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn run() -> anyhow::Result<()> {
