@@ -140,6 +140,15 @@ pub enum StreamError {
     /// Nothing arrived for the idle timeout.
     #[error("no message for {0:?}")]
     Idle(Duration),
+    /// Connecting, the answer to the subscription or to a one-way ack took longer than the idle timeout (a
+    /// hung control plane, or one gone while the kernel still held the socket).
+    #[error("{stage}: no answer within {after:?}")]
+    Setup {
+        /// What was waited for: `connect`, `subscribe` or (one-way form) `ack`.
+        stage: &'static str,
+        /// The limit (the idle timeout).
+        after: Duration,
+    },
     /// A message could not be decoded.
     #[error(transparent)]
     Decode(#[from] crate::protocol::DecodeError),
@@ -209,12 +218,26 @@ async fn stream_inner<S: Sink>(
     let host = cfg.url.host().unwrap_or("localhost");
     let port = cfg.url.port_u16().unwrap_or(80);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    // Until the subscription is answered nothing else bounds the waits below (the idle timeout
+    // covers the stream once it runs): without a limit a control plane that accepts and never
+    // answers, or a connect the network swallows, would hold the client (and its reconnects)
+    // for ever.
+    let limit = cfg.idle_timeout;
+    let setup = |stage| StreamError::Setup {
+        stage,
+        after: limit,
+    };
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect((host, port)))
         .await
+        .map_err(|_| setup("connect"))?
         .map_err(StreamError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let (mut send, conn) = tokio::time::timeout(
+        limit,
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)),
+    )
+    .await
+    .map_err(|_| setup("subscribe"))??;
     let conn_task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "control-plane connection closed");
@@ -249,8 +272,12 @@ async fn stream_inner<S: Sink>(
         let req = Request::get(uri).body(Either::Left(Full::new(Bytes::new())))?;
         (None, req)
     };
-    send.ready().await?;
-    let resp = send.send_request(req).await?;
+    let resp = tokio::time::timeout(limit, async {
+        send.ready().await?;
+        send.send_request(req).await
+    })
+    .await
+    .map_err(|_| setup("subscribe"))??;
     if !resp.status().is_success() {
         let status = resp.status();
         if status == StatusCode::METHOD_NOT_ALLOWED && acks.is_some() {
@@ -335,8 +362,16 @@ async fn send_ack(
     let req = Request::post(format!("http://{}{base}{ACK_PATH}", authority(&cfg.url)))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Either::Left(Full::new(Bytes::from(encode_line(ack)))))?;
-    send.ready().await?;
-    let resp = send.send_request(req).await?;
+    // Bounded like the subscription: the stream is not read while an ack waits.
+    let resp = tokio::time::timeout(cfg.idle_timeout, async {
+        send.ready().await?;
+        send.send_request(req).await
+    })
+    .await
+    .map_err(|_| StreamError::Setup {
+        stage: "ack",
+        after: cfg.idle_timeout,
+    })??;
     if !resp.status().is_success() {
         // A rejected ack is not worth dropping the stream for: the next snapshot acks again.
         tracing::warn!(status = %resp.status(), version = ack.version, "control plane refused the ack");

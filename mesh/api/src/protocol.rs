@@ -39,7 +39,9 @@
 //!   control plane coalesces bursts and sends only the latest). After a control-plane restart the
 //!   numbering may start lower; proxies apply whatever the current stream sends.
 //! - A heartbeat is sent when nothing else was for [`HEARTBEAT_INTERVAL_SECS`]; a proxy that hears
-//!   nothing for three intervals treats the stream as broken.
+//!   nothing for three intervals treats the stream as broken. The same limit bounds connecting
+//!   and the wait for the subscription's response head: a control plane that accepts and never
+//!   answers is given up and dialled again.
 //! - Compact tables (`aliases=1`): a Service is reachable under several authorities (`name`,
 //!   `name.ns`, `name.ns.svc`, `name.ns.svc.cluster.local`, its cluster IP) that all carry the
 //!   same rules. Instead of repeating the route for each, the control plane sends it once with

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -368,6 +368,12 @@ struct ProxySeries {
     accept_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Times a listener stopped accepting because it had `maxConnections` open.
     accept_paused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Control-plane mode only (the client marks it): the series below are exported.
+    control_plane: AtomicBool,
+    /// 1 while the control-plane stream is up.
+    control_plane_up: AtomicI64,
+    /// Control-plane streams that broke or could not be opened.
+    control_plane_disconnects: AtomicU64,
 }
 
 /// The registry: every series the proxy exports.
@@ -577,6 +583,21 @@ impl Registry {
         *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
     }
 
+    /// Marks this proxy as fed by the control plane: its stream's series are exported from now.
+    pub fn control_plane_client(&self) {
+        self.proxy.control_plane.store(true, Relaxed);
+    }
+
+    /// Records the control-plane stream going up or down (down: a stream that broke or could
+    /// not be opened; the client reconnects with backoff and the table in force stays).
+    pub fn control_plane_stream(&self, up: bool) {
+        self.control_plane_client();
+        self.proxy.control_plane_up.store(i64::from(up), Relaxed);
+        if !up {
+            self.proxy.control_plane_disconnects.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Counts a failed `accept` on a listener (`errno`: `EMFILE`, `ENFILE`, ... or `other`).
     pub fn accept_error(&self, listener: &'static str, errno: &'static str) {
         let mut m = self
@@ -760,6 +781,22 @@ impl Registry {
             let _ = writeln!(
                 out,
                 "serin_proxy_accept_paused_total{{listener=\"{listener}\"{id}}} {n}"
+            );
+        }
+        if p.control_plane.load(Relaxed) {
+            let _ = writeln!(
+                out,
+                "# HELP serin_proxy_control_plane_connected 1 while the stream of route tables from the control plane is up; 0 while it is down (the last table stays in force).\n# TYPE serin_proxy_control_plane_connected gauge\n\
+                 serin_proxy_control_plane_connected{} {}",
+                braces(&self.identity),
+                p.control_plane_up.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP serin_proxy_control_plane_disconnects_total Control-plane streams that broke or could not be opened; each is followed by a reconnect with backoff.\n# TYPE serin_proxy_control_plane_disconnects_total counter\n\
+                 serin_proxy_control_plane_disconnects_total{} {}",
+                braces(&self.identity),
+                p.control_plane_disconnects.load(Relaxed)
             );
         }
         out.push_str(&serin_mesh_api::process::render(&self.identity));

@@ -112,6 +112,12 @@ impl TableHandle {
         self.inner.events.subscribe()
     }
 
+    /// The registry the table's series live in (the control-plane client reports its stream
+    /// there).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
     /// True once a table has been applied.
     pub fn has_table(&self) -> bool {
         self.inner.events.borrow().applied > 0

@@ -373,3 +373,62 @@ async fn proxies_keep_routing_while_the_control_plane_is_down_and_resync_when_it
     cp.stop().await;
     Ok(())
 }
+
+/// The value of the proxy's sample `name` (no labels: the test proxy has no identity labels).
+fn proxy_sample(p: &TestProxy, name: &str) -> Option<f64> {
+    let text = p.proxy.registry().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the proxy's sample `name` satisfies `ok`.
+async fn proxy_sample_until(
+    p: &TestProxy,
+    name: &str,
+    ok: impl Fn(f64) -> bool,
+) -> anyhow::Result<f64> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(v) = proxy_sample(p, name).filter(|v| ok(*v)) {
+                return v;
+            }
+            // /metrics has no change notification; a short poll bounds the wait.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("{name} is {:?}", proxy_sample(p, name)))
+}
+
+#[tokio::test]
+async fn a_proxy_says_on_its_metrics_whether_its_control_plane_stream_is_up() -> anyhow::Result<()>
+{
+    let primary = upstream("primary").await?;
+    let canary = upstream("canary").await?;
+    let dir = temp_dir();
+    std::fs::write(dir.join("podinfo.yaml"), routes_yaml(primary, canary))?;
+    let cp = control_plane(&dir, "127.0.0.1:0".parse()?).await?;
+    let cp_addr = cp.addr;
+    let p = proxy(cp_addr, 0).await?;
+    applied(&p, 1).await?;
+    assert_eq!(
+        proxy_sample(&p, "serin_proxy_control_plane_connected"),
+        Some(1.0)
+    );
+    assert_eq!(
+        proxy_sample(&p, "serin_proxy_control_plane_disconnects_total"),
+        Some(0.0)
+    );
+
+    cp.stop().await;
+    proxy_sample_until(&p, "serin_proxy_control_plane_connected", |v| v == 0.0).await?;
+    proxy_sample_until(&p, "serin_proxy_control_plane_disconnects_total", |v| {
+        v >= 1.0
+    })
+    .await?;
+
+    let cp = control_plane(&dir, cp_addr).await?;
+    proxy_sample_until(&p, "serin_proxy_control_plane_connected", |v| v == 1.0).await?;
+    cp.stop().await;
+    Ok(())
+}

@@ -428,3 +428,41 @@ async fn against_a_control_plane_without_duplex_the_client_falls_back_to_post_ac
     client.abort();
     Ok(())
 }
+
+/// A control plane that takes the TCP connection (and the HTTP/2 preface) but never answers
+/// the subscription: a hung process, or a node gone while the kernel still held the socket.
+/// Each accepted connection is reported and then held open, unanswered.
+async fn silent_control_plane() -> anyhow::Result<(SocketAddr, mpsc::UnboundedReceiver<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            let _ = tx.send(());
+        }
+    });
+    Ok((addr, rx))
+}
+
+#[tokio::test]
+async fn a_control_plane_that_never_answers_the_subscription_is_dialled_again() -> anyhow::Result<()>
+{
+    let (addr, mut accepted) = silent_control_plane().await?;
+    let mut cfg = config(addr, "patient", true)?;
+    cfg.idle_timeout = Duration::from_millis(300);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let client = tokio::spawn(serin_mesh_api::client::run(
+        cfg,
+        Probe { tx, refuse: vec![] },
+    ));
+    for n in 1..=2 {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await
+            .with_context(|| format!("connection {n} never came: the client waits for ever on an unanswered subscription"))?
+            .context("listener gone")?;
+    }
+    client.abort();
+    Ok(())
+}
