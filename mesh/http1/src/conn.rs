@@ -14,7 +14,8 @@
 //! HTTP/1.0 and `Connection: close`; responses framed by length, chunked (trailers sent when
 //! the client asked with `TE: trailers`) or, for HTTP/1.0 clients, by closing; no body for
 //! HEAD, 1xx, 204 and 304; 400 for a malformed head, 431 for a head over [`MAX_HEAD`] bytes or
-//! [`MAX_HEADERS`] headers. No upgrades (the proxy strips `Upgrade`).
+//! [`MAX_HEADERS`] headers. Upgrades the client asks for (WebSocket, not `h2c`) become a
+//! tunnel to the upstream once it answers `101` ([`crate::upgrade`]).
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
@@ -41,6 +42,7 @@ use crate::head::{Head, MAX_HEAD, MAX_HEADERS, Refused, parse_head};
 use crate::idle::IdleWatch;
 use crate::io::{Opened, TcpObserver};
 use crate::stop::StopSignal;
+use crate::upgrade::{Tunnel, Upgraded};
 
 /// Time allowed for a complete request head, counted from the moment the connection starts
 /// waiting for it (so an idle keep-alive connection is closed after it, as hyper did).
@@ -399,6 +401,7 @@ impl Conn {
             mut keep_alive,
             expect_continue,
             te_trailers,
+            upgrade,
         } = head;
         let head_method = req.method() == Method::HEAD;
         let version = req.version();
@@ -449,6 +452,9 @@ impl Conn {
         } else {
             call.await
         };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch(resp, upgrade && back.is_none(), version).await;
+        }
         if expect_continue {
             self.shared.start_response().await?;
         }
@@ -475,6 +481,95 @@ impl Conn {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Answers a `101`: with the upstream connection the handler put in it (an upgrade the
+    /// client asked for), the connection becomes a tunnel to it until both sides are done or
+    /// the proxy stops; otherwise the client gets a `502` and a close, since relaying a switch
+    /// nobody asked for would make it read the connection as another protocol.
+    async fn switch<B>(
+        &mut self,
+        resp: Response<B>,
+        asked: bool,
+        version: Version,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
+    {
+        let tunnel = if asked {
+            resp.extensions().get::<Upgraded>().and_then(Upgraded::take)
+        } else {
+            None
+        };
+        let Some(tunnel) = tunnel else {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"bad gateway: the upstream switched protocols without an upgrade to switch to\n",
+            )));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            let mut keep_alive = false;
+            self.write_response(r, false, version, false, &mut keep_alive)
+                .await?;
+            self.linger().await;
+            return Ok(false);
+        };
+        let mut keep_alive = true;
+        self.write_response(resp, false, version, false, &mut keep_alive)
+            .await?;
+        self.tunnel(tunnel).await;
+        Ok(false)
+    }
+
+    /// Copies bytes both ways between the client and the upstream of a switched connection:
+    /// each side's end of stream is passed on as a half close, and the tunnel ends when both
+    /// directions have, when either fails, or when the proxy stops. No idle timeout: a quiet
+    /// WebSocket is a normal one (a client that stops reading what is sent to it is still cut
+    /// after the body idle timeout).
+    async fn tunnel(&mut self, tunnel: Tunnel) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Tunnel { io, read_first } = tunnel;
+        let (mut up_rd, mut up_wr) = tokio::io::split(io);
+        let shared = &self.shared;
+        // Whatever the client sent after its handshake is already read: it goes first.
+        let mut buf = std::mem::take(&mut self.buf);
+        let to_upstream = async {
+            loop {
+                if !buf.is_empty() {
+                    up_wr.write_all(&buf).await?;
+                    buf.clear();
+                }
+                if poll_fn(|cx| shared.poll_read(cx, &mut buf)).await? == 0 {
+                    return up_wr.shutdown().await;
+                }
+            }
+        };
+        let to_client = async {
+            shared.write_all(&mut [IoSlice::new(&read_first)]).await?;
+            let mut chunk = vec![0u8; READ_CHUNK];
+            loop {
+                let n = up_rd.read(&mut chunk).await?;
+                if n == 0 {
+                    return socket2::SockRef::from(&shared.stream)
+                        .shutdown(std::net::Shutdown::Write);
+                }
+                shared.write_all(&mut [IoSlice::new(&chunk[..n])]).await?;
+            }
+        };
+        let stopping = &mut self.stopping;
+        let stopped = poll_fn(|cx| {
+            if stopping.poll_stopped(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::select! {
+            r = async { tokio::try_join!(to_upstream, to_client) } => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnel ended with an error");
+                }
+            }
+            () = stopped => tracing::debug!("proxy stopping; tunnel closed"),
+        }
     }
 
     /// Answers a head that cannot be served and closes.

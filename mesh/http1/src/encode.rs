@@ -97,7 +97,10 @@ pub fn response_head(
         out.extend_from_slice(&date_now());
         out.extend_from_slice(b"\r\n");
     }
-    if !*keep_alive {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Only sent for an upgrade the client asked for; the connection is a tunnel now.
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !*keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if framed.req_version == Version::HTTP_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");

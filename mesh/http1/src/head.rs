@@ -30,6 +30,10 @@ pub struct Head {
     pub expect_continue: bool,
     /// The client accepts trailers in a chunked response.
     pub te_trailers: bool,
+    /// The client asked to switch to a protocol the proxy can tunnel (WebSocket): HTTP/1.1,
+    /// `Connection: upgrade`, an `Upgrade` other than `h2c`, no body. The request carries
+    /// [`crate::UpgradeRequested`].
+    pub upgrade: bool,
 }
 
 /// Why a request head was refused.
@@ -116,6 +120,7 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
     let mut other_coding = false;
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut upgrade_token = false;
     let mut expect_continue = false;
     let mut te_trailers = false;
     let mut hosts = 0u32;
@@ -173,6 +178,8 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive_token = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
                 }
             }
             if !connection_names_others(value.as_bytes()) {
@@ -222,17 +229,27 @@ fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Head>, R
             _ => Framing::Done,
         }
     };
+    // A request with a body is not tunnelled: where its body ends and the new protocol
+    // starts would rest on the upstream's reading of it.
+    let upgrade = upgrade_token
+        && version == Version::HTTP_11
+        && matches!(body, Framing::Done)
+        && crate::upgrade::tunnelable(&headers);
     let mut r = Request::new(());
     *r.method_mut() = method;
     *r.uri_mut() = uri;
     *r.version_mut() = version;
     *r.headers_mut() = headers;
+    if upgrade {
+        r.extensions_mut().insert(crate::UpgradeRequested);
+    }
     Ok(Some(Head {
         req: r,
         body,
         keep_alive,
         expect_continue,
         te_trailers,
+        upgrade,
     }))
 }
 
@@ -323,6 +340,29 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         assert!(matches!(parse(&raw), Err(Refused::TooLarge(_))));
+    }
+
+    #[test]
+    fn only_a_bodiless_http_1_1_upgrade_to_a_protocol_other_than_h2c_is_tunnelled() {
+        let ws = head(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: keep-alive, Upgrade\r\nupgrade: websocket\r\n\r\n");
+        assert!(ws.upgrade);
+        assert!(
+            ws.req
+                .extensions()
+                .get::<crate::UpgradeRequested>()
+                .is_some()
+        );
+        for not in [
+            &b"GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.0\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\ncontent-length: 1\r\n\r\nx",
+        ] {
+            let h = head(not);
+            assert!(!h.upgrade, "{}", String::from_utf8_lossy(not));
+            assert!(h.req.extensions().get::<crate::UpgradeRequested>().is_none());
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! It is the wire side of the proxy's outbound and inbound listeners: one task per accepted
 //! connection reads into one buffer, parses request heads ([`head`]), lends the socket to the
 //! request body ([`body`]), hands each request to a [`Handler`], and writes the response
-//! ([`encode`]), pipelined requests in order ([`conn`]). A connection that opens with the
+//! ([`encode`]), pipelined requests in order ([`conn`]), and turns a connection whose upstream
+//! switched protocols (WebSocket) into a tunnel ([`upgrade`]). A connection that opens with the
 //! HTTP/2 preface goes to hyper's HTTP/2 server instead ([`h2`]). The body framing state
 //! machine ([`codec`]) also serves the proxy's upstream HTTP/1.1 client.
 //!
@@ -25,6 +26,7 @@ pub mod head;
 pub mod idle;
 pub mod io;
 pub mod stop;
+pub mod upgrade;
 
 pub use body::{ClientBody, H1RequestBody};
 pub use conn::{HEAD_TIMEOUT, Handler, serve_connection};
@@ -33,6 +35,7 @@ pub use head::{MAX_HEAD, MAX_HEADERS};
 pub use idle::IdleWatch;
 pub use io::{CountingIo, Opened, TcpObserver};
 pub use stop::StopSignal;
+pub use upgrade::{Tunnel, UpgradeRequested, Upgraded};
 
 /// Errors a body may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -16,6 +16,7 @@ use crate::table::TableHandle;
 
 use crate::pool::SendError;
 pub use crate::pool::Upstreams;
+use serin_http1::UpgradeRequested;
 
 /// State shared by every connection of one proxy.
 pub struct Shared {
@@ -117,6 +118,16 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == header::TE
         || n.as_str() == "keep-alive"
         || n.as_str() == "proxy-connection"
+}
+
+fn upgrade_values(h: &HeaderMap) -> Vec<HeaderValue> {
+    h.get_all(header::UPGRADE).iter().cloned().collect()
+}
+
+fn restore_upgrade(h: &mut HeaderMap, values: Vec<HeaderValue>) {
+    for v in values {
+        h.append(header::UPGRADE, v);
+    }
 }
 
 fn text(status: StatusCode, msg: String) -> Response<ResBody> {
@@ -253,7 +264,12 @@ pub async fn outbound_via(
 
     // Mirror: decided per request; the copy is sent from its own task and never awaited.
     let body = match &rule.mirror {
-        Some((mb, pct)) if *pct > 0 && fastrand::u32(..100) < *pct => {
+        // A WebSocket handshake is not copied: the shadow could not be given the tunnel.
+        Some((mb, pct))
+            if *pct > 0
+                && parts.extensions.get::<UpgradeRequested>().is_none()
+                && fastrand::u32(..100) < *pct =>
+        {
             match balance::pick(&mb.endpoints) {
                 Some(mep) => {
                     let (real, copy) = ReqBody::tee(body);
@@ -363,7 +379,16 @@ fn prepare_upstream(parts: &mut http::request::Parts, ep: &Endpoint, h2: bool) {
             parts.uri = u;
         }
     }
+    // An upgrade the client's connection can tunnel (WebSocket) keeps what asks for it.
+    let upgrade = (!h2 && parts.extensions.get::<UpgradeRequested>().is_some())
+        .then(|| upgrade_values(&parts.headers));
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(values) = upgrade {
+        restore_upgrade(&mut parts.headers, values);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     if h2 {
         parts.headers.remove(header::HOST);
         parts.version = Version::HTTP_2;
@@ -480,7 +505,14 @@ async fn send(
     ep.observe(latency);
     let (mut parts, body) = resp.into_parts();
     let series = metrics.latency(parts.status.as_u16(), latency);
+    // A 101 (only ever the answer to an upgrade the client asked for) says what it switched
+    // to; the client's connection adds `connection: upgrade`.
+    let switched =
+        (parts.status == StatusCode::SWITCHING_PROTOCOLS).then(|| upgrade_values(&parts.headers));
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(values) = switched {
+        restore_upgrade(&mut parts.headers, values);
+    }
     response_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,

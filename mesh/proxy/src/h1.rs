@@ -9,7 +9,8 @@
 //!
 //! Scope: what a proxy needs from RFC 9112 — requests framed by `content-length` or chunked
 //! (the proxy never forwards `transfer-encoding` itself), responses framed by length, chunked
-//! (with trailers) or connection close, interim 1xx responses skipped, no upgrades. The
+//! (with trailers) or connection close, interim 1xx responses skipped, a `101` to an upgrade
+//! the client asked for handed over as the connection itself ([`Upgraded`]). The
 //! client-facing side, and the body framing both share, are in `serin_http1`.
 
 use std::future::Future as _;
@@ -27,9 +28,10 @@ use tokio::net::TcpStream;
 
 use crate::balance::Endpoint;
 use crate::body::{BoxError, ReqBody};
-use crate::io::{Opened, TcpObserver};
+use crate::io::{CountingIo, Opened, TcpObserver};
 use crate::metrics::TcpMetrics;
 use serin_http1::codec::{ChunkState, Framing, Progress, connection_names_others};
+use serin_http1::{UpgradeRequested, Upgraded};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -152,6 +154,8 @@ pub struct Prepared {
     length: Option<u64>,
     body: ReqBody,
     head_method: bool,
+    /// The client asked to switch protocols ([`UpgradeRequested`]): a `101` is its answer.
+    upgrade: bool,
     /// A request that can safely be sent twice (no body, idempotent method).
     pub replayable: bool,
 }
@@ -175,6 +179,7 @@ pub fn prepare(parts: http::request::Parts, body: ReqBody) -> Prepared {
         ReqFraming::Chunked
     };
     let head_method = parts.method == Method::HEAD;
+    let upgrade = parts.extensions.get::<UpgradeRequested>().is_some();
     let replayable = framing == ReqFraming::None && idempotent(&parts.method);
     Prepared {
         parts,
@@ -182,6 +187,7 @@ pub fn prepare(parts: http::request::Parts, body: ReqBody) -> Prepared {
         length,
         body,
         head_method,
+        upgrade,
         replayable,
     }
 }
@@ -258,7 +264,7 @@ pub async fn exchange(
                 stream, tcp, out, ..
             } = &mut conn;
             write_all(stream, tcp, out).await?;
-            read_head(&mut conn, req.head_method).await
+            read_head(&mut conn, req.head_method, req.upgrade).await
         } else {
             // Boxed: the plain path above stays small to move around.
             Box::pin(exchange_with_body(&mut conn, req)).await
@@ -269,6 +275,29 @@ pub async fn exchange(
         None => work.await?,
     };
     conn.timer = timer;
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection leaves the pool for good: it is the upstream side of a tunnel now,
+        // with whatever the upstream sent after its head.
+        let Conn {
+            stream,
+            mut buf,
+            tcp,
+            ..
+        } = conn;
+        let read_first = buf.split().freeze();
+        let mut resp = Response::new(H1Body {
+            conn: None,
+            ep,
+            framing: Framing::Done,
+            keep_alive: false,
+        });
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp.extensions_mut()
+            .insert(Upgraded::new(CountingIo::counted(stream, tcp), read_first));
+        return Ok(resp);
+    }
     let mut resp = Response::new(H1Body {
         conn: Some(conn),
         ep,
@@ -322,7 +351,7 @@ async fn exchange_with_body(conn: &mut Conn, req: &mut Prepared) -> Result<Head,
     } = conn;
     let (mut rd, mut wr) = stream.split();
     let send = send_body(&mut wr, tcp, out, body, req.framing);
-    let recv = read_head_from(&mut rd, buf, tcp, req.head_method);
+    let recv = read_head_from(&mut rd, buf, tcp, req.head_method, req.upgrade);
     let mut send = pin!(send);
     let mut recv = pin!(recv);
     let mut sent = false;
@@ -414,11 +443,11 @@ async fn send_body(
     }
 }
 
-async fn read_head(conn: &mut Conn, head_method: bool) -> Result<Head, H1Error> {
+async fn read_head(conn: &mut Conn, head_method: bool, upgrade: bool) -> Result<Head, H1Error> {
     let Conn {
         stream, buf, tcp, ..
     } = conn;
-    read_head_from(stream, buf, tcp, head_method).await
+    read_head_from(stream, buf, tcp, head_method, upgrade).await
 }
 
 async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
@@ -426,10 +455,11 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
     buf: &mut BytesMut,
     tcp: &Opened,
     head_method: bool,
+    upgrade: bool,
 ) -> Result<Head, H1Error> {
     loop {
         if !buf.is_empty() {
-            match parse_head(buf, head_method)? {
+            match parse_head(buf, head_method, upgrade)? {
                 Some(Parsed::Final(h)) => return Ok(h),
                 // An interim response (100 Continue, 103 Early Hints): skip it.
                 Some(Parsed::Interim) => continue,
@@ -458,12 +488,16 @@ enum Parsed {
 }
 
 /// Parses a response head at the start of `buf`, consuming it; `None` when incomplete.
-fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, H1Error> {
+fn parse_head(
+    buf: &mut BytesMut,
+    head_method: bool,
+    upgrade: bool,
+) -> Result<Option<Parsed>, H1Error> {
     // Most responses carry a handful of headers: a small table is cheaper to set up, and the
     // full one is only built for the rare response that needs it.
-    match parse_head_with::<FEW_HEADERS>(buf, head_method) {
+    match parse_head_with::<FEW_HEADERS>(buf, head_method, upgrade) {
         Err(H1Error::Parse(httparse::Error::TooManyHeaders)) => {
-            parse_head_with::<MAX_HEADERS>(buf, head_method)
+            parse_head_with::<MAX_HEADERS>(buf, head_method, upgrade)
         }
         r => r,
     }
@@ -475,6 +509,7 @@ const FEW_HEADERS: usize = 24;
 fn parse_head_with<const N: usize>(
     buf: &mut BytesMut,
     head_method: bool,
+    upgrade: bool,
 ) -> Result<Option<Parsed>, H1Error> {
     let mut slots = [httparse::EMPTY_HEADER; N];
     let mut res = httparse::Response::new(&mut slots);
@@ -483,14 +518,14 @@ fn parse_head_with<const N: usize>(
         httparse::Status::Partial => return Ok(None),
     };
     let code = res.code.unwrap_or(0);
-    if code == 101 {
-        // The proxy never forwards Upgrade, so a switch nobody asked for is a broken upstream;
-        // relayed, it would make the client believe the connection now speaks another protocol.
+    if code == 101 && !upgrade {
+        // A switch nobody asked for is a broken upstream; relayed, it would make the client
+        // believe the connection now speaks another protocol.
         return Err(H1Error::Framing(
             "101 Switching Protocols without an upgrade request",
         ));
     }
-    if (100..200).contains(&code) {
+    if (100..200).contains(&code) && code != 101 {
         buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
@@ -570,21 +605,25 @@ fn parse_head_with<const N: usize>(
         headers.remove(header::CONTENT_LENGTH);
         close = true;
     }
-    let framing =
-        if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Framing::Length(0)
-        } else if te {
-            if chunked {
-                Framing::Chunked(ChunkState::Size)
-            } else {
-                // Not chunked last: the body runs to the close (RFC 9112 §6.3).
-                Framing::Close
-            }
-        } else if let Some(n) = length {
-            Framing::Length(n)
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        // What follows the head is the new protocol, not a body.
+        close = true;
+        Framing::Done
+    } else if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if te {
+        if chunked {
+            Framing::Chunked(ChunkState::Size)
         } else {
+            // Not chunked last: the body runs to the close (RFC 9112 §6.3).
             Framing::Close
-        };
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
     let keep_alive = !close && !matches!(framing, Framing::Close);
     Ok(Some(Parsed::Final(Head {
         status,
@@ -741,7 +780,7 @@ mod tests {
 
     fn parse(raw: &[u8], head_method: bool) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        match parse_head(&mut buf, head_method).expect("parses") {
+        match parse_head(&mut buf, head_method, false).expect("parses") {
             Some(Parsed::Final(h)) => (h, buf),
             _ => panic!("incomplete or interim"),
         }
@@ -766,7 +805,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
         );
         assert!(matches!(
-            parse_head(&mut buf, false),
+            parse_head(&mut buf, false, false),
             Err(H1Error::Framing(_))
         ));
     }
@@ -817,7 +856,7 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         let mut buf = BytesMut::from(&raw[..]);
-        assert!(parse_head(&mut buf, false).is_err());
+        assert!(parse_head(&mut buf, false, false).is_err());
     }
 
     #[test]
@@ -826,10 +865,10 @@ mod tests {
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"[..],
         );
         assert!(matches!(
-            parse_head(&mut buf, false),
+            parse_head(&mut buf, false, false),
             Ok(Some(Parsed::Interim))
         ));
-        match parse_head(&mut buf, false) {
+        match parse_head(&mut buf, false, false) {
             Ok(Some(Parsed::Final(h))) => assert_eq!(h.status, StatusCode::CREATED),
             _ => panic!("expected the final response"),
         }

@@ -5,7 +5,8 @@
 //! route timeouts; and exports Linkerd-named metrics (`request_total`, `response_total`,
 //! `response_latency_ms`, `tcp_*`) on an admin listener, so Flagger's Linkerd queries work.
 //!
-//! It is not a general-purpose proxy: no TLS, no HTTP/1 upgrades, no retries, no Kubernetes
+//! It is not a general-purpose proxy: no TLS, no upgrades over HTTP/2 (HTTP/1.1 upgrades such as
+//! WebSocket are tunnelled), no retries, no Kubernetes
 //! access. Route tables come from outside through [`TableHandle::apply`]: the static file
 //! watcher ([`reload`]) or the control-plane client.
 //!

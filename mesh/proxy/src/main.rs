@@ -90,24 +90,46 @@ struct RunArgs {
     /// Static mode: YAML file with listeners, labels and `routes:` (reloaded on change and SIGHUP).
     #[arg(long, env = "SERIN_PROXY_CONFIG")]
     config: Option<PathBuf>,
-    /// Outbound listener, when no --config file gives one.
-    #[arg(long, env = "SERIN_PROXY_OUTBOUND", default_value = "127.0.0.1:4140")]
+    /// Outbound listener, without --config (a file sets `outbound.listen`; both is an error).
+    #[arg(
+        long,
+        env = "SERIN_PROXY_OUTBOUND",
+        default_value = "127.0.0.1:4140",
+        conflicts_with = "config"
+    )]
     outbound: SocketAddr,
-    /// Admin listener (/metrics, /ready, /live, /routes), when no --config file gives one.
-    #[arg(long, env = "SERIN_PROXY_ADMIN", default_value = "127.0.0.1:4191")]
+    /// Admin listener (/metrics, /ready, /live, /routes), without --config (a file sets
+    /// `admin.listen`; both is an error).
+    #[arg(
+        long,
+        env = "SERIN_PROXY_ADMIN",
+        default_value = "127.0.0.1:4191",
+        conflicts_with = "config"
+    )]
     admin: SocketAddr,
-    /// Inbound listener in front of the local app (needs --inbound-forward).
-    #[arg(long, env = "SERIN_PROXY_INBOUND", requires = "inbound_forward")]
+    /// Inbound listener in front of the local app (needs --inbound-forward), without --config
+    /// (a file sets `inbound:`; both is an error).
+    #[arg(
+        long,
+        env = "SERIN_PROXY_INBOUND",
+        requires = "inbound_forward",
+        conflicts_with = "config"
+    )]
     inbound: Option<SocketAddr>,
     /// The local app the inbound listener forwards to.
-    #[arg(long, env = "SERIN_PROXY_INBOUND_FORWARD", requires = "inbound")]
+    #[arg(
+        long,
+        env = "SERIN_PROXY_INBOUND_FORWARD",
+        requires = "inbound",
+        conflicts_with = "config"
+    )]
     inbound_forward: Option<SocketAddr>,
     /// Identity label on every metric, KEY=VALUE (repeatable; e.g. namespace=prod, deployment=web, pod=web-1).
     /// Added to (and overriding) the file's `labels:`.
     #[arg(long = "label", env = "SERIN_PROXY_LABELS", value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// How often the --config file is checked for changes (e.g. 1s, 500ms).
-    #[arg(long, env = "SERIN_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "SERIN_PROXY_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     reload_interval: Duration,
     /// Control-plane mode: stream route tables from this URL (http://HOST:PORT) instead of a file's
     /// `routes:`; the last table stays in force while the control plane is unreachable.
@@ -143,7 +165,7 @@ struct RunArgs {
     #[arg(long, env = "SERIN_PROXY_MAX_CONNECTIONS", default_value_t = serin_proxy::config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_connections: usize,
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
-    #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1)]
+    #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: usize,
 }
 
@@ -170,6 +192,17 @@ fn parse_workload(s: &str) -> Result<serin_mesh_api::protocol::Workload, String>
 fn parse_duration(s: &str) -> Result<Duration, String> {
     serin_mesh_api::table::parse_duration(s)
         .map_err(|e| format!("{e}; accepted: {}", serin_mesh_api::table::DURATION_FORM))
+}
+
+/// A period: zero would make the file watcher spin (and tokio's interval refuses it).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "must be above 0; accepted: {}",
+            serin_mesh_api::table::DURATION_FORM
+        )),
+        d => Ok(d),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -378,7 +411,7 @@ fn start(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let rt = if args.threads <= 1 {
+    let rt = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

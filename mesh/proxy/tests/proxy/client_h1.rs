@@ -14,35 +14,35 @@ use tokio::net::TcpStream;
 
 /// A response as read off the wire.
 #[derive(Debug)]
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
     trailers: Vec<(String, String)>,
     chunked: bool,
 }
 
 impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A raw client connection with its read buffer.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
+pub(crate) struct Client {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Client {
-    async fn open(p: &Proxy) -> Client {
+    pub(crate) async fn open(p: &Proxy) -> Client {
         Client {
             stream: TcpStream::connect(p.outbound_addr())
                 .await
@@ -51,11 +51,11 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
 
-    async fn fill(&mut self) -> usize {
+    pub(crate) async fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 8192];
         let n = self.stream.read(&mut chunk).await.expect("read");
         self.buf.extend_from_slice(&chunk[..n]);
@@ -73,7 +73,7 @@ impl Client {
         }
     }
 
-    async fn exact(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) async fn exact(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {
             assert!(self.fill().await > 0, "connection closed mid-body");
         }
@@ -93,7 +93,7 @@ impl Client {
     }
 
     /// Reads one response to a request with `method`.
-    async fn response(&mut self, method: &str) -> Raw {
+    pub(crate) async fn response(&mut self, method: &str) -> Raw {
         let status_line = self.line().await;
         let status: u16 = status_line
             .split(' ')
@@ -134,7 +134,7 @@ impl Client {
     }
 
     /// True when the proxy closed the connection (after everything sent was read).
-    async fn closed(&mut self) -> bool {
+    pub(crate) async fn closed(&mut self) -> bool {
         within(10, async {
             let mut chunk = [0u8; 64];
             matches!(self.stream.read(&mut chunk).await, Ok(0) | Err(_))
@@ -143,7 +143,7 @@ impl Client {
     }
 }
 
-async fn setup() -> (Proxy, Upstream) {
+pub(crate) async fn setup() -> (Proxy, Upstream) {
     let up = upstream("up").await;
     let p = proxy().await;
     p.table()

@@ -4,6 +4,7 @@
 mod support;
 
 mod client_h1;
+mod flags;
 mod fuzz;
 mod h2_pool;
 mod idle;
@@ -12,4 +13,5 @@ mod overload;
 mod proxy;
 mod readme;
 mod reload;
+mod upgrade;
 mod upstream_h1;

@@ -1,0 +1,100 @@
+//! Bad flag values and flag combinations: the binary exits at once with one line naming the
+//! flag and what is accepted, never a panic, a silent default or a flag silently ignored.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A config file on ephemeral ports with no routes.
+fn config_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("serin-flags-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.yaml");
+    std::fs::write(
+        &path,
+        "outbound:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nroutes: []\n",
+    )
+    .expect("write config");
+    path
+}
+
+/// Runs serin-proxy with `args`; it must exit by itself (a proxy that starts is killed and the
+/// test fails). Returns the exit code and stderr.
+fn refused(args: &[&str]) -> (i32, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_serin-proxy"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serin-proxy");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => {
+            let out = out.expect("wait for serin-proxy");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+            (out.status.code().unwrap_or(-1), stderr)
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("serin-proxy {args:?} started instead of refusing the flags");
+        }
+    }
+}
+
+#[test]
+fn a_zero_reload_interval_is_refused_naming_the_flag() {
+    let cfg = config_file("reload");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let (code, err) = refused(&["--config", cfg, "--reload-interval", "0s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--reload-interval"), "{err}");
+    assert!(err.contains("above 0"), "{err}");
+}
+
+#[test]
+fn zero_worker_threads_are_refused_naming_the_flag() {
+    let (code, err) = refused(&[
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--threads"), "{err}");
+}
+
+#[test]
+fn listener_flags_next_to_a_config_file_are_refused_not_ignored() {
+    let cfg = config_file("listeners");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    for flag in ["--outbound", "--admin"] {
+        let (code, err) = refused(&["--config", cfg, flag, "127.0.0.1:0"]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("--config"),
+            "{flag}: {err}"
+        );
+    }
+    let (code, err) = refused(&[
+        "--config",
+        cfg,
+        "--inbound",
+        "127.0.0.1:0",
+        "--inbound-forward",
+        "127.0.0.1:9",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--inbound") && err.contains("--config"),
+        "{err}"
+    );
+}
