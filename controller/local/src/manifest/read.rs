@@ -268,8 +268,10 @@ fn documents_of_kind(
             continue;
         };
         for de in serde_norway::Deserializer::from_str(&text) {
+            // A syntax error ends the file: the document iterator would yield it forever.
+            // `read_dir` reports it (naming the file) once.
             let Ok(value) = serde_norway::Value::deserialize(de) else {
-                continue;
+                break;
             };
             if value.get("kind").and_then(|k| k.as_str()) == Some(kind) {
                 out.push((file.display().to_string(), value));

@@ -277,3 +277,28 @@ fn a_badly_indented_file_is_one_error_not_a_hang() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].message.contains("not valid YAML"), "{errors:?}");
 }
+
+#[test]
+fn a_file_with_a_yaml_syntax_error_beside_templates_and_secrets_is_no_hang() {
+    // The controller reads MetricTemplates and Secrets on every reload; one file that does not
+    // parse used to spin the reload forever (the document iterator repeats its error), which
+    // froze the controller and its dashboard.
+    let dir = temp_dir("broken-beside-templates");
+    std::fs::write(dir.join("a-broken.yaml"), "kind: [\n").unwrap();
+    std::fs::write(
+        dir.join("t.yaml"),
+        "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors}\nspec:\n  provider: {type: prometheus}\n  query: up\n",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let read = dir.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send((read_templates(&read).unwrap(), read_secrets(&read).unwrap()));
+    });
+    let ((templates, _), (secrets, _)) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("read_templates and read_secrets returned");
+    assert_eq!(templates.keys().collect::<Vec<_>>(), ["default/errors"]);
+    assert!(secrets.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
