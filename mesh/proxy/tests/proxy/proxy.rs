@@ -178,6 +178,27 @@ async fn the_authority_may_carry_a_port_and_any_case() {
 }
 
 #[tokio::test]
+async fn a_fully_qualified_authority_with_its_trailing_dot_names_the_same_route() {
+    // `http://podinfo.test.svc.cluster.local./` skips the resolver's search list (a common
+    // Kubernetes tip against ndots:5); its Host keeps the dot, over HTTP/1.1 and h2 alike.
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&split_yaml(&primary, &canary, 1, 0)))
+        .expect("valid table");
+    for client in [h1_client(), h2_client(p.outbound_addr())] {
+        for authority in ["podinfo.", "PodInfo.:9898"] {
+            let got = get(&client, p.outbound_addr(), authority, "/", &[]).await;
+            assert_eq!(got.status, 200, "{authority}: {}", got.body);
+            assert_eq!(got.body, "primary");
+        }
+    }
+    let got = get(&h1_client(), p.outbound_addr(), "podinfo..", "/", &[]).await;
+    assert_eq!(got.status, 404, "only one trailing dot is the root");
+}
+
+#[tokio::test]
 async fn mirrored_requests_reach_the_mirror_without_delaying_the_real_response() {
     let primary = upstream("primary").await;
     let mut shadow = upstream("shadow").await;
