@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use serin_proxy::Proxy;
 use support::*;
 
 fn split_yaml(
@@ -31,6 +32,22 @@ routes:
         p = primary.addr,
         c = canary.addr
     )
+}
+
+/// Upstreams `primary` and `canary` behind a proxy splitting `podinfo` between them.
+async fn split_proxy(primary_weight: u32, canary_weight: u32) -> (Upstream, Upstream, Proxy) {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&split_yaml(
+            &primary,
+            &canary,
+            primary_weight,
+            canary_weight,
+        )))
+        .expect("valid table");
+    (primary, canary, p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,12 +145,7 @@ async fn a_90_10_split_sends_about_a_tenth_of_10000_requests_to_the_canary() {
 
 #[tokio::test]
 async fn a_header_or_a_cookie_pins_requests_to_the_canary() {
-    let primary = upstream("primary").await;
-    let canary = upstream("canary").await;
-    let p = proxy().await;
-    p.table()
-        .apply(table(&split_yaml(&primary, &canary, 100, 0)))
-        .expect("valid table");
+    let (_primary, _canary, p) = split_proxy(100, 0).await;
     let c = h1_client();
     let addr = p.outbound_addr();
     for _ in 0..50 {
@@ -167,14 +179,25 @@ async fn a_header_or_a_cookie_pins_requests_to_the_canary() {
 
 #[tokio::test]
 async fn the_authority_may_carry_a_port_and_any_case() {
-    let primary = upstream("primary").await;
-    let canary = upstream("canary").await;
-    let p = proxy().await;
-    p.table()
-        .apply(table(&split_yaml(&primary, &canary, 1, 0)))
-        .expect("valid table");
+    let (_primary, _canary, p) = split_proxy(1, 0).await;
     let got = get(&h1_client(), p.outbound_addr(), "PodInfo:9898", "/", &[]).await;
     assert_eq!(got.body, "primary");
+}
+
+#[tokio::test]
+async fn a_fully_qualified_authority_with_its_trailing_dot_names_the_same_route() {
+    // `http://podinfo.test.svc.cluster.local./` skips the resolver's search list (a common
+    // Kubernetes tip against ndots:5); its Host keeps the dot, over HTTP/1.1 and h2 alike.
+    let (_primary, _canary, p) = split_proxy(1, 0).await;
+    for client in [h1_client(), h2_client(p.outbound_addr())] {
+        for authority in ["podinfo.", "PodInfo.:9898"] {
+            let got = get(&client, p.outbound_addr(), authority, "/", &[]).await;
+            assert_eq!(got.status, 200, "{authority}: {}", got.body);
+            assert_eq!(got.body, "primary");
+        }
+    }
+    let got = get(&h1_client(), p.outbound_addr(), "podinfo..", "/", &[]).await;
+    assert_eq!(got.status, 404, "only one trailing dot is the root");
 }
 
 #[tokio::test]
