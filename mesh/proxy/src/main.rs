@@ -154,7 +154,12 @@ struct RunArgs {
     /// IPv6 twins of the transparent listeners ([::1] beside 127.0.0.1, [::] beside 0.0.0.0,
     /// same ports), where `serin-proxy init`'s ip6tables rules send IPv6 connections: auto
     /// (when the network namespace has IPv6), on (fail to start without them) or off.
-    #[arg(long, env = "SERIN_PROXY_TRANSPARENT_IPV6", default_value = "auto")]
+    #[arg(
+        long,
+        env = "SERIN_PROXY_TRANSPARENT_IPV6",
+        default_value = "auto",
+        requires = "transparent"
+    )]
     transparent_ipv6: serin_proxy::capture::Ipv6Mode,
     /// How long a captured connection may stay silent before it is relayed as opaque TCP
     /// (protocols where the server speaks first), e.g. 1s, 300ms.
@@ -301,7 +306,7 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
     let v6 = v4.family(Family::V6);
     if ipv6 == Ipv6Decision::Capture && !args.remove && !v6.available() {
         anyhow::bail!(
-            "{}; this pod has IPv6, and without ip6tables rules its IPv6 connections would bypass the proxy: install it, or pass --ipv6 off (SERIN_PROXY_INIT_IPV6=off) to capture IPv4 only",
+            "{}; this pod has IPv6, and without ip6tables rules its IPv6 connections would bypass the proxy: install it, or pass --ipv6 off (SERIN_PROXY_INIT_IPV6=off; on an injected pod the annotation serin.dev/capture-ipv6: off) to capture IPv4 only",
             CaptureError::NoIptables {
                 wanted: v6.bin.clone()
             }
@@ -346,7 +351,7 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
                     let _ = v4.family(p.family).remove(p);
                 }
                 let hint = if plan.family == Family::V6 {
-                    "; nothing is installed: this pod has IPv6, and without IPv6 rules its IPv6 connections would bypass the proxy (pass --ipv6 off, SERIN_PROXY_INIT_IPV6=off, to capture IPv4 only)"
+                    "; nothing is installed: this pod has IPv6, and without IPv6 rules its IPv6 connections would bypass the proxy (pass --ipv6 off, SERIN_PROXY_INIT_IPV6=off, or on an injected pod the annotation serin.dev/capture-ipv6: off, to capture IPv4 only)"
                 } else {
                     ""
                 };

@@ -71,7 +71,7 @@ pub struct Proxy {
     /// The admin listener stops only after the proxying listeners have drained, so `/ready`
     /// answers 503 (not a refused connection) for the whole drain.
     admin_stop: watch::Sender<bool>,
-    admin_task: Option<tokio::task::JoinHandle<bool>>,
+    admin_tasks: Vec<tokio::task::JoinHandle<bool>>,
     shutdown_timeout: Duration,
 }
 
@@ -197,25 +197,37 @@ impl Proxy {
 
         let mut admin = None;
         let (admin_stop, _) = watch::channel(false);
-        let mut admin_task = None;
+        let mut admin_tasks = Vec::new();
         if let Some(a) = cfg.admin {
             let l = bind("admin", a).await?;
-            admin = Some(local(&l, a));
-            let table = table.clone();
-            let registry2 = registry.clone();
+            let bound = local(&l, a);
+            admin = Some(bound);
+            let mut listeners = vec![l];
+            // In a pod, the kubelet's probes and Prometheus reach the admin port at the pod's
+            // address, which in an IPv6 (or dual-stack) pod may be its IPv6 one.
+            if let Some(t) = &cfg.transparent
+                && let Some(l6) = bind_ipv6_twin("admin", bound, t.ipv6, &has_ipv6).await?
+            {
+                ipv6_listeners.push(local(&l6, bound));
+                listeners.push(l6);
+            }
             let tcp = registry.tcp("admin", "src");
-            let stopping = stop.subscribe();
-            admin_task = Some(tokio::spawn(serve(
-                l,
-                registry.clone(),
-                tcp,
-                admin_stop.subscribe(),
-                Duration::from_secs(1),
-                move |req| {
-                    let r = admin_route(&req, &table, &registry2, &stopping);
-                    async move { Ok::<_, Infallible>(r) }
-                },
-            )));
+            for l in listeners {
+                let table = table.clone();
+                let registry2 = registry.clone();
+                let stopping = stop.subscribe();
+                admin_tasks.push(tokio::spawn(serve(
+                    l,
+                    registry.clone(),
+                    tcp.clone(),
+                    admin_stop.subscribe(),
+                    Duration::from_secs(1),
+                    move |req| {
+                        let r = admin_route(&req, &table, &registry2, &stopping);
+                        async move { Ok::<_, Infallible>(r) }
+                    },
+                )));
+            }
         }
         tracing::info!(
             %outbound,
@@ -237,7 +249,7 @@ impl Proxy {
             stop,
             tasks,
             admin_stop,
-            admin_task,
+            admin_tasks,
             shutdown_timeout: cfg.shutdown_timeout,
         })
     }
@@ -267,7 +279,8 @@ impl Proxy {
         self.captured_inbound
     }
 
-    /// Bound IPv6 twins of the transparent listeners (outbound first), if any.
+    /// Bound IPv6 twins of the transparent listeners and the admin listener (outbound, then
+    /// transparent inbound, then admin), if any.
     pub fn ipv6_listener_addrs(&self) -> &[SocketAddr] {
         &self.ipv6_listeners
     }
@@ -287,7 +300,7 @@ impl Proxy {
             clean &= r.unwrap_or(false);
         }
         let _ = self.admin_stop.send(true);
-        if let Some(admin) = self.admin_task.take() {
+        for admin in std::mem::take(&mut self.admin_tasks) {
             clean &= admin.await.unwrap_or(false);
         }
         clean

@@ -340,8 +340,13 @@ fn echo_line(ns: &str, to: &str, msg: &[u8]) -> Vec<u8> {
 
 /// The proxy's metrics, scraped from inside its namespace.
 fn metrics(ns: &str) -> String {
+    scrape(ns, "127.0.0.1:4191")
+}
+
+/// `/metrics` of the admin listener at `admin`, scraped from inside `ns`.
+fn scrape(ns: &str, admin: &str) -> String {
     in_ns(ns, || {
-        let mut c = TcpStream::connect("127.0.0.1:4191").expect("admin");
+        let mut c = TcpStream::connect(admin).unwrap_or_else(|e| panic!("admin {admin}: {e}"));
         c.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         c.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
@@ -991,7 +996,7 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     );
 
     // IPv6: everything above that concerns the capture, through the ip6tables rules.
-    ipv6_is_captured_as_ipv4_is(&client, &primary, &canary);
+    ipv6_is_captured_as_ipv4_is(&t.ns("node"), &client, &primary, &canary);
 
     // 8. Removing the rules restores direct traffic: the Service IP goes back to the node's
     // DNAT (always the primary) and the client's proxy sees nothing, for both families. A
@@ -1034,8 +1039,9 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
 /// the Service's IPv6 cluster IP is split and matched, opaque TCP is relayed byte for byte,
 /// skip ports and loopback bypass the proxies, the proxy's own upstream connections are not
 /// captured again, inbound traffic is counted with the pods' identity and reaches the apps on
-/// `[::1]` (their IPv6 sockets: the HTTP apps answer `primary6` / `canary6` there).
-fn ipv6_is_captured_as_ipv4_is(client: &str, primary: &str, canary: &str) {
+/// `[::1]` (their IPv6 sockets: the HTTP apps answer `primary6` / `canary6` there), and the
+/// admin port answers at the pod's IPv6 address (scraped from the `node`).
+fn ipv6_is_captured_as_ipv4_is(node: &str, client: &str, primary: &str, canary: &str) {
     let counted = |m: &str, parts: &[&str]| sample(m, parts);
     let client_before = metrics(client);
     let primary_before = metrics(primary);
@@ -1108,6 +1114,12 @@ fn ipv6_is_captured_as_ipv4_is(client: &str, primary: &str, canary: &str) {
         f64::from(to_canary + 10),
         "{cm}"
     );
+    // 4a. Prometheus (and the kubelet's probes) reach the admin port at the pod's IPv6
+    // address: it is an inbound skip port, served by the admin listener's IPv6 twin.
+    let scraped = scrape(node, &format!("[{PRIMARY6}]:4191"));
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("deployment=\"web-primary\""), "{scraped}");
+
     // 4b. The IPv6 conntrack exemptions are in force: the inbound proxies' legs to their apps
     // on [::1], and the client proxy's upstream connections.
     for ns in [primary, canary] {
