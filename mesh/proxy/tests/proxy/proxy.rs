@@ -1186,3 +1186,79 @@ async fn a_gone_pods_series_stays_on_metrics_for_the_default_retention() {
     let m = metrics(&p).await;
     assert!(m.contains("dst_pod=\"web-canary-0\""), "{m}");
 }
+
+/// An h2c upstream that takes request heads of up to 1 MiB and answers 200 `big` (with a
+/// 40 KB header on `/big-response`).
+async fn roomy_h2_upstream() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(Bytes::from_static(b"big")));
+                    if req.uri().path() == "/big-response" {
+                        let v = http::HeaderValue::from_str(&"r".repeat(40_000)).expect("value");
+                        r.headers_mut().insert("x-big", v);
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_header_list_size(1 << 20)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn h2_requests_get_the_head_limit_of_http_1_1_and_a_431_not_a_goaway() {
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: big\n    rules:\n      - backends: [{{ name: big, endpoints: [\"{}\"] }}]\n",
+            roomy_h2_upstream().await
+        )))
+        .expect("valid table");
+    let c = h2_client(p.outbound_addr());
+    // 40 KB of token passes over h2 as over HTTP/1.1 (hyper's own default stops at 16 KiB).
+    let token = "t".repeat(40_000);
+    let got = get(
+        &c,
+        p.outbound_addr(),
+        "big",
+        "/",
+        &[("authorization", &token)],
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "big"));
+    // Above the limit: that stream gets a 431, the connection's other streams go on.
+    let huge = "t".repeat(70_000);
+    let got = get(
+        &c,
+        p.outbound_addr(),
+        "big",
+        "/",
+        &[("authorization", &huge)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let got = get(&c, p.outbound_addr(), "big", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    // And a 40 KB response head comes back (to a client that takes one).
+    let roomy = TestClient::H2(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .http2_max_header_list_size(1 << 20)
+            .build(Via(p.outbound_addr())),
+    );
+    let got = get(&roomy, p.outbound_addr(), "big", "/big-response", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.headers["x-big"].len(), 40_000);
+}
