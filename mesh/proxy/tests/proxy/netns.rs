@@ -1331,3 +1331,39 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
         serin_rules(&v6)
     );
 }
+
+/// No root needed: the dry run touches nothing.
+#[test]
+fn the_dry_run_prints_both_families_unless_ipv6_is_off() {
+    let dry = |extra: &[&str]| {
+        let mut args = vec![env!("CARGO_BIN_EXE_serin-proxy"), "init", "--dry-run"];
+        args.extend(extra);
+        run(&args).expect("dry run")
+    };
+    let both = dry(&["--iptables-mode", "nft", "--skip-outbound-ports", "3306"]);
+    let v6 = both
+        .find("# IPv6 (ip6tables-nft)\n")
+        .unwrap_or_else(|| panic!("no IPv6 section in\n{both}"));
+    let (ipv4, ipv6) = both.split_at(v6);
+    assert!(ipv4.starts_with("# IPv4 (iptables-nft)\n"), "{both}");
+    assert!(
+        ipv4.contains("-A SERIN_OUTBOUND -d 127.0.0.0/8 -j RETURN\n"),
+        "{ipv4}"
+    );
+    for line in [
+        "# ip6tables-nft-restore --noflush <<EOF\n*nat\n",
+        "-A SERIN_OUTBOUND -d ::1/128 -j RETURN\n",
+        "-A SERIN_OUTBOUND -p tcp --dport 3306 -j RETURN\n",
+        "-A SERIN_NOTRACK -s ::1/128 -d ::1/128 -p tcp -j CT --notrack\n",
+        "ip6tables-nft -t nat -A OUTPUT -p tcp -m comment --comment \"serin-proxy capture\" -j SERIN_OUTBOUND\n",
+        "ip6tables-nft -t raw -A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n",
+    ] {
+        assert!(ipv6.contains(line), "{line:?} not in\n{ipv6}");
+    }
+    let v4_only = dry(&["--ipv6", "off"]);
+    assert!(!v4_only.contains("ip6tables"), "{v4_only}");
+    assert!(
+        v4_only.contains("# IPv6 not captured (--ipv6 off)"),
+        "{v4_only}"
+    );
+}
