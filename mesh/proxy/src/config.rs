@@ -57,6 +57,11 @@ pub struct TransparentConfig {
     pub detect_timeout: Duration,
     /// Most connections the capture inbound listener keeps open.
     pub inbound_max_connections: usize,
+    /// The IPv6 twins of the outbound and inbound listeners (`[::1]` for a `127.0.0.1`
+    /// listener, `[::]` for a `0.0.0.0` one, same port), where `serin-proxy init --ipv6`'s
+    /// ip6tables rules redirect IPv6 connections: `Auto` binds them when the network namespace
+    /// has IPv6, `On` fails to start without them, `Off` binds none.
+    pub ipv6: crate::capture::Ipv6Mode,
 }
 
 impl Default for TransparentConfig {
@@ -65,6 +70,7 @@ impl Default for TransparentConfig {
             inbound: Some(SocketAddr::from(([0, 0, 0, 0], 4143))),
             detect_timeout: Duration::from_secs(1),
             inbound_max_connections: DEFAULT_MAX_CONNECTIONS,
+            ipv6: crate::capture::Ipv6Mode::Auto,
         }
     }
 }

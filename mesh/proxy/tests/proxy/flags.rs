@@ -98,3 +98,33 @@ fn listener_flags_next_to_a_config_file_are_refused_not_ignored() {
         "{err}"
     );
 }
+
+#[test]
+fn ipv6_capture_flags_take_auto_on_or_off_and_only_where_they_apply() {
+    let (code, err) = refused(&["--transparent", "--transparent-ipv6", "yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--transparent-ipv6") && err.contains("auto, on, off"),
+        "{err}"
+    );
+    // Without --transparent there are no IPv6 twins to ask for: refused, not ignored.
+    let (code, err) = refused(&[
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--transparent-ipv6",
+        "on",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--transparent-ipv6") && err.contains("--transparent"),
+        "{err}"
+    );
+    let (code, err) = refused(&["init", "--dry-run", "--ipv6", "maybe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--ipv6") && err.contains("auto, on, off"),
+        "{err}"
+    );
+}
