@@ -172,6 +172,49 @@ struct RunArgs {
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: usize,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
+}
+
+/// The file's timing keys, for proxies run without a file (an injected sidecar has only its
+/// flags and environment). With --config the file's keys are the place, and these are errors.
+#[derive(clap::Args, Debug, Default)]
+struct TimeoutArgs {
+    /// How long in-flight requests may run after SIGTERM (the file's `shutdownTimeout`; default
+    /// 30s, keep it under the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "SERIN_PROXY_SHUTDOWN_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    shutdown_timeout: Option<Duration>,
+    /// Time allowed to connect to an endpoint before a 502 (`connectTimeout`; default 5s).
+    #[arg(long, env = "SERIN_PROXY_CONNECT_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    connect_timeout: Option<Duration>,
+    /// Longest pause inside a body, each way, and longest wait for a response head on a route
+    /// without `timeout` (`bodyIdleTimeout`; default 60s; raise it for long polls).
+    #[arg(long, env = "SERIN_PROXY_BODY_IDLE_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    body_idle_timeout: Option<Duration>,
+    /// An h2c client connection without open streams for this long is closed (`h2IdleTimeout`;
+    /// default 60s).
+    #[arg(long, env = "SERIN_PROXY_H2_IDLE_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    h2_idle_timeout: Option<Duration>,
+    /// How long a gone endpoint's series stay on /metrics (`metricsRetainIdle`; default 10m; 0
+    /// drops them at the next table swap).
+    #[arg(long, env = "SERIN_PROXY_METRICS_RETAIN_IDLE", value_parser = parse_duration, conflicts_with = "config")]
+    metrics_retain_idle: Option<Duration>,
+}
+
+impl TimeoutArgs {
+    /// Sets the timings given on the command line (or in the environment) in `cfg`.
+    fn apply(&self, cfg: &mut ProxyConfig) {
+        let set = |field: &mut Duration, v: Option<Duration>| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(&mut cfg.shutdown_timeout, self.shutdown_timeout);
+        set(&mut cfg.connect_timeout, self.connect_timeout);
+        set(&mut cfg.body_idle_timeout, self.body_idle_timeout);
+        set(&mut cfg.h2_idle_timeout, self.h2_idle_timeout);
+        set(&mut cfg.metrics_retain_idle, self.metrics_retain_idle);
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -445,13 +488,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }),
                 _ => None,
             };
-            let cfg = ProxyConfig {
+            let mut cfg = ProxyConfig {
                 outbound: args.outbound,
                 admin: Some(args.admin),
                 inbound,
                 outbound_max_connections: args.max_connections,
                 ..ProxyConfig::default()
             };
+            args.timeouts.apply(&mut cfg);
             (cfg, None)
         }
     };
@@ -501,4 +545,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("shutdown deadline passed with requests still in flight; they were cut");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_flags_reach_the_proxy_config_and_unset_ones_keep_the_defaults() {
+        let args = Args::try_parse_from([
+            "serin-proxy",
+            "--body-idle-timeout",
+            "5m",
+            "--shutdown-timeout",
+            "45s",
+            "--metrics-retain-idle",
+            "0s",
+        ])
+        .expect("valid flags");
+        let mut cfg = ProxyConfig::default();
+        args.run.timeouts.apply(&mut cfg);
+        assert_eq!(cfg.body_idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(45));
+        assert_eq!(cfg.metrics_retain_idle, Duration::ZERO);
+        let defaults = ProxyConfig::default();
+        assert_eq!(cfg.connect_timeout, defaults.connect_timeout);
+        assert_eq!(cfg.h2_idle_timeout, defaults.h2_idle_timeout);
+    }
 }

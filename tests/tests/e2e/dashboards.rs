@@ -667,8 +667,13 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         "default/frontend".parse()?,
         frontend.table(),
     );
-    let controller_admin = format!("127.0.0.1:{}", serin_analysis::testing::free_port());
-    site.controller_admin = Some(controller_admin.clone());
+    // The controller binds its admin server on port 0 and says where; Prometheus scrapes
+    // what it bound.
+    site.controller_admin = Some("127.0.0.1:0".into());
+    site.start_controller().await?;
+    let controller_admin = site
+        .controller_admin_addr()
+        .context("the controller's admin address")?;
     let host = |url: &str| {
         url.trim_start_matches("http://")
             .trim_end_matches("/metrics")
@@ -680,7 +685,7 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
                 host(&site.proxy_metrics),
                 frontend.admin_addr().context("frontend admin")?.to_string(),
                 host(&site.control_plane_url),
-                controller_admin,
+                controller_admin.to_string(),
             ],
             ..Default::default()
         },
@@ -690,12 +695,11 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_from(prometheus.address.as_str())?;
     let start = Instant::now();
-    while series(&client, "up == 1").await.unwrap_or(0) < 3 {
+    while series(&client, "up == 1").await.unwrap_or(0) < 4 {
         ensure!(start.elapsed() < STEP, "Prometheus never scraped the site");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    site.start_controller().await?;
     let mut seen = Vec::new();
     site.await_status("initialized", STEP, &mut seen, |r| {
         r["status"]["phase"] == "Initialized"

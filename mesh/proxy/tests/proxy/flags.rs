@@ -128,3 +128,35 @@ fn ipv6_capture_flags_take_auto_on_or_off_and_only_where_they_apply() {
         "{err}"
     );
 }
+
+#[test]
+fn timing_flags_refuse_zero_and_stand_aside_for_a_config_file() {
+    for flag in [
+        "--shutdown-timeout",
+        "--connect-timeout",
+        "--body-idle-timeout",
+        "--h2-idle-timeout",
+    ] {
+        let (code, err) = refused(&[
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            flag,
+            "0s",
+        ]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("above 0"),
+            "{flag}: {err}"
+        );
+    }
+    let cfg = config_file("timings");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let (code, err) = refused(&["--config", cfg, "--body-idle-timeout", "5m"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--body-idle-timeout") && err.contains("--config"),
+        "{err}"
+    );
+}
