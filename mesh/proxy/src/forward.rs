@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
 use crate::body::{BodyWatch, ClientBody, IdleWatch, Recorder, ReqBody, ResBody};
@@ -140,6 +140,17 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
     r
 }
 
+/// `405` for CONNECT, as the HTTP/1.1 server answers it: forwarded, the upstream would see an
+/// ordinary request, and its `200` would tell the client a tunnel is open. Only h2c streams get
+/// this far (extended CONNECT, RFC 8441, is not enabled).
+fn refuse_connect() -> Response<ResBody> {
+    text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "CONNECT is not supported: serin-proxy forwards HTTP requests, it does not open tunnels\n"
+            .into(),
+    )
+}
+
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
     metrics: Counted<'_>,
@@ -197,6 +208,9 @@ pub async fn outbound_via(
     original_dst: Option<Arc<str>>,
     req: Request<ClientBody>,
 ) -> Response<ResBody> {
+    if req.method() == Method::CONNECT {
+        return refuse_connect();
+    }
     let started = Instant::now();
     let table = shared.table.compiled();
     let authority = authority_of(&req);
@@ -318,6 +332,9 @@ pub async fn inbound_to(
     endpoint: Option<Arc<Endpoint>>,
     req: Request<ClientBody>,
 ) -> Response<ResBody> {
+    if req.method() == Method::CONNECT {
+        return refuse_connect();
+    }
     let started = Instant::now();
     let (Some(target), Some(endpoint)) = (&shared.inbound, endpoint) else {
         return text(

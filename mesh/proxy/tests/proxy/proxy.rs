@@ -1262,3 +1262,26 @@ async fn h2_requests_get_the_head_limit_of_http_1_1_and_a_431_not_a_goaway() {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.headers["x-big"].len(), 40_000);
 }
+
+#[tokio::test]
+async fn connect_over_h2c_is_refused_with_405_as_over_http_1_1() {
+    let (p, mut up) = crate::client_h1::setup().await;
+    let TestClient::H2(c) = h2_client(p.outbound_addr()) else {
+        unreachable!("h2_client makes an h2 client")
+    };
+    let connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("app:443")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let resp = within(10, c.request(connect)).await.expect("an answer");
+    // A 200 would tell the client its tunnel is open.
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // The upstream never saw it: the next thing it sees is the next request.
+    let got = get(&TestClient::H2(c), p.outbound_addr(), "app", "/after", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        within(10, up.seen.recv()).await.expect("seen").path,
+        "/after"
+    );
+}
