@@ -788,13 +788,43 @@ impl Iptables {
         }
     }
 
-    /// The same backend for `family`: `iptables-nft` gives `ip6tables-nft` for IPv6.
+    /// The same backend for `family`: `iptables-nft` gives `ip6tables-nft` for IPv6 (also
+    /// inside a path: `/sbin/iptables` gives `/sbin/ip6tables`).
     pub fn family(&self, family: Family) -> Iptables {
-        let bin = match self.bin.strip_prefix("iptables") {
-            Some(backend) => format!("{}{backend}", family.tool()),
+        let (dir, name) = match self.bin.rsplit_once('/') {
+            Some((dir, name)) => (format!("{dir}/"), name),
+            None => (String::new(), self.bin.as_str()),
+        };
+        let bin = match name.strip_prefix("iptables") {
+            Some(backend) => format!("{dir}{}{backend}", family.tool()),
             None => self.bin.clone(),
         };
         Iptables { bin }
+    }
+
+    /// Installs each plan with this backend's tool for its family, in order. When one fails,
+    /// what this call installed is removed again (best effort) and the failing family is
+    /// returned with its error: a pod never keeps one family captured and the other not.
+    pub fn install_all(
+        &self,
+        plans: &[Plan],
+    ) -> Result<Vec<(Family, Installed)>, (Family, CaptureError)> {
+        let mut done: Vec<(Family, Installed)> = Vec::new();
+        for plan in plans {
+            match self.family(plan.family).install(plan) {
+                Ok(installed) => done.push((plan.family, installed)),
+                Err(e) => {
+                    for p in plans
+                        .iter()
+                        .filter(|p| done.iter().any(|(f, _)| *f == p.family))
+                    {
+                        let _ = self.family(p.family).remove(p);
+                    }
+                    return Err((plan.family, e));
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Whether this backend's binary runs at all (it may still lack kernel support).
@@ -1116,6 +1146,10 @@ COMMIT
             "ip6tables-legacy"
         );
         assert_eq!(ipt("iptables").family(Family::V6).bin, "ip6tables");
+        assert_eq!(
+            ipt("/usr/sbin/iptables-nft").family(Family::V6).bin,
+            "/usr/sbin/ip6tables-nft"
+        );
         assert_eq!(ipt("iptables-nft").family(Family::V4).bin, "iptables-nft");
         assert_eq!(tool_for(Mode::Legacy, Family::V6), "ip6tables-legacy");
         assert_eq!(tool_for(Mode::Auto, Family::V4), "iptables");
@@ -1431,6 +1465,46 @@ COMMIT
             ),
             "{log}"
         );
+    }
+
+    #[test]
+    fn when_the_ipv6_rules_fail_the_ipv4_rules_go_again() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("serin-capture-v6-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        // ip6tables runs, but its restore refuses the nat table.
+        let log = dir.join("log");
+        for (name, body) in [
+            ("ip6tables", "echo \"ip6 $*\" >> \"$LOG\"\nexit 1\n"),
+            (
+                "ip6tables-restore",
+                "cat >/dev/null\necho \"can't initialize ip6tables table \\`nat'\" >&2\nexit 1\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
+                .expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        }
+        let c = CaptureConfig {
+            track_upstream: true,
+            ..cfg()
+        };
+        let plans = [c.plan_for(Family::V4), c.plan_for(Family::V6)];
+        let (family, e) = ipt.install_all(&plans).unwrap_err();
+        let log = std::fs::read_to_string(&log).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(family, Family::V6);
+        assert!(e.to_string().contains("can't initialize ip6tables"), "{e}");
+        // The IPv4 jumps were added, then deleted again; nothing was asked of ip6tables but
+        // its restore.
+        let added = log
+            .find("-t nat -A OUTPUT")
+            .expect("the IPv4 jump was added");
+        let deleted = log.find("-t nat -D OUTPUT").expect("and deleted again");
+        assert!(added < deleted, "{log}");
+        assert!(!log.contains("ip6 "), "{log}");
     }
 
     #[test]

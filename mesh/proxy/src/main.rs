@@ -379,30 +379,22 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut done: Vec<&Plan> = Vec::new();
-    for plan in &plans {
-        let tool = v4.family(plan.family);
-        match tool.install(plan) {
-            Ok(installed) => {
-                report(&cfg, &tool, plan.family, &installed);
-                done.push(plan);
+    match v4.install_all(&plans) {
+        Ok(installed) => {
+            for (family, installed) in &installed {
+                report(&cfg, &v4.family(*family), *family, installed);
             }
-            Err(e) => {
-                // Never half a capture: what this run installed goes again, so a failed init
-                // leaves the pod as it found it (and the init container's restart retries).
-                for p in &done {
-                    let _ = v4.family(p.family).remove(p);
-                }
-                let hint = if plan.family == Family::V6 {
-                    "; nothing is installed: this pod has IPv6, and without IPv6 rules its IPv6 connections would bypass the proxy (pass --ipv6 off, SERIN_PROXY_INIT_IPV6=off, or on an injected pod the annotation serin.dev/capture-ipv6: off, to capture IPv4 only)"
-                } else {
-                    ""
-                };
-                return Err(anyhow::Error::new(e).context(format!(
-                    "installing the {} capture rules failed{hint}",
-                    plan.family.name()
-                )));
-            }
+        }
+        Err((family, e)) => {
+            let hint = if family == Family::V6 {
+                "; nothing is installed: this pod has IPv6, and without IPv6 rules its IPv6 connections would bypass the proxy (pass --ipv6 off, SERIN_PROXY_INIT_IPV6=off, or on an injected pod the annotation serin.dev/capture-ipv6: off, to capture IPv4 only)"
+            } else {
+                ""
+            };
+            return Err(anyhow::Error::new(e).context(format!(
+                "installing the {} capture rules failed{hint}",
+                family.name()
+            )));
         }
     }
     if let Ipv6Decision::Skip(why) = &ipv6 {

@@ -44,6 +44,20 @@ pub enum StartError {
         /// Its address.
         addr: SocketAddr,
     },
+    /// IPv6 listeners were required (`--transparent-ipv6 on`) in a network namespace without
+    /// IPv6 loopback.
+    #[error(
+        "--transparent-ipv6 on: the {what} listener's IPv6 twin {addr} cannot be bound, this network namespace has no IPv6 loopback ({source}); use --transparent-ipv6 auto (IPv6 where the namespace has it) or off"
+    )]
+    NoIpv6 {
+        /// Which listener.
+        what: &'static str,
+        /// The twin's address.
+        addr: SocketAddr,
+        /// Why `[::1]` could not be bound.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -408,9 +422,20 @@ async fn bind_ipv6_twin(
         tracing::info!(listener = what, %bound, "no IPv6 listener: the address has no IPv6 counterpart");
         return Ok(None);
     };
-    if let (Ipv6Mode::Auto, Err(e)) = (mode, has_ipv6) {
-        tracing::info!(listener = what, %addr, error = %e, "no IPv6 in this network namespace: IPv4 only");
-        return Ok(None);
+    match (mode, has_ipv6) {
+        (Ipv6Mode::Auto, Err(e)) => {
+            tracing::info!(listener = what, %addr, error = %e, "no IPv6 in this network namespace: IPv4 only");
+            return Ok(None);
+        }
+        (_, Err(e)) => {
+            // The probe's error, again (an io::Error is not Clone).
+            let source = e
+                .raw_os_error()
+                .map(std::io::Error::from_raw_os_error)
+                .unwrap_or_else(|| std::io::Error::new(e.kind(), e.to_string()));
+            return Err(StartError::NoIpv6 { what, addr, source });
+        }
+        _ => {}
     }
     let bind = || -> std::io::Result<TcpListener> {
         let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;

@@ -1271,13 +1271,35 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
             .env("RUST_LOG", "warn");
         cmd
     };
-    let out = proxy("on")
+    let mut refused = proxy("on")
         .stdin(Stdio::null())
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the proxy");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("[::1]:4140"), "{stderr}");
+    // It must exit by itself; one that started anyway is killed, not waited for.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = refused.try_wait().expect("wait for the proxy") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("--transparent-ipv6 on started without IPv6");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = refused
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--transparent-ipv6 on") && stderr.contains("[::1]:4140"),
+        "{stderr}"
+    );
     t.spawn(proxy("auto"));
     await_live(&no_v6);
     init(&no_v6, &["--remove"]).expect("remove");
