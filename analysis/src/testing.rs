@@ -1,5 +1,5 @@
 //! Fixtures for integration tests (feature `test-support`): a real Prometheus (Debian's
-//! `prometheus`) started on a free loopback port, and an exporter serving mesh-named metrics
+//! `prometheus`) started on a loopback port it binds itself, and an exporter serving mesh-named metrics
 //! (serin-proxy, Linkerd and Istio names) over real HTTP/1.1. Shared by this crate's tests and
 //! the controller runtime's, so there is one way to start a Prometheus in Serin's tests.
 //!
@@ -87,7 +87,8 @@ pub async fn start_prometheus(exporter_port: u16) -> Prometheus {
     .await
 }
 
-/// Starts Prometheus as `options` say. It is not ready yet when this returns: poll it (e.g.
+/// Starts Prometheus as `options` say, on a loopback port it picks itself; returns once it
+/// listens (its address is read from its log). It may not answer queries yet: poll it (e.g.
 /// with [`eventually`] and the provider's availability probe).
 pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -111,7 +112,9 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
     for (name, contents) in &options.files {
         std::fs::write(dir.join(name), contents).expect("write a Prometheus file");
     }
-    let port = free_port();
+    // Port 0: Prometheus binds a free port itself and logs it (`msg="Listening on"
+    // address=127.0.0.1:PORT` at level info), so no port is handed over that someone else could
+    // take in between.
     let mut cmd = Command::new(binary);
     cmd.current_dir(&dir)
         .arg(format!(
@@ -122,8 +125,8 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn");
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--log.level=info");
     let scheme = match &options.web_config {
         Some(web) => {
             std::fs::write(dir.join("web.yml"), web).expect("write web config");
@@ -139,17 +142,48 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
         }
         None => "http",
     };
-    let child = cmd
+    let mut child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start prometheus");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let addr = tokio::time::timeout(Duration::from_secs(30), listening_address(stderr))
+        .await
+        .unwrap_or_else(|_| panic!("Prometheus logged no listening address within 30s"))
+        .unwrap_or_else(|log| panic!("Prometheus exited without listening:\n{log}"));
     Prometheus {
         child,
         dir,
-        address: format!("{scheme}://127.0.0.1:{port}"),
+        address: format!("{scheme}://{addr}"),
     }
+}
+
+/// Reads Prometheus' log until the line saying where its web server listens; returns that
+/// address, or the log so far if the stream ends first. The rest of the log is drained (so
+/// Prometheus never blocks on a full pipe) and dropped.
+async fn listening_address(
+    stderr: tokio::process::ChildStderr,
+) -> Result<std::net::SocketAddr, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let addr = line
+            .contains(r#"msg="Listening on""#)
+            .then(|| line.split("address=").nth(1))
+            .flatten()
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        if let Some(addr) = addr {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(addr);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    Err(seen)
 }
 
 /// Polls `f` every 250 ms until it yields `Some`; panics naming `what` after `limit`.

@@ -93,7 +93,9 @@ pub struct Site {
     pub proxy_metrics: String,
     /// The controller's `--metrics-server` (a Prometheus), when set before it starts.
     pub metrics_server: Option<String>,
-    /// The controller's `--admin-addr` (its `/metrics`), when set before it starts.
+    /// The controller's `--admin-addr` (its `/metrics`), when set before it starts: `127.0.0.1:0`
+    /// (the address it binds is [`Site::controller_admin_addr`] once it runs), so no test hands
+    /// the child a port that was merely free a moment before.
     pub controller_admin: Option<String>,
     /// `http://ADDR` of the running controller's dashboard (bound on port 0).
     pub dashboard: Option<String>,
@@ -183,6 +185,12 @@ impl Site {
         self.site.start_controller_process(&self.bin, &opts).await?;
         self.dashboard = self.site.dashboard().map(str::to_string);
         Ok(())
+    }
+
+    /// The address the running controller serves its `/metrics` on (see
+    /// [`Site::controller_admin`](Self::controller_admin)).
+    pub fn controller_admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.site.controller_admin()
     }
 
     /// SIGKILLs the controller (no cleanup of any kind runs) and reaps it.

@@ -933,6 +933,13 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub serin: Option<SerinStatus>,
+    /// Fields of `status` this version does not know (a newer version's, under a newer CRD),
+    /// kept as stored so that writing the status passes them back instead of dropping them.
+    // Not in the schema: the CRD of this version lists what it knows, and the API server
+    // prunes the rest, so a field is here only when a newer CRD allows it.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 /// Condition type Flagger and Serin set on a Canary.
@@ -959,4 +966,9 @@ pub struct CanaryCondition {
     /// Human-readable explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Fields of the condition this version does not know (a newer version's, under a newer
+    /// CRD), kept as stored and written back.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }

@@ -5,14 +5,20 @@
 //!
 //! Reading never loses what is stored: a part this version cannot read (written by a newer
 //! controller, or edited by hand) is kept as written, with the reason, in
-//! [`Stored::Unreadable`]. Readers decide what an unreadable part means (the Kubernetes
+//! [`Stored::Unreadable`]; fields this version does not know, beside the three parts
+//! ([`SerinStatus::unknown`]) or inside one that reads ([`Stored::ReadWithUnknown`]), are kept
+//! as stored and written back (server-side apply removes a field its manager wrote before and
+//! leaves out, so a field a newer controller added would otherwise go at this version's next
+//! write). Readers decide what an unreadable part means (the Kubernetes
 //! controller logs it, and holds a Canary whose state does not read, writing the stored state
 //! back as it is instead of starting over), and a history entry they cannot read stays in the
 //! history they write back.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use serin_core::{HistoryEntry, Status};
 
 /// The Canary's `status.serin`.
@@ -28,6 +34,10 @@ pub struct SerinStatus {
     /// The current run's analysis state (the judge's sequential test); absent between runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Stored<AnalysisState>>,
+    /// Fields of `status.serin` this version does not know (a newer controller's), kept as
+    /// stored: the writer passes them back.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 impl SerinStatus {
@@ -85,6 +95,14 @@ pub struct AnalysisState {
 pub enum Stored<T> {
     /// The part as this version reads it.
     Read(T),
+    /// A part this version reads, stored with fields it does not know (a newer controller
+    /// added them): written back with them, as stored.
+    ReadWithUnknown {
+        /// The part as this version reads it.
+        value: T,
+        /// The stored fields `T` does not have, by name.
+        unknown: Map<String, Value>,
+    },
     /// A part this version cannot read.
     Unreadable {
         /// The part as stored.
@@ -98,7 +116,7 @@ impl<T> Stored<T> {
     /// The part, if it reads.
     pub fn read(&self) -> Option<&T> {
         match self {
-            Stored::Read(t) => Some(t),
+            Stored::Read(t) | Stored::ReadWithUnknown { value: t, .. } => Some(t),
             Stored::Unreadable { .. } => None,
         }
     }
@@ -106,8 +124,29 @@ impl<T> Stored<T> {
     /// Why the part does not read, if it does not.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Stored::Read(_) => None,
+            Stored::Read(_) | Stored::ReadWithUnknown { .. } => None,
             Stored::Unreadable { error, .. } => Some(error),
+        }
+    }
+
+    /// The stored fields this version does not know, of a part that reads (none otherwise).
+    pub fn unknown(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Stored::ReadWithUnknown { unknown, .. } => Some(unknown),
+            Stored::Read(_) | Stored::Unreadable { .. } => None,
+        }
+    }
+
+    /// `value`, to be written in place of `stored`, keeping the fields of `stored` this version
+    /// does not know (a newer controller's; it reads them back when it runs again) instead of
+    /// dropping them.
+    pub fn keeping_unknown(value: T, stored: Option<&Stored<T>>) -> Self {
+        match stored.and_then(Stored::unknown) {
+            Some(unknown) => Stored::ReadWithUnknown {
+                value,
+                unknown: unknown.clone(),
+            },
+            None => Stored::Read(value),
         }
     }
 }
@@ -122,6 +161,16 @@ impl<T: Serialize> Serialize for Stored<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Stored::Read(t) => t.serialize(s),
+            Stored::ReadWithUnknown { value, unknown } => {
+                let mut v = serde_json::to_value(value).map_err(serde::ser::Error::custom)?;
+                if let Value::Object(fields) = &mut v {
+                    for (name, field) in unknown {
+                        // The value's own fields win: a name it has is not unknown to it.
+                        fields.entry(name.clone()).or_insert_with(|| field.clone());
+                    }
+                }
+                v.serialize(s)
+            }
             Stored::Unreadable { raw, .. } => raw.serialize(s),
         }
     }
@@ -137,12 +186,64 @@ impl<T: DeserializeOwned> Stored<T> {
     /// `raw` read into `T`, or kept with the reason when it does not read.
     pub fn from_raw(raw: Value) -> Self {
         match T::deserialize(&raw) {
-            Ok(t) => Stored::Read(t),
+            Ok(t) => {
+                let unknown = match (&raw, field_names::<T>()) {
+                    (Value::Object(stored), Some(known)) => stored
+                        .iter()
+                        .filter(|(name, _)| !known.contains(&name.as_str()))
+                        .map(|(name, v)| (name.clone(), v.clone()))
+                        .collect(),
+                    _ => Map::new(),
+                };
+                if unknown.is_empty() {
+                    Stored::Read(t)
+                } else {
+                    Stored::ReadWithUnknown { value: t, unknown }
+                }
+            }
             Err(e) => Stored::Unreadable {
                 raw,
                 error: e.to_string(),
             },
         }
+    }
+}
+
+/// The field names a struct `T` reads (as serde's derive lists them for `deserialize_struct`);
+/// `None` when `T` is not read as a struct.
+fn field_names<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    let mut names = None;
+    // The probe answers nothing: `T::deserialize` fails once it has named its fields.
+    let _ = T::deserialize(FieldNames(&mut names));
+    names
+}
+
+/// A deserializer that only records the fields a derived struct asks for.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom(
+            "only the field names were asked for",
+        ))
+    }
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
     }
 }
 
@@ -230,6 +331,54 @@ mod tests {
         assert_eq!(back["history"][1], newer);
         assert_eq!(back["analysis"], analysis);
         assert_eq!(back["history"][0], v["status"]["serin"]["history"][0]);
+    }
+
+    /// A Canary as a newer controller (under a newer CRD) wrote it: fields this version does
+    /// not know at every level of the status.
+    fn written_by_a_newer_version() -> Value {
+        serde_json::from_str(include_str!(
+            "../tests/fixtures/status/written-by-a-newer-version.json"
+        ))
+        .expect("the fixture is JSON")
+    }
+
+    #[test]
+    fn fields_a_newer_version_added_read_and_are_written_back_as_stored() {
+        let stored = written_by_a_newer_version();
+        let canary: Canary = serde_json::from_value(stored.clone()).unwrap();
+        let status = canary.status.as_ref().unwrap();
+        let serin = status.serin.as_ref().unwrap();
+        // Everything this version knows reads, typed; nothing is unreadable.
+        assert!(serin.unreadable().is_empty(), "{:?}", serin.unreadable());
+        assert_eq!(serin.state().unwrap().canary_weight, 20);
+        assert_eq!(serin.entries().count(), 2);
+        assert_eq!(serin.analysis().unwrap().run, 2);
+        // What it does not know is kept, each at its level.
+        assert_eq!(serin.unknown["rollout"]["pausedBy"], "ops");
+        let state = serin.state.as_ref().unwrap();
+        assert_eq!(state.unknown().unwrap()["mirrorWeight"], 5);
+        assert_eq!(
+            serin.history[0].unknown().unwrap()["traceId"],
+            "4bf92f3577b34da6"
+        );
+        assert_eq!(serin.history[1].unknown(), None);
+        let analysis = serin.analysis.as_ref().unwrap();
+        assert_eq!(analysis.unknown().unwrap()["judgeVersion"], 3);
+        assert_eq!(status.unknown["observedGeneration"], 4);
+        assert_eq!(status.conditions[0].unknown["observedGeneration"], 4);
+        // Written back, the status is the one stored, field for field.
+        let back = serde_json::to_value(&canary).unwrap();
+        assert_eq!(back["status"], stored["status"]);
+
+        // A new state written in place of the stored one keeps the stored state's unknown
+        // fields; its own fields are the new ones.
+        let mut next = state.read().unwrap().clone();
+        next.canary_weight = 30;
+        let written = serde_json::to_value(Stored::keeping_unknown(next, Some(state))).unwrap();
+        assert_eq!(written["canaryWeight"], 30);
+        assert_eq!(written["mirrorWeight"], 5);
+        let fresh = Stored::keeping_unknown(Status::default(), None);
+        assert_eq!(fresh, Stored::Read(Status::default()));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!    as Linkerd labels it — `deployment`, `statefulset`, `daemonset`, `job`, ... — and
 //!    `pod_template_hash` on every series), so Flagger's Linkerd queries match its metrics.
 //!
-//! Per-pod annotations override the proxy's resources, log level and the ports left uncaptured.
+//! Per-pod annotations override the proxy's resources, log level, the ports left uncaptured and
+//! IPv6 capture.
 //! Nothing here talks to the API server: the webhook's caller supplies the namespace's
 //! annotations.
 
@@ -45,6 +46,10 @@ pub const PROXY_LOG_LEVEL: &str = "serin.dev/proxy-log-level";
 pub const SKIP_INBOUND_PORTS: &str = "serin.dev/skip-inbound-ports";
 /// Per-pod: outbound destination ports not captured, comma-separated (e.g. `3306,5432`).
 pub const SKIP_OUTBOUND_PORTS: &str = "serin.dev/skip-outbound-ports";
+/// Per-pod: IPv6 capture, `auto` (where the pod has IPv6: what happens without the
+/// annotation), `on` (the pod does not start without IPv6 capture) or `off` (IPv6 bypasses the
+/// proxy). Passed to both `serin-proxy init --ipv6` and the proxy's `--transparent-ipv6`.
+pub const CAPTURE_IPV6: &str = "serin.dev/capture-ipv6";
 
 /// Name of the injected init container that installs the capture rules.
 pub const INIT_CONTAINER: &str = "serin-init";
@@ -54,6 +59,8 @@ pub const PROXY_CONTAINER: &str = "serin-proxy";
 pub const SYSTEM_NAMESPACE: &str = "serin-system";
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+/// The values of [`CAPTURE_IPV6`], as `serin-proxy` takes them.
+const IPV6_MODES: [&str; 3] = ["auto", "on", "off"];
 
 /// What the injector puts into pods (from `serin inject` / `serin injector` flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +317,8 @@ struct Overrides {
     log_level: String,
     skip_inbound: BTreeSet<u16>,
     skip_outbound: BTreeSet<u16>,
+    /// [`CAPTURE_IPV6`], when set (else both sides default to `auto`).
+    ipv6: Option<String>,
 }
 
 impl Overrides {
@@ -375,11 +384,20 @@ impl Overrides {
                 })
                 .collect()
         };
+        let ipv6 = a.get(CAPTURE_IPV6).cloned();
+        if let Some(v) = ipv6.as_ref().filter(|v| !IPV6_MODES.contains(&v.as_str())) {
+            return Err(InjectError::Annotation {
+                annotation: CAPTURE_IPV6,
+                value: v.clone(),
+                expected: "one of auto, on, off",
+            });
+        }
         Ok(Overrides {
             resources,
             log_level,
             skip_inbound: ports(SKIP_INBOUND_PORTS)?,
             skip_outbound: ports(SKIP_OUTBOUND_PORTS)?,
+            ipv6,
         })
     }
 }
@@ -426,6 +444,10 @@ fn init_container(cfg: &InjectConfig, o: &Overrides) -> Container {
     if !o.skip_outbound.is_empty() {
         args.push("--skip-outbound-ports".into());
         args.push(join(o.skip_outbound.iter().copied()));
+    }
+    if let Some(v) = &o.ipv6 {
+        args.push("--ipv6".into());
+        args.push(v.clone());
     }
     let small = |cpu: &str, mem: &str| {
         Some(BTreeMap::from([
@@ -492,7 +514,7 @@ fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Co
         None => "$(SERIN_POD_NAME)".to_string(),
     };
     labels.push_str(",pod_template_hash=$(SERIN_POD_TEMPLATE_HASH)");
-    let env = vec![
+    let mut env = vec![
         field_env("SERIN_POD_NAMESPACE", "metadata.namespace"),
         field_env("SERIN_POD_NAME", "metadata.name"),
         field_env(
@@ -517,6 +539,9 @@ fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Co
         value_env("SERIN_PROXY_ADMIN", format!("0.0.0.0:{}", cfg.admin_port)),
         value_env("RUST_LOG", o.log_level.clone()),
     ];
+    if let Some(v) = &o.ipv6 {
+        env.push(value_env("SERIN_PROXY_TRANSPARENT_IPV6", v.clone()));
+    }
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),

@@ -191,11 +191,22 @@ impl KubeSource {
         };
         let json = serde_json::to_string(&convert::command_to_core(&command))
             .map_err(|e| KubeError(e.to_string()))?;
-        let patch = json!({"metadata": {"annotations": {COMMAND_ANNOTATION: json}}});
+        // The resourceVersion makes the patch a compare-and-swap against the version checked
+        // above: a command written meanwhile (by the dashboard, another `serin`) gets a 409
+        // instead of being overwritten before the controller applied it.
+        let patch = json!({"metadata": {
+            "annotations": {COMMAND_ANNOTATION: json},
+            "resourceVersion": obj.metadata.resource_version,
+        }});
         self.canaries(Some(&key.namespace))
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| api_error(&format!("writing the command to canary {key}"), e))?;
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 409 => KubeError(format!(
+                    "{key}: the Canary changed while the command was sent (another command may have been written); retry"
+                )),
+                e => api_error(&format!("writing the command to canary {key}"), e),
+            })?;
         Ok(command.id)
     }
 }
@@ -274,7 +285,7 @@ mod tests {
 
     use super::*;
 
-    use crate::testing::{Handle, assert_no_more_calls, expect, mock_client};
+    use crate::testing::{Handle, assert_no_more_calls, expect, mock_client, status_err};
 
     fn source() -> (KubeSource, Handle) {
         let (client, handle) = mock_client("default");
@@ -289,7 +300,8 @@ mod tests {
     fn canary(status: Value, annotations: Value) -> Value {
         json!({
             "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "prod", "annotations": annotations},
+            "metadata": {"name": "podinfo", "namespace": "prod", "annotations": annotations,
+                         "resourceVersion": "7"},
             "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
                      "analysis": {"interval": "1m", "maxWeight": 50, "stepWeight": 10}},
             "status": status
@@ -348,14 +360,14 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn a_command_is_written_as_the_annotation_once_the_previous_one_is_applied() {
-        let (src, mut handle) = source();
-        let key = CanaryKey::new("prod", "podinfo");
-        let call = tokio::spawn(async move {
-            src.command(&key, Action::GateOpen, Some("confirm".into()), "ci".into())
-                .await
-        });
+    /// Plays the API server for `serin` sending a command to a Canary whose previous command
+    /// (`old-1`) is applied: the Canary is read, and the PATCH is answered `code`, `answer`.
+    /// Returns the PATCH body.
+    async fn command_over_applied_one(
+        handle: &mut Handle,
+        code: u16,
+        answer: Option<Value>,
+    ) -> Value {
         let applied = json!({"phase": "Progressing", "lastCommandId": "old-1"});
         let prev = json!({COMMAND_ANNOTATION: r#"{"id":"old-1","action":"pause","by":"x","at":"2026-11-21T10:00:00Z"}"#});
         let obj = canary(applied, prev);
@@ -364,16 +376,29 @@ mod tests {
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
         )
         .reply(200, obj.clone())
-        .serve(&mut handle)
+        .serve(handle)
         .await;
-        let patch = expect(
+        expect(
             "PATCH",
             "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo?",
         )
-        .reply(200, obj)
-        .serve(&mut handle)
-        .await;
+        .reply(code, answer.unwrap_or(obj))
+        .serve(handle)
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_command_is_written_as_the_annotation_once_the_previous_one_is_applied() {
+        let (src, mut handle) = source();
+        let key = CanaryKey::new("prod", "podinfo");
+        let call = tokio::spawn(async move {
+            src.command(&key, Action::GateOpen, Some("confirm".into()), "ci".into())
+                .await
+        });
+        let patch = command_over_applied_one(&mut handle, 200, None).await;
         let id = call.await.unwrap().unwrap();
+        // Written only over the version read, in which the previous command was applied.
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "{patch}");
         let written: Value = serde_json::from_str(
             patch["metadata"]["annotations"][COMMAND_ANNOTATION]
                 .as_str()
@@ -386,6 +411,28 @@ mod tests {
         assert_eq!(written["by"], "ci");
         // What the controller parses.
         let _: serin_core::Command = serde_json::from_value(written).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_command_written_meanwhile_is_not_overwritten() {
+        let (src, mut handle) = source();
+        let key = CanaryKey::new("prod", "podinfo");
+        let call =
+            tokio::spawn(async move { src.command(&key, Action::Abort, None, "ci".into()).await });
+        // The dashboard wrote its command after the read: the API server refuses the stale
+        // version, as it does for a merge patch that names one.
+        let message = "Operation cannot be fulfilled on canaries.serin.dev \"podinfo\": the object has been modified; please apply your changes to the latest version and try again";
+        let conflict = status_err(409, "Conflict", message);
+        let patch = command_over_applied_one(&mut handle, 409, Some(conflict)).await;
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "{patch}");
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("prod/podinfo: the Canary changed while the command was sent"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("retry"), "{err}");
+        assert_no_more_calls(&mut handle).await;
     }
 
     #[tokio::test]

@@ -214,6 +214,13 @@ fn existing_condition<'a>(
 /// The status subresource body for `status` plus the runtime's conditions. `analysis` replaces
 /// the stored analysis state; `None` keeps the stored one while its run is still the current run
 /// (server-side apply would otherwise drop the field this manager no longer sends).
+///
+/// Nothing stored is lost by the write (server-side apply removes every field this manager
+/// wrote before and leaves out, and the conditions list is replaced whole): fields this version
+/// does not know (a newer version's) go back as stored at every level — beside `status.serin`'s
+/// parts, inside the state, the analysis state and each history entry, beside Flagger's
+/// fields, in a condition — and so do conditions of types neither the engine nor the runtime
+/// maintains (another tool's, or a newer version's).
 pub fn status_body(
     canary: &Canary,
     status: &Status,
@@ -222,6 +229,8 @@ pub fn status_body(
     analysis: Option<&AnalysisState>,
     now: Timestamp,
 ) -> Value {
+    let stored_status = canary.status.as_ref();
+    let stored = stored_status.and_then(|s| s.serin.as_ref());
     let mut conditions: Vec<CanaryCondition> = status
         .conditions
         .iter()
@@ -232,16 +241,13 @@ pub fn status_body(
             last_transition_time: Some(time(c.last_transition_time)),
             reason: Some(c.reason.clone()),
             message: Some(c.message.clone()),
+            unknown: unknown_condition_fields(canary, &c.condition_type),
         })
         .collect();
     conditions.extend(runtime.iter().map(|rc| runtime_condition(canary, rc, now)));
+    conditions.extend(foreign_conditions(canary, status).cloned());
     // Every stored entry goes back, those this version cannot read included.
-    let mut hist: Vec<Stored<HistoryEntry>> = canary
-        .status
-        .as_ref()
-        .and_then(|s| s.serin.as_ref())
-        .map(|s| s.history.clone())
-        .unwrap_or_default();
+    let mut hist: Vec<Stored<HistoryEntry>> = stored.map(|s| s.history.clone()).unwrap_or_default();
     for h in history {
         if h.kind == HistoryKind::NotificationFailed {
             // A receiver that stays down fails the same way every tick: keep its latest
@@ -253,20 +259,28 @@ pub fn status_body(
         }
         hist.push(Stored::Read(h.clone()));
     }
-    trim_history(&mut hist, |e| match e {
-        Stored::Read(h) => h.kind == HistoryKind::Measured,
-        Stored::Unreadable { raw, .. } => raw["kind"] == "measured",
+    trim_history(&mut hist, |e| match e.read() {
+        Some(h) => h.kind == HistoryKind::Measured,
+        None => matches!(e, Stored::Unreadable { raw, .. } if raw["kind"] == "measured"),
     });
     let analysis = analysis.cloned().unwrap_or_else(|| stored_analysis(canary));
+    // Only the current run's state is worth keeping; a finished run's is dropped, and with it
+    // the fields a newer version kept beside it for that run.
+    let kept_analysis = stored
+        .and_then(|s| s.analysis.as_ref())
+        .filter(|a| a.read().is_some_and(|a| a.run == analysis.run));
     let serin = SerinStatus {
-        state: Some(Stored::Read(status.clone())),
+        state: Some(Stored::keeping_unknown(
+            status.clone(),
+            stored.and_then(|s| s.state.as_ref()),
+        )),
         history: hist,
-        // Only the current run's state is worth keeping; a finished run's is dropped.
         analysis: status
             .run
             .as_ref()
             .is_some_and(|r| r.id == analysis.run)
-            .then_some(Stored::Read(analysis)),
+            .then(|| Stored::keeping_unknown(analysis, kept_analysis)),
+        unknown: stored.map(|s| s.unknown.clone()).unwrap_or_default(),
     };
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let written = CanaryStatus {
@@ -284,6 +298,7 @@ pub fn status_body(
         conditions,
         last_command_id: status.last_command_id.clone(),
         serin: Some(serin),
+        unknown: stored_status.map(|s| s.unknown.clone()).unwrap_or_default(),
     };
     // Only the status: server-side apply on the status subresource takes the object's identity
     // from the path, and a typed Canary would also send its (required) spec.
@@ -292,6 +307,35 @@ pub fn status_body(
         "kind": "Canary",
         "status": written,
     })
+}
+
+/// The condition types this controller writes: the engine's and the runtime's. A stored
+/// condition of another type is someone else's and goes back as stored.
+fn maintained(type_: &str, status: &Status) -> bool {
+    type_ == serin_core::CONDITION_PROMOTED
+        || RUNTIME_CONDITIONS.contains(&type_)
+        || status.conditions.iter().any(|c| c.condition_type == type_)
+}
+
+/// The stored conditions of types this controller does not maintain (another tool's, or a newer
+/// version's), in their stored order.
+fn foreign_conditions<'a>(
+    canary: &'a Canary,
+    status: &'a Status,
+) -> impl Iterator<Item = &'a CanaryCondition> {
+    canary
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .filter(move |c| !maintained(&c.type_, status))
+}
+
+/// The fields this version does not know of the stored condition of type `type_`, which the
+/// rewritten condition keeps.
+fn unknown_condition_fields(canary: &Canary, type_: &str) -> BTreeMap<String, Value> {
+    existing_condition(canary, type_)
+        .map(|c| c.unknown.clone())
+        .unwrap_or_default()
 }
 
 /// The status subresource body of a Canary whose `status.serin.state` does not read (see
@@ -359,6 +403,7 @@ fn runtime_condition(canary: &Canary, rc: &RuntimeCondition, now: Timestamp) -> 
         last_transition_time: Some(transition),
         reason: Some(rc.reason.clone()),
         message: Some(rc.message.clone()),
+        unknown: unknown_condition_fields(canary, rc.type_),
     }
 }
 
@@ -554,6 +599,12 @@ pub fn runtime_conditions_current(
         )
     });
     let wanted: Vec<_> = engine.chain(runtime).collect();
+    // Conditions of other types are written back as stored (see [`status_body`]): they
+    // change nothing.
+    let stored: Vec<&CanaryCondition> = stored
+        .iter()
+        .filter(|c| maintained(&c.type_, status))
+        .collect();
     wanted.len() == stored.len()
         && wanted.iter().all(|(t, st, reason, message)| {
             stored.iter().any(|c| {

@@ -40,6 +40,11 @@ pub enum MetricsSource {
     Prometheus(String),
 }
 
+/// The message of the line the controller logs once its admin server (`--admin-addr`) listens,
+/// with the bound address as field `addr` (a port-0 address is read back from it, see
+/// `site::Site::controller_admin`).
+pub const ADMIN_LISTENING: &str = "admin server (/metrics) listening";
+
 /// How the local controller runs.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -279,7 +284,7 @@ pub async fn run_with_store(
             let health = Arc::new(serin_controller::metrics::Health::default());
             health.set_leader(true);
             health.set_ready(true);
-            tracing::info!(addr = %bound, "admin server (/metrics) listening");
+            tracing::info!(addr = %bound, "{ADMIN_LISTENING}");
             let metrics = driver.metrics.clone();
             Some(tokio::spawn(async move {
                 if let Err(error) =

@@ -7,7 +7,9 @@
 //! as `serin demo` runs it) or as a child process running `BIN controller --local ...`
 //! ([`Site::start_controller_process`], as a user or a test that SIGKILLs it runs it), both over
 //! the same directories. Every listener binds port 0 and the bound address is read back (the
-//! child controller's dashboard from the line it prints), so sites run side by side.
+//! child controller's dashboard from the line it prints, its admin server from the line it
+//! logs), so sites run side by side and no port is handed to a child that another process could
+//! take first.
 //!
 //! Workload processes started for a site carry `SERIN_SITE=<root>` in their environment (the
 //! controller passes its environment on, and [`SampleApp`] manifests set it), so that a site
@@ -214,6 +216,7 @@ pub struct Site {
     controller: Option<Controller>,
     starts: u32,
     dashboard: Option<String>,
+    admin: Option<SocketAddr>,
 }
 
 impl Site {
@@ -240,6 +243,7 @@ impl Site {
             controller: None,
             starts: 0,
             dashboard: None,
+            admin: None,
         };
         if let Some(opts) = proxy {
             let proxy = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
@@ -285,6 +289,12 @@ impl Site {
     /// `http://ADDR` of the running controller's dashboard, once it serves one.
     pub fn dashboard(&self) -> Option<&str> {
         self.dashboard.as_deref()
+    }
+
+    /// The address the controller process serves its `/metrics` on (`--admin-addr`; a port-0
+    /// address is bound by the controller and read back from the line it logs), while it runs.
+    pub fn controller_admin(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// `(MARKER, root)`: the environment entry that marks this site's workloads.
@@ -377,7 +387,10 @@ spec:
 
     /// Starts `bin controller --local ...` as a child process (its output goes to
     /// `controller-N.log` under the root). With a dashboard it serves on `127.0.0.1:0`, and this
-    /// returns once the controller printed the bound address (see [`Site::dashboard`]).
+    /// returns once the controller printed the bound address (see [`Site::dashboard`]); with an
+    /// admin server (`opts.admin`, port 0 or not), once it logged the address it bound (see
+    /// [`Site::controller_admin`]), so a caller never hands a port it merely saw free to the
+    /// child.
     pub async fn start_controller_process(
         &mut self,
         bin: &Path,
@@ -390,6 +403,7 @@ spec:
         }
         self.starts += 1;
         self.dashboard = None;
+        self.admin = None;
         let path = self.controller_log(self.starts);
         let log =
             std::fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
@@ -405,42 +419,63 @@ spec:
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut cmd = self.controller_command(bin, opts, &extra);
-        let stderr = log.try_clone().map_err(io("opening the controller log"))?;
-        cmd.stderr(stderr);
-        if opts.dashboard.is_none() {
-            cmd.stdout(log);
-            let child = cmd
-                .spawn()
-                .map_err(io(format!("starting {}", bin.display())))?;
-            self.controller = Some(Controller::Process(child));
-            return Ok(());
-        }
+        let clone = || log.try_clone().map_err(io("opening the controller log"));
+        // What the site reads back is piped through a thread that copies every line to the log:
+        // the dashboard's address (stdout) and, with an admin server, the address it bound
+        // (logged on stderr).
+        cmd.stdout(if opts.dashboard.is_some() {
+            Stdio::piped()
+        } else {
+            clone()?.into()
+        });
+        cmd.stderr(if opts.admin.is_some() {
+            Stdio::piped()
+        } else {
+            clone()?.into()
+        });
         let mut child = cmd
-            .stdout(Stdio::piped())
             .spawn()
             .map_err(io(format!("starting {}", bin.display())))?;
-        let stdout = child.stdout.take();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         self.controller = Some(Controller::Process(child));
-        let Some(stdout) = stdout else {
-            return Err(SiteError::Controller("no stdout to read".into()));
-        };
-        let found = tokio::task::spawn_blocking(move || read_dashboard_line(stdout, log));
-        let url = tokio::time::timeout(Duration::from_secs(30), found)
-            .await
-            .map_err(|_| {
-                SiteError::Controller(format!(
-                    "the controller printed no dashboard address within 30s\n{}",
-                    self.controller_logs()
-                ))
-            })?
-            .map_err(|e| SiteError::Controller(format!("reading the controller's output: {e}")))?;
-        match url {
-            Some(url) => {
-                self.dashboard = Some(url);
-                Ok(())
-            }
-            None => Err(SiteError::Controller(format!(
-                "the controller exited without serving its dashboard\n{}",
+        if let Some(stdout) = stdout {
+            let found = read_line_after(stdout, clone()?, DASHBOARD_LINE);
+            let rest = self.await_line(found, "dashboard address").await?;
+            let url = rest.split_whitespace().next().unwrap_or_default();
+            self.dashboard = Some(url.to_string());
+        }
+        if let Some(stderr) = stderr {
+            let found = read_line_after(stderr, clone()?, crate::controller::ADMIN_LISTENING);
+            let line = self.await_line(found, "admin address").await?;
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| {
+                    SiteError::Controller(format!(
+                        "the controller's admin line names no address: {line}"
+                    ))
+                })?;
+            self.admin = Some(addr);
+        }
+        Ok(())
+    }
+
+    /// What the controller printed after a marker (see [`read_line_after`]), within 30 s.
+    async fn await_line(
+        &self,
+        found: oneshot::Receiver<String>,
+        what: &str,
+    ) -> Result<String, SiteError> {
+        match tokio::time::timeout(Duration::from_secs(30), found).await {
+            Ok(Ok(rest)) => Ok(rest),
+            Ok(Err(_)) => Err(SiteError::Controller(format!(
+                "the controller exited without printing its {what}\n{}",
+                self.controller_logs()
+            ))),
+            Err(_) => Err(SiteError::Controller(format!(
+                "the controller printed no {what} within 30s\n{}",
                 self.controller_logs()
             ))),
         }
@@ -532,6 +567,7 @@ spec:
                 child.kill().map_err(io("killing the controller"))?;
                 child.wait().map_err(io("reaping the controller"))?;
                 self.dashboard = None;
+                self.admin = None;
                 Ok(())
             }
             other => {
@@ -760,30 +796,33 @@ spec:
     )
 }
 
-/// Copies the controller's stdout to its log until the `dashboard on http://ADDR` line, and
-/// returns ADDR's URL (`None`: the controller exited first). The rest of its output keeps being
-/// copied by a thread, so the controller never blocks on a full pipe.
-fn read_dashboard_line(stdout: std::process::ChildStdout, log: std::fs::File) -> Option<String> {
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return None;
+/// What the controller prints before its dashboard's URL (`serin controller` prints the same).
+const DASHBOARD_LINE: &str = "dashboard on ";
+
+/// Copies `out`'s lines to `log` on a thread of its own until `out` closes; the text after the
+/// first `marker` (trimmed) is sent on the returned channel as soon as that line comes (the
+/// channel closes without it if the stream ends first).
+fn read_line_after(
+    out: impl std::io::Read + Send + 'static,
+    log: std::fs::File,
+    marker: &'static str,
+) -> oneshot::Receiver<String> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(out);
+        let mut tx = Some(tx);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = (&log).write_all(line.as_bytes());
+            if let Some(rest) = line.split(marker).nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(rest.trim().to_string());
+            }
+            line.clear();
         }
-        let _ = (&log).write_all(line.as_bytes());
-        if let Some(rest) = line.split("dashboard on ").nth(1) {
-            let url = rest.split_whitespace().next().unwrap_or("").to_string();
-            std::thread::spawn(move || {
-                let mut rest = String::new();
-                while reader.read_line(&mut rest).unwrap_or(0) > 0 {
-                    let _ = (&log).write_all(rest.as_bytes());
-                    rest.clear();
-                }
-            });
-            return Some(url);
-        }
-    }
+    });
+    rx
 }
 
 /// Whether `pid` runs (zombies count as dead).

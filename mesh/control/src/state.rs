@@ -217,6 +217,21 @@ impl State {
                 {
                     problems.push(c.clone());
                 }
+                let valid = !is_fatal(&problems);
+                // References that do not resolve now (a missing Service, a cross-namespace
+                // backend without a grant) are reported too, after the verdict: the object is
+                // valid and runs, but part of it sends requests nowhere.
+                let references = match kind {
+                    RouteKind::HttpRoute => self
+                        .raw_routes
+                        .get(key)
+                        .map(|r| crate::translate::route_reference_problems(&self.world, r)),
+                    RouteKind::TrafficSplit => self
+                        .raw_splits
+                        .get(key)
+                        .map(|s| crate::translate::split_reference_problems(&self.world, key, s)),
+                };
+                problems.extend(references.unwrap_or_default());
                 RouteInfo {
                     kind,
                     namespace: key.namespace.clone(),
@@ -226,7 +241,7 @@ impl State {
                         .get(&(kind, key.clone()))
                         .copied()
                         .unwrap_or(0),
-                    valid: !is_fatal(&problems),
+                    valid,
                     problems: problems.into_iter().map(Problem::into_status).collect(),
                 }
             })

@@ -64,7 +64,10 @@ impl H2Server {
         builder
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(opts.keep_alive_interval))
-            .keep_alive_timeout(opts.keep_alive_timeout);
+            .keep_alive_timeout(opts.keep_alive_timeout)
+            // The HTTP/1.1 side's head limit, so a request (a large token or gRPC metadata)
+            // does not pass one protocol and get a 431 on the other (hyper's default: 16 KiB).
+            .max_header_list_size(crate::head::MAX_HEAD as u32);
         Arc::new(H2Server {
             builder,
             idle_timeout: opts.idle_timeout,

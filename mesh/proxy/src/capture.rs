@@ -1,5 +1,12 @@
 //! `serin-proxy init`: the iptables NAT rules that send a pod's TCP through its proxy.
 //!
+//! Both IP families get the same rules ([`Family`]): `iptables` for IPv4 and `ip6tables` for
+//! IPv6, with the same chains, ports, UID exemption and conntrack exemptions, the same backend
+//! (nft or legacy, chosen once), and only the loopback network differing (`127.0.0.0/8`,
+//! `::1/128`). IPv6 is captured when the pod's namespace has it (`--ipv6 auto`, see
+//! [`ipv6_decision`]); an install is whole or nothing: when the IPv6 rules fail, the IPv4 ones
+//! go again, so a pod never runs with one family captured and the other silently not.
+//!
 //! The rules live in chains of their own so that installing them twice, or removing them,
 //! never touches anybody else's rules:
 //!
@@ -68,8 +75,9 @@
 //! and `--track-upstream` keep the chains empty, for a pod whose own rules match such traffic by
 //! conntrack state.
 //!
-//! [`Plan`] is pure (the rules as `iptables-restore` input and the jumps); [`Iptables`] runs
-//! them with the chosen backend (iptables-nft or iptables-legacy). This module does not decide
+//! [`Plan`] is pure (the rules of one family as `iptables-restore` input and the jumps);
+//! [`Iptables`] runs them with the chosen backend (iptables-nft or iptables-legacy, and their
+//! `ip6tables` twins). This module does not decide
 //! which ports a pod needs: the injector passes them as flags.
 
 use std::collections::BTreeSet;
@@ -108,6 +116,46 @@ pub const DEFAULT_LOCAL_PORT_RANGE: (u16, u16) = (32768, 60999);
 const MAX_COPIES: usize = 64;
 /// Ports one `-m multiport` list holds.
 const MULTIPORT_MAX: usize = 15;
+
+/// The IP family a set of rules is for: IPv4 rules go to `iptables`, IPv6 rules to `ip6tables`
+/// (two separate rule sets in the kernel: one family's rules never see the other's packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4, `iptables`.
+    V4,
+    /// IPv6, `ip6tables`.
+    V6,
+}
+
+impl Family {
+    /// Both families, in the order they are installed.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The tool's name without its backend suffix: `iptables` or `ip6tables`.
+    pub fn tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// `IPv4` or `IPv6`, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    /// The loopback network: never captured, and the both-ends-loopback exemption's match.
+    /// IPv6 has one loopback address, IPv4 a whole /8.
+    pub fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1/128",
+        }
+    }
+}
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,9 +203,11 @@ pub struct Untrack {
     pub jumps: Vec<Jump>,
 }
 
-/// The rules of one [`CaptureConfig`].
+/// The rules of one [`CaptureConfig`] for one [`Family`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The family these rules are for (which tool runs them).
+    pub family: Family,
     /// `iptables-restore --noflush` input for the nat table: declares (and so empties) Serin's
     /// four nat chains and fills them. Other chains are untouched.
     pub restore: String,
@@ -265,8 +315,16 @@ pub fn local_port_range_for(
 }
 
 impl CaptureConfig {
-    /// The rules for this configuration.
+    /// The IPv4 rules for this configuration.
     pub fn plan(&self) -> Plan {
+        self.plan_for(Family::V4)
+    }
+
+    /// The rules for this configuration in `family`. The two families get the same chains,
+    /// ports, UID exemption and conntrack exemptions; only the loopback network differs.
+    /// (`net.ipv4.ip_local_port_range` is the ephemeral range of IPv6 sockets too.)
+    pub fn plan_for(&self, family: Family) -> Plan {
+        let loopback = family.loopback();
         let mut r = String::from("*nat\n");
         for c in [
             INBOUND_CHAIN,
@@ -303,7 +361,7 @@ impl CaptureConfig {
             self.proxy_uid
         ));
         r.push_str(&format!("-A {OUTBOUND_CHAIN} -o lo -j RETURN\n"));
-        r.push_str(&format!("-A {OUTBOUND_CHAIN} -d 127.0.0.0/8 -j RETURN\n"));
+        r.push_str(&format!("-A {OUTBOUND_CHAIN} -d {loopback} -j RETURN\n"));
         for p in &self.skip_outbound_ports {
             r.push_str(&format!(
                 "-A {OUTBOUND_CHAIN} -p tcp --dport {p} -j RETURN\n"
@@ -316,20 +374,22 @@ impl CaptureConfig {
         let commented =
             |to: &'static str| ["-p", "tcp", "-m", "comment", "--comment", COMMENT, "-j", to];
         Plan {
+            family,
             restore: r,
             jumps: vec![
                 Jump::new("nat", "PREROUTING", &commented(INBOUND_CHAIN)),
                 Jump::new("nat", "OUTPUT", &commented(OUTBOUND_CHAIN)),
             ],
-            untrack: vec![self.untrack_loopback(), self.untrack_upstream()],
+            untrack: vec![self.untrack_loopback(family), self.untrack_upstream()],
         }
     }
 
-    fn untrack_loopback(&self) -> Untrack {
+    fn untrack_loopback(&self, family: Family) -> Untrack {
         let mut raw = format!("*raw\n:{NOTRACK_CHAIN} - [0:0]\n");
         if !self.track_loopback {
+            let lo = family.loopback();
             raw.push_str(&format!(
-                "-A {NOTRACK_CHAIN} -s 127.0.0.0/8 -d 127.0.0.0/8 -p tcp -j CT --notrack\n"
+                "-A {NOTRACK_CHAIN} -s {lo} -d {lo} -p tcp -j CT --notrack\n"
             ));
         }
         raw.push_str("COMMIT\n");
@@ -471,6 +531,100 @@ pub fn choose_mode(nft_save: Option<&str>, legacy_save: Option<&str>) -> Option<
     }
 }
 
+/// Whether `serin-proxy init` captures IPv6 too (`--ipv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Mode {
+    /// Capture IPv6 when the pod's network namespace has it (see [`ipv6_in_namespace`]).
+    Auto,
+    /// Capture IPv6, and fail when the pod has none.
+    On,
+    /// IPv4 only: the pod's IPv6 connections bypass the proxy.
+    Off,
+}
+
+impl std::str::FromStr for Ipv6Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Ipv6Mode::Auto),
+            "on" => Ok(Ipv6Mode::On),
+            "off" => Ok(Ipv6Mode::Off),
+            _ => Err(format!(
+                "{s:?} is not an IPv6 capture mode (accepted: auto, on, off)"
+            )),
+        }
+    }
+}
+
+/// Where the kernel shows whether the namespace's loopback interface has IPv6. Both ends of
+/// IPv6 capture need it: REDIRECT sends the app's outbound IPv6 connections to `[::1]`, and
+/// the proxy's outbound IPv6 listener is bound there.
+pub const IPV6_LOOPBACK: &str = "/proc/sys/net/ipv6/conf/lo/disable_ipv6";
+
+/// Whether the pod's network namespace has IPv6 (`read` reads [`IPV6_LOOPBACK`]): `Err` says
+/// why not, for the user.
+pub fn ipv6_in_namespace(read: impl FnOnce() -> std::io::Result<String>) -> Result<(), String> {
+    match read() {
+        Ok(s) if s.trim() == "0" => Ok(()),
+        Ok(s) => Err(format!(
+            "IPv6 is switched off on its loopback interface: {IPV6_LOOPBACK} is {}",
+            s.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err("the kernel has no IPv6 (no /proc/sys/net/ipv6)".into())
+        }
+        Err(e) => Err(format!("cannot read {IPV6_LOOPBACK}: {e}")),
+    }
+}
+
+/// What `init` does about IPv6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ipv6Decision {
+    /// Install (or remove) the IPv6 rules as well.
+    Capture,
+    /// IPv4 only; the line says why, for the init container's log.
+    Skip(String),
+}
+
+/// Decides, purely, whether `init` installs, prints or removes IPv6 rules. `has_ipv6` is
+/// [`ipv6_in_namespace`]'s answer. Installing: `auto` follows it, `on` fails without IPv6
+/// (naming the flag), `off` never captures. A dry run prints both families unless `off`.
+/// Removing takes away whatever a namespace with IPv6
+/// may hold, whatever the mode (a pod installed with `auto` must not keep IPv6 rules because
+/// its removal said `off`).
+pub fn ipv6_decision(
+    mode: Ipv6Mode,
+    action: InitAction,
+    has_ipv6: Result<(), String>,
+) -> Result<Ipv6Decision, String> {
+    match (action, mode, has_ipv6) {
+        (InitAction::Remove, _, Ok(())) => Ok(Ipv6Decision::Capture),
+        (InitAction::Remove, _, Err(why)) => Ok(Ipv6Decision::Skip(format!(
+            "no IPv6 rules to remove: the pod has no IPv6 ({why})"
+        ))),
+        (_, Ipv6Mode::Off, _) => Ok(Ipv6Decision::Skip(
+            "IPv6 not captured (--ipv6 off): the pod's IPv6 connections, in and out, bypass the proxy".into(),
+        )),
+        // A dry run is for review: it shows both families whatever this namespace has.
+        (InitAction::DryRun, _, _) | (_, _, Ok(())) => Ok(Ipv6Decision::Capture),
+        (_, Ipv6Mode::Auto, Err(why)) => Ok(Ipv6Decision::Skip(format!(
+            "IPv4 captured only: the pod has no IPv6 ({why})"
+        ))),
+        (_, Ipv6Mode::On, Err(why)) => Err(format!(
+            "--ipv6 on: cannot capture IPv6: the pod has no IPv6 ({why}); use --ipv6 auto (IPv6 captured where the pod has it) or --ipv6 off"
+        )),
+    }
+}
+
+/// The tool a dry run names for `mode` and `family` (`ip6tables-nft`, `iptables`, ...).
+pub fn tool_for(mode: Mode, family: Family) -> String {
+    match mode {
+        Mode::Legacy => format!("{}-legacy", family.tool()),
+        Mode::Nft => format!("{}-nft", family.tool()),
+        Mode::Auto => family.tool().to_string(),
+    }
+}
+
 /// Why installing or removing the rules failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -537,6 +691,28 @@ pub struct Iptables {
     pub bin: String,
 }
 
+/// Whether `bin` runs (`--version` touches no table).
+fn exists(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `<bin>-save -t nat`'s output; None when the binary does not run. A save that fails for
+/// lack of privileges still tells that the binary exists.
+fn save_nat(bin: &str) -> Option<String> {
+    let out = Command::new(format!("{bin}-save"))
+        .args(["-t", "nat"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 struct Output {
     ok: bool,
     status: String,
@@ -544,26 +720,29 @@ struct Output {
     stderr: String,
 }
 
+/// Where the kernel lists the iptables-legacy (x_tables) tables that exist in the reading
+/// process's network namespace. Reading it loads and creates nothing, unlike
+/// `iptables-legacy-save -t nat`, which creates an empty legacy nat table as a side effect
+/// (and with it netfilter hooks every packet of the pod would then pass).
+pub fn legacy_tables_names(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    }
+}
+
+/// Whether a `*_tables_names` listing holds the nat table. A file that does not read (the
+/// x_tables module is not loaded) means no legacy table exists.
+pub fn lists_nat(names: Option<&str>) -> bool {
+    names.is_some_and(|n| n.lines().any(|l| l.trim() == "nat"))
+}
+
 impl Iptables {
-    /// The backend for `mode` (for `Auto`, whichever the node uses).
+    /// The backend for `mode` (for `Auto`, whichever the node uses), as the IPv4 tool; see
+    /// [`Iptables::family`] for its IPv6 twin. Auto-detection creates no table: iptables-nft's
+    /// save only reads, and iptables-legacy's save runs only for a family whose nat table
+    /// already exists ([`legacy_tables_names`]).
     pub fn detect(mode: Mode) -> Result<Iptables, CaptureError> {
-        let try_save = |bin: &str| -> Option<String> {
-            let out = Command::new(format!("{bin}-save"))
-                .args(["-t", "nat"])
-                .stdin(Stdio::null())
-                .output()
-                .ok()?;
-            // A `-save` that fails for lack of privileges still tells us the binary exists.
-            Some(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let exists = |bin: &str| {
-            Command::new(bin)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        };
         let pick = |bin: &str| Iptables {
             bin: bin.to_string(),
         };
@@ -577,12 +756,26 @@ impl Iptables {
                 ),
             }),
             Mode::Auto => {
-                let nft = exists("iptables-nft")
-                    .then(|| try_save("iptables-nft"))
-                    .flatten();
-                let legacy = exists("iptables-legacy")
-                    .then(|| try_save("iptables-legacy"))
-                    .flatten();
+                // Rules of both families count: an IPv6-only node's rules are all in ip6tables.
+                let nft = exists("iptables-nft").then(|| {
+                    Family::ALL
+                        .iter()
+                        .filter_map(|f| save_nat(&format!("{}-nft", f.tool())))
+                        .collect::<String>()
+                });
+                let legacy = exists("iptables-legacy").then(|| {
+                    Family::ALL
+                        .iter()
+                        .filter(|f| {
+                            lists_nat(
+                                std::fs::read_to_string(legacy_tables_names(**f))
+                                    .ok()
+                                    .as_deref(),
+                            )
+                        })
+                        .filter_map(|f| save_nat(&format!("{}-legacy", f.tool())))
+                        .collect::<String>()
+                });
                 match choose_mode(nft.as_deref(), legacy.as_deref()) {
                     Some(Mode::Legacy) => Ok(pick("iptables-legacy")),
                     Some(_) => Ok(pick("iptables-nft")),
@@ -593,6 +786,50 @@ impl Iptables {
                 }
             }
         }
+    }
+
+    /// The same backend for `family`: `iptables-nft` gives `ip6tables-nft` for IPv6 (also
+    /// inside a path: `/sbin/iptables` gives `/sbin/ip6tables`).
+    pub fn family(&self, family: Family) -> Iptables {
+        let (dir, name) = match self.bin.rsplit_once('/') {
+            Some((dir, name)) => (format!("{dir}/"), name),
+            None => (String::new(), self.bin.as_str()),
+        };
+        let bin = match name.strip_prefix("iptables") {
+            Some(backend) => format!("{dir}{}{backend}", family.tool()),
+            None => self.bin.clone(),
+        };
+        Iptables { bin }
+    }
+
+    /// Installs each plan with this backend's tool for its family, in order. When one fails,
+    /// what this call installed is removed again (best effort) and the failing family is
+    /// returned with its error: a pod never keeps one family captured and the other not.
+    pub fn install_all(
+        &self,
+        plans: &[Plan],
+    ) -> Result<Vec<(Family, Installed)>, (Family, CaptureError)> {
+        let mut done: Vec<(Family, Installed)> = Vec::new();
+        for plan in plans {
+            match self.family(plan.family).install(plan) {
+                Ok(installed) => done.push((plan.family, installed)),
+                Err(e) => {
+                    for p in plans
+                        .iter()
+                        .filter(|p| done.iter().any(|(f, _)| *f == p.family))
+                    {
+                        let _ = self.family(p.family).remove(p);
+                    }
+                    return Err((plan.family, e));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Whether this backend's binary runs at all (it may still lack kernel support).
+    pub fn available(&self) -> bool {
+        exists(&self.bin)
     }
 
     fn run(
@@ -877,6 +1114,119 @@ COMMIT
     }
 
     #[test]
+    fn the_ipv6_plan_is_the_ipv4_plan_with_the_ipv6_loopback() {
+        let v4 = cfg().plan();
+        let v6 = cfg().plan_for(Family::V6);
+        assert_eq!((v4.family, v6.family), (Family::V4, Family::V6));
+        // Same chains, ports, UID and skip ports; ::1 where IPv4 has 127.0.0.0/8.
+        assert_eq!(v6.restore, v4.restore.replace("127.0.0.0/8", "::1/128"));
+        assert!(
+            v6.restore
+                .contains("-A SERIN_OUTBOUND -d ::1/128 -j RETURN\n")
+        );
+        assert_eq!(
+            raw(&v6, Exemption::Loopback).restore,
+            "*raw\n:SERIN_NOTRACK - [0:0]\n-A SERIN_NOTRACK -s ::1/128 -d ::1/128 -p tcp -j CT --notrack\nCOMMIT\n"
+        );
+        assert_eq!(raw(&v6, Exemption::Upstream), raw(&v4, Exemption::Upstream));
+        let jumps = |p: &Plan| p.all_jumps().cloned().collect::<Vec<_>>();
+        assert_eq!(jumps(&v6), jumps(&v4));
+        assert!(
+            v6.render("ip6tables-nft")
+                .starts_with("# ip6tables-nft-restore --noflush <<EOF\n*nat\n")
+        );
+    }
+
+    #[test]
+    fn each_family_uses_the_backend_chosen_once() {
+        let ipt = |bin: &str| Iptables { bin: bin.into() };
+        assert_eq!(ipt("iptables-nft").family(Family::V6).bin, "ip6tables-nft");
+        assert_eq!(
+            ipt("iptables-legacy").family(Family::V6).bin,
+            "ip6tables-legacy"
+        );
+        assert_eq!(ipt("iptables").family(Family::V6).bin, "ip6tables");
+        assert_eq!(
+            ipt("/usr/sbin/iptables-nft").family(Family::V6).bin,
+            "/usr/sbin/ip6tables-nft"
+        );
+        assert_eq!(ipt("iptables-nft").family(Family::V4).bin, "iptables-nft");
+        assert_eq!(tool_for(Mode::Legacy, Family::V6), "ip6tables-legacy");
+        assert_eq!(tool_for(Mode::Auto, Family::V4), "iptables");
+    }
+
+    #[test]
+    fn a_legacy_nat_table_is_seen_in_the_table_names_without_creating_one() {
+        assert!(lists_nat(Some("filter\nnat\n")));
+        assert!(!lists_nat(Some("filter\nraw\n")));
+        assert!(!lists_nat(Some("")));
+        // No file: the x_tables module is not even loaded, so no legacy table exists.
+        assert!(!lists_nat(None));
+        assert_eq!(
+            legacy_tables_names(Family::V6),
+            "/proc/net/ip6_tables_names"
+        );
+    }
+
+    #[test]
+    fn ipv6_presence_is_read_from_the_loopback_interface() {
+        assert_eq!(ipv6_in_namespace(|| Ok("0\n".into())), Ok(()));
+        let off = ipv6_in_namespace(|| Ok("1\n".into())).unwrap_err();
+        assert!(
+            off.contains("switched off") && off.contains(IPV6_LOOPBACK),
+            "{off}"
+        );
+        let none = ipv6_in_namespace(|| Err(std::io::ErrorKind::NotFound.into())).unwrap_err();
+        assert!(none.contains("no IPv6"), "{none}");
+    }
+
+    #[test]
+    fn ipv6_capture_follows_the_flag_and_what_the_pod_has() {
+        use Ipv6Decision::{Capture, Skip};
+        let has = || Ok(());
+        let lacks = || Err("the kernel has no IPv6".to_string());
+        let skip = |d: Result<Ipv6Decision, String>| match d {
+            Ok(Skip(why)) => why,
+            other => panic!("expected a skip, got {other:?}"),
+        };
+        for mode in [Ipv6Mode::Auto, Ipv6Mode::On] {
+            assert_eq!(ipv6_decision(mode, InitAction::Install, has()), Ok(Capture));
+            // A dry run shows both families, whatever this namespace has.
+            assert_eq!(
+                ipv6_decision(mode, InitAction::DryRun, lacks()),
+                Ok(Capture)
+            );
+        }
+        let why = skip(ipv6_decision(Ipv6Mode::Auto, InitAction::Install, lacks()));
+        assert!(
+            why.contains("IPv4 captured only") && why.contains("no IPv6"),
+            "{why}"
+        );
+        let e = ipv6_decision(Ipv6Mode::On, InitAction::Install, lacks()).unwrap_err();
+        assert!(
+            e.starts_with("--ipv6 on") && e.contains("--ipv6 off"),
+            "{e}"
+        );
+        for action in [InitAction::Install, InitAction::DryRun] {
+            let why = skip(ipv6_decision(Ipv6Mode::Off, action, has()));
+            assert!(
+                why.contains("--ipv6 off") && why.contains("bypass"),
+                "{why}"
+            );
+        }
+        // Removal takes away what a namespace with IPv6 may hold, whatever the flag says.
+        for mode in [Ipv6Mode::Auto, Ipv6Mode::On, Ipv6Mode::Off] {
+            assert_eq!(ipv6_decision(mode, InitAction::Remove, has()), Ok(Capture));
+            assert!(matches!(
+                ipv6_decision(mode, InitAction::Remove, lacks()),
+                Ok(Skip(_))
+            ));
+        }
+        let e = "yes".parse::<Ipv6Mode>().unwrap_err();
+        assert!(e.contains("auto, on, off"), "{e}");
+    }
+
+    #[test]
     fn only_loopback_to_loopback_tcp_goes_untracked_unless_tracking_is_kept() {
         let p = cfg().plan();
         assert_eq!(
@@ -1115,6 +1465,46 @@ COMMIT
             ),
             "{log}"
         );
+    }
+
+    #[test]
+    fn when_the_ipv6_rules_fail_the_ipv4_rules_go_again() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("serin-capture-v6-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        // ip6tables runs, but its restore refuses the nat table.
+        let log = dir.join("log");
+        for (name, body) in [
+            ("ip6tables", "echo \"ip6 $*\" >> \"$LOG\"\nexit 1\n"),
+            (
+                "ip6tables-restore",
+                "cat >/dev/null\necho \"can't initialize ip6tables table \\`nat'\" >&2\nexit 1\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
+                .expect("write fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod fake");
+        }
+        let c = CaptureConfig {
+            track_upstream: true,
+            ..cfg()
+        };
+        let plans = [c.plan_for(Family::V4), c.plan_for(Family::V6)];
+        let (family, e) = ipt.install_all(&plans).unwrap_err();
+        let log = std::fs::read_to_string(&log).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(family, Family::V6);
+        assert!(e.to_string().contains("can't initialize ip6tables"), "{e}");
+        // The IPv4 jumps were added, then deleted again; nothing was asked of ip6tables but
+        // its restore.
+        let added = log
+            .find("-t nat -A OUTPUT")
+            .expect("the IPv4 jump was added");
+        let deleted = log.find("-t nat -D OUTPUT").expect("and deleted again");
+        assert!(added < deleted, "{log}");
+        assert!(!log.contains("ip6 "), "{log}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{self, Endpoint};
 use crate::body::{BodyWatch, ClientBody, IdleWatch, Recorder, ReqBody, ResBody};
@@ -140,6 +140,17 @@ fn text(status: StatusCode, msg: String) -> Response<ResBody> {
     r
 }
 
+/// `405` for CONNECT, as the HTTP/1.1 server answers it: forwarded, the upstream would see an
+/// ordinary request, and its `200` would tell the client a tunnel is open. Only h2c streams get
+/// this far (extended CONNECT, RFC 8441, is not enabled).
+fn refuse_connect() -> Response<ResBody> {
+    text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "CONNECT is not supported: serin-proxy forwards HTTP requests, it does not open tunnels\n"
+            .into(),
+    )
+}
+
 /// A response the proxy made up, counted as a failure with `error`.
 fn proxy_error(
     metrics: Counted<'_>,
@@ -197,6 +208,9 @@ pub async fn outbound_via(
     original_dst: Option<Arc<str>>,
     req: Request<ClientBody>,
 ) -> Response<ResBody> {
+    if req.method() == Method::CONNECT {
+        return refuse_connect();
+    }
     let started = Instant::now();
     let table = shared.table.compiled();
     let authority = authority_of(&req);
@@ -270,10 +284,12 @@ pub async fn outbound_via(
                 && parts.extensions.get::<UpgradeRequested>().is_none()
                 && fastrand::u32(..100) < *pct =>
         {
-            match balance::pick(&mb.endpoints) {
-                Some(mep) => {
+            // No endpoint, or one with every mirror slot taken (a shadow that stopped
+            // answering): the copy is dropped, never queued.
+            match balance::pick(&mb.endpoints).and_then(|mep| Some((mep, mep.try_mirror()?))) {
+                Some((mep, slot)) => {
                     let (real, copy) = ReqBody::tee(body);
-                    spawn_mirror(&shared, mb.clone(), mep.clone(), &parts, copy);
+                    spawn_mirror(&shared, mb.clone(), mep.clone(), slot, &parts, copy);
                     real
                 }
                 None => {
@@ -318,6 +334,9 @@ pub async fn inbound_to(
     endpoint: Option<Arc<Endpoint>>,
     req: Request<ClientBody>,
 ) -> Response<ResBody> {
+    if req.method() == Method::CONNECT {
+        return refuse_connect();
+    }
     let started = Instant::now();
     let (Some(target), Some(endpoint)) = (&shared.inbound, endpoint) else {
         return text(
@@ -534,6 +553,7 @@ fn spawn_mirror(
     shared: &Arc<Shared>,
     backend: Arc<BackendRt>,
     ep: Arc<Endpoint>,
+    slot: balance::MirrorSlot,
     parts: &http::request::Parts,
     body: ReqBody,
 ) {
@@ -565,6 +585,7 @@ fn spawn_mirror(
             _ => "error",
         };
         registry.mirror(&backend.name, result);
+        drop(slot);
     });
 }
 

@@ -54,6 +54,10 @@ struct InitArgs {
     /// iptables backend: auto (whichever holds the node's rules), nft or legacy.
     #[arg(long, env = "SERIN_PROXY_INIT_IPTABLES_MODE", default_value = "auto")]
     iptables_mode: serin_proxy::capture::Mode,
+    /// IPv6 capture with ip6tables (same chains, ports and exemptions as IPv4): auto (when the
+    /// pod's network namespace has IPv6), on (fail without it) or off (IPv6 bypasses the proxy).
+    #[arg(long, env = "SERIN_PROXY_INIT_IPV6", default_value = "auto")]
+    ipv6: serin_proxy::capture::Ipv6Mode,
     /// Print the rules instead of installing them.
     #[arg(long)]
     dry_run: bool,
@@ -147,6 +151,16 @@ struct RunArgs {
         default_value = "0.0.0.0:4143"
     )]
     transparent_inbound: SocketAddr,
+    /// IPv6 twins of the transparent listeners ([::1] beside 127.0.0.1, [::] beside 0.0.0.0,
+    /// same ports), where `serin-proxy init`'s ip6tables rules send IPv6 connections: auto
+    /// (when the network namespace has IPv6), on (fail to start without them) or off.
+    #[arg(
+        long,
+        env = "SERIN_PROXY_TRANSPARENT_IPV6",
+        default_value = "auto",
+        requires = "transparent"
+    )]
+    transparent_ipv6: serin_proxy::capture::Ipv6Mode,
     /// How long a captured connection may stay silent before it is relayed as opaque TCP
     /// (protocols where the server speaks first), e.g. 1s, 300ms.
     #[arg(long, env = "SERIN_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
@@ -158,16 +172,57 @@ struct RunArgs {
     /// Worker threads (1 keeps the sidecar small; the runtime is then single-threaded).
     #[arg(long, env = "SERIN_PROXY_THREADS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: usize,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
+}
+
+/// The file's timing keys, for proxies run without a file (an injected sidecar has only its
+/// flags and environment). With --config the file's keys are the place, and these are errors.
+#[derive(clap::Args, Debug, Default)]
+struct TimeoutArgs {
+    /// How long in-flight requests may run after SIGTERM (the file's `shutdownTimeout`; default
+    /// 30s, keep it under the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "SERIN_PROXY_SHUTDOWN_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    shutdown_timeout: Option<Duration>,
+    /// Time allowed to connect to an endpoint before a 502 (`connectTimeout`; default 5s).
+    #[arg(long, env = "SERIN_PROXY_CONNECT_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    connect_timeout: Option<Duration>,
+    /// Longest pause inside a body, each way, and longest wait for a response head on a route
+    /// without `timeout` (`bodyIdleTimeout`; default 60s; raise it for long polls).
+    #[arg(long, env = "SERIN_PROXY_BODY_IDLE_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    body_idle_timeout: Option<Duration>,
+    /// An h2c client connection without open streams for this long is closed (`h2IdleTimeout`;
+    /// default 60s).
+    #[arg(long, env = "SERIN_PROXY_H2_IDLE_TIMEOUT", value_parser = parse_interval, conflicts_with = "config")]
+    h2_idle_timeout: Option<Duration>,
+    /// How long a gone endpoint's series stay on /metrics (`metricsRetainIdle`; default 10m; 0
+    /// drops them at the next table swap).
+    #[arg(long, env = "SERIN_PROXY_METRICS_RETAIN_IDLE", value_parser = parse_duration, conflicts_with = "config")]
+    metrics_retain_idle: Option<Duration>,
+}
+
+impl TimeoutArgs {
+    /// Sets the timings given on the command line (or in the environment) in `cfg`.
+    fn apply(&self, cfg: &mut ProxyConfig) {
+        let set = |field: &mut Duration, v: Option<Duration>| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(&mut cfg.shutdown_timeout, self.shutdown_timeout);
+        set(&mut cfg.connect_timeout, self.connect_timeout);
+        set(&mut cfg.body_idle_timeout, self.body_idle_timeout);
+        set(&mut cfg.h2_idle_timeout, self.h2_idle_timeout);
+        set(&mut cfg.metrics_retain_idle, self.metrics_retain_idle);
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("--label {s:?}: expected KEY=VALUE"))?;
-    if !serin_mesh_api::table::is_label_name(k) {
-        return Err(format!(
-            "--label {s:?}: {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-        ));
+    if let Some(why) = serin_proxy::config::identity_label_problem(k) {
+        return Err(format!("--label {s:?}: {why}"));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -214,8 +269,9 @@ fn main() -> std::process::ExitCode {
 
 fn capture(args: InitArgs) -> anyhow::Result<()> {
     use serin_proxy::capture::{
-        CaptureConfig, Exemption, InitAction, Iptables, LOCAL_PORT_RANGE, Mode, PortRangeSource,
-        local_port_range_for,
+        CaptureConfig, CaptureError, Family, IPV6_LOOPBACK, InitAction, Iptables, Ipv6Decision,
+        Ipv6Mode, LOCAL_PORT_RANGE, Plan, PortRangeSource, ipv6_decision, ipv6_in_namespace,
+        local_port_range_for, tool_for,
     };
     // A dry run prints the install plan even with --remove (as below), so it reads the range.
     let action = if args.dry_run {
@@ -248,54 +304,142 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         track_upstream: args.track_upstream,
         local_port_range,
     };
-    let plan = cfg.plan();
+    let has_ipv6 = ipv6_in_namespace(|| std::fs::read_to_string(IPV6_LOOPBACK));
+    let ipv6 = ipv6_decision(args.ipv6, action, has_ipv6.clone()).map_err(anyhow::Error::msg)?;
+    let plans: Vec<Plan> = Family::ALL
+        .into_iter()
+        .filter(|f| *f == Family::V4 || ipv6 == Ipv6Decision::Capture)
+        .map(|f| cfg.plan_for(f))
+        .collect();
     if args.dry_run {
-        let bin = match args.iptables_mode {
-            Mode::Legacy => "iptables-legacy",
-            Mode::Nft => "iptables-nft",
-            Mode::Auto => "iptables",
-        };
-        print!("{}", plan.render(bin));
+        for plan in &plans {
+            println!(
+                "# {} ({})",
+                plan.family.name(),
+                tool_for(args.iptables_mode, plan.family)
+            );
+            print!(
+                "{}",
+                plan.render(&tool_for(args.iptables_mode, plan.family))
+            );
+        }
+        match (&ipv6, has_ipv6) {
+            (Ipv6Decision::Skip(why), _) => println!("# {why}"),
+            (Ipv6Decision::Capture, Err(why)) => println!(
+                "# this namespace has no IPv6 ({why}): here `init --ipv6 {}` would {}",
+                if args.ipv6 == Ipv6Mode::On {
+                    "on"
+                } else {
+                    "auto"
+                },
+                if args.ipv6 == Ipv6Mode::On {
+                    "fail"
+                } else {
+                    "install the IPv4 rules only"
+                }
+            ),
+            (Ipv6Decision::Capture, Ok(())) => {}
+        }
         return Ok(());
     }
-    let iptables = Iptables::detect(args.iptables_mode)?;
-    if args.remove {
-        iptables.remove(&plan)?;
-        println!(
-            "serin-proxy init: removed the capture rules ({})",
-            iptables.bin
-        );
-    } else {
-        let installed = iptables.install(&plan)?;
-        println!(
-            "serin-proxy init: capture rules installed ({}): inbound -> :{}, outbound -> :{}, proxy uid {} exempt",
-            iptables.bin, cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid
-        );
-        match installed.skipped(Exemption::Loopback) {
-            Some(e) => eprintln!(
-                "serin-proxy init: warning: loopback TCP stays connection-tracked (capture works; each loopback packet costs more CPU): {e}"
-            ),
-            None if cfg.track_loopback => {
-                println!(
-                    "serin-proxy init: loopback TCP stays connection-tracked (--track-loopback)"
-                )
+    let v4 = Iptables::detect(args.iptables_mode)?;
+    // Every tool is found before anything is touched.
+    let v6 = v4.family(Family::V6);
+    if ipv6 == Ipv6Decision::Capture && !args.remove && !v6.available() {
+        anyhow::bail!(
+            "{}; this pod has IPv6, and without ip6tables rules its IPv6 connections would bypass the proxy: install it, or pass --ipv6 off (SERIN_PROXY_INIT_IPV6=off; on an injected pod the annotation serin.dev/capture-ipv6: off) to capture IPv4 only",
+            CaptureError::NoIptables {
+                wanted: v6.bin.clone()
             }
-            None => println!("serin-proxy init: loopback-only TCP exempt from connection tracking"),
+        );
+    }
+    if args.remove {
+        for plan in &plans {
+            let tool = v4.family(plan.family);
+            if plan.family == Family::V6 && !tool.available() {
+                // Nothing can have been installed with a tool that is not there.
+                println!(
+                    "serin-proxy init: no IPv6 rules to remove: {} is not installed",
+                    tool.bin
+                );
+                continue;
+            }
+            tool.remove(plan)
+                .with_context(|| format!("removing the {} rules", plan.family.name()))?;
+            println!(
+                "serin-proxy init: removed the {} capture rules ({})",
+                plan.family.name(),
+                tool.bin
+            );
         }
-        let (lo, hi) = cfg.local_port_range;
-        match installed.skipped(Exemption::Upstream) {
-            Some(e) => eprintln!(
-                "serin-proxy init: warning: the proxy's upstream connections stay connection-tracked (capture works; each of their packets costs more CPU): {e}"
-            ),
-            None if cfg.track_upstream => println!(
-                "serin-proxy init: the proxy's upstream connections stay connection-tracked (--track-upstream)"
-            ),
-            None => println!(
-                "serin-proxy init: the proxy's upstream connections and skip-port connections exempt from connection tracking (source ports {lo}-{hi})"
-            ),
+        if let Ipv6Decision::Skip(why) = &ipv6 {
+            println!("serin-proxy init: {why}");
+        }
+        return Ok(());
+    }
+    match v4.install_all(&plans) {
+        Ok(installed) => {
+            for (family, installed) in &installed {
+                report(&cfg, &v4.family(*family), *family, installed);
+            }
+        }
+        Err((family, e)) => {
+            let hint = if family == Family::V6 {
+                "; nothing is installed: this pod has IPv6, and without IPv6 rules its IPv6 connections would bypass the proxy (pass --ipv6 off, SERIN_PROXY_INIT_IPV6=off, or on an injected pod the annotation serin.dev/capture-ipv6: off, to capture IPv4 only)"
+            } else {
+                ""
+            };
+            return Err(anyhow::Error::new(e).context(format!(
+                "installing the {} capture rules failed{hint}",
+                family.name()
+            )));
         }
     }
+    if let Ipv6Decision::Skip(why) = &ipv6 {
+        println!("serin-proxy init: {why}");
+    }
     Ok(())
+}
+
+/// The init container's log lines for one family's install.
+fn report(
+    cfg: &serin_proxy::capture::CaptureConfig,
+    tool: &serin_proxy::capture::Iptables,
+    family: serin_proxy::capture::Family,
+    installed: &serin_proxy::capture::Installed,
+) {
+    use serin_proxy::capture::{Exemption, Family};
+    // IPv4's lines read as they always have; IPv6's say which family they are about.
+    let fam = if family == Family::V4 { "" } else { "IPv6 " };
+    println!(
+        "serin-proxy init: {fam}capture rules installed ({}): inbound -> :{}, outbound -> :{}, proxy uid {} exempt",
+        tool.bin, cfg.inbound_port, cfg.outbound_port, cfg.proxy_uid
+    );
+    match installed.skipped(Exemption::Loopback) {
+        Some(e) => eprintln!(
+            "serin-proxy init: warning: {fam}loopback TCP stays connection-tracked (capture works; each loopback packet costs more CPU): {e}"
+        ),
+        None if cfg.track_loopback => {
+            println!(
+                "serin-proxy init: {fam}loopback TCP stays connection-tracked (--track-loopback)"
+            )
+        }
+        None => {
+            println!("serin-proxy init: {fam}loopback-only TCP exempt from connection tracking")
+        }
+    }
+    let (lo, hi) = cfg.local_port_range;
+    match installed.skipped(Exemption::Upstream) {
+        Some(e) => eprintln!(
+            "serin-proxy init: warning: the proxy's {fam}upstream connections stay connection-tracked (capture works; each of their packets costs more CPU): {e}"
+        ),
+        None if cfg.track_upstream => println!(
+            "serin-proxy init: the proxy's {fam}upstream connections stay connection-tracked (--track-upstream)"
+        ),
+        None => println!(
+            "serin-proxy init: the proxy's {fam}upstream connections and skip-port connections exempt from connection tracking (source ports {lo}-{hi})"
+        ),
+    }
 }
 
 fn start(args: RunArgs) -> anyhow::Result<()> {
@@ -334,13 +478,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }),
                 _ => None,
             };
-            let cfg = ProxyConfig {
+            let mut cfg = ProxyConfig {
                 outbound: args.outbound,
                 admin: Some(args.admin),
                 inbound,
                 outbound_max_connections: args.max_connections,
                 ..ProxyConfig::default()
             };
+            args.timeouts.apply(&mut cfg);
             (cfg, None)
         }
     };
@@ -349,6 +494,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             inbound: Some(args.transparent_inbound),
             detect_timeout: args.detect_timeout,
             inbound_max_connections: args.max_connections,
+            ipv6: args.transparent_ipv6,
         });
     }
     let extra: BTreeMap<String, String> = args.labels.into_iter().collect();
@@ -389,4 +535,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("shutdown deadline passed with requests still in flight; they were cut");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_flags_reach_the_proxy_config_and_unset_ones_keep_the_defaults() {
+        let args = Args::try_parse_from([
+            "serin-proxy",
+            "--body-idle-timeout",
+            "5m",
+            "--shutdown-timeout",
+            "45s",
+            "--metrics-retain-idle",
+            "0s",
+        ])
+        .expect("valid flags");
+        let mut cfg = ProxyConfig::default();
+        args.run.timeouts.apply(&mut cfg);
+        assert_eq!(cfg.body_idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(45));
+        assert_eq!(cfg.metrics_retain_idle, Duration::ZERO);
+        let defaults = ProxyConfig::default();
+        assert_eq!(cfg.connect_timeout, defaults.connect_timeout);
+        assert_eq!(cfg.h2_idle_timeout, defaults.h2_idle_timeout);
+    }
 }

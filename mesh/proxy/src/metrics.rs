@@ -53,6 +53,7 @@ pub fn errno_name(code: Option<i32>) -> &'static str {
         Some(24) => "EMFILE",
         Some(32) => "EPIPE",
         Some(71) => "EPROTO",
+        Some(97) => "EAFNOSUPPORT",
         Some(98) => "EADDRINUSE",
         Some(99) => "EADDRNOTAVAIL",
         Some(100) => "ENETDOWN",

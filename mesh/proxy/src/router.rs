@@ -507,6 +507,12 @@ impl Compiled {
     /// route first, then a host-only route.
     pub fn route(&self, authority: &str) -> Option<&Arc<RouteRt>> {
         let (host, port) = split_authority(authority);
+        // A fully qualified name ends with the root's dot (`web.ns.svc.cluster.local.`, which
+        // skips the resolver's search list): the same name as without it.
+        let host = match host.strip_suffix('.') {
+            Some(h) if !h.is_empty() => h,
+            _ => host,
+        };
         // Avoid allocating in the common case where the host is already lower-case.
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -33,6 +33,31 @@ use serin_http1::{H2Options, H2Server, Handler, StopSignal};
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// IPv6 listeners were required (`--transparent-ipv6 on`) for a listener address that has
+    /// no IPv6 counterpart.
+    #[error(
+        "--transparent-ipv6 on: the {what} listener {addr} has no IPv6 counterpart (only 127.0.0.1 and 0.0.0.0 addresses have one: [::1] and [::])"
+    )]
+    NoIpv6Twin {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// IPv6 listeners were required (`--transparent-ipv6 on`) in a network namespace without
+    /// IPv6 loopback.
+    #[error(
+        "--transparent-ipv6 on: the {what} listener's IPv6 twin {addr} cannot be bound, this network namespace has no IPv6 loopback ({source}); use --transparent-ipv6 auto (IPv6 where the namespace has it) or off"
+    )]
+    NoIpv6 {
+        /// Which listener.
+        what: &'static str,
+        /// The twin's address.
+        addr: SocketAddr,
+        /// Why `[::1]` could not be bound.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -53,13 +78,14 @@ pub struct Proxy {
     outbound: SocketAddr,
     inbound: Option<SocketAddr>,
     captured_inbound: Option<SocketAddr>,
+    ipv6_listeners: Vec<SocketAddr>,
     admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<bool>,
     /// The admin listener stops only after the proxying listeners have drained, so `/ready`
     /// answers 503 (not a refused connection) for the whole drain.
     admin_stop: watch::Sender<bool>,
-    admin_task: Option<tokio::task::JoinHandle<bool>>,
+    admin_tasks: Vec<tokio::task::JoinHandle<bool>>,
     shutdown_timeout: Duration,
 }
 
@@ -99,6 +125,8 @@ impl Proxy {
         };
         let out_l = bind("outbound", cfg.outbound).await?;
         let outbound = local(&out_l, cfg.outbound);
+        let mut ipv6_listeners = Vec::new();
+        let has_ipv6 = namespace_has_ipv6();
         if let Some(t) = &cfg.transparent {
             let ctx = Arc::new(transparent::Listener::new(
                 shared.clone(),
@@ -106,14 +134,23 @@ impl Proxy {
                 t.detect_timeout,
                 cfg.connect_timeout,
             ));
-            tasks.spawn(transparent::serve(
-                out_l,
+            let twin = Transparent {
+                what: "outbound",
                 ctx,
-                cfg.outbound_max_connections,
-                stop.subscribe(),
+                max_connections: cfg.outbound_max_connections,
+                ipv6: t.ipv6,
+                has_ipv6: &has_ipv6,
+            }
+            .spawn(
+                &mut tasks,
+                out_l,
+                outbound,
+                &stop,
                 cfg.shutdown_timeout,
                 h2_opts,
-            ));
+            )
+            .await?;
+            ipv6_listeners.extend(twin);
         } else {
             let shared = shared.clone();
             let tcp = registry.tcp("outbound", "src");
@@ -152,49 +189,65 @@ impl Proxy {
         let mut captured_inbound = None;
         if let (Some(t), Some(addr)) = (&cfg.transparent, transparent_inbound) {
             let l = bind("transparent inbound", addr).await?;
-            captured_inbound = Some(local(&l, addr));
+            let bound = local(&l, addr);
+            captured_inbound = Some(bound);
             let ctx = Arc::new(transparent::Listener::new(
                 shared.clone(),
                 Direction::Inbound,
                 t.detect_timeout,
                 cfg.connect_timeout,
             ));
-            tasks.spawn(transparent::serve(
-                l,
+            let twin = Transparent {
+                what: "transparent inbound",
                 ctx,
-                t.inbound_max_connections,
-                stop.subscribe(),
-                cfg.shutdown_timeout,
-                h2_opts,
-            ));
+                max_connections: t.inbound_max_connections,
+                ipv6: t.ipv6,
+                has_ipv6: &has_ipv6,
+            }
+            .spawn(&mut tasks, l, bound, &stop, cfg.shutdown_timeout, h2_opts)
+            .await?;
+            ipv6_listeners.extend(twin);
         }
 
         let mut admin = None;
         let (admin_stop, _) = watch::channel(false);
-        let mut admin_task = None;
+        let mut admin_tasks = Vec::new();
         if let Some(a) = cfg.admin {
             let l = bind("admin", a).await?;
-            admin = Some(local(&l, a));
-            let table = table.clone();
-            let registry2 = registry.clone();
+            let bound = local(&l, a);
+            admin = Some(bound);
+            let mut listeners = vec![l];
+            // In a pod, the kubelet's probes and Prometheus reach the admin port at the pod's
+            // address, which in an IPv6 (or dual-stack) pod may be its IPv6 one.
+            if let Some(t) = &cfg.transparent
+                && let Some(l6) = bind_ipv6_twin("admin", bound, t.ipv6, &has_ipv6).await?
+            {
+                ipv6_listeners.push(local(&l6, bound));
+                listeners.push(l6);
+            }
             let tcp = registry.tcp("admin", "src");
-            let stopping = stop.subscribe();
-            admin_task = Some(tokio::spawn(serve(
-                l,
-                registry.clone(),
-                tcp,
-                admin_stop.subscribe(),
-                Duration::from_secs(1),
-                move |req| {
-                    let r = admin_route(&req, &table, &registry2, &stopping);
-                    async move { Ok::<_, Infallible>(r) }
-                },
-            )));
+            for l in listeners {
+                let table = table.clone();
+                let registry2 = registry.clone();
+                let stopping = stop.subscribe();
+                admin_tasks.push(tokio::spawn(serve(
+                    l,
+                    registry.clone(),
+                    tcp.clone(),
+                    admin_stop.subscribe(),
+                    Duration::from_secs(1),
+                    move |req| {
+                        let r = admin_route(&req, &table, &registry2, &stopping);
+                        async move { Ok::<_, Infallible>(r) }
+                    },
+                )));
+            }
         }
         tracing::info!(
             %outbound,
             inbound = ?inbound,
             captured_inbound = ?captured_inbound,
+            ipv6 = ?ipv6_listeners,
             transparent = cfg.transparent.is_some(),
             admin = ?admin,
             "serin-proxy listening"
@@ -205,11 +258,12 @@ impl Proxy {
             outbound,
             inbound,
             captured_inbound,
+            ipv6_listeners,
             admin,
             stop,
             tasks,
             admin_stop,
-            admin_task,
+            admin_tasks,
             shutdown_timeout: cfg.shutdown_timeout,
         })
     }
@@ -239,6 +293,12 @@ impl Proxy {
         self.captured_inbound
     }
 
+    /// Bound IPv6 twins of the transparent listeners and the admin listener (outbound, then
+    /// transparent inbound, then admin), if any.
+    pub fn ipv6_listener_addrs(&self) -> &[SocketAddr] {
+        &self.ipv6_listeners
+    }
+
     /// Bound admin address, if on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
@@ -254,7 +314,7 @@ impl Proxy {
             clean &= r.unwrap_or(false);
         }
         let _ = self.admin_stop.send(true);
-        if let Some(admin) = self.admin_task.take() {
+        for admin in std::mem::take(&mut self.admin_tasks) {
             clean &= admin.await.unwrap_or(false);
         }
         clean
@@ -264,6 +324,130 @@ impl Proxy {
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// The IPv6 address a transparent listener on `v4` also needs: `serin-proxy init`'s ip6tables
+/// REDIRECT sends the app's outbound IPv6 connections to `[::1]` (as iptables sends IPv4 ones
+/// to 127.0.0.1) and inbound ones to the receiving interface's address (any, so `[::]`).
+/// None for an address with no IPv6 counterpart (a specific IPv4 address, or one already IPv6).
+pub fn ipv6_twin(v4: SocketAddr) -> Option<SocketAddr> {
+    let ip = match v4 {
+        SocketAddr::V4(a) if a.ip().is_loopback() => std::net::Ipv6Addr::LOCALHOST,
+        SocketAddr::V4(a) if a.ip().is_unspecified() => std::net::Ipv6Addr::UNSPECIFIED,
+        _ => return None,
+    };
+    Some(SocketAddr::from((ip, v4.port())))
+}
+
+/// One transparent listener: its IPv4 socket and, where `init` redirects IPv6, its IPv6 twin,
+/// served with one context and one connection limit (they are one listener to the user).
+struct Transparent<'a> {
+    what: &'static str,
+    ctx: Arc<transparent::Listener>,
+    max_connections: usize,
+    ipv6: crate::capture::Ipv6Mode,
+    has_ipv6: &'a Result<(), std::io::Error>,
+}
+
+impl Transparent<'_> {
+    /// Binds the twin of `l` (bound at `bound`) when wanted and starts serving both; returns
+    /// the twin's address.
+    async fn spawn(
+        self,
+        tasks: &mut JoinSet<bool>,
+        l: TcpListener,
+        bound: SocketAddr,
+        stop: &watch::Sender<bool>,
+        drain: Duration,
+        h2_opts: H2Options,
+    ) -> Result<Option<SocketAddr>, StartError> {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let mut listeners = vec![l];
+        let mut twin = None;
+        if let Some(l6) = bind_ipv6_twin(self.what, bound, self.ipv6, self.has_ipv6).await? {
+            twin = Some(local(&l6, bound));
+            listeners.push(l6);
+        }
+        for l in listeners {
+            tasks.spawn(transparent::serve(
+                l,
+                self.ctx.clone(),
+                limit.clone(),
+                stop.subscribe(),
+                drain,
+                h2_opts,
+            ));
+        }
+        Ok(twin)
+    }
+}
+
+/// Whether this network namespace has IPv6 loopback (`[::1]`), the same test as
+/// `serin-proxy init`'s (`disable_ipv6` off on `lo`): both sides agree on whether IPv6 is
+/// captured. Errors other than "no IPv6 here" count as having it, so that binding the twins
+/// reports them.
+fn namespace_has_ipv6() -> Result<(), std::io::Error> {
+    match std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)) {
+        Err(e)
+            if matches!(
+                crate::metrics::errno_name(e.raw_os_error()),
+                "EAFNOSUPPORT" | "EADDRNOTAVAIL"
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Binds the IPv6 twin of a transparent listener bound at `bound` (see [`ipv6_twin`]), as
+/// IPv6-only so that it sits beside the IPv4 socket on the same port. With `Auto`, a namespace
+/// without IPv6 loopback (`has_ipv6`) gets no twin; with `On` that, or an address without a
+/// twin, stops the start; any other bind failure always does.
+async fn bind_ipv6_twin(
+    what: &'static str,
+    bound: SocketAddr,
+    mode: crate::capture::Ipv6Mode,
+    has_ipv6: &Result<(), std::io::Error>,
+) -> Result<Option<TcpListener>, StartError> {
+    use crate::capture::Ipv6Mode;
+    if mode == Ipv6Mode::Off {
+        return Ok(None);
+    }
+    let Some(addr) = ipv6_twin(bound) else {
+        if mode == Ipv6Mode::On {
+            return Err(StartError::NoIpv6Twin { what, addr: bound });
+        }
+        tracing::info!(listener = what, %bound, "no IPv6 listener: the address has no IPv6 counterpart");
+        return Ok(None);
+    };
+    match (mode, has_ipv6) {
+        (Ipv6Mode::Auto, Err(e)) => {
+            tracing::info!(listener = what, %addr, error = %e, "no IPv6 in this network namespace: IPv4 only");
+            return Ok(None);
+        }
+        (_, Err(e)) => {
+            // The probe's error, again (an io::Error is not Clone).
+            let source = e
+                .raw_os_error()
+                .map(std::io::Error::from_raw_os_error)
+                .unwrap_or_else(|| std::io::Error::new(e.kind(), e.to_string()));
+            return Err(StartError::NoIpv6 { what, addr, source });
+        }
+        _ => {}
+    }
+    let bind = || -> std::io::Result<TcpListener> {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    bind()
+        .map(Some)
         .map_err(|source| StartError::Bind { what, addr, source })
 }
 
@@ -633,6 +817,40 @@ fn admin_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transparent_listeners_get_ipv6_twins_where_init_redirects_ipv6() {
+        let twin = |a: &str| ipv6_twin(a.parse().expect("addr")).map(|t| t.to_string());
+        assert_eq!(twin("127.0.0.1:4140").as_deref(), Some("[::1]:4140"));
+        assert_eq!(twin("0.0.0.0:4143").as_deref(), Some("[::]:4143"));
+        assert_eq!(twin("10.0.0.7:4143"), None);
+        assert_eq!(twin("[::1]:4140"), None);
+    }
+
+    #[tokio::test]
+    async fn a_transparent_proxy_listens_on_ipv6_loopback_on_its_outbound_port() {
+        if namespace_has_ipv6().is_err() {
+            eprintln!("SKIPPED: no IPv6 loopback here");
+            return;
+        }
+        let cfg = ProxyConfig {
+            outbound: "127.0.0.1:0".parse().expect("addr"),
+            admin: None,
+            transparent: Some(crate::TransparentConfig {
+                inbound: None,
+                ipv6: crate::capture::Ipv6Mode::On,
+                ..crate::TransparentConfig::default()
+            }),
+            ..ProxyConfig::default()
+        };
+        let proxy = Proxy::start(cfg).await.expect("start");
+        let port = proxy.outbound_addr().port();
+        assert_eq!(
+            proxy.ipv6_listener_addrs(),
+            [SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))]
+        );
+        proxy.shutdown().await;
+    }
 
     #[test]
     fn match_values_are_redacted_for_clients_beyond_the_loopback() {

@@ -11,12 +11,16 @@
 //!   (protocols where the server speaks first: MySQL, SMTP, ...): forwarded byte for byte to
 //!   the original destination and counted in the `tcp_*` metrics.
 //!
-//! Inbound, the app is reached at `127.0.0.1:<original port>`; HTTP is counted with
+//! IPv6 connections (redirected by `init`'s ip6tables rules to the listeners' IPv6 twins) are
+//! served the same way: a Service's IPv6 cluster IP is routed when the table lists it.
+//!
+//! Inbound, the app is reached at `127.0.0.1:<original port>` (`[::1]` for IPv6, see
+//! [`app_address`]); HTTP is counted with
 //! `direction="inbound"` like the explicit inbound listener. A connection that was not
 //! redirected (someone dialled the listener itself) is served as the explicit listener would.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +137,20 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     (orig != local).then_some(orig)
 }
 
+/// Where a captured inbound connection to `original` is handed to the app: loopback of the
+/// same family, on the original port (`127.0.0.1` for IPv4, `[::1]` for IPv6). Keeping the
+/// family keeps the app's view what it is without the mesh: an app reachable over IPv6 has a
+/// socket that takes IPv6 (`[::]`, which takes `[::1]`), while an app listening on
+/// `0.0.0.0` only never got IPv6 connections and must not start getting them through the
+/// proxy; an app with separate IPv4 and IPv6 sockets gets each family on its own socket.
+pub fn app_address(original: SocketAddr) -> SocketAddr {
+    let ip: IpAddr = match original {
+        SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+    };
+    SocketAddr::new(ip, original.port())
+}
+
 /// Which side of the pod a transparent listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -159,8 +177,9 @@ pub(crate) struct Listener {
     pub connect_timeout: Duration,
     pub src: Arc<TcpMetrics>,
     pub dst: Arc<TcpMetrics>,
-    /// Inbound: the app per original port (kept so its upstream connections are pooled).
-    pub apps: Mutex<HashMap<u16, Arc<Endpoint>>>,
+    /// Inbound: the app per loopback address and original port (kept so its upstream
+    /// connections are pooled).
+    pub apps: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
 }
 
 impl Listener {
@@ -182,12 +201,11 @@ impl Listener {
         }
     }
 
-    fn app(&self, port: u16) -> Arc<Endpoint> {
+    fn app(&self, original: SocketAddr) -> Arc<Endpoint> {
+        let at = app_address(original);
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        apps.entry(port)
-            .or_insert_with(|| {
-                Arc::new(Endpoint::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
-            })
+        apps.entry(at)
+            .or_insert_with(|| Arc::new(Endpoint::new(at)))
             .clone()
     }
 
@@ -258,7 +276,7 @@ impl Listener {
                 }
             }
             Direction::Inbound => {
-                let app = self.app(dst.port());
+                let app = self.app(dst);
                 tracing::debug!(%dst, ?detected, "captured inbound connection");
                 if detected == Detected::Opaque || shared.inbound.is_none() {
                     self.opaque(stream, app.addr).await
@@ -301,12 +319,13 @@ impl Listener {
     }
 }
 
-/// A transparent listener: accepts (up to `max_connections` at once) until told to stop, then
+/// A transparent listener: accepts (while `limit` has permits, shared by the IPv4 socket and its
+/// IPv6 twin) until told to stop, then
 /// waits up to `drain` for its connections. Returns whether every connection finished in time.
 pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<Listener>,
-    max_connections: usize,
+    limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     h2_opts: serin_http1::H2Options,
@@ -318,7 +337,7 @@ pub(crate) async fn serve(
     let acceptor = crate::server::Acceptor {
         name: ctx.direction.label(),
         registry: &registry,
-        limit: Some(Arc::new(Semaphore::new(max_connections))),
+        limit: Some(limit),
     };
     crate::server::accept_until_stopped(&listener, &mut stop, acceptor, |stream, permit| {
         let conn = ctx.clone().serve(stream, conn_stop.clone(), h2.clone());
@@ -332,6 +351,14 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_connections_reach_the_app_on_loopback_of_their_own_family() {
+        let v4: SocketAddr = "10.1.0.5:8080".parse().unwrap();
+        let v6: SocketAddr = "[fd00::5]:8080".parse().unwrap();
+        assert_eq!(app_address(v4), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(app_address(v6), "[::1]:8080".parse().unwrap());
+    }
 
     #[test]
     fn an_http1_head_is_detected_with_its_host() {

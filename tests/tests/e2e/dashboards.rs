@@ -631,7 +631,12 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let mut site = Site::start_labelled(
         bin(),
         "dashboards",
-        CanaryShape::default(),
+        // Half the default interval with twice the load below: each look sees the traffic of a
+        // 1 s look at 50 requests per second.
+        CanaryShape {
+            interval: "500ms",
+            ..CanaryShape::default()
+        },
         &[
             ("namespace", "default"),
             ("deployment", "loadgen"),
@@ -667,8 +672,13 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         "default/frontend".parse()?,
         frontend.table(),
     );
-    let controller_admin = format!("127.0.0.1:{}", serin_analysis::testing::free_port());
-    site.controller_admin = Some(controller_admin.clone());
+    // The controller binds its admin server on port 0 and says where; Prometheus scrapes
+    // what it bound.
+    site.controller_admin = Some("127.0.0.1:0".into());
+    site.start_controller().await?;
+    let controller_admin = site
+        .controller_admin_addr()
+        .context("the controller's admin address")?;
     let host = |url: &str| {
         url.trim_start_matches("http://")
             .trim_end_matches("/metrics")
@@ -680,7 +690,7 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
                 host(&site.proxy_metrics),
                 frontend.admin_addr().context("frontend admin")?.to_string(),
                 host(&site.control_plane_url),
-                controller_admin,
+                controller_admin.to_string(),
             ],
             ..Default::default()
         },
@@ -690,19 +700,18 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_from(prometheus.address.as_str())?;
     let start = Instant::now();
-    while series(&client, "up == 1").await.unwrap_or(0) < 3 {
+    while series(&client, "up == 1").await.unwrap_or(0) < 4 {
         ensure!(start.elapsed() < STEP, "Prometheus never scraped the site");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    site.start_controller().await?;
     let mut seen = Vec::new();
     site.await_status("initialized", STEP, &mut seen, |r| {
         r["status"]["phase"] == "Initialized"
     })
     .await?;
     let inbound = frontend.inbound_addr().context("frontend inbound")?;
-    let load = site.start_load_via(inbound, 50.0);
+    let load = site.start_load_via(inbound, 100.0);
     load.await_more(50, STEP).await?;
 
     // Quiet site: no alert fires.
@@ -848,7 +857,19 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     )
     .await?;
 
-    // A proxy that loses its route stream, then a controller that is gone.
+    // A proxy that loses its route stream, then a controller that is gone. The alert compares
+    // the proxies connected now with the most connected at the 15 s-aligned instants of the
+    // last 10 minutes: wait until one such instant saw both proxies (Prometheus may have run
+    // for less than 15 s of them), else there is nothing to fall below.
+    let baseline = "max_over_time(sum(serin_control_connected_proxies)[10m:15s]) >= 2";
+    let start = Instant::now();
+    while series(&client, baseline).await? == 0 {
+        ensure!(
+            start.elapsed() < STEP,
+            "Prometheus never saw both proxies connected: {baseline}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     frontend_stream.abort();
     await_alert(
         &client,

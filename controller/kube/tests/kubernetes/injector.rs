@@ -319,6 +319,41 @@ async fn per_pod_annotations_override_resources_log_level_and_skip_ports() {
     assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "250m");
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "1Gi");
     assert_eq!(env(&inits[1], "RUST_LOG"), "debug");
+    // No IPv6 annotation: neither container is told anything (both default to auto).
+    assert!(!args.contains("--ipv6"), "{args}");
+    let names: Vec<&str> = inits[1]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        !names.contains(&"SERIN_PROXY_TRANSPARENT_IPV6"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_ipv6_capture_annotation_reaches_both_the_init_container_and_the_proxy() {
+    let inj = injector(&[("shop", "enabled")]);
+    for mode in ["auto", "on", "off"] {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = json!({"serin.dev/capture-ipv6": mode});
+        let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+        let inits = p.spec.as_ref().unwrap().init_containers.as_ref().unwrap();
+        let args = inits[0].args.as_ref().unwrap().join(" ");
+        assert!(args.ends_with(&format!("--ipv6 {mode}")), "{args}");
+        assert_eq!(env(&inits[1], "SERIN_PROXY_TRANSPARENT_IPV6"), mode);
+    }
+    let mut pod = deployment_pod();
+    pod["metadata"]["annotations"] = json!({"serin.dev/capture-ipv6": "enabled"});
+    let r = send(&inj, &review(&pod, "shop")).await;
+    assert_eq!(r.response["allowed"], false);
+    let msg = r.response["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("serin.dev/capture-ipv6") && msg.contains("auto, on, off"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]

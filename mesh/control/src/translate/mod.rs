@@ -23,7 +23,10 @@ mod table;
 
 pub use check::{check_route, check_split, is_fatal};
 use status::ordered_splits;
-pub use status::{ParentVerdict, route_verdicts, split_conflicts};
+pub use status::{
+    ParentVerdict, route_reference_problems, route_verdicts, split_conflicts,
+    split_reference_problems,
+};
 pub use table::{endpoints_of, translate};
 
 use std::collections::{BTreeMap, BTreeSet};

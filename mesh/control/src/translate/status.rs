@@ -16,13 +16,16 @@ pub struct ParentVerdict {
     pub resolved_refs: (bool, &'static str, String),
 }
 
-/// The conditions Serin reports for each Service parent of HTTPRoute `key`. `problems` are the
-/// route's object-local problems (from [`check_route`]), which make it not accepted.
-pub fn route_verdicts(
-    world: &World,
-    route: &HttpRoute,
-    problems: &[Problem],
-) -> Vec<ParentVerdict> {
+/// One unresolved reference of an HTTPRoute: its field, the `ResolvedRefs` reason
+/// (`RefNotPermitted`, `BackendNotFound`) and what is wrong.
+struct Unresolved {
+    field: String,
+    reason: &'static str,
+    message: String,
+}
+
+/// Every backendRef and mirror target of `route` that does not resolve to a Service it may use.
+fn unresolved_refs(world: &World, route: &HttpRoute) -> Vec<Unresolved> {
     let key = ObjKey::of(route);
     let mut unresolved = Vec::new();
     for (ri, rule) in route.spec.rules.iter().enumerate() {
@@ -50,31 +53,74 @@ pub fn route_verdicts(
             // Not permitted comes first: without a grant the route must not learn whether a
             // Service exists in a namespace it may not reach.
             if !world.route_may_reach(&key.namespace, &bk) {
-                unresolved.push((
-                    "RefNotPermitted",
-                    format!(
-                        "{field}: Service {bk} is in another namespace and no ReferenceGrant in {} lets HTTPRoutes from {} refer to it",
+                unresolved.push(Unresolved {
+                    field,
+                    reason: "RefNotPermitted",
+                    message: format!(
+                        "Service {bk} is in another namespace and no ReferenceGrant in {} lets HTTPRoutes from {} refer to it",
                         bk.namespace, key.namespace
                     ),
-                ));
+                });
             } else if !world.services.contains_key(&bk) {
-                unresolved.push((
-                    "BackendNotFound",
-                    format!("{field}: Service {bk} not found"),
-                ));
+                unresolved.push(Unresolved {
+                    field,
+                    reason: "BackendNotFound",
+                    message: format!("Service {bk} not found"),
+                });
             }
         }
     }
+    unresolved
+}
+
+/// Whether the Service a parentRef names exists (and has the port it names): the `Accepted`
+/// condition of a route that is valid on its own.
+fn parent_accepted(
+    world: &World,
+    route_ns: &str,
+    pref: &ParentReference,
+) -> (bool, &'static str, String) {
+    let svc_key = ObjKey::new(
+        pref.namespace.as_deref().unwrap_or(route_ns),
+        pref.name.clone(),
+    );
+    match world.services.get(&svc_key) {
+        None => (
+            false,
+            "NoMatchingParent",
+            format!("parent Service {svc_key} not found"),
+        ),
+        Some(svc) => match pref.port {
+            Some(port)
+                if !svc.ports.is_empty()
+                    && !svc.ports.iter().any(|p| i32::from(p.port) == port) =>
+            {
+                (
+                    false,
+                    "NoMatchingParent",
+                    format!("parent Service {svc_key} has no port {port}"),
+                )
+            }
+            _ => (true, "Accepted", "Route is accepted".into()),
+        },
+    }
+}
+
+/// The conditions Serin reports for each Service parent of HTTPRoute `key`. `problems` are the
+/// route's object-local problems (from [`check_route`]), which make it not accepted.
+pub fn route_verdicts(
+    world: &World,
+    route: &HttpRoute,
+    problems: &[Problem],
+) -> Vec<ParentVerdict> {
+    let key = ObjKey::of(route);
+    let unresolved = unresolved_refs(world, route);
     route
         .spec
         .parent_refs
         .iter()
         .filter(|p| p.is_service())
         .map(|pref| {
-            let svc_key = ObjKey::new(
-                pref.namespace.as_deref().unwrap_or(&key.namespace),
-                pref.name.clone(),
-            );
             let accepted = if !problems.is_empty() {
                 let reason = problems[0].reason;
                 let msg = problems
@@ -92,35 +138,16 @@ pub fn route_verdicts(
                     msg,
                 )
             } else {
-                match world.services.get(&svc_key) {
-                    None => (
-                        false,
-                        "NoMatchingParent",
-                        format!("parent Service {svc_key} not found"),
-                    ),
-                    Some(svc) => match pref.port {
-                        Some(port)
-                            if !svc.ports.is_empty()
-                                && !svc.ports.iter().any(|p| i32::from(p.port) == port) =>
-                        {
-                            (
-                                false,
-                                "NoMatchingParent",
-                                format!("parent Service {svc_key} has no port {port}"),
-                            )
-                        }
-                        _ => (true, "Accepted", "Route is accepted".into()),
-                    },
-                }
+                parent_accepted(world, &key.namespace, pref)
             };
             let resolved = match unresolved.first() {
                 None => (true, "ResolvedRefs", "All references resolved".into()),
-                Some((reason, _)) => (
+                Some(first) => (
                     false,
-                    *reason,
+                    first.reason,
                     unresolved
                         .iter()
-                        .map(|(_, m)| m.as_str())
+                        .map(|u| format!("{}: {}", u.field, u.message))
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
@@ -132,6 +159,53 @@ pub fn route_verdicts(
             }
         })
         .collect()
+}
+
+/// What keeps a route that is valid on its own from doing all it says, for the status API (the
+/// Kubernetes source writes the same as the `Accepted` / `ResolvedRefs` conditions): parents
+/// whose Service is missing, backends and mirror targets that do not resolve (their share of
+/// requests gets a 503). Not fatal: the route runs as far as it can.
+pub fn route_reference_problems(world: &World, route: &HttpRoute) -> Vec<Problem> {
+    let key = ObjKey::of(route);
+    let parents = route
+        .spec
+        .parent_refs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_service())
+        .filter_map(|(i, p)| {
+            let (ok, reason, message) = parent_accepted(world, &key.namespace, p);
+            (!ok).then(|| Problem::new(format!("spec.parentRefs[{i}]"), reason, message))
+        });
+    let refs = unresolved_refs(world, route)
+        .into_iter()
+        .map(|u| Problem::new(u.field, u.reason, u.message));
+    parents.chain(refs).collect()
+}
+
+/// The same for a TrafficSplit: a missing apex Service (the split applies to nothing) and
+/// backends without a Service (their share gets a 503).
+pub fn split_reference_problems(world: &World, key: &ObjKey, split: &TrafficSplit) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let apex = ObjKey::new(key.namespace.clone(), split.spec.service.clone());
+    if !split.spec.service.is_empty() && !world.services.contains_key(&apex) {
+        p.push(Problem::new(
+            "spec.service",
+            "NoMatchingParent",
+            format!("apex Service {apex} not found"),
+        ));
+    }
+    for (i, b) in split.spec.backends.iter().enumerate() {
+        let bk = ObjKey::new(key.namespace.clone(), b.service.clone());
+        if !b.service.is_empty() && !world.services.contains_key(&bk) {
+            p.push(Problem::new(
+                format!("spec.backends[{i}].service"),
+                "BackendNotFound",
+                format!("Service {bk} not found"),
+            ));
+        }
+    }
+    p
 }
 
 /// Conflicts between TrafficSplits and HTTPRoutes (or other splits) over the same apex Service:

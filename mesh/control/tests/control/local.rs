@@ -341,3 +341,111 @@ async fn static_endpoint_labels_reach_the_table_per_endpoint_and_a_conflict_drop
     cp.stop().await;
     Ok(())
 }
+
+const DANGLING: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: podinfo, namespace: test}
+spec: {}
+---
+apiVersion: serin.dev/v1beta1
+kind: StaticEndpoints
+metadata: {name: podinfo-primary, namespace: test}
+spec: {endpoints: ["127.0.0.1:19001"]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: podinfo, namespace: test}
+spec:
+  parentRefs: [{group: "", kind: Service, name: podinfo}]
+  rules:
+    - backendRefs:
+        - {name: podinfo-primary, weight: 90}
+        - {name: podinfo-canary, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orphan, namespace: test}
+spec:
+  parentRefs: [{group: "", kind: Service, name: nosuch}]
+  rules:
+    - backendRefs: [{name: podinfo-primary}]
+---
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: split, namespace: test}
+spec:
+  service: podinfo-apex
+  backends:
+    - {service: podinfo-primary, weight: 90}
+    - {service: podinfo-ghost, weight: 10}
+"#;
+
+/// `(valid, [(field, reason)])` of one route object on the status API.
+async fn route_problems(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(bool, Vec<(String, String)>)> {
+    let (status, body) = call(addr, Method::GET, path, "").await?;
+    anyhow::ensure!(status == StatusCode::OK, "{path}: {status} {body}");
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let problems = v["problems"]
+        .as_array()
+        .context("problems")?
+        .iter()
+        .map(|p| {
+            (
+                p["field"].as_str().unwrap_or_default().to_string(),
+                p["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    Ok((v["valid"] == true, problems))
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(f, r)| (f.to_string(), r.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn references_that_do_not_resolve_are_reported_on_the_status_api() -> anyhow::Result<()> {
+    let dir = temp_dir("dangling");
+    std::fs::write(dir.join("routes.yaml"), DANGLING)?;
+    let cp = start(&dir).await?;
+    // The canary's share goes nowhere (503): the route still runs, and says why.
+    let route = "/v1/routes/httproutes/test/podinfo";
+    assert_eq!(
+        route_problems(cp.addr, route).await?,
+        (
+            true,
+            pairs(&[("spec.rules[0].backendRefs[1]", "BackendNotFound")])
+        )
+    );
+    assert_eq!(
+        route_problems(cp.addr, "/v1/routes/httproutes/test/orphan").await?,
+        (true, pairs(&[("spec.parentRefs[0]", "NoMatchingParent")]))
+    );
+    assert_eq!(
+        route_problems(cp.addr, "/v1/routes/trafficsplits/test/split").await?,
+        (
+            true,
+            pairs(&[
+                ("spec.service", "NoMatchingParent"),
+                ("spec.backends[1].service", "BackendNotFound")
+            ])
+        )
+    );
+
+    // The canary's Service appears: nothing left to report.
+    let v = cp.hub.current().version;
+    std::fs::write(
+        dir.join("canary.yaml"),
+        "apiVersion: serin.dev/v1beta1\nkind: StaticEndpoints\nmetadata: {name: podinfo-canary, namespace: test}\nspec: {endpoints: [\"127.0.0.1:19002\"]}\n",
+    )?;
+    until_version(&cp, v).await?;
+    assert_eq!(route_problems(cp.addr, route).await?, (true, vec![]));
+    cp.stop().await;
+    Ok(())
+}

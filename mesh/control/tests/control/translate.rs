@@ -475,3 +475,42 @@ fn the_hub_counts_invalid_objects_in_its_metrics() {
         "{text}"
     );
 }
+
+/// A Service as the API server stores it: `clusterIP` and the dual-stack `clusterIPs`.
+fn k8s_service(ips: &[&str], port: i32) -> ServiceInfo {
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "clusterIP": ips[0],
+            "clusterIPs": ips,
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}]
+        }
+    }))
+    .expect("a Service");
+    ServiceInfo::from_k8s(&svc)
+}
+
+#[test]
+fn a_dual_stack_or_ipv6_service_is_routed_by_each_of_its_cluster_ips() {
+    // Transparent clients know only the address they dialled: the proxy looks a captured
+    // connection up by its original destination as `ip:port` (`[v6]:port` for IPv6).
+    for ips in [
+        &["10.96.0.1", "fd00:10:96::1"][..],
+        &["fd00:10:96::1", "10.96.0.1"][..],
+        &["fd00:10:96::1"][..],
+    ] {
+        let mut w = world();
+        w.services
+            .insert(ObjKey::new("test", "podinfo"), k8s_service(ips, 9898));
+        w.routes
+            .insert(ObjKey::new("test", "podinfo"), podinfo_route(90, 10));
+        let t = translate(&w, "test", &Options::default(), 1);
+        t.validate().expect("the proxy accepts the table");
+        for ip in ips {
+            let dst: std::net::SocketAddr = (ip.parse::<std::net::IpAddr>().unwrap(), 9898).into();
+            let (by_ip, by_name) = (find(&t, &dst.to_string()), find(&t, "podinfo.test:9898"));
+            assert_eq!(by_ip.rules, by_name.rules, "{dst} in {ips:?}");
+            assert_eq!(by_ip.backends, by_name.backends, "{dst} in {ips:?}");
+        }
+    }
+}

@@ -143,6 +143,7 @@ impl Client {
     }
 }
 
+/// A proxy routing `app` to one stub upstream named `up`.
 pub(crate) async fn setup() -> (Proxy, Upstream) {
     let up = upstream("up").await;
     let p = proxy().await;

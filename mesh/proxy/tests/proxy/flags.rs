@@ -98,3 +98,98 @@ fn listener_flags_next_to_a_config_file_are_refused_not_ignored() {
         "{err}"
     );
 }
+
+#[test]
+fn ipv6_capture_flags_take_auto_on_or_off_and_only_where_they_apply() {
+    let (code, err) = refused(&["--transparent", "--transparent-ipv6", "yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--transparent-ipv6") && err.contains("auto, on, off"),
+        "{err}"
+    );
+    // Without --transparent there are no IPv6 twins to ask for: refused, not ignored.
+    let (code, err) = refused(&[
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--transparent-ipv6",
+        "on",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--transparent-ipv6") && err.contains("--transparent"),
+        "{err}"
+    );
+    let (code, err) = refused(&["init", "--dry-run", "--ipv6", "maybe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--ipv6") && err.contains("auto, on, off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn timing_flags_refuse_zero_and_stand_aside_for_a_config_file() {
+    for flag in [
+        "--shutdown-timeout",
+        "--connect-timeout",
+        "--body-idle-timeout",
+        "--h2-idle-timeout",
+    ] {
+        let (code, err) = refused(&[
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            flag,
+            "0s",
+        ]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("above 0"),
+            "{flag}: {err}"
+        );
+    }
+    let cfg = config_file("timings");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let (code, err) = refused(&["--config", cfg, "--body-idle-timeout", "5m"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--body-idle-timeout") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn identity_labels_the_proxy_sets_itself_are_refused_naming_the_label() {
+    // Twice the same label name in a series fails the whole Prometheus scrape.
+    for label in ["direction=x", "le=5", "dst_service=x", "__name__=x"] {
+        let (code, err) = refused(&[
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--label",
+            label,
+        ]);
+        assert_eq!(code, 2, "{label}: {err}");
+        assert!(
+            err.contains("--label") && err.contains(label),
+            "{label}: {err}"
+        );
+    }
+    let dir = config_file("labels");
+    let path = dir.with_file_name("labels.yaml");
+    std::fs::write(
+        &path,
+        "outbound:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nlabels:\n  status_code: x\nroutes: []\n",
+    )
+    .expect("write config");
+    let (code, err) = refused(&["--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("labels.status_code (line 6)") && err.contains("sets"),
+        "{err}"
+    );
+}

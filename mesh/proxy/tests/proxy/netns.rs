@@ -9,7 +9,12 @@
 //!   Service web: 10.96.0.10:80 -> primary/canary :8080
 //! ```
 //!
-//! Needs root, `ip` (iproute2), `iptables` and `setpriv` (util-linux). Without them the test
+//! The same topology is dual-stack: each link also carries an IPv6 ULA network (node
+//! `fd00:77:<i>::1`, pod `fd00:77:<i>::2`, added `nodad` so no duplicate-address detection is
+//! waited for) and the Service has the IPv6 cluster IP `fd00:96::10`, so one run checks the
+//! capture for both families.
+//!
+//! Needs root, `ip` (iproute2), `iptables`/`ip6tables` and `setpriv` (util-linux). Without them the test
 //! says so loudly and passes, unless `SERIN_REQUIRE_NETNS` or `CI` is set (CI runs as root and
 //! installs them), where it fails. Every namespace and process is removed by a guard, even when
 //! an assertion fails; namespaces left by a killed earlier run are removed first.
@@ -27,6 +32,9 @@ const PROXY_UID: &str = "2102";
 const SERVICE: &str = "10.96.0.10:80";
 const PRIMARY: &str = "10.77.2.2";
 const CANARY: &str = "10.77.3.2";
+const SERVICE6: &str = "[fd00:96::10]:80";
+const PRIMARY6: &str = "fd00:77:2::2";
+const CANARY6: &str = "fd00:77:3::2";
 /// Name prefix of every namespace this test makes (the pid part tells stale ones apart).
 const PREFIX: &str = "srnt";
 const DETECT: &str = "300ms";
@@ -63,6 +71,7 @@ fn missing_prerequisite() -> Option<String> {
     for tool in [
         ["ip", "-V"],
         ["iptables", "--version"],
+        ["ip6tables", "--version"],
         ["setpriv", "--version"],
     ] {
         if run(&tool).is_err() {
@@ -148,11 +157,28 @@ fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// An app in `ns`: HTTP on 8080 answering `name`, a byte echo on 7000 and 7001, and a
-/// server-first banner service on 2525 (greets, then echoes lines).
-fn start_apps(ns: &str, name: &'static str, stop: Arc<AtomicBool>) {
+/// server-first banner service on 2525 (greets, then echoes lines). IPv4 on `0.0.0.0`; the
+/// same on `[::]` IPv6-only, where HTTP answers `name6`: an answer tells which family's socket
+/// the connection reached the app on.
+fn start_apps(ns: &str, name: &'static str, name6: &'static str, stop: Arc<AtomicBool>) {
+    start_apps_on(ns, false, name, stop.clone());
+    start_apps_on(ns, true, name6, stop);
+}
+
+fn start_apps_on(ns: &str, v6: bool, name: &'static str, stop: Arc<AtomicBool>) {
     let bind = |port: u16| {
-        in_ns(ns, || TcpListener::bind(("0.0.0.0", port)))
-            .unwrap_or_else(|e| panic!("bind {port} in {ns}: {e}"))
+        in_ns(ns, || -> std::io::Result<TcpListener> {
+            if !v6 {
+                return TcpListener::bind(("0.0.0.0", port));
+            }
+            let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+            s.set_only_v6(true)?;
+            s.set_reuse_address(true)?;
+            s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+            s.listen(128)?;
+            Ok(s.into())
+        })
+        .unwrap_or_else(|e| panic!("bind {port} (v6: {v6}) in {ns}: {e}"))
     };
     let serve = move |l: TcpListener, handle: fn(TcpStream, &'static str)| {
         let stop = stop.clone();
@@ -251,10 +277,76 @@ fn get(ns: &str, to: &str, host: &str, headers: &[(&str, &str)]) -> String {
     })
 }
 
+/// How many of `n` requests to `service` (Host `host`) the canary answered (`canary` is its
+/// answer, `primary` the primary's; anything else fails).
+fn canary_share(client: &str, service: &str, host: &str, n: u32, names: [&str; 2]) -> u32 {
+    let [primary, canary] = names;
+    let mut to_canary = 0;
+    for _ in 0..n {
+        let answer = get(client, service, host, &[]);
+        if answer == canary {
+            to_canary += 1;
+        } else {
+            assert_eq!(answer, primary, "unexpected answer from {service}");
+        }
+    }
+    to_canary
+}
+
+/// Sends `payload` to the echo at `to` from inside `ns` (writing and reading at once, then a
+/// half-close) and returns what came back.
+fn echo_through(ns: &str, to: &str, payload: &[u8]) -> Vec<u8> {
+    in_ns(ns, || {
+        let mut c = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut w = c.try_clone().expect("clone");
+        let data = payload.to_vec();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&data).expect("write");
+            w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        });
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("read echo");
+        writer.join().expect("writer");
+        got
+    })
+}
+
+/// Connections the proxy's `dir` listener accepted, from its metrics.
+fn opened(m: &str, dir: &str) -> f64 {
+    sample(
+        m,
+        &[
+            "tcp_open_total{",
+            &format!("direction=\"{dir}\""),
+            "peer=\"src\"",
+        ],
+    )
+}
+
+/// Writes `msg` to the echo at `to` from inside `ns` and reads it back.
+fn echo_line(ns: &str, to: &str, msg: &[u8]) -> Vec<u8> {
+    in_ns(ns, || {
+        let mut c = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(msg).expect("write");
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).expect("echo");
+        back
+    })
+}
+
 /// The proxy's metrics, scraped from inside its namespace.
 fn metrics(ns: &str) -> String {
+    scrape(ns, "127.0.0.1:4191")
+}
+
+/// `/metrics` of the admin listener at `admin`, scraped from inside `ns`.
+fn scrape(ns: &str, admin: &str) -> String {
     in_ns(ns, || {
-        let mut c = TcpStream::connect("127.0.0.1:4191").expect("admin");
+        let mut c = TcpStream::connect(admin).unwrap_or_else(|e| panic!("admin {admin}: {e}"));
         c.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         c.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
@@ -277,17 +369,13 @@ fn sample(metrics: &str, parts: &[&str]) -> f64 {
 /// Packets counted by the raw-table rule in `ns` whose line starts with `rule` and contains
 /// every one of `parts` (from `iptables-save -c`).
 fn packets_of(ns: &str, rule: &str, parts: &[&str]) -> u64 {
-    let raw = run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "iptables-save",
-        "-c",
-        "-t",
-        "raw",
-    ])
-    .expect("save");
+    packets_in("iptables", ns, rule, parts)
+}
+
+/// [`packets_of`] for `tool` (`iptables` or `ip6tables`).
+fn packets_in(tool: &str, ns: &str, rule: &str, parts: &[&str]) -> u64 {
+    let save = format!("{tool}-save");
+    let raw = run(&["ip", "netns", "exec", ns, &save, "-c", "-t", "raw"]).expect("save");
     raw.lines()
         .find(|l| {
             l.split_once("] ")
@@ -303,27 +391,53 @@ fn packets(ns: &str, rule: &str) -> u64 {
 
 /// Waits until the proxy in `ns` answers `/ready` (its table is in force), up to 20 s.
 fn await_ready(ns: &str) {
+    await_admin(ns, "/ready");
+}
+
+/// Waits until the proxy in `ns` answers `/live` (started; no route table needed), up to 20 s.
+fn await_live(ns: &str) {
+    await_admin(ns, "/live");
+}
+
+fn await_admin(ns: &str, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
     loop {
-        let ready = in_ns(ns, || {
+        let ok = in_ns(ns, || {
             let Ok(mut c) = TcpStream::connect("127.0.0.1:4191") else {
                 return false;
             };
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = c.write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+            let _ = c.write_all(request.as_bytes());
             let mut s = String::new();
             let _ = c.read_to_string(&mut s);
             s.starts_with("HTTP/1.1 200")
         });
-        if ready {
+        if ok {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "proxy in {ns} never became ready"
+            "proxy in {ns} never answered {path}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The client's route for the Service at `authority`: testers to the canary, else 90/10.
+fn web_route(authority: &str, primary: &str, canary: &str) -> String {
+    format!(
+        "  - authority: {authority}
+    rules:
+      - name: testers
+        matches: [{{headers: [{{name: x-canary, value: always}}]}}]
+        backends: [{{name: web-canary, endpoints: ['{canary}']}}]
+      - name: split
+        backends:
+          - {{name: web-primary, weight: 90, endpoints: ['{primary}']}}
+          - {{name: web-canary, weight: 10, endpoints: ['{canary}']}}
+"
+    )
 }
 
 fn proxy_config(labels: &[(&str, &str)], routes: &str) -> String {
@@ -377,10 +491,7 @@ fn init(ns: &str, extra: &[&str]) -> Result<String, String> {
 fn build(t: &mut Topology) {
     let node = t.ns("node");
     for name in ["node", "client", "primary", "canary"] {
-        let ns = t.ns(name);
-        sh(&["ip", "netns", "add", &ns]);
-        t.namespaces.push(ns.clone());
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        lone_pod(t, name);
     }
     sh(&[
         "ip",
@@ -389,7 +500,7 @@ fn build(t: &mut Topology) {
         &node,
         "sh",
         "-c",
-        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
     ]);
     for (i, name) in [(1, "client"), (2, "primary"), (3, "canary")] {
         let ns = t.ns(name);
@@ -398,65 +509,70 @@ fn build(t: &mut Topology) {
             "ip", "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
             "netns", &ns,
         ]);
-        sh(&[
-            "ip",
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("10.77.{i}.1/24"),
-            "dev",
-            &host_if,
-        ]);
         sh(&["ip", "-n", &node, "link", "set", &host_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.77.{i}.2/24"),
-            "dev",
-            "eth0",
-        ]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        // Both families on the same link: IPv4, and an IPv6 ULA /64 (`nodad`: usable at once,
+        // nothing else is on the link).
+        for (family, node_ip, pod_ip, len, extra) in [
+            (
+                "-4",
+                format!("10.77.{i}.1"),
+                format!("10.77.{i}.2"),
+                24,
+                None,
+            ),
+            (
+                "-6",
+                format!("fd00:77:{i}::1"),
+                format!("fd00:77:{i}::2"),
+                64,
+                Some("nodad"),
+            ),
+        ] {
+            for (at, dev, ip) in [(&node, host_if.as_str(), &node_ip), (&ns, "eth0", &pod_ip)] {
+                let cidr = format!("{ip}/{len}");
+                let mut args = vec!["ip", "-n", at, family, "addr", "add", &cidr, "dev", dev];
+                args.extend(extra);
+                sh(&args);
+            }
+            sh(&[
+                "ip", "-n", &ns, family, "route", "add", "default", "via", &node_ip,
+            ]);
+        }
+    }
+    // kube-proxy's part: the Service IP goes to the primary when nothing else routes it, for
+    // each family.
+    for (tool, service, primary) in [
+        ("iptables", "10.96.0.10/32", format!("{PRIMARY}:8080")),
+        ("ip6tables", "fd00:96::10/128", format!("[{PRIMARY6}]:8080")),
+    ] {
         sh(&[
             "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.77.{i}.1"),
+            "netns",
+            "exec",
+            &node,
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            service,
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &primary,
         ]);
     }
-    // kube-proxy's part: the Service IP goes to the primary when nothing else routes it.
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &node,
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-d",
-        "10.96.0.10/32",
-        "-p",
-        "tcp",
-        "--dport",
-        "80",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &format!("{PRIMARY}:8080"),
-    ]);
 }
 
-#[test]
-fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
+/// An empty topology for one test (`tag` keeps tests of one run apart), or None when the
+/// test cannot run here (said loudly; a failure under `SERIN_REQUIRE_NETNS` or `CI`).
+fn topology(tag: &str) -> Option<Topology> {
     if let Some(why) = missing_prerequisite() {
         let required =
             std::env::var_os("SERIN_REQUIRE_NETNS").is_some() || std::env::var_os("CI").is_some();
@@ -465,27 +581,59 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
             !required,
             "the netns capture test must run here (SERIN_REQUIRE_NETNS/CI set) but {why}"
         );
-        return;
+        return None;
     }
     remove_stale_namespaces();
-    let run_id = std::process::id().to_string();
+    let run_id = format!("{}-{tag}", std::process::id());
     let dir = std::env::temp_dir().join(format!("{PREFIX}-{run_id}"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut t = Topology {
+    Some(Topology {
         run_id,
         namespaces: Vec::new(),
         children: Mutex::new(Vec::new()),
         dir,
+    })
+}
+
+/// One namespace of `t` with loopback up (a pod, or the node, with nothing in it yet).
+fn lone_pod(t: &mut Topology, name: &str) -> String {
+    let ns = t.ns(name);
+    sh(&["ip", "netns", "add", &ns]);
+    t.namespaces.push(ns.clone());
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    ns
+}
+
+/// What `ns` holds of Serin's rules, both families, both tables (empty: nothing).
+fn serin_rules(ns: &str) -> String {
+    let mut found = String::new();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        for table in ["nat", "raw"] {
+            let saved = run(&["ip", "netns", "exec", ns, tool, "-t", table]).expect("save");
+            for l in saved.lines().filter(|l| l.contains("SERIN_")) {
+                found.push_str(&format!("{tool} -t {table}: {l}\n"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
+    let Some(mut t) = topology("dual") else {
+        return;
     };
     build(&mut t);
     let (client, primary, canary) = (t.ns("client"), t.ns("primary"), t.ns("canary"));
     let stop = Arc::new(AtomicBool::new(false));
-    start_apps(&primary, "primary", stop.clone());
-    start_apps(&canary, "canary", stop.clone());
-    start_apps(&client, "local", stop.clone());
+    start_apps(&primary, "primary", "primary6", stop.clone());
+    start_apps(&canary, "canary", "canary6", stop.clone());
+    start_apps(&client, "local", "local6", stop.clone());
 
-    // Before any rule: the Service IP reaches the primary directly (the node's DNAT).
+    // Before any rule: the Service IP reaches the primary directly (the node's DNAT), over
+    // IPv4 and over IPv6 (to the app's IPv6 socket).
     assert_eq!(get(&client, SERVICE, "10.96.0.10", &[]), "primary");
+    assert_eq!(get(&client, SERVICE6, "[fd00:96::10]", &[]), "primary6");
 
     // The pods' init containers, then their sidecars.
     for (ns, skip) in [(&primary, "4191,7001"), (&canary, "4191,7001")] {
@@ -525,6 +673,31 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         saved.matches("--uid-owner 2102 -j RETURN").count(),
         1,
         "{saved}"
+    );
+    // IPv6 too (the namespace has IPv6, and --ipv6 defaults to auto): the same chains, once.
+    let saved6 = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        "ip6tables-save",
+        "-t",
+        "nat",
+    ])
+    .expect("save");
+    assert_eq!(saved6.matches("-j SERIN_OUTBOUND\n").count(), 1, "{saved6}");
+    assert_eq!(saved6.matches("-j SERIN_INBOUND\n").count(), 1, "{saved6}");
+    assert!(
+        saved6.contains("-A SERIN_OUTBOUND -d ::1/128 -j RETURN"),
+        "{saved6}"
+    );
+    assert!(
+        saved6.contains("-A SERIN_OUTBOUND -p tcp -m tcp --dport 7001 -j RETURN"),
+        "{saved6}"
+    );
+    assert!(
+        out.contains("IPv6 capture rules installed (ip6tables"),
+        "{out}"
     );
     assert!(
         out.contains("loopback-only TCP exempt from connection tracking"),
@@ -579,18 +752,19 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
             "routes: []\n",
         ),
     );
+    // The Service by each cluster IP, each family to its own pod addresses.
     let routes = format!(
-        "routes:
-  - authority: 10.96.0.10:80
-    rules:
-      - name: testers
-        matches: [{{headers: [{{name: x-canary, value: always}}]}}]
-        backends: [{{name: web-canary, endpoints: ['{CANARY}:8080']}}]
-      - name: split
-        backends:
-          - {{name: web-primary, weight: 90, endpoints: ['{PRIMARY}:8080']}}
-          - {{name: web-canary, weight: 10, endpoints: ['{CANARY}:8080']}}
-"
+        "routes:\n{}{}",
+        web_route(
+            "10.96.0.10:80",
+            &format!("{PRIMARY}:8080"),
+            &format!("{CANARY}:8080")
+        ),
+        web_route(
+            "'[fd00:96::10]:80'",
+            &format!("[{PRIMARY6}]:8080"),
+            &format!("[{CANARY6}]:8080")
+        ),
     );
     start_proxy(
         &t,
@@ -600,14 +774,7 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
 
     // 1. The 90/10 split applies to a client that only knows the Service IP (Host is the IP).
     let n = 200;
-    let mut to_canary = 0;
-    for _ in 0..n {
-        match get(&client, SERVICE, "10.96.0.10", &[]).as_str() {
-            "canary" => to_canary += 1,
-            "primary" => {}
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
+    let to_canary = canary_share(&client, SERVICE, "10.96.0.10", n, ["primary", "canary"]);
     // Binomial(200, 0.1): mean 20, sd 4.2; 4..=45 is beyond 3.8 sd on either side. Without
     // the proxy every answer would be "primary" (the node's DNAT).
     assert!(
@@ -690,21 +857,7 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     let payload: Vec<u8> = (0..256 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
         .collect();
-    let echoed = in_ns(&client, || {
-        let mut c = TcpStream::connect(format!("{PRIMARY}:7000")).expect("connect echo");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut w = c.try_clone().expect("clone");
-        let data = payload.clone();
-        let writer = std::thread::spawn(move || {
-            w.write_all(&data).expect("write");
-            w.shutdown(std::net::Shutdown::Write).expect("shutdown");
-        });
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).expect("read echo");
-        writer.join().expect("writer");
-        got
-    });
+    let echoed = echo_through(&client, &format!("{PRIMARY}:7000"), &payload);
     assert!(
         echoed == payload,
         "echo differs: {} bytes back of {}",
@@ -748,26 +901,8 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     // 7. Skip ports bypass the proxies (outbound on the client, inbound on the primary).
     let before_client = metrics(&client);
     let before_primary = metrics(&primary);
-    let opened = |m: &str, dir: &str| {
-        sample(
-            m,
-            &[
-                "tcp_open_total{",
-                &format!("direction=\"{dir}\""),
-                "peer=\"src\"",
-            ],
-        )
-    };
-    let echoed = in_ns(&client, || {
-        let mut c = TcpStream::connect(format!("{PRIMARY}:7001")).expect("connect skip port");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c.write_all(b"\x01skip").expect("write");
-        let mut back = [0u8; 5];
-        c.read_exact(&mut back).expect("echo");
-        back
-    });
-    assert_eq!(&echoed, b"\x01skip");
+    let echoed = echo_line(&client, &format!("{PRIMARY}:7001"), b"\x01skip");
+    assert_eq!(echoed, b"\x01skip");
     assert_eq!(
         opened(&metrics(&client), "outbound"),
         opened(&before_client, "outbound")
@@ -860,18 +995,21 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
         "the pinned listener's connection was expected to bypass the primary's proxy"
     );
 
+    // IPv6: everything above that concerns the capture, through the ip6tables rules.
+    ipv6_is_captured_as_ipv4_is(&t.ns("node"), &client, &primary, &canary);
+
     // 8. Removing the rules restores direct traffic: the Service IP goes back to the node's
-    // DNAT (always the primary) and the client's proxy sees nothing. A retired jump goes too.
+    // DNAT (always the primary) and the client's proxy sees nothing, for both families. A
+    // retired jump goes too.
     in_client(&retired).expect("the retired jump");
     let out = init(&client, &["--remove"]).expect("remove");
-    assert!(out.contains("removed"), "{out}");
-    let saved = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "nat"]).expect("save");
-    assert!(!saved.contains("SERIN_"), "{saved}");
-    let raw = run(&["ip", "netns", "exec", &client, "iptables-save", "-t", "raw"]).expect("save");
-    assert!(!raw.contains("SERIN_"), "{raw}");
+    assert!(out.contains("removed the IPv4 capture rules"), "{out}");
+    assert!(out.contains("removed the IPv6 capture rules"), "{out}");
+    assert_eq!(serin_rules(&client), "");
     let before = opened(&metrics(&client), "outbound");
     for _ in 0..20 {
         assert_eq!(get(&client, SERVICE, "10.96.0.10", &[]), "primary");
+        assert_eq!(get(&client, SERVICE6, "[fd00:96::10]", &[]), "primary6");
     }
     assert_eq!(opened(&metrics(&client), "outbound"), before);
 
@@ -895,4 +1033,359 @@ fn transparent_capture_routes_splits_relays_and_counts_on_a_real_kernel() {
     assert!(err.contains("NET_ADMIN and NET_RAW"), "{err}");
 
     stop.store(true, Ordering::Relaxed);
+}
+
+/// The IPv6 half of the capture test, on the same pods and proxies: a client that knows only
+/// the Service's IPv6 cluster IP is split and matched, opaque TCP is relayed byte for byte,
+/// skip ports and loopback bypass the proxies, the proxy's own upstream connections are not
+/// captured again, inbound traffic is counted with the pods' identity and reaches the apps on
+/// `[::1]` (their IPv6 sockets: the HTTP apps answer `primary6` / `canary6` there), and the
+/// admin port answers at the pod's IPv6 address (scraped from the `node`).
+fn ipv6_is_captured_as_ipv4_is(node: &str, client: &str, primary: &str, canary: &str) {
+    let counted = |m: &str, parts: &[&str]| sample(m, parts);
+    let client_before = metrics(client);
+    let primary_before = metrics(primary);
+    let canary_before = metrics(canary);
+    let inbound_requests = |m: &str, deployment: &str, pod: &str| {
+        counted(
+            m,
+            &[
+                "request_total{",
+                "direction=\"inbound\"",
+                "namespace=\"test\"",
+                &format!("deployment=\"{deployment}\""),
+                &format!("pod=\"{pod}\""),
+            ],
+        )
+    };
+
+    // 1. The 90/10 split, for a client that only knows the IPv6 Service IP.
+    let n = 200;
+    let to_canary = canary_share(
+        client,
+        SERVICE6,
+        "[fd00:96::10]",
+        n,
+        ["primary6", "canary6"],
+    );
+    // Binomial(200, 0.1), as for IPv4; without the proxy every answer would be "primary6".
+    assert!(
+        (4..=45).contains(&to_canary),
+        "{to_canary} of {n} to the canary over IPv6; expected about 20"
+    );
+    // 2. The header match, with a Host the table does not know (routed by the IPv6 address).
+    for _ in 0..10 {
+        assert_eq!(
+            get(client, SERVICE6, "web.test", &[("x-canary", "always")]),
+            "canary6"
+        );
+    }
+
+    // 3. No loop: each client connection was accepted once, none came from the proxy itself.
+    let m = metrics(client);
+    let delta = |parts: &[&str]| counted(&m, parts) - counted(&client_before, parts);
+    assert_eq!(
+        delta(&["tcp_open_total{", "direction=\"outbound\"", "peer=\"src\""]),
+        f64::from(n + 10),
+        "{m}"
+    );
+    assert_eq!(
+        delta(&[
+            "response_total{",
+            "direction=\"outbound\"",
+            "classification=\"success\"",
+        ]),
+        f64::from(n + 10),
+        "{m}"
+    );
+
+    // 4. Inbound: counted with direction="inbound" and each pod's identity.
+    let pm = metrics(primary);
+    assert_eq!(
+        inbound_requests(&pm, "web-primary", "web-primary-7d9f-abcde")
+            - inbound_requests(&primary_before, "web-primary", "web-primary-7d9f-abcde"),
+        f64::from(n - to_canary),
+        "{pm}"
+    );
+    let cm = metrics(canary);
+    assert_eq!(
+        inbound_requests(&cm, "web-canary", "web-canary-5c4b-fghij")
+            - inbound_requests(&canary_before, "web-canary", "web-canary-5c4b-fghij"),
+        f64::from(to_canary + 10),
+        "{cm}"
+    );
+    // 4a. Prometheus (and the kubelet's probes) reach the admin port at the pod's IPv6
+    // address: it is an inbound skip port, served by the admin listener's IPv6 twin.
+    let scraped = scrape(node, &format!("[{PRIMARY6}]:4191"));
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("deployment=\"web-primary\""), "{scraped}");
+
+    // 4b. The IPv6 conntrack exemptions are in force: the inbound proxies' legs to their apps
+    // on [::1], and the client proxy's upstream connections.
+    for ns in [primary, canary] {
+        assert!(
+            packets_in("ip6tables", ns, "-A SERIN_NOTRACK -", &["--notrack"]) > 0,
+            "no IPv6 loopback packet went untracked in {ns}"
+        );
+    }
+    assert!(
+        packets_in(
+            "ip6tables",
+            client,
+            "-A SERIN_NOTRACK_OUT -",
+            &["--uid-owner 2102"]
+        ) > 0,
+        "no IPv6 upstream packet of the client's proxy went untracked"
+    );
+
+    // 5. Opaque TCP to an IPv6 address the table does not know: byte for byte, counted.
+    let payload: Vec<u8> = (0..128 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    let echoed = echo_through(client, &format!("[{PRIMARY6}]:7000"), &payload);
+    assert!(
+        echoed == payload,
+        "IPv6 echo differs: {} bytes back of {}",
+        echoed.len(),
+        payload.len()
+    );
+    let relayed = |m: &str| {
+        counted(
+            m,
+            &[
+                "tcp_write_bytes_total{",
+                "direction=\"outbound\"",
+                "peer=\"dst\"",
+            ],
+        )
+    };
+    let after = metrics(client);
+    assert!(
+        relayed(&after) - relayed(&m) >= payload.len() as f64,
+        "opaque IPv6 bytes not counted\n{after}"
+    );
+
+    // 6. Skip ports bypass both proxies; loopback ([::1]) is never captured.
+    let (client_before, primary_before) = (metrics(client), metrics(primary));
+    let echoed = echo_line(client, &format!("[{PRIMARY6}]:7001"), b"\x06skip");
+    assert_eq!(echoed, b"\x06skip");
+    assert_eq!(get(client, "[::1]:8080", "localhost", &[]), "local6");
+    assert_eq!(
+        opened(&metrics(client), "outbound"),
+        opened(&client_before, "outbound")
+    );
+    assert_eq!(
+        opened(&metrics(primary), "inbound"),
+        opened(&primary_before, "inbound")
+    );
+}
+
+#[test]
+fn init_detects_the_iptables_backend_without_creating_a_legacy_table() {
+    let Some(mut t) = topology("detect") else {
+        return;
+    };
+    let pod = lone_pod(&mut t, "pod");
+    let legacy_tables = || {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &pod,
+            "sh",
+            "-c",
+            "cat /proc/net/ip_tables_names /proc/net/ip6_tables_names 2>/dev/null; true",
+        ])
+        .expect("read the legacy table names")
+    };
+    assert!(!legacy_tables().contains("nat"), "{}", legacy_tables());
+    // Auto-detection (the default), then an install and a removal with what it picked.
+    let out = init(&pod, &[]).expect("init");
+    assert!(
+        out.contains("capture rules installed (iptables-nft)"),
+        "{out}"
+    );
+    init(&pod, &["--remove"]).expect("remove");
+    assert!(
+        !legacy_tables().lines().any(|l| l.trim() == "nat"),
+        "detection created a legacy nat table in the pod:\n{}",
+        legacy_tables()
+    );
+    // The check can see one: the legacy save that detection no longer runs creates it.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &pod,
+        "iptables-legacy-save",
+        "-t",
+        "nat",
+    ])
+    .expect("save");
+    assert!(
+        legacy_tables().lines().any(|l| l.trim() == "nat"),
+        "{}",
+        legacy_tables()
+    );
+}
+
+#[test]
+fn ipv6_capture_is_installed_whole_or_not_at_all() {
+    let Some(mut t) = topology("v6") else {
+        return;
+    };
+    // A pod whose namespace has no IPv6 (switched off on loopback, so no ::1).
+    let no_v6 = lone_pod(&mut t, "nov6");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &no_v6,
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6",
+    ]);
+    // Asked for, IPv6 capture fails there, naming the flag, and installs nothing.
+    let err = init(&no_v6, &["--ipv6", "on"]).expect_err("--ipv6 on without IPv6");
+    assert!(
+        err.contains("--ipv6 on") && err.contains("no IPv6"),
+        "{err}"
+    );
+    assert_eq!(serin_rules(&no_v6), "");
+    // By default (auto) the pod gets its IPv4 capture and the log says IPv6 is not captured.
+    let out = init(&no_v6, &[]).expect("init without IPv6");
+    assert!(
+        out.contains("IPv4 captured only: the pod has no IPv6"),
+        "{out}"
+    );
+    let rules = serin_rules(&no_v6);
+    assert!(rules.contains("iptables-save -t nat"), "{rules}");
+    assert!(!rules.contains("ip6tables-save"), "{rules}");
+    // The proxy there: its IPv6 listeners are skipped by default and refused when required.
+    let proxy = |ipv6: &str| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &no_v6])
+            .arg(env!("CARGO_BIN_EXE_serin-proxy"))
+            .args(["--transparent", "--transparent-ipv6", ipv6])
+            .args(["--admin", "127.0.0.1:4191"])
+            .env("RUST_LOG", "warn");
+        cmd
+    };
+    let mut refused = proxy("on")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the proxy");
+    // It must exit by itself; one that started anyway is killed, not waited for.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = refused.try_wait().expect("wait for the proxy") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("--transparent-ipv6 on started without IPv6");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = refused
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--transparent-ipv6 on") && stderr.contains("[::1]:4140"),
+        "{stderr}"
+    );
+    t.spawn(proxy("auto"));
+    await_live(&no_v6);
+    init(&no_v6, &["--remove"]).expect("remove");
+    assert_eq!(serin_rules(&no_v6), "");
+
+    // A pod with IPv6 whose ip6tables refuses the rules (an ip6tables-restore that fails as
+    // one does on a kernel without the IPv6 nat table): the IPv4 rules go again, the error
+    // says what to do.
+    let v6 = lone_pod(&mut t, "badv6");
+    let fake = t.dir.join("bin");
+    std::fs::create_dir_all(&fake).expect("fake bin dir");
+    let restore = fake.join("ip6tables-nft-restore");
+    std::fs::write(
+        &restore,
+        "#!/bin/sh\ncat >/dev/null\necho \"ip6tables-restore v1.8.9 (nf_tables): can't initialize ip6tables table \\`nat': Table does not exist\" >&2\nexit 1\n",
+    )
+    .expect("write the fake");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let err = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &v6,
+        "env",
+        &format!("PATH={path}"),
+        env!("CARGO_BIN_EXE_serin-proxy"),
+        "init",
+        "--iptables-mode",
+        "nft",
+    ])
+    .expect_err("init with a failing ip6tables");
+    assert!(
+        err.contains("installing the IPv6 capture rules failed"),
+        "{err}"
+    );
+    assert!(err.contains("--ipv6 off"), "{err}");
+    assert!(err.contains("can't initialize ip6tables table"), "{err}");
+    assert_eq!(serin_rules(&v6), "", "a failed init left rules behind");
+    // With IPv6 capture turned off the same pod gets IPv4 capture, and the log says so.
+    let out = init(&v6, &["--ipv6", "off"]).expect("init --ipv6 off");
+    assert!(out.contains("IPv6 not captured (--ipv6 off)"), "{out}");
+    assert!(
+        !serin_rules(&v6).contains("ip6tables"),
+        "{}",
+        serin_rules(&v6)
+    );
+}
+
+/// No root needed: the dry run touches nothing.
+#[test]
+fn the_dry_run_prints_both_families_unless_ipv6_is_off() {
+    let dry = |extra: &[&str]| {
+        let mut args = vec![env!("CARGO_BIN_EXE_serin-proxy"), "init", "--dry-run"];
+        args.extend(extra);
+        run(&args).expect("dry run")
+    };
+    let both = dry(&["--iptables-mode", "nft", "--skip-outbound-ports", "3306"]);
+    let v6 = both
+        .find("# IPv6 (ip6tables-nft)\n")
+        .unwrap_or_else(|| panic!("no IPv6 section in\n{both}"));
+    let (ipv4, ipv6) = both.split_at(v6);
+    assert!(ipv4.starts_with("# IPv4 (iptables-nft)\n"), "{both}");
+    assert!(
+        ipv4.contains("-A SERIN_OUTBOUND -d 127.0.0.0/8 -j RETURN\n"),
+        "{ipv4}"
+    );
+    for line in [
+        "# ip6tables-nft-restore --noflush <<EOF\n*nat\n",
+        "-A SERIN_OUTBOUND -d ::1/128 -j RETURN\n",
+        "-A SERIN_OUTBOUND -p tcp --dport 3306 -j RETURN\n",
+        "-A SERIN_NOTRACK -s ::1/128 -d ::1/128 -p tcp -j CT --notrack\n",
+        "ip6tables-nft -t nat -A OUTPUT -p tcp -m comment --comment \"serin-proxy capture\" -j SERIN_OUTBOUND\n",
+        "ip6tables-nft -t raw -A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n",
+    ] {
+        assert!(ipv6.contains(line), "{line:?} not in\n{ipv6}");
+    }
+    let v4_only = dry(&["--ipv6", "off"]);
+    assert!(!v4_only.contains("ip6tables"), "{v4_only}");
+    assert!(
+        v4_only.contains("# IPv6 not captured (--ipv6 off)"),
+        "{v4_only}"
+    );
 }

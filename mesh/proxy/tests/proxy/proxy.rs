@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use serin_proxy::Proxy;
 use support::*;
 
 fn split_yaml(
@@ -31,6 +32,22 @@ routes:
         p = primary.addr,
         c = canary.addr
     )
+}
+
+/// Upstreams `primary` and `canary` behind a proxy splitting `podinfo` between them.
+async fn split_proxy(primary_weight: u32, canary_weight: u32) -> (Upstream, Upstream, Proxy) {
+    let primary = upstream("primary").await;
+    let canary = upstream("canary").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&split_yaml(
+            &primary,
+            &canary,
+            primary_weight,
+            canary_weight,
+        )))
+        .expect("valid table");
+    (primary, canary, p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,12 +145,7 @@ async fn a_90_10_split_sends_about_a_tenth_of_10000_requests_to_the_canary() {
 
 #[tokio::test]
 async fn a_header_or_a_cookie_pins_requests_to_the_canary() {
-    let primary = upstream("primary").await;
-    let canary = upstream("canary").await;
-    let p = proxy().await;
-    p.table()
-        .apply(table(&split_yaml(&primary, &canary, 100, 0)))
-        .expect("valid table");
+    let (_primary, _canary, p) = split_proxy(100, 0).await;
     let c = h1_client();
     let addr = p.outbound_addr();
     for _ in 0..50 {
@@ -167,14 +179,40 @@ async fn a_header_or_a_cookie_pins_requests_to_the_canary() {
 
 #[tokio::test]
 async fn the_authority_may_carry_a_port_and_any_case() {
-    let primary = upstream("primary").await;
-    let canary = upstream("canary").await;
-    let p = proxy().await;
-    p.table()
-        .apply(table(&split_yaml(&primary, &canary, 1, 0)))
-        .expect("valid table");
+    let (_primary, _canary, p) = split_proxy(1, 0).await;
     let got = get(&h1_client(), p.outbound_addr(), "PodInfo:9898", "/", &[]).await;
     assert_eq!(got.body, "primary");
+}
+
+#[tokio::test]
+async fn a_fully_qualified_authority_with_its_trailing_dot_names_the_same_route() {
+    // `http://podinfo.test.svc.cluster.local./` skips the resolver's search list (a common
+    // Kubernetes tip against ndots:5); its Host keeps the dot, over HTTP/1.1 and h2 alike.
+    let (_primary, _canary, p) = split_proxy(1, 0).await;
+    for client in [h1_client(), h2_client(p.outbound_addr())] {
+        for authority in ["podinfo.", "PodInfo.:9898"] {
+            let got = get(&client, p.outbound_addr(), authority, "/", &[]).await;
+            assert_eq!(got.status, 200, "{authority}: {}", got.body);
+            assert_eq!(got.body, "primary");
+        }
+    }
+    let got = get(&h1_client(), p.outbound_addr(), "podinfo..", "/", &[]).await;
+    assert_eq!(got.status, 404, "only one trailing dot is the root");
+}
+
+/// `api` to `primary`, every request copied to `shadow`.
+fn mirror_yaml(primary: std::net::SocketAddr, shadow: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+routes:
+  - authority: api
+    backends:
+      - {{ name: shadow, endpoints: ["{shadow}"] }}
+    rules:
+      - backends: [{{ name: primary, endpoints: ["{primary}"] }}]
+        mirror: {{ backend: shadow, percent: 100 }}
+"#
+    )
 }
 
 #[tokio::test]
@@ -183,19 +221,7 @@ async fn mirrored_requests_reach_the_mirror_without_delaying_the_real_response()
     let mut shadow = upstream("shadow").await;
     let p = proxy().await;
     p.table()
-        .apply(table(&format!(
-            r#"
-routes:
-  - authority: api
-    backends:
-      - {{ name: shadow, endpoints: ["{s}"] }}
-    rules:
-      - backends: [{{ name: primary, endpoints: ["{p}"] }}]
-        mirror: {{ backend: shadow, percent: 100 }}
-"#,
-            p = primary.addr,
-            s = shadow.addr
-        )))
+        .apply(table(&mirror_yaml(primary.addr, shadow.addr)))
         .expect("valid table");
     let c = h1_client();
     // The shadow never answers, yet the real responses come back.
@@ -233,6 +259,46 @@ routes:
     want.sort();
     assert_eq!(bodies, want);
     let _ = primary;
+}
+
+#[tokio::test]
+async fn a_mirror_that_stops_answering_holds_a_bounded_number_of_copies() {
+    use serin_proxy::balance::MAX_MIRRORS_IN_FLIGHT;
+    let primary = upstream("primary").await;
+    // Takes every connection and never answers (nor closes): each copy waits its whole timeout.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_addr = hole.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    let p = proxy().await;
+    p.table()
+        .apply(table(&mirror_yaml(primary.addr, hole_addr)))
+        .expect("valid table");
+    let c = h1_client();
+    let extra = 20;
+    for i in 0..MAX_MIRRORS_IN_FLIGHT + extra {
+        let got = within(10, get(&c, p.outbound_addr(), "api", "/", &[])).await;
+        assert_eq!(got.status, StatusCode::OK, "real request {i}");
+    }
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "serin_proxy_mirror_total{",
+                "dst_service=\"shadow\"",
+                "result=\"dropped\""
+            ]
+        ),
+        f64::from(extra),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -1162,4 +1228,103 @@ async fn a_gone_pods_series_stays_on_metrics_for_the_default_retention() {
     }
     let m = metrics(&p).await;
     assert!(m.contains("dst_pod=\"web-canary-0\""), "{m}");
+}
+
+/// An h2c upstream that takes request heads of up to 1 MiB and answers 200 `big` (with a
+/// 40 KB header on `/big-response`).
+async fn roomy_h2_upstream() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(Bytes::from_static(b"big")));
+                    if req.uri().path() == "/big-response" {
+                        let v = http::HeaderValue::from_str(&"r".repeat(40_000)).expect("value");
+                        r.headers_mut().insert("x-big", v);
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_header_list_size(1 << 20)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn h2_requests_get_the_head_limit_of_http_1_1_and_a_431_not_a_goaway() {
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: big\n    rules:\n      - backends: [{{ name: big, endpoints: [\"{}\"] }}]\n",
+            roomy_h2_upstream().await
+        )))
+        .expect("valid table");
+    let c = h2_client(p.outbound_addr());
+    // 40 KB of token passes over h2 as over HTTP/1.1 (hyper's own default stops at 16 KiB).
+    let token = "t".repeat(40_000);
+    let got = get(
+        &c,
+        p.outbound_addr(),
+        "big",
+        "/",
+        &[("authorization", &token)],
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "big"));
+    // Above the limit: that stream gets a 431, the connection's other streams go on.
+    let huge = "t".repeat(70_000);
+    let got = get(
+        &c,
+        p.outbound_addr(),
+        "big",
+        "/",
+        &[("authorization", &huge)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let got = get(&c, p.outbound_addr(), "big", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    // And a 40 KB response head comes back (to a client that takes one).
+    let roomy = TestClient::H2(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .http2_max_header_list_size(1 << 20)
+            .build(Via(p.outbound_addr())),
+    );
+    let got = get(&roomy, p.outbound_addr(), "big", "/big-response", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.headers["x-big"].len(), 40_000);
+}
+
+#[tokio::test]
+async fn connect_over_h2c_is_refused_with_405_as_over_http_1_1() {
+    let (p, mut up) = crate::client_h1::setup().await;
+    let TestClient::H2(c) = h2_client(p.outbound_addr()) else {
+        unreachable!("h2_client makes an h2 client")
+    };
+    let connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("app:443")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let resp = within(10, c.request(connect)).await.expect("an answer");
+    // A 200 would tell the client its tunnel is open.
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // The upstream never saw it: the next thing it sees is the next request.
+    let got = get(&TestClient::H2(c), p.outbound_addr(), "app", "/after", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        within(10, up.seen.recv()).await.expect("seen").path,
+        "/after"
+    );
 }

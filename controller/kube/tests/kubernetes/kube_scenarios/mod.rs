@@ -22,6 +22,7 @@ mod progress;
 mod scale;
 mod smi;
 mod stale_reads;
+mod unknown_fields;
 mod unreadable_state;
 mod validation;
 mod watched_reads;
