@@ -26,6 +26,8 @@ pub struct Endpoint {
     /// `http://addr` parsed once (the key of the upstream connection pools).
     pub base_uri: http::uri::Authority,
     in_flight: AtomicU32,
+    /// Mirror copies in flight to this endpoint (not part of its balancing cost).
+    mirrors: AtomicU32,
     ewma_us: AtomicU64,
     /// Upstream connections to this endpoint.
     pub pool: EndpointPool,
@@ -40,6 +42,7 @@ impl Endpoint {
             addr,
             base_uri,
             in_flight: AtomicU32::new(0),
+            mirrors: AtomicU32::new(0),
             ewma_us: AtomicU64::new(INITIAL_EWMA_US),
             pool: EndpointPool::default(),
         }
@@ -57,6 +60,17 @@ impl Endpoint {
         InFlight { ep: self.clone() }
     }
 
+    /// Takes one of the endpoint's [`MAX_MIRRORS_IN_FLIGHT`] mirror slots until the guard is
+    /// dropped; `None` when all are taken (the copy is then not sent).
+    pub fn try_mirror(self: &Arc<Self>) -> Option<MirrorSlot> {
+        self.mirrors
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n < MAX_MIRRORS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| MirrorSlot { ep: self.clone() })
+    }
+
     /// Folds a latency sample into the average. Peaks count at once (a sample above the
     /// average replaces it), improvements decay in, like Linkerd's peak-EWMA.
     pub fn observe(&self, latency: Duration) {
@@ -71,6 +85,25 @@ impl Endpoint {
                 (old * 3 + sample) / 4
             })
         });
+    }
+}
+
+/// Most mirror copies in flight to one endpoint. A mirror that stops answering would
+/// otherwise hold one upstream connection and one task per mirrored request for the copy's
+/// whole timeout (30 s: 30,000 sockets at 1,000 requests a second), until the sidecar runs out
+/// of file descriptors or memory and the real traffic suffers. Copies beyond it are dropped and
+/// counted (`serin_proxy_mirror_total{result="dropped"}`). Envoy's default circuit breaker
+/// allows 1,024 requests per cluster; a shadow is a best-effort copy, so fewer.
+pub const MAX_MIRRORS_IN_FLIGHT: u32 = 256;
+
+/// Holds one mirror slot of an endpoint.
+pub struct MirrorSlot {
+    ep: Arc<Endpoint>,
+}
+
+impl Drop for MirrorSlot {
+    fn drop(&mut self) {
+        self.ep.mirrors.fetch_sub(1, Relaxed);
     }
 }
 

@@ -284,10 +284,12 @@ pub async fn outbound_via(
                 && parts.extensions.get::<UpgradeRequested>().is_none()
                 && fastrand::u32(..100) < *pct =>
         {
-            match balance::pick(&mb.endpoints) {
-                Some(mep) => {
+            // No endpoint, or one with every mirror slot taken (a shadow that stopped
+            // answering): the copy is dropped, never queued.
+            match balance::pick(&mb.endpoints).and_then(|mep| Some((mep, mep.try_mirror()?))) {
+                Some((mep, slot)) => {
                     let (real, copy) = ReqBody::tee(body);
-                    spawn_mirror(&shared, mb.clone(), mep.clone(), &parts, copy);
+                    spawn_mirror(&shared, mb.clone(), mep.clone(), slot, &parts, copy);
                     real
                 }
                 None => {
@@ -551,6 +553,7 @@ fn spawn_mirror(
     shared: &Arc<Shared>,
     backend: Arc<BackendRt>,
     ep: Arc<Endpoint>,
+    slot: balance::MirrorSlot,
     parts: &http::request::Parts,
     body: ReqBody,
 ) {
@@ -582,6 +585,7 @@ fn spawn_mirror(
             _ => "error",
         };
         registry.mirror(&backend.name, result);
+        drop(slot);
     });
 }
 

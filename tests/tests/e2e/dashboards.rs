@@ -631,7 +631,12 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let mut site = Site::start_labelled(
         bin(),
         "dashboards",
-        CanaryShape::default(),
+        // Half the default interval with twice the load below: each look sees the traffic of a
+        // 1 s look at 50 requests per second.
+        CanaryShape {
+            interval: "500ms",
+            ..CanaryShape::default()
+        },
         &[
             ("namespace", "default"),
             ("deployment", "loadgen"),
@@ -706,7 +711,7 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     })
     .await?;
     let inbound = frontend.inbound_addr().context("frontend inbound")?;
-    let load = site.start_load_via(inbound, 50.0);
+    let load = site.start_load_via(inbound, 100.0);
     load.await_more(50, STEP).await?;
 
     // Quiet site: no alert fires.
@@ -852,7 +857,19 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     )
     .await?;
 
-    // A proxy that loses its route stream, then a controller that is gone.
+    // A proxy that loses its route stream, then a controller that is gone. The alert compares
+    // the proxies connected now with the most connected at the 15 s-aligned instants of the
+    // last 10 minutes: wait until one such instant saw both proxies (Prometheus may have run
+    // for less than 15 s of them), else there is nothing to fall below.
+    let baseline = "max_over_time(sum(serin_control_connected_proxies)[10m:15s]) >= 2";
+    let start = Instant::now();
+    while series(&client, baseline).await? == 0 {
+        ensure!(
+            start.elapsed() < STEP,
+            "Prometheus never saw both proxies connected: {baseline}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     frontend_stream.abort();
     await_alert(
         &client,

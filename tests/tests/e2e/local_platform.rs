@@ -16,6 +16,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_serin-e2e");
 /// Generous: the machine running the tests is shared.
 const STEP: Duration = Duration::from_secs(60);
 
+/// The rollouts run at half the shape's default interval with twice the load, so each look
+/// sees the traffic a 1 s look at 50 requests per second sees (the checks read the proxies'
+/// counters since the run started, over up to their own 10 s `interval`), in half the time.
+fn fast() -> CanaryShape {
+    CanaryShape {
+        interval: "500ms",
+        ..CanaryShape::default()
+    }
+}
+
+/// The load of the [`fast`] rollouts (requests per second).
+const RATE: f64 = 100.0;
+
 /// The failed requests, with when they were due (for the failure message).
 fn failures(samples: &[serin_demo::load::Sample]) -> Vec<String> {
     samples
@@ -96,11 +109,11 @@ async fn initialized(site: &mut Site) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_release_is_rolled_back_and_a_good_one_promoted_without_a_failed_request()
 -> anyhow::Result<()> {
-    let mut site = Site::start(bin(), "promote", CanaryShape::default()).await?;
+    let mut site = Site::start(bin(), "promote", fast()).await?;
     initialized(&mut site).await?;
 
     // v2 answers 30% of its requests with a 500.
-    let load = site.start_load(50.0);
+    let load = site.start_load(RATE);
     load.await_more(20, STEP).await?;
     site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0.3")])?;
     let mut seen: Vec<Observed> = Vec::new();
@@ -136,7 +149,7 @@ async fn a_bad_release_is_rolled_back_and_a_good_one_promoted_without_a_failed_r
         .await?;
 
     // v3 is healthy: promoted under constant load, with no failed request at any point.
-    let load = site.start_load(50.0);
+    let load = site.start_load(RATE);
     load.await_more(20, STEP).await?;
     let v1_pids = pids_of(&site, "primary", "v1");
     assert_eq!(v1_pids.len(), 1);
@@ -217,9 +230,9 @@ async fn a_bad_release_is_rolled_back_and_a_good_one_promoted_without_a_failed_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout_once()
 -> anyhow::Result<()> {
-    let mut site = Site::start(bin(), "kill", CanaryShape::default()).await?;
+    let mut site = Site::start(bin(), "kill", fast()).await?;
     initialized(&mut site).await?;
-    let load = site.start_load(50.0);
+    let load = site.start_load(RATE);
     load.await_more(20, STEP).await?;
 
     // Killed while Progressing: the workloads keep serving, the restarted controller adopts
@@ -306,7 +319,7 @@ async fn a_controller_killed_while_progressing_or_promoting_finishes_the_rollout
     // The same revision name with a changed environment is a new run (as a changed ConfigMap
     // is for Flagger), not a change nobody acts on. (The analysis needs traffic: without any,
     // noData.policy `wait` holds the run.)
-    let load = site.start_load(50.0);
+    let load = site.start_load(RATE);
     load.await_more(20, STEP).await?;
     site.rollout("v3", &[("SERIN_SAMPLE_APP_MESSAGE", "hello")])?;
     let record = site

@@ -200,25 +200,28 @@ async fn a_fully_qualified_authority_with_its_trailing_dot_names_the_same_route(
     assert_eq!(got.status, 404, "only one trailing dot is the root");
 }
 
+/// `api` to `primary`, every request copied to `shadow`.
+fn mirror_yaml(primary: std::net::SocketAddr, shadow: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+routes:
+  - authority: api
+    backends:
+      - {{ name: shadow, endpoints: ["{shadow}"] }}
+    rules:
+      - backends: [{{ name: primary, endpoints: ["{primary}"] }}]
+        mirror: {{ backend: shadow, percent: 100 }}
+"#
+    )
+}
+
 #[tokio::test]
 async fn mirrored_requests_reach_the_mirror_without_delaying_the_real_response() {
     let primary = upstream("primary").await;
     let mut shadow = upstream("shadow").await;
     let p = proxy().await;
     p.table()
-        .apply(table(&format!(
-            r#"
-routes:
-  - authority: api
-    backends:
-      - {{ name: shadow, endpoints: ["{s}"] }}
-    rules:
-      - backends: [{{ name: primary, endpoints: ["{p}"] }}]
-        mirror: {{ backend: shadow, percent: 100 }}
-"#,
-            p = primary.addr,
-            s = shadow.addr
-        )))
+        .apply(table(&mirror_yaml(primary.addr, shadow.addr)))
         .expect("valid table");
     let c = h1_client();
     // The shadow never answers, yet the real responses come back.
@@ -256,6 +259,46 @@ routes:
     want.sort();
     assert_eq!(bodies, want);
     let _ = primary;
+}
+
+#[tokio::test]
+async fn a_mirror_that_stops_answering_holds_a_bounded_number_of_copies() {
+    use serin_proxy::balance::MAX_MIRRORS_IN_FLIGHT;
+    let primary = upstream("primary").await;
+    // Takes every connection and never answers (nor closes): each copy waits its whole timeout.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_addr = hole.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    let p = proxy().await;
+    p.table()
+        .apply(table(&mirror_yaml(primary.addr, hole_addr)))
+        .expect("valid table");
+    let c = h1_client();
+    let extra = 20;
+    for i in 0..MAX_MIRRORS_IN_FLIGHT + extra {
+        let got = within(10, get(&c, p.outbound_addr(), "api", "/", &[])).await;
+        assert_eq!(got.status, StatusCode::OK, "real request {i}");
+    }
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "serin_proxy_mirror_total{",
+                "dst_service=\"shadow\"",
+                "result=\"dropped\""
+            ]
+        ),
+        f64::from(extra),
+        "{m}"
+    );
 }
 
 #[tokio::test]
