@@ -145,6 +145,7 @@ pub fn summary(
             .promoted_condition()
             .map(|c| c.message.clone())
             .filter(|m| !m.is_empty()),
+        holding: status.hold.clone().filter(|h| !h.is_empty()),
     }
 }
 
@@ -429,6 +430,27 @@ mod tests {
         assert!(s.paused);
         assert_eq!(s.waiting.unwrap().reason, WaitReason::Paused);
         assert_eq!(s.run.unwrap().started_at, time(ts(0)));
+        assert_eq!(s.holding, None, "advancing: nothing holds it");
+    }
+
+    #[test]
+    fn why_the_engine_holds_the_canary_is_in_the_summary() {
+        // `serin status` and `serin wait` show it: a Canary whose target does not exist sat
+        // in Initializing with "New target detected" and nothing else to say why.
+        let status = serin_core::Status {
+            phase: serin_core::Phase::Initializing,
+            hold: Some("target not found".into()),
+            ..Default::default()
+        };
+        let key = CanaryKey::new("prod", "orphan");
+        let target = TargetRef {
+            kind: "Process".into(),
+            name: "nothere".into(),
+        };
+        let s = summary(&key, target, &status, None);
+        assert_eq!(s.holding.as_deref(), Some("target not found"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["holding"], "target not found");
     }
 
     #[test]

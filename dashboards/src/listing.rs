@@ -121,6 +121,7 @@ mod tests {
             waiting: None,
             gates: Default::default(),
             message: None,
+            holding: None,
         }
     }
 

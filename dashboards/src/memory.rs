@@ -176,6 +176,7 @@ impl MemoryBackend {
                 waiting: None,
                 gates: Gates::default(),
                 message: None,
+                holding: None,
             },
             analysis: None,
             runs: Vec::new(),

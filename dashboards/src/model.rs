@@ -168,6 +168,10 @@ pub struct CanarySummary {
     pub gates: Gates,
     /// Last status message (a condition message or the reason of the last transition).
     pub message: Option<String>,
+    /// Why the Canary is not advancing right now, as the engine says it (target not found, not
+    /// ready, waiting for evidence, ...); absent while it advances or is idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
 }
 
 impl CanarySummary {

@@ -183,6 +183,7 @@ mod tests {
             waiting: None,
             gates: Gates::default(),
             message: None,
+            holding: None,
         }
     }
 

@@ -436,6 +436,9 @@ fn describe(s: &CanarySummary) -> String {
     if let Some(m) = &s.message {
         out.push_str(&format!("Message: {m}\n"));
     }
+    if let Some(h) = &s.holding {
+        out.push_str(&format!("Holding: {h}\n"));
+    }
     out
 }
 
@@ -475,8 +478,14 @@ async fn wait_inner(args: &WaitArgs) -> i32 {
             .clone()
             .or_else(|| summary.target_revision.clone())
         else {
+            // Say why when the engine says it (a target that does not exist holds here).
+            let why = summary
+                .holding
+                .as_deref()
+                .map(|h| format!(" (holding: {h})"))
+                .unwrap_or_default();
             return fail(&format!(
-                "{key}: the controller does not report the target's revision yet; pass --revision"
+                "{key}: the controller does not report the target's revision yet{why}; pass --revision"
             ));
         };
         match assess(&summary, &want, pinned) {
@@ -541,10 +550,22 @@ async fn wait_inner(args: &WaitArgs) -> i32 {
     }
 }
 
+/// `; holding: why` when the engine says why the run does not move (target not found, waiting
+/// for evidence, ...): a wait that never moves must not read like a hang.
+fn hold_suffix(s: &CanarySummary) -> String {
+    s.holding
+        .as_deref()
+        .map(|h| format!("; holding: {h}"))
+        .unwrap_or_default()
+}
+
 /// A progress bar on a terminal, plain lines (one per change) otherwise.
 struct Progress {
     tty: bool,
     last: String,
+    /// The last hold printed, digits left out: a hold that only counts requests or seconds
+    /// prints once, not at every look.
+    last_hold: Option<String>,
     drawn: bool,
 }
 
@@ -553,6 +574,7 @@ impl Progress {
         Self {
             tty,
             last: String::new(),
+            last_hold: None,
             drawn: false,
         }
     }
@@ -569,12 +591,13 @@ impl Progress {
         if self.tty {
             let filled = (pct as usize) * 30 / 100;
             let line = format!(
-                "\r\x1b[2K[{}{}] {pct:>3}% {} weight {}% failed {} · {reason}",
+                "\r\x1b[2K[{}{}] {pct:>3}% {} weight {}% failed {} · {reason}{}",
                 "#".repeat(filled),
                 "-".repeat(30 - filled),
                 s.phase,
                 s.canary_weight,
-                s.failed_checks
+                s.failed_checks,
+                hold_suffix(s)
             );
             eprint!("{line}");
             let _ = std::io::stderr().flush();
@@ -584,9 +607,14 @@ impl Progress {
                 "phase={} weight={} failedChecks={} revision={want} {reason}",
                 s.phase, s.canary_weight, s.failed_checks
             );
-            if line != self.last {
-                println!("{line}");
+            let hold = s
+                .holding
+                .as_deref()
+                .map(|h| h.replace(|c: char| c.is_ascii_digit(), ""));
+            if line != self.last || hold != self.last_hold {
+                println!("{line}{}", hold_suffix(s));
                 self.last = line;
+                self.last_hold = hold;
             }
         }
     }

@@ -432,3 +432,54 @@ async fn a_server_that_is_not_serins_api_is_named_not_taken_for_a_missing_canary
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_wait_say_why_a_canary_does_not_move() {
+    // A Canary held by the engine (its target does not exist, too few requests, ...) used to
+    // show only its phase and the last transition's message: a wait that never moves read
+    // like a hang, and the orphan's error blamed a missing --revision.
+    let b = after_a_promotion();
+    let k = podinfo();
+    b.start_run(&k, "v2", t(100)).unwrap();
+    let hold = |h: &str| {
+        let h = h.to_string();
+        b.update(&k, move |s| s.summary.holding = Some(h)).unwrap();
+    };
+    hold("waiting: 15 requests in 2s < noData.minRequests 50");
+    let server = serve(b.clone()).await;
+    let (code, out, err) = run(&server, &["status", "podinfo"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Holding: waiting: 15 requests in 2s < noData.minRequests 50\n"),
+        "{out}"
+    );
+    let mut w = Waiter::start(&server, &["--timeout", "60s"]);
+    w.line("; holding: waiting: 15 requests in 2s").await;
+    // The same hold with other counts prints no new line; another hold does.
+    hold("waiting: 31 requests in 3s < noData.minRequests 50");
+    hold("check judge inconclusive");
+    w.line("; holding: check judge inconclusive").await;
+    b.end_run(&k, RunResult::Promoted, "analysis complete", t(130))
+        .unwrap();
+    let (code, lines) = w.exit_code().await;
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("31 requests")),
+        "a hold that only counts prints once: {lines:#?}"
+    );
+
+    // A Canary whose target the controller cannot find reports no revision: say why.
+    b.update(&k, |s| {
+        s.summary.target_revision = None;
+        s.summary.run = None;
+        s.summary.promoted_revision = None;
+        s.summary.holding = Some("target not found".into());
+    })
+    .unwrap();
+    let (code, _, err) = run(&server, &["wait", "podinfo", "--timeout", "5s"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("does not report the target's revision yet (holding: target not found)"),
+        "{err}"
+    );
+}
