@@ -19,10 +19,10 @@ pub struct Args {
     #[arg(long, default_value = "2s", value_parser = serin_core::duration::parse_flag)]
     pub interval: std::time::Duration,
     /// Requests per second sent through the proxy (10 to 2000).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, allow_negative_numbers = true)]
     pub rate: f64,
     /// Share of the bad release's requests that fail: a fraction (0.1) or a percentage (10%).
-    #[arg(long, default_value = "10%")]
+    #[arg(long, default_value = "10%", allow_hyphen_values = true)]
     pub bad_error_rate: String,
     /// How long one release may take before the demo gives up on it, e.g. 90s, at the
     /// configured --rate and --interval: a busy machine that sends fewer requests or analyses

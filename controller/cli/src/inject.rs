@@ -18,7 +18,12 @@ pub struct ProxyFlags {
     )]
     pub proxy_image: String,
     /// UID the proxy runs as; its own traffic is never captured.
-    #[arg(long, env = "SERIN_PROXY_UID", default_value_t = 2102)]
+    #[arg(
+        long,
+        env = "SERIN_PROXY_UID",
+        default_value_t = 2102,
+        allow_negative_numbers = true
+    )]
     pub proxy_uid: i64,
     /// The control plane the proxies stream route tables from.
     #[arg(
@@ -49,6 +54,14 @@ impl ProxyFlags {
     /// default would otherwise show only when a pod is injected, and then under the name of
     /// the per-pod annotation the user never wrote (`serin injector` would refuse every pod).
     pub fn config(&self) -> anyhow::Result<InjectConfig> {
+        // 0 is root: the capture rules exempt the proxy's UID, so every root process's
+        // traffic would bypass the proxy; Kubernetes refuses negative UIDs.
+        if !(1..=i64::from(i32::MAX)).contains(&self.proxy_uid) {
+            anyhow::bail!(
+                "--proxy-uid {}: not accepted; accepted: a UID from 1 to 2147483647 that the application does not run as (default 2102; 0 is root, whose traffic would escape capture)",
+                self.proxy_uid
+            );
+        }
         for (flag, value) in [
             ("--proxy-cpu-request", &self.proxy_cpu_request),
             ("--proxy-cpu-limit", &self.proxy_cpu_limit),

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "SECRET")]
     pub dashboard_token_secret: Option<String>,
     /// Replicas of the control plane (default 1, 3 with --ha).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub control_plane_replicas: Option<i32>,
     /// Print only the CustomResourceDefinitions.
     #[arg(long, conflicts_with = "skip_crds")]

@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(required_unless_present = "serve")]
     pub url: Option<String>,
     /// Requests per second, kept fixed whatever the server does (open loop).
-    #[arg(long, required_unless_present = "serve")]
+    #[arg(long, required_unless_present = "serve", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// How long to send for, e.g. 30s or 1m.
     #[arg(long, required_unless_present = "serve", value_parser = serin_core::duration::parse_flag)]

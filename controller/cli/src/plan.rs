@@ -18,11 +18,16 @@ pub struct Args {
     pub files: Vec<String>,
 
     /// Total requests per second the service receives (primary and canary together), e.g. 8.5.
-    #[arg(long, value_name = "RPS")]
+    #[arg(long, value_name = "RPS", allow_negative_numbers = true)]
     pub rps: f64,
 
     /// The primary's error rate to assume, in percent (`1%` or `1`).
-    #[arg(long, default_value = "1%", value_name = "PERCENT")]
+    #[arg(
+        long,
+        default_value = "1%",
+        value_name = "PERCENT",
+        allow_hyphen_values = true
+    )]
     pub error_rate: String,
 
     /// Simulated rollouts per scenario (more is steadier, slower).

@@ -19,7 +19,12 @@ pub struct Args {
     )]
     pub version: String,
     /// Share of application requests answered with HTTP 500: a fraction (0.2) or a percentage (20%).
-    #[arg(long, default_value = "0", env = "SERIN_SAMPLE_APP_ERROR_RATE")]
+    #[arg(
+        long,
+        default_value = "0",
+        env = "SERIN_SAMPLE_APP_ERROR_RATE",
+        allow_hyphen_values = true
+    )]
     pub error_rate: String,
     /// Latency added to every application request, e.g. 50ms.
     #[arg(long, default_value = "0s", env = "SERIN_SAMPLE_APP_LATENCY", value_parser = serin_core::duration::parse_flag)]

@@ -39,11 +39,17 @@ pub struct Args {
     /// Also print, for every valid Canary with the judge, `serin plan`'s figures at this total
     /// requests per second: the expected time to a Pass for a healthy canary and to a Fail for
     /// a doubled error rate, or that the run can never prove anything.
-    #[arg(long, value_name = "RPS")]
+    #[arg(long, value_name = "RPS", allow_negative_numbers = true)]
     pub rps: Option<f64>,
 
     /// The primary's error rate the plan assumes, in percent (`1%` or `1`; with --rps).
-    #[arg(long, default_value = "1%", value_name = "PERCENT", requires = "rps")]
+    #[arg(
+        long,
+        default_value = "1%",
+        value_name = "PERCENT",
+        requires = "rps",
+        allow_hyphen_values = true
+    )]
     pub error_rate: String,
 }
 

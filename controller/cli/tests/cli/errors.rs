@@ -102,3 +102,83 @@ fn a_cause_already_quoted_in_the_message_is_not_printed_twice() {
     );
     assert!(err.contains("\"lots\" is not accepted"), "{err}");
 }
+
+#[test]
+fn a_negative_number_reaches_the_flags_own_check_instead_of_clap_calling_it_an_argument() {
+    // `--rps -5` used to end as "unexpected argument '-5' found", which names neither the flag
+    // nor what it accepts.
+    let dir = std::env::temp_dir().join(format!("serin-negative-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let canary = dir.join("c.yaml");
+    std::fs::write(
+        &canary,
+        "apiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata: {name: podinfo}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}\n  service: {port: 9898}\n  analysis: {interval: 1m, stepWeight: 10}\n",
+    )
+    .unwrap();
+    let c = canary.to_str().unwrap();
+    for (args, code, says) in [
+        (
+            &["plan", "-f", c, "--rps", "-5"][..],
+            2,
+            "--rps: -5 is not accepted; accepted:",
+        ),
+        (
+            &["plan", "-f", c, "--rps", "5", "--error-rate", "-1"][..],
+            2,
+            "--error-rate: \"-1\" is not accepted; accepted:",
+        ),
+        (
+            &["validate", "-f", c, "--rps", "-5"][..],
+            2,
+            "--rps: -5 is not accepted; accepted:",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:9/",
+                "--rate",
+                "-1",
+                "--duration",
+                "1s",
+            ][..],
+            1,
+            "--rate: -1 is not a rate",
+        ),
+        (
+            &["install", "--control-plane-replicas", "-1"][..],
+            1,
+            "--control-plane-replicas \"-1\": a whole number from 1 to 100",
+        ),
+        (
+            &["inject", "-", "--proxy-uid", "-1"][..],
+            1,
+            "--proxy-uid -1: not accepted; accepted: a UID from 1",
+        ),
+        (
+            &["inject", "-", "--proxy-uid", "0"][..],
+            1,
+            "--proxy-uid 0: not accepted",
+        ),
+        (
+            &["sample-app", "--error-rate", "-0.1"][..],
+            1,
+            "`-0.1` is not an error rate",
+        ),
+        (
+            &["demo", "--rate", "-5"][..],
+            1,
+            "--rate: -5 is out of range; accepted: 10 to 2000",
+        ),
+    ] {
+        let out = Command::new(SERIN)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("serin runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
