@@ -169,10 +169,12 @@ fn load(
                 processes.insert(key, (process.spec, dir));
             }
             Document::Canary { value, file } => {
-                let canary: serin_api::Canary = match serde_norway::from_value(value) {
+                let canary = match manifest::read_canary(value) {
                     Ok(c) => c,
-                    Err(error) => {
-                        tracing::error!("{file}: not a Canary: {error}");
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::error!("{file}: {e}");
+                        }
                         continue;
                     }
                 };

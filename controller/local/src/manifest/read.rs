@@ -280,3 +280,30 @@ fn documents_of_kind(
     }
     Ok(out)
 }
+
+/// Reads a `Canary` document. On failure the errors name each field and what is accepted, as
+/// `serin validate` says them (serde's own message names only a type: "invalid type: integer
+/// `10`, expected a string").
+pub fn read_canary(value: serde_norway::Value) -> Result<serin_api::Canary, Vec<String>> {
+    match serde_norway::from_value::<serin_api::Canary>(value.clone()) {
+        Ok(c) => Ok(c),
+        Err(error) => {
+            let named: Vec<String> = serde_norway::to_string(&value)
+                .map(|text| serin_api::check_manifests(&text))
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|doc| match doc.outcome {
+                    serin_api::Outcome::Invalid(errors) => {
+                        errors.iter().map(ToString::to_string).collect()
+                    }
+                    _ => Vec::new(),
+                })
+                .collect();
+            Err(if named.is_empty() {
+                vec![format!("not a Canary: {error}")]
+            } else {
+                named
+            })
+        }
+    }
+}

@@ -302,3 +302,18 @@ fn a_file_with_a_yaml_syntax_error_beside_templates_and_secrets_is_no_hang() {
     assert!(secrets.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_canary_that_does_not_read_is_reported_by_field_as_validate_says_it() {
+    let value: serde_norway::Value = serde_norway::from_str(
+        "apiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata: {name: broken}\nspec:\n  targetRef: {apiVersion: serin.dev/v1beta1, kind: Process, name: p}\n  service: {port: 9898}\n  analysis: {interval: 10, stepWeight: 20}\n",
+    )
+    .unwrap();
+    let errors = read_canary(value).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("spec.analysis.interval: 10 has no unit; accepted:")),
+        "{errors:?}"
+    );
+}
