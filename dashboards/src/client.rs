@@ -55,9 +55,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the Canary does not exist.
+    /// Whether the Canary does not exist: the API's own `notFound` answer, not any 404 (a
+    /// server that is not Serin's API answers 404 to every path).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, ClientError::Api { status, .. } if *status == StatusCode::NOT_FOUND)
+        matches!(self, ClientError::Api { status, error }
+            if *status == StatusCode::NOT_FOUND && error.error == "notFound")
+    }
+
+    /// Whether the server answered with something other than the API's JSON error body: it is
+    /// likely not a Serin controller's dashboard address (or a proxy in front of it failed).
+    pub fn is_foreign(&self) -> bool {
+        matches!(self, ClientError::Api { error, .. } if error.error == FOREIGN)
     }
 
     /// Whether the controller could not be reached (worth retrying).
@@ -65,6 +73,9 @@ impl ClientError {
         matches!(self, ClientError::Unreachable { .. })
     }
 }
+
+/// The error code given to an error answer that is not the API's JSON error body.
+const FOREIGN: &str = "http";
 
 /// Optional fields of an action request.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -188,12 +199,20 @@ impl Client {
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
-                error: "http".into(),
-                message: format!(
-                    "{url} answered {status}: {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                ),
+            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| {
+                let body = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+                let body = body.trim();
+                ApiError {
+                    error: FOREIGN.into(),
+                    message: format!(
+                        "{url} answered {}",
+                        if body.is_empty() {
+                            "with an empty body"
+                        } else {
+                            body
+                        }
+                    ),
+                }
             });
             return Err(ClientError::Api { status, error });
         }

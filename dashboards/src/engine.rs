@@ -17,6 +17,7 @@ use crate::model::{
     Action, AnalysisInfo, CanaryKey, CanaryState, CanarySummary, Command, CommandReceipt,
     CommandState, EntryKind, HistoryEntry, Outcome, RunResult, RunSummary, TargetRef, Update, gate,
 };
+use serin_core::Phase;
 
 /// Everything a runtime keeps about one Canary, in the engine's types.
 #[derive(Debug, Clone)]
@@ -292,6 +293,26 @@ fn validate(c: &EngineCanary, command: &Command) -> Result<(), BackendError> {
         action if command.gate.is_some() => Err(BackendError::Invalid(format!(
             "gate: only gate-open and gate-close take a gate, not {action}"
         ))),
+        // The engine applies promote and abort only during an analysis and records any other
+        // as ignored: refuse them here, so the caller hears it instead of a receipt for nothing.
+        Action::Promote | Action::Abort
+            if !matches!(
+                c.status.phase,
+                Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion
+            ) =>
+        {
+            let why = if command.action == Action::Abort
+                && matches!(c.status.phase, Phase::Promoting | Phase::Finalising)
+            {
+                "promotion already under way"
+            } else {
+                "no analysis in progress"
+            };
+            Err(BackendError::Conflict(format!(
+                "{}: {why} for {} (phase {}); the controller would ignore it",
+                command.action, c.key, c.status.phase
+            )))
+        }
         Action::Pause if c.status.paused.is_some() => Err(BackendError::Conflict(format!(
             "pause: {} is already paused",
             c.key

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use futures::Stream;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -104,6 +104,8 @@ pub fn router<B: Backend>(backend: Arc<B>, config: DashboardConfig) -> Router {
             post(act::<B>),
         )
         .route("/api/v1/events", get(events::<B>))
+        // Every /api/v1 error is the documented JSON body, an unknown path too.
+        .route("/api/v1/{*rest}", any(api_not_found))
         .route("/gate/check", post(gate_check::<B>))
         .route("/gate/open", post(gate_open::<B>))
         .route("/gate/close", post(gate_close::<B>))
@@ -180,6 +182,17 @@ impl IntoResponse for ApiFailure {
 }
 
 type ApiResult<T> = Result<axum::Json<T>, ApiFailure>;
+
+async fn api_not_found(uri: axum::http::Uri) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "notFound",
+        format!(
+            "{} is not an API path; see GET /api/v1 and the JSON API table in the dashboard's README",
+            uri.path()
+        ),
+    )
+}
 
 // ---------------------------------------------------------------------------------------------
 // Auth

@@ -158,6 +158,9 @@ impl From<ClientError> for Failure {
             ClientError::Unreachable { .. } => {
                 " (is the controller running? set --server or SERIN_SERVER)"
             }
+            e if e.is_foreign() => {
+                " (not an answer of Serin's API: is --server / SERIN_SERVER the controller's dashboard address?)"
+            }
             _ => "",
         };
         Failure(format!("{e}{hint}"))

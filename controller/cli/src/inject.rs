@@ -45,9 +45,23 @@ pub struct ProxyFlags {
 }
 
 impl ProxyFlags {
-    /// The injection settings these flags describe.
-    pub fn config(&self) -> InjectConfig {
-        InjectConfig {
+    /// The injection settings these flags describe, each resource flag checked up front: a bad
+    /// default would otherwise show only when a pod is injected, and then under the name of
+    /// the per-pod annotation the user never wrote (`serin injector` would refuse every pod).
+    pub fn config(&self) -> anyhow::Result<InjectConfig> {
+        for (flag, value) in [
+            ("--proxy-cpu-request", &self.proxy_cpu_request),
+            ("--proxy-cpu-limit", &self.proxy_cpu_limit),
+            ("--proxy-memory-request", &self.proxy_memory_request),
+            ("--proxy-memory-limit", &self.proxy_memory_limit),
+        ] {
+            if !(value.is_empty() || serin_kube::inject::is_quantity(value)) {
+                anyhow::bail!(
+                    "{flag} {value:?}: not a Kubernetes quantity; accepted: e.g. 100m, 0.5, 64Mi or 1Gi, or \"\" for none"
+                );
+            }
+        }
+        Ok(InjectConfig {
             proxy_image: self.proxy_image.clone(),
             proxy_uid: self.proxy_uid,
             control_plane: self.control_plane_url.clone(),
@@ -57,7 +71,7 @@ impl ProxyFlags {
             memory_request: self.proxy_memory_request.clone(),
             memory_limit: self.proxy_memory_limit.clone(),
             ..InjectConfig::default()
-        }
+        })
     }
 }
 
@@ -96,7 +110,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 
 /// Runs `serin inject`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = args.proxy.config();
+    let cfg = args.proxy.config()?;
     let mut output = String::new();
     for p in &args.paths {
         let sources: Vec<(String, String)> = if p == "-" {

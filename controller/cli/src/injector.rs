@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         namespace: args.namespace,
         secret: args.tls_secret,
         webhook_configuration: args.webhook_configuration,
-        inject: args.proxy.config(),
+        inject: args.proxy.config()?,
         ..InjectorOptions::default()
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -80,7 +80,30 @@ enum Command {
     Injector(Box<injector::Args>),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line naming the flag or field and what is accepted, whatever RUST_BACKTRACE
+        // says (anyhow's `Error: ...` + stack dump is for developers, not for a CI log).
+        eprintln!("error: {}", message(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, each cause once: many errors already quote their
+/// cause in their own message, which anyhow's `{:#}` would then print twice.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         // CI commands promise exit code 4 for invalid flags (2 means "waiting for a person").
         if e.use_stderr() && ci::is_ci_command(std::env::args().nth(1).as_deref()) {

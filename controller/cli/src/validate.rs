@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// (a traffic provider, target kind or metric provider this Serin does not run), or one line
 /// per error `FILE: document N (Kind ns/name): field.path: message`; warnings (what Serin reads
 /// differently from what was written, e.g. an interval rounded up) follow as
-/// `...: warning: field.path: message` — among them a Secret that a MetricTemplate,
+/// `...: warning: field.path: message`, and fields Serin accepts but does not act on as
+/// `...: ignored: field.path: why` (both left out by `--quiet`) — among them a Secret that a MetricTemplate,
 /// AlertProvider or webhook names and that is not among the documents given (the local
 /// platform reads Secrets only from `kind: Secret` documents). The local platform's `Process` documents are checked
 /// too; documents of other API groups (Deployments, Services, ...) are skipped. With `--rps`,
@@ -126,8 +127,10 @@ fn check(args: &Args) -> i32 {
                 println!("{line}");
             }
         }
-        if args.flagger
-            && let serin_api::Outcome::Valid(serin_api::Resource::Canary(c)) = &doc.outcome
+        // Fields Serin keeps but does not act on are said for every Canary, not only in the
+        // migration report: a Serin user who sets `service.retries` must not lose it silently.
+        if let serin_api::Outcome::Valid(serin_api::Resource::Canary(c)) = &doc.outcome
+            && (args.flagger || !args.quiet)
         {
             let ignored = serin_api::support::ignored_fields(c);
             if !ignored.is_empty() {

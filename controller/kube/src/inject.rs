@@ -403,7 +403,7 @@ impl Overrides {
 }
 
 /// A Kubernetes quantity: a decimal number with an optional suffix (SI or binary).
-fn is_quantity(s: &str) -> bool {
+pub fn is_quantity(s: &str) -> bool {
     let num_end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

@@ -587,3 +587,26 @@ async fn pages_render_rows_charts_and_escape_text() {
     assert_eq!(s, 404);
     assert!(html.contains("canary test/ghost not found"));
 }
+
+#[tokio::test]
+async fn an_unknown_api_path_answers_the_documented_json_error() {
+    // Every error of /api/v1 is `{"error","message"}`; an unknown path (a typo, an older CLI
+    // against a newer server) answered 404 with an empty body.
+    let server = serve(scenario(), None).await;
+    for path in [
+        "/api/v1/canary",
+        "/api/v1/canaries/test/podinfo/timeline",
+        "/api/v2",
+    ] {
+        let (status, body, _) = call("GET", &server.url(path), &[], "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+        if path.starts_with("/api/v1/") {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+            assert_eq!(v["error"], "notFound", "{path}: {body}");
+            assert!(
+                v["message"].as_str().unwrap().contains(path),
+                "{path}: {body}"
+            );
+        }
+    }
+}

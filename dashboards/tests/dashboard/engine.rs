@@ -192,3 +192,89 @@ async fn engine_state_is_served_and_gate_commands_take_effect_at_once() {
     assert_eq!(s, 409);
     server.abort();
 }
+
+/// A router over one engine canary in `phase` (run 2 of rev2 ended or in flight as the phase
+/// says): (base URL, server task).
+async fn one_canary_in(phase: serin_core::Phase) -> (String, tokio::task::JoinHandle<()>) {
+    let in_flight = matches!(
+        phase,
+        serin_core::Phase::Waiting
+            | serin_core::Phase::Progressing
+            | serin_core::Phase::WaitingPromotion
+            | serin_core::Phase::Promoting
+            | serin_core::Phase::Finalising
+    );
+    let store = Arc::new(Store {
+        canaries: Mutex::new(vec![EngineCanary {
+            key: CanaryKey::new("prod", "podinfo"),
+            target: TargetRef {
+                kind: "Process".into(),
+                name: "podinfo".into(),
+            },
+            status: serin_core::Status {
+                phase,
+                last_promoted_spec: Some("rev1".into()),
+                run: in_flight.then(|| serin_core::Run {
+                    id: 2,
+                    revision: "rev2".into(),
+                    started_at: ts(100),
+                    ..Default::default()
+                }),
+                runs: 2,
+                ..Default::default()
+            },
+            history: vec![],
+            pending: vec![],
+            target_revision: Some(if in_flight { "rev2" } else { "rev1" }.into()),
+            analysis: None,
+        }]),
+        changes: broadcast::channel(16).0,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(
+        EngineBackend::new(store),
+        DashboardConfig {
+            token: Some(TOKEN.into()),
+        },
+    );
+    (
+        base,
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+    )
+}
+
+#[tokio::test]
+async fn promote_and_abort_the_engine_would_ignore_are_refused_not_accepted() {
+    // The engine applies promote and abort only while an analysis runs (Waiting, Progressing,
+    // WaitingPromotion) and records any other as "ignored". Accepting one with 202 told
+    // `serin promote` "recorded ... applies it on its next tick" (exit 0) for nothing.
+    use serin_core::Phase as P;
+    let auth = format!("Bearer {TOKEN}");
+    for (phase, action, accepted, why) in [
+        (P::Succeeded, "promote", false, "no analysis in progress"),
+        (P::Failed, "abort", false, "no analysis in progress"),
+        (P::Promoting, "abort", false, "promotion already under way"),
+        (P::Progressing, "promote", true, ""),
+        (P::WaitingPromotion, "abort", true, ""),
+    ] {
+        let (base, server) = one_canary_in(phase).await;
+        let (s, b, _) = call(
+            "POST",
+            &format!("{base}/api/v1/canaries/prod/podinfo/actions/{action}"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+        if accepted {
+            assert_eq!(s, 202, "{phase:?} {action}: {b}");
+        } else {
+            assert_eq!(s, 409, "{phase:?} {action}: {b}");
+            assert!(
+                b.contains(why) && b.contains("conflict"),
+                "{phase:?} {action}: {b}"
+            );
+        }
+        server.abort();
+    }
+}

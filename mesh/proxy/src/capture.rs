@@ -3,7 +3,7 @@
 //! Both IP families get the same rules ([`Family`]): `iptables` for IPv4 and `ip6tables` for
 //! IPv6, with the same chains, ports, UID exemption and conntrack exemptions, the same backend
 //! (nft or legacy, chosen once), and only the loopback network differing (`127.0.0.0/8`,
-//! `::1/128`). IPv6 is captured when the pod's namespace has it (`--ipv6 auto`, see
+//! `::1/128`; IPv6 also leaves link-local destinations alone). IPv6 is captured when the pod's namespace has it (`--ipv6 auto`, see
 //! [`ipv6_decision`]); an install is whole or nothing: when the IPv6 rules fail, the IPv4 ones
 //! go again, so a pod never runs with one family captured and the other silently not.
 //!
@@ -321,7 +321,8 @@ impl CaptureConfig {
     }
 
     /// The rules for this configuration in `family`. The two families get the same chains,
-    /// ports, UID exemption and conntrack exemptions; only the loopback network differs.
+    /// ports, UID exemption and conntrack exemptions; only the loopback network differs, and
+    /// IPv6 also leaves link-local destinations (`fe80::/10`) uncaptured.
     /// (`net.ipv4.ip_local_port_range` is the ephemeral range of IPv6 sockets too.)
     pub fn plan_for(&self, family: Family) -> Plan {
         let loopback = family.loopback();
@@ -362,6 +363,12 @@ impl CaptureConfig {
         ));
         r.push_str(&format!("-A {OUTBOUND_CHAIN} -o lo -j RETURN\n"));
         r.push_str(&format!("-A {OUTBOUND_CHAIN} -d {loopback} -j RETURN\n"));
+        if family == Family::V6 {
+            // Link-local destinations are left alone: the original destination the kernel
+            // gives back for a redirected connection carries no interface (scope id), so the
+            // proxy could not reach a link-local address again.
+            r.push_str(&format!("-A {OUTBOUND_CHAIN} -d fe80::/10 -j RETURN\n"));
+        }
         for p in &self.skip_outbound_ports {
             r.push_str(&format!(
                 "-A {OUTBOUND_CHAIN} -p tcp --dport {p} -j RETURN\n"
@@ -1118,12 +1125,16 @@ COMMIT
         let v4 = cfg().plan();
         let v6 = cfg().plan_for(Family::V6);
         assert_eq!((v4.family, v6.family), (Family::V4, Family::V6));
-        // Same chains, ports, UID and skip ports; ::1 where IPv4 has 127.0.0.0/8.
-        assert_eq!(v6.restore, v4.restore.replace("127.0.0.0/8", "::1/128"));
-        assert!(
-            v6.restore
-                .contains("-A SERIN_OUTBOUND -d ::1/128 -j RETURN\n")
+        // Same chains, ports, UID and skip ports; ::1 where IPv4 has 127.0.0.0/8, and
+        // link-local destinations left alone.
+        assert_eq!(
+            v6.restore,
+            v4.restore.replace(
+                "127.0.0.0/8 -j RETURN\n",
+                "::1/128 -j RETURN\n-A SERIN_OUTBOUND -d fe80::/10 -j RETURN\n"
+            )
         );
+        assert!(!v4.restore.contains("fe80"));
         assert_eq!(
             raw(&v6, Exemption::Loopback).restore,
             "*raw\n:SERIN_NOTRACK - [0:0]\n-A SERIN_NOTRACK -s ::1/128 -d ::1/128 -p tcp -j CT --notrack\nCOMMIT\n"

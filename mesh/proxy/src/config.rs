@@ -228,6 +228,43 @@ struct RawInbound {
     max_connections: Option<usize>,
 }
 
+/// Label names the proxy puts on its series itself (and `le`, which histograms use). An
+/// identity label with one of these names would give a series the same label twice, which
+/// Prometheus refuses, failing the whole scrape.
+pub const RESERVED_LABELS: &[&str] = &[
+    "direction",
+    "authority",
+    "dst",
+    "rt_route",
+    "tls",
+    "no_tls_reason",
+    "status_code",
+    "classification",
+    "error",
+    "grpc_status",
+    "peer",
+    "errno",
+    "listener",
+    "result",
+    "le",
+];
+
+/// Why `name` cannot be an identity label (`labels:`, `--label`), or `None` when it can.
+pub fn identity_label_problem(name: &str) -> Option<String> {
+    if !is_label_name(name) {
+        Some("label names must match [a-zA-Z_][a-zA-Z0-9_]*".into())
+    } else if name.starts_with("__") {
+        Some("names starting with `__` are reserved by Prometheus".into())
+    } else if RESERVED_LABELS.contains(&name) || name.starts_with("dst_") {
+        Some(format!(
+            "the proxy sets {name:?} itself (reserved: {}, and every dst_* name)",
+            RESERVED_LABELS.join(", ")
+        ))
+    } else {
+        None
+    }
+}
+
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -314,11 +351,8 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
         }
     }
     for k in raw.labels.keys() {
-        if !is_label_name(k) {
-            problem(
-                format!("labels.{k}"),
-                "label names must match [a-zA-Z_][a-zA-Z0-9_]*".into(),
-            );
+        if let Some(why) = identity_label_problem(k) {
+            problem(format!("labels.{k}"), why);
         }
     }
     let routes_given = raw.routes.is_some();

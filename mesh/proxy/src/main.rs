@@ -221,10 +221,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("--label {s:?}: expected KEY=VALUE"))?;
-    if !serin_mesh_api::table::is_label_name(k) {
-        return Err(format!(
-            "--label {s:?}: {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-        ));
+    if let Some(why) = serin_proxy::config::identity_label_problem(k) {
+        return Err(format!("--label {s:?}: {why}"));
     }
     Ok((k.to_string(), v.to_string()))
 }

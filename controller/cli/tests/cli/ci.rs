@@ -400,3 +400,35 @@ async fn actions_are_persisted_across_a_restart_and_recorded_with_who() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_serins_api_is_named_not_taken_for_a_missing_canary() {
+    // --server pointing at another service (a wrong port, a proxy's error page) answers 404 to
+    // every path: that is not "canary not found (check the name and -n)".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::response::Html("<html>404 page not found</html>"),
+        )
+    });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let server = Server { url, task };
+    for args in [
+        &["status", "podinfo"][..],
+        &["wait", "podinfo", "--timeout", "5s"][..],
+        &["promote", "podinfo", "--token", TOKEN][..],
+    ] {
+        let (code, _, err) = run(&server, args).await;
+        assert_eq!(code, 4, "{args:?}: {err}");
+        assert!(!err.contains("not found at"), "{args:?}: {err}");
+        assert!(err.contains("404 page not found"), "{args:?}: {err}");
+        assert!(
+            err.contains("is --server / SERIN_SERVER the controller's dashboard address?"),
+            "{args:?}: {err}"
+        );
+    }
+}

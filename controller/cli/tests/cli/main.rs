@@ -5,6 +5,7 @@ mod local_site;
 mod check;
 mod ci;
 mod demo;
+mod errors;
 mod inject;
 mod install;
 mod local_browser;

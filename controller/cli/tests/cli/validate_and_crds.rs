@@ -624,3 +624,33 @@ fn a_secret_named_but_not_among_the_documents_is_a_warning_naming_field_and_secr
         text(&out.stdout)
     );
 }
+
+#[test]
+fn fields_serin_accepts_and_ignores_are_named_without_flagger_too() {
+    // A Serin Canary (not only a Flagger one under --flagger) that sets a field Serin keeps but
+    // does not act on is told so: retries and a service-level match would otherwise vanish
+    // silently from the rollout.
+    let canary = VALID.replace(
+        "  service: {port: 9898}\n",
+        "  service:\n    port: 9898\n    retries: {attempts: 3}\n    match:\n      - uri: {prefix: /api}\n",
+    );
+    let out = run_stdin(&["validate", "-f", "-"], &canary);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("<stdin>: document 1 (Canary test/podinfo): valid and runnable\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("<stdin>: document 1 (Canary test/podinfo): ignored: spec.service.retries: retries are not part of the routes Serin writes\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(Canary test/podinfo): ignored: spec.service.match: "),
+        "{stdout}"
+    );
+    // --quiet prints only errors and documents that are not runnable.
+    let out = run_stdin(&["validate", "-q", "-f", "-"], &canary);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+}

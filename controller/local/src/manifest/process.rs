@@ -8,7 +8,7 @@ pub const API_VERSION: &str = "serin.dev/v1beta1";
 
 /// A manifest that failed to read or validate, naming the file and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {path}: {message}")]
+#[error("{file}: {}{message}", field_prefix(path))]
 pub struct ManifestError {
     /// The file (and document index when the file has several).
     pub file: String,
@@ -16,6 +16,15 @@ pub struct ManifestError {
     pub path: String,
     /// What is wrong and what is accepted.
     pub message: String,
+}
+
+/// `path: ` for a field path; nothing for `-` or an empty path (an error about a whole file or
+/// flag), so a message never reads `file: -: ...`.
+fn field_prefix(path: &str) -> String {
+    match path {
+        "" | "-" => String::new(),
+        p => format!("{p}: "),
+    }
 }
 
 /// Object metadata, the subset local manifests use.

@@ -160,3 +160,36 @@ fn timing_flags_refuse_zero_and_stand_aside_for_a_config_file() {
         "{err}"
     );
 }
+
+#[test]
+fn identity_labels_the_proxy_sets_itself_are_refused_naming_the_label() {
+    // Twice the same label name in a series fails the whole Prometheus scrape.
+    for label in ["direction=x", "le=5", "dst_service=x", "__name__=x"] {
+        let (code, err) = refused(&[
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--label",
+            label,
+        ]);
+        assert_eq!(code, 2, "{label}: {err}");
+        assert!(
+            err.contains("--label") && err.contains(label),
+            "{label}: {err}"
+        );
+    }
+    let dir = config_file("labels");
+    let path = dir.with_file_name("labels.yaml");
+    std::fs::write(
+        &path,
+        "outbound:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nlabels:\n  status_code: x\nroutes: []\n",
+    )
+    .expect("write config");
+    let (code, err) = refused(&["--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("labels.status_code (line 6)") && err.contains("sets"),
+        "{err}"
+    );
+}
