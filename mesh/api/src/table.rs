@@ -406,10 +406,16 @@ impl FromStr for Authority {
                     .map_err(|_| err("port is not a number from 0 to 65535"))?,
             ),
         };
-        Ok(Authority {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
+        // An IPv6 literal has many spellings (`0:0::1`, `::1`, `::0001`): kept in its one
+        // canonical form (RFC 5952), which is how the proxy compares a request's.
+        let host = if bracketed {
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| err("not an IPv6 address inside `[` `]`"))?
+                .to_string()
+        } else {
+            host.to_ascii_lowercase()
+        };
+        Ok(Authority { host, port })
     }
 }
 
@@ -858,6 +864,16 @@ mod tests {
         let v6: Authority = "[::1]:80".parse().expect("parse");
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.to_string(), "[::1]:80");
+        let spelled: Authority = "[0:0:0:0:0:0:0:1]:80".parse().expect("parse");
+        assert_eq!(
+            spelled, v6,
+            "IPv6 literals are kept in their canonical form"
+        );
+        assert_eq!(
+            "[2001:DB8::0:1]".parse::<Authority>().expect("parse").host,
+            "2001:db8::1"
+        );
+        assert!("[not:v6]".parse::<Authority>().is_err());
         assert!("podinfo:http".parse::<Authority>().is_err());
         assert!("".parse::<Authority>().is_err());
         assert!("a b".parse::<Authority>().is_err());

@@ -115,8 +115,30 @@ impl Drop for Running {
     }
 }
 
+/// Checks the cluster DNS domain every Service authority ends with (`name.ns.svc.<domain>`):
+/// one the proxies' route tables cannot hold would make every proxy refuse every snapshot.
+/// A trailing dot (`cluster.local.`) is dropped.
+fn cluster_domain(d: &str) -> Result<String, Error> {
+    let trimmed = d.strip_suffix('.').unwrap_or(d);
+    let dns = !trimmed.is_empty()
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if dns {
+        Ok(trimmed.to_ascii_lowercase())
+    } else {
+        Err(Error::Config(format!(
+            "--cluster-domain (options.cluster_domain) {d:?} is not a DNS domain; accepted: dot-separated labels of letters, digits and `-`, e.g. cluster.local"
+        )))
+    }
+}
+
 /// Binds, starts the source and serves. Returns once listening.
-pub async fn start(config: Config) -> Result<Running, Error> {
+pub async fn start(mut config: Config) -> Result<Running, Error> {
+    config.options.cluster_domain = cluster_domain(&config.options.cluster_domain)?;
     let hub = hub::Hub::new(config.options.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

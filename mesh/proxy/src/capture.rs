@@ -810,8 +810,10 @@ impl Iptables {
     }
 
     /// Installs each plan with this backend's tool for its family, in order. When one fails,
-    /// what this call installed is removed again (best effort) and the failing family is
-    /// returned with its error: a pod never keeps one family captured and the other not.
+    /// what this call installed is removed again (best effort), the failing family's own
+    /// part included (its restore may have gone in, and some of its jumps), and the failing
+    /// family is returned with its error: a pod never keeps one family captured and the
+    /// other not.
     pub fn install_all(
         &self,
         plans: &[Plan],
@@ -821,10 +823,14 @@ impl Iptables {
             match self.family(plan.family).install(plan) {
                 Ok(installed) => done.push((plan.family, installed)),
                 Err(e) => {
-                    for p in plans
-                        .iter()
-                        .filter(|p| done.iter().any(|(f, _)| *f == p.family))
-                    {
+                    // The failing plan goes first: its restore is atomic, but the jumps
+                    // after it are added one by one, and a removal is a no-op for what is
+                    // not there.
+                    for p in std::iter::once(plan).chain(
+                        plans
+                            .iter()
+                            .filter(|p| done.iter().any(|(f, _)| *f == p.family)),
+                    ) {
                         let _ = self.family(p.family).remove(p);
                     }
                     return Err((plan.family, e));
@@ -1478,9 +1484,29 @@ COMMIT
         );
     }
 
+    /// Writes a fake tool into `dir` (beside [`iptables_without_the_socket_match`]'s), logging
+    /// to the same `log`.
+    fn fake_tool(dir: &std::path::Path, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        let log = dir.join("log");
+        std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
+            .expect("write fake");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod fake");
+    }
+
+    /// Both families' plans, without the upstream exemption (the fakes refuse its match).
+    fn both_families() -> [Plan; 2] {
+        let c = CaptureConfig {
+            track_upstream: true,
+            ..cfg()
+        };
+        [c.plan_for(Family::V4), c.plan_for(Family::V6)]
+    }
+
     #[test]
     fn when_the_ipv6_rules_fail_the_ipv4_rules_go_again() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = std::env::temp_dir().join(format!("serin-capture-v6-{}", std::process::id()));
         let ipt = iptables_without_the_socket_match(&dir);
         // ip6tables runs, but its restore refuses the nat table.
@@ -1492,30 +1518,57 @@ COMMIT
                 "cat >/dev/null\necho \"can't initialize ip6tables table \\`nat'\" >&2\nexit 1\n",
             ),
         ] {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
-                .expect("write fake");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake");
+            fake_tool(&dir, name, body);
         }
-        let c = CaptureConfig {
-            track_upstream: true,
-            ..cfg()
-        };
-        let plans = [c.plan_for(Family::V4), c.plan_for(Family::V6)];
-        let (family, e) = ipt.install_all(&plans).unwrap_err();
+        let (family, e) = ipt.install_all(&both_families()).unwrap_err();
         let log = std::fs::read_to_string(&log).expect("log");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(family, Family::V6);
         assert!(e.to_string().contains("can't initialize ip6tables"), "{e}");
-        // The IPv4 jumps were added, then deleted again; nothing was asked of ip6tables but
-        // its restore.
+        // The IPv4 jumps were added, then deleted again; ip6tables was asked for its restore
+        // and then only to delete (what a failed restore left: nothing).
         let added = log
             .find("-t nat -A OUTPUT")
             .expect("the IPv4 jump was added");
         let deleted = log.find("-t nat -D OUTPUT").expect("and deleted again");
         assert!(added < deleted, "{log}");
-        assert!(!log.contains("ip6 "), "{log}");
+        assert!(!log.contains("ip6 -t nat -A"), "{log}");
+        assert!(!log.contains("ip6 -t raw -A"), "{log}");
+    }
+
+    #[test]
+    fn when_an_ipv6_jump_fails_after_its_restore_the_ipv6_half_goes_too() {
+        let dir =
+            std::env::temp_dir().join(format!("serin-capture-v6-half-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        // ip6tables' restore succeeds and its PREROUTING jump goes in, but its OUTPUT jump is
+        // refused: half of IPv6 is captured when install_all gives up.
+        let log = dir.join("log");
+        for (name, body) in [
+            (
+                "ip6tables",
+                "echo \"ip6 $*\" >> \"$LOG\"\ncase \"$*\" in *' -C '*|*' -D '*) exit 1;; *'-A OUTPUT'*) echo 'ip6tables: No chain/target/match by that name.' >&2; exit 1;; esac\n",
+            ),
+            (
+                "ip6tables-restore",
+                "cat >/dev/null\necho ip6-restore >> \"$LOG\"\n",
+            ),
+        ] {
+            fake_tool(&dir, name, body);
+        }
+        let (family, _) = ipt.install_all(&both_families()).unwrap_err();
+        let log = std::fs::read_to_string(&log).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(family, Family::V6);
+        // The IPv6 PREROUTING jump that went in is deleted again, as the IPv4 ones are.
+        let added = log
+            .find("ip6 -t nat -A PREROUTING")
+            .expect("the IPv6 inbound jump was added");
+        let deleted = log
+            .find("ip6 -t nat -D PREROUTING")
+            .unwrap_or_else(|| panic!("the half-installed IPv6 jump stays: {log}"));
+        assert!(added < deleted, "{log}");
+        assert!(log.contains("\n-t nat -D OUTPUT"), "{log}");
     }
 
     #[test]

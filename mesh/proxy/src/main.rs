@@ -163,7 +163,9 @@ struct RunArgs {
     transparent_ipv6: serin_proxy::capture::Ipv6Mode,
     /// How long a captured connection may stay silent before it is relayed as opaque TCP
     /// (protocols where the server speaks first), e.g. 1s, 300ms.
-    #[arg(long, env = "SERIN_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    // Not 0: a connection whose first bytes are not there the moment it is accepted (most of
+    // them) would be relayed as opaque TCP, unrouted and uncounted.
+    #[arg(long, env = "SERIN_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_interval)]
     detect_timeout: Duration,
     /// Most client connections each proxying listener keeps open when no file is given (the
     /// file's `outbound.maxConnections` / `inbound.maxConnections`); above it, it stops accepting.

@@ -513,9 +513,15 @@ impl Compiled {
             Some(h) if !h.is_empty() => h,
             _ => host,
         };
-        // Avoid allocating in the common case where the host is already lower-case.
+        // Avoid allocating in the common case where the host is already lower-case (and not
+        // an IPv6 literal, compared in its canonical spelling as the table keeps it).
         let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let host = if host.contains(':') {
+            lower = host
+                .parse::<std::net::Ipv6Addr>()
+                .map_or_else(|_| host.to_ascii_lowercase(), |a| a.to_string());
+            lower.as_str()
+        } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
             lower.as_str()
         } else {
@@ -667,6 +673,23 @@ routes:
         assert_eq!(names.iter().filter(|n| **n == "p").count(), 90);
         assert_eq!(names.iter().filter(|n| **n == "c").count(), 10);
         assert!(!names.contains(&"z"));
+    }
+
+    #[test]
+    fn ipv6_literals_match_whatever_their_spelling() {
+        let c = compile(
+            r#"
+routes:
+  - authority: "[0:0::1]:8080"
+    rules:
+      - backends: [{ name: v6, endpoints: ["[::1]:9"] }]
+"#,
+        );
+        for spelling in ["[::1]:8080", "[0:0:0:0:0:0:0:1]:8080", "[::0001]:8080"] {
+            assert!(c.route(spelling).is_some(), "{spelling}");
+        }
+        assert!(c.route("[::2]:8080").is_none());
+        assert!(c.route("[::1]:8081").is_none());
     }
 
     #[test]

@@ -329,7 +329,14 @@ async fn write_statuses(
             .filter(|p| p.controller_name != CONTROLLER_NAME)
             .collect();
         parents.extend(ours.iter().cloned());
-        let patch = serde_json::json!({ "status": { "parents": parents } });
+        // The list is replaced whole, so the write is conditional on the version it was
+        // built from: an entry another controller (Linkerd's policy controller writes the
+        // same routes' status) added meanwhile is not wiped out. On a conflict the newer
+        // version arrives through the watch and is written from then.
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": route.metadata.resource_version },
+            "status": { "parents": parents },
+        });
         let api: Api<HttpRoute> = Api::namespaced(client.clone(), &key.namespace);
         match api
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -337,6 +344,10 @@ async fn write_statuses(
         {
             Ok(_) => {
                 written.insert(key, ours);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tracing::debug!(route = %key, "HTTPRoute changed meanwhile; its status is written from the newer version");
+                hub.metrics.error("status", "Conflict");
             }
             Err(e) => {
                 tracing::warn!(route = %key, error = %e, "cannot write HTTPRoute status");

@@ -256,6 +256,19 @@ fn conditions(body: &Value) -> Vec<(String, String, String, i64)> {
         .collect()
 }
 
+/// The Kubernetes source running against a mocked API server: its handle, the hub it feeds,
+/// and its task.
+fn start_source() -> (ApiHandle, Arc<Hub>, tokio::task::JoinHandle<()>) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let hub = Hub::new(Options::default());
+    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
+        client,
+        Arc::clone(&hub),
+    ));
+    (handle, hub, source)
+}
+
 async fn until(hub: &Hub, what: &str, f: impl Fn(&RouteTable) -> bool) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -272,13 +285,7 @@ async fn until(hub: &Hub, what: &str, f: impl Fn(&RouteTable) -> bool) -> anyhow
 #[tokio::test]
 async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected_tables()
 -> anyhow::Result<()> {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let hub = Hub::new(Options::default());
-    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
-        client,
-        Arc::clone(&hub),
-    ));
+    let (mut handle, hub, source) = start_source();
 
     // Scene 1: the initial lists (every kind exactly once), a watch per kind (held open), and
     // one status patch per HTTPRoute once every kind has synced.
@@ -527,13 +534,7 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
 
 #[tokio::test]
 async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Result<()> {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let hub = Hub::new(Options::default());
-    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
-        client,
-        Arc::clone(&hub),
-    ));
+    let (mut handle, hub, source) = start_source();
     let mut held = Vec::new();
     let mut patched = false;
     // Five lists, five watches, one status patch; TrafficSplit lists answer 404 (retried by
@@ -665,13 +666,7 @@ fn patched_shop_route() -> anyhow::Result<Vec<u8>> {
 #[tokio::test]
 async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_closes_it()
 -> anyhow::Result<()> {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let hub = Hub::new(Options::default());
-    let source = tokio::spawn(serin_mesh_control::k8s::source::run(
-        client,
-        Arc::clone(&hub),
-    ));
+    let (mut handle, hub, source) = start_source();
     // Every kind listed once and watched (held), and the one route's status once all synced
     // (a watch call may come before or after it).
     let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
@@ -762,6 +757,111 @@ async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_close
             && endpoints(&shop(&hub), "podinfo.test:9898", "podinfo-canary") == 0
     })
     .await?;
+    source.abort();
+    Ok(())
+}
+
+/// `podinfo` as [`route`] makes it, with Linkerd's policy controller's entry in its status.
+fn route_with_linkerd_status(rv: &str, linkerd_message: &str) -> Value {
+    let mut r = route(90, 10, 1, rv);
+    r["status"] = json!({"parents": [{
+        "parentRef": {"group": "", "kind": "Service", "name": "podinfo", "port": 9898},
+        "controllerName": "linkerd.io/policy-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+            "message": linkerd_message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]});
+    r
+}
+
+#[tokio::test]
+async fn status_writes_are_conditional_and_keep_another_controllers_newer_entry()
+-> anyhow::Result<()> {
+    let (mut handle, hub, source) = start_source();
+    // Scene 1: lists, watches (held), and our first status write, made against version 5 and
+    // refused with 409: Linkerd wrote its entry meanwhile.
+    let mut held: BTreeMap<Kind, SendResponse<Response<Body>>> = BTreeMap::new();
+    let mut patched = false;
+    let mut calls = 0;
+    while !(patched && held.len() == KINDS.len()) {
+        calls += 1;
+        assert!(calls < 30, "runaway API calls");
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::List(kind) => {
+                let items = match kind {
+                    Kind::Routes => vec![route_with_linkerd_status("5", "old")],
+                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+                        .collect(),
+                    _ => vec![],
+                };
+                respond(send, list(kind, items));
+            }
+            Call::Watch(kind) => {
+                assert!(held.insert(kind, send).is_none(), "{kind:?} watched twice");
+            }
+            Call::PatchStatus { body, .. } => {
+                assert_eq!(body["metadata"]["resourceVersion"], "5", "{body}");
+                assert_eq!(
+                    body["status"]["parents"][0]["controllerName"],
+                    "linkerd.io/policy-controller"
+                );
+                patched = true;
+                send.send_response(
+                    Response::builder()
+                        .status(409)
+                        .header("content-type", "application/json")
+                        .body(Body::from(serde_json::to_vec(&json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "Operation cannot be fulfilled on httproutes.gateway.networking.k8s.io \"podinfo\": the object has been modified; please apply your changes to the latest version and try again",
+                            "reason": "Conflict", "code": 409}))?))?,
+                );
+            }
+        }
+    }
+    // Scene 2: the newer version (Linkerd's entry changed) arrives; ours is written against it
+    // with Linkerd's new entry kept.
+    let watch = held.remove(&Kind::Routes).context("routes watch")?;
+    respond(
+        watch,
+        events(vec![("MODIFIED", route_with_linkerd_status("6", "new"))]),
+    );
+    let mut patched = false;
+    let mut rewatched = false;
+    while !(patched && rewatched) {
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::Watch(Kind::Routes) => {
+                rewatched = true;
+                held.insert(Kind::Routes, send);
+            }
+            Call::PatchStatus { body, .. } => {
+                assert_eq!(body["metadata"]["resourceVersion"], "6", "{body}");
+                let parents = body["status"]["parents"].as_array().context("parents")?;
+                assert_eq!(parents.len(), 2, "{body}");
+                assert_eq!(parents[0]["conditions"][0]["message"], "new", "{body}");
+                assert_eq!(
+                    parents[1]["controllerName"], "serin.dev/mesh-control",
+                    "{body}"
+                );
+                patched = true;
+                respond(
+                    send,
+                    serde_json::to_vec(&json!({
+                        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                        "metadata": {"name": "podinfo", "namespace": "test", "resourceVersion": "7"},
+                        "spec": {}, "status": body["status"]}))?,
+                );
+            }
+            other => bail!("unexpected call {other:?}"),
+        }
+    }
+    assert!(
+        hub.metrics
+            .encode()
+            .contains(r#"serin_control_errors_total{kind="status",reason="Conflict"} 1"#)
+    );
     source.abort();
     Ok(())
 }

@@ -449,3 +449,38 @@ async fn references_that_do_not_resolve_are_reported_on_the_status_api() -> anyh
     cp.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cluster_domain_no_route_table_can_hold_is_refused_at_start() -> anyhow::Result<()> {
+    let dir = temp_dir("domain");
+    std::fs::write(dir.join("web.yaml"), ROUTES)?;
+    let start_with = |domain: &str| {
+        serin_mesh_control::start(serin_mesh_control::Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            source: serin_mesh_control::SourceConfig::Local {
+                dir: dir.clone(),
+                poll: Duration::from_secs(3600),
+            },
+            options: serin_mesh_control::translate::Options {
+                cluster_domain: domain.into(),
+            },
+        })
+    };
+    // Every proxy would refuse every snapshot holding `web.default.svc.bad domain`.
+    for bad in ["bad domain", "", "cluster..local", "cluster.local:53"] {
+        let err = match start_with(bad).await {
+            Ok(_) => anyhow::bail!("{bad:?} accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("--cluster-domain") && err.contains("e.g. cluster.local"),
+            "{err}"
+        );
+    }
+    let cp = start_with("Cluster.Example.").await?;
+    let t = table(cp.addr).await?;
+    let a: Authority = "web.default.svc.cluster.example".parse()?;
+    assert!(t.routes.iter().any(|r| r.authority == a), "{t:?}");
+    cp.stop().await;
+    Ok(())
+}

@@ -132,6 +132,7 @@ fn ipv6_capture_flags_take_auto_on_or_off_and_only_where_they_apply() {
 #[test]
 fn timing_flags_refuse_zero_and_stand_aside_for_a_config_file() {
     for flag in [
+        "--detect-timeout",
         "--shutdown-timeout",
         "--connect-timeout",
         "--body-idle-timeout",
