@@ -293,24 +293,12 @@ fn validate(c: &EngineCanary, command: &Command) -> Result<(), BackendError> {
         action if command.gate.is_some() => Err(BackendError::Invalid(format!(
             "gate: only gate-open and gate-close take a gate, not {action}"
         ))),
-        // The engine applies promote and abort only during an analysis and records any other
-        // as ignored: refuse them here, so the caller hears it instead of a receipt for nothing.
-        Action::Promote | Action::Abort
-            if !matches!(
-                c.status.phase,
-                Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion
-            ) =>
-        {
-            let why = if command.action == Action::Abort
-                && matches!(c.status.phase, Phase::Promoting | Phase::Finalising)
-            {
-                "promotion already under way"
-            } else {
-                "no analysis in progress"
-            };
+        action if ignored_in(action, c.status.phase).is_some() => {
             Err(BackendError::Conflict(format!(
-                "{}: {why} for {} (phase {}); the controller would ignore it",
-                command.action, c.key, c.status.phase
+                "{action}: {} for {} (phase {}); the controller would ignore it",
+                ignored_in(action, c.status.phase).unwrap_or_default(),
+                c.key,
+                c.status.phase
             )))
         }
         Action::Pause if c.status.paused.is_some() => Err(BackendError::Conflict(format!(
@@ -321,6 +309,31 @@ fn validate(c: &EngineCanary, command: &Command) -> Result<(), BackendError> {
             BackendError::Conflict(format!("resume: {} is not paused", c.key)),
         ),
         _ => Ok(()),
+    }
+}
+
+/// Why the engine would ignore `action` in `phase`, or `None` when it applies it: promote and
+/// abort act only during an analysis (Waiting, Progressing, WaitingPromotion); any other is
+/// recorded as ignored. Every writer of commands refuses these up front, so the caller hears
+/// it instead of a receipt for nothing.
+pub fn ignored_in(action: Action, phase: Phase) -> Option<&'static str> {
+    match action {
+        Action::Promote | Action::Abort
+            if !matches!(
+                phase,
+                Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion
+            ) =>
+        {
+            Some(
+                if action == Action::Abort && matches!(phase, Phase::Promoting | Phase::Finalising)
+                {
+                    "promotion already under way"
+                } else {
+                    "no analysis in progress"
+                },
+            )
+        }
+        _ => None,
     }
 }
 

@@ -181,6 +181,12 @@ impl KubeSource {
                 "{key}: the previous command {pending} in the {COMMAND_ANNOTATION} annotation is not applied yet; retry once the controller has applied it (status.lastCommandId)"
             )));
         }
+        let phase = reported_status(&obj).phase;
+        if let Some(why) = serin_dashboard::engine::ignored_in(action, phase) {
+            return Err(KubeError(format!(
+                "{key}: {action}: {why} (phase {phase}); the controller would ignore it"
+            )));
+        }
         let at = jiff::Timestamp::now();
         let command = serin_dashboard::model::Command {
             id: serin_dashboard::new_command_id(at),
@@ -433,6 +439,31 @@ mod tests {
         );
         assert!(err.to_string().contains("retry"), "{err}");
         assert_no_more_calls(&mut handle).await;
+    }
+
+    #[tokio::test]
+    async fn promote_or_abort_the_controller_would_ignore_is_refused_before_any_write() {
+        // `serin promote --kubernetes` on a Canary with no analysis in progress wrote the
+        // annotation and exited 0; the controller then ignored it.
+        for (phase, action, why) in [
+            ("Succeeded", Action::Promote, "no analysis in progress"),
+            ("Promoting", Action::Abort, "promotion already under way"),
+        ] {
+            let (src, mut handle) = source();
+            let key = CanaryKey::new("prod", "podinfo");
+            let call =
+                tokio::spawn(async move { src.command(&key, action, None, "ci".into()).await });
+            expect(
+                "GET",
+                "/apis/serin.dev/v1beta1/namespaces/prod/canaries/podinfo",
+            )
+            .reply(200, canary(json!({"phase": phase}), json!({})))
+            .serve(&mut handle)
+            .await;
+            let err = call.await.unwrap().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains(phase), "{err}");
+            assert_no_more_calls(&mut handle).await;
+        }
     }
 
     #[tokio::test]
