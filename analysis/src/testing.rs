@@ -149,7 +149,8 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
         .spawn()
         .expect("start prometheus");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let addr = tokio::time::timeout(Duration::from_secs(30), listening_address(stderr))
+    let listening = logged_address(stderr, r#"msg="Listening on""#, "address");
+    let addr = tokio::time::timeout(Duration::from_secs(30), listening)
         .await
         .unwrap_or_else(|_| panic!("Prometheus logged no listening address within 30s"))
         .unwrap_or_else(|log| panic!("Prometheus exited without listening:\n{log}"));
@@ -160,19 +161,24 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
     }
 }
 
-/// Reads Prometheus' log until the line saying where its web server listens; returns that
-/// address, or the log so far if the stream ends first. The rest of the log is drained (so
-/// Prometheus never blocks on a full pipe) and dropped.
-async fn listening_address(
+/// Reads a server's log (`stderr`, in logfmt) until the line containing `marker`, and returns
+/// the socket address in that line's field `field` (`address=127.0.0.1:PORT`), or the log so far
+/// if the stream ends first. The rest of the log is drained (so the server never blocks on a
+/// full pipe) and dropped. For servers told to listen on port 0 that log what they bound, so no
+/// test hands a server a port that was merely free a moment before.
+pub async fn logged_address(
     stderr: tokio::process::ChildStderr,
+    marker: &str,
+    field: &str,
 ) -> Result<std::net::SocketAddr, String> {
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     let mut seen = String::new();
+    let key = format!("{field}=");
     while let Ok(Some(line)) = lines.next_line().await {
         let addr = line
-            .contains(r#"msg="Listening on""#)
-            .then(|| line.split("address=").nth(1))
+            .contains(marker)
+            .then(|| line.split(key.as_str()).nth(1))
             .flatten()
             .and_then(|a| a.split_whitespace().next())
             .and_then(|a| a.parse().ok());

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serin_analysis::testing::{Answer, FakeApi, eventually, free_port};
+use serin_analysis::testing::{Answer, FakeApi, eventually, logged_address};
 use serin_analysis::{AnalysisError, Credentials, ProviderRegistry, ProviderSettings};
 
 fn settings(address: &str, keys: &[(&str, &str)]) -> ProviderSettings {
@@ -150,30 +150,34 @@ async fn a_real_influxdb_without_flux_is_reported_as_such() {
     };
     let dir = std::env::temp_dir().join(format!("serin-influxd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (http, rpc) = (free_port(), free_port());
+    // Port 0 for both listeners: influxd logs the HTTP address it bound (the RPC one is not
+    // used here).
     let d = dir.display();
     std::fs::write(
         dir.join("influxdb.conf"),
         format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n[http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n"
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:0\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n[http]\n  bind-address = \"127.0.0.1:0\"\n  log-enabled = false\n"
         ),
     )
     .unwrap();
-    let _server = tokio::process::Command::new(influxd)
+    let mut server = tokio::process::Command::new(influxd)
         .arg("-config")
         .arg(dir.join("influxdb.conf"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start influxd");
+    let stderr = server.stderr.take().expect("stderr is piped");
+    let listening = logged_address(stderr, r#"msg="Listening on HTTP""#, "addr");
+    let http = tokio::time::timeout(Duration::from_secs(30), listening)
+        .await
+        .expect("influxd logged its HTTP address within 30s")
+        .unwrap_or_else(|log| panic!("influxd exited without listening:\n{log}"));
     let p = ProviderRegistry::new()
         .provider(
             "test/influx",
-            &settings(
-                &format!("http://127.0.0.1:{http}"),
-                &[("token", "t"), ("org", "o")],
-            ),
+            &settings(&format!("http://{http}"), &[("token", "t"), ("org", "o")]),
         )
         .unwrap();
     let err = eventually("influxd to answer", Duration::from_secs(30), || async {

@@ -95,13 +95,17 @@ pub struct AnalysisState {
 pub enum Stored<T> {
     /// The part as this version reads it.
     Read(T),
-    /// A part this version reads, stored with fields it does not know (a newer controller
-    /// added them): written back with them, as stored.
+    /// A part this version reads, stored with what it does not know (fields a newer controller
+    /// added, at the top or deeper): written back as stored while it is not replaced, and a
+    /// value written in its place keeps its top-level unknown fields.
     ReadWithUnknown {
         /// The part as this version reads it.
         value: T,
-        /// The stored fields `T` does not have, by name.
+        /// The stored top-level fields `T` does not have, by name.
         unknown: Map<String, Value>,
+        /// The part as stored (`None` for a new value given a stored part's `unknown`
+        /// fields): what is written back, so nothing at any depth is lost.
+        raw: Option<Value>,
     },
     /// A part this version cannot read.
     Unreadable {
@@ -129,7 +133,8 @@ impl<T> Stored<T> {
         }
     }
 
-    /// The stored fields this version does not know, of a part that reads (none otherwise).
+    /// The stored top-level fields this version does not know, of a part that reads and was
+    /// stored with something it does not know (`None` otherwise).
     pub fn unknown(&self) -> Option<&Map<String, Value>> {
         match self {
             Stored::ReadWithUnknown { unknown, .. } => Some(unknown),
@@ -142,11 +147,12 @@ impl<T> Stored<T> {
     /// dropping them.
     pub fn keeping_unknown(value: T, stored: Option<&Stored<T>>) -> Self {
         match stored.and_then(Stored::unknown) {
-            Some(unknown) => Stored::ReadWithUnknown {
+            Some(unknown) if !unknown.is_empty() => Stored::ReadWithUnknown {
                 value,
                 unknown: unknown.clone(),
+                raw: None,
             },
-            None => Stored::Read(value),
+            _ => Stored::Read(value),
         }
     }
 }
@@ -161,7 +167,12 @@ impl<T: Serialize> Serialize for Stored<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Stored::Read(t) => t.serialize(s),
-            Stored::ReadWithUnknown { value, unknown } => {
+            Stored::ReadWithUnknown { raw: Some(raw), .. } => raw.serialize(s),
+            Stored::ReadWithUnknown {
+                value,
+                unknown,
+                raw: None,
+            } => {
                 let mut v = serde_json::to_value(value).map_err(serde::ser::Error::custom)?;
                 if let Value::Object(fields) = &mut v {
                     for (name, field) in unknown {
@@ -176,13 +187,13 @@ impl<T: Serialize> Serialize for Stored<T> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Stored<T> {
+impl<'de, T: DeserializeOwned + Serialize> Deserialize<'de> for Stored<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Stored::from_raw(Value::deserialize(d)?))
     }
 }
 
-impl<T: DeserializeOwned> Stored<T> {
+impl<T: DeserializeOwned + Serialize> Stored<T> {
     /// `raw` read into `T`, or kept with the reason when it does not read.
     pub fn from_raw(raw: Value) -> Self {
         match T::deserialize(&raw) {
@@ -195,10 +206,18 @@ impl<T: DeserializeOwned> Stored<T> {
                         .collect(),
                     _ => Map::new(),
                 };
-                if unknown.is_empty() {
+                // Also what `T` drops deeper down (a field of a nested object): written as
+                // this version would write it, the part would differ from the one stored.
+                let lossless =
+                    unknown.is_empty() && serde_json::to_value(&t).is_ok_and(|v| v == raw);
+                if lossless {
                     Stored::Read(t)
                 } else {
-                    Stored::ReadWithUnknown { value: t, unknown }
+                    Stored::ReadWithUnknown {
+                        value: t,
+                        unknown,
+                        raw: Some(raw),
+                    }
                 }
             }
             Err(e) => Stored::Unreadable {
@@ -361,7 +380,10 @@ mod tests {
             serin.history[0].unknown().unwrap()["traceId"],
             "4bf92f3577b34da6"
         );
-        assert_eq!(serin.history[1].unknown(), None);
+        // A field deeper down (in a check of the entry) is kept too: the entry goes back as
+        // stored.
+        assert!(serin.history[1].unknown().unwrap().is_empty());
+        assert_eq!(serin.history[1].read().unwrap().checks.len(), 1);
         let analysis = serin.analysis.as_ref().unwrap();
         assert_eq!(analysis.unknown().unwrap()["judgeVersion"], 3);
         assert_eq!(status.unknown["observedGeneration"], 4);

@@ -217,8 +217,9 @@ fn existing_condition<'a>(
 ///
 /// Nothing stored is lost by the write (server-side apply removes every field this manager
 /// wrote before and leaves out, and the conditions list is replaced whole): fields this version
-/// does not know (a newer version's) go back as stored at every level — beside `status.serin`'s
-/// parts, inside the state, the analysis state and each history entry, beside Flagger's
+/// does not know (a newer version's) go back as stored — beside `status.serin`'s parts, at any
+/// depth of a stored history entry, at the top of the state and the analysis state (the values
+/// written in their place carry them; deeper ones go with the replaced value), beside Flagger's
 /// fields, in a condition — and so do conditions of types neither the engine nor the runtime
 /// maintains (another tool's, or a newer version's).
 pub fn status_body(

@@ -13,10 +13,12 @@ fn ready_condition() -> Value {
 }
 
 /// A history entry as the run wrote it.
-fn run_started(run: u64) -> Value {
-    json!({"at": "2023-11-14T22:00:00Z", "run": run, "revision": "abc", "kind": "runStarted",
-           "phase": "Progressing", "step": 0, "canaryWeight": 0, "iterations": 0,
-           "failedChecks": 0, "threshold": 2, "message": "new revision abc"})
+fn checked(run: u64) -> Value {
+    json!({"at": "2023-11-14T22:01:00Z", "run": run, "revision": "abc", "kind": "advanced",
+           "phase": "Progressing", "step": 1, "canaryWeight": 10, "iterations": 0,
+           "failedChecks": 0, "threshold": 2, "message": "advanced canary weight 10",
+           "checks": [{"name": "request-success-rate", "verdict": "pass", "value": 99.9,
+                       "bound": {"min": 99.0}, "samples": 400}]})
 }
 
 /// A Canary progressing at 10 % with one history entry and the run's analysis state, as this
@@ -27,7 +29,7 @@ fn progressing() -> (Value, Value, Timestamp) {
     let (status, at) = progressing_at(&canary, 10);
     let run = status.run.as_ref().expect("a run is progressing").id;
     let mut plain = with_status(canary, &status);
-    plain["status"]["serin"]["history"] = json!([run_started(run)]);
+    plain["status"]["serin"]["history"] = json!([checked(run)]);
     plain["status"]["serin"]["analysis"] = json!({"run": run, "judge": {"looks": 3}});
     let mut newer = plain.clone();
     let s = &mut newer["status"];
@@ -35,8 +37,17 @@ fn progressing() -> (Value, Value, Timestamp) {
     s["conditions"] = json!([ready_condition()]);
     s["serin"]["state"]["mirrorWeight"] = json!(5);
     s["serin"]["history"][0]["traceId"] = json!("4bf92f3577b34da6");
+    s["serin"]["history"][0]["checks"][0]["baseline"] = json!(99.5);
     s["serin"]["analysis"]["judgeVersion"] = json!(3);
     s["serin"]["rollout"] = json!({"pausedBy": "ops", "since": "2023-11-14T22:05:00Z"});
+    // Every part reads here: what is kept is what this version does not know inside them.
+    let stored = parse(newer.clone());
+    let serin = stored
+        .status
+        .as_ref()
+        .and_then(|s| s.serin.as_ref())
+        .unwrap();
+    assert!(serin.unreadable().is_empty(), "{:?}", serin.unreadable());
     (plain, newer, at)
 }
 
@@ -75,10 +86,11 @@ async fn fields_a_newer_controller_added_go_back_as_stored_with_a_ticks_write() 
         .push(ready_condition());
     s["serin"]["state"]["mirrorWeight"] = json!(5);
     assert_eq!(
-        s["serin"]["history"][0]["kind"], "runStarted",
+        s["serin"]["history"][0]["kind"], "advanced",
         "the stored entry is first: {s}"
     );
     s["serin"]["history"][0]["traceId"] = json!("4bf92f3577b34da6");
+    s["serin"]["history"][0]["checks"][0]["baseline"] = json!(99.5);
     s["serin"]["analysis"]["judgeVersion"] = json!(3);
     s["serin"]["rollout"] = json!({"pausedBy": "ops", "since": "2023-11-14T22:05:00Z"});
     assert_eq!(body, expected);
