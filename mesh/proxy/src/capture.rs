@@ -981,14 +981,50 @@ impl Iptables {
         })
     }
 
+    /// For a legacy backend, the tables of its family that exist ([`legacy_tables_names`]);
+    /// `None` for nft. Any iptables-legacy call naming a table creates it (with netfilter hooks
+    /// every packet then passes), so a removal touches only tables that are there: what is not
+    /// there holds nothing of Serin's. (iptables-nft's calls create no table of their own.)
+    fn legacy_tables(&self) -> Option<Vec<String>> {
+        let name = self.bin.rsplit('/').next().unwrap_or(&self.bin);
+        if !name.ends_with("-legacy") {
+            return None;
+        }
+        let family = if name.starts_with(Family::V6.tool()) {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        let names = std::fs::read_to_string(legacy_tables_names(family)).unwrap_or_default();
+        Some(names.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// Whether nothing of Serin's can be there to remove: a legacy backend whose family has
+    /// neither a nat nor a raw table.
+    pub fn has_nothing_to_remove(&self) -> bool {
+        self.legacy_tables()
+            .is_some_and(|t| !t.iter().any(|n| n == "nat" || n == "raw"))
+    }
+
     /// Removes the jumps (the current ones and [`retired_jumps`]) and Serin's chains in both
-    /// tables; a no-op when they are not there.
+    /// tables; a no-op when they are not there (and a legacy table that does not exist is not
+    /// created by looking).
     pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
-        for j in plan.all_jumps().chain(&retired_jumps()) {
+        let existing = self.legacy_tables();
+        let exists = |table: &str| {
+            existing
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|n| n == table))
+        };
+        for j in plan
+            .all_jumps()
+            .chain(&retired_jumps())
+            .filter(|j| exists(j.table))
+        {
             self.delete_jump(j)?;
         }
         let mut present = Vec::new();
-        for table in ["nat", "raw"] {
+        for table in ["nat", "raw"].into_iter().filter(|t| exists(t)) {
             let saved = match self.check("-save", &["-t", table], None) {
                 Ok(s) => s,
                 // A kernel without a raw table has no Serin chain in it either.

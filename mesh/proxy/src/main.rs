@@ -366,6 +366,15 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
                 );
                 continue;
             }
+            if tool.has_nothing_to_remove() {
+                // Looking would create the legacy tables (see Iptables::remove).
+                println!(
+                    "serin-proxy init: no {} rules to remove: {} has no nat or raw table here",
+                    plan.family.name(),
+                    tool.bin
+                );
+                continue;
+            }
             tool.remove(plan)
                 .with_context(|| format!("removing the {} rules", plan.family.name()))?;
             println!(
