@@ -1376,10 +1376,43 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
     init(&no_v6, &["--remove"]).expect("remove");
     assert_eq!(serin_rules(&no_v6), "");
 
-    // A pod with IPv6 whose ip6tables refuses the rules (an ip6tables-restore that fails as
-    // one does on a kernel without the IPv6 nat table): the IPv4 rules go again, the error
-    // says what to do.
+    // A pod of an IPv4-only cluster: IPv6 on loopback (::1), no IPv6 address of its own. By
+    // default (auto) it gets IPv4 capture only, so a node whose kernel lacks IPv6 NAT cannot
+    // fail it for traffic that cannot exist; `--ipv6 on` captures IPv6 there all the same.
+    let v4_only = lone_pod(&mut t, "v4only");
+    let out = init(&v4_only, &[]).expect("init in an IPv4-only pod");
+    assert!(
+        out.contains("IPv4 captured only: the pod has no IPv6 address"),
+        "{out}"
+    );
+    let rules = serin_rules(&v4_only);
+    assert!(rules.contains("iptables-save -t nat"), "{rules}");
+    assert!(!rules.contains("ip6tables-save"), "{rules}");
+    init(&v4_only, &["--ipv6", "on"]).expect("init --ipv6 on in an IPv4-only pod");
+    assert!(
+        serin_rules(&v4_only).contains("ip6tables-save -t nat"),
+        "{}",
+        serin_rules(&v4_only)
+    );
+    // Removal takes both families away, whatever the flags were.
+    init(&v4_only, &["--remove"]).expect("remove");
+    assert_eq!(serin_rules(&v4_only), "");
+
+    // A pod with IPv6 (an address of its own) whose ip6tables refuses the rules (an
+    // ip6tables-restore that fails as one does on a kernel without the IPv6 nat table): the
+    // IPv4 rules go again, the error says what to do.
     let v6 = lone_pod(&mut t, "badv6");
+    sh(&[
+        "ip",
+        "-n",
+        &v6,
+        "addr",
+        "add",
+        "fd00:99::2/128",
+        "dev",
+        "lo",
+        "nodad",
+    ]);
     let fake = t.dir.join("bin");
     std::fs::create_dir_all(&fake).expect("fake bin dir");
     let restore = fake.join("ip6tables-nft-restore");
