@@ -584,6 +584,57 @@ pub fn ipv6_in_namespace(read: impl FnOnce() -> std::io::Result<String>) -> Resu
     }
 }
 
+/// Where the kernel lists the namespace's IPv6 addresses, one a line: the address in 32 hex
+/// digits, the interface index, the prefix length, the scope, the flags and the interface.
+pub const IPV6_ADDRESSES: &str = "/proc/net/if_inet6";
+
+/// Whether the pod was given an IPv6 address of its own (`read` reads [`IPV6_ADDRESSES`]): one
+/// of global scope (`00`; ULAs included) on any interface. `::1` (host scope) and `fe80::/10`
+/// (link scope) do not count: every pod of an IPv4-only cluster has those, and capturing IPv6
+/// there only risks failing the pod on a node whose kernel has no IPv6 NAT, for traffic that
+/// cannot exist. `Err` says why not, for the user.
+pub fn ipv6_address_in_namespace(
+    read: impl FnOnce() -> std::io::Result<String>,
+) -> Result<(), String> {
+    let listed = match read() {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("the kernel has no IPv6 (no {IPV6_ADDRESSES})"));
+        }
+        Err(e) => return Err(format!("cannot read {IPV6_ADDRESSES}: {e}")),
+    };
+    let global = listed.lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields.len() >= 6 && fields[3] == "00"
+    });
+    if global {
+        Ok(())
+    } else {
+        Err(format!(
+            "no IPv6 address of global scope in {IPV6_ADDRESSES}, only loopback or link-local ones: an IPv4-only cluster"
+        ))
+    }
+}
+
+/// What the pod's network namespace has of IPv6, as `init` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIpv6 {
+    /// [`ipv6_in_namespace`]: IPv6 on loopback, which any IPv6 capture needs (`[::1]`).
+    pub loopback: Result<(), String>,
+    /// [`ipv6_address_in_namespace`]: an IPv6 address of the pod's own, which `auto` needs.
+    pub address: Result<(), String>,
+}
+
+impl PodIpv6 {
+    /// Reads both from the kernel.
+    pub fn read() -> Self {
+        Self {
+            loopback: ipv6_in_namespace(|| std::fs::read_to_string(IPV6_LOOPBACK)),
+            address: ipv6_address_in_namespace(|| std::fs::read_to_string(IPV6_ADDRESSES)),
+        }
+    }
+}
+
 /// What `init` does about IPv6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ipv6Decision {
@@ -593,18 +644,19 @@ pub enum Ipv6Decision {
     Skip(String),
 }
 
-/// Decides, purely, whether `init` installs, prints or removes IPv6 rules. `has_ipv6` is
-/// [`ipv6_in_namespace`]'s answer. Installing: `auto` follows it, `on` fails without IPv6
-/// (naming the flag), `off` never captures. A dry run prints both families unless `off`.
-/// Removing takes away whatever a namespace with IPv6
-/// may hold, whatever the mode (a pod installed with `auto` must not keep IPv6 rules because
-/// its removal said `off`).
+/// Decides, purely, whether `init` installs, prints or removes IPv6 rules from what the pod
+/// has (`pod`). Installing: `auto` captures IPv6 where the pod has IPv6 on loopback and an
+/// IPv6 address of its own (a dual-stack or IPv6-only cluster), `on` needs only IPv6 on
+/// loopback and fails without it (naming the flag), `off` never captures. A dry run prints both
+/// families unless `off`. Removing takes away whatever a namespace with IPv6 may hold, whatever
+/// the mode (a pod installed with `on` must not keep IPv6 rules because its removal said
+/// `auto` or `off`).
 pub fn ipv6_decision(
     mode: Ipv6Mode,
     action: InitAction,
-    has_ipv6: Result<(), String>,
+    pod: &PodIpv6,
 ) -> Result<Ipv6Decision, String> {
-    match (action, mode, has_ipv6) {
+    match (action, mode, &pod.loopback) {
         (InitAction::Remove, _, Ok(())) => Ok(Ipv6Decision::Capture),
         (InitAction::Remove, _, Err(why)) => Ok(Ipv6Decision::Skip(format!(
             "no IPv6 rules to remove: the pod has no IPv6 ({why})"
@@ -613,12 +665,18 @@ pub fn ipv6_decision(
             "IPv6 not captured (--ipv6 off): the pod's IPv6 connections, in and out, bypass the proxy".into(),
         )),
         // A dry run is for review: it shows both families whatever this namespace has.
-        (InitAction::DryRun, _, _) | (_, _, Ok(())) => Ok(Ipv6Decision::Capture),
+        (InitAction::DryRun, _, _) | (_, Ipv6Mode::On, Ok(())) => Ok(Ipv6Decision::Capture),
+        (_, Ipv6Mode::Auto, Ok(())) => match &pod.address {
+            Ok(()) => Ok(Ipv6Decision::Capture),
+            Err(why) => Ok(Ipv6Decision::Skip(format!(
+                "IPv4 captured only: the pod has no IPv6 address ({why}); --ipv6 on captures IPv6 all the same"
+            ))),
+        },
         (_, Ipv6Mode::Auto, Err(why)) => Ok(Ipv6Decision::Skip(format!(
             "IPv4 captured only: the pod has no IPv6 ({why})"
         ))),
         (_, Ipv6Mode::On, Err(why)) => Err(format!(
-            "--ipv6 on: cannot capture IPv6: the pod has no IPv6 ({why}); use --ipv6 auto (IPv6 captured where the pod has it) or --ipv6 off"
+            "--ipv6 on: cannot capture IPv6: the pod has no IPv6 ({why}); use --ipv6 auto (IPv6 captured where the pod has an IPv6 address) or --ipv6 off"
         )),
     }
 }
@@ -981,14 +1039,50 @@ impl Iptables {
         })
     }
 
+    /// For a legacy backend, the tables of its family that exist ([`legacy_tables_names`]);
+    /// `None` for nft. Any iptables-legacy call naming a table creates it (with netfilter hooks
+    /// every packet then passes), so a removal touches only tables that are there: what is not
+    /// there holds nothing of Serin's. (iptables-nft's calls create no table of their own.)
+    fn legacy_tables(&self) -> Option<Vec<String>> {
+        let name = self.bin.rsplit('/').next().unwrap_or(&self.bin);
+        if !name.ends_with("-legacy") {
+            return None;
+        }
+        let family = if name.starts_with(Family::V6.tool()) {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        let names = std::fs::read_to_string(legacy_tables_names(family)).unwrap_or_default();
+        Some(names.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// Whether nothing of Serin's can be there to remove: a legacy backend whose family has
+    /// neither a nat nor a raw table.
+    pub fn has_nothing_to_remove(&self) -> bool {
+        self.legacy_tables()
+            .is_some_and(|t| !t.iter().any(|n| n == "nat" || n == "raw"))
+    }
+
     /// Removes the jumps (the current ones and [`retired_jumps`]) and Serin's chains in both
-    /// tables; a no-op when they are not there.
+    /// tables; a no-op when they are not there (and a legacy table that does not exist is not
+    /// created by looking).
     pub fn remove(&self, plan: &Plan) -> Result<(), CaptureError> {
-        for j in plan.all_jumps().chain(&retired_jumps()) {
+        let existing = self.legacy_tables();
+        let exists = |table: &str| {
+            existing
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|n| n == table))
+        };
+        for j in plan
+            .all_jumps()
+            .chain(&retired_jumps())
+            .filter(|j| exists(j.table))
+        {
             self.delete_jump(j)?;
         }
         let mut present = Vec::new();
-        for table in ["nat", "raw"] {
+        for table in ["nat", "raw"].into_iter().filter(|t| exists(t)) {
             let saved = match self.check("-save", &["-t", table], None) {
                 Ok(s) => s,
                 // A kernel without a raw table has no Serin chain in it either.
@@ -1198,44 +1292,92 @@ COMMIT
     }
 
     #[test]
+    fn an_ipv6_address_of_the_pods_own_is_one_of_global_scope() {
+        // What an IPv4-only pod lists: ::1 (host scope, 10) and fe80:: on eth0 (link, 20).
+        let v4_only = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                       fe80000000000000a8bbccfffe000001 02 40 20 80     eth0\n";
+        let none = ipv6_address_in_namespace(|| Ok(v4_only.into())).unwrap_err();
+        assert!(
+            none.contains("global scope") && none.contains("IPv4-only"),
+            "{none}"
+        );
+        // A dual-stack pod's ULA (or global unicast) address has scope 00.
+        let dual = format!("{v4_only}fd000077000100000000000000000002 02 40 00 80     eth0\n");
+        assert_eq!(ipv6_address_in_namespace(|| Ok(dual)), Ok(()));
+        let gone = ipv6_address_in_namespace(|| Err(std::io::ErrorKind::NotFound.into()));
+        assert!(gone.unwrap_err().contains("no IPv6"));
+    }
+
+    #[test]
     fn ipv6_capture_follows_the_flag_and_what_the_pod_has() {
         use Ipv6Decision::{Capture, Skip};
-        let has = || Ok(());
-        let lacks = || Err("the kernel has no IPv6".to_string());
+        let dual = || PodIpv6 {
+            loopback: Ok(()),
+            address: Ok(()),
+        };
+        // IPv4-only cluster: ::1 is there, no IPv6 address of the pod's own.
+        let v4_only = || PodIpv6 {
+            loopback: Ok(()),
+            address: Err("no IPv6 address of global scope".to_string()),
+        };
+        let lacks = || PodIpv6 {
+            loopback: Err("the kernel has no IPv6".to_string()),
+            address: Err("the kernel has no IPv6".to_string()),
+        };
         let skip = |d: Result<Ipv6Decision, String>| match d {
             Ok(Skip(why)) => why,
             other => panic!("expected a skip, got {other:?}"),
         };
         for mode in [Ipv6Mode::Auto, Ipv6Mode::On] {
-            assert_eq!(ipv6_decision(mode, InitAction::Install, has()), Ok(Capture));
+            assert_eq!(
+                ipv6_decision(mode, InitAction::Install, &dual()),
+                Ok(Capture)
+            );
             // A dry run shows both families, whatever this namespace has.
             assert_eq!(
-                ipv6_decision(mode, InitAction::DryRun, lacks()),
+                ipv6_decision(mode, InitAction::DryRun, &lacks()),
                 Ok(Capture)
             );
         }
-        let why = skip(ipv6_decision(Ipv6Mode::Auto, InitAction::Install, lacks()));
+        let why = skip(ipv6_decision(Ipv6Mode::Auto, InitAction::Install, &lacks()));
         assert!(
             why.contains("IPv4 captured only") && why.contains("no IPv6"),
             "{why}"
         );
-        let e = ipv6_decision(Ipv6Mode::On, InitAction::Install, lacks()).unwrap_err();
+        // In an IPv4-only cluster `auto` leaves IPv6 alone; `on` captures it all the same.
+        let why = skip(ipv6_decision(
+            Ipv6Mode::Auto,
+            InitAction::Install,
+            &v4_only(),
+        ));
+        assert!(
+            why.contains("no IPv6 address") && why.contains("--ipv6 on"),
+            "{why}"
+        );
+        assert_eq!(
+            ipv6_decision(Ipv6Mode::On, InitAction::Install, &v4_only()),
+            Ok(Capture)
+        );
+        let e = ipv6_decision(Ipv6Mode::On, InitAction::Install, &lacks()).unwrap_err();
         assert!(
             e.starts_with("--ipv6 on") && e.contains("--ipv6 off"),
             "{e}"
         );
         for action in [InitAction::Install, InitAction::DryRun] {
-            let why = skip(ipv6_decision(Ipv6Mode::Off, action, has()));
+            let why = skip(ipv6_decision(Ipv6Mode::Off, action, &dual()));
             assert!(
                 why.contains("--ipv6 off") && why.contains("bypass"),
                 "{why}"
             );
         }
-        // Removal takes away what a namespace with IPv6 may hold, whatever the flag says.
+        // Removal takes away what a namespace with IPv6 may hold, whatever the flag says and
+        // whether or not the pod has an address of its own (`on` installs without one).
         for mode in [Ipv6Mode::Auto, Ipv6Mode::On, Ipv6Mode::Off] {
-            assert_eq!(ipv6_decision(mode, InitAction::Remove, has()), Ok(Capture));
+            for pod in [dual(), v4_only()] {
+                assert_eq!(ipv6_decision(mode, InitAction::Remove, &pod), Ok(Capture));
+            }
             assert!(matches!(
-                ipv6_decision(mode, InitAction::Remove, lacks()),
+                ipv6_decision(mode, InitAction::Remove, &lacks()),
                 Ok(Skip(_))
             ));
         }

@@ -55,7 +55,8 @@ struct InitArgs {
     #[arg(long, env = "SERIN_PROXY_INIT_IPTABLES_MODE", default_value = "auto")]
     iptables_mode: serin_proxy::capture::Mode,
     /// IPv6 capture with ip6tables (same chains, ports and exemptions as IPv4): auto (when the
-    /// pod's network namespace has IPv6), on (fail without it) or off (IPv6 bypasses the proxy).
+    /// pod has an IPv6 address of global scope: a dual-stack or IPv6-only cluster), on (wherever
+    /// the namespace has IPv6 on loopback; fail without it) or off (IPv6 bypasses the proxy).
     #[arg(long, env = "SERIN_PROXY_INIT_IPV6", default_value = "auto")]
     ipv6: serin_proxy::capture::Ipv6Mode,
     /// Print the rules instead of installing them.
@@ -271,9 +272,8 @@ fn main() -> std::process::ExitCode {
 
 fn capture(args: InitArgs) -> anyhow::Result<()> {
     use serin_proxy::capture::{
-        CaptureConfig, CaptureError, Family, IPV6_LOOPBACK, InitAction, Iptables, Ipv6Decision,
-        Ipv6Mode, LOCAL_PORT_RANGE, Plan, PortRangeSource, ipv6_decision, ipv6_in_namespace,
-        local_port_range_for, tool_for,
+        CaptureConfig, CaptureError, Family, InitAction, Iptables, Ipv6Decision, LOCAL_PORT_RANGE,
+        Plan, PodIpv6, PortRangeSource, ipv6_decision, local_port_range_for, tool_for,
     };
     // A dry run prints the install plan even with --remove (as below), so it reads the range.
     let action = if args.dry_run {
@@ -306,8 +306,8 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         track_upstream: args.track_upstream,
         local_port_range,
     };
-    let has_ipv6 = ipv6_in_namespace(|| std::fs::read_to_string(IPV6_LOOPBACK));
-    let ipv6 = ipv6_decision(args.ipv6, action, has_ipv6.clone()).map_err(anyhow::Error::msg)?;
+    let pod_ipv6 = PodIpv6::read();
+    let ipv6 = ipv6_decision(args.ipv6, action, &pod_ipv6).map_err(anyhow::Error::msg)?;
     let plans: Vec<Plan> = Family::ALL
         .into_iter()
         .filter(|f| *f == Family::V4 || ipv6 == Ipv6Decision::Capture)
@@ -325,22 +325,16 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
                 plan.render(&tool_for(args.iptables_mode, plan.family))
             );
         }
-        match (&ipv6, has_ipv6) {
+        // What the same flags would do for real in this namespace, when it differs from the
+        // dry run's both-families print.
+        let here = ipv6_decision(args.ipv6, InitAction::Install, &pod_ipv6);
+        match (&ipv6, here) {
             (Ipv6Decision::Skip(why), _) => println!("# {why}"),
-            (Ipv6Decision::Capture, Err(why)) => println!(
-                "# this namespace has no IPv6 ({why}): here `init --ipv6 {}` would {}",
-                if args.ipv6 == Ipv6Mode::On {
-                    "on"
-                } else {
-                    "auto"
-                },
-                if args.ipv6 == Ipv6Mode::On {
-                    "fail"
-                } else {
-                    "install the IPv4 rules only"
-                }
-            ),
-            (Ipv6Decision::Capture, Ok(())) => {}
+            (Ipv6Decision::Capture, Ok(Ipv6Decision::Skip(why))) => {
+                println!("# here `init --ipv6 auto` would install the IPv4 rules only: {why}")
+            }
+            (Ipv6Decision::Capture, Err(why)) => println!("# here this would fail: {why}"),
+            (Ipv6Decision::Capture, Ok(Ipv6Decision::Capture)) => {}
         }
         return Ok(());
     }
@@ -362,6 +356,15 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
                 // Nothing can have been installed with a tool that is not there.
                 println!(
                     "serin-proxy init: no IPv6 rules to remove: {} is not installed",
+                    tool.bin
+                );
+                continue;
+            }
+            if tool.has_nothing_to_remove() {
+                // Looking would create the legacy tables (see Iptables::remove).
+                println!(
+                    "serin-proxy init: no {} rules to remove: {} has no nat or raw table here",
+                    plan.family.name(),
                     tool.bin
                 );
                 continue;

@@ -50,13 +50,15 @@ async fn initialized(site: &mut Site) -> anyhow::Result<()> {
 }
 
 /// The judge with margins a loopback service's few hundred requests a second can prove within
-/// seconds (as `serin demo` uses), and no other check deciding anything.
+/// seconds (as `serin demo` uses), and no other check deciding anything. Looks every 500 ms,
+/// with the load at twice the rate a 1 s look would need ([`RATE`]): each look weighs the
+/// evidence of a 1 s look at half the rate.
 fn judge_shape(extra: &'static str) -> CanaryShape {
     CanaryShape {
         step_weight: 20,
         max_weight: 60,
         threshold: 2,
-        interval: "1s",
+        interval: "500ms",
         template: false,
         analysis_extra: extra,
         metrics: Some(LOOSE_CHECKS),
@@ -73,6 +75,9 @@ const LOOSE_CHECKS: &str = r#"    metrics:
         thresholdRange: { max: 5000 }
         interval: 10s
 "#;
+
+/// The load (requests per second) at [`judge_shape`]'s 500 ms looks: 200 a second at 1 s looks.
+const RATE: f64 = 400.0;
 
 /// The latency margin is wide: on loopback a request takes about a millisecond and its p99 is
 /// the shared machine's scheduling noise, which a tight margin would need minutes to see past.
@@ -91,7 +96,7 @@ async fn when_the_traffic_stops_the_judge_never_passes_and_the_weight_stays() ->
 {
     let mut site = Site::start(bin(), "judge-empty", judge_shape(WAITING_JUDGE)).await?;
     initialized(&mut site).await?;
-    let load = site.start_load(200.0);
+    let load = site.start_load(RATE);
     load.await_more(50, STEP).await?;
     site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0")])?;
     let mut seen: Vec<Observed> = Vec::new();
@@ -222,7 +227,7 @@ async fn a_failing_canary_is_rolled_back_at_the_look_where_the_evidence_crosses(
     };
     let mut site = Site::start(bin(), "judge-fail", shape).await?;
     initialized(&mut site).await?;
-    let load = site.start_load(200.0);
+    let load = site.start_load(RATE);
     load.await_more(50, STEP).await?;
     // 10 % errors: the judge comparing arms catches it after a few looks.
     site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0.1")])?;
@@ -256,15 +261,16 @@ async fn a_failing_canary_is_rolled_back_at_the_look_where_the_evidence_crosses(
 async fn a_starved_run_ends_by_on_inconclusive_rollback_after_its_step_budget() -> anyhow::Result<()>
 {
     // Default margins (0.5 points, 25 %) and a trickle of traffic: the judge can never show
-    // them, so the step budget ends the run by the default policy, rollback.
+    // them, so the step budget ends the run by the default policy, rollback. (10 requests a
+    // second and a 5 s budget at 1 s looks: the same requests per look and looks per budget.)
     const STARVED: &str = "    judge:
       enabled: true
-      stepBudget: 5s
+      stepBudget: 2500ms
       runBudget: 1h
 ";
     let mut site = Site::start(bin(), "judge-starved", judge_shape(STARVED)).await?;
     initialized(&mut site).await?;
-    let load = site.start_load(10.0);
+    let load = site.start_load(20.0);
     load.await_more(5, STEP).await?;
     site.rollout("v2", &[("SERIN_SAMPLE_APP_ERROR_RATE", "0")])?;
     let mut seen: Vec<Observed> = Vec::new();

@@ -608,6 +608,17 @@ fn lone_pod(t: &mut Topology, name: &str) -> String {
     ns
 }
 
+/// The iptables-legacy tables that exist in `ns` for `families` (`ip`, `ip6`), one a line
+/// (reading them creates nothing).
+fn legacy_table_names(ns: &str, families: &[&str]) -> String {
+    let files: Vec<String> = families
+        .iter()
+        .map(|f| format!("/proc/net/{f}_tables_names"))
+        .collect();
+    let script = format!("cat {} 2>/dev/null; true", files.join(" "));
+    run(&["ip", "netns", "exec", ns, "sh", "-c", &script]).expect("read the legacy table names")
+}
+
 /// What `ns` holds of Serin's rules, both families, both tables (empty: nothing).
 fn serin_rules(ns: &str) -> String {
     let mut found = String::new();
@@ -1225,18 +1236,7 @@ fn init_detects_the_iptables_backend_without_creating_a_legacy_table() {
         return;
     };
     let pod = lone_pod(&mut t, "pod");
-    let legacy_tables = || {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &pod,
-            "sh",
-            "-c",
-            "cat /proc/net/ip_tables_names /proc/net/ip6_tables_names 2>/dev/null; true",
-        ])
-        .expect("read the legacy table names")
-    };
+    let legacy_tables = || legacy_table_names(&pod, &["ip", "ip6"]);
     assert!(!legacy_tables().contains("nat"), "{}", legacy_tables());
     // Auto-detection (the default), then an install and a removal with what it picked.
     let out = init(&pod, &[]).expect("init");
@@ -1266,6 +1266,38 @@ fn init_detects_the_iptables_backend_without_creating_a_legacy_table() {
         "{}",
         legacy_tables()
     );
+}
+
+/// `--remove` with the legacy backend must not create the legacy tables it has nothing to
+/// remove from: `ip6tables-legacy -t nat -D ...` alone creates an empty IPv6 nat table (and
+/// with it netfilter hooks every IPv6 packet of the pod passes).
+#[test]
+fn removing_with_the_legacy_backend_creates_no_table_for_a_family_never_captured() {
+    let Some(mut t) = topology("legrm") else {
+        return;
+    };
+    let pod = lone_pod(&mut t, "pod");
+    let tables = |family: &str| legacy_table_names(&pod, &[family]);
+    let out = init(&pod, &["--iptables-mode", "legacy", "--ipv6", "off"]).expect("init");
+    assert!(
+        out.contains("capture rules installed (iptables-legacy)"),
+        "{out}"
+    );
+    assert_eq!(tables("ip6").trim(), "", "IPv6 was never captured");
+    let out = init(&pod, &["--iptables-mode", "legacy", "--remove"]).expect("remove");
+    assert_eq!(serin_rules(&pod), "");
+    assert_eq!(
+        tables("ip6").trim(),
+        "",
+        "the removal created legacy IPv6 tables:\n{out}"
+    );
+    assert!(
+        !out.contains("removed the IPv6 capture rules"),
+        "nothing of IPv6 was there to remove:\n{out}"
+    );
+    // A removal run twice leaves nothing either, IPv4 included (its tables stay: they exist).
+    init(&pod, &["--iptables-mode", "legacy", "--remove"]).expect("remove again");
+    assert_eq!(tables("ip6").trim(), "");
 }
 
 #[test]
@@ -1344,10 +1376,43 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
     init(&no_v6, &["--remove"]).expect("remove");
     assert_eq!(serin_rules(&no_v6), "");
 
-    // A pod with IPv6 whose ip6tables refuses the rules (an ip6tables-restore that fails as
-    // one does on a kernel without the IPv6 nat table): the IPv4 rules go again, the error
-    // says what to do.
+    // A pod of an IPv4-only cluster: IPv6 on loopback (::1), no IPv6 address of its own. By
+    // default (auto) it gets IPv4 capture only, so a node whose kernel lacks IPv6 NAT cannot
+    // fail it for traffic that cannot exist; `--ipv6 on` captures IPv6 there all the same.
+    let v4_only = lone_pod(&mut t, "v4only");
+    let out = init(&v4_only, &[]).expect("init in an IPv4-only pod");
+    assert!(
+        out.contains("IPv4 captured only: the pod has no IPv6 address"),
+        "{out}"
+    );
+    let rules = serin_rules(&v4_only);
+    assert!(rules.contains("iptables-save -t nat"), "{rules}");
+    assert!(!rules.contains("ip6tables-save"), "{rules}");
+    init(&v4_only, &["--ipv6", "on"]).expect("init --ipv6 on in an IPv4-only pod");
+    assert!(
+        serin_rules(&v4_only).contains("ip6tables-save -t nat"),
+        "{}",
+        serin_rules(&v4_only)
+    );
+    // Removal takes both families away, whatever the flags were.
+    init(&v4_only, &["--remove"]).expect("remove");
+    assert_eq!(serin_rules(&v4_only), "");
+
+    // A pod with IPv6 (an address of its own) whose ip6tables refuses the rules (an
+    // ip6tables-restore that fails as one does on a kernel without the IPv6 nat table): the
+    // IPv4 rules go again, the error says what to do.
     let v6 = lone_pod(&mut t, "badv6");
+    sh(&[
+        "ip",
+        "-n",
+        &v6,
+        "addr",
+        "add",
+        "fd00:99::2/128",
+        "dev",
+        "lo",
+        "nodad",
+    ]);
     let fake = t.dir.join("bin");
     std::fs::create_dir_all(&fake).expect("fake bin dir");
     let restore = fake.join("ip6tables-nft-restore");
