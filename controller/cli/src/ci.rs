@@ -20,7 +20,8 @@ const WAIT_EXIT_CODES: &str = "Exit codes:
   2  waiting for a person (paused, or a confirm gate), only with --until-paused
   3  timed out (--timeout)
   4  error: canary not found, controller or API server unreachable, invalid flags
-  5  rolled back by onInconclusive: the judge reached no decision within its budget";
+  5  rolled back by onInconclusive: the judge reached no decision within its budget
+  130  interrupted (SIGINT or SIGTERM): only the wait stopped, the rollout goes on";
 
 /// Whether `serin <arg>` is one of this file's commands (their flag errors exit 4, not 2).
 pub fn is_ci_command(arg: Option<&str>) -> bool {
@@ -447,14 +448,30 @@ fn describe(s: &CanarySummary) -> String {
 
 /// Runs `serin wait`; exits with the documented codes.
 pub fn wait(args: WaitArgs) -> anyhow::Result<()> {
-    let code = runtime()?.block_on(wait_inner(&args));
+    let code = runtime()?.block_on(async {
+        let key = CanaryKey::new(&args.conn.namespace, &args.name);
+        let mut progress = Progress::new(std::io::stderr().is_terminal());
+        let done = tokio::select! {
+            code = wait_inner(&args, &mut progress) => Some(code),
+            () = serin_demo::server::terminate_signal() => None,
+        };
+        // Ctrl-C or a cancelled CI job: clear the bar and say that only the wait stopped.
+        done.unwrap_or_else(|| {
+            progress.clear();
+            println!("interrupted: stopped waiting for {key}; the rollout itself goes on");
+            INTERRUPTED
+        })
+    });
     finish(code)
 }
+
+/// Exit code of a `serin wait` stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT).
+const INTERRUPTED: i32 = 130;
 
 /// How long the controller may be unreachable mid-wait (a restart) before the wait gives up.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 
-async fn wait_inner(args: &WaitArgs) -> i32 {
+async fn wait_inner(args: &WaitArgs, progress: &mut Progress) -> i32 {
     if args.interval.is_zero() {
         return fail("--interval: must be more than 0, e.g. 1s");
     }
@@ -469,7 +486,6 @@ async fn wait_inner(args: &WaitArgs) -> i32 {
         Err(Failure(m)) => return fail(&m),
     };
     let max_weight = source.max_weight(&key).await;
-    let mut progress = Progress::new(std::io::stderr().is_terminal());
     let mut unreachable_since: Option<Instant> = None;
     loop {
         let pinned = args.revision.is_some();

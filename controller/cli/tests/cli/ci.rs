@@ -483,3 +483,23 @@ async fn status_and_wait_say_why_a_canary_does_not_move() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_wait_says_the_rollout_goes_on_and_exits_130() {
+    // Ctrl-C, or SIGTERM from a cancelled CI job: only the wait stops.
+    let b = after_a_promotion();
+    b.start_run(&podinfo(), "v2", t(100)).unwrap();
+    let server = serve(b).await;
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        let mut w = Waiter::start(&server, &["--timeout", "60s"]);
+        w.line("phase=Progressing").await;
+        let pid = rustix::process::Pid::from_raw(w.child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        let (code, lines) = w.exit_code().await;
+        assert_eq!(code, 130, "{signal:?}: {lines:#?}");
+        assert_eq!(
+            lines.last().unwrap(),
+            "interrupted: stopped waiting for test/podinfo; the rollout itself goes on"
+        );
+    }
+}
