@@ -149,9 +149,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.local.is_none() && !args.kubernetes {
         bail!("serin controller: choose where to run: --kubernetes or --local DIR");
     }
-    let dashboard = bind_dashboard(&args)?;
     if let Some(dir) = args.local.clone() {
-        return crate::rollout::run_local_controller(dir, args, dashboard);
+        return crate::rollout::run_local_controller(dir, args);
     }
     let lease_duration = args.lease_duration;
     if lease_duration.as_secs() < 3 {
@@ -160,6 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serin_core::duration::format_duration(lease_duration)
         );
     }
+    // Bound once the flags are known good: a refused start prints no dashboard address.
+    let dashboard = bind_dashboard(&args)?;
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())

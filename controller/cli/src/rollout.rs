@@ -134,28 +134,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `serin controller --local DIR`.
-pub fn run_local_controller(
-    dir: PathBuf,
-    args: crate::controller::Args,
-    dashboard: Option<crate::controller::Dashboard>,
-) -> anyhow::Result<()> {
-    let Some(control_plane) = args.control_plane else {
+pub fn run_local_controller(dir: PathBuf, args: crate::controller::Args) -> anyhow::Result<()> {
+    // A missing directory would otherwise only be logged at every reload while the controller
+    // ran on with nothing to do.
+    if !dir.is_dir() {
+        bail!(
+            "--local {}: not a directory; accepted: the directory holding the Canary and Process manifests",
+            dir.display()
+        );
+    }
+    let Some(control_plane) = args.control_plane.clone() else {
         bail!(
             "--local needs --control-plane URL (the local `serin control-plane --routes DIR`, e.g. http://127.0.0.1:8086)"
         );
     };
-    let Some(routes_dir) = args.routes_dir else {
+    let Some(routes_dir) = args.routes_dir.clone() else {
         bail!(
             "--local needs --routes-dir DIR: the directory the control plane reads (`serin control-plane --routes DIR`)"
         );
     };
-    let metrics = match (args.metrics_server, args.proxy_metrics.is_empty()) {
+    let metrics = match (args.metrics_server.clone(), args.proxy_metrics.is_empty()) {
         (Some(url), _) => MetricsSource::Prometheus(url),
-        (None, false) => MetricsSource::Proxies(args.proxy_metrics),
+        (None, false) => MetricsSource::Proxies(args.proxy_metrics.clone()),
         (None, true) => bail!(
             "--local needs where metrics come from: --proxy-metrics http://127.0.0.1:PORT/metrics (a serin-proxy admin address) or --metrics-server URL"
         ),
     };
+    // Bound once the flags are known good: a refused start prints no dashboard address.
+    let dashboard = crate::controller::bind_dashboard(&args)?;
     let interval = args.interval;
     let opts = LocalOptions {
         state_dir: args.state_dir.unwrap_or_else(|| default_state_dir(&dir)),

@@ -182,3 +182,48 @@ fn a_negative_number_reaches_the_flags_own_check_instead_of_clap_calling_it_an_a
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_local_controller_refused_at_start_prints_no_dashboard_address() {
+    // It used to bind the dashboard and print "dashboard on http://..." before finding that a
+    // flag was missing, and ran on (logging at every reload) with a --local directory that
+    // does not exist.
+    let base = [
+        "controller",
+        "--dashboard-addr",
+        "127.0.0.1:0",
+        "--routes-dir",
+        "/tmp",
+        "--proxy-metrics",
+        "http://127.0.0.1:9/metrics",
+    ];
+    for (extra, says) in [
+        (
+            &[
+                "--local",
+                "/nonexistent-serin-dir",
+                "--control-plane",
+                "http://127.0.0.1:9",
+            ][..],
+            "error: --local /nonexistent-serin-dir: not a directory",
+        ),
+        (
+            &["--local", "/tmp"][..],
+            "error: --local needs --control-plane URL",
+        ),
+    ] {
+        let out = Command::new(SERIN)
+            .args(base)
+            .args(extra)
+            .output()
+            .expect("serin runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+        assert!(
+            out.stdout.is_empty(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
