@@ -455,16 +455,10 @@ async fn a_cluster_domain_no_route_table_can_hold_is_refused_at_start() -> anyho
     let dir = temp_dir("domain");
     std::fs::write(dir.join("web.yaml"), ROUTES)?;
     let start_with = |domain: &str| {
-        serin_mesh_control::start(serin_mesh_control::Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            source: serin_mesh_control::SourceConfig::Local {
-                dir: dir.clone(),
-                poll: Duration::from_secs(3600),
-            },
-            options: serin_mesh_control::translate::Options {
-                cluster_domain: domain.into(),
-            },
-        })
+        let options = serin_mesh_control::translate::Options {
+            cluster_domain: domain.into(),
+        };
+        common::start_local_with(&dir, Duration::from_secs(3600), options)
     };
     // Every proxy would refuse every snapshot holding `web.default.svc.bad domain`.
     for bad in ["bad domain", "", "cluster..local", "cluster.local:53"] {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serin_mesh_control::translate::Options;
 use serin_mesh_control::{Config, Running, SourceConfig};
 
 /// A fresh, empty directory named after the test crate (`tag`) and this process.
@@ -51,13 +52,22 @@ spec:
 
 /// A control plane on 127.0.0.1:0 reading `dir`, re-reading it every `poll`.
 pub async fn start_local(dir: &Path, poll: Duration) -> anyhow::Result<Running> {
+    start_local_with(dir, poll, Options::default()).await
+}
+
+/// [`start_local`] with translation `options` (e.g. another cluster domain).
+pub async fn start_local_with(
+    dir: &Path,
+    poll: Duration,
+    options: Options,
+) -> anyhow::Result<Running> {
     Ok(serin_mesh_control::start(Config {
         listen: "127.0.0.1:0".parse()?,
         source: SourceConfig::Local {
             dir: dir.to_path_buf(),
             poll,
         },
-        options: Default::default(),
+        options,
     })
     .await?)
 }
