@@ -131,6 +131,20 @@ fn respond(send: SendResponse<Response<Body>>, body: Vec<u8>) {
     );
 }
 
+/// Answers with the API server's `Status` error body: `code`, `reason` (`NotFound`,
+/// `Conflict`, ...) and `message`.
+fn respond_failure(send: SendResponse<Response<Body>>, code: u16, reason: &str, message: &str) {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": message, "reason": reason, "code": code});
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(status.to_string().into_bytes()))
+            .expect("response"),
+    );
+}
+
 fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
     let list_kind = match kind {
         Kind::Routes => "HTTPRouteList",
@@ -161,6 +175,15 @@ fn service(name: &str, ip: &str, rv: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": "test", "resourceVersion": rv},
         "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "port": 9898, "protocol": "TCP"}]}})
+}
+
+/// The apex, primary and canary Services of `podinfo` (cluster IPs 10.96.0.1 to .3).
+fn podinfo_services() -> Vec<Value> {
+    ["podinfo", "podinfo-primary", "podinfo-canary"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+        .collect()
 }
 
 fn slice(service: &str, ready: &[(&str, bool)], rv: &str) -> Value {
@@ -545,23 +568,16 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
         assert!(calls < 20, "runaway API calls");
         let (call, send) = next_call(&mut handle).await?;
         match call {
-            Call::List(Kind::Splits) => send.send_response(
-                Response::builder()
-                    .status(404)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&json!({
-                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "message": "the server could not find the requested resource",
-                        "reason": "NotFound", "code": 404}))?))?,
+            Call::List(Kind::Splits) => respond_failure(
+                send,
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
             ),
             Call::List(kind) => {
                 let items = match kind {
                     Kind::Routes => vec![route(80, 20, 1, "5")],
-                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
-                        .collect(),
+                    Kind::Services => podinfo_services(),
                     Kind::Grants | Kind::Pods => vec![],
                     _ => vec![slice("podinfo-primary", &[("10.1.0.1", true)], "4")],
                 };
@@ -677,11 +693,7 @@ async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_close
             Call::List(kind) => {
                 let items = match kind {
                     Kind::Routes => vec![shop_route()],
-                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
-                        .collect(),
+                    Kind::Services => podinfo_services(),
                     Kind::Slices => vec![
                         slice("podinfo-primary", &[("10.1.0.1", true)], "4"),
                         slice("podinfo-canary", &[("10.1.1.1", true)], "4"),
@@ -789,11 +801,7 @@ async fn status_writes_are_conditional_and_keep_another_controllers_newer_entry(
             Call::List(kind) => {
                 let items = match kind {
                     Kind::Routes => vec![route_with_linkerd_status("5", "old")],
-                    Kind::Services => ["podinfo", "podinfo-primary", "podinfo-canary"]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
-                        .collect(),
+                    Kind::Services => podinfo_services(),
                     _ => vec![],
                 };
                 respond(send, list(kind, items));
@@ -808,14 +816,11 @@ async fn status_writes_are_conditional_and_keep_another_controllers_newer_entry(
                     "linkerd.io/policy-controller"
                 );
                 patched = true;
-                send.send_response(
-                    Response::builder()
-                        .status(409)
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&json!({
-                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "message": "Operation cannot be fulfilled on httproutes.gateway.networking.k8s.io \"podinfo\": the object has been modified; please apply your changes to the latest version and try again",
-                            "reason": "Conflict", "code": 409}))?))?,
+                respond_failure(
+                    send,
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled on httproutes.gateway.networking.k8s.io \"podinfo\": the object has been modified; please apply your changes to the latest version and try again",
                 );
             }
         }
