@@ -78,10 +78,48 @@ fn entry(
     }
 }
 
+/// `prod/podinfo` (a Process target) in `status`, with `history` and no pending command.
+fn podinfo(
+    status: serin_core::Status,
+    history: Vec<serin_core::HistoryEntry>,
+    target_revision: &str,
+) -> EngineCanary {
+    EngineCanary {
+        key: CanaryKey::new("prod", "podinfo"),
+        target: TargetRef {
+            kind: "Process".into(),
+            name: "podinfo".into(),
+        },
+        status,
+        history,
+        pending: vec![],
+        target_revision: Some(target_revision.into()),
+        analysis: None,
+    }
+}
+
+/// The dashboard's router over an engine store holding `canary`, served on 127.0.0.1:0 with
+/// [`TOKEN`]: (the store, the base URL, the server task).
+async fn serve_engine(canary: EngineCanary) -> (Arc<Store>, String, tokio::task::JoinHandle<()>) {
+    let store = Arc::new(Store {
+        canaries: Mutex::new(vec![canary]),
+        changes: broadcast::channel(16).0,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(
+        EngineBackend::new(store.clone()),
+        DashboardConfig {
+            token: Some(TOKEN.into()),
+        },
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (store, base, server)
+}
+
 #[tokio::test]
 async fn engine_state_is_served_and_gate_commands_take_effect_at_once() {
     use serin_core::{HistoryKind as K, Phase as P};
-    let key = CanaryKey::new("prod", "podinfo");
     let status = serin_core::Status {
         phase: P::Progressing,
         canary_weight: 20,
@@ -109,31 +147,7 @@ async fn engine_state_is_served_and_gate_commands_take_effect_at_once() {
         ),
         entry(2, 260, K::Advanced, P::Progressing, 20, "advanced"),
     ];
-    let store = Arc::new(Store {
-        canaries: Mutex::new(vec![EngineCanary {
-            key: key.clone(),
-            target: TargetRef {
-                kind: "Process".into(),
-                name: "podinfo".into(),
-            },
-            status,
-            history,
-            pending: vec![],
-            target_revision: Some("rev2".into()),
-            analysis: None,
-        }]),
-        changes: broadcast::channel(16).0,
-    });
-    let backend = EngineBackend::new(store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(
-        backend,
-        DashboardConfig {
-            token: Some(TOKEN.into()),
-        },
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (store, base, server) = serve_engine(podinfo(status, history, "rev2")).await;
 
     let v = get_json(&format!("{base}/api/v1/canaries/prod/podinfo")).await;
     assert_eq!(v["canary"]["phase"], "Progressing");
@@ -204,44 +218,21 @@ async fn one_canary_in(phase: serin_core::Phase) -> (String, tokio::task::JoinHa
             | serin_core::Phase::Promoting
             | serin_core::Phase::Finalising
     );
-    let store = Arc::new(Store {
-        canaries: Mutex::new(vec![EngineCanary {
-            key: CanaryKey::new("prod", "podinfo"),
-            target: TargetRef {
-                kind: "Process".into(),
-                name: "podinfo".into(),
-            },
-            status: serin_core::Status {
-                phase,
-                last_promoted_spec: Some("rev1".into()),
-                run: in_flight.then(|| serin_core::Run {
-                    id: 2,
-                    revision: "rev2".into(),
-                    started_at: ts(100),
-                    ..Default::default()
-                }),
-                runs: 2,
-                ..Default::default()
-            },
-            history: vec![],
-            pending: vec![],
-            target_revision: Some(if in_flight { "rev2" } else { "rev1" }.into()),
-            analysis: None,
-        }]),
-        changes: broadcast::channel(16).0,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(
-        EngineBackend::new(store),
-        DashboardConfig {
-            token: Some(TOKEN.into()),
-        },
-    );
-    (
-        base,
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
-    )
+    let status = serin_core::Status {
+        phase,
+        last_promoted_spec: Some("rev1".into()),
+        run: in_flight.then(|| serin_core::Run {
+            id: 2,
+            revision: "rev2".into(),
+            started_at: ts(100),
+            ..Default::default()
+        }),
+        runs: 2,
+        ..Default::default()
+    };
+    let target_revision = if in_flight { "rev2" } else { "rev1" };
+    let (_, base, server) = serve_engine(podinfo(status, vec![], target_revision)).await;
+    (base, server)
 }
 
 #[tokio::test]
