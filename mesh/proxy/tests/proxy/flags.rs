@@ -1,10 +1,10 @@
 //! Bad flag values and flag combinations: the binary exits at once with one line naming the
 //! flag and what is accepted, never a panic, a silent default or a flag silently ignored.
 
+use crate::support::exits_by_itself;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 /// A config file on ephemeral ports with no routes.
 fn config_file(name: &str) -> PathBuf {
@@ -22,30 +22,11 @@ fn config_file(name: &str) -> PathBuf {
 /// Runs serin-proxy with `args`; it must exit by itself (a proxy that starts is killed and the
 /// test fails). Returns the exit code and stderr.
 fn refused(args: &[&str]) -> (i32, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_serin-proxy"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serin-proxy");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(out) => {
-            let out = out.expect("wait for serin-proxy");
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-            (out.status.code().unwrap_or(-1), stderr)
-        }
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("serin-proxy {args:?} started instead of refusing the flags");
-        }
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_serin-proxy"));
+    cmd.args(args).env("NO_COLOR", "1");
+    let (status, stderr) = exits_by_itself(cmd, &format!("serin-proxy {args:?}"));
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    (status.code().unwrap_or(-1), stderr)
 }
 
 #[test]

@@ -19,6 +19,8 @@
 //! installs them), where it fails. Every namespace and process is removed by a guard, even when
 //! an assertion fails; namespaces left by a killed earlier run are removed first.
 
+use crate::support::exits_by_itself;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -1342,30 +1344,10 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
             .env("RUST_LOG", "warn");
         cmd
     };
-    let mut refused = proxy("on")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the proxy");
     // It must exit by itself; one that started anyway is killed, not waited for.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = refused.try_wait().expect("wait for the proxy") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = refused.kill();
-            let _ = refused.wait();
-            panic!("--transparent-ipv6 on started without IPv6");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    let _ = refused
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr);
+    let mut on = proxy("on");
+    on.stdin(Stdio::null());
+    let (status, stderr) = exits_by_itself(on, "the proxy with --transparent-ipv6 on and no IPv6");
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("--transparent-ipv6 on") && stderr.contains("[::1]:4140"),

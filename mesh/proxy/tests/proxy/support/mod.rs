@@ -323,3 +323,39 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .await
         .expect("test step timed out")
 }
+
+/// Runs `cmd` (a serin-proxy, directly or under `ip netns exec`) with its stderr piped; it must
+/// exit by itself within 10 s, as a refused start does: one that keeps running is SIGKILLed and
+/// the test fails, naming `what`. Returns its exit status and stderr.
+pub fn exits_by_itself(
+    mut cmd: std::process::Command,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let pid = child.id();
+    // Waited for on a thread that also drains stderr, so a chatty child never blocks on a
+    // full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => {
+            let out = out.unwrap_or_else(|e| panic!("wait for {what}: {e}"));
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} started instead of refusing to");
+        }
+    }
+}
