@@ -47,13 +47,6 @@ impl Upgraded {
     }
 }
 
-/// Whether a `Connection` value lists the `upgrade` token.
-pub fn connection_upgrade(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-}
-
 /// Whether `headers` ask for a protocol the proxy may tunnel: an `Upgrade` field naming
 /// anything but `h2c`.
 pub fn tunnelable(headers: &HeaderMap) -> bool {
