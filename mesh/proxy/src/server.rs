@@ -383,10 +383,11 @@ impl Transparent<'_> {
     }
 }
 
-/// Whether this network namespace has IPv6 loopback (`[::1]`), the same test as
-/// `serin-proxy init`'s (`disable_ipv6` off on `lo`): both sides agree on whether IPv6 is
-/// captured. Errors other than "no IPv6 here" count as having it, so that binding the twins
-/// reports them.
+/// Whether this network namespace has IPv6 loopback (`[::1]`), probed by binding it: what
+/// `serin-proxy init --ipv6 on` needs (`disable_ipv6` off on `lo`). Its `auto` asks more (an
+/// IPv6 address of the pod's own), so in an IPv4-only pod the twins exist while nothing is
+/// redirected to them, which costs nothing; wherever init captures IPv6, they exist. Errors
+/// other than "no IPv6 here" count as having it, so that binding the twins reports them.
 fn namespace_has_ipv6() -> Result<(), std::io::Error> {
     match std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)) {
         Err(e)
