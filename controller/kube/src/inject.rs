@@ -51,6 +51,45 @@ pub const SKIP_OUTBOUND_PORTS: &str = "serin.dev/skip-outbound-ports";
 /// proxy). Passed to both `serin-proxy init --ipv6` and the proxy's `--transparent-ipv6`.
 pub const CAPTURE_IPV6: &str = "serin.dev/capture-ipv6";
 
+/// Per-pod: the proxy's timings, each a duration (`90s`, `5m`, `1500ms`) passed to the proxy
+/// as the environment variable beside it (an injected proxy has no config file, so these are
+/// its only knobs): the annotation, the variable, and whether 0 is accepted (only for
+/// `metrics-retain-idle`: 0 drops a gone endpoint's series at once; a zero timeout would refuse
+/// or cut every request, and the proxy refuses it).
+pub const PROXY_TIMINGS: [(&str, &str, bool); 5] = [
+    // How long in-flight requests may run after SIGTERM; keep it under the pod's
+    // terminationGracePeriodSeconds.
+    (
+        "serin.dev/proxy-shutdown-timeout",
+        "SERIN_PROXY_SHUTDOWN_TIMEOUT",
+        false,
+    ),
+    // Time to connect to an endpoint before a 502.
+    (
+        "serin.dev/proxy-connect-timeout",
+        "SERIN_PROXY_CONNECT_TIMEOUT",
+        false,
+    ),
+    // Longest pause inside a body and longest wait for a response head: raise it for long polls.
+    (
+        "serin.dev/proxy-body-idle-timeout",
+        "SERIN_PROXY_BODY_IDLE_TIMEOUT",
+        false,
+    ),
+    // An h2c client connection without open streams for this long is closed.
+    (
+        "serin.dev/proxy-h2-idle-timeout",
+        "SERIN_PROXY_H2_IDLE_TIMEOUT",
+        false,
+    ),
+    // How long a gone endpoint's series stay on /metrics.
+    (
+        "serin.dev/proxy-metrics-retain-idle",
+        "SERIN_PROXY_METRICS_RETAIN_IDLE",
+        true,
+    ),
+];
+
 /// Name of the injected init container that installs the capture rules.
 pub const INIT_CONTAINER: &str = "serin-init";
 /// Name of the injected proxy (native sidecar).
@@ -319,6 +358,8 @@ struct Overrides {
     skip_outbound: BTreeSet<u16>,
     /// [`CAPTURE_IPV6`], when set (else both sides default to `auto`).
     ipv6: Option<String>,
+    /// The [`PROXY_TIMINGS`] set on the pod: the proxy's variable and the checked value.
+    timings: Vec<(&'static str, String)>,
 }
 
 impl Overrides {
@@ -392,12 +433,33 @@ impl Overrides {
                 expected: "one of auto, on, off",
             });
         }
+        let mut timings = Vec::new();
+        for (annotation, var, zero_ok) in PROXY_TIMINGS {
+            let Some(v) = a.get(annotation) else {
+                continue;
+            };
+            match serin_core::duration::parse_duration(v) {
+                Ok(d) if zero_ok || !d.is_zero() => timings.push((var, v.clone())),
+                _ => {
+                    return Err(InjectError::Annotation {
+                        annotation,
+                        value: v.clone(),
+                        expected: if zero_ok {
+                            "a duration such as 10m, 30s or 0"
+                        } else {
+                            "a duration above 0 such as 90s, 5m or 1500ms"
+                        },
+                    });
+                }
+            }
+        }
         Ok(Overrides {
             resources,
             log_level,
             skip_inbound: ports(SKIP_INBOUND_PORTS)?,
             skip_outbound: ports(SKIP_OUTBOUND_PORTS)?,
             ipv6,
+            timings,
         })
     }
 }
@@ -541,6 +603,9 @@ fn proxy_container(cfg: &InjectConfig, o: &Overrides, workload: &Workload) -> Co
     ];
     if let Some(v) = &o.ipv6 {
         env.push(value_env("SERIN_PROXY_TRANSPARENT_IPV6", v.clone()));
+    }
+    for (var, v) in &o.timings {
+        env.push(value_env(var, v.clone()));
     }
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {

@@ -357,6 +357,71 @@ async fn the_ipv6_capture_annotation_reaches_both_the_init_container_and_the_pro
 }
 
 #[tokio::test]
+async fn the_proxy_timing_annotations_reach_the_proxy_and_bad_values_are_named() {
+    let inj = injector(&[("shop", "enabled")]);
+    // Without them the proxy keeps its own defaults: no variable is set.
+    let plain = deployment_pod();
+    let p = admitted(&plain, &send(&inj, &review(&plain, "shop")).await);
+    let proxy = &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1];
+    for (_, var, _) in serin_kube::inject::PROXY_TIMINGS {
+        assert!(
+            !proxy.env.as_ref().unwrap().iter().any(|e| e.name == var),
+            "{var} set without its annotation"
+        );
+    }
+    // A long-poll app raises the body idle timeout; retention may be 0.
+    let mut pod = deployment_pod();
+    pod["metadata"]["annotations"] = json!({
+        "serin.dev/proxy-body-idle-timeout": "120s",
+        "serin.dev/proxy-shutdown-timeout": "20s",
+        "serin.dev/proxy-connect-timeout": "1500ms",
+        "serin.dev/proxy-h2-idle-timeout": "5m",
+        "serin.dev/proxy-metrics-retain-idle": "0",
+    });
+    let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+    let proxy = &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1];
+    assert_eq!(env(proxy, "SERIN_PROXY_BODY_IDLE_TIMEOUT"), "120s");
+    assert_eq!(env(proxy, "SERIN_PROXY_SHUTDOWN_TIMEOUT"), "20s");
+    assert_eq!(env(proxy, "SERIN_PROXY_CONNECT_TIMEOUT"), "1500ms");
+    assert_eq!(env(proxy, "SERIN_PROXY_H2_IDLE_TIMEOUT"), "5m");
+    assert_eq!(env(proxy, "SERIN_PROXY_METRICS_RETAIN_IDLE"), "0");
+    // Not durations, or a zero timeout (the proxy would refuse to start: the pod would never
+    // be ready): the pod is denied, naming the annotation and what it accepts.
+    for (key, value, expected) in [
+        (
+            "serin.dev/proxy-body-idle-timeout",
+            "120",
+            "a duration above 0",
+        ),
+        (
+            "serin.dev/proxy-connect-timeout",
+            "0s",
+            "a duration above 0",
+        ),
+        (
+            "serin.dev/proxy-shutdown-timeout",
+            "-5s",
+            "a duration above 0",
+        ),
+        (
+            "serin.dev/proxy-metrics-retain-idle",
+            "forever",
+            "a duration such as",
+        ),
+    ] {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = json!({ key: value });
+        let r = send(&inj, &review(&pod, "shop")).await;
+        assert_eq!(r.response["allowed"], false, "{key}: {value}");
+        let msg = r.response["status"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(key) && msg.contains(value) && msg.contains(expected),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
     let inj = injector(&[("shop", "enabled")]);
     for body in [
