@@ -732,6 +732,27 @@ pub enum CaptureError {
     },
 }
 
+/// What [`Iptables::remove_all`] did: each family's outcome, in order, then the failure it
+/// stopped at, if any.
+#[derive(Debug)]
+pub struct Removals {
+    /// The families handled before any failure.
+    pub done: Vec<(Family, Removal)>,
+    /// The family whose removal failed, and why (the families after it were not tried).
+    pub failed: Option<(Family, CaptureError)>,
+}
+
+/// What [`Iptables::remove_all`] did for one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Its rules and chains are gone (or were never there).
+    Removed,
+    /// Its tool is not installed, so nothing can have been installed with it.
+    NoTool,
+    /// A legacy backend without the family's nat and raw tables: nothing to remove.
+    NoTables,
+}
+
 /// What [`Iptables::install`] did beyond the capture rules.
 #[derive(Debug)]
 pub struct Installed {
@@ -896,6 +917,32 @@ impl Iptables {
             }
         }
         Ok(done)
+    }
+
+    /// Removes each plan's family with this backend (see [`Iptables::family`]), in order, and
+    /// says what it did for each; it stops at the first family whose removal fails, whose
+    /// error comes second. A family whose tool is not installed, or whose legacy tables do not
+    /// exist, is skipped: nothing of Serin's can be there, and looking would create the tables
+    /// (see [`Iptables::remove`]).
+    pub fn remove_all(&self, plans: &[Plan]) -> Removals {
+        let mut done = Vec::new();
+        for plan in plans {
+            let tool = self.family(plan.family);
+            let outcome = if !tool.available() {
+                Removal::NoTool
+            } else if tool.has_nothing_to_remove() {
+                Removal::NoTables
+            } else if let Err(e) = tool.remove(plan) {
+                return Removals {
+                    done,
+                    failed: Some((plan.family, e)),
+                };
+            } else {
+                Removal::Removed
+            };
+            done.push((plan.family, outcome));
+        }
+        Removals { done, failed: None }
     }
 
     /// Whether this backend's binary runs at all (it may still lack kernel support).
@@ -1645,6 +1692,45 @@ COMMIT
             ..cfg()
         };
         [c.plan_for(Family::V4), c.plan_for(Family::V6)]
+    }
+
+    #[test]
+    fn removal_skips_a_family_without_its_tool_and_stops_at_the_first_failure() {
+        let dir = std::env::temp_dir().join(format!("serin-capture-rm-{}", std::process::id()));
+        let ipt = iptables_without_the_socket_match(&dir);
+        // An empty nat table: nothing of Serin's is there, so the removal only deletes jumps.
+        fake_tool(&dir, "iptables-save", "echo \"save $*\" >> \"$LOG\"\n");
+        // No ip6tables here: nothing can have been installed with it.
+        let Removals {
+            done: removed,
+            failed,
+        } = ipt.remove_all(&both_families());
+        assert!(failed.is_none(), "{failed:?}");
+        assert_eq!(
+            removed,
+            vec![
+                (Family::V4, Removal::Removed),
+                (Family::V6, Removal::NoTool)
+            ]
+        );
+        // A refused IPv4 removal stops there: IPv6 is not touched, and the error says why.
+        fake_tool(
+            &dir,
+            "iptables-save",
+            "echo 'iptables-save v1.8.9 (nf_tables): Permission denied (you must be root)' >&2\nexit 4\n",
+        );
+        fake_tool(&dir, "ip6tables", "echo \"ip6 $*\" >> \"$LOG\"\n");
+        let Removals {
+            done: removed,
+            failed,
+        } = ipt.remove_all(&both_families());
+        let log = std::fs::read_to_string(dir.join("log")).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(removed, vec![]);
+        let (family, e) = failed.expect("the IPv4 removal fails");
+        assert_eq!(family, Family::V4);
+        assert!(e.to_string().contains("Permission denied"), "{e}");
+        assert!(!log.contains("ip6 "), "{log}");
     }
 
     #[test]

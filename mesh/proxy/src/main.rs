@@ -273,7 +273,7 @@ fn main() -> std::process::ExitCode {
 fn capture(args: InitArgs) -> anyhow::Result<()> {
     use serin_proxy::capture::{
         CaptureConfig, CaptureError, Family, InitAction, Iptables, Ipv6Decision, LOCAL_PORT_RANGE,
-        Plan, PodIpv6, PortRangeSource, ipv6_decision, local_port_range_for, tool_for,
+        Plan, PodIpv6, PortRangeSource, Removal, ipv6_decision, local_port_range_for, tool_for,
     };
     // A dry run prints the install plan even with --remove (as below), so it reads the range.
     let action = if args.dry_run {
@@ -350,31 +350,30 @@ fn capture(args: InitArgs) -> anyhow::Result<()> {
         );
     }
     if args.remove {
-        for plan in &plans {
-            let tool = v4.family(plan.family);
-            if plan.family == Family::V6 && !tool.available() {
-                // Nothing can have been installed with a tool that is not there.
-                println!(
-                    "serin-proxy init: no IPv6 rules to remove: {} is not installed",
+        let removals = v4.remove_all(&plans);
+        for (family, removal) in removals.done {
+            let tool = v4.family(family);
+            match removal {
+                Removal::Removed => println!(
+                    "serin-proxy init: removed the {} capture rules ({})",
+                    family.name(),
                     tool.bin
-                );
-                continue;
-            }
-            if tool.has_nothing_to_remove() {
-                // Looking would create the legacy tables (see Iptables::remove).
-                println!(
+                ),
+                Removal::NoTool => println!(
+                    "serin-proxy init: no {} rules to remove: {} is not installed",
+                    family.name(),
+                    tool.bin
+                ),
+                Removal::NoTables => println!(
                     "serin-proxy init: no {} rules to remove: {} has no nat or raw table here",
-                    plan.family.name(),
+                    family.name(),
                     tool.bin
-                );
-                continue;
+                ),
             }
-            tool.remove(plan)
-                .with_context(|| format!("removing the {} rules", plan.family.name()))?;
-            println!(
-                "serin-proxy init: removed the {} capture rules ({})",
-                plan.family.name(),
-                tool.bin
+        }
+        if let Some((family, e)) = removals.failed {
+            return Err(
+                anyhow::Error::new(e).context(format!("removing the {} rules", family.name()))
             );
         }
         if let Ipv6Decision::Skip(why) = &ipv6 {
