@@ -37,10 +37,9 @@ use serin_controller::adapters::*;
 use serin_controller::alerts::Alert;
 use serin_controller::driver::{Driver, Schedule};
 use serin_controller::metrics::Metrics;
-use serin_controller::webhook::WebhookOutcome;
 use serin_core::{
     CheckResult, Command, EventType, HistoryEntry, Phase, Plan, Readiness, Routes, Status,
-    Strategy, TargetState, Timestamp, Webhook,
+    Strategy, TargetState, Timestamp,
 };
 use serin_mesh_api::process::ProcessStats;
 use tokio::sync::Semaphore;
@@ -166,20 +165,6 @@ impl Analyzer for Adapters {
 }
 
 #[async_trait]
-impl Hooks for Adapters {
-    async fn call(
-        &self,
-        _c: &CanaryContext,
-        _w: &Webhook,
-        _p: Phase,
-        _s: &str,
-        _e: BTreeMap<String, String>,
-    ) -> WebhookOutcome {
-        serin_controller::testing::accepted_webhook()
-    }
-}
-
-#[async_trait]
 impl Store for Adapters {
     async fn load(&self, id: &CanaryId) -> Result<Option<Status>, AdapterError> {
         Ok(self.0.with(id, |o| o.status.clone()))
@@ -285,7 +270,7 @@ async fn drive(n: usize, mode: Mode) -> anyhow::Result<Figures> {
         workloads: Arc::new(a.clone()),
         router: Arc::new(a.clone()),
         analyzer: Arc::new(a.clone()),
-        hooks: Arc::new(a.clone()),
+        hooks: Arc::new(serin_controller::testing::AcceptingHooks),
         store: Arc::new(a.clone()),
         notifier: Arc::new(a.clone()),
         events: Arc::new(a),

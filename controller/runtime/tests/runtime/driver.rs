@@ -11,11 +11,10 @@ use serin_controller::adapters::*;
 use serin_controller::alerts::Alert;
 use serin_controller::driver::{Driver, DriverError, TickOutcome};
 use serin_controller::metrics::Metrics;
-use serin_controller::webhook::WebhookOutcome;
 use serin_core::sim::Sim;
 use serin_core::{
     Bound, CheckResult, Command, EventType, HistoryEntry, Phase, Readiness, Routes, Status,
-    Strategy, TargetState, Timestamp, Verdict, Webhook,
+    Strategy, TargetState, Timestamp, Verdict,
 };
 
 #[derive(Default)]
@@ -107,20 +106,6 @@ impl Analyzer for Fake {
 }
 
 #[async_trait]
-impl Hooks for Fake {
-    async fn call(
-        &self,
-        _c: &CanaryContext,
-        _w: &Webhook,
-        _p: Phase,
-        _s: &str,
-        _e: BTreeMap<String, String>,
-    ) -> WebhookOutcome {
-        serin_controller::testing::accepted_webhook()
-    }
-}
-
-#[async_trait]
 impl Store for Fake {
     async fn load(&self, _id: &CanaryId) -> Result<Option<Status>, AdapterError> {
         Ok(self.0.lock().unwrap().saved.last().cloned())
@@ -198,7 +183,7 @@ fn setup() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
         workloads: Arc::new(fake.clone()),
         router: Arc::new(fake.clone()),
         analyzer: Arc::new(fake.clone()),
-        hooks: Arc::new(fake.clone()),
+        hooks: Arc::new(serin_controller::testing::AcceptingHooks),
         store: Arc::new(fake.clone()),
         notifier: Arc::new(fake.clone()),
         events: Arc::new(fake.clone()),
