@@ -61,6 +61,9 @@ pub struct PrometheusOptions {
     pub web_config: Option<String>,
     /// Extra files (name, contents) written to the Prometheus directory, e.g. a certificate.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Extra command-line flags, e.g. `--web.route-prefix=/prometheus` (Prometheus behind a
+    /// proxy's path).
+    pub args: Vec<String>,
 }
 
 /// A running Prometheus; killed and its directory removed on drop.
@@ -126,7 +129,8 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
             dir.join("data").display()
         ))
         .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--log.level=info");
+        .arg("--log.level=info")
+        .args(&options.args);
     let scheme = match &options.web_config {
         Some(web) => {
             std::fs::write(dir.join("web.yml"), web).expect("write web config");
