@@ -41,16 +41,6 @@ pub fn find_prometheus() -> PathBuf {
         })
 }
 
-/// A loopback port that was free a moment ago (bound on port 0, then released for a child
-/// process that cannot be handed a socket).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
-
 /// How to start a test Prometheus.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusOptions {
