@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,14 +94,22 @@ struct Instance {
     spec_hash: u64,
     spec: ProcessSpec,
     dir: PathBuf,
-    port: u16,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     retiring: bool,
 }
 
+impl Instance {
+    fn port(&self) -> u16 {
+        self.shared.port.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 struct Shared {
+    /// The loopback port the instance serves on. It changes only when another process took
+    /// it while the instance was down (see [`Monitor::reclaim_port`]).
+    port: AtomicU16,
     pid: AtomicU32,
     ready: AtomicBool,
     restarts: AtomicU32,
@@ -226,7 +234,8 @@ impl Supervisor {
             self.persist(key);
             return Ok(false);
         }
-        let port = free_port()?;
+        let port = free_port_except(&ports_in_use(&map))?;
+        let list = map.entry(key.to_string()).or_default();
         tracing::info!(workload = key, role = role.as_str(), revision = %spec.revision(), port, "starting instance");
         let instance = self.launch(key, role, spec.clone(), dir.to_path_buf(), port, None);
         list.push(instance);
@@ -243,7 +252,7 @@ impl Supervisor {
             let mut map = self.lock();
             if let Some(list) = map.get_mut(key) {
                 for i in list.iter_mut().filter(|i| i.role == role && !i.retiring) {
-                    tracing::info!(workload = key, role = role.as_str(), revision = %i.revision, port = i.port, "stopping instance");
+                    tracing::info!(workload = key, role = role.as_str(), revision = %i.revision, port = i.port(), "stopping instance");
                     i.retiring = true;
                     let _ = i.stop.send(true);
                     changed = true;
@@ -266,7 +275,7 @@ impl Supervisor {
                 for i in list.iter_mut().filter(|i| {
                     i.role == Role::Primary && i.spec_hash != current_hash && !i.retiring
                 }) {
-                    tracing::info!(workload = key, revision = %i.revision, port = i.port, "draining superseded primary");
+                    tracing::info!(workload = key, revision = %i.revision, port = i.port(), "draining superseded primary");
                     i.retiring = true;
                     let _ = i.stop.send(true);
                     n += 1;
@@ -290,7 +299,7 @@ impl Supervisor {
                         role: i.role,
                         revision: i.revision.clone(),
                         spec_hash: i.spec_hash,
-                        port: i.port,
+                        port: i.port(),
                         pid: i.shared.pid.load(Ordering::Relaxed),
                         ready: i.shared.ready.load(Ordering::Relaxed) && !i.retiring,
                         retiring: i.retiring,
@@ -371,7 +380,7 @@ impl Supervisor {
                         spec_hash: i.spec_hash,
                         spec: i.spec.clone(),
                         dir: i.dir.clone(),
-                        port: i.port,
+                        port: i.port(),
                         pid: i.shared.pid.load(Ordering::Relaxed),
                         retiring: i.retiring,
                     })
@@ -395,7 +404,10 @@ impl Supervisor {
         port: u16,
         adopted_pid: Option<u32>,
     ) -> Instance {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            port: AtomicU16::new(port),
+            ..Shared::default()
+        });
         let (stop, stop_rx) = watch::channel(false);
         let revision = spec.revision();
         let log = self.log_dir.join(format!(
@@ -410,7 +422,6 @@ impl Supervisor {
             key: key.to_string(),
             spec: spec.clone(),
             dir: dir.clone(),
-            port,
             log,
             shared: shared.clone(),
         };
@@ -421,7 +432,6 @@ impl Supervisor {
             spec_hash: spec.content_hash(),
             spec,
             dir,
-            port,
             shared,
             stop,
             retiring: false,
@@ -442,10 +452,45 @@ fn sanitize(s: &str) -> String {
 }
 
 /// A free loopback port: bind port 0, read it, release it for the child.
+///
+/// Between the release and the child's bind another process may take the port: the child then
+/// fails to bind and exits, and its monitor moves the instance to a new port
+/// ([`Monitor::reclaim_port`]). Arbitrary programs take their port as a number (`$(PORT)`),
+/// so handing over a bound socket is not an option.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    free_port_except(&[])
+}
+
+/// [`free_port`], never one of `taken` (ports this supervisor handed out whose instance may not
+/// have bound them yet: the kernel would hand those out again).
+fn free_port_except(taken: &[u16]) -> std::io::Result<u16> {
+    // Held until the loop ends, so each attempt gets a different port.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port outside the supervisor's own",
+    ))
+}
+
+/// Every port the supervisor's instances hold or are about to bind.
+fn ports_in_use(map: &BTreeMap<String, Vec<Instance>>) -> Vec<u16> {
+    map.values().flatten().map(Instance::port).collect()
+}
+
+/// Whether another process listens on `port` (a bind to it is refused as in use).
+fn port_taken(port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind(("127.0.0.1", port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
 }
 
 /// Whether `pid` is alive and runs `spec`'s program (so a recycled pid is never adopted).
@@ -525,7 +570,6 @@ struct Monitor {
     key: String,
     spec: ProcessSpec,
     dir: PathBuf,
-    port: u16,
     log: PathBuf,
     shared: Arc<Shared>,
 }
@@ -558,10 +602,51 @@ impl Monitor {
         }
     }
 
+    fn port(&self) -> u16 {
+        self.shared.port.load(Ordering::Relaxed)
+    }
+
+    /// After the process exited: when another process listens on its port (taken between the
+    /// supervisor choosing it and the child binding it, or while the child was down), a
+    /// restart there can only fail again, forever. Move the instance to a free port instead;
+    /// the routes follow it (they are published from [`Supervisor::instances`]). Returns
+    /// whether it moved.
+    fn reclaim_port(&self) -> bool {
+        let old = self.port();
+        if !port_taken(old) {
+            return false;
+        }
+        let Some(supervisor) = self.supervisor.upgrade() else {
+            return false;
+        };
+        let moved = {
+            let map = supervisor.lock();
+            match free_port_except(&ports_in_use(&map)) {
+                Ok(port) => {
+                    self.shared.port.store(port, Ordering::Relaxed);
+                    Ok(port)
+                }
+                Err(error) => Err(error),
+            }
+        };
+        match moved {
+            Ok(port) => {
+                tracing::warn!(workload = %self.key, revision = %self.spec.revision(), old_port = old, port, "another process listens on the instance's port; restarting it on a new port");
+                supervisor.persist(&self.key);
+                supervisor.notify();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(workload = %self.key, port = old, %error, "another process listens on the instance's port and no other is free");
+                false
+            }
+        }
+    }
+
     fn set_ready(&self, ready: bool) {
         let first = !self.shared.probed.swap(true, Ordering::Relaxed);
         if self.shared.ready.swap(ready, Ordering::Relaxed) != ready {
-            tracing::info!(workload = %self.key, revision = %self.spec.revision(), port = self.port, ready, "readiness changed");
+            tracing::info!(workload = %self.key, revision = %self.spec.revision(), port = self.port(), ready, "readiness changed");
             self.notify();
         } else if first {
             self.notify();
@@ -569,7 +654,7 @@ impl Monitor {
     }
 
     fn spawn(&self) -> std::io::Result<tokio::process::Child> {
-        let env = process_env(&self.spec, self.port);
+        let env = process_env(&self.spec, self.port());
         let args = process_args(&self.spec, &env);
         let program = if self.spec.command.contains('/') {
             self.dir.join(&self.spec.command)
@@ -648,8 +733,13 @@ impl Monitor {
                 Wake::Exited => {}
             }
             let restarts = self.shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(workload = %self.key, revision = %self.spec.revision(), port = self.port, restarts, "process exited; restarting");
+            tracing::warn!(workload = %self.key, revision = %self.spec.revision(), port = self.port(), restarts, "process exited; restarting");
             self.shared.pid.store(0, Ordering::Relaxed);
+            // Not the process's fault: restart at once on the new port.
+            if self.reclaim_port() {
+                backoff = MIN_BACKOFF;
+                continue;
+            }
             // A process that ran a good while earns a quick restart; one that keeps dying waits
             // longer each time (never less than MIN_BACKOFF between two starts).
             if started.elapsed() > MAX_BACKOFF {
@@ -708,7 +798,7 @@ impl Monitor {
                 () = tokio::time::sleep(wait) => {}
             }
             let ok = probe(
-                self.port,
+                self.port(),
                 self.spec
                     .readiness_probe
                     .as_ref()
@@ -741,7 +831,7 @@ impl Monitor {
                     signal(pid, rustix::process::Signal::TERM);
                 }
                 if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                    tracing::warn!(workload = %self.key, port = self.port, "grace period over; killing");
+                    tracing::warn!(workload = %self.key, port = self.port(), "grace period over; killing");
                     let _ = child.kill().await;
                 }
             }
@@ -756,7 +846,7 @@ impl Monitor {
                 }
             }
         }
-        tracing::info!(workload = %self.key, revision = %self.spec.revision(), port = self.port, "instance stopped");
+        tracing::info!(workload = %self.key, revision = %self.spec.revision(), port = self.port(), "instance stopped");
     }
 }
 
@@ -924,21 +1014,87 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_whose_port_another_process_took_moves_to_a_free_port() {
+        let dir = std::env::temp_dir().join(format!("serin-sup-taken-{}", std::process::id()));
+        let key = "default/web";
+        let spec = python_server("v1");
+        // Another program listens on the port the supervisor is about to start the instance
+        // on: what happens when a port is taken between `free_port` and the child's bind, or
+        // while a crashed instance was down (here: a dead instance recorded on that port).
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = squatter.local_addr().unwrap().port();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let sup = Supervisor::new(dir.join("state"), dir.join("logs"));
+        let record = InstanceRecord {
+            role: Role::Primary,
+            revision: "v1".into(),
+            spec_hash: spec.content_hash(),
+            spec: spec.clone(),
+            dir: dir.clone(),
+            port: taken,
+            pid: 0,
+            retiring: false,
+        };
+        std::fs::write(
+            sup.record_file(key),
+            serde_json::to_vec(&vec![record]).unwrap(),
+        )
+        .unwrap();
+        sup.adopt(key);
+        let moved = until(&sup, key, "the instance ready on another port", |i| {
+            i.len() == 1 && i[0].ready && i[0].port != taken
+        })
+        .await;
+        // It answers on its new port, and the records say so (a next controller adopts it
+        // there).
+        assert!(probe(moved[0].port, Some("/"), Duration::from_secs(2)).await);
+        let records: Vec<InstanceRecord> =
+            serde_json::from_slice(&std::fs::read(sup.record_file(key)).unwrap()).unwrap();
+        assert_eq!(records[0].port, moved[0].port);
+        sup.shutdown().await;
+        drop(squatter);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn free_ports_skip_the_ones_already_handed_out() {
+        let first = free_port().unwrap();
+        for _ in 0..50 {
+            assert_ne!(free_port_except(&[first]).unwrap(), first);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_instance_whose_pid_was_never_recorded_is_adopted_not_started_twice() {
         let dir = std::env::temp_dir().join(format!("serin-sup-orphan-{}", std::process::id()));
         let key = "default/web";
         let spec = python_server("v7");
-        let port = free_port().unwrap();
         // What a controller killed between recording an instance (pid 0) and recording its pid
-        // leaves behind: the record without a pid, and the process serving.
-        let env = process_env(&spec, port);
-        let mut orphan = std::process::Command::new(&spec.command)
-            .args(process_args(&spec, &env))
-            .envs(&env)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        // leaves behind: the record without a pid, and the process serving. (Started again on
+        // another port if a concurrent test took this one before the orphan bound it.)
+        let (port, mut orphan) = loop {
+            let port = free_port().unwrap();
+            let env = process_env(&spec, port);
+            let mut orphan = std::process::Command::new(&spec.command)
+                .args(process_args(&spec, &env))
+                .envs(&env)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            loop {
+                if probe(port, Some("/"), Duration::from_secs(1)).await {
+                    break;
+                }
+                if orphan.try_wait().unwrap().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if orphan.try_wait().unwrap().is_none() {
+                break (port, orphan);
+            }
+        };
         let sup = Supervisor::new(dir.join("state"), dir.join("logs"));
         std::fs::create_dir_all(dir.join("state")).unwrap();
         let record = InstanceRecord {
