@@ -11,6 +11,7 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::{debug, warn};
 
+use super::http::redacted;
 use super::{ArmTraffic, BoxFuture, MetricsProvider};
 use crate::AnalysisError;
 use crate::check::{BuiltinMetric, Observed};
@@ -52,7 +53,7 @@ impl std::fmt::Debug for PrometheusAuth {
 }
 
 /// How to reach Prometheus.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus.monitoring:9090`.
     pub address: String,
@@ -66,6 +67,20 @@ pub struct PrometheusConfig {
     pub insecure_skip_verify: bool,
     /// Which mesh's metric names the built-in checks query.
     pub mesh: Mesh,
+}
+
+impl std::fmt::Debug for PrometheusConfig {
+    // A password written into the address is never printed (the auth redacts itself).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusConfig")
+            .field("address", &redacted(&self.address))
+            .field("headers", &self.headers)
+            .field("auth", &self.auth)
+            .field("timeout", &self.timeout)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("mesh", &self.mesh)
+            .finish()
+    }
 }
 
 impl PrometheusConfig {
@@ -141,7 +156,7 @@ impl PrometheusProvider {
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(AnalysisError::invalid(
                 "provider.address",
-                format!("`{address}` is not an http(s) URL"),
+                format!("`{}` is not an http(s) URL", redacted(address)),
                 "an absolute URL such as http://prometheus.monitoring:9090",
             ));
         }
@@ -198,14 +213,14 @@ impl PrometheusProvider {
             .build()
             .map_err(|e| AnalysisError::Unavailable {
                 provider: KIND,
-                address: address.to_string(),
+                address: redacted(address),
                 message: "cannot build the HTTP client".into(),
                 source: Some(Box::new(e)),
             })?;
         let client = Client::from(http.clone(), address).map_err(|e| {
             AnalysisError::invalid(
                 "provider.address",
-                format!("`{address}`: {e}"),
+                format!("`{}`: {e}", redacted(address)),
                 "an absolute URL such as http://prometheus.monitoring:9090",
             )
         })?;
@@ -235,7 +250,7 @@ impl PrometheusProvider {
             .await
             .map_err(|_| AnalysisError::Timeout {
                 provider: KIND,
-                address: self.config.address.clone(),
+                address: redacted(&self.config.address),
                 timeout: self.config.timeout,
             })?;
         match answer {
@@ -251,14 +266,31 @@ impl PrometheusProvider {
                 if timed_out {
                     return Err(AnalysisError::Timeout {
                         provider: KIND,
-                        address: self.config.address.clone(),
+                        address: redacted(&self.config.address),
                         timeout: self.config.timeout,
+                    });
+                }
+                // It answered in JSON, but not with a vector, matrix or scalar: a string result
+                // (`"text"`), or JSON that is not the query API's. The query is what to fix (or
+                // the address, for JSON from something else), not Prometheus' availability.
+                let text = chain(&e);
+                if text.starts_with("failed to parse JSON response") {
+                    let message = if text.contains("unknown variant `string`") {
+                        "a string; the query must return one instant value (a vector or a scalar)"
+                            .to_string()
+                    } else {
+                        format!("not a Prometheus query answer (check provider.address): {text}")
+                    };
+                    return Err(AnalysisError::BadResponse {
+                        provider: KIND,
+                        query: query.to_string(),
+                        message,
                     });
                 }
                 let message = self.explain(&e).await;
                 Err(AnalysisError::Unavailable {
                     provider: KIND,
-                    address: self.config.address.clone(),
+                    address: redacted(&self.config.address),
                     message,
                     source: Some(Box::new(e)),
                 })

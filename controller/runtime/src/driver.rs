@@ -606,13 +606,26 @@ impl Driver {
     ) {
         let (name, ns) = (&ctx.id.name, &ctx.id.namespace);
         self.metrics.set_phase(name, ns, after.phase.as_str());
-        self.metrics.rollout_counters(name, ns, ctx.strategy_name);
+        self.metrics
+            .rollout_counters(name, ns, ctx.strategy_name, &ctx.plan.checks);
+        // Progress as Flagger stamps `lastTransitionTime`: a phase change, and also each weight
+        // step or iteration and each change of the failed-check count within a phase, so a long
+        // healthy analysis never reads as stuck to `SerinCanaryStuck`.
+        let stepped = after.canary_weight != before.canary_weight
+            || after.failed_checks != before.failed_checks
+            || after.iterations != before.iterations;
+        let progress = [
+            after.last_transition_time,
+            after.run.as_ref().and_then(|r| r.step_started_at),
+            stepped.then_some(now),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         self.metrics.set_progress(
             name,
             ns,
-            after
-                .last_transition_time
-                .map(|t| t.as_millis() as f64 / 1000.0),
+            progress.map(|t| t.as_millis() as f64 / 1000.0),
             ctx.plan.progress_deadline.as_secs_f64(),
         );
         self.metrics

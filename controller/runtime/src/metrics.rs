@@ -12,7 +12,7 @@
 //! | `serin_canary_failures_total` | counter | name, namespace, deployment_strategy | rolled-back rollouts |
 //! | `serin_controller_errors_total` | counter | kind | API or adapter errors by stable kind |
 //! | `serin_canary_phase` | gauge | name, namespace, phase | 1 for the Canary's current phase (one series per Canary) |
-//! | `serin_canary_last_transition_timestamp_seconds` | gauge | name, namespace | `status.lastTransitionTime` (the last progress) |
+//! | `serin_canary_last_transition_timestamp_seconds` | gauge | name, namespace | the last progress, as Flagger stamps `lastTransitionTime`: a phase change, a weight step or iteration, a change of the failed-check count |
 //! | `serin_canary_progress_deadline_seconds` | gauge | name, namespace | `spec.progressDeadlineSeconds` |
 //! | `serin_canary_check_verdicts_total` | counter | name, namespace, metric, verdict | each check's verdict per analysis (`pass`, `fail`, `inconclusive`) |
 //! | `serin_canary_judge_verdicts_total` | counter | name, namespace, verdict | the statistical judge's verdict per look |
@@ -317,7 +317,8 @@ impl Metrics {
             .set(1);
     }
 
-    /// Records when the Canary last made progress and how long it may go without.
+    /// Records when the Canary last made progress (the later of this and what was recorded
+    /// before) and how long it may go without.
     pub fn set_progress(
         &self,
         name: &str,
@@ -327,7 +328,12 @@ impl Metrics {
     ) {
         let key = Self::canary(name, namespace);
         if let Some(t) = last_transition_epoch_seconds {
-            self.last_transition.get_or_create(&key).set(t);
+            // Progress only moves forward: a tick that saw a step stamps its own time, and the
+            // ticks after it (whose status holds an older transition time) must not undo that.
+            let g = self.last_transition.get_or_create(&key);
+            if t > g.get() {
+                g.set(t);
+            }
         }
         self.progress_deadline
             .get_or_create(&key)
@@ -459,10 +465,12 @@ impl Metrics {
             .set(value);
     }
 
-    /// Creates a Canary's rollout counters and the judge's verdict counters at 0, so the
-    /// first success, failure or verdict is an increase Prometheus can see (a series born at 1
-    /// has no increase). A Canary without the judge exports its verdicts as 0: it got none.
-    pub fn rollout_counters(&self, name: &str, namespace: &str, strategy: &str) {
+    /// Creates a Canary's rollout counters, its rollout-duration histogram, the verdict counters
+    /// of each of its `checks` and the judge's verdict counters at 0, so the first success,
+    /// failure, duration or verdict is an increase Prometheus can see (a series born at 1 has no
+    /// increase: a check's first failure would be missing from "failed checks"). A Canary
+    /// without the judge exports its verdicts as 0: it got none.
+    pub fn rollout_counters(&self, name: &str, namespace: &str, strategy: &str, checks: &[String]) {
         let labels = OutcomeLabels {
             name: name.to_string(),
             namespace: namespace.to_string(),
@@ -470,6 +478,17 @@ impl Metrics {
         };
         let _ = self.successes.get_or_create(&labels);
         let _ = self.failures.get_or_create(&labels);
+        let _ = self.duration.get_or_create(&Self::canary(name, namespace));
+        for metric in checks {
+            for verdict in ["pass", "fail", "inconclusive"] {
+                let _ = self.check_verdicts.get_or_create(&CheckVerdictLabels {
+                    name: name.to_string(),
+                    namespace: namespace.to_string(),
+                    metric: metric.clone(),
+                    verdict: verdict.to_string(),
+                });
+            }
+        }
         for verdict in ["pass", "fail", "inconclusive"] {
             let _ = self.judge_verdicts.get_or_create(&JudgeVerdictLabels {
                 name: name.to_string(),
@@ -632,7 +651,12 @@ mod tests {
     #[test]
     fn counters_a_dashboard_rates_exist_at_zero_before_the_first_increment() {
         let m = Metrics::new();
-        m.rollout_counters("podinfo", "test", "canary");
+        m.rollout_counters(
+            "podinfo",
+            "test",
+            "canary",
+            &["request-success-rate".into()],
+        );
         let text = m.encode();
         for line in [
             "serin_controller_reconcile_errors_total{kind=\"conflict\"} 0\n",
@@ -641,6 +665,8 @@ mod tests {
             "serin_canary_successes_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\"} 0\n",
             "serin_canary_judge_verdicts_total{name=\"podinfo\",namespace=\"test\",verdict=\"pass\"} 0\n",
             "serin_canary_judge_verdicts_total{name=\"podinfo\",namespace=\"test\",verdict=\"inconclusive\"} 0\n",
+            "serin_canary_check_verdicts_total{name=\"podinfo\",namespace=\"test\",metric=\"request-success-rate\",verdict=\"fail\"} 0\n",
+            "serin_canary_duration_seconds_bucket{le=\"+Inf\",name=\"podinfo\",namespace=\"test\"} 0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

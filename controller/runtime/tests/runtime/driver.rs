@@ -403,3 +403,67 @@ async fn a_tick_that_changes_the_status_writes_it_with_its_time() {
     assert_eq!(w.saved[1].last_tick_at, Some(later));
     assert!(driver.schedule.is_empty(), "the written time counts now");
 }
+
+/// The value of one series of the driver's `/metrics`, by its name and labels as rendered.
+fn metric(driver: &Driver, series: &str) -> Option<f64> {
+    driver
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_checks_first_failure_is_an_increase_prometheus_can_see() {
+    let (driver, fake, ctx, _, at) = setup();
+    fake.0.lock().unwrap().in_force = true;
+    driver
+        .tick(&ctx, false, at + Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The check passed; its `fail` and `inconclusive` series exist at 0 already, so the first
+    // failure reads as an increase of 1 ("failed checks"), not as a series born at 1.
+    let check = r#"serin_canary_check_verdicts_total{name="podinfo",namespace="test",metric="request-success-rate""#;
+    for (verdict, n) in [("pass", 1.0), ("fail", 0.0), ("inconclusive", 0.0)] {
+        assert_eq!(
+            metric(&driver, &format!("{check},verdict=\"{verdict}\"}}")),
+            Some(n),
+            "{verdict}\n{}",
+            driver.metrics.encode()
+        );
+    }
+    // Likewise the rollout-duration histogram, before any rollout ended.
+    assert_eq!(
+        metric(
+            &driver,
+            r#"serin_canary_duration_seconds_count{name="podinfo",namespace="test"}"#
+        ),
+        Some(0.0),
+        "{}",
+        driver.metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn each_weight_step_is_progress_so_a_long_healthy_analysis_is_not_stuck() {
+    let (driver, fake, ctx, _, at) = setup();
+    fake.0.lock().unwrap().in_force = true;
+    let now = at + Duration::from_secs(60);
+    let out = driver.tick(&ctx, false, now).await.unwrap();
+    let TickOutcome::Stepped { status, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(status.canary_weight, 20);
+    assert_eq!(status.phase, Phase::Progressing);
+    // Still Progressing since the rollout began, but it stepped now: `SerinCanaryStuck` measures
+    // from here, as Flagger's lastTransitionTime does.
+    assert_eq!(
+        metric(
+            &driver,
+            r#"serin_canary_last_transition_timestamp_seconds{name="podinfo",namespace="test"}"#
+        ),
+        Some(now.as_millis() as f64 / 1000.0),
+        "{}",
+        driver.metrics.encode()
+    );
+}
