@@ -323,7 +323,8 @@ impl PrometheusProvider {
     }
 
     /// Runs `query` and returns its single value (`None` when empty or NaN). Flagger's rule
-    /// for several series (first one wins) is kept, with a warning.
+    /// for several series is kept, with a warning: it reads them all and keeps the last, so the
+    /// last series in Prometheus' answer wins.
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, AnalysisError> {
         let value = match self.run(query).await? {
             Data::Scalar(s) => s.value(),
@@ -332,10 +333,10 @@ impl PrometheusProvider {
                     warn!(
                         query,
                         series = v.len(),
-                        "query returned several series; using the first"
+                        "query returned several series; using the last, as Flagger does"
                     );
                 }
-                match v.first() {
+                match v.last() {
                     Some(s) => s.sample().value(),
                     None => return Ok(None),
                 }
