@@ -253,3 +253,31 @@ async fn a_secret_missing_a_key_names_it_and_no_error_shows_a_password() {
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
+
+#[tokio::test]
+async fn every_value_of_a_repeated_header_reaches_prometheus_and_debug_shows_no_value() {
+    // Flagger's map form `headers: {X-Scope-OrgID: [team-a, team-b]}` gives two pairs.
+    let mut fake = FakeApi::start(vec![one()]).await;
+    let mut config = PrometheusConfig::new(fake.address.clone(), Mesh::Serin);
+    config.headers = vec![
+        ("X-Scope-OrgID".into(), "team-a".into()),
+        ("X-Scope-OrgID".into(), "team-b".into()),
+        ("Authorization".into(), "Bearer hunter2".into()),
+    ];
+    let p = PrometheusProvider::new(config).unwrap();
+    assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+    let seen = fake.next().await;
+    let values: Vec<_> = seen
+        .headers
+        .get_all("x-scope-orgid")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default())
+        .collect();
+    assert_eq!(values, ["team-a", "team-b"], "{seen:?}");
+    // A header is where many put a token: Debug names the headers, never their values.
+    let debug = format!("{p:?}");
+    assert!(
+        debug.contains("X-Scope-OrgID") && !debug.contains("hunter2") && !debug.contains("team-a"),
+        "{debug}"
+    );
+}
