@@ -70,12 +70,14 @@ async fn a_real_prometheus_answers_are_no_data_values_or_errors_naming_the_query
         .unwrap();
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
-    // Several series where one was expected: one of them is used (Flagger's rule).
+    // Several series where one was expected (a query without its `sum`): the last one
+    // Prometheus returns is used, as Flagger does (it reads every series and keeps the last),
+    // so a migrated query keeps its verdict. `or` returns its left side first.
     let several = p
-        .scalar(r#"label_replace(vector(7), "a", "x", "", "") or label_replace(vector(7), "a", "y", "", "")"#)
+        .scalar(r#"label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")"#)
         .await
         .unwrap();
-    assert_eq!(several, Some(7.0));
+    assert_eq!(several, Some(2.0));
 
     // A range vector cannot be compared with a threshold: an error saying so.
     let err = p.scalar("vector(1)[5m:1m]").await.unwrap_err();
@@ -250,4 +252,32 @@ async fn a_secret_missing_a_key_names_it_and_no_error_shows_a_password() {
         .await
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
+
+#[tokio::test]
+async fn every_value_of_a_repeated_header_reaches_prometheus_and_debug_shows_no_value() {
+    // Flagger's map form `headers: {X-Scope-OrgID: [team-a, team-b]}` gives two pairs.
+    let mut fake = FakeApi::start(vec![one()]).await;
+    let mut config = PrometheusConfig::new(fake.address.clone(), Mesh::Serin);
+    config.headers = vec![
+        ("X-Scope-OrgID".into(), "team-a".into()),
+        ("X-Scope-OrgID".into(), "team-b".into()),
+        ("Authorization".into(), "Bearer hunter2".into()),
+    ];
+    let p = PrometheusProvider::new(config).unwrap();
+    assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+    let seen = fake.next().await;
+    let values: Vec<_> = seen
+        .headers
+        .get_all("x-scope-orgid")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default())
+        .collect();
+    assert_eq!(values, ["team-a", "team-b"], "{seen:?}");
+    // A header is where many put a token: Debug names the headers, never their values.
+    let debug = format!("{p:?}");
+    assert!(
+        debug.contains("X-Scope-OrgID") && !debug.contains("hunter2") && !debug.contains("team-a"),
+        "{debug}"
+    );
 }
