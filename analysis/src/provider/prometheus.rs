@@ -336,6 +336,29 @@ impl PrometheusProvider {
                 };
                 format!("answered {status}{hint}")
             }
+            // A 2xx that is not JSON: a login page of an auth proxy in front of Prometheus (often
+            // reached by a redirect), or another service at this address.
+            Ok(Ok(resp))
+                if !resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("json")) =>
+            {
+                let content_type = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("no content type")
+                    .to_string();
+                format!(
+                    "answered {} with {content_type} from {}, not the Prometheus API: is an \
+                     authenticating proxy or another service at this address? \
+                     (provider.address, provider.secretRef)",
+                    resp.status(),
+                    redacted(resp.url().as_str()),
+                )
+            }
             // Transport failures (refused, TLS) say why only in their sources.
             _ => chain(e),
         }
@@ -412,6 +435,10 @@ fn sample_size(count: Option<f64>) -> Option<u64> {
 impl MetricsProvider for PrometheusProvider {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn prometheus_address(&self) -> Option<&str> {
+        Some(&self.config.address)
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>> {

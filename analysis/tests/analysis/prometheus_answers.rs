@@ -167,6 +167,18 @@ async fn a_hanging_prometheus_times_out_and_a_restarting_one_says_503() {
     assert!(err.to_string().contains("503"), "{err}");
     // ... and is used again as soon as it is back.
     assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+
+    // An authenticating proxy in front of Prometheus answers its login page (after a
+    // redirect): named as not the Prometheus API, with where the answer came from.
+    let login = || Answer::with_type(200, "text/html; charset=utf-8", "<html>Sign in</html>");
+    let fake = FakeApi::start(vec![login(), login()]).await;
+    let p =
+        PrometheusProvider::new(PrometheusConfig::new(fake.address.clone(), Mesh::Serin)).unwrap();
+    let err = p.scalar("vector(1)").await.unwrap_err().to_string();
+    assert!(
+        err.contains("text/html") && err.contains("not the Prometheus API"),
+        "{err}"
+    );
 }
 
 fn secret(pairs: &[(&str, &str)]) -> Credentials {
