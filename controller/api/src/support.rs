@@ -371,9 +371,20 @@ pub fn metric_template_verdict(t: &MetricTemplate) -> Verdict {
 }
 
 /// The verdict on a valid AlertProvider: every type Flagger defines is sent.
-pub fn alert_provider_verdict(_: &AlertProvider) -> Verdict {
-    Verdict::Runnable
+pub fn alert_provider_verdict(provider: &AlertProvider) -> Verdict {
+    Verdict::from_reasons(
+        provider
+            .spec
+            .proxy
+            .as_ref()
+            .map(|_| ALERT_PROXY_NOT_SUPPORTED.to_string())
+            .into_iter()
+            .collect(),
+    )
 }
+
+/// Why an AlertProvider with `spec.proxy` is not run (the controller sends alerts directly).
+pub const ALERT_PROXY_NOT_SUPPORTED: &str = "spec.proxy: sending alerts through an HTTP proxy is not supported by this Serin (alerts are posted straight to the address); remove spec.proxy or let the address be reachable directly";
 
 /// How Serin treats one Canary field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,7 +641,7 @@ pub fn compatibility_markdown() -> String {
     let _ = writeln!(out, "\n### Alert providers (AlertProvider `spec.type`)\n");
     let _ = writeln!(
         out,
-        "{}: all supported.",
+        "{}: all supported; `spec.proxy` is not (valid, exit 3).",
         ALERT_PROVIDER_TYPES.map(|t| format!("`{t}`")).join(", ")
     );
     let _ = writeln!(out, "\n### Canary fields\n");

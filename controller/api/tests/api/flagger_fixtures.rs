@@ -231,3 +231,26 @@ spec:
         v => panic!("runnable? {v:?}"),
     }
 }
+
+#[test]
+fn an_alert_provider_with_a_proxy_is_said_not_runnable_before_any_alert() {
+    // The controller sends alerts directly and refused every alert of such a provider, while
+    // `serin validate` called it runnable.
+    let yaml = r#"
+apiVersion: serin.dev/v1beta1
+kind: AlertProvider
+metadata: {name: dev-team, namespace: flagger}
+spec:
+  type: msteams
+  address: https://outlook.office.com/webhook/abc
+  proxy: http://squid.proxy:3128
+"#;
+    let provider: serin_api::AlertProvider = serde_norway::from_str(yaml).unwrap();
+    match serin_api::support::alert_provider_verdict(&provider) {
+        serin_api::support::Verdict::NotRunnable(reasons) => {
+            let r = reasons.join("; ");
+            assert!(r.contains("spec.proxy"), "{r}");
+        }
+        v => panic!("runnable? {v:?}"),
+    }
+}
