@@ -192,7 +192,7 @@ pub fn target_not_driven(kind: TargetKind) -> Option<String> {
 /// Why this Serin cannot clone an autoscaler of `kind` for the primary, or `None`.
 pub fn autoscaler_not_driven(kind: AutoscalerKind) -> Option<String> {
     (kind == AutoscalerKind::ScaledObject).then(|| {
-        "spec.autoscalerRef kind ScaledObject (KEDA) is not driven by this Serin (no ScaledObject is cloned for the primary); supported: HorizontalPodAutoscaler (autoscaling/v2)".to_string()
+        "autoscaler ScaledObject (KEDA, in spec.autoscalerRef) is not driven by this Serin (no ScaledObject is cloned for the primary); supported: HorizontalPodAutoscaler (autoscaling/v2)".to_string()
     })
 }
 
@@ -384,7 +384,7 @@ pub fn alert_provider_verdict(provider: &AlertProvider) -> Verdict {
 }
 
 /// Why an AlertProvider with `spec.proxy` is not run (the controller sends alerts directly).
-pub const ALERT_PROXY_NOT_SUPPORTED: &str = "spec.proxy: sending alerts through an HTTP proxy is not supported by this Serin (alerts are posted straight to the address); remove spec.proxy or let the address be reachable directly";
+pub const ALERT_PROXY_NOT_SUPPORTED: &str = "alerts through an HTTP proxy (spec.proxy) are not sent by this Serin (alerts are posted straight to the address); remove spec.proxy or let the address be reachable directly";
 
 /// How Serin treats one Canary field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
