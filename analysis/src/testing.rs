@@ -41,16 +41,6 @@ pub fn find_prometheus() -> PathBuf {
         })
 }
 
-/// A loopback port that was free a moment ago (bound on port 0, then released for a child
-/// process that cannot be handed a socket).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
-
 /// How to start a test Prometheus.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusOptions {
@@ -61,6 +51,9 @@ pub struct PrometheusOptions {
     pub web_config: Option<String>,
     /// Extra files (name, contents) written to the Prometheus directory, e.g. a certificate.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Extra command-line flags, e.g. `--web.route-prefix=/prometheus` (Prometheus behind a
+    /// proxy's path).
+    pub args: Vec<String>,
 }
 
 /// A running Prometheus; killed and its directory removed on drop.
@@ -126,7 +119,8 @@ pub async fn start_prometheus_with(options: PrometheusOptions) -> Prometheus {
             dir.join("data").display()
         ))
         .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--log.level=info");
+        .arg("--log.level=info")
+        .args(&options.args);
     let scheme = match &options.web_config {
         Some(web) => {
             std::fs::write(dir.join("web.yml"), web).expect("write web config");

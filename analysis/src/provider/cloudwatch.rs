@@ -54,7 +54,7 @@ impl std::fmt::Debug for CloudWatchProvider {
         write!(
             f,
             "CloudWatchProvider({}, {}, {:?})",
-            self.http.address, self.region, self.keys
+            self.http.shown, self.region, self.keys
         )
     }
 }

@@ -37,7 +37,7 @@ pub struct DatadogProvider {
 impl std::fmt::Debug for DatadogProvider {
     // Never print the keys.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatadogProvider({}, <keys redacted>)", self.http.address)
+        write!(f, "DatadogProvider({}, <keys redacted>)", self.http.shown)
     }
 }
 

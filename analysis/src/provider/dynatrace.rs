@@ -35,7 +35,7 @@ impl std::fmt::Debug for DynatraceProvider {
         write!(
             f,
             "DynatraceProvider({}, <token redacted>)",
-            self.http.address
+            self.http.shown
         )
     }
 }

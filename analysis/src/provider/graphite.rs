@@ -42,7 +42,7 @@ impl std::fmt::Debug for GraphiteProvider {
         write!(
             f,
             "GraphiteProvider({}, {})",
-            self.http.address,
+            self.http.shown,
             if self.basic_auth.is_some() {
                 "basic auth <redacted>"
             } else {

@@ -13,6 +13,22 @@ pub(crate) struct Http {
     pub(crate) kind: &'static str,
     /// Base URL without a trailing `/`.
     pub(crate) address: String,
+    /// The base URL as errors show it ([`redacted`]).
+    pub(crate) shown: String,
+}
+
+/// `address` as errors, logs and `Debug` may show it: a password written into the URL
+/// (`https://user:pass@host`, which the HTTP client sends as basic auth, as Go's clients and so
+/// Flagger do) is replaced by `xxxxx`, as Go's `URL.Redacted` does. Errors reach the Canary's
+/// status and events, which many more people read than the Secret.
+pub(crate) fn redacted(address: &str) -> String {
+    match reqwest::Url::parse(address.trim()) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("xxxxx"));
+            url.as_str().trim_end_matches('/').to_string()
+        }
+        _ => address.trim().to_string(),
+    }
 }
 
 impl Http {
@@ -27,7 +43,7 @@ impl Http {
         if reqwest::Url::parse(address).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             return Err(AnalysisError::invalid(
                 field,
-                format!("`{address}` is not an http(s) URL"),
+                format!("`{}` is not an http(s) URL", redacted(address)),
                 format!("an absolute URL for the {kind} API, e.g. https://host:port"),
             ));
         }
@@ -37,7 +53,7 @@ impl Http {
             .build()
             .map_err(|e| AnalysisError::Unavailable {
                 provider: kind,
-                address: address.to_string(),
+                address: redacted(address),
                 message: "cannot build the HTTP client".into(),
                 source: Some(Box::new(e)),
             })?;
@@ -45,6 +61,7 @@ impl Http {
             client,
             kind,
             address: address.to_string(),
+            shown: redacted(address),
         })
     }
 
@@ -98,13 +115,13 @@ impl Http {
         if e.is_timeout() {
             return AnalysisError::Timeout {
                 provider: self.kind,
-                address: self.address.clone(),
+                address: self.shown.clone(),
                 timeout: super::prometheus::DEFAULT_TIMEOUT,
             };
         }
         AnalysisError::Unavailable {
             provider: self.kind,
-            address: self.address.clone(),
+            address: self.shown.clone(),
             message: e.to_string(),
             source: Some(Box::new(e)),
         }

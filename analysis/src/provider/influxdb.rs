@@ -45,9 +45,9 @@ impl std::fmt::Debug for InfluxDbProvider {
             Some((_, org)) => write!(
                 f,
                 "InfluxDbProvider({}, org {org}, <token redacted>)",
-                self.http.address
+                self.http.shown
             ),
-            None => write!(f, "InfluxDbProvider({}, no token)", self.http.address),
+            None => write!(f, "InfluxDbProvider({}, no token)", self.http.shown),
         }
     }
 }

@@ -37,7 +37,7 @@ impl std::fmt::Debug for NewRelicProvider {
         write!(
             f,
             "NewRelicProvider({}, account {}, <key redacted>)",
-            self.http.address, self.account_id
+            self.http.shown, self.account_id
         )
     }
 }

@@ -11,6 +11,7 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::{debug, warn};
 
+use super::http::redacted;
 use super::{ArmTraffic, BoxFuture, MetricsProvider};
 use crate::AnalysisError;
 use crate::check::{BuiltinMetric, Observed};
@@ -52,7 +53,7 @@ impl std::fmt::Debug for PrometheusAuth {
 }
 
 /// How to reach Prometheus.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus.monitoring:9090`.
     pub address: String,
@@ -66,6 +67,24 @@ pub struct PrometheusConfig {
     pub insecure_skip_verify: bool,
     /// Which mesh's metric names the built-in checks query.
     pub mesh: Mesh,
+}
+
+impl std::fmt::Debug for PrometheusConfig {
+    // A password written into the address is never printed (the auth redacts itself).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusConfig")
+            .field("address", &redacted(&self.address))
+            // Header values may be tokens (`Authorization`, API keys): names only.
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("auth", &self.auth)
+            .field("timeout", &self.timeout)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("mesh", &self.mesh)
+            .finish()
+    }
 }
 
 impl PrometheusConfig {
@@ -88,6 +107,9 @@ pub struct PrometheusProvider {
     client: Client,
     /// The same HTTP client, for telling why a query got no API answer (see `explain`).
     http: reqwest::Client,
+    /// `config.headers` and the credentials, sent with each request (not as the client's
+    /// default headers, which keep one value per name).
+    headers: HeaderMap,
     config: PrometheusConfig,
 }
 
@@ -141,7 +163,7 @@ impl PrometheusProvider {
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(AnalysisError::invalid(
                 "provider.address",
-                format!("`{address}` is not an http(s) URL"),
+                format!("`{}` is not an http(s) URL", redacted(address)),
                 "an absolute URL such as http://prometheus.monitoring:9090",
             ));
         }
@@ -162,14 +184,18 @@ impl PrometheusProvider {
                     "an HTTP token such as X-Scope-OrgID",
                 )
             })?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
                 AnalysisError::invalid(
                     format!("{field}.value"),
                     "contains characters not allowed in a header",
                     "visible ASCII text",
                 )
             })?;
-            headers.insert(name, value);
+            // Append: Flagger's map form gives one pair per value, and each is sent.
+            if name == AUTHORIZATION {
+                value.set_sensitive(true);
+            }
+            headers.append(name, value);
         }
         if let Some(auth) = &config.auth {
             let text = match auth {
@@ -192,26 +218,26 @@ impl PrometheusProvider {
             headers.insert(AUTHORIZATION, value);
         }
         let http = super::http_client_builder()
-            .default_headers(headers)
             .timeout(config.timeout)
             .tls_danger_accept_invalid_certs(config.insecure_skip_verify)
             .build()
             .map_err(|e| AnalysisError::Unavailable {
                 provider: KIND,
-                address: address.to_string(),
+                address: redacted(address),
                 message: "cannot build the HTTP client".into(),
                 source: Some(Box::new(e)),
             })?;
         let client = Client::from(http.clone(), address).map_err(|e| {
             AnalysisError::invalid(
                 "provider.address",
-                format!("`{address}`: {e}"),
+                format!("`{}`: {e}", redacted(address)),
                 "an absolute URL such as http://prometheus.monitoring:9090",
             )
         })?;
         Ok(PrometheusProvider {
             client,
             http,
+            headers,
             config,
         })
     }
@@ -230,12 +256,16 @@ impl PrometheusProvider {
 
     async fn run(&self, query: &str) -> Result<Data, AnalysisError> {
         debug!(query, "prometheus query");
-        let call = self.client.query(query).get();
+        let mut call = self.client.query(query);
+        for (name, value) in &self.headers {
+            call = call.header(name.clone(), value.clone());
+        }
+        let call = call.get();
         let answer = tokio::time::timeout(self.config.timeout, call)
             .await
             .map_err(|_| AnalysisError::Timeout {
                 provider: KIND,
-                address: self.config.address.clone(),
+                address: redacted(&self.config.address),
                 timeout: self.config.timeout,
             })?;
         match answer {
@@ -251,14 +281,31 @@ impl PrometheusProvider {
                 if timed_out {
                     return Err(AnalysisError::Timeout {
                         provider: KIND,
-                        address: self.config.address.clone(),
+                        address: redacted(&self.config.address),
                         timeout: self.config.timeout,
+                    });
+                }
+                // It answered in JSON, but not with a vector, matrix or scalar: a string result
+                // (`"text"`), or JSON that is not the query API's. The query is what to fix (or
+                // the address, for JSON from something else), not Prometheus' availability.
+                let text = chain(&e);
+                if text.starts_with("failed to parse JSON response") {
+                    let message = if text.contains("unknown variant `string`") {
+                        "a string; the query must return one instant value (a vector or a scalar)"
+                            .to_string()
+                    } else {
+                        format!("not a Prometheus query answer (check provider.address): {text}")
+                    };
+                    return Err(AnalysisError::BadResponse {
+                        provider: KIND,
+                        query: query.to_string(),
+                        message,
                     });
                 }
                 let message = self.explain(&e).await;
                 Err(AnalysisError::Unavailable {
                     provider: KIND,
-                    address: self.config.address.clone(),
+                    address: redacted(&self.config.address),
                     message,
                     source: Some(Box::new(e)),
                 })
@@ -274,7 +321,11 @@ impl PrometheusProvider {
             "{}/api/v1/query?query=1",
             self.config.address.trim().trim_end_matches('/')
         );
-        let probe = tokio::time::timeout(self.config.timeout, self.http.get(&url).send()).await;
+        let probe = tokio::time::timeout(
+            self.config.timeout,
+            self.http.get(&url).headers(self.headers.clone()).send(),
+        )
+        .await;
         match probe {
             Ok(Ok(resp)) if !resp.status().is_success() => {
                 let status = resp.status();
@@ -285,13 +336,37 @@ impl PrometheusProvider {
                 };
                 format!("answered {status}{hint}")
             }
+            // A 2xx that is not JSON: a login page of an auth proxy in front of Prometheus (often
+            // reached by a redirect), or another service at this address.
+            Ok(Ok(resp))
+                if !resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("json")) =>
+            {
+                let content_type = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("no content type")
+                    .to_string();
+                format!(
+                    "answered {} with {content_type} from {}, not the Prometheus API: is an \
+                     authenticating proxy or another service at this address? \
+                     (provider.address, provider.secretRef)",
+                    resp.status(),
+                    redacted(resp.url().as_str()),
+                )
+            }
             // Transport failures (refused, TLS) say why only in their sources.
             _ => chain(e),
         }
     }
 
     /// Runs `query` and returns its single value (`None` when empty or NaN). Flagger's rule
-    /// for several series (first one wins) is kept, with a warning.
+    /// for several series is kept, with a warning: it reads them all and keeps the last, so the
+    /// last series in Prometheus' answer wins.
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, AnalysisError> {
         let value = match self.run(query).await? {
             Data::Scalar(s) => s.value(),
@@ -300,10 +375,10 @@ impl PrometheusProvider {
                     warn!(
                         query,
                         series = v.len(),
-                        "query returned several series; using the first"
+                        "query returned several series; using the last, as Flagger does"
                     );
                 }
-                match v.first() {
+                match v.last() {
                     Some(s) => s.sample().value(),
                     None => return Ok(None),
                 }

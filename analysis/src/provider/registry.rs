@@ -318,6 +318,20 @@ fn prometheus(settings: &ProviderSettings) -> Result<PrometheusProvider, Analysi
                     username: username.trim().to_string(),
                     password: password.trim_end_matches(['\r', '\n']).to_string(),
                 },
+                // Half a basic-auth pair: name the key that is missing, as Flagger does.
+                (None, Some(_), None) | (None, None, Some(_)) => {
+                    let missing = if c.data.contains_key("username") {
+                        "password"
+                    } else {
+                        "username"
+                    };
+                    return Err(missing_key(
+                        "prometheus",
+                        &c.secret,
+                        missing,
+                        &["token", "or username and password"],
+                    ));
+                }
                 _ => {
                     return Err(AnalysisError::InvalidConfig {
                         field: format!("spec.provider.secretRef: Secret {}", c.secret),

@@ -45,7 +45,7 @@ pub struct SplunkProvider {
 impl std::fmt::Debug for SplunkProvider {
     // Never print the token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SplunkProvider({}, <token redacted>)", self.http.address)
+        write!(f, "SplunkProvider({}, <token redacted>)", self.http.shown)
     }
 }
 

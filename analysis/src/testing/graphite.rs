@@ -12,16 +12,16 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
-
-use super::free_port;
 
 /// A running carbon-cache and graphite-web; both killed and the directory removed on drop.
 pub struct Graphite {
     carbon: Child,
     web: Child,
     dir: PathBuf,
+    /// The reservations of the servers' ports, held while they run (see [`reserve_port`]).
+    _ports: Vec<TcpSocket>,
     /// carbon's plaintext (line) receiver: `127.0.0.1:<port>`.
     pub line_port: u16,
     /// graphite-web's base URL, `http://127.0.0.1:<port>` (not ready yet when returned).
@@ -76,7 +76,25 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Starts carbon-cache and graphite-web on free loopback ports, or returns `None` (after saying
+/// A loopback port bound on port 0 by the test and held, never listening, for as long as the
+/// servers run, so that no one else is given it: carbon and graphite-web cannot be handed a
+/// socket, so each binds the held port beside this one. Linux allows that because both sides
+/// ask for it and this one does not listen: SO_REUSEPORT for carbon's line receiver (carbon
+/// sets it), SO_REUSEADDR for carbon's cache query port (Twisted sets it) and graphite-web
+/// (Django's server sets it). A port merely free a moment ago could be taken in between by any
+/// process binding port 0, which the kernel never does with a port still bound.
+fn reserve_port() -> (TcpSocket, u16) {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind 127.0.0.1:0");
+    let port = socket.local_addr().expect("the bound address").port();
+    (socket, port)
+}
+
+/// Starts carbon-cache and graphite-web on reserved loopback ports, or returns `None` (after saying
 /// why on stderr) when the Debian packages are not installed and neither `CI` nor
 /// `SERIN_REQUIRE_GRAPHITE` is set. Poll [`Graphite::address`] until it answers.
 pub fn start_graphite() -> Option<Graphite> {
@@ -98,8 +116,9 @@ pub fn start_graphite() -> Option<Graphite> {
     for sub in ["conf", "storage/whisper", "storage/lists", "log", "py"] {
         std::fs::create_dir_all(dir.join(sub)).expect("graphite scratch directory");
     }
-    let (line_port, pickle_port, query_port, web_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (line, line_port) = reserve_port();
+    let (query, query_port) = reserve_port();
+    let (web, web_port) = reserve_port();
     let d = dir.display();
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).expect("write a graphite config file")
@@ -112,8 +131,8 @@ pub fn start_graphite() -> Option<Graphite> {
              PID_DIR = {d}\nENABLE_LOGROTATION = False\nUSER =\nMAX_CACHE_SIZE = inf\n\
              MAX_UPDATES_PER_SECOND = 10000\nMAX_CREATES_PER_MINUTE = inf\n\
              LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
-             ENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\n\
-             PICKLE_RECEIVER_PORT = {pickle_port}\nCACHE_QUERY_INTERFACE = 127.0.0.1\n\
+             ENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_PORT = 0\n\
+             CACHE_QUERY_INTERFACE = 127.0.0.1\n\
              CACHE_QUERY_PORT = {query_port}\nLOG_LISTENER_CONN_SUCCESS = False\n"
         ),
     );
@@ -155,7 +174,7 @@ pub fn start_graphite() -> Option<Graphite> {
         .kill_on_drop(true)
         .spawn()
         .expect("start carbon-cache");
-    let web = Command::new(manage)
+    let web_server = Command::new(manage)
         .args(["runserver", "--noreload", &format!("127.0.0.1:{web_port}")])
         .env("PYTHONPATH", dir.join("py"))
         .env("GRAPHITE_SETTINGS_MODULE", "serin_graphite_settings")
@@ -168,8 +187,9 @@ pub fn start_graphite() -> Option<Graphite> {
         .expect("start graphite-web");
     Some(Graphite {
         carbon,
-        web,
+        web: web_server,
         dir,
+        _ports: vec![line, query, web],
         line_port,
         address: format!("http://127.0.0.1:{web_port}"),
     })

@@ -1,8 +1,9 @@
 //! The Graphite provider against Debian's real Graphite: carbon-cache and graphite-web started
-//! by the test on free loopback ports (serin_analysis::testing::graphite), datapoints written
-//! through carbon's plaintext protocol, then read back through the registry's client with
-//! Flagger's semantics: the render query string (written over several lines), the last non-null
-//! datapoint, no data as `None`, graphite-web's own error message.
+//! by the test on loopback ports it binds on port 0 and holds
+//! (serin_analysis::testing::graphite), datapoints written through carbon's plaintext
+//! protocol, then read back through the registry's client with Flagger's semantics: the render
+//! query string (written over several lines), the last non-null datapoint, no data as `None`,
+//! graphite-web's own error message.
 //! Skips, saying why, without the packages, unless CI or SERIN_REQUIRE_GRAPHITE is set.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -9,4 +9,5 @@ mod influxdb;
 mod judge_validity;
 mod newrelic_dynatrace;
 mod prometheus;
+mod prometheus_answers;
 mod proxy_scrape;

@@ -237,6 +237,14 @@ pub struct BackendDef {
     /// Per-endpoint metric labels (keys: addresses of `endpoints`), as on [`Backend`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoint_labels: EndpointLabels,
+    /// Set when the reference this backend comes from is invalid (an HTTPRoute `backendRef` to
+    /// a Service that does not exist or that no ReferenceGrant lets the route reach), to the
+    /// Gateway API `ResolvedRefs` reason (`BackendNotFound`, `RefNotPermitted`). Gateway API
+    /// wants the share of requests such a backend would get answered 500, which says "the
+    /// configuration is wrong", where a valid backend without ready endpoints gets 503
+    /// ("nothing is up yet"). An invalid backend has no endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// Traffic mirroring (shadowing).
@@ -320,6 +328,8 @@ pub struct ResolvedBackend<'a> {
     pub endpoints: &'a [SocketAddr],
     /// Per-endpoint metric labels.
     pub endpoint_labels: &'a EndpointLabels,
+    /// Why the backend's reference is invalid (see [`BackendDef::invalid`]); None when valid.
+    pub invalid: Option<&'a str>,
 }
 
 impl Route {
@@ -332,6 +342,7 @@ impl Route {
                 labels: &def.labels,
                 endpoints: &def.endpoints,
                 endpoint_labels: &def.endpoint_labels,
+                invalid: def.invalid.as_deref(),
             });
         }
         self.rules
@@ -343,6 +354,7 @@ impl Route {
                     labels: &b.labels,
                     endpoints: eps,
                     endpoint_labels: &b.endpoint_labels,
+                    invalid: None,
                 }),
                 _ => None,
             })
@@ -625,6 +637,17 @@ impl RouteTable {
                 &def.endpoint_labels,
                 &def.endpoints,
             );
+            match def.invalid.as_deref() {
+                Some("") => c.push(
+                    format!("{bf}.invalid"),
+                    "must not be empty when set (the reason the reference is invalid, e.g. BackendNotFound)",
+                ),
+                Some(_) if !def.endpoints.is_empty() => c.push(
+                    format!("{bf}.invalid"),
+                    "an invalid backend has no endpoints; remove `invalid` or the endpoints",
+                ),
+                _ => {}
+            }
         }
         let shared: BTreeSet<&str> = route.backends.iter().map(|b| b.name.as_str()).collect();
         // First pass: collect inline definitions so references may point forward.
@@ -935,6 +958,7 @@ mod tests {
             labels: BTreeMap::from([("track".into(), "shadow".into())]),
             endpoints: vec![ep("127.0.0.1:19003")],
             endpoint_labels: Default::default(),
+            invalid: None,
         });
         route.rules[0].mirror = Some(Mirror {
             backend: "shadow".into(),
@@ -945,6 +969,53 @@ mod tests {
         assert_eq!(r.endpoints, &[ep("127.0.0.1:19003")]);
         assert!(t.routes[0].resolve_backend("podinfo-canary").is_some());
         assert!(t.routes[0].resolve_backend("nope").is_none());
+    }
+
+    #[test]
+    fn an_invalid_backend_names_its_reason_and_has_no_endpoints() {
+        let def = |name: &str, invalid: &str, endpoints: Vec<SocketAddr>| BackendDef {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            endpoints,
+            endpoint_labels: Default::default(),
+            invalid: Some(invalid.into()),
+        };
+        let mut t = split_table();
+        t.routes[0]
+            .backends
+            .push(def("gone", "BackendNotFound", vec![]));
+        t.validate().expect("valid");
+        assert_eq!(
+            t.routes[0].resolve_backend("gone").and_then(|b| b.invalid),
+            Some("BackendNotFound")
+        );
+        assert_eq!(
+            t.routes[0]
+                .resolve_backend("podinfo-primary")
+                .map(|b| b.invalid),
+            Some(None)
+        );
+        let json = serde_json::to_string(&t).expect("serialises");
+        assert!(json.contains(r#""invalid":"BackendNotFound""#), "{json}");
+        assert_eq!(json.matches("invalid").count(), 1, "{json}");
+        let back: RouteTable = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, t);
+
+        t.routes[0].backends[0].invalid = Some(String::new());
+        t.routes[0]
+            .backends
+            .push(def("denied", "RefNotPermitted", vec![ep("127.0.0.1:1")]));
+        let errs = t.validate().expect_err("invalid").0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "routes[0].backends[0].invalid",
+                "routes[0].backends[1].invalid"
+            ]
+        );
+        assert!(errs[0].message.contains("must not be empty"), "{}", errs[0]);
+        assert!(errs[1].message.contains("has no endpoints"), "{}", errs[1]);
     }
 
     #[test]

@@ -264,15 +264,23 @@ pub async fn outbound_via(
         route: rule.metrics.as_deref(),
     };
     counted.request();
-    let Some(ep) = picked.map(|i| &backend.endpoints[i]) else {
-        let msg = format!("backend {:?} has no endpoints\n", backend.name);
-        return proxy_error(
-            counted,
-            started,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::NoEndpoints,
-            msg,
-        );
+    let ep = match (&backend.invalid, picked) {
+        (None, Some(i)) => &backend.endpoints[i],
+        (invalid, _) => {
+            let (status, error, msg) = match invalid {
+                Some(reason) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::InvalidBackend,
+                    format!("backend {:?} is invalid: {reason}\n", backend.name),
+                ),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::NoEndpoints,
+                    format!("backend {:?} has no endpoints\n", backend.name),
+                ),
+            };
+            return proxy_error(counted, started, status, error, msg);
+        }
     };
     let (mut parts, body) = req.into_parts();
 

@@ -78,6 +78,9 @@ pub enum ErrorKind {
     NoRoute,
     /// The chosen backend has no endpoints (503).
     NoEndpoints,
+    /// The chosen backend comes from an invalid reference, e.g. to a Service that does not
+    /// exist (500, as Gateway API requires).
+    InvalidBackend,
     /// Connecting to the endpoint failed (502).
     Connect,
     /// The upstream failed after connecting, before a response (502).
@@ -99,6 +102,7 @@ impl ErrorKind {
         match self {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::InvalidBackend => "invalid_backend",
             ErrorKind::Connect => "connect",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Timeout => "timeout",

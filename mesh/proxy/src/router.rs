@@ -194,6 +194,9 @@ pub struct BackendRt {
     pub name: String,
     /// Endpoints with their balancer state.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Why the reference this backend comes from is invalid (`BackendNotFound`, ...): requests
+    /// picked for it are answered 500. None for a valid backend.
+    pub invalid: Option<String>,
     /// The outbound metrics series of this backend.
     pub metrics: Arc<RouteMetrics>,
     /// The series of each endpoint (same order as `endpoints`) when the table labels endpoints
@@ -437,6 +440,7 @@ impl Compiled {
                 let b = Arc::new(BackendRt {
                     name: def.name.to_string(),
                     endpoints: def.endpoints.iter().map(|a| endpoints.get(*a)).collect(),
+                    invalid: def.invalid.map(str::to_string),
                     metrics,
                     endpoint_metrics,
                 });

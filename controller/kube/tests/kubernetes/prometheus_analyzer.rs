@@ -315,6 +315,7 @@ fn secured_web_config() -> PrometheusOptions {
                 include_bytes!("../fixtures/prometheus-key.pem").to_vec(),
             ),
         ],
+        args: Vec::new(),
     }
 }
 

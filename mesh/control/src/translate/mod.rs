@@ -12,8 +12,11 @@
 //!   clients in the route's namespace and, for them, takes precedence over producer routes.
 //! - A TrafficSplit applies to its apex Service unless an HTTPRoute is attached to that Service
 //!   (the split is then reported as conflicting); of two splits for one apex the older wins.
-//! - A backend whose Service is missing, or has no ready endpoints, gets no endpoints: the proxy
-//!   answers 503 for its share of requests.
+//! - An HTTPRoute backend whose Service is missing or out of the route's reach (no
+//!   ReferenceGrant) gets no endpoints and is marked invalid: the proxy answers 500 for its share
+//!   of requests, as Gateway API requires. A backend without ready endpoints, or a TrafficSplit
+//!   backend whose Service is missing (SMI says nothing of invalid backends), gets no endpoints:
+//!   503.
 //! - An object that is invalid on its own (see [`check_route`], [`check_split`]) never reaches
 //!   this module: the state keeps its last valid version (see [`crate::state`]).
 

@@ -164,7 +164,7 @@ pub fn route_verdicts(
 /// What keeps a route that is valid on its own from doing all it says, for the status API (the
 /// Kubernetes source writes the same as the `Accepted` / `ResolvedRefs` conditions): parents
 /// whose Service is missing, backends and mirror targets that do not resolve (their share of
-/// requests gets a 503). Not fatal: the route runs as far as it can.
+/// requests gets a 500; a mirror copy is dropped). Not fatal: the route runs as far as it can.
 pub fn route_reference_problems(world: &World, route: &HttpRoute) -> Vec<Problem> {
     let key = ObjKey::of(route);
     let parents = route

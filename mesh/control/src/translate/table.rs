@@ -134,9 +134,12 @@ type BackendKey = (ObjKey, Option<u16>);
 #[derive(Default)]
 struct Backends {
     keys: Vec<BackendKey>,
-    /// Indexes of backends the route may not reach (a cross-namespace reference without a
-    /// ReferenceGrant): they get no endpoints, so the proxy answers their share with 503.
-    denied: BTreeSet<usize>,
+    /// Backends an HTTPRoute refers to invalidly, with the `ResolvedRefs` reason: a Service the
+    /// route may not reach (a cross-namespace reference without a ReferenceGrant;
+    /// `RefNotPermitted`, which wins) or that does not exist (`BackendNotFound`). They get no
+    /// endpoints and are marked invalid, so the proxy answers their share with 500 as Gateway
+    /// API requires (a valid backend without ready endpoints gets 503).
+    invalid: BTreeMap<usize, &'static str>,
 }
 
 impl Backends {
@@ -150,10 +153,21 @@ impl Backends {
 
     /// Adds a backend an HTTPRoute in `route_ns` refers to, checking the reference.
     fn add_ref(&mut self, world: &World, route_ns: &str, key: BackendKey) -> usize {
-        let permitted = world.route_may_reach(route_ns, &key.0);
+        // The same order as the route's status (translate::status): not permitted first, so a
+        // route never learns whether a Service it may not reach exists.
+        let reason = if !world.route_may_reach(route_ns, &key.0) {
+            Some("RefNotPermitted")
+        } else if !world.services.contains_key(&key.0) {
+            Some("BackendNotFound")
+        } else {
+            None
+        };
         let idx = self.add(key);
-        if !permitted {
-            self.denied.insert(idx);
+        if let Some(reason) = reason {
+            let kept = self.invalid.entry(idx).or_insert(reason);
+            if reason == "RefNotPermitted" {
+                *kept = reason;
+            }
         }
         idx
     }
@@ -409,7 +423,8 @@ impl SvcCtx<'_> {
                     labels.extend(svc.labels.clone());
                 }
                 labels.insert("namespace".to_string(), key.namespace.clone());
-                let endpoints = if b.denied.contains(&i) {
+                let invalid = b.invalid.get(&i).map(|r| (*r).to_string());
+                let endpoints = if invalid.is_some() {
                     Vec::new()
                 } else {
                     endpoints_of(self.world, key, *port)
@@ -423,6 +438,7 @@ impl SvcCtx<'_> {
                     labels,
                     endpoints,
                     endpoint_labels,
+                    invalid,
                 }
             })
             .collect();

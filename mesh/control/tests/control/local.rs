@@ -414,7 +414,8 @@ async fn references_that_do_not_resolve_are_reported_on_the_status_api() -> anyh
     let dir = temp_dir("dangling");
     std::fs::write(dir.join("routes.yaml"), DANGLING)?;
     let cp = start(&dir).await?;
-    // The canary's share goes nowhere (503): the route still runs, and says why.
+    // The canary's share is answered 500 (an invalid backendRef): the route still runs, and
+    // says why.
     let route = "/v1/routes/httproutes/test/podinfo";
     assert_eq!(
         route_problems(cp.addr, route).await?,

@@ -335,11 +335,16 @@ spec:
 "#,
     );
     w.routes.insert(ObjKey::new("edge", "front"), r.clone());
+    // Endpoints, and whether the backend is marked invalid (the proxy answers 500 for it).
     let primary_endpoints = |w: &World| {
         let t = translate(w, "edge", &Options::default(), 1);
-        find(&t, "front")
-            .resolve_backend("podinfo-primary.test")
-            .map(|b| b.endpoints.len())
+        let route = find(&t, "front");
+        let b = route.resolve_backend("podinfo-primary.test");
+        assert_eq!(
+            b.and_then(|b| b.invalid),
+            (b.map(|b| b.endpoints.len()) == Some(0)).then_some("RefNotPermitted"),
+        );
+        b.map(|b| b.endpoints.len())
     };
     let resolved = |w: &World| {
         let v = route_verdicts(w, &r, &[]);
@@ -383,6 +388,50 @@ spec:
         "granted: its ready endpoints"
     );
     assert_eq!(resolved(&w), (true, "ResolvedRefs"));
+}
+
+#[test]
+fn a_backend_ref_to_a_missing_service_is_marked_invalid_and_one_without_ready_pods_is_not() {
+    let mut w = world();
+    w.services.remove(&ObjKey::new("test", "podinfo-canary"));
+    w.endpoints.remove(&ObjKey::new("test", "podinfo-canary"));
+    w.routes
+        .insert(ObjKey::new("test", "podinfo"), podinfo_route(90, 10));
+    let t = translate(&w, "test", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let r = find(&t, "podinfo:9898");
+    let canary = r.resolve_backend("podinfo-canary").expect("defined");
+    // Gateway API: requests for an invalid backendRef get 500 (the proxy's answer for
+    // `invalid`); the valid primary keeps its endpoints.
+    assert_eq!(canary.invalid, Some("BackendNotFound"));
+    assert!(canary.endpoints.is_empty());
+    assert_eq!(r.resolve_backend("podinfo-primary").unwrap().invalid, None);
+
+    // The Service appears with no ready pod: valid, no endpoints (503 from the proxy).
+    let w = world();
+    let mut w2 = w.clone();
+    w2.routes
+        .insert(ObjKey::new("test", "podinfo"), podinfo_route(90, 10));
+    let t = translate(&w2, "test", &Options::default(), 2);
+    let canary = find(&t, "podinfo:9898")
+        .resolve_backend("podinfo-canary")
+        .expect("defined");
+    assert_eq!(canary.invalid, None);
+    assert!(canary.endpoints.is_empty());
+
+    // SMI says nothing of invalid backends: a TrafficSplit's missing backend is not marked.
+    let mut w3 = w;
+    w3.services.remove(&ObjKey::new("test", "podinfo-canary"));
+    let split: TrafficSplit = serde_norway::from_str(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: podinfo, namespace: test}\nspec: {service: podinfo, backends: [{service: podinfo-primary, weight: 80}, {service: podinfo-canary, weight: 20}]}\n",
+    )
+    .unwrap();
+    w3.splits.insert(ObjKey::new("test", "podinfo"), split);
+    let t = translate(&w3, "test", &Options::default(), 3);
+    let canary = find(&t, "podinfo")
+        .resolve_backend("podinfo-canary")
+        .expect("defined");
+    assert_eq!(canary.invalid, None);
 }
 
 #[test]

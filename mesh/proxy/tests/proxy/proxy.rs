@@ -403,6 +403,10 @@ routes:
   - authority: dead
     rules:
       - backends: [{{ name: dead, endpoints: ["{dead}"] }}]
+  - authority: misnamed
+    backends: [{{ name: gone, invalid: BackendNotFound }}]
+    rules:
+      - backends: [{{ name: gone }}]
 "#
         )))
         .expect("valid table");
@@ -417,6 +421,17 @@ routes:
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(got.body, "backend \"nobody\" has no endpoints\n");
 
+    // Gateway API: an invalid backendRef's share is answered 500, not 503.
+    let got = get(&c, a, "misnamed", "/", &[]).await;
+    assert_eq!(got.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(got.body, "backend \"gone\" is invalid: BackendNotFound\n");
+    assert_eq!(
+        got.headers
+            .get("l5d-proxy-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("invalid_backend")
+    );
+
     let got = get(&c, a, "dead", "/", &[]).await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert!(
@@ -430,6 +445,7 @@ routes:
     for (svc, code, error) in [
         ("", "404", "no_route"),
         ("nobody", "503", "no_endpoints"),
+        ("gone", "500", "invalid_backend"),
         ("dead", "502", "connect"),
     ] {
         let svc = format!("dst_service=\"{svc}\"");
