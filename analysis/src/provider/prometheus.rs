@@ -437,6 +437,10 @@ impl MetricsProvider for PrometheusProvider {
         KIND
     }
 
+    fn prometheus_address(&self) -> Option<&str> {
+        Some(&self.config.address)
+    }
+
     fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>> {
         Box::pin(async move {
             // The same check Flagger makes: a constant query must come back as 1.
