@@ -316,6 +316,7 @@ fn print_tick(out: &mut String, tick: &TickLog, threshold: u32, options: Options
                 webhook,
                 phase,
                 message,
+                ..
             } => {
                 if webhook.kind == WebhookKind::PostRollout || options.verbose {
                     did.push(format!(

@@ -83,6 +83,13 @@ pub trait MetricsProvider: Send + Sync {
     /// Checks that the backend answers (run once at initialization).
     fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>>;
 
+    /// The Prometheus base URL this provider queries, when it is a Prometheus: a platform
+    /// builds a MetricTemplate's own client (its `secretRef`, `headers`, `insecureSkipVerify`)
+    /// on this address when the template names none. `None` for other backends.
+    fn prometheus_address(&self) -> Option<&str> {
+        None
+    }
+
     /// Measures a built-in check for the canary of `target` over `window`, with the request
     /// count as sample size.
     fn builtin<'a>(

@@ -74,7 +74,11 @@ impl std::fmt::Debug for PrometheusConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusConfig")
             .field("address", &redacted(&self.address))
-            .field("headers", &self.headers)
+            // Header values may be tokens (`Authorization`, API keys): names only.
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("auth", &self.auth)
             .field("timeout", &self.timeout)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
@@ -103,6 +107,9 @@ pub struct PrometheusProvider {
     client: Client,
     /// The same HTTP client, for telling why a query got no API answer (see `explain`).
     http: reqwest::Client,
+    /// `config.headers` and the credentials, sent with each request (not as the client's
+    /// default headers, which keep one value per name).
+    headers: HeaderMap,
     config: PrometheusConfig,
 }
 
@@ -177,14 +184,18 @@ impl PrometheusProvider {
                     "an HTTP token such as X-Scope-OrgID",
                 )
             })?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
                 AnalysisError::invalid(
                     format!("{field}.value"),
                     "contains characters not allowed in a header",
                     "visible ASCII text",
                 )
             })?;
-            headers.insert(name, value);
+            // Append: Flagger's map form gives one pair per value, and each is sent.
+            if name == AUTHORIZATION {
+                value.set_sensitive(true);
+            }
+            headers.append(name, value);
         }
         if let Some(auth) = &config.auth {
             let text = match auth {
@@ -207,7 +218,6 @@ impl PrometheusProvider {
             headers.insert(AUTHORIZATION, value);
         }
         let http = super::http_client_builder()
-            .default_headers(headers)
             .timeout(config.timeout)
             .tls_danger_accept_invalid_certs(config.insecure_skip_verify)
             .build()
@@ -227,6 +237,7 @@ impl PrometheusProvider {
         Ok(PrometheusProvider {
             client,
             http,
+            headers,
             config,
         })
     }
@@ -245,7 +256,11 @@ impl PrometheusProvider {
 
     async fn run(&self, query: &str) -> Result<Data, AnalysisError> {
         debug!(query, "prometheus query");
-        let call = self.client.query(query).get();
+        let mut call = self.client.query(query);
+        for (name, value) in &self.headers {
+            call = call.header(name.clone(), value.clone());
+        }
+        let call = call.get();
         let answer = tokio::time::timeout(self.config.timeout, call)
             .await
             .map_err(|_| AnalysisError::Timeout {
@@ -306,7 +321,11 @@ impl PrometheusProvider {
             "{}/api/v1/query?query=1",
             self.config.address.trim().trim_end_matches('/')
         );
-        let probe = tokio::time::timeout(self.config.timeout, self.http.get(&url).send()).await;
+        let probe = tokio::time::timeout(
+            self.config.timeout,
+            self.http.get(&url).headers(self.headers.clone()).send(),
+        )
+        .await;
         match probe {
             Ok(Ok(resp)) if !resp.status().is_success() => {
                 let status = resp.status();
@@ -317,13 +336,37 @@ impl PrometheusProvider {
                 };
                 format!("answered {status}{hint}")
             }
+            // A 2xx that is not JSON: a login page of an auth proxy in front of Prometheus (often
+            // reached by a redirect), or another service at this address.
+            Ok(Ok(resp))
+                if !resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("json")) =>
+            {
+                let content_type = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("no content type")
+                    .to_string();
+                format!(
+                    "answered {} with {content_type} from {}, not the Prometheus API: is an \
+                     authenticating proxy or another service at this address? \
+                     (provider.address, provider.secretRef)",
+                    resp.status(),
+                    redacted(resp.url().as_str()),
+                )
+            }
             // Transport failures (refused, TLS) say why only in their sources.
             _ => chain(e),
         }
     }
 
     /// Runs `query` and returns its single value (`None` when empty or NaN). Flagger's rule
-    /// for several series (first one wins) is kept, with a warning.
+    /// for several series is kept, with a warning: it reads them all and keeps the last, so the
+    /// last series in Prometheus' answer wins.
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, AnalysisError> {
         let value = match self.run(query).await? {
             Data::Scalar(s) => s.value(),
@@ -332,10 +375,10 @@ impl PrometheusProvider {
                     warn!(
                         query,
                         series = v.len(),
-                        "query returned several series; using the first"
+                        "query returned several series; using the last, as Flagger does"
                     );
                 }
-                match v.first() {
+                match v.last() {
                     Some(s) => s.sample().value(),
                     None => return Ok(None),
                 }
@@ -392,6 +435,10 @@ fn sample_size(count: Option<f64>) -> Option<u64> {
 impl MetricsProvider for PrometheusProvider {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn prometheus_address(&self) -> Option<&str> {
+        Some(&self.config.address)
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<(), AnalysisError>> {

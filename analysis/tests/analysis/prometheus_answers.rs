@@ -70,12 +70,14 @@ async fn a_real_prometheus_answers_are_no_data_values_or_errors_naming_the_query
         .unwrap();
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
-    // Several series where one was expected: one of them is used (Flagger's rule).
+    // Several series where one was expected (a query without its `sum`): the last one
+    // Prometheus returns is used, as Flagger does (it reads every series and keeps the last),
+    // so a migrated query keeps its verdict. `or` returns its left side first.
     let several = p
-        .scalar(r#"label_replace(vector(7), "a", "x", "", "") or label_replace(vector(7), "a", "y", "", "")"#)
+        .scalar(r#"label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")"#)
         .await
         .unwrap();
-    assert_eq!(several, Some(7.0));
+    assert_eq!(several, Some(2.0));
 
     // A range vector cannot be compared with a threshold: an error saying so.
     let err = p.scalar("vector(1)[5m:1m]").await.unwrap_err();
@@ -165,6 +167,18 @@ async fn a_hanging_prometheus_times_out_and_a_restarting_one_says_503() {
     assert!(err.to_string().contains("503"), "{err}");
     // ... and is used again as soon as it is back.
     assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+
+    // An authenticating proxy in front of Prometheus answers its login page (after a
+    // redirect): named as not the Prometheus API, with where the answer came from.
+    let login = || Answer::with_type(200, "text/html; charset=utf-8", "<html>Sign in</html>");
+    let fake = FakeApi::start(vec![login(), login()]).await;
+    let p =
+        PrometheusProvider::new(PrometheusConfig::new(fake.address.clone(), Mesh::Serin)).unwrap();
+    let err = p.scalar("vector(1)").await.unwrap_err().to_string();
+    assert!(
+        err.contains("text/html") && err.contains("not the Prometheus API"),
+        "{err}"
+    );
 }
 
 fn secret(pairs: &[(&str, &str)]) -> Credentials {
@@ -250,4 +264,32 @@ async fn a_secret_missing_a_key_names_it_and_no_error_shows_a_password() {
         .await
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
+
+#[tokio::test]
+async fn every_value_of_a_repeated_header_reaches_prometheus_and_debug_shows_no_value() {
+    // Flagger's map form `headers: {X-Scope-OrgID: [team-a, team-b]}` gives two pairs.
+    let mut fake = FakeApi::start(vec![one()]).await;
+    let mut config = PrometheusConfig::new(fake.address.clone(), Mesh::Serin);
+    config.headers = vec![
+        ("X-Scope-OrgID".into(), "team-a".into()),
+        ("X-Scope-OrgID".into(), "team-b".into()),
+        ("Authorization".into(), "Bearer hunter2".into()),
+    ];
+    let p = PrometheusProvider::new(config).unwrap();
+    assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+    let seen = fake.next().await;
+    let values: Vec<_> = seen
+        .headers
+        .get_all("x-scope-orgid")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default())
+        .collect();
+    assert_eq!(values, ["team-a", "team-b"], "{seen:?}");
+    // A header is where many put a token: Debug names the headers, never their values.
+    let debug = format!("{p:?}");
+    assert!(
+        debug.contains("X-Scope-OrgID") && !debug.contains("hunter2") && !debug.contains("team-a"),
+        "{debug}"
+    );
 }

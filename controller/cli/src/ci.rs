@@ -477,16 +477,46 @@ async fn wait_inner(args: &WaitArgs, progress: &mut Progress) -> i32 {
     }
     let key = CanaryKey::new(&args.conn.namespace, &args.name);
     let start = Instant::now();
-    let source = match Source::connect(&args.conn).await {
-        Ok(s) => s,
-        Err(Failure(m)) => return fail(&m),
+    // Every look at the source is bounded by what is left of --timeout: a server that accepts
+    // and never answers (a stalled controller, an API server behind a dead proxy) must not keep
+    // a CI job past its deadline by a request timeout (the API client's 15 s per read, kube's
+    // minutes).
+    let deadline = tokio::time::Instant::from_std(start + args.timeout);
+    let timed_out = |summary: Option<&CanarySummary>, why: &str| {
+        let state = match summary {
+            Some(s) => format!(
+                " revision {}: phase {}, weight {}%",
+                args.revision
+                    .as_deref()
+                    .or(s.target_revision.as_deref())
+                    .unwrap_or("-"),
+                s.phase,
+                s.canary_weight
+            ),
+            None => String::new(),
+        };
+        println!(
+            "timed out after {}s waiting for {key}{state}{why}",
+            args.timeout.as_secs()
+        );
+        exit::TIMED_OUT
     };
-    let mut summary = match source.get(&key).await {
-        Ok(s) => s,
-        Err(Failure(m)) => return fail(&m),
+    let source = match tokio::time::timeout_at(deadline, Source::connect(&args.conn)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(Failure(m))) => return fail(&m),
+        Err(_) => return timed_out(None, ": could not connect in time"),
     };
-    let max_weight = source.max_weight(&key).await;
+    let mut summary = match tokio::time::timeout_at(deadline, source.get(&key)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(Failure(m))) => return fail(&m),
+        Err(_) => return timed_out(None, ": no answer from the server in time"),
+    };
+    // Only for the progress bar: without an answer in time the bar assumes 100.
+    let max_weight = tokio::time::timeout_at(deadline, source.max_weight(&key))
+        .await
+        .unwrap_or(100);
     let mut unreachable_since: Option<Instant> = None;
+    let mut unanswered = false;
     loop {
         let pinned = args.revision.is_some();
         let Some(want) = args
@@ -536,16 +566,25 @@ async fn wait_inner(args: &WaitArgs, progress: &mut Progress) -> i32 {
         let elapsed = start.elapsed();
         if elapsed >= args.timeout {
             progress.clear();
-            println!(
-                "timed out after {}s waiting for {key} revision {want}: phase {}, weight {}%",
-                args.timeout.as_secs(),
-                summary.phase,
-                summary.canary_weight
-            );
-            return exit::TIMED_OUT;
+            let why = if unanswered {
+                " (the last look got no answer in time)"
+            } else if unreachable_since.is_some() {
+                " (the server was unreachable at the last look)"
+            } else {
+                ""
+            };
+            return timed_out(Some(&summary), why);
         }
         tokio::time::sleep(args.interval.min(args.timeout - elapsed)).await;
-        match source.get(&key).await {
+        let look = match tokio::time::timeout_at(deadline, source.get(&key)).await {
+            Ok(look) => look,
+            Err(_) => {
+                // The deadline passed mid-request: the check above reports it.
+                unanswered = true;
+                continue;
+            }
+        };
+        match look {
             Ok(s) => {
                 summary = s;
                 unreachable_since = None;

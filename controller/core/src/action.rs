@@ -39,6 +39,11 @@ pub enum Action {
         phase: Phase,
         /// The event message (for `event` webhooks) or the run's conclusion (`post-rollout`).
         message: String,
+        /// For `event` webhooks, the type of the Kubernetes Event this call mirrors (sent as
+        /// `metadata.eventType`, `Normal` or `Warning`, as Flagger sends it); `None` for
+        /// `post-rollout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_type: Option<EventType>,
     },
     /// Send an alert to the canary's alert providers.
     Alert {

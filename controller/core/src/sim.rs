@@ -258,6 +258,7 @@ impl Sim {
                     webhook,
                     phase,
                     message,
+                    ..
                 } => self
                     .world
                     .notifications

@@ -37,6 +37,13 @@ impl LeaseConfig {
     pub fn renew_every(&self) -> Duration {
         self.duration / 3
     }
+
+    /// How long the holder keeps leading without a successful renewal: two thirds of the
+    /// duration (client-go's 10s of 15s). A standby takes over only after watching the record
+    /// unchanged for the whole duration, so the old leader has stopped by then.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
 }
 
 /// One replica's view of the election.

@@ -235,25 +235,49 @@ pub async fn run_with(
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
         let renewing = election.clone();
         let renew = tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
             let name = format!("{}/{}", lease.namespace, lease.name);
+            // As client-go: the leader gives up at `renew_deadline`, strictly before a standby
+            // may judge the lease expired (a whole duration after it last saw the record
+            // change), and no attempt may outlast that deadline: an API call that never answers
+            // must not keep this replica leading while another one takes over.
+            let deadline = lease.renew_deadline();
+            // When the last successful renewal was sent: the record it wrote is at least that
+            // fresh.
+            let mut last_ok = tokio::time::Instant::now();
+            let mut pause = lease.renew_every();
             loop {
-                tokio::time::sleep(lease.renew_every()).await;
-                match renewing.try_acquire_or_renew(clock()).await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => {
+                tokio::time::sleep(pause).await;
+                let sent = tokio::time::Instant::now();
+                let left = (last_ok + deadline).saturating_duration_since(sent);
+                let attempt =
+                    tokio::time::timeout(left, renewing.try_acquire_or_renew(clock())).await;
+                match attempt {
+                    Ok(Ok(true)) => {
+                        last_ok = sent;
+                        pause = lease.renew_every();
+                        continue;
+                    }
+                    Ok(Ok(false)) => {
                         let _ = lost_tx.send(name);
                         return;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "renewing the lease failed");
-                        // Past the lease duration another replica may lead: stop driving.
-                        if last_ok.elapsed() >= lease.duration {
-                            let _ = lost_tx.send(name);
-                            return;
-                        }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed"),
+                    Err(_) => {
+                        tracing::warn!(timeout = ?left, "renewing the lease got no answer")
                     }
                 }
+                if last_ok.elapsed() >= deadline {
+                    tracing::error!(
+                        renew_deadline = ?deadline,
+                        "the lease was not renewed within its renew deadline; stopping so that no two replicas lead"
+                    );
+                    let _ = lost_tx.send(name);
+                    return;
+                }
+                // Retry sooner than a renewal period, but never past the deadline.
+                pause = (lease.renew_every() / 2).min(
+                    (last_ok + deadline).saturating_duration_since(tokio::time::Instant::now()),
+                );
             }
         });
         // A dropped sender (the renew task aborted) is not a lost lease.

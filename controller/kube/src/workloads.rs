@@ -522,6 +522,26 @@ impl KubeWorkloads {
         }
     }
 
+    /// The primary's selector and the Services' are made from the target's
+    /// `spec.selector.matchLabels` (values suffixed `-primary`): a target selecting with
+    /// `matchExpressions` alone would give a primary with an empty selector, which the API server
+    /// rejects about an object the user never wrote, and Services selecting nothing. Refused
+    /// up front, naming the field (Flagger needs matchLabels too).
+    fn check_selector(&self, target: &Target) -> Result<(), AdapterError> {
+        if !target.selector().is_empty() {
+            return Ok(());
+        }
+        let kind = self.spec.target_kind.as_str();
+        Err(AdapterError::new(
+            ErrorKind::Invalid,
+            self.what("reading", &kind.to_lowercase(), &self.spec.target_name),
+            format!(
+                "spec.selector.matchLabels is empty: Serin selects the primary's pods by the target's matchLabels with `-primary` appended to each value, so the {kind} needs at least one (e.g. app: {name}); matchExpressions alone are not supported",
+                name = self.spec.target_name
+            ),
+        ))
+    }
+
     async fn require_target(&self) -> Result<Target, AdapterError> {
         self.get_target().await?.ok_or_else(|| {
             AdapterError::new(
@@ -818,6 +838,7 @@ impl Workloads for KubeWorkloads {
         let Some(target) = self.get_target().await? else {
             return Ok(WorkloadState::default());
         };
+        self.check_selector(&target)?;
         let revision = target.template().map(template_revision).unwrap_or_default();
         let (configs, _) = self.tracked_configs(&target).await?;
         let canary = match &target {

@@ -96,13 +96,20 @@ impl LocalAnalyzer {
             return Err(format!("MetricTemplate {key} spec.provider.type: {why}"));
         }
         let query = template.spec.query.clone();
-        if p.type_ == "prometheus" && p.address.is_none() {
+        let mut address = p.address.clone();
+        if p.type_ == "prometheus" && address.is_none() {
             if self.provider.kind() == PROXY_SCRAPE {
                 return Err(format!(
                     "{field}.templateRef {key}: a MetricTemplate query needs a Prometheus: start the controller with --metrics-server URL or set the template's spec.provider.address (the proxies' own /metrics answer only the built-in request-success-rate and request-duration)"
                 ));
             }
-            return Ok((query, None));
+            // The controller's Prometheus as it is, unless the template says how to reach it:
+            // then a client of its own on that address, as on Kubernetes (its Secret, headers
+            // and TLS setting were silently dropped before).
+            if p.secret_ref.is_none() && p.headers.pairs().is_empty() && !p.insecure_skip_verify {
+                return Ok((query, None));
+            }
+            address = self.provider.prometheus_address().map(str::to_string);
         }
         // Locally a `secretRef` names a `kind: Secret` document of the manifest directory.
         let credentials = match &p.secret_ref {
@@ -125,7 +132,7 @@ impl LocalAnalyzer {
         };
         let settings = ProviderSettings {
             type_: p.type_.clone(),
-            address: p.address.clone(),
+            address,
             credentials,
             headers: p.headers.pairs(),
             insecure_skip_verify: p.insecure_skip_verify,
@@ -644,5 +651,58 @@ mod tests {
             seen.body,
             "data('latency', filter=filter('app', 'podinfo')).mean().publish()"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_without_address_keeps_its_secret_and_headers_on_the_controllers_prometheus()
+    {
+        use serin_analysis::testing::{Answer, FakeApi};
+        let answer = || {
+            Answer::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
+            )
+        };
+        let mut prom = FakeApi::start(vec![answer()]).await;
+        let controllers: Arc<dyn MetricsProvider> = Arc::new(
+            PrometheusProvider::new(PrometheusConfig::new(
+                prom.address.clone(),
+                serin_analysis::Mesh::Serin,
+            ))
+            .unwrap(),
+        );
+        let a = LocalAnalyzer::new(controllers);
+        a.set_templates(BTreeMap::from([template(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: tenant, namespace: test}\nspec:\n  provider: {type: prometheus, secretRef: {name: prom}, headers: {X-Scope-OrgID: [team-a]}}\n  query: vector(0.5)\n",
+        )]));
+        a.set_secrets(BTreeMap::from([(
+            "test/prom".to_string(),
+            BTreeMap::from([("token".to_string(), "tenant-token".to_string())]),
+        )]));
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+                    {"name": "errors", "templateRef": {"name": "tenant"}, "thresholdRange": {"max": 1}, "interval": "1m"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
+        let results = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            a.run_checks(&ctx, &serin_core::Status::default()),
+        )
+        .await
+        .expect("checks within 20s")
+        .unwrap();
+        assert_eq!(results[0].value, Some(0.5), "{results:?}");
+        // The controller's Prometheus, asked with the template's own token and header.
+        let seen = prom.next().await;
+        assert_eq!(seen.header("authorization"), Some("Bearer tenant-token"));
+        assert_eq!(seen.header("x-scope-orgid"), Some("team-a"));
     }
 }

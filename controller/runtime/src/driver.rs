@@ -515,11 +515,16 @@ impl Driver {
                 webhook,
                 phase,
                 message,
+                event_type,
             } => {
                 let mut extra = BTreeMap::new();
                 if webhook.kind == serin_core::WebhookKind::Event {
+                    let event_type = match event_type {
+                        Some(serin_core::EventType::Warning) => "Warning",
+                        Some(serin_core::EventType::Normal) | None => "Normal",
+                    };
                     extra.insert("eventMessage".to_string(), message.clone());
-                    extra.insert("eventType".to_string(), "Normal".to_string());
+                    extra.insert("eventType".to_string(), event_type.to_string());
                     extra.insert("timestamp".to_string(), now.as_millis().to_string());
                 }
                 let outcome = self

@@ -503,3 +503,127 @@ async fn an_interrupted_wait_says_the_rollout_goes_on_and_exits_130() {
         );
     }
 }
+
+/// A server that accepts connections, reads what comes and never answers: a stalled
+/// controller, or an API server behind a proxy that lost its upstream.
+async fn never_answers() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (url, task)
+}
+
+/// Runs `serin` to completion with `env` and returns (exit code, stdout, how long it took).
+async fn timed(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(SERIN);
+    cmd.args(args)
+        .env("SERIN_LOG", "warn")
+        .env_remove("SERIN_SERVER")
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("serin finished within 60s")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// How late after its --timeout a wait may end: about one poll interval (50 ms here) plus the
+/// binary's start on a busy machine; far below the 15 s a request could block before.
+const LATE: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_3_at_its_timeout_when_the_server_stalls_mid_wait() {
+    let b = after_a_promotion();
+    b.start_run(&podinfo(), "v2", t(100)).unwrap();
+    // The real API, until the test tells it to stop answering.
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let flag = stall.clone();
+    let app = router(b, DashboardConfig { token: None }).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let stalled = flag.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if stalled {
+                    std::future::pending::<()>().await;
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let server = Server { url, task };
+    let started = std::time::Instant::now();
+    let mut w = Waiter::start(&server, &["--timeout", "3s"]);
+    w.line("phase=Progressing").await;
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (code, lines) = w.exit_code().await;
+    let took = started.elapsed();
+    assert_eq!(code, 3, "{lines:#?}");
+    assert!(took < Duration::from_secs(3) + LATE, "took {took:?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        "timed out after 3s waiting for test/podinfo revision v2: phase Progressing, weight 0% \
+         (the last look got no answer in time)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_3_at_its_timeout_when_the_server_never_answers() {
+    let (url, _task) = never_answers().await;
+    let (code, out, took) = timed(
+        &["wait", "podinfo", "--timeout", "2s", "--server", &url],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(took < Duration::from_secs(2) + LATE, "took {took:?}");
+    assert_eq!(
+        out,
+        "timed out after 2s waiting for default/podinfo: no answer from the server in time\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_kubernetes_exits_3_at_its_timeout_when_the_api_server_never_answers() {
+    let (url, _task) = never_answers().await;
+    let dir = std::env::temp_dir().join(format!("serin-ci-kubeconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stalled\n  cluster:\n    server: {url}\n\
+             contexts:\n- name: stalled\n  context:\n    cluster: stalled\n    user: nobody\n\
+             current-context: stalled\nusers:\n- name: nobody\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, took) = timed(
+        &["wait", "podinfo", "--kubernetes", "--timeout", "2s"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 3, "{out}");
+    assert!(took < Duration::from_secs(2) + LATE, "took {took:?}");
+    assert!(
+        out.starts_with("timed out after 2s waiting for default/podinfo"),
+        "{out}"
+    );
+}

@@ -188,6 +188,7 @@ impl Tick<'_> {
                 webhook: w.clone(),
                 phase: self.s.phase,
                 message: message.clone(),
+                event_type: Some(kind),
             });
         }
         self.actions.push(Action::Event {
@@ -212,6 +213,7 @@ impl Tick<'_> {
                 webhook: w.clone(),
                 phase: self.s.phase,
                 message: message.clone(),
+                event_type: None,
             });
         }
     }

@@ -35,6 +35,8 @@ struct World {
     namespaces: Vec<String>,
     /// Canaries returned by the Canary list.
     canaries: Vec<Value>,
+    /// Lease calls get no answer (an API server that stopped answering this replica).
+    hold_leases: bool,
 }
 
 struct FakeApi {
@@ -54,6 +56,9 @@ fn answer(world: &mut World, call: &Call) -> Option<(u16, Value)> {
     }
     let (m, p) = (call.method.as_str(), call.path.as_str());
     if let Some(rest) = p.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        if world.hold_leases {
+            return None;
+        }
         let ns = rest.split('/').next().unwrap_or_default().to_string();
         return Some(lease_call(world, m, &ns, call));
     }
@@ -381,6 +386,37 @@ async fn a_leader_stopped_gracefully_releases_its_lease() {
         b.try_acquire_or_renew(Timestamp::from_millis(T0))
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_renewals_hang_stops_leading_before_a_standby_may_take_over() {
+    let (client, mut api) = fake_api(world_with_namespace(), "default");
+    let (run, _stop) = start(client, Some(lease_config("serin-system")));
+    api.wait_for("the Lease created", |c| {
+        c.method == "POST" && c.path == LEASES
+    })
+    .await;
+    // The last write that reached the API server was no later than this.
+    let written = tokio::time::Instant::now();
+    api.wait_for("the Canary watch", |c| c.path.ends_with("/canaries"))
+        .await;
+    // From now on the API server never answers this replica's Lease calls (a partition, an
+    // overloaded server): a standby that still reaches it sees the record unchanged and takes
+    // over 15s after it last saw it change.
+    api.world.lock().unwrap().hold_leases = true;
+    let r = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("a leader that cannot renew stops leading")
+        .unwrap();
+    let stopped_after = written.elapsed();
+    assert!(
+        matches!(r, Err(RunError::LostLease(_))),
+        "exits as a lost lease: {r:?}"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(15),
+        "stopped {stopped_after:?} after its last renewal; a standby may lead from 15s on"
     );
 }
 

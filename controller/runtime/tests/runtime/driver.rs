@@ -26,6 +26,9 @@ struct World {
     saved: Vec<Status>,
     history: Vec<HistoryEntry>,
     events: Vec<String>,
+    /// Every event as recorded: type and message.
+    event_log: Vec<(EventType, String)>,
+    fail_checks: bool,
 }
 
 #[derive(Clone, Default)]
@@ -90,11 +93,17 @@ impl Analyzer for Fake {
         _c: &CanaryContext,
         _s: &Status,
     ) -> Result<Vec<CheckResult>, AdapterError> {
-        self.0.lock().unwrap().checks_run += 1;
+        let mut w = self.0.lock().unwrap();
+        w.checks_run += 1;
+        let (verdict, value) = if w.fail_checks {
+            (Verdict::Fail, 90.0)
+        } else {
+            (Verdict::Pass, 100.0)
+        };
         Ok(vec![CheckResult {
             name: "request-success-rate".into(),
-            verdict: Verdict::Pass,
-            value: Some(100.0),
+            verdict,
+            value: Some(value),
             bound: Bound {
                 min: Some(99.0),
                 max: None,
@@ -133,8 +142,10 @@ impl Notifier for Fake {
 
 #[async_trait]
 impl EventRecorder for Fake {
-    async fn event(&self, _c: &CanaryContext, _k: EventType, reason: &str, _m: &str) {
-        self.0.lock().unwrap().events.push(reason.to_string());
+    async fn event(&self, _c: &CanaryContext, k: EventType, reason: &str, m: &str) {
+        let mut w = self.0.lock().unwrap();
+        w.events.push(reason.to_string());
+        w.event_log.push((k, m.to_string()));
     }
 }
 
@@ -402,6 +413,72 @@ async fn a_tick_that_changes_the_status_writes_it_with_its_time() {
     assert_eq!(w.saved.len(), 2);
     assert_eq!(w.saved[1].last_tick_at, Some(later));
     assert!(driver.schedule.is_empty(), "the written time counts now");
+}
+
+/// Hooks that answer 200 and keep what each call was given besides the payload's fixed fields.
+#[derive(Clone, Default)]
+struct RecordingHooks(Arc<Mutex<Vec<HookCall>>>);
+
+/// A hook's name and the metadata the driver added to its payload.
+type HookCall = (String, BTreeMap<String, String>);
+
+#[async_trait]
+impl Hooks for RecordingHooks {
+    async fn call(
+        &self,
+        _canary: &CanaryContext,
+        webhook: &serin_core::Webhook,
+        _phase: Phase,
+        _checksum: &str,
+        extra: BTreeMap<String, String>,
+    ) -> serin_controller::webhook::WebhookOutcome {
+        self.0.lock().unwrap().push((webhook.name.clone(), extra));
+        serin_controller::webhook::WebhookOutcome {
+            ok: true,
+            status: Some(200),
+            body: String::new(),
+            error: None,
+            attempts: 1,
+            elapsed_ms: 0,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_webhook_gets_the_type_of_the_event_it_mirrors() {
+    let (mut driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.webhooks.push(serin_core::Webhook {
+        name: "events".into(),
+        kind: serin_core::WebhookKind::Event,
+    });
+    let hooks = RecordingHooks::default();
+    driver.hooks = Arc::new(hooks.clone());
+    fake.0.lock().unwrap().in_force = true;
+    // A passing window (Normal events), then failing ones (Warning events) until rollback.
+    let mut now = at + Duration::from_secs(60);
+    driver.tick(&ctx, false, now).await.unwrap();
+    fake.0.lock().unwrap().fail_checks = true;
+    for _ in 0..3 {
+        now = now + Duration::from_secs(60);
+        driver.tick(&ctx, false, now).await.unwrap();
+    }
+    let w = fake.0.lock().unwrap();
+    let calls = hooks.0.lock().unwrap();
+    assert!(
+        w.event_log.iter().any(|(k, _)| *k == EventType::Warning),
+        "the scenario has Warning events: {:?}",
+        w.event_log
+    );
+    assert_eq!(calls.len(), w.event_log.len(), "one call per event");
+    for ((kind, message), (hook, extra)) in w.event_log.iter().zip(calls.iter()) {
+        assert_eq!(hook, "events");
+        assert_eq!(extra["eventMessage"], *message);
+        let want = match kind {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        assert_eq!(extra["eventType"], want, "event {message:?}");
+    }
 }
 
 /// The value of one series of the driver's `/metrics`, by its name and labels as rendered.

@@ -11,6 +11,7 @@
 mod fixtures;
 
 mod analysis;
+mod awkward;
 mod bootstrap;
 mod commands;
 mod deletion;
