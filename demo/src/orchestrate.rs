@@ -239,6 +239,10 @@ struct Seen {
     total: Traffic,
     /// Since the last printed line.
     window: Traffic,
+    /// Latencies of the first answered requests to the first release (the reference for the
+    /// request-duration guard), up to `reference_wanted`.
+    reference: Vec<Duration>,
+    reference_wanted: usize,
 }
 
 /// Runs the demo, printing to `out`, until it ends or `shutdown` resolves. The platform is
@@ -367,8 +371,11 @@ pub async fn run(
 
 fn write_manifests(dir: &SiteDir, opts: &DemoOptions, release: &Release) -> Result<(), DemoError> {
     let canary = dir.manifests().join("canary.yaml");
-    write_atomic(&canary, scenario::canary_manifest().as_bytes())
-        .map_err(|e| DemoError::io(format!("writing {}", canary.display()), e))?;
+    write_atomic(
+        &canary,
+        scenario::canary_manifest(scenario::DURATION_MAX_MS).as_bytes(),
+    )
+    .map_err(|e| DemoError::io(format!("writing {}", canary.display()), e))?;
     write_process(dir, opts, release)
 }
 
@@ -429,7 +436,7 @@ async fn script(
             let mut cfg = LoadConfig::new(url, opts.rate, Duration::from_secs(24 * 3600));
             cfg.host = Some(authority());
             cfg.timeout = Duration::from_secs(5);
-            let seen = seen.clone();
+            let counted = seen.clone();
             let stop = load_stopped.take();
             *load_task = Some(tokio::spawn(async move {
                 load::run(
@@ -441,9 +448,12 @@ async fn script(
                     },
                     move |sample| {
                         let failed = sample.outcome.is_failure();
-                        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut s = counted.lock().unwrap_or_else(|p| p.into_inner());
                         s.total.add(sample.version.as_deref(), failed);
                         s.window.add(sample.version.as_deref(), failed);
+                        if !failed && s.reference.len() < s.reference_wanted {
+                            s.reference.push(sample.latency);
+                        }
                     },
                 )
                 .await
@@ -453,6 +463,7 @@ async fn script(
                 opts.rate,
                 authority()
             ));
+            latency_guard(opts, dir, seen, console).await?;
         } else {
             let after = seen.lock().unwrap_or_else(|p| p.into_inner()).total.clone();
             let (n, failed) = (
@@ -470,6 +481,62 @@ async fn script(
         }
     }
     Ok(tracker)
+}
+
+/// Measures the first release's p99 through the proxy (one second of load, at least
+/// [`scenario::DURATION_REFERENCE_REQUESTS`] answers) and widens the Canary's request-duration
+/// guard to [`scenario::duration_guard_ms`] of it before anything is released: on a machine
+/// where v1 itself answers slowly, a fixed 500 ms would roll a healthy release back for the
+/// host's load.
+async fn latency_guard(
+    opts: &DemoOptions,
+    dir: &SiteDir,
+    seen: &Mutex<Seen>,
+    console: &mut Console<'_>,
+) -> Result<(), DemoError> {
+    let wanted = scenario::DURATION_REFERENCE_REQUESTS.max(opts.rate.ceil() as usize);
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reference_wanted = wanted;
+    // Bounded: a machine too busy to answer them in this long gets the reference it has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reference
+            .len();
+        if have >= wanted || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reference = {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        scenario::p99_ms(&s.reference).map(|p99| (p99, s.reference.len()))
+    };
+    let Some((p99, n)) = reference else {
+        console.line(&format!(
+            "latency guard: p99 <= {} ms (no answer from v1 to measure this machine by)",
+            scenario::DURATION_MAX_MS
+        ));
+        return Ok(());
+    };
+    let guard = scenario::duration_guard_ms(p99);
+    if guard > scenario::DURATION_MAX_MS {
+        let canary = dir.manifests().join("canary.yaml");
+        write_atomic(&canary, scenario::canary_manifest(guard).as_bytes())
+            .map_err(|e| DemoError::io(format!("writing {}", canary.display()), e))?;
+        console.line(&format!(
+            "latency guard: p99 <= {guard} ms: v1 answers in {p99:.0} ms p99 through the proxy on this busy machine ({n} requests), {}x that",
+            scenario::DURATION_REFERENCE_FACTOR
+        ));
+    } else {
+        console.line(&format!(
+            "latency guard: p99 <= {guard} ms (v1 answers in {p99:.0} ms p99 through the proxy, {n} requests)"
+        ));
+    }
+    Ok(())
 }
 
 /// How much longer than `--release-timeout` a release may take on a machine too busy to send

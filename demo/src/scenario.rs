@@ -45,8 +45,36 @@ pub const JUDGE_LATENCY_MARGIN: f64 = 50.0;
 /// on a busy machine the judge would then compare the load of the host, not the releases, and
 /// need minutes to show the latency margin.
 pub const SERVICE_LATENCY: &str = "20ms";
-/// The request-duration threshold (milliseconds, p99).
+/// The request-duration threshold (milliseconds, p99) on a machine that answers v1 in time:
+/// a loose guard against disasters, like the success-rate one.
 pub const DURATION_MAX_MS: f64 = 500.0;
+/// How many times v1's p99 through the proxy, measured in the same run before any release, the
+/// request-duration guard allows at least. On a machine so busy that v1 itself answers slowly
+/// (a debug build beside compilers), a fixed 500 ms fails a healthy release on the host's
+/// scheduling, not on the release; the judge compares the arms over the same window anyway.
+pub const DURATION_REFERENCE_FACTOR: f64 = 5.0;
+/// Requests to v1 the reference p99 is measured over at least (and one second of load).
+pub const DURATION_REFERENCE_REQUESTS: usize = 100;
+
+/// The request-duration guard for a run whose v1 answered with `reference_p99_ms` through the
+/// proxy: [`DURATION_MAX_MS`], or [`DURATION_REFERENCE_FACTOR`] times the reference when that
+/// is more (rounded up to 10 ms).
+pub fn duration_guard_ms(reference_p99_ms: f64) -> f64 {
+    let scaled = (reference_p99_ms * DURATION_REFERENCE_FACTOR / 10.0).ceil() * 10.0;
+    if scaled.is_finite() {
+        DURATION_MAX_MS.max(scaled)
+    } else {
+        DURATION_MAX_MS
+    }
+}
+
+/// The p99 of `latencies` in milliseconds (nearest rank), `None` when empty.
+pub fn p99_ms(latencies: &[Duration]) -> Option<f64> {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let rank = (sorted.len() * 99).div_ceil(100).checked_sub(1)?;
+    Some(sorted[rank].as_secs_f64() * 1000.0)
+}
 
 /// What a release is expected to end in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +176,9 @@ spec:
 }
 
 /// The demo's `Canary`: Flagger's fields (the interval is overridden by `serin demo
-/// --interval`), two threshold checks and Serin's judge.
-pub fn canary_manifest() -> String {
+/// --interval`), two threshold checks (request-duration at most `duration_max_ms`, see
+/// [`duration_guard_ms`]) and Serin's judge.
+pub fn canary_manifest(duration_max_ms: f64) -> String {
     format!(
         r#"# Written by `serin demo`. A Flagger Canary with only its apiVersion changed, plus the judge.
 apiVersion: serin.dev/v1beta1
@@ -176,7 +205,7 @@ spec:
         interval: 1m
       - name: request-duration
         thresholdRange:
-          max: {DURATION_MAX_MS}
+          max: {duration_max_ms}
         interval: 1m
     noData:
       minRequests: {NO_DATA_MIN_REQUESTS}
@@ -642,7 +671,7 @@ mod tests {
         assert!(text.contains("command: \"/tmp/my dir/serin\""), "{text}");
         assert!(text.contains("value: \"10%\""), "{text}");
         assert!(text.contains("revision: v2"), "{text}");
-        assert!(canary_manifest().contains("judge:"));
+        assert!(canary_manifest(DURATION_MAX_MS).contains("judge:"));
     }
 
     /// One simulated run of the demo's schedule through the real judge: `per_look` requests
@@ -705,5 +734,26 @@ mod tests {
         t.add(Some("v2"), false);
         assert_eq!(t.split(), "v1 80% · v2 20% (1 failed)");
         assert_eq!((t.requests(), t.failures()), (10, 1));
+    }
+
+    #[test]
+    fn the_latency_guard_is_500_ms_unless_v1_itself_is_slow_on_this_machine() {
+        assert_eq!(duration_guard_ms(25.0), 500.0);
+        assert_eq!(duration_guard_ms(100.0), 500.0);
+        // A machine that answers v1 at 180 ms p99 gets a 900 ms guard: a healthy release is
+        // not failed for the host's load, a release 5x slower than v1 still is.
+        assert_eq!(duration_guard_ms(180.0), 900.0);
+        assert_eq!(duration_guard_ms(180.3), 910.0);
+        assert_eq!(duration_guard_ms(f64::NAN), 500.0);
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(p99_ms(&[]), None);
+        assert_eq!(p99_ms(&ms(&[7])), Some(7.0));
+        let mut hundred: Vec<u64> = (1..=100).collect();
+        hundred.reverse();
+        assert_eq!(p99_ms(&ms(&hundred)), Some(99.0));
     }
 }

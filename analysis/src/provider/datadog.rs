@@ -2,7 +2,8 @@
 //! `GET /api/v1/query` over the window `[now - 10 × metric interval, now]`, authenticated by the
 //! Secret keys `datadog_api_key` and `datadog_application_key` (sent as `DD-API-KEY` and
 //! `DD-APPLICATION-KEY`); the value is the last point of the first series. No series, no point
-//! or a null point is "no data" (the check's no-data policy decides; never a pass).
+//! or a null point is "no data" (the check's no-data policy decides; never a pass); a 200 answer
+//! with `status: error` is an error carrying Datadog's `error` message.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,6 +46,11 @@ impl std::fmt::Debug for DatadogProvider {
 struct QueryResponse {
     #[serde(default)]
     series: Vec<Series>,
+    /// `ok`, or `error` with the reason in `error` (documented on the 200 answer).
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +128,15 @@ impl DatadogProvider {
             self.http
                 .bad(query, format!("not a Datadog query answer: {e}"))
         })?;
+        // A 200 that says the query failed is that failure, not "no data" (Flagger counts it as
+        // "no values found", the reason buried in the body it quotes).
+        if parsed.status.as_deref() == Some("error") {
+            let why = parsed
+                .error
+                .filter(|e| !e.trim().is_empty())
+                .unwrap_or_else(|| "status error, without a message".into());
+            return Err(self.http.bad(query, why));
+        }
         let value = parsed
             .series
             .first()

@@ -2,7 +2,8 @@
 //! `GET {address}/v1/accounts/{newrelic_account_id}/query?nrql=<query> SINCE <interval seconds>
 //! seconds ago`, authenticated with the Secret key `newrelic_query_key` as `X-Query-Key`. The
 //! value is the `result` field of the one result row (write the query `... AS result`, as
-//! Flagger's docs do). No row, or a null `result`, is "no data" (never a pass).
+//! Flagger's docs do). No row, or a null `result`, is "no data" (never a pass); a row without
+//! `result` (a query not written `AS result`) is an error naming the fields it has.
 
 use std::time::Duration;
 
@@ -48,9 +49,13 @@ struct QueryResponse {
     results: Vec<ResultRow>,
 }
 
+/// One row: `result` is the value; any other key means the query was not written `AS result`
+/// (`SELECT average(duration)` answers `{"average": ...}`).
 #[derive(Deserialize)]
 struct ResultRow {
     result: Option<f64>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// New Relic's error shape: `{"error": "..."}`.
@@ -112,6 +117,21 @@ impl NewRelicProvider {
                 format!(
                     "{} result rows; the query must return one (no FACET)",
                     parsed.results.len()
+                ),
+            ));
+        }
+        if let Some(row) = parsed.results.first()
+            && row.result.is_none()
+            && !row.other.is_empty()
+        {
+            // Flagger reads this as "no values found", and the Canary waits with no hint why.
+            let fields: Vec<String> = row.other.keys().map(|k| format!("`{k}`")).collect();
+            return Err(self.http.bad(
+                &nrql,
+                format!(
+                    "the result row has no `result` field (it has {}): end the SELECT expression \
+                     with `AS result`",
+                    fields.join(", ")
                 ),
             ));
         }

@@ -145,3 +145,19 @@ fn a_missing_secret_key_is_named() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_200_answer_with_status_error_is_an_error_with_datadogs_message_not_no_data() {
+    // Documented: the 200 answer carries `status` and, when it is not ok, `error`.
+    let (address, _server) = one_answer(
+        "200 OK",
+        r#"{"status":"error","res_type":"time_series","series":[],"error":"Error parsing query: unable to parse sum:errors{app:podinfo: Rule 'scope_expr' didn't match"}"#,
+    )
+    .await;
+    let dd = DatadogProvider::from_secret(Some(&address), "datadog", &secret()).unwrap();
+    let err = within(dd.query("sum:errors{app:podinfo", Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_response", "{err}");
+    assert!(err.to_string().contains("Error parsing query"), "{err}");
+}

@@ -90,6 +90,29 @@ async fn new_relic_runs_nrql_since_the_interval_with_the_query_key() {
     );
 }
 
+#[tokio::test]
+async fn a_new_relic_row_without_result_names_its_fields_and_the_alias() {
+    // `SELECT average(duration) FROM Transaction` answers with the function's name as key.
+    let api = FakeApi::start(vec![Answer::json(
+        200,
+        r#"{"results":[{"average":0.125}],"metadata":{"eventTypes":["Transaction"]}}"#,
+    )])
+    .await;
+    let nr = provider("newrelic", Some(&api.address), NR_KEYS)().unwrap();
+    let err = within(nr.query(
+        "SELECT average(duration) FROM Transaction",
+        Duration::from_secs(60),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), "bad_response", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`average`") && text.contains("AS result"),
+        "{text}"
+    );
+}
+
 #[test]
 fn new_relic_names_the_missing_key() {
     let err = provider("newrelic", None, &[("newrelic_account_id", "1")])()

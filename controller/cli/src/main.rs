@@ -16,6 +16,7 @@ mod load;
 mod plan;
 mod rollout;
 mod sample_app;
+mod uninstall;
 mod validate;
 mod walkthrough;
 
@@ -49,6 +50,9 @@ enum Command {
     Check(check::Args),
     /// Print every manifest a cluster needs (`serin install | kubectl apply -f -`).
     Install(install::Args),
+    /// Print what `kubectl delete -f -` must remove to take Serin out of the cluster
+    /// (`serin uninstall | kubectl delete -f -`); refuses while Canaries or meshed pods remain.
+    Uninstall(uninstall::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests with the controller's rules.
     Validate(validate::Args),
     /// Before a rollout: how long a Canary's schedule takes to promote a healthy release and to
@@ -133,6 +137,7 @@ fn run() -> anyhow::Result<()> {
         Command::Controller(args) => controller::run(*args),
         Command::Crds(args) => crds::run(args),
         Command::Install(args) => install::run(args),
+        Command::Uninstall(args) => uninstall::run(args),
         Command::Check(args) => {
             if !check::run(args)? {
                 std::process::exit(1);

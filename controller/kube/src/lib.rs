@@ -35,6 +35,7 @@ pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod uninjected;
+pub mod uninstall;
 pub mod watch;
 pub mod workloads;
 

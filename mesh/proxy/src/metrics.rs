@@ -146,10 +146,14 @@ impl Outcome {
     }
 }
 
+/// Observations per bucket, each counted once, plus those above the last bound. `+Inf` and
+/// `_count` are rendered from the same loads as the buckets (never from a separate total),
+/// so a scrape that races requests still shows a cumulative histogram whose `+Inf` is its
+/// `_count`.
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
-    count: AtomicU64,
+    overflow: AtomicU64,
     sum_us: AtomicU64,
 }
 
@@ -158,29 +162,30 @@ impl Histogram {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         // Buckets are cumulative on render; store each observation once, in the first bucket
         // whose bound (`le`, inclusive) holds it.
-        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|&b| us <= b * 1000) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
+        match LATENCY_BUCKETS_MS.iter().position(|&b| us <= b * 1000) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.overflow.fetch_add(1, Relaxed),
+        };
         self.sum_us.fetch_add(us, Relaxed);
     }
 }
 
 /// `tcp_connection_duration_ms`: connection lifetimes.
+/// Like [`Histogram`]: `+Inf` and `_count` come from the buckets and the overflow.
 #[derive(Default)]
 struct ConnectionHistogram {
     buckets: [AtomicU64; CONNECTION_DURATION_BUCKETS_MS.len()],
-    count: AtomicU64,
+    overflow: AtomicU64,
     sum_ms: AtomicU64,
 }
 
 impl ConnectionHistogram {
     fn observe(&self, d: Duration) {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if let Some(i) = CONNECTION_DURATION_BUCKETS_MS.iter().position(|&b| ms <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
+        match CONNECTION_DURATION_BUCKETS_MS.iter().position(|&b| ms <= b) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.overflow.fetch_add(1, Relaxed),
+        };
         self.sum_ms.fetch_add(ms, Relaxed);
     }
 }
@@ -707,7 +712,6 @@ impl Registry {
         out.push_str("# HELP tcp_connection_duration_ms Connection lifetimes, from open to close.\n# TYPE tcp_connection_duration_ms histogram\n");
         for t in &tcp {
             let h = &t.duration;
-            let count = h.count.load(Relaxed);
             let mut cum = 0;
             for (i, b) in CONNECTION_DURATION_BUCKETS_MS.iter().enumerate() {
                 cum += h.buckets[i].load(Relaxed);
@@ -717,6 +721,7 @@ impl Registry {
                     t.labels
                 );
             }
+            let count = cum + h.overflow.load(Relaxed);
             let _ = writeln!(
                 out,
                 "tcp_connection_duration_ms_bucket{{{},le=\"+Inf\"}} {count}\n\
@@ -876,15 +881,17 @@ fn render_http(out: &mut String, prefix: &str, routes: &[Arc<RouteMetrics>]) {
     for (r, statuses) in &snapshot {
         for (code, s) in statuses {
             let h = &s.latency;
-            let count = h.count.load(Relaxed);
+            // One load per bucket, and the total from those loads (see `Histogram`).
+            let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
+            let count = counts.iter().sum::<u64>() + h.overflow.load(Relaxed);
             if count == 0 {
                 continue;
             }
             let mut base = r.labels.clone();
             push_label(&mut base, "status_code", &code.to_string());
             let mut cum = 0;
-            for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-                cum += h.buckets[i].load(Relaxed);
+            for (n, b) in counts.iter().zip(LATENCY_BUCKETS_MS) {
+                cum += n;
                 let _ = writeln!(
                     out,
                     "{prefix}response_latency_ms_bucket{{{base},le=\"{b}\"}} {cum}"
@@ -904,6 +911,57 @@ fn render_http(out: &mut String, prefix: &str, routes: &[Arc<RouteMetrics>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks every histogram of a scrape: buckets never decrease, and `+Inf` equals `_count`
+    /// (Prometheus' `histogram_quantile` and `promtool check metrics` read both as a broken
+    /// histogram otherwise).
+    fn assert_histograms_consistent(text: &str) {
+        let mut last: Option<(String, u64)> = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            let value: f64 = value.parse().expect("a number");
+            if let Some((name, rest)) = series.split_once("_bucket{") {
+                let base = format!("{name}{{{}", &rest[..rest.find(",le=").expect("le")]);
+                if let Some((prev, n)) = &last
+                    && *prev == base
+                {
+                    assert!(value as u64 >= *n, "buckets decrease at {line}\n{text}");
+                }
+                last = Some((base, value as u64));
+            } else if let Some((name, rest)) = series.split_once("_count{") {
+                let (prev, inf) = last.take().expect("buckets before _count");
+                assert_eq!(
+                    prev,
+                    format!("{name}{{{}", &rest[..rest.len() - 1]),
+                    "{text}"
+                );
+                assert_eq!(value as u64, inf, "+Inf != _count at {line}\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn histograms_stay_consistent_while_requests_land_during_a_scrape() {
+        let reg = Arc::new(Registry::new(&BTreeMap::new()));
+        let m = reg.outbound("podinfo", "podinfo-primary", &BTreeMap::new());
+        let tcp = reg.tcp("outbound", "dst");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (m, tcp, stop) = (m.clone(), tcp.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    m.latency(200, Duration::from_micros(1500));
+                    tcp.open.fetch_add(1, Relaxed);
+                    tcp.closed(Duration::from_millis(5), None);
+                }
+            })
+        };
+        for _ in 0..3000 {
+            assert_histograms_consistent(&reg.render());
+        }
+        stop.store(true, Relaxed);
+        writer.join().expect("the writer thread");
+    }
 
     #[test]
     fn latency_lands_in_linkerd_buckets_and_renders_cumulatively() {

@@ -73,7 +73,7 @@ fn queries(name: &str, d: &Value) -> Vec<(String, String)> {
     }
     for a in d["annotations"]["list"].as_array().into_iter().flatten() {
         if let Some(e) = a["expr"].as_str() {
-            out.push((format!("{name} annotation {:?}", a["name"]), e.to_string()));
+            out.push((format!("{name} annotation {:?}", a["name"]), over_run(e)));
         }
     }
     for v in d["templating"]["list"].as_array().into_iter().flatten() {
@@ -94,6 +94,33 @@ fn queries(name: &str, d: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// An annotation query as Grafana runs it, over the dashboard's range (here the test's last
+/// 10 minutes) rather than at one instant: one series per label set it returned at any step.
+fn over_run(expr: &str) -> String {
+    format!("last_over_time(({expr})[10m:1s])")
+}
+
+/// The labels an annotation's title, text and tags name (`{{label}}`, `tagKeys`).
+fn annotation_labels(a: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for key in ["titleFormat", "textFormat"] {
+        let mut rest = a[key].as_str().unwrap_or_default();
+        while let Some(i) = rest.find("{{") {
+            let Some(j) = rest[i..].find("}}") else { break };
+            out.insert(rest[i + 2..i + j].trim().to_string());
+            rest = &rest[i + j + 2..];
+        }
+    }
+    let tags = a["tagKeys"].as_str().unwrap_or_default();
+    out.extend(
+        tags.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from),
+    );
+    out
+}
+
 /// Substitutes the dashboards' variables for this site.
 fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
     let mut e = expr.to_string();
@@ -111,8 +138,12 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
 const VARS: &[(&str, &str)] = &[
     ("namespace", "default"),
     ("canary", "podinfo"),
-    ("deployment", "loadgen|frontend"),
+    // A multi-value variable as Grafana writes it into a regex matcher.
+    ("deployment", "(loadgen|frontend)"),
     ("__range", "1h"),
+    // Grafana's max(4 x scrape interval, $__interval + scrape interval) for a data source whose
+    // scrape interval is set to the test Prometheus' 1 s, over a few minutes' range.
+    ("__rate_interval", "15s"),
 ];
 
 /// Linkerd's deployment, pod, authority and route dashboard queries, written from Linkerd's
@@ -474,6 +505,64 @@ async fn await_alert(client: &Client, name: &str, expr: &str, firing: bool) -> a
     }
 }
 
+/// The identity labels of a meshed workload's one pod in `default`, as the injector sets them.
+fn identity(deployment: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("namespace".into(), "default".into()),
+        ("deployment".into(), deployment.into()),
+        ("pod".into(), format!("{deployment}-0")),
+    ])
+}
+
+/// Waits until `expr` returns at least one series (an error names it).
+async fn await_series(client: &Client, expr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STEP;
+    while series(client, expr).await? == 0 {
+        ensure!(Instant::now() < deadline, "never true: {expr}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// A loopback TCP relay to `to` that the test can cut: cutting closes its listener and every
+/// connection it relays, so a client behind it sees its peer go away and cannot reconnect.
+struct Relay {
+    addr: std::net::SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                held.lock().expect("relay connections").push(conn);
+            }
+        });
+        Ok(Relay {
+            addr,
+            accept,
+            conns,
+        })
+    }
+
+    fn cut(&self) {
+        self.accept.abort();
+        for c in self.conns.lock().expect("relay connections").drain(..) {
+            c.abort();
+        }
+    }
+}
+
 /// The progress deadline of the Canary held at a closed gate (short, so the stuck alert
 /// fires within the test; the readiness of a sample-app process takes well under it).
 const STUCK_DEADLINE_SECONDS: u32 = 3;
@@ -592,6 +681,20 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                     "{name}: panel {title} gridPos.{k}"
                 );
             }
+            let defaults = &p["fieldConfig"]["defaults"];
+            ensure!(
+                defaults["unit"].as_str().is_some_and(|u| !u.is_empty()),
+                "{name}: panel {title} has no unit"
+            );
+            // Without thresholds of its own a panel gets Grafana's default (red from 80), which
+            // paints a count of 100 proxies red.
+            let steps = defaults["thresholds"]["steps"]
+                .as_array()
+                .with_context(|| format!("{name}: panel {title} has no thresholds"))?;
+            ensure!(
+                steps.first().is_some_and(|s| s["value"].is_null()),
+                "{name}: panel {title}: the first threshold step must be the base (value null)"
+            );
             let targets = p["targets"].as_array().context("targets")?;
             ensure!(!targets.is_empty(), "{name}: panel {title} has no query");
             for t in targets {
@@ -599,6 +702,22 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                     uses_var(&t["datasource"]),
                     "{name}: a target of {title} does not use ${{datasource}}"
                 );
+                let expr = t["expr"].as_str().unwrap_or_default();
+                if let Some(w) = fixed_short_window(expr) {
+                    bail!(
+                        "{name}: panel {title}: fixed window {w} in {expr}: use [$__rate_interval], which follows the data source's scrape interval (a fixed [1m] is empty at Prometheus' default 1m scrape interval)"
+                    );
+                }
+                // Over `$__range` a query is a total of the whole dashboard range: as a range
+                // query each point would look back one whole range before it.
+                if expr.contains("$__range") {
+                    ensure!(
+                        t["instant"] == true
+                            && ["stat", "bargauge", "table"]
+                                .contains(&p["type"].as_str().unwrap_or_default()),
+                        "{name}: panel {title} sums over $__range, so it must be an instant query in a stat, bar gauge or table"
+                    );
+                }
             }
         }
         for v in vars.iter().filter(|v| v["type"] == "query") {
@@ -608,12 +727,84 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                 v["name"]
             );
         }
+        for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+            let expr = a["expr"].as_str().unwrap_or_default();
+            if let Some(w) = fixed_short_window(expr) {
+                bail!(
+                    "{name}: annotation {}: fixed window {w} in {expr}: use [$__rate_interval]",
+                    a["name"]
+                );
+            }
+        }
         for (what, expr) in queries(&name, &d) {
             let hard = regex_free_hardcoded_namespace(&expr);
             ensure!(!hard, "{what}: hard-coded namespace in {expr}");
         }
     }
     Ok(())
+}
+
+/// `promtool check rules` and `promtool test rules` (Debian's prometheus package ships
+/// promtool) on the rule file's `spec`, with `serin-rules.test.yaml`'s cases: series on which
+/// each alert must fire, and series on which it must not (a scale-down, a counter reset, a
+/// standby replica, a healthy rollout).
+#[test]
+fn promtool_checks_the_rules_and_their_unit_tests_pass() -> anyhow::Result<()> {
+    let promtool = serin_analysis::testing::find_prometheus().with_file_name("promtool");
+    ensure!(
+        promtool.is_file(),
+        "no promtool beside {}",
+        promtool.display()
+    );
+    let src = repo().join("dashboards/prometheus");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(src.join("serin-rules.yaml"))?)?;
+    std::fs::write(
+        dir.join("serin-rules.spec.yaml"),
+        serde_norway::to_string(&doc["spec"])?,
+    )?;
+    std::fs::copy(
+        src.join("serin-rules.test.yaml"),
+        dir.join("serin-rules.test.yaml"),
+    )?;
+    for args in [
+        ["check", "rules", "serin-rules.spec.yaml"],
+        ["test", "rules", "serin-rules.test.yaml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .with_context(|| format!("running {}", promtool.display()))?;
+        ensure!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The first range window of `expr` fixed below an hour (`[30s]`, `[5m]`), if any: such a
+/// window holds too few samples at a long scrape interval. `[1h]` ("per hour") and longer are
+/// meant as they are written.
+fn fixed_short_window(expr: &str) -> Option<&str> {
+    expr.match_indices('[').find_map(|(i, _)| {
+        let rest = &expr[i + 1..];
+        let end = rest.find(']')?;
+        let w = &rest[..end];
+        let digits = w.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &w[digits.len()..];
+        (!digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && ["ms", "s", "m"].contains(&unit))
+        .then_some(&expr[i..i + end + 2])
+    })
 }
 
 /// Whether `expr` selects a namespace by a literal instead of a variable.
@@ -644,6 +835,11 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         ],
     )
     .await?;
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    };
     // `frontend`: a second meshed workload whose inbound listener receives the load and hands
     // it to loadgen's outbound listener (as if the frontend app called podinfo through it).
     let frontend = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
@@ -655,22 +851,34 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
             max_connections: 1024,
         }),
         admin: Some("127.0.0.1:0".parse()?),
-        labels: [
-            ("namespace", "default"),
-            ("deployment", "frontend"),
-            ("pod", "frontend-0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+        labels: identity("frontend"),
         shutdown_timeout: Duration::from_secs(2),
         ..serin_proxy::ProxyConfig::default()
     })
     .await?;
-    let frontend_stream = serin_proxy::control_client::spawn(
-        site.control_plane_url.parse()?,
+    // frontend reaches the control plane through a relay the test can cut, as a control plane
+    // that goes away (or a network that parts them) is seen from a running proxy.
+    let control_plane: std::net::SocketAddr = host(&site.control_plane_url).parse()?;
+    let relay = Relay::start(control_plane).await?;
+    let _frontend_stream = serin_proxy::control_client::spawn(
+        format!("http://{}", relay.addr).parse()?,
         "default/frontend".parse()?,
         frontend.table(),
+    );
+    // `leaver`: a third meshed workload whose pod goes away later (a scale-down), which is not
+    // a disconnected proxy.
+    let leaver = serin_proxy::Proxy::start(serin_proxy::ProxyConfig {
+        outbound: "127.0.0.1:0".parse()?,
+        admin: Some("127.0.0.1:0".parse()?),
+        labels: identity("leaver"),
+        shutdown_timeout: Duration::from_secs(2),
+        ..serin_proxy::ProxyConfig::default()
+    })
+    .await?;
+    let leaver_stream = serin_proxy::control_client::spawn(
+        site.control_plane_url.parse()?,
+        "default/leaver".parse()?,
+        leaver.table(),
     );
     // The controller binds its admin server on port 0 and says where; Prometheus scrapes
     // what it bound.
@@ -679,16 +887,12 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let controller_admin = site
         .controller_admin_addr()
         .context("the controller's admin address")?;
-    let host = |url: &str| {
-        url.trim_start_matches("http://")
-            .trim_end_matches("/metrics")
-            .to_string()
-    };
     let prometheus = serin_analysis::testing::start_prometheus_with(
         serin_analysis::testing::PrometheusOptions {
             scrape_targets: vec![
                 host(&site.proxy_metrics),
                 frontend.admin_addr().context("frontend admin")?.to_string(),
+                leaver.admin_addr().context("leaver admin")?.to_string(),
                 host(&site.control_plane_url),
                 controller_admin.to_string(),
             ],
@@ -700,7 +904,7 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_from(prometheus.address.as_str())?;
     let start = Instant::now();
-    while series(&client, "up == 1").await.unwrap_or(0) < 4 {
+    while series(&client, "up == 1").await.unwrap_or(0) < 5 {
         ensure!(start.elapsed() < STEP, "Prometheus never scraped the site");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -755,6 +959,78 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     }
     ensure!(serin.len() >= 40, "only {} dashboard queries", serin.len());
     all_answer(&client, &serin, Duration::from_secs(30)).await?;
+    // Each annotation's series carry every label its title, text and tags name, and the
+    // Canary's phase annotations name every phase Prometheus saw the Canary in.
+    await_series(
+        &client,
+        r#"serin_canary_phase{namespace="default", name="podinfo", phase="Succeeded"}"#,
+    )
+    .await?;
+    let phases_seen = client
+        .query(r#"count by (phase) (count_over_time(serin_canary_phase{namespace="default", name="podinfo"}[10m]))"#)
+        .get()
+        .await?;
+    let phases_seen: BTreeSet<String> = phases_seen
+        .data()
+        .as_vector()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.metric().get("phase").cloned())
+        .collect();
+    for (name, d) in dashboards()? {
+        for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+            let Some(expr) = a["expr"].as_str() else {
+                continue;
+            };
+            // The subquery's last step is the whole second before now: a phase scraped within
+            // that second shows on a later look.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let returned = loop {
+                let result = client
+                    .query(substitute(&over_run(expr), VARS))
+                    .get()
+                    .await?;
+                let returned = result.data().as_vector().cloned().unwrap_or_default();
+                let phases: BTreeSet<String> = returned
+                    .iter()
+                    .filter_map(|s| s.metric().get("phase").cloned())
+                    .collect();
+                if name != "canary.json"
+                    || phases_seen.is_subset(&phases)
+                    || Instant::now() > deadline
+                {
+                    break returned;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            ensure!(
+                !returned.is_empty(),
+                "{name} annotation {}: no data",
+                a["name"]
+            );
+            for l in annotation_labels(a) {
+                ensure!(
+                    returned.iter().all(|s| s.metric().contains_key(&l)),
+                    "{name} annotation {}: its title, text or tags use {{{{{l}}}}}, a label its query does not return: {:?}",
+                    a["name"],
+                    returned.iter().map(|s| s.metric()).collect::<Vec<_>>()
+                );
+            }
+            if name == "canary.json" {
+                let phases: BTreeSet<String> = returned
+                    .iter()
+                    .filter_map(|s| s.metric().get("phase").cloned())
+                    .collect();
+                ensure!(
+                    phases_seen.is_subset(&phases)
+                        && phases_seen.contains("Failed")
+                        && phases_seen.contains("Succeeded"),
+                    "{name} annotation {}: phases {phases:?}, Prometheus saw {phases_seen:?}",
+                    a["name"]
+                );
+            }
+        }
+    }
     // Linkerd's dashboards' queries.
     // The authority the proxy routes podinfo's traffic on, as Linkerd's authority variable
     // lists it.
@@ -857,20 +1133,31 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     )
     .await?;
 
-    // A proxy that loses its route stream, then a controller that is gone. The alert compares
-    // the proxies connected now with the most connected at the 15 s-aligned instants of the
-    // last 10 minutes: wait until one such instant saw both proxies (Prometheus may have run
-    // for less than 15 s of them), else there is nothing to fall below.
-    let baseline = "max_over_time(sum(serin_control_connected_proxies)[10m:15s]) >= 2";
-    let start = Instant::now();
-    while series(&client, baseline).await? == 0 {
-        ensure!(
-            start.elapsed() < STEP,
-            "Prometheus never saw both proxies connected: {baseline}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    frontend_stream.abort();
+    // A proxy whose pod goes away (its process, its route stream and its metrics with it) is
+    // not a disconnected proxy, even once the control plane counts one proxy fewer.
+    await_series(
+        &client,
+        r#"serin_proxy_control_plane_connected{deployment="leaver"} == 1"#,
+    )
+    .await?;
+    await_series(&client, "sum(serin_control_connected_proxies) == 3").await?;
+    leaver_stream.abort();
+    leaver.shutdown().await;
+    await_series(&client, "sum(serin_control_connected_proxies) == 2").await?;
+    await_series(
+        &client,
+        r#"absent(serin_proxy_control_plane_connected{deployment="leaver"})"#,
+    )
+    .await?;
+    await_alert(
+        &client,
+        "SerinProxiesDisconnected",
+        &alerts["SerinProxiesDisconnected"],
+        false,
+    )
+    .await?;
+    // A running proxy that loses its route stream (the control plane unreachable from it).
+    relay.cut();
     await_alert(
         &client,
         "SerinProxiesDisconnected",

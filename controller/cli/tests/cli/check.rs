@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
-/// An API server of Kubernetes `minor` that allows every access review.
-fn api_server(minor: &'static str) -> std::net::SocketAddr {
+/// Serves `app` on a loopback port from its own thread, as a fake API server.
+pub(crate) fn serve_api(app: Router) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -21,32 +21,38 @@ fn api_server(minor: &'static str) -> std::net::SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let app = Router::new()
-                .route(
-                    "/version",
-                    get(move || async move {
-                        Json(json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0"), "gitCommit": "x", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go", "compiler": "gc", "platform": "linux/amd64"}))
-                    }),
-                )
-                .route(
-                    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                    post(|Json(mut review): Json<Value>| async move {
-                        review["status"] = json!({"allowed": true});
-                        (axum::http::StatusCode::CREATED, Json(review))
-                    }),
-                )
-                // Whatever is not installed: the API server's 404 Status.
-                .fallback(|| async {
-                    (
-                        axum::http::StatusCode::NOT_FOUND,
-                        Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})),
-                    )
-                });
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
     addr
+}
+
+/// An API server of Kubernetes `minor` that allows every access review.
+fn api_server(minor: &'static str) -> std::net::SocketAddr {
+    serve_api(
+        Router::new()
+            .route(
+                "/version",
+                get(move || async move {
+                    Json(json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0"), "gitCommit": "x", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go", "compiler": "gc", "platform": "linux/amd64"}))
+                }),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                post(|Json(mut review): Json<Value>| async move {
+                    review["status"] = json!({"allowed": true});
+                    (axum::http::StatusCode::CREATED, Json(review))
+                }),
+            )
+            // Whatever is not installed: the API server's 404 Status.
+            .fallback(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})),
+                )
+            }),
+    )
 }
 
 fn kubeconfig(addr: std::net::SocketAddr) -> std::path::PathBuf {
@@ -65,10 +71,15 @@ fn kubeconfig(addr: std::net::SocketAddr) -> std::path::PathBuf {
     path
 }
 
-fn check(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+/// `serin COMMAND ARGS` with a kubeconfig naming the API server at `addr`.
+pub(crate) fn serin_against(
+    addr: std::net::SocketAddr,
+    command: &str,
+    args: &[&str],
+) -> std::process::Output {
     let config = kubeconfig(addr);
     let out = Command::new(SERIN)
-        .arg("check")
+        .arg(command)
         .args(args)
         .env("KUBECONFIG", &config)
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -76,6 +87,10 @@ fn check(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
         .unwrap();
     let _ = std::fs::remove_file(config);
     out
+}
+
+fn check(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    serin_against(addr, "check", args)
 }
 
 #[test]

@@ -101,7 +101,24 @@ fn the_demo_rolls_back_the_bad_release_and_promotes_the_good_one() {
     // Each check shows its measured value against its threshold.
     assert!(stdout.contains("request-success-rate   pass"), "{stdout}");
     assert!(stdout.contains("(threshold >= 80%)"), "{stdout}");
-    assert!(stdout.contains("(threshold <= 500 ms)"), "{stdout}");
+    // The latency guard is 500 ms, or wider on a machine where v1 itself answers slowly
+    // (measured in the same run, printed before the first release), and every request-duration
+    // check is held to the guard the demo printed.
+    let guard: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("latency guard: p99 <= ")?
+                .1
+                .split_once(" ms")
+                .map(|(n, _)| n.parse().ok())
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no latency guard line in:\n{stdout}"));
+    assert!(guard >= 500.0, "{stdout}");
+    assert!(
+        stdout.contains(&format!("(threshold <= {guard} ms)")),
+        "{stdout}"
+    );
     // The bad release never went past the analysis weights.
     assert!(!stdout.contains("v2   Succeeded"), "{stdout}");
     // Zero failed requests while the healthy release rolled out.

@@ -11,6 +11,7 @@ fn a_flag_error_is_one_plain_line_even_with_rust_backtrace_set() {
     // read as a message, not as a stack dump.
     for args in [
         &["install", "--namespace", "Not_A_Name"][..],
+        &["uninstall", "--namespace", "Not_A_Name"][..],
         &["rollout", "podinfo", "--revision", "", "--dir", "."][..],
         &[
             "rollout",

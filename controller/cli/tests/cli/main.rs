@@ -10,4 +10,5 @@ mod inject;
 mod install;
 mod local_browser;
 mod local_controller;
+mod uninstall;
 mod validate_and_crds;

@@ -16,3 +16,4 @@ mod metric_providers;
 mod prometheus_analyzer;
 mod rbac;
 mod routing_and_admin;
+mod uninstall;
