@@ -503,7 +503,9 @@ pub const FIELD_RULES: &[FieldRule] = &[
     },
     FieldRule {
         path: "spec.ingressRef",
-        support: FieldSupport::Ignored("NGINX provider only"),
+        support: FieldSupport::Ignored(
+            "NGINX provider only; its name still renders `{{ ingress }}` in MetricTemplate queries",
+        ),
         set: |c| c.spec.ingress_ref.is_some(),
     },
     FieldRule {
