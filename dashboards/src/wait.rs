@@ -47,6 +47,12 @@ pub enum Assessment {
         /// What it waits for.
         reason: String,
     },
+    /// The Canary is being deleted (or was): no run of it will end any more. `serin wait` exits
+    /// [`exit::ERROR`], as for a Canary that is not found.
+    Deleted {
+        /// Why, naming the Canary.
+        reason: String,
+    },
     /// Not decided yet.
     Pending {
         /// What is happening, for the progress line.
@@ -60,6 +66,15 @@ pub enum Assessment {
 /// the target moves on to another revision, the awaited one will never be promoted. Unpinned,
 /// the caller re-reads the target's current revision on every look.
 pub fn assess(summary: &CanarySummary, revision: &str, pinned: bool) -> Assessment {
+    if matches!(summary.phase, Phase::Terminating | Phase::Terminated) {
+        // The engine does nothing more for it: waiting on would only end at the timeout.
+        return Assessment::Deleted {
+            reason: format!(
+                "{}/{} is being deleted (phase {}): no rollout of it will end",
+                summary.namespace, summary.name, summary.phase
+            ),
+        };
+    }
     if let Some(run) = summary.run.as_ref().filter(|r| r.revision == revision) {
         match &run.outcome {
             Some(o) if o.result == RunResult::Promoted => {
@@ -184,6 +199,17 @@ mod tests {
             gates: Gates::default(),
             message: None,
             holding: None,
+        }
+    }
+
+    #[test]
+    fn a_deleted_canary_ends_the_wait() {
+        for phase in [Phase::Terminating, Phase::Terminated] {
+            let c = canary(phase, Some(("v2", None)));
+            assert!(matches!(
+                assess(&c, "v2", false),
+                Assessment::Deleted { .. }
+            ));
         }
     }
 

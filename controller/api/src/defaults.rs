@@ -225,6 +225,9 @@ pub struct Normalized {
     pub judge: Option<JudgeSettings>,
     /// The no-data policy.
     pub no_data: NoDataSettings,
+    /// `spec.ingressRef.name`: what `{{ ingress }}` renders in MetricTemplate queries (Flagger
+    /// renders it whatever the provider).
+    pub ingress: Option<String>,
 }
 
 fn weight(v: i32) -> u32 {
@@ -381,6 +384,7 @@ impl Normalized {
         };
 
         Ok(Normalized {
+            ingress: spec.ingress_ref.as_ref().map(|r| r.name.clone()),
             target_kind: spec.target_ref.kind,
             target_name: spec.target_ref.name.clone(),
             provider: spec.provider.clone(),

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::alert_provider::{ALERT_PROVIDER_TYPES, AlertProvider};
-use crate::canary::{Canary, TargetKind};
+use crate::canary::{AutoscalerKind, Canary, TargetKind};
 use crate::metric_template::MetricTemplate;
 
 /// A traffic-management provider Flagger knows (`spec.provider`).
@@ -189,6 +189,13 @@ pub fn target_not_driven(kind: TargetKind) -> Option<String> {
     })
 }
 
+/// Why this Serin cannot clone an autoscaler of `kind` for the primary, or `None`.
+pub fn autoscaler_not_driven(kind: AutoscalerKind) -> Option<String> {
+    (kind == AutoscalerKind::ScaledObject).then(|| {
+        "autoscaler ScaledObject (KEDA, in spec.autoscalerRef) is not driven by this Serin (no ScaledObject is cloned for the primary); supported: HorizontalPodAutoscaler (autoscaling/v2)".to_string()
+    })
+}
+
 /// A metric provider Flagger defines (`MetricTemplate` `spec.provider.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricProvider {
@@ -342,6 +349,11 @@ pub fn canary_verdict(canary: &Canary, default_provider: &str) -> Verdict {
         [
             target_not_driven(canary.spec.target_ref.kind),
             provider_not_driven(provider),
+            canary
+                .spec
+                .autoscaler_ref
+                .as_ref()
+                .and_then(|a| autoscaler_not_driven(a.kind)),
         ]
         .into_iter()
         .flatten()
@@ -359,9 +371,20 @@ pub fn metric_template_verdict(t: &MetricTemplate) -> Verdict {
 }
 
 /// The verdict on a valid AlertProvider: every type Flagger defines is sent.
-pub fn alert_provider_verdict(_: &AlertProvider) -> Verdict {
-    Verdict::Runnable
+pub fn alert_provider_verdict(provider: &AlertProvider) -> Verdict {
+    Verdict::from_reasons(
+        provider
+            .spec
+            .proxy
+            .as_ref()
+            .map(|_| ALERT_PROXY_NOT_SUPPORTED.to_string())
+            .into_iter()
+            .collect(),
+    )
 }
+
+/// Why an AlertProvider with `spec.proxy` is not run (the controller sends alerts directly).
+pub const ALERT_PROXY_NOT_SUPPORTED: &str = "alerts through an HTTP proxy (spec.proxy) are not sent by this Serin (alerts are posted straight to the address); remove spec.proxy or let the address be reachable directly";
 
 /// How Serin treats one Canary field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,7 +526,9 @@ pub const FIELD_RULES: &[FieldRule] = &[
     },
     FieldRule {
         path: "spec.ingressRef",
-        support: FieldSupport::Ignored("NGINX provider only"),
+        support: FieldSupport::Ignored(
+            "NGINX provider only; its name still renders `{{ ingress }}` in MetricTemplate queries",
+        ),
         set: |c| c.spec.ingress_ref.is_some(),
     },
     FieldRule {
@@ -585,6 +610,22 @@ pub fn compatibility_markdown() -> String {
         };
         let _ = writeln!(out, "| `{kind}` | {status} |");
     }
+    let _ = writeln!(out, "\n### Autoscalers (`spec.autoscalerRef.kind`)\n");
+    let _ = writeln!(out, "| kind | Serin |");
+    let _ = writeln!(out, "|---|---|");
+    for (kind, name) in [
+        (
+            AutoscalerKind::HorizontalPodAutoscaler,
+            "HorizontalPodAutoscaler",
+        ),
+        (AutoscalerKind::ScaledObject, "ScaledObject"),
+    ] {
+        let status = match autoscaler_not_driven(kind) {
+            None => "supported: cloned for the primary",
+            Some(_) => "not supported (valid, exit 3)",
+        };
+        let _ = writeln!(out, "| `{name}` | {status} |");
+    }
     let _ = writeln!(
         out,
         "\n### Metric providers (MetricTemplate `spec.provider.type`)\n"
@@ -602,7 +643,7 @@ pub fn compatibility_markdown() -> String {
     let _ = writeln!(out, "\n### Alert providers (AlertProvider `spec.type`)\n");
     let _ = writeln!(
         out,
-        "{}: all supported.",
+        "{}: all supported; `spec.proxy` is not (valid, exit 3).",
         ALERT_PROVIDER_TYPES.map(|t| format!("`{t}`")).join(", ")
     );
     let _ = writeln!(out, "\n### Canary fields\n");

@@ -822,12 +822,8 @@ fn check_metric(e: &mut Errors, path: &str, m: &CanaryMetric) {
         ),
         _ => {}
     }
-    if !m.template_variables.is_empty() && m.template_ref.is_none() {
-        e.push(
-            format!("{path}.templateVariables"),
-            "template variables need templateRef",
-        );
-    }
+    // templateVariables without a templateRef: accepted, as Flagger accepts them (a warning says
+    // when they are ignored, see `canary_warnings`).
     let range = m.threshold_range.as_ref();
     let (min, max) = (range.and_then(|r| r.min), range.and_then(|r| r.max));
     for (field, v) in [("min", min), ("max", max)] {
@@ -1274,6 +1270,17 @@ pub fn canary_warnings(canary: &Canary) -> Vec<ValidationError> {
             "spec.analysis.maxWeight",
             format!("{max} is ignored because stepWeights is set (the last step is the largest weight), as Flagger does"),
         );
+    }
+    for (i, m) in a.metrics.iter().enumerate() {
+        if !m.template_variables.is_empty() && m.template_ref.is_none() && m.query.is_none() {
+            w.push(
+                format!("spec.analysis.metrics[{i}].templateVariables"),
+                format!(
+                    "ignored: {:?} has no templateRef whose query they would fill in (Flagger ignores them too)",
+                    m.name
+                ),
+            );
+        }
     }
     if let Some(sa) = &a.session_affinity {
         let attrs = &sa.attributes;

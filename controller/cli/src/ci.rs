@@ -19,7 +19,7 @@ const WAIT_EXIT_CODES: &str = "Exit codes:
   1  rolled back, aborted, or replaced by another revision before promotion
   2  waiting for a person (paused, or a confirm gate), only with --until-paused
   3  timed out (--timeout)
-  4  error: canary not found, controller or API server unreachable, invalid flags
+  4  error: canary not found or being deleted, controller or API server unreachable, invalid flags
   5  rolled back by onInconclusive: the judge reached no decision within its budget
   130  interrupted (SIGINT or SIGTERM): only the wait stopped, the rollout goes on";
 
@@ -553,6 +553,10 @@ async fn wait_inner(args: &WaitArgs, progress: &mut Progress) -> i32 {
                 progress.clear();
                 println!("inconclusive: {key}: {reason}");
                 return exit::INCONCLUSIVE;
+            }
+            Assessment::Deleted { reason } => {
+                progress.clear();
+                return fail(&reason);
             }
             Assessment::NeedsHuman { reason } if args.until_paused => {
                 progress.clear();

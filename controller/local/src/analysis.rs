@@ -251,18 +251,28 @@ impl Analyzer for LocalAnalyzer {
                 "the canary context carries no normalized spec",
             ));
         };
-        let target = Target::flagger(
+        let mut target = Target::flagger(
             &ctx.id.name,
             &ctx.id.namespace,
             &n.target_name,
             Some(&n.service_name),
         );
+        target.ingress = n.ingress.clone();
         let no_data = no_data(&n);
         let mut results = Vec::new();
         for (i, m) in n.metrics.iter().enumerate() {
             let field = format!("spec.analysis.metrics[{i}]");
             // A template with its own `spec.provider.address` is asked there.
             let mut own_provider: Option<Arc<dyn TemplateProvider>> = None;
+            // Errors of a template check name the template (a Canary may use several).
+            let template_key = match &m.source {
+                MetricSource::Template(r) => Some(format!(
+                    "{}/{}",
+                    r.namespace.as_deref().unwrap_or(&ctx.id.namespace),
+                    r.name
+                )),
+                _ => None,
+            };
             let template_query = match &m.source {
                 MetricSource::Builtin => None,
                 MetricSource::Query(q) => Some(q.clone()),
@@ -310,7 +320,10 @@ impl Analyzer for LocalAnalyzer {
                 Ok(r) => check_result(r),
                 // A measurement that failed is never a pass: the step holds, the history
                 // says why.
-                Err(e) => inconclusive(&m.name, e.to_string()),
+                Err(e) => match &template_key {
+                    Some(key) => inconclusive(&m.name, format!("MetricTemplate {key}: {e}")),
+                    None => inconclusive(&m.name, e.to_string()),
+                },
             });
         }
         if let Some(j) = &n.judge {
@@ -704,5 +717,78 @@ mod tests {
         let seen = prom.next().await;
         assert_eq!(seen.header("authorization"), Some("Bearer tenant-token"));
         assert_eq!(seen.header("x-scope-orgid"), Some("team-a"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_templates_ingress_variable_renders_the_canarys_ingress_ref() {
+        use serin_analysis::testing::{Answer, FakeApi};
+        let mut prom = FakeApi::start(vec![Answer::json(
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
+        )])
+        .await;
+        let a = LocalAnalyzer::new(prometheus());
+        a.set_templates(BTreeMap::from([template(&format!(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: by-ingress, namespace: test}}\nspec:\n  provider: {{type: prometheus, address: '{}'}}\n  query: 'sum(rate(requests_total{{ingress=\"{{{{ ingress }}}}\"}}[1m]))'\n",
+            prom.address
+        ))]));
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo-public"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+                    {"name": "requests", "templateRef": {"name": "by-ingress"}, "thresholdRange": {"max": 1}, "interval": "1m"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
+        let results = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            a.run_checks(&ctx, &serin_core::Status::default()),
+        )
+        .await
+        .expect("checks within 20s")
+        .unwrap();
+        assert_eq!(results[0].value, Some(0.5), "{results:?}");
+        let seen = prom.next().await;
+        assert_eq!(
+            seen.param("query").as_deref(),
+            Some(r#"sum(rate(requests_total{ingress="podinfo-public"}[1m]))"#)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_checks_error_names_the_template() {
+        let a = LocalAnalyzer::new(prometheus());
+        a.set_templates(BTreeMap::from([template(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: regional, namespace: shared}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9'}\n  query: 'up{region=\"{{ variables.region }}\"}'\n",
+        )]));
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+                    {"name": "up", "templateRef": {"name": "regional", "namespace": "shared"}, "thresholdRange": {"min": 1}, "interval": "1m"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
+        let results = a
+            .run_checks(&ctx, &serin_core::Status::default())
+            .await
+            .unwrap();
+        let detail = &results[0].detail;
+        assert!(
+            detail.contains("MetricTemplate shared/regional")
+                && detail.contains("variables.region"),
+            "{detail}"
+        );
     }
 }

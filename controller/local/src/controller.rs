@@ -138,14 +138,58 @@ fn signature(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     sig
 }
 
-/// Reads the directory: Processes into the platform, Canaries into contexts. Problems are logged
-/// with the file and field, never fatal.
-fn load(
-    dir: &Path,
-    platform: &LocalPlatform,
-    analyzer: &LocalAnalyzer,
-    interval: Option<Duration>,
-) -> BTreeMap<CanaryId, CanaryContext> {
+/// What one read of the manifest directory found.
+#[derive(Default)]
+struct Loaded {
+    canaries: BTreeMap<CanaryId, CanaryContext>,
+    processes: Processes,
+    /// The file each Canary and Process came from.
+    canary_files: BTreeMap<CanaryId, String>,
+    process_files: BTreeMap<String, String>,
+    /// Files with an error (unreadable, not YAML, a document that does not validate).
+    broken: std::collections::BTreeSet<String>,
+}
+
+/// The file a [`manifest::ManifestError`] or document names, without its `(document N)`.
+fn base_file(name: &str) -> String {
+    name.split(" (document ").next().unwrap_or(name).to_string()
+}
+
+impl Loaded {
+    /// Keeps what `previous` read from files that are broken now: a typo saved mid-rollout
+    /// must not read as "the Canary was deleted" (that terminates it) or "the Process is gone"
+    /// (that holds it on a missing target). Kubernetes refuses such an apply and the object
+    /// keeps its last valid spec; here the last valid read stands until the file is fixed.
+    /// Returns what was kept.
+    fn keep_from_broken_files(&mut self, previous: &Loaded) -> Vec<String> {
+        let mut kept = Vec::new();
+        for (id, ctx) in &previous.canaries {
+            if let Some(file) = previous.canary_files.get(id)
+                && self.broken.contains(file)
+                && !self.canaries.contains_key(id)
+            {
+                self.canaries.insert(id.clone(), ctx.clone());
+                self.canary_files.insert(id.clone(), file.clone());
+                kept.push(format!("Canary {id} ({file})"));
+            }
+        }
+        for (key, process) in &previous.processes {
+            if let Some(file) = previous.process_files.get(key)
+                && self.broken.contains(file)
+                && !self.processes.contains_key(key)
+            {
+                self.processes.insert(key.clone(), process.clone());
+                self.process_files.insert(key.clone(), file.clone());
+                kept.push(format!("Process {key} ({file})"));
+            }
+        }
+        kept
+    }
+}
+
+/// Reads the directory: Processes and Canaries (as contexts). Problems are logged with the file
+/// and field, never fatal; the files they are in are listed in [`Loaded::broken`].
+fn load(dir: &Path, analyzer: &LocalAnalyzer, interval: Option<Duration>) -> Loaded {
     match manifest::read_templates(dir) {
         Ok((templates, errors)) => {
             for e in &errors {
@@ -163,23 +207,24 @@ fn load(
         }
         analyzer.set_secrets(secrets);
     }
+    let mut loaded = Loaded::default();
     let (docs, errors) = match manifest::read_dir(dir) {
         Ok(r) => r,
         Err(error) => {
             tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
-            return BTreeMap::new();
+            return loaded;
         }
     };
     for e in &errors {
         tracing::error!("{e}");
+        loaded.broken.insert(base_file(&e.file));
     }
-    let mut processes = Processes::new();
-    let mut canaries = BTreeMap::new();
     for doc in docs {
         match doc {
-            Document::Process { process, dir } => {
+            Document::Process { process, dir, file } => {
                 let key = format!("{}/{}", process.metadata.namespace(), process.metadata.name);
-                processes.insert(key, (process.spec, dir));
+                loaded.process_files.insert(key.clone(), base_file(&file));
+                loaded.processes.insert(key, (process.spec, dir));
             }
             Document::Canary { value, file } => {
                 let canary = match manifest::read_canary(value) {
@@ -188,6 +233,7 @@ fn load(
                         for e in errors {
                             tracing::error!("{file}: {e}");
                         }
+                        loaded.broken.insert(base_file(&file));
                         continue;
                     }
                 };
@@ -201,19 +247,20 @@ fn load(
                         if let Some(i) = interval {
                             ctx.plan.interval = i;
                         }
-                        canaries.insert(ctx.id.clone(), ctx);
+                        loaded.canary_files.insert(ctx.id.clone(), base_file(&file));
+                        loaded.canaries.insert(ctx.id.clone(), ctx);
                     }
                     Err(errors) => {
                         for e in errors {
                             tracing::error!("{file}: {e}");
                         }
+                        loaded.broken.insert(base_file(&file));
                     }
                 }
             }
         }
     }
-    platform.set_processes(processes);
-    canaries
+    loaded
 }
 
 /// Runs the local controller until `shutdown` resolves.
@@ -313,14 +360,15 @@ pub async fn run_with_store(
     };
 
     let mut sig = signature(&opts.dir);
-    let mut canaries = load(&opts.dir, &platform, &analyzer, opts.interval);
-    for ctx in canaries.values() {
+    let mut loaded = load(&opts.dir, &analyzer, opts.interval);
+    platform.set_processes(loaded.processes.clone());
+    for ctx in loaded.canaries.values() {
         platform.register(ctx);
     }
     // Processes an earlier controller left running are adopted above; know whether they are
     // ready before publishing any routes (a restart must not empty the endpoint lists).
     platform.await_adopted(Duration::from_secs(5)).await;
-    tracing::info!(dir = %opts.dir.display(), canaries = canaries.len(), "local controller started");
+    tracing::info!(dir = %opts.dir.display(), canaries = loaded.canaries.len(), "local controller started");
     let mut due: BTreeMap<CanaryId, tokio::time::Instant> = BTreeMap::new();
     let mut last_reload = tokio::time::Instant::now();
     let mut changes = supervisor.changes();
@@ -332,28 +380,35 @@ pub async fn run_with_store(
             let now_sig = signature(&opts.dir);
             if now_sig != sig {
                 sig = now_sig;
-                let fresh = load(&opts.dir, &platform, &analyzer, opts.interval);
-                for (id, ctx) in &canaries {
-                    if !fresh.contains_key(id) {
+                let mut fresh = load(&opts.dir, &analyzer, opts.interval);
+                for what in fresh.keep_from_broken_files(&loaded) {
+                    tracing::warn!(
+                        kept = %what,
+                        "its manifest file has errors (logged above); it keeps running with its last valid manifest until the file is fixed"
+                    );
+                }
+                platform.set_processes(fresh.processes.clone());
+                for (id, ctx) in &loaded.canaries {
+                    if !fresh.canaries.contains_key(id) {
                         tracing::info!(canary = %id, "manifest removed");
                         let _ = driver
                             .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
                             .await;
                     }
                 }
-                canaries = fresh;
-                for ctx in canaries.values() {
+                loaded = fresh;
+                for ctx in loaded.canaries.values() {
                     platform.register(ctx);
                 }
                 platform.await_adopted(Duration::from_secs(5)).await;
                 // A changed manifest is looked at now, not at the next interval.
                 due.clear();
-                tracing::info!(canaries = canaries.len(), "manifests reloaded");
+                tracing::info!(canaries = loaded.canaries.len(), "manifests reloaded");
             }
         }
         platform.reconcile().await;
         let now = tokio::time::Instant::now();
-        for (id, ctx) in &canaries {
+        for (id, ctx) in &loaded.canaries {
             match due.get(id) {
                 Some(d) if *d > now => continue,
                 // How late the loop came to a tick that was due (a slow tick of another Canary,

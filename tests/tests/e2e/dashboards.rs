@@ -73,7 +73,7 @@ fn queries(name: &str, d: &Value) -> Vec<(String, String)> {
     }
     for a in d["annotations"]["list"].as_array().into_iter().flatten() {
         if let Some(e) = a["expr"].as_str() {
-            out.push((format!("{name} annotation {:?}", a["name"]), e.to_string()));
+            out.push((format!("{name} annotation {:?}", a["name"]), over_run(e)));
         }
     }
     for v in d["templating"]["list"].as_array().into_iter().flatten() {
@@ -94,6 +94,33 @@ fn queries(name: &str, d: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// An annotation query as Grafana runs it, over the dashboard's range (here the test's last
+/// 10 minutes) rather than at one instant: one series per label set it returned at any step.
+fn over_run(expr: &str) -> String {
+    format!("last_over_time(({expr})[10m:1s])")
+}
+
+/// The labels an annotation's title, text and tags name (`{{label}}`, `tagKeys`).
+fn annotation_labels(a: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for key in ["titleFormat", "textFormat"] {
+        let mut rest = a[key].as_str().unwrap_or_default();
+        while let Some(i) = rest.find("{{") {
+            let Some(j) = rest[i..].find("}}") else { break };
+            out.insert(rest[i + 2..i + j].trim().to_string());
+            rest = &rest[i + j + 2..];
+        }
+    }
+    let tags = a["tagKeys"].as_str().unwrap_or_default();
+    out.extend(
+        tags.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from),
+    );
+    out
+}
+
 /// Substitutes the dashboards' variables for this site.
 fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
     let mut e = expr.to_string();
@@ -111,6 +138,9 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
 const VARS: &[(&str, &str)] = &[
     ("namespace", "default"),
     ("canary", "podinfo"),
+    ("target", "podinfo"),
+    ("primary_service", "podinfo-primary"),
+    ("canary_service", "podinfo-canary"),
     // A multi-value variable as Grafana writes it into a regex matcher.
     ("deployment", "(loadgen|frontend)"),
     ("__range", "1h"),
@@ -710,6 +740,13 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
             }
         }
         for (what, expr) in queries(&name, &d) {
+            // A Canary's name need not be its target's or its service's (Flagger allows any):
+            // names derived from it select nothing for such a Canary. `serin_canary_info`
+            // gives the real ones.
+            ensure!(
+                !expr.contains("$canary-") && !expr.contains("$canary|"),
+                "{what}: derives a workload or service name from the Canary's name: {expr}"
+            );
             let hard = regex_free_hardcoded_namespace(&expr);
             ensure!(!hard, "{what}: hard-coded namespace in {expr}");
         }
@@ -932,6 +969,78 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
     }
     ensure!(serin.len() >= 40, "only {} dashboard queries", serin.len());
     all_answer(&client, &serin, Duration::from_secs(30)).await?;
+    // Each annotation's series carry every label its title, text and tags name, and the
+    // Canary's phase annotations name every phase Prometheus saw the Canary in.
+    await_series(
+        &client,
+        r#"serin_canary_phase{namespace="default", name="podinfo", phase="Succeeded"}"#,
+    )
+    .await?;
+    let phases_seen = client
+        .query(r#"count by (phase) (count_over_time(serin_canary_phase{namespace="default", name="podinfo"}[10m]))"#)
+        .get()
+        .await?;
+    let phases_seen: BTreeSet<String> = phases_seen
+        .data()
+        .as_vector()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.metric().get("phase").cloned())
+        .collect();
+    for (name, d) in dashboards()? {
+        for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+            let Some(expr) = a["expr"].as_str() else {
+                continue;
+            };
+            // The subquery's last step is the whole second before now: a phase scraped within
+            // that second shows on a later look.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let returned = loop {
+                let result = client
+                    .query(substitute(&over_run(expr), VARS))
+                    .get()
+                    .await?;
+                let returned = result.data().as_vector().cloned().unwrap_or_default();
+                let phases: BTreeSet<String> = returned
+                    .iter()
+                    .filter_map(|s| s.metric().get("phase").cloned())
+                    .collect();
+                if name != "canary.json"
+                    || phases_seen.is_subset(&phases)
+                    || Instant::now() > deadline
+                {
+                    break returned;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            ensure!(
+                !returned.is_empty(),
+                "{name} annotation {}: no data",
+                a["name"]
+            );
+            for l in annotation_labels(a) {
+                ensure!(
+                    returned.iter().all(|s| s.metric().contains_key(&l)),
+                    "{name} annotation {}: its title, text or tags use {{{{{l}}}}}, a label its query does not return: {:?}",
+                    a["name"],
+                    returned.iter().map(|s| s.metric()).collect::<Vec<_>>()
+                );
+            }
+            if name == "canary.json" {
+                let phases: BTreeSet<String> = returned
+                    .iter()
+                    .filter_map(|s| s.metric().get("phase").cloned())
+                    .collect();
+                ensure!(
+                    phases_seen.is_subset(&phases)
+                        && phases_seen.contains("Failed")
+                        && phases_seen.contains("Succeeded"),
+                    "{name} annotation {}: phases {phases:?}, Prometheus saw {phases_seen:?}",
+                    a["name"]
+                );
+            }
+        }
+    }
     // Linkerd's dashboards' queries.
     // The authority the proxy routes podinfo's traffic on, as Linkerd's authority variable
     // lists it.

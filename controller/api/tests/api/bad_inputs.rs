@@ -327,13 +327,18 @@ fn custom_metric_without_template_or_query() {
         "spec.analysis.metrics[1].templateRef.name",
         "required field is missing",
     );
-    rejects(
-        &[(
-            "/spec/analysis/metrics/1/templateVariables",
-            json!({"a": "b"}),
-        )],
-        "spec.analysis.metrics[1].templateVariables",
-        "need templateRef",
+    // templateVariables without a templateRef: Flagger accepts (and ignores) them, so does
+    // Serin, with a warning naming the field.
+    let warnings = warnings_of(&[(
+        "/spec/analysis/metrics/1/templateVariables",
+        json!({"a": "b"}),
+    )]);
+    assert!(
+        warnings.iter().any(
+            |w| w.starts_with("spec.analysis.metrics[1].templateVariables: ")
+                && w.contains("ignored")
+        ),
+        "{warnings:?}"
     );
 }
 

@@ -201,3 +201,56 @@ fn every_flagger_rejection_has_a_bad_fixture_naming_the_field() {
         assert_eq!(errors, [expected], "{path:?}");
     }
 }
+
+#[test]
+fn a_keda_scaled_object_autoscaler_is_said_not_runnable_before_the_rollout() {
+    // The Kubernetes controller clones only HorizontalPodAutoscalers: a KEDA ScaledObject used to
+    // pass `serin validate` and then stop every tick after the primary was made.
+    let yaml = r#"
+apiVersion: serin.dev/v1beta1
+kind: Canary
+metadata: {name: worker, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: worker}
+  autoscalerRef: {apiVersion: keda.sh/v1alpha1, kind: ScaledObject, name: worker}
+  service: {port: 80}
+  analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
+"#;
+    let canary: serin_api::Canary = serde_norway::from_str(yaml).unwrap();
+    match serin_api::support::canary_verdict(&canary, "serin") {
+        serin_api::support::Verdict::NotRunnable(reasons) => {
+            let r = reasons.join("; ");
+            for needle in [
+                "spec.autoscalerRef",
+                "ScaledObject",
+                "HorizontalPodAutoscaler",
+            ] {
+                assert!(r.contains(needle), "{needle:?} in {r:?}");
+            }
+        }
+        v => panic!("runnable? {v:?}"),
+    }
+}
+
+#[test]
+fn an_alert_provider_with_a_proxy_is_said_not_runnable_before_any_alert() {
+    // The controller sends alerts directly and refused every alert of such a provider, while
+    // `serin validate` called it runnable.
+    let yaml = r#"
+apiVersion: serin.dev/v1beta1
+kind: AlertProvider
+metadata: {name: dev-team, namespace: flagger}
+spec:
+  type: msteams
+  address: https://outlook.office.com/webhook/abc
+  proxy: http://squid.proxy:3128
+"#;
+    let provider: serin_api::AlertProvider = serde_norway::from_str(yaml).unwrap();
+    match serin_api::support::alert_provider_verdict(&provider) {
+        serin_api::support::Verdict::NotRunnable(reasons) => {
+            let r = reasons.join("; ");
+            assert!(r.contains("spec.proxy"), "{r}");
+        }
+        v => panic!("runnable? {v:?}"),
+    }
+}

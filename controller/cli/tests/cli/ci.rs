@@ -627,3 +627,31 @@ async fn wait_kubernetes_exits_3_at_its_timeout_when_the_api_server_never_answer
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_4_when_the_canary_is_deleted_mid_wait_or_before() {
+    let b = after_a_promotion();
+    b.start_run(&podinfo(), "v2", t(100)).unwrap();
+    let server = serve(b.clone()).await;
+    let mut w = Waiter::start(&server, &["--timeout", "60s"]);
+    w.line("phase=Progressing").await;
+    // The Canary is deleted (a local manifest removed, `kubectl delete canary`) mid-run.
+    b.set_phase(
+        &podinfo(),
+        Phase::Terminating,
+        t(110),
+        Some("Canary deleted"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, lines) = w.exit_code().await;
+    assert_eq!(code, 4, "{lines:#?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "not at once");
+    // Started after the deletion: the same, at once.
+    let (code, _, err) = run(&server, &["wait", "podinfo", "--timeout", "60s"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("test/podinfo is being deleted (phase Terminating)"),
+        "{err}"
+    );
+}

@@ -185,3 +185,69 @@ async fn the_controller_refuses_bad_dashboard_flags_with_the_flag_named() {
     let _ = Duration::ZERO;
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_saved_mid_rollout_keeps_the_run_on_its_last_valid_manifests() {
+    let mut site = Site::start("typo").await;
+    site.start_controller().await;
+    site.write_gated_canary();
+    site.await_summary("podinfo initialized on v1", |s| {
+        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+    })
+    .await;
+    // Run 1 (v2) holds at the closed confirm-promotion gate.
+    site.rollout("v2").await;
+    site.await_summary("v2 waiting at the confirm gate", |s| {
+        s.waiting.is_some() && s.revision_in_flight() == Some("v2")
+    })
+    .await;
+    let run = site.summary().await.run.unwrap().id;
+
+    // Someone saves a typo in each manifest mid-run.
+    let canary = site.read("canary.yaml");
+    let process = site.read("process.yaml");
+    let broken_canary = canary.replace("threshold: 1", "threshold: one");
+    let broken_process = process.replace("kind: Process", "kind: Process\nspec: [");
+    assert_ne!(broken_canary, canary);
+    site.write("canary.yaml", &broken_canary);
+    site.write("process.yaml", &broken_process);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !site
+        .logs()
+        .contains("it keeps running with its last valid manifest")
+        || !site.logs().contains("kept=Process default/podinfo")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller never said it kept the last valid manifests:\n{}",
+            site.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        site.logs().contains("threshold"),
+        "the error names the field:\n{}",
+        site.logs()
+    );
+    // Not deleted, not holding on a missing target: the same run, still at its gate.
+    let s = site.summary().await;
+    assert_ne!(s.phase, Phase::Terminating, "{s:#?}");
+    assert_eq!(s.run.as_ref().map(|r| r.id), Some(run), "{s:#?}");
+    assert!(s.waiting.is_some(), "{s:#?}");
+    assert_eq!(s.target_revision.as_deref(), Some("v2"), "{s:#?}");
+
+    // Fixed, and the gate opened: the run promotes v2.
+    site.write("canary.yaml", &canary);
+    site.write("process.yaml", &process);
+    let (code, _, err) = site.serin(&["gate", "open", "podinfo"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = site.serin(&["wait", "podinfo", "--timeout", "60s"]).await;
+    assert_eq!(code, 0, "{out}\n{}", site.logs());
+    assert!(
+        out.contains(&format!(
+            "promoted: default/podinfo revision v2 (run {run})"
+        )),
+        "{out}"
+    );
+    site.stop().await;
+}

@@ -12,6 +12,8 @@ pub enum Document {
         process: Box<Process>,
         /// Its file's directory.
         dir: PathBuf,
+        /// Where it came from (the file, and the document when the file has several).
+        file: String,
     },
     /// A `Canary` (any supported apiVersion), as raw YAML for the api crate to read.
     Canary {
@@ -92,6 +94,7 @@ pub fn read_str(text: &str, file: &str, dir: &Path) -> (Vec<Document>, Vec<Manif
                 Ok(process) => docs.push(Document::Process {
                     process: Box::new(process),
                     dir: dir.to_path_buf(),
+                    file: name.clone(),
                 }),
                 Err(e) => errors.extend(e),
             },

@@ -69,6 +69,11 @@ impl Site {
         self.site.write_manifest(file, text).unwrap();
     }
 
+    /// A manifest file as it is now.
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.site.dir.manifests().join(file)).unwrap()
+    }
+
     /// A Canary without metric checks whose promotion waits for the controller's own confirm
     /// gate (`/gate/check`) and which rolls back when its rollback gate is open
     /// (`/rollback/check`): Flagger load-tester webhooks, served by the controller itself.
