@@ -264,6 +264,15 @@ impl Analyzer for LocalAnalyzer {
             let field = format!("spec.analysis.metrics[{i}]");
             // A template with its own `spec.provider.address` is asked there.
             let mut own_provider: Option<Arc<dyn TemplateProvider>> = None;
+            // Errors of a template check name the template (a Canary may use several).
+            let template_key = match &m.source {
+                MetricSource::Template(r) => Some(format!(
+                    "{}/{}",
+                    r.namespace.as_deref().unwrap_or(&ctx.id.namespace),
+                    r.name
+                )),
+                _ => None,
+            };
             let template_query = match &m.source {
                 MetricSource::Builtin => None,
                 MetricSource::Query(q) => Some(q.clone()),
@@ -311,7 +320,10 @@ impl Analyzer for LocalAnalyzer {
                 Ok(r) => check_result(r),
                 // A measurement that failed is never a pass: the step holds, the history
                 // says why.
-                Err(e) => inconclusive(&m.name, e.to_string()),
+                Err(e) => match &template_key {
+                    Some(key) => inconclusive(&m.name, format!("MetricTemplate {key}: {e}")),
+                    None => inconclusive(&m.name, e.to_string()),
+                },
             });
         }
         if let Some(j) = &n.judge {
@@ -746,6 +758,37 @@ mod tests {
         assert_eq!(
             seen.param("query").as_deref(),
             Some(r#"sum(rate(requests_total{ingress="podinfo-public"}[1m]))"#)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_checks_error_names_the_template() {
+        let a = LocalAnalyzer::new(prometheus());
+        a.set_templates(BTreeMap::from([template(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: regional, namespace: shared}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9'}\n  query: 'up{region=\"{{ variables.region }}\"}'\n",
+        )]));
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+                    {"name": "up", "templateRef": {"name": "regional", "namespace": "shared"}, "thresholdRange": {"min": 1}, "interval": "1m"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
+        let results = a
+            .run_checks(&ctx, &serin_core::Status::default())
+            .await
+            .unwrap();
+        let detail = &results[0].detail;
+        assert!(
+            detail.contains("MetricTemplate shared/regional")
+                && detail.contains("variables.region"),
+            "{detail}"
         );
     }
 }

@@ -247,9 +247,7 @@ fn load(dir: &Path, analyzer: &LocalAnalyzer, interval: Option<Duration>) -> Loa
                         if let Some(i) = interval {
                             ctx.plan.interval = i;
                         }
-                        loaded
-                            .canary_files
-                            .insert(ctx.id.clone(), base_file(&file));
+                        loaded.canary_files.insert(ctx.id.clone(), base_file(&file));
                         loaded.canaries.insert(ctx.id.clone(), ctx);
                     }
                     Err(errors) => {

@@ -611,6 +611,15 @@ impl Driver {
     ) {
         let (name, ns) = (&ctx.id.name, &ctx.id.namespace);
         self.metrics.set_phase(name, ns, after.phase.as_str());
+        let (primary, canary) = match &ctx.spec {
+            Some(n) => (n.primary_name.clone(), n.canary_name.clone()),
+            None => (
+                format!("{}-primary", ctx.target),
+                format!("{}-canary", ctx.target),
+            ),
+        };
+        self.metrics
+            .set_info(name, ns, &ctx.target, &primary, &canary);
         self.metrics
             .rollout_counters(name, ns, ctx.strategy_name, &ctx.plan.checks);
         // Progress as Flagger stamps `lastTransitionTime`: a phase change, and also each weight

@@ -4,6 +4,7 @@
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
 //! | `serin_canary_status` | gauge | name, namespace | 0 progressing, 1 idle/succeeded, 2 failed (Flagger's encoding) |
+//! | `serin_canary_info` | gauge | name, namespace, target, primary_service, canary_service | 1: the names a Canary's traffic carries (`workload` of its weights, the proxies' `dst_service`), which need not be the Canary's own |
 //! | `serin_canary_weight` | gauge | workload, namespace | traffic percent to `<target>-primary` and `<target>` |
 //! | `serin_canary_total` | gauge | namespace | Canaries known to the controller |
 //! | `serin_canary_metric_analysis` | gauge | name, namespace, metric | last measured value of each check |
@@ -46,6 +47,15 @@ use std::sync::Mutex;
 struct CanaryLabels {
     name: String,
     namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    name: String,
+    namespace: String,
+    target: String,
+    primary_service: String,
+    canary_service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +114,7 @@ struct JudgeVerdictLabels {
 pub struct Metrics {
     registry: Registry,
     status: Family<CanaryLabels, Gauge>,
+    info: Family<InfoLabels, Gauge>,
     weight: Family<WeightLabels, Gauge>,
     total: Family<NamespaceLabels, Gauge>,
     analysis: Family<MetricLabels, Gauge<f64, AtomicU64>>,
@@ -122,6 +133,8 @@ pub struct Metrics {
     /// The phase each Canary's `serin_canary_phase` series shows, so a change removes the old
     /// series (one series per Canary, not one per phase ever seen).
     phases: Mutex<BTreeMap<(String, String), String>>,
+    /// The `serin_canary_info` series of each Canary, so a rename replaces it.
+    infos: Mutex<BTreeMap<(String, String), InfoLabels>>,
     /// Per-namespace Canary names, so `serin_canary_total` stays exact as Canaries come and go.
     known: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
@@ -152,6 +165,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let status = Family::<CanaryLabels, Gauge>::default();
+        let info = Family::<InfoLabels, Gauge>::default();
         let weight = Family::<WeightLabels, Gauge>::default();
         let total = Family::<NamespaceLabels, Gauge>::default();
         let analysis = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
@@ -175,6 +189,11 @@ impl Metrics {
             "serin_canary_status",
             "Last canary analysis result: 0 progressing, 1 succeeded or idle, 2 failed",
             status.clone(),
+        );
+        registry.register(
+            "serin_canary_info",
+            "The names of a Canary's workloads and services: target, primary and canary service (always 1)",
+            info.clone(),
         );
         registry.register(
             "serin_canary_weight",
@@ -265,6 +284,7 @@ impl Metrics {
         Self {
             registry,
             status,
+            info,
             weight,
             total,
             analysis,
@@ -281,6 +301,7 @@ impl Metrics {
             tick_lateness,
             leader,
             phases: Mutex::new(BTreeMap::new()),
+            infos: Mutex::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
         }
     }
@@ -315,6 +336,34 @@ impl Metrics {
                 phase: phase.to_string(),
             })
             .set(1);
+    }
+
+    /// Records the names a Canary's traffic is measured under: its target workload and its
+    /// primary and canary services (the proxies' `dst_service`), which dashboards select by.
+    pub fn set_info(
+        &self,
+        name: &str,
+        namespace: &str,
+        target: &str,
+        primary_service: &str,
+        canary_service: &str,
+    ) {
+        let labels = InfoLabels {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            target: target.to_string(),
+            primary_service: primary_service.to_string(),
+            canary_service: canary_service.to_string(),
+        };
+        let previous = self
+            .infos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), name.to_string()), labels.clone());
+        if let Some(old) = previous.filter(|old| *old != labels) {
+            self.info.remove(&old);
+        }
+        self.info.get_or_create(&labels).set(1);
     }
 
     /// Records when the Canary last made progress (the later of this and what was recorded
@@ -423,6 +472,14 @@ impl Metrics {
         };
         self.set_total(namespace, n);
         self.status.remove(&Self::canary(name, namespace));
+        let info = self
+            .infos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(info) = info {
+            self.info.remove(&info);
+        }
         self.last_transition.remove(&Self::canary(name, namespace));
         self.progress_deadline
             .remove(&Self::canary(name, namespace));
@@ -646,6 +703,27 @@ mod tests {
         assert!(!text.contains("phase=\"Progressing\""), "{text}");
         m.canary_gone("podinfo", "test", "podinfo");
         assert!(!m.encode().contains("serin_canary_phase{"));
+    }
+
+    #[test]
+    fn a_canarys_info_series_follows_its_names_and_goes_with_it() {
+        let m = Metrics::new();
+        m.set_info(
+            "web",
+            "test",
+            "podinfo",
+            "podinfo-primary",
+            "podinfo-canary",
+        );
+        m.set_info("web", "test", "podinfo", "front-primary", "front-canary");
+        let text = m.encode();
+        assert!(
+            text.contains("serin_canary_info{name=\"web\",namespace=\"test\",target=\"podinfo\",primary_service=\"front-primary\",canary_service=\"front-canary\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("podinfo-primary"), "{text}");
+        m.canary_gone("web", "test", "podinfo");
+        assert!(!m.encode().contains("serin_canary_info{"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{HttpClient, HttpError, short_text};
+use crate::http::{HttpClient, HttpError, redirect_note, short_text};
 
 /// The header carrying the body's signature.
 pub const SIGNATURE_HEADER: &str = "x-serin-signature";
@@ -185,6 +185,11 @@ impl WebhookClient {
                     outcome.error = None;
                     if resp.status.as_u16() <= 202 {
                         outcome.ok = true;
+                        break;
+                    }
+                    if let Some(note) = redirect_note(&resp) {
+                        // Asking again gets the same redirect.
+                        outcome.body = note;
                         break;
                     }
                     tracing::debug!(status = resp.status.as_u16(), attempt, "webhook refused");

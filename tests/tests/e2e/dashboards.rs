@@ -138,6 +138,9 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
 const VARS: &[(&str, &str)] = &[
     ("namespace", "default"),
     ("canary", "podinfo"),
+    ("target", "podinfo"),
+    ("primary_service", "podinfo-primary"),
+    ("canary_service", "podinfo-canary"),
     // A multi-value variable as Grafana writes it into a regex matcher.
     ("deployment", "(loadgen|frontend)"),
     ("__range", "1h"),
@@ -737,6 +740,13 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
             }
         }
         for (what, expr) in queries(&name, &d) {
+            // A Canary's name need not be its target's or its service's (Flagger allows any):
+            // names derived from it select nothing for such a Canary. `serin_canary_info`
+            // gives the real ones.
+            ensure!(
+                !expr.contains("$canary-") && !expr.contains("$canary|"),
+                "{what}: derives a workload or service name from the Canary's name: {expr}"
+            );
             let hard = regex_free_hardcoded_namespace(&expr);
             ensure!(!hard, "{what}: hard-coded namespace in {expr}");
         }

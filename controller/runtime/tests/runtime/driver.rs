@@ -544,3 +544,32 @@ async fn each_weight_step_is_progress_so_a_long_healthy_analysis_is_not_stuck() 
         driver.metrics.encode()
     );
 }
+
+#[tokio::test]
+async fn a_canary_says_which_workload_and_services_carry_its_traffic() {
+    let (driver, fake, mut ctx, _, at) = setup();
+    // A Canary named apart from its target, as Flagger allows: dashboards select the weights
+    // by the target's name and the proxies' series by the services', never by the Canary's.
+    ctx.target = "podinfo-app".into();
+    fake.0.lock().unwrap().in_force = true;
+    driver
+        .tick(&ctx, false, at + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &driver,
+            r#"serin_canary_info{name="podinfo",namespace="test",target="podinfo-app",primary_service="podinfo-app-primary",canary_service="podinfo-app-canary"}"#
+        ),
+        Some(1.0),
+        "{}",
+        driver.metrics.encode()
+    );
+    assert_eq!(
+        metric(
+            &driver,
+            r#"serin_canary_weight{workload="podinfo-app",namespace="test"}"#
+        ),
+        Some(20.0)
+    );
+}
