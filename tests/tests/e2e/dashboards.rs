@@ -561,9 +561,9 @@ async fn promtool_checks_a_scrape(addr: &str) -> anyhow::Result<()> {
     let problems: Vec<&str> = said
         .lines()
         .filter(|l| {
-            !l.trim().is_empty()
-                && !(l.ends_with("metric names should not contain abbreviated units")
-                    && linkerd_names.iter().any(|n| l.starts_with(n)))
+            let linkerd_unit = l.ends_with("metric names should not contain abbreviated units")
+                && linkerd_names.iter().any(|n| l.starts_with(n));
+            !l.trim().is_empty() && !linkerd_unit
         })
         .collect();
     ensure!(
