@@ -15,6 +15,10 @@ pub struct Args {
     /// to create what the install creates).
     #[arg(long)]
     pub pre: bool,
+    /// The data plane's checks too (as `linkerd check --proxy`): every meshed pod's proxy
+    /// ready and connected to the control plane, no proxy refusing a route table.
+    #[arg(long, conflicts_with = "pre")]
+    pub proxy: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -39,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let opts = CheckOptions {
             namespace: args.namespace.clone(),
             pre: args.pre,
+            proxy: args.proxy,
         };
         let now = serin_core::Timestamp::from_system_time(std::time::SystemTime::now());
         anyhow::Ok(check::run(&client, &opts, now).await)

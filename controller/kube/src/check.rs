@@ -1,6 +1,8 @@
 //! `serin check`: is Serin installed and working in this cluster (as `linkerd check`)? Each
 //! check asks the API server one question and answers ✔ or ✘ with a hint saying what to do.
-//! `--pre` runs the checks that make sense before `serin install`.
+//! `--pre` runs the checks that make sense before `serin install`; `--proxy` adds the data
+//! plane's (as `linkerd check --proxy`): every meshed pod's proxy ready and connected to the
+//! control plane, and no proxy refusing a route table.
 
 use std::collections::BTreeSet;
 
@@ -11,13 +13,15 @@ use k8s_openapi::api::authorization::v1::{
     SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
 use serde::Serialize;
 use serin_core::Timestamp;
 
+use crate::inject::{INIT_CONTAINER, PROXY_CONTAINER, is_injected};
 use crate::install::{
     self, CONTROL_PLANE, CONTROLLER, ComponentRules, INJECTOR, INJECTOR_TLS_SECRET,
     INJECTOR_WEBHOOK,
@@ -33,6 +37,8 @@ pub struct CheckOptions {
     pub namespace: String,
     /// Only the checks that make sense before an install.
     pub pre: bool,
+    /// The data plane's checks too: the meshed pods' proxies.
+    pub proxy: bool,
 }
 
 /// One check's answer.
@@ -115,8 +121,12 @@ pub async fn run(client: &Client, opts: &CheckOptions, now: Timestamp) -> Vec<Ou
     }
     out.push(leader(client, ns, now).await);
     out.push(webhook(client, ns).await);
-    out.push(proxies(client, ns).await);
+    let (outcome, status) = proxies(client, ns).await;
+    out.push(outcome);
     out.push(metrics_server(client, ns).await);
+    if opts.proxy {
+        data_plane(client, ns, status.as_ref(), &mut out).await;
+    }
     out
 }
 
@@ -456,27 +466,219 @@ async fn via_service(
     client.request_text(req).await.map_err(|e| api_message(&e))
 }
 
-async fn proxies(client: &Client, ns: &str) -> Outcome {
+/// The control plane's status document (also returned for the data plane's checks, when
+/// readable and ready).
+async fn proxies(client: &Client, ns: &str) -> (Outcome, Option<serde_json::Value>) {
     let check = "proxies connected to the control plane";
     let hint = format!("kubectl -n {ns} logs deployment/{CONTROL_PLANE}");
     let service = format!("{CONTROL_PLANE}:http");
     let text = match via_service(client, ns, &service, "/v1/status").await {
         Ok(t) => t,
-        Err(e) => return Outcome::fail(check, format!("control plane unreachable: {e}"), hint),
+        Err(e) => {
+            return (
+                Outcome::fail(check, format!("control plane unreachable: {e}"), hint),
+                None,
+            );
+        }
     };
     let status: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(e) => return Outcome::fail(check, format!("unreadable status: {e}"), hint),
+        Err(e) => {
+            return (
+                Outcome::fail(check, format!("unreadable status: {e}"), hint),
+                None,
+            );
+        }
     };
     if status["ready"] != true {
-        return Outcome::fail(
-            check,
-            "the control plane has not read the cluster's routes yet",
-            hint,
+        return (
+            Outcome::fail(
+                check,
+                "the control plane has not read the cluster's routes yet",
+                hint,
+            ),
+            None,
         );
     }
     let n = status["proxies"].as_array().map_or(0, Vec::len);
-    Outcome::pass(check, format!("{n} proxies connected"))
+    (
+        Outcome::pass(check, format!("{n} proxies connected")),
+        Some(status),
+    )
+}
+
+/// How many objects a failure names (the count is always given).
+const NAMED: usize = 10;
+
+/// The first few of `names`, and how many more: a message names what it is about without
+/// growing with the cluster.
+pub(crate) fn first_names(names: &[String]) -> String {
+    let shown = names
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len().saturating_sub(NAMED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+/// Every pod of the cluster that runs serin-proxy, read page by page.
+pub(crate) async fn meshed_pods(client: &Client) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::all(client.clone());
+    let mut pods = Vec::new();
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await?;
+        pods.extend(page.items.into_iter().filter(is_injected));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(pods),
+        }
+    }
+}
+
+/// Whether the pod's serin-proxy container (a native sidecar, so among the init containers'
+/// statuses; a proxy added as a plain container is among the others) reports ready.
+fn proxy_ready(pod: &Pod) -> bool {
+    let Some(st) = pod.status.as_ref() else {
+        return false;
+    };
+    st.phase.as_deref() == Some("Running")
+        && st
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(st.container_statuses.iter().flatten())
+            .any(|c| c.name == PROXY_CONTAINER && c.ready)
+}
+
+/// `linkerd check --proxy`'s questions for Serin's data plane: are the meshed pods' proxies
+/// ready, is each connected to the control plane, and has any refused a route table?
+async fn data_plane(
+    client: &Client,
+    ns: &str,
+    status: Option<&serde_json::Value>,
+    out: &mut Vec<Outcome>,
+) {
+    let ready_check = "meshed pods' proxies ready";
+    let connected_check = "meshed pods connected to the control plane";
+    let tables_check = "route tables accepted by every proxy";
+    let pods = match meshed_pods(client).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(Outcome::fail(
+                ready_check,
+                format!("listing pods in every namespace: {}", api_message(&e)),
+                "serin check --proxy reads every pod: run it as a user who may list pods cluster-wide",
+            ));
+            return;
+        }
+    };
+    let name = |p: &Pod| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+    let (ready, not_ready): (Vec<&Pod>, Vec<&Pod>) = pods.iter().partition(|p| proxy_ready(p));
+    if not_ready.is_empty() {
+        out.push(Outcome::pass(
+            ready_check,
+            format!("{} meshed pods, every proxy ready", pods.len()),
+        ));
+    } else {
+        let names: Vec<String> = not_ready.iter().map(|p| name(p)).collect();
+        out.push(Outcome::fail(
+            ready_check,
+            format!(
+                "{} of {} meshed pods have no ready proxy: {}",
+                names.len(),
+                pods.len(),
+                first_names(&names)
+            ),
+            format!("kubectl -n NAMESPACE describe pod POD (the {PROXY_CONTAINER} and {INIT_CONTAINER} containers), and kubectl -n NAMESPACE logs POD -c {PROXY_CONTAINER}"),
+        ));
+    }
+    let Some(status) = status else {
+        out.push(Outcome::fail(
+            connected_check,
+            "the control plane's status is not readable (see above)",
+            format!("kubectl -n {ns} logs deployment/{CONTROL_PLANE}"),
+        ));
+        return;
+    };
+    let proxies = status["proxies"].as_array().cloned().unwrap_or_default();
+    // A proxy's id starts with its pod's name (HOSTNAME) and its workload with the pod's
+    // namespace (both from the injected environment).
+    let connected = |p: &Pod| {
+        let (pod_ns, pod) = (p.namespace().unwrap_or_default(), p.name_any());
+        proxies.iter().any(|x| {
+            x["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(&format!("{pod}-")))
+                && x["workload"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with(&format!("{pod_ns}/")))
+        })
+    };
+    let unconnected: Vec<String> = ready
+        .iter()
+        .filter(|p| !connected(p))
+        .map(|p| name(p))
+        .collect();
+    if unconnected.is_empty() {
+        out.push(Outcome::pass(
+            connected_check,
+            format!("{} ready proxies, each connected", ready.len()),
+        ));
+    } else {
+        out.push(Outcome::fail(
+            connected_check,
+            format!(
+                "{} of {} ready proxies are not connected: {}",
+                unconnected.len(),
+                ready.len(),
+                first_names(&unconnected)
+            ),
+            format!("kubectl -n NAMESPACE logs POD -c {PROXY_CONTAINER} says why it cannot reach {CONTROL_PLANE}.{ns}"),
+        ));
+    }
+    let rejected: Vec<String> = proxies
+        .iter()
+        .filter_map(|x| {
+            let r = x["rejected"].as_array()?;
+            let version = r.first().and_then(|v| v.as_u64()).unwrap_or_default();
+            // A refusal the proxy has since moved past (it applied a later table) is history.
+            if x["appliedVersion"].as_u64().unwrap_or_default() > version {
+                return None;
+            }
+            Some(format!(
+                "{} ({}) refused version {}: {}",
+                x["id"].as_str().unwrap_or("?"),
+                x["workload"].as_str().unwrap_or("?"),
+                version,
+                r.get(1).and_then(|v| v.as_str()).unwrap_or_default()
+            ))
+        })
+        .collect();
+    if rejected.is_empty() {
+        out.push(Outcome::pass(
+            tables_check,
+            "no proxy refused a route table",
+        ));
+    } else {
+        out.push(Outcome::fail(
+            tables_check,
+            format!(
+                "{} refused a route table: {}",
+                if rejected.len() == 1 {
+                    "1 proxy".to_string()
+                } else {
+                    format!("{} proxies", rejected.len())
+                },
+                first_names(&rejected)
+            ),
+            format!("a refused table is a control-plane defect (the proxy keeps its last good one): kubectl -n {ns} logs deployment/{CONTROL_PLANE}, and report it"),
+        ));
+    }
 }
 
 async fn metrics_server(client: &Client, ns: &str) -> Outcome {

@@ -19,12 +19,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::inject::is_injected;
+use crate::check::first_names;
 use crate::install::{self, InstallOptions, Object};
 use crate::source::canary_resource;
 
@@ -32,8 +31,6 @@ use crate::source::canary_resource;
 const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "serin");
 /// Page size of the cluster-wide lists.
 const PAGE: u32 = 500;
-/// How many Canaries or pods a refusal names (the count is always given).
-const NAMED: usize = 10;
 
 /// What `serin uninstall` was asked for.
 #[derive(Debug, Clone)]
@@ -248,7 +245,7 @@ async fn canaries(client: &Client, out: &mut Uninstall) -> Result<(), UninstallE
                 names.len(),
                 if names.len() == 1 { "y" } else { "ies" },
                 if names.len() == 1 { "s" } else { "" },
-                list(&names)
+                first_names(&names)
             ),
             hint: "deleting the CRDs deletes every Canary, and the garbage collector then deletes the -primary Deployments and Services each owns, the ones serving traffic (a Canary with revertOnDeletion would hang the deletion instead: its finalizer needs the controller). Let each rollout finish, set revertOnDeletion: true and delete the Canaries while the controller runs (each target gets its traffic back), then uninstall; or pass --force".into(),
         });
@@ -258,23 +255,17 @@ async fn canaries(client: &Client, out: &mut Uninstall) -> Result<(), UninstallE
 
 /// Pods running serin-proxy, in every namespace.
 async fn meshed_pods(client: &Client, out: &mut Uninstall) -> Result<(), UninstallError> {
-    let api: Api<Pod> = Api::all(client.clone());
-    let mut by_namespace: BTreeMap<String, usize> = BTreeMap::new();
-    let mut lp = ListParams::default().limit(PAGE);
-    loop {
-        let page = api.list(&lp).await.map_err(|source| UninstallError {
+    let pods = crate::check::meshed_pods(client)
+        .await
+        .map_err(|source| UninstallError {
             what: "listing pods in every namespace (to find meshed ones)".into(),
             source,
         })?;
-        for pod in page.items.iter().filter(|p| is_injected(p)) {
-            *by_namespace
-                .entry(pod.namespace().unwrap_or_default())
-                .or_default() += 1;
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => lp = lp.continue_token(&token),
-            None => break,
-        }
+    let mut by_namespace: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in &pods {
+        *by_namespace
+            .entry(pod.namespace().unwrap_or_default())
+            .or_default() += 1;
     }
     let total: usize = by_namespace.values().sum();
     if total > 0 {
@@ -288,26 +279,12 @@ async fn meshed_pods(client: &Client, out: &mut Uninstall) -> Result<(), Uninsta
                 if total == 1 { "" } else { "s" },
                 if total == 1 { "s" } else { "" },
                 if names.len() == 1 { "" } else { "s" },
-                list(&names)
+                first_names(&names)
             ),
             hint: "without the control plane their proxies keep the last route table forever, and new pods of their workloads start unmeshed. Remove the serin.dev/inject annotation from those namespaces and workloads and restart them (kubectl rollout restart), then uninstall; or pass --force".into(),
         });
     }
     Ok(())
-}
-
-/// The first [`NAMED`] of `names`, and how many more.
-fn list(names: &[String]) -> String {
-    let shown = names
-        .iter()
-        .take(NAMED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match names.len().saturating_sub(NAMED) {
-        0 => shown,
-        more => format!("{shown} and {more} more"),
-    }
 }
 
 /// Why `serin uninstall` prints nothing (exit 1).

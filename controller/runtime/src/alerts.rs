@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{HttpClient, HttpError, short_text};
+use crate::http::{HttpClient, HttpError, redirect_note, short_text};
 
 /// How serious an event is, and the least serious an alert wants to hear about.
 #[derive(
@@ -320,7 +320,7 @@ impl AlertClient {
         if resp.status.as_u16() >= 300 {
             return Err(AlertError::Rejected {
                 status: resp.status.as_u16(),
-                body: short_text(&resp.body, 200),
+                body: redirect_note(&resp).unwrap_or_else(|| short_text(&resp.body, 200)),
             });
         }
         Ok(())

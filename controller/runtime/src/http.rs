@@ -1,5 +1,5 @@
 //! A small outbound HTTP client shared by webhooks and alerts: POST a JSON body with a
-//! per-request timeout, http and https (webpki roots), no redirects, no proxy.
+//! per-request timeout, http and https (webpki roots), 307/308 redirects only, no proxy.
 
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct HttpResponse {
     pub status: StatusCode,
     /// Up to [`MAX_RESPONSE_BYTES`] of the body.
     pub body: Bytes,
+    /// Where a redirect that was not followed points (resolved), if it said.
+    pub location: Option<String>,
 }
 
 /// Cheap to clone; one connection pool shared by every clone.
@@ -76,7 +78,12 @@ impl HttpClient {
     }
 
     /// POST `body` as `application/json` with the extra `headers`, giving up after `timeout`
-    /// (connect, send and reading the body all count).
+    /// (connect, send, redirects and reading the body all count).
+    ///
+    /// 307 and 308 redirects are followed (at most [`MAX_REDIRECTS`]) with the same method,
+    /// body and headers, as RFC 9110 says and as Flagger's Go client does. 301, 302 and 303
+    /// are not: they would turn the POST into a GET, so they come back as the response, with
+    /// [`HttpResponse::location`] saying where they point.
     pub async fn post_json(
         &self,
         url: &str,
@@ -84,58 +91,118 @@ impl HttpClient {
         headers: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<HttpResponse, HttpError> {
-        let uri: http::Uri =
-            url.parse()
-                .map_err(|e: http::uri::InvalidUri| HttpError::InvalidUrl {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
-        match uri.scheme_str() {
-            Some("http") | Some("https") => {}
-            _ => {
-                return Err(HttpError::InvalidUrl {
-                    url: url.to_string(),
-                    reason: "accepted schemes are http and https".into(),
+        let mut uri = parse_http_url(url)?;
+        let exchange = async {
+            for _ in 0..=MAX_REDIRECTS {
+                let mut req = Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(
+                        http::header::USER_AGENT,
+                        concat!("serin/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .body(Full::new(body.clone()))
+                    .map_err(|e| HttpError::InvalidUrl {
+                        url: uri.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let map: &mut HeaderMap = req.headers_mut();
+                for (k, v) in headers {
+                    map.insert(k.clone(), v.clone());
+                }
+                let resp = self
+                    .inner
+                    .request(req)
+                    .await
+                    .map_err(|e| HttpError::Transport(error_chain(&e)))?;
+                let status = resp.status();
+                let location = resp
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| resolve_location(&uri, l));
+                if matches!(status.as_u16(), 307 | 308)
+                    && let Some(Ok(next)) = &location
+                {
+                    uri = next.clone();
+                    continue;
+                }
+                let body = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => collected.to_bytes(),
+                    // A body larger than the limit or cut short still has a meaningful status.
+                    Err(_) => Bytes::new(),
+                };
+                let location = location.map(|l| match l {
+                    Ok(u) => u.to_string(),
+                    Err(e) => e.to_string(),
+                });
+                return Ok(HttpResponse {
+                    status,
+                    body,
+                    location,
                 });
             }
-        }
-        let mut req = Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                http::header::USER_AGENT,
-                concat!("serin/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body))
-            .map_err(|e| HttpError::InvalidUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-        let map: &mut HeaderMap = req.headers_mut();
-        for (k, v) in headers {
-            map.insert(k.clone(), v.clone());
-        }
-        let exchange = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| HttpError::Transport(error_chain(&e)))?;
-            let status = resp.status();
-            let body = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                // A body larger than the limit or cut short still has a meaningful status.
-                Err(_) => Bytes::new(),
-            };
-            Ok(HttpResponse { status, body })
+            Err(HttpError::Transport(format!(
+                "more than {MAX_REDIRECTS} redirects (the last to {uri})"
+            )))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(HttpError::Timeout(timeout)),
         }
     }
+}
+
+/// Most 307/308 redirects a POST follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// `url` parsed, when it is an absolute http or https URL.
+fn parse_http_url(url: &str) -> Result<http::Uri, HttpError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| HttpError::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
+        _ => Err(HttpError::InvalidUrl {
+            url: url.to_string(),
+            reason: "accepted schemes are http and https".into(),
+        }),
+    }
+}
+
+/// A `Location` header resolved against the URL that answered it (absolute, or a path on the
+/// same host, or a path relative to the answering one).
+fn resolve_location(base: &http::Uri, location: &str) -> Result<http::Uri, HttpError> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return parse_http_url(location);
+    }
+    let scheme = base.scheme_str().unwrap_or("http");
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+    let path = if let Some(rest) = location.strip_prefix("//") {
+        return parse_http_url(&format!("{scheme}://{rest}"));
+    } else if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
+        format!("{dir}/{location}")
+    };
+    parse_http_url(&format!("{scheme}://{authority}{path}"))
+}
+
+/// What to say about a redirect that was not followed: where it points and why not.
+pub fn redirect_note(resp: &HttpResponse) -> Option<String> {
+    if !resp.status.is_redirection() {
+        return None;
+    }
+    let to = resp.location.as_deref().unwrap_or("no Location header");
+    Some(format!(
+        "redirect to {to} not followed: only 307 and 308 redirects are (they keep the POST and its body); set the URL to the address it moved to"
+    ))
 }
 
 impl HttpClient {
@@ -171,7 +238,11 @@ impl HttpClient {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => Bytes::new(),
             };
-            Ok(HttpResponse { status, body })
+            Ok(HttpResponse {
+                status,
+                body,
+                location: None,
+            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,

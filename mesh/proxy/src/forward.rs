@@ -584,11 +584,17 @@ fn spawn_mirror(
         let result = match sent {
             Ok(Ok(resp)) => {
                 ep.observe(started.elapsed());
+                // A 5xx is the shadow failing, which is what a mirror is there to show.
+                let failed = resp.status().is_server_error();
                 // Drain so the connection goes back to the pool.
                 let ok = http_body_util::BodyExt::collect(resp.into_body())
                     .await
                     .is_ok();
-                if ok { "ok" } else { "error" }
+                match (ok, failed) {
+                    (false, _) => "error",
+                    (true, true) => "failure",
+                    (true, false) => "ok",
+                }
             }
             _ => "error",
         };

@@ -587,7 +587,8 @@ impl Registry {
         self.proxy.table_version.store(version_in_force, Relaxed);
     }
 
-    /// Counts a mirrored request by mirror backend and result (`ok`, `error`, `dropped`).
+    /// Counts a mirrored request by mirror backend and result (`ok`: answered below 500,
+    /// `failure`: answered 5xx, `error`: no whole answer, `dropped`: not sent).
     pub fn mirror(&self, dst_service: &str, result: &'static str) {
         let mut m = self.proxy.mirror.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((dst_service.to_string(), result)).or_insert(0) += 1;
@@ -762,7 +763,7 @@ impl Registry {
             braces(&self.identity),
             p.table_version.load(Relaxed)
         );
-        out.push_str("# HELP serin_proxy_mirror_total Mirrored requests by mirror backend and result.\n# TYPE serin_proxy_mirror_total counter\n");
+        out.push_str("# HELP serin_proxy_mirror_total Mirrored requests by mirror backend and result (ok: answered below 500, failure: answered 5xx, error: no whole answer, dropped: not sent).\n# TYPE serin_proxy_mirror_total counter\n");
         for ((svc, result), n) in p.mirror.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let mut l = String::new();
             push_label(&mut l, "dst_service", svc);

@@ -89,7 +89,16 @@ impl Cluster {
         );
         put(
             format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status"),
-            json!({"version": 7, "ready": true, "proxies": [{"id": "a"}, {"id": "b"}], "routes": []}),
+            json!({"version": 7, "ready": true, "routes": [], "proxies": [
+                {"id": "web-1-1-0", "workload": "shop/web", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000},
+                {"id": "api-1-1-0", "workload": "pay/api", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000}]}),
+        );
+        put(
+            "/api/v1/pods".into(),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": [
+                meshed_pod("shop", "web-1", true), meshed_pod("pay", "api-1", true),
+                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns", "namespace": "kube-system"},
+                 "spec": {"containers": [{"name": "dns", "image": "dns"}]}, "status": {"phase": "Running"}}]}),
         );
         Self {
             objects,
@@ -115,15 +124,28 @@ impl Cluster {
     }
 }
 
+/// A pod with serin-proxy as a native sidecar, Running, its proxy `ready` or not.
+fn meshed_pod(ns: &str, name: &str, ready: bool) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": {"serin.dev/proxy-image": "ghcr.io/serin/serin:0.1.0"}},
+        "spec": {"initContainers": [{"name": "serin-init", "image": "i"}, {"name": "serin-proxy", "image": "i", "restartPolicy": "Always"}],
+                 "containers": [{"name": "app", "image": "app"}]},
+        "status": {"phase": "Running",
+            "initContainerStatuses": [
+                {"name": "serin-init", "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "serin-proxy", "ready": ready, "started": true, "restartCount": 0, "image": "i", "imageID": ""}],
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "app", "imageID": ""}]}})
+}
+
 fn not_found() -> Value {
     status_err(404, "NotFound", "not found")
 }
 
 async fn serve(cluster: Cluster) -> Vec<Outcome> {
-    serve_with(cluster, false).await
+    serve_with(cluster, false, false).await
 }
 
-async fn serve_with(cluster: Cluster, pre: bool) -> Vec<Outcome> {
+async fn serve_with(cluster: Cluster, pre: bool, proxy: bool) -> Vec<Outcome> {
     let (client, mut handle) = mock_client("default");
     let cluster = Arc::new(Mutex::new(cluster));
     let c = cluster.clone();
@@ -157,6 +179,7 @@ async fn serve_with(cluster: Cluster, pre: bool) -> Vec<Outcome> {
     let opts = CheckOptions {
         namespace: NS.into(),
         pre,
+        proxy,
     };
     tokio::time::timeout(
         Duration::from_secs(20),
@@ -363,7 +386,7 @@ async fn a_configured_metrics_server_is_asked_whether_it_is_ready() {
 
 #[tokio::test]
 async fn pre_checks_the_api_server_and_the_permission_to_install() {
-    let outcomes = serve_with(Cluster::healthy(), true).await;
+    let outcomes = serve_with(Cluster::healthy(), true, false).await;
     assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
     assert!(
         outcomes
@@ -376,5 +399,91 @@ async fn pre_checks_the_api_server_and_the_permission_to_install() {
     );
     let mut c = Cluster::healthy();
     c.denied = vec!["create clusterroles".into()];
-    only_failure(&serve_with(c, true).await, "can create ClusterRoles");
+    only_failure(&serve_with(c, true, false).await, "can create ClusterRoles");
+}
+
+#[tokio::test]
+async fn the_data_plane_checks_pass_when_every_meshed_pod_is_ready_connected_and_current() {
+    let outcomes = serve_with(Cluster::healthy(), false, true).await;
+    assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+    let message = |check: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.check == check)
+            .unwrap_or_else(|| panic!("{check} in {outcomes:#?}"))
+            .message
+            .clone()
+    };
+    assert_eq!(
+        message("meshed pods' proxies ready"),
+        "2 meshed pods, every proxy ready"
+    );
+    assert_eq!(
+        message("meshed pods connected to the control plane"),
+        "2 ready proxies, each connected"
+    );
+    assert_eq!(
+        message("route tables accepted by every proxy"),
+        "no proxy refused a route table"
+    );
+    // Without --proxy no pod is read.
+    let plain = serve(Cluster::healthy()).await;
+    assert!(!plain.iter().any(|o| o.check.starts_with("meshed")));
+}
+
+#[tokio::test]
+async fn an_unready_an_unconnected_or_a_refusing_proxy_fails_its_data_plane_check_by_name() {
+    let pods = "/api/v1/pods";
+    let status =
+        format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status");
+
+    let mut c = Cluster::healthy();
+    c.get(pods)["items"][0] = meshed_pod("shop", "web-1", false);
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods' proxies ready",
+    );
+    assert_eq!(
+        o.message,
+        "1 of 2 meshed pods have no ready proxy: shop/web-1"
+    );
+
+    // A pod of the same name in another namespace does not stand in for it.
+    let mut c = Cluster::healthy();
+    c.get(&status)["proxies"][1]["workload"] = json!("shop/api");
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods connected to the control plane",
+    );
+    assert_eq!(
+        o.message,
+        "1 of 2 ready proxies are not connected: pay/api-1"
+    );
+    assert!(o.hint.unwrap().contains("logs POD -c serin-proxy"));
+
+    let mut c = Cluster::healthy();
+    c.get(&status)["proxies"][0]["rejected"] = json!([
+        7,
+        "routes[0].rules[0].backends: must list at least one backend"
+    ]);
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "route tables accepted by every proxy",
+    );
+    assert_eq!(
+        o.message,
+        "1 proxy refused a route table: web-1-1-0 (shop/web) refused version 7: routes[0].rules[0].backends: must list at least one backend"
+    );
+    // A refusal the proxy has since moved past is history, not a failure.
+    let mut c = Cluster::healthy();
+    c.get(&status)["proxies"][0]["rejected"] = json!([6, "old"]);
+    assert!(failed(&serve_with(c, false, true).await).is_empty());
+
+    let mut c = Cluster::healthy();
+    c.answer(pods, 403, status_err(403, "Forbidden", "pods is forbidden: User \"dev\" cannot list resource \"pods\" in API group \"\" at the cluster scope"));
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods' proxies ready",
+    );
+    assert!(o.message.contains("cannot list resource"), "{}", o.message);
 }

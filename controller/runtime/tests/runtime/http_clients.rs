@@ -378,3 +378,129 @@ async fn a_hook_that_asks_for_a_signature_is_never_called_unsigned() {
         "exactly one request reached the receiver"
     );
 }
+
+/// A server that answers every request with `status` and `Location: location`, then closes.
+async fn redirector(status: u16, location: String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    redirect_with(listener, status, location);
+    addr
+}
+
+fn redirect_with(listener: tokio::net::TcpListener, status: u16, location: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                // Read the request head and its body before answering, as a server does.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_307_or_308_redirect_is_followed_with_the_same_body_and_signature() {
+    // Flagger's Go client follows these (method and body kept, as RFC 9110 says); a receiver
+    // behind an http->https or trailing-slash redirect keeps working.
+    let mut r = receiver(vec![(200, Duration::ZERO), (200, Duration::ZERO)]).await;
+    for status in [307, 308] {
+        let from = redirector(status, format!("http://{}/hook/", r.addr)).await;
+        let key = b"k3y";
+        let out = client()
+            .call(&call(from, 0, Duration::from_secs(5), Some(key)))
+            .await;
+        assert!(out.ok, "{status}: {out:?}");
+        assert_eq!(out.status, Some(200));
+        let seen = next(&mut r).await;
+        assert_eq!(seen.path, "/hook/");
+        let v: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        assert_eq!(v["checksum"], "abc123", "the same body");
+        let sig = seen.headers[SIGNATURE_HEADER].to_str().unwrap();
+        assert!(verify_signature(key, &seen.body, sig));
+    }
+}
+
+#[tokio::test]
+async fn a_301_302_or_303_redirect_fails_naming_where_it_points() {
+    // These turn a POST into a GET; a webhook must not be called as something else.
+    for status in [301, 302, 303] {
+        let from = redirector(status, "https://hooks.example/new".into()).await;
+        let out = client()
+            .call(&call(from, 2, Duration::from_secs(5), None))
+            .await;
+        assert!(!out.ok);
+        assert_eq!(out.status, Some(status));
+        assert_eq!(out.attempts, 1, "a redirect is not retried");
+        let s = out.summary();
+        assert!(s.contains("https://hooks.example/new"), "{s}");
+        assert!(s.contains("307") && s.contains("308"), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_loop_ends_as_a_failed_call() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    redirect_with(listener, 308, format!("http://{addr}/again"));
+    let out = client()
+        .call(&call(addr, 0, Duration::from_secs(5), None))
+        .await;
+    assert!(!out.ok, "{out:?}");
+    assert!(out.summary().contains("redirect"), "{}", out.summary());
+}
+
+#[tokio::test]
+async fn a_4xx_answer_is_final_but_429_and_5xx_are_retried() {
+    // A closed gate answers 403 (Flagger's load tester does): asking again at once gets the
+    // same answer, so only what may pass on a second try is retried (as Flagger's client).
+    let mut r = receiver(vec![(403, Duration::ZERO), (200, Duration::ZERO)]).await;
+    let out = client()
+        .call(&call(r.addr, 3, Duration::from_secs(5), None))
+        .await;
+    assert!(!out.ok);
+    assert_eq!((out.status, out.attempts), (Some(403), 1), "{out:?}");
+    next(&mut r).await;
+
+    let r = receiver(vec![
+        (429, Duration::ZERO),
+        (502, Duration::ZERO),
+        (200, Duration::ZERO),
+    ])
+    .await;
+    let out = client()
+        .call(&call(r.addr, 3, Duration::from_secs(5), None))
+        .await;
+    assert!(out.ok, "{out:?}");
+    assert_eq!(out.attempts, 3);
+}

@@ -302,6 +302,46 @@ async fn a_mirror_that_stops_answering_holds_a_bounded_number_of_copies() {
 }
 
 #[tokio::test]
+async fn a_mirror_answering_5xx_is_counted_as_a_failure_not_ok() {
+    let primary = upstream("primary").await;
+    let shadow = upstream("shadow").await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&mirror_yaml(primary.addr, shadow.addr)))
+        .expect("valid table");
+    let c = h1_client();
+    for (path, n) in [("/", 3), ("/status/503", 4)] {
+        for _ in 0..n {
+            within(10, get(&c, p.outbound_addr(), "api", path, &[])).await;
+        }
+    }
+    // Copies finish after the real responses: wait until all seven are counted.
+    let shadow_result = |m: &str, result: &str| {
+        sample(
+            m,
+            &[
+                "serin_proxy_mirror_total{",
+                "dst_service=\"shadow\"",
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    let m = within(10, async {
+        loop {
+            let m = metrics(&p).await;
+            if shadow_result(&m, "ok") + shadow_result(&m, "failure") >= 7.0 {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(shadow_result(&m, "ok"), 3.0, "{m}");
+    assert_eq!(shadow_result(&m, "failure"), 4.0, "{m}");
+    let _ = (primary, shadow);
+}
+
+#[tokio::test]
 async fn a_slow_backend_gets_a_504_after_the_route_timeout() {
     let slow = upstream("slow").await;
     let p = proxy().await;
