@@ -769,6 +769,20 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                         "{name}: panel {title}: fixed window {w} in {expr}: use [$__rate_interval], which follows the data source's scrape interval (a fixed [1m] is empty at Prometheus' default 1m scrape interval)"
                     );
                 }
+                // A stat reduces each series over the range to its last value: a series per
+                // label value that ended within the range (a phase no Canary is in any more)
+                // would still show its last count. Such stats ask for the value now.
+                if p["type"] == "stat"
+                    && t["legendFormat"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("{{")
+                {
+                    ensure!(
+                        t["instant"] == true,
+                        "{name}: stat {title} shows a series per label value, so it must be an instant query (a range query keeps series that ended within the range)"
+                    );
+                }
                 // Over `$__range` a query is a total of the whole dashboard range: as a range
                 // query each point would look back one whole range before it.
                 if expr.contains("$__range") {
