@@ -172,7 +172,10 @@ const SCRIPT: &str = r#"
     schedule();
   }
   var es = new EventSource(body.dataset.events);
-  es.addEventListener('hello', function(){ live.textContent = 'live'; live.className = 'on'; body.dataset.live = '1'; });
+  // Every `hello` (the first, and each after a reconnect) refetches what is shown: changes made
+  // between the page's render and the subscription, or while the connection was down (a
+  // controller restart, a dropped network), were never sent to this page.
+  es.addEventListener('hello', function(){ live.textContent = 'live'; live.className = 'on'; body.dataset.live = '1'; full = true; schedule(); });
   ['canary', 'removed'].forEach(function(n){ es.addEventListener(n, changed); });
   es.addEventListener('entry', function(){ if (!overview) { full = true; schedule(); } });
   es.addEventListener('resync', function(){ full = true; schedule(); });

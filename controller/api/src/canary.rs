@@ -753,8 +753,9 @@ pub struct CanaryWebhook {
     /// Key-value pairs sent in the payload (e.g. the load tester's `cmd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Serin: extra attempts after a failed call (no answer in time, a transport error or a
-    /// status above 202), 0..=10 (default 0: one attempt, as Flagger).
+    /// Serin: extra attempts after a failed call that may pass on a second try (no answer in
+    /// time, a transport error, 408, 429 or a 5xx but 501; other statuses above 202 are final),
+    /// 0..=10 (default 0: one attempt, as Flagger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
     /// Serin: a key of a Secret in the Canary's namespace holding an HMAC-SHA256 key; every call

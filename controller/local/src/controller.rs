@@ -25,7 +25,7 @@ use super::platform::{LocalPlatform, Processes};
 use super::router::ControlPlane;
 use super::store::FileStore;
 use super::supervisor::Supervisor;
-use serin_controller::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier};
+use serin_controller::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier, Store};
 use serin_controller::alerts::Alert;
 use serin_controller::driver::Driver;
 use serin_controller::hooks::HttpHooks;
@@ -263,6 +263,34 @@ fn load(dir: &Path, analyzer: &LocalAnalyzer, interval: Option<Duration>) -> Loa
     loaded
 }
 
+/// A Canary whose manifest is back after it was removed (its stored status says Terminating or
+/// Terminated) is a new Canary, as `kubectl apply` after `kubectl delete` makes one: it starts
+/// anew (Initializing) instead of staying terminated forever. Its run count and applied command
+/// ids carry over, so the history's runs keep distinct ids and an old command is never applied
+/// again.
+async fn start_anew_if_deleted(store: &FileStore, ctx: &CanaryContext) {
+    let Ok(Some(record)) = store.read(&ctx.id) else {
+        return;
+    };
+    let old = record.status;
+    if !matches!(
+        old.phase,
+        serin_core::Phase::Terminating | serin_core::Phase::Terminated
+    ) {
+        return;
+    }
+    tracing::info!(canary = %ctx.id, "its manifest is back after it was removed: it starts anew, as a re-created Canary does");
+    let fresh = serin_core::Status {
+        runs: old.runs,
+        last_command_id: old.last_command_id,
+        applied_command_ids: old.applied_command_ids,
+        ..serin_core::Status::default()
+    };
+    if let Err(error) = store.save(ctx, &fresh, &[]).await {
+        tracing::warn!(canary = %ctx.id, %error, "cannot reset the re-created Canary's status");
+    }
+}
+
 /// Runs the local controller until `shutdown` resolves.
 pub async fn run(opts: LocalOptions, shutdown: impl Future<Output = ()>) -> Result<(), LocalError> {
     let store = Arc::new(
@@ -363,6 +391,7 @@ pub async fn run_with_store(
     let mut loaded = load(&opts.dir, &analyzer, opts.interval);
     platform.set_processes(loaded.processes.clone());
     for ctx in loaded.canaries.values() {
+        start_anew_if_deleted(&store, ctx).await;
         platform.register(ctx);
     }
     // Processes an earlier controller left running are adopted above; know whether they are
@@ -394,6 +423,11 @@ pub async fn run_with_store(
                         let _ = driver
                             .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
                             .await;
+                    }
+                }
+                for (id, ctx) in &fresh.canaries {
+                    if !loaded.canaries.contains_key(id) {
+                        start_anew_if_deleted(&store, ctx).await;
                     }
                 }
                 loaded = fresh;

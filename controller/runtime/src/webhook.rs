@@ -84,6 +84,12 @@ impl WebhookOutcome {
     }
 }
 
+/// Whether an answer may change on a second try: 408, 429 and 5xx but 501, as Flagger's
+/// client (go-retryablehttp) retries; any other refusal is final.
+fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || (500..600).contains(&status) && status != 501
+}
+
 /// `sha256=<hex>` of HMAC-SHA256(`key`, `body`).
 pub fn signature(key: &[u8], body: &[u8]) -> String {
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
@@ -138,8 +144,8 @@ impl WebhookClient {
         self
     }
 
-    /// Calls the hook, retrying failed attempts (transport errors and statuses > 202) up to
-    /// `call.retries` times. Never returns an error: failure is an outcome the engine judges.
+    /// Calls the hook, retrying failed attempts (transport errors, 408, 429 and 5xx but 501)
+    /// up to `call.retries` times; other statuses > 202 are final. Never returns an error: failure is an outcome the engine judges.
     #[tracing::instrument(skip_all, fields(hook = %call.name, canary = %call.payload.name, ns = %call.payload.namespace))]
     pub async fn call(&self, call: &WebhookCall) -> WebhookOutcome {
         let started = Instant::now();
@@ -193,6 +199,11 @@ impl WebhookClient {
                         break;
                     }
                     tracing::debug!(status = resp.status.as_u16(), attempt, "webhook refused");
+                    if !retryable(resp.status.as_u16()) {
+                        // A final answer (a closed gate's 403, a 400): asking again at once
+                        // gets the same one.
+                        break;
+                    }
                 }
                 Err(e @ HttpError::InvalidUrl { .. }) => {
                     // Retrying a malformed URL cannot succeed.

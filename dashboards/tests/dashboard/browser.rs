@@ -190,3 +190,121 @@ async fn a_person_sees_canaries_live_and_can_act_only_with_the_token() {
     eprintln!("screenshots: {} and dashboard-overview.png", shot.display());
     driver.cmd("DELETE", "", None).await;
 }
+
+/// A TCP relay in front of the dashboard that can drop every connection and refuse new ones
+/// for a while: a server restart or a network drop as the browser sees it.
+struct Relay {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the browser sees the connection closed
+                }
+                c.lock().unwrap().spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            open,
+            conns,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Drops every connection and refuses new ones until [`Relay::reopen`].
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.conns.lock().unwrap().abort_all();
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.conns.lock().unwrap().abort_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_lost_its_connection_shows_what_changed_meanwhile_once_back() {
+    let backend = scenario();
+    let server = serve(backend.clone(), Some(TOKEN)).await;
+    let relay = Relay::start(server.addr).await;
+    let driver = Driver::start().await;
+    let row = |what: &str| {
+        format!(
+            "var r = document.querySelector('tr[data-canary=\"test/backend\"]'); return r && r.querySelector('.phase').textContent === 'Progressing' && r.querySelector('.weight').textContent.trim() === '{what}'"
+        )
+    };
+    for page in ["/", "/canaries/test/backend"] {
+        driver.goto(&relay.url(page)).await;
+        driver
+            .until("SSE connected", "return document.body.dataset.live === '1'")
+            .await;
+        let load_id = driver.js("return window.serinLoadId").await;
+        // The connection drops (a controller restart, a laptop waking up)...
+        relay.cut();
+        driver
+            .until(
+                "the page says it is reconnecting",
+                "return document.body.dataset.live === '0'",
+            )
+            .await;
+        // ...and the rollout moves on while the page cannot hear about it.
+        let (phase_check, weight) = if page == "/" {
+            backend.start_run(&key("backend"), "r8", t(5000)).unwrap();
+            backend.set_weight(&key("backend"), 20, t(5001)).unwrap();
+            (row("20%"), 20)
+        } else {
+            backend.set_weight(&key("backend"), 40, t(5002)).unwrap();
+            (
+                "var w = document.querySelector('#summary .bar i'); return w && w.style.width === '40%'".to_string(),
+                40,
+            )
+        };
+        relay.reopen();
+        driver
+            .until(
+                "SSE connected again",
+                "return document.body.dataset.live === '1'",
+            )
+            .await;
+        // Nothing else changes now: only a refetch on reconnect can show it.
+        driver
+            .until(
+                &format!("{page} shows the weight {weight}% set while disconnected"),
+                &phase_check,
+            )
+            .await;
+        assert_eq!(
+            driver.js("return window.serinLoadId").await,
+            load_id,
+            "no reload"
+        );
+    }
+    drop(driver);
+}

@@ -517,6 +517,64 @@ fn identity(deployment: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// `promtool check metrics` on a real scrape of a proxy's admin `/metrics` (`addr`): the text
+/// parses, every family has HELP and TYPE, and nothing but Linkerd's own `_ms` names (kept for
+/// its dashboards and Flagger's queries) draws a lint.
+async fn promtool_checks_a_scrape(addr: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // HTTP/1.0: the answer is the body up to the close, never chunked.
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8(answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP answer from {addr}"))?;
+    ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{addr}: {head}"
+    );
+    let promtool = serin_analysis::testing::find_prometheus().with_file_name("promtool");
+    let mut child = tokio::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", promtool.display()))?;
+    let mut stdin = child.stdin.take().context("promtool's stdin")?;
+    stdin.write_all(body.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let linkerd_names = [
+        "response_latency_ms ",
+        "route_response_latency_ms ",
+        "tcp_connection_duration_ms ",
+    ];
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            let linkerd_unit = l.ends_with("metric names should not contain abbreviated units")
+                && linkerd_names.iter().any(|n| l.starts_with(n));
+            !l.trim().is_empty() && !linkerd_unit
+        })
+        .collect();
+    ensure!(
+        matches!(out.status.code(), Some(0 | 3)) && problems.is_empty(),
+        "promtool check metrics on {addr} ({}):\n{}",
+        out.status,
+        problems.join("\n")
+    );
+    Ok(())
+}
+
 /// Waits until `expr` returns at least one series (an error names it).
 async fn await_series(client: &Client, expr: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + STEP;
@@ -709,6 +767,20 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                 if let Some(w) = fixed_short_window(expr) {
                     bail!(
                         "{name}: panel {title}: fixed window {w} in {expr}: use [$__rate_interval], which follows the data source's scrape interval (a fixed [1m] is empty at Prometheus' default 1m scrape interval)"
+                    );
+                }
+                // A stat reduces each series over the range to its last value: a series per
+                // label value that ended within the range (a phase no Canary is in any more)
+                // would still show its last count. Such stats ask for the value now.
+                if p["type"] == "stat"
+                    && t["legendFormat"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("{{")
+                {
+                    ensure!(
+                        t["instant"] == true,
+                        "{name}: stat {title} shows a series per label value, so it must be an instant query (a range query keeps series that ended within the range)"
                     );
                 }
                 // Over `$__range` a query is a total of the whole dashboard range: as a range
@@ -1040,6 +1112,13 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
                 );
             }
         }
+    }
+    // The proxies' own exposition, as scraped now (after errors, latency, two rollouts).
+    for addr in [
+        host(&site.proxy_metrics),
+        frontend.admin_addr().context("frontend admin")?.to_string(),
+    ] {
+        promtool_checks_a_scrape(&addr).await?;
     }
     // Linkerd's dashboards' queries.
     // The authority the proxy routes podinfo's traffic on, as Linkerd's authority variable

@@ -186,21 +186,31 @@ async fn the_controller_refuses_bad_dashboard_flags_with_the_flag_named() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_typo_saved_mid_rollout_keeps_the_run_on_its_last_valid_manifests() {
-    let mut site = Site::start("typo").await;
+/// A running controller with the gated Canary, initialized on v1.
+async fn gated_on_v1(test: &str) -> Site {
+    let mut site = Site::start(test).await;
     site.start_controller().await;
     site.write_gated_canary();
     site.await_summary("podinfo initialized on v1", |s| {
         s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
     })
     .await;
-    // Run 1 (v2) holds at the closed confirm-promotion gate.
-    site.rollout("v2").await;
+    site
+}
+
+async fn await_v2_at_the_gate(site: &Site) {
     site.await_summary("v2 waiting at the confirm gate", |s| {
         s.waiting.is_some() && s.revision_in_flight() == Some("v2")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_saved_mid_rollout_keeps_the_run_on_its_last_valid_manifests() {
+    let site = gated_on_v1("typo").await;
+    // Run 1 (v2) holds at the closed confirm-promotion gate.
+    site.rollout("v2").await;
+    await_v2_at_the_gate(&site).await;
     let run = site.summary().await.run.unwrap().id;
 
     // Someone saves a typo in each manifest mid-run.
@@ -249,5 +259,25 @@ async fn a_typo_saved_mid_rollout_keeps_the_run_on_its_last_valid_manifests() {
         )),
         "{out}"
     );
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_manifest_is_removed_and_put_back_starts_anew() {
+    let site = gated_on_v1("recreated").await;
+    let canary = site.read("canary.yaml");
+    // Deleted (its manifest removed): the controller terminates it.
+    site.remove("canary.yaml");
+    site.await_summary("podinfo terminating", |s| s.phase == Phase::Terminating)
+        .await;
+    // Re-created: a new Canary, as `kubectl apply` after `kubectl delete` makes one.
+    site.write("canary.yaml", &canary);
+    site.await_summary("podinfo initialized again", |s| {
+        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+    })
+    .await;
+    // And it rolls out again.
+    site.rollout("v2").await;
+    await_v2_at_the_gate(&site).await;
     site.stop().await;
 }

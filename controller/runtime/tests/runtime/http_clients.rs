@@ -479,3 +479,28 @@ async fn a_redirect_loop_ends_as_a_failed_call() {
     assert!(!out.ok, "{out:?}");
     assert!(out.summary().contains("redirect"), "{}", out.summary());
 }
+
+#[tokio::test]
+async fn a_4xx_answer_is_final_but_429_and_5xx_are_retried() {
+    // A closed gate answers 403 (Flagger's load tester does): asking again at once gets the
+    // same answer, so only what may pass on a second try is retried (as Flagger's client).
+    let mut r = receiver(vec![(403, Duration::ZERO), (200, Duration::ZERO)]).await;
+    let out = client()
+        .call(&call(r.addr, 3, Duration::from_secs(5), None))
+        .await;
+    assert!(!out.ok);
+    assert_eq!((out.status, out.attempts), (Some(403), 1), "{out:?}");
+    next(&mut r).await;
+
+    let r = receiver(vec![
+        (429, Duration::ZERO),
+        (502, Duration::ZERO),
+        (200, Duration::ZERO),
+    ])
+    .await;
+    let out = client()
+        .call(&call(r.addr, 3, Duration::from_secs(5), None))
+        .await;
+    assert!(out.ok, "{out:?}");
+    assert_eq!(out.attempts, 3);
+}

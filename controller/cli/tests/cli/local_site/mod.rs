@@ -69,6 +69,11 @@ impl Site {
         self.site.write_manifest(file, text).unwrap();
     }
 
+    /// Deletes a manifest file.
+    pub fn remove(&self, file: &str) {
+        std::fs::remove_file(self.site.dir.manifests().join(file)).unwrap();
+    }
+
     /// A manifest file as it is now.
     pub fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.site.dir.manifests().join(file)).unwrap()
