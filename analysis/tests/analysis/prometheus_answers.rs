@@ -228,6 +228,19 @@ async fn a_secret_missing_a_key_names_it_and_no_error_shows_a_password() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 
+    // A token pasted with a line break inside: the Secret and the key are named, not the value.
+    let err = build(&prometheus_settings(
+        "http://127.0.0.1:9",
+        Some(secret(&[("token", "hunter2\nsecond-line\n")])),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Secret test/prom-auth key token") && err.contains("line break"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
     // Credentials written into the address (Go's clients, and so Flagger, accept them) are
     // used, and never shown: not in errors, not in Debug.
     let fake = FakeApi::start(vec![one()]).await;
