@@ -258,6 +258,7 @@ impl Analyzer for LocalAnalyzer {
             Some(&n.service_name),
         );
         target.ingress = n.ingress.clone();
+        target.route = n.route.clone();
         let no_data = no_data(&n);
         let mut results = Vec::new();
         for (i, m) in n.metrics.iter().enumerate() {
