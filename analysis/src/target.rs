@@ -41,6 +41,9 @@ pub struct Target {
     pub service: String,
     /// `spec.ingressRef.name`, when set.
     pub ingress: Option<String>,
+    /// `spec.routeRef.name`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// The canary arm.
     pub canary: Arm,
     /// The primary arm.
@@ -66,6 +69,7 @@ impl Target {
             },
             service,
             ingress: None,
+            route: None,
         }
     }
 
@@ -89,6 +93,7 @@ impl Target {
             target: self.target.clone(),
             service: self.service.clone(),
             ingress: self.ingress.clone(),
+            route: self.route.clone(),
             interval,
             variables: variables.clone(),
         }

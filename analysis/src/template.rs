@@ -2,7 +2,8 @@
 //!
 //! Flagger renders queries with Go templates where each variable is a function:
 //! `{{ name }}`, `{{ namespace }}`, `{{ target }}`, `{{ service }}`, `{{ ingress }}`,
-//! `{{ interval }}` and `{{ variables.<key> }}` (from the metric's `templateVariables`).
+//! `{{ route }}`, `{{ interval }}` and `{{ variables.<key> }}` (from the metric's
+//! `templateVariables`).
 //! Serin accepts exactly that subset (plus Go's `{{-` / `-}}` whitespace trimming) and refuses
 //! anything else with an error naming the variable, instead of sending a half-rendered query.
 
@@ -23,8 +24,12 @@ pub struct TemplateContext {
     pub target: String,
     /// `canary.spec.service.name` (defaults to the target name in Flagger).
     pub service: String,
-    /// `canary.spec.ingressRef.name`, when the Canary has one.
+    /// `canary.spec.ingressRef.name`, when the Canary has one; `{{ ingress }}` is the target
+    /// name otherwise, as in Flagger.
     pub ingress: Option<String>,
+    /// `canary.spec.routeRef.name` (APISIX), when the Canary has one; `{{ route }}` is the
+    /// target name otherwise, as in Flagger.
+    pub route: Option<String>,
     /// The metric's `interval`, rendered as PromQL accepts it (`1m`).
     pub interval: Duration,
     /// The metric's `templateVariables`.
@@ -38,7 +43,8 @@ impl TemplateContext {
             "namespace" => Some(self.namespace.clone()),
             "target" => Some(self.target.clone()),
             "service" => Some(self.service.clone()),
-            "ingress" => self.ingress.clone(),
+            "ingress" => Some(self.ingress.clone().unwrap_or_else(|| self.target.clone())),
+            "route" => Some(self.route.clone().unwrap_or_else(|| self.target.clone())),
             "interval" => Some(format_duration(self.interval)),
             other => other
                 .strip_prefix("variables.")
@@ -47,14 +53,18 @@ impl TemplateContext {
     }
 
     fn known(&self) -> String {
-        let mut names: Vec<String> = ["name", "namespace", "target", "service"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if self.ingress.is_some() {
-            names.push("ingress".into());
-        }
-        names.push("interval".into());
+        let mut names: Vec<String> = [
+            "name",
+            "namespace",
+            "target",
+            "service",
+            "ingress",
+            "route",
+            "interval",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         names.extend(self.variables.keys().map(|k| format!("variables.{k}")));
         names.join(", ")
     }
@@ -134,6 +144,7 @@ mod tests {
             target: "podinfo".into(),
             service: "podinfo-svc".into(),
             ingress: None,
+            route: None,
             interval: Duration::from_secs(60),
             variables: BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]),
         }
@@ -157,6 +168,25 @@ mod tests {
     }
 
     #[test]
+    fn ingress_and_route_default_to_the_target_as_in_flagger() {
+        // Flagger renders {{ ingress }} and {{ route }} with the target's name unless the Canary
+        // has an ingressRef / routeRef.
+        assert_eq!(
+            render("{{ ingress }} {{ route }}", &ctx()).unwrap(),
+            "podinfo podinfo"
+        );
+        let mut c = ctx();
+        c.ingress = Some("web".into());
+        c.route = Some("web-route".into());
+        assert_eq!(
+            render("{{ ingress }} {{ route }}", &c).unwrap(),
+            "web web-route"
+        );
+        let err = render("{{ nope }}", &ctx()).unwrap_err().to_string();
+        assert!(err.contains("ingress") && err.contains("route"), "{err}");
+    }
+
+    #[test]
     fn unknown_variable_is_an_error_naming_it() {
         let err = render("x{a=\"{{ variables.zone }}\"}", &ctx()).unwrap_err();
         match &err {
@@ -167,8 +197,6 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(err.to_string().contains("variables.zone"));
-        let err = render("{{ ingress }}", &ctx()).unwrap_err();
-        assert!(err.to_string().contains("`ingress`"), "{err}");
         let err = render("{{ .Namespace }}", &ctx()).unwrap_err();
         assert!(err.to_string().contains(".Namespace"), "{err}");
     }

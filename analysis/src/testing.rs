@@ -371,6 +371,8 @@ pub struct Answer {
     /// When set, the body is sent as these chunks, one after another (chunked encoding),
     /// ending as [`StreamEnd`] says; `body` is then unused.
     pub stream: Option<(Vec<String>, StreamEnd)>,
+    /// Extra response headers, e.g. a redirect's `location`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// How a streamed answer ends.
@@ -397,6 +399,7 @@ impl Answer {
             content_type,
             body: body.into(),
             stream: None,
+            headers: Vec::new(),
         }
     }
 
@@ -412,6 +415,7 @@ impl Answer {
             content_type: "text/event-stream",
             body: String::new(),
             stream: Some((chunks, end)),
+            headers: Vec::new(),
         }
     }
 }
@@ -512,10 +516,14 @@ impl FakeApi {
                                 };
                                 let a = handler(&request);
                                 let _ = tx.send(request);
+                                let mut response = hyper::Response::builder()
+                                    .status(a.status)
+                                    .header("content-type", a.content_type);
+                                for (name, value) in &a.headers {
+                                    response = response.header(*name, value.as_str());
+                                }
                                 Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .status(a.status)
-                                        .header("content-type", a.content_type)
+                                    response
                                         .body(fake_body(a))
                                         .expect("a scripted response is valid"),
                                 )

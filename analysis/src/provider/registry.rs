@@ -306,6 +306,19 @@ fn prometheus(settings: &ProviderSettings) -> Result<PrometheusProvider, Analysi
     config.headers = settings.headers.clone();
     config.insecure_skip_verify = settings.insecure_skip_verify;
     if let Some(c) = &settings.credentials {
+        // A value that cannot go into a header (a line break inside a pasted token, a control
+        // character): name the Secret and the key here, where they are known.
+        for key in ["token", "username", "password"] {
+            if let Some(v) = c.data.get(key)
+                && v.trim().chars().any(char::is_control)
+            {
+                return Err(AnalysisError::InvalidConfig {
+                    field: format!("spec.provider.secretRef: Secret {} key {key}", c.secret),
+                    message: "contains a line break or another control character".into(),
+                    accepted: "one line of text (a trailing newline is ignored)".into(),
+                });
+            }
+        }
         // As Flagger reads it: a bearer `token`, else `username` and `password`.
         config.auth = Some(
             match (

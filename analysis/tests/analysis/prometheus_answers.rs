@@ -146,6 +146,7 @@ async fn a_hanging_prometheus_times_out_and_a_restarting_one_says_503() {
         content_type: "application/json",
         body: String::new(),
         stream: Some((vec![r#"{"status":"success","#.into()], StreamEnd::Hang)),
+        headers: Vec::new(),
     };
     let fake = FakeApi::start(vec![hang]).await;
     let mut config = PrometheusConfig::new(fake.address.clone(), Mesh::Serin);
@@ -227,6 +228,19 @@ async fn a_secret_missing_a_key_names_it_and_no_error_shows_a_password() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 
+    // A token pasted with a line break inside: the Secret and the key are named, not the value.
+    let err = build(&prometheus_settings(
+        "http://127.0.0.1:9",
+        Some(secret(&[("token", "hunter2\nsecond-line\n")])),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Secret test/prom-auth key token") && err.contains("line break"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
     // Credentials written into the address (Go's clients, and so Flagger, accept them) are
     // used, and never shown: not in errors, not in Debug.
     let fake = FakeApi::start(vec![one()]).await;
@@ -292,4 +306,32 @@ async fn every_value_of_a_repeated_header_reaches_prometheus_and_debug_shows_no_
         debug.contains("X-Scope-OrgID") && !debug.contains("hunter2") && !debug.contains("team-a"),
         "{debug}"
     );
+}
+
+#[tokio::test]
+async fn a_redirect_behind_a_proxy_is_followed_with_the_credentials() {
+    // A proxy that moved Prometheus to another path on the same host answers 307.
+    let mut fake = FakeApi::start(vec![
+        Answer {
+            headers: vec![(
+                "location",
+                "/moved/api/v1/query?query=vector%281%29".to_string(),
+            )],
+            ..Answer::with_type(307, "text/plain", "moved")
+        },
+        one(),
+    ])
+    .await;
+    let mut config = PrometheusConfig::new(fake.address.clone(), Mesh::Serin);
+    config.auth = Some(PrometheusAuth::Bearer {
+        token: "tenant-token".into(),
+    });
+    let p = PrometheusProvider::new(config).unwrap();
+    assert_eq!(p.scalar("vector(1)").await.unwrap(), Some(1.0));
+    let first = fake.next().await;
+    let second = fake.next().await;
+    assert_eq!(first.path, "/api/v1/query");
+    assert_eq!(second.path, "/moved/api/v1/query");
+    // Same host: the credentials go along (a redirect to another host would drop them).
+    assert_eq!(second.header("authorization"), Some("Bearer tenant-token"));
 }

@@ -228,6 +228,9 @@ pub struct Normalized {
     /// `spec.ingressRef.name`: what `{{ ingress }}` renders in MetricTemplate queries (Flagger
     /// renders it whatever the provider).
     pub ingress: Option<String>,
+    /// `spec.routeRef.name`: what `{{ route }}` renders (Flagger renders it whatever the
+    /// provider).
+    pub route: Option<String>,
 }
 
 fn weight(v: i32) -> u32 {
@@ -385,6 +388,7 @@ impl Normalized {
 
         Ok(Normalized {
             ingress: spec.ingress_ref.as_ref().map(|r| r.name.clone()),
+            route: spec.route_ref.as_ref().map(|r| r.name.clone()),
             target_kind: spec.target_ref.kind,
             target_name: spec.target_ref.name.clone(),
             provider: spec.provider.clone(),

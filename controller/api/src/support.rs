@@ -533,7 +533,9 @@ pub const FIELD_RULES: &[FieldRule] = &[
     },
     FieldRule {
         path: "spec.routeRef",
-        support: FieldSupport::Ignored("APISIX provider only"),
+        support: FieldSupport::Ignored(
+            "APISIX provider only; its name still renders `{{ route }}` in MetricTemplate queries",
+        ),
         set: |c| c.spec.route_ref.is_some(),
     },
     FieldRule {

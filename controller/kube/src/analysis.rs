@@ -268,6 +268,7 @@ impl Analyzer for PrometheusAnalyzer {
         let ns = ctx.id.namespace.clone();
         let mut target = Target::flagger(&ctx.id.name, &ns, &n.target_name, Some(&n.service_name));
         target.ingress = n.ingress.clone();
+        target.route = n.route.clone();
         let no_data = no_data(&n);
         let mesh = mesh_of(n.provider.as_deref().unwrap_or(&self.default_provider));
         let env = CheckEnv {

@@ -555,6 +555,56 @@ fn proxy_ready(pod: &Pod) -> bool {
             .any(|c| c.name == PROXY_CONTAINER && c.ready)
 }
 
+/// The proxies subscribed to any control-plane replica, and the replicas that did not answer
+/// (`pod: why`). Each proxy streams from the one replica its connection was balanced to, and a
+/// replica's status lists only its own: with `--ha` or `--control-plane-replicas`, the
+/// Service's answer (one replica's) would leave the others' proxies out, so each Running
+/// replica is asked through its pod.
+async fn replica_proxies(
+    client: &Client,
+    ns: &str,
+) -> Result<(Vec<serde_json::Value>, Vec<String>), String> {
+    let selector = install::selector_labels(CONTROL_PLANE)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let replicas = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| api_message(&e))?;
+    let mut proxies = Vec::new();
+    let mut unread = Vec::new();
+    for pod in replicas
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    {
+        let name = pod.name_any();
+        let path = format!(
+            "/api/v1/namespaces/{ns}/pods/{name}:{}/proxy/v1/status",
+            install::CONTROL_PLANE_PORT
+        );
+        let req = match http::Request::get(path).body(Vec::new()) {
+            Ok(r) => r,
+            Err(e) => {
+                unread.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match client.request_text(req).await {
+            Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(status) => {
+                    proxies.extend(status["proxies"].as_array().cloned().unwrap_or_default())
+                }
+                Err(e) => unread.push(format!("{name}: unreadable status: {e}")),
+            },
+            Err(e) => unread.push(format!("{name}: {}", api_message(&e))),
+        }
+    }
+    Ok((proxies, unread))
+}
+
 /// `linkerd check --proxy`'s questions for Serin's data plane: are the meshed pods' proxies
 /// ready, is each connected to the control plane, and has any refused a route table?
 async fn data_plane(
@@ -597,15 +647,25 @@ async fn data_plane(
             format!("kubectl -n NAMESPACE describe pod POD (the {PROXY_CONTAINER} and {INIT_CONTAINER} containers), and kubectl -n NAMESPACE logs POD -c {PROXY_CONTAINER}"),
         ));
     }
-    let Some(status) = status else {
+    if status.is_none() {
         out.push(Outcome::fail(
             connected_check,
             "the control plane's status is not readable (see above)",
             format!("kubectl -n {ns} logs deployment/{CONTROL_PLANE}"),
         ));
         return;
+    }
+    let (proxies, unread) = match replica_proxies(client, ns).await {
+        Ok(found) => found,
+        Err(e) => {
+            out.push(Outcome::fail(
+                connected_check,
+                format!("listing the control plane's pods in {ns}: {e}"),
+                "serin check --proxy asks each control-plane replica for its proxies: run it as a user who may list pods in Serin's namespace",
+            ));
+            return;
+        }
     };
-    let proxies = status["proxies"].as_array().cloned().unwrap_or_default();
     // A proxy's id starts with its pod's name (HOSTNAME) and its workload with the pod's
     // namespace (both from the injected environment).
     let connected = |p: &Pod| {
@@ -633,10 +693,18 @@ async fn data_plane(
         out.push(Outcome::fail(
             connected_check,
             format!(
-                "{} of {} ready proxies are not connected: {}",
+                "{} of {} ready proxies are not connected: {}{}",
                 unconnected.len(),
                 ready.len(),
-                first_names(&unconnected)
+                first_names(&unconnected),
+                match unread.len() {
+                    0 => String::new(),
+                    1 => format!(" (control-plane replica not read: {})", unread[0]),
+                    _ => format!(
+                        " (control-plane replicas not read: {})",
+                        first_names(&unread)
+                    ),
+                }
             ),
             format!("kubectl -n NAMESPACE logs POD -c {PROXY_CONTAINER} says why it cannot reach {CONTROL_PLANE}.{ns}"),
         ));

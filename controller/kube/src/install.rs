@@ -365,7 +365,8 @@ fn labels(component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn selector_labels(component: &str) -> BTreeMap<String, String> {
+/// The labels a component's Deployment selects its pods by.
+pub(crate) fn selector_labels(component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_string(), component.to_string())])
 }
 

@@ -261,6 +261,12 @@ pub fn discord_body(target: &AlertTarget, alert: &Alert) -> Value {
     })
 }
 
+/// Whether a Discord webhook address is its Slack-compatible endpoint (`…/slack`).
+fn speaks_slack(address: &str) -> bool {
+    let path = address.split(['?', '#']).next().unwrap_or_default();
+    path.trim_end_matches('/').ends_with("/slack")
+}
+
 /// Google Chat body: one text message with the facts as lines.
 pub fn gchat_body(alert: &Alert) -> Value {
     let mut text = format!(
@@ -308,6 +314,8 @@ impl AlertClient {
         let body = match target.kind {
             ProviderKind::Slack => slack_body(target, alert),
             ProviderKind::MsTeams => msteams_body(alert),
+            // Discord's `/slack` endpoint reads Slack's format (Flagger always posts there).
+            ProviderKind::Discord if speaks_slack(&target.address) => slack_body(target, alert),
             ProviderKind::Discord => discord_body(target, alert),
             ProviderKind::GoogleChat => gchat_body(alert),
             ProviderKind::Generic => generic_body(alert),

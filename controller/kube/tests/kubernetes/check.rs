@@ -87,12 +87,20 @@ impl Cluster {
             json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "serin-injector-tls", "namespace": NS},
                    "data": {"ca.crt": b64(CA), "tls.crt": b64(b"cert"), "tls.key": b64(b"key")}}),
         );
+        let status = json!({"version": 7, "ready": true, "routes": [], "proxies": [
+            {"id": "web-1-1-0", "workload": "shop/web", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000},
+            {"id": "api-1-1-0", "workload": "pay/api", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000}]});
         put(
             format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status"),
-            json!({"version": 7, "ready": true, "routes": [], "proxies": [
-                {"id": "web-1-1-0", "workload": "shop/web", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000},
-                {"id": "api-1-1-0", "workload": "pay/api", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000}]}),
+            status.clone(),
         );
+        // The control plane's one replica, asked through its pod by `--proxy`.
+        put(
+            format!("/api/v1/namespaces/{NS}/pods"),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"},
+                   "items": [control_plane_pod("serin-control-plane-7d9f-a")]}),
+        );
+        put(replica_status("serin-control-plane-7d9f-a"), status);
         put(
             "/api/v1/pods".into(),
             json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": [
@@ -122,6 +130,25 @@ impl Cluster {
     fn remove(&mut self, path: &str) {
         self.objects.remove(&("GET".to_string(), path.to_string()));
     }
+}
+
+/// A Running control-plane replica.
+fn control_plane_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app.kubernetes.io/name": "serin-control-plane"}},
+        "spec": {"containers": [{"name": "control-plane", "image": "i"}]},
+        "status": {"phase": "Running"}})
+}
+
+/// The control plane runs as these replicas.
+fn with_replicas(c: &mut Cluster, names: &[&str]) {
+    c.get(&format!("/api/v1/namespaces/{NS}/pods"))["items"] =
+        names.iter().map(|p| control_plane_pod(p)).collect();
+}
+
+/// Where `serin check --proxy` reads one control-plane replica's status.
+fn replica_status(pod: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/pods/{pod}:8086/proxy/v1/status")
 }
 
 /// A pod with serin-proxy as a native sidecar, Running, its proxy `ready` or not.
@@ -434,8 +461,7 @@ async fn the_data_plane_checks_pass_when_every_meshed_pod_is_ready_connected_and
 #[tokio::test]
 async fn an_unready_an_unconnected_or_a_refusing_proxy_fails_its_data_plane_check_by_name() {
     let pods = "/api/v1/pods";
-    let status =
-        format!("/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status");
+    let status = replica_status("serin-control-plane-7d9f-a");
 
     let mut c = Cluster::healthy();
     c.get(pods)["items"][0] = meshed_pod("shop", "web-1", false);
@@ -486,4 +512,72 @@ async fn an_unready_an_unconnected_or_a_refusing_proxy_fails_its_data_plane_chec
         "meshed pods' proxies ready",
     );
     assert!(o.message.contains("cannot list resource"), "{}", o.message);
+}
+
+#[tokio::test]
+async fn with_several_control_plane_replicas_each_is_asked_for_its_proxies() {
+    // --ha: three replicas behind one Service. Each proxy streams from the one replica its
+    // connection was balanced to, and each replica's status lists only its own proxies: the
+    // Service answers from any one of them.
+    let mut c = Cluster::healthy();
+    let replicas = [
+        "serin-control-plane-7d9f-a",
+        "serin-control-plane-7d9f-b",
+        "serin-control-plane-7d9f-c",
+    ];
+    with_replicas(&mut c, &replicas);
+    let both = c.get(&replica_status(replicas[0])).clone();
+    for (i, pod) in replicas.iter().enumerate() {
+        let mut own = both.clone();
+        own["proxies"] = match i {
+            0 => json!([both["proxies"][0]]),
+            1 => json!([both["proxies"][1]]),
+            _ => json!([]),
+        };
+        if i == 0 {
+            c.answer(
+                &format!(
+                    "/api/v1/namespaces/{NS}/services/serin-control-plane:http/proxy/v1/status"
+                ),
+                200,
+                own.clone(),
+            );
+        }
+        c.answer(&replica_status(pod), 200, own);
+    }
+    let outcomes = serve_with(c, false, true).await;
+    assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+
+    // A refusal on any replica is found.
+    let mut c = Cluster::healthy();
+    with_replicas(&mut c, &replicas[..2]);
+    let mut second = c.get(&replica_status(replicas[0])).clone();
+    second["proxies"] = json!([{"id": "web-2-1-0", "workload": "shop/web", "sentVersion": 8, "appliedVersion": 7, "connectedAt": 1_700_000_000, "rejected": [8, "bad table"]}]);
+    c.answer(&replica_status(replicas[1]), 200, second);
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "route tables accepted by every proxy",
+    );
+    assert_eq!(
+        o.message,
+        "1 proxy refused a route table: web-2-1-0 (shop/web) refused version 8: bad table"
+    );
+
+    // A replica that does not answer is named where its proxies would have been.
+    let mut c = Cluster::healthy();
+    with_replicas(&mut c, &replicas[..2]);
+    c.get(&replica_status(replicas[0]))["proxies"] = json!([both["proxies"][0]]);
+    c.answer(
+        &replica_status(replicas[1]),
+        503,
+        status_err(503, "ServiceUnavailable", "no endpoints available"),
+    );
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods connected to the control plane",
+    );
+    assert_eq!(
+        o.message,
+        "1 of 2 ready proxies are not connected: pay/api-1 (control-plane replica not read: serin-control-plane-7d9f-b: no endpoints available (503))"
+    );
 }

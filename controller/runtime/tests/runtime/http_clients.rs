@@ -504,3 +504,23 @@ async fn a_4xx_answer_is_final_but_429_and_5xx_are_retried() {
     assert!(out.ok, "{out:?}");
     assert_eq!(out.attempts, 3);
 }
+
+#[tokio::test]
+async fn a_discord_address_ending_in_slash_slack_gets_the_slack_body_it_speaks() {
+    // Discord's `/slack` endpoint reads Slack's format (Flagger always posts there); an
+    // address written for Flagger with `/slack` must not get Discord's native embeds, which
+    // that endpoint reads as an empty message (400).
+    let mut r = receiver(vec![(200, Duration::ZERO)]).await;
+    let mut t = target(ProviderKind::Discord, r.addr);
+    t.address = format!("http://{}/api/webhooks/1/abc/slack", r.addr);
+    AlertClient::new(HttpClient::new())
+        .send(&t, &alert(Severity::Error))
+        .await
+        .unwrap();
+    let seen = next(&mut r).await;
+    assert_eq!(seen.path, "/api/webhooks/1/abc/slack");
+    let v: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert!(v.get("embeds").is_none(), "{v}");
+    assert_eq!(v["attachments"][0]["author_name"], "podinfo.test");
+    assert_eq!(v["attachments"][0]["color"], "danger");
+}
