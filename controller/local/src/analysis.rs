@@ -574,6 +574,45 @@ mod tests {
         assert!(own.is_none());
     }
 
+    /// The context of Canary test/podinfo (Deployment podinfo, port 9898) with `metrics` and
+    /// the extra `spec` fields in `extra`.
+    fn canary_ctx(metrics: serde_json::Value, extra: serde_json::Value) -> CanaryContext {
+        let mut spec = serde_json::json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": metrics}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": spec
+        }))
+        .unwrap();
+        serin_controller::plan::context("test", &canary).unwrap().1
+    }
+
+    /// The analyzer's checks for `ctx` at the start of a run, within 20 s.
+    async fn checks(a: &LocalAnalyzer, ctx: &CanaryContext) -> Vec<CheckResult> {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            a.run_checks(ctx, &serin_core::Status::default()),
+        )
+        .await
+        .expect("checks within 20s")
+        .unwrap()
+    }
+
+    /// Prometheus' answer with the one value 0.5.
+    fn half() -> serin_analysis::testing::Answer {
+        serin_analysis::testing::Answer::json(
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
+        )
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cloudwatch_and_splunk_templates_run_with_the_directorys_secrets() {
         use serin_analysis::testing::{Answer, FakeApi, StreamEnd, fake_cloudwatch};
@@ -631,27 +670,14 @@ mod tests {
                 BTreeMap::from([("sf_token_key".to_string(), "local-token".to_string())]),
             ),
         ]));
-        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
-            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "test"},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+        let ctx = canary_ctx(
+            serde_json::json!([
                     {"name": "error-rate", "templateRef": {"name": "cw"}, "thresholdRange": {"max": 1}, "interval": "1m"},
                     {"name": "latency", "templateRef": {"name": "sf"}, "thresholdRange": {"max": 10}, "interval": "1m"}
-                ]}
-            }
-        }))
-        .unwrap();
-        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
-        let results = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            a.run_checks(&ctx, &serin_core::Status::default()),
-        )
-        .await
-        .expect("checks within 20s")
-        .unwrap();
+            ]),
+            serde_json::json!({}),
+        );
+        let results = checks(&a, &ctx).await;
         let by = |n: &str| results.iter().find(|r| r.name == n).unwrap().clone();
         assert_eq!(by("error-rate").value, Some(0.5), "{results:?}");
         assert_eq!(by("error-rate").verdict, serin_core::Verdict::Pass);
@@ -670,14 +696,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_template_without_address_keeps_its_secret_and_headers_on_the_controllers_prometheus()
     {
-        use serin_analysis::testing::{Answer, FakeApi};
-        let answer = || {
-            Answer::json(
-                200,
-                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
-            )
-        };
-        let mut prom = FakeApi::start(vec![answer()]).await;
+        let mut prom = serin_analysis::testing::FakeApi::start(vec![half()]).await;
         let controllers: Arc<dyn MetricsProvider> = Arc::new(
             PrometheusProvider::new(PrometheusConfig::new(
                 prom.address.clone(),
@@ -693,26 +712,13 @@ mod tests {
             "test/prom".to_string(),
             BTreeMap::from([("token".to_string(), "tenant-token".to_string())]),
         )]));
-        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
-            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "test"},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+        let ctx = canary_ctx(
+            serde_json::json!([
                     {"name": "errors", "templateRef": {"name": "tenant"}, "thresholdRange": {"max": 1}, "interval": "1m"}
-                ]}
-            }
-        }))
-        .unwrap();
-        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
-        let results = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            a.run_checks(&ctx, &serin_core::Status::default()),
-        )
-        .await
-        .expect("checks within 20s")
-        .unwrap();
+            ]),
+            serde_json::json!({}),
+        );
+        let results = checks(&a, &ctx).await;
         assert_eq!(results[0].value, Some(0.5), "{results:?}");
         // The controller's Prometheus, asked with the template's own token and header.
         let seen = prom.next().await;
@@ -722,38 +728,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_templates_ingress_variable_renders_the_canarys_ingress_ref() {
-        use serin_analysis::testing::{Answer, FakeApi};
-        let mut prom = FakeApi::start(vec![Answer::json(
-            200,
-            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.5"]}]}}"#,
-        )])
-        .await;
+        let mut prom = serin_analysis::testing::FakeApi::start(vec![half()]).await;
         let a = LocalAnalyzer::new(prometheus());
         a.set_templates(BTreeMap::from([template(&format!(
             "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: by-ingress, namespace: test}}\nspec:\n  provider: {{type: prometheus, address: '{}'}}\n  query: 'sum(rate(requests_total{{ingress=\"{{{{ ingress }}}}\"}}[1m]))'\n",
             prom.address
         ))]));
-        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
-            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "test"},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo-public"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+        let ctx = canary_ctx(
+            serde_json::json!([
                     {"name": "requests", "templateRef": {"name": "by-ingress"}, "thresholdRange": {"max": 1}, "interval": "1m"}
-                ]}
-            }
-        }))
-        .unwrap();
-        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
-        let results = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            a.run_checks(&ctx, &serin_core::Status::default()),
-        )
-        .await
-        .expect("checks within 20s")
-        .unwrap();
+            ]),
+            serde_json::json!({"ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo-public"}}),
+        );
+        let results = checks(&a, &ctx).await;
         assert_eq!(results[0].value, Some(0.5), "{results:?}");
         let seen = prom.next().await;
         assert_eq!(
@@ -768,23 +755,13 @@ mod tests {
         a.set_templates(BTreeMap::from([template(
             "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: regional, namespace: shared}\nspec:\n  provider: {type: prometheus, address: 'http://127.0.0.1:9'}\n  query: 'up{region=\"{{ variables.region }}\"}'\n",
         )]));
-        let canary: serin_api::Canary = serde_json::from_value(serde_json::json!({
-            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "test"},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10, "metrics": [
+        let ctx = canary_ctx(
+            serde_json::json!([
                     {"name": "up", "templateRef": {"name": "regional", "namespace": "shared"}, "thresholdRange": {"min": 1}, "interval": "1m"}
-                ]}
-            }
-        }))
-        .unwrap();
-        let ctx = serin_controller::plan::context("test", &canary).unwrap().1;
-        let results = a
-            .run_checks(&ctx, &serin_core::Status::default())
-            .await
-            .unwrap();
+            ]),
+            serde_json::json!({}),
+        );
+        let results = checks(&a, &ctx).await;
         let detail = &results[0].detail;
         assert!(
             detail.contains("MetricTemplate shared/regional")

@@ -769,18 +769,13 @@ fn dashboard_json_has_the_structure_grafana_needs() -> anyhow::Result<()> {
                         "{name}: panel {title}: fixed window {w} in {expr}: use [$__rate_interval], which follows the data source's scrape interval (a fixed [1m] is empty at Prometheus' default 1m scrape interval)"
                     );
                 }
-                // A stat reduces each series over the range to its last value: a series per
-                // label value that ended within the range (a phase no Canary is in any more)
-                // would still show its last count. Such stats ask for the value now.
-                if p["type"] == "stat"
-                    && t["legendFormat"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("{{")
-                {
+                // A stat reduces each series over the range to its last value: a series that
+                // ended within the range (a phase no Canary is in any more, a controller that
+                // is gone) would still show its last value. Stats ask for the value now.
+                if p["type"] == "stat" {
                     ensure!(
                         t["instant"] == true,
-                        "{name}: stat {title} shows a series per label value, so it must be an instant query (a range query keeps series that ended within the range)"
+                        "{name}: stat {title} must be an instant query (a range query keeps the last value of series that ended within the range)"
                     );
                 }
                 // Over `$__range` a query is a total of the whole dashboard range: as a range
@@ -1262,6 +1257,34 @@ async fn every_panel_and_alert_answers_from_a_real_prometheus() -> anyhow::Resul
         true,
     )
     .await?;
+    // The dashboard agrees: with no controller running, Leader and Replicas read 0 (not their
+    // last value, nor no data).
+    let controller = dashboards()?
+        .into_iter()
+        .find(|(n, _)| n == "controller.json")
+        .map(|(_, d)| d)
+        .context("controller.json")?;
+    for title in ["Leader", "Replicas"] {
+        let p = controller["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["title"] == title)
+            .with_context(|| format!("controller.json: no panel {title}"))?;
+        let expr = substitute(p["targets"][0]["expr"].as_str().unwrap_or_default(), VARS);
+        let got = client.query(expr.as_str()).get().await?;
+        let values: Vec<f64> = got
+            .data()
+            .as_vector()
+            .into_iter()
+            .flatten()
+            .map(|s| s.sample().value())
+            .collect();
+        ensure!(
+            values == [0.0],
+            "controller.json {title} reads {values:?} with no controller running: {expr}"
+        );
+    }
 
     load.finish().await?;
     frontend.shutdown().await;
