@@ -666,8 +666,8 @@ async fn data_plane(
             return;
         }
     };
-    // A proxy's id starts with its pod's name (HOSTNAME) and its workload with the pod's
-    // namespace (both from the injected environment).
+    // A proxy's id starts with its pod's name and its workload with the pod's namespace (both
+    // from the injected environment: SERIN_POD_NAME, SERIN_PROXY_WORKLOAD).
     let connected = |p: &Pod| {
         let (pod_ns, pod) = (p.namespace().unwrap_or_default(), p.name_any());
         proxies.iter().any(|x| {
