@@ -144,6 +144,7 @@ async fn a_missing_autoscaler_names_the_field() {
                 "{synced}"
             );
         }),
+        event("SyncFailed"),
     ];
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
     assert!(result.is_err());
