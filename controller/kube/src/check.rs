@@ -525,14 +525,26 @@ pub(crate) fn first_names(names: &[String]) -> String {
     }
 }
 
-/// Every pod of the cluster that runs serin-proxy, read page by page.
+/// Every pod of the cluster that runs serin-proxy, read page by page. A pod whose phase is
+/// terminal (`Succeeded` or `Failed`: a meshed Job's pod that ran to the end) runs no container
+/// any more, so no proxy: it is not counted, as `linkerd check --proxy` skips completed pods.
 pub(crate) async fn meshed_pods(client: &Client) -> Result<Vec<Pod>, kube::Error> {
     let api: Api<Pod> = Api::all(client.clone());
     let mut pods = Vec::new();
     let mut lp = ListParams::default().limit(500);
+    let ended = |p: &Pod| {
+        matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    };
     loop {
         let page = api.list(&lp).await?;
-        pods.extend(page.items.into_iter().filter(is_injected));
+        pods.extend(
+            page.items
+                .into_iter()
+                .filter(|p| is_injected(p) && !ended(p)),
+        );
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
             None => return Ok(pods),
