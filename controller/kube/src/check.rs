@@ -678,14 +678,24 @@ async fn data_plane(
             return;
         }
     };
-    // A proxy's id starts with its pod's name and its workload with the pod's namespace (both
-    // from the injected environment: SERIN_POD_NAME, SERIN_PROXY_WORKLOAD).
+    // A proxy's id is its pod's name, then `-<pid>-<n>` (serin_mesh_api::client::
+    // default_proxy_id), and its workload starts with the pod's namespace (both from the
+    // injected environment: SERIN_POD_NAME, SERIN_PROXY_WORKLOAD). The suffix is checked
+    // whole: pod `web-1-backup`'s proxy must not stand in for pod `web-1`'s.
+    let of_pod = |id: &str, pod: &str| {
+        id.strip_prefix(pod)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, n)| {
+                [pid, n]
+                    .iter()
+                    .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
     let connected = |p: &Pod| {
         let (pod_ns, pod) = (p.namespace().unwrap_or_default(), p.name_any());
         proxies.iter().any(|x| {
-            x["id"]
-                .as_str()
-                .is_some_and(|id| id.starts_with(&format!("{pod}-")))
+            x["id"].as_str().is_some_and(|id| of_pod(id, &pod))
                 && x["workload"]
                     .as_str()
                     .is_some_and(|w| w.starts_with(&format!("{pod_ns}/")))

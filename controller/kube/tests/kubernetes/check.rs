@@ -498,6 +498,18 @@ async fn an_unready_an_unconnected_or_a_refusing_proxy_fails_its_data_plane_chec
     );
     assert!(o.hint.unwrap().contains("logs POD -c serin-proxy"));
 
+    // Nor does a pod whose name starts with its name (web-1-backup's proxy is not web-1's).
+    let mut c = Cluster::healthy();
+    c.get(&status)["proxies"][0]["id"] = json!("web-1-backup-1-0");
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods connected to the control plane",
+    );
+    assert_eq!(
+        o.message,
+        "1 of 2 ready proxies are not connected: shop/web-1"
+    );
+
     let mut c = Cluster::healthy();
     c.get(&status)["proxies"][0]["rejected"] = json!([
         7,
