@@ -366,7 +366,7 @@ async fn report_stuck(ctx: &Context, canary: &Canary, runtime: Vec<RuntimeCondit
     let event = KubeEvent {
         type_: EventType::Warning,
         reason: "SyncFailed".to_string(),
-        note: note.map(|n| n.chars().take(1024).collect()),
+        note: note.map(|n| super::notify::event_note(&n)),
         action: "Reconcile".to_string(),
         secondary: None,
     };
@@ -423,7 +423,7 @@ async fn hold(
     let event = KubeEvent {
         type_: EventType::Warning,
         reason: status::REASON_STATE_UNREADABLE.to_string(),
-        note: note.map(|n| n.chars().take(1024).collect()),
+        note: note.map(|n| super::notify::event_note(&n)),
         action: "Hold".to_string(),
         secondary: None,
     };
