@@ -51,6 +51,10 @@ pub struct AlertProviderSpec {
 /// Alert provider types Flagger defines.
 pub const ALERT_PROVIDER_TYPES: [&str; 5] = ["slack", "msteams", "discord", "rocket", "gchat"];
 
+/// Alert provider types Serin adds to Flagger's: `generic`, a plain JSON document
+/// (`{name, namespace, phase, severity, message, fields}`) for any receiver.
+pub const SERIN_ALERT_PROVIDER_TYPES: [&str; 1] = ["generic"];
+
 /// Observed state of an AlertProvider.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

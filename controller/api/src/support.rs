@@ -645,7 +645,7 @@ pub fn compatibility_markdown() -> String {
     let _ = writeln!(out, "\n### Alert providers (AlertProvider `spec.type`)\n");
     let _ = writeln!(
         out,
-        "{}: all supported; `spec.proxy` is not (valid, exit 3).",
+        "{}: all supported, and Serin's `generic` (a plain JSON document); `spec.proxy` is not (valid, exit 3).",
         ALERT_PROVIDER_TYPES.map(|t| format!("`{t}`")).join(", ")
     );
     let _ = writeln!(out, "\n### Canary fields\n");

@@ -15,7 +15,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::alert_provider::{ALERT_PROVIDER_TYPES, AlertProvider};
+use crate::alert_provider::{ALERT_PROVIDER_TYPES, AlertProvider, SERIN_ALERT_PROVIDER_TYPES};
 use crate::canary::{
     Canary, CanaryAnalysis, CanaryMetric, CanaryService, CanaryWebhook, HttpMatchRequest,
     StringMatch, TargetKind,
@@ -1202,13 +1202,16 @@ pub fn validate_alert_provider(p: &AlertProvider) -> Result<(), Vec<ValidationEr
     let mut e = Errors::default();
     check_name(&mut e, p.metadata.name.as_deref());
     let s = &p.spec;
-    if !ALERT_PROVIDER_TYPES.contains(&s.type_.as_str()) {
+    let known = ALERT_PROVIDER_TYPES
+        .iter()
+        .chain(SERIN_ALERT_PROVIDER_TYPES.iter());
+    if !known.clone().any(|t| *t == s.type_) {
         e.push(
             "spec.type",
             format!(
                 "unknown alert provider {:?}; accepted: {}",
                 s.type_,
-                ALERT_PROVIDER_TYPES.join(", ")
+                known.copied().collect::<Vec<_>>().join(", ")
             ),
         );
     }

@@ -254,3 +254,31 @@ spec:
         v => panic!("runnable? {v:?}"),
     }
 }
+
+#[test]
+fn the_generic_alert_provider_the_controller_sends_to_is_valid() {
+    // The controller speaks `generic` (a plain JSON document, README of serin-controller);
+    // `serin validate` refused it as an unknown type.
+    let yaml = r#"
+apiVersion: serin.dev/v1beta1
+kind: AlertProvider
+metadata: {name: audit, namespace: flagger}
+spec:
+  type: generic
+  address: https://audit.example/hooks/serin
+"#;
+    let provider: serin_api::AlertProvider = serde_norway::from_str(yaml).unwrap();
+    serin_api::validate_alert_provider(&provider).unwrap();
+    let bad: serin_api::AlertProvider =
+        serde_norway::from_str(&yaml.replace("generic", "pagerduty")).unwrap();
+    let errors = serin_api::validate_alert_provider(&bad).unwrap_err();
+    let text = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(
+        text.contains("generic"),
+        "the accepted list names it: {text}"
+    );
+}
