@@ -152,7 +152,7 @@ metadata:
   namespace: {NAMESPACE}
 spec:
   command: {command}
-  args: ["sample-app", "--addr", "127.0.0.1:$(PORT)", "--drain", "2s"]
+  args: ["sample-app", "--addr", "127.0.0.1:$(PORT)", "--drain", "2s", "--exit-with-parent"]
   env:
     - name: SERIN_SAMPLE_APP_VERSION
       value: {revision}

@@ -35,10 +35,30 @@ pub struct Args {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = serin_core::duration::parse_flag)]
     pub drain: std::time::Duration,
+    /// Stop (draining as on SIGTERM) when the process that started it is gone, even if it was
+    /// killed without a chance to stop its children (`serin demo` passes it: its apps are
+    /// never adopted by a next controller).
+    #[arg(long, env = "SERIN_SAMPLE_APP_EXIT_WITH_PARENT")]
+    pub exit_with_parent: bool,
+}
+
+/// Resolves once this process's parent has exited: it is then re-parented (to init or a
+/// subreaper), so its parent pid changes. Polled: no signal reaches a child when its parent is
+/// SIGKILLed, and a parent-death signal would need `unsafe` between fork and exec.
+async fn parent_gone() {
+    let parent = rustix::process::getppid();
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        if rustix::process::getppid() != parent {
+            return;
+        }
+    }
 }
 
 /// Runs the sample app until SIGINT or SIGTERM, then drains.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let parent = args.exit_with_parent;
     let mut config = SampleAppConfig {
         addr: args.addr,
         version: args.version,
@@ -60,7 +80,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut out = std::io::stdout();
         writeln!(out, "listening on http://{}", app.local_addr())?;
         out.flush()?;
-        app.run_until(serin_demo::server::terminate_signal()).await;
+        app.run_until(async move {
+            tokio::select! {
+                () = serin_demo::server::terminate_signal() => {}
+                () = parent_gone(), if parent => {
+                    eprintln!("the process that started this sample app is gone; stopping");
+                }
+            }
+        })
+        .await;
         Ok(())
     })
 }

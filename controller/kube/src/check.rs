@@ -525,14 +525,26 @@ pub(crate) fn first_names(names: &[String]) -> String {
     }
 }
 
-/// Every pod of the cluster that runs serin-proxy, read page by page.
+/// Every pod of the cluster that runs serin-proxy, read page by page. A pod whose phase is
+/// terminal (`Succeeded` or `Failed`: a meshed Job's pod that ran to the end) runs no container
+/// any more, so no proxy: it is not counted, as `linkerd check --proxy` skips completed pods.
 pub(crate) async fn meshed_pods(client: &Client) -> Result<Vec<Pod>, kube::Error> {
     let api: Api<Pod> = Api::all(client.clone());
     let mut pods = Vec::new();
     let mut lp = ListParams::default().limit(500);
+    let ended = |p: &Pod| {
+        matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    };
     loop {
         let page = api.list(&lp).await?;
-        pods.extend(page.items.into_iter().filter(is_injected));
+        pods.extend(
+            page.items
+                .into_iter()
+                .filter(|p| is_injected(p) && !ended(p)),
+        );
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
             None => return Ok(pods),
@@ -666,14 +678,24 @@ async fn data_plane(
             return;
         }
     };
-    // A proxy's id starts with its pod's name (HOSTNAME) and its workload with the pod's
-    // namespace (both from the injected environment).
+    // A proxy's id is its pod's name, then `-<pid>-<n>` (serin_mesh_api::client::
+    // default_proxy_id), and its workload starts with the pod's namespace (both from the
+    // injected environment: SERIN_POD_NAME, SERIN_PROXY_WORKLOAD). The suffix is checked
+    // whole: pod `web-1-backup`'s proxy must not stand in for pod `web-1`'s.
+    let of_pod = |id: &str, pod: &str| {
+        id.strip_prefix(pod)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, n)| {
+                [pid, n]
+                    .iter()
+                    .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
     let connected = |p: &Pod| {
         let (pod_ns, pod) = (p.namespace().unwrap_or_default(), p.name_any());
         proxies.iter().any(|x| {
-            x["id"]
-                .as_str()
-                .is_some_and(|id| id.starts_with(&format!("{pod}-")))
+            x["id"].as_str().is_some_and(|id| of_pod(id, &pod))
                 && x["workload"]
                     .as_str()
                     .is_some_and(|w| w.starts_with(&format!("{pod_ns}/")))

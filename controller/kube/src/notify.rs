@@ -17,6 +17,23 @@ use serin_controller::adapters::{
 use serin_controller::alerts::{Alert, AlertClient, AlertError, AlertTarget, ProviderKind};
 use serin_controller::metrics::Metrics;
 
+/// Most bytes of an Event's note the API server accepts (events.k8s.io/v1 refuses longer ones).
+pub const EVENT_NOTE_BYTES: usize = 1024;
+
+/// `message` as an Event's note: at most [`EVENT_NOTE_BYTES`] bytes, cut at a character
+/// boundary and ended with `…` when cut (a count of characters is not enough: a message with
+/// non-ASCII text, such as a receiver's answer, is longer in bytes).
+pub fn event_note(message: &str) -> String {
+    if message.len() <= EVENT_NOTE_BYTES {
+        return message.to_string();
+    }
+    let mut end = EVENT_NOTE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 /// Publishes engine events as Kubernetes Events (events.k8s.io/v1) on the Canary.
 pub struct KubeEvents {
     recorder: Recorder,
@@ -39,7 +56,7 @@ impl EventRecorder for KubeEvents {
                 EventType::Warning => KubeEventType::Warning,
             },
             reason: reason.to_string(),
-            note: Some(message.chars().take(1024).collect()),
+            note: Some(event_note(message)),
             action: reason.to_string(),
             secondary: None,
         };

@@ -347,9 +347,31 @@ fn mark_unsynced(runtime: &mut Vec<RuntimeCondition>, kind: ErrorKind, message: 
 
 /// Writes the conditions of a Canary that is stuck; a failure to say so is only logged (the
 /// error that got it stuck is what the caller returns).
+///
+/// When the Canary says so already (a retry of the same failure) nothing is written: each write
+/// would wake the Canary again ahead of its backoff. A new failure is also a Warning event
+/// (`SyncFailed`), where `kubectl get events` and `kubectl describe canary` show it, as
+/// Flagger's warnings are.
 async fn report_stuck(ctx: &Context, canary: &Canary, runtime: Vec<RuntimeCondition>) {
+    if status::conditions_current(canary, &runtime) {
+        return;
+    }
+    let note = runtime
+        .iter()
+        .find(|c| c.type_ == CONDITION_SYNCED)
+        .map(|c| c.message.clone());
     if let Err(we) = write_conditions(ctx, canary, runtime).await {
         tracing::debug!(error = %we, "could not record the error on the canary");
+    }
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "SyncFailed".to_string(),
+        note: note.map(|n| super::notify::event_note(&n)),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &canary.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
     }
 }
 
@@ -401,7 +423,7 @@ async fn hold(
     let event = KubeEvent {
         type_: EventType::Warning,
         reason: status::REASON_STATE_UNREADABLE.to_string(),
-        note: note.map(|n| n.chars().take(1024).collect()),
+        note: note.map(|n| super::notify::event_note(&n)),
         action: "Hold".to_string(),
         secondary: None,
     };

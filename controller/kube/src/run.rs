@@ -212,7 +212,20 @@ pub async fn run_with(
         // Standby until the lease is ours; /readyz stays green for a healthy standby.
         health.set_ready(true);
         loop {
-            match election.try_acquire_or_renew(clock()).await {
+            // Raced with the signal: an API call that never answers must not keep a standby
+            // from stopping (nor hold it past a renew deadline: the next attempt asks afresh).
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(
+                    lease.renew_deadline(),
+                    election.try_acquire_or_renew(clock()),
+                ) => r,
+                _ = shutdown.clone() => return Ok(()),
+            };
+            let Ok(attempt) = attempt else {
+                tracing::warn!(timeout = ?lease.renew_deadline(), "leader election: the API server did not answer");
+                continue;
+            };
+            match attempt {
                 Ok(true) => break,
                 Ok(false) => {}
                 // Only a missing namespace makes creating a Lease answer 404: waiting cannot
@@ -312,10 +325,16 @@ pub async fn run_with(
         renew.abort();
         if lost.is_none() {
             // Graceful shutdown: hand the lease over now rather than after its duration.
-            match election.release(system_clock()()).await {
-                Ok(true) => tracing::info!("released the leader lease"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "releasing the leader lease"),
+            // Bounded: an API server that does not answer must not keep the process from
+            // exiting (the standby then takes over after the lease duration instead).
+            let wait = election.config().renew_every();
+            match tokio::time::timeout(wait, election.release(system_clock()())).await {
+                Ok(Ok(true)) => tracing::info!("released the leader lease"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease"),
+                Err(_) => {
+                    tracing::warn!(timeout = ?wait, "releasing the leader lease got no answer")
+                }
             }
         }
     }

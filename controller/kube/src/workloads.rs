@@ -941,7 +941,10 @@ impl Workloads for KubeWorkloads {
                 .filter(|r| *r > 0)
                 .unwrap_or(1),
         };
-        self.apply_primary(&target, replicas).await
+        self.apply_primary(&target, replicas).await?;
+        // The target's autoscaler may have changed during the run (limits, metrics): the
+        // primary's copy follows at each promotion, as Flagger reconciles it then.
+        self.apply_primary_hpa().await
     }
 
     async fn revert(&self, _ctx: &CanaryContext) -> Result<(), AdapterError> {

@@ -19,7 +19,7 @@
 //!   its first tick comes early, observes, and again changes nothing. Everything a tick decides
 //!   is in the status; only the time of a tick that decided nothing is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -480,8 +480,12 @@ impl Driver {
         now: Timestamp,
         history: &mut Vec<HistoryEntry>,
     ) -> Result<(), DriverError> {
+        // Webhooks that gave no answer in this tick: each further call would cost its whole
+        // timeout again (an event hook is called once per event), so they are not called
+        // again until the next tick; the failure is in the history once.
+        let mut unanswered = BTreeSet::new();
         for action in actions {
-            self.act(ctx, status, action, now, history)
+            self.act(ctx, status, action, now, history, &mut unanswered)
                 .await
                 .map_err(|source| DriverError::Act {
                     action: action_name(action),
@@ -498,6 +502,7 @@ impl Driver {
         action: &Action,
         now: Timestamp,
         history: &mut Vec<HistoryEntry>,
+        unanswered: &mut BTreeSet<String>,
     ) -> Result<(), AdapterError> {
         match action {
             Action::InitializePrimary => self.workloads.initialize_primary(ctx).await,
@@ -517,6 +522,10 @@ impl Driver {
                 message,
                 event_type,
             } => {
+                if unanswered.contains(&webhook.name) {
+                    tracing::debug!(hook = %webhook.name, "not called again this tick: it did not answer");
+                    return Ok(());
+                }
                 let mut extra = BTreeMap::new();
                 if webhook.kind == serin_core::WebhookKind::Event {
                     let event_type = match event_type {
@@ -533,6 +542,9 @@ impl Driver {
                     .await;
                 // A notification that fails does not fail the tick (Flagger logs it); the
                 // history keeps the answer so the failure is visible where people look.
+                if !outcome.ok && outcome.status.is_none() && outcome.attempts > 0 {
+                    unanswered.insert(webhook.name.clone());
+                }
                 if !outcome.ok {
                     tracing::warn!(hook = %webhook.name, result = %outcome.summary(), "notification webhook failed");
                     self.metrics.error("webhook");

@@ -87,18 +87,29 @@ pub fn parse_url(input: &str) -> Result<Uri, UrlError> {
     Ok(uri)
 }
 
-/// A proxy id unique per process and call: `<POD_NAME|HOSTNAME|proxy>-<pid>-<n>`.
+/// A proxy id unique per process and call: `<pod>-<pid>-<n>`, `<pod>` as [`proxy_id_prefix`]
+/// finds it in the environment.
 pub fn default_proxy_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "proxy".into());
+    let host = proxy_id_prefix(|name| std::env::var(name).ok());
     format!(
         "{host}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// What a proxy id starts with: the pod's name when known (`SERIN_POD_NAME`, which the
+/// injector sets from `metadata.name`, then `POD_NAME`), else `HOSTNAME`, else `proxy`. The
+/// pod's name comes first because `serin check --proxy` finds each meshed pod's proxy by it,
+/// and a pod's `HOSTNAME` is not always its name (`spec.hostname`, or a name longer than 63
+/// characters cut short).
+pub fn proxy_id_prefix(var: impl Fn(&str) -> Option<String>) -> String {
+    ["SERIN_POD_NAME", "POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .find_map(|name| var(name).filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "proxy".into())
 }
 
 /// What the client reports to its owner.
@@ -407,6 +418,34 @@ mod tests {
     #[test]
     fn proxy_ids_are_unique_within_a_process() {
         assert_ne!(default_proxy_id(), default_proxy_id());
+    }
+
+    #[test]
+    fn a_proxy_id_starts_with_the_pods_name_even_when_its_hostname_differs() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        // An injected pod with `spec.hostname: db` (its HOSTNAME) named web-7d9f-abcde.
+        assert_eq!(
+            proxy_id_prefix(env(&[
+                ("HOSTNAME", "db"),
+                ("SERIN_POD_NAME", "web-7d9f-abcde")
+            ])),
+            "web-7d9f-abcde"
+        );
+        assert_eq!(
+            proxy_id_prefix(env(&[("HOSTNAME", "db"), ("POD_NAME", "web-1")])),
+            "web-1"
+        );
+        assert_eq!(
+            proxy_id_prefix(env(&[("HOSTNAME", "laptop"), ("SERIN_POD_NAME", "")])),
+            "laptop"
+        );
+        assert_eq!(proxy_id_prefix(env(&[])), "proxy");
     }
 
     #[test]

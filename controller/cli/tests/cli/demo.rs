@@ -129,12 +129,12 @@ fn the_demo_rolls_back_the_bad_release_and_promotes_the_good_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn ctrl_c_mid_demo_stops_every_child_process() {
-    let dir = fresh_dir("sigint");
+/// A `serin demo` in `dir` whose bad release's analysis runs (a primary and a canary process
+/// are up): the child, its stdout lines as they come, and what it printed so far.
+fn demo_in_v2_analysis(dir: &Path) -> (std::process::Child, mpsc::Receiver<String>, String) {
     let mut child = serin()
         .args(["demo", "--interval", "1s", "--dir"])
-        .arg(&dir)
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -148,7 +148,6 @@ fn ctrl_c_mid_demo_stops_every_child_process() {
             }
         }
     });
-    // Wait until the bad release's analysis runs: a primary and a canary process are up.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = String::new();
     let mut releasing_v2 = false;
@@ -165,12 +164,41 @@ fn ctrl_c_mid_demo_stops_every_child_process() {
             break;
         }
     }
-    let before = processes_in(&dir);
+    let before = processes_in(dir);
     assert!(
         before.len() >= 2,
         "expected the primary and the canary to run: {before:?}\n{seen}"
     );
+    (child, rx, seen)
+}
 
+#[test]
+fn a_killed_demo_leaves_no_process_behind() {
+    // SIGKILL (an IDE's stop button, an OOM kill, `kill -9`): no clean-up runs in the demo.
+    let dir = fresh_dir("sigkill");
+    let (mut child, _rx, seen) = demo_in_v2_analysis(&dir);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sample apps notice their parent is gone and drain (--drain 2s) and exit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_in(&dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after the demo was killed: {left:?}\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_mid_demo_stops_every_child_process() {
+    let dir = fresh_dir("sigint");
+    let (mut child, rx, seen) = demo_in_v2_analysis(&dir);
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -431,7 +431,18 @@ async fn pre_checks_the_api_server_and_the_permission_to_install() {
 
 #[tokio::test]
 async fn the_data_plane_checks_pass_when_every_meshed_pod_is_ready_connected_and_current() {
-    let outcomes = serve_with(Cluster::healthy(), false, true).await;
+    let mut c = Cluster::healthy();
+    // A meshed Job's pods that ran to the end (or failed) run no proxy any more: nothing to
+    // check, as `linkerd check --proxy` skips completed pods.
+    for (name, phase) in [("migrate-x7k2p", "Succeeded"), ("migrate-q9z4d", "Failed")] {
+        let mut done = meshed_pod("shop", name, false);
+        done["status"]["phase"] = json!(phase);
+        c.get("/api/v1/pods")["items"]
+            .as_array_mut()
+            .unwrap()
+            .push(done);
+    }
+    let outcomes = serve_with(c, false, true).await;
     assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
     let message = |check: &str| {
         outcomes
@@ -486,6 +497,18 @@ async fn an_unready_an_unconnected_or_a_refusing_proxy_fails_its_data_plane_chec
         "1 of 2 ready proxies are not connected: pay/api-1"
     );
     assert!(o.hint.unwrap().contains("logs POD -c serin-proxy"));
+
+    // Nor does a pod whose name starts with its name (web-1-backup's proxy is not web-1's).
+    let mut c = Cluster::healthy();
+    c.get(&status)["proxies"][0]["id"] = json!("web-1-backup-1-0");
+    let o = only_failure(
+        &serve_with(c, false, true).await,
+        "meshed pods connected to the control plane",
+    );
+    assert_eq!(
+        o.message,
+        "1 of 2 ready proxies are not connected: shop/web-1"
+    );
 
     let mut c = Cluster::healthy();
     c.get(&status)["proxies"][0]["rejected"] = json!([

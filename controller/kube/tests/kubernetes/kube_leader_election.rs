@@ -420,6 +420,41 @@ async fn a_leader_whose_renewals_hang_stops_leading_before_a_standby_may_take_ov
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_standby_whose_lease_calls_hang_still_stops_on_the_signal() {
+    let mut world = world_with_namespace();
+    world.hold_leases = true;
+    let (client, mut api) = fake_api(world, "default");
+    let (run, stop) = start(client, Some(lease_config("serin-system")));
+    api.wait_for("the Lease read", |c| c.path.contains("leases"))
+        .await;
+    stop.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("SIGTERM stops a standby whose API call never answers");
+    r.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_stopping_while_the_api_does_not_answer_still_exits() {
+    let (client, mut api) = fake_api(world_with_namespace(), "default");
+    let (run, stop) = start(client, Some(lease_config("serin-system")));
+    api.wait_for("the Lease created", |c| {
+        c.method == "POST" && c.path == LEASES
+    })
+    .await;
+    api.wait_for("the Canary watch", |c| c.path.ends_with("/canaries"))
+        .await;
+    api.world.lock().unwrap().hold_leases = true;
+    stop.send(()).unwrap();
+    // Releasing the Lease is a courtesy to the standby; a release that gets no answer must
+    // not keep the process from exiting (the kubelet would kill it after its grace period).
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the leader exits although its release gets no answer");
+    r.unwrap().unwrap();
+}
+
 // ---------------------------------------------------------------- expiry by observation
 
 async fn attempt(e: &LeaderElection) -> bool {

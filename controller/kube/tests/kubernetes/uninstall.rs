@@ -230,6 +230,12 @@ async fn canaries_and_meshed_pods_refuse_the_uninstall_naming_each_until_forced(
                     pod("shop", "web-2", true),
                     pod("pay", "api-1", true),
                     pod("kube-system", "dns", false),
+                    // A meshed Job's pod that ran to the end runs no proxy.
+                    {
+                        let mut done = pod("shop", "migrate-x7k2p", true);
+                        done["status"] = json!({"phase": "Succeeded"});
+                        done
+                    },
                 ],
                 None,
             ),

@@ -573,3 +573,67 @@ async fn a_canary_says_which_workload_and_services_carry_its_traffic() {
         Some(20.0)
     );
 }
+
+/// Hooks whose receiver never answers: each call costs its whole timeout.
+#[derive(Clone, Default)]
+struct SilentHooks(Arc<Mutex<u32>>);
+
+#[async_trait]
+impl Hooks for SilentHooks {
+    async fn call(
+        &self,
+        _canary: &CanaryContext,
+        _webhook: &serin_core::Webhook,
+        _phase: Phase,
+        _checksum: &str,
+        _extra: BTreeMap<String, String>,
+    ) -> serin_controller::webhook::WebhookOutcome {
+        *self.0.lock().unwrap() += 1;
+        serin_controller::webhook::WebhookOutcome {
+            ok: false,
+            status: None,
+            body: String::new(),
+            error: Some("no response within 10s".into()),
+            attempts: 1,
+            elapsed_ms: 10_000,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_receiver_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_event() {
+    let (mut driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.webhooks.push(serin_core::Webhook {
+        name: "events".into(),
+        kind: serin_core::WebhookKind::Event,
+    });
+    let hooks = SilentHooks::default();
+    driver.hooks = Arc::new(hooks.clone());
+    fake.0.lock().unwrap().in_force = true;
+    let mut now = at;
+    let mut busiest = 0;
+    // A passing window, then failing ones until the rollback, which emits several events.
+    for i in 0..6 {
+        fake.0.lock().unwrap().fail_checks = i > 0;
+        now = now + Duration::from_secs(60);
+        let events_before = fake.0.lock().unwrap().event_log.len();
+        let calls_before = *hooks.0.lock().unwrap();
+        driver.tick(&ctx, false, now).await.unwrap();
+        let events = fake.0.lock().unwrap().event_log.len() - events_before;
+        let calls = (*hooks.0.lock().unwrap() - calls_before) as usize;
+        busiest = busiest.max(events);
+        assert_eq!(
+            calls,
+            events.min(1),
+            "{events} events in this tick; a receiver that did not answer is not called again in the same tick"
+        );
+    }
+    assert!(busiest >= 2, "the scenario has a tick with several events");
+    let w = fake.0.lock().unwrap();
+    assert!(
+        w.history.iter().any(|h| h
+            .message
+            .contains("event webhook \"events\" was not delivered")),
+        "the failure is in the history"
+    );
+}

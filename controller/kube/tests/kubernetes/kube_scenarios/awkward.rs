@@ -28,6 +28,7 @@ async fn a_target_selecting_with_match_expressions_only_is_refused_naming_the_fi
                 assert!(m.contains(needle), "{needle:?} in {m:?}");
             }
         }),
+        event("SyncFailed"),
     ];
     let c = parse(canary);
     let (result, ctx) = run(c.clone(), now, analyzer(vec![]), calls).await;

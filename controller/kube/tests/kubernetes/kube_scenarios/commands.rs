@@ -34,14 +34,17 @@ async fn a_malformed_command_annotation_is_reported_not_applied() {
         with_status(canary, &status),
         r#"{"id":"c-1","action":"explode"}"#,
     );
-    let calls = vec![status_write(&canary, |b| {
-        let c = cond(b, "Synced");
-        assert_eq!(c["reason"], "Invalid");
-        assert!(
-            c["message"].as_str().unwrap().contains("serin.dev/command"),
-            "{c}"
-        );
-    })];
+    let calls = vec![
+        status_write(&canary, |b| {
+            let c = cond(b, "Synced");
+            assert_eq!(c["reason"], "Invalid");
+            assert!(
+                c["message"].as_str().unwrap().contains("serin.dev/command"),
+                "{c}"
+            );
+        }),
+        event("SyncFailed"),
+    ];
     let (result, _) = run(
         parse(canary),
         at + Duration::from_secs(5),

@@ -24,6 +24,7 @@ async fn a_conflict_is_retried_soon_and_said_on_the_canary() {
             // The engine state is untouched: the next tick decides again from weight 10.
             assert_eq!(b["status"]["canaryWeight"], 10);
         }),
+        event("SyncFailed"),
     ];
     let c = parse(canary);
     let (result, ctx) = run(c.clone(), now, analyzer(vec![pass()]), calls).await;
@@ -51,6 +52,12 @@ async fn a_forbidden_error_backs_off_and_names_the_call() {
             assert_eq!(c["reason"], "Forbidden");
             assert!(c["message"].as_str().unwrap().contains("reading deployment test/podinfo"), "{c}");
         }),
+        // Where `kubectl get events` and `kubectl describe canary` look, as Flagger's
+        // warnings are.
+        event("SyncFailed").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert!(b["note"].as_str().unwrap().contains("forbidden"), "{b}");
+        }),
     ];
     let c = parse(canary);
     let (result, ctx) = run(
@@ -65,6 +72,37 @@ async fn a_forbidden_error_backs_off_and_names_the_call() {
         error_policy(c, &err, ctx),
         Requeue::requeue(Duration::from_secs(30))
     );
+}
+
+#[tokio::test]
+async fn the_same_failure_again_writes_nothing_and_sends_no_second_event() {
+    let canary = canary("podinfo").build();
+    let forbidden = || {
+        get_target(deployment("podinfo:1")).reply(
+            403,
+            status_err(
+                403,
+                "Forbidden",
+                "deployments.apps \"podinfo\" is forbidden",
+            ),
+        )
+    };
+    let written = Arc::new(Mutex::new(Value::Null));
+    let keep = written.clone();
+    let calls = vec![
+        forbidden(),
+        status_write(&canary, move |b| *keep.lock().unwrap() = b.clone()),
+        event("SyncFailed"),
+    ];
+    let now = Timestamp::from_millis(T0);
+    let (result, _) = run(parse(canary.clone()), now, analyzer(vec![]), calls).await;
+    assert!(result.is_err());
+    // The retry finds the Canary saying so already (a later second, so a write would differ).
+    let mut again = canary;
+    again["status"] = written.lock().unwrap()["status"].clone();
+    let later = Timestamp::from_millis(T0 + 5_000);
+    let (result, _) = run(parse(again), later, analyzer(vec![]), vec![forbidden()]).await;
+    assert!(result.is_err(), "still failing, and backing off");
 }
 
 #[test]

@@ -182,3 +182,16 @@ async fn the_same_event_again_patches_its_series_instead_of_creating_another() {
     let mut handle = server.await.unwrap();
     assert_no_more_calls(&mut handle).await;
 }
+
+#[test]
+fn an_event_note_fits_the_api_servers_1024_bytes_whatever_the_characters() {
+    use serin_kube::notify::event_note;
+    // The API server refuses (422) an Event whose note is over 1024 bytes: a message of 1,000
+    // characters with a receiver's non-ASCII answer in it is more than that.
+    let message = format!("gate refused: {}", "é".repeat(1000));
+    let note = event_note(&message);
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(note.ends_with('…'), "said to be cut");
+    assert!(message.starts_with(note.trim_end_matches('…')));
+    assert_eq!(event_note("short"), "short");
+}

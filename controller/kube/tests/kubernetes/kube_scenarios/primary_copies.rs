@@ -144,7 +144,56 @@ async fn a_missing_autoscaler_names_the_field() {
                 "{synced}"
             );
         }),
+        event("SyncFailed"),
     ];
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
     assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn a_promotion_carries_the_autoscalers_changes_to_the_primarys_copy() {
+    // The user raised maxReplicas on the target's HPA during the run: promoting the new
+    // revision brings that to the primary's HPA, as Flagger reconciles it on promotion, instead
+    // of leaving production scaled by the limits it had at bootstrap.
+    let mut canary = canary("podinfo").build();
+    canary["spec"]["autoscalerRef"] = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"
+    });
+    let (status, at) = progressing_at(&canary, 30);
+    let canary = with_status(canary, &status);
+    let now = at + Duration::from_secs(60);
+    let mut raised = hpa();
+    raised["spec"]["maxReplicas"] = json!(10);
+    let calls = vec![
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1")),
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1").replicas(3)),
+        apply_primary(|b| {
+            assert_eq!(
+                b["spec"]["template"]["spec"]["containers"][0]["image"],
+                "podinfo:2"
+            );
+        }),
+        expect(
+            "GET",
+            format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo"),
+        )
+        .reply(200, raised),
+        expect(
+            "PATCH",
+            format!(
+                "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo-primary"
+            ),
+        )
+        .check(|b| {
+            assert_eq!(b["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
+            assert_eq!(b["spec"]["maxReplicas"], 10);
+            owned_by_the_canary(b);
+        }),
+        event("Promoting"),
+        status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Promoting")),
+    ];
+    let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
+    result.unwrap();
 }

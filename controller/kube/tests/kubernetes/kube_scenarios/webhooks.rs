@@ -80,6 +80,7 @@ async fn a_missing_signing_secret_holds_the_canary_and_names_the_field() {
                 "nothing moved without the key"
             );
         }),
+        event("SyncFailed"),
     ];
     let now = at + Duration::from_secs(60);
     let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
@@ -106,6 +107,7 @@ async fn a_signing_secret_without_the_key_names_the_key() {
                 "{m}"
             );
         }),
+        event("SyncFailed"),
     ];
     let now = at + Duration::from_secs(60);
     let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
