@@ -559,8 +559,11 @@ impl KubeWorkloads {
         ))
     }
 
+    /// The target, to make or promote a primary from: it must exist and be copyable (checked
+    /// here, not when observing, so that a Canary with such a target can still be deleted and
+    /// hand it back).
     async fn require_target(&self) -> Result<Target, AdapterError> {
-        self.get_target().await?.ok_or_else(|| {
+        let target = self.get_target().await?.ok_or_else(|| {
             AdapterError::new(
                 ErrorKind::NotFound,
                 self.what(
@@ -570,7 +573,9 @@ impl KubeWorkloads {
                 ),
                 "the target does not exist",
             )
-        })
+        })?;
+        self.check_copyable(&target)?;
+        Ok(target)
     }
 
     /// Tracked configs of the target: `kind/name` → (checksum, object).
@@ -855,7 +860,6 @@ impl Workloads for KubeWorkloads {
         let Some(target) = self.get_target().await? else {
             return Ok(WorkloadState::default());
         };
-        self.check_copyable(&target)?;
         let revision = target.template().map(template_revision).unwrap_or_default();
         let (configs, _) = self.tracked_configs(&target).await?;
         let canary = match &target {

@@ -12,8 +12,11 @@ async fn a_target_selecting_with_match_expressions_only_is_refused_naming_the_fi
         {"key": "app", "operator": "In", "values": ["podinfo"]}
     ]});
     // No primary with an empty selector (422 "empty selector is invalid for deployment", about
-    // an object the user never wrote), no Services selecting every pod: the Canary says why.
+    // an object the user never wrote), no Services selecting nothing: the Canary says why
+    // before the first write.
     let calls = vec![
+        get_target(d.clone()),
+        no_primary(),
         get_target(d),
         status_write(&canary, |b| {
             let c = cond(b, "Synced");
@@ -55,6 +58,16 @@ async fn a_daemonset_updated_on_delete_is_refused_before_its_primary_is_made() {
             "GET",
             format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo"),
         )
+        .reply(200, ds.clone()),
+        expect(
+            "GET",
+            format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo-primary"),
+        )
+        .not_found(),
+        expect(
+            "GET",
+            format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo"),
+        )
         .reply(200, ds),
         status_write(&canary, |b| {
             let c = cond(b, "Synced");
@@ -74,4 +87,46 @@ async fn a_daemonset_updated_on_delete_is_refused_before_its_primary_is_made() {
     ];
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
     assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn a_canary_whose_target_cannot_be_copied_can_still_be_deleted() {
+    // The refusal is about making or promoting a primary: deleting the Canary (revertOnDeletion
+    // hands the target back) must not be held by it, or the finalizer would never go.
+    let canary = canary("podinfo").revert_on_deletion().build();
+    let (status, at) = progressing_at(&canary, 10);
+    let canary = deleting(with_status(canary, &status));
+    let mut d = deployment("podinfo:2").build();
+    d["spec"]["selector"] = json!({"matchExpressions": [
+        {"key": "app", "operator": "In", "values": ["podinfo"]}
+    ]});
+    let mut released = canary.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let mut parked = d.clone();
+    parked["spec"]["replicas"] = json!(0);
+    let calls = vec![
+        get_target(d.clone()),
+        get_primary(primary("podinfo:1")),
+        expect(
+            "DELETE",
+            format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
+        )
+        .reply(200, status_err(200, "", "deleted")),
+        get_target(d),
+        expect("PATCH", format!("/api/v1/namespaces/{NS}/services/podinfo")),
+        get_target(parked),
+        get_primary(primary("podinfo:1").replicas(3)),
+        scale_target(3),
+        event("Terminating"),
+        status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Terminating")),
+        expect(
+            "PATCH",
+            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/canaries/podinfo"),
+        )
+        .check(|b| assert_eq!(b["metadata"]["finalizers"], json!([])))
+        .reply(200, released),
+    ];
+    let now = at + Duration::from_secs(5);
+    let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
 }
