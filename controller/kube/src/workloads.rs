@@ -522,12 +522,29 @@ impl KubeWorkloads {
         }
     }
 
-    /// The primary's selector and the Services' are made from the target's
+    /// Whether Serin can copy the target to a primary, refused up front naming the field. The
+    /// primary's selector and the Services' are made from the target's
     /// `spec.selector.matchLabels` (values suffixed `-primary`): a target selecting with
     /// `matchExpressions` alone would give a primary with an empty selector, which the API server
-    /// rejects about an object the user never wrote, and Services selecting nothing. Refused
-    /// up front, naming the field (Flagger needs matchLabels too).
-    fn check_selector(&self, target: &Target) -> Result<(), AdapterError> {
+    /// rejects about an object the user never wrote, and Services selecting nothing (Flagger
+    /// needs matchLabels too).
+    fn check_copyable(&self, target: &Target) -> Result<(), AdapterError> {
+        // The primary copies the updateStrategy: with OnDelete a promotion would change the
+        // primary's template but none of its pods, and the Canary would wait in Promoting until
+        // its progress deadline with the primary's spec already changed.
+        if let Target::DaemonSet(d) = target
+            && d.spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.as_ref())
+                .and_then(|u| u.type_.as_deref())
+                == Some("OnDelete")
+        {
+            return Err(AdapterError::new(
+                ErrorKind::Invalid,
+                self.what("reading", "daemonset", &self.spec.target_name),
+                "spec.updateStrategy.type is OnDelete: the primary copies it, so a promoted revision would never replace the primary's pods; accepted: RollingUpdate (the default)",
+            ));
+        }
         if !target.selector().is_empty() {
             return Ok(());
         }
@@ -838,7 +855,7 @@ impl Workloads for KubeWorkloads {
         let Some(target) = self.get_target().await? else {
             return Ok(WorkloadState::default());
         };
-        self.check_selector(&target)?;
+        self.check_copyable(&target)?;
         let revision = target.template().map(template_revision).unwrap_or_default();
         let (configs, _) = self.tracked_configs(&target).await?;
         let canary = match &target {

@@ -39,3 +39,39 @@ async fn a_target_selecting_with_match_expressions_only_is_refused_naming_the_fi
         "retried with a backoff, not in a hot loop"
     );
 }
+
+#[tokio::test]
+async fn a_daemonset_updated_on_delete_is_refused_before_its_primary_is_made() {
+    // The primary copies the target's updateStrategy: with OnDelete a promotion changes the
+    // primary's template but no pod, so the primary never runs the promoted revision and the
+    // Canary waits in Promoting until its progress deadline, with the primary's spec already
+    // changed. Said up front instead, naming the field and what is accepted.
+    let canary = canary("podinfo").daemonset_target().build();
+    let now = Timestamp::from_millis(T0);
+    let mut ds = daemonset("podinfo:1", None);
+    ds["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    let calls = vec![
+        expect(
+            "GET",
+            format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo"),
+        )
+        .reply(200, ds),
+        status_write(&canary, |b| {
+            let c = cond(b, "Synced");
+            assert_eq!(c["status"], "False");
+            assert_eq!(c["reason"], "Invalid");
+            let m = c["message"].as_str().unwrap();
+            for needle in [
+                "daemonset test/podinfo",
+                "spec.updateStrategy.type",
+                "OnDelete",
+                "RollingUpdate",
+            ] {
+                assert!(m.contains(needle), "{needle:?} in {m:?}");
+            }
+        }),
+        event("SyncFailed"),
+    ];
+    let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
+    assert!(result.is_err());
+}
