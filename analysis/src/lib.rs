@@ -80,4 +80,4 @@ pub use provider::splunk;
 pub use provider::{ArmTraffic, BoxFuture, MetricsProvider, arms_since, run_check, run_judge};
 pub use queries::{Mesh, arm_traffic_queries, builtin_query, canary_request_count_query};
 pub use target::{Arm, ArmRole, Target};
-pub use template::{TemplateContext, render};
+pub use template::{TemplateContext, check as check_template, render};

@@ -72,6 +72,41 @@ impl TemplateContext {
 
 /// Renders `template` with `ctx`. Every `{{ ... }}` must be one known variable.
 pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisError> {
+    render_with(template, |name| ctx.lookup(name), || ctx.known())
+}
+
+/// Checks `template` before any Canary uses it (`serin validate`): well-formed, and every
+/// `{{ ... }}` a variable Flagger defines (`{{ variables.<key> }}` with any key: which keys a
+/// Canary's `templateVariables` gives is only known with the Canary).
+pub fn check(template: &str) -> Result<(), AnalysisError> {
+    const NAMES: [&str; 7] = [
+        "name",
+        "namespace",
+        "target",
+        "service",
+        "ingress",
+        "route",
+        "interval",
+    ];
+    render_with(
+        template,
+        |name| {
+            let known = NAMES.contains(&name)
+                || name
+                    .strip_prefix("variables.")
+                    .is_some_and(|key| !key.is_empty());
+            known.then(String::new)
+        },
+        || format!("{}, variables.<key>", NAMES.join(", ")),
+    )
+    .map(drop)
+}
+
+fn render_with(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    known: impl Fn() -> String,
+) -> Result<String, AnalysisError> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     let mut offset = 0;
@@ -107,12 +142,10 @@ pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisE
                 message: "empty `{{ }}`".into(),
             });
         }
-        let value = ctx
-            .lookup(expr)
-            .ok_or_else(|| AnalysisError::UnknownVariable {
-                name: expr.to_string(),
-                known: ctx.known(),
-            })?;
+        let value = lookup(expr).ok_or_else(|| AnalysisError::UnknownVariable {
+            name: expr.to_string(),
+            known: known(),
+        })?;
         out.push_str(&value);
         let consumed = open + 2 + (after_open.len() - inner_start.len()) + close + 2;
         rest = &rest[consumed..];
@@ -123,12 +156,8 @@ pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisE
             rest = trimmed;
         }
     }
-    if let Some(pos) = rest.find("}}") {
-        return Err(AnalysisError::Template {
-            offset: offset + pos,
-            message: "`}}` without an opening `{{`".into(),
-        });
-    }
+    // A `}}` outside an action is text, as in Go's text/template: JSON queries (CloudWatch's
+    // `...,"Stat": "p99"}}]`) end in it.
     out.push_str(rest);
     Ok(out)
 }
@@ -136,6 +165,21 @@ pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_is_checked_without_a_canary() {
+        check("sum(rate(x{ns=\"{{ namespace }}\",d=~\"{{ target }}\",z=\"{{variables.zone}}\"}[{{- interval -}}]))")
+            .expect("Flagger's variables and any templateVariables key");
+        let e = check("rate(x{a=\"{{ bogus }}\"}[1m])").expect_err("unknown");
+        assert_eq!(e.kind(), "unknown_variable");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert!(e.to_string().contains("variables.<key>"), "{e}");
+        assert!(check("x{a=\"{{ variables. }}\"}").is_err(), "an empty key");
+        assert_eq!(
+            check("x{{ target").expect_err("unclosed").kind(),
+            "template"
+        );
+    }
 
     fn ctx() -> TemplateContext {
         TemplateContext {
@@ -213,10 +257,17 @@ mod tests {
             matches!(err, AnalysisError::Template { offset: 0, .. }),
             "{err:?}"
         );
-        let err = render("{{ name }} }}", &ctx()).unwrap_err();
-        assert!(
-            matches!(err, AnalysisError::Template { offset: 11, .. }),
-            "{err:?}"
+    }
+
+    #[test]
+    fn a_closing_pair_outside_an_action_is_text_as_in_go() {
+        // Flagger's CloudWatch example: JSON whose objects close with `}}`.
+        let q = r#"[{"Id": "l", "MetricStat": {"Metric": {"Namespace": "AWS/ELB", "MetricName": "Latency"}, "Period": 60, "Stat": "p99"}}]"#;
+        assert_eq!(render(q, &ctx()).unwrap(), q);
+        check(q).expect("a template without actions");
+        assert_eq!(
+            render(r#"{"a": {"b": "{{ name }}"}}"#, &ctx()).unwrap(),
+            r#"{"a": {"b": "podinfo"}}"#
         );
     }
 }

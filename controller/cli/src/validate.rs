@@ -201,7 +201,8 @@ fn check(args: &Args) -> i32 {
     0
 }
 
-/// Checks the queries whose shape Serin knows before they run: a CloudWatch query must be a
+/// Checks the queries whose shape Serin knows before they run: every template expression must
+/// be one of Flagger's variables, and a CloudWatch query must be a
 /// JSON array of `MetricDataQuery` objects (a misspelt key would otherwise only show at the first
 /// analysis). Template expressions (`{{ target }}`, ...) stand for `0`, which keeps a valid
 /// template valid JSON whether an expression sits inside a string or in place of a number.
@@ -210,6 +211,15 @@ fn check_template_queries(docs: &mut [serin_api::Document]) {
         let serin_api::Outcome::Valid(serin_api::Resource::MetricTemplate(t)) = &doc.outcome else {
             continue;
         };
+        // A query that can never render (an unknown `{{ name }}`, an unclosed `{{`) would
+        // otherwise only show at the first analysis, holding the canary there.
+        if let Err(e) = serin_analysis::check_template(&t.spec.query) {
+            doc.outcome = serin_api::Outcome::Invalid(vec![serin_api::ValidationError::new(
+                "spec.query",
+                e.to_string(),
+            )]);
+            continue;
+        }
         if t.spec.provider.type_ != "cloudwatch" {
             continue;
         }

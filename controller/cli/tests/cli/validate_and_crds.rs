@@ -139,6 +139,30 @@ fn a_cloudwatch_query_with_a_misspelt_key_is_named_before_it_runs() {
 }
 
 #[test]
+fn a_template_query_naming_an_unknown_variable_is_named_before_it_runs() {
+    let template = |query: &str| {
+        format!(
+            "apiVersion: serin.dev/v1beta1\nkind: MetricTemplate\nmetadata: {{name: t, namespace: test}}\nspec:\n  provider: {{type: prometheus, address: \"http://prometheus:9090\"}}\n  query: '{query}'\n"
+        )
+    };
+    let good = template(
+        r#"sum(rate(x{namespace="{{ namespace }}",deployment=~"{{ target }}",zone="{{ variables.zone }}"}[{{ interval }}]))"#,
+    );
+    let out = run_stdin(&["validate", "-f", "-"], &good);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // `{{ deployment }}` is not one of Flagger's variables: at run time it would hold the canary
+    // at its first step with an inconclusive check.
+    let bad = template(r#"sum(rate(x{deployment=~"{{ deployment }}"}[1m]))"#);
+    let out = run_stdin(&["validate", "-f", "-"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "<stdin>: document 1 (MetricTemplate test/t): spec.query: template variable `deployment` is not defined (known: name, namespace, target, service, ingress, route, interval, variables.<key>)\n\
+         serin validate: 1 of 1 documents are invalid\n"
+    );
+}
+
+#[test]
 fn flagger_manifests_are_told_to_change_api_version() {
     let file = fixtures().join("podinfo-linkerd.yaml");
     let out = serin()
