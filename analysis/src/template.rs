@@ -53,22 +53,22 @@ impl TemplateContext {
     }
 
     fn known(&self) -> String {
-        let mut names: Vec<String> = [
-            "name",
-            "namespace",
-            "target",
-            "service",
-            "ingress",
-            "route",
-            "interval",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
         names.extend(self.variables.keys().map(|k| format!("variables.{k}")));
         names.join(", ")
     }
 }
+
+/// Flagger's template variables besides `variables.<key>`.
+const NAMES: [&str; 7] = [
+    "name",
+    "namespace",
+    "target",
+    "service",
+    "ingress",
+    "route",
+    "interval",
+];
 
 /// Renders `template` with `ctx`. Every `{{ ... }}` must be one known variable.
 pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisError> {
@@ -79,15 +79,6 @@ pub fn render(template: &str, ctx: &TemplateContext) -> Result<String, AnalysisE
 /// `{{ ... }}` a variable Flagger defines (`{{ variables.<key> }}` with any key: which keys a
 /// Canary's `templateVariables` gives is only known with the Canary).
 pub fn check(template: &str) -> Result<(), AnalysisError> {
-    const NAMES: [&str; 7] = [
-        "name",
-        "namespace",
-        "target",
-        "service",
-        "ingress",
-        "route",
-        "interval",
-    ];
     render_with(
         template,
         |name| {
