@@ -500,11 +500,40 @@ async fn proxies(client: &Client, ns: &str) -> (Outcome, Option<serde_json::Valu
             None,
         );
     }
-    let n = status["proxies"].as_array().map_or(0, Vec::len);
-    (
-        Outcome::pass(check, format!("{n} proxies connected")),
-        Some(status),
-    )
+    // The Service answered from one replica, which knows only its own proxies: with several
+    // replicas (--ha) each is asked. When the replicas cannot be listed, the Service's count
+    // is all there is, and the message says whose it is.
+    let message = match replica_proxies(client, ns).await {
+        Ok(r) if r.asked > 1 && r.unread.is_empty() => format!(
+            "{} proxies connected to {} replicas",
+            r.proxies.len(),
+            r.asked
+        ),
+        Ok(r) if !r.unread.is_empty() => {
+            return (
+                Outcome::fail(
+                    check,
+                    format!(
+                        "{} of {} control-plane replicas did not answer: {}",
+                        r.unread.len(),
+                        r.asked,
+                        first_names(&r.unread)
+                    ),
+                    hint,
+                ),
+                Some(status),
+            );
+        }
+        Ok(_) => format!(
+            "{} proxies connected",
+            status["proxies"].as_array().map_or(0, Vec::len)
+        ),
+        Err(e) => format!(
+            "{} proxies connected to the replica the Service answered from (the replicas could not be listed: {e})",
+            status["proxies"].as_array().map_or(0, Vec::len)
+        ),
+    };
+    (Outcome::pass(check, message), Some(status))
 }
 
 /// How many objects a failure names (the count is always given).
@@ -572,10 +601,7 @@ fn proxy_ready(pod: &Pod) -> bool {
 /// replica's status lists only its own: with `--ha` or `--control-plane-replicas`, the
 /// Service's answer (one replica's) would leave the others' proxies out, so each Running
 /// replica is asked through its pod.
-async fn replica_proxies(
-    client: &Client,
-    ns: &str,
-) -> Result<(Vec<serde_json::Value>, Vec<String>), String> {
+async fn replica_proxies(client: &Client, ns: &str) -> Result<ReplicaProxies, String> {
     let selector = install::selector_labels(CONTROL_PLANE)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -587,11 +613,13 @@ async fn replica_proxies(
         .map_err(|e| api_message(&e))?;
     let mut proxies = Vec::new();
     let mut unread = Vec::new();
+    let mut asked = 0;
     for pod in replicas
         .items
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     {
+        asked += 1;
         let name = pod.name_any();
         let path = format!(
             "/api/v1/namespaces/{ns}/pods/{name}:{}/proxy/v1/status",
@@ -614,7 +642,21 @@ async fn replica_proxies(
             Err(e) => unread.push(format!("{name}: {}", api_message(&e))),
         }
     }
-    Ok((proxies, unread))
+    Ok(ReplicaProxies {
+        proxies,
+        unread,
+        asked,
+    })
+}
+
+/// What [`replica_proxies`] found.
+struct ReplicaProxies {
+    /// Every replica's subscribed proxies, joined.
+    proxies: Vec<serde_json::Value>,
+    /// Replicas that did not answer (`pod: why`).
+    unread: Vec<String>,
+    /// Running replicas asked.
+    asked: usize,
 }
 
 /// `linkerd check --proxy`'s questions for Serin's data plane: are the meshed pods' proxies
@@ -667,7 +709,9 @@ async fn data_plane(
         ));
         return;
     }
-    let (proxies, unread) = match replica_proxies(client, ns).await {
+    let ReplicaProxies {
+        proxies, unread, ..
+    } = match replica_proxies(client, ns).await {
         Ok(found) => found,
         Err(e) => {
             out.push(Outcome::fail(

@@ -570,6 +570,12 @@ async fn with_several_control_plane_replicas_each_is_asked_for_its_proxies() {
     }
     let outcomes = serve_with(c, false, true).await;
     assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+    // The plain count joins the replicas too, not the Service's one answer.
+    let count = outcomes
+        .iter()
+        .find(|o| o.check == "proxies connected to the control plane")
+        .unwrap();
+    assert_eq!(count.message, "2 proxies connected to 3 replicas");
 
     // A refusal on any replica is found.
     let mut c = Cluster::healthy();
@@ -595,12 +601,31 @@ async fn with_several_control_plane_replicas_each_is_asked_for_its_proxies() {
         503,
         status_err(503, "ServiceUnavailable", "no endpoints available"),
     );
-    let o = only_failure(
-        &serve_with(c, false, true).await,
-        "meshed pods connected to the control plane",
+    let outcomes = serve_with(c, false, true).await;
+    // The control plane's own check says a replica is not answering; the data plane's names
+    // the pod whose proxy could be on it.
+    assert_eq!(
+        failed(&outcomes),
+        [
+            "proxies connected to the control plane",
+            "meshed pods connected to the control plane"
+        ],
+        "{outcomes:#?}"
+    );
+    let message = |check: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.check == check)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert_eq!(
+        message("proxies connected to the control plane"),
+        "1 of 2 control-plane replicas did not answer: serin-control-plane-7d9f-b: no endpoints available (503)"
     );
     assert_eq!(
-        o.message,
+        message("meshed pods connected to the control plane"),
         "1 of 2 ready proxies are not connected: pay/api-1 (control-plane replica not read: serin-control-plane-7d9f-b: no endpoints available (503))"
     );
 }
