@@ -1,7 +1,9 @@
 //! `serin uninstall`: what `kubectl delete -f -` must remove to take Serin out of a cluster (as
 //! `linkerd uninstall`), and whether doing so now would hurt.
 //!
-//! The objects are those `serin install` creates, found in the cluster by name: only what
+//! The objects are those `serin install` creates, and the two its components create at run time
+//! in Serin's namespace (the controller's Lease, the injector's certificate Secret with its CA
+//! key), found in the cluster by name: only what
 //! exists is printed (so `kubectl delete` does not stop on a NotFound), and a namespaced or
 //! cluster-wide object of the same name that does not carry Serin's
 //! `app.kubernetes.io/part-of: serin` label is left alone (a `--namespace` that names a
@@ -19,6 +21,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -156,8 +160,7 @@ fn api_of(client: &Client, ar: &ApiResource, namespace: Option<&str>) -> Api<Dyn
 /// Finds what of an install exists, and what would make removing it hurt.
 pub async fn plan(client: &Client, opts: &UninstallOptions) -> Result<Uninstall, PlanError> {
     let mut out = Uninstall::default();
-    for o in candidates(&opts.namespace)? {
-        let (ar, namespace, name) = resource(&o);
+    for (ar, namespace, name, by_name) in targets(&opts.namespace)? {
         let found = api_of(client, &ar, namespace.as_deref())
             .get_opt(&name)
             .await
@@ -175,10 +178,7 @@ pub async fn plan(client: &Client, opts: &UninstallOptions) -> Result<Uninstall,
             kind: ar.kind.clone(),
             metadata: FoundMeta { name, namespace },
         };
-        // CRDs are named for Serin's own API group: theirs alone. Everything else must say
-        // it is Serin's.
-        let ours = matches!(o, Object::Crd(_))
-            || found.labels().get(PART_OF.0).map(String::as_str) == Some(PART_OF.1);
+        let ours = by_name || found.labels().get(PART_OF.0).map(String::as_str) == Some(PART_OF.1);
         if ours {
             out.objects.push(entry);
         } else {
@@ -187,6 +187,45 @@ pub async fn plan(client: &Client, opts: &UninstallOptions) -> Result<Uninstall,
     }
     canaries(client, &mut out).await?;
     meshed_pods(client, &mut out).await?;
+    Ok(out)
+}
+
+/// What to look for, in deletion order: the install's objects, and what the components create
+/// at run time in Serin's namespace (the controller's Lease, the injector's serving
+/// certificate and CA key), which the namespace's deletion would take along only if the
+/// namespace is Serin's. Each with whether its name alone makes it Serin's: CRDs are named for
+/// Serin's API group and the Lease for the controller; everything else must carry the label.
+fn targets(
+    namespace: &str,
+) -> Result<Vec<(ApiResource, Option<String>, String, bool)>, OptionsError> {
+    let mut out: Vec<_> = candidates(namespace)?
+        .iter()
+        .map(|o| {
+            let (ar, ns, name) = resource(o);
+            (ar, ns, name, matches!(o, Object::Crd(_)))
+        })
+        .collect();
+    let runtime = [
+        (
+            ApiResource::erase::<Lease>(&()),
+            Some(namespace.to_string()),
+            install::CONTROLLER.to_string(),
+            true,
+        ),
+        (
+            ApiResource::erase::<Secret>(&()),
+            Some(namespace.to_string()),
+            install::INJECTOR_TLS_SECRET.to_string(),
+            false,
+        ),
+    ];
+    // Before the Namespace (deleting it first would leave kubectl deleting objects already
+    // going), after the webhook.
+    let at = out
+        .iter()
+        .position(|(ar, ..)| ar.kind == "Namespace")
+        .unwrap_or(out.len());
+    out.splice(at..at, runtime);
     Ok(out)
 }
 

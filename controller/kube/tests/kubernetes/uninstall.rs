@@ -23,6 +23,22 @@ fn installed() -> Answers {
         let (path, v) = path_and_body(&o);
         a.insert(path, (200, v));
     }
+    // What the components create at run time: the controller's Lease (no labels) and the
+    // injector's certificate Secret (labelled).
+    a.insert(
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/serin-controller"),
+        (
+            200,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "serin-controller", "namespace": NS}}),
+        ),
+    );
+    a.insert(
+        format!("/api/v1/namespaces/{NS}/secrets/serin-injector-tls"),
+        (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "serin-injector-tls", "namespace": NS, "labels": {"app.kubernetes.io/part-of": "serin"}}}),
+        ),
+    );
     a.insert(
         "/apis/serin.dev/v1beta1/canaries?&limit=500".into(),
         (200, list("CanaryList", "serin.dev/v1beta1", vec![], None)),
@@ -165,9 +181,18 @@ async fn an_idle_install_is_listed_webhook_first_crds_last_and_only_what_exists(
     );
     assert!(names.contains(&format!("Deployment {NS}/serin-controller")));
     assert!(names.contains(&format!("Namespace {NS}")));
-    // Every object of the install, each once.
-    let installed = install::objects(&InstallOptions::default()).unwrap().len();
+    // Every object of the install, each once, and the two the components made at run time,
+    // before the namespace.
+    let installed = install::objects(&InstallOptions::default()).unwrap().len() + 2;
     assert_eq!(names.len(), installed, "{names:#?}");
+    let at = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} in {names:#?}"))
+    };
+    assert!(at(&format!("Lease {NS}/serin-controller")) < at(&format!("Namespace {NS}")));
+    assert!(at(&format!("Secret {NS}/serin-injector-tls")) < at(&format!("Namespace {NS}")));
     // It only reads.
     assert!(calls.iter().all(|c| c.starts_with("GET ")), "{calls:#?}");
 
@@ -309,10 +334,12 @@ async fn a_namespace_someone_else_made_is_left_alone_and_a_bare_cluster_has_noth
             "note: Namespace {NS} is not Serin's (no app.kubernetes.io/part-of: serin label): left alone"
         )]
     );
-    assert!(
-        yaml.expect("the rest is printed")
-            .contains("serin-controller")
-    );
+    let yaml = yaml.expect("the rest is printed");
+    assert!(yaml.contains("serin-controller"));
+    // A namespace Serin did not make is not deleted, so what the components left in it is
+    // listed: the injector's CA key must not stay behind.
+    assert!(yaml.contains("name: serin-injector-tls"), "{yaml}");
+    assert!(yaml.contains("kind: Lease"), "{yaml}");
 
     // No install, no CRD (the Canary list is a 404), no pod.
     let mut bare = Answers::new();
