@@ -190,14 +190,16 @@ pub async fn plan(client: &Client, opts: &UninstallOptions) -> Result<Uninstall,
     Ok(out)
 }
 
+/// One object to look for: its resource, namespace, name, and whether the name alone makes it
+/// Serin's.
+type Target = (ApiResource, Option<String>, String, bool);
+
 /// What to look for, in deletion order: the install's objects, and what the components create
 /// at run time in Serin's namespace (the controller's Lease, the injector's serving
 /// certificate and CA key), which the namespace's deletion would take along only if the
 /// namespace is Serin's. Each with whether its name alone makes it Serin's: CRDs are named for
 /// Serin's API group and the Lease for the controller; everything else must carry the label.
-fn targets(
-    namespace: &str,
-) -> Result<Vec<(ApiResource, Option<String>, String, bool)>, OptionsError> {
+fn targets(namespace: &str) -> Result<Vec<Target>, OptionsError> {
     let mut out: Vec<_> = candidates(namespace)?
         .iter()
         .map(|o| {
