@@ -349,16 +349,24 @@ async fn an_unset_lease_namespace_is_the_clients_default_namespace() {
     run.await.unwrap().unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_leader_stopped_gracefully_releases_its_lease() {
-    let (client, mut api) = fake_api(world_with_namespace(), "default");
-    let (run, stop) = start(client, Some(lease_config("serin-system")));
+/// Waits until the replica leads: it created the Lease, then started watching Canaries.
+/// Returns the instant the Lease was seen created.
+async fn until_leading(api: &mut FakeApi) -> tokio::time::Instant {
     api.wait_for("the Lease created", |c| {
         c.method == "POST" && c.path == LEASES
     })
     .await;
+    let created = tokio::time::Instant::now();
     api.wait_for("the Canary watch", |c| c.path.ends_with("/canaries"))
         .await;
+    created
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_stopped_gracefully_releases_its_lease() {
+    let (client, mut api) = fake_api(world_with_namespace(), "default");
+    let (run, stop) = start(client, Some(lease_config("serin-system")));
+    until_leading(&mut api).await;
     assert_eq!(api.holder().as_deref(), Some("pod-a"));
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), run)
@@ -393,14 +401,8 @@ async fn a_leader_stopped_gracefully_releases_its_lease() {
 async fn a_leader_whose_renewals_hang_stops_leading_before_a_standby_may_take_over() {
     let (client, mut api) = fake_api(world_with_namespace(), "default");
     let (run, _stop) = start(client, Some(lease_config("serin-system")));
-    api.wait_for("the Lease created", |c| {
-        c.method == "POST" && c.path == LEASES
-    })
-    .await;
     // The last write that reached the API server was no later than this.
-    let written = tokio::time::Instant::now();
-    api.wait_for("the Canary watch", |c| c.path.ends_with("/canaries"))
-        .await;
+    let written = until_leading(&mut api).await;
     // From now on the API server never answers this replica's Lease calls (a partition, an
     // overloaded server): a standby that still reaches it sees the record unchanged and takes
     // over 15s after it last saw it change.
@@ -439,12 +441,7 @@ async fn a_standby_whose_lease_calls_hang_still_stops_on_the_signal() {
 async fn a_leader_stopping_while_the_api_does_not_answer_still_exits() {
     let (client, mut api) = fake_api(world_with_namespace(), "default");
     let (run, stop) = start(client, Some(lease_config("serin-system")));
-    api.wait_for("the Lease created", |c| {
-        c.method == "POST" && c.path == LEASES
-    })
-    .await;
-    api.wait_for("the Canary watch", |c| c.path.ends_with("/canaries"))
-        .await;
+    until_leading(&mut api).await;
     api.world.lock().unwrap().hold_leases = true;
     stop.send(()).unwrap();
     // Releasing the Lease is a courtesy to the standby; a release that gets no answer must
