@@ -3,6 +3,20 @@
 
 use super::fixtures::*;
 
+/// The status write of a target refused before the first write: Synced is False for reason
+/// Invalid, and the message says each of `needles` (the object, the field, what is accepted).
+fn refused_as_invalid(canary: &Value, needles: &'static [&'static str]) -> Expect {
+    status_write(canary, move |b| {
+        let c = cond(b, "Synced");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "Invalid");
+        let m = c["message"].as_str().unwrap();
+        for needle in needles {
+            assert!(m.contains(needle), "{needle:?} in {m:?}");
+        }
+    })
+}
+
 #[tokio::test]
 async fn a_target_selecting_with_match_expressions_only_is_refused_naming_the_field() {
     let canary = canary("podinfo").build();
@@ -18,19 +32,14 @@ async fn a_target_selecting_with_match_expressions_only_is_refused_naming_the_fi
         get_target(d.clone()),
         no_primary(),
         get_target(d),
-        status_write(&canary, |b| {
-            let c = cond(b, "Synced");
-            assert_eq!(c["status"], "False");
-            assert_eq!(c["reason"], "Invalid");
-            let m = c["message"].as_str().unwrap();
-            for needle in [
+        refused_as_invalid(
+            &canary,
+            &[
                 "deployment test/podinfo",
                 "spec.selector.matchLabels",
                 "-primary",
-            ] {
-                assert!(m.contains(needle), "{needle:?} in {m:?}");
-            }
-        }),
+            ],
+        ),
         event("SyncFailed"),
     ];
     let c = parse(canary);
@@ -69,20 +78,15 @@ async fn a_daemonset_updated_on_delete_is_refused_before_its_primary_is_made() {
             format!("/apis/apps/v1/namespaces/{NS}/daemonsets/podinfo"),
         )
         .reply(200, ds),
-        status_write(&canary, |b| {
-            let c = cond(b, "Synced");
-            assert_eq!(c["status"], "False");
-            assert_eq!(c["reason"], "Invalid");
-            let m = c["message"].as_str().unwrap();
-            for needle in [
+        refused_as_invalid(
+            &canary,
+            &[
                 "daemonset test/podinfo",
                 "spec.updateStrategy.type",
                 "OnDelete",
                 "RollingUpdate",
-            ] {
-                assert!(m.contains(needle), "{needle:?} in {m:?}");
-            }
-        }),
+            ],
+        ),
         event("SyncFailed"),
     ];
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
