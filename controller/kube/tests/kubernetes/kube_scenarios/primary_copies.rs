@@ -43,6 +43,29 @@ fn hpa() -> Value {
                     "minReplicas": 2, "maxReplicas": 4}})
 }
 
+/// The target's HorizontalPodAutoscaler `podinfo` is read.
+fn get_autoscaler(hpa: Value) -> Expect {
+    expect(
+        "GET",
+        format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo"),
+    )
+    .reply(200, hpa)
+}
+
+/// The primary's copy of the autoscaler is applied: it scales the primary, is owned by the
+/// Canary, and passes `check`.
+fn apply_primary_autoscaler(check: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    expect(
+        "PATCH",
+        format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo-primary"),
+    )
+    .check(move |b| {
+        assert_eq!(b["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
+        check(b);
+        owned_by_the_canary(b);
+    })
+}
+
 fn owned_by_the_canary(b: &Value) {
     assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Canary", "{b}");
     assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "c-uid-1", "{b}");
@@ -88,22 +111,10 @@ async fn bootstrap_copies_tracked_configs_and_the_autoscaler_for_the_primary() {
             );
             assert_eq!(env[1]["secretRef"]["name"], "podinfo-secret-primary", "{b}");
         }),
-        expect(
-            "GET",
-            format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo"),
-        )
-        .reply(200, hpa()),
-        expect(
-            "PATCH",
-            format!(
-                "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo-primary"
-            ),
-        )
-        .check(|b| {
-            assert_eq!(b["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
+        get_autoscaler(hpa()),
+        apply_primary_autoscaler(|b| {
             assert_eq!(b["spec"]["minReplicas"], 3);
             assert_eq!(b["spec"]["maxReplicas"], 6);
-            owned_by_the_canary(b);
         }),
         apply_service("podinfo-primary", "podinfo-primary"),
         apply_service("podinfo-canary", "podinfo"),
@@ -175,22 +186,8 @@ async fn a_promotion_carries_the_autoscalers_changes_to_the_primarys_copy() {
                 "podinfo:2"
             );
         }),
-        expect(
-            "GET",
-            format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo"),
-        )
-        .reply(200, raised),
-        expect(
-            "PATCH",
-            format!(
-                "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/podinfo-primary"
-            ),
-        )
-        .check(|b| {
-            assert_eq!(b["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
-            assert_eq!(b["spec"]["maxReplicas"], 10);
-            owned_by_the_canary(b);
-        }),
+        get_autoscaler(raised),
+        apply_primary_autoscaler(|b| assert_eq!(b["spec"]["maxReplicas"], 10)),
         event("Promoting"),
         status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Promoting")),
     ];
