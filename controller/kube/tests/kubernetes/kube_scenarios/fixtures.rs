@@ -443,6 +443,25 @@ pub fn cond<'a>(b: &'a Value, t: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {t} condition in {b}"))
 }
 
+/// The calls of a tick that promotes `podinfo:2` (the Canary at its last step): the target and
+/// the primary are read, read again for the promotion (the primary with 3 replicas), and the
+/// primary is applied with the target's image and whatever else `check` asserts.
+pub fn promoting(check: impl FnOnce(&Value) + Send + 'static) -> Vec<Expect> {
+    vec![
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1")),
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1").replicas(3)),
+        apply_primary(move |b| {
+            assert_eq!(
+                b["spec"]["template"]["spec"]["containers"][0]["image"],
+                "podinfo:2"
+            );
+            check(b);
+        }),
+    ]
+}
+
 /// The calls of a deleted Canary with revertOnDeletion, mid-run: the route is deleted
 /// (`delete_route`), the apex Service selects the target again and is released, the target is
 /// scaled back to the primary's replicas, and the finalizer goes.

@@ -175,22 +175,13 @@ async fn a_promotion_carries_the_autoscalers_changes_to_the_primarys_copy() {
     let now = at + Duration::from_secs(60);
     let mut raised = hpa();
     raised["spec"]["maxReplicas"] = json!(10);
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1").replicas(3)),
-        apply_primary(|b| {
-            assert_eq!(
-                b["spec"]["template"]["spec"]["containers"][0]["image"],
-                "podinfo:2"
-            );
-        }),
+    let mut calls = promoting(|_| {});
+    calls.extend([
         get_autoscaler(raised),
         apply_primary_autoscaler(|b| assert_eq!(b["spec"]["maxReplicas"], 10)),
         event("Promoting"),
         status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Promoting")),
-    ];
+    ]);
     let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
     result.unwrap();
 }

@@ -106,24 +106,16 @@ async fn reaching_max_weight_promotes_the_canary_template_to_the_primary() {
     let (status, at) = progressing_at(&canary, 30);
     let canary = with_status(canary, &status);
     let now = at + Duration::from_secs(60);
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1").replicas(3)),
-        apply_primary(|b| {
-            assert_eq!(
-                b["spec"]["template"]["spec"]["containers"][0]["image"],
-                "podinfo:2"
-            );
-            assert_eq!(
-                b["spec"]["replicas"], 3,
-                "the primary keeps its replica count"
-            );
-        }),
+    let mut calls = promoting(|b| {
+        assert_eq!(
+            b["spec"]["replicas"], 3,
+            "the primary keeps its replica count"
+        );
+    });
+    calls.extend([
         event("Promoting"),
         status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Promoting")),
-    ];
+    ]);
     let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
     result.unwrap();
 }
