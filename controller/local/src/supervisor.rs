@@ -929,6 +929,37 @@ mod tests {
         }
     }
 
+    /// Leaves for `key` what a controller stopped before it recorded a pid leaves behind: one
+    /// primary instance of `spec` (its revision) on `port`, with pid 0.
+    fn record_without_pid(
+        sup: &Supervisor,
+        key: &str,
+        spec: &ProcessSpec,
+        spec_hash: u64,
+        dir: &Path,
+        port: u16,
+    ) {
+        let record = InstanceRecord {
+            role: Role::Primary,
+            revision: spec
+                .revision
+                .clone()
+                .expect("python_server sets a revision"),
+            spec_hash,
+            spec: spec.clone(),
+            dir: dir.to_path_buf(),
+            port,
+            pid: 0,
+            retiring: false,
+        };
+        std::fs::create_dir_all(&sup.state_dir).unwrap();
+        std::fs::write(
+            sup.record_file(key),
+            serde_json::to_vec(&vec![record]).unwrap(),
+        )
+        .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_restarts_replaces_and_stops_instances() {
         let dir = std::env::temp_dir().join(format!("serin-sup-{}", std::process::id()));
@@ -1023,23 +1054,8 @@ mod tests {
         // while a crashed instance was down (here: a dead instance recorded on that port).
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = squatter.local_addr().unwrap().port();
-        std::fs::create_dir_all(dir.join("state")).unwrap();
         let sup = Supervisor::new(dir.join("state"), dir.join("logs"));
-        let record = InstanceRecord {
-            role: Role::Primary,
-            revision: "v1".into(),
-            spec_hash: spec.content_hash(),
-            spec: spec.clone(),
-            dir: dir.clone(),
-            port: taken,
-            pid: 0,
-            retiring: false,
-        };
-        std::fs::write(
-            sup.record_file(key),
-            serde_json::to_vec(&vec![record]).unwrap(),
-        )
-        .unwrap();
+        record_without_pid(&sup, key, &spec, spec.content_hash(), &dir, taken);
         sup.adopt(key);
         let moved = until(&sup, key, "the instance ready on another port", |i| {
             i.len() == 1 && i[0].ready && i[0].port != taken
@@ -1096,22 +1112,7 @@ mod tests {
             }
         };
         let sup = Supervisor::new(dir.join("state"), dir.join("logs"));
-        std::fs::create_dir_all(dir.join("state")).unwrap();
-        let record = InstanceRecord {
-            role: Role::Primary,
-            revision: "v7".into(),
-            spec_hash: 0,
-            spec: spec.clone(),
-            dir: dir.clone(),
-            port,
-            pid: 0,
-            retiring: false,
-        };
-        std::fs::write(
-            sup.record_file(key),
-            serde_json::to_vec(&vec![record]).unwrap(),
-        )
-        .unwrap();
+        record_without_pid(&sup, key, &spec, 0, &dir, port);
         assert_eq!(unrecorded_instance(&spec, port), Some(orphan.id()));
         sup.adopt(key);
         let adopted = until(&sup, key, "the orphan adopted", |i| {
