@@ -96,10 +96,7 @@ impl HttpClient {
             for _ in 0..=MAX_REDIRECTS {
                 let mut req = Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/json")
-                    .header(
-                        http::header::USER_AGENT,
-                        concat!("serin/", env!("CARGO_PKG_VERSION")),
-                    )
+                    .header(http::header::USER_AGENT, USER_AGENT)
                     .body(Full::new(body.clone()))
                     .map_err(|e| HttpError::InvalidUrl {
                         url: uri.to_string(),
@@ -109,11 +106,7 @@ impl HttpClient {
                 for (k, v) in headers {
                     map.insert(k.clone(), v.clone());
                 }
-                let resp = self
-                    .inner
-                    .request(req)
-                    .await
-                    .map_err(|e| HttpError::Transport(error_chain(&e)))?;
+                let resp = self.send(req).await?;
                 let status = resp.status();
                 let location = resp
                     .headers()
@@ -126,14 +119,7 @@ impl HttpClient {
                     uri = next.clone();
                     continue;
                 }
-                let body = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => collected.to_bytes(),
-                    // A body larger than the limit or cut short still has a meaningful status.
-                    Err(_) => Bytes::new(),
-                };
+                let body = capped_body(resp).await;
                 let location = location.map(|l| match l {
                     Ok(u) => u.to_string(),
                     Err(e) => e.to_string(),
@@ -157,6 +143,21 @@ impl HttpClient {
 
 /// Most 307/308 redirects a POST follows.
 pub const MAX_REDIRECTS: usize = 5;
+
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("serin/", env!("CARGO_PKG_VERSION"));
+
+/// The first [`MAX_RESPONSE_BYTES`] of the body. A body larger than the limit or cut short
+/// still has a meaningful status, so it reads as empty instead of failing the exchange.
+async fn capped_body(resp: http::Response<hyper::body::Incoming>) -> Bytes {
+    match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    }
+}
 
 /// `url` parsed, when it is an absolute http or https URL.
 fn parse_http_url(url: &str) -> Result<http::Uri, HttpError> {
@@ -206,6 +207,18 @@ pub fn redirect_note(resp: &HttpResponse) -> Option<String> {
 }
 
 impl HttpClient {
+    /// One request on the shared pool; a failure before the status line is a transport error
+    /// with its causes.
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, HttpError> {
+        self.inner
+            .request(req)
+            .await
+            .map_err(|e| HttpError::Transport(error_chain(&e)))
+    }
+
     /// GET `url`, giving up after `timeout`.
     pub async fn get(&self, url: &str, timeout: Duration) -> Result<HttpResponse, HttpError> {
         let uri: http::Uri =
@@ -215,29 +228,16 @@ impl HttpClient {
                     reason: e.to_string(),
                 })?;
         let req = Request::get(uri)
-            .header(
-                http::header::USER_AGENT,
-                concat!("serin/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(http::header::USER_AGENT, USER_AGENT)
             .body(Full::new(Bytes::new()))
             .map_err(|e| HttpError::InvalidUrl {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
         let exchange = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| HttpError::Transport(error_chain(&e)))?;
+            let resp = self.send(req).await?;
             let status = resp.status();
-            let body = match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => Bytes::new(),
-            };
+            let body = capped_body(resp).await;
             Ok(HttpResponse {
                 status,
                 body,
