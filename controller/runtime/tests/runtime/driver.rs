@@ -415,7 +415,8 @@ async fn a_tick_that_changes_the_status_writes_it_with_its_time() {
     assert!(driver.schedule.is_empty(), "the written time counts now");
 }
 
-/// Hooks that answer 200 and keep what each call was given besides the payload's fixed fields.
+/// Hooks that answer as [`serin_controller::testing::AcceptingHooks`] does (200, first
+/// attempt) and keep what each call was given besides the payload's fixed fields.
 #[derive(Clone, Default)]
 struct RecordingHooks(Arc<Mutex<Vec<HookCall>>>);
 
@@ -426,21 +427,19 @@ type HookCall = (String, BTreeMap<String, String>);
 impl Hooks for RecordingHooks {
     async fn call(
         &self,
-        _canary: &CanaryContext,
+        canary: &CanaryContext,
         webhook: &serin_core::Webhook,
-        _phase: Phase,
-        _checksum: &str,
+        phase: Phase,
+        checksum: &str,
         extra: BTreeMap<String, String>,
     ) -> serin_controller::webhook::WebhookOutcome {
-        self.0.lock().unwrap().push((webhook.name.clone(), extra));
-        serin_controller::webhook::WebhookOutcome {
-            ok: true,
-            status: Some(200),
-            body: String::new(),
-            error: None,
-            attempts: 1,
-            elapsed_ms: 0,
-        }
+        self.0
+            .lock()
+            .unwrap()
+            .push((webhook.name.clone(), extra.clone()));
+        serin_controller::testing::AcceptingHooks
+            .call(canary, webhook, phase, checksum, extra)
+            .await
     }
 }
 
