@@ -734,7 +734,9 @@ impl KubeWorkloads {
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.patch(&name, &pp, &Patch::Apply(&p))
                     .await
-                    .map_err(|e| kube_error(e, self.what("applying", "deployment", &name)))?;
+                    .map_err(|e| {
+                        primary_apply_error(e, self.what("applying", "deployment", &name))
+                    })?;
             }
             Target::DaemonSet(d) => {
                 let mut p = primary_daemonset(d, &name, ns, &tracked, &self.owner);
@@ -745,7 +747,9 @@ impl KubeWorkloads {
                 let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &self.namespace);
                 api.patch(&name, &pp, &Patch::Apply(&p))
                     .await
-                    .map_err(|e| kube_error(e, self.what("applying", "daemonset", &name)))?;
+                    .map_err(|e| {
+                        primary_apply_error(e, self.what("applying", "daemonset", &name))
+                    })?;
             }
         }
         Ok(())
@@ -998,4 +1002,20 @@ impl KubeWorkloads {
     pub fn target_meta(t: &Target) -> &ObjectMeta {
         t.meta()
     }
+}
+
+/// The API server's answer to applying the primary, and what to do when it is the one answer
+/// a user cannot fix by editing the primary: the target's selector changed, and a Deployment's
+/// or DaemonSet's `spec.selector` cannot change once made, so the primary (made with the old
+/// selector) refuses the new one at every promotion. Flagger has the same limit.
+fn primary_apply_error(e: kube::Error, what: String) -> AdapterError {
+    let immutable_selector = matches!(&e, kube::Error::Api(s)
+        if s.code == 422 && s.message.contains("spec.selector") && s.message.contains("field is immutable"));
+    let mut err = kube_error(e, what);
+    if immutable_selector {
+        err.message.push_str(
+            " (the target's selector changed, and the primary's cannot: put the target's selector back, or start over with the new one: set revertOnDeletion: true and delete the Canary (the target gets its traffic back and the primary, which the Canary owns, is garbage-collected), then apply the Canary again)",
+        );
+    }
+    err
 }

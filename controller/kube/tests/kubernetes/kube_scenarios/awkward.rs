@@ -134,3 +134,38 @@ async fn a_canary_whose_target_cannot_be_copied_can_still_be_deleted() {
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());
 }
+
+#[tokio::test]
+async fn a_target_whose_selector_changed_is_told_how_to_start_over() {
+    // The primary was made with the target's old selector; a Deployment's selector cannot
+    // change, so every promotion's apply gets the API server's 422. The Canary says so and what
+    // to do, instead of only relaying "field is immutable".
+    let canary = canary("podinfo").build();
+    let (status, at) = progressing_at(&canary, 30);
+    let canary = with_status(canary, &status);
+    let now = at + Duration::from_secs(60);
+    let mut calls = promoting(|_| {});
+    let refused = calls.pop().expect("the primary's apply").reply(
+        422,
+        status_err(
+            422,
+            "Invalid",
+            "Deployment.apps \"podinfo-primary\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web-primary\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable",
+        ),
+    );
+    calls.extend([
+        refused,
+        refused_as_invalid(
+            &canary,
+            &[
+                "deployment test/podinfo-primary",
+                "field is immutable",
+                "put the target's selector back",
+                "revertOnDeletion: true",
+            ],
+        ),
+        event("SyncFailed"),
+    ]);
+    let (result, _) = run(parse(canary), now, analyzer(vec![pass()]), calls).await;
+    assert!(result.is_err());
+}
