@@ -117,6 +117,16 @@ async fn serve_engine(canary: EngineCanary) -> (Arc<Store>, String, tokio::task:
     (store, base, server)
 }
 
+/// The run in flight in these tests: run 2, of revision rev2, started at 100 s.
+fn run2() -> serin_core::Run {
+    serin_core::Run {
+        id: 2,
+        revision: "rev2".into(),
+        started_at: ts(100),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn engine_state_is_served_and_gate_commands_take_effect_at_once() {
     use serin_core::{HistoryKind as K, Phase as P};
@@ -124,12 +134,7 @@ async fn engine_state_is_served_and_gate_commands_take_effect_at_once() {
         phase: P::Progressing,
         canary_weight: 20,
         last_promoted_spec: Some("rev1".into()),
-        run: Some(serin_core::Run {
-            id: 2,
-            revision: "rev2".into(),
-            started_at: ts(100),
-            ..Default::default()
-        }),
+        run: Some(run2()),
         runs: 2,
         ..Default::default()
     };
@@ -221,12 +226,7 @@ async fn one_canary_in(phase: serin_core::Phase) -> (String, tokio::task::JoinHa
     let status = serin_core::Status {
         phase,
         last_promoted_spec: Some("rev1".into()),
-        run: in_flight.then(|| serin_core::Run {
-            id: 2,
-            revision: "rev2".into(),
-            started_at: ts(100),
-            ..Default::default()
-        }),
+        run: in_flight.then(run2),
         runs: 2,
         ..Default::default()
     };

@@ -5,6 +5,15 @@ use std::process::Command;
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
+/// `serin ARGS` with nothing on its standard input.
+fn without_input(args: &[&str]) -> std::process::Output {
+    Command::new(SERIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("serin runs")
+}
+
 #[test]
 fn a_flag_error_is_one_plain_line_even_with_rust_backtrace_set() {
     // CI images and Rust developers often export RUST_BACKTRACE=1; a mistyped flag must still
@@ -63,11 +72,7 @@ fn a_bad_proxy_resource_flag_is_named_as_the_flag_before_any_pod_is_read() {
             "--proxy-cpu-limit \"two\"",
         ),
     ] {
-        let out = Command::new(SERIN)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("serin runs");
+        let out = without_input(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -171,11 +176,7 @@ fn a_negative_number_reaches_the_flags_own_check_instead_of_clap_calling_it_an_a
             "--rate: -5 is out of range; accepted: 10 to 2000",
         ),
     ] {
-        let out = Command::new(SERIN)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("serin runs");
+        let out = without_input(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");

@@ -417,6 +417,20 @@ async fn a_tick_that_changes_the_status_writes_it_with_its_time() {
 
 /// Hooks that answer as [`serin_controller::testing::AcceptingHooks`] does (200, first
 /// attempt) and keep what each call was given besides the payload's fixed fields.
+/// The setup with an event webhook answered by `hooks`, routes in force.
+fn with_event_webhook<H: Hooks + Clone + 'static>(
+    hooks: &H,
+) -> (Driver, Fake, CanaryContext, Timestamp) {
+    let (mut driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.webhooks.push(serin_core::Webhook {
+        name: "events".into(),
+        kind: serin_core::WebhookKind::Event,
+    });
+    driver.hooks = Arc::new(hooks.clone());
+    fake.0.lock().unwrap().in_force = true;
+    (driver, fake, ctx, at)
+}
+
 #[derive(Clone, Default)]
 struct RecordingHooks(Arc<Mutex<Vec<HookCall>>>);
 
@@ -445,14 +459,8 @@ impl Hooks for RecordingHooks {
 
 #[tokio::test]
 async fn an_event_webhook_gets_the_type_of_the_event_it_mirrors() {
-    let (mut driver, fake, mut ctx, _, at) = setup();
-    ctx.plan.webhooks.push(serin_core::Webhook {
-        name: "events".into(),
-        kind: serin_core::WebhookKind::Event,
-    });
     let hooks = RecordingHooks::default();
-    driver.hooks = Arc::new(hooks.clone());
-    fake.0.lock().unwrap().in_force = true;
+    let (driver, fake, ctx, at) = with_event_webhook(&hooks);
     // A passing window (Normal events), then failing ones (Warning events) until rollback.
     let mut now = at + Duration::from_secs(60);
     driver.tick(&ctx, false, now).await.unwrap();
@@ -601,14 +609,8 @@ impl Hooks for SilentHooks {
 
 #[tokio::test]
 async fn an_event_receiver_that_does_not_answer_costs_one_timeout_per_tick_not_one_per_event() {
-    let (mut driver, fake, mut ctx, _, at) = setup();
-    ctx.plan.webhooks.push(serin_core::Webhook {
-        name: "events".into(),
-        kind: serin_core::WebhookKind::Event,
-    });
     let hooks = SilentHooks::default();
-    driver.hooks = Arc::new(hooks.clone());
-    fake.0.lock().unwrap().in_force = true;
+    let (driver, fake, ctx, at) = with_event_webhook(&hooks);
     let mut now = at;
     let mut busiest = 0;
     // A passing window, then failing ones until the rollback, which emits several events.
