@@ -110,12 +110,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     ));
                     continue;
                 };
-                kind_check(
-                    p,
-                    &format!("{ff}.requestMirror.backendRef"),
-                    m.backend_ref.group.as_deref(),
-                    m.backend_ref.kind.as_deref(),
-                );
                 if let Some(pc) = m.percent
                     && !(0..=100).contains(&pc)
                 {
@@ -151,22 +145,17 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
             )),
         }
     }
-    let mut any_weight = rule.backend_refs.is_empty();
     for (bi, b) in rule.backend_refs.iter().enumerate() {
         let bf = format!("{rf}.backendRefs[{bi}]");
-        kind_check(p, &bf, b.group.as_deref(), b.kind.as_deref());
         match b.weight {
             Some(w) if !(0..=1_000_000).contains(&w) => {
-                // Reported here; not also as "every weight is 0".
-                any_weight = true;
                 p.push(Problem::new(
                     format!("{bf}.weight"),
                     "UnsupportedValue",
                     format!("{w} is out of range; accepted: 0 to 1000000"),
                 ));
             }
-            Some(0) => {}
-            _ => any_weight = true,
+            _ => {}
         }
         for (fi, f) in b.filters.iter().enumerate() {
             let ff = format!("{bf}.filters[{fi}]");
@@ -183,13 +172,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
             }
         }
     }
-    if !any_weight {
-        p.push(Problem::new(
-            format!("{rf}.backendRefs"),
-            "UnsupportedValue",
-            "every backendRef has weight 0; give at least one a weight above 0",
-        ));
-    }
     if let Some(t) = &rule.timeouts {
         for (name, v) in [
             ("request", &t.request),
@@ -205,20 +187,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                 ));
             }
         }
-    }
-}
-
-fn kind_check(p: &mut Vec<Problem>, field: &str, group: Option<&str>, kind: Option<&str>) {
-    if !group.unwrap_or("").is_empty() || kind.unwrap_or("Service") != "Service" {
-        p.push(Problem::new(
-            format!("{field}.kind"),
-            "InvalidKind",
-            format!(
-                "{}/{} is not supported; backends must be core Services",
-                group.unwrap_or(""),
-                kind.unwrap_or("Service")
-            ),
-        ));
     }
 }
 

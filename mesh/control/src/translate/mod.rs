@@ -75,6 +75,15 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Why a backendRef or mirror target is not a kind Serin can send to (Gateway API's
+/// `InvalidKind`): backends must be core Services. Not a problem of the route itself: the
+/// route is accepted and the reference's share of requests is answered 500.
+fn unsupported_kind(group: Option<&str>, kind: Option<&str>) -> Option<String> {
+    let (group, kind) = (group.unwrap_or(""), kind.unwrap_or("Service"));
+    (!group.is_empty() || kind != "Service")
+        .then(|| format!("{group}/{kind} is not supported; backends must be core Services"))
+}
+
 impl Problem {
     fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
         Problem {
