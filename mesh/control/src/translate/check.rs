@@ -137,11 +137,12 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     }
                 }
             }
-            "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
+            "ResponseHeaderModifier" => header_modifier(p, &ff, f, Direction::Response),
+            "RequestHeaderModifier" => header_modifier(p, &ff, f, Direction::Request),
             other => p.push(Problem::new(
                 format!("{ff}.type"),
                 "UnsupportedValue",
-                format!("filter {other:?} is not supported; accepted: RequestMirror, ResponseHeaderModifier"),
+                format!("filter {other:?} is not supported; accepted: RequestHeaderModifier, RequestMirror, ResponseHeaderModifier"),
             )),
         }
     }
@@ -161,7 +162,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
             let ff = format!("{bf}.filters[{fi}]");
             match f.type_.as_str() {
                 // Per backend: the canary's and the primary's own sticky-session cookies.
-                "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
+                "ResponseHeaderModifier" => header_modifier(p, &ff, f, Direction::Response),
                 other => p.push(Problem::new(
                     format!("{ff}.type"),
                     "UnsupportedValue",
@@ -308,13 +309,33 @@ pub fn is_fatal(problems: &[Problem]) -> bool {
     problems.iter().any(|p| p.reason != "Ignored")
 }
 
-/// Problems of one `ResponseHeaderModifier` filter (a rule's or a backendRef's) at `ff`.
-fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter) {
-    let Some(h) = &f.response_header_modifier else {
+/// Which way a header modifier works.
+#[derive(Clone, Copy)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// Problems of one `RequestHeaderModifier` or `ResponseHeaderModifier` filter at `ff` (a
+/// rule's, or for responses also a backendRef's).
+fn header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter, direction: Direction) {
+    let (key, h, forbidden): (_, _, fn(&str) -> Option<String>) = match direction {
+        Direction::Request => (
+            "requestHeaderModifier",
+            &f.request_header_modifier,
+            request_header_problem,
+        ),
+        Direction::Response => (
+            "responseHeaderModifier",
+            &f.response_header_modifier,
+            framing_header_problem,
+        ),
+    };
+    let Some(h) = h else {
         p.push(Problem::new(
-            format!("{ff}.responseHeaderModifier"),
+            format!("{ff}.{key}"),
             "UnsupportedValue",
-            "type ResponseHeaderModifier needs responseHeaderModifier (set, add or remove)",
+            format!("type {} needs {key} (set, add or remove)", f.type_),
         ));
         return;
     };
@@ -325,11 +346,11 @@ fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter)
             {
                 Some("not a valid header name and value".to_string())
             } else {
-                framing_header_problem(&s.name)
+                forbidden(&s.name)
             };
             if let Some(why) = why {
                 p.push(Problem::new(
-                    format!("{ff}.responseHeaderModifier.{list}[{si}]"),
+                    format!("{ff}.{key}.{list}[{si}]"),
                     "UnsupportedValue",
                     why,
                 ));
@@ -340,11 +361,11 @@ fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter)
         let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             Some("not a valid header name".to_string())
         } else {
-            framing_header_problem(name)
+            forbidden(name)
         };
         if let Some(why) = why {
             p.push(Problem::new(
-                format!("{ff}.responseHeaderModifier.remove[{si}]"),
+                format!("{ff}.{key}.remove[{si}]"),
                 "UnsupportedValue",
                 why,
             ));

@@ -39,7 +39,7 @@ use std::time::Duration;
 use serin_mesh_api::table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
     ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
-    parse_duration,
+    parse_duration, request_header_problem,
 };
 
 use crate::world::{ObjKey, ServiceInfo, ServicePort, World};

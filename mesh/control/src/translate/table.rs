@@ -336,6 +336,7 @@ impl SvcCtx<'_> {
                 };
                 let mut mirror = None;
                 let mut response_headers = ResponseHeaders::default();
+                let mut request_headers = ResponseHeaders::default();
                 for f in &rule.filters {
                     if let Some(m) = &f.request_mirror
                         && f.type_ == "RequestMirror"
@@ -365,6 +366,7 @@ impl SvcCtx<'_> {
                         mirror = Some((idx, percent));
                     }
                     add_response_headers(&mut response_headers, f);
+                    add_request_headers(&mut request_headers, f);
                 }
                 let timeout = rule.timeouts.as_ref().and_then(|t| {
                     [&t.request, &t.backend_request]
@@ -388,6 +390,7 @@ impl SvcCtx<'_> {
                         percent,
                     }),
                     response_headers,
+                    request_headers,
                     timeout,
                 };
                 if rule.matches.is_empty() {
@@ -606,6 +609,21 @@ impl Precedence {
 }
 
 fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
+    // Gateway API: of entries with an equivalent name only the first counts (header names are
+    // case-insensitive, query parameter names are not); the rest are ignored, in matching and
+    // in precedence alike.
+    let mut seen = BTreeSet::new();
+    let headers: Vec<_> = m
+        .headers
+        .iter()
+        .filter(|h| seen.insert(h.name.to_ascii_lowercase()))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let query_params: Vec<_> = m
+        .query_params
+        .iter()
+        .filter(|q| seen.insert(q.name.as_str()))
+        .collect();
     let (kind, value) = match &m.path {
         None => (PathMatchType::PathPrefix, "/".to_string()),
         Some(p) => (
@@ -629,8 +647,8 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
             value.len()
         }),
         no_method: m.method.is_none(),
-        headers: std::cmp::Reverse(m.headers.len()),
-        query: std::cmp::Reverse(m.query_params.len()),
+        headers: std::cmp::Reverse(headers.len()),
+        query: std::cmp::Reverse(query_params.len()),
     };
     let vm = |t: Option<&str>, name: &str, value: &str| ValueMatch {
         kind: if t == Some("RegularExpression") {
@@ -648,13 +666,11 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
             Some(PathMatch { kind, value })
         },
         method: m.method.clone(),
-        headers: m
-            .headers
+        headers: headers
             .iter()
             .map(|h| vm(h.type_.as_deref(), &h.name, &h.value))
             .collect(),
-        query_params: m
-            .query_params
+        query_params: query_params
             .iter()
             .map(|q| vm(q.type_.as_deref(), &q.name, &q.value))
             .collect(),
@@ -669,9 +685,23 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
 
 /// Adds what a `ResponseHeaderModifier` filter changes to `out` (other filters add nothing).
 fn add_response_headers(out: &mut ResponseHeaders, f: &HttpRouteFilter) {
-    if let Some(h) = &f.response_header_modifier
-        && f.type_ == "ResponseHeaderModifier"
-    {
+    if f.type_ == "ResponseHeaderModifier" {
+        add_header_changes(out, f.response_header_modifier.as_ref());
+    }
+}
+
+/// Adds what a `RequestHeaderModifier` filter changes to `out` (other filters add nothing).
+fn add_request_headers(out: &mut ResponseHeaders, f: &HttpRouteFilter) {
+    if f.type_ == "RequestHeaderModifier" {
+        add_header_changes(out, f.request_header_modifier.as_ref());
+    }
+}
+
+fn add_header_changes(
+    out: &mut ResponseHeaders,
+    h: Option<&serin_mesh_api::objects::HttpHeaderFilter>,
+) {
+    if let Some(h) = h {
         let copy = |s: &serin_mesh_api::objects::HttpHeader| HeaderValue {
             name: s.name.clone(),
             value: s.value.clone(),
