@@ -14,8 +14,9 @@ use super::KubeConfig;
 use super::adapters::{KubeAdapters, LastWrites, Reconciling};
 use super::notify::KubeNotifier;
 use super::watch;
-use serin_controller::adapters::CanaryId;
+use serin_controller::adapters::{CanaryId, Hooks};
 use serin_controller::alerts::AlertClient;
+use serin_controller::deliveries::{Deliveries, DeliveryConfig};
 use serin_controller::driver::{Driver, Schedule};
 use serin_controller::hooks::HttpHooks;
 use serin_controller::http::HttpClient;
@@ -41,6 +42,8 @@ pub struct Context {
     pub(crate) driver: Driver,
     /// Events the reconcile itself publishes (the driver's go through the adapters).
     pub(crate) recorder: Recorder,
+    /// The per-Canary background queues of notifications (the driver's notifier).
+    deliveries: Arc<Deliveries>,
 }
 
 impl Context {
@@ -63,7 +66,13 @@ impl Context {
             reconciling.clone(),
             written.clone(),
         ));
-        let driver = driver(&client, &config, &metrics, &adapters, &schedule);
+        // One HTTP client (one connection pool) for gates, notifications and alerts.
+        let http = HttpClient::new();
+        let hooks: Arc<dyn Hooks> = Arc::new(HttpHooks::new(
+            WebhookClient::new(http.clone()).with_backoff(config.webhook_backoff),
+        ));
+        let deliveries = deliveries(&client, &http, &hooks, &metrics);
+        let driver = driver(&config, &metrics, &adapters, &schedule, &hooks, &deliveries);
         Self {
             client,
             config,
@@ -78,7 +87,14 @@ impl Context {
             written,
             driver,
             recorder,
+            deliveries,
         }
+    }
+
+    /// The background notification queues (tests await them; the controller drains them when
+    /// it stops).
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        &self.deliveries
     }
 
     /// Reads workloads and Services from `stores` (what the controller's watches hold) instead
@@ -102,7 +118,9 @@ impl Context {
     /// Forgets everything kept about a Canary that is gone.
     pub(crate) fn forget(&self, canary: &Canary) {
         let (ns, name) = (canary.namespace().unwrap_or_default(), canary.name_any());
-        self.schedule.forget(&CanaryId::new(&ns, &name));
+        let id = CanaryId::new(&ns, &name);
+        self.schedule.forget(&id);
+        self.deliveries.forget(&id);
         self.written.forget(&ns, &name);
         super::status::forget_logged(&ns, &name);
         self.metrics
@@ -110,28 +128,43 @@ impl Context {
     }
 }
 
-/// The driver over the Kubernetes adapters, the analyzer, webhooks and alerts.
-fn driver(
+/// Event and post-rollout webhooks and alerts, delivered in the background per Canary so a
+/// receiver that does not answer never holds a reconcile slot.
+fn deliveries(
     client: &Client,
+    http: &HttpClient,
+    hooks: &Arc<dyn Hooks>,
+    metrics: &Arc<Metrics>,
+) -> Arc<Deliveries> {
+    Arc::new(Deliveries::new(
+        hooks.clone(),
+        Arc::new(KubeNotifier::new(
+            client.clone(),
+            AlertClient::new(http.clone()),
+            metrics.clone(),
+        )),
+        metrics.clone(),
+        DeliveryConfig::default(),
+    ))
+}
+
+/// The driver over the Kubernetes adapters, the analyzer, webhooks (gates; notifications go
+/// through `deliveries`) and alerts.
+fn driver(
     config: &KubeConfig,
     metrics: &Arc<Metrics>,
     adapters: &Arc<KubeAdapters>,
     schedule: &Arc<Schedule>,
+    hooks: &Arc<dyn Hooks>,
+    deliveries: &Arc<Deliveries>,
 ) -> Driver {
-    let http = HttpClient::new();
     Driver {
         workloads: adapters.clone(),
         router: adapters.clone(),
         analyzer: config.analyzer.clone(),
-        hooks: Arc::new(HttpHooks::new(
-            WebhookClient::new(http.clone()).with_backoff(config.webhook_backoff),
-        )),
+        hooks: hooks.clone(),
         store: adapters.clone(),
-        notifier: Arc::new(KubeNotifier::new(
-            client.clone(),
-            AlertClient::new(http),
-            metrics.clone(),
-        )),
+        notifier: deliveries.clone(),
         events: adapters.clone(),
         metrics: metrics.clone(),
         schedule: schedule.clone(),

@@ -248,6 +248,7 @@ pub async fn run_controller(
         )
         .graceful_shutdown_on(shutdown);
     health.set_ready(true);
+    let deliveries = ctx.deliveries().clone();
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -256,6 +257,9 @@ pub async fn run_controller(
             }
         })
         .await;
+    // The reconciles are done; what they queued gets a short while to go out before the
+    // process hands over (and a lost lease's replica exits well before a standby may lead).
+    deliveries.shutdown().await;
 }
 
 /// The watch of one route kind (metadata only, Serin's own objects), feeding `writer`. Its CRD

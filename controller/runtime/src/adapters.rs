@@ -400,6 +400,15 @@ pub trait Notifier: Send + Sync {
         self.alert(canary, alert).await;
         Vec::new()
     }
+
+    /// The background queue notifications go through ([`crate::deliveries::Deliveries`] is a
+    /// notifier that returns itself): the driver then hands a tick's event and post-rollout
+    /// webhooks and alerts to it once the tick is saved, instead of awaiting each in the tick,
+    /// and records what it could not deliver at the Canary's next tick. `None` (the default):
+    /// the driver sends them from the tick.
+    fn queue(&self) -> Option<&crate::deliveries::Deliveries> {
+        None
+    }
 }
 
 /// Kubernetes-style events (locally: history lines and logs).

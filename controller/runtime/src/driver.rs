@@ -33,6 +33,7 @@ use crate::adapters::{
     Router, Store, Workloads,
 };
 use crate::alerts::{Alert, Severity};
+use crate::deliveries::{Notification, Outgoing, alert_failed, push_once, webhook_failed};
 use crate::metrics::Metrics;
 
 /// How long a tick waits for a weight change to be in force before it judges anyway (in
@@ -425,13 +426,22 @@ impl Driver {
             && sample.is_none()
             && analysis.is_none()
             && same_besides_schedule(&before, &status)
+            // Notifications that failed since the last write are recorded by this tick.
+            && !self.notifier.queue().is_some_and(|q| q.has_failed(&ctx.id))
         {
             // Nothing to write but the tick's time (an idle Canary, a hold that holds): keep
             // that in memory. The desired states the engine asserts again (the primary while it
             // is waited for) are carried out; adapters skip what is already so. The store
             // still writes what else it keeps, if that changed.
-            self.act_all(ctx, &status, &actions, now, &mut Vec::new())
-                .await?;
+            self.act_all(
+                ctx,
+                &status,
+                &actions,
+                now,
+                &mut Vec::new(),
+                &mut Notifying::default(),
+            )
+            .await?;
             let wrote = self
                 .store
                 .save_if_changed(ctx, &status)
@@ -448,7 +458,8 @@ impl Driver {
         }
 
         let mut history: Vec<HistoryEntry> = Vec::new();
-        self.act_all(ctx, &status, &actions, now, &mut history)
+        let mut notifying = Notifying::default();
+        self.act_all(ctx, &status, &actions, now, &mut history, &mut notifying)
             .await?;
         let judged = sample
             .as_ref()
@@ -457,10 +468,28 @@ impl Driver {
         if let Some(entry) = measured(ctx, &status, now, sample, &observation.checks, &history) {
             history.push(entry);
         }
-        self.store
+        // What the queue could not deliver since the last write happened before this tick's
+        // entries; it is taken only for this write and handed back if the write fails.
+        let queue = self.notifier.queue();
+        let earlier = queue.map(|q| q.take_failed(&ctx.id)).unwrap_or_default();
+        if !earlier.is_empty() {
+            history.splice(0..0, earlier.iter().cloned());
+        }
+        if let Err(e) = self
+            .store
             .save_with_analysis(ctx, &status, &history, analysis.as_ref())
             .await
-            .map_err(DriverError::Save)?;
+        {
+            if let Some(q) = queue {
+                q.give_back(&ctx.id, earlier);
+            }
+            return Err(DriverError::Save(e));
+        }
+        // Handed over only now: a tick that failed is decided again (and its notifications
+        // sent again) by the next one.
+        if let Some(q) = queue {
+            q.enqueue(ctx, std::mem::take(&mut notifying.queued));
+        }
         self.schedule.forget(&ctx.id);
         self.record_metrics(ctx, &before, &status, &observation, judged, now);
         let wake_at = Some(serin_core::needs(&ctx.plan, &status, now).wake_at);
@@ -479,13 +508,10 @@ impl Driver {
         actions: &[Action],
         now: Timestamp,
         history: &mut Vec<HistoryEntry>,
+        notifying: &mut Notifying,
     ) -> Result<(), DriverError> {
-        // Webhooks that gave no answer in this tick: each further call would cost its whole
-        // timeout again (an event hook is called once per event), so they are not called
-        // again until the next tick; the failure is in the history once.
-        let mut unanswered = BTreeSet::new();
         for action in actions {
-            self.act(ctx, status, action, now, history, &mut unanswered)
+            self.act(ctx, status, action, now, history, notifying)
                 .await
                 .map_err(|source| DriverError::Act {
                     action: action_name(action),
@@ -502,7 +528,7 @@ impl Driver {
         action: &Action,
         now: Timestamp,
         history: &mut Vec<HistoryEntry>,
-        unanswered: &mut BTreeSet<String>,
+        notifying: &mut Notifying,
     ) -> Result<(), AdapterError> {
         match action {
             Action::InitializePrimary => self.workloads.initialize_primary(ctx).await,
@@ -522,7 +548,7 @@ impl Driver {
                 message,
                 event_type,
             } => {
-                if unanswered.contains(&webhook.name) {
+                if notifying.unanswered.contains(&webhook.name) {
                     tracing::debug!(hook = %webhook.name, "not called again this tick: it did not answer");
                     return Ok(());
                 }
@@ -536,6 +562,19 @@ impl Driver {
                     extra.insert("eventType".to_string(), event_type.to_string());
                     extra.insert("timestamp".to_string(), now.as_millis().to_string());
                 }
+                let failed = notification_failed(ctx, status, now, String::new());
+                if self.notifier.queue().is_some() {
+                    notifying.queued.push(Outgoing {
+                        notification: Notification::Webhook {
+                            webhook: webhook.clone(),
+                            phase: *phase,
+                            checksum: checksum(status),
+                            extra,
+                        },
+                        failed,
+                    });
+                    return Ok(());
+                }
                 let outcome = self
                     .hooks
                     .call(ctx, webhook, *phase, &checksum(status), extra)
@@ -543,29 +582,12 @@ impl Driver {
                 // A notification that fails does not fail the tick (Flagger logs it); the
                 // history keeps the answer so the failure is visible where people look.
                 if !outcome.ok && outcome.status.is_none() && outcome.attempts > 0 {
-                    unanswered.insert(webhook.name.clone());
+                    notifying.unanswered.insert(webhook.name.clone());
                 }
                 if !outcome.ok {
                     tracing::warn!(hook = %webhook.name, result = %outcome.summary(), "notification webhook failed");
                     self.metrics.error("webhook");
-                    let mut entry = notification_failed(
-                        ctx,
-                        status,
-                        now,
-                        format!(
-                            "{} webhook {:?} was not delivered: {}",
-                            webhook.kind.as_str(),
-                            webhook.name,
-                            outcome.summary()
-                        ),
-                    );
-                    entry.gates.push(GateResult {
-                        name: webhook.name.clone(),
-                        kind: webhook.kind,
-                        passed: false,
-                        detail: outcome.summary(),
-                    });
-                    push_once(history, entry);
+                    push_once(history, webhook_failed(failed, webhook, &outcome));
                 }
                 Ok(())
             }
@@ -578,22 +600,16 @@ impl Driver {
                     message: message.clone(),
                     fields: alert_fields(ctx, status),
                 };
+                let entry = notification_failed(ctx, status, now, String::new());
+                if self.notifier.queue().is_some() {
+                    notifying.queued.push(Outgoing {
+                        notification: Notification::Alert(alert),
+                        failed: entry,
+                    });
+                    return Ok(());
+                }
                 for failed in self.notifier.deliver(ctx, &alert).await {
-                    push_once(
-                        history,
-                        notification_failed(
-                            ctx,
-                            status,
-                            now,
-                            format!(
-                                "{} alert {:?} through {} was not delivered: {}",
-                                alert.severity.as_str(),
-                                failed.alert,
-                                failed.provider,
-                                failed.reason
-                            ),
-                        ),
-                    );
+                    push_once(history, alert_failed(entry.clone(), &alert, &failed));
                 }
                 Ok(())
             }
@@ -683,6 +699,17 @@ impl Driver {
     }
 }
 
+/// What the notifications of one tick leave for the rest of it.
+#[derive(Default)]
+struct Notifying {
+    /// Webhooks that gave no answer in this tick (sent from the tick): each further call would
+    /// cost its whole timeout again (an event hook is called once per event), so they are not
+    /// called again until the next tick; the failure is in the history once.
+    unanswered: BTreeSet<String>,
+    /// For the background queue, handed over once the tick is saved.
+    queued: Vec<Outgoing>,
+}
+
 /// Whether `action` only asserts a desired state again, recording and telling nobody (so a tick
 /// made only of such actions and an unchanged status has nothing to write).
 fn reasserts(action: &Action) -> bool {
@@ -746,16 +773,6 @@ fn measured(
         entry.checks = checks.to_vec();
     }
     Some(entry)
-}
-
-/// Records a failed notification once per tick (an event webhook gets several events a tick).
-fn push_once(history: &mut Vec<HistoryEntry>, entry: HistoryEntry) {
-    if !history
-        .iter()
-        .any(|h| h.kind == entry.kind && h.message == entry.message)
-    {
-        history.push(entry);
-    }
 }
 
 /// A history entry for a notification that was not delivered, at the status it was sent for.

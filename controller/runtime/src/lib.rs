@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod alerts;
 pub mod dashboard;
+pub mod deliveries;
 pub mod driver;
 pub mod hooks;
 pub mod http;

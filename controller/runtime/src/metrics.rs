@@ -20,6 +20,9 @@
 //! | `serin_controller_reconcile_errors_total` | counter | kind | ticks that failed, by the stable kind of the cause |
 //! | `serin_controller_tick_lateness_seconds` | histogram | | how long after its due time a Canary's tick started |
 //! | `serin_controller_leader` | gauge | | 1 while this replica leads (always 1 for the local controller) |
+//! | `serin_notification_deliveries_total` | counter | kind, result | background notifications (`kind` `webhook` or `alert`) by `result`: `delivered`, `failed`, `dropped` (a full queue's oldest), `lost` (still waiting when the controller stopped) |
+//! | `serin_notification_queue_depth` | gauge | | notifications waiting in the per-Canary queues |
+//! | `serin_notification_delivery_duration_seconds` | histogram | kind | how long one delivery took, retries included |
 //! | `process_*` | | | CPU, memory, descriptors, start time of the controller process |
 //!
 //! Labels are bounded: Canary names and namespaces (as Flagger's), check names from the spec,
@@ -89,6 +92,12 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     name: String,
     namespace: String,
@@ -130,6 +139,9 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     tick_lateness: Histogram,
     leader: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
+    queue_depth: Gauge,
+    delivery_duration: Family<ErrorLabels, Histogram>,
     /// The phase each Canary's `serin_canary_phase` series shows, so a change removes the old
     /// series (one series per Canary, not one per phase ever seen).
     phases: Mutex<BTreeMap<(String, String), String>>,
@@ -185,6 +197,12 @@ impl Metrics {
         // Ticks are due every interval (seconds to minutes): 1 ms .. ~33 s.
         let tick_lateness = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let leader = Gauge::default();
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        let queue_depth = Gauge::default();
+        // One delivery: milliseconds (a local receiver) to minutes (timeouts times retries).
+        let delivery_duration = Family::<ErrorLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 16))
+        });
         registry.register(
             "serin_canary_status",
             "Last canary analysis result: 0 progressing, 1 succeeded or idle, 2 failed",
@@ -270,6 +288,21 @@ impl Metrics {
             "1 while this replica is the leader",
             leader.clone(),
         );
+        registry.register(
+            "serin_notification_deliveries",
+            "Notifications delivered in the background, by kind and result",
+            deliveries.clone(),
+        );
+        registry.register(
+            "serin_notification_queue_depth",
+            "Notifications waiting in the per-Canary delivery queues",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "serin_notification_delivery_duration_seconds",
+            "How long one notification's delivery took, retries included",
+            delivery_duration.clone(),
+        );
         registry.register_collector(Box::new(serin_mesh_api::process::ProcessCollector));
         // Every error kind exists from the start at 0 (the label set is fixed): a dashboard's
         // rate by kind then shows real series, and the first error is an increase Prometheus
@@ -300,6 +333,9 @@ impl Metrics {
             reconcile_errors,
             tick_lateness,
             leader,
+            deliveries,
+            queue_depth,
+            delivery_duration,
             phases: Mutex::new(BTreeMap::new()),
             infos: Mutex::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
@@ -429,6 +465,31 @@ impl Metrics {
     /// Records whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    /// Counts a background notification of `kind` (`webhook`, `alert`) by `result`
+    /// (`delivered`, `failed`, `dropped`, `lost`).
+    pub fn notification(&self, kind: &str, result: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                kind: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Adds `delta` to the notifications waiting in the queues.
+    pub fn notifications_waiting(&self, delta: i64) {
+        self.queue_depth.inc_by(delta);
+    }
+
+    /// Records how long one delivery of `kind` took.
+    pub fn notification_took(&self, kind: &str, seconds: f64) {
+        self.delivery_duration
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Records the weights; `target` is the target workload's name (primary is `<target>-primary`).

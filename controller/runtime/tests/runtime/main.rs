@@ -2,5 +2,6 @@
 
 mod common;
 
+mod deliveries;
 mod driver;
 mod http_clients;

@@ -2,85 +2,256 @@
 
 use super::fixtures::*;
 
+/// A controller context whose clock the test moves, for several ticks of one Canary.
+struct Ticks {
+    ctx: Arc<Context>,
+    handle: Option<Handle>,
+    now: Arc<std::sync::atomic::AtomicI64>,
+    /// The "Advanced" Event's name once created: the recorder patches its series after that.
+    advanced: Arc<Mutex<Option<String>>>,
+}
+
+impl Ticks {
+    fn new(at: Timestamp, analyzer: Arc<dyn Analyzer>) -> Self {
+        let (client, handle) = mock_client(NS);
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(at.as_millis()));
+        let clock = now.clone();
+        let mut config = config(at, analyzer, Some("serin-controller-0"));
+        config.clock = Arc::new(move || {
+            Timestamp::from_millis(clock.load(std::sync::atomic::Ordering::SeqCst))
+        });
+        Self {
+            ctx: Arc::new(Context::new(client, config, Arc::new(Metrics::new()))),
+            handle: Some(handle),
+            now,
+            advanced: Arc::default(),
+        }
+    }
+
+    /// The "Advanced" Event: created the first time, counted in its series after that.
+    fn advanced(&self) -> Expect {
+        let name = self.advanced.lock().unwrap().clone();
+        match name {
+            None => {
+                let keep = self.advanced.clone();
+                event("Advanced").also(move |b| {
+                    *keep.lock().unwrap() = b["metadata"]["name"].as_str().map(str::to_string);
+                })
+            }
+            Some(name) => expect(
+                "PATCH",
+                format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/{name}"),
+            )
+            .check(|b| assert_eq!(b["reason"], "Advanced", "{b}")),
+        }
+    }
+
+    /// One reconcile at `at`, answering exactly `calls`; it must finish within `within`.
+    async fn tick(&mut self, canary: &Value, at: Timestamp, within: Duration, calls: Vec<Expect>) {
+        self.now
+            .store(at.as_millis(), std::sync::atomic::Ordering::SeqCst);
+        let server = tokio::spawn(play(self.handle.take().unwrap(), calls));
+        let result =
+            tokio::time::timeout(within, reconcile(parse(canary.clone()), self.ctx.clone()))
+                .await
+                .unwrap_or_else(|_| panic!("the tick at {at:?} took longer than {within:?}"));
+        result.unwrap();
+        self.handle = Some(server.await.expect("scenario failed"));
+    }
+
+    /// The calls of a tick that moves the weight to `canary_weight` (the target at
+    /// `podinfo:2`, the primary at `podinfo:1`), the status write checked by `check`.
+    fn advancing(
+        &self,
+        canary: &Value,
+        canary_weight: u32,
+        check: impl FnOnce(&Value) + Send + 'static,
+    ) -> Vec<Expect> {
+        vec![
+            get_target(deployment("podinfo:2")),
+            get_primary(primary("podinfo:1")),
+            apply_route(100 - canary_weight, canary_weight),
+            self.advanced(),
+            status_write(canary, check),
+        ]
+    }
+
+    /// Waits until the Canary's notifications went out (or failed), then checks that no API
+    /// call is left.
+    async fn delivered(&mut self) {
+        let id = serin_controller::adapters::CanaryId::new(NS, "podinfo");
+        tokio::time::timeout(Duration::from_secs(10), self.ctx.deliveries().idle(&id))
+            .await
+            .expect("the notifications were delivered or failed within 10s");
+        assert_no_more_calls(self.handle.as_mut().unwrap()).await;
+    }
+}
+
+fn with_written(mut canary: Value, written: &Arc<Mutex<Value>>) -> Value {
+    canary["status"] = written.lock().unwrap().clone();
+    canary
+}
+
+fn keep(written: &Arc<Mutex<Value>>, b: &Value) {
+    *written.lock().unwrap() = b["status"].clone();
+}
+
+fn failures(b: &Value) -> Vec<Value> {
+    b["status"]["serin"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "notificationFailed")
+        .cloned()
+        .collect()
+}
+
 #[tokio::test]
-async fn a_failed_event_webhook_is_in_the_history_not_only_the_log() {
+async fn a_failed_event_webhook_is_in_the_next_ticks_history_not_only_the_log() {
     // The receiver stays down (its script is empty: every answer is 500).
     let hook = receiver::receiver(vec![]).await;
-    let canary = canary("podinfo")
+    let mut canary = canary("podinfo")
         .webhooks(json!([
             {"name": "chat", "type": "event", "url": format!("http://{}/events", hook.addr)}
         ]))
         .build();
+    canary["spec"]["analysis"]["maxWeight"] = json!(50);
     let (status, at) = progressing_at(&canary, 10);
     let canary = with_status(canary, &status);
+    let mut ticks = Ticks::new(at, analyzer(vec![pass()]));
     let written = Arc::new(Mutex::new(Value::Null));
-    let w = written.clone();
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        apply_route(80, 20),
-        event("Advanced"),
-        status_write(&canary, move |b| {
-            assert_eq!(b["status"]["canaryWeight"], 20, "the rollout went on");
-            let hist = b["status"]["serin"]["history"].as_array().unwrap();
-            let failed: Vec<&Value> = hist
-                .iter()
-                .filter(|h| h["kind"] == "notificationFailed")
-                .collect();
-            assert_eq!(failed.len(), 1, "once per tick: {hist:?}");
-            let m = failed[0]["message"].as_str().unwrap();
-            assert!(
-                m.contains("event webhook \"chat\" was not delivered") && m.contains("500"),
-                "{m}"
-            );
-            assert_eq!(failed[0]["gates"][0]["name"], "chat");
-            assert_eq!(failed[0]["gates"][0]["passed"], false);
-            assert_eq!(failed[0]["canaryWeight"], 20);
-            *w.lock().unwrap() = b["status"].clone();
-        }),
-    ];
-    let (result, _) = run(
-        parse(canary.clone()),
-        at + Duration::from_secs(60),
-        analyzer(vec![pass()]),
-        calls,
-    )
-    .await;
-    result.unwrap();
+    let minute = Duration::from_secs(60);
 
-    // The next tick fails the same way: the history keeps the latest failure only, so a
-    // receiver that stays down cannot push the checks out of the bounded history.
-    let mut next = canary;
-    next["status"] = written.lock().unwrap().clone();
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        apply_route(70, 30),
-        event("Advanced"),
-        status_write(&next, |b| {
-            let hist = b["status"]["serin"]["history"].as_array().unwrap();
-            let failed: Vec<&Value> = hist
-                .iter()
-                .filter(|h| h["kind"] == "notificationFailed")
-                .collect();
-            assert_eq!(failed.len(), 1, "{hist:?}");
-            assert_eq!(failed[0]["canaryWeight"], 30, "the latest one");
-            let checks = hist.iter().filter(|h| !h["checks"].is_null()).count();
-            assert!(checks >= 2, "both ticks' checks are kept: {hist:?}");
-        }),
-    ];
-    let (result, _) = run(
-        parse(next),
-        at + Duration::from_secs(120),
-        analyzer(vec![pass()]),
-        calls,
-    )
-    .await;
-    result.unwrap();
+    // The tick does not wait for the receiver: its write cannot know the answer yet.
+    let w = written.clone();
+    ticks
+        .tick(
+            &canary,
+            at + minute,
+            Duration::from_secs(10),
+            ticks.advancing(&canary, 20, move |b| {
+                assert_eq!(b["status"]["canaryWeight"], 20, "the rollout went on");
+                assert!(failures(b).is_empty(), "{b}");
+                keep(&w, b);
+            }),
+        )
+        .await;
+    ticks.delivered().await;
+
+    // The next tick records it, at the status it was sent for.
+    let next = with_written(canary.clone(), &written);
+    let w = written.clone();
+    ticks
+        .tick(
+            &next,
+            at + minute * 2,
+            Duration::from_secs(10),
+            ticks.advancing(&next, 30, move |b| {
+                assert_eq!(b["status"]["canaryWeight"], 30);
+                let failed = failures(b);
+                assert_eq!(failed.len(), 1, "once: {failed:?}");
+                let m = failed[0]["message"].as_str().unwrap();
+                assert!(
+                    m.contains("event webhook \"chat\" was not delivered") && m.contains("500"),
+                    "{m}"
+                );
+                assert_eq!(failed[0]["gates"][0]["name"], "chat");
+                assert_eq!(failed[0]["gates"][0]["passed"], false);
+                assert_eq!(failed[0]["canaryWeight"], 20, "the status it was sent for");
+                keep(&w, b);
+            }),
+        )
+        .await;
+    ticks.delivered().await;
+
+    // And again: the history keeps the latest failure only, so a receiver that stays down
+    // cannot push the checks out of the bounded history.
+    let next = with_written(canary, &written);
+    ticks
+        .tick(
+            &next,
+            at + minute * 3,
+            Duration::from_secs(10),
+            ticks.advancing(&next, 40, |b| {
+                let failed = failures(b);
+                assert_eq!(failed.len(), 1, "{failed:?}");
+                assert_eq!(failed[0]["canaryWeight"], 30, "the latest one");
+                let hist = b["status"]["serin"]["history"].as_array().unwrap();
+                let checks = hist.iter().filter(|h| !h["checks"].is_null()).count();
+                assert!(checks >= 3, "every tick's checks are kept: {hist:?}");
+            }),
+        )
+        .await;
 }
 
 #[tokio::test]
-async fn an_undeliverable_alert_is_in_the_history_naming_its_provider() {
+async fn a_receiver_that_never_answers_does_not_hold_the_canarys_ticks() {
+    // Every request is read and never answered (an hour, far past the test); each hook waits
+    // 30 s per attempt with 2 retries, so one tick that awaited them would take minutes.
+    let mut hook = receiver::receiver(vec![(200, Duration::from_secs(3600)); 16]).await;
+    let mut canary = canary("podinfo")
+        .webhooks(json!([
+            {"name": "chat", "type": "event", "url": format!("http://{}/events", hook.addr),
+             "timeout": "30s", "retries": 2},
+            {"name": "audit", "type": "post-rollout", "url": format!("http://{}/audit", hook.addr),
+             "timeout": "30s", "retries": 2}
+        ]))
+        .build();
+    canary["spec"]["analysis"]["maxWeight"] = json!(50);
+    let (status, at) = progressing_at(&canary, 10);
+    let canary = with_status(canary, &status);
+    let mut ticks = Ticks::new(at, analyzer(vec![pass()]));
+    let written = Arc::new(Mutex::new(Value::Null));
+    let minute = Duration::from_secs(60);
+    let id = serin_controller::adapters::CanaryId::new(NS, "podinfo");
+
+    let mut current = canary.clone();
+    for (i, canary_weight) in [20, 30, 40].into_iter().enumerate() {
+        let w = written.clone();
+        let calls = ticks.advancing(&current, canary_weight, move |b| {
+            assert_eq!(
+                b["status"]["canaryWeight"], canary_weight,
+                "advanced on time"
+            );
+            keep(&w, b);
+        });
+        // Each tick is over long before one attempt's 30 s timeout.
+        ticks
+            .tick(
+                &current,
+                at + minute * (i as u32 + 1),
+                Duration::from_secs(5),
+                calls,
+            )
+            .await;
+        current = with_written(canary.clone(), &written);
+    }
+    // The first event reached the receiver, which holds it: it is still being delivered, and
+    // the later ones wait behind it, in order.
+    let seen = receiver::next(&mut hook).await;
+    assert_eq!(seen.path, "/events");
+    let body: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert!(
+        body["metadata"]["eventMessage"]
+            .as_str()
+            .unwrap()
+            .contains("20"),
+        "{body}"
+    );
+    assert_eq!(
+        ticks.ctx.deliveries().waiting(&id),
+        3,
+        "one in flight, two queued"
+    );
+    let metrics = ticks.ctx.metrics().encode();
+    assert!(
+        metrics.contains("serin_notification_queue_depth 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_undeliverable_alert_is_in_the_next_ticks_history_naming_its_provider() {
     let canary = canary("podinfo")
         .alerts(json!([
             {"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}
@@ -92,41 +263,63 @@ async fn an_undeliverable_alert_is_in_the_history_naming_its_provider() {
         |s| s.phase == Phase::Progressing && s.failed_checks == 1,
     );
     let canary = with_status(canary, &status);
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        event("Halted"),
-        apply_route(100, 0),
-        scale_target(0),
-        event("RolledBack"),
-        expect(
-            "GET",
-            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
+    let mut ticks = Ticks::new(at, analyzer(vec![fail()]));
+    let written = Arc::new(Mutex::new(Value::Null));
+    let w = written.clone();
+    ticks
+        .tick(
+            &canary,
+            at + Duration::from_secs(60),
+            Duration::from_secs(10),
+            vec![
+                get_target(deployment("podinfo:2")),
+                get_primary(primary("podinfo:1")),
+                event("Halted"),
+                apply_route(100, 0),
+                scale_target(0),
+                event("RolledBack"),
+                status_write(&canary, move |b| {
+                    assert_eq!(b["status"]["phase"], "Failed");
+                    assert!(failures(b).is_empty(), "not known yet: {b}");
+                    keep(&w, b);
+                }),
+                // The alert goes out after the write, from the Canary's queue.
+                expect(
+                    "GET",
+                    format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
+                )
+                .not_found(),
+            ],
         )
-        .not_found(),
-        status_write(&canary, |b| {
-            assert_eq!(b["status"]["phase"], "Failed");
-            let hist = b["status"]["serin"]["history"].as_array().unwrap();
-            let failed = hist
-                .iter()
-                .find(|h| h["kind"] == "notificationFailed")
-                .unwrap_or_else(|| panic!("no notificationFailed entry in {hist:?}"));
-            let m = failed["message"].as_str().unwrap();
-            assert!(
-                m.contains("alert \"on-call\" through test/slack was not delivered")
-                    && m.contains("does not exist"),
-                "{m}"
-            );
-        }),
-    ];
-    let (result, _) = run(
-        parse(canary),
-        at + Duration::from_secs(60),
-        analyzer(vec![fail()]),
-        calls,
-    )
-    .await;
-    result.unwrap();
+        .await;
+    ticks.delivered().await;
+
+    // The next tick writes it although nothing else changed.
+    let next = with_written(canary, &written);
+    ticks
+        .tick(
+            &next,
+            at + Duration::from_secs(120),
+            Duration::from_secs(10),
+            vec![
+                get_target(deployment("podinfo:2")),
+                get_primary(primary("podinfo:1")),
+                status_write(&next, |b| {
+                    assert_eq!(b["status"]["phase"], "Failed");
+                    let failed = failures(b);
+                    assert_eq!(failed.len(), 1, "{failed:?}");
+                    let m = failed[0]["message"].as_str().unwrap();
+                    assert!(
+                        m.contains("alert \"on-call\" through test/slack was not delivered")
+                            && m.contains("does not exist"),
+                        "{m}"
+                    );
+                    assert_eq!(failed[0]["phase"], "Failed", "the status it was sent for");
+                }),
+            ],
+        )
+        .await;
+    ticks.delivered().await;
 }
 
 #[tokio::test]
