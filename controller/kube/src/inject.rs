@@ -97,6 +97,10 @@ pub const INIT_CONTAINER: &str = "serin-init";
 pub const PROXY_CONTAINER: &str = "serin-proxy";
 /// The namespace Serin itself runs in: never injected.
 pub const SYSTEM_NAMESPACE: &str = "serin-system";
+/// The cluster's own namespace (DNS, CNI, kube-proxy): never injected, and left out of the
+/// webhook's namespace selector, so that meshing can never stand between the cluster and its
+/// DNS.
+pub const KUBE_SYSTEM: &str = "kube-system";
 
 /// The volume mounted at `/run` in [`INIT_CONTAINER`]: iptables-legacy (and
 /// iptables-legacy-restore) take the lock file `/run/xtables.lock` before any change and exit
@@ -177,7 +181,7 @@ pub enum Skip {
     Disabled,
     /// The pod uses the node's network: capture rules would rewrite the node's traffic.
     HostNetwork,
-    /// Serin's own namespace.
+    /// Serin's own namespace, or `kube-system`.
     SystemNamespace,
     /// The proxy is already there.
     AlreadyInjected,
@@ -329,7 +333,7 @@ pub fn wanted(
     if is_injected(pod) {
         return Ok(Some(Skip::AlreadyInjected));
     }
-    if namespace == SYSTEM_NAMESPACE {
+    if namespace == SYSTEM_NAMESPACE || namespace == KUBE_SYSTEM {
         return Ok(Some(Skip::SystemNamespace));
     }
     if pod

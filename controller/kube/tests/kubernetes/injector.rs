@@ -1158,23 +1158,19 @@ async fn https(
     Ok((status, body.to_vec()))
 }
 
-#[tokio::test]
-async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
-{
-    let (client, handle) = serin_kube::testing::mock_client("serin-system");
-    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let api = fake_api(handle, cluster(ca_bundle.clone()));
+/// The injector on a free loopback port: its address, the switch that stops it, its task.
+async fn start_injector(
+    client: Client,
+    opts: InjectorOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), serin_kube::injector::InjectorError>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let opts = InjectorOptions {
-        inject: InjectConfig {
-            proxy_image: "serin/proxy:test".into(),
-            ..InjectConfig::default()
-        },
-        ..InjectorOptions::default()
-    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let injector = tokio::spawn(serin_kube::injector::run_on(
+    let task = tokio::spawn(serin_kube::injector::run_on(
         client,
         opts,
         listener,
@@ -1182,19 +1178,54 @@ async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed
             let _ = stopped.await;
         },
     ));
+    (addr, stop, task)
+}
 
-    // The caBundle the webhook configuration was given is what the API server trusts.
-    let ca = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+/// Stops the injector, expecting a clean stop, and then its fake API server.
+async fn stop_injector(
+    stop: tokio::sync::oneshot::Sender<()>,
+    injector: tokio::task::JoinHandle<Result<(), serin_kube::injector::InjectorError>>,
+    api: tokio::task::JoinHandle<()>,
+) {
+    stop.send(()).unwrap();
+    injector
+        .await
+        .unwrap()
+        .expect("the injector stopped cleanly");
+    api.abort();
+}
+
+/// The caBundle the injector patched into the webhook configuration, once it has.
+async fn patched_ca_bundle(ca_bundle: &std::sync::Mutex<Option<String>>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             if let Some(ca) = ca_bundle.lock().unwrap().clone() {
                 return ca;
             }
-            tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the injector patched the caBundle");
+    .expect("the injector patched the caBundle")
+}
+
+#[tokio::test]
+async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
+{
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
+    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let api = fake_api(handle, cluster(ca_bundle.clone()));
+    let opts = InjectorOptions {
+        inject: InjectConfig {
+            proxy_image: "serin/proxy:test".into(),
+            ..InjectConfig::default()
+        },
+        ..InjectorOptions::default()
+    };
+    let (addr, stop, injector) = start_injector(client, opts).await;
+
+    // The caBundle the webhook configuration was given is what the API server trusts.
+    let ca = patched_ca_bundle(&ca_bundle).await;
 
     // The uninjected-pods gauge, once both watches have loaded.
     let metrics = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -1244,12 +1275,46 @@ async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed
         .expect_err("an untrusted certificate");
     assert!(err.contains("TLS"), "{err}");
 
-    stop.send(()).unwrap();
-    injector
+    stop_injector(stop, injector, api).await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_left_by_a_long_outage_is_renewed_before_it_is_served() {
+    // The injector was scaled to 0 for longer than the certificate's life: at start it must
+    // not serve the expired certificate (the API server refuses it, and with failurePolicy
+    // Ignore every pod is admitted without the proxy) until its first hourly check.
+    let day = jiff::SignedDuration::from_hours(24);
+    let expired =
+        generate_certificate("serin-injector", "serin-system", now() - day * 400, 365).unwrap();
+    assert!(serin_kube::injector::not_after(&expired).unwrap() < now());
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
+    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let secret = Arc::new(std::sync::Mutex::new(secret_json(&expired)));
+    let base = cluster(ca_bundle.clone());
+    let stored = secret.clone();
+    let api = fake_api(handle, move |method, path, watch, body| {
+        match (method, path) {
+            ("GET", SECRET) => Some((200, stored.lock().unwrap().clone())),
+            ("PUT", SECRET) => {
+                *stored.lock().unwrap() = body.clone();
+                Some((200, body.clone()))
+            }
+            _ => base(method, path, watch, body),
+        }
+    });
+    let (addr, stop, injector) = start_injector(client, InjectorOptions::default()).await;
+    let ca = patched_ca_bundle(&ca_bundle).await;
+    let (code, _) = https(addr, &ca, "GET", "/ready", vec![])
         .await
-        .unwrap()
-        .expect("the injector stopped cleanly");
-    api.abort();
+        .expect("a current certificate is served");
+    assert_eq!(code, 200);
+    let renewed = secret.lock().unwrap()["data"]["tls.crt"].clone();
+    assert_ne!(
+        renewed,
+        secret_json(&expired)["data"]["tls.crt"],
+        "the Secret was renewed"
+    );
+    stop_injector(stop, injector, api).await;
 }
 
 #[tokio::test]
