@@ -39,7 +39,7 @@ pub const TRAFFIC_PROVIDERS: &[TrafficProvider] = &[
         name: "kubernetes",
         versions: &[],
         driven: &[""],
-        note: "Blue/Green by switching the apex Service's selector",
+        note: "Blue/Green (analysis.iterations) by switching the apex Service's selector; weights, A/B matches, mirroring and the affinity cookie are not routed (valid, exit 3)",
     },
     TrafficProvider {
         name: "linkerd",
@@ -57,13 +57,13 @@ pub const TRAFFIC_PROVIDERS: &[TrafficProvider] = &[
         name: "smi",
         versions: &["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"],
         driven: &["", "v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"],
-        note: "SMI TrafficSplit",
+        note: "SMI TrafficSplit: weights only; A/B matches, mirroring and the affinity cookie are not routed (valid, exit 3)",
     },
     TrafficProvider {
         name: "osm",
         versions: &[],
         driven: &[""],
-        note: "SMI TrafficSplit v1alpha2",
+        note: "SMI TrafficSplit v1alpha2: weights only, as smi",
     },
     TrafficProvider {
         name: "istio",
@@ -170,6 +170,85 @@ pub fn provider_not_driven(provider: &str) -> Option<String> {
             driven_providers().join(", ")
         )
     })
+}
+
+/// How a driven provider moves traffic, which bounds the strategies it can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// A Gateway API HTTPRoute: weights, request matches, mirroring and per-backend response
+    /// headers (the affinity cookie).
+    HttpRoute,
+    /// An SMI TrafficSplit: weights only.
+    TrafficSplit,
+    /// The apex Service's selector: all traffic on one side (Blue/Green).
+    Selector,
+}
+
+/// The routing of a provider this Serin drives (`None` for one it does not drive, which
+/// [`provider_not_driven`] reports).
+fn routing(provider: &str) -> Option<Routing> {
+    if provider_not_driven(provider).is_some() {
+        return None;
+    }
+    let lower = provider.trim().to_ascii_lowercase();
+    let base = lower.split(':').next().unwrap_or_default();
+    Some(match base {
+        "smi" | "osm" => Routing::TrafficSplit,
+        "kubernetes" => Routing::Selector,
+        _ => Routing::HttpRoute,
+    })
+}
+
+/// The providers that route A/B matches, mirror and set the affinity cookie.
+const HTTP_ROUTE_PROVIDERS: &str = "serin, linkerd, gatewayapi (HTTPRoute)";
+
+/// What `canary` asks of its traffic that `provider` (driven by this Serin) cannot do, each reason
+/// naming the field and where it does run. Empty when the provider routes everything asked, or
+/// when it is not driven at all ([`provider_not_driven`] says so).
+pub fn strategy_not_routed(canary: &Canary, provider: &str) -> Vec<String> {
+    let Some(routing) = routing(provider) else {
+        return Vec::new();
+    };
+    let how = match routing {
+        Routing::HttpRoute => return Vec::new(),
+        Routing::TrafficSplit => "an SMI TrafficSplit splits by weight only",
+        Routing::Selector => {
+            "the apex Service's selector sends all traffic to the primary or to the canary"
+        }
+    };
+    let a = &canary.spec.analysis;
+    let mut out = Vec::new();
+    let mut not_routed = |set: bool, field: &str, what: &str| {
+        if set {
+            out.push(format!(
+                "{field}: {what} with provider {provider:?} ({how}); providers that do: {HTTP_ROUTE_PROVIDERS}"
+            ));
+        }
+    };
+    not_routed(
+        !a.r#match.is_empty(),
+        "spec.analysis.match",
+        "requests are not routed by match",
+    );
+    not_routed(a.mirror, "spec.analysis.mirror", "traffic is not mirrored");
+    not_routed(
+        a.session_affinity.is_some(),
+        "spec.analysis.sessionAffinity",
+        "the session-affinity cookie is not set",
+    );
+    if routing == Routing::Selector {
+        for (set, field) in [
+            (a.step_weight.is_some(), "spec.analysis.stepWeight"),
+            (a.step_weights.is_some(), "spec.analysis.stepWeights"),
+        ] {
+            if set {
+                out.push(format!(
+                    "{field}: provider {provider:?} cannot send part of the traffic to the canary ({how}): it runs Blue/Green only, so set analysis.iterations instead, or use a provider that splits by weight: {HTTP_ROUTE_PROVIDERS}, smi, osm"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Target kinds the controller manages.
@@ -349,14 +428,17 @@ pub fn canary_verdict(canary: &Canary, default_provider: &str) -> Verdict {
         [
             target_not_driven(canary.spec.target_ref.kind),
             provider_not_driven(provider),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(strategy_not_routed(canary, provider))
+        .chain(
             canary
                 .spec
                 .autoscaler_ref
                 .as_ref()
                 .and_then(|a| autoscaler_not_driven(a.kind)),
-        ]
-        .into_iter()
-        .flatten()
+        )
         .collect(),
     )
 }

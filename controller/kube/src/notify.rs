@@ -1,7 +1,6 @@
 //! Kubernetes Events and alerts through `AlertProvider` objects.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +13,9 @@ use serin_core::EventType;
 use serin_controller::adapters::{
     AlertFailure, AlertRoute, CanaryContext, EventRecorder, Notifier,
 };
-use serin_controller::alerts::{Alert, AlertClient, AlertError, AlertTarget, ProviderKind};
+use serin_controller::alerts::{
+    ALERT_TIMEOUT, Alert, AlertClient, AlertError, AlertTarget, ProviderKind,
+};
 use serin_controller::metrics::Metrics;
 
 /// Most bytes of an Event's note the API server accepts (events.k8s.io/v1 refuses longer ones).
@@ -164,7 +165,7 @@ impl KubeNotifier {
             address: address.trim().to_string(),
             channel: provider.spec.channel.clone(),
             username: provider.spec.username.clone(),
-            timeout: Duration::from_secs(10),
+            timeout: ALERT_TIMEOUT,
         })
     }
 }

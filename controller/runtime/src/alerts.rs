@@ -115,6 +115,10 @@ impl FromStr for ProviderKind {
     }
 }
 
+/// How long one alert may take: 5 s, as Flagger's notifier allows each post (one attempt, no
+/// retries). A receiver slower than that is reported as not delivered.
+pub const ALERT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A resolved `AlertProvider` (address already read from its Secret when it had one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertTarget {
@@ -126,7 +130,7 @@ pub struct AlertTarget {
     pub channel: Option<String>,
     /// Sender name shown by the chat (default `serin`).
     pub username: Option<String>,
-    /// Per-send timeout.
+    /// Per-send timeout ([`ALERT_TIMEOUT`] for every provider).
     pub timeout: Duration,
 }
 

@@ -31,6 +31,6 @@ pub mod process;
 
 pub use table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors, ValueMatch,
-    ValueMatchType,
+    RequestHeaders, ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors,
+    ValueMatch, ValueMatchType,
 };

@@ -95,6 +95,10 @@ pub struct Rule {
     /// `Set-Cookie` that pins a user to the canary.
     #[serde(default, skip_serializing_if = "ResponseHeaders::is_empty")]
     pub response_headers: ResponseHeaders,
+    /// Header changes on the request before it goes upstream (and to the mirror): Gateway
+    /// API's `RequestHeaderModifier`.
+    #[serde(default, skip_serializing_if = "ResponseHeaders::is_empty")]
+    pub request_headers: RequestHeaders,
     /// Time allowed for the upstream to answer with response headers; past it the client gets a
     /// 504. Written as `10s`, `500ms`, `1m`, `1m30s`. None = no route timeout.
     #[serde(
@@ -283,6 +287,22 @@ impl ResponseHeaders {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
+}
+
+/// Request header changes (Gateway API's `RequestHeaderModifier`): the same three lists as
+/// [`ResponseHeaders`], applied in the same order to the request a rule sends upstream.
+pub type RequestHeaders = ResponseHeaders;
+
+/// Why a route may not change request header `name`: the framing and hop-by-hop headers of
+/// [`framing_header_problem`], and `host`, which chose the route and names the authority the
+/// upstream connection was made for (HTTP/2 carries it as `:authority`, not as a header).
+pub fn request_header_problem(name: &str) -> Option<String> {
+    if name.eq_ignore_ascii_case("host") {
+        return Some(format!(
+            "{name:?} is the authority the route was chosen by; it cannot be changed by a header filter"
+        ));
+    }
+    framing_header_problem(name)
 }
 
 /// Headers a route may not change on a response (case-insensitive): they frame the message
@@ -545,8 +565,8 @@ impl Checker {
         }
     }
 
-    fn not_framing(&mut self, field: &str, name: &str) {
-        if let Some(why) = framing_header_problem(name) {
+    fn not_forbidden(&mut self, field: &str, name: &str, forbidden: fn(&str) -> Option<String>) {
+        if let Some(why) = forbidden(name) {
             self.push(field, why);
         }
     }
@@ -715,7 +735,12 @@ impl RouteTable {
                     );
                 }
                 c.labels(&format!("{bf}.labels"), &b.labels);
-                validate_response_headers(c, &format!("{bf}.responseHeaders"), &b.response_headers);
+                validate_header_changes(
+                    c,
+                    &format!("{bf}.responseHeaders"),
+                    &b.response_headers,
+                    framing_header_problem,
+                );
                 if let Some(eps) = &b.endpoints {
                     c.endpoint_labels(&format!("{bf}.endpointLabels"), &b.endpoint_labels, eps);
                 }
@@ -760,7 +785,18 @@ impl RouteTable {
                     );
                 }
             }
-            validate_response_headers(c, &format!("{kf}.responseHeaders"), &rule.response_headers);
+            validate_header_changes(
+                c,
+                &format!("{kf}.responseHeaders"),
+                &rule.response_headers,
+                framing_header_problem,
+            );
+            validate_header_changes(
+                c,
+                &format!("{kf}.requestHeaders"),
+                &rule.request_headers,
+                request_header_problem,
+            );
             if rule.timeout == Some(Duration::ZERO) {
                 c.push(
                     format!("{kf}.timeout"),
@@ -771,12 +807,18 @@ impl RouteTable {
     }
 }
 
-fn validate_response_headers(c: &mut Checker, field: &str, rh: &ResponseHeaders) {
+/// Checks one list of header changes; `forbidden` says why a name may not be changed.
+fn validate_header_changes(
+    c: &mut Checker,
+    field: &str,
+    rh: &ResponseHeaders,
+    forbidden: fn(&str) -> Option<String>,
+) {
     for (list, headers) in [("set", &rh.set), ("add", &rh.add)] {
         for (hi, h) in headers.iter().enumerate() {
             let hf = format!("{field}.{list}[{hi}]");
             c.header_name(&format!("{hf}.name"), &h.name);
-            c.not_framing(&format!("{hf}.name"), &h.name);
+            c.not_forbidden(&format!("{hf}.name"), &h.name, forbidden);
             if http::HeaderValue::from_str(&h.value).is_err() {
                 c.push(
                     format!("{hf}.value"),
@@ -788,7 +830,7 @@ fn validate_response_headers(c: &mut Checker, field: &str, rh: &ResponseHeaders)
     for (hi, name) in rh.remove.iter().enumerate() {
         let hf = format!("{field}.remove[{hi}]");
         c.header_name(&hf, name);
-        c.not_framing(&hf, name);
+        c.not_forbidden(&hf, name, forbidden);
     }
 }
 

@@ -396,6 +396,19 @@ impl LocalSource {
                 let mut r2 = r.clone();
                 apply_route_weights(&mut r2, &previous(&inner, kind, key, &weights));
                 problems_check(&check_route(&r2))?;
+                // A spec may zero every weight of a rule (Gateway API: its requests get 500s);
+                // through this API, which steers a rollout, that is a mistake, not a wish.
+                if let Some(ri) = r2.spec.rules.iter().position(|rule| {
+                    !rule.backend_refs.is_empty()
+                        && rule.backend_refs.iter().all(|b| b.weight == Some(0))
+                }) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "backends: every weight is 0 in spec.rules[{ri}], so its requests would be answered 500; give at least one backend a weight above 0"
+                        ),
+                    ));
+                }
                 fingerprint(&r.spec)
             }
             RouteKind::TrafficSplit => {

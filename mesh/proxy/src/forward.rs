@@ -283,6 +283,9 @@ pub async fn outbound_via(
         }
     };
     let (mut parts, body) = req.into_parts();
+    // Gateway API RequestHeaderModifier: before the mirror copies the head, so the shadow sees
+    // the request the backend sees.
+    rule.request_headers.apply(&mut parts.headers);
 
     // Mirror: decided per request; the copy is sent from its own task and never awaited.
     let body = match &rule.mirror {

@@ -211,7 +211,8 @@ impl BackendRt {
     }
 }
 
-/// A rule's response header changes, compiled: applied as `remove`, then `set`, then `add`.
+/// A rule's request or response header changes, compiled: applied as `remove`, then `set`,
+/// then `add`.
 #[derive(Default)]
 pub struct HeaderEdits {
     remove: Vec<HeaderName>,
@@ -267,7 +268,7 @@ impl HeaderEdits {
         edits
     }
 
-    /// Applies the changes to a response's headers.
+    /// Applies the changes to a request's or a response's headers.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         for n in &self.remove {
             headers.remove(n);
@@ -288,6 +289,8 @@ pub struct RuleRt {
     /// weight-0 backends are left out.
     weighted: Vec<(u64, Arc<BackendRt>, HeaderEdits)>,
     total_weight: u64,
+    /// Changes to the request's headers before it is sent (to the backend and the mirror).
+    pub request_headers: HeaderEdits,
     /// Mirror backend and percent.
     pub mirror: Option<(Arc<BackendRt>, u32)>,
     /// Time allowed until response headers.
@@ -485,6 +488,7 @@ impl Compiled {
                     matches,
                     weighted,
                     total_weight: total,
+                    request_headers: HeaderEdits::compile(&rule.request_headers),
                     mirror,
                     timeout: rule.timeout,
                     metrics: rule

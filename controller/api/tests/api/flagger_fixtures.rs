@@ -232,6 +232,62 @@ spec:
     }
 }
 
+/// The reasons `canary_verdict` gives for `analysis` (a YAML mapping) under `provider`, or an
+/// empty list when it calls the Canary runnable.
+fn not_runnable_under(provider: &str, analysis: &str) -> String {
+    let yaml = format!(
+        "apiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata: {{name: podinfo, namespace: test}}\nspec:\n  provider: {provider}\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}\n  service: {{port: 9898}}\n  analysis: {analysis}\n"
+    );
+    let canary: serin_api::Canary = serde_norway::from_str(&yaml).unwrap();
+    match serin_api::support::canary_verdict(&canary, "serin") {
+        serin_api::support::Verdict::NotRunnable(reasons) => reasons.join("; "),
+        serin_api::support::Verdict::Runnable => String::new(),
+    }
+}
+
+#[test]
+fn a_strategy_the_provider_cannot_route_is_said_not_runnable_before_the_rollout() {
+    // An SMI TrafficSplit splits by weight only, and `kubernetes` switches the apex Service's
+    // selector all at once. `serin validate` used to call these runnable: the SMI A/B canary then
+    // stopped at its first route write, and the others ran with the match, the weights, the
+    // mirror or the cookie silently left out.
+    let ab = "{interval: 1m, threshold: 5, iterations: 10, match: [{headers: {x-canary: {exact: insider}}}]}";
+    let steps = "{interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}";
+    let step_list = "{interval: 1m, threshold: 5, stepWeights: [10, 50]}";
+    let mirror = "{interval: 1m, threshold: 5, iterations: 10, mirror: true}";
+    let sticky = "{interval: 1m, threshold: 5, stepWeight: 10, sessionAffinity: {cookieName: flagger-cookie}}";
+    for (provider, analysis, field) in [
+        ("smi", ab, "spec.analysis.match"),
+        ("smi:v1alpha3", ab, "spec.analysis.match"),
+        ("osm", ab, "spec.analysis.match"),
+        ("kubernetes", ab, "spec.analysis.match"),
+        ("smi", mirror, "spec.analysis.mirror"),
+        ("kubernetes", mirror, "spec.analysis.mirror"),
+        ("osm", sticky, "spec.analysis.sessionAffinity"),
+        ("kubernetes", steps, "spec.analysis.stepWeight"),
+        ("kubernetes", step_list, "spec.analysis.stepWeights"),
+    ] {
+        let r = not_runnable_under(provider, analysis);
+        assert!(
+            r.contains(field) && r.contains(&format!("{provider:?}")),
+            "{provider} with {analysis}: {r:?} should name {field} and the provider"
+        );
+        // Each reason says where the strategy does run.
+        assert!(r.contains("gatewayapi"), "{provider}: {r}");
+    }
+    // What each provider does route stays runnable.
+    for (provider, analysis) in [
+        ("smi", steps),
+        ("osm", step_list),
+        ("kubernetes", "{interval: 1m, threshold: 5, iterations: 10}"),
+        ("linkerd", ab),
+        ("gatewayapi:v1", mirror),
+        ("serin", sticky),
+    ] {
+        assert_eq!(not_runnable_under(provider, analysis), "", "{provider}");
+    }
+}
+
 #[test]
 fn an_alert_provider_with_a_proxy_is_said_not_runnable_before_any_alert() {
     // The controller sends alerts directly and refused every alert of such a provider, while

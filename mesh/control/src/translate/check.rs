@@ -110,12 +110,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     ));
                     continue;
                 };
-                kind_check(
-                    p,
-                    &format!("{ff}.requestMirror.backendRef"),
-                    m.backend_ref.group.as_deref(),
-                    m.backend_ref.kind.as_deref(),
-                );
                 if let Some(pc) = m.percent
                     && !(0..=100).contains(&pc)
                 {
@@ -143,36 +137,32 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                     }
                 }
             }
-            "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
+            "ResponseHeaderModifier" => header_modifier(p, &ff, f, Direction::Response),
+            "RequestHeaderModifier" => header_modifier(p, &ff, f, Direction::Request),
             other => p.push(Problem::new(
                 format!("{ff}.type"),
                 "UnsupportedValue",
-                format!("filter {other:?} is not supported; accepted: RequestMirror, ResponseHeaderModifier"),
+                format!("filter {other:?} is not supported; accepted: RequestHeaderModifier, RequestMirror, ResponseHeaderModifier"),
             )),
         }
     }
-    let mut any_weight = rule.backend_refs.is_empty();
     for (bi, b) in rule.backend_refs.iter().enumerate() {
         let bf = format!("{rf}.backendRefs[{bi}]");
-        kind_check(p, &bf, b.group.as_deref(), b.kind.as_deref());
         match b.weight {
             Some(w) if !(0..=1_000_000).contains(&w) => {
-                // Reported here; not also as "every weight is 0".
-                any_weight = true;
                 p.push(Problem::new(
                     format!("{bf}.weight"),
                     "UnsupportedValue",
                     format!("{w} is out of range; accepted: 0 to 1000000"),
                 ));
             }
-            Some(0) => {}
-            _ => any_weight = true,
+            _ => {}
         }
         for (fi, f) in b.filters.iter().enumerate() {
             let ff = format!("{bf}.filters[{fi}]");
             match f.type_.as_str() {
                 // Per backend: the canary's and the primary's own sticky-session cookies.
-                "ResponseHeaderModifier" => response_header_modifier(p, &ff, f),
+                "ResponseHeaderModifier" => header_modifier(p, &ff, f, Direction::Response),
                 other => p.push(Problem::new(
                     format!("{ff}.type"),
                     "UnsupportedValue",
@@ -182,13 +172,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                 )),
             }
         }
-    }
-    if !any_weight {
-        p.push(Problem::new(
-            format!("{rf}.backendRefs"),
-            "UnsupportedValue",
-            "every backendRef has weight 0; give at least one a weight above 0",
-        ));
     }
     if let Some(t) = &rule.timeouts {
         for (name, v) in [
@@ -205,20 +188,6 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                 ));
             }
         }
-    }
-}
-
-fn kind_check(p: &mut Vec<Problem>, field: &str, group: Option<&str>, kind: Option<&str>) {
-    if !group.unwrap_or("").is_empty() || kind.unwrap_or("Service") != "Service" {
-        p.push(Problem::new(
-            format!("{field}.kind"),
-            "InvalidKind",
-            format!(
-                "{}/{} is not supported; backends must be core Services",
-                group.unwrap_or(""),
-                kind.unwrap_or("Service")
-            ),
-        ));
     }
 }
 
@@ -340,13 +309,33 @@ pub fn is_fatal(problems: &[Problem]) -> bool {
     problems.iter().any(|p| p.reason != "Ignored")
 }
 
-/// Problems of one `ResponseHeaderModifier` filter (a rule's or a backendRef's) at `ff`.
-fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter) {
-    let Some(h) = &f.response_header_modifier else {
+/// Which way a header modifier works.
+#[derive(Clone, Copy)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// Problems of one `RequestHeaderModifier` or `ResponseHeaderModifier` filter at `ff` (a
+/// rule's, or for responses also a backendRef's).
+fn header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter, direction: Direction) {
+    let (key, h, forbidden): (_, _, fn(&str) -> Option<String>) = match direction {
+        Direction::Request => (
+            "requestHeaderModifier",
+            &f.request_header_modifier,
+            request_header_problem,
+        ),
+        Direction::Response => (
+            "responseHeaderModifier",
+            &f.response_header_modifier,
+            framing_header_problem,
+        ),
+    };
+    let Some(h) = h else {
         p.push(Problem::new(
-            format!("{ff}.responseHeaderModifier"),
+            format!("{ff}.{key}"),
             "UnsupportedValue",
-            "type ResponseHeaderModifier needs responseHeaderModifier (set, add or remove)",
+            format!("type {} needs {key} (set, add or remove)", f.type_),
         ));
         return;
     };
@@ -357,11 +346,11 @@ fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter)
             {
                 Some("not a valid header name and value".to_string())
             } else {
-                framing_header_problem(&s.name)
+                forbidden(&s.name)
             };
             if let Some(why) = why {
                 p.push(Problem::new(
-                    format!("{ff}.responseHeaderModifier.{list}[{si}]"),
+                    format!("{ff}.{key}.{list}[{si}]"),
                     "UnsupportedValue",
                     why,
                 ));
@@ -372,11 +361,11 @@ fn response_header_modifier(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter)
         let why = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             Some("not a valid header name".to_string())
         } else {
-            framing_header_problem(name)
+            forbidden(name)
         };
         if let Some(why) = why {
             p.push(Problem::new(
-                format!("{ff}.responseHeaderModifier.remove[{si}]"),
+                format!("{ff}.{key}.remove[{si}]"),
                 "UnsupportedValue",
                 why,
             ));

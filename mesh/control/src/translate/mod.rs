@@ -39,7 +39,7 @@ use std::time::Duration;
 use serin_mesh_api::table::{
     Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
     ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
-    parse_duration,
+    parse_duration, request_header_problem,
 };
 
 use crate::world::{ObjKey, ServiceInfo, ServicePort, World};
@@ -73,6 +73,15 @@ pub struct Problem {
     pub reason: &'static str,
     /// What is wrong and what is accepted.
     pub message: String,
+}
+
+/// Why a backendRef or mirror target is not a kind Serin can send to (Gateway API's
+/// `InvalidKind`): backends must be core Services. Not a problem of the route itself: the
+/// route is accepted and the reference's share of requests is answered 500.
+fn unsupported_kind(group: Option<&str>, kind: Option<&str>) -> Option<String> {
+    let (group, kind) = (group.unwrap_or(""), kind.unwrap_or("Service"));
+    (!group.is_empty() || kind != "Service")
+        .then(|| format!("{group}/{kind} is not supported; backends must be core Services"))
 }
 
 impl Problem {

@@ -36,23 +36,32 @@ fn unresolved_refs(world: &World, route: &HttpRoute) -> Vec<Unresolved> {
             .map(|(bi, b)| {
                 (
                     format!("spec.rules[{ri}].backendRefs[{bi}]"),
+                    (b.group.as_deref(), b.kind.as_deref()),
                     b.namespace.as_deref(),
                     &b.name,
                 )
             })
             .chain(rule.filters.iter().enumerate().filter_map(|(fi, f)| {
                 let m = f.request_mirror.as_ref()?;
+                let b = &m.backend_ref;
                 Some((
                     format!("spec.rules[{ri}].filters[{fi}].requestMirror.backendRef"),
-                    m.backend_ref.namespace.as_deref(),
-                    &m.backend_ref.name,
+                    (b.group.as_deref(), b.kind.as_deref()),
+                    b.namespace.as_deref(),
+                    &b.name,
                 ))
             }));
-        for (field, ns, name) in refs {
+        for (field, (group, kind), ns, name) in refs {
             let bk = ObjKey::new(ns.unwrap_or(&key.namespace), name.clone());
-            // Not permitted comes first: without a grant the route must not learn whether a
+            if let Some(message) = unsupported_kind(group, kind) {
+                unresolved.push(Unresolved {
+                    field: format!("{field}.kind"),
+                    reason: "InvalidKind",
+                    message,
+                });
+            // Not permitted comes next: without a grant the route must not learn whether a
             // Service exists in a namespace it may not reach.
-            if !world.route_may_reach(&key.namespace, &bk) {
+            } else if !world.route_may_reach(&key.namespace, &bk) {
                 unresolved.push(Unresolved {
                     field,
                     reason: "RefNotPermitted",
@@ -90,19 +99,47 @@ fn parent_accepted(
             "NoMatchingParent",
             format!("parent Service {svc_key} not found"),
         ),
-        Some(svc) => match pref.port {
-            Some(port)
-                if !svc.ports.is_empty()
-                    && !svc.ports.iter().any(|p| i32::from(p.port) == port) =>
-            {
-                (
-                    false,
-                    "NoMatchingParent",
-                    format!("parent Service {svc_key} has no port {port}"),
-                )
-            }
-            _ => (true, "Accepted", "Route is accepted".into()),
+        Some(svc) => match parent_port(svc, pref) {
+            Err(why) => (
+                false,
+                "NoMatchingParent",
+                format!("parent Service {svc_key} {why}"),
+            ),
+            Ok(_) => (true, "Accepted", "Route is accepted".into()),
         },
+    }
+}
+
+/// The Service port a parentRef attaches to: `None` for the whole Service, `Some(port)` for
+/// one port, named by `port` or by `sectionName` (a Service's sections are its named ports;
+/// with both, they must be the same port). `Err` says why it names no port of `svc`.
+pub(super) fn parent_port(
+    svc: &ServiceInfo,
+    pref: &ParentReference,
+) -> Result<Option<u16>, String> {
+    let by_number = match pref.port {
+        None => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if svc.ports.is_empty() || svc.ports.iter().any(|sp| sp.port == p) => Some(p),
+            _ => return Err(format!("has no port {p}")),
+        },
+    };
+    let Some(section) = pref.section_name.as_deref() else {
+        return Ok(by_number);
+    };
+    let Some(named) = svc
+        .ports
+        .iter()
+        .find(|sp| sp.name.as_deref() == Some(section))
+    else {
+        return Err(format!("has no port named {section:?} (sectionName)"));
+    };
+    match by_number {
+        Some(p) if p != named.port => Err(format!(
+            "port {section:?} is {}, not port {p}; sectionName and port must name the same port",
+            named.port
+        )),
+        _ => Ok(Some(named.port)),
     }
 }
 

@@ -23,14 +23,10 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
             let Some(svc) = world.services.get(&svc_key) else {
                 continue;
             };
-            let port = match pref.port {
-                None => None,
-                Some(p) => match u16::try_from(p) {
-                    Ok(p) if svc.ports.is_empty() || svc.ports.iter().any(|sp| sp.port == p) => {
-                        Some(p)
-                    }
-                    _ => continue,
-                },
+            // A parentRef naming no port of the Service attaches to nothing (its status says
+            // NoMatchingParent).
+            let Ok(port) = super::status::parent_port(svc, pref) else {
+                continue;
             };
             let consumer = key.namespace != svc_key.namespace;
             if consumer && key.namespace != client_ns {
@@ -82,7 +78,13 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
             let ports: BTreeSet<u16> = list.iter().filter_map(|a| a.port).collect();
             let portless: Vec<&Attach<'_>> = list.iter().filter(|a| a.port.is_none()).collect();
             if portless.is_empty() {
-                built.extend(ctx.default_routes());
+                // Ports with routes of their own are theirs: the first claim of an authority
+                // wins below, so a default route for the same `host:port` would shadow them.
+                built.extend(
+                    ctx.default_routes()
+                        .into_iter()
+                        .filter(|(p, _)| p.is_none_or(|p| !ports.contains(&p))),
+                );
             } else {
                 built.push((None, ctx.http_route(&portless, None)));
             }
@@ -149,6 +151,36 @@ impl Backends {
         }
         self.keys.push(key);
         self.keys.len() - 1
+    }
+
+    /// Adds a backend that no request may reach, for `reason` (`InvalidKind`, ...): its share
+    /// of requests is answered 500. `key` must be one no Service can have.
+    fn add_invalid(&mut self, key: BackendKey, reason: &'static str) -> usize {
+        let idx = self.add(key);
+        self.invalid.insert(idx, reason);
+        idx
+    }
+
+    /// Adds a backend an HTTPRoute in `route_ns` refers to as `group`/`kind` (a core Service
+    /// when both are unset), checking the reference.
+    fn add_kind_ref(
+        &mut self,
+        world: &World,
+        route_ns: &str,
+        (group, kind): (Option<&str>, Option<&str>),
+        key: BackendKey,
+    ) -> usize {
+        if unsupported_kind(group, kind).is_some() {
+            // Named `Kind/name` (no Service name has a `/`), so it never merges with a Service
+            // of the same name that another reference names properly.
+            let (key, port) = key;
+            let shown = ObjKey::new(
+                key.namespace,
+                format!("{}/{}", kind.unwrap_or("Service"), key.name),
+            );
+            return self.add_invalid((shown, port), "InvalidKind");
+        }
+        self.add_ref(world, route_ns, key)
     }
 
     /// Adds a backend an HTTPRoute in `route_ns` refers to, checking the reference.
@@ -275,12 +307,22 @@ impl SvcCtx<'_> {
                 let backends: Vec<Backend> = if rule.backend_refs.is_empty() {
                     let idx = b.add((self.key.clone(), parent_port));
                     vec![self.rule_backend(idx, 1)]
+                } else if rule.backend_refs.iter().all(|br| br.weight == Some(0)) {
+                    // Gateway API: weight 0 sends nothing to a backend, so a rule whose every
+                    // backend has weight 0 sends its requests nowhere: they are answered 500.
+                    // One backend stands for all (named `name/weight-0`, which no Service can
+                    // be), since a proxy rule needs a weight above 0 to pick anything.
+                    let first = &rule.backend_refs[0];
+                    let key = ObjKey::new(ns.clone(), format!("{}/weight-0", first.name));
+                    let idx = b.add_invalid((key, None), "EveryWeightZero");
+                    vec![self.rule_backend(idx, 1)]
                 } else {
                     rule.backend_refs
                         .iter()
                         .map(|br| {
                             let key = backend_key(self.world, ns, br, parent_port);
-                            let idx = b.add_ref(self.world, ns, key);
+                            let kind = (br.group.as_deref(), br.kind.as_deref());
+                            let idx = b.add_kind_ref(self.world, ns, kind, key);
                             let w = u32::try_from(br.weight.unwrap_or(1)).unwrap_or(0);
                             let mut backend = self.rule_backend(idx, w);
                             // A backendRef's own header changes: on the canary and the
@@ -294,6 +336,7 @@ impl SvcCtx<'_> {
                 };
                 let mut mirror = None;
                 let mut response_headers = ResponseHeaders::default();
+                let mut request_headers = ResponseHeaders::default();
                 for f in &rule.filters {
                     if let Some(m) = &f.request_mirror
                         && f.type_ == "RequestMirror"
@@ -305,7 +348,11 @@ impl SvcCtx<'_> {
                             ..HttpBackendRef::default()
                         };
                         let key = backend_key(self.world, ns, &br, parent_port);
-                        let idx = b.add_ref(self.world, ns, key);
+                        let kind = (
+                            m.backend_ref.group.as_deref(),
+                            m.backend_ref.kind.as_deref(),
+                        );
+                        let idx = b.add_kind_ref(self.world, ns, kind, key);
                         let percent = match (m.percent, &m.fraction) {
                             (Some(p), _) => p.clamp(0, 100) as u32,
                             (None, Some(fr)) => {
@@ -319,6 +366,7 @@ impl SvcCtx<'_> {
                         mirror = Some((idx, percent));
                     }
                     add_response_headers(&mut response_headers, f);
+                    add_request_headers(&mut request_headers, f);
                 }
                 let timeout = rule.timeouts.as_ref().and_then(|t| {
                     [&t.request, &t.backend_request]
@@ -342,6 +390,7 @@ impl SvcCtx<'_> {
                         percent,
                     }),
                     response_headers,
+                    request_headers,
                     timeout,
                 };
                 if rule.matches.is_empty() {
@@ -560,6 +609,21 @@ impl Precedence {
 }
 
 fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
+    // Gateway API: of entries with an equivalent name only the first counts (header names are
+    // case-insensitive, query parameter names are not); the rest are ignored, in matching and
+    // in precedence alike.
+    let mut seen = BTreeSet::new();
+    let headers: Vec<_> = m
+        .headers
+        .iter()
+        .filter(|h| seen.insert(h.name.to_ascii_lowercase()))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let query_params: Vec<_> = m
+        .query_params
+        .iter()
+        .filter(|q| seen.insert(q.name.as_str()))
+        .collect();
     let (kind, value) = match &m.path {
         None => (PathMatchType::PathPrefix, "/".to_string()),
         Some(p) => (
@@ -583,8 +647,8 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
             value.len()
         }),
         no_method: m.method.is_none(),
-        headers: std::cmp::Reverse(m.headers.len()),
-        query: std::cmp::Reverse(m.query_params.len()),
+        headers: std::cmp::Reverse(headers.len()),
+        query: std::cmp::Reverse(query_params.len()),
     };
     let vm = |t: Option<&str>, name: &str, value: &str| ValueMatch {
         kind: if t == Some("RegularExpression") {
@@ -602,13 +666,11 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
             Some(PathMatch { kind, value })
         },
         method: m.method.clone(),
-        headers: m
-            .headers
+        headers: headers
             .iter()
             .map(|h| vm(h.type_.as_deref(), &h.name, &h.value))
             .collect(),
-        query_params: m
-            .query_params
+        query_params: query_params
             .iter()
             .map(|q| vm(q.type_.as_deref(), &q.name, &q.value))
             .collect(),
@@ -623,9 +685,23 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
 
 /// Adds what a `ResponseHeaderModifier` filter changes to `out` (other filters add nothing).
 fn add_response_headers(out: &mut ResponseHeaders, f: &HttpRouteFilter) {
-    if let Some(h) = &f.response_header_modifier
-        && f.type_ == "ResponseHeaderModifier"
-    {
+    if f.type_ == "ResponseHeaderModifier" {
+        add_header_changes(out, f.response_header_modifier.as_ref());
+    }
+}
+
+/// Adds what a `RequestHeaderModifier` filter changes to `out` (other filters add nothing).
+fn add_request_headers(out: &mut ResponseHeaders, f: &HttpRouteFilter) {
+    if f.type_ == "RequestHeaderModifier" {
+        add_header_changes(out, f.request_header_modifier.as_ref());
+    }
+}
+
+fn add_header_changes(
+    out: &mut ResponseHeaders,
+    h: Option<&serin_mesh_api::objects::HttpHeaderFilter>,
+) {
+    if let Some(h) = h {
         let copy = |s: &serin_mesh_api::objects::HttpHeader| HeaderValue {
             name: s.name.clone(),
             value: s.value.clone(),

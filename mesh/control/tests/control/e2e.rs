@@ -19,9 +19,9 @@ use serin_mesh_api::client::ClientConfig;
 use serin_mesh_control::{Config, Running, SourceConfig};
 use serin_proxy::{Proxy, ProxyConfig};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-fn client() -> HttpClient {
+pub(super) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
@@ -49,7 +49,7 @@ async fn upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn temp_dir() -> PathBuf {
+pub(super) fn temp_dir() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let d = std::env::temp_dir().join(format!(
         "serin-cp-e2e-{}-{}",
@@ -92,7 +92,10 @@ spec:
     )
 }
 
-async fn control_plane(dir: &std::path::Path, listen: SocketAddr) -> anyhow::Result<Running> {
+pub(super) async fn control_plane(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Running> {
     Ok(serin_mesh_control::start(Config {
         listen,
         source: SourceConfig::Local {
@@ -104,12 +107,12 @@ async fn control_plane(dir: &std::path::Path, listen: SocketAddr) -> anyhow::Res
     .await?)
 }
 
-struct TestProxy {
-    proxy: Proxy,
+pub(super) struct TestProxy {
+    pub(super) proxy: Proxy,
     _client: tokio::task::JoinHandle<()>,
 }
 
-async fn proxy(cp: SocketAddr, n: usize) -> anyhow::Result<TestProxy> {
+pub(super) async fn proxy(cp: SocketAddr, n: usize) -> anyhow::Result<TestProxy> {
     let proxy = Proxy::start(ProxyConfig {
         outbound: "127.0.0.1:0".parse()?,
         admin: None,
@@ -131,7 +134,7 @@ async fn proxy(cp: SocketAddr, n: usize) -> anyhow::Result<TestProxy> {
 }
 
 /// Waits until the proxy applied a table of at least `version`.
-async fn applied(p: &TestProxy, version: u64) -> anyhow::Result<()> {
+pub(super) async fn applied(p: &TestProxy, version: u64) -> anyhow::Result<()> {
     let mut ev = p.proxy.table().events();
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -3,6 +3,7 @@
 mod common;
 
 mod e2e;
+mod gateway;
 mod kubernetes;
 mod local;
 mod stream;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod abuse;
 mod client_h1;
 mod flags;
 mod fuzz;

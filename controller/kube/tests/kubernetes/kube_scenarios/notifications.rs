@@ -388,3 +388,61 @@ fn an_event_note_fits_the_api_servers_1024_bytes_whatever_the_characters() {
     assert!(message.starts_with(note.trim_end_matches('…')));
     assert_eq!(event_note("short"), "short");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_receiver_gets_five_seconds_as_flaggers_notifier_gives_it() {
+    use serin_controller::adapters::{AlertRoute, Notifier};
+    use serin_controller::alerts::{Alert, AlertClient, Severity};
+    use serin_controller::http::HttpClient;
+    use serin_kube::notify::KubeNotifier;
+    // The receiver answers after 6 s: past Flagger's 5 s (the clock is paused, so the test
+    // takes no real time and the timeout fires at exactly its virtual deadline).
+    let hook = receiver::receiver(vec![(200, Duration::from_secs(6))]).await;
+    let provider = json!({
+        "apiVersion": "serin.dev/v1beta1", "kind": "AlertProvider",
+        "metadata": {"name": "slack", "namespace": NS},
+        "spec": {"type": "slack", "address": format!("http://{}/slack", hook.addr)}
+    });
+    let calls = vec![
+        expect(
+            "GET",
+            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
+        )
+        .reply(200, provider),
+    ];
+    let failures = scenario(NS, Duration::from_secs(60), calls, async |client| {
+        let notifier = KubeNotifier::new(
+            client,
+            AlertClient::new(HttpClient::new()),
+            Arc::new(Metrics::new()),
+        );
+        let (_, mut ctx) =
+            serin_controller::plan::context(NS, &parse(canary("podinfo").build())).unwrap();
+        ctx.alerts = vec![AlertRoute {
+            name: "on-call".into(),
+            severity: Severity::Info,
+            provider: "slack".into(),
+            provider_namespace: NS.into(),
+        }];
+        let alert = Alert {
+            name: "podinfo".into(),
+            namespace: NS.into(),
+            phase: "Progressing".into(),
+            severity: Severity::Warn,
+            message: "Halt advancement".into(),
+            fields: vec![],
+        };
+        let started = tokio::time::Instant::now();
+        let failures = notifier.deliver(&ctx, &alert).await;
+        (failures, started.elapsed())
+    })
+    .await;
+    let (failures, took) = failures;
+    assert_eq!(failures.len(), 1, "not delivered: {failures:?}");
+    assert!(
+        failures[0].reason.contains("no response within 5s"),
+        "{:?}",
+        failures[0].reason
+    );
+    assert_eq!(took, Duration::from_secs(5), "cut off at 5 s");
+}

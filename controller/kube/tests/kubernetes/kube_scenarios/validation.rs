@@ -3,6 +3,18 @@
 
 use super::fixtures::*;
 
+/// One reconcile of `canary` at T0 with no analysis results, answered by `calls`.
+async fn reconcile_once(canary: Value, calls: Vec<Expect>) -> Result<Requeue, ReconcileError> {
+    run(
+        parse(canary),
+        Timestamp::from_millis(T0),
+        analyzer(vec![]),
+        calls,
+    )
+    .await
+    .0
+}
+
 #[tokio::test]
 async fn an_invalid_canary_gets_a_condition_naming_the_field() {
     let canary = canary("podinfo").interval("5").build();
@@ -18,13 +30,7 @@ async fn an_invalid_canary_gets_a_condition_naming_the_field() {
             "{c}"
         );
     })];
-    let (result, _) = run(
-        parse(canary),
-        Timestamp::from_millis(T0),
-        analyzer(vec![]),
-        calls,
-    )
-    .await;
+    let result = reconcile_once(canary, calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());
 }
 
@@ -48,13 +54,7 @@ async fn an_unsupported_provider_is_named_with_the_supported_ones() {
             serin_api::support::provider_not_driven("istio")
         );
     })];
-    let (result, _) = run(
-        parse(canary),
-        Timestamp::from_millis(T0),
-        analyzer(vec![]),
-        calls,
-    )
-    .await;
+    let result = reconcile_once(canary, calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());
 }
 
@@ -83,12 +83,33 @@ async fn istio_only_service_fields_are_reported_as_ignored() {
             assert_eq!(cond(b, "Valid")["status"], "True");
         }),
     ];
-    let (result, _) = run(
-        parse(canary),
-        Timestamp::from_millis(T0),
-        analyzer(vec![]),
-        calls,
-    )
-    .await;
+    let result = reconcile_once(canary, calls).await;
     result.unwrap();
+}
+
+#[tokio::test]
+async fn ab_testing_on_an_smi_traffic_split_is_refused_before_the_rollout() {
+    // A TrafficSplit splits by weight only. Such a Canary used to pass as supported, make its
+    // primary and services, and then stop at its first route write in the middle of a run.
+    let mut canary = canary("podinfo").provider("smi").build();
+    canary["spec"]["analysis"] = json!({
+        "interval": "1m", "threshold": 2, "iterations": 10,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}]
+    });
+    let parsed = parse(canary.clone());
+    let calls = vec![status_write(&canary, move |b| {
+        let c = cond(b, "ProviderSupported");
+        assert_eq!(c["status"], "False");
+        let m = c["message"].as_str().unwrap();
+        assert!(m.contains("spec.analysis.match"), "{m}");
+        // Word for word what `serin validate` prints for this Canary (exit 3).
+        let serin_api::support::Verdict::NotRunnable(reasons) =
+            serin_api::support::canary_verdict(&parsed, "smi")
+        else {
+            panic!("validate calls it runnable");
+        };
+        assert_eq!(m, reasons.join("; "));
+    })];
+    let result = reconcile_once(canary, calls).await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
 }
