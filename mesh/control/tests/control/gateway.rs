@@ -640,3 +640,43 @@ spec:
         .collect();
     assert_eq!(query, [("a", "1"), ("A", "3")]);
 }
+
+#[test]
+fn a_route_hostname_never_takes_another_services_name() {
+    // A route's `hostnames` add names for its own Service; a name that is another Service's
+    // (here `zzz.other`, which sorts after `mesh/echo`) stays that Service's, whichever comes
+    // first, so no route author can pull a Service's traffic to their own backends.
+    let mut w = mesh();
+    w.services.insert(
+        ObjKey::new("other", "zzz"),
+        ServiceInfo {
+            cluster_ips: vec!["10.96.9.9".parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+            }],
+            ..ServiceInfo::default()
+        },
+    );
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: grabby, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  hostnames: [zzz.other.svc.cluster.local, zzz.other, echo.example.com]
+  rules:
+    - backendRefs: [{name: echo-v2, port: 80}]
+"#,
+    );
+    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    for host in ["zzz.other.svc.cluster.local", "zzz.other"] {
+        assert_eq!(split_at(&t, host), [("zzz".to_string(), 1)], "{host}");
+    }
+    assert_eq!(
+        split_at(&t, "echo.example.com"),
+        [("echo-v2".to_string(), 1)]
+    );
+}

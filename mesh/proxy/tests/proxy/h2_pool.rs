@@ -251,3 +251,49 @@ async fn an_h2_upstream_that_stops_reading_the_request_body_gets_a_504_after_the
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn streams_an_upstream_never_answers_get_504s_and_give_their_slots_back() {
+    // Two streams per connection: the two that hang fill the first connection.
+    let mut up = h2_upstream(2).await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: svc\n    rules:\n      - timeout: 300ms\n        backends: [{{ name: svc, endpoints: [\"{}\"] }}]\n",
+            up.addr
+        )))
+        .expect("table");
+    let c = h2_client(p.outbound_addr());
+    for _ in 0..3 {
+        let mut hung = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            let (c, addr) = (c.clone(), p.outbound_addr());
+            hung.spawn(async move { get(&c, addr, "svc", "/wait", &[]).await.status });
+        }
+        while let Some(s) = within(10, hung.join_next()).await {
+            assert_eq!(s.expect("task"), StatusCode::GATEWAY_TIMEOUT);
+        }
+    }
+    // Six streams timed out on a connection that carries two: each gave its slot back.
+    let got = within(10, get(&c, p.outbound_addr(), "svc", "/", &[])).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        up.connections.load(SeqCst),
+        1,
+        "a timed-out stream kept its slot"
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"504\"",
+                "error=\"timeout\""
+            ]
+        ),
+        6.0,
+        "{m}"
+    );
+    while up.seen.try_recv().is_ok() {}
+}
