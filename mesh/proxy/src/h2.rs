@@ -73,6 +73,14 @@ impl H2Conn {
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
             .max_concurrent_reset_streams(MAX_STREAMS_PER_CONN)
+            // Nothing would ever take a pushed stream: each would hold its header block and
+            // a window of data (and the connection's window) until the connection closed.
+            // With push off, a PUSH_PROMISE is a protocol error.
+            .enable_push(false)
+            // An HTTP/1.1 upstream's response head is refused above this too (h2's default is
+            // 16 MiB per stream, and a head that size would only break the client's
+            // connection further on).
+            .max_header_list_size(serin_http1::MAX_HEAD as u32)
             .handshake::<_, Bytes>(io)
             .await?;
         let ping = conn.ping_pong();
