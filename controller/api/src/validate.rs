@@ -629,6 +629,24 @@ fn check_analysis(e: &mut Errors, a: &CanaryAnalysis) {
     for (i, m) in a.r#match.iter().enumerate() {
         check_http_match(e, &format!("{P}.match[{i}]"), m);
     }
+    // Matches route requests only in A/B testing, which counts iterations; a weighted canary
+    // would run without them (Flagger's admission policy refuses this too).
+    let steps = match (a.step_weight, &a.step_weights) {
+        (_, Some(_)) => Some("stepWeights"),
+        (Some(_), None) => Some("stepWeight"),
+        (None, None) => None,
+    };
+    if let Some(steps) = steps
+        && !a.r#match.is_empty()
+        && a.iterations.is_none()
+    {
+        e.push(
+            format!("{P}.match"),
+            format!(
+                "A/B testing needs iterations (the number of checks while the matching requests go to the canary); with {steps} the matches are not used: set iterations instead of {steps}, or remove match"
+            ),
+        );
+    }
 
     let mut metric_names: HashMap<&str, usize> = HashMap::new();
     for (i, m) in a.metrics.iter().enumerate() {

@@ -394,6 +394,7 @@ pub async fn run_with_store(
         start_anew_if_deleted(&store, ctx).await;
         platform.register(ctx);
     }
+    platform.adopt_leftovers();
     // Processes an earlier controller left running are adopted above; know whether they are
     // ready before publishing any routes (a restart must not empty the endpoint lists).
     platform.await_adopted(Duration::from_secs(5)).await;
@@ -420,9 +421,16 @@ pub async fn run_with_store(
                 for (id, ctx) in &loaded.canaries {
                     if !fresh.canaries.contains_key(id) {
                         tracing::info!(canary = %id, "manifest removed");
-                        let _ = driver
+                        let last = driver
                             .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
                             .await;
+                        if let Err(error) = &last {
+                            tracing::warn!(canary = %id, %error, "its last tick failed");
+                        }
+                        // The target was handed back only when the revert ran (it is the last
+                        // tick's action; a failed tick reverted nothing for certain).
+                        platform.release(id, ctx.plan.revert_on_deletion && last.is_ok());
+                        due.remove(id);
                     }
                 }
                 for (id, ctx) in &fresh.canaries {

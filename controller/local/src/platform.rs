@@ -41,6 +41,20 @@ struct Persisted {
     /// Last session-affinity cookies set.
     #[serde(default)]
     affinity: Option<serin_core::AffinityRoutes>,
+    /// The Canary is gone and handed its target back (revertOnDeletion): the target keeps
+    /// running with all the traffic, as a Deployment outlives its Canary, until its `Process`
+    /// manifest goes too. What it runs as is kept here, since no manifest says it any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    released: Option<Released>,
+}
+
+/// What a released target runs as: its supervisor key and the Service it is routed as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Released {
+    key: String,
+    service: String,
+    port: u16,
 }
 
 struct Entry {
@@ -119,6 +133,9 @@ impl LocalPlatform {
         if let Some(e) = entries.get_mut(&ctx.id) {
             e.service = service;
             e.port = port;
+            if e.state.released.take().is_some() {
+                tracing::info!(canary = %ctx.id, "its manifest is back: the released target is the Canary's again");
+            }
             return;
         }
         let state: Persisted = std::fs::read(self.state_file(&ctx.id))
@@ -235,6 +252,14 @@ impl LocalPlatform {
             else {
                 continue;
             };
+            if state.released.is_some() {
+                let (ns, name) = key.split_once('/').unwrap_or(("default", &key));
+                if self.target(ns, name).is_none() {
+                    tracing::info!(canary = %id, "the released target's Process manifest is gone: it stops");
+                    self.forget(&id);
+                    continue;
+                }
+            }
             if let Some((spec, dir)) = &state.primary
                 && let Err(error) = self.supervisor.ensure(&key, Role::Primary, spec, dir)
             {
@@ -300,6 +325,127 @@ impl LocalPlatform {
             if !self.supervisor.await_probed(&key, timeout).await {
                 tracing::warn!(canary = %id, "adopted instances not probed within {timeout:?}; publishing what is known");
             }
+        }
+    }
+
+    /// Lets go of a Canary whose manifest was removed, after its last tick. As on Kubernetes,
+    /// where the garbage collector deletes the `-primary` workload and the Services a Canary
+    /// owns: its primary stops. With `reverted` (revertOnDeletion handed the target back) the
+    /// target keeps running with all the traffic for as long as its `Process` manifest exists;
+    /// otherwise it stops too and the Service's routes go.
+    pub fn release(&self, id: &CanaryId, reverted: bool) {
+        let Some((key, service, port)) = self
+            .entries()
+            .get(id)
+            .map(|e| (e.key.clone(), e.service.clone(), e.port))
+        else {
+            return;
+        };
+        self.supervisor.stop_role(&key, Role::Primary);
+        if !reverted {
+            self.forget(id);
+            tracing::info!(canary = %id, "removed: its processes stop and its routes go (set revertOnDeletion to keep the target serving)");
+            return;
+        }
+        let kept = self.update(id, |s| {
+            s.primary = None;
+            s.canary_up = true;
+            s.primary_weight = 0;
+            s.canary_weight = 100;
+            s.released = Some(Released { key, service, port });
+        });
+        if let Err(error) = kept {
+            tracing::warn!(canary = %id, %error, "cannot record the released target");
+        }
+        tracing::info!(canary = %id, "removed: its primary stops; the target keeps running with all the traffic (revertOnDeletion)");
+    }
+
+    /// Stops everything `id` runs, removes its routes and its state, and unregisters it.
+    fn forget(&self, id: &CanaryId) {
+        let Some(e) = self.entries().remove(id) else {
+            return;
+        };
+        self.supervisor.stop_role(&e.key, Role::Primary);
+        self.supervisor.stop_role(&e.key, Role::Canary);
+        self.control_plane.remove(&id.namespace, &e.service);
+        let _ = std::fs::remove_file(self.state_file(id));
+    }
+
+    /// At start-up, after every Canary with a manifest is registered: takes back the targets
+    /// that removed Canaries handed back (they keep running), and stops what Canaries removed
+    /// while no controller ran left behind (their processes, routes and state), as the garbage
+    /// collector would have.
+    pub fn adopt_leftovers(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in &files {
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".workloads.json"))
+            else {
+                continue;
+            };
+            // Namespaces and names hold no '_' (DNS labels), so the first one separates them.
+            let Some((ns, name)) = stem.split_once('_') else {
+                continue;
+            };
+            let id = CanaryId::new(ns, name);
+            if self.entries().contains_key(&id) {
+                continue;
+            }
+            let state: Option<Persisted> = std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let released = state.as_ref().and_then(|s| s.released.clone());
+            let key = released
+                .as_ref()
+                .map_or_else(|| format!("{ns}/{name}"), |r| r.key.clone());
+            self.supervisor.adopt(&key);
+            let (service, port) = released
+                .as_ref()
+                .map_or_else(|| (name.to_string(), 80), |r| (r.service.clone(), r.port));
+            self.entries().insert(
+                id.clone(),
+                Entry {
+                    state: state.unwrap_or_default(),
+                    key,
+                    service,
+                    port,
+                    published: None,
+                },
+            );
+            if released.is_some() {
+                tracing::info!(canary = %id, "adopting the target its removed Canary handed back");
+            } else {
+                tracing::info!(canary = %id, "its manifest was removed while no controller ran: its processes stop and its routes go");
+                self.forget(&id);
+            }
+        }
+        // Process records of no known workload (state written by an older controller).
+        let keys: std::collections::BTreeSet<String> =
+            self.entries().values().map(|e| e.key.clone()).collect();
+        for path in &files {
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".processes.json"))
+            else {
+                continue;
+            };
+            let Some((ns, name)) = stem.split_once('_') else {
+                continue;
+            };
+            let key = format!("{ns}/{name}");
+            if keys.contains(&key) {
+                continue;
+            }
+            self.supervisor.adopt(&key);
+            self.supervisor.stop_role(&key, Role::Primary);
+            self.supervisor.stop_role(&key, Role::Canary);
         }
     }
 

@@ -247,6 +247,15 @@ pub fn current_routes(status: &Status) -> Routes {
     }
 }
 
+/// Flagger's finalizer waits for a reverted target: 3 s doubling, four times (each capped at
+/// the analysis interval).
+const REVERT_WAITS: [Duration; 4] = [
+    Duration::from_secs(3),
+    Duration::from_secs(6),
+    Duration::from_secs(12),
+    Duration::from_secs(24),
+];
+
 impl Driver {
     /// One tick: loads status and pending commands from the store, then [`Driver::tick_with`].
     pub async fn tick(
@@ -500,6 +509,35 @@ impl Driver {
         })
     }
 
+    /// Waits until the target (the canary workload) is ready after a revert, looking again
+    /// after each of Flagger's finalizer waits (3 s doubling, capped at the analysis interval,
+    /// four times: at most 45 s with a one-minute interval). `Err` says what was still missing.
+    async fn await_target_ready(&self, ctx: &CanaryContext) -> Result<(), String> {
+        let mut waits = REVERT_WAITS
+            .iter()
+            .map(|w| (*w).min(ctx.plan.interval.max(Duration::from_secs(1))));
+        loop {
+            let missing = match self.workloads.observe(ctx).await {
+                Ok(state) => match state.canary {
+                    Some(r) if r.desired > 0 => r.check(ctx.plan.canary_ready_threshold).err(),
+                    Some(_) => Some("the target asks for no replicas".to_string()),
+                    None => Some("the target does not exist".to_string()),
+                },
+                Err(error) => Some(error.to_string()),
+            };
+            let Some(missing) = missing else {
+                return Ok(());
+            };
+            match waits.next() {
+                Some(wait) => {
+                    tracing::info!(%missing, wait_secs = wait.as_secs(), "waiting for the reverted target before handing the traffic back");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(missing),
+            }
+        }
+    }
+
     /// Carries out `actions` in order; the first failure stops them.
     async fn act_all(
         &self,
@@ -539,8 +577,24 @@ impl Driver {
                 self.workloads.promote(ctx, revision).await
             }
             Action::RevertTarget => {
-                self.router.revert(ctx).await?;
-                self.workloads.revert(ctx).await
+                // As Flagger's finalizer: the target first, then (once it is ready, or after a
+                // bounded wait) the traffic. Routing first would send every request to a
+                // target still scaled to zero until its pods start.
+                self.workloads.revert(ctx).await?;
+                if let Err(waiting) = self.await_target_ready(ctx).await {
+                    tracing::warn!(reason = %waiting, "target not ready after the revert wait; handing the traffic back anyway, as Flagger does");
+                    let mut entry = notification_failed(
+                        ctx,
+                        status,
+                        now,
+                        format!(
+                            "the target was not ready after the revert wait ({waiting}); the traffic was handed back to it anyway"
+                        ),
+                    );
+                    entry.kind = HistoryKind::Terminating;
+                    history.push(entry);
+                }
+                self.router.revert(ctx).await
             }
             Action::Notify {
                 webhook,

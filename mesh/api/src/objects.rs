@@ -524,14 +524,7 @@ impl SplitWeight {
     pub fn value(&self) -> Option<u64> {
         match self {
             SplitWeight::Int(v) => u64::try_from(*v).ok(),
-            SplitWeight::Quantity(s) => {
-                let s = s.trim();
-                if let Some(milli) = s.strip_suffix('m') {
-                    milli.parse::<u64>().ok()
-                } else {
-                    s.parse::<u64>().ok().and_then(|v| v.checked_mul(1000))
-                }
-            }
+            SplitWeight::Quantity(s) => quantity_milli(s.trim()),
         }
     }
 
@@ -539,6 +532,48 @@ impl SplitWeight {
     pub fn is_quantity(&self) -> bool {
         matches!(self, SplitWeight::Quantity(_))
     }
+}
+
+/// A Kubernetes quantity (`500m`, `0.5`, `1`, `2k`, `1Ki`) in thousandths, rounded up as
+/// Kubernetes rounds a quantity below its smallest unit; `None` when negative or not a
+/// decimal quantity (the exponent form `1e3` is not read).
+fn quantity_milli(s: &str) -> Option<u64> {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits_end);
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+        return None;
+    }
+    // Thousandths per unit of each suffix.
+    let per_unit: u128 = match suffix {
+        "m" => 1,
+        "" => 1_000,
+        "k" => 1_000_000,
+        "M" => 1_000_000_000,
+        "G" => 1_000_000_000_000,
+        "T" => 1_000_000_000_000_000,
+        "Ki" => 1_024_000,
+        "Mi" => 1_024 * 1_024_000,
+        "Gi" => 1_024 * 1_024 * 1_024_000,
+        _ => return None,
+    };
+    let parse = |d: &str| {
+        if d.is_empty() {
+            Some(0)
+        } else {
+            d.parse::<u128>().ok()
+        }
+    };
+    // Checked throughout: a number too long for a weight is no weight, never a panic.
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let scaled = parse(whole)?
+        .checked_mul(scale)?
+        .checked_add(parse(frac)?)?
+        .checked_mul(per_unit)?;
+    u64::try_from(scaled.div_ceil(scale)).ok()
 }
 
 /// Serin's `StaticEndpoints.spec` (serin.dev/v1beta1): the endpoints of the Service of the same
@@ -631,5 +666,35 @@ spec:
         assert_eq!(split.spec.backends[1].weight.value(), Some(500));
         assert_eq!(SplitWeight::Quantity("x".into()).value(), None);
         assert_eq!(SplitWeight::Int(-1).value(), None);
+    }
+
+    #[test]
+    fn quantity_weights_read_as_kubernetes_writes_quantities() {
+        // SMI v1alpha1 weights are resource.Quantity: decimals and suffixes are as valid as
+        // `500m`, and a value below a thousandth rounds up as Kubernetes rounds it.
+        for (q, milli) in [
+            ("1", Some(1000)),
+            ("0.5", Some(500)),
+            ("1.25", Some(1250)),
+            (".5", Some(500)),
+            ("750m", Some(750)),
+            ("1k", Some(1_000_000)),
+            ("2M", Some(2_000_000_000)),
+            ("1Ki", Some(1_024_000)),
+            ("0.0001", Some(1)),
+            ("+3", Some(3000)),
+            ("0", Some(0)),
+            ("-1", None),
+            ("1.2.3", None),
+            ("5x", None),
+            ("m", None),
+            ("", None),
+            ("1e3", None),
+            ("99999999999999999999999999999999999999999", None),
+            ("0.99999999999999999999999999999999999999999", None),
+            ("18446744073709551.616", None),
+        ] {
+            assert_eq!(SplitWeight::Quantity(q.into()).value(), milli, "{q:?}");
+        }
     }
 }

@@ -562,13 +562,25 @@ impl Conn {
                 Poll::Pending
             }
         });
-        tokio::select! {
-            r = async { tokio::try_join!(to_upstream, to_client) } => {
-                if let Err(e) = r {
+        let failed = tokio::select! {
+            r = async { tokio::try_join!(to_upstream, to_client) } => match r {
+                Err(e) => {
                     tracing::debug!(error = %e, "tunnel ended with an error");
+                    true
                 }
+                Ok(_) => false,
+            },
+            () = stopped => {
+                tracing::debug!("proxy stopping; tunnel closed");
+                false
             }
-            () = stopped => tracing::debug!("proxy stopping; tunnel closed"),
+        };
+        if failed {
+            // One side reset the connection (or it failed): the other gets a reset too, as it
+            // would without the proxy. Closed with a FIN instead, it would take what it got so
+            // far for the whole stream.
+            let _ = self.shared.stream.set_zero_linger();
+            let _ = up_rd.unsplit(up_wr).get_ref().set_zero_linger();
         }
     }
 

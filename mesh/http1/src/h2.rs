@@ -67,7 +67,8 @@ impl H2Server {
             .keep_alive_timeout(opts.keep_alive_timeout)
             // The HTTP/1.1 side's head limit, so a request (a large token or gRPC metadata)
             // does not pass one protocol and get a 431 on the other (hyper's default: 16 KiB).
-            .max_header_list_size(crate::head::MAX_HEAD as u32);
+            .max_header_list_size(crate::head::MAX_HEAD as u32)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
         Arc::new(H2Server {
             builder,
             idle_timeout: opts.idle_timeout,
@@ -76,16 +77,46 @@ impl H2Server {
     }
 }
 
+/// Streams one h2c client connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+/// hyper's default is 200). Each open stream may hold a window of response data its client has
+/// not read yet, so this bounds what one client that stops reading costs; it matches what the
+/// proxy opens on one upstream connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Streams cancelled by the client before their answer, past which a connection is closed when
+/// they are also more than half of its streams (HTTP/2 "rapid reset", CVE-2023-44487).
+///
+/// Why: every stream the proxy accepts goes upstream at once, and a client that resets it a
+/// moment later pays two small frames for it. The stream limit does not bound that, since a
+/// reset stream no longer counts against it, and hyper only limits resets that arrive before a
+/// stream is accepted. Clients do cancel streams (gRPC deadlines, hedged requests), but not most
+/// of them, hundreds of times over, on one connection; Envoy closes such connections too.
+pub const MAX_PREMATURE_RESETS: usize = 100;
+
 /// Streams open on one connection, and since when none has been.
 struct Activity {
     open: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Streams handed to the handler so far.
+    started: AtomicUsize,
+    /// Streams whose handler was dropped before it answered (the client reset them).
+    cancelled: AtomicUsize,
+    /// Woken once the client has cancelled too many streams.
+    abusive: tokio::sync::Notify,
 }
 
 impl Activity {
     fn start(self: &Arc<Self>) -> StreamGuard {
         self.open.fetch_add(1, Relaxed);
+        self.started.fetch_add(1, Relaxed);
         StreamGuard(self.clone())
+    }
+
+    fn cancelled(&self) {
+        let cancelled = self.cancelled.fetch_add(1, Relaxed) + 1;
+        if cancelled > MAX_PREMATURE_RESETS && cancelled * 2 > self.started.load(Relaxed) {
+            self.abusive.notify_one();
+        }
     }
 
     /// When the connection will have been idle long enough, if it is idle now.
@@ -94,6 +125,23 @@ impl Activity {
             return None;
         }
         Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) + idle)
+    }
+}
+
+/// Held by a stream's handler until it answers: dropped before that, the stream was cancelled.
+struct Unanswered(Option<Arc<Activity>>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.cancelled();
+        }
     }
 }
 
@@ -157,16 +205,21 @@ pub(crate) async fn serve_h2<H: Handler>(
     let activity = Arc::new(Activity {
         open: AtomicUsize::new(0),
         idle_since: Mutex::new(Instant::now()),
+        started: AtomicUsize::new(0),
+        cancelled: AtomicUsize::new(0),
+        abusive: tokio::sync::Notify::new(),
     });
     let act = activity.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let guard = act.start();
+        let unanswered = Unanswered(Some(act.clone()));
         let fut = handler.call(req.map(ClientBody::H2));
         async move {
             let resp = fut.await.map(|inner| Tracked {
                 inner,
                 _guard: guard,
             });
+            unanswered.answered();
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -179,6 +232,16 @@ pub(crate) async fn serve_h2<H: Handler>(
             .unwrap_or_else(|| Instant::now() + idle);
         tokio::select! {
             r = served.as_mut() => break r,
+            _ = activity.abusive.notified() => {
+                // Dropping the connection drops every handler on it, and with them their
+                // upstream exchanges: GOAWAY would let the client go on until it answers a PING.
+                tracing::warn!(
+                    streams = activity.started.load(Relaxed),
+                    cancelled = activity.cancelled.load(Relaxed),
+                    "h2c client cancels most of its streams (rapid reset); closing its connection"
+                );
+                return;
+            }
             _ = stopped(&mut stop) => {
                 served.as_mut().graceful_shutdown();
                 break served.await;

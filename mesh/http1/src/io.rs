@@ -88,6 +88,11 @@ impl CountingIo {
     pub fn counted(inner: TcpStream, metrics: Opened) -> Self {
         CountingIo { inner, metrics }
     }
+
+    /// The stream, for socket options.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
 }
 impl AsyncRead for CountingIo {
     fn poll_read(

@@ -43,7 +43,21 @@ pub struct ProxyConfig {
     pub metrics_retain_idle: Duration,
     /// Transparent mode (connections redirected by `serin-proxy init`'s rules); None = off.
     pub transparent: Option<TransparentConfig>,
+    /// Most connections the admin listener keeps open (its IPv6 twin included); above it, it
+    /// stops accepting until one closes. In a pod the admin port is reachable beyond the pod
+    /// (for Prometheus and the kubelet), so without a limit anyone who can reach it could hold
+    /// connections until the proxy runs out of memory or file descriptors.
+    pub admin_max_connections: usize,
+    /// An admin connection that moves no byte for this long is closed (one that never sends
+    /// a request included).
+    pub admin_idle_timeout: Duration,
 }
+
+/// Default `admin_max_connections`: far above what Prometheus and the kubelet's probes use.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 100;
+/// Default `admin_idle_timeout`: longer than a scrape interval's keep-alive gap is not needed;
+/// a closed keep-alive connection only costs the next scrape a connect.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Transparent mode: the outbound listener reads each connection's original destination and
 /// routes it (or forwards it byte for byte); an optional capture listener takes redirected
@@ -97,6 +111,8 @@ impl Default for ProxyConfig {
             body_idle_timeout: Duration::from_secs(60),
             metrics_retain_idle: DEFAULT_METRICS_RETAIN_IDLE,
             transparent: None,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            admin_idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
         }
     }
 }
@@ -390,6 +406,8 @@ pub fn parse(path: &Path, src: &str) -> Result<FileConfig, ConfigError> {
             body_idle_timeout: body_idle_timeout.unwrap_or(defaults.body_idle_timeout),
             metrics_retain_idle: metrics_retain_idle.unwrap_or(defaults.metrics_retain_idle),
             transparent: None,
+            admin_max_connections: defaults.admin_max_connections,
+            admin_idle_timeout: defaults.admin_idle_timeout,
         },
         table,
         routes_given,

@@ -226,6 +226,8 @@ impl Proxy {
                 listeners.push(l6);
             }
             let tcp = registry.tcp("admin", "src");
+            // One limit for the admin port whatever the family it is reached over.
+            let limit = Arc::new(Semaphore::new(cfg.admin_max_connections.max(1)));
             for l in listeners {
                 let table = table.clone();
                 let registry2 = registry.clone();
@@ -234,6 +236,10 @@ impl Proxy {
                     l,
                     registry.clone(),
                     tcp.clone(),
+                    AdminLimits {
+                        connections: limit.clone(),
+                        idle: cfg.admin_idle_timeout,
+                    },
                     admin_stop.subscribe(),
                     Duration::from_secs(1),
                     move |req| {
@@ -686,10 +692,19 @@ impl Connections {
 
 /// Accepts until told to stop, then drains connections for up to `drain`. Returns whether
 /// every connection finished in time.
+/// What bounds the admin listener's connections.
+struct AdminLimits {
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    /// A connection that moves no byte for this long is closed.
+    idle: Duration,
+}
+
 async fn serve<F, Fut>(
     listener: TcpListener,
     registry: Arc<Registry>,
     tcp: Arc<TcpMetrics>,
+    limits: AdminLimits,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     handler: F,
@@ -705,11 +720,16 @@ where
     let acceptor = Acceptor {
         name: "admin",
         registry: &registry,
-        limit: None,
+        limit: Some(limits.connections),
     };
-    accept_until_stopped(&listener, &mut stop, acceptor, |stream, _| {
+    let idle = limits.idle;
+    accept_until_stopped(&listener, &mut stop, acceptor, |stream, permit| {
         let peer = Peer(stream.peer_addr().ok());
-        let io = TokioIo::new(CountingIo::new(stream, tcp.clone() as Arc<dyn TcpObserver>));
+        let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let io = TokioIo::new(Noted {
+            inner: CountingIo::new(stream, tcp.clone() as Arc<dyn TcpObserver>),
+            last: last.clone(),
+        });
         let handler = handler.clone();
         let svc = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(peer);
@@ -718,8 +738,28 @@ where
         let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            // hyper has no idle timeout for a connection that has not yet said whether it
+            // speaks HTTP/1 or 2, nor for an HTTP/2 one: without this, such connections
+            // would hold their permit (and memory, and a descriptor) for ever.
+            loop {
+                let quiet_until = *last.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep_until(quiet_until.into()) => {
+                        let last = *last.lock().unwrap_or_else(|p| p.into_inner());
+                        if last.elapsed() >= idle {
+                            tracing::debug!(?idle, "admin connection idle; closing");
+                            return;
+                        }
+                    }
+                }
             }
         });
     })
@@ -728,6 +768,58 @@ where
     tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// An admin connection's socket, noting when it last moved a byte.
+struct Noted {
+    inner: CountingIo,
+    last: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Noted {
+    fn note<T>(&self, r: &Poll<std::io::Result<T>>) {
+        if matches!(r, Poll::Ready(Ok(_))) {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Noted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.note(&r);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Noted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(&r);
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The admin client's address, put on each admin request.

@@ -314,6 +314,12 @@ impl Listener {
         let _ = upstream.set_nodelay(true);
         let mut upstream = CountingIo::new(upstream, self.dst.clone() as Arc<dyn TcpObserver>);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            // One side reset the connection (or it failed): the other gets a reset too, as it
+            // would without the proxy. Closed with a FIN instead, it would take what it got so
+            // far for the whole stream.
+            for side in [client.get_ref(), upstream.get_ref()] {
+                let _ = side.set_zero_linger();
+            }
             tracing::debug!(%to, error = %e, "opaque connection ended with an error");
         }
     }

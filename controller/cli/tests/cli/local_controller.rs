@@ -281,3 +281,107 @@ async fn a_canary_whose_manifest_is_removed_and_put_back_starts_anew() {
     await_v2_at_the_gate(&site).await;
     site.stop().await;
 }
+
+/// Polls (the controller runs on its own clock) until `pred` holds for the site, or fails
+/// naming `what` with the controller's logs.
+async fn await_site(site: &Site, what: &str, pred: impl Fn(&Site) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pred(site) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; instances {:?}, routes {:?}\n{}",
+            site.live_instances(),
+            site.routes_file(),
+            site.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_canary_stops_what_it_ran_and_its_routes_go() {
+    let site = gated_on_v1("removed-stops").await;
+    site.rollout("v2").await;
+    await_v2_at_the_gate(&site).await;
+    let before = site.live_instances();
+    assert!(
+        before.iter().any(|(role, _, _)| role == "primary")
+            && before.iter().any(|(role, _, _)| role == "canary"),
+        "{before:?}"
+    );
+    assert!(site.routes_file().is_some());
+    // Deleted without revertOnDeletion: as Kubernetes' garbage collector deletes the primary
+    // and the Services a Canary owns, nothing of it keeps running or routed.
+    site.remove("canary.yaml");
+    await_site(
+        &site,
+        "every podinfo process stopped and its routes gone",
+        |s| s.live_instances().is_empty() && s.routes_file().is_none(),
+    )
+    .await;
+    for (_, pid, _) in before {
+        assert!(!serin_local::site::pid_alive(pid), "pid {pid} still runs");
+    }
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_canary_with_revert_on_deletion_leaves_the_target_serving_until_its_process_goes()
+{
+    let mut site = Site::start("removed-reverts").await;
+    site.start_controller().await;
+    let canary = site
+        .gated_canary()
+        .replacen("spec:\n", "spec:\n  revertOnDeletion: true\n", 1);
+    site.write("canary.yaml", &canary);
+    site.await_summary("podinfo initialized on v1", |s| {
+        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+    })
+    .await;
+    site.remove("canary.yaml");
+    // The target is scaled up and gets all the traffic; the primary stops.
+    await_site(&site, "only the target left, with all the traffic", |s| {
+        let live = s.live_instances();
+        !live.is_empty()
+            && live.iter().all(|(role, _, _)| role == "canary")
+            && s.routes_file().is_some_and(|r| r.contains("podinfo"))
+    })
+    .await;
+    let (_, _, port) = site.live_instances()[0].clone();
+    let routes = site.routes_file().unwrap();
+    assert!(
+        routes.contains(&format!("127.0.0.1:{port}")) || routes.contains(&port.to_string()),
+        "{routes}"
+    );
+    // It outlives a controller restart: the new controller takes it back.
+    site.kill_controller();
+    site.start_controller().await;
+    await_site(&site, "the target still serving after the restart", |s| {
+        s.live_instances().iter().any(|(_, _, p)| *p == port) && s.routes_file().is_some()
+    })
+    .await;
+    // Its Process manifest removed too: it stops, and its routes go.
+    site.remove("process.yaml");
+    await_site(&site, "the target stopped and its routes gone", |s| {
+        s.live_instances().is_empty() && s.routes_file().is_none()
+    })
+    .await;
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_removed_while_no_controller_ran_is_cleaned_up_by_the_next_one() {
+    let mut site = gated_on_v1("removed-offline").await;
+    let before = site.live_instances();
+    assert!(!before.is_empty());
+    site.kill_controller();
+    site.remove("canary.yaml");
+    site.start_controller().await;
+    await_site(
+        &site,
+        "the left-behind processes stopped and routes gone",
+        |s| s.live_instances().is_empty() && s.routes_file().is_none(),
+    )
+    .await;
+    site.stop().await;
+}

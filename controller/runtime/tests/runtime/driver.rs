@@ -29,6 +29,10 @@ struct World {
     /// Every event as recorded: type and message.
     event_log: Vec<(EventType, String)>,
     fail_checks: bool,
+    /// The target reads as scaled up but with no replica available (after a revert).
+    target_never_ready: bool,
+    /// The reverts, in the order they came.
+    reverts: Vec<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -43,7 +47,11 @@ impl Workloads for Fake {
                 configs: BTreeMap::new(),
             }),
             primary: Some(Readiness::ready(2)),
-            canary: Some(Readiness::ready(2)),
+            canary: Some(if self.0.lock().unwrap().target_never_ready {
+                Readiness::starting(2, 0)
+            } else {
+                Readiness::ready(2)
+            }),
         })
     }
     async fn initialize_primary(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
@@ -59,6 +67,7 @@ impl Workloads for Fake {
         Ok(())
     }
     async fn revert(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        self.0.lock().unwrap().reverts.push("workloads");
         Ok(())
     }
 }
@@ -82,6 +91,7 @@ impl Router for Fake {
         Ok(self.0.lock().unwrap().in_force)
     }
     async fn revert(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
+        self.0.lock().unwrap().reverts.push("routes");
         Ok(())
     }
 }
@@ -636,5 +646,59 @@ async fn an_event_receiver_that_does_not_answer_costs_one_timeout_per_tick_not_o
             .message
             .contains("event webhook \"events\" was not delivered")),
         "the failure is in the history"
+    );
+}
+
+/// revertOnDeletion hands the target back before the traffic, and a target that never becomes
+/// ready holds the deletion only for Flagger's bounded wait: the traffic then goes back to it
+/// anyway, and the history says so.
+#[tokio::test(start_paused = true)]
+async fn a_reverted_target_that_never_gets_ready_gets_the_traffic_after_the_bounded_wait() {
+    let (driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.revert_on_deletion = true;
+    fake.0.lock().unwrap().target_never_ready = true;
+    let started = tokio::time::Instant::now();
+    let out = driver
+        .tick(&ctx, true, at + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(out, TickOutcome::Stepped { .. }), "{out:?}");
+    let waited = started.elapsed();
+    assert_eq!(
+        waited,
+        Duration::from_secs(3 + 6 + 12 + 24),
+        "Flagger's four waits"
+    );
+    let w = fake.0.lock().unwrap();
+    assert_eq!(
+        w.reverts,
+        ["workloads", "routes"],
+        "the target first, then the traffic"
+    );
+    let note = w
+        .history
+        .iter()
+        .find(|h| h.message.contains("was not ready after the revert wait"))
+        .unwrap_or_else(|| panic!("no history entry says so: {:#?}", w.history));
+    assert!(note.message.contains("0 of 2"), "{}", note.message);
+    assert_eq!(w.saved.last().unwrap().phase, Phase::Terminating);
+}
+
+#[tokio::test]
+async fn a_reverted_target_that_is_ready_gets_the_traffic_at_once() {
+    let (driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.revert_on_deletion = true;
+    let started = tokio::time::Instant::now();
+    driver
+        .tick(&ctx, true, at + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "no wait");
+    let w = fake.0.lock().unwrap();
+    assert_eq!(w.reverts, ["workloads", "routes"]);
+    assert!(
+        !w.history.iter().any(|h| h.message.contains("revert wait")),
+        "{:#?}",
+        w.history
     );
 }

@@ -25,11 +25,7 @@ async fn proxy_to(h2_idle: Duration, body_idle: Duration, app: SocketAddr) -> Pr
     })
     .await
     .expect("proxy starts");
-    p.table()
-        .apply(table(&format!(
-            "routes:\n  - authority: svc\n    rules:\n      - backends: [{{ name: app, endpoints: [\"{app}\"] }}]\n"
-        )))
-        .expect("table");
+    route_svc_to(&p, app);
     p
 }
 

@@ -1475,3 +1475,175 @@ fn the_dry_run_prints_both_families_unless_ipv6_is_off() {
         "{v4_only}"
     );
 }
+
+/// Servers in `ns` for the opaque-TCP test, each reporting what it saw on `seen`:
+/// - 7100 writes `partial` and then resets the connection;
+/// - 7101 answers `got` to the first byte, then reports how the client left (`eof`/`reset`);
+/// - 7102 writes `hello`, half-closes, and reports everything it reads until the client's end.
+fn start_edge_apps(ns: &str) -> std::sync::mpsc::Receiver<String> {
+    let (tx, seen) = std::sync::mpsc::channel();
+    for (port, handle) in [
+        (
+            7100u16,
+            reset_after_partial as fn(TcpStream) -> Option<String>,
+        ),
+        (7101, report_how_the_client_left),
+        (7102, half_close_first),
+    ] {
+        let l = in_ns(ns, || TcpListener::bind(("0.0.0.0", port)))
+            .unwrap_or_else(|e| panic!("bind {port} in {ns}: {e}"));
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                    if let Some(s) = handle(c) {
+                        let _ = tx.send(s);
+                    }
+                });
+            }
+        });
+    }
+    seen
+}
+
+fn reset_after_partial(mut c: TcpStream) -> Option<String> {
+    c.write_all(b"partial").ok()?;
+    std::thread::sleep(Duration::from_millis(200));
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .ok()?;
+    None
+}
+
+fn report_how_the_client_left(mut c: TcpStream) -> Option<String> {
+    let mut b = [0u8; 64];
+    c.read_exact(&mut b[..1]).ok()?;
+    c.write_all(b"got").ok()?;
+    loop {
+        match c.read(&mut b) {
+            Ok(0) => return Some("eof".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some("reset".into());
+            }
+            Err(e) => return Some(format!("error: {e}")),
+        }
+    }
+}
+
+fn half_close_first(mut c: TcpStream) -> Option<String> {
+    c.write_all(b"hello").ok()?;
+    c.shutdown(std::net::Shutdown::Write).ok()?;
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[test]
+fn opaque_tcp_passes_half_closes_and_resets_and_keeps_no_descriptor() {
+    let Some(mut t) = topology("opaque") else {
+        return;
+    };
+    build(&mut t);
+    let (client, primary) = (t.ns("client"), t.ns("primary"));
+    let seen = start_edge_apps(&primary);
+    let stop = Arc::new(AtomicBool::new(false));
+    start_apps_on(&primary, false, "primary", stop.clone());
+    init(&client, &[]).expect("init");
+    start_proxy(&t, &client, &proxy_config(&[], "routes: []\n"));
+    let next_seen = || {
+        seen.recv_timeout(Duration::from_secs(20))
+            .expect("the server reported")
+    };
+
+    // The server half-closes first: the client reads its end, then still sends.
+    in_ns(&client, || {
+        let mut c = TcpStream::connect(format!("{PRIMARY}:7102")).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("the server's half");
+        assert_eq!(got, b"hello");
+        c.write_all(b"late words")
+            .expect("write after the server's end");
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    assert_eq!(next_seen(), "late words");
+
+    // The server resets: the client sees a reset, not an end (what came before the reset
+    // could otherwise pass for a whole answer).
+    let read = in_ns(&client, || {
+        let mut c = TcpStream::connect(format!("{PRIMARY}:7100")).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let r = c.read_to_end(&mut got);
+        (got, r.map_err(|e| e.kind()))
+    });
+    assert_eq!(read.0, b"partial");
+    assert_eq!(
+        read.1,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the server's reset reached the client as {:?}",
+        read.1
+    );
+
+    // The client resets: the server sees a reset.
+    in_ns(&client, || {
+        let mut c = TcpStream::connect(format!("{PRIMARY}:7101")).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(b"\x01").expect("write");
+        let mut got = [0u8; 3];
+        c.read_exact(&mut got).expect("got");
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+    });
+    assert_eq!(
+        next_seen(),
+        "reset",
+        "the client's reset reached the server"
+    );
+
+    // Clients that say nothing and leave: after the detection timeout each is relayed as
+    // opaque TCP, and once they are gone the proxy holds no descriptor for them.
+    let fds = |m: &str| sample(m, &["process_open_fds"]);
+    let dst_opens = |m: &str| {
+        sample(
+            m,
+            &["tcp_open_total{", "direction=\"outbound\"", "peer=\"dst\""],
+        )
+    };
+    let before = metrics(&client);
+    let silent: Vec<TcpStream> = in_ns(&client, || {
+        (0..50)
+            .map(|_| TcpStream::connect(format!("{PRIMARY}:7000")).expect("connect"))
+            .collect()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dst_opens(&metrics(&client)) < dst_opens(&before) + 50.0 {
+        assert!(
+            Instant::now() < deadline,
+            "silent clients were never relayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fds(&metrics(&client));
+        if now <= fds(&before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy holds {now} descriptors, {} before the silent clients",
+            fds(&before)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+}

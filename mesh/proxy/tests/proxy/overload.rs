@@ -206,3 +206,74 @@ async fn above_max_connections_the_listener_stops_accepting_until_one_closes() {
     );
     drop(b);
 }
+
+async fn admin_proxy(max: usize, idle: Duration) -> Proxy {
+    Proxy::start(ProxyConfig {
+        outbound: "127.0.0.1:0".parse().expect("addr"),
+        admin: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_max_connections: max,
+        admin_idle_timeout: idle,
+        ..ProxyConfig::default()
+    })
+    .await
+    .expect("proxy starts")
+}
+
+/// Reads until the proxy closes the connection; returns what came.
+async fn until_closed(c: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got).await;
+    got
+}
+
+#[tokio::test]
+async fn admin_connections_that_go_quiet_are_closed() {
+    let p = admin_proxy(100, Duration::from_millis(300)).await;
+    let admin = p.admin_addr().expect("admin on");
+    // One that never says anything (hyper waits for the first bytes to pick HTTP/1 or 2).
+    let mut silent = TcpStream::connect(admin).await.expect("connect");
+    // One that opens HTTP/2 and then says nothing more.
+    let mut h2 = TcpStream::connect(admin).await.expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    // One keep-alive HTTP/1.1 connection after a scrape.
+    let mut kept = TcpStream::connect(admin).await.expect("connect");
+    kept.write_all(b"GET /live HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .expect("request");
+    assert!(within(10, until_closed(&mut silent)).await.is_empty());
+    within(10, until_closed(&mut h2)).await;
+    let got = within(10, until_closed(&mut kept)).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "the scrape was answered before the close"
+    );
+}
+
+#[tokio::test]
+async fn above_admin_max_connections_the_admin_listener_waits_for_one_to_close() {
+    let p = admin_proxy(2, Duration::from_secs(60)).await;
+    let admin = p.admin_addr().expect("admin on");
+    let a = TcpStream::connect(admin).await.expect("a");
+    let _b = TcpStream::connect(admin).await.expect("b");
+    let mut c = TcpStream::connect(admin).await.expect("c");
+    c.write_all(b"GET /live HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = vec![0u8; 4096];
+    let waiting = tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await;
+    assert!(waiting.is_err(), "a third admin connection was served");
+    drop(a);
+    let n = within(10, c.read(&mut buf)).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop((_b, c));
+    let m = metrics(&p).await;
+    assert!(
+        sample(
+            &m,
+            &["serin_proxy_accept_paused_total{", "listener=\"admin\""]
+        ) >= 1.0,
+        "{m}"
+    );
+}

@@ -21,7 +21,8 @@ const HANDSHAKE: &[u8] =
 
 /// A WebSocket-ish upstream: reads one request head and reports it; answers `101` (with its
 /// first message in the same write) when it asks for `upgrade: websocket`, else `426`. After
-/// the switch it answers every read with `echo:<bytes>`, and closes once the client has.
+/// the switch it answers every read with `echo:<bytes>`, and closes once the client has; it
+/// resets the connection when it reads `reset-me`, and reports a reset it meets.
 async fn ws_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -55,7 +56,16 @@ async fn ws_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
                     .await;
                 loop {
                     match s.read(&mut b).await {
-                        Ok(0) | Err(_) => break,
+                        Err(e) => {
+                            let _ = tx.send(format!("tunnel ended: {:?}", e.kind()));
+                            return;
+                        }
+                        Ok(0) => break,
+                        // Asked to reset the connection: RST, not FIN.
+                        Ok(n) if &b[..n] == b"reset-me" => {
+                            let _ = s.set_zero_linger();
+                            return;
+                        }
                         Ok(n) => {
                             let mut out = b"echo:".to_vec();
                             out.extend_from_slice(&b[..n]);
@@ -207,4 +217,52 @@ async fn stopping_the_proxy_closes_its_tunnels() {
     within(10, read_exactly(&mut c, b"hello-from-upstream")).await;
     within(10, p.shutdown()).await;
     assert!(c.closed().await, "tunnel outlived the proxy");
+}
+
+/// Opens a tunnel through `p` with a raw socket and reads what the upstream sent with its 101.
+async fn raw_tunnel(p: &Proxy) -> tokio::net::TcpStream {
+    let mut c = tokio::net::TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    c.write_all(HANDSHAKE).await.expect("handshake");
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.ends_with(b"hello-from-upstream") {
+        let n = within(10, c.read(&mut b)).await.expect("read");
+        assert!(
+            n > 0,
+            "closed before the switch: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&b[..n]);
+    }
+    c
+}
+
+#[tokio::test]
+async fn a_reset_in_a_tunnel_reaches_the_other_side_as_a_reset() {
+    let (p, mut seen) = ws_proxy().await;
+    // The upstream resets: the client sees a reset, not an end of stream.
+    let mut c = raw_tunnel(&p).await;
+    within(10, seen.recv()).await.expect("handshake seen");
+    c.write_all(b"reset-me").await.expect("write");
+    let mut rest = Vec::new();
+    let r = within(10, c.read_to_end(&mut rest)).await;
+    assert_eq!(
+        r.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the upstream's reset reached the client as an end ({rest:?})"
+    );
+
+    // The client resets: the upstream sees a reset.
+    let c = raw_tunnel(&p).await;
+    within(10, seen.recv()).await.expect("handshake seen");
+    c.set_zero_linger().expect("linger");
+    drop(c);
+    assert_eq!(
+        within(10, seen.recv())
+            .await
+            .expect("the upstream reported"),
+        "tunnel ended: ConnectionReset"
+    );
 }

@@ -42,7 +42,18 @@ enum Script {
     ChunkedAndLength,
     /// These bytes as the response, keep the connection.
     Raw(&'static [u8]),
+    /// These bytes, then close the connection.
+    RawThenClose(&'static [u8]),
+    /// These bytes, then reset the connection (RST, not FIN).
+    RawThenReset(&'static [u8]),
+    /// `100 Continue` after `100 Continue`, for ever.
+    InterimFlood,
+    /// 200 chunked: the head at once, the body [`SLOW_BODY`] later.
+    SlowBody,
 }
+
+/// How long [`Script::SlowBody`] keeps its body back after its head.
+const SLOW_BODY: std::time::Duration = std::time::Duration::from_millis(300);
 
 struct RawUpstream {
     addr: SocketAddr,
@@ -149,6 +160,31 @@ async fn serve_raw(
                 .await?;
             }
             Script::Raw(bytes) => out.write_all(bytes).await?,
+            Script::RawThenClose(bytes) => {
+                out.write_all(bytes).await?;
+                return Ok(());
+            }
+            Script::RawThenReset(bytes) => {
+                out.write_all(bytes).await?;
+                // Let the bytes leave before the reset overtakes them.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                out.set_zero_linger()?;
+                return Ok(());
+            }
+            Script::InterimFlood => {
+                let many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(2048);
+                loop {
+                    out.write_all(&many).await?;
+                }
+            }
+            Script::SlowBody => {
+                out.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await?;
+                out.flush().await?;
+                // The slowness under test is the server's own: its body comes this much later.
+                tokio::time::sleep(SLOW_BODY).await;
+                out.write_all(b"5\r\nhello\r\n0\r\n\r\n").await?;
+            }
             Script::EarlyReject => unreachable!("answered above"),
         }
         if let Script::LengthThenClose = script {
@@ -359,6 +395,151 @@ async fn upstream_framing_headers_are_forwarded_only_when_valid_and_needed() {
             assert_eq!(got.headers.get("content-length"), None, "{:?}", got.headers);
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+/// Sends one raw request to the proxy and reads until the proxy closes the connection.
+async fn raw_exchange(p: &serin_proxy::Proxy, request: &[u8]) -> Vec<u8> {
+    let mut c = TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    c.write_all(request).await.expect("request");
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got).await;
+    got
+}
+
+#[tokio::test]
+async fn a_response_cut_short_of_its_length_reaches_the_client_cut_and_closed() {
+    within(30, async {
+        for script in [
+            Script::RawThenClose(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
+            Script::RawThenReset(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
+            Script::RawThenClose(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            ),
+        ] {
+            let p = proxy().await;
+            let up = raw_upstream(script).await;
+            p.table().apply(route_to(&up)).expect("valid table");
+            // Two pipelined requests: after a cut response, nothing more may come on the
+            // connection (a client would read the next response as the rest of the body).
+            let got = raw_exchange(
+                &p,
+                b"GET /a HTTP/1.1\r\nhost: raw\r\n\r\nGET /b HTTP/1.1\r\nhost: raw\r\n\r\n",
+            )
+            .await;
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+            let body = &text[text.find("\r\n\r\n").expect("head") + 4..];
+            // Cut: neither the whole length nor a chunked body's last chunk.
+            assert!(
+                body == "hello" || body == "5\r\nhello\r\n",
+                "the client got a whole body: {body:?}"
+            );
+            let m = metrics(&p).await;
+            assert_eq!(
+                sample(&m, &["response_total", "error=\"stream\""]),
+                1.0,
+                "{m}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bytes_past_a_responses_length_are_dropped_with_its_connection() {
+    within(30, async {
+        let p = proxy().await;
+        // A second response smuggled behind the first: it must never answer a request.
+        let up = raw_upstream(Script::Raw(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil",
+        ))
+        .await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let client = h1_client();
+        for _ in 0..3 {
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 3, "a connection with leftovers was reused");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_status_line_that_does_not_parse_is_a_502() {
+    within(30, async {
+        let p = proxy().await;
+        let client = h1_client();
+        for bad in [
+            &b"HTTP/1.1 2OO OK\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 1000 Big\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 099 Small\r\ncontent-length: 0\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+            b"\x00\x01\x02garbage\r\n\r\n",
+        ] {
+            let up = raw_upstream(Script::Raw(bad)).await;
+            p.table().apply(route_to(&up)).expect("valid table");
+            let got = get(&client, p.outbound_addr(), "raw", "/", &[]).await;
+            assert_eq!(
+                got.status,
+                StatusCode::BAD_GATEWAY,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(got.headers["l5d-proxy-error"], "upstream");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_endless_run_of_interim_responses_ends_in_the_route_timeout() {
+    within(30, async {
+        let p = proxy().await;
+        let up = raw_upstream(Script::InterimFlood).await;
+        p.table()
+            .apply(table(&format!(
+                "routes:\n  - authority: raw\n    rules:\n      - timeout: 1s\n        backends: [{{ name: raw, endpoints: [\"{}\"] }}]\n",
+                up.addr
+            )))
+            .expect("valid table");
+        let got = get(&h1_client(), p.outbound_addr(), "raw", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
+    })
+    .await;
+}
+
+/// `response_latency_ms` is Linkerd's time to first byte: up to the response's first data
+/// frame, so a server that sends its headers at once and its body late reads as slow (it read
+/// about 1 ms when the proxy measured to the response headers).
+#[tokio::test]
+async fn a_response_whose_body_comes_late_is_as_slow_as_its_first_byte() {
+    within(30, async {
+        let up = raw_upstream(Script::SlowBody).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let got = get(&h1_client(), p.outbound_addr(), "raw", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.body, "hello");
+        let m = metrics(&p).await;
+        let series = ["dst_service=\"raw\"", "status_code=\"200\""];
+        let count = [&["response_latency_ms_count{"][..], &series[..]].concat();
+        assert_eq!(sample(&m, &count), 1.0, "{m}");
+        // 300 ms later: above the 300 ms bucket, so nothing at or under 200.
+        let fast = [
+            &["response_latency_ms_bucket{"][..],
+            &series[..],
+            &["le=\"200\""][..],
+        ]
+        .concat();
+        assert_eq!(sample(&m, &fast), 0.0, "{m}");
+        let sum = [&["response_latency_ms_sum{"][..], &series[..]].concat();
+        assert!(sample(&m, &sum) >= SLOW_BODY.as_millis() as f64, "{m}");
     })
     .await;
 }

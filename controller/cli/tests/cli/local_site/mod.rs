@@ -83,6 +83,11 @@ impl Site {
     /// gate (`/gate/check`) and which rolls back when its rollback gate is open
     /// (`/rollback/check`): Flagger load-tester webhooks, served by the controller itself.
     pub fn write_gated_canary(&self) {
+        self.write("canary.yaml", &self.gated_canary());
+    }
+
+    /// The manifest [`Site::write_gated_canary`] writes.
+    pub fn gated_canary(&self) -> String {
         let d = &self.dashboard;
         let shape = CanaryShape {
             threshold: 1,
@@ -99,7 +104,7 @@ impl Site {
             ),
             ..CanaryShape::new(NAME, PORT)
         };
-        self.write("canary.yaml", &canary_manifest(&shape));
+        canary_manifest(&shape)
     }
 
     /// A Canary measured from the proxy: Flagger's two built-in checks and the judge.
@@ -175,6 +180,41 @@ impl Site {
 
     pub fn logs(&self) -> String {
         self.site.controller_logs()
+    }
+
+    /// The live processes the supervisor recorded for `podinfo`: (role, pid, port).
+    pub fn live_instances(&self) -> Vec<(String, u32, u16)> {
+        let file = self
+            .site
+            .dir
+            .state()
+            .join(format!("default_{NAME}.processes.json"));
+        let Ok(bytes) = std::fs::read(&file) else {
+            return Vec::new();
+        };
+        let records: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r["role"].as_str().unwrap().to_string(),
+                    r["pid"].as_u64().unwrap() as u32,
+                    r["port"].as_u64().unwrap() as u16,
+                )
+            })
+            .filter(|(_, pid, _)| site::pid_alive(*pid))
+            .collect()
+    }
+
+    /// The routes file the controller writes for `podinfo`, if there is one.
+    pub fn routes_file(&self) -> Option<String> {
+        std::fs::read_to_string(
+            self.site
+                .dir
+                .routes()
+                .join(format!("serin-local-default-{NAME}.yaml")),
+        )
+        .ok()
     }
 
     fn client(&self) -> Client {

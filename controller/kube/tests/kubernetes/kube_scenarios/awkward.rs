@@ -108,9 +108,24 @@ async fn a_canary_whose_target_cannot_be_copied_can_still_be_deleted() {
     released["metadata"]["finalizers"] = json!([]);
     let mut parked = d.clone();
     parked["spec"]["replicas"] = json!(0);
+    let mut scaled = d.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    for field in [
+        "replicas",
+        "updatedReplicas",
+        "availableReplicas",
+        "readyReplicas",
+    ] {
+        scaled["status"][field] = json!(3);
+    }
     let calls = vec![
         get_target(d.clone()),
         get_primary(primary("podinfo:1")),
+        get_target(parked),
+        get_primary(primary("podinfo:1").replicas(3)),
+        scale_target(3),
+        get_target(scaled),
+        get_primary(primary("podinfo:1").replicas(3)),
         expect(
             "DELETE",
             format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
@@ -118,9 +133,6 @@ async fn a_canary_whose_target_cannot_be_copied_can_still_be_deleted() {
         .reply(200, status_err(200, "", "deleted")),
         get_target(d),
         expect("PATCH", format!("/api/v1/namespaces/{NS}/services/podinfo")),
-        get_target(parked),
-        get_primary(primary("podinfo:1").replicas(3)),
-        scale_target(3),
         event("Terminating"),
         status_write(&canary, |b| assert_eq!(b["status"]["phase"], "Terminating")),
         expect(

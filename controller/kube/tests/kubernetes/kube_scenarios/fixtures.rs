@@ -466,13 +466,35 @@ pub fn promoting(check: impl FnOnce(&Value) + Send + 'static) -> Vec<Expect> {
 /// (`delete_route`), the apex Service selects the target again and is released, the target is
 /// scaled back to the primary's replicas, and the finalizer goes.
 pub fn handing_back(canary: &Value, delete_route: Expect) -> Vec<Expect> {
+    handing_back_after(
+        canary,
+        delete_route,
+        vec![deployment("podinfo:2").replicas(3).build()],
+    )
+}
+
+/// [`handing_back`] where the target, once scaled up, reads as each of `looks` in turn (the
+/// last one ready): the traffic goes back to it only after that.
+pub fn handing_back_after(canary: &Value, delete_route: Expect, looks: Vec<Value>) -> Vec<Expect> {
     let mut released = canary.clone();
     released["metadata"]["finalizers"] = json!([]);
-    vec![
+    let mut calls = vec![
         get_target(deployment("podinfo:2")),
         get_primary(primary("podinfo:1")),
+        // As Flagger's finalizer: the target is scaled up first...
+        get_target(deployment("podinfo:2").replicas(0)),
+        get_primary(primary("podinfo:1").replicas(3)),
+        scale_target(3),
+    ];
+    // ...and looked at until it is ready...
+    for look in looks {
+        calls.push(get_target(look));
+        calls.push(get_primary(primary("podinfo:1").replicas(3)));
+    }
+    // ...and only then gets the traffic back.
+    calls.extend([
         delete_route,
-        get_target(deployment("podinfo:2")),
+        get_target(deployment("podinfo:2").replicas(3)),
         expect("PATCH", format!("/api/v1/namespaces/{NS}/services/podinfo")).check(|b| {
             assert_eq!(
                 b["spec"]["selector"]["app"], "podinfo",
@@ -483,9 +505,6 @@ pub fn handing_back(canary: &Value, delete_route: Expect) -> Vec<Expect> {
                 "apex is released from the Canary"
             );
         }),
-        get_target(deployment("podinfo:2").replicas(0)),
-        get_primary(primary("podinfo:1").replicas(3)),
-        scale_target(3),
         event("Terminating"),
         status_write(canary, |b| assert_eq!(b["status"]["phase"], "Terminating")),
         expect(
@@ -497,5 +516,6 @@ pub fn handing_back(canary: &Value, delete_route: Expect) -> Vec<Expect> {
             assert_eq!(b["metadata"]["resourceVersion"], "41");
         })
         .reply(200, released),
-    ]
+    ]);
+    calls
 }

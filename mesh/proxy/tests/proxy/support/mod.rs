@@ -286,6 +286,15 @@ pub async fn proxy() -> Proxy {
     proxy_with(&[]).await
 }
 
+/// Routes authority `svc` on `p` to the one endpoint `app` (backend `app`).
+pub fn route_svc_to(p: &Proxy, app: SocketAddr) {
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: svc\n    rules:\n      - backends: [{{ name: app, endpoints: [\"{app}\"] }}]\n"
+        )))
+        .expect("table");
+}
+
 pub fn table(yaml: &str) -> RouteTable {
     serde_norway::from_str(yaml).expect("test table yaml")
 }
