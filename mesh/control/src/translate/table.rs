@@ -99,6 +99,14 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
                 );
             } else {
                 built.push((None, ctx.http_route(&portless, None)));
+                // On a multi-port Service, a request to `host:port` must reach the Service on
+                // that port (a rule without backendRefs sends to the parent Service), so every
+                // port gets its own copy; a port with routes of its own gets it below.
+                if svc.ports.len() > 1 {
+                    for sp in svc.ports.iter().filter(|sp| !ports.contains(&sp.port)) {
+                        built.push((Some(sp.port), ctx.http_route(&portless, Some(sp.port))));
+                    }
+                }
             }
             for p in ports {
                 let subset: Vec<&Attach<'_>> = list

@@ -680,3 +680,50 @@ spec:
         [("echo-v2".to_string(), 1)]
     );
 }
+
+#[test]
+fn a_route_on_a_whole_multi_port_service_keeps_each_port_on_its_own_endpoints() {
+    // A parentRef without port attaches to every port; a rule without backendRefs sends to
+    // the parent Service on the port the request came to, not always on the first one.
+    let mut w = mesh();
+    w.endpoints.insert(
+        ObjKey::new("mesh", "echo"),
+        [(
+            "echo-slice".to_string(),
+            EndpointSet::Slice {
+                ports: vec![(Some("http".into()), 8080), (Some("admin".into()), 9090)],
+                ready: vec!["10.1.9.1".parse().expect("ip")],
+            },
+        )]
+        .into(),
+    );
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: whole, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+    - matches: [{path: {value: /v2}}]
+      backendRefs: [{name: echo-v2, port: 80}]
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-via, value: mesh}]}
+"#,
+    );
+    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    for (authority, endpoint) in [("echo:80", "10.1.9.1:8080"), ("echo:8080", "10.1.9.1:9090")] {
+        let route = at(&t, authority);
+        assert_eq!(route.rules.len(), 2, "{authority}");
+        let parent = route
+            .resolve_backend(&route.rules[1].backends[0].name)
+            .expect("parent backend");
+        assert_eq!(
+            parent.endpoints,
+            [endpoint.parse::<SocketAddr>().expect("addr")],
+            "{authority}"
+        );
+    }
+}

@@ -391,12 +391,13 @@ async fn streams_past_the_advertised_limit_are_refused_and_never_sent_upstream()
     let mut block = vec![0x82, 0x86, 0x44, 0x05];
     block.extend_from_slice(b"/hang");
     block.extend_from_slice(&[0x41, 0x03, b's', b'v', b'c']);
-    for i in 0..300u32 {
+    let limit = serin_http1::h2::MAX_CONCURRENT_STREAMS;
+    for i in 0..limit + 100 {
         wr.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block))
             .await
             .expect("headers");
     }
-    // Until the proxy has refused the 100 streams past its 200.
+    // Until the proxy has refused the 100 streams past its limit.
     within(20, async {
         loop {
             if seen.lock().unwrap().resets.len() >= 100 {
@@ -409,18 +410,20 @@ async fn streams_past_the_advertised_limit_are_refused_and_never_sent_upstream()
     let mut upstream_saw = 0;
     while within(10, app.seen.recv()).await.is_some() {
         upstream_saw += 1;
-        if upstream_saw == 200 {
+        if upstream_saw == limit {
             break;
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         app.seen.try_recv().is_err(),
-        "more than 200 streams went upstream"
+        "more than {limit} streams went upstream"
     );
     let s = seen.lock().unwrap();
     assert!(
-        s.resets.iter().all(|&(id, code)| code == 7 && id > 400),
+        s.resets
+            .iter()
+            .all(|&(id, code)| code == 7 && id > 2 * limit),
         "only the streams past the limit are refused (REFUSED_STREAM): {:?}",
         &s.resets[..5]
     );
