@@ -534,11 +534,18 @@ async fn send(
     let latency = started.elapsed();
     ep.observe(latency);
     let (mut parts, body) = resp.into_parts();
-    let series = metrics.latency(parts.status.as_u16(), latency);
+    let series = metrics.series(parts.status.as_u16());
     // A 101 (only ever the answer to an upgrade the client asked for) says what it switched
     // to; the client's connection adds `connection: upgrade`.
     let switched =
         (parts.status == StatusCode::SWITCHING_PROTOCOLS).then(|| upgrade_values(&parts.headers));
+    // A switched connection has no response body: its latency is its answer's.
+    let first_byte_from = if switched.is_some() {
+        series.observe(latency);
+        None
+    } else {
+        Some(started)
+    };
     strip_hop_by_hop(&mut parts.headers);
     if let Some(values) = switched {
         restore_upgrade(&mut parts.headers, values);
@@ -546,6 +553,7 @@ async fn send(
     response_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,
+        first_byte_from,
         parts.status.as_u16(),
         &parts.headers,
         Some(in_flight),

@@ -626,6 +626,20 @@ fn legacy_table_names(ns: &str, families: &[&str]) -> String {
     run(&["ip", "netns", "exec", ns, "sh", "-c", &script]).expect("read the legacy table names")
 }
 
+/// `iptables-legacy-save -t nat` in `ns` (which creates the legacy nat table there).
+fn legacy_nat_save(ns: &str) -> String {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables-legacy-save",
+        "-t",
+        "nat",
+    ])
+    .expect("save")
+}
+
 /// What `ns` holds of Serin's rules, both families, both tables (empty: nothing).
 fn serin_rules(ns: &str) -> String {
     let mut found = String::new();
@@ -1258,21 +1272,66 @@ fn init_detects_the_iptables_backend_without_creating_a_legacy_table() {
         legacy_tables()
     );
     // The check can see one: the legacy save that detection no longer runs creates it.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &pod,
-        "iptables-legacy-save",
-        "-t",
-        "nat",
-    ])
-    .expect("save");
+    legacy_nat_save(&pod);
     assert!(
         legacy_tables().lines().any(|l| l.trim() == "nat"),
         "{}",
         legacy_tables()
     );
+}
+
+/// A node where only iptables-legacy works (a kernel without nf_tables, stood for by an
+/// `iptables-nft` that fails as it fails there): the pod's fresh namespace holds no rule in
+/// either backend, and detection must not pick the one that cannot run.
+#[test]
+fn init_picks_iptables_legacy_where_iptables_nft_does_not_work() {
+    let Some(mut t) = topology("nonft") else {
+        return;
+    };
+    let pod = lone_pod(&mut t, "pod");
+    let bin = t.dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    for tool in ["iptables-nft", "ip6tables-nft"] {
+        for (name, body) in [
+            // `--version` runs without the kernel; every other call needs nf_tables.
+            (
+                tool.to_string(),
+                format!(
+                    "[ \"$1\" = --version ] && {{ echo '{tool} v1.8.9 (nf_tables)'; exit 0; }}\n"
+                ),
+            ),
+            (format!("{tool}-save"), String::new()),
+            (format!("{tool}-restore"), String::new()),
+        ] {
+            let script = format!(
+                "#!/bin/sh\n{body}echo '{name} v1.8.9 (nf_tables): Failed to initialize nft: Protocol not supported' >&2\nexit 1\n"
+            );
+            let path = bin.join(&name);
+            std::fs::write(&path, script).expect("fake tool");
+            sh(&["chmod", "+x", path.to_str().unwrap()]);
+        }
+    }
+    let path = format!(
+        "PATH={}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let init_here = |extra: &[&str]| {
+        let mut args = vec!["ip", "netns", "exec", &pod, "env", &path];
+        args.extend([env!("CARGO_BIN_EXE_serin-proxy"), "init", "--ipv6", "off"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let out = init_here(&[]).expect("init");
+    assert!(
+        out.contains("capture rules installed (iptables-legacy)"),
+        "{out}"
+    );
+    let legacy = legacy_nat_save(&pod);
+    assert!(legacy.contains("-j SERIN_OUTBOUND"), "{legacy}");
+    init_here(&["--remove"]).expect("remove");
+    let legacy = legacy_nat_save(&pod);
+    assert!(!legacy.contains("SERIN_"), "{legacy}");
 }
 
 /// `--remove` with the legacy backend must not create the legacy tables it has nothing to
