@@ -727,3 +727,36 @@ spec:
         );
     }
 }
+
+#[test]
+fn a_mirror_fraction_below_one_percent_is_kept_exactly() {
+    // httproute-request-mirror with fraction: 1/1000 is a tenth of a percent, not 0%.
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shadowed, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+    - matches: [{path: {value: /tenth}}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, fraction: {numerator: 1, denominator: 1000}}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, percent: 30}
+      backendRefs: [{name: echo-v1, port: 80}]
+"#,
+    );
+    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let route = at(&t, "echo:80");
+    let share = |i: usize| {
+        let m = route.rules[i].mirror.as_ref().expect("mirror");
+        m.share()
+    };
+    assert_eq!(share(0), (1, 1000));
+    assert_eq!(share(1), (30, 100));
+}
