@@ -228,7 +228,11 @@ pub fn strategy_not_routed(canary: &Canary, provider: &str) -> Vec<String> {
     not_routed(
         !a.r#match.is_empty(),
         "spec.analysis.match",
-        "requests are not routed by match",
+        if routing == Routing::Selector {
+            "requests are not routed by match (Flagger drops the match and runs Blue/Green)"
+        } else {
+            "requests are not routed by match"
+        },
     );
     not_routed(a.mirror, "spec.analysis.mirror", "traffic is not mirrored");
     not_routed(
@@ -243,7 +247,7 @@ pub fn strategy_not_routed(canary: &Canary, provider: &str) -> Vec<String> {
         ] {
             if set {
                 out.push(format!(
-                    "{field}: provider {provider:?} cannot send part of the traffic to the canary ({how}): it runs Blue/Green only, so set analysis.iterations instead, or use a provider that splits by weight: {HTTP_ROUTE_PROVIDERS}, smi, osm"
+                    "{field}: provider {provider:?} cannot send part of the traffic to the canary ({how}): it runs Blue/Green only, so set analysis.iterations instead (Flagger runs such a Canary as Blue/Green with iterations: 10), or use a provider that splits by weight: {HTTP_ROUTE_PROVIDERS}, smi, osm"
                 ));
             }
         }
