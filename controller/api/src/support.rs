@@ -638,15 +638,39 @@ pub const FIELD_RULES: &[FieldRule] = &[
     },
 ];
 
-/// The Canary fields this document sets that Serin accepts but does not act on, with why.
-pub fn ignored_fields(canary: &Canary) -> Vec<(&'static str, &'static str)> {
-    FIELD_RULES
+/// Why a route field is not written by a provider that does not write an HTTPRoute.
+const HTTP_ROUTE_ONLY: &str = "only an HTTPRoute carries it (providers serin, linkerd, gatewayapi), not this provider's routing";
+
+/// The Canary fields this document sets that Serin accepts but does not act on under
+/// `provider` (the Canary's, or the controller's default), with why: what `serin validate`
+/// prints and the controller's `IgnoredFields` condition names, so neither drops one silently.
+pub fn ignored_fields(canary: &Canary, provider: &str) -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<_> = FIELD_RULES
         .iter()
         .filter_map(|r| match r.support {
             FieldSupport::Ignored(why) if (r.set)(canary) => Some((r.path, why)),
             _ => None,
         })
-        .collect()
+        .collect();
+    let s = &canary.spec.service;
+    if routing(provider).is_some_and(|r| r != Routing::HttpRoute) {
+        for (set, path) in [
+            (s.headers.is_some(), "spec.service.headers"),
+            (s.timeout.is_some(), "spec.service.timeout"),
+            (!s.gateway_refs.is_empty(), "spec.service.gatewayRefs"),
+        ] {
+            if set {
+                out.push((path, HTTP_ROUTE_ONLY));
+            }
+        }
+    }
+    if s.gateway_refs.is_empty() && !s.hosts.is_empty() {
+        out.push((
+            "spec.service.hosts",
+            "host names are written only on a route attached to gateways (spec.service.gatewayRefs)",
+        ));
+    }
+    out
 }
 
 /// The compatibility section of README.md, generated from the tables above (a test fails when
