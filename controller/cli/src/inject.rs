@@ -74,7 +74,7 @@ impl ProxyFlags {
                 );
             }
         }
-        Ok(InjectConfig {
+        let cfg = InjectConfig {
             proxy_image: self.proxy_image.clone(),
             proxy_uid: self.proxy_uid,
             control_plane: self.control_plane_url.clone(),
@@ -84,7 +84,9 @@ impl ProxyFlags {
             memory_request: self.proxy_memory_request.clone(),
             memory_limit: self.proxy_memory_limit.clone(),
             ..InjectConfig::default()
-        })
+        };
+        serin_kube::inject::check_defaults(&cfg)?;
+        Ok(cfg)
     }
 }
 

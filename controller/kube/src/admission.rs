@@ -192,6 +192,14 @@ impl Injector {
             &self.config,
             false,
         ) {
+            Ok(Decision::Skipped(Skip::OtherMesh)) => {
+                // The pod asked for Serin and got nothing: say so where `kubectl` shows it.
+                tracing::warn!(ns = %namespace, reason = Skip::OtherMesh.label(), "pod admitted without injection");
+                self.metrics.count("skipped", Skip::OtherMesh.label());
+                let mut r = ok;
+                r.warnings = Some(vec![OTHER_MESH_WARNING.into()]);
+                r
+            }
             Ok(Decision::Skipped(skip)) => {
                 tracing::debug!(ns = %namespace, reason = skip.label(), "pod admitted without injection");
                 self.metrics.count("skipped", skip.label());
@@ -224,19 +232,23 @@ impl Injector {
     }
 }
 
+/// The warning a pod that opted in but carries another mesh's proxy is admitted with.
+pub const OTHER_MESH_WARNING: &str = "serin injector: serin-proxy not injected: the pod has another mesh's proxy (Linkerd's or Istio's) or asks for it; two meshes would capture its traffic twice";
+
 /// Metric label values a skip can have (for dashboards to list).
-pub fn skip_labels() -> [&'static str; 5] {
+pub fn skip_labels() -> [&'static str; 6] {
     [
         Skip::NotEnabled.label(),
         Skip::Disabled.label(),
         Skip::HostNetwork.label(),
         Skip::SystemNamespace.label(),
         Skip::AlreadyInjected.label(),
+        Skip::OtherMesh.label(),
     ]
 }
 
 /// The JSON patch from `before` to `after` (an [`inject`](inject::inject) result): the two
-/// containers added in front of the pod's init containers and the marker annotation, written
+/// containers added in front of the pod's init containers, their volume and the marker annotation, written
 /// as `add` operations only, so nothing else of the pod as the API server holds it is touched.
 pub fn patch(before: &Pod, after: &Pod) -> Result<json_patch::Patch, serde_json::Error> {
     let added: Vec<&Container> = after
@@ -258,6 +270,25 @@ pub fn patch(before: &Pod, after: &Pod) -> Result<json_patch::Patch, serde_json:
         }
     } else {
         ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": added}));
+    }
+    // The volume the init container's iptables lock lives on, appended to the pod's own.
+    let volumes: Vec<&k8s_openapi::api::core::v1::Volume> = after
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| v.name == inject::XTABLES_LOCK_VOLUME)
+        .collect();
+    let had_volumes = before
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some();
+    if had_volumes {
+        for v in volumes {
+            ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": v}));
+        }
+    } else if !volumes.is_empty() {
+        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
     }
     let marker = after
         .metadata

@@ -120,7 +120,7 @@ pub async fn run(client: &Client, opts: &CheckOptions, now: Timestamp) -> Vec<Ou
         out.push(available(client, ns, component).await);
     }
     out.push(leader(client, ns, now).await);
-    out.push(webhook(client, ns).await);
+    out.push(webhook(client, ns, now).await);
     let (outcome, status) = proxies(client, ns).await;
     out.push(outcome);
     out.push(metrics_server(client, ns).await);
@@ -401,7 +401,7 @@ async fn leader(client: &Client, ns: &str, now: Timestamp) -> Outcome {
     }
 }
 
-async fn webhook(client: &Client, ns: &str) -> Outcome {
+async fn webhook(client: &Client, ns: &str, now: Timestamp) -> Outcome {
     let check = "injector webhook and its CA bundle";
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let config = match api.get_opt(INJECTOR).await {
@@ -430,26 +430,65 @@ async fn webhook(client: &Client, ns: &str) -> Outcome {
         return Outcome::fail(check, "the webhook has no CA bundle yet", hint);
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let ca = match secrets.get_opt(INJECTOR_TLS_SECRET).await {
-        Ok(Some(s)) => s.data.unwrap_or_default().remove("ca.crt").map(|b| b.0),
-        Ok(None) => None,
+    let mut data = match secrets.get_opt(INJECTOR_TLS_SECRET).await {
+        Ok(Some(s)) => s.data.unwrap_or_default(),
+        Ok(None) => Default::default(),
         Err(e) => return Outcome::fail(check, api_message(&e), hint),
     };
-    match ca {
-        Some(ca) if ca == bundle => {
-            Outcome::pass(check, "present; CA bundle matches the serving certificate")
+    match data.remove("ca.crt").map(|b| b.0) {
+        Some(ca) if ca == bundle => {}
+        Some(_) => {
+            return Outcome::fail(
+                check,
+                format!("the CA bundle does not match Secret {INJECTOR_TLS_SECRET}'s ca.crt"),
+                hint,
+            );
         }
-        Some(_) => Outcome::fail(
-            check,
-            format!("the CA bundle does not match Secret {INJECTOR_TLS_SECRET}'s ca.crt"),
-            hint,
-        ),
-        None => Outcome::fail(
-            check,
-            format!("Secret {ns}/{INJECTOR_TLS_SECRET} (ca.crt) not found"),
-            hint,
-        ),
+        None => {
+            return Outcome::fail(
+                check,
+                format!("Secret {ns}/{INJECTOR_TLS_SECRET} (ca.crt) not found"),
+                hint,
+            );
+        }
     }
+    let cert = String::from_utf8_lossy(&data.remove("tls.crt").map(|b| b.0).unwrap_or_default())
+        .into_owned();
+    match certificate_expiry(&cert, now) {
+        Ok(until) => Outcome::pass(
+            check,
+            format!("present; CA bundle matches the serving certificate, valid until {until}"),
+        ),
+        Err(message) => Outcome::fail(check, message, hint),
+    }
+}
+
+/// Whether the injector's serving certificate (`tls.crt`) is current at `now`: readable, not
+/// expired, and renewed on time. The injector renews it with a third of its lifetime left,
+/// looking every hour; a certificate past that point by more than two hours means no replica
+/// is renewing it, and once it expires the API server cannot call the webhook, so every pod
+/// is created without the proxy (the failure policy is `Ignore`). Ok: the expiry, as RFC 3339.
+fn certificate_expiry(cert_pem: &str, now: Timestamp) -> Result<String, String> {
+    let (from, until) = crate::injector::validity(cert_pem)
+        .map_err(|e| format!("Secret {INJECTOR_TLS_SECRET}: {e}"))?;
+    let now = jiff::Timestamp::from_millisecond(now.as_millis())
+        .map_err(|e| format!("the clock is out of range: {e}"))?;
+    let until_text = until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    if now >= until {
+        return Err(format!(
+            "the serving certificate expired at {until_text}: the API server cannot call the injector, and pods are created without the proxy"
+        ));
+    }
+    // The certificate is issued a day before its start (clock skew), not part of its lifetime.
+    let lifetime = from.duration_until(until) - jiff::SignedDuration::from_hours(24);
+    let renew_at = until - lifetime / 3;
+    if now > renew_at + jiff::SignedDuration::from_hours(2) {
+        return Err(format!(
+            "the serving certificate expires at {until_text} and was not renewed (due since {}): no injector replica is renewing it",
+            renew_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
+    Ok(until_text)
 }
 
 /// GET through the API server's service proxy.

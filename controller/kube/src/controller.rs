@@ -50,8 +50,11 @@ pub fn error_policy(canary: Arc<Canary>, error: &ReconcileError, ctx: Arc<Contex
         }
         Err(_) => 0,
     };
-    let delay = backoff(kind, n);
-    tracing::warn!(canary = %canary.name_any(), error = %error, kind = kind.as_str(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    // The API server's Retry-After (429, 503) is a floor: retrying sooner only adds load where
+    // it asked for less.
+    let asked = super::throttle::retry_after(error);
+    let delay = backoff(kind, n).max(asked.unwrap_or_default());
+    tracing::warn!(canary = %canary.name_any(), error = %error, kind = kind.as_str(), retry_in_ms = delay.as_millis() as u64, retry_after_s = asked.map(|d| d.as_secs()), "reconcile failed");
     Requeue::requeue(delay)
 }
 

@@ -21,8 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecurityContext,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -96,6 +97,31 @@ pub const INIT_CONTAINER: &str = "serin-init";
 pub const PROXY_CONTAINER: &str = "serin-proxy";
 /// The namespace Serin itself runs in: never injected.
 pub const SYSTEM_NAMESPACE: &str = "serin-system";
+/// The cluster's own namespace (DNS, CNI, kube-proxy): never injected, and left out of the
+/// webhook's namespace selector, so that meshing can never stand between the cluster and its
+/// DNS.
+pub const KUBE_SYSTEM: &str = "kube-system";
+
+/// The volume mounted at `/run` in [`INIT_CONTAINER`]: iptables-legacy (and
+/// iptables-legacy-restore) take the lock file `/run/xtables.lock` before any change and exit
+/// with "can't open lock file" when `/run` is read-only, which it is under the init container's
+/// `readOnlyRootFilesystem`. Nodes whose rules are in the legacy backend would otherwise never
+/// start an injected pod.
+pub const XTABLES_LOCK_VOLUME: &str = "serin-init-xtables-lock";
+
+/// Containers another mesh's injector adds (Linkerd's, Istio's). A pod holding one already has
+/// its traffic captured by that mesh: a second set of capture rules would send each connection
+/// through both proxies, or loop.
+const OTHER_MESH_CONTAINERS: [&str; 5] = [
+    "linkerd-proxy",
+    "linkerd-init",
+    "istio-proxy",
+    "istio-init",
+    "istio-validation",
+];
+/// Annotations another mesh's injector leaves on the pods it injected (the uninjected-pods
+/// watch sees pods' metadata only, so the containers are not enough).
+const OTHER_MESH_MARKERS: [&str; 2] = ["linkerd.io/proxy-version", "sidecar.istio.io/status"];
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 /// The values of [`CAPTURE_IPV6`], as `serin-proxy` takes them.
@@ -155,10 +181,14 @@ pub enum Skip {
     Disabled,
     /// The pod uses the node's network: capture rules would rewrite the node's traffic.
     HostNetwork,
-    /// Serin's own namespace.
+    /// Serin's own namespace, or `kube-system`.
     SystemNamespace,
     /// The proxy is already there.
     AlreadyInjected,
+    /// Another mesh's proxy is there (Linkerd's, Istio's), or that mesh's injector is asked to
+    /// add it (`linkerd.io/inject` on the pod or its namespace, `sidecar.istio.io/inject` on
+    /// the pod): two meshes' capture rules in one pod would send traffic through both proxies.
+    OtherMesh,
 }
 
 impl Skip {
@@ -170,6 +200,7 @@ impl Skip {
             Skip::HostNetwork => "host_network",
             Skip::SystemNamespace => "system_namespace",
             Skip::AlreadyInjected => "already_injected",
+            Skip::OtherMesh => "other_mesh",
         }
     }
 }
@@ -190,6 +221,34 @@ pub enum InjectError {
     /// The pod has no `spec`.
     #[error("the pod has no spec")]
     NoSpec,
+    /// One of the pod's containers runs as the proxy's UID, whose traffic the capture rules
+    /// let through untouched: that container would silently not be meshed.
+    #[error(
+        "container {container:?} runs as UID {uid} ({field}), the UID the proxy runs as: the capture rules let that UID's traffic bypass the proxy, so the container would not be meshed; run it as another UID, or inject with another --proxy-uid"
+    )]
+    ProxyUid {
+        /// The container's name.
+        container: String,
+        /// Where its UID is set.
+        field: &'static str,
+        /// The UID.
+        uid: i64,
+    },
+    /// A proxy resource request above its limit: the API server would refuse the pod, naming
+    /// only `spec.initContainers[1]`, which the user never wrote.
+    #[error(
+        "the proxy's {resource} request {request} is above its {resource} limit {limit}, which Kubernetes refuses; set {limit_annotation} at or above the request, or lower the request"
+    )]
+    RequestAboveLimit {
+        /// `cpu` or `memory`.
+        resource: &'static str,
+        /// The request and where it comes from (the annotation, or the injector's default).
+        request: String,
+        /// The limit and where it comes from.
+        limit: String,
+        /// The annotation that sets the limit.
+        limit_annotation: &'static str,
+    },
 }
 
 /// What the pod is, for its identity labels: the workload that owns it, named as Linkerd's
@@ -274,7 +333,7 @@ pub fn wanted(
     if is_injected(pod) {
         return Ok(Some(Skip::AlreadyInjected));
     }
-    if namespace == SYSTEM_NAMESPACE {
+    if namespace == SYSTEM_NAMESPACE || namespace == KUBE_SYSTEM {
         return Ok(Some(Skip::SystemNamespace));
     }
     if pod
@@ -300,10 +359,66 @@ pub fn wanted(
         None => namespace_annotations.get(INJECT).map(parse).transpose()?,
     };
     Ok(match on {
+        Some(true) if other_mesh(pod, namespace_annotations) => Some(Skip::OtherMesh),
         Some(true) => None,
         Some(false) => Some(Skip::Disabled),
         None => Some(Skip::NotEnabled),
     })
+}
+
+/// Whether another mesh's proxy is in the pod or is to be injected into it (see
+/// [`Skip::OtherMesh`]). Istio's namespace opt-in is a label the injector does not read; its
+/// sidecar is seen once in the pod (by `serin inject` on a rendered manifest, or when Istio's
+/// webhook ran first).
+fn other_mesh(pod: &Pod, namespace_annotations: &BTreeMap<String, String>) -> bool {
+    let annotations = pod.metadata.annotations.as_ref();
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    let linkerd_opt_in = |v: Option<&str>| matches!(v, Some("enabled" | "ingress"));
+    let linkerd = match annotation("linkerd.io/inject") {
+        Some(v) => linkerd_opt_in(Some(v)),
+        None => linkerd_opt_in(
+            namespace_annotations
+                .get("linkerd.io/inject")
+                .map(String::as_str),
+        ),
+    };
+    let istio_label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("sidecar.istio.io/inject"))
+        .map(String::as_str);
+    let istio =
+        annotation("sidecar.istio.io/inject") == Some("true") || istio_label == Some("true");
+    let marked = OTHER_MESH_MARKERS.iter().any(|m| annotation(m).is_some());
+    let containers = pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| OTHER_MESH_CONTAINERS.contains(&c.name.as_str()))
+    });
+    linkerd || istio || marked || containers
+}
+
+/// The first of the pod's containers that would run as `uid` (its own `runAsUser`, else the
+/// pod's), with where that UID is set. An image's `USER` is not known here.
+fn runs_as(pod: &Pod, uid: i64) -> Option<(String, &'static str)> {
+    let spec = pod.spec.as_ref()?;
+    let pod_uid = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find_map(|c| {
+            let own = c.security_context.as_ref().and_then(|s| s.run_as_user);
+            match (own, pod_uid) {
+                (Some(u), _) if u == uid => Some((c.name.clone(), "securityContext.runAsUser")),
+                (None, Some(u)) if u == uid => {
+                    Some((c.name.clone(), "the pod's securityContext.runAsUser"))
+                }
+                _ => None,
+            }
+        })
 }
 
 /// True when the proxy is already in the pod.
@@ -330,11 +445,21 @@ pub fn inject(
 ) -> Result<Decision, InjectError> {
     match wanted(pod, namespace, namespace_annotations)? {
         None => {}
+        Some(Skip::NotEnabled) if force && other_mesh(pod, namespace_annotations) => {
+            return Ok(Decision::Skipped(Skip::OtherMesh));
+        }
         Some(Skip::NotEnabled) if force => {}
         Some(skip) => return Ok(Decision::Skipped(skip)),
     }
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let overrides = Overrides::read(&annotations, cfg)?;
+    if let Some((container, field)) = runs_as(pod, cfg.proxy_uid) {
+        return Err(InjectError::ProxyUid {
+            container,
+            field,
+            uid: cfg.proxy_uid,
+        });
+    }
     let mut out = pod.clone();
     let spec: &mut PodSpec = out.spec.as_mut().ok_or(InjectError::NoSpec)?;
     let mut init = vec![
@@ -343,11 +468,23 @@ pub fn inject(
     ];
     init.extend(spec.init_containers.take().unwrap_or_default());
     spec.init_containers = Some(init);
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: XTABLES_LOCK_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
     out.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(INJECTED.into(), cfg.proxy_image.clone());
     Ok(Decision::Injected(Box::new(out)))
+}
+
+/// Checks what `cfg` puts into a pod without annotations (a request above its limit, a bad
+/// quantity or log level), so that `serin inject` and `serin injector` refuse such flags at
+/// start instead of refusing every pod.
+pub fn check_defaults(cfg: &InjectConfig) -> Result<(), InjectError> {
+    Overrides::read(&BTreeMap::new(), cfg).map(drop)
 }
 
 /// The per-pod annotations, checked.
@@ -364,21 +501,60 @@ struct Overrides {
 
 impl Overrides {
     fn read(a: &BTreeMap<String, String>, cfg: &InjectConfig) -> Result<Overrides, InjectError> {
-        let quantity =
-            |key: &'static str, default: &str| -> Result<Option<Quantity>, InjectError> {
-                let v = a.get(key).map(String::as_str).unwrap_or(default);
-                if v.is_empty() {
-                    return Ok(None);
-                }
-                if !is_quantity(v) {
-                    return Err(InjectError::Annotation {
-                        annotation: key,
-                        value: v.to_string(),
-                        expected: "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi",
-                    });
-                }
-                Ok(Some(Quantity(v.to_string())))
+        let quantity = |key: &'static str,
+                        default: &str|
+         -> Result<Option<Quantity>, InjectError> {
+            let v = a.get(key).map(String::as_str).unwrap_or(default);
+            if v.is_empty() {
+                return Ok(None);
+            }
+            if !is_quantity(v) {
+                return Err(InjectError::Annotation {
+                    annotation: key,
+                    value: v.to_string(),
+                    expected: "a non-negative Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi",
+                });
+            }
+            Ok(Some(Quantity(v.to_string())))
+        };
+        // A request above its limit: the API server would refuse the pod naming only the
+        // injected container; name what the user can change instead.
+        for (resource, request_key, request_default, limit_key, limit_default) in [
+            (
+                "cpu",
+                PROXY_CPU_REQUEST,
+                &cfg.cpu_request,
+                PROXY_CPU_LIMIT,
+                &cfg.cpu_limit,
+            ),
+            (
+                "memory",
+                PROXY_MEMORY_REQUEST,
+                &cfg.memory_request,
+                PROXY_MEMORY_LIMIT,
+                &cfg.memory_limit,
+            ),
+        ] {
+            let from = |key: &'static str, default: &String, kind: &str| match a.get(key) {
+                Some(v) => (v.clone(), format!("{v} (annotation {key})")),
+                None => (
+                    default.clone(),
+                    format!("{default} (the injector's default, --proxy-{resource}-{kind})"),
+                ),
             };
+            let (request, request_named) = from(request_key, request_default, "request");
+            let (limit, limit_named) = from(limit_key, limit_default, "limit");
+            if let (Some(r), Some(l)) = (quantity_value(&request), quantity_value(&limit))
+                && r > l
+            {
+                return Err(InjectError::RequestAboveLimit {
+                    resource,
+                    request: request_named,
+                    limit: limit_named,
+                    limit_annotation: limit_key,
+                });
+            }
+        }
         let pair = |cpu: Option<Quantity>, mem: Option<Quantity>| {
             let mut m = BTreeMap::new();
             if let Some(c) = cpu {
@@ -464,20 +640,55 @@ impl Overrides {
     }
 }
 
-/// A Kubernetes quantity: a decimal number with an optional suffix (SI or binary).
+/// Whether `s` is a Kubernetes quantity a container's resources accept: a non-negative
+/// decimal number (`0.5`, `.5`, `+1`) with an optional suffix: binary (`Ki` .. `Ei`), decimal
+/// (`n`, `u`, `m`, `k`, `M`, `G`, `T`, `P`, `E`) or an exponent (`1e3`, `5E-2`).
 pub fn is_quantity(s: &str) -> bool {
-    let num_end = s
+    quantity_value(s).is_some()
+}
+
+/// The value of the non-negative quantity `s` (`100m` is 0.1, `64Mi` 67108864, `1e3` 1000),
+/// None when `s` is not one. Precise enough to compare a request with a limit.
+pub fn quantity_value(s: &str) -> Option<f64> {
+    let unsigned = s.strip_prefix('+').unwrap_or(s);
+    let num_end = unsigned
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(num_end);
-    let digits_ok = !num.is_empty()
-        && num.chars().filter(|c| *c == '.').count() <= 1
-        && num.chars().any(|c| c.is_ascii_digit());
-    digits_ok
-        && matches!(
-            suffix,
-            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-        )
+        .unwrap_or(unsigned.len());
+    let (num, suffix) = unsigned.split_at(num_end);
+    if !num.chars().any(|c| c.is_ascii_digit()) || num.matches('.').count() > 1 {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let binary = |power: i32| Some(1024f64.powi(power));
+    let multiplier = match suffix {
+        "" => Some(1.0),
+        "n" => Some(1e-9),
+        "u" => Some(1e-6),
+        "m" => Some(1e-3),
+        "k" => Some(1e3),
+        "M" => Some(1e6),
+        "G" => Some(1e9),
+        "T" => Some(1e12),
+        "P" => Some(1e15),
+        "E" => Some(1e18),
+        "Ki" => binary(1),
+        "Mi" => binary(2),
+        "Gi" => binary(3),
+        "Ti" => binary(4),
+        "Pi" => binary(5),
+        "Ei" => binary(6),
+        e => {
+            // A decimal exponent: `e` or `E` and a signed integer.
+            let exp = e.strip_prefix(['e', 'E'])?;
+            let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            Some(10f64.powi(exp.parse::<i32>().ok()?))
+        }
+    }?;
+    let v = n * multiplier;
+    v.is_finite().then_some(v)
 }
 
 fn join(ports: impl IntoIterator<Item = u16>) -> String {
@@ -539,6 +750,12 @@ fn init_container(cfg: &InjectConfig, o: &Overrides) -> Container {
             limits: small("100m", "50Mi"),
             ..ResourceRequirements::default()
         }),
+        // iptables-legacy's lock file; the root filesystem stays read-only.
+        volume_mounts: Some(vec![VolumeMount {
+            name: XTABLES_LOCK_VOLUME.into(),
+            mount_path: "/run".into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     }
 }
@@ -667,6 +884,11 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.skipped {
             None => write!(f, "{} injected", self.resource),
+            Some(Skip::OtherMesh) => write!(
+                f,
+                "{} skipped (other_mesh: it has or asks for Linkerd's or Istio's proxy; two meshes would capture its traffic twice)",
+                self.resource
+            ),
             Some(s) => write!(f, "{} skipped ({})", self.resource, s.label()),
         }
     }

@@ -192,14 +192,25 @@ pub fn generate_certificate(
 
 /// When the serving certificate of `bundle` expires.
 pub fn not_after(bundle: &CertBundle) -> Result<jiff::Timestamp, String> {
-    let der = CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
+    validity(&bundle.cert_pem).map(|(_, end)| end)
+}
+
+/// The validity (not before, not after) of the first certificate of `cert_pem` (`tls.crt`).
+pub fn validity(cert_pem: &str) -> Result<(jiff::Timestamp, jiff::Timestamp), String> {
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .next()
         .ok_or("tls.crt holds no PEM certificate")?
         .map_err(|e| format!("tls.crt is not a PEM certificate: {e}"))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| format!("tls.crt is not a readable X.509 certificate: {e}"))?;
-    jiff::Timestamp::from_second(cert.validity().not_after.timestamp())
-        .map_err(|e| format!("tls.crt expiry out of range: {e}"))
+    let at = |t: x509_parser::time::ASN1Time| {
+        jiff::Timestamp::from_second(t.timestamp())
+            .map_err(|e| format!("tls.crt validity out of range: {e}"))
+    };
+    Ok((
+        at(cert.validity().not_before)?,
+        at(cert.validity().not_after)?,
+    ))
 }
 
 /// Whether `bundle` is to be renewed at `now`: less than a third of `lifetime_days` left
@@ -661,7 +672,16 @@ pub async fn run_on(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), InjectorError> {
-    let bundle = ensure_certificate(&client, &opts, jiff::Timestamp::now()).await?;
+    let now = jiff::Timestamp::now();
+    let mut bundle = ensure_certificate(&client, &opts, now).await?;
+    // A certificate due for renewal, or expired (the injector was down past its expiry, or the
+    // Secret was restored from a backup), is renewed before serving: served, the API server
+    // would refuse it and admit every pod without the proxy until the first hourly check.
+    if renewal_due(&bundle, now, opts.cert_lifetime_days)
+        && let Some(fresh) = refresh_certificate(&client, &opts, now, &bundle).await?
+    {
+        bundle = fresh;
+    }
     ensure_ca_bundle(&client, &opts, &bundle.ca_pem).await?;
     let cert = Arc::new(ServingCert::new(&bundle, &opts)?);
     let tls = tls_config(cert.clone())?;
@@ -692,7 +712,7 @@ async fn keep_certificate(
 ) {
     let mut tick = tokio::time::interval(opts.cert_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate, and the certificate was just read.
+    // The first tick is immediate, and the certificate was just read (and renewed if due).
     tick.tick().await;
     loop {
         tick.tick().await;

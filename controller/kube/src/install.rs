@@ -949,11 +949,14 @@ fn injector(opts: &InstallOptions) -> Vec<Object> {
                 resources: Some(vec!["pods".into()]),
                 scope: Some("Namespaced".into()),
             }]),
+            // Serin's own pods and the cluster's (kube-system: DNS, CNI, kube-proxy) never
+            // reach the injector: their creation never waits on it, even while it is down
+            // or slow (the API server waits up to timeoutSeconds before ignoring it).
             namespace_selector: Some(LabelSelector {
                 match_expressions: Some(vec![LabelSelectorRequirement {
                     key: "kubernetes.io/metadata.name".into(),
                     operator: "NotIn".into(),
-                    values: Some(vec![ns.into()]),
+                    values: Some(vec![ns.into(), crate::inject::KUBE_SYSTEM.into()]),
                 }]),
                 ..Default::default()
             }),

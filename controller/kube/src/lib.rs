@@ -34,6 +34,7 @@ pub mod source;
 pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod throttle;
 pub mod uninjected;
 pub mod uninstall;
 pub mod watch;
@@ -62,6 +63,18 @@ use serin_controller::adapters::{AdapterError, Analyzer, ErrorKind};
 pub const FIELD_MANAGER: &str = "serin";
 /// Finalizer that makes deletion wait for `revertOnDeletion`.
 pub const FINALIZER: &str = "serin.dev/finalizer";
+
+/// The controller's client: the inferred configuration (in a cluster its service account, else
+/// the kubeconfig's context), with [`throttle::RetryAfterLayer`] on its stack so a failed call
+/// keeps the API server's `Retry-After`.
+pub async fn client() -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&throttle::RetryAfterLayer)
+        .build())
+}
 
 /// Maps a kube error to an [`AdapterError`] with a stable kind.
 pub fn kube_error(e: kube::Error, what: impl Into<String>) -> AdapterError {

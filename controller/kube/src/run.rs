@@ -156,7 +156,7 @@ impl Analyzer for NoBackendAnalyzer {
 /// An empty Lease namespace means the client's default namespace: the pod's own namespace in a
 /// cluster (from its service account), the kubeconfig context's namespace outside one.
 pub async fn run(opts: KubernetesOptions) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Connect)?;
+    let client = super::client().await.map_err(RunError::Connect)?;
     run_with(client, opts, shutdown_signal()).await
 }
 

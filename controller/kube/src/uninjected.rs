@@ -77,6 +77,7 @@ pub fn count<'a>(
         .iter()
         .filter(|(name, a)| {
             **name != inject::SYSTEM_NAMESPACE
+                && **name != inject::KUBE_SYSTEM
                 && a.get(inject::INJECT).map(String::as_str) == Some("enabled")
         })
         .map(|(name, _)| (name.to_string(), 0))

@@ -67,7 +67,8 @@ impl H2Server {
             .keep_alive_timeout(opts.keep_alive_timeout)
             // The HTTP/1.1 side's head limit, so a request (a large token or gRPC metadata)
             // does not pass one protocol and get a 431 on the other (hyper's default: 16 KiB).
-            .max_header_list_size(crate::head::MAX_HEAD as u32);
+            .max_header_list_size(crate::head::MAX_HEAD as u32)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
         Arc::new(H2Server {
             builder,
             idle_timeout: opts.idle_timeout,
@@ -75,6 +76,12 @@ impl H2Server {
         })
     }
 }
+
+/// Streams one h2c client connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+/// hyper's default is 200). Each open stream may hold a window of response data its client has
+/// not read yet, so this bounds what one client that stops reading costs; it matches what the
+/// proxy opens on one upstream connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Streams cancelled by the client before their answer, past which a connection is closed when
 /// they are also more than half of its streams (HTTP/2 "rapid reset", CVE-2023-44487).

@@ -244,6 +244,10 @@ impl Body for ReqBody {
 /// when the body is dropped unfinished (client gone, or a body nobody polls like HEAD's).
 pub struct Recorder {
     series: StatusSeriesPair,
+    /// When the request's headers were received, until the response's latency is recorded:
+    /// at its first data frame, or at its end when it has none (Linkerd's time to first byte,
+    /// so a server that answers its headers at once and its body slowly reads as slow).
+    started: Option<Instant>,
     status: u16,
     /// gRPC status from the response headers (trailers-only responses).
     grpc_status: Option<u32>,
@@ -254,10 +258,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for a response with `status` and `headers` from upstream, counted in
-    /// `series` (the status code's series of its route).
+    /// A recorder for a response with `status` and `headers` from upstream to a request whose
+    /// headers were received at `started` (`None`: its latency is already recorded), counted
+    /// in `series` (the status code's series of its route).
     pub fn new(
         series: StatusSeriesPair,
+        started: Option<Instant>,
         status: u16,
         headers: &HeaderMap,
         in_flight: Option<InFlight>,
@@ -267,6 +273,7 @@ impl Recorder {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         Recorder {
             series,
+            started,
             status,
             // Only gRPC responses carry one that counts; skip the lookup for the others.
             grpc_status: if is_grpc { grpc_status(headers) } else { None },
@@ -276,11 +283,19 @@ impl Recorder {
         }
     }
 
+    /// Records the latency, once: called at the first data frame and at the end.
+    fn first_byte(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.series.observe(started.elapsed());
+        }
+    }
+
     fn finish(&mut self, grpc_status: Option<u32>, error: Option<ErrorKind>) {
         if self.done {
             return;
         }
         self.done = true;
+        self.first_byte();
         let grpc_status = grpc_status.or(self.grpc_status);
         self.series.response(Outcome {
             status: self.status,
@@ -394,7 +409,9 @@ impl Body for ResBody {
                 match &frame {
                     None => rec.finish(None, None),
                     Some(Ok(f)) => {
-                        if let Some(t) = f.trailers_ref() {
+                        if f.is_data() {
+                            rec.first_byte();
+                        } else if let Some(t) = f.trailers_ref() {
                             rec.finish(grpc_status(t), None);
                         }
                     }

@@ -787,16 +787,40 @@ fn exists(bin: &str) -> bool {
         .is_ok()
 }
 
-/// `<bin>-save -t nat`'s output; None when the binary does not run. A save that fails for
-/// lack of privileges still tells that the binary exists.
+/// `<bin>-save -t nat`'s output; None when the binary does not run or its backend does not
+/// work here ([`save_outcome`]).
 fn save_nat(bin: &str) -> Option<String> {
     let out = Command::new(format!("{bin}-save"))
         .args(["-t", "nat"])
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .output()
         .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    save_outcome(
+        out.status.success(),
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// What one `*-save -t nat` run says about its backend: the rules it printed when it ran; an
+/// empty listing when it failed only for lack of privileges (the backend is there, and
+/// installing will name the missing capability); None when it failed otherwise: the backend
+/// does not work on this node (iptables-nft on a kernel without nf_tables says "Failed to
+/// initialize nft: Protocol not supported"), so it must not be chosen over one that does.
+pub fn save_outcome(success: bool, stdout: &str, stderr: &str) -> Option<String> {
+    if success {
+        Some(stdout.to_string())
+    } else if is_permission(stderr) {
+        Some(String::new())
+    } else {
+        None
+    }
+}
+
+/// The saves of every family of a backend, joined; None when none of them ran (the backend
+/// does not work here).
+fn joined(saves: Vec<String>) -> Option<String> {
+    (!saves.is_empty()).then(|| saves.concat())
 }
 
 struct Output {
@@ -843,12 +867,16 @@ impl Iptables {
             }),
             Mode::Auto => {
                 // Rules of both families count: an IPv6-only node's rules are all in ip6tables.
-                let nft = exists("iptables-nft").then(|| {
-                    Family::ALL
-                        .iter()
-                        .filter_map(|f| save_nat(&format!("{}-nft", f.tool())))
-                        .collect::<String>()
-                });
+                let nft = exists("iptables-nft")
+                    .then(|| {
+                        joined(
+                            Family::ALL
+                                .iter()
+                                .filter_map(|f| save_nat(&format!("{}-nft", f.tool())))
+                                .collect(),
+                        )
+                    })
+                    .flatten();
                 let legacy = exists("iptables-legacy").then(|| {
                     Family::ALL
                         .iter()
@@ -1823,6 +1851,35 @@ COMMIT
         assert_eq!(choose_mode(Some(none), Some(none)), Some(Mode::Nft));
         assert_eq!(choose_mode(None, Some(none)), Some(Mode::Legacy));
         assert_eq!(choose_mode(None, None), None);
+    }
+
+    #[test]
+    fn a_backend_whose_save_fails_is_not_chosen_unless_only_privileges_are_missing() {
+        // A node where only iptables-legacy works (a kernel without nf_tables): the pod's
+        // fresh namespace holds no rule in either, and nft used to win that tie, so the
+        // install then failed. A save failing for lack of privileges still counts: the
+        // install names the missing capability.
+        let nft = save_outcome(
+            false,
+            "",
+            "iptables-nft-save v1.8.9 (nf_tables): Failed to initialize nft: Protocol not supported",
+        );
+        assert_eq!(nft, None);
+        assert_eq!(choose_mode(nft.as_deref(), Some("")), Some(Mode::Legacy));
+        let unprivileged = save_outcome(
+            false,
+            "",
+            "Could not fetch rule set generation id: Permission denied (you must be root)",
+        );
+        assert_eq!(unprivileged.as_deref(), Some(""));
+        assert_eq!(
+            choose_mode(unprivileged.as_deref(), Some("")),
+            Some(Mode::Nft)
+        );
+        let rules = "*nat\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n";
+        assert_eq!(save_outcome(true, rules, "").as_deref(), Some(rules));
+        assert_eq!(joined(vec![]), None);
+        assert_eq!(joined(vec![String::new()]).as_deref(), Some(""));
         assert!(
             "fast"
                 .parse::<Mode>()

@@ -290,10 +290,9 @@ pub async fn outbound_via(
     // Mirror: decided per request; the copy is sent from its own task and never awaited.
     let body = match &rule.mirror {
         // A WebSocket handshake is not copied: the shadow could not be given the tunnel.
-        Some((mb, pct))
-            if *pct > 0
-                && parts.extensions.get::<UpgradeRequested>().is_none()
-                && fastrand::u32(..100) < *pct =>
+        Some((mb, share))
+            if parts.extensions.get::<UpgradeRequested>().is_none()
+                && share.takes(fastrand::u32(..)) =>
         {
             // No endpoint, or one with every mirror slot taken (a shadow that stopped
             // answering): the copy is dropped, never queued.
@@ -534,11 +533,18 @@ async fn send(
     let latency = started.elapsed();
     ep.observe(latency);
     let (mut parts, body) = resp.into_parts();
-    let series = metrics.latency(parts.status.as_u16(), latency);
+    let series = metrics.series(parts.status.as_u16());
     // A 101 (only ever the answer to an upgrade the client asked for) says what it switched
     // to; the client's connection adds `connection: upgrade`.
     let switched =
         (parts.status == StatusCode::SWITCHING_PROTOCOLS).then(|| upgrade_values(&parts.headers));
+    // A switched connection has no response body: its latency is its answer's.
+    let first_byte_from = if switched.is_some() {
+        series.observe(latency);
+        None
+    } else {
+        Some(started)
+    };
     strip_hop_by_hop(&mut parts.headers);
     if let Some(values) = switched {
         restore_upgrade(&mut parts.headers, values);
@@ -546,6 +552,7 @@ async fn send(
     response_headers.apply(&mut parts.headers);
     let rec = Recorder::new(
         series,
+        first_byte_from,
         parts.status.as_u16(),
         &parts.headers,
         Some(in_flight),

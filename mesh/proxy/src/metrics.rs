@@ -264,8 +264,8 @@ impl RouteMetrics {
         v.entry(status).or_default().clone()
     }
 
-    /// Records time to response headers (`response_latency_ms`) and returns the status
-    /// code's series, where the response is counted once it has finished.
+    /// Records a response's latency (`response_latency_ms`) and returns the status code's
+    /// series, where the response is counted once it has finished.
     pub fn latency(&self, status: u16, d: Duration) -> Arc<StatusSeries> {
         let s = self.status(status);
         s.latency.observe(d);
@@ -302,12 +302,21 @@ impl<'a> Counted<'a> {
         }
     }
 
-    /// Records time to response headers; the response is counted on the returned series
-    /// once it has finished.
+    /// Records a response's latency (a response the proxy made up: at once); the response
+    /// is counted on the returned series once it has finished.
     pub fn latency(self, status: u16, d: Duration) -> StatusSeriesPair {
         StatusSeriesPair {
             main: self.main.latency(status, d),
             route: self.route.map(|r| r.latency(status, d)),
+        }
+    }
+
+    /// The series of a status code, where the response's latency is recorded
+    /// ([`StatusSeriesPair::observe`]) and the response counted later.
+    pub fn series(self, status: u16) -> StatusSeriesPair {
+        StatusSeriesPair {
+            main: self.main.status(status),
+            route: self.route.map(|r| r.status(status)),
         }
     }
 }
@@ -319,6 +328,14 @@ pub struct StatusSeriesPair {
 }
 
 impl StatusSeriesPair {
+    /// Records the response's latency (`response_latency_ms`).
+    pub fn observe(&self, d: Duration) {
+        self.main.latency.observe(d);
+        if let Some(r) = &self.route {
+            r.latency.observe(d);
+        }
+    }
+
     /// Counts the finished response.
     pub fn response(&self, outcome: Outcome) {
         self.main.response(outcome);
@@ -877,7 +894,7 @@ fn render_http(out: &mut String, prefix: &str, routes: &[Arc<RouteMetrics>]) {
 
     let _ = writeln!(
         out,
-        "# HELP {prefix}response_latency_ms Elapsed times between a request's headers being received and its response headers being sent.\n# TYPE {prefix}response_latency_ms histogram"
+        "# HELP {prefix}response_latency_ms Elapsed times between a request's headers being received and the first data frame of its response (its end, for a response without data).\n# TYPE {prefix}response_latency_ms histogram"
     );
     for (r, statuses) in &snapshot {
         for (code, s) in statuses {

@@ -138,3 +138,46 @@ fn files_and_directories_are_read_and_bad_input_is_named() {
     assert!(err.contains("not valid YAML"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_request_above_the_default_limit_is_refused_at_start_naming_the_flags() {
+    // Without this check every pod would be refused later, under an annotation never written.
+    let (ok, out, err) = serin(
+        &["inject", "--proxy-memory-request", "512Mi", "-"],
+        DEPLOYMENT,
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--proxy-memory-request") && err.contains("--proxy-memory-limit"),
+        "{err}"
+    );
+    let (ok, _, err) = serin(
+        &[
+            "inject",
+            "--proxy-memory-request",
+            "512Mi",
+            "--proxy-memory-limit",
+            "1Gi",
+            "-",
+        ],
+        DEPLOYMENT,
+    );
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_workload_meshed_by_another_mesh_is_left_alone_and_said_why() {
+    let linkerd = DEPLOYMENT.replace(
+        "annotations: {serin.dev/skip-outbound-ports: '5432'}",
+        "annotations: {linkerd.io/inject: enabled}",
+    );
+    let (ok, out, err) = serin(&["inject", "-"], &linkerd);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "deployment/web skipped (other_mesh: it has or asks for Linkerd's or Istio's proxy"
+        ),
+        "{err}"
+    );
+    assert_eq!(docs(&out), docs(&linkerd), "left unchanged");
+}

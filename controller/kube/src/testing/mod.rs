@@ -35,7 +35,12 @@ const EXTRA_CALL_WINDOW: Duration = Duration::from_millis(200);
 /// default namespace.
 pub fn mock_client(namespace: &str) -> (Client, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(svc, namespace), handle)
+    // The controller's own stack on top (see `crate::client`), so the scenarios see what the
+    // controller sees.
+    let client = kube::client::ClientBuilder::new(svc, namespace)
+        .with_layer(&crate::throttle::RetryAfterLayer)
+        .build();
+    (client, handle)
 }
 
 /// A `Status` error body, as the API server sends with a failed call.
@@ -115,6 +120,11 @@ pub struct Expect {
     path: String,
     check: Check,
     answer: Answer,
+    /// Extra response headers (`Retry-After`, ...).
+    headers: Vec<(&'static str, String)>,
+    /// A plain-text answer body instead of the JSON one (what the API server's load shedding
+    /// and some proxies send).
+    text: Option<String>,
 }
 
 /// A Secret as the API server returns it (built from the typed object, `data` base64-encoded
@@ -159,6 +169,8 @@ pub fn expect(method: &'static str, path: impl Into<String>) -> Expect {
         path: path.into(),
         check: Box::new(|_| {}),
         answer: Box::new(|body| (200, body)),
+        headers: Vec::new(),
+        text: None,
     }
 }
 
@@ -188,6 +200,20 @@ impl Expect {
     /// Answers with `f(request body)`.
     pub fn answer(mut self, f: impl FnOnce(Value) -> (u16, Value) + Send + 'static) -> Self {
         self.answer = Box::new(f);
+        self
+    }
+
+    /// Adds a header to the answer.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Answers `code` with a plain-text body (`text/plain; charset=utf-8`, as Go's
+    /// `http.Error` writes it).
+    pub fn reply_text(mut self, code: u16, text: impl Into<String>) -> Self {
+        self.answer = Box::new(move |_| (code, Value::Null));
+        self.text = Some(text.into());
         self
     }
 
@@ -234,7 +260,23 @@ impl Expect {
         }
         (self.check)(&call.body);
         let (code, answer) = (self.answer)(call.body.clone());
-        respond(send, code, &answer);
+        let (content_type, body) = match self.text {
+            Some(text) => ("text/plain; charset=utf-8", text.into_bytes()),
+            None => (
+                "application/json",
+                serde_json::to_vec(&answer).expect("a JSON value serializes"),
+            ),
+        };
+        let mut res = Response::builder()
+            .status(code)
+            .header("content-type", content_type);
+        for (name, value) in self.headers {
+            res = res.header(name, value);
+        }
+        send.send_response(
+            res.body(Body::from(body))
+                .expect("status and headers are valid"),
+        );
         call.body
     }
 }

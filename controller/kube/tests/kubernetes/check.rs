@@ -16,6 +16,16 @@ const NS: &str = "serin-system";
 const NOW: i64 = 1_700_000_000_000;
 const CA: &[u8] = b"-----BEGIN CERTIFICATE-----\nfake CA\n-----END CERTIFICATE-----\n";
 
+/// The injector's serving certificate, issued `age_days` before [`NOW`] for a year (the fake CA
+/// above stands for its CA: only the serving certificate's dates are read).
+fn serving_cert(age_days: i64) -> String {
+    let now = jiff::Timestamp::from_millisecond(NOW).unwrap();
+    let issued = now - jiff::SignedDuration::from_hours(24 * age_days);
+    serin_kube::injector::generate_certificate("serin-injector", NS, issued, 365)
+        .unwrap()
+        .cert_pem
+}
+
 /// The cluster as the fake API server serves it.
 struct Cluster {
     /// `(METHOD, path)` -> answer; anything else is a 404.
@@ -85,7 +95,7 @@ impl Cluster {
         put(
             format!("/api/v1/namespaces/{NS}/secrets/serin-injector-tls"),
             json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "serin-injector-tls", "namespace": NS},
-                   "data": {"ca.crt": b64(CA), "tls.crt": b64(b"cert"), "tls.key": b64(b"key")}}),
+                   "data": {"ca.crt": b64(CA), "tls.crt": b64(serving_cert(10).as_bytes()), "tls.key": b64(b"key")}}),
         );
         let status = json!({"version": 7, "ready": true, "routes": [], "proxies": [
             {"id": "web-1-1-0", "workload": "shop/web", "sentVersion": 7, "appliedVersion": 7, "connectedAt": 1_700_000_000},
@@ -361,6 +371,52 @@ async fn a_webhook_whose_ca_bundle_differs_from_the_serving_certificate_fails() 
         "/api/v1/namespaces/{NS}/secrets/serin-injector-tls"
     ));
     only_failure(&serve(c).await, "injector webhook and its CA bundle");
+}
+
+#[tokio::test]
+async fn an_expired_or_unrenewed_injector_certificate_fails_before_pods_go_unmeshed() {
+    // Once tls.crt expires the API server cannot call the webhook, and its failure policy
+    // (Ignore) admits every pod without the proxy: nothing else would say so.
+    let secret = format!("/api/v1/namespaces/{NS}/secrets/serin-injector-tls");
+    let with_cert = |pem: &str| {
+        let mut c = Cluster::healthy();
+        c.get(&secret)["data"]["tls.crt"] = json!(b64(pem.as_bytes()));
+        c
+    };
+    let o = only_failure(
+        &serve(with_cert(&serving_cert(400))).await,
+        "injector webhook and its CA bundle",
+    );
+    assert!(
+        o.message.contains("expired at") && o.message.contains("without the proxy"),
+        "{}",
+        o.message
+    );
+    // Past the renewal point (a third of the year left) by days: no replica renews it.
+    let o = only_failure(
+        &serve(with_cert(&serving_cert(250))).await,
+        "injector webhook and its CA bundle",
+    );
+    assert!(
+        o.message.contains("was not renewed") && o.hint.unwrap().contains("rollout restart"),
+        "{}",
+        o.message
+    );
+    let o = only_failure(
+        &serve(with_cert("not a certificate")).await,
+        "injector webhook and its CA bundle",
+    );
+    assert!(o.message.contains("tls.crt"), "{}", o.message);
+    // Fresh, or before its renewal is due: passes, saying until when.
+    for age in [0, 200] {
+        let outcomes = serve(with_cert(&serving_cert(age))).await;
+        assert!(failed(&outcomes).is_empty(), "{outcomes:#?}");
+        let o = outcomes
+            .iter()
+            .find(|o| o.check == "injector webhook and its CA bundle")
+            .unwrap();
+        assert!(o.message.contains("valid until 20"), "{}", o.message);
+    }
 }
 
 #[tokio::test]

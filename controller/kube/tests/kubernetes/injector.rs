@@ -475,6 +475,190 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
     );
 }
 
+fn denial(r: &Reply) -> String {
+    assert_eq!(r.response["allowed"], false, "{}", r.response);
+    assert_eq!(r.response["status"]["code"], 400, "{}", r.response);
+    r.response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_capture_init_container_gets_a_writable_run_for_the_iptables_legacy_lock() {
+    // iptables-legacy exits with "can't open lock file /run/xtables.lock: Read-only file
+    // system" under readOnlyRootFilesystem: on a legacy node no injected pod would start.
+    let inj = injector(&[("shop", "enabled")]);
+    for own_volumes in [None, Some(json!([{"name": "data", "emptyDir": {}}]))] {
+        let mut pod = deployment_pod();
+        if let Some(v) = &own_volumes {
+            pod["spec"]["volumes"] = v.clone();
+        }
+        let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+        let spec = p.spec.as_ref().unwrap();
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, "serin-init");
+        let sc = init.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let mounts = init.volume_mounts.as_deref().unwrap_or_default();
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        assert_eq!(mounts[0].mount_path, "/run");
+        assert_eq!(mounts[0].read_only, None);
+        let volumes: Vec<(&str, bool)> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| (v.name.as_str(), v.empty_dir.is_some()))
+            .collect();
+        let expected: Vec<(&str, bool)> = own_volumes
+            .iter()
+            .map(|_| ("data", true))
+            .chain([(mounts[0].name.as_str(), true)])
+            .collect();
+        assert_eq!(volumes, expected, "the pod's own volumes stay first");
+        // Only the init container sees it.
+        assert!(
+            spec.init_containers.as_ref().unwrap()[1]
+                .volume_mounts
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_app_running_as_the_proxy_uid_is_refused_naming_the_container_and_the_field() {
+    // The capture rules exempt the proxy's UID (2102): such an app's traffic would silently
+    // bypass the proxy.
+    let inj = injector(&[("shop", "enabled")]);
+    let mut own = deployment_pod();
+    own["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 2102});
+    let msg = denial(&send(&inj, &review(&own, "shop")).await);
+    assert!(
+        msg.contains("\"app\"")
+            && msg.contains("UID 2102")
+            && msg.contains("securityContext.runAsUser")
+            && msg.contains("--proxy-uid"),
+        "{msg}"
+    );
+
+    let mut pod_level = deployment_pod();
+    pod_level["spec"]["securityContext"] = json!({"runAsUser": 2102});
+    pod_level["spec"]["initContainers"] = json!([{"name": "migrate", "image": "m:1"}]);
+    let msg = denial(&send(&inj, &review(&pod_level, "shop")).await);
+    assert!(
+        msg.contains("\"migrate\"") && msg.contains("the pod's securityContext.runAsUser"),
+        "{msg}"
+    );
+
+    // A container that sets its own UID over the pod's is fine, and so is any other UID.
+    let mut overridden = deployment_pod();
+    overridden["spec"]["securityContext"] = json!({"runAsUser": 2102});
+    overridden["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1000});
+    let p = admitted(&overridden, &send(&inj, &review(&overridden, "shop")).await);
+    assert!(init_names(&p).contains(&"serin-proxy"));
+    assert!(inj_metrics(&inj).contains("outcome=\"denied\",reason=\"\"} 2"));
+}
+
+#[tokio::test]
+async fn a_proxy_request_above_its_limit_is_refused_naming_the_annotations() {
+    // Kubernetes refuses such a pod naming only spec.initContainers[1]; the injector names
+    // what the user wrote.
+    let inj = injector(&[("shop", "enabled")]);
+    let with = |annotations: Value| {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = annotations;
+        pod
+    };
+    // The request alone, above the default limit (250Mi).
+    let pod = with(json!({"serin.dev/proxy-memory-request": "512Mi"}));
+    let msg = denial(&send(&inj, &review(&pod, "shop")).await);
+    assert!(
+        msg.contains("memory request 512Mi (annotation serin.dev/proxy-memory-request)")
+            && msg.contains("limit 250Mi (the injector's default, --proxy-memory-limit)")
+            && msg.contains("set serin.dev/proxy-memory-limit"),
+        "{msg}"
+    );
+    let pod =
+        with(json!({"serin.dev/proxy-cpu-request": "2", "serin.dev/proxy-cpu-limit": "500m"}));
+    let msg = denial(&send(&inj, &review(&pod, "shop")).await);
+    assert!(
+        msg.contains("cpu request 2 (annotation serin.dev/proxy-cpu-request)")
+            && msg.contains("cpu limit 500m (annotation serin.dev/proxy-cpu-limit)"),
+        "{msg}"
+    );
+    // Raising both, or dropping the limit, is accepted; so is every quantity form Kubernetes
+    // takes (exponent, sign, micro).
+    for ok in [
+        json!({"serin.dev/proxy-memory-request": "512Mi", "serin.dev/proxy-memory-limit": "1Gi"}),
+        json!({"serin.dev/proxy-memory-request": "512Mi", "serin.dev/proxy-memory-limit": ""}),
+        json!({"serin.dev/proxy-cpu-request": "1e-1", "serin.dev/proxy-memory-request": "+64Mi"}),
+        json!({"serin.dev/proxy-cpu-request": "500u", "serin.dev/proxy-memory-limit": "0.5Gi"}),
+    ] {
+        let pod = with(ok.clone());
+        let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+        assert!(init_names(&p).contains(&"serin-proxy"), "{ok}");
+    }
+    for bad in ["-1", "lots", "1e", "1.2.3", "5Gb"] {
+        let pod = with(json!({"serin.dev/proxy-cpu-request": bad}));
+        let msg = denial(&send(&inj, &review(&pod, "shop")).await);
+        assert!(
+            msg.contains("serin.dev/proxy-cpu-request") && msg.contains("non-negative"),
+            "{bad}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pods_with_another_meshs_proxy_are_admitted_unchanged_with_a_warning() {
+    let namespaces: BTreeMap<String, BTreeMap<String, String>> = [
+        ("shop", vec![("serin.dev/inject", "enabled")]),
+        (
+            "both",
+            vec![
+                ("serin.dev/inject", "enabled"),
+                ("linkerd.io/inject", "enabled"),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(ns, a)| {
+        let a = a.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        (ns.to_string(), a.collect())
+    })
+    .collect();
+    let inj = Injector {
+        namespaces: Arc::new(namespaces),
+        ..injector(&[])
+    };
+    let mut linkerd = deployment_pod();
+    linkerd["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "linkerd-proxy", "image": "cr.l5d.io/linkerd/proxy"}));
+    let mut istio = deployment_pod();
+    istio["metadata"]["annotations"] = json!({"sidecar.istio.io/inject": "true"});
+    let mut istio_injected = deployment_pod();
+    istio_injected["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
+    for (pod, ns) in [
+        (&linkerd, "shop"),
+        (&istio, "shop"),
+        (&istio_injected, "shop"),
+        (&deployment_pod(), "both"),
+    ] {
+        let r = send(&inj, &review(pod, ns)).await;
+        assert_eq!(r.response["allowed"], true, "{}", r.response);
+        assert!(r.response.get("patch").is_none(), "{}", r.response);
+        let warning = r.response["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("another mesh's proxy"), "{}", r.response);
+    }
+    assert!(inj_metrics(&inj).contains("reason=\"other_mesh\"} 4"));
+    // A pod that opts out of Linkerd in a Linkerd namespace is Serin's.
+    let mut opted_out = deployment_pod();
+    opted_out["metadata"]["annotations"] = json!({"linkerd.io/inject": "disabled"});
+    let p = admitted(&opted_out, &send(&inj, &review(&opted_out, "both")).await);
+    assert!(init_names(&p).contains(&"serin-proxy"));
+}
+
 // ---- The injector's certificate and caBundle, against a scripted API server ----
 
 use k8s_openapi::ByteString;
@@ -974,23 +1158,19 @@ async fn https(
     Ok((status, body.to_vec()))
 }
 
-#[tokio::test]
-async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
-{
-    let (client, handle) = serin_kube::testing::mock_client("serin-system");
-    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let api = fake_api(handle, cluster(ca_bundle.clone()));
+/// The injector on a free loopback port: its address, the switch that stops it, its task.
+async fn start_injector(
+    client: Client,
+    opts: InjectorOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), serin_kube::injector::InjectorError>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let opts = InjectorOptions {
-        inject: InjectConfig {
-            proxy_image: "serin/proxy:test".into(),
-            ..InjectConfig::default()
-        },
-        ..InjectorOptions::default()
-    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let injector = tokio::spawn(serin_kube::injector::run_on(
+    let task = tokio::spawn(serin_kube::injector::run_on(
         client,
         opts,
         listener,
@@ -998,19 +1178,54 @@ async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed
             let _ = stopped.await;
         },
     ));
+    (addr, stop, task)
+}
 
-    // The caBundle the webhook configuration was given is what the API server trusts.
-    let ca = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+/// Stops the injector, expecting a clean stop, and then its fake API server.
+async fn stop_injector(
+    stop: tokio::sync::oneshot::Sender<()>,
+    injector: tokio::task::JoinHandle<Result<(), serin_kube::injector::InjectorError>>,
+    api: tokio::task::JoinHandle<()>,
+) {
+    stop.send(()).unwrap();
+    injector
+        .await
+        .unwrap()
+        .expect("the injector stopped cleanly");
+    api.abort();
+}
+
+/// The caBundle the injector patched into the webhook configuration, once it has.
+async fn patched_ca_bundle(ca_bundle: &std::sync::Mutex<Option<String>>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             if let Some(ca) = ca_bundle.lock().unwrap().clone() {
                 return ca;
             }
-            tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the injector patched the caBundle");
+    .expect("the injector patched the caBundle")
+}
+
+#[tokio::test]
+async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed_during_an_outage()
+{
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
+    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let api = fake_api(handle, cluster(ca_bundle.clone()));
+    let opts = InjectorOptions {
+        inject: InjectConfig {
+            proxy_image: "serin/proxy:test".into(),
+            ..InjectConfig::default()
+        },
+        ..InjectorOptions::default()
+    };
+    let (addr, stop, injector) = start_injector(client, opts).await;
+
+    // The caBundle the webhook configuration was given is what the API server trusts.
+    let ca = patched_ca_bundle(&ca_bundle).await;
 
     // The uninjected-pods gauge, once both watches have loaded.
     let metrics = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -1060,12 +1275,46 @@ async fn the_injector_serves_admission_reviews_over_https_and_counts_pods_missed
         .expect_err("an untrusted certificate");
     assert!(err.contains("TLS"), "{err}");
 
-    stop.send(()).unwrap();
-    injector
+    stop_injector(stop, injector, api).await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_left_by_a_long_outage_is_renewed_before_it_is_served() {
+    // The injector was scaled to 0 for longer than the certificate's life: at start it must
+    // not serve the expired certificate (the API server refuses it, and with failurePolicy
+    // Ignore every pod is admitted without the proxy) until its first hourly check.
+    let day = jiff::SignedDuration::from_hours(24);
+    let expired =
+        generate_certificate("serin-injector", "serin-system", now() - day * 400, 365).unwrap();
+    assert!(serin_kube::injector::not_after(&expired).unwrap() < now());
+    let (client, handle) = serin_kube::testing::mock_client("serin-system");
+    let ca_bundle: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let secret = Arc::new(std::sync::Mutex::new(secret_json(&expired)));
+    let base = cluster(ca_bundle.clone());
+    let stored = secret.clone();
+    let api = fake_api(handle, move |method, path, watch, body| {
+        match (method, path) {
+            ("GET", SECRET) => Some((200, stored.lock().unwrap().clone())),
+            ("PUT", SECRET) => {
+                *stored.lock().unwrap() = body.clone();
+                Some((200, body.clone()))
+            }
+            _ => base(method, path, watch, body),
+        }
+    });
+    let (addr, stop, injector) = start_injector(client, InjectorOptions::default()).await;
+    let ca = patched_ca_bundle(&ca_bundle).await;
+    let (code, _) = https(addr, &ca, "GET", "/ready", vec![])
         .await
-        .unwrap()
-        .expect("the injector stopped cleanly");
-    api.abort();
+        .expect("a current certificate is served");
+    assert_eq!(code, 200);
+    let renewed = secret.lock().unwrap()["data"]["tls.crt"].clone();
+    assert_ne!(
+        renewed,
+        secret_json(&expired)["data"]["tls.crt"],
+        "the Secret was renewed"
+    );
+    stop_injector(stop, injector, api).await;
 }
 
 #[tokio::test]

@@ -247,7 +247,10 @@ fn the_injector_matches_the_shared_contract() {
     assert_eq!(h["rules"][0]["resources"], serde_json::json!(["pods"]));
     let sel = &h["namespaceSelector"]["matchExpressions"][0];
     assert_eq!(sel["operator"], "NotIn");
-    assert_eq!(sel["values"], serde_json::json!(["serin-system"]));
+    assert_eq!(
+        sel["values"],
+        serde_json::json!(["serin-system", "kube-system"])
+    );
 }
 
 #[test]

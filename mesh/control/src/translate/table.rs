@@ -65,6 +65,18 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
             .or_insert(split);
     }
 
+    // Every Service's own names, whatever the order Services are built in: a route's
+    // `hostnames` may add names for its Service but never take one of another Service's (a
+    // route author could otherwise pull that Service's traffic to their own backends).
+    let own_names: BTreeSet<String> = world
+        .services
+        .iter()
+        .flat_map(|(key, svc)| {
+            let ctx = SvcCtx { world, key, svc };
+            ctx.authorities(client_ns, opts, None, &[])
+        })
+        .map(|a| a.host)
+        .collect();
     let mut routes = Vec::new();
     let mut taken: BTreeSet<Authority> = BTreeSet::new();
     for (svc_key, svc) in &world.services {
@@ -87,6 +99,14 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
                 );
             } else {
                 built.push((None, ctx.http_route(&portless, None)));
+                // On a multi-port Service, a request to `host:port` must reach the Service on
+                // that port (a rule without backendRefs sends to the parent Service), so every
+                // port gets its own copy; a port with routes of its own gets it below.
+                if svc.ports.len() > 1 {
+                    for sp in svc.ports.iter().filter(|sp| !ports.contains(&sp.port)) {
+                        built.push((Some(sp.port), ctx.http_route(&portless, Some(sp.port))));
+                    }
+                }
             }
             for p in ports {
                 let subset: Vec<&Attach<'_>> = list
@@ -106,6 +126,7 @@ pub fn translate(world: &World, client_ns: &str, opts: &Options, version: u64) -
             .flatten()
             .filter(|a| a.port.is_none())
             .flat_map(|a| a.route.spec.hostnames.iter().map(String::as_str))
+            .filter(|h| !own_names.contains(&h.to_ascii_lowercase()))
             .collect();
         for (port, template) in built {
             let template = ctx.safe(template, port);
@@ -353,17 +374,26 @@ impl SvcCtx<'_> {
                             m.backend_ref.kind.as_deref(),
                         );
                         let idx = b.add_kind_ref(self.world, ns, kind, key);
-                        let percent = match (m.percent, &m.fraction) {
-                            (Some(p), _) => p.clamp(0, 100) as u32,
+                        // check_route refused negative and out-of-range shares; clamped so
+                        // no value can make a table the proxy refuses.
+                        let (percent, fraction) = match (m.percent, &m.fraction) {
+                            (Some(p), _) => (u32::try_from(p.clamp(0, 100)).unwrap_or(100), None),
                             (None, Some(fr)) => {
-                                let den = f64::from(fr.denominator.unwrap_or(100).max(1));
-                                (f64::from(fr.numerator) * 100.0 / den)
-                                    .round()
-                                    .clamp(0.0, 100.0) as u32
+                                let den = u32::try_from(fr.denominator.unwrap_or(100))
+                                    .unwrap_or(100)
+                                    .max(1);
+                                let num = u32::try_from(fr.numerator).unwrap_or(0).min(den);
+                                (
+                                    100,
+                                    Some(Fraction {
+                                        numerator: num,
+                                        denominator: den,
+                                    }),
+                                )
                             }
-                            (None, None) => 100,
+                            (None, None) => (100, None),
                         };
-                        mirror = Some((idx, percent));
+                        mirror = Some((idx, percent, fraction));
                     }
                     add_response_headers(&mut response_headers, f);
                     add_request_headers(&mut request_headers, f);
@@ -385,9 +415,10 @@ impl SvcCtx<'_> {
                     name: Some(name),
                     matches: Vec::new(),
                     backends,
-                    mirror: mirror.map(|(idx, percent)| Mirror {
+                    mirror: mirror.map(|(idx, percent, fraction)| Mirror {
                         backend: format!("#{idx}"),
                         percent,
+                        fraction,
                     }),
                     response_headers,
                     request_headers,

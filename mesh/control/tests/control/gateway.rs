@@ -640,3 +640,123 @@ spec:
         .collect();
     assert_eq!(query, [("a", "1"), ("A", "3")]);
 }
+
+#[test]
+fn a_route_hostname_never_takes_another_services_name() {
+    // A route's `hostnames` add names for its own Service; a name that is another Service's
+    // (here `zzz.other`, which sorts after `mesh/echo`) stays that Service's, whichever comes
+    // first, so no route author can pull a Service's traffic to their own backends.
+    let mut w = mesh();
+    w.services.insert(
+        ObjKey::new("other", "zzz"),
+        ServiceInfo {
+            cluster_ips: vec!["10.96.9.9".parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+            }],
+            ..ServiceInfo::default()
+        },
+    );
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: grabby, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  hostnames: [zzz.other.svc.cluster.local, zzz.other, echo.example.com]
+  rules:
+    - backendRefs: [{name: echo-v2, port: 80}]
+"#,
+    );
+    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    for host in ["zzz.other.svc.cluster.local", "zzz.other"] {
+        assert_eq!(split_at(&t, host), [("zzz".to_string(), 1)], "{host}");
+    }
+    assert_eq!(
+        split_at(&t, "echo.example.com"),
+        [("echo-v2".to_string(), 1)]
+    );
+}
+
+#[test]
+fn a_route_on_a_whole_multi_port_service_keeps_each_port_on_its_own_endpoints() {
+    // A parentRef without port attaches to every port; a rule without backendRefs sends to
+    // the parent Service on the port the request came to, not always on the first one.
+    let mut w = mesh();
+    w.endpoints.insert(
+        ObjKey::new("mesh", "echo"),
+        [(
+            "echo-slice".to_string(),
+            EndpointSet::Slice {
+                ports: vec![(Some("http".into()), 8080), (Some("admin".into()), 9090)],
+                ready: vec!["10.1.9.1".parse().expect("ip")],
+            },
+        )]
+        .into(),
+    );
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: whole, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+    - matches: [{path: {value: /v2}}]
+      backendRefs: [{name: echo-v2, port: 80}]
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-via, value: mesh}]}
+"#,
+    );
+    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    for (authority, endpoint) in [("echo:80", "10.1.9.1:8080"), ("echo:8080", "10.1.9.1:9090")] {
+        let route = at(&t, authority);
+        assert_eq!(route.rules.len(), 2, "{authority}");
+        let parent = route
+            .resolve_backend(&route.rules[1].backends[0].name)
+            .expect("parent backend");
+        assert_eq!(
+            parent.endpoints,
+            [endpoint.parse::<SocketAddr>().expect("addr")],
+            "{authority}"
+        );
+    }
+}
+
+#[test]
+fn a_mirror_fraction_below_one_percent_is_kept_exactly() {
+    // httproute-request-mirror with fraction: 1/1000 is a tenth of a percent, not 0%.
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shadowed, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+    - matches: [{path: {value: /tenth}}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, fraction: {numerator: 1, denominator: 1000}}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, percent: 30}
+      backendRefs: [{name: echo-v1, port: 80}]
+"#,
+    );
+    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let route = at(&t, "echo:80");
+    let share = |i: usize| {
+        let m = route.rules[i].mirror.as_ref().expect("mirror");
+        m.share()
+    };
+    assert_eq!(share(0), (1, 1000));
+    assert_eq!(share(1), (30, 100));
+}

@@ -391,12 +391,13 @@ async fn streams_past_the_advertised_limit_are_refused_and_never_sent_upstream()
     let mut block = vec![0x82, 0x86, 0x44, 0x05];
     block.extend_from_slice(b"/hang");
     block.extend_from_slice(&[0x41, 0x03, b's', b'v', b'c']);
-    for i in 0..300u32 {
+    let limit = serin_http1::h2::MAX_CONCURRENT_STREAMS;
+    for i in 0..limit + 100 {
         wr.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block))
             .await
             .expect("headers");
     }
-    // Until the proxy has refused the 100 streams past its 200.
+    // Until the proxy has refused the 100 streams past its limit.
     within(20, async {
         loop {
             if seen.lock().unwrap().resets.len() >= 100 {
@@ -409,20 +410,204 @@ async fn streams_past_the_advertised_limit_are_refused_and_never_sent_upstream()
     let mut upstream_saw = 0;
     while within(10, app.seen.recv()).await.is_some() {
         upstream_saw += 1;
-        if upstream_saw == 200 {
+        if upstream_saw == limit {
             break;
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         app.seen.try_recv().is_err(),
-        "more than 200 streams went upstream"
+        "more than {limit} streams went upstream"
     );
     let s = seen.lock().unwrap();
     assert!(
-        s.resets.iter().all(|&(id, code)| code == 7 && id > 400),
+        s.resets
+            .iter()
+            .all(|&(id, code)| code == 7 && id > 2 * limit),
         "only the streams past the limit are refused (REFUSED_STREAM): {:?}",
         &s.resets[..5]
     );
     assert_eq!(s.goaway, None);
+}
+
+// ---- hostile h2 upstreams ----
+
+const PUSH_PROMISE: u8 = 5;
+
+/// What a raw h2 upstream does when a request (HEADERS on `stream`) arrives.
+#[derive(Clone, Copy)]
+enum UpstreamAbuse {
+    /// Promise pushed streams, one after another, without answering.
+    Push,
+    /// Answer with a header block of this many bytes.
+    HugeHead(usize),
+}
+
+/// A raw h2 upstream: settles SETTINGS and answers PINGs, plays `abuse` on the first
+/// request, and reports the GOAWAY code the proxy sent (or `None` at the end of the
+/// connection without one) and how many of its frames it wrote.
+async fn hostile_h2_upstream(
+    abuse: UpstreamAbuse,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<u32>, usize)>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut rd, wr) = s.into_split();
+                let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                let mut preface = [0u8; 24];
+                if rd.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = wr.lock().await.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+                let written = Arc::new(AtomicUsize::new(0));
+                let mut goaway = None;
+                let mut head = [0u8; 9];
+                while rd.read_exact(&mut head).await.is_ok() {
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                    let mut payload = vec![0u8; len];
+                    if rd.read_exact(&mut payload).await.is_err() {
+                        break;
+                    }
+                    let reply = match head[3] {
+                        SETTINGS if head[4] & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
+                        PING if head[4] & ACK == 0 => frame(PING, ACK, 0, &payload),
+                        GOAWAY if len >= 8 => {
+                            goaway = Some(u32::from_be_bytes([
+                                payload[4], payload[5], payload[6], payload[7],
+                            ]));
+                            continue;
+                        }
+                        HEADERS => {
+                            let (wr, written) = (wr.clone(), written.clone());
+                            tokio::spawn(play(abuse, id, wr, written));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    if wr.lock().await.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send((goaway, written.load(Relaxed)));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn play(
+    abuse: UpstreamAbuse,
+    stream: u32,
+    wr: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    written: Arc<AtomicUsize>,
+) {
+    // A 1 KB header field, as HPACK (literal, new name, not indexed).
+    let mut field = vec![0x00, 0x06];
+    field.extend_from_slice(b"x-fill");
+    field.extend_from_slice(&[0x7f, 0xe9, 0x06]);
+    field.extend(std::iter::repeat_n(b'a', 1000));
+    match abuse {
+        UpstreamAbuse::Push => {
+            for i in 0..10_000u32 {
+                let mut p = (2 * i + 2).to_be_bytes().to_vec();
+                p.extend_from_slice(&get_block());
+                p.extend_from_slice(&field);
+                if wr
+                    .lock()
+                    .await
+                    .write_all(&frame(PUSH_PROMISE, END_HEADERS, stream, &p))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                written.fetch_add(1, Relaxed);
+            }
+        }
+        UpstreamAbuse::HugeHead(bytes) => {
+            // :status 200, then fields up to `bytes`, in CONTINUATIONs of 16 fields each.
+            let mut w = wr.lock().await;
+            if w.write_all(&frame(HEADERS, 0, stream, &[0x88]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let piece: Vec<u8> = field
+                .iter()
+                .copied()
+                .cycle()
+                .take(field.len() * 16)
+                .collect();
+            let pieces = bytes.div_ceil(piece.len());
+            for i in 0..pieces {
+                let flags = if i + 1 == pieces { END_HEADERS } else { 0 };
+                if w.write_all(&frame(CONTINUATION, flags, stream, &piece))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                written.fetch_add(1, Relaxed);
+            }
+            let _ = w.write_all(&frame(0, END_STREAM, stream, b"")).await;
+        }
+    }
+}
+
+/// `GET http://svc/` through `p` from an h2c client.
+async fn h2_get(p: &Proxy) -> anyhow::Result<Got> {
+    let addr = p.outbound_addr();
+    try_send(
+        &h2_client(addr),
+        addr,
+        "svc",
+        "GET",
+        "/",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_h2_upstream_that_pushes_streams_is_cut_off() {
+    let (up, mut seen) = hostile_h2_upstream(UpstreamAbuse::Push).await;
+    let p = proxy_to(up).await;
+    let got = within(30, h2_get(&p)).await;
+    let (goaway, pushed) = within(30, seen.recv())
+        .await
+        .expect("upstream connection ended");
+    assert_eq!(
+        goaway,
+        Some(1),
+        "GOAWAY PROTOCOL_ERROR after a PUSH_PROMISE ({pushed} taken)"
+    );
+    assert!(pushed < 10_000, "every promise was taken");
+    assert_eq!(
+        got.expect("an answer").status,
+        http::StatusCode::BAD_GATEWAY
+    );
+}
+
+#[tokio::test]
+async fn an_h2_upstream_response_head_is_held_to_the_http_1_limit() {
+    let (up, mut seen) = hostile_h2_upstream(UpstreamAbuse::HugeHead(1 << 20)).await;
+    let p = proxy_to(up).await;
+    let got = within(30, h2_get(&p)).await;
+    assert_eq!(
+        got.expect("an answer").status,
+        http::StatusCode::BAD_GATEWAY,
+        "a 1 MiB response head was taken (an HTTP/1.1 upstream's is refused above 64 KiB)"
+    );
+    drop(p);
+    let _ = within(30, seen.recv()).await;
 }

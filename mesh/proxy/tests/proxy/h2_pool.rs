@@ -251,3 +251,102 @@ async fn an_h2_upstream_that_stops_reading_the_request_body_gets_a_504_after_the
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn streams_an_upstream_never_answers_get_504s_and_give_their_slots_back() {
+    // Two streams per connection: the two that hang fill the first connection.
+    let mut up = h2_upstream(2).await;
+    let p = proxy().await;
+    p.table()
+        .apply(table(&format!(
+            "routes:\n  - authority: svc\n    rules:\n      - timeout: 300ms\n        backends: [{{ name: svc, endpoints: [\"{}\"] }}]\n",
+            up.addr
+        )))
+        .expect("table");
+    let c = h2_client(p.outbound_addr());
+    for _ in 0..3 {
+        let mut hung = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            let (c, addr) = (c.clone(), p.outbound_addr());
+            hung.spawn(async move { get(&c, addr, "svc", "/wait", &[]).await.status });
+        }
+        while let Some(s) = within(10, hung.join_next()).await {
+            assert_eq!(s.expect("task"), StatusCode::GATEWAY_TIMEOUT);
+        }
+    }
+    // Six streams timed out on a connection that carries two: each gave its slot back.
+    let got = within(10, get(&c, p.outbound_addr(), "svc", "/", &[])).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        up.connections.load(SeqCst),
+        1,
+        "a timed-out stream kept its slot"
+    );
+    let m = metrics(&p).await;
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "response_total{",
+                "status_code=\"504\"",
+                "error=\"timeout\""
+            ]
+        ),
+        6.0,
+        "{m}"
+    );
+    while up.seen.try_recv().is_ok() {}
+}
+
+#[tokio::test]
+async fn one_client_connection_that_never_reads_holds_a_bounded_amount_of_the_proxys_memory() {
+    let up = h2_upstream(100).await;
+    let p = proxy_to(&up).await;
+    let tcp = tokio::net::TcpStream::connect(p.outbound_addr())
+        .await
+        .expect("connect");
+    // A window of 0: everything pulled from the upstream stays in the proxy.
+    let (mut stalled, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    // As many 10 MB downloads as the proxy lets one connection open, none of them read.
+    let mut heads = Vec::new();
+    for _ in 0..200 {
+        let req = Request::get("http://svc/big/10000000")
+            .body(())
+            .expect("request");
+        stalled = within(10, stalled.ready()).await.expect("ready");
+        let (resp, _) = stalled.send_request(req, true).expect("send");
+        heads.push(resp);
+    }
+    let mut held = Vec::new();
+    for h in heads {
+        if let Ok(r) = within(10, h).await {
+            held.push(r);
+        }
+    }
+    within(30, async {
+        loop {
+            let before = up.sent.load(SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if up.sent.load(SeqCst) == before {
+                return;
+            }
+        }
+    })
+    .await;
+    // What the upstream handed over for a client that reads nothing: the proxy's stream
+    // windows (100 × 128 KiB), plus at most one 64 KiB piece per stream that the upstream's
+    // own h2 server holds beyond the window. 62 MiB when a connection could have 200 streams
+    // of 256 KiB.
+    let pulled = up.sent.load(SeqCst);
+    assert!(
+        pulled <= 20 << 20,
+        "{} MiB pulled for {} streams nobody reads",
+        pulled >> 20,
+        held.len()
+    );
+}

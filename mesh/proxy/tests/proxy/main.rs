@@ -5,6 +5,7 @@ mod support;
 
 mod abuse;
 mod client_h1;
+mod control_stream;
 mod flags;
 mod fuzz;
 mod h2_pool;

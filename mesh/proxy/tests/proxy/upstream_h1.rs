@@ -48,7 +48,12 @@ enum Script {
     RawThenReset(&'static [u8]),
     /// `100 Continue` after `100 Continue`, for ever.
     InterimFlood,
+    /// 200 chunked: the head at once, the body [`SLOW_BODY`] later.
+    SlowBody,
 }
+
+/// How long [`Script::SlowBody`] keeps its body back after its head.
+const SLOW_BODY: std::time::Duration = std::time::Duration::from_millis(300);
 
 struct RawUpstream {
     addr: SocketAddr,
@@ -171,6 +176,14 @@ async fn serve_raw(
                 loop {
                     out.write_all(&many).await?;
                 }
+            }
+            Script::SlowBody => {
+                out.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await?;
+                out.flush().await?;
+                // The slowness under test is the server's own: its body comes this much later.
+                tokio::time::sleep(SLOW_BODY).await;
+                out.write_all(b"5\r\nhello\r\n0\r\n\r\n").await?;
             }
             Script::EarlyReject => unreachable!("answered above"),
         }
@@ -497,6 +510,36 @@ async fn an_endless_run_of_interim_responses_ends_in_the_route_timeout() {
             .expect("valid table");
         let got = get(&h1_client(), p.outbound_addr(), "raw", "/", &[]).await;
         assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
+    })
+    .await;
+}
+
+/// `response_latency_ms` is Linkerd's time to first byte: up to the response's first data
+/// frame, so a server that sends its headers at once and its body late reads as slow (it read
+/// about 1 ms when the proxy measured to the response headers).
+#[tokio::test]
+async fn a_response_whose_body_comes_late_is_as_slow_as_its_first_byte() {
+    within(30, async {
+        let up = raw_upstream(Script::SlowBody).await;
+        let p = proxy().await;
+        p.table().apply(route_to(&up)).expect("valid table");
+        let got = get(&h1_client(), p.outbound_addr(), "raw", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.body, "hello");
+        let m = metrics(&p).await;
+        let series = ["dst_service=\"raw\"", "status_code=\"200\""];
+        let count = [&["response_latency_ms_count{"][..], &series[..]].concat();
+        assert_eq!(sample(&m, &count), 1.0, "{m}");
+        // 300 ms later: above the 300 ms bucket, so nothing at or under 200.
+        let fast = [
+            &["response_latency_ms_bucket{"][..],
+            &series[..],
+            &["le=\"200\""][..],
+        ]
+        .concat();
+        assert_eq!(sample(&m, &fast), 0.0, "{m}");
+        let sum = [&["response_latency_ms_sum{"][..], &series[..]].concat();
+        assert!(sample(&m, &sum) >= SLOW_BODY.as_millis() as f64, "{m}");
     })
     .await;
 }

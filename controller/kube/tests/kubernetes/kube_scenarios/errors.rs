@@ -112,3 +112,104 @@ fn error_kinds_map_to_backoffs() {
     assert_eq!(backoff(ErrorKind::Other, 3), Duration::from_secs(8));
     assert_eq!(backoff(ErrorKind::Forbidden, 10), Duration::from_secs(300));
 }
+
+/// The answer API Priority and Fairness sheds load with: 429, `Retry-After`, and Go's
+/// `http.Error` text (not a Status).
+fn shed(call: Expect, retry_after: &str) -> Expect {
+    call.header("Retry-After", retry_after)
+        .reply_text(429, "Too many requests, please try again later.\n")
+}
+
+/// A tick of a Canary progressing at 10 whose first call (the target's read) is answered by
+/// `answered`: the failure is said on the Canary (`Synced` names `says`) and returned.
+async fn failed_tick(
+    answered: Expect,
+    says: &'static str,
+) -> (Arc<Canary>, ReconcileError, Arc<Context>) {
+    let canary = canary("podinfo").build();
+    let (status, at) = progressing_at(&canary, 10);
+    let canary = with_status(canary, &status);
+    let calls = vec![
+        answered,
+        status_write(&canary, move |b| {
+            let c = cond(b, "Synced");
+            assert_eq!(c["status"], "False");
+            let m = c["message"].as_str().unwrap();
+            assert!(m.contains(says), "{m}");
+        }),
+        event("SyncFailed"),
+    ];
+    let c = parse(canary);
+    let now = at + Duration::from_secs(60);
+    let (result, ctx) = run(c.clone(), now, analyzer(vec![pass()]), calls).await;
+    (c, result.unwrap_err(), ctx)
+}
+
+#[tokio::test]
+async fn an_api_server_shedding_load_is_retried_no_sooner_than_its_retry_after() {
+    let (c, err, ctx) = failed_tick(
+        shed(get_target(deployment("podinfo:2")), "7"),
+        "Too many requests, please try again later.",
+    )
+    .await;
+    assert_eq!(
+        serin_kube::throttle::retry_after(&err),
+        Some(Duration::from_secs(7)),
+        "{err:?}"
+    );
+    // The backoff of its kind says 1 s, 2 s, 4 s, 8 s: the server's 7 s is the floor.
+    for (n, expected) in [7, 7, 7, 8].into_iter().enumerate() {
+        assert_eq!(
+            error_policy(c.clone(), &err, ctx.clone()),
+            Requeue::requeue(Duration::from_secs(expected)),
+            "failure {n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_api_server_s_retry_after_is_read_from_a_status_too_and_capped() {
+    let unavailable = status_err(
+        503,
+        "ServiceUnavailable",
+        "the server is currently unable to handle the request",
+    );
+    let (c, err, ctx) = failed_tick(
+        get_target(deployment("podinfo:2"))
+            .header("Retry-After", "3600")
+            .reply(503, unavailable),
+        "unable to handle the request",
+    )
+    .await;
+    assert_eq!(
+        error_policy(c, &err, ctx),
+        Requeue::requeue(serin_kube::throttle::MAX_RETRY_AFTER),
+        "an hour is capped at a minute"
+    );
+}
+
+#[test]
+fn a_retry_after_that_is_not_delta_seconds_is_ignored() {
+    use serin_kube::throttle::parse_retry_after;
+    let headers = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+        h
+    };
+    assert_eq!(
+        parse_retry_after(&headers("7")),
+        Some(Duration::from_secs(7))
+    );
+    assert_eq!(
+        parse_retry_after(&headers(" 2 ")),
+        Some(Duration::from_secs(2))
+    );
+    // An HTTP-date (allowed by RFC 9110, never sent by the API server) and garbage: the
+    // backoff of the error kind applies instead.
+    assert_eq!(
+        parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+        None
+    );
+    assert_eq!(parse_retry_after(&headers("-1")), None);
+    assert_eq!(parse_retry_after(&http::HeaderMap::new()), None);
+}
