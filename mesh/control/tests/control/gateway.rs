@@ -760,3 +760,54 @@ spec:
     assert_eq!(share(0), (1, 1000));
     assert_eq!(share(1), (30, 100));
 }
+
+#[test]
+fn request_and_backend_request_timeouts_become_the_shorter_route_timeout() {
+    // httproute-timeout-request, -timeout-backend-request; 0s disables a timeout.
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: timed, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+    - matches: [{path: {value: /both}}]
+      timeouts: {request: 10s, backendRequest: 500ms}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - matches: [{path: {value: /request}}]
+      timeouts: {request: 1m30s}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - matches: [{path: {value: /off}}]
+      timeouts: {request: 0s, backendRequest: 2s}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - backendRefs: [{name: echo-v1, port: 80}]
+"#,
+    );
+    assert!(check_route(&r).is_empty());
+    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
+    let timeouts: Vec<Option<std::time::Duration>> =
+        at(&t, "echo:80").rules.iter().map(|r| r.timeout).collect();
+    let ms = |n| Some(std::time::Duration::from_millis(n));
+    // Longest prefix first: /request, /both, /off, then the catch-all.
+    assert_eq!(timeouts, [ms(90_000), ms(500), ms(2000), None]);
+}
+
+#[test]
+fn a_route_that_attaches_to_no_port_does_not_displace_a_traffic_split() {
+    // A parentRef naming a port the Service lacks attaches to nothing (NoMatchingParent), so
+    // the Service's TrafficSplit keeps applying.
+    let r = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 9999}"#);
+    let split: serin_mesh_api::objects::TrafficSplit = serde_norway::from_str(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: echo, namespace: mesh}\nspec: {service: echo, backends: [{service: echo-v1, weight: 1}, {service: echo-v2, weight: 3}]}\n",
+    )
+    .expect("split");
+    let mut w = with(mesh(), &[&r]);
+    w.splits.insert(ObjKey::new("mesh", "echo"), split);
+    assert!(serin_mesh_control::translate::split_conflicts(&w).is_empty());
+    let t = translate(&w, "mesh", &Options::default(), 1);
+    assert_eq!(
+        split_at(&t, "echo:80"),
+        [("echo-v1".to_string(), 1), ("echo-v2".to_string(), 3)]
+    );
+}
