@@ -596,7 +596,7 @@ impl Overrides {
                     _ => Err(InjectError::Annotation {
                         annotation: key,
                         value: v.clone(),
-                        expected: "comma-separated ports 1-65535, e.g. 22,3306",
+                        expected: "comma-separated single ports 1-65535, e.g. 22,3306 (ranges such as 8000-9000, which Linkerd's skip-ports annotations take, are not accepted: list each port)",
                     }),
                 })
                 .collect()
