@@ -811,3 +811,52 @@ fn a_route_that_attaches_to_no_port_does_not_displace_a_traffic_split() {
         [("echo-v1".to_string(), 1), ("echo-v2".to_string(), 3)]
     );
 }
+
+#[test]
+fn a_consumer_route_steers_only_its_own_namespace_and_replaces_the_producers_there() {
+    // mesh-consumer-route / mesh-frontend: the producer's route applies to every client; a
+    // route in the client's namespace whose parent is the producer's Service applies to that
+    // namespace's clients only, in place of the producer's.
+    let mut w = mesh();
+    w.services.insert(
+        ObjKey::new("client", "local-v2"),
+        ServiceInfo {
+            cluster_ips: vec!["10.96.2.1".parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+            }],
+            ..ServiceInfo::default()
+        },
+    );
+    let producer = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 80}"#);
+    let consumer = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: client}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, namespace: mesh, port: 80}]
+  rules:
+    - backendRefs: [{name: local-v2, port: 80}]
+"#,
+    );
+    let w = with(w, &[&producer, &consumer]);
+    let for_client = translate(&w, "client", &Options::default(), 1);
+    assert_eq!(
+        split_at(&for_client, "echo.mesh:80"),
+        [("local-v2.client".to_string(), 1)]
+    );
+    for ns in ["mesh", "elsewhere"] {
+        let t = translate(&w, ns, &Options::default(), 1);
+        assert_eq!(
+            split_at(&t, "echo.mesh:80"),
+            [("echo-v2".to_string(), 1)],
+            "{ns}"
+        );
+    }
+    assert_eq!(
+        verdict(&w, &consumer),
+        ((true, "Accepted".into()), (true, "ResolvedRefs".into()))
+    );
+}
