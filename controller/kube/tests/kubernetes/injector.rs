@@ -644,6 +644,25 @@ async fn a_proxy_request_above_its_limit_is_refused_naming_the_annotations() {
 }
 
 #[tokio::test]
+async fn skip_port_ranges_and_junk_are_refused_naming_the_annotation_and_the_accepted_form() {
+    let inj = injector(&[("shop", "enabled")]);
+    for (annotation, value) in [
+        ("serin.dev/skip-inbound-ports", "8000-9000"),
+        ("serin.dev/skip-outbound-ports", "3306,junk"),
+        ("serin.dev/skip-outbound-ports", "0"),
+        ("serin.dev/skip-inbound-ports", "70000"),
+    ] {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = json!({ annotation: value });
+        let msg = denial(&send(&inj, &review(&pod, "shop")).await);
+        assert!(
+            msg.contains(annotation) && msg.contains(value) && msg.contains("ranges such as"),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn pods_with_another_meshs_proxy_are_admitted_unchanged_with_a_warning() {
     let namespaces: BTreeMap<String, BTreeMap<String, String>> = [
         ("shop", vec![("serin.dev/inject", "enabled")]),
