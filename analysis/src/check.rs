@@ -319,6 +319,12 @@ pub struct Observed {
     pub sample_size: Option<u64>,
     /// The query that was run (rendered), for the history.
     pub query: Option<String>,
+    /// The request-count query, when it matched no series at all (so `sample_size` is 0 by
+    /// inference: nothing has reached the canary since its metrics began, or the metrics carry
+    /// other labels than the mesh's queries expect). Said in the reason, so a wrong
+    /// `spec.provider` does not read like a quiet service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_unmatched: Option<String>,
 }
 
 impl Observed {
@@ -328,6 +334,7 @@ impl Observed {
             value,
             sample_size: None,
             query: Some(query.to_string()),
+            count_unmatched: None,
         }
     }
 }
@@ -368,11 +375,16 @@ pub fn evaluate(check: &MetricCheck, observed: Observed, no_data: &NoDataConfig)
     if let Some(n) = observed.sample_size
         && n < no_data.min_requests
     {
-        let why = format!(
+        let mut why = format!(
             "{n} requests in {} < noData.minRequests {}",
             crate::duration::format_duration(check.interval),
             no_data.min_requests
         );
+        if let Some(count_query) = &observed.count_unmatched {
+            why.push_str(&format!(
+                " (the request count matched no series: no request has reached the canary yet, or its metrics carry other labels than spec.provider's mesh gives them; query: {count_query})"
+            ));
+        }
         return match policy {
             NoDataPolicy::Wait => result(Verdict::Inconclusive, format!("waiting: {why}")),
             NoDataPolicy::Fail => result(
@@ -449,6 +461,7 @@ mod tests {
             value,
             sample_size: n,
             query: None,
+            count_unmatched: None,
         }
     }
 

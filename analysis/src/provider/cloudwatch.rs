@@ -376,6 +376,7 @@ impl CloudWatchProvider {
             value: newest.filter(|v| v.is_finite()),
             sample_size: None,
             query: Some(query.to_string()),
+            count_unmatched: None,
         })
     }
 }
@@ -385,6 +386,7 @@ fn no_data(query: &str) -> Observed {
         value: None,
         sample_size: None,
         query: Some(query.to_string()),
+        count_unmatched: None,
     }
 }
 

@@ -147,6 +147,7 @@ impl DatadogProvider {
             value,
             sample_size: None,
             query: Some(query.to_string()),
+            count_unmatched: None,
         })
     }
 }

@@ -128,6 +128,7 @@ impl DynatraceProvider {
             value,
             sample_size: None,
             query: Some(query.to_string()),
+            count_unmatched: None,
         })
     }
 }

@@ -143,6 +143,7 @@ impl NewRelicProvider {
                 .filter(|v| v.is_finite()),
             sample_size: None,
             query: Some(nrql),
+            count_unmatched: None,
         })
     }
 }

@@ -470,6 +470,9 @@ impl MetricsProvider for PrometheusProvider {
                 value,
                 sample_size: sample_size(count),
                 query: Some(query),
+                // A sum over no series is an empty vector (a sum over series that saw no
+                // request is 0): nothing carries the labels the mesh's queries ask for.
+                count_unmatched: count.is_none().then_some(count_query),
             })
         })
     }
@@ -480,6 +483,7 @@ impl MetricsProvider for PrometheusProvider {
                 value: self.scalar(query).await?,
                 sample_size: None,
                 query: Some(query.to_string()),
+                count_unmatched: None,
             })
         })
     }

@@ -420,6 +420,7 @@ impl MetricsProvider for ProxyScrapeProvider {
                     target.canary.backend,
                     crate::duration::format_duration(window)
                 )),
+                count_unmatched: None,
             })
         })
     }

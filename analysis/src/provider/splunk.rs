@@ -326,6 +326,7 @@ impl SplunkProvider {
             value,
             sample_size: None,
             query: Some(query.to_string()),
+            count_unmatched: None,
         })
     }
 }

@@ -202,7 +202,21 @@ async fn builtin_checks_template_queries_and_arm_traffic_through_real_prometheus
         let r = run_check(serin, &sr, &ghost, &nd).await.unwrap();
         assert_eq!(r.verdict, verdict, "{policy:?}: {}", r.reason);
         assert_eq!(r.sample_size, Some(0));
+        // No series at all: said, with the query, so a wrong mesh does not read as a quiet
+        // service.
+        assert!(
+            r.reason.contains("matched no series") && r.reason.contains("ghost"),
+            "{}",
+            r.reason
+        );
     }
+    // A canary whose series exist but saw no request in the window is a quiet one.
+    let quiet = NoDataConfig {
+        min_requests: 1_000_000_000,
+        policy: NoDataPolicy::Wait,
+    };
+    let r = run_check(serin, &sr, &target, &quiet).await.unwrap();
+    assert!(!r.reason.contains("matched no series"), "{}", r.reason);
     // Too few requests for a high minRequests.
     let nd = NoDataConfig {
         min_requests: 1_000_000,

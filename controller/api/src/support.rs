@@ -228,7 +228,11 @@ pub fn strategy_not_routed(canary: &Canary, provider: &str) -> Vec<String> {
     not_routed(
         !a.r#match.is_empty(),
         "spec.analysis.match",
-        "requests are not routed by match",
+        if routing == Routing::Selector {
+            "requests are not routed by match (Flagger drops the match and runs Blue/Green)"
+        } else {
+            "requests are not routed by match"
+        },
     );
     not_routed(a.mirror, "spec.analysis.mirror", "traffic is not mirrored");
     not_routed(
@@ -243,7 +247,7 @@ pub fn strategy_not_routed(canary: &Canary, provider: &str) -> Vec<String> {
         ] {
             if set {
                 out.push(format!(
-                    "{field}: provider {provider:?} cannot send part of the traffic to the canary ({how}): it runs Blue/Green only, so set analysis.iterations instead, or use a provider that splits by weight: {HTTP_ROUTE_PROVIDERS}, smi, osm"
+                    "{field}: provider {provider:?} cannot send part of the traffic to the canary ({how}): it runs Blue/Green only, so set analysis.iterations instead (Flagger runs such a Canary as Blue/Green with iterations: 10), or use a provider that splits by weight: {HTTP_ROUTE_PROVIDERS}, smi, osm"
                 ));
             }
         }
@@ -634,15 +638,39 @@ pub const FIELD_RULES: &[FieldRule] = &[
     },
 ];
 
-/// The Canary fields this document sets that Serin accepts but does not act on, with why.
-pub fn ignored_fields(canary: &Canary) -> Vec<(&'static str, &'static str)> {
-    FIELD_RULES
+/// Why a route field is not written by a provider that does not write an HTTPRoute.
+const HTTP_ROUTE_ONLY: &str = "only an HTTPRoute carries it (providers serin, linkerd, gatewayapi), not this provider's routing";
+
+/// The Canary fields this document sets that Serin accepts but does not act on under
+/// `provider` (the Canary's, or the controller's default), with why: what `serin validate`
+/// prints and the controller's `IgnoredFields` condition names, so neither drops one silently.
+pub fn ignored_fields(canary: &Canary, provider: &str) -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<_> = FIELD_RULES
         .iter()
         .filter_map(|r| match r.support {
             FieldSupport::Ignored(why) if (r.set)(canary) => Some((r.path, why)),
             _ => None,
         })
-        .collect()
+        .collect();
+    let s = &canary.spec.service;
+    if routing(provider).is_some_and(|r| r != Routing::HttpRoute) {
+        for (set, path) in [
+            (s.headers.is_some(), "spec.service.headers"),
+            (s.timeout.is_some(), "spec.service.timeout"),
+            (!s.gateway_refs.is_empty(), "spec.service.gatewayRefs"),
+        ] {
+            if set {
+                out.push((path, HTTP_ROUTE_ONLY));
+            }
+        }
+    }
+    if s.gateway_refs.is_empty() && !s.hosts.is_empty() {
+        out.push((
+            "spec.service.hosts",
+            "host names are written only on a route attached to gateways (spec.service.gatewayRefs)",
+        ));
+    }
+    out
 }
 
 /// The compatibility section of README.md, generated from the tables above (a test fails when

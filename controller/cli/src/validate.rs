@@ -138,7 +138,12 @@ fn check(args: &Args) -> i32 {
         if let serin_api::Outcome::Valid(serin_api::Resource::Canary(c)) = &doc.outcome
             && (args.flagger || !args.quiet)
         {
-            let ignored = serin_api::support::ignored_fields(c);
+            let provider = c
+                .spec
+                .provider
+                .as_deref()
+                .unwrap_or(serin_api::support::DEFAULT_PROVIDER);
+            let ignored = serin_api::support::ignored_fields(c, provider);
             if !ignored.is_empty() {
                 with_ignored += 1;
             }

@@ -596,7 +596,7 @@ impl Overrides {
                     _ => Err(InjectError::Annotation {
                         annotation: key,
                         value: v.clone(),
-                        expected: "comma-separated ports 1-65535, e.g. 22,3306",
+                        expected: "comma-separated single ports 1-65535, e.g. 22,3306 (ranges such as 8000-9000, which Linkerd's skip-ports annotations take, are not accepted: list each port)",
                     }),
                 })
                 .collect()
@@ -883,6 +883,11 @@ pub struct Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.skipped {
+            None if self.resource.starts_with("namespace/") => write!(
+                f,
+                "{} annotated {INJECT}: enabled (pods created in it from now on are injected)",
+                self.resource
+            ),
             None => write!(f, "{} injected", self.resource),
             Some(Skip::OtherMesh) => write!(
                 f,
@@ -924,6 +929,67 @@ pub enum ManifestError {
     },
 }
 
+/// `serin inject` on a Namespace (as `linkerd inject` on one): opts it in with
+/// `serin.dev/inject: enabled`, so the injector meshes the pods created in it from then on.
+/// A namespace that says `disabled`, Serin's own and `kube-system` are left alone.
+fn inject_namespace(
+    mut doc: serde_json::Value,
+    reports: &mut Vec<Report>,
+) -> Result<serde_json::Value, ManifestError> {
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let resource = format!("namespace/{name}");
+    let skipped = if name == SYSTEM_NAMESPACE || name == KUBE_SYSTEM {
+        Some(Skip::SystemNamespace)
+    } else {
+        match doc["metadata"]["annotations"][INJECT].as_str() {
+            Some("enabled") => Some(Skip::AlreadyInjected),
+            Some("disabled") => Some(Skip::Disabled),
+            Some(other) => {
+                return Err(ManifestError::Inject {
+                    resource,
+                    source: InjectError::Annotation {
+                        annotation: INJECT,
+                        value: other.to_string(),
+                        expected: "`enabled` or `disabled`",
+                    },
+                });
+            }
+            None => None,
+        }
+    };
+    if skipped.is_none() {
+        let not_a_map = |field: &str| ManifestError::Template {
+            resource: resource.clone(),
+            message: format!("{field} is not a map"),
+        };
+        let root = doc
+            .as_object_mut()
+            .ok_or_else(|| not_a_map("the document"))?;
+        let meta = root
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        if meta.is_null() {
+            *meta = serde_json::json!({});
+        }
+        let meta = meta.as_object_mut().ok_or_else(|| not_a_map("metadata"))?;
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        if annotations.is_null() {
+            *annotations = serde_json::json!({});
+        }
+        annotations
+            .as_object_mut()
+            .ok_or_else(|| not_a_map("metadata.annotations"))?
+            .insert(INJECT.into(), "enabled".into());
+    }
+    reports.push(Report { resource, skipped });
+    Ok(doc)
+}
+
 /// Where a kind keeps its pod template (JSON pointer), for the kinds that have one.
 fn template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
@@ -941,7 +1007,8 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 
 /// `serin inject` on YAML text (one or more documents): every Pod and pod template is injected
 /// with the same function and patch as the webhook uses (without needing the opt-in
-/// annotation, but honouring `disabled` and every other skip). Other documents pass through.
+/// annotation, but honouring `disabled` and every other skip), and every Namespace opted in
+/// (see [`inject_namespace`]). Other documents pass through.
 pub fn inject_yaml(src: &str, cfg: &InjectConfig) -> Result<(String, Vec<Report>), ManifestError> {
     use serde::Deserialize as _;
     let mut out = String::new();
@@ -978,6 +1045,9 @@ fn inject_value(
             }
         }
         return Ok(doc);
+    }
+    if kind == "Namespace" {
+        return inject_namespace(doc, reports);
     }
     let Some(pointer) = template_pointer(&kind) else {
         return Ok(doc);

@@ -24,7 +24,7 @@ use serin_api::Canary;
 use super::adapters::Prepared;
 use super::config_watch::ConfigWatch;
 use super::context::Context;
-use super::routing::{self, Provider, parse_provider};
+use super::routing::{Provider, parse_provider};
 use super::status::{
     self, CONDITION_IGNORED, CONDITION_PROVIDER, CONDITION_SYNCED, CONDITION_VALID,
     RuntimeCondition,
@@ -170,7 +170,7 @@ async fn prepare(
     if !deleting && spec.revert_on_deletion != has_finalizer(canary) {
         return Ok(Decision::Finalizer(spec.revert_on_deletion));
     }
-    let mut runtime = runtime_conditions(canary, &provider, &provider_name);
+    let mut runtime = runtime_conditions(canary, &provider_name);
     // A state this version cannot read is never replaced by a fresh one (a controller rolled
     // back one version mid-run would otherwise start the Canary over): nothing runs, deletion
     // included, since handing the target back needs the engine too.
@@ -235,11 +235,7 @@ fn runnable(canary: &Canary, provider_name: &str) -> Result<Provider, String> {
 
 /// The runtime conditions of a Canary that runs: valid, provider supported, the fields its
 /// provider ignores, and synced (until a tick says otherwise).
-fn runtime_conditions(
-    canary: &Canary,
-    provider: &Provider,
-    provider_name: &str,
-) -> Vec<RuntimeCondition> {
+fn runtime_conditions(canary: &Canary, provider_name: &str) -> Vec<RuntimeCondition> {
     let mut runtime = vec![
         cond(CONDITION_VALID, true, "Valid", "the spec is valid"),
         cond(
@@ -249,7 +245,11 @@ fn runtime_conditions(
             format!("routing with provider {provider_name}"),
         ),
     ];
-    let ignored = routing::ignored_fields(canary, provider);
+    // The same list, and the same reasons, as `serin validate` prints.
+    let ignored: Vec<&str> = serin_api::support::ignored_fields(canary, provider_name)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
     if !ignored.is_empty() {
         runtime.push(cond(
             CONDITION_IGNORED,

@@ -110,46 +110,6 @@ pub fn parse_provider(p: &str) -> Result<Provider, UnsupportedProvider> {
     })
 }
 
-/// Service fields a Canary may set that Serin's providers do not use: accepted, reported as
-/// ignored (never an error), so Flagger manifests for other meshes still apply.
-pub fn ignored_fields(canary: &Canary, provider: &Provider) -> Vec<&'static str> {
-    let s = &canary.spec.service;
-    let mut out = Vec::new();
-    let mut note = |set: bool, field: &'static str| {
-        if set {
-            out.push(field);
-        }
-    };
-    note(!s.gateways.is_empty(), "spec.service.gateways");
-    note(s.traffic_policy.is_some(), "spec.service.trafficPolicy");
-    note(s.delegation, "spec.service.delegation");
-    note(s.rewrite.is_some(), "spec.service.rewrite");
-    note(s.retries.is_some(), "spec.service.retries");
-    note(s.cors_policy.is_some(), "spec.service.corsPolicy");
-    note(s.mesh_name.is_some(), "spec.service.meshName");
-    note(!s.backends.is_empty(), "spec.service.backends");
-    note(
-        s.service_discovery.is_some(),
-        "spec.service.serviceDiscovery",
-    );
-    note(!s.r#match.is_empty(), "spec.service.match");
-    note(canary.spec.ingress_ref.is_some(), "spec.ingressRef");
-    note(canary.spec.route_ref.is_some(), "spec.routeRef");
-    note(canary.spec.upstream_ref.is_some(), "spec.upstreamRef");
-    let http_route = matches!(provider, Provider::HttpRoute { .. });
-    note(!http_route && s.headers.is_some(), "spec.service.headers");
-    note(!http_route && s.timeout.is_some(), "spec.service.timeout");
-    note(
-        !http_route && !s.gateway_refs.is_empty(),
-        "spec.service.gatewayRefs",
-    );
-    note(
-        s.gateway_refs.is_empty() && !s.hosts.is_empty(),
-        "spec.service.hosts",
-    );
-    out
-}
-
 /// The header or query condition for `m`. Gateway API knows `Exact` and `RegularExpression`
 /// only, so prefixes and suffixes become anchored, escaped expressions.
 fn string_match(m: &StringMatch) -> (&'static str, String) {

@@ -195,6 +195,7 @@ impl MetricsProvider for SinceRun<'_> {
                     target.canary.backend,
                     serin_analysis::format_duration(Duration::from_secs(ago.as_secs().max(1)))
                 )),
+                count_unmatched: None,
             })
         })
     }

@@ -260,6 +260,31 @@ pub struct Mirror {
     /// Share of the rule's requests copied, 0..=100 (default 100).
     #[serde(default = "default_percent")]
     pub percent: u32,
+    /// A finer share than whole percents (Gateway API's `fraction`, e.g. 1/1000); when set it
+    /// takes the place of `percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+impl Mirror {
+    /// The share of requests copied, as (numerator, denominator).
+    pub fn share(&self) -> (u32, u32) {
+        match &self.fraction {
+            Some(f) => (f.numerator, f.denominator),
+            None => (self.percent, 100),
+        }
+    }
+}
+
+/// `numerator / denominator` of the requests; `0 <= numerator <= denominator`, `denominator > 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fraction {
+    /// Requests copied per `denominator` requests.
+    pub numerator: u32,
+    /// The whole (default 100).
+    #[serde(default = "default_percent")]
+    pub denominator: u32,
 }
 
 fn default_percent() -> u32 {
@@ -784,6 +809,17 @@ impl RouteTable {
                         format!("{} is out of range; accepted: 0 to 100", m.percent),
                     );
                 }
+                if let Some(f) = &m.fraction
+                    && (f.denominator == 0 || f.numerator > f.denominator)
+                {
+                    c.push(
+                        format!("{kf}.mirror.fraction"),
+                        format!(
+                            "{}/{} is not a share; accepted: 0 <= numerator <= denominator, denominator above 0",
+                            f.numerator, f.denominator
+                        ),
+                    );
+                }
             }
             validate_header_changes(
                 c,
@@ -972,6 +1008,10 @@ mod tests {
         });
         rule.backends.push(rule.backends[0].clone());
         rule.mirror = Some(Mirror {
+            fraction: Some(Fraction {
+                numerator: 3,
+                denominator: 2,
+            }),
             backend: "nowhere".into(),
             percent: 150,
         });
@@ -984,6 +1024,7 @@ mod tests {
                 "routes[0].rules[0].backends[2].name",
                 "routes[0].rules[0].mirror.backend",
                 "routes[0].rules[0].mirror.percent",
+                "routes[0].rules[0].mirror.fraction",
                 "routes[1].authority",
             ]
         );
@@ -1003,6 +1044,7 @@ mod tests {
             invalid: None,
         });
         route.rules[0].mirror = Some(Mirror {
+            fraction: None,
             backend: "shadow".into(),
             percent: 5,
         });

@@ -290,10 +290,9 @@ pub async fn outbound_via(
     // Mirror: decided per request; the copy is sent from its own task and never awaited.
     let body = match &rule.mirror {
         // A WebSocket handshake is not copied: the shadow could not be given the tunnel.
-        Some((mb, pct))
-            if *pct > 0
-                && parts.extensions.get::<UpgradeRequested>().is_none()
-                && fastrand::u32(..100) < *pct =>
+        Some((mb, share))
+            if parts.extensions.get::<UpgradeRequested>().is_none()
+                && share.takes(fastrand::u32(..)) =>
         {
             // No endpoint, or one with every mirror slot taken (a shadow that stopped
             // answering): the copy is dropped, never queued.

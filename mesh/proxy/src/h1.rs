@@ -457,16 +457,28 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
     head_method: bool,
     upgrade: bool,
 ) -> Result<Head, H1Error> {
+    // A head is parsed when its first bytes come (so garbage is refused at once) and then
+    // once its end has arrived, not again on every read: an upstream sending a 60 KB head
+    // 10 bytes at a time cost 0.4 s of CPU that way. `searched`: how far `buf` is known to
+    // hold no end of a head.
+    let mut searched = 0;
+    let mut looked = false;
     loop {
-        if !buf.is_empty() {
+        if !buf.is_empty() && (!looked || head_end_after(buf, searched)) {
             match parse_head(buf, head_method, upgrade)? {
                 Some(Parsed::Final(h)) => return Ok(h),
                 // An interim response (100 Continue, 103 Early Hints): skip it.
-                Some(Parsed::Interim) => continue,
-                None if buf.len() > MAX_HEAD => return Err(H1Error::HeadTooLarge),
-                None => {}
+                Some(Parsed::Interim) => {
+                    (searched, looked) = (0, false);
+                    continue;
+                }
+                None => looked = true,
             }
         }
+        if buf.len() > MAX_HEAD {
+            return Err(H1Error::HeadTooLarge);
+        }
+        searched = buf.len();
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
@@ -485,6 +497,13 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
 enum Parsed {
     Final(Head),
     Interim,
+}
+
+/// Whether `buf` holds the empty line that ends a head (CRLF or bare LF, as httparse reads
+/// them) anywhere from `from` on, backing up so that one split across reads is found.
+fn head_end_after(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(3).min(buf.len())..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Parses a response head at the start of `buf`, consuming it; `None` when incomplete.
@@ -857,6 +876,19 @@ mod tests {
         raw.extend_from_slice(b"\r\n");
         let mut buf = BytesMut::from(&raw[..]);
         assert!(parse_head(&mut buf, false, false).is_err());
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let head = b"HTTP/1.1 200 OK\r\nx: y\r\n\r\n";
+        assert!(head_end_after(head, 0));
+        // Searched up to each split point already: the end is still found.
+        for split in 0..head.len() {
+            assert!(head_end_after(head, split), "split at {split}");
+        }
+        assert!(!head_end_after(b"HTTP/1.1 200 OK\r\nx: y\r\n", 0));
+        assert!(head_end_after(b"HTTP/1.1 200 OK\nx: y\n\n", 0));
+        assert!(!head_end_after(b"", 0));
     }
 
     #[test]

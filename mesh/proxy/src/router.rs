@@ -282,6 +282,30 @@ impl HeaderEdits {
     }
 }
 
+/// The share of a rule's requests a mirror copies: `numerator` of every `denominator`.
+#[derive(Debug, Clone, Copy)]
+pub struct MirrorShare {
+    numerator: u32,
+    denominator: u32,
+}
+
+impl MirrorShare {
+    /// From a validated (numerator, denominator); kept within 0..=1 whatever it is given.
+    fn new((numerator, denominator): (u32, u32)) -> Self {
+        let denominator = denominator.max(1);
+        MirrorShare {
+            numerator: numerator.min(denominator),
+            denominator,
+        }
+    }
+
+    /// Whether this request is copied, given a uniform draw over all of `u32`.
+    pub fn takes(&self, draw: u32) -> bool {
+        self.numerator > 0
+            && u64::from(draw) * u64::from(self.denominator) < u64::from(self.numerator) * (1 << 32)
+    }
+}
+
 /// A compiled rule.
 pub struct RuleRt {
     matches: Vec<CompiledMatch>,
@@ -292,7 +316,7 @@ pub struct RuleRt {
     /// Changes to the request's headers before it is sent (to the backend and the mirror).
     pub request_headers: HeaderEdits,
     /// Mirror backend and percent.
-    pub mirror: Option<(Arc<BackendRt>, u32)>,
+    pub mirror: Option<(Arc<BackendRt>, MirrorShare)>,
     /// Time allowed until response headers.
     pub timeout: Option<Duration>,
     /// The rule's `route_*` series (`rt_route` = its name); unnamed rules have none.
@@ -483,7 +507,7 @@ impl Compiled {
                 let mirror = rule
                     .mirror
                     .as_ref()
-                    .and_then(|m| Some((backend(&m.backend)?, m.percent.min(100))));
+                    .and_then(|m| Some((backend(&m.backend)?, MirrorShare::new(m.share()))));
                 rules.push(RuleRt {
                     matches,
                     weighted,
@@ -681,6 +705,27 @@ routes:
         assert_eq!(names.iter().filter(|n| **n == "p").count(), 90);
         assert_eq!(names.iter().filter(|n| **n == "c").count(), 10);
         assert!(!names.contains(&"z"));
+    }
+
+    #[test]
+    fn a_mirror_share_takes_its_fraction_of_evenly_spread_draws() {
+        let draws: Vec<u32> = (0..10_000u64)
+            // The middle of each of 10,000 equal slices of the draw's range.
+            .map(|i| u32::try_from((2 * i + 1) * (1 << 32) / 20_000).expect("below 2^32"))
+            .collect();
+        for ((num, den), want) in [
+            ((1, 1000), 10),
+            ((30, 100), 3000),
+            ((1, 3), 3333),
+            ((0, 100), 0),
+            ((100, 100), 10_000),
+            ((7, 0), 10_000),
+        ] {
+            let share = MirrorShare::new((num, den));
+            let taken = draws.iter().filter(|d| share.takes(**d)).count();
+            assert_eq!(taken, want, "{num}/{den}");
+        }
+        assert!(MirrorShare::new((1, 1)).takes(u32::MAX));
     }
 
     #[test]

@@ -338,3 +338,43 @@ spec:
         "the accepted list names it: {text}"
     );
 }
+
+#[test]
+fn fields_only_an_http_route_carries_are_said_ignored_under_other_providers() {
+    // `serin validate` called service.headers, timeout and gatewayRefs supported whatever the
+    // provider; an SMI TrafficSplit or the apex selector carries none of them.
+    let yaml = r#"
+apiVersion: serin.dev/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+    timeout: 15s
+    headers: {request: {set: {x-env: prod}}}
+    gatewayRefs: [{name: public, namespace: gateways}]
+  analysis: {interval: 1m, threshold: 5, stepWeight: 10}
+"#;
+    let canary: serin_api::Canary = serde_norway::from_str(yaml).unwrap();
+    let paths = |provider| -> Vec<&str> {
+        serin_api::support::ignored_fields(&canary, provider)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect()
+    };
+    for provider in ["smi", "osm", "kubernetes"] {
+        assert_eq!(
+            paths(provider),
+            [
+                "spec.service.headers",
+                "spec.service.timeout",
+                "spec.service.gatewayRefs"
+            ],
+            "{provider}"
+        );
+    }
+    for provider in ["serin", "linkerd", "gatewayapi:v1beta1"] {
+        assert!(paths(provider).is_empty(), "{provider}");
+    }
+}

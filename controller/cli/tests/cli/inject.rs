@@ -181,3 +181,50 @@ fn a_workload_meshed_by_another_mesh_is_left_alone_and_said_why() {
     );
     assert_eq!(docs(&out), docs(&linkerd), "left unchanged");
 }
+
+#[test]
+fn a_namespace_is_opted_in_as_linkerd_inject_does_it() {
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
+    let (ok, out, err) = serin(&["inject", "-"], ns);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("namespace/shop annotated serin.dev/inject: enabled"),
+        "{err}"
+    );
+    let d = docs(&out);
+    let parsed: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(d[0].clone()).expect("a Namespace");
+    assert_eq!(
+        parsed.metadata.annotations.unwrap()["serin.dev/inject"],
+        "enabled"
+    );
+    // Again: unchanged. Opted out, Serin's own and kube-system: left alone.
+    let (ok, again, err) = serin(&["inject", "-"], &out);
+    assert!(
+        ok && err.contains("namespace/shop skipped (already_injected)"),
+        "{err}"
+    );
+    assert_eq!(docs(&again), d);
+    for (yaml, why) in [
+        (
+            "kind: Namespace\nmetadata: {name: shop, annotations: {serin.dev/inject: disabled}}\n",
+            "namespace/shop skipped (disabled)",
+        ),
+        (
+            "kind: Namespace\nmetadata: {name: kube-system}\n",
+            "namespace/kube-system skipped (system_namespace)",
+        ),
+    ] {
+        let (ok, out, err) = serin(&["inject", "-"], yaml);
+        assert!(ok && err.contains(why), "{err}");
+        assert_eq!(docs(&out), docs(yaml));
+    }
+    let (ok, _, err) = serin(
+        &["inject", "-"],
+        "kind: Namespace\nmetadata: {name: shop, annotations: {serin.dev/inject: yes}}\n",
+    );
+    assert!(
+        !ok && err.contains("namespace/shop") && err.contains("`enabled` or `disabled`"),
+        "{err}"
+    );
+}

@@ -156,6 +156,13 @@ pub fn step(plan: &Plan, status: &Status, observation: &Observation, now: Timest
         held: false,
     };
     tick.tick();
+    // Flagger stamps lastTransitionTime whenever it writes the weight, the failed checks or the
+    // iterations, not only at phase changes, so `kubectl get canaries` shows when the canary
+    // last moved.
+    let moved = |s: &Status| (s.canary_weight, s.failed_checks, s.iterations);
+    if moved(&tick.s) != moved(status) {
+        tick.s.last_transition_time = Some(now);
+    }
     Transition {
         status: tick.s,
         actions: tick.actions,

@@ -382,3 +382,46 @@ fn post_rollout_and_event_webhooks_are_notifications() {
             .all(|t| t.needs.gates.iter().all(|g| g.webhook.kind.is_gate()))
     );
 }
+
+#[test]
+fn last_transition_time_moves_with_every_weight_failed_check_and_iteration_as_in_flagger() {
+    // Flagger stamps status.lastTransitionTime whenever it writes the weight, the failed checks
+    // or the iterations, so `kubectl get canaries` shows when the canary last moved. Serin used
+    // to stamp it only at phase changes: a canary advancing 10, 20, 30% kept its start time.
+    let stamps = |sim: &Sim, from: usize| -> Vec<Option<serin_core::Timestamp>> {
+        sim.log[from..]
+            .iter()
+            .map(|t| t.transition.status.last_transition_time)
+            .collect()
+    };
+    let mut sim = Sim::initialized(Plan::test().threshold(5));
+    sim.deploy("rev-b");
+    let from = sim.log.len();
+    assert_eq!(
+        sim.run(3),
+        vec![(Progressing, 0), (Progressing, 10), (Progressing, 20)]
+    );
+    let times: Vec<_> = sim.log[from..].iter().map(|t| Some(t.at)).collect();
+    assert_eq!(stamps(&sim, from), times, "each step stamps its tick");
+    // A failed check moves it too, at an unchanged weight.
+    sim.checks(vec![success_rate(91.5)]);
+    let from = sim.log.len();
+    assert_eq!(sim.run(1), vec![(Progressing, 20)]);
+    assert_eq!(sim.status.failed_checks, 1);
+    assert_eq!(stamps(&sim, from), vec![Some(sim.log[from].at)]);
+
+    // Blue/Green: every passed iteration.
+    let mut sim = Sim::initialized(Plan::test().blue_green(3));
+    sim.deploy("rev-b");
+    sim.run(2);
+    let from = sim.log.len();
+    sim.run(1);
+    assert_eq!(sim.status.iterations, 2);
+    assert_eq!(stamps(&sim, from), vec![Some(sim.log[from].at)]);
+
+    // Nothing moving, nothing stamped.
+    let mut sim = Sim::initialized(Plan::test());
+    let before = sim.status.last_transition_time;
+    sim.run(3);
+    assert_eq!(sim.status.last_transition_time, before);
+}

@@ -475,6 +475,41 @@ async fn malformed_requests_get_a_400_class_answer_never_a_panic() {
     );
 }
 
+#[tokio::test]
+async fn updates_dry_runs_and_v1beta1_reviews_are_answered_as_the_api_server_expects() {
+    let inj = injector(&[("shop", "enabled")]);
+    let pod = deployment_pod();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_slice(&review(&pod, "shop")).unwrap();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    // An UPDATE (with its oldObject) is admitted untouched: only creation injects.
+    let update = with(&|v| {
+        v["request"]["operation"] = json!("UPDATE");
+        v["request"]["oldObject"] = v["request"]["object"].clone();
+    });
+    let r = send(&inj, &update).await;
+    assert_eq!((r.status, &r.response["allowed"]), (200, &json!(true)));
+    assert!(r.response.get("patch").is_none(), "{}", r.response);
+    assert_eq!(r.response["uid"], "req-1");
+    // A dry run gets the same patch a real creation gets (the webhook has no side effects).
+    let dry = with(&|v| v["request"]["dryRun"] = json!(true));
+    let p = admitted(&pod, &send(&inj, &dry).await);
+    assert_eq!(init_names(&p), ["serin-init", "serin-proxy"]);
+    // A review of another kind is admitted untouched.
+    let other = with(&|v| v["request"]["kind"]["kind"] = json!("Deployment"));
+    let r = send(&inj, &other).await;
+    assert!(r.response.get("patch").is_none(), "{}", r.response);
+    // v1beta1 (an old API server, or a hand-edited configuration): the answer comes back in
+    // the request's version, which the API server requires.
+    let beta = with(&|v| v["apiVersion"] = json!("admission.k8s.io/v1beta1"));
+    let answer = inj.review(&beta).await;
+    let v = serde_json::to_value(&answer.review).unwrap();
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1beta1", "{v}");
+    assert_eq!(v["response"]["uid"], "req-1");
+}
+
 fn denial(r: &Reply) -> String {
     assert_eq!(r.response["allowed"], false, "{}", r.response);
     assert_eq!(r.response["status"]["code"], 400, "{}", r.response);
@@ -604,6 +639,25 @@ async fn a_proxy_request_above_its_limit_is_refused_naming_the_annotations() {
         assert!(
             msg.contains("serin.dev/proxy-cpu-request") && msg.contains("non-negative"),
             "{bad}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn skip_port_ranges_and_junk_are_refused_naming_the_annotation_and_the_accepted_form() {
+    let inj = injector(&[("shop", "enabled")]);
+    for (annotation, value) in [
+        ("serin.dev/skip-inbound-ports", "8000-9000"),
+        ("serin.dev/skip-outbound-ports", "3306,junk"),
+        ("serin.dev/skip-outbound-ports", "0"),
+        ("serin.dev/skip-inbound-ports", "70000"),
+    ] {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = json!({ annotation: value });
+        let msg = denial(&send(&inj, &review(&pod, "shop")).await);
+        assert!(
+            msg.contains(annotation) && msg.contains(value) && msg.contains("ranges such as"),
+            "{msg}"
         );
     }
 }

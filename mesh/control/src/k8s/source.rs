@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,7 +24,7 @@ use crate::state::RouteKind;
 use crate::translate::route_verdicts;
 use crate::world::{EndpointMeta, EndpointSet, ObjKey, PodIdentity, ServiceInfo, slice_service};
 use serin_mesh_api::objects::{
-    CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus, TrafficSplit,
+    CONTROLLER_NAME, HttpRoute, ReferenceGrant, RouteParentStatus, TrafficSplit, TrafficSplitSpec,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +48,8 @@ const KINDS: [Kind; 6] = [
 
 struct Stores {
     routes: Store<HttpRoute>,
-    splits: Store<TrafficSplit>,
+    /// TrafficSplits at whichever SMI version the cluster serves (see [`split_events`]).
+    splits: Store<DynamicObject>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     grants: Store<ReferenceGrant>,
@@ -63,12 +65,85 @@ enum Seen {
     Failed { error: String, missing: bool },
 }
 
+/// SMI TrafficSplit versions, newest first. Clusters serve different ones (linkerd-smi:
+/// v1alpha1 and v1alpha2; OSM and the SMI spec's own CRD: up to v1alpha4); every one has
+/// `service` and `backends[{service, weight}]`, which is all Serin reads.
+const SPLIT_VERSIONS: [&str; 4] = ["v1alpha4", "v1alpha3", "v1alpha2", "v1alpha1"];
+
+fn split_resource(version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("split.smi-spec.io", version, "TrafficSplit"),
+        "trafficsplits",
+    )
+}
+
+type SplitEvents = BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>>;
+
+/// Watch events of TrafficSplits at the newest version the API server serves: a version whose
+/// list answers 404 hands over to the next older one. When none is served, the last 404 is
+/// passed on (the caller then treats the kind as empty) and the next poll, after the caller's
+/// backoff, starts again from the newest, so installing the CRD later works.
+fn split_events(client: Client) -> SplitEvents {
+    let watch = |client: &Client, version: &str| -> SplitEvents {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &split_resource(version));
+        watcher(api, watcher::Config::default()).boxed()
+    };
+    futures::stream::unfold(
+        (client, 0usize, None::<SplitEvents>),
+        move |(client, mut version, mut current)| async move {
+            loop {
+                let mut stream = current
+                    .take()
+                    .unwrap_or_else(|| watch(&client, SPLIT_VERSIONS[version]));
+                match stream.next().await {
+                    Some(Err(e)) if not_served(&e) => {
+                        version += 1;
+                        if version == SPLIT_VERSIONS.len() {
+                            return Some((Err(e), (client, 0, None)));
+                        }
+                        tracing::debug!(
+                            version = SPLIT_VERSIONS[version],
+                            "TrafficSplit version not served; trying an older one"
+                        );
+                    }
+                    Some(item) => return Some((item, (client, version, Some(stream)))),
+                    // A watcher does not end; if one did, start it again.
+                    None => {}
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+/// The list answered 404: the kind (at this version) is not served.
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found())
+}
+
+/// A TrafficSplit read at any SMI version, as Serin's [`TrafficSplit`]; None (reported) when
+/// its spec has none of the shapes Serin reads.
+fn split_from_dynamic(hub: &Hub, obj: &DynamicObject) -> Option<TrafficSplit> {
+    let spec = obj.data.get("spec").cloned().unwrap_or_default();
+    match serde_json::from_value::<TrafficSplitSpec>(spec) {
+        Ok(spec) => Some(TrafficSplit {
+            metadata: obj.metadata.clone(),
+            spec,
+        }),
+        Err(e) => {
+            tracing::warn!(split = %ObjKey::of(obj), error = %e, "TrafficSplit spec not readable; ignored");
+            hub.metrics.error("trafficsplit", "Invalid");
+            None
+        }
+    }
+}
+
 fn seen<K>(ev: Result<watcher::Event<K>, watcher::Error>) -> Seen {
     match ev {
         Ok(watcher::Event::InitDone) => Seen::Changed { synced: true },
         Ok(_) => Seen::Changed { synced: false },
         Err(e) => {
-            let missing = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found());
+            let missing = not_served(&e);
             Seen::Failed {
                 error: e.to_string(),
                 missing,
@@ -81,7 +156,9 @@ fn seen<K>(ev: Result<watcher::Event<K>, watcher::Error>) -> Seen {
 /// backoff; the last state stays published meanwhile.
 pub async fn run(client: Client, hub: Arc<Hub>) {
     let (routes, routes_w) = reflector::store::<HttpRoute>();
-    let (splits, splits_w) = reflector::store::<TrafficSplit>();
+    let splits_w =
+        reflector::store::Writer::<DynamicObject>::new(split_resource(SPLIT_VERSIONS[0]));
+    let splits = splits_w.as_reader();
     let (services, services_w) = reflector::store::<Service>();
     let (slices, slices_w) = reflector::store::<EndpointSlice>();
     let (grants, grants_w) = reflector::store::<ReferenceGrant>();
@@ -97,13 +174,10 @@ pub async fn run(client: Client, hub: Arc<Hub>) {
         .default_backoff()
         .map(|e| (Kind::Routes, seen(e)))
         .boxed(),
-        reflector::reflector(
-            splits_w,
-            watcher(Api::<TrafficSplit>::all(client.clone()), cfg()),
-        )
-        .default_backoff()
-        .map(|e| (Kind::Splits, seen(e)))
-        .boxed(),
+        reflector::reflector(splits_w, split_events(client.clone()))
+            .default_backoff()
+            .map(|e| (Kind::Splits, seen(e)))
+            .boxed(),
         reflector::reflector(
             services_w,
             watcher(Api::<Service>::all(client.clone()), cfg()),
@@ -227,7 +301,7 @@ fn rebuild(hub: &Hub, stores: &Stores, received: Instant) {
         .splits
         .state()
         .iter()
-        .map(|s| (**s).clone())
+        .filter_map(|s| split_from_dynamic(hub, s))
         .collect();
     let grants = stores
         .grants

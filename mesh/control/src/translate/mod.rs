@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serin_mesh_api::table::{
-    Authority, Backend, BackendDef, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
+    Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
     ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
     parse_duration, request_header_problem,
 };

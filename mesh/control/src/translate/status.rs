@@ -257,12 +257,22 @@ pub fn split_conflicts(world: &World) -> BTreeMap<ObjKey, Problem> {
                 .iter()
                 .filter(|p| p.is_service())
                 .map(move |p| {
-                    ObjKey::new(
+                    let svc = ObjKey::new(
                         p.namespace.as_deref().unwrap_or(&key.namespace),
                         p.name.clone(),
-                    )
+                    );
+                    (svc, p)
                 })
         })
+        // Only a parentRef that attaches takes the Service from a split: one naming a port
+        // or section the Service lacks applies to nothing (NoMatchingParent).
+        .filter(|(svc, p)| {
+            world
+                .services
+                .get(svc)
+                .is_none_or(|info| parent_port(info, p).is_ok())
+        })
+        .map(|(svc, _)| svc)
         .collect();
     let mut out = BTreeMap::new();
     let mut winners: BTreeMap<ObjKey, ObjKey> = BTreeMap::new();

@@ -374,17 +374,26 @@ impl SvcCtx<'_> {
                             m.backend_ref.kind.as_deref(),
                         );
                         let idx = b.add_kind_ref(self.world, ns, kind, key);
-                        let percent = match (m.percent, &m.fraction) {
-                            (Some(p), _) => p.clamp(0, 100) as u32,
+                        // check_route refused negative and out-of-range shares; clamped so
+                        // no value can make a table the proxy refuses.
+                        let (percent, fraction) = match (m.percent, &m.fraction) {
+                            (Some(p), _) => (u32::try_from(p.clamp(0, 100)).unwrap_or(100), None),
                             (None, Some(fr)) => {
-                                let den = f64::from(fr.denominator.unwrap_or(100).max(1));
-                                (f64::from(fr.numerator) * 100.0 / den)
-                                    .round()
-                                    .clamp(0.0, 100.0) as u32
+                                let den = u32::try_from(fr.denominator.unwrap_or(100))
+                                    .unwrap_or(100)
+                                    .max(1);
+                                let num = u32::try_from(fr.numerator).unwrap_or(0).min(den);
+                                (
+                                    100,
+                                    Some(Fraction {
+                                        numerator: num,
+                                        denominator: den,
+                                    }),
+                                )
                             }
-                            (None, None) => 100,
+                            (None, None) => (100, None),
                         };
-                        mirror = Some((idx, percent));
+                        mirror = Some((idx, percent, fraction));
                     }
                     add_response_headers(&mut response_headers, f);
                     add_request_headers(&mut request_headers, f);
@@ -406,9 +415,10 @@ impl SvcCtx<'_> {
                     name: Some(name),
                     matches: Vec::new(),
                     backends,
-                    mirror: mirror.map(|(idx, percent)| Mirror {
+                    mirror: mirror.map(|(idx, percent, fraction)| Mirror {
                         backend: format!("#{idx}"),
                         percent,
+                        fraction,
                     }),
                     response_headers,
                     request_headers,

@@ -727,3 +727,136 @@ spec:
         );
     }
 }
+
+#[test]
+fn a_mirror_fraction_below_one_percent_is_kept_exactly() {
+    // httproute-request-mirror with fraction: 1/1000 is a tenth of a percent, not 0%.
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shadowed, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+    - matches: [{path: {value: /tenth}}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, fraction: {numerator: 1, denominator: 1000}}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: echo-v2, port: 80}, percent: 30}
+      backendRefs: [{name: echo-v1, port: 80}]
+"#,
+    );
+    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let route = at(&t, "echo:80");
+    let share = |i: usize| {
+        let m = route.rules[i].mirror.as_ref().expect("mirror");
+        m.share()
+    };
+    assert_eq!(share(0), (1, 1000));
+    assert_eq!(share(1), (30, 100));
+}
+
+#[test]
+fn request_and_backend_request_timeouts_become_the_shorter_route_timeout() {
+    // httproute-timeout-request, -timeout-backend-request; 0s disables a timeout.
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: timed, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+    - matches: [{path: {value: /both}}]
+      timeouts: {request: 10s, backendRequest: 500ms}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - matches: [{path: {value: /request}}]
+      timeouts: {request: 1m30s}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - matches: [{path: {value: /off}}]
+      timeouts: {request: 0s, backendRequest: 2s}
+      backendRefs: [{name: echo-v1, port: 80}]
+    - backendRefs: [{name: echo-v1, port: 80}]
+"#,
+    );
+    assert!(check_route(&r).is_empty());
+    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
+    let timeouts: Vec<Option<std::time::Duration>> =
+        at(&t, "echo:80").rules.iter().map(|r| r.timeout).collect();
+    let ms = |n| Some(std::time::Duration::from_millis(n));
+    // Longest prefix first: /request, /both, /off, then the catch-all.
+    assert_eq!(timeouts, [ms(90_000), ms(500), ms(2000), None]);
+}
+
+#[test]
+fn a_route_that_attaches_to_no_port_does_not_displace_a_traffic_split() {
+    // A parentRef naming a port the Service lacks attaches to nothing (NoMatchingParent), so
+    // the Service's TrafficSplit keeps applying.
+    let r = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 9999}"#);
+    let split: serin_mesh_api::objects::TrafficSplit = serde_norway::from_str(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: echo, namespace: mesh}\nspec: {service: echo, backends: [{service: echo-v1, weight: 1}, {service: echo-v2, weight: 3}]}\n",
+    )
+    .expect("split");
+    let mut w = with(mesh(), &[&r]);
+    w.splits.insert(ObjKey::new("mesh", "echo"), split);
+    assert!(serin_mesh_control::translate::split_conflicts(&w).is_empty());
+    let t = translate(&w, "mesh", &Options::default(), 1);
+    assert_eq!(
+        split_at(&t, "echo:80"),
+        [("echo-v1".to_string(), 1), ("echo-v2".to_string(), 3)]
+    );
+}
+
+#[test]
+fn a_consumer_route_steers_only_its_own_namespace_and_replaces_the_producers_there() {
+    // mesh-consumer-route / mesh-frontend: the producer's route applies to every client; a
+    // route in the client's namespace whose parent is the producer's Service applies to that
+    // namespace's clients only, in place of the producer's.
+    let mut w = mesh();
+    w.services.insert(
+        ObjKey::new("client", "local-v2"),
+        ServiceInfo {
+            cluster_ips: vec!["10.96.2.1".parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+            }],
+            ..ServiceInfo::default()
+        },
+    );
+    let producer = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 80}"#);
+    let consumer = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: client}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, namespace: mesh, port: 80}]
+  rules:
+    - backendRefs: [{name: local-v2, port: 80}]
+"#,
+    );
+    let w = with(w, &[&producer, &consumer]);
+    let for_client = translate(&w, "client", &Options::default(), 1);
+    assert_eq!(
+        split_at(&for_client, "echo.mesh:80"),
+        [("local-v2.client".to_string(), 1)]
+    );
+    for ns in ["mesh", "elsewhere"] {
+        let t = translate(&w, ns, &Options::default(), 1);
+        assert_eq!(
+            split_at(&t, "echo.mesh:80"),
+            [("echo-v2".to_string(), 1)],
+            "{ns}"
+        );
+    }
+    assert_eq!(
+        verdict(&w, &consumer),
+        ((true, "Accepted".into()), (true, "ResolvedRefs".into()))
+    );
+}

@@ -29,7 +29,26 @@ enum Kind {
     Slices,
     Grants,
     Pods,
+    /// TrafficSplits at an older SMI version (`v1alpha3`, ...), listed when newer ones are not
+    /// served.
+    OldSplits(&'static str),
 }
+
+/// The older TrafficSplit versions the source falls back to, newest first.
+const OLD_SPLITS: [(Kind, &str); 3] = [
+    (
+        Kind::OldSplits("v1alpha3"),
+        "/apis/split.smi-spec.io/v1alpha3/trafficsplits",
+    ),
+    (
+        Kind::OldSplits("v1alpha2"),
+        "/apis/split.smi-spec.io/v1alpha2/trafficsplits",
+    ),
+    (
+        Kind::OldSplits("v1alpha1"),
+        "/apis/split.smi-spec.io/v1alpha1/trafficsplits",
+    ),
+];
 
 const KINDS: [(Kind, &str); 6] = [
     (
@@ -70,7 +89,7 @@ async fn next_call(handle: &mut ApiHandle) -> anyhow::Result<(Call, SendResponse
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
     api_log::record(method.as_str(), &path, &query);
-    if let Some((kind, _)) = KINDS.iter().find(|(_, p)| *p == path) {
+    if let Some((kind, _)) = KINDS.iter().chain(&OLD_SPLITS).find(|(_, p)| *p == path) {
         if method != Method::GET {
             bail!("unexpected {method} {path}");
         }
@@ -148,7 +167,7 @@ fn respond_failure(send: SendResponse<Response<Body>>, code: u16, reason: &str, 
 fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
     let list_kind = match kind {
         Kind::Routes => "HTTPRouteList",
-        Kind::Splits => "TrafficSplitList",
+        Kind::Splits | Kind::OldSplits(_) => "TrafficSplitList",
         Kind::Services => "ServiceList",
         Kind::Slices => "EndpointSliceList",
         Kind::Grants => "ReferenceGrantList",
@@ -323,7 +342,7 @@ async fn watch_events_for_routes_splits_services_and_slices_produce_the_expected
                 listed.push(kind);
                 let items = match kind {
                     Kind::Routes => vec![route(90, 10, 1, "5"), bad_route()],
-                    Kind::Splits => vec![split("8")],
+                    Kind::Splits | Kind::OldSplits(_) => vec![split("8")],
                     Kind::Services => [
                         "podinfo",
                         "podinfo-primary",
@@ -560,15 +579,15 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
     let (mut handle, hub, source) = start_source();
     let mut held = Vec::new();
     let mut patched = false;
-    // Five lists, five watches, one status patch; TrafficSplit lists answer 404 (retried by
-    // the watcher with backoff, so they may repeat) and never block the others.
+    // Five lists, five watches, one status patch; TrafficSplit lists answer 404 at every
+    // version (retried with backoff, so they may repeat) and never block the others.
     let mut calls = 0;
     while !(patched && held.len() == 5) {
         calls += 1;
-        assert!(calls < 20, "runaway API calls");
+        assert!(calls < 40, "runaway API calls");
         let (call, send) = next_call(&mut handle).await?;
         match call {
-            Call::List(Kind::Splits) => respond_failure(
+            Call::List(Kind::Splits | Kind::OldSplits(_)) => respond_failure(
                 send,
                 404,
                 "NotFound",
@@ -584,7 +603,10 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
                 respond(send, list(kind, items));
             }
             Call::Watch(kind) => {
-                assert_ne!(kind, Kind::Splits, "no watch without a list");
+                assert!(
+                    !matches!(kind, Kind::Splits | Kind::OldSplits(_)),
+                    "no watch without a list"
+                );
                 held.push(send);
             }
             Call::PatchStatus { name, .. } => {
@@ -612,6 +634,60 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
             .encode()
             .contains(r#"serin_control_errors_total{kind="watch",reason="NotFound"}"#)
     );
+    source.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_serving_only_older_smi_versions_still_has_its_traffic_splits()
+-> anyhow::Result<()> {
+    // linkerd-smi serves TrafficSplit at v1alpha1 and v1alpha2 only: the v1alpha4 and
+    // v1alpha3 lists answer 404, and the split is read at v1alpha2.
+    let (mut handle, hub, source) = start_source();
+    let mut held = Vec::new();
+    let mut calls = 0;
+    let old = json!({"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": "test", "resourceVersion": "8"},
+        "spec": {"service": "web", "backends": [{"service": "web-v1", "weight": 70}, {"service": "web-v2", "weight": 30}]}});
+    while held.len() < 6 {
+        calls += 1;
+        assert!(calls < 40, "runaway API calls");
+        let (call, send) = next_call(&mut handle).await?;
+        match call {
+            Call::List(kind @ (Kind::Splits | Kind::OldSplits("v1alpha3"))) => {
+                assert!(
+                    !held.iter().any(|(k, _)| *k == Kind::OldSplits("v1alpha2")),
+                    "{kind:?} listed after v1alpha2 was found"
+                );
+                respond_failure(
+                    send,
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
+            }
+            Call::List(kind) => {
+                let items = match kind {
+                    Kind::OldSplits("v1alpha2") => vec![old.clone()],
+                    Kind::Services => ["web", "web-v1", "web-v2"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| service(n, &format!("10.96.0.{}", i + 1), "3"))
+                        .collect(),
+                    Kind::Slices => vec![slice("web-v1", &[("10.1.2.1", true)], "4")],
+                    Kind::OldSplits(v) => anyhow::bail!("listed {v} after v1alpha2 answered"),
+                    _ => vec![],
+                };
+                respond(send, list(kind, items));
+            }
+            Call::Watch(kind) => held.push((kind, send)),
+            Call::PatchStatus { name, .. } => anyhow::bail!("status patch for {name}"),
+        }
+    }
+    until(&hub, "the v1alpha2 split", |t| {
+        weights(t, "web") == [("web-v1".to_string(), 70), ("web-v2".to_string(), 30)]
+    })
+    .await?;
     source.abort();
     Ok(())
 }
@@ -700,7 +776,7 @@ async fn a_reference_grant_opens_a_cross_namespace_backend_and_its_removal_close
                     ],
                     // A grant for another Service only: not enough for the canary.
                     Kind::Grants => vec![grant("only-primary", Some("podinfo-primary"), "5")],
-                    Kind::Splits | Kind::Pods => vec![],
+                    Kind::Splits | Kind::OldSplits(_) | Kind::Pods => vec![],
                 };
                 respond(send, list(kind, items));
             }

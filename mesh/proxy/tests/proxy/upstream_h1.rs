@@ -543,3 +543,53 @@ async fn a_response_whose_body_comes_late_is_as_slow_as_its_first_byte() {
     })
     .await;
 }
+
+/// CPU time of the calling thread, in clock ticks (the proxy, client and test of a
+/// `#[tokio::test]` all run on it; other tests run on theirs).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+#[tokio::test]
+async fn a_response_head_sent_in_small_pieces_is_parsed_once_not_per_piece() {
+    // A 60 KB head (60 fields of 1 KB), from a thread writing it 10 bytes at a time.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.set_nodelay(true);
+        let mut b = [0u8; 4096];
+        let _ = s.read(&mut b);
+        let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+        for i in 0..60 {
+            head.extend_from_slice(format!("x-f{i:02}: {}\r\n", "a".repeat(1000)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\nok");
+        for piece in head.chunks(10) {
+            if s.write_all(piece).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        let _ = s.read(&mut b);
+    });
+    let p = proxy().await;
+    let up = RawUpstream {
+        addr,
+        accepted: Arc::new(AtomicUsize::new(0)),
+        seen: mpsc::unbounded_channel().1,
+    };
+    p.table().apply(route_to(&up)).expect("valid table");
+    let before = thread_cpu_ticks();
+    let got = within(60, get(&h1_client(), p.outbound_addr(), "raw", "/", &[])).await;
+    let used = thread_cpu_ticks() - before;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
+    // 41 ticks (0.41 s) when the head was parsed again after every piece; 8 when parsed once
+    // (what is left is 6,000 reads, in a debug build).
+    assert!(used < 20, "{used} ticks of CPU for one response head");
+}

@@ -3,6 +3,25 @@
 
 use super::fixtures::*;
 
+/// The first reconcile of a new Canary whose analysis has no results yet: the primary and the
+/// services are made, the run halts, and `check` reads the status written.
+fn bootstrap_halted_at_no_results(
+    canary: &Value,
+    check: impl FnOnce(&Value) + Send + 'static,
+) -> Vec<Expect> {
+    vec![
+        get_target(deployment("podinfo:1")),
+        no_primary(),
+        get_target(deployment("podinfo:1")),
+        apply_primary(|_| {}),
+        apply_service("podinfo-primary", "podinfo-primary"),
+        apply_service("podinfo-canary", "podinfo"),
+        apply_service("podinfo", "podinfo-primary"),
+        event("Halted"),
+        status_write(canary, check),
+    ]
+}
+
 /// One reconcile of `canary` at T0 with no analysis results, answered by `calls`.
 async fn reconcile_once(canary: Value, calls: Vec<Expect>) -> Result<Requeue, ReconcileError> {
     run(
@@ -64,25 +83,15 @@ async fn istio_only_service_fields_are_reported_as_ignored() {
         .gateways(&["public-gateway"])
         .traffic_policy(json!({"tls": {"mode": "ISTIO_MUTUAL"}}))
         .build();
-    let calls = vec![
-        get_target(deployment("podinfo:1")),
-        no_primary(),
-        get_target(deployment("podinfo:1")),
-        apply_primary(|_| {}),
-        apply_service("podinfo-primary", "podinfo-primary"),
-        apply_service("podinfo-canary", "podinfo"),
-        apply_service("podinfo", "podinfo-primary"),
-        event("Halted"),
-        status_write(&canary, |b| {
-            let c = cond(b, "IgnoredFields");
-            let m = c["message"].as_str().unwrap();
-            assert!(
-                m.contains("spec.service.gateways") && m.contains("spec.service.trafficPolicy"),
-                "{m}"
-            );
-            assert_eq!(cond(b, "Valid")["status"], "True");
-        }),
-    ];
+    let calls = bootstrap_halted_at_no_results(&canary, |b| {
+        let c = cond(b, "IgnoredFields");
+        let m = c["message"].as_str().unwrap();
+        assert!(
+            m.contains("spec.service.gateways") && m.contains("spec.service.trafficPolicy"),
+            "{m}"
+        );
+        assert_eq!(cond(b, "Valid")["status"], "True");
+    });
     let result = reconcile_once(canary, calls).await;
     result.unwrap();
 }
@@ -112,4 +121,26 @@ async fn ab_testing_on_an_smi_traffic_split_is_refused_before_the_rollout() {
     })];
     let result = reconcile_once(canary, calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());
+}
+
+#[tokio::test]
+async fn every_field_validate_calls_ignored_is_reported_by_the_controller_too() {
+    // `serin validate` said these were ignored, while the controller's IgnoredFields condition
+    // named only the routing fields it knew: the rest went silently on the cluster.
+    let mut canary = canary("podinfo")
+        .webhooks(json!([{"name": "smoke", "url": "https://smoke.test/", "disableTLS": true}]))
+        .build();
+    canary["spec"]["service"]["headless"] = json!(true);
+    canary["spec"]["service"]["trafficDistribution"] = json!("PreferClose");
+    let calls = bootstrap_halted_at_no_results(&canary, |b| {
+        let m = cond(b, "IgnoredFields")["message"].as_str().unwrap();
+        for field in [
+            "spec.service.headless",
+            "spec.service.trafficDistribution",
+            "spec.analysis.webhooks[].disableTLS",
+        ] {
+            assert!(m.contains(field), "{field} in {m}");
+        }
+    });
+    reconcile_once(canary, calls).await.unwrap();
 }
