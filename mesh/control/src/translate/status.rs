@@ -217,7 +217,55 @@ pub fn route_reference_problems(world: &World, route: &HttpRoute) -> Vec<Problem
     let refs = unresolved_refs(world, route)
         .into_iter()
         .map(|u| Problem::new(u.field, u.reason, u.message));
-    parents.chain(refs).collect()
+    // Hostnames that are another Service's own name are left out of every table (see
+    // translate): said here so the route's author learns why that name is not theirs.
+    let parents_of_route: Vec<ObjKey> = route
+        .spec
+        .parent_refs
+        .iter()
+        .filter(|p| p.is_service())
+        .map(|p| {
+            ObjKey::new(
+                p.namespace.as_deref().unwrap_or(&key.namespace),
+                p.name.clone(),
+            )
+        })
+        .collect();
+    let hostnames = route
+        .spec
+        .hostnames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let owner = service_owning(world, &h.to_ascii_lowercase())?;
+            (!parents_of_route.contains(&owner)).then(|| {
+                Problem::new(
+                    format!("spec.hostnames[{i}]"),
+                    "UnsupportedValue",
+                    format!("{h:?} is a name of Service {owner}; a route cannot take another Service's name, so it is ignored"),
+                )
+            })
+        });
+    parents.chain(refs).chain(hostnames).collect()
+}
+
+/// The Service whose own name `host` is: `name.ns`, `name.ns.svc`, `name.ns.svc.<domain>`, or
+/// one of its cluster IPs.
+fn service_owning(world: &World, host: &str) -> Option<ObjKey> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return world
+            .services
+            .iter()
+            .find(|(_, s)| s.cluster_ips.contains(&ip))
+            .map(|(k, _)| k.clone());
+    }
+    let mut labels = host.splitn(3, '.');
+    let (name, ns) = (labels.next()?, labels.next()?);
+    let rest = labels.next().unwrap_or("");
+    let key = ObjKey::new(ns, name);
+    (world.services.contains_key(&key)
+        && (rest.is_empty() || rest == "svc" || rest.starts_with("svc.")))
+    .then_some(key)
 }
 
 /// The same for a TrafficSplit: a missing apex Service (the split applies to nothing) and

@@ -679,6 +679,26 @@ spec:
         split_at(&t, "echo.example.com"),
         [("echo-v2".to_string(), 1)]
     );
+    // ... and the route's status says which names it cannot have.
+    let mut w = with(mesh(), &[&r]);
+    w.services.insert(
+        ObjKey::new("other", "zzz"),
+        ServiceInfo {
+            cluster_ips: vec!["10.96.9.9".parse().expect("ip")],
+            ..ServiceInfo::default()
+        },
+    );
+    let fields: Vec<String> = serin_mesh_control::translate::route_reference_problems(&w, &r)
+        .into_iter()
+        .map(|p| format!("{} {}", p.field, p.reason))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.hostnames[0] UnsupportedValue",
+            "spec.hostnames[1] UnsupportedValue"
+        ]
+    );
 }
 
 #[test]
