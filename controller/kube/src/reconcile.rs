@@ -209,6 +209,11 @@ async fn prepare(
     let spec = Arc::new(spec);
     cctx.spec = Some(spec.clone());
     cctx.target_changed = ctx.targets().changed_for(canary);
+    cctx.deleting_since = canary
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| serin_core::Timestamp::from_millis(t.0.as_millisecond()));
     let prepared = Prepared {
         canary: canary.clone(),
         spec,
@@ -307,12 +312,17 @@ async fn apply(ctx: &Context, t: Ticket) -> Result<Requeue, ReconcileError> {
 /// Ticks a Canary being deleted; once the driver has reverted the target (revertOnDeletion), the
 /// finalizer goes and the deletion proceeds.
 async fn cleanup(ctx: &Context, t: Ticket) -> Result<Requeue, ReconcileError> {
-    if let TickOutcome::Stepped { .. } = tick(ctx, &t, true).await? {
-        let canary = &t.prepared.canary;
-        set_finalizer(ctx, canary, false).await?;
-        ctx.forget(canary);
+    match tick(ctx, &t, true).await? {
+        TickOutcome::Stepped { .. } => {
+            let canary = &t.prepared.canary;
+            set_finalizer(ctx, canary, false).await?;
+            ctx.forget(canary);
+            Ok(Requeue::await_change())
+        }
+        // The reverted target is not ready yet: the finalizer holds, and it is looked at again.
+        TickOutcome::WaitingForTarget { retry, .. } => Ok(Requeue::requeue(retry)),
+        _ => Ok(Requeue::await_change()),
     }
-    Ok(Requeue::await_change())
 }
 
 /// One tick of the shared driver, with the Canary handed to the adapters for its length. A

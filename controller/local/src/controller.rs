@@ -27,7 +27,7 @@ use super::store::FileStore;
 use super::supervisor::Supervisor;
 use serin_controller::adapters::{CanaryContext, CanaryId, EventRecorder, Notifier, Store};
 use serin_controller::alerts::Alert;
-use serin_controller::driver::Driver;
+use serin_controller::driver::{Driver, TickOutcome};
 use serin_controller::hooks::HttpHooks;
 use serin_controller::metrics::Metrics;
 
@@ -402,6 +402,8 @@ pub async fn run_with_store(
     platform.await_adopted(Duration::from_secs(5)).await;
     tracing::info!(dir = %opts.dir.display(), canaries = loaded.canaries.len(), "local controller started");
     let mut due: BTreeMap<CanaryId, tokio::time::Instant> = BTreeMap::new();
+    // Canaries whose manifest was removed, until their deletion tick went through.
+    let mut removing: BTreeMap<CanaryId, CanaryContext> = BTreeMap::new();
     let mut last_reload = tokio::time::Instant::now();
     let mut changes = supervisor.changes();
     tokio::pin!(shutdown);
@@ -423,19 +425,16 @@ pub async fn run_with_store(
                 for (id, ctx) in &loaded.canaries {
                     if !fresh.canaries.contains_key(id) {
                         tracing::info!(canary = %id, "manifest removed");
-                        let last = driver
-                            .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
-                            .await;
-                        if let Err(error) = &last {
-                            tracing::warn!(canary = %id, %error, "its last tick failed");
-                        }
-                        // The target was handed back only when the revert ran (it is the last
-                        // tick's action; a failed tick reverted nothing for certain).
-                        platform.release(id, ctx.plan.revert_on_deletion && last.is_ok());
+                        let mut ctx = ctx.clone();
+                        ctx.deleting_since = Some(Timestamp::from_system_time(SystemTime::now()));
+                        removing.insert(id.clone(), ctx);
                         due.remove(id);
                     }
                 }
                 for (id, ctx) in &fresh.canaries {
+                    // Put back before its deletion finished: a new Canary, whose registered
+                    // workloads are still there.
+                    removing.remove(id);
                     if !loaded.canaries.contains_key(id) {
                         start_anew_if_deleted(&store, ctx).await;
                     }
@@ -451,6 +450,26 @@ pub async fn run_with_store(
             }
         }
         platform.reconcile().await;
+        // Removed Canaries: their deletion ticks, until the target is handed back (a tick that
+        // waits for the reverted target comes back here; see `TickOutcome::WaitingForTarget`).
+        let mut finished = Vec::new();
+        for (id, ctx) in &removing {
+            let last = driver
+                .tick(ctx, true, Timestamp::from_system_time(SystemTime::now()))
+                .await;
+            match &last {
+                Ok(TickOutcome::WaitingForTarget { .. }) => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(canary = %id, %error, "its last tick failed"),
+            }
+            // The target was handed back only when the revert ran (it is the last tick's
+            // action; a failed tick reverted nothing for certain).
+            platform.release(id, ctx.plan.revert_on_deletion && last.is_ok());
+            finished.push(id.clone());
+        }
+        for id in finished {
+            removing.remove(&id);
+        }
         let now = tokio::time::Instant::now();
         for (id, ctx) in &loaded.canaries {
             match due.get(id) {
@@ -479,6 +498,11 @@ pub async fn run_with_store(
             .copied()
             .unwrap_or(now + Duration::from_secs(1))
             .min(now + opts.reload_every);
+        let next_due = if removing.is_empty() {
+            next_due
+        } else {
+            next_due.min(now + Duration::from_millis(500))
+        };
         tokio::select! {
             () = &mut shutdown => break,
             _ = changes.changed() => {}

@@ -110,6 +110,10 @@ pub struct CanaryContext {
     /// yet: the tick then observes at once (and the engine starts or restarts the run) instead
     /// of idling until the next interval.
     pub target_changed: bool,
+    /// When the Canary's deletion began (Kubernetes: its `deletionTimestamp`; locally: when its
+    /// manifest was found removed). A revertOnDeletion hand-back waits for the target from then
+    /// on, across ticks, for a bounded time; `None`: it does not wait.
+    pub deleting_since: Option<serin_core::Timestamp>,
 }
 
 impl CanaryContext {
@@ -130,6 +134,7 @@ impl CanaryContext {
             spec: None,
             metrics_server: None,
             target_changed: false,
+            deleting_since: None,
         }
     }
 }

@@ -153,6 +153,15 @@ pub enum TickOutcome {
         /// When to look again.
         retry: Duration,
     },
+    /// A Canary being deleted with revertOnDeletion: its target is scaled up but not ready
+    /// yet, so the traffic is not handed back to it. Nothing was saved; look again after
+    /// `retry` (the wait is bounded from [`CanaryContext::deleting_since`]).
+    WaitingForTarget {
+        /// When to look again.
+        retry: Duration,
+        /// What the target still lacks.
+        missing: String,
+    },
 }
 
 impl TickOutcome {
@@ -162,7 +171,8 @@ impl TickOutcome {
             TickOutcome::Stepped { wake_at, .. }
             | TickOutcome::Unchanged { wake_at }
             | TickOutcome::Idle { wake_at } => wake_at.map(|w| w.since(now)),
-            TickOutcome::WaitingForRoutes { retry } => Some(*retry),
+            TickOutcome::WaitingForRoutes { retry }
+            | TickOutcome::WaitingForTarget { retry, .. } => Some(*retry),
         }
     }
 }
@@ -248,13 +258,24 @@ pub fn current_routes(status: &Status) -> Routes {
 }
 
 /// Flagger's finalizer waits for a reverted target: 3 s doubling, four times (each capped at
-/// the analysis interval).
+/// the analysis interval), so at most 45 s with a one-minute interval. Serin looks again every
+/// [`REVERT_RETRY`] within the same total, each look a tick of its own: a wait never holds a
+/// reconcile slot, a shutdown or a lost lease.
 const REVERT_WAITS: [Duration; 4] = [
     Duration::from_secs(3),
     Duration::from_secs(6),
     Duration::from_secs(12),
     Duration::from_secs(24),
 ];
+
+/// How often a reverted target that is not ready yet is looked at again.
+const REVERT_RETRY: Duration = Duration::from_secs(2);
+
+/// How long a deletion waits for its reverted target (Flagger's total).
+fn revert_budget(plan: &serin_core::Plan) -> Duration {
+    let cap = plan.interval.max(Duration::from_secs(1));
+    REVERT_WAITS.iter().map(|w| (*w).min(cap)).sum()
+}
 
 impl Driver {
     /// One tick: loads status and pending commands from the store, then [`Driver::tick_with`].
@@ -467,6 +488,40 @@ impl Driver {
         }
 
         let mut history: Vec<HistoryEntry> = Vec::new();
+        if actions.iter().any(|a| matches!(a, Action::RevertTarget)) {
+            // As Flagger's finalizer: the target first, then (once it is ready, or after a
+            // bounded wait) the traffic, which `act` hands back. Routing first would send every
+            // request to a target still scaled to zero until its pods start.
+            self.workloads
+                .revert(ctx)
+                .await
+                .map_err(|source| DriverError::Act {
+                    action: "revert-target",
+                    source,
+                })?;
+            if let Some(missing) = self.target_missing(ctx).await {
+                let waited = ctx.deleting_since.map(|since| now.since(since));
+                let budget = revert_budget(&ctx.plan);
+                if let Some(waited) = waited.filter(|w| *w < budget) {
+                    tracing::info!(%missing, waited_secs = waited.as_secs(), budget_secs = budget.as_secs(), "waiting for the reverted target before handing the traffic back");
+                    return Ok(TickOutcome::WaitingForTarget {
+                        retry: REVERT_RETRY,
+                        missing,
+                    });
+                }
+                tracing::warn!(%missing, "target not ready after the revert wait; handing the traffic back anyway, as Flagger does");
+                let mut entry = notification_failed(
+                    ctx,
+                    &status,
+                    now,
+                    format!(
+                        "the target was not ready after the revert wait ({missing}); the traffic was handed back to it anyway"
+                    ),
+                );
+                entry.kind = HistoryKind::Terminating;
+                history.push(entry);
+            }
+        }
         let mut notifying = Notifying::default();
         self.act_all(ctx, &status, &actions, now, &mut history, &mut notifying)
             .await?;
@@ -509,32 +564,16 @@ impl Driver {
         })
     }
 
-    /// Waits until the target (the canary workload) is ready after a revert, looking again
-    /// after each of Flagger's finalizer waits (3 s doubling, capped at the analysis interval,
-    /// four times: at most 45 s with a one-minute interval). `Err` says what was still missing.
-    async fn await_target_ready(&self, ctx: &CanaryContext) -> Result<(), String> {
-        let mut waits = REVERT_WAITS
-            .iter()
-            .map(|w| (*w).min(ctx.plan.interval.max(Duration::from_secs(1))));
-        loop {
-            let missing = match self.workloads.observe(ctx).await {
-                Ok(state) => match state.canary {
-                    Some(r) if r.desired > 0 => r.check(ctx.plan.canary_ready_threshold).err(),
-                    Some(_) => Some("the target asks for no replicas".to_string()),
-                    None => Some("the target does not exist".to_string()),
-                },
-                Err(error) => Some(error.to_string()),
-            };
-            let Some(missing) = missing else {
-                return Ok(());
-            };
-            match waits.next() {
-                Some(wait) => {
-                    tracing::info!(%missing, wait_secs = wait.as_secs(), "waiting for the reverted target before handing the traffic back");
-                    tokio::time::sleep(wait).await;
-                }
-                None => return Err(missing),
-            }
+    /// What the target (the canary workload) still lacks after a revert; `None` once it is
+    /// ready.
+    async fn target_missing(&self, ctx: &CanaryContext) -> Option<String> {
+        match self.workloads.observe(ctx).await {
+            Ok(state) => match state.canary {
+                Some(r) if r.desired > 0 => r.check(ctx.plan.canary_ready_threshold).err(),
+                Some(_) => Some("the target asks for no replicas".to_string()),
+                None => Some("the target does not exist".to_string()),
+            },
+            Err(error) => Some(error.to_string()),
         }
     }
 
@@ -576,26 +615,8 @@ impl Driver {
             Action::PromoteCanaryToPrimary { revision } => {
                 self.workloads.promote(ctx, revision).await
             }
-            Action::RevertTarget => {
-                // As Flagger's finalizer: the target first, then (once it is ready, or after a
-                // bounded wait) the traffic. Routing first would send every request to a
-                // target still scaled to zero until its pods start.
-                self.workloads.revert(ctx).await?;
-                if let Err(waiting) = self.await_target_ready(ctx).await {
-                    tracing::warn!(reason = %waiting, "target not ready after the revert wait; handing the traffic back anyway, as Flagger does");
-                    let mut entry = notification_failed(
-                        ctx,
-                        status,
-                        now,
-                        format!(
-                            "the target was not ready after the revert wait ({waiting}); the traffic was handed back to it anyway"
-                        ),
-                    );
-                    entry.kind = HistoryKind::Terminating;
-                    history.push(entry);
-                }
-                self.router.revert(ctx).await
-            }
+            // The workloads were reverted, and the target waited for, before the actions ran.
+            Action::RevertTarget => self.router.revert(ctx).await,
             Action::Notify {
                 webhook,
                 phase,

@@ -462,20 +462,11 @@ pub fn promoting(check: impl FnOnce(&Value) + Send + 'static) -> Vec<Expect> {
     ]
 }
 
-/// The calls of a deleted Canary with revertOnDeletion, mid-run: the route is deleted
-/// (`delete_route`), the apex Service selects the target again and is released, the target is
-/// scaled back to the primary's replicas, and the finalizer goes.
+/// The calls of a deleted Canary with revertOnDeletion, mid-run: as Flagger's finalizer, the
+/// target is scaled back to the primary's replicas and read ready; only then is the route
+/// deleted (`delete_route`) and the apex Service made to select the target again, released;
+/// then the finalizer goes.
 pub fn handing_back(canary: &Value, delete_route: Expect) -> Vec<Expect> {
-    handing_back_after(
-        canary,
-        delete_route,
-        vec![deployment("podinfo:2").replicas(3).build()],
-    )
-}
-
-/// [`handing_back`] where the target, once scaled up, reads as each of `looks` in turn (the
-/// last one ready): the traffic goes back to it only after that.
-pub fn handing_back_after(canary: &Value, delete_route: Expect, looks: Vec<Value>) -> Vec<Expect> {
     let mut released = canary.clone();
     released["metadata"]["finalizers"] = json!([]);
     let mut calls = vec![
@@ -486,11 +477,9 @@ pub fn handing_back_after(canary: &Value, delete_route: Expect, looks: Vec<Value
         get_primary(primary("podinfo:1").replicas(3)),
         scale_target(3),
     ];
-    // ...and looked at until it is ready...
-    for look in looks {
-        calls.push(get_target(look));
-        calls.push(get_primary(primary("podinfo:1").replicas(3)));
-    }
+    // ...and looked at: ready...
+    calls.push(get_target(deployment("podinfo:2").replicas(3)));
+    calls.push(get_primary(primary("podinfo:1").replicas(3)));
     // ...and only then gets the traffic back.
     calls.extend([
         delete_route,
