@@ -270,69 +270,94 @@ async fn crds(client: &Client, out: &mut Vec<Outcome>) {
     }
 }
 
-/// Every grant of the component's rules, asked for its ServiceAccount with a
-/// SubjectAccessReview (what impersonating it with a SelfSubjectAccessReview would answer).
-async fn rbac(client: &Client, ns: &str, component: &str, rules: &ComponentRules) -> Outcome {
-    let check = format!("{component} RBAC");
+/// One question of a component's RBAC check: what it asks (`verb group/resource[/sub] [name]`)
+/// and the SubjectAccessReview that asks it.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// How a denial is named in the check's message.
+    pub what: String,
+    /// The review sent to the API server.
+    pub review: SubjectAccessReview,
+}
+
+/// Every grant of `rules` as SubjectAccessReviews for `component`'s ServiceAccount in `ns`: one
+/// per group, resource, verb and, for a rule limited to `resourceNames`, per name (a grant of
+/// one name says nothing about another).
+pub fn rbac_asks(ns: &str, component: &str, rules: &ComponentRules) -> Vec<Ask> {
     let user = format!("system:serviceaccount:{ns}:{component}");
-    let api: Api<SubjectAccessReview> = Api::all(client.clone());
-    let mut denied = BTreeSet::new();
-    let asks = rules
+    let mut asks = Vec::new();
+    let scoped = rules
         .cluster
         .iter()
         .map(|r| (r, None))
         .chain(rules.namespaced.iter().map(|r| (r, Some(ns))));
-    for (rule, namespace) in asks {
+    for (rule, namespace) in scoped {
+        let names: Vec<Option<&String>> = match rule.resource_names.as_deref() {
+            Some(names) if !names.is_empty() => names.iter().map(Some).collect(),
+            _ => vec![None],
+        };
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
+                let (resource, sub) = match resource.split_once('/') {
+                    Some((r, s)) => (r, Some(s.to_string())),
+                    None => (resource.as_str(), None),
+                };
                 for verb in &rule.verbs {
-                    let (resource, sub) = match resource.split_once('/') {
-                        Some((r, s)) => (r, Some(s.to_string())),
-                        None => (resource.as_str(), None),
-                    };
-                    let review = SubjectAccessReview {
-                        spec: SubjectAccessReviewSpec {
-                            user: Some(user.clone()),
-                            groups: Some(vec![
-                                "system:serviceaccounts".into(),
-                                format!("system:serviceaccounts:{ns}"),
-                                "system:authenticated".into(),
-                            ]),
-                            resource_attributes: Some(ResourceAttributes {
-                                group: Some(group.clone()),
-                                resource: Some(resource.into()),
-                                subresource: sub.clone(),
-                                verb: Some(verb.clone()),
-                                namespace: namespace.map(String::from),
-                                name: rule
-                                    .resource_names
-                                    .as_ref()
-                                    .and_then(|n| n.first().cloned()),
+                    for name in &names {
+                        let review = SubjectAccessReview {
+                            spec: SubjectAccessReviewSpec {
+                                user: Some(user.clone()),
+                                groups: Some(vec![
+                                    "system:serviceaccounts".into(),
+                                    format!("system:serviceaccounts:{ns}"),
+                                    "system:authenticated".into(),
+                                ]),
+                                resource_attributes: Some(ResourceAttributes {
+                                    group: Some(group.clone()),
+                                    resource: Some(resource.into()),
+                                    subresource: sub.clone(),
+                                    verb: Some(verb.clone()),
+                                    namespace: namespace.map(String::from),
+                                    name: name.cloned(),
+                                    ..Default::default()
+                                }),
                                 ..Default::default()
-                            }),
+                            },
                             ..Default::default()
-                        },
-                        ..Default::default()
-                    };
-                    let what = format!(
-                        "{verb} {}/{resource}{}",
-                        if group.is_empty() { "core" } else { group },
-                        sub.map(|s| format!("/{s}")).unwrap_or_default()
-                    );
-                    match api.create(&PostParams::default(), &review).await {
-                        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
-                        Ok(_) => {
-                            denied.insert(what);
-                        }
-                        Err(e) => {
-                            return Outcome::fail(
-                                check,
-                                format!("cannot ask the API server: {}", api_message(&e)),
-                                "serin check needs permission to create subjectaccessreviews",
-                            );
-                        }
+                        };
+                        let what = format!(
+                            "{verb} {}/{resource}{}{}",
+                            if group.is_empty() { "core" } else { group },
+                            sub.as_ref().map(|s| format!("/{s}")).unwrap_or_default(),
+                            name.map(|n| format!(" {n}")).unwrap_or_default()
+                        );
+                        asks.push(Ask { what, review });
                     }
                 }
+            }
+        }
+    }
+    asks
+}
+
+/// Every grant of the component's rules, asked for its ServiceAccount with a
+/// SubjectAccessReview (what impersonating it with a SelfSubjectAccessReview would answer).
+pub async fn rbac(client: &Client, ns: &str, component: &str, rules: &ComponentRules) -> Outcome {
+    let check = format!("{component} RBAC");
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let mut denied = BTreeSet::new();
+    for ask in rbac_asks(ns, component, rules) {
+        match api.create(&PostParams::default(), &ask.review).await {
+            Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(_) => {
+                denied.insert(ask.what);
+            }
+            Err(e) => {
+                return Outcome::fail(
+                    check,
+                    format!("cannot ask the API server: {}", api_message(&e)),
+                    "serin check needs permission to create subjectaccessreviews",
+                );
             }
         }
     }

@@ -44,7 +44,7 @@ pub fn error_policy(canary: Arc<Canary>, error: &ReconcileError, ctx: Arc<Contex
     let key = (canary.namespace().unwrap_or_default(), canary.name_any());
     let n = match ctx.failures.lock() {
         Ok(mut f) => {
-            let n = f.entry(key).or_insert(0);
+            let n = f.entry(key.clone()).or_insert(0);
             *n += 1;
             *n - 1
         }
@@ -54,7 +54,7 @@ pub fn error_policy(canary: Arc<Canary>, error: &ReconcileError, ctx: Arc<Contex
     // it asked for less.
     let asked = super::throttle::retry_after(error);
     let delay = backoff(kind, n).max(asked.unwrap_or_default());
-    tracing::warn!(canary = %canary.name_any(), error = %error, kind = kind.as_str(), retry_in_ms = delay.as_millis() as u64, retry_after_s = asked.map(|d| d.as_secs()), "reconcile failed");
+    tracing::warn!(canary = %canary.name_any(), ns = %key.0, error = %error, kind = kind.as_str(), retry_in_ms = delay.as_millis() as u64, retry_after_s = asked.map(|d| d.as_secs()), "reconcile failed");
     Requeue::requeue(delay)
 }
 

@@ -331,6 +331,21 @@ async fn tick(ctx: &Context, t: &Ticket, deleting: bool) -> Result<TickOutcome, 
             Ok(o)
         }
         Err(e) => {
+            let id = &t.canary.id;
+            let failed_before = ctx.failures.lock().map_or(0, |f| {
+                f.get(&(id.namespace.clone(), id.name.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            });
+            if e.kind() == ErrorKind::Conflict && failed_before == 0 {
+                // Optimistic concurrency: something wrote between our read and our write, and
+                // the retry (soon, from a fresh read) nearly always goes through. Under
+                // contention a Synced=False write and a Warning event each time would only be
+                // noise (Flagger logs it and emits nothing); the error policy logs it, and a
+                // conflict that happens again is reported below.
+                tracing::info!(canary = %id.name, ns = %id.namespace, kind = "conflict", error = %e, "conflict; retrying from a fresh read");
+                return Err(e.into());
+            }
             let mut runtime = p.runtime.clone();
             mark_unsynced(&mut runtime, e.kind(), e.to_string());
             report_stuck(ctx, &p.canary, runtime).await;

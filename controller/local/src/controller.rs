@@ -394,7 +394,9 @@ pub async fn run_with_store(
         start_anew_if_deleted(&store, ctx).await;
         platform.register(ctx);
     }
-    platform.adopt_leftovers();
+    // A Canary whose manifest file is broken is missing from `loaded` without being removed:
+    // its processes must not be taken for a removed Canary's leftovers.
+    platform.adopt_leftovers(loaded.broken.is_empty());
     // Processes an earlier controller left running are adopted above; know whether they are
     // ready before publishing any routes (a restart must not empty the endpoint lists).
     platform.await_adopted(Duration::from_secs(5)).await;

@@ -46,9 +46,14 @@ struct Persisted {
     /// manifest goes too. What it runs as is kept here, since no manifest says it any more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     released: Option<Released>,
+    /// What the Canary's target runs as, so that a controller that starts after the Canary's
+    /// manifest went can stop the right processes and remove the right routes: the Canary's
+    /// name need not be its target's nor its Service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runs_as: Option<Released>,
 }
 
-/// What a released target runs as: its supervisor key and the Service it is routed as.
+/// What a Canary's target runs as: its supervisor key and the Service it is routed as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Released {
@@ -180,6 +185,11 @@ impl LocalPlatform {
                 )
             })?;
             f(&mut e.state);
+            e.state.runs_as = Some(Released {
+                key: e.key.clone(),
+                service: e.service.clone(),
+                port: e.port,
+            });
             (e.state.clone(), e.key.clone())
         };
         self.persist(id, &state)?;
@@ -374,8 +384,10 @@ impl LocalPlatform {
     /// At start-up, after every Canary with a manifest is registered: takes back the targets
     /// that removed Canaries handed back (they keep running), and stops what Canaries removed
     /// while no controller ran left behind (their processes, routes and state), as the garbage
-    /// collector would have.
-    pub fn adopt_leftovers(&self) {
+    /// collector would have. Without `clean_up` (a manifest file could not be read, so a
+    /// Canary missing from the manifests may only be broken, not removed) nothing is stopped:
+    /// what a Canary left behind stays as it is until its manifest reads again or a later start.
+    pub fn adopt_leftovers(&self, clean_up: bool) {
         let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
             return;
         };
@@ -401,11 +413,20 @@ impl LocalPlatform {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             let released = state.as_ref().and_then(|s| s.released.clone());
-            let key = released
+            if released.is_none() && !clean_up {
+                tracing::warn!(canary = %id, "no readable manifest for it, but a manifest file has errors: what it runs is left as it is until the file is fixed");
+                continue;
+            }
+            // State written before `runsAs` existed: the Canary's name, as most Canaries are
+            // named after their target.
+            let runs_as = released
+                .clone()
+                .or_else(|| state.as_ref().and_then(|s| s.runs_as.clone()));
+            let key = runs_as
                 .as_ref()
                 .map_or_else(|| format!("{ns}/{name}"), |r| r.key.clone());
             self.supervisor.adopt(&key);
-            let (service, port) = released
+            let (service, port) = runs_as
                 .as_ref()
                 .map_or_else(|| (name.to_string(), 80), |r| (r.service.clone(), r.port));
             self.entries().insert(
@@ -426,6 +447,9 @@ impl LocalPlatform {
             }
         }
         // Process records of no known workload (state written by an older controller).
+        if !clean_up {
+            return;
+        }
         let keys: std::collections::BTreeSet<String> =
             self.entries().values().map(|e| e.key.clone()).collect();
         for path in &files {

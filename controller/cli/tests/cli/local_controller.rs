@@ -385,3 +385,68 @@ async fn a_canary_removed_while_no_controller_ran_is_cleaned_up_by_the_next_one(
     .await;
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_named_apart_from_its_target_removed_while_no_controller_ran_leaves_no_routes() {
+    let mut site = Site::start("removed-offline-named").await;
+    site.start_controller().await;
+    // The Canary `podinfo-rollout` targets the Process `podinfo` and routes its Service
+    // `podinfo`: nothing about what it runs can be read off the Canary's name.
+    let canary = site.gated_canary().replacen(
+        "metadata:\n  name: podinfo\n",
+        "metadata:\n  name: podinfo-rollout\n",
+        1,
+    );
+    assert!(canary.contains("podinfo-rollout"), "{canary}");
+    site.write("canary.yaml", &canary);
+    await_site(&site, "podinfo running and routed", |s| {
+        !s.live_instances().is_empty() && s.routes_file().is_some()
+    })
+    .await;
+    site.kill_controller();
+    site.remove("canary.yaml");
+    site.start_controller().await;
+    await_site(
+        &site,
+        "the left-behind processes stopped and the podinfo routes gone",
+        |s| s.live_instances().is_empty() && s.routes_file().is_none(),
+    )
+    .await;
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_manifest_is_broken_at_start_up_is_not_cleaned_up_as_removed() {
+    let mut site = gated_on_v1("broken-at-start").await;
+    let before = site.live_instances();
+    assert!(!before.is_empty());
+    site.kill_controller();
+    // A typo saved while no controller ran: the Canary is broken, not removed.
+    let broken = site.gated_canary().replacen("spec:\n", "spec: [\n", 1);
+    site.write("canary.yaml", &broken);
+    site.start_controller().await;
+    await_site(&site, "the controller's start-up done", |s| {
+        s.logs().contains("local controller started")
+    })
+    .await;
+    for (_, pid, _) in &before {
+        assert!(
+            serin_local::site::pid_alive(*pid),
+            "pid {pid} was stopped\n{}",
+            site.logs()
+        );
+    }
+    assert!(site.routes_file().is_some(), "{}", site.logs());
+    // Fixed, it is the same Canary, still on what it ran.
+    site.write_gated_canary();
+    site.await_summary("podinfo still initialized on v1", |s| {
+        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+    })
+    .await;
+    let after = site.live_instances();
+    assert!(
+        before.iter().all(|b| after.contains(b)),
+        "{before:?} -> {after:?}"
+    );
+    site.stop().await;
+}

@@ -30,7 +30,8 @@ fn serving_cert(age_days: i64) -> String {
 struct Cluster {
     /// `(METHOD, path)` -> answer; anything else is a 404.
     objects: BTreeMap<(String, String), (u16, Value)>,
-    /// SubjectAccessReviews answered "denied" (`verb resource`).
+    /// SubjectAccessReviews answered "denied" (`verb resource`, or `verb resource name` for
+    /// one name).
     denied: Vec<String>,
 }
 
@@ -198,7 +199,13 @@ async fn serve_with(cluster: Cluster, pre: bool, proxy: bool) -> Vec<Outcome> {
                     a["verb"].as_str().unwrap(),
                     a["resource"].as_str().unwrap()
                 );
-                let allowed = !c.lock().unwrap().denied.contains(&what);
+                // Denied by `verb resource`, or for one name only by `verb resource name`.
+                let named = a["name"]
+                    .as_str()
+                    .map(|n| format!("{what} {n}"))
+                    .unwrap_or_default();
+                let denied = &c.lock().unwrap().denied;
+                let allowed = !denied.contains(&what) && !denied.contains(&named);
                 let mut r = body.clone();
                 r["status"] = json!({"allowed": allowed});
                 (201, r)
@@ -684,4 +691,76 @@ async fn with_several_control_plane_replicas_each_is_asked_for_its_proxies() {
         message("meshed pods connected to the control plane"),
         "1 of 2 ready proxies are not connected: pay/api-1 (control-plane replica not read: serin-control-plane-7d9f-b: no endpoints available (503))"
     );
+}
+
+/// A rule limited to two Secrets, as a component's Role could hold.
+fn two_secrets() -> install::ComponentRules {
+    let rule = k8s_openapi::api::rbac::v1::PolicyRule {
+        api_groups: Some(vec!["".into()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["get".into()],
+        resource_names: Some(vec!["tls-a".into(), "tls-b".into()]),
+        non_resource_urls: None,
+    };
+    install::ComponentRules {
+        cluster: vec![],
+        namespaced: vec![rule],
+    }
+}
+
+#[test]
+fn a_rule_limited_to_names_is_asked_about_each_name() {
+    let asks = check::rbac_asks(NS, "serin-injector", &two_secrets());
+    let names: Vec<Option<String>> = asks
+        .iter()
+        .map(|a| {
+            a.review
+                .spec
+                .resource_attributes
+                .as_ref()
+                .unwrap()
+                .name
+                .clone()
+        })
+        .collect();
+    assert_eq!(names, [Some("tls-a".into()), Some("tls-b".into())]);
+    assert_eq!(asks[1].what, "get core/secrets tls-b");
+}
+
+#[tokio::test]
+async fn a_denied_second_name_fails_the_rbac_check_naming_it() {
+    let mut c = Cluster::healthy();
+    c.denied = vec!["get secrets tls-b".into()];
+    let (client, mut handle) = mock_client("default");
+    let cluster = Arc::new(Mutex::new(c));
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let call = Call::read(req).await;
+            assert!(call.path.ends_with("subjectaccessreviews"), "{}", call.path);
+            let a = &call.body["spec"]["resourceAttributes"];
+            let what = format!(
+                "{} {} {}",
+                a["verb"].as_str().unwrap(),
+                a["resource"].as_str().unwrap(),
+                a["name"].as_str().unwrap_or("")
+            );
+            let allowed = !cluster.lock().unwrap().denied.contains(&what);
+            let mut r = call.body.clone();
+            r["status"] = json!({"allowed": allowed});
+            respond(send, 201, &r);
+        }
+    });
+    let o = tokio::time::timeout(
+        Duration::from_secs(10),
+        check::rbac(&client, NS, "serin-injector", &two_secrets()),
+    )
+    .await
+    .expect("answered");
+    assert!(!o.ok, "{o:?}");
+    assert!(
+        o.message.contains("get core/secrets tls-b"),
+        "{}",
+        o.message
+    );
+    assert!(!o.message.contains("tls-a"), "{}", o.message);
 }

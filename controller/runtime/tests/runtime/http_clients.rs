@@ -524,3 +524,46 @@ async fn a_discord_address_ending_in_slash_slack_gets_the_slack_body_it_speaks()
     assert_eq!(v["attachments"][0]["author_name"], "podinfo.test");
     assert_eq!(v["attachments"][0]["color"], "danger");
 }
+
+/// A receiver that reads each request's head and answers with `answer` raw bytes (not
+/// necessarily HTTP), then closes the connection.
+async fn raw_receiver(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(answer).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_receiver_answering_garbage_or_closing_without_an_answer_is_a_failed_call() {
+    for (answer, what) in [
+        (&b"SSH-2.0-OpenSSH_9.6\r\n"[..], "not HTTP"),
+        (&b""[..], "closed without an answer"),
+    ] {
+        let addr = raw_receiver(answer).await;
+        let out = client()
+            .call(&call(addr, 1, Duration::from_secs(5), None))
+            .await;
+        assert!(!out.ok, "{what}: {out:?}");
+        assert_eq!(
+            out.attempts, 2,
+            "{what}: no answer may pass on a second try: {out:?}"
+        );
+        let error = out.error.clone().unwrap_or_default();
+        assert!(!error.is_empty(), "{what}: the cause is named: {out:?}");
+        let alert = AlertClient::new(HttpClient::new())
+            .send(&target(ProviderKind::Slack, addr), &alert(Severity::Error))
+            .await;
+        assert!(alert.is_err(), "{what}: the alert is not delivered");
+    }
+}

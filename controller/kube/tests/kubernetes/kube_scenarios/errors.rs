@@ -3,32 +3,32 @@
 
 use super::fixtures::*;
 
-#[tokio::test]
-async fn a_conflict_is_retried_soon_and_said_on_the_canary() {
-    let canary = canary("podinfo").build();
-    let (status, at) = progressing_at(&canary, 10);
-    let canary = with_status(canary, &status);
-    let now = at + Duration::from_secs(60);
-    let calls = vec![
+/// The calls of a tick at weight 10 whose route apply meets a 409 (someone wrote first).
+fn conflicting_tick() -> Vec<Expect> {
+    vec![
         get_target(deployment("podinfo:2")),
         get_primary(primary("podinfo:1")),
         apply_route(80, 20).reply(
             409,
             status_err(409, "Conflict", "the object has been modified"),
         ),
-        status_write(&canary, |b| {
-            let c = cond(b, "Synced");
-            assert_eq!(c["status"], "False");
-            assert_eq!(c["reason"], "Conflict");
-            assert!(c["message"].as_str().unwrap().contains("httproute"), "{c}");
-            // The engine state is untouched: the next tick decides again from weight 10.
-            assert_eq!(b["status"]["canaryWeight"], 10);
-        }),
-        event("SyncFailed"),
-    ];
-    let c = parse(canary);
-    let (result, ctx) = run(c.clone(), now, analyzer(vec![pass()]), calls).await;
+    ]
+}
+
+#[tokio::test]
+async fn a_lone_conflict_is_retried_soon_and_only_logged() {
+    // Optimistic concurrency under contention: the next tick re-reads and goes through, so
+    // neither a Synced=False write nor a Warning event (Flagger logs it and emits nothing).
+    let canary = canary("podinfo").build();
+    let (status, at) = progressing_at(&canary, 10);
+    let c = parse(with_status(canary, &status));
+    let now = at + Duration::from_secs(60);
+    let (result, ctx) = run(c.clone(), now, analyzer(vec![pass()]), conflicting_tick()).await;
     let err = result.unwrap_err();
+    assert!(
+        err.to_string().contains("the object has been modified"),
+        "{err}"
+    );
     assert_eq!(
         error_policy(c.clone(), &err, ctx.clone()),
         Requeue::requeue(Duration::from_millis(200))
@@ -37,6 +37,66 @@ async fn a_conflict_is_retried_soon_and_said_on_the_canary() {
         error_policy(c, &err, ctx),
         Requeue::requeue(Duration::from_millis(400)),
         "backoff grows"
+    );
+}
+
+/// One reconcile of `c` against exactly `calls`, which must fail within 10 s.
+async fn failing_reconcile(
+    c: &Arc<Canary>,
+    ctx: &Arc<Context>,
+    handle: Handle,
+    calls: Vec<Expect>,
+) -> (ReconcileError, Handle) {
+    let server = tokio::spawn(play(handle, calls));
+    let err = tokio::time::timeout(Duration::from_secs(10), reconcile(c.clone(), ctx.clone()))
+        .await
+        .expect("the reconcile finished within 10s")
+        .unwrap_err();
+    let mut handle = server.await.unwrap();
+    assert_no_more_calls(&mut handle).await;
+    (err, handle)
+}
+
+#[tokio::test]
+async fn a_conflict_that_happens_again_is_said_on_the_canary_and_as_a_warning() {
+    let canary = canary("podinfo").build();
+    let (status, at) = progressing_at(&canary, 10);
+    let canary = with_status(canary, &status);
+    let c = parse(canary.clone());
+    let now = at + Duration::from_secs(60);
+    let (client, handle) = mock_client(NS);
+    let config = config(now, analyzer(vec![pass()]), Some("serin-controller-0"));
+    let ctx = Arc::new(Context::new(client, config, Arc::new(Metrics::new())));
+
+    // The first: logged only.
+    let (err, handle) = failing_reconcile(&c, &ctx, handle, conflicting_tick()).await;
+    // As the controller does after a failed reconcile.
+    let _ = error_policy(c.clone(), &err, ctx.clone());
+
+    // The same again: now the Canary says so, and so does a Warning event.
+    let mut calls = conflicting_tick();
+    calls.push(status_write(&canary, |b| {
+        let c = cond(b, "Synced");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "Conflict");
+        assert!(c["message"].as_str().unwrap().contains("httproute"), "{c}");
+        // The engine state is untouched: the next tick decides again from weight 10.
+        assert_eq!(b["status"]["canaryWeight"], 10);
+    }));
+    calls.push(event("SyncFailed").check(|b| {
+        assert_eq!(b["type"], "Warning");
+        assert!(
+            b["note"]
+                .as_str()
+                .unwrap()
+                .contains("the object has been modified"),
+            "{b}"
+        );
+    }));
+    let (err, _) = failing_reconcile(&c, &ctx, handle, calls).await;
+    assert_eq!(
+        error_policy(c, &err, ctx),
+        Requeue::requeue(Duration::from_millis(400))
     );
 }
 
