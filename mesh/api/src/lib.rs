@@ -31,6 +31,6 @@ pub mod process;
 
 pub use table::{
     Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    RequestHeaders, ResponseHeaders, Route, RouteTable, Rule, ValidationError, ValidationErrors,
-    ValueMatch, ValueMatchType,
+    Redirect, RequestHeaders, ResponseHeaders, Route, RouteTable, Rule, ValidationError,
+    ValidationErrors, ValueMatch, ValueMatchType,
 };

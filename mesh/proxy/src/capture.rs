@@ -1647,18 +1647,41 @@ COMMIT
         );
     }
 
+    /// Writes an executable script at `path`. Written by a `sh` child, never opened for writing
+    /// by this process: a test thread that forks while this process holds the file open passes
+    /// that descriptor to its child, and running the script then fails with ETXTBSY ("text file
+    /// busy") until that child has exec'd (a flaky failure seen when the tests ran in parallel).
+    fn write_executable(path: &std::path::Path, text: &str) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh writes the fake");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write fake");
+        assert!(
+            child.wait().expect("sh").success(),
+            "writing {}",
+            path.display()
+        );
+    }
+
     /// An iptables whose kernel has no `socket` match: every call is logged, `-C` and `-D`
     /// find nothing, a restore input using `-m socket` is refused as iptables refuses it.
     fn iptables_without_the_socket_match(dir: &std::path::Path) -> Iptables {
-        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(dir).expect("temp dir");
         let log = dir.join("log");
         let script = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
-                .expect("write fake");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake");
+            write_executable(
+                &dir.join(name),
+                &format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()),
+            );
         };
         script(
             "iptables-restore",
@@ -1704,13 +1727,11 @@ COMMIT
     /// Writes a fake tool into `dir` (beside [`iptables_without_the_socket_match`]'s), logging
     /// to the same `log`.
     fn fake_tool(dir: &std::path::Path, name: &str, body: &str) {
-        use std::os::unix::fs::PermissionsExt as _;
-        let path = dir.join(name);
         let log = dir.join("log");
-        std::fs::write(&path, format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()))
-            .expect("write fake");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod fake");
+        write_executable(
+            &dir.join(name),
+            &format!("#!/bin/sh\nLOG='{}'\n{body}", log.display()),
+        );
     }
 
     /// Both families' plans, without the upstream exemption (the fakes refuse its match).
@@ -1829,13 +1850,10 @@ COMMIT
 
     #[test]
     fn an_iptables_that_never_deletes_fails_init_instead_of_hanging_it() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = std::env::temp_dir().join(format!("serin-capture-stuck-{}", std::process::id()));
         let ipt = iptables_without_the_socket_match(&dir);
         // Every call succeeds, -D included, and nothing is ever deleted.
-        let bin = dir.join("iptables");
-        std::fs::write(&bin, "#!/bin/sh\nexit 0\n").expect("write fake");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&dir.join("iptables"), "#!/bin/sh\nexit 0\n");
         let err = ipt.remove(&cfg().plan()).unwrap_err().to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("still there after 64 deletions"), "{err}");

@@ -38,8 +38,9 @@ use std::time::Duration;
 
 use serin_mesh_api::table::{
     Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    ResponseHeaders, Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem,
-    parse_duration, request_header_problem,
+    REDIRECT_STATUS_CODES, Redirect, ResponseHeaders, Route, RouteTable, Rule, ValueMatch,
+    ValueMatchType, framing_header_problem, parse_duration, redirect_hostname_problem,
+    request_header_problem,
 };
 
 use crate::world::{ObjKey, ServiceInfo, ServicePort, World};

@@ -1306,9 +1306,7 @@ fn init_picks_iptables_legacy_where_iptables_nft_does_not_work() {
             let script = format!(
                 "#!/bin/sh\n{body}echo '{name} v1.8.9 (nf_tables): Failed to initialize nft: Protocol not supported' >&2\nexit 1\n"
             );
-            let path = bin.join(&name);
-            std::fs::write(&path, script).expect("fake tool");
-            sh(&["chmod", "+x", path.to_str().unwrap()]);
+            write_executable(&bin.join(&name), &script);
         }
     }
     let path = format!(
@@ -1461,14 +1459,10 @@ fn ipv6_capture_is_installed_whole_or_not_at_all() {
     ]);
     let fake = t.dir.join("bin");
     std::fs::create_dir_all(&fake).expect("fake bin dir");
-    let restore = fake.join("ip6tables-nft-restore");
-    std::fs::write(
-        &restore,
+    write_executable(
+        &fake.join("ip6tables-nft-restore"),
         "#!/bin/sh\ncat >/dev/null\necho \"ip6tables-restore v1.8.9 (nf_tables): can't initialize ip6tables table \\`nat': Table does not exist\" >&2\nexit 1\n",
-    )
-    .expect("write the fake");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    );
     let path = format!(
         "{}:{}",
         fake.display(),
@@ -1762,4 +1756,29 @@ fn clients_holding_a_partial_head_cost_no_cpu_while_the_protocol_is_detected() {
         "the completed heads waited for the detection timeout"
     );
     stop.store(true, Ordering::Relaxed);
+}
+
+/// Writes an executable script at `path`. Written by a `sh` child, never opened for writing by
+/// this process: a test thread that forks while this process holds the file open passes that
+/// descriptor to its child, and running the script then fails with ETXTBSY ("text file busy")
+/// until that child has exec'd.
+fn write_executable(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh writes the fake");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write fake");
+    assert!(
+        child.wait().expect("sh").success(),
+        "writing {}",
+        path.display()
+    );
 }
