@@ -658,19 +658,24 @@ pub fn quantity_value(s: &str) -> Option<f64> {
     if !num.chars().any(|c| c.is_ascii_digit()) || num.matches('.').count() > 1 {
         return None;
     }
-    let n: f64 = num.parse().ok()?;
-    let binary = |power: i32| Some(1024f64.powi(power));
-    let multiplier = match suffix {
-        "" => Some(1.0),
-        "n" => Some(1e-9),
-        "u" => Some(1e-6),
-        "m" => Some(1e-3),
-        "k" => Some(1e3),
-        "M" => Some(1e6),
-        "G" => Some(1e9),
-        "T" => Some(1e12),
-        "P" => Some(1e15),
-        "E" => Some(1e18),
+    // Equal quantities must compare equal (700m and 0.7, 0.1Gi and 107374182.4): a decimal
+    // suffix is folded into the exponent so the number is parsed (rounded) once, and a binary
+    // one multiplies by a power of two, which is exact. Multiplying by a rounded 1e-3 made
+    // 700m read as 0.7000000000000001, above a 0.7 limit.
+    let binary =
+        |power: i32| -> Option<f64> { Some(num.parse::<f64>().ok()? * 1024f64.powi(power)) };
+    let decimal = |exp: i32| -> Option<f64> { format!("{num}e{exp}").parse::<f64>().ok() };
+    let v = match suffix {
+        "" => decimal(0),
+        "n" => decimal(-9),
+        "u" => decimal(-6),
+        "m" => decimal(-3),
+        "k" => decimal(3),
+        "M" => decimal(6),
+        "G" => decimal(9),
+        "T" => decimal(12),
+        "P" => decimal(15),
+        "E" => decimal(18),
         "Ki" => binary(1),
         "Mi" => binary(2),
         "Gi" => binary(3),
@@ -684,10 +689,9 @@ pub fn quantity_value(s: &str) -> Option<f64> {
             if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
                 return None;
             }
-            Some(10f64.powi(exp.parse::<i32>().ok()?))
+            decimal(exp.parse::<i32>().ok()?)
         }
     }?;
-    let v = n * multiplier;
     v.is_finite().then_some(v)
 }
 

@@ -210,7 +210,8 @@ pub struct HttpQueryParamMatch {
     pub value: String,
 }
 
-/// A filter on a rule or backend. Serin applies `RequestMirror` and `ResponseHeaderModifier`;
+/// A filter on a rule or backend. Serin applies `RequestMirror`, `RequestHeaderModifier`,
+/// `ResponseHeaderModifier` and `RequestRedirect`;
 /// any other `type` makes the rule invalid (reported, never silently ignored).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -224,9 +225,48 @@ pub struct HttpRouteFilter {
     /// Settings for `ResponseHeaderModifier`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header_modifier: Option<HttpHeaderFilter>,
-    /// Settings for `RequestHeaderModifier` (read so it can be reported as unsupported).
+    /// Settings for `RequestHeaderModifier`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_header_modifier: Option<HttpHeaderFilter>,
+    /// Settings for `RequestRedirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<HttpRequestRedirectFilter>,
+}
+
+/// Answer with a redirect instead of forwarding: the request's URL with these parts replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequestRedirectFilter {
+    /// `http` or `https`; absent keeps the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name; absent keeps the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Path change; absent keeps the request's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPathModifier>,
+    /// Port; absent: the scheme's well-known port when `scheme` is set, else the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// `301` (default) or `302`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+}
+
+/// A path change of a redirect or rewrite.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The new path, for `ReplaceFullPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// What replaces the matched prefix, for `ReplacePrefixMatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
 }
 
 /// Mirror a share of requests to another backend; its responses are discarded.

@@ -99,6 +99,10 @@ pub struct Rule {
     /// API's `RequestHeaderModifier`.
     #[serde(default, skip_serializing_if = "ResponseHeaders::is_empty")]
     pub request_headers: RequestHeaders,
+    /// Answer the request with a redirect made by the proxy instead of forwarding it (Gateway
+    /// API's `RequestRedirect`); such a rule lists no backends and no mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
     /// Time allowed for the upstream to answer with response headers; past it the client gets a
     /// 504. Written as `10s`, `500ms`, `1m`, `1m30s`. None = no route timeout.
     #[serde(
@@ -107,6 +111,120 @@ pub struct Rule {
         with = "duration_opt"
     )]
     pub timeout: Option<Duration>,
+}
+
+/// A redirect the proxy answers itself: `Location` is the request's URL with the parts given
+/// here replaced (Gateway API's `HTTPRequestRedirectFilter`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https`; None keeps the request's scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name for `Location`; None keeps the request's (without its port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Port for `Location`. None: the well-known port of `scheme` when it is given, else the
+    /// request's port. A scheme's well-known port (80 for http, 443 for https) is left out of
+    /// `Location`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Path for `Location`; None keeps the request's. The query is kept either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathChange>,
+    /// `301` (the default) or `302`.
+    #[serde(default = "Redirect::default_status")]
+    pub status_code: u16,
+}
+
+impl Redirect {
+    /// Gateway API's default status: 301 Moved Permanently.
+    pub const fn default_status() -> u16 {
+        301
+    }
+}
+
+/// A new path for a request (Gateway API's `HTTPPathModifier`), written
+/// `{type: ReplaceFullPath, value: /new}` or `{type: ReplacePrefixMatch, value: /new}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathChange {
+    /// What `value` replaces.
+    #[serde(rename = "type")]
+    pub kind: PathChangeType,
+    /// The new path, or the new prefix.
+    pub value: String,
+}
+
+/// What a [`PathChange`] replaces, named as in the Gateway API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathChangeType {
+    /// The whole path becomes `value` (starting with `/`).
+    ReplaceFullPath,
+    /// The part of the path the rule's `PathPrefix` match took (whole segments, its trailing
+    /// `/` ignored) becomes `value` (empty, or starting with `/`; a trailing `/` ignored):
+    /// `/foo/bar` matched by `/foo` becomes `/xyz/bar` with `/xyz` or `/xyz/`, `/bar` with an
+    /// empty value; a path left empty becomes `/`. Only for rules whose every match is a
+    /// `PathPrefix` one (or has no path condition, which is the prefix `/`).
+    ReplacePrefixMatch,
+}
+
+impl PathChange {
+    /// The new path of a request with `path`, which the prefix `matched` accepted (segment-wise,
+    /// as [`PathMatchType::PathPrefix`] does).
+    pub fn apply(&self, path: &str, matched: &str) -> String {
+        let with = &self.value;
+        match self.kind {
+            PathChangeType::ReplaceFullPath => with.clone(),
+            PathChangeType::ReplacePrefixMatch => {
+                let matched = matched.trim_end_matches('/');
+                // The prefix accepted the path, so it is a prefix of it; get() keeps a bad
+                // argument from panicking.
+                let rest = path.get(matched.len()..).unwrap_or(path);
+                let out = format!("{}{rest}", with.trim_end_matches('/'));
+                if out.is_empty() { "/".to_string() } else { out }
+            }
+        }
+    }
+}
+
+/// Why `path` cannot be a [`PathChange`]'s value (`prefix`: a `ReplacePrefixMatch`, which may
+/// be empty); None when it can.
+pub fn path_change_problem(path: &str, prefix: bool) -> Option<String> {
+    if prefix && path.is_empty() {
+        return None;
+    }
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} must start with `/`"));
+    }
+    if path.contains(['?', '#']) || http::uri::PathAndQuery::try_from(path).is_err() {
+        return Some(format!(
+            "{path:?} is not a URL path (no query, fragment, spaces or control characters)"
+        ));
+    }
+    None
+}
+
+/// Status codes a [`Redirect`] may answer with (Gateway API Core: 301 and 302).
+pub const REDIRECT_STATUS_CODES: [u16; 2] = [301, 302];
+
+/// Why `host` cannot be a redirect's hostname (Gateway API's PreciseHostname: lower-case RFC
+/// 1123 labels, no wildcard, no port); None when it can.
+pub fn redirect_hostname_problem(host: &str) -> Option<String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Some(format!(
+            "{host:?} is not a host name; accepted: lower-case DNS labels of letters, digits and '-' separated by '.', e.g. example.com (no wildcard, no port)"
+        ));
+    }
+    None
 }
 
 /// A conjunction of conditions on one request. An empty match accepts every request.
@@ -739,7 +857,33 @@ impl RouteTable {
             for (mi, m) in rule.matches.iter().enumerate() {
                 validate_match(c, &format!("{kf}.matches[{mi}]"), m);
             }
-            if rule.backends.is_empty() {
+            if let Some(r) = &rule.redirect {
+                validate_redirect(c, &format!("{kf}.redirect"), r);
+                if r.path.as_ref().map(|p| p.kind) == Some(PathChangeType::ReplacePrefixMatch)
+                    && !rule.matches.iter().all(|m| {
+                        m.path
+                            .as_ref()
+                            .is_none_or(|p| p.kind == PathMatchType::PathPrefix)
+                    })
+                {
+                    c.push(
+                        format!("{kf}.redirect.path"),
+                        "replacePrefixMatch needs every match of the rule to be a PathPrefix match (it replaces the prefix matched)",
+                    );
+                }
+                if !rule.backends.is_empty() {
+                    c.push(
+                        format!("{kf}.backends"),
+                        "a redirect rule answers the request itself; leave backends empty",
+                    );
+                }
+                if rule.mirror.is_some() {
+                    c.push(
+                        format!("{kf}.mirror"),
+                        "a redirect rule sends nothing upstream, so nothing can be mirrored; remove the mirror",
+                    );
+                }
+            } else if rule.backends.is_empty() {
                 c.push(format!("{kf}.backends"), "must list at least one backend");
             } else if rule.backends.iter().all(|b| b.weight == 0) {
                 c.push(
@@ -840,6 +984,41 @@ impl RouteTable {
                 );
             }
         }
+    }
+}
+
+fn validate_redirect(c: &mut Checker, field: &str, r: &Redirect) {
+    if let Some(s) = &r.scheme
+        && s != "http"
+        && s != "https"
+    {
+        c.push(
+            format!("{field}.scheme"),
+            format!("{s:?} is not supported; accepted: http, https"),
+        );
+    }
+    if let Some(h) = &r.hostname
+        && let Some(why) = redirect_hostname_problem(h)
+    {
+        c.push(format!("{field}.hostname"), why);
+    }
+    if r.port == Some(0) {
+        c.push(
+            format!("{field}.port"),
+            "0 is out of range; accepted: 1 to 65535",
+        );
+    }
+    if let Some(p) = &r.path
+        && let Some(why) =
+            path_change_problem(&p.value, p.kind == PathChangeType::ReplacePrefixMatch)
+    {
+        c.push(format!("{field}.path.value"), why);
+    }
+    if !REDIRECT_STATUS_CODES.contains(&r.status_code) {
+        c.push(
+            format!("{field}.statusCode"),
+            format!("{} is not supported; accepted: 301, 302", r.status_code),
+        );
     }
 }
 
@@ -1120,5 +1299,131 @@ mod tests {
         t.routes[0].rules.insert(0, other);
         let errs = t.validate().expect_err("invalid").0;
         assert_eq!(errs[0].field, "routes[0].rules[1].backends[0].name");
+    }
+
+    fn redirect_rule(redirect: Redirect) -> Rule {
+        Rule {
+            redirect: Some(redirect),
+            ..Rule::default()
+        }
+    }
+
+    #[test]
+    fn a_redirect_rule_needs_no_backend_and_round_trips_with_301_as_default() {
+        let yaml = "routes:\n  - authority: web\n    rules:\n      - redirect: {scheme: https, hostname: example.org, port: 8443}\n        backends: []\n";
+        let t: RouteTable = serde_norway::from_str(yaml).expect("parses");
+        t.validate().expect("valid");
+        let r = t.routes[0].rules[0].redirect.as_ref().expect("a redirect");
+        assert_eq!(
+            (
+                r.scheme.as_deref(),
+                r.hostname.as_deref(),
+                r.port,
+                r.status_code
+            ),
+            (Some("https"), Some("example.org"), Some(8443), 301)
+        );
+        let json = serde_json::to_string(&t).expect("serialises");
+        assert!(json.contains(r#""statusCode":301"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<RouteTable>(&json).expect("parses"),
+            t
+        );
+    }
+
+    #[test]
+    fn bad_redirects_are_refused_naming_each_field() {
+        let mut t = split_table();
+        let mut rule = redirect_rule(Redirect {
+            scheme: Some("ftp".into()),
+            hostname: Some(String::new()),
+            port: Some(0),
+            path: Some(PathChange {
+                kind: PathChangeType::ReplaceFullPath,
+                value: "elsewhere".into(),
+            }),
+            status_code: 307,
+        });
+        rule.backends = t.routes[0].rules[0].backends.clone();
+        rule.mirror = Some(Mirror {
+            backend: "podinfo-canary".into(),
+            percent: 100,
+            fraction: None,
+        });
+        t.routes[0].rules.insert(0, rule);
+        let errs = t.validate().expect_err("invalid").0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        let f = "routes[0].rules[0]";
+        assert_eq!(
+            fields,
+            [
+                format!("{f}.redirect.scheme"),
+                format!("{f}.redirect.hostname"),
+                format!("{f}.redirect.port"),
+                format!("{f}.redirect.path.value"),
+                format!("{f}.redirect.statusCode"),
+                format!("{f}.backends"),
+                format!("{f}.mirror"),
+            ]
+        );
+        assert!(
+            errs[4].message.contains("accepted: 301, 302"),
+            "{}",
+            errs[4]
+        );
+        for host in ["*.example.org", "Example.org", "example.org:80", "a..b"] {
+            assert!(redirect_hostname_problem(host).is_some(), "{host}");
+        }
+        assert_eq!(redirect_hostname_problem("www.example-1.org"), None);
+    }
+
+    #[test]
+    fn a_prefix_replacement_follows_gateway_apis_trailing_slash_rules() {
+        // (request path, prefix match, replacement, new path), as the HTTPPathModifier docs
+        // list them.
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo/bar", "/", "/xyz", "/xyz/foo/bar"),
+        ];
+        for (path, matched, with, want) in cases {
+            let change = PathChange {
+                kind: PathChangeType::ReplacePrefixMatch,
+                value: with.into(),
+            };
+            assert_eq!(change.apply(path, matched), want, "{path} {matched} {with}");
+        }
+        let full = PathChange {
+            kind: PathChangeType::ReplaceFullPath,
+            value: "/elsewhere".into(),
+        };
+        assert_eq!(full.apply("/foo/bar", "/foo"), "/elsewhere");
+    }
+
+    #[test]
+    fn a_prefix_replacement_needs_prefix_matches_only() {
+        let yaml = "routes:\n  - authority: web\n    rules:\n      - matches: [{path: {type: Exact, value: /a}}, {path: {value: /b}}]\n        redirect: {path: {type: ReplacePrefixMatch, value: /c}}\n        backends: []\n";
+        let t: RouteTable = serde_norway::from_str(yaml).expect("parses");
+        let errs = t.validate().expect_err("invalid").0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["routes[0].rules[0].redirect.path"]);
+        let ok = yaml.replace("{type: Exact, value: /a}", "{value: /a}");
+        let t: RouteTable = serde_norway::from_str(&ok).expect("parses");
+        t.validate().expect("valid");
+        assert!(
+            path_change_problem("/a b", false).is_some(),
+            "a space is no URL path"
+        );
+        assert_eq!(path_change_problem("", true), None);
+        assert!(path_change_problem("", false).is_some());
     }
 }

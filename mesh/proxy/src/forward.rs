@@ -256,6 +256,42 @@ pub async fn outbound_via(
             msg,
         );
     };
+    if let Some(redirect) = &rule.redirect {
+        // Gateway API RequestRedirect: answered here, no upstream request. There is no backend,
+        // so it is counted in the series of the other responses the proxy makes without one
+        // (and in the rule's route series).
+        let counted = Counted {
+            main: &shared.no_route,
+            route: rule.metrics.as_deref(),
+        };
+        counted.request();
+        let location = redirect.location(
+            req.uri().scheme_str().unwrap_or("http"),
+            authority.or(original_dst.as_deref()).unwrap_or_default(),
+            view.path,
+            view.query,
+            rule.matched_prefix(&view).unwrap_or("/"),
+        );
+        counted
+            .latency(redirect.status.as_u16(), started.elapsed())
+            .response(Outcome {
+                status: redirect.status.as_u16(),
+                grpc_status: None,
+                error: None,
+            });
+        let mut r = Response::new(ResBody::full(Bytes::new()));
+        *r.status_mut() = redirect.status;
+        match HeaderValue::from_str(&location) {
+            Ok(v) => {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            // The request's own head parsed, and the table's parts are plain names, so this
+            // is unreachable; an answer without Location is still better than a panic.
+            Err(_) => tracing::warn!(%location, "redirect location is not a header value"),
+        }
+        redirect.response_headers.apply(r.headers_mut());
+        return r;
+    }
     let (backend, response_headers) =
         rule.pick_with_headers(fastrand::u64(..rule.total_weight().max(1)));
     let picked = balance::pick_index(&backend.endpoints);

@@ -321,11 +321,111 @@ pub struct RuleRt {
     pub timeout: Option<Duration>,
     /// The rule's `route_*` series (`rt_route` = its name); unnamed rules have none.
     pub metrics: Option<Arc<RouteMetrics>>,
+    /// A redirect the proxy answers itself (the rule then has no backends).
+    pub redirect: Option<RedirectRt>,
+}
+
+/// A rule's redirect (Gateway API `RequestRedirect`), ready to answer requests.
+pub struct RedirectRt {
+    /// 301 or 302.
+    pub status: http::StatusCode,
+    scheme: Option<String>,
+    hostname: Option<String>,
+    port: Option<u16>,
+    path: Option<serin_mesh_api::table::PathChange>,
+    /// The rule's response header changes, applied to the redirect too.
+    pub response_headers: HeaderEdits,
+}
+
+/// The port a scheme means when a URL names none.
+fn well_known_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+impl RedirectRt {
+    fn compile(r: &serin_mesh_api::table::Redirect, response_headers: HeaderEdits) -> Self {
+        RedirectRt {
+            // validate() allowed 301 and 302 only; anything else answers 301.
+            status: http::StatusCode::from_u16(r.status_code)
+                .ok()
+                .filter(|s| s.is_redirection())
+                .unwrap_or(http::StatusCode::MOVED_PERMANENTLY),
+            scheme: r.scheme.clone(),
+            hostname: r.hostname.clone(),
+            port: r.port,
+            path: r.path.clone(),
+            response_headers,
+        }
+    }
+
+    /// The `Location` for a request with `scheme`, `authority` (`host[:port]`), `path` and
+    /// `query`, taken by a match with path prefix `matched` (`/` for a match without a path
+    /// condition): the request's URL with this redirect's parts replaced. Without a port of its
+    /// own, the redirect keeps the request's port unless it changes the scheme (then the new
+    /// scheme's well-known port); a scheme's well-known port is left out, as Gateway API asks.
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+        matched: &str,
+    ) -> String {
+        let (req_host, req_port) = split_authority(authority);
+        let scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let bracketed;
+        let host = match &self.hostname {
+            Some(h) => h.as_str(),
+            // An IPv6 literal is written in brackets in a URL.
+            None if req_host.contains(':') => {
+                bracketed = format!("[{req_host}]");
+                &bracketed
+            }
+            None => req_host,
+        };
+        let port = match (self.port, &self.scheme) {
+            (Some(p), _) => Some(p),
+            (None, Some(s)) => well_known_port(s),
+            (None, None) => req_port,
+        };
+        let mut out = format!("{scheme}://{host}");
+        if let Some(p) = port.filter(|p| Some(*p) != well_known_port(scheme)) {
+            out.push_str(&format!(":{p}"));
+        }
+        match &self.path {
+            Some(change) => out.push_str(&change.apply(path, matched)),
+            None if path.starts_with('/') => out.push_str(path),
+            None => out.push('/'),
+        }
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
 }
 
 impl RuleRt {
     fn accepts(&self, req: &RequestView<'_>) -> bool {
         self.matches.is_empty() || self.matches.iter().any(|m| m.accepts(req))
+    }
+
+    /// The path prefix of the match that took `req` (the first that accepts it): `/` for a
+    /// rule without matches or a match without a path condition; None for an exact or regex
+    /// path match (which a prefix replacement is never paired with).
+    pub fn matched_prefix(&self, req: &RequestView<'_>) -> Option<&str> {
+        let Some(m) = self.matches.iter().find(|m| m.accepts(req)) else {
+            return self.matches.is_empty().then_some("/");
+        };
+        match &m.path {
+            None => Some("/"),
+            Some(PathCond::Prefix(p)) => Some(p),
+            Some(_) => None,
+        }
     }
 
     /// Picks a backend in proportion to weights, given a uniform draw in `0..total_weight()`.
@@ -515,6 +615,9 @@ impl Compiled {
                     request_headers: HeaderEdits::compile(&rule.request_headers),
                     mirror,
                     timeout: rule.timeout,
+                    redirect: rule.redirect.as_ref().map(|r| {
+                        RedirectRt::compile(r, HeaderEdits::compile(&rule.response_headers))
+                    }),
                     metrics: rule
                         .name
                         .as_deref()
@@ -751,5 +854,81 @@ routes:
         assert_eq!(split_authority("a"), ("a", None));
         assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_authority("a:notaport"), ("a", None));
+    }
+
+    fn redirect(scheme: Option<&str>, hostname: Option<&str>, port: Option<u16>) -> RedirectRt {
+        RedirectRt::compile(
+            &serin_mesh_api::table::Redirect {
+                scheme: scheme.map(Into::into),
+                hostname: hostname.map(Into::into),
+                port,
+                path: None,
+                status_code: 302,
+            },
+            HeaderEdits::default(),
+        )
+    }
+
+    #[test]
+    fn a_redirect_location_is_the_request_url_with_the_given_parts_replaced() {
+        let cases = [
+            // (scheme, hostname, port), request authority, expected Location
+            (
+                (None, Some("example.org"), None),
+                "web:8080",
+                "http://example.org:8080/a?b=c",
+            ),
+            (
+                (None, Some("example.org"), None),
+                "web",
+                "http://example.org/a?b=c",
+            ),
+            ((None, None, Some(8083)), "web", "http://web:8083/a?b=c"),
+            // The scheme's default port is left out.
+            ((None, None, Some(80)), "web:8080", "http://web/a?b=c"),
+            // A new scheme without a port: its well-known port, so none in Location.
+            ((Some("https"), None, None), "web:8080", "https://web/a?b=c"),
+            (
+                (Some("https"), None, Some(8443)),
+                "web",
+                "https://web:8443/a?b=c",
+            ),
+            (
+                (Some("https"), None, Some(80)),
+                "web",
+                "https://web:80/a?b=c",
+            ),
+            ((Some("http"), None, None), "web:8080", "http://web/a?b=c"),
+            ((None, None, None), "[::1]:8080", "http://[::1]:8080/a?b=c"),
+            (
+                (None, Some("example.org"), None),
+                "[::1]:8080",
+                "http://example.org:8080/a?b=c",
+            ),
+        ];
+        for ((scheme, host, port), authority, want) in cases {
+            let r = redirect(scheme, host, port);
+            assert_eq!(
+                r.location("http", authority, "/a", Some("b=c"), "/"),
+                want,
+                "{scheme:?} {host:?} {port:?} from {authority}"
+            );
+        }
+        assert_eq!(redirect(None, None, None).status, http::StatusCode::FOUND);
+        // An asterisk-form or empty target still gives a path.
+        assert_eq!(
+            redirect(None, None, None).location("http", "web", "", None, "/"),
+            "http://web/"
+        );
+        // A path change keeps the query.
+        let mut r = redirect(None, None, None);
+        r.path = Some(serin_mesh_api::table::PathChange {
+            kind: serin_mesh_api::table::PathChangeType::ReplacePrefixMatch,
+            value: "/new".into(),
+        });
+        assert_eq!(
+            r.location("http", "web", "/old/x", Some("q=1"), "/old"),
+            "http://web/new/x?q=1"
+        );
     }
 }

@@ -644,6 +644,23 @@ async fn a_proxy_request_above_its_limit_is_refused_naming_the_annotations() {
 }
 
 #[tokio::test]
+async fn a_proxy_request_equal_to_its_limit_in_other_units_is_admitted() {
+    // 700m and 0.7 are the same quantity to Kubernetes; so are 3n and 3e-9.
+    let inj = injector(&[("shop", "enabled")]);
+    for equal in [
+        json!({"serin.dev/proxy-cpu-request": "700m", "serin.dev/proxy-cpu-limit": "0.7"}),
+        json!({"serin.dev/proxy-cpu-request": "350m", "serin.dev/proxy-cpu-limit": "0.35"}),
+        json!({"serin.dev/proxy-cpu-request": "3n", "serin.dev/proxy-cpu-limit": "3e-9"}),
+        json!({"serin.dev/proxy-memory-request": "0.1Gi", "serin.dev/proxy-memory-limit": "107374182.4"}),
+    ] {
+        let mut pod = deployment_pod();
+        pod["metadata"]["annotations"] = equal.clone();
+        let p = admitted(&pod, &send(&inj, &review(&pod, "shop")).await);
+        assert!(init_names(&p).contains(&"serin-proxy"), "{equal}");
+    }
+}
+
+#[tokio::test]
 async fn skip_port_ranges_and_junk_are_refused_naming_the_annotation_and_the_accepted_form() {
     let inj = injector(&[("shop", "enabled")]);
     for (annotation, value) in [

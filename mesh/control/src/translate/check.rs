@@ -90,6 +90,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
         }
     }
     let mut mirrors = 0;
+    let mut redirects = 0;
     for (fi, f) in rule.filters.iter().enumerate() {
         let ff = format!("{rf}.filters[{fi}]");
         match f.type_.as_str() {
@@ -139,10 +140,21 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
             }
             "ResponseHeaderModifier" => header_modifier(p, &ff, f, Direction::Response),
             "RequestHeaderModifier" => header_modifier(p, &ff, f, Direction::Request),
+            "RequestRedirect" => {
+                redirects += 1;
+                if redirects == 2 {
+                    p.push(Problem::new(
+                        format!("{ff}.type"),
+                        "UnsupportedValue",
+                        "a rule answers with one redirect; keep one RequestRedirect filter",
+                    ));
+                }
+                request_redirect(p, &ff, f, rule);
+            }
             other => p.push(Problem::new(
                 format!("{ff}.type"),
                 "UnsupportedValue",
-                format!("filter {other:?} is not supported; accepted: RequestHeaderModifier, RequestMirror, ResponseHeaderModifier"),
+                format!("filter {other:?} is not supported; accepted: RequestHeaderModifier, RequestMirror, RequestRedirect, ResponseHeaderModifier"),
             )),
         }
     }
@@ -307,6 +319,94 @@ pub fn check_split(split: &TrafficSplit) -> Vec<Problem> {
 /// True when the problems make the object unusable (anything but a notice).
 pub fn is_fatal(problems: &[Problem]) -> bool {
     problems.iter().any(|p| p.reason != "Ignored")
+}
+
+/// Problems of one `RequestRedirect` filter at `ff`: the checks of the route table's
+/// [`serin_mesh_api::table::Redirect`], named by the HTTPRoute's fields.
+fn request_redirect(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter, rule: &HttpRouteRule) {
+    let Some(r) = &f.request_redirect else {
+        p.push(Problem::new(
+            format!("{ff}.requestRedirect"),
+            "UnsupportedValue",
+            "type RequestRedirect needs requestRedirect (scheme, hostname, port or statusCode)",
+        ));
+        return;
+    };
+    let rf = format!("{ff}.requestRedirect");
+    let mut bad = |field: &str, why: String| {
+        p.push(Problem::new(
+            format!("{rf}.{field}"),
+            "UnsupportedValue",
+            why,
+        ));
+    };
+    if let Some(s) = &r.scheme
+        && s != "http"
+        && s != "https"
+    {
+        bad(
+            "scheme",
+            format!("{s:?} is not supported; accepted: http, https"),
+        );
+    }
+    if let Some(h) = &r.hostname
+        && let Some(why) = redirect_hostname_problem(h)
+    {
+        bad("hostname", why);
+    }
+    if let Some(port) = r.port
+        && !(1..=65535).contains(&port)
+    {
+        bad(
+            "port",
+            format!("{port} is out of range; accepted: 1 to 65535"),
+        );
+    }
+    if let Some(code) = r.status_code
+        && !REDIRECT_STATUS_CODES.iter().any(|c| i32::from(*c) == code)
+    {
+        bad(
+            "statusCode",
+            format!("{code} is not supported; accepted: 301, 302"),
+        );
+    }
+    if let Some(m) = &r.path {
+        let (key, value) = match m.type_.as_str() {
+            "ReplaceFullPath" => ("replaceFullPath", &m.replace_full_path),
+            "ReplacePrefixMatch" => ("replacePrefixMatch", &m.replace_prefix_match),
+            other => {
+                bad(
+                    "path.type",
+                    format!(
+                        "{other:?} is not supported; accepted: ReplaceFullPath, ReplacePrefixMatch"
+                    ),
+                );
+                return;
+            }
+        };
+        let prefix = key == "replacePrefixMatch";
+        match value {
+            None => bad("path", format!("type {} needs {key}", m.type_)),
+            Some(v) => {
+                if let Some(why) = path_change_problem(v, prefix) {
+                    bad(&format!("path.{key}"), why);
+                }
+            }
+        }
+        // Gateway API: ReplacePrefixMatch goes only with PathPrefix matches (a match without a
+        // path is the prefix `/`).
+        let all_prefix = rule.matches.iter().all(|m| {
+            m.path
+                .as_ref()
+                .is_none_or(|pm| pm.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
+        });
+        if prefix && !all_prefix {
+            bad(
+                "path",
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match (it replaces the prefix matched)".into(),
+            );
+        }
+    }
 }
 
 /// Which way a header modifier works.

@@ -325,7 +325,11 @@ impl SvcCtx<'_> {
             let ns = &a.key.namespace;
             let parent_port = port.or_else(|| self.svc.ports.first().map(|p| p.port));
             for (ri, rule) in a.route.spec.rules.iter().enumerate() {
-                let backends: Vec<Backend> = if rule.backend_refs.is_empty() {
+                let redirect = rule.filters.iter().find_map(redirect_of);
+                let backends: Vec<Backend> = if redirect.is_some() {
+                    // The proxy answers the redirect itself: nothing goes to a backend.
+                    Vec::new()
+                } else if rule.backend_refs.is_empty() {
                     let idx = b.add((self.key.clone(), parent_port));
                     vec![self.rule_backend(idx, 1)]
                 } else if rule.backend_refs.iter().all(|br| br.weight == Some(0)) {
@@ -361,6 +365,7 @@ impl SvcCtx<'_> {
                 for f in &rule.filters {
                     if let Some(m) = &f.request_mirror
                         && f.type_ == "RequestMirror"
+                        && redirect.is_none()
                     {
                         let br = HttpBackendRef {
                             name: m.backend_ref.name.clone(),
@@ -422,6 +427,7 @@ impl SvcCtx<'_> {
                     }),
                     response_headers,
                     request_headers,
+                    redirect,
                     timeout,
                 };
                 if rule.matches.is_empty() {
@@ -712,6 +718,43 @@ fn convert_match(m: &HttpRouteMatch) -> (Precedence, Option<Match>) {
     } else {
         (prec, Some(out))
     }
+}
+
+/// The table's redirect for a `RequestRedirect` filter (None for other filters). check_route
+/// refused out-of-range values; they are clamped anyway, so no value makes a table the proxy
+/// refuses.
+fn redirect_of(f: &HttpRouteFilter) -> Option<Redirect> {
+    if f.type_ != "RequestRedirect" {
+        return None;
+    }
+    let r = f.request_redirect.as_ref()?;
+    let status_code = r
+        .status_code
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| REDIRECT_STATUS_CODES.contains(c))
+        .unwrap_or(Redirect::default_status());
+    Some(Redirect {
+        scheme: r.scheme.clone(),
+        hostname: r.hostname.clone(),
+        port: r
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0),
+        path: r.path.as_ref().and_then(|m| {
+            let (kind, value) = match m.type_.as_str() {
+                "ReplaceFullPath" => (PathChangeType::ReplaceFullPath, &m.replace_full_path),
+                "ReplacePrefixMatch" => {
+                    (PathChangeType::ReplacePrefixMatch, &m.replace_prefix_match)
+                }
+                _ => return None,
+            };
+            Some(PathChange {
+                kind,
+                value: value.clone()?,
+            })
+        }),
+        status_code,
+    })
 }
 
 /// Adds what a `ResponseHeaderModifier` filter changes to `out` (other filters add nothing).

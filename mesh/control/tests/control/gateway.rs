@@ -320,10 +320,21 @@ async fn ask(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Answer> {
+    ask_host(p, "echo.mesh", method, path, headers).await
+}
+
+/// [`ask`] with the given `Host`.
+async fn ask_host(
+    p: &TestProxy,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Answer> {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", p.proxy.outbound_addr()))
-        .header("host", "echo.mesh");
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -557,6 +568,265 @@ async fn filters_and_invalid_backends_act_on_real_requests() -> anyhow::Result<(
     Ok(())
 }
 
+const REDIRECTS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: redirects, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /hostname-redirect}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]
+    - matches: [{path: {type: PathPrefix, value: /status-code-301}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 301}}]
+    - matches: [{path: {type: PathPrefix, value: /status-code-302}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 302}}]
+    - matches: [{path: {type: PathPrefix, value: /port-and-host}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8083}}]
+    - matches: [{path: {type: PathPrefix, value: /port}}]
+      filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]
+    - matches: [{path: {type: PathPrefix, value: /port-80}}]
+      filters: [{type: RequestRedirect, requestRedirect: {port: 80}}]
+    - matches: [{path: {type: PathPrefix, value: /scheme-and-port}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, port: 8443}}]
+    - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}}]
+    - matches: [{path: {type: PathPrefix, value: /strip-prefix/}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: ""}}}]
+    - matches: [{path: {type: PathPrefix, value: /full-path-original}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}}]
+    - matches: [{path: {type: PathPrefix, value: /path-and-host}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix/}}}]
+    - matches: [{path: {type: PathPrefix, value: /scheme}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
+      # Ignored: the redirect answers, nothing is sent to a backend.
+      backendRefs: [{name: echo-v2}]
+    - backendRefs: [{name: echo-v1}]
+"#;
+
+#[test]
+fn a_request_redirect_becomes_a_rule_without_backends() {
+    let r = route(REDIRECTS);
+    assert!(check_route(&r).is_empty(), "{:?}", check_route(&r));
+    let w = with(mesh(), &[&r]);
+    let ((accepted, reason), _) = verdict(&w, &r);
+    assert_eq!((accepted, reason.as_str()), (true, "Accepted"));
+    let t = translate(&w, "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    let rules = &at(&t, "echo.mesh").rules;
+    let redirect_of = |prefix: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r.matches
+                    .first()
+                    .and_then(|m| m.path.as_ref())
+                    .map(|p| p.value.as_str())
+                    == Some(prefix)
+            })
+            .unwrap_or_else(|| panic!("a rule for {prefix}"))
+    };
+    let scheme = redirect_of("/scheme");
+    assert!(scheme.backends.is_empty(), "{scheme:?}");
+    let r = scheme.redirect.as_ref().expect("a redirect");
+    assert_eq!(
+        (
+            r.scheme.as_deref(),
+            r.hostname.as_deref(),
+            r.port,
+            r.status_code
+        ),
+        (Some("https"), None, None, 301)
+    );
+    let r = redirect_of("/status-code-302")
+        .redirect
+        .as_ref()
+        .expect("a redirect");
+    assert_eq!(
+        (r.hostname.as_deref(), r.status_code),
+        (Some("example.org"), 302)
+    );
+    assert_eq!(
+        redirect_of("/port").redirect.as_ref().and_then(|r| r.port),
+        Some(8083)
+    );
+    assert!(rules.last().expect("catch-all").redirect.is_none());
+}
+
+#[test]
+fn bad_redirects_are_refused_with_the_field() {
+    let r = route(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad-redirects, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {statusCode: 307, hostname: "", port: 0, scheme: ftp}
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {hostname: "*.example.org", port: 65536}
+        - type: RequestRedirect
+          requestRedirect: {port: 8080}
+    - matches: [{path: {type: Exact, value: /exact}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: elsewhere}}
+    - filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath}}}]
+    - filters: [{type: RequestRedirect, requestRedirect: {path: {type: RegexReplace}}}]
+"#,
+    );
+    let problems: Vec<(String, &str)> = check_route(&r)
+        .into_iter()
+        .map(|p| (p.field, p.reason))
+        .collect();
+    let f = |rule: usize, filter: usize, field: &str| {
+        (
+            format!("spec.rules[{rule}].filters[{filter}].{field}"),
+            "UnsupportedValue",
+        )
+    };
+    assert_eq!(
+        problems,
+        [
+            f(0, 0, "requestRedirect.scheme"),
+            f(0, 0, "requestRedirect.hostname"),
+            f(0, 0, "requestRedirect.port"),
+            f(0, 0, "requestRedirect.statusCode"),
+            f(1, 0, "requestRedirect.hostname"),
+            f(1, 0, "requestRedirect.port"),
+            f(1, 1, "type"),
+            f(2, 0, "requestRedirect.path"),
+            f(3, 0, "requestRedirect.path.replaceFullPath"),
+            f(4, 0, "requestRedirect.path"),
+            f(5, 0, "requestRedirect.path.type"),
+        ]
+    );
+    let messages: Vec<String> = check_route(&r).into_iter().map(|p| p.message).collect();
+    assert!(
+        messages[3].contains("307") && messages[3].contains("accepted: 301, 302"),
+        "{messages:?}"
+    );
+    let w = with(mesh(), &[&r]);
+    let ((accepted, reason), _) = verdict(&w, &r);
+    assert_eq!((accepted, reason.as_str()), (false, "UnsupportedValue"));
+}
+
+/// The sum of the proxy's `name` samples whose labels contain every one of `labels`.
+fn sample_sum(p: &TestProxy, name: &str, labels: &[&str]) -> f64 {
+    p.proxy
+        .registry()
+        .render()
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (l, v) = rest.rsplit_once("} ")?;
+            labels
+                .iter()
+                .all(|want| l.contains(want))
+                .then(|| v.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_redirects_are_answered_by_the_proxy() -> anyhow::Result<()> {
+    // httproute-redirect-hostname, -port, -scheme, -status-code (and port-and-hostname,
+    // scheme-and-port): Location is the request's URL with the filter's parts replaced.
+    let (_cp, p) = mesh_site(REDIRECTS).await?;
+    let cases = [
+        (
+            "echo.mesh",
+            "/hostname-redirect",
+            301,
+            "http://example.org/hostname-redirect",
+        ),
+        (
+            "echo.mesh:8080",
+            "/hostname-redirect?a=1",
+            301,
+            "http://example.org:8080/hostname-redirect?a=1",
+        ),
+        (
+            "echo.mesh",
+            "/status-code-301",
+            301,
+            "http://example.org/status-code-301",
+        ),
+        (
+            "echo.mesh",
+            "/status-code-302",
+            302,
+            "http://example.org/status-code-302",
+        ),
+        ("echo.mesh", "/port", 301, "http://echo.mesh:8083/port"),
+        (
+            "echo.mesh:8080",
+            "/port-80",
+            301,
+            "http://echo.mesh/port-80",
+        ),
+        (
+            "echo.mesh",
+            "/port-and-host",
+            301,
+            "http://example.org:8083/port-and-host",
+        ),
+        // A new scheme without a port: its well-known one, which Location leaves out.
+        ("echo.mesh:8080", "/scheme", 301, "https://echo.mesh/scheme"),
+        (
+            "echo.mesh",
+            "/scheme-and-port",
+            301,
+            "https://echo.mesh:8443/scheme-and-port",
+        ),
+    ];
+    for (host, path, status, location) in cases {
+        let a = ask_host(&p, host, "GET", path, &[]).await?;
+        assert_eq!(
+            (
+                a.status,
+                a.headers.get("location").and_then(|v| v.to_str().ok())
+            ),
+            (status, Some(location)),
+            "{host}{path}"
+        );
+        assert_eq!(
+            a.backend(),
+            "(proxy)",
+            "{host}{path}: answered by an upstream"
+        );
+    }
+    // No upstream request was made: the backends' series saw nothing, the proxy's own
+    // (backendless) series counted each redirect with its status, as a success.
+    for dst in ["echo-v1", "echo-v2"] {
+        let sent = sample_sum(&p, "request_total", &[&format!("dst_service=\"{dst}\"")]);
+        assert_eq!(sent, 0.0, "{dst}");
+    }
+    let own = |status: &str| {
+        sample_sum(
+            &p,
+            "response_total",
+            &[
+                "authority=\"\"",
+                &format!("status_code=\"{status}\""),
+                "classification=\"success\"",
+            ],
+        )
+    };
+    let count = |status| cases.iter().filter(|c| c.2 == status).count() as f64;
+    assert_eq!((own("301"), own("302")), (count(301), count(302)));
+    // The rest of the route still goes upstream.
+    assert_eq!(ask(&p, "GET", "/", &[]).await?.backend(), "echo-v1");
+    Ok(())
+}
+
 #[test]
 fn header_modifiers_that_would_break_the_request_are_refused_with_the_field() {
     let r = route(
@@ -599,7 +869,7 @@ spec:
                 "UnsupportedValue"
             ),
             (format!("{f}[1].requestHeaderModifier"), "UnsupportedValue"),
-            (format!("{f}[2].type"), "UnsupportedValue"),
+            (format!("{f}[2].requestRedirect"), "UnsupportedValue"),
         ]
     );
     let w = with(mesh(), &[&r]);
