@@ -521,7 +521,9 @@ impl Driver {
                 Ok(state) => match state.canary {
                     Some(r) if r.desired > 0 => r.check(ctx.plan.canary_ready_threshold).err(),
                     Some(_) => Some("the target asks for no replicas".to_string()),
-                    None => Some("the target does not exist".to_string()),
+                    // Deleted with its Canary (one `kubectl delete -f`, a namespace being
+                    // deleted): nothing will come up, so no wait holds the deletion for it.
+                    None => return Err("the target does not exist".to_string()),
                 },
                 Err(error) => Some(error.to_string()),
             };
