@@ -30,7 +30,7 @@ pub mod client;
 pub mod process;
 
 pub use table::{
-    Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    Redirect, RequestHeaders, ResponseHeaders, Route, RouteTable, Rule, ValidationError,
-    ValidationErrors, ValueMatch, ValueMatchType,
+    Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathChange,
+    PathChangeType, PathMatch, PathMatchType, Redirect, RequestHeaders, ResponseHeaders, Route,
+    RouteTable, Rule, ValidationError, ValidationErrors, ValueMatch, ValueMatchType,
 };

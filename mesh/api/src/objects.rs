@@ -211,7 +211,7 @@ pub struct HttpQueryParamMatch {
 }
 
 /// A filter on a rule or backend. Serin applies `RequestMirror`, `RequestHeaderModifier`,
-/// `ResponseHeaderModifier` and `RequestRedirect` (without `path`);
+/// `ResponseHeaderModifier` and `RequestRedirect`;
 /// any other `type` makes the rule invalid (reported, never silently ignored).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -243,7 +243,7 @@ pub struct HttpRequestRedirectFilter {
     /// Host name; absent keeps the request's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Path change (read so it can be reported as unsupported).
+    /// Path change; absent keeps the request's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<HttpPathModifier>,
     /// Port; absent: the scheme's well-known port when `scheme` is set, else the request's.

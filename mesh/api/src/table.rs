@@ -114,7 +114,7 @@ pub struct Rule {
 }
 
 /// A redirect the proxy answers itself: `Location` is the request's URL with the parts given
-/// here replaced (Gateway API's `HTTPRequestRedirectFilter`, without `path`).
+/// here replaced (Gateway API's `HTTPRequestRedirectFilter`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Redirect {
@@ -129,6 +129,9 @@ pub struct Redirect {
     /// `Location`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Path for `Location`; None keeps the request's. The query is kept either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathChange>,
     /// `301` (the default) or `302`.
     #[serde(default = "Redirect::default_status")]
     pub status_code: u16,
@@ -139,6 +142,67 @@ impl Redirect {
     pub const fn default_status() -> u16 {
         301
     }
+}
+
+/// A new path for a request (Gateway API's `HTTPPathModifier`), written
+/// `{type: ReplaceFullPath, value: /new}` or `{type: ReplacePrefixMatch, value: /new}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathChange {
+    /// What `value` replaces.
+    #[serde(rename = "type")]
+    pub kind: PathChangeType,
+    /// The new path, or the new prefix.
+    pub value: String,
+}
+
+/// What a [`PathChange`] replaces, named as in the Gateway API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathChangeType {
+    /// The whole path becomes `value` (starting with `/`).
+    ReplaceFullPath,
+    /// The part of the path the rule's `PathPrefix` match took (whole segments, its trailing
+    /// `/` ignored) becomes `value` (empty, or starting with `/`; a trailing `/` ignored):
+    /// `/foo/bar` matched by `/foo` becomes `/xyz/bar` with `/xyz` or `/xyz/`, `/bar` with an
+    /// empty value; a path left empty becomes `/`. Only for rules whose every match is a
+    /// `PathPrefix` one (or has no path condition, which is the prefix `/`).
+    ReplacePrefixMatch,
+}
+
+impl PathChange {
+    /// The new path of a request with `path`, which the prefix `matched` accepted (segment-wise,
+    /// as [`PathMatchType::PathPrefix`] does).
+    pub fn apply(&self, path: &str, matched: &str) -> String {
+        let with = &self.value;
+        match self.kind {
+            PathChangeType::ReplaceFullPath => with.clone(),
+            PathChangeType::ReplacePrefixMatch => {
+                let matched = matched.trim_end_matches('/');
+                // The prefix accepted the path, so it is a prefix of it; get() keeps a bad
+                // argument from panicking.
+                let rest = path.get(matched.len()..).unwrap_or(path);
+                let out = format!("{}{rest}", with.trim_end_matches('/'));
+                if out.is_empty() { "/".to_string() } else { out }
+            }
+        }
+    }
+}
+
+/// Why `path` cannot be a [`PathChange`]'s value (`prefix`: a `ReplacePrefixMatch`, which may
+/// be empty); None when it can.
+pub fn path_change_problem(path: &str, prefix: bool) -> Option<String> {
+    if prefix && path.is_empty() {
+        return None;
+    }
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} must start with `/`"));
+    }
+    if path.contains(['?', '#']) || http::uri::PathAndQuery::try_from(path).is_err() {
+        return Some(format!(
+            "{path:?} is not a URL path (no query, fragment, spaces or control characters)"
+        ));
+    }
+    None
 }
 
 /// Status codes a [`Redirect`] may answer with (Gateway API Core: 301 and 302).
@@ -795,6 +859,18 @@ impl RouteTable {
             }
             if let Some(r) = &rule.redirect {
                 validate_redirect(c, &format!("{kf}.redirect"), r);
+                if r.path.as_ref().map(|p| p.kind) == Some(PathChangeType::ReplacePrefixMatch)
+                    && !rule.matches.iter().all(|m| {
+                        m.path
+                            .as_ref()
+                            .is_none_or(|p| p.kind == PathMatchType::PathPrefix)
+                    })
+                {
+                    c.push(
+                        format!("{kf}.redirect.path"),
+                        "replacePrefixMatch needs every match of the rule to be a PathPrefix match (it replaces the prefix matched)",
+                    );
+                }
                 if !rule.backends.is_empty() {
                     c.push(
                         format!("{kf}.backends"),
@@ -931,6 +1007,12 @@ fn validate_redirect(c: &mut Checker, field: &str, r: &Redirect) {
             format!("{field}.port"),
             "0 is out of range; accepted: 1 to 65535",
         );
+    }
+    if let Some(p) = &r.path
+        && let Some(why) =
+            path_change_problem(&p.value, p.kind == PathChangeType::ReplacePrefixMatch)
+    {
+        c.push(format!("{field}.path.value"), why);
     }
     if !REDIRECT_STATUS_CODES.contains(&r.status_code) {
         c.push(
@@ -1256,6 +1338,10 @@ mod tests {
             scheme: Some("ftp".into()),
             hostname: Some(String::new()),
             port: Some(0),
+            path: Some(PathChange {
+                kind: PathChangeType::ReplaceFullPath,
+                value: "elsewhere".into(),
+            }),
             status_code: 307,
         });
         rule.backends = t.routes[0].rules[0].backends.clone();
@@ -1274,19 +1360,70 @@ mod tests {
                 format!("{f}.redirect.scheme"),
                 format!("{f}.redirect.hostname"),
                 format!("{f}.redirect.port"),
+                format!("{f}.redirect.path.value"),
                 format!("{f}.redirect.statusCode"),
                 format!("{f}.backends"),
                 format!("{f}.mirror"),
             ]
         );
         assert!(
-            errs[3].message.contains("accepted: 301, 302"),
+            errs[4].message.contains("accepted: 301, 302"),
             "{}",
-            errs[3]
+            errs[4]
         );
         for host in ["*.example.org", "Example.org", "example.org:80", "a..b"] {
             assert!(redirect_hostname_problem(host).is_some(), "{host}");
         }
         assert_eq!(redirect_hostname_problem("www.example-1.org"), None);
+    }
+
+    #[test]
+    fn a_prefix_replacement_follows_gateway_apis_trailing_slash_rules() {
+        // (request path, prefix match, replacement, new path), as the HTTPPathModifier docs
+        // list them.
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo/bar", "/", "/xyz", "/xyz/foo/bar"),
+        ];
+        for (path, matched, with, want) in cases {
+            let change = PathChange {
+                kind: PathChangeType::ReplacePrefixMatch,
+                value: with.into(),
+            };
+            assert_eq!(change.apply(path, matched), want, "{path} {matched} {with}");
+        }
+        let full = PathChange {
+            kind: PathChangeType::ReplaceFullPath,
+            value: "/elsewhere".into(),
+        };
+        assert_eq!(full.apply("/foo/bar", "/foo"), "/elsewhere");
+    }
+
+    #[test]
+    fn a_prefix_replacement_needs_prefix_matches_only() {
+        let yaml = "routes:\n  - authority: web\n    rules:\n      - matches: [{path: {type: Exact, value: /a}}, {path: {value: /b}}]\n        redirect: {path: {type: ReplacePrefixMatch, value: /c}}\n        backends: []\n";
+        let t: RouteTable = serde_norway::from_str(yaml).expect("parses");
+        let errs = t.validate().expect_err("invalid").0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["routes[0].rules[0].redirect.path"]);
+        let ok = yaml.replace("{type: Exact, value: /a}", "{value: /a}");
+        let t: RouteTable = serde_norway::from_str(&ok).expect("parses");
+        t.validate().expect("valid");
+        assert!(
+            path_change_problem("/a b", false).is_some(),
+            "a space is no URL path"
+        );
+        assert_eq!(path_change_problem("", true), None);
+        assert!(path_change_problem("", false).is_some());
     }
 }

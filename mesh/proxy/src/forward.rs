@@ -268,7 +268,9 @@ pub async fn outbound_via(
         let location = redirect.location(
             req.uri().scheme_str().unwrap_or("http"),
             authority.or(original_dst.as_deref()).unwrap_or_default(),
-            req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+            view.path,
+            view.query,
+            rule.matched_prefix(&view).unwrap_or("/"),
         );
         counted
             .latency(redirect.status.as_u16(), started.elapsed())

@@ -332,6 +332,7 @@ pub struct RedirectRt {
     scheme: Option<String>,
     hostname: Option<String>,
     port: Option<u16>,
+    path: Option<serin_mesh_api::table::PathChange>,
     /// The rule's response header changes, applied to the redirect too.
     pub response_headers: HeaderEdits,
 }
@@ -356,16 +357,24 @@ impl RedirectRt {
             scheme: r.scheme.clone(),
             hostname: r.hostname.clone(),
             port: r.port,
+            path: r.path.clone(),
             response_headers,
         }
     }
 
-    /// The `Location` for a request with `scheme`, `authority` (`host[:port]`) and
-    /// `path_and_query`: the request's URL with this redirect's parts replaced. Without a port
-    /// of its own, the redirect keeps the request's port unless it changes the scheme (then the
-    /// new scheme's well-known port); a scheme's well-known port is left out, as Gateway API
-    /// asks.
-    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
+    /// The `Location` for a request with `scheme`, `authority` (`host[:port]`), `path` and
+    /// `query`, taken by a match with path prefix `matched` (`/` for a match without a path
+    /// condition): the request's URL with this redirect's parts replaced. Without a port of its
+    /// own, the redirect keeps the request's port unless it changes the scheme (then the new
+    /// scheme's well-known port); a scheme's well-known port is left out, as Gateway API asks.
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+        matched: &str,
+    ) -> String {
         let (req_host, req_port) = split_authority(authority);
         let scheme = self.scheme.as_deref().unwrap_or(scheme);
         let bracketed;
@@ -387,10 +396,14 @@ impl RedirectRt {
         if let Some(p) = port.filter(|p| Some(*p) != well_known_port(scheme)) {
             out.push_str(&format!(":{p}"));
         }
-        if path_and_query.starts_with('/') {
-            out.push_str(path_and_query);
-        } else {
-            out.push('/');
+        match &self.path {
+            Some(change) => out.push_str(&change.apply(path, matched)),
+            None if path.starts_with('/') => out.push_str(path),
+            None => out.push('/'),
+        }
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
         }
         out
     }
@@ -399,6 +412,20 @@ impl RedirectRt {
 impl RuleRt {
     fn accepts(&self, req: &RequestView<'_>) -> bool {
         self.matches.is_empty() || self.matches.iter().any(|m| m.accepts(req))
+    }
+
+    /// The path prefix of the match that took `req` (the first that accepts it): `/` for a
+    /// rule without matches or a match without a path condition; None for an exact or regex
+    /// path match (which a prefix replacement is never paired with).
+    pub fn matched_prefix(&self, req: &RequestView<'_>) -> Option<&str> {
+        let Some(m) = self.matches.iter().find(|m| m.accepts(req)) else {
+            return self.matches.is_empty().then_some("/");
+        };
+        match &m.path {
+            None => Some("/"),
+            Some(PathCond::Prefix(p)) => Some(p),
+            Some(_) => None,
+        }
     }
 
     /// Picks a backend in proportion to weights, given a uniform draw in `0..total_weight()`.
@@ -835,6 +862,7 @@ routes:
                 scheme: scheme.map(Into::into),
                 hostname: hostname.map(Into::into),
                 port,
+                path: None,
                 status_code: 302,
             },
             HeaderEdits::default(),
@@ -881,7 +909,7 @@ routes:
         for ((scheme, host, port), authority, want) in cases {
             let r = redirect(scheme, host, port);
             assert_eq!(
-                r.location("http", authority, "/a?b=c"),
+                r.location("http", authority, "/a", Some("b=c"), "/"),
                 want,
                 "{scheme:?} {host:?} {port:?} from {authority}"
             );
@@ -889,8 +917,18 @@ routes:
         assert_eq!(redirect(None, None, None).status, http::StatusCode::FOUND);
         // An asterisk-form or empty target still gives a path.
         assert_eq!(
-            redirect(None, None, None).location("http", "web", ""),
+            redirect(None, None, None).location("http", "web", "", None, "/"),
             "http://web/"
+        );
+        // A path change keeps the query.
+        let mut r = redirect(None, None, None);
+        r.path = Some(serin_mesh_api::table::PathChange {
+            kind: serin_mesh_api::table::PathChangeType::ReplacePrefixMatch,
+            value: "/new".into(),
+        });
+        assert_eq!(
+            r.location("http", "web", "/old/x", Some("q=1"), "/old"),
+            "http://web/new/x?q=1"
         );
     }
 }

@@ -149,7 +149,7 @@ fn check_rule(p: &mut Vec<Problem>, rf: &str, rule: &HttpRouteRule) {
                         "a rule answers with one redirect; keep one RequestRedirect filter",
                     ));
                 }
-                request_redirect(p, &ff, f);
+                request_redirect(p, &ff, f, rule);
             }
             other => p.push(Problem::new(
                 format!("{ff}.type"),
@@ -323,7 +323,7 @@ pub fn is_fatal(problems: &[Problem]) -> bool {
 
 /// Problems of one `RequestRedirect` filter at `ff`: the checks of the route table's
 /// [`serin_mesh_api::table::Redirect`], named by the HTTPRoute's fields.
-fn request_redirect(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter) {
+fn request_redirect(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter, rule: &HttpRouteRule) {
     let Some(r) = &f.request_redirect else {
         p.push(Problem::new(
             format!("{ff}.requestRedirect"),
@@ -370,11 +370,42 @@ fn request_redirect(p: &mut Vec<Problem>, ff: &str, f: &HttpRouteFilter) {
             format!("{code} is not supported; accepted: 301, 302"),
         );
     }
-    if r.path.is_some() {
-        bad(
-            "path",
-            "a redirect's path change (ReplaceFullPath, ReplacePrefixMatch) is not supported yet; redirect without path (the request's path is kept)".into(),
-        );
+    if let Some(m) = &r.path {
+        let (key, value) = match m.type_.as_str() {
+            "ReplaceFullPath" => ("replaceFullPath", &m.replace_full_path),
+            "ReplacePrefixMatch" => ("replacePrefixMatch", &m.replace_prefix_match),
+            other => {
+                bad(
+                    "path.type",
+                    format!(
+                        "{other:?} is not supported; accepted: ReplaceFullPath, ReplacePrefixMatch"
+                    ),
+                );
+                return;
+            }
+        };
+        let prefix = key == "replacePrefixMatch";
+        match value {
+            None => bad("path", format!("type {} needs {key}", m.type_)),
+            Some(v) => {
+                if let Some(why) = path_change_problem(v, prefix) {
+                    bad(&format!("path.{key}"), why);
+                }
+            }
+        }
+        // Gateway API: ReplacePrefixMatch goes only with PathPrefix matches (a match without a
+        // path is the prefix `/`).
+        let all_prefix = rule.matches.iter().all(|m| {
+            m.path
+                .as_ref()
+                .is_none_or(|pm| pm.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
+        });
+        if prefix && !all_prefix {
+            bad(
+                "path",
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match (it replaces the prefix matched)".into(),
+            );
+        }
     }
 }
 

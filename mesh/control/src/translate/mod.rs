@@ -37,10 +37,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serin_mesh_api::table::{
-    Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathMatch, PathMatchType,
-    REDIRECT_STATUS_CODES, Redirect, ResponseHeaders, Route, RouteTable, Rule, ValueMatch,
-    ValueMatchType, framing_header_problem, parse_duration, redirect_hostname_problem,
-    request_header_problem,
+    Authority, Backend, BackendDef, Fraction, HeaderValue, Match, Mirror, PathChange,
+    PathChangeType, PathMatch, PathMatchType, REDIRECT_STATUS_CODES, Redirect, ResponseHeaders,
+    Route, RouteTable, Rule, ValueMatch, ValueMatchType, framing_header_problem, parse_duration,
+    path_change_problem, redirect_hostname_problem, request_header_problem,
 };
 
 use crate::world::{ObjKey, ServiceInfo, ServicePort, World};

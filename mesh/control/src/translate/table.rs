@@ -740,6 +740,19 @@ fn redirect_of(f: &HttpRouteFilter) -> Option<Redirect> {
             .port
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0),
+        path: r.path.as_ref().and_then(|m| {
+            let (kind, value) = match m.type_.as_str() {
+                "ReplaceFullPath" => (PathChangeType::ReplaceFullPath, &m.replace_full_path),
+                "ReplacePrefixMatch" => {
+                    (PathChangeType::ReplacePrefixMatch, &m.replace_prefix_match)
+                }
+                _ => return None,
+            };
+            Some(PathChange {
+                kind,
+                value: value.clone()?,
+            })
+        }),
         status_code,
     })
 }
