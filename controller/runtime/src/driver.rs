@@ -499,10 +499,10 @@ impl Driver {
                     action: "revert-target",
                     source,
                 })?;
-            if let Some(missing) = self.target_missing(ctx).await {
+            if let Some((missing, may_come_up)) = self.target_missing(ctx).await {
                 let waited = ctx.deleting_since.map(|since| now.since(since));
                 let budget = revert_budget(&ctx.plan);
-                if let Some(waited) = waited.filter(|w| *w < budget) {
+                if let Some(waited) = waited.filter(|w| may_come_up && *w < budget) {
                     tracing::info!(%missing, waited_secs = waited.as_secs(), budget_secs = budget.as_secs(), "waiting for the reverted target before handing the traffic back");
                     return Ok(TickOutcome::WaitingForTarget {
                         retry: REVERT_RETRY,
@@ -514,9 +514,13 @@ impl Driver {
                     ctx,
                     &status,
                     now,
-                    format!(
-                        "the target was not ready after the revert wait ({missing}); the traffic was handed back to it anyway"
-                    ),
+                    if may_come_up {
+                        format!(
+                            "the target was not ready after the revert wait ({missing}); the traffic was handed back to it anyway"
+                        )
+                    } else {
+                        format!("{missing}: the traffic was handed back without waiting")
+                    },
                 );
                 entry.kind = HistoryKind::Terminating;
                 history.push(entry);
@@ -564,16 +568,21 @@ impl Driver {
         })
     }
 
-    /// What the target (the canary workload) still lacks after a revert; `None` once it is
-    /// ready.
-    async fn target_missing(&self, ctx: &CanaryContext) -> Option<String> {
+    /// What the target (the canary workload) still lacks after a revert, and whether it can
+    /// still come up (worth waiting for); `None` once it is ready.
+    async fn target_missing(&self, ctx: &CanaryContext) -> Option<(String, bool)> {
         match self.workloads.observe(ctx).await {
             Ok(state) => match state.canary {
-                Some(r) if r.desired > 0 => r.check(ctx.plan.canary_ready_threshold).err(),
-                Some(_) => Some("the target asks for no replicas".to_string()),
-                None => Some("the target does not exist".to_string()),
+                Some(r) if r.desired > 0 => r
+                    .check(ctx.plan.canary_ready_threshold)
+                    .err()
+                    .map(|missing| (missing, true)),
+                Some(_) => Some(("the target asks for no replicas".to_string(), true)),
+                // Deleted with its Canary (one `kubectl delete -f`, a namespace being
+                // deleted): nothing will come up, so no wait holds the deletion for it.
+                None => Some(("the target does not exist".to_string(), false)),
             },
-            Err(error) => Some(error.to_string()),
+            Err(error) => Some((error.to_string(), true)),
         }
     }
 

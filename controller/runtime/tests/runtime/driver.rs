@@ -31,6 +31,8 @@ struct World {
     fail_checks: bool,
     /// The target reads as scaled up but with no replica available (after a revert).
     target_never_ready: bool,
+    /// The target is gone (deleted with its Canary: `kubectl delete -f app.yaml`).
+    target_gone: bool,
     /// The reverts, in the order they came.
     reverts: Vec<&'static str>,
 }
@@ -47,11 +49,15 @@ impl Workloads for Fake {
                 configs: BTreeMap::new(),
             }),
             primary: Some(Readiness::ready(2)),
-            canary: Some(if self.0.lock().unwrap().target_never_ready {
-                Readiness::starting(2, 0)
+            canary: if self.0.lock().unwrap().target_gone {
+                None
             } else {
-                Readiness::ready(2)
-            }),
+                Some(if self.0.lock().unwrap().target_never_ready {
+                    Readiness::starting(2, 0)
+                } else {
+                    Readiness::ready(2)
+                })
+            },
         })
     }
     async fn initialize_primary(&self, _c: &CanaryContext) -> Result<(), AdapterError> {
@@ -715,4 +721,23 @@ async fn a_reverted_target_that_is_ready_gets_the_traffic_at_once() {
         "{:#?}",
         w.history
     );
+}
+
+/// A target deleted with its Canary (one `kubectl delete -f`, a namespace deletion) will never
+/// become ready: the deletion does not wait for it.
+#[tokio::test(start_paused = true)]
+async fn a_reverted_target_that_is_gone_is_not_waited_for() {
+    let (driver, fake, mut ctx, _, at) = setup();
+    ctx.plan.revert_on_deletion = true;
+    ctx.deleting_since = Some(at);
+    fake.0.lock().unwrap().target_gone = true;
+    let out = driver
+        .tick(&ctx, true, at + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, TickOutcome::Stepped { .. }),
+        "no wait for a target that is gone: {out:?}"
+    );
+    assert_eq!(fake.0.lock().unwrap().reverts, ["workloads", "routes"]);
 }
