@@ -141,6 +141,8 @@ fn signature(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
 /// What one read of the manifest directory found.
 #[derive(Default)]
 struct Loaded {
+    /// The directory itself could not be read: nothing is known, so nothing counts as removed.
+    unreadable: bool,
     canaries: BTreeMap<CanaryId, CanaryContext>,
     processes: Processes,
     /// The file each Canary and Process came from.
@@ -212,6 +214,7 @@ fn load(dir: &Path, analyzer: &LocalAnalyzer, interval: Option<Duration>) -> Loa
         Ok(r) => r,
         Err(error) => {
             tracing::error!(dir = %dir.display(), %error, "cannot read the manifest directory");
+            loaded.unreadable = true;
             return loaded;
         }
     };
@@ -396,7 +399,7 @@ pub async fn run_with_store(
     }
     // A Canary whose manifest file is broken is missing from `loaded` without being removed:
     // its processes must not be taken for a removed Canary's leftovers.
-    platform.adopt_leftovers(loaded.broken.is_empty());
+    platform.adopt_leftovers(loaded.broken.is_empty() && !loaded.unreadable);
     // Processes an earlier controller left running are adopted above; know whether they are
     // ready before publishing any routes (a restart must not empty the endpoint lists).
     platform.await_adopted(Duration::from_secs(5)).await;
@@ -415,38 +418,46 @@ pub async fn run_with_store(
             if now_sig != sig {
                 sig = now_sig;
                 let mut fresh = load(&opts.dir, &analyzer, opts.interval);
-                for what in fresh.keep_from_broken_files(&loaded) {
-                    tracing::warn!(
-                        kept = %what,
-                        "its manifest file has errors (logged above); it keeps running with its last valid manifest until the file is fixed"
-                    );
-                }
-                platform.set_processes(fresh.processes.clone());
-                for (id, ctx) in &loaded.canaries {
-                    if !fresh.canaries.contains_key(id) {
-                        tracing::info!(canary = %id, "manifest removed");
-                        let mut ctx = ctx.clone();
-                        ctx.deleting_since = Some(Timestamp::from_system_time(SystemTime::now()));
-                        removing.insert(id.clone(), ctx);
-                        due.remove(id);
+                if fresh.unreadable {
+                    // Nothing can be told removed from a directory that cannot be read (logged
+                    // above): everything keeps running as last read, and it is read again once
+                    // it can be.
+                    sig = Vec::new();
+                } else {
+                    for what in fresh.keep_from_broken_files(&loaded) {
+                        tracing::warn!(
+                            kept = %what,
+                            "its manifest file has errors (logged above); it keeps running with its last valid manifest until the file is fixed"
+                        );
                     }
-                }
-                for (id, ctx) in &fresh.canaries {
-                    // Put back before its deletion finished: a new Canary, whose registered
-                    // workloads are still there.
-                    removing.remove(id);
-                    if !loaded.canaries.contains_key(id) {
-                        start_anew_if_deleted(&store, ctx).await;
+                    platform.set_processes(fresh.processes.clone());
+                    for (id, ctx) in &loaded.canaries {
+                        if !fresh.canaries.contains_key(id) {
+                            tracing::info!(canary = %id, "manifest removed");
+                            let mut ctx = ctx.clone();
+                            ctx.deleting_since =
+                                Some(Timestamp::from_system_time(SystemTime::now()));
+                            removing.insert(id.clone(), ctx);
+                            due.remove(id);
+                        }
                     }
+                    for (id, ctx) in &fresh.canaries {
+                        // Put back before its deletion finished: a new Canary, whose registered
+                        // workloads are still there.
+                        removing.remove(id);
+                        if !loaded.canaries.contains_key(id) {
+                            start_anew_if_deleted(&store, ctx).await;
+                        }
+                    }
+                    loaded = fresh;
+                    for ctx in loaded.canaries.values() {
+                        platform.register(ctx);
+                    }
+                    platform.await_adopted(Duration::from_secs(5)).await;
+                    // A changed manifest is looked at now, not at the next interval.
+                    due.clear();
+                    tracing::info!(canaries = loaded.canaries.len(), "manifests reloaded");
                 }
-                loaded = fresh;
-                for ctx in loaded.canaries.values() {
-                    platform.register(ctx);
-                }
-                platform.await_adopted(Duration::from_secs(5)).await;
-                // A changed manifest is looked at now, not at the next interval.
-                due.clear();
-                tracing::info!(canaries = loaded.canaries.len(), "manifests reloaded");
             }
         }
         platform.reconcile().await;

@@ -450,3 +450,28 @@ async fn a_canary_whose_manifest_is_broken_at_start_up_is_not_cleaned_up_as_remo
     );
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_directory_that_cannot_be_read_removes_nothing() {
+    let site = gated_on_v1("unreadable-dir").await;
+    let before = site.live_instances();
+    assert!(!before.is_empty());
+    // The directory goes away for a while (an unmounted volume, a checkout being replaced):
+    // nothing in it can be told removed, so nothing stops.
+    let dir = site.manifests();
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    await_site(
+        &site,
+        "the controller to find the directory unreadable",
+        |s| s.logs().contains("cannot read the manifest directory"),
+    )
+    .await;
+    // One more pass of the loop, then the workloads and routes are still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(site.live_instances(), before, "{}", site.logs());
+    assert!(site.routes_file().is_some());
+    assert!(!site.logs().contains("manifest removed"), "{}", site.logs());
+    std::fs::rename(&aside, &dir).unwrap();
+    site.stop().await;
+}

@@ -69,6 +69,11 @@ impl Site {
         self.site.write_manifest(file, text).unwrap();
     }
 
+    /// The manifest directory.
+    pub fn manifests(&self) -> std::path::PathBuf {
+        self.site.dir.manifests()
+    }
+
     /// Deletes a manifest file.
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.site.dir.manifests().join(file)).unwrap();
