@@ -392,7 +392,10 @@ pub async fn run_with_store(
 
     let mut sig = signature(&opts.dir);
     let mut loaded = load(&opts.dir, &analyzer, opts.interval);
-    platform.set_processes(loaded.processes.clone());
+    platform.set_processes(
+        loaded.processes.clone(),
+        loaded.broken.is_empty() && !loaded.unreadable,
+    );
     for ctx in loaded.canaries.values() {
         start_anew_if_deleted(&store, ctx).await;
         platform.register(ctx);
@@ -430,7 +433,7 @@ pub async fn run_with_store(
                             "its manifest file has errors (logged above); it keeps running with its last valid manifest until the file is fixed"
                         );
                     }
-                    platform.set_processes(fresh.processes.clone());
+                    platform.set_processes(fresh.processes.clone(), fresh.broken.is_empty());
                     for (id, ctx) in &loaded.canaries {
                         if !fresh.canaries.contains_key(id) {
                             tracing::info!(canary = %id, "manifest removed");

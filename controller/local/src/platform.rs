@@ -80,6 +80,8 @@ pub struct LocalPlatform {
     control_plane: ControlPlane,
     state_dir: PathBuf,
     processes: Mutex<Processes>,
+    /// Whether `processes` came from a directory whose every file was read.
+    processes_complete: std::sync::atomic::AtomicBool,
     entries: Mutex<BTreeMap<CanaryId, Entry>>,
 }
 
@@ -100,13 +102,18 @@ impl LocalPlatform {
             control_plane,
             state_dir: state_dir.into(),
             processes: Mutex::new(BTreeMap::new()),
+            processes_complete: std::sync::atomic::AtomicBool::new(true),
             entries: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Replaces the known `Process` manifests (after a reload of the directory).
-    pub fn set_processes(&self, processes: Processes) {
+    /// Replaces the known `Process` manifests (after a reload of the directory). `complete`:
+    /// every manifest file was read; when some could not be, a `Process` missing from them may
+    /// only be in a broken file, so a released target is not stopped for its absence.
+    pub fn set_processes(&self, processes: Processes, complete: bool) {
         *self.processes.lock().unwrap_or_else(|p| p.into_inner()) = processes;
+        self.processes_complete
+            .store(complete, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn target(&self, ns: &str, name: &str) -> Option<(ProcessSpec, PathBuf)> {
@@ -264,7 +271,10 @@ impl LocalPlatform {
             };
             if state.released.is_some() {
                 let (ns, name) = key.split_once('/').unwrap_or(("default", &key));
-                if self.target(ns, name).is_none() {
+                let complete = self
+                    .processes_complete
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if complete && self.target(ns, name).is_none() {
                     tracing::info!(canary = %id, "the released target's Process manifest is gone: it stops");
                     self.forget(&id);
                     continue;

@@ -475,3 +475,51 @@ async fn a_manifest_directory_that_cannot_be_read_removes_nothing() {
     std::fs::rename(&aside, &dir).unwrap();
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_target_outlives_a_restart_with_its_process_manifest_broken() {
+    let mut site = Site::start("released-broken").await;
+    site.start_controller().await;
+    let canary = site
+        .gated_canary()
+        .replacen("spec:\n", "spec:\n  revertOnDeletion: true\n", 1);
+    site.write("canary.yaml", &canary);
+    site.await_summary("podinfo initialized on v1", |s| {
+        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
+    })
+    .await;
+    site.remove("canary.yaml");
+    await_site(&site, "only the handed-back target left", |s| {
+        let live = s.live_instances();
+        !live.is_empty() && live.iter().all(|(role, _, _)| role == "canary")
+    })
+    .await;
+    let target = site.live_instances();
+    // Restarted while its Process manifest has a typo: a Process missing from a broken file is
+    // not a removed one, so the target keeps running and routed.
+    site.kill_controller();
+    let process = site.read("process.yaml");
+    site.write("process.yaml", &format!("{process}\n  oops: [\n"));
+    site.start_controller().await;
+    await_site(&site, "the restarted controller running", |s| {
+        s.logs().matches("local controller started").count() == 2
+    })
+    .await;
+    // A few passes of its loop (each reconciles the released target).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = site.logs();
+    assert!(logs.contains("process.yaml: not valid YAML"), "{logs}");
+    assert!(!logs.contains("Process manifest is gone"), "{logs}");
+    let (_, _, port) = target[0];
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the target no longer answers on {port}\n{logs}"
+    );
+    assert!(
+        site.routes_file()
+            .is_some_and(|r| r.contains(&port.to_string())),
+        "{logs}"
+    );
+    site.write("process.yaml", &process);
+    site.stop().await;
+}
