@@ -1237,6 +1237,7 @@ fn classify(command: String, status: String, stderr: String) -> CaptureError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::write_executable;
 
     fn cfg() -> CaptureConfig {
         CaptureConfig {
@@ -1644,31 +1645,6 @@ COMMIT
         );
         assert!(
             text.contains("iptables-nft -t raw -A PREROUTING ! -i lo -p tcp -j SERIN_NOTRACK_IN\n")
-        );
-    }
-
-    /// Writes an executable script at `path`. Written by a `sh` child, never opened for writing
-    /// by this process: a test thread that forks while this process holds the file open passes
-    /// that descriptor to its child, and running the script then fails with ETXTBSY ("text file
-    /// busy") until that child has exec'd (a flaky failure seen when the tests ran in parallel).
-    fn write_executable(path: &std::path::Path, text: &str) {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
-            .arg(path)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh writes the fake");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write fake");
-        assert!(
-            child.wait().expect("sh").success(),
-            "writing {}",
-            path.display()
         );
     }
 

@@ -33,6 +33,8 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod table;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod transparent;
 
 pub use config::{ConfigError, FileConfig, InboundConfig, ProxyConfig, TransparentConfig};

@@ -11,9 +11,7 @@ use serin_controller::alerts::{Alert, Severity};
 use serin_controller::deliveries::{Deliveries, DeliveryConfig, Notification, Outgoing};
 use serin_controller::metrics::Metrics;
 use serin_controller::webhook::WebhookOutcome;
-use serin_core::{
-    HistoryEntry, HistoryKind, Phase, Plan, Strategy, Timestamp, Webhook, WebhookKind,
-};
+use serin_core::{HistoryEntry, HistoryKind, Phase, Timestamp, Webhook, WebhookKind};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Hooks that report each call (canary, event message) and answer 200, or 500 for a message
@@ -83,26 +81,7 @@ fn queues(
 }
 
 fn canary(name: &str) -> CanaryContext {
-    let plan = Plan {
-        strategy: Strategy::Canary {
-            step_weights: vec![10],
-            step_weight_promotion: None,
-            mirror: None,
-        },
-        interval: Duration::from_secs(60),
-        threshold: 1,
-        progress_deadline: Duration::from_secs(600),
-        skip_analysis: false,
-        suspend: false,
-        webhooks: vec![],
-        checks: vec![],
-        on_inconclusive: Default::default(),
-        inconclusive_budget: Default::default(),
-        primary_ready_threshold: 100,
-        canary_ready_threshold: 100,
-        session_affinity: None,
-        revert_on_deletion: false,
-    };
+    let plan = crate::common::canary_plan(vec![10], 1, vec![]);
     CanaryContext::new(CanaryId::new("test", name), plan, name)
 }
 

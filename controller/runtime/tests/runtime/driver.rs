@@ -14,7 +14,7 @@ use serin_controller::metrics::Metrics;
 use serin_core::sim::Sim;
 use serin_core::{
     Bound, CheckResult, Command, EventType, HistoryEntry, Phase, Readiness, Routes, Status,
-    Strategy, TargetState, Timestamp, Verdict,
+    TargetState, Timestamp, Verdict,
 };
 
 #[derive(Default)]
@@ -166,26 +166,7 @@ impl EventRecorder for Fake {
 }
 
 fn setup() -> (Driver, Fake, CanaryContext, Status, Timestamp) {
-    let plan = serin_core::Plan {
-        strategy: Strategy::Canary {
-            step_weights: vec![10, 20, 30],
-            step_weight_promotion: None,
-            mirror: None,
-        },
-        interval: Duration::from_secs(60),
-        threshold: 2,
-        progress_deadline: Duration::from_secs(600),
-        skip_analysis: false,
-        suspend: false,
-        webhooks: vec![],
-        checks: vec!["request-success-rate".into()],
-        on_inconclusive: Default::default(),
-        inconclusive_budget: Default::default(),
-        primary_ready_threshold: 100,
-        canary_ready_threshold: 100,
-        session_affinity: None,
-        revert_on_deletion: false,
-    };
+    let plan = crate::common::canary_plan(vec![10, 20, 30], 2, vec!["request-success-rate".into()]);
     // The status a controller would hold at weight 10.
     let mut sim = Sim::new(
         plan.clone(),

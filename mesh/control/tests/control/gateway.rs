@@ -31,14 +31,7 @@ fn mesh() -> World {
     for (i, name) in ["echo-v1", "echo-v2"].into_iter().enumerate() {
         w.services.insert(
             ObjKey::new("mesh", name),
-            ServiceInfo {
-                cluster_ips: vec![format!("10.96.1.{}", i + 2).parse().expect("ip")],
-                ports: vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                }],
-                ..ServiceInfo::default()
-            },
+            http_service(&format!("10.96.1.{}", i + 2)),
         );
         w.endpoints.insert(
             ObjKey::new("mesh", name),
@@ -53,6 +46,25 @@ fn mesh() -> World {
         );
     }
     w
+}
+
+/// A Service at cluster IP `ip` with one port: 80, named `http`.
+fn http_service(ip: &str) -> ServiceInfo {
+    ServiceInfo {
+        cluster_ips: vec![ip.parse().expect("ip")],
+        ports: vec![ServicePort {
+            name: Some("http".into()),
+            port: 80,
+        }],
+        ..ServiceInfo::default()
+    }
+}
+
+/// The table translated for namespace `mesh`'s clients, which the proxy must accept.
+fn valid_table(w: &World) -> RouteTable {
+    let t = translate(w, "mesh", &Options::default(), 1);
+    t.validate().expect("the proxy accepts the table");
+    t
 }
 
 fn route(yaml: &str) -> HttpRoute {
@@ -103,8 +115,7 @@ fn a_route_on_one_port_of_a_multi_port_service_routes_that_port_only() {
     // mesh-ports: the parentRef names port 80; port 8080 keeps going to the Service itself.
     let r = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 80}"#);
     assert!(check_route(&r).is_empty());
-    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&with(mesh(), &[&r]));
     for host in ["echo", "echo.mesh.svc.cluster.local", "10.96.1.1"] {
         assert_eq!(
             split_at(&t, &format!("{host}:80")),
@@ -124,8 +135,7 @@ fn a_section_name_attaches_the_route_to_the_named_port_only() {
     // ParentReference.sectionName on a Service parent names one of its ports.
     let r = to_v2_on(r#"{group: "", kind: Service, name: echo, sectionName: admin}"#);
     let w = with(mesh(), &[&r]);
-    let t = translate(&w, "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&w);
     assert_eq!(split_at(&t, "echo:8080"), [("echo-v2".to_string(), 1)]);
     assert_eq!(split_at(&t, "echo:80"), [("echo".to_string(), 1)]);
     let v = route_verdicts(&w, &r, &check_route(&r));
@@ -188,8 +198,7 @@ spec:
         verdict(&w, &r),
         ((true, "Accepted".into()), (false, "InvalidKind".into()))
     );
-    let t = translate(&w, "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&w);
     let route = at(&t, "echo:80");
     let odd = &route.rules[0].backends[0].name;
     let def = route.resolve_backend(odd).expect("defined");
@@ -227,8 +236,7 @@ spec:
         verdict(&w, &r),
         ((true, "Accepted".into()), (true, "ResolvedRefs".into()))
     );
-    let t = translate(&w, "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&w);
     let route = at(&t, "echo:80");
     let drained = &route.rules[0].backends;
     assert_eq!(drained.len(), 1);
@@ -611,8 +619,7 @@ fn a_request_redirect_becomes_a_rule_without_backends() {
     let w = with(mesh(), &[&r]);
     let ((accepted, reason), _) = verdict(&w, &r);
     assert_eq!((accepted, reason.as_str()), (true, "Accepted"));
-    let t = translate(&w, "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&w);
     let rules = &at(&t, "echo.mesh").rules;
     let redirect_of = |prefix: &str| {
         rules
@@ -917,17 +924,8 @@ fn a_route_hostname_never_takes_another_services_name() {
     // (here `zzz.other`, which sorts after `mesh/echo`) stays that Service's, whichever comes
     // first, so no route author can pull a Service's traffic to their own backends.
     let mut w = mesh();
-    w.services.insert(
-        ObjKey::new("other", "zzz"),
-        ServiceInfo {
-            cluster_ips: vec!["10.96.9.9".parse().expect("ip")],
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-            }],
-            ..ServiceInfo::default()
-        },
-    );
+    w.services
+        .insert(ObjKey::new("other", "zzz"), http_service("10.96.9.9"));
     let r = route(
         r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -940,8 +938,7 @@ spec:
     - backendRefs: [{name: echo-v2, port: 80}]
 "#,
     );
-    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&with(w, &[&r]));
     for host in ["zzz.other.svc.cluster.local", "zzz.other"] {
         assert_eq!(split_at(&t, host), [("zzz".to_string(), 1)], "{host}");
     }
@@ -1002,8 +999,7 @@ spec:
           responseHeaderModifier: {add: [{name: x-via, value: mesh}]}
 "#,
     );
-    let t = translate(&with(w, &[&r]), "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&with(w, &[&r]));
     for (authority, endpoint) in [("echo:80", "10.1.9.1:8080"), ("echo:8080", "10.1.9.1:9090")] {
         let route = at(&t, authority);
         assert_eq!(route.rules.len(), 2, "{authority}");
@@ -1040,8 +1036,7 @@ spec:
       backendRefs: [{name: echo-v1, port: 80}]
 "#,
     );
-    let t = translate(&with(mesh(), &[&r]), "mesh", &Options::default(), 1);
-    t.validate().expect("the proxy accepts the table");
+    let t = valid_table(&with(mesh(), &[&r]));
     let route = at(&t, "echo:80");
     let share = |i: usize| {
         let m = route.rules[i].mirror.as_ref().expect("mirror");
@@ -1108,17 +1103,8 @@ fn a_consumer_route_steers_only_its_own_namespace_and_replaces_the_producers_the
     // route in the client's namespace whose parent is the producer's Service applies to that
     // namespace's clients only, in place of the producer's.
     let mut w = mesh();
-    w.services.insert(
-        ObjKey::new("client", "local-v2"),
-        ServiceInfo {
-            cluster_ips: vec!["10.96.2.1".parse().expect("ip")],
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-            }],
-            ..ServiceInfo::default()
-        },
-    );
+    w.services
+        .insert(ObjKey::new("client", "local-v2"), http_service("10.96.2.1"));
     let producer = to_v2_on(r#"{group: "", kind: Service, name: echo, port: 80}"#);
     let consumer = route(
         r#"

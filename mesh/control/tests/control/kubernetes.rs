@@ -164,6 +164,16 @@ fn respond_failure(send: SendResponse<Response<Body>>, code: u16, reason: &str, 
     );
 }
 
+/// Answers as the API server answers a list of a kind (or version) it does not serve: 404.
+fn respond_not_served(send: SendResponse<Response<Body>>) {
+    respond_failure(
+        send,
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    );
+}
+
 fn list(kind: Kind, items: Vec<Value>) -> Vec<u8> {
     let list_kind = match kind {
         Kind::Routes => "HTTPRouteList",
@@ -587,12 +597,7 @@ async fn a_cluster_without_the_smi_crd_still_gets_route_tables() -> anyhow::Resu
         assert!(calls < 40, "runaway API calls");
         let (call, send) = next_call(&mut handle).await?;
         match call {
-            Call::List(Kind::Splits | Kind::OldSplits(_)) => respond_failure(
-                send,
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ),
+            Call::List(Kind::Splits | Kind::OldSplits(_)) => respond_not_served(send),
             Call::List(kind) => {
                 let items = match kind {
                     Kind::Routes => vec![route(80, 20, 1, "5")],
@@ -659,12 +664,7 @@ async fn a_cluster_serving_only_older_smi_versions_still_has_its_traffic_splits(
                     !held.iter().any(|(k, _)| *k == Kind::OldSplits("v1alpha2")),
                     "{kind:?} listed after v1alpha2 was found"
                 );
-                respond_failure(
-                    send,
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                );
+                respond_not_served(send);
             }
             Call::List(kind) => {
                 let items = match kind {

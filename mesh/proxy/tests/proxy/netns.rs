@@ -20,6 +20,7 @@
 //! an assertion fails; namespaces left by a killed earlier run are removed first.
 
 use crate::support::exits_by_itself;
+use serin_proxy::testing::write_executable;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -1756,29 +1757,4 @@ fn clients_holding_a_partial_head_cost_no_cpu_while_the_protocol_is_detected() {
         "the completed heads waited for the detection timeout"
     );
     stop.store(true, Ordering::Relaxed);
-}
-
-/// Writes an executable script at `path`. Written by a `sh` child, never opened for writing by
-/// this process: a test thread that forks while this process holds the file open passes that
-/// descriptor to its child, and running the script then fails with ETXTBSY ("text file busy")
-/// until that child has exec'd.
-fn write_executable(path: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh writes the fake");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write fake");
-    assert!(
-        child.wait().expect("sh").success(),
-        "writing {}",
-        path.display()
-    );
 }

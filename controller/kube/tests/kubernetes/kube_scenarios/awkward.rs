@@ -126,11 +126,7 @@ async fn a_canary_whose_target_cannot_be_copied_can_still_be_deleted() {
         scale_target(3),
         get_target(scaled),
         get_primary(primary("podinfo:1").replicas(3)),
-        expect(
-            "DELETE",
-            format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
-        )
-        .reply(200, status_err(200, "", "deleted")),
+        delete_route(),
         get_target(d),
         expect("PATCH", format!("/api/v1/namespaces/{NS}/services/podinfo")),
         event("Terminating"),

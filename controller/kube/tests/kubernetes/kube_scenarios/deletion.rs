@@ -8,14 +8,7 @@ async fn deletion_with_revert_on_deletion_hands_the_target_back() {
     let (status, at) = progressing_at(&canary, 10);
     let canary = deleting(with_status(canary, &status));
     let now = at + Duration::from_secs(5);
-    let calls = handing_back(
-        &canary,
-        expect(
-            "DELETE",
-            format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
-        )
-        .reply(200, status_err(200, "", "deleted")),
-    );
+    let calls = handing_back(&canary, delete_route());
     let (result, _) = run(parse(canary), now, analyzer(vec![]), calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());
 }
@@ -44,14 +37,7 @@ async fn deletion_hands_the_traffic_back_only_once_the_target_is_ready() {
     let (result, _) = run(parse(canary.clone()), now, analyzer(vec![]), waiting).await;
     assert_eq!(result.unwrap(), Requeue::requeue(Duration::from_secs(2)));
     // Looked at again: ready, so the traffic goes back and the finalizer goes.
-    let calls = handing_back(
-        &canary,
-        expect(
-            "DELETE",
-            format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
-        )
-        .reply(200, status_err(200, "", "deleted")),
-    );
+    let calls = handing_back(&canary, delete_route());
     let later = now + Duration::from_secs(2);
     let (result, _) = run(parse(canary), later, analyzer(vec![]), calls).await;
     assert_eq!(result.unwrap(), Requeue::await_change());

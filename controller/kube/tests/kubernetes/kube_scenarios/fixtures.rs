@@ -401,6 +401,15 @@ pub fn apply_route(primary: u32, canary: u32) -> Expect {
     })
 }
 
+/// The HTTPRoute `podinfo` deleted, answered as the API server answers a DELETE.
+pub fn delete_route() -> Expect {
+    expect(
+        "DELETE",
+        format!("/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/podinfo"),
+    )
+    .reply(200, status_err(200, "", "deleted"))
+}
+
 pub fn scale_target(replicas: i32) -> Expect {
     expect(
         "PATCH",
@@ -441,6 +450,42 @@ pub fn cond<'a>(b: &'a Value, t: &str) -> &'a Value {
         .iter()
         .find(|c| c["type"] == t)
         .unwrap_or_else(|| panic!("no {t} condition in {b}"))
+}
+
+/// The calls of the first reconcile of a new Canary (target `podinfo:1`, no primary yet) whose
+/// run halts: the primary and the three Services are made, then the `halted` Event goes out and
+/// the status is written, `check` reading it.
+pub fn bootstrapping_halted(
+    canary: &Value,
+    halted: Expect,
+    check: impl FnOnce(&Value) + Send + 'static,
+) -> Vec<Expect> {
+    vec![
+        get_target(deployment("podinfo:1")),
+        no_primary(),
+        get_target(deployment("podinfo:1")),
+        apply_primary(|_| {}),
+        apply_service("podinfo-primary", "podinfo-primary"),
+        apply_service("podinfo-canary", "podinfo"),
+        apply_service("podinfo", "podinfo-primary"),
+        halted,
+        status_write(canary, check),
+    ]
+}
+
+/// The calls of a tick that rolls `podinfo:2` back (the primary at `podinfo:1`): "Halted", all
+/// traffic to the primary, the target scaled to zero, "RolledBack", then the status write that
+/// `check` reads.
+pub fn rolling_back(canary: &Value, check: impl FnOnce(&Value) + Send + 'static) -> Vec<Expect> {
+    vec![
+        get_target(deployment("podinfo:2")),
+        get_primary(primary("podinfo:1")),
+        event("Halted"),
+        apply_route(100, 0),
+        scale_target(0),
+        event("RolledBack"),
+        status_write(canary, check),
+    ]
 }
 
 /// The calls of a tick that promotes `podinfo:2` (the Canary at its last step): the target and

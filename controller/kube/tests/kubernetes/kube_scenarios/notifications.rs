@@ -266,30 +266,25 @@ async fn an_undeliverable_alert_is_in_the_next_ticks_history_naming_its_provider
     let mut ticks = Ticks::new(at, analyzer(vec![fail()]));
     let written = Arc::new(Mutex::new(Value::Null));
     let w = written.clone();
+    let mut calls = rolling_back(&canary, move |b| {
+        assert_eq!(b["status"]["phase"], "Failed");
+        assert!(failures(b).is_empty(), "not known yet: {b}");
+        keep(&w, b);
+    });
+    // The alert goes out after the write, from the Canary's queue.
+    calls.push(
+        expect(
+            "GET",
+            format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
+        )
+        .not_found(),
+    );
     ticks
         .tick(
             &canary,
             at + Duration::from_secs(60),
             Duration::from_secs(10),
-            vec![
-                get_target(deployment("podinfo:2")),
-                get_primary(primary("podinfo:1")),
-                event("Halted"),
-                apply_route(100, 0),
-                scale_target(0),
-                event("RolledBack"),
-                status_write(&canary, move |b| {
-                    assert_eq!(b["status"]["phase"], "Failed");
-                    assert!(failures(b).is_empty(), "not known yet: {b}");
-                    keep(&w, b);
-                }),
-                // The alert goes out after the write, from the Canary's queue.
-                expect(
-                    "GET",
-                    format!("/apis/serin.dev/v1beta1/namespaces/{NS}/alertproviders/slack"),
-                )
-                .not_found(),
-            ],
+            calls,
         )
         .await;
     ticks.delivered().await;
@@ -333,19 +328,9 @@ async fn the_same_event_again_patches_its_series_instead_of_creating_another() {
     );
     let ctx = Arc::new(Context::new(client, config, Arc::new(Metrics::new())));
     let bootstrap = |halted: Expect| {
-        vec![
-            get_target(deployment("podinfo:1")),
-            no_primary(),
-            get_target(deployment("podinfo:1")),
-            apply_primary(|_| {}),
-            apply_service("podinfo-primary", "podinfo-primary"),
-            apply_service("podinfo-canary", "podinfo"),
-            apply_service("podinfo", "podinfo-primary"),
-            halted,
-            status_write(&canary, |b| {
-                assert_eq!(b["status"]["phase"], "Initializing")
-            }),
-        ]
+        bootstrapping_halted(&canary, halted, |b| {
+            assert_eq!(b["status"]["phase"], "Initializing")
+        })
     };
     // The first time: a new Event.
     let name = Arc::new(Mutex::new(String::new()));

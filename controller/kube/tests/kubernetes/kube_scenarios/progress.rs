@@ -130,20 +130,12 @@ async fn failed_checks_at_the_threshold_roll_back() {
     );
     let canary = with_status(canary, &status);
     let now = at + Duration::from_secs(60);
-    let calls = vec![
-        get_target(deployment("podinfo:2")),
-        get_primary(primary("podinfo:1")),
-        event("Halted"),
-        apply_route(100, 0),
-        scale_target(0),
-        event("RolledBack"),
-        status_write(&canary, |b| {
-            assert_eq!(b["status"]["phase"], "Failed");
-            assert_eq!(b["status"]["canaryWeight"], 0);
-            assert_eq!(b["status"]["failedChecks"], 2);
-            assert_eq!(cond(b, "Promoted")["status"], "False");
-        }),
-    ];
+    let calls = rolling_back(&canary, |b| {
+        assert_eq!(b["status"]["phase"], "Failed");
+        assert_eq!(b["status"]["canaryWeight"], 0);
+        assert_eq!(b["status"]["failedChecks"], 2);
+        assert_eq!(cond(b, "Promoted")["status"], "False");
+    });
     let (result, _) = run(parse(canary), now, analyzer(vec![fail()]), calls).await;
     result.unwrap();
 }

@@ -9,17 +9,7 @@ fn bootstrap_halted_at_no_results(
     canary: &Value,
     check: impl FnOnce(&Value) + Send + 'static,
 ) -> Vec<Expect> {
-    vec![
-        get_target(deployment("podinfo:1")),
-        no_primary(),
-        get_target(deployment("podinfo:1")),
-        apply_primary(|_| {}),
-        apply_service("podinfo-primary", "podinfo-primary"),
-        apply_service("podinfo-canary", "podinfo"),
-        apply_service("podinfo", "podinfo-primary"),
-        event("Halted"),
-        status_write(canary, check),
-    ]
+    bootstrapping_halted(canary, event("Halted"), check)
 }
 
 /// One reconcile of `canary` at T0 with no analysis results, answered by `calls`.
