@@ -325,10 +325,10 @@ async fn a_removed_canary_stops_what_it_ran_and_its_routes_go() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_canary_with_revert_on_deletion_leaves_the_target_serving_until_its_process_goes()
-{
-    let mut site = Site::start("removed-reverts").await;
+/// A gated Canary with revertOnDeletion, initialized on v1, then removed: once this returns the
+/// target was scaled up and got all the traffic, and the primary stopped.
+async fn handed_back(test: &str) -> Site {
+    let mut site = Site::start(test).await;
     site.start_controller().await;
     let canary = site
         .gated_canary()
@@ -339,7 +339,6 @@ async fn a_removed_canary_with_revert_on_deletion_leaves_the_target_serving_unti
     })
     .await;
     site.remove("canary.yaml");
-    // The target is scaled up and gets all the traffic; the primary stops.
     await_site(&site, "only the target left, with all the traffic", |s| {
         let live = s.live_instances();
         !live.is_empty()
@@ -347,6 +346,13 @@ async fn a_removed_canary_with_revert_on_deletion_leaves_the_target_serving_unti
             && s.routes_file().is_some_and(|r| r.contains("podinfo"))
     })
     .await;
+    site
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_canary_with_revert_on_deletion_leaves_the_target_serving_until_its_process_goes()
+{
+    let mut site = handed_back("removed-reverts").await;
     let (_, _, port) = site.live_instances()[0].clone();
     let routes = site.routes_file().unwrap();
     assert!(
@@ -478,22 +484,7 @@ async fn a_manifest_directory_that_cannot_be_read_removes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_target_outlives_a_restart_with_its_process_manifest_broken() {
-    let mut site = Site::start("released-broken").await;
-    site.start_controller().await;
-    let canary = site
-        .gated_canary()
-        .replacen("spec:\n", "spec:\n  revertOnDeletion: true\n", 1);
-    site.write("canary.yaml", &canary);
-    site.await_summary("podinfo initialized on v1", |s| {
-        s.phase == Phase::Initialized && s.promoted_revision.as_deref() == Some("v1")
-    })
-    .await;
-    site.remove("canary.yaml");
-    await_site(&site, "only the handed-back target left", |s| {
-        let live = s.live_instances();
-        !live.is_empty() && live.iter().all(|(role, _, _)| role == "canary")
-    })
-    .await;
+    let mut site = handed_back("released-broken").await;
     let target = site.live_instances();
     // Restarted while its Process manifest has a typo: a Process missing from a broken file is
     // not a removed one, so the target keeps running and routed.
