@@ -408,6 +408,11 @@ impl Supervisor {
             port: AtomicU16::new(port),
             ..Shared::default()
         });
+        // Known now, so the records written right after an adoption name the process (the
+        // monitor task stores it too, but only once it runs, after that write).
+        if let Some(pid) = adopted_pid {
+            shared.pid.store(pid, Ordering::Relaxed);
+        }
         let (stop, stop_rx) = watch::channel(false);
         let revision = spec.revision();
         let log = self.log_dir.join(format!(
@@ -1035,6 +1040,13 @@ mod tests {
         adopted_pids.sort_unstable();
         expected.sort_unstable();
         assert_eq!(adopted_pids, expected, "same processes, not new ones");
+        // The new supervisor's records name them too: a third controller adopts them by pid
+        // instead of searching every process for them (adopted ones were recorded as pid 0).
+        let records: Vec<InstanceRecord> =
+            serde_json::from_slice(&std::fs::read(again.record_file(key)).unwrap()).unwrap();
+        let mut on_disk: Vec<u32> = records.iter().map(|r| r.pid).collect();
+        on_disk.sort_unstable();
+        assert_eq!(on_disk, expected, "adopted pids recorded");
 
         again.shutdown().await;
         assert!(again.instances(key).is_empty());

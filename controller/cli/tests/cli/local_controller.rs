@@ -501,6 +501,7 @@ async fn a_released_target_outlives_a_restart_with_its_process_manifest_broken()
     let logs = site.logs();
     assert!(logs.contains("process.yaml: not valid YAML"), "{logs}");
     assert!(!logs.contains("Process manifest is gone"), "{logs}");
+    assert_eq!(site.live_instances(), target, "{logs}");
     let (_, _, port) = target[0];
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
