@@ -404,15 +404,7 @@ impl LocalPlatform {
         let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
         for path in &files {
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".workloads.json"))
-            else {
-                continue;
-            };
-            // Namespaces and names hold no '_' (DNS labels), so the first one separates them.
-            let Some((ns, name)) = stem.split_once('_') else {
+            let Some((ns, name)) = state_file_id(path, ".workloads.json") else {
                 continue;
             };
             let id = CanaryId::new(ns, name);
@@ -463,14 +455,7 @@ impl LocalPlatform {
         let keys: std::collections::BTreeSet<String> =
             self.entries().values().map(|e| e.key.clone()).collect();
         for path in &files {
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".processes.json"))
-            else {
-                continue;
-            };
-            let Some((ns, name)) = stem.split_once('_') else {
+            let Some((ns, name)) = state_file_id(path, ".processes.json") else {
                 continue;
             };
             let key = format!("{ns}/{name}");
@@ -487,6 +472,15 @@ impl LocalPlatform {
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
     }
+}
+
+/// The namespace and name in a state file named `<namespace>_<name><suffix>`. Namespaces and
+/// names hold no '_' (they are DNS labels), so the first one separates them.
+fn state_file_id<'a>(path: &'a Path, suffix: &str) -> Option<(&'a str, &'a str)> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(suffix)?
+        .split_once('_')
 }
 
 /// The metric names of the instances' processes: the primary's as the `<target>-primary`

@@ -510,20 +510,20 @@ impl Driver {
                     });
                 }
                 tracing::warn!(%missing, "target not ready after the revert wait; handing the traffic back anyway, as Flagger does");
-                let mut entry = notification_failed(
+                let message = if may_come_up {
+                    format!(
+                        "the target was not ready after the revert wait ({missing}); the traffic was handed back to it anyway"
+                    )
+                } else {
+                    format!("{missing}: the traffic was handed back without waiting")
+                };
+                history.push(runtime_entry(
                     ctx,
                     &status,
                     now,
-                    if may_come_up {
-                        format!(
-                            "the target was not ready after the revert wait ({missing}); the traffic was handed back to it anyway"
-                        )
-                    } else {
-                        format!("{missing}: the traffic was handed back without waiting")
-                    },
-                );
-                entry.kind = HistoryKind::Terminating;
-                history.push(entry);
+                    HistoryKind::Terminating,
+                    message,
+                ));
             }
         }
         let mut notifying = Notifying::default();
@@ -849,9 +849,7 @@ fn measured(
     if sample.is_none() && !unrecorded {
         return None;
     }
-    // The same position fields as any runtime-recorded entry.
-    let mut entry = notification_failed(ctx, status, now, String::new());
-    entry.kind = HistoryKind::Measured;
+    let mut entry = runtime_entry(ctx, status, now, HistoryKind::Measured, String::new());
     entry.sample = sample.map(Box::new);
     if unrecorded {
         entry.checks = checks.to_vec();
@@ -866,6 +864,18 @@ fn notification_failed(
     now: Timestamp,
     message: String,
 ) -> HistoryEntry {
+    runtime_entry(ctx, status, now, HistoryKind::NotificationFailed, message)
+}
+
+/// A history entry the runtime records itself (not the engine), with the position fields of
+/// `status`.
+fn runtime_entry(
+    ctx: &CanaryContext,
+    status: &Status,
+    now: Timestamp,
+    kind: HistoryKind,
+    message: String,
+) -> HistoryEntry {
     let run = status.run.as_ref();
     HistoryEntry {
         at: now,
@@ -873,7 +883,7 @@ fn notification_failed(
         revision: run
             .map(|r| r.revision.clone())
             .or_else(|| status.last_applied_spec.clone()),
-        kind: HistoryKind::NotificationFailed,
+        kind,
         phase: status.phase,
         step: run.map_or(0, |r| r.step),
         canary_weight: status.canary_weight,
